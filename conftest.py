@@ -1,0 +1,108 @@
+"""Shared test fixtures: a hermetic environment and a scripted fake model."""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+import moa_pipeline as moa
+
+URL = "http://proxy.test/v1/chat/completions"
+FAKE_KEY = "sk-test-SECRET-1234567890abcdef"
+
+
+@pytest.fixture(autouse=True)
+def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """No test reads the developer's .env or environment, or writes into logs/."""
+    names = [s.env for s in moa.SETTINGS] + list(moa.FALLBACK_NAMES.values())
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+
+
+@pytest.fixture
+def endpoint_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The minimum settings for a run against the mocked endpoint, with no backoff."""
+    monkeypatch.setenv("PROXY_URL", URL)
+    monkeypatch.setenv("API_KEY", FAKE_KEY)
+    monkeypatch.setenv("RETRY_BASE_DELAY", "0")
+
+
+def completion(content: str | None, finish_reason: str = "stop", usage: dict | None = None,
+               status: int = 200, headers: dict | None = None) -> httpx.Response:
+    """An OpenAI-shaped chat completion response."""
+    body: dict[str, Any] = {
+        "id": "cmpl-1", "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def solver_text(answer: str) -> str:
+    return f"<reasoning>I worked it out carefully.</reasoning>\n<answer>{answer}</answer>"
+
+
+def judge_text(answer: str, confidence: int) -> str:
+    return f"<analysis>Checked every candidate.</analysis>\nFINAL ANSWER: {answer}\nCONFIDENCE: {confidence}"
+
+
+@dataclass
+class FakeModel:
+    """Answers by phase (the X-MoA-Phase header). A phase's script is either a
+    fixed text, or a callable (request, n-th call of that phase) -> Response."""
+
+    answer: str = "391"
+    confidence: int = 90
+    overrides: dict[str, Callable[[httpx.Request, int], httpx.Response]] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def default(self, phase: str) -> httpx.Response:
+        if phase == "generate":
+            return completion(solver_text(self.answer))
+        if phase == "critique":
+            return completion("<critique>I recomputed it; the answer holds.</critique>")
+        if phase == "rebuttal":
+            return completion(f"<rebuttal>The critique agrees.</rebuttal><answer>{self.answer}</answer>")
+        return completion(judge_text(self.answer, self.confidence))
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        phase = request.headers.get("X-MoA-Phase", "?")
+        n = self.seen.get(phase, 0)
+        self.seen[phase] = n + 1
+        if phase in self.overrides:
+            return self.overrides[phase](request, n)
+        return self.default(phase)
+
+
+def body_of(call) -> dict[str, Any]:
+    return json.loads(call.request.content)
+
+
+def phases_of(route) -> list[str]:
+    return [c.request.headers["X-MoA-Phase"] for c in route.calls]
+
+
+class FakeSleep:
+    """Records requested sleeps instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def test_runtime(sleep: FakeSleep | None = None, now: float = 1_700_000_000.0) -> moa.Runtime:
+    return moa.Runtime(sleep=sleep or FakeSleep(), wall_clock=lambda: now, rng=random.Random(7))
+
+
+test_runtime.__test__ = False  # a helper, not a test

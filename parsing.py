@@ -1,0 +1,379 @@
+"""Pure parsers for model output: strings in, small result objects out.
+
+Model output is found in three tiers, each tried in turn, and the result
+records which tier matched so the transcript can say so:
+
+1. XML tags (``<answer>…</answer>``), tolerant of case, attributes, whitespace,
+   code fences and a missing closing tag at the very end; the last complete
+   occurrence wins, because models often echo the format before using it.
+2. Markdown headers and labels (``## Answer``, ``**Answer:**``, ``Answer:``).
+3. Paragraphs: the last non-empty paragraph is the answer, the rest reasoning.
+
+Nothing here raises on any input, does I/O or logs. Every regex is either
+anchored to a single line or has bounded repetition, so the cost stays linear
+in the length of the text (see ``test_parsing.py`` for the megabyte tests).
+
+    >>> parse_answer("<reasoning>17*23</reasoning><answer>391</answer>").answer
+    '391'
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+# Tag names of the output contract; prompts.py asks for exactly these.
+CONTRACT_TAGS = ("question", "reasoning", "answer", "critique", "rebuttal", "analysis", "candidate", "think")
+
+# Longest attribute run accepted inside an opening tag. Bounding it keeps a
+# text full of unclosed "<answer " fragments from costing O(n^2).
+_MAX_TAG_ATTRS = 200
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """An answer with the reasoning that led to it and the tier that found it."""
+
+    answer: str
+    reasoning: str
+    tier: str  # "xml", "markdown", "paragraph" or "empty"
+
+
+@dataclass(frozen=True)
+class ParsedJudgement:
+    """A judge's FINAL ANSWER and CONFIDENCE (either may be missing)."""
+
+    final_answer: str | None
+    confidence: int | None
+    analysis: str
+
+
+# --- think blocks -----------------------------------------------------------
+
+# <think>...</think> and its close: bounded tag shape, no nested quantifiers.
+_THINK_OPEN = re.compile(r"<\s{0,5}think\s{0,5}>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"<\s{0,5}/\s{0,5}think\s{0,5}>", re.IGNORECASE)
+
+
+def strip_think(text: str) -> str:
+    """Remove reasoning-model <think> blocks.
+
+    A lone ``</think>`` (the chat template opened the block) drops everything
+    before it; an unclosed ``<think>`` drops everything after it, since what
+    follows is thinking cut off, not an answer.
+    """
+    out: list[str] = []
+    pos = 0
+    first_close = _THINK_CLOSE.search(text)
+    first_open = _THINK_OPEN.search(text)
+    if first_close and (first_open is None or first_close.start() < first_open.start()):
+        pos = first_close.end()
+    while True:
+        opening = _THINK_OPEN.search(text, pos)
+        if opening is None:
+            out.append(text[pos:])
+            break
+        out.append(text[pos:opening.start()])
+        closing = _THINK_CLOSE.search(text, opening.end())
+        if closing is None:
+            break
+        pos = closing.end()
+    return "".join(out)
+
+
+# --- tier 1: XML tags -------------------------------------------------------
+
+def _tag_patterns(tag: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    # Opening: "<answer>", "< Answer id='1' >"; the attribute run is bounded.
+    opening = re.compile(rf"<\s{{0,5}}{tag}\b[^<>]{{0,{_MAX_TAG_ATTRS}}}>", re.IGNORECASE)
+    # Closing: "</answer>", "</ ANSWER >".
+    closing = re.compile(rf"<\s{{0,5}}/\s{{0,5}}{tag}\s{{0,5}}>", re.IGNORECASE)
+    return opening, closing
+
+
+_TAG_CACHE: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {}
+
+# A code-fence line such as ``` or ```xml, at the start or end of a block.
+_FENCE_LINE = re.compile(r"^\s{0,10}```[\w+-]{0,20}\s*$")
+
+
+def _strip_fences(block: str) -> str:
+    lines = block.strip().split("\n")
+    while lines and _FENCE_LINE.match(lines[0]):
+        lines.pop(0)
+    while lines and _FENCE_LINE.match(lines[-1]):
+        lines.pop()
+    return "\n".join(lines).strip()
+
+
+def extract_tag(text: str, tag: str) -> str | None:
+    """Content of the last complete ``<tag>…</tag>``, else of a final unclosed
+    ``<tag>`` running to the end of the text, else None."""
+    opening, closing = _TAG_CACHE.setdefault(tag, _tag_patterns(tag))
+    last_close = None
+    for last_close in closing.finditer(text):
+        pass
+    last_open = None
+    for last_open in opening.finditer(text):
+        pass
+    if last_open is None:
+        return None
+    if last_close is not None and last_close.start() > last_open.start():
+        # Complete pair: the last opening tag before the last closing tag.
+        start = None
+        for match in opening.finditer(text, 0, last_close.start()):
+            start = match
+        assert start is not None  # last_open itself precedes last_close
+        return _strip_fences(text[start.end():last_close.start()])
+    # The last opening tag was never closed: the model stopped before it.
+    return _strip_fences(text[last_open.end():])
+
+
+# --- tier 2: markdown headers and labels ------------------------------------
+
+# After decoration is removed: "Label: rest" with a short alphabetic label.
+# The label is bounded and the colon required, so a line costs O(its length).
+_LABEL_COLON = re.compile(r"([A-Za-z][A-Za-z ]{0,30}?)[ \t]{0,4}[*_]{0,3}[ \t]{0,4}[:：][ \t]{0,4}(.*)$")
+# A markdown header prefix: "## ", "> ### ".
+_HEADER_PREFIX = re.compile(r"^[> \t]{0,8}#{1,6}[ \t]+")
+# Label words that carry no meaning of their own ("The final answer is:").
+_LABEL_FILLER = re.compile(r"^(?:so |thus |therefore |hence )?(?:the |my |our )?|(?: is| would be)$")
+# Labels that start a new section, and so end the one being read.
+_SECTION_LABELS = frozenset({
+    "answer", "final answer", "reasoning", "explanation", "critique", "rebuttal", "analysis",
+    "confidence", "justification", "verification", "note", "notes", "summary", "solution",
+})
+
+
+def _normalise_label(label: str) -> str:
+    return _LABEL_FILLER.sub("", label.strip().lower()).strip()
+
+
+def _label_of(line: str) -> tuple[str, str, bool] | None:
+    """(label, rest of the line, is_header) for a header or label line."""
+    stripped = line.strip()
+    if not stripped or len(stripped) > 4000:
+        return None
+    header = _HEADER_PREFIX.match(stripped)
+    if header:
+        title = stripped[header.end():].strip().strip("*_").strip()
+        match = _LABEL_COLON.match(title)
+        if match:
+            return _normalise_label(match.group(1)), match.group(2).strip().strip("*_").strip(), True
+        return _normalise_label(title.rstrip(":")), "", True
+    core = stripped.lstrip("> \t")
+    if core[:2] in ("- ", "* "):
+        core = core[2:].lstrip()
+    bold = core.startswith(("**", "__"))
+    core = core.lstrip("*_ \t")
+    match = _LABEL_COLON.match(core)
+    if match:
+        return _normalise_label(match.group(1)), match.group(2).strip().strip("*_").strip(), False
+    title = core.strip("*_ \t:")
+    if bold and core.rstrip().endswith(("**", "__")) and re.fullmatch(r"[A-Za-z ]{1,30}", title):
+        return _normalise_label(title), "", False
+    return None
+
+
+def extract_section(text: str, names: tuple[str, ...]) -> tuple[str, str] | None:
+    """(content, text before it) of the last section whose label is one of
+    ``names`` (lower case), running to the next header or section label."""
+    lines = text.split("\n")
+    found: tuple[int, str] | None = None
+    for index, line in enumerate(lines):
+        label = _label_of(line)
+        if label and label[0] in names:
+            found = (index, label[1])
+    if found is None:
+        return None
+    index, rest = found
+    body = [rest] if rest else []
+    for line in lines[index + 1:]:
+        label = _label_of(line)
+        if label and (label[2] or (label[0] in _SECTION_LABELS and any(b.strip() for b in body))):
+            break
+        body.append(line)
+    content = _strip_fences("\n".join(body))
+    if not content:
+        return None
+    return content, "\n".join(lines[:index]).strip()
+
+
+# --- tier 3: paragraphs -----------------------------------------------------
+
+def _split_paragraphs(text: str) -> tuple[str, str]:
+    paragraphs = [p.strip() for p in re.split(r"\n[ \t]*\n", text) if p.strip()]
+    if not paragraphs:
+        return "", ""
+    return paragraphs[-1], "\n\n".join(paragraphs[:-1])
+
+
+# --- answers, critiques, rebuttals ------------------------------------------
+
+_ANSWER_LABELS = ("answer", "final answer", "the answer", "final")
+
+
+def parse_answer(text: str) -> ParsedAnswer:
+    """Find a solver's answer and reasoning; tier "empty" means nothing usable."""
+    body = strip_think(text or "")
+    answer = extract_tag(body, "answer")
+    if answer:
+        reasoning = extract_tag(body, "reasoning") or ""
+        return ParsedAnswer(answer, reasoning, "xml")
+    section = extract_section(body, _ANSWER_LABELS)
+    if section:
+        return ParsedAnswer(section[0], section[1], "markdown")
+    reasoning, remainder = _take_reasoning(body)
+    if remainder is None:
+        return ParsedAnswer("", reasoning, "empty")
+    last, rest = _split_paragraphs(remainder)
+    if last:
+        return ParsedAnswer(last, "\n\n".join(p for p in (reasoning, rest) if p), "paragraph")
+    return ParsedAnswer("", reasoning, "empty")
+
+
+def _take_reasoning(body: str) -> tuple[str, str | None]:
+    """(reasoning, the text outside it) for tier 3; None outside when a
+    <reasoning> block was opened and never closed: the output was cut off
+    mid-reasoning, and its last paragraph is not an answer."""
+    opening, closing = _TAG_CACHE.setdefault("reasoning", _tag_patterns("reasoning"))
+    start = opening.search(body)
+    if start is None:
+        return "", body
+    end = closing.search(body, start.end())
+    if end is None:
+        return _strip_fences(body[start.end():]), None
+    return _strip_fences(body[start.end():end.start()]), body[:start.start()] + body[end.end():]
+
+
+def parse_block(text: str, tag: str) -> tuple[str, str] | None:
+    """(content, tier) of a single free-text block such as a critique.
+
+    Tier 3 takes the whole text: for a critique every paragraph matters.
+    """
+    body = strip_think(text or "")
+    content = extract_tag(body, tag)
+    if content:
+        return content, "xml"
+    section = extract_section(body, (tag,))
+    if section:
+        return section[0], "markdown"
+    stripped = body.strip()
+    return (stripped, "paragraph") if stripped else None
+
+
+def parse_rebuttal(text: str) -> tuple[str, ParsedAnswer] | None:
+    """(rebuttal text, final answer) of a rebuttal, or None if it has no answer.
+
+    Only an explicit answer (tag or label) counts: guessing the last paragraph
+    of a defence would put an argument where the answer belongs.
+    """
+    body = strip_think(text or "")
+    parsed = parse_answer(body)
+    if parsed.tier not in ("xml", "markdown"):
+        return None
+    rebuttal = extract_tag(body, "rebuttal")
+    if rebuttal is None:
+        section = extract_section(body, ("rebuttal",))
+        rebuttal = section[0] if section else parsed.reasoning
+    return rebuttal, parsed
+
+
+# --- judges -----------------------------------------------------------------
+
+# "FINAL ANSWER: x" on one line, with markdown decoration around the label.
+_FINAL_LINE = re.compile(
+    r"^[ \t>#*_`-]{0,12}final[ \t]{1,4}answer[ \t*_`]{0,6}[:：=-][ \t*_`]{0,6}(?P<value>.*)$",
+    re.IGNORECASE,
+)
+# "CONFIDENCE: 85", "85%", "85/100", "0.85", with decoration.
+_CONFIDENCE_LINE = re.compile(
+    r"^[ \t>#*_`-]{0,12}confidence(?:[ \t]{1,4}(?:level|score))?[ \t*_`]{0,6}[:：=-][ \t*_`]{0,6}"
+    r"(?P<number>\d{1,3}(?:\.\d{1,6})?)[ \t]{0,3}(?P<unit>%|/[ \t]{0,3}100|/[ \t]{0,3}1(?!\d))?",
+    re.IGNORECASE,
+)
+
+
+def parse_confidence(number: str, unit: str | None = None) -> int | None:
+    """Confidence on a 0-100 scale; "0.85" and "0.85/1" mean 85."""
+    try:
+        value = float(number)
+    except ValueError:
+        return None
+    unit = (unit or "").replace(" ", "")
+    if unit == "/1" or ("." in number and value <= 1.0 and unit != "%" and unit != "/100"):
+        value *= 100
+    return max(0, min(100, round(value)))
+
+
+def _clean_value(value: str) -> str:
+    return value.strip().strip("*_`").strip()
+
+
+def parse_judgement(text: str) -> ParsedJudgement:
+    """The last FINAL ANSWER and CONFIDENCE lines of a judge's output.
+
+    A FINAL ANSWER label with nothing after it takes the next non-empty line.
+    Falls back to an <answer> tag for judges that ignore the line format.
+    """
+    body = strip_think(text or "")
+    lines = body.split("\n")
+    final: str | None = None
+    confidence: int | None = None
+    for index, line in enumerate(lines):
+        if len(line) > 4000:
+            continue
+        match = _FINAL_LINE.match(line)
+        if match:
+            value = _clean_value(match.group("value"))
+            if not value:
+                value = next((_clean_value(n) for n in lines[index + 1:index + 4] if n.strip()), "")
+            if value:
+                final = value
+        conf = _CONFIDENCE_LINE.match(line)
+        if conf:
+            confidence = parse_confidence(conf.group("number"), conf.group("unit"))
+    if final is None:
+        final = extract_tag(body, "final_answer") or extract_tag(body, "answer") or None
+    analysis = extract_tag(body, "analysis") or body.strip()
+    return ParsedJudgement(final, confidence, analysis)
+
+
+# --- normalisation for voting -----------------------------------------------
+
+# \boxed{...} with up to one level of nested braces, as LaTeX answers use.
+_BOXED = re.compile(r"\\boxed\s{0,3}\{((?:[^{}]|\{[^{}]{0,200}\}){0,500})\}")
+_TEXT_CMD = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\s{0,3}\{([^{}]{0,500})\}")
+_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+)(?![\d,])")
+_EMPHASIS = re.compile(r"[*_`]+")
+_SPACES = re.compile(r"\s+")
+_EDGE_PUNCT = " \t\n.,;:!?\"'()[]{}"
+
+
+def canonical_number(text: str) -> str | None:
+    """"391", "391.0", "391.", "+391" all become "391"; None if not a number."""
+    candidate = text.strip().rstrip(".")
+    if not candidate or len(candidate) > 60 or not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?", candidate, re.I):
+        return None
+    try:
+        value = Decimal(candidate)
+    except InvalidOperation:
+        return None
+    if value == value.to_integral_value():
+        return format(value.to_integral_value(), "f")
+    return format(value.normalize(), "f")
+
+
+def normalize_answer(answer: str) -> str:
+    """The form answers are compared in when votes are counted."""
+    text = strip_think(answer or "")
+    boxed = _BOXED.search(text)
+    if boxed:
+        text = boxed.group(1)
+    text = _TEXT_CMD.sub(r"\1", text)
+    text = text.replace("$", "").replace("\\,", "").replace("\\!", "")
+    text = _EMPHASIS.sub("", text)
+    text = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), text)
+    text = _SPACES.sub(" ", text).strip(_EDGE_PUNCT).lower()
+    number = canonical_number(text)
+    return number if number is not None else text

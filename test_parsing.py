@@ -1,0 +1,203 @@
+"""Parser tests: tables of realistic model outputs, plus inputs that must not break it."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from parsing import (
+    extract_tag,
+    normalize_answer,
+    parse_answer,
+    parse_block,
+    parse_judgement,
+    parse_rebuttal,
+    strip_think,
+)
+
+# --- solver answers, all three tiers ----------------------------------------
+
+ANSWER_CASES = [
+    pytest.param("<reasoning>17*23 = 391</reasoning>\n<answer>391</answer>", "391", "xml", id="clean-tags"),
+    pytest.param("<REASONING>ok</REASONING><Answer >391</ANSWER>", "391", "xml", id="tag-case-and-space"),
+    pytest.param('<answer id="final" type=number>391</answer>', "391", "xml", id="tag-attributes"),
+    pytest.param("Sure! Here you go.\n<reasoning>17*20=340, 17*3=51</reasoning>\n<answer>391</answer>\nHope it helps!",
+                 "391", "xml", id="chatter-around"),
+    pytest.param("<reasoning>long work</reasoning>\n<answer>391", "391", "xml", id="unclosed-last-tag"),
+    pytest.param("```xml\n<reasoning>x</reasoning>\n<answer>391</answer>\n```", "391", "xml", id="fenced-xml"),
+    pytest.param("<answer>\n```\n391\n```\n</answer>", "391", "xml", id="fence-inside-tag"),
+    pytest.param("I must use <answer></answer> tags. First try <answer>390</answer>, no wait: <answer>391</answer>",
+                 "391", "xml", id="last-complete-tag-wins"),
+    pytest.param("The question says to reply in <answer> tags.\nSo:\n<answer>391</answer>", "391", "xml",
+                 id="tag-echoed-from-question"),
+    pytest.param("<think>maybe <answer>390</answer>?</think>\n<answer>391</answer>", "391", "xml",
+                 id="think-block-stripped"),
+    pytest.param("Okay so 17*23...</think>\n<answer>391</answer>", "391", "xml", id="lone-think-close"),
+    pytest.param("17 * 23: 17*20 = 340, plus 51.\n\n## Answer\n391", "391", "markdown", id="markdown-header"),
+    pytest.param("Work: 340 + 51.\n**Answer:** 391", "391", "markdown", id="bold-label"),
+    pytest.param("Work: 340 + 51.\n**Final Answer**\n391", "391", "markdown", id="bold-label-own-line"),
+    pytest.param("Work.\nAnswer: 391\nConfidence: high", "391", "markdown", id="plain-label-stops-at-next"),
+    pytest.param("Work.\nThe final answer is: 391", "391", "markdown", id="final-answer-is"),
+    pytest.param("### Final answer:\n**391**", "391", "markdown", id="header-with-colon"),
+    pytest.param("Step 1: 17*20 = 340\nStep 2: 17*3 = 51\n\n391", "391", "paragraph", id="paragraph-fallback"),
+    pytest.param("Just 391", "Just 391", "paragraph", id="single-paragraph"),
+]
+
+
+@pytest.mark.parametrize("text, answer, tier", ANSWER_CASES)
+def test_parse_answer(text: str, answer: str, tier: str) -> None:
+    """Each tier finds the answer in outputs small models really produce."""
+    parsed = parse_answer(text)
+    assert (normalize_answer(parsed.answer), parsed.tier) == (normalize_answer(answer), tier)
+
+
+def test_reasoning_is_kept_with_the_answer() -> None:
+    """The reasoning travels with the answer so critics can see the working."""
+    parsed = parse_answer("<reasoning>17*20=340</reasoning><answer>391</answer>")
+    assert parsed.reasoning == "17*20=340"
+
+
+@pytest.mark.parametrize("text", ["", "   \n\n  ", "<think>only thinking, cut off", "<think>a</think>  "],
+                         ids=["empty", "whitespace", "unclosed-think", "think-only"])
+def test_nothing_usable(text: str) -> None:
+    """Output with nothing in it gives tier 'empty' (the caller retries)."""
+    assert parse_answer(text).tier == "empty"
+    assert parse_answer(text).answer == ""
+
+
+def test_strip_think_variants() -> None:
+    """Complete blocks go, a lone close drops what precedes it, an unclosed open what follows."""
+    assert strip_think("a<think>x</think>b<THINK>y</THINK>c") == "abc"
+    assert strip_think("pre</think>post") == "post"
+    assert strip_think("a<think>never closed") == "a"
+
+
+def test_extract_tag_missing() -> None:
+    """No opening tag means None, so the next tier runs."""
+    assert extract_tag("no tags here", "answer") is None
+
+
+# --- critiques and rebuttals ------------------------------------------------
+
+@pytest.mark.parametrize("text, expected, tier", [
+    pytest.param("<critique>Step 2 drops a carry.</critique>", "Step 2 drops a carry.", "xml", id="tag"),
+    pytest.param("## Critique\nStep 2 drops a carry.", "Step 2 drops a carry.", "markdown", id="header"),
+    pytest.param("Step 2 drops a carry.\n\nOtherwise fine.", "Step 2 drops a carry.\n\nOtherwise fine.",
+                 "paragraph", id="whole-text"),
+])
+def test_parse_critique(text: str, expected: str, tier: str) -> None:
+    """A critique is found by tag, header, or else the whole text."""
+    assert parse_block(text, "critique") == (expected, tier)
+
+
+def test_parse_critique_empty() -> None:
+    """An empty critique is a failure, not an empty critique."""
+    assert parse_block("  ", "critique") is None
+
+
+@pytest.mark.parametrize("text, answer", [
+    pytest.param("<rebuttal>The critic misread it.</rebuttal>\n<answer>391</answer>", "391", id="tags"),
+    pytest.param("The critic is right.\n**Answer:** 392", "392", id="label"),
+])
+def test_parse_rebuttal(text: str, answer: str) -> None:
+    """A rebuttal needs an explicit answer: tag or label."""
+    found = parse_rebuttal(text)
+    assert found is not None and found[1].answer == answer
+
+
+def test_rebuttal_without_answer_is_unusable() -> None:
+    """A defence with no stated answer is retried, not guessed from its last paragraph."""
+    assert parse_rebuttal("I still think my reasoning holds.\n\nThe critic is wrong.") is None
+
+
+# --- judges -------------------------------------------------------------------
+
+JUDGE_CASES = [
+    pytest.param("<analysis>A is right</analysis>\nFINAL ANSWER: 391\nCONFIDENCE: 85", "391", 85, id="plain"),
+    pytest.param("**FINAL ANSWER:** 391\n**CONFIDENCE:** 85%", "391", 85, id="bold-percent"),
+    pytest.param("**FINAL ANSWER: 391**\n**Confidence: 85/100**", "391", 85, id="bold-around-line"),
+    pytest.param("final answer: 391\nconfidence: 0.85", "391", 85, id="lower-decimal"),
+    pytest.param("Final Answer:\n\n391\nConfidence: 1.0", "391", 100, id="value-on-next-line"),
+    pytest.param("FINAL ANSWER: 391\nCONFIDENCE: 150", "391", 100, id="clamped-high"),
+    pytest.param("FINAL ANSWER: 391\nCONFIDENCE: 0.5/1", "391", 50, id="fraction-of-one"),
+    pytest.param("End with FINAL ANSWER: x and CONFIDENCE: n.\n...\nFINAL ANSWER: 391\nCONFIDENCE: 70", "391", 70,
+                 id="last-line-wins"),
+    pytest.param("## Final answer: 391\n- Confidence: 90", "391", 90, id="markdown-decorated"),
+    pytest.param("<think>FINAL ANSWER: 1</think>\nFINAL ANSWER: 391\nCONFIDENCE: 60", "391", 60, id="think-ignored"),
+    pytest.param("FINAL ANSWER: 391", "391", None, id="no-confidence"),
+    pytest.param("I pick <answer>391</answer>", "391", None, id="answer-tag-fallback"),
+]
+
+
+@pytest.mark.parametrize("text, answer, confidence", JUDGE_CASES)
+def test_parse_judgement(text: str, answer: str, confidence: int | None) -> None:
+    """FINAL ANSWER / CONFIDENCE lines in the forms judges write them."""
+    found = parse_judgement(text)
+    assert (found.final_answer, found.confidence) == (answer, confidence)
+
+
+def test_judgement_without_answer() -> None:
+    """No FINAL ANSWER line and no answer tag: final_answer is None."""
+    assert parse_judgement("I think candidate A is probably right.").final_answer is None
+
+
+# --- normalisation for voting -------------------------------------------------
+
+@pytest.mark.parametrize("raw, normal", [
+    pytest.param("391", "391", id="plain"),
+    pytest.param("391.0", "391", id="trailing-zero"),
+    pytest.param("**391**", "391", id="bold"),
+    pytest.param("391.", "391", id="sentence-dot"),
+    pytest.param(" 391 ", "391", id="spaces"),
+    pytest.param("\\boxed{391}", "391", id="boxed"),
+    pytest.param("$391$", "391", id="dollars"),
+    pytest.param("$\\boxed{\\text{Paris}}$", "paris", id="boxed-text"),
+    pytest.param("1,234,567", "1234567", id="thousands"),
+    pytest.param("0.50", "0.5", id="decimal"),
+    pytest.param("+7", "7", id="plus-sign"),
+    pytest.param("1e3", "1000", id="exponent"),
+    pytest.param("Yes.", "yes", id="case-and-dot"),
+    pytest.param("`Paris`", "paris", id="code"),
+    pytest.param("(1, 2)", "1, 2", id="tuple-not-thousands"),
+    pytest.param("", "", id="empty"),
+])
+def test_normalize_answer(raw: str, normal: str) -> None:
+    """Answers that mean the same normalise to the same key."""
+    assert normalize_answer(raw) == normal
+
+
+def test_numeric_equality_across_forms() -> None:
+    """391, 391.0, **391** and 391. vote together."""
+    assert len({normalize_answer(a) for a in ["391", "391.0", "**391**", "391.", "\\boxed{391}"]}) == 1
+
+
+# --- inputs that must not break it --------------------------------------------
+
+HOSTILE = [
+    pytest.param("<answer>" * 200_000, id="many-unclosed-open-tags"),
+    pytest.param("</answer>" * 200_000, id="many-close-tags"),
+    pytest.param("<answer " * 150_000, id="unterminated-open-tags"),
+    pytest.param("<think>" * 150_000, id="many-think-opens"),
+    pytest.param("**Answer" * 150_000, id="many-partial-labels"),
+    pytest.param("FINAL ANSWER:" * 100_000, id="final-answer-repeated-one-line"),
+    pytest.param(("x" * 999 + "\n") * 1000, id="megabyte-lines"),
+    pytest.param("\\boxed{" * 150_000, id="unclosed-boxed"),
+    pytest.param("1," * 400_000, id="comma-runs"),
+    pytest.param("\x00\xff\ufffd\ud800 junk \x1b[31m" * 50_000, id="binary-junk"),
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_input_never_raises_and_stays_linear(text: str) -> None:
+    """Every parser returns on a megabyte of adversarial text, without raising.
+
+    The time bound is loose (seconds, for slow CI machines); a quadratic
+    regex would take minutes on these inputs.
+    """
+    started = time.process_time()
+    parse_answer(text)
+    parse_block(text, "critique")
+    parse_rebuttal(text)
+    parse_judgement(text)
+    normalize_answer(text)
+    assert time.process_time() - started < 10

@@ -1,0 +1,598 @@
+"""Pipeline tests against a respx-mocked endpoint: no network, no real sleeping."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from email.utils import format_datetime
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+import moa_pipeline as moa
+from conftest import (
+    FAKE_KEY,
+    URL,
+    FakeModel,
+    FakeSleep,
+    body_of,
+    completion,
+    judge_text,
+    phases_of,
+    solver_text,
+    test_runtime,
+)
+
+pytestmark = pytest.mark.usefixtures("endpoint_env")
+
+
+def run_json(argv: list[str], capsys, runtime: moa.Runtime | None = None) -> tuple[int, dict]:
+    code = moa.main([*argv, "--json"], runtime=runtime or test_runtime())
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+# --- the happy path -------------------------------------------------------------
+
+
+@respx.mock
+def test_full_run_makes_exactly_18_calls(capsys) -> None:
+    """5 workers, 3 judges, rebuttal on: 5 + 5 + 5 + 3 calls, and a verdict."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    code, result = run_json(["-q", "What is 17 * 23?"], capsys)
+    assert code == 0
+    assert phases_of(route).count("generate") == 5
+    assert phases_of(route).count("critique") == 5
+    assert phases_of(route).count("rebuttal") == 5
+    assert phases_of(route).count("judge") == 3
+    assert result["llm_calls"] == result["http_requests"] == 18
+    assert result["final_answer"] == "391"
+    assert (result["confidence"], result["judges_agreeing"], result["judges_valid"]) == (90, 3, 3)
+    assert result["status"] == "ok" and result["error"] is None and result["rerun"] is False
+    assert result["phases"]["critique"] == {"ok": 5, "failed": 0}
+    assert Path(result["transcript"]).is_file()
+
+
+@respx.mock
+def test_no_rebuttal_makes_13_calls(capsys) -> None:
+    """--no-rebuttal skips phase 3: 5 + 5 + 3 calls."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    code, result = run_json(["-q", "What is 17 * 23?", "--no-rebuttal"], capsys)
+    assert code == 0 and route.call_count == 13
+    assert "rebuttal" not in phases_of(route)
+
+
+@respx.mock
+def test_request_shape(capsys) -> None:
+    """Bearer key, MODEL_NAME, temperatures and token limits go in every request."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    run_json(["-q", "Q?", "--model", "llama-3-8b", "-w", "2", "-j", "1", "--no-rebuttal"], capsys)
+    for call in route.calls:
+        assert call.request.headers["Authorization"] == f"Bearer {FAKE_KEY}"
+        body = body_of(call)
+        assert body["model"] == "llama-3-8b"
+        assert body["messages"][0]["role"] == "system" and body["messages"][1]["role"] == "user"
+        phase = call.request.headers["X-MoA-Phase"]
+        assert body["temperature"] == (0.2 if phase == "judge" else 1.0)
+        assert body["max_tokens"] == 8192
+
+
+@respx.mock
+def test_human_output(capsys) -> None:
+    """The human summary shows verdict, confidence, agreement, phases and transcript."""
+    respx.post(URL).mock(side_effect=FakeModel())
+    assert moa.main(["-q", "What is 17 * 23?"], runtime=test_runtime()) == 0
+    out = capsys.readouterr().out
+    assert "Answer: 391" in out
+    assert "Confidence: 90/100, 3/3 judges agree" in out
+    assert "5/5 valid" in out and "5/5 critiques" in out and "3/3 verdicts" in out
+    assert "Transcript: " in out and "logs" in out
+
+
+@respx.mock
+def test_question_from_stdin(capsys, monkeypatch) -> None:
+    """-q - reads the question from standard input."""
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is 17 * 23?\n"))
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    code, result = run_json(["-q", "-"], capsys)
+    assert code == 0 and result["question"] == "What is 17 * 23?"
+    assert "What is 17 * 23?" in body_of(route.calls[0])["messages"][1]["content"]
+
+
+# --- graceful degradation ----------------------------------------------------------
+
+
+@respx.mock
+def test_failed_critique_leaves_answer_in_play(capsys, monkeypatch) -> None:
+    """A critique that always comes back empty is noted; the debate goes on."""
+    monkeypatch.setenv("MAX_RETRIES", "1")
+
+    def critique(request: httpx.Request, n: int) -> httpx.Response:
+        if request.headers["X-MoA-Agent"] == "solver-2->solver-1":
+            return completion("")
+        return completion("<critique>Looks right.</critique>")
+
+    route = respx.post(URL).mock(side_effect=FakeModel(overrides={"critique": critique}))
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["final_answer"] == "391"
+    assert result["phases"]["critique"] == {"ok": 4, "failed": 1}
+    # The uncritiqued solver has nothing to rebut; the other four do.
+    assert phases_of(route).count("rebuttal") == 4
+    transcript = Path(result["transcript"]).read_text()
+    assert "critique of solver-1 failed; its answer stays in play" in transcript
+
+
+@respx.mock
+def test_too_few_valid_answers_fails_clearly(capsys, monkeypatch) -> None:
+    """Fewer than MIN_VALID_ANSWERS answers ends the run with exit 1 and the reason."""
+    monkeypatch.setenv("MAX_RETRIES", "1")
+    model = FakeModel(overrides={"generate": lambda r, n: (
+        completion(solver_text("7")) if r.headers["X-MoA-Agent"] == "solver-1" else httpx.Response(500))})
+    route = respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 1 and result["status"] == "failed"
+    assert "only 1/5 solvers gave a valid answer (MIN_VALID_ANSWERS=2)" in result["error"]
+    assert "HTTP 500" in result["error"]
+    assert result["final_answer"] is None
+    assert set(phases_of(route)) == {"generate"}  # no later phase was attempted
+    assert Path(result["transcript"]).is_file()
+
+
+@respx.mock
+def test_no_judge_answer_falls_back_to_solver_majority(capsys, monkeypatch) -> None:
+    """When no judge yields a FINAL ANSWER, the solvers' majority is the verdict, and it says so."""
+    monkeypatch.setenv("MAX_RETRIES", "0")
+    monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")
+    answers = iter(["391", "391", "391", "390", "392"])
+    model = FakeModel(overrides={
+        "generate": lambda r, n: completion(solver_text(next(answers))),
+        "rebuttal": lambda r, n: completion("<rebuttal>I stand.</rebuttal>"),  # no answer: keeps first
+        "judge": lambda r, n: completion("I cannot decide."),
+    })
+    respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0
+    assert result["final_answer"] == "391" and result["verdict_source"] == "solvers"
+    assert result["confidence"] == 60  # 3 of 5 solvers
+    assert "no judge gave a FINAL ANSWER" in Path(result["transcript"]).read_text()
+
+
+@respx.mock
+def test_judge_naming_a_candidate_votes_for_its_answer(capsys) -> None:
+    """'FINAL ANSWER: Candidate B' counts as candidate B's answer, never as the text 'Candidate B'."""
+    model = FakeModel(overrides={"judge": lambda r, n: completion(judge_text("Candidate B", 80))})
+    respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert result["final_answer"] == "391"
+
+
+# --- retries -------------------------------------------------------------------------
+
+
+@respx.mock
+def test_retry_uses_a_fresh_nonce_and_skips_the_cache(capsys) -> None:
+    """Each attempt's system prompt carries a different nonce; retries ask the gateway to skip its cache."""
+    failures = {"n": 0}
+
+    def generate(request: httpx.Request, n: int) -> httpx.Response:
+        if request.headers["X-MoA-Agent"] == "solver-1" and failures["n"] < 2:
+            failures["n"] += 1
+            return completion("")  # what a cached empty response looks like
+        return completion(solver_text("391"))
+
+    sleep = FakeSleep()
+    route = respx.post(URL).mock(side_effect=FakeModel(overrides={"generate": generate}))
+    code, result = run_json(["-q", "Q?"], capsys, test_runtime(sleep))
+    assert code == 0
+    solver1 = [c for c in route.calls
+               if c.request.headers["X-MoA-Agent"] == "solver-1" and c.request.headers["X-MoA-Phase"] == "generate"]
+    assert len(solver1) == 3
+    systems = [body_of(c)["messages"][0]["content"] for c in solver1]
+    assert len(set(systems)) == 3, "every attempt's request body must differ"
+    assert [c.request.headers.get("cf-aig-skip-cache") for c in solver1] == [None, "true", "true"]
+    assert len(sleep.delays) == 2
+    assert result["http_requests"] == 20 and result["llm_calls"] == 18
+
+
+@pytest.mark.parametrize("reply, why", [
+    pytest.param(lambda: httpx.Response(200, content=b"not json{"), "not valid JSON", id="bad-json"),
+    pytest.param(lambda: httpx.Response(200, json={"error": {"message": "overloaded"}}), "overloaded",
+                 id="error-object"),
+    pytest.param(lambda: httpx.Response(200, json={"choices": []}), "no choices", id="no-choices"),
+    pytest.param(lambda: completion("   "), "empty", id="empty-content"),
+    pytest.param(lambda: completion("<reasoning>17*20=340 and then", finish_reason="length"), "cut off",
+                 id="cut-off-by-length"),
+    pytest.param(lambda: httpx.Response(200, content=b'{"choices":[{"message":{"content":"\\ud800"}}]}'),
+                 "not valid Unicode", id="lone-surrogate"),
+    pytest.param(lambda: httpx.Response(200, content=b"\xff\xfe{}"), "not valid JSON", id="invalid-utf8"),
+    pytest.param(lambda: httpx.Response(503, text="busy"), "HTTP 503", id="503"),
+    pytest.param(lambda: httpx.Response(408), "HTTP 408", id="408"),
+    pytest.param(lambda: httpx.Response(409), "HTTP 409", id="409"),
+    pytest.param(lambda: httpx.ConnectError("refused"), "connection error", id="connect-error"),
+    pytest.param(lambda: httpx.ReadTimeout("slow"), "no response within REQUEST_TIMEOUT", id="timeout"),
+])
+@respx.mock
+def test_retryable_failures_are_retried(reply, why: str, capsys) -> None:
+    """Bad bodies, empty or cut-off content, 408/409/5xx, timeouts and connection errors are retried."""
+    first = {"done": False}
+
+    def generate(request: httpx.Request, n: int) -> httpx.Response:
+        if request.headers["X-MoA-Agent"] == "solver-1" and not first["done"]:
+            first["done"] = True
+            outcome = reply()
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        return completion(solver_text("391"))
+
+    respx.post(URL).mock(side_effect=FakeModel(overrides={"generate": generate}))
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["http_requests"] == 19
+    transcript = Path(result["transcript"]).read_text()
+    assert why in transcript
+
+
+@pytest.mark.parametrize("header", ["7", "DATE"], ids=["seconds", "http-date"])
+@respx.mock
+def test_retry_after_is_honoured(header: str, capsys) -> None:
+    """A 429 with Retry-After (seconds or HTTP date) waits that long, then succeeds."""
+    now = 1_700_000_000.0
+    if header == "DATE":
+        header = format_datetime(datetime.fromtimestamp(now + 7, tz=timezone.utc), usegmt=True)
+    sent = {"n": 0}
+
+    def generate(request: httpx.Request, n: int) -> httpx.Response:
+        if request.headers["X-MoA-Agent"] == "solver-1" and sent["n"] == 0:
+            sent["n"] += 1
+            return httpx.Response(429, headers={"Retry-After": header}, json={"error": "slow down"})
+        return completion(solver_text("391"))
+
+    sleep = FakeSleep()
+    respx.post(URL).mock(side_effect=FakeModel(overrides={"generate": generate}))
+    code, _ = run_json(["-q", "Q?"], capsys, test_runtime(sleep, now=now))
+    assert code == 0
+    assert sleep.delays == [pytest.approx(7.0)]
+
+
+def test_retry_after_is_capped() -> None:
+    """A Retry-After beyond RETRY_MAX_DELAY waits RETRY_MAX_DELAY."""
+    config = moa.Config(URL, FAKE_KEY, retry_max_delay=30.0)
+    assert moa.retry_delay(config, 1, 3600.0, __import__("random").Random(1)) == 30.0
+
+
+def test_backoff_is_full_jitter_exponential_and_capped() -> None:
+    """Without Retry-After the delay is uniform in [0, min(cap, base * 2^(n-1))]."""
+    import random
+    config = moa.Config(URL, FAKE_KEY, retry_base_delay=1.0, retry_max_delay=5.0)
+    rng = random.Random(3)
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (9, 5.0)]:
+        delays = [moa.retry_delay(config, attempt, None, rng) for _ in range(200)]
+        assert 0 <= min(delays) and max(delays) <= ceiling
+        assert max(delays) > ceiling * 0.8  # really spread over the range
+
+
+@pytest.mark.parametrize("value, seconds", [
+    ("120", 120.0), ("0", 0.0), ("-5", 0.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", None), (None, None),
+])
+def test_parse_retry_after(value, seconds) -> None:
+    """Retry-After in seconds or as an HTTP date; a past date waits 0; junk is ignored."""
+    assert moa.parse_retry_after(value, 1_700_000_000.0) == seconds
+
+
+@respx.mock
+def test_retries_run_out(capsys, monkeypatch) -> None:
+    """A call that keeps failing makes MAX_RETRIES + 1 attempts, then counts as failed."""
+    monkeypatch.setenv("MAX_RETRIES", "2")
+    model = FakeModel(overrides={"generate": lambda r, n: (
+        httpx.Response(502, html="<html><body>Bad gateway</body></html>")
+        if r.headers["X-MoA-Agent"] == "solver-1" else completion(solver_text("391")))})
+    route = respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0
+    assert phases_of(route).count("generate") == 4 + 3
+    assert result["phases"]["generate"] == {"ok": 4, "failed": 1}
+    transcript = Path(result["transcript"]).read_text()
+    assert "HTTP 502: an HTML error page" in transcript and "<body>" not in transcript
+
+
+@pytest.mark.parametrize("status, words", [
+    (401, "rejected the API key"), (403, "rejected the API key"), (400, "HTTP 400"), (404, "HTTP 404"),
+])
+@respx.mock
+def test_fatal_status_fails_fast(status: int, words: str, capsys) -> None:
+    """400/401/403/404 stop the run at once with the server's message: no retries, one request per worker."""
+    route = respx.post(URL).mock(return_value=httpx.Response(status, json={"error": {"message": "nope: server says"}}))
+    sleep = FakeSleep()
+    code, result = run_json(["-q", "Q?"], capsys, test_runtime(sleep))
+    assert code == 1 and result["status"] == "failed"
+    assert words in result["error"] and "nope: server says" in result["error"]
+    assert route.call_count <= 5 and sleep.delays == []
+
+
+# --- voting and the rerun ----------------------------------------------------------
+
+
+def test_tie_goes_to_higher_confidence() -> None:
+    """Two sides of one vote each: the side with the more confident judge wins."""
+    votes = [moa.Vote("390", 70, "judge-1"), moa.Vote("391", 95, "judge-2")]
+    verdict = moa.tally_votes(votes)
+    assert verdict is not None
+    assert (verdict.answer, verdict.confidence, verdict.agreeing, verdict.valid) == ("391", 95, 1, 2)
+
+
+def test_majority_beats_confidence_and_reports_best_of_winners() -> None:
+    """Two votes beat one, however confident; the confidence is the winning side's best."""
+    votes = [moa.Vote("**391**", 60, "j1"), moa.Vote("999", 100, "j2"), moa.Vote("391.0", 80, "j3")]
+    verdict = moa.tally_votes(votes)
+    assert verdict is not None
+    assert (verdict.answer, verdict.confidence, verdict.agreeing, verdict.valid) == ("391.0", 80, 2, 3)
+
+
+def test_tally_of_nothing_is_none() -> None:
+    """No countable votes gives no verdict (never an empty one)."""
+    assert moa.tally_votes([moa.Vote("  ", 90, "j1")]) is None
+
+
+@respx.mock
+def test_low_confidence_reruns_once_with_more_workers(capsys) -> None:
+    """Confidence below MIN_JUDGE_CONFIDENCE reruns once, hotter and with 2 more workers; never twice."""
+    route = respx.post(URL).mock(side_effect=FakeModel(confidence=30))
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["rerun"] is True
+    generate = [c for c in route.calls if c.request.headers["X-MoA-Phase"] == "generate"]
+    assert len(generate) == 5 + 7
+    assert [body_of(c)["temperature"] for c in generate[5:]] == [pytest.approx(1.2)] * 7
+    assert result["llm_calls"] == 18 + (7 + 7 + 7 + 3)
+    assert result["confidence"] == 30
+
+
+@respx.mock
+def test_rerun_reports_the_more_confident_verdict(capsys) -> None:
+    """The rerun's verdict replaces the first only when it is more confident."""
+    judge_round = {"n": 0}
+
+    def judge(request: httpx.Request, n: int) -> httpx.Response:
+        # Round one (3 judges) says 390 at 40; round two says 391 at 85.
+        return completion(judge_text("390", 40) if n < 3 else judge_text("391", 85))
+
+    respx.post(URL).mock(side_effect=FakeModel(overrides={"judge": judge}))
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert (result["final_answer"], result["confidence"], result["rerun"]) == ("391", 85, True)
+    transcript = Path(result["transcript"]).read_text()
+    assert "Round 2 · Phase 4 - Judges" in transcript
+
+
+@respx.mock
+def test_failed_rerun_keeps_first_verdict(capsys) -> None:
+    """If the rerun cannot reach a verdict, round one's verdict is still reported."""
+    def generate(request: httpx.Request, n: int) -> httpx.Response:
+        return completion(solver_text("391")) if n < 5 else httpx.Response(500)
+
+    respx.post(URL).mock(side_effect=FakeModel(confidence=30, overrides={"generate": generate}))
+    code, result = run_json(["-q", "Q?"], capsys, test_runtime())
+    assert code == 0 and result["final_answer"] == "391" and result["rerun"] is True
+    assert "the rerun failed" in Path(result["transcript"]).read_text()
+
+
+# --- configuration -------------------------------------------------------------------
+
+
+def test_precedence_flag_over_env_over_dotenv_over_default() -> None:
+    """Flag beats environment beats .env beats the default."""
+    dotenv = {"PROXY_URL": "http://a.test/v1", "API_KEY": "k", "NUM_WORKERS": "3", "NUM_JUDGES": "4",
+              "MAX_RETRIES": "7"}
+    environ = {"NUM_WORKERS": "6", "NUM_JUDGES": "5"}
+    config = moa.load_config({"NUM_WORKERS": "8"}, environ, dotenv)
+    assert config.num_workers == 8      # flag
+    assert config.num_judges == 5       # environment
+    assert config.max_retries == 7      # .env
+    assert config.temperature == 1.0    # default
+
+
+def test_openai_names_are_fallbacks() -> None:
+    """OPENAI_BASE_URL / OPENAI_API_KEY are used only when PROXY_URL / API_KEY are unset."""
+    config = moa.load_config({}, {"OPENAI_BASE_URL": "https://api.openai.test/v1", "OPENAI_API_KEY": "k1"}, {})
+    assert (config.proxy_url, config.api_key) == ("https://api.openai.test/v1/chat/completions", "k1")
+    config = moa.load_config({}, {"OPENAI_BASE_URL": "https://o.test/v1"}, {"PROXY_URL": "http://p.test", "API_KEY": "k"})
+    assert config.proxy_url == "http://p.test/chat/completions"
+
+
+@pytest.mark.parametrize("raw, url", [
+    ("http://localhost:8080/v1", "http://localhost:8080/v1/chat/completions"),
+    ("http://localhost:8080/v1/", "http://localhost:8080/v1/chat/completions"),
+    ("https://gw.test/v1/acct/gw/openai/chat/completions", "https://gw.test/v1/acct/gw/openai/chat/completions"),
+    (" http://h.test ", "http://h.test/chat/completions"),
+])
+def test_proxy_url_forms(raw: str, url: str) -> None:
+    """PROXY_URL may be the full chat-completions URL or a base URL."""
+    assert moa.chat_completions_url(raw) == url
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"NUM_WORKERS": "abc"}, "NUM_WORKERS='abc' (environment) is not valid: expected a whole number from 1 to 64"),
+    ({"NUM_WORKERS": "-1"}, "NUM_WORKERS='-1'"),
+    ({"TEMPERATURE": "hot"}, "TEMPERATURE='hot'"),
+    ({"REQUEST_TIMEOUT": "0"}, "REQUEST_TIMEOUT='0'"),
+    ({"MIN_JUDGE_CONFIDENCE": "101"}, "MIN_JUDGE_CONFIDENCE='101'"),
+    ({"ENABLE_REBUTTAL": "maybe"}, "expected true or false"),
+    ({"MIN_VALID_ANSWERS": "6"}, "MIN_VALID_ANSWERS=6 is more than NUM_WORKERS=5"),
+    ({"PROXY_URL": "ftp://x.test"}, "PROXY_URL='ftp://x.test' (environment) is not valid: expected an http"),
+    ({"PROXY_URL": "localhost:8080"}, "PROXY_URL='localhost:8080'"),
+    ({"PROXY_URL": None}, "PROXY_URL is not set"),
+    ({"API_KEY": None}, "API_KEY is not set"),
+    ({"API_KEY": "two words"}, "API_KEY=*** (environment) is not valid"),
+])
+@respx.mock
+def test_bad_configuration_exits_2_without_a_request(env, words, capsys, monkeypatch) -> None:
+    """Each bad value gives one line naming the variable, its value and what is allowed; exit 2; no request."""
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, value)
+    route = respx.post(url__regex=".*").mock(side_effect=FakeModel())
+    assert moa.main(["-q", "Q?"], runtime=test_runtime()) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert "Traceback" not in err and "two words" not in err
+    assert route.call_count == 0
+
+
+@respx.mock
+def test_flag_validation_names_the_flag(capsys) -> None:
+    """-w 1 with MIN_VALID_ANSWERS=2 is refused before any request."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    assert moa.main(["-q", "Q?", "-w", "1"]) == 2
+    assert "MIN_VALID_ANSWERS=2 is more than NUM_WORKERS=1" in capsys.readouterr().err
+    assert route.call_count == 0
+
+
+@respx.mock
+def test_env_file_is_read_and_missing_one_is_an_error(capsys, tmp_path, monkeypatch) -> None:
+    """--env-file supplies settings under the environment; a missing file is exit 2."""
+    monkeypatch.delenv("PROXY_URL")
+    (tmp_path / "custom.env").write_text(f"PROXY_URL={URL}\nNUM_WORKERS=2\nNUM_JUDGES=1\nENABLE_REBUTTAL=false\n")
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    code, _ = run_json(["-q", "Q?", "--env-file", str(tmp_path / "custom.env")], capsys)
+    assert code == 0 and route.call_count == 2 + 2 + 1
+    assert moa.main(["-q", "Q?", "--env-file", str(tmp_path / "nope.env")]) == 2
+    assert "--env-file" in capsys.readouterr().err
+
+
+@respx.mock
+def test_dotenv_in_working_directory_is_read(capsys, tmp_path, monkeypatch) -> None:
+    """./.env is read by default and sits under the environment."""
+    (tmp_path / ".env").write_text("NUM_WORKERS=2\nNUM_JUDGES=1\nMAX_RETRIES=9\n")
+    monkeypatch.setenv("NUM_JUDGES", "2")
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    code, _ = run_json(["-q", "Q?", "--no-rebuttal"], capsys)
+    assert code == 0 and route.call_count == 2 + 2 + 2
+
+
+def test_empty_question_is_a_usage_error(capsys) -> None:
+    """An empty or whitespace question is refused with exit 2."""
+    assert moa.main(["-q", "   "]) == 2
+    assert "the question is empty" in capsys.readouterr().err
+
+
+def test_usage_error_and_help_exit_codes(capsys) -> None:
+    """A missing -q is a usage error (2); --help exits 0 and goes to stdout."""
+    assert moa.main([]) == 2
+    assert moa.main(["--help"]) == 0
+    assert "--no-rebuttal" in capsys.readouterr().out
+
+
+# --- transcripts and secrets ---------------------------------------------------------
+
+
+@respx.mock
+def test_transcript_contents_and_mode(capsys) -> None:
+    """The transcript holds config (key masked), every prompt and response, retries, tally and verdict; mode 0600."""
+    model = FakeModel(overrides={"judge": lambda r, n: (
+        httpx.Response(500) if n == 0 else completion(judge_text("391", 88)))})
+    respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "What is 17 * 23?"], capsys)
+    path = Path(result["transcript"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    for needle in ["=== Question ===", "What is 17 * 23?", "API_KEY=***", "NUM_WORKERS=5",
+                   "Phase 1 - Blind generation", "Phase 2 - Cross-critique", "Phase 3 - Rebuttal",
+                   "Phase 4 - Judges", "<answer>391</answer>", "HTTP 500", "retrying in",
+                   "=== Tally ===", "=== Verdict ===", "answer: 391", "You are an impartial judge"]:
+        assert needle in text, needle
+    assert path.name.startswith("moa_run_") and path.suffix == ".txt"
+
+
+def test_two_transcripts_in_one_second_never_collide(tmp_path) -> None:
+    """The same name twice gets a _1 suffix instead of overwriting."""
+    first, fd1 = moa.create_private_file(tmp_path, "moa_run_20260101_000000", ".txt")
+    second, fd2 = moa.create_private_file(tmp_path, "moa_run_20260101_000000", ".txt")
+    os.close(fd1)
+    os.close(fd2)
+    assert first.name == "moa_run_20260101_000000.txt"
+    assert second.name == "moa_run_20260101_000000_1.txt"
+
+
+@respx.mock
+def test_unwritable_log_dir_still_prints_the_verdict(capsys, monkeypatch, tmp_path) -> None:
+    """A LOG_DIR that cannot be created warns and the run goes on without a transcript."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("LOG_DIR", str(blocker / "logs"))
+    respx.post(URL).mock(side_effect=FakeModel())
+    code = moa.main(["-q", "Q?", "--json"], runtime=test_runtime())
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert code == 0 and result["final_answer"] == "391" and result["transcript"] is None
+    assert "could not write the transcript" in captured.err
+
+
+@respx.mock
+def test_file_logging_off_writes_nothing(capsys, monkeypatch, tmp_path) -> None:
+    """ENABLE_FILE_LOGGING=false writes no transcript."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
+    respx.post(URL).mock(side_effect=FakeModel())
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["transcript"] is None
+    assert not (tmp_path / "logs").exists()
+
+
+@respx.mock
+def test_api_key_never_appears_anywhere(capsys, monkeypatch, tmp_path) -> None:
+    """The key is in no transcript, stdout, stderr (verbose) or error text, even when the server echoes it."""
+    monkeypatch.setenv("API_KEY", f"  {FAKE_KEY}\n")  # stray whitespace is stripped, not refused
+    echo = {"error": {"message": f"bad key {FAKE_KEY}"}}
+    respx.post(URL).mock(side_effect=FakeModel(overrides={"judge": lambda r, n: httpx.Response(401, json=echo)}))
+    code = moa.main(["-q", "Q?", "-v"], runtime=test_runtime())
+    captured = capsys.readouterr()
+    assert code == 1
+    files = [p.read_text() for p in (tmp_path / "logs").iterdir()]
+    for text in [captured.out, captured.err, *files]:
+        assert FAKE_KEY not in text
+    assert "rejected the API key" in captured.err
+    assert files, "a transcript is written even for a failed run"
+
+
+# --- cancellation ----------------------------------------------------------------------
+
+
+async def test_cancelled_run_still_writes_its_transcript(tmp_path) -> None:
+    """Cancelling mid-debate (what Ctrl-C does) flushes the transcript of what was done."""
+    config = moa.Config(URL, FAKE_KEY, log_dir=str(tmp_path / "logs"), retry_base_delay=0)
+    release = asyncio.Event()
+    judging = asyncio.Event()
+    model = FakeModel()
+
+    async def side_effect(request: httpx.Request) -> httpx.Response:
+        if request.headers["X-MoA-Phase"] == "judge":
+            judging.set()
+            await release.wait()  # never set: the judge hangs until cancelled
+        return model(request)
+
+    with respx.mock:
+        respx.post(URL).mock(side_effect=side_effect)
+        async with moa.open_client(config) as client:
+            runtime = test_runtime()
+            task = asyncio.create_task(moa.answer_question(config, "Q?", moa.Endpoint(config, client, runtime), runtime))
+            await asyncio.wait_for(judging.wait(), 5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    [transcript] = list((tmp_path / "logs").iterdir())
+    text = transcript.read_text()
+    assert "Phase 3 - Rebuttal" in text and "<answer>391</answer>" in text
+
+
+def test_ctrl_c_exits_130(capsys, monkeypatch) -> None:
+    """KeyboardInterrupt during the run exits 130 with one clear line."""
+    async def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(moa, "run_cli", interrupted)
+    assert moa.main(["-q", "Q?"]) == 130
+    assert "interrupted" in capsys.readouterr().err
