@@ -1,0 +1,305 @@
+"""A fake OpenAI-compatible chat-completions server on 127.0.0.1, for benchmarks and fault tests.
+
+    python bench/fake_endpoint.py --port 8099 --latency 1.0
+    python bench/fake_endpoint.py --port 0 --latency 0.5 --spread 0.5 --straggler-prob 0.05 \\
+        --straggler-factor 10 --max-concurrency 8 --log requests.jsonl
+
+It prints "listening on http://127.0.0.1:PORT/v1" on stdout once it accepts connections.
+Replies follow the pipeline's output contract (solver, critic, rebuttal and judge formats),
+chosen by the X-MoA-Phase header or, for other clients, by the system prompt.
+
+Latency per request: LATENCY seconds, times a lognormal factor exp(N(0, SPREAD)) when SPREAD > 0,
+times STRAGGLER_FACTOR with probability STRAGGLER_PROB. Beyond MAX_CONCURRENCY requests in
+flight it answers 429 with Retry-After. Each request's start and end go to --log as JSONL
+so a benchmark can compute the ideal time.
+
+Only the standard library: the server must not share code or dependencies with the client it
+measures.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+MAX_BODY = 50 * 1024 * 1024
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 408: "Request Timeout",
+           429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+@dataclass
+class Options:
+    latency: float = 0.0
+    spread: float = 0.0
+    straggler_prob: float = 0.0
+    straggler_factor: float = 10.0
+    max_concurrency: int = 0  # 0 = unlimited
+    retry_after: float = 1.0
+    answer: str = "391"
+    wrong_answer: str = "390"
+    wrong_rate: float = 0.0
+    confidence: int = 90
+    seed: int | None = None
+    fault: str = ""  # see FAULTS
+    fault_rate: float = 1.0
+    log: str | None = None
+
+
+# Faults applied to a FAULT_RATE share of requests (for the reliability tests).
+FAULTS = ("401", "500", "503", "html502", "badjson", "nochoices", "errorobject", "empty", "length",
+          "thinkonly", "hang", "reset", "trickle", "invalidutf8", "surrogate", "refusal", "cache-empty")
+
+
+@dataclass
+class State:
+    options: Options
+    rng: random.Random
+    in_flight: int = 0
+    served: int = 0
+    log_file: TextIO | None = None
+    cache: dict[bytes, bytes] = field(default_factory=dict)
+
+
+# --- replies in the pipeline's output contract --------------------------------
+
+
+def phase_of(headers: dict[str, str], body: dict[str, Any]) -> str:
+    if "x-moa-phase" in headers:
+        return headers["x-moa-phase"]
+    messages = body.get("messages") or [{}]
+    system = str(messages[0].get("content", ""))
+    if "impartial judge" in system:
+        return "judge"
+    if "sceptical reviewer" in system:
+        return "critique"
+    if "reviewer critiqued your answer" in system:
+        return "rebuttal"
+    return "generate"
+
+
+def reply_text(phase: str, state: State) -> str:
+    options = state.options
+    answer = options.wrong_answer if state.rng.random() < options.wrong_rate else options.answer
+    if phase == "critique":
+        return "<critique>I recomputed every step; the arithmetic holds.</critique>"
+    if phase == "rebuttal":
+        return f"<rebuttal>The critique confirms my work.</rebuttal>\n<answer>{answer}</answer>"
+    if phase == "judge":
+        return (f"<analysis>Candidates agree after checking.</analysis>\nFINAL ANSWER: {options.answer}\n"
+                f"CONFIDENCE: {options.confidence}")
+    return f"<reasoning>17 * 23 = 17 * 20 + 17 * 3 = 340 + 51.</reasoning>\n<answer>{answer}</answer>"
+
+
+def completion_body(text: str | None, finish_reason: str = "stop", prompt_chars: int = 0) -> bytes:
+    completion_tokens = max(1, len(text or "") // 4)
+    prompt_tokens = max(1, prompt_chars // 4)
+    return json.dumps({
+        "id": "fake-1", "object": "chat.completion", "created": int(time.time()), "model": "fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }).encode()
+
+
+# --- HTTP -----------------------------------------------------------------------
+
+
+def response_bytes(status: int, body: bytes, headers: dict[str, str] | None = None,
+                   content_type: str = "application/json") -> bytes:
+    head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}"]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], bytes] | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0") or 0)
+    if length > MAX_BODY:
+        return None
+    body = await reader.readexactly(length) if length else b""
+    return headers, body
+
+
+def latency_of(state: State) -> float:
+    options = state.options
+    seconds = options.latency
+    if options.spread > 0:
+        seconds *= math.exp(state.rng.gauss(0.0, options.spread))
+    if options.straggler_prob > 0 and state.rng.random() < options.straggler_prob:
+        seconds *= options.straggler_factor
+    return seconds
+
+
+def log_event(state: State, **event: Any) -> None:
+    if state.log_file is not None:
+        state.log_file.write(json.dumps(event) + "\n")
+        state.log_file.flush()
+
+
+async def fault_reply(fault: str, state: State, writer: asyncio.StreamWriter, raw_body: bytes) -> bytes | None:
+    """The bytes of a faulty reply, or None when the fault handled the connection itself."""
+    if fault == "401":
+        return response_bytes(401, b'{"error":{"message":"invalid api key"}}')
+    if fault in ("500", "503"):
+        return response_bytes(int(fault), b'{"error":{"message":"overloaded"}}',
+                              {"Retry-After": f"{state.options.retry_after:g}"} if fault == "503" else None)
+    if fault == "html502":
+        return response_bytes(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html")
+    if fault == "badjson":
+        return response_bytes(200, b"{not json")
+    if fault == "nochoices":
+        return response_bytes(200, b'{"id":"x","choices":[]}')
+    if fault == "errorobject":
+        return response_bytes(200, b'{"error":{"message":"upstream model crashed"}}')
+    if fault == "empty":
+        return response_bytes(200, completion_body(""))
+    if fault == "length":
+        return response_bytes(200, completion_body("<reasoning>17 * 23 = 17 * 20 +", "length"))
+    if fault == "thinkonly":
+        return response_bytes(200, completion_body("<think>Let me think about 17 * 23 for a while"))
+    if fault == "invalidutf8":
+        return response_bytes(200, b'{"choices":[{"message":{"content":"\xff\xfe"}}]}')
+    if fault == "surrogate":
+        return response_bytes(200, b'{"choices":[{"message":{"content":"\\ud800 <answer>1</answer>"}}]}')
+    if fault == "refusal":
+        return response_bytes(200, completion_body("I can't help with that.", "content_filter"))
+    if fault == "cache-empty":
+        # A caching proxy: identical bodies get the identical (empty) first reply.
+        key = raw_body
+        if key not in state.cache:
+            state.cache[key] = response_bytes(200, completion_body(""))
+        return state.cache[key]
+    if fault == "hang":
+        await asyncio.sleep(3600)
+        return None
+    if fault == "reset":
+        transport = writer.transport
+        transport.abort()  # RST instead of a reply
+        return None
+    return None
+
+
+async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
+                    writer: asyncio.StreamWriter) -> bytes | None:
+    options = state.options
+    try:
+        body = json.loads(raw_body or b"{}")
+    except ValueError:
+        return response_bytes(400, b'{"error":{"message":"request body is not JSON"}}')
+    if options.max_concurrency and state.in_flight > options.max_concurrency:
+        return response_bytes(429, b'{"error":{"message":"rate limited"}}',
+                              {"Retry-After": f"{options.retry_after:g}"})
+    if options.fault and state.rng.random() < options.fault_rate:
+        reply = await fault_reply(options.fault, state, writer, raw_body)
+        if reply is not None or options.fault in ("hang", "reset"):
+            return reply
+    await asyncio.sleep(latency_of(state))
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+    text = reply_text(phase_of(headers, body), state)
+    if options.fault == "trickle":
+        payload = response_bytes(200, completion_body(text, prompt_chars=prompt_chars))
+        for byte in payload:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        return b""
+    return response_bytes(200, completion_body(text, prompt_chars=prompt_chars))
+
+
+async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            request = await read_request(reader)
+            if request is None:
+                break
+            headers, raw_body = request
+            state.in_flight += 1
+            state.served += 1
+            number = state.served
+            started = time.monotonic()
+            log_event(state, event="start", n=number, t=started, phase=headers.get("x-moa-phase"))
+            try:
+                reply = await serve_one(state, headers, raw_body, writer)
+            finally:
+                state.in_flight -= 1
+            status = int(reply[9:12]) if reply else None
+            log_event(state, event="end", n=number, t=time.monotonic(), status=status)
+            if reply is None:
+                break
+            if reply:
+                writer.write(reply)
+                await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(options: Options, port: int, ready: asyncio.Event | None = None,
+                announce: bool = True) -> None:
+    state = State(options, random.Random(options.seed))
+    if options.log:
+        state.log_file = open(options.log, "a", encoding="utf-8")
+    server = await asyncio.start_server(lambda r, w: handle(state, r, w), "127.0.0.1", port, backlog=1024)
+    bound = server.sockets[0].getsockname()[1]
+    if announce:
+        print(f"listening on http://127.0.0.1:{bound}/v1", flush=True)
+    if ready is not None:
+        ready.set()
+    async with server:
+        await server.serve_forever()
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Options, int]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8099, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="base seconds per request")
+    parser.add_argument("--spread", type=float, default=0.0, help="lognormal sigma of the latency factor")
+    parser.add_argument("--straggler-prob", type=float, default=0.0)
+    parser.add_argument("--straggler-factor", type=float, default=10.0)
+    parser.add_argument("--max-concurrency", type=int, default=0, help="429 beyond this many in flight (0: no limit)")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429/503")
+    parser.add_argument("--answer", default="391")
+    parser.add_argument("--wrong-answer", default="390")
+    parser.add_argument("--wrong-rate", type=float, default=0.0, help="share of solver answers that are wrong")
+    parser.add_argument("--confidence", type=int, default=90, help="judges' CONFIDENCE")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--fault", default="", choices=("",) + FAULTS)
+    parser.add_argument("--fault-rate", type=float, default=1.0, help="share of requests that get the fault")
+    parser.add_argument("--log", help="append each request's start and end here as JSONL")
+    args = parser.parse_args(argv)
+    port = args.port
+    values = {k: v for k, v in vars(args).items() if k != "port"}
+    return Options(**values), port
+
+
+def main(argv: list[str] | None = None) -> int:
+    options, port = parse_args(argv)
+    try:
+        asyncio.run(serve(options, port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as err:
+        print(f"error: cannot listen on 127.0.0.1:{port}: {err.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
