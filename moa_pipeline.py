@@ -624,7 +624,7 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         call.ok, call.failure = True, None
         call.tier = tier_of(value)
         return value
-    log.warning("%s %s failed after %d attempts: %s", phase, agent, len(call.attempts), call.failure)
+    log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
 
 
@@ -861,6 +861,7 @@ class RunResult:
     exit_code: int = EXIT_OK
     elapsed_s: float = 0.0
     transcript: str | None = None
+    calls: list[AgentCall] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -891,18 +892,19 @@ async def run_rounds(debate: Debate, question: str, result: RunResult) -> None:
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
-                          debate_log: list[Debate] | None = None) -> RunResult:
+                          result: RunResult | None = None) -> RunResult:
     """Run the debate on one question and write its transcript. Never raises
-    MoAError: failures are recorded in the result (CancelledError passes)."""
-    debate = Debate(config, endpoint, runtime, uuid.uuid4().hex[:12], runtime.clock())
-    if debate_log is not None:
-        debate_log.append(debate)
-    result = RunResult(question)
+    MoAError: failures are recorded in the result. On cancellation the
+    transcript is still written and ``result`` (if given) holds what was done."""
+    result = result if result is not None else RunResult(question)
+    debate = Debate(config, endpoint, runtime, uuid.uuid4().hex[:12], runtime.clock(), calls=result.calls)
     try:
         await run_rounds(debate, question, result)
     except MoAError as err:
         result.error, result.exit_code = str(err), err.exit_code
-        log.error("%s", err)
+    except asyncio.CancelledError:
+        result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
+        raise
     finally:
         result.elapsed_s = runtime.clock() - debate.started
         if config.enable_file_logging:
@@ -1070,9 +1072,9 @@ def setup_logging(verbose: bool) -> logging.Handler:
     return handler
 
 
-def result_json(result: RunResult, calls: list[AgentCall]) -> dict[str, Any]:
+def result_json(result: RunResult) -> dict[str, Any]:
     """The --json object."""
-    verdict = result.verdict
+    verdict, calls = result.verdict, result.calls
     return {
         "question": result.question,
         "final_answer": verdict.answer if verdict else None,
@@ -1091,17 +1093,17 @@ def result_json(result: RunResult, calls: list[AgentCall]) -> dict[str, Any]:
     }
 
 
-def human_summary(result: RunResult, calls: list[AgentCall]) -> str:
-    """The human summary printed on stdout."""
+def human_summary(result: RunResult) -> str:
+    """The human summary printed on stdout (the error itself goes to stderr)."""
     lines = []
-    verdict = result.verdict
+    verdict, calls = result.verdict, result.calls
     if verdict is not None:
         who = "judges" if verdict.source == "judges" else "solvers (no judge answered)"
         lines += [f"Answer: {verdict.answer}",
                   f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree"
                   + (", after a rerun" if result.rerun else "")]
-    if result.error:
-        lines.append(f"Run failed: {result.error}")
+    if verdict is None:
+        lines.append("No verdict: the run failed.")
     counts = phase_counts(calls)
     for phase in PHASES:
         done = counts[phase]["ok"] + counts[phase]["failed"]
@@ -1113,9 +1115,9 @@ def human_summary(result: RunResult, calls: list[AgentCall]) -> str:
     return "\n".join(lines)
 
 
-async def run_cli(config: Config, question: str, runtime: Runtime, debates: list[Debate]) -> RunResult:
+async def run_cli(config: Config, question: str, runtime: Runtime, result: RunResult) -> RunResult:
     async with open_client(config) as client:
-        return await answer_question(config, question, Endpoint(config, client, runtime), runtime, debates)
+        return await answer_question(config, question, Endpoint(config, client, runtime), runtime, result)
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
@@ -1133,19 +1135,18 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     handler.addFilter(RedactingFilter([config.api_key]))
-    debates: list[Debate] = []
+    result = RunResult(question)
     try:
-        result = asyncio.run(run_cli(config, question, runtime or Runtime(), debates))
+        asyncio.run(run_cli(config, question, runtime or Runtime(), result))
     except KeyboardInterrupt:
-        print("error: interrupted; the transcript so far was written to LOG_DIR", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    calls = [c for d in debates for c in d.calls]
+        result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
     if args.json_output:
-        print(redact(json.dumps(result_json(result, calls), ensure_ascii=False), config))
+        print(redact(json.dumps(result_json(result), ensure_ascii=False), config))
     else:
-        print(redact(human_summary(result, calls), config))
-        if result.error:
-            print(f"error: {redact(result.error, config)}", file=sys.stderr)
+        print(redact(human_summary(result), config))
+    if result.error:
+        where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
+        print(f"error: {redact(result.error, config)}{where}", file=sys.stderr)
     return result.exit_code
 
 

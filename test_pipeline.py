@@ -555,6 +555,8 @@ def test_api_key_never_appears_anywhere(capsys, monkeypatch, tmp_path) -> None:
     for text in [captured.out, captured.err, *files]:
         assert FAKE_KEY not in text
     assert "rejected the API key" in captured.err
+    assert captured.err.count("rejected the API key") == 1, "the error is said once"
+    assert "No verdict" in captured.out
     assert files, "a transcript is written even for a failed run"
 
 
@@ -589,10 +591,12 @@ async def test_cancelled_run_still_writes_its_transcript(tmp_path) -> None:
 
 
 def test_ctrl_c_exits_130(capsys, monkeypatch) -> None:
-    """KeyboardInterrupt during the run exits 130 with one clear line."""
+    """KeyboardInterrupt during the run exits 130 with one clear line, and --json still prints its object."""
     async def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(moa, "run_cli", interrupted)
-    assert moa.main(["-q", "Q?"]) == 130
-    assert "interrupted" in capsys.readouterr().err
+    assert moa.main(["-q", "Q?", "--json"]) == 130
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["status"] == "failed"
+    assert captured.err.strip() == "error: interrupted"
