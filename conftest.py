@@ -1,6 +1,7 @@
 """Shared test fixtures: a hermetic environment and a scripted fake model."""
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Callable
@@ -92,17 +93,25 @@ def phases_of(route) -> list[str]:
 
 
 class FakeSleep:
-    """Records requested sleeps instead of sleeping."""
+    """Records requested sleeps instead of sleeping, and moves a virtual clock
+    forward by each one, so code that waits "until" a time sees it arrive."""
 
     def __init__(self) -> None:
         self.delays: list[float] = []
+        self.now = 1000.0
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)  # still a checkpoint, as a real sleep is
+
+    def clock(self) -> float:
+        return self.now
 
 
 def test_runtime(sleep: FakeSleep | None = None, now: float = 1_700_000_000.0) -> moa.Runtime:
-    return moa.Runtime(sleep=sleep or FakeSleep(), wall_clock=lambda: now, rng=random.Random(7))
+    sleep = sleep or FakeSleep()
+    return moa.Runtime(sleep=sleep, clock=sleep.clock, wall_clock=lambda: now, rng=random.Random(7))
 
 
 test_runtime.__test__ = False  # a helper, not a test

@@ -22,14 +22,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import email.utils
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import random
+import signal
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from dotenv import dotenv_values
+from tqdm import tqdm
 
 import prompts
 from parsing import ParsedAnswer, normalize_answer, parse_answer, parse_block, parse_judgement, parse_rebuttal
@@ -76,6 +80,7 @@ PHASE_TITLES = {
 }
 PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "judge": "verdicts"}
 SECRET_MASK = "***"
+MIN_MASKED_SECRET = 8  # see maskable()
 
 # --- configuration -----------------------------------------------------------
 
@@ -311,6 +316,10 @@ class RunFailed(MoAError):
     pass
 
 
+class EndpointUnreachable(RunFailed):
+    """Every phase-1 attempt failed without an HTTP response."""
+
+
 # --- seams: time and randomness ----------------------------------------------
 
 
@@ -348,6 +357,7 @@ class Attempt:
     finish_reason: str | None = None
     response_text: str = ""
     retry_in_s: float | None = None
+    usage: dict[str, Any] | None = None
 
 
 @dataclass
@@ -459,7 +469,8 @@ def read_completion(response: httpx.Response) -> Completion:
 
 
 class Endpoint:
-    """The one chat-completions endpoint: a shared client and a request cap."""
+    """The one chat-completions endpoint, shared by every call of every question:
+    one connection pool, a cap on requests in flight, and a shared cool-down."""
 
     def __init__(self, config: Config, client: httpx.AsyncClient, runtime: Runtime) -> None:
         self.config = config
@@ -467,6 +478,20 @@ class Endpoint:
         self.runtime = runtime
         self.slots = asyncio.Semaphore(config.max_concurrent_requests)
         self.requests_sent = 0
+        # Until this clock time nobody sends: a 429 or 503 with Retry-After is
+        # the endpoint asking *everyone* to wait, not just the call that got it.
+        self.cooldown_until = 0.0
+
+    async def wait_for_cooldown(self) -> None:
+        while (left := self.cooldown_until - self.runtime.clock()) > 0:
+            await self.runtime.sleep(left)
+
+    def start_cooldown(self, err: APIError) -> None:
+        if err.status in (429, 503) and err.retry_after:
+            until = self.runtime.clock() + min(err.retry_after, self.config.retry_max_delay)
+            if until > self.cooldown_until:
+                log.info("endpoint asked to wait %.1fs (HTTP %s): pausing all requests", err.retry_after, err.status)
+                self.cooldown_until = until
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
                        headers: Mapping[str, str]) -> Completion:
@@ -474,6 +499,7 @@ class Endpoint:
         body = {"model": self.config.model_name, "messages": messages,
                 "temperature": temperature, "max_tokens": max_tokens}
         async with self.slots:
+            await self.wait_for_cooldown()
             self.requests_sent += 1
             try:
                 response = await self.client.post(self.config.proxy_url, json=body, headers=dict(headers))
@@ -484,7 +510,9 @@ class Endpoint:
                 raise APIError(f"connection error to {where}: {_short(err)}") from None
         try:
             if not 200 <= response.status_code < 300:
-                raise status_error(response, self.runtime.wall_clock())
+                error = status_error(response, self.runtime.wall_clock())
+                self.start_cooldown(error)
+                raise error
             return read_completion(response)
         except APIError as err:
             # A server may echo the key back in its error text.
@@ -597,7 +625,7 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
                 build_messages(system, user, attempt.nonce),
                 temperature=temperature, max_tokens=max_tokens, headers=headers)
             attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
-            attempt.response_text = completion.text
+            attempt.response_text, attempt.usage = completion.text, completion.usage
             value = parse(completion.text)
             cut = completion.finish_reason == "length"
             if value is not None and cut and tier_of(value) == "paragraph":
@@ -828,8 +856,11 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
     if len(positions) < config.min_valid_answers:
         last = next((c.failure for c in reversed(debate.calls) if c.failure), None)
         reason = f"; last error: {last}" if last else ""
-        raise RunFailed(f"only {len(positions)}/{workers} solvers gave a valid answer "
-                        f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}")
+        this_round = [c for c in debate.calls if c.round == debate.round and c.phase == "generate"]
+        no_response = all(a.status is None for c in this_round for a in c.attempts)
+        error = EndpointUnreachable if no_response and not positions else RunFailed
+        raise error(f"only {len(positions)}/{workers} solvers gave a valid answer "
+                    f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}")
     await critique(debate, question, positions, workers, temperature)
     if config.enable_rebuttal:
         await rebut(debate, question, positions, temperature)
@@ -862,10 +893,22 @@ class RunResult:
     elapsed_s: float = 0.0
     transcript: str | None = None
     calls: list[AgentCall] = field(default_factory=list)
+    exception: MoAError | None = field(default=None, repr=False)
 
     @property
     def status(self) -> str:
         return "ok" if self.verdict is not None and self.error is None else "failed"
+
+    @property
+    def http_requests(self) -> int:
+        return sum(len(c.attempts) for c in self.calls)
+
+    @property
+    def total_tokens(self) -> int | None:
+        """Tokens the endpoint reported, or None when it reported none."""
+        counts = [a.usage.get("total_tokens") for c in self.calls for a in c.attempts if a.usage]
+        numbers = [n for n in counts if isinstance(n, int)]
+        return sum(numbers) if numbers else None
 
 
 async def run_rounds(debate: Debate, question: str, result: RunResult) -> None:
@@ -901,7 +944,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     try:
         await run_rounds(debate, question, result)
     except MoAError as err:
-        result.error, result.exit_code = str(err), err.exit_code
+        result.error, result.exit_code, result.exception = str(err), err.exit_code, err
     except asyncio.CancelledError:
         result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
         raise
@@ -971,9 +1014,16 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
     return redact("\n".join(lines) + "\n", config)
 
 
+def maskable(secret: str) -> bool:
+    """Whether a secret is long enough to mask. Masking "local" or "k" would
+    mangle ordinary text ("***host") and protects nothing: such values are
+    placeholders for servers without auth, not credentials."""
+    return len(secret) >= MIN_MASKED_SECRET
+
+
 def redact(text: str, config: Config) -> str:
     """Mask the API key wherever it might have been echoed."""
-    return text.replace(config.api_key, SECRET_MASK) if config.api_key else text
+    return text.replace(config.api_key, SECRET_MASK) if maskable(config.api_key) else text
 
 
 def create_private_file(directory: Path, stem: str, suffix: str) -> tuple[Path, int]:
@@ -1003,6 +1053,538 @@ def write_transcript(config: Config, debate: Debate, question: str, result: RunR
     return str(path)
 
 
+# --- batch ---------------------------------------------------------------------
+#
+# A questions file in, one JSONL line per question out, written and fsynced as
+# each question finishes. Exactly once across crashes: a rerun compacts the
+# output to its complete "ok" lines (dropping failed ones, to be retried, and a
+# torn last line) and skips those ids. An flock beside the output keeps two
+# cron runs apart.
+
+EXIT_SOME_FAILED = 3
+EXIT_LOCKED = 75  # EX_TEMPFAIL: cron's next run will try again
+DEFAULT_CONCURRENCY = 4
+# After Ctrl-C / SIGTERM, in-flight questions get this long to finish.
+STOP_GRACE_SECONDS = 10.0
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+
+class BatchLocked(MoAError):
+    exit_code = EXIT_LOCKED
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    line: int
+    id: str
+    question: str
+    expected: str | None
+
+
+@dataclass(frozen=True)
+class InputError:
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """The batch flags, checked in main()."""
+
+    questions_file: str  # a path, or "-" for stdin
+    output: Path
+    concurrency: int = DEFAULT_CONCURRENCY
+    resume: bool = True
+    force: bool = False
+
+
+def question_id(question: str) -> str:
+    """A stable id for a question without one: a hash of its text."""
+    return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:12]
+
+
+def _item_from_json(text: str, number: int) -> BatchItem | InputError:
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        return InputError(number, f"not valid JSON ({getattr(err, 'msg', err)})")
+    if not isinstance(data, dict):
+        return InputError(number, "not a JSON object")
+    question = data.get("question")
+    if not isinstance(question, str) or not question.strip():
+        return InputError(number, 'no "question" text')
+    given = data.get("id")
+    if given is not None and (isinstance(given, bool) or not isinstance(given, (str, int)) or str(given) == ""):
+        return InputError(number, '"id" must be a non-empty string or a number')
+    expected = data.get("answer")
+    question = question.strip()
+    return BatchItem(number, str(given) if given is not None else question_id(question), question,
+                     None if expected is None else str(expected))
+
+
+def parse_input_line(raw: bytes, number: int, jsonl: bool) -> BatchItem | InputError | None:
+    """One line of a questions file: an item, an input error, or None (blank or comment)."""
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return InputError(number, "not valid UTF-8")
+    if not text or text.startswith("#"):
+        return None
+    if "\x00" in text:
+        return InputError(number, "contains NUL bytes")
+    if jsonl:
+        return _item_from_json(text, number)
+    return BatchItem(number, question_id(text), text, None)
+
+
+def input_format(name: str) -> bool | None:
+    """True for JSONL, False for text, None to decide from the first line (stdin, other names)."""
+    if name == "-":
+        return None
+    suffix = Path(name).suffix.lower()
+    return True if suffix in JSONL_SUFFIXES else False if suffix == ".txt" else None
+
+
+def read_items(lines: Iterable[bytes], jsonl: bool | None) -> Iterator[BatchItem | InputError]:
+    """Items of a questions file, read as a stream: memory does not grow with the file."""
+    for number, raw in enumerate(lines, 1):
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        if jsonl is None:
+            head = raw.strip()
+            if not head or head.startswith(b"#"):
+                continue
+            jsonl = head.startswith(b"{")
+        item = parse_input_line(raw, number, jsonl)
+        if item is not None:
+            yield item
+
+
+def scan_input(path: str) -> tuple[str, int]:
+    """(SHA-256, number of question lines) of a questions file, in one streaming pass."""
+    digest, count = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        for raw in handle:
+            digest.update(raw)
+            head = raw.strip()
+            count += bool(head) and not head.startswith(b"#")
+    return digest.hexdigest(), count
+
+
+def _sidecar(output: Path, suffix: str) -> Path:
+    return output.with_name(output.name + suffix)
+
+
+def acquire_lock(output: Path) -> int:
+    """Hold an exclusive flock on <output>.lock for this process's life; BatchLocked if taken."""
+    path = _sidecar(output, ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise BatchLocked(f"another run is writing {output} (it holds {path}); this run exits so the "
+                          "next scheduled one can resume") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace a file whole, mode 0600: readers see the old or the new, never half."""
+    temporary = _sidecar(path, ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_dir(path)
+
+
+def compact_output(output: Path) -> tuple[set[str], int]:
+    """Keep only the complete "ok" lines of an earlier run's output, once per id.
+
+    Returns (ids done, lines dropped). Dropped: failed lines (their questions
+    run again), a torn last line from a crash, anything unreadable, repeats.
+    """
+    if not output.exists():
+        return set(), 0
+    done: set[str] = set()
+    dropped = 0
+    temporary = _sidecar(output, ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(output, "rb") as source, os.fdopen(fd, "wb") as target:
+        for raw in source:
+            record = _complete_record(raw)
+            if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
+                dropped += 1
+                continue
+            done.add(str(record["id"]))
+            target.write(raw)
+        target.flush()
+        os.fsync(target.fileno())
+    os.replace(temporary, output)
+    _fsync_dir(output)
+    return done, dropped
+
+
+def _complete_record(raw: bytes) -> dict[str, Any] | None:
+    if not raw.endswith(b"\n"):
+        return None  # torn: the process died mid-write
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "id" in record else None
+
+
+def move_aside(output: Path, now: float) -> Path | None:
+    """--no-resume: rename the old output (and its summary) out of the way; never delete."""
+    if not output.exists():
+        return None
+    stamp = datetime.fromtimestamp(now).strftime("%Y%m%d_%H%M%S")
+    target = output.with_name(f"{output.name}.{stamp}.bak")
+    n = 0
+    while target.exists():
+        n += 1
+        target = output.with_name(f"{output.name}.{stamp}_{n}.bak")
+    os.replace(output, target)
+    summary = _sidecar(output, ".summary.json")
+    if summary.exists():
+        os.replace(summary, _sidecar(target, ".summary.json"))
+    return target
+
+
+class ResultWriter:
+    """Appends one JSON line per finished question and fsyncs it at once."""
+
+    def __init__(self, output: Path) -> None:
+        self.fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def write(self, record: dict[str, Any]) -> None:
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        while data:  # one write() normally; a partial write continues
+            data = data[os.write(self.fd, data):]
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def batch_record(item: BatchItem, result: RunResult) -> dict[str, Any]:
+    """The output line for one question."""
+    verdict = result.verdict
+    record: dict[str, Any] = {
+        "id": item.id, "question": item.question,
+        "final_answer": verdict.answer if verdict else None,
+        "confidence": verdict.confidence if verdict else None,
+        "status": result.status, "error": result.error,
+    }
+    if item.expected is not None:
+        record["expected"] = item.expected
+        record["correct"] = verdict is not None and normalize_answer(verdict.answer) == normalize_answer(item.expected)
+    record.update({"llm_calls": len(result.calls), "http_requests": result.http_requests,
+                   "tokens": result.total_tokens, "elapsed_s": round(result.elapsed_s, 3),
+                   "transcript": result.transcript})
+    return record
+
+
+@dataclass
+class BatchStats:
+    """What one batch run did."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped_done: int = 0
+    input_errors: int = 0
+    llm_calls: int = 0
+    http_requests: int = 0
+    tokens: int | None = None
+    interrupted: bool = False
+    aborted: str | None = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        setattr(self, record["status"], getattr(self, record["status"]) + 1)
+        self.llm_calls += record["llm_calls"]
+        self.http_requests += record["http_requests"]
+        if record["tokens"] is not None:
+            self.tokens = (self.tokens or 0) + record["tokens"]
+
+
+def output_totals(output: Path) -> dict[str, Any]:
+    """Counts over the whole output file (earlier runs included), and accuracy when known."""
+    totals = {"questions": 0, "ok": 0, "failed": 0, "with_expected": 0, "correct": 0}
+    if output.exists():
+        with open(output, "rb") as handle:
+            for raw in handle:
+                record = _complete_record(raw)
+                if record is None:
+                    continue
+                totals["questions"] += 1
+                totals["ok" if record.get("status") == "ok" else "failed"] += 1
+                if "expected" in record:
+                    totals["with_expected"] += 1
+                    totals["correct"] += bool(record.get("correct"))
+    totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
+    return totals
+
+
+class Progress:
+    """A live tqdm bar on a terminal; one plain line per question otherwise (cron)."""
+
+    def __init__(self, total: int | None, stream: Any) -> None:
+        self.stream = stream
+        self.bar = tqdm(total=total, file=stream, unit="q", dynamic_ncols=True) if stream.isatty() else None
+
+    def finished(self, record: dict[str, Any], stats: BatchStats) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(ok=stats.ok, failed=stats.failed, refresh=False)
+            self.bar.update(1)
+            return
+        answer = record["final_answer"] if record["status"] == "ok" else record["error"]
+        print(f"{record['id']} {record['status']} {answer} {record['elapsed_s']:.1f}s", file=self.stream, flush=True)
+
+    def skipped(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
+    """Why this failure stops the whole batch, or None.
+
+    A rejected key (401/403) or a wrong URL or model (404) fails every
+    question alike, and so does an endpoint that never answered before any
+    question succeeded. A 400 can be one question's fault (a prompt too long
+    for the model), so it fails only that question.
+    """
+    error = result.exception
+    if isinstance(error, APIError) and error.status in (401, 403, 404):
+        return str(error)
+    if isinstance(error, EndpointUnreachable) and stats.ok == 0:
+        return f"the endpoint is unreachable: {error}"
+    return None
+
+
+class BatchRun:
+    """One batch run: reads items, keeps --concurrency questions in flight, writes results."""
+
+    def __init__(self, config: Config, options: BatchOptions, runtime: Runtime, done: set[str],
+                 progress: Progress) -> None:
+        self.config, self.options, self.runtime = config, options, runtime
+        self.done, self.progress = done, progress
+        self.stats = BatchStats()
+        self.stop = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.seen: set[str] = set()
+
+    def on_signal(self) -> None:
+        if self.stats.interrupted:  # a second Ctrl-C: stop now
+            for task in self.tasks:
+                task.cancel()
+            return
+        self.stats.interrupted = True
+        self.stop.set()
+        print(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
+              "(Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+
+    async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter, slots: asyncio.Semaphore) -> None:
+        try:
+            try:
+                result = await answer_question(self.config, item.question, endpoint, self.runtime)
+            except Exception as err:  # a bug must cost one question, not the batch or the result
+                log.debug("question %s raised", item.id, exc_info=True)
+                result = RunResult(item.question, error=f"internal error: {err.__class__.__name__}: {err}")
+            record = batch_record(item, result)
+            writer.write(record)
+            self.stats.add(record)
+            self.progress.finished(record, self.stats)
+            why = stops_the_batch(result, self.stats)
+            if why and not self.stats.aborted:
+                self.stats.aborted = why
+                self.stop.set()
+        finally:
+            slots.release()
+
+    def admit(self, item: BatchItem | InputError) -> BatchItem | None:
+        """The item if it should run now; input errors and done ids are counted and passed over."""
+        if isinstance(item, InputError):
+            self.stats.input_errors += 1
+            print(f"input line {item.line}: {item.reason}; skipped", file=sys.stderr, flush=True)
+            return None
+        if item.id in self.seen:
+            self.stats.input_errors += 1
+            print(f"input line {item.line}: id {item.id!r} appears again; skipped", file=sys.stderr, flush=True)
+            return None
+        self.seen.add(item.id)
+        if item.id in self.done:
+            self.stats.skipped_done += 1
+            self.progress.skipped()
+            return None
+        return item
+
+    async def run(self, items: Iterable[BatchItem | InputError], endpoint: Endpoint, writer: ResultWriter) -> None:
+        slots = asyncio.Semaphore(self.options.concurrency)
+        for entry in items:
+            if self.stop.is_set():
+                break
+            item = self.admit(entry)
+            if item is None:
+                continue
+            if not await self.acquire_unless_stopped(slots):
+                break
+            task = asyncio.create_task(self.one(item, endpoint, writer, slots))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        await self.drain()
+
+    async def acquire_unless_stopped(self, slots: asyncio.Semaphore) -> bool:
+        """Wait for a free slot, or for a stop, whichever comes first; True with a slot held."""
+        acquire = asyncio.create_task(slots.acquire())
+        stopped = asyncio.create_task(self.stop.wait())
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            await asyncio.gather(acquire, return_exceptions=True)
+        if acquire.done() and not acquire.cancelled() and self.stop.is_set():
+            slots.release()  # got a slot just as the stop came: give it back
+            return False
+        return acquire.done() and not acquire.cancelled()
+
+    async def drain(self) -> None:
+        """Wait for in-flight questions; after a signal, only for the grace period."""
+        while self.tasks:
+            pending = set(self.tasks)
+            if not self.stats.interrupted:
+                stopped = asyncio.create_task(self.stop.wait())
+                await asyncio.wait(pending | {stopped}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                continue
+            grace = asyncio.create_task(self.runtime.sleep(STOP_GRACE_SECONDS))
+            await asyncio.wait(pending | {grace}, return_when=asyncio.FIRST_COMPLETED)
+            if grace.done():
+                for task in self.tasks:
+                    task.cancel()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+            grace.cancel()
+
+
+def open_questions(name: str, stdin: Any) -> Any:
+    if name == "-":
+        return stdin.buffer
+    try:
+        return open(name, "rb")
+    except OSError as err:
+        raise ConfigError(f"--questions-file {name}: cannot open it ({err.strerror})") from None
+
+
+def check_input_unchanged(summary_path: Path, input_sha: str | None, force: bool) -> None:
+    """Refuse to resume against a different questions file, unless --force."""
+    if input_sha is None or force or not summary_path.exists():
+        return
+    try:
+        previous = json.loads(summary_path.read_text(encoding="utf-8")).get("input_sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    if previous and previous != input_sha:
+        raise ConfigError(f"the questions file changed since the run that wrote {summary_path.name} "
+                          "(SHA-256 differs): resume with --force, or start over with --no-resume")
+
+
+async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any) -> dict[str, Any]:
+    """Run a whole batch; returns the summary (also written to <output>.summary.json)."""
+    output = options.output
+    summary_path = _sidecar(output, ".summary.json")
+    lock = acquire_lock(output)
+    try:
+        input_sha, total = scan_input(options.questions_file) if options.questions_file != "-" else (None, None)
+        moved = None
+        if options.resume:
+            check_input_unchanged(summary_path, input_sha, options.force)
+        else:
+            moved = move_aside(output, runtime.wall_clock())
+        done, dropped = compact_output(output)
+        if moved:
+            log.warning("--no-resume: the old output was moved to %s", moved)
+        if done or dropped:
+            log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
+        started = runtime.clock()
+        summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
+                                   "input_sha256": input_sha, "output": str(output),
+                                   "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
+        write_atomically(summary_path, json.dumps(summary, indent=2).encode())
+        progress = Progress(total, sys.stderr)
+        batch = BatchRun(config, options, runtime, done, progress)
+        stream = open_questions(options.questions_file, stdin)
+        writer = ResultWriter(output)
+        loop = asyncio.get_running_loop()
+        signals = [signal.SIGINT, signal.SIGTERM]
+        for number in signals:
+            loop.add_signal_handler(number, batch.on_signal)
+        try:
+            async with open_client(config) as client:
+                await batch.run(read_items(stream, input_format(options.questions_file)),
+                                Endpoint(config, client, runtime), writer)
+        finally:
+            for number in signals:
+                loop.remove_signal_handler(number)
+            writer.close()
+            progress.close()
+            if stream is not stdin.buffer:
+                stream.close()
+        stats = batch.stats
+        summary.update(batch_summary(stats, output, runtime.clock() - started))
+        write_atomically(summary_path, json.dumps(summary, indent=2).encode())
+        return summary
+    finally:
+        os.close(lock)
+
+
+def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, Any]:
+    status = "aborted" if stats.aborted else "interrupted" if stats.interrupted else "finished"
+    this_run = {"ok": stats.ok, "failed": stats.failed, "skipped_done": stats.skipped_done,
+                "input_errors": stats.input_errors, "llm_calls": stats.llm_calls,
+                "http_requests": stats.http_requests, "tokens": stats.tokens, "wall_s": round(wall_s, 3)}
+    return {"status": status, "error": stats.aborted, "this_run": this_run, "output_totals": output_totals(output),
+            "finished": datetime.now().isoformat(timespec="seconds")}
+
+
+def batch_exit_code(summary: dict[str, Any]) -> int:
+    run = summary["this_run"]
+    if summary["status"] == "aborted":
+        return EXIT_FAILED
+    if summary["status"] == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_SOME_FAILED if run["failed"] or run["input_errors"] else EXIT_OK
+
+
+def human_batch_summary(summary: dict[str, Any]) -> str:
+    run, totals = summary["this_run"], summary["output_totals"]
+    lines = [f"Batch {summary['status']}: {run['ok']} ok, {run['failed']} failed, {run['input_errors']} input errors, "
+             f"{run['skipped_done']} already done",
+             f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests"
+             + (f", {run['tokens']} tokens" if run["tokens"] is not None else "") + f", {run['wall_s']:.1f}s",
+             f"Output: {summary['output']} ({totals['ok']} ok, {totals['failed']} failed in all)"]
+    if totals["accuracy"] is not None:
+        lines.append(f"Accuracy: {totals['correct']}/{totals['with_expected']} = {100 * totals['accuracy']:.1f}%")
+    if summary.get("error"):
+        lines.append(f"Stopped early: {summary['error']}")
+    return "\n".join(lines)
+
+
 # --- CLI -----------------------------------------------------------------------
 
 
@@ -1013,11 +1595,24 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                '  python moa_pipeline.py -q "What is 17 * 23?"\n'
                '  echo "What is 17 * 23?" | python moa_pipeline.py -q - --json\n'
+               "  python moa_pipeline.py -f questions.jsonl -o results.jsonl --concurrency 4\n"
                "settings: flags > environment > .env > defaults; see .env.example.\n"
-               "exit codes: 0 verdict, 1 run failed, 2 usage or configuration error, 130 interrupted.",
+               "exit codes: 0 verdict (batch: all ok), 1 run failed, 2 usage or configuration error,\n"
+               "  3 batch finished with failed questions or bad input lines, 75 batch output locked\n"
+               "  by another run, 130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-q", "--question", required=True, help='the question, or "-" to read it from stdin')
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("-q", "--question", help='the question, or "-" to read it from stdin')
+    source.add_argument("-f", "--questions-file", metavar="PATH",
+                        help='batch mode: a .txt (one question per line) or .jsonl file of questions; "-" for stdin')
+    batch = parser.add_argument_group("batch mode (with -f)")
+    batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
+    batch.add_argument("--concurrency", metavar="N", type=int, default=DEFAULT_CONCURRENCY,
+                       help=f"questions in flight at once (default {DEFAULT_CONCURRENCY})")
+    batch.add_argument("--no-resume", action="store_true",
+                       help="start over: move the old output aside instead of skipping its finished questions")
+    batch.add_argument("--force", action="store_true", help="resume even though the questions file changed")
     parser.add_argument("-w", "--workers", metavar="N", help="solvers per round (NUM_WORKERS)")
     parser.add_argument("-j", "--judges", metavar="N", help="judges (NUM_JUDGES)")
     parser.add_argument("--no-rebuttal", action="store_true", help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
@@ -1049,7 +1644,7 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s]
+        self.secrets = [s for s in secrets if maskable(s)]
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -1120,6 +1715,35 @@ async def run_cli(config: Config, question: str, runtime: Runtime, result: RunRe
         return await answer_question(config, question, Endpoint(config, client, runtime), runtime, result)
 
 
+def batch_options(args: argparse.Namespace) -> BatchOptions:
+    if not args.output:
+        raise ConfigError("-f needs -o PATH: the JSONL file the results go to (and resume from)")
+    if not 1 <= args.concurrency <= 256:
+        raise ConfigError(f"--concurrency {args.concurrency} is not valid: expected a whole number from 1 to 256")
+    if args.questions_file != "-" and not os.path.isfile(args.questions_file):
+        raise ConfigError(f"--questions-file {args.questions_file}: no such file")
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
+    return BatchOptions(args.questions_file, output, args.concurrency, not args.no_resume, args.force)
+
+
+def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_output: bool) -> int:
+    try:
+        summary = asyncio.run(run_batch(config, options, runtime, sys.stdin))
+    except MoAError as err:
+        print(f"error: {redact(str(err), config)}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        print(f"error: batch output {options.output}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_FAILED
+    text = json.dumps(summary, ensure_ascii=False) if json_output else human_batch_summary(summary)
+    print(redact(text, config))
+    if summary.get("error"):
+        print(f"error: {redact(summary['error'], config)}", file=sys.stderr)
+    return batch_exit_code(summary)
+
+
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
     """The command line: parse, configure, run, map errors to exit codes."""
     parser = build_parser()
@@ -1130,11 +1754,18 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
     handler = setup_logging(args.verbose)
     try:
         config = load_config(flag_settings(args), os.environ, read_env_file(args.env_file))
-        question = read_question(args.question, sys.stdin)
+        if args.questions_file is not None:
+            options = batch_options(args)
+        else:
+            question = read_question(args.question, sys.stdin)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     handler.addFilter(RedactingFilter([config.api_key]))
+    if args.questions_file is not None:
+        if not args.verbose:
+            log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
+        return main_batch(config, options, runtime or Runtime(), args.json_output)
     result = RunResult(question)
     try:
         asyncio.run(run_cli(config, question, runtime or Runtime(), result))

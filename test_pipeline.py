@@ -560,6 +560,23 @@ def test_api_key_never_appears_anywhere(capsys, monkeypatch, tmp_path) -> None:
     assert files, "a transcript is written even for a failed run"
 
 
+@respx.mock
+def test_a_short_placeholder_key_does_not_mangle_output(capsys, monkeypatch) -> None:
+    """API_KEY=local (a placeholder for servers without auth) is not masked inside ordinary words."""
+    monkeypatch.setenv("API_KEY", "k")
+    respx.post(URL).mock(side_effect=FakeModel())
+    code, result = run_json(["-q", "What is 17 * 23? Think."], capsys)
+    assert result["question"] == "What is 17 * 23? Think." and result["status"] == "ok"
+
+
+def test_redaction_covers_log_records() -> None:
+    """The log filter masks a real key in any record, whatever logged it."""
+    import logging
+    record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "sent %s", (f"Bearer {FAKE_KEY}",), None)
+    assert moa.RedactingFilter([FAKE_KEY]).filter(record)
+    assert record.getMessage() == "sent Bearer ***"
+
+
 # --- cancellation ----------------------------------------------------------------------
 
 

@@ -1,0 +1,449 @@
+"""Batch mode: question files in, JSONL out, resumable and exactly once."""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+import moa_pipeline as moa
+from conftest import URL, FakeModel, FakeSleep, completion, solver_text, test_runtime
+
+pytestmark = pytest.mark.usefixtures("endpoint_env")
+HERE = Path(__file__).resolve().parent
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def small_debate(monkeypatch) -> None:
+    """2 solvers, 1 judge, no rebuttal: 5 calls per question."""
+    monkeypatch.setenv("NUM_WORKERS", "2")
+    monkeypatch.setenv("NUM_JUDGES", "1")
+    monkeypatch.setenv("ENABLE_REBUTTAL", "false")
+
+
+def question_of(request: httpx.Request) -> str:
+    user = json.loads(request.content)["messages"][1]["content"]
+    return user.split("<question>\n", 1)[1].split("\n</question>", 1)[0]
+
+
+# --- reading question files ------------------------------------------------------
+
+
+def test_txt_lines_comments_and_bad_bytes() -> None:
+    """Text files: one question a line; blanks and # comments skipped; bad lines reported by number."""
+    lines = [b"What is 2+2?\n", b"\n", b"# a comment\n", b"  What is 3+3?  \r\n", b"\xff\xfe bad\n", b"nul\x00byte\n"]
+    items = list(moa.read_items(lines, jsonl=False))
+    assert [(i.line, i.question) for i in items if isinstance(i, moa.BatchItem)] == [(1, "What is 2+2?"),
+                                                                                     (4, "What is 3+3?")]
+    assert [(e.line, e.reason) for e in items if isinstance(e, moa.InputError)] == [
+        (5, "not valid UTF-8"), (6, "contains NUL bytes")]
+
+
+def test_jsonl_fields_and_bad_lines() -> None:
+    """JSONL: question required, id and answer optional; each bad line an error with its number."""
+    lines = [b'{"id": 7, "question": "Q1", "answer": 391}\n', b'{"question": "Q2"}\n', b"{not json\n",
+             b'{"id": "x"}\n', b'["a list"]\n', b'{"id": true, "question": "Q"}\n', b'{"id": "", "question": "Q"}\n']
+    items = list(moa.read_items(lines, jsonl=True))
+    first, second = items[0], items[1]
+    assert (first.id, first.question, first.expected) == ("7", "Q1", "391")
+    assert second.id == moa.question_id("Q2") and second.expected is None
+    assert [(e.line, e.reason.split(" (")[0]) for e in items[2:]] == [
+        (3, "not valid JSON"), (4, 'no "question" text'), (5, "not a JSON object"),
+        (6, '"id" must be a non-empty string or a number'), (7, '"id" must be a non-empty string or a number')]
+
+
+def test_format_detection() -> None:
+    """.jsonl/.txt decide by name; stdin and other names by the first content line."""
+    assert moa.input_format("q.jsonl") is True and moa.input_format("q.txt") is False
+    assert moa.input_format("-") is None
+    auto = list(moa.read_items([b"# c\n", b'{"question": "Q"}\n'], jsonl=None))
+    assert auto[0].question == "Q"
+    auto = list(moa.read_items([b"\xef\xbb\xbfplain question\n"], jsonl=None))
+    assert auto[0].question == "plain question"
+
+
+def test_question_ids_are_stable() -> None:
+    """The id of a question without one depends only on its text."""
+    assert moa.question_id("What?") == moa.question_id("What?") != moa.question_id("Why?")
+
+
+def test_input_is_read_as_a_stream() -> None:
+    """read_items pulls lines one at a time: the file is never loaded whole."""
+    pulled = []
+
+    def lines():
+        for n in range(1_000_000):
+            pulled.append(n)
+            yield f"question {n}\n".encode()
+
+    items = moa.read_items(lines(), jsonl=False)
+    next(items)
+    next(items)
+    assert len(pulled) == 2
+
+
+# --- running a batch ----------------------------------------------------------------
+
+
+@respx.mock
+def test_batch_writes_one_line_per_question_and_a_summary(tmp_path, monkeypatch, capsys) -> None:
+    """Each question gets a line with the documented fields; the summary has accuracy; exit 3 on bad input."""
+    small_debate(monkeypatch)
+    respx.post(URL).mock(side_effect=FakeModel())
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "a", "question": "Q1", "answer": "391.0"}\n'
+                         '{"id": "b", "question": "Q2", "answer": "17"}\n'
+                         '{"question": "Q3"}\n'
+                         "broken line\n")
+    out = tmp_path / "out.jsonl"
+    code = moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime())
+    captured = capsys.readouterr()
+    assert code == 3  # one unusable input line
+    rows = {r["id"]: r for r in lines_of(out)}
+    assert set(rows) == {"a", "b", moa.question_id("Q3")}
+    assert rows["a"]["correct"] is True and rows["b"]["correct"] is False
+    assert "expected" not in rows[moa.question_id("Q3")]
+    for field in ["id", "question", "final_answer", "confidence", "status", "error", "llm_calls", "elapsed_s",
+                  "transcript"]:
+        assert field in rows["a"]
+    assert rows["a"]["llm_calls"] == 5 and Path(rows["a"]["transcript"]).is_file()
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())
+    assert summary["this_run"]["input_errors"] == 1 and summary["this_run"]["ok"] == 3
+    assert summary["output_totals"]["accuracy"] == 0.5
+    assert summary["input_sha256"] and summary["status"] == "finished"
+    assert "input line 4: not valid JSON" in captured.err
+    assert "Accuracy: 1/2 = 50.0%" in captured.out
+    assert "a ok 391" in captured.err  # one plain line per question when stderr is not a terminal
+
+
+@respx.mock
+def test_all_ok_exits_0_and_json_summary(tmp_path, monkeypatch, capsys) -> None:
+    """A clean batch exits 0; --json prints the summary object."""
+    small_debate(monkeypatch)
+    respx.post(URL).mock(side_effect=FakeModel())
+    questions = tmp_path / "q.txt"
+    questions.write_text("Q1\nQ2\n")
+    code = moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl"), "--json"], runtime=test_runtime())
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["this_run"]["ok"] == 2
+
+
+@respx.mock
+def test_resume_skips_ok_and_retries_failed(tmp_path, monkeypatch, capsys) -> None:
+    """A rerun skips ids already ok and runs the failed ones again; each id ends up once."""
+    small_debate(monkeypatch)
+    monkeypatch.setenv("MAX_RETRIES", "0")
+    broken = {"on": True}
+
+    def generate(request: httpx.Request, n: int) -> httpx.Response:
+        if broken["on"] and question_of(request) == "Q2":
+            return httpx.Response(500)
+        return completion(solver_text("391"))
+
+    route = respx.post(URL).mock(side_effect=FakeModel(overrides={"generate": generate}))
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{i}", "question": f"Q{i}"} for i in range(1, 4)])
+    out = tmp_path / "out.jsonl"
+    assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 3
+    assert {r["id"]: r["status"] for r in lines_of(out)} == {"q1": "ok", "q2": "failed", "q3": "ok"}
+    broken["on"] = False
+    before = route.call_count
+    assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 0
+    assert route.call_count - before == 5  # only q2 ran again
+    rows = lines_of(out)
+    assert sorted(r["id"] for r in rows) == ["q1", "q2", "q3"]
+    assert all(r["status"] == "ok" for r in rows)
+
+
+@respx.mock
+def test_torn_last_line_is_ignored_on_resume(tmp_path, monkeypatch, capsys) -> None:
+    """A crash mid-write leaves a torn line: resume drops it and runs that question once."""
+    small_debate(monkeypatch)
+    respx.post(URL).mock(side_effect=FakeModel())
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{i}", "question": f"Q{i}"} for i in range(1, 4)])
+    out = tmp_path / "out.jsonl"
+    done = {"id": "q1", "question": "Q1", "final_answer": "391", "status": "ok"}
+    out.write_text(json.dumps(done) + "\n" + '{"id": "q2", "question": "Q2", "final_ans')
+    assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 0
+    rows = lines_of(out)  # would raise on a corrupt line
+    assert sorted(r["id"] for r in rows) == ["q1", "q2", "q3"]
+    assert rows[0] == done, "earlier results are kept as they were"
+
+
+@respx.mock
+def test_exactly_once_after_a_crash_mid_batch(tmp_path, monkeypatch, capsys) -> None:
+    """A batch cancelled mid-way (as a kill leaves it), then resumed: every question exactly once, all ok."""
+    small_debate(monkeypatch)
+    model = FakeModel()
+    calls = {"n": 0}
+
+    async def side_effect(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 23:  # mid-way through question 5 the process exits abruptly
+            raise SystemExit(137)
+        return model(request)
+
+    respx.post(URL).mock(side_effect=side_effect)
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{i}", "question": f"Q{i}"} for i in range(10)])
+    out = tmp_path / "out.jsonl"
+    options = moa.BatchOptions(str(questions), out, concurrency=1)
+    config = moa.load_config({}, os.environ, {})
+    with pytest.raises(SystemExit):
+        asyncio.run(moa.run_batch(config, options, test_runtime(), sys.stdin))
+    assert len(lines_of(out)) == 4
+    assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 0
+    ids = [r["id"] for r in lines_of(out)]
+    assert sorted(ids) == [f"q{i}" for i in range(10)] and len(ids) == len(set(ids))
+
+
+@respx.mock
+def test_an_unexpected_error_costs_one_question_not_the_batch(tmp_path, monkeypatch, capsys) -> None:
+    """A bug that raises inside one question records it as failed; the others still run."""
+    small_debate(monkeypatch)
+    respx.post(URL).mock(side_effect=FakeModel())
+    real = moa.answer_question
+
+    async def flaky(config, question, *args, **kwargs):
+        if question == "Q2":
+            raise RuntimeError("boom")
+        return await real(config, question, *args, **kwargs)
+
+    monkeypatch.setattr(moa, "answer_question", flaky)
+    questions = tmp_path / "q.txt"
+    questions.write_text("Q1\nQ2\nQ3\n")
+    out = tmp_path / "o.jsonl"
+    assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 3
+    rows = {r["question"]: r for r in lines_of(out)}
+    assert rows["Q2"]["status"] == "failed" and "internal error: RuntimeError: boom" in rows["Q2"]["error"]
+    assert rows["Q1"]["status"] == rows["Q3"]["status"] == "ok"
+
+
+@respx.mock
+def test_no_resume_moves_the_old_output_aside(tmp_path, monkeypatch, capsys) -> None:
+    """--no-resume starts over, keeping the old output under a .bak name."""
+    small_debate(monkeypatch)
+    respx.post(URL).mock(side_effect=FakeModel())
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": "q1", "question": "Q1"}])
+    out = tmp_path / "out.jsonl"
+    assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 0
+    old = out.read_text()
+    assert moa.main(["-f", str(questions), "-o", str(out), "--no-resume"], runtime=test_runtime()) == 0
+    backups = list(tmp_path.glob("out.jsonl.*.bak"))
+    assert len(backups) == 1 and backups[0].read_text() == old
+    assert len(lines_of(out)) == 1
+
+
+@respx.mock
+def test_changed_input_is_refused_unless_forced(tmp_path, monkeypatch, capsys) -> None:
+    """Resuming against a changed questions file exits 2 with a clear line; --force goes on."""
+    small_debate(monkeypatch)
+    respx.post(URL).mock(side_effect=FakeModel())
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": "q1", "question": "Q1"}])
+    out = tmp_path / "out.jsonl"
+    assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 0
+    write_jsonl(questions, [{"id": "q1", "question": "Q1"}, {"id": "q2", "question": "Q2"}])
+    assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 2
+    assert "the questions file changed" in capsys.readouterr().err
+    assert moa.main(["-f", str(questions), "-o", str(out), "--force"], runtime=test_runtime()) == 0
+    assert sorted(r["id"] for r in lines_of(out)) == ["q1", "q2"]
+
+
+def test_second_run_on_a_locked_output_exits_75(tmp_path, capsys) -> None:
+    """While another run holds the lock, a second exits 75 at once without touching the output."""
+    questions = tmp_path / "q.txt"
+    questions.write_text("Q1\n")
+    out = tmp_path / "out.jsonl"
+    with open(tmp_path / "out.jsonl.lock", "w") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 75
+    assert "another run is writing" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@respx.mock
+def test_rejected_key_stops_the_batch_with_exit_1(tmp_path, monkeypatch, capsys) -> None:
+    """A 401 fails every question alike: the batch stops after the first, exit 1, output kept."""
+    small_debate(monkeypatch)
+    route = respx.post(URL).mock(return_value=httpx.Response(401, json={"error": {"message": "bad key"}}))
+    questions = tmp_path / "q.txt"
+    questions.write_text("".join(f"Q{i}\n" for i in range(20)))
+    code = moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl"), "--concurrency", "1"],
+                    runtime=test_runtime())
+    assert code == 1
+    assert route.call_count <= 2
+    assert "rejected the API key" in capsys.readouterr().err
+
+
+@respx.mock
+def test_unreachable_endpoint_from_the_start_exits_1(tmp_path, monkeypatch, capsys) -> None:
+    """No HTTP response at all before any success: the batch stops instead of burning every retry."""
+    small_debate(monkeypatch)
+    monkeypatch.setenv("MAX_RETRIES", "1")
+    route = respx.post(URL).mock(side_effect=httpx.ConnectError("refused"))
+    questions = tmp_path / "q.txt"
+    questions.write_text("".join(f"Q{i}\n" for i in range(20)))
+    code = moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl"), "--concurrency", "1"],
+                    runtime=test_runtime())
+    assert code == 1 and route.call_count == 4  # one question: 2 solvers x 2 attempts
+    assert "unreachable" in capsys.readouterr().err
+
+
+@respx.mock
+def test_a_400_fails_only_its_question(tmp_path, monkeypatch, capsys) -> None:
+    """A 400 (say, one prompt too long) fails that question; the batch goes on and exits 3."""
+    small_debate(monkeypatch)
+    model = FakeModel()
+    respx.post(URL).mock(side_effect=lambda r: httpx.Response(400, json={"error": "too long"})
+                         if question_of(r) == "Q1" else model(r))
+    questions = tmp_path / "q.txt"
+    questions.write_text("Q1\nQ2\nQ3\n")
+    out = tmp_path / "o.jsonl"
+    assert moa.main(["-f", str(questions), "-o", str(out), "--concurrency", "1"], runtime=test_runtime()) == 3
+    assert sorted(r["status"] for r in lines_of(out)) == ["failed", "ok", "ok"]
+
+
+@respx.mock
+def test_shared_cooldown_pauses_every_request(tmp_path, monkeypatch, capsys) -> None:
+    """A 429 with Retry-After stops all requests, from every question, until it has passed."""
+    small_debate(monkeypatch)
+    sleep = FakeSleep()
+    model = FakeModel()
+    sent: list[tuple[float, int]] = []
+
+    def side_effect(request: httpx.Request) -> httpx.Response:
+        if not sent:
+            sent.append((sleep.now, 429))
+            return httpx.Response(429, headers={"Retry-After": "5"})
+        sent.append((sleep.now, 200))
+        return model(request)
+
+    respx.post(URL).mock(side_effect=side_effect)
+    questions = tmp_path / "q.txt"
+    questions.write_text("Q1\nQ2\nQ3\n")
+    code = moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl"), "--concurrency", "3"],
+                    runtime=test_runtime(sleep))
+    assert code == 0
+    limited_at = sent[0][0]
+    assert all(t >= limited_at + 5 for t, _ in sent[1:]), "nobody may send during the cool-down"
+    assert sum(1 for _, status in sent if status == 429) == 1
+
+
+class GraceSleep(FakeSleep):
+    """A fake sleep whose stop-grace period never runs out by itself."""
+
+    async def __call__(self, seconds: float) -> None:
+        if seconds == moa.STOP_GRACE_SECONDS:
+            await asyncio.Event().wait()
+        await super().__call__(seconds)
+
+
+@pytest.mark.parametrize("grace_expires", [False, True], ids=["in-flight-finish", "grace-expires"])
+@respx.mock
+def test_sigint_stops_new_questions_and_stays_resumable(grace_expires, tmp_path, monkeypatch, capsys) -> None:
+    """SIGINT: no new questions start, in-flight ones finish (or are cut after the grace), exit 130, resumable."""
+    small_debate(monkeypatch)
+    model = FakeModel()
+    interrupted = {"done": False}
+    hold = asyncio.Event()
+
+    async def side_effect(request: httpx.Request) -> httpx.Response:
+        if question_of(request) == "Q3" and not interrupted["done"]:
+            interrupted["done"] = True
+            os.kill(os.getpid(), signal.SIGINT)
+            if grace_expires:
+                await hold.wait()  # Q3 hangs: only the grace period ends it
+        return model(request)
+
+    respx.post(URL).mock(side_effect=side_effect)
+    questions = tmp_path / "q.txt"
+    questions.write_text("".join(f"Q{i}\n" for i in range(1, 9)))
+    out = tmp_path / "o.jsonl"
+    sleep = FakeSleep() if grace_expires else GraceSleep()
+    code = moa.main(["-f", str(questions), "-o", str(out), "--concurrency", "1"], runtime=test_runtime(sleep))
+    captured = capsys.readouterr()
+    assert code == 130
+    finished = [r["question"] for r in lines_of(out)]
+    assert finished == (["Q1", "Q2"] if grace_expires else ["Q1", "Q2", "Q3"])
+    assert "stopping: no new questions" in captured.err
+    assert json.loads((tmp_path / "o.jsonl.summary.json").read_text())["status"] == "interrupted"
+    assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 0
+    assert sorted(r["question"] for r in lines_of(out)) == [f"Q{i}" for i in range(1, 9)]
+
+
+def test_batch_usage_errors(tmp_path, capsys) -> None:
+    """-f without -o, a missing file or a bad --concurrency: exit 2, one line each."""
+    questions = tmp_path / "q.txt"
+    questions.write_text("Q\n")
+    assert moa.main(["-f", str(questions)]) == 2
+    assert moa.main(["-f", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl"), "--concurrency", "0"]) == 2
+    assert moa.main(["-f", str(questions), "-o", str(tmp_path / "no" / "o.jsonl")]) == 2
+    assert moa.main(["-f", str(questions), "-q", "Q"]) == 2
+    err = capsys.readouterr().err
+    assert "-f needs -o" in err and "no such file" in err and "--concurrency 0" in err and "does not exist" in err
+
+
+# --- integration: a real process killed with -9 --------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def fake_server():
+    """bench/fake_endpoint.py in a subprocess on 127.0.0.1, 50 ms per request."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(HERE / "bench" / "fake_endpoint.py"), "--port", str(port),
+                                "--latency", "0.05"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None and "listening" in process.stdout.readline()
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_kill_9_then_resume_is_exactly_once(fake_server, tmp_path) -> None:
+    """A real batch killed with SIGKILL mid-run, then rerun: every question exactly once, all ok."""
+    questions = tmp_path / "q.txt"
+    questions.write_text("".join(f"Question number {i}?\n" for i in range(24)))
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "PROXY_URL": fake_server, "API_KEY": "k", "NUM_WORKERS": "2", "NUM_JUDGES": "1",
+           "ENABLE_REBUTTAL": "false", "LOG_DIR": str(tmp_path / "logs")}
+    command = [sys.executable, str(HERE / "moa_pipeline.py"), "-f", str(questions), "-o", str(out),
+               "--concurrency", "3"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while (not out.exists() or len(out.read_text().splitlines()) < 6) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.kill()
+    process.wait(timeout=10)
+    partial = out.read_text().splitlines()
+    assert 6 <= len(partial) < 24, "the kill must land mid-batch"
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = lines_of(out)
+    assert sorted(r["question"] for r in rows) == sorted(f"Question number {i}?" for i in range(24))
+    assert all(r["status"] == "ok" for r in rows)
