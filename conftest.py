@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,13 +19,19 @@ FAKE_KEY = "sk-test-SECRET-1234567890abcdef"
 
 
 @pytest.fixture(autouse=True)
-def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """No test reads the developer's .env or environment, or writes into logs/."""
     names = [s.env for s in moa.SETTINGS] + list(moa.FALLBACK_NAMES.values())
     for name in names:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+    yield
+    # main() points our loggers at this test's captured stderr, which closes now.
+    for name in ("moa", "httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
 
 
 @pytest.fixture

@@ -118,6 +118,13 @@ def _boolean(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An optional setting: empty means unset (None)."""
+    def parse_optional(raw: str) -> Any:
+        return None if not raw.strip() else parse(raw)
+    return parse_optional
+
+
 def _text(raw: str) -> str:
     value = raw.strip()
     if not value:
@@ -192,6 +199,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_DIR", "logs", _text),
     Setting("LOG_FILENAME_PREFIX", "moa_run", _text),
     Setting("MAX_CONCURRENT_REQUESTS", "16", _integer(1, 256)),
+    Setting("MAX_CALLS", "0", _integer(0, 1_000_000)),
+    Setting("MAX_TOTAL_TOKENS", "0", _integer(0, 10**12)),
+    Setting("PRICE_INPUT_PER_MTOK", "", _optional(_number(0, 1_000_000))),
+    Setting("PRICE_OUTPUT_PER_MTOK", "", _optional(_number(0, 1_000_000))),
+    Setting("ENABLE_JSONL_TRACE", "", _optional(_boolean)),
+    Setting("GATEWAY_TOKEN", "", _optional(_api_key), secret=True),
 )
 # Accepted when PROXY_URL / API_KEY are unset everywhere, as the OpenAI SDK names them.
 FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
@@ -221,11 +234,27 @@ class Config:
     log_dir: str = "logs"
     log_filename_prefix: str = "moa_run"
     max_concurrent_requests: int = 16
+    max_calls: int = 0  # per question, 0 = unlimited
+    max_total_tokens: int = 0  # per question, 0 = unlimited
+    price_input_per_mtok: float | None = None
+    price_output_per_mtok: float | None = None
+    enable_jsonl_trace: bool | None = None  # None: follow ENABLE_FILE_LOGGING
+    gateway_token: str | None = field(default=None, repr=False)
+
+    @property
+    def jsonl_trace(self) -> bool:
+        return self.enable_file_logging if self.enable_jsonl_trace is None else self.enable_jsonl_trace
+
+    @property
+    def secrets(self) -> list[str]:
+        return [s for s in (self.api_key, self.gateway_token) if s]
 
     def shown(self) -> dict[str, Any]:
         """Settings as the transcript shows them: secrets masked, URL cleaned."""
         values = {s.env: getattr(self, s.field) for s in SETTINGS}
-        values["API_KEY"] = SECRET_MASK
+        for setting in SETTINGS:
+            if setting.secret and values[setting.env] is not None:
+                values[setting.env] = SECRET_MASK
         values["PROXY_URL"] = display_url(self.proxy_url)
         return values
 
@@ -264,6 +293,9 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     if config.min_valid_answers > config.num_workers:
         raise ConfigError(f"MIN_VALID_ANSWERS={config.min_valid_answers} is more than NUM_WORKERS="
                           f"{config.num_workers}: lower it or add workers")
+    if 0 < config.max_calls < config.min_valid_answers:
+        raise ConfigError(f"MAX_CALLS={config.max_calls} cannot pay for MIN_VALID_ANSWERS="
+                          f"{config.min_valid_answers} solver calls: raise it, or 0 for no limit")
     return config
 
 
@@ -342,6 +374,7 @@ class Completion:
     finish_reason: str | None
     status: int
     usage: dict[str, Any] | None
+    cache_status: str | None = None  # a gateway's cf-aig-cache-status (HIT / MISS)
 
 
 @dataclass
@@ -357,7 +390,11 @@ class Attempt:
     finish_reason: str | None = None
     response_text: str = ""
     retry_in_s: float | None = None
-    usage: dict[str, Any] | None = None
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False  # the endpoint sent no usage; counts are estimates
+    cache_status: str | None = None
 
 
 @dataclass
@@ -513,7 +550,8 @@ class Endpoint:
                 error = status_error(response, self.runtime.wall_clock())
                 self.start_cooldown(error)
                 raise error
-            return read_completion(response)
+            completion = read_completion(response)
+            return replace(completion, cache_status=response.headers.get("cf-aig-cache-status"))
         except APIError as err:
             # A server may echo the key back in its error text.
             err.args = (redact(str(err), self.config),)
@@ -526,12 +564,133 @@ def _short(err: BaseException) -> str:
 
 def open_client(config: Config) -> httpx.AsyncClient:
     """The run's one HTTP client; every timeout explicit (httpx's default is 5 s)."""
+    headers = {"Authorization": f"Bearer {config.api_key}"}
+    if config.gateway_token:  # an authenticated Cloudflare AI Gateway
+        headers["cf-aig-authorization"] = f"Bearer {config.gateway_token}"
     return httpx.AsyncClient(
         timeout=httpx.Timeout(config.request_timeout),
         limits=httpx.Limits(max_connections=config.max_concurrent_requests + POOL_HEADROOM,
                             max_keepalive_connections=config.max_concurrent_requests + POOL_HEADROOM),
-        headers={"Authorization": f"Bearer {config.api_key}"},
+        headers=headers,
     )
+
+
+# --- usage and budgets ---------------------------------------------------------
+
+# Tokens added by chat formatting per message and by our nonce suffix.
+MESSAGE_OVERHEAD_TOKENS = 8
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high token estimate: one token per 3 bytes of UTF-8.
+
+    English runs near 4 characters a token and CJK near 1 character (3 bytes)
+    a token, so this rarely undercounts; budgets reserve with it so they hold.
+    """
+    return -(-len(text.encode("utf-8", errors="replace")) // 3)
+
+
+def prompt_tokens_estimate(system: str, user: str) -> int:
+    return estimate_tokens(system) + estimate_tokens(user) + 2 * MESSAGE_OVERHEAD_TOKENS
+
+
+class Budget:
+    """Per-question limits on HTTP requests and tokens (0 = unlimited).
+
+    Every attempt reserves before it is sent: one call, and its prompt
+    estimate plus max_tokens. The reservation is settled to the tokens the
+    endpoint reported once the response is in, so the budget is never
+    exceeded by more than the estimate's error. ``floor_*`` is kept back for
+    later, more important phases: retries of critiques cannot eat the judges'
+    share.
+    """
+
+    def __init__(self, max_calls: int = 0, max_tokens: int = 0) -> None:
+        self.max_calls, self.max_tokens = max_calls, max_tokens
+        self.calls = 0
+        self.tokens = 0
+        self.floor_calls = 0
+        self.floor_tokens = 0
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.max_calls or self.max_tokens)
+
+    def calls_left(self) -> int | None:
+        return self.max_calls - self.calls if self.max_calls else None
+
+    def tokens_left(self) -> int | None:
+        return self.max_tokens - self.tokens if self.max_tokens else None
+
+    def fits(self, calls: int, tokens: int) -> bool:
+        calls_left, tokens_left = self.calls_left(), self.tokens_left()
+        return ((calls_left is None or calls <= calls_left) and
+                (tokens_left is None or tokens <= tokens_left))
+
+    def reserve(self, tokens: int) -> bool:
+        """Take one call and ``tokens`` if they fit above the floor."""
+        if not self.fits(1 + self.floor_calls, tokens + self.floor_tokens):
+            return False
+        self.calls += 1
+        self.tokens += tokens
+        return True
+
+    def settle(self, reserved: int, used: int) -> None:
+        self.tokens += used - reserved
+
+
+@dataclass(frozen=True)
+class DebatePlan:
+    critiques: int
+    rebuttals: int
+    judges: int
+
+
+def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critique_cost: int, rebuttal_cost: int,
+                judge_cost: Callable[[int, int], int], critiques_paid: bool = True) -> DebatePlan:
+    """The largest (judges, critiques, rebuttals) the budget pays for, judges first.
+
+    Maximising in that order means that when money runs short, rebuttals go
+    first, then critiques, then judges: the stated order of degradation.
+    ``judge_cost(c, r)`` is one judge's worst-case tokens after c critiques
+    and r rebuttals, whose texts it must read.
+    """
+    for j in range(judges, -1, -1):
+        for c in range(valid, -1, -1):
+            for r in range(c if rebuttals else 0, -1, -1):
+                tokens = c * critique_cost + r * rebuttal_cost + j * judge_cost(c, r)
+                if budget.fits(j + (c if critiques_paid else 0) + r, tokens):
+                    return DebatePlan(c, r, j)
+    return DebatePlan(0, 0, 0)
+
+
+def usage_totals(calls: Iterable[AgentCall], config: Config) -> dict[str, Any]:
+    """Token totals over the given calls; ``estimated`` when any count was estimated."""
+    prompt = completion = 0
+    estimated = False
+    for call in calls:
+        for attempt in call.attempts:
+            prompt += attempt.prompt_tokens
+            completion += attempt.completion_tokens
+            estimated |= attempt.usage_estimated
+    totals: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                              "total_tokens": prompt + completion, "estimated": estimated}
+    cost = cost_usd(prompt, completion, config)
+    if cost is not None:
+        totals["cost_usd"] = cost
+    return totals
+
+
+def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config) -> float | None:
+    """Cost from PRICE_*_PER_MTOK, or None when no price is set."""
+    if config.price_input_per_mtok is None and config.price_output_per_mtok is None:
+        return None
+    return round(prompt_tokens * (config.price_input_per_mtok or 0) / 1e6
+                 + completion_tokens * (config.price_output_per_mtok or 0) / 1e6, 6)
+
+
+def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str, Any]]:
+    return {phase: usage_totals((c for c in calls if c.phase == phase), config) for phase in PHASES}
 
 
 # --- the debate's state and records ------------------------------------------
@@ -585,6 +744,14 @@ class Debate:
     calls: list[AgentCall] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     round: int = 1
+    budget: Budget = field(default_factory=Budget)
+    trace: TraceWriter | None = None
+    skipped: list[str] = field(default_factory=list)  # what the budget cut, in order
+    positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
+
+    def skip(self, what: str) -> None:
+        self.skipped.append(f"round {self.round}: {what}")
+        self.note(f"budget: skipped {what}")
 
     def note(self, text: str) -> None:
         self.notes.append(f"round {self.round}: {text}")
@@ -605,53 +772,102 @@ def build_messages(system: str, user: str, nonce: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": system + suffix}, {"role": "user", "content": user}]
 
 
+def record_usage(attempt: Attempt, completion: Completion, prompt_estimate: int) -> None:
+    """Tokens of a billed attempt: the endpoint's usage, or an estimate marked as such."""
+    usage = completion.usage or {}
+    prompt, done = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if isinstance(prompt, int) and isinstance(done, int):
+        attempt.prompt_tokens, attempt.completion_tokens = prompt, done
+    else:
+        attempt.prompt_tokens, attempt.completion_tokens = prompt_estimate, estimate_tokens(completion.text)
+        attempt.usage_estimated = True
+
+
+def request_headers(debate: Debate, phase: str, agent: str, attempt: int) -> dict[str, str]:
+    """Tags that let a gateway's own logs be joined with the transcript."""
+    headers = {"X-MoA-Run-Id": debate.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent,
+               "cf-aig-metadata": json.dumps({"run_id": debate.run_id, "phase": phase, "agent": agent,
+                                              "attempt": attempt})}
+    if attempt > 1:
+        headers["cf-aig-skip-cache"] = "true"
+    return headers
+
+
+async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]], *,
+                       temperature: float, max_tokens: int, prompt_estimate: int,
+                       parse: Callable[[str], T | None]) -> T:
+    """One HTTP attempt and its parse; APIError when it yields nothing usable."""
+    completion = await debate.endpoint.complete(
+        messages, temperature=temperature, max_tokens=max_tokens,
+        headers=request_headers(debate, call.phase, call.agent, attempt.number))
+    attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
+    attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
+    record_usage(attempt, completion, prompt_estimate)
+    value = parse(completion.text)
+    cut = completion.finish_reason == "length"
+    if value is not None and cut and tier_of(value) == "paragraph":
+        value = None  # a guess from cut-off text would be half a sentence
+    if value is None:
+        why = " (cut off: finish_reason=length)" if cut else ""
+        raise APIError(f"no usable {call.phase} output{why}", status=completion.status)
+    return value
+
+
+def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
+                   reserved: int, temperature: float, max_tokens: int) -> None:
+    """Latency, budget settlement and the trace line, as soon as an attempt ends."""
+    attempt.latency_s = debate.runtime.clock() - debate.started - attempt.started_s
+    debate.budget.settle(reserved, attempt.prompt_tokens + attempt.completion_tokens)
+    if debate.trace is not None:
+        debate.trace.attempt(debate, call, attempt, messages, temperature, max_tokens)
+
+
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
               temperature: float, max_tokens: int, parse: Callable[[str], T | None]) -> T | None:
-    """One agent call with retries; the parsed value, or None once retries run out.
+    """One agent call with retries; the parsed value, or None once retries or budget run out.
 
     Raises APIError only for errors no retry can fix (bad key, bad request).
     """
     config, runtime = debate.config, debate.runtime
     call = AgentCall(debate.round, phase, agent, system, user)
     debate.calls.append(call)
+    prompt_estimate = prompt_tokens_estimate(system, user)
     for number in range(1, config.max_retries + 2):
-        attempt = Attempt(number, debate.new_nonce(), runtime.clock() - debate.started)
+        reserved = prompt_estimate + max_tokens
+        if not debate.budget.reserve(reserved):
+            call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
+            debate.skip(f"{phase} {agent}" if number == 1 else f"retry of {phase} {agent}")
+            break
+        attempt = Attempt(number, debate.new_nonce(), runtime.clock() - debate.started, model=config.model_name)
         call.attempts.append(attempt)
-        headers = {"X-MoA-Run-Id": debate.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent}
-        if number > 1:
-            headers["cf-aig-skip-cache"] = "true"
+        messages = build_messages(system, user, attempt.nonce)
+        error: APIError | None = None
         try:
-            completion = await debate.endpoint.complete(
-                build_messages(system, user, attempt.nonce),
-                temperature=temperature, max_tokens=max_tokens, headers=headers)
-            attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
-            attempt.response_text, attempt.usage = completion.text, completion.usage
-            value = parse(completion.text)
-            cut = completion.finish_reason == "length"
-            if value is not None and cut and tier_of(value) == "paragraph":
-                value = None  # a guess from cut-off text would be half a sentence
-            if value is None:
-                why = " (cut off: finish_reason=length)" if cut else ""
-                raise APIError(f"no usable {phase} output{why}", status=completion.status)
+            value = await attempt_once(debate, call, attempt, messages, temperature=temperature,
+                                       max_tokens=max_tokens, prompt_estimate=prompt_estimate, parse=parse)
         except APIError as err:
-            attempt.latency_s = runtime.clock() - debate.started - attempt.started_s
-            attempt.status = err.status if err.status is not None else attempt.status
-            attempt.outcome = str(err)
-            call.failure = str(err)
-            if not err.retryable:
-                raise
-            if number > config.max_retries:
-                break
-            attempt.retry_in_s = retry_delay(config, number, err.retry_after, runtime.rng)
-            log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, err,
-                     attempt.retry_in_s)
-            await runtime.sleep(attempt.retry_in_s)
-            continue
-        attempt.latency_s = runtime.clock() - debate.started - attempt.started_s
-        attempt.outcome = "ok"
-        call.ok, call.failure = True, None
-        call.tier = tier_of(value)
-        return value
+            error = err
+        except asyncio.CancelledError:
+            attempt.outcome = "cancelled"
+            finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
+            raise
+        if error is None:
+            attempt.outcome = "ok"
+            call.ok, call.failure, call.tier = True, None, tier_of(value)
+        else:
+            attempt.status = error.status if error.status is not None else attempt.status
+            attempt.outcome = call.failure = str(error)
+            if error.retryable and number <= config.max_retries:
+                attempt.retry_in_s = retry_delay(config, number, error.retry_after, runtime.rng)
+        finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
+        if error is None:
+            return value
+        if not error.retryable:
+            raise error
+        if attempt.retry_in_s is None:
+            break
+        log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, attempt.retry_in_s)
+        await runtime.sleep(attempt.retry_in_s)
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
 
@@ -676,6 +892,9 @@ async def run_all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
 
 
 # --- phases ------------------------------------------------------------------
+#
+# Each phase is one function; the prompt builders beside them are shared with
+# the budget planner, which prices a phase before it runs.
 
 
 def _valid_answer(text: str) -> ParsedAnswer | None:
@@ -683,16 +902,45 @@ def _valid_answer(text: str) -> ParsedAnswer | None:
     return parsed if parsed.answer.strip() else None
 
 
+def _quoted(text: str | None) -> str:
+    return prompts.quote_untrusted(text or prompts.NOT_AVAILABLE)
+
+
+def solver_prompts(question: str) -> tuple[str, str]:
+    return (prompts.render(prompts.SOLVER_SYSTEM),
+            prompts.render(prompts.SOLVER_USER, question=prompts.quote_untrusted(question)))
+
+
+def critic_prompts(question: str, position: Position) -> tuple[str, str]:
+    return (prompts.render(prompts.CRITIC_SYSTEM),
+            prompts.render(prompts.CRITIC_USER, question=prompts.quote_untrusted(question),
+                           reasoning=_quoted(position.reasoning), answer=prompts.quote_untrusted(position.answer)))
+
+
+def rebuttal_prompts(question: str, position: Position) -> tuple[str, str]:
+    return (prompts.render(prompts.REBUTTAL_SYSTEM),
+            prompts.render(prompts.REBUTTAL_USER, question=prompts.quote_untrusted(question),
+                           reasoning=_quoted(position.reasoning), answer=prompts.quote_untrusted(position.answer),
+                           critique=prompts.quote_untrusted(position.critique or "")))
+
+
+def judge_prompts(question: str, positions: list[Position]) -> tuple[str, str]:
+    blocks = [prompts.render(prompts.JUDGE_CANDIDATE, label=candidate_label(i),
+                             answer=prompts.quote_untrusted(p.final_answer), reasoning=_quoted(p.reasoning),
+                             critique=_quoted(p.critique), rebuttal=_quoted(p.rebuttal))
+              for i, p in enumerate(positions)]
+    return (prompts.render(prompts.JUDGE_SYSTEM),
+            prompts.render(prompts.JUDGE_USER, question=prompts.quote_untrusted(question),
+                           candidates="\n\n".join(blocks)))
+
+
 async def generate(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
     """Phase 1: blind generation. The valid answers, in slot order."""
-    config = debate.config
-    quoted = prompts.quote_untrusted(question)
-    system = prompts.render(prompts.SOLVER_SYSTEM)
-    user = prompts.render(prompts.SOLVER_USER, question=quoted)
+    system, user = solver_prompts(question)
 
     async def solve(slot: int) -> Position | None:
         parsed = await ask(debate, "generate", f"solver-{slot + 1}", system, user,
-                           temperature=temperature, max_tokens=config.max_tokens, parse=_valid_answer)
+                           temperature=temperature, max_tokens=debate.config.max_tokens, parse=_valid_answer)
         if parsed is None:
             return None
         return Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer)
@@ -714,14 +962,10 @@ def critic_slot(slot: int, workers: int) -> int:
 async def critique(debate: Debate, question: str, positions: list[Position], workers: int,
                    temperature: float) -> None:
     """Phase 2: each valid answer critiqued by another slot; a failure leaves it in play."""
-    quoted = prompts.quote_untrusted(question)
-    system = prompts.render(prompts.CRITIC_SYSTEM)
 
     async def review(position: Position) -> None:
         critic = f"solver-{critic_slot(position.slot, workers) + 1}"
-        user = prompts.render(prompts.CRITIC_USER, question=quoted,
-                              reasoning=prompts.quote_untrusted(position.reasoning or prompts.NOT_AVAILABLE),
-                              answer=prompts.quote_untrusted(position.answer))
+        system, user = critic_prompts(question, position)
         found = await ask(debate, "critique", f"{critic}->{position.agent}", system, user,
                           temperature=temperature, max_tokens=debate.config.max_tokens,
                           parse=lambda text: parse_block(text, "critique"))
@@ -735,14 +979,9 @@ async def critique(debate: Debate, question: str, positions: list[Position], wor
 
 async def rebut(debate: Debate, question: str, positions: list[Position], temperature: float) -> None:
     """Phase 3: each critiqued solver defends or revises; a failure keeps its answer."""
-    quoted = prompts.quote_untrusted(question)
-    system = prompts.render(prompts.REBUTTAL_SYSTEM)
 
     async def reply(position: Position) -> None:
-        user = prompts.render(prompts.REBUTTAL_USER, question=quoted,
-                              reasoning=prompts.quote_untrusted(position.reasoning or prompts.NOT_AVAILABLE),
-                              answer=prompts.quote_untrusted(position.answer),
-                              critique=prompts.quote_untrusted(position.critique or ""))
+        system, user = rebuttal_prompts(question, position)
         found = await ask(debate, "rebuttal", position.agent, system, user, temperature=temperature,
                           max_tokens=debate.config.max_tokens, parse=_rebuttal_with_tier)
         if found is None:
@@ -750,7 +989,7 @@ async def rebut(debate: Debate, question: str, positions: list[Position], temper
             return
         position.rebuttal, position.final_answer = found[0], found[1].answer
 
-    await run_all(reply(p) for p in positions if p.critique is not None)
+    await run_all(reply(p) for p in positions)
 
 
 def _rebuttal_with_tier(text: str) -> tuple[str, ParsedAnswer, str] | None:
@@ -776,20 +1015,11 @@ def resolve_label(answer: str, labels: Mapping[str, str]) -> str:
     return answer
 
 
-async def judge(debate: Debate, question: str, positions: list[Position]) -> list[Vote]:
-    """Phase 4: NUM_JUDGES judges each give a FINAL ANSWER and a CONFIDENCE."""
+async def judge(debate: Debate, question: str, positions: list[Position], judges: int) -> list[Vote]:
+    """Phase 4: ``judges`` judges each give a FINAL ANSWER and a CONFIDENCE."""
     config = debate.config
     labels = {candidate_label(i): p.final_answer for i, p in enumerate(positions)}
-    blocks = [prompts.render(
-        prompts.JUDGE_CANDIDATE, label=candidate_label(i),
-        answer=prompts.quote_untrusted(p.final_answer),
-        reasoning=prompts.quote_untrusted(p.reasoning or prompts.NOT_AVAILABLE),
-        critique=prompts.quote_untrusted(p.critique or prompts.NOT_AVAILABLE),
-        rebuttal=prompts.quote_untrusted(p.rebuttal or prompts.NOT_AVAILABLE),
-    ) for i, p in enumerate(positions)]
-    system = prompts.render(prompts.JUDGE_SYSTEM)
-    user = prompts.render(prompts.JUDGE_USER, question=prompts.quote_untrusted(question),
-                          candidates="\n\n".join(blocks))
+    system, user = judge_prompts(question, positions)
 
     def usable(text: str) -> tuple[str, int | None, str] | None:
         found = parse_judgement(text)
@@ -803,7 +1033,7 @@ async def judge(debate: Debate, question: str, positions: list[Position]) -> lis
                           max_tokens=config.judge_max_tokens, parse=usable)
         return None if found is None else Vote(found[0], found[1], agent)
 
-    votes = await run_all(one(i) for i in range(config.num_judges))
+    votes = await run_all(one(i) for i in range(judges))
     return [v for v in votes if v is not None]
 
 
@@ -847,24 +1077,80 @@ def solver_verdict(positions: list[Position]) -> Verdict | None:
 
 # --- one debate, and the rerun -----------------------------------------------
 
+DONE_PHASES = ("generate", "critique", "rebuttal")  # what a debate may start after (replay)
 
-async def debate_once(debate: Debate, question: str, workers: int, temperature: float) -> Verdict:
-    """The four phases once. RunFailed when too few solvers answer."""
+
+def require_enough(debate: Debate, positions: list[Position], workers: int) -> None:
+    """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS solvers answered."""
     config = debate.config
-    positions = await generate(debate, question, workers, temperature)
-    log.info("round %d generate: %d/%d valid answers", debate.round, len(positions), workers)
-    if len(positions) < config.min_valid_answers:
-        last = next((c.failure for c in reversed(debate.calls) if c.failure), None)
-        reason = f"; last error: {last}" if last else ""
-        this_round = [c for c in debate.calls if c.round == debate.round and c.phase == "generate"]
-        no_response = all(a.status is None for c in this_round for a in c.attempts)
-        error = EndpointUnreachable if no_response and not positions else RunFailed
-        raise error(f"only {len(positions)}/{workers} solvers gave a valid answer "
-                    f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}")
-    await critique(debate, question, positions, workers, temperature)
-    if config.enable_rebuttal:
-        await rebut(debate, question, positions, temperature)
-    votes = await judge(debate, question, positions)
+    if len(positions) >= config.min_valid_answers:
+        return
+    last = next((c.failure for c in reversed(debate.calls) if c.failure), None)
+    reason = f"; last error: {last}" if last else ""
+    this_round = [c for c in debate.calls if c.round == debate.round and c.phase == "generate"]
+    no_response = all(a.status is None for c in this_round for a in c.attempts)
+    error = EndpointUnreachable if no_response and not positions else RunFailed
+    raise error(f"only {len(positions)}/{workers} solvers gave a valid answer "
+                f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}")
+
+
+def solver_cost(config: Config, question: str) -> int:
+    """Worst-case tokens of one solver call."""
+    return prompt_tokens_estimate(*solver_prompts(question)) + config.max_tokens
+
+
+def plan_phases(debate: Debate, question: str, positions: list[Position], done: str) -> tuple[DebatePlan, Callable[[int, int], int]]:
+    """What the budget pays for after ``done``, and one judge's cost function."""
+    config = debate.config
+    text_cap = config.max_tokens  # a critique or rebuttal the judges will read is at most this long
+    judge_base = prompt_tokens_estimate(*judge_prompts(question, positions)) + config.judge_max_tokens
+
+    def judge_cost(c: int, r: int) -> int:
+        return judge_base + (c + r) * text_cap
+
+    if done == "rebuttal":
+        plan = plan_debate(debate.budget, 0, config.num_judges, False, 0, 0, judge_cost)
+        return plan, judge_cost
+    critiqued = [p for p in positions if p.critique is not None]
+    critique_cost = max((prompt_tokens_estimate(*critic_prompts(question, p)) for p in positions), default=0)
+    rebuttal_cost = max((prompt_tokens_estimate(*rebuttal_prompts(question, p)) for p in positions), default=0)
+    if done == "critique":  # critiques are already paid for: plan rebuttals and judges
+        plan = plan_debate(debate.budget, len(critiqued), config.num_judges, config.enable_rebuttal, 0,
+                           rebuttal_cost + 2 * text_cap, judge_cost, critiques_paid=False)
+        return plan, judge_cost
+    plan = plan_debate(debate.budget, len(positions), config.num_judges, config.enable_rebuttal,
+                       critique_cost + text_cap, rebuttal_cost + 2 * text_cap, judge_cost)
+    return plan, judge_cost
+
+
+def note_budget_cuts(debate: Debate, plan: DebatePlan, positions: list[Position], done: str) -> None:
+    config = debate.config
+    if done == "generate" and plan.critiques < len(positions):
+        debate.skip(f"{len(positions) - plan.critiques} critique(s)")
+    # Every valid answer would have been rebutted had it been critiqued.
+    wanted_rebuttals = len(positions) if done == "generate" else sum(p.critique is not None for p in positions)
+    if done != "rebuttal" and config.enable_rebuttal and plan.rebuttals < wanted_rebuttals:
+        debate.skip(f"{wanted_rebuttals - plan.rebuttals} rebuttal(s)")
+    if plan.judges < config.num_judges:
+        debate.skip(f"{config.num_judges - plan.judges} judge(s)")
+
+
+async def deliberate(debate: Debate, question: str, positions: list[Position], workers: int, temperature: float,
+                     done: str = "generate") -> Verdict:
+    """Every phase after ``done``, cut to what the budget pays for, then the tally."""
+    config = debate.config
+    plan, judge_cost = plan_phases(debate, question, positions, done)
+    note_budget_cuts(debate, plan, positions, done)
+    # Retries of critiques and rebuttals may not eat into the judges' share.
+    debate.budget.floor_calls = plan.judges
+    debate.budget.floor_tokens = plan.judges * judge_cost(plan.critiques, plan.rebuttals)
+    if done == "generate":
+        await critique(debate, question, positions[:plan.critiques], workers, temperature)
+    if done in ("generate", "critique") and config.enable_rebuttal:
+        critiqued = [p for p in positions if p.critique is not None]
+        await rebut(debate, question, critiqued[:plan.rebuttals], temperature)
+    debate.budget.floor_calls = debate.budget.floor_tokens = 0
+    votes = await judge(debate, question, positions, plan.judges) if plan.judges else []
     verdict = tally_votes(votes)
     if verdict is None:
         debate.note("no judge gave a FINAL ANSWER; the verdict is the solvers' majority")
@@ -874,15 +1160,41 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
     return verdict
 
 
+async def debate_once(debate: Debate, question: str, workers: int, temperature: float) -> Verdict:
+    """The four phases once. RunFailed when too few solvers answer."""
+    positions = await generate(debate, question, workers, temperature)
+    log.info("round %d generate: %d/%d valid answers", debate.round, len(positions), workers)
+    require_enough(debate, positions, workers)
+    debate.positions[debate.round] = positions
+    return await deliberate(debate, question, positions, workers, temperature)
+
+
 def rerun_settings(config: Config) -> tuple[int, float]:
     """(workers, temperature) of the rerun: RERUN_EXTRA_WORKERS more, RERUN_TEMPERATURE_STEP hotter."""
     return (min(config.num_workers + RERUN_EXTRA_WORKERS, MAX_WORKERS),
             min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
 
 
+def rerun_affordable(debate: Debate, question: str, workers: int) -> bool:
+    """Whether the budget pays for a whole worst-case rerun: the rerun is the first thing cut."""
+    config = debate.config
+    if not debate.budget.limited:
+        return True
+    per_solver = 3 if config.enable_rebuttal else 2
+    calls = workers * per_solver + config.num_judges
+    first = debate.positions.get(1, [])
+    critic = max((prompt_tokens_estimate(*critic_prompts(question, p)) for p in first), default=0)
+    judge_base = prompt_tokens_estimate(*judge_prompts(question, first)) * workers // max(1, len(first))
+    texts = workers * (per_solver - 1) * config.max_tokens
+    tokens = (workers * (solver_cost(config, question) + critic + 2 * config.max_tokens)
+              + (workers * 3 * config.max_tokens if config.enable_rebuttal else 0)
+              + config.num_judges * (judge_base + texts + config.judge_max_tokens))
+    return debate.budget.fits(calls, tokens)
+
+
 @dataclass
 class RunResult:
-    """Everything a run produced: the verdict (if any) and what it cost."""
+    """Everything a run produced: the verdict (if any), what it cost, what the budget cut."""
 
     question: str
     verdict: Verdict | None = None
@@ -892,7 +1204,9 @@ class RunResult:
     exit_code: int = EXIT_OK
     elapsed_s: float = 0.0
     transcript: str | None = None
+    trace: str | None = None
     calls: list[AgentCall] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     exception: MoAError | None = field(default=None, repr=False)
 
     @property
@@ -904,11 +1218,12 @@ class RunResult:
         return sum(len(c.attempts) for c in self.calls)
 
     @property
-    def total_tokens(self) -> int | None:
-        """Tokens the endpoint reported, or None when it reported none."""
-        counts = [a.usage.get("total_tokens") for c in self.calls for a in c.attempts if a.usage]
-        numbers = [n for n in counts if isinstance(n, int)]
-        return sum(numbers) if numbers else None
+    def budget_limited(self) -> bool:
+        return bool(self.skipped)
+
+    @property
+    def reported_round(self) -> int | None:
+        return next((i for i, v in enumerate(self.verdicts, 1) if v is self.verdict), None)
 
 
 async def run_rounds(debate: Debate, question: str, result: RunResult) -> None:
@@ -919,7 +1234,16 @@ async def run_rounds(debate: Debate, question: str, result: RunResult) -> None:
     result.verdicts.append(first)
     if first.confidence >= config.min_judge_confidence:
         return
+    await rerun(debate, question, result)
+
+
+async def rerun(debate: Debate, question: str, result: RunResult) -> None:
+    """The one confidence-triggered rerun, if the budget pays for it."""
+    config, first = debate.config, result.verdicts[0]
     workers, temperature = rerun_settings(config)
+    if not rerun_affordable(debate, question, workers):
+        debate.skip("rerun")
+        return
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",
              first.confidence, config.min_judge_confidence, workers, temperature)
     result.rerun = True
@@ -934,15 +1258,33 @@ async def run_rounds(debate: Debate, question: str, result: RunResult) -> None:
     result.verdict = second if second.confidence >= first.confidence else first
 
 
+def check_budget(config: Config, question: str) -> None:
+    """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
+    need = config.min_valid_answers * solver_cost(config, question)
+    if config.max_total_tokens and need > config.max_total_tokens:
+        raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
+                          f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
+                          f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
+
+
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
-                          result: RunResult | None = None) -> RunResult:
-    """Run the debate on one question and write its transcript. Never raises
-    MoAError: failures are recorded in the result. On cancellation the
-    transcript is still written and ``result`` (if given) holds what was done."""
+                          result: RunResult | None = None, replay: Replay | None = None) -> RunResult:
+    """Run the debate on one question and write its transcript and trace. Never
+    raises MoAError: failures are recorded in the result. On cancellation the
+    files are still written and ``result`` (if given) holds what was done."""
     result = result if result is not None else RunResult(question)
-    debate = Debate(config, endpoint, runtime, uuid.uuid4().hex[:12], runtime.clock(), calls=result.calls)
+    debate = Debate(config, endpoint, runtime, uuid.uuid4().hex[:12], runtime.clock(), calls=result.calls,
+                    skipped=result.skipped, budget=Budget(config.max_calls, config.max_total_tokens))
+    transcript_path, debate.trace = open_run_files(config, runtime)
+    result.trace = str(debate.trace.path) if debate.trace else None
+    if debate.trace:
+        debate.trace.start(debate, question, replay)
     try:
-        await run_rounds(debate, question, result)
+        check_budget(config, question)
+        if replay is None:
+            await run_rounds(debate, question, result)
+        else:
+            await run_replay(debate, replay, result)
     except MoAError as err:
         result.error, result.exit_code, result.exception = str(err), err.exit_code, err
     except asyncio.CancelledError:
@@ -950,8 +1292,10 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
         raise
     finally:
         result.elapsed_s = runtime.clock() - debate.started
-        if config.enable_file_logging:
-            result.transcript = write_transcript(config, debate, question, result)
+        if debate.trace:
+            debate.trace.finish(debate, result)
+        if transcript_path is not None:
+            result.transcript = write_transcript(config, transcript_path, debate, question, result, replay)
     return result
 
 
@@ -974,8 +1318,11 @@ def _render_call(call: AgentCall) -> list[str]:
     for attempt in call.attempts:
         http = f"HTTP {attempt.status}" if attempt.status else "no HTTP response"
         finish = f", finish_reason={attempt.finish_reason}" if attempt.finish_reason else ""
+        tokens = (f", {attempt.prompt_tokens}+{attempt.completion_tokens} tokens"
+                  f"{' (estimated)' if attempt.usage_estimated else ''}" if attempt.prompt_tokens else "")
+        cache = f", cache {attempt.cache_status}" if attempt.cache_status else ""
         lines.append(f"[attempt {attempt.number}] nonce {attempt.nonce}, at {attempt.started_s:.2f}s, "
-                     f"{attempt.latency_s:.2f}s, {http}{finish}: {attempt.outcome}")
+                     f"{attempt.latency_s:.2f}s, {http}{finish}{tokens}{cache}: {attempt.outcome}")
         if attempt.retry_in_s is not None:
             lines.append(f"  retrying in {attempt.retry_in_s:.2f}s")
         if attempt.response_text:
@@ -983,11 +1330,17 @@ def _render_call(call: AgentCall) -> list[str]:
     return lines + [""]
 
 
-def render_transcript(config: Config, debate: Debate, question: str, result: RunResult) -> str:
-    """The transcript text: config, every call grouped by round and phase, tally, verdict."""
+def render_transcript(config: Config, debate: Debate, question: str, result: RunResult,
+                      replay: Replay | None = None) -> str:
+    """The transcript text: config, every call grouped by round and phase, usage, tally, verdict."""
     lines = ["MoA pipeline transcript", f"run id: {debate.run_id}",
-             f"written: {datetime.now().isoformat(timespec='seconds')}", "", "=== Question ===", question, "",
-             "=== Configuration ==="]
+             f"written: {datetime.now().isoformat(timespec='seconds')}"]
+    if result.trace:
+        lines.append(f"trace: {result.trace}")
+    if replay is not None:
+        lines.append(f"replay of {replay.source} (run {replay.run_id}): the phases before {replay.start} come from "
+                     f"that trace; {replay.start} and later were run again with the current prompts and settings")
+    lines += ["", "=== Question ===", question, "", "=== Configuration ==="]
     lines += [f"{name}={value}" for name, value in config.shown().items()]
     for round_number in sorted({c.round for c in debate.calls}):
         for phase in PHASES:
@@ -998,7 +1351,10 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
                     lines += _render_call(call)
     if debate.notes:
         lines += ["=== Notes ==="] + debate.notes + [""]
-    lines.append("=== Tally ===")
+    lines += ["=== Usage ==="] + usage_lines(result.calls, config)
+    if result.skipped:
+        lines += ["budget limited; skipped: " + "; ".join(result.skipped)]
+    lines += ["", "=== Tally ==="]
     for index, verdict in enumerate(result.verdicts, 1):
         lines.append(f"round {index} ({verdict.source}): " + ", ".join(f"{k!r}: {n}" for k, n in verdict.tally.items())
                      + f" -> {verdict.answer!r}, confidence {verdict.confidence}, {verdict.agreeing}/{verdict.valid}")
@@ -1021,9 +1377,24 @@ def maskable(secret: str) -> bool:
     return len(secret) >= MIN_MASKED_SECRET
 
 
+def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
+    """Tokens (and cost) per phase and in all, for the transcript."""
+    lines = []
+    for phase, totals in {**usage_by_phase(calls, config), "total": usage_totals(calls, config)}.items():
+        if totals["total_tokens"] or phase == "total":
+            cost = f", ${totals['cost_usd']:.6f}" if "cost_usd" in totals else ""
+            guess = " (estimated)" if totals["estimated"] else ""
+            lines.append(f"{phase}: {totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion = "
+                         f"{totals['total_tokens']} tokens{guess}{cost}")
+    return lines
+
+
 def redact(text: str, config: Config) -> str:
-    """Mask the API key wherever it might have been echoed."""
-    return text.replace(config.api_key, SECRET_MASK) if maskable(config.api_key) else text
+    """Mask the API key and gateway token wherever they might have been echoed."""
+    for secret in config.secrets:
+        if maskable(secret):
+            text = text.replace(secret, SECRET_MASK)
+    return text
 
 
 def create_private_file(directory: Path, stem: str, suffix: str) -> tuple[Path, int]:
@@ -1037,20 +1408,270 @@ def create_private_file(directory: Path, stem: str, suffix: str) -> tuple[Path, 
     raise OSError(f"no free transcript name for {stem} in {directory}")
 
 
-def write_transcript(config: Config, debate: Debate, question: str, result: RunResult) -> str | None:
-    """Write the transcript; on a disk or permission error, warn and go on without one."""
+def open_run_files(config: Config, runtime: Runtime) -> tuple[Path | None, TraceWriter | None]:
+    """Reserve the transcript's name and open its JSONL trace twin, at the start of a run.
+
+    The .txt is created empty now (so the pair share one stem and two runs in
+    the same second never collide) and filled when the run ends; the trace is
+    appended attempt by attempt, so even a killed run leaves one. On a disk or
+    permission error: a warning, and the run goes on without files.
+    """
+    if not (config.enable_file_logging or config.jsonl_trace):
+        return None, None
     directory = Path(config.log_dir)
-    stem = f"{config.log_filename_prefix}_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
+    stamp = datetime.fromtimestamp(runtime.wall_clock()).strftime("%Y%m%d_%H%M%S")
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path, fd = create_private_file(directory, stem, ".txt")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(render_transcript(config, debate, question, result))
+        path, fd = create_private_file(directory, f"{config.log_filename_prefix}_{stamp}", ".txt")
+        os.close(fd)
+        trace = None
+        if config.jsonl_trace:
+            trace_path = path.with_suffix(".jsonl")
+            trace = TraceWriter(trace_path, os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), config)
+        if not config.enable_file_logging:
+            path.unlink()
+            return None, trace
+        return path, trace
     except OSError as err:
         log.warning("could not write the transcript in %s (%s); the run goes on without it",
                     directory, err.strerror or err)
+        return None, None
+
+
+def write_transcript(config: Config, path: Path, debate: Debate, question: str, result: RunResult,
+                     replay: Replay | None = None) -> str | None:
+    """Fill the reserved transcript; on a disk error, warn and go on without one."""
+    try:
+        with open(path, "w", encoding="utf-8", errors="replace") as handle:
+            handle.write(render_transcript(config, debate, question, result, replay))
+    except OSError as err:
+        log.warning("could not write the transcript %s (%s); the verdict is still reported", path, err.strerror or err)
         return None
     return str(path)
+
+
+class TraceWriter:
+    """The transcript's JSONL twin: a run object, one object per HTTP attempt, a verdict object.
+
+    Everything a model saw and said can be rebuilt from it alone (see README,
+    "JSONL trace"); headers, and with them the keys, are never written.
+    """
+
+    def __init__(self, path: Path, fd: int, config: Config) -> None:
+        self.path = path
+        self.handle = os.fdopen(fd, "w", encoding="utf-8")
+        self.config = config
+        self.broken = False
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.broken:
+            return
+        try:  # ensure_ascii: a lone surrogate from argv still makes valid JSON
+            self.handle.write(redact(json.dumps(record), self.config) + "\n")
+            self.handle.flush()
+        except OSError as err:
+            self.broken = True
+            log.warning("could not write the trace %s (%s); the run goes on without it", self.path, err.strerror)
+
+    def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
+        self.write({"type": "run", "run_id": debate.run_id, "question": question, "config": self.config.shown(),
+                    "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
+                    "replay": None if replay is None else {"trace": str(replay.source), "from": replay.start}})
+
+    def attempt(self, debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
+                temperature: float, max_tokens: int) -> None:
+        self.write({
+            "type": "attempt", "run_id": debate.run_id, "round": call.round, "phase": call.phase,
+            "agent": call.agent, "attempt": attempt.number, "nonce": attempt.nonce, "model": attempt.model,
+            "request": {"model": attempt.model, "messages": messages, "temperature": temperature,
+                        "max_tokens": max_tokens},
+            "status": attempt.status, "finish_reason": attempt.finish_reason, "response_text": attempt.response_text,
+            "usage": {"prompt_tokens": attempt.prompt_tokens, "completion_tokens": attempt.completion_tokens,
+                      "estimated": attempt.usage_estimated},
+            "cache_status": attempt.cache_status, "started_s": round(attempt.started_s, 4),
+            "latency_s": round(attempt.latency_s, 4), "outcome": attempt.outcome,
+            "error": None if attempt.outcome == "ok" else attempt.outcome, "retry_in_s": attempt.retry_in_s,
+        })
+
+    def finish(self, debate: Debate, result: RunResult) -> None:
+        self.write({
+            "type": "verdict", "run_id": debate.run_id, "status": result.status, "error": result.error,
+            "final_answer": result.verdict.answer if result.verdict else None,
+            "confidence": result.verdict.confidence if result.verdict else None,
+            "reported_round": result.reported_round, "rerun": result.rerun,
+            "rounds": [{"round": i, "source": v.source, "tally": v.tally, "answer": v.answer,
+                        "confidence": v.confidence, "agreeing": v.agreeing, "valid": v.valid}
+                       for i, v in enumerate(result.verdicts, 1)],
+            "usage": usage_totals(result.calls, self.config), "budget_limited": result.budget_limited,
+            "skipped": result.skipped, "notes": debate.notes, "elapsed_s": round(result.elapsed_s, 4),
+        })
+        try:
+            self.handle.close()
+        except OSError:
+            pass
+
+
+# --- dry run and replay ----------------------------------------------------------
+
+REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique", "judges": "rebuttal"}  # start -> last phase kept
+
+
+def dry_run_plan(config: Config, question: str) -> list[dict[str, Any]]:
+    """Calls per phase and their worst-case tokens and cost, without a request.
+
+    Worst case: every answer, critique and rebuttal as long as MAX_TOKENS
+    allows (the later prompts embed them), every retry taken, and the rerun.
+    """
+    w, j, cap = config.num_workers, config.num_judges, config.max_tokens
+    quoted = prompts.quote_untrusted(question)
+    empty = Position(0, "", "")
+
+    def rows(round_name: str, workers: int) -> list[dict[str, Any]]:
+        solver = prompt_tokens_estimate(*solver_prompts(question))
+        critic = prompt_tokens_estimate(*critic_prompts(question, empty)) + cap
+        rebuttal = prompt_tokens_estimate(*rebuttal_prompts(question, empty)) + 2 * cap
+        judge = (prompt_tokens_estimate(prompts.render(prompts.JUDGE_SYSTEM),
+                                        prompts.render(prompts.JUDGE_USER, question=quoted, candidates=""))
+                 + workers * (3 if config.enable_rebuttal else 2) * cap)
+        phases = [("generate", workers, solver, cap), ("critique", workers, critic, cap)]
+        if config.enable_rebuttal:
+            phases.append(("rebuttal", workers, rebuttal, cap))
+        phases.append(("judge", j, judge, config.judge_max_tokens))
+        return [{"round": round_name, "phase": name, "calls": calls, "prompt_tokens": calls * prompt,
+                 "completion_tokens": calls * completion} for name, calls, prompt, completion in phases]
+
+    plan = rows("1", w) + rows("rerun", rerun_settings(config)[0])
+    for row in plan:
+        row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
+        row["cost_usd"] = cost_usd(row["prompt_tokens"], row["completion_tokens"], config)
+    return plan
+
+
+def dry_run_summary(config: Config, plan: list[dict[str, Any]]) -> dict[str, Any]:
+    first = [r for r in plan if r["round"] == "1"]
+    attempts = config.max_retries + 1
+
+    def total(rows: list[dict[str, Any]], key: str, factor: int = 1) -> int:
+        return sum(r[key] for r in rows) * factor
+
+    summary = {"phases": plan,
+               "calls_round_1": total(first, "calls"), "calls_with_rerun": total(plan, "calls"),
+               "worst_case_calls": total(plan, "calls", attempts),
+               "worst_case_tokens": total(plan, "total_tokens", attempts),
+               "worst_case_cost_usd": cost_usd(total(plan, "prompt_tokens", attempts),
+                                               total(plan, "completion_tokens", attempts), config),
+               "budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
+    if config.max_calls:
+        summary["worst_case_calls"] = min(summary["worst_case_calls"], config.max_calls)
+    if config.max_total_tokens and summary["worst_case_tokens"] > config.max_total_tokens:
+        summary["worst_case_tokens"] = config.max_total_tokens
+        if summary["worst_case_cost_usd"] is not None:  # every capped token at the dearer price
+            dearest = max(config.price_input_per_mtok or 0, config.price_output_per_mtok or 0)
+            summary["worst_case_cost_usd"] = min(summary["worst_case_cost_usd"],
+                                                 round(config.max_total_tokens * dearest / 1e6, 6))
+    return summary
+
+
+def human_dry_run(summary: dict[str, Any]) -> str:
+    lines = ["Dry run: no request was sent.", f"{'round':<6} {'phase':<9} {'calls':>5} {'worst-case tokens':>18}"
+             + ("   cost (USD)" if summary["worst_case_cost_usd"] is not None else "")]
+    for row in summary["phases"]:
+        cost = f"   {row['cost_usd']:.4f}" if row["cost_usd"] is not None else ""
+        lines.append(f"{row['round']:<6} {row['phase']:<9} {row['calls']:>5} {row['total_tokens']:>18}{cost}")
+    lines.append(f"Calls: {summary['calls_round_1']} without a rerun, {summary['calls_with_rerun']} with it; "
+                 f"at most {summary['worst_case_calls']} HTTP requests with every retry")
+    cost = summary["worst_case_cost_usd"]
+    lines.append(f"Worst case: {summary['worst_case_tokens']} tokens"
+                 + (f", ${cost:.4f}" if cost is not None else " (set PRICE_INPUT_PER_MTOK / PRICE_OUTPUT_PER_MTOK "
+                    "for a cost)") + (" (capped by the budget)" if any(summary["budget"].values()) else ""))
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A run rebuilt from its JSONL trace, to re-run only the later phases."""
+
+    source: Path
+    start: str  # the first phase run again: critique, rebuttal or judges
+    run_id: str
+    question: str
+    workers: int
+    positions: tuple[Position, ...]
+
+
+def _trace_records(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise ConfigError(f"--replay {path}: cannot open it ({err.strerror})") from None
+    with handle:
+        for raw in handle:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue  # a torn last line from a killed run
+            if isinstance(record, dict):
+                yield record
+
+
+def _rebuild_positions(attempts: list[dict[str, Any]], start: str) -> dict[int, Position]:
+    """Positions from the ok attempts of one round, up to the phase before ``start``."""
+    positions: dict[int, Position] = {}
+    by_phase = {phase: [a for a in attempts if a.get("phase") == phase and a.get("outcome") == "ok"]
+                for phase in PHASES}
+    for record in by_phase["generate"]:
+        parsed = _valid_answer(str(record.get("response_text", "")))
+        if parsed is not None:
+            slot = int(str(record["agent"]).rsplit("-", 1)[1]) - 1
+            positions[slot] = Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer)
+    if start in ("rebuttal", "judges"):
+        for record in by_phase["critique"]:
+            critic, _, target = str(record["agent"]).partition("->")
+            found = parse_block(str(record.get("response_text", "")), "critique")
+            slot = int(target.rsplit("-", 1)[1]) - 1 if target else -1
+            if found and slot in positions:
+                positions[slot].critique, positions[slot].critic = found[0], critic
+    if start == "judges":
+        for record in by_phase["rebuttal"]:
+            found = parse_rebuttal(str(record.get("response_text", "")))
+            slot = int(str(record["agent"]).rsplit("-", 1)[1]) - 1
+            if found and slot in positions:
+                positions[slot].rebuttal, positions[slot].final_answer = found[0], found[1].answer
+    return positions
+
+
+def load_replay(path: Path, start: str) -> Replay:
+    """Read a trace: the question, and the round whose verdict was reported."""
+    run: dict[str, Any] | None = None
+    attempts: list[dict[str, Any]] = []
+    reported = None
+    for record in _trace_records(path):
+        if record.get("type") == "run":
+            run = record
+        elif record.get("type") == "attempt":
+            attempts.append(record)
+        elif record.get("type") == "verdict":
+            reported = record.get("reported_round")
+    if run is None or not isinstance(run.get("question"), str):
+        raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record)")
+    chosen = reported or 1
+    in_round = [a for a in attempts if a.get("round") == chosen]
+    slots = [int(str(a["agent"]).rsplit("-", 1)[1]) for a in in_round if a.get("phase") == "generate"]
+    positions = _rebuild_positions(in_round, start)
+    if not positions:
+        raise ConfigError(f"--replay {path}: the trace holds no valid solver answer to start from")
+    return Replay(path, start, str(run.get("run_id")), run["question"], max(slots), tuple(positions[k] for k in sorted(positions)))
+
+
+async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
+    """The phases from ``replay.start`` on, over the rebuilt positions; no rerun (it would need new solvers)."""
+    positions = [replace(p) for p in replay.positions]
+    debate.positions[1] = positions
+    require_enough(debate, positions, replay.workers)
+    verdict = await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
+                               done=REPLAY_STARTS[replay.start])
+    result.verdict = verdict
+    result.verdicts.append(verdict)
 
 
 # --- batch ---------------------------------------------------------------------
@@ -1280,7 +1901,7 @@ class ResultWriter:
         os.close(self.fd)
 
 
-def batch_record(item: BatchItem, result: RunResult) -> dict[str, Any]:
+def batch_record(item: BatchItem, result: RunResult, config: Config) -> dict[str, Any]:
     """The output line for one question."""
     verdict = result.verdict
     record: dict[str, Any] = {
@@ -1292,9 +1913,13 @@ def batch_record(item: BatchItem, result: RunResult) -> dict[str, Any]:
     if item.expected is not None:
         record["expected"] = item.expected
         record["correct"] = verdict is not None and normalize_answer(verdict.answer) == normalize_answer(item.expected)
+    usage = usage_totals(result.calls, config)
     record.update({"llm_calls": len(result.calls), "http_requests": result.http_requests,
-                   "tokens": result.total_tokens, "elapsed_s": round(result.elapsed_s, 3),
+                   "tokens": usage["total_tokens"], "tokens_estimated": usage["estimated"],
+                   "budget_limited": result.budget_limited, "elapsed_s": round(result.elapsed_s, 3),
                    "transcript": result.transcript})
+    if "cost_usd" in usage:
+        record["cost_usd"] = usage["cost_usd"]
     return record
 
 
@@ -1309,6 +1934,7 @@ class BatchStats:
     llm_calls: int = 0
     http_requests: int = 0
     tokens: int | None = None
+    cost_usd: float | None = None
     interrupted: bool = False
     aborted: str | None = None
 
@@ -1316,8 +1942,10 @@ class BatchStats:
         setattr(self, record["status"], getattr(self, record["status"]) + 1)
         self.llm_calls += record["llm_calls"]
         self.http_requests += record["http_requests"]
-        if record["tokens"] is not None:
+        if record["tokens"]:
             self.tokens = (self.tokens or 0) + record["tokens"]
+        if "cost_usd" in record:
+            self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
 
 
 def output_totals(output: Path) -> dict[str, Any]:
@@ -1407,7 +2035,7 @@ class BatchRun:
             except Exception as err:  # a bug must cost one question, not the batch or the result
                 log.debug("question %s raised", item.id, exc_info=True)
                 result = RunResult(item.question, error=f"internal error: {err.__class__.__name__}: {err}")
-            record = batch_record(item, result)
+            record = batch_record(item, result, self.config)
             writer.write(record)
             self.stats.add(record)
             self.progress.finished(record, self.stats)
@@ -1557,7 +2185,8 @@ def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, A
     status = "aborted" if stats.aborted else "interrupted" if stats.interrupted else "finished"
     this_run = {"ok": stats.ok, "failed": stats.failed, "skipped_done": stats.skipped_done,
                 "input_errors": stats.input_errors, "llm_calls": stats.llm_calls,
-                "http_requests": stats.http_requests, "tokens": stats.tokens, "wall_s": round(wall_s, 3)}
+                "http_requests": stats.http_requests, "tokens": stats.tokens, "cost_usd": stats.cost_usd,
+                "wall_s": round(wall_s, 3)}
     return {"status": status, "error": stats.aborted, "this_run": this_run, "output_totals": output_totals(output),
             "finished": datetime.now().isoformat(timespec="seconds")}
 
@@ -1576,7 +2205,8 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
     lines = [f"Batch {summary['status']}: {run['ok']} ok, {run['failed']} failed, {run['input_errors']} input errors, "
              f"{run['skipped_done']} already done",
              f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests"
-             + (f", {run['tokens']} tokens" if run["tokens"] is not None else "") + f", {run['wall_s']:.1f}s",
+             + (f", {run['tokens']} tokens" if run["tokens"] is not None else "")
+             + (f", ${run['cost_usd']:.4f}" if run.get("cost_usd") is not None else "") + f", {run['wall_s']:.1f}s",
              f"Output: {summary['output']} ({totals['ok']} ok, {totals['failed']} failed in all)"]
     if totals["accuracy"] is not None:
         lines.append(f"Accuracy: {totals['correct']}/{totals['with_expected']} = {100 * totals['accuracy']:.1f}%")
@@ -1596,6 +2226,8 @@ def build_parser() -> argparse.ArgumentParser:
                '  python moa_pipeline.py -q "What is 17 * 23?"\n'
                '  echo "What is 17 * 23?" | python moa_pipeline.py -q - --json\n'
                "  python moa_pipeline.py -f questions.jsonl -o results.jsonl --concurrency 4\n"
+               '  python moa_pipeline.py -q "..." --max-calls 8 --dry-run\n'
+               "  python moa_pipeline.py --replay logs/moa_run_20260101_120000.jsonl --from judges\n"
                "settings: flags > environment > .env > defaults; see .env.example.\n"
                "exit codes: 0 verdict (batch: all ok), 1 run failed, 2 usage or configuration error,\n"
                "  3 batch finished with failed questions or bad input lines, 75 batch output locked\n"
@@ -1606,6 +2238,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("-q", "--question", help='the question, or "-" to read it from stdin')
     source.add_argument("-f", "--questions-file", metavar="PATH",
                         help='batch mode: a .txt (one question per line) or .jsonl file of questions; "-" for stdin')
+    source.add_argument("--replay", metavar="TRACE",
+                        help="rebuild a run from its .jsonl trace and run only the phases from --from on")
     batch = parser.add_argument_group("batch mode (with -f)")
     batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
     batch.add_argument("--concurrency", metavar="N", type=int, default=DEFAULT_CONCURRENCY,
@@ -1618,6 +2252,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-rebuttal", action="store_true", help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
     parser.add_argument("--model", metavar="NAME", help="model name sent to the endpoint (MODEL_NAME)")
     parser.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
+    parser.add_argument("--max-calls", metavar="N", help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
+    parser.add_argument("--max-tokens", metavar="N", help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the calls and worst-case tokens and cost per phase; send nothing")
+    parser.add_argument("--from", dest="replay_from", choices=tuple(REPLAY_STARTS),
+                        help="with --replay: the first phase to run again")
     parser.add_argument("--json", dest="json_output", action="store_true",
                         help="print one JSON object on stdout instead of the human summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -1626,7 +2266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     """The settings given as flags, by their .env names."""
-    flags = {"NUM_WORKERS": args.workers, "NUM_JUDGES": args.judges, "MODEL_NAME": args.model}
+    flags = {"NUM_WORKERS": args.workers, "NUM_JUDGES": args.judges, "MODEL_NAME": args.model,
+             "MAX_CALLS": args.max_calls, "MAX_TOTAL_TOKENS": args.max_tokens}
     if args.no_rebuttal:
         flags["ENABLE_REBUTTAL"] = "false"
     return {name: value for name, value in flags.items() if value is not None}
@@ -1667,9 +2308,10 @@ def setup_logging(verbose: bool) -> logging.Handler:
     return handler
 
 
-def result_json(result: RunResult) -> dict[str, Any]:
+def result_json(result: RunResult, config: Config) -> dict[str, Any]:
     """The --json object."""
     verdict, calls = result.verdict, result.calls
+    usage = usage_totals(calls, config)
     return {
         "question": result.question,
         "final_answer": verdict.answer if verdict else None,
@@ -1680,15 +2322,21 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "rerun": result.rerun,
         "phases": phase_counts(calls),
         "llm_calls": len(calls),
-        "http_requests": sum(len(c.attempts) for c in calls),
+        "http_requests": result.http_requests,
+        "usage": usage,
+        "usage_by_phase": usage_by_phase(calls, config),
+        "cost_usd": usage.get("cost_usd"),
+        "budget_limited": result.budget_limited,
+        "skipped": result.skipped,
         "elapsed_s": round(result.elapsed_s, 3),
         "transcript": result.transcript,
+        "trace": result.trace,
         "status": result.status,
         "error": result.error,
     }
 
 
-def human_summary(result: RunResult) -> str:
+def human_summary(result: RunResult, config: Config) -> str:
     """The human summary printed on stdout (the error itself goes to stderr)."""
     lines = []
     verdict, calls = result.verdict, result.calls
@@ -1704,15 +2352,33 @@ def human_summary(result: RunResult) -> str:
         done = counts[phase]["ok"] + counts[phase]["failed"]
         if done:
             lines.append(f"  {PHASE_TITLES[phase]:<28} {counts[phase]['ok']}/{done} {PHASE_NOUNS[phase]}")
-    lines.append(f"{len(calls)} LLM calls, {sum(len(c.attempts) for c in calls)} HTTP requests, "
+    usage = usage_totals(calls, config)
+    tokens = f"{usage['total_tokens']} tokens{' (estimated)' if usage['estimated'] else ''}"
+    cost = f", ${usage['cost_usd']:.4f}" if "cost_usd" in usage else ""
+    lines.append(f"{len(calls)} LLM calls, {result.http_requests} HTTP requests, {tokens}{cost}, "
                  f"{result.elapsed_s:.1f}s")
+    if result.skipped:
+        lines.append("Budget limited, skipped: " + "; ".join(result.skipped))
     lines.append(f"Transcript: {result.transcript or 'not written'}")
     return "\n".join(lines)
 
 
-async def run_cli(config: Config, question: str, runtime: Runtime, result: RunResult) -> RunResult:
+async def run_cli(config: Config, question: str, runtime: Runtime, result: RunResult,
+                  replay: Replay | None = None) -> RunResult:
     async with open_client(config) as client:
-        return await answer_question(config, question, Endpoint(config, client, runtime), runtime, result)
+        return await answer_question(config, question, Endpoint(config, client, runtime), runtime, result, replay)
+
+
+def single_question(args: argparse.Namespace) -> tuple[str, Replay | None]:
+    """The question (and the replay it comes from, if any); ConfigError on bad input."""
+    if args.replay is not None:
+        if args.replay_from is None:
+            raise ConfigError("--replay needs --from critique|rebuttal|judges: the first phase to run again")
+        replay = load_replay(Path(args.replay), args.replay_from)
+        return replay.question, replay
+    if args.replay_from is not None:
+        raise ConfigError("--from goes with --replay TRACE")
+    return read_question(args.question, sys.stdin), None
 
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
@@ -1755,26 +2421,33 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
     try:
         config = load_config(flag_settings(args), os.environ, read_env_file(args.env_file))
         if args.questions_file is not None:
+            if args.dry_run or args.replay_from:
+                raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
             options = batch_options(args)
         else:
-            question = read_question(args.question, sys.stdin)
+            question, replay = single_question(args)
+            check_budget(config, question)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    handler.addFilter(RedactingFilter([config.api_key]))
+    handler.addFilter(RedactingFilter(config.secrets))
     if args.questions_file is not None:
         if not args.verbose:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
         return main_batch(config, options, runtime or Runtime(), args.json_output)
+    if args.dry_run:
+        summary = dry_run_summary(config, dry_run_plan(config, question))
+        print(json.dumps(summary) if args.json_output else human_dry_run(summary))
+        return EXIT_OK
     result = RunResult(question)
     try:
-        asyncio.run(run_cli(config, question, runtime or Runtime(), result))
+        asyncio.run(run_cli(config, question, runtime or Runtime(), result, replay))
     except KeyboardInterrupt:
         result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
     if args.json_output:
-        print(redact(json.dumps(result_json(result), ensure_ascii=False), config))
+        print(redact(json.dumps(result_json(result, config), ensure_ascii=False), config))
     else:
-        print(redact(human_summary(result), config))
+        print(redact(human_summary(result, config), config))
     if result.error:
         where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
         print(f"error: {redact(result.error, config)}{where}", file=sys.stderr)

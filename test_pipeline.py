@@ -602,7 +602,7 @@ async def test_cancelled_run_still_writes_its_transcript(tmp_path) -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-    [transcript] = list((tmp_path / "logs").iterdir())
+    [transcript] = list((tmp_path / "logs").glob("*.txt"))
     text = transcript.read_text()
     assert "Phase 3 - Rebuttal" in text and "<answer>391</answer>" in text
 
