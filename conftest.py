@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import random
@@ -40,6 +41,9 @@ def endpoint_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROXY_URL", URL)
     monkeypatch.setenv("API_KEY", FAKE_KEY)
     monkeypatch.setenv("RETRY_BASE_DELAY", "0")
+    # Virtual time stands still during a mocked call, so the straggler watch
+    # would see every call as slow; the straggler tests turn it on themselves.
+    monkeypatch.setenv("STRAGGLER_FACTOR", "0")
 
 
 def completion(content: str | None, finish_reason: str = "stop", usage: dict | None = None,
@@ -122,3 +126,40 @@ def test_runtime(sleep: FakeSleep | None = None, now: float = 1_700_000_000.0) -
 
 
 test_runtime.__test__ = False  # a helper, not a test
+
+
+class VirtualClock:
+    """Discrete-event time for scheduling tests: ``sleep`` waits until virtual
+    time reaches its deadline; ``drive`` lets every task settle, then jumps time
+    to the earliest sleeper. Latencies become exact and no test waits."""
+
+    SETTLE_STEPS = 30
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future]] = []
+        self._seq = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), self._seq, future))
+        await future
+
+    async def drive(self) -> None:
+        while True:
+            for _ in range(self.SETTLE_STEPS):
+                await asyncio.sleep(0)
+            while self._sleepers and self._sleepers[0][2].cancelled():
+                heapq.heappop(self._sleepers)
+            if self._sleepers:
+                when, _, future = heapq.heappop(self._sleepers)
+                self.now = max(self.now, when)
+                future.set_result(None)
+
+    def runtime(self) -> moa.Runtime:
+        return moa.Runtime(sleep=self.sleep, clock=self.clock, wall_clock=lambda: 1_700_000_000.0,
+                           rng=random.Random(7))

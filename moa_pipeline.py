@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import signal
+import statistics
 import sys
 import time
 import uuid
@@ -80,6 +81,9 @@ PHASE_TITLES = {
 }
 PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "judge": "verdicts"}
 SECRET_MASK = "***"
+# A call is never cut as a straggler before this: below a second a cut saves
+# little and risks throwing away a good answer over a momentary hiccup.
+STRAGGLER_MIN_SECONDS = 1.0
 MIN_MASKED_SECRET = 8  # see maskable()
 
 # --- configuration -----------------------------------------------------------
@@ -205,6 +209,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PRICE_OUTPUT_PER_MTOK", "", _optional(_number(0, 1_000_000))),
     Setting("ENABLE_JSONL_TRACE", "", _optional(_boolean)),
     Setting("GATEWAY_TOKEN", "", _optional(_api_key), secret=True),
+    Setting("STRAGGLER_FACTOR", "3.0", _number(0, 100)),
+    Setting("EARLY_EXIT", "false", _boolean),
+    Setting("PHASE_BARRIERS", "false", _boolean),
 )
 # Accepted when PROXY_URL / API_KEY are unset everywhere, as the OpenAI SDK names them.
 FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
@@ -240,6 +247,9 @@ class Config:
     price_output_per_mtok: float | None = None
     enable_jsonl_trace: bool | None = None  # None: follow ENABLE_FILE_LOGGING
     gateway_token: str | None = field(default=None, repr=False)
+    straggler_factor: float = 3.0  # 0 = never cut
+    early_exit: bool = False
+    phase_barriers: bool = False
 
     @property
     def jsonl_trace(self) -> bool:
@@ -748,6 +758,7 @@ class Debate:
     trace: TraceWriter | None = None
     skipped: list[str] = field(default_factory=list)  # what the budget cut, in order
     positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
+    watches: dict[tuple[int, str], StragglerWatch] = field(default_factory=dict)
 
     def skip(self, what: str) -> None:
         self.skipped.append(f"round {self.round}: {what}")
@@ -934,18 +945,135 @@ def judge_prompts(question: str, positions: list[Position]) -> tuple[str, str]:
                            candidates="\n\n".join(blocks)))
 
 
+class StragglerWatch:
+    """Cuts the slow tail of one phase of one round.
+
+    Once ``quorum`` calls of the phase have finished, a call still running
+    after STRAGGLER_FACTOR times the median latency of the finished ones is
+    cancelled and noted; its slot degrades like any failed call. Time comes
+    from the injected clock and sleep, so tests need no real waiting.
+    """
+
+    def __init__(self, debate: Debate, phase: str, quorum: int) -> None:
+        self.debate, self.phase, self.quorum = debate, phase, quorum
+        self.factor = debate.config.straggler_factor
+        self.running: dict[str, list[Any]] = {}  # agent -> [task, started, cut]
+        self.finished: list[float] = []
+        self.changed = asyncio.Event()
+        self.watchdog: asyncio.Task[None] | None = None
+
+    async def guard(self, agent: str, work: Awaitable[T]) -> T | None:
+        """Run one call of the phase; None if it was cut as a straggler."""
+        task = asyncio.current_task()
+        clock = self.debate.runtime.clock
+        entry = [task, clock(), False]
+        self.running[agent] = entry
+        self._kick()
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if entry[2] and task is not None and task.cancelling() <= 1:
+                task.uncancel()  # our cut, not Ctrl-C: the call just failed
+                self._mark_cut(agent, clock() - entry[1])
+                return None
+            raise
+        finally:
+            self.running.pop(agent, None)
+            self.changed.set()
+        self.finished.append(clock() - entry[1])
+        return result
+
+    def _mark_cut(self, agent: str, seconds: float) -> None:
+        median = statistics.median(self.finished)
+        for call in reversed(self.debate.calls):
+            if call.agent == agent and call.phase == self.phase and call.round == self.debate.round:
+                call.failure = "cut as a straggler"
+                break
+        self.debate.note(f"{self.phase} {agent} cut as a straggler after {seconds:.2f}s "
+                         f"(STRAGGLER_FACTOR={self.factor:g} x median {median:.2f}s of {len(self.finished)} finished)")
+
+    def _kick(self) -> None:
+        self.changed.set()
+        if self.factor > 0 and (self.watchdog is None or self.watchdog.done()):
+            self.watchdog = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        clock, sleep = self.debate.runtime.clock, self.debate.runtime.sleep
+        while self.running:
+            self.changed.clear()
+            if len(self.finished) < self.quorum:
+                await self.changed.wait()
+                continue
+            limit = max(self.factor * statistics.median(self.finished), STRAGGLER_MIN_SECONDS)
+            now = clock()
+            for agent, entry in list(self.running.items()):
+                if not entry[2] and now - entry[1] >= limit:
+                    entry[2] = True
+                    entry[0].cancel()
+            waiting = [entry[1] + limit - now for entry in self.running.values() if not entry[2]]
+            if not waiting:
+                await self.changed.wait()
+                continue
+            nap = asyncio.create_task(sleep(max(min(waiting), 0.001)))
+            woken = asyncio.create_task(self.changed.wait())
+            await asyncio.wait({nap, woken}, return_when=asyncio.FIRST_COMPLETED)
+            nap.cancel()
+            woken.cancel()
+
+    def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+
+
+def watch_for(debate: Debate, phase: str, calls: int) -> StragglerWatch:
+    """The straggler watch of ``phase`` in the current round (one per phase and round)."""
+    key = (debate.round, phase)
+    if key not in debate.watches:
+        debate.watches[key] = StragglerWatch(debate, phase, min(debate.config.min_valid_answers, calls))
+    return debate.watches[key]
+
+
+async def solve_one(debate: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
+    """One solver's blind answer, or None."""
+    system, user = solver_prompts(question)
+    agent = f"solver-{slot + 1}"
+    parsed = await watch_for(debate, "generate", workers).guard(agent, ask(
+        debate, "generate", agent, system, user, temperature=temperature,
+        max_tokens=debate.config.max_tokens, parse=_valid_answer))
+    if parsed is None:
+        return None
+    return Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer)
+
+
+async def review_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
+    """One answer critiqued by the next slot round the ring; a failure leaves it uncritiqued."""
+    critic = f"solver-{critic_slot(position.slot, workers) + 1}"
+    agent = f"{critic}->{position.agent}"
+    system, user = critic_prompts(question, position)
+    found = await watch_for(debate, "critique", workers).guard(agent, ask(
+        debate, "critique", agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
+        parse=lambda text: parse_block(text, "critique")))
+    if found is None:
+        debate.note(f"critique of {position.agent} failed; its answer stays in play uncritiqued")
+        return
+    position.critique, position.critic = found[0], critic
+
+
+async def reply_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
+    """One critiqued solver defends or revises; a failure keeps its first answer."""
+    system, user = rebuttal_prompts(question, position)
+    found = await watch_for(debate, "rebuttal", workers).guard(position.agent, ask(
+        debate, "rebuttal", position.agent, system, user, temperature=temperature,
+        max_tokens=debate.config.max_tokens, parse=_rebuttal_with_tier))
+    if found is None:
+        debate.note(f"rebuttal of {position.agent} failed; its first answer stands")
+        return
+    position.rebuttal, position.final_answer = found[0], found[1].answer
+
+
 async def generate(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
     """Phase 1: blind generation. The valid answers, in slot order."""
-    system, user = solver_prompts(question)
-
-    async def solve(slot: int) -> Position | None:
-        parsed = await ask(debate, "generate", f"solver-{slot + 1}", system, user,
-                           temperature=temperature, max_tokens=debate.config.max_tokens, parse=_valid_answer)
-        if parsed is None:
-            return None
-        return Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer)
-
-    results = await run_all(solve(slot) for slot in range(workers))
+    results = await run_all(solve_one(debate, question, slot, workers, temperature) for slot in range(workers))
     return [p for p in results if p is not None]
 
 
@@ -954,7 +1082,8 @@ def critic_slot(slot: int, workers: int) -> int:
 
     A fixed ring means nobody critiques itself (with two or more workers),
     every critic does exactly one critique so the phase is as fast as one
-    call, and the pairing is known before any answer arrives.
+    call, and the pairing is known before any answer arrives, which is what
+    lets a critique start the moment its answer is in (see run_chains).
     """
     return (slot + 1) % workers
 
@@ -962,34 +1091,38 @@ def critic_slot(slot: int, workers: int) -> int:
 async def critique(debate: Debate, question: str, positions: list[Position], workers: int,
                    temperature: float) -> None:
     """Phase 2: each valid answer critiqued by another slot; a failure leaves it in play."""
-
-    async def review(position: Position) -> None:
-        critic = f"solver-{critic_slot(position.slot, workers) + 1}"
-        system, user = critic_prompts(question, position)
-        found = await ask(debate, "critique", f"{critic}->{position.agent}", system, user,
-                          temperature=temperature, max_tokens=debate.config.max_tokens,
-                          parse=lambda text: parse_block(text, "critique"))
-        if found is None:
-            debate.note(f"critique of {position.agent} failed; its answer stays in play uncritiqued")
-            return
-        position.critique, position.critic = found[0], critic
-
-    await run_all(review(p) for p in positions)
+    await run_all(review_one(debate, question, p, workers, temperature) for p in positions)
 
 
-async def rebut(debate: Debate, question: str, positions: list[Position], temperature: float) -> None:
+async def rebut(debate: Debate, question: str, positions: list[Position], workers: int, temperature: float) -> None:
     """Phase 3: each critiqued solver defends or revises; a failure keeps its answer."""
+    await run_all(reply_one(debate, question, p, workers, temperature) for p in positions)
 
-    async def reply(position: Position) -> None:
-        system, user = rebuttal_prompts(question, position)
-        found = await ask(debate, "rebuttal", position.agent, system, user, temperature=temperature,
-                          max_tokens=debate.config.max_tokens, parse=_rebuttal_with_tier)
-        if found is None:
-            debate.note(f"rebuttal of {position.agent} failed; its first answer stands")
-            return
-        position.rebuttal, position.final_answer = found[0], found[1].answer
 
-    await run_all(reply(p) for p in positions)
+async def run_chains(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
+    """Phases 1-3 without barriers: each solver's critique starts as soon as its
+    answer is valid, and its rebuttal as soon as the critique lands. The round
+    is as slow as its slowest chain, not the sum of each phase's slowest call."""
+
+    solved: list[Position] = []
+    failed = 0
+
+    async def chain(slot: int) -> Position | None:
+        nonlocal failed
+        position = await solve_one(debate, question, slot, workers, temperature)
+        if position is None:
+            failed += 1
+            if workers - failed < debate.config.min_valid_answers:
+                require_enough(debate, solved, workers)  # the quorum is out of reach: stop every chain now
+            return None
+        solved.append(position)
+        await review_one(debate, question, position, workers, temperature)
+        if debate.config.enable_rebuttal and position.critique is not None:
+            await reply_one(debate, question, position, workers, temperature)
+        return position
+
+    results = await run_all(chain(slot) for slot in range(workers))
+    return [p for p in results if p is not None]
 
 
 def _rebuttal_with_tier(text: str) -> tuple[str, ParsedAnswer, str] | None:
@@ -1029,8 +1162,9 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
 
     async def one(index: int) -> Vote | None:
         agent = f"judge-{index + 1}"
-        found = await ask(debate, "judge", agent, system, user, temperature=config.judge_temperature,
-                          max_tokens=config.judge_max_tokens, parse=usable)
+        found = await watch_for(debate, "judge", judges).guard(agent, ask(
+            debate, "judge", agent, system, user, temperature=config.judge_temperature,
+            max_tokens=config.judge_max_tokens, parse=usable))
         return None if found is None else Vote(found[0], found[1], agent)
 
     votes = await run_all(one(i) for i in range(judges))
@@ -1148,7 +1282,7 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
         await critique(debate, question, positions[:plan.critiques], workers, temperature)
     if done in ("generate", "critique") and config.enable_rebuttal:
         critiqued = [p for p in positions if p.critique is not None]
-        await rebut(debate, question, critiqued[:plan.rebuttals], temperature)
+        await rebut(debate, question, critiqued[:plan.rebuttals], workers, temperature)
     debate.budget.floor_calls = debate.budget.floor_tokens = 0
     votes = await judge(debate, question, positions, plan.judges) if plan.judges else []
     verdict = tally_votes(votes)
@@ -1160,13 +1294,42 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
     return verdict
 
 
+def uses_barriers(config: Config, budget: Budget) -> bool:
+    """Phases wait for each other when asked to, and when a decision needs every
+    answer first: the budget planner and the unanimity check of early exit."""
+    return config.phase_barriers or budget.limited or config.early_exit
+
+
+def unanimous_verdict(positions: list[Position], workers: int) -> Verdict | None:
+    """Early exit: every valid answer normalises alike. Confidence is the share of
+    all solver slots that agree, so 5/5 is 100 and 3/5 (two failed) is 60."""
+    keys = {normalize_answer(p.answer) for p in positions}
+    if len(keys) != 1 or not positions:
+        return None
+    return Verdict(positions[0].answer, round(100 * len(positions) / workers), len(positions), len(positions),
+                   "unanimous", {keys.pop(): len(positions)})
+
+
 async def debate_once(debate: Debate, question: str, workers: int, temperature: float) -> Verdict:
     """The four phases once. RunFailed when too few solvers answer."""
-    positions = await generate(debate, question, workers, temperature)
-    log.info("round %d generate: %d/%d valid answers", debate.round, len(positions), workers)
-    require_enough(debate, positions, workers)
-    debate.positions[debate.round] = positions
-    return await deliberate(debate, question, positions, workers, temperature)
+    config = debate.config
+    try:
+        if not uses_barriers(config, debate.budget):
+            positions = await run_chains(debate, question, workers, temperature)
+            require_enough(debate, positions, workers)
+            debate.positions[debate.round] = positions
+            return await deliberate(debate, question, positions, workers, temperature, done="rebuttal")
+        positions = await generate(debate, question, workers, temperature)
+        log.info("round %d generate: %d/%d valid answers", debate.round, len(positions), workers)
+        require_enough(debate, positions, workers)
+        debate.positions[debate.round] = positions
+        if config.early_exit and (verdict := unanimous_verdict(positions, workers)) is not None:
+            debate.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped")
+            return verdict
+        return await deliberate(debate, question, positions, workers, temperature)
+    finally:
+        for watch in debate.watches.values():
+            watch.close()
 
 
 def rerun_settings(config: Config) -> tuple[int, float]:
@@ -1207,6 +1370,7 @@ class RunResult:
     trace: str | None = None
     calls: list[AgentCall] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     exception: MoAError | None = field(default=None, repr=False)
 
     @property
@@ -1274,7 +1438,8 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     files are still written and ``result`` (if given) holds what was done."""
     result = result if result is not None else RunResult(question)
     debate = Debate(config, endpoint, runtime, uuid.uuid4().hex[:12], runtime.clock(), calls=result.calls,
-                    skipped=result.skipped, budget=Budget(config.max_calls, config.max_total_tokens))
+                    skipped=result.skipped, notes=result.notes,
+                    budget=Budget(config.max_calls, config.max_total_tokens))
     transcript_path, debate.trace = open_run_files(config, runtime)
     result.trace = str(debate.trace.path) if debate.trace else None
     if debate.trace:
@@ -2250,6 +2415,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-w", "--workers", metavar="N", help="solvers per round (NUM_WORKERS)")
     parser.add_argument("-j", "--judges", metavar="N", help="judges (NUM_JUDGES)")
     parser.add_argument("--no-rebuttal", action="store_true", help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
+    parser.add_argument("--early-exit", action="store_true",
+                        help="stop after phase 1 when every answer agrees (EARLY_EXIT=true)")
+    parser.add_argument("--phase-barriers", action="store_true",
+                        help="each phase waits for the whole previous one (PHASE_BARRIERS=true)")
     parser.add_argument("--model", metavar="NAME", help="model name sent to the endpoint (MODEL_NAME)")
     parser.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
     parser.add_argument("--max-calls", metavar="N", help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
@@ -2270,6 +2439,10 @@ def flag_settings(args: argparse.Namespace) -> dict[str, str]:
              "MAX_CALLS": args.max_calls, "MAX_TOTAL_TOKENS": args.max_tokens}
     if args.no_rebuttal:
         flags["ENABLE_REBUTTAL"] = "false"
+    if args.early_exit:
+        flags["EARLY_EXIT"] = "true"
+    if args.phase_barriers:
+        flags["PHASE_BARRIERS"] = "true"
     return {name: value for name, value in flags.items() if value is not None}
 
 
@@ -2319,6 +2492,7 @@ def result_json(result: RunResult, config: Config) -> dict[str, Any]:
         "judges_agreeing": verdict.agreeing if verdict and verdict.source == "judges" else 0,
         "judges_valid": verdict.valid if verdict and verdict.source == "judges" else 0,
         "verdict_source": verdict.source if verdict else None,
+        "unanimous": verdict is not None and verdict.source == "unanimous",
         "rerun": result.rerun,
         "phases": phase_counts(calls),
         "llm_calls": len(calls),
@@ -2341,7 +2515,8 @@ def human_summary(result: RunResult, config: Config) -> str:
     lines = []
     verdict, calls = result.verdict, result.calls
     if verdict is not None:
-        who = "judges" if verdict.source == "judges" else "solvers (no judge answered)"
+        who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(
+            verdict.source, "solvers (no judge answered)")
         lines += [f"Answer: {verdict.answer}",
                   f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree"
                   + (", after a rerun" if result.rerun else "")]

@@ -189,28 +189,23 @@ def test_torn_last_line_is_ignored_on_resume(tmp_path, monkeypatch, capsys) -> N
 
 @respx.mock
 def test_exactly_once_after_a_crash_mid_batch(tmp_path, monkeypatch, capsys) -> None:
-    """A batch cancelled mid-way (as a kill leaves it), then resumed: every question exactly once, all ok."""
+    """What a kill -9 leaves (ok lines, a failed line, a torn line, a stale lock, a 'running' summary) resumes
+    to every question exactly once, all ok. (test_kill_9_then_resume_is_exactly_once does it for real.)"""
     small_debate(monkeypatch)
-    model = FakeModel()
-    calls = {"n": 0}
-
-    async def side_effect(request: httpx.Request) -> httpx.Response:
-        calls["n"] += 1
-        if calls["n"] == 23:  # mid-way through question 5 the process exits abruptly
-            raise SystemExit(137)
-        return model(request)
-
-    respx.post(URL).mock(side_effect=side_effect)
+    route = respx.post(URL).mock(side_effect=FakeModel())
     questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{i}", "question": f"Q{i}"} for i in range(10)])
     out = tmp_path / "out.jsonl"
-    options = moa.BatchOptions(str(questions), out, concurrency=1)
-    config = moa.load_config({}, os.environ, {})
-    with pytest.raises(SystemExit):
-        asyncio.run(moa.run_batch(config, options, test_runtime(), sys.stdin))
-    assert len(lines_of(out)) == 4
+    done = [{"id": f"q{i}", "question": f"Q{i}", "final_answer": "391", "status": "ok"} for i in (0, 1, 3)]
+    failed = {"id": "q2", "question": "Q2", "final_answer": None, "status": "failed"}
+    out.write_text("".join(json.dumps(r) + "\n" for r in [*done, failed]) + '{"id": "q4", "quest')
+    (tmp_path / "out.jsonl.lock").write_text("12345\n")  # the dead process's lock file; flock died with it
+    (tmp_path / "out.jsonl.summary.json").write_text(json.dumps(
+        {"status": "running", "input_sha256": moa.scan_input(str(questions))[0]}))
     assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 0
+    assert route.call_count == 7 * 5, "only the 7 unfinished questions ran"
     ids = [r["id"] for r in lines_of(out)]
     assert sorted(ids) == [f"q{i}" for i in range(10)] and len(ids) == len(set(ids))
+    assert all(r["status"] == "ok" for r in lines_of(out))
 
 
 @respx.mock

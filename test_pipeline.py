@@ -129,8 +129,9 @@ def test_failed_critique_leaves_answer_in_play(capsys, monkeypatch) -> None:
 
 @respx.mock
 def test_too_few_valid_answers_fails_clearly(capsys, monkeypatch) -> None:
-    """Fewer than MIN_VALID_ANSWERS answers ends the run with exit 1 and the reason."""
+    """Fewer than MIN_VALID_ANSWERS answers ends the run with exit 1 and the reason (phase barriers on)."""
     monkeypatch.setenv("MAX_RETRIES", "1")
+    monkeypatch.setenv("PHASE_BARRIERS", "true")
     model = FakeModel(overrides={"generate": lambda r, n: (
         completion(solver_text("7")) if r.headers["X-MoA-Agent"] == "solver-1" else httpx.Response(500))})
     route = respx.post(URL).mock(side_effect=model)
@@ -141,6 +142,18 @@ def test_too_few_valid_answers_fails_clearly(capsys, monkeypatch) -> None:
     assert result["final_answer"] is None
     assert set(phases_of(route)) == {"generate"}  # no later phase was attempted
     assert Path(result["transcript"]).is_file()
+
+
+@respx.mock
+def test_unreachable_quorum_stops_the_chains(capsys, monkeypatch) -> None:
+    """Without barriers, once MIN_VALID_ANSWERS is out of reach the round fails at once: no judge is asked."""
+    monkeypatch.setenv("MAX_RETRIES", "0")
+    model = FakeModel(overrides={"generate": lambda r, n: (
+        completion(solver_text("7")) if r.headers["X-MoA-Agent"] == "solver-1" else httpx.Response(500))})
+    route = respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 1 and "MIN_VALID_ANSWERS=2" in result["error"]
+    assert "judge" not in phases_of(route)
 
 
 @respx.mock
@@ -582,7 +595,7 @@ def test_redaction_covers_log_records() -> None:
 
 async def test_cancelled_run_still_writes_its_transcript(tmp_path) -> None:
     """Cancelling mid-debate (what Ctrl-C does) flushes the transcript of what was done."""
-    config = moa.Config(URL, FAKE_KEY, log_dir=str(tmp_path / "logs"), retry_base_delay=0)
+    config = moa.Config(URL, FAKE_KEY, log_dir=str(tmp_path / "logs"), retry_base_delay=0, straggler_factor=0)
     release = asyncio.Event()
     judging = asyncio.Event()
     model = FakeModel()
