@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import email.utils
 import fcntl
 import hashlib
@@ -68,7 +69,7 @@ RERUN_EXTRA_WORKERS = 2
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 # How much of a server's error body we quote to the user.
 SERVER_MESSAGE_LIMIT = 300
-# Connections the pool may open beyond MAX_CONCURRENT_REQUESTS. Our semaphore
+# Connections the pool may open beyond MAX_CONCURRENT_REQUESTS. Our request limit (AdaptiveLimit)
 # keeps in-flight requests below the pool's limit, so no request ever waits
 # inside httpcore's pool, where a cancel can leak a slot (httpcore issue 1093).
 POOL_HEADROOM = 4
@@ -515,6 +516,63 @@ def read_completion(response: httpx.Response) -> Completion:
     return Completion(text, choice.get("finish_reason"), status, usage)
 
 
+class AdaptiveLimit:
+    """How many requests may be in flight: at most MAX_CONCURRENT_REQUESTS, and
+    less once the endpoint has said it is overloaded.
+
+    A 429 or 503 tells us more than "slow down": the rejected request was sent
+    with k requests in flight, so the endpoint holds about k - 1. The limit
+    drops to that at once, then probes upward slowly, by one for every
+    PROBE_SUCCESSES x limit successes, so a fixed capacity costs a 429 only
+    now and then instead of at every cool-down's end.
+    """
+
+    PROBE_SUCCESSES = 10
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.limit = float(ceiling)
+        self.in_flight = 0
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> int:
+        """Wait for a slot; returns the number in flight including this one."""
+        if self.in_flight < int(self.limit) and not self.waiters:
+            self.in_flight += 1
+            return self.in_flight
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # granted and cancelled at once: hand the slot on
+            else:
+                self.waiters.remove(waiter)
+            raise
+        return self.in_flight
+
+    def release(self) -> None:
+        """Synchronous on purpose: it runs in ``finally`` of cancelled tasks."""
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.waiters and self.in_flight < int(self.limit):
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
+
+    def succeeded(self) -> None:
+        if self.limit < self.ceiling:
+            self.limit = min(self.ceiling, self.limit + 1 / (self.PROBE_SUCCESSES * self.limit))
+            self._wake()
+
+    def overloaded(self, in_flight_at_send: int) -> None:
+        self.limit = max(1.0, min(self.limit, in_flight_at_send - 1))
+
+
 class Endpoint:
     """The one chat-completions endpoint, shared by every call of every question:
     one connection pool, a cap on requests in flight, and a shared cool-down."""
@@ -523,7 +581,7 @@ class Endpoint:
         self.config = config
         self.client = client
         self.runtime = runtime
-        self.slots = asyncio.Semaphore(config.max_concurrent_requests)
+        self.slots = AdaptiveLimit(config.max_concurrent_requests)
         self.requests_sent = 0
         # Until this clock time nobody sends: a 429 or 503 with Retry-After is
         # the endpoint asking *everyone* to wait, not just the call that got it.
@@ -545,16 +603,22 @@ class Endpoint:
         """One HTTP attempt; raises APIError, never an httpx exception."""
         body = {"model": self.config.model_name, "messages": messages,
                 "temperature": temperature, "max_tokens": max_tokens}
-        async with self.slots:
+        in_flight = await self.slots.acquire()
+        try:
             await self.wait_for_cooldown()
             self.requests_sent += 1
-            try:
-                response = await self.client.post(self.config.proxy_url, json=body, headers=dict(headers))
-            except httpx.TimeoutException:
-                raise APIError(f"no response within REQUEST_TIMEOUT={self.config.request_timeout:g}s") from None
-            except httpx.TransportError as err:
-                where = display_url(self.config.proxy_url)
-                raise APIError(f"connection error to {where}: {_short(err)}") from None
+            response = await self.client.post(self.config.proxy_url, json=body, headers=dict(headers))
+        except httpx.TimeoutException:
+            raise APIError(f"no response within REQUEST_TIMEOUT={self.config.request_timeout:g}s") from None
+        except httpx.TransportError as err:
+            where = display_url(self.config.proxy_url)
+            raise APIError(f"connection error to {where}: {_short(err)}") from None
+        finally:
+            self.slots.release()
+        if response.status_code in (429, 503):
+            self.slots.overloaded(in_flight)
+        elif 200 <= response.status_code < 300:
+            self.slots.succeeded()
         try:
             if not 200 <= response.status_code < 300:
                 error = status_error(response, self.runtime.wall_clock())

@@ -188,3 +188,38 @@ async def test_pool_stays_healthy_after_a_storm_of_cancelled_requests() -> None:
             process.kill()
             process.wait()
             process.stdout.close()
+
+
+# --- the adaptive request limit ------------------------------------------------------------------
+
+
+async def test_limit_learns_the_endpoint_capacity_from_a_429() -> None:
+    """A request rejected with 9 in flight sets the limit to 8; successes probe upward only slowly."""
+    limit = moa.AdaptiveLimit(32)
+    limit.overloaded(9)
+    assert int(limit.limit) == 8
+    for _ in range(79):
+        limit.succeeded()
+    assert int(limit.limit) == 8, "no probe before about 10 x limit successes"
+    for _ in range(10):
+        limit.succeeded()
+    assert int(limit.limit) == 9
+    limit.overloaded(40)
+    assert int(limit.limit) == 9, "a late 429 from a bigger burst never raises the limit"
+
+
+async def test_limit_holds_requests_and_survives_cancelled_waiters() -> None:
+    """Beyond the limit requests wait; a cancelled waiter leaks no slot."""
+    limit = moa.AdaptiveLimit(2)
+    assert await limit.acquire() == 1 and await limit.acquire() == 2
+    waiting = [asyncio.create_task(limit.acquire()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(t.done() for t in waiting)
+    waiting[0].cancel()
+    limit.release()
+    await asyncio.sleep(0)
+    assert waiting[1].done() and not waiting[2].done()
+    limit.release()
+    limit.release()
+    await asyncio.sleep(0)
+    assert waiting[2].done() and limit.in_flight == 1
