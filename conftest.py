@@ -15,7 +15,7 @@ import pytest
 
 import moa_pipeline as moa
 
-URL = "http://proxy.test/v1/chat/completions"
+URL = "https://proxy.test/v1/chat/completions"
 FAKE_KEY = "sk-test-SECRET-1234567890abcdef"
 
 

@@ -25,6 +25,7 @@ import collections
 import email.utils
 import fcntl
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -73,6 +74,8 @@ SERVER_MESSAGE_LIMIT = 300
 # keeps in-flight requests below the pool's limit, so no request ever waits
 # inside httpcore's pool, where a cancel can leak a slot (httpcore issue 1093).
 POOL_HEADROOM = 4
+# The batch circuit breaker looks at this many of the latest attempts.
+BREAKER_WINDOW = 20
 PHASES = ("generate", "critique", "rebuttal", "judge")
 PHASE_TITLES = {
     "generate": "Phase 1 - Blind generation",
@@ -160,6 +163,15 @@ def chat_completions_url(raw: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def display_url(url: str) -> str:
     """The URL without user info or query, which can carry credentials."""
     parts = urlsplit(url)
@@ -210,6 +222,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PRICE_OUTPUT_PER_MTOK", "", _optional(_number(0, 1_000_000))),
     Setting("ENABLE_JSONL_TRACE", "", _optional(_boolean)),
     Setting("GATEWAY_TOKEN", "", _optional(_api_key), secret=True),
+    Setting("MAX_QUESTION_CHARS", "100000", _integer(1, 10_000_000)),
+    Setting("STREAM", "false", _boolean),
     Setting("STRAGGLER_FACTOR", "3.0", _number(0, 100)),
     Setting("EARLY_EXIT", "false", _boolean),
     Setting("PHASE_BARRIERS", "false", _boolean),
@@ -248,6 +262,8 @@ class Config:
     price_output_per_mtok: float | None = None
     enable_jsonl_trace: bool | None = None  # None: follow ENABLE_FILE_LOGGING
     gateway_token: str | None = field(default=None, repr=False)
+    max_question_chars: int = 100_000
+    stream: bool = False
     straggler_factor: float = 3.0  # 0 = never cut
     early_exit: bool = False
     phase_barriers: bool = False
@@ -300,6 +316,9 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
         except ValueError as err:
             shown = SECRET_MASK if setting.secret else repr(raw)
             raise ConfigError(f"{setting.env}={shown} ({source}) is not valid: {err}") from None
+    known = {s.env for s in SETTINGS} | set(FALLBACK_NAMES.values())
+    for name in sorted(set(dotenv) - known):
+        log.warning("unknown setting %s in the .env file is ignored (see .env.example for the names)", name)
     config = Config(**values)
     if config.min_valid_answers > config.num_workers:
         raise ConfigError(f"MIN_VALID_ANSWERS={config.min_valid_answers} is more than NUM_WORKERS="
@@ -307,6 +326,9 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     if 0 < config.max_calls < config.min_valid_answers:
         raise ConfigError(f"MAX_CALLS={config.max_calls} cannot pay for MIN_VALID_ANSWERS="
                           f"{config.min_valid_answers} solver calls: raise it, or 0 for no limit")
+    host = urlsplit(config.proxy_url).hostname or ""
+    if config.proxy_url.startswith("http://") and not is_loopback(host):
+        log.warning("PROXY_URL is plain http:// to %s: the API key crosses the network unencrypted", host)
     return config
 
 
@@ -347,12 +369,13 @@ class APIError(MoAError):
     """A failed attempt. ``retryable`` decides whether the call tries again."""
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
-                 retry_after: float | None = None, response_text: str = "") -> None:
+                 retry_after: float | None = None, stops_run: bool | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
-        self.response_text = response_text
+        # Not retryable and not the run's fault either (a refusal): only this call fails.
+        self.stops_run = (not retryable) if stops_run is None else stops_run
 
 
 class RunFailed(MoAError):
@@ -471,12 +494,18 @@ def status_error(response: httpx.Response, now: float) -> APIError:
     status = response.status_code
     message = server_message(response)
     retryable = status in RETRYABLE_STATUS or status >= 500
+    override = response.headers.get("x-should-retry", "").strip().lower()
+    if override in ("true", "false"):  # the server knows better than its status code
+        retryable = override == "true"
     if status in (401, 403):
         text = f"the endpoint rejected the API key (HTTP {status}): {message}"
     else:
         text = f"HTTP {status}: {message}"
     retry_after = parse_retry_after(response.headers.get("retry-after"), now)
-    return APIError(text, status=status, retryable=retryable, retry_after=retry_after)
+    # Only a client error (bad key, URL, model or request) stops the run; a
+    # server error we may not retry just fails its call.
+    return APIError(text, status=status, retryable=retryable, retry_after=retry_after,
+                    stops_run=not retryable and 400 <= status < 500 and status not in RETRYABLE_STATUS)
 
 
 def _message_text(content: Any) -> str | None:
@@ -506,6 +535,11 @@ def read_completion(response: httpx.Response) -> Completion:
     choice = choices[0]
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     text = _message_text(message.get("content"))
+    refusal = message.get("refusal")
+    if choice.get("finish_reason") == "content_filter" or (isinstance(refusal, str) and refusal.strip()):
+        # The same prompt would be refused again: this call fails, the run goes on.
+        why = refusal.strip()[:SERVER_MESSAGE_LIMIT] if isinstance(refusal, str) and refusal.strip() else "content filter"
+        raise APIError(f"refused ({why})", status=status, retryable=False, stops_run=False)
     if not text or not text.strip():
         raise APIError("the response content is empty", status=status)
     try:
@@ -573,6 +607,50 @@ class AdaptiveLimit:
         self.limit = max(1.0, min(self.limit, in_flight_at_send - 1))
 
 
+async def read_stream(response: httpx.Response) -> Completion:
+    """Assemble ``data:`` events. No ``[DONE]`` and no finish_reason means the
+    stream was cut: finish_reason "truncated", treated like "length"."""
+    parts: list[str] = []
+    finish: str | None = None
+    usage: dict[str, Any] | None = None
+    done = False
+    try:
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                done = True
+                break
+            try:
+                chunk = json.loads(payload)
+            except ValueError:
+                raise APIError("the stream sent an event that is not JSON", status=response.status_code) from None
+            if isinstance(chunk, dict) and chunk.get("error"):
+                raise APIError(f"the endpoint returned an error mid-stream: {str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}",
+                               status=response.status_code)
+            usage = chunk.get("usage") if isinstance(chunk.get("usage"), dict) else usage
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if isinstance(delta.get("content"), str):
+                    parts.append(delta["content"])
+                finish = choice.get("finish_reason") or finish
+    except httpx.TransportError as err:  # cut mid-stream: keep what came, as truncated
+        log.debug("stream cut: %s", _short(err))
+    if not done and finish is None:
+        finish = "truncated"
+    text = "".join(parts)
+    if not text.strip():
+        raise APIError("the streamed content is empty", status=response.status_code)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise APIError("the response content is not valid Unicode", status=response.status_code) from None
+    if finish == "content_filter":
+        raise APIError("refused (content filter)", status=response.status_code, retryable=False, stops_run=False)
+    return Completion(text, finish, response.status_code, usage)
+
+
 class Endpoint:
     """The one chat-completions endpoint, shared by every call of every question:
     one connection pool, a cap on requests in flight, and a shared cool-down."""
@@ -586,6 +664,27 @@ class Endpoint:
         # Until this clock time nobody sends: a 429 or 503 with Retry-After is
         # the endpoint asking *everyone* to wait, not just the call that got it.
         self.cooldown_until = 0.0
+        # Whether each of the last BREAKER_WINDOW finished attempts failed with a retryable error.
+        self.recent_failures: collections.deque[bool] = collections.deque(maxlen=BREAKER_WINDOW)
+
+    async def _stream(self, body: dict[str, Any], headers: Mapping[str, str], in_flight: int) -> Completion:
+        """One streamed attempt: server-sent events assembled into a Completion.
+
+        Proxies close idle non-streaming requests (Cloudflare answers 524 after
+        100 s without a byte); a stream keeps the connection busy.
+        """
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        async with self.client.stream("POST", self.config.proxy_url, json=body, headers=dict(headers)) as response:
+            self._observe(response.status_code, in_flight)
+            if not 200 <= response.status_code < 300:
+                await response.aread()
+                raise self._status_error(response)
+            return await read_stream(response)
+
+    def failing(self) -> bool:
+        """The circuit breaker: at least half of the last BREAKER_WINDOW attempts failed."""
+        return (len(self.recent_failures) == BREAKER_WINDOW
+                and 2 * sum(self.recent_failures) >= BREAKER_WINDOW)
 
     async def wait_for_cooldown(self) -> None:
         while (left := self.cooldown_until - self.runtime.clock()) > 0:
@@ -601,35 +700,53 @@ class Endpoint:
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
                        headers: Mapping[str, str]) -> Completion:
         """One HTTP attempt; raises APIError, never an httpx exception."""
+        try:
+            return await self._send(messages, temperature, max_tokens, headers)
+        except APIError as err:
+            err.args = (redact(str(err), self.config),)  # a server may echo the key back
+            raise
+
+    async def _send(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
+                    headers: Mapping[str, str]) -> Completion:
         body = {"model": self.config.model_name, "messages": messages,
                 "temperature": temperature, "max_tokens": max_tokens}
         in_flight = await self.slots.acquire()
         try:
             await self.wait_for_cooldown()
             self.requests_sent += 1
-            response = await self.client.post(self.config.proxy_url, json=body, headers=dict(headers))
-        except httpx.TimeoutException:
+            # httpx's read timeout restarts with every chunk, so a server that
+            # trickles a byte at a time would never time out: bound the whole request.
+            async with asyncio.timeout(self.config.request_timeout):
+                if self.config.stream:
+                    return await self._stream(body, headers, in_flight)
+                response = await self.client.post(self.config.proxy_url, json=body, headers=dict(headers))
+        except (httpx.TimeoutException, TimeoutError):
+            self.recent_failures.append(True)
             raise APIError(f"no response within REQUEST_TIMEOUT={self.config.request_timeout:g}s") from None
         except httpx.TransportError as err:
+            self.recent_failures.append(True)
             where = display_url(self.config.proxy_url)
             raise APIError(f"connection error to {where}: {_short(err)}") from None
         finally:
             self.slots.release()
-        if response.status_code in (429, 503):
+        self._observe(response.status_code, in_flight)
+        if not 200 <= response.status_code < 300:
+            raise self._status_error(response)
+        completion = read_completion(response)
+        return replace(completion, cache_status=response.headers.get("cf-aig-cache-status"))
+
+    def _observe(self, status: int, in_flight: int) -> None:
+        """Feed a response status to the adaptive limit and the circuit breaker."""
+        if status in (429, 503):
             self.slots.overloaded(in_flight)
-        elif 200 <= response.status_code < 300:
+        elif 200 <= status < 300:
             self.slots.succeeded()
-        try:
-            if not 200 <= response.status_code < 300:
-                error = status_error(response, self.runtime.wall_clock())
-                self.start_cooldown(error)
-                raise error
-            completion = read_completion(response)
-            return replace(completion, cache_status=response.headers.get("cf-aig-cache-status"))
-        except APIError as err:
-            # A server may echo the key back in its error text.
-            err.args = (redact(str(err), self.config),)
-            raise
+        self.recent_failures.append(status in RETRYABLE_STATUS or status >= 500)
+
+    def _status_error(self, response: httpx.Response) -> APIError:
+        error = status_error(response, self.runtime.wall_clock())
+        self.start_cooldown(error)
+        return error
 
 
 def _short(err: BaseException) -> str:
@@ -879,11 +996,11 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
     record_usage(attempt, completion, prompt_estimate)
     value = parse(completion.text)
-    cut = completion.finish_reason == "length"
+    cut = completion.finish_reason in ("length", "truncated")
     if value is not None and cut and tier_of(value) == "paragraph":
         value = None  # a guess from cut-off text would be half a sentence
     if value is None:
-        why = " (cut off: finish_reason=length)" if cut else ""
+        why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""
         raise APIError(f"no usable {call.phase} output{why}", status=completion.status)
     return value
 
@@ -937,7 +1054,7 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
         if error is None:
             return value
-        if not error.retryable:
+        if not error.retryable and error.stops_run:
             raise error
         if attempt.retry_in_s is None:
             break
@@ -1486,6 +1603,14 @@ async def rerun(debate: Debate, question: str, result: RunResult) -> None:
     result.verdict = second if second.confidence >= first.confidence else first
 
 
+def check_question(config: Config, question: str) -> None:
+    """ConfigError for a question the run must not send: too long, or a budget too small for it."""
+    if len(question) > config.max_question_chars:
+        raise ConfigError(f"the question is {len(question)} characters, more than MAX_QUESTION_CHARS="
+                          f"{config.max_question_chars}: shorten it or raise the limit")
+    check_budget(config, question)
+
+
 def check_budget(config: Config, question: str) -> None:
     """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
     need = config.min_valid_answers * solver_cost(config, question)
@@ -1509,7 +1634,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     if debate.trace:
         debate.trace.start(debate, question, replay)
     try:
-        check_budget(config, question)
+        check_question(config, question)
         if replay is None:
             await run_rounds(debate, question, result)
         else:
@@ -1912,7 +2037,7 @@ async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
 # cron runs apart.
 
 EXIT_SOME_FAILED = 3
-EXIT_LOCKED = 75  # EX_TEMPFAIL: cron's next run will try again
+EXIT_TRY_LATER = 75  # EX_TEMPFAIL: locked, or the endpoint is failing; cron's next run resumes
 DEFAULT_CONCURRENCY = 4
 # After Ctrl-C / SIGTERM, in-flight questions get this long to finish.
 STOP_GRACE_SECONDS = 10.0
@@ -1920,7 +2045,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
 class BatchLocked(MoAError):
-    exit_code = EXIT_LOCKED
+    exit_code = EXIT_TRY_LATER
 
 
 @dataclass(frozen=True)
@@ -2165,6 +2290,7 @@ class BatchStats:
     tokens: int | None = None
     cost_usd: float | None = None
     interrupted: bool = False
+    breaker: str | None = None
     aborted: str | None = None
 
     def add(self, record: dict[str, Any]) -> None:
@@ -2295,6 +2421,10 @@ class BatchRun:
     async def run(self, items: Iterable[BatchItem | InputError], endpoint: Endpoint, writer: ResultWriter) -> None:
         slots = asyncio.Semaphore(self.options.concurrency)
         for entry in items:
+            if endpoint.failing() and not self.stats.aborted:
+                self.stats.breaker = (f"the endpoint is failing ({sum(endpoint.recent_failures)} of the last "
+                                      f"{BREAKER_WINDOW} attempts): stopped starting questions; rerun to resume")
+                self.stop.set()
             if self.stop.is_set():
                 break
             item = self.admit(entry)
@@ -2411,12 +2541,13 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
 
 
 def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, Any]:
-    status = "aborted" if stats.aborted else "interrupted" if stats.interrupted else "finished"
+    status = ("aborted" if stats.aborted else "interrupted" if stats.interrupted
+              else "circuit_open" if stats.breaker else "finished")
     this_run = {"ok": stats.ok, "failed": stats.failed, "skipped_done": stats.skipped_done,
                 "input_errors": stats.input_errors, "llm_calls": stats.llm_calls,
                 "http_requests": stats.http_requests, "tokens": stats.tokens, "cost_usd": stats.cost_usd,
                 "wall_s": round(wall_s, 3)}
-    return {"status": status, "error": stats.aborted, "this_run": this_run, "output_totals": output_totals(output),
+    return {"status": status, "error": stats.aborted or stats.breaker, "this_run": this_run, "output_totals": output_totals(output),
             "finished": datetime.now().isoformat(timespec="seconds")}
 
 
@@ -2426,6 +2557,8 @@ def batch_exit_code(summary: dict[str, Any]) -> int:
         return EXIT_FAILED
     if summary["status"] == "interrupted":
         return EXIT_INTERRUPTED
+    if summary["status"] == "circuit_open":
+        return EXIT_TRY_LATER  # 75, "try again later": the next cron run resumes
     return EXIT_SOME_FAILED if run["failed"] or run["input_errors"] else EXIT_OK
 
 
@@ -2493,6 +2626,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --replay: the first phase to run again")
     parser.add_argument("--json", dest="json_output", action="store_true",
                         help="print one JSON object on stdout instead of the human summary")
+    parser.add_argument("--stream", action="store_true",
+                        help="stream every response (STREAM=true), for proxies that cut long idle requests")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     return parser
 
@@ -2507,6 +2642,8 @@ def flag_settings(args: argparse.Namespace) -> dict[str, str]:
         flags["EARLY_EXIT"] = "true"
     if args.phase_barriers:
         flags["PHASE_BARRIERS"] = "true"
+    if args.stream:
+        flags["STREAM"] = "true"
     return {name: value for name, value in flags.items() if value is not None}
 
 
@@ -2665,7 +2802,7 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
             options = batch_options(args)
         else:
             question, replay = single_question(args)
-            check_budget(config, question)
+            check_question(config, question)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

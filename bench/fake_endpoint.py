@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
+import hashlib
 import json
 import math
 import random
@@ -48,11 +50,12 @@ class Options:
     seed: int | None = None
     fault: str = ""  # see FAULTS
     fault_rate: float = 1.0
+    fail_after: int = 0  # 0 = never; else every request after this many answers 500
     log: str | None = None
 
 
 # Faults applied to a FAULT_RATE share of requests (for the reliability tests).
-FAULTS = ("401", "500", "503", "html502", "badjson", "nochoices", "errorobject", "empty", "length",
+FAULTS = ("401", "429", "429date", "500", "500noretry", "503", "html502", "badjson", "nochoices", "errorobject", "empty", "length",
           "thinkonly", "hang", "reset", "trickle", "invalidutf8", "surrogate", "refusal", "cache-empty")
 
 
@@ -64,6 +67,7 @@ class State:
     served: int = 0
     log_file: TextIO | None = None
     cache: dict[bytes, bytes] = field(default_factory=dict)
+    agents_seen: set[str] = field(default_factory=set)
 
 
 # --- replies in the pipeline's output contract --------------------------------
@@ -152,10 +156,18 @@ def log_event(state: State, **event: Any) -> None:
         state.log_file.flush()
 
 
-async def fault_reply(fault: str, state: State, writer: asyncio.StreamWriter, raw_body: bytes) -> bytes | None:
+async def fault_reply(fault: str, state: State, writer: asyncio.StreamWriter, raw_body: bytes,
+                      headers: dict[str, str]) -> bytes | None:
     """The bytes of a faulty reply, or None when the fault handled the connection itself."""
     if fault == "401":
         return response_bytes(401, b'{"error":{"message":"invalid api key"}}')
+    if fault in ("429", "429date"):
+        wait = state.options.retry_after
+        value = (f"{wait:g}" if fault == "429" else
+                 email.utils.formatdate(time.time() + max(wait, 1.0), usegmt=True))
+        return response_bytes(429, b'{"error":{"message":"rate limited"}}', {"Retry-After": value})
+    if fault == "500noretry":
+        return response_bytes(500, b'{"error":{"message":"do not retry"}}', {"x-should-retry": "false"})
     if fault in ("500", "503"):
         return response_bytes(int(fault), b'{"error":{"message":"overloaded"}}',
                               {"Retry-After": f"{state.options.retry_after:g}"} if fault == "503" else None)
@@ -180,11 +192,15 @@ async def fault_reply(fault: str, state: State, writer: asyncio.StreamWriter, ra
     if fault == "refusal":
         return response_bytes(200, completion_body("I can't help with that.", "content_filter"))
     if fault == "cache-empty":
-        # A caching proxy: identical bodies get the identical (empty) first reply.
-        key = raw_body
-        if key not in state.cache:
-            state.cache[key] = response_bytes(200, completion_body(""))
-        return state.cache[key]
+        # A caching proxy in front of a model whose first answer to each agent
+        # was empty: identical bodies get the identical cached reply.
+        if raw_body not in state.cache:
+            agent = headers.get("x-moa-agent", "") + headers.get("x-moa-phase", "")
+            first = agent not in state.agents_seen
+            state.agents_seen.add(agent)
+            text = "" if first else reply_text(phase_of(headers, json.loads(raw_body)), state)
+            state.cache[raw_body] = response_bytes(200, completion_body(text))
+        return state.cache[raw_body]
     if fault == "hang":
         await asyncio.sleep(3600)
         return None
@@ -202,11 +218,13 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
         body = json.loads(raw_body or b"{}")
     except ValueError:
         return response_bytes(400, b'{"error":{"message":"request body is not JSON"}}')
+    if options.fail_after and state.served > options.fail_after:
+        return response_bytes(500, b'{"error":{"message":"the endpoint is down"}}')
     if options.max_concurrency and state.in_flight > options.max_concurrency:
         return response_bytes(429, b'{"error":{"message":"rate limited"}}',
                               {"Retry-After": f"{options.retry_after:g}"})
     if options.fault and state.rng.random() < options.fault_rate:
-        reply = await fault_reply(options.fault, state, writer, raw_body)
+        reply = await fault_reply(options.fault, state, writer, raw_body, headers)
         if reply is not None or options.fault in ("hang", "reset"):
             return reply
     await asyncio.sleep(latency_of(state))
@@ -233,7 +251,9 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
             state.served += 1
             number = state.served
             started = time.monotonic()
-            log_event(state, event="start", n=number, t=started, phase=headers.get("x-moa-phase"))
+            log_event(state, event="start", n=number, t=started, run=headers.get("x-moa-run-id"),
+                      phase=headers.get("x-moa-phase"), agent=headers.get("x-moa-agent"),
+                      body_sha=hashlib.sha256(raw_body).hexdigest()[:16])
             try:
                 reply = await serve_one(state, headers, raw_body, writer)
             finally:
@@ -282,6 +302,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, int]:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--fault", default="", choices=("",) + FAULTS)
     parser.add_argument("--fault-rate", type=float, default=1.0, help="share of requests that get the fault")
+    parser.add_argument("--fail-after", type=int, default=0, help="answer 500 to every request after this many")
     parser.add_argument("--log", help="append each request's start and end here as JSONL")
     args = parser.parse_args(argv)
     port = args.port

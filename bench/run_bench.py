@@ -1,0 +1,313 @@
+"""Speed benchmark: how close the pipeline gets to the limit the endpoint's latency sets.
+
+    python bench/run_bench.py                # every scenario, about 6 minutes on 2 cores
+    python bench/run_bench.py --quick        # fewer runs per scenario, about 2 minutes
+    python bench/run_bench.py --only overhead,batch
+
+Runs the debate in this process against bench/fake_endpoint.py (its own process
+on 127.0.0.1), so wall and CPU figures exclude interpreter start-up. "Ideal" is
+the critical path of the latencies the server actually drew, read from its
+request log: for chains, the slowest solver chain (answer + critique +
+rebuttal) plus the slowest judge; for barriers, the sum of each phase's slowest
+call. Prints a table and writes bench/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import httpx  # noqa: E402
+
+import moa_pipeline as moa  # noqa: E402
+from batch_memory import start_fake_endpoint  # noqa: E402
+
+QUESTION = "What is 17 * 23?"
+
+
+class Server:
+    """The fake endpoint in a subprocess, with its request log."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.log = workdir / f"server_{time.monotonic_ns()}.jsonl"
+        self.process, self.url = start_fake_endpoint(*args, "--log", str(self.log))
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request: run, phase, agent, latency, status."""
+        starts, rows = {}, []
+        for line in self.log.read_text().splitlines():
+            event = json.loads(line)
+            if event["event"] == "start":
+                starts[event["n"]] = event
+            elif event["n"] in starts:
+                start = starts.pop(event["n"])
+                rows.append({**start, "latency": event["t"] - start["t"], "status": event["status"]})
+        return rows
+
+
+def ideal_time(requests: list[dict[str, Any]], barriers: bool) -> float:
+    """The critical path of one debate's drawn latencies (successful requests only)."""
+    ok = [r for r in requests if r["status"] == 200]
+    by_phase: dict[str, list[float]] = defaultdict(list)
+    chain: dict[str, float] = defaultdict(float)
+    for r in ok:
+        by_phase[r["phase"]].append(r["latency"])
+        if r["phase"] != "judge":
+            slot = r["agent"].split("->")[-1]  # a critique belongs to the chain of the answer it reviews
+            chain[slot] += r["latency"]
+    judges = max(by_phase["judge"], default=0.0)
+    if barriers:
+        return sum(max(by_phase[p], default=0.0) for p in ("generate", "critique", "rebuttal")) + judges
+    return max(chain.values(), default=0.0) + judges
+
+
+def config_for(url: str, **changes: Any) -> moa.Config:
+    base = moa.Config(url + "/chat/completions", "bench-key", retry_base_delay=0.05, retry_max_delay=2.0,
+                      enable_file_logging=False, request_timeout=60.0)
+    return replace(base, **changes)
+
+
+async def one_debate(config: moa.Config) -> tuple[float, moa.RunResult]:
+    runtime = moa.Runtime()
+    async with moa.open_client(config) as client:
+        started = time.perf_counter()
+        result = await moa.answer_question(config, QUESTION, moa.Endpoint(config, client, runtime), runtime)
+        return time.perf_counter() - started, result
+
+
+async def many_debates(config: moa.Config, runs: int, parallel: int) -> list[tuple[float, moa.RunResult]]:
+    """``runs`` independent debates, ``parallel`` at a time (the server has no limit in these scenarios)."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def guarded() -> tuple[float, moa.RunResult]:
+        async with gate:
+            return await one_debate(config)
+
+    return await asyncio.gather(*(guarded() for _ in range(runs)))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def row(name: str, wall: float, ideal: float | None, requests: int, rejected: int, cpu: float | None,
+        target: str, met: bool, **extra: Any) -> dict[str, Any]:
+    return {"scenario": name, "wall_s": round(wall, 3), "ideal_s": None if ideal is None else round(ideal, 3),
+            "ratio": None if not ideal else round(wall / ideal, 3), "http_requests": requests, "429s": rejected,
+            "cpu_ms_per_request": None if cpu is None else round(cpu, 3), "target": target, "met": met, **extra}
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+async def overhead(workdir: Path, runs: int) -> dict[str, Any]:
+    """Constant 1 s latency, 5 workers, 3 judges, rebuttal: wall <= 1.04 x 4 L."""
+    server = Server(workdir, "--latency", "1.0")
+    try:
+        cpu_before = time.process_time()
+        results = [await one_debate(config_for(server.url)) for _ in range(runs)]
+        cpu = (time.process_time() - cpu_before) * 1000
+    finally:
+        server.close()
+    wall = statistics.median(w for w, _ in results)
+    requests = sum(r.http_requests for _, r in results)
+    return row("1 overhead (L=1s)", wall, 4.0, requests, 0, cpu / requests, "<= 1.04 x 4L", wall <= 1.04 * 4.0)
+
+
+async def barriers(workdir: Path, runs: int) -> list[dict[str, Any]]:
+    """Lognormal latency (spread 0.5): chains vs phase barriers, median over ``runs`` each."""
+    out = {}
+    for name, flag in (("chains", False), ("barriers", True)):
+        server = Server(workdir, "--latency", "0.3", "--spread", "0.5", "--seed", "11")
+        try:
+            results = await many_debates(config_for(server.url, phase_barriers=flag, straggler_factor=0), runs, 6)
+            by_run = defaultdict(list)
+            for r in server.requests():
+                by_run[r["run"]].append(r)
+            ideals = [ideal_time(rs, flag) for rs in by_run.values()]
+        finally:
+            server.close()
+        out[name] = (statistics.median(w for w, _ in results), statistics.median(ideals),
+                     sum(r.http_requests for _, r in results))
+    chains, walls = out["chains"], out["barriers"]
+    gain = 1 - chains[0] / walls[0]
+    return [row("2 no barriers: chains", chains[0], chains[1], chains[2], 0, None,
+                ">= 15% below barriers", gain >= 0.15, gain=round(gain, 3)),
+            row("2 no barriers: --phase-barriers", walls[0], walls[1], walls[2], 0, None, "baseline", True)]
+
+
+async def stragglers(workdir: Path, runs: int) -> list[dict[str, Any]]:
+    """5% of calls 10x slower: p95 wall with STRAGGLER_FACTOR=3 <= 0.6 x with it off."""
+    p95 = {}
+    for factor in (3.0, 0.0):
+        server = Server(workdir, "--latency", "0.5", "--straggler-prob", "0.05", "--straggler-factor", "10",
+                        "--seed", "5")
+        try:
+            results = await many_debates(config_for(server.url, straggler_factor=factor), runs, 10)
+        finally:
+            server.close()
+        p95[factor] = (percentile([w for w, _ in results], 0.95), sum(r.http_requests for _, r in results),
+                       sum(1 for _, r in results if r.status != "ok"))
+    ratio = p95[3.0][0] / p95[0.0][0]
+    return [row("3 stragglers: factor 3 (p95)", p95[3.0][0], None, p95[3.0][1], 0, None,
+                "<= 0.6 x factor off", ratio <= 0.6, p95_ratio=round(ratio, 3), failed_runs=p95[3.0][2]),
+            row("3 stragglers: factor 0 (p95)", p95[0.0][0], None, p95[0.0][1], 0, None, "baseline", True)]
+
+
+async def early_exit(workdir: Path, runs: int) -> dict[str, Any]:
+    """A unanimous endpoint: calls per question with EARLY_EXIT on vs off."""
+    server = Server(workdir, "--latency", "0.05")
+    try:
+        on = await many_debates(config_for(server.url, early_exit=True), runs, 5)
+        off = await many_debates(config_for(server.url), runs, 5)
+    finally:
+        server.close()
+    calls_on = sum(r.http_requests for _, r in on) / runs
+    calls_off = sum(r.http_requests for _, r in off) / runs
+    return row("4 early exit (unanimous)", statistics.median(w for w, _ in on), None, int(calls_on * runs), 0, None,
+               "calls saved reported", all(r.verdict and r.verdict.source == "unanimous" for _, r in on),
+               calls_per_question_on=calls_on, calls_per_question_off=calls_off,
+               calls_saved=round(1 - calls_on / calls_off, 3))
+
+
+async def batch(workdir: Path, questions: int, cap: int) -> dict[str, Any]:
+    """``questions`` questions; the endpoint takes 8 at once (429 beyond), latency 100 ms."""
+    server = Server(workdir, "--latency", "0.1", "--max-concurrency", "8", "--retry-after", "0.2")
+    source = workdir / f"q_{cap}.txt"
+    source.write_text("".join(f"Question {n}: what is {n} * 3?\n" for n in range(questions)))
+    output = workdir / f"out_{cap}.jsonl"
+    config = config_for(server.url, max_concurrent_requests=cap, enable_file_logging=True,
+                        log_dir=str(workdir / f"logs_{cap}"))
+    options = moa.BatchOptions(str(source), output, concurrency=8)
+    stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # the per-question lines
+    try:
+        cpu_before, started = time.process_time(), time.perf_counter()
+        summary = await moa.run_batch(config, options, moa.Runtime(), sys.stdin)
+        wall, cpu = time.perf_counter() - started, (time.process_time() - cpu_before) * 1000
+    finally:
+        sys.stderr.close()
+        sys.stderr = stderr
+        requests = server.requests()
+        server.close()
+    rejected = sum(1 for r in requests if r["status"] == 429)
+    served = len(requests) - rejected
+    ideal = served * 0.1 / 8
+    failed = summary["this_run"]["failed"]
+    if cap == 8:
+        met = wall <= 1.15 * ideal and rejected <= 0.02 * len(requests) and failed == 0
+        target = "<= 1.15 x ideal, 429s <= 2%"
+    else:
+        met = failed == 0 and rejected <= 0.10 * len(requests)
+        target = "no failures, 429s <= 10%"
+    return row(f"5 batch {questions}q, MAX_CONCURRENT_REQUESTS={cap}", wall, ideal, len(requests), rejected,
+               cpu / len(requests), target, met, failed_questions=failed)
+
+
+async def bare_httpx(workdir: Path, requests: int) -> float:
+    """CPU ms per request of a bare httpx loop: 8 at a time, the same server, a debate-sized body."""
+    server = Server(workdir, "--latency", "0.1")
+    system, user = moa.judge_prompts(QUESTION, [moa.Position(i, "391", "I worked it out.") for i in range(5)])
+    body = {"model": "default", "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "temperature": 1.0, "max_tokens": 8192}
+    gate = asyncio.Semaphore(8)
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def send() -> None:
+                async with gate:
+                    response = await client.post(server.url + "/chat/completions", json=body)
+                    response.json()
+
+            cpu_before = time.process_time()
+            await asyncio.gather(*(send() for _ in range(requests)))
+            return (time.process_time() - cpu_before) * 1000 / requests
+    finally:
+        server.close()
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+async def run(only: set[str], quick: bool, workdir: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if "overhead" in only:
+        rows.append(await overhead(workdir, 1 if quick else 3))
+    if "barriers" in only:
+        rows += await barriers(workdir, 12 if quick else 30)
+    if "stragglers" in only:
+        rows += await stragglers(workdir, 20 if quick else 50)
+    if "early" in only:
+        rows.append(await early_exit(workdir, 5))
+    if "batch" in only:
+        rows.append(await batch(workdir, 40, 8))
+        rows.append(await batch(workdir, 40, 32))
+        bare = await bare_httpx(workdir, 720)
+        ours = rows[-2]["cpu_ms_per_request"]
+        rows.append(row("6 client CPU vs bare httpx", 0, None, 720, 0, bare, "ours <= 1.5 x bare",
+                        ours <= 1.5 * bare, ours_cpu_ms=ours, cpu_ratio=round(ours / bare, 3)))
+    if "memory" in only:
+        # In a fresh process: a child forked from this (by now large) process would count
+        # this process's pages in its peak RSS until it execs, and that is all RUSAGE_CHILDREN sees.
+        probe = subprocess.run([sys.executable, str(HERE / "batch_memory.py"), "--questions",
+                                str(20_000 if quick else 100_000), "--answered", "2000"],
+                               capture_output=True, text=True, check=True)
+        memory = json.loads(probe.stdout)
+        rows.append({"scenario": f"6 batch memory, {memory['questions_in_file']} questions", "wall_s": memory["wall_s"],
+                     "peak_rss_mb": memory["peak_rss_mb"], "target": "<= 100 MB",
+                     "met": memory["peak_rss_mb"] <= 100, "answered": memory["answered"]})
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = f"| {'scenario':<44} | wall s | ideal s | ratio | requests | 429s | CPU ms/req | peak RSS MB | target | met |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        def cell(key: str) -> str:
+            value = r.get(key)
+            return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+        extra = ", ".join(f"{k}={r[k]}" for k in ("gain", "p95_ratio", "calls_saved", "cpu_ratio") if k in r)
+        lines.append(f"| {r['scenario']:<44} | {cell('wall_s')} | {cell('ideal_s')} | {cell('ratio')} | "
+                     f"{cell('http_requests')} | {cell('429s')} | {cell('cpu_ms_per_request')} | {cell('peak_rss_mb')} | "
+                     f"{r['target']}{' (' + extra + ')' if extra else ''} | {'yes' if r['met'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer runs per scenario")
+    parser.add_argument("--only", default="overhead,barriers,stragglers,early,batch,memory")
+    parser.add_argument("--json-out", default=str(HERE / "results.json"))
+    args = parser.parse_args(argv)
+    moa.setup_logging(False)
+    logging.getLogger("moa").setLevel(logging.ERROR)  # cut stragglers and 429s are expected here
+    with tempfile.TemporaryDirectory() as workdir:
+        rows = asyncio.run(run(set(args.only.split(",")), args.quick, Path(workdir)))
+    print(table(rows))
+    Path(args.json_out).write_text(json.dumps({"rows": rows, "quick": args.quick}, indent=2) + "\n")
+    print(f"\nwritten to {args.json_out}")
+    return 0 if all(r["met"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
