@@ -2647,8 +2647,25 @@ def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     return {name: value for name, value in flags.items() if value is not None}
 
 
+def valid_text(text: str) -> str:
+    """Text that can be sent as UTF-8: bytes that were not UTF-8 (argv gives
+    them to us as lone surrogates) become U+FFFD instead of a crash in httpx."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def read_question(value: str, stdin: Any) -> str:
-    text = stdin.read() if value == "-" else value
+    if value == "-":
+        raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read()
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    else:
+        text = valid_text(value)
     if not text.strip():
         raise ConfigError("the question is empty: pass it with -q \"...\" or pipe it with -q -")
     return text.strip()
@@ -2751,7 +2768,7 @@ def single_question(args: argparse.Namespace) -> tuple[str, Replay | None]:
         if args.replay_from is None:
             raise ConfigError("--replay needs --from critique|rebuttal|judges: the first phase to run again")
         replay = load_replay(Path(args.replay), args.replay_from)
-        return replay.question, replay
+        return valid_text(replay.question), replay
     if args.replay_from is not None:
         raise ConfigError("--from goes with --replay TRACE")
     return read_question(args.question, sys.stdin), None
@@ -2778,6 +2795,11 @@ def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_out
         return err.exit_code
     except OSError as err:
         print(f"error: batch output {options.output}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as err:  # a bug: one line, the traceback only with -v; the output stays resumable
+        log.debug("internal error", exc_info=True)
+        print(f"error: internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)",
+              file=sys.stderr)
         return EXIT_FAILED
     text = json.dumps(summary, ensure_ascii=False) if json_output else human_batch_summary(summary)
     print(redact(text, config))
@@ -2820,6 +2842,10 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
         asyncio.run(run_cli(config, question, runtime or Runtime(), result, replay))
     except KeyboardInterrupt:
         result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
+    except Exception as err:  # a bug: one line, the traceback only with -v, and what was done is kept
+        log.debug("internal error", exc_info=True)
+        result.error = f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
+        result.exit_code = EXIT_FAILED
     if args.json_output:
         print(redact(json.dumps(result_json(result, config), ensure_ascii=False), config))
     else:

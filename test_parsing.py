@@ -201,3 +201,43 @@ def test_hostile_input_never_raises_and_stays_linear(text: str) -> None:
     parse_judgement(text)
     normalize_answer(text)
     assert time.process_time() - started < 10
+
+
+# --- properties (hypothesis) ----------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# Fragments that tempt the parser: our tags (open, closed, cut), labels, think blocks, fences.
+FRAGMENTS = st.sampled_from([
+    "<answer>", "</answer>", "<answer ", "<reasoning>", "</reasoning>", "<think>", "</think>", "<critique>",
+    "</rebuttal>", "## Answer", "**Answer:**", "Answer:", "FINAL ANSWER:", "CONFIDENCE: 85%", "```", "```xml",
+    "\\boxed{", "}", "391", "1,234", "\n", "\n\n", " ", "*", "$", "<", ">", "\x00", "\ud800", "é",
+])
+TEXT = st.lists(st.one_of(FRAGMENTS, st.text(max_size=20)), max_size=60).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TEXT)
+def test_parser_never_raises(text: str) -> None:
+    """Any mix of tags, labels, junk and stray surrogates parses without raising, into strings."""
+    parsed = parse_answer(text)
+    assert isinstance(parsed.answer, str) and parsed.tier in ("xml", "markdown", "paragraph", "empty")
+    judgement = parse_judgement(text)
+    assert judgement.confidence is None or 0 <= judgement.confidence <= 100
+    parse_block(text, "critique")
+    parse_rebuttal(text)
+    assert isinstance(normalize_answer(text), str)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(FRAGMENTS, min_size=1, max_size=8))
+def test_a_megabyte_of_adversarial_repetition_stays_fast(pattern: list[str]) -> None:
+    """Any short pattern of partial markers repeated to 1 MB parses in well under the bound (linear time)."""
+    unit = "".join(pattern) or "<"
+    text = (unit * (1_000_000 // len(unit) + 1))[:1_000_000]
+    started = time.process_time()
+    parse_answer(text)
+    parse_judgement(text)
+    normalize_answer(text)
+    assert time.process_time() - started < 10

@@ -630,3 +630,19 @@ def test_ctrl_c_exits_130(capsys, monkeypatch) -> None:
     captured = capsys.readouterr()
     assert json.loads(captured.out)["status"] == "failed"
     assert captured.err.strip() == "error: interrupted"
+
+
+@respx.mock
+def test_disk_full_while_writing_the_transcript_still_prints_the_verdict(capsys, monkeypatch) -> None:
+    """ENOSPC on the transcript: a warning, and the verdict on stdout all the same."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(moa, "open", full, raising=False)  # shadows the builtin inside moa_pipeline only
+    respx.post(URL).mock(side_effect=FakeModel())
+    code = moa.main(["-q", "Q?", "--json"], runtime=test_runtime())
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["final_answer"] == "391"
+    assert "No space left on device" in captured.err and "verdict is still reported" in captured.err
