@@ -1179,27 +1179,27 @@ class StragglerWatch:
             self.watchdog = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
+        """Cut overdue calls, then sleep until the next deadline. It wakes early
+        only while the quorum is not yet in or nothing is running uncut, which
+        keeps the watch to a timer per deadline, not work per finished call."""
         clock, sleep = self.debate.runtime.clock, self.debate.runtime.sleep
         while self.running:
-            self.changed.clear()
             if len(self.finished) < self.quorum:
+                self.changed.clear()
                 await self.changed.wait()
                 continue
             limit = max(self.factor * statistics.median(self.finished), STRAGGLER_MIN_SECONDS)
             now = clock()
-            for agent, entry in list(self.running.items()):
+            for entry in self.running.values():
                 if not entry[2] and now - entry[1] >= limit:
                     entry[2] = True
                     entry[0].cancel()
             waiting = [entry[1] + limit - now for entry in self.running.values() if not entry[2]]
-            if not waiting:
+            if waiting:
+                await sleep(max(min(waiting), 0.001))
+            else:
+                self.changed.clear()
                 await self.changed.wait()
-                continue
-            nap = asyncio.create_task(sleep(max(min(waiting), 0.001)))
-            woken = asyncio.create_task(self.changed.wait())
-            await asyncio.wait({nap, woken}, return_when=asyncio.FIRST_COMPLETED)
-            nap.cancel()
-            woken.cancel()
 
     def close(self) -> None:
         if self.watchdog is not None:

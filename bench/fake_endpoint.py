@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class Options:
     wrong_rate: float = 0.0
     confidence: int = 90
     seed: int | None = None
+    keyed: bool = False
+    log_requests: bool = False  # also log each request's body and headers (for replaying them)  # latency drawn from a hash of (seed, question, phase, agent): paired comparisons
     fault: str = ""  # see FAULTS
     fault_rate: float = 1.0
     fail_after: int = 0  # 0 = never; else every request after this many answers 500
@@ -140,12 +143,28 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], by
     return headers, body
 
 
-def latency_of(state: State) -> float:
+def keyed_uniforms(options: Options, headers: dict[str, str], body: dict[str, Any]) -> tuple[float, float]:
+    """Two uniforms in (0, 1) fixed by (seed, question, phase, agent): the same call
+    gets the same latency in every run, whatever order requests arrive in."""
+    messages = body.get("messages") or [{}, {}]
+    user = str(messages[-1].get("content", ""))
+    question = user.split("<question>\n", 1)[-1].split("\n</question>", 1)[0]
+    key = f"{options.seed}|{question}|{headers.get('x-moa-phase')}|{headers.get('x-moa-agent')}"
+    digest = hashlib.sha256(key.encode()).digest()
+    first, second = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:16], "big")
+    return (first + 0.5) / 2**64, (second + 0.5) / 2**64
+
+
+def latency_of(state: State, headers: dict[str, str], body: dict[str, Any]) -> float:
     options = state.options
+    if options.keyed:
+        spread_u, straggler_u = keyed_uniforms(options, headers, body)
+    else:
+        spread_u, straggler_u = state.rng.random(), state.rng.random()
     seconds = options.latency
     if options.spread > 0:
-        seconds *= math.exp(state.rng.gauss(0.0, options.spread))
-    if options.straggler_prob > 0 and state.rng.random() < options.straggler_prob:
+        seconds *= math.exp(options.spread * statistics.NormalDist().inv_cdf(spread_u))
+    if options.straggler_prob > 0 and straggler_u < options.straggler_prob:
         seconds *= options.straggler_factor
     return seconds
 
@@ -227,7 +246,7 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
         reply = await fault_reply(options.fault, state, writer, raw_body, headers)
         if reply is not None or options.fault in ("hang", "reset"):
             return reply
-    await asyncio.sleep(latency_of(state))
+    await asyncio.sleep(latency_of(state, headers, body))
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
     text = reply_text(phase_of(headers, body), state)
     if options.fault == "trickle":
@@ -253,7 +272,10 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
             started = time.monotonic()
             log_event(state, event="start", n=number, t=started, run=headers.get("x-moa-run-id"),
                       phase=headers.get("x-moa-phase"), agent=headers.get("x-moa-agent"),
-                      body_sha=hashlib.sha256(raw_body).hexdigest()[:16])
+                      body_sha=hashlib.sha256(raw_body).hexdigest()[:16],
+                      **({"body": raw_body.decode("utf-8", "replace"),
+                          "headers": {k: v for k, v in headers.items() if k.startswith(("x-", "cf-"))}}
+                         if state.options.log_requests else {}))
             try:
                 reply = await serve_one(state, headers, raw_body, writer)
             finally:
@@ -300,6 +322,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, int]:
     parser.add_argument("--wrong-rate", type=float, default=0.0, help="share of solver answers that are wrong")
     parser.add_argument("--confidence", type=int, default=90, help="judges' CONFIDENCE")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--log-requests", action="store_true", help="put each request's body and headers in --log")
+    parser.add_argument("--keyed", action="store_true",
+                        help="draw each latency from a hash of (seed, question, phase, agent), for paired runs")
     parser.add_argument("--fault", default="", choices=("",) + FAULTS)
     parser.add_argument("--fault-rate", type=float, default=1.0, help="share of requests that get the fault")
     parser.add_argument("--fail-after", type=int, default=0, help="answer 500 to every request after this many")
