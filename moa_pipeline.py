@@ -42,9 +42,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-from dotenv import dotenv_values
-from tqdm import tqdm
+try:
+    import httpx
+    from dotenv import dotenv_values
+    from tqdm import tqdm
+except ImportError as missing:  # only without the requirements: say what to do, not a traceback
+    if __name__ == "__main__":
+        sys.exit(f"error: the Python package {missing.name!r} is not installed: run  pip install -r requirements.txt")
+    raise
 
 import prompts
 from parsing import ParsedAnswer, normalize_answer, parse_answer, parse_block, parse_judgement, parse_rebuttal
