@@ -665,7 +665,6 @@ class Endpoint:
         self.client = client
         self.runtime = runtime
         self.slots = AdaptiveLimit(config.max_concurrent_requests)
-        self.requests_sent = 0
         # Until this clock time nobody sends: a 429 or 503 with Retry-After is
         # the endpoint asking *everyone* to wait, not just the call that got it.
         self.cooldown_until = 0.0
@@ -718,7 +717,6 @@ class Endpoint:
         in_flight = await self.slots.acquire()
         try:
             await self.wait_for_cooldown()
-            self.requests_sent += 1
             # httpx's read timeout restarts with every chunk, so a server that
             # trickles a byte at a time would never time out: bound the whole request.
             async with asyncio.timeout(self.config.request_timeout):
@@ -1396,9 +1394,6 @@ def solver_verdict(positions: list[Position]) -> Verdict | None:
 
 
 # --- one debate, and the rerun -----------------------------------------------
-
-DONE_PHASES = ("generate", "critique", "rebuttal")  # what a debate may start after (replay)
-
 
 def require_enough(debate: Debate, positions: list[Position], workers: int) -> None:
     """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS solvers answered."""
