@@ -204,6 +204,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROXY_URL", None, chat_completions_url),
     Setting("API_KEY", None, _api_key, secret=True),
     Setting("MODEL_NAME", "default", _text),
+    Setting("JUDGE_MODEL", "", _optional(_text)),
+    Setting("SOLVER_STYLES", "true", _boolean),
+    Setting("SHUFFLE_JUDGES", "true", _boolean),
     Setting("NUM_WORKERS", "5", _integer(1, MAX_WORKERS)),
     Setting("MIN_VALID_ANSWERS", "2", _integer(1, MAX_WORKERS)),
     Setting("MAX_RETRIES", "4", _integer(0, 20)),
@@ -243,7 +246,10 @@ class Config:
 
     proxy_url: str
     api_key: str = field(repr=False)
-    model_name: str = "default"
+    model_name: str = "default"  # one name, or a comma-separated list for the solver slots
+    judge_model: str | None = None  # default: the first of MODEL_NAME
+    solver_styles: bool = True
+    shuffle_judges: bool = True
     num_workers: int = 5
     min_valid_answers: int = 2
     max_retries: int = 4
@@ -272,6 +278,22 @@ class Config:
     straggler_factor: float = 3.0  # 0 = never cut
     early_exit: bool = False
     phase_barriers: bool = False
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.model_name.split(",") if m.strip()) or ("default",)
+
+    @property
+    def judge_models(self) -> tuple[str, ...]:
+        names = tuple(m.strip() for m in (self.judge_model or "").split(",") if m.strip())
+        return names or self.models[:1]
+
+    def slot_model(self, slot: int) -> str:
+        """Solver slots take the models round-robin: slot i uses model i mod n."""
+        return self.models[slot % len(self.models)]
+
+    def judge_model_for(self, index: int) -> str:
+        return self.judge_models[index % len(self.judge_models)]
 
     @property
     def jsonl_trace(self) -> bool:
@@ -449,6 +471,7 @@ class AgentCall:
     ok: bool = False
     failure: str | None = None
     tier: str | None = None
+    model: str = ""
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -702,17 +725,17 @@ class Endpoint:
                 self.cooldown_until = until
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
-                       headers: Mapping[str, str]) -> Completion:
+                       headers: Mapping[str, str], model: str | None = None) -> Completion:
         """One HTTP attempt; raises APIError, never an httpx exception."""
         try:
-            return await self._send(messages, temperature, max_tokens, headers)
+            return await self._send(messages, temperature, max_tokens, headers, model or self.config.models[0])
         except APIError as err:
             err.args = (redact(str(err), self.config),)  # a server may echo the key back
             raise
 
     async def _send(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
-                    headers: Mapping[str, str]) -> Completion:
-        body = {"model": self.config.model_name, "messages": messages,
+                    headers: Mapping[str, str], model: str) -> Completion:
+        body = {"model": model, "messages": messages,
                 "temperature": temperature, "max_tokens": max_tokens}
         in_flight = await self.slots.acquire()
         try:
@@ -901,6 +924,7 @@ class Position:
     critic: str | None = None
     rebuttal: str | None = None
     final_answer: str = ""
+    model: str = ""
 
     @property
     def agent(self) -> str:
@@ -942,6 +966,7 @@ class Debate:
     trace: TraceWriter | None = None
     skipped: list[str] = field(default_factory=list)  # what the budget cut, in order
     positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
+    dropped_models: set[str] = field(default_factory=set)
     watches: dict[tuple[int, str], StragglerWatch] = field(default_factory=dict)
 
     def skip(self, what: str) -> None:
@@ -993,7 +1018,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
                        parse: Callable[[str], T | None]) -> T:
     """One HTTP attempt and its parse; APIError when it yields nothing usable."""
     completion = await debate.endpoint.complete(
-        messages, temperature=temperature, max_tokens=max_tokens,
+        messages, temperature=temperature, max_tokens=max_tokens, model=attempt.model,
         headers=request_headers(debate, call.phase, call.agent, attempt.number))
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
@@ -1018,14 +1043,20 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
 
 
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
-              temperature: float, max_tokens: int, parse: Callable[[str], T | None]) -> T | None:
+              temperature: float, max_tokens: int, parse: Callable[[str], T | None],
+              model: str | None = None) -> T | None:
     """One agent call with retries; the parsed value, or None once retries or budget run out.
 
-    Raises APIError only for errors no retry can fix (bad key, bad request).
+    Raises APIError only for errors no retry can fix (bad key, bad request),
+    except that a model the endpoint rejects is dropped while others remain.
     """
     config, runtime = debate.config, debate.runtime
-    call = AgentCall(debate.round, phase, agent, system, user)
+    model = model or config.models[0]
+    call = AgentCall(debate.round, phase, agent, system, user, model=model)
     debate.calls.append(call)
+    if model in debate.dropped_models:
+        call.failure = f"model {model} was dropped earlier in this run"
+        return None
     prompt_estimate = prompt_tokens_estimate(system, user)
     for number in range(1, config.max_retries + 2):
         reserved = prompt_estimate + max_tokens
@@ -1033,7 +1064,7 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
             call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
             debate.skip(f"{phase} {agent}" if number == 1 else f"retry of {phase} {agent}")
             break
-        attempt = Attempt(number, debate.new_nonce(), runtime.clock() - debate.started, model=config.model_name)
+        attempt = Attempt(number, debate.new_nonce(), runtime.clock() - debate.started, model=model)
         call.attempts.append(attempt)
         messages = build_messages(system, user, attempt.nonce)
         error: APIError | None = None
@@ -1057,6 +1088,8 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
         if error is None:
             return value
+        if not error.retryable and error.stops_run and drop_model(debate, model, error):
+            break
         if not error.retryable and error.stops_run:
             raise error
         if attempt.retry_in_s is None:
@@ -1065,6 +1098,20 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         await runtime.sleep(attempt.retry_in_s)
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
+
+
+def drop_model(debate: Debate, model: str, error: APIError) -> bool:
+    """With several models, one the endpoint rejects (400/404: "model not found")
+    is dropped for the rest of the run instead of failing it. False when it is
+    the only model its calls could use, or the error is about the key."""
+    config = debate.config
+    if error.status not in (400, 404) or len(set(config.models) | set(config.judge_models)) < 2:
+        return False
+    if model not in debate.dropped_models:
+        debate.dropped_models.add(model)
+        debate.note(f"model {model} failed ({error}); its slots are dropped for the rest of the run")
+    alive = [m for m in (*config.models, *config.judge_models) if m not in debate.dropped_models]
+    return bool(alive)
 
 
 def tier_of(value: object) -> str | None:
@@ -1101,9 +1148,12 @@ def _quoted(text: str | None) -> str:
     return prompts.quote_untrusted(text or prompts.NOT_AVAILABLE)
 
 
-def solver_prompts(question: str) -> tuple[str, str]:
-    return (prompts.render(prompts.SOLVER_SYSTEM),
-            prompts.render(prompts.SOLVER_USER, question=prompts.quote_untrusted(question)))
+def solver_prompts(question: str, slot: int = 0, styles: bool = False) -> tuple[str, str]:
+    """A solver's prompts; with SOLVER_STYLES each slot gets its own reasoning stance."""
+    system = prompts.render(prompts.SOLVER_SYSTEM)
+    if styles:
+        system += prompts.render(prompts.SOLVER_STYLE, style=prompts.SOLVER_STYLES[slot % len(prompts.SOLVER_STYLES)])
+    return system, prompts.render(prompts.SOLVER_USER, question=prompts.quote_untrusted(question))
 
 
 def critic_prompts(question: str, position: Position) -> tuple[str, str]:
@@ -1219,24 +1269,26 @@ def watch_for(debate: Debate, phase: str, calls: int) -> StragglerWatch:
 
 async def solve_one(debate: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
     """One solver's blind answer, or None."""
-    system, user = solver_prompts(question)
-    agent = f"solver-{slot + 1}"
+    config = debate.config
+    system, user = solver_prompts(question, slot, config.solver_styles)
+    agent, model = f"solver-{slot + 1}", config.slot_model(slot)
     parsed = await watch_for(debate, "generate", workers).guard(agent, ask(
         debate, "generate", agent, system, user, temperature=temperature,
-        max_tokens=debate.config.max_tokens, parse=_valid_answer))
+        max_tokens=config.max_tokens, parse=_valid_answer, model=model))
     if parsed is None:
         return None
-    return Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer)
+    return Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer, model=model)
 
 
 async def review_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
     """One answer critiqued by the next slot round the ring; a failure leaves it uncritiqued."""
-    critic = f"solver-{critic_slot(position.slot, workers) + 1}"
+    critic_at = critic_slot(position.slot, workers)
+    critic = f"solver-{critic_at + 1}"
     agent = f"{critic}->{position.agent}"
     system, user = critic_prompts(question, position)
     found = await watch_for(debate, "critique", workers).guard(agent, ask(
         debate, "critique", agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
-        parse=lambda text: parse_block(text, "critique")))
+        parse=lambda text: parse_block(text, "critique"), model=debate.config.slot_model(critic_at)))
     if found is None:
         debate.note(f"critique of {position.agent} failed; its answer stays in play uncritiqued")
         return
@@ -1248,7 +1300,7 @@ async def reply_one(debate: Debate, question: str, position: Position, workers: 
     system, user = rebuttal_prompts(question, position)
     found = await watch_for(debate, "rebuttal", workers).guard(position.agent, ask(
         debate, "rebuttal", position.agent, system, user, temperature=temperature,
-        max_tokens=debate.config.max_tokens, parse=_rebuttal_with_tier))
+        max_tokens=debate.config.max_tokens, parse=_rebuttal_with_tier, model=position.model or None))
     if found is None:
         debate.note(f"rebuttal of {position.agent} failed; its first answer stands")
         return
@@ -1332,23 +1384,35 @@ def resolve_label(answer: str, labels: Mapping[str, str]) -> str:
     return answer
 
 
+def judge_order(positions: list[Position], index: int, shuffle: bool) -> list[Position]:
+    """The order judge ``index`` sees the candidates in: rotated by its index, so
+    a judge's position bias does not favour the same answer for every judge.
+    Labels are neutral letters (no slot numbers, no model names)."""
+    if not shuffle or not positions:
+        return list(positions)
+    shift = index % len(positions)
+    return positions[shift:] + positions[:shift]
+
+
 async def judge(debate: Debate, question: str, positions: list[Position], judges: int) -> list[Vote]:
     """Phase 4: ``judges`` judges each give a FINAL ANSWER and a CONFIDENCE."""
     config = debate.config
-    labels = {candidate_label(i): p.final_answer for i, p in enumerate(positions)}
-    system, user = judge_prompts(question, positions)
-
-    def usable(text: str) -> tuple[str, int | None, str] | None:
-        found = parse_judgement(text)
-        if not found.final_answer:
-            return None
-        return resolve_label(found.final_answer, labels), found.confidence, "final-answer-line"
 
     async def one(index: int) -> Vote | None:
         agent = f"judge-{index + 1}"
+        order = judge_order(positions, index, config.shuffle_judges)
+        labels = {candidate_label(i): p.final_answer for i, p in enumerate(order)}  # this judge's labels
+        system, user = judge_prompts(question, order)
+
+        def usable(text: str) -> tuple[str, int | None, str] | None:
+            found = parse_judgement(text)
+            if not found.final_answer:
+                return None
+            return resolve_label(found.final_answer, labels), found.confidence, "final-answer-line"
+
         found = await watch_for(debate, "judge", judges).guard(agent, ask(
             debate, "judge", agent, system, user, temperature=config.judge_temperature,
-            max_tokens=config.judge_max_tokens, parse=usable))
+            max_tokens=config.judge_max_tokens, parse=usable, model=config.judge_model_for(index)))
         return None if found is None else Vote(found[0], found[1], agent)
 
     votes = await run_all(one(i) for i in range(judges))
@@ -1552,6 +1616,7 @@ class RunResult:
     calls: list[AgentCall] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)  # the reported round's answers
     exception: MoAError | None = field(default=None, repr=False)
 
     @property
@@ -1646,6 +1711,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
         raise
     finally:
         result.elapsed_s = runtime.clock() - debate.started
+        result.positions = debate.positions.get(result.reported_round or 1, [])
         if debate.trace:
             debate.trace.finish(debate, result)
         if transcript_path is not None:
@@ -1667,7 +1733,8 @@ def phase_counts(calls: Iterable[AgentCall]) -> dict[str, dict[str, int]]:
 def _render_call(call: AgentCall) -> list[str]:
     status = "ok" if call.ok else f"FAILED: {call.failure}"
     tier = f", parsed from {call.tier}" if call.tier else ""
-    lines = [f"--- {call.agent}: {status} ({len(call.attempts)} attempt(s){tier}) ---",
+    model = f" [{call.model}]" if call.model else ""
+    lines = [f"--- {call.agent}{model}: {status} ({len(call.attempts)} attempt(s){tier}) ---",
              "[system prompt; each attempt appends its nonce]", call.system, "[user prompt]", call.user]
     for attempt in call.attempts:
         http = f"HTTP {attempt.status}" if attempt.status else "no HTTP response"
@@ -2713,6 +2780,8 @@ def result_json(result: RunResult, config: Config) -> dict[str, Any]:
         "unanimous": verdict is not None and verdict.source == "unanimous",
         "rerun": result.rerun,
         "phases": phase_counts(calls),
+        "answers": [{"agent": p.agent, "model": p.model, "answer": p.answer, "final_answer": p.final_answer}
+                    for p in result.positions],
         "llm_calls": len(calls),
         "http_requests": result.http_requests,
         "usage": usage,

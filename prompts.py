@@ -54,6 +54,17 @@ SOLVER_SYSTEM = Template(
 
 SOLVER_USER = Template("<question>\n$question\n</question>")
 
+# SOLVER_STYLES: each solver slot reasons from its own stance, so copies of one
+# model do not all walk into the same mistake. Slot i takes style i mod 5.
+SOLVER_STYLES = (
+    "derive the answer from first principles, stating each assumption",
+    "work backwards: propose candidate answers and check each against the question",
+    "solve it, then check every step again with an independent method",
+    "look first for the trap, the ambiguity or the misleading detail in the question",
+    "estimate the answer roughly first, then compute it exactly and compare",
+)
+SOLVER_STYLE = Template("\nYour approach: $style.")
+
 # --- phase 2: cross-critique ------------------------------------------------
 
 CRITIC_SYSTEM = Template(

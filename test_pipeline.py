@@ -662,3 +662,89 @@ def test_env_example_documents_every_setting() -> None:
     example = (Path(__file__).parent / ".env.example").read_text()
     for setting in moa.SETTINGS:
         assert f"\n{setting.env}=" in example, setting.env
+
+
+# --- several models, solver styles, judge order (issue 7, first part) -------------------------
+
+
+@respx.mock
+def test_models_round_robin_over_solver_slots_and_judges(capsys, monkeypatch) -> None:
+    """MODEL_NAME=a,b: solver slots alternate a, b; critics use their own slot's model; JUDGE_MODEL for judges."""
+    monkeypatch.setenv("MODEL_NAME", "model-a, model-b")
+    monkeypatch.setenv("JUDGE_MODEL", "judge-x")
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    code, result = run_json(["-q", "Q?"], capsys)
+    used = {(c.request.headers["X-MoA-Phase"], c.request.headers["X-MoA-Agent"]): body_of(c)["model"]
+            for c in route.calls}
+    assert [used[("generate", f"solver-{i}")] for i in range(1, 6)] == ["model-a", "model-b"] * 2 + ["model-a"]
+    assert used[("critique", "solver-2->solver-1")] == "model-b"
+    assert used[("rebuttal", "solver-2")] == "model-b"
+    assert {used[("judge", f"judge-{i}")] for i in range(1, 4)} == {"judge-x"}
+    assert [a["model"] for a in result["answers"]] == ["model-a", "model-b", "model-a", "model-b", "model-a"]
+    assert "solver-2 [model-b]" in Path(result["transcript"]).read_text()
+
+
+@respx.mock
+def test_a_model_not_found_is_dropped_not_fatal(capsys, monkeypatch) -> None:
+    """With two models, a 404 for one drops its slots for the run; the other model carries the debate."""
+    monkeypatch.setenv("MODEL_NAME", "good,missing")
+    model = FakeModel()
+
+    def side_effect(request: httpx.Request) -> httpx.Response:
+        if body_of_request(request)["model"] == "missing":
+            return httpx.Response(404, json={"error": {"message": "model 'missing' not found"}})
+        return model(request)
+
+    route = respx.post(URL).mock(side_effect=side_effect)
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["final_answer"] == "391"
+    missing_calls = [c for c in route.calls if body_of(c)["model"] == "missing"]
+    assert 1 <= len(missing_calls) <= 2, "dropped after its first 404s, never retried"
+    assert "model missing failed" in Path(result["transcript"]).read_text()
+
+
+def body_of_request(request: httpx.Request) -> dict:
+    return json.loads(request.content)
+
+
+@respx.mock
+def test_solver_styles_on_and_off(capsys, monkeypatch) -> None:
+    """SOLVER_STYLES gives each slot a different stance; off, every solver gets the same system prompt."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    run_json(["-q", "Q?", "--no-rebuttal"], capsys)
+    systems = [body_of(c)["messages"][0]["content"].split("\n\n[request")[0] for c in route.calls
+               if c.request.headers["X-MoA-Phase"] == "generate"]
+    assert len(set(systems)) == 5 and all("Your approach:" in s for s in systems)
+    route.calls.clear()
+    monkeypatch.setenv("SOLVER_STYLES", "off")
+    run_json(["-q", "Q?", "--no-rebuttal"], capsys)
+    systems = [body_of(c)["messages"][0]["content"].split("\n\n[request")[0] for c in route.calls
+               if c.request.headers["X-MoA-Phase"] == "generate"]
+    assert len(set(systems)) == 1 and "Your approach:" not in systems[0]
+
+
+@respx.mock
+def test_judges_see_different_orders_and_labels_map_back(capsys) -> None:
+    """Each judge sees the candidates rotated; 'Candidate A' means a different candidate to each judge."""
+    answers = iter(["391", "390", "392", "393", "394"])
+    model = FakeModel(overrides={
+        "generate": lambda r, n: completion(solver_text(next(answers))),
+        "rebuttal": lambda r, n: completion("<rebuttal>I stand.</rebuttal>"),
+        "judge": lambda r, n: completion(judge_text("Candidate A", 80)),
+    })
+    route = respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Q?"], capsys)
+    prompts_seen = [body_of(c)["messages"][1]["content"] for c in route.calls
+                    if c.request.headers["X-MoA-Phase"] == "judge"]
+    assert len(set(prompts_seen)) == 3, "every judge sees its own order"
+    # Judge 1 sees solver-1 first, judge 2 solver-2 first, judge 3 solver-3 first: three different votes.
+    assert result["verdict_source"] == "judges" and result["judges_agreeing"] == 1
+    tally = json.loads(Path(result["trace"]).read_text().splitlines()[-1])["rounds"][0]["tally"]
+    assert tally == {"391": 1, "390": 1, "392": 1}
+
+
+def test_judge_order_off_keeps_slot_order() -> None:
+    """SHUFFLE_JUDGES=false: every judge sees slot order."""
+    positions = [moa.Position(i, str(i), "") for i in range(4)]
+    assert moa.judge_order(positions, 2, False) == positions
+    assert [p.slot for p in moa.judge_order(positions, 2, True)] == [2, 3, 0, 1]
