@@ -1457,6 +1457,43 @@ def solver_verdict(positions: list[Position]) -> Verdict | None:
     return replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
 
 
+# --- what the vote hides ---------------------------------------------------------
+
+
+def minority_report(verdict: Verdict, positions: list[Position]) -> list[dict[str, Any]]:
+    """Every answer other than the verdict that judges or solvers held, with how many held it."""
+    winner = normalize_answer(verdict.answer)
+    held: dict[str, dict[str, Any]] = {}
+    if verdict.source == "judges":
+        for key, count in verdict.tally.items():
+            if key != winner:
+                held.setdefault(key, {"answer": key, "judges": 0, "solvers": 0})["judges"] = count
+    for position in positions:
+        key = normalize_answer(position.final_answer)
+        if key and key != winner:
+            entry = held.setdefault(key, {"answer": position.final_answer.strip(), "judges": 0, "solvers": 0})
+            entry["solvers"] += 1
+    return sorted(held.values(), key=lambda e: (-(e["judges"] + e["solvers"]), e["answer"]))
+
+
+def answer_changes(positions: list[Position]) -> list[dict[str, Any]]:
+    """For each solver: its first answer, its final one, and whether the rebuttal changed it."""
+    return [{"agent": p.agent, "model": p.model, "answer": p.answer, "final_answer": p.final_answer,
+             "changed": normalize_answer(p.answer) != normalize_answer(p.final_answer)} for p in positions]
+
+
+def converged_after_critique(positions: list[Position]) -> bool:
+    """Most solvers switched, and to one answer: shared errors often look like consensus."""
+    targets = [normalize_answer(p.final_answer) for p in positions
+               if normalize_answer(p.answer) != normalize_answer(p.final_answer)]
+    return 2 * len(targets) > len(positions) and len(set(targets)) == 1
+
+
+def judges_split(verdict: Verdict) -> bool:
+    """No answer has a majority of the judges who answered."""
+    return verdict.source == "judges" and 2 * verdict.agreeing <= verdict.valid
+
+
 # --- one debate, and the rerun -----------------------------------------------
 
 def require_enough(debate: Debate, positions: list[Position], workers: int) -> None:
@@ -2780,8 +2817,10 @@ def result_json(result: RunResult, config: Config) -> dict[str, Any]:
         "unanimous": verdict is not None and verdict.source == "unanimous",
         "rerun": result.rerun,
         "phases": phase_counts(calls),
-        "answers": [{"agent": p.agent, "model": p.model, "answer": p.answer, "final_answer": p.final_answer}
-                    for p in result.positions],
+        "answers": answer_changes(result.positions),
+        "dissent": minority_report(verdict, result.positions) if verdict else [],
+        "converged_after_critique": converged_after_critique(result.positions),
+        "judges_split": judges_split(verdict) if verdict else False,
         "llm_calls": len(calls),
         "http_requests": result.http_requests,
         "usage": usage,
@@ -2797,6 +2836,22 @@ def result_json(result: RunResult, config: Config) -> dict[str, Any]:
     }
 
 
+def said_by_the_minority(result: RunResult, verdict: Verdict) -> list[str]:
+    """The human lines for dissent, a split vote and convergence after critique."""
+    lines = []
+    for entry in minority_report(verdict, result.positions):
+        held = ", ".join(f"{n} {who}{'s' if n != 1 else ''}" for who, n in
+                         (("judge", entry["judges"]), ("solver", entry["solvers"])) if n)
+        lines.append(f"Also held: {entry['answer']} ({held})")
+    if judges_split(verdict):
+        lines.append("Judges split: no answer has a majority of the judges.")
+    if converged_after_critique(result.positions):
+        switched = sum(c["changed"] for c in answer_changes(result.positions))
+        lines.append(f"Converged after critique: {switched} of {len(result.positions)} solvers switched to one "
+                     "answer; shared errors can look like consensus.")
+    return lines
+
+
 def human_summary(result: RunResult, config: Config) -> str:
     """The human summary printed on stdout (the error itself goes to stderr)."""
     lines = []
@@ -2807,6 +2862,8 @@ def human_summary(result: RunResult, config: Config) -> str:
         lines += [f"Answer: {verdict.answer}",
                   f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree"
                   + (", after a rerun" if result.rerun else "")]
+    if verdict is not None:
+        lines += said_by_the_minority(result, verdict)
     if verdict is None:
         lines.append("No verdict: the run failed.")
     counts = phase_counts(calls)

@@ -748,3 +748,48 @@ def test_judge_order_off_keeps_slot_order() -> None:
     positions = [moa.Position(i, str(i), "") for i in range(4)]
     assert moa.judge_order(positions, 2, False) == positions
     assert [p.slot for p in moa.judge_order(positions, 2, True)] == [2, 3, 0, 1]
+
+
+# --- what the vote hides (issue 7) ----------------------------------------------------------
+
+
+@respx.mock
+def test_dissent_split_and_convergence_are_reported(capsys, monkeypatch) -> None:
+    """The minority answers with their holders, a split vote, and solvers that all switched after critique."""
+    monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")
+    first = iter(["390", "390", "390", "390", "391"])
+    judges = iter([judge_text("391", 70), judge_text("390", 60), judge_text("392", 50)])
+    model = FakeModel(overrides={
+        "generate": lambda r, n: completion(solver_text(next(first))),
+        "rebuttal": lambda r, n: completion("<rebuttal>The critic is right.</rebuttal><answer>391</answer>"),
+        "judge": lambda r, n: completion(next(judges)),
+    })
+    respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Q?", "--phase-barriers"], capsys)
+    assert result["final_answer"] == "391"
+    assert result["dissent"] == [{"answer": "390", "judges": 1, "solvers": 0},
+                                 {"answer": "392", "judges": 1, "solvers": 0}]
+    assert result["judges_split"] is True
+    assert result["converged_after_critique"] is True
+    assert [a["changed"] for a in result["answers"]] == [True, True, True, True, False]
+
+
+def test_human_output_says_what_the_vote_hides() -> None:
+    """The summary names each minority answer with its holders, a split, and convergence."""
+    positions = [moa.Position(i, "390", "", final_answer="391") for i in range(4)]
+    positions.append(moa.Position(4, "392", "", final_answer="392"))
+    verdict = moa.Verdict("391", 70, 1, 3, "judges", {"391": 1, "390": 1, "392": 1})
+    lines = moa.said_by_the_minority(moa.RunResult("Q?", positions=positions), verdict)
+    assert lines == ["Also held: 392 (1 judge, 1 solver)", "Also held: 390 (1 judge)",
+                     "Judges split: no answer has a majority of the judges.",
+                     "Converged after critique: 4 of 5 solvers switched to one answer; shared errors can look "
+                     "like consensus."]
+
+
+def test_no_convergence_flag_when_few_switch() -> None:
+    """One solver of five changing its mind is not convergence."""
+    positions = [moa.Position(i, "391", "", final_answer="391") for i in range(4)]
+    positions.append(moa.Position(4, "390", "", final_answer="391"))
+    assert moa.converged_after_critique(positions) is False
+    verdict = moa.Verdict("391", 90, 3, 3, "judges", {"391": 3})
+    assert moa.judges_split(verdict) is False and moa.minority_report(verdict, positions) == []
