@@ -52,7 +52,18 @@ except ImportError as missing:  # only without the requirements: say what to do,
     raise
 
 import prompts
-from parsing import ParsedAnswer, normalize_answer, parse_answer, parse_block, parse_judgement, parse_rebuttal
+from parsing import (
+    ParsedAnswer,
+    answer_key,
+    choice_letters,
+    detect_answer_type,
+    normalize_answer,
+    parse_answer,
+    parse_block,
+    parse_judgement,
+    parse_rebuttal,
+    present_answer,
+)
 
 log = logging.getLogger("moa")
 T = TypeVar("T")
@@ -948,6 +959,7 @@ class Verdict:
     valid: int
     source: str  # "judges", or "solvers" when no judge gave a FINAL ANSWER
     tally: dict[str, int]
+    kind: str = "short"  # the answer type the question wants (parsing.ANSWER_TYPES)
 
 
 @dataclass
@@ -967,6 +979,7 @@ class Debate:
     skipped: list[str] = field(default_factory=list)  # what the budget cut, in order
     positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
     dropped_models: set[str] = field(default_factory=set)
+    answer_kind: str = "short"  # set before the judges: long free text is judged by label
     watches: dict[tuple[int, str], StragglerWatch] = field(default_factory=dict)
 
     def skip(self, what: str) -> None:
@@ -1169,14 +1182,14 @@ def rebuttal_prompts(question: str, position: Position) -> tuple[str, str]:
                            critique=prompts.quote_untrusted(position.critique or "")))
 
 
-def judge_prompts(question: str, positions: list[Position]) -> tuple[str, str]:
+def judge_prompts(question: str, positions: list[Position], by_label: bool = False) -> tuple[str, str]:
     blocks = [prompts.render(prompts.JUDGE_CANDIDATE, label=candidate_label(i),
                              answer=prompts.quote_untrusted(p.final_answer), reasoning=_quoted(p.reasoning),
                              critique=_quoted(p.critique), rebuttal=_quoted(p.rebuttal))
               for i, p in enumerate(positions)]
-    return (prompts.render(prompts.JUDGE_SYSTEM),
-            prompts.render(prompts.JUDGE_USER, question=prompts.quote_untrusted(question),
-                           candidates="\n\n".join(blocks)))
+    system = prompts.render(prompts.JUDGE_SYSTEM_BY_LABEL if by_label else prompts.JUDGE_SYSTEM)
+    return system, prompts.render(prompts.JUDGE_USER, question=prompts.quote_untrusted(question),
+                                  candidates="\n\n".join(blocks))
 
 
 class StragglerWatch:
@@ -1376,11 +1389,14 @@ def candidate_label(index: int) -> str:
     return label
 
 
-def resolve_label(answer: str, labels: Mapping[str, str]) -> str:
-    """A judge that names a candidate ("Candidate B") votes for that candidate's answer."""
-    words = answer.strip().strip(".*_`").split()
-    if len(words) == 2 and words[0].lower() == "candidate" and words[1].upper() in labels:
-        return labels[words[1].upper()]
+def resolve_label(answer: str, labels: Mapping[str, str], bare_letters: bool = False) -> str:
+    """A judge that names a candidate ("Candidate B", or just "B" when judging by
+    label) votes for that candidate's answer, verbatim."""
+    words = answer.strip().strip(".*_`()[]").split()
+    if len(words) == 2 and words[0].lower() == "candidate" and words[1].upper().strip(".)") in labels:
+        return labels[words[1].upper().strip(".)")]
+    if bare_letters and len(words) == 1 and words[0].upper().strip(".)") in labels:
+        return labels[words[0].upper().strip(".)")]
     return answer
 
 
@@ -1402,13 +1418,17 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
         agent = f"judge-{index + 1}"
         order = judge_order(positions, index, config.shuffle_judges)
         labels = {candidate_label(i): p.final_answer for i, p in enumerate(order)}  # this judge's labels
-        system, user = judge_prompts(question, order)
+        by_label = debate.answer_kind == "long"  # free text: votes on strings cannot agree, labels can
+        system, user = judge_prompts(question, order, by_label)
 
         def usable(text: str) -> tuple[str, int | None, str] | None:
             found = parse_judgement(text)
             if not found.final_answer:
                 return None
-            return resolve_label(found.final_answer, labels), found.confidence, "final-answer-line"
+            answer = resolve_label(found.final_answer, labels, bare_letters=by_label)
+            if by_label and answer not in labels.values():
+                return None  # a judge must name a candidate here: retried
+            return answer, found.confidence, "final-answer-line"
 
         found = await watch_for(debate, "judge", judges).guard(agent, ask(
             debate, "judge", agent, system, user, temperature=config.judge_temperature,
@@ -1422,7 +1442,8 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
 # --- voting ------------------------------------------------------------------
 
 
-def tally_votes(votes: list[Vote], source: str = "judges") -> Verdict | None:
+def tally_votes(votes: list[Vote], source: str = "judges",
+                key: Callable[[str], str] = normalize_answer) -> Verdict | None:
     """Majority of normalised answers; a tie goes to the side with the higher confidence.
 
     The verdict's confidence is the winning side's best confidence; the
@@ -1430,9 +1451,9 @@ def tally_votes(votes: list[Vote], source: str = "judges") -> Verdict | None:
     """
     groups: dict[str, list[Vote]] = {}
     for vote in votes:
-        key = normalize_answer(vote.answer)
-        if key:
-            groups.setdefault(key, []).append(vote)
+        name = key(vote.answer)
+        if name:
+            groups.setdefault(name, []).append(vote)
     if not groups:
         return None
 
@@ -1446,12 +1467,12 @@ def tally_votes(votes: list[Vote], source: str = "judges") -> Verdict | None:
                    {k: len(g) for k, g in groups.items()})
 
 
-def solver_verdict(positions: list[Position]) -> Verdict | None:
+def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict | None:
     """The fallback when no judge answered: the solvers' own majority.
 
     Its confidence is the share of solvers that agree, as a percentage.
     """
-    verdict = tally_votes([Vote(p.final_answer, None, p.agent) for p in positions], source="solvers")
+    verdict = tally_votes([Vote(p.final_answer, None, p.agent) for p in positions], source="solvers", key=key)
     if verdict is None:
         return None
     return replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
@@ -1566,14 +1587,21 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
         critiqued = [p for p in positions if p.critique is not None]
         await rebut(debate, question, critiqued[:plan.rebuttals], workers, temperature)
     debate.budget.floor_calls = debate.budget.floor_tokens = 0
+    kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
+    debate.answer_kind = kind
     votes = await judge(debate, question, positions, plan.judges) if plan.judges else []
-    verdict = tally_votes(votes)
+    key = typed_key(kind, letters)
+    verdict = tally_votes(votes, key=key)
     if verdict is None:
         debate.note("no judge gave a FINAL ANSWER; the verdict is the solvers' majority")
-        verdict = solver_verdict(positions)
+        verdict = solver_verdict(positions, key=key)
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
-    return verdict
+    return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
+
+
+def typed_key(kind: str, letters: frozenset[str]) -> Callable[[str], str]:
+    return lambda answer: answer_key(kind, answer, letters)
 
 
 def uses_barriers(config: Config, budget: Budget) -> bool:
@@ -1582,14 +1610,16 @@ def uses_barriers(config: Config, budget: Budget) -> bool:
     return config.phase_barriers or budget.limited or config.early_exit
 
 
-def unanimous_verdict(positions: list[Position], workers: int) -> Verdict | None:
-    """Early exit: every valid answer normalises alike. Confidence is the share of
-    all solver slots that agree, so 5/5 is 100 and 3/5 (two failed) is 60."""
-    keys = {normalize_answer(p.answer) for p in positions}
+def unanimous_verdict(positions: list[Position], workers: int, question: str = "") -> Verdict | None:
+    """Early exit: every valid answer normalises alike (for the question's answer
+    type). Confidence is the share of all solver slots that agree, so 5/5 is 100
+    and 3/5 (two failed) is 60."""
+    kind, letters = detect_answer_type(question, [p.answer for p in positions]), choice_letters(question)
+    keys = {answer_key(kind, p.answer, letters) for p in positions}
     if len(keys) != 1 or not positions:
         return None
-    return Verdict(positions[0].answer, round(100 * len(positions) / workers), len(positions), len(positions),
-                   "unanimous", {keys.pop(): len(positions)})
+    return Verdict(present_answer(kind, positions[0].answer, letters), round(100 * len(positions) / workers),
+                   len(positions), len(positions), "unanimous", {keys.pop(): len(positions)}, kind)
 
 
 async def debate_once(debate: Debate, question: str, workers: int, temperature: float) -> Verdict:
@@ -1605,7 +1635,7 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
         log.info("round %d generate: %d/%d valid answers", debate.round, len(positions), workers)
         require_enough(debate, positions, workers)
         debate.positions[debate.round] = positions
-        if config.early_exit and (verdict := unanimous_verdict(positions, workers)) is not None:
+        if config.early_exit and (verdict := unanimous_verdict(positions, workers, question)) is not None:
             debate.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped")
             return verdict
         return await deliberate(debate, question, positions, workers, temperature)
@@ -2359,6 +2389,12 @@ class ResultWriter:
         os.close(self.fd)
 
 
+def answers_match(question: str, answer: str, expected: str) -> bool:
+    """Whether a verdict matches the expected answer, compared as the question's answer type."""
+    kind, letters = detect_answer_type(question, [expected, answer]), choice_letters(question)
+    return answer_key(kind, answer, letters) == answer_key(kind, expected, letters)
+
+
 def batch_record(item: BatchItem, result: RunResult, config: Config) -> dict[str, Any]:
     """The output line for one question."""
     verdict = result.verdict
@@ -2370,7 +2406,7 @@ def batch_record(item: BatchItem, result: RunResult, config: Config) -> dict[str
     }
     if item.expected is not None:
         record["expected"] = item.expected
-        record["correct"] = verdict is not None and normalize_answer(verdict.answer) == normalize_answer(item.expected)
+        record["correct"] = verdict is not None and answers_match(item.question, verdict.answer, item.expected)
     usage = usage_totals(result.calls, config)
     record.update({"llm_calls": len(result.calls), "http_requests": result.http_requests,
                    "tokens": usage["total_tokens"], "tokens_estimated": usage["estimated"],
@@ -2814,6 +2850,7 @@ def result_json(result: RunResult, config: Config) -> dict[str, Any]:
         "judges_agreeing": verdict.agreeing if verdict and verdict.source == "judges" else 0,
         "judges_valid": verdict.valid if verdict and verdict.source == "judges" else 0,
         "verdict_source": verdict.source if verdict else None,
+        "answer_type": verdict.kind if verdict else None,
         "unanimous": verdict is not None and verdict.source == "unanimous",
         "rerun": result.rerun,
         "phases": phase_counts(calls),

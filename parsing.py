@@ -377,3 +377,93 @@ def normalize_answer(answer: str) -> str:
     text = _SPACES.sub(" ", text).strip(_EDGE_PUNCT).lower()
     number = canonical_number(text)
     return number if number is not None else text
+
+
+# --- question-type aware normalisation ----------------------------------------------
+#
+# Votes on exact strings only agree when answers are short and canonical. The
+# type of answer a question wants drives how answers are compared and how the
+# verdict is printed.
+
+ANSWER_TYPES = ("number", "yes_no", "choice", "short", "long")
+SHORT_ANSWER_CHARS = 80  # longer answers are free text: judges choose among them by label
+
+YES_WORDS = frozenset({"yes", "y", "true", "correct", "right", "affirmative"})
+NO_WORDS = frozenset({"no", "n", "false", "incorrect", "wrong", "negative"})
+# An option line in a question: "(A) ...", "A) ...", "A. ...", "A: ..." at the start of a line or after spaces.
+_OPTION = re.compile(r"(?:^|\n|\s)\(?([A-Ha-h])[).:]\s{1,4}\S")
+# A letter answer: "B", "(B)", "b)", "B.", "Option B", "answer: (B) 63".
+_LETTER = re.compile(r"^(?:the\s{1,3})?(?:option|choice|answer)?\s{0,3}:?\s{0,3}\(?([A-Ha-h])\)?(?:[.):]|\s|$)", re.I)
+_NUMBER = re.compile(r"[-+]?\d[\d,]{0,30}(?:\.\d{1,30})?(?:e[-+]?\d{1,4})?", re.I)
+
+
+def choice_letters(question: str) -> frozenset[str]:
+    """Letters the question offers as options (at least two), upper case."""
+    letters = {m.group(1).upper() for m in _OPTION.finditer(question[:20_000])}
+    return frozenset(letters) if len(letters) >= 2 else frozenset()
+
+
+def as_letter(answer: str, letters: frozenset[str]) -> str | None:
+    match = _LETTER.match(normalize_answer(answer).strip() or "")
+    if match and match.group(1).upper() in letters:
+        return match.group(1).upper()
+    return None
+
+
+def as_yes_no(answer: str) -> str | None:
+    words = normalize_answer(answer).split()
+    first = words[0].strip(".,!") if words else ""
+    return "yes" if first in YES_WORDS else "no" if first in NO_WORDS else None
+
+
+def as_number(answer: str) -> str | None:
+    """The answer's number, to 6 significant digits: 391, 391.0 and "391 apples" agree;
+    0.3333333 and 0.333333 agree; 0.33 does not."""
+    text = normalize_answer(answer)
+    found = _NUMBER.findall(text)
+    if len(found) != 1 or len(text) > 40:
+        return None
+    try:
+        value = float(found[0].replace(",", ""))
+    except ValueError:
+        return None
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def detect_answer_type(question: str, answers: list[str]) -> str:
+    """What kind of answer the question wants, judged from the question and most candidates."""
+    answers = [a for a in answers if a and a.strip()]
+    if not answers:
+        return "short"
+    majority = len(answers) / 2
+    letters = choice_letters(question)
+    if letters and sum(as_letter(a, letters) is not None for a in answers) > majority:
+        return "choice"
+    if sum(as_number(a) is not None for a in answers) > majority:
+        return "number"
+    if sum(as_yes_no(a) is not None for a in answers) > majority:
+        return "yes_no"
+    return "long" if max(len(a) for a in answers) > SHORT_ANSWER_CHARS else "short"
+
+
+def answer_key(kind: str, answer: str, letters: frozenset[str] = frozenset()) -> str:
+    """The form answers are compared in for a question of type ``kind``."""
+    if kind == "choice":
+        letter = as_letter(answer, letters)
+        return letter if letter else normalize_answer(answer)
+    if kind == "number":
+        return as_number(answer) or normalize_answer(answer)
+    if kind == "yes_no":
+        return as_yes_no(answer) or normalize_answer(answer)
+    return normalize_answer(answer)
+
+
+def present_answer(kind: str, answer: str, letters: frozenset[str] = frozenset()) -> str:
+    """The verdict as printed: a bare number, yes/no, the letter; free text verbatim."""
+    if kind in ("choice", "number", "yes_no"):
+        key = answer_key(kind, answer, letters)
+        if key and (kind != "choice" or key in letters):
+            return key
+    return answer.strip()

@@ -116,6 +116,13 @@ JUDGE_SYSTEM = Template(
     "CONFIDENCE: a whole number from 0 to 100"
 )
 
+# For long free-text answers, whose wording never matches exactly: judges vote by label.
+JUDGE_SYSTEM_BY_LABEL = Template(
+    JUDGE_SYSTEM.template.replace(
+        "FINAL ANSWER: the correct answer itself (not a candidate label)",
+        "FINAL ANSWER: the label of the best candidate (for example: FINAL ANSWER: B)")
+)
+
 JUDGE_USER = Template("<question>\n$question\n</question>\n\n$candidates")
 
 # One candidate as a judge sees it. Labels are neutral letters.

@@ -241,3 +241,49 @@ def test_a_megabyte_of_adversarial_repetition_stays_fast(pattern: list[str]) -> 
     parse_judgement(text)
     normalize_answer(text)
     assert time.process_time() - started < 10
+
+
+# --- question-type aware verdicts (issue 7) ------------------------------------------------------
+
+from parsing import answer_key, choice_letters, detect_answer_type, present_answer  # noqa: E402
+
+MC = "Which number is divisible by 7?\n(A) 50\n(B) 63\n(C) 80\n(D) 92"
+
+
+@pytest.mark.parametrize("question, answers, kind", [
+    pytest.param(MC, ["B", "(B)", "C"], "choice", id="multiple-choice"),
+    pytest.param("What is 17 * 23?", ["391", "391.0", "**391**"], "number", id="number"),
+    pytest.param("Is 91 a prime number?", ["No.", "no", "Yes"], "yes_no", id="yes-no"),
+    pytest.param("What is the capital of France?", ["Paris", "paris."], "short", id="short-phrase"),
+    pytest.param("Explain why the sky is blue.", ["Because " + "scattering " * 20], "long", id="long-text"),
+    pytest.param("A) is this a list? B) no", ["42"], "number", id="letters-in-question-but-numeric-answers"),
+])
+def test_detect_answer_type(question: str, answers: list[str], kind: str) -> None:
+    """The type comes from the question and what most candidates look like."""
+    assert detect_answer_type(question, answers) == kind
+
+
+@pytest.mark.parametrize("kind, question, a, b, same", [
+    pytest.param("number", "", "391", "391.0", True, id="integer-forms"),
+    pytest.param("number", "", "391 apples", "$391$", True, id="units-and-latex"),
+    pytest.param("number", "", "0.3333333", "0.333333", True, id="decimal-tolerance"),
+    pytest.param("number", "", "0.33", "0.333333", False, id="too-far-apart"),
+    pytest.param("yes_no", "", "Yes.", "True", True, id="yes-synonyms"),
+    pytest.param("yes_no", "", "No, it is divisible by 7", "false", True, id="no-with-reason"),
+    pytest.param("choice", MC, "(B)", "b)", True, id="letter-forms"),
+    pytest.param("choice", MC, "B. 63", "Option B", True, id="letter-with-text"),
+    pytest.param("choice", MC, "B", "C", False, id="different-letters"),
+])
+def test_typed_keys(kind: str, question: str, a: str, b: str, same: bool) -> None:
+    """Answers of the same meaning share a key for their question's type."""
+    letters = choice_letters(question)
+    assert (answer_key(kind, a, letters) == answer_key(kind, b, letters)) is same
+
+
+@pytest.mark.parametrize("kind, question, answer, shown", [
+    ("number", "", "**391.0**", "391"), ("yes_no", "", "Yes, because 91 = 7 * 13", "yes"),
+    ("choice", MC, "(b) 63", "B"), ("long", "", "  Rayleigh scattering.  ", "Rayleigh scattering."),
+])
+def test_present_answer(kind: str, question: str, answer: str, shown: str) -> None:
+    """Verdicts print as a bare number, yes/no, the letter, or the text itself."""
+    assert present_answer(kind, answer, choice_letters(question)) == shown

@@ -793,3 +793,52 @@ def test_no_convergence_flag_when_few_switch() -> None:
     assert moa.converged_after_critique(positions) is False
     verdict = moa.Verdict("391", 90, 3, 3, "judges", {"391": 3})
     assert moa.judges_split(verdict) is False and moa.minority_report(verdict, positions) == []
+
+
+@respx.mock
+def test_number_verdict_is_printed_bare_and_votes_numerically(capsys, monkeypatch) -> None:
+    """'391.0', '391 apples' and '**391**' vote together; the verdict prints as 391."""
+    judges = iter([judge_text("391.0", 70), judge_text("391 apples", 80), judge_text("390", 90)])
+    respx.post(URL).mock(side_effect=FakeModel(overrides={"judge": lambda r, n: completion(next(judges))}))
+    code, result = run_json(["-q", "What is 17 * 23?"], capsys)
+    assert (result["final_answer"], result["judges_agreeing"], result["answer_type"]) == ("391", 2, "number")
+
+
+@respx.mock
+def test_multiple_choice_verdict_is_the_letter(capsys) -> None:
+    """(B), 'b)' and 'B. 63' are one vote; the verdict is B."""
+    question = "Which is divisible by 7?\n(A) 50\n(B) 63\n(C) 80"
+    judges = iter([judge_text("(B)", 70), judge_text("b) 63", 80), judge_text("C", 90)])
+    model = FakeModel(answer="B", overrides={"judge": lambda r, n: completion(next(judges))})
+    respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", question], capsys)
+    assert (result["final_answer"], result["answer_type"]) == ("B", "choice")
+
+
+@respx.mock
+def test_free_text_verdict_is_chosen_by_label_and_printed_verbatim(capsys, monkeypatch) -> None:
+    """Long answers never match as strings: judges pick a label, and that candidate's text is the verdict."""
+    monkeypatch.setenv("SHUFFLE_JUDGES", "false")
+    monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")
+    texts = [f"Essay {i}: " + "because of Rayleigh scattering of sunlight by the air, " * 3 for i in range(5)]
+    answers = iter(texts)
+    judges = iter([judge_text("B", 80), judge_text("Candidate B", 70), judge_text("A", 60)])
+    model = FakeModel(overrides={
+        "generate": lambda r, n: completion(solver_text(next(answers))),
+        "rebuttal": lambda r, n: completion("<rebuttal>I stand.</rebuttal>"),
+        "judge": lambda r, n: completion(next(judges)),
+    })
+    route = respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Explain why the sky is blue."], capsys)
+    assert result["answer_type"] == "long" and result["final_answer"] == texts[1].strip()
+    assert result["judges_agreeing"] == 2
+    judge_system = next(body_of(c)["messages"][0]["content"] for c in route.calls
+                        if c.request.headers["X-MoA-Phase"] == "judge")
+    assert "the label of the best candidate" in judge_system
+
+
+def test_batch_correctness_is_type_aware() -> None:
+    """An expected '391' matches a verdict '391.0'; 'B' matches '(B)' for a multiple-choice question."""
+    assert moa.answers_match("What is 17*23?", "391.0", "391")
+    assert moa.answers_match("Pick one\n(A) 1\n(B) 2", "(B)", "B")
+    assert not moa.answers_match("Is 91 prime?", "yes", "no")
