@@ -223,3 +223,19 @@ async def test_limit_holds_requests_and_survives_cancelled_waiters() -> None:
     limit.release()
     await asyncio.sleep(0)
     assert waiting[2].done() and limit.in_flight == 1
+
+
+# --- the accuracy harness's statistics (bench/eval.py) ---------------------------------------------
+
+
+def test_calibration_and_separation_statistics() -> None:
+    """ECE is 0 for perfect calibration; AUROC is 1 when every right answer is more confident than every wrong one."""
+    sys.path.insert(0, str(HERE / "bench"))
+    import importlib
+    harness = importlib.import_module("eval")
+    perfect = [harness.Outcome(True, 1, 1, 95), harness.Outcome(False, 1, 1, 5)]
+    assert harness.expected_calibration_error(perfect) == pytest.approx(0.05)
+    assert harness.auroc(perfect) == 1.0
+    overconfident = [harness.Outcome(False, 1, 1, 90)] * 3 + [harness.Outcome(True, 1, 1, 90)]
+    assert harness.expected_calibration_error(overconfident) == pytest.approx(0.65)
+    assert harness.auroc(overconfident) == 0.5

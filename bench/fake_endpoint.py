@@ -50,7 +50,8 @@ class Options:
     confidence: int = 90
     seed: int | None = None
     keyed: bool = False
-    log_requests: bool = False  # also log each request's body and headers (for replaying them)  # latency drawn from a hash of (seed, question, phase, agent): paired comparisons
+    log_requests: bool = False
+    answers: str | None = None  # JSONL of {question, answer}: answer those questions (see oracle_reply)  # also log each request's body and headers (for replaying them)  # latency drawn from a hash of (seed, question, phase, agent): paired comparisons
     fault: str = ""  # see FAULTS
     fault_rate: float = 1.0
     fail_after: int = 0  # 0 = never; else every request after this many answers 500
@@ -71,6 +72,7 @@ class State:
     log_file: TextIO | None = None
     cache: dict[bytes, bytes] = field(default_factory=dict)
     agents_seen: set[str] = field(default_factory=set)
+    known: dict[str, str] = field(default_factory=dict)  # question -> expected answer, from --answers
 
 
 # --- replies in the pipeline's output contract --------------------------------
@@ -88,6 +90,40 @@ def phase_of(headers: dict[str, str], body: dict[str, Any]) -> str:
     if "reviewer critiqued your answer" in system:
         return "rebuttal"
     return "generate"
+
+
+def wrong_variant(answer: str) -> str:
+    """A plausible wrong answer of the same type."""
+    if answer.lower() in ("yes", "no"):
+        return "no" if answer.lower() == "yes" else "yes"
+    if len(answer) == 1 and answer.isalpha():
+        return "ABCD"[("ABCD".index(answer.upper()) + 1) % 4]
+    try:
+        return str(int(answer) + 1)
+    except ValueError:
+        return answer + " (not)"
+
+
+def oracle_reply(phase: str, state: State, body: dict[str, Any]) -> str | None:
+    """With --answers: solvers are right except at --wrong-rate, rebuttals keep their answer, and
+    judges side with the majority of the candidates in their prompt (confidence = its share)."""
+    user = str((body.get("messages") or [{}])[-1].get("content", ""))
+    question = user.split("<question>\n", 1)[-1].split("\n</question>", 1)[0]
+    expected = state.known.get(question)
+    if expected is None:
+        return None
+    if phase == "generate":
+        wrong = state.rng.random() < state.options.wrong_rate
+        return f"<reasoning>worked</reasoning>\n<answer>{wrong_variant(expected) if wrong else expected}</answer>"
+    if phase == "rebuttal":
+        mine = user.split("Your answer:\n<answer>\n", 1)[-1].split("\n</answer>", 1)[0]
+        return f"<rebuttal>I checked again.</rebuttal>\n<answer>{mine}</answer>"
+    if phase == "judge":
+        candidates = [c.split("\n</answer>", 1)[0] for c in user.split("<answer>\n")[1:]]
+        top = max(set(candidates), key=candidates.count) if candidates else expected
+        share = round(100 * candidates.count(top) / max(1, len(candidates)))
+        return f"<analysis>Most candidates agree.</analysis>\nFINAL ANSWER: {top}\nCONFIDENCE: {share}"
+    return None
 
 
 def reply_text(phase: str, state: State) -> str:
@@ -248,7 +284,9 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
             return reply
     await asyncio.sleep(latency_of(state, headers, body))
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-    text = reply_text(phase_of(headers, body), state)
+    phase = phase_of(headers, body)
+    text = oracle_reply(phase, state, body) if state.known else None
+    text = text if text is not None else reply_text(phase, state)
     if options.fault == "trickle":
         payload = response_bytes(200, completion_body(text, prompt_chars=prompt_chars))
         for byte in payload:
@@ -296,6 +334,11 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
 async def serve(options: Options, port: int, ready: asyncio.Event | None = None,
                 announce: bool = True) -> None:
     state = State(options, random.Random(options.seed))
+    if options.answers:
+        for line in open(options.answers, encoding="utf-8"):
+            if line.strip():
+                item = json.loads(line)
+                state.known[item["question"]] = str(item["answer"])
     if options.log:
         state.log_file = open(options.log, "a", encoding="utf-8")
     server = await asyncio.start_server(lambda r, w: handle(state, r, w), "127.0.0.1", port, backlog=1024)
@@ -322,6 +365,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, int]:
     parser.add_argument("--wrong-rate", type=float, default=0.0, help="share of solver answers that are wrong")
     parser.add_argument("--confidence", type=int, default=90, help="judges' CONFIDENCE")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--answers", help="JSONL of {question, answer}: answer those, right or wrong (--wrong-rate)")
     parser.add_argument("--log-requests", action="store_true", help="put each request's body and headers in --log")
     parser.add_argument("--keyed", action="store_true",
                         help="draw each latency from a hash of (seed, question, phase, agent), for paired runs")
