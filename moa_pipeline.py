@@ -1481,32 +1481,37 @@ def solver_verdict(positions: list[Position], key: Callable[[str], str] = normal
 # --- what the vote hides ---------------------------------------------------------
 
 
-def minority_report(verdict: Verdict, positions: list[Position]) -> list[dict[str, Any]]:
+def verdict_key(verdict: Verdict, question: str) -> Callable[[str], str]:
+    """The key the vote used, so reports about the vote compare answers the same way."""
+    return typed_key(verdict.kind, choice_letters(question))
+
+
+def minority_report(verdict: Verdict, positions: list[Position],
+                    key: Callable[[str], str] = normalize_answer) -> list[dict[str, Any]]:
     """Every answer other than the verdict that judges or solvers held, with how many held it."""
-    winner = normalize_answer(verdict.answer)
+    winner = key(verdict.answer)
     held: dict[str, dict[str, Any]] = {}
     if verdict.source == "judges":
-        for key, count in verdict.tally.items():
-            if key != winner:
-                held.setdefault(key, {"answer": key, "judges": 0, "solvers": 0})["judges"] = count
+        for name, count in verdict.tally.items():
+            if name != winner:
+                held.setdefault(name, {"answer": name, "judges": 0, "solvers": 0})["judges"] = count
     for position in positions:
-        key = normalize_answer(position.final_answer)
-        if key and key != winner:
-            entry = held.setdefault(key, {"answer": position.final_answer.strip(), "judges": 0, "solvers": 0})
+        name = key(position.final_answer)
+        if name and name != winner:
+            entry = held.setdefault(name, {"answer": position.final_answer.strip(), "judges": 0, "solvers": 0})
             entry["solvers"] += 1
     return sorted(held.values(), key=lambda e: (-(e["judges"] + e["solvers"]), e["answer"]))
 
 
-def answer_changes(positions: list[Position]) -> list[dict[str, Any]]:
+def answer_changes(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> list[dict[str, Any]]:
     """For each solver: its first answer, its final one, and whether the rebuttal changed it."""
     return [{"agent": p.agent, "model": p.model, "answer": p.answer, "final_answer": p.final_answer,
-             "changed": normalize_answer(p.answer) != normalize_answer(p.final_answer)} for p in positions]
+             "changed": key(p.answer) != key(p.final_answer)} for p in positions]
 
 
-def converged_after_critique(positions: list[Position]) -> bool:
+def converged_after_critique(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> bool:
     """Most solvers switched, and to one answer: shared errors often look like consensus."""
-    targets = [normalize_answer(p.final_answer) for p in positions
-               if normalize_answer(p.answer) != normalize_answer(p.final_answer)]
+    targets = [key(p.final_answer) for p in positions if key(p.answer) != key(p.final_answer)]
     return 2 * len(targets) > len(positions) and len(set(targets)) == 1
 
 
@@ -2843,6 +2848,7 @@ def result_json(result: RunResult, config: Config) -> dict[str, Any]:
     """The --json object."""
     verdict, calls = result.verdict, result.calls
     usage = usage_totals(calls, config)
+    key = verdict_key(verdict, result.question) if verdict else normalize_answer
     return {
         "question": result.question,
         "final_answer": verdict.answer if verdict else None,
@@ -2854,9 +2860,9 @@ def result_json(result: RunResult, config: Config) -> dict[str, Any]:
         "unanimous": verdict is not None and verdict.source == "unanimous",
         "rerun": result.rerun,
         "phases": phase_counts(calls),
-        "answers": answer_changes(result.positions),
-        "dissent": minority_report(verdict, result.positions) if verdict else [],
-        "converged_after_critique": converged_after_critique(result.positions),
+        "answers": answer_changes(result.positions, key),
+        "dissent": minority_report(verdict, result.positions, key) if verdict else [],
+        "converged_after_critique": converged_after_critique(result.positions, key),
         "judges_split": judges_split(verdict) if verdict else False,
         "llm_calls": len(calls),
         "http_requests": result.http_requests,
@@ -2876,14 +2882,15 @@ def result_json(result: RunResult, config: Config) -> dict[str, Any]:
 def said_by_the_minority(result: RunResult, verdict: Verdict) -> list[str]:
     """The human lines for dissent, a split vote and convergence after critique."""
     lines = []
-    for entry in minority_report(verdict, result.positions):
+    key = verdict_key(verdict, result.question)
+    for entry in minority_report(verdict, result.positions, key):
         held = ", ".join(f"{n} {who}{'s' if n != 1 else ''}" for who, n in
                          (("judge", entry["judges"]), ("solver", entry["solvers"])) if n)
         lines.append(f"Also held: {entry['answer']} ({held})")
     if judges_split(verdict):
         lines.append("Judges split: no answer has a majority of the judges.")
-    if converged_after_critique(result.positions):
-        switched = sum(c["changed"] for c in answer_changes(result.positions))
+    if converged_after_critique(result.positions, key):
+        switched = sum(c["changed"] for c in answer_changes(result.positions, key))
         lines.append(f"Converged after critique: {switched} of {len(result.positions)} solvers switched to one "
                      "answer; shared errors can look like consensus.")
     return lines

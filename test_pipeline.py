@@ -842,3 +842,20 @@ def test_batch_correctness_is_type_aware() -> None:
     assert moa.answers_match("What is 17*23?", "391.0", "391")
     assert moa.answers_match("Pick one\n(A) 1\n(B) 2", "(B)", "B")
     assert not moa.answers_match("Is 91 prime?", "yes", "no")
+
+
+@respx.mock
+def test_dissent_never_lists_the_verdict_itself(capsys) -> None:
+    """Regression: with a typed vote (letters), the minority report compares answers the way the vote did."""
+    question = "Which is divisible by 7?\n(A) 50\n(B) 63\n(C) 80"
+    answers = iter(["B", "(b)", "B.", "A", "A"])
+    model = FakeModel(overrides={
+        "generate": lambda r, n: completion(solver_text(next(answers))),
+        "rebuttal": lambda r, n: completion("<rebuttal>I stand.</rebuttal>"),
+        "judge": lambda r, n: completion(judge_text("B", 90)),
+    })
+    respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", question], capsys)
+    assert result["final_answer"] == "B"
+    assert result["dissent"] == [{"answer": "A", "judges": 0, "solvers": 2}]
+    assert not any(a["changed"] for a in result["answers"])
