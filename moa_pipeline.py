@@ -932,7 +932,6 @@ class Position:
     answer: str
     reasoning: str
     critique: str | None = None
-    critic: str | None = None
     rebuttal: str | None = None
     final_answer: str = ""
     model: str = ""
@@ -1296,8 +1295,7 @@ async def solve_one(debate: Debate, question: str, slot: int, workers: int, temp
 async def review_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
     """One answer critiqued by the next slot round the ring; a failure leaves it uncritiqued."""
     critic_at = critic_slot(position.slot, workers)
-    critic = f"solver-{critic_at + 1}"
-    agent = f"{critic}->{position.agent}"
+    agent = f"solver-{critic_at + 1}->{position.agent}"
     system, user = critic_prompts(question, position)
     found = await watch_for(debate, "critique", workers).guard(agent, ask(
         debate, "critique", agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
@@ -1305,7 +1303,7 @@ async def review_one(debate: Debate, question: str, position: Position, workers:
     if found is None:
         debate.note(f"critique of {position.agent} failed; its answer stays in play uncritiqued")
         return
-    position.critique, position.critic = found[0], critic
+    position.critique = found[0]
 
 
 async def reply_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
@@ -2119,11 +2117,11 @@ def _rebuild_positions(attempts: list[dict[str, Any]], start: str) -> dict[int, 
             positions[slot] = Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer)
     if start in ("rebuttal", "judges"):
         for record in by_phase["critique"]:
-            critic, _, target = str(record["agent"]).partition("->")
+            _, _, target = str(record["agent"]).partition("->")
             found = parse_block(str(record.get("response_text", "")), "critique")
             slot = int(target.rsplit("-", 1)[1]) - 1 if target else -1
             if found and slot in positions:
-                positions[slot].critique, positions[slot].critic = found[0], critic
+                positions[slot].critique = found[0]
     if start == "judges":
         for record in by_phase["rebuttal"]:
             found = parse_rebuttal(str(record.get("response_text", "")))
