@@ -586,7 +586,8 @@ def read_completion(response: httpx.Response) -> Completion:
     except UnicodeEncodeError:  # a lone surrogate escape in the JSON
         raise APIError("the response content is not valid Unicode", status=status) from None
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
-    return Completion(text, choice.get("finish_reason"), status, usage)
+    return Completion(text, choice.get("finish_reason"), status, usage,
+                      cache_status=response.headers.get("cf-aig-cache-status"))
 
 
 class AdaptiveLimit:
@@ -687,7 +688,8 @@ async def read_stream(response: httpx.Response) -> Completion:
         raise APIError("the response content is not valid Unicode", status=response.status_code) from None
     if finish == "content_filter":
         raise APIError("refused (content filter)", status=response.status_code, retryable=False, stops_run=False)
-    return Completion(text, finish, response.status_code, usage)
+    return Completion(text, finish, response.status_code, usage,
+                      cache_status=response.headers.get("cf-aig-cache-status"))
 
 
 class Endpoint:
@@ -769,8 +771,7 @@ class Endpoint:
         self._observe(response.status_code, in_flight)
         if not 200 <= response.status_code < 300:
             raise self._status_error(response)
-        completion = read_completion(response)
-        return replace(completion, cache_status=response.headers.get("cf-aig-cache-status"))
+        return read_completion(response)
 
     def _observe(self, status: int, in_flight: int) -> None:
         """Feed a response status to the adaptive limit and the circuit breaker."""

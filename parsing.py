@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from decimal import Decimal, InvalidOperation
 
 # Tag names of the output contract; prompts.py asks for exactly these.
@@ -83,6 +84,7 @@ def strip_think(text: str) -> str:
 
 # --- tier 1: XML tags -------------------------------------------------------
 
+@cache  # a handful of tag names; compiled once each
 def _tag_patterns(tag: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
     # Opening: "<answer>", "< Answer id='1' >"; the attribute run is bounded.
     opening = re.compile(rf"<\s{{0,5}}{tag}\b[^<>]{{0,{_MAX_TAG_ATTRS}}}>", re.IGNORECASE)
@@ -90,8 +92,6 @@ def _tag_patterns(tag: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
     closing = re.compile(rf"<\s{{0,5}}/\s{{0,5}}{tag}\s{{0,5}}>", re.IGNORECASE)
     return opening, closing
 
-
-_TAG_CACHE: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {}
 
 # A code-fence line such as ``` or ```xml, at the start or end of a block.
 _FENCE_LINE = re.compile(r"^\s{0,10}```[\w+-]{0,20}\s*$")
@@ -109,7 +109,7 @@ def _strip_fences(block: str) -> str:
 def extract_tag(text: str, tag: str) -> str | None:
     """Content of the last complete ``<tag>…</tag>``, else of a final unclosed
     ``<tag>`` running to the end of the text, else None."""
-    opening, closing = _TAG_CACHE.setdefault(tag, _tag_patterns(tag))
+    opening, closing = _tag_patterns(tag)
     last_close = None
     for last_close in closing.finditer(text):
         pass
@@ -236,7 +236,7 @@ def _take_reasoning(body: str) -> tuple[str, str | None]:
     """(reasoning, the text outside it) for tier 3; None outside when a
     <reasoning> block was opened and never closed: the output was cut off
     mid-reasoning, and its last paragraph is not an answer."""
-    opening, closing = _TAG_CACHE.setdefault("reasoning", _tag_patterns("reasoning"))
+    opening, closing = _tag_patterns("reasoning")
     start = opening.search(body)
     if start is None:
         return "", body

@@ -53,6 +53,27 @@ def test_usage_is_summed_from_usage_blocks(capsys, monkeypatch) -> None:
     assert "cache MISS" in transcript
 
 
+class StreamingModel(FakeModel):
+    """FakeModel's replies as server-sent events through a caching gateway."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        response = super().__call__(request)
+        text = json.loads(response.content)["choices"][0]["message"]["content"]
+        chunk = {"choices": [{"delta": {"content": text}, "finish_reason": "stop"}]}
+        events = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+        return httpx.Response(200, content=events.encode(), headers={"Content-Type": "text/event-stream",
+                                                                   "cf-aig-cache-status": "HIT"})
+
+
+@respx.mock
+def test_cache_status_is_kept_for_streamed_replies(capsys, monkeypatch) -> None:
+    """A gateway's cache status is recorded for a streamed reply as for a plain one."""
+    monkeypatch.setenv("STREAM", "true")
+    respx.post(URL).mock(side_effect=StreamingModel())
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and "cache HIT" in Path(result["transcript"]).read_text()
+
+
 @respx.mock
 def test_usage_is_estimated_and_marked_when_absent(capsys) -> None:
     """Without usage blocks, counts are estimated from the text and marked estimated; no price, no cost."""
