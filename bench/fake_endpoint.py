@@ -49,9 +49,9 @@ class Options:
     wrong_rate: float = 0.0
     confidence: int = 90
     seed: int | None = None
-    keyed: bool = False
-    log_requests: bool = False
-    answers: str | None = None  # JSONL of {question, answer}: answer those questions (see oracle_reply)  # also log each request's body and headers (for replaying them)  # latency drawn from a hash of (seed, question, phase, agent): paired comparisons
+    keyed: bool = False  # latency drawn from a hash of (seed, question, phase, agent): paired comparisons
+    log_requests: bool = False  # also log each request's body and headers (for replaying them)
+    answers: str | None = None  # JSONL of {question, answer}: answer those questions (see oracle_reply)
     fault: str = ""  # see FAULTS
     fault_rate: float = 1.0
     fail_after: int = 0  # 0 = never; else every request after this many answers 500

@@ -262,23 +262,50 @@ async def batch(workdir: Path, questions: int, cap: int) -> dict[str, Any]:
 
 async def bare_httpx(workdir: Path, sent: list[tuple[str, dict[str, str]]]) -> float:
     """CPU ms per request of a bare httpx loop replaying exactly the requests our batch sent
-    (bodies and headers, as the server logged them), 8 at a time, to the same kind of server."""
+    (bodies and headers, as the server logged them), 8 at a time, to the same kind of server.
+    It posts each body as ``json=`` and decodes each reply, as any client of this API must."""
     server = Server(workdir, "--latency", "0.1")
     gate = asyncio.Semaphore(8)
+    requests = [(json.loads(body), {k: v for k, v in headers.items() if k.lower() != "content-type"})
+                for body, headers in sent]
     try:
         # The clock starts before the client is built, as it does for our batch: both pay for one client.
         cpu_before = time.process_time()
         async with httpx.AsyncClient(timeout=60, headers={"Authorization": "Bearer bench-key"}) as client:
-            async def send(body: str, headers: dict[str, str]) -> None:
+            async def send(body: dict[str, Any], headers: dict[str, str]) -> None:
                 async with gate:
-                    response = await client.post(server.url + "/chat/completions", content=body.encode(),
-                                                 headers={**headers, "Content-Type": "application/json"})
+                    response = await client.post(server.url + "/chat/completions", json=body, headers=headers)
                     response.json()
 
-            await asyncio.gather(*(send(body, headers) for body, headers in sent))
+            await asyncio.gather(*(send(body, headers) for body, headers in requests))
         return (time.process_time() - cpu_before) * 1000 / len(sent)
     finally:
         server.close()
+
+
+async def batch_and_client_cost(workdir: Path, repeats: int) -> list[dict[str, Any]]:
+    """Targets 5 (cap 8) and 6 (client CPU), from ``repeats`` interleaved pairs: our batch,
+    then a bare loop replaying its requests, and again.
+
+    CPU time on this kind of 2-core VM moves by 15-30% between back-to-back runs of the
+    same code (no hardware counters to count instructions instead), so one pair
+    decides nothing: each side's median is compared. Target 5 is read off the
+    batch run with the median wall time, a real single run.
+    """
+    runs, bare = [], []
+    for _ in range(repeats):
+        result = await batch(workdir, 40, 8)
+        sent = result.pop("_sent")
+        runs.append(result)
+        bare.append(await bare_httpx(workdir, sent))
+    median_run = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+    median_run["walls_s"] = [r["wall_s"] for r in runs]
+    ours, theirs = statistics.median(r["cpu_ms_per_request"] for r in runs), statistics.median(bare)
+    cost = row("6 client CPU vs bare httpx (same requests)", 0, None, len(sent), 0, theirs,
+               "ours <= 1.5 x bare (medians)", ours <= 1.5 * theirs, ours_cpu_ms=round(ours, 3),
+               cpu_ratio=round(ours / theirs, 3), ours_samples=[r["cpu_ms_per_request"] for r in runs],
+               bare_samples=[round(b, 3) for b in bare])
+    return [median_run, cost]
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -295,12 +322,7 @@ async def run(only: set[str], quick: bool, workdir: Path) -> list[dict[str, Any]
     if "early" in only:
         rows.append(await early_exit(workdir, 5))
     if "batch" in only:
-        rows.append(await batch(workdir, 40, 8))
-        sent = rows[-1].pop("_sent")
-        bare = await bare_httpx(workdir, sent)
-        ours = rows[-1]["cpu_ms_per_request"]
-        rows.append(row("6 client CPU vs bare httpx (same requests)", 0, None, len(sent), 0, bare,
-                        "ours <= 1.5 x bare", ours <= 1.5 * bare, ours_cpu_ms=ours, cpu_ratio=round(ours / bare, 3)))
+        rows += await batch_and_client_cost(workdir, 2 if quick else 5)
         rows.append(await batch(workdir, 40, 32))
         rows[-1].pop("_sent")
     if "memory" in only:
