@@ -1535,32 +1535,74 @@ def require_enough(debate: Debate, positions: list[Position], workers: int) -> N
                 f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}")
 
 
-def solver_cost(config: Config, question: str) -> int:
-    """Worst-case tokens of one solver call."""
-    return prompt_tokens_estimate(*solver_prompts(question)) + config.max_tokens
+@dataclass(frozen=True)
+class CallCosts:
+    """Worst-case prompt tokens of one call of each phase, and the completion caps.
+
+    The one place these estimates live: the budget planner, the rerun check,
+    the budget check and ``--dry-run`` all read them. A text a prompt embeds
+    but nobody has written yet (an answer, a critique) counts as MAX_TOKENS
+    long, since it is some call's completion.
+    """
+
+    solver: int
+    critic: int
+    rebuttal: int
+    judge_base: int  # a judge's prompt with the answers, before critiques and rebuttals
+    text: int  # MAX_TOKENS: the longest completion of a solver, critic or rebutter
+    judge_completion: int
+
+    def judge(self, critiques: int, rebuttals: int) -> int:
+        """One judge's prompt once it also reads ``critiques`` critiques and ``rebuttals`` rebuttals."""
+        return self.judge_base + (critiques + rebuttals) * self.text
+
+
+def call_costs(config: Config, question: str, positions: list[Position] | None = None, workers: int = 0) -> CallCosts:
+    """Costs for the answers in ``positions``, or, before they exist, for ``workers`` answers of MAX_TOKENS."""
+    cap = config.max_tokens
+    unwritten = 0 if positions is not None else cap
+    shown = positions if positions is not None else [Position(0, "", "")] * workers
+    slots = len(prompts.SOLVER_STYLES) if config.solver_styles else 1
+    return CallCosts(
+        solver=max(prompt_tokens_estimate(*solver_prompts(question, s, config.solver_styles)) for s in range(slots)),
+        critic=max((prompt_tokens_estimate(*critic_prompts(question, p)) for p in shown), default=0) + unwritten,
+        # A rebuttal also embeds its critique, written or not: counted at the cap either way.
+        rebuttal=max((prompt_tokens_estimate(*rebuttal_prompts(question, p)) for p in shown), default=0)
+        + unwritten + cap,
+        judge_base=prompt_tokens_estimate(*judge_prompts(question, shown)) + len(shown) * unwritten,
+        text=cap, judge_completion=config.judge_max_tokens)
+
+
+def round_costs(config: Config, question: str, workers: int) -> list[tuple[str, int, int, int]]:
+    """A whole round before any answer exists: (phase, calls, prompt and completion tokens per call)."""
+    costs = call_costs(config, question, workers=workers)
+    rebuttals = workers if config.enable_rebuttal else 0
+    phases = [("generate", workers, costs.solver, costs.text), ("critique", workers, costs.critic, costs.text)]
+    if rebuttals:
+        phases.append(("rebuttal", rebuttals, costs.rebuttal, costs.text))
+    phases.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
+    return phases
 
 
 def plan_phases(debate: Debate, question: str, positions: list[Position], done: str) -> tuple[DebatePlan, Callable[[int, int], int]]:
     """What the budget pays for after ``done``, and one judge's cost function."""
     config = debate.config
-    text_cap = config.max_tokens  # a critique or rebuttal the judges will read is at most this long
-    judge_base = prompt_tokens_estimate(*judge_prompts(question, positions)) + config.judge_max_tokens
+    costs = call_costs(config, question, positions)
 
     def judge_cost(c: int, r: int) -> int:
-        return judge_base + (c + r) * text_cap
+        return costs.judge(c, r) + costs.judge_completion
 
     if done == "rebuttal":
         plan = plan_debate(debate.budget, 0, config.num_judges, False, 0, 0, judge_cost)
         return plan, judge_cost
-    critiqued = [p for p in positions if p.critique is not None]
-    critique_cost = max((prompt_tokens_estimate(*critic_prompts(question, p)) for p in positions), default=0)
-    rebuttal_cost = max((prompt_tokens_estimate(*rebuttal_prompts(question, p)) for p in positions), default=0)
+    critique_cost, rebuttal_cost = costs.critic + costs.text, costs.rebuttal + costs.text
     if done == "critique":  # critiques are already paid for: plan rebuttals and judges
-        plan = plan_debate(debate.budget, len(critiqued), config.num_judges, config.enable_rebuttal, 0,
-                           rebuttal_cost + 2 * text_cap, judge_cost, critiques_paid=False)
+        critiqued = sum(p.critique is not None for p in positions)
+        plan = plan_debate(debate.budget, critiqued, config.num_judges, config.enable_rebuttal, 0,
+                           rebuttal_cost, judge_cost, critiques_paid=False)
         return plan, judge_cost
     plan = plan_debate(debate.budget, len(positions), config.num_judges, config.enable_rebuttal,
-                       critique_cost + text_cap, rebuttal_cost + 2 * text_cap, judge_cost)
+                       critique_cost, rebuttal_cost, judge_cost)
     return plan, judge_cost
 
 
@@ -1656,19 +1698,11 @@ def rerun_settings(config: Config) -> tuple[int, float]:
 
 def rerun_affordable(debate: Debate, question: str, workers: int) -> bool:
     """Whether the budget pays for a whole worst-case rerun: the rerun is the first thing cut."""
-    config = debate.config
     if not debate.budget.limited:
         return True
-    per_solver = 3 if config.enable_rebuttal else 2
-    calls = workers * per_solver + config.num_judges
-    first = debate.positions.get(1, [])
-    critic = max((prompt_tokens_estimate(*critic_prompts(question, p)) for p in first), default=0)
-    judge_base = prompt_tokens_estimate(*judge_prompts(question, first)) * workers // max(1, len(first))
-    texts = workers * (per_solver - 1) * config.max_tokens
-    tokens = (workers * (solver_cost(config, question) + critic + 2 * config.max_tokens)
-              + (workers * 3 * config.max_tokens if config.enable_rebuttal else 0)
-              + config.num_judges * (judge_base + texts + config.judge_max_tokens))
-    return debate.budget.fits(calls, tokens)
+    phases = round_costs(debate.config, question, workers)
+    return debate.budget.fits(sum(calls for _, calls, _, _ in phases),
+                              sum(calls * (prompt + completion) for _, calls, prompt, completion in phases))
 
 
 @dataclass
@@ -1749,7 +1783,7 @@ def check_question(config: Config, question: str) -> None:
 
 def check_budget(config: Config, question: str) -> None:
     """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
-    need = config.min_valid_answers * solver_cost(config, question)
+    need = config.min_valid_answers * (call_costs(config, question).solver + config.max_tokens)
     if config.max_total_tokens and need > config.max_total_tokens:
         raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
                           f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
@@ -2014,25 +2048,12 @@ def dry_run_plan(config: Config, question: str) -> list[dict[str, Any]]:
     Worst case: every answer, critique and rebuttal as long as MAX_TOKENS
     allows (the later prompts embed them), every retry taken, and the rerun.
     """
-    w, j, cap = config.num_workers, config.num_judges, config.max_tokens
-    quoted = prompts.quote_untrusted(question)
-    empty = Position(0, "", "")
-
     def rows(round_name: str, workers: int) -> list[dict[str, Any]]:
-        solver = prompt_tokens_estimate(*solver_prompts(question))
-        critic = prompt_tokens_estimate(*critic_prompts(question, empty)) + cap
-        rebuttal = prompt_tokens_estimate(*rebuttal_prompts(question, empty)) + 2 * cap
-        judge = (prompt_tokens_estimate(prompts.render(prompts.JUDGE_SYSTEM),
-                                        prompts.render(prompts.JUDGE_USER, question=quoted, candidates=""))
-                 + workers * (3 if config.enable_rebuttal else 2) * cap)
-        phases = [("generate", workers, solver, cap), ("critique", workers, critic, cap)]
-        if config.enable_rebuttal:
-            phases.append(("rebuttal", workers, rebuttal, cap))
-        phases.append(("judge", j, judge, config.judge_max_tokens))
         return [{"round": round_name, "phase": name, "calls": calls, "prompt_tokens": calls * prompt,
-                 "completion_tokens": calls * completion} for name, calls, prompt, completion in phases]
+                 "completion_tokens": calls * completion}
+                for name, calls, prompt, completion in round_costs(config, question, workers)]
 
-    plan = rows("1", w) + rows("rerun", rerun_settings(config)[0])
+    plan = rows("1", config.num_workers) + rows("rerun", rerun_settings(config)[0])
     for row in plan:
         row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
         row["cost_usd"] = cost_usd(row["prompt_tokens"], row["completion_tokens"], config)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -183,6 +184,39 @@ def test_token_budget_is_never_exceeded(capsys, monkeypatch) -> None:
     code, result = run_json(["-q", "Q?", "--max-tokens", "3000"], capsys)
     assert code == 0 and result["usage"]["total_tokens"] <= 3000
     assert result["budget_limited"] is True
+
+
+def longest_position(cap: int) -> moa.Position:
+    """A solver line whose every completion (answer, critique, rebuttal) is MAX_TOKENS=cap long by our estimate."""
+    text = 3 * cap  # estimate_tokens counts one token per 3 bytes
+    return moa.Position(0, answer="a" * 30, reasoning="r" * (text - 30), critique="c" * text,
+                        rebuttal="b" * (text - 30), final_answer="a" * 30)
+
+
+def test_worst_case_costs_bound_the_longest_prompts() -> None:
+    """The worst case priced before any answer exists is at least the prompt of the longest possible replies."""
+    config = moa.Config(URL, FAKE_KEY, max_tokens=60, num_workers=5)
+    question, longest = "What is 17 * 23?", longest_position(60)
+    costs = moa.call_costs(config, question, workers=5)
+    prompt = moa.prompt_tokens_estimate
+    assert prompt(*moa.critic_prompts(question, longest)) <= costs.critic
+    assert prompt(*moa.rebuttal_prompts(question, longest)) <= costs.rebuttal
+    assert prompt(*moa.judge_prompts(question, [longest] * 5)) <= costs.judge(5, 5)
+    assert max(prompt(*moa.solver_prompts(question, slot, True)) for slot in range(5)) <= costs.solver
+
+
+def test_rerun_check_prices_the_rerun_as_dry_run_does() -> None:
+    """A budget of exactly the dry run's rerun tokens pays for the rerun; one token less does not."""
+    config = moa.Config(URL, FAKE_KEY, max_tokens=60)
+    question, workers = "What is 17 * 23?", moa.rerun_settings(config)[0]
+    rerun = [row for row in moa.dry_run_plan(config, question) if row["round"] == "rerun"]
+    tokens = sum(row["total_tokens"] for row in rerun)
+
+    def affordable(max_tokens: int) -> bool:
+        debate = SimpleNamespace(config=config, budget=moa.Budget(max_tokens=max_tokens))
+        return moa.rerun_affordable(debate, question, workers)  # type: ignore[arg-type]
+
+    assert affordable(tokens) and not affordable(tokens - 1)
 
 
 @respx.mock
