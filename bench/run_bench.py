@@ -1,6 +1,6 @@
 """Speed benchmark: how close the pipeline gets to the limit the endpoint's latency sets.
 
-    python bench/run_bench.py                # every scenario, about 6 minutes on 2 cores
+    python bench/run_bench.py                # every scenario, about 7 minutes on 2 cores
     python bench/run_bench.py --quick        # fewer runs per scenario, about 2 minutes
     python bench/run_bench.py --only overhead,batch
     python bench/run_bench.py --seed 123456       # repeat the latency draw of an earlier run
