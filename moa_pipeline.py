@@ -1557,6 +1557,9 @@ class CallCosts:
         return self.judge_base + (critiques + rebuttals) * self.text
 
 
+FREE = CallCosts(0, 0, 0, 0, 0, 0)
+
+
 def call_costs(config: Config, question: str, positions: list[Position] | None = None, workers: int = 0) -> CallCosts:
     """Costs for the answers in ``positions``, or, before they exist, for ``workers`` answers of MAX_TOKENS."""
     cap = config.max_tokens
@@ -1587,7 +1590,8 @@ def round_costs(config: Config, question: str, workers: int) -> list[tuple[str, 
 def plan_phases(debate: Debate, question: str, positions: list[Position], done: str) -> tuple[DebatePlan, Callable[[int, int], int]]:
     """What the budget pays for after ``done``, and one judge's cost function."""
     config = debate.config
-    costs = call_costs(config, question, positions)
+    # Without a budget everything fits: rendering every later prompt just to price it would be waste.
+    costs = call_costs(config, question, positions) if debate.budget.limited else FREE
 
     def judge_cost(c: int, r: int) -> int:
         return costs.judge(c, r) + costs.judge_completion
