@@ -1557,7 +1557,7 @@ class CallCosts:
         return self.judge_base + (critiques + rebuttals) * self.text
 
 
-FREE = CallCosts(0, 0, 0, 0, 0, 0)
+NO_COSTS = CallCosts(0, 0, 0, 0, 0, 0)  # what planning assumes when no budget is set
 
 
 def call_costs(config: Config, question: str, positions: list[Position] | None = None, workers: int = 0) -> CallCosts:
@@ -1591,7 +1591,7 @@ def plan_phases(debate: Debate, question: str, positions: list[Position], done: 
     """What the budget pays for after ``done``, and one judge's cost function."""
     config = debate.config
     # Without a budget everything fits: rendering every later prompt just to price it would be waste.
-    costs = call_costs(config, question, positions) if debate.budget.limited else FREE
+    costs = call_costs(config, question, positions) if debate.budget.limited else NO_COSTS
 
     def judge_cost(c: int, r: int) -> int:
         return costs.judge(c, r) + costs.judge_completion
@@ -1787,8 +1787,10 @@ def check_question(config: Config, question: str) -> None:
 
 def check_budget(config: Config, question: str) -> None:
     """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
+    if not config.max_total_tokens:
+        return
     need = config.min_valid_answers * (call_costs(config, question).solver + config.max_tokens)
-    if config.max_total_tokens and need > config.max_total_tokens:
+    if need > config.max_total_tokens:
         raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
                           f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
                           f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache
 from decimal import Decimal, InvalidOperation
+from functools import cache
 
 # Tag names of the output contract; prompts.py asks for exactly these.
 CONTRACT_TAGS = ("question", "reasoning", "answer", "critique", "rebuttal", "analysis", "candidate", "think")

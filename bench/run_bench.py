@@ -3,7 +3,7 @@
     python bench/run_bench.py                # every scenario, about 7 minutes on 2 cores
     python bench/run_bench.py --quick        # fewer runs per scenario, about 2 minutes
     python bench/run_bench.py --only overhead,batch
-    python bench/run_bench.py --seed 123456       # repeat the latency draw of an earlier run
+    python bench/run_bench.py --seed 123456  # the latency draw of an earlier run, again
 
 Runs the debate in this process against bench/fake_endpoint.py (its own process
 on 127.0.0.1), so wall and CPU figures exclude interpreter start-up. "Ideal" is
