@@ -22,25 +22,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import email.utils
+import errno
 import fcntl
 import hashlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import random
+import re
 import signal
+import stat
 import statistics
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 try:
     import httpx
@@ -71,9 +77,11 @@ T = TypeVar("T")
 # --- constants ---------------------------------------------------------------
 
 EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_FAILED = 1  # the run failed; a batch could not go on (key rejected, disk full)
+EXIT_USAGE = 2  # bad flag, setting or input: nothing was sent
+EXIT_SOME_FAILED = 3  # a batch finished, but some questions failed or some input lines were unusable
+EXIT_TRY_LATER = 75  # EX_TEMPFAIL: batch output locked, or the breaker saw an outage; cron's next run resumes
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 DEFAULT_ENV_FILE = ".env"
 MAX_WORKERS = 64
@@ -82,16 +90,18 @@ MAX_TEMPERATURE = 2.0
 # The rerun rule: one more debate, hotter and wider, never more than one.
 RERUN_TEMPERATURE_STEP = 0.2
 RERUN_EXTRA_WORKERS = 2
-# Status codes worth another attempt: timeouts, conflicts, rate limits, 5xx.
-RETRYABLE_STATUS = frozenset({408, 409, 429})
-# How much of a server's error body we quote to the user.
+# How much of a server's error body we quote to the user, and how much of it we read at all.
 SERVER_MESSAGE_LIMIT = 300
+ERROR_BODY_LIMIT = 64 * 1024
 # Connections the pool may open beyond MAX_CONCURRENT_REQUESTS. Our request limit (AdaptiveLimit)
 # keeps in-flight requests below the pool's limit, so no request ever waits
 # inside httpcore's pool, where a cancel can leak a slot (httpcore issue 1093).
 POOL_HEADROOM = 4
-# The batch circuit breaker looks at this many of the latest attempts.
-BREAKER_WINDOW = 20
+# The batch circuit breaker (see Endpoint.failing): of the last BREAKER_WINDOW calls that
+# ended, at least BREAKER_TRIP_FAILURES failed after their whole retry schedule with an outage
+# error (no connection, timeout, 5xx without Retry-After).
+BREAKER_WINDOW = 10
+BREAKER_TRIP_FAILURES = 5
 PHASES = ("generate", "critique", "rebuttal", "judge")
 PHASE_TITLES = {
     "generate": "Phase 1 - Blind generation",
@@ -101,10 +111,23 @@ PHASE_TITLES = {
 }
 PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "judge": "verdicts"}
 SECRET_MASK = "***"
+# A usage count above this is not a count: the attempt's tokens are estimated instead.
+MAX_REPORTED_TOKENS = 10**9
 # A call is never cut as a straggler before this: below a second a cut saves
 # little and risks throwing away a good answer over a momentary hiccup.
 STRAGGLER_MIN_SECONDS = 1.0
 MIN_MASKED_SECRET = 8  # see maskable()
+
+
+
+def load_json(text: str | bytes) -> Any:
+    """json.loads for text from outside. ValueError for anything it cannot read,
+    including nesting so deep that the decoder would raise RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
 
 # --- configuration -----------------------------------------------------------
 
@@ -170,13 +193,39 @@ def _api_key(raw: str) -> str:
 def chat_completions_url(raw: str) -> str:
     """A full chat-completions URL from either that URL or a base URL (…/v1)."""
     value = raw.strip()
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        raise ValueError("expected an http:// or https:// URL with a port from 1 to 65535") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http:// or https:// URL such as https://host/v1")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("the URL contains spaces or control characters")
     path = parts.path.rstrip("/")
     if not path.endswith("/chat/completions"):
         path += "/chat/completions"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+# What may carry a credential in a URL-like value: user info before "@", and any query.
+_URL_USERINFO = re.compile(r"(^|//)[^/?#]*@")
+_URL_QUERY = re.compile(r"[?#].*", re.DOTALL)
+
+
+def masked_url(raw: str) -> str:
+    """A URL-like value safe to echo, even when it does not parse: user info and
+    query masked, so a key in ``https://user:key@host/?key=...`` never shows."""
+    return _URL_QUERY.sub("?" + SECRET_MASK, _URL_USERINFO.sub(r"\1" + SECRET_MASK + "@", raw.strip()))[:200]
+
+
+def _file_prefix(raw: str) -> str:
+    """LOG_FILENAME_PREFIX: a plain file-name part, so transcripts stay inside LOG_DIR."""
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+        raise ValueError("expected 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                         "(no '/' or '..': transcripts stay inside LOG_DIR)")
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -233,7 +282,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ENABLE_REBUTTAL", "true", _boolean),
     Setting("ENABLE_FILE_LOGGING", "true", _boolean),
     Setting("LOG_DIR", "logs", _text),
-    Setting("LOG_FILENAME_PREFIX", "moa_run", _text),
+    Setting("LOG_FILENAME_PREFIX", "moa_run", _file_prefix),
     Setting("MAX_CONCURRENT_REQUESTS", "16", _integer(1, 256)),
     Setting("MAX_CALLS", "0", _integer(0, 1_000_000)),
     Setting("MAX_TOTAL_TOKENS", "0", _integer(0, 10**12)),
@@ -242,6 +291,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ENABLE_JSONL_TRACE", "", _optional(_boolean)),
     Setting("GATEWAY_TOKEN", "", _optional(_api_key), secret=True),
     Setting("MAX_QUESTION_CHARS", "100000", _integer(1, 10_000_000)),
+    Setting("MAX_RESPONSE_BYTES", "4000000", _integer(1024, 1_000_000_000)),
     Setting("STREAM", "false", _boolean),
     Setting("STRAGGLER_FACTOR", "3.0", _number(0, 100)),
     Setting("EARLY_EXIT", "false", _boolean),
@@ -285,6 +335,7 @@ class Config:
     enable_jsonl_trace: bool | None = None  # None: follow ENABLE_FILE_LOGGING
     gateway_token: str | None = field(default=None, repr=False)
     max_question_chars: int = 100_000
+    max_response_bytes: int = 4_000_000  # a 100k-token reply is under 1 MB
     stream: bool = False
     straggler_factor: float = 3.0  # 0 = never cut
     early_exit: bool = False
@@ -312,7 +363,11 @@ class Config:
 
     @property
     def secrets(self) -> list[str]:
-        return [s for s in (self.api_key, self.gateway_token) if s]
+        """Values masked wherever text is echoed: the key, the gateway token, and
+        a password or query values in PROXY_URL (``?key=...``)."""
+        parts = urlsplit(self.proxy_url)
+        in_url = [parts.password or ""] + [value for _, value in parse_qsl(parts.query)]
+        return [s for s in (self.api_key, self.gateway_token, *in_url) if s]
 
     def shown(self) -> dict[str, Any]:
         """Settings as the transcript shows them: secrets masked, URL cleaned."""
@@ -326,12 +381,16 @@ class Config:
 
 def _pick(name: str, flags: Mapping[str, str], environ: Mapping[str, str],
           dotenv: Mapping[str, str | None]) -> tuple[str, str] | None:
-    """(raw value, where it came from) by precedence: flag > environment > .env."""
+    """(raw value, where it came from) by precedence: flag > environment > .env.
+
+    An empty value in the environment or .env counts as unset (``PROXY_URL=`` as
+    .env.example ships it): the next source, the fallback name or the default applies.
+    """
     if flags.get(name) is not None:
         return flags[name], "flag"
-    if environ.get(name) is not None:
+    if (environ.get(name) or "").strip():
         return environ[name], "environment"
-    if dotenv.get(name) is not None:
+    if (dotenv.get(name) or "").strip():
         return str(dotenv[name]), ".env"
     return None
 
@@ -352,7 +411,7 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
         try:
             values[setting.field] = setting.parse(raw)
         except ValueError as err:
-            shown = SECRET_MASK if setting.secret else repr(raw)
+            shown = SECRET_MASK if setting.secret else repr(masked_url(raw) if setting.env == "PROXY_URL" else raw[:200])
             raise ConfigError(f"{setting.env}={shown} ({source}) is not valid: {err}") from None
     known = {s.env for s in SETTINGS} | set(FALLBACK_NAMES.values())
     for name in sorted(set(dotenv) - known):
@@ -377,14 +436,17 @@ def read_env_file(path: str | None) -> dict[str, str | None]:
     into os.environ: the precedence (environment over .env) stays explicit in
     load_config, and tests need no global clean-up.
     """
-    if path is None:
-        return dict(dotenv_values(DEFAULT_ENV_FILE)) if os.path.isfile(DEFAULT_ENV_FILE) else {}
-    if not os.path.isfile(path):
+    if path is None and not os.path.isfile(DEFAULT_ENV_FILE):
+        return {}
+    if path is not None and not os.path.isfile(path):
         raise ConfigError(f"--env-file {path}: no such file")
+    name = path or DEFAULT_ENV_FILE
     try:
-        return dict(dotenv_values(path))
+        with open(name, encoding="utf-8") as handle:
+            return dict(dotenv_values(stream=handle))
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--env-file {path}: cannot read it ({err.__class__.__name__})") from None
+        why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
+        raise ConfigError(f"{'--env-file ' if path else ''}{name}: cannot read it ({why})") from None
 
 
 # --- errors ------------------------------------------------------------------
@@ -404,16 +466,25 @@ class ConfigError(MoAError):
 
 
 class APIError(MoAError):
-    """A failed attempt. ``retryable`` decides whether the call tries again."""
+    """A failed attempt, and what it means (see ``status_policy``).
+
+    ``retryable``: the call tries again. ``stops_run``: no call can succeed (key
+    rejected, URL or model not found), so the run stops. ``outage``: the endpoint
+    looks down (no connection, timeout, 5xx); only such failures count against the
+    batch breaker. ``backpressure``: the endpoint asked us to slow down (429, or 503
+    with Retry-After); never an outage.
+    """
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
-                 retry_after: float | None = None, stops_run: bool | None = None) -> None:
+                 retry_after: float | None = None, stops_run: bool = False, outage: bool = False,
+                 backpressure: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
-        # Not retryable and not the run's fault either (a refusal): only this call fails.
-        self.stops_run = (not retryable) if stops_run is None else stops_run
+        self.stops_run = stops_run
+        self.outage = outage
+        self.backpressure = backpressure
 
 
 class RunFailed(MoAError):
@@ -435,6 +506,16 @@ class Runtime:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
+    # Every byte the tool writes to a file goes through here (see write_all), so a
+    # test can fill the disk at any chosen write.
+    write: Callable[[int, bytes], int] = os.write
+
+
+def write_all(runtime: Runtime, fd: int, data: bytes) -> None:
+    """Write every byte (a short write continues); OSError (ENOSPC, EIO …) propagates."""
+    view = memoryview(data)
+    while view:
+        view = view[runtime.write(fd, bytes(view)):]
 
 
 # --- the HTTP call with its retry loop ---------------------------------------
@@ -483,111 +564,6 @@ class AgentCall:
     failure: str | None = None
     tier: str | None = None
     model: str = ""
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-    """Full-jitter exponential backoff, or the server's Retry-After; both capped."""
-    if retry_after is not None:
-        return min(retry_after, config.retry_max_delay)
-    ceiling = min(config.retry_max_delay, config.retry_base_delay * 2 ** (attempt - 1))
-    return rng.uniform(0, ceiling)
-
-
-def server_message(response: httpx.Response) -> str:
-    """The server's own error text, short, and never a whole HTML page."""
-    body = response.content.decode("utf-8", errors="replace").strip()
-    if "html" in response.headers.get("content-type", "").lower() or body[:1] == "<":
-        return "an HTML error page"
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body[:SERVER_MESSAGE_LIMIT] or "no message"
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict):
-            error = error.get("message") or error.get("detail") or json.dumps(error)
-        return str(error)[:SERVER_MESSAGE_LIMIT]
-    return body[:SERVER_MESSAGE_LIMIT]
-
-
-def status_error(response: httpx.Response, now: float) -> APIError:
-    """The APIError for a non-2xx response, retryable or not."""
-    status = response.status_code
-    message = server_message(response)
-    retryable = status in RETRYABLE_STATUS or status >= 500
-    override = response.headers.get("x-should-retry", "").strip().lower()
-    if override in ("true", "false"):  # the server knows better than its status code
-        retryable = override == "true"
-    if status in (401, 403):
-        text = f"the endpoint rejected the API key (HTTP {status}): {message}"
-    else:
-        text = f"HTTP {status}: {message}"
-    retry_after = parse_retry_after(response.headers.get("retry-after"), now)
-    # Only a client error (bad key, URL, model or request) stops the run; a
-    # server error we may not retry just fails its call.
-    return APIError(text, status=status, retryable=retryable, retry_after=retry_after,
-                    stops_run=not retryable and 400 <= status < 500 and status not in RETRYABLE_STATUS)
-
-
-def _message_text(content: Any) -> str | None:
-    # Some servers send content as a list of typed parts.
-    if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
-        return "".join(p for p in parts if isinstance(p, str))
-    return content if isinstance(content, str) else None
-
-
-def read_completion(response: httpx.Response) -> Completion:
-    """A Completion from a 2xx response; APIError (retryable) for any bad body."""
-    status = response.status_code
-    try:
-        data = json.loads(response.content.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise APIError("the response body is not valid JSON", status=status) from None
-    if not isinstance(data, dict):
-        raise APIError("the response body is not a completion object", status=status)
-    if data.get("error"):
-        error = data["error"]
-        message = error.get("message", error) if isinstance(error, dict) else error
-        raise APIError(f"the endpoint returned an error: {str(message)[:SERVER_MESSAGE_LIMIT]}", status=status)
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise APIError("the response has no choices", status=status)
-    choice = choices[0]
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    text = _message_text(message.get("content"))
-    refusal = message.get("refusal")
-    if choice.get("finish_reason") == "content_filter" or (isinstance(refusal, str) and refusal.strip()):
-        # The same prompt would be refused again: this call fails, the run goes on.
-        why = refusal.strip()[:SERVER_MESSAGE_LIMIT] if isinstance(refusal, str) and refusal.strip() else "content filter"
-        raise APIError(f"refused ({why})", status=status, retryable=False, stops_run=False)
-    if not text or not text.strip():
-        raise APIError("the response content is empty", status=status)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate escape in the JSON
-        raise APIError("the response content is not valid Unicode", status=status) from None
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
-    return Completion(text, choice.get("finish_reason"), status, usage,
-                      cache_status=response.headers.get("cf-aig-cache-status"))
 
 
 class AdaptiveLimit:
@@ -647,54 +623,283 @@ class AdaptiveLimit:
         self.limit = max(1.0, min(self.limit, in_flight_at_send - 1))
 
 
-async def read_stream(response: httpx.Response) -> Completion:
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    try:
+        return max(0.0, when.timestamp() - now)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+    """Full-jitter exponential backoff, or the server's Retry-After; both capped."""
+    if retry_after is not None:
+        return min(retry_after, config.retry_max_delay)
+    ceiling = min(config.retry_max_delay, config.retry_base_delay * 2 ** min(attempt - 1, 64))
+    return rng.uniform(0, ceiling)
+
+
+@dataclass(frozen=True)
+class StatusPolicy:
+    """What one HTTP status means for the call, the run and the batch."""
+
+    retry: bool  # another attempt may succeed
+    stops_run: bool  # no call of this run can succeed: stop it (key, URL or model wrong)
+    outage: bool  # the endpoint looks down: counts against the batch breaker if retries run out
+    backpressure: bool  # the endpoint asked us to slow down: the request cap adapts; never an outage
+
+
+def status_policy(status: int, retry_after: float | None, should_retry: str | None = None) -> StatusPolicy:
+    """The one table from an HTTP status to what it means.
+
+    - 401/403 (key rejected) and 404 (URL or model not found) fail every call
+      alike: the run stops (and a batch too, see stops_the_batch).
+    - 429, and 503 with Retry-After, are back-pressure: the endpoint is busy,
+      not down. Retried after the server's wait; they never trip the breaker.
+    - 408, 409 and every other 5xx are retried; when a call's retries run out on
+      them, that is evidence of an outage.
+    - Any other 4xx (400 "exceeds the available context size", 413, 422) is this
+      request's own fault: the same request would fail again, and other calls may
+      still succeed, so only this call fails.
+    - ``x-should-retry: true|false`` from the server overrides the retry decision.
+    """
+    if status in (401, 403, 404):
+        policy = StatusPolicy(retry=False, stops_run=True, outage=False, backpressure=False)
+    elif status == 429 or (status == 503 and retry_after is not None):
+        policy = StatusPolicy(retry=True, stops_run=False, outage=False, backpressure=True)
+    elif status in (408, 409) or status >= 500:
+        policy = StatusPolicy(retry=True, stops_run=False, outage=True, backpressure=False)
+    else:
+        policy = StatusPolicy(retry=False, stops_run=False, outage=False, backpressure=False)
+    if should_retry in ("true", "false"):  # the server knows better than its status code
+        policy = replace(policy, retry=should_retry == "true")
+    return policy
+
+
+def server_message(body: bytes, content_type: str) -> str:
+    """The server's own error text, short, and never a whole HTML page."""
+    text = body.decode("utf-8", errors="replace").strip()
+    if "html" in content_type.lower() or text[:1] == "<":
+        return "an HTML error page"
+    try:
+        data = load_json(text)
+    except ValueError:
+        return " ".join(text[:SERVER_MESSAGE_LIMIT].split()) or "no message"
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            error = error.get("message") or error.get("detail") or json.dumps(error)
+        return " ".join(str(error)[:SERVER_MESSAGE_LIMIT].split()) or "no message"
+    return " ".join(text[:SERVER_MESSAGE_LIMIT].split()) or "no message"
+
+
+def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -> APIError:
+    """The APIError for a non-2xx response."""
+    message = server_message(body, headers.get("content-type", ""))
+    retry_after = parse_retry_after(headers.get("retry-after"), now)
+    policy = status_policy(status, retry_after, headers.get("x-should-retry", "").strip().lower() or None)
+    if status in (401, 403):
+        text = f"the endpoint rejected the API key (HTTP {status}): {message}"
+    else:
+        text = f"HTTP {status}: {message}"
+    return APIError(text, status=status, retryable=policy.retry, retry_after=retry_after,
+                    stops_run=policy.stops_run, outage=policy.outage, backpressure=policy.backpressure)
+
+
+def _message_text(content: Any) -> str | None:
+    # Some servers send content as a list of typed parts.
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        return "".join(p for p in parts if isinstance(p, str))
+    return content if isinstance(content, str) else None
+
+
+def _token_count(value: Any) -> int | None:
+    """A usage count we can trust: a whole number, not a bool, within reason."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPORTED_TOKENS:
+        return value
+    return None
+
+
+def _usage(data: Any) -> dict[str, int] | None:
+    """The prompt and completion counts of a usage object, or None when either is missing or odd."""
+    if not isinstance(data, dict):
+        return None
+    prompt, completion = _token_count(data.get("prompt_tokens")), _token_count(data.get("completion_tokens"))
+    if prompt is None or completion is None:
+        return None
+    return {"prompt_tokens": prompt, "completion_tokens": completion}
+
+
+def _finish_reason(value: Any) -> str | None:
+    return value[:64] if isinstance(value, str) and value else None
+
+
+def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
+                       usage: dict[str, int] | None, cache_status: str | None) -> Completion:
+    """The one content check, for plain JSON and streamed replies alike.
+
+    A refusal or a content filter is not retried (the same prompt would be
+    refused again): this call fails, the run goes on. Empty or undecodable
+    content is retried with a fresh nonce.
+    """
+    if isinstance(refusal, str) and refusal.strip():
+        raise APIError(f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
+                       retryable=False)
+    if finish_reason == "content_filter":
+        raise APIError("refused (content filter)", status=status, retryable=False)
+    if not text or not text.strip():
+        raise APIError("the response content is empty", status=status)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape in the JSON
+        raise APIError("the response content is not valid Unicode", status=status) from None
+    return Completion(text, finish_reason, status, usage, cache_status=cache_status)
+
+
+def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Completion:
+    """A Completion from a plain JSON 2xx body; APIError (retryable) for any bad body."""
+    try:
+        data = load_json(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise APIError("the response body is not valid JSON (not UTF-8)", status=status) from None
+    except ValueError as err:
+        raise APIError(f"the response body is not valid JSON ({err})", status=status) from None
+    if not isinstance(data, dict):
+        raise APIError("the response body is not a completion object", status=status)
+    if data.get("error"):
+        error = data["error"]
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise APIError(f"the endpoint returned an error: {str(message)[:SERVER_MESSAGE_LIMIT]}", status=status)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise APIError("the response has no choices", status=status)
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    return checked_completion(_message_text(message.get("content")), _finish_reason(choice.get("finish_reason")),
+                              message.get("refusal"), status, _usage(data.get("usage")),
+                              headers.get("cf-aig-cache-status"))
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(f"too large: the reply is longer than MAX_RESPONSE_BYTES={limit} bytes")
+
+
+async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
+    """The (decoded) body, at most ``limit`` bytes: past it, APIError "too large",
+    or with ``cut`` the first ``limit`` bytes. Nothing past the limit is kept."""
+    declared = response.headers.get("content-length", "")
+    if not cut and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            if not cut:
+                raise too_large(limit)
+            chunks.append(chunk[:limit - size + len(chunk)])
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def sse_lines(response: httpx.Response, limit: int) -> AsyncIterator[str]:
+    """Lines of an event stream; APIError "too large" once the stream passes ``limit`` bytes."""
+    pending = b""
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8", errors="replace")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
+
+
+@dataclass
+class StreamedReply:
+    """What the events of one stream added up to."""
+
+    parts: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+    finish: str | None = None
+    usage: dict[str, int] | None = None
+    done: bool = False
+
+    def add(self, chunk: Any, status: int) -> None:
+        """One ``data:`` event's JSON."""
+        if not isinstance(chunk, dict):
+            raise APIError("the stream sent an event that is not a JSON object", status=status)
+        if chunk.get("error"):
+            raise APIError(f"the endpoint returned an error mid-stream: {str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}",
+                           status=status)
+        self.usage = _usage(chunk.get("usage")) or self.usage
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict):
+                if isinstance(delta.get("content"), str):
+                    self.parts.append(delta["content"])
+                if isinstance(delta.get("refusal"), str):
+                    self.refusal.append(delta["refusal"])
+            if isinstance(choice, dict):
+                self.finish = _finish_reason(choice.get("finish_reason")) or self.finish
+
+
+async def read_stream(response: httpx.Response, limit: int) -> Completion:
     """Assemble ``data:`` events. No ``[DONE]`` and no finish_reason means the
     stream was cut: finish_reason "truncated", treated like "length"."""
-    parts: list[str] = []
-    finish: str | None = None
-    usage: dict[str, Any] | None = None
-    done = False
+    reply = StreamedReply()
+    status = response.status_code
     try:
-        async for line in response.aiter_lines():
+        async for line in sse_lines(response, limit):
             if not line.startswith("data:"):
                 continue
             payload = line[5:].strip()
             if payload == "[DONE]":
-                done = True
+                reply.done = True
                 break
             try:
-                chunk = json.loads(payload)
+                chunk = load_json(payload)
             except ValueError:
-                raise APIError("the stream sent an event that is not JSON", status=response.status_code) from None
-            if isinstance(chunk, dict) and chunk.get("error"):
-                raise APIError(f"the endpoint returned an error mid-stream: {str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}",
-                               status=response.status_code)
-            usage = chunk.get("usage") if isinstance(chunk.get("usage"), dict) else usage
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                if isinstance(delta.get("content"), str):
-                    parts.append(delta["content"])
-                finish = choice.get("finish_reason") or finish
+                raise APIError("the stream sent an event that is not JSON", status=status) from None
+            reply.add(chunk, status)
     except httpx.TransportError as err:  # cut mid-stream: keep what came, as truncated
         log.debug("stream cut: %s", _short(err))
-    if not done and finish is None:
-        finish = "truncated"
-    text = "".join(parts)
-    if not text.strip():
-        raise APIError("the streamed content is empty", status=response.status_code)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise APIError("the response content is not valid Unicode", status=response.status_code) from None
-    if finish == "content_filter":
-        raise APIError("refused (content filter)", status=response.status_code, retryable=False, stops_run=False)
-    return Completion(text, finish, response.status_code, usage,
-                      cache_status=response.headers.get("cf-aig-cache-status"))
+    finish = reply.finish if reply.done or reply.finish is not None else "truncated"
+    return checked_completion("".join(reply.parts), finish, "".join(reply.refusal), status, reply.usage,
+                              response.headers.get("cf-aig-cache-status"))
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    """Decided by what the server sent, not by what we asked: several proxies
+    ignore ``stream: true`` and answer plain JSON."""
+    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
 
 
 class Endpoint:
     """The one chat-completions endpoint, shared by every call of every question:
-    one connection pool, a cap on requests in flight, and a shared cool-down."""
+    one connection pool, a cap on requests in flight, a shared cool-down, and the
+    evidence the batch circuit breaker reads."""
 
     def __init__(self, config: Config, client: httpx.AsyncClient, runtime: Runtime) -> None:
         self.config = config
@@ -704,34 +909,36 @@ class Endpoint:
         # Until this clock time nobody sends: a 429 or 503 with Retry-After is
         # the endpoint asking *everyone* to wait, not just the call that got it.
         self.cooldown_until = 0.0
-        # Whether each of the last BREAKER_WINDOW finished attempts failed with a retryable error.
-        self.recent_failures: collections.deque[bool] = collections.deque(maxlen=BREAKER_WINDOW)
+        # For each of the last BREAKER_WINDOW calls that ended: True if it failed
+        # with an outage error after its whole retry schedule.
+        self.recent_calls: collections.deque[bool] = collections.deque(maxlen=BREAKER_WINDOW)
 
-    async def _stream(self, body: dict[str, Any], headers: Mapping[str, str], in_flight: int) -> Completion:
-        """One streamed attempt: server-sent events assembled into a Completion.
-
-        Proxies close idle non-streaming requests (Cloudflare answers 524 after
-        100 s without a byte); a stream keeps the connection busy.
-        """
-        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        async with self.client.stream("POST", self.config.proxy_url, json=body, headers=dict(headers)) as response:
-            self._observe(response.status_code, in_flight)
-            if not 200 <= response.status_code < 300:
-                await response.aread()
-                raise self._status_error(response)
-            return await read_stream(response)
+    def call_ended(self, failure: APIError | None) -> None:
+        """Feed the breaker one finished call: None for a success (retries or not),
+        else the error its last attempt ended with. Back-pressure is not evidence."""
+        if failure is not None and failure.backpressure:
+            return
+        self.recent_calls.append(failure is not None and failure.outage)
 
     def failing(self) -> bool:
-        """The circuit breaker: at least half of the last BREAKER_WINDOW attempts failed."""
-        return (len(self.recent_failures) == BREAKER_WINDOW
-                and 2 * sum(self.recent_failures) >= BREAKER_WINDOW)
+        """The circuit breaker: of the last BREAKER_WINDOW calls that ended, at
+        least BREAKER_TRIP_FAILURES failed with an outage error after every retry.
+
+        Only whole calls count, each after its full backoff schedule, so a flaky
+        endpoint whose calls succeed on retry, or a busy one answering 429, never
+        trips it; an endpoint that is down trips it after about one window of calls.
+        """
+        return len(self.recent_calls) == BREAKER_WINDOW and sum(self.recent_calls) >= BREAKER_TRIP_FAILURES
+
+    def outage_count(self) -> int:
+        return sum(self.recent_calls)
 
     async def wait_for_cooldown(self) -> None:
         while (left := self.cooldown_until - self.runtime.clock()) > 0:
             await self.runtime.sleep(left)
 
     def start_cooldown(self, err: APIError) -> None:
-        if err.status in (429, 503) and err.retry_after:
+        if err.backpressure and err.retry_after:
             until = self.runtime.clock() + min(err.retry_after, self.config.retry_max_delay)
             if until > self.cooldown_until:
                 log.info("endpoint asked to wait %.1fs (HTTP %s): pausing all requests", err.retry_after, err.status)
@@ -748,43 +955,46 @@ class Endpoint:
 
     async def _send(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
                     headers: Mapping[str, str], model: str) -> Completion:
-        body = {"model": model, "messages": messages,
-                "temperature": temperature, "max_tokens": max_tokens}
+        body: dict[str, Any] = {"model": model, "messages": messages,
+                                "temperature": temperature, "max_tokens": max_tokens}
+        if self.config.stream:
+            # Proxies close idle non-streaming requests (Cloudflare answers 524
+            # after 100 s without a byte); a stream keeps the connection busy.
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
         in_flight = await self.slots.acquire()
         try:
             await self.wait_for_cooldown()
             # httpx's read timeout restarts with every chunk, so a server that
             # trickles a byte at a time would never time out: bound the whole request.
             async with asyncio.timeout(self.config.request_timeout):
-                if self.config.stream:
-                    return await self._stream(body, headers, in_flight)
-                response = await self.client.post(self.config.proxy_url, json=body, headers=dict(headers))
+                async with self.client.stream("POST", self.config.proxy_url, json=body,
+                                              headers=dict(headers)) as response:
+                    return await self._read(response, in_flight)
         except (httpx.TimeoutException, TimeoutError):
-            self.recent_failures.append(True)
-            raise APIError(f"no response within REQUEST_TIMEOUT={self.config.request_timeout:g}s") from None
+            raise APIError(f"no response within REQUEST_TIMEOUT={self.config.request_timeout:g}s",
+                           outage=True) from None
         except httpx.TransportError as err:
-            self.recent_failures.append(True)
             where = display_url(self.config.proxy_url)
-            raise APIError(f"connection error to {where}: {_short(err)}") from None
+            raise APIError(f"connection error to {where}: {_short(err)}", outage=True) from None
         finally:
             self.slots.release()
-        self._observe(response.status_code, in_flight)
-        if not 200 <= response.status_code < 300:
-            raise self._status_error(response)
-        return read_completion(response)
 
-    def _observe(self, status: int, in_flight: int) -> None:
-        """Feed a response status to the adaptive limit and the circuit breaker."""
+    async def _read(self, response: httpx.Response, in_flight: int) -> Completion:
+        """The response of one attempt, whatever its shape, within MAX_RESPONSE_BYTES."""
+        status = response.status_code
         if status in (429, 503):
             self.slots.overloaded(in_flight)
         elif 200 <= status < 300:
             self.slots.succeeded()
-        self.recent_failures.append(status in RETRYABLE_STATUS or status >= 500)
-
-    def _status_error(self, response: httpx.Response) -> APIError:
-        error = status_error(response, self.runtime.wall_clock())
-        self.start_cooldown(error)
-        return error
+        if not 200 <= status < 300:
+            body = await read_body(response, ERROR_BODY_LIMIT, cut=True)
+            error = status_error(status, response.headers, body, self.runtime.wall_clock())
+            self.start_cooldown(error)
+            raise error
+        if is_event_stream(response):
+            return await read_stream(response, self.config.max_response_bytes)
+        body = await read_body(response, self.config.max_response_bytes)
+        return read_completion(status, response.headers, body)
 
 
 def _short(err: BaseException) -> str:
@@ -1058,10 +1268,13 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
               temperature: float, max_tokens: int, parse: Callable[[str], T | None],
               model: str | None = None) -> T | None:
-    """One agent call with retries; the parsed value, or None once retries or budget run out.
+    """One agent call with retries; the parsed value, or None once the call failed.
 
-    Raises APIError only for errors no retry can fix (bad key, bad request),
-    except that a model the endpoint rejects is dropped while others remain.
+    A call fails when its retries or the budget run out, or on an error no
+    retry fixes that is this request's own (a 400, a refusal): other calls go
+    on. Raises APIError only when no call of the run can succeed (key
+    rejected, URL or model not found), except that a model the endpoint
+    rejects is dropped while others remain.
     """
     config, runtime = debate.config, debate.runtime
     model = model or config.models[0]
@@ -1071,16 +1284,16 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         call.failure = f"model {model} was dropped earlier in this run"
         return None
     prompt_estimate = prompt_tokens_estimate(system, user)
+    error: APIError | None = None
     for number in range(1, config.max_retries + 2):
         reserved = prompt_estimate + max_tokens
         if not debate.budget.reserve(reserved):
             call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
             debate.skip(f"{phase} {agent}" if number == 1 else f"retry of {phase} {agent}")
-            break
+            return None
         attempt = Attempt(number, debate.new_nonce(), runtime.clock() - debate.started, model=model)
         call.attempts.append(attempt)
         messages = build_messages(system, user, attempt.nonce)
-        error: APIError | None = None
         try:
             value = await attempt_once(debate, call, attempt, messages, temperature=temperature,
                                        max_tokens=max_tokens, prompt_estimate=prompt_estimate, parse=parse)
@@ -1088,37 +1301,37 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
             error = err
         except asyncio.CancelledError:
             attempt.outcome = "cancelled"
+            call.failure = call.failure or "cancelled"
             finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
             raise
-        if error is None:
+        else:
             attempt.outcome = "ok"
             call.ok, call.failure, call.tier = True, None, tier_of(value)
-        else:
-            attempt.status = error.status if error.status is not None else attempt.status
-            attempt.outcome = call.failure = str(error)
-            if error.retryable and number <= config.max_retries:
-                attempt.retry_in_s = retry_delay(config, number, error.retry_after, runtime.rng)
-        finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
-        if error is None:
+            finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
+            debate.endpoint.call_ended(None)
             return value
-        if not error.retryable and error.stops_run and drop_model(debate, model, error):
-            break
-        if not error.retryable and error.stops_run:
+        attempt.status = error.status if error.status is not None else attempt.status
+        attempt.outcome = call.failure = str(error)
+        if error.retryable and number <= config.max_retries:
+            attempt.retry_in_s = retry_delay(config, number, error.retry_after, runtime.rng)
+        finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
+        if error.stops_run and not drop_model(debate, model, error):
             raise error
         if attempt.retry_in_s is None:
             break
         log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, attempt.retry_in_s)
         await runtime.sleep(attempt.retry_in_s)
+    debate.endpoint.call_ended(error)
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
 
 
 def drop_model(debate: Debate, model: str, error: APIError) -> bool:
-    """With several models, one the endpoint rejects (400/404: "model not found")
-    is dropped for the rest of the run instead of failing it. False when it is
-    the only model its calls could use, or the error is about the key."""
+    """With several models, one the endpoint says is not there (404) is dropped
+    for the rest of the run instead of failing it. False when it is the only
+    model its calls could use, or the error is about the key or the URL."""
     config = debate.config
-    if error.status not in (400, 404) or len(set(config.models) | set(config.judge_models)) < 2:
+    if error.status != 404 or len(set(config.models) | set(config.judge_models)) < 2:
         return False
     if model not in debate.dropped_models:
         debate.dropped_models.add(model)
@@ -1727,6 +1940,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     positions: list[Position] = field(default_factory=list)  # the reported round's answers
     exception: MoAError | None = field(default=None, repr=False)
+    write_error: str | None = None  # a transcript or trace write failed (disk full, permissions)
 
     @property
     def status(self) -> str:
@@ -1805,7 +2019,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     debate = Debate(config, endpoint, runtime, uuid.uuid4().hex[:12], runtime.clock(), calls=result.calls,
                     skipped=result.skipped, notes=result.notes,
                     budget=Budget(config.max_calls, config.max_total_tokens))
-    transcript_path, debate.trace = open_run_files(config, runtime)
+    transcript_path, debate.trace, file_error = open_run_files(config, runtime)
     result.trace = str(debate.trace.path) if debate.trace else None
     if debate.trace:
         debate.trace.start(debate, question, replay)
@@ -1823,11 +2037,23 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     finally:
         result.elapsed_s = runtime.clock() - debate.started
         result.positions = debate.positions.get(result.reported_round or 1, [])
-        if debate.trace:
-            debate.trace.finish(debate, result)
-        if transcript_path is not None:
-            result.transcript = write_transcript(config, transcript_path, debate, question, result, replay)
+        result.write_error = save_run_files(debate, question, result, replay, transcript_path) or file_error
     return result
+
+
+def save_run_files(debate: Debate, question: str, result: RunResult, replay: Replay | None,
+                   transcript_path: Path | None) -> str | None:
+    """Close the trace and fill the transcript; why a write failed, or None."""
+    trace_error = None
+    if debate.trace:
+        debate.trace.finish(debate, result)
+        trace_error = debate.trace.error
+    if transcript_path is None:
+        return trace_error
+    text = render_transcript(debate.config, debate, question, result, replay)
+    transcript_error = write_transcript(debate.runtime, transcript_path, text)
+    result.transcript = None if transcript_error else str(transcript_path)
+    return trace_error or transcript_error
 
 
 # --- transcripts -------------------------------------------------------------
@@ -1929,27 +2155,36 @@ def redact(text: str, config: Config) -> str:
     return text
 
 
+# Files the tool creates are opened with these: never through a symlink planted
+# at the name, and (O_EXCL) never over a file that is already there.
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+
+
 def create_private_file(directory: Path, stem: str, suffix: str) -> tuple[Path, int]:
-    """A new file, mode 0600, named stem+suffix or stem_N+suffix: never overwrites."""
+    """A new file, mode 0600, named stem+suffix or stem_N+suffix: never overwrites, never follows a link."""
     for n in range(1000):
         path = directory / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
         try:
-            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            return path, os.open(path, NEW_FILE_FLAGS, 0o600)
         except FileExistsError:
             continue
-    raise OSError(f"no free transcript name for {stem} in {directory}")
+    raise OSError(errno.EEXIST, f"no free transcript name for {stem} in {directory}")
 
 
-def open_run_files(config: Config, runtime: Runtime) -> tuple[Path | None, TraceWriter | None]:
+def describe_os_error(err: OSError) -> str:
+    return err.strerror or str(err) or err.__class__.__name__
+
+
+def open_run_files(config: Config, runtime: Runtime) -> tuple[Path | None, TraceWriter | None, str | None]:
     """Reserve the transcript's name and open its JSONL trace twin, at the start of a run.
 
     The .txt is created empty now (so the pair share one stem and two runs in
     the same second never collide) and filled when the run ends; the trace is
     appended attempt by attempt, so even a killed run leaves one. On a disk or
-    permission error: a warning, and the run goes on without files.
+    permission error the run goes on without files, and the third value says why.
     """
     if not (config.enable_file_logging or config.jsonl_trace):
-        return None, None
+        return None, None, None
     directory = Path(config.log_dir)
     stamp = datetime.fromtimestamp(runtime.wall_clock()).strftime("%Y%m%d_%H%M%S")
     try:
@@ -1959,51 +2194,52 @@ def open_run_files(config: Config, runtime: Runtime) -> tuple[Path | None, Trace
         trace = None
         if config.jsonl_trace:
             trace_path = path.with_suffix(".jsonl")
-            trace = TraceWriter(trace_path, os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), config)
+            trace = TraceWriter(trace_path, os.open(trace_path, NEW_FILE_FLAGS, 0o600), config, runtime)
         if not config.enable_file_logging:
             path.unlink()
-            return None, trace
-        return path, trace
+            return None, trace, None
+        return path, trace, None
     except OSError as err:
-        log.warning("could not write the transcript in %s (%s); the run goes on without it",
-                    directory, err.strerror or err)
-        return None, None
+        return None, None, f"could not write the transcript in {directory} ({describe_os_error(err)})"
 
 
-def write_transcript(config: Config, path: Path, debate: Debate, question: str, result: RunResult,
-                     replay: Replay | None = None) -> str | None:
-    """Fill the reserved transcript; on a disk error, warn and go on without one."""
+def write_transcript(runtime: Runtime, path: Path, text: str) -> str | None:
+    """Fill the reserved transcript; on a disk error, None and the reason."""
     try:
-        with open(path, "w", encoding="utf-8", errors="replace") as handle:
-            handle.write(render_transcript(config, debate, question, result, replay))
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
     except OSError as err:
-        log.warning("could not write the transcript %s (%s); the verdict is still reported", path, err.strerror or err)
-        return None
-    return str(path)
+        return f"could not write the transcript {path} ({describe_os_error(err)})"
+    try:
+        write_all(runtime, fd, text.encode("utf-8", errors="replace"))
+    except OSError as err:
+        return f"could not write the transcript {path} ({describe_os_error(err)})"
+    finally:
+        os.close(fd)
+    return None
 
 
 class TraceWriter:
     """The transcript's JSONL twin: a run object, one object per HTTP attempt, a verdict object.
 
     Everything a model saw and said can be rebuilt from it alone (see README,
-    "JSONL trace"); headers, and with them the keys, are never written.
+    "JSONL trace"); headers, and with them the keys, are never written. After a
+    failed write it writes nothing more, and ``error`` says why.
     """
 
-    def __init__(self, path: Path, fd: int, config: Config) -> None:
+    def __init__(self, path: Path, fd: int, config: Config, runtime: Runtime) -> None:
         self.path = path
-        self.handle = os.fdopen(fd, "w", encoding="utf-8")
+        self.fd: int | None = fd
         self.config = config
-        self.broken = False
+        self.runtime = runtime
+        self.error: str | None = None
 
     def write(self, record: dict[str, Any]) -> None:
-        if self.broken:
+        if self.fd is None or self.error:
             return
         try:  # ensure_ascii: a lone surrogate from argv still makes valid JSON
-            self.handle.write(redact(json.dumps(record), self.config) + "\n")
-            self.handle.flush()
+            write_all(self.runtime, self.fd, (redact(json.dumps(record), self.config) + "\n").encode())
         except OSError as err:
-            self.broken = True
-            log.warning("could not write the trace %s (%s); the run goes on without it", self.path, err.strerror)
+            self.error = f"could not write the trace {self.path} ({describe_os_error(err)})"
 
     def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
         self.write({"type": "run", "run_id": debate.run_id, "question": question, "config": self.config.shown(),
@@ -2037,10 +2273,12 @@ class TraceWriter:
             "usage": usage_totals(result.calls, self.config), "budget_limited": result.budget_limited,
             "skipped": result.skipped, "notes": debate.notes, "elapsed_s": round(result.elapsed_s, 4),
         })
-        try:
-            self.handle.close()
-        except OSError:
-            pass
+        self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 # --- dry run and replay ----------------------------------------------------------
@@ -2201,12 +2439,14 @@ async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
 # torn last line) and skips those ids. An flock beside the output keeps two
 # cron runs apart.
 
-EXIT_SOME_FAILED = 3
-EXIT_TRY_LATER = 75  # EX_TEMPFAIL: locked, or the endpoint is failing; cron's next run resumes
 DEFAULT_CONCURRENCY = 4
 # After Ctrl-C / SIGTERM, in-flight questions get this long to finish.
 STOP_GRACE_SECONDS = 10.0
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+# A line of an earlier output longer than this is not one of ours: dropped on resume.
+MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
+# Files kept beside the output: <output><suffix>.
+SIDECAR_SUFFIXES = (".lock", ".summary.json")
 
 
 class BatchLocked(MoAError):
@@ -2245,7 +2485,7 @@ def question_id(question: str) -> str:
 
 def _item_from_json(text: str, number: int) -> BatchItem | InputError:
     try:
-        data = json.loads(text)
+        data = load_json(text)
     except ValueError as err:
         return InputError(number, f"not valid JSON ({getattr(err, 'msg', err)})")
     if not isinstance(data, dict):
@@ -2285,9 +2525,20 @@ def input_format(name: str) -> bool | None:
     return True if suffix in JSONL_SUFFIXES else False if suffix == ".txt" else None
 
 
-def read_items(lines: Iterable[bytes], jsonl: bool | None) -> Iterator[BatchItem | InputError]:
-    """Items of a questions file, read as a stream: memory does not grow with the file."""
+def input_line_limit(config: Config) -> int:
+    """The longest questions-file line that can hold an acceptable question: a
+    character is at most 12 bytes in JSON (a \\u escaped surrogate pair), plus room for the rest."""
+    return 12 * config.max_question_chars + 64 * 1024
+
+
+def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
+               max_chars: int = 10**9) -> Iterator[BatchItem | InputError]:
+    """Items of a questions file, read as a stream: memory does not grow with the file.
+    ``lines`` come from bounded_lines: None is a line too long to hold."""
     for number, raw in enumerate(lines, 1):
+        if raw is None:
+            yield InputError(number, f"the line is too long for MAX_QUESTION_CHARS={max_chars}")
+            continue
         if number == 1:
             raw = raw.removeprefix(b"\xef\xbb\xbf")
         if jsonl is None:
@@ -2296,18 +2547,24 @@ def read_items(lines: Iterable[bytes], jsonl: bool | None) -> Iterator[BatchItem
                 continue
             jsonl = head.startswith(b"{")
         item = parse_input_line(raw, number, jsonl)
+        if isinstance(item, BatchItem) and len(item.question) > max_chars:
+            item = InputError(number, f"the question is {len(item.question)} characters, more than "
+                                      f"MAX_QUESTION_CHARS={max_chars}")
         if item is not None:
             yield item
 
 
-def scan_input(path: str) -> tuple[str, int]:
+def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
     """(SHA-256, number of question lines) of a questions file, in one streaming pass."""
     digest, count = hashlib.sha256(), 0
+    at_line_start = True
     with open(path, "rb") as handle:
-        for raw in handle:
+        while raw := handle.readline(limit):  # bounded: a huge line is read in pieces
             digest.update(raw)
-            head = raw.strip()
-            count += bool(head) and not head.startswith(b"#")
+            if at_line_start:
+                head = raw.strip()
+                count += bool(head) and not head.startswith(b"#")
+            at_line_start = raw.endswith(b"\n")
     return digest.hexdigest(), count
 
 
@@ -2316,17 +2573,28 @@ def _sidecar(output: Path, suffix: str) -> Path:
 
 
 def acquire_lock(output: Path) -> int:
-    """Hold an exclusive flock on <output>.lock for this process's life; BatchLocked if taken."""
+    """Hold an exclusive flock on <output>.lock for this process's life; BatchLocked if taken.
+
+    Opened with O_NOFOLLOW: a symlink planted at the lock's name is refused, never
+    truncated through.
+    """
     path = _sidecar(output, ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as err:
+        why = "it is a symbolic link" if err.errno == errno.ELOOP else describe_os_error(err)
+        raise ConfigError(f"cannot open the lock file {path} ({why}): remove it or choose another output") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         raise BatchLocked(f"another run is writing {output} (it holds {path}); this run exits so the "
                           "next scheduled one can resume") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    try:  # the pid is for people looking at the file; the flock is what counts
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass
     return fd
 
 
@@ -2338,19 +2606,50 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace a file whole, mode 0600: readers see the old or the new, never half."""
-    temporary = _sidecar(path, ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
+    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half.
+
+    The new content goes to a fresh temporary file in the same folder
+    (mkstemp: O_EXCL, a random name, so no planted symlink is followed), is
+    fsynced, then renamed over ``path``; rename replaces a symlink at ``path``
+    itself, never its target. On any error the temporary file is removed and
+    the old file is untouched.
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            fill(fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
     _fsync_dir(path)
 
 
-def compact_output(output: Path) -> tuple[set[str], int]:
+def write_atomically(path: Path, data: bytes, runtime: Runtime | None = None) -> None:
+    replace_atomically(path, lambda fd: write_all(runtime or Runtime(), fd, data))
+
+
+def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
+    """The lines of a binary file, each at most ``limit`` bytes; None stands for a
+    longer line, which is skipped to its end without being held in memory."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):  # the rest of the long line, in bounded pieces
+            line = handle.readline(limit + 1)
+        yield None
+
+
+def compact_output(output: Path, runtime: Runtime | None = None) -> tuple[set[str], int]:
     """Keep only the complete "ok" lines of an earlier run's output, once per id.
 
     Returns (ids done, lines dropped). Dropped: failed lines (their questions
@@ -2360,20 +2659,19 @@ def compact_output(output: Path) -> tuple[set[str], int]:
         return set(), 0
     done: set[str] = set()
     dropped = 0
-    temporary = _sidecar(output, ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(output, "rb") as source, os.fdopen(fd, "wb") as target:
-        for raw in source:
-            record = _complete_record(raw)
-            if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
-                dropped += 1
-                continue
-            done.add(str(record["id"]))
-            target.write(raw)
-        target.flush()
-        os.fsync(target.fileno())
-    os.replace(temporary, output)
-    _fsync_dir(output)
+
+    def fill(fd: int) -> None:
+        nonlocal dropped
+        with open(output, "rb") as source:
+            for raw in bounded_lines(source, MAX_OUTPUT_LINE_BYTES):
+                record = _complete_record(raw) if raw is not None else None
+                if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
+                    dropped += 1
+                    continue
+                done.add(str(record["id"]))
+                write_all(runtime or Runtime(), fd, raw)
+
+    replace_atomically(output, fill)
     return done, dropped
 
 
@@ -2381,7 +2679,7 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
     if not raw.endswith(b"\n"):
         return None  # torn: the process died mid-write
     try:
-        record = json.loads(raw)
+        record = load_json(raw)
     except ValueError:
         return None
     return record if isinstance(record, dict) and "id" in record else None
@@ -2394,27 +2692,38 @@ def move_aside(output: Path, now: float) -> Path | None:
     stamp = datetime.fromtimestamp(now).strftime("%Y%m%d_%H%M%S")
     target = output.with_name(f"{output.name}.{stamp}.bak")
     n = 0
-    while target.exists():
+    while os.path.lexists(target) or os.path.lexists(_sidecar(target, ".summary.json")):
         n += 1
         target = output.with_name(f"{output.name}.{stamp}_{n}.bak")
     os.replace(output, target)
     summary = _sidecar(output, ".summary.json")
-    if summary.exists():
+    if summary.exists() and not summary.is_symlink():
         os.replace(summary, _sidecar(target, ".summary.json"))
     return target
 
 
 class ResultWriter:
-    """Appends one JSON line per finished question and fsyncs it at once."""
+    """Appends one JSON line per finished question and fsyncs it at once.
 
-    def __init__(self, output: Path) -> None:
-        self.fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    A write that fails (disk full) is rolled back to the last whole line, so the
+    output never holds half a record; the caller decides what a failure stops.
+    """
+
+    def __init__(self, output: Path, runtime: Runtime) -> None:
+        self.path = output
+        self.runtime = runtime
+        self.fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
 
     def write(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        while data:  # one write() normally; a partial write continues
-            data = data[os.write(self.fd, data):]
-        os.fsync(self.fd)
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", errors="replace")
+        end = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            write_all(self.runtime, self.fd, data)
+            os.fsync(self.fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, end)
+            raise
 
     def close(self) -> None:
         os.close(self.fd)
@@ -2460,12 +2769,17 @@ class BatchStats:
     http_requests: int = 0
     tokens: int | None = None
     cost_usd: float | None = None
+    unsaved: int = 0  # finished, but its line could not be written: it runs again on resume
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
 
-    def add(self, record: dict[str, Any]) -> None:
-        setattr(self, record["status"], getattr(self, record["status"]) + 1)
+    def add(self, record: dict[str, Any], saved: bool = True) -> None:
+        """Count one question's line, and what it cost whether or not it was saved."""
+        if saved:
+            setattr(self, record["status"], getattr(self, record["status"]) + 1)
+        else:
+            self.unsaved += 1
         self.llm_calls += record["llm_calls"]
         self.http_requests += record["http_requests"]
         if record["tokens"]:
@@ -2479,8 +2793,8 @@ def output_totals(output: Path) -> dict[str, Any]:
     totals = {"questions": 0, "ok": 0, "failed": 0, "with_expected": 0, "correct": 0}
     if output.exists():
         with open(output, "rb") as handle:
-            for raw in handle:
-                record = _complete_record(raw)
+            for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
+                record = _complete_record(raw) if raw is not None else None
                 if record is None:
                     continue
                 totals["questions"] += 1
@@ -2555,22 +2869,55 @@ class BatchRun:
               "(Ctrl-C again to stop now)", file=sys.stderr, flush=True)
 
     async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter, slots: asyncio.Semaphore) -> None:
+        """One question: run it, save its line, and decide whether its outcome stops the batch.
+
+        Nothing escapes this task but a cancellation: an exception left in a task
+        would only surface as "Task exception was never retrieved".
+        """
+        result = RunResult(item.question)
         try:
             try:
-                result = await answer_question(self.config, item.question, endpoint, self.runtime)
+                await answer_question(self.config, item.question, endpoint, self.runtime, result)
+            except asyncio.CancelledError:
+                # What it cost is still counted, and the line says so; resume runs it again.
+                result.error = "interrupted before it finished; it runs again on resume"
+                self.save(item, result, writer)
+                raise
             except Exception as err:  # a bug must cost one question, not the batch or the result
                 log.debug("question %s raised", item.id, exc_info=True)
-                result = RunResult(item.question, error=f"internal error: {err.__class__.__name__}: {err}")
-            record = batch_record(item, result, self.config)
-            writer.write(record)
-            self.stats.add(record)
-            self.progress.finished(record, self.stats)
+                result.error = f"internal error: {err.__class__.__name__}: {err}"
+            self.save(item, result, writer)
             why = stops_the_batch(result, self.stats)
             if why and not self.stats.aborted:
                 self.stats.aborted = why
                 self.stop.set()
         finally:
             slots.release()
+
+    def save(self, item: BatchItem, result: RunResult, writer: ResultWriter) -> None:
+        """Write the question's line and count it; a failed write stops the batch."""
+        record = batch_record(item, result, self.config)
+        try:
+            writer.write(record)
+        except OSError as err:
+            self.stats.add(record, saved=False)
+            self.stop_writing(f"could not write {writer.path} ({describe_os_error(err)})")
+            return
+        self.stats.add(record)
+        if result.write_error:
+            self.stop_writing(result.write_error)
+        try:
+            self.progress.finished(record, self.stats)
+        except (OSError, ValueError):  # stderr gone (closed, a broken pipe): the output line is what counts
+            pass
+
+    def stop_writing(self, why: str) -> None:
+        """The first failed write: start no new question; what is written stays intact."""
+        if self.stats.aborted:
+            return
+        self.stats.aborted = (f"{why}: stopped starting questions; every line already in the output is intact; "
+                              "free space (or fix the folder), then rerun to resume")
+        self.stop.set()
 
     def admit(self, item: BatchItem | InputError) -> BatchItem | None:
         """The item if it should run now; input errors and done ids are counted and passed over."""
@@ -2593,8 +2940,8 @@ class BatchRun:
         slots = asyncio.Semaphore(self.options.concurrency)
         for entry in items:
             if endpoint.failing() and not self.stats.aborted:
-                self.stats.breaker = (f"the endpoint is failing ({sum(endpoint.recent_failures)} of the last "
-                                      f"{BREAKER_WINDOW} attempts): stopped starting questions; rerun to resume")
+                self.stats.breaker = (f"the endpoint is failing ({endpoint.outage_count()} of the last {BREAKER_WINDOW} "
+                                      "calls failed after every retry): stopped starting questions; rerun to resume")
                 self.stop.set()
             if self.stop.is_set():
                 break
@@ -2642,7 +2989,7 @@ class BatchRun:
 
 def open_questions(name: str, stdin: Any) -> Any:
     if name == "-":
-        return stdin.buffer
+        return stdin_bytes(stdin)
     try:
         return open(name, "rb")
     except OSError as err:
@@ -2654,7 +3001,7 @@ def check_input_unchanged(summary_path: Path, input_sha: str | None, force: bool
     if input_sha is None or force or not summary_path.exists():
         return
     try:
-        previous = json.loads(summary_path.read_text(encoding="utf-8")).get("input_sha256")
+        previous = load_json(summary_path.read_bytes()).get("input_sha256")
     except (OSError, ValueError, AttributeError):
         return
     if previous and previous != input_sha:
@@ -2668,13 +3015,15 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
     summary_path = _sidecar(output, ".summary.json")
     lock = acquire_lock(output)
     try:
-        input_sha, total = scan_input(options.questions_file) if options.questions_file != "-" else (None, None)
+        line_limit = input_line_limit(config)
+        input_sha, total = (scan_input(options.questions_file, line_limit) if options.questions_file != "-"
+                            else (None, None))
         moved = None
         if options.resume:
             check_input_unchanged(summary_path, input_sha, options.force)
         else:
             moved = move_aside(output, runtime.wall_clock())
-        done, dropped = compact_output(output)
+        done, dropped = compact_output(output, runtime)
         if moved:
             log.warning("--no-resume: the old output was moved to %s", moved)
         if done or dropped:
@@ -2683,29 +3032,35 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
                                    "input_sha256": input_sha, "output": str(output),
                                    "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
-        write_atomically(summary_path, json.dumps(summary, indent=2).encode())
+        write_atomically(summary_path, json.dumps(summary, indent=2).encode(), runtime)
+        stream = open_questions(options.questions_file, stdin)
         progress = Progress(total, sys.stderr)
         batch = BatchRun(config, options, runtime, done, progress)
-        stream = open_questions(options.questions_file, stdin)
-        writer = ResultWriter(output)
+        writer = ResultWriter(output, runtime)
         loop = asyncio.get_running_loop()
         signals = [signal.SIGINT, signal.SIGTERM]
         for number in signals:
             loop.add_signal_handler(number, batch.on_signal)
         try:
             async with open_client(config) as client:
-                await batch.run(read_items(stream, input_format(options.questions_file)),
-                                Endpoint(config, client, runtime), writer)
+                items = read_items(bounded_lines(stream, line_limit), input_format(options.questions_file),
+                                   config.max_question_chars)
+                await batch.run(items, Endpoint(config, client, runtime), writer)
         finally:
             for number in signals:
                 loop.remove_signal_handler(number)
             writer.close()
             progress.close()
-            if stream is not stdin.buffer:
+            if options.questions_file != "-":
                 stream.close()
-        stats = batch.stats
-        summary.update(batch_summary(stats, output, runtime.clock() - started))
-        write_atomically(summary_path, json.dumps(summary, indent=2).encode())
+        summary.update(batch_summary(batch.stats, output, runtime.clock() - started))
+        try:
+            write_atomically(summary_path, json.dumps(summary, indent=2).encode(), runtime)
+        except OSError as err:  # the results are safe in the output; only the summary file is missing
+            if not batch.stats.aborted:
+                batch.stats.aborted = (f"could not write the summary {summary_path} ({describe_os_error(err)}); "
+                                       "the output is intact")
+                summary.update(status="aborted", error=batch.stats.aborted)
         return summary
     finally:
         os.close(lock)
@@ -2715,7 +3070,7 @@ def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, A
     status = ("aborted" if stats.aborted else "interrupted" if stats.interrupted
               else "circuit_open" if stats.breaker else "finished")
     this_run = {"ok": stats.ok, "failed": stats.failed, "skipped_done": stats.skipped_done,
-                "input_errors": stats.input_errors, "llm_calls": stats.llm_calls,
+                "input_errors": stats.input_errors, "unsaved": stats.unsaved, "llm_calls": stats.llm_calls,
                 "http_requests": stats.http_requests, "tokens": stats.tokens, "cost_usd": stats.cost_usd,
                 "wall_s": round(wall_s, 3)}
     return {"status": status, "error": stats.aborted or stats.breaker, "this_run": this_run, "output_totals": output_totals(output),
@@ -2736,7 +3091,7 @@ def batch_exit_code(summary: dict[str, Any]) -> int:
 def human_batch_summary(summary: dict[str, Any]) -> str:
     run, totals = summary["this_run"], summary["output_totals"]
     lines = [f"Batch {summary['status']}: {run['ok']} ok, {run['failed']} failed, {run['input_errors']} input errors, "
-             f"{run['skipped_done']} already done",
+             f"{run['skipped_done']} already done" + (f", {run['unsaved']} not saved" if run.get("unsaved") else ""),
              f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests"
              + (f", {run['tokens']} tokens" if run["tokens"] is not None else "")
              + (f", ${run['cost_usd']:.4f}" if run.get("cost_usd") is not None else "") + f", {run['wall_s']:.1f}s",
@@ -2831,10 +3186,26 @@ def valid_text(text: str) -> str:
             return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def read_question(value: str, stdin: Any) -> str:
+def stdin_bytes(stdin: Any) -> Any:
+    """The binary stdin, or ConfigError when there is none (closed, or started with 0<&-)."""
+    if stdin is None or getattr(stdin, "closed", False):
+        raise ConfigError("stdin is closed: pipe the input in, or pass it as an argument")
+    return stdin.buffer if hasattr(stdin, "buffer") else stdin
+
+
+def read_question(value: str, stdin: Any, max_chars: int = 10**9) -> str:
+    """The question from ``-q``: the text itself, or stdin for ``-``. Stdin is read
+    only as far as MAX_QUESTION_CHARS could reach (a UTF-8 character is at most 4 bytes)."""
     if value == "-":
-        raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read()
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        limit = 4 * max_chars + 4
+        try:
+            raw = stdin_bytes(stdin).read(limit + 1)
+        except OSError as err:
+            raise ConfigError(f"cannot read the question from stdin ({err.strerror or err})") from None
+        if len(raw) > limit:
+            raise ConfigError(f"the question on stdin is more than MAX_QUESTION_CHARS={max_chars} characters: "
+                              "shorten it or raise the limit")
+        text = valid_text(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
     else:
         text = valid_text(value)
     if not text.strip():
@@ -2958,7 +3329,7 @@ async def run_cli(config: Config, question: str, runtime: Runtime, result: RunRe
         return await answer_question(config, question, Endpoint(config, client, runtime), runtime, result, replay)
 
 
-def single_question(args: argparse.Namespace) -> tuple[str, Replay | None]:
+def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Replay | None]:
     """The question (and the replay it comes from, if any); ConfigError on bad input."""
     if args.replay is not None:
         if args.replay_from is None:
@@ -2967,7 +3338,34 @@ def single_question(args: argparse.Namespace) -> tuple[str, Replay | None]:
         return valid_text(replay.question), replay
     if args.replay_from is not None:
         raise ConfigError("--from goes with --replay TRACE")
-    return read_question(args.question, sys.stdin), None
+    return read_question(args.question, sys.stdin, config.max_question_chars), None
+
+
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_batch_paths(questions_file: str, output: Path) -> None:
+    """ConfigError when the batch would write over its own input, or through a link.
+
+    The comparison is by device and inode, so a symlink, a hard link or a
+    ``./`` spelling of the questions file is caught like the same name.
+    """
+    if output.is_symlink():
+        raise ConfigError(f"--output {output} is a symbolic link: give the real path (nothing is written through links)")
+    if output.exists() and not output.is_file():
+        raise ConfigError(f"--output {output} is not a regular file")
+    if questions_file == "-":
+        return
+    source = os.stat(questions_file)
+    for path in (output, *(_sidecar(output, suffix) for suffix in SIDECAR_SUFFIXES)):
+        try:
+            target = os.stat(path)
+        except OSError:
+            continue
+        if same_file(source, target):
+            raise ConfigError(f"--output {output}: {path} is the questions file {questions_file} itself; writing "
+                              "there would destroy the questions: choose another output")
 
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
@@ -2975,11 +3373,14 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
         raise ConfigError("-f needs -o PATH: the JSONL file the results go to (and resume from)")
     if not 1 <= args.concurrency <= 256:
         raise ConfigError(f"--concurrency {args.concurrency} is not valid: expected a whole number from 1 to 256")
-    if args.questions_file != "-" and not os.path.isfile(args.questions_file):
+    if args.questions_file == "-":
+        stdin_bytes(sys.stdin)
+    elif not os.path.isfile(args.questions_file):
         raise ConfigError(f"--questions-file {args.questions_file}: no such file")
     output = Path(args.output)
     if not output.parent.is_dir():
         raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
+    check_batch_paths(args.questions_file, output)
     return BatchOptions(args.questions_file, output, args.concurrency, not args.no_resume, args.force)
 
 
@@ -3019,7 +3420,7 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
                 raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
             options = batch_options(args)
         else:
-            question, replay = single_question(args)
+            question, replay = single_question(args, config)
             check_question(config, question)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -3042,6 +3443,8 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
         log.debug("internal error", exc_info=True)
         result.error = f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
         result.exit_code = EXIT_FAILED
+    if result.write_error:
+        log.warning("%s; the verdict is still reported", result.write_error)
     if args.json_output:
         print(redact(json.dumps(result_json(result, config), ensure_ascii=False), config))
     else:

@@ -375,9 +375,16 @@ def test_sigint_stops_new_questions_and_stays_resumable(grace_expires, tmp_path,
     captured = capsys.readouterr()
     assert code == 130
     finished = [r["question"] for r in lines_of(out)]
-    assert finished == (["Q1", "Q2"] if grace_expires else ["Q1", "Q2", "Q3"])
+    assert finished == ["Q1", "Q2", "Q3"]
+    cut = lines_of(out)[2]
+    if grace_expires:  # the question cut at the grace's end leaves a line saying so, with what it cost
+        assert cut["status"] == "failed" and "interrupted" in cut["error"] and cut["http_requests"] >= 1
+    else:
+        assert cut["status"] == "ok"
     assert "stopping: no new questions" in captured.err
-    assert json.loads((tmp_path / "o.jsonl.summary.json").read_text())["status"] == "interrupted"
+    summary = json.loads((tmp_path / "o.jsonl.summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["this_run"]["http_requests"] == sum(r["http_requests"] for r in lines_of(out)) > 0
     assert moa.main(["-f", str(questions), "-o", str(out)], runtime=test_runtime()) == 0
     assert sorted(r["question"] for r in lines_of(out)) == [f"Q{i}" for i in range(1, 9)]
 

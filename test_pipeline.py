@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import stat
@@ -637,12 +638,11 @@ def test_disk_full_while_writing_the_transcript_still_prints_the_verdict(capsys,
     """ENOSPC on the transcript: a warning, and the verdict on stdout all the same."""
     import errno
 
-    def full(*args, **kwargs):
+    def full(fd: int, data: bytes) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(moa, "open", full, raising=False)  # shadows the builtin inside moa_pipeline only
     respx.post(URL).mock(side_effect=FakeModel())
-    code = moa.main(["-q", "Q?", "--json"], runtime=test_runtime())
+    code = moa.main(["-q", "Q?", "--json"], runtime=dataclasses.replace(test_runtime(), write=full))
     captured = capsys.readouterr()
     assert code == 0 and json.loads(captured.out)["final_answer"] == "391"
     assert "No space left on device" in captured.err and "verdict is still reported" in captured.err
