@@ -1340,6 +1340,14 @@ def drop_model(debate: Debate, model: str, error: APIError) -> bool:
     return bool(alive)
 
 
+def failure_of(debate: Debate, phase: str, agent: str) -> str:
+    """Why the latest call of ``agent`` in ``phase`` of this round failed."""
+    for call in reversed(debate.calls):
+        if call.phase == phase and call.agent == agent and call.round == debate.round:
+            return call.failure or "no usable output"
+    return "not sent"
+
+
 def tier_of(value: object) -> str | None:
     """Which parser tier produced a parsed value: its ``tier``, or a tuple's last item."""
     if isinstance(value, tuple):
@@ -1508,14 +1516,15 @@ async def solve_one(debate: Debate, question: str, slot: int, workers: int, temp
 
 async def review_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
     """One answer critiqued by the next slot round the ring; a failure leaves it uncritiqued."""
-    critic_at = critic_slot(position.slot, workers)
+    critic_at = critic_slot(position.slot, workers, debate.config.slot_model)
     agent = f"solver-{critic_at + 1}->{position.agent}"
     system, user = critic_prompts(question, position)
     found = await watch_for(debate, "critique", workers).guard(agent, ask(
         debate, "critique", agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
         parse=lambda text: parse_block(text, "critique"), model=debate.config.slot_model(critic_at)))
     if found is None:
-        debate.note(f"critique of {position.agent} failed; its answer stays in play uncritiqued")
+        debate.note(f"critique of {position.agent} failed ({failure_of(debate, 'critique', agent)}); "
+                    "its answer stays in play uncritiqued")
         return
     position.critique = found[0]
 
@@ -1527,7 +1536,8 @@ async def reply_one(debate: Debate, question: str, position: Position, workers: 
         debate, "rebuttal", position.agent, system, user, temperature=temperature,
         max_tokens=debate.config.max_tokens, parse=_rebuttal_with_tier, model=position.model or None))
     if found is None:
-        debate.note(f"rebuttal of {position.agent} failed; its first answer stands")
+        debate.note(f"rebuttal of {position.agent} failed ({failure_of(debate, 'rebuttal', position.agent)}); "
+                    "its first answer stands")
         return
     position.rebuttal, position.final_answer = found[0], found[1].answer
 
@@ -1538,14 +1548,22 @@ async def generate(debate: Debate, question: str, workers: int, temperature: flo
     return [p for p in results if p is not None]
 
 
-def critic_slot(slot: int, workers: int) -> int:
-    """Who critiques solver ``slot``: the next slot round the ring.
+def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _: "") -> int:
+    """Who critiques solver ``slot``: the next slot round the ring whose model
+    differs from the solver's, or simply the next slot when every slot has the
+    solver's model.
 
-    A fixed ring means nobody critiques itself (with two or more workers),
-    every critic does exactly one critique so the phase is as fast as one
-    call, and the pairing is known before any answer arrives, which is what
-    lets a critique start the moment its answer is in (see run_chains).
+    A fixed ring means nobody critiques itself (with two or more workers), the
+    pairing is known before any answer arrives, which is what lets a critique
+    start the moment its answer is in (see run_chains), and with one model every
+    critic does exactly one critique. With several models an answer is always
+    critiqued by another model: with 5 slots over 2 models (a b a b a), slot 5's
+    answer goes to slot 2, which then critiques two answers.
     """
+    for step in range(1, workers):
+        other = (slot + step) % workers
+        if models(other) != models(slot):
+            return other
     return (slot + 1) % workers
 
 
@@ -2068,13 +2086,15 @@ def phase_counts(calls: Iterable[AgentCall]) -> dict[str, dict[str, int]]:
 
 
 def _render_call(call: AgentCall) -> list[str]:
-    status = "ok" if call.ok else f"FAILED: {call.failure}"
+    status = "ok" if call.ok else f"FAILED: {call.failure or 'no usable output'}"
     tier = f", parsed from {call.tier}" if call.tier else ""
     model = f" [{call.model}]" if call.model else ""
     lines = [f"--- {call.agent}{model}: {status} ({len(call.attempts)} attempt(s){tier}) ---",
              "[system prompt; each attempt appends its nonce]", call.system, "[user prompt]", call.user]
     for attempt in call.attempts:
         http = f"HTTP {attempt.status}" if attempt.status else "no HTTP response"
+        if attempt.outcome.startswith(http):  # "HTTP 500: overloaded" says it once
+            http = "failed"
         finish = f", finish_reason={attempt.finish_reason}" if attempt.finish_reason else ""
         tokens = (f", {attempt.prompt_tokens}+{attempt.completion_tokens} tokens"
                   f"{' (estimated)' if attempt.usage_estimated else ''}" if attempt.prompt_tokens else "")
@@ -2356,68 +2376,111 @@ class Replay:
     positions: tuple[Position, ...]
 
 
-def _trace_records(path: Path) -> Iterator[dict[str, Any]]:
+# A trace line longer than this is not one we wrote (replies are capped far below it).
+MAX_TRACE_LINE_BYTES = 256 * 1024 * 1024
+# What an agent is called in a trace: solver-N, solver-M->solver-N (a critique), judge-N.
+_TRACE_AGENT = re.compile(r"(?:solver-(\d{1,3})->)?(solver|judge)-(\d{1,3})")
+
+
+@dataclass(frozen=True)
+class TraceAttempt:
+    """One attempt line of a trace, checked: what a replay needs of it."""
+
+    round: int
+    phase: str
+    slot: int  # the solver slot the attempt is about (the critiqued one for a critique), from 0
+    ok: bool
+    response_text: str
+
+
+def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each line of a trace. A torn last line (a killed
+    run) is skipped; any other unreadable line is a ConfigError naming it."""
     try:
         handle = open(path, "rb")
     except OSError as err:
         raise ConfigError(f"--replay {path}: cannot open it ({err.strerror})") from None
     with handle:
-        for raw in handle:
+        for number, raw in enumerate(bounded_lines(handle, MAX_TRACE_LINE_BYTES), 1):
+            if raw is None:
+                raise ConfigError(f"--replay {path}: line {number} is longer than any trace line we write")
             try:
-                record = json.loads(raw)
-            except ValueError:
+                record = load_json(raw)
+            except ValueError as err:
+                if raw.endswith(b"\n") or "nested too deeply" in str(err):
+                    raise ConfigError(f"--replay {path}: line {number} is not valid JSON ({err})") from None
                 continue  # a torn last line from a killed run
             if isinstance(record, dict):
-                yield record
+                yield number, record
 
 
-def _rebuild_positions(attempts: list[dict[str, Any]], start: str) -> dict[int, Position]:
+def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttempt | None:
+    """A checked attempt record; None for one that is not about a solver's line
+    (a judge's); ConfigError for one that is malformed."""
+    agent = record.get("agent")
+    found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
+    round_number, phase = record.get("round"), record.get("phase")
+    text, outcome = record.get("response_text", ""), record.get("outcome")
+    if (found is None or not isinstance(round_number, int) or isinstance(round_number, bool)
+            or phase not in PHASES or not isinstance(text, (str, type(None))) or not isinstance(outcome, str)):
+        raise ConfigError(f"--replay {path}: line {number} is not an attempt record of this tool "
+                          "(agent, round, phase, outcome or response_text missing or malformed)")
+    slot = int(found.group(3)) - 1
+    if found.group(2) == "judge":
+        return None
+    if not 0 <= slot < MAX_WORKERS or (phase == "critique") != (found.group(1) is not None):
+        raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({agent[:40]!r})")
+    return TraceAttempt(round_number, phase, slot, outcome == "ok", text or "")
+
+
+def _rebuild_positions(attempts: list[TraceAttempt], start: str) -> dict[int, Position]:
     """Positions from the ok attempts of one round, up to the phase before ``start``."""
     positions: dict[int, Position] = {}
-    by_phase = {phase: [a for a in attempts if a.get("phase") == phase and a.get("outcome") == "ok"]
-                for phase in PHASES}
+    by_phase = {phase: [a for a in attempts if a.phase == phase and a.ok] for phase in PHASES}
     for record in by_phase["generate"]:
-        parsed = _valid_answer(str(record.get("response_text", "")))
+        parsed = _valid_answer(record.response_text)
         if parsed is not None:
-            slot = int(str(record["agent"]).rsplit("-", 1)[1]) - 1
-            positions[slot] = Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer)
+            positions[record.slot] = Position(record.slot, parsed.answer, parsed.reasoning,
+                                              final_answer=parsed.answer)
     if start in ("rebuttal", "judges"):
         for record in by_phase["critique"]:
-            _, _, target = str(record["agent"]).partition("->")
-            found = parse_block(str(record.get("response_text", "")), "critique")
-            slot = int(target.rsplit("-", 1)[1]) - 1 if target else -1
-            if found and slot in positions:
-                positions[slot].critique = found[0]
+            found = parse_block(record.response_text, "critique")
+            if found and record.slot in positions:
+                positions[record.slot].critique = found[0]
     if start == "judges":
         for record in by_phase["rebuttal"]:
-            found = parse_rebuttal(str(record.get("response_text", "")))
-            slot = int(str(record["agent"]).rsplit("-", 1)[1]) - 1
-            if found and slot in positions:
-                positions[slot].rebuttal, positions[slot].final_answer = found[0], found[1].answer
+            rebuttal = parse_rebuttal(record.response_text)
+            if rebuttal and record.slot in positions:
+                positions[record.slot].rebuttal, positions[record.slot].final_answer = rebuttal[0], rebuttal[1].answer
     return positions
 
 
 def load_replay(path: Path, start: str) -> Replay:
-    """Read a trace: the question, and the round whose verdict was reported."""
+    """Read a trace: the question, and the round whose verdict was reported.
+    Everything in it is checked here; a bad trace is a ConfigError (exit 2)."""
     run: dict[str, Any] | None = None
-    attempts: list[dict[str, Any]] = []
-    reported = None
-    for record in _trace_records(path):
+    attempts: list[TraceAttempt] = []
+    reported: Any = None
+    for number, record in _trace_records(path):
         if record.get("type") == "run":
             run = record
         elif record.get("type") == "attempt":
-            attempts.append(record)
+            attempt = trace_attempt(record, path, number)
+            if attempt is not None:
+                attempts.append(attempt)
         elif record.get("type") == "verdict":
             reported = record.get("reported_round")
-    if run is None or not isinstance(run.get("question"), str):
-        raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record)")
-    chosen = reported or 1
-    in_round = [a for a in attempts if a.get("round") == chosen]
-    slots = [int(str(a["agent"]).rsplit("-", 1)[1]) for a in in_round if a.get("phase") == "generate"]
+    question = run.get("question") if run is not None else None
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
+    chosen = reported if isinstance(reported, int) and not isinstance(reported, bool) else 1
+    in_round = [a for a in attempts if a.round == chosen]
     positions = _rebuild_positions(in_round, start)
     if not positions:
         raise ConfigError(f"--replay {path}: the trace holds no valid solver answer to start from")
-    return Replay(path, start, str(run.get("run_id")), run["question"], max(slots), tuple(positions[k] for k in sorted(positions)))
+    workers = max(a.slot for a in in_round if a.phase == "generate") + 1
+    run_id = run.get("run_id") if run is not None else None
+    return Replay(path, start, str(run_id)[:64], question, workers, tuple(positions[k] for k in sorted(positions)))
 
 
 async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
@@ -3117,9 +3180,10 @@ def build_parser() -> argparse.ArgumentParser:
                '  python moa_pipeline.py -q "..." --max-calls 8 --dry-run\n'
                "  python moa_pipeline.py --replay logs/moa_run_20260101_120000.jsonl --from judges\n"
                "settings: flags > environment > .env > defaults; see .env.example.\n"
-               "exit codes: 0 verdict (batch: all ok), 1 run failed, 2 usage or configuration error,\n"
-               "  3 batch finished with failed questions or bad input lines, 75 batch output locked\n"
-               "  by another run, 130 interrupted.",
+               "exit codes: 0 verdict (batch: all ok), 1 run failed (batch: could not go on),\n"
+               "  2 usage or configuration error, 3 batch finished with failed questions or bad\n"
+               "  input lines, 75 try later (batch output locked by another run, or the endpoint\n"
+               "  is down: the circuit breaker stopped the batch), 130 interrupted (Ctrl-C, SIGTERM).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -3325,8 +3389,16 @@ def human_summary(result: RunResult, config: Config) -> str:
 
 async def run_cli(config: Config, question: str, runtime: Runtime, result: RunResult,
                   replay: Replay | None = None) -> RunResult:
-    async with open_client(config) as client:
-        return await answer_question(config, question, Endpoint(config, client, runtime), runtime, result, replay)
+    """One question from the command line. SIGTERM is treated like Ctrl-C: the run
+    is cancelled, and the transcript and trace are written with what was done."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        async with open_client(config) as client:
+            return await answer_question(config, question, Endpoint(config, client, runtime), runtime, result, replay)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Replay | None]:
@@ -3437,7 +3509,7 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
     result = RunResult(question)
     try:
         asyncio.run(run_cli(config, question, runtime or Runtime(), result, replay))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (see run_cli)
         result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
     except Exception as err:  # a bug: one line, the traceback only with -v, and what was done is kept
         log.debug("internal error", exc_info=True)

@@ -125,7 +125,7 @@ def test_failed_critique_leaves_answer_in_play(capsys, monkeypatch) -> None:
     # The uncritiqued solver has nothing to rebut; the other four do.
     assert phases_of(route).count("rebuttal") == 4
     transcript = Path(result["transcript"]).read_text()
-    assert "critique of solver-1 failed; its answer stays in play" in transcript
+    assert "critique of solver-1 failed (the response content is empty); its answer stays in play" in transcript
 
 
 @respx.mock

@@ -55,12 +55,15 @@ class Options:
     fault: str = ""  # see FAULTS
     fault_rate: float = 1.0
     fail_after: int = 0  # 0 = never; else every request after this many answers 500
+    fault_phase: str = ""  # only requests of this phase get the fault ("" = every phase)
     log: str | None = None
 
 
 # Faults applied to a FAULT_RATE share of requests (for the reliability tests).
 FAULTS = ("401", "429", "429date", "500", "500noretry", "503", "html502", "badjson", "nochoices", "errorobject", "empty", "length",
-          "thinkonly", "hang", "reset", "trickle", "invalidutf8", "surrogate", "refusal", "cache-empty")
+          "thinkonly", "hang", "reset", "trickle", "invalidutf8", "surrogate", "refusal", "cache-empty",
+          "500once", "400context", "huge", "deepjson", "sse")
+HUGE_REPLY_BYTES = 30 * 1024 * 1024
 
 
 @dataclass
@@ -73,6 +76,7 @@ class State:
     cache: dict[bytes, bytes] = field(default_factory=dict)
     agents_seen: set[str] = field(default_factory=set)
     known: dict[str, str] = field(default_factory=dict)  # question -> expected answer, from --answers
+    failed_once: set[str] = field(default_factory=set)  # calls (run, phase, agent) that got their one 500
 
 
 # --- replies in the pipeline's output contract --------------------------------
@@ -256,6 +260,19 @@ async def fault_reply(fault: str, state: State, writer: asyncio.StreamWriter, ra
             text = "" if first else reply_text(phase_of(headers, json.loads(raw_body)), state)
             state.cache[raw_body] = response_bytes(200, completion_body(text))
         return state.cache[raw_body]
+    if fault == "500once":  # a call's first request fails; its retry succeeds
+        call = "|".join(headers.get(h, "") for h in ("x-moa-run-id", "x-moa-phase", "x-moa-agent"))
+        if call in state.failed_once:
+            return None
+        state.failed_once.add(call)
+        return response_bytes(500, b'{"error":{"message":"transient failure"}}')
+    if fault == "400context":  # llama.cpp when a slot's context is too small for the prompt
+        return response_bytes(400, b'{"error":{"code":400,"message":"the request exceeds the available context '
+                                   b'size, try increasing it","type":"exceed_context_size_error"}}')
+    if fault == "huge":
+        return response_bytes(200, completion_body("<answer>391</answer>" + "x" * HUGE_REPLY_BYTES))
+    if fault == "deepjson":
+        return response_bytes(200, b"[" * 100_000 + b"]" * 100_000)
     if fault == "hang":
         await asyncio.sleep(3600)
         return None
@@ -278,7 +295,8 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
     if options.max_concurrency and state.in_flight > options.max_concurrency:
         return response_bytes(429, b'{"error":{"message":"rate limited"}}',
                               {"Retry-After": f"{options.retry_after:g}"})
-    if options.fault and state.rng.random() < options.fault_rate:
+    in_phase = not options.fault_phase or headers.get("x-moa-phase") == options.fault_phase
+    if options.fault and options.fault != "sse" and in_phase and state.rng.random() < options.fault_rate:
         reply = await fault_reply(options.fault, state, writer, raw_body, headers)
         if reply is not None or options.fault in ("hang", "reset"):
             return reply
@@ -294,7 +312,19 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
             await writer.drain()
             await asyncio.sleep(0.05)
         return b""
+    if options.fault == "sse":  # a stream, whether or not the client asked for one
+        return response_bytes(200, sse_body(text), content_type="text/event-stream")
     return response_bytes(200, completion_body(text, prompt_chars=prompt_chars))
+
+
+def sse_body(text: str) -> bytes:
+    """The reply as server-sent events: three content deltas, a finish, usage, [DONE]."""
+    third = max(1, len(text) // 3)
+    pieces = [text[:third], text[third:2 * third], text[2 * third:]]
+    events = [{"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]} for piece in pieces]
+    events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    events.append({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": len(text) // 4}})
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 
 async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -371,6 +401,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, int]:
                         help="draw each latency from a hash of (seed, question, phase, agent), for paired runs")
     parser.add_argument("--fault", default="", choices=("",) + FAULTS)
     parser.add_argument("--fault-rate", type=float, default=1.0, help="share of requests that get the fault")
+    parser.add_argument("--fault-phase", default="", help="only this phase's requests get the fault")
     parser.add_argument("--fail-after", type=int, default=0, help="answer 500 to every request after this many")
     parser.add_argument("--log", help="append each request's start and end here as JSONL")
     args = parser.parse_args(argv)
