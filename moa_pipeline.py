@@ -1978,7 +1978,8 @@ class RunResult:
 
 
 async def run_rounds(debate: Debate, question: str, result: RunResult) -> None:
-    """Round 1, and round 2 when round 1's confidence is low; keeps the more confident."""
+    """Round 1, and round 2 when round 1's confidence is low; the more confident
+    verdict is reported, the rerun's on a tie (see rerun)."""
     config = debate.config
     first = await debate_once(debate, question, config.num_workers, config.temperature)
     result.verdict = first

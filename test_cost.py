@@ -290,6 +290,7 @@ def test_no_secret_in_any_file_or_output(capsys, monkeypatch, tmp_path) -> None:
     respx.post(URL).mock(side_effect=FakeModel())
     code = moa.main(["-q", "Q?", "-v", "--json"], runtime=test_runtime())
     captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["final_answer"] == "391"
     texts = [captured.out, captured.err] + [p.read_text() for p in (tmp_path / "logs").iterdir()]
     assert len(texts) == 4
     for text in texts:

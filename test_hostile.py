@@ -1,0 +1,491 @@
+"""The hostile user: every value from outside is checked at the edge, and the endpoint's
+misbehaviour costs one attempt or one call, never the run or the batch.
+
+Unit tests drive the CLI in-process against respx; what sockets do is driven through the
+real CLI as a subprocess against bench/fake_endpoint.py on 127.0.0.1 (see test_faults.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+import moa_pipeline as moa
+from conftest import FAKE_KEY, URL, FakeModel, completion, judge_text, phases_of, solver_text, test_runtime
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "bench"))
+from batch_memory import start_fake_endpoint  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("endpoint_env")
+
+
+def run_json(argv: list[str], capsys, runtime: moa.Runtime | None = None) -> tuple[int, dict, str]:
+    code = moa.main([*argv, "--json"], runtime=runtime or test_runtime())
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+@pytest.fixture
+def fake_server(tmp_path):
+    """Start bench/fake_endpoint.py with the given flags; (url, log path). Killed at the end."""
+    started = []
+
+    def start(*args: str) -> tuple[str, Path]:
+        log = tmp_path / f"server_{len(started)}.jsonl"
+        process, url = start_fake_endpoint(*args, "--log", str(log))
+        started.append(process)
+        return url, log
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+
+
+def server_events(log: Path, event: str = "start") -> list[dict]:
+    return [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == event] if log.exists() else []
+
+
+def cli(tmp_path: Path, *argv: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "API_KEY": FAKE_KEY, "LOG_DIR": str(tmp_path / "logs"),
+                   "RETRY_BASE_DELAY": "0.01", "RETRY_MAX_DELAY": "0.2", "NUM_WORKERS": "3", "NUM_JUDGES": "2",
+                   "MIN_JUDGE_CONFIDENCE": "0", **env}
+    for name in [k for k, v in environment.items() if v is None]:
+        del environment[name]
+    return subprocess.run([sys.executable, str(HERE / "moa_pipeline.py"), *argv], env=environment, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# --- the circuit breaker judges whole calls, and only outages ------------------------------
+
+
+def ended(endpoint: moa.Endpoint, *errors: moa.APIError | None) -> None:
+    for error in errors:
+        endpoint.call_ended(error)
+
+
+def outage() -> moa.APIError:
+    return moa.APIError("connection error", outage=True)
+
+
+@pytest.mark.parametrize("below, trips", [(1, False), (0, True)], ids=["one-short-stays-closed", "at-the-threshold-trips"])
+def test_breaker_boundary(below: int, trips: bool) -> None:
+    """Of the last BREAKER_WINDOW calls, BREAKER_TRIP_FAILURES outage failures trip it; one fewer does not."""
+    assert moa.BREAKER_TRIP_FAILURES == moa.BREAKER_WINDOW // 2, "the documented rule: at least half"
+    endpoint = moa.Endpoint(moa.Config(URL, FAKE_KEY), httpx.AsyncClient(), moa.Runtime())
+    outages = moa.BREAKER_TRIP_FAILURES - below
+    ended(endpoint, *[outage()] * outages, *[None] * (moa.BREAKER_WINDOW - outages))
+    assert endpoint.failing() is trips
+
+
+def test_breaker_needs_a_full_window() -> None:
+    """Outage failures short of a full window are not yet a sustained outage."""
+    endpoint = moa.Endpoint(moa.Config(URL, FAKE_KEY), httpx.AsyncClient(), moa.Runtime())
+    ended(endpoint, *[outage()] * (moa.BREAKER_WINDOW - 1))
+    assert not endpoint.failing()
+    ended(endpoint, outage())
+    assert endpoint.failing()
+
+
+def test_breaker_ignores_back_pressure_and_counts_bad_bodies_as_healthy() -> None:
+    """429s are not evidence at all; a call that failed on bad content reached a live endpoint."""
+    endpoint = moa.Endpoint(moa.Config(URL, FAKE_KEY), httpx.AsyncClient(), moa.Runtime())
+    busy = moa.APIError("HTTP 429: slow down", status=429, backpressure=True)
+    bad_body = moa.APIError("the response content is empty", status=200)
+    ended(endpoint, *[busy] * 50)
+    assert len(endpoint.recent_calls) == 0
+    ended(endpoint, *[outage()] * (moa.BREAKER_TRIP_FAILURES - 1), *[bad_body] * 6)
+    assert not endpoint.failing()
+
+
+@pytest.mark.parametrize("status, headers, retry, stops, outage, backpressure", [
+    (400, {}, False, False, False, False), (401, {}, False, True, False, False), (403, {}, False, True, False, False),
+    (404, {}, False, True, False, False), (408, {}, True, False, True, False), (409, {}, True, False, True, False),
+    (413, {}, False, False, False, False), (422, {}, False, False, False, False), (429, {}, True, False, False, True),
+    (500, {}, True, False, True, False), (502, {}, True, False, True, False), (503, {}, True, False, True, False),
+    (503, {"retry-after": "2"}, True, False, False, True), (500, {"x-should-retry": "false"}, False, False, True, False),
+    (400, {"x-should-retry": "true"}, True, False, False, False),
+])
+def test_status_table(status: int, headers: dict, retry: bool, stops: bool, outage: bool, backpressure: bool) -> None:
+    """One table decides retry, stop-the-run, outage and back-pressure for every status."""
+    error = moa.status_error(status, httpx.Headers(headers), b'{"error": {"message": "m"}}', 0.0)
+    assert (error.retryable, error.stops_run, error.outage, error.backpressure) == (retry, stops, outage, backpressure)
+
+
+@respx.mock
+def test_sustained_outage_trips_the_breaker_and_flaky_calls_do_not(tmp_path, monkeypatch, capsys) -> None:
+    """Calls that succeed on retry never stop a batch; calls that fail after every retry do (exit 75)."""
+    monkeypatch.setenv("NUM_WORKERS", "2")
+    monkeypatch.setenv("NUM_JUDGES", "1")
+    monkeypatch.setenv("ENABLE_REBUTTAL", "false")
+    monkeypatch.setenv("MAX_RETRIES", "1")
+    model, seen = FakeModel(), set()
+
+    def flaky(request: httpx.Request) -> httpx.Response:  # every call's first attempt fails
+        call = (request.headers["X-MoA-Run-Id"], request.headers["X-MoA-Phase"], request.headers["X-MoA-Agent"])
+        if call not in seen:
+            seen.add(call)
+            return httpx.Response(500, json={"error": "transient"})
+        return model(request)
+
+    route = respx.post(URL).mock(side_effect=flaky)
+    questions = tmp_path / "q.txt"
+    questions.write_text("".join(f"Q{i}\n" for i in range(30)))
+    assert moa.main(["-f", str(questions), "-o", str(tmp_path / "a.jsonl")], runtime=test_runtime()) == 0
+    route.side_effect = lambda request: httpx.Response(500, json={"error": "down"})
+    code = moa.main(["-f", str(questions), "-o", str(tmp_path / "b.jsonl")], runtime=test_runtime())
+    assert code == moa.EXIT_TRY_LATER and "the endpoint is failing" in capsys.readouterr().err
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) < 15
+
+
+@respx.mock
+def test_a_404_stops_the_batch(tmp_path, capsys) -> None:
+    """A 404 (URL or model wrong) would fail every question alike: the batch stops with exit 1."""
+    route = respx.post(URL).mock(return_value=httpx.Response(404, json={"error": {"message": "no such model"}}))
+    questions = tmp_path / "q.txt"
+    questions.write_text("".join(f"Q{i}\n" for i in range(20)))
+    code = moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl"), "--concurrency", "1"],
+                    runtime=test_runtime())
+    assert code == moa.EXIT_FAILED
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 1 and route.call_count <= 5
+    assert "no such model" in capsys.readouterr().err
+
+
+def test_flaky_and_saturated_endpoints_finish_the_batch(fake_server, tmp_path) -> None:
+    """30% of requests answer 500, or the endpoint takes 16 at once (429 + Retry-After: 1) against a cap of 64:
+    every question is answered, exit 0: neither is an outage. (Both stopped the batch with 75 before.)"""
+    questions = tmp_path / "q.txt"
+    questions.write_text("".join(f"Question {i}?\n" for i in range(40)))
+    url, _ = fake_server("--fault", "500", "--fault-rate", "0.3", "--seed", "1")
+    done = cli(tmp_path, "-f", str(questions), "-o", str(tmp_path / "flaky.jsonl"), PROXY_URL=url,
+               NUM_WORKERS=None, NUM_JUDGES=None, RETRY_BASE_DELAY="0.05", RETRY_MAX_DELAY="0.5")
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "flaky.jsonl").read_text().splitlines()) == 40
+    url, log = fake_server("--max-concurrency", "16", "--retry-after", "1", "--latency", "0.1")
+    few = tmp_path / "few.txt"
+    few.write_text("".join(f"Question {i}?\n" for i in range(16)))
+    done = cli(tmp_path, "-f", str(few), "-o", str(tmp_path / "busy.jsonl"), "--concurrency", "64",
+               PROXY_URL=url, MAX_CONCURRENT_REQUESTS="64", NUM_WORKERS=None, NUM_JUDGES=None,
+               RETRY_BASE_DELAY=None, RETRY_MAX_DELAY=None, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert any(e["status"] == 429 for e in server_events(log, "end")), "the endpoint did push back"
+    assert len((tmp_path / "busy.jsonl").read_text().splitlines()) == 16
+
+
+# --- one call's 400 fails that call only ----------------------------------------------------
+
+
+@pytest.mark.parametrize("phase, note", [("critique", "its answer stays in play uncritiqued"),
+                                         ("rebuttal", "its first answer stands"),
+                                         ("judge", "the verdict is the solvers' majority")])
+def test_a_400_on_a_later_phase_fails_only_that_call(phase: str, note: str, fake_server, tmp_path) -> None:
+    """llama.cpp's 'exceeds the available context size' on a critique, rebuttal or judge: a verdict, exit 0."""
+    url, log = fake_server("--fault", "400context", "--fault-phase", phase)
+    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=url)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["final_answer"] == "391" and result["phases"][phase]["ok"] == 0
+    retried = [e for e in server_events(log) if e["phase"] == phase]
+    assert len(retried) == result["phases"][phase]["failed"], "a 400 is not retried"
+    text = Path(result["transcript"]).read_text()
+    assert "exceeds the available context size" in text and note in text
+
+
+def test_a_400_on_every_solver_fails_the_run_with_the_reason(fake_server, tmp_path) -> None:
+    """When the quorum is out of reach the run fails, exit 1, and says why in one line."""
+    url, _ = fake_server("--fault", "400context", "--fault-phase", "generate")
+    done = cli(tmp_path, "-q", "Q?", "--json", PROXY_URL=url)
+    assert done.returncode == 1 and "exceeds the available context size" in json.loads(done.stdout)["error"]
+    assert len(error_lines(done.stderr)) == 1 and "Traceback" not in done.stderr
+
+
+# --- replies: size cap, hostile JSON, what the server sends instead of what we asked ---------
+
+
+@respx.mock
+def test_a_reply_over_max_response_bytes_is_a_failed_attempt(monkeypatch, capsys) -> None:
+    """A reply past MAX_RESPONSE_BYTES fails that attempt as 'too large' (retried); nothing past the cap is kept."""
+    monkeypatch.setenv("MAX_RESPONSE_BYTES", "20000")
+    model = FakeModel(overrides={"generate": lambda r, n: completion(solver_text("391") + "x" * 50_000)
+                                 if r.headers["X-MoA-Agent"] == "solver-1" and n < 2 else completion(solver_text("391"))})
+    respx.post(URL).mock(side_effect=model)
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["final_answer"] == "391"
+    text = Path(result["transcript"]).read_text()
+    assert "too large" in text and "x" * 20_000 not in text
+
+
+def test_huge_replies_do_not_reach_memory_or_logs(fake_server, tmp_path) -> None:
+    """30 MB replies from a real socket: failed attempts, a verdict from the rest, small logs."""
+    url, _ = fake_server("--fault", "huge", "--fault-rate", "0.3", "--seed", "2")
+    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=url, MAX_RETRIES="6")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["final_answer"] == "391"
+    logs = sum(p.stat().st_size for p in (tmp_path / "logs").iterdir())
+    assert logs < 2_000_000
+    assert "too large" in next((tmp_path / "logs").glob("*.txt")).read_text()
+
+
+@respx.mock
+def test_deeply_nested_reply_is_one_failed_attempt(capsys) -> None:
+    """A body nested 100,000 deep is 'not valid JSON (nested too deeply)' for one attempt, not a crash."""
+    deep = httpx.Response(200, content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"})
+    model = FakeModel(overrides={"generate": lambda r, n: deep if n == 0 else completion(solver_text("391"))})
+    respx.post(URL).mock(side_effect=model)
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["http_requests"] == result["llm_calls"] + 1
+    assert "nested too deeply" in Path(result["transcript"]).read_text()
+
+
+def test_deeply_nested_replies_from_a_real_server(fake_server, tmp_path) -> None:
+    """The same over a socket: retried, verdict, exit 0."""
+    url, _ = fake_server("--fault", "deepjson", "--fault-rate", "0.3", "--seed", "4")
+    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=url, MAX_RETRIES="6")
+    assert done.returncode == 0 and json.loads(done.stdout)["final_answer"] == "391", done.stderr
+
+
+@pytest.mark.parametrize("stream_flag, fault", [(True, ""), (False, "sse")],
+                         ids=["stream-asked-json-answered", "json-asked-stream-answered"])
+def test_the_reply_is_read_by_its_content_type(stream_flag: bool, fault: str, fake_server, tmp_path) -> None:
+    """STREAM=true against a proxy that answers plain JSON, and the reverse, both work first time."""
+    url, _ = fake_server(*(("--fault", fault) if fault else ()))
+    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=url, STREAM=str(stream_flag).lower())
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["final_answer"] == "391" and result["http_requests"] == result["llm_calls"]
+
+
+def sse(*events: dict) -> httpx.Response:
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.parametrize("events", [
+    [{"choices": [{"delta": {"refusal": "I can't help with that."}}]}],
+    [{"choices": [{"delta": {"content": "Sorry."}, "finish_reason": "content_filter"}]}],
+    [{"choices": [{"delta": {}, "finish_reason": "content_filter"}]}],
+], ids=["delta-refusal", "content-filter-with-text", "content-filter-empty"])
+@respx.mock
+def test_streamed_refusals_are_not_retried(events: list[dict], monkeypatch, capsys) -> None:
+    """A streamed refusal fails its call once, as 'refused', exactly like a plain one."""
+    monkeypatch.setenv("STREAM", "true")
+    model = FakeModel(overrides={"generate": lambda r, n: sse(*events) if r.headers["X-MoA-Agent"] == "solver-1"
+                                 else completion(solver_text("391"))})
+    route = respx.post(URL).mock(side_effect=model)
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and phases_of(route).count("generate") == 5
+    assert "refused" in Path(result["transcript"]).read_text()
+
+
+@pytest.mark.parametrize("body", [
+    b'data: {"choices": "nope"}\n\ndata: [DONE]\n\n', b'data: [1, 2]\n\ndata: [DONE]\n\n',
+    b'data: {"choices": [5, {"delta": "x"}]}\n\ndata: [DONE]\n\n',
+    b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n",
+], ids=["choices-not-a-list", "event-not-an-object", "odd-choices", "deep-event"])
+@respx.mock
+def test_malformed_stream_events_are_failed_attempts(body: bytes, monkeypatch, capsys) -> None:
+    """Events of the wrong shape fail the attempt (retried), never the run."""
+    monkeypatch.setenv("STREAM", "true")
+    bad = httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+    model = FakeModel(overrides={"generate": lambda r, n: bad if n == 0 else completion(solver_text("391"))})
+    respx.post(URL).mock(side_effect=model)
+    code, result, err = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["http_requests"] == result["llm_calls"] + 1 and "internal error" not in err
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": True, "completion_tokens": 3}, {"prompt_tokens": -5,
+                                   "completion_tokens": 3}, {"prompt_tokens": 10**30, "completion_tokens": 1},
+                                   "lots"], ids=["bool", "negative", "absurd", "not-an-object"])
+@respx.mock
+def test_odd_usage_is_estimated_not_trusted(usage, capsys) -> None:
+    """Usage counts that are not plausible counts are replaced by estimates, marked as such."""
+    def with_usage(response: httpx.Response) -> httpx.Response:
+        body = json.loads(response.content)
+        body["usage"] = usage
+        return httpx.Response(200, json=body)
+
+    model = FakeModel()
+    respx.post(URL).mock(side_effect=lambda r: with_usage(model(r)))
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["usage"]["estimated"] is True and result["usage"]["total_tokens"] < 10**6
+
+
+# --- traces given to --replay ---------------------------------------------------------------
+
+
+def a_trace(tmp_path: Path, capsys) -> Path:
+    respx.post(URL).mock(side_effect=FakeModel())
+    assert moa.main(["-q", "Q?", "--json"], runtime=test_runtime()) == 0
+    capsys.readouterr()
+    return next((tmp_path / "logs").glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda lines: lines[:1] + [b"[" * 100_000 + b"]" * 100_000] + lines[1:],
+    lambda lines: [b'{"type": "run", "question": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"],
+    lambda lines: lines + [json.dumps({"type": "attempt", "round": 1, "phase": "generate", "agent": "solver-9999999",
+                                       "outcome": "ok", "response_text": "<answer>1</answer>"}).encode()],
+    lambda lines: lines + [json.dumps({"type": "attempt", "round": "1", "phase": "generate"}).encode()],
+    lambda lines: lines + [json.dumps({"type": "attempt", "round": 1, "phase": "generate", "agent": ["x"],
+                                       "outcome": "ok"}).encode()],
+    lambda lines: [json.dumps({"type": "run", "question": 5}).encode()],
+    lambda lines: lines[:1] + [b"{not json"] + lines[1:],
+], ids=["deep-line", "deep-question", "huge-slot", "round-not-int", "agent-not-text", "question-not-text",
+        "garbage-in-the-middle"])
+@respx.mock
+def test_a_hostile_trace_is_one_usage_error(damage, tmp_path, capsys) -> None:
+    """--replay of a damaged or hostile trace: exit 2, one error line, no traceback, no request."""
+    trace = a_trace(tmp_path, capsys)
+    lines = trace.read_bytes().splitlines()
+    trace.write_bytes(b"\n".join(damage(lines)) + b"\n")
+    sent = len(respx.calls)
+    code = moa.main(["--replay", str(trace), "--from", "judges"], runtime=test_runtime())
+    err = capsys.readouterr().err
+    assert code == 2 and len(error_lines(err)) == 1 and "--replay" in err and "Traceback" not in err
+    assert len(respx.calls) == sent
+
+
+@respx.mock
+def test_a_torn_last_trace_line_is_still_replayable(tmp_path, capsys) -> None:
+    """A killed run leaves a torn last line: the replay uses the rest."""
+    trace = a_trace(tmp_path, capsys)
+    trace.write_bytes(trace.read_bytes() + b'{"type": "attempt", "ro')
+    respx.post(URL).mock(side_effect=FakeModel())
+    assert moa.main(["--replay", str(trace), "--from", "judges"], runtime=test_runtime()) == 0
+
+
+# --- settings, flags and stdin ----------------------------------------------------------------
+
+
+SECRET_IN_URL = "pw-SECRET-0123456789"
+SECRET_QUERY = "qk-SECRET-9876543210"
+
+
+@pytest.mark.parametrize("url", [
+    f"ftp://user:{SECRET_IN_URL}@host/v1?key={SECRET_QUERY}",
+    f"user:{SECRET_IN_URL}@host:8080/v1?key={SECRET_QUERY}",
+    f"http://user:{SECRET_IN_URL}@host:99999/v1?key={SECRET_QUERY}",
+    f"http://user:{SECRET_IN_URL}@host:port/v1?api_key={SECRET_QUERY}",
+    f"https://host/v1 ?key={SECRET_QUERY}",
+    f"http://[::1/v1?key={SECRET_QUERY}",
+], ids=["wrong-scheme", "no-scheme", "port-out-of-range", "port-not-a-number", "space", "bad-ipv6"])
+def test_a_bad_proxy_url_never_shows_its_secrets(url: str, monkeypatch, capsys) -> None:
+    """A PROXY_URL that cannot be used: exit 2, one line naming PROXY_URL, user info and query masked."""
+    monkeypatch.setenv("PROXY_URL", url)
+    assert moa.main(["-q", "Q?"]) == 2
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "PROXY_URL" in err and "internal error" not in err
+    assert SECRET_IN_URL not in err and SECRET_QUERY not in err
+
+
+@respx.mock
+def test_secrets_in_a_working_proxy_url_are_masked_everywhere(monkeypatch, tmp_path, capsys) -> None:
+    """A key in PROXY_URL's query or user info is masked in every output, even when a server echoes it."""
+    monkeypatch.setenv("PROXY_URL", f"https://user:{SECRET_IN_URL}@proxy.test/v1?key={SECRET_QUERY}")
+    respx.post(url__startswith="https://proxy.test/v1/chat/completions").mock(
+        side_effect=lambda r: httpx.Response(500, json={"error": f"bad key {SECRET_QUERY}"}))
+    code = moa.main(["-q", "Q?", "--json", "-v"], runtime=test_runtime())
+    captured = capsys.readouterr()
+    texts = [captured.out, captured.err] + [p.read_text() for p in (tmp_path / "logs").iterdir()]
+    assert code == 1 and len(texts) == 4
+    for text in texts:
+        assert SECRET_IN_URL not in text and SECRET_QUERY not in text
+
+
+@respx.mock
+def test_an_empty_proxy_url_falls_back_to_openai_base_url(monkeypatch, tmp_path, capsys) -> None:
+    """PROXY_URL= (as .env.example ships it) is unset: OPENAI_BASE_URL and OPENAI_API_KEY apply."""
+    monkeypatch.delenv("PROXY_URL")
+    monkeypatch.delenv("API_KEY")
+    (tmp_path / ".env").write_text("PROXY_URL=\nAPI_KEY=\nNUM_WORKERS=\n")
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://proxy.test/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["final_answer"] == "391"
+    assert phases_of(route).count("generate") == 5, "an empty NUM_WORKERS= is the default"
+
+
+@pytest.mark.parametrize("prefix", ["../x", "/tmp/x", "a/b", "..", ".hidden", "x" * 65, "a\nb"])
+def test_log_filename_prefix_cannot_leave_log_dir(prefix: str, monkeypatch, capsys) -> None:
+    """LOG_FILENAME_PREFIX with a path in it is refused before any request: exit 2."""
+    monkeypatch.setenv("LOG_FILENAME_PREFIX", prefix)
+    assert moa.main(["-q", "Q?"]) == 2
+    assert "LOG_FILENAME_PREFIX" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00bad", b"NUM_WORKERS=abc\n"], ids=["not-utf8", "bad-value"])
+def test_a_bad_env_file_is_one_line(content: bytes, tmp_path, capsys) -> None:
+    """A .env in the working folder that is not text, or holds a bad value: exit 2, one line."""
+    (tmp_path / ".env").write_bytes(content)
+    assert moa.main(["-q", "Q?"]) == 2
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "Traceback" not in err
+
+
+def test_closed_stdin_is_a_usage_error(monkeypatch, capsys) -> None:
+    """-q - and -f - with no stdin at all: exit 2, one line."""
+    monkeypatch.setattr(sys, "stdin", None)
+    assert moa.main(["-q", "-"]) == 2
+    assert moa.main(["-f", "-", "-o", "out.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 2 and "stdin is closed" in err
+
+
+def test_real_cli_with_stdin_closed(tmp_path) -> None:
+    """The real process started with fd 0 closed: exit 2, one error line, no traceback."""
+    done = subprocess.run(["bash", "-c", f'exec 0<&-; exec "{sys.executable}" "{HERE / "moa_pipeline.py"}" -q -'],
+                          env={**os.environ, "PROXY_URL": "http://127.0.0.1:9/v1", "API_KEY": FAKE_KEY},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and len(error_lines(done.stderr)) == 1 and "Traceback" not in done.stderr
+
+
+# --- transcripts say what failed and why, once -------------------------------------------------
+
+
+@respx.mock
+def test_failure_lines_say_why_once(monkeypatch, capsys) -> None:
+    """No 'FAILED: None' and no 'HTTP 500: HTTP 500': each failure line names its reason once."""
+    monkeypatch.setenv("MAX_RETRIES", "1")
+    model = FakeModel(overrides={"critique": lambda r, n: httpx.Response(500, json={"error": "critic down"})
+                                 if r.headers["X-MoA-Agent"].endswith("solver-1") else
+                                 completion("<critique>Fine.</critique>")})
+    respx.post(URL).mock(side_effect=model)
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    text = Path(result["transcript"]).read_text()
+    assert code == 0 and "FAILED: None" not in text and "HTTP 500: HTTP 500" not in text
+    assert "critique of solver-1 failed (HTTP 500: critic down)" in text
+    assert "FAILED: HTTP 500: critic down" in text
+
+
+# --- several models: nobody is critiqued by its own model ---------------------------------------
+
+
+@pytest.mark.parametrize("models, workers", [("a,b", 5), ("a,b", 4), ("a,b,c", 5), ("a,b", 3)])
+@respx.mock
+def test_every_critique_comes_from_another_model(models: str, workers: int, monkeypatch, capsys) -> None:
+    """With several models, each critique request uses a model other than its solver's."""
+    monkeypatch.setenv("MODEL_NAME", models)
+    monkeypatch.setenv("NUM_WORKERS", str(workers))
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    code, _, _ = run_json(["-q", "Q?"], capsys)
+    slot_model = {f"solver-{i + 1}": models.split(",")[i % len(models.split(","))] for i in range(workers)}
+    critiques = [c for c in route.calls if c.request.headers["X-MoA-Phase"] == "critique"]
+    assert code == 0 and len(critiques) == workers
+    for call in critiques:
+        solver = call.request.headers["X-MoA-Agent"].split("->")[1]
+        assert json.loads(call.request.content)["model"] != slot_model[solver]
