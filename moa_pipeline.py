@@ -2181,10 +2181,13 @@ def redact(text: str, config: Config) -> str:
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
 
-def create_private_file(directory: Path, stem: str, suffix: str) -> tuple[Path, int]:
-    """A new file, mode 0600, named stem+suffix or stem_N+suffix: never overwrites, never follows a link."""
+def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None) -> tuple[Path, int]:
+    """A new file, mode 0600, named stem+suffix or stem_N+suffix: never overwrites, never follows a link.
+    With ``twin``, the same name with that suffix must be free too (a transcript and its trace share a stem)."""
     for n in range(1000):
         path = directory / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
+        if twin is not None and os.path.lexists(path.with_suffix(twin)):
+            continue
         try:
             return path, os.open(path, NEW_FILE_FLAGS, 0o600)
         except FileExistsError:
@@ -2207,18 +2210,22 @@ def open_run_files(config: Config, runtime: Runtime) -> tuple[Path | None, Trace
     if not (config.enable_file_logging or config.jsonl_trace):
         return None, None, None
     directory = Path(config.log_dir)
-    stamp = datetime.fromtimestamp(runtime.wall_clock()).strftime("%Y%m%d_%H%M%S")
+    stem = f"{config.log_filename_prefix}_{datetime.fromtimestamp(runtime.wall_clock()).strftime('%Y%m%d_%H%M%S')}"
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path, fd = create_private_file(directory, f"{config.log_filename_prefix}_{stamp}", ".txt")
+        if not config.enable_file_logging:  # a trace alone
+            trace_path, fd = create_private_file(directory, stem, ".jsonl")
+            return None, TraceWriter(trace_path, fd, config, runtime), None
+        path, fd = create_private_file(directory, stem, ".txt", twin=".jsonl" if config.jsonl_trace else None)
         os.close(fd)
         trace = None
         if config.jsonl_trace:
             trace_path = path.with_suffix(".jsonl")
-            trace = TraceWriter(trace_path, os.open(trace_path, NEW_FILE_FLAGS, 0o600), config, runtime)
-        if not config.enable_file_logging:
-            path.unlink()
-            return None, trace, None
+            try:
+                trace = TraceWriter(trace_path, os.open(trace_path, NEW_FILE_FLAGS, 0o600), config, runtime)
+            except OSError:
+                path.unlink()
+                raise
         return path, trace, None
     except OSError as err:
         return None, None, f"could not write the transcript in {directory} ({describe_os_error(err)})"
@@ -3472,10 +3479,20 @@ def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_out
               file=sys.stderr)
         return EXIT_FAILED
     text = json.dumps(summary, ensure_ascii=False) if json_output else human_batch_summary(summary)
-    print(redact(text, config))
+    emit(redact(text, config))
     if summary.get("error"):
         print(f"error: {redact(summary['error'], config)}", file=sys.stderr)
     return batch_exit_code(summary)
+
+
+def emit(text: str) -> None:
+    """Print a result on stdout. A reader that went away (``| head``) is not an
+    error: the rest of the output goes to /dev/null instead of a traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
@@ -3505,7 +3522,7 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
         return main_batch(config, options, runtime or Runtime(), args.json_output)
     if args.dry_run:
         summary = dry_run_summary(config, dry_run_plan(config, question))
-        print(json.dumps(summary) if args.json_output else human_dry_run(summary))
+        emit(json.dumps(summary) if args.json_output else human_dry_run(summary))
         return EXIT_OK
     result = RunResult(question)
     try:
@@ -3519,9 +3536,9 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
     if result.write_error:
         log.warning("%s; the verdict is still reported", result.write_error)
     if args.json_output:
-        print(redact(json.dumps(result_json(result, config), ensure_ascii=False), config))
+        emit(redact(json.dumps(result_json(result, config), ensure_ascii=False), config))
     else:
-        print(redact(human_summary(result, config), config))
+        emit(redact(human_summary(result, config), config))
     if result.error:
         where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
         print(f"error: {redact(result.error, config)}{where}", file=sys.stderr)

@@ -56,13 +56,14 @@ class Options:
     fault_rate: float = 1.0
     fail_after: int = 0  # 0 = never; else every request after this many answers 500
     fault_phase: str = ""  # only requests of this phase get the fault ("" = every phase)
+    fault_once: bool = False  # only a call's first request may get the fault: its retry succeeds
     log: str | None = None
 
 
 # Faults applied to a FAULT_RATE share of requests (for the reliability tests).
 FAULTS = ("401", "429", "429date", "500", "500noretry", "503", "html502", "badjson", "nochoices", "errorobject", "empty", "length",
           "thinkonly", "hang", "reset", "trickle", "invalidutf8", "surrogate", "refusal", "cache-empty",
-          "500once", "400context", "huge", "deepjson", "sse")
+          "400context", "huge", "deepjson", "sse")
 HUGE_REPLY_BYTES = 30 * 1024 * 1024
 
 
@@ -76,7 +77,7 @@ class State:
     cache: dict[bytes, bytes] = field(default_factory=dict)
     agents_seen: set[str] = field(default_factory=set)
     known: dict[str, str] = field(default_factory=dict)  # question -> expected answer, from --answers
-    failed_once: set[str] = field(default_factory=set)  # calls (run, phase, agent) that got their one 500
+    calls_seen: set[str] = field(default_factory=set)  # calls (run, phase, agent) already asked once
 
 
 # --- replies in the pipeline's output contract --------------------------------
@@ -260,12 +261,6 @@ async def fault_reply(fault: str, state: State, writer: asyncio.StreamWriter, ra
             text = "" if first else reply_text(phase_of(headers, json.loads(raw_body)), state)
             state.cache[raw_body] = response_bytes(200, completion_body(text))
         return state.cache[raw_body]
-    if fault == "500once":  # a call's first request fails; its retry succeeds
-        call = "|".join(headers.get(h, "") for h in ("x-moa-run-id", "x-moa-phase", "x-moa-agent"))
-        if call in state.failed_once:
-            return None
-        state.failed_once.add(call)
-        return response_bytes(500, b'{"error":{"message":"transient failure"}}')
     if fault == "400context":  # llama.cpp when a slot's context is too small for the prompt
         return response_bytes(400, b'{"error":{"code":400,"message":"the request exceeds the available context '
                                    b'size, try increasing it","type":"exceed_context_size_error"}}')
@@ -296,7 +291,11 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
         return response_bytes(429, b'{"error":{"message":"rate limited"}}',
                               {"Retry-After": f"{options.retry_after:g}"})
     in_phase = not options.fault_phase or headers.get("x-moa-phase") == options.fault_phase
-    if options.fault and options.fault != "sse" and in_phase and state.rng.random() < options.fault_rate:
+    call = "|".join(headers.get(h, "") for h in ("x-moa-run-id", "x-moa-phase", "x-moa-agent"))
+    first = call not in state.calls_seen
+    state.calls_seen.add(call)
+    if (options.fault and options.fault != "sse" and in_phase and (first or not options.fault_once)
+            and state.rng.random() < options.fault_rate):
         reply = await fault_reply(options.fault, state, writer, raw_body, headers)
         if reply is not None or options.fault in ("hang", "reset"):
             return reply
@@ -402,6 +401,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, int]:
     parser.add_argument("--fault", default="", choices=("",) + FAULTS)
     parser.add_argument("--fault-rate", type=float, default=1.0, help="share of requests that get the fault")
     parser.add_argument("--fault-phase", default="", help="only this phase's requests get the fault")
+    parser.add_argument("--fault-once", action="store_true", help="only a call's first request may get the fault")
     parser.add_argument("--fail-after", type=int, default=0, help="answer 500 to every request after this many")
     parser.add_argument("--log", help="append each request's start and end here as JSONL")
     args = parser.parse_args(argv)
