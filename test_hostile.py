@@ -493,3 +493,72 @@ def test_every_critique_comes_from_another_model(models: str, workers: int, monk
     for call in critiques:
         solver = call.request.headers["X-MoA-Agent"].split("->")[1]
         assert json.loads(call.request.content)["model"] != slot_model[solver]
+
+
+# --- more edges: chunked replies, a 400 is not a missing model, stray trace files ---------------
+
+
+class Chunks(httpx.AsyncByteStream):
+    """A chunked body with no Content-Length; counts how much of it was read."""
+
+    def __init__(self, chunk: bytes, count: int) -> None:
+        self.chunk, self.count, self.sent = chunk, count, 0
+
+    async def __aiter__(self):
+        for _ in range(self.count):
+            self.sent += 1
+            yield self.chunk
+
+
+@respx.mock
+def test_a_chunked_reply_is_cut_at_the_cap_without_reading_the_rest(monkeypatch, capsys) -> None:
+    """No Content-Length to go by: reading stops once MAX_RESPONSE_BYTES is passed, and the attempt fails."""
+    monkeypatch.setenv("MAX_RESPONSE_BYTES", "10000")
+    endless = Chunks(b"x" * 1000, 1000)
+    model = FakeModel(overrides={"generate": lambda r, n: httpx.Response(200, stream=endless)
+                                 if r.headers["X-MoA-Agent"] == "solver-1" and n == 0 else completion(solver_text("391"))})
+    respx.post(URL).mock(side_effect=model)
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and endless.sent <= 11, "stopped reading just past the cap"
+    assert "too large" in Path(result["transcript"]).read_text()
+
+
+@respx.mock
+def test_a_400_does_not_drop_a_model(monkeypatch, capsys) -> None:
+    """With two models, a 400 on one of model b's critiques fails that call only: b still rebuts and judges."""
+    monkeypatch.setenv("MODEL_NAME", "a,b")
+    monkeypatch.setenv("JUDGE_MODEL", "b")
+    model = FakeModel(overrides={"critique": lambda r, n: httpx.Response(400, json={"error": "context too small"})
+                                 if json.loads(r.content)["model"] == "b" and n == 0
+                                 else completion("<critique>Fine.</critique>")})
+    route = respx.post(URL).mock(side_effect=model)
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    used = [(c.request.headers["X-MoA-Phase"], json.loads(c.request.content)["model"]) for c in route.calls]
+    assert code == 0 and result["phases"]["critique"]["failed"] == 1
+    assert ("rebuttal", "b") in used and ("judge", "b") in used
+    assert "dropped" not in Path(result["transcript"]).read_text()
+
+
+@respx.mock
+def test_an_empty_environment_value_is_unset(monkeypatch, capsys) -> None:
+    """PROXY_URL= exported empty in the environment falls back to OPENAI_BASE_URL, as in .env."""
+    monkeypatch.setenv("PROXY_URL", "")
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://proxy.test/v1")
+    respx.post(URL).mock(side_effect=FakeModel())
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["final_answer"] == "391"
+
+
+@respx.mock
+def test_a_stray_trace_file_does_not_cost_the_run_its_files(tmp_path, capsys) -> None:
+    """A .jsonl already at this second's name (no .txt): the run takes the next stem for both, and leaves it alone."""
+    runtime = test_runtime()
+    stem = f"moa_run_{moa.datetime.fromtimestamp(runtime.wall_clock()).strftime('%Y%m%d_%H%M%S')}"
+    (tmp_path / "logs").mkdir()
+    stray = tmp_path / "logs" / f"{stem}.jsonl"
+    stray.write_text("not ours\n")
+    respx.post(URL).mock(side_effect=FakeModel())
+    code, result, err = run_json(["-q", "Q?"], capsys, runtime)
+    assert code == 0 and stray.read_text() == "not ours\n"
+    assert result["transcript"].endswith(f"{stem}_1.txt") and result["trace"].endswith(f"{stem}_1.jsonl")
+    assert "could not write" not in err
