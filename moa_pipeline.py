@@ -41,12 +41,13 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 try:
     import httpx
@@ -200,6 +201,8 @@ def chat_completions_url(raw: str) -> str:
         raise ValueError("expected an http:// or https:// URL with a port from 1 to 65535") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http:// or https:// URL such as https://host/v1")
+    if parts.port == 0:
+        raise ValueError("expected an http:// or https:// URL with a port from 1 to 65535")
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise ValueError("the URL contains spaces or control characters")
     path = parts.path.rstrip("/")
@@ -208,15 +211,30 @@ def chat_completions_url(raw: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
-# What may carry a credential in a URL-like value: user info before "@", and any query.
-_URL_USERINFO = re.compile(r"(^|//)[^/?#]*@")
-_URL_QUERY = re.compile(r"[?#].*", re.DOTALL)
-
-
 def masked_url(raw: str) -> str:
-    """A URL-like value safe to echo, even when it does not parse: user info and
-    query masked, so a key in ``https://user:key@host/?key=...`` never shows."""
-    return _URL_QUERY.sub("?" + SECRET_MASK, _URL_USERINFO.sub(r"\1" + SECRET_MASK + "@", raw.strip()))[:200]
+    """A URL-like value safe to echo, even when it does not parse: everything up to
+    the last "@" after the scheme (user info, whatever it holds) and everything from
+    the first "?" or "#" after that is masked, so ``https://user:key@host/?key=...``
+    never shows its secrets."""
+    text = raw.strip()
+    scheme = text.find("//")
+    start = scheme + 2 if scheme >= 0 else 0
+    at = text.rfind("@")
+    if at >= start:
+        text = text[:start] + SECRET_MASK + text[at:]
+        start += len(SECRET_MASK) + 1
+    cuts = [i for i in (text.find("?", start), text.find("#", start)) if i >= 0]
+    if cuts:
+        text = text[:min(cuts)] + "?" + SECRET_MASK
+    return text[:200]
+
+
+def _folder(raw: str) -> str:
+    """A folder path: any name a file system takes (no NUL byte)."""
+    value = _text(raw)
+    if "\x00" in value:
+        raise ValueError("a path cannot contain a NUL byte")
+    return value
 
 
 def _file_prefix(raw: str) -> str:
@@ -240,10 +258,7 @@ def is_loopback(host: str) -> bool:
 def display_url(url: str) -> str:
     """The URL without user info or query, which can carry credentials."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 @dataclass(frozen=True)
@@ -281,7 +296,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MIN_JUDGE_CONFIDENCE", "60", _integer(0, 100)),
     Setting("ENABLE_REBUTTAL", "true", _boolean),
     Setting("ENABLE_FILE_LOGGING", "true", _boolean),
-    Setting("LOG_DIR", "logs", _text),
+    Setting("LOG_DIR", "logs", _folder),
     Setting("LOG_FILENAME_PREFIX", "moa_run", _file_prefix),
     Setting("MAX_CONCURRENT_REQUESTS", "16", _integer(1, 256)),
     Setting("MAX_CALLS", "0", _integer(0, 1_000_000)),
@@ -366,8 +381,10 @@ class Config:
         """Values masked wherever text is echoed: the key, the gateway token, and
         a password or query values in PROXY_URL (``?key=...``)."""
         parts = urlsplit(self.proxy_url)
-        in_url = [parts.password or ""] + [value for _, value in parse_qsl(parts.query)]
-        return [s for s in (self.api_key, self.gateway_token, *in_url) if s]
+        raw_pieces = [piece.partition("=")[2] or piece for piece in parts.query.split("&")]
+        in_url = [parts.username or "", parts.password or "", *raw_pieces, *(unquote(p) for p in raw_pieces),
+                  *(value for _, value in parse_qsl(parts.query))]
+        return list(dict.fromkeys(s for s in (self.api_key, self.gateway_token, *in_url) if s))
 
     def shown(self) -> dict[str, Any]:
         """Settings as the transcript shows them: secrets masked, URL cleaned."""
@@ -438,8 +455,8 @@ def read_env_file(path: str | None) -> dict[str, str | None]:
     """
     if path is None and not os.path.isfile(DEFAULT_ENV_FILE):
         return {}
-    if path is not None and not os.path.isfile(path):
-        raise ConfigError(f"--env-file {path}: no such file")
+    if path is not None and (not os.path.exists(path) or os.path.isdir(path)):
+        raise ConfigError(f"--env-file {path}: {'a folder, not a file' if os.path.isdir(path) else 'no such file'}")
     name = path or DEFAULT_ENV_FILE
     try:
         with open(name, encoding="utf-8") as handle:
@@ -800,6 +817,42 @@ def too_large(limit: int) -> APIError:
     return APIError(f"too large: the reply is longer than MAX_RESPONSE_BYTES={limit} bytes")
 
 
+def _decompressor(encoding: str) -> Any:
+    """A zlib decompressor for a Content-Encoding, or None for one we cannot read."""
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    return None
+
+
+async def body_chunks(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:
+    """The decoded body in chunks, none larger than ``limit`` + 1 bytes.
+
+    We ask for ``Accept-Encoding: identity``; a server that compresses anyway is
+    decoded here, step by bounded step, because httpx inflates each network
+    chunk whole: a 1 MB gzip of zeros would become 1 GB in memory before any
+    size check could run.
+    """
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        async for chunk in response.aiter_raw():
+            yield chunk
+        return
+    decoder = _decompressor(encoding)
+    if decoder is None:
+        raise APIError(f"the reply uses Content-Encoding {encoding[:40]!r}, which we cannot decode",
+                       status=response.status_code)
+    try:
+        async for raw in response.aiter_raw():
+            data = raw
+            while data:
+                yield decoder.decompress(data, limit + 1)
+                data = decoder.unconsumed_tail
+    except zlib.error:
+        raise APIError(f"the reply's {encoding} body is corrupt", status=response.status_code) from None
+
+
 async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
     """The (decoded) body, at most ``limit`` bytes: past it, APIError "too large",
     or with ``cut`` the first ``limit`` bytes. Nothing past the limit is kept."""
@@ -808,7 +861,7 @@ async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) 
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in body_chunks(response, limit):
         size += len(chunk)
         if size > limit:
             if not cut:
@@ -823,7 +876,7 @@ async def sse_lines(response: httpx.Response, limit: int) -> AsyncIterator[str]:
     """Lines of an event stream; APIError "too large" once the stream passes ``limit`` bytes."""
     pending = b""
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in body_chunks(response, limit):
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
@@ -976,6 +1029,8 @@ class Endpoint:
         except httpx.TransportError as err:
             where = display_url(self.config.proxy_url)
             raise APIError(f"connection error to {where}: {_short(err)}", outage=True) from None
+        except httpx.HTTPError as err:  # a body httpx could not decode, a redirect loop …: this attempt only
+            raise APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})") from None
         finally:
             self.slots.release()
 
@@ -987,7 +1042,10 @@ class Endpoint:
         elif 200 <= status < 300:
             self.slots.succeeded()
         if not 200 <= status < 300:
-            body = await read_body(response, ERROR_BODY_LIMIT, cut=True)
+            try:
+                body = await read_body(response, ERROR_BODY_LIMIT, cut=True)
+            except APIError:  # an undecodable error body: the status still says what happened
+                body = b""
             error = status_error(status, response.headers, body, self.runtime.wall_clock())
             self.start_cooldown(error)
             raise error
@@ -1003,7 +1061,8 @@ def _short(err: BaseException) -> str:
 
 def open_client(config: Config) -> httpx.AsyncClient:
     """The run's one HTTP client; every timeout explicit (httpx's default is 5 s)."""
-    headers = {"Authorization": f"Bearer {config.api_key}"}
+    # identity: see body_chunks; an LLM reply is a few KB, compression saves little.
+    headers = {"Authorization": f"Bearer {config.api_key}", "Accept-Encoding": "identity"}
     if config.gateway_token:  # an authenticated Cloudflare AI Gateway
         headers["cf-aig-authorization"] = f"Bearer {config.gateway_token}"
     return httpx.AsyncClient(
@@ -2169,11 +2228,28 @@ def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
 
 
 def redact(text: str, config: Config) -> str:
-    """Mask the API key and gateway token wherever they might have been echoed."""
+    """Mask the API key, the gateway token and URL credentials wherever they might have been echoed."""
     for secret in config.secrets:
         if maskable(secret):
             text = text.replace(secret, SECRET_MASK)
     return text
+
+
+def redact_value(value: Any, config: Config) -> Any:
+    """``redact`` on every string inside a JSON-shaped value, before it is encoded:
+    once encoded, a secret holding a quote or a backslash no longer matches itself."""
+    if isinstance(value, str):
+        return redact(value, config)
+    if isinstance(value, dict):
+        return {key: redact_value(item, config) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(item, config) for item in value]
+    return value
+
+
+def safe_json(value: Any, config: Config, *, ensure_ascii: bool = True) -> str:
+    """JSON for any output: secrets masked in the values, and in the text once more."""
+    return redact(json.dumps(redact_value(value, config), ensure_ascii=ensure_ascii), config)
 
 
 # Files the tool creates are opened with these: never through a symlink planted
@@ -2265,7 +2341,7 @@ class TraceWriter:
         if self.fd is None or self.error:
             return
         try:  # ensure_ascii: a lone surrogate from argv still makes valid JSON
-            write_all(self.runtime, self.fd, (redact(json.dumps(record), self.config) + "\n").encode())
+            write_all(self.runtime, self.fd, (safe_json(record, self.config) + "\n").encode())
         except OSError as err:
             self.error = f"could not write the trace {self.path} ({describe_os_error(err)})"
 
@@ -2405,9 +2481,13 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each line of a trace. A torn last line (a killed
     run) is skipped; any other unreadable line is a ConfigError naming it."""
     try:
-        handle = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError(f"--replay {path}: not a regular file (a trace is a .jsonl file in LOG_DIR)")
+        handle = os.fdopen(fd, "rb")
     except OSError as err:
-        raise ConfigError(f"--replay {path}: cannot open it ({err.strerror})") from None
+        raise ConfigError(f"--replay {path}: cannot open it ({describe_os_error(err)})") from None
     with handle:
         for number, raw in enumerate(bounded_lines(handle, MAX_TRACE_LINE_BYTES), 1):
             if raw is None:
@@ -2438,7 +2518,7 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
         return None
     if not 0 <= slot < MAX_WORKERS or (phase == "critique") != (found.group(1) is not None):
         raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({agent[:40]!r})")
-    return TraceAttempt(round_number, phase, slot, outcome == "ok", text or "")
+    return TraceAttempt(round_number, phase, slot, outcome == "ok", valid_text(text or ""))
 
 
 def _rebuild_positions(attempts: list[TraceAttempt], start: str) -> dict[int, Position]:
@@ -2516,6 +2596,8 @@ STOP_GRACE_SECONDS = 10.0
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 # A line of an earlier output longer than this is not one of ours: dropped on resume.
 MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
+# A summary file is a few hundred bytes; anything larger at that name is not ours.
+SUMMARY_READ_LIMIT = 1024 * 1024
 # Files kept beside the output: <output><suffix>.
 SIDECAR_SUFFIXES = (".lock", ".summary.json")
 
@@ -2565,12 +2647,27 @@ def _item_from_json(text: str, number: int) -> BatchItem | InputError:
     if not isinstance(question, str) or not question.strip():
         return InputError(number, 'no "question" text')
     given = data.get("id")
-    if given is not None and (isinstance(given, bool) or not isinstance(given, (str, int)) or str(given) == ""):
-        return InputError(number, '"id" must be a non-empty string or a number')
+    if given is not None and not _usable_id(given):
+        return InputError(number, '"id" must be a non-empty string or a number (text: valid Unicode, at most 512 characters)')
     expected = data.get("answer")
-    question = question.strip()
+    question = valid_text(question).strip()  # a lone surrogate (\\ud83d) becomes U+FFFD, as on the command line
     return BatchItem(number, str(given) if given is not None else question_id(question), question,
                      None if expected is None else str(expected))
+
+
+def _usable_id(value: Any) -> bool:
+    """An id that round-trips through the output: a short valid string, or a finite number."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return math.isfinite(value) and len(str(value)) <= 512
+    if not isinstance(value, str) or not value or len(value) > 512:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_input_line(raw: bytes, number: int, jsonl: bool) -> BatchItem | InputError | None:
@@ -2655,6 +2752,11 @@ def acquire_lock(output: Path) -> int:
     except OSError as err:
         why = "it is a symbolic link" if err.errno == errno.ELOOP else describe_os_error(err)
         raise ConfigError(f"cannot open the lock file {path} ({why}): remove it or choose another output") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise ConfigError(f"the lock file {path} is not a plain file of its own (a hard link or a device): "
+                          "remove it or choose another output; nothing was changed")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -2667,6 +2769,22 @@ def acquire_lock(output: Path) -> int:
     except OSError:
         pass
     return fd
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file that is not a symlink, at most ``limit``; OSError
+    otherwise. Opened non-blocking, so a FIFO planted at the name cannot hang us."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, "too large")
+    return data
 
 
 def _fsync_dir(path: Path) -> None:
@@ -2724,7 +2842,9 @@ def compact_output(output: Path, runtime: Runtime | None = None) -> tuple[set[st
     """Keep only the complete "ok" lines of an earlier run's output, once per id.
 
     Returns (ids done, lines dropped). Dropped: failed lines (their questions
-    run again), a torn last line from a crash, anything unreadable, repeats.
+    run again), a torn last line from a crash, repeats. A whole line that is not
+    one of our records means the file is not a results file of this tool (a typo
+    in -o naming someone's notes): ConfigError, and the file is left untouched.
     """
     if not output.exists():
         return set(), 0
@@ -2734,8 +2854,11 @@ def compact_output(output: Path, runtime: Runtime | None = None) -> tuple[set[st
     def fill(fd: int) -> None:
         nonlocal dropped
         with open(output, "rb") as source:
-            for raw in bounded_lines(source, MAX_OUTPUT_LINE_BYTES):
+            for number, raw in enumerate(bounded_lines(source, MAX_OUTPUT_LINE_BYTES), 1):
                 record = _complete_record(raw) if raw is not None else None
+                if record is None and (raw is None or raw.endswith(b"\n")):
+                    raise ConfigError(f"--output {output} is not a results file of this tool (line {number} is not "
+                                      "one of its lines); nothing was changed: choose another output")
                 if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
                     dropped += 1
                     continue
@@ -2753,12 +2876,14 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
         record = load_json(raw)
     except ValueError:
         return None
-    return record if isinstance(record, dict) and "id" in record else None
+    ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
+    return record if ours else None
 
 
 def move_aside(output: Path, now: float) -> Path | None:
     """--no-resume: rename the old output (and its summary) out of the way; never delete."""
-    if not output.exists():
+    summary = _sidecar(output, ".summary.json")
+    if not output.exists() and not (summary.exists() and not summary.is_symlink()):
         return None
     stamp = datetime.fromtimestamp(now).strftime("%Y%m%d_%H%M%S")
     target = output.with_name(f"{output.name}.{stamp}.bak")
@@ -2766,8 +2891,8 @@ def move_aside(output: Path, now: float) -> Path | None:
     while os.path.lexists(target) or os.path.lexists(_sidecar(target, ".summary.json")):
         n += 1
         target = output.with_name(f"{output.name}.{stamp}_{n}.bak")
-    os.replace(output, target)
-    summary = _sidecar(output, ".summary.json")
+    if output.exists():
+        os.replace(output, target)
     if summary.exists() and not summary.is_symlink():
         os.replace(summary, _sidecar(target, ".summary.json"))
     return target
@@ -2877,12 +3002,19 @@ def output_totals(output: Path) -> dict[str, Any]:
     return totals
 
 
+def printable(value: Any, limit: int = 200) -> str:
+    """A value for a one-line log: control characters dropped, whitespace runs made one space, cut at ``limit``."""
+    text = "".join(ch for ch in str(value) if ch.isprintable() or ch.isspace())
+    return " ".join(text.split())[:limit]
+
+
 class Progress:
     """A live tqdm bar on a terminal; one plain line per question otherwise (cron)."""
 
     def __init__(self, total: int | None, stream: Any) -> None:
-        self.stream = stream
-        self.bar = tqdm(total=total, file=stream, unit="q", dynamic_ncols=True) if stream.isatty() else None
+        self.stream = stream  # None: stderr is closed, so nothing is shown
+        terminal = stream is not None and not stream.closed and stream.isatty()
+        self.bar = tqdm(total=total, file=stream, unit="q", dynamic_ncols=True) if terminal else None
 
     def finished(self, record: dict[str, Any], stats: BatchStats) -> None:
         if self.bar is not None:
@@ -2890,7 +3022,9 @@ class Progress:
             self.bar.update(1)
             return
         answer = record["final_answer"] if record["status"] == "ok" else record["error"]
-        print(f"{record['id']} {record['status']} {answer} {record['elapsed_s']:.1f}s", file=self.stream, flush=True)
+        # One line per question, whatever the answer holds: a model's newline or
+        # escape sequence must not forge lines in a cron log.
+        say(f"{printable(record['id'])} {record['status']} {printable(answer)} {record['elapsed_s']:.1f}s")
 
     def skipped(self) -> None:
         if self.bar is not None:
@@ -2936,8 +3070,8 @@ class BatchRun:
             return
         self.stats.interrupted = True
         self.stop.set()
-        print(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
-              "(Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+        say(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
+            "(Ctrl-C again to stop now)")
 
     async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter, slots: asyncio.Semaphore) -> None:
         """One question: run it, save its line, and decide whether its outcome stops the batch.
@@ -2967,7 +3101,7 @@ class BatchRun:
 
     def save(self, item: BatchItem, result: RunResult, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
-        record = batch_record(item, result, self.config)
+        record = redact_value(batch_record(item, result, self.config), self.config)
         try:
             writer.write(record)
         except OSError as err:
@@ -2994,11 +3128,11 @@ class BatchRun:
         """The item if it should run now; input errors and done ids are counted and passed over."""
         if isinstance(item, InputError):
             self.stats.input_errors += 1
-            print(f"input line {item.line}: {item.reason}; skipped", file=sys.stderr, flush=True)
+            say(f"input line {item.line}: {item.reason}; skipped")
             return None
         if item.id in self.seen:
             self.stats.input_errors += 1
-            print(f"input line {item.line}: id {item.id!r} appears again; skipped", file=sys.stderr, flush=True)
+            say(f"input line {item.line}: id {printable(item.id)!r} appears again; skipped")
             return None
         self.seen.add(item.id)
         if item.id in self.done:
@@ -3069,12 +3203,12 @@ def open_questions(name: str, stdin: Any) -> Any:
 
 def check_input_unchanged(summary_path: Path, input_sha: str | None, force: bool) -> None:
     """Refuse to resume against a different questions file, unless --force."""
-    if input_sha is None or force or not summary_path.exists():
+    if input_sha is None or force:
         return
     try:
-        previous = load_json(summary_path.read_bytes()).get("input_sha256")
+        previous = load_json(read_regular_file(summary_path, SUMMARY_READ_LIMIT)).get("input_sha256")
     except (OSError, ValueError, AttributeError):
-        return
+        return  # no summary, or not one we wrote (a FIFO, a link): nothing to compare
     if previous and previous != input_sha:
         raise ConfigError(f"the questions file changed since the run that wrote {summary_path.name} "
                           "(SHA-256 differs): resume with --force, or start over with --no-resume")
@@ -3087,8 +3221,12 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
     lock = acquire_lock(output)
     try:
         line_limit = input_line_limit(config)
-        input_sha, total = (scan_input(options.questions_file, line_limit) if options.questions_file != "-"
-                            else (None, None))
+        try:
+            input_sha, total = (scan_input(options.questions_file, line_limit) if options.questions_file != "-"
+                                else (None, None))
+        except OSError as err:
+            raise ConfigError(f"--questions-file {options.questions_file}: cannot read it "
+                              f"({describe_os_error(err)})") from None
         moved = None
         if options.resume:
             check_input_unchanged(summary_path, input_sha, options.force)
@@ -3103,7 +3241,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
                                    "input_sha256": input_sha, "output": str(output),
                                    "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
-        write_atomically(summary_path, json.dumps(summary, indent=2).encode(), runtime)
+        write_atomically(summary_path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
         stream = open_questions(options.questions_file, stdin)
         progress = Progress(total, sys.stderr)
         batch = BatchRun(config, options, runtime, done, progress)
@@ -3126,7 +3264,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
                 stream.close()
         summary.update(batch_summary(batch.stats, output, runtime.clock() - started))
         try:
-            write_atomically(summary_path, json.dumps(summary, indent=2).encode(), runtime)
+            write_atomically(summary_path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
         except OSError as err:  # the results are safe in the output; only the summary file is missing
             if not batch.stats.aborted:
                 batch.stats.aborted = (f"could not write the summary {summary_path} ({describe_os_error(err)}); "
@@ -3202,7 +3340,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rebuild a run from its .jsonl trace and run only the phases from --from on")
     batch = parser.add_argument_group("batch mode (with -f)")
     batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
-    batch.add_argument("--concurrency", metavar="N", type=int, default=DEFAULT_CONCURRENCY,
+    batch.add_argument("--concurrency", metavar="N", type=int,
                        help=f"questions in flight at once (default {DEFAULT_CONCURRENCY})")
     batch.add_argument("--no-resume", action="store_true",
                        help="start over: move the old output aside instead of skipping its finished questions")
@@ -3431,72 +3569,127 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
     The comparison is by device and inode, so a symlink, a hard link or a
     ``./`` spelling of the questions file is caught like the same name.
     """
-    if output.is_symlink():
+    try:
+        is_link, exists = output.is_symlink(), output.exists()
+        source = os.fstat(sys.stdin.fileno()) if questions_file == "-" else os.stat(questions_file)
+    except (OSError, ValueError, AttributeError) as err:
+        if questions_file == "-" and not isinstance(err, PermissionError):
+            return  # no stdin file to compare: a terminal or a closed stream
+        raise ConfigError(f"--output {output}: cannot look at it ({describe_os_error(err) if isinstance(err, OSError) else err})") from None
+    if is_link:
         raise ConfigError(f"--output {output} is a symbolic link: give the real path (nothing is written through links)")
-    if output.exists() and not output.is_file():
+    if exists and not output.is_file():
         raise ConfigError(f"--output {output} is not a regular file")
-    if questions_file == "-":
-        return
-    source = os.stat(questions_file)
     for path in (output, *(_sidecar(output, suffix) for suffix in SIDECAR_SUFFIXES)):
         try:
             target = os.stat(path)
         except OSError:
             continue
         if same_file(source, target):
-            raise ConfigError(f"--output {output}: {path} is the questions file {questions_file} itself; writing "
+            what = "the questions file on stdin" if questions_file == "-" else f"the questions file {questions_file}"
+            raise ConfigError(f"--output {output}: {path} is {what} itself; writing "
                               "there would destroy the questions: choose another output")
 
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
     if not args.output:
         raise ConfigError("-f needs -o PATH: the JSONL file the results go to (and resume from)")
-    if not 1 <= args.concurrency <= 256:
-        raise ConfigError(f"--concurrency {args.concurrency} is not valid: expected a whole number from 1 to 256")
+    concurrency = DEFAULT_CONCURRENCY if args.concurrency is None else args.concurrency
+    if not 1 <= concurrency <= 256:
+        raise ConfigError(f"--concurrency {concurrency} is not valid: expected a whole number from 1 to 256")
     if args.questions_file == "-":
         stdin_bytes(sys.stdin)
     elif not os.path.isfile(args.questions_file):
         raise ConfigError(f"--questions-file {args.questions_file}: no such file")
+    elif not os.access(args.questions_file, os.R_OK):
+        raise ConfigError(f"--questions-file {args.questions_file}: cannot read it (permission denied)")
     output = Path(args.output)
     if not output.parent.is_dir():
         raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
     check_batch_paths(args.questions_file, output)
-    return BatchOptions(args.questions_file, output, args.concurrency, not args.no_resume, args.force)
+    return BatchOptions(args.questions_file, output, concurrency, not args.no_resume, args.force)
 
 
 def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_output: bool) -> int:
     try:
         summary = asyncio.run(run_batch(config, options, runtime, sys.stdin))
     except MoAError as err:
-        print(f"error: {redact(str(err), config)}", file=sys.stderr)
+        say(f"error: {redact(str(err), config)}")
         return err.exit_code
     except OSError as err:
-        print(f"error: batch output {options.output}: {err.strerror or err}", file=sys.stderr)
+        say(f"error: batch output {options.output}: {describe_os_error(err)}; nothing already written was lost")
         return EXIT_FAILED
     except Exception as err:  # a bug: one line, the traceback only with -v; the output stays resumable
         log.debug("internal error", exc_info=True)
-        print(f"error: internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)",
-              file=sys.stderr)
+        say(f"error: internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)")
         return EXIT_FAILED
+    summary = redact_value(summary, config)
     text = json.dumps(summary, ensure_ascii=False) if json_output else human_batch_summary(summary)
-    emit(redact(text, config))
+    delivered = emit(redact(text, config))
     if summary.get("error"):
-        print(f"error: {redact(summary['error'], config)}", file=sys.stderr)
-    return batch_exit_code(summary)
+        say(f"error: {redact(summary['error'], config)}")
+    code = batch_exit_code(summary)
+    return code if delivered or code else EXIT_FAILED
 
 
-def emit(text: str) -> None:
-    """Print a result on stdout. A reader that went away (``| head``) is not an
-    error: the rest of the output goes to /dev/null instead of a traceback."""
+def say(text: str) -> None:
+    """One line on stderr, if there is one. With stderr closed, print(file=None)
+    would write to stdout and break --json; a full or broken stderr must not raise."""
+    if sys.stderr is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    """Send the rest of stdout to /dev/null, so the flush at exit cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def emit(text: str) -> bool:
+    """Print a result on stdout; False when it could not be delivered (a full disk).
+    A reader that went away (``| head``) is not an error, and stdout closed at start
+    (``>&-``) means nobody wants it."""
+    if sys.stdout is None:
+        return True
     try:
         print(text, flush=True)
+        return True
     except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
+        return True
+    except (OSError, ValueError) as err:
+        _silence_stdout()
+        why = describe_os_error(err) if isinstance(err, OSError) else "stdout is closed"
+        say(f"error: could not write the result to stdout ({why}); the transcript and files are complete")
+        return False
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
-    """The command line: parse, configure, run, map errors to exit codes."""
+    """The command line. SIGTERM is Ctrl-C from the first line on, so a stop while
+    reading stdin or compacting a big output is one line and exit 130, never a
+    traceback; the phases that run questions install their own graceful handlers."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        return run_command(argv, runtime)
+    except KeyboardInterrupt:
+        say("error: interrupted before any question ran; nothing was lost")
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
+    """Parse, configure, run, map errors to exit codes."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -3509,11 +3702,15 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
             if args.dry_run or args.replay_from:
                 raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
             options = batch_options(args)
+        elif given := [flag for flag, value in (("-o", args.output), ("--concurrency", args.concurrency),
+                                                ("--no-resume", args.no_resume or None), ("--force", args.force or None))
+                       if value is not None]:
+            raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
         else:
             question, replay = single_question(args, config)
             check_question(config, question)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        say(f"error: {err}")
         return err.exit_code
     handler.addFilter(RedactingFilter(config.secrets))
     if args.questions_file is not None:
@@ -3522,8 +3719,7 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
         return main_batch(config, options, runtime or Runtime(), args.json_output)
     if args.dry_run:
         summary = dry_run_summary(config, dry_run_plan(config, question))
-        emit(json.dumps(summary) if args.json_output else human_dry_run(summary))
-        return EXIT_OK
+        return EXIT_OK if emit(json.dumps(summary) if args.json_output else human_dry_run(summary)) else EXIT_FAILED
     result = RunResult(question)
     try:
         asyncio.run(run_cli(config, question, runtime or Runtime(), result, replay))
@@ -3536,13 +3732,13 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
     if result.write_error:
         log.warning("%s; the verdict is still reported", result.write_error)
     if args.json_output:
-        emit(redact(json.dumps(result_json(result, config), ensure_ascii=False), config))
+        delivered = emit(safe_json(result_json(result, config), config, ensure_ascii=False))
     else:
-        emit(redact(human_summary(result, config), config))
+        delivered = emit(redact(human_summary(result, config), config))
     if result.error:
         where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
-        print(f"error: {redact(result.error, config)}{where}", file=sys.stderr)
-    return result.exit_code
+        say(f"error: {redact(result.error, config)}{where}")
+    return result.exit_code if delivered or result.exit_code else EXIT_FAILED
 
 
 if __name__ == "__main__":

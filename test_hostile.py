@@ -562,3 +562,271 @@ def test_a_stray_trace_file_does_not_cost_the_run_its_files(tmp_path, capsys) ->
     assert code == 0 and stray.read_text() == "not ours\n"
     assert result["transcript"].endswith(f"{stem}_1.txt") and result["trace"].endswith(f"{stem}_1.jsonl")
     assert "could not write" not in err
+
+
+# --- found by attacking the finished change --------------------------------------------------
+
+
+def questions_file(tmp_path: Path, count: int = 2) -> Path:
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Q{i}?"}) + "\n" for i in range(count)))
+    return path
+
+
+@respx.mock
+def test_output_at_a_file_that_is_not_ours_is_refused(tmp_path, capsys) -> None:
+    """-o naming someone's notes (or another questions file): exit 2 and the file untouched, never compacted away."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("important notes\nline 2\n")
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "x", "question": "Q?"}) + "\n")
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    for target in (notes, other):
+        before = target.read_bytes()
+        assert moa.main(["-f", str(questions_file(tmp_path)), "-o", str(target)], runtime=test_runtime()) == 2
+        assert target.read_bytes() == before
+    assert "not a results file" in capsys.readouterr().err and route.call_count == 0
+
+
+def test_stdin_redirected_from_the_output_is_refused(tmp_path) -> None:
+    """-f - < out.jsonl -o out.jsonl: the questions on stdin are the output file: exit 2, file untouched."""
+    target = questions_file(tmp_path)
+    before = target.read_bytes()
+    with open(target, "rb") as stdin:
+        done = subprocess.run([sys.executable, str(HERE / "moa_pipeline.py"), "-f", "-", "-o", str(target)],
+                              stdin=stdin, capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                              env={**os.environ, "PROXY_URL": "http://127.0.0.1:9/v1", "API_KEY": FAKE_KEY})
+    assert done.returncode == 2 and "questions file on stdin" in done.stderr and target.read_bytes() == before
+
+
+def test_a_hard_link_at_the_lock_is_refused(tmp_path, capsys) -> None:
+    """A hard link planted at <output>.lock is never truncated: exit 2, its other name keeps its bytes."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("my precious data\n")
+    os.link(precious, tmp_path / "o.jsonl.lock")
+    assert moa.main(["-f", str(questions_file(tmp_path)), "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert precious.read_text() == "my precious data\n" and "lock file" in capsys.readouterr().err
+
+
+@respx.mock
+def test_no_resume_moves_an_orphan_summary_aside(tmp_path, capsys) -> None:
+    """--no-resume with a summary but no output keeps the old summary (moved aside), never overwrites it."""
+    respx.post(URL).mock(side_effect=FakeModel())
+    (tmp_path / "o.jsonl.summary.json").write_text('{"status": "old"}')
+    code = moa.main(["-f", str(questions_file(tmp_path)), "-o", str(tmp_path / "o.jsonl"), "--no-resume"],
+                    runtime=test_runtime())
+    assert code == 0
+    kept = list(tmp_path.glob("o.jsonl.*.bak.summary.json"))
+    assert len(kept) == 1 and kept[0].read_text() == '{"status": "old"}'
+
+
+@respx.mock
+def test_an_echoed_key_is_masked_in_batch_output_and_progress(tmp_path, monkeypatch, capsys) -> None:
+    """A model that echoes the key and gateway token: masked in result lines, progress lines and the summary."""
+    token = "gw-lowertoken-xyz987654"
+    monkeypatch.setenv("GATEWAY_TOKEN", token)
+    echo = f"key {FAKE_KEY} and {token}"
+    respx.post(URL).mock(side_effect=FakeModel(answer=echo))
+    code = moa.main(["-f", str(questions_file(tmp_path)), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime())
+    captured = capsys.readouterr()
+    texts = [captured.out, captured.err, (tmp_path / "o.jsonl").read_text(),
+             (tmp_path / "o.jsonl.summary.json").read_text()]
+    assert code == 0 and "***" in texts[2]
+    for text in texts:
+        assert FAKE_KEY not in text and token not in text
+
+
+@respx.mock
+def test_a_key_with_quotes_and_backslashes_is_masked_in_json(monkeypatch, tmp_path, capsys) -> None:
+    """A key holding '"' or '\\' is still masked in --json and the trace, where JSON escapes it."""
+    key = 'sk-SEC"RET\\KEY123456'
+    monkeypatch.setenv("API_KEY", key)
+    respx.post(URL).mock(side_effect=FakeModel(answer=f"the key is {key}"))
+    code = moa.main(["-q", "Q?", "--json"], runtime=test_runtime())
+    out = capsys.readouterr().out
+    escaped = json.dumps(key)[1:-1]
+    texts = [out] + [p.read_text() for p in (tmp_path / "logs").iterdir()]
+    assert code == 0 and len(texts) == 3
+    for text in texts:
+        assert key not in text and escaped not in text and "SEC" not in text
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("https://proxy.test/v1?key=QUERYSECRET+abc/def==", "QUERYSECRET+abc/def=="),
+    ("https://proxy.test/v1?key=QUERYSECRET%2Babcdef", "QUERYSECRET%2Babcdef"),
+    ("https://proxy.test/v1?QUERYNOVALUESECRET123", "QUERYNOVALUESECRET123"),
+    ("https://USERNAMESECRET123456@proxy.test/v1", "USERNAMESECRET123456"),
+], ids=["plus-and-slash", "percent-encoded", "no-equals", "user-name-only"])
+@respx.mock
+def test_url_credentials_never_reach_verbose_logs(url: str, secret: str, monkeypatch, tmp_path, capsys) -> None:
+    """However a credential sits in PROXY_URL, -v (httpx's own request log included) never shows it."""
+    monkeypatch.setenv("PROXY_URL", url)
+    respx.post(url__startswith="https://proxy.test/v1/chat/completions").mock(side_effect=FakeModel())
+    code = moa.main(["-q", "Q?", "-v", "--json"], runtime=test_runtime())
+    captured = capsys.readouterr()
+    texts = [captured.out, captured.err] + [p.read_text() for p in (tmp_path / "logs").iterdir()]
+    assert code == 0
+    for text in texts:
+        assert secret not in text
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("https://user:PASSWORDSECRET#x@host/v1", "PASSWORDSECRET"),
+    ("https://user:PASS/WORDSECRET@host/v1", "WORDSECRET"),
+    ("https://user:PASS?WORDSECRET@host/v1", "WORDSECRET"),
+    ("https://user:pw@host:0/v1?key=ZEROPORTSECRET", "ZEROPORTSECRET"),
+])
+def test_odd_passwords_are_masked_in_the_error(url: str, secret: str, monkeypatch, capsys) -> None:
+    """A password holding '#', '/' or '?' is still masked when PROXY_URL is refused (port 0 included)."""
+    monkeypatch.setenv("PROXY_URL", url)
+    code = moa.main(["-q", "Q?", "--dry-run"])
+    err = capsys.readouterr().err
+    if code == 2:
+        assert secret not in err
+    else:  # a URL that parses: never echoed at all
+        assert code == 0 and secret not in err
+
+
+def test_display_url_keeps_ipv6_brackets_and_ports() -> None:
+    """The URL shown in errors keeps an IPv6 host's brackets and its port, and drops user info and query."""
+    assert moa.display_url("http://u:p@[::1]:8080/v1/chat/completions?key=k") == "http://[::1]:8080/v1/chat/completions"
+
+
+@pytest.mark.parametrize("encoding, body", [("gzip", b"not gzip at all"), ("br", b"whatever")],
+                         ids=["corrupt-gzip", "unknown-encoding"])
+@respx.mock
+def test_an_undecodable_body_is_one_failed_attempt(encoding: str, body: bytes, capsys) -> None:
+    """A body that cannot be decoded fails its attempt (retried); the run gets its verdict."""
+    bad = httpx.Response(200, stream=httpx.ByteStream(body), headers={"content-encoding": encoding})
+    model = FakeModel(overrides={"generate": lambda r, n: bad if n == 0 else completion(solver_text("391"))})
+    respx.post(URL).mock(side_effect=model)
+    code, result, err = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["http_requests"] == result["llm_calls"] + 1 and "internal error" not in err
+
+
+@respx.mock
+def test_a_gzip_bomb_is_cut_at_the_cap(monkeypatch, capsys) -> None:
+    """A small gzip that inflates to 50 MB is decoded only up to MAX_RESPONSE_BYTES, then fails as too large."""
+    import gzip
+
+    monkeypatch.setenv("MAX_RESPONSE_BYTES", "100000")
+    bomb = gzip.compress(b"0" * 50_000_000)
+    model = FakeModel(overrides={"generate": lambda r, n: httpx.Response(200, stream=httpx.ByteStream(bomb), headers={
+        "content-encoding": "gzip", "content-type": "application/json"}) if n == 0 else completion(solver_text("391"))})
+    route = respx.post(URL).mock(side_effect=model)
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and "too large" in Path(result["transcript"]).read_text()
+    assert route.calls[0].request.headers["accept-encoding"] == "identity"
+
+
+def test_replay_of_a_fifo_or_device_is_refused(tmp_path, capsys) -> None:
+    """--replay of a FIFO or /dev/zero: exit 2 at once, never a hang."""
+    fifo = tmp_path / "trace.jsonl"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        assert moa.main(["--replay", path, "--from", "judges"]) == 2
+    assert capsys.readouterr().err.count("not a regular file") == 2
+
+
+@respx.mock
+def test_a_fifo_at_the_summary_is_not_read(tmp_path, capsys) -> None:
+    """A FIFO planted at <output>.summary.json neither hangs the batch nor is written through."""
+    respx.post(URL).mock(side_effect=FakeModel())
+    summary = tmp_path / "o.jsonl.summary.json"
+    os.mkfifo(summary)
+    code = moa.main(["-f", str(questions_file(tmp_path)), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime())
+    assert code == 0 and summary.is_file() and json.loads(summary.read_text())["status"] == "finished"
+
+
+@respx.mock
+def test_lone_surrogates_in_questions_files(tmp_path, capsys) -> None:
+    """A lone-surrogate id is an input error (it could never count as done); in a question it is replaced."""
+    respx.post(URL).mock(side_effect=FakeModel())
+    source = tmp_path / "q.jsonl"
+    source.write_text('{"id": "\\ud800", "question": "Q1?"}\n{"id": "n1", "question": "Q2 \\ud83d?"}\n')
+    code = moa.main(["-f", str(source), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime())
+    lines = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert code == 3 and [(r["id"], r["status"]) for r in lines] == [("n1", "ok")]
+    assert lines[0]["question"].startswith("Q2 ") and lines[0]["question"].encode("utf-8")
+
+
+@respx.mock
+def test_numbers_are_ids(tmp_path, capsys) -> None:
+    """An id may be any finite number, as the README says, float included."""
+    respx.post(URL).mock(side_effect=FakeModel())
+    source = tmp_path / "q.jsonl"
+    source.write_text('{"id": 1.5, "question": "Q1?"}\n{"id": -3, "question": "Q2?"}\n')
+    assert moa.main(["-f", str(source), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime()) == 0
+    assert sorted(json.loads(x)["id"] for x in (tmp_path / "o.jsonl").read_text().splitlines()) == ["-3", "1.5"]
+
+
+def test_stdout_on_a_full_disk_is_one_line(tmp_path) -> None:
+    """A result that cannot be written to stdout (/dev/full): exit 1 and one error line, no traceback."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, str(HERE / "moa_pipeline.py"), "-q", "Q?", "--dry-run"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=30, cwd=tmp_path,
+                              env={**os.environ, "PROXY_URL": "http://127.0.0.1:9/v1", "API_KEY": FAKE_KEY})
+    assert done.returncode == 1 and len(error_lines(done.stderr)) == 1 and "Traceback" not in done.stderr
+
+
+def test_sigterm_before_any_question_is_exit_130(monkeypatch, capsys) -> None:
+    """SIGTERM while the question is still being read from stdin: exit 130 and one line, never a traceback."""
+    class Stdin:
+        def __init__(self) -> None:
+            self.buffer = self
+
+        def read(self, size: int = -1) -> bytes:
+            os.kill(os.getpid(), __import__("signal").SIGTERM)
+            for _ in range(1000):  # the handler raises at the next bytecode
+                pass
+            return b"Q?"
+
+    monkeypatch.setattr(sys, "stdin", Stdin())
+    assert moa.main(["-q", "-"]) == 130
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "interrupted" in err
+
+
+@respx.mock
+def test_closed_stderr_changes_nothing_else(tmp_path) -> None:
+    """With stderr closed, a batch still runs to exit 0, and --json stdout stays one JSON object on failure."""
+    url = "http://127.0.0.1:9/v1"  # nothing listens: the single question fails fast
+    environment = {**os.environ, "PROXY_URL": url, "API_KEY": FAKE_KEY, "LOG_DIR": str(tmp_path / "logs"),
+                   "MAX_RETRIES": "0"}
+    done = subprocess.run(["bash", "-c", f'exec 2>&-; exec "{sys.executable}" "{HERE / "moa_pipeline.py"}" -q Q --json'],
+                          env=environment, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert done.returncode == 1 and json.loads(done.stdout)["status"] == "failed"
+
+
+def test_batch_flags_without_a_batch_are_refused(capsys) -> None:
+    """-o, --concurrency, --no-resume or --force with -q: exit 2, they would be silently ignored."""
+    assert moa.main(["-q", "Q?", "-o", "out.jsonl"]) == 2
+    assert moa.main(["-q", "Q?", "--concurrency", "0", "--dry-run"]) == 2
+    assert "batch options, for -f only" in capsys.readouterr().err
+
+
+def test_env_file_from_a_pipe(tmp_path, capsys) -> None:
+    """--env-file <(…) (a pipe) works; a folder is named as a folder."""
+    read, write = os.pipe()
+    os.write(write, f"PROXY_URL=http://127.0.0.1:9/v1\nAPI_KEY={FAKE_KEY}\n".encode())
+    os.close(write)
+    assert moa.main(["-q", "Q?", "--dry-run", "--env-file", f"/dev/fd/{read}"]) == 0
+    os.close(read)
+    assert moa.main(["-q", "Q?", "--dry-run", "--env-file", str(tmp_path)]) == 2
+    assert "a folder" in capsys.readouterr().err
+
+
+def test_log_dir_with_a_nul_byte_is_a_setting_error() -> None:
+    """LOG_DIR holding a NUL (possible from .env) is refused as a setting, not an internal error later."""
+    with pytest.raises(moa.ConfigError, match="LOG_DIR"):
+        moa.load_config({}, {"PROXY_URL": URL, "API_KEY": FAKE_KEY}, {"LOG_DIR": "lo\x00gs"})
+
+
+@respx.mock
+def test_progress_lines_stay_one_line_each(tmp_path, capsys) -> None:
+    """An answer with newlines and escape codes prints as one line per question in a cron log."""
+    respx.post(URL).mock(side_effect=FakeModel(answer="forged\nq9 ok 391 0.0s\x1b[2J"))
+    code = moa.main(["-f", str(questions_file(tmp_path, 1)), "-o", str(tmp_path / "o.jsonl")],
+                    runtime=test_runtime())
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("q0 ")]
+    assert code == 0 and len(lines) == 1 and "\x1b" not in lines[0]
