@@ -6,8 +6,11 @@ import heapq
 import json
 import logging
 import random
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -163,3 +166,51 @@ class VirtualClock:
     def runtime(self) -> moa.Runtime:
         return moa.Runtime(sleep=self.sleep, clock=self.clock, wall_clock=lambda: 1_700_000_000.0,
                            rng=random.Random(7))
+
+
+# --- a real server on 127.0.0.1 ------------------------------------------------------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
+from batch_memory import start_fake_endpoint  # noqa: E402
+
+
+class FakeServer:
+    """bench/fake_endpoint.py as a process on a free port, with its request log."""
+
+    def __init__(self, log_dir: Path, *args: str) -> None:
+        self.log = log_dir / f"server_{time.monotonic_ns()}.jsonl"
+        self.process, self.url = start_fake_endpoint(*args, "--log", str(self.log))
+
+    def events(self, kind: str = "start") -> list[dict]:
+        """The logged request starts (or ends, with their status)."""
+        if not self.log.exists():
+            return []
+        return [e for e in map(json.loads, self.log.read_text().splitlines()) if e["event"] == kind]
+
+    def starts(self) -> list[dict]:
+        return self.events("start")
+
+    def runs(self) -> set[str]:
+        """The questions that sent at least one request (one run id per question)."""
+        return {e["run"] for e in self.starts()}
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def server(tmp_path_factory):
+    """Start fake endpoints with the given flags; every one is killed at the end. Their logs live
+    outside tmp_path, which some tests list."""
+    started: list[FakeServer] = []
+    log_dir = tmp_path_factory.mktemp("server")
+
+    def start(*args: str) -> FakeServer:
+        started.append(FakeServer(log_dir, *args))
+        return started[-1]
+
+    yield start
+    for one in started:
+        one.close()

@@ -20,37 +20,6 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 FAKE_KEY = "sk-fault-SECRET-0123456789abcdef"
-sys.path.insert(0, str(HERE / "bench"))
-from batch_memory import start_fake_endpoint  # noqa: E402
-
-
-class Server:
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.log = tmp_path / f"server_{time.monotonic_ns()}.jsonl"
-        self.process, self.url = start_fake_endpoint(*args, "--log", str(self.log))
-
-    def starts(self) -> list[dict]:
-        if not self.log.exists():
-            return []
-        return [e for e in map(json.loads, self.log.read_text().splitlines()) if e["event"] == "start"]
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
-        self.process.stdout.close()
-
-
-@pytest.fixture
-def server(tmp_path):
-    started: list[Server] = []
-
-    def start(*args: str) -> Server:
-        started.append(Server(tmp_path, *args))
-        return started[-1]
-
-    yield start
-    for s in started:
-        s.close()
 
 
 def cli(tmp_path: Path, url: str, *argv: str, timeout: float = 60, stdin: str | None = None,

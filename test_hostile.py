@@ -22,8 +22,6 @@ import moa_pipeline as moa
 from conftest import FAKE_KEY, URL, FakeModel, completion, judge_text, phases_of, solver_text, test_runtime
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "bench"))
-from batch_memory import start_fake_endpoint  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 
@@ -32,28 +30,6 @@ def run_json(argv: list[str], capsys, runtime: moa.Runtime | None = None) -> tup
     code = moa.main([*argv, "--json"], runtime=runtime or test_runtime())
     captured = capsys.readouterr()
     return code, json.loads(captured.out), captured.err
-
-
-@pytest.fixture
-def fake_server(tmp_path):
-    """Start bench/fake_endpoint.py with the given flags; (url, log path). Killed at the end."""
-    started = []
-
-    def start(*args: str) -> tuple[str, Path]:
-        log = tmp_path / f"server_{len(started)}.jsonl"
-        process, url = start_fake_endpoint(*args, "--log", str(log))
-        started.append(process)
-        return url, log
-
-    yield start
-    for process in started:
-        process.kill()
-        process.wait()
-        process.stdout.close()
-
-
-def server_events(log: Path, event: str = "start") -> list[dict]:
-    return [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == event] if log.exists() else []
 
 
 def cli(tmp_path: Path, *argv: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
@@ -165,24 +141,24 @@ def test_a_404_stops_the_batch(tmp_path, capsys) -> None:
     assert "no such model" in capsys.readouterr().err
 
 
-def test_flaky_and_saturated_endpoints_finish_the_batch(fake_server, tmp_path) -> None:
+def test_flaky_and_saturated_endpoints_finish_the_batch(server, tmp_path) -> None:
     """30% of requests answer 500, or the endpoint takes 16 at once (429 + Retry-After: 1) against a cap of 64:
     every question is answered, exit 0: neither is an outage. (Both stopped the batch with 75 before.)"""
     questions = tmp_path / "q.txt"
     questions.write_text("".join(f"Question {i}?\n" for i in range(40)))
-    url, _ = fake_server("--fault", "500", "--fault-rate", "0.3", "--seed", "1")
-    done = cli(tmp_path, "-f", str(questions), "-o", str(tmp_path / "flaky.jsonl"), PROXY_URL=url,
+    endpoint = server("--fault", "500", "--fault-rate", "0.3", "--seed", "1")
+    done = cli(tmp_path, "-f", str(questions), "-o", str(tmp_path / "flaky.jsonl"), PROXY_URL=endpoint.url,
                NUM_WORKERS=None, NUM_JUDGES=None, RETRY_BASE_DELAY="0.05", RETRY_MAX_DELAY="0.5")
     assert done.returncode == 0, done.stderr
     assert len((tmp_path / "flaky.jsonl").read_text().splitlines()) == 40
-    url, log = fake_server("--max-concurrency", "16", "--retry-after", "1", "--latency", "0.1")
+    endpoint = server("--max-concurrency", "16", "--retry-after", "1", "--latency", "0.1")
     few = tmp_path / "few.txt"
     few.write_text("".join(f"Question {i}?\n" for i in range(16)))
     done = cli(tmp_path, "-f", str(few), "-o", str(tmp_path / "busy.jsonl"), "--concurrency", "64",
-               PROXY_URL=url, MAX_CONCURRENT_REQUESTS="64", NUM_WORKERS=None, NUM_JUDGES=None,
+               PROXY_URL=endpoint.url, MAX_CONCURRENT_REQUESTS="64", NUM_WORKERS=None, NUM_JUDGES=None,
                RETRY_BASE_DELAY=None, RETRY_MAX_DELAY=None, timeout=90)
     assert done.returncode == 0, done.stderr
-    assert any(e["status"] == 429 for e in server_events(log, "end")), "the endpoint did push back"
+    assert any(e["status"] == 429 for e in endpoint.events("end")), "the endpoint did push back"
     assert len((tmp_path / "busy.jsonl").read_text().splitlines()) == 16
 
 
@@ -192,23 +168,23 @@ def test_flaky_and_saturated_endpoints_finish_the_batch(fake_server, tmp_path) -
 @pytest.mark.parametrize("phase, note", [("critique", "its answer stays in play uncritiqued"),
                                          ("rebuttal", "its first answer stands"),
                                          ("judge", "the verdict is the solvers' majority")])
-def test_a_400_on_a_later_phase_fails_only_that_call(phase: str, note: str, fake_server, tmp_path) -> None:
+def test_a_400_on_a_later_phase_fails_only_that_call(phase: str, note: str, server, tmp_path) -> None:
     """llama.cpp's 'exceeds the available context size' on a critique, rebuttal or judge: a verdict, exit 0."""
-    url, log = fake_server("--fault", "400context", "--fault-phase", phase)
-    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=url)
+    endpoint = server("--fault", "400context", "--fault-phase", phase)
+    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=endpoint.url)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["final_answer"] == "391" and result["phases"][phase]["ok"] == 0
-    retried = [e for e in server_events(log) if e["phase"] == phase]
+    retried = [e for e in endpoint.starts() if e["phase"] == phase]
     assert len(retried) == result["phases"][phase]["failed"], "a 400 is not retried"
     text = Path(result["transcript"]).read_text()
     assert "exceeds the available context size" in text and note in text
 
 
-def test_a_400_on_every_solver_fails_the_run_with_the_reason(fake_server, tmp_path) -> None:
+def test_a_400_on_every_solver_fails_the_run_with_the_reason(server, tmp_path) -> None:
     """When the quorum is out of reach the run fails, exit 1, and says why in one line."""
-    url, _ = fake_server("--fault", "400context", "--fault-phase", "generate")
-    done = cli(tmp_path, "-q", "Q?", "--json", PROXY_URL=url)
+    endpoint = server("--fault", "400context", "--fault-phase", "generate")
+    done = cli(tmp_path, "-q", "Q?", "--json", PROXY_URL=endpoint.url)
     assert done.returncode == 1 and "exceeds the available context size" in json.loads(done.stdout)["error"]
     assert len(error_lines(done.stderr)) == 1 and "Traceback" not in done.stderr
 
@@ -229,10 +205,10 @@ def test_a_reply_over_max_response_bytes_is_a_failed_attempt(monkeypatch, capsys
     assert "too large" in text and "x" * 20_000 not in text
 
 
-def test_huge_replies_do_not_reach_memory_or_logs(fake_server, tmp_path) -> None:
+def test_huge_replies_do_not_reach_memory_or_logs(server, tmp_path) -> None:
     """Every solver's first reply is 30 MB from a real socket: one failed attempt each, then a verdict, small logs."""
-    url, _ = fake_server("--fault", "huge", "--fault-once", "--fault-phase", "generate")
-    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=url)
+    endpoint = server("--fault", "huge", "--fault-once", "--fault-phase", "generate")
+    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=endpoint.url)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["final_answer"] == "391" and result["http_requests"] == result["llm_calls"] + 3
@@ -252,10 +228,10 @@ def test_deeply_nested_reply_is_one_failed_attempt(capsys) -> None:
     assert "nested too deeply" in Path(result["transcript"]).read_text()
 
 
-def test_deeply_nested_replies_from_a_real_server(fake_server, tmp_path) -> None:
+def test_deeply_nested_replies_from_a_real_server(server, tmp_path) -> None:
     """The same over a socket: retried, verdict, exit 0."""
-    url, _ = fake_server("--fault", "deepjson", "--fault-once")
-    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=url)
+    endpoint = server("--fault", "deepjson", "--fault-once")
+    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=endpoint.url)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["final_answer"] == "391" and result["http_requests"] == 2 * result["llm_calls"]
@@ -264,10 +240,10 @@ def test_deeply_nested_replies_from_a_real_server(fake_server, tmp_path) -> None
 
 @pytest.mark.parametrize("stream_flag, fault", [(True, ""), (False, "sse")],
                          ids=["stream-asked-json-answered", "json-asked-stream-answered"])
-def test_the_reply_is_read_by_its_content_type(stream_flag: bool, fault: str, fake_server, tmp_path) -> None:
+def test_the_reply_is_read_by_its_content_type(stream_flag: bool, fault: str, server, tmp_path) -> None:
     """STREAM=true against a proxy that answers plain JSON, and the reverse, both work first time."""
-    url, _ = fake_server(*(("--fault", fault) if fault else ()))
-    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=url, STREAM=str(stream_flag).lower())
+    endpoint = server(*(("--fault", fault) if fault else ()))
+    done = cli(tmp_path, "-q", "What is 17 * 23?", "--json", PROXY_URL=endpoint.url, STREAM=str(stream_flag).lower())
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["final_answer"] == "391" and result["http_requests"] == result["llm_calls"]

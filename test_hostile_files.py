@@ -18,55 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FakeServer
+
 HERE = Path(__file__).resolve().parent
 CLI = HERE / "moa_pipeline.py"
 FAKE_KEY = "sk-hostile-SECRET-0123456789abcdef"
 CALLS_PER_QUESTION = 3 + 3 + 3 + 2  # NUM_WORKERS=3: generate, critique, rebuttal; NUM_JUDGES=2
-sys.path.insert(0, str(HERE / "bench"))
-from batch_memory import start_fake_endpoint  # noqa: E402
-
-
-class Server:
-    """bench/fake_endpoint.py with a request log."""
-
-    def __init__(self, log_dir: Path, *args: str) -> None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log = log_dir / f"server_{time.monotonic_ns()}.jsonl"
-        self.process, self.url = start_fake_endpoint(*args, "--log", str(self.log))
-
-    def starts(self) -> list[dict]:
-        if not self.log.exists():
-            return []
-        return [e for e in map(json.loads, self.log.read_text().splitlines()) if e["event"] == "start"]
-
-    def runs(self) -> set[str]:
-        """The questions that sent at least one request (one run id per question)."""
-        return {e["run"] for e in self.starts()}
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
-        self.process.stdout.close()
-
-
-@pytest.fixture
-def server(tmp_path_factory):
-    started: list[Server] = []
-    log_dir = tmp_path_factory.mktemp("server")  # outside tmp_path: the tests list that folder
-
-    def start(*args: str) -> Server:
-        started.append(Server(log_dir, *args))
-        return started[-1]
-
-    yield start
-    for s in started:
-        s.close()
 
 
 @pytest.fixture(scope="module")
 def silent(tmp_path_factory):
     """One endpoint for the tests that must send nothing; each checks its log stays empty."""
-    endpoint = Server(tmp_path_factory.mktemp("silent"))
+    endpoint = FakeServer(tmp_path_factory.mktemp("silent"))
     yield endpoint
     endpoint.close()
 
@@ -117,6 +80,20 @@ def wait_for(condition, what: str, seconds: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)  # polling a subprocess's files
+
+
+def terminate_when(argv: list[str], env: dict[str, str], cwd: Path, ready, what: str) -> tuple[int, str, str]:
+    """Start the CLI, send SIGTERM once ``ready()`` holds; (exit code, stdout, stderr)."""
+    process = subprocess.Popen([sys.executable, str(CLI), *argv], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(ready, what)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+        process.wait()
+    return process.returncode, out, err
 
 
 def transcripts(log_dir: Path) -> list[Path]:
@@ -342,17 +319,9 @@ def test_disk_full_stops_cleanly_and_resumes(where: str, size: str, leave: int, 
 def test_sigterm_on_one_question(server, tmp_path) -> None:
     """SIGTERM with a request in flight: exit 130, 'interrupted' in the JSON and one stderr line, transcript and trace kept."""
     endpoint = server("--latency", "1.0")
-    process = subprocess.Popen([sys.executable, str(CLI), "-q", "Q?", "--json"], env=environment(tmp_path, endpoint.url),
-                               cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    try:
-        wait_for(lambda: endpoint.starts(), "a request in flight")
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=20)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == 130, err
+    code, out, err = terminate_when(["-q", "Q?", "--json"], environment(tmp_path, endpoint.url), tmp_path,
+                                    lambda: endpoint.starts(), "a request in flight")
+    assert code == 130, err
     assert json.loads(out)["error"] == "interrupted"
     assert "Traceback" not in err and "error: interrupted" in err
     [transcript] = transcripts(tmp_path / "logs")
@@ -368,16 +337,10 @@ def test_sigterm_during_a_batch_then_resume(server, tmp_path) -> None:
     ids = write_questions(tmp_path / "q.jsonl", 10)
     output = tmp_path / "out.jsonl"
     argv = ["-f", "q.jsonl", "-o", "out.jsonl", "--concurrency", "2"]
-    process = subprocess.Popen([sys.executable, str(CLI), *argv], env=environment(tmp_path, slow.url), cwd=tmp_path,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: output.exists() and output.read_bytes().count(b"\n") >= 1, "a first output line")
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=20)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == 130, err
+    code, out, err = terminate_when(argv, environment(tmp_path, slow.url), tmp_path,
+                                    lambda: output.exists() and output.read_bytes().count(b"\n") >= 1,
+                                    "a first output line")
+    assert code == 130, err
     assert "Traceback" not in err and "Task exception was never retrieved" not in err
     summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())
     assert summary["status"] == "interrupted"
