@@ -806,3 +806,33 @@ def test_progress_lines_stay_one_line_each(tmp_path, capsys) -> None:
                     runtime=test_runtime())
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("q0 ")]
     assert code == 0 and len(lines) == 1 and "\x1b" not in lines[0]
+
+
+@respx.mock
+def test_a_failed_write_stops_the_batch_through_the_seam(tmp_path, capsys) -> None:
+    """The first failed write (the 4th result line here): no new question starts, one error line, exit 1,
+    every line already written whole; a rerun with room finishes the rest."""
+    import errno
+
+    respx.post(URL).mock(side_effect=FakeModel())
+    output = tmp_path / "o.jsonl"
+    lines_written = {"n": 0}
+
+    def write(fd: int, data: bytes) -> int:
+        if os.path.realpath(f"/proc/self/fd/{fd}") == str(output):
+            lines_written["n"] += 1
+            if lines_written["n"] >= 4:
+                os.write(fd, data[:10])  # half a line reaches the disk, then it is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, data)
+
+    source = questions_file(tmp_path, 12)
+    code = moa.main(["-f", str(source), "-o", str(output), "--concurrency", "1"],
+                    runtime=dataclasses.replace(test_runtime(), write=write))
+    err = capsys.readouterr().err
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert code == moa.EXIT_FAILED and len(error_lines(err)) == 1 and "No space left on device" in err
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows) and output.read_bytes().endswith(b"\n")
+    assert "Task exception" not in err
+    assert moa.main(["-f", str(source), "-o", str(output)], runtime=test_runtime()) == 0
+    assert sorted(json.loads(line)["id"] for line in output.read_text().splitlines()) == sorted(f"q{i}" for i in range(12))
