@@ -12,10 +12,33 @@ Run it:
 
     python moa_pipeline.py -q "What is 17 * 23?"
     echo "What is 17 * 23?" | python moa_pipeline.py -q - --json
-    python moa_pipeline.py -q "..." -w 3 -j 1 --no-rebuttal -v
+    python moa_pipeline.py -f questions.jsonl -o results.jsonl
 
 Settings come from flags, then the environment, then .env, then defaults
 (see .env.example and README.md). Results go to stdout, logs to stderr.
+
+Contents (each is a "# --- N. ..." banner below; where a thing is decided):
+
+     1. constants and every exit code ... every tunable and every exit code
+     2. configuration, secrets and values from outside ... settings, .env, URL checks,
+        masking secrets (redact), JSON from outside (load_json)
+     3. the error tree ... every exception, and the exit code it carries
+     4. seams ... clock, sleep, randomness, and every file write (Runtime)
+     5. one HTTP attempt, and the endpoint it goes to ... the request, the size cap,
+        Content-Type dispatch, the one content check, the adaptive request cap,
+        the shared cool-down, the breaker's evidence and rule (Endpoint.failing)
+     6. the retry policy ... status_policy (the one table: retry? stop the run?
+        outage? back-pressure?), backoff, and the loop that applies it (ask)
+     7. usage, costs and budgets ... token estimates, cost, the worst-case cost
+        model, the budget and its planner, what the rerun may cost
+     8. the debate's state ... positions, votes, verdicts, the run's result
+     9. phases ... generate, critique, rebut, judge; chains and straggler cuts
+    10. voting ... the tally, its tie rule, and what the vote hides
+    11. one question ... a debate, the rerun rule, answer_question
+    12. files ... transcripts, traces, atomic writes, the lock, the result writer
+    13. dry run and replay
+    14. batch ... questions files, resume, the batch loop and its stops
+    15. CLI ... flags, stdout and stderr, and exit_code_for (errors to exit codes)
 """
 from __future__ import annotations
 
@@ -72,18 +95,17 @@ from parsing import (
     present_answer,
 )
 
+
+# --- 1. constants and every exit code ------------------------------------------------------------
+
 log = logging.getLogger("moa")
 T = TypeVar("T")
-
-# --- constants ---------------------------------------------------------------
-
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed; a batch could not go on (key rejected, disk full)
 EXIT_USAGE = 2  # bad flag, setting or input: nothing was sent
 EXIT_SOME_FAILED = 3  # a batch finished, but some questions failed or some input lines were unusable
 EXIT_TRY_LATER = 75  # EX_TEMPFAIL: batch output locked, or the breaker saw an outage; cron's next run resumes
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
-
 DEFAULT_ENV_FILE = ".env"
 MAX_WORKERS = 64
 MAX_JUDGES = 25
@@ -94,22 +116,32 @@ RERUN_EXTRA_WORKERS = 2
 # How much of a server's error body we quote to the user, and how much of it we read at all.
 SERVER_MESSAGE_LIMIT = 300
 ERROR_BODY_LIMIT = 64 * 1024
+
+
 # Connections the pool may open beyond MAX_CONCURRENT_REQUESTS. Our request limit (AdaptiveLimit)
 # keeps in-flight requests below the pool's limit, so no request ever waits
 # inside httpcore's pool, where a cancel can leak a slot (httpcore issue 1093).
 POOL_HEADROOM = 4
+
+
 # The batch circuit breaker (see Endpoint.failing): of the last BREAKER_WINDOW calls that
 # ended, at least BREAKER_TRIP_FAILURES failed after their whole retry schedule with an outage
 # error (no connection, timeout, 5xx without Retry-After).
 BREAKER_WINDOW = 10
+
+
 BREAKER_TRIP_FAILURES = 5
 PHASES = ("generate", "critique", "rebuttal", "judge")
+
+
 PHASE_TITLES = {
     "generate": "Phase 1 - Blind generation",
     "critique": "Phase 2 - Cross-critique",
     "rebuttal": "Phase 3 - Rebuttal",
     "judge": "Phase 4 - Judges",
 }
+
+
 PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "judge": "verdicts"}
 SECRET_MASK = "***"
 # A usage count above this is not a count: the attempt's tokens are estimated instead.
@@ -118,8 +150,27 @@ MAX_REPORTED_TOKENS = 10**9
 # little and risks throwing away a good answer over a momentary hiccup.
 STRAGGLER_MIN_SECONDS = 1.0
 MIN_MASKED_SECRET = 8  # see maskable()
+# Tokens added by chat formatting per message and by our nonce suffix.
+MESSAGE_OVERHEAD_TOKENS = 8
+# Files the tool creates are opened with these: never through a symlink planted
+# at the name, and (O_EXCL) never over a file that is already there.
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique", "judges": "rebuttal"}  # start -> last phase kept
+# A trace line longer than this is not one we wrote (replies are capped far below it).
+MAX_TRACE_LINE_BYTES = 256 * 1024 * 1024
+DEFAULT_CONCURRENCY = 4
+# After Ctrl-C / SIGTERM, in-flight questions get this long to finish.
+STOP_GRACE_SECONDS = 10.0
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+# A line of an earlier output longer than this is not one of ours: dropped on resume.
+MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
+# A summary file is a few hundred bytes; anything larger at that name is not ours.
+SUMMARY_READ_LIMIT = 1024 * 1024
+# Files kept beside the output: <output><suffix>.
+SIDECAR_SUFFIXES = (".lock", ".summary.json")
 
 
+# --- 2. configuration, secrets and values from outside -------------------------------------------
 
 def load_json(text: str | bytes) -> Any:
     """json.loads for text from outside. ValueError for anything it cannot read,
@@ -128,9 +179,6 @@ def load_json(text: str | bytes) -> Any:
         return json.loads(text)
     except RecursionError:
         raise ValueError("nested too deeply") from None
-
-
-# --- configuration -----------------------------------------------------------
 
 
 def _integer(low: int, high: int) -> Callable[[str], int]:
@@ -312,6 +360,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EARLY_EXIT", "false", _boolean),
     Setting("PHASE_BARRIERS", "false", _boolean),
 )
+
+
 # Accepted when PROXY_URL / API_KEY are unset everywhere, as the OpenAI SDK names them.
 FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
 
@@ -466,13 +516,66 @@ def read_env_file(path: str | None) -> dict[str, str | None]:
         raise ConfigError(f"{'--env-file ' if path else ''}{name}: cannot read it ({why})") from None
 
 
-# --- errors ------------------------------------------------------------------
+def maskable(secret: str) -> bool:
+    """Whether a secret is long enough to mask. Masking "local" or "k" would
+    mangle ordinary text ("***host") and protects nothing: such values are
+    placeholders for servers without auth, not credentials."""
+    return len(secret) >= MIN_MASKED_SECRET
+
+
+def redact(text: str, config: Config) -> str:
+    """Mask the API key, the gateway token and URL credentials wherever they might have been echoed."""
+    for secret in config.secrets:
+        if maskable(secret):
+            text = text.replace(secret, SECRET_MASK)
+    return text
+
+
+def redact_value(value: Any, config: Config) -> Any:
+    """``redact`` on every string inside a JSON-shaped value, before it is encoded:
+    once encoded, a secret holding a quote or a backslash no longer matches itself."""
+    if isinstance(value, str):
+        return redact(value, config)
+    if isinstance(value, dict):
+        return {key: redact_value(item, config) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(item, config) for item in value]
+    return value
+
+
+def safe_json(value: Any, config: Config, *, ensure_ascii: bool = True) -> str:
+    """JSON for any output: secrets masked in the values, and in the text once more."""
+    return redact(json.dumps(redact_value(value, config), ensure_ascii=ensure_ascii), config)
+
+
+def printable(value: Any, limit: int = 200) -> str:
+    """A value for a one-line log: control characters dropped, whitespace runs made one space, cut at ``limit``."""
+    text = "".join(ch for ch in str(value) if ch.isprintable() or ch.isspace())
+    return " ".join(text.split())[:limit]
+
+
+def valid_text(text: str) -> str:
+    """Text that can be sent as UTF-8: bytes that were not UTF-8 (argv gives
+    them to us as lone surrogates) become U+FFFD instead of a crash in httpx."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# --- 3. the error tree ---------------------------------------------------------------------------
 #
 #   MoAError                 base; exit code 1
 #   ├── ConfigError          bad flag, setting or input; exit code 2, no request sent
-#   ├── APIError             one HTTP attempt failed; carries status and server message
-#   └── RunFailed            the debate could not reach a verdict
-
+#   ├── APIError             one HTTP attempt failed: status, server message, and what it means
+#   ├── RunFailed            the debate could not reach a verdict
+#   │   └── EndpointUnreachable   no phase-1 attempt got any HTTP response
+#   ├── BatchLocked          another run holds the batch output; exit code 75
+#   └── InputError           one unusable line of a questions file (the batch goes on; exit 3)
 
 class MoAError(Exception):
     exit_code = EXIT_FAILED
@@ -512,8 +615,17 @@ class EndpointUnreachable(RunFailed):
     """Every phase-1 attempt failed without an HTTP response."""
 
 
-# --- seams: time and randomness ----------------------------------------------
+class BatchLocked(MoAError):
+    exit_code = EXIT_TRY_LATER
 
+
+@dataclass(frozen=True)
+class InputError:
+    line: int
+    reason: str
+
+
+# --- 4. seams: clock, sleep, randomness, file writes ---------------------------------------------
 
 @dataclass(frozen=True)
 class Runtime:
@@ -535,8 +647,11 @@ def write_all(runtime: Runtime, fd: int, data: bytes) -> None:
         view = view[runtime.write(fd, bytes(view)):]
 
 
-# --- the HTTP call with its retry loop ---------------------------------------
+def describe_os_error(err: OSError) -> str:
+    return err.strerror or str(err) or err.__class__.__name__
 
+
+# --- 5. one HTTP attempt, and the endpoint it goes to --------------------------------------------
 
 @dataclass(frozen=True)
 class Completion:
@@ -545,42 +660,6 @@ class Completion:
     status: int
     usage: dict[str, Any] | None
     cache_status: str | None = None  # a gateway's cf-aig-cache-status (HIT / MISS)
-
-
-@dataclass
-class Attempt:
-    """One HTTP attempt of an agent call, as the transcript shows it."""
-
-    number: int
-    nonce: str
-    started_s: float
-    latency_s: float = 0.0
-    status: int | None = None
-    outcome: str = "pending"  # "ok", or why it failed
-    finish_reason: str | None = None
-    response_text: str = ""
-    retry_in_s: float | None = None
-    model: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usage_estimated: bool = False  # the endpoint sent no usage; counts are estimates
-    cache_status: str | None = None
-
-
-@dataclass
-class AgentCall:
-    """One logical call (one agent in one phase), with all its attempts."""
-
-    round: int
-    phase: str
-    agent: str
-    system: str
-    user: str
-    attempts: list[Attempt] = field(default_factory=list)
-    ok: bool = False
-    failure: str | None = None
-    tier: str | None = None
-    model: str = ""
 
 
 class AdaptiveLimit:
@@ -640,74 +719,6 @@ class AdaptiveLimit:
         self.limit = max(1.0, min(self.limit, in_flight_at_send - 1))
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = None
-    if seconds is not None:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None:
-        return None
-    try:
-        return max(0.0, when.timestamp() - now)
-    except (OverflowError, ValueError, OSError):
-        return None
-
-
-def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-    """Full-jitter exponential backoff, or the server's Retry-After; both capped."""
-    if retry_after is not None:
-        return min(retry_after, config.retry_max_delay)
-    ceiling = min(config.retry_max_delay, config.retry_base_delay * 2 ** min(attempt - 1, 64))
-    return rng.uniform(0, ceiling)
-
-
-@dataclass(frozen=True)
-class StatusPolicy:
-    """What one HTTP status means for the call, the run and the batch."""
-
-    retry: bool  # another attempt may succeed
-    stops_run: bool  # no call of this run can succeed: stop it (key, URL or model wrong)
-    outage: bool  # the endpoint looks down: counts against the batch breaker if retries run out
-    backpressure: bool  # the endpoint asked us to slow down: the request cap adapts; never an outage
-
-
-def status_policy(status: int, retry_after: float | None, should_retry: str | None = None) -> StatusPolicy:
-    """The one table from an HTTP status to what it means.
-
-    - 401/403 (key rejected) and 404 (URL or model not found) fail every call
-      alike: the run stops (and a batch too, see stops_the_batch).
-    - 429, and 503 with Retry-After, are back-pressure: the endpoint is busy,
-      not down. Retried after the server's wait; they never trip the breaker.
-    - 408, 409 and every other 5xx are retried; when a call's retries run out on
-      them, that is evidence of an outage.
-    - Any other 4xx (400 "exceeds the available context size", 413, 422) is this
-      request's own fault: the same request would fail again, and other calls may
-      still succeed, so only this call fails.
-    - ``x-should-retry: true|false`` from the server overrides the retry decision.
-    """
-    if status in (401, 403, 404):
-        policy = StatusPolicy(retry=False, stops_run=True, outage=False, backpressure=False)
-    elif status == 429 or (status == 503 and retry_after is not None):
-        policy = StatusPolicy(retry=True, stops_run=False, outage=False, backpressure=True)
-    elif status in (408, 409) or status >= 500:
-        policy = StatusPolicy(retry=True, stops_run=False, outage=True, backpressure=False)
-    else:
-        policy = StatusPolicy(retry=False, stops_run=False, outage=False, backpressure=False)
-    if should_retry in ("true", "false"):  # the server knows better than its status code
-        policy = replace(policy, retry=should_retry == "true")
-    return policy
-
-
 def server_message(body: bytes, content_type: str) -> str:
     """The server's own error text, short, and never a whole HTML page."""
     text = body.decode("utf-8", errors="replace").strip()
@@ -723,19 +734,6 @@ def server_message(body: bytes, content_type: str) -> str:
             error = error.get("message") or error.get("detail") or json.dumps(error)
         return " ".join(str(error)[:SERVER_MESSAGE_LIMIT].split()) or "no message"
     return " ".join(text[:SERVER_MESSAGE_LIMIT].split()) or "no message"
-
-
-def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -> APIError:
-    """The APIError for a non-2xx response."""
-    message = server_message(body, headers.get("content-type", ""))
-    retry_after = parse_retry_after(headers.get("retry-after"), now)
-    policy = status_policy(status, retry_after, headers.get("x-should-retry", "").strip().lower() or None)
-    if status in (401, 403):
-        text = f"the endpoint rejected the API key (HTTP {status}): {message}"
-    else:
-        text = f"HTTP {status}: {message}"
-    return APIError(text, status=status, retryable=policy.retry, retry_after=retry_after,
-                    stops_run=policy.stops_run, outage=policy.outage, backpressure=policy.backpressure)
 
 
 def _message_text(content: Any) -> str | None:
@@ -1073,194 +1071,123 @@ def open_client(config: Config) -> httpx.AsyncClient:
     )
 
 
-# --- usage and budgets ---------------------------------------------------------
+# --- 6. the retry policy: what a status means, and the loop that applies it ----------------------
 
-# Tokens added by chat formatting per message and by our nonce suffix.
-MESSAGE_OVERHEAD_TOKENS = 8
+@dataclass
+class Attempt:
+    """One HTTP attempt of an agent call, as the transcript shows it."""
 
-
-def estimate_tokens(text: str) -> int:
-    """A deliberately high token estimate: one token per 3 bytes of UTF-8.
-
-    English runs near 4 characters a token and CJK near 1 character (3 bytes)
-    a token, so this rarely undercounts; budgets reserve with it so they hold.
-    """
-    return -(-len(text.encode("utf-8", errors="replace")) // 3)
-
-
-def prompt_tokens_estimate(system: str, user: str) -> int:
-    return estimate_tokens(system) + estimate_tokens(user) + 2 * MESSAGE_OVERHEAD_TOKENS
-
-
-class Budget:
-    """Per-question limits on HTTP requests and tokens (0 = unlimited).
-
-    Every attempt reserves before it is sent: one call, and its prompt
-    estimate plus max_tokens. The reservation is settled to the tokens the
-    endpoint reported once the response is in, so the budget is never
-    exceeded by more than the estimate's error. ``floor_*`` is kept back for
-    later, more important phases: retries of critiques cannot eat the judges'
-    share.
-    """
-
-    def __init__(self, max_calls: int = 0, max_tokens: int = 0) -> None:
-        self.max_calls, self.max_tokens = max_calls, max_tokens
-        self.calls = 0
-        self.tokens = 0
-        self.floor_calls = 0
-        self.floor_tokens = 0
-
-    @property
-    def limited(self) -> bool:
-        return bool(self.max_calls or self.max_tokens)
-
-    def calls_left(self) -> int | None:
-        return self.max_calls - self.calls if self.max_calls else None
-
-    def tokens_left(self) -> int | None:
-        return self.max_tokens - self.tokens if self.max_tokens else None
-
-    def fits(self, calls: int, tokens: int) -> bool:
-        calls_left, tokens_left = self.calls_left(), self.tokens_left()
-        return ((calls_left is None or calls <= calls_left) and
-                (tokens_left is None or tokens <= tokens_left))
-
-    def reserve(self, tokens: int) -> bool:
-        """Take one call and ``tokens`` if they fit above the floor."""
-        if not self.fits(1 + self.floor_calls, tokens + self.floor_tokens):
-            return False
-        self.calls += 1
-        self.tokens += tokens
-        return True
-
-    def settle(self, reserved: int, used: int) -> None:
-        self.tokens += used - reserved
-
-
-@dataclass(frozen=True)
-class DebatePlan:
-    critiques: int
-    rebuttals: int
-    judges: int
-
-
-def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critique_cost: int, rebuttal_cost: int,
-                judge_cost: Callable[[int, int], int], critiques_paid: bool = True) -> DebatePlan:
-    """The largest (judges, critiques, rebuttals) the budget pays for, judges first.
-
-    Maximising in that order means that when money runs short, rebuttals go
-    first, then critiques, then judges: the stated order of degradation.
-    ``judge_cost(c, r)`` is one judge's worst-case tokens after c critiques
-    and r rebuttals, whose texts it must read.
-    """
-    for j in range(judges, -1, -1):
-        for c in range(valid, -1, -1):
-            for r in range(c if rebuttals else 0, -1, -1):
-                tokens = c * critique_cost + r * rebuttal_cost + j * judge_cost(c, r)
-                if budget.fits(j + (c if critiques_paid else 0) + r, tokens):
-                    return DebatePlan(c, r, j)
-    return DebatePlan(0, 0, 0)
-
-
-def usage_totals(calls: Iterable[AgentCall], config: Config) -> dict[str, Any]:
-    """Token totals over the given calls; ``estimated`` when any count was estimated."""
-    prompt = completion = 0
-    estimated = False
-    for call in calls:
-        for attempt in call.attempts:
-            prompt += attempt.prompt_tokens
-            completion += attempt.completion_tokens
-            estimated |= attempt.usage_estimated
-    totals: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                              "total_tokens": prompt + completion, "estimated": estimated}
-    cost = cost_usd(prompt, completion, config)
-    if cost is not None:
-        totals["cost_usd"] = cost
-    return totals
-
-
-def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config) -> float | None:
-    """Cost from PRICE_*_PER_MTOK, or None when no price is set."""
-    if config.price_input_per_mtok is None and config.price_output_per_mtok is None:
-        return None
-    return round(prompt_tokens * (config.price_input_per_mtok or 0) / 1e6
-                 + completion_tokens * (config.price_output_per_mtok or 0) / 1e6, 6)
-
-
-def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str, Any]]:
-    return {phase: usage_totals((c for c in calls if c.phase == phase), config) for phase in PHASES}
-
-
-# --- the debate's state and records ------------------------------------------
+    number: int
+    nonce: str
+    started_s: float
+    latency_s: float = 0.0
+    status: int | None = None
+    outcome: str = "pending"  # "ok", or why it failed
+    finish_reason: str | None = None
+    response_text: str = ""
+    retry_in_s: float | None = None
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False  # the endpoint sent no usage; counts are estimates
+    cache_status: str | None = None
 
 
 @dataclass
-class Position:
-    """One solver's line through the debate."""
+class AgentCall:
+    """One logical call (one agent in one phase), with all its attempts."""
 
-    slot: int
-    answer: str
-    reasoning: str
-    critique: str | None = None
-    rebuttal: str | None = None
-    final_answer: str = ""
+    round: int
+    phase: str
+    agent: str
+    system: str
+    user: str
+    attempts: list[Attempt] = field(default_factory=list)
+    ok: bool = False
+    failure: str | None = None
+    tier: str | None = None
     model: str = ""
 
-    @property
-    def agent(self) -> str:
-        return f"solver-{self.slot + 1}"
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    try:
+        return max(0.0, when.timestamp() - now)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+    """Full-jitter exponential backoff, or the server's Retry-After; both capped."""
+    if retry_after is not None:
+        return min(retry_after, config.retry_max_delay)
+    ceiling = min(config.retry_max_delay, config.retry_base_delay * 2 ** min(attempt - 1, 64))
+    return rng.uniform(0, ceiling)
 
 
 @dataclass(frozen=True)
-class Vote:
-    answer: str
-    confidence: int | None
-    voter: str
+class StatusPolicy:
+    """What one HTTP status means for the call, the run and the batch."""
+
+    retry: bool  # another attempt may succeed
+    stops_run: bool  # no call of this run can succeed: stop it (key, URL or model wrong)
+    outage: bool  # the endpoint looks down: counts against the batch breaker if retries run out
+    backpressure: bool  # the endpoint asked us to slow down: the request cap adapts; never an outage
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of one debate round."""
+def status_policy(status: int, retry_after: float | None, should_retry: str | None = None) -> StatusPolicy:
+    """The one table from an HTTP status to what it means.
 
-    answer: str
-    confidence: int
-    agreeing: int
-    valid: int
-    source: str  # "judges", or "solvers" when no judge gave a FINAL ANSWER
-    tally: dict[str, int]
-    kind: str = "short"  # the answer type the question wants (parsing.ANSWER_TYPES)
+    - 401/403 (key rejected) and 404 (URL or model not found) fail every call
+      alike: the run stops (and a batch too, see stops_the_batch).
+    - 429, and 503 with Retry-After, are back-pressure: the endpoint is busy,
+      not down. Retried after the server's wait; they never trip the breaker.
+    - 408, 409 and every other 5xx are retried; when a call's retries run out on
+      them, that is evidence of an outage.
+    - Any other 4xx (400 "exceeds the available context size", 413, 422) is this
+      request's own fault: the same request would fail again, and other calls may
+      still succeed, so only this call fails.
+    - ``x-should-retry: true|false`` from the server overrides the retry decision.
+    """
+    if status in (401, 403, 404):
+        policy = StatusPolicy(retry=False, stops_run=True, outage=False, backpressure=False)
+    elif status == 429 or (status == 503 and retry_after is not None):
+        policy = StatusPolicy(retry=True, stops_run=False, outage=False, backpressure=True)
+    elif status in (408, 409) or status >= 500:
+        policy = StatusPolicy(retry=True, stops_run=False, outage=True, backpressure=False)
+    else:
+        policy = StatusPolicy(retry=False, stops_run=False, outage=False, backpressure=False)
+    if should_retry in ("true", "false"):  # the server knows better than its status code
+        policy = replace(policy, retry=should_retry == "true")
+    return policy
 
 
-@dataclass
-class Debate:
-    """Run state shared by the phases: where to send calls and what happened."""
-
-    config: Config
-    endpoint: Endpoint
-    runtime: Runtime
-    run_id: str
-    started: float
-    calls: list[AgentCall] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    round: int = 1
-    budget: Budget = field(default_factory=Budget)
-    trace: TraceWriter | None = None
-    skipped: list[str] = field(default_factory=list)  # what the budget cut, in order
-    positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
-    dropped_models: set[str] = field(default_factory=set)
-    answer_kind: str = "short"  # set before the judges: long free text is judged by label
-    watches: dict[tuple[int, str], StragglerWatch] = field(default_factory=dict)
-
-    def skip(self, what: str) -> None:
-        self.skipped.append(f"round {self.round}: {what}")
-        self.note(f"budget: skipped {what}")
-
-    def note(self, text: str) -> None:
-        self.notes.append(f"round {self.round}: {text}")
-        log.warning(text)
-
-    def new_nonce(self) -> str:
-        return f"{self.runtime.rng.getrandbits(64):016x}"
+def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -> APIError:
+    """The APIError for a non-2xx response."""
+    message = server_message(body, headers.get("content-type", ""))
+    retry_after = parse_retry_after(headers.get("retry-after"), now)
+    policy = status_policy(status, retry_after, headers.get("x-should-retry", "").strip().lower() or None)
+    if status in (401, 403):
+        text = f"the endpoint rejected the API key (HTTP {status}): {message}"
+    else:
+        text = f"HTTP {status}: {message}"
+    return APIError(text, status=status, retryable=policy.retry, retry_after=retry_after,
+                    stops_run=policy.stops_run, outage=policy.outage, backpressure=policy.backpressure)
 
 
 def build_messages(system: str, user: str, nonce: str) -> list[dict[str, str]]:
@@ -1414,6 +1341,354 @@ def tier_of(value: object) -> str | None:
     return getattr(value, "tier", None)
 
 
+# --- 7. usage, costs and budgets -----------------------------------------------------------------
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high token estimate: one token per 3 bytes of UTF-8.
+
+    English runs near 4 characters a token and CJK near 1 character (3 bytes)
+    a token, so this rarely undercounts; budgets reserve with it so they hold.
+    """
+    return -(-len(text.encode("utf-8", errors="replace")) // 3)
+
+
+def prompt_tokens_estimate(system: str, user: str) -> int:
+    return estimate_tokens(system) + estimate_tokens(user) + 2 * MESSAGE_OVERHEAD_TOKENS
+
+
+class Budget:
+    """Per-question limits on HTTP requests and tokens (0 = unlimited).
+
+    Every attempt reserves before it is sent: one call, and its prompt
+    estimate plus max_tokens. The reservation is settled to the tokens the
+    endpoint reported once the response is in, so the budget is never
+    exceeded by more than the estimate's error. ``floor_*`` is kept back for
+    later, more important phases: retries of critiques cannot eat the judges'
+    share.
+    """
+
+    def __init__(self, max_calls: int = 0, max_tokens: int = 0) -> None:
+        self.max_calls, self.max_tokens = max_calls, max_tokens
+        self.calls = 0
+        self.tokens = 0
+        self.floor_calls = 0
+        self.floor_tokens = 0
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.max_calls or self.max_tokens)
+
+    def calls_left(self) -> int | None:
+        return self.max_calls - self.calls if self.max_calls else None
+
+    def tokens_left(self) -> int | None:
+        return self.max_tokens - self.tokens if self.max_tokens else None
+
+    def fits(self, calls: int, tokens: int) -> bool:
+        calls_left, tokens_left = self.calls_left(), self.tokens_left()
+        return ((calls_left is None or calls <= calls_left) and
+                (tokens_left is None or tokens <= tokens_left))
+
+    def reserve(self, tokens: int) -> bool:
+        """Take one call and ``tokens`` if they fit above the floor."""
+        if not self.fits(1 + self.floor_calls, tokens + self.floor_tokens):
+            return False
+        self.calls += 1
+        self.tokens += tokens
+        return True
+
+    def settle(self, reserved: int, used: int) -> None:
+        self.tokens += used - reserved
+
+
+@dataclass(frozen=True)
+class DebatePlan:
+    critiques: int
+    rebuttals: int
+    judges: int
+
+
+def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critique_cost: int, rebuttal_cost: int,
+                judge_cost: Callable[[int, int], int], critiques_paid: bool = True) -> DebatePlan:
+    """The largest (judges, critiques, rebuttals) the budget pays for, judges first.
+
+    Maximising in that order means that when money runs short, rebuttals go
+    first, then critiques, then judges: the stated order of degradation.
+    ``judge_cost(c, r)`` is one judge's worst-case tokens after c critiques
+    and r rebuttals, whose texts it must read.
+    """
+    for j in range(judges, -1, -1):
+        for c in range(valid, -1, -1):
+            for r in range(c if rebuttals else 0, -1, -1):
+                tokens = c * critique_cost + r * rebuttal_cost + j * judge_cost(c, r)
+                if budget.fits(j + (c if critiques_paid else 0) + r, tokens):
+                    return DebatePlan(c, r, j)
+    return DebatePlan(0, 0, 0)
+
+
+def usage_totals(calls: Iterable[AgentCall], config: Config) -> dict[str, Any]:
+    """Token totals over the given calls; ``estimated`` when any count was estimated."""
+    prompt = completion = 0
+    estimated = False
+    for call in calls:
+        for attempt in call.attempts:
+            prompt += attempt.prompt_tokens
+            completion += attempt.completion_tokens
+            estimated |= attempt.usage_estimated
+    totals: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                              "total_tokens": prompt + completion, "estimated": estimated}
+    cost = cost_usd(prompt, completion, config)
+    if cost is not None:
+        totals["cost_usd"] = cost
+    return totals
+
+
+def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config) -> float | None:
+    """Cost from PRICE_*_PER_MTOK, or None when no price is set."""
+    if config.price_input_per_mtok is None and config.price_output_per_mtok is None:
+        return None
+    return round(prompt_tokens * (config.price_input_per_mtok or 0) / 1e6
+                 + completion_tokens * (config.price_output_per_mtok or 0) / 1e6, 6)
+
+
+def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str, Any]]:
+    return {phase: usage_totals((c for c in calls if c.phase == phase), config) for phase in PHASES}
+
+
+@dataclass(frozen=True)
+class CallCosts:
+    """Worst-case prompt tokens of one call of each phase, and the completion caps.
+
+    The one place these estimates live: the budget planner, the rerun check,
+    the budget check and ``--dry-run`` all read them. A text a prompt embeds
+    but nobody has written yet (an answer, a critique) counts as MAX_TOKENS
+    long, since it is some call's completion.
+    """
+
+    solver: int
+    critic: int
+    rebuttal: int
+    judge_base: int  # a judge's prompt with the answers, before critiques and rebuttals
+    text: int  # MAX_TOKENS: the longest completion of a solver, critic or rebutter
+    judge_completion: int
+
+    def judge(self, critiques: int, rebuttals: int) -> int:
+        """One judge's prompt once it also reads ``critiques`` critiques and ``rebuttals`` rebuttals."""
+        return self.judge_base + (critiques + rebuttals) * self.text
+
+
+NO_COSTS = CallCosts(0, 0, 0, 0, 0, 0)  # what planning assumes when no budget is set
+
+
+def call_costs(config: Config, question: str, positions: list[Position] | None = None, workers: int = 0) -> CallCosts:
+    """Costs for the answers in ``positions``, or, before they exist, for ``workers`` answers of MAX_TOKENS."""
+    cap = config.max_tokens
+    unwritten = 0 if positions is not None else cap
+    shown = positions if positions is not None else [Position(0, "", "")] * workers
+    slots = len(prompts.SOLVER_STYLES) if config.solver_styles else 1
+    return CallCosts(
+        solver=max(prompt_tokens_estimate(*solver_prompts(question, s, config.solver_styles)) for s in range(slots)),
+        critic=max((prompt_tokens_estimate(*critic_prompts(question, p)) for p in shown), default=0) + unwritten,
+        # A rebuttal also embeds its critique, written or not: counted at the cap either way.
+        rebuttal=max((prompt_tokens_estimate(*rebuttal_prompts(question, p)) for p in shown), default=0)
+        + unwritten + cap,
+        judge_base=prompt_tokens_estimate(*judge_prompts(question, shown)) + len(shown) * unwritten,
+        text=cap, judge_completion=config.judge_max_tokens)
+
+
+def round_costs(config: Config, question: str, workers: int) -> list[tuple[str, int, int, int]]:
+    """A whole round before any answer exists: (phase, calls, prompt and completion tokens per call)."""
+    costs = call_costs(config, question, workers=workers)
+    rebuttals = workers if config.enable_rebuttal else 0
+    phases = [("generate", workers, costs.solver, costs.text), ("critique", workers, costs.critic, costs.text)]
+    if rebuttals:
+        phases.append(("rebuttal", rebuttals, costs.rebuttal, costs.text))
+    phases.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
+    return phases
+
+
+def plan_phases(debate: Debate, question: str, positions: list[Position], done: str) -> tuple[DebatePlan, Callable[[int, int], int]]:
+    """What the budget pays for after ``done``, and one judge's cost function."""
+    config = debate.config
+    # Without a budget everything fits: rendering every later prompt just to price it would be waste.
+    costs = call_costs(config, question, positions) if debate.budget.limited else NO_COSTS
+
+    def judge_cost(c: int, r: int) -> int:
+        return costs.judge(c, r) + costs.judge_completion
+
+    if done == "rebuttal":
+        plan = plan_debate(debate.budget, 0, config.num_judges, False, 0, 0, judge_cost)
+        return plan, judge_cost
+    critique_cost, rebuttal_cost = costs.critic + costs.text, costs.rebuttal + costs.text
+    if done == "critique":  # critiques are already paid for: plan rebuttals and judges
+        critiqued = sum(p.critique is not None for p in positions)
+        plan = plan_debate(debate.budget, critiqued, config.num_judges, config.enable_rebuttal, 0,
+                           rebuttal_cost, judge_cost, critiques_paid=False)
+        return plan, judge_cost
+    plan = plan_debate(debate.budget, len(positions), config.num_judges, config.enable_rebuttal,
+                       critique_cost, rebuttal_cost, judge_cost)
+    return plan, judge_cost
+
+
+def note_budget_cuts(debate: Debate, plan: DebatePlan, positions: list[Position], done: str) -> None:
+    config = debate.config
+    if done == "generate" and plan.critiques < len(positions):
+        debate.skip(f"{len(positions) - plan.critiques} critique(s)")
+    # Every valid answer would have been rebutted had it been critiqued.
+    wanted_rebuttals = len(positions) if done == "generate" else sum(p.critique is not None for p in positions)
+    if done != "rebuttal" and config.enable_rebuttal and plan.rebuttals < wanted_rebuttals:
+        debate.skip(f"{wanted_rebuttals - plan.rebuttals} rebuttal(s)")
+    if plan.judges < config.num_judges:
+        debate.skip(f"{config.num_judges - plan.judges} judge(s)")
+
+
+def rerun_settings(config: Config) -> tuple[int, float]:
+    """(workers, temperature) of the rerun: RERUN_EXTRA_WORKERS more, RERUN_TEMPERATURE_STEP hotter."""
+    return (min(config.num_workers + RERUN_EXTRA_WORKERS, MAX_WORKERS),
+            min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
+
+
+def rerun_affordable(debate: Debate, question: str, workers: int) -> bool:
+    """Whether the budget pays for a whole worst-case rerun: the rerun is the first thing cut."""
+    if not debate.budget.limited:
+        return True
+    phases = round_costs(debate.config, question, workers)
+    return debate.budget.fits(sum(calls for _, calls, _, _ in phases),
+                              sum(calls * (prompt + completion) for _, calls, prompt, completion in phases))
+
+
+def check_budget(config: Config, question: str) -> None:
+    """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
+    if not config.max_total_tokens:
+        return
+    need = config.min_valid_answers * (call_costs(config, question).solver + config.max_tokens)
+    if need > config.max_total_tokens:
+        raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
+                          f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
+                          f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
+
+
+def phase_counts(calls: Iterable[AgentCall]) -> dict[str, dict[str, int]]:
+    """ok / failed agent calls per phase, over every round."""
+    counts = {phase: {"ok": 0, "failed": 0} for phase in PHASES}
+    for call in calls:
+        counts[call.phase]["ok" if call.ok else "failed"] += 1
+    return counts
+
+
+# --- 8. the debate's state -----------------------------------------------------------------------
+
+@dataclass
+class Position:
+    """One solver's line through the debate."""
+
+    slot: int
+    answer: str
+    reasoning: str
+    critique: str | None = None
+    rebuttal: str | None = None
+    final_answer: str = ""
+    model: str = ""
+
+    @property
+    def agent(self) -> str:
+        return f"solver-{self.slot + 1}"
+
+
+@dataclass(frozen=True)
+class Vote:
+    answer: str
+    confidence: int | None
+    voter: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one debate round."""
+
+    answer: str
+    confidence: int
+    agreeing: int
+    valid: int
+    source: str  # "judges", or "solvers" when no judge gave a FINAL ANSWER
+    tally: dict[str, int]
+    kind: str = "short"  # the answer type the question wants (parsing.ANSWER_TYPES)
+
+
+@dataclass
+class Debate:
+    """Run state shared by the phases: where to send calls and what happened."""
+
+    config: Config
+    endpoint: Endpoint
+    runtime: Runtime
+    run_id: str
+    started: float
+    calls: list[AgentCall] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    round: int = 1
+    budget: Budget = field(default_factory=Budget)
+    trace: TraceWriter | None = None
+    skipped: list[str] = field(default_factory=list)  # what the budget cut, in order
+    positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
+    dropped_models: set[str] = field(default_factory=set)
+    answer_kind: str = "short"  # set before the judges: long free text is judged by label
+    watches: dict[tuple[int, str], StragglerWatch] = field(default_factory=dict)
+
+    def skip(self, what: str) -> None:
+        self.skipped.append(f"round {self.round}: {what}")
+        self.note(f"budget: skipped {what}")
+
+    def note(self, text: str) -> None:
+        self.notes.append(f"round {self.round}: {text}")
+        log.warning(text)
+
+    def new_nonce(self) -> str:
+        return f"{self.runtime.rng.getrandbits(64):016x}"
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced: the verdict (if any), what it cost, what the budget cut."""
+
+    question: str
+    verdict: Verdict | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    rerun: bool = False
+    error: str | None = None
+    exit_code: int = EXIT_OK
+    elapsed_s: float = 0.0
+    transcript: str | None = None
+    trace: str | None = None
+    calls: list[AgentCall] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)  # the reported round's answers
+    exception: MoAError | None = field(default=None, repr=False)
+    write_error: str | None = None  # a transcript or trace write failed (disk full, permissions)
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.verdict is not None and self.error is None else "failed"
+
+    @property
+    def http_requests(self) -> int:
+        return sum(len(c.attempts) for c in self.calls)
+
+    @property
+    def budget_limited(self) -> bool:
+        return bool(self.skipped)
+
+    @property
+    def reported_round(self) -> int | None:
+        return next((i for i, v in enumerate(self.verdicts, 1) if v is self.verdict), None)
+
+
+# --- 9. phases -----------------------------------------------------------------------------------
+#
+# Each phase is one function; the prompt builders beside them are shared with
+# the budget planner, which prices a phase before it runs.
+
 async def run_all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
     """Run concurrently; the first error that no retry fixes cancels the rest."""
     tasks: list[asyncio.Task[T]] = []
@@ -1424,12 +1699,6 @@ async def run_all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
         first = next((e for e in errors.exceptions if isinstance(e, MoAError)), errors.exceptions[0])
         raise first from None
     return [task.result() for task in tasks]
-
-
-# --- phases ------------------------------------------------------------------
-#
-# Each phase is one function; the prompt builders beside them are shared with
-# the budget planner, which prices a phase before it runs.
 
 
 def _valid_answer(text: str) -> ParsedAnswer | None:
@@ -1728,8 +1997,21 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
     return [v for v in votes if v is not None]
 
 
-# --- voting ------------------------------------------------------------------
+def require_enough(debate: Debate, positions: list[Position], workers: int) -> None:
+    """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS solvers answered."""
+    config = debate.config
+    if len(positions) >= config.min_valid_answers:
+        return
+    last = next((c.failure for c in reversed(debate.calls) if c.failure), None)
+    reason = f"; last error: {last}" if last else ""
+    this_round = [c for c in debate.calls if c.round == debate.round and c.phase == "generate"]
+    no_response = all(a.status is None for c in this_round for a in c.attempts)
+    error = EndpointUnreachable if no_response and not positions else RunFailed
+    raise error(f"only {len(positions)}/{workers} solvers gave a valid answer "
+                f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}")
 
+
+# --- 10. voting ----------------------------------------------------------------------------------
 
 def tally_votes(votes: list[Vote], source: str = "judges",
                 key: Callable[[str], str] = normalize_answer) -> Verdict | None:
@@ -1765,9 +2047,6 @@ def solver_verdict(positions: list[Position], key: Callable[[str], str] = normal
     if verdict is None:
         return None
     return replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
-
-
-# --- what the vote hides ---------------------------------------------------------
 
 
 def verdict_key(verdict: Verdict, question: str) -> Callable[[str], str]:
@@ -1809,108 +2088,23 @@ def judges_split(verdict: Verdict) -> bool:
     return verdict.source == "judges" and 2 * verdict.agreeing <= verdict.valid
 
 
-# --- one debate, and the rerun -----------------------------------------------
-
-def require_enough(debate: Debate, positions: list[Position], workers: int) -> None:
-    """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS solvers answered."""
-    config = debate.config
-    if len(positions) >= config.min_valid_answers:
-        return
-    last = next((c.failure for c in reversed(debate.calls) if c.failure), None)
-    reason = f"; last error: {last}" if last else ""
-    this_round = [c for c in debate.calls if c.round == debate.round and c.phase == "generate"]
-    no_response = all(a.status is None for c in this_round for a in c.attempts)
-    error = EndpointUnreachable if no_response and not positions else RunFailed
-    raise error(f"only {len(positions)}/{workers} solvers gave a valid answer "
-                f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}")
+def typed_key(kind: str, letters: frozenset[str]) -> Callable[[str], str]:
+    return lambda answer: answer_key(kind, answer, letters)
 
 
-@dataclass(frozen=True)
-class CallCosts:
-    """Worst-case prompt tokens of one call of each phase, and the completion caps.
-
-    The one place these estimates live: the budget planner, the rerun check,
-    the budget check and ``--dry-run`` all read them. A text a prompt embeds
-    but nobody has written yet (an answer, a critique) counts as MAX_TOKENS
-    long, since it is some call's completion.
-    """
-
-    solver: int
-    critic: int
-    rebuttal: int
-    judge_base: int  # a judge's prompt with the answers, before critiques and rebuttals
-    text: int  # MAX_TOKENS: the longest completion of a solver, critic or rebutter
-    judge_completion: int
-
-    def judge(self, critiques: int, rebuttals: int) -> int:
-        """One judge's prompt once it also reads ``critiques`` critiques and ``rebuttals`` rebuttals."""
-        return self.judge_base + (critiques + rebuttals) * self.text
+def unanimous_verdict(positions: list[Position], workers: int, question: str = "") -> Verdict | None:
+    """Early exit: every valid answer normalises alike (for the question's answer
+    type). Confidence is the share of all solver slots that agree, so 5/5 is 100
+    and 3/5 (two failed) is 60."""
+    kind, letters = detect_answer_type(question, [p.answer for p in positions]), choice_letters(question)
+    keys = {answer_key(kind, p.answer, letters) for p in positions}
+    if len(keys) != 1 or not positions:
+        return None
+    return Verdict(present_answer(kind, positions[0].answer, letters), round(100 * len(positions) / workers),
+                   len(positions), len(positions), "unanimous", {keys.pop(): len(positions)}, kind)
 
 
-NO_COSTS = CallCosts(0, 0, 0, 0, 0, 0)  # what planning assumes when no budget is set
-
-
-def call_costs(config: Config, question: str, positions: list[Position] | None = None, workers: int = 0) -> CallCosts:
-    """Costs for the answers in ``positions``, or, before they exist, for ``workers`` answers of MAX_TOKENS."""
-    cap = config.max_tokens
-    unwritten = 0 if positions is not None else cap
-    shown = positions if positions is not None else [Position(0, "", "")] * workers
-    slots = len(prompts.SOLVER_STYLES) if config.solver_styles else 1
-    return CallCosts(
-        solver=max(prompt_tokens_estimate(*solver_prompts(question, s, config.solver_styles)) for s in range(slots)),
-        critic=max((prompt_tokens_estimate(*critic_prompts(question, p)) for p in shown), default=0) + unwritten,
-        # A rebuttal also embeds its critique, written or not: counted at the cap either way.
-        rebuttal=max((prompt_tokens_estimate(*rebuttal_prompts(question, p)) for p in shown), default=0)
-        + unwritten + cap,
-        judge_base=prompt_tokens_estimate(*judge_prompts(question, shown)) + len(shown) * unwritten,
-        text=cap, judge_completion=config.judge_max_tokens)
-
-
-def round_costs(config: Config, question: str, workers: int) -> list[tuple[str, int, int, int]]:
-    """A whole round before any answer exists: (phase, calls, prompt and completion tokens per call)."""
-    costs = call_costs(config, question, workers=workers)
-    rebuttals = workers if config.enable_rebuttal else 0
-    phases = [("generate", workers, costs.solver, costs.text), ("critique", workers, costs.critic, costs.text)]
-    if rebuttals:
-        phases.append(("rebuttal", rebuttals, costs.rebuttal, costs.text))
-    phases.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
-    return phases
-
-
-def plan_phases(debate: Debate, question: str, positions: list[Position], done: str) -> tuple[DebatePlan, Callable[[int, int], int]]:
-    """What the budget pays for after ``done``, and one judge's cost function."""
-    config = debate.config
-    # Without a budget everything fits: rendering every later prompt just to price it would be waste.
-    costs = call_costs(config, question, positions) if debate.budget.limited else NO_COSTS
-
-    def judge_cost(c: int, r: int) -> int:
-        return costs.judge(c, r) + costs.judge_completion
-
-    if done == "rebuttal":
-        plan = plan_debate(debate.budget, 0, config.num_judges, False, 0, 0, judge_cost)
-        return plan, judge_cost
-    critique_cost, rebuttal_cost = costs.critic + costs.text, costs.rebuttal + costs.text
-    if done == "critique":  # critiques are already paid for: plan rebuttals and judges
-        critiqued = sum(p.critique is not None for p in positions)
-        plan = plan_debate(debate.budget, critiqued, config.num_judges, config.enable_rebuttal, 0,
-                           rebuttal_cost, judge_cost, critiques_paid=False)
-        return plan, judge_cost
-    plan = plan_debate(debate.budget, len(positions), config.num_judges, config.enable_rebuttal,
-                       critique_cost, rebuttal_cost, judge_cost)
-    return plan, judge_cost
-
-
-def note_budget_cuts(debate: Debate, plan: DebatePlan, positions: list[Position], done: str) -> None:
-    config = debate.config
-    if done == "generate" and plan.critiques < len(positions):
-        debate.skip(f"{len(positions) - plan.critiques} critique(s)")
-    # Every valid answer would have been rebutted had it been critiqued.
-    wanted_rebuttals = len(positions) if done == "generate" else sum(p.critique is not None for p in positions)
-    if done != "rebuttal" and config.enable_rebuttal and plan.rebuttals < wanted_rebuttals:
-        debate.skip(f"{wanted_rebuttals - plan.rebuttals} rebuttal(s)")
-    if plan.judges < config.num_judges:
-        debate.skip(f"{config.num_judges - plan.judges} judge(s)")
-
+# --- 11. one question ----------------------------------------------------------------------------
 
 async def deliberate(debate: Debate, question: str, positions: list[Position], workers: int, temperature: float,
                      done: str = "generate") -> Verdict:
@@ -1940,26 +2134,10 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
 
 
-def typed_key(kind: str, letters: frozenset[str]) -> Callable[[str], str]:
-    return lambda answer: answer_key(kind, answer, letters)
-
-
 def uses_barriers(config: Config, budget: Budget) -> bool:
     """Phases wait for each other when asked to, and when a decision needs every
     answer first: the budget planner and the unanimity check of early exit."""
     return config.phase_barriers or budget.limited or config.early_exit
-
-
-def unanimous_verdict(positions: list[Position], workers: int, question: str = "") -> Verdict | None:
-    """Early exit: every valid answer normalises alike (for the question's answer
-    type). Confidence is the share of all solver slots that agree, so 5/5 is 100
-    and 3/5 (two failed) is 60."""
-    kind, letters = detect_answer_type(question, [p.answer for p in positions]), choice_letters(question)
-    keys = {answer_key(kind, p.answer, letters) for p in positions}
-    if len(keys) != 1 or not positions:
-        return None
-    return Verdict(present_answer(kind, positions[0].answer, letters), round(100 * len(positions) / workers),
-                   len(positions), len(positions), "unanimous", {keys.pop(): len(positions)}, kind)
 
 
 async def debate_once(debate: Debate, question: str, workers: int, temperature: float) -> Verdict:
@@ -1982,58 +2160,6 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
     finally:
         for watch in debate.watches.values():
             watch.close()
-
-
-def rerun_settings(config: Config) -> tuple[int, float]:
-    """(workers, temperature) of the rerun: RERUN_EXTRA_WORKERS more, RERUN_TEMPERATURE_STEP hotter."""
-    return (min(config.num_workers + RERUN_EXTRA_WORKERS, MAX_WORKERS),
-            min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
-
-
-def rerun_affordable(debate: Debate, question: str, workers: int) -> bool:
-    """Whether the budget pays for a whole worst-case rerun: the rerun is the first thing cut."""
-    if not debate.budget.limited:
-        return True
-    phases = round_costs(debate.config, question, workers)
-    return debate.budget.fits(sum(calls for _, calls, _, _ in phases),
-                              sum(calls * (prompt + completion) for _, calls, prompt, completion in phases))
-
-
-@dataclass
-class RunResult:
-    """Everything a run produced: the verdict (if any), what it cost, what the budget cut."""
-
-    question: str
-    verdict: Verdict | None = None
-    verdicts: list[Verdict] = field(default_factory=list)
-    rerun: bool = False
-    error: str | None = None
-    exit_code: int = EXIT_OK
-    elapsed_s: float = 0.0
-    transcript: str | None = None
-    trace: str | None = None
-    calls: list[AgentCall] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    positions: list[Position] = field(default_factory=list)  # the reported round's answers
-    exception: MoAError | None = field(default=None, repr=False)
-    write_error: str | None = None  # a transcript or trace write failed (disk full, permissions)
-
-    @property
-    def status(self) -> str:
-        return "ok" if self.verdict is not None and self.error is None else "failed"
-
-    @property
-    def http_requests(self) -> int:
-        return sum(len(c.attempts) for c in self.calls)
-
-    @property
-    def budget_limited(self) -> bool:
-        return bool(self.skipped)
-
-    @property
-    def reported_round(self) -> int | None:
-        return next((i for i, v in enumerate(self.verdicts, 1) if v is self.verdict), None)
 
 
 async def run_rounds(debate: Debate, question: str, result: RunResult) -> None:
@@ -2075,17 +2201,6 @@ def check_question(config: Config, question: str) -> None:
         raise ConfigError(f"the question is {len(question)} characters, more than MAX_QUESTION_CHARS="
                           f"{config.max_question_chars}: shorten it or raise the limit")
     check_budget(config, question)
-
-
-def check_budget(config: Config, question: str) -> None:
-    """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
-    if not config.max_total_tokens:
-        return
-    need = config.min_valid_answers * (call_costs(config, question).solver + config.max_tokens)
-    if need > config.max_total_tokens:
-        raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
-                          f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
-                          f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
@@ -2134,16 +2249,7 @@ def save_run_files(debate: Debate, question: str, result: RunResult, replay: Rep
     return trace_error or transcript_error
 
 
-# --- transcripts -------------------------------------------------------------
-
-
-def phase_counts(calls: Iterable[AgentCall]) -> dict[str, dict[str, int]]:
-    """ok / failed agent calls per phase, over every round."""
-    counts = {phase: {"ok": 0, "failed": 0} for phase in PHASES}
-    for call in calls:
-        counts[call.phase]["ok" if call.ok else "failed"] += 1
-    return counts
-
+# --- 12. files: transcripts, traces, atomic writes, the lock -------------------------------------
 
 def _render_call(call: AgentCall) -> list[str]:
     status = "ok" if call.ok else f"FAILED: {call.failure or 'no usable output'}"
@@ -2208,13 +2314,6 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
     return redact("\n".join(lines) + "\n", config)
 
 
-def maskable(secret: str) -> bool:
-    """Whether a secret is long enough to mask. Masking "local" or "k" would
-    mangle ordinary text ("***host") and protects nothing: such values are
-    placeholders for servers without auth, not credentials."""
-    return len(secret) >= MIN_MASKED_SECRET
-
-
 def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
     """Tokens (and cost) per phase and in all, for the transcript."""
     lines = []
@@ -2225,36 +2324,6 @@ def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
             lines.append(f"{phase}: {totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion = "
                          f"{totals['total_tokens']} tokens{guess}{cost}")
     return lines
-
-
-def redact(text: str, config: Config) -> str:
-    """Mask the API key, the gateway token and URL credentials wherever they might have been echoed."""
-    for secret in config.secrets:
-        if maskable(secret):
-            text = text.replace(secret, SECRET_MASK)
-    return text
-
-
-def redact_value(value: Any, config: Config) -> Any:
-    """``redact`` on every string inside a JSON-shaped value, before it is encoded:
-    once encoded, a secret holding a quote or a backslash no longer matches itself."""
-    if isinstance(value, str):
-        return redact(value, config)
-    if isinstance(value, dict):
-        return {key: redact_value(item, config) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_value(item, config) for item in value]
-    return value
-
-
-def safe_json(value: Any, config: Config, *, ensure_ascii: bool = True) -> str:
-    """JSON for any output: secrets masked in the values, and in the text once more."""
-    return redact(json.dumps(redact_value(value, config), ensure_ascii=ensure_ascii), config)
-
-
-# Files the tool creates are opened with these: never through a symlink planted
-# at the name, and (O_EXCL) never over a file that is already there.
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
 
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None) -> tuple[Path, int]:
@@ -2269,10 +2338,6 @@ def create_private_file(directory: Path, stem: str, suffix: str, twin: str | Non
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, f"no free transcript name for {stem} in {directory}")
-
-
-def describe_os_error(err: OSError) -> str:
-    return err.strerror or str(err) or err.__class__.__name__
 
 
 def open_run_files(config: Config, runtime: Runtime) -> tuple[Path | None, TraceWriter | None, str | None]:
@@ -2385,10 +2450,136 @@ class TraceWriter:
             self.fd = None
 
 
-# --- dry run and replay ----------------------------------------------------------
+def _sidecar(output: Path, suffix: str) -> Path:
+    return output.with_name(output.name + suffix)
 
-REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique", "judges": "rebuttal"}  # start -> last phase kept
 
+def acquire_lock(output: Path) -> int:
+    """Hold an exclusive flock on <output>.lock for this process's life; BatchLocked if taken.
+
+    Opened with O_NOFOLLOW: a symlink planted at the lock's name is refused, never
+    truncated through.
+    """
+    path = _sidecar(output, ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as err:
+        why = "it is a symbolic link" if err.errno == errno.ELOOP else describe_os_error(err)
+        raise ConfigError(f"cannot open the lock file {path} ({why}): remove it or choose another output") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise ConfigError(f"the lock file {path} is not a plain file of its own (a hard link or a device): "
+                          "remove it or choose another output; nothing was changed")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise BatchLocked(f"another run is writing {output} (it holds {path}); this run exits so the "
+                          "next scheduled one can resume") from None
+    try:  # the pid is for people looking at the file; the flock is what counts
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass
+    return fd
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file that is not a symlink, at most ``limit``; OSError
+    otherwise. Opened non-blocking, so a FIFO planted at the name cannot hang us."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, "too large")
+    return data
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
+    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half.
+
+    The new content goes to a fresh temporary file in the same folder
+    (mkstemp: O_EXCL, a random name, so no planted symlink is followed), is
+    fsynced, then renamed over ``path``; rename replaces a symlink at ``path``
+    itself, never its target. On any error the temporary file is removed and
+    the old file is untouched.
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            fill(fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_dir(path)
+
+
+def write_atomically(path: Path, data: bytes, runtime: Runtime | None = None) -> None:
+    replace_atomically(path, lambda fd: write_all(runtime or Runtime(), fd, data))
+
+
+def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
+    """The lines of a binary file, each at most ``limit`` bytes; None stands for a
+    longer line, which is skipped to its end without being held in memory."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):  # the rest of the long line, in bounded pieces
+            line = handle.readline(limit + 1)
+        yield None
+
+
+class ResultWriter:
+    """Appends one JSON line per finished question and fsyncs it at once.
+
+    A write that fails (disk full) is rolled back to the last whole line, so the
+    output never holds half a record; the caller decides what a failure stops.
+    """
+
+    def __init__(self, output: Path, runtime: Runtime) -> None:
+        self.path = output
+        self.runtime = runtime
+        self.fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+
+    def write(self, record: dict[str, Any]) -> None:
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", errors="replace")
+        end = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            write_all(self.runtime, self.fd, data)
+            os.fsync(self.fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, end)
+            raise
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+# --- 13. dry run and replay ----------------------------------------------------------------------
 
 def dry_run_plan(config: Config, question: str) -> list[dict[str, Any]]:
     """Calls per phase and their worst-case tokens and cost, without a request.
@@ -2460,8 +2651,6 @@ class Replay:
     positions: tuple[Position, ...]
 
 
-# A trace line longer than this is not one we wrote (replies are capped far below it).
-MAX_TRACE_LINE_BYTES = 256 * 1024 * 1024
 # What an agent is called in a trace: solver-N, solver-M->solver-N (a critique), judge-N.
 _TRACE_AGENT = re.compile(r"(?:solver-(\d{1,3})->)?(solver|judge)-(\d{1,3})")
 
@@ -2582,7 +2771,7 @@ async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
     result.verdicts.append(verdict)
 
 
-# --- batch ---------------------------------------------------------------------
+# --- 14. batch -----------------------------------------------------------------------------------
 #
 # A questions file in, one JSONL line per question out, written and fsynced as
 # each question finishes. Exactly once across crashes: a rerun compacts the
@@ -2590,34 +2779,12 @@ async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
 # torn last line) and skips those ids. An flock beside the output keeps two
 # cron runs apart.
 
-DEFAULT_CONCURRENCY = 4
-# After Ctrl-C / SIGTERM, in-flight questions get this long to finish.
-STOP_GRACE_SECONDS = 10.0
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-# A line of an earlier output longer than this is not one of ours: dropped on resume.
-MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
-# A summary file is a few hundred bytes; anything larger at that name is not ours.
-SUMMARY_READ_LIMIT = 1024 * 1024
-# Files kept beside the output: <output><suffix>.
-SIDECAR_SUFFIXES = (".lock", ".summary.json")
-
-
-class BatchLocked(MoAError):
-    exit_code = EXIT_TRY_LATER
-
-
 @dataclass(frozen=True)
 class BatchItem:
     line: int
     id: str
     question: str
     expected: str | None
-
-
-@dataclass(frozen=True)
-class InputError:
-    line: int
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -2736,108 +2903,6 @@ def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), count
 
 
-def _sidecar(output: Path, suffix: str) -> Path:
-    return output.with_name(output.name + suffix)
-
-
-def acquire_lock(output: Path) -> int:
-    """Hold an exclusive flock on <output>.lock for this process's life; BatchLocked if taken.
-
-    Opened with O_NOFOLLOW: a symlink planted at the lock's name is refused, never
-    truncated through.
-    """
-    path = _sidecar(output, ".lock")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    except OSError as err:
-        why = "it is a symbolic link" if err.errno == errno.ELOOP else describe_os_error(err)
-        raise ConfigError(f"cannot open the lock file {path} ({why}): remove it or choose another output") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        os.close(fd)
-        raise ConfigError(f"the lock file {path} is not a plain file of its own (a hard link or a device): "
-                          "remove it or choose another output; nothing was changed")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise BatchLocked(f"another run is writing {output} (it holds {path}); this run exits so the "
-                          "next scheduled one can resume") from None
-    try:  # the pid is for people looking at the file; the flock is what counts
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-    except OSError:
-        pass
-    return fd
-
-
-def read_regular_file(path: Path, limit: int) -> bytes:
-    """The bytes of a regular file that is not a symlink, at most ``limit``; OSError
-    otherwise. Opened non-blocking, so a FIFO planted at the name cannot hang us."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            data = handle.read(limit + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, "too large")
-    return data
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
-    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half.
-
-    The new content goes to a fresh temporary file in the same folder
-    (mkstemp: O_EXCL, a random name, so no planted symlink is followed), is
-    fsynced, then renamed over ``path``; rename replaces a symlink at ``path``
-    itself, never its target. On any error the temporary file is removed and
-    the old file is untouched.
-    """
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            fill(fd)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_dir(path)
-
-
-def write_atomically(path: Path, data: bytes, runtime: Runtime | None = None) -> None:
-    replace_atomically(path, lambda fd: write_all(runtime or Runtime(), fd, data))
-
-
-def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
-    """The lines of a binary file, each at most ``limit`` bytes; None stands for a
-    longer line, which is skipped to its end without being held in memory."""
-    while True:
-        line = handle.readline(limit + 1)
-        if not line:
-            return
-        if len(line) <= limit or line.endswith(b"\n"):
-            yield line
-            continue
-        while line and not line.endswith(b"\n"):  # the rest of the long line, in bounded pieces
-            line = handle.readline(limit + 1)
-        yield None
-
-
 def compact_output(output: Path, runtime: Runtime | None = None) -> tuple[set[str], int]:
     """Keep only the complete "ok" lines of an earlier run's output, once per id.
 
@@ -2896,33 +2961,6 @@ def move_aside(output: Path, now: float) -> Path | None:
     if summary.exists() and not summary.is_symlink():
         os.replace(summary, _sidecar(target, ".summary.json"))
     return target
-
-
-class ResultWriter:
-    """Appends one JSON line per finished question and fsyncs it at once.
-
-    A write that fails (disk full) is rolled back to the last whole line, so the
-    output never holds half a record; the caller decides what a failure stops.
-    """
-
-    def __init__(self, output: Path, runtime: Runtime) -> None:
-        self.path = output
-        self.runtime = runtime
-        self.fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-
-    def write(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", errors="replace")
-        end = os.lseek(self.fd, 0, os.SEEK_END)
-        try:
-            write_all(self.runtime, self.fd, data)
-            os.fsync(self.fd)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, end)
-            raise
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def answers_match(question: str, answer: str, expected: str) -> bool:
@@ -3000,12 +3038,6 @@ def output_totals(output: Path) -> dict[str, Any]:
                     totals["correct"] += bool(record.get("correct"))
     totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
     return totals
-
-
-def printable(value: Any, limit: int = 200) -> str:
-    """A value for a one-line log: control characters dropped, whitespace runs made one space, cut at ``limit``."""
-    text = "".join(ch for ch in str(value) if ch.isprintable() or ch.isspace())
-    return " ".join(text.split())[:limit]
 
 
 class Progress:
@@ -3286,17 +3318,6 @@ def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, A
             "finished": datetime.now().isoformat(timespec="seconds")}
 
 
-def batch_exit_code(summary: dict[str, Any]) -> int:
-    run = summary["this_run"]
-    if summary["status"] == "aborted":
-        return EXIT_FAILED
-    if summary["status"] == "interrupted":
-        return EXIT_INTERRUPTED
-    if summary["status"] == "circuit_open":
-        return EXIT_TRY_LATER  # 75, "try again later": the next cron run resumes
-    return EXIT_SOME_FAILED if run["failed"] or run["input_errors"] else EXIT_OK
-
-
 def human_batch_summary(summary: dict[str, Any]) -> str:
     run, totals = summary["this_run"], summary["output_totals"]
     lines = [f"Batch {summary['status']}: {run['ok']} ok, {run['failed']} failed, {run['input_errors']} input errors, "
@@ -3312,7 +3333,49 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# --- CLI -----------------------------------------------------------------------
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_batch_paths(questions_file: str, output: Path) -> None:
+    """ConfigError when the batch would write over its own input, or through a link.
+
+    The comparison is by device and inode, so a symlink, a hard link or a
+    ``./`` spelling of the questions file is caught like the same name.
+    """
+    try:
+        is_link, exists = output.is_symlink(), output.exists()
+        source = os.fstat(sys.stdin.fileno()) if questions_file == "-" else os.stat(questions_file)
+    except (OSError, ValueError, AttributeError) as err:
+        if questions_file == "-" and not isinstance(err, PermissionError):
+            return  # no stdin file to compare: a terminal or a closed stream
+        raise ConfigError(f"--output {output}: cannot look at it ({describe_os_error(err) if isinstance(err, OSError) else err})") from None
+    if is_link:
+        raise ConfigError(f"--output {output} is a symbolic link: give the real path (nothing is written through links)")
+    if exists and not output.is_file():
+        raise ConfigError(f"--output {output} is not a regular file")
+    for path in (output, *(_sidecar(output, suffix) for suffix in SIDECAR_SUFFIXES)):
+        try:
+            target = os.stat(path)
+        except OSError:
+            continue
+        if same_file(source, target):
+            what = "the questions file on stdin" if questions_file == "-" else f"the questions file {questions_file}"
+            raise ConfigError(f"--output {output}: {path} is {what} itself; writing "
+                              "there would destroy the questions: choose another output")
+
+
+# --- 15. CLI: flags, output, and one map from errors to exit codes -------------------------------
+
+def batch_exit_code(summary: dict[str, Any]) -> int:
+    run = summary["this_run"]
+    if summary["status"] == "aborted":
+        return EXIT_FAILED
+    if summary["status"] == "interrupted":
+        return EXIT_INTERRUPTED
+    if summary["status"] == "circuit_open":
+        return EXIT_TRY_LATER  # 75, "try again later": the next cron run resumes
+    return EXIT_SOME_FAILED if run["failed"] or run["input_errors"] else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -3381,19 +3444,6 @@ def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     if args.stream:
         flags["STREAM"] = "true"
     return {name: value for name, value in flags.items() if value is not None}
-
-
-def valid_text(text: str) -> str:
-    """Text that can be sent as UTF-8: bytes that were not UTF-8 (argv gives
-    them to us as lone surrogates) become U+FFFD instead of a crash in httpx."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        try:
-            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        except UnicodeEncodeError:
-            return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def stdin_bytes(stdin: Any) -> Any:
@@ -3557,38 +3607,6 @@ def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Repl
     if args.replay_from is not None:
         raise ConfigError("--from goes with --replay TRACE")
     return read_question(args.question, sys.stdin, config.max_question_chars), None
-
-
-def same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def check_batch_paths(questions_file: str, output: Path) -> None:
-    """ConfigError when the batch would write over its own input, or through a link.
-
-    The comparison is by device and inode, so a symlink, a hard link or a
-    ``./`` spelling of the questions file is caught like the same name.
-    """
-    try:
-        is_link, exists = output.is_symlink(), output.exists()
-        source = os.fstat(sys.stdin.fileno()) if questions_file == "-" else os.stat(questions_file)
-    except (OSError, ValueError, AttributeError) as err:
-        if questions_file == "-" and not isinstance(err, PermissionError):
-            return  # no stdin file to compare: a terminal or a closed stream
-        raise ConfigError(f"--output {output}: cannot look at it ({describe_os_error(err) if isinstance(err, OSError) else err})") from None
-    if is_link:
-        raise ConfigError(f"--output {output} is a symbolic link: give the real path (nothing is written through links)")
-    if exists and not output.is_file():
-        raise ConfigError(f"--output {output} is not a regular file")
-    for path in (output, *(_sidecar(output, suffix) for suffix in SIDECAR_SUFFIXES)):
-        try:
-            target = os.stat(path)
-        except OSError:
-            continue
-        if same_file(source, target):
-            what = "the questions file on stdin" if questions_file == "-" else f"the questions file {questions_file}"
-            raise ConfigError(f"--output {output}: {path} is {what} itself; writing "
-                              "there would destroy the questions: choose another output")
 
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
