@@ -616,13 +616,26 @@ class EndpointUnreachable(RunFailed):
 
 
 class BatchLocked(MoAError):
+    """Another run holds the batch output's lock: try again later."""
+
     exit_code = EXIT_TRY_LATER
 
 
-@dataclass(frozen=True)
-class InputError:
-    line: int
-    reason: str
+class InputError(MoAError):
+    """One unusable line of a questions file. Reported and counted, never raised
+    out of the batch: the other lines still run, and the batch exits 3."""
+
+    exit_code = EXIT_SOME_FAILED
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"input line {line}: {reason}")
+        self.line, self.reason = line, reason
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InputError) and (self.line, self.reason) == (other.line, other.reason)
+
+    def __hash__(self) -> int:
+        return hash((self.line, self.reason))
 
 
 # --- 4. seams: clock, sleep, randomness, file writes ---------------------------------------------
@@ -1021,14 +1034,8 @@ class Endpoint:
                 async with self.client.stream("POST", self.config.proxy_url, json=body,
                                               headers=dict(headers)) as response:
                     return await self._read(response, in_flight)
-        except (httpx.TimeoutException, TimeoutError):
-            raise APIError(f"no response within REQUEST_TIMEOUT={self.config.request_timeout:g}s",
-                           outage=True) from None
-        except httpx.TransportError as err:
-            where = display_url(self.config.proxy_url)
-            raise APIError(f"connection error to {where}: {_short(err)}", outage=True) from None
-        except httpx.HTTPError as err:  # a body httpx could not decode, a redirect loop …: this attempt only
-            raise APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})") from None
+        except (httpx.HTTPError, TimeoutError) as err:
+            raise exception_error(err, self.config) from None
         finally:
             self.slots.release()
 
@@ -1175,6 +1182,20 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
     if should_retry in ("true", "false"):  # the server knows better than its status code
         policy = replace(policy, retry=should_retry == "true")
     return policy
+
+
+def exception_error(err: Exception, config: Config) -> APIError:
+    """The other half of the table: an attempt that got no usable HTTP response.
+
+    No connection and a timeout say the endpoint may be down: retried, and an
+    outage when the call's retries run out. A body httpx cannot read (a bad
+    encoding, a redirect loop) is this reply's fault: retried, not an outage.
+    """
+    if isinstance(err, (httpx.TimeoutException, TimeoutError)):
+        return APIError(f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s", outage=True)
+    if isinstance(err, httpx.TransportError):
+        return APIError(f"connection error to {display_url(config.proxy_url)}: {_short(err)}", outage=True)
+    return APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
 
 
 def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -> APIError:
@@ -2223,7 +2244,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
         else:
             await run_replay(debate, replay, result)
     except MoAError as err:
-        result.error, result.exit_code, result.exception = str(err), err.exit_code, err
+        result.error, result.exit_code, result.exception = str(err), exit_code_for(err), err
     except asyncio.CancelledError:
         result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
         raise
@@ -3121,8 +3142,7 @@ class BatchRun:
                 self.save(item, result, writer)
                 raise
             except Exception as err:  # a bug must cost one question, not the batch or the result
-                log.debug("question %s raised", item.id, exc_info=True)
-                result.error = f"internal error: {err.__class__.__name__}: {err}"
+                result.error = internal_error(err)
             self.save(item, result, writer)
             why = stops_the_batch(result, self.stats)
             if why and not self.stats.aborted:
@@ -3633,14 +3653,13 @@ def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_out
         summary = asyncio.run(run_batch(config, options, runtime, sys.stdin))
     except MoAError as err:
         say(f"error: {redact(str(err), config)}")
-        return err.exit_code
+        return exit_code_for(err)
     except OSError as err:
         say(f"error: batch output {options.output}: {describe_os_error(err)}; nothing already written was lost")
-        return EXIT_FAILED
-    except Exception as err:  # a bug: one line, the traceback only with -v; the output stays resumable
-        log.debug("internal error", exc_info=True)
-        say(f"error: internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)")
-        return EXIT_FAILED
+        return exit_code_for(err)
+    except Exception as err:  # a bug: one line; the output stays resumable
+        say(f"error: {internal_error(err)}")
+        return exit_code_for(err)
     summary = redact_value(summary, config)
     text = json.dumps(summary, ensure_ascii=False) if json_output else human_batch_summary(summary)
     delivered = emit(redact(text, config))
@@ -3698,65 +3717,102 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
         previous = None
     try:
         return run_command(argv, runtime)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         say("error: interrupted before any question ran; nothing was lost")
-        return EXIT_INTERRUPTED
+        return exit_code_for(err)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
-    """Parse, configure, run, map errors to exit codes."""
-    parser = build_parser()
+@dataclass(frozen=True)
+class SingleRequest:
+    """One question to answer (or to price, with --dry-run), and the trace it replays, if any."""
+
+    question: str
+    replay: Replay | None
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The one map from an error to the process's exit code (the EXIT_* constants).
+
+    Errors of ours carry their code (see the error tree); an interrupt is 130;
+    anything else (a disk error, a bug) is 1.
+    """
+    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        return EXIT_INTERRUPTED
+    if isinstance(error, MoAError):
+        return error.exit_code
+    return EXIT_FAILED
+
+
+def internal_error(err: BaseException) -> str:
+    """The one line for a bug: its type and message; the traceback goes to the debug log (-v)."""
+    log.debug("internal error", exc_info=err)
+    return f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
+
+
+def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | SingleRequest:
+    """What the flags ask for: a batch, or one question; ConfigError for a combination that makes no sense."""
+    if args.questions_file is not None:
+        if args.dry_run or args.replay_from:
+            raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
+        return batch_options(args)
+    batch_only = (("-o", args.output), ("--concurrency", args.concurrency),
+                  ("--no-resume", args.no_resume or None), ("--force", args.force or None))
+    if given := [flag for flag, value in batch_only if value is not None]:
+        raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
+    question, replay = single_question(args, config)
+    check_question(config, question)
+    return SingleRequest(question, replay)
+
+
+def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_output: bool) -> int:
+    """Answer one question and report it: the result on stdout, the error line on stderr."""
+    result = RunResult(request.question)
     try:
-        args = parser.parse_args(argv)
+        asyncio.run(run_cli(config, request.question, runtime, result, request.replay))
+    except (KeyboardInterrupt, asyncio.CancelledError) as err:  # Ctrl-C, or SIGTERM (see run_cli)
+        result.error, result.exit_code = "interrupted", exit_code_for(err)
+    except Exception as err:  # a bug: one line, and what was done is kept
+        result.error, result.exit_code = internal_error(err), exit_code_for(err)
+    if result.write_error:
+        log.warning("%s; the verdict is still reported", result.write_error)
+    shown = (safe_json(result_json(result, config), config, ensure_ascii=False) if json_output
+             else redact(human_summary(result, config), config))
+    delivered = emit(shown)
+    if result.error:
+        where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
+        say(f"error: {redact(result.error, config)}{where}")
+    return result.exit_code if delivered or result.exit_code else EXIT_FAILED
+
+
+def main_dry_run(config: Config, question: str, json_output: bool) -> int:
+    summary = dry_run_summary(config, dry_run_plan(config, question))
+    return EXIT_OK if emit(json.dumps(summary) if json_output else human_dry_run(summary)) else EXIT_FAILED
+
+
+def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
+    """Parse, configure, run; every error becomes one line and its exit code."""
+    try:
+        args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help, or a usage error argparse already printed
         return int(stop.code or 0)
     handler = setup_logging(args.verbose)
     try:
         config = load_config(flag_settings(args), os.environ, read_env_file(args.env_file))
-        if args.questions_file is not None:
-            if args.dry_run or args.replay_from:
-                raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
-            options = batch_options(args)
-        elif given := [flag for flag, value in (("-o", args.output), ("--concurrency", args.concurrency),
-                                                ("--no-resume", args.no_resume or None), ("--force", args.force or None))
-                       if value is not None]:
-            raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
-        else:
-            question, replay = single_question(args, config)
-            check_question(config, question)
+        request = plan_request(args, config)
     except ConfigError as err:
         say(f"error: {err}")
-        return err.exit_code
+        return exit_code_for(err)
     handler.addFilter(RedactingFilter(config.secrets))
-    if args.questions_file is not None:
+    if isinstance(request, BatchOptions):
         if not args.verbose:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
-        return main_batch(config, options, runtime or Runtime(), args.json_output)
+        return main_batch(config, request, runtime or Runtime(), args.json_output)
     if args.dry_run:
-        summary = dry_run_summary(config, dry_run_plan(config, question))
-        return EXIT_OK if emit(json.dumps(summary) if args.json_output else human_dry_run(summary)) else EXIT_FAILED
-    result = RunResult(question)
-    try:
-        asyncio.run(run_cli(config, question, runtime or Runtime(), result, replay))
-    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (see run_cli)
-        result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
-    except Exception as err:  # a bug: one line, the traceback only with -v, and what was done is kept
-        log.debug("internal error", exc_info=True)
-        result.error = f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
-        result.exit_code = EXIT_FAILED
-    if result.write_error:
-        log.warning("%s; the verdict is still reported", result.write_error)
-    if args.json_output:
-        delivered = emit(safe_json(result_json(result, config), config, ensure_ascii=False))
-    else:
-        delivered = emit(redact(human_summary(result, config), config))
-    if result.error:
-        where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
-        say(f"error: {redact(result.error, config)}{where}")
-    return result.exit_code if delivered or result.exit_code else EXIT_FAILED
+        return main_dry_run(config, request.question, args.json_output)
+    return main_single(config, request, runtime or Runtime(), args.json_output)
 
 
 if __name__ == "__main__":
