@@ -69,7 +69,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 try:
@@ -1243,17 +1243,37 @@ def request_headers(debate: Debate, phase: str, agent: str, attempt: int) -> dic
     return headers
 
 
-async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]], *,
-                       temperature: float, max_tokens: int, prompt_estimate: int,
-                       parse: Callable[[str], T | None]) -> T:
+@dataclass(frozen=True)
+class Sending(Generic[T]):
+    """What every attempt of one call sends, and how its reply is read."""
+
+    temperature: float
+    max_tokens: int
+    prompt_estimate: int
+    parse: Callable[[str], T | None]
+
+    @property
+    def reserved(self) -> int:
+        """What an attempt reserves of the token budget before it is sent: its worst case."""
+        return self.prompt_estimate + self.max_tokens
+
+
+@dataclass(frozen=True)
+class AttemptResult(Generic[T]):
+    value: T | None
+    error: APIError | None
+
+
+async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
+                       sending: Sending[T]) -> T:
     """One HTTP attempt and its parse; APIError when it yields nothing usable."""
     completion = await debate.endpoint.complete(
-        messages, temperature=temperature, max_tokens=max_tokens, model=attempt.model,
+        messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
         headers=request_headers(debate, call.phase, call.agent, attempt.number))
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
-    record_usage(attempt, completion, prompt_estimate)
-    value = parse(completion.text)
+    record_usage(attempt, completion, sending.prompt_estimate)
+    value = sending.parse(completion.text)
     cut = completion.finish_reason in ("length", "truncated")
     if value is not None and cut and tier_of(value) == "paragraph":
         value = None  # a guess from cut-off text would be half a sentence
@@ -1264,12 +1284,46 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
 
 
 def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
-                   reserved: int, temperature: float, max_tokens: int) -> None:
+                   sending: Sending[T]) -> None:
     """Latency, budget settlement and the trace line, as soon as an attempt ends."""
     attempt.latency_s = debate.runtime.clock() - debate.started - attempt.started_s
-    debate.budget.settle(reserved, attempt.prompt_tokens + attempt.completion_tokens)
+    debate.budget.settle(sending.reserved, attempt.prompt_tokens + attempt.completion_tokens)
     if debate.trace is not None:
-        debate.trace.attempt(debate, call, attempt, messages, temperature, max_tokens)
+        debate.trace.attempt(debate, call, attempt, messages, sending.temperature, sending.max_tokens)
+
+
+async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T]) -> AttemptResult[T]:
+    """One attempt of a call, recorded in the call and the trace whatever happens."""
+    attempt = Attempt(number, debate.new_nonce(), debate.runtime.clock() - debate.started, model=call.model)
+    call.attempts.append(attempt)
+    messages = build_messages(call.system, call.user, attempt.nonce)
+    try:
+        value = await attempt_once(debate, call, attempt, messages, sending)
+    except APIError as error:
+        attempt.status = error.status if error.status is not None else attempt.status
+        attempt.outcome = call.failure = str(error)
+        if error.retryable and number <= debate.config.max_retries:
+            attempt.retry_in_s = retry_delay(debate.config, number, error.retry_after, debate.runtime.rng)
+        finish_attempt(debate, call, attempt, messages, sending)
+        return AttemptResult(None, error)
+    except asyncio.CancelledError:
+        attempt.outcome = "cancelled"
+        call.failure = call.failure or "cancelled"
+        finish_attempt(debate, call, attempt, messages, sending)
+        raise
+    attempt.outcome = "ok"
+    call.ok, call.failure, call.tier = True, None, tier_of(value)
+    finish_attempt(debate, call, attempt, messages, sending)
+    return AttemptResult(value, None)
+
+
+def reserve_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T]) -> bool:
+    """Take the attempt's worst case from the budget; False (and noted) when it does not fit."""
+    if debate.budget.reserve(sending.reserved):
+        return True
+    call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
+    debate.skip(f"{call.phase} {call.agent}" if number == 1 else f"retry of {call.phase} {call.agent}")
+    return False
 
 
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
@@ -1283,51 +1337,29 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
     rejected, URL or model not found), except that a model the endpoint
     rejects is dropped while others remain.
     """
-    config, runtime = debate.config, debate.runtime
-    model = model or config.models[0]
+    model = model or debate.config.models[0]
     call = AgentCall(debate.round, phase, agent, system, user, model=model)
     debate.calls.append(call)
     if model in debate.dropped_models:
         call.failure = f"model {model} was dropped earlier in this run"
         return None
-    prompt_estimate = prompt_tokens_estimate(system, user)
+    sending = Sending(temperature, max_tokens, prompt_tokens_estimate(system, user), parse)
     error: APIError | None = None
-    for number in range(1, config.max_retries + 2):
-        reserved = prompt_estimate + max_tokens
-        if not debate.budget.reserve(reserved):
-            call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
-            debate.skip(f"{phase} {agent}" if number == 1 else f"retry of {phase} {agent}")
+    for number in range(1, debate.config.max_retries + 2):
+        if not reserve_attempt(debate, call, number, sending):
             return None
-        attempt = Attempt(number, debate.new_nonce(), runtime.clock() - debate.started, model=model)
-        call.attempts.append(attempt)
-        messages = build_messages(system, user, attempt.nonce)
-        try:
-            value = await attempt_once(debate, call, attempt, messages, temperature=temperature,
-                                       max_tokens=max_tokens, prompt_estimate=prompt_estimate, parse=parse)
-        except APIError as err:
-            error = err
-        except asyncio.CancelledError:
-            attempt.outcome = "cancelled"
-            call.failure = call.failure or "cancelled"
-            finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
-            raise
-        else:
-            attempt.outcome = "ok"
-            call.ok, call.failure, call.tier = True, None, tier_of(value)
-            finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
+        result = await try_attempt(debate, call, number, sending)
+        if result.error is None:
             debate.endpoint.call_ended(None)
-            return value
-        attempt.status = error.status if error.status is not None else attempt.status
-        attempt.outcome = call.failure = str(error)
-        if error.retryable and number <= config.max_retries:
-            attempt.retry_in_s = retry_delay(config, number, error.retry_after, runtime.rng)
-        finish_attempt(debate, call, attempt, messages, reserved, temperature, max_tokens)
+            return result.value
+        error = result.error
         if error.stops_run and not drop_model(debate, model, error):
             raise error
-        if attempt.retry_in_s is None:
+        wait = call.attempts[-1].retry_in_s
+        if wait is None:
             break
-        log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, attempt.retry_in_s)
-        await runtime.sleep(attempt.retry_in_s)
+        log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
+        await debate.runtime.sleep(wait)
     debate.endpoint.call_ended(error)
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
@@ -3266,57 +3298,79 @@ def check_input_unchanged(summary_path: Path, input_sha: str | None, force: bool
                           "(SHA-256 differs): resume with --force, or start over with --no-resume")
 
 
-async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any) -> dict[str, Any]:
-    """Run a whole batch; returns the summary (also written to <output>.summary.json)."""
-    output = options.output
-    summary_path = _sidecar(output, ".summary.json")
-    lock = acquire_lock(output)
+@dataclass(frozen=True)
+class BatchStart:
+    """What is known before the first question runs: the input's hash and size, the ids already done."""
+
+    input_sha: str | None
+    total: int | None
+    done: set[str]
+
+
+def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> BatchStart:
+    """Hash the input, refuse a changed one, and compact (or move aside) the earlier output."""
     try:
-        line_limit = input_line_limit(config)
-        try:
-            input_sha, total = (scan_input(options.questions_file, line_limit) if options.questions_file != "-"
-                                else (None, None))
-        except OSError as err:
-            raise ConfigError(f"--questions-file {options.questions_file}: cannot read it "
-                              f"({describe_os_error(err)})") from None
-        moved = None
-        if options.resume:
-            check_input_unchanged(summary_path, input_sha, options.force)
-        else:
-            moved = move_aside(output, runtime.wall_clock())
-        done, dropped = compact_output(output, runtime)
-        if moved:
-            log.warning("--no-resume: the old output was moved to %s", moved)
-        if done or dropped:
-            log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
+        input_sha, total = (scan_input(options.questions_file, input_line_limit(config))
+                            if options.questions_file != "-" else (None, None))
+    except OSError as err:
+        raise ConfigError(f"--questions-file {options.questions_file}: cannot read it "
+                          f"({describe_os_error(err)})") from None
+    moved = None
+    if options.resume:
+        check_input_unchanged(_sidecar(options.output, ".summary.json"), input_sha, options.force)
+    else:
+        moved = move_aside(options.output, runtime.wall_clock())
+    done, dropped = compact_output(options.output, runtime)
+    if moved:
+        log.warning("--no-resume: the old output was moved to %s", moved)
+    if done or dropped:
+        log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
+    return BatchStart(input_sha, total, done)
+
+
+def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
+    write_atomically(path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
+
+
+async def run_questions(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any,
+                        batch: BatchRun) -> None:
+    """The batch loop, with Ctrl-C and SIGTERM turned into a graceful stop for its duration."""
+    stream = open_questions(options.questions_file, stdin)
+    writer = ResultWriter(options.output, runtime)
+    loop = asyncio.get_running_loop()
+    signals = [signal.SIGINT, signal.SIGTERM]
+    for number in signals:
+        loop.add_signal_handler(number, batch.on_signal)
+    try:
+        async with open_client(config) as client:
+            items = read_items(bounded_lines(stream, input_line_limit(config)), input_format(options.questions_file),
+                               config.max_question_chars)
+            await batch.run(items, Endpoint(config, client, runtime), writer)
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+        writer.close()
+        batch.progress.close()
+        if options.questions_file != "-":
+            stream.close()
+
+
+async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any) -> dict[str, Any]:
+    """Run a whole batch under the output's lock; returns the summary (also written to <output>.summary.json)."""
+    summary_path = _sidecar(options.output, ".summary.json")
+    lock = acquire_lock(options.output)
+    try:
+        start = prepare_output(config, options, runtime)
         started = runtime.clock()
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
-                                   "input_sha256": input_sha, "output": str(output),
+                                   "input_sha256": start.input_sha, "output": str(options.output),
                                    "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
-        write_atomically(summary_path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
-        stream = open_questions(options.questions_file, stdin)
-        progress = Progress(total, sys.stderr)
-        batch = BatchRun(config, options, runtime, done, progress)
-        writer = ResultWriter(output, runtime)
-        loop = asyncio.get_running_loop()
-        signals = [signal.SIGINT, signal.SIGTERM]
-        for number in signals:
-            loop.add_signal_handler(number, batch.on_signal)
+        write_summary(summary_path, summary, config, runtime)
+        batch = BatchRun(config, options, runtime, start.done, Progress(start.total, sys.stderr))
+        await run_questions(config, options, runtime, stdin, batch)
+        summary.update(batch_summary(batch.stats, options.output, runtime.clock() - started))
         try:
-            async with open_client(config) as client:
-                items = read_items(bounded_lines(stream, line_limit), input_format(options.questions_file),
-                                   config.max_question_chars)
-                await batch.run(items, Endpoint(config, client, runtime), writer)
-        finally:
-            for number in signals:
-                loop.remove_signal_handler(number)
-            writer.close()
-            progress.close()
-            if options.questions_file != "-":
-                stream.close()
-        summary.update(batch_summary(batch.stats, output, runtime.clock() - started))
-        try:
-            write_atomically(summary_path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
+            write_summary(summary_path, summary, config, runtime)
         except OSError as err:  # the results are safe in the output; only the summary file is missing
             if not batch.stats.aborted:
                 batch.stats.aborted = (f"could not write the summary {summary_path} ({describe_os_error(err)}); "
@@ -3398,11 +3452,7 @@ def batch_exit_code(summary: dict[str, Any]) -> int:
     return EXIT_SOME_FAILED if run["failed"] or run["input_errors"] else EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="moa_pipeline.py",
-        description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge.",
-        epilog="examples:\n"
+HELP_EPILOG = ("examples:\n"
                '  python moa_pipeline.py -q "What is 17 * 23?"\n'
                '  echo "What is 17 * 23?" | python moa_pipeline.py -q - --json\n'
                "  python moa_pipeline.py -f questions.jsonl -o results.jsonl --concurrency 4\n"
@@ -3412,15 +3462,33 @@ def build_parser() -> argparse.ArgumentParser:
                "exit codes: 0 verdict (batch: all ok), 1 run failed (batch: could not go on),\n"
                "  2 usage or configuration error, 3 batch finished with failed questions or bad\n"
                "  input lines, 75 try later (batch output locked by another run, or the endpoint\n"
-               "  is down: the circuit breaker stopped the batch), 130 interrupted (Ctrl-C, SIGTERM).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+               "  is down: the circuit breaker stopped the batch), 130 interrupted (Ctrl-C, SIGTERM).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moa_pipeline.py", epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge.")
+    add_source_flags(parser)
+    add_batch_flags(parser)
+    add_debate_flags(parser)
+    add_output_flags(parser)
+    return parser
+
+
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the question comes from: exactly one of -q, -f, --replay."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("-q", "--question", help='the question, or "-" to read it from stdin')
     source.add_argument("-f", "--questions-file", metavar="PATH",
                         help='batch mode: a .txt (one question per line) or .jsonl file of questions; "-" for stdin')
     source.add_argument("--replay", metavar="TRACE",
                         help="rebuild a run from its .jsonl trace and run only the phases from --from on")
+    parser.add_argument("--from", dest="replay_from", choices=tuple(REPLAY_STARTS),
+                        help="with --replay: the first phase to run again")
+
+
+def add_batch_flags(parser: argparse.ArgumentParser) -> None:
     batch = parser.add_argument_group("batch mode (with -f)")
     batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
     batch.add_argument("--concurrency", metavar="N", type=int,
@@ -3428,6 +3496,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-resume", action="store_true",
                        help="start over: move the old output aside instead of skipping its finished questions")
     batch.add_argument("--force", action="store_true", help="resume even though the questions file changed")
+
+
+def add_debate_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that set a setting for this run (flag > environment > .env > default)."""
     parser.add_argument("-w", "--workers", metavar="N", help="solvers per round (NUM_WORKERS)")
     parser.add_argument("-j", "--judges", metavar="N", help="judges (NUM_JUDGES)")
     parser.add_argument("--no-rebuttal", action="store_true", help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
@@ -3439,16 +3511,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
     parser.add_argument("--max-calls", metavar="N", help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
     parser.add_argument("--max-tokens", metavar="N", help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the calls and worst-case tokens and cost per phase; send nothing")
-    parser.add_argument("--from", dest="replay_from", choices=tuple(REPLAY_STARTS),
-                        help="with --replay: the first phase to run again")
-    parser.add_argument("--json", dest="json_output", action="store_true",
-                        help="print one JSON object on stdout instead of the human summary")
     parser.add_argument("--stream", action="store_true",
                         help="stream every response (STREAM=true), for proxies that cut long idle requests")
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the calls and worst-case tokens and cost per phase; send nothing")
+    parser.add_argument("--json", dest="json_output", action="store_true",
+                        help="print one JSON object on stdout instead of the human summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    return parser
 
 
 def flag_settings(args: argparse.Namespace) -> dict[str, str]:
