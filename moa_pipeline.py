@@ -1453,6 +1453,16 @@ class Budget:
     def settle(self, reserved: int, used: int) -> None:
         self.tokens += used - reserved
 
+    @contextlib.contextmanager
+    def kept_back(self, calls: int, tokens: int) -> Iterator[None]:
+        """Inside, ``calls`` and ``tokens`` are kept back for a later phase; restored whatever happens."""
+        before = self.floor_calls, self.floor_tokens
+        self.floor_calls, self.floor_tokens = calls, tokens
+        try:
+            yield
+        finally:
+            self.floor_calls, self.floor_tokens = before
+
 
 @dataclass(frozen=True)
 class DebatePlan:
@@ -1685,7 +1695,6 @@ class Debate:
     skipped: list[str] = field(default_factory=list)  # what the budget cut, in order
     positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
     dropped_models: set[str] = field(default_factory=set)
-    answer_kind: str = "short"  # set before the judges: long free text is judged by label
     watches: dict[tuple[int, str], StragglerWatch] = field(default_factory=dict)
 
     def skip(self, what: str) -> None:
@@ -1698,6 +1707,15 @@ class Debate:
 
     def new_nonce(self) -> str:
         return f"{self.runtime.rng.getrandbits(64):016x}"
+
+    @contextlib.contextmanager
+    def in_round(self, number: int) -> Iterator[None]:
+        """Calls, notes and straggler watches belong to round ``number`` inside; the round before, after."""
+        before, self.round = self.round, number
+        try:
+            yield
+        finally:
+            self.round = before
 
 
 @dataclass
@@ -2021,7 +2039,8 @@ def judge_order(positions: list[Position], index: int, shuffle: bool) -> list[Po
     return positions[shift:] + positions[:shift]
 
 
-async def judge(debate: Debate, question: str, positions: list[Position], judges: int) -> list[Vote]:
+async def judge(debate: Debate, question: str, positions: list[Position], judges: int,
+                kind: str = "short") -> list[Vote]:
     """Phase 4: ``judges`` judges each give a FINAL ANSWER and a CONFIDENCE."""
     config = debate.config
 
@@ -2029,7 +2048,7 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
         agent = f"judge-{index + 1}"
         order = judge_order(positions, index, config.shuffle_judges)
         labels = {candidate_label(i): p.final_answer for i, p in enumerate(order)}  # this judge's labels
-        by_label = debate.answer_kind == "long"  # free text: votes on strings cannot agree, labels can
+        by_label = kind == "long"  # free text: votes on strings cannot agree, labels can
         system, user = judge_prompts(question, order, by_label)
 
         def usable(text: str) -> tuple[str, int | None, str] | None:
@@ -2166,17 +2185,14 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
     plan, judge_cost = plan_phases(debate, question, positions, done)
     note_budget_cuts(debate, plan, positions, done)
     # Retries of critiques and rebuttals may not eat into the judges' share.
-    debate.budget.floor_calls = plan.judges
-    debate.budget.floor_tokens = plan.judges * judge_cost(plan.critiques, plan.rebuttals)
-    if done == "generate":
-        await critique(debate, question, positions[:plan.critiques], workers, temperature)
-    if done in ("generate", "critique") and config.enable_rebuttal:
-        critiqued = [p for p in positions if p.critique is not None]
-        await rebut(debate, question, critiqued[:plan.rebuttals], workers, temperature)
-    debate.budget.floor_calls = debate.budget.floor_tokens = 0
+    with debate.budget.kept_back(plan.judges, plan.judges * judge_cost(plan.critiques, plan.rebuttals)):
+        if done == "generate":
+            await critique(debate, question, positions[:plan.critiques], workers, temperature)
+        if done in ("generate", "critique") and config.enable_rebuttal:
+            critiqued = [p for p in positions if p.critique is not None]
+            await rebut(debate, question, critiqued[:plan.rebuttals], workers, temperature)
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
-    debate.answer_kind = kind
-    votes = await judge(debate, question, positions, plan.judges) if plan.judges else []
+    votes = await judge(debate, question, positions, plan.judges, kind) if plan.judges else []
     key = typed_key(kind, letters)
     verdict = tally_votes(votes, key=key)
     if verdict is None:
@@ -2237,12 +2253,12 @@ async def rerun(debate: Debate, question: str, result: RunResult) -> None:
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",
              first.confidence, config.min_judge_confidence, workers, temperature)
     result.rerun = True
-    debate.round = 2
-    try:
-        second = await debate_once(debate, question, workers, temperature)
-    except MoAError as err:
-        debate.note(f"the rerun failed ({err}); keeping round 1's verdict")
-        return
+    with debate.in_round(2):
+        try:
+            second = await debate_once(debate, question, workers, temperature)
+        except MoAError as err:
+            debate.note(f"the rerun failed ({err}); keeping round 1's verdict")
+            return
     result.verdicts.append(second)
     # The more confident verdict; on a tie the rerun, which heard more solvers.
     result.verdict = second if second.confidence >= first.confidence else first
