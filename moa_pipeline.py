@@ -1388,10 +1388,9 @@ def failure_of(debate: Debate, phase: str, agent: str) -> str:
 
 
 def tier_of(value: object) -> str | None:
-    """Which parser tier produced a parsed value: its ``tier``, or a tuple's last item."""
-    if isinstance(value, tuple):
-        return value[-1] if isinstance(value[-1], str) else None
-    return getattr(value, "tier", None)
+    """Which parser tier produced a parsed value (every parsed shape has a ``tier``)."""
+    tier = getattr(value, "tier", None)
+    return tier if isinstance(tier, str) else None
 
 
 # --- 7. usage, costs and budgets -----------------------------------------------------------------
@@ -1812,6 +1811,15 @@ def judge_prompts(question: str, positions: list[Position], by_label: bool = Fal
                                   candidates="\n\n".join(blocks))
 
 
+@dataclass
+class RunningCall:
+    """One call a straggler watch is timing."""
+
+    task: asyncio.Task[Any] | None
+    started: float
+    cut: bool = False  # cancelled by the watch (not by Ctrl-C)
+
+
 class StragglerWatch:
     """Cuts the slow tail of one phase of one round.
 
@@ -1824,7 +1832,7 @@ class StragglerWatch:
     def __init__(self, debate: Debate, phase: str, quorum: int) -> None:
         self.debate, self.phase, self.quorum = debate, phase, quorum
         self.factor = debate.config.straggler_factor
-        self.running: dict[str, list[Any]] = {}  # agent -> [task, started, cut]
+        self.running: dict[str, RunningCall] = {}  # by agent
         self.finished: list[float] = []
         self.changed = asyncio.Event()
         self.watchdog: asyncio.Task[None] | None = None
@@ -1833,21 +1841,21 @@ class StragglerWatch:
         """Run one call of the phase; None if it was cut as a straggler."""
         task = asyncio.current_task()
         clock = self.debate.runtime.clock
-        entry = [task, clock(), False]
+        entry = RunningCall(task, clock())
         self.running[agent] = entry
         self._kick()
         try:
             result = await work
         except asyncio.CancelledError:
-            if entry[2] and task is not None and task.cancelling() <= 1:
+            if entry.cut and task is not None and task.cancelling() <= 1:
                 task.uncancel()  # our cut, not Ctrl-C: the call just failed
-                self._mark_cut(agent, clock() - entry[1])
+                self._mark_cut(agent, clock() - entry.started)
                 return None
             raise
         finally:
             self.running.pop(agent, None)
             self.changed.set()
-        self.finished.append(clock() - entry[1])
+        self.finished.append(clock() - entry.started)
         return result
 
     def _mark_cut(self, agent: str, seconds: float) -> None:
@@ -1877,10 +1885,10 @@ class StragglerWatch:
             limit = max(self.factor * statistics.median(self.finished), STRAGGLER_MIN_SECONDS)
             now = clock()
             for entry in self.running.values():
-                if not entry[2] and now - entry[1] >= limit:
-                    entry[2] = True
-                    entry[0].cancel()
-            waiting = [entry[1] + limit - now for entry in self.running.values() if not entry[2]]
+                if not entry.cut and now - entry.started >= limit and entry.task is not None:
+                    entry.cut = True
+                    entry.task.cancel()
+            waiting = [entry.started + limit - now for entry in self.running.values() if not entry.cut]
             if waiting:
                 await sleep(max(min(waiting), 0.001))
             else:
@@ -1920,12 +1928,12 @@ async def review_one(debate: Debate, question: str, position: Position, workers:
     system, user = critic_prompts(question, position)
     found = await watch_for(debate, "critique", workers).guard(agent, ask(
         debate, "critique", agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
-        parse=lambda text: parse_block(text, "critique"), model=debate.config.slot_model(critic_at)))
+        parse=_critique, model=debate.config.slot_model(critic_at)))
     if found is None:
         debate.note(f"critique of {position.agent} failed ({failure_of(debate, 'critique', agent)}); "
                     "its answer stays in play uncritiqued")
         return
-    position.critique = found[0]
+    position.critique = found.text
 
 
 async def reply_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
@@ -1933,12 +1941,12 @@ async def reply_one(debate: Debate, question: str, position: Position, workers: 
     system, user = rebuttal_prompts(question, position)
     found = await watch_for(debate, "rebuttal", workers).guard(position.agent, ask(
         debate, "rebuttal", position.agent, system, user, temperature=temperature,
-        max_tokens=debate.config.max_tokens, parse=_rebuttal_with_tier, model=position.model or None))
+        max_tokens=debate.config.max_tokens, parse=_rebuttal, model=position.model or None))
     if found is None:
         debate.note(f"rebuttal of {position.agent} failed ({failure_of(debate, 'rebuttal', position.agent)}); "
                     "its first answer stands")
         return
-    position.rebuttal, position.final_answer = found[0], found[1].answer
+    position.rebuttal, position.final_answer = found.text, found.answer.answer
 
 
 async def generate(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
@@ -2003,9 +2011,37 @@ async def run_chains(debate: Debate, question: str, workers: int, temperature: f
     return [p for p in results if p is not None]
 
 
-def _rebuttal_with_tier(text: str) -> tuple[str, ParsedAnswer, str] | None:
+@dataclass(frozen=True)
+class ParsedCritique:
+    text: str
+    tier: str
+
+
+@dataclass(frozen=True)
+class ParsedRebuttal:
+    text: str
+    answer: ParsedAnswer
+
+    @property
+    def tier(self) -> str:
+        return self.answer.tier
+
+
+@dataclass(frozen=True)
+class ParsedVote:
+    answer: str  # a candidate's answer when the judge named its label
+    confidence: int | None
+    tier: str = "final-answer-line"
+
+
+def _critique(text: str) -> ParsedCritique | None:
+    found = parse_block(text, "critique")
+    return None if found is None else ParsedCritique(*found)
+
+
+def _rebuttal(text: str) -> ParsedRebuttal | None:
     found = parse_rebuttal(text)
-    return None if found is None else (found[0], found[1], found[1].tier)
+    return None if found is None else ParsedRebuttal(*found)
 
 
 def candidate_label(index: int) -> str:
@@ -2051,19 +2087,19 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
         by_label = kind == "long"  # free text: votes on strings cannot agree, labels can
         system, user = judge_prompts(question, order, by_label)
 
-        def usable(text: str) -> tuple[str, int | None, str] | None:
+        def usable(text: str) -> ParsedVote | None:
             found = parse_judgement(text)
             if not found.final_answer:
                 return None
             answer = resolve_label(found.final_answer, labels, bare_letters=by_label)
             if by_label and answer not in labels.values():
                 return None  # a judge must name a candidate here: retried
-            return answer, found.confidence, "final-answer-line"
+            return ParsedVote(answer, found.confidence)
 
         found = await watch_for(debate, "judge", judges).guard(agent, ask(
             debate, "judge", agent, system, user, temperature=config.judge_temperature,
             max_tokens=config.judge_max_tokens, parse=usable, model=config.judge_model_for(index)))
-        return None if found is None else Vote(found[0], found[1], agent)
+        return None if found is None else Vote(found.answer, found.confidence, agent)
 
     votes = await run_all(one(i) for i in range(judges))
     return [v for v in votes if v is not None]
