@@ -1542,8 +1542,12 @@ class CallCosts:
 NO_COSTS = CallCosts(0, 0, 0, 0, 0, 0)  # what planning assumes when no budget is set
 
 
-def call_costs(config: Config, question: str, positions: list[Position] | None = None, workers: int = 0) -> CallCosts:
-    """Costs for the answers in ``positions``, or, before they exist, for ``workers`` answers of MAX_TOKENS."""
+def worst_case_costs(config: Config, question: str, positions: list[Position] | None = None,
+                     workers: int = 0) -> CallCosts:
+    """The one cost model: worst-case tokens of one call of each phase, for the
+    answers in ``positions``, or, before they exist, for ``workers`` answers of
+    MAX_TOKENS. The planner, the rerun check, the budget check and --dry-run all
+    price with it."""
     cap = config.max_tokens
     unwritten = 0 if positions is not None else cap
     shown = positions if positions is not None else [Position(0, "", "")] * workers
@@ -1558,22 +1562,48 @@ def call_costs(config: Config, question: str, positions: list[Position] | None =
         text=cap, judge_completion=config.judge_max_tokens)
 
 
-def round_costs(config: Config, question: str, workers: int) -> list[tuple[str, int, int, int]]:
-    """A whole round before any answer exists: (phase, calls, prompt and completion tokens per call)."""
-    costs = call_costs(config, question, workers=workers)
+call_costs = worst_case_costs  # the name earlier code and tests know
+
+
+@dataclass(frozen=True)
+class PhaseCost:
+    """One phase of one round at its worst: every call at its token caps, no retry."""
+
+    round: str  # "1" or "rerun"
+    phase: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None when no price is set
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "phase": self.phase, "calls": self.calls, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "total_tokens": self.total_tokens,
+                "cost_usd": self.cost_usd}
+
+
+def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1") -> list[PhaseCost]:
+    """A whole round before any answer exists, phase by phase, from worst_case_costs."""
+    costs = worst_case_costs(config, question, workers=workers)
     rebuttals = workers if config.enable_rebuttal else 0
-    phases = [("generate", workers, costs.solver, costs.text), ("critique", workers, costs.critic, costs.text)]
+    per_call = [("generate", workers, costs.solver, costs.text), ("critique", workers, costs.critic, costs.text)]
     if rebuttals:
-        phases.append(("rebuttal", rebuttals, costs.rebuttal, costs.text))
-    phases.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
-    return phases
+        per_call.append(("rebuttal", rebuttals, costs.rebuttal, costs.text))
+    per_call.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
+    return [PhaseCost(round_name, phase, calls, calls * prompt, calls * completion,
+                      cost_usd(calls * prompt, calls * completion, config))
+            for phase, calls, prompt, completion in per_call]
 
 
 def plan_phases(debate: Debate, question: str, positions: list[Position], done: str) -> tuple[DebatePlan, Callable[[int, int], int]]:
     """What the budget pays for after ``done``, and one judge's cost function."""
     config = debate.config
     # Without a budget everything fits: rendering every later prompt just to price it would be waste.
-    costs = call_costs(config, question, positions) if debate.budget.limited else NO_COSTS
+    costs = worst_case_costs(config, question, positions) if debate.budget.limited else NO_COSTS
 
     def judge_cost(c: int, r: int) -> int:
         return costs.judge(c, r) + costs.judge_completion
@@ -1614,16 +1644,15 @@ def rerun_affordable(debate: Debate, question: str, workers: int) -> bool:
     """Whether the budget pays for a whole worst-case rerun: the rerun is the first thing cut."""
     if not debate.budget.limited:
         return True
-    phases = round_costs(debate.config, question, workers)
-    return debate.budget.fits(sum(calls for _, calls, _, _ in phases),
-                              sum(calls * (prompt + completion) for _, calls, prompt, completion in phases))
+    phases = round_worst_case(debate.config, question, workers)
+    return debate.budget.fits(sum(p.calls for p in phases), sum(p.total_tokens for p in phases))
 
 
 def check_budget(config: Config, question: str) -> None:
     """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
     if not config.max_total_tokens:
         return
-    need = config.min_valid_answers * (call_costs(config, question).solver + config.max_tokens)
+    need = config.min_valid_answers * (worst_case_costs(config, question).solver + config.max_tokens)
     if need > config.max_total_tokens:
         raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
                           f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
@@ -2686,61 +2715,69 @@ class ResultWriter:
 
 # --- 13. dry run and replay ----------------------------------------------------------------------
 
+def dry_run_phases(config: Config, question: str) -> list[PhaseCost]:
+    """Every phase of round 1 and of the rerun at its worst (worst_case_costs), without a request."""
+    return (round_worst_case(config, question, config.num_workers)
+            + round_worst_case(config, question, rerun_settings(config)[0], "rerun"))
+
+
 def dry_run_plan(config: Config, question: str) -> list[dict[str, Any]]:
-    """Calls per phase and their worst-case tokens and cost, without a request.
-
-    Worst case: every answer, critique and rebuttal as long as MAX_TOKENS
-    allows (the later prompts embed them), every retry taken, and the rerun.
-    """
-    def rows(round_name: str, workers: int) -> list[dict[str, Any]]:
-        return [{"round": round_name, "phase": name, "calls": calls, "prompt_tokens": calls * prompt,
-                 "completion_tokens": calls * completion}
-                for name, calls, prompt, completion in round_costs(config, question, workers)]
-
-    plan = rows("1", config.num_workers) + rows("rerun", rerun_settings(config)[0])
-    for row in plan:
-        row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
-        row["cost_usd"] = cost_usd(row["prompt_tokens"], row["completion_tokens"], config)
-    return plan
+    """The phase rows of --dry-run --json."""
+    return [phase.to_dict() for phase in dry_run_phases(config, question)]
 
 
-def dry_run_summary(config: Config, plan: list[dict[str, Any]]) -> dict[str, Any]:
-    first = [r for r in plan if r["round"] == "1"]
+@dataclass(frozen=True)
+class DryRun:
+    """What --dry-run reports: the phases, and the worst case with every retry, capped by the budget."""
+
+    phases: list[PhaseCost]
+    calls_round_1: int
+    calls_with_rerun: int
+    worst_case_calls: int
+    worst_case_tokens: int
+    worst_case_cost_usd: float | None
+    budget_capped: bool
+
+    def to_dict(self, config: Config) -> dict[str, Any]:
+        return {"phases": [p.to_dict() for p in self.phases], "calls_round_1": self.calls_round_1,
+                "calls_with_rerun": self.calls_with_rerun, "worst_case_calls": self.worst_case_calls,
+                "worst_case_tokens": self.worst_case_tokens, "worst_case_cost_usd": self.worst_case_cost_usd,
+                "budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
+
+
+def dry_run(config: Config, question: str) -> DryRun:
+    """Worst case: every answer, critique and rebuttal as long as MAX_TOKENS allows
+    (the later prompts embed them), every retry taken, and the rerun; then the budget's caps."""
+    phases = dry_run_phases(config, question)
     attempts = config.max_retries + 1
-
-    def total(rows: list[dict[str, Any]], key: str, factor: int = 1) -> int:
-        return sum(r[key] for r in rows) * factor
-
-    summary = {"phases": plan,
-               "calls_round_1": total(first, "calls"), "calls_with_rerun": total(plan, "calls"),
-               "worst_case_calls": total(plan, "calls", attempts),
-               "worst_case_tokens": total(plan, "total_tokens", attempts),
-               "worst_case_cost_usd": cost_usd(total(plan, "prompt_tokens", attempts),
-                                               total(plan, "completion_tokens", attempts), config),
-               "budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
+    calls = sum(p.calls for p in phases) * attempts
+    tokens = sum(p.total_tokens for p in phases) * attempts
+    cost = cost_usd(sum(p.prompt_tokens for p in phases) * attempts,
+                    sum(p.completion_tokens for p in phases) * attempts, config)
     if config.max_calls:
-        summary["worst_case_calls"] = min(summary["worst_case_calls"], config.max_calls)
-    if config.max_total_tokens and summary["worst_case_tokens"] > config.max_total_tokens:
-        summary["worst_case_tokens"] = config.max_total_tokens
-        if summary["worst_case_cost_usd"] is not None:  # every capped token at the dearer price
+        calls = min(calls, config.max_calls)
+    if config.max_total_tokens and tokens > config.max_total_tokens:
+        tokens = config.max_total_tokens
+        if cost is not None:  # every capped token at the dearer price
             dearest = max(config.price_input_per_mtok or 0, config.price_output_per_mtok or 0)
-            summary["worst_case_cost_usd"] = min(summary["worst_case_cost_usd"],
-                                                 round(config.max_total_tokens * dearest / 1e6, 6))
-    return summary
+            cost = min(cost, round(config.max_total_tokens * dearest / 1e6, 6))
+    return DryRun(phases, sum(p.calls for p in phases if p.round == "1"), sum(p.calls for p in phases),
+                  calls, tokens, cost, bool(config.max_calls or config.max_total_tokens))
 
 
-def human_dry_run(summary: dict[str, Any]) -> str:
-    lines = ["Dry run: no request was sent.", f"{'round':<6} {'phase':<9} {'calls':>5} {'worst-case tokens':>18}"
-             + ("   cost (USD)" if summary["worst_case_cost_usd"] is not None else "")]
-    for row in summary["phases"]:
-        cost = f"   {row['cost_usd']:.4f}" if row["cost_usd"] is not None else ""
-        lines.append(f"{row['round']:<6} {row['phase']:<9} {row['calls']:>5} {row['total_tokens']:>18}{cost}")
-    lines.append(f"Calls: {summary['calls_round_1']} without a rerun, {summary['calls_with_rerun']} with it; "
-                 f"at most {summary['worst_case_calls']} HTTP requests with every retry")
-    cost = summary["worst_case_cost_usd"]
-    lines.append(f"Worst case: {summary['worst_case_tokens']} tokens"
+def human_dry_run(plan: DryRun) -> str:
+    cost_column = "   cost (USD)" if plan.worst_case_cost_usd is not None else ""
+    lines = ["Dry run: no request was sent.",
+             f"{'round':<6} {'phase':<9} {'calls':>5} {'worst-case tokens':>18}{cost_column}"]
+    for row in plan.phases:
+        lines.append(f"{row.round:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
+                     + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else ""))
+    lines.append(f"Calls: {plan.calls_round_1} without a rerun, {plan.calls_with_rerun} with it; "
+                 f"at most {plan.worst_case_calls} HTTP requests with every retry")
+    cost = plan.worst_case_cost_usd
+    lines.append(f"Worst case: {plan.worst_case_tokens} tokens"
                  + (f", ${cost:.4f}" if cost is not None else " (set PRICE_INPUT_PER_MTOK / PRICE_OUTPUT_PER_MTOK "
-                    "for a cost)") + (" (capped by the budget)" if any(summary["budget"].values()) else ""))
+                    "for a cost)") + (" (capped by the budget)" if plan.budget_capped else ""))
     return "\n".join(lines)
 
 
@@ -3912,8 +3949,8 @@ def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_o
 
 
 def main_dry_run(config: Config, question: str, json_output: bool) -> int:
-    summary = dry_run_summary(config, dry_run_plan(config, question))
-    return EXIT_OK if emit(json.dumps(summary) if json_output else human_dry_run(summary)) else EXIT_FAILED
+    plan = dry_run(config, question)
+    return EXIT_OK if emit(json.dumps(plan.to_dict(config)) if json_output else human_dry_run(plan)) else EXIT_FAILED
 
 
 def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
