@@ -95,7 +95,6 @@ from parsing import (
     present_answer,
 )
 
-
 # --- 1. constants and every exit code ------------------------------------------------------------
 
 log = logging.getLogger("moa")
@@ -812,13 +811,13 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
         raise APIError("the response body is not a completion object", status=status)
     if data.get("error"):
         error = data["error"]
-        message = error.get("message", error) if isinstance(error, dict) else error
-        raise APIError(f"the endpoint returned an error: {str(message)[:SERVER_MESSAGE_LIMIT]}", status=status)
+        said = error.get("message", error) if isinstance(error, dict) else error
+        raise APIError(f"the endpoint returned an error: {str(said)[:SERVER_MESSAGE_LIMIT]}", status=status)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise APIError("the response has no choices", status=status)
     choice = choices[0]
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     return checked_completion(_message_text(message.get("content")), _finish_reason(choice.get("finish_reason")),
                               message.get("refusal"), status, _usage(data.get("usage")),
                               headers.get("cf-aig-cache-status"))
@@ -957,7 +956,8 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
 def is_event_stream(response: httpx.Response) -> bool:
     """Decided by what the server sent, not by what we asked: several proxies
     ignore ``stream: true`` and answer plain JSON."""
-    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.split(";")[0].strip().lower() == "text/event-stream"
 
 
 class Endpoint:
@@ -2848,7 +2848,7 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
     if found.group(2) == "judge":
         return None
     if not 0 <= slot < MAX_WORKERS or (phase == "critique") != (found.group(1) is not None):
-        raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({agent[:40]!r})")
+        raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({str(agent)[:40]!r})")
     return TraceAttempt(round_number, phase, slot, outcome == "ok", valid_text(text or ""))
 
 
@@ -3063,7 +3063,7 @@ def compact_output(output: Path, runtime: Runtime | None = None) -> tuple[set[st
         with open(output, "rb") as source:
             for number, raw in enumerate(bounded_lines(source, MAX_OUTPUT_LINE_BYTES), 1):
                 record = _complete_record(raw) if raw is not None else None
-                if record is None and (raw is None or raw.endswith(b"\n")):
+                if raw is None or (record is None and raw.endswith(b"\n")):
                     raise ConfigError(f"--output {output} is not a results file of this tool (line {number} is not "
                                       "one of its lines); nothing was changed: choose another output")
                 if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
@@ -3166,7 +3166,7 @@ class BatchStats:
 
 def output_totals(output: Path) -> dict[str, Any]:
     """Counts over the whole output file (earlier runs included), and accuracy when known."""
-    totals = {"questions": 0, "ok": 0, "failed": 0, "with_expected": 0, "correct": 0}
+    totals: dict[str, Any] = {"questions": 0, "ok": 0, "failed": 0, "with_expected": 0, "correct": 0}
     if output.exists():
         with open(output, "rb") as handle:
             for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
@@ -3356,7 +3356,7 @@ class BatchRun:
                 await asyncio.wait(pending | {stopped}, return_when=asyncio.FIRST_COMPLETED)
                 stopped.cancel()
                 continue
-            grace = asyncio.create_task(self.runtime.sleep(STOP_GRACE_SECONDS))
+            grace = asyncio.ensure_future(self.runtime.sleep(STOP_GRACE_SECONDS))
             await asyncio.wait(pending | {grace}, return_when=asyncio.FIRST_COMPLETED)
             if grace.done():
                 for task in self.tasks:

@@ -106,16 +106,20 @@ def _strip_fences(block: str) -> str:
     return "\n".join(lines).strip()
 
 
+def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The last match of ``pattern`` in ``text`` (a scan, not a backwards search: linear time)."""
+    found = None
+    for found in pattern.finditer(text):  # noqa: B007 - the loop keeps the last one
+        pass
+    return found
+
+
 def extract_tag(text: str, tag: str) -> str | None:
     """Content of the last complete ``<tag>…</tag>``, else of a final unclosed
     ``<tag>`` running to the end of the text, else None."""
     opening, closing = _tag_patterns(tag)
-    last_close = None
-    for last_close in closing.finditer(text):
-        pass
-    last_open = None
-    for last_open in opening.finditer(text):
-        pass
+    last_close = _last_match(closing, text)
+    last_open = _last_match(opening, text)
     if last_open is None:
         return None
     if last_close is not None and last_close.start() > last_open.start():
