@@ -20,17 +20,17 @@ Settings come from flags, then the environment, then .env, then defaults
 Contents (each is a "# --- N. ..." banner below; where a thing is decided):
 
      1. constants and every exit code ... every tunable and every exit code
-     2. configuration, secrets and values from outside ... settings, .env, URL checks,
-        masking secrets (redact), JSON from outside (load_json)
+     2. configuration, secrets and values from outside ... settings, .env, URL
+        checks, masking secrets (redact), JSON from outside (load_json)
      3. the error tree ... every exception, and the exit code it carries
      4. seams ... clock, sleep, randomness, and every file write (Runtime)
-     5. one HTTP attempt, and the endpoint it goes to ... the request, the size cap,
-        Content-Type dispatch, the one content check, the adaptive request cap,
-        the shared cool-down, the breaker's evidence and rule (Endpoint.failing)
-     6. the retry policy ... status_policy (the one table: retry? stop the run?
-        outage? back-pressure?), backoff, and the loop that applies it (ask)
-     7. usage, costs and budgets ... token estimates, cost, the worst-case cost
-        model, the budget and its planner, what the rerun may cost
+     5. one HTTP attempt, and the endpoint it goes to ... the request, the size
+        cap, Content-Type dispatch, the one content check, the adaptive request
+        cap, the shared cool-down, the breaker's evidence and rule (Endpoint.failing)
+     6. the retry policy ... status_policy and exception_error (the one table:
+        retry? stop the run? outage? back-pressure?), backoff, the loop (ask)
+     7. usage, costs and budgets ... worst_case_costs (the one cost model), the
+        budget and its planner, what the rerun may cost
      8. the debate's state ... positions, votes, verdicts, the run's result
      9. phases ... generate, critique, rebut, judge; chains and straggler cuts
     10. voting ... the tally, its tie rule, and what the vote hides
@@ -38,7 +38,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     12. files ... transcripts, traces, atomic writes, the lock, the result writer
     13. dry run and replay
     14. batch ... questions files, resume, the batch loop and its stops
-    15. CLI ... flags, stdout and stderr, and exit_code_for (errors to exit codes)
+    15. CLI ... flags, stdout and stderr, exit_code_for (errors to exit codes)
 """
 from __future__ import annotations
 
@@ -180,28 +180,28 @@ def load_json(text: str | bytes) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+Number = TypeVar("Number", int, float)
+
+
+def _in_range(convert: Callable[[str], Number], low: float, high: float, expected: str) -> Callable[[str], Number]:
+    """A setting's parser: ``convert``, then a range check; ValueError saying what is expected."""
+    def parse(raw: str) -> Number:
         try:
-            value = int(raw.strip())
+            value = convert(raw.strip())
         except ValueError:
-            raise ValueError(f"expected a whole number from {low} to {high}") from None
-        if not low <= value <= high:
-            raise ValueError(f"expected a whole number from {low} to {high}")
+            raise ValueError(expected) from None
+        if not low <= value <= high:  # also rejects nan
+            raise ValueError(expected)
         return value
     return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    return _in_range(int, low, high, f"expected a whole number from {low} to {high}")
 
 
 def _number(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"expected a number from {low:g} to {high:g}") from None
-        if not low <= value <= high:  # also rejects nan
-            raise ValueError(f"expected a number from {low:g} to {high:g}")
-        return value
-    return parse
+    return _in_range(float, low, high, f"expected a number from {low:g} to {high:g}")
 
 
 def _boolean(raw: str) -> bool:
@@ -637,7 +637,7 @@ class InputError(MoAError):
         return hash((self.line, self.reason))
 
 
-# --- 4. seams: clock, sleep, randomness, file writes ---------------------------------------------
+# --- 4. seams ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Runtime:
@@ -1078,7 +1078,7 @@ def open_client(config: Config) -> httpx.AsyncClient:
     )
 
 
-# --- 6. the retry policy: what a status means, and the loop that applies it ----------------------
+# --- 6. the retry policy -------------------------------------------------------------------------
 
 @dataclass
 class Attempt:
@@ -2383,7 +2383,7 @@ def save_run_files(debate: Debate, question: str, result: RunResult, replay: Rep
     return trace_error or transcript_error
 
 
-# --- 12. files: transcripts, traces, atomic writes, the lock -------------------------------------
+# --- 12. files -----------------------------------------------------------------------------------
 
 def _render_call(call: AgentCall) -> list[str]:
     status = "ok" if call.ok else f"FAILED: {call.failure or 'no usable output'}"
@@ -3528,7 +3528,7 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
                               "there would destroy the questions: choose another output")
 
 
-# --- 15. CLI: flags, output, and one map from errors to exit codes -------------------------------
+# --- 15. CLI -------------------------------------------------------------------------------------
 
 def batch_exit_code(summary: dict[str, Any]) -> int:
     run = summary["this_run"]
