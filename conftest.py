@@ -25,7 +25,7 @@ FAKE_KEY = "sk-test-SECRET-1234567890abcdef"
 @pytest.fixture(autouse=True)
 def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """No test reads the developer's .env or environment, or writes into logs/."""
-    names = [s.env for s in moa.SETTINGS] + list(moa.FALLBACK_NAMES.values())
+    names = [s.env for s in moa.SETTINGS] + list(moa.FALLBACK_NAMES.values()) + [moa.ENV_FILE_VARIABLE]
     for name in names:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)

@@ -105,7 +105,11 @@ EXIT_USAGE = 2  # bad flag, setting or input: nothing was sent
 EXIT_SOME_FAILED = 3  # a batch finished, but some questions failed or some input lines were unusable
 EXIT_TRY_LATER = 75  # EX_TEMPFAIL: batch output locked, or the breaker saw an outage; cron's next run resumes
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
+__version__ = "0.6.0"
+MIN_PYTHON = (3, 11)  # asyncio.timeout, TaskGroup, ExceptionGroup
 DEFAULT_ENV_FILE = ".env"
+# Names the env file when there is no --env-file, so a crontab line needs no `cd`.
+ENV_FILE_VARIABLE = "MOA_ENV_FILE"
 MAX_WORKERS = 64
 MAX_JUDGES = 25
 MAX_TEMPERATURE = 2.0
@@ -495,24 +499,28 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     return config
 
 
-def read_env_file(path: str | None) -> dict[str, str | None]:
-    """Values of the .env file; a file named with --env-file must exist.
+def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """Values of the env file: --env-file, else $MOA_ENV_FILE, else ./.env if there is one.
+    A file named by the flag or the variable must exist.
 
     We read it with dotenv_values instead of load_dotenv so nothing is written
     into os.environ: the precedence (environment over .env) stays explicit in
     load_config, and tests need no global clean-up.
     """
+    named_by = "--env-file" if path is not None else None
+    if path is None and (environ or {}).get(ENV_FILE_VARIABLE, "").strip():
+        path, named_by = (environ or {})[ENV_FILE_VARIABLE].strip(), ENV_FILE_VARIABLE
     if path is None and not os.path.isfile(DEFAULT_ENV_FILE):
         return {}
     if path is not None and (not os.path.exists(path) or os.path.isdir(path)):
-        raise ConfigError(f"--env-file {path}: {'a folder, not a file' if os.path.isdir(path) else 'no such file'}")
+        raise ConfigError(f"{named_by} {path}: {'a folder, not a file' if os.path.isdir(path) else 'no such file'}")
     name = path or DEFAULT_ENV_FILE
     try:
         with open(name, encoding="utf-8") as handle:
             return dict(dotenv_values(stream=handle))
     except (OSError, UnicodeDecodeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
-        raise ConfigError(f"{'--env-file ' if path else ''}{name}: cannot read it ({why})") from None
+        raise ConfigError(f"{named_by + ' ' if named_by else ''}{name}: cannot read it ({why})") from None
 
 
 def maskable(secret: str) -> bool:
@@ -3597,7 +3605,8 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phase-barriers", action="store_true",
                         help="each phase waits for the whole previous one (PHASE_BARRIERS=true)")
     parser.add_argument("--model", metavar="NAME", help="model name sent to the endpoint (MODEL_NAME)")
-    parser.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
+    parser.add_argument("--env-file", metavar="PATH",
+                        help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}, else ./.env)")
     parser.add_argument("--max-calls", metavar="N", help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
     parser.add_argument("--max-tokens", metavar="N", help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
     parser.add_argument("--stream", action="store_true",
@@ -3610,6 +3619,7 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_output", action="store_true",
                         help="print one JSON object on stdout instead of the human summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("--version", action="version", version=f"moa-pipeline {__version__}")
 
 
 def flag_settings(args: argparse.Namespace) -> dict[str, str]:
@@ -3868,10 +3878,19 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def console() -> None:
+    """The `moa-pipeline` console script (and `python -m moa_pipeline`)."""
+    sys.exit(main())
+
+
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
     """The command line. SIGTERM is Ctrl-C from the first line on, so a stop while
     reading stdin or compacting a big output is one line and exit 130, never a
     traceback; the phases that run questions install their own graceful handlers."""
+    if sys.version_info < MIN_PYTHON:
+        say(f"error: moa-pipeline needs Python {'.'.join(map(str, MIN_PYTHON))} or newer; this is "
+            f"{'.'.join(map(str, sys.version_info[:3]))}: install it with a newer python (see README, Set-up)")
+        return EXIT_USAGE
     try:
         previous = signal.signal(signal.SIGTERM, _interrupt)
     except ValueError:  # not the main thread: leave signals alone
@@ -3961,7 +3980,7 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
         return int(stop.code or 0)
     handler = setup_logging(args.verbose)
     try:
-        config = load_config(flag_settings(args), os.environ, read_env_file(args.env_file))
+        config = load_config(flag_settings(args), os.environ, read_env_file(args.env_file, os.environ))
         request = plan_request(args, config)
     except ConfigError as err:
         say(f"error: {err}")
@@ -3977,4 +3996,4 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

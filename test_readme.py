@@ -175,7 +175,7 @@ def test_settings_table_defaults_match_the_code():
 
 def test_settings_table_names_no_constant_that_is_not_a_setting():
     """Every bare UPPER_CASE name in the settings table is a setting (or its OPENAI_* fallback)."""
-    allowed = setting_names() | set(moa.FALLBACK_NAMES.values())
+    allowed = setting_names() | set(moa.FALLBACK_NAMES.values()) | {moa.ENV_FILE_VARIABLE}
     named = {span for row in settings_rows() for cell in row for span in code_spans(cell)
              if re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+", span)}
     assert named <= allowed, f"not settings: {sorted(named - allowed)}"
@@ -197,7 +197,7 @@ def test_env_example_sets_every_setting_to_its_default():
 
 def test_readme_names_settings_bare_and_code_constants_qualified():
     """A backticked bare UPPER_CASE name in the README is a setting; a code constant is written module.NAME."""
-    allowed = setting_names() | set(moa.FALLBACK_NAMES.values())
+    allowed = setting_names() | set(moa.FALLBACK_NAMES.values()) | {moa.ENV_FILE_VARIABLE}
     modules = {"moa_pipeline": moa, "prompts": prompts}
     wrong = []
     for span in set(code_spans(without_code_blocks(readme()))):
