@@ -1147,6 +1147,43 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
 
 
+# OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(value: str) -> float | None:
+    """Seconds from a duration such as "6m0s" or "250ms"; None if it is not one."""
+    text = value.strip().lower()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(number) * scale[unit] for number, unit in parts)
+
+
+def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:
+    """How long the server (or a gateway in front of it) asks us to wait, from whichever
+    hint it sends: ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP
+    date), ``llm_provider-retry-after`` (LiteLLM passing on its upstream's), and on a
+    429 the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI, Groq)."""
+    milliseconds = headers.get("retry-after-ms", "").strip()
+    try:
+        wait = float(milliseconds) / 1000 if milliseconds else None
+    except ValueError:
+        wait = None
+    if wait is not None and math.isfinite(wait):
+        return max(0.0, wait)
+    for name in ("retry-after", "llm_provider-retry-after"):
+        if (found := parse_retry_after(headers.get(name), now)) is not None:
+            return found
+    if status == 429:
+        resets = [parse_duration(headers.get(name, "")) for name in
+                  ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+        waits = [r for r in resets if r is not None]
+        return max(waits) if waits else None
+    return None
+
+
 def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: random.Random) -> float:
     """Full-jitter exponential backoff, or the server's Retry-After; both capped."""
     if retry_after is not None:
@@ -1209,7 +1246,7 @@ def exception_error(err: Exception, config: Config) -> APIError:
 def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -> APIError:
     """The APIError for a non-2xx response."""
     message = server_message(body, headers.get("content-type", ""))
-    retry_after = parse_retry_after(headers.get("retry-after"), now)
+    retry_after = retry_hint(headers, status, now)
     policy = status_policy(status, retry_after, headers.get("x-should-retry", "").strip().lower() or None)
     if status in (401, 403):
         text = f"the endpoint rejected the API key (HTTP {status}): {message}"

@@ -836,3 +836,28 @@ def test_a_failed_write_stops_the_batch_through_the_seam(tmp_path, capsys) -> No
     assert "Task exception" not in err
     assert moa.main(["-f", str(source), "-o", str(output)], runtime=test_runtime()) == 0
     assert sorted(json.loads(line)["id"] for line in output.read_text().splitlines()) == sorted(f"q{i}" for i in range(12))
+
+
+# --- retry hints that gateways and APIs send besides Retry-After --------------------------------
+
+
+@pytest.mark.parametrize("headers, wait", [
+    ({"llm_provider-retry-after": "3"}, 3.0), ({"retry-after-ms": "1500"}, 1.5),
+    ({"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-reset-tokens": "250ms"}, 360.0),
+    ({"retry-after": "2", "retry-after-ms": "1200"}, 1.2), ({"x-ratelimit-reset-tokens": "soon"}, None),
+], ids=["litellm-renamed", "milliseconds", "openai-reset-durations", "ms-wins", "nonsense-ignored"])
+def test_retry_hints_beyond_retry_after(headers: dict, wait: float | None) -> None:
+    """A 429's wait is read from whichever hint the server or gateway sends."""
+    assert moa.retry_hint(httpx.Headers(headers), 429, 0.0) == wait
+
+
+@respx.mock
+def test_a_renamed_retry_hint_is_honoured(monkeypatch, capsys) -> None:
+    """LiteLLM's llm_provider-retry-after: the call waits that long (capped), and every request pauses with it."""
+    monkeypatch.setenv("RETRY_MAX_DELAY", "30")
+    limited = httpx.Response(429, json={"error": "rate limited"}, headers={"llm_provider-retry-after": "7"})
+    model = FakeModel(overrides={"generate": lambda r, n: limited if n == 0 else completion(solver_text("391"))})
+    respx.post(URL).mock(side_effect=model)
+    sleep = __import__("conftest").FakeSleep()
+    code, result, _ = run_json(["-q", "Q?"], capsys, test_runtime(sleep))
+    assert code == 0 and 7.0 in sleep.delays
