@@ -1333,6 +1333,9 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
     """Latency, budget settlement and the trace line, as soon as an attempt ends."""
     attempt.latency_s = debate.runtime.clock() - debate.started - attempt.started_s
     debate.budget.settle(sending.reserved, attempt.prompt_tokens + attempt.completion_tokens)
+    log.debug("%s %s attempt %d: %s, %.2fs, %d+%d tokens: %s", call.phase, call.agent, attempt.number,
+              f"HTTP {attempt.status}" if attempt.status else "no HTTP response", attempt.latency_s,
+              attempt.prompt_tokens, attempt.completion_tokens, attempt.outcome)
     if debate.trace is not None:
         debate.trace.attempt(debate, call, attempt, messages, sending.temperature, sending.max_tokens)
 
@@ -2298,11 +2301,14 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
     with debate.budget.kept_back(plan.judges, plan.judges * judge_cost(plan.critiques, plan.rebuttals)):
         if done == "generate":
             await critique(debate, question, positions[:plan.critiques], workers, temperature)
+            log_phase(debate, "critique")
         if done in ("generate", "critique") and config.enable_rebuttal:
             critiqued = [p for p in positions if p.critique is not None]
             await rebut(debate, question, critiqued[:plan.rebuttals], workers, temperature)
+            log_phase(debate, "rebuttal")
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
     votes = await judge(debate, question, positions, plan.judges, kind) if plan.judges else []
+    log_phase(debate, "judge")
     key = typed_key(kind, letters)
     verdict = tally_votes(votes, key=key)
     if verdict is None:
@@ -2311,6 +2317,17 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
+
+
+def log_phase(debate: Debate, phase: str) -> None:
+    """One stderr line when a phase of this round is done: "critique 5/5 ok 3.2s"."""
+    calls = [c for c in debate.calls if c.phase == phase and c.round == debate.round]
+    attempts = [a for c in calls for a in c.attempts]
+    if not calls:
+        return
+    span = (max(a.started_s + a.latency_s for a in attempts) - min(a.started_s for a in attempts)) if attempts else 0.0
+    where = f" (round {debate.round})" if debate.round > 1 else ""
+    log.info("%s %d/%d ok %.1fs%s", phase, sum(c.ok for c in calls), len(calls), span, where)
 
 
 def uses_barriers(config: Config, budget: Budget) -> bool:
@@ -2325,11 +2342,13 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
     try:
         if not uses_barriers(config, debate.budget):
             positions = await run_chains(debate, question, workers, temperature)
+            for phase in ("generate", "critique", "rebuttal"):
+                log_phase(debate, phase)
             require_enough(debate, positions, workers)
             debate.positions[debate.round] = positions
             return await deliberate(debate, question, positions, workers, temperature, done="rebuttal")
         positions = await generate(debate, question, workers, temperature)
-        log.info("round %d generate: %d/%d valid answers", debate.round, len(positions), workers)
+        log_phase(debate, "generate")
         require_enough(debate, positions, workers)
         debate.positions[debate.round] = positions
         if config.early_exit and (verdict := unanimous_verdict(positions, workers, question)) is not None:
@@ -3655,7 +3674,8 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
                         help="print the calls and worst-case tokens and cost per phase; send nothing")
     parser.add_argument("--json", dest="json_output", action="store_true",
                         help="print one JSON object on stdout instead of the human summary")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: a line per attempt and tracebacks of internal errors; -vv: also httpx's own log")
     parser.add_argument("--version", action="version", version=f"moa-pipeline {__version__}")
 
 
@@ -3717,15 +3737,27 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(verbose: bool) -> logging.Handler:
-    """Logs on the current stderr; httpx and httpcore only with -v (they log every request)."""
+class PlainFormatter(logging.Formatter):
+    """Progress lines as they are ("critique 5/5 ok 3.2s"); anything else says its level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+def setup_logging(verbosity: int) -> logging.Handler:
+    """Logs on the current stderr: phase lines and warnings by default; -v adds a line per
+    attempt and tracebacks of internal errors; -vv adds httpx and httpcore (a line per request)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    for name, level in (("moa", logging.INFO), ("httpx", logging.WARNING), ("httpcore", logging.WARNING)):
+    handler.setFormatter(PlainFormatter("%(message)s"))
+    levels = {"moa": logging.DEBUG if verbosity >= 1 else logging.INFO,
+              "httpx": logging.DEBUG if verbosity >= 2 else logging.WARNING,
+              "httpcore": logging.DEBUG if verbosity >= 2 else logging.WARNING}
+    for name, level in levels.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.propagate = False
-        logger.setLevel(logging.DEBUG if verbose else level)
+        logger.setLevel(level)
     return handler
 
 

@@ -288,7 +288,7 @@ def test_no_secret_in_any_file_or_output(capsys, monkeypatch, tmp_path) -> None:
     """Neither the API key nor the gateway token is in the transcript, trace, stdout or stderr."""
     monkeypatch.setenv("GATEWAY_TOKEN", GATEWAY_TOKEN)
     respx.post(URL).mock(side_effect=FakeModel())
-    code = moa.main(["-q", "Q?", "-v", "--json"], runtime=test_runtime())
+    code = moa.main(["-q", "Q?", "-vv", "--json"], runtime=test_runtime())
     captured = capsys.readouterr()
     assert code == 0 and json.loads(captured.out)["final_answer"] == "391"
     texts = [captured.out, captured.err] + [p.read_text() for p in (tmp_path / "logs").iterdir()]

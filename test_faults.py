@@ -237,15 +237,15 @@ def test_no_secret_in_any_output_of_any_mode(server, tmp_path) -> None:
     questions = tmp_path / "q.txt"
     questions.write_text("Q1?\nQ2?\n")
     outputs = []
-    for argv in (["-q", "Q?", "-v"], ["-q", "Q?", "--json", "-v"], ["-q", "Q?", "--dry-run"],
-                 ["-f", str(questions), "-o", str(tmp_path / "out.jsonl"), "-v"], ["-q", "Q?", "--stream"]):
+    for argv in (["-q", "Q?", "-vv"], ["-q", "Q?", "--json", "-vv"], ["-q", "Q?", "--dry-run"],
+                 ["-f", str(questions), "-o", str(tmp_path / "out.jsonl"), "-vv"], ["-q", "Q?", "--stream"]):
         code, result, err, _ = cli(tmp_path, endpoint.url, *argv, **env)
         outputs += [json.dumps(result), err]
     trace = sorted((tmp_path / "logs").glob("*.jsonl"))[0]
     code, result, err, _ = cli(tmp_path, endpoint.url, "--replay", str(trace), "--from", "judges", "--json", **env)
     outputs += [json.dumps(result), err]
     refused = server("--fault", "401")
-    code, result, err, _ = cli(tmp_path, refused.url, "-q", "Q?", "-v", **env)
+    code, result, err, _ = cli(tmp_path, refused.url, "-q", "Q?", "-vv", **env)
     assert code == 1
     outputs.append(err)
     files = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("server_")]

@@ -378,7 +378,7 @@ def test_secrets_in_a_working_proxy_url_are_masked_everywhere(monkeypatch, tmp_p
     monkeypatch.setenv("PROXY_URL", f"https://user:{SECRET_IN_URL}@proxy.test/v1?key={SECRET_QUERY}")
     respx.post(url__startswith="https://proxy.test/v1/chat/completions").mock(
         side_effect=lambda r: httpx.Response(500, json={"error": f"bad key {SECRET_QUERY}"}))
-    code = moa.main(["-q", "Q?", "--json", "-v"], runtime=test_runtime())
+    code = moa.main(["-q", "Q?", "--json", "-vv"], runtime=test_runtime())
     captured = capsys.readouterr()
     texts = [captured.out, captured.err] + [p.read_text() for p in (tmp_path / "logs").iterdir()]
     assert code == 1 and len(texts) == 4
@@ -638,7 +638,7 @@ def test_url_credentials_never_reach_verbose_logs(url: str, secret: str, monkeyp
     """However a credential sits in PROXY_URL, -v (httpx's own request log included) never shows it."""
     monkeypatch.setenv("PROXY_URL", url)
     respx.post(url__startswith="https://proxy.test/v1/chat/completions").mock(side_effect=FakeModel())
-    code = moa.main(["-q", "Q?", "-v", "--json"], runtime=test_runtime())
+    code = moa.main(["-q", "Q?", "-vv", "--json"], runtime=test_runtime())
     captured = capsys.readouterr()
     texts = [captured.out, captured.err] + [p.read_text() for p in (tmp_path / "logs").iterdir()]
     assert code == 0

@@ -581,14 +581,15 @@ def test_api_key_never_appears_anywhere(capsys, monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("API_KEY", f"  {FAKE_KEY}\n")  # stray whitespace is stripped, not refused
     echo = {"error": {"message": f"bad key {FAKE_KEY}"}}
     respx.post(URL).mock(side_effect=FakeModel(overrides={"judge": lambda r, n: httpx.Response(401, json=echo)}))
-    code = moa.main(["-q", "Q?", "-v"], runtime=test_runtime())
+    code = moa.main(["-q", "Q?", "-vv"], runtime=test_runtime())
     captured = capsys.readouterr()
     assert code == 1
     files = [p.read_text() for p in (tmp_path / "logs").iterdir()]
     for text in [captured.out, captured.err, *files]:
         assert FAKE_KEY not in text
     assert "rejected the API key" in captured.err
-    assert captured.err.count("rejected the API key") == 1, "the error is said once"
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rejected the API key" in errors[0], "the error is said once"
     assert "No verdict" in captured.out
     assert files, "a transcript is written even for a failed run"
 
@@ -878,3 +879,19 @@ def test_dissent_never_lists_the_verdict_itself(capsys) -> None:
     assert result["final_answer"] == "B"
     assert result["dissent"] == [{"answer": "A", "judges": 0, "solvers": 2}]
     assert not any(a["changed"] for a in result["answers"])
+
+
+@pytest.mark.parametrize("flags, phase_lines, attempt_lines, httpx_lines", [
+    ([], True, False, False), (["-v"], True, True, False), (["-vv"], True, True, True),
+], ids=["default", "-v", "-vv"])
+@respx.mock
+def test_what_stderr_says_at_each_verbosity(flags, phase_lines, attempt_lines, httpx_lines, capsys) -> None:
+    """A line per phase by default; -v adds a line per attempt; -vv adds httpx's own request log."""
+    respx.post(URL).mock(side_effect=FakeModel())
+    code = moa.main(["-q", "Q?", *flags], runtime=test_runtime())
+    err = capsys.readouterr().err
+    assert code == 0
+    assert all(f"{phase} {n}/{n} ok" in err for phase, n in
+               (("generate", 5), ("critique", 5), ("rebuttal", 5), ("judge", 3))) is phase_lines
+    assert ("generate solver-1 attempt 1: HTTP 200" in err) is attempt_lines
+    assert ("HTTP Request: POST" in err) is httpx_lines
