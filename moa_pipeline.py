@@ -162,6 +162,7 @@ REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique", "judges": "rebu
 # A trace line longer than this is not one we wrote (replies are capped far below it).
 MAX_TRACE_LINE_BYTES = 256 * 1024 * 1024
 DEFAULT_CONCURRENCY = 4
+MAX_SHARDS = 10_000
 # After Ctrl-C / SIGTERM, in-flight questions get this long to finish.
 STOP_GRACE_SECONDS = 10.0
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -3002,6 +3003,56 @@ class BatchOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     resume: bool = True
     force: bool = False
+    shard: Shard | None = None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (1-based): the questions whose id hashes to it."""
+
+    index: int
+    count: int
+
+    def holds(self, item_id: str) -> bool:
+        """A stable split: the same id lands in the same shard on every machine and every run."""
+        return int(hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:16], 16) % self.count == self.index - 1
+
+    def output(self, path: Path) -> Path:
+        """results.jsonl -> results.2-of-4.jsonl: each shard its own output, lock and summary."""
+        return path.with_name(f"{path.stem}.{self.index}-of-{self.count}{path.suffix}")
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(value: str, environ: Mapping[str, str]) -> Shard:
+    """``K/N`` (1 <= K <= N), ``auto`` (Slurm array: SLURM_ARRAY_TASK_ID, _MIN and _COUNT), or
+    ``auto/N`` (index from JOB_COMPLETION_INDEX, a Kubernetes Indexed Job, 0-based, or from Slurm)."""
+    text = value.strip().lower()
+    if text.startswith("auto"):
+        return _shard_from_scheduler(text, environ)
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count) <= MAX_SHARDS):
+        raise ConfigError(f"--shard {value}: expected K/N with 1 <= K <= N <= {MAX_SHARDS}, or auto, or auto/N")
+    return Shard(int(index), int(count))
+
+
+def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
+    given = text.partition("/")[2]
+    if "JOB_COMPLETION_INDEX" in environ and given.isdigit():
+        index, count = environ["JOB_COMPLETION_INDEX"], given
+        k = int(index) + 1 if index.strip().isdigit() else 0
+    elif "SLURM_ARRAY_TASK_ID" in environ:
+        first = environ.get("SLURM_ARRAY_TASK_MIN", "0").strip()
+        count = given or environ.get("SLURM_ARRAY_TASK_COUNT", "").strip()
+        task = environ["SLURM_ARRAY_TASK_ID"].strip()
+        k = int(task) - int(first) + 1 if task.isdigit() and first.isdigit() else 0
+    else:
+        raise ConfigError("--shard auto: no scheduler index found (set by a Kubernetes Indexed Job as "
+                          "JOB_COMPLETION_INDEX, with --shard auto/N, or by a Slurm job array); use --shard K/N")
+    if not (count.isdigit() and 1 <= k <= int(count) <= MAX_SHARDS):
+        raise ConfigError(f"--shard {text}: the scheduler's index and count do not give 1 <= K <= N <= {MAX_SHARDS}")
+    return Shard(k, int(count))
 
 
 def question_id(question: str) -> str:
@@ -3363,9 +3414,13 @@ class BatchRun:
 
     def admit(self, item: BatchItem | InputError) -> BatchItem | None:
         """The item if it should run now; input errors and done ids are counted and passed over."""
+        shard = self.options.shard
         if isinstance(item, InputError):
-            self.stats.input_errors += 1
-            say(f"input line {item.line}: {item.reason}; skipped")
+            if shard is None or shard.index == 1:  # one shard reports a bad line, not all of them
+                self.stats.input_errors += 1
+                say(f"input line {item.line}: {item.reason}; skipped")
+            return None
+        if shard is not None and not shard.holds(item.id):
             return None
         if item.id in self.seen:
             self.stats.input_errors += 1
@@ -3517,9 +3572,11 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
         started = runtime.clock()
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
                                    "input_sha256": start.input_sha, "output": str(options.output),
+                                   "shard": str(options.shard) if options.shard else None,
                                    "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
         write_summary(summary_path, summary, config, runtime)
-        batch = BatchRun(config, options, runtime, start.done, Progress(start.total, sys.stderr))
+        total = start.total if options.shard is None else None  # a shard's share is known only as it is read
+        batch = BatchRun(config, options, runtime, start.done, Progress(total, sys.stderr))
         await run_questions(config, options, runtime, stdin, batch)
         summary.update(batch_summary(batch.stats, options.output, runtime.clock() - started))
         try:
@@ -3649,6 +3706,9 @@ def add_batch_flags(parser: argparse.ArgumentParser) -> None:
     batch.add_argument("--no-resume", action="store_true",
                        help="start over: move the old output aside instead of skipping its finished questions")
     batch.add_argument("--force", action="store_true", help="resume even though the questions file changed")
+    batch.add_argument("--shard", metavar="K/N",
+                       help="run only shard K of N (by a hash of each id), into OUTPUT.K-of-N.jsonl; "
+                            "auto reads a Slurm array, auto/N a Kubernetes Indexed Job")
 
 
 def add_debate_flags(parser: argparse.ArgumentParser) -> None:
@@ -3881,11 +3941,12 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
         raise ConfigError(f"--questions-file {args.questions_file}: no such file")
     elif not os.access(args.questions_file, os.R_OK):
         raise ConfigError(f"--questions-file {args.questions_file}: cannot read it (permission denied)")
-    output = Path(args.output)
+    shard = parse_shard(args.shard, os.environ) if args.shard else None
+    output = shard.output(Path(args.output)) if shard else Path(args.output)
     if not output.parent.is_dir():
         raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
     check_batch_paths(args.questions_file, output)
-    return BatchOptions(args.questions_file, output, concurrency, not args.no_resume, args.force)
+    return BatchOptions(args.questions_file, output, concurrency, not args.no_resume, args.force, shard)
 
 
 def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_output: bool) -> int:
@@ -4007,7 +4068,7 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Sin
         if args.dry_run or args.replay_from:
             raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
         return batch_options(args)
-    batch_only = (("-o", args.output), ("--concurrency", args.concurrency),
+    batch_only = (("-o", args.output), ("--concurrency", args.concurrency), ("--shard", args.shard),
                   ("--no-resume", args.no_resume or None), ("--force", args.force or None))
     if given := [flag for flag, value in batch_only if value is not None]:
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")

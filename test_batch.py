@@ -449,3 +449,41 @@ def test_kill_9_then_resume_is_exactly_once(fake_server, tmp_path) -> None:
     rows = lines_of(out)
     assert sorted(r["question"] for r in rows) == sorted(f"Question number {i}?" for i in range(24))
     assert all(r["status"] == "ok" for r in rows)
+
+
+# --- shards ----------------------------------------------------------------------------------
+
+
+@respx.mock
+def test_two_shards_cover_a_file_exactly_once(tmp_path, monkeypatch, capsys) -> None:
+    """--shard 1/2 and 2/2 on the same file: each writes its own output, lock and summary; together every id once."""
+    small_debate(monkeypatch)
+    respx.post(URL).mock(side_effect=FakeModel())
+    rows = [{"id": f"q{i}", "question": f"Q{i}"} for i in range(40)]
+    questions = write_jsonl(tmp_path / "q.jsonl", rows + [{"nope": 1}])
+    out = tmp_path / "out.jsonl"
+    codes = [moa.main(["-f", str(questions), "-o", str(out), "--shard", f"{k}/2"], runtime=test_runtime())
+             for k in (1, 2)]
+    first, second = ({r["id"] for r in lines_of(tmp_path / f"out.{k}-of-2.jsonl")} for k in (1, 2))
+    assert codes == [3, 0], "the bad line is reported by shard 1 only"
+    assert first and second and not first & second and first | second == {r["id"] for r in rows}
+    assert json.loads((tmp_path / "out.2-of-2.jsonl.summary.json").read_text())["shard"] == "2/2"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("environment, flag, expected", [
+    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "4"}, "auto", "3/4"),
+    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_COUNT": "2"}, "auto", "1/2"),
+    ({"JOB_COMPLETION_INDEX": "4"}, "auto/5", "5/5"),
+], ids=["slurm-1-based", "slurm-0-based", "kubernetes-indexed-job"])
+def test_shard_auto_reads_the_scheduler(environment: dict, flag: str, expected: str) -> None:
+    """--shard auto takes the index (and count) that Slurm or a Kubernetes Indexed Job sets."""
+    assert str(moa.parse_shard(flag, environment)) == expected
+
+
+@pytest.mark.parametrize("flag", ["0/2", "3/2", "x/2", "1/0", "auto", "auto/x"])
+def test_bad_shards_are_usage_errors(flag: str, tmp_path, capsys) -> None:
+    """A shard that cannot be: exit 2, one line."""
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": "a", "question": "Q"}])
+    assert moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl"), "--shard", flag]) == 2
+    assert "--shard" in capsys.readouterr().err
