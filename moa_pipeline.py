@@ -3004,6 +3004,7 @@ class BatchOptions:
     resume: bool = True
     force: bool = False
     shard: Shard | None = None
+    output_format: str = "jsonl"  # or "openai-batch"
 
 
 @dataclass(frozen=True)
@@ -3067,6 +3068,8 @@ def _item_from_json(text: str, number: int) -> BatchItem | InputError:
         return InputError(number, f"not valid JSON ({getattr(err, 'msg', err)})")
     if not isinstance(data, dict):
         return InputError(number, "not a JSON object")
+    if "custom_id" in data or "body" in data:
+        return _item_from_batch_request(data, number)
     question = data.get("question")
     if not isinstance(question, str) or not question.strip():
         return InputError(number, 'no "question" text')
@@ -3077,6 +3080,47 @@ def _item_from_json(text: str, number: int) -> BatchItem | InputError:
     question = valid_text(question).strip()  # a lone surrogate (\\ud83d) becomes U+FFFD, as on the command line
     return BatchItem(number, str(given) if given is not None else question_id(question), question,
                      None if expected is None else str(expected))
+
+
+def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | InputError:
+    """An OpenAI Batch API request line: ``custom_id`` is the id, the last user message the
+    question, and earlier messages (system prompt, prior turns) its context, quoted before it."""
+    custom_id, body = data.get("custom_id"), data.get("body")
+    if not isinstance(custom_id, str) or not _usable_id(custom_id):
+        return InputError(number, '"custom_id" must be a non-empty string')
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return InputError(number, 'no "body.messages" list')
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    question = _message_text(messages[users[-1]].get("content")) if users else None
+    if not question or not question.strip():
+        return InputError(number, "no user message with text in body.messages")
+    context = [f"{m.get('role')}: {text}" for m in messages[:users[-1]]
+               if (text := _message_text(m.get("content"))) and text.strip()]
+    if context:
+        question = ("Context (the conversation so far):\n" + "\n\n".join(context)
+                    + "\n\nQuestion:\n" + question.strip())
+    return BatchItem(number, custom_id, valid_text(question).strip(), None)
+
+
+def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dict[str, Any]:
+    """A Batch API output line for one of our records: a chat completion whose content is the
+    verdict, or an error; what the debate cost rides along under "moa"."""
+    custom_id = str(record["id"])
+    line: dict[str, Any] = {"id": "batch_req_" + hashlib.sha256(custom_id.encode("utf-8")).hexdigest()[:24],
+                            "custom_id": custom_id, "response": None, "error": None}
+    if record["status"] == "ok":
+        line["response"] = {"status_code": 200, "request_id": "", "body": {
+            "id": "chatcmpl-moa-" + line["id"][10:], "object": "chat.completion", "created": int(now),
+            "model": config.judge_models[0],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": record["final_answer"]},
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": record["tokens"]}}}
+    else:
+        line["error"] = {"code": "debate_failed", "message": record["error"]}
+    line["moa"] = {key: record.get(key) for key in ("status", "confidence", "llm_calls", "http_requests", "tokens",
+                                                     "cost_usd", "elapsed_s", "transcript")}
+    return line
 
 
 def _usable_id(value: Any) -> bool:
@@ -3198,6 +3242,10 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
         record = load_json(raw)
     except ValueError:
         return None
+    if isinstance(record, dict) and "custom_id" in record and "response" in record:  # --output-format openai-batch
+        response = record.get("response")
+        done = isinstance(response, dict) and response.get("status_code") == 200 and not record.get("error")
+        return {"id": str(record["custom_id"]), "status": "ok" if done else "failed"}
     ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
     return record if ours else None
 
@@ -3390,8 +3438,10 @@ class BatchRun:
     def save(self, item: BatchItem, result: RunResult, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
         record = redact_value(batch_record(item, result, self.config), self.config)
+        line = (openai_batch_line(record, self.config, self.runtime.wall_clock())
+                if self.options.output_format == "openai-batch" else record)
         try:
-            writer.write(record)
+            writer.write(line)
         except OSError as err:
             self.stats.add(record, saved=False)
             self.stop_writing(f"could not write {writer.path} ({describe_os_error(err)})")
@@ -3706,6 +3756,8 @@ def add_batch_flags(parser: argparse.ArgumentParser) -> None:
     batch.add_argument("--no-resume", action="store_true",
                        help="start over: move the old output aside instead of skipping its finished questions")
     batch.add_argument("--force", action="store_true", help="resume even though the questions file changed")
+    batch.add_argument("--output-format", choices=("jsonl", "openai-batch"),
+                       help="jsonl (default): this tool's lines; openai-batch: OpenAI Batch API output lines")
     batch.add_argument("--shard", metavar="K/N",
                        help="run only shard K of N (by a hash of each id), into OUTPUT.K-of-N.jsonl; "
                             "auto reads a Slurm array, auto/N a Kubernetes Indexed Job")
@@ -3946,7 +3998,8 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
     if not output.parent.is_dir():
         raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
     check_batch_paths(args.questions_file, output)
-    return BatchOptions(args.questions_file, output, concurrency, not args.no_resume, args.force, shard)
+    return BatchOptions(args.questions_file, output, concurrency, not args.no_resume, args.force, shard,
+                        args.output_format or "jsonl")
 
 
 def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_output: bool) -> int:
@@ -4069,6 +4122,7 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Sin
             raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
         return batch_options(args)
     batch_only = (("-o", args.output), ("--concurrency", args.concurrency), ("--shard", args.shard),
+                  ("--output-format", args.output_format),
                   ("--no-resume", args.no_resume or None), ("--force", args.force or None))
     if given := [flag for flag, value in batch_only if value is not None]:
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")

@@ -487,3 +487,58 @@ def test_bad_shards_are_usage_errors(flag: str, tmp_path, capsys) -> None:
     questions = write_jsonl(tmp_path / "q.jsonl", [{"id": "a", "question": "Q"}])
     assert moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl"), "--shard", flag]) == 2
     assert "--shard" in capsys.readouterr().err
+
+
+# --- OpenAI Batch API files ----------------------------------------------------------------------
+
+
+def batch_request(custom_id: str, *messages: tuple[str, str]) -> dict:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": r, "content": c} for r, c in messages]}}
+
+
+@respx.mock
+def test_batch_api_request_lines_are_answered_under_their_custom_id(tmp_path, monkeypatch, capsys) -> None:
+    """The last user message is the question, earlier messages its context, custom_id its id."""
+    small_debate(monkeypatch)
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    source = write_jsonl(tmp_path / "requests.jsonl", [
+        batch_request("req-1", ("system", "You are terse."), ("user", "Hi"), ("assistant", "Hello"),
+                      ("user", "What is 17 * 23?")),
+        batch_request("req-2", ("user", [{"type": "text", "text": "What is 2 + 2?"}])),
+        {"custom_id": "req-3", "body": {"messages": [{"role": "system", "content": "no user"}]}},
+    ])
+    code = moa.main(["-f", str(source), "-o", str(tmp_path / "out.jsonl")], runtime=test_runtime())
+    rows = {r["id"]: r for r in lines_of(tmp_path / "out.jsonl")}
+    assert code == 3 and set(rows) == {"req-1", "req-2"}, "req-3 has no user message: an input error"
+    assert rows["req-2"]["question"] == "What is 2 + 2?"
+    assert rows["req-1"]["question"].endswith("Question:\nWhat is 17 * 23?")
+    asked = [question_of(c.request) for c in route.calls if c.request.headers["X-MoA-Phase"] == "generate"]
+    assert any("system: You are terse." in q and "assistant: Hello" in q for q in asked)
+
+
+@respx.mock
+def test_openai_batch_output_lines_and_resume(tmp_path, monkeypatch, capsys) -> None:
+    """--output-format openai-batch writes the Batch API's documented fields, and a rerun resumes from them."""
+    small_debate(monkeypatch)
+    model = FakeModel(overrides={"generate": lambda r, n: httpx.Response(400, json={"error": "too long"})
+                                 if "Q-bad" in question_of(r) else completion(solver_text("391"))})
+    route = respx.post(URL).mock(side_effect=model)
+    source = write_jsonl(tmp_path / "requests.jsonl", [batch_request("good", ("user", "Q-good")),
+                                                       batch_request("bad", ("user", "Q-bad"))])
+    out = tmp_path / "results.jsonl"
+    argv = ["-f", str(source), "-o", str(out), "--output-format", "openai-batch"]
+    assert moa.main(argv, runtime=test_runtime()) == 3
+    lines = {r["custom_id"]: r for r in lines_of(out)}
+    good, bad = lines["good"], lines["bad"]
+    assert good["id"].startswith("batch_req_") and good["error"] is None
+    assert good["response"]["status_code"] == 200
+    body = good["response"]["body"]
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "391"
+    assert body["choices"][0]["message"]["role"] == "assistant" and "total_tokens" in body["usage"]
+    assert bad["response"] is None and bad["error"]["code"] and "too long" in bad["error"]["message"]
+    sent = route.call_count
+    moa.main(argv, runtime=test_runtime())
+    generate_again = [question_of(c.request) for c in route.calls[sent:] if c.request.headers["X-MoA-Phase"] == "generate"]
+    assert generate_again and all("Q-bad" in q for q in generate_again), "only the failed request runs again"
+    assert sorted(r["custom_id"] for r in lines_of(out)) == ["bad", "good"]
