@@ -2403,7 +2403,8 @@ def check_question(config: Config, question: str) -> None:
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
-                          result: RunResult | None = None, replay: Replay | None = None) -> RunResult:
+                          result: RunResult | None = None, replay: Replay | None = None,
+                          place: LogPlace | None = None) -> RunResult:
     """Run the debate on one question and write its transcript and trace. Never
     raises MoAError: failures are recorded in the result. On cancellation the
     files are still written and ``result`` (if given) holds what was done."""
@@ -2411,7 +2412,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     debate = Debate(config, endpoint, runtime, uuid.uuid4().hex[:12], runtime.clock(), calls=result.calls,
                     skipped=result.skipped, notes=result.notes,
                     budget=Budget(config.max_calls, config.max_total_tokens))
-    transcript_path, debate.trace, file_error = open_run_files(config, runtime)
+    transcript_path, debate.trace, file_error = open_run_files(config, runtime, place)
     result.trace = str(debate.trace.path) if debate.trace else None
     if debate.trace:
         debate.trace.start(debate, question, replay)
@@ -2539,7 +2540,31 @@ def create_private_file(directory: Path, stem: str, suffix: str, twin: str | Non
     raise OSError(errno.EEXIST, f"no free transcript name for {stem} in {directory}")
 
 
-def open_run_files(config: Config, runtime: Runtime) -> tuple[Path | None, TraceWriter | None, str | None]:
+@dataclass(frozen=True)
+class LogPlace:
+    """Where a run's transcript and trace go: a folder, and a file-name stem."""
+
+    directory: Path
+    stem: str
+
+
+def safe_name(text: str, limit: int = 100) -> str:
+    """A file-name form of an id: letters, digits, '.', '_' and '-' kept, the rest '_'. When
+    anything had to change, a short hash of the original keeps two ids from colliding."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:limit].lstrip(".") or "_"
+    if name != text:
+        name += "-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return name
+
+
+def run_log_place(config: Config, runtime: Runtime) -> LogPlace:
+    """One question from the command line: LOG_DIR/<prefix>_<time>."""
+    stamp = datetime.fromtimestamp(runtime.wall_clock()).strftime("%Y%m%d_%H%M%S")
+    return LogPlace(Path(config.log_dir), f"{config.log_filename_prefix}_{stamp}")
+
+
+def open_run_files(config: Config, runtime: Runtime,
+                   place: LogPlace | None = None) -> tuple[Path | None, TraceWriter | None, str | None]:
     """Reserve the transcript's name and open its JSONL trace twin, at the start of a run.
 
     The .txt is created empty now (so the pair share one stem and two runs in
@@ -2549,8 +2574,8 @@ def open_run_files(config: Config, runtime: Runtime) -> tuple[Path | None, Trace
     """
     if not (config.enable_file_logging or config.jsonl_trace):
         return None, None, None
-    directory = Path(config.log_dir)
-    stem = f"{config.log_filename_prefix}_{datetime.fromtimestamp(runtime.wall_clock()).strftime('%Y%m%d_%H%M%S')}"
+    place = place or run_log_place(config, runtime)
+    directory, stem = place.directory, place.stem
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not config.enable_file_logging:  # a trace alone
@@ -3005,6 +3030,7 @@ class BatchOptions:
     force: bool = False
     shard: Shard | None = None
     output_format: str = "jsonl"  # or "openai-batch"
+    logs: str = "all"  # transcripts and traces: all, failed (only failed questions keep theirs) or none
 
 
 @dataclass(frozen=True)
@@ -3388,12 +3414,25 @@ def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
     return None
 
 
+def drop_run_files(result: RunResult) -> None:
+    """--logs failed: an ok question's transcript and trace are removed once its line is due."""
+    for name in (result.transcript, result.trace):
+        if name:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+    result.transcript = result.trace = None
+
+
 class BatchRun:
     """One batch run: reads items, keeps --concurrency questions in flight, writes results."""
 
     def __init__(self, config: Config, options: BatchOptions, runtime: Runtime, done: set[str],
                  progress: Progress) -> None:
+        if options.logs == "none":
+            config = replace(config, enable_file_logging=False, enable_jsonl_trace=False)
         self.config, self.options, self.runtime = config, options, runtime
+        # LOG_DIR/<output name, no suffix>/<id>.txt: a batch's files together, found by question id.
+        self.log_folder = Path(config.log_dir) / safe_name(options.output.stem)
         self.done, self.progress = done, progress
         self.stats = BatchStats()
         self.stop = asyncio.Event()
@@ -3419,7 +3458,8 @@ class BatchRun:
         result = RunResult(item.question)
         try:
             try:
-                await answer_question(self.config, item.question, endpoint, self.runtime, result)
+                await answer_question(self.config, item.question, endpoint, self.runtime, result,
+                                      place=LogPlace(self.log_folder, safe_name(item.id)))
             except asyncio.CancelledError:
                 # What it cost is still counted, and the line says so; resume runs it again.
                 result.error = "interrupted before it finished; it runs again on resume"
@@ -3427,6 +3467,8 @@ class BatchRun:
                 raise
             except Exception as err:  # a bug must cost one question, not the batch or the result
                 result.error = internal_error(err)
+            if self.options.logs == "failed" and result.status == "ok":
+                drop_run_files(result)
             self.save(item, result, writer)
             why = stops_the_batch(result, self.stats)
             if why and not self.stats.aborted:
@@ -3758,6 +3800,8 @@ def add_batch_flags(parser: argparse.ArgumentParser) -> None:
     batch.add_argument("--force", action="store_true", help="resume even though the questions file changed")
     batch.add_argument("--output-format", choices=("jsonl", "openai-batch"),
                        help="jsonl (default): this tool's lines; openai-batch: OpenAI Batch API output lines")
+    batch.add_argument("--logs", choices=("all", "failed", "none"),
+                       help="transcripts and traces of: every question (all, the default), failed ones, none")
     batch.add_argument("--shard", metavar="K/N",
                        help="run only shard K of N (by a hash of each id), into OUTPUT.K-of-N.jsonl; "
                             "auto reads a Slurm array, auto/N a Kubernetes Indexed Job")
@@ -3999,7 +4043,7 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
         raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
     check_batch_paths(args.questions_file, output)
     return BatchOptions(args.questions_file, output, concurrency, not args.no_resume, args.force, shard,
-                        args.output_format or "jsonl")
+                        args.output_format or "jsonl", args.logs or "all")
 
 
 def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_output: bool) -> int:
@@ -4122,7 +4166,7 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Sin
             raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
         return batch_options(args)
     batch_only = (("-o", args.output), ("--concurrency", args.concurrency), ("--shard", args.shard),
-                  ("--output-format", args.output_format),
+                  ("--output-format", args.output_format), ("--logs", args.logs),
                   ("--no-resume", args.no_resume or None), ("--force", args.force or None))
     if given := [flag for flag, value in batch_only if value is not None]:
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")

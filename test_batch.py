@@ -542,3 +542,23 @@ def test_openai_batch_output_lines_and_resume(tmp_path, monkeypatch, capsys) -> 
     generate_again = [question_of(c.request) for c in route.calls[sent:] if c.request.headers["X-MoA-Phase"] == "generate"]
     assert generate_again and all("Q-bad" in q for q in generate_again), "only the failed request runs again"
     assert sorted(r["custom_id"] for r in lines_of(out)) == ["bad", "good"]
+
+
+@pytest.mark.parametrize("logs, kept", [("all", {"q1", "q2_ok"}), ("failed", {"q1"}), ("none", set())])
+@respx.mock
+def test_batch_logs_live_in_their_own_folder_named_by_id(logs: str, kept: set, tmp_path, monkeypatch, capsys) -> None:
+    """LOG_DIR/<output name>/<id>.txt and .jsonl; --logs failed keeps only failed questions' files, none keeps none."""
+    small_debate(monkeypatch)
+    model = FakeModel(overrides={"generate": lambda r, n: httpx.Response(400, json={"error": "no"})
+                                 if question_of(r) == "bad" else completion(solver_text("391"))})
+    respx.post(URL).mock(side_effect=model)
+    source = write_jsonl(tmp_path / "q.jsonl", [{"id": "q1", "question": "bad"}, {"id": "q2/ok", "question": "Q"}])
+    code = moa.main(["-f", str(source), "-o", str(tmp_path / "results.jsonl"), "--logs", logs], runtime=test_runtime())
+    folder = tmp_path / "logs" / "results"
+    stems = {p.stem.rsplit("-", 1)[0] if p.stem.startswith("q2") else p.stem for p in folder.glob("*.txt")}
+    assert code == 3 and stems == kept
+    assert {p.stem for p in folder.glob("*.jsonl")} == {p.stem for p in folder.glob("*.txt")}
+    rows = {r["id"]: r for r in lines_of(tmp_path / "results.jsonl")}
+    assert (rows["q2/ok"]["transcript"] is None) is (logs != "all")
+    if logs == "all":
+        assert Path(rows["q2/ok"]["transcript"]).name.startswith("q2_ok-"), "a safe name plus a hash of the id"

@@ -237,8 +237,8 @@ def test_traces_only_batch_gives_every_question_a_trace(server, tmp_path) -> Non
                ENABLE_FILE_LOGGING="false", ENABLE_JSONL_TRACE="true")
     assert "Traceback" not in done.stderr
     assert done.returncode == 0 and error_lines(done.stderr) == [], done.stderr
-    assert len(list((tmp_path / "logs").glob("*.jsonl"))) == 6
-    assert list((tmp_path / "logs").glob("*.txt")) == []
+    assert len(list((tmp_path / "logs" / "out").glob("*.jsonl"))) == 6, "LOG_DIR/<output name>/<id>.jsonl"
+    assert list((tmp_path / "logs").rglob("*.txt")) == []
 
 
 # --- 3. a really full disk ---------------------------------------------------------------------------
