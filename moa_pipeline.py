@@ -2805,6 +2805,84 @@ class ResultWriter:
 
 # --- 13. dry run and replay ----------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class CheckReport:
+    """What --check found: one line per finding, and whether a real call worked."""
+
+    lines: list[str]
+    ok: bool
+
+
+def endpoint_urls(config: Config) -> tuple[str, str, str]:
+    """(chat completions, models list, llama.cpp's /props) from PROXY_URL."""
+    base = config.proxy_url.split("?")[0].removesuffix("/chat/completions")
+    root = base.removesuffix("/v1")
+    return config.proxy_url, base + "/models", root + "/props"
+
+
+async def get_json(client: httpx.AsyncClient, url: str) -> Any:
+    """A small JSON document, or None when there is none (any error, any shape)."""
+    try:
+        response = await client.get(url)
+        return load_json(response.content[:ERROR_BODY_LIMIT]) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def slot_context(props: Any) -> int | None:
+    """Tokens of context per slot from llama.cpp's /props (n_ctx of the default generation settings)."""
+    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+    return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0 else None
+
+
+async def check_endpoint(config: Config, runtime: Runtime) -> CheckReport:
+    """--check: one tiny chat request, the models list, and llama.cpp's slot context, if any."""
+    chat_url, models_url, props_url = endpoint_urls(config)
+    lines: list[str] = []
+    async with open_client(config) as client:
+        started = runtime.clock()
+        endpoint = Endpoint(replace(config, max_retries=0, stream=False), client, runtime)
+        try:
+            await endpoint.complete([{"role": "user", "content": "Reply with the word OK."}], temperature=0,
+                                    max_tokens=8, headers={"X-MoA-Phase": "check"})
+            lines.append(f"ok: {display_url(chat_url)} answered a chat request in {runtime.clock() - started:.2f}s")
+            ok = True
+        except APIError as err:
+            lines.append(f"error: {display_url(chat_url)}: {err}")
+            ok = False
+        lines += model_lines(config, await get_json(client, models_url))
+        lines += context_lines(config, slot_context(await get_json(client, props_url)))
+    return CheckReport(lines, ok)
+
+
+def model_lines(config: Config, models: Any) -> list[str]:
+    data = models.get("data") if isinstance(models, dict) else None
+    names = {str(m.get("id")) for m in data if isinstance(m, dict)} if isinstance(data, list) else set()
+    if not names:
+        return ["note: the endpoint lists no models (GET /models); the model names are not checked"]
+    missing = [m for m in (*config.models, *config.judge_models) if m not in names and m != "default"]
+    if missing:
+        return [f"warning: the endpoint does not list {', '.join(sorted(set(missing)))}; it lists "
+                f"{', '.join(sorted(names)[:5])}"]
+    return [f"ok: the endpoint lists {', '.join(sorted(names)[:5])}"
+            + ("" if missing or config.models == ("default",) else " (every model set here is among them)")]
+
+
+def context_lines(config: Config, n_ctx: int | None) -> list[str]:
+    if n_ctx is None:
+        return []
+    need = prompt_tokens_estimate(*judge_prompts("?", [Position(0, "", "")] * config.num_workers)) + (
+        config.num_workers * 2 * config.max_tokens + config.judge_max_tokens)
+    solver = prompt_tokens_estimate(*solver_prompts("?")) + config.max_tokens
+    lines = [f"ok: llama.cpp reports {n_ctx} tokens of context per slot"]
+    if solver > n_ctx or need > n_ctx:
+        lines.append(f"warning: MAX_TOKENS={config.max_tokens} cannot fit a slot of {n_ctx} tokens: a solver needs "
+                     f"about {solver}, a judge reading {config.num_workers} answers about {need}; lower MAX_TOKENS "
+                     f"and JUDGE_MAX_TOKENS, or start the server with more context per slot (-c / --parallel)")
+    return lines
+
+
 def dry_run_phases(config: Config, question: str) -> list[PhaseCost]:
     """Every phase of round 1 and of the rerun at its worst (worst_case_costs), without a request."""
     return (round_worst_case(config, question, config.num_workers)
@@ -3784,6 +3862,8 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     source.add_argument("-q", "--question", help='the question, or "-" to read it from stdin')
     source.add_argument("-f", "--questions-file", metavar="PATH",
                         help='batch mode: a .txt (one question per line) or .jsonl file of questions; "-" for stdin')
+    source.add_argument("--check", action="store_true",
+                        help="send one tiny request and report reachability, the key, the model and the context")
     source.add_argument("--replay", metavar="TRACE",
                         help="rebuild a run from its .jsonl trace and run only the phases from --from on")
     parser.add_argument("--from", dest="replay_from", choices=tuple(REPLAY_STARTS),
@@ -3828,6 +3908,7 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the calls and worst-case tokens and cost per phase; send nothing")
+
     parser.add_argument("--json", dest="json_output", action="store_true",
                         help="print one JSON object on stdout instead of the human summary")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -4195,6 +4276,13 @@ def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_o
     return result.exit_code if delivered or result.exit_code else EXIT_FAILED
 
 
+def main_check(config: Config, runtime: Runtime) -> int:
+    """--check: its findings on stdout; exit 0 when a chat request worked, else 1."""
+    report = asyncio.run(check_endpoint(config, runtime))
+    emit(redact("\n".join(report.lines), config))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def main_dry_run(config: Config, question: str, json_output: bool) -> int:
     plan = dry_run(config, question)
     return EXIT_OK if emit(json.dumps(plan.to_dict(config)) if json_output else human_dry_run(plan)) else EXIT_FAILED
@@ -4209,17 +4297,20 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
     handler = setup_logging(args.verbose)
     try:
         config = load_config(flag_settings(args), os.environ, read_env_file(args.env_file, os.environ))
-        request = plan_request(args, config)
+        request = None if args.check else plan_request(args, config)
     except ConfigError as err:
         say(f"error: {err}")
         return exit_code_for(err)
     handler.addFilter(RedactingFilter(config.secrets))
+    if request is None:
+        return main_check(config, runtime or Runtime())
     if isinstance(request, BatchOptions):
         if not args.verbose:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
         return main_batch(config, request, runtime or Runtime(), args.json_output)
     if args.dry_run:
         return main_dry_run(config, request.question, args.json_output)
+
     return main_single(config, request, runtime or Runtime(), args.json_output)
 
 
