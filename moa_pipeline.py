@@ -147,6 +147,7 @@ PHASE_TITLES = {
 
 PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "judge": "verdicts"}
 SECRET_MASK = "***"
+MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
 # A usage count above this is not a count: the attempt's tokens are estimated instead.
 MAX_REPORTED_TOKENS = 10**9
 # A call is never cut as a straggler before this: below a second a cut saves
@@ -681,6 +682,13 @@ class Completion:
     status: int
     usage: dict[str, Any] | None
     cache_status: str | None = None  # a gateway's cf-aig-cache-status (HIT / MISS)
+    gateway_retries: int = 0  # requests a gateway retried on its own before this reply (LiteLLM reports them)
+
+
+def gateway_retries(headers: httpx.Headers) -> int:
+    """Retries a gateway made upstream for this one request, where it says so."""
+    value = headers.get("x-litellm-attempted-retries", "").strip()
+    return int(value) if value.isdigit() and int(value) <= MAX_GATEWAY_RETRIES else 0
 
 
 class AdaptiveLimit:
@@ -1064,9 +1072,11 @@ class Endpoint:
             self.start_cooldown(error)
             raise error
         if is_event_stream(response):
-            return await read_stream(response, self.config.max_response_bytes)
-        body = await read_body(response, self.config.max_response_bytes)
-        return read_completion(status, response.headers, body)
+            completion = await read_stream(response, self.config.max_response_bytes)
+        else:
+            completion = read_completion(status, response.headers,
+                                         await read_body(response, self.config.max_response_bytes))
+        return replace(completion, gateway_retries=gateway_retries(response.headers))
 
 
 def _short(err: BaseException) -> str:
@@ -1107,6 +1117,7 @@ class Attempt:
     completion_tokens: int = 0
     usage_estimated: bool = False  # the endpoint sent no usage; counts are estimates
     cache_status: str | None = None
+    gateway_retries: int = 0
 
 
 @dataclass
@@ -1318,6 +1329,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
         headers=request_headers(debate, call.phase, call.agent, attempt.number))
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
+    attempt.gateway_retries = completion.gateway_retries
     record_usage(attempt, completion, sending.prompt_estimate)
     value = sending.parse(completion.text)
     cut = completion.finish_reason in ("length", "truncated")
@@ -2465,6 +2477,7 @@ def _render_call(call: AgentCall) -> list[str]:
         tokens = (f", {attempt.prompt_tokens}+{attempt.completion_tokens} tokens"
                   f"{' (estimated)' if attempt.usage_estimated else ''}" if attempt.prompt_tokens else "")
         cache = f", cache {attempt.cache_status}" if attempt.cache_status else ""
+        cache += f", the gateway retried {attempt.gateway_retries} time(s) upstream" if attempt.gateway_retries else ""
         lines.append(f"[attempt {attempt.number}] nonce {attempt.nonce}, at {attempt.started_s:.2f}s, "
                      f"{attempt.latency_s:.2f}s, {http}{finish}{tokens}{cache}: {attempt.outcome}")
         if attempt.retry_in_s is not None:
@@ -2649,7 +2662,8 @@ class TraceWriter:
             "status": attempt.status, "finish_reason": attempt.finish_reason, "response_text": attempt.response_text,
             "usage": {"prompt_tokens": attempt.prompt_tokens, "completion_tokens": attempt.completion_tokens,
                       "estimated": attempt.usage_estimated},
-            "cache_status": attempt.cache_status, "started_s": round(attempt.started_s, 4),
+            "cache_status": attempt.cache_status, "gateway_retries": attempt.gateway_retries,
+            "started_s": round(attempt.started_s, 4),
             "latency_s": round(attempt.latency_s, 4), "outcome": attempt.outcome,
             "error": None if attempt.outcome == "ok" else attempt.outcome, "retry_in_s": attempt.retry_in_s,
         })

@@ -861,3 +861,21 @@ def test_a_renamed_retry_hint_is_honoured(monkeypatch, capsys) -> None:
     sleep = __import__("conftest").FakeSleep()
     code, result, _ = run_json(["-q", "Q?"], capsys, test_runtime(sleep))
     assert code == 0 and 7.0 in sleep.delays
+
+
+@respx.mock
+def test_gateway_side_retries_are_counted(capsys) -> None:
+    """A LiteLLM reply saying it retried upstream twice: the transcript and the trace count those requests."""
+    model = FakeModel()
+
+    def through_litellm(request: httpx.Request) -> httpx.Response:
+        response = model(request)
+        response.headers["x-litellm-attempted-retries"] = "2"
+        return response
+
+    respx.post(URL).mock(side_effect=through_litellm)
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    trace = [json.loads(line) for line in Path(result["trace"]).read_text().splitlines()]
+    attempts = [r for r in trace if r["type"] == "attempt"]
+    assert code == 0 and attempts and all(r["gateway_retries"] == 2 for r in attempts)
+    assert "the gateway retried 2 time(s) upstream" in Path(result["transcript"]).read_text()
