@@ -36,7 +36,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     10. voting ... the tally, its tie rule, and what the vote hides
     11. one question ... a debate, the rerun rule, answer_question
     12. files ... transcripts, traces, atomic writes, the lock, the result writer
-    13. dry run and replay
+    13. dry run and replay ... dry_run, load_replay (traces are checked here),
+        and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops
     15. CLI ... flags, stdout and stderr, exit_code_for (errors to exit codes)
 """

@@ -3,6 +3,7 @@
 Every expected set below is derived from the code at test time (SETTINGS, the
 EXIT_* constants, result_json, batch_record, build_parser), so a code change
 that forgets the README fails here, and so does a README row that goes stale.
+The benchmark and accuracy figures live in bench/README.md, linked from the README.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import prompts
 
 HERE = Path(__file__).resolve().parent  # conftest's autouse fixture chdirs to a tmp dir
 README = HERE / "README.md"
+BENCH_README = HERE / "bench" / "README.md"
 ENV_EXAMPLE = HERE / ".env.example"
 
 
@@ -141,11 +143,11 @@ def test_table_reader_reads_cells_names_and_stops_at_the_table_end():
 
 
 def settings_rows() -> list[list[str]]:
-    return find_table(section(readme(), "Configuration"), ["Variable", "Default", "Meaning"])
+    return find_table(section(readme(), "Settings"), ["Variable", "Default", "Meaning"])
 
 
 def test_settings_table_lists_exactly_the_settings():
-    """The Configuration table names every setting in SETTINGS, and nothing else."""
+    """The Settings table names every setting in SETTINGS, and nothing else."""
     names = first_cell_names(settings_rows())
     assert len(names) == len(set(names)), f"listed twice: {sorted(n for n in names if names.count(n) > 1)}"
     assert set(names) == setting_names(), (
@@ -216,26 +218,28 @@ def test_readme_names_settings_bare_and_code_constants_qualified():
 
 
 def readme_exit_codes() -> set[int]:
-    text = readme()
-    rows = (find_table(text, ["Exit code", "Meaning"]) + find_table(text, ["Exit code", "Batch meaning"]))
-    return {int(row[0]) for row in rows}
+    """The codes of the one exit-code table (single question and batch); each row names one code, once."""
+    rows = find_table(readme(), ["Exit code", "Meaning"])  # exactly one such table in the whole README
+    codes = [int(row[0]) for row in rows]
+    assert len(codes) == len(set(codes)), f"listed twice: {sorted(c for c in codes if codes.count(c) > 1)}"
+    return set(codes)
 
 
-def test_every_exit_constant_is_in_the_exit_code_tables():
-    """Every EXIT_* constant has a row in the README's exit-code tables."""
+def test_every_exit_constant_is_in_the_exit_code_table():
+    """Every EXIT_* constant has a row in the README's exit-code table."""
     missing = {name: code for name, code in exit_codes().items() if code not in readme_exit_codes()}
     assert not missing, f"exit codes missing from the README: {missing}"
 
 
-def test_exit_code_tables_list_only_exit_constants():
-    """Every code in the README's exit-code tables is an EXIT_* constant."""
+def test_exit_code_table_lists_only_exit_constants():
+    """Every code in the README's exit-code table is an EXIT_* constant."""
     extra = readme_exit_codes() - set(exit_codes().values())
     assert not extra, f"README exit codes with no EXIT_* constant: {sorted(extra)}"
 
 
 def test_failure_table_exits_are_exit_constants():
-    """Every number in the Failure behaviour table's Exit column is an EXIT_* constant."""
-    rows = find_table(section(readme(), "Failure behaviour"), ["Fault", "What the tool does", "Exit"])
+    """Every number in the Troubleshooting fault table's Exit column is an EXIT_* constant."""
+    rows = find_table(section(readme(), "Troubleshooting"), ["Fault", "What the tool does", "Exit"])
     numbers = {int(n) for row in rows for n in re.findall(r"\d+", row[2])}
     assert numbers <= set(exit_codes().values()), f"not exit codes: {sorted(numbers - set(exit_codes().values()))}"
 
@@ -255,7 +259,7 @@ def test_help_epilog_lists_every_exit_code():
 
 def test_json_field_table_lists_exactly_result_json_keys():
     """The --json Field table names every key result_json emits, and nothing else."""
-    rows = find_table(section(readme(), "Output and exit codes"), ["Field", "Meaning"])
+    rows = find_table(section(readme(), "Output formats"), ["Field", "Meaning"])
     names = first_cell_names(rows)
     keys = set(moa.result_json(moa.RunResult("Q?"), config()))
     keys |= set(moa.result_json(moa.RunResult("Q?"), config(**PRICED)))
@@ -269,7 +273,7 @@ def test_json_field_table_lists_exactly_result_json_keys():
 
 def test_batch_line_table_lists_exactly_batch_record_keys():
     """The Batch-line field table names every key a batch output line can carry, and nothing else."""
-    rows = find_table(section(readme(), "Batch jobs and cron"), ["Batch-line field", "Meaning"])
+    rows = find_table(section(readme(), "Output formats"), ["Batch-line field", "Meaning"])
     names = first_cell_names(rows)
     item = moa.BatchItem(1, "q1", "Q?", "391")
     keys = set(moa.batch_record(item, moa.RunResult("Q?"), config()))
@@ -305,3 +309,12 @@ def test_flags_section_says_which_options_are_alternatives():
         for row in rows:
             if set(re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", row[0])) & set(firsts):
                 assert "(required)" not in row[1], f"{row[0]} is one of {firsts}, not required on its own"
+
+
+# --- the benchmark page -------------------------------------------------------------------
+
+
+def test_readme_links_the_benchmark_page():
+    """Performance and accuracy figures moved to bench/README.md: it exists and the README links it."""
+    assert BENCH_README.is_file(), "bench/README.md is missing"
+    assert "](bench/README.md)" in readme(), "README.md does not link bench/README.md"
