@@ -51,6 +51,7 @@ import email.utils
 import errno
 import fcntl
 import hashlib
+import io
 import ipaddress
 import json
 import logging
@@ -111,6 +112,7 @@ MIN_PYTHON = (3, 11)  # asyncio.timeout, TaskGroup, ExceptionGroup
 DEFAULT_ENV_FILE = ".env"
 # Names the env file when there is no --env-file, so a crontab line needs no `cd`.
 ENV_FILE_VARIABLE = "MOA_ENV_FILE"
+ENV_FILE_LIMIT = 1024 * 1024
 MAX_WORKERS = 64
 MAX_JUDGES = 25
 MAX_TEMPERATURE = 2.0
@@ -148,7 +150,8 @@ PHASE_TITLES = {
 
 PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "judge": "verdicts"}
 SECRET_MASK = "***"
-MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
+MAX_GATEWAY_RETRIES = 1000
+MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name  # a larger "attempted retries" header is not a count
 # A usage count above this is not a count: the attempt's tokens are estimated instead.
 MAX_REPORTED_TOKENS = 10**9
 # A call is never cut as a straggler before this: below a second a cut saves
@@ -519,8 +522,11 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
         raise ConfigError(f"{named_by} {path}: {'a folder, not a file' if os.path.isdir(path) else 'no such file'}")
     name = path or DEFAULT_ENV_FILE
     try:
-        with open(name, encoding="utf-8") as handle:
-            return dict(dotenv_values(stream=handle))
+        with open(name, "rb") as handle:  # a pipe (--env-file <(...)) works; /dev/zero must not fill memory
+            data = handle.read(ENV_FILE_LIMIT + 1)
+        if len(data) > ENV_FILE_LIMIT:
+            raise ConfigError(f"{named_by or 'the env file'} {name}: larger than {ENV_FILE_LIMIT} bytes, not a settings file")
+        return dict(dotenv_values(stream=io.StringIO(data.decode("utf-8"))))
     except (OSError, UnicodeDecodeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
         raise ConfigError(f"{named_by + ' ' if named_by else ''}{name}: cannot read it ({why})") from None
@@ -2543,7 +2549,7 @@ def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None) -> tuple[Path, int]:
     """A new file, mode 0600, named stem+suffix or stem_N+suffix: never overwrites, never follows a link.
     With ``twin``, the same name with that suffix must be free too (a transcript and its trace share a stem)."""
-    for n in range(1000):
+    for n in range(MAX_NAME_TRIES):
         path = directory / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
         if twin is not None and os.path.lexists(path.with_suffix(twin)):
             continue
@@ -2835,12 +2841,15 @@ def endpoint_urls(config: Config) -> tuple[str, str, str]:
     return config.proxy_url, base + "/models", root + "/props"
 
 
-async def get_json(client: httpx.AsyncClient, url: str) -> Any:
-    """A small JSON document, or None when there is none (any error, any shape)."""
+async def get_json(client: httpx.AsyncClient, url: str, timeout: float) -> Any:
+    """A small JSON document, or None when there is none: any error, any shape, more than
+    ERROR_BODY_LIMIT bytes, or no whole answer within ``timeout`` seconds."""
     try:
-        response = await client.get(url)
-        return load_json(response.content[:ERROR_BODY_LIMIT]) if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
+        async with asyncio.timeout(timeout), client.stream("GET", url) as response:
+            if response.status_code != 200:
+                return None
+            return load_json(await read_body(response, ERROR_BODY_LIMIT))
+    except (httpx.HTTPError, ValueError, APIError, TimeoutError):
         return None
 
 
@@ -2848,7 +2857,7 @@ def slot_context(props: Any) -> int | None:
     """Tokens of context per slot from llama.cpp's /props (n_ctx of the default generation settings)."""
     settings = props.get("default_generation_settings") if isinstance(props, dict) else None
     n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
-    return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0 else None
+    return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and 0 < n_ctx <= 10**9 else None
 
 
 async def check_endpoint(config: Config, runtime: Runtime) -> CheckReport:
@@ -2866,14 +2875,15 @@ async def check_endpoint(config: Config, runtime: Runtime) -> CheckReport:
         except APIError as err:
             lines.append(f"error: {display_url(chat_url)}: {err}")
             ok = False
-        lines += model_lines(config, await get_json(client, models_url))
-        lines += context_lines(config, slot_context(await get_json(client, props_url)))
+        lines += model_lines(config, await get_json(client, models_url, config.request_timeout))
+        lines += context_lines(config, slot_context(await get_json(client, props_url, config.request_timeout)))
     return CheckReport(lines, ok)
 
 
 def model_lines(config: Config, models: Any) -> list[str]:
     data = models.get("data") if isinstance(models, dict) else None
-    names = {str(m.get("id")) for m in data if isinstance(m, dict)} if isinstance(data, list) else set()
+    names = ({printable(m["id"], 80) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
+             if isinstance(data, list) else set())
     if not names:
         return ["note: the endpoint lists no models (GET /models); the model names are not checked"]
     missing = [m for m in (*config.models, *config.judge_models) if m not in names and m != "default"]
@@ -3151,28 +3161,38 @@ def parse_shard(value: str, environ: Mapping[str, str]) -> Shard:
     text = value.strip().lower()
     if text.startswith("auto"):
         return _shard_from_scheduler(text, environ)
-    index, _, count = text.partition("/")
-    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count) <= MAX_SHARDS):
-        raise ConfigError(f"--shard {value}: expected K/N with 1 <= K <= N <= {MAX_SHARDS}, or auto, or auto/N")
-    return Shard(int(index), int(count))
+    found = re.fullmatch(r"([0-9]{1,5})/([0-9]{1,5})", text)
+    if not (found and 1 <= int(found[1]) <= int(found[2]) <= MAX_SHARDS):
+        raise ConfigError(f"--shard {value!r}: expected K/N with 1 <= K <= N <= {MAX_SHARDS}, or auto, or auto/N")
+    return Shard(int(found[1]), int(found[2]))
+
+
+def _small_number(value: str | None) -> int | None:
+    """A scheduler's index or count: ASCII digits only (isdigit() takes '²'), and not absurdly long."""
+    text = (value or "").strip()
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
 
 
 def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
-    given = text.partition("/")[2]
-    if "JOB_COMPLETION_INDEX" in environ and given.isdigit():
-        index, count = environ["JOB_COMPLETION_INDEX"], given
-        k = int(index) + 1 if index.strip().isdigit() else 0
+    given = _small_number(text.partition("/")[2]) if "/" in text else None
+    if "/" in text and given is None:
+        raise ConfigError(f"--shard {text}: expected auto/N with N a whole number")
+    count: int | None
+    if "JOB_COMPLETION_INDEX" in environ and given is not None:
+        index, count = _small_number(environ["JOB_COMPLETION_INDEX"]), given
+        k = index + 1 if index is not None else 0
     elif "SLURM_ARRAY_TASK_ID" in environ:
-        first = environ.get("SLURM_ARRAY_TASK_MIN", "0").strip()
-        count = given or environ.get("SLURM_ARRAY_TASK_COUNT", "").strip()
-        task = environ["SLURM_ARRAY_TASK_ID"].strip()
-        k = int(task) - int(first) + 1 if task.isdigit() and first.isdigit() else 0
+        task = _small_number(environ["SLURM_ARRAY_TASK_ID"])
+        first = _small_number(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        step = _small_number(environ.get("SLURM_ARRAY_TASK_STEP", "1")) or 1  # --array=0-14:2
+        count = given if given is not None else _small_number(environ.get("SLURM_ARRAY_TASK_COUNT"))
+        k = (task - first) // step + 1 if task is not None and first is not None and (task - first) % step == 0 else 0
     else:
         raise ConfigError("--shard auto: no scheduler index found (set by a Kubernetes Indexed Job as "
                           "JOB_COMPLETION_INDEX, with --shard auto/N, or by a Slurm job array); use --shard K/N")
-    if not (count.isdigit() and 1 <= k <= int(count) <= MAX_SHARDS):
+    if count is None or not 1 <= k <= count <= MAX_SHARDS:
         raise ConfigError(f"--shard {text}: the scheduler's index and count do not give 1 <= K <= N <= {MAX_SHARDS}")
-    return Shard(k, int(count))
+    return Shard(k, count)
 
 
 def question_id(question: str) -> str:
@@ -3187,7 +3207,7 @@ def _item_from_json(text: str, number: int) -> BatchItem | InputError:
         return InputError(number, f"not valid JSON ({getattr(err, 'msg', err)})")
     if not isinstance(data, dict):
         return InputError(number, "not a JSON object")
-    if "custom_id" in data or "body" in data:
+    if "custom_id" in data:
         return _item_from_batch_request(data, number)
     question = data.get("question")
     if not isinstance(question, str) or not question.strip():
@@ -3210,19 +3230,41 @@ def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | I
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         return InputError(number, 'no "body.messages" list')
+    if any(not _text_only(m.get("content")) for m in messages):
+        return InputError(number, "a message holds parts other than text (an image, audio): a debate reads text only")
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-    question = _message_text(messages[users[-1]].get("content")) if users else None
+    question = _batch_text(messages[users[-1]].get("content")) if users else None
     if not question or not question.strip():
         return InputError(number, "no user message with text in body.messages")
-    context = [f"{m.get('role')}: {text}" for m in messages[:users[-1]]
-               if (text := _message_text(m.get("content"))) and text.strip()]
+    context = [f"{_role(m)}: {text}" for m in messages[:users[-1]]
+               if (text := _batch_text(m.get("content"))) and text.strip()]
     if context:
         question = ("Context (the conversation so far):\n" + "\n\n".join(context)
                     + "\n\nQuestion:\n" + question.strip())
     return BatchItem(number, custom_id, valid_text(question).strip(), None)
 
 
-def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dict[str, Any]:
+def _text_only(content: Any) -> bool:
+    """A message content we can pass on whole: a string, or a list of text parts."""
+    if isinstance(content, list):
+        return all(isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str)
+                   for p in content)
+    return content is None or isinstance(content, str)
+
+
+def _batch_text(content: Any) -> str | None:
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content)
+    return content if isinstance(content, str) else None
+
+
+def _role(message: dict[str, Any]) -> str:
+    """A role as the context shows it: a plain word, so a crafted role cannot forge a section."""
+    role = message.get("role")
+    return role if isinstance(role, str) and re.fullmatch(r"[A-Za-z_]{1,20}", role) else "message"
+
+
+def openai_batch_line(record: dict[str, Any], config: Config, now: float, usage: dict[str, Any]) -> dict[str, Any]:
     """A Batch API output line for one of our records: a chat completion whose content is the
     verdict, or an error; what the debate cost rides along under "moa"."""
     custom_id = str(record["id"])
@@ -3234,11 +3276,12 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
             "model": config.judge_models[0],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": record["final_answer"]},
                          "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": record["tokens"]}}}
+            "usage": {key: usage[key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}}}
     else:
         line["error"] = {"code": "debate_failed", "message": record["error"]}
-    line["moa"] = {key: record.get(key) for key in ("status", "confidence", "llm_calls", "http_requests", "tokens",
-                                                     "cost_usd", "elapsed_s", "transcript")}
+    line["moa"] = {key: record[key] for key in ("status", "confidence", "llm_calls", "http_requests", "tokens",
+                                                 "cost_usd", "elapsed_s", "transcript", "expected", "correct")
+                   if key in record}
     return line
 
 
@@ -3323,7 +3366,7 @@ def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), count
 
 
-def compact_output(output: Path, runtime: Runtime | None = None) -> tuple[set[str], int]:
+def compact_output(output: Path, runtime: Runtime | None = None, line_format: str = "jsonl") -> tuple[set[str], int]:
     """Keep only the complete "ok" lines of an earlier run's output, once per id.
 
     Returns (ids done, lines dropped). Dropped: failed lines (their questions
@@ -3344,6 +3387,9 @@ def compact_output(output: Path, runtime: Runtime | None = None) -> tuple[set[st
                 if raw is None or (record is None and raw.endswith(b"\n")):
                     raise ConfigError(f"--output {output} is not a results file of this tool (line {number} is not "
                                       "one of its lines); nothing was changed: choose another output")
+                if record is not None and record.get("format", "jsonl") != line_format:
+                    raise ConfigError(f"--output {output} holds --output-format {record.get('format', 'jsonl')} lines "
+                                      f"(line {number}); resume with that format, or choose another output")
                 if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
                     dropped += 1
                     continue
@@ -3361,10 +3407,12 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
         record = load_json(raw)
     except ValueError:
         return None
-    if isinstance(record, dict) and "custom_id" in record and "response" in record:  # --output-format openai-batch
-        response = record.get("response")
+    if isinstance(record, dict) and "custom_id" in record and isinstance(record.get("moa"), dict):
+        # One of our --output-format openai-batch lines (a line from OpenAI itself has no "moa").
+        response, extra = record.get("response"), record["moa"]
         done = isinstance(response, dict) and response.get("status_code") == 200 and not record.get("error")
-        return {"id": str(record["custom_id"]), "status": "ok" if done else "failed"}
+        normal = {"id": str(record["custom_id"]), "status": "ok" if done else "failed", "format": "openai-batch"}
+        return normal | {key: extra[key] for key in ("expected", "correct") if key in extra}
     ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
     return record if ours else None
 
@@ -3573,7 +3621,7 @@ class BatchRun:
     def save(self, item: BatchItem, result: RunResult, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
         record = redact_value(batch_record(item, result, self.config), self.config)
-        line = (openai_batch_line(record, self.config, self.runtime.wall_clock())
+        line = (openai_batch_line(record, self.config, self.runtime.wall_clock(), usage_totals(result.calls, self.config))
                 if self.options.output_format == "openai-batch" else record)
         try:
             writer.write(line)
@@ -3713,7 +3761,7 @@ def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> B
         check_input_unchanged(_sidecar(options.output, ".summary.json"), input_sha, options.force)
     else:
         moved = move_aside(options.output, runtime.wall_clock())
-    done, dropped = compact_output(options.output, runtime)
+    done, dropped = compact_output(options.output, runtime, options.output_format)
     if moved:
         log.warning("--no-resume: the old output was moved to %s", moved)
     if done or dropped:
@@ -3862,7 +3910,7 @@ HELP_EPILOG = ("examples:\n"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="moa_pipeline.py", epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge.")
     add_source_flags(parser)
     add_batch_flags(parser)
@@ -4133,7 +4181,9 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
         raise ConfigError(f"--questions-file {args.questions_file}: no such file")
     elif not os.access(args.questions_file, os.R_OK):
         raise ConfigError(f"--questions-file {args.questions_file}: cannot read it (permission denied)")
-    shard = parse_shard(args.shard, os.environ) if args.shard else None
+    shard = parse_shard(args.shard, os.environ) if args.shard is not None else None
+    if Path(args.output).name in ("", ".", ".."):
+        raise ConfigError(f"--output {args.output}: expected a file name, not a folder")
     output = shard.output(Path(args.output)) if shard else Path(args.output)
     if not output.parent.is_dir():
         raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")

@@ -88,3 +88,46 @@ def test_check_names_a_missing_model_and_a_rejected_key(serve, tmp_path) -> None
     refused = check(serve(status=401), tmp_path)
     assert refused.returncode == 1 and "rejected the API key" in refused.stdout
     assert "sk-check-0123456789" not in refused.stdout + refused.stderr
+
+
+def endless_models() -> ThreadingHTTPServer:
+    """A server whose /v1/models never ends (and claims 2 GB), whose chat works."""
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2000000000")
+            self.end_headers()
+            try:
+                for _ in range(200_000):  # bounded: about 200 MB at most, if nobody hangs up
+                    self.wfile.write(b"[" * 1024)
+            except OSError:
+                pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            data = json.dumps({"choices": [{"message": {"content": "OK"}, "finish_reason": "stop"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_check_reads_only_a_bounded_models_list(tmp_path) -> None:
+    """A /models reply without end is cut at a small cap: --check still reports, in bounded memory and time."""
+    server = endless_models()
+    try:
+        done = check(server, tmp_path, REQUEST_TIMEOUT="5")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0 and "answered a chat request" in done.stdout and "Traceback" not in done.stderr
+    assert "lists no models" in done.stdout
