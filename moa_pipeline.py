@@ -1847,6 +1847,11 @@ class RunResult:
         return bool(self.skipped)
 
     @property
+    def degraded(self) -> bool:
+        """Fewer calls than planned made the answer: one failed, was cut, or a budget skipped it."""
+        return self.budget_limited or any(not call.ok for call in self.calls)
+
+    @property
     def reported_round(self) -> int | None:
         return next((i for i, v in enumerate(self.verdicts, 1) if v is self.verdict), None)
 
@@ -3455,6 +3460,7 @@ def batch_record(item: BatchItem, result: RunResult, config: Config) -> dict[str
         record["correct"] = verdict is not None and answers_match(item.question, verdict.answer, item.expected)
     usage = usage_totals(result.calls, config)
     record.update({"llm_calls": len(result.calls), "http_requests": result.http_requests,
+                   "phases": phase_counts(result.calls), "degraded": result.degraded,
                    "tokens": usage["total_tokens"], "tokens_estimated": usage["estimated"],
                    "budget_limited": result.budget_limited, "elapsed_s": round(result.elapsed_s, 3),
                    "transcript": result.transcript})
@@ -3476,6 +3482,7 @@ class BatchStats:
     tokens: int | None = None
     cost_usd: float | None = None
     unsaved: int = 0  # finished, but its line could not be written: it runs again on resume
+    degraded: int = 0  # ok, but answered with fewer calls than planned
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
@@ -3484,6 +3491,7 @@ class BatchStats:
         """Count one question's line, and what it cost whether or not it was saved."""
         if saved:
             setattr(self, record["status"], getattr(self, record["status"]) + 1)
+            self.degraded += record["status"] == "ok" and bool(record.get("degraded"))
         else:
             self.unsaved += 1
         self.llm_calls += record["llm_calls"]
@@ -3828,7 +3836,8 @@ def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, A
     status = ("aborted" if stats.aborted else "interrupted" if stats.interrupted
               else "circuit_open" if stats.breaker else "finished")
     this_run = {"ok": stats.ok, "failed": stats.failed, "skipped_done": stats.skipped_done,
-                "input_errors": stats.input_errors, "unsaved": stats.unsaved, "llm_calls": stats.llm_calls,
+                "input_errors": stats.input_errors, "unsaved": stats.unsaved, "degraded": stats.degraded,
+                "llm_calls": stats.llm_calls,
                 "http_requests": stats.http_requests, "tokens": stats.tokens, "cost_usd": stats.cost_usd,
                 "wall_s": round(wall_s, 3)}
     return {"status": status, "error": stats.aborted or stats.breaker, "this_run": this_run, "output_totals": output_totals(output),
@@ -3837,7 +3846,8 @@ def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, A
 
 def human_batch_summary(summary: dict[str, Any]) -> str:
     run, totals = summary["this_run"], summary["output_totals"]
-    lines = [f"Batch {summary['status']}: {run['ok']} ok, {run['failed']} failed, {run['input_errors']} input errors, "
+    fewer = f" ({run['degraded']} answered with fewer calls than planned)" if run.get("degraded") else ""
+    lines = [f"Batch {summary['status']}: {run['ok']} ok{fewer}, {run['failed']} failed, {run['input_errors']} input errors, "
              f"{run['skipped_done']} already done" + (f", {run['unsaved']} not saved" if run.get("unsaved") else ""),
              f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests"
              + (f", {run['tokens']} tokens" if run["tokens"] is not None else "")

@@ -644,3 +644,25 @@ def test_an_endless_env_file_is_refused(capsys) -> None:
     """--env-file /dev/zero: one line and exit 2, not all of memory."""
     assert moa.main(["-q", "Q?", "--dry-run", "--env-file", "/dev/zero"]) == 2
     assert "not a settings file" in capsys.readouterr().err
+
+
+@respx.mock
+def test_no_call_is_lost_without_a_word(tmp_path, monkeypatch, capsys) -> None:
+    """A question answered with a failed critique is ok but degraded: its line has phases and degraded: true,
+    and the summary counts it ('answered with fewer calls than planned')."""
+    small_debate(monkeypatch)
+    monkeypatch.setenv("MAX_RETRIES", "0")
+    model = FakeModel(overrides={"critique": lambda r, n: httpx.Response(400, json={"error": "too long"})
+                                 if "Q1" in question_of(r) and r.headers["X-MoA-Agent"].endswith("solver-1")
+                                 else completion("<critique>Fine.</critique>")})
+    respx.post(URL).mock(side_effect=model)
+    source = write_jsonl(tmp_path / "q.jsonl", [{"id": "q1", "question": "Q1"}, {"id": "q2", "question": "Q2"}])
+    code = moa.main(["-f", str(source), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime())
+    rows = {r["id"]: r for r in lines_of(tmp_path / "o.jsonl")}
+    out = capsys.readouterr().out
+    assert code == 0 and rows["q1"]["status"] == rows["q2"]["status"] == "ok"
+    assert rows["q1"]["degraded"] is True and rows["q1"]["phases"]["critique"] == {"ok": 1, "failed": 1}
+    assert rows["q2"]["degraded"] is False and rows["q2"]["phases"]["critique"] == {"ok": 2, "failed": 0}
+    assert "2 ok (1 answered with fewer calls than planned)" in out
+    summary = json.loads((tmp_path / "o.jsonl.summary.json").read_text())
+    assert summary["this_run"]["degraded"] == 1
