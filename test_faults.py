@@ -138,8 +138,8 @@ def test_caching_proxy_is_defeated_by_the_nonce(server, tmp_path) -> None:
 
 def test_streaming_assembles_the_answer(tmp_path) -> None:
     """STREAM=true against a server that speaks server-sent events (and a cut-off stream is retried)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     numbers = itertools.count(1)  # next() is atomic across the handler threads
 

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, FakeModel, completion, judge_text, phases_of, solver_text, test_runtime
+from conftest import FAKE_KEY, URL, FakeModel, completion, phases_of, solver_text, test_runtime
 
 HERE = Path(__file__).resolve().parent
 

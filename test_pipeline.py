@@ -6,8 +6,8 @@ import dataclasses
 import json
 import os
 import stat
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -263,7 +263,7 @@ def test_retry_after_is_honoured(header: str, capsys) -> None:
     """A 429 with Retry-After (seconds or HTTP date) waits that long, then succeeds."""
     now = 1_700_000_000.0
     if header == "DATE":
-        header = format_datetime(datetime.fromtimestamp(now + 7, tz=timezone.utc), usegmt=True)
+        header = format_datetime(datetime.fromtimestamp(now + 7, tz=UTC), usegmt=True)
     sent = {"n": 0}
 
     def generate(request: httpx.Request, n: int) -> httpx.Response:
@@ -374,8 +374,6 @@ def test_low_confidence_reruns_once_with_more_workers(capsys) -> None:
 @respx.mock
 def test_rerun_reports_the_more_confident_verdict(capsys) -> None:
     """The rerun's verdict replaces the first only when it is more confident."""
-    judge_round = {"n": 0}
-
     def judge(request: httpx.Request, n: int) -> httpx.Response:
         # Round one (3 judges) says 390 at 40; round two says 391 at 85.
         return completion(judge_text("390", 40) if n < 3 else judge_text("391", 85))

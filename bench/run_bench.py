@@ -19,8 +19,8 @@ import asyncio
 import json
 import logging
 import math
-import random
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -36,9 +36,9 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import httpx  # noqa: E402
+from batch_memory import start_fake_endpoint  # noqa: E402
 
 import moa_pipeline as moa  # noqa: E402
-from batch_memory import start_fake_endpoint  # noqa: E402
 
 QUESTION = "What is 17 * 23?"
 CHAIN_GAIN_TARGET = 0.15
@@ -354,7 +354,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = f"| {'scenario':<44} | wall s | ideal s | ratio | requests | 429s | CPU ms/req | peak RSS MB | target | met |"
     lines = [head, "|" + "---|" * 10]
     for r in rows:
-        def cell(key: str) -> str:
+        def cell(key: str, r: dict[str, Any] = r) -> str:
             value = r.get(key)
             return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
         extra = ", ".join(f"{k}={r[k]}" for k in ("gain", "ideal_gain", "design_typical_gain", "design_odds",
