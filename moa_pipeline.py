@@ -49,6 +49,7 @@ import collections
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import io
 import ipaddress
@@ -70,7 +71,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 try:
@@ -251,13 +252,12 @@ def chat_completions_url(raw: str) -> str:
     value = raw.strip()
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        if parts.port == 0:  # .port itself raises ValueError for a port above 65535 or not a number
+            raise ValueError
     except ValueError:
         raise ValueError("expected an http:// or https:// URL with a port from 1 to 65535") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http:// or https:// URL such as https://host/v1")
-    if parts.port == 0:
-        raise ValueError("expected an http:// or https:// URL with a port from 1 to 65535")
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise ValueError("the URL contains spaces or control characters")
     path = parts.path.rstrip("/")
@@ -433,7 +433,7 @@ class Config:
     def jsonl_trace(self) -> bool:
         return self.enable_file_logging if self.enable_jsonl_trace is None else self.enable_jsonl_trace
 
-    @property
+    @functools.cached_property
     def secrets(self) -> list[str]:
         """Values masked wherever text is echoed: the key, the gateway token, and
         a password or query values in PROXY_URL (``?key=...``)."""
@@ -441,6 +441,7 @@ class Config:
         raw_pieces = [piece.partition("=")[2] or piece for piece in parts.query.split("&")]
         in_url = [parts.username or "", parts.password or "", *raw_pieces, *(unquote(p) for p in raw_pieces),
                   *(value for _, value in parse_qsl(parts.query))]
+        # Computed once: redact() runs on every trace line and every string of every record.
         return list(dict.fromkeys(s for s in (self.api_key, self.gateway_token, *in_url) if s))
 
     def shown(self) -> dict[str, Any]:
@@ -761,13 +762,13 @@ def server_message(body: bytes, content_type: str) -> str:
     try:
         data = load_json(text)
     except ValueError:
-        return " ".join(text[:SERVER_MESSAGE_LIMIT].split()) or "no message"
+        data = None
     if isinstance(data, dict):
         error = data.get("error", data)
         if isinstance(error, dict):
             error = error.get("message") or error.get("detail") or json.dumps(error)
-        return " ".join(str(error)[:SERVER_MESSAGE_LIMIT].split()) or "no message"
-    return " ".join(text[:SERVER_MESSAGE_LIMIT].split()) or "no message"
+        text = str(error)
+    return printable(text, SERVER_MESSAGE_LIMIT) or "no message"  # one line, whatever the server sent
 
 
 def _message_text(content: Any) -> str | None:
@@ -1014,7 +1015,7 @@ class Endpoint:
         endpoint whose calls succeed on retry, or a busy one answering 429, never
         trips it; an endpoint that is down trips it after about one window of calls.
         """
-        return len(self.recent_calls) == BREAKER_WINDOW and sum(self.recent_calls) >= BREAKER_TRIP_FAILURES
+        return len(self.recent_calls) == BREAKER_WINDOW and self.outage_count() >= BREAKER_TRIP_FAILURES
 
     def outage_count(self) -> int:
         return sum(self.recent_calls)
@@ -2735,17 +2736,20 @@ def acquire_lock(output: Path) -> int:
     return fd
 
 
-def read_regular_file(path: Path, limit: int) -> bytes:
-    """The bytes of a regular file that is not a symlink, at most ``limit``; OSError
-    otherwise. Opened non-blocking, so a FIFO planted at the name cannot hang us."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            data = handle.read(limit + 1)
-    finally:
+def open_regular_file(path: Path, *, follow: bool = True) -> BinaryIO:
+    """A regular file opened for reading; OSError for anything else (a FIFO, a device,
+    with ``follow=False`` a symlink). Opened non-blocking, so a FIFO cannot hang us."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file that is not a symlink, at most ``limit``; OSError otherwise."""
+    with open_regular_file(path, follow=False) as handle:
+        data = handle.read(limit + 1)
     if len(data) > limit:
         raise OSError(errno.EFBIG, "too large")
     return data
@@ -3010,12 +3014,10 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each line of a trace. A torn last line (a killed
     run) is skipped; any other unreadable line is a ConfigError naming it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise ConfigError(f"--replay {path}: not a regular file (a trace is a .jsonl file in LOG_DIR)")
-        handle = os.fdopen(fd, "rb")
+        handle = open_regular_file(path)
     except OSError as err:
+        if err.errno == errno.EINVAL:
+            raise ConfigError(f"--replay {path}: not a regular file (a trace is a .jsonl file in LOG_DIR)") from None
         raise ConfigError(f"--replay {path}: cannot open it ({describe_os_error(err)})") from None
     with handle:
         for number, raw in enumerate(bounded_lines(handle, MAX_TRACE_LINE_BYTES), 1):
