@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 
 import moa_pipeline as moa
 
@@ -166,6 +167,20 @@ class VirtualClock:
     def runtime(self) -> moa.Runtime:
         return moa.Runtime(sleep=self.sleep, clock=self.clock, wall_clock=lambda: 1_700_000_000.0,
                            rng=random.Random(7))
+
+
+async def answer_in_virtual_time(config: moa.Config, clock: VirtualClock,
+                                 side_effect: Callable[[httpx.Request], Any], question: str = "Q?") -> moa.RunResult:
+    """One question against a mocked endpoint whose ``side_effect`` may sleep on ``clock``."""
+    driver = asyncio.create_task(clock.drive())
+    try:
+        with respx.mock:
+            respx.post(URL).mock(side_effect=side_effect)
+            async with moa.open_client(config) as client:
+                runtime = clock.runtime()
+                return await moa.answer_question(config, question, moa.Endpoint(config, client, runtime), runtime)
+    finally:
+        driver.cancel()
 
 
 # --- a real server on 127.0.0.1 ------------------------------------------------------------------

@@ -53,6 +53,7 @@ import functools
 import hashlib
 import io
 import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -60,12 +61,11 @@ import os
 import random
 import re
 import signal
+import ssl
 import stat
-import statistics
 import sys
 import tempfile
 import time
-import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -76,7 +76,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 try:
     import httpx
-    from dotenv import dotenv_values
 except ImportError as missing:  # only without the requirements: say what to do, not a traceback
     if __name__ == "__main__":
         sys.exit(f"error: the Python package {missing.name!r} is not installed: run  pip install -r requirements.txt")
@@ -136,6 +135,17 @@ BREAKER_WINDOW = 10
 
 
 BREAKER_TRIP_FAILURES = 5
+
+# Back-pressure (see Endpoint.busy): when at least BUSY_CLUSTER_SIZE of the last
+# BUSY_CLUSTER_WINDOW responses, all within BUSY_CLUSTER_SECONDS, were 429s that the
+# concurrency limit does not explain, the endpoint is rationing by time (a quota per
+# minute), not by load: every request then waits out the Retry-After together.
+BUSY_CLUSTER_WINDOW = 10
+BUSY_CLUSTER_SIZE = 5
+BUSY_CLUSTER_SECONDS = 10.0
+# Back-pressure retries a call may make beyond MAX_RETRIES: a busy endpoint is not a
+# broken one, and a batch should run to the end when it is merely busy.
+BUSY_RETRIES = 20
 PHASES = ("generate", "critique", "rebuttal", "judge")
 
 
@@ -504,6 +514,16 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     return config
 
 
+def parse_env_text(text: str) -> dict[str, str | None]:
+    """A .env file's settings, by python-dotenv's parser, imported only when there is a
+    file to read: importing it costs every start 3 ms."""
+    try:
+        from dotenv import dotenv_values
+    except ImportError:
+        raise ConfigError("the Python package 'dotenv' is not installed: run  pip install -r requirements.txt") from None
+    return dict(dotenv_values(stream=io.StringIO(text)))
+
+
 def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """Values of the env file: --env-file, else $MOA_ENV_FILE, else ./.env if there is one.
     A file named by the flag or the variable must exist.
@@ -525,7 +545,7 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
             data = handle.read(ENV_FILE_LIMIT + 1)
         if len(data) > ENV_FILE_LIMIT:
             raise ConfigError(f"{named_by or 'the env file'} {name}: larger than {ENV_FILE_LIMIT} bytes, not a settings file")
-        return dict(dotenv_values(stream=io.StringIO(data.decode("utf-8"))))
+        return dict(parse_env_text(data.decode("utf-8")))
     except (OSError, UnicodeDecodeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
         raise ConfigError(f"{named_by + ' ' if named_by else ''}{name}: cannot read it ({why})") from None
@@ -697,24 +717,55 @@ def gateway_retries(headers: httpx.Headers) -> int:
     return int(value) if value.isdigit() and int(value) <= MAX_GATEWAY_RETRIES else 0
 
 
-class AdaptiveLimit:
-    """How many requests may be in flight: at most MAX_CONCURRENT_REQUESTS, and
-    less once the endpoint has said it is overloaded.
+@dataclass(frozen=True)
+class LoadSample:
+    """One response the adaptive limit learned from: how many of our requests were in
+    flight when it was sent (this one included), and whether the endpoint took it."""
 
-    A 429 or 503 tells us more than "slow down": the rejected request was sent
-    with k requests in flight, so the endpoint holds about k - 1. The limit
-    drops to that at once, then probes upward slowly, by one for every
-    PROBE_SUCCESSES x limit successes, so a fixed capacity costs a 429 only
-    now and then instead of at every cool-down's end.
+    in_flight: int
+    accepted: bool
+
+
+class AdaptiveLimit:
+    """How many requests may be in flight: at most MAX_CONCURRENT_REQUESTS, and less
+    once the endpoint has shown it holds fewer. Rules, and why:
+
+    - A 429 (or a 503 with Retry-After) on a request sent with k in flight is a
+      *concurrency* signal only if the endpoint is congested at that level: at least
+      CONGESTED_SHARE of the last SAMPLES responses sent with k or more in flight were
+      rejected. Then the endpoint holds about k - 1, and the limit drops to that at
+      once (the first 429s of a burst at 4x capacity set it in one step, unlike
+      TCP's halving, which would cost a dozen rounds of 429s).
+    - A 429 at a level where the endpoint usually says yes is *scattered*: a
+      gateway's random shedding, a neighbour's burst. It leaves the limit alone; the
+      request waits its own Retry-After and nobody else waits (see Endpoint.busy).
+    - A success with more in flight than the limit proves the limit was cut too far
+      (the cut was made after the request went out), and the limit returns to that
+      level. This undoes a cut made on a scattered 429 that arrived before any success.
+    - Otherwise the limit probes upward slowly, by one for every PROBE_SUCCESSES x limit
+      successes (TCP's additive increase, ten times gentler), so a fixed capacity costs
+      a 429 now and then rather than a steady stream of them. Each probe that fails at
+      the same level as the last doubles the wait before the next (up to MAX_PATIENCE
+      times), so a capacity of 1 or 2 is not probed every dozen requests.
+
+    Latency-based limits (Vegas, gradient, Envoy's adaptive concurrency) need latency
+    to rise under load; chat endpoints reject at their limit instead, or queue with
+    latencies that vary tenfold with the answer's length, so the rejections are the signal.
     """
 
     PROBE_SUCCESSES = 10
+    MAX_PATIENCE = 8
+    SAMPLES = 32
+    CONGESTED_SHARE = 0.25
 
     def __init__(self, ceiling: int) -> None:
         self.ceiling = ceiling
         self.limit = float(ceiling)
         self.in_flight = 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.samples: collections.deque[LoadSample] = collections.deque(maxlen=self.SAMPLES)
+        self.cut_at = 0  # the level of the last cut, and how many times longer probes wait after it
+        self.patience = 1
 
     async def acquire(self) -> int:
         """Wait for a slot; returns the number in flight including this one."""
@@ -745,13 +796,32 @@ class AdaptiveLimit:
                 self.in_flight += 1
                 waiter.set_result(None)
 
-    def succeeded(self) -> None:
-        if self.limit < self.ceiling:
-            self.limit = min(self.ceiling, self.limit + 1 / (self.PROBE_SUCCESSES * self.limit))
-            self._wake()
+    def congested(self, in_flight: int) -> bool:
+        """Whether the endpoint rejects much of what is sent with ``in_flight`` or more in flight."""
+        at_or_above = [sample.accepted for sample in self.samples if sample.in_flight >= in_flight]
+        return bool(at_or_above) and at_or_above.count(False) >= self.CONGESTED_SHARE * len(at_or_above)
 
-    def overloaded(self, in_flight_at_send: int) -> None:
+    def succeeded(self, in_flight_at_send: int) -> None:
+        self.samples.append(LoadSample(in_flight_at_send, accepted=True))
+        if in_flight_at_send > self.limit and not self.congested(in_flight_at_send):
+            self.limit = float(min(self.ceiling, in_flight_at_send))
+        elif self.limit < self.ceiling:
+            self.limit = min(self.ceiling, self.limit + 1 / (self.PROBE_SUCCESSES * self.patience * self.limit))
+        self._wake()
+
+    def overloaded(self, in_flight_at_send: int) -> bool:
+        """A back-pressure answer to a request sent with ``in_flight_at_send`` in flight.
+        True when the limit explains it: it was cut now, or the request went out above
+        what the limit already is. False for a scattered one."""
+        self.samples.append(LoadSample(in_flight_at_send, accepted=False))
+        if in_flight_at_send > self.limit:
+            return True
+        if in_flight_at_send < 2 or not self.congested(in_flight_at_send):
+            return False  # one request alone cannot be too many
+        self.patience = min(self.MAX_PATIENCE, self.patience * 2) if in_flight_at_send == self.cut_at else 1
+        self.cut_at = in_flight_at_send
         self.limit = max(1.0, min(self.limit, in_flight_at_send - 1))
+        return True
 
 
 def server_message(body: bytes, content_type: str) -> str:
@@ -993,9 +1063,11 @@ class Endpoint:
         self.client = client
         self.runtime = runtime
         self.slots = AdaptiveLimit(config.max_concurrent_requests)
-        # Until this clock time nobody sends: a 429 or 503 with Retry-After is
-        # the endpoint asking *everyone* to wait, not just the call that got it.
+        # Until this clock time nobody sends: set only when 429s cluster (see busy).
         self.cooldown_until = 0.0
+        # The clock time of each of the last BUSY_CLUSTER_WINDOW responses, and whether
+        # it was back-pressure the concurrency limit does not explain.
+        self.recent_responses: collections.deque[tuple[float, bool]] = collections.deque(maxlen=BUSY_CLUSTER_WINDOW)
         # For each of the last BREAKER_WINDOW calls that ended: True if it failed
         # with an outage error after its whole retry schedule.
         self.recent_calls: collections.deque[bool] = collections.deque(maxlen=BREAKER_WINDOW)
@@ -1024,11 +1096,31 @@ class Endpoint:
         while (left := self.cooldown_until - self.runtime.clock()) > 0:
             await self.runtime.sleep(left)
 
-    def start_cooldown(self, err: APIError) -> None:
-        if err.backpressure and err.retry_after:
-            until = self.runtime.clock() + min(err.retry_after, self.config.retry_max_delay)
+    def responded(self, unexplained_backpressure: bool) -> None:
+        self.recent_responses.append((self.runtime.clock(), unexplained_backpressure))
+
+    def busy(self, err: APIError, in_flight_at_send: int) -> None:
+        """Back-pressure on one request. Its own Retry-After is waited out by its own
+        call (see ask). Only when such answers cluster does every request wait:
+
+        - one the concurrency limit explains (we sent too many at once) is fixed by
+          the lower limit, and pausing everyone would idle the slots the endpoint has;
+        - one scattered 429 (random shedding, a neighbour's burst) costs that call
+          its wait; pausing everyone for it made a 5% rate of them halve a batch's speed;
+        - BUSY_CLUSTER_SIZE unexplained ones among the last BUSY_CLUSTER_WINDOW
+          responses, within BUSY_CLUSTER_SECONDS, mean the endpoint rations by time
+          (a quota per minute): requests sent during the wait would only be refused.
+        """
+        explained = self.slots.overloaded(in_flight_at_send)
+        self.responded(not explained)
+        now = self.runtime.clock()
+        clustered = sum(1 for at, unexplained in self.recent_responses
+                        if unexplained and now - at <= BUSY_CLUSTER_SECONDS) >= BUSY_CLUSTER_SIZE
+        if clustered and err.retry_after:
+            until = now + min(err.retry_after, self.config.retry_max_delay)
             if until > self.cooldown_until:
-                log.info("endpoint asked to wait %.1fs (HTTP %s): pausing all requests", err.retry_after, err.status)
+                log.info("the endpoint keeps asking to wait (HTTP %s): pausing all requests for %.1fs",
+                         err.status, until - now)
                 self.cooldown_until = until
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
@@ -1065,17 +1157,19 @@ class Endpoint:
     async def _read(self, response: httpx.Response, in_flight: int) -> Completion:
         """The response of one attempt, whatever its shape, within MAX_RESPONSE_BYTES."""
         status = response.status_code
-        if status in (429, 503):
-            self.slots.overloaded(in_flight)
-        elif 200 <= status < 300:
-            self.slots.succeeded()
-        if not 200 <= status < 300:
+        if 200 <= status < 300:
+            self.slots.succeeded(in_flight)
+            self.responded(False)
+        else:
             try:
                 body = await read_body(response, ERROR_BODY_LIMIT, cut=True)
             except APIError:  # an undecodable error body: the status still says what happened
                 body = b""
             error = status_error(status, response.headers, body, self.runtime.wall_clock())
-            self.start_cooldown(error)
+            if error.backpressure:
+                self.busy(error, in_flight)
+            else:
+                self.responded(False)
             raise error
         if is_event_stream(response):
             completion = await read_stream(response, self.config.max_response_bytes)
@@ -1089,6 +1183,21 @@ def _short(err: BaseException) -> str:
     return (str(err) or err.__class__.__name__).splitlines()[0][:SERVER_MESSAGE_LIMIT]
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
+
+
+def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | bool:
+    """What httpx verifies TLS with. Loading the CA bundle costs 40 ms of every start,
+    and a plain-http endpoint (llama.cpp, vLLM, Ollama on the LAN) never uses it. Then
+    the client gets a context with no CA at all, which fails closed: if a TLS
+    connection ever happened, no certificate could pass. A proxy from the environment
+    may itself be https, so with one set the bundle is loaded as usual."""
+    proxied = any(environ.get(name) or environ.get(name.upper()) for name in PROXY_VARIABLES)
+    if urlsplit(url).scheme.lower() == "http" and not proxied:
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return True
+
+
 def open_client(config: Config) -> httpx.AsyncClient:
     """The run's one HTTP client; every timeout explicit (httpx's default is 5 s)."""
     # identity: see body_chunks; an LLM reply is a few KB, compression saves little.
@@ -1099,7 +1208,7 @@ def open_client(config: Config) -> httpx.AsyncClient:
         timeout=httpx.Timeout(config.request_timeout),
         limits=httpx.Limits(max_connections=config.max_concurrent_requests + POOL_HEADROOM,
                             max_keepalive_connections=config.max_concurrent_requests + POOL_HEADROOM),
-        headers=headers,
+        headers=headers, verify=tls_verification(config.proxy_url, os.environ),
     )
 
 
@@ -1361,7 +1470,30 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
         debate.trace.attempt(debate, call, attempt, messages, sending.temperature, sending.max_tokens)
 
 
-async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T]) -> AttemptResult[T]:
+@dataclass
+class RetriesUsed:
+    """One call's retries so far. Back-pressure draws on BUSY_RETRIES first, every other
+    retryable failure on MAX_RETRIES: a 429 says "later", not "broken", so a busy
+    endpoint does not use up the retries meant for faults."""
+
+    failures: int = 0
+    busy: int = 0
+
+    def next_wait(self, error: APIError, config: Config, rng: random.Random) -> float | None:
+        """Seconds until the next attempt, or None when the call has no retry left for this error."""
+        if not error.retryable:
+            return None
+        if error.backpressure and self.busy < BUSY_RETRIES:
+            self.busy += 1
+            return retry_delay(config, self.busy, error.retry_after, rng)
+        if self.failures < config.max_retries:
+            self.failures += 1
+            return retry_delay(config, self.failures, error.retry_after, rng)
+        return None
+
+
+async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
+                      retries: RetriesUsed) -> AttemptResult[T]:
     """One attempt of a call, recorded in the call and the trace whatever happens."""
     attempt = Attempt(number, debate.new_nonce(), debate.runtime.clock() - debate.started, model=call.model)
     call.attempts.append(attempt)
@@ -1371,8 +1503,7 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
     except APIError as error:
         attempt.status = error.status if error.status is not None else attempt.status
         attempt.outcome = call.failure = str(error)
-        if error.retryable and number <= debate.config.max_retries:
-            attempt.retry_in_s = retry_delay(debate.config, number, error.retry_after, debate.runtime.rng)
+        attempt.retry_in_s = retries.next_wait(error, debate.config, debate.runtime.rng)
         finish_attempt(debate, call, attempt, messages, sending)
         return AttemptResult(None, error)
     except asyncio.CancelledError:
@@ -1414,10 +1545,11 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         return None
     sending = Sending(temperature, max_tokens, prompt_tokens_estimate(system, user), parse)
     error: APIError | None = None
-    for number in range(1, debate.config.max_retries + 2):
+    retries = RetriesUsed()
+    for number in itertools.count(1):
         if not reserve_attempt(debate, call, number, sending):
             return None
-        result = await try_attempt(debate, call, number, sending)
+        result = await try_attempt(debate, call, number, sending, retries)
         if result.error is None:
             debate.endpoint.call_ended(None)
             return result.value
@@ -1923,6 +2055,13 @@ class RunningCall:
     cut: bool = False  # cancelled by the watch (not by Ctrl-C)
 
 
+def median(values: list[float]) -> float:
+    """The median of a non-empty list (the statistics module costs every start 4 ms to import)."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 class StragglerWatch:
     """Cuts the slow tail of one phase of one round.
 
@@ -1962,13 +2101,13 @@ class StragglerWatch:
         return result
 
     def _mark_cut(self, agent: str, seconds: float) -> None:
-        median = statistics.median(self.finished)
+        typical = median(self.finished)
         for call in reversed(self.debate.calls):
             if call.agent == agent and call.phase == self.phase and call.round == self.debate.round:
                 call.failure = "cut as a straggler"
                 break
         self.debate.note(f"{self.phase} {agent} cut as a straggler after {seconds:.2f}s "
-                         f"(STRAGGLER_FACTOR={self.factor:g} x median {median:.2f}s of {len(self.finished)} finished)")
+                         f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} finished)")
 
     def _kick(self) -> None:
         self.changed.set()
@@ -1985,7 +2124,7 @@ class StragglerWatch:
                 self.changed.clear()
                 await self.changed.wait()
                 continue
-            limit = max(self.factor * statistics.median(self.finished), STRAGGLER_MIN_SECONDS)
+            limit = max(self.factor * median(self.finished), STRAGGLER_MIN_SECONDS)
             now = clock()
             for entry in self.running.values():
                 if not entry.cut and now - entry.started >= limit and entry.task is not None:
@@ -2434,7 +2573,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     raises MoAError: failures are recorded in the result. On cancellation the
     files are still written and ``result`` (if given) holds what was done."""
     result = result if result is not None else RunResult(question)
-    debate = Debate(config, endpoint, runtime, uuid.uuid4().hex[:12], runtime.clock(), calls=result.calls,
+    debate = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(), calls=result.calls,
                     skipped=result.skipped, notes=result.notes,
                     budget=Budget(config.max_calls, config.max_total_tokens))
     transcript_path, debate.trace, file_error = open_run_files(config, runtime, place)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, completion, solver_text
+from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, solver_text
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,15 +43,7 @@ async def debate_with_latencies(config: moa.Config, latency, answers=None) -> tu
             return completion(solver_text(answers[agent]))
         return model(request)
 
-    driver = asyncio.create_task(clock.drive())
-    try:
-        with respx.mock:
-            respx.post(URL).mock(side_effect=side_effect)
-            async with moa.open_client(config) as client:
-                runtime = clock.runtime()
-                result = await moa.answer_question(config, "Q?", moa.Endpoint(config, client, runtime), runtime)
-    finally:
-        driver.cancel()
+    result = await answer_in_virtual_time(config, clock, side_effect)
     return result, timeline, clock
 
 
@@ -191,21 +182,6 @@ async def test_pool_stays_healthy_after_a_storm_of_cancelled_requests() -> None:
 
 
 # --- the adaptive request limit ------------------------------------------------------------------
-
-
-async def test_limit_learns_the_endpoint_capacity_from_a_429() -> None:
-    """A request rejected with 9 in flight sets the limit to 8; successes probe upward only slowly."""
-    limit = moa.AdaptiveLimit(32)
-    limit.overloaded(9)
-    assert int(limit.limit) == 8
-    for _ in range(79):
-        limit.succeeded()
-    assert int(limit.limit) == 8, "no probe before about 10 x limit successes"
-    for _ in range(10):
-        limit.succeeded()
-    assert int(limit.limit) == 9
-    limit.overloaded(40)
-    assert int(limit.limit) == 9, "a late 429 from a bigger burst never raises the limit"
 
 
 async def test_limit_holds_requests_and_survives_cancelled_waiters() -> None:
