@@ -3,7 +3,9 @@
 The question goes through one OpenAI-compatible chat-completions endpoint:
 
     generate (N blind solvers) -> critique (each answer by another slot)
-    -> rebuttal (each solver defends or revises) -> judges (vote)
+    -> rebuttal (each solver defends or revises)
+    -> later rounds while they disagree (ROUNDS: each reads the others and may revise)
+    -> judges (vote)
 
 and the whole debate runs once more, hotter and wider, when the judges' winning
 confidence is below MIN_JUDGE_CONFIDENCE.
@@ -13,6 +15,8 @@ Run it:
     python moa_pipeline.py -q "What is 17 * 23?"
     echo "What is 17 * 23?" | python moa_pipeline.py -q - --json
     python moa_pipeline.py -f questions.jsonl -o results.jsonl
+
+or from Python: ``result = await moa_pipeline.debate("What is 17 * 23?", workers=3)``.
 
 Settings come from flags, then the environment, then .env, then defaults
 (see .env.example and README.md). Results go to stdout, logs to stderr.
@@ -34,7 +38,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
      8. the debate's state ... positions, votes, verdicts, the run's result
      9. phases ... generate, critique, rebut, judge; chains and straggler cuts
     10. voting ... the tally, its tie rule, and what the vote hides
-    11. one question ... a debate, the rerun rule, answer_question
+    11. one question ... a debate, its later rounds, the rerun rule,
+        answer_question, and the library API (debate, Result)
     12. files ... transcripts, traces, atomic writes, the lock, the result writer
     13. dry run and replay ... dry_run, load_replay (traces are checked here),
         and --check (check_endpoint)
@@ -146,13 +151,19 @@ BUSY_CLUSTER_SECONDS = 10.0
 # Back-pressure retries a call may make beyond MAX_RETRIES: a busy endpoint is not a
 # broken one, and a batch should run to the end when it is merely busy.
 BUSY_RETRIES = 20
-PHASES = ("generate", "critique", "rebuttal", "judge")
+PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
+# Debate rounds (ROUNDS): round 1 is generate, critique, rebuttal; each later round is one
+# "revise" call per solver, while the solvers disagree. A revising solver reads each other
+# solver's answer with the first REASON_CHARS characters of its latest reason.
+MAX_ROUNDS = 10
+REASON_CHARS = 400
 
 
 PHASE_TITLES = {
     "generate": "Phase 1 - Blind generation",
     "critique": "Phase 2 - Cross-critique",
     "rebuttal": "Phase 3 - Rebuttal",
+    "revise": "Later rounds - Revision",
     "judge": "Phase 4 - Judges",
 }
 
@@ -172,7 +183,10 @@ MESSAGE_OVERHEAD_TOKENS = 8
 # Files the tool creates are opened with these: never through a symlink planted
 # at the name, and (O_EXCL) never over a file that is already there.
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique", "judges": "rebuttal"}  # start -> last phase kept
+# --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1
+# and runs round K onwards (up to ROUNDS), then the judges.
+REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique",
+                 **{f"round{k}": "rebuttal" for k in range(2, MAX_ROUNDS + 1)}, "judges": "rebuttal"}
 # A trace line longer than this is not one we wrote (replies are capped far below it).
 MAX_TRACE_LINE_BYTES = 256 * 1024 * 1024
 DEFAULT_CONCURRENCY = 4
@@ -358,6 +372,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JUDGE_TEMPERATURE", "0.2", _number(0, MAX_TEMPERATURE)),
     Setting("JUDGE_MAX_TOKENS", "8192", _integer(1, 1_000_000)),
     Setting("NUM_JUDGES", "3", _integer(1, MAX_JUDGES)),
+    Setting("ROUNDS", "1", _integer(1, MAX_ROUNDS)),
     Setting("MIN_JUDGE_CONFIDENCE", "60", _integer(0, 100)),
     Setting("ENABLE_REBUTTAL", "true", _boolean),
     Setting("ENABLE_FILE_LOGGING", "true", _boolean),
@@ -404,6 +419,7 @@ class Config:
     judge_temperature: float = 0.2
     judge_max_tokens: int = 8192
     num_judges: int = 3
+    rounds: int = 1  # debate rounds while the solvers disagree (1: generate, critique, rebuttal only)
     min_judge_confidence: int = 60
     enable_rebuttal: bool = True
     enable_file_logging: bool = True
@@ -643,7 +659,11 @@ class APIError(MoAError):
 
 
 class RunFailed(MoAError):
-    pass
+    """The run produced no verdict. From debate(), ``result`` holds what it did (status "failed")."""
+
+    def __init__(self, message: str, result: Result | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class EndpointUnreachable(RunFailed):
@@ -1249,6 +1269,7 @@ class AgentCall:
     failure: str | None = None
     tier: str | None = None
     model: str = ""
+    step: int = 1  # the debate round (ROUNDS) the call belongs to; ``round`` is 2 in the rerun
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -1407,9 +1428,9 @@ def record_usage(attempt: Attempt, completion: Completion, prompt_estimate: int)
         attempt.usage_estimated = True
 
 
-def request_headers(debate: Debate, phase: str, agent: str, attempt: int) -> dict[str, str]:
+def request_headers(debate: Debate, phase: str, agent: str, attempt: int, step: int = 1) -> dict[str, str]:
     """Tags that let a gateway's own logs be joined with the transcript."""
-    headers = {"X-MoA-Run-Id": debate.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent,
+    headers = {"X-MoA-Run-Id": debate.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent, "X-MoA-Round": str(step),
                "cf-aig-metadata": json.dumps({"run_id": debate.run_id, "phase": phase, "agent": agent,
                                               "attempt": attempt})}
     if attempt > 1:
@@ -1443,7 +1464,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
     """One HTTP attempt and its parse; APIError when it yields nothing usable."""
     completion = await debate.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
-        headers=request_headers(debate, call.phase, call.agent, attempt.number))
+        headers=request_headers(debate, call.phase, call.agent, attempt.number, call.step))
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
     attempt.gateway_retries = completion.gateway_retries
@@ -1528,7 +1549,7 @@ def reserve_attempt(debate: Debate, call: AgentCall, number: int, sending: Sendi
 
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
               temperature: float, max_tokens: int, parse: Callable[[str], T | None],
-              model: str | None = None) -> T | None:
+              model: str | None = None, step: int = 1) -> T | None:
     """One agent call with retries; the parsed value, or None once the call failed.
 
     A call fails when its retries or the budget run out, or on an error no
@@ -1538,7 +1559,7 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
     rejects is dropped while others remain.
     """
     model = model or debate.config.models[0]
-    call = AgentCall(debate.round, phase, agent, system, user, model=model)
+    call = AgentCall(debate.round, phase, agent, system, user, model=model, step=step)
     debate.calls.append(call)
     if model in debate.dropped_models:
         call.failure = f"model {model} was dropped earlier in this run"
@@ -1734,13 +1755,16 @@ class CallCosts:
     judge_base: int  # a judge's prompt with the answers, before critiques and rebuttals
     text: int  # MAX_TOKENS: the longest completion of a solver, critic or rebutter
     judge_completion: int
+    revise: int = 0  # a later round's prompt: its own answer, reason and critique, and every other answer
 
     def judge(self, critiques: int, rebuttals: int) -> int:
         """One judge's prompt once it also reads ``critiques`` critiques and ``rebuttals`` rebuttals."""
         return self.judge_base + (critiques + rebuttals) * self.text
 
 
-NO_COSTS = CallCosts(0, 0, 0, 0, 0, 0)  # what planning assumes when no budget is set
+NO_COSTS = CallCosts(0, 0, 0, 0, 0, 0, 0)
+# A short reason (REASON_CHARS characters) in tokens, at estimate_tokens' 3 bytes a token and 4 bytes a character.
+REASON_TOKENS = -(-REASON_CHARS * 4 // 3)  # what planning assumes when no budget is set
 
 
 def worst_case_costs(config: Config, question: str, positions: list[Position] | None = None,
@@ -1760,7 +1784,12 @@ def worst_case_costs(config: Config, question: str, positions: list[Position] | 
         rebuttal=max((prompt_tokens_estimate(*rebuttal_prompts(question, p)) for p in shown), default=0)
         + unwritten + cap,
         judge_base=prompt_tokens_estimate(*judge_prompts(question, shown)) + len(shown) * unwritten,
-        text=cap, judge_completion=config.judge_max_tokens)
+        text=cap, judge_completion=config.judge_max_tokens,
+        # Unwritten: its own answer, reason and critique, and each other's answer and short reason.
+        revise=max((prompt_tokens_estimate(*revise_prompts(question, p, [(o.final_answer, short_reason(o))
+                                                                        for o in shown if o is not p]))
+                    for p in shown), default=0) + 3 * unwritten
+        + (len(shown) - 1) * (unwritten + (REASON_TOKENS if unwritten else 0)))
 
 
 call_costs = worst_case_costs  # the name earlier code and tests know
@@ -1794,6 +1823,8 @@ def round_worst_case(config: Config, question: str, workers: int, round_name: st
     per_call = [("generate", workers, costs.solver, costs.text), ("critique", workers, costs.critic, costs.text)]
     if rebuttals:
         per_call.append(("rebuttal", rebuttals, costs.rebuttal, costs.text))
+    if config.rounds > 1:
+        per_call.append(("revise", (config.rounds - 1) * workers, costs.revise, costs.text))
     per_call.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
     return [PhaseCost(round_name, phase, calls, calls * prompt, calls * completion,
                       cost_usd(calls * prompt, calls * completion, config))
@@ -1833,6 +1864,15 @@ def note_budget_cuts(debate: Debate, plan: DebatePlan, positions: list[Position]
         debate.skip(f"{wanted_rebuttals - plan.rebuttals} rebuttal(s)")
     if plan.judges < config.num_judges:
         debate.skip(f"{config.num_judges - plan.judges} judge(s)")
+
+
+def revision_affordable(debate: Debate, question: str, positions: list[Position]) -> bool:
+    """Whether one more debate round fits the budget beside what is kept back for the judges."""
+    budget = debate.budget
+    if not budget.limited:
+        return True
+    per_call = worst_case_costs(debate.config, question, positions).revise + debate.config.max_tokens
+    return budget.fits(len(positions) + budget.floor_calls, len(positions) * per_call + budget.floor_tokens)
 
 
 def rerun_settings(config: Config) -> tuple[int, float]:
@@ -1881,10 +1921,16 @@ class Position:
     rebuttal: str | None = None
     final_answer: str = ""
     model: str = ""
+    revision: str | None = None  # its reply in the latest revision round (ROUNDS > 1)
+    by_round: list[str] = field(default_factory=list)  # its answer after each round, once round 1 is over
 
     @property
     def agent(self) -> str:
         return f"solver-{self.slot + 1}"
+
+    @property
+    def latest_reason(self) -> str:
+        return self.revision or self.rebuttal or self.reasoning
 
 
 @dataclass(frozen=True)
@@ -1924,7 +1970,7 @@ class Debate:
     skipped: list[str] = field(default_factory=list)  # what the budget cut, in order
     positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
     dropped_models: set[str] = field(default_factory=set)
-    watches: dict[tuple[int, str], StragglerWatch] = field(default_factory=dict)
+    watches: dict[tuple[int, str, int], StragglerWatch] = field(default_factory=dict)
 
     def skip(self, what: str) -> None:
         self.skipped.append(f"round {self.round}: {what}")
@@ -1985,6 +2031,11 @@ class RunResult:
         return self.budget_limited or any(not call.ok for call in self.calls)
 
     @property
+    def rounds(self) -> int:
+        """Debate rounds run in the reported debate (0 when no solver answered)."""
+        return max((len(p.by_round) or 1 for p in self.positions), default=0)
+
+    @property
     def reported_round(self) -> int | None:
         return next((i for i, v in enumerate(self.verdicts, 1) if v is self.verdict), None)
 
@@ -2036,10 +2087,27 @@ def rebuttal_prompts(question: str, position: Position) -> tuple[str, str]:
                            critique=prompts.quote_untrusted(position.critique or "")))
 
 
+def short_reason(position: Position) -> str:
+    """Its latest reason on one line, at most REASON_CHARS characters: what the others read."""
+    text = " ".join(position.latest_reason.split())
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 1] + "…"
+
+
+def revise_prompts(question: str, position: Position, others: list[tuple[str, str]]) -> tuple[str, str]:
+    """A later round: the solver's own answer, reason and critique, and each other (answer, reason)."""
+    blocks = [prompts.render(prompts.REVISE_OTHER, answer=prompts.quote_untrusted(answer),
+                             reason=prompts.quote_untrusted(reason)) for answer, reason in others]
+    return (prompts.render(prompts.REVISE_SYSTEM),
+            prompts.render(prompts.REVISE_USER, question=prompts.quote_untrusted(question),
+                           answer=prompts.quote_untrusted(position.final_answer),
+                           reasoning=_quoted(position.latest_reason), critique=_quoted(position.critique),
+                           others="\n".join(blocks) or prompts.NOT_AVAILABLE))
+
+
 def judge_prompts(question: str, positions: list[Position], by_label: bool = False) -> tuple[str, str]:
     blocks = [prompts.render(prompts.JUDGE_CANDIDATE, label=candidate_label(i),
                              answer=prompts.quote_untrusted(p.final_answer), reasoning=_quoted(p.reasoning),
-                             critique=_quoted(p.critique), rebuttal=_quoted(p.rebuttal))
+                             critique=_quoted(p.critique), rebuttal=_quoted(p.revision or p.rebuttal))
               for i, p in enumerate(positions)]
     system = prompts.render(prompts.JUDGE_SYSTEM_BY_LABEL if by_label else prompts.JUDGE_SYSTEM)
     return system, prompts.render(prompts.JUDGE_USER, question=prompts.quote_untrusted(question),
@@ -2142,9 +2210,9 @@ class StragglerWatch:
             self.watchdog.cancel()
 
 
-def watch_for(debate: Debate, phase: str, calls: int) -> StragglerWatch:
-    """The straggler watch of ``phase`` in the current round (one per phase and round)."""
-    key = (debate.round, phase)
+def watch_for(debate: Debate, phase: str, calls: int, step: int = 1) -> StragglerWatch:
+    """The straggler watch of ``phase`` in the current round (one per phase, debate round and rerun)."""
+    key = (debate.round, phase, step)
     if key not in debate.watches:
         debate.watches[key] = StragglerWatch(debate, phase, min(debate.config.min_valid_answers, calls))
     return debate.watches[key]
@@ -2189,6 +2257,29 @@ async def reply_one(debate: Debate, question: str, position: Position, workers: 
                     "its first answer stands")
         return
     position.rebuttal, position.final_answer = found.text, found.answer.answer
+
+
+async def revise_one(debate: Debate, question: str, position: Position, others: list[tuple[str, str]],
+                     step: int, temperature: float) -> None:
+    """One solver, in debate round ``step``, holds or revises after reading the others; a failure keeps its answer."""
+    system, user = revise_prompts(question, position, others)
+    found = await watch_for(debate, "revise", len(others) + 1, step).guard(position.agent, ask(
+        debate, "revise", position.agent, system, user, temperature=temperature,
+        max_tokens=debate.config.max_tokens, parse=_rebuttal, model=position.model or None, step=step))
+    if found is None:
+        debate.note(f"round {step} revision of {position.agent} failed "
+                    f"({failure_of(debate, 'revise', position.agent)}); its answer stands")
+        return
+    position.revision, position.final_answer = found.text, found.answer.answer
+
+
+async def revise(debate: Debate, question: str, positions: list[Position], step: int, temperature: float) -> None:
+    """Debate round ``step``: every solver at once, each reading the others' answers as the round began."""
+    shown = {p.slot: (p.final_answer, short_reason(p)) for p in positions}
+    await run_all(revise_one(debate, question, p, [shown[o.slot] for o in positions if o is not p], step, temperature)
+                  for p in positions)
+    for position in positions:
+        position.by_round.append(position.final_answer)
 
 
 async def generate(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
@@ -2424,13 +2515,21 @@ def minority_report(verdict: Verdict, positions: list[Position],
 def answer_changes(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> list[dict[str, Any]]:
     """For each solver: its first answer, its final one, and whether the rebuttal changed it."""
     return [{"agent": p.agent, "model": p.model, "answer": p.answer, "final_answer": p.final_answer,
-             "changed": key(p.answer) != key(p.final_answer)} for p in positions]
+             "changed": key(p.answer) != key(p.final_answer), "by_round": p.by_round or [p.final_answer]}
+            for p in positions]
 
 
 def converged_after_critique(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> bool:
     """Most solvers switched, and to one answer: shared errors often look like consensus."""
     targets = [key(p.final_answer) for p in positions if key(p.answer) != key(p.final_answer)]
     return 2 * len(targets) > len(positions) and len(set(targets)) == 1
+
+
+def solvers_agree(positions: list[Position], question: str) -> bool:
+    """Whether every solver's current answer is the same, compared by the question's answer type."""
+    answers = [p.final_answer for p in positions]
+    key = typed_key(detect_answer_type(question, answers), choice_letters(question))
+    return len({key(answer) for answer in answers}) <= 1
 
 
 def judges_split(verdict: Verdict) -> bool:
@@ -2457,8 +2556,9 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
 # --- 11. one question ----------------------------------------------------------------------------
 
 async def deliberate(debate: Debate, question: str, positions: list[Position], workers: int, temperature: float,
-                     done: str = "generate") -> Verdict:
-    """Every phase after ``done``, cut to what the budget pays for, then the tally."""
+                     done: str = "generate", later_rounds: bool = True) -> Verdict:
+    """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to
+    what the budget pays for, then the tally."""
     config = debate.config
     plan, judge_cost = plan_phases(debate, question, positions, done)
     note_budget_cuts(debate, plan, positions, done)
@@ -2471,6 +2571,8 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
             critiqued = [p for p in positions if p.critique is not None]
             await rebut(debate, question, critiqued[:plan.rebuttals], workers, temperature)
             log_phase(debate, "rebuttal")
+        if later_rounds:
+            await run_later_rounds(debate, question, positions, temperature)
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
     votes = await judge(debate, question, positions, plan.judges, kind) if plan.judges else []
     log_phase(debate, "judge")
@@ -2484,14 +2586,37 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
 
 
-def log_phase(debate: Debate, phase: str) -> None:
+async def run_later_rounds(debate: Debate, question: str, positions: list[Position], temperature: float) -> None:
+    """Debate rounds 2..ROUNDS after round 1's rebuttals, while the solvers disagree.
+
+    A round costs one call per solver still in the debate (5 with 5 solvers): each
+    reads the others' answers and reasons and may revise. The rounds stop as soon as
+    every answer agrees (by the question's answer type), and are the first thing a
+    budget drops: one runs only if all its calls fit beside what the judges keep back.
+    """
+    config = debate.config
+    for position in positions:
+        if not position.by_round:  # a replay from a later round brings its earlier rounds
+            position.by_round.append(position.final_answer)
+    rounds_done = max((len(p.by_round) for p in positions), default=1)
+    for step in range(rounds_done + 1, config.rounds + 1):
+        if solvers_agree(positions, question):
+            return
+        if not revision_affordable(debate, question, positions):
+            debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
+            return
+        await revise(debate, question, positions, step, temperature)
+        log_phase(debate, "revise", step)
+
+
+def log_phase(debate: Debate, phase: str, step: int = 1) -> None:
     """One stderr line when a phase of this round is done: "critique 5/5 ok 3.2s"."""
-    calls = [c for c in debate.calls if c.phase == phase and c.round == debate.round]
+    calls = [c for c in debate.calls if c.phase == phase and c.round == debate.round and c.step == step]
     attempts = [a for c in calls for a in c.attempts]
     if not calls:
         return
     span = (max(a.started_s + a.latency_s for a in attempts) - min(a.started_s for a in attempts)) if attempts else 0.0
-    where = f" (round {debate.round})" if debate.round > 1 else ""
+    where = "".join(f" ({label})" for label, shown in ((f"round {step}", step > 1), ("rerun", debate.round > 1)) if shown)
     log.info("%s %d/%d ok %.1fs%s", phase, sum(c.ok for c in calls), len(calls), span, where)
 
 
@@ -2598,6 +2723,96 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     return result
 
 
+@dataclass(frozen=True)
+class Result:
+    """What debate() returns: the verdict's fields, and ``to_dict()``, exactly the --json object."""
+
+    question: str
+    final_answer: str | None
+    confidence: int | None
+    answer_type: str | None
+    verdict_source: str | None
+    judges_agreeing: int
+    judges_valid: int
+    rounds: int
+    rerun: bool
+    status: str
+    error: str | None
+    llm_calls: int
+    http_requests: int
+    cost_usd: float | None
+    elapsed_s: float
+    transcript: str | None
+    trace: str | None
+    details: Mapping[str, Any] = field(repr=False, compare=False)  # the --json object
+
+    @classmethod
+    def of(cls, run: RunResult, config: Config) -> Result:
+        shown: dict[str, Any] = load_json(safe_json(result_json(run, config), config, ensure_ascii=False))
+        return cls(**{f: shown[f] for f in cls.__dataclass_fields__ if f != "details"}, details=shown)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A fresh copy of the --json object: secrets masked, only JSON types."""
+        copied: dict[str, Any] = load_json(json.dumps(self.details))
+        return copied
+
+
+# Keyword names debate() accepts besides each setting's lower-case name: the CLI's -w and -j.
+OVERRIDE_ALIASES = {"workers": "NUM_WORKERS", "judges": "NUM_JUDGES"}
+
+
+def setting_text(value: Any) -> str:
+    """A Python value as the settings parsers read it (None: unset)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
+    """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI;
+    keyword overrides on top, checked by the same parsers. ConfigError for an unknown name."""
+    names = {s.field: s.env for s in SETTINGS} | OVERRIDE_ALIASES
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}: use a setting's lower-case name, such as "
+                          "workers, judges, rounds or max_tokens (see README, Settings)")
+    flags = {names[name]: setting_text(value) for name, value in overrides.items()}
+    if config is None:
+        return load_config(flags, os.environ, read_env_file(None, os.environ))
+    if not flags:
+        return config
+    return load_config({s.env: setting_text(getattr(config, s.field)) for s in SETTINGS} | flags, {}, {})
+
+
+async def debate(question: str, *, config: Config | None = None, _runtime: Runtime | None = None,
+                 _replay: Replay | None = None, _record: RunResult | None = None, **overrides: Any) -> Result:
+    """Answer one question by a debate; the library's way in, and the CLI's.
+
+    Settings come from the environment and .env, as for the CLI, unless ``config``
+    is given; keyword overrides use the settings' lower-case names (``workers=3,
+    judges=1, rounds=2``). Writes the transcript and trace as the settings say,
+    and never prints, exits or installs signal handlers. Raises ConfigError (bad
+    settings or question) or RunFailed (no verdict; its ``result`` says why).
+    The underscored keywords are the CLI's: its test seams, a replay, and the
+    record it reports from even when the run is cancelled.
+    """
+    if not log.handlers:  # a library logs nowhere until its caller sets logging up
+        log.addHandler(logging.NullHandler())
+    config = library_config(config, overrides)
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError("the question is empty")
+    runtime = _runtime or Runtime()
+    run = _record if _record is not None else RunResult(question)
+    async with open_client(config) as client:
+        await answer_question(config, question, Endpoint(config, client, runtime), runtime, run, _replay)
+    result = Result.of(run, config)
+    if isinstance(run.exception, ConfigError):
+        raise run.exception
+    if run.status != "ok":
+        raise RunFailed(result.error or "the run produced no verdict", result) from run.exception
+    return result
+
+
 def save_run_files(debate: Debate, question: str, result: RunResult, replay: Replay | None,
                    transcript_path: Path | None) -> str | None:
     """Close the trace and fill the transcript; why a write failed, or None."""
@@ -2653,9 +2868,10 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
     lines += [f"{name}={value}" for name, value in config.shown().items()]
     for round_number in sorted({c.round for c in debate.calls}):
         for phase in PHASES:
-            calls = [c for c in debate.calls if c.round == round_number and c.phase == phase]
-            if calls:
-                lines += ["", f"=== Round {round_number} · {PHASE_TITLES[phase]} ===", ""]
+            for step in sorted({c.step for c in debate.calls if c.round == round_number and c.phase == phase}):
+                calls = [c for c in debate.calls if c.round == round_number and c.phase == phase and c.step == step]
+                title = f"Debate round {step} - Revision" if phase == "revise" else PHASE_TITLES[phase]
+                lines += ["", f"=== Round {round_number} · {title} ===", ""]
                 for call in calls:
                     lines += _render_call(call)
     if debate.notes:
@@ -2807,7 +3023,8 @@ class TraceWriter:
     def attempt(self, debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                 temperature: float, max_tokens: int) -> None:
         self.write({
-            "type": "attempt", "run_id": debate.run_id, "round": call.round, "phase": call.phase,
+            "type": "attempt", "run_id": debate.run_id, "round": call.round, "debate_round": call.step,
+            "phase": call.phase,
             "agent": call.agent, "attempt": attempt.number, "nonce": attempt.nonce, "model": attempt.model,
             "request": {"model": attempt.model, "messages": messages, "temperature": temperature,
                         "max_tokens": max_tokens},
@@ -3147,6 +3364,7 @@ class TraceAttempt:
     slot: int  # the solver slot the attempt is about (the critiqued one for a critique), from 0
     ok: bool
     response_text: str
+    step: int = 1  # the debate round
 
 
 def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -3188,7 +3406,10 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
         return None
     if not 0 <= slot < MAX_WORKERS or (phase == "critique") != (found.group(1) is not None):
         raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({str(agent)[:40]!r})")
-    return TraceAttempt(round_number, phase, slot, outcome == "ok", valid_text(text or ""))
+    step = record.get("debate_round", 1)
+    if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= MAX_ROUNDS:
+        raise ConfigError(f"--replay {path}: line {number} has a debate_round that is not 1-{MAX_ROUNDS}")
+    return TraceAttempt(round_number, phase, slot, outcome == "ok", valid_text(text or ""), step)
 
 
 def _rebuild_positions(attempts: list[TraceAttempt], start: str) -> dict[int, Position]:
@@ -3205,12 +3426,27 @@ def _rebuild_positions(attempts: list[TraceAttempt], start: str) -> dict[int, Po
             found = parse_block(record.response_text, "critique")
             if found and record.slot in positions:
                 positions[record.slot].critique = found[0]
-    if start == "judges":
+    if start == "judges" or start.startswith("round"):
         for record in by_phase["rebuttal"]:
             rebuttal = parse_rebuttal(record.response_text)
             if rebuttal and record.slot in positions:
                 positions[record.slot].rebuttal, positions[record.slot].final_answer = rebuttal[0], rebuttal[1].answer
+        first_rerun = int(start[5:]) if start.startswith("round") else MAX_ROUNDS + 1
+        _replay_revisions(positions, [a for a in by_phase["revise"] if a.step < first_rerun])
     return positions
+
+
+def _replay_revisions(positions: dict[int, Position], revisions: list[TraceAttempt]) -> None:
+    """The debate rounds a trace holds, applied in order: each solver's answer after each round."""
+    for position in positions.values():
+        position.by_round = [position.final_answer]
+    for step in range(2, max((a.step for a in revisions), default=1) + 1):
+        for record in (a for a in revisions if a.step == step and a.slot in positions):
+            revised = parse_rebuttal(record.response_text)
+            if revised:
+                positions[record.slot].revision, positions[record.slot].final_answer = revised[0], revised[1].answer
+        for position in positions.values():
+            position.by_round.append(position.final_answer)
 
 
 def load_replay(path: Path, start: str) -> Replay:
@@ -3243,11 +3479,11 @@ def load_replay(path: Path, start: str) -> Replay:
 
 async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
     """The phases from ``replay.start`` on, over the rebuilt positions; no rerun (it would need new solvers)."""
-    positions = [replace(p) for p in replay.positions]
+    positions = [replace(p, by_round=list(p.by_round)) for p in replay.positions]
     debate.positions[1] = positions
     require_enough(debate, positions, replay.workers)
     verdict = await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
-                               done=REPLAY_STARTS[replay.start])
+                               done=REPLAY_STARTS[replay.start], later_rounds=replay.start != "judges")
     result.verdict = verdict
     result.verdicts.append(verdict)
 
@@ -4084,8 +4320,9 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
                         help="send one tiny request and report reachability, the key, the model and the context")
     source.add_argument("--replay", metavar="TRACE",
                         help="rebuild a run from its .jsonl trace and run only the phases from --from on")
-    parser.add_argument("--from", dest="replay_from", choices=tuple(REPLAY_STARTS),
-                        help="with --replay: the first phase to run again")
+    parser.add_argument("--from", dest="replay_from", choices=tuple(REPLAY_STARTS), metavar="START",
+                        help="with --replay: what to run again: critique, rebuttal, round2..round10 (debate "
+                             "rounds from that one on) or judges")
 
 
 def add_batch_flags(parser: argparse.ArgumentParser) -> None:
@@ -4109,6 +4346,8 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that set a setting for this run (flag > environment > .env > default)."""
     parser.add_argument("-w", "--workers", metavar="N", help="solvers per round (NUM_WORKERS)")
     parser.add_argument("-j", "--judges", metavar="N", help="judges (NUM_JUDGES)")
+    parser.add_argument("--rounds", metavar="N",
+                        help="debate rounds while the solvers disagree, 1-10 (ROUNDS; 1: no revision round)")
     parser.add_argument("--no-rebuttal", action="store_true", help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
     parser.add_argument("--early-exit", action="store_true",
                         help="stop after phase 1 when every answer agrees (EARLY_EXIT=true)")
@@ -4136,7 +4375,7 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     """The settings given as flags, by their .env names."""
-    flags = {"NUM_WORKERS": args.workers, "NUM_JUDGES": args.judges, "MODEL_NAME": args.model,
+    flags = {"NUM_WORKERS": args.workers, "NUM_JUDGES": args.judges, "ROUNDS": args.rounds, "MODEL_NAME": args.model,
              "MAX_CALLS": args.max_calls, "MAX_TOTAL_TOKENS": args.max_tokens}
     if args.no_rebuttal:
         flags["ENABLE_REBUTTAL"] = "false"
@@ -4231,6 +4470,7 @@ def result_json(result: RunResult, config: Config) -> dict[str, Any]:
         "answer_type": verdict.kind if verdict else None,
         "unanimous": verdict is not None and verdict.source == "unanimous",
         "rerun": result.rerun,
+        "rounds": result.rounds,
         "phases": phase_counts(calls),
         "answers": answer_changes(result.positions, key),
         "dissent": minority_report(verdict, result.positions, key) if verdict else [],
@@ -4306,10 +4546,12 @@ async def run_cli(config: Config, question: str, runtime: Runtime, result: RunRe
     if task is not None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        async with open_client(config) as client:
-            return await answer_question(config, question, Endpoint(config, client, runtime), runtime, result, replay)
+        await debate(question, config=config, _runtime=runtime, _replay=replay, _record=result)
+    except MoAError:
+        pass  # recorded in ``result``, which main_single reports
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+    return result
 
 
 def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Replay | None]:

@@ -17,7 +17,7 @@ from string import Template
 from parsing import CONTRACT_TAGS
 
 # Text inside these delimiters is data; the system prompts say so.
-_CONTRACT_TAG = re.compile(r"<(\s{0,5}/?\s{0,5}(?:" + "|".join(CONTRACT_TAGS) + r"|final_answer)\b)", re.IGNORECASE)
+_CONTRACT_TAG = re.compile(r"<(\s{0,5}/?\s{0,5}(?:" + "|".join(CONTRACT_TAGS) + r"|final_answer|other_solver)\b)", re.IGNORECASE)
 
 
 def quote_untrusted(text: str) -> str:
@@ -101,6 +101,30 @@ REBUTTAL_USER = Template(
     "Your answer:\n<answer>\n$answer\n</answer>\n\n"
     "The reviewer's critique:\n<critique>\n$critique\n</critique>"
 )
+
+# --- later rounds: revision (ROUNDS > 1) -----------------------------------------
+
+REVISE_SYSTEM = Template(
+    "You are one of several solvers debating the question below. You gave an answer, a reviewer "
+    "critiqued it, and the other solvers' current answers are shown with their reasons. They do "
+    "not all agree. Reconsider: keep your answer if you still think it is right, or change it if "
+    "another argument convinces you. Check their reasoning yourself; do not follow the majority "
+    "for its own sake.\n"
+    f"{DATA_RULE}\n"
+    "Reply in exactly this format:\n"
+    "<rebuttal>why you hold or change your answer</rebuttal>\n"
+    "<answer>your final answer only, revised or not</answer>"
+)
+
+REVISE_USER = Template(
+    "<question>\n$question\n</question>\n\n"
+    "Your current answer:\n<answer>\n$answer\n</answer>\n\n"
+    "Your reason:\n<reasoning>\n$reasoning\n</reasoning>\n\n"
+    "The critique you received:\n<critique>\n$critique\n</critique>\n\n"
+    "The other solvers' current answers:\n$others"
+)
+
+REVISE_OTHER = Template("<other_solver>\n<answer>\n$answer\n</answer>\nReason: $reason\n</other_solver>")
 
 # --- phase 4: judges --------------------------------------------------------
 

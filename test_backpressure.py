@@ -277,3 +277,26 @@ def test_no_call_is_lost_silently_at_the_endpoints_limit(tmp_path, server) -> No
     reported = sum(p["failed"] for line in lines for p in line["phases"].values())
     assert reported >= never
     assert any(end["status"] == 429 for end in endpoint.events("end")), "the endpoint was at its limit"
+
+
+# --- start-up: no CA bundle for a plain-http endpoint --------------------------------------------
+
+
+def test_a_plain_http_endpoint_loads_no_ca_bundle_and_fails_closed() -> None:
+    """Loading the bundle costs 40 ms of every start; the empty context refuses any certificate."""
+    import ssl
+    context = moa.tls_verification("http://127.0.0.1:8080/v1/chat/completions", {})
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 0
+
+
+@pytest.mark.parametrize("url, environ", [
+    ("https://api.openai.com/v1/chat/completions", {}),
+    ("HTTPS://gateway.ai.cloudflare.com/v1/x/y/openai/chat/completions", {}),
+    ("http://10.0.0.5:8000/v1/chat/completions", {"HTTPS_PROXY": "https://proxy.corp:3128"}),
+    ("http://10.0.0.5:8000/v1/chat/completions", {"http_proxy": "https://proxy.corp:3128"}),
+    ("http://10.0.0.5:8000/v1/chat/completions", {"ALL_PROXY": "socks5://proxy.corp:1080"}),
+])
+def test_tls_is_verified_as_usual_wherever_it_may_be_used(url: str, environ: dict) -> None:
+    assert moa.tls_verification(url, environ) is True

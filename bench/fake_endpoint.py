@@ -5,7 +5,7 @@
         --straggler-factor 10 --max-concurrency 8 --log requests.jsonl
 
 It prints "listening on http://127.0.0.1:PORT/v1" on stdout once it accepts connections.
-Replies follow the pipeline's output contract (solver, critic, rebuttal and judge formats),
+Replies follow the pipeline's output contract (solver, critic, rebuttal, revision and judge formats),
 chosen by the X-MoA-Phase header or, for other clients, by the system prompt.
 
 Latency per request: LATENCY seconds, times a lognormal factor exp(N(0, SPREAD)) when SPREAD > 0,
@@ -94,6 +94,8 @@ def phase_of(headers: dict[str, str], body: dict[str, Any]) -> str:
         return "critique"
     if "reviewer critiqued your answer" in system:
         return "rebuttal"
+    if "several solvers debating" in system:
+        return "revise"
     return "generate"
 
 
@@ -123,6 +125,12 @@ def oracle_reply(phase: str, state: State, body: dict[str, Any]) -> str | None:
     if phase == "rebuttal":
         mine = user.split("Your answer:\n<answer>\n", 1)[-1].split("\n</answer>", 1)[0]
         return f"<rebuttal>I checked again.</rebuttal>\n<answer>{mine}</answer>"
+    if phase == "revise":  # a later debate round: join the majority of all answers shown, mine on a tie
+        mine = user.split("Your current answer:\n<answer>\n", 1)[-1].split("\n</answer>", 1)[0]
+        others = [block.split("\n</answer>", 1)[0] for block in user.split("<other_solver>\n<answer>\n")[1:]]
+        shown = [mine, *others]
+        top = max(shown, key=lambda a: (shown.count(a), a == mine))
+        return f"<rebuttal>Weighed the others.</rebuttal>\n<answer>{top}</answer>"
     if phase == "judge":
         candidates = [c.split("\n</answer>", 1)[0] for c in user.split("<answer>\n")[1:]]
         top = max(set(candidates), key=candidates.count) if candidates else expected
@@ -136,7 +144,7 @@ def reply_text(phase: str, state: State) -> str:
     answer = options.wrong_answer if state.rng.random() < options.wrong_rate else options.answer
     if phase == "critique":
         return "<critique>I recomputed every step; the arithmetic holds.</critique>"
-    if phase == "rebuttal":
+    if phase in ("rebuttal", "revise"):
         return f"<rebuttal>The critique confirms my work.</rebuttal>\n<answer>{answer}</answer>"
     if phase == "judge":
         return (f"<analysis>Candidates agree after checking.</analysis>\nFINAL ANSWER: {options.answer}\n"
@@ -191,6 +199,8 @@ def keyed_uniforms(options: Options, headers: dict[str, str], body: dict[str, An
     user = str(messages[-1].get("content", ""))
     question = user.split("<question>\n", 1)[-1].split("\n</question>", 1)[0]
     key = f"{options.seed}|{question}|{headers.get('x-moa-phase')}|{headers.get('x-moa-agent')}"
+    if headers.get("x-moa-round", "1") != "1":  # later debate rounds; round 1 keeps the draws of earlier seeds
+        key += f"|{headers['x-moa-round']}"
     digest = hashlib.sha256(key.encode()).digest()
     first, second = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:16], "big")
     return (first + 0.5) / 2**64, (second + 0.5) / 2**64
@@ -291,7 +301,7 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
         return response_bytes(429, b'{"error":{"message":"rate limited"}}',
                               {"Retry-After": f"{options.retry_after:g}"})
     in_phase = not options.fault_phase or headers.get("x-moa-phase") == options.fault_phase
-    call = "|".join(headers.get(h, "") for h in ("x-moa-run-id", "x-moa-phase", "x-moa-agent"))
+    call = "|".join(headers.get(h, "") for h in ("x-moa-run-id", "x-moa-phase", "x-moa-agent", "x-moa-round"))
     first = call not in state.calls_seen
     state.calls_seen.add(call)
     if (options.fault and options.fault != "sse" and in_phase and (first or not options.fault_once)
@@ -339,6 +349,7 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
             started = time.monotonic()
             log_event(state, event="start", n=number, t=started, run=headers.get("x-moa-run-id"),
                       phase=headers.get("x-moa-phase"), agent=headers.get("x-moa-agent"),
+                      round=int(headers.get("x-moa-round", "1") or 1),
                       body_sha=hashlib.sha256(raw_body).hexdigest()[:16],
                       **({"body": raw_body.decode("utf-8", "replace"),
                           "headers": {k: v for k, v in headers.items() if k.startswith(("x-", "cf-"))}}
