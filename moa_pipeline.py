@@ -148,9 +148,13 @@ BREAKER_TRIP_FAILURES = 5
 BUSY_CLUSTER_WINDOW = 10
 BUSY_CLUSTER_SIZE = 5
 BUSY_CLUSTER_SECONDS = 10.0
-# Back-pressure retries a call may make beyond MAX_RETRIES: a busy endpoint is not a
-# broken one, and a batch should run to the end when it is merely busy.
+# Back-pressure retries a call may make beyond MAX_RETRIES, when the server says when to
+# come back (Retry-After and the like), and at most BUSY_WAIT_LIMIT seconds of such waits:
+# a busy endpoint is not a broken one, and a batch should run to the end when it is merely busy.
 BUSY_RETRIES = 20
+BUSY_WAIT_LIMIT = 300.0
+# In a 429's body: OpenAI's code for an account whose quota or credit is used up.
+QUOTA_USED_UP = b"insufficient_quota"
 PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
 # Debate rounds (ROUNDS): round 1 is generate, critique, rebuttal; each later round is one
 # "revise" call per solver, while the solvers disagree. A revising solver reads each other
@@ -767,6 +771,9 @@ class AdaptiveLimit:
       a 429 now and then rather than a steady stream of them. Each probe that fails at
       the same level as the last doubles the wait before the next (up to MAX_PATIENCE
       times), so a capacity of 1 or 2 is not probed every dozen requests.
+    - After a collapse (a quota ran out, and every level was refused), the limit grows
+      back fast, by one per limit's worth of successes (TCP's pace), up to the highest
+      level the endpoint accepted before it; from there it probes slowly again.
 
     Latency-based limits (Vegas, gradient, Envoy's adaptive concurrency) need latency
     to rise under load; chat endpoints reject at their limit instead, or queue with
@@ -786,6 +793,8 @@ class AdaptiveLimit:
         self.samples: collections.deque[LoadSample] = collections.deque(maxlen=self.SAMPLES)
         self.cut_at = 0  # the level of the last cut, and how many times longer probes wait after it
         self.patience = 1
+        self.accepted: collections.deque[int] = collections.deque(maxlen=self.SAMPLES)  # levels of recent successes
+        self.recover_to = 0  # grow fast up to here: the endpoint accepted this level before a collapse
 
     async def acquire(self) -> int:
         """Wait for a slot; returns the number in flight including this one."""
@@ -799,7 +808,7 @@ class AdaptiveLimit:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # granted and cancelled at once: hand the slot on
-            else:
+            elif waiter in self.waiters:  # _wake may already have dropped it
                 self.waiters.remove(waiter)
             raise
         return self.in_flight
@@ -823,8 +832,11 @@ class AdaptiveLimit:
 
     def succeeded(self, in_flight_at_send: int) -> None:
         self.samples.append(LoadSample(in_flight_at_send, accepted=True))
+        self.accepted.append(in_flight_at_send)
         if in_flight_at_send > self.limit and not self.congested(in_flight_at_send):
             self.limit = float(min(self.ceiling, in_flight_at_send))
+        elif self.limit < self.recover_to:
+            self.limit = min(float(self.recover_to), self.limit + 1 / self.limit)
         elif self.limit < self.ceiling:
             self.limit = min(self.ceiling, self.limit + 1 / (self.PROBE_SUCCESSES * self.patience * self.limit))
         self._wake()
@@ -841,6 +853,7 @@ class AdaptiveLimit:
         self.patience = min(self.MAX_PATIENCE, self.patience * 2) if in_flight_at_send == self.cut_at else 1
         self.cut_at = in_flight_at_send
         self.limit = max(1.0, min(self.limit, in_flight_at_send - 1))
+        self.recover_to = max(self.accepted, default=0) if self.limit < max(self.accepted, default=0) - 1 else 0
         return True
 
 
@@ -1094,7 +1107,8 @@ class Endpoint:
 
     def call_ended(self, failure: APIError | None) -> None:
         """Feed the breaker one finished call: None for a success (retries or not),
-        else the error its last attempt ended with. Back-pressure is not evidence."""
+        else the error its last attempt ended with. Back-pressure is never evidence:
+        a busy endpoint is not a broken one (a quota used up stops the run instead)."""
         if failure is not None and failure.backpressure:
             return
         self.recent_calls.append(failure is not None and failure.outage)
@@ -1352,13 +1366,17 @@ class StatusPolicy:
     backpressure: bool  # the endpoint asked us to slow down: the request cap adapts; never an outage
 
 
-def status_policy(status: int, retry_after: float | None, should_retry: str | None = None) -> StatusPolicy:
+def status_policy(status: int, retry_after: float | None, should_retry: str | None = None,
+                  quota_used_up: bool = False) -> StatusPolicy:
     """The one table from an HTTP status to what it means.
 
     - 401/403 (key rejected) and 404 (URL or model not found) fail every call
-      alike: the run stops (and a batch too, see stops_the_batch).
+      alike: the run stops (and a batch too, see stops_the_batch). So does a 429
+      whose body says the account's quota is used up (OpenAI's insufficient_quota):
+      no wait fixes that within a run.
     - 429, and 503 with Retry-After, are back-pressure: the endpoint is busy,
-      not down. Retried after the server's wait; they never trip the breaker.
+      not down. Retried after the server's wait (see RetriesUsed); they never trip
+      the breaker.
     - 408, 409 and every other 5xx are retried; when a call's retries run out on
       them, that is evidence of an outage.
     - Any other 4xx (400 "exceeds the available context size", 413, 422) is this
@@ -1366,7 +1384,7 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
       still succeed, so only this call fails.
     - ``x-should-retry: true|false`` from the server overrides the retry decision.
     """
-    if status in (401, 403, 404):
+    if status in (401, 403, 404) or (status == 429 and quota_used_up):
         policy = StatusPolicy(retry=False, stops_run=True, outage=False, backpressure=False)
     elif status == 429 or (status == 503 and retry_after is not None):
         policy = StatusPolicy(retry=True, stops_run=False, outage=False, backpressure=True)
@@ -1397,9 +1415,13 @@ def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -
     """The APIError for a non-2xx response."""
     message = server_message(body, headers.get("content-type", ""))
     retry_after = retry_hint(headers, status, now)
-    policy = status_policy(status, retry_after, headers.get("x-should-retry", "").strip().lower() or None)
+    quota_used_up = status == 429 and QUOTA_USED_UP in body[:ERROR_BODY_LIMIT]
+    policy = status_policy(status, retry_after, headers.get("x-should-retry", "").strip().lower() or None,
+                           quota_used_up)
     if status in (401, 403):
         text = f"the endpoint rejected the API key (HTTP {status}): {message}"
+    elif quota_used_up:
+        text = f"the account's quota is used up (HTTP 429 insufficient_quota): add credit or use another key: {message}"
     else:
         text = f"HTTP {status}: {message}"
     return APIError(text, status=status, retryable=policy.retry, retry_after=retry_after,
@@ -1493,20 +1515,26 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
 
 @dataclass
 class RetriesUsed:
-    """One call's retries so far. Back-pressure draws on BUSY_RETRIES first, every other
-    retryable failure on MAX_RETRIES: a 429 says "later", not "broken", so a busy
-    endpoint does not use up the retries meant for faults."""
+    """One call's retries so far. Back-pressure that says when to come back draws on
+    BUSY_RETRIES first (and BUSY_WAIT_LIMIT seconds of waiting), every other retryable
+    failure on MAX_RETRIES: a 429 with a Retry-After says "later", not "broken", so a
+    busy endpoint does not use up the retries meant for faults. A 429 without one is
+    no promise, and counts like any failure."""
 
     failures: int = 0
     busy: int = 0
+    busy_waited: float = 0.0
 
     def next_wait(self, error: APIError, config: Config, rng: random.Random) -> float | None:
         """Seconds until the next attempt, or None when the call has no retry left for this error."""
         if not error.retryable:
             return None
-        if error.backpressure and self.busy < BUSY_RETRIES:
+        if (error.backpressure and error.retry_after is not None and self.busy < BUSY_RETRIES
+                and self.busy_waited < BUSY_WAIT_LIMIT):
             self.busy += 1
-            return retry_delay(config, self.busy, error.retry_after, rng)
+            wait = retry_delay(config, self.busy, error.retry_after, rng)
+            self.busy_waited += wait
+            return wait
         if self.failures < config.max_retries:
             self.failures += 1
             return retry_delay(config, self.failures, error.retry_after, rng)
@@ -1581,10 +1609,20 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         if wait is None:
             break
         log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
+        if error.backpressure:
+            excuse_wait(debate, call, wait)
         await debate.runtime.sleep(wait)
     debate.endpoint.call_ended(error)
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
+
+
+def excuse_wait(debate: Debate, call: AgentCall, seconds: float) -> None:
+    """A wait the endpoint asked for is not the call's slowness: the straggler watch
+    does not count it (else every call waiting out a Retry-After would be cut)."""
+    watch = debate.watches.get((debate.round, call.phase, call.step))
+    if watch is not None:
+        watch.excuse(call.agent, seconds)
 
 
 def drop_model(debate: Debate, model: str, error: APIError) -> bool:
@@ -2167,6 +2205,12 @@ class StragglerWatch:
             self.changed.set()
         self.finished.append(clock() - entry.started)
         return result
+
+    def excuse(self, agent: str, seconds: float) -> None:
+        """``seconds`` of a running call that do not count toward its age (see excuse_wait)."""
+        entry = self.running.get(agent)
+        if entry is not None:
+            entry.started += seconds
 
     def _mark_cut(self, agent: str, seconds: float) -> None:
         typical = median(self.finished)
@@ -3331,7 +3375,8 @@ def human_dry_run(plan: DryRun) -> str:
         lines.append(f"{row.round:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
                      + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else ""))
     lines.append(f"Calls: {plan.calls_round_1} without a rerun, {plan.calls_with_rerun} with it; "
-                 f"at most {plan.worst_case_calls} HTTP requests with every retry")
+                 f"at most {plan.worst_case_calls} HTTP requests with every retry (and up to {BUSY_RETRIES} "
+                 "unbilled retries a call of 429s that say when to come back)")
     cost = plan.worst_case_cost_usd
     lines.append(f"Worst case: {plan.worst_case_tokens} tokens"
                  + (f", ${cost:.4f}" if cost is not None else " (set PRICE_INPUT_PER_MTOK / PRICE_OUTPUT_PER_MTOK "
@@ -3931,13 +3976,13 @@ class Progress:
 def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
     """Why this failure stops the whole batch, or None.
 
-    A rejected key (401/403) or a wrong URL or model (404) fails every
-    question alike, and so does an endpoint that never answered before any
+    A rejected key (401/403), a wrong URL or model (404) or a quota used up
+    (429 insufficient_quota) fails every question alike, and so does an endpoint that never answered before any
     question succeeded. A 400 can be one question's fault (a prompt too long
     for the model), so it fails only that question.
     """
     error = result.exception
-    if isinstance(error, APIError) and error.status in (401, 403, 404):
+    if isinstance(error, APIError) and error.stops_run:
         return str(error)
     if isinstance(error, EndpointUnreachable) and stats.ok == 0:
         return f"the endpoint is unreachable: {error}"

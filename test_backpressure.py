@@ -3,6 +3,7 @@ clustered 429s start, back-pressure retries that do not use up MAX_RETRIES, and 
 questions reported as such by the real CLI against a real server on 127.0.0.1."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -99,6 +100,41 @@ def test_scattered_429s_do_not_wear_the_limit_down() -> None:
     mean, rejected = simulate(capacity=1000, ceiling=16, steps=5000, scatter=0.05)
     assert mean >= 15
     assert rejected < 0.07
+
+
+def test_after_a_collapse_the_limit_grows_back_fast_to_what_the_endpoint_held() -> None:
+    """A quota runs out: every level is refused and the limit falls to 1. When it resets, the
+    limit climbs back to 8 at one per limit's worth of successes, not ten times slower."""
+    limit = moa.AdaptiveLimit(16)
+    for _ in range(40):
+        limit.overloaded(9) if int(limit.limit) > 8 else limit.succeeded(int(limit.limit))
+    assert int(limit.limit) == 8
+    for k in range(8, 0, -1):
+        limit.overloaded(k)
+        limit.overloaded(k)
+    assert limit.limit == 1
+    successes = 0
+    while int(limit.limit) < 8:
+        limit.succeeded(int(limit.limit))
+        successes += 1
+    assert successes <= 40, "1 + 2 + ... + 7 = 28 successes at TCP's pace; 280 at the probing pace"
+    for _ in range(20):
+        limit.succeeded(8)
+    assert int(limit.limit) == 8, "past what the endpoint held it probes slowly again"
+
+
+async def test_a_waiter_cancelled_as_a_slot_frees_leaks_nothing() -> None:
+    """The slot frees while a cancelled waiter is still queued: the cancel stays a cancel."""
+    limit = moa.AdaptiveLimit(1)
+    await limit.acquire()
+    waiting = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    limit.release()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert limit.in_flight == 0 and not limit.waiters
+    assert await limit.acquire() == 1
 
 
 # --- the shared cool-down, on a fake clock -------------------------------------------------------
@@ -220,6 +256,76 @@ async def test_other_calls_go_on_while_one_waits_out_its_retry_after() -> None:
     rebuttals = [(agent, at) for phase, agent, at in sent if phase == "rebuttal"]
     assert sorted(at for agent, at in rebuttals if agent != "solver-1") == [2.0, 2.0]
     assert [at for agent, at in rebuttals if agent == "solver-1"] == [32.0]
+
+
+async def test_a_call_waiting_out_its_retry_after_is_not_cut_as_a_straggler() -> None:
+    """STRAGGLER_FACTOR=3, calls take 1 s: solver-1's first request gets a 429 with Retry-After 10.
+    The wait is the endpoint's, not the call's: solver-1 answers after 11 s and is not cut."""
+    clock = VirtualClock()
+    config = moa.Config(URL, "k", num_workers=3, num_judges=1, retry_base_delay=0, enable_file_logging=False,
+                        straggler_factor=3, min_judge_confidence=0)
+    model, sent = FakeModel(), []
+
+    async def side_effect(request: httpx.Request) -> httpx.Response:
+        phase, agent = request.headers["X-MoA-Phase"], request.headers["X-MoA-Agent"]
+        sent.append((phase, agent))
+        if (phase, agent) == ("generate", "solver-1") and sent.count((phase, agent)) == 1:
+            return completion(None, status=429, headers={"Retry-After": "10"})
+        await clock.sleep(1.0)
+        return model(request)
+
+    result = await answer_in_virtual_time(config, clock, side_effect)
+    solver_1 = next(c for c in result.calls if (c.phase, c.agent) == ("generate", "solver-1"))
+    assert solver_1.ok and len(solver_1.attempts) == 2
+    assert not any("straggler" in note for note in result.notes)
+
+
+def quota_answer(request):
+    body = {"error": {"message": "You exceeded your current quota, please check your plan.",
+                      "type": "insufficient_quota", "code": "insufficient_quota"}}
+    return httpx.Response(429, json=body, headers={"Retry-After": "1"})
+
+
+@respx.mock
+def test_a_quota_used_up_stops_the_run_at_once(endpoint_env, monkeypatch, capsys) -> None:
+    """OpenAI's insufficient_quota is a 429 no wait fixes: no retry, one clear line, exit 1."""
+    monkeypatch.setenv("NUM_WORKERS", "3")
+    route = respx.post(URL).mock(side_effect=quota_answer)
+    code = moa.main(["-q", "Q?"], runtime=test_runtime())
+    err = capsys.readouterr().err
+    assert code == 1 and route.call_count <= 3
+    assert "quota is used up" in err and "add credit" in err and "Traceback" not in err
+
+
+@respx.mock
+def test_a_quota_used_up_stops_a_batch(endpoint_env, monkeypatch, capsys, tmp_path) -> None:
+    monkeypatch.setenv("NUM_WORKERS", "3")
+    route = respx.post(URL).mock(side_effect=quota_answer)
+    source = tmp_path / "q.txt"
+    source.write_text("".join(f"Question {n}?\n" for n in range(20)))
+    code = moa.main(["-f", str(source), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime())
+    assert code == 1 and route.call_count <= 3 * 8, "the batch stops; it does not try 20 questions"
+    assert "quota is used up" in capsys.readouterr().err
+
+
+@respx.mock
+def test_a_429_without_retry_after_counts_against_max_retries(endpoint_env, monkeypatch, capsys) -> None:
+    """A 429 that does not say when to come back is no promise: MAX_RETRIES=0 means one attempt."""
+    model = FakeModel(overrides={"generate": lambda r, n: completion(None, status=429)
+                                 if r.headers["X-MoA-Agent"].endswith("solver-1") else FakeModel().default("generate")})
+    out = single_run(monkeypatch, capsys, model, FakeSleep(), MAX_RETRIES="0")
+    assert out["phases"]["generate"] == {"ok": 2, "failed": 1}
+    assert out["http_requests"] == out["llm_calls"], "no retry at all"
+
+
+@respx.mock
+def test_back_pressure_waits_are_bounded_per_call(endpoint_env, monkeypatch, capsys) -> None:
+    """Retry-After 100 is capped at RETRY_MAX_DELAY=60; after BUSY_WAIT_LIMIT (300 s) of such waits the
+    call falls back to MAX_RETRIES (0 here): 1 attempt and 5 retries."""
+    answer = rejecting(10_000, "100")
+    out = single_run(monkeypatch, capsys, FakeModel(overrides={"generate": answer}), FakeSleep(), MAX_RETRIES="0")
+    assert out["phases"]["generate"] == {"ok": 2, "failed": 1}
+    assert answer.rejected == 1 + moa.BUSY_WAIT_LIMIT / 60
 
 
 @respx.mock

@@ -14,6 +14,10 @@ Configurations (``--configs``, comma-separated):
   no-styles        the debate with SOLVER_STYLES off
   no-shuffle       the debate with SHUFFLE_JUDGES off
   no-rebuttal      the debate without phase 3
+  rounds-1, rounds-2, rounds-3
+                   the debate with ROUNDS 1, 2 or 3 (later rounds run only while the solvers disagree)
+  vote-rounds-1, vote-rounds-2, vote-rounds-3
+                   the vote at the calls rounds-1, -2 or -3 made for each question
 
 For each: accuracy, calls and tokens per question. For the debate configurations also: how often
 a rebuttal turned a wrong answer right vs a right answer wrong, and calibration of the final
@@ -40,9 +44,13 @@ sys.path.insert(0, str(HERE.parent))
 import moa_pipeline as moa  # noqa: E402
 from parsing import choice_letters, detect_answer_type  # noqa: E402
 
-CONFIGS = ("single", "vote", "debate", "early-exit", "no-styles", "no-shuffle", "no-rebuttal")
+CONFIGS = ("single", "vote", "debate", "early-exit", "no-styles", "no-shuffle", "no-rebuttal",
+           "rounds-1", "rounds-2", "rounds-3", "vote-rounds-1", "vote-rounds-2", "vote-rounds-3")
 DEBATE_CHANGES = {"debate": {}, "early-exit": {"early_exit": True}, "no-styles": {"solver_styles": False},
-                  "no-shuffle": {"shuffle_judges": False}, "no-rebuttal": {"enable_rebuttal": False}}
+                  "no-shuffle": {"shuffle_judges": False}, "no-rebuttal": {"enable_rebuttal": False},
+                  "rounds-1": {"rounds": 1}, "rounds-2": {"rounds": 2}, "rounds-3": {"rounds": 3}}
+# Each vote baseline spends, question by question, the calls of the debate it stands beside.
+VOTE_BESIDE = {"vote": "debate", "vote-rounds-1": "rounds-1", "vote-rounds-2": "rounds-2", "vote-rounds-3": "rounds-3"}
 
 
 @dataclass
@@ -123,11 +131,11 @@ async def debate(config: moa.Config, endpoint: moa.Endpoint, question: str, expe
 
 
 async def run_config(name: str, base: moa.Config, items: list[dict], parallel: int,
-                     debate_calls: dict[str, int]) -> Tally:
+                     debate_calls: dict[str, dict[str, int]]) -> Tally:
     tally = Tally()
     gate = asyncio.Semaphore(parallel)
     config = replace(base, **DEBATE_CHANGES.get(name, {}))
-    if name in ("single", "vote"):
+    if name == "single" or name in VOTE_BESIDE:
         config = replace(config, solver_styles=False, min_valid_answers=1)
     async with moa.open_client(config) as client:
         endpoint = moa.Endpoint(config, client, moa.Runtime())
@@ -136,13 +144,13 @@ async def run_config(name: str, base: moa.Config, items: list[dict], parallel: i
             async with gate:
                 if name == "single":
                     outcome = await sample(config, endpoint, item["question"], item["answer"], 1)
-                elif name == "vote":
-                    k = debate_calls.get(item["id"], 18)  # as many calls as the debate made
-                    outcome = await sample(replace(config, num_workers=k), endpoint, item["question"], item["answer"], k)
+                elif name in VOTE_BESIDE:
+                    k = debate_calls.get(VOTE_BESIDE[name], {}).get(item["id"], 18)  # as many calls as that debate made
+                    outcome = await sample(replace(config, num_workers=min(k, moa.MAX_WORKERS)), endpoint,
+                                           item["question"], item["answer"], min(k, moa.MAX_WORKERS))
                 else:
                     outcome = await debate(config, endpoint, item["question"], item["answer"])
-                    if name == "debate":
-                        debate_calls[item["id"]] = outcome.calls
+                    debate_calls.setdefault(name, {})[item["id"]] = outcome.calls
                 tally.outcomes.append(outcome)
 
         await asyncio.gather(*(one(item) for item in items))
@@ -153,7 +161,7 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
     head = "| config | accuracy | calls/q | tokens/q | wrong->right | right->wrong | ECE | AUROC |"
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        debate_like = name not in ("single", "vote")
+        debate_like = name != "single" and name not in VOTE_BESIDE
         extra = (f"{r['wrong_to_right']} | {r['right_to_wrong']} | {r['ece']} | {r['auroc']}" if debate_like
                  else " |  |  | ")
         lines.append(f"| {name} | {r['accuracy']:.3f} | {r['calls_per_question']} | {r['tokens_per_question']} | {extra} |")
@@ -186,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     moa.setup_logging(False)
     import logging
     logging.getLogger("moa").setLevel(logging.ERROR)
-    if "vote" in names and "debate" in names:  # the vote needs the debate's call counts
-        names = ["debate"] + [n for n in names if n != "debate"]
-    rows, debate_calls = {}, {}
+    # A vote needs the call counts of the debate it stands beside: that debate runs first.
+    names = [n for n in names if n not in VOTE_BESIDE] + [n for n in names if n in VOTE_BESIDE]
+    rows: dict[str, dict[str, Any]] = {}
+    debate_calls: dict[str, dict[str, int]] = {}
     started = time.monotonic()
     for name in names:
         tally = asyncio.run(run_config(name, base, items, args.parallel, debate_calls))

@@ -76,12 +76,15 @@ def ideal_time(requests: list[dict[str, Any]], barriers: bool) -> float:
     ok = [r for r in requests if r["status"] == 200]
     by_phase: dict[str, list[float]] = defaultdict(list)
     chain: dict[str, float] = defaultdict(float)
+    revisions: dict[int, list[float]] = defaultdict(list)  # debate rounds 2 on: each waits for the whole round before
     for r in ok:
         by_phase[r["phase"]].append(r["latency"])
-        if r["phase"] != "judge":
+        if r["phase"] == "revise":
+            revisions[r.get("round", 2)].append(r["latency"])
+        elif r["phase"] != "judge":
             slot = r["agent"].split("->")[-1]  # a critique belongs to the chain of the answer it reviews
             chain[slot] += r["latency"]
-    judges = max(by_phase["judge"], default=0.0)
+    judges = max(by_phase["judge"], default=0.0) + sum(max(round_) for round_ in revisions.values())
     if barriers:
         return sum(max(by_phase[p], default=0.0) for p in ("generate", "critique", "rebuttal")) + judges
     return max(chain.values(), default=0.0) + judges
@@ -170,6 +173,28 @@ async def overhead(workdir: Path, runs: int) -> dict[str, Any]:
     wall = statistics.median(w for w, _ in results)
     requests = sum(r.http_requests for _, r in results)
     return row("1 overhead (L=1s)", wall, 4.0, requests, 0, cpu / requests, "<= 1.04 x 4L", wall <= 1.04 * 4.0)
+
+
+async def rounds(workdir: Path, runs: int, seed: int) -> dict[str, Any]:
+    """ROUNDS=3 against solvers that disagree (half their answers wrong, at random), lognormal
+    latency: each run's span against its own critical path, the longest chain of round 1, then
+    each later round's slowest revision, then the slowest judge. Median over ``runs``."""
+    server = Server(workdir, "--latency", "0.5", "--spread", "0.3", "--wrong-rate", "0.5", "--seed", str(seed))
+    try:
+        results = [await one_debate(config_for(server.url, rounds=3, min_judge_confidence=0),
+                                    f"Run {n}: {QUESTION}") for n in range(runs)]
+        by_run = defaultdict(list)
+        for r in server.requests():
+            by_run[r["run"]].append(r)
+    finally:
+        server.close()
+    # The runs are sequential, so the log's runs come in the order of the results.
+    ideals = [ideal_time(requests, False) for requests in by_run.values()]
+    ratios = sorted((wall / ideal, wall, result) for (wall, result), ideal in zip(results, ideals, strict=True))
+    ratio, wall, _ = ratios[len(ratios) // 2]
+    rounds_run = [r.rounds for _, r in results]
+    return row("10 rounds: ROUNDS=3, solvers disagree", wall, wall / ratio, sum(r.http_requests for _, r in results), 0,
+               None, "<= 1.03 x critical path", ratio <= 1.03, rounds_ratio=round(ratio, 3), rounds_run=rounds_run)
 
 
 async def barriers(workdir: Path, runs: int, seed: int) -> list[dict[str, Any]]:
@@ -453,6 +478,8 @@ async def run(only: set[str], quick: bool, workdir: Path, seed: int) -> list[dic
         rows.append(await overhead(workdir, 1 if quick else 3))
     if "barriers" in only:
         rows += await barriers(workdir, 12 if quick else 30, seed)
+    if "rounds" in only:
+        rows.append(await rounds(workdir, 3 if quick else 7, seed))
     if "stragglers" in only:
         rows += await stragglers(workdir, 20 if quick else 50, seed)
     if "early" in only:
@@ -490,7 +517,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         extra = ", ".join(f"{k}={r[k]}" for k in ("gain", "ideal_gain", "design_typical_gain", "design_odds",
                                                   "p95_ratio", "calls_saved", "cpu_ratio",
                                                   "rejected_share", "unanswered_calls", "reported_failed",
-                                                  "scattered_ratio", "excess_s") if k in r)
+                                                  "scattered_ratio", "excess_s", "rounds_ratio",
+                                                  "rounds_run") if k in r)
         lines.append(f"| {r['scenario']:<44} | {cell('wall_s')} | {cell('ideal_s')} | {cell('ratio')} | "
                      f"{cell('http_requests')} | {cell('429s')} | {cell('cpu_ms_per_request')} | {cell('peak_rss_mb')} | "
                      f"{r['target']}{' (' + extra + ')' if extra else ''} | {'yes' if r['met'] else 'NO'} |")
@@ -500,7 +528,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs per scenario")
-    parser.add_argument("--only", default="overhead,barriers,stragglers,early,batch,overload,scattered,startup,memory")
+    parser.add_argument("--only", default="overhead,barriers,rounds,stragglers,early,batch,overload,scattered,startup,memory")
     parser.add_argument("--json-out", default=str(HERE / "results.json"))
     parser.add_argument("--seed", type=int, help="the latency draw (default: a new one each run; printed, to repeat it)")
     args = parser.parse_args(argv)
