@@ -3517,6 +3517,10 @@ def load_replay(path: Path, start: str) -> Replay:
     positions = _rebuild_positions(in_round, start)
     if not positions:
         raise ConfigError(f"--replay {path}: the trace holds no valid solver answer to start from")
+    held = max((a.step for a in in_round), default=1)
+    if start.startswith("round") and int(start[5:]) - 1 > held:
+        raise ConfigError(f"--replay {path}: the trace holds {held} debate round{'s' if held > 1 else ''}, so "
+                          f"--from {start} has nothing to keep: use --from round{held + 1} or earlier")
     workers = max(a.slot for a in in_round if a.phase == "generate") + 1
     run_id = run.get("run_id") if run is not None else None
     return Replay(path, start, str(run_id)[:64], question, workers, tuple(positions[k] for k in sorted(positions)))
@@ -4605,6 +4609,9 @@ def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Repl
         if args.replay_from is None:
             raise ConfigError("--replay needs --from critique|rebuttal|judges: the first phase to run again")
         replay = load_replay(Path(args.replay), args.replay_from)
+        if replay.start.startswith("round") and int(replay.start[5:]) > config.rounds:
+            raise ConfigError(f"--from {replay.start} runs debate rounds {replay.start[5:]} to ROUNDS, but "
+                              f"ROUNDS={config.rounds}: add --rounds {replay.start[5:]} or more")
         return valid_text(replay.question), replay
     if args.replay_from is not None:
         raise ConfigError("--from goes with --replay TRACE")

@@ -235,6 +235,17 @@ def test_trace_and_replay_from_a_later_round(capsys) -> None:
     assert judged["rounds"] == 3
 
 
+@respx.mock
+def test_replay_from_a_round_the_trace_or_the_settings_cannot_reach_is_one_usage_error(capsys) -> None:
+    respx.post(URL).mock(side_effect=FakeModel())
+    code, out = run_json(["-q", "What is 17 * 23?"], capsys)
+    trace = out["trace"]
+    assert moa.main(["--replay", trace, "--from", "round3", "--rounds", "3"]) == 2
+    assert "holds 1 debate round" in capsys.readouterr().err
+    assert moa.main(["--replay", trace, "--from", "round2"]) == 2
+    assert "ROUNDS=1: add --rounds 2" in capsys.readouterr().err
+
+
 # --- the library API ------------------------------------------------------------------------------
 
 
