@@ -318,3 +318,26 @@ def test_readme_links_the_benchmark_page():
     """Performance and accuracy figures moved to bench/README.md: it exists and the README links it."""
     assert BENCH_README.is_file(), "bench/README.md is missing"
     assert "](bench/README.md)" in readme(), "README.md does not link bench/README.md"
+
+
+# --- the "Use from Python" example runs as written ------------------------------------------------
+
+
+def test_the_use_from_python_example_runs(monkeypatch, capsys) -> None:
+    """The README's library example, against the mocked endpoint: it runs and prints what it says."""
+    import respx
+
+    from conftest import FAKE_KEY, URL, FakeModel
+    section = README.read_text().split("## Use from Python", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None, "the section has a python example"
+    monkeypatch.setenv("PROXY_URL", URL)
+    monkeypatch.setenv("API_KEY", FAKE_KEY)
+    monkeypatch.setenv("RETRY_BASE_DELAY", "0")
+    with respx.mock:
+        route = respx.post(URL).mock(side_effect=FakeModel())
+        exec(compile(code.group(1), "README.md", "exec"), {"__name__": "readme_example"})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("391 90 ") and len(printed) == 4
+    assert all(" -> 391 " in line for line in printed[1:])
+    assert route.call_count > 4
