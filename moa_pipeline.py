@@ -172,7 +172,8 @@ PHASE_TITLES = {
 }
 
 
-PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "judge": "verdicts"}
+PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "revise": "revisions",
+               "judge": "verdicts"}
 SECRET_MASK = "***"
 MAX_GATEWAY_RETRIES = 1000
 MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name  # a larger "attempted retries" header is not a count
@@ -501,8 +502,9 @@ def _pick(name: str, flags: Mapping[str, str], environ: Mapping[str, str],
 
 
 def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
-                dotenv: Mapping[str, str | None]) -> Config:
-    """Build the Config from flags, environment and .env; ConfigError if anything is off."""
+                dotenv: Mapping[str, str | None], warn: bool = True) -> Config:
+    """Build the Config from flags, environment and .env; ConfigError if anything is off.
+    ``warn``: say once that a plain-http URL sends the key in the clear."""
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         found = _pick(setting.env, flags, environ, dotenv)
@@ -529,7 +531,7 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
         raise ConfigError(f"MAX_CALLS={config.max_calls} cannot pay for MIN_VALID_ANSWERS="
                           f"{config.min_valid_answers} solver calls: raise it, or 0 for no limit")
     host = urlsplit(config.proxy_url).hostname or ""
-    if config.proxy_url.startswith("http://") and not is_loopback(host):
+    if warn and config.proxy_url.startswith("http://") and not is_loopback(host):
         log.warning("PROXY_URL is plain http:// to %s: the API key crosses the network unencrypted", host)
     return config
 
@@ -1854,14 +1856,16 @@ class PhaseCost:
                 "cost_usd": self.cost_usd}
 
 
-def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1") -> list[PhaseCost]:
-    """A whole round before any answer exists, phase by phase, from worst_case_costs."""
+def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1",
+                     later_rounds: bool = True) -> list[PhaseCost]:
+    """A whole debate before any answer exists, phase by phase, from worst_case_costs;
+    its later rounds (ROUNDS) only if ``later_rounds``."""
     costs = worst_case_costs(config, question, workers=workers)
     rebuttals = workers if config.enable_rebuttal else 0
     per_call = [("generate", workers, costs.solver, costs.text), ("critique", workers, costs.critic, costs.text)]
     if rebuttals:
         per_call.append(("rebuttal", rebuttals, costs.rebuttal, costs.text))
-    if config.rounds > 1:
+    if config.rounds > 1 and later_rounds:
         per_call.append(("revise", (config.rounds - 1) * workers, costs.revise, costs.text))
     per_call.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
     return [PhaseCost(round_name, phase, calls, calls * prompt, calls * completion,
@@ -1905,12 +1909,16 @@ def note_budget_cuts(debate: Debate, plan: DebatePlan, positions: list[Position]
 
 
 def revision_affordable(debate: Debate, question: str, positions: list[Position]) -> bool:
-    """Whether one more debate round fits the budget beside what is kept back for the judges."""
-    budget = debate.budget
+    """Whether one more debate round fits the budget beside what is kept back for the
+    judges and, before a rerun could be needed, for that rerun: later rounds go first."""
+    budget, config = debate.budget, debate.config
     if not budget.limited:
         return True
-    per_call = worst_case_costs(debate.config, question, positions).revise + debate.config.max_tokens
-    return budget.fits(len(positions) + budget.floor_calls, len(positions) * per_call + budget.floor_tokens)
+    per_call = worst_case_costs(config, question, positions).revise + config.max_tokens
+    rerun_calls, rerun_tokens = (rerun_core(config, question, rerun_settings(config)[0])
+                                 if debate.round == 1 and config.min_judge_confidence > 0 else (0, 0))
+    return budget.fits(len(positions) + budget.floor_calls + rerun_calls,
+                       len(positions) * per_call + budget.floor_tokens + rerun_tokens)
 
 
 def rerun_settings(config: Config) -> tuple[int, float]:
@@ -1919,12 +1927,18 @@ def rerun_settings(config: Config) -> tuple[int, float]:
             min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
 
 
+def rerun_core(config: Config, question: str, workers: int) -> tuple[int, int]:
+    """(calls, tokens) of a worst-case rerun without its later rounds, which its own budget check drops."""
+    phases = round_worst_case(config, question, workers, later_rounds=False)
+    return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
+
+
 def rerun_affordable(debate: Debate, question: str, workers: int) -> bool:
-    """Whether the budget pays for a whole worst-case rerun: the rerun is the first thing cut."""
+    """Whether the budget pays for a whole worst-case rerun (its later rounds aside)."""
     if not debate.budget.limited:
         return True
-    phases = round_worst_case(debate.config, question, workers)
-    return debate.budget.fits(sum(p.calls for p in phases), sum(p.total_tokens for p in phases))
+    calls, tokens = rerun_core(debate.config, question, workers)
+    return debate.budget.fits(calls, tokens)
 
 
 def check_budget(config: Config, question: str) -> None:
@@ -2788,12 +2802,14 @@ class Result:
     elapsed_s: float
     transcript: str | None
     trace: str | None
+    write_error: str | None  # why the transcript or trace could not be written (not in --json)
     details: Mapping[str, Any] = field(repr=False, compare=False)  # the --json object
 
     @classmethod
     def of(cls, run: RunResult, config: Config) -> Result:
         shown: dict[str, Any] = load_json(safe_json(result_json(run, config), config, ensure_ascii=False))
-        return cls(**{f: shown[f] for f in cls.__dataclass_fields__ if f != "details"}, details=shown)
+        fields = {f: shown[f] for f in cls.__dataclass_fields__ if f not in ("details", "write_error")}
+        return cls(**fields, write_error=redact(run.write_error, config) if run.write_error else None, details=shown)
 
     def to_dict(self) -> dict[str, Any]:
         """A fresh copy of the --json object: secrets masked, only JSON types."""
@@ -2814,18 +2830,34 @@ def setting_text(value: Any) -> str:
 
 def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
     """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI;
-    keyword overrides on top, checked by the same parsers. ConfigError for an unknown name."""
+    keyword overrides on top (None: leave it), all checked by the same parsers as a .env
+    file's, so a Config built by hand gets the CLI's limits too. ConfigError for an unknown
+    name, a value that is not a string, number or bool, or a setting given twice."""
     names = {s.field: s.env for s in SETTINGS} | OVERRIDE_ALIASES
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}: use a setting's lower-case name, such as "
                           "workers, judges, rounds or max_tokens (see README, Settings)")
-    flags = {names[name]: setting_text(value) for name, value in overrides.items()}
+    flags: dict[str, str] = {}
+    for name, value in overrides.items():
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{name}={type(value).__name__}: a setting is a string, a number or a bool")
+        if names[name] in flags:
+            raise ConfigError(f"{names[name]} is given twice: use one of {name!r} and its other name")
+        if value is not None:
+            flags[names[name]] = setting_text(value)
     if config is None:
         return load_config(flags, os.environ, read_env_file(None, os.environ))
-    if not flags:
-        return config
-    return load_config({s.env: setting_text(getattr(config, s.field)) for s in SETTINGS} | flags, {}, {})
+    return load_config({s.env: setting_text(getattr(config, s.field)) for s in SETTINGS} | flags, {}, {}, warn=False)
+
+
+def library_client(config: Config) -> httpx.AsyncClient:
+    """open_client, with what the environment can break in it (HTTP_PROXY, SSL_CERT_FILE) as a ConfigError."""
+    try:
+        return open_client(config)
+    except (httpx.InvalidURL, OSError, ValueError) as err:  # no text: a proxy URL may hold a password
+        raise ConfigError(f"cannot set up the HTTP client ({err.__class__.__name__}): check HTTP_PROXY, "
+                          "HTTPS_PROXY, ALL_PROXY and SSL_CERT_FILE") from None
 
 
 async def debate(question: str, *, config: Config | None = None, _runtime: Runtime | None = None,
@@ -2845,9 +2877,11 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     config = library_config(config, overrides)
     if not isinstance(question, str) or not question.strip():
         raise ConfigError("the question is empty")
+    question = valid_text(question)
+    check_question(config, question)  # before any file is made: ConfigError means nothing happened
     runtime = _runtime or Runtime()
     run = _record if _record is not None else RunResult(question)
-    async with open_client(config) as client:
+    async with library_client(config) as client:
         await answer_question(config, question, Endpoint(config, client, runtime), runtime, run, _replay)
     result = Result.of(run, config)
     if isinstance(run.exception, ConfigError):
@@ -3886,7 +3920,7 @@ def batch_record(item: BatchItem, result: RunResult, config: Config) -> dict[str
         record["correct"] = verdict is not None and answers_match(item.question, verdict.answer, item.expected)
     usage = usage_totals(result.calls, config)
     record.update({"llm_calls": len(result.calls), "http_requests": result.http_requests,
-                   "phases": phase_counts(result.calls), "degraded": result.degraded,
+                   "phases": phase_counts(result.calls), "rounds": result.rounds, "degraded": result.degraded,
                    "tokens": usage["total_tokens"], "tokens_estimated": usage["estimated"],
                    "budget_limited": result.budget_limited, "elapsed_s": round(result.elapsed_s, 3),
                    "transcript": result.transcript})
@@ -4596,8 +4630,9 @@ async def run_cli(config: Config, question: str, runtime: Runtime, result: RunRe
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         await debate(question, config=config, _runtime=runtime, _replay=replay, _record=result)
-    except MoAError:
-        pass  # recorded in ``result``, which main_single reports
+    except MoAError as err:  # the run records its own; one raised before it started is recorded here
+        if result.error is None:
+            result.error, result.exit_code, result.exception = str(err), exit_code_for(err), err
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
     return result

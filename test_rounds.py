@@ -181,11 +181,35 @@ def test_later_rounds_are_the_first_thing_a_budget_drops(capsys) -> None:
 
 
 @respx.mock
-def test_a_budget_for_one_more_round_pays_for_exactly_one(capsys) -> None:
+def test_a_budget_for_one_more_round_pays_for_exactly_one(capsys, monkeypatch) -> None:
+    """With no rerun possible (MIN_JUDGE_CONFIDENCE=0), 23 calls pay for round 1, one round and the judges."""
+    monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")
     route = respx.post(URL).mock(side_effect=Disagreeing({"solver-1": "390"}))
     code, out = run_json(["-q", "What is 17 * 23?", "--rounds", "3", "--max-calls", "23"], capsys)
     assert code == 0 and len(route.calls) == 23 and out["rounds"] == 2
     assert out["skipped"] == ["round 1: debate round 3"]
+
+
+@respx.mock
+def test_later_rounds_never_eat_the_reruns_budget(capsys) -> None:
+    """A rerun (7 solvers: 24 calls) may be needed after the judges: a round runs only if the rerun
+    still fits after it. 18 + 5 + 24 = 47 calls pay for one round and the whole rerun."""
+    model = Disagreeing({"solver-1": "390"})
+    model.confidence = 40
+    route = respx.post(URL).mock(side_effect=model)
+    code, out = run_json(["-q", "What is 17 * 23?", "--rounds", "3", "--max-calls", "47"], capsys)
+    assert code == 0 and out["rerun"] is True and len(route.calls) == 47
+    assert [s for p, s in rounds_of(route) if p == "revise"] == ["2"] * 5
+    assert "round 1: debate round 3" in out["skipped"]
+
+
+@respx.mock
+def test_the_human_summary_counts_revisions(capsys) -> None:
+    respx.post(URL).mock(side_effect=Disagreeing({"solver-1": "390"}, {("solver-1", 2): "391"}))
+    code = moa.main(["-q", "What is 17 * 23?", "--rounds", "3"], runtime=test_runtime())
+    captured = capsys.readouterr()
+    assert code == 0 and "Traceback" not in captured.err
+    assert "Answer: 391" in captured.out and "5/5 revisions" in captured.out
 
 
 def test_dry_run_prices_every_round(capsys) -> None:
@@ -295,6 +319,62 @@ def test_bad_overrides_raise_config_error_before_any_request(overrides, words) -
     with pytest.raises(moa.ConfigError, match=words):
         asyncio.run(moa.debate("Q?", **overrides))
     assert route.call_count == 0
+
+
+@respx.mock
+def test_a_config_built_by_hand_gets_the_same_limits() -> None:
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    for bad in ({"rounds": 40}, {"num_workers": 1000}, {"num_workers": 0}, {"max_tokens": -1}):
+        with pytest.raises(moa.ConfigError):
+            asyncio.run(moa.debate("Q?", config=moa.Config(URL, FAKE_KEY, **bad)))
+    assert route.call_count == 0
+    config = moa.load_config({}, {"PROXY_URL": URL, "API_KEY": FAKE_KEY, "PRICE_INPUT_PER_MTOK": "2.5"}, {})
+    assert moa.library_config(config, {}) == config, "a checked Config goes through unchanged"
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"model_name": ["a", "b"]}, "a string, a number or a bool"),
+    ({"workers": 2, "num_workers": 4}, "NUM_WORKERS is given twice"),
+    ({"rounds": {"n": 2}}, "a string, a number or a bool"),
+])
+@respx.mock
+def test_override_values_must_be_plain(overrides, words) -> None:
+    respx.post(URL).mock(side_effect=FakeModel())
+    with pytest.raises(moa.ConfigError, match=words):
+        asyncio.run(moa.debate("Q?", **overrides))
+
+
+@respx.mock
+def test_none_leaves_a_setting_as_it_is() -> None:
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    result = asyncio.run(moa.debate("Q?", rounds=None, workers=2, judges=1))
+    assert result.status == "ok" and phases_of(route).count("generate") == 2
+
+
+@respx.mock
+def test_odd_questions_and_environments_raise_only_config_error(monkeypatch, tmp_path) -> None:
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    result = asyncio.run(moa.debate("What is 17*23? \udcff", workers=2, judges=1))
+    assert result.status == "ok", "bytes that were not UTF-8 become U+FFFD, as on the command line"
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:hunter2@::bad::")
+    with pytest.raises(moa.ConfigError) as caught:
+        asyncio.run(moa.debate("Q?"))
+    assert "hunter2" not in str(caught.value) and "HTTPS_PROXY" in str(caught.value)
+    monkeypatch.delenv("HTTPS_PROXY")
+    route.calls.clear()
+    logs = tmp_path / "question-logs"
+    with pytest.raises(moa.ConfigError, match="MAX_QUESTION_CHARS"):
+        asyncio.run(moa.debate("x" * 200, max_question_chars=100, log_dir=str(logs)))
+    assert route.call_count == 0 and not (logs.exists() and any(logs.iterdir())), "nothing sent, no file made"
+
+
+@respx.mock
+def test_a_transcript_that_cannot_be_written_is_said_in_the_result(tmp_path) -> None:
+    respx.post(URL).mock(side_effect=FakeModel())
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    result = asyncio.run(moa.debate("Q?", workers=2, judges=1, log_dir=str(blocker)))
+    assert result.status == "ok" and result.write_error and result.transcript is None
 
 
 @respx.mock
