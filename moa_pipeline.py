@@ -1378,7 +1378,9 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
       no wait fixes that within a run.
     - 429, and 503 with Retry-After, are back-pressure: the endpoint is busy,
       not down. Retried after the server's wait (see RetriesUsed); they never trip
-      the breaker.
+      the breaker. Each call waits out its own Retry-After; every request waits only
+      when such answers cluster, and the request limit drops only where the endpoint
+      is congested: the rules and their reasons are Endpoint.busy and AdaptiveLimit.
     - 408, 409 and every other 5xx are retried; when a call's retries run out on
       them, that is evidence of an outage.
     - Any other 4xx (400 "exceeds the available context size", 413, 422) is this

@@ -235,23 +235,28 @@ def test_a_scattered_429_costs_only_its_own_call_a_wait(endpoint_env, monkeypatc
     assert [d for d in sleep.delays if d != 30.0 and d > 0.5] == []
 
 
-async def test_other_calls_go_on_while_one_waits_out_its_retry_after() -> None:
-    """Virtual time, 1 s per call: solver-1's first request gets a 429 with Retry-After 30.
-    The other chains answer, are critiqued and rebut at once; only solver-1's chain waits."""
+async def solver_1_told_to_wait(retry_after: str, straggler_factor: float) -> tuple[moa.RunResult, list]:
+    """Virtual time, 1 s per call, 3 solvers: solver-1's first request gets a 429 with ``retry_after``.
+    Returns the result and (phase, agent, virtual time) of every request."""
     clock = VirtualClock()
     config = moa.Config(URL, "k", num_workers=3, num_judges=1, retry_base_delay=0, enable_file_logging=False,
-                        straggler_factor=0, min_judge_confidence=0)
+                        straggler_factor=straggler_factor, min_judge_confidence=0)
     model, sent = FakeModel(), []
 
     async def side_effect(request: httpx.Request) -> httpx.Response:
         phase, agent = request.headers["X-MoA-Phase"], request.headers["X-MoA-Agent"]
         sent.append((phase, agent, clock.now))
-        if (phase, agent) == ("generate", "solver-1") and len(sent) <= 3:
-            return completion(None, status=429, headers={"Retry-After": "30"})
+        if (phase, agent) == ("generate", "solver-1") and [s[:2] for s in sent].count((phase, agent)) == 1:
+            return completion(None, status=429, headers={"Retry-After": retry_after})
         await clock.sleep(1.0)
         return model(request)
 
-    result = await answer_in_virtual_time(config, clock, side_effect)
+    return await answer_in_virtual_time(config, clock, side_effect), sent
+
+
+async def test_other_calls_go_on_while_one_waits_out_its_retry_after() -> None:
+    """Retry-After 30: the other chains answer, are critiqued and rebut at once; only solver-1's chain waits."""
+    result, sent = await solver_1_told_to_wait("30", straggler_factor=0)
     assert result.status == "ok"
     rebuttals = [(agent, at) for phase, agent, at in sent if phase == "rebuttal"]
     assert sorted(at for agent, at in rebuttals if agent != "solver-1") == [2.0, 2.0]
@@ -259,22 +264,9 @@ async def test_other_calls_go_on_while_one_waits_out_its_retry_after() -> None:
 
 
 async def test_a_call_waiting_out_its_retry_after_is_not_cut_as_a_straggler() -> None:
-    """STRAGGLER_FACTOR=3, calls take 1 s: solver-1's first request gets a 429 with Retry-After 10.
-    The wait is the endpoint's, not the call's: solver-1 answers after 11 s and is not cut."""
-    clock = VirtualClock()
-    config = moa.Config(URL, "k", num_workers=3, num_judges=1, retry_base_delay=0, enable_file_logging=False,
-                        straggler_factor=3, min_judge_confidence=0)
-    model, sent = FakeModel(), []
-
-    async def side_effect(request: httpx.Request) -> httpx.Response:
-        phase, agent = request.headers["X-MoA-Phase"], request.headers["X-MoA-Agent"]
-        sent.append((phase, agent))
-        if (phase, agent) == ("generate", "solver-1") and sent.count((phase, agent)) == 1:
-            return completion(None, status=429, headers={"Retry-After": "10"})
-        await clock.sleep(1.0)
-        return model(request)
-
-    result = await answer_in_virtual_time(config, clock, side_effect)
+    """STRAGGLER_FACTOR=3 and Retry-After 10: the wait is the endpoint's, not the call's, so
+    solver-1 answers after 11 s and is not cut."""
+    result, _ = await solver_1_told_to_wait("10", straggler_factor=3)
     solver_1 = next(c for c in result.calls if (c.phase, c.agent) == ("generate", "solver-1"))
     assert solver_1.ok and len(solver_1.attempts) == 2
     assert not any("straggler" in note for note in result.notes)
