@@ -567,7 +567,8 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
             data = handle.read(ENV_FILE_LIMIT + 1)
         if len(data) > ENV_FILE_LIMIT:
             raise ConfigError(f"{named_by or 'the env file'} {name}: larger than {ENV_FILE_LIMIT} bytes, not a settings file")
-        return dict(parse_env_text(data.decode("utf-8")))
+        text = data.decode("utf-8")
+        return parse_env_text(text) if text.strip() else {}
     except (OSError, UnicodeDecodeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
         raise ConfigError(f"{named_by + ' ' if named_by else ''}{name}: cannot read it ({why})") from None
@@ -1804,9 +1805,9 @@ class CallCosts:
         return self.judge_base + (critiques + rebuttals) * self.text
 
 
-NO_COSTS = CallCosts(0, 0, 0, 0, 0, 0, 0)
+NO_COSTS = CallCosts(0, 0, 0, 0, 0, 0, 0)  # what planning assumes when no budget is set
 # A short reason (REASON_CHARS characters) in tokens, at estimate_tokens' 3 bytes a token and 4 bytes a character.
-REASON_TOKENS = -(-REASON_CHARS * 4 // 3)  # what planning assumes when no budget is set
+REASON_TOKENS = -(-REASON_CHARS * 4 // 3)
 
 
 def worst_case_costs(config: Config, question: str, positions: list[Position] | None = None,
@@ -2652,7 +2653,8 @@ async def run_later_rounds(debate: Debate, question: str, positions: list[Positi
     A round costs one call per solver still in the debate (5 with 5 solvers): each
     reads the others' answers and reasons and may revise. The rounds stop as soon as
     every answer agrees (by the question's answer type), and are the first thing a
-    budget drops: one runs only if all its calls fit beside what the judges keep back.
+    budget drops: one runs only if all its calls fit beside what the judges keep back
+    and, while a rerun may still be needed, the rerun (see revision_affordable).
     """
     config = debate.config
     for position in positions:
