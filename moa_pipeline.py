@@ -2807,17 +2807,19 @@ class Result:
     transcript: str | None
     trace: str | None
     write_error: str | None  # why the transcript or trace could not be written (not in --json)
-    details: Mapping[str, Any] = field(repr=False, compare=False)  # the --json object
+    # The --json object as its text: a string is as frozen as the rest, where a dict would not be.
+    json_text: str = field(repr=False, compare=False)
 
     @classmethod
     def of(cls, run: RunResult, config: Config) -> Result:
-        shown: dict[str, Any] = load_json(safe_json(result_json(run, config), config, ensure_ascii=False))
-        fields = {f: shown[f] for f in cls.__dataclass_fields__ if f not in ("details", "write_error")}
-        return cls(**fields, write_error=redact(run.write_error, config) if run.write_error else None, details=shown)
+        text = safe_json(result_json(run, config), config, ensure_ascii=False)
+        shown: dict[str, Any] = load_json(text)
+        fields = {f: shown[f] for f in cls.__dataclass_fields__ if f not in ("json_text", "write_error")}
+        return cls(**fields, write_error=redact(run.write_error, config) if run.write_error else None, json_text=text)
 
     def to_dict(self) -> dict[str, Any]:
         """A fresh copy of the --json object: secrets masked, only JSON types."""
-        copied: dict[str, Any] = load_json(json.dumps(self.details))
+        copied: dict[str, Any] = load_json(self.json_text)
         return copied
 
 
