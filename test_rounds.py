@@ -15,7 +15,18 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, FakeModel, body_of, completion, phases_of, solver_text, test_runtime
+from conftest import (
+    FAKE_KEY,
+    URL,
+    FakeModel,
+    VirtualClock,
+    answer_in_virtual_time,
+    body_of,
+    completion,
+    phases_of,
+    solver_text,
+    test_runtime,
+)
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -494,3 +505,25 @@ def test_the_library_prints_nothing_even_when_the_run_fails(tmp_path, server) ->
     done = subprocess.run([sys.executable, "-c", LIBRARY_SCRIPT], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "RunFailed failed", "")
+
+
+async def test_a_slow_revision_is_cut_as_a_straggler_and_its_answer_stands() -> None:
+    """Virtual time: revisions take 1 s, solver-3's takes 20 s; STRAGGLER_FACTOR=3 cuts it after
+    3 s (its round's own median), its answer stands, and the judges do not wait for it."""
+    clock = VirtualClock()
+    config = moa.Config(URL, FAKE_KEY, num_workers=3, num_judges=1, rounds=2, retry_base_delay=0,
+                        enable_file_logging=False, straggler_factor=3, min_judge_confidence=0)
+    model, started = Disagreeing({"solver-1": "390"}), {}
+
+    async def side_effect(request: httpx.Request) -> httpx.Response:
+        phase, agent = request.headers["X-MoA-Phase"], request.headers["X-MoA-Agent"]
+        started.setdefault((phase, agent), clock.now)
+        await clock.sleep(20.0 if (phase, agent) == ("revise", "solver-3") else 1.0)
+        return model(request)
+
+    result = await answer_in_virtual_time(config, clock, side_effect, "What is 17 * 23?")
+    assert result.status == "ok" and result.rounds == 2
+    revise_3 = next(c for c in result.calls if (c.phase, c.agent) == ("revise", "solver-3"))
+    assert not revise_3.ok and revise_3.failure == "cut as a straggler"
+    assert any("revise solver-3 cut as a straggler" in note for note in result.notes)
+    assert started[("judge", "judge-1")] < started[("revise", "solver-3")] + 20
