@@ -4050,8 +4050,7 @@ class BatchRun:
         if options.logs == "none":
             config = replace(config, enable_file_logging=False, enable_jsonl_trace=False)
         self.config, self.options, self.runtime = config, options, runtime
-        # LOG_DIR/<output name, no suffix>/<id>.txt: a batch's files together, found by question id.
-        self.log_folder = Path(config.log_dir) / safe_name(options.output.stem)
+        self.log_folder = batch_log_folder(config, options.output)
         self.done, self.progress = done, progress
         self.stats = BatchStats()
         self.stop = asyncio.Event()
@@ -4226,8 +4225,24 @@ class BatchStart:
     done: set[str]
 
 
+def batch_log_folder(config: Config, output: Path) -> Path:
+    """LOG_DIR/<output name, no suffix>: a batch's transcripts and traces together, found by question id."""
+    return Path(config.log_dir) / safe_name(output.stem)
+
+
+def check_log_folder(folder: Path) -> None:
+    """ConfigError when the batch's log folder is a symbolic link: the tool makes that folder,
+    and a link planted there would send every transcript, and the questions in it, elsewhere.
+    (LOG_DIR itself may be a link: it is the user's to point at a bigger disk.)"""
+    if folder.is_symlink():
+        raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
+                          "folder this tool made: remove the link, or set LOG_DIR elsewhere")
+
+
 def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> BatchStart:
     """Hash the input, refuse a changed one, and compact (or move aside) the earlier output."""
+    if options.logs != "none" and (config.enable_file_logging or config.jsonl_trace):
+        check_log_folder(batch_log_folder(config, options.output))
     try:
         input_sha, total = (scan_input(options.questions_file, input_line_limit(config))
                             if options.questions_file != "-" else (None, None))

@@ -466,3 +466,14 @@ def test_stdout_broken_pipe(argv, server, tmp_path) -> None:
     else:
         assert "=== Verdict ===" in transcripts(tmp_path / "logs")[0].read_text()
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+def test_a_symlink_at_the_batchs_log_folder_is_refused(victim, silent, tmp_path) -> None:
+    """LOG_DIR/<output name> is the tool's own folder: a link planted there is exit 2, nothing sent or written."""
+    (tmp_path / "q.txt").write_text("Q1?\nQ2?\n")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "out").symlink_to(victim.parent, target_is_directory=True)
+    done = cli(tmp_path, silent.url, "-f", "q.txt", "-o", "out.jsonl")
+    assert_one_clean_error(done, 2, "symbolic link")
+    assert_victim_untouched(victim)
+    assert silent.starts() == []
