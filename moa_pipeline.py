@@ -52,6 +52,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import contextvars
 import errno
 import fcntl
 import functools
@@ -103,6 +104,9 @@ from parsing import (
 # --- 1. constants and every exit code ------------------------------------------------------------
 
 log = logging.getLogger("moa")
+# In a batch, the id of the question a task works on: every log line it writes says which
+# (asyncio copies this into the tasks a question starts, so its calls' lines carry it too).
+QUESTION_ID: contextvars.ContextVar[str] = contextvars.ContextVar("moa_question_id", default="")
 T = TypeVar("T")
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed; a batch could not go on (key rejected, disk full)
@@ -4074,6 +4078,7 @@ class BatchRun:
         would only surface as "Task exception was never retrieved".
         """
         result = RunResult(item.question)
+        QUESTION_ID.set(printable(item.id, 60))
         try:
             try:
                 await answer_question(self.config, item.question, endpoint, self.runtime, result,
@@ -4540,6 +4545,8 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
+        question = QUESTION_ID.get()
+        text = f"{question}: {text}" if question else text
         return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
 
 

@@ -666,3 +666,20 @@ def test_no_call_is_lost_without_a_word(tmp_path, monkeypatch, capsys) -> None:
     assert "2 ok (1 answered with fewer calls than planned)" in out
     summary = json.loads((tmp_path / "o.jsonl.summary.json").read_text())
     assert summary["this_run"]["degraded"] == 1
+
+
+@respx.mock
+def test_warnings_in_a_batch_say_which_question(tmp_path, monkeypatch, capsys) -> None:
+    """Eight questions run at once: a warning names its question id, and a hostile id cannot forge a line."""
+    small_debate(monkeypatch)
+    monkeypatch.setenv("MAX_RETRIES", "0")
+    model = FakeModel(overrides={"critique": lambda r, n: httpx.Response(400, json={"error": "too long"})
+                                 if "Q1" in question_of(r) else completion("<critique>Fine.</critique>")})
+    respx.post(URL).mock(side_effect=model)
+    source = write_jsonl(tmp_path / "q.jsonl", [{"id": "q1\nerror: forged", "question": "Q1"},
+                                                {"id": "q2", "question": "Q2"}])
+    assert moa.main(["-f", str(source), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime()) == 0
+    lines = capsys.readouterr().err.splitlines()
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings and all(line.startswith("warning: q1 error: forged: ") for line in warnings)
+    assert not any(line.startswith("error: forged") for line in lines)
