@@ -113,7 +113,7 @@ EXIT_FAILED = 1  # the run failed; a batch could not go on (key rejected, disk f
 EXIT_USAGE = 2  # bad flag, setting or input: nothing was sent
 EXIT_SOME_FAILED = 3  # a batch finished, but some questions failed or some input lines were unusable
 EXIT_TRY_LATER = 75  # EX_TEMPFAIL: batch output locked, or the breaker saw an outage; cron's next run resumes
-EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
+EXIT_INTERRUPTED = 130  # Ctrl-C, SIGTERM, or SIGHUP (a closed terminal)
 __version__ = "0.6.0"
 MIN_PYTHON = (3, 11)  # asyncio.timeout, TaskGroup, ExceptionGroup
 DEFAULT_ENV_FILE = ".env"
@@ -4273,11 +4273,11 @@ def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: 
 
 async def run_questions(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any,
                         batch: BatchRun) -> None:
-    """The batch loop, with Ctrl-C and SIGTERM turned into a graceful stop for its duration."""
+    """The batch loop, with Ctrl-C, SIGTERM and SIGHUP turned into a graceful stop for its duration."""
     stream = open_questions(options.questions_file, stdin)
     writer = ResultWriter(options.output, runtime)
     loop = asyncio.get_running_loop()
-    signals = [signal.SIGINT, signal.SIGTERM]
+    signals = [signal.SIGINT, *stop_signals()]
     for number in signals:
         loop.add_signal_handler(number, batch.on_signal)
     try:
@@ -4405,7 +4405,7 @@ HELP_EPILOG = ("examples:\n"
                "exit codes: 0 verdict (batch: all ok), 1 run failed (batch: could not go on),\n"
                "  2 usage or configuration error, 3 batch finished with failed questions or bad\n"
                "  input lines, 75 try later (batch output locked by another run, or the endpoint\n"
-               "  is down: the circuit breaker stopped the batch), 130 interrupted (Ctrl-C, SIGTERM).")
+               "  is down: the circuit breaker stopped the batch), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -4653,16 +4653,18 @@ async def run_cli(config: Config, question: str, runtime: Runtime, result: RunRe
                   replay: Replay | None = None) -> RunResult:
     """One question from the command line. SIGTERM is treated like Ctrl-C: the run
     is cancelled, and the transcript and trace are written with what was done."""
-    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    loop, task, signals = asyncio.get_running_loop(), asyncio.current_task(), stop_signals()
     if task is not None:
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        for number in signals:
+            loop.add_signal_handler(number, task.cancel)
     try:
         await debate(question, config=config, _runtime=runtime, _replay=replay, _record=result)
     except MoAError as err:  # the run records its own; one raised before it started is recorded here
         if result.error is None:
             result.error, result.exit_code, result.exception = str(err), exit_code_for(err), err
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        for number in signals:
+            loop.remove_signal_handler(number)
     return result
 
 
@@ -4768,8 +4770,15 @@ def console() -> None:
     sys.exit(main())
 
 
+def stop_signals() -> list[signal.Signals]:
+    """The signals that stop a run as Ctrl-C does: SIGTERM, and SIGHUP (the terminal closed)
+    unless it is ignored, as under nohup, whose user asked for the run to outlive the terminal."""
+    hangup = [signal.SIGHUP] if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else []
+    return [signal.SIGTERM, *hangup]
+
+
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
-    """The command line. SIGTERM is Ctrl-C from the first line on, so a stop while
+    """The command line. SIGTERM (and SIGHUP, see stop_signals) is Ctrl-C from the first line on, so a stop while
     reading stdin or compacting a big output is one line and exit 130, never a
     traceback; the phases that run questions install their own graceful handlers."""
     if sys.version_info < MIN_PYTHON:
@@ -4777,17 +4786,17 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
             f"{'.'.join(map(str, sys.version_info[:3]))}: install it with a newer python (see README, Set-up)")
         return EXIT_USAGE
     try:
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        previous = {number: signal.signal(number, _interrupt) for number in stop_signals()}
     except ValueError:  # not the main thread: leave signals alone
-        previous = None
+        previous = {}
     try:
         return run_command(argv, runtime)
     except KeyboardInterrupt as err:
         say("error: interrupted before any question ran; nothing was lost")
         return exit_code_for(err)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @dataclass(frozen=True)

@@ -82,14 +82,22 @@ def wait_for(condition, what: str, seconds: float = 30) -> None:
         time.sleep(0.02)  # polling a subprocess's files
 
 
-def terminate_when(argv: list[str], env: dict[str, str], cwd: Path, ready, what: str) -> tuple[int, str, str]:
-    """Start the CLI, send SIGTERM once ``ready()`` holds; (exit code, stdout, stderr)."""
+def ignore_hangup() -> None:
+    """What nohup does before it starts a command."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def terminate_when(argv: list[str], env: dict[str, str], cwd: Path, ready, what: str,
+                   number: signal.Signals = signal.SIGTERM, nohup: bool = False) -> tuple[int, str, str]:
+    """Start the CLI (as under nohup if asked), send ``number`` (SIGTERM) once ``ready()`` holds;
+    (exit code, stdout, stderr)."""
     process = subprocess.Popen([sys.executable, str(CLI), *argv], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ignore_hangup if nohup else None)
     try:
         wait_for(ready, what)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=20)
+        process.send_signal(number)
+        out, err = process.communicate(timeout=60)
     finally:
         process.kill()
         process.wait()
@@ -316,11 +324,13 @@ def test_disk_full_stops_cleanly_and_resumes(where: str, size: str, leave: int, 
 # --- 4, 5. SIGTERM --------------------------------------------------------------------------------------
 
 
-def test_sigterm_on_one_question(server, tmp_path) -> None:
-    """SIGTERM with a request in flight: exit 130, 'interrupted' in the JSON and one stderr line, transcript and trace kept."""
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_on_one_question(number: signal.Signals, server, tmp_path) -> None:
+    """SIGTERM (or SIGHUP: the terminal closed) with a request in flight: exit 130, 'interrupted' in the JSON
+    and one stderr line, transcript and trace kept."""
     endpoint = server("--latency", "1.0")
     code, out, err = terminate_when(["-q", "Q?", "--json"], environment(tmp_path, endpoint.url), tmp_path,
-                                    lambda: endpoint.starts(), "a request in flight")
+                                    lambda: endpoint.starts(), "a request in flight", number)
     assert code == 130, err
     assert json.loads(out)["error"] == "interrupted"
     assert "Traceback" not in err and "error: interrupted" in err
@@ -477,3 +487,22 @@ def test_a_symlink_at_the_batchs_log_folder_is_refused(victim, silent, tmp_path)
     assert_one_clean_error(done, 2, "symbolic link")
     assert_victim_untouched(victim)
     assert silent.starts() == []
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["terminal-closed", "under-nohup"])
+def test_sighup_stops_a_batch_gracefully_unless_nohup_ignores_it(ignored: bool, server, tmp_path) -> None:
+    """A closed terminal stops the batch like Ctrl-C (exit 130, resumable, no traceback); under nohup,
+    which ignores SIGHUP, the batch runs to the end."""
+    slow = server("--latency", "0.05")
+    ids = write_questions(tmp_path / "q.jsonl", 8)
+    output = tmp_path / "out.jsonl"
+    code, out, err = terminate_when(["-f", "q.jsonl", "-o", "out.jsonl", "--concurrency", "2"],
+                                    environment(tmp_path, slow.url), tmp_path,
+                                    lambda: output.exists() and output.read_bytes().count(b"\n") >= 1,
+                                    "a first output line", signal.SIGHUP, nohup=ignored)
+    assert "Traceback" not in err
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())
+    if ignored:
+        assert code == 0 and summary["status"] == "finished" and len(output_rows(output)) == len(ids)
+    else:
+        assert code == 130 and summary["status"] == "interrupted" and len(output_rows(output)) < len(ids)
