@@ -2785,7 +2785,8 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     finally:
         result.elapsed_s = runtime.clock() - debate.started
         result.positions = debate.positions.get(result.reported_round or 1, [])
-        result.write_error = save_run_files(debate, question, result, replay, transcript_path) or file_error
+        result.write_error = (save_run_files(debate, question, result, replay, transcript_path,
+                                             place.folder_fd if place else None) or file_error)
     return result
 
 
@@ -2902,7 +2903,7 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
 
 
 def save_run_files(debate: Debate, question: str, result: RunResult, replay: Replay | None,
-                   transcript_path: Path | None) -> str | None:
+                   transcript_path: Path | None, folder_fd: int | None = None) -> str | None:
     """Close the trace and fill the transcript; why a write failed, or None."""
     trace_error = None
     if debate.trace:
@@ -2911,7 +2912,7 @@ def save_run_files(debate: Debate, question: str, result: RunResult, replay: Rep
     if transcript_path is None:
         return trace_error
     text = render_transcript(debate.config, debate, question, result, replay)
-    transcript_error = write_transcript(debate.runtime, transcript_path, text)
+    transcript_error = write_transcript(debate.runtime, transcript_path, text, folder_fd)
     result.transcript = None if transcript_error else str(transcript_path)
     return trace_error or transcript_error
 
@@ -2995,26 +2996,50 @@ def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
     return lines
 
 
-def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None) -> tuple[Path, int]:
+def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None,
+                        folder_fd: int | None = None) -> tuple[Path, int]:
     """A new file, mode 0600, named stem+suffix or stem_N+suffix: never overwrites, never follows a link.
-    With ``twin``, the same name with that suffix must be free too (a transcript and its trace share a stem)."""
+    With ``twin``, the same name with that suffix must be free too (a transcript and its trace share a stem).
+    With ``folder_fd``, the file is made in that open folder, whatever ``directory`` names by then."""
     for n in range(MAX_NAME_TRIES):
         path = directory / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
-        if twin is not None and os.path.lexists(path.with_suffix(twin)):
+        if twin is not None and exists_in(path.with_suffix(twin), folder_fd):
             continue
         try:
-            return path, os.open(path, NEW_FILE_FLAGS, 0o600)
+            return path, open_in(path, NEW_FILE_FLAGS, folder_fd)
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, f"no free transcript name for {stem} in {directory}")
 
 
+def open_in(path: Path, flags: int, folder_fd: int | None) -> int:
+    """os.open, relative to an open folder when there is one (a batch's log folder, pinned at its start)."""
+    if folder_fd is None:
+        return os.open(path, flags, 0o600)
+    return os.open(path.name, flags, 0o600, dir_fd=folder_fd)
+
+
+def exists_in(path: Path, folder_fd: int | None) -> bool:
+    try:
+        os.lstat(path.name if folder_fd is not None else path, dir_fd=folder_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def unlink_in(path: Path, folder_fd: int | None) -> None:
+    os.unlink(path.name if folder_fd is not None else path, dir_fd=folder_fd)
+
+
 @dataclass(frozen=True)
 class LogPlace:
-    """Where a run's transcript and trace go: a folder, and a file-name stem."""
+    """Where a run's transcript and trace go: a folder, and a file-name stem. A batch also
+    gives the folder open (``folder_fd``): files are made in it by descriptor, so a link
+    planted at its name after the batch started leads nowhere (see open_log_folder)."""
 
     directory: Path
     stem: str
+    folder_fd: int | None = None
 
 
 def safe_name(text: str, limit: int = 100) -> str:
@@ -3044,31 +3069,33 @@ def open_run_files(config: Config, runtime: Runtime,
     if not (config.enable_file_logging or config.jsonl_trace):
         return None, None, None
     place = place or run_log_place(config, runtime)
-    directory, stem = place.directory, place.stem
+    directory, stem, folder = place.directory, place.stem, place.folder_fd
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder is None:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not config.enable_file_logging:  # a trace alone
-            trace_path, fd = create_private_file(directory, stem, ".jsonl")
+            trace_path, fd = create_private_file(directory, stem, ".jsonl", folder_fd=folder)
             return None, TraceWriter(trace_path, fd, config, runtime), None
-        path, fd = create_private_file(directory, stem, ".txt", twin=".jsonl" if config.jsonl_trace else None)
+        path, fd = create_private_file(directory, stem, ".txt", twin=".jsonl" if config.jsonl_trace else None,
+                                       folder_fd=folder)
         os.close(fd)
         trace = None
         if config.jsonl_trace:
             trace_path = path.with_suffix(".jsonl")
             try:
-                trace = TraceWriter(trace_path, os.open(trace_path, NEW_FILE_FLAGS, 0o600), config, runtime)
+                trace = TraceWriter(trace_path, open_in(trace_path, NEW_FILE_FLAGS, folder), config, runtime)
             except OSError:
-                path.unlink()
+                unlink_in(path, folder)
                 raise
         return path, trace, None
     except OSError as err:
         return None, None, f"could not write the transcript in {directory} ({describe_os_error(err)})"
 
 
-def write_transcript(runtime: Runtime, path: Path, text: str) -> str | None:
+def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | None = None) -> str | None:
     """Fill the reserved transcript; on a disk error, None and the reason."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+        fd = open_in(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW, folder_fd)
     except OSError as err:
         return f"could not write the transcript {path} ({describe_os_error(err)})"
     try:
@@ -4037,12 +4064,12 @@ def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
     return None
 
 
-def drop_run_files(result: RunResult) -> None:
+def drop_run_files(result: RunResult, folder_fd: int | None = None) -> None:
     """--logs failed: an ok question's transcript and trace are removed once its line is due."""
     for name in (result.transcript, result.trace):
         if name:
             with contextlib.suppress(OSError):
-                os.unlink(name)
+                unlink_in(Path(name), folder_fd)
     result.transcript = result.trace = None
 
 
@@ -4050,11 +4077,11 @@ class BatchRun:
     """One batch run: reads items, keeps --concurrency questions in flight, writes results."""
 
     def __init__(self, config: Config, options: BatchOptions, runtime: Runtime, done: set[str],
-                 progress: Progress) -> None:
+                 progress: Progress, folder_fd: int | None = None) -> None:
         if options.logs == "none":
             config = replace(config, enable_file_logging=False, enable_jsonl_trace=False)
         self.config, self.options, self.runtime = config, options, runtime
-        self.log_folder = batch_log_folder(config, options.output)
+        self.log_folder, self.folder_fd = batch_log_folder(config, options.output), folder_fd
         self.done, self.progress = done, progress
         self.stats = BatchStats()
         self.stop = asyncio.Event()
@@ -4082,7 +4109,7 @@ class BatchRun:
         try:
             try:
                 await answer_question(self.config, item.question, endpoint, self.runtime, result,
-                                      place=LogPlace(self.log_folder, safe_name(item.id)))
+                                      place=LogPlace(self.log_folder, safe_name(item.id), self.folder_fd))
             except asyncio.CancelledError:
                 # What it cost is still counted, and the line says so; resume runs it again.
                 result.error = "interrupted before it finished; it runs again on resume"
@@ -4091,7 +4118,7 @@ class BatchRun:
             except Exception as err:  # a bug must cost one question, not the batch or the result
                 result.error = internal_error(err)
             if self.options.logs == "failed" and result.status == "ok":
-                drop_run_files(result)
+                drop_run_files(result, self.folder_fd)
             self.save(item, result, writer)
             why = stops_the_batch(result, self.stats)
             if why and not self.stats.aborted:
@@ -4244,6 +4271,24 @@ def check_log_folder(folder: Path) -> None:
                           "folder this tool made: remove the link, or set LOG_DIR elsewhere")
 
 
+def open_log_folder(config: Config, options: BatchOptions) -> int | None:
+    """The batch's log folder, made if need be and opened once without following a link: every
+    transcript and trace of the batch is then made in it by descriptor, so a link planted at its
+    name after this cannot redirect them. None when no file is written, or when the folder cannot
+    be made now (a full disk: each question then says so, as without a batch)."""
+    if options.logs == "none" or not (config.enable_file_logging or config.jsonl_trace):
+        return None
+    folder = batch_log_folder(config, options.output)
+    with contextlib.suppress(OSError):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR) and folder.is_symlink():
+            check_log_folder(folder)
+        return None
+
+
 def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> BatchStart:
     """Hash the input, refuse a changed one, and compact (or move aside) the earlier output."""
     if options.logs != "none" and (config.enable_file_logging or config.jsonl_trace):
@@ -4307,8 +4352,13 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
                                    "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
         write_summary(summary_path, summary, config, runtime)
         total = start.total if options.shard is None else None  # a shard's share is known only as it is read
-        batch = BatchRun(config, options, runtime, start.done, Progress(total, sys.stderr))
-        await run_questions(config, options, runtime, stdin, batch)
+        folder_fd = open_log_folder(config, options)
+        try:
+            batch = BatchRun(config, options, runtime, start.done, Progress(total, sys.stderr), folder_fd)
+            await run_questions(config, options, runtime, stdin, batch)
+        finally:
+            if folder_fd is not None:
+                os.close(folder_fd)
         summary.update(batch_summary(batch.stats, options.output, runtime.clock() - started))
         try:
             write_summary(summary_path, summary, config, runtime)

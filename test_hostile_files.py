@@ -506,3 +506,24 @@ def test_sighup_stops_a_batch_gracefully_unless_nohup_ignores_it(ignored: bool, 
         assert code == 0 and summary["status"] == "finished" and len(output_rows(output)) == len(ids)
     else:
         assert code == 130 and summary["status"] == "interrupted" and len(output_rows(output)) < len(ids)
+
+
+def test_a_link_planted_at_the_log_folder_after_the_batch_started_leads_nowhere(victim, server, tmp_path) -> None:
+    """The batch pins its log folder when it starts: swap the folder for a link to elsewhere while the
+    batch waits for its questions, and every transcript still lands in the folder it made."""
+    endpoint = server()
+    logs = tmp_path / "logs"
+    process = subprocess.Popen([sys.executable, str(CLI), "-f", "-", "-o", "out.jsonl"],
+                               env=environment(tmp_path, endpoint.url), cwd=tmp_path, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (logs / "out").is_dir(), "the batch's log folder")
+        (logs / "out").rename(logs / "moved")
+        (logs / "out").symlink_to(victim.parent, target_is_directory=True)
+        out, err = process.communicate("Q1?\nQ2?\n", timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, err
+    assert_victim_untouched(victim)
+    assert len(list((logs / "moved").glob("*.txt"))) == 2 and len(list((logs / "moved").glob("*.jsonl"))) == 2
