@@ -1916,16 +1916,26 @@ def note_budget_cuts(debate: Debate, plan: DebatePlan, positions: list[Position]
 
 
 def revision_affordable(debate: Debate, question: str, positions: list[Position]) -> bool:
-    """Whether one more debate round fits the budget beside what is kept back for the
-    judges and, before a rerun could be needed, for that rerun: later rounds go first."""
-    budget, config = debate.budget, debate.config
+    """Whether one more debate round fits the budget beside what is kept back (the judges'
+    share, and the rerun's while the later rounds run: see rerun_reserve)."""
+    budget = debate.budget
     if not budget.limited:
         return True
-    per_call = worst_case_costs(config, question, positions).revise + config.max_tokens
-    rerun_calls, rerun_tokens = (rerun_core(config, question, rerun_settings(config)[0])
-                                 if debate.round == 1 and config.min_judge_confidence > 0 else (0, 0))
-    return budget.fits(len(positions) + budget.floor_calls + rerun_calls,
-                       len(positions) * per_call + budget.floor_tokens + rerun_tokens)
+    per_call = worst_case_costs(debate.config, question, positions).revise + debate.config.max_tokens
+    return budget.fits(len(positions) + budget.floor_calls, len(positions) * per_call + budget.floor_tokens)
+
+
+def rerun_reserve(debate: Debate, question: str) -> tuple[int, int]:
+    """(calls, tokens) later rounds must leave for a rerun: its worst case without its own
+    rounds, while one may still be needed (the first debate, MIN_JUDGE_CONFIDENCE above 0)
+    and could still be paid for beside the judges' share. Later rounds go first."""
+    budget, config = debate.budget, debate.config
+    if not budget.limited or debate.round != 1 or config.min_judge_confidence == 0:
+        return 0, 0
+    calls, tokens = rerun_core(config, question, rerun_settings(config)[0])
+    if not budget.fits(calls + budget.floor_calls, tokens + budget.floor_tokens):
+        return 0, 0  # the rerun is out of reach already: rounds cannot take it away
+    return calls, tokens
 
 
 def rerun_settings(config: Config) -> tuple[int, float]:
@@ -2665,14 +2675,17 @@ async def run_later_rounds(debate: Debate, question: str, positions: list[Positi
         if not position.by_round:  # a replay from a later round brings its earlier rounds
             position.by_round.append(position.final_answer)
     rounds_done = max((len(p.by_round) for p in positions), default=1)
-    for step in range(rounds_done + 1, config.rounds + 1):
-        if solvers_agree(positions, question):
-            return
-        if not revision_affordable(debate, question, positions):
-            debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
-            return
-        await revise(debate, question, positions, step, temperature)
-        log_phase(debate, "revise", step)
+    budget, (rerun_calls, rerun_tokens) = debate.budget, rerun_reserve(debate, question)
+    # Held back for every attempt of every round, retries included, not just checked once.
+    with budget.kept_back(budget.floor_calls + rerun_calls, budget.floor_tokens + rerun_tokens):
+        for step in range(rounds_done + 1, config.rounds + 1):
+            if solvers_agree(positions, question):
+                return
+            if not revision_affordable(debate, question, positions):
+                debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
+                return
+            await revise(debate, question, positions, step, temperature)
+            log_phase(debate, "revise", step)
 
 
 def log_phase(debate: Debate, phase: str, step: int = 1) -> None:

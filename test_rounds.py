@@ -527,3 +527,25 @@ async def test_a_slow_revision_is_cut_as_a_straggler_and_its_answer_stands() -> 
     assert not revise_3.ok and revise_3.failure == "cut as a straggler"
     assert any("revise solver-3 cut as a straggler" in note for note in result.notes)
     assert started[("judge", "judge-1")] < started[("revise", "solver-3")] + 20
+
+
+@respx.mock
+def test_retries_in_later_rounds_never_eat_the_reruns_budget(capsys) -> None:
+    """Every revision fails with a 500 and retries: the retries stop where the rerun's share begins,
+    and the rerun (needed: confidence 40) still runs. 3 workers, 1 judge: round 1 is 10 calls, a rerun 16."""
+    model = Disagreeing({"solver-1": "390"})
+    model.confidence = 40
+    model.overrides["revise"] = lambda r, n: httpx.Response(500, json={"error": "down"})
+    respx.post(URL).mock(side_effect=model)
+    code, out = run_json(["-q", "What is 17 * 23?", "-w", "3", "-j", "1", "--rounds", "2", "--max-calls", "30"], capsys)
+    assert code == 0 and out["rerun"] is True
+    assert out["http_requests"] <= 30
+
+
+@respx.mock
+def test_later_rounds_run_when_the_rerun_is_out_of_reach_anyway(capsys) -> None:
+    """25 calls can never pay for round 1 (10) and a rerun (16): holding its share back would only cost
+    the rounds, so they run."""
+    route = respx.post(URL).mock(side_effect=Disagreeing({"solver-1": "390", "solver-2": "389"}))
+    code, out = run_json(["-q", "What is 17 * 23?", "-w", "3", "-j", "1", "--rounds", "3", "--max-calls", "25"], capsys)
+    assert code == 0 and out["rounds"] == 3 and len(route.calls) == 16
