@@ -610,6 +610,15 @@ def safe_json(value: Any, config: Config, *, ensure_ascii: bool = True) -> str:
     return redact(json.dumps(redact_value(value, config), ensure_ascii=ensure_ascii), config)
 
 
+def shown_id(value: str, limit: int = 200) -> str:
+    """A question id on one line, told apart from every other: a character that does not
+    print is escaped (\\n, \\u200b), never dropped, so no id can pass for another."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in value)
+    if len(text) <= limit:
+        return text
+    return text[:limit - 10] + "…" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:9]
+
+
 def printable(value: Any, limit: int = 200) -> str:
     """A value for a one-line log: control characters dropped, whitespace runs made one space, cut at ``limit``."""
     text = "".join(ch for ch in str(value) if ch.isprintable() or ch.isspace())
@@ -4050,7 +4059,7 @@ class Progress:
         answer = record["final_answer"] if record["status"] == "ok" else record["error"]
         # One line per question, whatever the answer holds: a model's newline or
         # escape sequence must not forge lines in a cron log.
-        say(f"{printable(record['id'])} {record['status']} {printable(answer)} {record['elapsed_s']:.1f}s")
+        say(f"{shown_id(record['id'])} {record['status']} {printable(answer)} {record['elapsed_s']:.1f}s")
 
     def skipped(self) -> None:
         if self.bar is not None:
@@ -4101,8 +4110,10 @@ class BatchRun:
         self.tasks: set[asyncio.Task[None]] = set()
         self.seen: set[str] = set()
 
-    def on_signal(self) -> None:
+    def on_signal(self, number: int = signal.SIGINT) -> None:
         if self.stats.interrupted:  # a second Ctrl-C: stop now
+            if number == signal.SIGHUP:  # a closing terminal sends it twice (kernel, then shell): no hurry
+                return
             for task in self.tasks:
                 task.cancel()
             return
@@ -4118,7 +4129,7 @@ class BatchRun:
         would only surface as "Task exception was never retrieved".
         """
         result = RunResult(item.question)
-        QUESTION_ID.set(printable(item.id, 60))
+        QUESTION_ID.set(shown_id(item.id))
         try:
             try:
                 await answer_question(self.config, item.question, endpoint, self.runtime, result,
@@ -4179,7 +4190,7 @@ class BatchRun:
             return None
         if item.id in self.seen:
             self.stats.input_errors += 1
-            say(f"input line {item.line}: id {printable(item.id)!r} appears again; skipped")
+            say(f"input line {item.line}: id {shown_id(item.id)!r} appears again; skipped")
             return None
         self.seen.add(item.id)
         if item.id in self.done:
@@ -4337,7 +4348,7 @@ async def run_questions(config: Config, options: BatchOptions, runtime: Runtime,
     loop = asyncio.get_running_loop()
     signals = [signal.SIGINT, *stop_signals()]
     for number in signals:
-        loop.add_signal_handler(number, batch.on_signal)
+        loop.add_signal_handler(number, batch.on_signal, number)
     try:
         async with open_client(config) as client:
             items = read_items(bounded_lines(stream, input_line_limit(config)), input_format(options.questions_file),
@@ -4346,6 +4357,7 @@ async def run_questions(config: Config, options: BatchOptions, runtime: Runtime,
     finally:
         for number in signals:
             loop.remove_signal_handler(number)
+        reinstall_interrupt()
         writer.close()
         batch.progress.close()
         if options.questions_file != "-":
@@ -4728,6 +4740,7 @@ async def run_cli(config: Config, question: str, runtime: Runtime, result: RunRe
     finally:
         for number in signals:
             loop.remove_signal_handler(number)
+        reinstall_interrupt()
     return result
 
 
@@ -4833,6 +4846,14 @@ def console() -> None:
     sys.exit(main())
 
 
+def reinstall_interrupt() -> None:
+    """After a loop's own handlers go, the stop signals raise KeyboardInterrupt again (main's),
+    instead of the system default asyncio leaves, which would kill the process mid-summary."""
+    with contextlib.suppress(ValueError):  # not the main thread
+        for number in stop_signals():
+            signal.signal(number, _interrupt)
+
+
 def stop_signals() -> list[signal.Signals]:
     """The signals that stop a run as Ctrl-C does: SIGTERM, and SIGHUP (the terminal closed)
     unless it is ignored, as under nohup, whose user asked for the run to outlive the terminal."""
@@ -4855,7 +4876,7 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
     try:
         return run_command(argv, runtime)
     except KeyboardInterrupt as err:
-        say("error: interrupted before any question ran; nothing was lost")
+        say("error: interrupted; nothing already written was lost (a batch resumes on the next run)")
         return exit_code_for(err)
     finally:
         for number, handler in previous.items():

@@ -681,5 +681,31 @@ def test_warnings_in_a_batch_say_which_question(tmp_path, monkeypatch, capsys) -
     assert moa.main(["-f", str(source), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime()) == 0
     lines = capsys.readouterr().err.splitlines()
     warnings = [line for line in lines if line.startswith("warning:")]
-    assert warnings and all(line.startswith("warning: q1 error: forged: ") for line in warnings)
+    assert warnings and all(line.startswith("warning: q1\\nerror: forged: ") for line in warnings)
     assert not any(line.startswith("error: forged") for line in lines)
+
+
+def test_ids_are_shown_so_that_none_passes_for_another() -> None:
+    """Characters that do not print are escaped, never dropped; a long id keeps a hash of the whole."""
+    assert moa.shown_id("q1") == "q1"
+    assert moa.shown_id("\u200bq1") == "\\u200bq1" != moa.shown_id("q1")
+    assert moa.shown_id("a\nb\x1b[31m") == "a\\nb\\x1b[31m"
+    first, second = "x" * 300 + "1", "x" * 300 + "2"
+    assert len(moa.shown_id(first)) == 200 and moa.shown_id(first) != moa.shown_id(second)
+
+
+@respx.mock
+def test_after_a_run_the_stop_signals_interrupt_again(monkeypatch) -> None:
+    """asyncio resets a signal to the system default when its loop handler goes; the CLI puts its own
+    back, so SIGTERM while the summary is written is an interruption, not a kill."""
+    import signal
+    monkeypatch.setenv("PROXY_URL", URL)
+    monkeypatch.setenv("API_KEY", "sk-test-1234567890")
+    respx.post(URL).mock(side_effect=FakeModel())
+    config = moa.load_config({}, os.environ, {})
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        asyncio.run(moa.run_cli(config, "Q?", test_runtime(), moa.RunResult("Q?")))
+        assert signal.getsignal(signal.SIGTERM) is moa._interrupt
+    finally:
+        signal.signal(signal.SIGTERM, before)

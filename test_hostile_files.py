@@ -527,3 +527,30 @@ def test_a_link_planted_at_the_log_folder_after_the_batch_started_leads_nowhere(
     assert process.returncode == 0, err
     assert_victim_untouched(victim)
     assert len(list((logs / "moved").glob("*.txt"))) == 2 and len(list((logs / "moved").glob("*.jsonl"))) == 2
+
+
+def test_a_closing_terminals_double_hangup_keeps_the_grace_period(server, tmp_path) -> None:
+    """A terminal that closes sends SIGHUP twice (the kernel, then the shell): that is one stop, not
+    "stop now", so the questions in flight still finish and none is cut."""
+    slow = server("--latency", "0.3")
+    write_questions(tmp_path / "q.jsonl", 8)
+    output = tmp_path / "out.jsonl"
+    process = subprocess.Popen([sys.executable, str(CLI), "-f", "q.jsonl", "-o", "out.jsonl", "--concurrency", "2"],
+                               env=environment(tmp_path, slow.url), cwd=tmp_path, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: output.exists() and output.read_bytes().count(b"\n") >= 1, "a first output line")
+        process.send_signal(signal.SIGHUP)
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        while line and "stopping:" not in line:  # until the batch has taken the first one
+            line = process.stderr.readline()
+        assert line, "the batch said it was stopping"
+        process.send_signal(signal.SIGHUP)  # sent apart, so the kernel cannot merge the two
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, err
+    rows = output_rows(output)
+    assert rows and all(r["status"] == "ok" for r in rows), "nothing in flight was cut"
