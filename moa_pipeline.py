@@ -869,7 +869,8 @@ class AdaptiveLimit:
         self.patience = min(self.MAX_PATIENCE, self.patience * 2) if in_flight_at_send == self.cut_at else 1
         self.cut_at = in_flight_at_send
         self.limit = max(1.0, min(self.limit, in_flight_at_send - 1))
-        self.recover_to = max(self.accepted, default=0) if self.limit < max(self.accepted, default=0) - 1 else 0
+        held = max(self.accepted, default=0)
+        self.recover_to = held if self.limit < held - 1 else 0
         return True
 
 
@@ -1841,14 +1842,22 @@ def worst_case_costs(config: Config, question: str, positions: list[Position] | 
         + unwritten + cap,
         judge_base=prompt_tokens_estimate(*judge_prompts(question, shown)) + len(shown) * unwritten,
         text=cap, judge_completion=config.judge_max_tokens,
-        # Unwritten: its own answer, reason and critique, and each other's answer and short reason.
-        revise=max((prompt_tokens_estimate(*revise_prompts(question, p, [(o.final_answer, short_reason(o))
-                                                                        for o in shown if o is not p]))
-                    for p in shown), default=0) + 3 * unwritten
-        + (len(shown) - 1) * (unwritten + (REASON_TOKENS if unwritten else 0)))
+        revise=revise_cost(config, question, shown, unwritten))
 
 
 call_costs = worst_case_costs  # the name earlier code and tests know
+
+
+def revise_cost(config: Config, question: str, shown: list[Position], unwritten: int) -> int:
+    """A later round's worst prompt: its own answer, reason and critique, and each other's answer
+    and short reason, the unwritten ones at the cap. 0 with ROUNDS=1: there is no such call to
+    price, and rendering n x (n-1) answers on every plan would be waste."""
+    if config.rounds == 1:
+        return 0
+    rendered = max((prompt_tokens_estimate(*revise_prompts(question, p, [(o.final_answer, short_reason(o))
+                                                                         for o in shown if o is not p]))
+                    for p in shown), default=0)
+    return rendered + 3 * unwritten + (len(shown) - 1) * (unwritten + (REASON_TOKENS if unwritten else 0))
 
 
 @dataclass(frozen=True)
@@ -2677,7 +2686,7 @@ async def run_later_rounds(debate: Debate, question: str, positions: list[Positi
     reads the others' answers and reasons and may revise. The rounds stop as soon as
     every answer agrees (by the question's answer type), and are the first thing a
     budget drops: one runs only if all its calls fit beside what the judges keep back
-    and, while a rerun may still be needed, the rerun (see revision_affordable).
+    and, while a rerun may still be needed and paid for, the rerun (see rerun_reserve).
     """
     config = debate.config
     for position in positions:
@@ -4315,6 +4324,7 @@ def open_log_folder(config: Config, options: BatchOptions) -> int | None:
 
 def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> BatchStart:
     """Hash the input, refuse a changed one, and compact (or move aside) the earlier output."""
+    # A link at the log folder is refused here, before anything is made; open_log_folder pins it later.
     if options.logs != "none" and (config.enable_file_logging or config.jsonl_trace):
         check_log_folder(batch_log_folder(config, options.output))
     try:

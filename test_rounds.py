@@ -238,7 +238,7 @@ def test_dry_run_prices_every_round(capsys) -> None:
 
 def test_the_cost_model_bounds_a_real_revision_prompt() -> None:
     """The worst case before any answer exists is at least any real round's prompt."""
-    config = moa.Config(URL, FAKE_KEY, max_tokens=400, num_workers=3)
+    config = moa.Config(URL, FAKE_KEY, max_tokens=400, num_workers=3, rounds=2)
     long = "x" * 1200  # 400 tokens: MAX_TOKENS worth of text
     positions = [moa.Position(i, long, long, critique=long, rebuttal=long, final_answer=long) for i in range(3)]
     worst = moa.worst_case_costs(config, "Q?", workers=3).revise

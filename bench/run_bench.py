@@ -263,7 +263,7 @@ async def early_exit(workdir: Path, runs: int) -> dict[str, Any]:
 
 
 @dataclass
-class BatchRun:
+class BatchOutcome:
     """One batch through ``moa.run_batch`` against a fake endpoint, and what both sides saw."""
 
     wall: float
@@ -290,7 +290,7 @@ class BatchRun:
 
 
 async def run_one_batch(workdir: Path, server_args: list[str], questions: int, concurrency: int,
-                        **changes: Any) -> BatchRun:
+                        **changes: Any) -> BatchOutcome:
     """``questions`` questions, ``concurrency`` at a time, against a fresh fake endpoint."""
     server = Server(workdir, *server_args)
     workdir = Path(tempfile.mkdtemp(dir=workdir))  # a fresh output each time, so nothing resumes
@@ -311,7 +311,7 @@ async def run_one_batch(workdir: Path, server_args: list[str], questions: int, c
         requests = server.requests()
         server.close()
     lines = [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
-    return BatchRun(wall, cpu, summary, lines, requests)
+    return BatchOutcome(wall, cpu, summary, lines, requests)
 
 
 async def batch(workdir: Path, questions: int, cap: int) -> dict[str, Any]:
