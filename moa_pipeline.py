@@ -2876,27 +2876,53 @@ def setting_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+# What a debate() keyword takes, by the type of its Config field: the Python types, and their name.
+KEYWORD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "True or False"), "int": ((int,), "a whole number"),
+    "float": ((int, float), "a number"), "str": ((str,), "a string")}
+
+
 def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
     """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI;
-    keyword overrides on top (None: leave it), all checked by the same parsers as a .env
-    file's, so a Config built by hand gets the CLI's limits too. ConfigError for an unknown
-    name, a value that is not a string, number or bool, or a setting given twice."""
+    keyword overrides on top (None: leave it), each checked by library_value, so a Config
+    built by hand gets the CLI's limits too. TypeError for a ``config`` that is not a Config;
+    ConfigError for an unknown name or a setting given twice."""
+    if config is not None and not isinstance(config, Config):
+        raise TypeError(f"config: expected a moa_pipeline.Config or None, got {type(config).__name__}")
     names = {s.field: s.env for s in SETTINGS} | OVERRIDE_ALIASES
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}: use a setting's lower-case name, such as "
                           "workers, judges, rounds or max_tokens (see README, Settings)")
+    by_env = {s.env: s for s in SETTINGS}
     flags: dict[str, str] = {}
     for name, value in overrides.items():
-        if value is not None and not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{name}={type(value).__name__}: a setting is a string, a number or a bool")
         if names[name] in flags:
             raise ConfigError(f"{names[name]} is given twice: use one of {name!r} and its other name")
         if value is not None:
-            flags[names[name]] = setting_text(value)
+            flags[names[name]] = library_value(name, value, by_env[names[name]])
     if config is None:
         return load_config(flags, os.environ, read_env_file(None, os.environ))
-    return load_config({s.env: setting_text(getattr(config, s.field)) for s in SETTINGS} | flags, {}, {}, warn=False)
+    given = {s.env: library_value(f"config.{s.field}", getattr(config, s.field), s) for s in SETTINGS}
+    return load_config(given | flags, {}, {}, warn=False)
+
+
+def library_value(label: str, value: Any, setting: Setting) -> str:
+    """A keyword's value (or a Config field's) as its setting's text, read by the setting's parser.
+    TypeError for a value of the wrong type (text is read as in .env), ConfigError for one out of
+    range; each names ``label`` and what it takes, the value masked when it is a secret."""
+    kind = str(Config.__dataclass_fields__[setting.field].type).split(" | ")[0]  # "int", "float | None"
+    types, expected = KEYWORD_TYPES[kind]
+    shown = SECRET_MASK if setting.secret else repr(masked_url(value) if setting.env == "PROXY_URL"
+                                                   and isinstance(value, str) else value)[:200]
+    if value is not None and not isinstance(value, str) and (
+            not isinstance(value, types) or isinstance(value, bool) != (kind == "bool")):
+        raise TypeError(f"{label}={shown}: expected {expected}, got {type(value).__name__}")
+    try:
+        setting.parse(setting_text(value))
+    except ValueError as err:
+        raise ConfigError(f"{label}={shown} is not valid for {setting.env}: {err}") from None
+    return setting_text(value)
 
 
 def library_client(config: Config) -> httpx.AsyncClient:
@@ -2915,15 +2941,19 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     Settings come from the environment and .env, as for the CLI, unless ``config``
     is given; keyword overrides use the settings' lower-case names (``workers=3,
     judges=1, rounds=2``). Writes the transcript and trace as the settings say,
-    and never prints, exits or installs signal handlers. Raises ConfigError (bad
-    settings or question) or RunFailed (no verdict; its ``result`` says why).
+    and never prints, exits or installs signal handlers. Raises TypeError (an argument
+    of the wrong type), ConfigError (a bad setting or question; nothing was sent) or
+    RunFailed (no verdict; its ``result`` says why).
     The underscored keywords are the CLI's: its test seams, a replay, and the
     record it reports from even when the run is cancelled.
     """
     if not log.handlers:  # a library logs nowhere until its caller sets logging up
         log.addHandler(logging.NullHandler())
+    if not isinstance(question, str):
+        raise TypeError(f"question: expected a str, got {type(question).__name__}"
+                        + (" (decode it first)" if isinstance(question, (bytes, bytearray)) else ""))
     config = library_config(config, overrides)
-    if not isinstance(question, str) or not question.strip():
+    if not question.strip():
         raise ConfigError("the question is empty")
     question = valid_text(question)
     check_question(config, question)  # before any file is made: ConfigError means nothing happened

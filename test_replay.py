@@ -2,6 +2,7 @@
 prices only what it will run, and leaves a trace as replayable as any; the library's argument errors."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -201,3 +202,49 @@ def test_the_cli_replays_with_every_model_against_a_real_server(server, tmp_path
     replayed = [e for e in endpoint.starts() if e["run"] != endpoint.starts()[0]["run"] and e["phase"] == "rebuttal"]
     assert len(replayed) == 4
     assert all(json.loads(e["body"])["model"] == slot_model(e["agent"]) for e in replayed)
+
+
+# --- item 18: the library's argument errors -------------------------------------------------------
+
+
+@pytest.mark.parametrize("arguments, error, words", [
+    ({"question": b"What is 17 * 23?"}, TypeError, "question: expected a str, got bytes"),
+    ({"config": {"num_workers": 3}}, TypeError, "config: expected a moa_pipeline.Config or None, got dict"),
+    ({"workers": 3.0}, TypeError, "workers=3.0: expected a whole number, got float"),
+    ({"judges": True}, TypeError, "judges=True: expected a whole number, got bool"),
+    ({"rounds": [2]}, TypeError, "rounds=[2]: expected a whole number, got list"),
+    ({"temperature": {"t": 1}}, TypeError, "temperature={'t': 1}: expected a number, got dict"),
+    ({"stream": 1}, TypeError, "stream=1: expected True or False, got int"),
+    ({"model_name": ["a", "b"]}, TypeError, "model_name=['a', 'b']: expected a string, got list"),
+    ({"workers": 0}, moa.ConfigError, "workers=0 is not valid for NUM_WORKERS: expected a whole number from 1 to 64"),
+    ({"temperature": 2.5}, moa.ConfigError, "temperature=2.5 is not valid for TEMPERATURE: expected a number from 0 to 2"),
+    ({"max_tokens": "many"}, moa.ConfigError, "max_tokens='many' is not valid for MAX_TOKENS"),
+], ids=["bytes-question", "dict-config", "float-workers", "bool-judges", "list-rounds", "dict-temperature",
+        "int-stream", "list-model", "zero-workers", "hot-temperature", "word-max-tokens"])
+@respx.mock
+def test_a_wrong_argument_names_itself_and_what_it_takes(arguments, error, words, tmp_path) -> None:
+    """A value of the wrong Python type is a TypeError, one out of range a ConfigError; each names
+    the argument and what it accepts (never "(flag)"), before any file is made or request sent."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    question = arguments.pop("question", QUESTION)
+    with pytest.raises(error) as caught:
+        asyncio.run(moa.debate(question, **arguments))
+    assert str(caught.value).startswith(words)
+    assert type(caught.value) is error and "(flag)" not in str(caught.value)
+    assert route.call_count == 0 and not (tmp_path / "logs").exists()
+
+
+@respx.mock
+def test_a_config_built_by_hand_names_its_bad_field_and_hides_secrets() -> None:
+    """A bad Config field is named as config.<field>; a key of the wrong type is not echoed."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    with pytest.raises(moa.ConfigError, match=r"^config.num_workers=0 is not valid for NUM_WORKERS: expected"):
+        asyncio.run(moa.debate(QUESTION, config=moa.Config(URL, FAKE_KEY, num_workers=0)))
+    with pytest.raises(TypeError) as caught:
+        asyncio.run(moa.debate(QUESTION, api_key=12345678901234))
+    assert str(caught.value) == "api_key=***: expected a string, got int"
+    assert route.call_count == 0
+    result = asyncio.run(moa.debate(QUESTION, workers="3", judges=1, temperature=1, stream=False))
+    sent = [c.request.headers["X-MoA-Phase"] for c in route.calls]
+    assert result.status == "ok" and (sent.count("generate"), sent.count("judge")) == (3, 1), \
+        "text, an int for a number and a bool are all still taken"
