@@ -3475,8 +3475,8 @@ def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
     positions, done = list(replay.positions), REPLAY_STARTS[replay.start]
     costs = worst_case_costs(config, replay.question, positions)
     critiques = len(positions) if done == "generate" else 0
-    rebuttals = (critiques or sum(p.critique is not None for p in positions)) if done != "rebuttal" else 0
-    rebuttals *= config.enable_rebuttal
+    rebuttals = (0 if done == "rebuttal" or not config.enable_rebuttal
+                 else critiques or sum(p.critique is not None for p in positions))
     held = max((len(p.by_round) for p in positions), default=0) or 1
     rounds = 0 if replay.start == "judges" else max(config.rounds - held, 0)
     # A round's prompt embeds restored texts as they are, or texts the replay writes, at the cap.
