@@ -1893,9 +1893,14 @@ def round_worst_case(config: Config, question: str, workers: int, round_name: st
     if config.rounds > 1 and later_rounds:
         per_call.append(("revise", (config.rounds - 1) * workers, costs.revise, costs.text))
     per_call.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
+    return phase_costs(config, round_name, per_call)
+
+
+def phase_costs(config: Config, round_name: str, per_call: list[tuple[str, int, int, int]]) -> list[PhaseCost]:
+    """A row for each (phase, calls, prompt tokens a call, completion tokens a call) that makes calls."""
     return [PhaseCost(round_name, phase, calls, calls * prompt, calls * completion,
                       cost_usd(calls * prompt, calls * completion, config))
-            for phase, calls, prompt, completion in per_call]
+            for phase, calls, prompt, completion in per_call if calls]
 
 
 def plan_phases(debate: Debate, question: str, positions: list[Position], done: str) -> tuple[DebatePlan, Callable[[int, int], int]]:
@@ -1948,7 +1953,7 @@ def rerun_reserve(debate: Debate, question: str) -> tuple[int, int]:
     rounds, while one may still be needed (the first debate, MIN_JUDGE_CONFIDENCE above 0)
     and could still be paid for beside the judges' share. Later rounds go first."""
     budget, config = debate.budget, debate.config
-    if not budget.limited or debate.round != 1 or config.min_judge_confidence == 0:
+    if not budget.limited or debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
         return 0, 0
     calls, tokens = rerun_core(config, question, rerun_settings(config)[0])
     if not budget.fits(calls + budget.floor_calls, tokens + budget.floor_tokens):
@@ -2058,6 +2063,7 @@ class Debate:
     positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
     dropped_models: set[str] = field(default_factory=set)
     watches: dict[tuple[int, str, int], StragglerWatch] = field(default_factory=dict)
+    replaying: bool = False  # a replay: no rerun follows, so the budget keeps nothing back for one
 
     def skip(self, what: str) -> None:
         self.skipped.append(f"round {self.round}: {what}")
@@ -2870,27 +2876,53 @@ def setting_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+# What a debate() keyword takes, by the type of its Config field: the Python types, and their name.
+KEYWORD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "True or False"), "int": ((int,), "a whole number"),
+    "float": ((int, float), "a number"), "str": ((str,), "a string")}
+
+
 def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
     """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI;
-    keyword overrides on top (None: leave it), all checked by the same parsers as a .env
-    file's, so a Config built by hand gets the CLI's limits too. ConfigError for an unknown
-    name, a value that is not a string, number or bool, or a setting given twice."""
+    keyword overrides on top (None: leave it), each checked by library_value, so a Config
+    built by hand gets the CLI's limits too. TypeError for a ``config`` that is not a Config;
+    ConfigError for an unknown name or a setting given twice."""
+    if config is not None and not isinstance(config, Config):
+        raise TypeError(f"config: expected a moa_pipeline.Config or None, got {type(config).__name__}")
     names = {s.field: s.env for s in SETTINGS} | OVERRIDE_ALIASES
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}: use a setting's lower-case name, such as "
                           "workers, judges, rounds or max_tokens (see README, Settings)")
+    by_env = {s.env: s for s in SETTINGS}
     flags: dict[str, str] = {}
     for name, value in overrides.items():
-        if value is not None and not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{name}={type(value).__name__}: a setting is a string, a number or a bool")
         if names[name] in flags:
             raise ConfigError(f"{names[name]} is given twice: use one of {name!r} and its other name")
         if value is not None:
-            flags[names[name]] = setting_text(value)
+            flags[names[name]] = library_value(name, value, by_env[names[name]])
     if config is None:
         return load_config(flags, os.environ, read_env_file(None, os.environ))
-    return load_config({s.env: setting_text(getattr(config, s.field)) for s in SETTINGS} | flags, {}, {}, warn=False)
+    given = {s.env: library_value(f"config.{s.field}", getattr(config, s.field), s) for s in SETTINGS}
+    return load_config(given | flags, {}, {}, warn=False)
+
+
+def library_value(label: str, value: Any, setting: Setting) -> str:
+    """A keyword's value (or a Config field's) as its setting's text, read by the setting's parser.
+    TypeError for a value of the wrong type (text is read as in .env), ConfigError for one out of
+    range; each names ``label`` and what it takes, the value masked when it is a secret."""
+    kind = str(Config.__dataclass_fields__[setting.field].type).split(" | ")[0]  # "int", "float | None"
+    types, expected = KEYWORD_TYPES[kind]
+    shown = SECRET_MASK if setting.secret else repr(masked_url(value) if setting.env == "PROXY_URL"
+                                                   and isinstance(value, str) else value)[:200]
+    if value is not None and not isinstance(value, str) and (
+            not isinstance(value, types) or isinstance(value, bool) != (kind == "bool")):
+        raise TypeError(f"{label}={shown}: expected {expected}, got {type(value).__name__}")
+    try:
+        setting.parse(setting_text(value))
+    except ValueError as err:
+        raise ConfigError(f"{label}={shown} is not valid for {setting.env}: {err}") from None
+    return setting_text(value)
 
 
 def library_client(config: Config) -> httpx.AsyncClient:
@@ -2909,15 +2941,19 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     Settings come from the environment and .env, as for the CLI, unless ``config``
     is given; keyword overrides use the settings' lower-case names (``workers=3,
     judges=1, rounds=2``). Writes the transcript and trace as the settings say,
-    and never prints, exits or installs signal handlers. Raises ConfigError (bad
-    settings or question) or RunFailed (no verdict; its ``result`` says why).
+    and never prints, exits or installs signal handlers. Raises TypeError (an argument
+    of the wrong type), ConfigError (a bad setting or question; nothing was sent) or
+    RunFailed (no verdict; its ``result`` says why).
     The underscored keywords are the CLI's: its test seams, a replay, and the
     record it reports from even when the run is cancelled.
     """
     if not log.handlers:  # a library logs nowhere until its caller sets logging up
         log.addHandler(logging.NullHandler())
+    if not isinstance(question, str):
+        raise TypeError(f"question: expected a str, got {type(question).__name__}"
+                        + (" (decode it first)" if isinstance(question, (bytes, bytearray)) else ""))
     config = library_config(config, overrides)
-    if not isinstance(question, str) or not question.strip():
+    if not question.strip():
         raise ConfigError("the question is empty")
     question = valid_text(question)
     check_question(config, question)  # before any file is made: ConfigError means nothing happened
@@ -3139,7 +3175,8 @@ def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | N
 
 
 class TraceWriter:
-    """The transcript's JSONL twin: a run object, one object per HTTP attempt, a verdict object.
+    """The transcript's JSONL twin: a run object, one object per HTTP attempt, a verdict object
+    (and first, in a replay, the attempts it kept from its source, marked restored).
 
     Everything a model saw and said can be rebuilt from it alone (see README,
     "JSONL trace"); headers, and with them the keys, are never written. After a
@@ -3164,7 +3201,11 @@ class TraceWriter:
     def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
         self.write({"type": "run", "run_id": debate.run_id, "question": question, "config": self.config.shown(),
                     "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
-                    "replay": None if replay is None else {"trace": str(replay.source), "from": replay.start}})
+                    "replay": None if replay is None else {"trace": str(replay.source), "from": replay.start,
+                                                           "run_id": replay.run_id}})
+        # What the replay keeps, as attempts of this run marked restored: its trace replays without its source.
+        for kept in replay.restored if replay else ():
+            self.write({**kept.record, "run_id": debate.run_id, "round": debate.round, "restored": True})
 
     def attempt(self, debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                 temperature: float, max_tokens: int) -> None:
@@ -3419,10 +3460,33 @@ def context_lines(config: Config, n_ctx: int | None) -> list[str]:
     return lines
 
 
-def dry_run_phases(config: Config, question: str) -> list[PhaseCost]:
-    """Every phase of round 1 and of the rerun at its worst (worst_case_costs), without a request."""
+def dry_run_phases(config: Config, question: str, replay: Replay | None = None) -> list[PhaseCost]:
+    """Every phase of round 1 and of the rerun at its worst (worst_case_costs), without a request;
+    of a replay, what it runs."""
+    if replay is not None:
+        return replay_worst_case(config, replay)
     return (round_worst_case(config, question, config.num_workers)
             + round_worst_case(config, question, rerun_settings(config)[0], "rerun"))
+
+
+def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
+    """A replay at its worst, by worst_case_costs over the restored answers: the phases from its
+    start on, each text it writes at MAX_TOKENS, and no rerun (a replay runs none)."""
+    positions, done = list(replay.positions), REPLAY_STARTS[replay.start]
+    costs = worst_case_costs(config, replay.question, positions)
+    critiques = len(positions) if done == "generate" else 0
+    rebuttals = (0 if done == "rebuttal" or not config.enable_rebuttal
+                 else critiques or sum(p.critique is not None for p in positions))
+    held = max((len(p.by_round) for p in positions), default=0) or 1
+    rounds = 0 if replay.start == "judges" else max(config.rounds - held, 0)
+    # A round's prompt embeds restored texts as they are, or texts the replay writes, at the cap.
+    revise = max(costs.revise, worst_case_costs(config, replay.question, workers=len(positions)).revise)
+    # A judge reads each candidate's newest rebuttal or revision: one the replay writes, at the cap.
+    rewritten = rebuttals or (len(positions) if rounds else 0)
+    return phase_costs(config, "1", [
+        ("critique", critiques, costs.critic, costs.text), ("rebuttal", rebuttals, costs.rebuttal, costs.text),
+        ("revise", rounds * len(positions), revise, costs.text),
+        ("judge", config.num_judges, costs.judge(critiques, rewritten), costs.judge_completion)])
 
 
 def dry_run_plan(config: Config, question: str) -> list[dict[str, Any]]:
@@ -3449,10 +3513,11 @@ class DryRun:
                 "budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
 
 
-def dry_run(config: Config, question: str) -> DryRun:
+def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryRun:
     """Worst case: every answer, critique and rebuttal as long as MAX_TOKENS allows
-    (the later prompts embed them), every retry taken, and the rerun; then the budget's caps."""
-    phases = dry_run_phases(config, question)
+    (the later prompts embed them), every retry taken, and the rerun (of a replay: what
+    it runs, see replay_worst_case); then the budget's caps."""
+    phases = dry_run_phases(config, question, replay)
     attempts = config.max_retries + 1
     calls = sum(p.calls for p in phases) * attempts
     tokens = sum(p.total_tokens for p in phases) * attempts
@@ -3476,7 +3541,9 @@ def human_dry_run(plan: DryRun) -> str:
     for row in plan.phases:
         lines.append(f"{row.round:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
                      + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else ""))
-    lines.append(f"Calls: {plan.calls_round_1} without a rerun, {plan.calls_with_rerun} with it; "
+    reruns = (f"{plan.calls_round_1} without a rerun, {plan.calls_with_rerun} with it"
+              if plan.calls_with_rerun > plan.calls_round_1 else f"{plan.calls_round_1} (a replay runs no rerun)")
+    lines.append(f"Calls: {reruns}; "
                  f"at most {plan.worst_case_calls} HTTP requests with every retry (and up to {BUSY_RETRIES} "
                  "unbilled retries a call of 429s that say when to come back)")
     cost = plan.worst_case_cost_usd
@@ -3484,18 +3551,6 @@ def human_dry_run(plan: DryRun) -> str:
                  + (f", ${cost:.4f}" if cost is not None else " (set PRICE_INPUT_PER_MTOK / PRICE_OUTPUT_PER_MTOK "
                     "for a cost)") + (" (capped by the budget)" if plan.budget_capped else ""))
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class Replay:
-    """A run rebuilt from its JSONL trace, to re-run only the later phases."""
-
-    source: Path
-    start: str  # the first phase run again: critique, rebuttal or judges
-    run_id: str
-    question: str
-    workers: int
-    positions: tuple[Position, ...]
 
 
 # What an agent is called in a trace: solver-N, solver-M->solver-N (a critique), judge-N.
@@ -3512,6 +3567,21 @@ class TraceAttempt:
     ok: bool
     response_text: str
     step: int = 1  # the debate round
+    model: str = ""  # the model it went to ("" in a trace that does not say)
+    record: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the line as read
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A run rebuilt from its JSONL trace, to re-run only the later phases."""
+
+    source: Path
+    start: str  # the first phase run again: critique, rebuttal, roundK or judges
+    run_id: str
+    question: str
+    workers: int
+    positions: tuple[Position, ...]
+    restored: tuple[TraceAttempt, ...] = ()  # the attempts it keeps, copied into its own trace
 
 
 def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -3543,11 +3613,12 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
     agent = record.get("agent")
     found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
     round_number, phase = record.get("round"), record.get("phase")
-    text, outcome = record.get("response_text", ""), record.get("outcome")
+    text, outcome, model = record.get("response_text", ""), record.get("outcome"), record.get("model")
     if (found is None or not isinstance(round_number, int) or isinstance(round_number, bool)
-            or phase not in PHASES or not isinstance(text, (str, type(None))) or not isinstance(outcome, str)):
+            or phase not in PHASES or not isinstance(text, (str, type(None))) or not isinstance(outcome, str)
+            or not isinstance(model, (str, type(None)))):
         raise ConfigError(f"--replay {path}: line {number} is not an attempt record of this tool "
-                          "(agent, round, phase, outcome or response_text missing or malformed)")
+                          "(agent, round, phase, outcome, model or response_text missing or malformed)")
     slot = int(found.group(3)) - 1
     if found.group(2) == "judge":
         return None
@@ -3556,30 +3627,36 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
     step = record.get("debate_round", 1)
     if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= MAX_ROUNDS:
         raise ConfigError(f"--replay {path}: line {number} has a debate_round that is not 1-{MAX_ROUNDS}")
-    return TraceAttempt(round_number, phase, slot, outcome == "ok", valid_text(text or ""), step)
+    return TraceAttempt(round_number, phase, slot, outcome == "ok", valid_text(text or ""), step,
+                        valid_text(model or ""), record)
 
 
-def _rebuild_positions(attempts: list[TraceAttempt], start: str) -> dict[int, Position]:
-    """Positions from the ok attempts of one round, up to the phase before ``start``."""
+def replay_keeps(attempt: TraceAttempt, start: str) -> bool:
+    """Whether a replay from ``start`` keeps this attempt: every phase before it, and
+    with --from roundK the debate rounds before K (with --from judges, all of them)."""
+    if start in ("critique", "rebuttal"):
+        return PHASES.index(attempt.phase) < PHASES.index(start)
+    return attempt.phase != "revise" or start == "judges" or attempt.step < int(start[5:])
+
+
+def _rebuild_positions(kept: list[TraceAttempt], start: str) -> dict[int, Position]:
+    """Each solver's line as the kept attempts leave it: its answer and model, the critique
+    and rebuttal it got, and its answer after each debate round before ``start``."""
     positions: dict[int, Position] = {}
-    by_phase = {phase: [a for a in attempts if a.phase == phase and a.ok] for phase in PHASES}
-    for record in by_phase["generate"]:
+    ok = [a for a in kept if a.ok]
+    for record in (a for a in ok if a.phase == "generate"):
         parsed = _valid_answer(record.response_text)
         if parsed is not None:
             positions[record.slot] = Position(record.slot, parsed.answer, parsed.reasoning,
-                                              final_answer=parsed.answer)
-    if start in ("rebuttal", "judges"):
-        for record in by_phase["critique"]:
-            found = parse_block(record.response_text, "critique")
-            if found and record.slot in positions:
-                positions[record.slot].critique = found[0]
-    if start == "judges" or start.startswith("round"):
-        for record in by_phase["rebuttal"]:
-            rebuttal = parse_rebuttal(record.response_text)
-            if rebuttal and record.slot in positions:
-                positions[record.slot].rebuttal, positions[record.slot].final_answer = rebuttal[0], rebuttal[1].answer
-        first_rerun = int(start[5:]) if start.startswith("round") else MAX_ROUNDS + 1
-        _replay_revisions(positions, [a for a in by_phase["revise"] if a.step < first_rerun])
+                                              final_answer=parsed.answer, model=record.model)
+    for record in (a for a in ok if a.slot in positions):
+        position = positions[record.slot]
+        if record.phase == "critique" and (found := parse_block(record.response_text, "critique")):
+            position.critique = found[0]
+        elif record.phase == "rebuttal" and (rebuttal := parse_rebuttal(record.response_text)):
+            position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
+    if start not in ("critique", "rebuttal"):  # round 1 is over: its answers open the by-round history
+        _replay_revisions(positions, [a for a in ok if a.phase == "revise"])
     return positions
 
 
@@ -3616,7 +3693,8 @@ def load_replay(path: Path, start: str) -> Replay:
         raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
     chosen = reported if isinstance(reported, int) and not isinstance(reported, bool) else 1
     in_round = [a for a in attempts if a.round == chosen]
-    positions = _rebuild_positions(in_round, start)
+    kept = [a for a in in_round if replay_keeps(a, start)]
+    positions = _rebuild_positions(kept, start)
     if not positions:
         raise ConfigError(f"--replay {path}: the trace holds no valid solver answer to start from")
     held = max((a.step for a in in_round), default=1)
@@ -3625,13 +3703,16 @@ def load_replay(path: Path, start: str) -> Replay:
                           f"--from {start} has nothing to keep: use --from round{held + 1} or earlier")
     workers = max(a.slot for a in in_round if a.phase == "generate") + 1
     run_id = run.get("run_id") if run is not None else None
-    return Replay(path, start, str(run_id)[:64], question, workers, tuple(positions[k] for k in sorted(positions)))
+    return Replay(path, start, str(run_id)[:64], question, workers, tuple(positions[k] for k in sorted(positions)),
+                  tuple(kept))
 
 
 async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
-    """The phases from ``replay.start`` on, over the rebuilt positions; no rerun (it would need new solvers)."""
-    positions = [replace(p, by_round=list(p.by_round)) for p in replay.positions]
-    debate.positions[1] = positions
+    """The phases from ``replay.start`` on, over the rebuilt positions; no rerun (it would need new solvers).
+    Each solver keeps the model that wrote its answer (a trace that does not say: its slot's model today)."""
+    positions = [replace(p, by_round=list(p.by_round), model=p.model or debate.config.slot_model(p.slot))
+                 for p in replay.positions]
+    debate.positions[1], debate.replaying = positions, True
     require_enough(debate, positions, replay.workers)
     verdict = await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
                                done=REPLAY_STARTS[replay.start], later_rounds=replay.start != "judges")
@@ -4963,8 +5044,8 @@ def main_check(config: Config, runtime: Runtime) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def main_dry_run(config: Config, question: str, json_output: bool) -> int:
-    plan = dry_run(config, question)
+def main_dry_run(config: Config, request: SingleRequest, json_output: bool) -> int:
+    plan = dry_run(config, request.question, request.replay)
     return EXIT_OK if emit(json.dumps(plan.to_dict(config)) if json_output else human_dry_run(plan)) else EXIT_FAILED
 
 
@@ -4989,7 +5070,7 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
         return main_batch(config, request, runtime or Runtime(), args.json_output)
     if args.dry_run:
-        return main_dry_run(config, request.question, args.json_output)
+        return main_dry_run(config, request, args.json_output)
 
     return main_single(config, request, runtime or Runtime(), args.json_output)
 
