@@ -4291,8 +4291,11 @@ class BatchStart:
 
 
 def batch_log_folder(config: Config, output: Path) -> Path:
-    """LOG_DIR/<output name, no suffix>: a batch's transcripts and traces together, found by question id."""
-    return Path(config.log_dir) / safe_name(output.stem)
+    """LOG_DIR/<output name, no suffix>-<hash>: a batch's transcripts and traces together, found by question id.
+    The hash is of the output's resolved path, so two outputs named alike in two folders never share a folder,
+    and a resume (from any working folder, through any link to it) finds its own."""
+    where = hashlib.sha256(os.fsencode(output.resolve())).hexdigest()[:8]
+    return Path(config.log_dir) / f"{safe_name(output.stem)}-{where}"
 
 
 def check_log_folder(folder: Path) -> None:
