@@ -3043,6 +3043,13 @@ def create_private_file(directory: Path, stem: str, suffix: str, twin: str | Non
     raise OSError(errno.EEXIST, f"no free transcript name for {stem} in {directory}")
 
 
+def make_private_folders(folder: Path) -> None:
+    """mkdir -p where every folder made is 0700 (Path.mkdir(parents=True) would make the parents 0755)."""
+    for part in reversed([p for p in (folder, *folder.parents) if not os.path.lexists(p)]):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another run
+            os.mkdir(part, 0o700)
+
+
 def open_in(path: Path, flags: int, folder_fd: int | None) -> int:
     """os.open, relative to an open folder when there is one (a batch's log folder, pinned at its start)."""
     if folder_fd is None:
@@ -3103,7 +3110,7 @@ def open_run_files(config: Config, runtime: Runtime,
     directory, stem, folder = place.directory, place.stem, place.folder_fd
     try:
         if folder is None:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_folders(directory)
         if not config.enable_file_logging:  # a trace alone
             trace_path, fd = create_private_file(directory, stem, ".jsonl", folder_fd=folder)
             return None, TraceWriter(trace_path, fd, config, runtime), None
@@ -4298,38 +4305,51 @@ def batch_log_folder(config: Config, output: Path) -> Path:
     return Path(config.log_dir) / f"{safe_name(output.stem)}-{where}"
 
 
-def check_log_folder(folder: Path) -> None:
-    """ConfigError when the batch's log folder is a symbolic link: the tool makes that folder,
-    and a link planted there would send every transcript, and the questions in it, elsewhere.
-    (LOG_DIR itself may be a link: it is the user's to point at a bigger disk.)"""
-    if folder.is_symlink():
-        raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
-                          "folder this tool made: remove the link, or set LOG_DIR elsewhere")
+def unusable_path(err: OSError, what: str, fix: str) -> MoAError:
+    """A path the batch must write, found unusable before its first request: ConfigError (exit 2, nothing
+    sent), naming it. A full disk stays exit 1, as when it fills mid-batch: free space and rerun."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return MoAError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: free space, then rerun")
+    return ConfigError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: {fix}, then rerun")
+
+
+@contextlib.contextmanager
+def setting_up(output: Path) -> Iterator[None]:
+    """The output and its sidecars, made or opened before the first request: an OSError names the path."""
+    try:
+        yield
+    except OSError as err:
+        path = err.filename2 or err.filename or output  # os.replace's target is the file we meant
+        raise unusable_path(err, str(path), "fix it, or choose another -o") from None
 
 
 def open_log_folder(config: Config, options: BatchOptions) -> int | None:
-    """The batch's log folder, made if need be and opened once without following a link: every
-    transcript and trace of the batch is then made in it by descriptor, so a link planted at its
-    name after this cannot redirect them. None when no file is written, or when the folder cannot
-    be made now (a full disk: each question then says so, as without a batch)."""
+    """The batch's log folder, made if need be (0700, and its missing parents) and opened once without following
+    a link: every transcript and trace of the batch is then made in it by descriptor, so a link planted at its
+    name after this cannot redirect them. None when no file is written. A link already there is refused: the tool
+    makes that folder, and a link would send every transcript, and the questions in it, elsewhere (LOG_DIR itself
+    may be a link: it is the user's to point at a bigger disk). A folder it cannot make stops the batch now."""
     if options.logs == "none" or not (config.enable_file_logging or config.jsonl_trace):
         return None
     folder = batch_log_folder(config, options.output)
-    with contextlib.suppress(OSError):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        make_private_folders(folder)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as err:
-        if err.errno in (errno.ELOOP, errno.ENOTDIR) and folder.is_symlink():
-            check_log_folder(folder)
-        return None
+        if os.path.islink(folder):
+            raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
+                              "folder this tool made: remove the link, or set LOG_DIR elsewhere") from None
+        raise unusable_path(err, f"the batch's log folder {folder}", f"set LOG_DIR (now {config.log_dir}) to a "
+                            "folder this user can write, or use --logs none") from None
+    if not os.access(folder, os.W_OK | os.X_OK):  # there, but read-only (for root: a read-only mount)
+        os.close(fd)
+        raise unusable_path(PermissionError(errno.EACCES, "it is read-only"), f"the batch's log folder {folder}",
+                            f"make it writable, set LOG_DIR (now {config.log_dir}) elsewhere, or use --logs none")
+    return fd
 
 
 def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> BatchStart:
     """Hash the input, refuse a changed one, and compact (or move aside) the earlier output."""
-    # A link at the log folder is refused here, before anything is made; open_log_folder pins it later.
-    if options.logs != "none" and (config.enable_file_logging or config.jsonl_trace):
-        check_log_folder(batch_log_folder(config, options.output))
     try:
         input_sha, total = (scan_input(options.questions_file, input_line_limit(config))
                             if options.questions_file != "-" else (None, None))
@@ -4353,11 +4373,10 @@ def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: 
     write_atomically(path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
 
 
-async def run_questions(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any,
-                        batch: BatchRun) -> None:
+async def run_questions(config: Config, options: BatchOptions, stdin: Any, batch: BatchRun,
+                        writer: ResultWriter) -> None:
     """The batch loop, with Ctrl-C, SIGTERM and SIGHUP turned into a graceful stop for its duration."""
     stream = open_questions(options.questions_file, stdin)
-    writer = ResultWriter(options.output, runtime)
     loop = asyncio.get_running_loop()
     signals = [signal.SIGINT, *stop_signals()]
     for number in signals:
@@ -4366,37 +4385,45 @@ async def run_questions(config: Config, options: BatchOptions, runtime: Runtime,
         async with open_client(config) as client:
             items = read_items(bounded_lines(stream, input_line_limit(config)), input_format(options.questions_file),
                                config.max_question_chars)
-            await batch.run(items, Endpoint(config, client, runtime), writer)
+            await batch.run(items, Endpoint(config, client, batch.runtime), writer)
     finally:
         for number in signals:
             loop.remove_signal_handler(number)
         reinstall_interrupt()
-        writer.close()
         batch.progress.close()
         if options.questions_file != "-":
             stream.close()
+
+
+def start_batch(config: Config, options: BatchOptions,
+                runtime: Runtime) -> tuple[BatchStart, dict[str, Any], ResultWriter]:
+    """Under the lock, before the first request: the earlier output compacted, the summary and the output
+    opened. A path that cannot be written stops the batch here (setting_up)."""
+    with setting_up(options.output):
+        start = prepare_output(config, options, runtime)
+        summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
+                                   "input_sha256": start.input_sha, "output": str(options.output),
+                                   "shard": str(options.shard) if options.shard else None,
+                                   "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
+        write_summary(_sidecar(options.output, ".summary.json"), summary, config, runtime)
+        return start, summary, ResultWriter(options.output, runtime)
 
 
 async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any) -> dict[str, Any]:
     """Run a whole batch under the output's lock; returns the summary (also written to <output>.summary.json)."""
     summary_path = _sidecar(options.output, ".summary.json")
     lock = acquire_lock(options.output)
+    folder_fd = None
     try:
-        start = prepare_output(config, options, runtime)
-        started = runtime.clock()
-        summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
-                                   "input_sha256": start.input_sha, "output": str(options.output),
-                                   "shard": str(options.shard) if options.shard else None,
-                                   "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
-        write_summary(summary_path, summary, config, runtime)
-        total = start.total if options.shard is None else None  # a shard's share is known only as it is read
         folder_fd = open_log_folder(config, options)
+        start, summary, writer = start_batch(config, options, runtime)
+        started = runtime.clock()
+        total = start.total if options.shard is None else None  # a shard's share is known only as it is read
+        batch = BatchRun(config, options, runtime, start.done, Progress(total, sys.stderr), folder_fd)
         try:
-            batch = BatchRun(config, options, runtime, start.done, Progress(total, sys.stderr), folder_fd)
-            await run_questions(config, options, runtime, stdin, batch)
+            await run_questions(config, options, stdin, batch, writer)
         finally:
-            if folder_fd is not None:
-                os.close(folder_fd)
+            writer.close()
         summary.update(batch_summary(batch.stats, options.output, runtime.clock() - started))
         try:
             write_summary(summary_path, summary, config, runtime)
@@ -4407,6 +4434,8 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
                 summary.update(status="aborted", error=batch.stats.aborted)
         return summary
     finally:
+        if folder_fd is not None:
+            os.close(folder_fd)
         os.close(lock)
 
 
