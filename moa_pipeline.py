@@ -207,6 +207,11 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
 # A summary file is a few hundred bytes; anything larger at that name is not ours.
 SUMMARY_READ_LIMIT = 1024 * 1024
+# What an empty transcript (its run killed before it ended) is filled with when the batch resumes.
+UNFINISHED_TRANSCRIPT = ("MoA pipeline transcript\nThis run stopped before it wrote its transcript (its process was "
+                         "killed, or the disk was full); {where}.\n")
+# Bytes of a trace's first line beyond its question (the run id, the settings): more is not a run line of ours.
+RUN_HEAD_BYTES = 64 * 1024
 # Files kept beside the output: <output><suffix>.
 SIDECAR_SUFFIXES = (".lock", ".summary.json")
 
@@ -3245,10 +3250,10 @@ def acquire_lock(output: Path) -> int:
     return fd
 
 
-def open_regular_file(path: Path, *, follow: bool = True) -> BinaryIO:
+def open_regular_file(path: Path, *, follow: bool = True, folder_fd: int | None = None) -> BinaryIO:
     """A regular file opened for reading; OSError for anything else (a FIFO, a device,
     with ``follow=False`` a symlink). Opened non-blocking, so a FIFO cannot hang us."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
+    fd = open_in(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW), folder_fd)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file")
@@ -3298,6 +3303,34 @@ def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
 
 def write_atomically(path: Path, data: bytes, runtime: Runtime | None = None) -> None:
     replace_atomically(path, lambda fd: write_all(runtime or Runtime(), fd, data))
+
+
+def stale_temporaries(output: Path) -> list[Path]:
+    """What replace_atomically leaves beside a batch output when killed mid-write (a compaction's copy is as big
+    as the output): mkstemp's ``.<name>.XXXXXXXX.tmp`` (8 of [a-z0-9_]) of the output or its summary, as regular
+    files; a link or another name is never ours."""
+    ours = re.compile(rf"\.{re.escape(output.name)}(?:\.summary\.json)?\.[a-z0-9_]{{8}}\.tmp")
+    with os.scandir(output.parent) as entries:
+        return [Path(e.path) for e in entries if ours.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+
+
+def note_unfinished_transcripts(folder_fd: int, runtime: Runtime) -> None:
+    """Fill each empty transcript in a batch's log folder (reserved when its run started, never filled: the
+    process was killed) with a note saying so and naming its trace, so the evidence reads as what it is."""
+    with os.scandir(folder_fd) as entries:
+        empty = [e.name for e in entries if e.name.endswith(".txt") and e.is_file(follow_symlinks=False)
+                 and e.stat(follow_symlinks=False).st_size == 0]
+    for name in empty:
+        trace = Path(name[:-len(".txt")] + ".jsonl")
+        where = f"its trace, {trace}, holds what it sent and received" if exists_in(trace, folder_fd) else "no trace"
+        with contextlib.suppress(OSError):
+            fd = open_in(Path(name), os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK, folder_fd)
+            try:
+                info = os.fstat(fd)  # still the empty file of its own that was listed
+                if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_nlink == 1:
+                    write_all(runtime, fd, UNFINISHED_TRANSCRIPT.format(where=where).encode())
+            finally:
+                os.close(fd)
 
 
 def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
@@ -4102,13 +4135,43 @@ def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
     return None
 
 
-def drop_run_files(result: RunResult, folder_fd: int | None = None) -> None:
-    """--logs failed: an ok question's transcript and trace are removed once its line is due."""
+def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
+    """--logs failed, once a question is ok: this run's transcript and trace go, and so do those its earlier
+    (failed or killed) runs left at the names before it: stem, stem_1, … up to the first free one. A pair goes
+    only when it holds this question (``question`` as written: masked), so another id's files at a shared name stay."""
     for name in (result.transcript, result.trace):
         if name:
             with contextlib.suppress(OSError):
-                unlink_in(Path(name), folder_fd)
+                unlink_in(Path(name), place.folder_fd)
     result.transcript = result.trace = None
+    for n in range(MAX_NAME_TRIES):
+        base = place.stem if n == 0 else f"{place.stem}_{n}"
+        present = [path for path in (place.directory / f"{base}.txt", place.directory / f"{base}.jsonl")
+                   if exists_in(path, place.folder_fd)]
+        if not present:
+            return
+        if holds_question(place, base, question):
+            for path in present:
+                with contextlib.suppress(OSError):
+                    unlink_in(path, place.folder_fd)
+
+
+def holds_question(place: LogPlace, base: str, question: str) -> bool:
+    """Whether the run files named ``base`` are a run of ``question``: the run line that opens its trace
+    says so or, with no trace, its transcript's question block does."""
+    limit = 12 * len(question) + RUN_HEAD_BYTES  # a character escaped as a surrogate pair takes 12
+    try:
+        with open_regular_file(place.directory / f"{base}.jsonl", follow=False, folder_fd=place.folder_fd) as trace:
+            record = load_json(trace.readline(limit))
+    except FileNotFoundError:
+        block = f"\n=== Question ===\n{question}\n\n=== Configuration ===\n".encode("utf-8", errors="replace")
+        with contextlib.suppress(OSError), open_regular_file(place.directory / f"{base}.txt", follow=False,
+                                                             folder_fd=place.folder_fd) as transcript:
+            return block in transcript.read(limit)
+        return False
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("type") == "run" and record.get("question") == question
 
 
 class BatchRun:
@@ -4146,10 +4209,10 @@ class BatchRun:
         """
         result = RunResult(item.question)
         QUESTION_ID.set(shown_id(item.id))
+        place = LogPlace(self.log_folder, safe_name(item.id), self.folder_fd)
         try:
             try:
-                await answer_question(self.config, item.question, endpoint, self.runtime, result,
-                                      place=LogPlace(self.log_folder, safe_name(item.id), self.folder_fd))
+                await answer_question(self.config, item.question, endpoint, self.runtime, result, place=place)
             except asyncio.CancelledError:
                 # What it cost is still counted, and the line says so; resume runs it again.
                 result.error = "interrupted before it finished; it runs again on resume"
@@ -4158,7 +4221,7 @@ class BatchRun:
             except Exception as err:  # a bug must cost one question, not the batch or the result
                 result.error = internal_error(err)
             if self.options.logs == "failed" and result.status == "ok":
-                drop_run_files(result, self.folder_fd)
+                drop_run_files(result, redact(item.question, self.config), place)
             self.save(item, result, writer)
             why = stops_the_batch(result, self.stats)
             if why and not self.stats.aborted:
@@ -4395,11 +4458,24 @@ async def run_questions(config: Config, options: BatchOptions, stdin: Any, batch
             stream.close()
 
 
-def start_batch(config: Config, options: BatchOptions,
-                runtime: Runtime) -> tuple[BatchStart, dict[str, Any], ResultWriter]:
-    """Under the lock, before the first request: the earlier output compacted, the summary and the output
-    opened. A path that cannot be written stops the batch here (setting_up)."""
+def sweep_leftovers(output: Path, folder_fd: int | None, runtime: Runtime) -> None:
+    """What our killed runs left, swept under the lock: their temporary copies beside the output go, their empty
+    transcripts get a note. Housekeeping: a sweep that fails changes nothing else and never stops the batch."""
+    with contextlib.suppress(OSError):
+        for path in stale_temporaries(output):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                log.info("removed %s, a temporary copy a killed run left", path)
+        if folder_fd is not None:
+            note_unfinished_transcripts(folder_fd, runtime)
+
+
+def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
+                folder_fd: int | None) -> tuple[BatchStart, dict[str, Any], ResultWriter]:
+    """Under the lock, before the first request: the earlier output compacted, what killed runs left swept, the
+    summary and the output opened. A path that cannot be written stops the batch here (setting_up)."""
     with setting_up(options.output):
+        sweep_leftovers(options.output, folder_fd, runtime)  # first: stale copies of the output may fill the disk
         start = prepare_output(config, options, runtime)
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
                                    "input_sha256": start.input_sha, "output": str(options.output),
@@ -4416,7 +4492,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
     folder_fd = None
     try:
         folder_fd = open_log_folder(config, options)
-        start, summary, writer = start_batch(config, options, runtime)
+        start, summary, writer = start_batch(config, options, runtime, folder_fd)
         started = runtime.clock()
         total = start.total if options.shard is None else None  # a shard's share is known only as it is read
         batch = BatchRun(config, options, runtime, start.done, Progress(total, sys.stderr), folder_fd)
