@@ -207,6 +207,11 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
 # A summary file is a few hundred bytes; anything larger at that name is not ours.
 SUMMARY_READ_LIMIT = 1024 * 1024
+# What an empty transcript (its run killed before it ended) is filled with when the batch resumes.
+UNFINISHED_TRANSCRIPT = ("MoA pipeline transcript\nThis run stopped before it wrote its transcript (its process was "
+                         "killed, or the disk was full); {where}.\n")
+# Bytes of a trace's first line beyond its question (the run id, the settings): more is not a run line of ours.
+RUN_HEAD_BYTES = 64 * 1024
 # Files kept beside the output: <output><suffix>.
 SIDECAR_SUFFIXES = (".lock", ".summary.json")
 
@@ -3079,6 +3084,13 @@ def create_private_file(directory: Path, stem: str, suffix: str, twin: str | Non
     raise OSError(errno.EEXIST, f"no free transcript name for {stem} in {directory}")
 
 
+def make_private_folders(folder: Path) -> None:
+    """mkdir -p where every folder made is 0700 (Path.mkdir(parents=True) would make the parents 0755)."""
+    for part in reversed([p for p in (folder, *folder.parents) if not os.path.lexists(p)]):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another run
+            os.mkdir(part, 0o700)
+
+
 def open_in(path: Path, flags: int, folder_fd: int | None) -> int:
     """os.open, relative to an open folder when there is one (a batch's log folder, pinned at its start)."""
     if folder_fd is None:
@@ -3139,7 +3151,7 @@ def open_run_files(config: Config, runtime: Runtime,
     directory, stem, folder = place.directory, place.stem, place.folder_fd
     try:
         if folder is None:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_folders(directory)
         if not config.enable_file_logging:  # a trace alone
             trace_path, fd = create_private_file(directory, stem, ".jsonl", folder_fd=folder)
             return None, TraceWriter(trace_path, fd, config, runtime), None
@@ -3279,10 +3291,10 @@ def acquire_lock(output: Path) -> int:
     return fd
 
 
-def open_regular_file(path: Path, *, follow: bool = True) -> BinaryIO:
+def open_regular_file(path: Path, *, follow: bool = True, folder_fd: int | None = None) -> BinaryIO:
     """A regular file opened for reading; OSError for anything else (a FIFO, a device,
     with ``follow=False`` a symlink). Opened non-blocking, so a FIFO cannot hang us."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
+    fd = open_in(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW), folder_fd)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file")
@@ -3332,6 +3344,34 @@ def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
 
 def write_atomically(path: Path, data: bytes, runtime: Runtime | None = None) -> None:
     replace_atomically(path, lambda fd: write_all(runtime or Runtime(), fd, data))
+
+
+def stale_temporaries(output: Path) -> list[Path]:
+    """What replace_atomically leaves beside a batch output when killed mid-write (a compaction's copy is as big
+    as the output): mkstemp's ``.<name>.XXXXXXXX.tmp`` (8 of [a-z0-9_]) of the output or its summary, as regular
+    files; a link or another name is never ours."""
+    ours = re.compile(rf"\.{re.escape(output.name)}(?:\.summary\.json)?\.[a-z0-9_]{{8}}\.tmp")
+    with os.scandir(output.parent) as entries:
+        return [Path(e.path) for e in entries if ours.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+
+
+def note_unfinished_transcripts(folder_fd: int, runtime: Runtime) -> None:
+    """Fill each empty transcript in a batch's log folder (reserved when its run started, never filled: the
+    process was killed) with a note saying so and naming its trace, so the evidence reads as what it is."""
+    with os.scandir(folder_fd) as entries:
+        empty = [e.name for e in entries if e.name.endswith(".txt") and e.is_file(follow_symlinks=False)
+                 and e.stat(follow_symlinks=False).st_size == 0]
+    for name in empty:
+        trace = Path(name[:-len(".txt")] + ".jsonl")
+        where = f"its trace, {trace}, holds what it sent and received" if exists_in(trace, folder_fd) else "no trace"
+        with contextlib.suppress(OSError):
+            fd = open_in(Path(name), os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK, folder_fd)
+            try:
+                info = os.fstat(fd)  # still the empty file of its own that was listed
+                if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_nlink == 1:
+                    write_all(runtime, fd, UNFINISHED_TRANSCRIPT.format(where=where).encode())
+            finally:
+                os.close(fd)
 
 
 def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
@@ -4176,13 +4216,43 @@ def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
     return None
 
 
-def drop_run_files(result: RunResult, folder_fd: int | None = None) -> None:
-    """--logs failed: an ok question's transcript and trace are removed once its line is due."""
+def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
+    """--logs failed, once a question is ok: this run's transcript and trace go, and so do those its earlier
+    (failed or killed) runs left at the names before it: stem, stem_1, … up to the first free one. A pair goes
+    only when it holds this question (``question`` as written: masked), so another id's files at a shared name stay."""
     for name in (result.transcript, result.trace):
         if name:
             with contextlib.suppress(OSError):
-                unlink_in(Path(name), folder_fd)
+                unlink_in(Path(name), place.folder_fd)
     result.transcript = result.trace = None
+    for n in range(MAX_NAME_TRIES):
+        base = place.stem if n == 0 else f"{place.stem}_{n}"
+        present = [path for path in (place.directory / f"{base}.txt", place.directory / f"{base}.jsonl")
+                   if exists_in(path, place.folder_fd)]
+        if not present:
+            return
+        if holds_question(place, base, question):
+            for path in present:
+                with contextlib.suppress(OSError):
+                    unlink_in(path, place.folder_fd)
+
+
+def holds_question(place: LogPlace, base: str, question: str) -> bool:
+    """Whether the run files named ``base`` are a run of ``question``: the run line that opens its trace
+    says so or, with no trace, its transcript's question block does."""
+    limit = 12 * len(question) + RUN_HEAD_BYTES  # a character escaped as a surrogate pair takes 12
+    try:
+        with open_regular_file(place.directory / f"{base}.jsonl", follow=False, folder_fd=place.folder_fd) as trace:
+            record = load_json(trace.readline(limit))
+    except FileNotFoundError:
+        block = f"\n=== Question ===\n{question}\n\n=== Configuration ===\n".encode("utf-8", errors="replace")
+        with contextlib.suppress(OSError), open_regular_file(place.directory / f"{base}.txt", follow=False,
+                                                             folder_fd=place.folder_fd) as transcript:
+            return block in transcript.read(limit)
+        return False
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("type") == "run" and record.get("question") == question
 
 
 class BatchRun:
@@ -4220,10 +4290,10 @@ class BatchRun:
         """
         result = RunResult(item.question)
         QUESTION_ID.set(shown_id(item.id))
+        place = LogPlace(self.log_folder, safe_name(item.id), self.folder_fd)
         try:
             try:
-                await answer_question(self.config, item.question, endpoint, self.runtime, result,
-                                      place=LogPlace(self.log_folder, safe_name(item.id), self.folder_fd))
+                await answer_question(self.config, item.question, endpoint, self.runtime, result, place=place)
             except asyncio.CancelledError:
                 # What it cost is still counted, and the line says so; resume runs it again.
                 result.error = "interrupted before it finished; it runs again on resume"
@@ -4232,7 +4302,7 @@ class BatchRun:
             except Exception as err:  # a bug must cost one question, not the batch or the result
                 result.error = internal_error(err)
             if self.options.logs == "failed" and result.status == "ok":
-                drop_run_files(result, self.folder_fd)
+                drop_run_files(result, redact(item.question, self.config), place)
             self.save(item, result, writer)
             why = stops_the_batch(result, self.stats)
             if why and not self.stats.aborted:
@@ -4372,42 +4442,58 @@ class BatchStart:
 
 
 def batch_log_folder(config: Config, output: Path) -> Path:
-    """LOG_DIR/<output name, no suffix>: a batch's transcripts and traces together, found by question id."""
-    return Path(config.log_dir) / safe_name(output.stem)
+    """LOG_DIR/<output name, no suffix>-<hash>: a batch's transcripts and traces together, found by question id.
+    The hash is of the output's resolved path, so two outputs named alike in two folders never share a folder,
+    and a resume (from any working folder, through any link to it) finds its own."""
+    where = hashlib.sha256(os.fsencode(output.resolve())).hexdigest()[:8]
+    return Path(config.log_dir) / f"{safe_name(output.stem)}-{where}"
 
 
-def check_log_folder(folder: Path) -> None:
-    """ConfigError when the batch's log folder is a symbolic link: the tool makes that folder,
-    and a link planted there would send every transcript, and the questions in it, elsewhere.
-    (LOG_DIR itself may be a link: it is the user's to point at a bigger disk.)"""
-    if folder.is_symlink():
-        raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
-                          "folder this tool made: remove the link, or set LOG_DIR elsewhere")
+def unusable_path(err: OSError, what: str, fix: str) -> MoAError:
+    """A path the batch must write, found unusable before its first request: ConfigError (exit 2, nothing
+    sent), naming it. A full disk stays exit 1, as when it fills mid-batch: free space and rerun."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return MoAError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: free space, then rerun")
+    return ConfigError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: {fix}, then rerun")
+
+
+@contextlib.contextmanager
+def setting_up(output: Path) -> Iterator[None]:
+    """The output and its sidecars, made or opened before the first request: an OSError names the path."""
+    try:
+        yield
+    except OSError as err:
+        path = err.filename2 or err.filename or output  # os.replace's target is the file we meant
+        raise unusable_path(err, str(path), "fix it, or choose another -o") from None
 
 
 def open_log_folder(config: Config, options: BatchOptions) -> int | None:
-    """The batch's log folder, made if need be and opened once without following a link: every
-    transcript and trace of the batch is then made in it by descriptor, so a link planted at its
-    name after this cannot redirect them. None when no file is written, or when the folder cannot
-    be made now (a full disk: each question then says so, as without a batch)."""
+    """The batch's log folder, made if need be (0700, and its missing parents) and opened once without following
+    a link: every transcript and trace of the batch is then made in it by descriptor, so a link planted at its
+    name after this cannot redirect them. None when no file is written. A link already there is refused: the tool
+    makes that folder, and a link would send every transcript, and the questions in it, elsewhere (LOG_DIR itself
+    may be a link: it is the user's to point at a bigger disk). A folder it cannot make stops the batch now."""
     if options.logs == "none" or not (config.enable_file_logging or config.jsonl_trace):
         return None
     folder = batch_log_folder(config, options.output)
-    with contextlib.suppress(OSError):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        make_private_folders(folder)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as err:
-        if err.errno in (errno.ELOOP, errno.ENOTDIR) and folder.is_symlink():
-            check_log_folder(folder)
-        return None
+        if os.path.islink(folder):
+            raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
+                              "folder this tool made: remove the link, or set LOG_DIR elsewhere") from None
+        raise unusable_path(err, f"the batch's log folder {folder}", f"set LOG_DIR (now {config.log_dir}) to a "
+                            "folder this user can write, or use --logs none") from None
+    if not os.access(folder, os.W_OK | os.X_OK):  # there, but read-only (for root: a read-only mount)
+        os.close(fd)
+        raise unusable_path(PermissionError(errno.EACCES, "it is read-only"), f"the batch's log folder {folder}",
+                            f"make it writable, set LOG_DIR (now {config.log_dir}) elsewhere, or use --logs none")
+    return fd
 
 
 def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> BatchStart:
     """Hash the input, refuse a changed one, and compact (or move aside) the earlier output."""
-    # A link at the log folder is refused here, before anything is made; open_log_folder pins it later.
-    if options.logs != "none" and (config.enable_file_logging or config.jsonl_trace):
-        check_log_folder(batch_log_folder(config, options.output))
     try:
         input_sha, total = (scan_input(options.questions_file, input_line_limit(config))
                             if options.questions_file != "-" else (None, None))
@@ -4431,11 +4517,10 @@ def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: 
     write_atomically(path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
 
 
-async def run_questions(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any,
-                        batch: BatchRun) -> None:
+async def run_questions(config: Config, options: BatchOptions, stdin: Any, batch: BatchRun,
+                        writer: ResultWriter) -> None:
     """The batch loop, with Ctrl-C, SIGTERM and SIGHUP turned into a graceful stop for its duration."""
     stream = open_questions(options.questions_file, stdin)
-    writer = ResultWriter(options.output, runtime)
     loop = asyncio.get_running_loop()
     signals = [signal.SIGINT, *stop_signals()]
     for number in signals:
@@ -4444,37 +4529,58 @@ async def run_questions(config: Config, options: BatchOptions, runtime: Runtime,
         async with open_client(config) as client:
             items = read_items(bounded_lines(stream, input_line_limit(config)), input_format(options.questions_file),
                                config.max_question_chars)
-            await batch.run(items, Endpoint(config, client, runtime), writer)
+            await batch.run(items, Endpoint(config, client, batch.runtime), writer)
     finally:
         for number in signals:
             loop.remove_signal_handler(number)
         reinstall_interrupt()
-        writer.close()
         batch.progress.close()
         if options.questions_file != "-":
             stream.close()
+
+
+def sweep_leftovers(output: Path, folder_fd: int | None, runtime: Runtime) -> None:
+    """What our killed runs left, swept under the lock: their temporary copies beside the output go, their empty
+    transcripts get a note. Housekeeping: a sweep that fails changes nothing else and never stops the batch."""
+    with contextlib.suppress(OSError):
+        for path in stale_temporaries(output):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                log.info("removed %s, a temporary copy a killed run left", path)
+        if folder_fd is not None:
+            note_unfinished_transcripts(folder_fd, runtime)
+
+
+def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
+                folder_fd: int | None) -> tuple[BatchStart, dict[str, Any], ResultWriter]:
+    """Under the lock, before the first request: the earlier output compacted, what killed runs left swept, the
+    summary and the output opened. A path that cannot be written stops the batch here (setting_up)."""
+    with setting_up(options.output):
+        sweep_leftovers(options.output, folder_fd, runtime)  # first: stale copies of the output may fill the disk
+        start = prepare_output(config, options, runtime)
+        summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
+                                   "input_sha256": start.input_sha, "output": str(options.output),
+                                   "shard": str(options.shard) if options.shard else None,
+                                   "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
+        write_summary(_sidecar(options.output, ".summary.json"), summary, config, runtime)
+        return start, summary, ResultWriter(options.output, runtime)
 
 
 async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any) -> dict[str, Any]:
     """Run a whole batch under the output's lock; returns the summary (also written to <output>.summary.json)."""
     summary_path = _sidecar(options.output, ".summary.json")
     lock = acquire_lock(options.output)
+    folder_fd = None
     try:
-        start = prepare_output(config, options, runtime)
-        started = runtime.clock()
-        summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
-                                   "input_sha256": start.input_sha, "output": str(options.output),
-                                   "shard": str(options.shard) if options.shard else None,
-                                   "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
-        write_summary(summary_path, summary, config, runtime)
-        total = start.total if options.shard is None else None  # a shard's share is known only as it is read
         folder_fd = open_log_folder(config, options)
+        start, summary, writer = start_batch(config, options, runtime, folder_fd)
+        started = runtime.clock()
+        total = start.total if options.shard is None else None  # a shard's share is known only as it is read
+        batch = BatchRun(config, options, runtime, start.done, Progress(total, sys.stderr), folder_fd)
         try:
-            batch = BatchRun(config, options, runtime, start.done, Progress(total, sys.stderr), folder_fd)
-            await run_questions(config, options, runtime, stdin, batch)
+            await run_questions(config, options, stdin, batch, writer)
         finally:
-            if folder_fd is not None:
-                os.close(folder_fd)
+            writer.close()
         summary.update(batch_summary(batch.stats, options.output, runtime.clock() - started))
         try:
             write_summary(summary_path, summary, config, runtime)
@@ -4485,6 +4591,8 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
                 summary.update(status="aborted", error=batch.stats.aborted)
         return summary
     finally:
+        if folder_fd is not None:
+            os.close(folder_fd)
         os.close(lock)
 
 

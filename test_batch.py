@@ -547,14 +547,14 @@ def test_openai_batch_output_lines_and_resume(tmp_path, monkeypatch, capsys) -> 
 @pytest.mark.parametrize("logs, kept", [("all", {"q1", "q2_ok"}), ("failed", {"q1"}), ("none", set())])
 @respx.mock
 def test_batch_logs_live_in_their_own_folder_named_by_id(logs: str, kept: set, tmp_path, monkeypatch, capsys) -> None:
-    """LOG_DIR/<output name>/<id>.txt and .jsonl; --logs failed keeps only failed questions' files, none keeps none."""
+    """LOG_DIR/<output name>-<hash>/<id>.txt and .jsonl; --logs failed keeps only failed questions' files, none keeps none."""
     small_debate(monkeypatch)
     model = FakeModel(overrides={"generate": lambda r, n: httpx.Response(400, json={"error": "no"})
                                  if question_of(r) == "bad" else completion(solver_text("391"))})
     respx.post(URL).mock(side_effect=model)
     source = write_jsonl(tmp_path / "q.jsonl", [{"id": "q1", "question": "bad"}, {"id": "q2/ok", "question": "Q"}])
     code = moa.main(["-f", str(source), "-o", str(tmp_path / "results.jsonl"), "--logs", logs], runtime=test_runtime())
-    folder = tmp_path / "logs" / "results"
+    folder = moa.batch_log_folder(moa.Config(URL, "k", log_dir=str(tmp_path / "logs")), tmp_path / "results.jsonl")
     stems = {p.stem.rsplit("-", 1)[0] if p.stem.startswith("q2") else p.stem for p in folder.glob("*.txt")}
     assert code == 3 and stems == kept
     assert {p.stem for p in folder.glob("*.jsonl")} == {p.stem for p in folder.glob("*.txt")}

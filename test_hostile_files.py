@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import moa_pipeline as moa
 from conftest import FakeServer
 
 HERE = Path(__file__).resolve().parent
@@ -102,6 +103,11 @@ def terminate_when(argv: list[str], env: dict[str, str], cwd: Path, ready, what:
         process.kill()
         process.wait()
     return process.returncode, out, err
+
+
+def batch_folder(tmp_path: Path, output: str = "out.jsonl") -> Path:
+    """The log folder of a batch writing tmp_path/output with LOG_DIR=tmp_path/logs."""
+    return moa.batch_log_folder(moa.Config("http://127.0.0.1/v1", "k", log_dir=str(tmp_path / "logs")), tmp_path / output)
 
 
 def transcripts(log_dir: Path) -> list[Path]:
@@ -245,7 +251,7 @@ def test_traces_only_batch_gives_every_question_a_trace(server, tmp_path) -> Non
                ENABLE_FILE_LOGGING="false", ENABLE_JSONL_TRACE="true")
     assert "Traceback" not in done.stderr
     assert done.returncode == 0 and error_lines(done.stderr) == [], done.stderr
-    assert len(list((tmp_path / "logs" / "out").glob("*.jsonl"))) == 6, "LOG_DIR/<output name>/<id>.jsonl"
+    assert len(list(batch_folder(tmp_path).glob("*.jsonl"))) == 6, "LOG_DIR/<output name>-<hash>/<id>.jsonl"
     assert list((tmp_path / "logs").rglob("*.txt")) == []
 
 
@@ -479,10 +485,10 @@ def test_stdout_broken_pipe(argv, server, tmp_path) -> None:
 
 
 def test_a_symlink_at_the_batchs_log_folder_is_refused(victim, silent, tmp_path) -> None:
-    """LOG_DIR/<output name> is the tool's own folder: a link planted there is exit 2, nothing sent or written."""
+    """LOG_DIR/<output name>-<hash> is the tool's own folder: a link planted there is exit 2, nothing sent or written."""
     (tmp_path / "q.txt").write_text("Q1?\nQ2?\n")
     (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / "out").symlink_to(victim.parent, target_is_directory=True)
+    batch_folder(tmp_path).symlink_to(victim.parent, target_is_directory=True)
     done = cli(tmp_path, silent.url, "-f", "q.txt", "-o", "out.jsonl")
     assert_one_clean_error(done, 2, "symbolic link")
     assert_victim_untouched(victim)
@@ -512,14 +518,14 @@ def test_a_link_planted_at_the_log_folder_after_the_batch_started_leads_nowhere(
     """The batch pins its log folder when it starts: swap the folder for a link to elsewhere while the
     batch waits for its questions, and every transcript still lands in the folder it made."""
     endpoint = server()
-    logs = tmp_path / "logs"
+    logs, folder = tmp_path / "logs", batch_folder(tmp_path)
     process = subprocess.Popen([sys.executable, str(CLI), "-f", "-", "-o", "out.jsonl"],
                                env=environment(tmp_path, endpoint.url), cwd=tmp_path, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: (logs / "out").is_dir(), "the batch's log folder")
-        (logs / "out").rename(logs / "moved")
-        (logs / "out").symlink_to(victim.parent, target_is_directory=True)
+        wait_for(folder.is_dir, "the batch's log folder")
+        folder.rename(logs / "moved")
+        folder.symlink_to(victim.parent, target_is_directory=True)
         out, err = process.communicate("Q1?\nQ2?\n", timeout=60)
     finally:
         process.kill()
