@@ -78,7 +78,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 try:
     import httpx
@@ -293,17 +293,52 @@ def chat_completions_url(raw: str) -> str:
         raise ValueError("expected an http:// or https:// URL such as https://host/v1")
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise ValueError("the URL contains spaces or control characters")
+    if "@" in parts.netloc:  # httpx would send it as Basic auth in place of the Bearer API_KEY
+        raise ValueError("it holds user info (user:password@), which would replace the API key: remove it and "
+                         "put the key in API_KEY, which is sent as a Bearer token")
     path = parts.path.rstrip("/")
     if not path.endswith("/chat/completions"):
         path += "/chat/completions"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
+# A query parameter carries a credential when its name, in lower case without separators, holds one
+# of these: key (Google's key, api_key, subscription-key), token (access_token, X-Amz-Security-Token),
+# sig (Azure SAS sig, X-Amz-Signature), auth, secret, pass(word), pwd, credential; or is "code" (OAuth).
+# Such values are masked wherever they could show; every other value (api-version) is data, never masked.
+CREDENTIAL_PARAMETER = re.compile(r"key|token|sig|auth|secret|pass|pwd|credential|^code$")
+
+
+def credential_parameter(name: str) -> bool:
+    return bool(CREDENTIAL_PARAMETER.search(re.sub(r"[^a-z0-9]", "", unquote(name).lower())))
+
+
+def query_credentials(query: str) -> list[str]:
+    """The values of a query's credential parameters, as written and decoded; a piece without "="
+    (``?sk-abc``) is a credential too: it names nothing, so it can only be a bare key."""
+    found: list[str] = []
+    for piece in query.split("&"):
+        name, equals, value = piece.partition("=")
+        secret = value if equals else name
+        if secret and (not equals or credential_parameter(name)):
+            found += [secret, unquote(secret), unquote_plus(secret)]
+    return found
+
+
+def masked_query(query: str) -> str:
+    """The query with the value of each credential parameter, and each piece without "=", as ***."""
+    shown = []
+    for name, equals, value in (piece.partition("=") for piece in query.split("&") if query):
+        masked = not equals or credential_parameter(name)
+        shown.append(SECRET_MASK if not equals else name + equals + (SECRET_MASK if masked else value))
+    return "&".join(shown)
+
+
 def masked_url(raw: str) -> str:
-    """A URL-like value safe to echo, even when it does not parse: everything up to
-    the last "@" after the scheme (user info, whatever it holds) and everything from
-    the first "?" or "#" after that is masked, so ``https://user:key@host/?key=...``
-    never shows its secrets."""
+    """A URL-like value safe to echo, even when it does not parse: everything up to the last "@"
+    after the scheme (user info, whatever it holds), a fragment, and in the query each credential
+    parameter's value are masked, so ``https://user:pw@host/?key=...#...`` shows none of its
+    secrets, and ``?api-version=2024-10-21`` shows as it is."""
     text = raw.strip()
     scheme = text.find("//")
     start = scheme + 2 if scheme >= 0 else 0
@@ -311,10 +346,11 @@ def masked_url(raw: str) -> str:
     if at >= start:
         text = text[:start] + SECRET_MASK + text[at:]
         start += len(SECRET_MASK) + 1
-    cuts = [i for i in (text.find("?", start), text.find("#", start)) if i >= 0]
-    if cuts:
-        text = text[:min(cuts)] + "?" + SECRET_MASK
-    return text[:200]
+    text, fragment, _ = text.partition("#")
+    query_at = text.find("?", start)
+    if query_at >= 0:
+        text = text[:query_at + 1] + masked_query(text[query_at + 1:])
+    return (text + ("#" + SECRET_MASK if fragment else ""))[:200]
 
 
 def _folder(raw: str) -> str:
@@ -344,9 +380,10 @@ def is_loopback(host: str) -> bool:
 
 
 def display_url(url: str) -> str:
-    """The URL without user info or query, which can carry credentials."""
+    """A parsed URL as errors, --check and transcripts show it: no user info, credential
+    parameters masked (masked_query), harmless ones such as api-version as they are."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, masked_query(parts.query), ""))
 
 
 @dataclass(frozen=True)
@@ -470,12 +507,11 @@ class Config:
 
     @functools.cached_property
     def secrets(self) -> list[str]:
-        """Values masked wherever text is echoed: the key, the gateway token, and
-        a password or query values in PROXY_URL (``?key=...``)."""
+        """Values masked wherever text is echoed: the key, the gateway token, and the credentials
+        in PROXY_URL (user info, ``?key=...``; see CREDENTIAL_PARAMETER). Never any other query
+        value: an answer "2024-10-21" stays itself under ``?api-version=2024-10-21``."""
         parts = urlsplit(self.proxy_url)
-        raw_pieces = [piece.partition("=")[2] or piece for piece in parts.query.split("&")]
-        in_url = [parts.username or "", parts.password or "", *raw_pieces, *(unquote(p) for p in raw_pieces),
-                  *(value for _, value in parse_qsl(parts.query))]
+        in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
         # Computed once: redact() runs on every trace line and every string of every record.
         return list(dict.fromkeys(s for s in (self.api_key, self.gateway_token, *in_url) if s))
 
