@@ -3725,14 +3725,14 @@ class Shard:
 
 
 def parse_shard(value: str, environ: Mapping[str, str]) -> Shard:
-    """``K/N`` (1 <= K <= N), ``auto`` (Slurm array: SLURM_ARRAY_TASK_ID, _MIN and _COUNT), or
-    ``auto/N`` (index from JOB_COMPLETION_INDEX, a Kubernetes Indexed Job, 0-based, or from Slurm)."""
+    """``K/N`` (1 <= K <= N), or ``auto/N``: K from the scheduler, a Kubernetes Indexed Job's
+    JOB_COMPLETION_INDEX (0-based) or a Slurm array's SLURM_ARRAY_TASK_ID (see _slurm_shard)."""
     text = value.strip().lower()
     if text.startswith("auto"):
         return _shard_from_scheduler(text, environ)
     found = re.fullmatch(r"([0-9]{1,5})/([0-9]{1,5})", text)
     if not (found and 1 <= int(found[1]) <= int(found[2]) <= MAX_SHARDS):
-        raise ConfigError(f"--shard {value!r}: expected K/N with 1 <= K <= N <= {MAX_SHARDS}, or auto, or auto/N")
+        raise ConfigError(f"--shard {value!r}: expected K/N with 1 <= K <= N <= {MAX_SHARDS}, or auto/N")
     return Shard(int(found[1]), int(found[2]))
 
 
@@ -3743,25 +3743,37 @@ def _small_number(value: str | None) -> int | None:
 
 
 def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
-    given = _small_number(text.partition("/")[2]) if "/" in text else None
-    if "/" in text and given is None:
-        raise ConfigError(f"--shard {text}: expected auto/N with N a whole number")
-    count: int | None
-    if "JOB_COMPLETION_INDEX" in environ and given is not None:
-        index, count = _small_number(environ["JOB_COMPLETION_INDEX"]), given
-        k = index + 1 if index is not None else 0
-    elif "SLURM_ARRAY_TASK_ID" in environ:
-        task = _small_number(environ["SLURM_ARRAY_TASK_ID"])
-        first = _small_number(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-        step = _small_number(environ.get("SLURM_ARRAY_TASK_STEP", "1")) or 1  # --array=0-14:2
-        count = given if given is not None else _small_number(environ.get("SLURM_ARRAY_TASK_COUNT"))
-        k = (task - first) // step + 1 if task is not None and first is not None and (task - first) % step == 0 else 0
-    else:
-        raise ConfigError("--shard auto: no scheduler index found (set by a Kubernetes Indexed Job as "
-                          "JOB_COMPLETION_INDEX, with --shard auto/N, or by a Slurm job array); use --shard K/N")
-    if count is None or not 1 <= k <= count <= MAX_SHARDS:
-        raise ConfigError(f"--shard {text}: the scheduler's index and count do not give 1 <= K <= N <= {MAX_SHARDS}")
-    return Shard(k, count)
+    count = _small_number(text.partition("/")[2])
+    if text != "auto" and (not text.startswith("auto/") or count is None or not 1 <= count <= MAX_SHARDS):
+        raise ConfigError(f"--shard {text}: expected auto/N with N a whole number from 1 to {MAX_SHARDS}")
+    if "JOB_COMPLETION_INDEX" not in environ and "SLURM_ARRAY_TASK_ID" not in environ:
+        raise ConfigError("--shard auto: no scheduler index found (JOB_COMPLETION_INDEX of a Kubernetes Indexed "
+                          "Job, or SLURM_ARRAY_TASK_ID of a Slurm job array); use --shard K/N")
+    if count is None:  # after a resubmission (--array=3,5) the array's own count and range describe the rest
+        raise ConfigError("--shard auto: the scheduler does not say how many shards there are: give the count, "
+                          "as in --shard auto/8 for --array=1-8")
+    if "JOB_COMPLETION_INDEX" in environ:
+        index = _small_number(environ["JOB_COMPLETION_INDEX"])
+        if index is None or index >= count:
+            raise ConfigError(f"--shard auto/{count}: JOB_COMPLETION_INDEX is not an index from 0 to {count - 1}")
+        return Shard(index + 1, count)
+    return _slurm_shard(environ, count)
+
+
+def _slurm_shard(environ: Mapping[str, str], count: int) -> Shard:
+    """Shard K of ``count`` is the task with id K, and id 0 is shard N: --array=1-8 and --array=0-7 both
+    cover shards 1..8 once, and a resubmitted subset (--array=3,5) reruns exactly those shards. Only the
+    task id decides: _MIN, _MAX and _COUNT describe the array as (re)submitted, not the whole job."""
+    task = _small_number(environ["SLURM_ARRAY_TASK_ID"])
+    highest = _small_number(environ.get("SLURM_ARRAY_TASK_MAX")) or 0
+    if task is None or max(task, highest) > count:
+        raise ConfigError(f"--shard auto/{count}: a Slurm task id must be a shard, 0 to {count} (this one is "
+                          f"{printable(environ['SLURM_ARRAY_TASK_ID'], 20)!r}, the array's highest {highest}): "
+                          f"submit --array=1-{count} (or 0-{count - 1}), or a part of it")
+    if _small_number(environ.get("SLURM_ARRAY_TASK_MIN")) == 0 and highest == count:
+        raise ConfigError(f"--shard auto/{count}: task ids 0 and {count} of the Slurm array are both shard "
+                          f"{count}: submit --array=1-{count} or 0-{count - 1}")
+    return Shard(task or count, count)
 
 
 def question_id(question: str) -> str:
@@ -4569,7 +4581,7 @@ def add_batch_flags(parser: argparse.ArgumentParser) -> None:
                        help="transcripts and traces of: every question (all, the default), failed ones, none")
     batch.add_argument("--shard", metavar="K/N",
                        help="run only shard K of N (by a hash of each id), into OUTPUT.K-of-N.jsonl; "
-                            "auto reads a Slurm array, auto/N a Kubernetes Indexed Job")
+                            "auto/N takes K from a Slurm array task id or a Kubernetes Indexed Job index")
 
 
 def add_debate_flags(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,45 @@ def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
 
 
+# --- item 5: a Slurm array's shard is its task id -------------------------------------------------
+
+def slurm(task: int, ids: list[int]) -> dict[str, str]:
+    """What Slurm sets in task ``task`` of an array submitted as --array=<ids>."""
+    return {"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(min(ids)),
+            "SLURM_ARRAY_TASK_MAX": str(max(ids)), "SLURM_ARRAY_TASK_COUNT": str(len(ids))}
+
+
+@pytest.mark.parametrize("ids, shards", [
+    (list(range(1, 9)), list(range(1, 9))),
+    (list(range(0, 8)), [8, *range(1, 8)]),
+    ([3, 5], [3, 5]),
+    ([0, 6], [8, 6]),
+], ids=["array-1-8", "array-0-7", "resubmitted-3,5", "resubmitted-0,6-of-0-7"])
+def test_each_slurm_task_runs_the_shard_of_its_own_id(ids: list[int], shards: list[int]) -> None:
+    """With --shard auto/8 a task's id is its shard (id 0 is shard 8): a resubmitted part reruns exactly its shards."""
+    assert [moa.parse_shard("auto/8", slurm(task, ids)) for task in ids] == [moa.Shard(k, 8) for k in shards]
+
+
+@pytest.mark.parametrize("flag, environment, says", [
+    ("auto", slurm(3, [3, 5]), "--shard auto/8"),
+    ("auto/8", slurm(9, list(range(1, 10))), "--array=1-8"),
+    ("auto/8", slurm(3, list(range(0, 9))), "0 and 8"),
+], ids=["no-count", "id-above-the-count", "ids-0-and-N-both"])
+@respx.mock
+def test_a_slurm_task_that_cannot_be_mapped_is_refused(flag: str, environment: dict[str, str], says: str,
+                                                       endpoint_env, monkeypatch, tmp_path, capsys) -> None:
+    """Plain auto under Slurm, an id above N, or ids 0 and N in one array: exit 2, one line saying what to submit."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "q.txt").write_text("Q1?\nQ2?\n")
+    code = moa.main(["-f", str(tmp_path / "q.txt"), "-o", str(tmp_path / "out.jsonl"), "--shard", flag],
+                    runtime=test_runtime())
+    err = capsys.readouterr().err
+    assert code == 2 and route.call_count == 0
+    assert len(error_lines(err)) == 1 and says in err
+
+
 # --- item 6: only credentials in PROXY_URL are secrets --------------------------------------------
 
 AZURE = "https://res.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-10-21"
