@@ -207,6 +207,12 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
 # A summary file is a few hundred bytes; anything larger at that name is not ours.
 SUMMARY_READ_LIMIT = 1024 * 1024
+# --check: the chat request's max_tokens; and its optional probes (GET /models, llama.cpp's /props) wait
+# at most CHECK_PROBE_SECONDS (or REQUEST_TIMEOUT, if shorter) and read a models list up to MODELS_LIST_LIMIT
+# (OpenRouter's, some 300 models, is under 1 MB).
+CHECK_MAX_TOKENS = 8
+CHECK_PROBE_SECONDS = 10.0
+MODELS_LIST_LIMIT = 8 * 1024 * 1024
 # Files kept beside the output: <output><suffix>.
 SIDECAR_SUFFIXES = (".lock", ".summary.json")
 
@@ -699,12 +705,12 @@ class APIError(MoAError):
     rejected, URL or model not found), so the run stops. ``outage``: the endpoint
     looks down (no connection, timeout, 5xx); only such failures count against the
     batch breaker. ``backpressure``: the endpoint asked us to slow down (429, or 503
-    with Retry-After); never an outage.
+    with Retry-After); never an outage. ``finish_reason``: a 2xx reply's, when its content was unusable.
     """
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
                  retry_after: float | None = None, stops_run: bool = False, outage: bool = False,
-                 backpressure: bool = False) -> None:
+                 backpressure: bool = False, finish_reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
@@ -712,6 +718,7 @@ class APIError(MoAError):
         self.stops_run = stops_run
         self.outage = outage
         self.backpressure = backpressure
+        self.finish_reason = finish_reason
 
 
 class RunFailed(MoAError):
@@ -970,7 +977,7 @@ def checked_completion(text: str | None, finish_reason: str | None, refusal: Any
     if finish_reason == "content_filter":
         raise APIError("refused (content filter)", status=status, retryable=False)
     if not text or not text.strip():
-        raise APIError("the response content is empty", status=status)
+        raise APIError("the response content is empty", status=status, finish_reason=finish_reason)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escape in the JSON
@@ -3388,16 +3395,30 @@ def endpoint_urls(config: Config) -> tuple[str, str, str]:
     return config.proxy_url, base + "/models", root + "/props"
 
 
-async def get_json(client: httpx.AsyncClient, url: str, timeout: float) -> Any:
-    """A small JSON document, or None when there is none: any error, any shape, more than
-    ERROR_BODY_LIMIT bytes, or no whole answer within ``timeout`` seconds."""
+@dataclass(frozen=True)
+class Probe:
+    """What an optional GET of --check read: a JSON document, or why there is none."""
+
+    document: Any = None
+    problem: str = ""
+
+
+async def get_json(client: httpx.AsyncClient, url: str, timeout: float, limit: int) -> Probe:
+    """A JSON document of at most ``limit`` bytes within ``timeout`` seconds, or why there is none."""
     try:
         async with asyncio.timeout(timeout), client.stream("GET", url) as response:
             if response.status_code != 200:
-                return None
-            return load_json(await read_body(response, ERROR_BODY_LIMIT))
-    except (httpx.HTTPError, ValueError, APIError, TimeoutError):
-        return None
+                return Probe(problem=f"HTTP {response.status_code}")
+            body = await read_body(response, limit + 1, cut=True)
+            if len(body) > limit:
+                return Probe(problem=f"over {limit / 2**20:g} MB, not read")
+            return Probe(load_json(body))
+    except TimeoutError:
+        return Probe(problem=f"no answer within {timeout:g}s")
+    except ValueError:
+        return Probe(problem="not JSON")
+    except (httpx.HTTPError, APIError) as err:
+        return Probe(problem=_short(err))
 
 
 def slot_context(props: Any) -> int | None:
@@ -3408,31 +3429,43 @@ def slot_context(props: Any) -> int | None:
 
 
 async def check_endpoint(config: Config, runtime: Runtime) -> CheckReport:
-    """--check: one tiny chat request, the models list, and llama.cpp's slot context, if any."""
-    chat_url, models_url, props_url = endpoint_urls(config)
-    lines: list[str] = []
+    """--check: one tiny chat request and, at the same time, the models list and llama.cpp's slot
+    context, if any. After a failed chat request only the probes' warnings are kept: an "ok" beside
+    the error would contradict it."""
+    _, models_url, props_url = endpoint_urls(config)
+    wait = min(config.request_timeout, CHECK_PROBE_SECONDS)
     async with open_client(config) as client:
-        started = runtime.clock()
-        endpoint = Endpoint(replace(config, max_retries=0, stream=False), client, runtime)
-        try:
-            await endpoint.complete([{"role": "user", "content": "Reply with the word OK."}], temperature=0,
-                                    max_tokens=8, headers={"X-MoA-Phase": "check"})
-            lines.append(f"ok: {display_url(chat_url)} answered a chat request in {runtime.clock() - started:.2f}s")
-            ok = True
-        except APIError as err:
-            lines.append(f"error: {display_url(chat_url)}: {err}")
-            ok = False
-        lines += model_lines(config, await get_json(client, models_url, config.request_timeout))
-        lines += context_lines(config, slot_context(await get_json(client, props_url, config.request_timeout)))
-    return CheckReport(lines, ok)
+        chat, models, props = await asyncio.gather(
+            check_chat(config, client, runtime), get_json(client, models_url, wait, MODELS_LIST_LIMIT),
+            get_json(client, props_url, wait, ERROR_BODY_LIMIT))
+    found = model_lines(config, models) + context_lines(config, slot_context(props.document))
+    return CheckReport(chat.lines + [line for line in found if chat.ok or line.startswith("warning:")], chat.ok)
 
 
-def model_lines(config: Config, models: Any) -> list[str]:
-    data = models.get("data") if isinstance(models, dict) else None
+async def check_chat(config: Config, client: httpx.AsyncClient, runtime: Runtime) -> CheckReport:
+    """--check's chat request. An empty reply cut at its few tokens (finish_reason length) is how a
+    reasoning model answers, thinking: the endpoint, the key and the model work."""
+    endpoint = Endpoint(replace(config, max_retries=0, stream=False), client, runtime)
+    started, note = runtime.clock(), list[str]()
+    try:
+        await endpoint.complete([{"role": "user", "content": "Reply with the word OK."}], temperature=0,
+                                max_tokens=CHECK_MAX_TOKENS, headers={"X-MoA-Phase": "check"})
+    except APIError as err:
+        if err.finish_reason != "length":
+            return CheckReport([f"error: {display_url(config.proxy_url)}: {err}"], False)
+        note = [f"note: the reply was cut at the check's {CHECK_MAX_TOKENS} tokens before any text, as a reasoning "
+                "model's is while it thinks: that works; keep MAX_TOKENS well above its thinking"]
+    took = runtime.clock() - started
+    return CheckReport([f"ok: {display_url(config.proxy_url)} answered a chat request in {took:.2f}s", *note], True)
+
+
+def model_lines(config: Config, models: Probe) -> list[str]:
+    data = models.document.get("data") if isinstance(models.document, dict) else None
     names = ({printable(m["id"], 80) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
              if isinstance(data, list) else set())
     if not names:
-        return ["note: the endpoint lists no models (GET /models); the model names are not checked"]
+        why = f": {models.problem}" if models.problem else ""
+        return [f"note: the endpoint lists no models (GET /models{why}); the model names are not checked"]
     missing = [m for m in (*config.models, *config.judge_models) if m not in names and m != "default"]
     if missing:
         return [f"warning: the endpoint does not list {', '.join(sorted(set(missing)))}; it lists "
@@ -4968,16 +5001,31 @@ def internal_error(err: BaseException) -> str:
     return f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
 
 
-def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | SingleRequest:
-    """What the flags ask for: a batch, or one question; ConfigError for a combination that makes no sense."""
+# Flags (and their argparse names) that only a batch uses; --check also uses none of CHECK_IGNORES.
+BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "shard",
+                    "--output-format": "output_format", "--logs": "logs", "--no-resume": "no_resume",
+                    "--force": "force"}
+CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from"}
+
+
+def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
+    """Those of ``flags`` (flag: its argparse name) on the command line: unset ones are None or False."""
+    return [flag for flag, name in flags.items()
+            if getattr(args, name) is not None and getattr(args, name) is not False]
+
+
+def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | SingleRequest | None:
+    """What the flags ask for: a batch, one question, or None for --check; ConfigError for a
+    combination that makes no sense (a flag that would be ignored is one)."""
+    if args.check:
+        if ignored := given_flags(args, CHECK_IGNORES):
+            raise ConfigError(f"{', '.join(ignored)}: not used by --check, which prints its findings as lines")
+        return None
     if args.questions_file is not None:
         if args.dry_run or args.replay_from:
             raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
         return batch_options(args)
-    batch_only = (("-o", args.output), ("--concurrency", args.concurrency), ("--shard", args.shard),
-                  ("--output-format", args.output_format), ("--logs", args.logs),
-                  ("--no-resume", args.no_resume or None), ("--force", args.force or None))
-    if given := [flag for flag, value in batch_only if value is not None]:
+    if given := given_flags(args, BATCH_ONLY_FLAGS):
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
     question, replay = single_question(args, config)
     check_question(config, question)
@@ -5025,7 +5073,7 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
     handler = setup_logging(args.verbose)
     try:
         config = load_config(flag_settings(args), os.environ, read_env_file(args.env_file, os.environ))
-        request = None if args.check else plan_request(args, config)
+        request = plan_request(args, config)
     except ConfigError as err:
         say(f"error: {err}")
         return exit_code_for(err)

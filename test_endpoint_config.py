@@ -4,13 +4,20 @@ and connection errors that name the proxy they went through."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, FakeModel, test_runtime
+from conftest import FAKE_KEY, URL, FakeModel, completion, test_runtime
 
 HERE = Path(__file__).resolve().parent
 BASE = URL.removesuffix("/chat/completions")
@@ -18,6 +25,16 @@ BASE = URL.removesuffix("/chat/completions")
 
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def cli(tmp_path: Path, *argv: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    """The real CLI as a subprocess: (its result, the clock time it ended)."""
+    environment = {**os.environ, "API_KEY": FAKE_KEY, "LOG_DIR": str(tmp_path / "logs"), "RETRY_BASE_DELAY": "0",
+                   "NUM_WORKERS": "2", "NUM_JUDGES": "1", "ENABLE_REBUTTAL": "false", "MIN_JUDGE_CONFIDENCE": "0",
+                   **env}
+    done = subprocess.run([sys.executable, str(HERE / "moa_pipeline.py"), *argv], env=environment, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return done, time.monotonic()
 
 
 # --- item 5: a Slurm array's shard is its task id -------------------------------------------------
@@ -123,3 +140,113 @@ def test_user_info_in_proxy_url_is_refused_and_only_bearer_is_sent(url: str, end
     monkeypatch.setenv("PROXY_URL", BASE)
     assert moa.main(["-q", "Q?"], runtime=test_runtime()) == 0
     assert {call.request.headers["authorization"] for call in route.calls} == {f"Bearer {FAKE_KEY}"}
+
+
+# --- item 13: --check -----------------------------------------------------------------------------
+
+def models_list(*names: str) -> httpx.Response:
+    return httpx.Response(200, json={"object": "list", "data": [{"id": name, "object": "model"} for name in names]})
+
+
+def mock_check(chat: httpx.Response, models: httpx.Response, props: httpx.Response | None = None) -> respx.Route:
+    respx.get(f"{BASE}/models").mock(return_value=models)
+    respx.get(BASE.removesuffix("/v1") + "/props").mock(return_value=props or httpx.Response(404))
+    return respx.post(URL).mock(return_value=chat)
+
+
+@respx.mock
+def test_check_counts_a_reasoning_models_cut_empty_reply_as_working(endpoint_env, capsys) -> None:
+    """A reply with no text cut at the probe's tokens (finish_reason length) proves endpoint, key and model: ok."""
+    mock_check(completion("", "length"), models_list("o3-mini"))
+    code = moa.main(["--check", "--model", "o3-mini"], runtime=test_runtime())
+    out = capsys.readouterr().out
+    assert code == 0 and "answered a chat request" in out and "note: the reply was cut" in out
+
+
+@pytest.mark.parametrize("models, says", [
+    (models_list(*(f"org/model-{n:05d}-with-a-long-descriptive-name" for n in range(3000)), "gpt-4o"),
+     "ok: the endpoint lists"),
+    (httpx.Response(200, content=b'{"data": [' + b'{"id": "m"},' * (8 * 2**20 // 12) + b"{}]}"),
+     "(GET /models: over 8 MB, not read)"),
+], ids=["200-kb", "over-8-mb"])
+@respx.mock
+def test_check_reads_a_large_models_list_or_says_it_is_too_large(models: httpx.Response, says: str,
+                                                                 endpoint_env, capsys) -> None:
+    """A models list of 200 KB is read (the model found); one over 8 MB is said to be too large, not empty."""
+    mock_check(completion("OK"), models)
+    assert moa.main(["--check", "--model", "gpt-4o"], runtime=test_runtime()) == 0
+    out = capsys.readouterr().out
+    assert says in out and "does not list" not in out
+
+
+@respx.mock
+def test_a_failed_check_prints_its_error_once_and_no_ok_line(endpoint_env, capsys) -> None:
+    """A rejected key: the error once, and no "ok" from the models list or /props beside it."""
+    mock_check(httpx.Response(401, json={"error": {"message": "Invalid API Key"}}), models_list("default", "gpt"),
+               httpx.Response(200, json={"default_generation_settings": {"n_ctx": 131072}}))
+    code = moa.main(["--check"], runtime=test_runtime())
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out.splitlines() == error_lines(captured.out)
+    assert (captured.out + captured.err).count("rejected the API key") == 1
+
+
+@pytest.mark.parametrize("flags", [["--json"], ["-o", "out.jsonl"], ["--shard", "1/2"], ["--logs", "none"],
+                                   ["--dry-run"], ["--concurrency", "2"], ["--from", "judges"], ["--no-resume"]])
+@respx.mock
+def test_check_refuses_flags_it_would_ignore(flags: list[str], endpoint_env, capsys) -> None:
+    """--check with a batch, output or single-question flag: exit 2, one line naming the flag, nothing sent."""
+    route = mock_check(completion("OK"), models_list("default"))
+    code = moa.main(["--check", *flags], runtime=test_runtime())
+    err = capsys.readouterr().err
+    assert code == 2 and route.call_count == 0
+    assert len(error_lines(err)) == 1 and flags[0] in err and "--check" in err
+
+
+class SilentProbes(ThreadingHTTPServer):
+    """Answers the chat request; accepts GET /models and /props and never answers them (until closed)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.gets: list[float] = []
+        self.release = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.gets.append(time.monotonic())
+                server.release.wait(30)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                data = json.dumps({"choices": [{"message": {"content": "OK"}, "finish_reason": "stop"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.shutdown()
+        self.server_close()
+
+
+def test_check_ends_promptly_when_models_and_props_never_answer(tmp_path) -> None:
+    """Silent optional probes are asked at once and given one short timeout together, not 2 x REQUEST_TIMEOUT."""
+    server = SilentProbes()
+    try:
+        done, ended = cli(tmp_path, "--check", PROXY_URL=f"http://127.0.0.1:{server.server_address[1]}/v1",
+                          REQUEST_TIMEOUT="1")
+    finally:
+        server.close()
+    assert done.returncode == 0 and "answered a chat request" in done.stdout
+    assert "(GET /models: no answer within 1s)" in done.stdout
+    assert len(server.gets) == 2 and server.gets[1] - server.gets[0] < 0.5, "both probes at once"
+    assert ended - server.gets[0] < 1.7, "one probe timeout, not two in a row"
