@@ -1292,6 +1292,21 @@ def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | b
     return True
 
 
+def environment_proxy(url: str) -> str | None:
+    """The proxy httpx sends a request for ``url`` through, as "URL (VARIABLE)" without its
+    credentials, or None: decided by httpx's own rules (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
+    NO_PROXY), so an error blames the hop that failed."""
+    from httpx._utils import URLPattern, get_environment_proxies  # private, but the very rules it routes by
+    mounts = sorted(((URLPattern(key), proxy) for key, proxy in get_environment_proxies().items()),
+                    key=lambda mount: mount[0])
+    proxy = next((proxy for pattern, proxy in mounts if pattern.matches(httpx.URL(url))), None)
+    if proxy is None:
+        return None
+    variables = [name for base in (urlsplit(url).scheme + "_proxy", "all_proxy") for name in (base, base.upper())
+                 if os.environ.get(name) and proxy.endswith(os.environ[name].strip())]
+    return f"{masked_url(proxy)} ({variables[0] if variables else 'the environment'})"
+
+
 def open_client(config: Config) -> httpx.AsyncClient:
     """The run's one HTTP client; every timeout explicit (httpx's default is 5 s)."""
     # identity: see body_chunks; an LLM reply is a few KB, compression saves little.
@@ -1469,7 +1484,11 @@ def exception_error(err: Exception, config: Config) -> APIError:
     if isinstance(err, (httpx.TimeoutException, TimeoutError)):
         return APIError(f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s", outage=True)
     if isinstance(err, httpx.TransportError):
-        return APIError(f"connection error to {display_url(config.proxy_url)}: {_short(err)}", outage=True)
+        where = display_url(config.proxy_url)
+        if proxy := environment_proxy(config.proxy_url):  # the proxy, not the endpoint, may be what failed
+            return APIError(f"connection error to {where} through the proxy {proxy}: {_short(err)}: check that proxy, "
+                            f"or add {urlsplit(config.proxy_url).hostname} to NO_PROXY to bypass it", outage=True)
+        return APIError(f"connection error to {where}: {_short(err)}", outage=True)
     return APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +36,13 @@ def cli(tmp_path: Path, *argv: str, **env: str) -> tuple[subprocess.CompletedPro
     done = subprocess.run([sys.executable, str(HERE / "moa_pipeline.py"), *argv], env=environment, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     return done, time.monotonic()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: a connection is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # --- item 5: a Slurm array's shard is its task id -------------------------------------------------
@@ -250,3 +258,37 @@ def test_check_ends_promptly_when_models_and_props_never_answer(tmp_path) -> Non
     assert "(GET /models: no answer within 1s)" in done.stdout
     assert len(server.gets) == 2 and server.gets[1] - server.gets[0] < 0.5, "both probes at once"
     assert ended - server.gets[0] < 1.7, "one probe timeout, not two in a row"
+
+
+# --- item 19: a proxy from the environment is named ------------------------------------------------
+
+def test_a_bad_http_proxy_is_named_in_connection_errors(server, tmp_path) -> None:
+    """HTTP_PROXY pointing at a closed port: every connection error names the proxy (without its password) and
+    NO_PROXY; with NO_PROXY naming the endpoint's host, the run goes straight to it."""
+    endpoint, port = server(), closed_port()
+    proxy = f"http://bob:proxy-SECRET-0123@127.0.0.1:{port}"
+    done, _ = cli(tmp_path, "-q", "Q?", PROXY_URL=endpoint.url, HTTP_PROXY=proxy, MAX_RETRIES="0")
+    errors = error_lines(done.stderr)
+    assert done.returncode == 1 and len(errors) == 1 and endpoint.starts() == []
+    assert f"through the proxy http://***@127.0.0.1:{port} (HTTP_PROXY)" in errors[0] and "NO_PROXY" in errors[0]
+    assert "proxy-SECRET" not in done.stderr + done.stdout
+    bypassed, _ = cli(tmp_path, "-q", "Q?", PROXY_URL=endpoint.url, HTTP_PROXY=proxy, NO_PROXY="127.0.0.1")
+    assert bypassed.returncode == 0 and endpoint.starts()
+
+
+@pytest.mark.parametrize("environment, url, named", [
+    ({"ALL_PROXY": "socks5://10.0.0.1:1080"}, "https://api.example/v1", "socks5://10.0.0.1:1080 (ALL_PROXY)"),
+    ({"https_proxy": "10.0.0.2:3128", "HTTP_PROXY": "http://10.0.0.3:3128"}, "https://api.example/v1",
+     "http://10.0.0.2:3128 (https_proxy)"),
+    ({"HTTPS_PROXY": "http://10.0.0.2:3128"}, "http://api.example/v1", None),
+    ({"HTTP_PROXY": "http://10.0.0.3:3128", "NO_PROXY": "example"}, "http://api.example/v1", None),
+], ids=["all-proxy", "https-lower-case", "other-scheme", "no-proxy"])
+def test_the_proxy_named_is_the_one_httpx_uses(environment: dict[str, str], url: str, named: str | None,
+                                               monkeypatch) -> None:
+    """The proxy an error names follows httpx's own rules: scheme, ALL_PROXY, lower case first, NO_PROXY."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert moa.environment_proxy(url) == named
