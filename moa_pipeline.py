@@ -78,7 +78,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 try:
     import httpx
@@ -212,6 +212,12 @@ UNFINISHED_TRANSCRIPT = ("MoA pipeline transcript\nThis run stopped before it wr
                          "killed, or the disk was full); {where}.\n")
 # Bytes of a trace's first line beyond its question (the run id, the settings): more is not a run line of ours.
 RUN_HEAD_BYTES = 64 * 1024
+# --check: the chat request's max_tokens; and its optional probes (GET /models, llama.cpp's /props) wait
+# at most CHECK_PROBE_SECONDS (or REQUEST_TIMEOUT, if shorter) and read a models list up to MODELS_LIST_LIMIT
+# (OpenRouter's, some 300 models, is under 1 MB).
+CHECK_MAX_TOKENS = 8
+CHECK_PROBE_SECONDS = 10.0
+MODELS_LIST_LIMIT = 8 * 1024 * 1024
 # Files kept beside the output: <output><suffix>.
 SIDECAR_SUFFIXES = (".lock", ".summary.json")
 
@@ -298,17 +304,52 @@ def chat_completions_url(raw: str) -> str:
         raise ValueError("expected an http:// or https:// URL such as https://host/v1")
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise ValueError("the URL contains spaces or control characters")
+    if "@" in parts.netloc:  # httpx would send it as Basic auth in place of the Bearer API_KEY
+        raise ValueError("it holds user info (user:password@), which would replace the API key: remove it and "
+                         "put the key in API_KEY, which is sent as a Bearer token")
     path = parts.path.rstrip("/")
     if not path.endswith("/chat/completions"):
         path += "/chat/completions"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
+# A query parameter carries a credential when its name, in lower case without separators, holds one
+# of these: key (Google's key, api_key, subscription-key), token (access_token, X-Amz-Security-Token),
+# sig (Azure SAS sig, X-Amz-Signature), auth, secret, pass(word), pwd, credential; or is "code" (OAuth).
+# Such values are masked wherever they could show; every other value (api-version) is data, never masked.
+CREDENTIAL_PARAMETER = re.compile(r"key|token|sig|auth|secret|pass|pwd|credential|^code$")
+
+
+def credential_parameter(name: str) -> bool:
+    return bool(CREDENTIAL_PARAMETER.search(re.sub(r"[^a-z0-9]", "", unquote(name).lower())))
+
+
+def query_credentials(query: str) -> list[str]:
+    """The values of a query's credential parameters, as written and decoded; a piece without "="
+    (``?sk-abc``) is a credential too: it names nothing, so it can only be a bare key."""
+    found: list[str] = []
+    for piece in query.split("&"):
+        name, equals, value = piece.partition("=")
+        secret = value if equals else name
+        if secret and (not equals or credential_parameter(name)):
+            found += [secret, unquote(secret), unquote_plus(secret)]
+    return found
+
+
+def masked_query(query: str) -> str:
+    """The query with the value of each credential parameter, and each piece without "=", as ***."""
+    shown = []
+    for name, equals, value in (piece.partition("=") for piece in query.split("&") if query):
+        masked = not equals or credential_parameter(name)
+        shown.append(SECRET_MASK if not equals else name + equals + (SECRET_MASK if masked else value))
+    return "&".join(shown)
+
+
 def masked_url(raw: str) -> str:
-    """A URL-like value safe to echo, even when it does not parse: everything up to
-    the last "@" after the scheme (user info, whatever it holds) and everything from
-    the first "?" or "#" after that is masked, so ``https://user:key@host/?key=...``
-    never shows its secrets."""
+    """A URL-like value safe to echo, even when it does not parse: everything up to the last "@"
+    after the scheme (user info, whatever it holds), a fragment, and in the query each credential
+    parameter's value are masked, so ``https://user:pw@host/?key=...#...`` shows none of its
+    secrets, and ``?api-version=2024-10-21`` shows as it is."""
     text = raw.strip()
     scheme = text.find("//")
     start = scheme + 2 if scheme >= 0 else 0
@@ -316,10 +357,11 @@ def masked_url(raw: str) -> str:
     if at >= start:
         text = text[:start] + SECRET_MASK + text[at:]
         start += len(SECRET_MASK) + 1
-    cuts = [i for i in (text.find("?", start), text.find("#", start)) if i >= 0]
-    if cuts:
-        text = text[:min(cuts)] + "?" + SECRET_MASK
-    return text[:200]
+    text, fragment, _ = text.partition("#")
+    query_at = text.find("?", start)
+    if query_at >= 0:
+        text = text[:query_at + 1] + masked_query(text[query_at + 1:])
+    return (text + ("#" + SECRET_MASK if fragment else ""))[:200]
 
 
 def _folder(raw: str) -> str:
@@ -349,9 +391,10 @@ def is_loopback(host: str) -> bool:
 
 
 def display_url(url: str) -> str:
-    """The URL without user info or query, which can carry credentials."""
+    """A parsed URL as errors, --check and transcripts show it: no user info, credential
+    parameters masked (masked_query), harmless ones such as api-version as they are."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, masked_query(parts.query), ""))
 
 
 @dataclass(frozen=True)
@@ -475,12 +518,11 @@ class Config:
 
     @functools.cached_property
     def secrets(self) -> list[str]:
-        """Values masked wherever text is echoed: the key, the gateway token, and
-        a password or query values in PROXY_URL (``?key=...``)."""
+        """Values masked wherever text is echoed: the key, the gateway token, and the credentials
+        in PROXY_URL (user info, ``?key=...``; see CREDENTIAL_PARAMETER). Never any other query
+        value: an answer "2024-10-21" stays itself under ``?api-version=2024-10-21``."""
         parts = urlsplit(self.proxy_url)
-        raw_pieces = [piece.partition("=")[2] or piece for piece in parts.query.split("&")]
-        in_url = [parts.username or "", parts.password or "", *raw_pieces, *(unquote(p) for p in raw_pieces),
-                  *(value for _, value in parse_qsl(parts.query))]
+        in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
         # Computed once: redact() runs on every trace line and every string of every record.
         return list(dict.fromkeys(s for s in (self.api_key, self.gateway_token, *in_url) if s))
 
@@ -668,12 +710,12 @@ class APIError(MoAError):
     rejected, URL or model not found), so the run stops. ``outage``: the endpoint
     looks down (no connection, timeout, 5xx); only such failures count against the
     batch breaker. ``backpressure``: the endpoint asked us to slow down (429, or 503
-    with Retry-After); never an outage.
+    with Retry-After); never an outage. ``finish_reason``: a 2xx reply's, when its content was unusable.
     """
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
                  retry_after: float | None = None, stops_run: bool = False, outage: bool = False,
-                 backpressure: bool = False) -> None:
+                 backpressure: bool = False, finish_reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
@@ -681,6 +723,7 @@ class APIError(MoAError):
         self.stops_run = stops_run
         self.outage = outage
         self.backpressure = backpressure
+        self.finish_reason = finish_reason
 
 
 class RunFailed(MoAError):
@@ -939,7 +982,7 @@ def checked_completion(text: str | None, finish_reason: str | None, refusal: Any
     if finish_reason == "content_filter":
         raise APIError("refused (content filter)", status=status, retryable=False)
     if not text or not text.strip():
-        raise APIError("the response content is empty", status=status)
+        raise APIError("the response content is empty", status=status, finish_reason=finish_reason)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escape in the JSON
@@ -1254,6 +1297,21 @@ def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | b
     return True
 
 
+def environment_proxy(url: str) -> str | None:
+    """The proxy httpx sends a request for ``url`` through, as "URL (VARIABLE)" without its
+    credentials, or None: decided by httpx's own rules (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
+    NO_PROXY), so an error blames the hop that failed."""
+    from httpx._utils import URLPattern, get_environment_proxies  # private, but the very rules it routes by
+    mounts = sorted(((URLPattern(key), proxy) for key, proxy in get_environment_proxies().items()),
+                    key=lambda mount: mount[0])
+    proxy = next((proxy for pattern, proxy in mounts if pattern.matches(httpx.URL(url))), None)
+    if proxy is None:
+        return None
+    variables = [name for base in (urlsplit(url).scheme + "_proxy", "all_proxy") for name in (base, base.upper())
+                 if os.environ.get(name) and proxy.endswith(os.environ[name].strip())]
+    return f"{masked_url(proxy)} ({variables[0] if variables else 'the environment'})"
+
+
 def open_client(config: Config) -> httpx.AsyncClient:
     """The run's one HTTP client; every timeout explicit (httpx's default is 5 s)."""
     # identity: see body_chunks; an LLM reply is a few KB, compression saves little.
@@ -1431,7 +1489,11 @@ def exception_error(err: Exception, config: Config) -> APIError:
     if isinstance(err, (httpx.TimeoutException, TimeoutError)):
         return APIError(f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s", outage=True)
     if isinstance(err, httpx.TransportError):
-        return APIError(f"connection error to {display_url(config.proxy_url)}: {_short(err)}", outage=True)
+        where = display_url(config.proxy_url)
+        if proxy := environment_proxy(config.proxy_url):  # the proxy, not the endpoint, may be what failed
+            return APIError(f"connection error to {where} through the proxy {proxy}: {_short(err)}: check that proxy, "
+                            f"or add {urlsplit(config.proxy_url).hostname} to NO_PROXY to bypass it", outage=True)
+        return APIError(f"connection error to {where}: {_short(err)}", outage=True)
     return APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
 
 
@@ -3433,16 +3495,30 @@ def endpoint_urls(config: Config) -> tuple[str, str, str]:
     return config.proxy_url, base + "/models", root + "/props"
 
 
-async def get_json(client: httpx.AsyncClient, url: str, timeout: float) -> Any:
-    """A small JSON document, or None when there is none: any error, any shape, more than
-    ERROR_BODY_LIMIT bytes, or no whole answer within ``timeout`` seconds."""
+@dataclass(frozen=True)
+class Probe:
+    """What an optional GET of --check read: a JSON document, or why there is none."""
+
+    document: Any = None
+    problem: str = ""
+
+
+async def get_json(client: httpx.AsyncClient, url: str, timeout: float, limit: int) -> Probe:
+    """A JSON document of at most ``limit`` bytes within ``timeout`` seconds, or why there is none."""
     try:
         async with asyncio.timeout(timeout), client.stream("GET", url) as response:
             if response.status_code != 200:
-                return None
-            return load_json(await read_body(response, ERROR_BODY_LIMIT))
-    except (httpx.HTTPError, ValueError, APIError, TimeoutError):
-        return None
+                return Probe(problem=f"HTTP {response.status_code}")
+            body = await read_body(response, limit + 1, cut=True)
+            if len(body) > limit:
+                return Probe(problem=f"over {limit / 2**20:g} MB, not read")
+            return Probe(load_json(body))
+    except TimeoutError:
+        return Probe(problem=f"no answer within {timeout:g}s")
+    except ValueError:
+        return Probe(problem="not JSON")
+    except (httpx.HTTPError, APIError) as err:
+        return Probe(problem=_short(err))
 
 
 def slot_context(props: Any) -> int | None:
@@ -3453,31 +3529,43 @@ def slot_context(props: Any) -> int | None:
 
 
 async def check_endpoint(config: Config, runtime: Runtime) -> CheckReport:
-    """--check: one tiny chat request, the models list, and llama.cpp's slot context, if any."""
-    chat_url, models_url, props_url = endpoint_urls(config)
-    lines: list[str] = []
+    """--check: one tiny chat request and, at the same time, the models list and llama.cpp's slot
+    context, if any. After a failed chat request only the probes' warnings are kept: an "ok" beside
+    the error would contradict it."""
+    _, models_url, props_url = endpoint_urls(config)
+    wait = min(config.request_timeout, CHECK_PROBE_SECONDS)
     async with open_client(config) as client:
-        started = runtime.clock()
-        endpoint = Endpoint(replace(config, max_retries=0, stream=False), client, runtime)
-        try:
-            await endpoint.complete([{"role": "user", "content": "Reply with the word OK."}], temperature=0,
-                                    max_tokens=8, headers={"X-MoA-Phase": "check"})
-            lines.append(f"ok: {display_url(chat_url)} answered a chat request in {runtime.clock() - started:.2f}s")
-            ok = True
-        except APIError as err:
-            lines.append(f"error: {display_url(chat_url)}: {err}")
-            ok = False
-        lines += model_lines(config, await get_json(client, models_url, config.request_timeout))
-        lines += context_lines(config, slot_context(await get_json(client, props_url, config.request_timeout)))
-    return CheckReport(lines, ok)
+        chat, models, props = await asyncio.gather(
+            check_chat(config, client, runtime), get_json(client, models_url, wait, MODELS_LIST_LIMIT),
+            get_json(client, props_url, wait, ERROR_BODY_LIMIT))
+    found = model_lines(config, models) + context_lines(config, slot_context(props.document))
+    return CheckReport(chat.lines + [line for line in found if chat.ok or line.startswith("warning:")], chat.ok)
 
 
-def model_lines(config: Config, models: Any) -> list[str]:
-    data = models.get("data") if isinstance(models, dict) else None
+async def check_chat(config: Config, client: httpx.AsyncClient, runtime: Runtime) -> CheckReport:
+    """--check's chat request. An empty reply cut at its few tokens (finish_reason length) is how a
+    reasoning model answers, thinking: the endpoint, the key and the model work."""
+    endpoint = Endpoint(replace(config, max_retries=0, stream=False), client, runtime)
+    started, note = runtime.clock(), list[str]()
+    try:
+        await endpoint.complete([{"role": "user", "content": "Reply with the word OK."}], temperature=0,
+                                max_tokens=CHECK_MAX_TOKENS, headers={"X-MoA-Phase": "check"})
+    except APIError as err:
+        if err.finish_reason != "length":
+            return CheckReport([f"error: {display_url(config.proxy_url)}: {err}"], False)
+        note = [f"note: the reply was cut at the check's {CHECK_MAX_TOKENS} tokens before any text, as a reasoning "
+                "model's is while it thinks: that works; keep MAX_TOKENS well above its thinking"]
+    took = runtime.clock() - started
+    return CheckReport([f"ok: {display_url(config.proxy_url)} answered a chat request in {took:.2f}s", *note], True)
+
+
+def model_lines(config: Config, models: Probe) -> list[str]:
+    data = models.document.get("data") if isinstance(models.document, dict) else None
     names = ({printable(m["id"], 80) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
              if isinstance(data, list) else set())
     if not names:
-        return ["note: the endpoint lists no models (GET /models); the model names are not checked"]
+        why = f": {models.problem}" if models.problem else ""
+        return [f"note: the endpoint lists no models (GET /models{why}); the model names are not checked"]
     missing = [m for m in (*config.models, *config.judge_models) if m not in names and m != "default"]
     if missing:
         return [f"warning: the endpoint does not list {', '.join(sorted(set(missing)))}; it lists "
@@ -3810,14 +3898,14 @@ class Shard:
 
 
 def parse_shard(value: str, environ: Mapping[str, str]) -> Shard:
-    """``K/N`` (1 <= K <= N), ``auto`` (Slurm array: SLURM_ARRAY_TASK_ID, _MIN and _COUNT), or
-    ``auto/N`` (index from JOB_COMPLETION_INDEX, a Kubernetes Indexed Job, 0-based, or from Slurm)."""
+    """``K/N`` (1 <= K <= N), or ``auto/N``: K from the scheduler, a Kubernetes Indexed Job's
+    JOB_COMPLETION_INDEX (0-based) or a Slurm array's SLURM_ARRAY_TASK_ID (see _slurm_shard)."""
     text = value.strip().lower()
     if text.startswith("auto"):
         return _shard_from_scheduler(text, environ)
     found = re.fullmatch(r"([0-9]{1,5})/([0-9]{1,5})", text)
     if not (found and 1 <= int(found[1]) <= int(found[2]) <= MAX_SHARDS):
-        raise ConfigError(f"--shard {value!r}: expected K/N with 1 <= K <= N <= {MAX_SHARDS}, or auto, or auto/N")
+        raise ConfigError(f"--shard {value!r}: expected K/N with 1 <= K <= N <= {MAX_SHARDS}, or auto/N")
     return Shard(int(found[1]), int(found[2]))
 
 
@@ -3828,25 +3916,37 @@ def _small_number(value: str | None) -> int | None:
 
 
 def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
-    given = _small_number(text.partition("/")[2]) if "/" in text else None
-    if "/" in text and given is None:
-        raise ConfigError(f"--shard {text}: expected auto/N with N a whole number")
-    count: int | None
-    if "JOB_COMPLETION_INDEX" in environ and given is not None:
-        index, count = _small_number(environ["JOB_COMPLETION_INDEX"]), given
-        k = index + 1 if index is not None else 0
-    elif "SLURM_ARRAY_TASK_ID" in environ:
-        task = _small_number(environ["SLURM_ARRAY_TASK_ID"])
-        first = _small_number(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-        step = _small_number(environ.get("SLURM_ARRAY_TASK_STEP", "1")) or 1  # --array=0-14:2
-        count = given if given is not None else _small_number(environ.get("SLURM_ARRAY_TASK_COUNT"))
-        k = (task - first) // step + 1 if task is not None and first is not None and (task - first) % step == 0 else 0
-    else:
-        raise ConfigError("--shard auto: no scheduler index found (set by a Kubernetes Indexed Job as "
-                          "JOB_COMPLETION_INDEX, with --shard auto/N, or by a Slurm job array); use --shard K/N")
-    if count is None or not 1 <= k <= count <= MAX_SHARDS:
-        raise ConfigError(f"--shard {text}: the scheduler's index and count do not give 1 <= K <= N <= {MAX_SHARDS}")
-    return Shard(k, count)
+    count = _small_number(text.partition("/")[2])
+    if text != "auto" and (not text.startswith("auto/") or count is None or not 1 <= count <= MAX_SHARDS):
+        raise ConfigError(f"--shard {text}: expected auto/N with N a whole number from 1 to {MAX_SHARDS}")
+    if "JOB_COMPLETION_INDEX" not in environ and "SLURM_ARRAY_TASK_ID" not in environ:
+        raise ConfigError("--shard auto: no scheduler index found (JOB_COMPLETION_INDEX of a Kubernetes Indexed "
+                          "Job, or SLURM_ARRAY_TASK_ID of a Slurm job array); use --shard K/N")
+    if count is None:  # after a resubmission (--array=3,5) the array's own count and range describe the rest
+        raise ConfigError("--shard auto: the scheduler does not say how many shards there are: give the count, "
+                          "as in --shard auto/8 for --array=1-8")
+    if "JOB_COMPLETION_INDEX" in environ:
+        index = _small_number(environ["JOB_COMPLETION_INDEX"])
+        if index is None or index >= count:
+            raise ConfigError(f"--shard auto/{count}: JOB_COMPLETION_INDEX is not an index from 0 to {count - 1}")
+        return Shard(index + 1, count)
+    return _slurm_shard(environ, count)
+
+
+def _slurm_shard(environ: Mapping[str, str], count: int) -> Shard:
+    """Shard K of ``count`` is the task with id K, and id 0 is shard N: --array=1-8 and --array=0-7 both
+    cover shards 1..8 once, and a resubmitted subset (--array=3,5) reruns exactly those shards. Only the
+    task id decides: _MIN, _MAX and _COUNT describe the array as (re)submitted, not the whole job."""
+    task = _small_number(environ["SLURM_ARRAY_TASK_ID"])
+    highest = _small_number(environ.get("SLURM_ARRAY_TASK_MAX")) or 0
+    if task is None or max(task, highest) > count:
+        raise ConfigError(f"--shard auto/{count}: a Slurm task id must be a shard, 0 to {count} (this one is "
+                          f"{printable(environ['SLURM_ARRAY_TASK_ID'], 20)!r}, the array's highest {highest}): "
+                          f"submit --array=1-{count} (or 0-{count - 1}), or a part of it")
+    if _small_number(environ.get("SLURM_ARRAY_TASK_MIN")) == 0 and highest == count:
+        raise ConfigError(f"--shard auto/{count}: task ids 0 and {count} of the Slurm array are both shard "
+                          f"{count}: submit --array=1-{count} or 0-{count - 1}")
+    return Shard(task or count, count)
 
 
 def question_id(question: str) -> str:
@@ -4722,7 +4822,7 @@ def add_batch_flags(parser: argparse.ArgumentParser) -> None:
                        help="transcripts and traces of: every question (all, the default), failed ones, none")
     batch.add_argument("--shard", metavar="K/N",
                        help="run only shard K of N (by a hash of each id), into OUTPUT.K-of-N.jsonl; "
-                            "auto reads a Slurm array, auto/N a Kubernetes Indexed Job")
+                            "auto/N takes K from a Slurm array task id or a Kubernetes Indexed Job index")
 
 
 def add_debate_flags(parser: argparse.ArgumentParser) -> None:
@@ -5109,16 +5209,31 @@ def internal_error(err: BaseException) -> str:
     return f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
 
 
-def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | SingleRequest:
-    """What the flags ask for: a batch, or one question; ConfigError for a combination that makes no sense."""
+# Flags (and their argparse names) that only a batch uses; --check also uses none of CHECK_IGNORES.
+BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "shard",
+                    "--output-format": "output_format", "--logs": "logs", "--no-resume": "no_resume",
+                    "--force": "force"}
+CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from"}
+
+
+def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
+    """Those of ``flags`` (flag: its argparse name) on the command line: unset ones are None or False."""
+    return [flag for flag, name in flags.items()
+            if getattr(args, name) is not None and getattr(args, name) is not False]
+
+
+def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | SingleRequest | None:
+    """What the flags ask for: a batch, one question, or None for --check; ConfigError for a
+    combination that makes no sense (a flag that would be ignored is one)."""
+    if args.check:
+        if ignored := given_flags(args, CHECK_IGNORES):
+            raise ConfigError(f"{', '.join(ignored)}: not used by --check, which prints its findings as lines")
+        return None
     if args.questions_file is not None:
         if args.dry_run or args.replay_from:
             raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
         return batch_options(args)
-    batch_only = (("-o", args.output), ("--concurrency", args.concurrency), ("--shard", args.shard),
-                  ("--output-format", args.output_format), ("--logs", args.logs),
-                  ("--no-resume", args.no_resume or None), ("--force", args.force or None))
-    if given := [flag for flag, value in batch_only if value is not None]:
+    if given := given_flags(args, BATCH_ONLY_FLAGS):
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
     question, replay = single_question(args, config)
     check_question(config, question)
@@ -5166,7 +5281,7 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
     handler = setup_logging(args.verbose)
     try:
         config = load_config(flag_settings(args), os.environ, read_env_file(args.env_file, os.environ))
-        request = None if args.check else plan_request(args, config)
+        request = plan_request(args, config)
     except ConfigError as err:
         say(f"error: {err}")
         return exit_code_for(err)

@@ -472,8 +472,8 @@ def test_two_shards_cover_a_file_exactly_once(tmp_path, monkeypatch, capsys) -> 
 
 
 @pytest.mark.parametrize("environment, flag, expected", [
-    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "4"}, "auto", "3/4"),
-    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_COUNT": "2"}, "auto", "1/2"),
+    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "4"}, "auto/4", "3/4"),
+    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1"}, "auto/2", "2/2"),
     ({"JOB_COMPLETION_INDEX": "4"}, "auto/5", "5/5"),
 ], ids=["slurm-1-based", "slurm-0-based", "kubernetes-indexed-job"])
 def test_shard_auto_reads_the_scheduler(environment: dict, flag: str, expected: str) -> None:
@@ -634,10 +634,11 @@ def test_odd_shards_are_usage_errors_not_tracebacks(flag: str, tmp_path, capsys)
 
 
 def test_a_slurm_array_with_a_step() -> None:
-    """--array=0-14:2 gives task ids 0, 2, … 14: shards 1 to 8."""
+    """--array=0-14:2 gives task ids 0, 2, … 14, which are not shards 1 to 8: refused, saying what to submit."""
     environment = {"SLURM_ARRAY_TASK_ID": "14", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "2",
-                   "SLURM_ARRAY_TASK_COUNT": "8"}
-    assert str(moa.parse_shard("auto", environment)) == "8/8"
+                   "SLURM_ARRAY_TASK_MAX": "14", "SLURM_ARRAY_TASK_COUNT": "8"}
+    with pytest.raises(moa.ConfigError, match="--array=1-8"):
+        moa.parse_shard("auto/8", environment)
 
 
 def test_an_endless_env_file_is_refused(capsys) -> None:
