@@ -1167,7 +1167,7 @@ class Endpoint:
         now = self.runtime.clock()
         clustered = sum(1 for at, unexplained in self.recent_responses
                         if unexplained and now - at <= BUSY_CLUSTER_SECONDS) >= BUSY_CLUSTER_SIZE
-        if clustered and err.retry_after:
+        if clustered and err.retry_after is not None:
             until = now + min(err.retry_after, self.config.retry_max_delay)
             if until > self.cooldown_until:
                 log.info("the endpoint keeps asking to wait (HTTP %s): pausing all requests for %.1fs",
@@ -1304,7 +1304,8 @@ class AgentCall:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date. None
+    for no usable hint, and for one that says "now" (0, negative, a date in the past)."""
     if not value:
         return None
     value = value.strip()
@@ -1312,19 +1313,18 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         seconds = float(value)
     except ValueError:
         seconds = None
-    if seconds is not None:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+    if seconds is None:
+        seconds = _http_date_seconds(value, now)
+    return seconds if seconds is not None and 0 < seconds < math.inf else None
+
+
+def _http_date_seconds(value: str, now: float) -> float | None:
     try:
         import email.utils  # only for an HTTP-date Retry-After: importing it costs every start 10 ms
 
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None:
-        return None
-    try:
-        return max(0.0, when.timestamp() - now)
-    except (OverflowError, ValueError, OSError):
+        return when.timestamp() - now if when is not None else None
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
 
 
@@ -1343,34 +1343,25 @@ def parse_duration(value: str) -> float | None:
 
 
 def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:
-    """How long the server (or a gateway in front of it) asks us to wait, from whichever
-    hint it sends: ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP
-    date), ``llm_provider-retry-after`` (LiteLLM passing on its upstream's), and on a
-    429 the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI, Groq)."""
-    milliseconds = headers.get("retry-after-ms", "").strip()
-    try:
-        wait = float(milliseconds) / 1000 if milliseconds else None
-    except ValueError:
-        wait = None
-    if wait is not None and math.isfinite(wait):
-        return max(0.0, wait)
-    for name in ("retry-after", "llm_provider-retry-after"):
-        if (found := parse_retry_after(headers.get(name), now)) is not None:
-            return found
+    """How long the server (or a gateway in front of it) asks us to wait: the longest of
+    the hints it sends, ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP
+    date), ``llm_provider-retry-after`` (LiteLLM passing on its upstream's), and on a 429
+    the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI, Groq). A hint that
+    says "now" (0, negative, past) is no hint: None, and the call backs off as usual."""
+    waits = [parse_retry_after(headers.get(name), now) for name in ("retry-after", "llm_provider-retry-after")]
+    with contextlib.suppress(ValueError):
+        waits.append(float(headers.get("retry-after-ms", "")) / 1000)
     if status == 429:
-        resets = [parse_duration(headers.get(name, "")) for name in
+        waits += [parse_duration(headers.get(name, "")) for name in
                   ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
-        waits = [r for r in resets if r is not None]
-        return max(waits) if waits else None
-    return None
+    return max((wait for wait in waits if wait is not None and 0 < wait < math.inf), default=None)
 
 
 def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-    """Full-jitter exponential backoff, or the server's Retry-After; both capped."""
-    if retry_after is not None:
-        return min(retry_after, config.retry_max_delay)
+    """Full-jitter exponential backoff for retry ``attempt`` of a call, or the server's wait
+    when it is longer (a hint never makes a retry come sooner than backoff); both capped."""
     ceiling = min(config.retry_max_delay, config.retry_base_delay * 2 ** min(attempt - 1, 64))
-    return rng.uniform(0, ceiling)
+    return min(max(retry_after or 0.0, rng.uniform(0, ceiling)), config.retry_max_delay)
 
 
 @dataclass(frozen=True)
@@ -1535,10 +1526,12 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
 @dataclass
 class RetriesUsed:
     """One call's retries so far. Back-pressure that says when to come back draws on
-    BUSY_RETRIES first (and BUSY_WAIT_LIMIT seconds of waiting), every other retryable
-    failure on MAX_RETRIES: a 429 with a Retry-After says "later", not "broken", so a
-    busy endpoint does not use up the retries meant for faults. A 429 without one is
-    no promise, and counts like any failure."""
+    BUSY_RETRIES first, every other retryable failure on MAX_RETRIES: a 429 with a
+    Retry-After says "later", not "broken", so a busy endpoint does not use up the
+    retries meant for faults. A 429 without one (or with one that says "now") is no
+    promise, and counts like any failure. BUSY_WAIT_LIMIT is a hard cap: a busy retry
+    whose wait would take the call's busy waits past it falls back to MAX_RETRIES.
+    Every wait is at least the backoff for the call's retry count (see retry_delay)."""
 
     failures: int = 0
     busy: int = 0
@@ -1548,15 +1541,15 @@ class RetriesUsed:
         """Seconds until the next attempt, or None when the call has no retry left for this error."""
         if not error.retryable:
             return None
+        wait = retry_delay(config, self.failures + self.busy + 1, error.retry_after, rng)
         if (error.backpressure and error.retry_after is not None and self.busy < BUSY_RETRIES
-                and self.busy_waited < BUSY_WAIT_LIMIT):
+                and self.busy_waited + wait <= BUSY_WAIT_LIMIT):
             self.busy += 1
-            wait = retry_delay(config, self.busy, error.retry_after, rng)
             self.busy_waited += wait
             return wait
         if self.failures < config.max_retries:
             self.failures += 1
-            return retry_delay(config, self.failures, error.retry_after, rng)
+            return wait
         return None
 
 
