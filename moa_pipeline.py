@@ -1103,6 +1103,35 @@ def is_event_stream(response: httpx.Response) -> bool:
     return content_type.split(";")[0].strip().lower() == "text/event-stream"
 
 
+@dataclass
+class InFlight:
+    """How long one call's requests have been at the endpoint (sent, not yet answered):
+    the age the straggler rule goes by. Time in our request queue, in the shared
+    cool-down and in retry waits is the endpoint's answer to load, not the call's
+    slowness, and is not in it. ``wake`` runs each time a request goes out."""
+
+    clock: Callable[[], float]
+    wake: Callable[[], None] = lambda: None
+    ended: float = 0.0  # seconds of the call's requests that have ended
+    since: float | None = None  # when the request now at the endpoint went out
+
+    def age(self) -> float:
+        return self.ended + (self.clock() - self.since if self.since is not None else 0.0)
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        self.since = self.clock()
+        self.wake()
+        try:
+            yield
+        finally:
+            self.ended, self.since = self.age(), None
+
+
+# The timer of the call the current task sends for, set by its straggler watch (see StragglerWatch.guard).
+CALL_IN_FLIGHT: contextvars.ContextVar[InFlight | None] = contextvars.ContextVar("moa_call_in_flight", default=None)
+
+
 class Endpoint:
     """The one chat-completions endpoint, shared by every call of every question:
     one connection pool, a cap on requests in flight, a shared cool-down, and the
@@ -1196,10 +1225,11 @@ class Endpoint:
             await self.wait_for_cooldown()
             # httpx's read timeout restarts with every chunk, so a server that
             # trickles a byte at a time would never time out: bound the whole request.
-            async with asyncio.timeout(self.config.request_timeout):
-                async with self.client.stream("POST", self.config.proxy_url, json=body,
-                                              headers=dict(headers)) as response:
-                    return await self._read(response, in_flight)
+            with (CALL_IN_FLIGHT.get() or InFlight(self.runtime.clock)).sending():
+                async with asyncio.timeout(self.config.request_timeout):
+                    async with self.client.stream("POST", self.config.proxy_url, json=body,
+                                                  headers=dict(headers)) as response:
+                        return await self._read(response, in_flight)
         except (httpx.HTTPError, TimeoutError) as err:
             raise exception_error(err, self.config) from None
         finally:
@@ -1621,20 +1651,10 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         if wait is None:
             break
         log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
-        if error.backpressure:
-            excuse_wait(debate, call, wait)
         await debate.runtime.sleep(wait)
     debate.endpoint.call_ended(error)
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
-
-
-def excuse_wait(debate: Debate, call: AgentCall, seconds: float) -> None:
-    """A wait the endpoint asked for is not the call's slowness: the straggler watch
-    does not count it (else every call waiting out a Retry-After would be cut)."""
-    watch = debate.watches.get((debate.round, call.phase, call.step))
-    if watch is not None:
-        watch.excuse(call.agent, seconds)
 
 
 def drop_model(debate: Debate, model: str, error: APIError) -> bool:
@@ -2199,7 +2219,7 @@ class RunningCall:
     """One call a straggler watch is timing."""
 
     task: asyncio.Task[Any] | None
-    started: float
+    timer: InFlight
     cut: bool = False  # cancelled by the watch (not by Ctrl-C)
 
 
@@ -2213,55 +2233,54 @@ def median(values: list[float]) -> float:
 class StragglerWatch:
     """Cuts the slow tail of one phase of one round.
 
-    Once ``quorum`` calls of the phase have finished, a call still running
-    after STRAGGLER_FACTOR times the median latency of the finished ones is
-    cancelled and noted; its slot degrades like any failed call. Time comes
-    from the injected clock and sleep, so tests need no real waiting.
+    Once ``quorum`` calls of the phase have finished, a call that has been at the
+    endpoint longer than STRAGGLER_FACTOR times the median of the finished ones is
+    cancelled and noted; its slot degrades like any failed call. Both sides of that
+    comparison count only time a request was at the endpoint (see InFlight): a call
+    waiting for a request slot, the shared cool-down or a retry does not age, since
+    cutting it would not make the endpoint answer sooner. Time comes from the
+    injected clock and sleep, so tests need no real waiting.
     """
 
     def __init__(self, debate: Debate, phase: str, quorum: int) -> None:
         self.debate, self.phase, self.quorum = debate, phase, quorum
         self.factor = debate.config.straggler_factor
         self.running: dict[str, RunningCall] = {}  # by agent
-        self.finished: list[float] = []
-        self.changed = asyncio.Event()
+        self.finished: list[float] = []  # each finished call's seconds at the endpoint
+        self.changed = asyncio.Event()  # a call started, ended, or sent a request
         self.watchdog: asyncio.Task[None] | None = None
 
     async def guard(self, agent: str, work: Awaitable[T]) -> T | None:
         """Run one call of the phase; None if it was cut as a straggler."""
         task = asyncio.current_task()
-        clock = self.debate.runtime.clock
-        entry = RunningCall(task, clock())
+        entry = RunningCall(task, InFlight(self.debate.runtime.clock, self.changed.set))
         self.running[agent] = entry
+        token = CALL_IN_FLIGHT.set(entry.timer)  # the endpoint marks this call's requests on it
         self._kick()
         try:
             result = await work
         except asyncio.CancelledError:
             if entry.cut and task is not None and task.cancelling() <= 1:
                 task.uncancel()  # our cut, not Ctrl-C: the call just failed
-                self._mark_cut(agent, clock() - entry.started)
+                self._mark_cut(agent, entry)
                 return None
             raise
         finally:
+            CALL_IN_FLIGHT.reset(token)
             self.running.pop(agent, None)
             self.changed.set()
-        self.finished.append(clock() - entry.started)
+        self.finished.append(entry.timer.age())
         return result
 
-    def excuse(self, agent: str, seconds: float) -> None:
-        """``seconds`` of a running call that do not count toward its age (see excuse_wait)."""
-        entry = self.running.get(agent)
-        if entry is not None:
-            entry.started += seconds
-
-    def _mark_cut(self, agent: str, seconds: float) -> None:
+    def _mark_cut(self, agent: str, entry: RunningCall) -> None:
         typical = median(self.finished)
         for call in reversed(self.debate.calls):
             if call.agent == agent and call.phase == self.phase and call.round == self.debate.round:
                 call.failure = "cut as a straggler"
                 break
-        self.debate.note(f"{self.phase} {agent} cut as a straggler after {seconds:.2f}s "
-                         f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} finished)")
+        self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
+                         f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
+                         f"finished)")
 
     def _kick(self) -> None:
         self.changed.set()
@@ -2269,27 +2288,37 @@ class StragglerWatch:
             self.watchdog = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        """Cut overdue calls, then sleep until the next deadline. It wakes early
-        only while the quorum is not yet in or nothing is running uncut, which
-        keeps the watch to a timer per deadline, not work per finished call."""
-        clock, sleep = self.debate.runtime.clock, self.debate.runtime.sleep
+        """Cut overdue calls, then wait for the next deadline or a change: a call that
+        starts, ends, or sends a request (only a call at the endpoint ages)."""
         while self.running:
-            if len(self.finished) < self.quorum:
-                self.changed.clear()
-                await self.changed.wait()
+            self.changed.clear()
+            await self._nap(self._cut_overdue() if len(self.finished) >= self.quorum else None)
+
+    def _cut_overdue(self) -> float | None:
+        """Cut each call past the limit; seconds until the next one could be (None: none is aging)."""
+        typical = median(self.finished)
+        left: list[float] = []
+        for entry in self.running.values():
+            if entry.cut or entry.task is None:
                 continue
-            limit = max(self.factor * median(self.finished), STRAGGLER_MIN_SECONDS)
-            now = clock()
-            for entry in self.running.values():
-                if not entry.cut and now - entry.started >= limit and entry.task is not None:
-                    entry.cut = True
-                    entry.task.cancel()
-            waiting = [entry.started + limit - now for entry in self.running.values() if not entry.cut]
-            if waiting:
-                await sleep(max(min(waiting), 0.001))
-            else:
-                self.changed.clear()
-                await self.changed.wait()
+            limit = max(self.factor * typical, STRAGGLER_MIN_SECONDS)
+            if (remaining := limit - entry.timer.age()) <= 0:
+                entry.cut = True
+                entry.task.cancel()
+            elif entry.timer.since is not None:
+                left.append(remaining)
+        return min(left, default=None)
+
+    async def _nap(self, seconds: float | None) -> None:
+        """Until ``seconds`` pass (None: no deadline) or something changes."""
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.changed.wait())}
+        if seconds is not None:
+            waits.add(asyncio.ensure_future(self.debate.runtime.sleep(max(seconds, 0.001))))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def close(self) -> None:
         if self.watchdog is not None:

@@ -6,6 +6,7 @@ CLI against bench/fake_endpoint.py on 127.0.0.1 with a tiny RETRY_BASE_DELAY.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -13,13 +14,17 @@ import random
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL
+from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion
 
 HERE = Path(__file__).resolve().parent
 NOW = 1_700_000_000.0
@@ -110,3 +115,83 @@ def test_one_question_against_429_retry_after_0_does_not_storm(tmp_path: Path, s
         assert all(wait > 0 for wait in waits[agent])
         gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
         assert all(gap >= wait for gap, wait in zip(gaps, waits[agent], strict=False)) and len(gaps) <= len(waits[agent])
+
+
+# --- item 2: a call ages only while its request is at the endpoint -------------------------------
+
+
+def capacity_endpoint(clock: VirtualClock, capacity: int, latency: Callable[[httpx.Request], float]):
+    """A mocked endpoint that holds ``capacity`` requests at once (429, Retry-After 1, beyond) and
+    answers each after ``latency(request)`` virtual seconds. Returns the side effect and its counts."""
+    model, state = FakeModel(), {"in_flight": 0, "peak": 0, "rejected": 0}
+
+    async def side_effect(request: httpx.Request) -> httpx.Response:
+        if state["in_flight"] >= capacity:
+            state["rejected"] += 1
+            return completion(None, status=429, headers={"Retry-After": "1"})
+        state["in_flight"] += 1
+        state["peak"] = max(state["peak"], state["in_flight"])
+        try:
+            await clock.sleep(latency(request))
+        finally:
+            state["in_flight"] -= 1
+        return model(request)
+
+    return side_effect, state
+
+
+def slow(agent: str, seconds: float, question: str = "") -> Callable[[httpx.Request], float]:
+    """Every call takes 1 s, except ``agent``'s phase-1 call (of ``question``, if given): ``seconds``."""
+    def latency(request: httpx.Request) -> float:
+        mine = (request.headers["X-MoA-Phase"], request.headers["X-MoA-Agent"]) == ("generate", agent)
+        return seconds if mine and question.encode() in request.content else 1.0
+    return latency
+
+
+def straggler_config(**changes: Any) -> moa.Config:
+    config = moa.Config(URL, FAKE_KEY, retry_base_delay=0.1, enable_file_logging=False, straggler_factor=3.0,
+                        min_judge_confidence=0, num_workers=5, num_judges=3)
+    return replace(config, **changes)
+
+
+async def answer_together(config: moa.Config, clock: VirtualClock, side_effect: Any,
+                          questions: int) -> list[moa.RunResult]:
+    """``questions`` questions at once through one endpoint, as a batch runs them (virtual time)."""
+    driver = asyncio.create_task(clock.drive())
+    try:
+        with respx.mock:
+            respx.post(URL).mock(side_effect=side_effect)
+            async with moa.open_client(config) as client:
+                runtime = clock.runtime()
+                endpoint = moa.Endpoint(config, client, runtime)
+                return await asyncio.gather(*(moa.answer_question(config, f"Question {n}?", endpoint, runtime)
+                                              for n in range(questions)))
+    finally:
+        driver.cancel()
+
+
+def cuts(result: moa.RunResult) -> list[str]:
+    return [f"{c.phase} {c.agent}" for c in result.calls if c.failure == "cut as a straggler"]
+
+
+@pytest.mark.parametrize("factor", [3.0, 1.5], ids=["default-factor", "factor-1.5-so-the-shared-bar-is-3x"])
+async def test_no_call_is_cut_for_waiting_in_our_queue(factor: float) -> None:
+    """4 questions through an endpoint that holds 2 (429 beyond), every call 1 s: calls wait for a
+    request slot, in Retry-After waits and in the cool-down, but none is cut and no answer is degraded."""
+    clock = VirtualClock()
+    side_effect, state = capacity_endpoint(clock, 2, lambda request: 1.0)
+    results = await answer_together(straggler_config(straggler_factor=factor), clock, side_effect, 4)
+    assert all(r.status == "ok" and cuts(r) == [] and not r.degraded for r in results), [r.notes for r in results]
+    assert state["peak"] == 2 and state["rejected"] > 0 and clock.now >= 4 * 18 / 2
+
+
+async def test_a_genuinely_slow_call_is_still_cut() -> None:
+    """Capacity 2, our cap 2, solver-5 20x slower: it waits 2 s for a slot, then is cut after 3 s at the
+    endpoint (3 x the median), not 3 s after it was issued."""
+    clock = VirtualClock()
+    side_effect, _ = capacity_endpoint(clock, 2, slow("solver-5", 20.0))
+    result = await answer_in_virtual_time(straggler_config(max_concurrent_requests=2), clock, side_effect)
+    assert result.status == "ok" and cuts(result) == ["generate solver-5"]
+    (solver_5,) = [c for c in result.calls if (c.phase, c.agent) == ("generate", "solver-5")]
+    assert solver_5.attempts[-1].latency_s == pytest.approx(5.0), "2 s queued, then 3 s at the endpoint"
+    assert any("generate solver-5 cut as a straggler after 3.00s at the endpoint" in n for n in result.notes)
