@@ -186,6 +186,10 @@ MAX_REPORTED_TOKENS = 10**9
 # A call is never cut as a straggler before this: below a second a cut saves
 # little and risks throwing away a good answer over a momentary hiccup.
 STRAGGLER_MIN_SECONDS = 1.0
+# A straggler cut buys a question's latency with its answer's quality. While other questions share
+# the endpoint (a batch), the batch gains only part of the time a cut saves, so the bar is this many
+# times higher: past the 3-4x a gateway's retries make a call take (see StragglerWatch).
+SHARED_STRAGGLER_SCALE = 2.0
 MIN_MASKED_SECRET = 8  # see maskable()
 # Tokens added by chat formatting per message and by our nonce suffix.
 MESSAGE_OVERHEAD_TOKENS = 8
@@ -1150,6 +1154,7 @@ class Endpoint:
         # For each of the last BREAKER_WINDOW calls that ended: True if it failed
         # with an outage error after its whole retry schedule.
         self.recent_calls: collections.deque[bool] = collections.deque(maxlen=BREAKER_WINDOW)
+        self.questions = 0  # questions answering through it now (a batch runs several)
 
     def call_ended(self, failure: APIError | None) -> None:
         """Feed the breaker one finished call: None for a success (retries or not),
@@ -2220,6 +2225,7 @@ class RunningCall:
 
     task: asyncio.Task[Any] | None
     timer: InFlight
+    scale: float  # 1, or SHARED_STRAGGLER_SCALE when other questions shared the endpoint as it started
     cut: bool = False  # cancelled by the watch (not by Ctrl-C)
 
 
@@ -2238,8 +2244,15 @@ class StragglerWatch:
     cancelled and noted; its slot degrades like any failed call. Both sides of that
     comparison count only time a request was at the endpoint (see InFlight): a call
     waiting for a request slot, the shared cool-down or a retry does not age, since
-    cutting it would not make the endpoint answer sooner. Time comes from the
-    injected clock and sleep, so tests need no real waiting.
+    cutting it would not make the endpoint answer sooner.
+
+    When a cut is worth an answer: it buys the question's latency, which is what
+    someone waits for when the question runs alone (-q, the library, a batch at
+    --concurrency 1 or at its end). A call that starts while other questions share the
+    endpoint gets SHARED_STRAGGLER_SCALE times the bar: they keep the endpoint busy, so
+    the batch gains little from the cut, and a call a gateway retried (3-4x as slow)
+    costs an answer for nothing; a call slower than that is still cut. Time comes from
+    the injected clock and sleep, so tests need no real waiting.
     """
 
     def __init__(self, debate: Debate, phase: str, quorum: int) -> None:
@@ -2253,7 +2266,9 @@ class StragglerWatch:
     async def guard(self, agent: str, work: Awaitable[T]) -> T | None:
         """Run one call of the phase; None if it was cut as a straggler."""
         task = asyncio.current_task()
-        entry = RunningCall(task, InFlight(self.debate.runtime.clock, self.changed.set))
+        shared = self.debate.endpoint.questions > 1
+        entry = RunningCall(task, InFlight(self.debate.runtime.clock, self.changed.set),
+                            SHARED_STRAGGLER_SCALE if shared else 1.0)
         self.running[agent] = entry
         token = CALL_IN_FLIGHT.set(entry.timer)  # the endpoint marks this call's requests on it
         self._kick()
@@ -2278,9 +2293,10 @@ class StragglerWatch:
             if call.agent == agent and call.phase == self.phase and call.round == self.debate.round:
                 call.failure = "cut as a straggler"
                 break
+        shared = f" x {entry.scale:g}, as other questions share the endpoint" if entry.scale != 1 else ""
         self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
                          f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
-                         f"finished)")
+                         f"finished{shared})")
 
     def _kick(self) -> None:
         self.changed.set()
@@ -2301,7 +2317,7 @@ class StragglerWatch:
         for entry in self.running.values():
             if entry.cut or entry.task is None:
                 continue
-            limit = max(self.factor * typical, STRAGGLER_MIN_SECONDS)
+            limit = max(entry.scale * self.factor * typical, STRAGGLER_MIN_SECONDS)
             if (remaining := limit - entry.timer.age()) <= 0:
                 entry.cut = True
                 entry.task.cancel()
@@ -2824,6 +2840,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     result.trace = str(debate.trace.path) if debate.trace else None
     if debate.trace:
         debate.trace.start(debate, question, replay)
+    endpoint.questions += 1
     try:
         check_question(config, question)
         if replay is None:
@@ -2836,6 +2853,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
         result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
         raise
     finally:
+        endpoint.questions -= 1
         result.elapsed_s = runtime.clock() - debate.started
         result.positions = debate.positions.get(result.reported_round or 1, [])
         result.write_error = (save_run_files(debate, question, result, replay, transcript_path,

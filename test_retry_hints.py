@@ -195,3 +195,34 @@ async def test_a_genuinely_slow_call_is_still_cut() -> None:
     (solver_5,) = [c for c in result.calls if (c.phase, c.agent) == ("generate", "solver-5")]
     assert solver_5.attempts[-1].latency_s == pytest.approx(5.0), "2 s queued, then 3 s at the endpoint"
     assert any("generate solver-5 cut as a straggler after 3.00s at the endpoint" in n for n in result.notes)
+
+
+# --- item 3: a cut is worth an answer only where its time is what someone waits for --------------
+
+
+async def test_a_gateway_retried_call_is_not_cut_while_other_questions_share_the_endpoint() -> None:
+    """4 questions at once, one call of each 3.5x slower (a gateway's retries): nothing is cut, since
+    with other questions running the bar is SHARED_STRAGGLER_SCALE x STRAGGLER_FACTOR x the median."""
+    clock = VirtualClock()
+    side_effect, _ = capacity_endpoint(clock, 100, slow("solver-5", 3.5))
+    results = await answer_together(straggler_config(), clock, side_effect, 4)
+    assert all(r.status == "ok" and cuts(r) == [] and not r.degraded for r in results), [r.notes for r in results]
+
+
+async def test_a_question_alone_still_cuts_at_straggler_factor() -> None:
+    """The same 3.5x call in a question running alone (a single -q, the library): cut at 3 x the median."""
+    clock = VirtualClock()
+    side_effect, _ = capacity_endpoint(clock, 100, slow("solver-5", 3.5))
+    result = await answer_in_virtual_time(straggler_config(), clock, side_effect)
+    assert cuts(result) == ["generate solver-5"] and result.degraded
+
+
+async def test_a_far_slower_call_is_cut_even_while_questions_share_the_endpoint() -> None:
+    """4 questions at once, one call of one question 20x slower: cut after 2 x 3 x the median, and the
+    note says why the bar was higher."""
+    clock = VirtualClock()
+    side_effect, _ = capacity_endpoint(clock, 100, slow("solver-5", 20.0, question="Question 2?"))
+    results = await answer_together(straggler_config(), clock, side_effect, 4)
+    assert [cuts(r) for r in results] == [[], [], ["generate solver-5"], []]
+    assert any("after 6.00s at the endpoint" in n and "x 2, as other questions share the endpoint" in n
+               for n in results[2].notes), results[2].notes
