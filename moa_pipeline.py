@@ -186,6 +186,10 @@ MAX_REPORTED_TOKENS = 10**9
 # A call is never cut as a straggler before this: below a second a cut saves
 # little and risks throwing away a good answer over a momentary hiccup.
 STRAGGLER_MIN_SECONDS = 1.0
+# A straggler cut buys a question's latency with its answer's quality. While other questions share
+# the endpoint (a batch), the batch gains only part of the time a cut saves, so the bar is this many
+# times higher: past the 3-4x a gateway's retries make a call take (see StragglerWatch).
+SHARED_STRAGGLER_SCALE = 2.0
 MIN_MASKED_SECRET = 8  # see maskable()
 # Tokens added by chat formatting per message and by our nonce suffix.
 MESSAGE_OVERHEAD_TOKENS = 8
@@ -1151,6 +1155,35 @@ def is_event_stream(response: httpx.Response) -> bool:
     return content_type.split(";")[0].strip().lower() == "text/event-stream"
 
 
+@dataclass
+class InFlight:
+    """How long one call's requests have been at the endpoint (sent, not yet answered):
+    the age the straggler rule goes by. Time in our request queue, in the shared
+    cool-down and in retry waits is the endpoint's answer to load, not the call's
+    slowness, and is not in it. ``wake`` runs each time a request goes out."""
+
+    clock: Callable[[], float]
+    wake: Callable[[], None] = lambda: None
+    ended: float = 0.0  # seconds of the call's requests that have ended
+    since: float | None = None  # when the request now at the endpoint went out
+
+    def age(self) -> float:
+        return self.ended + (self.clock() - self.since if self.since is not None else 0.0)
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        self.since = self.clock()
+        self.wake()
+        try:
+            yield
+        finally:
+            self.ended, self.since = self.age(), None
+
+
+# The timer of the call the current task sends for, set by its straggler watch (see StragglerWatch.guard).
+CALL_IN_FLIGHT: contextvars.ContextVar[InFlight | None] = contextvars.ContextVar("moa_call_in_flight", default=None)
+
+
 class Endpoint:
     """The one chat-completions endpoint, shared by every call of every question:
     one connection pool, a cap on requests in flight, a shared cool-down, and the
@@ -1169,6 +1202,7 @@ class Endpoint:
         # For each of the last BREAKER_WINDOW calls that ended: True if it failed
         # with an outage error after its whole retry schedule.
         self.recent_calls: collections.deque[bool] = collections.deque(maxlen=BREAKER_WINDOW)
+        self.questions = 0  # questions answering through it now (a batch runs several)
 
     def call_ended(self, failure: APIError | None) -> None:
         """Feed the breaker one finished call: None for a success (retries or not),
@@ -1215,7 +1249,7 @@ class Endpoint:
         now = self.runtime.clock()
         clustered = sum(1 for at, unexplained in self.recent_responses
                         if unexplained and now - at <= BUSY_CLUSTER_SECONDS) >= BUSY_CLUSTER_SIZE
-        if clustered and err.retry_after:
+        if clustered and err.retry_after is not None:
             until = now + min(err.retry_after, self.config.retry_max_delay)
             if until > self.cooldown_until:
                 log.info("the endpoint keeps asking to wait (HTTP %s): pausing all requests for %.1fs",
@@ -1244,10 +1278,11 @@ class Endpoint:
             await self.wait_for_cooldown()
             # httpx's read timeout restarts with every chunk, so a server that
             # trickles a byte at a time would never time out: bound the whole request.
-            async with asyncio.timeout(self.config.request_timeout):
-                async with self.client.stream("POST", self.config.proxy_url, json=body,
-                                              headers=dict(headers)) as response:
-                    return await self._read(response, in_flight)
+            with (CALL_IN_FLIGHT.get() or InFlight(self.runtime.clock)).sending():
+                async with asyncio.timeout(self.config.request_timeout):
+                    async with self.client.stream("POST", self.config.proxy_url, json=body,
+                                                  headers=dict(headers)) as response:
+                        return await self._read(response, in_flight)
         except (httpx.HTTPError, TimeoutError) as err:
             raise exception_error(err, self.config) from None
         finally:
@@ -1367,7 +1402,8 @@ class AgentCall:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date. None
+    for no usable hint, and for one that says "now" (0, negative, a date in the past)."""
     if not value:
         return None
     value = value.strip()
@@ -1375,19 +1411,18 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         seconds = float(value)
     except ValueError:
         seconds = None
-    if seconds is not None:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+    if seconds is None:
+        seconds = _http_date_seconds(value, now)
+    return seconds if seconds is not None and 0 < seconds < math.inf else None
+
+
+def _http_date_seconds(value: str, now: float) -> float | None:
     try:
         import email.utils  # only for an HTTP-date Retry-After: importing it costs every start 10 ms
 
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None:
-        return None
-    try:
-        return max(0.0, when.timestamp() - now)
-    except (OverflowError, ValueError, OSError):
+        return when.timestamp() - now if when is not None else None
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
 
 
@@ -1406,34 +1441,25 @@ def parse_duration(value: str) -> float | None:
 
 
 def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:
-    """How long the server (or a gateway in front of it) asks us to wait, from whichever
-    hint it sends: ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP
-    date), ``llm_provider-retry-after`` (LiteLLM passing on its upstream's), and on a
-    429 the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI, Groq)."""
-    milliseconds = headers.get("retry-after-ms", "").strip()
-    try:
-        wait = float(milliseconds) / 1000 if milliseconds else None
-    except ValueError:
-        wait = None
-    if wait is not None and math.isfinite(wait):
-        return max(0.0, wait)
-    for name in ("retry-after", "llm_provider-retry-after"):
-        if (found := parse_retry_after(headers.get(name), now)) is not None:
-            return found
+    """How long the server (or a gateway in front of it) asks us to wait: the longest of
+    the hints it sends, ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP
+    date), ``llm_provider-retry-after`` (LiteLLM passing on its upstream's), and on a 429
+    the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI, Groq). A hint that
+    says "now" (0, negative, past) is no hint: None, and the call backs off as usual."""
+    waits = [parse_retry_after(headers.get(name), now) for name in ("retry-after", "llm_provider-retry-after")]
+    with contextlib.suppress(ValueError):
+        waits.append(float(headers.get("retry-after-ms", "")) / 1000)
     if status == 429:
-        resets = [parse_duration(headers.get(name, "")) for name in
+        waits += [parse_duration(headers.get(name, "")) for name in
                   ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
-        waits = [r for r in resets if r is not None]
-        return max(waits) if waits else None
-    return None
+    return max((wait for wait in waits if wait is not None and 0 < wait < math.inf), default=None)
 
 
 def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-    """Full-jitter exponential backoff, or the server's Retry-After; both capped."""
-    if retry_after is not None:
-        return min(retry_after, config.retry_max_delay)
+    """Full-jitter exponential backoff for retry ``attempt`` of a call, or the server's wait
+    when it is longer (a hint never makes a retry come sooner than backoff); both capped."""
     ceiling = min(config.retry_max_delay, config.retry_base_delay * 2 ** min(attempt - 1, 64))
-    return rng.uniform(0, ceiling)
+    return min(max(retry_after or 0.0, rng.uniform(0, ceiling)), config.retry_max_delay)
 
 
 @dataclass(frozen=True)
@@ -1602,10 +1628,12 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
 @dataclass
 class RetriesUsed:
     """One call's retries so far. Back-pressure that says when to come back draws on
-    BUSY_RETRIES first (and BUSY_WAIT_LIMIT seconds of waiting), every other retryable
-    failure on MAX_RETRIES: a 429 with a Retry-After says "later", not "broken", so a
-    busy endpoint does not use up the retries meant for faults. A 429 without one is
-    no promise, and counts like any failure."""
+    BUSY_RETRIES first, every other retryable failure on MAX_RETRIES: a 429 with a
+    Retry-After says "later", not "broken", so a busy endpoint does not use up the
+    retries meant for faults. A 429 without one (or with one that says "now") is no
+    promise, and counts like any failure. BUSY_WAIT_LIMIT is a hard cap: a busy retry
+    whose wait would take the call's busy waits past it falls back to MAX_RETRIES.
+    Every wait is at least the backoff for the call's retry count (see retry_delay)."""
 
     failures: int = 0
     busy: int = 0
@@ -1615,15 +1643,15 @@ class RetriesUsed:
         """Seconds until the next attempt, or None when the call has no retry left for this error."""
         if not error.retryable:
             return None
+        wait = retry_delay(config, self.failures + self.busy + 1, error.retry_after, rng)
         if (error.backpressure and error.retry_after is not None and self.busy < BUSY_RETRIES
-                and self.busy_waited < BUSY_WAIT_LIMIT):
+                and self.busy_waited + wait <= BUSY_WAIT_LIMIT):
             self.busy += 1
-            wait = retry_delay(config, self.busy, error.retry_after, rng)
             self.busy_waited += wait
             return wait
         if self.failures < config.max_retries:
             self.failures += 1
-            return retry_delay(config, self.failures, error.retry_after, rng)
+            return wait
         return None
 
 
@@ -1695,20 +1723,10 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         if wait is None:
             break
         log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
-        if error.backpressure:
-            excuse_wait(debate, call, wait)
         await debate.runtime.sleep(wait)
     debate.endpoint.call_ended(error)
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
-
-
-def excuse_wait(debate: Debate, call: AgentCall, seconds: float) -> None:
-    """A wait the endpoint asked for is not the call's slowness: the straggler watch
-    does not count it (else every call waiting out a Retry-After would be cut)."""
-    watch = debate.watches.get((debate.round, call.phase, call.step))
-    if watch is not None:
-        watch.excuse(call.agent, seconds)
 
 
 def drop_model(debate: Debate, model: str, error: APIError) -> bool:
@@ -2279,7 +2297,8 @@ class RunningCall:
     """One call a straggler watch is timing."""
 
     task: asyncio.Task[Any] | None
-    started: float
+    timer: InFlight
+    scale: float  # 1, or SHARED_STRAGGLER_SCALE when other questions shared the endpoint as it started
     cut: bool = False  # cancelled by the watch (not by Ctrl-C)
 
 
@@ -2293,55 +2312,64 @@ def median(values: list[float]) -> float:
 class StragglerWatch:
     """Cuts the slow tail of one phase of one round.
 
-    Once ``quorum`` calls of the phase have finished, a call still running
-    after STRAGGLER_FACTOR times the median latency of the finished ones is
-    cancelled and noted; its slot degrades like any failed call. Time comes
-    from the injected clock and sleep, so tests need no real waiting.
+    Once ``quorum`` calls of the phase have finished, a call that has been at the
+    endpoint longer than STRAGGLER_FACTOR times the median of the finished ones is
+    cancelled and noted; its slot degrades like any failed call. Both sides of that
+    comparison count only time a request was at the endpoint (see InFlight): a call
+    waiting for a request slot, the shared cool-down or a retry does not age, since
+    cutting it would not make the endpoint answer sooner.
+
+    When a cut is worth an answer: it buys the question's latency, which is what
+    someone waits for when the question runs alone (-q, the library, a batch at
+    --concurrency 1 or at its end). A call that starts while other questions share the
+    endpoint gets SHARED_STRAGGLER_SCALE times the bar: they keep the endpoint busy, so
+    the batch gains little from the cut, and a call a gateway retried (3-4x as slow)
+    costs an answer for nothing; a call slower than that is still cut. Time comes from
+    the injected clock and sleep, so tests need no real waiting.
     """
 
     def __init__(self, debate: Debate, phase: str, quorum: int) -> None:
         self.debate, self.phase, self.quorum = debate, phase, quorum
         self.factor = debate.config.straggler_factor
         self.running: dict[str, RunningCall] = {}  # by agent
-        self.finished: list[float] = []
-        self.changed = asyncio.Event()
+        self.finished: list[float] = []  # each finished call's seconds at the endpoint
+        self.changed = asyncio.Event()  # a call started, ended, or sent a request
         self.watchdog: asyncio.Task[None] | None = None
 
     async def guard(self, agent: str, work: Awaitable[T]) -> T | None:
         """Run one call of the phase; None if it was cut as a straggler."""
         task = asyncio.current_task()
-        clock = self.debate.runtime.clock
-        entry = RunningCall(task, clock())
+        shared = self.debate.endpoint.questions > 1
+        entry = RunningCall(task, InFlight(self.debate.runtime.clock, self.changed.set),
+                            SHARED_STRAGGLER_SCALE if shared else 1.0)
         self.running[agent] = entry
+        token = CALL_IN_FLIGHT.set(entry.timer)  # the endpoint marks this call's requests on it
         self._kick()
         try:
             result = await work
         except asyncio.CancelledError:
             if entry.cut and task is not None and task.cancelling() <= 1:
                 task.uncancel()  # our cut, not Ctrl-C: the call just failed
-                self._mark_cut(agent, clock() - entry.started)
+                self._mark_cut(agent, entry)
                 return None
             raise
         finally:
+            CALL_IN_FLIGHT.reset(token)
             self.running.pop(agent, None)
             self.changed.set()
-        self.finished.append(clock() - entry.started)
+        self.finished.append(entry.timer.age())
         return result
 
-    def excuse(self, agent: str, seconds: float) -> None:
-        """``seconds`` of a running call that do not count toward its age (see excuse_wait)."""
-        entry = self.running.get(agent)
-        if entry is not None:
-            entry.started += seconds
-
-    def _mark_cut(self, agent: str, seconds: float) -> None:
+    def _mark_cut(self, agent: str, entry: RunningCall) -> None:
         typical = median(self.finished)
         for call in reversed(self.debate.calls):
             if call.agent == agent and call.phase == self.phase and call.round == self.debate.round:
                 call.failure = "cut as a straggler"
                 break
-        self.debate.note(f"{self.phase} {agent} cut as a straggler after {seconds:.2f}s "
-                         f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} finished)")
+        shared = f" x {entry.scale:g}, as other questions share the endpoint" if entry.scale != 1 else ""
+        self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
+                         f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
+                         f"finished{shared})")
 
     def _kick(self) -> None:
         self.changed.set()
@@ -2349,27 +2377,37 @@ class StragglerWatch:
             self.watchdog = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        """Cut overdue calls, then sleep until the next deadline. It wakes early
-        only while the quorum is not yet in or nothing is running uncut, which
-        keeps the watch to a timer per deadline, not work per finished call."""
-        clock, sleep = self.debate.runtime.clock, self.debate.runtime.sleep
+        """Cut overdue calls, then wait for the next deadline or a change: a call that
+        starts, ends, or sends a request (only a call at the endpoint ages)."""
         while self.running:
-            if len(self.finished) < self.quorum:
-                self.changed.clear()
-                await self.changed.wait()
+            self.changed.clear()
+            await self._nap(self._cut_overdue() if len(self.finished) >= self.quorum else None)
+
+    def _cut_overdue(self) -> float | None:
+        """Cut each call past the limit; seconds until the next one could be (None: none is aging)."""
+        typical = median(self.finished)
+        left: list[float] = []
+        for entry in self.running.values():
+            if entry.cut or entry.task is None:
                 continue
-            limit = max(self.factor * median(self.finished), STRAGGLER_MIN_SECONDS)
-            now = clock()
-            for entry in self.running.values():
-                if not entry.cut and now - entry.started >= limit and entry.task is not None:
-                    entry.cut = True
-                    entry.task.cancel()
-            waiting = [entry.started + limit - now for entry in self.running.values() if not entry.cut]
-            if waiting:
-                await sleep(max(min(waiting), 0.001))
-            else:
-                self.changed.clear()
-                await self.changed.wait()
+            limit = max(entry.scale * self.factor * typical, STRAGGLER_MIN_SECONDS)
+            if (remaining := limit - entry.timer.age()) <= 0:
+                entry.cut = True
+                entry.task.cancel()
+            elif entry.timer.since is not None:
+                left.append(remaining)
+        return min(left, default=None)
+
+    async def _nap(self, seconds: float | None) -> None:
+        """Until ``seconds`` pass (None: no deadline) or something changes."""
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.changed.wait())}
+        if seconds is not None:
+            waits.add(asyncio.ensure_future(self.debate.runtime.sleep(max(seconds, 0.001))))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def close(self) -> None:
         if self.watchdog is not None:
@@ -2875,6 +2913,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     result.trace = str(debate.trace.path) if debate.trace else None
     if debate.trace:
         debate.trace.start(debate, question, replay)
+    endpoint.questions += 1
     try:
         check_question(config, question)
         if replay is None:
@@ -2887,6 +2926,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
         result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
         raise
     finally:
+        endpoint.questions -= 1
         result.elapsed_s = runtime.clock() - debate.started
         result.positions = debate.positions.get(result.reported_round or 1, [])
         result.write_error = (save_run_files(debate, question, result, replay, transcript_path,

@@ -845,8 +845,8 @@ def test_a_failed_write_stops_the_batch_through_the_seam(tmp_path, capsys) -> No
 @pytest.mark.parametrize("headers, wait", [
     ({"llm_provider-retry-after": "3"}, 3.0), ({"retry-after-ms": "1500"}, 1.5),
     ({"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-reset-tokens": "250ms"}, 360.0),
-    ({"retry-after": "2", "retry-after-ms": "1200"}, 1.2), ({"x-ratelimit-reset-tokens": "soon"}, None),
-], ids=["litellm-renamed", "milliseconds", "openai-reset-durations", "ms-wins", "nonsense-ignored"])
+    ({"retry-after": "2", "retry-after-ms": "1200"}, 2.0), ({"x-ratelimit-reset-tokens": "soon"}, None),
+], ids=["litellm-renamed", "milliseconds", "openai-reset-durations", "longest-wins", "nonsense-ignored"])
 def test_retry_hints_beyond_retry_after(headers: dict, wait: float | None) -> None:
     """A 429's wait is read from whichever hint the server or gateway sends."""
     assert moa.retry_hint(httpx.Headers(headers), 429, 0.0) == wait

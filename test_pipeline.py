@@ -297,10 +297,10 @@ def test_backoff_is_full_jitter_exponential_and_capped() -> None:
 
 
 @pytest.mark.parametrize("value, seconds", [
-    ("120", 120.0), ("0", 0.0), ("-5", 0.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", None), (None, None),
+    ("120", 120.0), ("0", None), ("-5", None), ("Wed, 21 Oct 2015 07:28:00 GMT", None), ("soon", None), (None, None),
 ])
 def test_parse_retry_after(value, seconds) -> None:
-    """Retry-After in seconds or as an HTTP date; a past date waits 0; junk is ignored."""
+    """Retry-After in seconds or as an HTTP date; one that says "now" (0, negative, a past date) and junk are no hint."""
     assert moa.parse_retry_after(value, 1_700_000_000.0) == seconds
 
 

@@ -10,8 +10,10 @@ chosen by the X-MoA-Phase header or, for other clients, by the system prompt.
 
 Latency per request: LATENCY seconds, times a lognormal factor exp(N(0, SPREAD)) when SPREAD > 0,
 times STRAGGLER_FACTOR with probability STRAGGLER_PROB. Beyond MAX_CONCURRENCY requests in
-flight it answers 429 with Retry-After. Each request's start and end go to --log as JSONL
-so a benchmark can compute the ideal time.
+flight it answers 429 with Retry-After. With --gateway-retry-rate it plays a retrying gateway
+(LiteLLM in front of a rate-limited upstream): that share of requests takes 3-4x as long, as a
+request the gateway retried upstream does, and its reply says `x-litellm-attempted-retries: 2`.
+Each request's start and end go to --log as JSONL so a benchmark can compute the ideal time.
 
 Only the standard library: the server must not share code or dependencies with the client it
 measures.
@@ -42,6 +44,7 @@ class Options:
     spread: float = 0.0
     straggler_prob: float = 0.0
     straggler_factor: float = 10.0
+    gateway_retry_rate: float = 0.0  # share of requests a retrying gateway slows 3-4x (see latency_of)
     max_concurrency: int = 0  # 0 = unlimited
     retry_after: float = 1.0
     answer: str = "391"
@@ -192,8 +195,8 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], by
     return headers, body
 
 
-def keyed_uniforms(options: Options, headers: dict[str, str], body: dict[str, Any]) -> tuple[float, float]:
-    """Two uniforms in (0, 1) fixed by (seed, question, phase, agent): the same call
+def keyed_uniforms(options: Options, headers: dict[str, str], body: dict[str, Any]) -> tuple[float, ...]:
+    """Four uniforms in (0, 1) fixed by (seed, question, phase, agent): the same call
     gets the same latency in every run, whatever order requests arrive in."""
     messages = body.get("messages") or [{}, {}]
     user = str(messages[-1].get("content", ""))
@@ -202,22 +205,24 @@ def keyed_uniforms(options: Options, headers: dict[str, str], body: dict[str, An
     if headers.get("x-moa-round", "1") != "1":  # later debate rounds; round 1 keeps the draws of earlier seeds
         key += f"|{headers['x-moa-round']}"
     digest = hashlib.sha256(key.encode()).digest()
-    first, second = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:16], "big")
-    return (first + 0.5) / 2**64, (second + 0.5) / 2**64
+    return tuple((int.from_bytes(digest[i:i + 8], "big") + 0.5) / 2**64 for i in range(0, 32, 8))
 
 
-def latency_of(state: State, headers: dict[str, str], body: dict[str, Any]) -> float:
+def latency_of(state: State, headers: dict[str, str], body: dict[str, Any]) -> tuple[float, bool]:
+    """Seconds this request takes, and whether the (simulated) gateway retried it upstream."""
     options = state.options
     if options.keyed:
-        spread_u, straggler_u = keyed_uniforms(options, headers, body)
-    else:
+        spread_u, straggler_u, gateway_u, slowdown_u = keyed_uniforms(options, headers, body)
+    else:  # the gateway's draws only in that mode, so a seed's earlier draws stay as they were
         spread_u, straggler_u = state.rng.random(), state.rng.random()
+        gateway_u, slowdown_u = (state.rng.random(), state.rng.random()) if options.gateway_retry_rate else (1.0, 0.0)
     seconds = options.latency
     if options.spread > 0:
         seconds *= math.exp(options.spread * statistics.NormalDist().inv_cdf(spread_u))
     if options.straggler_prob > 0 and straggler_u < options.straggler_prob:
         seconds *= options.straggler_factor
-    return seconds
+    retried = gateway_u < options.gateway_retry_rate
+    return seconds * (3 + slowdown_u if retried else 1), retried
 
 
 def log_event(state: State, **event: Any) -> None:
@@ -309,7 +314,9 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
         reply = await fault_reply(options.fault, state, writer, raw_body, headers)
         if reply is not None or options.fault in ("hang", "reset"):
             return reply
-    await asyncio.sleep(latency_of(state, headers, body))
+    seconds, retried = latency_of(state, headers, body)
+    await asyncio.sleep(seconds)
+    gateway = {"x-litellm-attempted-retries": "2"} if retried else None
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
     phase = phase_of(headers, body)
     text = oracle_reply(phase, state, body) if state.known else None
@@ -322,8 +329,8 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
             await asyncio.sleep(0.05)
         return b""
     if options.fault == "sse":  # a stream, whether or not the client asked for one
-        return response_bytes(200, sse_body(text), content_type="text/event-stream")
-    return response_bytes(200, completion_body(text, prompt_chars=prompt_chars))
+        return response_bytes(200, sse_body(text), gateway, content_type="text/event-stream")
+    return response_bytes(200, completion_body(text, prompt_chars=prompt_chars), gateway)
 
 
 def sse_body(text: str) -> bytes:
@@ -398,6 +405,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, int]:
     parser.add_argument("--spread", type=float, default=0.0, help="lognormal sigma of the latency factor")
     parser.add_argument("--straggler-prob", type=float, default=0.0)
     parser.add_argument("--straggler-factor", type=float, default=10.0)
+    parser.add_argument("--gateway-retry-rate", type=float, default=0.0,
+                        help="share of requests a retrying gateway slows 3-4x (with x-litellm-attempted-retries)")
     parser.add_argument("--max-concurrency", type=int, default=0, help="429 beyond this many in flight (0: no limit)")
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429/503")
     parser.add_argument("--answer", default="391")

@@ -1,9 +1,10 @@
 """Speed benchmark: how close the pipeline gets to the limit the endpoint's latency sets.
 
-    python bench/run_bench.py                # every scenario, about 9 minutes on 2 cores
-    python bench/run_bench.py --quick        # fewer runs per scenario, about 2 minutes
+    python bench/run_bench.py                # every scenario, about 10 minutes on 2 cores
+    python bench/run_bench.py --quick        # fewer runs per scenario, about 3 minutes
     python bench/run_bench.py --only overhead,batch
     python bench/run_bench.py --only overload,scattered,startup  # a busy endpoint, and start-up
+    python bench/run_bench.py --only gateway --seed 1  # behind a retrying gateway, about 2 minutes
     python bench/run_bench.py --seed 123456  # the latency draw of an earlier run, again
 
 Runs the debate in this process against bench/fake_endpoint.py (its own process
@@ -417,6 +418,31 @@ async def scattered(workdir: Path, questions: int = 24) -> list[dict[str, Any]]:
                 None, "baseline", True)]
 
 
+async def gateway(workdir: Path, seed: int, questions: int = 20) -> list[dict[str, Any]]:
+    """Behind a retrying gateway: 30% of requests take 3-4x as long (as LiteLLM's upstream retries
+    make them), latency 0.4 s, ``questions`` questions at --concurrency 4, default settings: degraded
+    answers (target: at most 10%), requests and span, against the same batch with STRAGGLER_FACTOR=0
+    (never cut). Then a long tail (5% of requests 10x as slow), where cutting should still pay:
+    span <= 0.8 x never cut. The server is keyed: every call meets the same latency in each run."""
+    shapes = {"gateway retries 30% 3-4x": ["--gateway-retry-rate", "0.3"],
+              "long tail 5% 10x": ["--straggler-prob", "0.05", "--straggler-factor", "10"]}
+    rows = []
+    for shape, args in shapes.items():
+        runs = {factor: await run_one_batch(workdir, ["--latency", "0.4", *args, "--keyed", "--seed", str(seed)],
+                                            questions, 4, straggler_factor=factor) for factor in (3.0, 0.0)}
+        for factor, run in runs.items():
+            degraded = run.summary["this_run"].get("degraded", 0)
+            target, met = "baseline", True
+            if factor and shape.startswith("gateway"):
+                target, met = "degraded <= 10%", degraded <= 0.10 * questions
+            elif factor:
+                target, met = "span <= 0.8 x never cut", run.wall <= 0.8 * runs[0.0].wall
+            rows.append(row(f"11 {shape}, {questions}q, STRAGGLER_FACTOR={factor:g}", run.wall, None,
+                            len(run.requests), run.rejected, None, target, met, degraded=degraded,
+                            failed_calls=run.reported_failed_calls(), failed_questions=run.summary["this_run"]["failed"]))
+    return rows
+
+
 BARE_SCRIPT = """
 import httpx, sys
 httpx.post(sys.argv[1] + "/chat/completions", headers={"Authorization": "Bearer bench-key"},
@@ -494,6 +520,8 @@ async def run(only: set[str], quick: bool, workdir: Path, seed: int) -> list[dic
         rows += await scattered(workdir)
     if "startup" in only:
         rows += startup(workdir, 5)
+    if "gateway" in only:
+        rows += await gateway(workdir, seed)
     if "memory" in only:
         # In a fresh process: a child forked from this (by now large) process would count
         # this process's pages in its peak RSS until it execs, and that is all RUSAGE_CHILDREN sees.
@@ -518,7 +546,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                                                   "p95_ratio", "calls_saved", "cpu_ratio",
                                                   "rejected_share", "unanswered_calls", "reported_failed",
                                                   "scattered_ratio", "excess_s", "rounds_ratio",
-                                                  "rounds_run") if k in r)
+                                                  "rounds_run", "degraded", "failed_calls") if k in r)
         lines.append(f"| {r['scenario']:<44} | {cell('wall_s')} | {cell('ideal_s')} | {cell('ratio')} | "
                      f"{cell('http_requests')} | {cell('429s')} | {cell('cpu_ms_per_request')} | {cell('peak_rss_mb')} | "
                      f"{r['target']}{' (' + extra + ')' if extra else ''} | {'yes' if r['met'] else 'NO'} |")
@@ -528,7 +556,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs per scenario")
-    parser.add_argument("--only", default="overhead,barriers,rounds,stragglers,early,batch,overload,scattered,startup,memory")
+    parser.add_argument("--only", default="overhead,barriers,rounds,stragglers,early,batch,overload,scattered,startup,"
+                                          "gateway,memory")
     parser.add_argument("--json-out", default=str(HERE / "results.json"))
     parser.add_argument("--seed", type=int, help="the latency draw (default: a new one each run; printed, to repeat it)")
     args = parser.parse_args(argv)
