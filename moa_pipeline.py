@@ -1747,6 +1747,8 @@ class DebatePlan:
     critiques: int
     rebuttals: int
     judges: int
+    judges_tokens: int = 0  # the judges' worst case, kept back while the phases before them spend
+    cut: bool = False  # the budget cut a critique, rebuttal or judge of this debate: no later round runs
 
 
 def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critique_cost: int, rebuttal_cost: int,
@@ -1898,62 +1900,70 @@ def round_worst_case(config: Config, question: str, workers: int, round_name: st
             for phase, calls, prompt, completion in per_call]
 
 
-def plan_phases(debate: Debate, question: str, positions: list[Position], done: str) -> tuple[DebatePlan, Callable[[int, int], int]]:
-    """What the budget pays for after ``done``, and one judge's cost function."""
+def plan_phases(debate: Debate, question: str, positions: list[Position], done: str,
+                earlier: DebatePlan | None = None) -> DebatePlan:
+    """What the budget pays for after ``done``, judges first (plan_debate), priced from the texts
+    written so far and the rest at their worst; what it cuts is noted. Planned again once the
+    critiques are written, keeping ``earlier``'s judges: a rebuttal gets what the critiques did
+    not spend, so no later round (priced as it comes, round_reserve) finds money a rebuttal lacked."""
     config = debate.config
     # Without a budget everything fits: rendering every later prompt just to price it would be waste.
     costs = worst_case_costs(config, question, positions) if debate.budget.limited else NO_COSTS
 
-    def judge_cost(c: int, r: int) -> int:
-        return costs.judge(c, r) + costs.judge_completion
+    def judge_cost(c: int, r: int) -> int:  # a judge's, once c critiques (if still unwritten) and r rebuttals are
+        return costs.judge(c if done == "generate" else 0, r) + costs.judge_completion
 
-    if done == "rebuttal":
-        plan = plan_debate(debate.budget, 0, config.num_judges, False, 0, 0, judge_cost)
-        return plan, judge_cost
-    critique_cost, rebuttal_cost = costs.critic + costs.text, costs.rebuttal + costs.text
-    if done == "critique":  # critiques are already paid for: plan rebuttals and judges
-        critiqued = sum(p.critique is not None for p in positions)
-        plan = plan_debate(debate.budget, critiqued, config.num_judges, config.enable_rebuttal, 0,
-                           rebuttal_cost, judge_cost, critiques_paid=False)
-        return plan, judge_cost
-    plan = plan_debate(debate.budget, len(positions), config.num_judges, config.enable_rebuttal,
-                       critique_cost, rebuttal_cost, judge_cost)
-    return plan, judge_cost
+    to_critique = done == "generate"  # else the critiques are written, and paid for
+    plan = plan_debate(debate.budget, len(positions) if to_critique else sum(p.critique is not None for p in positions),
+                       earlier.judges if earlier else config.num_judges, config.enable_rebuttal and done != "rebuttal",
+                       costs.critic + costs.text if to_critique else 0, costs.rebuttal + costs.text,
+                       judge_cost, critiques_paid=to_critique)
+    cuts = budget_cuts(config, plan, positions, done, earlier)
+    for cut in cuts:
+        debate.skip(cut)
+    return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
+                   cut=bool(cuts) or (earlier is not None and earlier.cut))
 
 
-def note_budget_cuts(debate: Debate, plan: DebatePlan, positions: list[Position], done: str) -> None:
-    config = debate.config
+def budget_cuts(config: Config, plan: DebatePlan, positions: list[Position], done: str,
+                earlier: DebatePlan | None) -> list[str]:
+    """What ``plan`` leaves out: critiques and judges when first planned, rebuttals once the
+    critiques are in (counting those whose critique the budget cut)."""
+    cuts = []
     if done == "generate" and plan.critiques < len(positions):
-        debate.skip(f"{len(positions) - plan.critiques} critique(s)")
-    # Every valid answer would have been rebutted had it been critiqued.
-    wanted_rebuttals = len(positions) if done == "generate" else sum(p.critique is not None for p in positions)
-    if done != "rebuttal" and config.enable_rebuttal and plan.rebuttals < wanted_rebuttals:
-        debate.skip(f"{wanted_rebuttals - plan.rebuttals} rebuttal(s)")
-    if plan.judges < config.num_judges:
-        debate.skip(f"{config.num_judges - plan.judges} judge(s)")
+        cuts.append(f"{len(positions) - plan.critiques} critique(s)")
+    wanted = sum(p.critique is not None for p in positions) + (len(positions) - earlier.critiques if earlier else 0)
+    if done == "critique" and config.enable_rebuttal and plan.rebuttals < wanted:
+        cuts.append(f"{wanted - plan.rebuttals} rebuttal(s)")
+    if earlier is None and plan.judges < config.num_judges:
+        cuts.append(f"{config.num_judges - plan.judges} judge(s)")
+    return cuts
 
 
-def revision_affordable(debate: Debate, question: str, positions: list[Position]) -> bool:
-    """Whether one more debate round fits the budget beside what is kept back (the judges'
-    share, and the rerun's while the later rounds run: see rerun_reserve)."""
+def round_reserve(debate: Debate, question: str, positions: list[Position], plan: DebatePlan) -> tuple[int, int] | None:
+    """(calls, tokens) one more debate round must leave untouched, or None when it does not fit:
+    the judges' share (each answer's latest reason read at its cap: a revision replaces it), and
+    a possible rerun's (rerun_reserve). Later rounds come last: none runs once ``plan`` cut anything."""
     budget = debate.budget
     if not budget.limited:
-        return True
-    per_call = worst_case_costs(debate.config, question, positions).revise + debate.config.max_tokens
-    return budget.fits(len(positions) + budget.floor_calls, len(positions) * per_call + budget.floor_tokens)
+        return 0, 0
+    costs = worst_case_costs(debate.config, question, positions)
+    calls, tokens = rerun_reserve(debate, question)
+    calls += plan.judges
+    tokens += plan.judges * (costs.judge(0, len(positions)) + costs.judge_completion)
+    revisions = len(positions) * (costs.revise + costs.text)
+    return None if plan.cut or not budget.fits(len(positions) + calls, revisions + tokens) else (calls, tokens)
 
 
 def rerun_reserve(debate: Debate, question: str) -> tuple[int, int]:
-    """(calls, tokens) later rounds must leave for a rerun: its worst case without its own
-    rounds, while one may still be needed (the first debate, MIN_JUDGE_CONFIDENCE above 0)
-    and could still be paid for beside the judges' share. Later rounds go first."""
+    """(calls, tokens) later rounds must leave for a rerun while one may still be needed (the first
+    debate, MIN_JUDGE_CONFIDENCE above 0): its worst case without its own rounds. Held even when the
+    budget could not pay for the rerun anyway: else the share would appear as the budget grows past
+    a rerun's price, and more budget would buy fewer rounds. Later rounds go first."""
     budget, config = debate.budget, debate.config
     if not budget.limited or debate.round != 1 or config.min_judge_confidence == 0:
         return 0, 0
-    calls, tokens = rerun_core(config, question, rerun_settings(config)[0])
-    if not budget.fits(calls + budget.floor_calls, tokens + budget.floor_tokens):
-        return 0, 0  # the rerun is out of reach already: rounds cannot take it away
-    return calls, tokens
+    return rerun_core(config, question, rerun_settings(config)[0])
 
 
 def rerun_settings(config: Config) -> tuple[int, float]:
@@ -2651,21 +2661,23 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
 async def deliberate(debate: Debate, question: str, positions: list[Position], workers: int, temperature: float,
                      done: str = "generate", later_rounds: bool = True) -> Verdict:
     """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to
-    what the budget pays for, then the tally."""
-    config = debate.config
-    plan, judge_cost = plan_phases(debate, question, positions, done)
-    note_budget_cuts(debate, plan, positions, done)
+    what the budget pays for, then the tally. The rebuttals are planned again once the
+    critiques are written, so what the critiques did not spend goes to them (plan_phases)."""
+    config, budget = debate.config, debate.budget
+    plan = plan_phases(debate, question, positions, done)
     # Retries of critiques and rebuttals may not eat into the judges' share.
-    with debate.budget.kept_back(plan.judges, plan.judges * judge_cost(plan.critiques, plan.rebuttals)):
-        if done == "generate":
+    if done == "generate":
+        with budget.kept_back(plan.judges, plan.judges_tokens):
             await critique(debate, question, positions[:plan.critiques], workers, temperature)
-            log_phase(debate, "critique")
-        if done in ("generate", "critique") and config.enable_rebuttal:
-            critiqued = [p for p in positions if p.critique is not None]
+        log_phase(debate, "critique")
+        plan = plan_phases(debate, question, positions, "critique", plan)
+    if done in ("generate", "critique") and config.enable_rebuttal:
+        critiqued = [p for p in positions if p.critique is not None]
+        with budget.kept_back(plan.judges, plan.judges_tokens):
             await rebut(debate, question, critiqued[:plan.rebuttals], workers, temperature)
-            log_phase(debate, "rebuttal")
-        if later_rounds:
-            await run_later_rounds(debate, question, positions, temperature)
+        log_phase(debate, "rebuttal")
+    if later_rounds:
+        await run_later_rounds(debate, question, positions, temperature, plan)
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
     votes = await judge(debate, question, positions, plan.judges, kind) if plan.judges else []
     log_phase(debate, "judge")
@@ -2679,31 +2691,31 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
 
 
-async def run_later_rounds(debate: Debate, question: str, positions: list[Position], temperature: float) -> None:
+async def run_later_rounds(debate: Debate, question: str, positions: list[Position], temperature: float,
+                           plan: DebatePlan) -> None:
     """Debate rounds 2..ROUNDS after round 1's rebuttals, while the solvers disagree.
 
     A round costs one call per solver still in the debate (5 with 5 solvers): each
     reads the others' answers and reasons and may revise. The rounds stop as soon as
     every answer agrees (by the question's answer type), and are the first thing a
-    budget drops: one runs only if all its calls fit beside what the judges keep back
-    and, while a rerun may still be needed and paid for, the rerun (see rerun_reserve).
+    budget drops: none runs once ``plan`` cut anything, and one runs only if all its
+    calls fit beside what the judges and a possible rerun keep back (round_reserve).
     """
     config = debate.config
     for position in positions:
         if not position.by_round:  # a replay from a later round brings its earlier rounds
             position.by_round.append(position.final_answer)
     rounds_done = max((len(p.by_round) for p in positions), default=1)
-    budget, (rerun_calls, rerun_tokens) = debate.budget, rerun_reserve(debate, question)
-    # Held back for every attempt of every round, retries included, not just checked once.
-    with budget.kept_back(budget.floor_calls + rerun_calls, budget.floor_tokens + rerun_tokens):
-        for step in range(rounds_done + 1, config.rounds + 1):
-            if solvers_agree(positions, question):
-                return
-            if not revision_affordable(debate, question, positions):
-                debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
-                return
+    for step in range(rounds_done + 1, config.rounds + 1):
+        if solvers_agree(positions, question):
+            return
+        kept = round_reserve(debate, question, positions, plan)
+        if kept is None:
+            debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
+            return
+        with debate.budget.kept_back(*kept):  # for every attempt of the round, retries included
             await revise(debate, question, positions, step, temperature)
-            log_phase(debate, "revise", step)
+        log_phase(debate, "revise", step)
 
 
 def log_phase(debate: Debate, phase: str, step: int = 1) -> None:
