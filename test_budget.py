@@ -1,5 +1,5 @@
-"""Token budgets (issue 20, item 8): the order in which a short budget degrades the debate.
-respx, virtual time, small prompts."""
+"""Token budgets (issue 20, items 7 and 8): an endpoint that bills beyond max_tokens, and the
+order in which a short budget degrades the debate. respx, virtual time, small prompts."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +15,7 @@ from conftest import (
     FAKE_KEY,
     URL,
     VirtualClock,
+    answer_in_virtual_time,
     completion,
     judge_text,
     test_runtime,
@@ -30,16 +31,16 @@ class Billed:
     """A debate whose solvers never agree and whose judges say ``confidence``. Every reply bills its
     prompt as we estimate it and ``ratio`` x the request's max_tokens of completion when ``ratio`` is
     set (a reasoning model's hidden thinking) with texts as long as max_tokens allows, else a short
-    completion of 30 tokens."""
+    completion of ``spoken`` tokens."""
 
-    def __init__(self, confidence: int = 90, ratio: float | None = None) -> None:
-        self.confidence, self.ratio = confidence, ratio
+    def __init__(self, confidence: int = 90, ratio: float | None = None, spoken: int = 30) -> None:
+        self.confidence, self.ratio, self.spoken = confidence, ratio, spoken
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         phase, agent = request.headers["X-MoA-Phase"], request.headers["X-MoA-Agent"]
         prompt = sum(moa.estimate_tokens(m["content"]) for m in body["messages"]) + 2 * moa.MESSAGE_OVERHEAD_TOKENS
-        done = int(self.ratio * body["max_tokens"]) if self.ratio else 30
+        done = int(self.ratio * body["max_tokens"]) if self.ratio else self.spoken
         usage = {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
         said = "Sure" + "." * (3 * body["max_tokens"] - 100 if self.ratio else 0)  # 3 bytes a token, as we estimate
         if phase == "judge":
@@ -121,3 +122,53 @@ def test_more_budget_never_buys_less_debate_and_later_rounds_go_first(confidence
         assert after >= before, f"MAX_TOTAL_TOKENS={budget} bought {after}, less than {before} below it"
     assert bought[-1] == (2, 3, 3, int(confidence < 60), 3, 3 if confidence < 60 else 0), "the top pays for all"
     assert bought[0][:3] < (2, 0, 0), "the bottom cannot pay for every judge"
+
+
+# --- item 7: an endpoint that bills beyond max_tokens -----------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [3.0, 1.5])
+def test_billing_beyond_max_tokens_exceeds_the_cap_by_at_most_the_first_replys_excess(ratio: float) -> None:
+    """Every reply bills ratio x its max_tokens (hidden thinking), and a phase's requests are in flight
+    together: over a sweep of MAX_TOTAL_TOKENS the total billed stays within the README's promise,
+    the cap plus the first reply's excess over its max_tokens."""
+    excess = int(ratio * CONFIG.max_tokens) - CONFIG.max_tokens  # the fake bills prompts as we estimate them
+    budgets = [*range(1_500, 9_000, 150), 20_000, 40_000]
+    runs = asyncio.run(run_questions([replace(CONFIG, max_total_tokens=b) for b in budgets], Billed(40, ratio),
+                                     latency=1.0))
+    for budget, result in zip(budgets, runs, strict=True):
+        assert billed(result) <= budget + excess, f"MAX_TOTAL_TOKENS={budget}"
+    assert f"{ratio:.2f}x max_tokens a reply" in runs[-1].notes[0], "the transcript says why plans shrank"
+    assert any(r.status == "ok" and r.skipped for r in runs), "the sweep reaches budgets that bind"
+
+
+def test_a_batch_learns_what_the_endpoint_bills_once() -> None:
+    """Questions that share an endpoint (a batch) share what it bills: after the first question, each
+    reserves for 3x replies from its first request, which goes with the others, and its cap holds exactly."""
+    configs = [replace(CONFIG, max_total_tokens=b) for b in (9_000, *range(3_000, 9_000, 400))]
+    first, *later = asyncio.run(run_questions(configs, Billed(90, ratio=3.0), shared=True, latency=1.0))
+    assert billed(first) <= 9_000 + 2 * CONFIG.max_tokens
+    assert [billed(result) <= config.max_total_tokens for result, config in zip(later, configs[1:], strict=True)] \
+        == [True] * len(later)
+
+
+async def generate_starts(config: moa.Config) -> tuple[moa.RunResult, list[float]]:
+    """A run whose replies each take 1 s of virtual time, and when each solver request started."""
+    clock, started = VirtualClock(), []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        if request.headers["X-MoA-Phase"] == "generate":
+            started.append(clock.now)
+        await clock.sleep(1.0)
+        return Billed(90)(request)
+
+    return await answer_in_virtual_time(config, clock, slow, QUESTION), started
+
+
+async def test_until_the_first_bill_one_request_is_in_flight() -> None:
+    """Under a token budget the first request goes alone; once it is billed the others go together.
+    Without a token budget nothing waits."""
+    result, started = await generate_starts(replace(CONFIG, max_total_tokens=20_000))
+    assert result.status == "ok" and started == [0.0, 1.0, 1.0]
+    result, started = await generate_starts(replace(CONFIG, max_calls=40))
+    assert result.status == "ok" and started == [0.0, 0.0, 0.0]
