@@ -33,8 +33,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
         cap, the shared cool-down, the breaker's evidence and rule (Endpoint.failing)
      6. the retry policy ... status_policy and exception_error (the one table:
         retry? stop the run? outage? back-pressure?), backoff, the loop (ask)
-     7. usage, costs and budgets ... worst_case_costs (the one cost model), the
-        budget and its planner, what the rerun may cost
+     7. usage, costs and budgets ... worst_case_costs (the one cost model), what
+        the endpoint bills (Billing), the budget and its planner, the rerun's price
      8. the debate's state ... positions, votes, verdicts, the run's result
      9. phases ... generate, critique, rebut, judge; chains and straggler cuts
     10. voting ... the tally, its tie rule, and what the vote hides
@@ -1194,6 +1194,7 @@ class Endpoint:
         self.client = client
         self.runtime = runtime
         self.slots = AdaptiveLimit(config.max_concurrent_requests)
+        self.billing = Billing()  # what it bills beyond our reservations, learned from its replies
         # Until this clock time nobody sends: set only when 429s cluster (see busy).
         self.cooldown_until = 0.0
         # The clock time of each of the last BUSY_CLUSTER_WINDOW responses, and whether
@@ -1382,6 +1383,7 @@ class Attempt:
     usage_estimated: bool = False  # the endpoint sent no usage; counts are estimates
     cache_status: str | None = None
     gateway_retries: int = 0
+    reserved: int = 0  # tokens it held of the budget until its bill came
 
 
 @dataclass
@@ -1581,11 +1583,6 @@ class Sending(Generic[T]):
     prompt_estimate: int
     parse: Callable[[str], T | None]
 
-    @property
-    def reserved(self) -> int:
-        """What an attempt reserves of the token budget before it is sent: its worst case."""
-        return self.prompt_estimate + self.max_tokens
-
 
 @dataclass(frozen=True)
 class AttemptResult(Generic[T]):
@@ -1617,7 +1614,13 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
                    sending: Sending[T]) -> None:
     """Latency, budget settlement and the trace line, as soon as an attempt ends."""
     attempt.latency_s = debate.runtime.clock() - debate.started - attempt.started_s
-    debate.budget.settle(sending.reserved, attempt.prompt_tokens + attempt.completion_tokens)
+    budget = debate.budget
+    budget.settle(attempt.reserved, attempt.prompt_tokens + attempt.completion_tokens)
+    if budget.billing.learn(sending.prompt_estimate, sending.max_tokens, attempt.prompt_tokens,
+                            attempt.completion_tokens) and budget.max_tokens:
+        debate.note(f"the endpoint billed {attempt.prompt_tokens}+{attempt.completion_tokens} tokens for a reply of "
+                    f"max_tokens={sending.max_tokens}: MAX_TOTAL_TOKENS now reserves {budget.billing.prompt:.2f}x our "
+                    f"prompt estimate and {budget.billing.completion:.2f}x max_tokens a reply")
     log.debug("%s %s attempt %d: %s, %.2fs, %d+%d tokens: %s", call.phase, call.agent, attempt.number,
               f"HTTP {attempt.status}" if attempt.status else "no HTTP response", attempt.latency_s,
               attempt.prompt_tokens, attempt.completion_tokens, attempt.outcome)
@@ -1656,9 +1659,10 @@ class RetriesUsed:
 
 
 async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
-                      retries: RetriesUsed) -> AttemptResult[T]:
+                      retries: RetriesUsed, reserved: int) -> AttemptResult[T]:
     """One attempt of a call, recorded in the call and the trace whatever happens."""
-    attempt = Attempt(number, debate.new_nonce(), debate.runtime.clock() - debate.started, model=call.model)
+    attempt = Attempt(number, debate.new_nonce(), debate.runtime.clock() - debate.started, model=call.model,
+                      reserved=reserved)
     call.attempts.append(attempt)
     messages = build_messages(call.system, call.user, attempt.nonce)
     try:
@@ -1680,13 +1684,29 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
     return AttemptResult(value, None)
 
 
-def reserve_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T]) -> bool:
-    """Take the attempt's worst case from the budget; False (and noted) when it does not fit."""
-    if debate.budget.reserve(sending.reserved):
-        return True
+def reserve_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T]) -> int | None:
+    """Take the attempt's worst case, as the endpoint bills, from the budget: the tokens taken, or
+    None (and noted) when it does not fit."""
+    reserved = debate.budget.billing.reservation(sending.prompt_estimate, sending.max_tokens)
+    if debate.budget.reserve(reserved):
+        return reserved
     call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
     debate.skip(f"{call.phase} {call.agent}" if number == 1 else f"retry of {call.phase} {call.agent}")
-    return False
+    return None
+
+
+async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
+                           retries: RetriesUsed) -> AttemptResult[T] | None:
+    """One attempt if the budget pays for it, else None. Until the endpoint has billed a reply,
+    attempts under a token budget go one at a time (Billing.first_bill); that wait is ours, not
+    the call's slowness."""
+    asked = debate.runtime.clock()
+    async with debate.budget.billing.first_bill(debate.budget.max_tokens > 0):
+        excuse_wait(debate, call, debate.runtime.clock() - asked)
+        reserved = reserve_attempt(debate, call, number, sending)
+        if reserved is None:
+            return None
+        return await try_attempt(debate, call, number, sending, retries, reserved)
 
 
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
@@ -1710,9 +1730,9 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
     error: APIError | None = None
     retries = RetriesUsed()
     for number in itertools.count(1):
-        if not reserve_attempt(debate, call, number, sending):
+        result = await budgeted_attempt(debate, call, number, sending, retries)
+        if result is None:
             return None
-        result = await try_attempt(debate, call, number, sending, retries)
         if result.error is None:
             debate.endpoint.call_ended(None)
             return result.value
@@ -1772,19 +1792,69 @@ def prompt_tokens_estimate(system: str, user: str) -> int:
     return estimate_tokens(system) + estimate_tokens(user) + 2 * MESSAGE_OVERHEAD_TOKENS
 
 
+class Billing:
+    """What the endpoint bills beyond what we reserve, learned from its replies and shared by every
+    question it serves: the largest ratios seen of billed prompt tokens to our estimate, and of
+    billed completion tokens to max_tokens (a reasoning model bills its hidden thinking as
+    completion). Every reservation and the cost model scale by them, so once a reply has shown
+    what the endpoint bills, later ones are reserved for it."""
+
+    def __init__(self) -> None:
+        self.prompt = self.completion = 1.0
+        self.billed = False  # whether any reply has been billed yet
+        self.first = asyncio.Lock()
+
+    def prompt_tokens(self, estimate: int) -> int:
+        return math.ceil(estimate * self.prompt)
+
+    def completion_tokens(self, max_tokens: int) -> int:
+        return math.ceil(max_tokens * self.completion)
+
+    def reservation(self, prompt_estimate: int, max_tokens: int) -> int:
+        """What an attempt reserves of the token budget before it is sent: its worst case as billed."""
+        return self.prompt_tokens(prompt_estimate) + self.completion_tokens(max_tokens)
+
+    def learn(self, prompt_estimate: int, max_tokens: int, prompt: int, completion: int) -> bool:
+        """Take in one attempt's bill (nothing to learn from an attempt that got no reply);
+        whether it raised a ratio."""
+        if prompt + completion <= 0:
+            return False
+        before, self.billed = (self.prompt, self.completion), True
+        self.prompt = max(self.prompt, prompt / max(prompt_estimate, 1))
+        self.completion = max(self.completion, completion / max(max_tokens, 1))
+        return (self.prompt, self.completion) != before
+
+    @contextlib.asynccontextmanager
+    async def first_bill(self, limited: bool) -> AsyncIterator[None]:
+        """Until a reply has been billed, attempts under a token budget go one at a time: the others
+        wait for that bill and reserve by it, so replies sent together cannot all overshoot unseen."""
+        alone = limited and not self.billed
+        if alone:
+            await self.first.acquire()
+            alone = not self.billed  # billed while we waited: go along with the others
+            if not alone:
+                self.first.release()
+        try:
+            yield
+        finally:
+            if alone:
+                self.first.release()
+
+
 class Budget:
     """Per-question limits on HTTP requests and tokens (0 = unlimited).
 
     Every attempt reserves before it is sent: one call, and its prompt
-    estimate plus max_tokens. The reservation is settled to the tokens the
-    endpoint reported once the response is in, so the budget is never
-    exceeded by more than the estimate's error. ``floor_*`` is kept back for
-    later, more important phases: retries of critiques cannot eat the judges'
-    share.
+    estimate plus max_tokens, both scaled by what the endpoint was seen to
+    bill (Billing). The reservation is settled to the tokens the endpoint
+    reported once the response is in, so the budget is exceeded only by what
+    a reply bills beyond its reservation. ``floor_*`` is kept back for later,
+    more important phases: retries of critiques cannot eat the judges' share.
     """
 
-    def __init__(self, max_calls: int = 0, max_tokens: int = 0) -> None:
+    def __init__(self, max_calls: int = 0, max_tokens: int = 0, billing: Billing | None = None) -> None:
         self.max_calls, self.max_tokens = max_calls, max_tokens
+        self.billing = billing if billing is not None else Billing()
         self.calls = 0
         self.tokens = 0
         self.floor_calls = 0
@@ -1832,6 +1902,8 @@ class DebatePlan:
     critiques: int
     rebuttals: int
     judges: int
+    judges_tokens: int = 0  # the judges' worst case, kept back while the phases before them spend
+    cut: bool = False  # the budget cut a critique, rebuttal or judge of this debate: no later round runs
 
 
 def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critique_cost: int, rebuttal_cost: int,
@@ -1895,13 +1967,20 @@ class CallCosts:
     critic: int
     rebuttal: int
     judge_base: int  # a judge's prompt with the answers, before critiques and rebuttals
-    text: int  # MAX_TOKENS: the longest completion of a solver, critic or rebutter
+    text: int  # MAX_TOKENS: the longest text of a solver, critic or rebutter that a prompt embeds
     judge_completion: int
+    completion: int  # what one reply of a solver, critic, rebutter or reviser may bill
     revise: int = 0  # a later round's prompt: its own answer, reason and critique, and every other answer
 
     def judge(self, critiques: int, rebuttals: int) -> int:
         """One judge's prompt once it also reads ``critiques`` critiques and ``rebuttals`` rebuttals."""
         return self.judge_base + (critiques + rebuttals) * self.text
+
+    def billed(self, billing: Billing) -> CallCosts:
+        """These costs as an endpoint bills them that bills beyond our estimates and caps (Billing)."""
+        prompt, done = billing.prompt_tokens, billing.completion_tokens
+        return CallCosts(prompt(self.solver), prompt(self.critic), prompt(self.rebuttal), prompt(self.judge_base),
+                         prompt(self.text), done(self.judge_completion), done(self.completion), prompt(self.revise))
 
 
 NO_COSTS = CallCosts(0, 0, 0, 0, 0, 0, 0)  # what planning assumes when no budget is set
@@ -1910,24 +1989,25 @@ REASON_TOKENS = -(-REASON_CHARS * 4 // 3)
 
 
 def worst_case_costs(config: Config, question: str, positions: list[Position] | None = None,
-                     workers: int = 0) -> CallCosts:
+                     workers: int = 0, billing: Billing | None = None) -> CallCosts:
     """The one cost model: worst-case tokens of one call of each phase, for the
     answers in ``positions``, or, before they exist, for ``workers`` answers of
-    MAX_TOKENS. The planner, the rerun check, the budget check and --dry-run all
-    price with it."""
+    MAX_TOKENS, as ``billing`` says the endpoint bills. The planner, the rerun
+    check, the budget check and --dry-run all price with it."""
     cap = config.max_tokens
     unwritten = 0 if positions is not None else cap
     shown = positions if positions is not None else [Position(0, "", "")] * workers
     slots = len(prompts.SOLVER_STYLES) if config.solver_styles else 1
-    return CallCosts(
+    costs = CallCosts(
         solver=max(prompt_tokens_estimate(*solver_prompts(question, s, config.solver_styles)) for s in range(slots)),
         critic=max((prompt_tokens_estimate(*critic_prompts(question, p)) for p in shown), default=0) + unwritten,
         # A rebuttal also embeds its critique, written or not: counted at the cap either way.
         rebuttal=max((prompt_tokens_estimate(*rebuttal_prompts(question, p)) for p in shown), default=0)
         + unwritten + cap,
         judge_base=prompt_tokens_estimate(*judge_prompts(question, shown)) + len(shown) * unwritten,
-        text=cap, judge_completion=config.judge_max_tokens,
+        text=cap, judge_completion=config.judge_max_tokens, completion=cap,
         revise=revise_cost(config, question, shown, unwritten))
+    return costs.billed(billing) if billing is not None else costs
 
 
 call_costs = worst_case_costs  # the name earlier code and tests know
@@ -1967,16 +2047,17 @@ class PhaseCost:
 
 
 def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1",
-                     later_rounds: bool = True) -> list[PhaseCost]:
+                     later_rounds: bool = True, billing: Billing | None = None) -> list[PhaseCost]:
     """A whole debate before any answer exists, phase by phase, from worst_case_costs;
     its later rounds (ROUNDS) only if ``later_rounds``."""
-    costs = worst_case_costs(config, question, workers=workers)
+    costs = worst_case_costs(config, question, workers=workers, billing=billing)
     rebuttals = workers if config.enable_rebuttal else 0
-    per_call = [("generate", workers, costs.solver, costs.text), ("critique", workers, costs.critic, costs.text)]
+    done = costs.completion
+    per_call = [("generate", workers, costs.solver, done), ("critique", workers, costs.critic, done)]
     if rebuttals:
-        per_call.append(("rebuttal", rebuttals, costs.rebuttal, costs.text))
+        per_call.append(("rebuttal", rebuttals, costs.rebuttal, done))
     if config.rounds > 1 and later_rounds:
-        per_call.append(("revise", (config.rounds - 1) * workers, costs.revise, costs.text))
+        per_call.append(("revise", (config.rounds - 1) * workers, costs.revise, done))
     per_call.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
     return phase_costs(config, round_name, per_call)
 
@@ -1988,62 +2069,71 @@ def phase_costs(config: Config, round_name: str, per_call: list[tuple[str, int, 
             for phase, calls, prompt, completion in per_call if calls]
 
 
-def plan_phases(debate: Debate, question: str, positions: list[Position], done: str) -> tuple[DebatePlan, Callable[[int, int], int]]:
-    """What the budget pays for after ``done``, and one judge's cost function."""
+def plan_phases(debate: Debate, question: str, positions: list[Position], done: str,
+                earlier: DebatePlan | None = None) -> DebatePlan:
+    """What the budget pays for after ``done``, judges first (plan_debate), priced from the texts
+    written so far and the rest at their worst; what it cuts is noted. Planned again once the
+    critiques are written, keeping ``earlier``'s judges: a rebuttal gets what the critiques did
+    not spend, so no later round (priced as it comes, round_reserve) finds money a rebuttal lacked."""
     config = debate.config
     # Without a budget everything fits: rendering every later prompt just to price it would be waste.
-    costs = worst_case_costs(config, question, positions) if debate.budget.limited else NO_COSTS
+    costs = (worst_case_costs(config, question, positions, billing=debate.budget.billing)
+             if debate.budget.limited else NO_COSTS)
 
-    def judge_cost(c: int, r: int) -> int:
-        return costs.judge(c, r) + costs.judge_completion
+    def judge_cost(c: int, r: int) -> int:  # a judge's, once c critiques (if still unwritten) and r rebuttals are
+        return costs.judge(c if done == "generate" else 0, r) + costs.judge_completion
 
-    if done == "rebuttal":
-        plan = plan_debate(debate.budget, 0, config.num_judges, False, 0, 0, judge_cost)
-        return plan, judge_cost
-    critique_cost, rebuttal_cost = costs.critic + costs.text, costs.rebuttal + costs.text
-    if done == "critique":  # critiques are already paid for: plan rebuttals and judges
-        critiqued = sum(p.critique is not None for p in positions)
-        plan = plan_debate(debate.budget, critiqued, config.num_judges, config.enable_rebuttal, 0,
-                           rebuttal_cost, judge_cost, critiques_paid=False)
-        return plan, judge_cost
-    plan = plan_debate(debate.budget, len(positions), config.num_judges, config.enable_rebuttal,
-                       critique_cost, rebuttal_cost, judge_cost)
-    return plan, judge_cost
+    to_critique = done == "generate"  # else the critiques are written, and paid for
+    plan = plan_debate(debate.budget, len(positions) if to_critique else sum(p.critique is not None for p in positions),
+                       earlier.judges if earlier else config.num_judges, config.enable_rebuttal and done != "rebuttal",
+                       costs.critic + costs.completion if to_critique else 0, costs.rebuttal + costs.completion,
+                       judge_cost, critiques_paid=to_critique)
+    cuts = budget_cuts(config, plan, positions, done, earlier)
+    for cut in cuts:
+        debate.skip(cut)
+    return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
+                   cut=bool(cuts) or (earlier is not None and earlier.cut))
 
 
-def note_budget_cuts(debate: Debate, plan: DebatePlan, positions: list[Position], done: str) -> None:
-    config = debate.config
+def budget_cuts(config: Config, plan: DebatePlan, positions: list[Position], done: str,
+                earlier: DebatePlan | None) -> list[str]:
+    """What ``plan`` leaves out: critiques and judges when first planned, rebuttals once the
+    critiques are in (counting those whose critique the budget cut)."""
+    cuts = []
     if done == "generate" and plan.critiques < len(positions):
-        debate.skip(f"{len(positions) - plan.critiques} critique(s)")
-    # Every valid answer would have been rebutted had it been critiqued.
-    wanted_rebuttals = len(positions) if done == "generate" else sum(p.critique is not None for p in positions)
-    if done != "rebuttal" and config.enable_rebuttal and plan.rebuttals < wanted_rebuttals:
-        debate.skip(f"{wanted_rebuttals - plan.rebuttals} rebuttal(s)")
-    if plan.judges < config.num_judges:
-        debate.skip(f"{config.num_judges - plan.judges} judge(s)")
+        cuts.append(f"{len(positions) - plan.critiques} critique(s)")
+    wanted = sum(p.critique is not None for p in positions) + (len(positions) - earlier.critiques if earlier else 0)
+    if done == "critique" and config.enable_rebuttal and plan.rebuttals < wanted:
+        cuts.append(f"{wanted - plan.rebuttals} rebuttal(s)")
+    if earlier is None and plan.judges < config.num_judges:
+        cuts.append(f"{config.num_judges - plan.judges} judge(s)")
+    return cuts
 
 
-def revision_affordable(debate: Debate, question: str, positions: list[Position]) -> bool:
-    """Whether one more debate round fits the budget beside what is kept back (the judges'
-    share, and the rerun's while the later rounds run: see rerun_reserve)."""
+def round_reserve(debate: Debate, question: str, positions: list[Position], plan: DebatePlan) -> tuple[int, int] | None:
+    """(calls, tokens) one more debate round must leave untouched, or None when it does not fit:
+    the judges' share (each answer's latest reason read at its cap: a revision replaces it), and
+    a possible rerun's (rerun_reserve). Later rounds come last: none runs once ``plan`` cut anything."""
     budget = debate.budget
     if not budget.limited:
-        return True
-    per_call = worst_case_costs(debate.config, question, positions).revise + debate.config.max_tokens
-    return budget.fits(len(positions) + budget.floor_calls, len(positions) * per_call + budget.floor_tokens)
+        return 0, 0
+    costs = worst_case_costs(debate.config, question, positions, billing=budget.billing)
+    calls, tokens = rerun_reserve(debate, question)
+    calls += plan.judges
+    tokens += plan.judges * (costs.judge(0, len(positions)) + costs.judge_completion)
+    revisions = len(positions) * (costs.revise + costs.completion)
+    return None if plan.cut or not budget.fits(len(positions) + calls, revisions + tokens) else (calls, tokens)
 
 
 def rerun_reserve(debate: Debate, question: str) -> tuple[int, int]:
-    """(calls, tokens) later rounds must leave for a rerun: its worst case without its own
-    rounds, while one may still be needed (the first debate, MIN_JUDGE_CONFIDENCE above 0)
-    and could still be paid for beside the judges' share. Later rounds go first."""
+    """(calls, tokens) later rounds must leave for a rerun while one may still be needed (the first
+    debate, MIN_JUDGE_CONFIDENCE above 0): its worst case without its own rounds. Held even when the
+    budget could not pay for the rerun anyway: else the share would appear as the budget grows past
+    a rerun's price, and more budget would buy fewer rounds. Later rounds go first."""
     budget, config = debate.budget, debate.config
     if not budget.limited or debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
         return 0, 0
-    calls, tokens = rerun_core(config, question, rerun_settings(config)[0])
-    if not budget.fits(calls + budget.floor_calls, tokens + budget.floor_tokens):
-        return 0, 0  # the rerun is out of reach already: rounds cannot take it away
-    return calls, tokens
+    return rerun_core(config, question, rerun_settings(config)[0], budget.billing)
 
 
 def rerun_settings(config: Config) -> tuple[int, float]:
@@ -2052,9 +2142,9 @@ def rerun_settings(config: Config) -> tuple[int, float]:
             min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
 
 
-def rerun_core(config: Config, question: str, workers: int) -> tuple[int, int]:
+def rerun_core(config: Config, question: str, workers: int, billing: Billing | None = None) -> tuple[int, int]:
     """(calls, tokens) of a worst-case rerun without its later rounds, which its own budget check drops."""
-    phases = round_worst_case(config, question, workers, later_rounds=False)
+    phases = round_worst_case(config, question, workers, later_rounds=False, billing=billing)
     return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
 
 
@@ -2062,7 +2152,7 @@ def rerun_affordable(debate: Debate, question: str, workers: int) -> bool:
     """Whether the budget pays for a whole worst-case rerun (its later rounds aside)."""
     if not debate.budget.limited:
         return True
-    calls, tokens = rerun_core(debate.config, question, workers)
+    calls, tokens = rerun_core(debate.config, question, workers, debate.budget.billing)
     return debate.budget.fits(calls, tokens)
 
 
@@ -2762,21 +2852,23 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
 async def deliberate(debate: Debate, question: str, positions: list[Position], workers: int, temperature: float,
                      done: str = "generate", later_rounds: bool = True) -> Verdict:
     """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to
-    what the budget pays for, then the tally."""
-    config = debate.config
-    plan, judge_cost = plan_phases(debate, question, positions, done)
-    note_budget_cuts(debate, plan, positions, done)
+    what the budget pays for, then the tally. The rebuttals are planned again once the
+    critiques are written, so what the critiques did not spend goes to them (plan_phases)."""
+    config, budget = debate.config, debate.budget
+    plan = plan_phases(debate, question, positions, done)
     # Retries of critiques and rebuttals may not eat into the judges' share.
-    with debate.budget.kept_back(plan.judges, plan.judges * judge_cost(plan.critiques, plan.rebuttals)):
-        if done == "generate":
+    if done == "generate":
+        with budget.kept_back(plan.judges, plan.judges_tokens):
             await critique(debate, question, positions[:plan.critiques], workers, temperature)
-            log_phase(debate, "critique")
-        if done in ("generate", "critique") and config.enable_rebuttal:
-            critiqued = [p for p in positions if p.critique is not None]
+        log_phase(debate, "critique")
+        plan = plan_phases(debate, question, positions, "critique", plan)
+    if done in ("generate", "critique") and config.enable_rebuttal:
+        critiqued = [p for p in positions if p.critique is not None]
+        with budget.kept_back(plan.judges, plan.judges_tokens):
             await rebut(debate, question, critiqued[:plan.rebuttals], workers, temperature)
-            log_phase(debate, "rebuttal")
-        if later_rounds:
-            await run_later_rounds(debate, question, positions, temperature)
+        log_phase(debate, "rebuttal")
+    if later_rounds:
+        await run_later_rounds(debate, question, positions, temperature, plan)
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
     votes = await judge(debate, question, positions, plan.judges, kind) if plan.judges else []
     log_phase(debate, "judge")
@@ -2790,31 +2882,31 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
 
 
-async def run_later_rounds(debate: Debate, question: str, positions: list[Position], temperature: float) -> None:
+async def run_later_rounds(debate: Debate, question: str, positions: list[Position], temperature: float,
+                           plan: DebatePlan) -> None:
     """Debate rounds 2..ROUNDS after round 1's rebuttals, while the solvers disagree.
 
     A round costs one call per solver still in the debate (5 with 5 solvers): each
     reads the others' answers and reasons and may revise. The rounds stop as soon as
     every answer agrees (by the question's answer type), and are the first thing a
-    budget drops: one runs only if all its calls fit beside what the judges keep back
-    and, while a rerun may still be needed and paid for, the rerun (see rerun_reserve).
+    budget drops: none runs once ``plan`` cut anything, and one runs only if all its
+    calls fit beside what the judges and a possible rerun keep back (round_reserve).
     """
     config = debate.config
     for position in positions:
         if not position.by_round:  # a replay from a later round brings its earlier rounds
             position.by_round.append(position.final_answer)
     rounds_done = max((len(p.by_round) for p in positions), default=1)
-    budget, (rerun_calls, rerun_tokens) = debate.budget, rerun_reserve(debate, question)
-    # Held back for every attempt of every round, retries included, not just checked once.
-    with budget.kept_back(budget.floor_calls + rerun_calls, budget.floor_tokens + rerun_tokens):
-        for step in range(rounds_done + 1, config.rounds + 1):
-            if solvers_agree(positions, question):
-                return
-            if not revision_affordable(debate, question, positions):
-                debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
-                return
+    for step in range(rounds_done + 1, config.rounds + 1):
+        if solvers_agree(positions, question):
+            return
+        kept = round_reserve(debate, question, positions, plan)
+        if kept is None:
+            debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
+            return
+        with debate.budget.kept_back(*kept):  # for every attempt of the round, retries included
             await revise(debate, question, positions, step, temperature)
-            log_phase(debate, "revise", step)
+        log_phase(debate, "revise", step)
 
 
 def log_phase(debate: Debate, phase: str, step: int = 1) -> None:
@@ -2908,7 +3000,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     result = result if result is not None else RunResult(question)
     debate = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(), calls=result.calls,
                     skipped=result.skipped, notes=result.notes,
-                    budget=Budget(config.max_calls, config.max_total_tokens))
+                    budget=Budget(config.max_calls, config.max_total_tokens, endpoint.billing))
     transcript_path, debate.trace, file_error = open_run_files(config, runtime, place)
     result.trace = str(debate.trace.path) if debate.trace else None
     if debate.trace:

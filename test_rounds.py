@@ -543,9 +543,15 @@ def test_retries_in_later_rounds_never_eat_the_reruns_budget(capsys) -> None:
 
 
 @respx.mock
-def test_later_rounds_run_when_the_rerun_is_out_of_reach_anyway(capsys) -> None:
-    """25 calls can never pay for round 1 (10) and a rerun (16): holding its share back would only cost
-    the rounds, so they run."""
+def test_later_rounds_leave_a_reruns_share_even_when_it_is_out_of_reach(capsys, monkeypatch) -> None:
+    """25 calls can never pay for round 1 (10) and a rerun (16), yet the rounds still leave the rerun's share
+    (else more budget, reaching the rerun's price, would buy fewer rounds: issue 20, item 8). With
+    MIN_JUDGE_CONFIDENCE=0 no rerun can happen, and the rounds get it."""
     route = respx.post(URL).mock(side_effect=Disagreeing({"solver-1": "390", "solver-2": "389"}))
-    code, out = run_json(["-q", "What is 17 * 23?", "-w", "3", "-j", "1", "--rounds", "3", "--max-calls", "25"], capsys)
-    assert code == 0 and out["rounds"] == 3 and len(route.calls) == 16
+    argv = ["-q", "What is 17 * 23?", "-w", "3", "-j", "1", "--rounds", "3", "--max-calls", "25"]
+    code, out = run_json(argv, capsys)
+    assert code == 0 and out["rounds"] == 1 and len(route.calls) == 10
+    assert out["skipped"] == ["round 1: debate rounds 2-3"]
+    monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")
+    code, out = run_json(argv, capsys)
+    assert code == 0 and out["rounds"] == 3 and len(route.calls) == 10 + 16
