@@ -1699,10 +1699,8 @@ async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending
                            retries: RetriesUsed) -> AttemptResult[T] | None:
     """One attempt if the budget pays for it, else None. Until the endpoint has billed a reply,
     attempts under a token budget go one at a time (Billing.first_bill); that wait is ours, not
-    the call's slowness."""
-    asked = debate.runtime.clock()
+    the call's slowness, and the straggler age (InFlight) does not count it."""
     async with debate.budget.billing.first_bill(debate.budget.max_tokens > 0):
-        excuse_wait(debate, call, debate.runtime.clock() - asked)
         reserved = reserve_attempt(debate, call, number, sending)
         if reserved is None:
             return None
