@@ -341,3 +341,32 @@ def test_the_use_from_python_example_runs(monkeypatch, capsys) -> None:
     assert printed[0].startswith("391 90 ") and len(printed) == 4
     assert all(" -> 391 " in line for line in printed[1:])
     assert route.call_count > 4
+
+
+# --- the shard merge check works on both output formats -------------------------------------------
+
+
+def merge_check_code() -> str:
+    found = re.search(r"python - <<'CHECK'\n(.*?)\nCHECK\n", readme(), re.S)
+    assert found is not None, "the Batch jobs section has the merge check"
+    return found.group(1)
+
+
+def run_merge_check(tmp_path: Path, questions: list[dict], results: list[dict]) -> int:
+    import json
+    import subprocess
+    import sys
+    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    return subprocess.run([sys.executable, "-c", merge_check_code()], cwd=tmp_path, capture_output=True).returncode
+
+
+def test_the_merge_check_reads_our_lines_and_batch_api_lines(tmp_path: Path) -> None:
+    """The README's merge check passes on complete outputs of either --output-format and fails on a missing id."""
+    ours = [{"id": 7, "question": "a"}, {"id": "b", "question": "b"}]
+    assert run_merge_check(tmp_path, ours, [{"id": "7", "status": "ok"}, {"id": "b", "status": "ok"}]) == 0
+    assert run_merge_check(tmp_path, ours, [{"id": "7", "status": "ok"}]) == 1
+    requests = [{"custom_id": c, "body": {"messages": [{"role": "user", "content": c}]}} for c in ("r1", "r2")]
+    lines = [{"id": f"batch_req_{c}", "custom_id": c, "response": None, "error": None, "moa": {}} for c in ("r1", "r2")]
+    assert run_merge_check(tmp_path, requests, lines) == 0
+    assert run_merge_check(tmp_path, requests, lines[:1] * 2) == 1
