@@ -17,6 +17,8 @@ HERE = Path(__file__).resolve().parent  # conftest's autouse fixture chdirs to a
 README = HERE / "README.md"
 BENCH_README = HERE / "bench" / "README.md"
 ENV_EXAMPLE = HERE / ".env.example"
+DOCS = HERE / "docs"  # reference pages the README links to, held to the code the same way
+README_MAX_LINES = 400  # a quick start: reference material lives in docs/
 
 
 # --- a small markdown table reader (pure functions) ----------------------------
@@ -105,6 +107,15 @@ def without_code_blocks(text: str) -> str:
 
 def readme() -> str:
     return README.read_text(encoding="utf-8")
+
+
+def output_docs() -> str:
+    return (DOCS / "output.md").read_text(encoding="utf-8")
+
+
+def user_docs() -> str:
+    """The README and every page of docs/: what a user reads."""
+    return "\n".join([readme(), *(page.read_text(encoding="utf-8") for page in sorted(DOCS.glob("*.md")))])
 
 
 # --- what the code says ----------------------------------------------------------
@@ -198,11 +209,11 @@ def test_env_example_sets_every_setting_to_its_default():
 
 
 def test_readme_names_settings_bare_and_code_constants_qualified():
-    """A backticked bare UPPER_CASE name in the README is a setting; a code constant is written module.NAME."""
+    """A backticked bare UPPER_CASE name in the README or docs/ is a setting; a code constant is written module.NAME."""
     allowed = setting_names() | set(moa.FALLBACK_NAMES.values()) | {moa.ENV_FILE_VARIABLE}
     modules = {"moa_pipeline": moa, "prompts": prompts}
     wrong = []
-    for span in set(code_spans(without_code_blocks(readme()))):
+    for span in set(code_spans(without_code_blocks(user_docs()))):
         match = re.fullmatch(r"(?:(\w+)\.)?([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)(=.*)?", span)
         if not match:
             continue
@@ -259,7 +270,7 @@ def test_help_epilog_lists_every_exit_code():
 
 def test_json_field_table_lists_exactly_result_json_keys():
     """The --json Field table names every key result_json emits, and nothing else."""
-    rows = find_table(section(readme(), "Output formats"), ["Field", "Meaning"])
+    rows = find_table(output_docs(), ["Field", "Meaning"])
     names = first_cell_names(rows)
     keys = set(moa.result_json(moa.RunResult("Q?"), config()))
     keys |= set(moa.result_json(moa.RunResult("Q?"), config(**PRICED)))
@@ -273,7 +284,7 @@ def test_json_field_table_lists_exactly_result_json_keys():
 
 def test_batch_line_table_lists_exactly_batch_record_keys():
     """The Batch-line field table names every key a batch output line can carry, and nothing else."""
-    rows = find_table(section(readme(), "Output formats"), ["Batch-line field", "Meaning"])
+    rows = find_table(output_docs(), ["Batch-line field", "Meaning"])
     names = first_cell_names(rows)
     item = moa.BatchItem(1, "q1", "Q?", "391")
     keys = set(moa.batch_record(item, moa.RunResult("Q?"), config()))
@@ -312,6 +323,16 @@ def test_flags_section_says_which_options_are_alternatives():
 
 
 # --- the benchmark page -------------------------------------------------------------------
+
+
+def test_readme_is_a_quick_start_that_links_its_reference_pages():
+    """The README stays under README_MAX_LINES lines, and links every page of docs/, which links back."""
+    assert len(readme().splitlines()) < README_MAX_LINES
+    pages = sorted(DOCS.glob("*.md"))
+    assert pages, "docs/ holds the reference pages"
+    for page in pages:
+        assert f"](docs/{page.name})" in readme(), f"README.md does not link docs/{page.name}"
+        assert "](../README.md" in page.read_text(encoding="utf-8"), f"docs/{page.name} does not link the README"
 
 
 def test_readme_links_the_benchmark_page():
