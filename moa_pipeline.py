@@ -2061,11 +2061,13 @@ class Debate:
 
     def skip(self, what: str) -> None:
         self.skipped.append(f"round {self.round}: {what}")
-        self.note(f"budget: skipped {what}")
+        self.note(f"budget: skipped {what}", problem=False)
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, *, problem: bool = True) -> None:
+        """A transcript note, and a warning on stderr; only info (a batch hides it) when it is a feature
+        doing its job (an early exit, a budget's cut): a warning a question buried the real ones."""
         self.notes.append(f"round {self.round}: {text}")
-        log.warning(text)
+        log.log(logging.WARNING if problem else logging.INFO, text)
 
     def new_nonce(self) -> str:
         return f"{self.runtime.rng.getrandbits(64):016x}"
@@ -2739,7 +2741,8 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
         require_enough(debate, positions, workers)
         debate.positions[debate.round] = positions
         if config.early_exit and (verdict := unanimous_verdict(positions, workers, question)) is not None:
-            debate.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped")
+            debate.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
+                        problem=False)
             return verdict
         return await deliberate(debate, question, positions, workers, temperature)
     finally:
