@@ -159,6 +159,7 @@ BUSY_RETRIES = 20
 BUSY_WAIT_LIMIT = 300.0
 # In a 429's body: OpenAI's code for an account whose quota or credit is used up.
 QUOTA_USED_UP = b"insufficient_quota"
+SAME_ERROR_QUESTIONS = 3  # first questions that, failing alike, stop a batch (see same_error_everywhere)
 PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
 # Debate rounds (ROUNDS): round 1 is generate, critique, rebuttal; each later round is one
 # "revise" call per solver, while the solvers disagree. A revising solver reads each other
@@ -679,11 +680,12 @@ class APIError(MoAError):
 
 
 class RunFailed(MoAError):
-    """The run produced no verdict. From debate(), ``result`` holds what it did (status "failed")."""
+    """The run produced no verdict. From debate(), ``result`` holds what it did (status "failed");
+    ``cause`` is the error the last failed call ended with, if one did."""
 
-    def __init__(self, message: str, result: Result | None = None) -> None:
+    def __init__(self, message: str, result: Result | None = None, cause: APIError | None = None) -> None:
         super().__init__(message)
-        self.result = result
+        self.result, self.cause = result, cause
 
 
 class EndpointUnreachable(RunFailed):
@@ -1301,6 +1303,7 @@ class AgentCall:
     tier: str | None = None
     model: str = ""
     step: int = 1  # the debate round (ROUNDS) the call belongs to; ``round`` is 2 in the rerun
+    error: APIError | None = field(default=None, repr=False)  # what its last attempt failed with, once it failed
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -1632,6 +1635,7 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
             excuse_wait(debate, call, wait)
         await debate.runtime.sleep(wait)
     debate.endpoint.call_ended(error)
+    call.error = error
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
 
@@ -2534,17 +2538,18 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
 
 
 def require_enough(debate: Debate, positions: list[Position], workers: int) -> None:
-    """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS solvers answered."""
+    """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS solvers answered, with
+    the last failed call's error as its cause (see lasting_error)."""
     config = debate.config
     if len(positions) >= config.min_valid_answers:
         return
-    last = next((c.failure for c in reversed(debate.calls) if c.failure), None)
-    reason = f"; last error: {last}" if last else ""
+    last = next((c for c in reversed(debate.calls) if c.failure), None)
+    reason = f"; last error: {last.failure}" if last else ""
     this_round = [c for c in debate.calls if c.round == debate.round and c.phase == "generate"]
     no_response = all(a.status is None for c in this_round for a in c.attempts)
     error = EndpointUnreachable if no_response and not positions else RunFailed
     raise error(f"only {len(positions)}/{workers} solvers gave a valid answer "
-                f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}")
+                f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}", cause=last.error if last else None)
 
 
 # --- 10. voting ----------------------------------------------------------------------------------
@@ -4017,6 +4022,7 @@ class BatchStats:
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
+    first_errors: list[str | None] = field(default_factory=list)  # see same_error_everywhere
 
     def add(self, record: dict[str, Any], saved: bool = True) -> None:
         """Count one question's line, and what it cost whether or not it was saved."""
@@ -4034,8 +4040,10 @@ class BatchStats:
 
 
 def output_totals(output: Path) -> dict[str, Any]:
-    """Counts over the whole output file (earlier runs included), and accuracy when known."""
-    totals: dict[str, Any] = {"questions": 0, "ok": 0, "failed": 0, "with_expected": 0, "correct": 0}
+    """Counts over the whole output file (earlier runs included), and accuracy when known: over the answered
+    questions with an expected answer (``with_expected``); ``failed_with_expected`` were left out."""
+    totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
+                                            "failed_with_expected"), 0)
     if output.exists():
         with open(output, "rb") as handle:
             for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
@@ -4043,10 +4051,11 @@ def output_totals(output: Path) -> dict[str, Any]:
                 if record is None:
                     continue
                 totals["questions"] += 1
-                totals["ok" if record.get("status") == "ok" else "failed"] += 1
+                answered = record.get("status") == "ok"
+                totals["ok" if answered else "failed"] += 1
                 if "expected" in record:
-                    totals["with_expected"] += 1
-                    totals["correct"] += bool(record.get("correct"))
+                    totals["with_expected" if answered else "failed_with_expected"] += 1
+                    totals["correct"] += answered and bool(record.get("correct"))
     totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
     return totals
 
@@ -4083,19 +4092,44 @@ class Progress:
 
 
 def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
-    """Why this failure stops the whole batch, or None.
+    """Why this failure stops the whole batch (exit 1), or None.
 
     A rejected key (401/403), a wrong URL or model (404) or a quota used up
     (429 insufficient_quota) fails every question alike, and so does an endpoint that never answered before any
     question succeeded. A 400 can be one question's fault (a prompt too long
-    for the model), so it fails only that question.
+    for the model), so it fails only that question, unless the first questions all fail alike.
     """
     error = result.exception
     if isinstance(error, APIError) and error.stops_run:
         return str(error)
     if isinstance(error, EndpointUnreachable) and stats.ok == 0:
         return f"the endpoint is unreachable: {error}"
-    return None
+    return same_error_everywhere(result, stats)
+
+
+def lasting_error(result: RunResult) -> str | None:
+    """The error a failed question ended on if no retry was made for it and it is no outage (a 400, a
+    refusal), each word holding a digit (a count, an id) made "#" so two questions' compare; else None."""
+    cause = result.exception.cause if isinstance(result.exception, RunFailed) else None
+    if cause is None or cause.retryable or cause.outage or cause.backpressure:
+        return None
+    return re.sub(r"\S*\d\S*", "#", str(cause))
+
+
+def same_error_everywhere(result: RunResult, stats: BatchStats) -> str | None:
+    """Why the batch stops when the first SAME_ERROR_QUESTIONS questions to finish all failed with one
+    lasting_error, none succeeding: a wrong key behind a gateway ("HTTP 400: No connected db."), a
+    mistyped model. One 400 can be its question's fault (a prompt too long), two alike chance; three,
+    with none answered, is the set-up, and stopping costs three questions where going on costs all."""
+    if len(stats.first_errors) >= SAME_ERROR_QUESTIONS:
+        return None
+    stats.first_errors.append(lasting_error(result))
+    alike = set(stats.first_errors)
+    if len(stats.first_errors) < SAME_ERROR_QUESTIONS or len(alike) > 1 or None in alike:
+        return None
+    return (f"the first {SAME_ERROR_QUESTIONS} questions all failed with the same error, and none succeeded: "
+            f"{printable(result.error)}; every question would: check the key (API_KEY), the model "
+            "name (MODEL_NAME) and PROXY_URL, or run --check, then rerun to resume")
 
 
 def drop_run_files(result: RunResult, folder_fd: int | None = None) -> None:
@@ -4431,8 +4465,12 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
              + (f", {run['tokens']} tokens" if run["tokens"] is not None else "")
              + (f", ${run['cost_usd']:.4f}" if run.get("cost_usd") is not None else "") + f", {run['wall_s']:.1f}s",
              f"Output: {summary['output']} ({totals['ok']} ok, {totals['failed']} failed in all)"]
+    left_out = f" ({totals['failed_with_expected']} failed, not counted)" if totals["failed_with_expected"] else ""
     if totals["accuracy"] is not None:
-        lines.append(f"Accuracy: {totals['correct']}/{totals['with_expected']} = {100 * totals['accuracy']:.1f}%")
+        lines.append(f"Accuracy: {totals['correct']}/{totals['with_expected']} answered = "
+                     f"{100 * totals['accuracy']:.1f}%{left_out}")
+    elif left_out:
+        lines.append(f"Accuracy: no question with an expected answer was answered{left_out}")
     if summary.get("error"):
         lines.append(f"Stopped early: {summary['error']}")
     return "\n".join(lines)

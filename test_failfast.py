@@ -54,6 +54,71 @@ def numbered_questions(path: Path, count: int) -> Path:
     return path
 
 
+# --- item 11: the same error on every question stops the batch ----------------------------------
+
+
+@respx.mock
+def test_the_same_400_on_the_first_three_questions_stops_the_batch(tmp_path, monkeypatch, capsys) -> None:
+    """A wrong key behind LiteLLM answers every request "HTTP 400: No connected db." (with a request id
+    that differs each time): three questions fail alike, none succeeded, so the batch stops, exit 1,
+    saying what to check, instead of failing all 20."""
+    monkeypatch.setenv("NUM_WORKERS", "2")
+    sent = []
+
+    def no_db(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(400, json={"error": {"message": f"No connected db. (request req_{len(sent)}x9)"}})
+
+    respx.post(URL).mock(side_effect=no_db)
+    out = tmp_path / "o.jsonl"
+    code = moa.main(["-f", str(numbered_questions(tmp_path / "q.txt", 20)), "-o", str(out), "--concurrency", "1"],
+                    runtime=test_runtime())
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == moa.EXIT_FAILED
+    assert len(lines_of(out)) == 3 and len(sent) <= 6
+    assert len(errors) == 1 and "the first 3 questions all failed with the same error" in errors[0]
+    assert "No connected db." in errors[0] and "API_KEY" in errors[0] and "MODEL_NAME" in errors[0]
+
+
+@pytest.mark.parametrize("first_three", [("bad", "bad", "ok"), ("bad", "other", "bad")],
+                         ids=["one-succeeded", "different-errors"])
+@respx.mock
+def test_first_questions_that_differ_do_not_stop_the_batch(first_three, tmp_path, monkeypatch, capsys) -> None:
+    """One success among the first three, or two different errors: each question's own fault; the batch goes on."""
+    monkeypatch.setenv("NUM_WORKERS", "2")
+    model, outcome = FakeModel(), dict(zip(("Q0", "Q1", "Q2"), first_three, strict=True))
+
+    def by_question(request: httpx.Request) -> httpx.Response:
+        user = json.loads(request.content)["messages"][1]["content"]
+        kind = next((v for k, v in outcome.items() if f"\n{k}\n" in user), "ok")
+        if kind == "ok":
+            return model(request)
+        return httpx.Response(400, json={"error": "prompt too long" if kind == "bad" else "unsupported language"})
+
+    respx.post(URL).mock(side_effect=by_question)
+    out = tmp_path / "o.jsonl"
+    code = moa.main(["-f", str(numbered_questions(tmp_path / "q.txt", 6)), "-o", str(out), "--concurrency", "1"],
+                    runtime=test_runtime())
+    assert code == moa.EXIT_SOME_FAILED and len(lines_of(out)) == 6
+
+
+@respx.mock
+def test_accuracy_counts_answered_questions_and_says_how_many_failed(tmp_path, monkeypatch, capsys) -> None:
+    """Two of three questions with expected answers fail: accuracy is over the one answered, and the
+    summary says two failed and were not counted (not "Accuracy: 1/3")."""
+    monkeypatch.setenv("NUM_WORKERS", "2")
+    model = FakeModel()
+    respx.post(URL).mock(side_effect=lambda r: model(r) if "\nQ0\n" in json.loads(r.content)["messages"][1]["content"]
+                         else httpx.Response(400, json={"error": "too long"}))
+    source = tmp_path / "q.jsonl"
+    source.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Q{i}", "answer": "391"}) + "\n"
+                              for i in range(3)))
+    assert moa.main(["-f", str(source), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime()) == 3
+    assert "Accuracy: 1/1 answered = 100.0% (2 failed, not counted)" in capsys.readouterr().out
+    totals = json.loads((tmp_path / "o.jsonl.summary.json").read_text())["output_totals"]
+    assert (totals["with_expected"], totals["correct"], totals["failed_with_expected"], totals["accuracy"]) == (1, 1, 2, 1.0)
+
+
 # --- item 14: a feature working is not a warning ------------------------------------------------
 
 
