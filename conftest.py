@@ -48,6 +48,9 @@ def endpoint_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # Virtual time stands still during a mocked call, so the straggler watch
     # would see every call as slow; the straggler tests turn it on themselves.
     monkeypatch.setenv("STRAGGLER_FACTOR", "0")
+    # FakeSleep returns at once and moves its clock by the time asked, so the deadline's timer
+    # would fire at once; the deadline tests turn it on themselves, on a VirtualClock.
+    monkeypatch.setenv("QUESTION_DEADLINE", "0")
 
 
 def completion(content: str | None, finish_reason: str = "stop", usage: dict | None = None,

@@ -401,6 +401,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STRAGGLER_FACTOR", "3.0", _number(0, 100)),
     Setting("EARLY_EXIT", "false", _boolean),
     Setting("PHASE_BARRIERS", "false", _boolean),
+    Setting("QUESTION_DEADLINE", "1800", _number(0, 7 * 24 * 3600)),
 )
 
 
@@ -448,6 +449,7 @@ class Config:
     straggler_factor: float = 3.0  # 0 = never cut
     early_exit: bool = False
     phase_barriers: bool = False
+    question_deadline: float = 1800.0  # seconds a question may take, 0 = no limit (see question_deadline)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -645,7 +647,8 @@ def valid_text(text: str) -> str:
 #   ├── ConfigError          bad flag, setting or input; exit code 2, no request sent
 #   ├── APIError             one HTTP attempt failed: status, server message, and what it means
 #   ├── RunFailed            the debate could not reach a verdict
-#   │   └── EndpointUnreachable   no phase-1 attempt got any HTTP response
+#   │   ├── EndpointUnreachable   no phase-1 attempt got any HTTP response
+#   │   └── DeadlinePassed   no verdict within QUESTION_DEADLINE
 #   ├── BatchLocked          another run holds the batch output; exit code 75
 #   └── InputError           one unusable line of a questions file (the batch goes on; exit 3)
 
@@ -690,6 +693,10 @@ class RunFailed(MoAError):
 
 class EndpointUnreachable(RunFailed):
     """Every phase-1 attempt failed without an HTTP response."""
+
+
+class DeadlinePassed(RunFailed):
+    """The question ran past QUESTION_DEADLINE before a verdict."""
 
 
 class BatchLocked(MoAError):
@@ -2796,6 +2803,35 @@ def check_question(config: Config, question: str) -> None:
     check_budget(config, question)
 
 
+async def run_question(debate: Debate, question: str, result: RunResult, replay: Replay | None) -> None:
+    """The debate, or the replay, cancelled at QUESTION_DEADLINE on the runtime's clock (asyncio.timeout
+    reads the loop's, which tests cannot move), whatever it waits on. A deadline before any verdict fails
+    the question; one in the rerun leaves round 1's verdict standing, as a failed rerun does: the rerun
+    only sought more confidence. Anyone else's cancel (Ctrl-C) stays a cancel."""
+    task, seconds = asyncio.current_task(), debate.config.question_deadline
+    timer = asyncio.create_task(cancel_after(debate.runtime, seconds, task)) if seconds and task else None
+    try:
+        if replay is None:
+            await run_rounds(debate, question, result)
+        else:
+            await run_replay(debate, replay, result)
+    except asyncio.CancelledError:
+        if task is None or timer is None or not timer.done() or timer.cancelled() or task.uncancel():
+            raise
+        if result.verdict is None:
+            raise DeadlinePassed(f"no verdict within QUESTION_DEADLINE={seconds:g}s: the question was stopped; for "
+                                 "an endpoint that is merely slow, raise it (--deadline SECONDS, 0: none)") from None
+        debate.note(f"the rerun was stopped at QUESTION_DEADLINE={seconds:g}s; round 1's verdict stands")
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+async def cancel_after(runtime: Runtime, seconds: float, task: asyncio.Task[Any]) -> None:
+    await runtime.sleep(seconds)
+    task.cancel()
+
+
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
                           result: RunResult | None = None, replay: Replay | None = None,
                           place: LogPlace | None = None) -> RunResult:
@@ -2812,10 +2848,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
         debate.trace.start(debate, question, replay)
     try:
         check_question(config, question)
-        if replay is None:
-            await run_rounds(debate, question, result)
-        else:
-            await run_replay(debate, replay, result)
+        await run_question(debate, question, result, replay)
     except MoAError as err:
         result.error, result.exit_code, result.exception = str(err), exit_code_for(err), err
     except asyncio.CancelledError:
@@ -4593,6 +4626,7 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}, else ./.env)")
     parser.add_argument("--max-calls", metavar="N", help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
     parser.add_argument("--max-tokens", metavar="N", help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
+    parser.add_argument("--deadline", metavar="SECONDS", help="stop a question after this long (QUESTION_DEADLINE; 0: none)")
     parser.add_argument("--stream", action="store_true",
                         help="stream every response (STREAM=true), for proxies that cut long idle requests")
 
@@ -4611,7 +4645,7 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     """The settings given as flags, by their .env names."""
     flags = {"NUM_WORKERS": args.workers, "NUM_JUDGES": args.judges, "ROUNDS": args.rounds, "MODEL_NAME": args.model,
-             "MAX_CALLS": args.max_calls, "MAX_TOTAL_TOKENS": args.max_tokens}
+             "MAX_CALLS": args.max_calls, "MAX_TOTAL_TOKENS": args.max_tokens, "QUESTION_DEADLINE": args.deadline}
     if args.no_rebuttal:
         flags["ENABLE_REBUTTAL"] = "false"
     if args.early_exit:

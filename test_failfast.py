@@ -54,6 +54,82 @@ def numbered_questions(path: Path, count: int) -> Path:
     return path
 
 
+# --- item 10: a deadline on every question ------------------------------------------------------
+
+
+async def test_a_question_past_its_deadline_stops_with_one_error() -> None:
+    """An endpoint that takes 1,000 s a reply: at QUESTION_DEADLINE the question stops, failed, saying why."""
+    clock = VirtualClock()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await clock.sleep(1000)
+        return FakeModel()(request)
+
+    result = await answer_in_virtual_time(virtual_config(question_deadline=50), clock, slow)
+    assert result.status == "failed" and isinstance(result.exception, moa.DeadlinePassed)
+    assert "QUESTION_DEADLINE=50s" in (result.error or "") and "--deadline" in (result.error or "")
+    assert result.elapsed_s == pytest.approx(50)
+    assert all(attempt.outcome == "cancelled" for call in result.calls for attempt in call.attempts)
+
+
+async def test_a_deadline_in_the_rerun_keeps_round_one_verdict() -> None:
+    """Round 1's verdict (confidence 40) calls for a rerun, which hangs: the deadline stops the rerun
+    and round 1's verdict stands, as when a rerun fails; the notes say so."""
+    clock = VirtualClock()
+    model, judged = FakeModel(confidence=40), []
+
+    async def rerun_hangs(request: httpx.Request) -> httpx.Response:
+        if judged:
+            await clock.sleep(1000)
+        judged.extend(["judge"] if request.headers["X-MoA-Phase"] == "judge" else [])
+        return model(request)
+
+    result = await answer_in_virtual_time(virtual_config(question_deadline=50), clock, rerun_hangs)
+    assert result.status == "ok" and result.rerun and result.error is None
+    assert result.verdict is not None and (result.verdict.answer, result.verdict.confidence) == ("391", 40)
+    assert any("QUESTION_DEADLINE=50s; round 1's verdict stands" in note for note in result.notes)
+    assert result.elapsed_s == pytest.approx(50)
+
+
+async def test_the_library_gets_the_deadline_too() -> None:
+    """debate() stops at QUESTION_DEADLINE and raises RunFailed saying so."""
+    clock = VirtualClock()
+    driver = asyncio.create_task(clock.drive())
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await clock.sleep(1000)
+        return FakeModel()(request)
+
+    try:
+        with respx.mock, pytest.raises(moa.RunFailed, match="QUESTION_DEADLINE=30s"):
+            respx.post(URL).mock(side_effect=slow)
+            await moa.debate("Q?", config=virtual_config(), question_deadline=30, _runtime=clock.runtime())
+    finally:
+        driver.cancel()
+    assert clock.now == pytest.approx(30)
+
+
+def test_the_deadline_flag_and_its_checks(capsys) -> None:
+    """--deadline sets QUESTION_DEADLINE; a value that is not a number of seconds is exit 2, one line."""
+    args = moa.build_parser().parse_args(["-q", "Q?", "--deadline", "90"])
+    assert moa.flag_settings(args)["QUESTION_DEADLINE"] == "90"
+    assert moa.main(["-q", "Q?", "--deadline", "soon"]) == moa.EXIT_USAGE
+    assert "QUESTION_DEADLINE='soon' (flag) is not valid" in capsys.readouterr().err
+
+
+def test_a_hanging_endpoint_ends_at_the_deadline(server, tmp_path) -> None:
+    """The real CLI against a server that never answers: --deadline 1 ends the question after about a
+    second (REQUEST_TIMEOUT is 200 s), exit 1, one error line, the transcript written."""
+    endpoint = server("--fault", "hang")
+    done, seconds = cli(tmp_path, endpoint.url, "-q", "What is 17 * 23?", "--deadline", "1", "--json")
+    assert done.returncode == moa.EXIT_FAILED, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "QUESTION_DEADLINE=1s" in errors[0]
+    result = json.loads(done.stdout)
+    assert result["status"] == "failed" and Path(result["transcript"]).is_file()
+    assert seconds < 10
+
+
 # --- item 11: the same error on every question stops the batch ----------------------------------
 
 

@@ -614,7 +614,8 @@ def test_redaction_covers_log_records() -> None:
 
 async def test_cancelled_run_still_writes_its_transcript(tmp_path) -> None:
     """Cancelling mid-debate (what Ctrl-C does) flushes the transcript of what was done."""
-    config = moa.Config(URL, FAKE_KEY, log_dir=str(tmp_path / "logs"), retry_base_delay=0, straggler_factor=0)
+    config = moa.Config(URL, FAKE_KEY, log_dir=str(tmp_path / "logs"), retry_base_delay=0, straggler_factor=0,
+                        question_deadline=0)
     release = asyncio.Event()
     judging = asyncio.Event()
     model = FakeModel()
