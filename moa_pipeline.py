@@ -159,6 +159,7 @@ BUSY_RETRIES = 20
 BUSY_WAIT_LIMIT = 300.0
 # In a 429's body: OpenAI's code for an account whose quota or credit is used up.
 QUOTA_USED_UP = b"insufficient_quota"
+STALL_WARNING_SHARE = 0.2  # of STALL_TIMEOUT with nothing accepted: one warning (see Endpoint.refused)
 SAME_ERROR_QUESTIONS = 3  # first questions that, failing alike, stop a batch (see same_error_everywhere)
 PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
 # Debate rounds (ROUNDS): round 1 is generate, critique, rebuttal; each later round is one
@@ -402,6 +403,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EARLY_EXIT", "false", _boolean),
     Setting("PHASE_BARRIERS", "false", _boolean),
     Setting("QUESTION_DEADLINE", "1800", _number(0, 7 * 24 * 3600)),
+    Setting("STALL_TIMEOUT", "300", _number(0, 7 * 24 * 3600)),
 )
 
 
@@ -450,6 +452,7 @@ class Config:
     early_exit: bool = False
     phase_barriers: bool = False
     question_deadline: float = 1800.0  # seconds a question may take, 0 = no limit (see question_deadline)
+    stall_timeout: float = 300.0  # seconds of nothing accepted before the run stops, 0 = never (Endpoint.refused)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -646,6 +649,7 @@ def valid_text(text: str) -> str:
 #   MoAError                 base; exit code 1
 #   ├── ConfigError          bad flag, setting or input; exit code 2, no request sent
 #   ├── APIError             one HTTP attempt failed: status, server message, and what it means
+#   │   └── EndpointStalled  nothing accepted for STALL_TIMEOUT: the run stops (a batch: exit 75)
 #   ├── RunFailed            the debate could not reach a verdict
 #   │   ├── EndpointUnreachable   no phase-1 attempt got any HTTP response
 #   │   └── DeadlinePassed   no verdict within QUESTION_DEADLINE
@@ -680,6 +684,10 @@ class APIError(MoAError):
         self.stops_run = stops_run
         self.outage = outage
         self.backpressure = backpressure
+
+
+class EndpointStalled(APIError):
+    """No request accepted (no 2xx) for STALL_TIMEOUT: the run stops (see Endpoint.refused)."""
 
 
 class RunFailed(MoAError):
@@ -1130,6 +1138,10 @@ class Endpoint:
         # For each of the last BREAKER_WINDOW calls that ended: True if it failed
         # with an outage error after its whole retry schedule.
         self.recent_calls: collections.deque[bool] = collections.deque(maxlen=BREAKER_WINDOW)
+        # The stall rule (see refused): when the first request refused since the last 2xx went out, and the refusals.
+        self.refused_since: float | None = None
+        self.refusals: collections.Counter[str] = collections.Counter()
+        self.stall_warned = False
 
     def call_ended(self, failure: APIError | None) -> None:
         """Feed the breaker one finished call: None for a success (retries or not),
@@ -1183,6 +1195,33 @@ class Endpoint:
                          err.status, until - now)
                 self.cooldown_until = until
 
+    def refused(self, error: APIError, sent_at: float) -> APIError:
+        """Count a request not accepted (no 2xx: an error status, 429s included, or no response). Once
+        nothing was accepted for STALL_TIMEOUT since the first such request went out, the error becomes
+        EndpointStalled, which stops the run (a batch: exit 75): an endpoint answering only 429 for
+        minutes is not merely busy. At STALL_WARNING_SHARE of it one warning, so the wait is not silent."""
+        self.refusals["no response" if error.status is None else f"HTTP {error.status}"] += 1
+        first = self.refused_since = sent_at if self.refused_since is None else min(self.refused_since, sent_at)
+        waited, limit = self.runtime.clock() - first, self.config.stall_timeout
+        if not limit or waited < STALL_WARNING_SHARE * limit:
+            return error
+        counts = ", ".join(f"{n} {what}" for what, n in self.refusals.most_common())
+        seen = f"the endpoint accepted no request for {waited:.1f}s ({self.refusals.total()} requests: {counts})"
+        if waited >= limit:
+            return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later", status=error.status,
+                                   retryable=False, stops_run=True)
+        if not self.stall_warned:
+            self.stall_warned = True
+            token = QUESTION_ID.set("")  # about the endpoint, not the question whose call noticed
+            log.warning("%s; still trying until STALL_TIMEOUT=%gs", seen, limit)
+            QUESTION_ID.reset(token)
+        return error
+
+    def accepted(self) -> None:
+        """A 2xx: the stall rule starts over."""
+        self.refused_since, self.stall_warned = None, False
+        self.refusals.clear()
+
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
                        headers: Mapping[str, str], model: str | None = None) -> Completion:
         """One HTTP attempt; raises APIError, never an httpx exception."""
@@ -1203,23 +1242,25 @@ class Endpoint:
         in_flight = await self.slots.acquire()
         try:
             await self.wait_for_cooldown()
+            sent_at = self.runtime.clock()
             # httpx's read timeout restarts with every chunk, so a server that
             # trickles a byte at a time would never time out: bound the whole request.
             async with asyncio.timeout(self.config.request_timeout):
                 async with self.client.stream("POST", self.config.proxy_url, json=body,
                                               headers=dict(headers)) as response:
-                    return await self._read(response, in_flight)
+                    return await self._read(response, in_flight, sent_at)
         except (httpx.HTTPError, TimeoutError) as err:
-            raise exception_error(err, self.config) from None
+            raise self.refused(exception_error(err, self.config), sent_at) from None
         finally:
             self.slots.release()
 
-    async def _read(self, response: httpx.Response, in_flight: int) -> Completion:
+    async def _read(self, response: httpx.Response, in_flight: int, sent_at: float) -> Completion:
         """The response of one attempt, whatever its shape, within MAX_RESPONSE_BYTES."""
         status = response.status_code
         if 200 <= status < 300:
             self.slots.succeeded(in_flight)
             self.responded(False)
+            self.accepted()
         else:
             try:
                 body = await read_body(response, ERROR_BODY_LIMIT, cut=True)
@@ -1230,7 +1271,7 @@ class Endpoint:
                 self.busy(error, in_flight)
             else:
                 self.responded(False)
-            raise error
+            raise self.refused(error, sent_at)
         if is_event_stream(response):
             completion = await read_stream(response, self.config.max_response_bytes)
         else:
@@ -4223,12 +4264,20 @@ class BatchRun:
             if self.options.logs == "failed" and result.status == "ok":
                 drop_run_files(result, self.folder_fd)
             self.save(item, result, writer)
-            why = stops_the_batch(result, self.stats)
-            if why and not self.stats.aborted:
-                self.stats.aborted = why
-                self.stop.set()
+            self.stop_if_hopeless(result)
         finally:
             slots.release()
+
+    def stop_if_hopeless(self, result: RunResult) -> None:
+        """Stop when a question's end says the rest would fail alike: a stalled endpoint opens the breaker
+        (exit 75: later it may answer); what stops_the_batch names aborts (exit 1)."""
+        if isinstance(result.exception, EndpointStalled):
+            self.stats.breaker = self.stats.breaker or f"{result.exception}; no new question started (a rerun resumes)"
+        elif (why := stops_the_batch(result, self.stats)) and not self.stats.aborted:
+            self.stats.aborted = why
+        else:
+            return
+        self.stop.set()
 
     def save(self, item: BatchItem, result: RunResult, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
@@ -4564,7 +4613,7 @@ HELP_EPILOG = ("examples:\n"
                "exit codes: 0 verdict (batch: all ok), 1 run failed (batch: could not go on),\n"
                "  2 usage or configuration error, 3 batch finished with failed questions or bad\n"
                "  input lines, 75 try later (batch output locked by another run, or the endpoint\n"
-               "  is down: the circuit breaker stopped the batch), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).")
+               "  is down or accepts nothing: the breaker stopped the batch), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -130,6 +130,86 @@ def test_a_hanging_endpoint_ends_at_the_deadline(server, tmp_path) -> None:
     assert seconds < 10
 
 
+# --- item 10: the stall rule: nothing accepted for STALL_TIMEOUT --------------------------------
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def too_many() -> moa.APIError:
+    return moa.APIError("HTTP 429: slow down", status=429, retry_after=1.0, backpressure=True)
+
+
+def test_the_stall_rule_warns_once_then_stops_and_starts_over_on_a_2xx(caplog) -> None:
+    """Refusals from t=0: a warning at a fifth of STALL_TIMEOUT (once), EndpointStalled at it, saying
+    what the endpoint answered; a 2xx starts the count over."""
+    clock = Clock()
+    endpoint = moa.Endpoint(virtual_config(stall_timeout=300), None, moa.Runtime(clock=clock))  # type: ignore[arg-type]
+    caplog.set_level(logging.WARNING, logger="moa")
+    for now in (0, 30, 59):
+        clock.now = now
+        assert not isinstance(endpoint.refused(too_many(), sent_at=now), moa.EndpointStalled)
+    assert not caplog.records
+    for now in (60, 120, 299):
+        clock.now = now
+        assert not isinstance(endpoint.refused(too_many(), sent_at=now), moa.EndpointStalled)
+    [warning] = caplog.records
+    assert "accepted no request for 60.0s (4 requests: 4 HTTP 429); still trying" in warning.getMessage()
+    clock.now = 300
+    stalled = endpoint.refused(moa.APIError("no response within REQUEST_TIMEOUT=200s", outage=True), sent_at=100)
+    assert isinstance(stalled, moa.EndpointStalled) and stalled.stops_run and not stalled.retryable
+    assert str(stalled) == ("the endpoint accepted no request for 300.0s (7 requests: 6 HTTP 429, 1 no response); "
+                            "stopped at STALL_TIMEOUT=300s: try again later")
+    endpoint.accepted()
+    clock.now = 1000
+    assert not isinstance(endpoint.refused(too_many(), sent_at=999), moa.EndpointStalled)
+
+
+def test_stall_timeout_zero_never_stops() -> None:
+    """STALL_TIMEOUT=0 turns the rule off."""
+    clock = Clock()
+    endpoint = moa.Endpoint(virtual_config(stall_timeout=0), None, moa.Runtime(clock=clock))  # type: ignore[arg-type]
+    clock.now = 10**6
+    assert not isinstance(endpoint.refused(too_many(), sent_at=0), moa.EndpointStalled)
+
+
+async def test_a_question_against_only_429s_stops_at_the_stall_timeout() -> None:
+    """Every reply 429 with Retry-After 30: each call would retry for 420 s; at STALL_TIMEOUT the
+    question stops, failed with what the endpoint answered."""
+    clock = VirtualClock()
+    result = await answer_in_virtual_time(
+        virtual_config(stall_timeout=300, question_deadline=0), clock,
+        lambda request: httpx.Response(429, headers={"Retry-After": "30"}, json={"error": "slow down"}))
+    assert isinstance(result.exception, moa.EndpointStalled)
+    assert "accepted no request for" in (result.error or "") and "HTTP 429)" in (result.error or "")
+    assert 300 <= result.elapsed_s < 340
+
+
+def test_a_batch_against_only_429s_stops_with_one_line_and_exit_75(server, tmp_path) -> None:
+    """The real CLI, 10 questions, an endpoint answering only 429 (Retry-After 0.2 s), STALL_TIMEOUT=2:
+    one warning, then one error line saying what it saw, no new question, exit 75, resumable."""
+    endpoint = server("--fault", "429", "--retry-after", "0.2")
+    out = tmp_path / "out.jsonl"
+    done, seconds = cli(tmp_path, endpoint.url, "-f", str(numbered_questions(tmp_path / "q.txt", 10)), "-o", str(out),
+                        "--concurrency", "2", STALL_TIMEOUT="2")
+    assert done.returncode == moa.EXIT_TRY_LATER, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(errors) == 1 and "the endpoint accepted no request for" in errors[0]
+    assert "HTTP 429); stopped at STALL_TIMEOUT=2s" in errors[0] and errors[0].endswith("try again later; no new question started (a rerun resumes)")
+    assert len(warnings) == 1 and warnings[0].startswith("warning: the endpoint accepted no request for")
+    assert "still trying until STALL_TIMEOUT=2s" in warnings[0]
+    rows = lines_of(out)
+    assert len(rows) <= 2 and all(r["status"] == "failed" for r in rows)
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())
+    assert summary["status"] == "circuit_open" and summary["error"] == errors[0].removeprefix("error: ")
+    assert seconds < 15
+
+
 # --- item 11: the same error on every question stops the batch ----------------------------------
 
 
