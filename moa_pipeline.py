@@ -159,6 +159,8 @@ BUSY_RETRIES = 20
 BUSY_WAIT_LIMIT = 300.0
 # In a 429's body: OpenAI's code for an account whose quota or credit is used up.
 QUOTA_USED_UP = b"insufficient_quota"
+STALL_WARNING_SHARE = 0.2  # of STALL_TIMEOUT with nothing accepted: one warning (see Endpoint.refused)
+SAME_ERROR_QUESTIONS = 3  # first questions that, failing alike, stop a batch (see same_error_everywhere)
 PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
 # Debate rounds (ROUNDS): round 1 is generate, critique, rebuttal; each later round is one
 # "revise" call per solver, while the solvers disagree. A revising solver reads each other
@@ -452,6 +454,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STRAGGLER_FACTOR", "3.0", _number(0, 100)),
     Setting("EARLY_EXIT", "false", _boolean),
     Setting("PHASE_BARRIERS", "false", _boolean),
+    Setting("QUESTION_DEADLINE", "1800", _number(0, 7 * 24 * 3600)),
+    Setting("STALL_TIMEOUT", "300", _number(0, 7 * 24 * 3600)),
 )
 
 
@@ -499,6 +503,8 @@ class Config:
     straggler_factor: float = 3.0  # 0 = never cut
     early_exit: bool = False
     phase_barriers: bool = False
+    question_deadline: float = 1800.0  # seconds a question may take, 0 = no limit (see question_deadline)
+    stall_timeout: float = 300.0  # seconds of nothing accepted before the run stops, 0 = never (Endpoint.refused)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -694,8 +700,10 @@ def valid_text(text: str) -> str:
 #   MoAError                 base; exit code 1
 #   ├── ConfigError          bad flag, setting or input; exit code 2, no request sent
 #   ├── APIError             one HTTP attempt failed: status, server message, and what it means
+#   │   └── EndpointStalled  nothing accepted for STALL_TIMEOUT: the run stops (a batch: exit 75)
 #   ├── RunFailed            the debate could not reach a verdict
-#   │   └── EndpointUnreachable   no phase-1 attempt got any HTTP response
+#   │   ├── EndpointUnreachable   no phase-1 attempt got any HTTP response
+#   │   └── DeadlinePassed   no verdict within QUESTION_DEADLINE
 #   ├── BatchLocked          another run holds the batch output; exit code 75
 #   └── InputError           one unusable line of a questions file (the batch goes on; exit 3)
 
@@ -730,16 +738,25 @@ class APIError(MoAError):
         self.finish_reason = finish_reason
 
 
-class RunFailed(MoAError):
-    """The run produced no verdict. From debate(), ``result`` holds what it did (status "failed")."""
+class EndpointStalled(APIError):
+    """No request accepted (no 2xx) for STALL_TIMEOUT: the run stops (see Endpoint.refused)."""
 
-    def __init__(self, message: str, result: Result | None = None) -> None:
+
+class RunFailed(MoAError):
+    """The run produced no verdict. From debate(), ``result`` holds what it did (status "failed");
+    ``cause`` is the error the last failed call ended with, if one did."""
+
+    def __init__(self, message: str, result: Result | None = None, cause: APIError | None = None) -> None:
         super().__init__(message)
-        self.result = result
+        self.result, self.cause = result, cause
 
 
 class EndpointUnreachable(RunFailed):
     """Every phase-1 attempt failed without an HTTP response."""
+
+
+class DeadlinePassed(RunFailed):
+    """The question ran past QUESTION_DEADLINE before a verdict."""
 
 
 class BatchLocked(MoAError):
@@ -1204,6 +1221,10 @@ class Endpoint:
         # with an outage error after its whole retry schedule.
         self.recent_calls: collections.deque[bool] = collections.deque(maxlen=BREAKER_WINDOW)
         self.questions = 0  # questions answering through it now (a batch runs several)
+        # The stall rule (see refused): when the first request refused since the last 2xx went out, and the refusals.
+        self.refused_since: float | None = None
+        self.refusals: collections.Counter[str] = collections.Counter()
+        self.stall_warned = False
 
     def call_ended(self, failure: APIError | None) -> None:
         """Feed the breaker one finished call: None for a success (retries or not),
@@ -1257,6 +1278,33 @@ class Endpoint:
                          err.status, until - now)
                 self.cooldown_until = until
 
+    def refused(self, error: APIError, sent_at: float) -> APIError:
+        """Count a request not accepted (no 2xx: an error status, 429s included, or no response). Once
+        nothing was accepted for STALL_TIMEOUT since the first such request went out, the error becomes
+        EndpointStalled, which stops the run (a batch: exit 75): an endpoint answering only 429 for
+        minutes is not merely busy. At STALL_WARNING_SHARE of it one warning, so the wait is not silent."""
+        self.refusals["no response" if error.status is None else f"HTTP {error.status}"] += 1
+        first = self.refused_since = sent_at if self.refused_since is None else min(self.refused_since, sent_at)
+        waited, limit = self.runtime.clock() - first, self.config.stall_timeout
+        if not limit or waited < STALL_WARNING_SHARE * limit:
+            return error
+        counts = ", ".join(f"{n} {what}" for what, n in self.refusals.most_common())
+        seen = f"the endpoint accepted no request for {waited:.1f}s ({self.refusals.total()} requests: {counts})"
+        if waited >= limit:
+            return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later", status=error.status,
+                                   retryable=False, stops_run=True)
+        if not self.stall_warned:
+            self.stall_warned = True
+            token = QUESTION_ID.set("")  # about the endpoint, not the question whose call noticed
+            log.warning("%s; still trying until STALL_TIMEOUT=%gs", seen, limit)
+            QUESTION_ID.reset(token)
+        return error
+
+    def accepted(self) -> None:
+        """A 2xx: the stall rule starts over."""
+        self.refused_since, self.stall_warned = None, False
+        self.refusals.clear()
+
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
                        headers: Mapping[str, str], model: str | None = None) -> Completion:
         """One HTTP attempt; raises APIError, never an httpx exception."""
@@ -1277,24 +1325,26 @@ class Endpoint:
         in_flight = await self.slots.acquire()
         try:
             await self.wait_for_cooldown()
+            sent_at = self.runtime.clock()
             # httpx's read timeout restarts with every chunk, so a server that
             # trickles a byte at a time would never time out: bound the whole request.
             with (CALL_IN_FLIGHT.get() or InFlight(self.runtime.clock)).sending():
                 async with asyncio.timeout(self.config.request_timeout):
                     async with self.client.stream("POST", self.config.proxy_url, json=body,
                                                   headers=dict(headers)) as response:
-                        return await self._read(response, in_flight)
+                        return await self._read(response, in_flight, sent_at)
         except (httpx.HTTPError, TimeoutError) as err:
-            raise exception_error(err, self.config) from None
+            raise self.refused(exception_error(err, self.config), sent_at) from None
         finally:
             self.slots.release()
 
-    async def _read(self, response: httpx.Response, in_flight: int) -> Completion:
+    async def _read(self, response: httpx.Response, in_flight: int, sent_at: float) -> Completion:
         """The response of one attempt, whatever its shape, within MAX_RESPONSE_BYTES."""
         status = response.status_code
         if 200 <= status < 300:
             self.slots.succeeded(in_flight)
             self.responded(False)
+            self.accepted()
         else:
             try:
                 body = await read_body(response, ERROR_BODY_LIMIT, cut=True)
@@ -1305,7 +1355,7 @@ class Endpoint:
                 self.busy(error, in_flight)
             else:
                 self.responded(False)
-            raise error
+            raise self.refused(error, sent_at)
         if is_event_stream(response):
             completion = await read_stream(response, self.config.max_response_bytes)
         else:
@@ -1401,6 +1451,7 @@ class AgentCall:
     tier: str | None = None
     model: str = ""
     step: int = 1  # the debate round (ROUNDS) the call belongs to; ``round`` is 2 in the rerun
+    error: APIError | None = field(default=None, repr=False)  # what its last attempt failed with, once it failed
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -1728,6 +1779,8 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
     error: APIError | None = None
     retries = RetriesUsed()
     for number in itertools.count(1):
+        if debate.time_left() <= 0:  # the question's deadline, on the runtime's clock (see run_question)
+            raise deadline_passed(debate.config)
         result = await budgeted_attempt(debate, call, number, sending, retries)
         if result is None:
             return None
@@ -1741,8 +1794,9 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         if wait is None:
             break
         log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
-        await debate.runtime.sleep(wait)
+        await debate.runtime.sleep(min(wait, max(debate.time_left(), 0.0)))
     debate.endpoint.call_ended(error)
+    call.error = error
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
 
@@ -2240,14 +2294,21 @@ class Debate:
 
     def skip(self, what: str) -> None:
         self.skipped.append(f"round {self.round}: {what}")
-        self.note(f"budget: skipped {what}")
+        self.note(f"budget: skipped {what}", problem=False)
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, *, problem: bool = True) -> None:
+        """A transcript note, and a warning on stderr; only info (a batch hides it) when it is a feature
+        doing its job (an early exit, a budget's cut): a warning a question buried the real ones."""
         self.notes.append(f"round {self.round}: {text}")
-        log.warning(text)
+        log.log(logging.WARNING if problem else logging.INFO, text)
 
     def new_nonce(self) -> str:
         return f"{self.runtime.rng.getrandbits(64):016x}"
+
+    def time_left(self) -> float:
+        """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one)."""
+        seconds = self.config.question_deadline
+        return seconds - (self.runtime.clock() - self.started) if seconds else math.inf
 
     @contextlib.contextmanager
     def in_round(self, number: int) -> Iterator[None]:
@@ -2731,17 +2792,18 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
 
 
 def require_enough(debate: Debate, positions: list[Position], workers: int) -> None:
-    """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS solvers answered."""
+    """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS solvers answered, with
+    the last failed call's error as its cause (see lasting_error)."""
     config = debate.config
     if len(positions) >= config.min_valid_answers:
         return
-    last = next((c.failure for c in reversed(debate.calls) if c.failure), None)
-    reason = f"; last error: {last}" if last else ""
+    last = next((c for c in reversed(debate.calls) if c.failure), None)
+    reason = f"; last error: {last.failure}" if last else ""
     this_round = [c for c in debate.calls if c.round == debate.round and c.phase == "generate"]
     no_response = all(a.status is None for c in this_round for a in c.attempts)
     error = EndpointUnreachable if no_response and not positions else RunFailed
     raise error(f"only {len(positions)}/{workers} solvers gave a valid answer "
-                f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}")
+                f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}", cause=last.error if last else None)
 
 
 # --- 10. voting ----------------------------------------------------------------------------------
@@ -2940,7 +3002,8 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
         require_enough(debate, positions, workers)
         debate.positions[debate.round] = positions
         if config.early_exit and (verdict := unanimous_verdict(positions, workers, question)) is not None:
-            debate.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped")
+            debate.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
+                        problem=False)
             return verdict
         return await deliberate(debate, question, positions, workers, temperature)
     finally:
@@ -2973,6 +3036,10 @@ async def rerun(debate: Debate, question: str, result: RunResult) -> None:
     with debate.in_round(2):
         try:
             second = await debate_once(debate, question, workers, temperature)
+        except DeadlinePassed:
+            debate.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
+                        "round 1's verdict stands")
+            return
         except MoAError as err:
             debate.note(f"the rerun failed ({err}); keeping round 1's verdict")
             return
@@ -2987,6 +3054,34 @@ def check_question(config: Config, question: str) -> None:
         raise ConfigError(f"the question is {len(question)} characters, more than MAX_QUESTION_CHARS="
                           f"{config.max_question_chars}: shorten it or raise the limit")
     check_budget(config, question)
+
+
+async def run_question(debate: Debate, question: str, result: RunResult, replay: Replay | None) -> None:
+    """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it
+    wherever it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock
+    (see ask), which tests move, and which a no-op test sleep cannot make fire early, as a timer sleeping
+    on it would. A deadline before any verdict fails the question; one in the rerun leaves round 1's
+    verdict standing, as a failed rerun does: the rerun only sought more confidence. Anyone else's
+    cancel (Ctrl-C) stays a cancel."""
+    deadline = asyncio.timeout(debate.config.question_deadline or None)
+    try:
+        async with deadline:
+            if replay is None:
+                await run_rounds(debate, question, result)
+            else:
+                await run_replay(debate, replay, result)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        if result.verdict is None:
+            raise deadline_passed(debate.config) from None
+        debate.note(f"the rerun was stopped at QUESTION_DEADLINE={debate.config.question_deadline:g}s; "
+                    "round 1's verdict stands")
+
+
+def deadline_passed(config: Config) -> DeadlinePassed:
+    return DeadlinePassed(f"no verdict within QUESTION_DEADLINE={config.question_deadline:g}s: the question was "
+                          "stopped; for an endpoint that is merely slow, raise it (--deadline SECONDS, 0: none)")
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
@@ -3006,10 +3101,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     endpoint.questions += 1
     try:
         check_question(config, question)
-        if replay is None:
-            await run_rounds(debate, question, result)
-        else:
-            await run_replay(debate, replay, result)
+        await run_question(debate, question, result, replay)
     except MoAError as err:
         result.error, result.exit_code, result.exception = str(err), exit_code_for(err), err
     except asyncio.CancelledError:
@@ -4365,6 +4457,7 @@ class BatchStats:
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
+    first_errors: list[str | None] = field(default_factory=list)  # see same_error_everywhere
 
     def add(self, record: dict[str, Any], saved: bool = True) -> None:
         """Count one question's line, and what it cost whether or not it was saved."""
@@ -4382,8 +4475,10 @@ class BatchStats:
 
 
 def output_totals(output: Path) -> dict[str, Any]:
-    """Counts over the whole output file (earlier runs included), and accuracy when known."""
-    totals: dict[str, Any] = {"questions": 0, "ok": 0, "failed": 0, "with_expected": 0, "correct": 0}
+    """Counts over the whole output file (earlier runs included), and accuracy when known: over the answered
+    questions with an expected answer (``with_expected``); ``failed_with_expected`` were left out."""
+    totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
+                                            "failed_with_expected"), 0)
     if output.exists():
         with open(output, "rb") as handle:
             for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
@@ -4391,10 +4486,11 @@ def output_totals(output: Path) -> dict[str, Any]:
                 if record is None:
                     continue
                 totals["questions"] += 1
-                totals["ok" if record.get("status") == "ok" else "failed"] += 1
+                answered = record.get("status") == "ok"
+                totals["ok" if answered else "failed"] += 1
                 if "expected" in record:
-                    totals["with_expected"] += 1
-                    totals["correct"] += bool(record.get("correct"))
+                    totals["with_expected" if answered else "failed_with_expected"] += 1
+                    totals["correct"] += answered and bool(record.get("correct"))
     totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
     return totals
 
@@ -4431,19 +4527,44 @@ class Progress:
 
 
 def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
-    """Why this failure stops the whole batch, or None.
+    """Why this failure stops the whole batch (exit 1), or None.
 
     A rejected key (401/403), a wrong URL or model (404) or a quota used up
     (429 insufficient_quota) fails every question alike, and so does an endpoint that never answered before any
     question succeeded. A 400 can be one question's fault (a prompt too long
-    for the model), so it fails only that question.
+    for the model), so it fails only that question, unless the first questions all fail alike.
     """
     error = result.exception
     if isinstance(error, APIError) and error.stops_run:
         return str(error)
     if isinstance(error, EndpointUnreachable) and stats.ok == 0:
         return f"the endpoint is unreachable: {error}"
-    return None
+    return same_error_everywhere(result, stats)
+
+
+def lasting_error(result: RunResult) -> str | None:
+    """The error a failed question ended on if no retry was made for it and it is no outage (a 400, a
+    refusal), each word holding a digit (a count, an id) made "#" so two questions' compare; else None."""
+    cause = result.exception.cause if isinstance(result.exception, RunFailed) else None
+    if cause is None or cause.retryable or cause.outage or cause.backpressure:
+        return None
+    return re.sub(r"\S*\d\S*", "#", str(cause))
+
+
+def same_error_everywhere(result: RunResult, stats: BatchStats) -> str | None:
+    """Why the batch stops when the first SAME_ERROR_QUESTIONS questions to finish all failed with one
+    lasting_error, none succeeding: a wrong key behind a gateway ("HTTP 400: No connected db."), a
+    mistyped model. One 400 can be its question's fault (a prompt too long), two alike chance; three,
+    with none answered, is the set-up, and stopping costs three questions where going on costs all."""
+    if len(stats.first_errors) >= SAME_ERROR_QUESTIONS:
+        return None
+    stats.first_errors.append(lasting_error(result))
+    alike = set(stats.first_errors)
+    if len(stats.first_errors) < SAME_ERROR_QUESTIONS or len(alike) > 1 or None in alike:
+        return None
+    return (f"the first {SAME_ERROR_QUESTIONS} questions all failed with the same error, and none succeeded: "
+            f"{printable(result.error)}; every question would: check the key (API_KEY), the model "
+            "name (MODEL_NAME) and PROXY_URL, or run --check, then rerun to resume")
 
 
 def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
@@ -4534,12 +4655,20 @@ class BatchRun:
             if self.options.logs == "failed" and result.status == "ok":
                 drop_run_files(result, redact(item.question, self.config), place)
             self.save(item, result, writer)
-            why = stops_the_batch(result, self.stats)
-            if why and not self.stats.aborted:
-                self.stats.aborted = why
-                self.stop.set()
+            self.stop_if_hopeless(result)
         finally:
             slots.release()
+
+    def stop_if_hopeless(self, result: RunResult) -> None:
+        """Stop when a question's end says the rest would fail alike: a stalled endpoint opens the breaker
+        (exit 75: later it may answer); what stops_the_batch names aborts (exit 1)."""
+        if isinstance(result.exception, EndpointStalled):
+            self.stats.breaker = self.stats.breaker or f"{result.exception}; no new question started (a rerun resumes)"
+        elif (why := stops_the_batch(result, self.stats)) and not self.stats.aborted:
+            self.stats.aborted = why
+        else:
+            return
+        self.stop.set()
 
     def save(self, item: BatchItem, result: RunResult, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
@@ -4847,8 +4976,12 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
              + (f", {run['tokens']} tokens" if run["tokens"] is not None else "")
              + (f", ${run['cost_usd']:.4f}" if run.get("cost_usd") is not None else "") + f", {run['wall_s']:.1f}s",
              f"Output: {summary['output']} ({totals['ok']} ok, {totals['failed']} failed in all)"]
+    left_out = f" ({totals['failed_with_expected']} failed, not counted)" if totals["failed_with_expected"] else ""
     if totals["accuracy"] is not None:
-        lines.append(f"Accuracy: {totals['correct']}/{totals['with_expected']} = {100 * totals['accuracy']:.1f}%")
+        lines.append(f"Accuracy: {totals['correct']}/{totals['with_expected']} answered = "
+                     f"{100 * totals['accuracy']:.1f}%{left_out}")
+    elif left_out:
+        lines.append(f"Accuracy: no question with an expected answer was answered{left_out}")
     if summary.get("error"):
         lines.append(f"Stopped early: {summary['error']}")
     return "\n".join(lines)
@@ -4909,7 +5042,7 @@ HELP_EPILOG = ("examples:\n"
                "exit codes: 0 verdict (batch: all ok), 1 run failed (batch: could not go on),\n"
                "  2 usage or configuration error, 3 batch finished with failed questions or bad\n"
                "  input lines, 75 try later (batch output locked by another run, or the endpoint\n"
-               "  is down: the circuit breaker stopped the batch), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).")
+               "  is down or accepts nothing: the breaker stopped the batch), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -4971,6 +5104,7 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}, else ./.env)")
     parser.add_argument("--max-calls", metavar="N", help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
     parser.add_argument("--max-tokens", metavar="N", help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
+    parser.add_argument("--deadline", metavar="SECONDS", help="stop a question after this long (QUESTION_DEADLINE; 0: none)")
     parser.add_argument("--stream", action="store_true",
                         help="stream every response (STREAM=true), for proxies that cut long idle requests")
 
@@ -4989,7 +5123,7 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     """The settings given as flags, by their .env names."""
     flags = {"NUM_WORKERS": args.workers, "NUM_JUDGES": args.judges, "ROUNDS": args.rounds, "MODEL_NAME": args.model,
-             "MAX_CALLS": args.max_calls, "MAX_TOTAL_TOKENS": args.max_tokens}
+             "MAX_CALLS": args.max_calls, "MAX_TOTAL_TOKENS": args.max_tokens, "QUESTION_DEADLINE": args.deadline}
     if args.no_rebuttal:
         flags["ENABLE_REBUTTAL"] = "false"
     if args.early_exit:

@@ -130,7 +130,7 @@ def test_batch_writes_one_line_per_question_and_a_summary(tmp_path, monkeypatch,
     assert summary["output_totals"]["accuracy"] == 0.5
     assert summary["input_sha256"] and summary["status"] == "finished"
     assert "input line 4: not valid JSON" in captured.err
-    assert "Accuracy: 1/2 = 50.0%" in captured.out
+    assert "Accuracy: 1/2 answered = 50.0%" in captured.out
     assert "a ok 391" in captured.err  # one plain line per question when stderr is not a terminal
 
 

@@ -64,7 +64,7 @@ class Options:
 
 
 # Faults applied to a FAULT_RATE share of requests (for the reliability tests).
-FAULTS = ("401", "429", "429date", "500", "500noretry", "503", "html502", "badjson", "nochoices", "errorobject", "empty", "length",
+FAULTS = ("401", "429", "429date", "429bare", "500", "500noretry", "503", "html502", "badjson", "nochoices", "errorobject", "empty", "length",
           "thinkonly", "hang", "reset", "trickle", "invalidutf8", "surrogate", "refusal", "cache-empty",
           "400context", "huge", "deepjson", "sse")
 HUGE_REPLY_BYTES = 30 * 1024 * 1024
@@ -241,6 +241,8 @@ async def fault_reply(fault: str, state: State, writer: asyncio.StreamWriter, ra
         value = (f"{wait:g}" if fault == "429" else
                  email.utils.formatdate(time.time() + max(wait, 1.0), usegmt=True))
         return response_bytes(429, b'{"error":{"message":"rate limited"}}', {"Retry-After": value})
+    if fault == "429bare":  # no Retry-After, nor any other hint of when to come back
+        return response_bytes(429, b'{"error":{"message":"rate limited"}}')
     if fault == "500noretry":
         return response_bytes(500, b'{"error":{"message":"do not retry"}}', {"x-should-retry": "false"})
     if fault in ("500", "503"):

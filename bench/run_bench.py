@@ -5,6 +5,7 @@
     python bench/run_bench.py --only overhead,batch
     python bench/run_bench.py --only overload,scattered,startup  # a busy endpoint, and start-up
     python bench/run_bench.py --only gateway --seed 1  # behind a retrying gateway, about 2 minutes
+    python bench/run_bench.py --only outage429   # an endpoint answering only 429: when the batch stops
     python bench/run_bench.py --seed 123456  # the latency draw of an earlier run, again
 
 Runs the debate in this process against bench/fake_endpoint.py (its own process
@@ -443,6 +444,23 @@ async def gateway(workdir: Path, seed: int, questions: int = 20) -> list[dict[st
     return rows
 
 
+async def outage429(workdir: Path, questions: int = 20, stall: float = 20.0) -> list[dict[str, Any]]:
+    """An endpoint that answers every request 429, with Retry-After 1 and with no hint at all: a batch of
+    ``questions`` at --concurrency 4 and the default settings, except STALL_TIMEOUT scaled from 300 s
+    down to ``stall`` (and the batch with it, so that it outlasts the stall) to keep both runs under a
+    minute. Reports requests sent and the time to stop: within STALL_TIMEOUT plus the longest wait
+    before a call's next request, with exit 75."""
+    rows = []
+    for hint, fault in (("Retry-After 1", ["--fault", "429", "--retry-after", "1"]), ("no Retry-After", ["--fault", "429bare"])):
+        run = await run_one_batch(workdir, fault, questions, 4, stall_timeout=stall)
+        status = run.summary["status"]
+        rows.append(row(f"12 outage: only 429, {hint}, {questions}q, STALL_TIMEOUT={stall:g}", run.wall, stall,
+                        len(run.requests), run.rejected, None, "stops (exit 75) by STALL_TIMEOUT + 10 s",
+                        status == "circuit_open" and run.wall <= stall + 10, stop_status=status,
+                        lines_written=len(run.lines), questions_started=len({r["run"] for r in run.requests})))
+    return rows
+
+
 BARE_SCRIPT = """
 import httpx, sys
 httpx.post(sys.argv[1] + "/chat/completions", headers={"Authorization": "Bearer bench-key"},
@@ -522,6 +540,8 @@ async def run(only: set[str], quick: bool, workdir: Path, seed: int) -> list[dic
         rows += startup(workdir, 5)
     if "gateway" in only:
         rows += await gateway(workdir, seed)
+    if "outage429" in only:
+        rows += await outage429(workdir)
     if "memory" in only:
         # In a fresh process: a child forked from this (by now large) process would count
         # this process's pages in its peak RSS until it execs, and that is all RUSAGE_CHILDREN sees.
@@ -546,7 +566,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                                                   "p95_ratio", "calls_saved", "cpu_ratio",
                                                   "rejected_share", "unanswered_calls", "reported_failed",
                                                   "scattered_ratio", "excess_s", "rounds_ratio",
-                                                  "rounds_run", "degraded", "failed_calls") if k in r)
+                                                  "rounds_run", "degraded", "failed_calls", "stop_status",
+                                                  "questions_started") if k in r)
         lines.append(f"| {r['scenario']:<44} | {cell('wall_s')} | {cell('ideal_s')} | {cell('ratio')} | "
                      f"{cell('http_requests')} | {cell('429s')} | {cell('cpu_ms_per_request')} | {cell('peak_rss_mb')} | "
                      f"{r['target']}{' (' + extra + ')' if extra else ''} | {'yes' if r['met'] else 'NO'} |")
@@ -557,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs per scenario")
     parser.add_argument("--only", default="overhead,barriers,rounds,stragglers,early,batch,overload,scattered,startup,"
-                                          "gateway,memory")
+                                          "gateway,outage429,memory")
     parser.add_argument("--json-out", default=str(HERE / "results.json"))
     parser.add_argument("--seed", type=int, help="the latency draw (default: a new one each run; printed, to repeat it)")
     args = parser.parse_args(argv)
