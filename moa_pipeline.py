@@ -2400,8 +2400,8 @@ def median(values: list[float]) -> float:
 class StragglerWatch:
     """Cuts the slow tail of one phase of one round.
 
-    Once ``quorum`` calls of the phase have finished, a call that has been at the
-    endpoint longer than STRAGGLER_FACTOR times the median of the finished ones is
+    Once ``quorum`` calls of the phase have answered, a call that has been at the
+    endpoint longer than STRAGGLER_FACTOR times the median of the answered ones is
     cancelled and noted; its slot degrades like any failed call. Both sides of that
     comparison count only time a request was at the endpoint (see InFlight): a call
     waiting for a request slot, the shared cool-down or a retry does not age, since
@@ -2420,7 +2420,7 @@ class StragglerWatch:
         self.debate, self.phase, self.quorum = debate, phase, quorum
         self.factor = debate.config.straggler_factor
         self.running: dict[str, RunningCall] = {}  # by agent
-        self.finished: list[float] = []  # each finished call's seconds at the endpoint
+        self.finished: list[float] = []  # each answered call's seconds at the endpoint
         self.changed = asyncio.Event()  # a call started, ended, or sent a request
         self.watchdog: asyncio.Task[None] | None = None
 
@@ -2445,7 +2445,8 @@ class StragglerWatch:
             CALL_IN_FLIGHT.reset(token)
             self.running.pop(agent, None)
             self.changed.set()
-        self.finished.append(entry.timer.age())
+        if result is not None:  # a failure's seconds (a 400 at once, quick 500s) are no answer's latency
+            self.finished.append(entry.timer.age())
         return result
 
     def _mark_cut(self, agent: str, entry: RunningCall) -> None:
@@ -2457,7 +2458,7 @@ class StragglerWatch:
         shared = f" x {entry.scale:g}, as other questions share the endpoint" if entry.scale != 1 else ""
         self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
                          f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
-                         f"finished{shared})")
+                         f"answered{shared})")
 
     def _kick(self) -> None:
         self.changed.set()
