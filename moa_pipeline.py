@@ -57,6 +57,7 @@ import errno
 import fcntl
 import functools
 import hashlib
+import importlib.util
 import io
 import ipaddress
 import itertools
@@ -1338,14 +1339,44 @@ def environment_proxy(url: str) -> str | None:
     credentials, or None: decided by httpx's own rules (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
     NO_PROXY), so an error blames the hop that failed."""
     from httpx._utils import URLPattern, get_environment_proxies  # private, but the very rules it routes by
-    mounts = sorted(((URLPattern(key), proxy) for key, proxy in get_environment_proxies().items()),
+    mounts = sorted(((URLPattern(key), key, proxy) for key, proxy in get_environment_proxies().items()),
                     key=lambda mount: mount[0])
-    proxy = next((proxy for pattern, proxy in mounts if pattern.matches(httpx.URL(url))), None)
-    if proxy is None:
-        return None
-    variables = [name for base in (urlsplit(url).scheme + "_proxy", "all_proxy") for name in (base, base.upper())
-                 if os.environ.get(name) and proxy.endswith(os.environ[name].strip())]
-    return f"{masked_url(proxy)} ({variables[0] if variables else 'the environment'})"
+    key, proxy = next(((key, proxy) for pattern, key, proxy in mounts if pattern.matches(httpx.URL(url))), ("", None))
+    return f"{masked_url(proxy)} ({proxy_variable(key, proxy)})" if proxy else None
+
+
+def proxy_variable(key: str, proxy: str) -> str:
+    """The variable httpx took ``proxy`` from for its mount ``key`` ("http://", "https://", "all://")."""
+    base = key.partition(":")[0] + "_proxy"
+    names = [n for n in (base, base.upper()) if os.environ.get(n) and proxy.endswith(os.environ[n].strip())]
+    return names[0] if names else "the environment"
+
+
+def check_proxy_environment() -> None:
+    """ConfigError (nothing sent) for a proxy variable httpx cannot use: it would raise a traceback when the client
+    is made (an unknown scheme, SOCKS without socksio, an unreadable NO_PROXY entry) or connects (a bad port)."""
+    from httpx._utils import URLPattern, get_environment_proxies
+    for key, proxy in get_environment_proxies().items():
+        try:
+            URLPattern(key)
+            url = httpx.Proxy(proxy).url if proxy else None
+        except (ValueError, httpx.InvalidURL):
+            if not proxy:
+                raise ConfigError(f"NO_PROXY holds {key.partition('://')[2].lstrip('*')!r}, which httpx cannot read: "
+                                  "list host names, IP addresses or .domains, comma-separated") from None
+            url = None
+        if proxy and (problem := proxy_problem(url)):
+            raise ConfigError(f"{proxy_variable(key, proxy)}={masked_url(proxy)!r} is not a proxy httpx can use: "
+                              f"{problem}; or unset it")
+
+
+def proxy_problem(url: httpx.URL | None) -> str | None:
+    """What keeps httpx from sending through a proxy URL, or None."""
+    if url is None or not url.host or not 0 < (url.port or 80) < 65536:
+        return "expected http://, https:// or socks5:// and a host, with a port from 1 to 65535"
+    if url.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+        return "a SOCKS proxy needs the Python package socksio: run  pip install 'httpx[socks]'"
+    return None
 
 
 def open_client(config: Config) -> httpx.AsyncClient:
@@ -3151,6 +3182,7 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
         raise TypeError(f"question: expected a str, got {type(question).__name__}"
                         + (" (decode it first)" if isinstance(question, (bytes, bytearray)) else ""))
     config = library_config(config, overrides)
+    check_proxy_environment()
     if not question.strip():
         raise ConfigError("the question is empty")
     question = valid_text(question)
@@ -5413,6 +5445,8 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
     try:
         config = load_config(flag_settings(args), os.environ, read_env_file(args.env_file, os.environ))
         request = plan_request(args, config)
+        if not args.dry_run:  # the one run that makes no HTTP client
+            check_proxy_environment()
     except ConfigError as err:
         say(f"error: {err}")
         return exit_code_for(err)

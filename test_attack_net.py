@@ -6,13 +6,23 @@ against small servers on 127.0.0.1.
 """
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 import moa_pipeline as moa
 from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion
+
+HERE = Path(__file__).resolve().parent
 
 
 def straggler_config(**changes: Any) -> moa.Config:
@@ -39,3 +49,52 @@ async def test_calls_that_failed_fast_do_not_set_the_straggler_bar() -> None:
     result = await answer_in_virtual_time(straggler_config(), clock, side_effect)
     assert result.status == "ok", result.error
     assert not [c for c in result.calls if c.failure == "cut as a straggler"], result.notes
+
+
+# --- environment proxies httpx cannot use: refused up front, named, never a traceback -------------
+
+def cli(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess:
+    """The real CLI as a subprocess, with no proxy variable but those given."""
+    environment = {name: value for name, value in os.environ.items() if not name.lower().endswith("_proxy")}
+    environment |= {"API_KEY": FAKE_KEY, "LOG_DIR": str(tmp_path / "logs"), "MOA_ENV_FILE": os.devnull,
+                    "RETRY_BASE_DELAY": "0", "NUM_WORKERS": "2", "NUM_JUDGES": "1", **env}
+    return subprocess.run([sys.executable, str(HERE / "moa_pipeline.py"), *argv], env=environment, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+SOCKS_MISSING = importlib.util.find_spec("socksio") is None
+
+
+@pytest.mark.parametrize("mode, variable, value, says", [
+    ("-q", "ALL_PROXY", "socks5://bob:proxy-SECRET-0123@127.0.0.1:1080", "socksio"),
+    ("--check", "http_proxy", "ftp://bob:proxy-SECRET-0123@127.0.0.1:21", "http://, https:// or socks5://"),
+    ("--check", "HTTP_PROXY", "http://bob:proxy-SECRET-0123@127.0.0.1:99999", "port"),
+    ("-q", "NO_PROXY", "localhost,[::1]", "[::1]"),
+], ids=["socks-without-socksio", "unknown-scheme", "port-out-of-range", "unreadable-no-proxy"])
+def test_a_proxy_variable_httpx_cannot_use_is_refused_in_one_line(mode: str, variable: str, value: str, says: str,
+                                                                  tmp_path: Path) -> None:
+    """A proxy variable httpx would crash on (a traceback, or "internal error" with the proxy's password) is
+    refused before anything is sent: exit 2, one error line naming the variable, its credentials masked."""
+    if says == "socksio" and not SOCKS_MISSING:
+        pytest.skip("socksio is installed here: a SOCKS proxy is usable")
+    argv = ["-q", "What is 2 + 2?"] if mode == "-q" else ["--check"]
+    extra = {"HTTP_PROXY": "http://127.0.0.1:3128"} if variable == "NO_PROXY" else {}
+    done = cli(tmp_path, *argv, PROXY_URL=f"http://127.0.0.1:{closed_port()}/v1", **{variable: value}, **extra)
+    output = done.stdout + done.stderr
+    assert done.returncode == moa.EXIT_USAGE, output
+    assert "Traceback" not in output and "internal error" not in output and "proxy-SECRET" not in output
+    (line,) = [line for line in output.splitlines() if line.strip()]
+    assert line.startswith("error: ") and variable in line and says in line, line
+
+
+def test_the_library_refuses_a_proxy_variable_httpx_cannot_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """debate() raises ConfigError naming the variable and its bad port, not an ExceptionGroup from a connect."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://10.0.0.1:99999")
+    with pytest.raises(moa.ConfigError, match="HTTPS_PROXY='http://10.0.0.1:99999' .*port"):
+        asyncio.run(moa.debate("What is 2 + 2?", config=moa.Config(URL, FAKE_KEY)))
