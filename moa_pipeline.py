@@ -1666,8 +1666,10 @@ class RetriesUsed:
     Retry-After says "later", not "broken", so a busy endpoint does not use up the
     retries meant for faults. A 429 without one (or with one that says "now") is no
     promise, and counts like any failure. BUSY_WAIT_LIMIT is a hard cap: a busy retry
-    whose wait would take the call's busy waits past it falls back to MAX_RETRIES.
-    Every wait is at least the backoff for the call's retry count (see retry_delay)."""
+    whose wait would take the call's busy waits past it falls back to MAX_RETRIES, and so
+    does one whose hint RETRY_MAX_DELAY cuts short: it comes before the server said, and
+    20 of those a call would storm the endpoint. Every wait is at least the backoff for
+    the call's retry count (see retry_delay)."""
 
     failures: int = 0
     busy: int = 0
@@ -1678,8 +1680,8 @@ class RetriesUsed:
         if not error.retryable:
             return None
         wait = retry_delay(config, self.failures + self.busy + 1, error.retry_after, rng)
-        if (error.backpressure and error.retry_after is not None and self.busy < BUSY_RETRIES
-                and self.busy_waited + wait <= BUSY_WAIT_LIMIT):
+        if (error.backpressure and error.retry_after is not None and error.retry_after <= config.retry_max_delay
+                and self.busy < BUSY_RETRIES and self.busy_waited + wait <= BUSY_WAIT_LIMIT):
             self.busy += 1
             self.busy_waited += wait
             return wait

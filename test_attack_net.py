@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -23,12 +24,35 @@ import moa_pipeline as moa
 from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion
 
 HERE = Path(__file__).resolve().parent
+NOW = 1_700_000_000.0
 
 
 def straggler_config(**changes: Any) -> moa.Config:
     config = moa.Config(URL, FAKE_KEY, retry_base_delay=0.1, enable_file_logging=False, straggler_factor=3.0,
                         min_judge_confidence=0, num_workers=5, num_judges=3)
     return replace(config, **changes)
+
+
+# --- retry hints: every hint is read, and a hint the delay cap cuts short earns no free retries ------
+
+
+def waits_until_given_up(error: moa.APIError, config: moa.Config) -> list[float]:
+    """Every wait RetriesUsed grants one call that keeps getting ``error``."""
+    retries, rng, waits = moa.RetriesUsed(), random.Random(1), []
+    while (wait := retries.next_wait(error, config, rng)) is not None:
+        waits.append(wait)
+    return waits
+
+
+def test_a_hint_longer_than_retry_max_delay_earns_no_busy_retries() -> None:
+    """RETRY_MAX_DELAY=1 under 429 Retry-After: 30: each retry comes 29 s before the server said, so it counts
+    toward MAX_RETRIES (4 requests), not as one of BUSY_RETRIES free ones (24 requests, one a second);
+    Retry-After: 1 is waited out in full, and its retries stay free."""
+    config = moa.Config(URL, FAKE_KEY, max_retries=3, retry_base_delay=0.5, retry_max_delay=1.0)
+    error = moa.status_error(429, httpx.Headers({"Retry-After": "30"}), b"", NOW)
+    assert error.backpressure and waits_until_given_up(error, config) == [1.0, 1.0, 1.0]
+    honoured = moa.status_error(429, httpx.Headers({"Retry-After": "1"}), b"", NOW)
+    assert waits_until_given_up(honoured, config) == [1.0] * (moa.BUSY_RETRIES + 3)
 
 
 # --- stragglers: the bar is set by calls that answered ---------------------------------------------
