@@ -76,7 +76,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
@@ -1454,6 +1454,8 @@ def _http_date_seconds(value: str, now: float) -> float | None:
         import email.utils  # only for an HTTP-date Retry-After: importing it costs every start 10 ms
 
         when = email.utils.parsedate_to_datetime(value)
+        if when is not None and when.tzinfo is None:  # "-0000", as formatdate() writes: an HTTP date is GMT
+            when = when.replace(tzinfo=UTC)
         return when.timestamp() - now if when is not None else None
     except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
@@ -1478,13 +1480,16 @@ def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:
     the hints it sends, ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP
     date), ``llm_provider-retry-after`` (LiteLLM passing on its upstream's), and on a 429
     the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI, Groq). A hint that
-    says "now" (0, negative, past) is no hint: None, and the call backs off as usual."""
-    waits = [parse_retry_after(headers.get(name), now) for name in ("retry-after", "llm_provider-retry-after")]
-    with contextlib.suppress(ValueError):
-        waits.append(float(headers.get("retry-after-ms", "")) / 1000)
+    says "now" (0, negative, past) is no hint: None, and the call backs off as usual. Each
+    header line counts (a gateway may add its own beside its upstream's)."""
+    waits = [parse_retry_after(value, now) for name in ("retry-after", "llm_provider-retry-after")
+             for value in headers.get_list(name)]
+    for value in headers.get_list("retry-after-ms"):
+        with contextlib.suppress(ValueError):
+            waits.append(float(value) / 1000)
     if status == 429:
-        waits += [parse_duration(headers.get(name, "")) for name in
-                  ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+        waits += [parse_duration(value) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+                  for value in headers.get_list(name)]
     return max((wait for wait in waits if wait is not None and 0 < wait < math.inf), default=None)
 
 

@@ -7,12 +7,15 @@ against small servers on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import importlib.util
 import os
 import random
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,31 @@ def test_a_hint_longer_than_retry_max_delay_earns_no_busy_retries() -> None:
     assert error.backpressure and waits_until_given_up(error, config) == [1.0, 1.0, 1.0]
     honoured = moa.status_error(429, httpx.Headers({"Retry-After": "1"}), b"", NOW)
     assert waits_until_given_up(honoured, config) == [1.0] * (moa.BUSY_RETRIES + 3)
+
+
+def test_the_longest_of_repeated_hint_headers_wins() -> None:
+    """Two Retry-After lines (the gateway's and its upstream's), which httpx joins as "5, 12": 12 s, not no hint."""
+    headers = httpx.Headers([("Retry-After", "5"), ("Retry-After", "12"), ("retry-after-ms", "2000"),
+                             ("retry-after-ms", "3000")])
+    assert moa.retry_hint(headers, 429, NOW) == 12.0
+
+
+@pytest.fixture
+def five_hours_east(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The local time zone is UTC+5 for the test (a POSIX TZ string: no time zone database needed)."""
+    monkeypatch.setenv("TZ", "XYZ-5")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_an_http_date_without_a_zone_is_read_as_gmt(five_hours_east: None) -> None:
+    """Retry-After as email.utils.formatdate writes it ("... -0000"): 30 s from now wherever the client runs,
+    not 5 h in the past on a machine at UTC+5 (no hint at all)."""
+    now = time.time()
+    for value in (email.utils.formatdate(now + 30), email.utils.formatdate(now + 30, usegmt=True)):
+        assert moa.retry_hint(httpx.Headers({"Retry-After": value}), 429, now) == pytest.approx(30, abs=1)
 
 
 # --- stragglers: the bar is set by calls that answered ---------------------------------------------
