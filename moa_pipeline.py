@@ -3715,7 +3715,7 @@ async def check_endpoint(config: Config, runtime: Runtime) -> CheckReport:
 async def check_chat(config: Config, client: httpx.AsyncClient, runtime: Runtime) -> CheckReport:
     """--check's chat request. An empty reply cut at its few tokens (finish_reason length) is how a
     reasoning model answers, thinking: the endpoint, the key and the model work."""
-    endpoint = Endpoint(replace(config, max_retries=0, stream=False), client, runtime)
+    endpoint = Endpoint(replace(config, max_retries=0), client, runtime)  # streamed if runs are: STREAM
     started, note = runtime.clock(), list[str]()
     try:
         await endpoint.complete([{"role": "user", "content": "Reply with the word OK."}], temperature=0,
@@ -3734,8 +3734,9 @@ def model_lines(config: Config, models: Probe) -> list[str]:
     names = ({printable(m["id"], 80) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
              if isinstance(data, list) else set())
     if not names:
-        why = f": {models.problem}" if models.problem else ""
-        return [f"note: the endpoint lists no models (GET /models{why}); the model names are not checked"]
+        found = f"no models list could be read (GET /models: {models.problem})" if models.problem else \
+            "the endpoint lists no models (GET /models)"
+        return [f"note: {found}; the model names are not checked"]
     missing = [m for m in (*config.models, *config.judge_models) if m not in names and m != "default"]
     if missing:
         return [f"warning: the endpoint does not list {', '.join(sorted(set(missing)))}; it lists "
@@ -5379,11 +5380,15 @@ def internal_error(err: BaseException) -> str:
     return f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
 
 
-# Flags (and their argparse names) that only a batch uses; --check also uses none of CHECK_IGNORES.
+# Flags (and their argparse names) that only a batch uses; --check also uses none of CHECK_IGNORES:
+# it sends one request, so what shapes or budgets a debate does nothing there.
 BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "shard",
                     "--output-format": "output_format", "--logs": "logs", "--no-resume": "no_resume",
                     "--force": "force"}
-CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from"}
+CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from",
+                                     "--rounds": "rounds", "--no-rebuttal": "no_rebuttal", "--early-exit": "early_exit",
+                                     "--phase-barriers": "phase_barriers", "--max-calls": "max_calls",
+                                     "--max-tokens": "max_tokens"}
 
 
 def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import importlib.util
+import json
 import os
 import random
 import socket
@@ -22,9 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion
+from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, test_runtime
 
 HERE = Path(__file__).resolve().parent
 NOW = 1_700_000_000.0
@@ -150,3 +152,47 @@ def test_the_library_refuses_a_proxy_variable_httpx_cannot_use(monkeypatch: pyte
     monkeypatch.setenv("HTTPS_PROXY", "http://10.0.0.1:99999")
     with pytest.raises(moa.ConfigError, match="HTTPS_PROXY='http://10.0.0.1:99999' .*port"):
         asyncio.run(moa.debate("What is 2 + 2?", config=moa.Config(URL, FAKE_KEY)))
+
+
+# --- --check: it checks what a run would send, refuses flags it ignores, and says where a redirect goes ---
+
+BASE = URL.removesuffix("/chat/completions")
+
+
+def mock_check(chat: httpx.Response) -> respx.Route:
+    respx.get(f"{BASE}/models").mock(return_value=httpx.Response(200, json={"data": [{"id": "default"}]}))
+    respx.get(BASE.removesuffix("/v1") + "/props").mock(return_value=httpx.Response(404))
+    return respx.post(URL).mock(return_value=chat)
+
+
+@respx.mock
+def test_check_streams_when_the_runs_would(endpoint_env, capsys) -> None:
+    """--check --stream (or STREAM=true) sends its request as a run would, streamed, so a proxy that breaks
+    server-sent events fails the check instead of the first run."""
+    events = ('data: {"choices":[{"delta":{"content":"OK"},"finish_reason":null}]}\n\n'
+              'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+    route = mock_check(httpx.Response(200, content=events.encode(), headers={"content-type": "text/event-stream"}))
+    assert moa.main(["--check", "--stream"], runtime=test_runtime()) == 0
+    assert json.loads(route.calls[0].request.content)["stream"] is True
+    assert "answered a chat request" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags", [["--early-exit"], ["--phase-barriers"], ["--no-rebuttal"], ["--rounds", "2"],
+                                   ["--max-calls", "9"], ["--max-tokens", "900"]])
+@respx.mock
+def test_check_refuses_debate_flags_it_would_ignore(flags: list[str], endpoint_env, capsys) -> None:
+    """--check with a flag that shapes or budgets a debate it does not run: exit 2, one line naming it, nothing sent."""
+    route = mock_check(completion("OK"))
+    assert moa.main(["--check", *flags], runtime=test_runtime()) == moa.EXIT_USAGE and route.call_count == 0
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and flags[0] in errors[0] and "--check" in errors[0]
+
+
+@respx.mock
+def test_check_never_calls_a_models_list_it_could_not_read_empty(endpoint_env, capsys) -> None:
+    """A models list over 8 MB (or a 500, or no JSON) is one that could not be read, not "lists no models"."""
+    mock_check(completion("OK"))
+    respx.get(f"{BASE}/models").mock(return_value=httpx.Response(500, json={"error": {"message": "boom"}}))
+    assert moa.main(["--check"], runtime=test_runtime()) == 0
+    out = capsys.readouterr().out
+    assert "note: no models list could be read (GET /models: HTTP 500)" in out and "lists no models" not in out
