@@ -1514,7 +1514,8 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
                   quota_used_up: bool = False) -> StatusPolicy:
     """The one table from an HTTP status to what it means.
 
-    - 401/403 (key rejected) and 404 (URL or model not found) fail every call
+    - 401/403 (key rejected), 404 (URL or model not found) and a redirect (3xx: the
+      URL moved; we do not follow it, the key would go along) fail every call
       alike: the run stops (and a batch too, see stops_the_batch). So does a 429
       whose body says the account's quota is used up (OpenAI's insufficient_quota):
       no wait fixes that within a run.
@@ -1530,7 +1531,7 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
       still succeed, so only this call fails.
     - ``x-should-retry: true|false`` from the server overrides the retry decision.
     """
-    if status in (401, 403, 404) or (status == 429 and quota_used_up):
+    if status in (401, 403, 404) or 300 <= status < 400 or (status == 429 and quota_used_up):
         policy = StatusPolicy(retry=False, stops_run=True, outage=False, backpressure=False)
     elif status == 429 or (status == 503 and retry_after is not None):
         policy = StatusPolicy(retry=True, stops_run=False, outage=False, backpressure=True)
@@ -1572,6 +1573,9 @@ def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -
         text = f"the endpoint rejected the API key (HTTP {status}): {message}"
     elif quota_used_up:
         text = f"the account's quota is used up (HTTP 429 insufficient_quota): add credit or use another key: {message}"
+    elif 300 <= status < 400:
+        text = (f"HTTP {status}: the endpoint redirects to {masked_url(headers.get('location', '')) or '(nowhere)'}: "
+                "set PROXY_URL to the URL it moved to (a redirect is not followed: the API key would go along)")
     else:
         text = f"HTTP {status}: {message}"
     return APIError(text, status=status, retryable=policy.retry, retry_after=retry_after,

@@ -189,6 +189,30 @@ def test_check_refuses_debate_flags_it_would_ignore(flags: list[str], endpoint_e
 
 
 @respx.mock
+def test_check_says_where_a_redirect_goes_and_what_to_set(endpoint_env, capsys) -> None:
+    """A 301 (plain http moved to https, say): one error line naming the new URL, credentials masked, and
+    PROXY_URL as the fix; not "HTTP 301: an HTML error page"."""
+    moved = "https://api.example/v1/chat/completions?key=sk-moved-SECRET-0123&api-version=2024-10-21"
+    mock_check(httpx.Response(301, headers={"Location": moved, "Content-Type": "text/html"},
+                              content=b"<html><body>Moved Permanently</body></html>"))
+    assert moa.main(["--check"], runtime=test_runtime()) == moa.EXIT_FAILED
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "redirects to https://api.example/v1/chat/completions?key=***&api-version=2024-10-21" in line
+    assert "PROXY_URL" in line and "SECRET" not in line
+
+
+@respx.mock
+def test_a_redirecting_endpoint_stops_the_run(endpoint_env, capsys) -> None:
+    """Every request to a URL that redirects gets the same redirect: the run stops after the first answers,
+    as for a 404, with the new URL in its one error line (and a batch stops too: stops_the_batch)."""
+    route = respx.post(URL).mock(return_value=httpx.Response(308, headers={"Location": "/v2/chat/completions"}))
+    assert moa.main(["-q", "What is 2 + 2?", "--json"], runtime=test_runtime()) == moa.EXIT_FAILED
+    assert route.call_count <= 5 and moa.status_policy(308, None).stops_run
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "redirects to /v2/chat/completions" in errors[0], errors
+
+
+@respx.mock
 def test_check_never_calls_a_models_list_it_could_not_read_empty(endpoint_env, capsys) -> None:
     """A models list over 8 MB (or a 500, or no JSON) is one that could not be read, not "lists no models"."""
     mock_check(completion("OK"))
