@@ -1301,7 +1301,8 @@ class Endpoint:
                 body = await read_body(response, ERROR_BODY_LIMIT, cut=True)
             except APIError:  # an undecodable error body: the status still says what happened
                 body = b""
-            error = status_error(status, response.headers, body, self.runtime.wall_clock())
+            via = environment_proxy(self.config.proxy_url) if status == 407 or status >= 500 else None
+            error = status_error(status, response.headers, body, self.runtime.wall_clock(), via)
             if error.backpressure:
                 self.busy(error, in_flight)
             else:
@@ -1516,7 +1517,8 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
 
     - 401/403 (key rejected), 404 (URL or model not found) and a redirect (3xx: the
       URL moved; we do not follow it, the key would go along) fail every call
-      alike: the run stops (and a batch too, see stops_the_batch). So does a 429
+      alike: the run stops (and a batch too, see stops_the_batch). So do a proxy's
+      407 (it wants credentials; see proxy_credentials_error) and a 429
       whose body says the account's quota is used up (OpenAI's insufficient_quota):
       no wait fixes that within a run.
     - 429, and 503 with Retry-After, are back-pressure: the endpoint is busy,
@@ -1531,7 +1533,7 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
       still succeed, so only this call fails.
     - ``x-should-retry: true|false`` from the server overrides the retry decision.
     """
-    if status in (401, 403, 404) or 300 <= status < 400 or (status == 429 and quota_used_up):
+    if status in (401, 403, 404, 407) or 300 <= status < 400 or (status == 429 and quota_used_up):
         policy = StatusPolicy(retry=False, stops_run=True, outage=False, backpressure=False)
     elif status == 429 or (status == 503 and retry_after is not None):
         policy = StatusPolicy(retry=True, stops_run=False, outage=False, backpressure=True)
@@ -1556,14 +1558,25 @@ def exception_error(err: Exception, config: Config) -> APIError:
     if isinstance(err, httpx.TransportError):
         where = display_url(config.proxy_url)
         if proxy := environment_proxy(config.proxy_url):  # the proxy, not the endpoint, may be what failed
+            if isinstance(err, httpx.ProxyError) and str(err).startswith("407"):  # its answer to our CONNECT
+                return proxy_credentials_error(proxy)
             return APIError(f"connection error to {where} through the proxy {proxy}: {_short(err)}: check that proxy, "
                             f"or add {urlsplit(config.proxy_url).hostname} to NO_PROXY to bypass it", outage=True)
         return APIError(f"connection error to {where}: {_short(err)}", outage=True)
     return APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
 
 
-def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -> APIError:
-    """The APIError for a non-2xx response."""
+def proxy_credentials_error(proxy: str | None) -> APIError:
+    """A proxy's 407, to a forwarded request or to a CONNECT: every request will get it, so the run stops."""
+    return APIError(f"the proxy {proxy or 'from the environment'} asks for credentials (HTTP 407): put them in its "
+                    "URL, http://user:password@host:port", status=407, retryable=False, stops_run=True)
+
+
+def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None) -> APIError:
+    """The APIError for a non-2xx response; ``via``: the environment proxy it came through, named in a
+    407 and a 5xx (which the proxy may have sent itself)."""
+    if status == 407:
+        return proxy_credentials_error(via)
     message = server_message(body, headers.get("content-type", ""))
     retry_after = retry_hint(headers, status, now)
     quota_used_up = status == 429 and QUOTA_USED_UP in body[:ERROR_BODY_LIMIT]
@@ -1577,7 +1590,7 @@ def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -
         text = (f"HTTP {status}: the endpoint redirects to {masked_url(headers.get('location', '')) or '(nowhere)'}: "
                 "set PROXY_URL to the URL it moved to (a redirect is not followed: the API key would go along)")
     else:
-        text = f"HTTP {status}: {message}"
+        text = f"HTTP {status}: {message}" + (f" (through the proxy {via})" if via and status >= 500 else "")
     return APIError(text, status=status, retryable=policy.retry, retry_after=retry_after,
                     stops_run=policy.stops_run, outage=policy.outage, backpressure=policy.backpressure)
 

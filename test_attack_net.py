@@ -15,9 +15,11 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +222,70 @@ def test_check_never_calls_a_models_list_it_could_not_read_empty(endpoint_env, c
     assert moa.main(["--check"], runtime=test_runtime()) == 0
     out = capsys.readouterr().out
     assert "note: no models list could be read (GET /models: HTTP 500)" in out and "lists no models" not in out
+
+
+# --- a proxy that answers for the endpoint is named; one that wants credentials stops the run -------
+
+
+class RefusingProxy(ThreadingHTTPServer):
+    """An HTTP proxy on 127.0.0.1 that answers ``status`` to everything it is asked (forwarded or CONNECT)."""
+
+    def __init__(self, status: int) -> None:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def answer(self) -> None:
+                proxy.requests.append(self.command)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = b"<html><body>proxy says no</body></html>"
+                self.send_response(status)
+                if status == 407:
+                    self.send_header("Proxy-Authenticate", 'Basic realm="corp"')
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET = do_CONNECT = answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.requests: list[str] = []
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> RefusingProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_proxy_that_wants_credentials_stops_the_run_and_is_named(scheme: str, tmp_path: Path) -> None:
+    """HTTP_PROXY/HTTPS_PROXY answering 407: one error line naming the proxy and its variable and saying it
+    wants credentials, and the run stops after the first answers (not 5 calls x 5 retries of the same 407)."""
+    with RefusingProxy(407) as proxy:
+        variable = f"{scheme.upper()}_PROXY"
+        done = cli(tmp_path, "-q", "What is 2 + 2?", PROXY_URL=f"{scheme}://127.0.0.1:{closed_port()}/v1",
+                   MAX_RETRIES="4", **{variable: f"http://127.0.0.1:{proxy.server_address[1]}"})
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == moa.EXIT_FAILED and len(errors) == 1, done.stderr
+    assert f"127.0.0.1:{proxy.server_address[1]} ({variable})" in errors[0] and "credentials" in errors[0]
+    assert len(proxy.requests) <= 2, proxy.requests  # NUM_WORKERS=2: one request each at most
+
+
+def test_a_5xx_that_came_through_a_proxy_names_the_proxy(tmp_path: Path) -> None:
+    """A plain-http endpoint through HTTP_PROXY, whose 502 may be the proxy's own: the error says which proxy
+    it went through, so the endpoint is not the only suspect."""
+    with RefusingProxy(502) as proxy:
+        done = cli(tmp_path, "-q", "What is 2 + 2?", PROXY_URL=f"http://127.0.0.1:{closed_port()}/v1",
+                   MAX_RETRIES="0", HTTP_PROXY=f"http://127.0.0.1:{proxy.server_address[1]}")
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == moa.EXIT_FAILED and len(errors) == 1, done.stderr
+    assert "HTTP 502" in errors[0] and f"through the proxy http://127.0.0.1:{proxy.server_address[1]} (HTTP_PROXY)" \
+        in errors[0], errors[0]
