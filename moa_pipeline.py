@@ -563,9 +563,9 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     ``warn``: say once that a plain-http URL sends the key in the clear."""
     values: dict[str, Any] = {}
     for setting in SETTINGS:
-        found = _pick(setting.env, flags, environ, dotenv)
-        if found is None and setting.env in FALLBACK_NAMES:
-            found = _pick(FALLBACK_NAMES[setting.env], {}, environ, dotenv)
+        name, found = setting.env, _pick(setting.env, flags, environ, dotenv)
+        if found is None and setting.env in FALLBACK_NAMES:  # an error names the variable the user set
+            name, found = FALLBACK_NAMES[setting.env], _pick(FALLBACK_NAMES[setting.env], {}, environ, dotenv)
         if found is None:
             if setting.default is None:
                 raise ConfigError(f"{setting.env} is not set: put it in .env (see .env.example) or the environment")
@@ -575,7 +575,7 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
             values[setting.field] = setting.parse(raw)
         except ValueError as err:
             shown = SECRET_MASK if setting.secret else repr(masked_url(raw) if setting.env == "PROXY_URL" else raw[:200])
-            raise ConfigError(f"{setting.env}={shown} ({source}) is not valid: {err}") from None
+            raise ConfigError(f"{name}={shown} ({source}) is not valid: {err}") from None
     known = {s.env for s in SETTINGS} | set(FALLBACK_NAMES.values())
     for name in sorted(set(dotenv) - known):
         log.warning("unknown setting %s in the .env file is ignored (see .env.example for the names)", name)

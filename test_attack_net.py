@@ -289,3 +289,21 @@ def test_a_5xx_that_came_through_a_proxy_names_the_proxy(tmp_path: Path) -> None
     assert done.returncode == moa.EXIT_FAILED and len(errors) == 1, done.stderr
     assert "HTTP 502" in errors[0] and f"through the proxy http://127.0.0.1:{proxy.server_address[1]} (HTTP_PROXY)" \
         in errors[0], errors[0]
+
+
+# --- a value from OPENAI_BASE_URL or OPENAI_API_KEY is refused under its own name --------------------
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("OPENAI_BASE_URL", "https://bob:pw-SECRET-0123@api.example/v1"),
+    ("OPENAI_API_KEY", "sk-with a space-SECRET"),
+], ids=["base-url-with-user-info", "key-with-a-space"])
+def test_an_error_names_the_fallback_variable_the_user_set(variable: str, value: str, monkeypatch, capsys) -> None:
+    """With PROXY_URL and API_KEY unset, a bad OPENAI_BASE_URL (user info) or OPENAI_API_KEY is named as such:
+    the user never set PROXY_URL, and would look for it in vain."""
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.example/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    monkeypatch.setenv(variable, value)
+    assert moa.main(["-q", "What is 2 + 2?"], runtime=test_runtime()) == moa.EXIT_USAGE
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {variable}=") and "SECRET" not in line, line
