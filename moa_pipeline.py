@@ -4112,13 +4112,21 @@ def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
                           "Job, or SLURM_ARRAY_TASK_ID of a Slurm job array); use --shard K/N")
     if count is None:  # after a resubmission (--array=3,5) the array's own count and range describe the rest
         raise ConfigError("--shard auto: the scheduler does not say how many shards there are: give the count, "
-                          "as in --shard auto/8 for --array=1-8")
-    if "JOB_COMPLETION_INDEX" in environ:
-        index = _small_number(environ["JOB_COMPLETION_INDEX"])
-        if index is None or index >= count:
-            raise ConfigError(f"--shard auto/{count}: JOB_COMPLETION_INDEX is not an index from 0 to {count - 1}")
-        return Shard(index + 1, count)
-    return _slurm_shard(environ, count)
+                          "as in --shard auto/8 for --array=1-8 or a Job of 8 completions")
+    shards = {name: _slurm_shard(environ, count) if name.startswith("SLURM") else _job_shard(environ, count)
+              for name in ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID") if name in environ}
+    if len(set(shards.values())) > 1:  # a variable leaked from another job: which one is ours cannot be told
+        raise ConfigError(f"--shard auto/{count}: " + " but ".join(f"{name} says shard {shard}" for name, shard
+                          in shards.items()) + ": unset the one that is not this job's, or use --shard K/N")
+    return next(iter(shards.values()))
+
+
+def _job_shard(environ: Mapping[str, str], count: int) -> Shard:
+    """A Kubernetes Indexed Job's shard: its 0-based JOB_COMPLETION_INDEX, plus one."""
+    index = _small_number(environ["JOB_COMPLETION_INDEX"])
+    if index is None or index >= count:
+        raise ConfigError(f"--shard auto/{count}: JOB_COMPLETION_INDEX is not an index from 0 to {count - 1}")
+    return Shard(index + 1, count)
 
 
 def _slurm_shard(environ: Mapping[str, str], count: int) -> Shard:

@@ -307,3 +307,15 @@ def test_an_error_names_the_fallback_variable_the_user_set(variable: str, value:
     assert moa.main(["-q", "What is 2 + 2?"], runtime=test_runtime()) == moa.EXIT_USAGE
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {variable}=") and "SECRET" not in line, line
+
+
+# --- shards: two schedulers that disagree are refused, not one silently preferred -------------------
+
+
+def test_a_kubernetes_index_and_a_slurm_task_that_disagree_are_refused() -> None:
+    """JOB_COMPLETION_INDEX=0 (shard 1) beside SLURM_ARRAY_TASK_ID=5 (shard 5), one leaked from another job:
+    --shard auto/8 cannot tell which is this job's, so it refuses, naming both; when they agree it runs."""
+    with pytest.raises(moa.ConfigError, match="JOB_COMPLETION_INDEX says shard 1/8 but SLURM_ARRAY_TASK_ID says "
+                                              "shard 5/8"):
+        moa.parse_shard("auto/8", {"JOB_COMPLETION_INDEX": "0", "SLURM_ARRAY_TASK_ID": "5"})
+    assert moa.parse_shard("auto/8", {"JOB_COMPLETION_INDEX": "4", "SLURM_ARRAY_TASK_ID": "5"}) == moa.Shard(5, 8)
