@@ -330,14 +330,15 @@ def credential_parameter(name: str) -> bool:
 
 
 def query_credentials(query: str) -> list[str]:
-    """The values of a query's credential parameters, as written and decoded; a piece without "="
-    (``?sk-abc``) is a credential too: it names nothing, so it can only be a bare key."""
+    """The values of a query's credential parameters, as written, decoded, and as httpx sends them
+    (``"`` and non-ASCII percent-encoded: a server echoing its request URL, and httpx's log, show that);
+    a piece without "=" (``?sk-abc``) is a credential too: it names nothing, so it can only be a bare key."""
     found: list[str] = []
     for piece in query.split("&"):
         name, equals, value = piece.partition("=")
         secret = value if equals else name
         if secret and (not equals or credential_parameter(name)):
-            found += [secret, unquote(secret), unquote_plus(secret)]
+            found += [secret, unquote(secret), unquote_plus(secret), httpx.URL("http://h/?" + secret).query.decode()]
     return found
 
 
@@ -528,8 +529,9 @@ class Config:
         value: an answer "2024-10-21" stays itself under ``?api-version=2024-10-21``."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
-        # Computed once: redact() runs on every trace line and every string of every record.
-        return list(dict.fromkeys(s for s in (self.api_key, self.gateway_token, *in_url) if s))
+        # Computed once: redact() runs on every trace line and every string of every record. Longest
+        # first: a secret that holds another would otherwise keep the rest of itself in view.
+        return sorted(dict.fromkeys(s for s in (self.api_key, self.gateway_token, *in_url) if s), key=len, reverse=True)
 
     def shown(self) -> dict[str, Any]:
         """Settings as the transcript shows them: secrets masked, URL cleaned."""

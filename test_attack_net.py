@@ -319,3 +319,32 @@ def test_a_kubernetes_index_and_a_slurm_task_that_disagree_are_refused() -> None
                                               "shard 5/8"):
         moa.parse_shard("auto/8", {"JOB_COMPLETION_INDEX": "0", "SLURM_ARRAY_TASK_ID": "5"})
     assert moa.parse_shard("auto/8", {"JOB_COMPLETION_INDEX": "4", "SLURM_ARRAY_TASK_ID": "5"}) == moa.Shard(5, 8)
+
+
+# --- masking: a credential is masked in the form httpx sends it, and a longer one is never half-masked ----
+
+
+@respx.mock
+def test_a_query_credential_is_masked_as_httpx_sends_it(monkeypatch, capsys) -> None:
+    """?key=ключ"SECRET"… goes out percent-encoded; a server echoing its request URL, and httpx's -vv log, show
+    it in that form: masked there too (as written and decoded it already was)."""
+    url = URL + '?key=ключ"SECRET"0123&api-version=2024-10-21'
+    sent = str(httpx.URL(url))
+    assert "%D0%BA" in sent and "SECRET" in sent
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"error": {"message": f"no route for POST {request.url}"}})
+
+    respx.post(url__startswith=URL).mock(side_effect=echo)
+    monkeypatch.setenv("PROXY_URL", url)
+    monkeypatch.setenv("API_KEY", FAKE_KEY)
+    assert moa.main(["-q", "What is 2 + 2?", "-vv"], runtime=test_runtime()) == moa.EXIT_FAILED
+    captured = capsys.readouterr()
+    assert "SECRET" not in captured.out + captured.err and "%D0%BA" not in captured.out + captured.err
+    assert "key=***&api-version=2024-10-21" in captured.err
+
+
+def test_a_secret_that_contains_another_is_masked_whole() -> None:
+    """GATEWAY_TOKEN extends API_KEY: masking the shorter first left the longer's tail ("***-gw-TAIL") in view."""
+    config = moa.Config(URL, "sk-SECRET-0123456789", gateway_token="sk-SECRET-0123456789-gw-TAIL")
+    assert moa.redact("echo: sk-SECRET-0123456789-gw-TAIL", config) == "echo: ***"
