@@ -57,6 +57,7 @@ import errno
 import fcntl
 import functools
 import hashlib
+import importlib.util
 import io
 import ipaddress
 import itertools
@@ -75,7 +76,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
@@ -331,14 +332,15 @@ def credential_parameter(name: str) -> bool:
 
 
 def query_credentials(query: str) -> list[str]:
-    """The values of a query's credential parameters, as written and decoded; a piece without "="
-    (``?sk-abc``) is a credential too: it names nothing, so it can only be a bare key."""
+    """The values of a query's credential parameters, as written, decoded, and as httpx sends them
+    (``"`` and non-ASCII percent-encoded: a server echoing its request URL, and httpx's log, show that);
+    a piece without "=" (``?sk-abc``) is a credential too: it names nothing, so it can only be a bare key."""
     found: list[str] = []
     for piece in query.split("&"):
         name, equals, value = piece.partition("=")
         secret = value if equals else name
         if secret and (not equals or credential_parameter(name)):
-            found += [secret, unquote(secret), unquote_plus(secret)]
+            found += [secret, unquote(secret), unquote_plus(secret), httpx.URL("http://h/?" + secret).query.decode()]
     return found
 
 
@@ -533,8 +535,9 @@ class Config:
         value: an answer "2024-10-21" stays itself under ``?api-version=2024-10-21``."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
-        # Computed once: redact() runs on every trace line and every string of every record.
-        return list(dict.fromkeys(s for s in (self.api_key, self.gateway_token, *in_url) if s))
+        # Computed once: redact() runs on every trace line and every string of every record. Longest
+        # first: a secret that holds another would otherwise keep the rest of itself in view.
+        return sorted(dict.fromkeys(s for s in (self.api_key, self.gateway_token, *in_url) if s), key=len, reverse=True)
 
     def shown(self) -> dict[str, Any]:
         """Settings as the transcript shows them: secrets masked, URL cleaned."""
@@ -568,9 +571,9 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     ``warn``: say once that a plain-http URL sends the key in the clear."""
     values: dict[str, Any] = {}
     for setting in SETTINGS:
-        found = _pick(setting.env, flags, environ, dotenv)
-        if found is None and setting.env in FALLBACK_NAMES:
-            found = _pick(FALLBACK_NAMES[setting.env], {}, environ, dotenv)
+        name, found = setting.env, _pick(setting.env, flags, environ, dotenv)
+        if found is None and setting.env in FALLBACK_NAMES:  # an error names the variable the user set
+            name, found = FALLBACK_NAMES[setting.env], _pick(FALLBACK_NAMES[setting.env], {}, environ, dotenv)
         if found is None:
             if setting.default is None:
                 raise ConfigError(f"{setting.env} is not set: put it in .env (see .env.example) or the environment")
@@ -580,7 +583,7 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
             values[setting.field] = setting.parse(raw)
         except ValueError as err:
             shown = SECRET_MASK if setting.secret else repr(masked_url(raw) if setting.env == "PROXY_URL" else raw[:200])
-            raise ConfigError(f"{setting.env}={shown} ({source}) is not valid: {err}") from None
+            raise ConfigError(f"{name}={shown} ({source}) is not valid: {err}") from None
     known = {s.env for s in SETTINGS} | set(FALLBACK_NAMES.values())
     for name in sorted(set(dotenv) - known):
         log.warning("unknown setting %s in the .env file is ignored (see .env.example for the names)", name)
@@ -1350,7 +1353,8 @@ class Endpoint:
                 body = await read_body(response, ERROR_BODY_LIMIT, cut=True)
             except APIError:  # an undecodable error body: the status still says what happened
                 body = b""
-            error = status_error(status, response.headers, body, self.runtime.wall_clock())
+            via = environment_proxy(self.config.proxy_url) if status == 407 or status >= 500 else None
+            error = status_error(status, response.headers, body, self.runtime.wall_clock(), via)
             if error.backpressure:
                 self.busy(error, in_flight)
             else:
@@ -1388,14 +1392,44 @@ def environment_proxy(url: str) -> str | None:
     credentials, or None: decided by httpx's own rules (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
     NO_PROXY), so an error blames the hop that failed."""
     from httpx._utils import URLPattern, get_environment_proxies  # private, but the very rules it routes by
-    mounts = sorted(((URLPattern(key), proxy) for key, proxy in get_environment_proxies().items()),
+    mounts = sorted(((URLPattern(key), key, proxy) for key, proxy in get_environment_proxies().items()),
                     key=lambda mount: mount[0])
-    proxy = next((proxy for pattern, proxy in mounts if pattern.matches(httpx.URL(url))), None)
-    if proxy is None:
-        return None
-    variables = [name for base in (urlsplit(url).scheme + "_proxy", "all_proxy") for name in (base, base.upper())
-                 if os.environ.get(name) and proxy.endswith(os.environ[name].strip())]
-    return f"{masked_url(proxy)} ({variables[0] if variables else 'the environment'})"
+    key, proxy = next(((key, proxy) for pattern, key, proxy in mounts if pattern.matches(httpx.URL(url))), ("", None))
+    return f"{masked_url(proxy)} ({proxy_variable(key, proxy)})" if proxy else None
+
+
+def proxy_variable(key: str, proxy: str) -> str:
+    """The variable httpx took ``proxy`` from for its mount ``key`` ("http://", "https://", "all://")."""
+    base = key.partition(":")[0] + "_proxy"
+    names = [n for n in (base, base.upper()) if os.environ.get(n) and proxy.endswith(os.environ[n].strip())]
+    return names[0] if names else "the environment"
+
+
+def check_proxy_environment() -> None:
+    """ConfigError (nothing sent) for a proxy variable httpx cannot use: it would raise a traceback when the client
+    is made (an unknown scheme, SOCKS without socksio, an unreadable NO_PROXY entry) or connects (a bad port)."""
+    from httpx._utils import URLPattern, get_environment_proxies
+    for key, proxy in get_environment_proxies().items():
+        try:
+            URLPattern(key)
+            url = httpx.Proxy(proxy).url if proxy else None
+        except (ValueError, httpx.InvalidURL):
+            if not proxy:
+                raise ConfigError(f"NO_PROXY holds {key.partition('://')[2].lstrip('*')!r}, which httpx cannot read: "
+                                  "list host names, IP addresses or .domains, comma-separated") from None
+            url = None
+        if proxy and (problem := proxy_problem(url)):
+            raise ConfigError(f"{proxy_variable(key, proxy)}={masked_url(proxy)!r} is not a proxy httpx can use: "
+                              f"{problem}; or unset it")
+
+
+def proxy_problem(url: httpx.URL | None) -> str | None:
+    """What keeps httpx from sending through a proxy URL, or None."""
+    if url is None or not url.host or not 0 < (url.port or 80) < 65536:
+        return "expected http://, https:// or socks5:// and a host, with a port from 1 to 65535"
+    if url.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+        return "a SOCKS proxy needs the Python package socksio: run  pip install 'httpx[socks]'"
+    return None
 
 
 def open_client(config: Config) -> httpx.AsyncClient:
@@ -1474,6 +1508,8 @@ def _http_date_seconds(value: str, now: float) -> float | None:
         import email.utils  # only for an HTTP-date Retry-After: importing it costs every start 10 ms
 
         when = email.utils.parsedate_to_datetime(value)
+        if when is not None and when.tzinfo is None:  # "-0000", as formatdate() writes: an HTTP date is GMT
+            when = when.replace(tzinfo=UTC)
         return when.timestamp() - now if when is not None else None
     except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
@@ -1498,13 +1534,16 @@ def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:
     the hints it sends, ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP
     date), ``llm_provider-retry-after`` (LiteLLM passing on its upstream's), and on a 429
     the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI, Groq). A hint that
-    says "now" (0, negative, past) is no hint: None, and the call backs off as usual."""
-    waits = [parse_retry_after(headers.get(name), now) for name in ("retry-after", "llm_provider-retry-after")]
-    with contextlib.suppress(ValueError):
-        waits.append(float(headers.get("retry-after-ms", "")) / 1000)
+    says "now" (0, negative, past) is no hint: None, and the call backs off as usual. Each
+    header line counts (a gateway may add its own beside its upstream's)."""
+    waits = [parse_retry_after(value, now) for name in ("retry-after", "llm_provider-retry-after")
+             for value in headers.get_list(name)]
+    for value in headers.get_list("retry-after-ms"):
+        with contextlib.suppress(ValueError):
+            waits.append(float(value) / 1000)
     if status == 429:
-        waits += [parse_duration(headers.get(name, "")) for name in
-                  ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+        waits += [parse_duration(value) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+                  for value in headers.get_list(name)]
     return max((wait for wait in waits if wait is not None and 0 < wait < math.inf), default=None)
 
 
@@ -1529,8 +1568,10 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
                   quota_used_up: bool = False) -> StatusPolicy:
     """The one table from an HTTP status to what it means.
 
-    - 401/403 (key rejected) and 404 (URL or model not found) fail every call
-      alike: the run stops (and a batch too, see stops_the_batch). So does a 429
+    - 401/403 (key rejected), 404 (URL or model not found) and a redirect (3xx: the
+      URL moved; we do not follow it, the key would go along) fail every call
+      alike: the run stops (and a batch too, see stops_the_batch). So do a proxy's
+      407 (it wants credentials; see proxy_credentials_error) and a 429
       whose body says the account's quota is used up (OpenAI's insufficient_quota):
       no wait fixes that within a run.
     - 429, and 503 with Retry-After, are back-pressure: the endpoint is busy,
@@ -1545,7 +1586,7 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
       still succeed, so only this call fails.
     - ``x-should-retry: true|false`` from the server overrides the retry decision.
     """
-    if status in (401, 403, 404) or (status == 429 and quota_used_up):
+    if status in (401, 403, 404, 407) or 300 <= status < 400 or (status == 429 and quota_used_up):
         policy = StatusPolicy(retry=False, stops_run=True, outage=False, backpressure=False)
     elif status == 429 or (status == 503 and retry_after is not None):
         policy = StatusPolicy(retry=True, stops_run=False, outage=False, backpressure=True)
@@ -1570,14 +1611,25 @@ def exception_error(err: Exception, config: Config) -> APIError:
     if isinstance(err, httpx.TransportError):
         where = display_url(config.proxy_url)
         if proxy := environment_proxy(config.proxy_url):  # the proxy, not the endpoint, may be what failed
+            if isinstance(err, httpx.ProxyError) and str(err).startswith("407"):  # its answer to our CONNECT
+                return proxy_credentials_error(proxy)
             return APIError(f"connection error to {where} through the proxy {proxy}: {_short(err)}: check that proxy, "
                             f"or add {urlsplit(config.proxy_url).hostname} to NO_PROXY to bypass it", outage=True)
         return APIError(f"connection error to {where}: {_short(err)}", outage=True)
     return APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
 
 
-def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -> APIError:
-    """The APIError for a non-2xx response."""
+def proxy_credentials_error(proxy: str | None) -> APIError:
+    """A proxy's 407, to a forwarded request or to a CONNECT: every request will get it, so the run stops."""
+    return APIError(f"the proxy {proxy or 'from the environment'} asks for credentials (HTTP 407): put them in its "
+                    "URL, http://user:password@host:port", status=407, retryable=False, stops_run=True)
+
+
+def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None) -> APIError:
+    """The APIError for a non-2xx response; ``via``: the environment proxy it came through, named in a
+    407 and a 5xx (which the proxy may have sent itself)."""
+    if status == 407:
+        return proxy_credentials_error(via)
     message = server_message(body, headers.get("content-type", ""))
     retry_after = retry_hint(headers, status, now)
     quota_used_up = status == 429 and QUOTA_USED_UP in body[:ERROR_BODY_LIMIT]
@@ -1587,8 +1639,11 @@ def status_error(status: int, headers: httpx.Headers, body: bytes, now: float) -
         text = f"the endpoint rejected the API key (HTTP {status}): {message}"
     elif quota_used_up:
         text = f"the account's quota is used up (HTTP 429 insufficient_quota): add credit or use another key: {message}"
+    elif 300 <= status < 400:
+        text = (f"HTTP {status}: the endpoint redirects to {masked_url(headers.get('location', '')) or '(nowhere)'}: "
+                "set PROXY_URL to the URL it moved to (a redirect is not followed: the API key would go along)")
     else:
-        text = f"HTTP {status}: {message}"
+        text = f"HTTP {status}: {message}" + (f" (through the proxy {via})" if via and status >= 500 else "")
     return APIError(text, status=status, retryable=policy.retry, retry_after=retry_after,
                     stops_run=policy.stops_run, outage=policy.outage, backpressure=policy.backpressure)
 
@@ -1686,8 +1741,10 @@ class RetriesUsed:
     Retry-After says "later", not "broken", so a busy endpoint does not use up the
     retries meant for faults. A 429 without one (or with one that says "now") is no
     promise, and counts like any failure. BUSY_WAIT_LIMIT is a hard cap: a busy retry
-    whose wait would take the call's busy waits past it falls back to MAX_RETRIES.
-    Every wait is at least the backoff for the call's retry count (see retry_delay)."""
+    whose wait would take the call's busy waits past it falls back to MAX_RETRIES, and so
+    does one whose hint RETRY_MAX_DELAY cuts short: it comes before the server said, and
+    20 of those a call would storm the endpoint. Every wait is at least the backoff for
+    the call's retry count (see retry_delay)."""
 
     failures: int = 0
     busy: int = 0
@@ -1698,8 +1755,8 @@ class RetriesUsed:
         if not error.retryable:
             return None
         wait = retry_delay(config, self.failures + self.busy + 1, error.retry_after, rng)
-        if (error.backpressure and error.retry_after is not None and self.busy < BUSY_RETRIES
-                and self.busy_waited + wait <= BUSY_WAIT_LIMIT):
+        if (error.backpressure and error.retry_after is not None and error.retry_after <= config.retry_max_delay
+                and self.busy < BUSY_RETRIES and self.busy_waited + wait <= BUSY_WAIT_LIMIT):
             self.busy += 1
             self.busy_waited += wait
             return wait
@@ -2461,8 +2518,8 @@ def median(values: list[float]) -> float:
 class StragglerWatch:
     """Cuts the slow tail of one phase of one round.
 
-    Once ``quorum`` calls of the phase have finished, a call that has been at the
-    endpoint longer than STRAGGLER_FACTOR times the median of the finished ones is
+    Once ``quorum`` calls of the phase have answered, a call that has been at the
+    endpoint longer than STRAGGLER_FACTOR times the median of the answered ones is
     cancelled and noted; its slot degrades like any failed call. Both sides of that
     comparison count only time a request was at the endpoint (see InFlight): a call
     waiting for a request slot, the shared cool-down or a retry does not age, since
@@ -2481,7 +2538,7 @@ class StragglerWatch:
         self.debate, self.phase, self.quorum = debate, phase, quorum
         self.factor = debate.config.straggler_factor
         self.running: dict[str, RunningCall] = {}  # by agent
-        self.finished: list[float] = []  # each finished call's seconds at the endpoint
+        self.finished: list[float] = []  # each answered call's seconds at the endpoint
         self.changed = asyncio.Event()  # a call started, ended, or sent a request
         self.watchdog: asyncio.Task[None] | None = None
 
@@ -2506,7 +2563,8 @@ class StragglerWatch:
             CALL_IN_FLIGHT.reset(token)
             self.running.pop(agent, None)
             self.changed.set()
-        self.finished.append(entry.timer.age())
+        if result is not None:  # a failure's seconds (a 400 at once, quick 500s) are no answer's latency
+            self.finished.append(entry.timer.age())
         return result
 
     def _mark_cut(self, agent: str, entry: RunningCall) -> None:
@@ -2518,7 +2576,7 @@ class StragglerWatch:
         shared = f" x {entry.scale:g}, as other questions share the endpoint" if entry.scale != 1 else ""
         self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
                          f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
-                         f"finished{shared})")
+                         f"answered{shared})")
 
     def _kick(self) -> None:
         self.changed.set()
@@ -3242,6 +3300,7 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
         raise TypeError(f"question: expected a str, got {type(question).__name__}"
                         + (" (decode it first)" if isinstance(question, (bytes, bytearray)) else ""))
     config = library_config(config, overrides)
+    check_proxy_environment()
     if not question.strip():
         raise ConfigError("the question is empty")
     question = valid_text(question)
@@ -3767,7 +3826,7 @@ async def check_endpoint(config: Config, runtime: Runtime) -> CheckReport:
 async def check_chat(config: Config, client: httpx.AsyncClient, runtime: Runtime) -> CheckReport:
     """--check's chat request. An empty reply cut at its few tokens (finish_reason length) is how a
     reasoning model answers, thinking: the endpoint, the key and the model work."""
-    endpoint = Endpoint(replace(config, max_retries=0, stream=False), client, runtime)
+    endpoint = Endpoint(replace(config, max_retries=0), client, runtime)  # streamed if runs are: STREAM
     started, note = runtime.clock(), list[str]()
     try:
         await endpoint.complete([{"role": "user", "content": "Reply with the word OK."}], temperature=0,
@@ -3786,8 +3845,9 @@ def model_lines(config: Config, models: Probe) -> list[str]:
     names = ({printable(m["id"], 80) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
              if isinstance(data, list) else set())
     if not names:
-        why = f": {models.problem}" if models.problem else ""
-        return [f"note: the endpoint lists no models (GET /models{why}); the model names are not checked"]
+        found = f"no models list could be read (GET /models: {models.problem})" if models.problem else \
+            "the endpoint lists no models (GET /models)"
+        return [f"note: {found}; the model names are not checked"]
     missing = [m for m in (*config.models, *config.judge_models) if m not in names and m != "default"]
     if missing:
         return [f"warning: the endpoint does not list {', '.join(sorted(set(missing)))}; it lists "
@@ -4146,13 +4206,21 @@ def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
                           "Job, or SLURM_ARRAY_TASK_ID of a Slurm job array); use --shard K/N")
     if count is None:  # after a resubmission (--array=3,5) the array's own count and range describe the rest
         raise ConfigError("--shard auto: the scheduler does not say how many shards there are: give the count, "
-                          "as in --shard auto/8 for --array=1-8")
-    if "JOB_COMPLETION_INDEX" in environ:
-        index = _small_number(environ["JOB_COMPLETION_INDEX"])
-        if index is None or index >= count:
-            raise ConfigError(f"--shard auto/{count}: JOB_COMPLETION_INDEX is not an index from 0 to {count - 1}")
-        return Shard(index + 1, count)
-    return _slurm_shard(environ, count)
+                          "as in --shard auto/8 for --array=1-8 or a Job of 8 completions")
+    shards = {name: _slurm_shard(environ, count) if name.startswith("SLURM") else _job_shard(environ, count)
+              for name in ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID") if name in environ}
+    if len(set(shards.values())) > 1:  # a variable leaked from another job: which one is ours cannot be told
+        raise ConfigError(f"--shard auto/{count}: " + " but ".join(f"{name} says shard {shard}" for name, shard
+                          in shards.items()) + ": unset the one that is not this job's, or use --shard K/N")
+    return next(iter(shards.values()))
+
+
+def _job_shard(environ: Mapping[str, str], count: int) -> Shard:
+    """A Kubernetes Indexed Job's shard: its 0-based JOB_COMPLETION_INDEX, plus one."""
+    index = _small_number(environ["JOB_COMPLETION_INDEX"])
+    if index is None or index >= count:
+        raise ConfigError(f"--shard auto/{count}: JOB_COMPLETION_INDEX is not an index from 0 to {count - 1}")
+    return Shard(index + 1, count)
 
 
 def _slurm_shard(environ: Mapping[str, str], count: int) -> Shard:
@@ -5473,11 +5541,15 @@ def internal_error(err: BaseException) -> str:
     return f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
 
 
-# Flags (and their argparse names) that only a batch uses; --check also uses none of CHECK_IGNORES.
+# Flags (and their argparse names) that only a batch uses; --check also uses none of CHECK_IGNORES:
+# it sends one request, so what shapes or budgets a debate does nothing there.
 BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "shard",
                     "--output-format": "output_format", "--logs": "logs", "--no-resume": "no_resume",
                     "--force": "force"}
-CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from"}
+CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from",
+                                     "--rounds": "rounds", "--no-rebuttal": "no_rebuttal", "--early-exit": "early_exit",
+                                     "--phase-barriers": "phase_barriers", "--max-calls": "max_calls",
+                                     "--max-tokens": "max_tokens"}
 
 
 def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
@@ -5546,6 +5618,8 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
     try:
         config = load_config(flag_settings(args), os.environ, read_env_file(args.env_file, os.environ))
         request = plan_request(args, config)
+        if not args.dry_run:  # the one run that makes no HTTP client
+            check_proxy_environment()
     except ConfigError as err:
         say(f"error: {err}")
         return exit_code_for(err)

@@ -312,9 +312,9 @@ def test_a_429_without_retry_after_counts_against_max_retries(endpoint_env, monk
 
 @respx.mock
 def test_back_pressure_waits_are_bounded_per_call(endpoint_env, monkeypatch, capsys) -> None:
-    """Retry-After 100 is capped at RETRY_MAX_DELAY=60; after BUSY_WAIT_LIMIT (300 s) of such waits the
-    call falls back to MAX_RETRIES (0 here): 1 attempt and 5 retries."""
-    answer = rejecting(10_000, "100")
+    """Retry-After 60 (RETRY_MAX_DELAY): after BUSY_WAIT_LIMIT (300 s) of such waits the call falls back
+    to MAX_RETRIES (0 here): 1 attempt and 5 retries. (A longer hint, cut short by the cap, earns none.)"""
+    answer = rejecting(10_000, "60")
     out = single_run(monkeypatch, capsys, FakeModel(overrides={"generate": answer}), FakeSleep(), MAX_RETRIES="0")
     assert out["phases"]["generate"] == {"ok": 2, "failed": 1}
     assert answer.rejected == 1 + moa.BUSY_WAIT_LIMIT / 60
