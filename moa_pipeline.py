@@ -5379,7 +5379,8 @@ def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Repl
     """The question (and the replay it comes from, if any); ConfigError on bad input."""
     if args.replay is not None:
         if args.replay_from is None:
-            raise ConfigError("--replay needs --from critique|rebuttal|judges: the first phase to run again")
+            raise ConfigError("--replay needs --from critique|rebuttal|round2..round10|judges: the first phase "
+                              "to run again")
         replay = load_replay(Path(args.replay), args.replay_from)
         if replay.start.startswith("round") and int(replay.start[5:]) > config.rounds:
             raise ConfigError(f"--from {replay.start} runs debate rounds {replay.start[5:]} to ROUNDS, but "
