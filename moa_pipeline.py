@@ -3939,6 +3939,8 @@ def load_replay(path: Path, start: str) -> Replay:
     reported: Any = None
     for number, record in _trace_records(path):
         if record.get("type") == "run":
+            if run is not None:  # two traces joined: their answers would be mixed under one question
+                raise ConfigError(f"--replay {path}: line {number} starts a second run; replay one run's trace")
             run = record
         elif record.get("type") == "attempt":
             attempt = trace_attempt(record, path, number)
@@ -3961,7 +3963,7 @@ def load_replay(path: Path, start: str) -> Replay:
                           f"--from {start} has nothing to keep: use --from round{held + 1} or earlier")
     workers = max(a.slot for a in in_round if a.phase == "generate") + 1
     run_id = run.get("run_id") if run is not None else None
-    return Replay(path, start, str(run_id)[:64], question, workers, tuple(positions[k] for k in sorted(positions)),
+    return Replay(path, start, str(run_id)[:64], valid_text(question), workers, tuple(positions[k] for k in sorted(positions)),
                   tuple(kept))
 
 
