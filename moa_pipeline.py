@@ -714,12 +714,13 @@ class APIError(MoAError):
     rejected, URL or model not found), so the run stops. ``outage``: the endpoint
     looks down (no connection, timeout, 5xx); only such failures count against the
     batch breaker. ``backpressure``: the endpoint asked us to slow down (429, or 503
-    with Retry-After); never an outage. ``finish_reason``: a 2xx reply's, when its content was unusable.
+    with Retry-After); never an outage. ``reply``: a 2xx reply whose content was unusable (empty, refused),
+    which the endpoint billed all the same; ``finish_reason`` is its.
     """
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
                  retry_after: float | None = None, stops_run: bool = False, outage: bool = False,
-                 backpressure: bool = False, finish_reason: str | None = None) -> None:
+                 backpressure: bool = False, reply: Completion | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
@@ -727,7 +728,8 @@ class APIError(MoAError):
         self.stops_run = stops_run
         self.outage = outage
         self.backpressure = backpressure
-        self.finish_reason = finish_reason
+        self.reply = reply
+        self.finish_reason = reply.finish_reason if reply else None
 
 
 class RunFailed(MoAError):
@@ -978,20 +980,21 @@ def checked_completion(text: str | None, finish_reason: str | None, refusal: Any
 
     A refusal or a content filter is not retried (the same prompt would be
     refused again): this call fails, the run goes on. Empty or undecodable
-    content is retried with a fresh nonce.
+    content is retried with a fresh nonce. Each such error carries the reply: it was billed.
     """
+    reply = Completion("", finish_reason, status, usage, cache_status=cache_status)
     if isinstance(refusal, str) and refusal.strip():
         raise APIError(f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
-                       retryable=False)
+                       retryable=False, reply=reply)
     if finish_reason == "content_filter":
-        raise APIError("refused (content filter)", status=status, retryable=False)
+        raise APIError("refused (content filter)", status=status, retryable=False, reply=reply)
     if not text or not text.strip():
-        raise APIError("the response content is empty", status=status, finish_reason=finish_reason)
+        raise APIError("the response content is empty", status=status, reply=reply)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escape in the JSON
-        raise APIError("the response content is not valid Unicode", status=status) from None
-    return Completion(text, finish_reason, status, usage, cache_status=cache_status)
+        raise APIError("the response content is not valid Unicode", status=status, reply=reply) from None
+    return replace(reply, text=text)
 
 
 def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Completion:
@@ -1553,8 +1556,12 @@ def build_messages(system: str, user: str, nonce: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": system + suffix}, {"role": "user", "content": user}]
 
 
-def record_usage(attempt: Attempt, completion: Completion, prompt_estimate: int) -> None:
-    """Tokens of a billed attempt: the endpoint's usage, or an estimate marked as such."""
+def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int) -> None:
+    """What a 2xx reply said, usable or not, and its tokens: the endpoint's usage, or an estimate
+    marked as such. An unusable reply (empty, refused) is billed too, and counts against the budget."""
+    attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
+    attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
+    attempt.gateway_retries = completion.gateway_retries
     usage = completion.usage or {}
     prompt, done = usage.get("prompt_tokens"), usage.get("completion_tokens")
     if isinstance(prompt, int) and isinstance(done, int):
@@ -1596,10 +1603,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
     completion = await debate.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
         headers=request_headers(debate, call.phase, call.agent, attempt.number, call.step))
-    attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
-    attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
-    attempt.gateway_retries = completion.gateway_retries
-    record_usage(attempt, completion, sending.prompt_estimate)
+    record_reply(attempt, completion, sending.prompt_estimate)
     value = sending.parse(completion.text)
     cut = completion.finish_reason in ("length", "truncated")
     if value is not None and cut and tier_of(value) == "paragraph":
@@ -1668,6 +1672,8 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
     try:
         value = await attempt_once(debate, call, attempt, messages, sending)
     except APIError as error:
+        if error.reply is not None:
+            record_reply(attempt, error.reply, sending.prompt_estimate)
         attempt.status = error.status if error.status is not None else attempt.status
         attempt.outcome = call.failure = str(error)
         attempt.retry_in_s = retries.next_wait(error, debate.config, debate.runtime.rng)

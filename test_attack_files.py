@@ -2,14 +2,16 @@
 for replies we cannot use, what killed batches leave, and library arguments that hold secrets."""
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import URL, FakeModel, test_runtime
+from conftest import URL, FakeModel, completion, test_runtime
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 QUESTION = "What is 17 * 23?"
@@ -51,3 +53,37 @@ def test_two_traces_joined_into_one_file_are_refused(capsys, tmp_path) -> None:
     assert moa.main(["--replay", str(joined), "--from", "judges", "-j", "1"], runtime=test_runtime()) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "starts a second run" in err and route.call_count == 0
+
+
+# --- item 7: what the endpoint bills for a reply we cannot use -----------------------------------
+
+
+class Thinker(FakeModel):
+    """A reasoning model: each reply bills 50 prompt tokens and its whole max_tokens of completion;
+    solver-3 (every attempt) and one in two critiques think past the cap and say nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.billed = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body, agent = json.loads(request.content), request.headers["X-MoA-Agent"]
+        usage = {"prompt_tokens": 50, "completion_tokens": body["max_tokens"], "total_tokens": 50 + body["max_tokens"]}
+        self.billed += 50 + body["max_tokens"]
+        reply = super().__call__(request)
+        if agent == "solver-3" or (agent.endswith("->solver-1")):
+            return completion("", "length", usage=usage)
+        return completion(json.loads(reply.content)["choices"][0]["message"]["content"], usage=usage)
+
+
+@pytest.mark.parametrize("budget", [3_000, 4_000, 6_000])
+@respx.mock
+def test_replies_without_usable_content_count_against_the_token_cap(budget: int) -> None:
+    """An empty reply cut at max_tokens (a reasoning model thinking) is billed: it counts against
+    MAX_TOTAL_TOKENS and in the run's usage, so retrying it cannot run the bill past the cap."""
+    model = Thinker()
+    respx.post(URL).mock(side_effect=model)
+    config = moa.Config(URL, "k", num_workers=3, num_judges=1, max_tokens=400, judge_max_tokens=400,
+                        retry_base_delay=0, straggler_factor=0, enable_file_logging=False, max_total_tokens=budget)
+    result = asyncio.run(moa.debate(QUESTION, config=config, _runtime=test_runtime()))
+    assert model.billed <= budget and result.to_dict()["usage"]["total_tokens"] == model.billed
