@@ -4477,20 +4477,29 @@ def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
 
 def holds_question(place: LogPlace, base: str, question: str) -> bool:
     """Whether the run files named ``base`` are a run of ``question``: the run line that opens its trace
-    says so or, with no trace, its transcript's question block does."""
+    says so or, with no trace, its transcript's question block does, or it is one a killed run left unfilled."""
     limit = 12 * len(question) + RUN_HEAD_BYTES  # a character escaped as a surrogate pair takes 12
     try:
         with open_regular_file(place.directory / f"{base}.jsonl", follow=False, folder_fd=place.folder_fd) as trace:
-            record = load_json(trace.readline(limit))
+            head = trace.readline(limit)
     except FileNotFoundError:
-        block = f"\n=== Question ===\n{question}\n\n=== Configuration ===\n".encode("utf-8", errors="replace")
-        with contextlib.suppress(OSError), open_regular_file(place.directory / f"{base}.txt", follow=False,
-                                                             folder_fd=place.folder_fd) as transcript:
-            return block in transcript.read(limit)
+        head = b""
+    except OSError:
         return False
-    except (OSError, ValueError):
+    if head:
+        with contextlib.suppress(ValueError):
+            record = load_json(head)
+            return isinstance(record, dict) and record.get("type") == "run" and record.get("question") == question
         return False
-    return isinstance(record, dict) and record.get("type") == "run" and record.get("question") == question
+    # No trace (or one never written to): the transcript says. One a killed run never filled (empty, or the note
+    # the sweep put there) names no question, and can only be this id's: the folder is the batch's, the name the id's.
+    block = f"\n=== Question ===\n{question}\n\n=== Configuration ===\n".encode("utf-8", errors="replace")
+    unfinished = UNFINISHED_TRANSCRIPT.partition("{where}")[0].encode()
+    with contextlib.suppress(OSError), open_regular_file(place.directory / f"{base}.txt", follow=False,
+                                                         folder_fd=place.folder_fd) as transcript:
+        text = transcript.read(limit)
+        return block in text or text.startswith(unfinished) or not text
+    return False
 
 
 class BatchRun:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -12,6 +15,9 @@ import respx
 
 import moa_pipeline as moa
 from conftest import URL, FakeModel, completion, test_runtime
+from test_hostile_files import CLI, batch_folder, cli, environment, wait_for, write_questions
+
+SMALL = {"NUM_WORKERS": "2", "NUM_JUDGES": "1", "ENABLE_REBUTTAL": "false"}  # 3 calls a question
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 QUESTION = "What is 17 * 23?"
@@ -87,3 +93,28 @@ def test_replies_without_usable_content_count_against_the_token_cap(budget: int)
                         retry_base_delay=0, straggler_factor=0, enable_file_logging=False, max_total_tokens=budget)
     result = asyncio.run(moa.debate(QUESTION, config=config, _runtime=test_runtime()))
     assert model.billed <= budget and result.to_dict()["usage"]["total_tokens"] == model.billed
+
+
+# --- item 15: what a killed batch leaves ------------------------------------------------------------
+
+
+def test_logs_failed_without_traces_drops_what_a_killed_run_left_once_the_question_succeeds(server, tmp_path) -> None:
+    """--logs failed with ENABLE_JSONL_TRACE=false: kill -9 leaves empty transcripts (no trace says whose); the
+    resume that answers those questions leaves no file of theirs behind, and keeps a file that is not a run's."""
+    slow, fast = server("--latency", "2"), server()
+    write_questions(tmp_path / "q.jsonl", 3)
+    folder, env = batch_folder(tmp_path), {**SMALL, "ENABLE_JSONL_TRACE": "false"}
+    argv = ["-f", "q.jsonl", "-o", "out.jsonl", "--concurrency", "2", "--logs", "failed"]
+    process = subprocess.Popen([sys.executable, str(CLI), *argv], env=environment(tmp_path, slow.url, **env),
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(list(folder.glob("*.txt"))) == 2 and len(slow.starts()) >= 2, "two runs under way")
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert sorted(p.stat().st_size for p in folder.iterdir()) == [0, 0]
+    (folder / "q0_1.txt").write_text("someone's notes\n")
+    done = cli(tmp_path, fast.url, *argv, **env)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in folder.iterdir()] == ["q0_1.txt"]
