@@ -3116,8 +3116,9 @@ def library_value(label: str, value: Any, setting: Setting) -> str:
     range; each names ``label`` and what it takes, the value masked when it is a secret."""
     kind = str(Config.__dataclass_fields__[setting.field].type).split(" | ")[0]  # "int", "float | None"
     types, expected = KEYWORD_TYPES[kind]
-    shown = SECRET_MASK if setting.secret else repr(masked_url(value) if setting.env == "PROXY_URL"
-                                                   and isinstance(value, str) else value)[:200]
+    shown = (SECRET_MASK if setting.secret else repr(value)[:200] if setting.env != "PROXY_URL"
+             else repr(masked_url(value)) if isinstance(value, str)
+             else masked_url(repr(value)))  # a URL of any type (bytes too) can hold credentials
     if value is not None and not isinstance(value, str) and (
             not isinstance(value, types) or isinstance(value, bool) != (kind == "bool")):
         raise TypeError(f"{label}={shown}: expected {expected}, got {type(value).__name__}")

@@ -118,3 +118,20 @@ def test_logs_failed_without_traces_drops_what_a_killed_run_left_once_the_questi
     done = cli(tmp_path, fast.url, *argv, **env)
     assert done.returncode == 0, done.stderr
     assert [p.name for p in folder.iterdir()] == ["q0_1.txt"]
+
+
+# --- item 18: library arguments -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", [
+    lambda url: moa.debate(QUESTION, proxy_url=url),
+    lambda url: moa.debate(QUESTION, config=moa.Config(url, "k")),
+], ids=["keyword", "config"])
+@pytest.mark.parametrize("url", [b"https://gw.test/v1?key=AIzaSECRET0123456789",
+                                 ["https://gw.test/v1?key=AIzaSECRET0123456789"]], ids=["bytes", "list"])
+def test_a_proxy_url_of_the_wrong_type_is_named_without_its_key(call, url, tmp_path) -> None:
+    """proxy_url=b"...?key=SECRET" (or a list): a TypeError naming proxy_url, the key masked; nothing made or sent."""
+    with pytest.raises(TypeError, match="proxy_url") as raised:
+        asyncio.run(call(url))
+    assert "AIzaSECRET" not in str(raised.value) and "key=***" in str(raised.value)
+    assert not (tmp_path / "logs").exists()
