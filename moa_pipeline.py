@@ -5223,7 +5223,8 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
         raise ConfigError(f"--output {args.output}: expected a file name, not a folder")
     output = shard.output(Path(args.output)) if shard else Path(args.output)
     if not output.parent.is_dir():
-        raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
+        why = "is not a folder" if os.path.lexists(output.parent) else "does not exist"
+        raise ConfigError(f"--output {output}: {output.parent} {why}: create the folder, or choose another -o")
     check_batch_paths(args.questions_file, output)
     return BatchOptions(args.questions_file, output, concurrency, not args.no_resume, args.force, shard,
                         args.output_format or "jsonl", args.logs or "all")

@@ -135,3 +135,15 @@ def test_a_proxy_url_of_the_wrong_type_is_named_without_its_key(call, url, tmp_p
         asyncio.run(call(url))
     assert "AIzaSECRET" not in str(raised.value) and "key=***" in str(raised.value)
     assert not (tmp_path / "logs").exists()
+
+
+# --- item 12: every path a batch writes -------------------------------------------------------------
+
+
+def test_an_output_under_a_file_is_called_what_it_is(tmp_path, capsys) -> None:
+    """-o notes.txt/out.jsonl where notes.txt is a file: exit 2, one line saying it is not a folder (it exists)."""
+    (tmp_path / "q.txt").write_text("Q\n")
+    (tmp_path / "notes.txt").write_text("mine\n")
+    assert moa.main(["-f", str(tmp_path / "q.txt"), "-o", str(tmp_path / "notes.txt" / "out.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "notes.txt is not a folder" in err and "does not exist" not in err
