@@ -3470,7 +3470,9 @@ def acquire_lock(output: Path) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as err:
         why = "it is a symbolic link" if err.errno == errno.ELOOP else describe_os_error(err)
-        raise ConfigError(f"cannot open the lock file {path} ({why}): remove it or choose another output") from None
+        fix = ("fix the permissions (or the read-only mount), or choose another -o" if err.errno in (
+            errno.EACCES, errno.EPERM, errno.EROFS) else "remove it or choose another output")
+        raise ConfigError(f"cannot open the lock file {path} ({why}): {fix}; nothing was sent") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)

@@ -15,7 +15,16 @@ import respx
 
 import moa_pipeline as moa
 from conftest import URL, FakeModel, completion, test_runtime
-from test_hostile_files import CLI, batch_folder, cli, environment, wait_for, write_questions
+from test_hostile_files import (
+    CLI,
+    assert_one_clean_error,
+    batch_folder,
+    cli,
+    environment,
+    small_fs,  # noqa: F401 (a fixture: a tmpfs, root only)
+    wait_for,
+    write_questions,
+)
 
 SMALL = {"NUM_WORKERS": "2", "NUM_JUDGES": "1", "ENABLE_REBUTTAL": "false"}  # 3 calls a question
 
@@ -147,3 +156,14 @@ def test_an_output_under_a_file_is_called_what_it_is(tmp_path, capsys) -> None:
     assert moa.main(["-f", str(tmp_path / "q.txt"), "-o", str(tmp_path / "notes.txt" / "out.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "notes.txt is not a folder" in err and "does not exist" not in err
+
+
+def test_an_output_on_a_read_only_mount_says_what_to_fix(small_fs, server, tmp_path) -> None:  # noqa: F811
+    """-o on a read-only mount (the lock cannot be made): exit 2, one line, no "remove it" (there is nothing to
+    remove), nothing sent."""
+    endpoint, disk = server(), small_fs("1m")
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    write_questions(tmp_path / "q.jsonl", 2)
+    done = cli(tmp_path, endpoint.url, "-f", "q.jsonl", "-o", str(disk / "out.jsonl"), **SMALL)
+    assert_one_clean_error(done, 2, "Read-only file system")
+    assert "remove it" not in done.stderr and "nothing was sent" in done.stderr and endpoint.starts() == []
