@@ -715,12 +715,13 @@ class APIError(MoAError):
     looks down (no connection, timeout, 5xx); only such failures count against the
     batch breaker. ``backpressure``: the endpoint asked us to slow down (429, or 503
     with Retry-After); never an outage. ``reply``: a 2xx reply whose content was unusable (empty, refused),
-    which the endpoint billed all the same; ``finish_reason`` is its.
+    which the endpoint billed all the same; ``finish_reason`` is its. ``unanswered``: the request may have
+    reached the endpoint, but no reply came (a timeout, a dropped connection): it may be billed, unseen.
     """
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
                  retry_after: float | None = None, stops_run: bool = False, outage: bool = False,
-                 backpressure: bool = False, reply: Completion | None = None) -> None:
+                 backpressure: bool = False, reply: Completion | None = None, unanswered: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
@@ -730,6 +731,7 @@ class APIError(MoAError):
         self.backpressure = backpressure
         self.reply = reply
         self.finish_reason = reply.finish_reason if reply else None
+        self.unanswered = unanswered
 
 
 class RunFailed(MoAError):
@@ -1518,13 +1520,15 @@ def exception_error(err: Exception, config: Config) -> APIError:
     encoding, a redirect loop) is this reply's fault: retried, not an outage.
     """
     if isinstance(err, (httpx.TimeoutException, TimeoutError)):
-        return APIError(f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s", outage=True)
+        return APIError(f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s", outage=True,
+                        unanswered=not isinstance(err, httpx.ConnectTimeout))
     if isinstance(err, httpx.TransportError):
         where = display_url(config.proxy_url)
         if proxy := environment_proxy(config.proxy_url):  # the proxy, not the endpoint, may be what failed
             return APIError(f"connection error to {where} through the proxy {proxy}: {_short(err)}: check that proxy, "
                             f"or add {urlsplit(config.proxy_url).hostname} to NO_PROXY to bypass it", outage=True)
-        return APIError(f"connection error to {where}: {_short(err)}", outage=True)
+        return APIError(f"connection error to {where}: {_short(err)}", outage=True,
+                        unanswered=not isinstance(err, (httpx.ConnectError, httpx.ProxyError)))
     return APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
 
 
@@ -1615,11 +1619,12 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
 
 
 def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
-                   sending: Sending[T]) -> None:
-    """Latency, budget settlement and the trace line, as soon as an attempt ends."""
+                   sending: Sending[T], unanswered: bool = False) -> None:
+    """Latency, budget settlement and the trace line, as soon as an attempt ends. An ``unanswered`` request
+    (cut as a straggler, timed out) may be billed with no bill to show: its reservation stays spent."""
     attempt.latency_s = debate.runtime.clock() - debate.started - attempt.started_s
     budget = debate.budget
-    budget.settle(attempt.reserved, attempt.prompt_tokens + attempt.completion_tokens)
+    budget.settle(attempt.reserved, attempt.reserved if unanswered else attempt.prompt_tokens + attempt.completion_tokens)
     if budget.billing.learn(sending.prompt_estimate, sending.max_tokens, attempt.prompt_tokens,
                             attempt.completion_tokens) and budget.max_tokens:
         debate.note(f"the endpoint billed {attempt.prompt_tokens}+{attempt.completion_tokens} tokens for a reply of "
@@ -1677,12 +1682,12 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
         attempt.status = error.status if error.status is not None else attempt.status
         attempt.outcome = call.failure = str(error)
         attempt.retry_in_s = retries.next_wait(error, debate.config, debate.runtime.rng)
-        finish_attempt(debate, call, attempt, messages, sending)
+        finish_attempt(debate, call, attempt, messages, sending, error.unanswered)
         return AttemptResult(None, error)
     except asyncio.CancelledError:
         attempt.outcome = "cancelled"
         call.failure = call.failure or "cancelled"
-        finish_attempt(debate, call, attempt, messages, sending)
+        finish_attempt(debate, call, attempt, messages, sending, unanswered=True)
         raise
     attempt.outcome = "ok"
     call.ok, call.failure, call.tier = True, None, tier_of(value)

@@ -14,7 +14,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import URL, FakeModel, completion, test_runtime
+from conftest import URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, test_runtime
 from test_hostile_files import (
     CLI,
     assert_one_clean_error,
@@ -167,3 +167,33 @@ def test_an_output_on_a_read_only_mount_says_what_to_fix(small_fs, server, tmp_p
     done = cli(tmp_path, endpoint.url, "-f", "q.jsonl", "-o", str(disk / "out.jsonl"), **SMALL)
     assert_one_clean_error(done, 2, "Read-only file system")
     assert "remove it" not in done.stderr and "nothing was sent" in done.stderr and endpoint.starts() == []
+
+
+class BillsOnArrival:
+    """An endpoint that bills each request's prompt and max_tokens as it arrives, whether or not anyone waits for
+    the reply (as a hosted API does for a request the client gave up on); solver-3 answers after 100 s."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock, self.billed = clock, 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        body, agent = json.loads(request.content), request.headers["X-MoA-Agent"]
+        prompt = sum(moa.estimate_tokens(m["content"]) for m in body["messages"]) + 2 * moa.MESSAGE_OVERHEAD_TOKENS
+        self.billed += prompt + body["max_tokens"]
+        await self.clock.sleep(100.0 if agent == "solver-3" else 1.0)
+        reply = FakeModel()(request)
+        said = json.loads(reply.content)["choices"][0]["message"]["content"]
+        return completion(said, usage={"prompt_tokens": prompt, "completion_tokens": body["max_tokens"]})
+
+
+async def test_a_request_cut_as_a_straggler_stays_paid_for() -> None:
+    """A straggler cut frees no budget: the endpoint may bill the request it was sent, so over a sweep of
+    MAX_TOTAL_TOKENS what the endpoint billed never passes the cap."""
+    for budget in range(2_500, 4_001, 250):
+        clock = VirtualClock()
+        endpoint = BillsOnArrival(clock)
+        config = moa.Config(URL, "k", num_workers=3, num_judges=1, max_tokens=300, judge_max_tokens=300,
+                            retry_base_delay=0, enable_file_logging=False, max_total_tokens=budget)
+        result = await answer_in_virtual_time(config, clock, endpoint, QUESTION)
+        assert result.status == "ok" and any("straggler" in (c.failure or "") for c in result.calls)
+        assert endpoint.billed <= budget, f"MAX_TOTAL_TOKENS={budget}"
