@@ -725,12 +725,14 @@ class APIError(MoAError):
     rejected, URL or model not found), so the run stops. ``outage``: the endpoint
     looks down (no connection, timeout, 5xx); only such failures count against the
     batch breaker. ``backpressure``: the endpoint asked us to slow down (429, or 503
-    with Retry-After); never an outage. ``finish_reason``: a 2xx reply's, when its content was unusable.
+    with Retry-After); never an outage. ``reply``: a 2xx reply whose content was unusable (empty, refused),
+    which the endpoint billed all the same; ``finish_reason`` is its. ``unanswered``: the request may have
+    reached the endpoint, but no reply came (a timeout, a dropped connection): it may be billed, unseen.
     """
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
                  retry_after: float | None = None, stops_run: bool = False, outage: bool = False,
-                 backpressure: bool = False, finish_reason: str | None = None) -> None:
+                 backpressure: bool = False, reply: Completion | None = None, unanswered: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
@@ -738,7 +740,9 @@ class APIError(MoAError):
         self.stops_run = stops_run
         self.outage = outage
         self.backpressure = backpressure
-        self.finish_reason = finish_reason
+        self.reply = reply
+        self.finish_reason = reply.finish_reason if reply else None
+        self.unanswered = unanswered
 
 
 class EndpointStalled(APIError):
@@ -998,20 +1002,21 @@ def checked_completion(text: str | None, finish_reason: str | None, refusal: Any
 
     A refusal or a content filter is not retried (the same prompt would be
     refused again): this call fails, the run goes on. Empty or undecodable
-    content is retried with a fresh nonce.
+    content is retried with a fresh nonce. Each such error carries the reply: it was billed.
     """
+    reply = Completion("", finish_reason, status, usage, cache_status=cache_status)
     if isinstance(refusal, str) and refusal.strip():
         raise APIError(f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
-                       retryable=False)
+                       retryable=False, reply=reply)
     if finish_reason == "content_filter":
-        raise APIError("refused (content filter)", status=status, retryable=False)
+        raise APIError("refused (content filter)", status=status, retryable=False, reply=reply)
     if not text or not text.strip():
-        raise APIError("the response content is empty", status=status, finish_reason=finish_reason)
+        raise APIError("the response content is empty", status=status, reply=reply)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escape in the JSON
-        raise APIError("the response content is not valid Unicode", status=status) from None
-    return Completion(text, finish_reason, status, usage, cache_status=cache_status)
+        raise APIError("the response content is not valid Unicode", status=status, reply=reply) from None
+    return replace(reply, text=text)
 
 
 def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Completion:
@@ -1607,7 +1612,8 @@ def exception_error(err: Exception, config: Config) -> APIError:
     encoding, a redirect loop) is this reply's fault: retried, not an outage.
     """
     if isinstance(err, (httpx.TimeoutException, TimeoutError)):
-        return APIError(f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s", outage=True)
+        return APIError(f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s", outage=True,
+                        unanswered=not isinstance(err, httpx.ConnectTimeout))
     if isinstance(err, httpx.TransportError):
         where = display_url(config.proxy_url)
         if proxy := environment_proxy(config.proxy_url):  # the proxy, not the endpoint, may be what failed
@@ -1615,7 +1621,8 @@ def exception_error(err: Exception, config: Config) -> APIError:
                 return proxy_credentials_error(proxy)
             return APIError(f"connection error to {where} through the proxy {proxy}: {_short(err)}: check that proxy, "
                             f"or add {urlsplit(config.proxy_url).hostname} to NO_PROXY to bypass it", outage=True)
-        return APIError(f"connection error to {where}: {_short(err)}", outage=True)
+        return APIError(f"connection error to {where}: {_short(err)}", outage=True,
+                        unanswered=not isinstance(err, (httpx.ConnectError, httpx.ProxyError)))
     return APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
 
 
@@ -1659,8 +1666,12 @@ def build_messages(system: str, user: str, nonce: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": system + suffix}, {"role": "user", "content": user}]
 
 
-def record_usage(attempt: Attempt, completion: Completion, prompt_estimate: int) -> None:
-    """Tokens of a billed attempt: the endpoint's usage, or an estimate marked as such."""
+def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int) -> None:
+    """What a 2xx reply said, usable or not, and its tokens: the endpoint's usage, or an estimate
+    marked as such. An unusable reply (empty, refused) is billed too, and counts against the budget."""
+    attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
+    attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
+    attempt.gateway_retries = completion.gateway_retries
     usage = completion.usage or {}
     prompt, done = usage.get("prompt_tokens"), usage.get("completion_tokens")
     if isinstance(prompt, int) and isinstance(done, int):
@@ -1702,10 +1713,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
     completion = await debate.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
         headers=request_headers(debate, call.phase, call.agent, attempt.number, call.step))
-    attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
-    attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
-    attempt.gateway_retries = completion.gateway_retries
-    record_usage(attempt, completion, sending.prompt_estimate)
+    record_reply(attempt, completion, sending.prompt_estimate)
     value = sending.parse(completion.text)
     cut = completion.finish_reason in ("length", "truncated")
     if value is not None and cut and tier_of(value) == "paragraph":
@@ -1717,11 +1725,12 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
 
 
 def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
-                   sending: Sending[T]) -> None:
-    """Latency, budget settlement and the trace line, as soon as an attempt ends."""
+                   sending: Sending[T], unanswered: bool = False) -> None:
+    """Latency, budget settlement and the trace line, as soon as an attempt ends. An ``unanswered`` request
+    (cut as a straggler, timed out) may be billed with no bill to show: its reservation stays spent."""
     attempt.latency_s = debate.runtime.clock() - debate.started - attempt.started_s
     budget = debate.budget
-    budget.settle(attempt.reserved, attempt.prompt_tokens + attempt.completion_tokens)
+    budget.settle(attempt.reserved, attempt.reserved if unanswered else attempt.prompt_tokens + attempt.completion_tokens)
     if budget.billing.learn(sending.prompt_estimate, sending.max_tokens, attempt.prompt_tokens,
                             attempt.completion_tokens) and budget.max_tokens:
         debate.note(f"the endpoint billed {attempt.prompt_tokens}+{attempt.completion_tokens} tokens for a reply of "
@@ -1776,15 +1785,17 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
     try:
         value = await attempt_once(debate, call, attempt, messages, sending)
     except APIError as error:
+        if error.reply is not None:
+            record_reply(attempt, error.reply, sending.prompt_estimate)
         attempt.status = error.status if error.status is not None else attempt.status
         attempt.outcome = call.failure = str(error)
         attempt.retry_in_s = retries.next_wait(error, debate.config, debate.runtime.rng)
-        finish_attempt(debate, call, attempt, messages, sending)
+        finish_attempt(debate, call, attempt, messages, sending, error.unanswered)
         return AttemptResult(None, error)
     except asyncio.CancelledError:
         attempt.outcome = "cancelled"
         call.failure = call.failure or "cancelled"
-        finish_attempt(debate, call, attempt, messages, sending)
+        finish_attempt(debate, call, attempt, messages, sending, unanswered=True)
         raise
     attempt.outcome = "ok"
     call.ok, call.failure, call.tier = True, None, tier_of(value)
@@ -3260,8 +3271,9 @@ def library_value(label: str, value: Any, setting: Setting) -> str:
     range; each names ``label`` and what it takes, the value masked when it is a secret."""
     kind = str(Config.__dataclass_fields__[setting.field].type).split(" | ")[0]  # "int", "float | None"
     types, expected = KEYWORD_TYPES[kind]
-    shown = SECRET_MASK if setting.secret else repr(masked_url(value) if setting.env == "PROXY_URL"
-                                                   and isinstance(value, str) else value)[:200]
+    shown = (SECRET_MASK if setting.secret else repr(value)[:200] if setting.env != "PROXY_URL"
+             else repr(masked_url(value)) if isinstance(value, str)
+             else masked_url(repr(value)))  # a URL of any type (bytes too) can hold credentials
     if value is not None and not isinstance(value, str) and (
             not isinstance(value, types) or isinstance(value, bool) != (kind == "bool")):
         raise TypeError(f"{label}={shown}: expected {expected}, got {type(value).__name__}")
@@ -3614,7 +3626,9 @@ def acquire_lock(output: Path) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as err:
         why = "it is a symbolic link" if err.errno == errno.ELOOP else describe_os_error(err)
-        raise ConfigError(f"cannot open the lock file {path} ({why}): remove it or choose another output") from None
+        fix = ("fix the permissions (or the read-only mount), or choose another -o" if err.errno in (
+            errno.EACCES, errno.EPERM, errno.EROFS) else "remove it or choose another output")
+        raise ConfigError(f"cannot open the lock file {path} ({why}): {fix}; nothing was sent") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
@@ -4091,6 +4105,8 @@ def load_replay(path: Path, start: str) -> Replay:
     reported: Any = None
     for number, record in _trace_records(path):
         if record.get("type") == "run":
+            if run is not None:  # two traces joined: their answers would be mixed under one question
+                raise ConfigError(f"--replay {path}: line {number} starts a second run; replay one run's trace")
             run = record
         elif record.get("type") == "attempt":
             attempt = trace_attempt(record, path, number)
@@ -4113,7 +4129,7 @@ def load_replay(path: Path, start: str) -> Replay:
                           f"--from {start} has nothing to keep: use --from round{held + 1} or earlier")
     workers = max(a.slot for a in in_round if a.phase == "generate") + 1
     run_id = run.get("run_id") if run is not None else None
-    return Replay(path, start, str(run_id)[:64], question, workers, tuple(positions[k] for k in sorted(positions)),
+    return Replay(path, start, str(run_id)[:64], valid_text(question), workers, tuple(positions[k] for k in sorted(positions)),
                   tuple(kept))
 
 
@@ -4658,20 +4674,29 @@ def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
 
 def holds_question(place: LogPlace, base: str, question: str) -> bool:
     """Whether the run files named ``base`` are a run of ``question``: the run line that opens its trace
-    says so or, with no trace, its transcript's question block does."""
+    says so or, with no trace, its transcript's question block does, or it is one a killed run left unfilled."""
     limit = 12 * len(question) + RUN_HEAD_BYTES  # a character escaped as a surrogate pair takes 12
     try:
         with open_regular_file(place.directory / f"{base}.jsonl", follow=False, folder_fd=place.folder_fd) as trace:
-            record = load_json(trace.readline(limit))
+            head = trace.readline(limit)
     except FileNotFoundError:
-        block = f"\n=== Question ===\n{question}\n\n=== Configuration ===\n".encode("utf-8", errors="replace")
-        with contextlib.suppress(OSError), open_regular_file(place.directory / f"{base}.txt", follow=False,
-                                                             folder_fd=place.folder_fd) as transcript:
-            return block in transcript.read(limit)
+        head = b""
+    except OSError:
         return False
-    except (OSError, ValueError):
+    if head:
+        with contextlib.suppress(ValueError):
+            record = load_json(head)
+            return isinstance(record, dict) and record.get("type") == "run" and record.get("question") == question
         return False
-    return isinstance(record, dict) and record.get("type") == "run" and record.get("question") == question
+    # No trace (or one never written to): the transcript says. One a killed run never filled (empty, or the note
+    # the sweep put there) names no question, and can only be this id's: the folder is the batch's, the name the id's.
+    block = f"\n=== Question ===\n{question}\n\n=== Configuration ===\n".encode("utf-8", errors="replace")
+    unfinished = UNFINISHED_TRANSCRIPT.partition("{where}")[0].encode()
+    with contextlib.suppress(OSError), open_regular_file(place.directory / f"{base}.txt", follow=False,
+                                                         folder_fd=place.folder_fd) as transcript:
+        text = transcript.read(limit)
+        return block in text or text.startswith(unfinished) or not text
+    return False
 
 
 class BatchRun:
@@ -5408,7 +5433,8 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
         raise ConfigError(f"--output {args.output}: expected a file name, not a folder")
     output = shard.output(Path(args.output)) if shard else Path(args.output)
     if not output.parent.is_dir():
-        raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
+        why = "is not a folder" if os.path.lexists(output.parent) else "does not exist"
+        raise ConfigError(f"--output {output}: {output.parent} {why}: create the folder, or choose another -o")
     check_batch_paths(args.questions_file, output)
     return BatchOptions(args.questions_file, output, concurrency, not args.no_resume, args.force, shard,
                         args.output_format or "jsonl", args.logs or "all")
