@@ -1231,6 +1231,7 @@ class Endpoint:
         self.questions = 0  # questions answering through it now (a batch runs several)
         # The stall rule (see refused): when the first request refused since the last 2xx went out, and the refusals.
         self.refused_since: float | None = None
+        self.accepted_at = -math.inf  # when the last 2xx came
         self.refusals: collections.Counter[str] = collections.Counter()
         self.stall_warned = False
 
@@ -1287,30 +1288,44 @@ class Endpoint:
                 self.cooldown_until = until
 
     def refused(self, error: APIError, sent_at: float) -> APIError:
-        """Count a request not accepted (no 2xx: an error status, 429s included, or no response). Once
-        nothing was accepted for STALL_TIMEOUT since the first such request went out, the error becomes
-        EndpointStalled, which stops the run (a batch: exit 75): an endpoint answering only 429 for
-        minutes is not merely busy. At STALL_WARNING_SHARE of it one warning, so the wait is not silent."""
+        """Count a request not accepted (no 2xx: an error status, 429s included, or no response), sent at
+        ``sent_at``; one sent before the last 2xx came counts from that 2xx: a slow request refused after
+        others were accepted is no sign of a stall. The error, or EndpointStalled (see stalled)."""
         self.refusals["no response" if error.status is None else f"HTTP {error.status}"] += 1
-        first = self.refused_since = sent_at if self.refused_since is None else min(self.refused_since, sent_at)
-        waited, limit = self.runtime.clock() - first, self.config.stall_timeout
+        since = max(sent_at, self.accepted_at)
+        self.refused_since = since if self.refused_since is None else min(self.refused_since, since)
+        return self.stalled(error.status) or error
+
+    def stalled(self, status: int | None = None) -> EndpointStalled | None:
+        """EndpointStalled, which stops the run (a batch: exit 75), once nothing was accepted for STALL_TIMEOUT
+        since the first refused request went out: an endpoint answering only 429 for minutes is not merely
+        busy. At STALL_WARNING_SHARE of it one warning, so the wait is not silent."""
+        limit = self.config.stall_timeout
+        waited = self.runtime.clock() - self.refused_since if self.refused_since is not None else -math.inf
         if not limit or waited < STALL_WARNING_SHARE * limit:
-            return error
+            return None
         counts = ", ".join(f"{n} {what}" for what, n in self.refusals.most_common())
-        seen = f"the endpoint accepted no request for {waited:.1f}s ({self.refusals.total()} requests: {counts})"
+        total = self.refusals.total()
+        seen = f"the endpoint accepted no request for {waited:.1f}s ({total} request{'s' * (total != 1)}: {counts})"
         if waited >= limit:
-            return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later", status=error.status,
+            return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later", status=status,
                                    retryable=False, stops_run=True)
         if not self.stall_warned:
             self.stall_warned = True
             token = QUESTION_ID.set("")  # about the endpoint, not the question whose call noticed
             log.warning("%s; still trying until STALL_TIMEOUT=%gs", seen, limit)
             QUESTION_ID.reset(token)
-        return error
+        return None
+
+    def stall_left(self) -> float:
+        """Seconds until the stall rule stops the run: no retry waits past it (see ask)."""
+        if self.refused_since is None or not self.config.stall_timeout:
+            return math.inf
+        return self.refused_since + self.config.stall_timeout - self.runtime.clock()
 
     def accepted(self) -> None:
         """A 2xx: the stall rule starts over."""
-        self.refused_since, self.stall_warned = None, False
+        self.refused_since, self.stall_warned, self.accepted_at = None, False, self.runtime.clock()
         self.refusals.clear()
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
@@ -1849,6 +1864,8 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
     for number in itertools.count(1):
         if debate.time_left() <= 0:  # the question's deadline, on the runtime's clock (see run_question)
             raise deadline_passed(debate.config)
+        if number > 1 and (stalled := debate.endpoint.stalled()):  # the retry would go out after STALL_TIMEOUT
+            raise stalled
         result = await budgeted_attempt(debate, call, number, sending, retries)
         if result is None:
             return None
@@ -1862,7 +1879,7 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
         if wait is None:
             break
         log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
-        await debate.runtime.sleep(min(wait, max(debate.time_left(), 0.0)))
+        await debate.runtime.sleep(max(min(wait, debate.time_left(), debate.endpoint.stall_left()), 0.0))
     debate.endpoint.call_ended(error)
     call.error = error
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)

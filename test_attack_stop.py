@@ -1,0 +1,103 @@
+"""What an attack on issue 20's stops found (items 10, 11 and 14): the stall rule, the question deadline, the
+batch's same-error stop, and notes that are no warnings, under variants the first tests did not try.
+
+The clock logic runs on a VirtualClock; what sockets and time do together runs through the real CLI as a
+subprocess against bench/fake_endpoint.py on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import moa_pipeline as moa
+from conftest import FAKE_KEY, URL, VirtualClock, answer_in_virtual_time, completion
+
+HERE = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.usefixtures("endpoint_env")
+
+
+def virtual_config(**changes) -> moa.Config:
+    """3 solvers, 1 judge, no rebuttal, no files, no straggler cuts: 7 calls a debate."""
+    config = moa.Config(URL, FAKE_KEY, num_workers=3, num_judges=1, enable_rebuttal=False, retry_base_delay=0.1,
+                        straggler_factor=0, enable_file_logging=False)
+    return replace(config, **changes)
+
+
+def cli(tmp_path: Path, url: str, *argv: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    """The real CLI against ``url``: (the finished process, seconds it took)."""
+    environment = {**os.environ, "PROXY_URL": url, "API_KEY": FAKE_KEY, "LOG_DIR": str(tmp_path / "logs"),
+                   "MOA_ENV_FILE": os.devnull, "NUM_WORKERS": "2", "NUM_JUDGES": "1", "ENABLE_REBUTTAL": "false",
+                   "STRAGGLER_FACTOR": "0", **env}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(HERE / "moa_pipeline.py"), *argv], env=environment, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    return done, time.monotonic() - started
+
+
+def questions(path: Path, *texts: str) -> Path:
+    path.write_text("".join(f"{text}\n" for text in texts))
+    return path
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- item 10: the stall rule ---------------------------------------------------------------------
+
+
+def test_a_slow_request_refused_after_others_were_accepted_is_no_stall() -> None:
+    """A request sent at t=0 times out at t=10 while others were accepted at t=8: the endpoint was not
+    silent for 10 s, so STALL_TIMEOUT=5 does not stop the run (it counts from the last 2xx)."""
+    clock = Clock()
+    endpoint = moa.Endpoint(virtual_config(stall_timeout=5), None, moa.Runtime(clock=clock))  # type: ignore[arg-type]
+    clock.now = 8
+    endpoint.accepted()
+    clock.now = 10
+    timed_out = moa.APIError("no response within REQUEST_TIMEOUT=10s", outage=True)
+    assert endpoint.refused(timed_out, sent_at=0) is timed_out
+    clock.now = 13.5
+    assert isinstance(endpoint.refused(timed_out, sent_at=3), moa.EndpointStalled)
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_a_long_retry_hint_does_not_hold_the_stall_stop(status: int) -> None:
+    """Every reply is an error asking to wait 60 s: the question stops at STALL_TIMEOUT=10 s, not after
+    the 60 s wait; no retry is sent past it."""
+    clock = VirtualClock()
+    result = await answer_in_virtual_time(
+        virtual_config(stall_timeout=10, question_deadline=0), clock,
+        lambda request: completion(None, status=status, headers={"Retry-After": "60"}))
+    assert isinstance(result.exception, moa.EndpointStalled), result.error
+    assert "stopped at STALL_TIMEOUT=10s" in (result.error or "")
+    assert 10 <= result.elapsed_s < 11
+    assert max(a.started_s for call in result.calls for a in call.attempts) < 10
+
+
+def test_a_batch_told_to_retry_after_30s_stops_at_the_stall_timeout(server, tmp_path) -> None:
+    """The real CLI, 503s (then 429s) with Retry-After 30 and STALL_TIMEOUT=1: exit 75 with one error line
+    in a couple of seconds, not after the 30 s wait."""
+    for fault in ("503", "429"):
+        endpoint = server("--fault", fault, "--retry-after", "30")
+        out = tmp_path / f"{fault}.jsonl"
+        done, seconds = cli(tmp_path, endpoint.url, "-f", str(questions(tmp_path / "q.txt", "Q0", "Q1", "Q2")),
+                            "-o", str(out), STALL_TIMEOUT="1")
+        assert done.returncode == moa.EXIT_TRY_LATER, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"HTTP {fault}); stopped at STALL_TIMEOUT=1s" in errors[0]
+        assert seconds < 10
