@@ -1205,6 +1205,46 @@ class InFlight:
             self.ended, self.since = self.age(), None
 
 
+class QueueTime:
+    """The spans in which every call a question has going waits for a request slot of ours: in a batch, other
+    questions hold the slots (--concurrency over what the endpoint takes), which is not the endpoint failing this
+    question, so QUESTION_DEADLINE counts them no more than the straggler age does (see Debate.time_left)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        # Calls going (in ask), those of them waiting for a slot, and the seconds of the spans that ended.
+        self.clock, self.calls, self.queued, self.ended = clock, 0, 0, 0.0
+        self.since: float | None = None  # when the span now going began
+        self.deadline: asyncio.Timeout | None = None  # the timeout that stops the question (see run_question)
+        self.left: float | None = None  # its seconds left on the loop's clock, held while a span goes
+
+    def seconds(self) -> float:
+        return self.ended + (self.clock() - self.since if self.since is not None else 0.0)
+
+    @contextlib.contextmanager
+    def counting(self, queued: bool = False) -> Iterator[None]:
+        """A call going (queued: one of them waiting for a slot) inside."""
+        self.change(1, queued)
+        try:
+            yield
+        finally:
+            self.change(-1, queued)
+
+    def change(self, step: int, queued: bool) -> None:
+        self.queued, self.calls = (self.queued + step, self.calls) if queued else (self.queued, self.calls + step)
+        waiting, loop = 0 < self.calls <= self.queued, asyncio.get_running_loop()
+        deadline = self.deadline if self.deadline is not None and not self.deadline.expired() else None
+        if waiting and self.since is None:
+            self.since = self.clock()
+            if deadline is not None and (when := deadline.when()) is not None:
+                self.left = when - loop.time()
+                deadline.reschedule(None)
+        elif not waiting and self.since is not None:
+            self.ended, self.since = self.seconds(), None
+            if deadline is not None and self.left is not None:
+                deadline.reschedule(loop.time() + self.left)
+            self.left = None
+
+
 # The timer of the call the current task sends for, set by its straggler watch (see StragglerWatch.guard).
 CALL_IN_FLIGHT: contextvars.ContextVar[InFlight | None] = contextvars.ContextVar("moa_call_in_flight", default=None)
 
@@ -1329,23 +1369,25 @@ class Endpoint:
         self.refusals.clear()
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
-                       headers: Mapping[str, str], model: str | None = None) -> Completion:
-        """One HTTP attempt; raises APIError, never an httpx exception."""
+                       headers: Mapping[str, str], model: str | None = None,
+                       queue: QueueTime | None = None) -> Completion:
+        """One HTTP attempt; raises APIError, never an httpx exception. ``queue``: its question's (see QueueTime)."""
         try:
-            return await self._send(messages, temperature, max_tokens, headers, model or self.config.models[0])
+            return await self._send(messages, temperature, max_tokens, headers, model or self.config.models[0], queue)
         except APIError as err:
             err.args = (redact(str(err), self.config),)  # a server may echo the key back
             raise
 
     async def _send(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
-                    headers: Mapping[str, str], model: str) -> Completion:
+                    headers: Mapping[str, str], model: str, queue: QueueTime | None) -> Completion:
         body: dict[str, Any] = {"model": model, "messages": messages,
                                 "temperature": temperature, "max_tokens": max_tokens}
         if self.config.stream:
             # Proxies close idle non-streaming requests (Cloudflare answers 524
             # after 100 s without a byte); a stream keeps the connection busy.
             body |= {"stream": True, "stream_options": {"include_usage": True}}
-        in_flight = await self.slots.acquire()
+        with queue.counting(queued=True) if queue else contextlib.nullcontext():
+            in_flight = await self.slots.acquire()
         try:
             await self.wait_for_cooldown()
             sent_at = self.runtime.clock()
@@ -1727,7 +1769,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
     """One HTTP attempt and its parse; APIError when it yields nothing usable."""
     completion = await debate.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
-        headers=request_headers(debate, call.phase, call.agent, attempt.number, call.step))
+        headers=request_headers(debate, call.phase, call.agent, attempt.number, call.step), queue=debate.queue)
     record_reply(attempt, completion, sending.prompt_estimate)
     value = sending.parse(completion.text)
     cut = completion.finish_reason in ("length", "truncated")
@@ -1861,25 +1903,26 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
     sending = Sending(temperature, max_tokens, prompt_tokens_estimate(system, user), parse)
     error: APIError | None = None
     retries = RetriesUsed()
-    for number in itertools.count(1):
-        if debate.time_left() <= 0:  # the question's deadline, on the runtime's clock (see run_question)
-            raise deadline_passed(debate.config)
-        if number > 1 and (stalled := debate.endpoint.stalled()):  # the retry would go out after STALL_TIMEOUT
-            raise stalled
-        result = await budgeted_attempt(debate, call, number, sending, retries)
-        if result is None:
-            return None
-        if result.error is None:
-            debate.endpoint.call_ended(None)
-            return result.value
-        error = result.error
-        if error.stops_run and not drop_model(debate, model, error):
-            raise error
-        wait = call.attempts[-1].retry_in_s
-        if wait is None:
-            break
-        log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
-        await debate.runtime.sleep(max(min(wait, debate.time_left(), debate.endpoint.stall_left()), 0.0))
+    with debate.queue.counting():  # while the call is going, its question's deadline runs (see QueueTime)
+        for number in itertools.count(1):
+            if debate.time_left() <= 0:  # the question's deadline, on the runtime's clock (see run_question)
+                raise deadline_passed(debate.config)
+            if number > 1 and (stalled := debate.endpoint.stalled()):  # the retry would go out after STALL_TIMEOUT
+                raise stalled
+            result = await budgeted_attempt(debate, call, number, sending, retries)
+            if result is None:
+                return None
+            if result.error is None:
+                debate.endpoint.call_ended(None)
+                return result.value
+            error = result.error
+            if error.stops_run and not drop_model(debate, model, error):
+                raise error
+            wait = call.attempts[-1].retry_in_s
+            if wait is None:
+                break
+            log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
+            await debate.runtime.sleep(max(min(wait, debate.time_left(), debate.endpoint.stall_left()), 0.0))
     debate.endpoint.call_ended(error)
     call.error = error
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
@@ -2376,6 +2419,10 @@ class Debate:
     dropped_models: set[str] = field(default_factory=set)
     watches: dict[tuple[int, str, int], StragglerWatch] = field(default_factory=dict)
     replaying: bool = False  # a replay: no rerun follows, so the budget keeps nothing back for one
+    queue: QueueTime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = QueueTime(self.runtime.clock)
 
     def skip(self, what: str) -> None:
         self.skipped.append(f"round {self.round}: {what}")
@@ -2391,9 +2438,9 @@ class Debate:
         return f"{self.runtime.rng.getrandbits(64):016x}"
 
     def time_left(self) -> float:
-        """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one)."""
+        """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one), our own queue's not counted."""
         seconds = self.config.question_deadline
-        return seconds - (self.runtime.clock() - self.started) if seconds else math.inf
+        return seconds - (self.runtime.clock() - self.started - self.queue.seconds()) if seconds else math.inf
 
     @contextlib.contextmanager
     def in_round(self, number: int) -> Iterator[None]:
@@ -3149,7 +3196,7 @@ async def run_question(debate: Debate, question: str, result: RunResult, replay:
     on it would. A deadline before any verdict fails the question; one in the rerun leaves round 1's
     verdict standing, as a failed rerun does: the rerun only sought more confidence. Anyone else's
     cancel (Ctrl-C) stays a cancel."""
-    deadline = asyncio.timeout(debate.config.question_deadline or None)
+    deadline = debate.queue.deadline = asyncio.timeout(debate.config.question_deadline or None)
     try:
         async with deadline:
             if replay is None:

@@ -6,6 +6,7 @@ subprocess against bench/fake_endpoint.py on 127.0.0.1.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -14,10 +15,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
+import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, VirtualClock, answer_in_virtual_time, completion
+from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion
 
 HERE = Path(__file__).resolve().parent
 
@@ -101,3 +104,54 @@ def test_a_batch_told_to_retry_after_30s_stops_at_the_stall_timeout(server, tmp_
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and f"HTTP {fault}); stopped at STALL_TIMEOUT=1s" in errors[0]
         assert seconds < 10
+
+
+# --- item 10: the deadline counts no time in our own request queue --------------------------------
+
+
+async def test_questions_queued_behind_each_other_are_not_stopped_by_their_deadline() -> None:
+    """4 questions share one request slot (a batch with --concurrency over what the endpoint holds), each
+    call 10 s: a question alone takes 70 s, together each takes about 280 s of wall time. Time waiting
+    for our own slot is not the endpoint failing the question: a 150 s deadline stops none of them."""
+    clock = VirtualClock()
+    model = FakeModel()
+
+    async def ten_seconds(request: httpx.Request) -> httpx.Response:
+        await clock.sleep(10)
+        return model(request)
+
+    config = virtual_config(max_concurrent_requests=1, question_deadline=150, min_judge_confidence=0)
+    driver = asyncio.create_task(clock.drive())
+    try:
+        with respx.mock:
+            respx.post(URL).mock(side_effect=ten_seconds)
+            async with moa.open_client(config) as client:
+                runtime = clock.runtime()
+                endpoint = moa.Endpoint(config, client, runtime)
+                results = await asyncio.gather(*(moa.answer_question(config, f"Q{n}?", endpoint, runtime)
+                                                 for n in range(4)))
+    finally:
+        driver.cancel()
+    assert [r.status for r in results] == ["ok"] * 4, [r.error for r in results]
+    assert max(r.elapsed_s for r in results) > 150
+
+
+def test_a_batch_queued_on_one_request_slot_finishes_within_its_deadline(server, tmp_path) -> None:
+    """The real CLI: 4 questions at once through MAX_CONCURRENT_REQUESTS=1, each call 0.15 s, so a question
+    alone needs about 0.8 s and together about 3 s; --deadline 2 stops none (before: most failed at it)."""
+    endpoint = server("--latency", "0.15")
+    out = tmp_path / "out.jsonl"
+    done, _ = cli(tmp_path, endpoint.url, "-f", str(questions(tmp_path / "q.txt", *(f"Q{i}" for i in range(4)))),
+                  "-o", str(out), "--concurrency", "4", "--deadline", "2", MAX_CONCURRENT_REQUESTS="1")
+    assert done.returncode == moa.EXIT_OK, done.stderr
+    rows = lines_of(out)
+    assert [r["status"] for r in rows] == ["ok"] * 4 and max(r["elapsed_s"] for r in rows) > 2
+
+
+def test_a_question_queued_behind_its_own_hanging_call_still_ends_at_its_deadline(server, tmp_path) -> None:
+    """The real CLI, MAX_CONCURRENT_REQUESTS=1 and an endpoint that never answers: one call holds the slot,
+    the others wait for it; the question's own call is at the endpoint, so --deadline 1 ends it in about 1 s."""
+    endpoint = server("--fault", "hang")
+    done, seconds = cli(tmp_path, endpoint.url, "-q", "Q?", "--deadline", "1", MAX_CONCURRENT_REQUESTS="1")
+    assert done.returncode == moa.EXIT_FAILED and "no verdict within QUESTION_DEADLINE=1s" in done.stderr
+    assert len(endpoint.starts()) == 1 and seconds < 10
