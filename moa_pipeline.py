@@ -4490,17 +4490,19 @@ def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), count
 
 
-def compact_output(output: Path, runtime: Runtime | None = None, line_format: str = "jsonl") -> tuple[set[str], int]:
+def compact_output(output: Path, runtime: Runtime | None = None,
+                   line_format: str = "jsonl") -> tuple[set[str], set[str], int]:
     """Keep only the complete "ok" lines of an earlier run's output, once per id.
 
-    Returns (ids done, lines dropped). Dropped: failed lines (their questions
+    Returns (ids done, ids with a failed line, lines dropped). Dropped: failed lines (their questions
     run again), a torn last line from a crash, repeats. A whole line that is not
     one of our records means the file is not a results file of this tool (a typo
     in -o naming someone's notes): ConfigError, and the file is left untouched.
     """
     if not output.exists():
-        return set(), 0
+        return set(), set(), 0
     done: set[str] = set()
+    failed: set[str] = set()
     dropped = 0
 
     def fill(fd: int) -> None:
@@ -4516,12 +4518,14 @@ def compact_output(output: Path, runtime: Runtime | None = None, line_format: st
                                       f"(line {number}); resume with that format, or choose another output")
                 if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
                     dropped += 1
+                    if record is not None and record.get("status") == "failed":
+                        failed.add(str(record["id"]))
                     continue
                 done.add(str(record["id"]))
                 write_all(runtime or Runtime(), fd, raw)
 
     replace_atomically(output, fill)
-    return done, dropped
+    return done, failed - done, dropped
 
 
 def _complete_record(raw: bytes) -> dict[str, Any] | None:
@@ -4674,7 +4678,7 @@ class Progress:
             self.bar.close()
 
 
-def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
+def stops_the_batch(result: RunResult, stats: BatchStats, failed_before: bool = False) -> str | None:
     """Why this failure stops the whole batch (exit 1), or None.
 
     A rejected key (401/403), a wrong URL or model (404) or a quota used up
@@ -4687,7 +4691,7 @@ def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
         return str(error)
     if isinstance(error, EndpointUnreachable) and stats.ok == 0:
         return f"the endpoint is unreachable: {error}"
-    return same_error_everywhere(result, stats)
+    return same_error_everywhere(result, stats, failed_before)
 
 
 def lasting_error(result: RunResult) -> str | None:
@@ -4699,12 +4703,14 @@ def lasting_error(result: RunResult) -> str | None:
     return re.sub(r"\S*\d\S*", "#", str(cause))
 
 
-def same_error_everywhere(result: RunResult, stats: BatchStats) -> str | None:
+def same_error_everywhere(result: RunResult, stats: BatchStats, failed_before: bool = False) -> str | None:
     """Why the batch stops when the first SAME_ERROR_QUESTIONS questions to finish all failed with one
     lasting_error, none succeeding: a wrong key behind a gateway ("HTTP 400: No connected db."), a
     mistyped model. One 400 can be its question's fault (a prompt too long), two alike chance; three,
-    with none answered, is the set-up, and stopping costs three questions where going on costs all."""
-    if len(stats.first_errors) >= SAME_ERROR_QUESTIONS:
+    with none answered, is the set-up, and stopping costs three questions where going on costs all.
+    A question that ``failed_before`` (in an earlier run) and fails again is not weighed: that may be
+    its own fault, and a resume must get past the first questions when they alone cannot be answered."""
+    if len(stats.first_errors) >= SAME_ERROR_QUESTIONS or (failed_before and result.status != "ok"):
         return None
     stats.first_errors.append(lasting_error(result))
     alike = set(stats.first_errors)
@@ -4766,13 +4772,13 @@ def holds_question(place: LogPlace, base: str, question: str) -> bool:
 class BatchRun:
     """One batch run: reads items, keeps --concurrency questions in flight, writes results."""
 
-    def __init__(self, config: Config, options: BatchOptions, runtime: Runtime, done: set[str],
+    def __init__(self, config: Config, options: BatchOptions, runtime: Runtime, start: BatchStart,
                  progress: Progress, folder_fd: int | None = None) -> None:
         if options.logs == "none":
             config = replace(config, enable_file_logging=False, enable_jsonl_trace=False)
         self.config, self.options, self.runtime = config, options, runtime
         self.log_folder, self.folder_fd = batch_log_folder(config, options.output), folder_fd
-        self.done, self.progress = done, progress
+        self.done, self.failed_before, self.progress = start.done, start.failed, progress
         self.stats = BatchStats()
         self.stop = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -4812,16 +4818,16 @@ class BatchRun:
             if self.options.logs == "failed" and result.status == "ok":
                 drop_run_files(result, redact(item.question, self.config), place)
             self.save(item, result, writer)
-            self.stop_if_hopeless(result)
+            self.stop_if_hopeless(result, item.id in self.failed_before)
         finally:
             slots.release()
 
-    def stop_if_hopeless(self, result: RunResult) -> None:
+    def stop_if_hopeless(self, result: RunResult, failed_before: bool = False) -> None:
         """Stop when a question's end says the rest would fail alike: a stalled endpoint opens the breaker
         (exit 75: later it may answer); what stops_the_batch names aborts (exit 1)."""
         if isinstance(result.exception, EndpointStalled):
             self.stats.breaker = self.stats.breaker or f"{result.exception}; no new question started (a rerun resumes)"
-        elif (why := stops_the_batch(result, self.stats)) and not self.stats.aborted:
+        elif (why := stops_the_batch(result, self.stats, failed_before)) and not self.stats.aborted:
             self.stats.aborted = why
         else:
             return
@@ -4955,6 +4961,7 @@ class BatchStart:
     input_sha: str | None
     total: int | None
     done: set[str]
+    failed: set[str] = field(default_factory=set)  # ids an earlier run failed (see same_error_everywhere)
 
 
 def batch_log_folder(config: Config, output: Path) -> Path:
@@ -5021,12 +5028,12 @@ def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> B
         check_input_unchanged(_sidecar(options.output, ".summary.json"), input_sha, options.force)
     else:
         moved = move_aside(options.output, runtime.wall_clock())
-    done, dropped = compact_output(options.output, runtime, options.output_format)
+    done, failed, dropped = compact_output(options.output, runtime, options.output_format)
     if moved:
         log.warning("--no-resume: the old output was moved to %s", moved)
     if done or dropped:
         log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
-    return BatchStart(input_sha, total, done)
+    return BatchStart(input_sha, total, done, failed)
 
 
 def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
@@ -5092,7 +5099,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
         start, summary, writer = start_batch(config, options, runtime, folder_fd)
         started = runtime.clock()
         total = start.total if options.shard is None else None  # a shard's share is known only as it is read
-        batch = BatchRun(config, options, runtime, start.done, Progress(total, sys.stderr), folder_fd)
+        batch = BatchRun(config, options, runtime, start, Progress(total, sys.stderr), folder_fd)
         try:
             await run_questions(config, options, stdin, batch, writer)
         finally:

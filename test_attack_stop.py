@@ -20,7 +20,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion
+from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, test_runtime
 
 HERE = Path(__file__).resolve().parent
 
@@ -155,3 +155,39 @@ def test_a_question_queued_behind_its_own_hanging_call_still_ends_at_its_deadlin
     done, seconds = cli(tmp_path, endpoint.url, "-q", "Q?", "--deadline", "1", MAX_CONCURRENT_REQUESTS="1")
     assert done.returncode == moa.EXIT_FAILED and "no verdict within QUESTION_DEADLINE=1s" in done.stderr
     assert len(endpoint.starts()) == 1 and seconds < 10
+
+
+# --- item 11: a resume gets past first questions that alone cannot be answered --------------------
+
+
+@respx.mock
+def test_a_resume_gets_past_first_questions_that_fail_alike_on_their_own(tmp_path, monkeypatch, capsys) -> None:
+    """The first 3 questions are each too long for the model (the same 400, numbers aside): the batch stops.
+    Its rerun does not stop at them again, since they failed before; it answers the rest (exit 3)."""
+    model = FakeModel()
+
+    def too_long(request: httpx.Request) -> httpx.Response:
+        if b"LONG" in request.content:
+            return httpx.Response(400, json={"error": {"message": f"maximum context is 4096; you asked {len(request.content)}"}})
+        return model(request)
+
+    respx.post(URL).mock(side_effect=too_long)
+    source = questions(tmp_path / "q.txt", "LONG 1", "LONG 2", "LONG 3", "Q4", "Q5")
+    argv = ["-f", str(source), "-o", str(tmp_path / "o.jsonl"), "--concurrency", "1"]
+    assert moa.main(argv, runtime=test_runtime()) == moa.EXIT_FAILED
+    assert "the first 3 questions all failed with the same error" in capsys.readouterr().err
+    assert moa.main(argv, runtime=test_runtime()) == moa.EXIT_SOME_FAILED
+    assert sorted(r["status"] for r in lines_of(tmp_path / "o.jsonl")) == ["failed"] * 3 + ["ok"] * 2
+
+
+@respx.mock
+def test_a_set_up_that_stays_broken_still_stops_every_rerun(tmp_path, capsys) -> None:
+    """Every request 400 "No connected db.": each rerun tries the 3 questions that failed before, then
+    stops after 3 new ones fail alike, instead of running all 12 to failure."""
+    respx.post(URL).mock(return_value=httpx.Response(400, json={"error": "No connected db."}))
+    argv = ["-f", str(questions(tmp_path / "q.txt", *(f"Q{i}" for i in range(12)))), "-o", str(tmp_path / "o.jsonl"),
+            "--concurrency", "1"]
+    assert moa.main(argv, runtime=test_runtime()) == moa.EXIT_FAILED
+    assert moa.main(argv, runtime=test_runtime()) == moa.EXIT_FAILED
+    assert len(lines_of(tmp_path / "o.jsonl")) == 6
+    assert capsys.readouterr().err.count("error: the first 3 questions all failed with the same error") == 2
