@@ -189,6 +189,7 @@ MAX_REPORTED_TOKENS = 10**9
 # A call is never cut as a straggler before this: below a second a cut saves
 # little and risks throwing away a good answer over a momentary hiccup.
 STRAGGLER_MIN_SECONDS = 1.0
+STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
 # A straggler cut buys a question's latency with its answer's quality. While other questions share
 # the endpoint (a batch), the batch gains only part of the time a cut saves, so the bar is this many
 # times higher: past the 3-4x a gateway's retries make a call take (see StragglerWatch).
@@ -1951,6 +1952,12 @@ def failure_of(debate: Debate, phase: str, agent: str) -> str:
     return "not sent"
 
 
+def note_lost(debate: Debate, what: str, phase: str, agent: str, consequence: str) -> None:
+    """A call that gave nothing, noted: a warning unless the straggler cut it (the tool's choice, see _mark_cut)."""
+    failure = failure_of(debate, phase, agent)
+    debate.note(f"{what} failed ({failure}); {consequence}", problem=failure != STRAGGLER_CUT)
+
+
 def tier_of(value: object) -> str | None:
     """Which parser tier produced a parsed value (every parsed shape has a ``tier``)."""
     tier = getattr(value, "tier", None)
@@ -2646,12 +2653,12 @@ class StragglerWatch:
         typical = median(self.finished)
         for call in reversed(self.debate.calls):
             if call.agent == agent and call.phase == self.phase and call.round == self.debate.round:
-                call.failure = "cut as a straggler"
+                call.failure = STRAGGLER_CUT
                 break
         shared = f" x {entry.scale:g}, as other questions share the endpoint" if entry.scale != 1 else ""
         self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
                          f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
-                         f"answered{shared})")
+                         f"answered{shared})", problem=False)  # the tool's choice, counted in ``degraded``
 
     def _kick(self) -> None:
         self.changed.set()
@@ -2726,8 +2733,7 @@ async def review_one(debate: Debate, question: str, position: Position, workers:
         debate, "critique", agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
         parse=_critique, model=debate.config.slot_model(critic_at)))
     if found is None:
-        debate.note(f"critique of {position.agent} failed ({failure_of(debate, 'critique', agent)}); "
-                    "its answer stays in play uncritiqued")
+        note_lost(debate, f"critique of {position.agent}", "critique", agent, "its answer stays in play uncritiqued")
         return
     position.critique = found.text
 
@@ -2739,8 +2745,7 @@ async def reply_one(debate: Debate, question: str, position: Position, workers: 
         debate, "rebuttal", position.agent, system, user, temperature=temperature,
         max_tokens=debate.config.max_tokens, parse=_rebuttal, model=position.model or None))
     if found is None:
-        debate.note(f"rebuttal of {position.agent} failed ({failure_of(debate, 'rebuttal', position.agent)}); "
-                    "its first answer stands")
+        note_lost(debate, f"rebuttal of {position.agent}", "rebuttal", position.agent, "its first answer stands")
         return
     position.rebuttal, position.final_answer = found.text, found.answer.answer
 
@@ -2753,8 +2758,7 @@ async def revise_one(debate: Debate, question: str, position: Position, others: 
         debate, "revise", position.agent, system, user, temperature=temperature,
         max_tokens=debate.config.max_tokens, parse=_rebuttal, model=position.model or None, step=step))
     if found is None:
-        debate.note(f"round {step} revision of {position.agent} failed "
-                    f"({failure_of(debate, 'revise', position.agent)}); its answer stands")
+        note_lost(debate, f"round {step} revision of {position.agent}", "revise", position.agent, "its answer stands")
         return
     position.revision, position.final_answer = found.text, found.answer.answer
 

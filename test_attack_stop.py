@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -191,3 +192,26 @@ def test_a_set_up_that_stays_broken_still_stops_every_rerun(tmp_path, capsys) ->
     assert moa.main(argv, runtime=test_runtime()) == moa.EXIT_FAILED
     assert len(lines_of(tmp_path / "o.jsonl")) == 6
     assert capsys.readouterr().err.count("error: the first 3 questions all failed with the same error") == 2
+
+
+# --- item 14: a straggler cut is the tool's choice, not a warning ---------------------------------
+
+
+async def test_a_straggler_cut_and_what_it_costs_are_no_warning(caplog) -> None:
+    """A critique 20x slower than the others is cut: the transcript's notes say so (the cut, and the answer
+    left uncritiqued) and the answer is degraded, but neither is a warning line (one a cut in a batch)."""
+    clock = VirtualClock()
+    model = FakeModel()
+
+    async def one_slow_critic(request: httpx.Request) -> httpx.Response:
+        slow = (request.headers["X-MoA-Phase"], request.headers["X-MoA-Agent"]) == ("critique", "solver-2->solver-1")
+        await clock.sleep(20 if slow else 1)
+        return model(request)
+
+    caplog.set_level(logging.INFO, logger="moa")
+    result = await answer_in_virtual_time(virtual_config(straggler_factor=3, min_judge_confidence=0), clock,
+                                          one_slow_critic)
+    assert result.status == "ok" and result.degraded
+    assert any("critique solver-2->solver-1 cut as a straggler" in note for note in result.notes)
+    assert any("critique of solver-1 failed (cut as a straggler)" in note for note in result.notes)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
