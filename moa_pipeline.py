@@ -1339,15 +1339,15 @@ class Endpoint:
 
     def stalled(self, status: int | None = None) -> EndpointStalled | None:
         """EndpointStalled, which stops the run (a batch: exit 75), once nothing was accepted for STALL_TIMEOUT
-        since the first refused request went out: an endpoint answering only 429 for minutes is not merely
-        busy. At STALL_WARNING_SHARE of it one warning, so the wait is not silent."""
-        limit = self.config.stall_timeout
+        since the first refused request went out, and more than one was refused (one alone, a reply slower than
+        REQUEST_TIMEOUT, is that request's failure, which its retry handles): an endpoint answering only 429 for
+        minutes is not merely busy. At STALL_WARNING_SHARE of it one warning, so the wait is not silent."""
+        limit, total = self.config.stall_timeout, self.refusals.total()
         waited = self.runtime.clock() - self.refused_since if self.refused_since is not None else -math.inf
-        if not limit or waited < STALL_WARNING_SHARE * limit:
+        if not limit or total < 2 or waited < STALL_WARNING_SHARE * limit:
             return None
         counts = ", ".join(f"{n} {what}" for what, n in self.refusals.most_common())
-        total = self.refusals.total()
-        seen = f"the endpoint accepted no request for {waited:.1f}s ({total} request{'s' * (total != 1)}: {counts})"
+        seen = f"the endpoint accepted no request for {waited:.1f}s ({total} requests: {counts})"
         if waited >= limit:
             return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later", status=status,
                                    retryable=False, stops_run=True)

@@ -79,6 +79,28 @@ def test_a_slow_request_refused_after_others_were_accepted_is_no_stall() -> None
     assert isinstance(endpoint.refused(timed_out, sent_at=3), moa.EndpointStalled)
 
 
+def test_one_refused_request_alone_is_no_stall() -> None:
+    """A lone request that timed out after REQUEST_TIMEOUT=10, above STALL_TIMEOUT=5, is that request's
+    failure, which its retry handles; a second refusal with nothing accepted is a stall."""
+    clock = Clock()
+    endpoint = moa.Endpoint(virtual_config(stall_timeout=5), None, moa.Runtime(clock=clock))  # type: ignore[arg-type]
+    clock.now = 10
+    timed_out = moa.APIError("no response within REQUEST_TIMEOUT=10s", outage=True)
+    assert endpoint.refused(timed_out, sent_at=0) is timed_out and endpoint.stalled() is None
+    clock.now = 21
+    stalled = endpoint.refused(timed_out, sent_at=11)
+    assert isinstance(stalled, moa.EndpointStalled) and "(2 requests: 2 no response)" in str(stalled)
+
+
+def test_a_judge_that_hangs_once_is_retried_not_stopped_as_stalled(server, tmp_path) -> None:
+    """The real CLI, REQUEST_TIMEOUT=1.5 above STALL_TIMEOUT=1: the judge's first request hangs while
+    nothing else is in flight; it times out and its retry answers (before: exit 1, "accepted no request")."""
+    endpoint = server("--fault", "hang", "--fault-phase", "judge", "--fault-once")
+    done, _ = cli(tmp_path, endpoint.url, "-q", "Q?", "--json", REQUEST_TIMEOUT="1.5", STALL_TIMEOUT="1")
+    assert done.returncode == moa.EXIT_OK, done.stderr
+    assert json.loads(done.stdout)["final_answer"] == "391" and "STALL_TIMEOUT" not in done.stderr
+
+
 @pytest.mark.parametrize("status", [429, 500, 503])
 async def test_a_long_retry_hint_does_not_hold_the_stall_stop(status: int) -> None:
     """Every reply is an error asking to wait 60 s: the question stops at STALL_TIMEOUT=10 s, not after
