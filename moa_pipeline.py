@@ -189,6 +189,7 @@ MAX_REPORTED_TOKENS = 10**9
 # A call is never cut as a straggler before this: below a second a cut saves
 # little and risks throwing away a good answer over a momentary hiccup.
 STRAGGLER_MIN_SECONDS = 1.0
+STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
 # A straggler cut buys a question's latency with its answer's quality. While other questions share
 # the endpoint (a batch), the batch gains only part of the time a cut saves, so the bar is this many
 # times higher: past the 3-4x a gateway's retries make a call take (see StragglerWatch).
@@ -1205,6 +1206,46 @@ class InFlight:
             self.ended, self.since = self.age(), None
 
 
+class QueueTime:
+    """The spans in which every call a question has going waits for a request slot of ours: in a batch, other
+    questions hold the slots (--concurrency over what the endpoint takes), which is not the endpoint failing this
+    question, so QUESTION_DEADLINE counts them no more than the straggler age does (see Debate.time_left)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        # Calls going (in ask), those of them waiting for a slot, and the seconds of the spans that ended.
+        self.clock, self.calls, self.queued, self.ended = clock, 0, 0, 0.0
+        self.since: float | None = None  # when the span now going began
+        self.deadline: asyncio.Timeout | None = None  # the timeout that stops the question (see run_question)
+        self.left: float | None = None  # its seconds left on the loop's clock, held while a span goes
+
+    def seconds(self) -> float:
+        return self.ended + (self.clock() - self.since if self.since is not None else 0.0)
+
+    @contextlib.contextmanager
+    def counting(self, queued: bool = False) -> Iterator[None]:
+        """A call going (queued: one of them waiting for a slot) inside."""
+        self.change(1, queued)
+        try:
+            yield
+        finally:
+            self.change(-1, queued)
+
+    def change(self, step: int, queued: bool) -> None:
+        self.queued, self.calls = (self.queued + step, self.calls) if queued else (self.queued, self.calls + step)
+        waiting, loop = 0 < self.calls <= self.queued, asyncio.get_running_loop()
+        deadline = self.deadline if self.deadline is not None and not self.deadline.expired() else None
+        if waiting and self.since is None:
+            self.since = self.clock()
+            if deadline is not None and (when := deadline.when()) is not None:
+                self.left = when - loop.time()
+                deadline.reschedule(None)
+        elif not waiting and self.since is not None:
+            self.ended, self.since = self.seconds(), None
+            if deadline is not None and self.left is not None:
+                deadline.reschedule(loop.time() + self.left)
+            self.left = None
+
+
 # The timer of the call the current task sends for, set by its straggler watch (see StragglerWatch.guard).
 CALL_IN_FLIGHT: contextvars.ContextVar[InFlight | None] = contextvars.ContextVar("moa_call_in_flight", default=None)
 
@@ -1231,6 +1272,7 @@ class Endpoint:
         self.questions = 0  # questions answering through it now (a batch runs several)
         # The stall rule (see refused): when the first request refused since the last 2xx went out, and the refusals.
         self.refused_since: float | None = None
+        self.accepted_at = -math.inf  # when the last 2xx came
         self.refusals: collections.Counter[str] = collections.Counter()
         self.stall_warned = False
 
@@ -1287,50 +1329,66 @@ class Endpoint:
                 self.cooldown_until = until
 
     def refused(self, error: APIError, sent_at: float) -> APIError:
-        """Count a request not accepted (no 2xx: an error status, 429s included, or no response). Once
-        nothing was accepted for STALL_TIMEOUT since the first such request went out, the error becomes
-        EndpointStalled, which stops the run (a batch: exit 75): an endpoint answering only 429 for
-        minutes is not merely busy. At STALL_WARNING_SHARE of it one warning, so the wait is not silent."""
+        """Count a request not accepted (no 2xx: an error status, 429s included, or no response), sent at
+        ``sent_at``; one sent before the last 2xx came counts from that 2xx: a slow request refused after
+        others were accepted is no sign of a stall. The error, or EndpointStalled (see stalled)."""
         self.refusals["no response" if error.status is None else f"HTTP {error.status}"] += 1
-        first = self.refused_since = sent_at if self.refused_since is None else min(self.refused_since, sent_at)
-        waited, limit = self.runtime.clock() - first, self.config.stall_timeout
-        if not limit or waited < STALL_WARNING_SHARE * limit:
-            return error
+        since = max(sent_at, self.accepted_at)
+        self.refused_since = since if self.refused_since is None else min(self.refused_since, since)
+        return self.stalled(error.status) or error
+
+    def stalled(self, status: int | None = None) -> EndpointStalled | None:
+        """EndpointStalled, which stops the run (a batch: exit 75), once nothing was accepted for STALL_TIMEOUT
+        since the first refused request went out, and more than one was refused (one alone, a reply slower than
+        REQUEST_TIMEOUT, is that request's failure, which its retry handles): an endpoint answering only 429 for
+        minutes is not merely busy. At STALL_WARNING_SHARE of it one warning, so the wait is not silent."""
+        limit, total = self.config.stall_timeout, self.refusals.total()
+        waited = self.runtime.clock() - self.refused_since if self.refused_since is not None else -math.inf
+        if not limit or total < 2 or waited < STALL_WARNING_SHARE * limit:
+            return None
         counts = ", ".join(f"{n} {what}" for what, n in self.refusals.most_common())
-        seen = f"the endpoint accepted no request for {waited:.1f}s ({self.refusals.total()} requests: {counts})"
+        seen = f"the endpoint accepted no request for {waited:.1f}s ({total} requests: {counts})"
         if waited >= limit:
-            return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later", status=error.status,
+            return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later", status=status,
                                    retryable=False, stops_run=True)
         if not self.stall_warned:
             self.stall_warned = True
             token = QUESTION_ID.set("")  # about the endpoint, not the question whose call noticed
             log.warning("%s; still trying until STALL_TIMEOUT=%gs", seen, limit)
             QUESTION_ID.reset(token)
-        return error
+        return None
+
+    def stall_left(self) -> float:
+        """Seconds until the stall rule stops the run: no retry waits past it (see ask)."""
+        if self.refused_since is None or not self.config.stall_timeout:
+            return math.inf
+        return self.refused_since + self.config.stall_timeout - self.runtime.clock()
 
     def accepted(self) -> None:
         """A 2xx: the stall rule starts over."""
-        self.refused_since, self.stall_warned = None, False
+        self.refused_since, self.stall_warned, self.accepted_at = None, False, self.runtime.clock()
         self.refusals.clear()
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
-                       headers: Mapping[str, str], model: str | None = None) -> Completion:
-        """One HTTP attempt; raises APIError, never an httpx exception."""
+                       headers: Mapping[str, str], model: str | None = None,
+                       queue: QueueTime | None = None) -> Completion:
+        """One HTTP attempt; raises APIError, never an httpx exception. ``queue``: its question's (see QueueTime)."""
         try:
-            return await self._send(messages, temperature, max_tokens, headers, model or self.config.models[0])
+            return await self._send(messages, temperature, max_tokens, headers, model or self.config.models[0], queue)
         except APIError as err:
             err.args = (redact(str(err), self.config),)  # a server may echo the key back
             raise
 
     async def _send(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
-                    headers: Mapping[str, str], model: str) -> Completion:
+                    headers: Mapping[str, str], model: str, queue: QueueTime | None) -> Completion:
         body: dict[str, Any] = {"model": model, "messages": messages,
                                 "temperature": temperature, "max_tokens": max_tokens}
         if self.config.stream:
             # Proxies close idle non-streaming requests (Cloudflare answers 524
             # after 100 s without a byte); a stream keeps the connection busy.
             body |= {"stream": True, "stream_options": {"include_usage": True}}
-        in_flight = await self.slots.acquire()
+        with queue.counting(queued=True) if queue else contextlib.nullcontext():
+            in_flight = await self.slots.acquire()
         try:
             await self.wait_for_cooldown()
             sent_at = self.runtime.clock()
@@ -1712,7 +1770,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
     """One HTTP attempt and its parse; APIError when it yields nothing usable."""
     completion = await debate.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
-        headers=request_headers(debate, call.phase, call.agent, attempt.number, call.step))
+        headers=request_headers(debate, call.phase, call.agent, attempt.number, call.step), queue=debate.queue)
     record_reply(attempt, completion, sending.prompt_estimate)
     value = sending.parse(completion.text)
     cut = completion.finish_reason in ("length", "truncated")
@@ -1846,23 +1904,26 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
     sending = Sending(temperature, max_tokens, prompt_tokens_estimate(system, user), parse)
     error: APIError | None = None
     retries = RetriesUsed()
-    for number in itertools.count(1):
-        if debate.time_left() <= 0:  # the question's deadline, on the runtime's clock (see run_question)
-            raise deadline_passed(debate.config)
-        result = await budgeted_attempt(debate, call, number, sending, retries)
-        if result is None:
-            return None
-        if result.error is None:
-            debate.endpoint.call_ended(None)
-            return result.value
-        error = result.error
-        if error.stops_run and not drop_model(debate, model, error):
-            raise error
-        wait = call.attempts[-1].retry_in_s
-        if wait is None:
-            break
-        log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
-        await debate.runtime.sleep(min(wait, max(debate.time_left(), 0.0)))
+    with debate.queue.counting():  # while the call is going, its question's deadline runs (see QueueTime)
+        for number in itertools.count(1):
+            if debate.time_left() <= 0:  # the question's deadline, on the runtime's clock (see run_question)
+                raise deadline_passed(debate.config)
+            if number > 1 and (stalled := debate.endpoint.stalled()):  # the retry would go out after STALL_TIMEOUT
+                raise stalled
+            result = await budgeted_attempt(debate, call, number, sending, retries)
+            if result is None:
+                return None
+            if result.error is None:
+                debate.endpoint.call_ended(None)
+                return result.value
+            error = result.error
+            if error.stops_run and not drop_model(debate, model, error):
+                raise error
+            wait = call.attempts[-1].retry_in_s
+            if wait is None:
+                break
+            log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
+            await debate.runtime.sleep(max(min(wait, debate.time_left(), debate.endpoint.stall_left()), 0.0))
     debate.endpoint.call_ended(error)
     call.error = error
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
@@ -1889,6 +1950,12 @@ def failure_of(debate: Debate, phase: str, agent: str) -> str:
         if call.phase == phase and call.agent == agent and call.round == debate.round:
             return call.failure or "no usable output"
     return "not sent"
+
+
+def note_lost(debate: Debate, what: str, phase: str, agent: str, consequence: str) -> None:
+    """A call that gave nothing, noted: a warning unless the straggler cut it (the tool's choice, see _mark_cut)."""
+    failure = failure_of(debate, phase, agent)
+    debate.note(f"{what} failed ({failure}); {consequence}", problem=failure != STRAGGLER_CUT)
 
 
 def tier_of(value: object) -> str | None:
@@ -2359,6 +2426,10 @@ class Debate:
     dropped_models: set[str] = field(default_factory=set)
     watches: dict[tuple[int, str, int], StragglerWatch] = field(default_factory=dict)
     replaying: bool = False  # a replay: no rerun follows, so the budget keeps nothing back for one
+    queue: QueueTime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = QueueTime(self.runtime.clock)
 
     def skip(self, what: str) -> None:
         self.skipped.append(f"round {self.round}: {what}")
@@ -2374,9 +2445,9 @@ class Debate:
         return f"{self.runtime.rng.getrandbits(64):016x}"
 
     def time_left(self) -> float:
-        """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one)."""
+        """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one), our own queue's not counted."""
         seconds = self.config.question_deadline
-        return seconds - (self.runtime.clock() - self.started) if seconds else math.inf
+        return seconds - (self.runtime.clock() - self.started - self.queue.seconds()) if seconds else math.inf
 
     @contextlib.contextmanager
     def in_round(self, number: int) -> Iterator[None]:
@@ -2582,12 +2653,12 @@ class StragglerWatch:
         typical = median(self.finished)
         for call in reversed(self.debate.calls):
             if call.agent == agent and call.phase == self.phase and call.round == self.debate.round:
-                call.failure = "cut as a straggler"
+                call.failure = STRAGGLER_CUT
                 break
         shared = f" x {entry.scale:g}, as other questions share the endpoint" if entry.scale != 1 else ""
         self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
                          f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
-                         f"answered{shared})")
+                         f"answered{shared})", problem=False)  # the tool's choice, counted in ``degraded``
 
     def _kick(self) -> None:
         self.changed.set()
@@ -2662,8 +2733,7 @@ async def review_one(debate: Debate, question: str, position: Position, workers:
         debate, "critique", agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
         parse=_critique, model=debate.config.slot_model(critic_at)))
     if found is None:
-        debate.note(f"critique of {position.agent} failed ({failure_of(debate, 'critique', agent)}); "
-                    "its answer stays in play uncritiqued")
+        note_lost(debate, f"critique of {position.agent}", "critique", agent, "its answer stays in play uncritiqued")
         return
     position.critique = found.text
 
@@ -2675,8 +2745,7 @@ async def reply_one(debate: Debate, question: str, position: Position, workers: 
         debate, "rebuttal", position.agent, system, user, temperature=temperature,
         max_tokens=debate.config.max_tokens, parse=_rebuttal, model=position.model or None))
     if found is None:
-        debate.note(f"rebuttal of {position.agent} failed ({failure_of(debate, 'rebuttal', position.agent)}); "
-                    "its first answer stands")
+        note_lost(debate, f"rebuttal of {position.agent}", "rebuttal", position.agent, "its first answer stands")
         return
     position.rebuttal, position.final_answer = found.text, found.answer.answer
 
@@ -2689,8 +2758,7 @@ async def revise_one(debate: Debate, question: str, position: Position, others: 
         debate, "revise", position.agent, system, user, temperature=temperature,
         max_tokens=debate.config.max_tokens, parse=_rebuttal, model=position.model or None, step=step))
     if found is None:
-        debate.note(f"round {step} revision of {position.agent} failed "
-                    f"({failure_of(debate, 'revise', position.agent)}); its answer stands")
+        note_lost(debate, f"round {step} revision of {position.agent}", "revise", position.agent, "its answer stands")
         return
     position.revision, position.final_answer = found.text, found.answer.answer
 
@@ -3132,7 +3200,7 @@ async def run_question(debate: Debate, question: str, result: RunResult, replay:
     on it would. A deadline before any verdict fails the question; one in the rerun leaves round 1's
     verdict standing, as a failed rerun does: the rerun only sought more confidence. Anyone else's
     cancel (Ctrl-C) stays a cancel."""
-    deadline = asyncio.timeout(debate.config.question_deadline or None)
+    deadline = debate.queue.deadline = asyncio.timeout(debate.config.question_deadline or None)
     try:
         async with deadline:
             if replay is None:
@@ -4426,17 +4494,19 @@ def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), count
 
 
-def compact_output(output: Path, runtime: Runtime | None = None, line_format: str = "jsonl") -> tuple[set[str], int]:
+def compact_output(output: Path, runtime: Runtime | None = None,
+                   line_format: str = "jsonl") -> tuple[set[str], set[str], int]:
     """Keep only the complete "ok" lines of an earlier run's output, once per id.
 
-    Returns (ids done, lines dropped). Dropped: failed lines (their questions
+    Returns (ids done, ids with a failed line, lines dropped). Dropped: failed lines (their questions
     run again), a torn last line from a crash, repeats. A whole line that is not
     one of our records means the file is not a results file of this tool (a typo
     in -o naming someone's notes): ConfigError, and the file is left untouched.
     """
     if not output.exists():
-        return set(), 0
+        return set(), set(), 0
     done: set[str] = set()
+    failed: set[str] = set()
     dropped = 0
 
     def fill(fd: int) -> None:
@@ -4452,12 +4522,14 @@ def compact_output(output: Path, runtime: Runtime | None = None, line_format: st
                                       f"(line {number}); resume with that format, or choose another output")
                 if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
                     dropped += 1
+                    if record is not None and record.get("status") == "failed":
+                        failed.add(str(record["id"]))
                     continue
                 done.add(str(record["id"]))
                 write_all(runtime or Runtime(), fd, raw)
 
     replace_atomically(output, fill)
-    return done, dropped
+    return done, failed - done, dropped
 
 
 def _complete_record(raw: bytes) -> dict[str, Any] | None:
@@ -4610,7 +4682,7 @@ class Progress:
             self.bar.close()
 
 
-def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
+def stops_the_batch(result: RunResult, stats: BatchStats, failed_before: bool = False) -> str | None:
     """Why this failure stops the whole batch (exit 1), or None.
 
     A rejected key (401/403), a wrong URL or model (404) or a quota used up
@@ -4623,7 +4695,7 @@ def stops_the_batch(result: RunResult, stats: BatchStats) -> str | None:
         return str(error)
     if isinstance(error, EndpointUnreachable) and stats.ok == 0:
         return f"the endpoint is unreachable: {error}"
-    return same_error_everywhere(result, stats)
+    return same_error_everywhere(result, stats, failed_before)
 
 
 def lasting_error(result: RunResult) -> str | None:
@@ -4635,12 +4707,14 @@ def lasting_error(result: RunResult) -> str | None:
     return re.sub(r"\S*\d\S*", "#", str(cause))
 
 
-def same_error_everywhere(result: RunResult, stats: BatchStats) -> str | None:
+def same_error_everywhere(result: RunResult, stats: BatchStats, failed_before: bool = False) -> str | None:
     """Why the batch stops when the first SAME_ERROR_QUESTIONS questions to finish all failed with one
     lasting_error, none succeeding: a wrong key behind a gateway ("HTTP 400: No connected db."), a
     mistyped model. One 400 can be its question's fault (a prompt too long), two alike chance; three,
-    with none answered, is the set-up, and stopping costs three questions where going on costs all."""
-    if len(stats.first_errors) >= SAME_ERROR_QUESTIONS:
+    with none answered, is the set-up, and stopping costs three questions where going on costs all.
+    A question that ``failed_before`` (in an earlier run) and fails again is not weighed: that may be
+    its own fault, and a resume must get past the first questions when they alone cannot be answered."""
+    if len(stats.first_errors) >= SAME_ERROR_QUESTIONS or (failed_before and result.status != "ok"):
         return None
     stats.first_errors.append(lasting_error(result))
     alike = set(stats.first_errors)
@@ -4702,13 +4776,13 @@ def holds_question(place: LogPlace, base: str, question: str) -> bool:
 class BatchRun:
     """One batch run: reads items, keeps --concurrency questions in flight, writes results."""
 
-    def __init__(self, config: Config, options: BatchOptions, runtime: Runtime, done: set[str],
+    def __init__(self, config: Config, options: BatchOptions, runtime: Runtime, start: BatchStart,
                  progress: Progress, folder_fd: int | None = None) -> None:
         if options.logs == "none":
             config = replace(config, enable_file_logging=False, enable_jsonl_trace=False)
         self.config, self.options, self.runtime = config, options, runtime
         self.log_folder, self.folder_fd = batch_log_folder(config, options.output), folder_fd
-        self.done, self.progress = done, progress
+        self.done, self.failed_before, self.progress = start.done, start.failed, progress
         self.stats = BatchStats()
         self.stop = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -4748,16 +4822,16 @@ class BatchRun:
             if self.options.logs == "failed" and result.status == "ok":
                 drop_run_files(result, redact(item.question, self.config), place)
             self.save(item, result, writer)
-            self.stop_if_hopeless(result)
+            self.stop_if_hopeless(result, item.id in self.failed_before)
         finally:
             slots.release()
 
-    def stop_if_hopeless(self, result: RunResult) -> None:
+    def stop_if_hopeless(self, result: RunResult, failed_before: bool = False) -> None:
         """Stop when a question's end says the rest would fail alike: a stalled endpoint opens the breaker
         (exit 75: later it may answer); what stops_the_batch names aborts (exit 1)."""
         if isinstance(result.exception, EndpointStalled):
             self.stats.breaker = self.stats.breaker or f"{result.exception}; no new question started (a rerun resumes)"
-        elif (why := stops_the_batch(result, self.stats)) and not self.stats.aborted:
+        elif (why := stops_the_batch(result, self.stats, failed_before)) and not self.stats.aborted:
             self.stats.aborted = why
         else:
             return
@@ -4891,6 +4965,7 @@ class BatchStart:
     input_sha: str | None
     total: int | None
     done: set[str]
+    failed: set[str] = field(default_factory=set)  # ids an earlier run failed (see same_error_everywhere)
 
 
 def batch_log_folder(config: Config, output: Path) -> Path:
@@ -4957,12 +5032,12 @@ def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> B
         check_input_unchanged(_sidecar(options.output, ".summary.json"), input_sha, options.force)
     else:
         moved = move_aside(options.output, runtime.wall_clock())
-    done, dropped = compact_output(options.output, runtime, options.output_format)
+    done, failed, dropped = compact_output(options.output, runtime, options.output_format)
     if moved:
         log.warning("--no-resume: the old output was moved to %s", moved)
     if done or dropped:
         log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
-    return BatchStart(input_sha, total, done)
+    return BatchStart(input_sha, total, done, failed)
 
 
 def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
@@ -5028,7 +5103,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
         start, summary, writer = start_batch(config, options, runtime, folder_fd)
         started = runtime.clock()
         total = start.total if options.shard is None else None  # a shard's share is known only as it is read
-        batch = BatchRun(config, options, runtime, start.done, Progress(total, sys.stderr), folder_fd)
+        batch = BatchRun(config, options, runtime, start, Progress(total, sys.stderr), folder_fd)
         try:
             await run_questions(config, options, stdin, batch, writer)
         finally:
