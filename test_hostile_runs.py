@@ -1,4 +1,4 @@
-"""Issue 20 attacked again (items 4, 7, 8, 12, 15, 16, 18): hostile traces, what an endpoint bills
+"""Hostile runs (items 4, 7, 8, 12, 15, 16, 18 of issue 20): hostile traces, what an endpoint bills
 for replies we cannot use, what killed batches leave, and library arguments that hold secrets."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Issue 20, attacked after the merge (retry hints, stragglers, shards, masking, --check, proxies):
-each test is a variant a hostile user found broken, and fails on the merged code without its fix.
+"""Hostile variants at the endpoint (retry hints, stragglers, shards, masking, --check, proxies),
+each one found broken after issue 20's first fixes and failing without its own.
 
 Time runs virtually (conftest); sockets, environment proxies and --check go through the real CLI
 against small servers on 127.0.0.1.

@@ -1,5 +1,5 @@
-"""What an attack on issue 20's stops found (items 10, 11 and 14): the stall rule, the question deadline, the
-batch's same-error stop, and notes that are no warnings, under variants the first tests did not try.
+"""Hostile variants of the stops (items 10, 11 and 14 of issue 20): the stall rule, the question deadline,
+the batch's same-error stop, and notes that are no warnings, under variants the first tests did not try.
 
 The clock logic runs on a VirtualClock; what sockets and time do together runs through the real CLI as a
 subprocess against bench/fake_endpoint.py on 127.0.0.1.
