@@ -5492,8 +5492,8 @@ def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Repl
 
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
-    if not args.output:
-        raise ConfigError("-f needs -o PATH: the JSONL file the results go to (and resume from)")
+    if not args.output or args.output == "-":  # not stdout: the output is resumed from, so it is a file
+        raise ConfigError("-f needs -o PATH: the JSONL file the results go to (and resume from; not stdout)")
     concurrency = DEFAULT_CONCURRENCY if args.concurrency is None else args.concurrency
     if not 1 <= concurrency <= 256:
         raise ConfigError(f"--concurrency {concurrency} is not valid: expected a whole number from 1 to 256")
@@ -5651,7 +5651,7 @@ BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "
 CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from",
                                      "--rounds": "rounds", "--no-rebuttal": "no_rebuttal", "--early-exit": "early_exit",
                                      "--phase-barriers": "phase_barriers", "--max-calls": "max_calls",
-                                     "--max-tokens": "max_tokens"}
+                                     "--max-tokens": "max_tokens", "--deadline": "deadline"}
 
 
 def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:

@@ -180,7 +180,7 @@ def test_check_streams_when_the_runs_would(endpoint_env, capsys) -> None:
 
 
 @pytest.mark.parametrize("flags", [["--early-exit"], ["--phase-barriers"], ["--no-rebuttal"], ["--rounds", "2"],
-                                   ["--max-calls", "9"], ["--max-tokens", "900"]])
+                                   ["--max-calls", "9"], ["--max-tokens", "900"], ["--deadline", "1"]])
 @respx.mock
 def test_check_refuses_debate_flags_it_would_ignore(flags: list[str], endpoint_env, capsys) -> None:
     """--check with a flag that shapes or budgets a debate it does not run: exit 2, one line naming it, nothing sent."""

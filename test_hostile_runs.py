@@ -197,3 +197,14 @@ async def test_a_request_cut_as_a_straggler_stays_paid_for() -> None:
         result = await answer_in_virtual_time(config, clock, endpoint, QUESTION)
         assert result.status == "ok" and any("straggler" in (c.failure or "") for c in result.calls)
         assert endpoint.billed <= budget, f"MAX_TOTAL_TOKENS={budget}"
+
+
+def test_an_output_of_dash_is_refused_not_made_a_file(tmp_path, capsys, monkeypatch) -> None:
+    """-o - is no stdout for a batch (its output is resumed from): exit 2, one line, no file named '-'."""
+    monkeypatch.setenv("PROXY_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("API_KEY", "sk-test-12345678")
+    questions = tmp_path / "q.txt"
+    questions.write_text("What is 2+2?\n")
+    assert moa.main(["-f", str(questions), "-o", "-"]) == moa.EXIT_USAGE
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not stdout" in errors[0] and not (tmp_path / "-").exists()
