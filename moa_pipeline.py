@@ -4700,9 +4700,10 @@ def stops_the_batch(result: RunResult, stats: BatchStats, failed_before: bool = 
 
 def lasting_error(result: RunResult) -> str | None:
     """The error a failed question ended on if no retry was made for it and it is no outage (a 400, a
-    refusal), each word holding a digit (a count, an id) made "#" so two questions' compare; else None."""
+    422), each word holding a digit (a count, an id) made "#" so two questions' compare; else None. A
+    refusal came in a 2xx: the key, the URL and the model work, and what was refused is the question's own."""
     cause = result.exception.cause if isinstance(result.exception, RunFailed) else None
-    if cause is None or cause.retryable or cause.outage or cause.backpressure:
+    if cause is None or cause.retryable or cause.outage or cause.backpressure or 200 <= (cause.status or 0) < 300:
         return None
     return re.sub(r"\S*\d\S*", "#", str(cause))
 

@@ -268,6 +268,27 @@ def test_the_same_400_on_the_first_three_questions_stops_the_batch(tmp_path, mon
     assert "No connected db." in errors[0] and "API_KEY" in errors[0] and "MODEL_NAME" in errors[0]
 
 
+@respx.mock
+def test_refused_questions_do_not_stop_the_batch(tmp_path, monkeypatch, capsys) -> None:
+    """The model refuses the first questions (a refusal comes in a 200: the set-up works, and what it
+    refuses is each question's own): the batch goes on to the questions it answers, exit 3."""
+    monkeypatch.setenv("NUM_WORKERS", "2")
+    model = FakeModel()
+
+    def refuse_first_three(request: httpx.Request) -> httpx.Response:
+        if any(f"Q{n}\n" in request.content.decode("unicode_escape") for n in range(3)):
+            return httpx.Response(200, json={"choices": [{"index": 0, "finish_reason": "content_filter",
+                                                          "message": {"role": "assistant", "content": None}}]})
+        return model(request)
+
+    respx.post(URL).mock(side_effect=refuse_first_three)
+    out = tmp_path / "o.jsonl"
+    code = moa.main(["-f", str(numbered_questions(tmp_path / "q.txt", 6)), "-o", str(out), "--concurrency", "1"],
+                    runtime=test_runtime())
+    assert code == moa.EXIT_SOME_FAILED, capsys.readouterr().err
+    assert [row["status"] for row in lines_of(out)] == ["failed"] * 3 + ["ok"] * 3
+
+
 @pytest.mark.parametrize("first_three", [("bad", "bad", "ok"), ("bad", "other", "bad")],
                          ids=["one-succeeded", "different-errors"])
 @respx.mock
