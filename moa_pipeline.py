@@ -5426,6 +5426,13 @@ def said_by_the_minority(result: RunResult, verdict: Verdict) -> list[str]:
     return lines
 
 
+def rerun_words(result: RunResult) -> str:
+    """What the confidence line says of the rerun: whose verdict this is, when one ran."""
+    if not result.rerun:
+        return ""
+    return ", after a rerun" if result.reported_round == 2 else "; a rerun ran, and round 1's verdict stands"
+
+
 def human_summary(result: RunResult, config: Config) -> str:
     """The human summary printed on stdout (the error itself goes to stderr)."""
     lines = []
@@ -5435,7 +5442,7 @@ def human_summary(result: RunResult, config: Config) -> str:
             verdict.source, "solvers (no judge answered)")
         lines += [f"Answer: {verdict.answer}",
                   f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree"
-                  + (", after a rerun" if result.rerun else "")]
+                  + rerun_words(result)]
     if verdict is not None:
         lines += said_by_the_minority(result, verdict)
     if verdict is None:

@@ -237,3 +237,15 @@ async def test_a_straggler_cut_and_what_it_costs_are_no_warning(caplog) -> None:
     assert any("critique solver-2->solver-1 cut as a straggler" in note for note in result.notes)
     assert any("critique of solver-1 failed (cut as a straggler)" in note for note in result.notes)
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_summary_says_whose_verdict_stands_after_a_rerun() -> None:
+    """A rerun that was stopped (a deadline) or less confident leaves round 1's verdict: the human
+    summary says so, and says "after a rerun" only when the rerun's verdict is the one reported."""
+    config = moa.Config(URL, FAKE_KEY)
+    first = moa.Verdict("391", 40, 1, 1, "judges", {"391": 1})
+    second = moa.Verdict("391", 80, 2, 2, "judges", {"391": 2})
+    kept = moa.RunResult("Q?", verdict=first, verdicts=[first], rerun=True)
+    assert "a rerun ran, and round 1's verdict stands" in moa.human_summary(kept, config)
+    replaced = moa.RunResult("Q?", verdict=second, verdicts=[first, second], rerun=True)
+    assert "80/100, 2/2 judges agree, after a rerun" in moa.human_summary(replaced, config)
