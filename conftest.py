@@ -172,13 +172,22 @@ class VirtualClock:
 async def answer_in_virtual_time(config: moa.Config, clock: VirtualClock,
                                  side_effect: Callable[[httpx.Request], Any], question: str = "Q?") -> moa.RunResult:
     """One question against a mocked endpoint whose ``side_effect`` may sleep on ``clock``."""
+    return (await answer_all_in_virtual_time(config, clock, side_effect, [question]))[0]
+
+
+async def answer_all_in_virtual_time(config: moa.Config, clock: VirtualClock,
+                                     side_effect: Callable[[httpx.Request], Any],
+                                     questions: list[str]) -> list[moa.RunResult]:
+    """Questions at once through one endpoint, as a batch runs them, in virtual time."""
     driver = asyncio.create_task(clock.drive())
     try:
         with respx.mock:
             respx.post(URL).mock(side_effect=side_effect)
             async with moa.open_client(config) as client:
                 runtime = clock.runtime()
-                return await moa.answer_question(config, question, moa.Endpoint(config, client, runtime), runtime)
+                endpoint = moa.Endpoint(config, client, runtime)
+                return list(await asyncio.gather(*(moa.answer_question(config, question, endpoint, runtime)
+                                                   for question in questions)))
     finally:
         driver.cancel()
 

@@ -6,7 +6,6 @@ subprocess against bench/fake_endpoint.py on 127.0.0.1.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -21,7 +20,16 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, test_runtime
+from conftest import (
+    FAKE_KEY,
+    URL,
+    FakeModel,
+    VirtualClock,
+    answer_all_in_virtual_time,
+    answer_in_virtual_time,
+    completion,
+    test_runtime,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -144,17 +152,7 @@ async def test_questions_queued_behind_each_other_are_not_stopped_by_their_deadl
         return model(request)
 
     config = virtual_config(max_concurrent_requests=1, question_deadline=150, min_judge_confidence=0)
-    driver = asyncio.create_task(clock.drive())
-    try:
-        with respx.mock:
-            respx.post(URL).mock(side_effect=ten_seconds)
-            async with moa.open_client(config) as client:
-                runtime = clock.runtime()
-                endpoint = moa.Endpoint(config, client, runtime)
-                results = await asyncio.gather(*(moa.answer_question(config, f"Q{n}?", endpoint, runtime)
-                                                 for n in range(4)))
-    finally:
-        driver.cancel()
+    results = await answer_all_in_virtual_time(config, clock, ten_seconds, [f"Q{n}?" for n in range(4)])
     assert [r.status for r in results] == ["ok"] * 4, [r.error for r in results]
     assert max(r.elapsed_s for r in results) > 150
 

@@ -6,7 +6,6 @@ CLI against bench/fake_endpoint.py on 127.0.0.1 with a tiny RETRY_BASE_DELAY.
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import os
@@ -21,10 +20,17 @@ from typing import Any
 
 import httpx
 import pytest
-import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, FakeModel, VirtualClock, answer_in_virtual_time, completion
+from conftest import (
+    FAKE_KEY,
+    URL,
+    FakeModel,
+    VirtualClock,
+    answer_all_in_virtual_time,
+    answer_in_virtual_time,
+    completion,
+)
 
 HERE = Path(__file__).resolve().parent
 NOW = 1_700_000_000.0
@@ -157,17 +163,7 @@ def straggler_config(**changes: Any) -> moa.Config:
 async def answer_together(config: moa.Config, clock: VirtualClock, side_effect: Any,
                           questions: int) -> list[moa.RunResult]:
     """``questions`` questions at once through one endpoint, as a batch runs them (virtual time)."""
-    driver = asyncio.create_task(clock.drive())
-    try:
-        with respx.mock:
-            respx.post(URL).mock(side_effect=side_effect)
-            async with moa.open_client(config) as client:
-                runtime = clock.runtime()
-                endpoint = moa.Endpoint(config, client, runtime)
-                return await asyncio.gather(*(moa.answer_question(config, f"Question {n}?", endpoint, runtime)
-                                              for n in range(questions)))
-    finally:
-        driver.cancel()
+    return await answer_all_in_virtual_time(config, clock, side_effect, [f"Question {n}?" for n in range(questions)])
 
 
 def cuts(result: moa.RunResult) -> list[str]:
