@@ -75,7 +75,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
@@ -406,108 +406,53 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, masked_query(parts.query), ""))
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One tunable: its .env name, default, parser and Config field."""
-
-    env: str
-    default: str | None  # None: required
-    parse: Callable[[str], Any]
-    secret: bool = False
-
-    @property
-    def field(self) -> str:
-        return self.env.lower()
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("PROXY_URL", None, chat_completions_url),
-    Setting("API_KEY", None, _api_key, secret=True),
-    Setting("MODEL_NAME", "default", _text),
-    Setting("JUDGE_MODEL", "", _optional(_text)),
-    Setting("SOLVER_STYLES", "true", _boolean),
-    Setting("SHUFFLE_JUDGES", "true", _boolean),
-    Setting("NUM_WORKERS", "5", _integer(1, MAX_WORKERS)),
-    Setting("MIN_VALID_ANSWERS", "2", _integer(1, MAX_WORKERS)),
-    Setting("MAX_RETRIES", "4", _integer(0, 20)),
-    Setting("RETRY_BASE_DELAY", "1.0", _number(0, 600)),
-    Setting("RETRY_MAX_DELAY", "60.0", _number(0, 3600)),
-    Setting("REQUEST_TIMEOUT", "200.0", _number(0.001, 3600)),
-    Setting("TEMPERATURE", "1.0", _number(0, MAX_TEMPERATURE)),
-    Setting("MAX_TOKENS", "8192", _integer(1, 1_000_000)),
-    Setting("JUDGE_TEMPERATURE", "0.2", _number(0, MAX_TEMPERATURE)),
-    Setting("JUDGE_MAX_TOKENS", "8192", _integer(1, 1_000_000)),
-    Setting("NUM_JUDGES", "3", _integer(1, MAX_JUDGES)),
-    Setting("ROUNDS", "1", _integer(1, MAX_ROUNDS)),
-    Setting("MIN_JUDGE_CONFIDENCE", "60", _integer(0, 100)),
-    Setting("ENABLE_REBUTTAL", "true", _boolean),
-    Setting("ENABLE_FILE_LOGGING", "true", _boolean),
-    Setting("LOG_DIR", "logs", _folder),
-    Setting("LOG_FILENAME_PREFIX", "moa_run", _file_prefix),
-    Setting("MAX_CONCURRENT_REQUESTS", "16", _integer(1, 256)),
-    Setting("MAX_CALLS", "0", _integer(0, 1_000_000)),
-    Setting("MAX_TOTAL_TOKENS", "0", _integer(0, 10**12)),
-    Setting("PRICE_INPUT_PER_MTOK", "", _optional(_number(0, 1_000_000))),
-    Setting("PRICE_OUTPUT_PER_MTOK", "", _optional(_number(0, 1_000_000))),
-    Setting("ENABLE_JSONL_TRACE", "", _optional(_boolean)),
-    Setting("GATEWAY_TOKEN", "", _optional(_api_key), secret=True),
-    Setting("MAX_QUESTION_CHARS", "100000", _integer(1, 10_000_000)),
-    Setting("MAX_RESPONSE_BYTES", "4000000", _integer(1024, 1_000_000_000)),
-    Setting("STREAM", "false", _boolean),
-    Setting("STRAGGLER_FACTOR", "3.0", _number(0, 100)),
-    Setting("EARLY_EXIT", "false", _boolean),
-    Setting("PHASE_BARRIERS", "false", _boolean),
-    Setting("QUESTION_DEADLINE", "1800", _number(0, 7 * 24 * 3600)),
-    Setting("STALL_TIMEOUT", "300", _number(0, 7 * 24 * 3600)),
-)
-
-
-# Accepted when PROXY_URL / API_KEY are unset everywhere, as the OpenAI SDK names them.
-FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
+def setting(default: T, parse: Callable[[str], Any], *, secret: bool = False) -> T:
+    """A Config field that is a setting: its one default, and the parser of its text (flag, environment, .env)."""
+    return field(default=default, repr=not secret, metadata={"parse": parse, "secret": secret})
 
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting of a run, parsed and checked once in main()."""
+    """Every setting of a run, parsed and checked once in main(); each field's default is the setting's."""
 
-    proxy_url: str
-    api_key: str = field(repr=False)
-    model_name: str = "default"  # one name, or a comma-separated list for the solver slots
-    judge_model: str | None = None  # default: the first of MODEL_NAME
-    solver_styles: bool = True
-    shuffle_judges: bool = True
-    num_workers: int = 5
-    min_valid_answers: int = 2
-    max_retries: int = 4
-    retry_base_delay: float = 1.0
-    retry_max_delay: float = 60.0
-    request_timeout: float = 200.0
-    temperature: float = 1.0
-    max_tokens: int = 8192
-    judge_temperature: float = 0.2
-    judge_max_tokens: int = 8192
-    num_judges: int = 3
-    rounds: int = 1  # debate rounds while the solvers disagree (1: generate, critique, rebuttal only)
-    min_judge_confidence: int = 60
-    enable_rebuttal: bool = True
-    enable_file_logging: bool = True
-    log_dir: str = "logs"
-    log_filename_prefix: str = "moa_run"
-    max_concurrent_requests: int = 16
-    max_calls: int = 0  # per question, 0 = unlimited
-    max_total_tokens: int = 0  # per question, 0 = unlimited
-    price_input_per_mtok: float | None = None
-    price_output_per_mtok: float | None = None
-    enable_jsonl_trace: bool | None = None  # None: follow ENABLE_FILE_LOGGING
-    gateway_token: str | None = field(default=None, repr=False)
-    max_question_chars: int = 100_000
-    max_response_bytes: int = 4_000_000  # a 100k-token reply is under 1 MB
-    stream: bool = False
-    straggler_factor: float = 3.0  # 0 = never cut
-    early_exit: bool = False
-    phase_barriers: bool = False
-    question_deadline: float = 1800.0  # seconds a question may take, 0 = no limit (see question_deadline)
-    stall_timeout: float = 300.0  # seconds of nothing accepted before the run stops, 0 = never (Endpoint.refused)
+    proxy_url: str = field(metadata={"parse": chat_completions_url})
+    api_key: str = field(repr=False, metadata={"parse": _api_key, "secret": True})
+    model_name: str = setting("default", _text)  # one name, or a comma-separated list for the solver slots
+    judge_model: str | None = setting(None, _optional(_text))  # default: the first of MODEL_NAME
+    solver_styles: bool = setting(True, _boolean)
+    shuffle_judges: bool = setting(True, _boolean)
+    num_workers: int = setting(5, _integer(1, MAX_WORKERS))
+    min_valid_answers: int = setting(2, _integer(1, MAX_WORKERS))
+    max_retries: int = setting(4, _integer(0, 20))
+    retry_base_delay: float = setting(1.0, _number(0, 600))
+    retry_max_delay: float = setting(60.0, _number(0, 3600))
+    request_timeout: float = setting(200.0, _number(0.001, 3600))
+    temperature: float = setting(1.0, _number(0, MAX_TEMPERATURE))
+    max_tokens: int = setting(8192, _integer(1, 1_000_000))
+    judge_temperature: float = setting(0.2, _number(0, MAX_TEMPERATURE))
+    judge_max_tokens: int = setting(8192, _integer(1, 1_000_000))
+    num_judges: int = setting(3, _integer(1, MAX_JUDGES))
+    rounds: int = setting(1, _integer(1, MAX_ROUNDS))  # debate rounds while the solvers disagree (1: no later round)
+    min_judge_confidence: int = setting(60, _integer(0, 100))
+    enable_rebuttal: bool = setting(True, _boolean)
+    enable_file_logging: bool = setting(True, _boolean)
+    log_dir: str = setting("logs", _folder)
+    log_filename_prefix: str = setting("moa_run", _file_prefix)
+    max_concurrent_requests: int = setting(16, _integer(1, 256))
+    max_calls: int = setting(0, _integer(0, 1_000_000))  # per question, 0 = unlimited
+    max_total_tokens: int = setting(0, _integer(0, 10**12))  # per question, 0 = unlimited
+    price_input_per_mtok: float | None = setting(None, _optional(_number(0, 1_000_000)))
+    price_output_per_mtok: float | None = setting(None, _optional(_number(0, 1_000_000)))
+    enable_jsonl_trace: bool | None = setting(None, _optional(_boolean))  # None: follow ENABLE_FILE_LOGGING
+    gateway_token: str | None = setting(None, _optional(_api_key), secret=True)
+    max_question_chars: int = setting(100_000, _integer(1, 10_000_000))
+    max_response_bytes: int = setting(4_000_000, _integer(1024, 1_000_000_000))  # a 100k-token reply is under 1 MB
+    stream: bool = setting(False, _boolean)
+    straggler_factor: float = setting(3.0, _number(0, 100))  # 0 = never cut
+    early_exit: bool = setting(False, _boolean)
+    phase_barriers: bool = setting(False, _boolean)
+    question_deadline: float = setting(1800.0, _number(0, 7 * 24 * 3600))  # seconds a question may take, 0 = no limit
+    stall_timeout: float = setting(300.0, _number(0, 7 * 24 * 3600))  # seconds with nothing accepted: stop, 0 = never
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -542,12 +487,30 @@ class Config:
 
     def shown(self) -> dict[str, Any]:
         """Settings as the transcript shows them: secrets masked, URL cleaned."""
-        values = {s.env: getattr(self, s.field) for s in SETTINGS}
-        for setting in SETTINGS:
-            if setting.secret and values[setting.env] is not None:
-                values[setting.env] = SECRET_MASK
-        values["PROXY_URL"] = display_url(self.proxy_url)
-        return values
+        values = {s.env: SECRET_MASK if s.secret and getattr(self, s.field) is not None else getattr(self, s.field)
+                  for s in SETTINGS}
+        return values | {"PROXY_URL": display_url(self.proxy_url)}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One tunable as the outside names it: a Config field, its parser, and its default (MISSING: required)."""
+
+    field: str
+    parse: Callable[[str], Any]
+    secret: bool
+    default: Any
+
+    @property
+    def env(self) -> str:
+        return self.field.upper()
+
+
+# Config's fields, in their order (the transcript's, and load_config's: PROXY_URL is checked first).
+SETTINGS = tuple(Setting(f.name, f.metadata["parse"], f.metadata.get("secret", False), f.default)
+                 for f in fields(Config))
+# Accepted when PROXY_URL / API_KEY are unset everywhere, as the OpenAI SDK names them.
+FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
 
 
 def _pick(name: str, flags: Mapping[str, str], environ: Mapping[str, str],
@@ -575,10 +538,10 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
         name, found = setting.env, _pick(setting.env, flags, environ, dotenv)
         if found is None and setting.env in FALLBACK_NAMES:  # an error names the variable the user set
             name, found = FALLBACK_NAMES[setting.env], _pick(FALLBACK_NAMES[setting.env], {}, environ, dotenv)
+        if found is None and setting.default is MISSING:
+            raise ConfigError(f"{setting.env} is not set: put it in .env (see .env.example) or the environment")
         if found is None:
-            if setting.default is None:
-                raise ConfigError(f"{setting.env} is not set: put it in .env (see .env.example) or the environment")
-            found = (setting.default, "default")
+            continue  # Config's default
         raw, source = found
         try:
             values[setting.field] = setting.parse(raw)
