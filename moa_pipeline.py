@@ -2014,20 +2014,14 @@ class Budget:
     def limited(self) -> bool:
         return bool(self.max_calls or self.max_tokens)
 
-    def calls_left(self) -> int | None:
-        return self.max_calls - self.calls if self.max_calls else None
-
-    def tokens_left(self) -> int | None:
-        return self.max_tokens - self.tokens if self.max_tokens else None
-
     def fits(self, calls: int, tokens: int) -> bool:
-        calls_left, tokens_left = self.calls_left(), self.tokens_left()
-        return ((calls_left is None or calls <= calls_left) and
-                (tokens_left is None or tokens <= tokens_left))
+        """The one budget rule: ``calls`` and ``tokens`` fit in what is left above the floors kept back."""
+        return ((not self.max_calls or self.calls + self.floor_calls + calls <= self.max_calls) and
+                (not self.max_tokens or self.tokens + self.floor_tokens + tokens <= self.max_tokens))
 
     def reserve(self, tokens: int) -> bool:
-        """Take one call and ``tokens`` if they fit above the floor."""
-        if not self.fits(1 + self.floor_calls, tokens + self.floor_tokens):
+        """Take one call and ``tokens`` if they fit."""
+        if not self.fits(1, tokens):
             return False
         self.calls += 1
         self.tokens += tokens
@@ -2224,7 +2218,7 @@ def plan_phases(debate: Debate, question: str, positions: list[Position], done: 
     """What the budget pays for after ``done``, judges first (plan_debate), priced from the texts
     written so far and the rest at their worst; what it cuts is noted. Planned again once the
     critiques are written, keeping ``earlier``'s judges: a rebuttal gets what the critiques did
-    not spend, so no later round (priced as it comes, round_reserve) finds money a rebuttal lacked."""
+    not spend, so no later round (priced as it comes, round_price) finds money a rebuttal lacked."""
     config = debate.config
     # Without a budget everything fits: rendering every later prompt just to price it would be waste.
     costs = (worst_case_costs(config, question, positions, billing=debate.budget.billing)
@@ -2260,19 +2254,18 @@ def budget_cuts(config: Config, plan: DebatePlan, positions: list[Position], don
     return cuts
 
 
-def round_reserve(debate: Debate, question: str, positions: list[Position], plan: DebatePlan) -> tuple[int, int] | None:
-    """(calls, tokens) one more debate round must leave untouched, or None when it does not fit:
-    the judges' share (each answer's latest reason read at its cap: a revision replaces it), and
-    a possible rerun's (rerun_reserve). Later rounds come last: none runs once ``plan`` cut anything."""
+def round_price(debate: Debate, question: str, positions: list[Position],
+                plan: DebatePlan) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(calls, tokens) of one more debate round, and of what it must leave untouched: the judges'
+    share (each answer's latest reason read at its cap: a revision replaces it), and a possible
+    rerun's (rerun_reserve). Without a budget nothing is priced: rendering the prompts would be waste."""
     budget = debate.budget
     if not budget.limited:
-        return 0, 0
+        return (0, 0), (0, 0)
     costs = worst_case_costs(debate.config, question, positions, billing=budget.billing)
     calls, tokens = rerun_reserve(debate, question)
-    calls += plan.judges
-    tokens += plan.judges * (costs.judge(0, len(positions)) + costs.judge_completion)
-    revisions = len(positions) * (costs.revise + costs.completion)
-    return None if plan.cut or not budget.fits(len(positions) + calls, revisions + tokens) else (calls, tokens)
+    judges = plan.judges * (costs.judge(0, len(positions)) + costs.judge_completion)
+    return (len(positions), len(positions) * (costs.revise + costs.completion)), (calls + plan.judges, tokens + judges)
 
 
 def rerun_reserve(debate: Debate, question: str) -> tuple[int, int]:
@@ -2280,10 +2273,10 @@ def rerun_reserve(debate: Debate, question: str) -> tuple[int, int]:
     debate, MIN_JUDGE_CONFIDENCE above 0): its worst case without its own rounds. Held even when the
     budget could not pay for the rerun anyway: else the share would appear as the budget grows past
     a rerun's price, and more budget would buy fewer rounds. Later rounds go first."""
-    budget, config = debate.budget, debate.config
-    if not budget.limited or debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
+    config = debate.config
+    if debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
         return 0, 0
-    return rerun_core(config, question, rerun_settings(config)[0], budget.billing)
+    return rerun_price(debate, question, rerun_settings(config)[0])
 
 
 def rerun_settings(config: Config) -> tuple[int, float]:
@@ -2292,18 +2285,13 @@ def rerun_settings(config: Config) -> tuple[int, float]:
             min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
 
 
-def rerun_core(config: Config, question: str, workers: int, billing: Billing | None = None) -> tuple[int, int]:
-    """(calls, tokens) of a worst-case rerun without its later rounds, which its own budget check drops."""
-    phases = round_worst_case(config, question, workers, later_rounds=False, billing=billing)
-    return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
-
-
-def rerun_affordable(debate: Debate, question: str, workers: int) -> bool:
-    """Whether the budget pays for a whole worst-case rerun (its later rounds aside)."""
+def rerun_price(debate: Debate, question: str, workers: int) -> tuple[int, int]:
+    """(calls, tokens) of a worst-case rerun of ``workers`` without its later rounds, which its own
+    budget check drops; (0, 0) without a budget."""
     if not debate.budget.limited:
-        return True
-    calls, tokens = rerun_core(debate.config, question, workers, debate.budget.billing)
-    return debate.budget.fits(calls, tokens)
+        return 0, 0
+    phases = round_worst_case(debate.config, question, workers, later_rounds=False, billing=debate.budget.billing)
+    return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
 
 
 def check_budget(config: Config, question: str) -> None:
@@ -3050,7 +3038,7 @@ async def run_later_rounds(debate: Debate, question: str, positions: list[Positi
     reads the others' answers and reasons and may revise. The rounds stop as soon as
     every answer agrees (by the question's answer type), and are the first thing a
     budget drops: none runs once ``plan`` cut anything, and one runs only if all its
-    calls fit beside what the judges and a possible rerun keep back (round_reserve).
+    calls fit beside what the judges and a possible rerun keep back (round_price).
     """
     config = debate.config
     for position in positions:
@@ -3060,11 +3048,11 @@ async def run_later_rounds(debate: Debate, question: str, positions: list[Positi
     for step in range(rounds_done + 1, config.rounds + 1):
         if solvers_agree(positions, question):
             return
-        kept = round_reserve(debate, question, positions, plan)
-        if kept is None:
-            debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
-            return
+        revisions, kept = round_price(debate, question, positions, plan)
         with debate.budget.kept_back(*kept):  # for every attempt of the round, retries included
+            if plan.cut or not debate.budget.fits(*revisions):
+                debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
+                return
             await revise(debate, question, positions, step, temperature)
         log_phase(debate, "revise", step)
 
@@ -3127,7 +3115,7 @@ async def rerun(debate: Debate, question: str, result: RunResult) -> None:
     """The one confidence-triggered rerun, if the budget pays for it."""
     config, first = debate.config, result.verdicts[0]
     workers, temperature = rerun_settings(config)
-    if not rerun_affordable(debate, question, workers):
+    if not debate.budget.fits(*rerun_price(debate, question, workers)):
         debate.skip("rerun")
         return
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",

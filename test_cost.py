@@ -214,7 +214,7 @@ def test_rerun_check_prices_the_rerun_as_dry_run_does() -> None:
 
     def affordable(max_tokens: int) -> bool:
         debate = SimpleNamespace(config=config, budget=moa.Budget(max_tokens=max_tokens))
-        return moa.rerun_affordable(debate, question, workers)  # type: ignore[arg-type]
+        return debate.budget.fits(*moa.rerun_price(debate, question, workers))  # type: ignore[arg-type]
 
     assert affordable(tokens) and not affordable(tokens - 1)
 
