@@ -1930,11 +1930,8 @@ def tier_of(value: object) -> str | None:
 # --- 7. usage, costs and budgets -----------------------------------------------------------------
 
 def estimate_tokens(text: str) -> int:
-    """A deliberately high token estimate: one token per 3 bytes of UTF-8.
-
-    English runs near 4 characters a token and CJK near 1 character (3 bytes)
-    a token, so this rarely undercounts; budgets reserve with it so they hold.
-    """
+    """A deliberately high token estimate, one token per 3 bytes of UTF-8: English runs near 4 characters
+    a token and CJK near 1 character (3 bytes), so this rarely undercounts, and budgets that reserve by it hold."""
     return -(-len(text.encode("utf-8", errors="replace")) // 3)
 
 
@@ -1992,15 +1989,10 @@ class Billing:
 
 
 class Budget:
-    """Per-question limits on HTTP requests and tokens (0 = unlimited).
-
-    Every attempt reserves before it is sent: one call, and its prompt
-    estimate plus max_tokens, both scaled by what the endpoint was seen to
-    bill (Billing). The reservation is settled to the tokens the endpoint
-    reported once the response is in, so the budget is exceeded only by what
-    a reply bills beyond its reservation. ``floor_*`` is kept back for later,
-    more important phases: retries of critiques cannot eat the judges' share.
-    """
+    """Per-question limits on HTTP requests and tokens (0 = unlimited). Every attempt reserves one call and
+    its worst case as the endpoint bills (Billing) before it is sent, settled to the reported tokens once the
+    reply is in: only a reply's bill beyond its reservation exceeds the budget. ``floor_*`` is kept back for
+    later, more important phases: retries of critiques cannot eat the judges' share."""
 
     def __init__(self, max_calls: int = 0, max_tokens: int = 0, billing: Billing | None = None) -> None:
         self.max_calls, self.max_tokens = max_calls, max_tokens
@@ -2052,13 +2044,9 @@ class DebatePlan:
 
 def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critique_cost: int, rebuttal_cost: int,
                 judge_cost: Callable[[int, int], int], critiques_paid: bool = True) -> DebatePlan:
-    """The largest (judges, critiques, rebuttals) the budget pays for, judges first.
-
-    Maximising in that order means that when money runs short, rebuttals go
-    first, then critiques, then judges: the stated order of degradation.
-    ``judge_cost(c, r)`` is one judge's worst-case tokens after c critiques
-    and r rebuttals, whose texts it must read.
-    """
+    """The largest (judges, critiques, rebuttals) the budget pays for, judges first: when money runs short,
+    rebuttals go first, then critiques, then judges (the stated order of degradation). ``judge_cost(c, r)``:
+    one judge's worst-case tokens after c critiques and r rebuttals, whose texts it must read."""
     for j in range(judges, -1, -1):
         for c in range(valid, -1, -1):
             for r in range(c if rebuttals else 0, -1, -1):
@@ -2070,15 +2058,10 @@ def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critiq
 
 def usage_totals(calls: Iterable[AgentCall], config: Config) -> dict[str, Any]:
     """Token totals over the given calls; ``estimated`` when any count was estimated."""
-    prompt = completion = 0
-    estimated = False
-    for call in calls:
-        for attempt in call.attempts:
-            prompt += attempt.prompt_tokens
-            completion += attempt.completion_tokens
-            estimated |= attempt.usage_estimated
-    totals: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                              "total_tokens": prompt + completion, "estimated": estimated}
+    attempts = [attempt for call in calls for attempt in call.attempts]
+    prompt, completion = sum(a.prompt_tokens for a in attempts), sum(a.completion_tokens for a in attempts)
+    totals: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt
+                              + completion, "estimated": any(a.usage_estimated for a in attempts)}
     cost = cost_usd(prompt, completion, config)
     if cost is not None:
         totals["cost_usd"] = cost
@@ -2099,13 +2082,9 @@ def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str
 
 @dataclass(frozen=True)
 class CallCosts:
-    """Worst-case prompt tokens of one call of each phase, and the completion caps.
-
-    The one place these estimates live: the budget planner, the rerun check,
-    the budget check and ``--dry-run`` all read them. A text a prompt embeds
-    but nobody has written yet (an answer, a critique) counts as MAX_TOKENS
-    long, since it is some call's completion.
-    """
+    """Worst-case prompt tokens of one call of each phase, and the completion caps (worst_case_costs).
+    A text a prompt embeds that nobody has written yet (an answer, a critique) counts as MAX_TOKENS
+    long: it is some call's completion."""
 
     solver: int
     critic: int
@@ -2258,40 +2237,33 @@ def round_price(debate: Debate, question: str, positions: list[Position],
                 plan: DebatePlan) -> tuple[tuple[int, int], tuple[int, int]]:
     """(calls, tokens) of one more debate round, and of what it must leave untouched: the judges'
     share (each answer's latest reason read at its cap: a revision replaces it), and a possible
-    rerun's (rerun_reserve). Without a budget nothing is priced: rendering the prompts would be waste."""
+    rerun's (rerun_price). Without a budget nothing is priced: rendering the prompts would be waste."""
     budget = debate.budget
     if not budget.limited:
         return (0, 0), (0, 0)
     costs = worst_case_costs(debate.config, question, positions, billing=budget.billing)
-    calls, tokens = rerun_reserve(debate, question)
+    calls, tokens = rerun_price(debate, question)
     judges = plan.judges * (costs.judge(0, len(positions)) + costs.judge_completion)
     return (len(positions), len(positions) * (costs.revise + costs.completion)), (calls + plan.judges, tokens + judges)
 
 
-def rerun_reserve(debate: Debate, question: str) -> tuple[int, int]:
-    """(calls, tokens) later rounds must leave for a rerun while one may still be needed (the first
-    debate, MIN_JUDGE_CONFIDENCE above 0): its worst case without its own rounds. Held even when the
-    budget could not pay for the rerun anyway: else the share would appear as the budget grows past
-    a rerun's price, and more budget would buy fewer rounds. Later rounds go first."""
-    config = debate.config
-    if debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
+def rerun_price(debate: Debate, question: str) -> tuple[int, int]:
+    """(calls, tokens) of a worst-case rerun without its later rounds (its own budget check drops them)
+    while one may still come: in a first debate, not a replay, MIN_JUDGE_CONFIDENCE above 0; else (0, 0).
+    What the rerun decision asks fits, and what later rounds leave, even when the budget could not pay
+    for the rerun anyway: else the share would appear as the budget grows past a rerun's price, and
+    more budget would buy fewer rounds."""
+    config, budget = debate.config, debate.budget
+    if not budget.limited or debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
         return 0, 0
-    return rerun_price(debate, question, rerun_settings(config)[0])
+    phases = round_worst_case(config, question, rerun_settings(config)[0], later_rounds=False, billing=budget.billing)
+    return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
 
 
 def rerun_settings(config: Config) -> tuple[int, float]:
     """(workers, temperature) of the rerun: RERUN_EXTRA_WORKERS more, RERUN_TEMPERATURE_STEP hotter."""
     return (min(config.num_workers + RERUN_EXTRA_WORKERS, MAX_WORKERS),
             min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
-
-
-def rerun_price(debate: Debate, question: str, workers: int) -> tuple[int, int]:
-    """(calls, tokens) of a worst-case rerun of ``workers`` without its later rounds, which its own
-    budget check drops; (0, 0) without a budget."""
-    if not debate.budget.limited:
-        return 0, 0
-    phases = round_worst_case(debate.config, question, workers, later_rounds=False, billing=debate.budget.billing)
-    return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
 
 
 def check_budget(config: Config, question: str) -> None:
@@ -3115,7 +3087,7 @@ async def rerun(debate: Debate, question: str, result: RunResult) -> None:
     """The one confidence-triggered rerun, if the budget pays for it."""
     config, first = debate.config, result.verdicts[0]
     workers, temperature = rerun_settings(config)
-    if not debate.budget.fits(*rerun_price(debate, question, workers)):
+    if not debate.budget.fits(*rerun_price(debate, question)):
         debate.skip("rerun")
         return
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",
