@@ -75,7 +75,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
@@ -276,9 +276,7 @@ def _boolean(raw: str) -> bool:
 
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An optional setting: empty means unset (None)."""
-    def parse_optional(raw: str) -> Any:
-        return None if not raw.strip() else parse(raw)
-    return parse_optional
+    return lambda raw: None if not raw.strip() else parse(raw)
 
 
 def _text(raw: str) -> str:
@@ -496,18 +494,15 @@ class Config:
 class Setting:
     """One tunable as the outside names it: a Config field, its parser, and its default (MISSING: required)."""
 
+    env: str
     field: str
     parse: Callable[[str], Any]
     secret: bool
     default: Any
 
-    @property
-    def env(self) -> str:
-        return self.field.upper()
-
 
 # Config's fields, in their order (the transcript's, and load_config's: PROXY_URL is checked first).
-SETTINGS = tuple(Setting(f.name, f.metadata["parse"], f.metadata.get("secret", False), f.default)
+SETTINGS = tuple(Setting(f.name.upper(), f.name, f.metadata["parse"], f.metadata.get("secret", False), f.default)
                  for f in fields(Config))
 # Accepted when PROXY_URL / API_KEY are unset everywhere, as the OpenAI SDK names them.
 FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
@@ -515,11 +510,8 @@ FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
 
 def _pick(name: str, flags: Mapping[str, str], environ: Mapping[str, str],
           dotenv: Mapping[str, str | None]) -> tuple[str, str] | None:
-    """(raw value, where it came from) by precedence: flag > environment > .env.
-
-    An empty value in the environment or .env counts as unset (``PROXY_URL=`` as
-    .env.example ships it): the next source, the fallback name or the default applies.
-    """
+    """(raw value, where it came from) by precedence, flag > environment > .env. An empty value in the
+    environment or .env is unset (``PROXY_URL=`` as .env.example ships it): the next source applies."""
     if flags.get(name) is not None:
         return flags[name], "flag"
     if (environ.get(name) or "").strip():
@@ -575,13 +567,9 @@ def parse_env_text(text: str) -> dict[str, str | None]:
 
 
 def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """Values of the env file: --env-file, else $MOA_ENV_FILE, else ./.env if there is one.
-    A file named by the flag or the variable must exist.
-
-    We read it with dotenv_values instead of load_dotenv so nothing is written
-    into os.environ: the precedence (environment over .env) stays explicit in
-    load_config, and tests need no global clean-up.
-    """
+    """Values of the env file: --env-file, else $MOA_ENV_FILE (either must exist), else ./.env if there is one.
+    Read with dotenv_values, not load_dotenv, so nothing is written into os.environ: the precedence
+    (environment over .env) stays explicit in load_config, and tests need no global clean-up."""
     named_by = "--env-file" if path is not None else None
     if path is None and (environ or {}).get(ENV_FILE_VARIABLE, "").strip():
         path, named_by = (environ or {})[ENV_FILE_VARIABLE].strip(), ENV_FILE_VARIABLE
@@ -2113,10 +2101,9 @@ REASON_TOKENS = -(-REASON_CHARS * 4 // 3)
 
 def worst_case_costs(config: Config, question: str, positions: list[Position] | None = None,
                      workers: int = 0, billing: Billing | None = None) -> CallCosts:
-    """The one cost model: worst-case tokens of one call of each phase, for the
-    answers in ``positions``, or, before they exist, for ``workers`` answers of
-    MAX_TOKENS, as ``billing`` says the endpoint bills. The planner, the rerun
-    check, the budget check and --dry-run all price with it."""
+    """The one cost model, which the planner, the rerun check, the budget check and --dry-run price with:
+    worst-case tokens of one call of each phase, for the answers in ``positions``, or, before they exist,
+    for ``workers`` answers of MAX_TOKENS, as ``billing`` says the endpoint bills."""
     cap = config.max_tokens
     unwritten = 0 if positions is not None else cap
     shown = positions if positions is not None else [Position(0, "", "")] * workers
@@ -2157,16 +2144,11 @@ class PhaseCost:
     calls: int
     prompt_tokens: int
     completion_tokens: int
+    total_tokens: int
     cost_usd: float | None  # None when no price is set
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
     def to_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "phase": self.phase, "calls": self.calls, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "total_tokens": self.total_tokens,
-                "cost_usd": self.cost_usd}
+        return asdict(self)
 
 
 def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1",
@@ -2187,7 +2169,7 @@ def round_worst_case(config: Config, question: str, workers: int, round_name: st
 
 def phase_costs(config: Config, round_name: str, per_call: list[tuple[str, int, int, int]]) -> list[PhaseCost]:
     """A row for each (phase, calls, prompt tokens a call, completion tokens a call) that makes calls."""
-    return [PhaseCost(round_name, phase, calls, calls * prompt, calls * completion,
+    return [PhaseCost(round_name, phase, calls, calls * prompt, calls * completion, calls * (prompt + completion),
                       cost_usd(calls * prompt, calls * completion, config))
             for phase, calls, prompt, completion in per_call if calls]
 
@@ -2268,10 +2250,8 @@ def rerun_settings(config: Config) -> tuple[int, float]:
 
 def check_budget(config: Config, question: str) -> None:
     """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
-    if not config.max_total_tokens:
-        return
     need = config.min_valid_answers * (worst_case_costs(config, question).solver + config.max_tokens)
-    if need > config.max_total_tokens:
+    if not Budget(max_tokens=config.max_total_tokens).fits(0, need):
         raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
                           f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
                           f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
