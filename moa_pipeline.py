@@ -1963,17 +1963,12 @@ class Billing:
     async def first_bill(self, limited: bool) -> AsyncIterator[None]:
         """Until a reply has been billed, attempts under a token budget go one at a time: the others
         wait for that bill and reserve by it, so replies sent together cannot all overshoot unseen."""
-        alone = limited and not self.billed
-        if alone:
-            await self.first.acquire()
-            alone = not self.billed  # billed while we waited: go along with the others
-            if not alone:
-                self.first.release()
-        try:
-            yield
-        finally:
-            if alone:
-                self.first.release()
+        if limited and not self.billed:
+            async with self.first:
+                if not self.billed:  # else billed while we waited: go along with the others
+                    yield
+                    return
+        yield
 
 
 class Budget:
@@ -2048,12 +2043,9 @@ def usage_totals(calls: Iterable[AgentCall], config: Config) -> dict[str, Any]:
     """Token totals over the given calls; ``estimated`` when any count was estimated."""
     attempts = [attempt for call in calls for attempt in call.attempts]
     prompt, completion = sum(a.prompt_tokens for a in attempts), sum(a.completion_tokens for a in attempts)
-    totals: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt
-                              + completion, "estimated": any(a.usage_estimated for a in attempts)}
     cost = cost_usd(prompt, completion, config)
-    if cost is not None:
-        totals["cost_usd"] = cost
-    return totals
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "estimated": any(a.usage_estimated for a in attempts), **({} if cost is None else {"cost_usd": cost})}
 
 
 def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config) -> float | None:
@@ -2120,9 +2112,6 @@ def worst_case_costs(config: Config, question: str, positions: list[Position] | 
     return costs.billed(billing) if billing is not None else costs
 
 
-call_costs = worst_case_costs  # the name earlier code and tests know
-
-
 def revise_cost(config: Config, question: str, shown: list[Position], unwritten: int) -> int:
     """A later round's worst prompt: its own answer, reason and critique, and each other's answer
     and short reason, the unwritten ones at the cap. 0 with ROUNDS=1: there is no such call to
@@ -2157,14 +2146,11 @@ def round_worst_case(config: Config, question: str, workers: int, round_name: st
     its later rounds (ROUNDS) only if ``later_rounds``."""
     costs = worst_case_costs(config, question, workers=workers, billing=billing)
     rebuttals = workers if config.enable_rebuttal else 0
-    done = costs.completion
-    per_call = [("generate", workers, costs.solver, done), ("critique", workers, costs.critic, done)]
-    if rebuttals:
-        per_call.append(("rebuttal", rebuttals, costs.rebuttal, done))
-    if config.rounds > 1 and later_rounds:
-        per_call.append(("revise", (config.rounds - 1) * workers, costs.revise, done))
-    per_call.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
-    return phase_costs(config, round_name, per_call)
+    revisions, done = (config.rounds - 1) * workers if later_rounds else 0, costs.completion
+    return phase_costs(config, round_name, [  # a phase without calls is left out
+        ("generate", workers, costs.solver, done), ("critique", workers, costs.critic, done),
+        ("rebuttal", rebuttals, costs.rebuttal, done), ("revise", revisions, costs.revise, done),
+        ("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion)])
 
 
 def phase_costs(config: Config, round_name: str, per_call: list[tuple[str, int, int, int]]) -> list[PhaseCost]:
@@ -2231,10 +2217,9 @@ def round_price(debate: Debate, question: str, positions: list[Position],
 
 def rerun_price(debate: Debate, question: str) -> tuple[int, int]:
     """(calls, tokens) of a worst-case rerun without its later rounds (its own budget check drops them)
-    while one may still come: in a first debate, not a replay, MIN_JUDGE_CONFIDENCE above 0; else (0, 0).
-    What the rerun decision asks fits, and what later rounds leave, even when the budget could not pay
-    for the rerun anyway: else the share would appear as the budget grows past a rerun's price, and
-    more budget would buy fewer rounds."""
+    while one may still come (a first debate, not a replay, MIN_JUDGE_CONFIDENCE above 0), else (0, 0):
+    what the rerun decision asks fits, and what later rounds leave even when the budget could not pay for
+    the rerun anyway, lest the share appear as the budget grows, and more budget buy fewer rounds."""
     config, budget = debate.config, debate.budget
     if not budget.limited or debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
         return 0, 0

@@ -197,7 +197,7 @@ def test_worst_case_costs_bound_the_longest_prompts() -> None:
     """The worst case priced before any answer exists is at least the prompt of the longest possible replies."""
     config = moa.Config(URL, FAKE_KEY, max_tokens=60, num_workers=5)
     question, longest = "What is 17 * 23?", longest_position(60)
-    costs = moa.call_costs(config, question, workers=5)
+    costs = moa.worst_case_costs(config, question, workers=5)
     prompt = moa.prompt_tokens_estimate
     assert prompt(*moa.critic_prompts(question, longest)) <= costs.critic
     assert prompt(*moa.rebuttal_prompts(question, longest)) <= costs.rebuttal
