@@ -404,7 +404,7 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, masked_query(parts.query), ""))
 
 
-def setting(default: T, parse: Callable[[str], Any], *, secret: bool = False) -> T:
+def tunable(default: T, parse: Callable[[str], Any], *, secret: bool = False) -> T:
     """A Config field that is a setting: its one default, and the parser of its text (flag, environment, .env)."""
     return field(default=default, repr=not secret, metadata={"parse": parse, "secret": secret})
 
@@ -415,42 +415,42 @@ class Config:
 
     proxy_url: str = field(metadata={"parse": chat_completions_url})
     api_key: str = field(repr=False, metadata={"parse": _api_key, "secret": True})
-    model_name: str = setting("default", _text)  # one name, or a comma-separated list for the solver slots
-    judge_model: str | None = setting(None, _optional(_text))  # default: the first of MODEL_NAME
-    solver_styles: bool = setting(True, _boolean)
-    shuffle_judges: bool = setting(True, _boolean)
-    num_workers: int = setting(5, _integer(1, MAX_WORKERS))
-    min_valid_answers: int = setting(2, _integer(1, MAX_WORKERS))
-    max_retries: int = setting(4, _integer(0, 20))
-    retry_base_delay: float = setting(1.0, _number(0, 600))
-    retry_max_delay: float = setting(60.0, _number(0, 3600))
-    request_timeout: float = setting(200.0, _number(0.001, 3600))
-    temperature: float = setting(1.0, _number(0, MAX_TEMPERATURE))
-    max_tokens: int = setting(8192, _integer(1, 1_000_000))
-    judge_temperature: float = setting(0.2, _number(0, MAX_TEMPERATURE))
-    judge_max_tokens: int = setting(8192, _integer(1, 1_000_000))
-    num_judges: int = setting(3, _integer(1, MAX_JUDGES))
-    rounds: int = setting(1, _integer(1, MAX_ROUNDS))  # debate rounds while the solvers disagree (1: no later round)
-    min_judge_confidence: int = setting(60, _integer(0, 100))
-    enable_rebuttal: bool = setting(True, _boolean)
-    enable_file_logging: bool = setting(True, _boolean)
-    log_dir: str = setting("logs", _folder)
-    log_filename_prefix: str = setting("moa_run", _file_prefix)
-    max_concurrent_requests: int = setting(16, _integer(1, 256))
-    max_calls: int = setting(0, _integer(0, 1_000_000))  # per question, 0 = unlimited
-    max_total_tokens: int = setting(0, _integer(0, 10**12))  # per question, 0 = unlimited
-    price_input_per_mtok: float | None = setting(None, _optional(_number(0, 1_000_000)))
-    price_output_per_mtok: float | None = setting(None, _optional(_number(0, 1_000_000)))
-    enable_jsonl_trace: bool | None = setting(None, _optional(_boolean))  # None: follow ENABLE_FILE_LOGGING
-    gateway_token: str | None = setting(None, _optional(_api_key), secret=True)
-    max_question_chars: int = setting(100_000, _integer(1, 10_000_000))
-    max_response_bytes: int = setting(4_000_000, _integer(1024, 1_000_000_000))  # a 100k-token reply is under 1 MB
-    stream: bool = setting(False, _boolean)
-    straggler_factor: float = setting(3.0, _number(0, 100))  # 0 = never cut
-    early_exit: bool = setting(False, _boolean)
-    phase_barriers: bool = setting(False, _boolean)
-    question_deadline: float = setting(1800.0, _number(0, 7 * 24 * 3600))  # seconds a question may take, 0 = no limit
-    stall_timeout: float = setting(300.0, _number(0, 7 * 24 * 3600))  # seconds with nothing accepted: stop, 0 = never
+    model_name: str = tunable("default", _text)  # one name, or a comma-separated list for the solver slots
+    judge_model: str | None = tunable(None, _optional(_text))  # default: the first of MODEL_NAME
+    solver_styles: bool = tunable(True, _boolean)
+    shuffle_judges: bool = tunable(True, _boolean)
+    num_workers: int = tunable(5, _integer(1, MAX_WORKERS))
+    min_valid_answers: int = tunable(2, _integer(1, MAX_WORKERS))
+    max_retries: int = tunable(4, _integer(0, 20))
+    retry_base_delay: float = tunable(1.0, _number(0, 600))
+    retry_max_delay: float = tunable(60.0, _number(0, 3600))
+    request_timeout: float = tunable(200.0, _number(0.001, 3600))
+    temperature: float = tunable(1.0, _number(0, MAX_TEMPERATURE))
+    max_tokens: int = tunable(8192, _integer(1, 1_000_000))
+    judge_temperature: float = tunable(0.2, _number(0, MAX_TEMPERATURE))
+    judge_max_tokens: int = tunable(8192, _integer(1, 1_000_000))
+    num_judges: int = tunable(3, _integer(1, MAX_JUDGES))
+    rounds: int = tunable(1, _integer(1, MAX_ROUNDS))  # debate rounds while the solvers disagree (1: no later round)
+    min_judge_confidence: int = tunable(60, _integer(0, 100))
+    enable_rebuttal: bool = tunable(True, _boolean)
+    enable_file_logging: bool = tunable(True, _boolean)
+    log_dir: str = tunable("logs", _folder)
+    log_filename_prefix: str = tunable("moa_run", _file_prefix)
+    max_concurrent_requests: int = tunable(16, _integer(1, 256))
+    max_calls: int = tunable(0, _integer(0, 1_000_000))  # per question, 0 = unlimited
+    max_total_tokens: int = tunable(0, _integer(0, 10**12))  # per question, 0 = unlimited
+    price_input_per_mtok: float | None = tunable(None, _optional(_number(0, 1_000_000)))
+    price_output_per_mtok: float | None = tunable(None, _optional(_number(0, 1_000_000)))
+    enable_jsonl_trace: bool | None = tunable(None, _optional(_boolean))  # None: follow ENABLE_FILE_LOGGING
+    gateway_token: str | None = tunable(None, _optional(_api_key), secret=True)
+    max_question_chars: int = tunable(100_000, _integer(1, 10_000_000))
+    max_response_bytes: int = tunable(4_000_000, _integer(1024, 1_000_000_000))  # a 100k-token reply is under 1 MB
+    stream: bool = tunable(False, _boolean)
+    straggler_factor: float = tunable(3.0, _number(0, 100))  # 0 = never cut
+    early_exit: bool = tunable(False, _boolean)
+    phase_barriers: bool = tunable(False, _boolean)
+    question_deadline: float = tunable(1800.0, _number(0, 7 * 24 * 3600))  # seconds a question may take, 0 = no limit
+    stall_timeout: float = tunable(300.0, _number(0, 7 * 24 * 3600))  # seconds with nothing accepted: stop, 0 = never
 
     @property
     def models(self) -> tuple[str, ...]:

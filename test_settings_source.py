@@ -40,12 +40,13 @@ def test_no_setting_default_is_written_outside_its_config_field() -> None:
                   and any(isinstance(t, ast.Name) and t.id == "SETTINGS"
                           for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))]
     assert settings.value is not None
-    assert not [n for n in ast.walk(settings.value) if isinstance(n, ast.Constant) and n.value not in ("parse", "secret",
-                                                                                                      False)]
+    literals = [n.value for n in ast.walk(settings.value) if isinstance(n, ast.Constant)]
+    assert set(literals) <= {"parse", "secret", False}, literals  # metadata keys, and "not a secret"
     [config] = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Config"]
     defaults = [node.value for node in config.body if isinstance(node, ast.AnnAssign)]
-    assert defaults and all(isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id in ("setting", "field")
-                            for v in defaults), "each Config field is a setting(default, parser) or a required field(...)"
+    assert defaults and all(isinstance(v, ast.Call) and isinstance(v.func, ast.Name)
+                            and v.func.id in ("tunable", "field") for v in defaults), \
+        "each Config field is a tunable(default, parser), or a required field(metadata=...)"
 
 
 @pytest.mark.parametrize("setting", [s for s in moa.SETTINGS if s.default is not dataclasses.MISSING],
