@@ -75,7 +75,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
@@ -276,9 +276,7 @@ def _boolean(raw: str) -> bool:
 
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An optional setting: empty means unset (None)."""
-    def parse_optional(raw: str) -> Any:
-        return None if not raw.strip() else parse(raw)
-    return parse_optional
+    return lambda raw: None if not raw.strip() else parse(raw)
 
 
 def _text(raw: str) -> str:
@@ -406,108 +404,53 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, masked_query(parts.query), ""))
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One tunable: its .env name, default, parser and Config field."""
-
-    env: str
-    default: str | None  # None: required
-    parse: Callable[[str], Any]
-    secret: bool = False
-
-    @property
-    def field(self) -> str:
-        return self.env.lower()
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("PROXY_URL", None, chat_completions_url),
-    Setting("API_KEY", None, _api_key, secret=True),
-    Setting("MODEL_NAME", "default", _text),
-    Setting("JUDGE_MODEL", "", _optional(_text)),
-    Setting("SOLVER_STYLES", "true", _boolean),
-    Setting("SHUFFLE_JUDGES", "true", _boolean),
-    Setting("NUM_WORKERS", "5", _integer(1, MAX_WORKERS)),
-    Setting("MIN_VALID_ANSWERS", "2", _integer(1, MAX_WORKERS)),
-    Setting("MAX_RETRIES", "4", _integer(0, 20)),
-    Setting("RETRY_BASE_DELAY", "1.0", _number(0, 600)),
-    Setting("RETRY_MAX_DELAY", "60.0", _number(0, 3600)),
-    Setting("REQUEST_TIMEOUT", "200.0", _number(0.001, 3600)),
-    Setting("TEMPERATURE", "1.0", _number(0, MAX_TEMPERATURE)),
-    Setting("MAX_TOKENS", "8192", _integer(1, 1_000_000)),
-    Setting("JUDGE_TEMPERATURE", "0.2", _number(0, MAX_TEMPERATURE)),
-    Setting("JUDGE_MAX_TOKENS", "8192", _integer(1, 1_000_000)),
-    Setting("NUM_JUDGES", "3", _integer(1, MAX_JUDGES)),
-    Setting("ROUNDS", "1", _integer(1, MAX_ROUNDS)),
-    Setting("MIN_JUDGE_CONFIDENCE", "60", _integer(0, 100)),
-    Setting("ENABLE_REBUTTAL", "true", _boolean),
-    Setting("ENABLE_FILE_LOGGING", "true", _boolean),
-    Setting("LOG_DIR", "logs", _folder),
-    Setting("LOG_FILENAME_PREFIX", "moa_run", _file_prefix),
-    Setting("MAX_CONCURRENT_REQUESTS", "16", _integer(1, 256)),
-    Setting("MAX_CALLS", "0", _integer(0, 1_000_000)),
-    Setting("MAX_TOTAL_TOKENS", "0", _integer(0, 10**12)),
-    Setting("PRICE_INPUT_PER_MTOK", "", _optional(_number(0, 1_000_000))),
-    Setting("PRICE_OUTPUT_PER_MTOK", "", _optional(_number(0, 1_000_000))),
-    Setting("ENABLE_JSONL_TRACE", "", _optional(_boolean)),
-    Setting("GATEWAY_TOKEN", "", _optional(_api_key), secret=True),
-    Setting("MAX_QUESTION_CHARS", "100000", _integer(1, 10_000_000)),
-    Setting("MAX_RESPONSE_BYTES", "4000000", _integer(1024, 1_000_000_000)),
-    Setting("STREAM", "false", _boolean),
-    Setting("STRAGGLER_FACTOR", "3.0", _number(0, 100)),
-    Setting("EARLY_EXIT", "false", _boolean),
-    Setting("PHASE_BARRIERS", "false", _boolean),
-    Setting("QUESTION_DEADLINE", "1800", _number(0, 7 * 24 * 3600)),
-    Setting("STALL_TIMEOUT", "300", _number(0, 7 * 24 * 3600)),
-)
-
-
-# Accepted when PROXY_URL / API_KEY are unset everywhere, as the OpenAI SDK names them.
-FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
+def tunable(default: T, parse: Callable[[str], Any], *, secret: bool = False) -> T:
+    """A Config field that is a setting: its one default, and the parser of its text (flag, environment, .env)."""
+    return field(default=default, repr=not secret, metadata={"parse": parse, "secret": secret})
 
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting of a run, parsed and checked once in main()."""
+    """Every setting of a run, parsed and checked once in main(); each field's default is the setting's."""
 
-    proxy_url: str
-    api_key: str = field(repr=False)
-    model_name: str = "default"  # one name, or a comma-separated list for the solver slots
-    judge_model: str | None = None  # default: the first of MODEL_NAME
-    solver_styles: bool = True
-    shuffle_judges: bool = True
-    num_workers: int = 5
-    min_valid_answers: int = 2
-    max_retries: int = 4
-    retry_base_delay: float = 1.0
-    retry_max_delay: float = 60.0
-    request_timeout: float = 200.0
-    temperature: float = 1.0
-    max_tokens: int = 8192
-    judge_temperature: float = 0.2
-    judge_max_tokens: int = 8192
-    num_judges: int = 3
-    rounds: int = 1  # debate rounds while the solvers disagree (1: generate, critique, rebuttal only)
-    min_judge_confidence: int = 60
-    enable_rebuttal: bool = True
-    enable_file_logging: bool = True
-    log_dir: str = "logs"
-    log_filename_prefix: str = "moa_run"
-    max_concurrent_requests: int = 16
-    max_calls: int = 0  # per question, 0 = unlimited
-    max_total_tokens: int = 0  # per question, 0 = unlimited
-    price_input_per_mtok: float | None = None
-    price_output_per_mtok: float | None = None
-    enable_jsonl_trace: bool | None = None  # None: follow ENABLE_FILE_LOGGING
-    gateway_token: str | None = field(default=None, repr=False)
-    max_question_chars: int = 100_000
-    max_response_bytes: int = 4_000_000  # a 100k-token reply is under 1 MB
-    stream: bool = False
-    straggler_factor: float = 3.0  # 0 = never cut
-    early_exit: bool = False
-    phase_barriers: bool = False
-    question_deadline: float = 1800.0  # seconds a question may take, 0 = no limit (see question_deadline)
-    stall_timeout: float = 300.0  # seconds of nothing accepted before the run stops, 0 = never (Endpoint.refused)
+    proxy_url: str = field(metadata={"parse": chat_completions_url})
+    api_key: str = field(repr=False, metadata={"parse": _api_key, "secret": True})
+    model_name: str = tunable("default", _text)  # one name, or a comma-separated list for the solver slots
+    judge_model: str | None = tunable(None, _optional(_text))  # default: the first of MODEL_NAME
+    solver_styles: bool = tunable(True, _boolean)
+    shuffle_judges: bool = tunable(True, _boolean)
+    num_workers: int = tunable(5, _integer(1, MAX_WORKERS))
+    min_valid_answers: int = tunable(2, _integer(1, MAX_WORKERS))
+    max_retries: int = tunable(4, _integer(0, 20))
+    retry_base_delay: float = tunable(1.0, _number(0, 600))
+    retry_max_delay: float = tunable(60.0, _number(0, 3600))
+    request_timeout: float = tunable(200.0, _number(0.001, 3600))
+    temperature: float = tunable(1.0, _number(0, MAX_TEMPERATURE))
+    max_tokens: int = tunable(8192, _integer(1, 1_000_000))
+    judge_temperature: float = tunable(0.2, _number(0, MAX_TEMPERATURE))
+    judge_max_tokens: int = tunable(8192, _integer(1, 1_000_000))
+    num_judges: int = tunable(3, _integer(1, MAX_JUDGES))
+    rounds: int = tunable(1, _integer(1, MAX_ROUNDS))  # debate rounds while the solvers disagree (1: no later round)
+    min_judge_confidence: int = tunable(60, _integer(0, 100))
+    enable_rebuttal: bool = tunable(True, _boolean)
+    enable_file_logging: bool = tunable(True, _boolean)
+    log_dir: str = tunable("logs", _folder)
+    log_filename_prefix: str = tunable("moa_run", _file_prefix)
+    max_concurrent_requests: int = tunable(16, _integer(1, 256))
+    max_calls: int = tunable(0, _integer(0, 1_000_000))  # per question, 0 = unlimited
+    max_total_tokens: int = tunable(0, _integer(0, 10**12))  # per question, 0 = unlimited
+    price_input_per_mtok: float | None = tunable(None, _optional(_number(0, 1_000_000)))
+    price_output_per_mtok: float | None = tunable(None, _optional(_number(0, 1_000_000)))
+    enable_jsonl_trace: bool | None = tunable(None, _optional(_boolean))  # None: follow ENABLE_FILE_LOGGING
+    gateway_token: str | None = tunable(None, _optional(_api_key), secret=True)
+    max_question_chars: int = tunable(100_000, _integer(1, 10_000_000))
+    max_response_bytes: int = tunable(4_000_000, _integer(1024, 1_000_000_000))  # a 100k-token reply is under 1 MB
+    stream: bool = tunable(False, _boolean)
+    straggler_factor: float = tunable(3.0, _number(0, 100))  # 0 = never cut
+    early_exit: bool = tunable(False, _boolean)
+    phase_barriers: bool = tunable(False, _boolean)
+    question_deadline: float = tunable(1800.0, _number(0, 7 * 24 * 3600))  # seconds a question may take, 0 = no limit
+    stall_timeout: float = tunable(300.0, _number(0, 7 * 24 * 3600))  # seconds with nothing accepted: stop, 0 = never
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -542,21 +485,33 @@ class Config:
 
     def shown(self) -> dict[str, Any]:
         """Settings as the transcript shows them: secrets masked, URL cleaned."""
-        values = {s.env: getattr(self, s.field) for s in SETTINGS}
-        for setting in SETTINGS:
-            if setting.secret and values[setting.env] is not None:
-                values[setting.env] = SECRET_MASK
-        values["PROXY_URL"] = display_url(self.proxy_url)
-        return values
+        values = {s.env: SECRET_MASK if s.secret and getattr(self, s.field) is not None else getattr(self, s.field)
+                  for s in SETTINGS}
+        return values | {"PROXY_URL": display_url(self.proxy_url)}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One tunable as the outside names it: a Config field, its parser, and its default (MISSING: required)."""
+
+    env: str
+    field: str
+    parse: Callable[[str], Any]
+    secret: bool
+    default: Any
+
+
+# Config's fields, in their order (the transcript's, and load_config's: PROXY_URL is checked first).
+SETTINGS = tuple(Setting(f.name.upper(), f.name, f.metadata["parse"], f.metadata.get("secret", False), f.default)
+                 for f in fields(Config))
+# Accepted when PROXY_URL / API_KEY are unset everywhere, as the OpenAI SDK names them.
+FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
 
 
 def _pick(name: str, flags: Mapping[str, str], environ: Mapping[str, str],
           dotenv: Mapping[str, str | None]) -> tuple[str, str] | None:
-    """(raw value, where it came from) by precedence: flag > environment > .env.
-
-    An empty value in the environment or .env counts as unset (``PROXY_URL=`` as
-    .env.example ships it): the next source, the fallback name or the default applies.
-    """
+    """(raw value, where it came from) by precedence, flag > environment > .env. An empty value in the
+    environment or .env is unset (``PROXY_URL=`` as .env.example ships it): the next source applies."""
     if flags.get(name) is not None:
         return flags[name], "flag"
     if (environ.get(name) or "").strip():
@@ -575,10 +530,10 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
         name, found = setting.env, _pick(setting.env, flags, environ, dotenv)
         if found is None and setting.env in FALLBACK_NAMES:  # an error names the variable the user set
             name, found = FALLBACK_NAMES[setting.env], _pick(FALLBACK_NAMES[setting.env], {}, environ, dotenv)
+        if found is None and setting.default is MISSING:
+            raise ConfigError(f"{setting.env} is not set: put it in .env (see .env.example) or the environment")
         if found is None:
-            if setting.default is None:
-                raise ConfigError(f"{setting.env} is not set: put it in .env (see .env.example) or the environment")
-            found = (setting.default, "default")
+            continue  # Config's default
         raw, source = found
         try:
             values[setting.field] = setting.parse(raw)
@@ -612,13 +567,9 @@ def parse_env_text(text: str) -> dict[str, str | None]:
 
 
 def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """Values of the env file: --env-file, else $MOA_ENV_FILE, else ./.env if there is one.
-    A file named by the flag or the variable must exist.
-
-    We read it with dotenv_values instead of load_dotenv so nothing is written
-    into os.environ: the precedence (environment over .env) stays explicit in
-    load_config, and tests need no global clean-up.
-    """
+    """Values of the env file: --env-file, else $MOA_ENV_FILE (either must exist), else ./.env if there is one.
+    Read with dotenv_values, not load_dotenv, so nothing is written into os.environ: the precedence
+    (environment over .env) stays explicit in load_config, and tests need no global clean-up."""
     named_by = "--env-file" if path is not None else None
     if path is None and (environ or {}).get(ENV_FILE_VARIABLE, "").strip():
         path, named_by = (environ or {})[ENV_FILE_VARIABLE].strip(), ENV_FILE_VARIABLE
@@ -1967,11 +1918,8 @@ def tier_of(value: object) -> str | None:
 # --- 7. usage, costs and budgets -----------------------------------------------------------------
 
 def estimate_tokens(text: str) -> int:
-    """A deliberately high token estimate: one token per 3 bytes of UTF-8.
-
-    English runs near 4 characters a token and CJK near 1 character (3 bytes)
-    a token, so this rarely undercounts; budgets reserve with it so they hold.
-    """
+    """A deliberately high token estimate, one token per 3 bytes of UTF-8: English runs near 4 characters
+    a token and CJK near 1 character (3 bytes), so this rarely undercounts, and budgets that reserve by it hold."""
     return -(-len(text.encode("utf-8", errors="replace")) // 3)
 
 
@@ -2015,29 +1963,19 @@ class Billing:
     async def first_bill(self, limited: bool) -> AsyncIterator[None]:
         """Until a reply has been billed, attempts under a token budget go one at a time: the others
         wait for that bill and reserve by it, so replies sent together cannot all overshoot unseen."""
-        alone = limited and not self.billed
-        if alone:
-            await self.first.acquire()
-            alone = not self.billed  # billed while we waited: go along with the others
-            if not alone:
-                self.first.release()
-        try:
-            yield
-        finally:
-            if alone:
-                self.first.release()
+        if limited and not self.billed:
+            async with self.first:
+                if not self.billed:  # else billed while we waited: go along with the others
+                    yield
+                    return
+        yield
 
 
 class Budget:
-    """Per-question limits on HTTP requests and tokens (0 = unlimited).
-
-    Every attempt reserves before it is sent: one call, and its prompt
-    estimate plus max_tokens, both scaled by what the endpoint was seen to
-    bill (Billing). The reservation is settled to the tokens the endpoint
-    reported once the response is in, so the budget is exceeded only by what
-    a reply bills beyond its reservation. ``floor_*`` is kept back for later,
-    more important phases: retries of critiques cannot eat the judges' share.
-    """
+    """Per-question limits on HTTP requests and tokens (0 = unlimited). Every attempt reserves one call and
+    its worst case as the endpoint bills (Billing) before it is sent, settled to the reported tokens once the
+    reply is in: only a reply's bill beyond its reservation exceeds the budget. ``floor_*`` is kept back for
+    later, more important phases: retries of critiques cannot eat the judges' share."""
 
     def __init__(self, max_calls: int = 0, max_tokens: int = 0, billing: Billing | None = None) -> None:
         self.max_calls, self.max_tokens = max_calls, max_tokens
@@ -2051,20 +1989,14 @@ class Budget:
     def limited(self) -> bool:
         return bool(self.max_calls or self.max_tokens)
 
-    def calls_left(self) -> int | None:
-        return self.max_calls - self.calls if self.max_calls else None
-
-    def tokens_left(self) -> int | None:
-        return self.max_tokens - self.tokens if self.max_tokens else None
-
     def fits(self, calls: int, tokens: int) -> bool:
-        calls_left, tokens_left = self.calls_left(), self.tokens_left()
-        return ((calls_left is None or calls <= calls_left) and
-                (tokens_left is None or tokens <= tokens_left))
+        """The one budget rule: ``calls`` and ``tokens`` fit in what is left above the floors kept back."""
+        return ((not self.max_calls or self.calls + self.floor_calls + calls <= self.max_calls) and
+                (not self.max_tokens or self.tokens + self.floor_tokens + tokens <= self.max_tokens))
 
     def reserve(self, tokens: int) -> bool:
-        """Take one call and ``tokens`` if they fit above the floor."""
-        if not self.fits(1 + self.floor_calls, tokens + self.floor_tokens):
+        """Take one call and ``tokens`` if they fit."""
+        if not self.fits(1, tokens):
             return False
         self.calls += 1
         self.tokens += tokens
@@ -2095,13 +2027,9 @@ class DebatePlan:
 
 def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critique_cost: int, rebuttal_cost: int,
                 judge_cost: Callable[[int, int], int], critiques_paid: bool = True) -> DebatePlan:
-    """The largest (judges, critiques, rebuttals) the budget pays for, judges first.
-
-    Maximising in that order means that when money runs short, rebuttals go
-    first, then critiques, then judges: the stated order of degradation.
-    ``judge_cost(c, r)`` is one judge's worst-case tokens after c critiques
-    and r rebuttals, whose texts it must read.
-    """
+    """The largest (judges, critiques, rebuttals) the budget pays for, judges first: when money runs short,
+    rebuttals go first, then critiques, then judges (the stated order of degradation). ``judge_cost(c, r)``:
+    one judge's worst-case tokens after c critiques and r rebuttals, whose texts it must read."""
     for j in range(judges, -1, -1):
         for c in range(valid, -1, -1):
             for r in range(c if rebuttals else 0, -1, -1):
@@ -2113,19 +2041,11 @@ def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critiq
 
 def usage_totals(calls: Iterable[AgentCall], config: Config) -> dict[str, Any]:
     """Token totals over the given calls; ``estimated`` when any count was estimated."""
-    prompt = completion = 0
-    estimated = False
-    for call in calls:
-        for attempt in call.attempts:
-            prompt += attempt.prompt_tokens
-            completion += attempt.completion_tokens
-            estimated |= attempt.usage_estimated
-    totals: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                              "total_tokens": prompt + completion, "estimated": estimated}
+    attempts = [attempt for call in calls for attempt in call.attempts]
+    prompt, completion = sum(a.prompt_tokens for a in attempts), sum(a.completion_tokens for a in attempts)
     cost = cost_usd(prompt, completion, config)
-    if cost is not None:
-        totals["cost_usd"] = cost
-    return totals
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "estimated": any(a.usage_estimated for a in attempts), **({} if cost is None else {"cost_usd": cost})}
 
 
 def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config) -> float | None:
@@ -2142,13 +2062,9 @@ def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str
 
 @dataclass(frozen=True)
 class CallCosts:
-    """Worst-case prompt tokens of one call of each phase, and the completion caps.
-
-    The one place these estimates live: the budget planner, the rerun check,
-    the budget check and ``--dry-run`` all read them. A text a prompt embeds
-    but nobody has written yet (an answer, a critique) counts as MAX_TOKENS
-    long, since it is some call's completion.
-    """
+    """Worst-case prompt tokens of one call of each phase, and the completion caps (worst_case_costs).
+    A text a prompt embeds that nobody has written yet (an answer, a critique) counts as MAX_TOKENS
+    long: it is some call's completion."""
 
     solver: int
     critic: int
@@ -2177,10 +2093,9 @@ REASON_TOKENS = -(-REASON_CHARS * 4 // 3)
 
 def worst_case_costs(config: Config, question: str, positions: list[Position] | None = None,
                      workers: int = 0, billing: Billing | None = None) -> CallCosts:
-    """The one cost model: worst-case tokens of one call of each phase, for the
-    answers in ``positions``, or, before they exist, for ``workers`` answers of
-    MAX_TOKENS, as ``billing`` says the endpoint bills. The planner, the rerun
-    check, the budget check and --dry-run all price with it."""
+    """The one cost model, which the planner, the rerun check, the budget check and --dry-run price with:
+    worst-case tokens of one call of each phase, for the answers in ``positions``, or, before they exist,
+    for ``workers`` answers of MAX_TOKENS, as ``billing`` says the endpoint bills."""
     cap = config.max_tokens
     unwritten = 0 if positions is not None else cap
     shown = positions if positions is not None else [Position(0, "", "")] * workers
@@ -2195,9 +2110,6 @@ def worst_case_costs(config: Config, question: str, positions: list[Position] | 
         text=cap, judge_completion=config.judge_max_tokens, completion=cap,
         revise=revise_cost(config, question, shown, unwritten))
     return costs.billed(billing) if billing is not None else costs
-
-
-call_costs = worst_case_costs  # the name earlier code and tests know
 
 
 def revise_cost(config: Config, question: str, shown: list[Position], unwritten: int) -> int:
@@ -2221,16 +2133,11 @@ class PhaseCost:
     calls: int
     prompt_tokens: int
     completion_tokens: int
+    total_tokens: int
     cost_usd: float | None  # None when no price is set
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
     def to_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "phase": self.phase, "calls": self.calls, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "total_tokens": self.total_tokens,
-                "cost_usd": self.cost_usd}
+        return asdict(self)
 
 
 def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1",
@@ -2239,19 +2146,16 @@ def round_worst_case(config: Config, question: str, workers: int, round_name: st
     its later rounds (ROUNDS) only if ``later_rounds``."""
     costs = worst_case_costs(config, question, workers=workers, billing=billing)
     rebuttals = workers if config.enable_rebuttal else 0
-    done = costs.completion
-    per_call = [("generate", workers, costs.solver, done), ("critique", workers, costs.critic, done)]
-    if rebuttals:
-        per_call.append(("rebuttal", rebuttals, costs.rebuttal, done))
-    if config.rounds > 1 and later_rounds:
-        per_call.append(("revise", (config.rounds - 1) * workers, costs.revise, done))
-    per_call.append(("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion))
-    return phase_costs(config, round_name, per_call)
+    revisions, done = (config.rounds - 1) * workers if later_rounds else 0, costs.completion
+    return phase_costs(config, round_name, [  # a phase without calls is left out
+        ("generate", workers, costs.solver, done), ("critique", workers, costs.critic, done),
+        ("rebuttal", rebuttals, costs.rebuttal, done), ("revise", revisions, costs.revise, done),
+        ("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion)])
 
 
 def phase_costs(config: Config, round_name: str, per_call: list[tuple[str, int, int, int]]) -> list[PhaseCost]:
     """A row for each (phase, calls, prompt tokens a call, completion tokens a call) that makes calls."""
-    return [PhaseCost(round_name, phase, calls, calls * prompt, calls * completion,
+    return [PhaseCost(round_name, phase, calls, calls * prompt, calls * completion, calls * (prompt + completion),
                       cost_usd(calls * prompt, calls * completion, config))
             for phase, calls, prompt, completion in per_call if calls]
 
@@ -2261,7 +2165,7 @@ def plan_phases(debate: Debate, question: str, positions: list[Position], done: 
     """What the budget pays for after ``done``, judges first (plan_debate), priced from the texts
     written so far and the rest at their worst; what it cuts is noted. Planned again once the
     critiques are written, keeping ``earlier``'s judges: a rebuttal gets what the critiques did
-    not spend, so no later round (priced as it comes, round_reserve) finds money a rebuttal lacked."""
+    not spend, so no later round (priced as it comes, round_price) finds money a rebuttal lacked."""
     config = debate.config
     # Without a budget everything fits: rendering every later prompt just to price it would be waste.
     costs = (worst_case_costs(config, question, positions, billing=debate.budget.billing)
@@ -2297,30 +2201,30 @@ def budget_cuts(config: Config, plan: DebatePlan, positions: list[Position], don
     return cuts
 
 
-def round_reserve(debate: Debate, question: str, positions: list[Position], plan: DebatePlan) -> tuple[int, int] | None:
-    """(calls, tokens) one more debate round must leave untouched, or None when it does not fit:
-    the judges' share (each answer's latest reason read at its cap: a revision replaces it), and
-    a possible rerun's (rerun_reserve). Later rounds come last: none runs once ``plan`` cut anything."""
+def round_price(debate: Debate, question: str, positions: list[Position],
+                plan: DebatePlan) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(calls, tokens) of one more debate round, and of what it must leave untouched: the judges'
+    share (each answer's latest reason read at its cap: a revision replaces it), and a possible
+    rerun's (rerun_price). Without a budget nothing is priced: rendering the prompts would be waste."""
     budget = debate.budget
     if not budget.limited:
-        return 0, 0
+        return (0, 0), (0, 0)
     costs = worst_case_costs(debate.config, question, positions, billing=budget.billing)
-    calls, tokens = rerun_reserve(debate, question)
-    calls += plan.judges
-    tokens += plan.judges * (costs.judge(0, len(positions)) + costs.judge_completion)
-    revisions = len(positions) * (costs.revise + costs.completion)
-    return None if plan.cut or not budget.fits(len(positions) + calls, revisions + tokens) else (calls, tokens)
+    calls, tokens = rerun_price(debate, question)
+    judges = plan.judges * (costs.judge(0, len(positions)) + costs.judge_completion)
+    return (len(positions), len(positions) * (costs.revise + costs.completion)), (calls + plan.judges, tokens + judges)
 
 
-def rerun_reserve(debate: Debate, question: str) -> tuple[int, int]:
-    """(calls, tokens) later rounds must leave for a rerun while one may still be needed (the first
-    debate, MIN_JUDGE_CONFIDENCE above 0): its worst case without its own rounds. Held even when the
-    budget could not pay for the rerun anyway: else the share would appear as the budget grows past
-    a rerun's price, and more budget would buy fewer rounds. Later rounds go first."""
-    budget, config = debate.budget, debate.config
+def rerun_price(debate: Debate, question: str) -> tuple[int, int]:
+    """(calls, tokens) of a worst-case rerun without its later rounds (its own budget check drops them)
+    while one may still come (a first debate, not a replay, MIN_JUDGE_CONFIDENCE above 0), else (0, 0):
+    what the rerun decision asks fits, and what later rounds leave even when the budget could not pay for
+    the rerun anyway, lest the share appear as the budget grows, and more budget buy fewer rounds."""
+    config, budget = debate.config, debate.budget
     if not budget.limited or debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
         return 0, 0
-    return rerun_core(config, question, rerun_settings(config)[0], budget.billing)
+    phases = round_worst_case(config, question, rerun_settings(config)[0], later_rounds=False, billing=budget.billing)
+    return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
 
 
 def rerun_settings(config: Config) -> tuple[int, float]:
@@ -2329,26 +2233,10 @@ def rerun_settings(config: Config) -> tuple[int, float]:
             min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
 
 
-def rerun_core(config: Config, question: str, workers: int, billing: Billing | None = None) -> tuple[int, int]:
-    """(calls, tokens) of a worst-case rerun without its later rounds, which its own budget check drops."""
-    phases = round_worst_case(config, question, workers, later_rounds=False, billing=billing)
-    return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
-
-
-def rerun_affordable(debate: Debate, question: str, workers: int) -> bool:
-    """Whether the budget pays for a whole worst-case rerun (its later rounds aside)."""
-    if not debate.budget.limited:
-        return True
-    calls, tokens = rerun_core(debate.config, question, workers, debate.budget.billing)
-    return debate.budget.fits(calls, tokens)
-
-
 def check_budget(config: Config, question: str) -> None:
     """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
-    if not config.max_total_tokens:
-        return
     need = config.min_valid_answers * (worst_case_costs(config, question).solver + config.max_tokens)
-    if need > config.max_total_tokens:
+    if not Budget(max_tokens=config.max_total_tokens).fits(0, need):
         raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
                           f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
                           f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
@@ -3087,7 +2975,7 @@ async def run_later_rounds(debate: Debate, question: str, positions: list[Positi
     reads the others' answers and reasons and may revise. The rounds stop as soon as
     every answer agrees (by the question's answer type), and are the first thing a
     budget drops: none runs once ``plan`` cut anything, and one runs only if all its
-    calls fit beside what the judges and a possible rerun keep back (round_reserve).
+    calls fit beside what the judges and a possible rerun keep back (round_price).
     """
     config = debate.config
     for position in positions:
@@ -3097,11 +2985,11 @@ async def run_later_rounds(debate: Debate, question: str, positions: list[Positi
     for step in range(rounds_done + 1, config.rounds + 1):
         if solvers_agree(positions, question):
             return
-        kept = round_reserve(debate, question, positions, plan)
-        if kept is None:
-            debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
-            return
+        revisions, kept = round_price(debate, question, positions, plan)
         with debate.budget.kept_back(*kept):  # for every attempt of the round, retries included
+            if plan.cut or not debate.budget.fits(*revisions):
+                debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
+                return
             await revise(debate, question, positions, step, temperature)
         log_phase(debate, "revise", step)
 
@@ -3164,7 +3052,7 @@ async def rerun(debate: Debate, question: str, result: RunResult) -> None:
     """The one confidence-triggered rerun, if the budget pays for it."""
     config, first = debate.config, result.verdicts[0]
     workers, temperature = rerun_settings(config)
-    if not rerun_affordable(debate, question, workers):
+    if not debate.budget.fits(*rerun_price(debate, question)):
         debate.skip("rerun")
         return
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",

@@ -2,9 +2,11 @@
 order in which a short budget degrades the debate. respx, virtual time, small prompts."""
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
@@ -172,3 +174,56 @@ async def test_until_the_first_bill_one_request_is_in_flight() -> None:
     assert result.status == "ok" and started == [0.0, 1.0, 1.0]
     result, started = await generate_starts(replace(CONFIG, max_calls=40))
     assert result.status == "ok" and started == [0.0, 0.0, 0.0]
+
+
+# --- the one budget rule (issue 21, item 8) --------------------------------------------------------
+
+
+def test_fits_counts_what_is_spent_and_what_is_kept_back() -> None:
+    """fits: spent + kept back + asked stays within each limit that is set; an unset limit never binds."""
+    budget = moa.Budget(max_calls=4, max_tokens=100)
+    budget.calls, budget.tokens = 1, 40
+    assert budget.fits(3, 60) and not budget.fits(4, 0) and not budget.fits(0, 61)
+    with budget.kept_back(2, 50):
+        assert budget.fits(1, 10) and not budget.fits(2, 0) and not budget.fits(1, 11)
+    assert moa.Budget(max_tokens=10).fits(10**6, 10) and moa.Budget(max_calls=1).fits(1, 10**12)
+
+
+def test_reserve_and_a_planned_rounds_check_answer_alike_under_a_floor() -> None:
+    """Under the same floor, fits for a whole round and reserve for each of its attempts agree."""
+    budget = moa.Budget(max_calls=6)
+    with budget.kept_back(3, 0):
+        assert budget.fits(3, 0) and budget.reserve(0) and budget.reserve(0) and budget.reserve(0)
+        assert not budget.fits(1, 0) and not budget.reserve(0)
+    assert budget.calls == 3 and budget.reserve(0)
+
+
+def budget_reads() -> list[tuple[str, str]]:
+    """(function, what) for each place of moa_pipeline that reads a budget's floors or compares what it spent."""
+    tree = ast.parse((Path(__file__).resolve().parent / "moa_pipeline.py").read_text(encoding="utf-8"))
+    budget_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Budget")
+    in_budget = {id(n) for n in ast.walk(budget_class)}
+
+    def of_a_budget(node: ast.Attribute) -> bool:
+        owner = ast.unparse(node.value).split(".")[-1]
+        return owner == "budget" or (owner == "self" and id(node) in in_budget)
+
+    found = []
+    for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)):
+        for node in ast.walk(function):
+            if isinstance(node, ast.Attribute) and node.attr in ("floor_calls", "floor_tokens") \
+                    and isinstance(node.ctx, ast.Load):
+                found.append((function.name, node.attr))
+            if isinstance(node, ast.Compare) and any(isinstance(a, ast.Attribute) and a.attr in ("calls", "tokens")
+                                                     and of_a_budget(a) for a in ast.walk(node)):
+                found.append((function.name, "compare " + ast.unparse(node)))
+    return found
+
+
+def test_floor_arithmetic_lives_only_in_budget_fits() -> None:
+    """Only Budget.fits reads the floors (kept_back saves and restores them) or compares spending to a limit."""
+    reads = budget_reads()
+    assert {("fits", "floor_calls"), ("fits", "floor_tokens")} <= set(reads)
+    strays = [(where, what) for where, what in reads if where not in ("fits", "kept_back")]
+    assert not strays, strays
+    assert {what for where, what in reads if where == "kept_back"} <= {"floor_calls", "floor_tokens"}

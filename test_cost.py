@@ -197,7 +197,7 @@ def test_worst_case_costs_bound_the_longest_prompts() -> None:
     """The worst case priced before any answer exists is at least the prompt of the longest possible replies."""
     config = moa.Config(URL, FAKE_KEY, max_tokens=60, num_workers=5)
     question, longest = "What is 17 * 23?", longest_position(60)
-    costs = moa.call_costs(config, question, workers=5)
+    costs = moa.worst_case_costs(config, question, workers=5)
     prompt = moa.prompt_tokens_estimate
     assert prompt(*moa.critic_prompts(question, longest)) <= costs.critic
     assert prompt(*moa.rebuttal_prompts(question, longest)) <= costs.rebuttal
@@ -208,13 +208,13 @@ def test_worst_case_costs_bound_the_longest_prompts() -> None:
 def test_rerun_check_prices_the_rerun_as_dry_run_does() -> None:
     """A budget of exactly the dry run's rerun tokens pays for the rerun; one token less does not."""
     config = moa.Config(URL, FAKE_KEY, max_tokens=60)
-    question, workers = "What is 17 * 23?", moa.rerun_settings(config)[0]
+    question = "What is 17 * 23?"
     rerun = [row for row in moa.dry_run_plan(config, question) if row["round"] == "rerun"]
     tokens = sum(row["total_tokens"] for row in rerun)
 
     def affordable(max_tokens: int) -> bool:
-        debate = SimpleNamespace(config=config, budget=moa.Budget(max_tokens=max_tokens))
-        return moa.rerun_affordable(debate, question, workers)  # type: ignore[arg-type]
+        debate = SimpleNamespace(config=config, budget=moa.Budget(max_tokens=max_tokens), round=1, replaying=False)
+        return debate.budget.fits(*moa.rerun_price(debate, question))  # type: ignore[arg-type]
 
     assert affordable(tokens) and not affordable(tokens - 1)
 

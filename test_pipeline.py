@@ -666,15 +666,6 @@ def test_disk_full_while_writing_the_transcript_still_prints_the_verdict(capsys,
     assert "No space left on device" in captured.err and "verdict is still reported" in captured.err
 
 
-def test_config_defaults_match_the_settings_table() -> None:
-    """Config's field defaults (used when tests build a Config) equal the documented .env defaults."""
-    from dataclasses import fields
-    defaults = {f.name: f.default for f in fields(moa.Config)}
-    for setting in moa.SETTINGS:
-        if setting.default is not None:
-            assert defaults[setting.field] == setting.parse(setting.default), setting.env
-
-
 def test_env_example_documents_every_setting() -> None:
     """.env.example names every setting, so it stays in step with the code."""
     example = (Path(__file__).parent / ".env.example").read_text()

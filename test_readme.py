@@ -7,6 +7,7 @@ The benchmark and accuracy figures live in bench/README.md, linked from the READ
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -131,6 +132,17 @@ def setting_names() -> set[str]:
     return {s.env for s in moa.SETTINGS}
 
 
+def is_default(setting: moa.Setting, text: str) -> bool:
+    """Whether ``text`` (a README cell or a .env.example value) reads as the setting's default:
+    empty for a required setting or one that defaults to unset, else text its parser reads as it."""
+    if setting.default is dataclasses.MISSING or setting.default is None:
+        return text == ""
+    try:
+        return bool(setting.parse(text) == setting.default)
+    except ValueError:
+        return False
+
+
 def config(**overrides) -> moa.Config:
     return moa.Config(proxy_url="http://127.0.0.1:1/v1/chat/completions", api_key="k", **overrides)
 
@@ -167,22 +179,22 @@ def test_settings_table_lists_exactly_the_settings():
 
 
 def test_settings_table_defaults_match_the_code():
-    """Each Default cell is the setting's default: `x` literally, (required) for None, other (...) for empty."""
-    defaults = {s.env: s.default for s in moa.SETTINGS}
+    """Each Default cell is the setting's default: `x` read by its parser, (required), other (...) for unset."""
+    settings = {s.env: s for s in moa.SETTINGS}
     wrong = []
     for row in settings_rows():
         name, cell = code_spans(row[0])[0], row[1]
-        if name not in defaults:
+        if name not in settings:
             continue  # reported by test_settings_table_lists_exactly_the_settings
-        expected = defaults[name]
+        setting = settings[name]
         if cell == "(required)":
-            ok = expected is None
+            ok = setting.default is dataclasses.MISSING
         elif cell.startswith("("):
-            ok = expected == ""
+            ok = setting.default is None
         else:
-            ok = code_spans(cell) == [expected] and cell == f"`{expected}`"
+            ok = len(code_spans(cell)) == 1 and cell == f"`{code_spans(cell)[0]}`" and is_default(setting, cell[1:-1])
         if not ok:
-            wrong.append(f"{name}: README {cell!r}, code {expected!r}")
+            wrong.append(f"{name}: README {cell!r}, code {setting.default!r}")
     assert not wrong, "; ".join(wrong)
 
 
@@ -204,7 +216,7 @@ def test_env_example_sets_every_setting_to_its_default():
     assert set(assigned) == setting_names(), (
         f"missing from .env.example: {sorted(setting_names() - set(assigned))}; "
         f"not settings: {sorted(set(assigned) - setting_names())}")
-    wrong = {s.env: (assigned[s.env], s.default) for s in moa.SETTINGS if assigned[s.env] != (s.default or "")}
+    wrong = {s.env: (assigned[s.env], s.default) for s in moa.SETTINGS if not is_default(s, assigned[s.env])}
     assert not wrong, f".env.example value vs default: {wrong}"
 
 
