@@ -197,9 +197,6 @@ SHARED_STRAGGLER_SCALE = 2.0
 MIN_MASKED_SECRET = 8  # see maskable()
 # Tokens added by chat formatting per message and by our nonce suffix.
 MESSAGE_OVERHEAD_TOKENS = 8
-# Files the tool creates are opened with these: never through a symlink planted
-# at the name, and (O_EXCL) never over a file that is already there.
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 # --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1
 # and runs round K onwards (up to ROUNDS), then the judges.
 REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique",
@@ -3413,6 +3410,52 @@ def save_run_files(debate: Debate, question: str, result: RunResult, replay: Rep
 
 
 # --- 12. files -----------------------------------------------------------------------------------
+#
+# The file policy: every file the tool opens goes through create_new, open_existing or open_folder, so
+# what it refuses is decided here. A file is made new (O_EXCL, mode 0600) or opened as an existing
+# regular file, never through a symbolic link planted at its name (O_NOFOLLOW). A batch opens its files
+# in its log folder, pinned by descriptor at its start (``folder_fd``), whatever that name points to later.
+
+class NotPlainFile(OSError):
+    """An existing file the policy refuses: not a regular file (a FIFO, a device), or a hard-linked one."""
+
+
+def _open(path: Path, flags: int, folder_fd: int | None) -> int:
+    try:
+        return os.open(path.name if folder_fd is not None else path, flags, 0o600, dir_fd=folder_fd)
+    except OSError as err:
+        if err.errno == errno.ELOOP and flags & os.O_NOFOLLOW:
+            raise OSError(errno.ELOOP, "it is a symbolic link", str(path)) from None
+        raise
+
+
+def create_new(path: Path, folder_fd: int | None = None) -> int:
+    """A new file, mode 0600, open for writing; FileExistsError when anything is at the name, a link too."""
+    return _open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, folder_fd)
+
+
+def open_existing(path: Path, flags: int = os.O_RDONLY, *, folder_fd: int | None = None, follow: bool = False,
+                  own: bool = False) -> int:
+    """An existing regular file (with O_CREAT in ``flags``, made 0600 if missing): NotPlainFile for a FIFO
+    or a device, and with ``own`` for a hard link to a file elsewhere. A link at the name is refused unless
+    ``follow`` (a path the user gave). Non-blocking, so a FIFO cannot hang us."""
+    fd = _open(path, flags | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW), folder_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or (own and info.st_nlink != 1):
+        os.close(fd)
+        raise NotPlainFile(errno.EINVAL, "not a plain file of its own" if own else "not a regular file", str(path))
+    return fd
+
+
+def open_folder(path: Path, *, follow: bool = False) -> int:
+    """A folder, opened to make files in it (or to fsync it); a link at the name is refused unless ``follow``."""
+    return _open(path, os.O_RDONLY | os.O_DIRECTORY | (0 if follow else os.O_NOFOLLOW), None)
+
+
+def read_file(path: Path, *, follow: bool = False, folder_fd: int | None = None) -> BinaryIO:
+    """A regular file open for reading (see open_existing)."""
+    return os.fdopen(open_existing(path, follow=follow, folder_fd=folder_fd), "rb")
+
 
 def _render_call(call: AgentCall) -> list[str]:
     status = "ok" if call.ok else f"FAILED: {call.failure or 'no usable output'}"
@@ -3501,7 +3544,7 @@ def create_private_file(directory: Path, stem: str, suffix: str, twin: str | Non
         if twin is not None and exists_in(path.with_suffix(twin), folder_fd):
             continue
         try:
-            return path, open_in(path, NEW_FILE_FLAGS, folder_fd)
+            return path, create_new(path, folder_fd)
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, f"no free transcript name for {stem} in {directory}")
@@ -3512,13 +3555,6 @@ def make_private_folders(folder: Path) -> None:
     for part in reversed([p for p in (folder, *folder.parents) if not os.path.lexists(p)]):
         with contextlib.suppress(FileExistsError):  # made meanwhile by another run
             os.mkdir(part, 0o700)
-
-
-def open_in(path: Path, flags: int, folder_fd: int | None) -> int:
-    """os.open, relative to an open folder when there is one (a batch's log folder, pinned at its start)."""
-    if folder_fd is None:
-        return os.open(path, flags, 0o600)
-    return os.open(path.name, flags, 0o600, dir_fd=folder_fd)
 
 
 def exists_in(path: Path, folder_fd: int | None) -> bool:
@@ -3585,7 +3621,7 @@ def open_run_files(config: Config, runtime: Runtime,
         if config.jsonl_trace:
             trace_path = path.with_suffix(".jsonl")
             try:
-                trace = TraceWriter(trace_path, open_in(trace_path, NEW_FILE_FLAGS, folder), config, runtime)
+                trace = TraceWriter(trace_path, create_new(trace_path, folder), config, runtime)
             except OSError:
                 unlink_in(path, folder)
                 raise
@@ -3597,7 +3633,7 @@ def open_run_files(config: Config, runtime: Runtime,
 def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | None = None) -> str | None:
     """Fill the reserved transcript; on a disk error, None and the reason."""
     try:
-        fd = open_in(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW, folder_fd)
+        fd = open_existing(path, os.O_WRONLY | os.O_TRUNC, folder_fd=folder_fd)
     except OSError as err:
         return f"could not write the transcript {path} ({describe_os_error(err)})"
     try:
@@ -3685,23 +3721,17 @@ def _sidecar(output: Path, suffix: str) -> Path:
 
 def acquire_lock(output: Path) -> int:
     """Hold an exclusive flock on <output>.lock for this process's life; BatchLocked if taken.
-
-    Opened with O_NOFOLLOW: a symlink planted at the lock's name is refused, never
-    truncated through.
-    """
+    A link, a hard link or a device at the lock's name is refused, never truncated through."""
     path = _sidecar(output, ".lock")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = open_existing(path, os.O_RDWR | os.O_CREAT, own=True)
+    except NotPlainFile:
+        raise ConfigError(f"the lock file {path} is not a plain file of its own (a hard link or a device): "
+                          "remove it or choose another output; nothing was changed") from None
     except OSError as err:
-        why = "it is a symbolic link" if err.errno == errno.ELOOP else describe_os_error(err)
         fix = ("fix the permissions (or the read-only mount), or choose another -o" if err.errno in (
             errno.EACCES, errno.EPERM, errno.EROFS) else "remove it or choose another output")
-        raise ConfigError(f"cannot open the lock file {path} ({why}): {fix}; nothing was sent") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        os.close(fd)
-        raise ConfigError(f"the lock file {path} is not a plain file of its own (a hard link or a device): "
-                          "remove it or choose another output; nothing was changed")
+        raise ConfigError(f"cannot open the lock file {path} ({describe_os_error(err)}): {fix}; nothing was sent") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -3714,33 +3744,6 @@ def acquire_lock(output: Path) -> int:
     except OSError:
         pass
     return fd
-
-
-def open_regular_file(path: Path, *, follow: bool = True, folder_fd: int | None = None) -> BinaryIO:
-    """A regular file opened for reading; OSError for anything else (a FIFO, a device,
-    with ``follow=False`` a symlink). Opened non-blocking, so a FIFO cannot hang us."""
-    fd = open_in(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW), folder_fd)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file")
-    return os.fdopen(fd, "rb")
-
-
-def read_regular_file(path: Path, limit: int) -> bytes:
-    """The bytes of a regular file that is not a symlink, at most ``limit``; OSError otherwise."""
-    with open_regular_file(path, follow=False) as handle:
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, "too large")
-    return data
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
@@ -3764,7 +3767,11 @@ def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    _fsync_dir(path)
+    folder = open_folder(path.parent, follow=True)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def write_atomically(path: Path, data: bytes, runtime: Runtime | None = None) -> None:
@@ -3790,10 +3797,9 @@ def note_unfinished_transcripts(folder_fd: int, runtime: Runtime) -> None:
         trace = Path(name[:-len(".txt")] + ".jsonl")
         where = f"its trace, {trace}, holds what it sent and received" if exists_in(trace, folder_fd) else "no trace"
         with contextlib.suppress(OSError):
-            fd = open_in(Path(name), os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK, folder_fd)
+            fd = open_existing(Path(name), os.O_WRONLY, folder_fd=folder_fd, own=True)
             try:
-                info = os.fstat(fd)  # still the empty file of its own that was listed
-                if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_nlink == 1:
+                if os.fstat(fd).st_size == 0:  # still the empty file that was listed
                     write_all(runtime, fd, UNFINISHED_TRANSCRIPT.format(where=where).encode())
             finally:
                 os.close(fd)
@@ -3824,7 +3830,7 @@ class ResultWriter:
     def __init__(self, output: Path, runtime: Runtime) -> None:
         self.path = output
         self.runtime = runtime
-        self.fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        self.fd = open_existing(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     def write(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", errors="replace")
@@ -4080,9 +4086,9 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each line of a trace. A torn last line (a killed
     run) is skipped; any other unreadable line is a ConfigError naming it."""
     try:
-        handle = open_regular_file(path)
+        handle = read_file(path, follow=True)
     except OSError as err:
-        if err.errno == errno.EINVAL:
+        if isinstance(err, NotPlainFile):
             raise ConfigError(f"--replay {path}: not a regular file (a trace is a .jsonl file in LOG_DIR)") from None
         raise ConfigError(f"--replay {path}: cannot open it ({describe_os_error(err)})") from None
     with handle:
@@ -4511,7 +4517,7 @@ def compact_output(output: Path, runtime: Runtime | None = None,
 
     def fill(fd: int) -> None:
         nonlocal dropped
-        with open(output, "rb") as source:
+        with read_file(output) as source:
             for number, raw in enumerate(bounded_lines(source, MAX_OUTPUT_LINE_BYTES), 1):
                 record = _complete_record(raw) if raw is not None else None
                 if raw is None or (record is None and raw.endswith(b"\n")):
@@ -4636,7 +4642,7 @@ def output_totals(output: Path) -> dict[str, Any]:
     totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
                                             "failed_with_expected"), 0)
     if output.exists():
-        with open(output, "rb") as handle:
+        with read_file(output) as handle:
             for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
                 record = _complete_record(raw) if raw is not None else None
                 if record is None:
@@ -4752,7 +4758,7 @@ def holds_question(place: LogPlace, base: str, question: str) -> bool:
     says so or, with no trace, its transcript's question block does, or it is one a killed run left unfilled."""
     limit = 12 * len(question) + RUN_HEAD_BYTES  # a character escaped as a surrogate pair takes 12
     try:
-        with open_regular_file(place.directory / f"{base}.jsonl", follow=False, folder_fd=place.folder_fd) as trace:
+        with read_file(place.directory / f"{base}.jsonl", folder_fd=place.folder_fd) as trace:
             head = trace.readline(limit)
     except FileNotFoundError:
         head = b""
@@ -4767,8 +4773,7 @@ def holds_question(place: LogPlace, base: str, question: str) -> bool:
     # the sweep put there) names no question, and can only be this id's: the folder is the batch's, the name the id's.
     block = f"\n=== Question ===\n{question}\n\n=== Configuration ===\n".encode("utf-8", errors="replace")
     unfinished = UNFINISHED_TRANSCRIPT.partition("{where}")[0].encode()
-    with contextlib.suppress(OSError), open_regular_file(place.directory / f"{base}.txt", follow=False,
-                                                         folder_fd=place.folder_fd) as transcript:
+    with contextlib.suppress(OSError), read_file(place.directory / f"{base}.txt", folder_fd=place.folder_fd) as transcript:
         text = transcript.read(limit)
         return block in text or text.startswith(unfinished) or not text
     return False
@@ -4951,7 +4956,8 @@ def check_input_unchanged(summary_path: Path, input_sha: str | None, force: bool
     if input_sha is None or force:
         return
     try:
-        previous = load_json(read_regular_file(summary_path, SUMMARY_READ_LIMIT)).get("input_sha256")
+        with read_file(summary_path) as handle:
+            previous = load_json(handle.read(SUMMARY_READ_LIMIT)).get("input_sha256")
     except (OSError, ValueError, AttributeError):
         return  # no summary, or not one we wrote (a FIFO, a link): nothing to compare
     if previous and previous != input_sha:
@@ -5006,7 +5012,7 @@ def open_log_folder(config: Config, options: BatchOptions) -> int | None:
     folder = batch_log_folder(config, options.output)
     try:
         make_private_folders(folder)
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        fd = open_folder(folder)
     except OSError as err:
         if os.path.islink(folder):
             raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
