@@ -3672,7 +3672,7 @@ class TraceWriter:
     def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
         self.write({"type": "run", "run_id": debate.run_id, "question": question, "config": self.config.shown(),
                     "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
-                    "replay": None if replay is None else {"trace": str(replay.source), "from": replay.start,
+                    "replay": None if replay is None else {"trace": str(replay.source), "from": str(replay.start),
                                                            "run_id": replay.run_id}})
         # What the replay keeps, as attempts of this run marked restored: its trace replays without its source.
         for kept in replay.restored if replay else ():
@@ -3970,13 +3970,13 @@ def dry_run_phases(config: Config, question: str, replay: Replay | None = None) 
 def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
     """A replay at its worst, by worst_case_costs over the restored answers: the phases from its
     start on, each text it writes at MAX_TOKENS, and no rerun (a replay runs none)."""
-    positions, done = list(replay.positions), REPLAY_STARTS[replay.start]
+    positions, done = list(replay.positions), replay.start.kept
     costs = worst_case_costs(config, replay.question, positions)
     critiques = len(positions) if done == "generate" else 0
     rebuttals = (0 if done == "rebuttal" or not config.enable_rebuttal
                  else critiques or sum(p.critique is not None for p in positions))
     held = max((len(p.by_round) for p in positions), default=0) or 1
-    rounds = 0 if replay.start == "judges" else max(config.rounds - held, 0)
+    rounds = 0 if replay.start.phase == "judges" else max(config.rounds - held, 0)
     # A round's prompt embeds restored texts as they are, or texts the replay writes, at the cap.
     revise = max(costs.revise, worst_case_costs(config, replay.question, workers=len(positions)).revise)
     # A judge reads each candidate's newest rebuttal or revision: one the replay writes, at the cap.
@@ -4070,11 +4070,33 @@ class TraceAttempt:
 
 
 @dataclass(frozen=True)
+class ReplayStart:
+    """--from START, parsed once where it enters: the first phase run again (critique, rebuttal, revise or
+    judges) and, for roundK, K: debate rounds 1..K-1 are kept. Shown as it was given."""
+
+    phase: str
+    debate_round: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ReplayStart:
+        """One of REPLAY_STARTS (argparse's choices)."""
+        return cls("revise", int(text[5:])) if text.startswith("round") else cls(text)
+
+    @property
+    def kept(self) -> str:
+        """The last phase kept from the trace."""
+        return REPLAY_STARTS[str(self)]
+
+    def __str__(self) -> str:
+        return f"round{self.debate_round}" if self.phase == "revise" else self.phase
+
+
+@dataclass(frozen=True)
 class Replay:
     """A run rebuilt from its JSONL trace, to re-run only the later phases."""
 
     source: Path
-    start: str  # the first phase run again: critique, rebuttal, roundK or judges
+    start: ReplayStart
     run_id: str
     question: str
     workers: int
@@ -4129,15 +4151,15 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
                         valid_text(model or ""), record)
 
 
-def replay_keeps(attempt: TraceAttempt, start: str) -> bool:
+def replay_keeps(attempt: TraceAttempt, start: ReplayStart) -> bool:
     """Whether a replay from ``start`` keeps this attempt: every phase before it, and
     with --from roundK the debate rounds before K (with --from judges, all of them)."""
-    if start in ("critique", "rebuttal"):
-        return PHASES.index(attempt.phase) < PHASES.index(start)
-    return attempt.phase != "revise" or start == "judges" or attempt.step < int(start[5:])
+    if start.phase in ("critique", "rebuttal"):
+        return PHASES.index(attempt.phase) < PHASES.index(start.phase)
+    return attempt.phase != "revise" or start.phase == "judges" or attempt.step < start.debate_round
 
 
-def _rebuild_positions(kept: list[TraceAttempt], start: str) -> dict[int, Position]:
+def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int, Position]:
     """Each solver's line as the kept attempts leave it: its answer and model, the critique
     and rebuttal it got, and its answer after each debate round before ``start``."""
     positions: dict[int, Position] = {}
@@ -4153,7 +4175,7 @@ def _rebuild_positions(kept: list[TraceAttempt], start: str) -> dict[int, Positi
             position.critique = found[0]
         elif record.phase == "rebuttal" and (rebuttal := parse_rebuttal(record.response_text)):
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
-    if start not in ("critique", "rebuttal"):  # round 1 is over: its answers open the by-round history
+    if start.phase not in ("critique", "rebuttal"):  # round 1 is over: its answers open the by-round history
         _replay_revisions(positions, [a for a in ok if a.phase == "revise"])
     return positions
 
@@ -4171,7 +4193,7 @@ def _replay_revisions(positions: dict[int, Position], revisions: list[TraceAttem
             position.by_round.append(position.final_answer)
 
 
-def load_replay(path: Path, start: str) -> Replay:
+def load_replay(path: Path, start: ReplayStart) -> Replay:
     """Read a trace: the question, and the round whose verdict was reported.
     Everything in it is checked here; a bad trace is a ConfigError (exit 2)."""
     run: dict[str, Any] | None = None
@@ -4198,7 +4220,7 @@ def load_replay(path: Path, start: str) -> Replay:
     if not positions:
         raise ConfigError(f"--replay {path}: the trace holds no valid solver answer to start from")
     held = max((a.step for a in in_round), default=1)
-    if start.startswith("round") and int(start[5:]) - 1 > held:
+    if start.debate_round - 1 > held:
         raise ConfigError(f"--replay {path}: the trace holds {held} debate round{'s' if held > 1 else ''}, so "
                           f"--from {start} has nothing to keep: use --from round{held + 1} or earlier")
     workers = max(a.slot for a in in_round if a.phase == "generate") + 1
@@ -4215,7 +4237,7 @@ async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
     debate.positions[1], debate.replaying = positions, True
     require_enough(debate, positions, replay.workers)
     verdict = await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
-                               done=REPLAY_STARTS[replay.start], later_rounds=replay.start != "judges")
+                               done=replay.start.kept, later_rounds=replay.start.phase != "judges")
     result.verdict = verdict
     result.verdicts.append(verdict)
 
@@ -5495,10 +5517,10 @@ def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Repl
         if args.replay_from is None:
             raise ConfigError("--replay needs --from critique|rebuttal|round2..round10|judges: the first phase "
                               "to run again")
-        replay = load_replay(Path(args.replay), args.replay_from)
-        if replay.start.startswith("round") and int(replay.start[5:]) > config.rounds:
-            raise ConfigError(f"--from {replay.start} runs debate rounds {replay.start[5:]} to ROUNDS, but "
-                              f"ROUNDS={config.rounds}: add --rounds {replay.start[5:]} or more")
+        replay = load_replay(Path(args.replay), ReplayStart.parse(args.replay_from))
+        if (first := replay.start.debate_round) > config.rounds:
+            raise ConfigError(f"--from {replay.start} runs debate rounds {first} to ROUNDS, but "
+                              f"ROUNDS={config.rounds}: add --rounds {first} or more")
         return valid_text(replay.question), replay
     if args.replay_from is not None:
         raise ConfigError("--from goes with --replay TRACE")
