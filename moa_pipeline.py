@@ -78,7 +78,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, Literal, TypeVar
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 try:
@@ -3420,13 +3420,27 @@ class NotPlainFile(OSError):
     """An existing file the policy refuses: not a regular file (a FIFO, a device), or a hard-linked one."""
 
 
+class LinkRefused(OSError):
+    """A symbolic link at a name the policy opens without following one."""
+
+
 def _open(path: Path, flags: int, folder_fd: int | None) -> int:
     try:
         return os.open(path.name if folder_fd is not None else path, flags, 0o600, dir_fd=folder_fd)
     except OSError as err:
-        if err.errno == errno.ELOOP and flags & os.O_NOFOLLOW:
-            raise OSError(errno.ELOOP, "it is a symbolic link", str(path)) from None
+        # O_NOFOLLOW refuses a link with ELOOP, or with O_DIRECTORY ENOTDIR
+        if flags & os.O_NOFOLLOW and err.errno in (errno.ELOOP, errno.ENOTDIR) and what_is_at(path, folder_fd) == "link":
+            raise LinkRefused(errno.ELOOP, "it is a symbolic link", str(path)) from None
         raise
+
+
+def what_is_at(path: Path, folder_fd: int | None = None) -> Literal["nothing", "link", "file", "other"]:
+    """What the name holds, a link not followed ("file": a regular file); OSError if it cannot be looked at."""
+    try:
+        mode = os.lstat(path.name if folder_fd is not None else path, dir_fd=folder_fd).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "nothing"
+    return "link" if stat.S_ISLNK(mode) else "file" if stat.S_ISREG(mode) else "other"
 
 
 def create_new(path: Path, folder_fd: int | None = None) -> int:
@@ -3541,7 +3555,7 @@ def create_private_file(directory: Path, stem: str, suffix: str, twin: str | Non
     With ``folder_fd``, the file is made in that open folder, whatever ``directory`` names by then."""
     for n in range(MAX_NAME_TRIES):
         path = directory / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
-        if twin is not None and exists_in(path.with_suffix(twin), folder_fd):
+        if twin is not None and what_is_at(path.with_suffix(twin), folder_fd) != "nothing":
             continue
         try:
             return path, create_new(path, folder_fd)
@@ -3555,14 +3569,6 @@ def make_private_folders(folder: Path) -> None:
     for part in reversed([p for p in (folder, *folder.parents) if not os.path.lexists(p)]):
         with contextlib.suppress(FileExistsError):  # made meanwhile by another run
             os.mkdir(part, 0o700)
-
-
-def exists_in(path: Path, folder_fd: int | None) -> bool:
-    try:
-        os.lstat(path.name if folder_fd is not None else path, dir_fd=folder_fd)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def unlink_in(path: Path, folder_fd: int | None) -> None:
@@ -3795,7 +3801,8 @@ def note_unfinished_transcripts(folder_fd: int, runtime: Runtime) -> None:
                  and e.stat(follow_symlinks=False).st_size == 0]
     for name in empty:
         trace = Path(name[:-len(".txt")] + ".jsonl")
-        where = f"its trace, {trace}, holds what it sent and received" if exists_in(trace, folder_fd) else "no trace"
+        where = ("no trace" if what_is_at(trace, folder_fd) == "nothing"
+                 else f"its trace, {trace}, holds what it sent and received")
         with contextlib.suppress(OSError):
             fd = open_existing(Path(name), os.O_WRONLY, folder_fd=folder_fd, own=True)
             try:
@@ -4578,9 +4585,9 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
 
 
 def move_aside(output: Path, now: float) -> Path | None:
-    """--no-resume: rename the old output (and its summary) out of the way; never delete."""
-    summary = _sidecar(output, ".summary.json")
-    if not output.exists() and not (summary.exists() and not summary.is_symlink()):
+    """--no-resume: rename the old output (and its summary) out of the way; never delete, never move a link."""
+    old = [path for path in (output, _sidecar(output, ".summary.json")) if what_is_at(path) == "file"]
+    if not old:
         return None
     stamp = datetime.fromtimestamp(now).strftime("%Y%m%d_%H%M%S")
     target = output.with_name(f"{output.name}.{stamp}.bak")
@@ -4588,10 +4595,8 @@ def move_aside(output: Path, now: float) -> Path | None:
     while os.path.lexists(target) or os.path.lexists(_sidecar(target, ".summary.json")):
         n += 1
         target = output.with_name(f"{output.name}.{stamp}_{n}.bak")
-    if output.exists():
-        os.replace(output, target)
-    if summary.exists() and not summary.is_symlink():
-        os.replace(summary, _sidecar(target, ".summary.json"))
+    for path in old:  # the output, and <output>.summary.json to <target>.summary.json
+        os.replace(path, _sidecar(target, path.name[len(output.name):]))
     return target
 
 
@@ -4645,11 +4650,13 @@ class BatchStats:
 
     def add(self, record: dict[str, Any], saved: bool = True) -> None:
         """Count one question's line, and what it cost whether or not it was saved."""
-        if saved:
-            setattr(self, record["status"], getattr(self, record["status"]) + 1)
-            self.degraded += record["status"] == "ok" and bool(record.get("degraded"))
-        else:
+        if not saved:
             self.unsaved += 1
+        elif record["status"] == "ok":
+            self.ok += 1
+            self.degraded += bool(record.get("degraded"))
+        else:
+            self.failed += 1
         self.llm_calls += record["llm_calls"]
         self.http_requests += record["http_requests"]
         if record["tokens"]:
@@ -4766,7 +4773,7 @@ def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
     for n in range(MAX_NAME_TRIES):
         base = place.stem if n == 0 else f"{place.stem}_{n}"
         present = [path for path in (place.directory / f"{base}.txt", place.directory / f"{base}.jsonl")
-                   if exists_in(path, place.folder_fd)]
+                   if what_is_at(path, place.folder_fd) != "nothing"]
         if not present:
             return
         if holds_question(place, base, question):
@@ -5035,10 +5042,10 @@ def open_log_folder(config: Config, options: BatchOptions) -> int | None:
     try:
         make_private_folders(folder)
         fd = open_folder(folder)
+    except LinkRefused:
+        raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
+                          "folder this tool made: remove the link, or set LOG_DIR elsewhere") from None
     except OSError as err:
-        if os.path.islink(folder):
-            raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
-                              "folder this tool made: remove the link, or set LOG_DIR elsewhere") from None
         raise unusable_path(err, f"the batch's log folder {folder}", f"set LOG_DIR (now {config.log_dir}) to a "
                             "folder this user can write, or use --logs none") from None
     if not os.access(folder, os.W_OK | os.X_OK):  # there, but read-only (for root: a read-only mount)
@@ -5195,15 +5202,15 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
     ``./`` spelling of the questions file is caught like the same name.
     """
     try:
-        is_link, exists = output.is_symlink(), output.exists()
+        kind = what_is_at(output)
         source = os.fstat(sys.stdin.fileno()) if questions_file == "-" else os.stat(questions_file)
     except (OSError, ValueError, AttributeError) as err:
         if questions_file == "-" and not isinstance(err, PermissionError):
             return  # no stdin file to compare: a terminal or a closed stream
         raise ConfigError(f"--output {output}: cannot look at it ({describe_os_error(err) if isinstance(err, OSError) else err})") from None
-    if is_link:
+    if kind == "link":
         raise ConfigError(f"--output {output} is a symbolic link: give the real path (nothing is written through links)")
-    if exists and not output.is_file():
+    if kind == "other":
         raise ConfigError(f"--output {output} is not a regular file")
     for path in (output, *(_sidecar(output, suffix) for suffix in SIDECAR_SUFFIXES)):
         try:
