@@ -3452,12 +3452,14 @@ def open_existing(path: Path, flags: int = os.O_RDONLY, *, folder_fd: int | None
                   own: bool = False) -> int:
     """An existing regular file (with O_CREAT in ``flags``, made 0600 if missing): NotPlainFile for a FIFO
     or a device, and with ``own`` for a hard link to a file elsewhere. A link at the name is refused unless
-    ``follow`` (a path the user gave). Non-blocking, so a FIFO cannot hang us."""
-    fd = _open(path, flags | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW), folder_fd)
+    ``follow`` (a path the user gave). Non-blocking, so a FIFO cannot hang us; O_TRUNC only once it passed."""
+    fd = _open(path, flags & ~os.O_TRUNC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW), folder_fd)
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or (own and info.st_nlink != 1):
         os.close(fd)
         raise NotPlainFile(errno.EINVAL, "not a plain file of its own" if own else "not a regular file", str(path))
+    if flags & os.O_TRUNC:
+        os.ftruncate(fd, 0)
     return fd
 
 
