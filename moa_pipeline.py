@@ -3552,17 +3552,14 @@ def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
 
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None,
                         folder_fd: int | None = None) -> tuple[Path, int]:
-    """A new file, mode 0600, named stem+suffix or stem_N+suffix: never overwrites, never follows a link.
-    With ``twin``, the same name with that suffix must be free too (a transcript and its trace share a stem).
-    With ``folder_fd``, the file is made in that open folder, whatever ``directory`` names by then."""
+    """A new file named stem+suffix or stem_N+suffix (create_new: never over one, never through a link).
+    With ``twin``, that suffix must be free at the name too (a transcript and its trace share a stem)."""
     for n in range(MAX_NAME_TRIES):
         path = directory / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
         if twin is not None and what_is_at(path.with_suffix(twin), folder_fd) != "nothing":
             continue
-        try:
+        with contextlib.suppress(FileExistsError):
             return path, create_new(path, folder_fd)
-        except FileExistsError:
-            continue
     raise OSError(errno.EEXIST, f"no free transcript name for {stem} in {directory}")
 
 
@@ -3607,49 +3604,43 @@ def open_run_files(config: Config, runtime: Runtime,
                    place: LogPlace | None = None) -> tuple[Path | None, TraceWriter | None, str | None]:
     """Reserve the transcript's name and open its JSONL trace twin, at the start of a run.
 
-    The .txt is created empty now (so the pair share one stem and two runs in
-    the same second never collide) and filled when the run ends; the trace is
-    appended attempt by attempt, so even a killed run leaves one. On a disk or
-    permission error the run goes on without files, and the third value says why.
+    The .txt is made empty now (the pair share one stem, and two runs in one second never collide) and
+    filled when the run ends; the trace is appended attempt by attempt, so even a killed run leaves one.
+    On a disk or permission error the run goes on without files, and the third value says why.
     """
     if not (config.enable_file_logging or config.jsonl_trace):
         return None, None, None
     place = place or run_log_place(config, runtime)
-    directory, stem, folder = place.directory, place.stem, place.folder_fd
+    folder, transcript = place.folder_fd, config.enable_file_logging
     try:
         if folder is None:
-            make_private_folders(directory)
-        if not config.enable_file_logging:  # a trace alone
-            trace_path, fd = create_private_file(directory, stem, ".jsonl", folder_fd=folder)
-            return None, TraceWriter(trace_path, fd, config, runtime), None
-        path, fd = create_private_file(directory, stem, ".txt", twin=".jsonl" if config.jsonl_trace else None,
-                                       folder_fd=folder)
+            make_private_folders(place.directory)
+        path, fd = create_private_file(place.directory, place.stem, ".txt" if transcript else ".jsonl",
+                                       twin=".jsonl" if transcript and config.jsonl_trace else None, folder_fd=folder)
+        if not transcript:
+            return None, TraceWriter(path, fd, config, runtime), None
         os.close(fd)
-        trace = None
-        if config.jsonl_trace:
+        try:
             trace_path = path.with_suffix(".jsonl")
-            try:
-                trace = TraceWriter(trace_path, create_new(trace_path, folder), config, runtime)
-            except OSError:
-                unlink_in(path, folder)
-                raise
+            trace = TraceWriter(trace_path, create_new(trace_path, folder), config, runtime) if config.jsonl_trace else None
+        except OSError:
+            unlink_in(path, folder)
+            raise
         return path, trace, None
     except OSError as err:
-        return None, None, f"could not write the transcript in {directory} ({describe_os_error(err)})"
+        return None, None, f"could not write the transcript in {place.directory} ({describe_os_error(err)})"
 
 
 def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | None = None) -> str | None:
     """Fill the reserved transcript; on a disk error, None and the reason."""
     try:
         fd = open_existing(path, os.O_WRONLY | os.O_TRUNC, folder_fd=folder_fd)
+        try:
+            write_all(runtime, fd, text.encode("utf-8", errors="replace"))
+        finally:
+            os.close(fd)
     except OSError as err:
         return f"could not write the transcript {path} ({describe_os_error(err)})"
-    try:
-        write_all(runtime, fd, text.encode("utf-8", errors="replace"))
-    except OSError as err:
-        return f"could not write the transcript {path} ({describe_os_error(err)})"
-    finally:
-        os.close(fd)
     return None
 
 
@@ -3746,23 +3737,16 @@ def acquire_lock(output: Path) -> int:
         os.close(fd)
         raise BatchLocked(f"another run is writing {output} (it holds {path}); this run exits so the "
                           "next scheduled one can resume") from None
-    try:  # the pid is for people looking at the file; the flock is what counts
+    with contextlib.suppress(OSError):  # the pid is for people looking at the file; the flock is what counts
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-    except OSError:
-        pass
     return fd
 
 
 def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
-    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half.
-
-    The new content goes to a fresh temporary file in the same folder
-    (mkstemp: O_EXCL, a random name, so no planted symlink is followed), is
-    fsynced, then renamed over ``path``; rename replaces a symlink at ``path``
-    itself, never its target. On any error the temporary file is removed and
-    the old file is untouched.
-    """
+    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half. The new content
+    goes to a fresh temporary file beside it (mkstemp: O_EXCL, a random name), is fsynced, then renamed over
+    ``path`` (which replaces a link there, never its target). On any error the old file is untouched."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         try:
@@ -3780,10 +3764,6 @@ def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
-
-
-def write_atomically(path: Path, data: bytes, runtime: Runtime | None = None) -> None:
-    replace_atomically(path, lambda fd: write_all(runtime or Runtime(), fd, data))
 
 
 def stale_temporaries(output: Path) -> list[Path]:
@@ -3830,11 +3810,8 @@ def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
 
 
 class ResultWriter:
-    """Appends one JSON line per finished question and fsyncs it at once.
-
-    A write that fails (disk full) is rolled back to the last whole line, so the
-    output never holds half a record; the caller decides what a failure stops.
-    """
+    """Appends one JSON line per finished question and fsyncs it at once. A write that fails (disk full) is
+    rolled back to the last whole line: the output never holds half a record; the caller decides what it stops."""
 
     def __init__(self, output: Path, runtime: Runtime) -> None:
         self.path = output
@@ -4531,39 +4508,41 @@ def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), count
 
 
+def output_records(output: Path) -> Iterator[tuple[bytes | None, dict[str, Any] | None]]:
+    """Each line of an earlier output (None: too long to be one of ours) with the record it holds, if any."""
+    if what_is_at(output) == "nothing":
+        return
+    with read_file(output) as handle:
+        for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
+            yield raw, _complete_record(raw) if raw is not None else None
+
+
 def compact_output(output: Path, runtime: Runtime | None = None,
                    line_format: str = "jsonl") -> tuple[set[str], set[str], int]:
-    """Keep only the complete "ok" lines of an earlier run's output, once per id.
-
-    Returns (ids done, ids with a failed line, lines dropped). Dropped: failed lines (their questions
-    run again), a torn last line from a crash, repeats. A whole line that is not
-    one of our records means the file is not a results file of this tool (a typo
-    in -o naming someone's notes): ConfigError, and the file is left untouched.
-    """
-    if not output.exists():
+    """Keep only the complete "ok" lines of an earlier run's output, once per id: returns (ids done, ids with
+    a failed line, lines dropped). Failed lines (their questions run again), a torn last line and repeats go.
+    A whole line that is not one of our records means the file is not a results file of this tool (a typo in
+    -o naming someone's notes): ConfigError, and the file is left untouched."""
+    if what_is_at(output) == "nothing":
         return set(), set(), 0
-    done: set[str] = set()
-    failed: set[str] = set()
-    dropped = 0
+    done, failed, dropped = set[str](), set[str](), 0
 
     def fill(fd: int) -> None:
         nonlocal dropped
-        with read_file(output) as source:
-            for number, raw in enumerate(bounded_lines(source, MAX_OUTPUT_LINE_BYTES), 1):
-                record = _complete_record(raw) if raw is not None else None
-                if raw is None or (record is None and raw.endswith(b"\n")):
-                    raise ConfigError(f"--output {output} is not a results file of this tool (line {number} is not "
-                                      "one of its lines); nothing was changed: choose another output")
-                if record is not None and record.get("format", "jsonl") != line_format:
-                    raise ConfigError(f"--output {output} holds --output-format {record.get('format', 'jsonl')} lines "
-                                      f"(line {number}); resume with that format, or choose another output")
-                if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
-                    dropped += 1
-                    if record is not None and record.get("status") == "failed":
-                        failed.add(str(record["id"]))
-                    continue
-                done.add(str(record["id"]))
-                write_all(runtime or Runtime(), fd, raw)
+        for number, (raw, record) in enumerate(output_records(output), 1):
+            if raw is None or (record is None and raw.endswith(b"\n")):
+                raise ConfigError(f"--output {output} is not a results file of this tool (line {number} is not "
+                                  "one of its lines); nothing was changed: choose another output")
+            if record is not None and record.get("format", "jsonl") != line_format:
+                raise ConfigError(f"--output {output} holds --output-format {record.get('format', 'jsonl')} lines "
+                                  f"(line {number}); resume with that format, or choose another output")
+            if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
+                dropped += 1
+                if record is not None and record.get("status") == "failed":
+                    failed.add(str(record["id"]))
+                continue
+            done.add(str(record["id"]))
+            write_all(runtime or Runtime(), fd, raw)
 
     replace_atomically(output, fill)
     return done, failed - done, dropped
@@ -4672,18 +4651,13 @@ def output_totals(output: Path) -> dict[str, Any]:
     questions with an expected answer (``with_expected``); ``failed_with_expected`` were left out."""
     totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
                                             "failed_with_expected"), 0)
-    if output.exists():
-        with read_file(output) as handle:
-            for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
-                record = _complete_record(raw) if raw is not None else None
-                if record is None:
-                    continue
-                totals["questions"] += 1
-                answered = record.get("status") == "ok"
-                totals["ok" if answered else "failed"] += 1
-                if "expected" in record:
-                    totals["with_expected" if answered else "failed_with_expected"] += 1
-                    totals["correct"] += answered and bool(record.get("correct"))
+    for record in (record for _, record in output_records(output) if record is not None):
+        totals["questions"] += 1
+        answered = record.get("status") == "ok"
+        totals["ok" if answered else "failed"] += 1
+        if "expected" in record:
+            totals["with_expected" if answered else "failed_with_expected"] += 1
+            totals["correct"] += answered and bool(record.get("correct"))
     totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
     return totals
 
@@ -4764,9 +4738,9 @@ def same_error_everywhere(result: RunResult, stats: BatchStats, failed_before: b
 
 
 def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
-    """--logs failed, once a question is ok: this run's transcript and trace go, and so do those its earlier
-    (failed or killed) runs left at the names before it: stem, stem_1, … up to the first free one. A pair goes
-    only when it holds this question (``question`` as written: masked), so another id's files at a shared name stay."""
+    """--logs failed, once a question is ok: its run's transcript and trace go, and so do those its earlier
+    (failed or killed) runs left at the names before it (stem, stem_1, … up to the first free one) when they
+    hold this question (``question`` as written: masked), so another id's files at a shared name stay."""
     for name in (result.transcript, result.trace):
         if name:
             with contextlib.suppress(OSError):
@@ -4785,8 +4759,9 @@ def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
 
 
 def holds_question(place: LogPlace, base: str, question: str) -> bool:
-    """Whether the run files named ``base`` are a run of ``question``: the run line that opens its trace
-    says so or, with no trace, its transcript's question block does, or it is one a killed run left unfilled."""
+    """Whether the run files named ``base`` are a run of ``question``: the run line opening its trace says so,
+    or with no trace its transcript's question block, or it is one a killed run left unfilled (that names no
+    question, and can only be this id's: the folder is the batch's, the name the id's)."""
     limit = 12 * len(question) + RUN_HEAD_BYTES  # a character escaped as a surrogate pair takes 12
     try:
         with read_file(place.directory / f"{base}.jsonl", folder_fd=place.folder_fd) as trace:
@@ -4800,8 +4775,6 @@ def holds_question(place: LogPlace, base: str, question: str) -> bool:
             record = load_json(head)
             return isinstance(record, dict) and record.get("type") == "run" and record.get("question") == question
         return False
-    # No trace (or one never written to): the transcript says. One a killed run never filled (empty, or the note
-    # the sweep put there) names no question, and can only be this id's: the folder is the batch's, the name the id's.
     block = f"\n=== Question ===\n{question}\n\n=== Configuration ===\n".encode("utf-8", errors="replace")
     unfinished = UNFINISHED_TRANSCRIPT.partition("{where}")[0].encode()
     with contextlib.suppress(OSError), read_file(place.directory / f"{base}.txt", folder_fd=place.folder_fd) as transcript:
@@ -5033,11 +5006,10 @@ def setting_up(output: Path) -> Iterator[None]:
 
 
 def open_log_folder(config: Config, options: BatchOptions) -> int | None:
-    """The batch's log folder, made if need be (0700, and its missing parents) and opened once without following
-    a link: every transcript and trace of the batch is then made in it by descriptor, so a link planted at its
-    name after this cannot redirect them. None when no file is written. A link already there is refused: the tool
-    makes that folder, and a link would send every transcript, and the questions in it, elsewhere (LOG_DIR itself
-    may be a link: it is the user's to point at a bigger disk). A folder it cannot make stops the batch now."""
+    """The batch's log folder, made if need be (make_private_folders) and opened once: every transcript and
+    trace of the batch is made in it by descriptor, so a link planted at its name later cannot redirect them.
+    A link already there is refused: it would send the transcripts, and the questions in them, elsewhere
+    (LOG_DIR itself may be a link, the user's to a bigger disk). None when no file is written."""
     if options.logs == "none" or not (config.enable_file_logging or config.jsonl_trace):
         return None
     folder = batch_log_folder(config, options.output)
@@ -5079,7 +5051,8 @@ def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> B
 
 
 def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
-    write_atomically(path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
+    data = json.dumps(redact_value(summary, config), indent=2).encode()
+    replace_atomically(path, lambda fd: write_all(runtime, fd, data))
 
 
 async def run_questions(config: Config, options: BatchOptions, stdin: Any, batch: BatchRun,
@@ -5193,16 +5166,9 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
 def check_batch_paths(questions_file: str, output: Path) -> None:
-    """ConfigError when the batch would write over its own input, or through a link.
-
-    The comparison is by device and inode, so a symlink, a hard link or a
-    ``./`` spelling of the questions file is caught like the same name.
-    """
+    """ConfigError when the batch would write through a link, or over its own input: compared by device and
+    inode, so a symlink, a hard link or a ``./`` spelling of the questions file is caught like its name."""
     try:
         kind = what_is_at(output)
         source = os.fstat(sys.stdin.fileno()) if questions_file == "-" else os.stat(questions_file)
@@ -5215,11 +5181,10 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
     if kind == "other":
         raise ConfigError(f"--output {output} is not a regular file")
     for path in (output, *(_sidecar(output, suffix) for suffix in SIDECAR_SUFFIXES)):
-        try:
+        with contextlib.suppress(OSError):  # a path not there (or not to be looked at) is not the input
             target = os.stat(path)
-        except OSError:
-            continue
-        if same_file(source, target):
+            if (source.st_dev, source.st_ino) != (target.st_dev, target.st_ino):
+                continue
             what = "the questions file on stdin" if questions_file == "-" else f"the questions file {questions_file}"
             raise ConfigError(f"--output {output}: {path} is {what} itself; writing "
                               "there would destroy the questions: choose another output")
