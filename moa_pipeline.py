@@ -3576,9 +3576,8 @@ def unlink_in(path: Path, folder_fd: int | None) -> None:
 
 @dataclass(frozen=True)
 class LogPlace:
-    """Where a run's transcript and trace go: a folder, and a file-name stem. A batch also
-    gives the folder open (``folder_fd``): files are made in it by descriptor, so a link
-    planted at its name after the batch started leads nowhere (see open_log_folder)."""
+    """Where a run's transcript and trace go: a folder and a file-name stem; in a batch, the folder
+    open too (``folder_fd``, see open_log_folder)."""
 
     directory: Path
     stem: str
@@ -3602,12 +3601,9 @@ def run_log_place(config: Config, runtime: Runtime) -> LogPlace:
 
 def open_run_files(config: Config, runtime: Runtime,
                    place: LogPlace | None = None) -> tuple[Path | None, TraceWriter | None, str | None]:
-    """Reserve the transcript's name and open its JSONL trace twin, at the start of a run.
-
-    The .txt is made empty now (the pair share one stem, and two runs in one second never collide) and
-    filled when the run ends; the trace is appended attempt by attempt, so even a killed run leaves one.
-    On a disk or permission error the run goes on without files, and the third value says why.
-    """
+    """Reserve the transcript's name and open its JSONL trace twin, at the start of a run. The .txt is made empty
+    now (the pair share one stem; two runs in one second never collide) and filled at the end; the trace is appended
+    attempt by attempt, so a killed run leaves one. On an OSError the run goes on without files (third value: why)."""
     if not (config.enable_file_logging or config.jsonl_trace):
         return None, None, None
     place = place or run_log_place(config, runtime)
@@ -3645,13 +3641,9 @@ def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | N
 
 
 class TraceWriter:
-    """The transcript's JSONL twin: a run object, one object per HTTP attempt, a verdict object
-    (and first, in a replay, the attempts it kept from its source, marked restored).
-
-    Everything a model saw and said can be rebuilt from it alone (see README,
-    "JSONL trace"); headers, and with them the keys, are never written. After a
-    failed write it writes nothing more, and ``error`` says why.
-    """
+    """The transcript's JSONL twin: a run object, one per HTTP attempt (first, in a replay, those it kept, marked
+    restored), a verdict. Everything a model saw and said can be rebuilt from it alone (README, "JSONL trace");
+    headers, and with them the keys, are never written. After a failed write it writes nothing more (``error``)."""
 
     def __init__(self, path: Path, fd: int, config: Config, runtime: Runtime) -> None:
         self.path = path
@@ -4182,21 +4174,19 @@ def _replay_revisions(positions: dict[int, Position], revisions: list[TraceAttem
 def load_replay(path: Path, start: ReplayStart) -> Replay:
     """Read a trace: the question, and the round whose verdict was reported.
     Everything in it is checked here; a bad trace is a ConfigError (exit 2)."""
-    run: dict[str, Any] | None = None
+    run: dict[str, Any] = {}
     attempts: list[TraceAttempt] = []
     reported: Any = None
     for number, record in _trace_records(path):
         if record.get("type") == "run":
-            if run is not None:  # two traces joined: their answers would be mixed under one question
+            if run:  # two traces joined: their answers would be mixed under one question
                 raise ConfigError(f"--replay {path}: line {number} starts a second run; replay one run's trace")
             run = record
-        elif record.get("type") == "attempt":
-            attempt = trace_attempt(record, path, number)
-            if attempt is not None:
-                attempts.append(attempt)
+        elif record.get("type") == "attempt" and (attempt := trace_attempt(record, path, number)) is not None:
+            attempts.append(attempt)
         elif record.get("type") == "verdict":
             reported = record.get("reported_round")
-    question = run.get("question") if run is not None else None
+    question = run.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
     chosen = reported if isinstance(reported, int) and not isinstance(reported, bool) else 1
@@ -4210,9 +4200,8 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
         raise ConfigError(f"--replay {path}: the trace holds {held} debate round{'s' if held > 1 else ''}, so "
                           f"--from {start} has nothing to keep: use --from round{held + 1} or earlier")
     workers = max(a.slot for a in in_round if a.phase == "generate") + 1
-    run_id = run.get("run_id") if run is not None else None
-    return Replay(path, start, str(run_id)[:64], valid_text(question), workers, tuple(positions[k] for k in sorted(positions)),
-                  tuple(kept))
+    return Replay(path, start, str(run.get("run_id"))[:64], valid_text(question), workers,
+                  tuple(positions[k] for k in sorted(positions)), tuple(kept))
 
 
 async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
@@ -4230,11 +4219,9 @@ async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
 
 # --- 14. batch -----------------------------------------------------------------------------------
 #
-# A questions file in, one JSONL line per question out, written and fsynced as
-# each question finishes. Exactly once across crashes: a rerun compacts the
-# output to its complete "ok" lines (dropping failed ones, to be retried, and a
-# torn last line) and skips those ids. An flock beside the output keeps two
-# cron runs apart.
+# A questions file in, one JSONL line per question out, fsynced as each question finishes. Exactly once
+# across crashes: a rerun compacts the output to its complete "ok" lines (failed ones run again, a torn
+# last line goes) and skips those ids. An flock beside the output keeps two cron runs apart.
 
 @dataclass(frozen=True)
 class BatchItem:
@@ -4988,8 +4975,8 @@ def batch_log_folder(config: Config, output: Path) -> Path:
 
 
 def unusable_path(err: OSError, what: str, fix: str) -> MoAError:
-    """A path the batch must write, found unusable before its first request: ConfigError (exit 2, nothing
-    sent), naming it. A full disk stays exit 1, as when it fills mid-batch: free space and rerun."""
+    """A path the batch must write, unusable before its first request: ConfigError (exit 2, nothing sent);
+    a full disk stays exit 1, as when it fills mid-batch."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return MoAError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: free space, then rerun")
     return ConfigError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: {fix}, then rerun")
@@ -5037,14 +5024,11 @@ def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> B
     except OSError as err:
         raise ConfigError(f"--questions-file {options.questions_file}: cannot read it "
                           f"({describe_os_error(err)})") from None
-    moved = None
     if options.resume:
         check_input_unchanged(_sidecar(options.output, ".summary.json"), input_sha, options.force)
-    else:
-        moved = move_aside(options.output, runtime.wall_clock())
-    done, failed, dropped = compact_output(options.output, runtime, options.output_format)
-    if moved:
+    elif moved := move_aside(options.output, runtime.wall_clock()):
         log.warning("--no-resume: the old output was moved to %s", moved)
+    done, failed, dropped = compact_output(options.output, runtime, options.output_format)
     if done or dropped:
         log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
     return BatchStart(input_sha, total, done, failed)
