@@ -40,7 +40,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     10. voting ... the tally, its tie rule, and what the vote hides
     11. one question ... a debate, its later rounds, the rerun rule,
         answer_question, and the library API (debate, Result)
-    12. files ... transcripts, traces, atomic writes, the lock, the result writer
+    12. files ... the file policy (create_new, open_existing, open_folder: every
+        file opened, no link followed), transcripts, traces, atomic writes, the lock
     13. dry run and replay ... dry_run, load_replay (traces are checked here),
         and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops
@@ -4065,6 +4066,13 @@ class ReplayStart:
         """The last phase kept from the trace."""
         return REPLAY_STARTS[str(self)]
 
+    def keeps(self, attempt: TraceAttempt) -> bool:
+        """Whether the replay keeps this attempt: every phase before it, and with --from roundK
+        the debate rounds before K (with --from judges, all of them)."""
+        if self.phase in ("critique", "rebuttal"):
+            return PHASES.index(attempt.phase) < PHASES.index(self.phase)
+        return attempt.phase != "revise" or self.phase == "judges" or attempt.step < self.debate_round
+
     def __str__(self) -> str:
         return f"round{self.debate_round}" if self.phase == "revise" else self.phase
 
@@ -4129,14 +4137,6 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
                         valid_text(model or ""), record)
 
 
-def replay_keeps(attempt: TraceAttempt, start: ReplayStart) -> bool:
-    """Whether a replay from ``start`` keeps this attempt: every phase before it, and
-    with --from roundK the debate rounds before K (with --from judges, all of them)."""
-    if start.phase in ("critique", "rebuttal"):
-        return PHASES.index(attempt.phase) < PHASES.index(start.phase)
-    return attempt.phase != "revise" or start.phase == "judges" or attempt.step < start.debate_round
-
-
 def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int, Position]:
     """Each solver's line as the kept attempts leave it: its answer and model, the critique
     and rebuttal it got, and its answer after each debate round before ``start``."""
@@ -4191,7 +4191,7 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
         raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
     chosen = reported if isinstance(reported, int) and not isinstance(reported, bool) else 1
     in_round = [a for a in attempts if a.round == chosen]
-    kept = [a for a in in_round if replay_keeps(a, start)]
+    kept = [a for a in in_round if start.keeps(a)]
     positions = _rebuild_positions(kept, start)
     if not positions:
         raise ConfigError(f"--replay {path}: the trace holds no valid solver answer to start from")
@@ -4982,16 +4982,6 @@ def unusable_path(err: OSError, what: str, fix: str) -> MoAError:
     return ConfigError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: {fix}, then rerun")
 
 
-@contextlib.contextmanager
-def setting_up(output: Path) -> Iterator[None]:
-    """The output and its sidecars, made or opened before the first request: an OSError names the path."""
-    try:
-        yield
-    except OSError as err:
-        path = err.filename2 or err.filename or output  # os.replace's target is the file we meant
-        raise unusable_path(err, str(path), "fix it, or choose another -o") from None
-
-
 def open_log_folder(config: Config, options: BatchOptions) -> int | None:
     """The batch's log folder, made if need be (make_private_folders) and opened once: every transcript and
     trace of the batch is made in it by descriptor, so a link planted at its name later cannot redirect them.
@@ -5076,8 +5066,8 @@ def sweep_leftovers(output: Path, folder_fd: int | None, runtime: Runtime) -> No
 def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
                 folder_fd: int | None) -> tuple[BatchStart, dict[str, Any], ResultWriter]:
     """Under the lock, before the first request: the earlier output compacted, what killed runs left swept, the
-    summary and the output opened. A path that cannot be written stops the batch here (setting_up)."""
-    with setting_up(options.output):
+    summary and the output opened. A path that cannot be written stops the batch here, named."""
+    try:
         sweep_leftovers(options.output, folder_fd, runtime)  # first: stale copies of the output may fill the disk
         start = prepare_output(config, options, runtime)
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
@@ -5086,6 +5076,9 @@ def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
                                    "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
         write_summary(_sidecar(options.output, ".summary.json"), summary, config, runtime)
         return start, summary, ResultWriter(options.output, runtime)
+    except OSError as err:
+        path = err.filename2 or err.filename or options.output  # os.replace's target is the file we meant
+        raise unusable_path(err, str(path), "fix it, or choose another -o") from None
 
 
 async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any) -> dict[str, Any]:
