@@ -40,7 +40,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     10. voting ... the tally, its tie rule, and what the vote hides
     11. one question ... a debate, its later rounds, the rerun rule,
         answer_question, and the library API (debate, Result)
-    12. files ... transcripts, traces, atomic writes, the lock, the result writer
+    12. files ... the file policy (create_new, open_existing, open_folder: every
+        file opened, no link followed), transcripts, traces, atomic writes, the lock
     13. dry run and replay ... dry_run, load_replay (traces are checked here),
         and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops
@@ -78,7 +79,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, Literal, TypeVar
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 try:
@@ -197,9 +198,6 @@ SHARED_STRAGGLER_SCALE = 2.0
 MIN_MASKED_SECRET = 8  # see maskable()
 # Tokens added by chat formatting per message and by our nonce suffix.
 MESSAGE_OVERHEAD_TOKENS = 8
-# Files the tool creates are opened with these: never through a symlink planted
-# at the name, and (O_EXCL) never over a file that is already there.
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 # --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1
 # and runs round K onwards (up to ROUNDS), then the judges.
 REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique",
@@ -3301,6 +3299,68 @@ def save_run_files(debate: Debate, question: str, result: RunResult, replay: Rep
 
 
 # --- 12. files -----------------------------------------------------------------------------------
+#
+# The file policy: every file the tool opens goes through create_new, open_existing or open_folder, so
+# what it refuses is decided here. A file is made new (O_EXCL, mode 0600) or opened as an existing
+# regular file, never through a symbolic link planted at its name (O_NOFOLLOW). A batch opens its files
+# in its log folder, pinned by descriptor at its start (``folder_fd``), whatever that name points to later.
+
+class NotPlainFile(OSError):
+    """An existing file the policy refuses: not a regular file (a FIFO, a device), or a hard-linked one."""
+
+
+class LinkRefused(OSError):
+    """A symbolic link at a name the policy opens without following one."""
+
+
+def _open(path: Path, flags: int, folder_fd: int | None) -> int:
+    try:
+        return os.open(path.name if folder_fd is not None else path, flags, 0o600, dir_fd=folder_fd)
+    except OSError as err:
+        # O_NOFOLLOW refuses a link with ELOOP, or with O_DIRECTORY ENOTDIR
+        if flags & os.O_NOFOLLOW and err.errno in (errno.ELOOP, errno.ENOTDIR) and what_is_at(path, folder_fd) == "link":
+            raise LinkRefused(errno.ELOOP, "it is a symbolic link", str(path)) from None
+        raise
+
+
+def what_is_at(path: Path, folder_fd: int | None = None) -> Literal["nothing", "link", "file", "other"]:
+    """What the name holds, a link not followed ("file": a regular file); OSError if it cannot be looked at."""
+    try:
+        mode = os.lstat(path.name if folder_fd is not None else path, dir_fd=folder_fd).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "nothing"
+    return "link" if stat.S_ISLNK(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def create_new(path: Path, folder_fd: int | None = None) -> int:
+    """A new file, mode 0600, open for writing; FileExistsError when anything is at the name, a link too."""
+    return _open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, folder_fd)
+
+
+def open_existing(path: Path, flags: int = os.O_RDONLY, *, folder_fd: int | None = None, follow: bool = False,
+                  own: bool = False) -> int:
+    """An existing regular file (with O_CREAT in ``flags``, made 0600 if missing): NotPlainFile for a FIFO
+    or a device, and with ``own`` for a hard link to a file elsewhere. A link at the name is refused unless
+    ``follow`` (a path the user gave). Non-blocking, so a FIFO cannot hang us; O_TRUNC only once it passed."""
+    fd = _open(path, flags & ~os.O_TRUNC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW), folder_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or (own and info.st_nlink != 1):
+        os.close(fd)
+        raise NotPlainFile(errno.EINVAL, "not a plain file of its own" if own else "not a regular file", str(path))
+    if flags & os.O_TRUNC:
+        os.ftruncate(fd, 0)
+    return fd
+
+
+def open_folder(path: Path, *, follow: bool = False) -> int:
+    """A folder, opened to make files in it (or to fsync it); a link at the name is refused unless ``follow``."""
+    return _open(path, os.O_RDONLY | os.O_DIRECTORY | (0 if follow else os.O_NOFOLLOW), None)
+
+
+def read_file(path: Path, *, follow: bool = False, folder_fd: int | None = None) -> BinaryIO:
+    """A regular file open for reading (see open_existing)."""
+    return os.fdopen(open_existing(path, follow=follow, folder_fd=folder_fd), "rb")
+
 
 def _render_call(call: AgentCall) -> list[str]:
     status = "ok" if call.ok else f"FAILED: {call.failure or 'no usable output'}"
@@ -3381,17 +3441,14 @@ def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
 
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None,
                         folder_fd: int | None = None) -> tuple[Path, int]:
-    """A new file, mode 0600, named stem+suffix or stem_N+suffix: never overwrites, never follows a link.
-    With ``twin``, the same name with that suffix must be free too (a transcript and its trace share a stem).
-    With ``folder_fd``, the file is made in that open folder, whatever ``directory`` names by then."""
+    """A new file named stem+suffix or stem_N+suffix (create_new: never over one, never through a link).
+    With ``twin``, that suffix must be free at the name too (a transcript and its trace share a stem)."""
     for n in range(MAX_NAME_TRIES):
         path = directory / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
-        if twin is not None and exists_in(path.with_suffix(twin), folder_fd):
+        if twin is not None and what_is_at(path.with_suffix(twin), folder_fd) != "nothing":
             continue
-        try:
-            return path, open_in(path, NEW_FILE_FLAGS, folder_fd)
-        except FileExistsError:
-            continue
+        with contextlib.suppress(FileExistsError):
+            return path, create_new(path, folder_fd)
     raise OSError(errno.EEXIST, f"no free transcript name for {stem} in {directory}")
 
 
@@ -3402,30 +3459,14 @@ def make_private_folders(folder: Path) -> None:
             os.mkdir(part, 0o700)
 
 
-def open_in(path: Path, flags: int, folder_fd: int | None) -> int:
-    """os.open, relative to an open folder when there is one (a batch's log folder, pinned at its start)."""
-    if folder_fd is None:
-        return os.open(path, flags, 0o600)
-    return os.open(path.name, flags, 0o600, dir_fd=folder_fd)
-
-
-def exists_in(path: Path, folder_fd: int | None) -> bool:
-    try:
-        os.lstat(path.name if folder_fd is not None else path, dir_fd=folder_fd)
-    except FileNotFoundError:
-        return False
-    return True
-
-
 def unlink_in(path: Path, folder_fd: int | None) -> None:
     os.unlink(path.name if folder_fd is not None else path, dir_fd=folder_fd)
 
 
 @dataclass(frozen=True)
 class LogPlace:
-    """Where a run's transcript and trace go: a folder, and a file-name stem. A batch also
-    gives the folder open (``folder_fd``): files are made in it by descriptor, so a link
-    planted at its name after the batch started leads nowhere (see open_log_folder)."""
+    """Where a run's transcript and trace go: a folder and a file-name stem; in a batch, the folder
+    open too (``folder_fd``, see open_log_folder)."""
 
     directory: Path
     stem: str
@@ -3449,62 +3490,49 @@ def run_log_place(config: Config, runtime: Runtime) -> LogPlace:
 
 def open_run_files(config: Config, runtime: Runtime,
                    place: LogPlace | None = None) -> tuple[Path | None, TraceWriter | None, str | None]:
-    """Reserve the transcript's name and open its JSONL trace twin, at the start of a run.
-
-    The .txt is created empty now (so the pair share one stem and two runs in
-    the same second never collide) and filled when the run ends; the trace is
-    appended attempt by attempt, so even a killed run leaves one. On a disk or
-    permission error the run goes on without files, and the third value says why.
-    """
+    """Reserve the transcript's name and open its JSONL trace twin, at the start of a run. The .txt is made empty
+    now (the pair share one stem; two runs in one second never collide) and filled at the end; the trace is appended
+    attempt by attempt, so a killed run leaves one. On an OSError the run goes on without files (third value: why)."""
     if not (config.enable_file_logging or config.jsonl_trace):
         return None, None, None
     place = place or run_log_place(config, runtime)
-    directory, stem, folder = place.directory, place.stem, place.folder_fd
+    folder, transcript = place.folder_fd, config.enable_file_logging
     try:
         if folder is None:
-            make_private_folders(directory)
-        if not config.enable_file_logging:  # a trace alone
-            trace_path, fd = create_private_file(directory, stem, ".jsonl", folder_fd=folder)
-            return None, TraceWriter(trace_path, fd, config, runtime), None
-        path, fd = create_private_file(directory, stem, ".txt", twin=".jsonl" if config.jsonl_trace else None,
-                                       folder_fd=folder)
+            make_private_folders(place.directory)
+        path, fd = create_private_file(place.directory, place.stem, ".txt" if transcript else ".jsonl",
+                                       twin=".jsonl" if transcript and config.jsonl_trace else None, folder_fd=folder)
+        if not transcript:
+            return None, TraceWriter(path, fd, config, runtime), None
         os.close(fd)
-        trace = None
-        if config.jsonl_trace:
+        try:
             trace_path = path.with_suffix(".jsonl")
-            try:
-                trace = TraceWriter(trace_path, open_in(trace_path, NEW_FILE_FLAGS, folder), config, runtime)
-            except OSError:
-                unlink_in(path, folder)
-                raise
+            trace = TraceWriter(trace_path, create_new(trace_path, folder), config, runtime) if config.jsonl_trace else None
+        except OSError:
+            unlink_in(path, folder)
+            raise
         return path, trace, None
     except OSError as err:
-        return None, None, f"could not write the transcript in {directory} ({describe_os_error(err)})"
+        return None, None, f"could not write the transcript in {place.directory} ({describe_os_error(err)})"
 
 
 def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | None = None) -> str | None:
     """Fill the reserved transcript; on a disk error, None and the reason."""
     try:
-        fd = open_in(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW, folder_fd)
+        fd = open_existing(path, os.O_WRONLY | os.O_TRUNC, folder_fd=folder_fd)
+        try:
+            write_all(runtime, fd, text.encode("utf-8", errors="replace"))
+        finally:
+            os.close(fd)
     except OSError as err:
         return f"could not write the transcript {path} ({describe_os_error(err)})"
-    try:
-        write_all(runtime, fd, text.encode("utf-8", errors="replace"))
-    except OSError as err:
-        return f"could not write the transcript {path} ({describe_os_error(err)})"
-    finally:
-        os.close(fd)
     return None
 
 
 class TraceWriter:
-    """The transcript's JSONL twin: a run object, one object per HTTP attempt, a verdict object
-    (and first, in a replay, the attempts it kept from its source, marked restored).
-
-    Everything a model saw and said can be rebuilt from it alone (see README,
-    "JSONL trace"); headers, and with them the keys, are never written. After a
-    failed write it writes nothing more, and ``error`` says why.
-    """
+    """The transcript's JSONL twin: a run object, one per HTTP attempt (first, in a replay, those it kept, marked
+    restored), a verdict. Everything a model saw and said can be rebuilt from it alone (README, "JSONL trace");
+    headers, and with them the keys, are never written. After a failed write it writes nothing more (``error``)."""
 
     def __init__(self, path: Path, fd: int, config: Config, runtime: Runtime) -> None:
         self.path = path
@@ -3524,7 +3552,7 @@ class TraceWriter:
     def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
         self.write({"type": "run", "run_id": debate.run_id, "question": question, "config": self.config.shown(),
                     "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
-                    "replay": None if replay is None else {"trace": str(replay.source), "from": replay.start,
+                    "replay": None if replay is None else {"trace": str(replay.source), "from": str(replay.start),
                                                            "run_id": replay.run_id}})
         # What the replay keeps, as attempts of this run marked restored: its trace replays without its source.
         for kept in replay.restored if replay else ():
@@ -3573,73 +3601,33 @@ def _sidecar(output: Path, suffix: str) -> Path:
 
 def acquire_lock(output: Path) -> int:
     """Hold an exclusive flock on <output>.lock for this process's life; BatchLocked if taken.
-
-    Opened with O_NOFOLLOW: a symlink planted at the lock's name is refused, never
-    truncated through.
-    """
+    A link, a hard link or a device at the lock's name is refused, never truncated through."""
     path = _sidecar(output, ".lock")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = open_existing(path, os.O_RDWR | os.O_CREAT, own=True)
+    except NotPlainFile:
+        raise ConfigError(f"the lock file {path} is not a plain file of its own (a hard link or a device): "
+                          "remove it or choose another output; nothing was changed") from None
     except OSError as err:
-        why = "it is a symbolic link" if err.errno == errno.ELOOP else describe_os_error(err)
         fix = ("fix the permissions (or the read-only mount), or choose another -o" if err.errno in (
             errno.EACCES, errno.EPERM, errno.EROFS) else "remove it or choose another output")
-        raise ConfigError(f"cannot open the lock file {path} ({why}): {fix}; nothing was sent") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        os.close(fd)
-        raise ConfigError(f"the lock file {path} is not a plain file of its own (a hard link or a device): "
-                          "remove it or choose another output; nothing was changed")
+        raise ConfigError(f"cannot open the lock file {path} ({describe_os_error(err)}): {fix}; nothing was sent") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         raise BatchLocked(f"another run is writing {output} (it holds {path}); this run exits so the "
                           "next scheduled one can resume") from None
-    try:  # the pid is for people looking at the file; the flock is what counts
+    with contextlib.suppress(OSError):  # the pid is for people looking at the file; the flock is what counts
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-    except OSError:
-        pass
     return fd
 
 
-def open_regular_file(path: Path, *, follow: bool = True, folder_fd: int | None = None) -> BinaryIO:
-    """A regular file opened for reading; OSError for anything else (a FIFO, a device,
-    with ``follow=False`` a symlink). Opened non-blocking, so a FIFO cannot hang us."""
-    fd = open_in(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW), folder_fd)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file")
-    return os.fdopen(fd, "rb")
-
-
-def read_regular_file(path: Path, limit: int) -> bytes:
-    """The bytes of a regular file that is not a symlink, at most ``limit``; OSError otherwise."""
-    with open_regular_file(path, follow=False) as handle:
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, "too large")
-    return data
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
-    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half.
-
-    The new content goes to a fresh temporary file in the same folder
-    (mkstemp: O_EXCL, a random name, so no planted symlink is followed), is
-    fsynced, then renamed over ``path``; rename replaces a symlink at ``path``
-    itself, never its target. On any error the temporary file is removed and
-    the old file is untouched.
-    """
+    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half. The new content
+    goes to a fresh temporary file beside it (mkstemp: O_EXCL, a random name), is fsynced, then renamed over
+    ``path`` (which replaces a link there, never its target). On any error the old file is untouched."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         try:
@@ -3652,11 +3640,11 @@ def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    _fsync_dir(path)
-
-
-def write_atomically(path: Path, data: bytes, runtime: Runtime | None = None) -> None:
-    replace_atomically(path, lambda fd: write_all(runtime or Runtime(), fd, data))
+    folder = open_folder(path.parent, follow=True)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def stale_temporaries(output: Path) -> list[Path]:
@@ -3676,12 +3664,12 @@ def note_unfinished_transcripts(folder_fd: int, runtime: Runtime) -> None:
                  and e.stat(follow_symlinks=False).st_size == 0]
     for name in empty:
         trace = Path(name[:-len(".txt")] + ".jsonl")
-        where = f"its trace, {trace}, holds what it sent and received" if exists_in(trace, folder_fd) else "no trace"
+        where = ("no trace" if what_is_at(trace, folder_fd) == "nothing"
+                 else f"its trace, {trace}, holds what it sent and received")
         with contextlib.suppress(OSError):
-            fd = open_in(Path(name), os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK, folder_fd)
+            fd = open_existing(Path(name), os.O_WRONLY, folder_fd=folder_fd, own=True)
             try:
-                info = os.fstat(fd)  # still the empty file of its own that was listed
-                if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_nlink == 1:
+                if os.fstat(fd).st_size == 0:  # still the empty file that was listed
                     write_all(runtime, fd, UNFINISHED_TRANSCRIPT.format(where=where).encode())
             finally:
                 os.close(fd)
@@ -3703,16 +3691,13 @@ def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
 
 
 class ResultWriter:
-    """Appends one JSON line per finished question and fsyncs it at once.
-
-    A write that fails (disk full) is rolled back to the last whole line, so the
-    output never holds half a record; the caller decides what a failure stops.
-    """
+    """Appends one JSON line per finished question and fsyncs it at once. A write that fails (disk full) is
+    rolled back to the last whole line: the output never holds half a record; the caller decides what it stops."""
 
     def __init__(self, output: Path, runtime: Runtime) -> None:
         self.path = output
         self.runtime = runtime
-        self.fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        self.fd = open_existing(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     def write(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", errors="replace")
@@ -3852,13 +3837,13 @@ def dry_run_phases(config: Config, question: str, replay: Replay | None = None) 
 def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
     """A replay at its worst, by worst_case_costs over the restored answers: the phases from its
     start on, each text it writes at MAX_TOKENS, and no rerun (a replay runs none)."""
-    positions, done = list(replay.positions), REPLAY_STARTS[replay.start]
+    positions, done = list(replay.positions), replay.start.kept
     costs = worst_case_costs(config, replay.question, positions)
     critiques = len(positions) if done == "generate" else 0
     rebuttals = (0 if done == "rebuttal" or not config.enable_rebuttal
                  else critiques or sum(p.critique is not None for p in positions))
     held = max((len(p.by_round) for p in positions), default=0) or 1
-    rounds = 0 if replay.start == "judges" else max(config.rounds - held, 0)
+    rounds = 0 if replay.start.phase == "judges" else max(config.rounds - held, 0)
     # A round's prompt embeds restored texts as they are, or texts the replay writes, at the cap.
     revise = max(costs.revise, worst_case_costs(config, replay.question, workers=len(positions)).revise)
     # A judge reads each candidate's newest rebuttal or revision: one the replay writes, at the cap.
@@ -3952,11 +3937,40 @@ class TraceAttempt:
 
 
 @dataclass(frozen=True)
+class ReplayStart:
+    """--from START, parsed once where it enters: the first phase run again (critique, rebuttal, revise or
+    judges) and, for roundK, K: debate rounds 1..K-1 are kept. Shown as it was given."""
+
+    phase: str
+    debate_round: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ReplayStart:
+        """One of REPLAY_STARTS (argparse's choices)."""
+        return cls("revise", int(text[5:])) if text.startswith("round") else cls(text)
+
+    @property
+    def kept(self) -> str:
+        """The last phase kept from the trace."""
+        return REPLAY_STARTS[str(self)]
+
+    def keeps(self, attempt: TraceAttempt) -> bool:
+        """Whether the replay keeps this attempt: every phase before it, and with --from roundK
+        the debate rounds before K (with --from judges, all of them)."""
+        if self.phase in ("critique", "rebuttal"):
+            return PHASES.index(attempt.phase) < PHASES.index(self.phase)
+        return attempt.phase != "revise" or self.phase == "judges" or attempt.step < self.debate_round
+
+    def __str__(self) -> str:
+        return f"round{self.debate_round}" if self.phase == "revise" else self.phase
+
+
+@dataclass(frozen=True)
 class Replay:
     """A run rebuilt from its JSONL trace, to re-run only the later phases."""
 
     source: Path
-    start: str  # the first phase run again: critique, rebuttal, roundK or judges
+    start: ReplayStart
     run_id: str
     question: str
     workers: int
@@ -3968,9 +3982,9 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each line of a trace. A torn last line (a killed
     run) is skipped; any other unreadable line is a ConfigError naming it."""
     try:
-        handle = open_regular_file(path)
+        handle = read_file(path, follow=True)
     except OSError as err:
-        if err.errno == errno.EINVAL:
+        if isinstance(err, NotPlainFile):
             raise ConfigError(f"--replay {path}: not a regular file (a trace is a .jsonl file in LOG_DIR)") from None
         raise ConfigError(f"--replay {path}: cannot open it ({describe_os_error(err)})") from None
     with handle:
@@ -4011,15 +4025,7 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
                         valid_text(model or ""), record)
 
 
-def replay_keeps(attempt: TraceAttempt, start: str) -> bool:
-    """Whether a replay from ``start`` keeps this attempt: every phase before it, and
-    with --from roundK the debate rounds before K (with --from judges, all of them)."""
-    if start in ("critique", "rebuttal"):
-        return PHASES.index(attempt.phase) < PHASES.index(start)
-    return attempt.phase != "revise" or start == "judges" or attempt.step < int(start[5:])
-
-
-def _rebuild_positions(kept: list[TraceAttempt], start: str) -> dict[int, Position]:
+def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int, Position]:
     """Each solver's line as the kept attempts leave it: its answer and model, the critique
     and rebuttal it got, and its answer after each debate round before ``start``."""
     positions: dict[int, Position] = {}
@@ -4035,7 +4041,7 @@ def _rebuild_positions(kept: list[TraceAttempt], start: str) -> dict[int, Positi
             position.critique = found[0]
         elif record.phase == "rebuttal" and (rebuttal := parse_rebuttal(record.response_text)):
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
-    if start not in ("critique", "rebuttal"):  # round 1 is over: its answers open the by-round history
+    if start.phase not in ("critique", "rebuttal"):  # round 1 is over: its answers open the by-round history
         _replay_revisions(positions, [a for a in ok if a.phase == "revise"])
     return positions
 
@@ -4053,40 +4059,37 @@ def _replay_revisions(positions: dict[int, Position], revisions: list[TraceAttem
             position.by_round.append(position.final_answer)
 
 
-def load_replay(path: Path, start: str) -> Replay:
+def load_replay(path: Path, start: ReplayStart) -> Replay:
     """Read a trace: the question, and the round whose verdict was reported.
     Everything in it is checked here; a bad trace is a ConfigError (exit 2)."""
-    run: dict[str, Any] | None = None
+    run: dict[str, Any] = {}
     attempts: list[TraceAttempt] = []
     reported: Any = None
     for number, record in _trace_records(path):
         if record.get("type") == "run":
-            if run is not None:  # two traces joined: their answers would be mixed under one question
+            if run:  # two traces joined: their answers would be mixed under one question
                 raise ConfigError(f"--replay {path}: line {number} starts a second run; replay one run's trace")
             run = record
-        elif record.get("type") == "attempt":
-            attempt = trace_attempt(record, path, number)
-            if attempt is not None:
-                attempts.append(attempt)
+        elif record.get("type") == "attempt" and (attempt := trace_attempt(record, path, number)) is not None:
+            attempts.append(attempt)
         elif record.get("type") == "verdict":
             reported = record.get("reported_round")
-    question = run.get("question") if run is not None else None
+    question = run.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
     chosen = reported if isinstance(reported, int) and not isinstance(reported, bool) else 1
     in_round = [a for a in attempts if a.round == chosen]
-    kept = [a for a in in_round if replay_keeps(a, start)]
+    kept = [a for a in in_round if start.keeps(a)]
     positions = _rebuild_positions(kept, start)
     if not positions:
         raise ConfigError(f"--replay {path}: the trace holds no valid solver answer to start from")
     held = max((a.step for a in in_round), default=1)
-    if start.startswith("round") and int(start[5:]) - 1 > held:
+    if start.debate_round - 1 > held:
         raise ConfigError(f"--replay {path}: the trace holds {held} debate round{'s' if held > 1 else ''}, so "
                           f"--from {start} has nothing to keep: use --from round{held + 1} or earlier")
     workers = max(a.slot for a in in_round if a.phase == "generate") + 1
-    run_id = run.get("run_id") if run is not None else None
-    return Replay(path, start, str(run_id)[:64], valid_text(question), workers, tuple(positions[k] for k in sorted(positions)),
-                  tuple(kept))
+    return Replay(path, start, str(run.get("run_id"))[:64], valid_text(question), workers,
+                  tuple(positions[k] for k in sorted(positions)), tuple(kept))
 
 
 async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
@@ -4097,18 +4100,16 @@ async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
     debate.positions[1], debate.replaying = positions, True
     require_enough(debate, positions, replay.workers)
     verdict = await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
-                               done=REPLAY_STARTS[replay.start], later_rounds=replay.start != "judges")
+                               done=replay.start.kept, later_rounds=replay.start.phase != "judges")
     result.verdict = verdict
     result.verdicts.append(verdict)
 
 
 # --- 14. batch -----------------------------------------------------------------------------------
 #
-# A questions file in, one JSONL line per question out, written and fsynced as
-# each question finishes. Exactly once across crashes: a rerun compacts the
-# output to its complete "ok" lines (dropping failed ones, to be retried, and a
-# torn last line) and skips those ids. An flock beside the output keeps two
-# cron runs apart.
+# A questions file in, one JSONL line per question out, fsynced as each question finishes. Exactly once
+# across crashes: a rerun compacts the output to its complete "ok" lines (failed ones run again, a torn
+# last line goes) and skips those ids. An flock beside the output keeps two cron runs apart.
 
 @dataclass(frozen=True)
 class BatchItem:
@@ -4382,39 +4383,41 @@ def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), count
 
 
+def output_records(output: Path) -> Iterator[tuple[bytes | None, dict[str, Any] | None]]:
+    """Each line of an earlier output (None: too long to be one of ours) with the record it holds, if any."""
+    if what_is_at(output) == "nothing":
+        return
+    with read_file(output) as handle:
+        for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
+            yield raw, _complete_record(raw) if raw is not None else None
+
+
 def compact_output(output: Path, runtime: Runtime | None = None,
                    line_format: str = "jsonl") -> tuple[set[str], set[str], int]:
-    """Keep only the complete "ok" lines of an earlier run's output, once per id.
-
-    Returns (ids done, ids with a failed line, lines dropped). Dropped: failed lines (their questions
-    run again), a torn last line from a crash, repeats. A whole line that is not
-    one of our records means the file is not a results file of this tool (a typo
-    in -o naming someone's notes): ConfigError, and the file is left untouched.
-    """
-    if not output.exists():
+    """Keep only the complete "ok" lines of an earlier run's output, once per id: returns (ids done, ids with
+    a failed line, lines dropped). Failed lines (their questions run again), a torn last line and repeats go.
+    A whole line that is not one of our records means the file is not a results file of this tool (a typo in
+    -o naming someone's notes): ConfigError, and the file is left untouched."""
+    if what_is_at(output) == "nothing":
         return set(), set(), 0
-    done: set[str] = set()
-    failed: set[str] = set()
-    dropped = 0
+    done, failed, dropped = set[str](), set[str](), 0
 
     def fill(fd: int) -> None:
         nonlocal dropped
-        with open(output, "rb") as source:
-            for number, raw in enumerate(bounded_lines(source, MAX_OUTPUT_LINE_BYTES), 1):
-                record = _complete_record(raw) if raw is not None else None
-                if raw is None or (record is None and raw.endswith(b"\n")):
-                    raise ConfigError(f"--output {output} is not a results file of this tool (line {number} is not "
-                                      "one of its lines); nothing was changed: choose another output")
-                if record is not None and record.get("format", "jsonl") != line_format:
-                    raise ConfigError(f"--output {output} holds --output-format {record.get('format', 'jsonl')} lines "
-                                      f"(line {number}); resume with that format, or choose another output")
-                if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
-                    dropped += 1
-                    if record is not None and record.get("status") == "failed":
-                        failed.add(str(record["id"]))
-                    continue
-                done.add(str(record["id"]))
-                write_all(runtime or Runtime(), fd, raw)
+        for number, (raw, record) in enumerate(output_records(output), 1):
+            if raw is None or (record is None and raw.endswith(b"\n")):
+                raise ConfigError(f"--output {output} is not a results file of this tool (line {number} is not "
+                                  "one of its lines); nothing was changed: choose another output")
+            if record is not None and record.get("format", "jsonl") != line_format:
+                raise ConfigError(f"--output {output} holds --output-format {record.get('format', 'jsonl')} lines "
+                                  f"(line {number}); resume with that format, or choose another output")
+            if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
+                dropped += 1
+                if record is not None and record.get("status") == "failed":
+                    failed.add(str(record["id"]))
+                continue
+            done.add(str(record["id"]))
+            write_all(runtime or Runtime(), fd, raw)
 
     replace_atomically(output, fill)
     return done, failed - done, dropped
@@ -4438,9 +4441,9 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
 
 
 def move_aside(output: Path, now: float) -> Path | None:
-    """--no-resume: rename the old output (and its summary) out of the way; never delete."""
-    summary = _sidecar(output, ".summary.json")
-    if not output.exists() and not (summary.exists() and not summary.is_symlink()):
+    """--no-resume: rename the old output (and its summary) out of the way; never delete, never move a link."""
+    old = [path for path in (output, _sidecar(output, ".summary.json")) if what_is_at(path) == "file"]
+    if not old:
         return None
     stamp = datetime.fromtimestamp(now).strftime("%Y%m%d_%H%M%S")
     target = output.with_name(f"{output.name}.{stamp}.bak")
@@ -4448,10 +4451,8 @@ def move_aside(output: Path, now: float) -> Path | None:
     while os.path.lexists(target) or os.path.lexists(_sidecar(target, ".summary.json")):
         n += 1
         target = output.with_name(f"{output.name}.{stamp}_{n}.bak")
-    if output.exists():
-        os.replace(output, target)
-    if summary.exists() and not summary.is_symlink():
-        os.replace(summary, _sidecar(target, ".summary.json"))
+    for path in old:  # the output, and <output>.summary.json to <target>.summary.json
+        os.replace(path, _sidecar(target, path.name[len(output.name):]))
     return target
 
 
@@ -4505,11 +4506,13 @@ class BatchStats:
 
     def add(self, record: dict[str, Any], saved: bool = True) -> None:
         """Count one question's line, and what it cost whether or not it was saved."""
-        if saved:
-            setattr(self, record["status"], getattr(self, record["status"]) + 1)
-            self.degraded += record["status"] == "ok" and bool(record.get("degraded"))
-        else:
+        if not saved:
             self.unsaved += 1
+        elif record["status"] == "ok":
+            self.ok += 1
+            self.degraded += bool(record.get("degraded"))
+        else:
+            self.failed += 1
         self.llm_calls += record["llm_calls"]
         self.http_requests += record["http_requests"]
         if record["tokens"]:
@@ -4523,18 +4526,13 @@ def output_totals(output: Path) -> dict[str, Any]:
     questions with an expected answer (``with_expected``); ``failed_with_expected`` were left out."""
     totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
                                             "failed_with_expected"), 0)
-    if output.exists():
-        with open(output, "rb") as handle:
-            for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
-                record = _complete_record(raw) if raw is not None else None
-                if record is None:
-                    continue
-                totals["questions"] += 1
-                answered = record.get("status") == "ok"
-                totals["ok" if answered else "failed"] += 1
-                if "expected" in record:
-                    totals["with_expected" if answered else "failed_with_expected"] += 1
-                    totals["correct"] += answered and bool(record.get("correct"))
+    for record in (record for _, record in output_records(output) if record is not None):
+        totals["questions"] += 1
+        answered = record.get("status") == "ok"
+        totals["ok" if answered else "failed"] += 1
+        if "expected" in record:
+            totals["with_expected" if answered else "failed_with_expected"] += 1
+            totals["correct"] += answered and bool(record.get("correct"))
     totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
     return totals
 
@@ -4615,9 +4613,9 @@ def same_error_everywhere(result: RunResult, stats: BatchStats, failed_before: b
 
 
 def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
-    """--logs failed, once a question is ok: this run's transcript and trace go, and so do those its earlier
-    (failed or killed) runs left at the names before it: stem, stem_1, … up to the first free one. A pair goes
-    only when it holds this question (``question`` as written: masked), so another id's files at a shared name stay."""
+    """--logs failed, once a question is ok: its run's transcript and trace go, and so do those its earlier
+    (failed or killed) runs left at the names before it (stem, stem_1, … up to the first free one) when they
+    hold this question (``question`` as written: masked), so another id's files at a shared name stay."""
     for name in (result.transcript, result.trace):
         if name:
             with contextlib.suppress(OSError):
@@ -4626,7 +4624,7 @@ def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
     for n in range(MAX_NAME_TRIES):
         base = place.stem if n == 0 else f"{place.stem}_{n}"
         present = [path for path in (place.directory / f"{base}.txt", place.directory / f"{base}.jsonl")
-                   if exists_in(path, place.folder_fd)]
+                   if what_is_at(path, place.folder_fd) != "nothing"]
         if not present:
             return
         if holds_question(place, base, question):
@@ -4636,11 +4634,12 @@ def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
 
 
 def holds_question(place: LogPlace, base: str, question: str) -> bool:
-    """Whether the run files named ``base`` are a run of ``question``: the run line that opens its trace
-    says so or, with no trace, its transcript's question block does, or it is one a killed run left unfilled."""
+    """Whether the run files named ``base`` are a run of ``question``: the run line opening its trace says so,
+    or with no trace its transcript's question block, or it is one a killed run left unfilled (that names no
+    question, and can only be this id's: the folder is the batch's, the name the id's)."""
     limit = 12 * len(question) + RUN_HEAD_BYTES  # a character escaped as a surrogate pair takes 12
     try:
-        with open_regular_file(place.directory / f"{base}.jsonl", follow=False, folder_fd=place.folder_fd) as trace:
+        with read_file(place.directory / f"{base}.jsonl", folder_fd=place.folder_fd) as trace:
             head = trace.readline(limit)
     except FileNotFoundError:
         head = b""
@@ -4651,12 +4650,9 @@ def holds_question(place: LogPlace, base: str, question: str) -> bool:
             record = load_json(head)
             return isinstance(record, dict) and record.get("type") == "run" and record.get("question") == question
         return False
-    # No trace (or one never written to): the transcript says. One a killed run never filled (empty, or the note
-    # the sweep put there) names no question, and can only be this id's: the folder is the batch's, the name the id's.
     block = f"\n=== Question ===\n{question}\n\n=== Configuration ===\n".encode("utf-8", errors="replace")
     unfinished = UNFINISHED_TRANSCRIPT.partition("{where}")[0].encode()
-    with contextlib.suppress(OSError), open_regular_file(place.directory / f"{base}.txt", follow=False,
-                                                         folder_fd=place.folder_fd) as transcript:
+    with contextlib.suppress(OSError), read_file(place.directory / f"{base}.txt", folder_fd=place.folder_fd) as transcript:
         text = transcript.read(limit)
         return block in text or text.startswith(unfinished) or not text
     return False
@@ -4839,7 +4835,8 @@ def check_input_unchanged(summary_path: Path, input_sha: str | None, force: bool
     if input_sha is None or force:
         return
     try:
-        previous = load_json(read_regular_file(summary_path, SUMMARY_READ_LIMIT)).get("input_sha256")
+        with read_file(summary_path) as handle:
+            previous = load_json(handle.read(SUMMARY_READ_LIMIT)).get("input_sha256")
     except (OSError, ValueError, AttributeError):
         return  # no summary, or not one we wrote (a FIFO, a link): nothing to compare
     if previous and previous != input_sha:
@@ -4866,39 +4863,28 @@ def batch_log_folder(config: Config, output: Path) -> Path:
 
 
 def unusable_path(err: OSError, what: str, fix: str) -> MoAError:
-    """A path the batch must write, found unusable before its first request: ConfigError (exit 2, nothing
-    sent), naming it. A full disk stays exit 1, as when it fills mid-batch: free space and rerun."""
+    """A path the batch must write, unusable before its first request: ConfigError (exit 2, nothing sent);
+    a full disk stays exit 1, as when it fills mid-batch."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return MoAError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: free space, then rerun")
     return ConfigError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: {fix}, then rerun")
 
 
-@contextlib.contextmanager
-def setting_up(output: Path) -> Iterator[None]:
-    """The output and its sidecars, made or opened before the first request: an OSError names the path."""
-    try:
-        yield
-    except OSError as err:
-        path = err.filename2 or err.filename or output  # os.replace's target is the file we meant
-        raise unusable_path(err, str(path), "fix it, or choose another -o") from None
-
-
 def open_log_folder(config: Config, options: BatchOptions) -> int | None:
-    """The batch's log folder, made if need be (0700, and its missing parents) and opened once without following
-    a link: every transcript and trace of the batch is then made in it by descriptor, so a link planted at its
-    name after this cannot redirect them. None when no file is written. A link already there is refused: the tool
-    makes that folder, and a link would send every transcript, and the questions in it, elsewhere (LOG_DIR itself
-    may be a link: it is the user's to point at a bigger disk). A folder it cannot make stops the batch now."""
+    """The batch's log folder, made if need be (make_private_folders) and opened once: every transcript and
+    trace of the batch is made in it by descriptor, so a link planted at its name later cannot redirect them.
+    A link already there is refused: it would send the transcripts, and the questions in them, elsewhere
+    (LOG_DIR itself may be a link, the user's to a bigger disk). None when no file is written."""
     if options.logs == "none" or not (config.enable_file_logging or config.jsonl_trace):
         return None
     folder = batch_log_folder(config, options.output)
     try:
         make_private_folders(folder)
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        fd = open_folder(folder)
+    except LinkRefused:
+        raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
+                          "folder this tool made: remove the link, or set LOG_DIR elsewhere") from None
     except OSError as err:
-        if os.path.islink(folder):
-            raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
-                              "folder this tool made: remove the link, or set LOG_DIR elsewhere") from None
         raise unusable_path(err, f"the batch's log folder {folder}", f"set LOG_DIR (now {config.log_dir}) to a "
                             "folder this user can write, or use --logs none") from None
     if not os.access(folder, os.W_OK | os.X_OK):  # there, but read-only (for root: a read-only mount)
@@ -4916,21 +4902,19 @@ def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> B
     except OSError as err:
         raise ConfigError(f"--questions-file {options.questions_file}: cannot read it "
                           f"({describe_os_error(err)})") from None
-    moved = None
     if options.resume:
         check_input_unchanged(_sidecar(options.output, ".summary.json"), input_sha, options.force)
-    else:
-        moved = move_aside(options.output, runtime.wall_clock())
-    done, failed, dropped = compact_output(options.output, runtime, options.output_format)
-    if moved:
+    elif moved := move_aside(options.output, runtime.wall_clock()):
         log.warning("--no-resume: the old output was moved to %s", moved)
+    done, failed, dropped = compact_output(options.output, runtime, options.output_format)
     if done or dropped:
         log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
     return BatchStart(input_sha, total, done, failed)
 
 
 def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
-    write_atomically(path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
+    data = json.dumps(redact_value(summary, config), indent=2).encode()
+    replace_atomically(path, lambda fd: write_all(runtime, fd, data))
 
 
 async def run_questions(config: Config, options: BatchOptions, stdin: Any, batch: BatchRun,
@@ -4970,8 +4954,8 @@ def sweep_leftovers(output: Path, folder_fd: int | None, runtime: Runtime) -> No
 def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
                 folder_fd: int | None) -> tuple[BatchStart, dict[str, Any], ResultWriter]:
     """Under the lock, before the first request: the earlier output compacted, what killed runs left swept, the
-    summary and the output opened. A path that cannot be written stops the batch here (setting_up)."""
-    with setting_up(options.output):
+    summary and the output opened. A path that cannot be written stops the batch here, named."""
+    try:
         sweep_leftovers(options.output, folder_fd, runtime)  # first: stale copies of the output may fill the disk
         start = prepare_output(config, options, runtime)
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
@@ -4980,6 +4964,9 @@ def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
                                    "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
         write_summary(_sidecar(options.output, ".summary.json"), summary, config, runtime)
         return start, summary, ResultWriter(options.output, runtime)
+    except OSError as err:
+        path = err.filename2 or err.filename or options.output  # os.replace's target is the file we meant
+        raise unusable_path(err, str(path), "fix it, or choose another -o") from None
 
 
 async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, stdin: Any) -> dict[str, Any]:
@@ -5044,33 +5031,25 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
 def check_batch_paths(questions_file: str, output: Path) -> None:
-    """ConfigError when the batch would write over its own input, or through a link.
-
-    The comparison is by device and inode, so a symlink, a hard link or a
-    ``./`` spelling of the questions file is caught like the same name.
-    """
+    """ConfigError when the batch would write through a link, or over its own input: compared by device and
+    inode, so a symlink, a hard link or a ``./`` spelling of the questions file is caught like its name."""
     try:
-        is_link, exists = output.is_symlink(), output.exists()
+        kind = what_is_at(output)
         source = os.fstat(sys.stdin.fileno()) if questions_file == "-" else os.stat(questions_file)
     except (OSError, ValueError, AttributeError) as err:
         if questions_file == "-" and not isinstance(err, PermissionError):
             return  # no stdin file to compare: a terminal or a closed stream
         raise ConfigError(f"--output {output}: cannot look at it ({describe_os_error(err) if isinstance(err, OSError) else err})") from None
-    if is_link:
+    if kind == "link":
         raise ConfigError(f"--output {output} is a symbolic link: give the real path (nothing is written through links)")
-    if exists and not output.is_file():
+    if kind == "other":
         raise ConfigError(f"--output {output} is not a regular file")
     for path in (output, *(_sidecar(output, suffix) for suffix in SIDECAR_SUFFIXES)):
-        try:
+        with contextlib.suppress(OSError):  # a path not there (or not to be looked at) is not the input
             target = os.stat(path)
-        except OSError:
-            continue
-        if same_file(source, target):
+            if (source.st_dev, source.st_ino) != (target.st_dev, target.st_ino):
+                continue
             what = "the questions file on stdin" if questions_file == "-" else f"the questions file {questions_file}"
             raise ConfigError(f"--output {output}: {path} is {what} itself; writing "
                               "there would destroy the questions: choose another output")
@@ -5377,10 +5356,10 @@ def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Repl
         if args.replay_from is None:
             raise ConfigError("--replay needs --from critique|rebuttal|round2..round10|judges: the first phase "
                               "to run again")
-        replay = load_replay(Path(args.replay), args.replay_from)
-        if replay.start.startswith("round") and int(replay.start[5:]) > config.rounds:
-            raise ConfigError(f"--from {replay.start} runs debate rounds {replay.start[5:]} to ROUNDS, but "
-                              f"ROUNDS={config.rounds}: add --rounds {replay.start[5:]} or more")
+        replay = load_replay(Path(args.replay), ReplayStart.parse(args.replay_from))
+        if (first := replay.start.debate_round) > config.rounds:
+            raise ConfigError(f"--from {replay.start} runs debate rounds {first} to ROUNDS, but "
+                              f"ROUNDS={config.rounds}: add --rounds {first} or more")
         return valid_text(replay.question), replay
     if args.replay_from is not None:
         raise ConfigError("--from goes with --replay TRACE")
