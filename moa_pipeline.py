@@ -31,7 +31,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
      5. one HTTP attempt, and the endpoint it goes to ... the request, the size
         cap, Content-Type dispatch, the one content check, the adaptive request
         cap, the shared cool-down, the breaker's evidence and rule (Endpoint.failing)
-     6. the retry policy ... status_policy and exception_error (the one table:
+     6. the retry policy ... status_policy and FAULTS (the one table:
         retry? stop the run? outage? back-pressure?), backoff, the loop (ask)
      7. usage, costs and budgets ... worst_case_costs (the one cost model), what
         the endpoint bills (Billing), the budget and its planner, the rerun's price
@@ -77,6 +77,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
@@ -720,27 +721,20 @@ class ConfigError(MoAError):
 
 
 class APIError(MoAError):
-    """A failed attempt, and what it means (see ``status_policy``).
-
-    ``retryable``: the call tries again. ``stops_run``: no call can succeed (key
-    rejected, URL or model not found), so the run stops. ``outage``: the endpoint
-    looks down (no connection, timeout, 5xx); only such failures count against the
-    batch breaker. ``backpressure``: the endpoint asked us to slow down (429, or 503
-    with Retry-After); never an outage. ``reply``: a 2xx reply whose content was unusable (empty, refused),
-    which the endpoint billed all the same; ``finish_reason`` is its. ``unanswered``: the request may have
-    reached the endpoint, but no reply came (a timeout, a dropped connection): it may be billed, unseen.
+    """A failed attempt, and what it means: ``policy``, always a row of the one table (status_policy, FAULTS),
+    read as ``retryable``, ``stops_run``, ``outage`` and ``backpressure`` (see Policy). ``reply``: a 2xx reply
+    whose content was unusable (empty, refused), which the endpoint billed all the same; ``finish_reason`` is
+    its. ``unanswered``: the request may have reached the endpoint, but no reply came (a timeout, a dropped
+    connection): it may be billed, unseen.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
-                 retry_after: float | None = None, stops_run: bool = False, outage: bool = False,
-                 backpressure: bool = False, reply: Completion | None = None, unanswered: bool = False) -> None:
+    def __init__(self, message: str, policy: Policy, *, status: int | None = None, retry_after: float | None = None,
+                 reply: Completion | None = None, unanswered: bool = False) -> None:
         super().__init__(message)
         self.status = status
-        self.retryable = retryable
+        self.retryable, self.stops_run = policy.retry, policy.stops_run
+        self.outage, self.backpressure = policy.outage, policy.backpressure
         self.retry_after = retry_after
-        self.stops_run = stops_run
-        self.outage = outage
-        self.backpressure = backpressure
         self.reply = reply
         self.finish_reason = reply.finish_reason if reply else None
         self.unanswered = unanswered
@@ -1007,16 +1001,16 @@ def checked_completion(text: str | None, finish_reason: str | None, refusal: Any
     """
     reply = Completion("", finish_reason, status, usage, cache_status=cache_status)
     if isinstance(refusal, str) and refusal.strip():
-        raise APIError(f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
-                       retryable=False, reply=reply)
+        raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
+                    reply=reply)
     if finish_reason == "content_filter":
-        raise APIError("refused (content filter)", status=status, retryable=False, reply=reply)
+        raise fault(Fault.REFUSED, "refused (content filter)", status=status, reply=reply)
     if not text or not text.strip():
-        raise APIError("the response content is empty", status=status, reply=reply)
+        raise fault(Fault.EMPTY, "the response content is empty", status=status, reply=reply)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escape in the JSON
-        raise APIError("the response content is not valid Unicode", status=status, reply=reply) from None
+        raise fault(Fault.EMPTY, "the response content is not valid Unicode", status=status, reply=reply) from None
     return replace(reply, text=text)
 
 
@@ -1025,18 +1019,19 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
     try:
         data = load_json(body.decode("utf-8"))
     except UnicodeDecodeError:
-        raise APIError("the response body is not valid JSON (not UTF-8)", status=status) from None
+        raise fault(Fault.NOT_A_COMPLETION, "the response body is not valid JSON (not UTF-8)", status=status) from None
     except ValueError as err:
-        raise APIError(f"the response body is not valid JSON ({err})", status=status) from None
+        raise fault(Fault.NOT_A_COMPLETION, f"the response body is not valid JSON ({err})", status=status) from None
     if not isinstance(data, dict):
-        raise APIError("the response body is not a completion object", status=status)
+        raise fault(Fault.NOT_A_COMPLETION, "the response body is not a completion object", status=status)
     if data.get("error"):
         error = data["error"]
         said = error.get("message", error) if isinstance(error, dict) else error
-        raise APIError(f"the endpoint returned an error: {str(said)[:SERVER_MESSAGE_LIMIT]}", status=status)
+        raise fault(Fault.ERROR_IN_REPLY, f"the endpoint returned an error: {str(said)[:SERVER_MESSAGE_LIMIT]}",
+                    status=status)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise APIError("the response has no choices", status=status)
+        raise fault(Fault.NOT_A_COMPLETION, "the response has no choices", status=status)
     choice = choices[0]
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     return checked_completion(_message_text(message.get("content")), _finish_reason(choice.get("finish_reason")),
@@ -1045,7 +1040,7 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
 
 
 def too_large(limit: int) -> APIError:
-    return APIError(f"too large: the reply is longer than MAX_RESPONSE_BYTES={limit} bytes")
+    return fault(Fault.TOO_LARGE, f"too large: the reply is longer than MAX_RESPONSE_BYTES={limit} bytes")
 
 
 def _decompressor(encoding: str) -> Any:
@@ -1072,8 +1067,8 @@ async def body_chunks(response: httpx.Response, limit: int) -> AsyncIterator[byt
         return
     decoder = _decompressor(encoding)
     if decoder is None:
-        raise APIError(f"the reply uses Content-Encoding {encoding[:40]!r}, which we cannot decode",
-                       status=response.status_code)
+        raise fault(Fault.UNKNOWN_ENCODING, f"the reply uses Content-Encoding {encoding[:40]!r}, which we cannot "
+                    "decode", status=response.status_code)
     try:
         async for raw in response.aiter_raw():
             data = raw
@@ -1081,7 +1076,8 @@ async def body_chunks(response: httpx.Response, limit: int) -> AsyncIterator[byt
                 yield decoder.decompress(data, limit + 1)
                 data = decoder.unconsumed_tail
     except zlib.error:
-        raise APIError(f"the reply's {encoding} body is corrupt", status=response.status_code) from None
+        raise fault(Fault.CORRUPT_ENCODING, f"the reply's {encoding} body is corrupt",
+                    status=response.status_code) from None
 
 
 async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
@@ -1132,10 +1128,10 @@ class StreamedReply:
     def add(self, chunk: Any, status: int) -> None:
         """One ``data:`` event's JSON."""
         if not isinstance(chunk, dict):
-            raise APIError("the stream sent an event that is not a JSON object", status=status)
+            raise fault(Fault.BAD_EVENT, "the stream sent an event that is not a JSON object", status=status)
         if chunk.get("error"):
-            raise APIError(f"the endpoint returned an error mid-stream: {str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}",
-                           status=status)
+            raise fault(Fault.ERROR_IN_REPLY, "the endpoint returned an error mid-stream: "
+                        f"{str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}", status=status)
         self.usage = _usage(chunk.get("usage")) or self.usage
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else []:
@@ -1165,7 +1161,7 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
             try:
                 chunk = load_json(payload)
             except ValueError:
-                raise APIError("the stream sent an event that is not JSON", status=status) from None
+                raise fault(Fault.BAD_EVENT, "the stream sent an event that is not JSON", status=status) from None
             reply.add(chunk, status)
     except httpx.TransportError as err:  # cut mid-stream: keep what came, as truncated
         log.debug("stream cut: %s", _short(err))
@@ -1349,8 +1345,8 @@ class Endpoint:
         counts = ", ".join(f"{n} {what}" for what, n in self.refusals.most_common())
         seen = f"the endpoint accepted no request for {waited:.1f}s ({total} requests: {counts})"
         if waited >= limit:
-            return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later", status=status,
-                                   retryable=False, stops_run=True)
+            return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later",
+                                   FAULTS[Fault.STALLED], status=status)
         if not self.stall_warned:
             self.stall_warned = True
             token = QUESTION_ID.set("")  # about the endpoint, not the question whose call noticed
@@ -1618,18 +1614,22 @@ def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: ra
 
 
 @dataclass(frozen=True)
-class StatusPolicy:
-    """What one HTTP status means for the call, the run and the batch."""
+class Policy:
+    """What one failed attempt means for the call, the run and the batch: a row of the one table."""
 
-    retry: bool  # another attempt may succeed
-    stops_run: bool  # no call of this run can succeed: stop it (key, URL or model wrong)
-    outage: bool  # the endpoint looks down: counts against the batch breaker if retries run out
-    backpressure: bool  # the endpoint asked us to slow down: the request cap adapts; never an outage
+    retry: bool  # another attempt may succeed (with a fresh nonce: see build_messages)
+    stops_run: bool = False  # no call of this run can succeed: stop it (key, URL or model wrong)
+    outage: bool = False  # the endpoint looks down: counts against the batch breaker if retries run out
+    backpressure: bool = False  # the endpoint asked us to slow down: the request cap adapts; never an outage
+
+
+RETRY, FAIL, STOP = Policy(retry=True), Policy(retry=False), Policy(retry=False, stops_run=True)
+OUTAGE, BUSY = Policy(retry=True, outage=True), Policy(retry=True, backpressure=True)
 
 
 def status_policy(status: int, retry_after: float | None, should_retry: str | None = None,
-                  quota_used_up: bool = False) -> StatusPolicy:
-    """The one table from an HTTP status to what it means.
+                  quota_used_up: bool = False) -> Policy:
+    """The one table, for an HTTP status (FAULTS holds the rest).
 
     - 401/403 (key rejected), 404 (URL or model not found) and a redirect (3xx: the
       URL moved; we do not follow it, the key would go along) fail every call
@@ -1639,9 +1639,7 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
       no wait fixes that within a run.
     - 429, and 503 with Retry-After, are back-pressure: the endpoint is busy,
       not down. Retried after the server's wait (see RetriesUsed); they never trip
-      the breaker. Each call waits out its own Retry-After; every request waits only
-      when such answers cluster, and the request limit drops only where the endpoint
-      is congested: the rules and their reasons are Endpoint.busy and AdaptiveLimit.
+      the breaker; the rules and their reasons are Endpoint.busy and AdaptiveLimit.
     - 408, 409 and every other 5xx are retried; when a call's retries run out on
       them, that is evidence of an outage.
     - Any other 4xx (400 "exceeds the available context size", 413, 422) is this
@@ -1650,44 +1648,81 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
     - ``x-should-retry: true|false`` from the server overrides the retry decision.
     """
     if status in (401, 403, 404, 407) or 300 <= status < 400 or (status == 429 and quota_used_up):
-        policy = StatusPolicy(retry=False, stops_run=True, outage=False, backpressure=False)
+        policy = STOP
     elif status == 429 or (status == 503 and retry_after is not None):
-        policy = StatusPolicy(retry=True, stops_run=False, outage=False, backpressure=True)
+        policy = BUSY
     elif status in (408, 409) or status >= 500:
-        policy = StatusPolicy(retry=True, stops_run=False, outage=True, backpressure=False)
+        policy = OUTAGE
     else:
-        policy = StatusPolicy(retry=False, stops_run=False, outage=False, backpressure=False)
+        policy = FAIL
     if should_retry in ("true", "false"):  # the server knows better than its status code
         policy = replace(policy, retry=should_retry == "true")
     return policy
 
 
-def exception_error(err: Exception, config: Config) -> APIError:
-    """The other half of the table: an attempt that got no usable HTTP response.
+class Fault(Enum):
+    """Every way an attempt fails besides its HTTP status; what each means is its row in FAULTS."""
 
-    No connection and a timeout say the endpoint may be down: retried, and an
-    outage when the call's retries run out. A body httpx cannot read (a bad
-    encoding, a redirect loop) is this reply's fault: retried, not an outage.
-    """
+    REFUSED = "a refusal, or finish_reason content_filter"
+    EMPTY = "empty content, or content that is not valid Unicode"
+    NOT_A_COMPLETION = "a body that is not JSON, not UTF-8, not a completion, or has no choices"
+    ERROR_IN_REPLY = "an error object in a 2xx body, or mid-stream"
+    BAD_EVENT = "a stream event that is not JSON, or not an object"
+    UNPARSEABLE = "content the phase's parser cannot use, or cut off"
+    TOO_LARGE = "a body past MAX_RESPONSE_BYTES"
+    UNKNOWN_ENCODING = "a Content-Encoding we cannot decode"
+    CORRUPT_ENCODING = "a gzip or deflate body that does not inflate"
+    TIMEOUT = "no response within REQUEST_TIMEOUT"
+    NO_CONNECTION = "no connection, or one dropped before the response"
+    UNREADABLE = "a response httpx cannot read"
+    STALLED = "nothing accepted for STALL_TIMEOUT"
+
+
+# The other half of the one table: what each fault means, and why.
+FAULTS: dict[Fault, Policy] = {
+    Fault.REFUSED: FAIL,  # the same prompt would be refused again; this call fails, the run goes on
+    Fault.EMPTY: RETRY,  # a fresh attempt is a fresh sample
+    Fault.NOT_A_COMPLETION: RETRY,  # a server or gateway glitch in this one reply
+    Fault.ERROR_IN_REPLY: RETRY,  # the upstream failed this request, and said so in a 2xx
+    Fault.BAD_EVENT: RETRY,  # a glitch in this one stream
+    Fault.UNPARSEABLE: RETRY,  # another sample may follow the format, or end before max_tokens
+    Fault.TOO_LARGE: RETRY,  # a runaway reply is this sample's; the next is capped by max_tokens like it
+    Fault.UNKNOWN_ENCODING: FAIL,  # the server encodes the same way the next time: a retry cannot change it
+    Fault.CORRUPT_ENCODING: RETRY,  # a body damaged on its way
+    Fault.TIMEOUT: OUTAGE,  # the endpoint may be down
+    Fault.NO_CONNECTION: OUTAGE,  # the endpoint, or the proxy before it, may be down
+    Fault.UNREADABLE: RETRY,  # this reply's fault (a redirect loop, a bad encoding), not the endpoint's
+    Fault.STALLED: STOP,  # the endpoint refused everything for minutes: later, not now (see Endpoint.stalled)
+}
+
+
+def fault(kind: Fault, message: str, *, status: int | None = None, reply: Completion | None = None,
+          unanswered: bool = False) -> APIError:
+    """The APIError of a fault: what it means is its row in FAULTS, decided there and nowhere else."""
+    return APIError(message, FAULTS[kind], status=status, reply=reply, unanswered=unanswered)
+
+
+def exception_error(err: Exception, config: Config) -> APIError:
+    """The error of an attempt that got no usable HTTP response."""
     if isinstance(err, (httpx.TimeoutException, TimeoutError)):
-        return APIError(f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s", outage=True,
-                        unanswered=not isinstance(err, httpx.ConnectTimeout))
+        return fault(Fault.TIMEOUT, f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s",
+                     unanswered=not isinstance(err, httpx.ConnectTimeout))
     if isinstance(err, httpx.TransportError):
         where = display_url(config.proxy_url)
         if proxy := environment_proxy(config.proxy_url):  # the proxy, not the endpoint, may be what failed
             if isinstance(err, httpx.ProxyError) and str(err).startswith("407"):  # its answer to our CONNECT
                 return proxy_credentials_error(proxy)
-            return APIError(f"connection error to {where} through the proxy {proxy}: {_short(err)}: check that proxy, "
-                            f"or add {urlsplit(config.proxy_url).hostname} to NO_PROXY to bypass it", outage=True)
-        return APIError(f"connection error to {where}: {_short(err)}", outage=True,
-                        unanswered=not isinstance(err, (httpx.ConnectError, httpx.ProxyError)))
-    return APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
+            return fault(Fault.NO_CONNECTION, f"connection error to {where} through the proxy {proxy}: {_short(err)}: "
+                         f"check that proxy, or add {urlsplit(config.proxy_url).hostname} to NO_PROXY to bypass it")
+        return fault(Fault.NO_CONNECTION, f"connection error to {where}: {_short(err)}",
+                     unanswered=not isinstance(err, (httpx.ConnectError, httpx.ProxyError)))
+    return fault(Fault.UNREADABLE, f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
 
 
 def proxy_credentials_error(proxy: str | None) -> APIError:
     """A proxy's 407, to a forwarded request or to a CONNECT: every request will get it, so the run stops."""
     return APIError(f"the proxy {proxy or 'from the environment'} asks for credentials (HTTP 407): put them in its "
-                    "URL, http://user:password@host:port", status=407, retryable=False, stops_run=True)
+                    "URL, http://user:password@host:port", status_policy(407, None), status=407)
 
 
 def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None) -> APIError:
@@ -1709,8 +1744,7 @@ def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, v
                 "set PROXY_URL to the URL it moved to (a redirect is not followed: the API key would go along)")
     else:
         text = f"HTTP {status}: {message}" + (f" (through the proxy {via})" if via and status >= 500 else "")
-    return APIError(text, status=status, retryable=policy.retry, retry_after=retry_after,
-                    stops_run=policy.stops_run, outage=policy.outage, backpressure=policy.backpressure)
+    return APIError(text, policy, status=status, retry_after=retry_after)
 
 
 def build_messages(system: str, user: str, nonce: str) -> list[dict[str, str]]:
@@ -1778,7 +1812,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
         value = None  # a guess from cut-off text would be half a sentence
     if value is None:
         why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""
-        raise APIError(f"no usable {call.phase} output{why}", status=completion.status)
+        raise fault(Fault.UNPARSEABLE, f"no usable {call.phase} output{why}", status=completion.status)
     return value
 
 
