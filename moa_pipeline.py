@@ -27,7 +27,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
      2. configuration, secrets and values from outside ... settings, .env, URL
         checks, masking secrets (redact), JSON from outside (load_json)
      3. the error tree ... every exception, and the exit code it carries
-     4. seams ... clock, sleep, randomness, and every file write (Runtime)
+     4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
+        secrets masked: every file write (write_all), stdout (emit), stderr (say)
      5. one HTTP attempt, and the endpoint it goes to ... the request, the size
         cap, Content-Type dispatch, the one content check, the adaptive request
         cap, the shared cool-down, the breaker's evidence and rule (Endpoint.failing)
@@ -44,7 +45,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     13. dry run and replay ... dry_run, load_replay (traces are checked here),
         and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops
-    15. CLI ... flags, stdout and stderr, exit_code_for (errors to exit codes)
+    15. CLI ... flags, logging (RedactingFilter), exit_code_for (errors to exit codes)
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -531,15 +532,18 @@ class Config:
         return self.enable_file_logging if self.enable_jsonl_trace is None else self.enable_jsonl_trace
 
     @functools.cached_property
-    def secrets(self) -> list[str]:
-        """Values masked wherever text is echoed: the key, the gateway token, and the credentials
-        in PROXY_URL (user info, ``?key=...``; see CREDENTIAL_PARAMETER). Never any other query
-        value: an answer "2024-10-21" stays itself under ``?api-version=2024-10-21``."""
+    def secrets(self) -> tuple[str, ...]:
+        """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info,
+        ``?key=...``; see CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays
+        itself under ``?api-version=2024-10-21``); each as text reads it, as a JSON string or a repr() does (a
+        quote, a backslash or a non-ASCII character escaped), and lower-cased as an answer's key is (see tally)."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
-        # Computed once: redact() runs on every trace line and every string of every record. Longest
-        # first: a secret that holds another would otherwise keep the rest of itself in view.
-        return sorted(dict.fromkeys(s for s in (self.api_key, self.gateway_token, *in_url) if s), key=len, reverse=True)
+        values = [t for s in (self.api_key, self.gateway_token, *in_url) if s and maskable(s) for t in (s, s.lower())]
+        forms = {form for s in values
+                 for form in (s, json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1], repr(s)[1:-1])}
+        # Longest first: a secret that holds another would otherwise keep the rest of itself in view.
+        return tuple(sorted(forms, key=len, reverse=True))
 
     def shown(self) -> dict[str, Any]:
         """Settings as the transcript shows them: secrets masked, URL cleaned."""
@@ -647,29 +651,12 @@ def maskable(secret: str) -> bool:
     return len(secret) >= MIN_MASKED_SECRET
 
 
-def redact(text: str, config: Config) -> str:
-    """Mask the API key, the gateway token and URL credentials wherever they might have been echoed."""
-    for secret in config.secrets:
-        if maskable(secret):
-            text = text.replace(secret, SECRET_MASK)
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """Mask ``secrets`` (Config.secrets) in text or JSON: called where output leaves (say, emit, write_all,
+    RedactingFilter, and the library's Result.of), so a secret is masked wherever it was echoed."""
+    for secret in secrets:
+        text = text.replace(secret, SECRET_MASK)
     return text
-
-
-def redact_value(value: Any, config: Config) -> Any:
-    """``redact`` on every string inside a JSON-shaped value, before it is encoded:
-    once encoded, a secret holding a quote or a backslash no longer matches itself."""
-    if isinstance(value, str):
-        return redact(value, config)
-    if isinstance(value, dict):
-        return {key: redact_value(item, config) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_value(item, config) for item in value]
-    return value
-
-
-def safe_json(value: Any, config: Config, *, ensure_ascii: bool = True) -> str:
-    """JSON for any output: secrets masked in the values, and in the text once more."""
-    return redact(json.dumps(redact_value(value, config), ensure_ascii=ensure_ascii), config)
 
 
 def shown_id(value: str, limit: int = 200) -> str:
@@ -797,10 +784,13 @@ class Runtime:
     # Every byte the tool writes to a file goes through here (see write_all), so a
     # test can fill the disk at any chosen write.
     write: Callable[[int, bytes], int] = os.write
+    secrets: Sequence[str] = ()  # Config.secrets, masked in every file (set where config and runtime meet)
 
 
 def write_all(runtime: Runtime, fd: int, data: bytes) -> None:
-    """Write every byte (a short write continues); OSError (ENOSPC, EIO …) propagates."""
+    """The file exit: every byte, secrets masked (a short write continues); OSError (ENOSPC, EIO …) propagates."""
+    if runtime.secrets:  # surrogateescape: any bytes make the round trip unchanged
+        data = redact(data.decode("utf-8", "surrogateescape"), runtime.secrets).encode("utf-8", "surrogateescape")
     view = memoryview(data)
     while view:
         view = view[runtime.write(fd, bytes(view)):]
@@ -808,6 +798,40 @@ def write_all(runtime: Runtime, fd: int, data: bytes) -> None:
 
 def describe_os_error(err: OSError) -> str:
     return err.strerror or str(err) or err.__class__.__name__
+
+
+def say(text: str, secrets: Sequence[str]) -> None:
+    """The stderr exit for lines of our own (logs go through RedactingFilter): secrets masked. With stderr
+    closed, print(file=None) would write to stdout and break --json; a full or broken stderr must not raise."""
+    if sys.stderr is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        print(redact(text, secrets), file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    """Send the rest of stdout to /dev/null, so the flush at exit cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def emit(text: str, secrets: Sequence[str]) -> bool:
+    """The stdout exit: a result, secrets masked; False when it could not be delivered (a full disk).
+    A reader that went away (``| head``) is not an error, and stdout closed at start
+    (``>&-``) means nobody wants it."""
+    if sys.stdout is None:
+        return True
+    try:
+        print(redact(text, secrets), flush=True)
+        return True
+    except BrokenPipeError:
+        _silence_stdout()
+        return True
+    except (OSError, ValueError) as err:
+        _silence_stdout()
+        why = describe_os_error(err) if isinstance(err, OSError) else "stdout is closed"
+        say(f"error: could not write the result to stdout ({why}); the transcript and files are complete", ())
+        return False
 
 
 # --- 5. one HTTP attempt, and the endpoint it goes to --------------------------------------------
@@ -1372,7 +1396,9 @@ class Endpoint:
         try:
             return await self._send(messages, temperature, max_tokens, headers, model or self.config.models[0], queue)
         except APIError as err:
-            err.args = (redact(str(err), self.config),)  # a server may echo the key back
+            # A server may echo the key back: masked as it enters, since its words also reach the library's
+            # caller (RunFailed's cause, the caller's own log handlers), which no exit of ours sees.
+            err.args = (redact(str(err), self.config.secrets),)
             raise
 
     async def _send(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
@@ -3314,10 +3340,10 @@ class Result:
 
     @classmethod
     def of(cls, run: RunResult, config: Config) -> Result:
-        text = safe_json(result_json(run, config), config, ensure_ascii=False)
+        text = redact(json.dumps(result_json(run, config), ensure_ascii=False), config.secrets)  # the library's exit
         shown: dict[str, Any] = load_json(text)
         fields = {f: shown[f] for f in cls.__dataclass_fields__ if f not in ("json_text", "write_error")}
-        return cls(**fields, write_error=redact(run.write_error, config) if run.write_error else None, json_text=text)
+        return cls(**fields, write_error=redact(run.write_error, config.secrets) if run.write_error else None, json_text=text)
 
     def to_dict(self) -> dict[str, Any]:
         """A fresh copy of the --json object: secrets masked, only JSON types."""
@@ -3419,7 +3445,7 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
         raise ConfigError("the question is empty")
     question = valid_text(question)
     check_question(config, question)  # before any file is made: ConfigError means nothing happened
-    runtime = _runtime or Runtime()
+    runtime = replace(_runtime or Runtime(), secrets=config.secrets)
     run = _record if _record is not None else RunResult(question)
     async with library_client(config) as client:
         await answer_question(config, question, Endpoint(config, client, runtime), runtime, run, _replay)
@@ -3510,7 +3536,7 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
         lines.append(f"error: {result.error}")
     lines.append(f"elapsed: {result.elapsed_s:.2f}s, {len(debate.calls)} LLM calls, "
                  f"{sum(len(c.attempts) for c in debate.calls)} HTTP requests")
-    return redact("\n".join(lines) + "\n", config)
+    return "\n".join(lines) + "\n"
 
 
 def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
@@ -3663,7 +3689,7 @@ class TraceWriter:
         if self.fd is None or self.error:
             return
         try:  # ensure_ascii: a lone surrogate from argv still makes valid JSON
-            write_all(self.runtime, self.fd, (safe_json(record, self.config) + "\n").encode())
+            write_all(self.runtime, self.fd, (json.dumps(record) + "\n").encode())
         except OSError as err:
             self.error = f"could not write the trace {self.path} ({describe_os_error(err)})"
 
@@ -4688,8 +4714,8 @@ def output_totals(output: Path) -> dict[str, Any]:
 class Progress:
     """A live tqdm bar on a terminal; one plain line per question otherwise (cron)."""
 
-    def __init__(self, total: int | None, stream: Any) -> None:
-        self.stream = stream  # None: stderr is closed, so nothing is shown
+    def __init__(self, total: int | None, stream: Any, secrets: Sequence[str]) -> None:
+        self.stream, self.secrets = stream, secrets  # stream None: stderr is closed, so nothing is shown
         terminal = stream is not None and not stream.closed and stream.isatty()
         self.bar: Any = None
         if terminal:  # imported here: tqdm costs every start 13 ms, and only a batch on a terminal draws a bar
@@ -4705,7 +4731,7 @@ class Progress:
         answer = record["final_answer"] if record["status"] == "ok" else record["error"]
         # One line per question, whatever the answer holds: a model's newline or
         # escape sequence must not forge lines in a cron log.
-        say(f"{shown_id(record['id'])} {record['status']} {printable(answer)} {record['elapsed_s']:.1f}s")
+        say(f"{shown_id(record['id'])} {record['status']} {printable(answer)} {record['elapsed_s']:.1f}s", self.secrets)
 
     def skipped(self) -> None:
         if self.bar is not None:
@@ -4833,7 +4859,7 @@ class BatchRun:
         self.stats.interrupted = True
         self.stop.set()
         say(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
-            "(Ctrl-C again to stop now)")
+            "(Ctrl-C again to stop now)", ())
 
     async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter, slots: asyncio.Semaphore) -> None:
         """One question: run it, save its line, and decide whether its outcome stops the batch.
@@ -4855,7 +4881,7 @@ class BatchRun:
             except Exception as err:  # a bug must cost one question, not the batch or the result
                 result.error = internal_error(err)
             if self.options.logs == "failed" and result.status == "ok":
-                drop_run_files(result, redact(item.question, self.config), place)
+                drop_run_files(result, redact(item.question, self.config.secrets), place)
             self.save(item, result, writer)
             self.stop_if_hopeless(result, item.id in self.failed_before)
         finally:
@@ -4874,7 +4900,7 @@ class BatchRun:
 
     def save(self, item: BatchItem, result: RunResult, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
-        record = redact_value(batch_record(item, result, self.config), self.config)
+        record = batch_record(item, result, self.config)
         line = (openai_batch_line(record, self.config, self.runtime.wall_clock(), usage_totals(result.calls, self.config))
                 if self.options.output_format == "openai-batch" else record)
         try:
@@ -4905,13 +4931,13 @@ class BatchRun:
         if isinstance(item, InputError):
             if shard is None or shard.index == 1:  # one shard reports a bad line, not all of them
                 self.stats.input_errors += 1
-                say(f"input line {item.line}: {item.reason}; skipped")
+                say(f"input line {item.line}: {item.reason}; skipped", self.config.secrets)
             return None
         if shard is not None and not shard.holds(item.id):
             return None
         if item.id in self.seen:
             self.stats.input_errors += 1
-            say(f"input line {item.line}: id {shown_id(item.id)!r} appears again; skipped")
+            say(f"input line {item.line}: id {shown_id(item.id)!r} appears again; skipped", self.config.secrets)
             return None
         self.seen.add(item.id)
         if item.id in self.done:
@@ -5076,7 +5102,7 @@ def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> B
 
 
 def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
-    write_atomically(path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
+    write_atomically(path, json.dumps(summary, indent=2).encode(), runtime)
 
 
 async def run_questions(config: Config, options: BatchOptions, stdin: Any, batch: BatchRun,
@@ -5138,7 +5164,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
         start, summary, writer = start_batch(config, options, runtime, folder_fd)
         started = runtime.clock()
         total = start.total if options.shard is None else None  # a shard's share is known only as it is read
-        batch = BatchRun(config, options, runtime, start, Progress(total, sys.stderr), folder_fd)
+        batch = BatchRun(config, options, runtime, start, Progress(total, sys.stderr, config.secrets), folder_fd)
         try:
             await run_questions(config, options, stdin, batch, writer)
         finally:
@@ -5366,18 +5392,17 @@ def read_question(value: str, stdin: Any, max_chars: int = 10**9) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Masks secrets in every log record, whatever logged it."""
+    """The logs' exit: masks secrets in every record, whatever logged it (httpx too, which we pass no secrets to).
+    Logging reaches it only as a filter on the handler: the one place secrets sit in global state."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if maskable(s)]
+        self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, SECRET_MASK)
-            record.msg, record.args = message, None
+        if (masked := redact(message, self.secrets)) != message:
+            record.msg, record.args = masked, None
         return True
 
 
@@ -5561,55 +5586,21 @@ def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_out
     try:
         summary = asyncio.run(run_batch(config, options, runtime, sys.stdin))
     except MoAError as err:
-        say(f"error: {redact(str(err), config)}")
+        say(f"error: {err}", config.secrets)
         return exit_code_for(err)
     except OSError as err:
-        say(f"error: batch output {options.output}: {describe_os_error(err)}; nothing already written was lost")
+        say(f"error: batch output {options.output}: {describe_os_error(err)}; nothing already written was lost",
+            config.secrets)
         return exit_code_for(err)
     except Exception as err:  # a bug: one line; the output stays resumable
-        say(f"error: {internal_error(err)}")
+        say(f"error: {internal_error(err)}", config.secrets)
         return exit_code_for(err)
-    summary = redact_value(summary, config)
     text = json.dumps(summary, ensure_ascii=False) if json_output else human_batch_summary(summary)
-    delivered = emit(redact(text, config))
+    delivered = emit(text, config.secrets)
     if summary.get("error"):
-        say(f"error: {redact(summary['error'], config)}")
+        say(f"error: {summary['error']}", config.secrets)
     code = batch_exit_code(summary)
     return code if delivered or code else EXIT_FAILED
-
-
-def say(text: str) -> None:
-    """One line on stderr, if there is one. With stderr closed, print(file=None)
-    would write to stdout and break --json; a full or broken stderr must not raise."""
-    if sys.stderr is None:
-        return
-    with contextlib.suppress(OSError, ValueError):
-        print(text, file=sys.stderr, flush=True)
-
-
-def _silence_stdout() -> None:
-    """Send the rest of stdout to /dev/null, so the flush at exit cannot fail again."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def emit(text: str) -> bool:
-    """Print a result on stdout; False when it could not be delivered (a full disk).
-    A reader that went away (``| head``) is not an error, and stdout closed at start
-    (``>&-``) means nobody wants it."""
-    if sys.stdout is None:
-        return True
-    try:
-        print(text, flush=True)
-        return True
-    except BrokenPipeError:
-        _silence_stdout()
-        return True
-    except (OSError, ValueError) as err:
-        _silence_stdout()
-        why = describe_os_error(err) if isinstance(err, OSError) else "stdout is closed"
-        say(f"error: could not write the result to stdout ({why}); the transcript and files are complete")
-        return False
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -5642,7 +5633,7 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
     traceback; the phases that run questions install their own graceful handlers."""
     if sys.version_info < MIN_PYTHON:
         say(f"error: moa-pipeline needs Python {'.'.join(map(str, MIN_PYTHON))} or newer; this is "
-            f"{'.'.join(map(str, sys.version_info[:3]))}: install it with a newer python (see README, Set-up)")
+            f"{'.'.join(map(str, sys.version_info[:3]))}: install it with a newer python (see README, Set-up)", ())
         return EXIT_USAGE
     try:
         previous = {number: signal.signal(number, _interrupt) for number in stop_signals()}
@@ -5651,7 +5642,7 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
     try:
         return run_command(argv, runtime)
     except KeyboardInterrupt as err:
-        say("error: interrupted; nothing already written was lost (a batch resumes on the next run)")
+        say("error: interrupted; nothing already written was lost (a batch resumes on the next run)", ())
         return exit_code_for(err)
     finally:
         for number, handler in previous.items():
@@ -5731,25 +5722,25 @@ def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_o
         result.error, result.exit_code = internal_error(err), exit_code_for(err)
     if result.write_error:
         log.warning("%s; the verdict is still reported", result.write_error)
-    shown = (safe_json(result_json(result, config), config, ensure_ascii=False) if json_output
-             else redact(human_summary(result, config), config))
-    delivered = emit(shown)
+    shown = json.dumps(result_json(result, config), ensure_ascii=False) if json_output else human_summary(result, config)
+    delivered = emit(shown, config.secrets)
     if result.error:
         where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
-        say(f"error: {redact(result.error, config)}{where}")
+        say(f"error: {result.error}{where}", config.secrets)
     return result.exit_code if delivered or result.exit_code else EXIT_FAILED
 
 
 def main_check(config: Config, runtime: Runtime) -> int:
     """--check: its findings on stdout; exit 0 when a chat request worked, else 1."""
     report = asyncio.run(check_endpoint(config, runtime))
-    emit(redact("\n".join(report.lines), config))
+    emit("\n".join(report.lines), config.secrets)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def main_dry_run(config: Config, request: SingleRequest, json_output: bool) -> int:
     plan = dry_run(config, request.question, request.replay)
-    return EXIT_OK if emit(json.dumps(plan.to_dict(config)) if json_output else human_dry_run(plan)) else EXIT_FAILED
+    shown = json.dumps(plan.to_dict(config)) if json_output else human_dry_run(plan)
+    return EXIT_OK if emit(shown, config.secrets) else EXIT_FAILED
 
 
 def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
@@ -5765,19 +5756,20 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
         if not args.dry_run:  # the one run that makes no HTTP client
             check_proxy_environment()
     except ConfigError as err:
-        say(f"error: {err}")
+        say(f"error: {err}", ())
         return exit_code_for(err)
     handler.addFilter(RedactingFilter(config.secrets))
+    runtime = replace(runtime or Runtime(), secrets=config.secrets)
     if request is None:
-        return main_check(config, runtime or Runtime())
+        return main_check(config, runtime)
     if isinstance(request, BatchOptions):
         if not args.verbose:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
-        return main_batch(config, request, runtime or Runtime(), args.json_output)
+        return main_batch(config, request, runtime, args.json_output)
     if args.dry_run:
         return main_dry_run(config, request, args.json_output)
 
-    return main_single(config, request, runtime or Runtime(), args.json_output)
+    return main_single(config, request, runtime, args.json_output)
 
 
 if __name__ == "__main__":

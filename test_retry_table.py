@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 from pathlib import Path
 
+import httpx
 import pytest
+import respx
 
 import moa_pipeline as moa
+from conftest import URL, FakeModel, test_runtime
 
 SOURCE = (Path(__file__).parent / "moa_pipeline.py").read_text()
 TREE = ast.parse(SOURCE)
@@ -65,3 +69,51 @@ def test_no_api_error_is_built_without_a_decision() -> None:
 def test_a_fault_is_retried_as_its_row_says(kind: moa.Fault, retried: bool) -> None:
     """A retry that cannot change the outcome (an unknown encoding, a refusal) is not made; a fresh sample is."""
     assert moa.fault(kind, "x").retryable is retried and moa.FAULTS[kind].retry is retried
+
+
+# --- item 4: secrets masked where output leaves ------------------------------------------------
+
+# Where redact may run: the exits, and two places that are no exit of ours, each with its reason.
+EXITS = {"say", "emit", "write_all", "RedactingFilter.filter",
+         "Result.of",  # the library's exit: what debate() returns and raises
+         "Endpoint.complete",  # the server's words as they enter: they reach a library caller's exceptions and logs
+         "BatchRun.one"}  # compares a question with what its trace holds, masked as written
+
+
+def test_redact_runs_only_where_output_leaves() -> None:
+    """No call site masks by hand: redact is called in the exits only, and the old helpers are gone."""
+    assert {where for where, _ in calls_to("redact")} == EXITS
+    assert not hasattr(moa, "redact_value") and not hasattr(moa, "safe_json")
+    assert "maskable(" not in inspect.getsource(moa.RedactingFilter), "the filter reuses redact"
+
+
+def test_a_secret_is_masked_in_a_file_also_inside_json() -> None:
+    """write_all masks a key as text reads it and as JSON escapes it (a quote, a backslash)."""
+    key = 'sk-SEC"RET\\KEY123456'
+    config = moa.Config("http://127.0.0.1:9/v1", key)
+    written: list[bytes] = []
+    runtime = moa.Runtime(write=lambda fd, data: written.append(data) or len(data), secrets=config.secrets)
+    moa.write_all(runtime, 1, (f"{key} " + json.dumps({"k": key})).encode())
+    assert written == [b'*** {"k": "***"}']
+
+
+@respx.mock
+def test_an_echoed_key_never_leaves_the_process(monkeypatch, tmp_path, capsys) -> None:
+    """A server echoing the key (with a quote and a backslash) in answers and in error bodies: masked on stdout,
+    stderr (-v), transcript, trace, batch output and summary, for one question and for a batch."""
+    key = 'sk-QZX"RET\\KEY-QZXW-123456'
+    monkeypatch.setenv("PROXY_URL", URL)
+    monkeypatch.setenv("API_KEY", key)
+    monkeypatch.setenv("RETRY_BASE_DELAY", "0")
+    monkeypatch.setenv("STRAGGLER_FACTOR", "0")
+    error = httpx.Response(400, json={"error": {"message": f"bad request from {key}"}})
+    respx.post(URL).mock(side_effect=FakeModel(answer=f"391 {key}", overrides={"critique": lambda r, n: error}))
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "a", "question": "Q?"}\n')
+    codes = [moa.main(["-q", "Q?", "-v", *flag], runtime=test_runtime()) for flag in ([], ["--json"])]
+    codes.append(moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl"), "-v"], runtime=test_runtime()))
+    captured = capsys.readouterr()
+    files = [p.read_text() for p in tmp_path.rglob("*") if p.is_file() and p != questions]
+    assert codes == [0, 0, 0] and len(files) >= 8 and "***" in captured.out
+    for text in [captured.out, captured.err, *files]:
+        assert "QZX" not in text, text
