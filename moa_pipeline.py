@@ -862,33 +862,18 @@ class LoadSample:
 
 
 class AdaptiveLimit:
-    """How many requests may be in flight: at most MAX_CONCURRENT_REQUESTS, and less
-    once the endpoint has shown it holds fewer. Rules, and why:
+    """How many requests may be in flight: at most MAX_CONCURRENT_REQUESTS, less once the endpoint showed it
+    holds fewer. Rejections are the signal: chat endpoints reject at their limit, or queue with latencies that
+    vary tenfold with the answer's length, so latency-based limits (Vegas, gradient) cannot see it.
 
-    - A 429 (or a 503 with Retry-After) on a request sent with k in flight is a
-      *concurrency* signal only if the endpoint is congested at that level: at least
-      CONGESTED_SHARE of the last SAMPLES responses sent with k or more in flight were
-      rejected. Then the endpoint holds about k - 1, and the limit drops to that at
-      once (the first 429s of a burst at 4x capacity set it in one step, unlike
-      TCP's halving, which would cost a dozen rounds of 429s).
-    - A 429 at a level where the endpoint usually says yes is *scattered*: a
-      gateway's random shedding, a neighbour's burst. It leaves the limit alone; the
-      request waits its own Retry-After and nobody else waits (see Endpoint.busy).
-    - A success with more in flight than the limit proves the limit was cut too far
-      (the cut was made after the request went out), and the limit returns to that
-      level. This undoes a cut made on a scattered 429 that arrived before any success.
-    - Otherwise the limit probes upward slowly, by one for every PROBE_SUCCESSES x limit
-      successes (TCP's additive increase, ten times gentler), so a fixed capacity costs
-      a 429 now and then rather than a steady stream of them. Each probe that fails at
-      the same level as the last doubles the wait before the next (up to MAX_PATIENCE
-      times), so a capacity of 1 or 2 is not probed every dozen requests.
-    - After a collapse (a quota ran out, and every level was refused), the limit grows
-      back fast, by one per limit's worth of successes (TCP's pace), up to the highest
-      level the endpoint accepted before it; from there it probes slowly again.
-
-    Latency-based limits (Vegas, gradient, Envoy's adaptive concurrency) need latency
-    to rise under load; chat endpoints reject at their limit instead, or queue with
-    latencies that vary tenfold with the answer's length, so the rejections are the signal.
+    - A 429 (or 503 with Retry-After) sent with k in flight drops the limit to k - 1 at once, but only where the
+      endpoint is congested (CONGESTED_SHARE of the last SAMPLES sent with k or more were rejected): one step, not
+      TCP's halving and its dozen rounds of 429s. Elsewhere it is scattered (random shedding, a neighbour's
+      burst): the limit stays, and only that request waits (see Endpoint.busy).
+    - A success with more in flight than the limit proves a cut went too far: the limit returns to that level.
+    - Otherwise it probes up by one per PROBE_SUCCESSES x limit successes, and each probe that fails at the
+      level of the last doubles the wait for the next (up to MAX_PATIENCE): a 429 now and then, not a stream.
+    - After a collapse (a quota ran out), it grows back at TCP's pace up to the highest level accepted before.
     """
 
     PROBE_SUCCESSES = 10
@@ -1017,12 +1002,8 @@ def _finish_reason(value: Any) -> str | None:
 
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
                        usage: dict[str, int] | None, cache_status: str | None) -> Completion:
-    """The one content check, for plain JSON and streamed replies alike.
-
-    A refusal or a content filter is not retried (the same prompt would be
-    refused again): this call fails, the run goes on. Empty or undecodable
-    content is retried with a fresh nonce. Each such error carries the reply: it was billed.
-    """
+    """The one content check, for plain JSON and streamed replies alike; each fault carries the reply: it was
+    billed."""
     reply = Completion("", finish_reason, status, usage, cache_status=cache_status)
     if isinstance(refusal, str) and refusal.strip():
         raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
@@ -1067,70 +1048,49 @@ def too_large(limit: int) -> APIError:
     return fault(Fault.TOO_LARGE, f"too large: the reply is longer than MAX_RESPONSE_BYTES={limit} bytes")
 
 
-def _decompressor(encoding: str) -> Any:
-    """A zlib decompressor for a Content-Encoding, or None for one we cannot read."""
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    return None
+# What a Content-Encoding is inflated with (wbits): one we cannot decode is a fault.
+ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-async def body_chunks(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:
-    """The decoded body in chunks, none larger than ``limit`` + 1 bytes.
-
-    We ask for ``Accept-Encoding: identity``; a server that compresses anyway is
-    decoded here, step by bounded step, because httpx inflates each network
-    chunk whole: a 1 MB gzip of zeros would become 1 GB in memory before any
-    size check could run.
-    """
+async def body_chunks(response: httpx.Response, limit: int, *, cut: bool = False) -> AsyncIterator[bytes]:
+    """The decoded body, at most ``limit`` bytes: past it, APIError "too large", or with ``cut`` its first
+    ``limit`` bytes. We ask for ``identity``; a body compressed anyway is inflated here step by bounded step:
+    httpx inflates each network chunk whole, so a 1 MB gzip of zeros would be 1 GB before any size check."""
     encoding = response.headers.get("content-encoding", "").strip().lower()
-    if encoding in ("", "identity"):
-        async for chunk in response.aiter_raw():
-            yield chunk
-        return
-    decoder = _decompressor(encoding)
-    if decoder is None:
+    identity = encoding in ("", "identity")
+    if not identity and encoding not in ENCODINGS:
         raise fault(Fault.UNKNOWN_ENCODING, f"the reply uses Content-Encoding {encoding[:40]!r}, which we cannot "
                     "decode", status=response.status_code)
+    decoder = None if identity else zlib.decompressobj(ENCODINGS[encoding])
+    size = 0
     try:
-        async for raw in response.aiter_raw():
-            data = raw
+        async for data in response.aiter_raw():
             while data:
-                yield decoder.decompress(data, limit + 1)
-                data = decoder.unconsumed_tail
+                chunk = data if decoder is None else decoder.decompress(data, limit + 1)
+                data = b"" if decoder is None else decoder.unconsumed_tail
+                size += len(chunk)
+                if size > limit and not cut:
+                    raise too_large(limit)
+                yield chunk[:max(0, limit - size + len(chunk))]
+                if size > limit:
+                    return
     except zlib.error:
         raise fault(Fault.CORRUPT_ENCODING, f"the reply's {encoding} body is corrupt",
                     status=response.status_code) from None
 
 
 async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
-    """The (decoded) body, at most ``limit`` bytes: past it, APIError "too large",
-    or with ``cut`` the first ``limit`` bytes. Nothing past the limit is kept."""
+    """The (decoded) body, as body_chunks says; a declared Content-Length past the limit fails before reading."""
     declared = response.headers.get("content-length", "")
     if not cut and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in body_chunks(response, limit):
-        size += len(chunk)
-        if size > limit:
-            if not cut:
-                raise too_large(limit)
-            chunks.append(chunk[:limit - size + len(chunk)])
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join([chunk async for chunk in body_chunks(response, limit, cut=cut)])
 
 
 async def sse_lines(response: httpx.Response, limit: int) -> AsyncIterator[str]:
     """Lines of an event stream; APIError "too large" once the stream passes ``limit`` bytes."""
     pending = b""
-    size = 0
     async for chunk in body_chunks(response, limit):
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:
@@ -1305,13 +1265,9 @@ class Endpoint:
         self.recent_calls.append(failure is not None and failure.outage)
 
     def failing(self) -> bool:
-        """The circuit breaker: of the last BREAKER_WINDOW calls that ended, at
-        least BREAKER_TRIP_FAILURES failed with an outage error after every retry.
-
-        Only whole calls count, each after its full backoff schedule, so a flaky
-        endpoint whose calls succeed on retry, or a busy one answering 429, never
-        trips it; an endpoint that is down trips it after about one window of calls.
-        """
+        """The circuit breaker: of the last BREAKER_WINDOW calls that ended, at least BREAKER_TRIP_FAILURES
+        failed with an outage error after every retry. Whole calls count, so a flaky endpoint whose calls
+        succeed on retry, or a busy one answering 429, never trips it."""
         return len(self.recent_calls) == BREAKER_WINDOW and self.outage_count() >= BREAKER_TRIP_FAILURES
 
     def outage_count(self) -> int:
@@ -1325,17 +1281,10 @@ class Endpoint:
         self.recent_responses.append((self.runtime.clock(), unexplained_backpressure))
 
     def busy(self, err: APIError, in_flight_at_send: int) -> None:
-        """Back-pressure on one request. Its own Retry-After is waited out by its own
-        call (see ask). Only when such answers cluster does every request wait:
-
-        - one the concurrency limit explains (we sent too many at once) is fixed by
-          the lower limit, and pausing everyone would idle the slots the endpoint has;
-        - one scattered 429 (random shedding, a neighbour's burst) costs that call
-          its wait; pausing everyone for it made a 5% rate of them halve a batch's speed;
-        - BUSY_CLUSTER_SIZE unexplained ones among the last BUSY_CLUSTER_WINDOW
-          responses, within BUSY_CLUSTER_SECONDS, mean the endpoint rations by time
-          (a quota per minute): requests sent during the wait would only be refused.
-        """
+        """Back-pressure on one request: its own call waits its Retry-After (see ask). Everyone waits only when
+        BUSY_CLUSTER_SIZE of the last BUSY_CLUSTER_WINDOW responses, within BUSY_CLUSTER_SECONDS, were ones the
+        limit does not explain: the endpoint rations by time (a quota per minute). One the limit explains is fixed
+        by the lower limit; pausing everyone for a scattered one made a 5% rate of them halve a batch's speed."""
         explained = self.slots.overloaded(in_flight_at_send)
         self.responded(not explained)
         now = self.runtime.clock()
@@ -1578,26 +1527,18 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     for no usable hint, and for one that says "now" (0, negative, a date in the past)."""
     if not value:
         return None
-    value = value.strip()
     try:
-        seconds = float(value)
+        seconds: float | None = float(value)
     except ValueError:
-        seconds = None
-    if seconds is None:
-        seconds = _http_date_seconds(value, now)
-    return seconds if seconds is not None and 0 < seconds < math.inf else None
-
-
-def _http_date_seconds(value: str, now: float) -> float | None:
-    try:
         import email.utils  # only for an HTTP-date Retry-After: importing it costs every start 10 ms
-
-        when = email.utils.parsedate_to_datetime(value)
-        if when is not None and when.tzinfo is None:  # "-0000", as formatdate() writes: an HTTP date is GMT
-            when = when.replace(tzinfo=UTC)
-        return when.timestamp() - now if when is not None else None
-    except (TypeError, ValueError, IndexError, OverflowError, OSError):
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+            if when.tzinfo is None:  # "-0000", as formatdate() writes: an HTTP date is GMT
+                when = when.replace(tzinfo=UTC)
+            seconds = when.timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError, OSError):
+            seconds = None
+    return seconds if seconds is not None and 0 < seconds < math.inf else None
 
 
 # OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s".
@@ -1655,70 +1596,40 @@ OUTAGE, BUSY = Policy(retry=True, outage=True), Policy(retry=True, backpressure=
 
 def status_policy(status: int, retry_after: float | None, should_retry: str | None = None,
                   quota_used_up: bool = False) -> Policy:
-    """The one table, for an HTTP status (FAULTS holds the rest).
-
-    - 401/403 (key rejected), 404 (URL or model not found) and a redirect (3xx: the
-      URL moved; we do not follow it, the key would go along) fail every call
-      alike: the run stops (and a batch too, see stops_the_batch). So do a proxy's
-      407 (it wants credentials; see proxy_credentials_error) and a 429
-      whose body says the account's quota is used up (OpenAI's insufficient_quota):
-      no wait fixes that within a run.
-    - 429, and 503 with Retry-After, are back-pressure: the endpoint is busy,
-      not down. Retried after the server's wait (see RetriesUsed); they never trip
-      the breaker; the rules and their reasons are Endpoint.busy and AdaptiveLimit.
-    - 408, 409 and every other 5xx are retried; when a call's retries run out on
-      them, that is evidence of an outage.
-    - Any other 4xx (400 "exceeds the available context size", 413, 422) is this
-      request's own fault: the same request would fail again, and other calls may
-      still succeed, so only this call fails.
-    - ``x-should-retry: true|false`` from the server overrides the retry decision.
-    """
+    """The one table, for an HTTP status (FAULTS holds the rest; the README's table says the same)."""
     if status in (401, 403, 404, 407) or 300 <= status < 400 or (status == 429 and quota_used_up):
-        policy = STOP
+        policy = STOP  # key rejected, URL or model not found, moved (not followed: the key would go along), a proxy
+        # wants credentials, the quota is used up: every call fails alike, and no wait fixes it within a run
     elif status == 429 or (status == 503 and retry_after is not None):
-        policy = BUSY
+        policy = BUSY  # busy, not down: retried after its wait (RetriesUsed; Endpoint.busy, AdaptiveLimit)
     elif status in (408, 409) or status >= 500:
-        policy = OUTAGE
+        policy = OUTAGE  # retried; a call whose retries run out on them is evidence of an outage
     else:
-        policy = FAIL
+        policy = FAIL  # 400 (a prompt too long), 413, 422: this request's own fault; other calls may succeed
     if should_retry in ("true", "false"):  # the server knows better than its status code
         policy = replace(policy, retry=should_retry == "true")
     return policy
 
 
-class Fault(Enum):
-    """Every way an attempt fails besides its HTTP status; what each means is its row in FAULTS."""
+# Every way an attempt fails besides its HTTP status; what each means is its row in FAULTS.
+Fault = Enum("Fault", "REFUSED EMPTY NOT_A_COMPLETION ERROR_IN_REPLY BAD_EVENT UNPARSEABLE TOO_LARGE UNKNOWN_ENCODING "
+             "CORRUPT_ENCODING TIMEOUT NO_CONNECTION UNREADABLE STALLED")
 
-    REFUSED = "a refusal, or finish_reason content_filter"
-    EMPTY = "empty content, or content that is not valid Unicode"
-    NOT_A_COMPLETION = "a body that is not JSON, not UTF-8, not a completion, or has no choices"
-    ERROR_IN_REPLY = "an error object in a 2xx body, or mid-stream"
-    BAD_EVENT = "a stream event that is not JSON, or not an object"
-    UNPARSEABLE = "content the phase's parser cannot use, or cut off"
-    TOO_LARGE = "a body past MAX_RESPONSE_BYTES"
-    UNKNOWN_ENCODING = "a Content-Encoding we cannot decode"
-    CORRUPT_ENCODING = "a gzip or deflate body that does not inflate"
-    TIMEOUT = "no response within REQUEST_TIMEOUT"
-    NO_CONNECTION = "no connection, or one dropped before the response"
-    UNREADABLE = "a response httpx cannot read"
-    STALLED = "nothing accepted for STALL_TIMEOUT"
-
-
-# The other half of the one table: what each fault means, and why.
+# The other half of the one table: each fault, what it means, and why.
 FAULTS: dict[Fault, Policy] = {
-    Fault.REFUSED: FAIL,  # the same prompt would be refused again; this call fails, the run goes on
-    Fault.EMPTY: RETRY,  # a fresh attempt is a fresh sample
-    Fault.NOT_A_COMPLETION: RETRY,  # a server or gateway glitch in this one reply
-    Fault.ERROR_IN_REPLY: RETRY,  # the upstream failed this request, and said so in a 2xx
-    Fault.BAD_EVENT: RETRY,  # a glitch in this one stream
-    Fault.UNPARSEABLE: RETRY,  # another sample may follow the format, or end before max_tokens
-    Fault.TOO_LARGE: RETRY,  # a runaway reply is this sample's; the next is capped by max_tokens like it
-    Fault.UNKNOWN_ENCODING: FAIL,  # the server encodes the same way the next time: a retry cannot change it
-    Fault.CORRUPT_ENCODING: RETRY,  # a body damaged on its way
-    Fault.TIMEOUT: OUTAGE,  # the endpoint may be down
-    Fault.NO_CONNECTION: OUTAGE,  # the endpoint, or the proxy before it, may be down
-    Fault.UNREADABLE: RETRY,  # this reply's fault (a redirect loop, a bad encoding), not the endpoint's
-    Fault.STALLED: STOP,  # the endpoint refused everything for minutes: later, not now (see Endpoint.stalled)
+    Fault.REFUSED: FAIL,  # a refusal, a content filter: the same prompt is refused again; the run goes on
+    Fault.EMPTY: RETRY,  # empty content, or not valid Unicode: a fresh attempt is a fresh sample
+    Fault.NOT_A_COMPLETION: RETRY,  # not JSON, not UTF-8, no choices: a glitch in this one reply
+    Fault.ERROR_IN_REPLY: RETRY,  # an error object in a 2xx or mid-stream: the upstream failed this once
+    Fault.BAD_EVENT: RETRY,  # a stream event that is not a JSON object: a glitch in this one stream
+    Fault.UNPARSEABLE: RETRY,  # the parser finds no answer, or it was cut off: another sample may do
+    Fault.TOO_LARGE: RETRY,  # past MAX_RESPONSE_BYTES: a runaway sample; the next is another
+    Fault.UNKNOWN_ENCODING: FAIL,  # a Content-Encoding we cannot decode comes again: a retry cannot change it
+    Fault.CORRUPT_ENCODING: RETRY,  # gzip or deflate that does not inflate: damaged on its way
+    Fault.TIMEOUT: OUTAGE,  # no response within REQUEST_TIMEOUT: the endpoint may be down
+    Fault.NO_CONNECTION: OUTAGE,  # none, or dropped: the endpoint, or the proxy before it, may be down
+    Fault.UNREADABLE: RETRY,  # a response httpx cannot read (a redirect loop): this reply's fault
+    Fault.STALLED: STOP,  # nothing accepted for STALL_TIMEOUT: later, not now (see Endpoint.stalled)
 }
 
 
@@ -1774,12 +1685,8 @@ def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, v
 
 
 def build_messages(system: str, user: str, nonce: str) -> list[dict[str, str]]:
-    """Chat messages for one attempt.
-
-    Every attempt carries a fresh nonce: five solvers sending identical
-    requests through a caching gateway would otherwise get one cached answer
-    five times, and a retry would get the same cached failure back.
-    """
+    """Chat messages for one attempt, with a fresh nonce: five solvers sending identical requests through a
+    caching gateway would otherwise get one cached answer, and a retry the same cached failure back."""
     suffix = prompts.render(prompts.NONCE_SUFFIX, nonce=nonce)
     return [{"role": "system", "content": system + suffix}, {"role": "user", "content": user}]
 
@@ -1863,15 +1770,10 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
 
 @dataclass
 class RetriesUsed:
-    """One call's retries so far. Back-pressure that says when to come back draws on
-    BUSY_RETRIES first, every other retryable failure on MAX_RETRIES: a 429 with a
-    Retry-After says "later", not "broken", so a busy endpoint does not use up the
-    retries meant for faults. A 429 without one (or with one that says "now") is no
-    promise, and counts like any failure. BUSY_WAIT_LIMIT is a hard cap: a busy retry
-    whose wait would take the call's busy waits past it falls back to MAX_RETRIES, and so
-    does one whose hint RETRY_MAX_DELAY cuts short: it comes before the server said, and
-    20 of those a call would storm the endpoint. Every wait is at least the backoff for
-    the call's retry count (see retry_delay)."""
+    """One call's retries so far. Back-pressure that says when to come back (a Retry-After: "later", not
+    "broken") draws on BUSY_RETRIES, every other retryable failure on MAX_RETRIES. BUSY_WAIT_LIMIT is a hard
+    cap: a busy retry whose wait would pass it falls back to MAX_RETRIES, and so does one whose hint
+    RETRY_MAX_DELAY cuts short (it comes before the server said: 20 of those would storm the endpoint)."""
 
     failures: int = 0
     busy: int = 0
@@ -1947,14 +1849,9 @@ async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
               temperature: float, max_tokens: int, parse: Callable[[str], T | None],
               model: str | None = None, step: int = 1) -> T | None:
-    """One agent call with retries; the parsed value, or None once the call failed.
-
-    A call fails when its retries or the budget run out, or on an error no
-    retry fixes that is this request's own (a 400, a refusal): other calls go
-    on. Raises APIError only when no call of the run can succeed (key
-    rejected, URL or model not found), except that a model the endpoint
-    rejects is dropped while others remain.
-    """
+    """One agent call with retries; the parsed value, or None once it failed (its retries or the budget ran
+    out, or a fault no retry fixes). Raises APIError only when no call of the run can succeed (its Policy
+    stops the run), except that a model the endpoint rejects is dropped while others remain."""
     model = model or debate.config.models[0]
     call = AgentCall(debate.round, phase, agent, system, user, model=model, step=step)
     debate.calls.append(call)
