@@ -196,7 +196,7 @@ STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
 # the endpoint (a batch), the batch gains only part of the time a cut saves, so the bar is this many
 # times higher: past the 3-4x a gateway's retries make a call take (see StragglerWatch).
 SHARED_STRAGGLER_SCALE = 2.0
-MIN_MASKED_SECRET = 8  # see maskable()
+MIN_MASKED_SECRET = 8  # see Config.secrets
 # Tokens added by chat formatting per message and by our nonce suffix.
 MESSAGE_OVERHEAD_TOKENS = 8
 # Files the tool creates are opened with these: never through a symlink planted
@@ -539,7 +539,10 @@ class Config:
         quote, a backslash or a non-ASCII character escaped), and lower-cased as an answer's key is (see tally)."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
-        values = [t for s in (self.api_key, self.gateway_token, *in_url) if s and maskable(s) for t in (s, s.lower())]
+        # One shorter than MIN_MASKED_SECRET ("local", "k") is a placeholder for a server without auth, and masking it
+        # would mangle ordinary text ("***host").
+        values = [t for s in (self.api_key, self.gateway_token or "", *in_url) if len(s) >= MIN_MASKED_SECRET
+                  for t in (s, s.lower())]
         forms = {form for s in values
                  for form in (s, json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1], repr(s)[1:-1])}
         # Longest first: a secret that holds another would otherwise keep the rest of itself in view.
@@ -642,13 +645,6 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
     except (OSError, UnicodeDecodeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
         raise ConfigError(f"{named_by + ' ' if named_by else ''}{name}: cannot read it ({why})") from None
-
-
-def maskable(secret: str) -> bool:
-    """Whether a secret is long enough to mask. Masking "local" or "k" would
-    mangle ordinary text ("***host") and protects nothing: such values are
-    placeholders for servers without auth, not credentials."""
-    return len(secret) >= MIN_MASKED_SECRET
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
@@ -816,9 +812,8 @@ def _silence_stdout() -> None:
 
 
 def emit(text: str, secrets: Sequence[str]) -> bool:
-    """The stdout exit: a result, secrets masked; False when it could not be delivered (a full disk).
-    A reader that went away (``| head``) is not an error, and stdout closed at start
-    (``>&-``) means nobody wants it."""
+    """The stdout exit: a result, secrets masked; False when it could not be delivered (a full disk). A reader that
+    went away (``| head``) is not an error, and stdout closed at start (``>&-``) means nobody wants it."""
     if sys.stdout is None:
         return True
     try:
@@ -938,9 +933,8 @@ class AdaptiveLimit:
         self._wake()
 
     def overloaded(self, in_flight_at_send: int) -> bool:
-        """A back-pressure answer to a request sent with ``in_flight_at_send`` in flight.
-        True when the limit explains it: it was cut now, or the request went out above
-        what the limit already is. False for a scattered one."""
+        """A back-pressure answer to a request sent with ``in_flight_at_send`` in flight. True when the limit explains
+        it: it was cut now, or the request went out above what the limit already is. False for a scattered one."""
         self.samples.append(LoadSample(in_flight_at_send, accepted=False))
         if in_flight_at_send > self.limit:
             return True
@@ -979,21 +973,11 @@ def _message_text(content: Any) -> str | None:
     return content if isinstance(content, str) else None
 
 
-def _token_count(value: Any) -> int | None:
-    """A usage count we can trust: a whole number, not a bool, within reason."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPORTED_TOKENS:
-        return value
-    return None
-
-
 def _usage(data: Any) -> dict[str, int] | None:
-    """The prompt and completion counts of a usage object, or None when either is missing or odd."""
-    if not isinstance(data, dict):
-        return None
-    prompt, completion = _token_count(data.get("prompt_tokens")), _token_count(data.get("completion_tokens"))
-    if prompt is None or completion is None:
-        return None
-    return {"prompt_tokens": prompt, "completion_tokens": completion}
+    """The prompt and completion counts of a usage object, or None unless both are whole numbers within reason."""
+    counts = {key: data.get(key) for key in ("prompt_tokens", "completion_tokens")} if isinstance(data, dict) else {}
+    trusted = {key: n for key, n in counts.items() if type(n) is int and 0 <= n <= MAX_REPORTED_TOKENS}  # no bool
+    return trusted if len(trusted) == 2 else None
 
 
 def _finish_reason(value: Any) -> str | None:
@@ -1154,19 +1138,11 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
                               response.headers.get("cf-aig-cache-status"))
 
 
-def is_event_stream(response: httpx.Response) -> bool:
-    """Decided by what the server sent, not by what we asked: several proxies
-    ignore ``stream: true`` and answer plain JSON."""
-    content_type: str = response.headers.get("content-type", "")
-    return content_type.split(";")[0].strip().lower() == "text/event-stream"
-
-
 @dataclass
 class InFlight:
-    """How long one call's requests have been at the endpoint (sent, not yet answered):
-    the age the straggler rule goes by. Time in our request queue, in the shared
-    cool-down and in retry waits is the endpoint's answer to load, not the call's
-    slowness, and is not in it. ``wake`` runs each time a request goes out."""
+    """How long one call's requests have been at the endpoint (sent, not yet answered): the age the straggler rule
+    goes by. Time in our request queue, in the shared cool-down and in retry waits is the endpoint's answer to load,
+    not the call's slowness, and is not in it. ``wake`` runs each time a request goes out."""
 
     clock: Callable[[], float]
     wake: Callable[[], None] = lambda: None
@@ -1231,9 +1207,8 @@ CALL_IN_FLIGHT: contextvars.ContextVar[InFlight | None] = contextvars.ContextVar
 
 
 class Endpoint:
-    """The one chat-completions endpoint, shared by every call of every question:
-    one connection pool, a cap on requests in flight, a shared cool-down, and the
-    evidence the batch circuit breaker reads."""
+    """The one chat-completions endpoint, shared by every call of every question: one connection pool, a cap on
+    requests in flight, a shared cool-down, and the evidence the batch circuit breaker reads."""
 
     def __init__(self, config: Config, client: httpx.AsyncClient, runtime: Runtime) -> None:
         self.config = config
@@ -1394,7 +1369,8 @@ class Endpoint:
             else:
                 self.responded(False)
             raise self.refused(error, sent_at)
-        if is_event_stream(response):
+        # By what the server sent, not what we asked: several proxies ignore ``stream: true`` and answer plain JSON.
+        if response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream":
             completion = await read_stream(response, self.config.max_response_bytes)
         else:
             completion = read_completion(status, response.headers,
@@ -1410,11 +1386,10 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
 
 def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | bool:
-    """What httpx verifies TLS with. Loading the CA bundle costs 40 ms of every start,
-    and a plain-http endpoint (llama.cpp, vLLM, Ollama on the LAN) never uses it. Then
-    the client gets a context with no CA at all, which fails closed: if a TLS
-    connection ever happened, no certificate could pass. A proxy from the environment
-    may itself be https, so with one set the bundle is loaded as usual."""
+    """What httpx verifies TLS with. Loading the CA bundle costs 40 ms of every start, and a plain-http endpoint
+    (llama.cpp, vLLM, Ollama on the LAN) never uses it. Then the client gets a context with no CA at all, which fails
+    closed: if a TLS connection ever happened, no certificate could pass. A proxy from the environment may itself be
+    https, so with one set the bundle is loaded as usual."""
     proxied = any(environ.get(name) or environ.get(name.upper()) for name in PROXY_VARIABLES)
     if urlsplit(url).scheme.lower() == "http" and not proxied:
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -1556,12 +1531,11 @@ def parse_duration(value: str) -> float | None:
 
 
 def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:
-    """How long the server (or a gateway in front of it) asks us to wait: the longest of
-    the hints it sends, ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP
-    date), ``llm_provider-retry-after`` (LiteLLM passing on its upstream's), and on a 429
-    the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI, Groq). A hint that
-    says "now" (0, negative, past) is no hint: None, and the call backs off as usual. Each
-    header line counts (a gateway may add its own beside its upstream's)."""
+    """How long the server (or a gateway in front of it) asks us to wait: the longest of the hints it sends,
+    ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP date), ``llm_provider-retry-after`` (LiteLLM
+    passing on its upstream's), and on a 429 the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI,
+    Groq). A hint that says "now" (0, negative, past) is no hint: None, and the call backs off as usual. Each header
+    line counts (a gateway may add its own beside its upstream's)."""
     waits = [parse_retry_after(value, now) for name in ("retry-after", "llm_provider-retry-after")
              for value in headers.get_list(name)]
     for value in headers.get_list("retry-after-ms"):
@@ -1726,12 +1700,6 @@ class Sending(Generic[T]):
     parse: Callable[[str], T | None]
 
 
-@dataclass(frozen=True)
-class AttemptResult(Generic[T]):
-    value: T | None
-    error: APIError | None
-
-
 async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                        sending: Sending[T]) -> T:
     """One HTTP attempt and its parse; APIError when it yields nothing usable."""
@@ -1796,7 +1764,7 @@ class RetriesUsed:
 
 
 async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
-                      retries: RetriesUsed, reserved: int) -> AttemptResult[T]:
+                      retries: RetriesUsed, reserved: int) -> T | APIError:
     """One attempt of a call, recorded in the call and the trace whatever happens."""
     attempt = Attempt(number, debate.new_nonce(), debate.runtime.clock() - debate.started, model=call.model,
                       reserved=reserved)
@@ -1811,7 +1779,7 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
         attempt.outcome = call.failure = str(error)
         attempt.retry_in_s = retries.next_wait(error, debate.config, debate.runtime.rng)
         finish_attempt(debate, call, attempt, messages, sending, error.unanswered)
-        return AttemptResult(None, error)
+        return error
     except asyncio.CancelledError:
         attempt.outcome = "cancelled"
         call.failure = call.failure or "cancelled"
@@ -1820,7 +1788,7 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
     attempt.outcome = "ok"
     call.ok, call.failure, call.tier = True, None, tier_of(value)
     finish_attempt(debate, call, attempt, messages, sending)
-    return AttemptResult(value, None)
+    return value
 
 
 def reserve_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T]) -> int | None:
@@ -1835,7 +1803,7 @@ def reserve_attempt(debate: Debate, call: AgentCall, number: int, sending: Sendi
 
 
 async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
-                           retries: RetriesUsed) -> AttemptResult[T] | None:
+                           retries: RetriesUsed) -> T | APIError | None:
     """One attempt if the budget pays for it, else None. Until the endpoint has billed a reply,
     attempts under a token budget go one at a time (Billing.first_bill); that wait is ours, not
     the call's slowness, and the straggler age (InFlight) does not count it."""
@@ -1870,10 +1838,10 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
             result = await budgeted_attempt(debate, call, number, sending, retries)
             if result is None:
                 return None
-            if result.error is None:
+            if not isinstance(result, APIError):
                 debate.endpoint.call_ended(None)
-                return result.value
-            error = result.error
+                return result
+            error = result
             if error.stops_run and not drop_model(debate, model, error):
                 raise error
             wait = call.attempts[-1].retry_in_s
@@ -1888,9 +1856,8 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
 
 
 def drop_model(debate: Debate, model: str, error: APIError) -> bool:
-    """With several models, one the endpoint says is not there (404) is dropped
-    for the rest of the run instead of failing it. False when it is the only
-    model its calls could use, or the error is about the key or the URL."""
+    """With several models, one the endpoint says is not there (404) is dropped for the rest of the run instead of
+    failing it. False when it is the only model its calls could use, or the error is about the key or the URL."""
     config = debate.config
     if error.status != 404 or len(set(config.models) | set(config.judge_models)) < 2:
         return False
