@@ -986,8 +986,7 @@ def _finish_reason(value: Any) -> str | None:
 
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
                        usage: dict[str, int] | None, cache_status: str | None) -> Completion:
-    """The one content check, for plain JSON and streamed replies alike; each fault carries the reply: it was
-    billed."""
+    """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
     reply = Completion("", finish_reason, status, usage, cache_status=cache_status)
     if isinstance(refusal, str) and refusal.strip():
         raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
@@ -1004,7 +1003,7 @@ def checked_completion(text: str | None, finish_reason: str | None, refusal: Any
 
 
 def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Completion:
-    """A Completion from a plain JSON 2xx body; APIError (retryable) for any bad body."""
+    """A Completion from a plain JSON 2xx body; a fault (see FAULTS) for any bad body."""
     try:
         data = load_json(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -1114,8 +1113,7 @@ class StreamedReply:
 
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
-    """Assemble ``data:`` events. No ``[DONE]`` and no finish_reason means the
-    stream was cut: finish_reason "truncated", treated like "length"."""
+    """Assemble ``data:`` events; a stream cut (no ``[DONE]``, no finish_reason) ends "truncated", read as "length"."""
     reply = StreamedReply()
     status = response.status_code
     try:
@@ -1218,11 +1216,9 @@ class Endpoint:
         self.billing = Billing()  # what it bills beyond our reservations, learned from its replies
         # Until this clock time nobody sends: set only when 429s cluster (see busy).
         self.cooldown_until = 0.0
-        # The clock time of each of the last BUSY_CLUSTER_WINDOW responses, and whether
-        # it was back-pressure the concurrency limit does not explain.
+        # (clock time, back-pressure the limit does not explain?) of the last BUSY_CLUSTER_WINDOW responses.
         self.recent_responses: collections.deque[tuple[float, bool]] = collections.deque(maxlen=BUSY_CLUSTER_WINDOW)
-        # For each of the last BREAKER_WINDOW calls that ended: True if it failed
-        # with an outage error after its whole retry schedule.
+        # Of each of the last BREAKER_WINDOW calls that ended: did it fail as an outage after all its retries?
         self.recent_calls: collections.deque[bool] = collections.deque(maxlen=BREAKER_WINDOW)
         self.questions = 0  # questions answering through it now (a batch runs several)
         # The stall rule (see refused): when the first request refused since the last 2xx went out, and the refusals.
@@ -1232,9 +1228,8 @@ class Endpoint:
         self.stall_warned = False
 
     def call_ended(self, failure: APIError | None) -> None:
-        """Feed the breaker one finished call: None for a success (retries or not),
-        else the error its last attempt ended with. Back-pressure is never evidence:
-        a busy endpoint is not a broken one (a quota used up stops the run instead)."""
+        """Feed the breaker one finished call: None for a success, else its last error. Back-pressure is never
+        evidence: a busy endpoint is not a broken one (a quota used up stops the run instead)."""
         if failure is not None and failure.backpressure:
             return
         self.recent_calls.append(failure is not None and failure.outage)
@@ -1330,16 +1325,14 @@ class Endpoint:
         body: dict[str, Any] = {"model": model, "messages": messages,
                                 "temperature": temperature, "max_tokens": max_tokens}
         if self.config.stream:
-            # Proxies close idle non-streaming requests (Cloudflare answers 524
-            # after 100 s without a byte); a stream keeps the connection busy.
+            # Proxies close idle non-streaming requests (Cloudflare: 524 after 100 s); a stream keeps it busy.
             body |= {"stream": True, "stream_options": {"include_usage": True}}
         with queue.counting(queued=True) if queue else contextlib.nullcontext():
             in_flight = await self.slots.acquire()
         try:
             await self.wait_for_cooldown()
             sent_at = self.runtime.clock()
-            # httpx's read timeout restarts with every chunk, so a server that
-            # trickles a byte at a time would never time out: bound the whole request.
+            # httpx's read timeout restarts with every chunk: a byte at a time never times out. Bound it all.
             with (CALL_IN_FLIGHT.get() or InFlight(self.runtime.clock)).sending():
                 async with asyncio.timeout(self.config.request_timeout):
                     async with self.client.stream("POST", self.config.proxy_url, json=body,
@@ -1386,10 +1379,9 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
 
 def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | bool:
-    """What httpx verifies TLS with. Loading the CA bundle costs 40 ms of every start, and a plain-http endpoint
-    (llama.cpp, vLLM, Ollama on the LAN) never uses it. Then the client gets a context with no CA at all, which fails
-    closed: if a TLS connection ever happened, no certificate could pass. A proxy from the environment may itself be
-    https, so with one set the bundle is loaded as usual."""
+    """What httpx verifies TLS with. The CA bundle costs every start 40 ms, and a plain-http endpoint (llama.cpp,
+    vLLM, Ollama on the LAN) never uses it: then a context with no CA, which fails closed. A proxy from the
+    environment may itself be https: with one set, the bundle loads as usual."""
     proxied = any(environ.get(name) or environ.get(name.upper()) for name in PROXY_VARIABLES)
     if urlsplit(url).scheme.lower() == "http" and not proxied:
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -1397,9 +1389,8 @@ def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | b
 
 
 def environment_proxy(url: str) -> str | None:
-    """The proxy httpx sends a request for ``url`` through, as "URL (VARIABLE)" without its
-    credentials, or None: decided by httpx's own rules (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
-    NO_PROXY), so an error blames the hop that failed."""
+    """The proxy httpx sends a request for ``url`` through, as "URL (VARIABLE)" without its credentials, or None:
+    by httpx's own rules (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY), so an error blames the hop that failed."""
     from httpx._utils import URLPattern, get_environment_proxies  # private, but the very rules it routes by
     mounts = sorted(((URLPattern(key), key, proxy) for key, proxy in get_environment_proxies().items()),
                     key=lambda mount: mount[0])
@@ -1531,11 +1522,9 @@ def parse_duration(value: str) -> float | None:
 
 
 def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:
-    """How long the server (or a gateway in front of it) asks us to wait: the longest of the hints it sends,
-    ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP date), ``llm_provider-retry-after`` (LiteLLM
-    passing on its upstream's), and on a 429 the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI,
-    Groq). A hint that says "now" (0, negative, past) is no hint: None, and the call backs off as usual. Each header
-    line counts (a gateway may add its own beside its upstream's)."""
+    """How long the server or a gateway asks us to wait: the longest hint of every header line (a gateway may add
+    its own): ``retry-after-ms`` (OpenAI), ``retry-after``, ``llm_provider-retry-after`` (LiteLLM's upstream's),
+    on a 429 ``x-ratelimit-reset-*`` (OpenAI, Groq). None for none, or one that says "now" (0, negative, past)."""
     waits = [parse_retry_after(value, now) for name in ("retry-after", "llm_provider-retry-after")
              for value in headers.get_list(name)]
     for value in headers.get_list("retry-after-ms"):
@@ -1572,8 +1561,8 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
                   quota_used_up: bool = False) -> Policy:
     """The one table, for an HTTP status (FAULTS holds the rest; the README's table says the same)."""
     if status in (401, 403, 404, 407) or 300 <= status < 400 or (status == 429 and quota_used_up):
-        policy = STOP  # key rejected, URL or model not found, moved (not followed: the key would go along), a proxy
-        # wants credentials, the quota is used up: every call fails alike, and no wait fixes it within a run
+        policy = STOP  # key, URL or model wrong, moved (not followed: the key would go along), a proxy wants
+        # credentials, or the quota used up: every call fails alike, and no wait fixes it within a run
     elif status == 429 or (status == 503 and retry_after is not None):
         policy = BUSY  # busy, not down: retried after its wait (RetriesUsed; Endpoint.busy, AdaptiveLimit)
     elif status in (408, 409) or status >= 500:
@@ -1791,27 +1780,18 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
     return value
 
 
-def reserve_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T]) -> int | None:
-    """Take the attempt's worst case, as the endpoint bills, from the budget: the tokens taken, or
-    None (and noted) when it does not fit."""
-    reserved = debate.budget.billing.reservation(sending.prompt_estimate, sending.max_tokens)
-    if debate.budget.reserve(reserved):
-        return reserved
+async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
+                           retries: RetriesUsed) -> T | APIError | None:
+    """One attempt if the budget pays for its worst case as the endpoint bills, else None (and noted). Until the
+    endpoint has billed a reply, attempts under a token budget go one at a time (Billing.first_bill); that wait
+    is ours, not the call's slowness, and the straggler age (InFlight) does not count it."""
+    async with debate.budget.billing.first_bill(debate.budget.max_tokens > 0):
+        reserved = debate.budget.billing.reservation(sending.prompt_estimate, sending.max_tokens)
+        if debate.budget.reserve(reserved):
+            return await try_attempt(debate, call, number, sending, retries, reserved)
     call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
     debate.skip(f"{call.phase} {call.agent}" if number == 1 else f"retry of {call.phase} {call.agent}")
     return None
-
-
-async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
-                           retries: RetriesUsed) -> T | APIError | None:
-    """One attempt if the budget pays for it, else None. Until the endpoint has billed a reply,
-    attempts under a token budget go one at a time (Billing.first_bill); that wait is ours, not
-    the call's slowness, and the straggler age (InFlight) does not count it."""
-    async with debate.budget.billing.first_bill(debate.budget.max_tokens > 0):
-        reserved = reserve_attempt(debate, call, number, sending)
-        if reserved is None:
-            return None
-        return await try_attempt(debate, call, number, sending, retries, reserved)
 
 
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
