@@ -27,11 +27,12 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
      2. configuration, secrets and values from outside ... settings, .env, URL
         checks, masking secrets (redact), JSON from outside (load_json)
      3. the error tree ... every exception, and the exit code it carries
-     4. seams ... clock, sleep, randomness, and every file write (Runtime)
+     4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
+        secrets masked: every file write (write_all), stdout (emit), stderr (say)
      5. one HTTP attempt, and the endpoint it goes to ... the request, the size
         cap, Content-Type dispatch, the one content check, the adaptive request
         cap, the shared cool-down, the breaker's evidence and rule (Endpoint.failing)
-     6. the retry policy ... status_policy and exception_error (the one table:
+     6. the retry policy ... status_policy and FAULTS (the one table:
         retry? stop the run? outage? back-pressure?), backoff, the loop (ask)
      7. usage, costs and budgets ... worst_case_costs (the one cost model), what
         the endpoint bills (Billing), the budget and its planner, the rerun's price
@@ -45,7 +46,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     13. dry run and replay ... dry_run, load_replay (traces are checked here),
         and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops
-    15. CLI ... flags, stdout and stderr, exit_code_for (errors to exit codes)
+    15. CLI ... flags, logging (RedactingFilter), exit_code_for (errors to exit codes)
 """
 from __future__ import annotations
 
@@ -75,9 +76,10 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, Literal, TypeVar
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
@@ -195,7 +197,7 @@ STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
 # the endpoint (a batch), the batch gains only part of the time a cut saves, so the bar is this many
 # times higher: past the 3-4x a gateway's retries make a call take (see StragglerWatch).
 SHARED_STRAGGLER_SCALE = 2.0
-MIN_MASKED_SECRET = 8  # see maskable()
+MIN_MASKED_SECRET = 8  # see Config.secrets
 # Tokens added by chat formatting per message and by our nonce suffix.
 MESSAGE_OVERHEAD_TOKENS = 8
 # --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1
@@ -471,15 +473,21 @@ class Config:
         return self.enable_file_logging if self.enable_jsonl_trace is None else self.enable_jsonl_trace
 
     @functools.cached_property
-    def secrets(self) -> list[str]:
-        """Values masked wherever text is echoed: the key, the gateway token, and the credentials
-        in PROXY_URL (user info, ``?key=...``; see CREDENTIAL_PARAMETER). Never any other query
-        value: an answer "2024-10-21" stays itself under ``?api-version=2024-10-21``."""
+    def secrets(self) -> tuple[str, ...]:
+        """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info,
+        ``?key=...``; see CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays
+        itself under ``?api-version=2024-10-21``); each as text reads it, as a JSON string or a repr() does (a
+        quote, a backslash or a non-ASCII character escaped), and lower-cased as an answer's key is (see tally)."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
-        # Computed once: redact() runs on every trace line and every string of every record. Longest
-        # first: a secret that holds another would otherwise keep the rest of itself in view.
-        return sorted(dict.fromkeys(s for s in (self.api_key, self.gateway_token, *in_url) if s), key=len, reverse=True)
+        # One shorter than MIN_MASKED_SECRET ("local", "k") is a placeholder for a server without auth, and masking it
+        # would mangle ordinary text ("***host").
+        values = [t for s in (self.api_key, self.gateway_token or "", *in_url) if len(s) >= MIN_MASKED_SECRET
+                  for t in (s, s.lower())]
+        forms = {form for s in values
+                 for form in (s, json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1], repr(s)[1:-1])}
+        # Longest first: a secret that holds another would otherwise keep the rest of itself in view.
+        return tuple(sorted(forms, key=len, reverse=True))
 
     def shown(self) -> dict[str, Any]:
         """Settings as the transcript shows them: secrets masked, URL cleaned."""
@@ -588,36 +596,12 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
         raise ConfigError(f"{named_by + ' ' if named_by else ''}{name}: cannot read it ({why})") from None
 
 
-def maskable(secret: str) -> bool:
-    """Whether a secret is long enough to mask. Masking "local" or "k" would
-    mangle ordinary text ("***host") and protects nothing: such values are
-    placeholders for servers without auth, not credentials."""
-    return len(secret) >= MIN_MASKED_SECRET
-
-
-def redact(text: str, config: Config) -> str:
-    """Mask the API key, the gateway token and URL credentials wherever they might have been echoed."""
-    for secret in config.secrets:
-        if maskable(secret):
-            text = text.replace(secret, SECRET_MASK)
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """Mask ``secrets`` (Config.secrets) in text or JSON: called where output leaves (say, emit, write_all,
+    RedactingFilter, and the library's Result.of), so a secret is masked wherever it was echoed."""
+    for secret in secrets:
+        text = text.replace(secret, SECRET_MASK)
     return text
-
-
-def redact_value(value: Any, config: Config) -> Any:
-    """``redact`` on every string inside a JSON-shaped value, before it is encoded:
-    once encoded, a secret holding a quote or a backslash no longer matches itself."""
-    if isinstance(value, str):
-        return redact(value, config)
-    if isinstance(value, dict):
-        return {key: redact_value(item, config) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_value(item, config) for item in value]
-    return value
-
-
-def safe_json(value: Any, config: Config, *, ensure_ascii: bool = True) -> str:
-    """JSON for any output: secrets masked in the values, and in the text once more."""
-    return redact(json.dumps(redact_value(value, config), ensure_ascii=ensure_ascii), config)
 
 
 def shown_id(value: str, limit: int = 200) -> str:
@@ -669,27 +653,20 @@ class ConfigError(MoAError):
 
 
 class APIError(MoAError):
-    """A failed attempt, and what it means (see ``status_policy``).
-
-    ``retryable``: the call tries again. ``stops_run``: no call can succeed (key
-    rejected, URL or model not found), so the run stops. ``outage``: the endpoint
-    looks down (no connection, timeout, 5xx); only such failures count against the
-    batch breaker. ``backpressure``: the endpoint asked us to slow down (429, or 503
-    with Retry-After); never an outage. ``reply``: a 2xx reply whose content was unusable (empty, refused),
-    which the endpoint billed all the same; ``finish_reason`` is its. ``unanswered``: the request may have
-    reached the endpoint, but no reply came (a timeout, a dropped connection): it may be billed, unseen.
+    """A failed attempt, and what it means: ``policy``, always a row of the one table (status_policy, FAULTS),
+    read as ``retryable``, ``stops_run``, ``outage`` and ``backpressure`` (see Policy). ``reply``: a 2xx reply
+    whose content was unusable (empty, refused), which the endpoint billed all the same; ``finish_reason`` is
+    its. ``unanswered``: the request may have reached the endpoint, but no reply came (a timeout, a dropped
+    connection): it may be billed, unseen.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
-                 retry_after: float | None = None, stops_run: bool = False, outage: bool = False,
-                 backpressure: bool = False, reply: Completion | None = None, unanswered: bool = False) -> None:
+    def __init__(self, message: str, policy: Policy, *, status: int | None = None, retry_after: float | None = None,
+                 reply: Completion | None = None, unanswered: bool = False) -> None:
         super().__init__(message)
         self.status = status
-        self.retryable = retryable
+        self.retryable, self.stops_run = policy.retry, policy.stops_run
+        self.outage, self.backpressure = policy.outage, policy.backpressure
         self.retry_after = retry_after
-        self.stops_run = stops_run
-        self.outage = outage
-        self.backpressure = backpressure
         self.reply = reply
         self.finish_reason = reply.finish_reason if reply else None
         self.unanswered = unanswered
@@ -752,10 +729,13 @@ class Runtime:
     # Every byte the tool writes to a file goes through here (see write_all), so a
     # test can fill the disk at any chosen write.
     write: Callable[[int, bytes], int] = os.write
+    secrets: Sequence[str] = ()  # Config.secrets, masked in every file (set where config and runtime meet)
 
 
 def write_all(runtime: Runtime, fd: int, data: bytes) -> None:
-    """Write every byte (a short write continues); OSError (ENOSPC, EIO …) propagates."""
+    """The file exit: every byte, secrets masked (a short write continues); OSError (ENOSPC, EIO …) propagates."""
+    if runtime.secrets:  # surrogateescape: any bytes make the round trip unchanged
+        data = redact(data.decode("utf-8", "surrogateescape"), runtime.secrets).encode("utf-8", "surrogateescape")
     view = memoryview(data)
     while view:
         view = view[runtime.write(fd, bytes(view)):]
@@ -763,6 +743,39 @@ def write_all(runtime: Runtime, fd: int, data: bytes) -> None:
 
 def describe_os_error(err: OSError) -> str:
     return err.strerror or str(err) or err.__class__.__name__
+
+
+def say(text: str, secrets: Sequence[str]) -> None:
+    """The stderr exit for lines of our own (logs go through RedactingFilter): secrets masked. With stderr
+    closed, print(file=None) would write to stdout and break --json; a full or broken stderr must not raise."""
+    if sys.stderr is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        print(redact(text, secrets), file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    """Send the rest of stdout to /dev/null, so the flush at exit cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def emit(text: str, secrets: Sequence[str]) -> bool:
+    """The stdout exit: a result, secrets masked; False when it could not be delivered (a full disk). A reader that
+    went away (``| head``) is not an error, and stdout closed at start (``>&-``) means nobody wants it."""
+    if sys.stdout is None:
+        return True
+    try:
+        print(redact(text, secrets), flush=True)
+        return True
+    except BrokenPipeError:
+        _silence_stdout()
+        return True
+    except (OSError, ValueError) as err:
+        _silence_stdout()
+        why = describe_os_error(err) if isinstance(err, OSError) else "stdout is closed"
+        say(f"error: could not write the result to stdout ({why}); the transcript and files are complete", ())
+        return False
 
 
 # --- 5. one HTTP attempt, and the endpoint it goes to --------------------------------------------
@@ -793,33 +806,18 @@ class LoadSample:
 
 
 class AdaptiveLimit:
-    """How many requests may be in flight: at most MAX_CONCURRENT_REQUESTS, and less
-    once the endpoint has shown it holds fewer. Rules, and why:
+    """How many requests may be in flight: at most MAX_CONCURRENT_REQUESTS, less once the endpoint showed it
+    holds fewer. Rejections are the signal: chat endpoints reject at their limit, or queue with latencies that
+    vary tenfold with the answer's length, so latency-based limits (Vegas, gradient) cannot see it.
 
-    - A 429 (or a 503 with Retry-After) on a request sent with k in flight is a
-      *concurrency* signal only if the endpoint is congested at that level: at least
-      CONGESTED_SHARE of the last SAMPLES responses sent with k or more in flight were
-      rejected. Then the endpoint holds about k - 1, and the limit drops to that at
-      once (the first 429s of a burst at 4x capacity set it in one step, unlike
-      TCP's halving, which would cost a dozen rounds of 429s).
-    - A 429 at a level where the endpoint usually says yes is *scattered*: a
-      gateway's random shedding, a neighbour's burst. It leaves the limit alone; the
-      request waits its own Retry-After and nobody else waits (see Endpoint.busy).
-    - A success with more in flight than the limit proves the limit was cut too far
-      (the cut was made after the request went out), and the limit returns to that
-      level. This undoes a cut made on a scattered 429 that arrived before any success.
-    - Otherwise the limit probes upward slowly, by one for every PROBE_SUCCESSES x limit
-      successes (TCP's additive increase, ten times gentler), so a fixed capacity costs
-      a 429 now and then rather than a steady stream of them. Each probe that fails at
-      the same level as the last doubles the wait before the next (up to MAX_PATIENCE
-      times), so a capacity of 1 or 2 is not probed every dozen requests.
-    - After a collapse (a quota ran out, and every level was refused), the limit grows
-      back fast, by one per limit's worth of successes (TCP's pace), up to the highest
-      level the endpoint accepted before it; from there it probes slowly again.
-
-    Latency-based limits (Vegas, gradient, Envoy's adaptive concurrency) need latency
-    to rise under load; chat endpoints reject at their limit instead, or queue with
-    latencies that vary tenfold with the answer's length, so the rejections are the signal.
+    - A 429 (or 503 with Retry-After) sent with k in flight drops the limit to k - 1 at once, but only where the
+      endpoint is congested (CONGESTED_SHARE of the last SAMPLES sent with k or more were rejected): one step, not
+      TCP's halving and its dozen rounds of 429s. Elsewhere it is scattered (random shedding, a neighbour's
+      burst): the limit stays, and only that request waits (see Endpoint.busy).
+    - A success with more in flight than the limit proves a cut went too far: the limit returns to that level.
+    - Otherwise it probes up by one per PROBE_SUCCESSES x limit successes, and each probe that fails at the
+      level of the last doubles the wait for the next (up to MAX_PATIENCE): a 429 now and then, not a stream.
+    - After a collapse (a quota ran out), it grows back at TCP's pace up to the highest level accepted before.
     """
 
     PROBE_SUCCESSES = 10
@@ -884,9 +882,8 @@ class AdaptiveLimit:
         self._wake()
 
     def overloaded(self, in_flight_at_send: int) -> bool:
-        """A back-pressure answer to a request sent with ``in_flight_at_send`` in flight.
-        True when the limit explains it: it was cut now, or the request went out above
-        what the limit already is. False for a scattered one."""
+        """A back-pressure answer to a request sent with ``in_flight_at_send`` in flight. True when the limit explains
+        it: it was cut now, or the request went out above what the limit already is. False for a scattered one."""
         self.samples.append(LoadSample(in_flight_at_send, accepted=False))
         if in_flight_at_send > self.limit:
             return True
@@ -925,21 +922,11 @@ def _message_text(content: Any) -> str | None:
     return content if isinstance(content, str) else None
 
 
-def _token_count(value: Any) -> int | None:
-    """A usage count we can trust: a whole number, not a bool, within reason."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPORTED_TOKENS:
-        return value
-    return None
-
-
 def _usage(data: Any) -> dict[str, int] | None:
-    """The prompt and completion counts of a usage object, or None when either is missing or odd."""
-    if not isinstance(data, dict):
-        return None
-    prompt, completion = _token_count(data.get("prompt_tokens")), _token_count(data.get("completion_tokens"))
-    if prompt is None or completion is None:
-        return None
-    return {"prompt_tokens": prompt, "completion_tokens": completion}
+    """The prompt and completion counts of a usage object, or None unless both are whole numbers within reason."""
+    counts = {key: data.get(key) for key in ("prompt_tokens", "completion_tokens")} if isinstance(data, dict) else {}
+    trusted = {key: n for key, n in counts.items() if type(n) is int and 0 <= n <= MAX_REPORTED_TOKENS}  # no bool
+    return trusted if len(trusted) == 2 else None
 
 
 def _finish_reason(value: Any) -> str | None:
@@ -948,44 +935,40 @@ def _finish_reason(value: Any) -> str | None:
 
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
                        usage: dict[str, int] | None, cache_status: str | None) -> Completion:
-    """The one content check, for plain JSON and streamed replies alike.
-
-    A refusal or a content filter is not retried (the same prompt would be
-    refused again): this call fails, the run goes on. Empty or undecodable
-    content is retried with a fresh nonce. Each such error carries the reply: it was billed.
-    """
+    """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
     reply = Completion("", finish_reason, status, usage, cache_status=cache_status)
     if isinstance(refusal, str) and refusal.strip():
-        raise APIError(f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
-                       retryable=False, reply=reply)
+        raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
+                    reply=reply)
     if finish_reason == "content_filter":
-        raise APIError("refused (content filter)", status=status, retryable=False, reply=reply)
+        raise fault(Fault.REFUSED, "refused (content filter)", status=status, reply=reply)
     if not text or not text.strip():
-        raise APIError("the response content is empty", status=status, reply=reply)
+        raise fault(Fault.EMPTY, "the response content is empty", status=status, reply=reply)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escape in the JSON
-        raise APIError("the response content is not valid Unicode", status=status, reply=reply) from None
+        raise fault(Fault.EMPTY, "the response content is not valid Unicode", status=status, reply=reply) from None
     return replace(reply, text=text)
 
 
 def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Completion:
-    """A Completion from a plain JSON 2xx body; APIError (retryable) for any bad body."""
+    """A Completion from a plain JSON 2xx body; a fault (see FAULTS) for any bad body."""
     try:
         data = load_json(body.decode("utf-8"))
     except UnicodeDecodeError:
-        raise APIError("the response body is not valid JSON (not UTF-8)", status=status) from None
+        raise fault(Fault.NOT_A_COMPLETION, "the response body is not valid JSON (not UTF-8)", status=status) from None
     except ValueError as err:
-        raise APIError(f"the response body is not valid JSON ({err})", status=status) from None
+        raise fault(Fault.NOT_A_COMPLETION, f"the response body is not valid JSON ({err})", status=status) from None
     if not isinstance(data, dict):
-        raise APIError("the response body is not a completion object", status=status)
+        raise fault(Fault.NOT_A_COMPLETION, "the response body is not a completion object", status=status)
     if data.get("error"):
         error = data["error"]
         said = error.get("message", error) if isinstance(error, dict) else error
-        raise APIError(f"the endpoint returned an error: {str(said)[:SERVER_MESSAGE_LIMIT]}", status=status)
+        raise fault(Fault.ERROR_IN_REPLY, f"the endpoint returned an error: {str(said)[:SERVER_MESSAGE_LIMIT]}",
+                    status=status)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise APIError("the response has no choices", status=status)
+        raise fault(Fault.NOT_A_COMPLETION, "the response has no choices", status=status)
     choice = choices[0]
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     return checked_completion(_message_text(message.get("content")), _finish_reason(choice.get("finish_reason")),
@@ -994,72 +977,52 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
 
 
 def too_large(limit: int) -> APIError:
-    return APIError(f"too large: the reply is longer than MAX_RESPONSE_BYTES={limit} bytes")
+    return fault(Fault.TOO_LARGE, f"too large: the reply is longer than MAX_RESPONSE_BYTES={limit} bytes")
 
 
-def _decompressor(encoding: str) -> Any:
-    """A zlib decompressor for a Content-Encoding, or None for one we cannot read."""
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    return None
+# What a Content-Encoding is inflated with (wbits): one we cannot decode is a fault.
+ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-async def body_chunks(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:
-    """The decoded body in chunks, none larger than ``limit`` + 1 bytes.
-
-    We ask for ``Accept-Encoding: identity``; a server that compresses anyway is
-    decoded here, step by bounded step, because httpx inflates each network
-    chunk whole: a 1 MB gzip of zeros would become 1 GB in memory before any
-    size check could run.
-    """
+async def body_chunks(response: httpx.Response, limit: int, *, cut: bool = False) -> AsyncIterator[bytes]:
+    """The decoded body, at most ``limit`` bytes: past it, APIError "too large", or with ``cut`` its first
+    ``limit`` bytes. We ask for ``identity``; a body compressed anyway is inflated here step by bounded step:
+    httpx inflates each network chunk whole, so a 1 MB gzip of zeros would be 1 GB before any size check."""
     encoding = response.headers.get("content-encoding", "").strip().lower()
-    if encoding in ("", "identity"):
-        async for chunk in response.aiter_raw():
-            yield chunk
-        return
-    decoder = _decompressor(encoding)
-    if decoder is None:
-        raise APIError(f"the reply uses Content-Encoding {encoding[:40]!r}, which we cannot decode",
-                       status=response.status_code)
+    identity = encoding in ("", "identity")
+    if not identity and encoding not in ENCODINGS:
+        raise fault(Fault.UNKNOWN_ENCODING, f"the reply uses Content-Encoding {encoding[:40]!r}, which we cannot "
+                    "decode", status=response.status_code)
+    decoder = None if identity else zlib.decompressobj(ENCODINGS[encoding])
+    size = 0
     try:
-        async for raw in response.aiter_raw():
-            data = raw
+        async for data in response.aiter_raw():
             while data:
-                yield decoder.decompress(data, limit + 1)
-                data = decoder.unconsumed_tail
+                chunk = data if decoder is None else decoder.decompress(data, limit + 1)
+                data = b"" if decoder is None else decoder.unconsumed_tail
+                size += len(chunk)
+                if size > limit and not cut:
+                    raise too_large(limit)
+                yield chunk[:max(0, limit - size + len(chunk))]
+                if size > limit:
+                    return
     except zlib.error:
-        raise APIError(f"the reply's {encoding} body is corrupt", status=response.status_code) from None
+        raise fault(Fault.CORRUPT_ENCODING, f"the reply's {encoding} body is corrupt",
+                    status=response.status_code) from None
 
 
 async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
-    """The (decoded) body, at most ``limit`` bytes: past it, APIError "too large",
-    or with ``cut`` the first ``limit`` bytes. Nothing past the limit is kept."""
+    """The (decoded) body, as body_chunks says; a declared Content-Length past the limit fails before reading."""
     declared = response.headers.get("content-length", "")
     if not cut and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in body_chunks(response, limit):
-        size += len(chunk)
-        if size > limit:
-            if not cut:
-                raise too_large(limit)
-            chunks.append(chunk[:limit - size + len(chunk)])
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join([chunk async for chunk in body_chunks(response, limit, cut=cut)])
 
 
 async def sse_lines(response: httpx.Response, limit: int) -> AsyncIterator[str]:
     """Lines of an event stream; APIError "too large" once the stream passes ``limit`` bytes."""
     pending = b""
-    size = 0
     async for chunk in body_chunks(response, limit):
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:
@@ -1081,10 +1044,10 @@ class StreamedReply:
     def add(self, chunk: Any, status: int) -> None:
         """One ``data:`` event's JSON."""
         if not isinstance(chunk, dict):
-            raise APIError("the stream sent an event that is not a JSON object", status=status)
+            raise fault(Fault.BAD_EVENT, "the stream sent an event that is not a JSON object", status=status)
         if chunk.get("error"):
-            raise APIError(f"the endpoint returned an error mid-stream: {str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}",
-                           status=status)
+            raise fault(Fault.ERROR_IN_REPLY, "the endpoint returned an error mid-stream: "
+                        f"{str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}", status=status)
         self.usage = _usage(chunk.get("usage")) or self.usage
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else []:
@@ -1099,8 +1062,7 @@ class StreamedReply:
 
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
-    """Assemble ``data:`` events. No ``[DONE]`` and no finish_reason means the
-    stream was cut: finish_reason "truncated", treated like "length"."""
+    """Assemble ``data:`` events; a stream cut (no ``[DONE]``, no finish_reason) ends "truncated", read as "length"."""
     reply = StreamedReply()
     status = response.status_code
     try:
@@ -1114,7 +1076,7 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
             try:
                 chunk = load_json(payload)
             except ValueError:
-                raise APIError("the stream sent an event that is not JSON", status=status) from None
+                raise fault(Fault.BAD_EVENT, "the stream sent an event that is not JSON", status=status) from None
             reply.add(chunk, status)
     except httpx.TransportError as err:  # cut mid-stream: keep what came, as truncated
         log.debug("stream cut: %s", _short(err))
@@ -1123,19 +1085,11 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
                               response.headers.get("cf-aig-cache-status"))
 
 
-def is_event_stream(response: httpx.Response) -> bool:
-    """Decided by what the server sent, not by what we asked: several proxies
-    ignore ``stream: true`` and answer plain JSON."""
-    content_type: str = response.headers.get("content-type", "")
-    return content_type.split(";")[0].strip().lower() == "text/event-stream"
-
-
 @dataclass
 class InFlight:
-    """How long one call's requests have been at the endpoint (sent, not yet answered):
-    the age the straggler rule goes by. Time in our request queue, in the shared
-    cool-down and in retry waits is the endpoint's answer to load, not the call's
-    slowness, and is not in it. ``wake`` runs each time a request goes out."""
+    """How long one call's requests have been at the endpoint (sent, not yet answered): the age the straggler rule
+    goes by. Time in our request queue, in the shared cool-down and in retry waits is the endpoint's answer to load,
+    not the call's slowness, and is not in it. ``wake`` runs each time a request goes out."""
 
     clock: Callable[[], float]
     wake: Callable[[], None] = lambda: None
@@ -1200,9 +1154,8 @@ CALL_IN_FLIGHT: contextvars.ContextVar[InFlight | None] = contextvars.ContextVar
 
 
 class Endpoint:
-    """The one chat-completions endpoint, shared by every call of every question:
-    one connection pool, a cap on requests in flight, a shared cool-down, and the
-    evidence the batch circuit breaker reads."""
+    """The one chat-completions endpoint, shared by every call of every question: one connection pool, a cap on
+    requests in flight, a shared cool-down, and the evidence the batch circuit breaker reads."""
 
     def __init__(self, config: Config, client: httpx.AsyncClient, runtime: Runtime) -> None:
         self.config = config
@@ -1212,11 +1165,9 @@ class Endpoint:
         self.billing = Billing()  # what it bills beyond our reservations, learned from its replies
         # Until this clock time nobody sends: set only when 429s cluster (see busy).
         self.cooldown_until = 0.0
-        # The clock time of each of the last BUSY_CLUSTER_WINDOW responses, and whether
-        # it was back-pressure the concurrency limit does not explain.
+        # (clock time, back-pressure the limit does not explain?) of the last BUSY_CLUSTER_WINDOW responses.
         self.recent_responses: collections.deque[tuple[float, bool]] = collections.deque(maxlen=BUSY_CLUSTER_WINDOW)
-        # For each of the last BREAKER_WINDOW calls that ended: True if it failed
-        # with an outage error after its whole retry schedule.
+        # Of each of the last BREAKER_WINDOW calls that ended: did it fail as an outage after all its retries?
         self.recent_calls: collections.deque[bool] = collections.deque(maxlen=BREAKER_WINDOW)
         self.questions = 0  # questions answering through it now (a batch runs several)
         # The stall rule (see refused): when the first request refused since the last 2xx went out, and the refusals.
@@ -1226,21 +1177,16 @@ class Endpoint:
         self.stall_warned = False
 
     def call_ended(self, failure: APIError | None) -> None:
-        """Feed the breaker one finished call: None for a success (retries or not),
-        else the error its last attempt ended with. Back-pressure is never evidence:
-        a busy endpoint is not a broken one (a quota used up stops the run instead)."""
+        """Feed the breaker one finished call: None for a success, else its last error. Back-pressure is never
+        evidence: a busy endpoint is not a broken one (a quota used up stops the run instead)."""
         if failure is not None and failure.backpressure:
             return
         self.recent_calls.append(failure is not None and failure.outage)
 
     def failing(self) -> bool:
-        """The circuit breaker: of the last BREAKER_WINDOW calls that ended, at
-        least BREAKER_TRIP_FAILURES failed with an outage error after every retry.
-
-        Only whole calls count, each after its full backoff schedule, so a flaky
-        endpoint whose calls succeed on retry, or a busy one answering 429, never
-        trips it; an endpoint that is down trips it after about one window of calls.
-        """
+        """The circuit breaker: of the last BREAKER_WINDOW calls that ended, at least BREAKER_TRIP_FAILURES
+        failed with an outage error after every retry. Whole calls count, so a flaky endpoint whose calls
+        succeed on retry, or a busy one answering 429, never trips it."""
         return len(self.recent_calls) == BREAKER_WINDOW and self.outage_count() >= BREAKER_TRIP_FAILURES
 
     def outage_count(self) -> int:
@@ -1254,17 +1200,10 @@ class Endpoint:
         self.recent_responses.append((self.runtime.clock(), unexplained_backpressure))
 
     def busy(self, err: APIError, in_flight_at_send: int) -> None:
-        """Back-pressure on one request. Its own Retry-After is waited out by its own
-        call (see ask). Only when such answers cluster does every request wait:
-
-        - one the concurrency limit explains (we sent too many at once) is fixed by
-          the lower limit, and pausing everyone would idle the slots the endpoint has;
-        - one scattered 429 (random shedding, a neighbour's burst) costs that call
-          its wait; pausing everyone for it made a 5% rate of them halve a batch's speed;
-        - BUSY_CLUSTER_SIZE unexplained ones among the last BUSY_CLUSTER_WINDOW
-          responses, within BUSY_CLUSTER_SECONDS, mean the endpoint rations by time
-          (a quota per minute): requests sent during the wait would only be refused.
-        """
+        """Back-pressure on one request: its own call waits its Retry-After (see ask). Everyone waits only when
+        BUSY_CLUSTER_SIZE of the last BUSY_CLUSTER_WINDOW responses, within BUSY_CLUSTER_SECONDS, were ones the
+        limit does not explain: the endpoint rations by time (a quota per minute). One the limit explains is fixed
+        by the lower limit; pausing everyone for a scattered one made a 5% rate of them halve a batch's speed."""
         explained = self.slots.overloaded(in_flight_at_send)
         self.responded(not explained)
         now = self.runtime.clock()
@@ -1298,8 +1237,8 @@ class Endpoint:
         counts = ", ".join(f"{n} {what}" for what, n in self.refusals.most_common())
         seen = f"the endpoint accepted no request for {waited:.1f}s ({total} requests: {counts})"
         if waited >= limit:
-            return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later", status=status,
-                                   retryable=False, stops_run=True)
+            return EndpointStalled(f"{seen}; stopped at STALL_TIMEOUT={limit:g}s: try again later",
+                                   FAULTS[Fault.STALLED], status=status)
         if not self.stall_warned:
             self.stall_warned = True
             token = QUESTION_ID.set("")  # about the endpoint, not the question whose call noticed
@@ -1325,7 +1264,9 @@ class Endpoint:
         try:
             return await self._send(messages, temperature, max_tokens, headers, model or self.config.models[0], queue)
         except APIError as err:
-            err.args = (redact(str(err), self.config),)  # a server may echo the key back
+            # A server may echo the key back: masked as it enters, since its words also reach the library's
+            # caller (RunFailed's cause, the caller's own log handlers), which no exit of ours sees.
+            err.args = (redact(str(err), self.config.secrets),)
             raise
 
     async def _send(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
@@ -1333,16 +1274,14 @@ class Endpoint:
         body: dict[str, Any] = {"model": model, "messages": messages,
                                 "temperature": temperature, "max_tokens": max_tokens}
         if self.config.stream:
-            # Proxies close idle non-streaming requests (Cloudflare answers 524
-            # after 100 s without a byte); a stream keeps the connection busy.
+            # Proxies close idle non-streaming requests (Cloudflare: 524 after 100 s); a stream keeps it busy.
             body |= {"stream": True, "stream_options": {"include_usage": True}}
         with queue.counting(queued=True) if queue else contextlib.nullcontext():
             in_flight = await self.slots.acquire()
         try:
             await self.wait_for_cooldown()
             sent_at = self.runtime.clock()
-            # httpx's read timeout restarts with every chunk, so a server that
-            # trickles a byte at a time would never time out: bound the whole request.
+            # httpx's read timeout restarts with every chunk: a byte at a time never times out. Bound it all.
             with (CALL_IN_FLIGHT.get() or InFlight(self.runtime.clock)).sending():
                 async with asyncio.timeout(self.config.request_timeout):
                     async with self.client.stream("POST", self.config.proxy_url, json=body,
@@ -1372,7 +1311,8 @@ class Endpoint:
             else:
                 self.responded(False)
             raise self.refused(error, sent_at)
-        if is_event_stream(response):
+        # By what the server sent, not what we asked: several proxies ignore ``stream: true`` and answer plain JSON.
+        if response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream":
             completion = await read_stream(response, self.config.max_response_bytes)
         else:
             completion = read_completion(status, response.headers,
@@ -1388,11 +1328,9 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
 
 def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | bool:
-    """What httpx verifies TLS with. Loading the CA bundle costs 40 ms of every start,
-    and a plain-http endpoint (llama.cpp, vLLM, Ollama on the LAN) never uses it. Then
-    the client gets a context with no CA at all, which fails closed: if a TLS
-    connection ever happened, no certificate could pass. A proxy from the environment
-    may itself be https, so with one set the bundle is loaded as usual."""
+    """What httpx verifies TLS with. The CA bundle costs every start 40 ms, and a plain-http endpoint (llama.cpp,
+    vLLM, Ollama on the LAN) never uses it: then a context with no CA, which fails closed. A proxy from the
+    environment may itself be https: with one set, the bundle loads as usual."""
     proxied = any(environ.get(name) or environ.get(name.upper()) for name in PROXY_VARIABLES)
     if urlsplit(url).scheme.lower() == "http" and not proxied:
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -1400,9 +1338,8 @@ def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | b
 
 
 def environment_proxy(url: str) -> str | None:
-    """The proxy httpx sends a request for ``url`` through, as "URL (VARIABLE)" without its
-    credentials, or None: decided by httpx's own rules (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
-    NO_PROXY), so an error blames the hop that failed."""
+    """The proxy httpx sends a request for ``url`` through, as "URL (VARIABLE)" without its credentials, or None:
+    by httpx's own rules (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY), so an error blames the hop that failed."""
     from httpx._utils import URLPattern, get_environment_proxies  # private, but the very rules it routes by
     mounts = sorted(((URLPattern(key), key, proxy) for key, proxy in get_environment_proxies().items()),
                     key=lambda mount: mount[0])
@@ -1505,26 +1442,18 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     for no usable hint, and for one that says "now" (0, negative, a date in the past)."""
     if not value:
         return None
-    value = value.strip()
     try:
-        seconds = float(value)
+        seconds: float | None = float(value)
     except ValueError:
-        seconds = None
-    if seconds is None:
-        seconds = _http_date_seconds(value, now)
-    return seconds if seconds is not None and 0 < seconds < math.inf else None
-
-
-def _http_date_seconds(value: str, now: float) -> float | None:
-    try:
         import email.utils  # only for an HTTP-date Retry-After: importing it costs every start 10 ms
-
-        when = email.utils.parsedate_to_datetime(value)
-        if when is not None and when.tzinfo is None:  # "-0000", as formatdate() writes: an HTTP date is GMT
-            when = when.replace(tzinfo=UTC)
-        return when.timestamp() - now if when is not None else None
-    except (TypeError, ValueError, IndexError, OverflowError, OSError):
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+            if when.tzinfo is None:  # "-0000", as formatdate() writes: an HTTP date is GMT
+                when = when.replace(tzinfo=UTC)
+            seconds = when.timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError, OSError):
+            seconds = None
+    return seconds if seconds is not None and 0 < seconds < math.inf else None
 
 
 # OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s".
@@ -1542,12 +1471,9 @@ def parse_duration(value: str) -> float | None:
 
 
 def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:
-    """How long the server (or a gateway in front of it) asks us to wait: the longest of
-    the hints it sends, ``retry-after-ms`` (OpenAI), ``retry-after`` (seconds or an HTTP
-    date), ``llm_provider-retry-after`` (LiteLLM passing on its upstream's), and on a 429
-    the ``x-ratelimit-reset-requests`` / ``-tokens`` durations (OpenAI, Groq). A hint that
-    says "now" (0, negative, past) is no hint: None, and the call backs off as usual. Each
-    header line counts (a gateway may add its own beside its upstream's)."""
+    """How long the server or a gateway asks us to wait: the longest hint of every header line (a gateway may add
+    its own): ``retry-after-ms`` (OpenAI), ``retry-after``, ``llm_provider-retry-after`` (LiteLLM's upstream's),
+    on a 429 ``x-ratelimit-reset-*`` (OpenAI, Groq). None for none, or one that says "now" (0, negative, past)."""
     waits = [parse_retry_after(value, now) for name in ("retry-after", "llm_provider-retry-after")
              for value in headers.get_list(name)]
     for value in headers.get_list("retry-after-ms"):
@@ -1567,76 +1493,85 @@ def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: ra
 
 
 @dataclass(frozen=True)
-class StatusPolicy:
-    """What one HTTP status means for the call, the run and the batch."""
+class Policy:
+    """What one failed attempt means for the call, the run and the batch: a row of the one table."""
 
-    retry: bool  # another attempt may succeed
-    stops_run: bool  # no call of this run can succeed: stop it (key, URL or model wrong)
-    outage: bool  # the endpoint looks down: counts against the batch breaker if retries run out
-    backpressure: bool  # the endpoint asked us to slow down: the request cap adapts; never an outage
+    retry: bool  # another attempt may succeed (with a fresh nonce: see build_messages)
+    stops_run: bool = False  # no call of this run can succeed: stop it (key, URL or model wrong)
+    outage: bool = False  # the endpoint looks down: counts against the batch breaker if retries run out
+    backpressure: bool = False  # the endpoint asked us to slow down: the request cap adapts; never an outage
+
+
+RETRY, FAIL, STOP = Policy(retry=True), Policy(retry=False), Policy(retry=False, stops_run=True)
+OUTAGE, BUSY = Policy(retry=True, outage=True), Policy(retry=True, backpressure=True)
 
 
 def status_policy(status: int, retry_after: float | None, should_retry: str | None = None,
-                  quota_used_up: bool = False) -> StatusPolicy:
-    """The one table from an HTTP status to what it means.
-
-    - 401/403 (key rejected), 404 (URL or model not found) and a redirect (3xx: the
-      URL moved; we do not follow it, the key would go along) fail every call
-      alike: the run stops (and a batch too, see stops_the_batch). So do a proxy's
-      407 (it wants credentials; see proxy_credentials_error) and a 429
-      whose body says the account's quota is used up (OpenAI's insufficient_quota):
-      no wait fixes that within a run.
-    - 429, and 503 with Retry-After, are back-pressure: the endpoint is busy,
-      not down. Retried after the server's wait (see RetriesUsed); they never trip
-      the breaker. Each call waits out its own Retry-After; every request waits only
-      when such answers cluster, and the request limit drops only where the endpoint
-      is congested: the rules and their reasons are Endpoint.busy and AdaptiveLimit.
-    - 408, 409 and every other 5xx are retried; when a call's retries run out on
-      them, that is evidence of an outage.
-    - Any other 4xx (400 "exceeds the available context size", 413, 422) is this
-      request's own fault: the same request would fail again, and other calls may
-      still succeed, so only this call fails.
-    - ``x-should-retry: true|false`` from the server overrides the retry decision.
-    """
+                  quota_used_up: bool = False) -> Policy:
+    """The one table, for an HTTP status (FAULTS holds the rest; the README's table says the same)."""
     if status in (401, 403, 404, 407) or 300 <= status < 400 or (status == 429 and quota_used_up):
-        policy = StatusPolicy(retry=False, stops_run=True, outage=False, backpressure=False)
+        policy = STOP  # key, URL or model wrong, moved (not followed: the key would go along), a proxy wants
+        # credentials, or the quota used up: every call fails alike, and no wait fixes it within a run
     elif status == 429 or (status == 503 and retry_after is not None):
-        policy = StatusPolicy(retry=True, stops_run=False, outage=False, backpressure=True)
+        policy = BUSY  # busy, not down: retried after its wait (RetriesUsed; Endpoint.busy, AdaptiveLimit)
     elif status in (408, 409) or status >= 500:
-        policy = StatusPolicy(retry=True, stops_run=False, outage=True, backpressure=False)
+        policy = OUTAGE  # retried; a call whose retries run out on them is evidence of an outage
     else:
-        policy = StatusPolicy(retry=False, stops_run=False, outage=False, backpressure=False)
+        policy = FAIL  # 400 (a prompt too long), 413, 422: this request's own fault; other calls may succeed
     if should_retry in ("true", "false"):  # the server knows better than its status code
         policy = replace(policy, retry=should_retry == "true")
     return policy
 
 
-def exception_error(err: Exception, config: Config) -> APIError:
-    """The other half of the table: an attempt that got no usable HTTP response.
+# Every way an attempt fails besides its HTTP status; what each means is its row in FAULTS.
+Fault = Enum("Fault", "REFUSED EMPTY NOT_A_COMPLETION ERROR_IN_REPLY BAD_EVENT UNPARSEABLE TOO_LARGE UNKNOWN_ENCODING "
+             "CORRUPT_ENCODING TIMEOUT NO_CONNECTION UNREADABLE STALLED")
 
-    No connection and a timeout say the endpoint may be down: retried, and an
-    outage when the call's retries run out. A body httpx cannot read (a bad
-    encoding, a redirect loop) is this reply's fault: retried, not an outage.
-    """
+# The other half of the one table: each fault, what it means, and why.
+FAULTS: dict[Fault, Policy] = {
+    Fault.REFUSED: FAIL,  # a refusal, a content filter: the same prompt is refused again; the run goes on
+    Fault.EMPTY: RETRY,  # empty content, or not valid Unicode: a fresh attempt is a fresh sample
+    Fault.NOT_A_COMPLETION: RETRY,  # not JSON, not UTF-8, no choices: a glitch in this one reply
+    Fault.ERROR_IN_REPLY: RETRY,  # an error object in a 2xx or mid-stream: the upstream failed this once
+    Fault.BAD_EVENT: RETRY,  # a stream event that is not a JSON object: a glitch in this one stream
+    Fault.UNPARSEABLE: RETRY,  # the parser finds no answer, or it was cut off: another sample may do
+    Fault.TOO_LARGE: RETRY,  # past MAX_RESPONSE_BYTES: a runaway sample; the next is another
+    Fault.UNKNOWN_ENCODING: FAIL,  # a Content-Encoding we cannot decode comes again: a retry cannot change it
+    Fault.CORRUPT_ENCODING: RETRY,  # gzip or deflate that does not inflate: damaged on its way
+    Fault.TIMEOUT: OUTAGE,  # no response within REQUEST_TIMEOUT: the endpoint may be down
+    Fault.NO_CONNECTION: OUTAGE,  # none, or dropped: the endpoint, or the proxy before it, may be down
+    Fault.UNREADABLE: RETRY,  # a response httpx cannot read (a redirect loop): this reply's fault
+    Fault.STALLED: STOP,  # nothing accepted for STALL_TIMEOUT: later, not now (see Endpoint.stalled)
+}
+
+
+def fault(kind: Fault, message: str, *, status: int | None = None, reply: Completion | None = None,
+          unanswered: bool = False) -> APIError:
+    """The APIError of a fault: what it means is its row in FAULTS, decided there and nowhere else."""
+    return APIError(message, FAULTS[kind], status=status, reply=reply, unanswered=unanswered)
+
+
+def exception_error(err: Exception, config: Config) -> APIError:
+    """The error of an attempt that got no usable HTTP response."""
     if isinstance(err, (httpx.TimeoutException, TimeoutError)):
-        return APIError(f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s", outage=True,
-                        unanswered=not isinstance(err, httpx.ConnectTimeout))
+        return fault(Fault.TIMEOUT, f"no response within REQUEST_TIMEOUT={config.request_timeout:g}s",
+                     unanswered=not isinstance(err, httpx.ConnectTimeout))
     if isinstance(err, httpx.TransportError):
         where = display_url(config.proxy_url)
         if proxy := environment_proxy(config.proxy_url):  # the proxy, not the endpoint, may be what failed
             if isinstance(err, httpx.ProxyError) and str(err).startswith("407"):  # its answer to our CONNECT
                 return proxy_credentials_error(proxy)
-            return APIError(f"connection error to {where} through the proxy {proxy}: {_short(err)}: check that proxy, "
-                            f"or add {urlsplit(config.proxy_url).hostname} to NO_PROXY to bypass it", outage=True)
-        return APIError(f"connection error to {where}: {_short(err)}", outage=True,
-                        unanswered=not isinstance(err, (httpx.ConnectError, httpx.ProxyError)))
-    return APIError(f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
+            return fault(Fault.NO_CONNECTION, f"connection error to {where} through the proxy {proxy}: {_short(err)}: "
+                         f"check that proxy, or add {urlsplit(config.proxy_url).hostname} to NO_PROXY to bypass it")
+        return fault(Fault.NO_CONNECTION, f"connection error to {where}: {_short(err)}",
+                     unanswered=not isinstance(err, (httpx.ConnectError, httpx.ProxyError)))
+    return fault(Fault.UNREADABLE, f"the reply could not be read ({err.__class__.__name__}: {_short(err)})")
 
 
 def proxy_credentials_error(proxy: str | None) -> APIError:
     """A proxy's 407, to a forwarded request or to a CONNECT: every request will get it, so the run stops."""
     return APIError(f"the proxy {proxy or 'from the environment'} asks for credentials (HTTP 407): put them in its "
-                    "URL, http://user:password@host:port", status=407, retryable=False, stops_run=True)
+                    "URL, http://user:password@host:port", status_policy(407, None), status=407)
 
 
 def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None) -> APIError:
@@ -1658,17 +1593,12 @@ def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, v
                 "set PROXY_URL to the URL it moved to (a redirect is not followed: the API key would go along)")
     else:
         text = f"HTTP {status}: {message}" + (f" (through the proxy {via})" if via and status >= 500 else "")
-    return APIError(text, status=status, retryable=policy.retry, retry_after=retry_after,
-                    stops_run=policy.stops_run, outage=policy.outage, backpressure=policy.backpressure)
+    return APIError(text, policy, status=status, retry_after=retry_after)
 
 
 def build_messages(system: str, user: str, nonce: str) -> list[dict[str, str]]:
-    """Chat messages for one attempt.
-
-    Every attempt carries a fresh nonce: five solvers sending identical
-    requests through a caching gateway would otherwise get one cached answer
-    five times, and a retry would get the same cached failure back.
-    """
+    """Chat messages for one attempt, with a fresh nonce: five solvers sending identical requests through a
+    caching gateway would otherwise get one cached answer, and a retry the same cached failure back."""
     suffix = prompts.render(prompts.NONCE_SUFFIX, nonce=nonce)
     return [{"role": "system", "content": system + suffix}, {"role": "user", "content": user}]
 
@@ -1708,12 +1638,6 @@ class Sending(Generic[T]):
     parse: Callable[[str], T | None]
 
 
-@dataclass(frozen=True)
-class AttemptResult(Generic[T]):
-    value: T | None
-    error: APIError | None
-
-
 async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                        sending: Sending[T]) -> T:
     """One HTTP attempt and its parse; APIError when it yields nothing usable."""
@@ -1727,7 +1651,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
         value = None  # a guess from cut-off text would be half a sentence
     if value is None:
         why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""
-        raise APIError(f"no usable {call.phase} output{why}", status=completion.status)
+        raise fault(Fault.UNPARSEABLE, f"no usable {call.phase} output{why}", status=completion.status)
     return value
 
 
@@ -1752,15 +1676,10 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
 
 @dataclass
 class RetriesUsed:
-    """One call's retries so far. Back-pressure that says when to come back draws on
-    BUSY_RETRIES first, every other retryable failure on MAX_RETRIES: a 429 with a
-    Retry-After says "later", not "broken", so a busy endpoint does not use up the
-    retries meant for faults. A 429 without one (or with one that says "now") is no
-    promise, and counts like any failure. BUSY_WAIT_LIMIT is a hard cap: a busy retry
-    whose wait would take the call's busy waits past it falls back to MAX_RETRIES, and so
-    does one whose hint RETRY_MAX_DELAY cuts short: it comes before the server said, and
-    20 of those a call would storm the endpoint. Every wait is at least the backoff for
-    the call's retry count (see retry_delay)."""
+    """One call's retries so far. Back-pressure that says when to come back (a Retry-After: "later", not
+    "broken") draws on BUSY_RETRIES, every other retryable failure on MAX_RETRIES. BUSY_WAIT_LIMIT is a hard
+    cap: a busy retry whose wait would pass it falls back to MAX_RETRIES, and so does one whose hint
+    RETRY_MAX_DELAY cuts short (it comes before the server said: 20 of those would storm the endpoint)."""
 
     failures: int = 0
     busy: int = 0
@@ -1783,7 +1702,7 @@ class RetriesUsed:
 
 
 async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
-                      retries: RetriesUsed, reserved: int) -> AttemptResult[T]:
+                      retries: RetriesUsed, reserved: int) -> T | APIError:
     """One attempt of a call, recorded in the call and the trace whatever happens."""
     attempt = Attempt(number, debate.new_nonce(), debate.runtime.clock() - debate.started, model=call.model,
                       reserved=reserved)
@@ -1798,7 +1717,7 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
         attempt.outcome = call.failure = str(error)
         attempt.retry_in_s = retries.next_wait(error, debate.config, debate.runtime.rng)
         finish_attempt(debate, call, attempt, messages, sending, error.unanswered)
-        return AttemptResult(None, error)
+        return error
     except asyncio.CancelledError:
         attempt.outcome = "cancelled"
         call.failure = call.failure or "cancelled"
@@ -1807,43 +1726,29 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
     attempt.outcome = "ok"
     call.ok, call.failure, call.tier = True, None, tier_of(value)
     finish_attempt(debate, call, attempt, messages, sending)
-    return AttemptResult(value, None)
+    return value
 
 
-def reserve_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T]) -> int | None:
-    """Take the attempt's worst case, as the endpoint bills, from the budget: the tokens taken, or
-    None (and noted) when it does not fit."""
-    reserved = debate.budget.billing.reservation(sending.prompt_estimate, sending.max_tokens)
-    if debate.budget.reserve(reserved):
-        return reserved
+async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
+                           retries: RetriesUsed) -> T | APIError | None:
+    """One attempt if the budget pays for its worst case as the endpoint bills, else None (and noted). Until the
+    endpoint has billed a reply, attempts under a token budget go one at a time (Billing.first_bill); that wait
+    is ours, not the call's slowness, and the straggler age (InFlight) does not count it."""
+    async with debate.budget.billing.first_bill(debate.budget.max_tokens > 0):
+        reserved = debate.budget.billing.reservation(sending.prompt_estimate, sending.max_tokens)
+        if debate.budget.reserve(reserved):
+            return await try_attempt(debate, call, number, sending, retries, reserved)
     call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
     debate.skip(f"{call.phase} {call.agent}" if number == 1 else f"retry of {call.phase} {call.agent}")
     return None
 
 
-async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
-                           retries: RetriesUsed) -> AttemptResult[T] | None:
-    """One attempt if the budget pays for it, else None. Until the endpoint has billed a reply,
-    attempts under a token budget go one at a time (Billing.first_bill); that wait is ours, not
-    the call's slowness, and the straggler age (InFlight) does not count it."""
-    async with debate.budget.billing.first_bill(debate.budget.max_tokens > 0):
-        reserved = reserve_attempt(debate, call, number, sending)
-        if reserved is None:
-            return None
-        return await try_attempt(debate, call, number, sending, retries, reserved)
-
-
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
               temperature: float, max_tokens: int, parse: Callable[[str], T | None],
               model: str | None = None, step: int = 1) -> T | None:
-    """One agent call with retries; the parsed value, or None once the call failed.
-
-    A call fails when its retries or the budget run out, or on an error no
-    retry fixes that is this request's own (a 400, a refusal): other calls go
-    on. Raises APIError only when no call of the run can succeed (key
-    rejected, URL or model not found), except that a model the endpoint
-    rejects is dropped while others remain.
-    """
+    """One agent call with retries; the parsed value, or None once it failed (its retries or the budget ran
+    out, or a fault no retry fixes). Raises APIError only when no call of the run can succeed (its Policy
+    stops the run), except that a model the endpoint rejects is dropped while others remain."""
     model = model or debate.config.models[0]
     call = AgentCall(debate.round, phase, agent, system, user, model=model, step=step)
     debate.calls.append(call)
@@ -1862,10 +1767,10 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
             result = await budgeted_attempt(debate, call, number, sending, retries)
             if result is None:
                 return None
-            if result.error is None:
+            if not isinstance(result, APIError):
                 debate.endpoint.call_ended(None)
-                return result.value
-            error = result.error
+                return result
+            error = result
             if error.stops_run and not drop_model(debate, model, error):
                 raise error
             wait = call.attempts[-1].retry_in_s
@@ -1880,9 +1785,8 @@ async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
 
 
 def drop_model(debate: Debate, model: str, error: APIError) -> bool:
-    """With several models, one the endpoint says is not there (404) is dropped
-    for the rest of the run instead of failing it. False when it is the only
-    model its calls could use, or the error is about the key or the URL."""
+    """With several models, one the endpoint says is not there (404) is dropped for the rest of the run instead of
+    failing it. False when it is the only model its calls could use, or the error is about the key or the URL."""
     config = debate.config
     if error.status != 404 or len(set(config.models) | set(config.judge_models)) < 2:
         return False
@@ -3166,10 +3070,10 @@ class Result:
 
     @classmethod
     def of(cls, run: RunResult, config: Config) -> Result:
-        text = safe_json(result_json(run, config), config, ensure_ascii=False)
+        text = redact(json.dumps(result_json(run, config), ensure_ascii=False), config.secrets)  # the library's exit
         shown: dict[str, Any] = load_json(text)
         fields = {f: shown[f] for f in cls.__dataclass_fields__ if f not in ("json_text", "write_error")}
-        return cls(**fields, write_error=redact(run.write_error, config) if run.write_error else None, json_text=text)
+        return cls(**fields, write_error=redact(run.write_error, config.secrets) if run.write_error else None, json_text=text)
 
     def to_dict(self) -> dict[str, Any]:
         """A fresh copy of the --json object: secrets masked, only JSON types."""
@@ -3271,7 +3175,7 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
         raise ConfigError("the question is empty")
     question = valid_text(question)
     check_question(config, question)  # before any file is made: ConfigError means nothing happened
-    runtime = _runtime or Runtime()
+    runtime = replace(_runtime or Runtime(), secrets=config.secrets)
     run = _record if _record is not None else RunResult(question)
     async with library_client(config) as client:
         await answer_question(config, question, Endpoint(config, client, runtime), runtime, run, _replay)
@@ -3424,7 +3328,7 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
         lines.append(f"error: {result.error}")
     lines.append(f"elapsed: {result.elapsed_s:.2f}s, {len(debate.calls)} LLM calls, "
                  f"{sum(len(c.attempts) for c in debate.calls)} HTTP requests")
-    return redact("\n".join(lines) + "\n", config)
+    return "\n".join(lines) + "\n"
 
 
 def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
@@ -3545,7 +3449,7 @@ class TraceWriter:
         if self.fd is None or self.error:
             return
         try:  # ensure_ascii: a lone surrogate from argv still makes valid JSON
-            write_all(self.runtime, self.fd, (safe_json(record, self.config) + "\n").encode())
+            write_all(self.runtime, self.fd, (json.dumps(record) + "\n").encode())
         except OSError as err:
             self.error = f"could not write the trace {self.path} ({describe_os_error(err)})"
 
@@ -4540,8 +4444,8 @@ def output_totals(output: Path) -> dict[str, Any]:
 class Progress:
     """A live tqdm bar on a terminal; one plain line per question otherwise (cron)."""
 
-    def __init__(self, total: int | None, stream: Any) -> None:
-        self.stream = stream  # None: stderr is closed, so nothing is shown
+    def __init__(self, total: int | None, stream: Any, secrets: Sequence[str]) -> None:
+        self.stream, self.secrets = stream, secrets  # stream None: stderr is closed, so nothing is shown
         terminal = stream is not None and not stream.closed and stream.isatty()
         self.bar: Any = None
         if terminal:  # imported here: tqdm costs every start 13 ms, and only a batch on a terminal draws a bar
@@ -4557,7 +4461,7 @@ class Progress:
         answer = record["final_answer"] if record["status"] == "ok" else record["error"]
         # One line per question, whatever the answer holds: a model's newline or
         # escape sequence must not forge lines in a cron log.
-        say(f"{shown_id(record['id'])} {record['status']} {printable(answer)} {record['elapsed_s']:.1f}s")
+        say(f"{shown_id(record['id'])} {record['status']} {printable(answer)} {record['elapsed_s']:.1f}s", self.secrets)
 
     def skipped(self) -> None:
         if self.bar is not None:
@@ -4683,7 +4587,7 @@ class BatchRun:
         self.stats.interrupted = True
         self.stop.set()
         say(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
-            "(Ctrl-C again to stop now)")
+            "(Ctrl-C again to stop now)", ())
 
     async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter, slots: asyncio.Semaphore) -> None:
         """One question: run it, save its line, and decide whether its outcome stops the batch.
@@ -4705,7 +4609,7 @@ class BatchRun:
             except Exception as err:  # a bug must cost one question, not the batch or the result
                 result.error = internal_error(err)
             if self.options.logs == "failed" and result.status == "ok":
-                drop_run_files(result, redact(item.question, self.config), place)
+                drop_run_files(result, redact(item.question, self.config.secrets), place)
             self.save(item, result, writer)
             self.stop_if_hopeless(result, item.id in self.failed_before)
         finally:
@@ -4724,7 +4628,7 @@ class BatchRun:
 
     def save(self, item: BatchItem, result: RunResult, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
-        record = redact_value(batch_record(item, result, self.config), self.config)
+        record = batch_record(item, result, self.config)
         line = (openai_batch_line(record, self.config, self.runtime.wall_clock(), usage_totals(result.calls, self.config))
                 if self.options.output_format == "openai-batch" else record)
         try:
@@ -4755,13 +4659,13 @@ class BatchRun:
         if isinstance(item, InputError):
             if shard is None or shard.index == 1:  # one shard reports a bad line, not all of them
                 self.stats.input_errors += 1
-                say(f"input line {item.line}: {item.reason}; skipped")
+                say(f"input line {item.line}: {item.reason}; skipped", self.config.secrets)
             return None
         if shard is not None and not shard.holds(item.id):
             return None
         if item.id in self.seen:
             self.stats.input_errors += 1
-            say(f"input line {item.line}: id {shown_id(item.id)!r} appears again; skipped")
+            say(f"input line {item.line}: id {shown_id(item.id)!r} appears again; skipped", self.config.secrets)
             return None
         self.seen.add(item.id)
         if item.id in self.done:
@@ -4913,7 +4817,7 @@ def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> B
 
 
 def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
-    data = json.dumps(redact_value(summary, config), indent=2).encode()
+    data = json.dumps(summary, indent=2).encode()
     replace_atomically(path, lambda fd: write_all(runtime, fd, data))
 
 
@@ -4979,7 +4883,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
         start, summary, writer = start_batch(config, options, runtime, folder_fd)
         started = runtime.clock()
         total = start.total if options.shard is None else None  # a shard's share is known only as it is read
-        batch = BatchRun(config, options, runtime, start, Progress(total, sys.stderr), folder_fd)
+        batch = BatchRun(config, options, runtime, start, Progress(total, sys.stderr, config.secrets), folder_fd)
         try:
             await run_questions(config, options, stdin, batch, writer)
         finally:
@@ -5199,18 +5103,17 @@ def read_question(value: str, stdin: Any, max_chars: int = 10**9) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Masks secrets in every log record, whatever logged it."""
+    """The logs' exit: masks secrets in every record, whatever logged it (httpx too, which we pass no secrets to).
+    Logging reaches it only as a filter on the handler: the one place secrets sit in global state."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if maskable(s)]
+        self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, SECRET_MASK)
-            record.msg, record.args = message, None
+        if (masked := redact(message, self.secrets)) != message:
+            record.msg, record.args = masked, None
         return True
 
 
@@ -5394,55 +5297,21 @@ def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_out
     try:
         summary = asyncio.run(run_batch(config, options, runtime, sys.stdin))
     except MoAError as err:
-        say(f"error: {redact(str(err), config)}")
+        say(f"error: {err}", config.secrets)
         return exit_code_for(err)
     except OSError as err:
-        say(f"error: batch output {options.output}: {describe_os_error(err)}; nothing already written was lost")
+        say(f"error: batch output {options.output}: {describe_os_error(err)}; nothing already written was lost",
+            config.secrets)
         return exit_code_for(err)
     except Exception as err:  # a bug: one line; the output stays resumable
-        say(f"error: {internal_error(err)}")
+        say(f"error: {internal_error(err)}", config.secrets)
         return exit_code_for(err)
-    summary = redact_value(summary, config)
     text = json.dumps(summary, ensure_ascii=False) if json_output else human_batch_summary(summary)
-    delivered = emit(redact(text, config))
+    delivered = emit(text, config.secrets)
     if summary.get("error"):
-        say(f"error: {redact(summary['error'], config)}")
+        say(f"error: {summary['error']}", config.secrets)
     code = batch_exit_code(summary)
     return code if delivered or code else EXIT_FAILED
-
-
-def say(text: str) -> None:
-    """One line on stderr, if there is one. With stderr closed, print(file=None)
-    would write to stdout and break --json; a full or broken stderr must not raise."""
-    if sys.stderr is None:
-        return
-    with contextlib.suppress(OSError, ValueError):
-        print(text, file=sys.stderr, flush=True)
-
-
-def _silence_stdout() -> None:
-    """Send the rest of stdout to /dev/null, so the flush at exit cannot fail again."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def emit(text: str) -> bool:
-    """Print a result on stdout; False when it could not be delivered (a full disk).
-    A reader that went away (``| head``) is not an error, and stdout closed at start
-    (``>&-``) means nobody wants it."""
-    if sys.stdout is None:
-        return True
-    try:
-        print(text, flush=True)
-        return True
-    except BrokenPipeError:
-        _silence_stdout()
-        return True
-    except (OSError, ValueError) as err:
-        _silence_stdout()
-        why = describe_os_error(err) if isinstance(err, OSError) else "stdout is closed"
-        say(f"error: could not write the result to stdout ({why}); the transcript and files are complete")
-        return False
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -5475,7 +5344,7 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
     traceback; the phases that run questions install their own graceful handlers."""
     if sys.version_info < MIN_PYTHON:
         say(f"error: moa-pipeline needs Python {'.'.join(map(str, MIN_PYTHON))} or newer; this is "
-            f"{'.'.join(map(str, sys.version_info[:3]))}: install it with a newer python (see README, Set-up)")
+            f"{'.'.join(map(str, sys.version_info[:3]))}: install it with a newer python (see README, Set-up)", ())
         return EXIT_USAGE
     try:
         previous = {number: signal.signal(number, _interrupt) for number in stop_signals()}
@@ -5484,7 +5353,7 @@ def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> in
     try:
         return run_command(argv, runtime)
     except KeyboardInterrupt as err:
-        say("error: interrupted; nothing already written was lost (a batch resumes on the next run)")
+        say("error: interrupted; nothing already written was lost (a batch resumes on the next run)", ())
         return exit_code_for(err)
     finally:
         for number, handler in previous.items():
@@ -5564,25 +5433,25 @@ def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_o
         result.error, result.exit_code = internal_error(err), exit_code_for(err)
     if result.write_error:
         log.warning("%s; the verdict is still reported", result.write_error)
-    shown = (safe_json(result_json(result, config), config, ensure_ascii=False) if json_output
-             else redact(human_summary(result, config), config))
-    delivered = emit(shown)
+    shown = json.dumps(result_json(result, config), ensure_ascii=False) if json_output else human_summary(result, config)
+    delivered = emit(shown, config.secrets)
     if result.error:
         where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
-        say(f"error: {redact(result.error, config)}{where}")
+        say(f"error: {result.error}{where}", config.secrets)
     return result.exit_code if delivered or result.exit_code else EXIT_FAILED
 
 
 def main_check(config: Config, runtime: Runtime) -> int:
     """--check: its findings on stdout; exit 0 when a chat request worked, else 1."""
     report = asyncio.run(check_endpoint(config, runtime))
-    emit(redact("\n".join(report.lines), config))
+    emit("\n".join(report.lines), config.secrets)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def main_dry_run(config: Config, request: SingleRequest, json_output: bool) -> int:
     plan = dry_run(config, request.question, request.replay)
-    return EXIT_OK if emit(json.dumps(plan.to_dict(config)) if json_output else human_dry_run(plan)) else EXIT_FAILED
+    shown = json.dumps(plan.to_dict(config)) if json_output else human_dry_run(plan)
+    return EXIT_OK if emit(shown, config.secrets) else EXIT_FAILED
 
 
 def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
@@ -5598,19 +5467,20 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
         if not args.dry_run:  # the one run that makes no HTTP client
             check_proxy_environment()
     except ConfigError as err:
-        say(f"error: {err}")
+        say(f"error: {err}", ())
         return exit_code_for(err)
     handler.addFilter(RedactingFilter(config.secrets))
+    runtime = replace(runtime or Runtime(), secrets=config.secrets)
     if request is None:
-        return main_check(config, runtime or Runtime())
+        return main_check(config, runtime)
     if isinstance(request, BatchOptions):
         if not args.verbose:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
-        return main_batch(config, request, runtime or Runtime(), args.json_output)
+        return main_batch(config, request, runtime, args.json_output)
     if args.dry_run:
         return main_dry_run(config, request, args.json_output)
 
-    return main_single(config, request, runtime or Runtime(), args.json_output)
+    return main_single(config, request, runtime, args.json_output)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def busy_endpoint() -> tuple[moa.Endpoint, FakeSleep]:
 
 
 def too_many(retry_after: float = 3.0) -> moa.APIError:
-    return moa.APIError("HTTP 429: slow down", status=429, retryable=True, retry_after=retry_after, backpressure=True)
+    return moa.APIError("HTTP 429: slow down", moa.BUSY, status=429, retry_after=retry_after)
 
 
 def warmed(endpoint: moa.Endpoint, level: int = 16) -> None:

@@ -108,7 +108,7 @@ def test_credential_parameters_are_masked_and_harmless_ones_shown(url: str, show
     assert "2024-10-21" not in config.secrets and "2030-01-01" not in config.secrets
     assert "20250101T000000Z" not in config.secrets
     if secret:
-        assert secret in config.secrets and secret not in moa.redact(f"echo {secret}", config)
+        assert secret in config.secrets and secret not in moa.redact(f"echo {secret}", config.secrets)
 
 
 @respx.mock

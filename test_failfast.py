@@ -173,7 +173,7 @@ class Clock:
 
 
 def too_many() -> moa.APIError:
-    return moa.APIError("HTTP 429: slow down", status=429, retry_after=1.0, backpressure=True)
+    return moa.APIError("HTTP 429: slow down", moa.BUSY, status=429, retry_after=1.0)
 
 
 def test_the_stall_rule_warns_once_then_stops_and_starts_over_on_a_2xx(caplog) -> None:
@@ -192,7 +192,7 @@ def test_the_stall_rule_warns_once_then_stops_and_starts_over_on_a_2xx(caplog) -
     [warning] = caplog.records
     assert "accepted no request for 60.0s (4 requests: 4 HTTP 429); still trying" in warning.getMessage()
     clock.now = 300
-    stalled = endpoint.refused(moa.APIError("no response within REQUEST_TIMEOUT=200s", outage=True), sent_at=100)
+    stalled = endpoint.refused(moa.fault(moa.Fault.TIMEOUT, "no response within REQUEST_TIMEOUT=200s"), sent_at=100)
     assert isinstance(stalled, moa.EndpointStalled) and stalled.stops_run and not stalled.retryable
     assert str(stalled) == ("the endpoint accepted no request for 300.0s (7 requests: 6 HTTP 429, 1 no response); "
                             "stopped at STALL_TIMEOUT=300s: try again later")

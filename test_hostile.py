@@ -54,7 +54,7 @@ def ended(endpoint: moa.Endpoint, *errors: moa.APIError | None) -> None:
 
 
 def outage() -> moa.APIError:
-    return moa.APIError("connection error", outage=True)
+    return moa.fault(moa.Fault.NO_CONNECTION, "connection error")
 
 
 @pytest.mark.parametrize("below, trips", [(1, False), (0, True)], ids=["one-short-stays-closed", "at-the-threshold-trips"])
@@ -79,8 +79,8 @@ def test_breaker_needs_a_full_window() -> None:
 def test_breaker_ignores_back_pressure_and_counts_bad_bodies_as_healthy() -> None:
     """429s are not evidence at all; a call that failed on bad content reached a live endpoint."""
     endpoint = moa.Endpoint(moa.Config(URL, FAKE_KEY), httpx.AsyncClient(), moa.Runtime())
-    busy = moa.APIError("HTTP 429: slow down", status=429, backpressure=True)
-    bad_body = moa.APIError("the response content is empty", status=200)
+    busy = moa.APIError("HTTP 429: slow down", moa.BUSY, status=429)
+    bad_body = moa.fault(moa.Fault.EMPTY, "the response content is empty", status=200)
     ended(endpoint, *[busy] * 50)
     assert len(endpoint.recent_calls) == 0
     ended(endpoint, *[outage()] * (moa.BREAKER_TRIP_FAILURES - 1), *[bad_body] * 6)
@@ -669,16 +669,17 @@ def test_display_url_keeps_ipv6_brackets_and_ports() -> None:
             == "http://[::1]:8080/v1/chat/completions?key=***")
 
 
-@pytest.mark.parametrize("encoding, body", [("gzip", b"not gzip at all"), ("br", b"whatever")],
+@pytest.mark.parametrize("encoding, body, retries", [("gzip", b"not gzip at all", 1), ("br", b"whatever", 0)],
                          ids=["corrupt-gzip", "unknown-encoding"])
 @respx.mock
-def test_an_undecodable_body_is_one_failed_attempt(encoding: str, body: bytes, capsys) -> None:
-    """A body that cannot be decoded fails its attempt (retried); the run gets its verdict."""
+def test_an_undecodable_body_is_one_failed_attempt(encoding: str, body: bytes, retries: int, capsys) -> None:
+    """A body that cannot be decoded fails its attempt, retried only when corrupt (an unknown encoding stays
+    unknown); the run gets its verdict."""
     bad = httpx.Response(200, stream=httpx.ByteStream(body), headers={"content-encoding": encoding})
     model = FakeModel(overrides={"generate": lambda r, n: bad if n == 0 else completion(solver_text("391"))})
     respx.post(URL).mock(side_effect=model)
     code, result, err = run_json(["-q", "Q?"], capsys)
-    assert code == 0 and result["http_requests"] == result["llm_calls"] + 1 and "internal error" not in err
+    assert code == 0 and result["http_requests"] == result["llm_calls"] + retries and "internal error" not in err
 
 
 @respx.mock

@@ -347,4 +347,4 @@ def test_a_query_credential_is_masked_as_httpx_sends_it(monkeypatch, capsys) -> 
 def test_a_secret_that_contains_another_is_masked_whole() -> None:
     """GATEWAY_TOKEN extends API_KEY: masking the shorter first left the longer's tail ("***-gw-TAIL") in view."""
     config = moa.Config(URL, "sk-SECRET-0123456789", gateway_token="sk-SECRET-0123456789-gw-TAIL")
-    assert moa.redact("echo: sk-SECRET-0123456789-gw-TAIL", config) == "echo: ***"
+    assert moa.redact("echo: sk-SECRET-0123456789-gw-TAIL", config.secrets) == "echo: ***"

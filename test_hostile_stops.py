@@ -81,7 +81,7 @@ def test_a_slow_request_refused_after_others_were_accepted_is_no_stall() -> None
     clock.now = 8
     endpoint.accepted()
     clock.now = 10
-    timed_out = moa.APIError("no response within REQUEST_TIMEOUT=10s", outage=True)
+    timed_out = moa.fault(moa.Fault.TIMEOUT, "no response within REQUEST_TIMEOUT=10s")
     assert endpoint.refused(timed_out, sent_at=0) is timed_out
     clock.now = 13.5
     assert isinstance(endpoint.refused(timed_out, sent_at=3), moa.EndpointStalled)
@@ -93,7 +93,7 @@ def test_one_refused_request_alone_is_no_stall() -> None:
     clock = Clock()
     endpoint = moa.Endpoint(virtual_config(stall_timeout=5), None, moa.Runtime(clock=clock))  # type: ignore[arg-type]
     clock.now = 10
-    timed_out = moa.APIError("no response within REQUEST_TIMEOUT=10s", outage=True)
+    timed_out = moa.fault(moa.Fault.TIMEOUT, "no response within REQUEST_TIMEOUT=10s")
     assert endpoint.refused(timed_out, sent_at=0) is timed_out and endpoint.stalled() is None
     clock.now = 21
     stalled = endpoint.refused(timed_out, sent_at=11)

@@ -32,7 +32,7 @@ def test_functions_stay_small() -> None:
 
 @pytest.mark.parametrize("error, code", [
     (moa.ConfigError("x"), 2), (moa.RunFailed("x"), 1), (moa.EndpointUnreachable("x"), 1),
-    (moa.APIError("x"), 1), (moa.BatchLocked("x"), 75), (moa.InputError(1, "x"), 3),
+    (moa.APIError("x", moa.FAIL), 1), (moa.BatchLocked("x"), 75), (moa.InputError(1, "x"), 3),
     (KeyboardInterrupt(), 130), (OSError("disk"), 1), (ValueError("bug"), 1),
 ])
 def test_one_map_from_errors_to_exit_codes(error: BaseException, code: int) -> None:
