@@ -3680,7 +3680,7 @@ class TraceWriter:
             self.error = f"could not write the trace {self.path} ({describe_os_error(err)})"
 
     def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
-        self.write({"type": "run", "run_id": debate.run_id, "question": question, "config": self.config.shown(),
+        self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": debate.run_id, "question": question, "config": self.config.shown(),
                     "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
                     "replay": None if replay is None else {"trace": str(replay.source), "from": replay.start,
                                                            "run_id": replay.run_id}})
