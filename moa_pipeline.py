@@ -26,7 +26,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
      1. constants and every exit code ... every tunable and every exit code
      2. configuration, secrets and values from outside ... settings, .env, URL
         checks, masking secrets (redact), JSON from outside (load_json)
-     3. the error tree ... every exception, and the exit code it carries
+     3. the error tree ... every exception, and the exit code it carries (exit_code_for)
      4. seams ... clock, sleep, randomness, and every file write (Runtime)
      5. one HTTP attempt, and the endpoint it goes to ... the request, the size
         cap, Content-Type dispatch, the one content check, the adaptive request
@@ -35,7 +35,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
         retry? stop the run? outage? back-pressure?), backoff, the loop (ask)
      7. usage, costs and budgets ... worst_case_costs (the one cost model), what
         the endpoint bills (Billing), the budget and its planner, the rerun's price
-     8. the debate's state ... positions, votes, verdicts, the run's result
+     8. the debate's state ... positions, votes, verdicts, the run's record (RunRecord)
      9. phases ... generate, critique, rebut, judge; chains and straggler cuts
     10. voting ... the tally, its tie rule, and what the vote hides
     11. one question ... a debate, its later rounds, the rerun rule,
@@ -44,7 +44,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     13. dry run and replay ... dry_run, load_replay (traces are checked here),
         and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops
-    15. CLI ... flags, stdout and stderr, exit_code_for (errors to exit codes)
+    15. CLI ... flags, stdout and stderr, the human summary
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
@@ -793,11 +793,7 @@ class InputError(MoAError):
 
 
 def exit_code_for(error: BaseException) -> int:
-    """The one map from an error to the process's exit code (the EXIT_* constants).
-
-    Errors of ours carry their code (see the error tree); an interrupt is 130;
-    anything else (a disk error, a bug) is 1.
-    """
+    """The one map from an error to an exit code: ours carry theirs, an interrupt is 130, anything else 1."""
     if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
         return EXIT_INTERRUPTED
     if isinstance(error, MoAError):
@@ -3709,9 +3705,8 @@ class TraceWriter:
         """The verdict line: the run's record (--json's fields), with each verdict, which one is reported, and
         the notes. Each verdict is under "verdicts": "rounds" is --json's count of debate rounds."""
         self.write({"type": "verdict", "run_id": debate.run_id, **record.to_dict(), "reported_round": record.reported_round,
-                    "verdicts": [{"round": i, "source": v.source, "tally": v.tally, "answer": v.answer,
-                                  "confidence": v.confidence, "agreeing": v.agreeing, "valid": v.valid}
-                                 for i, v in enumerate(record.verdicts, 1)], "notes": list(record.notes)})
+                    "verdicts": [{"round": i} | asdict(v) for i, v in enumerate(record.verdicts, 1)],
+                    "notes": list(record.notes)})
         self.close()
 
     def close(self) -> None:
