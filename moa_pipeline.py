@@ -5444,7 +5444,7 @@ def human_summary(record: RunRecord) -> str:
 
 
 async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover,
-                  replay: Replay | None = None) -> RunRecord:
+                  replay: Replay | None = None) -> None:
     """One question from the command line. SIGTERM is treated like Ctrl-C: the run
     is cancelled, and the transcript and trace are written with what was done."""
     loop, task, signals = asyncio.get_running_loop(), asyncio.current_task(), stop_signals()
@@ -5460,7 +5460,6 @@ async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover
         for number in signals:
             loop.remove_signal_handler(number)
         reinstall_interrupt()
-    return run.record
 
 
 def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Replay | None]:
