@@ -183,3 +183,17 @@ def test_a_batch_line_written_before_schema_version_1_is_resumed(tmp_path, monke
     assert [line["id"] for line in lines] == ["a", "b"] and lines[0] == old and lines[1]["schema_version"] == 1
     summary = json.loads(capsys.readouterr().out)
     assert summary["output_totals"]["correct"] == 1 and summary["output_totals"]["questions"] == 2
+
+
+def test_the_library_sections_use_nothing_from_the_cli_section() -> None:
+    """Sections 1-11 (up to debate()) name no top-level function or class of section 15 (exit_code_for stays in 3)."""
+    import ast
+    source = Path(moa.__file__).read_text(encoding="utf-8")
+    banners = [n for n, line in enumerate(source.splitlines(), 1) if line.startswith("# --- ")]
+    library_end, cli_start = banners[11], banners[14]  # the lines of the banners of sections 12 and 15
+    tree = ast.parse(source)
+    cli = {node.name for node in tree.body if node.lineno > cli_start
+           and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    used = {node.id for top in tree.body if top.lineno < library_end for node in ast.walk(top)
+            if isinstance(node, ast.Name)}
+    assert cli and not used & cli, sorted(used & cli)
