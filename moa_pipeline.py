@@ -2538,8 +2538,9 @@ class RunRecord:
         return {"schema_version": SCHEMA_VERSION} | copy.deepcopy(self.json_fields())
 
     def ended(self, err: BaseException, error: str | None = None) -> RunRecord:
-        """This record, stopped by ``err``: failed, with its exit code and ``error`` (default: its message)."""
-        return replace(self, status="failed", error=error or str(err), exit_code=exit_code_for(err),
+        """This record, stopped by ``err``: failed, with its exit code and ``error`` (default: its message, or
+        "interrupted" for a cancel or Ctrl-C)."""
+        return replace(self, status="failed", error=error or str(err) or "interrupted", exit_code=exit_code_for(err),
                        exception=err if isinstance(err, MoAError) else None)
 
     def masked(self, config: Config) -> RunRecord:
@@ -3282,20 +3283,19 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
         debate.trace.start(debate, question, replay)
     endpoint.questions += 1
     stopped: BaseException | None = None
-    why: str | None = None
     try:
         check_question(config, question)
         await run_question(debate, question, replay)
     except MoAError as err:
         stopped = err
     except asyncio.CancelledError as err:
-        stopped, why = err, "interrupted"
+        stopped = err
         raise
     finally:
         endpoint.questions -= 1
         record = run_record(config, question, debate, runtime.clock() - debate.started)
         if stopped is not None:
-            record = record.ended(stopped, why)
+            record = record.ended(stopped)
         record = save_run_files(debate, question, record, replay, transcript_path,
                                 place.folder_fd if place else None, file_error)
         if handover is not None:
@@ -5653,7 +5653,7 @@ def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_o
     try:
         asyncio.run(run_cli(config, request.question, runtime, run, request.replay))
     except (KeyboardInterrupt, asyncio.CancelledError) as err:  # Ctrl-C, or SIGTERM (see run_cli)
-        run.record = run.record.ended(err, "interrupted")
+        run.record = run.record.ended(err)
     except Exception as err:  # a bug: one line, and what was done is kept
         run.record = run.record.ended(err, internal_error(err))
     result = run.record
