@@ -2522,7 +2522,7 @@ class RunRecord:
     verdicts: tuple[Verdict, ...] = field(default=(), repr=False, metadata=NOT_IN_JSON)  # round 1's, the rerun's
     reported_round: int | None = field(default=None, repr=False, metadata=NOT_IN_JSON)
     notes: tuple[str, ...] = field(default=(), repr=False, metadata=NOT_IN_JSON)
-    calls: tuple[AgentCall, ...] = field(default=(), repr=False, compare=False, metadata=NOT_IN_JSON)
+    calls: tuple[AgentCall, ...] = field(default=(), repr=False, compare=False, metadata=NOT_IN_JSON)  # finished calls
     exit_code: int = field(default=EXIT_OK, repr=False, metadata=NOT_IN_JSON)
     exception: MoAError | None = field(default=None, repr=False, compare=False, metadata=NOT_IN_JSON)
 
@@ -3318,7 +3318,7 @@ def run_record(config: Config, question: str, debate: Debate | None = None, elap
         judges_valid=judged.valid if judged else 0, verdict_source=verdict.source if verdict else None,
         answer_type=verdict.kind if verdict else None, unanimous=verdict is not None and verdict.source == "unanimous",
         rerun=bool(debate and debate.rerun), rounds=max((len(p.by_round) or 1 for p in positions), default=0),
-        phases=phase_counts(calls), answers=answer_changes(positions, key),
+        phases=phase_counts(calls), answers=copy.deepcopy(answer_changes(positions, key)),  # by_round: its own lists
         dissent=minority_report(verdict, positions, key) if verdict else [],
         converged_after_critique=converged_after_critique(positions, key),
         judges_split=judges_split(verdict) if verdict else False, llm_calls=len(calls),

@@ -110,12 +110,24 @@ def os_open(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
 
 
+def containers(value, seen: dict[int, object]) -> dict[int, object]:
+    """Every list, dict and set inside ``value`` (and inside its Positions), by id."""
+    if isinstance(value, (list, dict, set, tuple)):
+        if isinstance(value, (list, dict, set)):
+            seen[id(value)] = value
+        for item in (value.values() if isinstance(value, dict) else value):
+            containers(item, seen)
+    elif isinstance(value, moa.Position):
+        containers(value.by_round, seen)
+    return seen
+
+
 def test_no_list_is_shared_between_a_debate_and_its_record(monkeypatch) -> None:
-    """The debate hands over copies: no list or dict of the Debate is an object the record holds."""
+    """The debate hands over copies: no list or dict of the Debate, at any depth, is one the record holds."""
     debate, record = recorded_run(monkeypatch)
-    held = {id(getattr(record, f.name)) for f in dataclasses.fields(record)}
-    mutable = [value for value in vars(debate).values() if isinstance(value, (list, dict, set))]
-    assert mutable and not [value for value in mutable if id(value) in held]
+    held = containers([getattr(record, f.name) for f in dataclasses.fields(record)], {})
+    mutable = containers([v for v in vars(debate).values() if isinstance(v, (list, dict, set))], {})
+    assert mutable and not set(mutable) & set(held)
     notes, calls = record.notes, record.calls
     debate.notes.append("later")
     debate.calls.clear()
