@@ -5411,22 +5411,17 @@ def said_by_the_minority(record: RunRecord) -> list[str]:
     return lines
 
 
-def rerun_words(record: RunRecord) -> str:
-    """What the confidence line says of the rerun: whose verdict this is, when one ran."""
-    if not record.rerun:
-        return ""
-    return ", after a rerun" if record.reported_round == 2 else "; a rerun ran, and round 1's verdict stands"
-
-
 def human_summary(record: RunRecord) -> str:
     """The human summary printed on stdout (the error itself goes to stderr)."""
     lines = []
     if (verdict := record.verdict) is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(
             verdict.source, "solvers (no judge answered)")
+        rerun = ("" if not record.rerun else ", after a rerun" if record.reported_round == 2  # whose verdict this is
+                 else "; a rerun ran, and round 1's verdict stands")
         lines += [f"Answer: {verdict.answer}",
-                  f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree"
-                  + rerun_words(record), *said_by_the_minority(record)]
+                  f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree{rerun}",
+                  *said_by_the_minority(record)]
     else:
         lines.append("No verdict: the run failed.")
     for phase, counts in record.phases.items():
