@@ -2538,9 +2538,12 @@ class RunRecord:
         return {"schema_version": SCHEMA_VERSION} | copy.deepcopy(self.json_fields())
 
     def ended(self, err: BaseException, error: str | None = None) -> RunRecord:
-        """This record, stopped by ``err``: failed, with its exit code and ``error`` (default: its message, or
-        "interrupted" for a cancel or Ctrl-C)."""
-        return replace(self, status="failed", error=error or str(err) or "interrupted", exit_code=exit_code_for(err),
+        """This record, stopped by ``err``: failed, with its exit code and ``error``; by default the message
+        of an error of ours, "interrupted" for a cancel or Ctrl-C, and a bug's one line for anything else."""
+        code = exit_code_for(err)
+        error = error or (str(err) if isinstance(err, MoAError) else "interrupted" if code == EXIT_INTERRUPTED
+                          else internal_error(err))
+        return replace(self, status="failed", error=error, exit_code=code,
                        exception=err if isinstance(err, MoAError) else None)
 
     def masked(self, config: Config) -> RunRecord:
@@ -4840,7 +4843,7 @@ class BatchRun:
                           writer)
                 raise
             except Exception as err:  # a bug must cost one question, not the batch or the result
-                run.record = run.record.ended(err, internal_error(err))
+                run.record = run.record.ended(err)
             if self.options.logs == "failed" and run.record.status == "ok":
                 drop_run_files(run.record, redact(item.question, self.config), place)
                 run.record = replace(run.record, transcript=None, trace=None)
@@ -5647,10 +5650,8 @@ def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_o
     run = Handover(run_record(config, request.question))
     try:
         asyncio.run(run_cli(config, request.question, runtime, run, request.replay))
-    except (KeyboardInterrupt, asyncio.CancelledError) as err:  # Ctrl-C, or SIGTERM (see run_cli)
-        run.record = run.record.ended(err)
-    except Exception as err:  # a bug: one line, and what was done is kept
-        run.record = run.record.ended(err, internal_error(err))
+    except (KeyboardInterrupt, asyncio.CancelledError, Exception) as err:  # Ctrl-C, SIGTERM (see run_cli), a bug
+        run.record = run.record.ended(err)  # what was done is kept
     result = run.record
     if result.write_error:
         log.warning("%s; the verdict is still reported", result.write_error)
