@@ -170,14 +170,14 @@ class VirtualClock:
 
 
 async def answer_in_virtual_time(config: moa.Config, clock: VirtualClock,
-                                 side_effect: Callable[[httpx.Request], Any], question: str = "Q?") -> moa.RunResult:
+                                 side_effect: Callable[[httpx.Request], Any], question: str = "Q?") -> moa.RunRecord:
     """One question against a mocked endpoint whose ``side_effect`` may sleep on ``clock``."""
     return (await answer_all_in_virtual_time(config, clock, side_effect, [question]))[0]
 
 
 async def answer_all_in_virtual_time(config: moa.Config, clock: VirtualClock,
                                      side_effect: Callable[[httpx.Request], Any],
-                                     questions: list[str]) -> list[moa.RunResult]:
+                                     questions: list[str]) -> list[moa.RunRecord]:
     """Questions at once through one endpoint, as a batch runs them, in virtual time."""
     driver = asyncio.create_task(clock.drive())
     try:

@@ -26,7 +26,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
      1. constants and every exit code ... every tunable and every exit code
      2. configuration, secrets and values from outside ... settings, .env, URL
         checks, masking secrets (redact), JSON from outside (load_json)
-     3. the error tree ... every exception, and the exit code it carries
+     3. the error tree ... every exception, and the exit code it carries (exit_code_for)
      4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
         secrets masked: every file write (write_all), stdout (emit), stderr (say)
      5. one HTTP attempt, and the endpoint it goes to ... the request, the size
@@ -36,7 +36,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
         retry? stop the run? outage? back-pressure?), backoff, the loop (ask)
      7. usage, costs and budgets ... worst_case_costs (the one cost model), what
         the endpoint bills (Billing), the budget and its planner, the rerun's price
-     8. the debate's state ... positions, votes, verdicts, the run's result
+     8. the debate's state ... positions, votes, verdicts, the run's record (RunRecord)
      9. phases ... generate, critique, rebut, judge; chains and straggler cuts
     10. voting ... the tally, its tie rule, and what the vote hides
     11. one question ... a debate, its later rounds, the rerun rule,
@@ -46,7 +46,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     13. dry run and replay ... dry_run, load_replay (traces are checked here),
         and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops
-    15. CLI ... flags, logging (RedactingFilter), exit_code_for (errors to exit codes)
+    15. CLI ... flags, logging (RedactingFilter), the human summary
 """
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import copy
 import errno
 import fcntl
 import functools
@@ -165,6 +166,7 @@ BUSY_WAIT_LIMIT = 300.0
 QUOTA_USED_UP = b"insufficient_quota"
 STALL_WARNING_SHARE = 0.2  # of STALL_TIMEOUT with nothing accepted: one warning (see Endpoint.refused)
 SAME_ERROR_QUESTIONS = 3  # first questions that, failing alike, stop a batch (see same_error_everywhere)
+SCHEMA_VERSION = 1  # of --json, batch lines and the trace (docs/output.md): raised when a field changes meaning
 PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
 # Debate rounds (ROUNDS): round 1 is generate, critique, rebuttal; each later round is one
 # "revise" call per solver, while the solvers disagree. A revising solver reads each other
@@ -604,6 +606,18 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+def masked_value(value: Any, secrets: Sequence[str]) -> Any:
+    """``redact`` on every string inside a JSON-shaped value: the library's exit (RunRecord.masked), whose
+    values a caller reads as they are, never through one of our writers."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {key: masked_value(item, secrets) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [masked_value(item, secrets) for item in value]
+    return value
+
+
 def shown_id(value: str, limit: int = 200) -> str:
     """A question id on one line, told apart from every other: a character that does not
     print is escaped (\\n, \\u200b), never dropped, so no id can pass for another."""
@@ -714,6 +728,21 @@ class InputError(MoAError):
 
     def __hash__(self) -> int:
         return hash((self.line, self.reason))
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The one map from an error to an exit code: ours carry theirs, an interrupt is 130, anything else 1."""
+    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        return EXIT_INTERRUPTED
+    if isinstance(error, MoAError):
+        return error.exit_code
+    return EXIT_FAILED
+
+
+def internal_error(err: BaseException) -> str:
+    """The one line for a bug: its type and message; the traceback goes to the debug log (-v)."""
+    log.debug("internal error", exc_info=err)
+    return f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
 
 
 # --- 4. seams ------------------------------------------------------------------------------------
@@ -2216,6 +2245,9 @@ class Debate:
     dropped_models: set[str] = field(default_factory=set)
     watches: dict[tuple[int, str, int], StragglerWatch] = field(default_factory=dict)
     replaying: bool = False  # a replay: no rerun follows, so the budget keeps nothing back for one
+    verdicts: list[Verdict] = field(default_factory=list)  # round 1's, and the rerun's
+    reported: int | None = None  # which of them is reported (1: round 1's)
+    rerun: bool = False
     queue: QueueTime = field(init=False)
 
     def __post_init__(self) -> None:
@@ -2249,51 +2281,83 @@ class Debate:
             self.round = before
 
 
-@dataclass
-class RunResult:
-    """Everything a run produced: the verdict (if any), what it cost, what the budget cut."""
+# A record field that no JSON output carries: what the transcript, the trace, the summary and the batch's
+# stop rules read besides.
+NOT_IN_JSON = {"in_json": False}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run, finished or stopped, built once by run_record: --json is ``to_dict()``, a batch line
+    and the trace's verdict line add to it, debate() returns it (as Result), human_summary reads it.
+    A field added here is in all of them; docs/output.md lists them."""
 
     question: str
-    verdict: Verdict | None = None
-    verdicts: list[Verdict] = field(default_factory=list)
-    rerun: bool = False
-    error: str | None = None
-    exit_code: int = EXIT_OK
-    elapsed_s: float = 0.0
-    transcript: str | None = None
-    trace: str | None = None
-    calls: list[AgentCall] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    positions: list[Position] = field(default_factory=list)  # the reported round's answers
-    exception: MoAError | None = field(default=None, repr=False)
-    write_error: str | None = None  # a transcript or trace write failed (disk full, permissions)
+    final_answer: str | None
+    confidence: int | None
+    judges_agreeing: int  # 0 when the verdict did not come from the judges
+    judges_valid: int
+    verdict_source: str | None
+    answer_type: str | None
+    unanimous: bool
+    rerun: bool
+    rounds: int  # debate rounds run in the reported debate (0 when no solver answered)
+    phases: dict[str, dict[str, int]]
+    answers: list[dict[str, Any]]
+    dissent: list[dict[str, Any]]
+    converged_after_critique: bool
+    judges_split: bool
+    llm_calls: int
+    http_requests: int
+    usage: dict[str, Any]
+    usage_by_phase: dict[str, dict[str, Any]]
+    cost_usd: float | None
+    budget_limited: bool
+    degraded: bool  # fewer calls than planned made the answer: one failed, was cut, or a budget skipped it
+    skipped: list[str]
+    elapsed_s: float
+    transcript: str | None
+    trace: str | None
+    status: str
+    error: str | None
+    write_error: str | None = field(default=None, metadata=NOT_IN_JSON)  # a transcript or trace write failed
+    verdicts: tuple[Verdict, ...] = field(default=(), repr=False, metadata=NOT_IN_JSON)  # round 1's, the rerun's
+    reported_round: int | None = field(default=None, repr=False, metadata=NOT_IN_JSON)
+    notes: tuple[str, ...] = field(default=(), repr=False, metadata=NOT_IN_JSON)
+    calls: tuple[AgentCall, ...] = field(default=(), repr=False, compare=False, metadata=NOT_IN_JSON)  # finished calls
+    exit_code: int = field(default=EXIT_OK, repr=False, metadata=NOT_IN_JSON)
+    exception: MoAError | None = field(default=None, repr=False, compare=False, metadata=NOT_IN_JSON)
 
     @property
-    def status(self) -> str:
-        return "ok" if self.verdict is not None and self.error is None else "failed"
+    def verdict(self) -> Verdict | None:
+        return self.verdicts[self.reported_round - 1] if self.reported_round else None
 
-    @property
-    def http_requests(self) -> int:
-        return sum(len(c.attempts) for c in self.calls)
+    def json_fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("in_json", True)}
 
-    @property
-    def budget_limited(self) -> bool:
-        return bool(self.skipped)
+    def to_dict(self) -> dict[str, Any]:
+        """The --json object, a fresh copy: schema_version, then every field meant for JSON."""
+        return {"schema_version": SCHEMA_VERSION} | copy.deepcopy(self.json_fields())
 
-    @property
-    def degraded(self) -> bool:
-        """Fewer calls than planned made the answer: one failed, was cut, or a budget skipped it."""
-        return self.budget_limited or any(not call.ok for call in self.calls)
+    def ended(self, err: BaseException, error: str | None = None) -> RunRecord:
+        """This record, stopped by ``err``: failed, with its exit code and ``error``; by default the message
+        of an error of ours, "interrupted" for a cancel or Ctrl-C, and a bug's one line for anything else."""
+        code = exit_code_for(err)
+        error = error or (str(err) if isinstance(err, MoAError) else "interrupted" if code == EXIT_INTERRUPTED
+                          else internal_error(err))
+        return replace(self, status="failed", error=error, exit_code=code,
+                       exception=err if isinstance(err, MoAError) else None)
 
-    @property
-    def rounds(self) -> int:
-        """Debate rounds run in the reported debate (0 when no solver answered)."""
-        return max((len(p.by_round) or 1 for p in self.positions), default=0)
+    def masked(self, secrets: Sequence[str]) -> RunRecord:
+        """The record debate() returns: secrets masked in every JSON field and in write_error."""
+        return replace(self, **masked_value(self.json_fields() | {"write_error": self.write_error}, secrets))
 
-    @property
-    def reported_round(self) -> int | None:
-        return next((i for i, v in enumerate(self.verdicts, 1) if v is self.verdict), None)
+
+@dataclass
+class Handover:
+    """Where answer_question leaves the run's record, so a caller whose await is cancelled still has it."""
+
+    record: RunRecord
 
 
 # --- 9. phases -----------------------------------------------------------------------------------
@@ -2938,28 +3002,28 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
             watch.close()
 
 
-async def run_rounds(debate: Debate, question: str, result: RunResult) -> None:
+async def run_rounds(debate: Debate, question: str) -> None:
     """Round 1, and round 2 when round 1's confidence is low; the more confident
     verdict is reported, the rerun's on a tie (see rerun)."""
     config = debate.config
     first = await debate_once(debate, question, config.num_workers, config.temperature)
-    result.verdict = first
-    result.verdicts.append(first)
+    debate.verdicts.append(first)
+    debate.reported = 1
     if first.confidence >= config.min_judge_confidence:
         return
-    await rerun(debate, question, result)
+    await rerun(debate, question)
 
 
-async def rerun(debate: Debate, question: str, result: RunResult) -> None:
+async def rerun(debate: Debate, question: str) -> None:
     """The one confidence-triggered rerun, if the budget pays for it."""
-    config, first = debate.config, result.verdicts[0]
+    config, first = debate.config, debate.verdicts[0]
     workers, temperature = rerun_settings(config)
     if not debate.budget.fits(*rerun_price(debate, question)):
         debate.skip("rerun")
         return
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",
              first.confidence, config.min_judge_confidence, workers, temperature)
-    result.rerun = True
+    debate.rerun = True
     with debate.in_round(2):
         try:
             second = await debate_once(debate, question, workers, temperature)
@@ -2970,9 +3034,9 @@ async def rerun(debate: Debate, question: str, result: RunResult) -> None:
         except MoAError as err:
             debate.note(f"the rerun failed ({err}); keeping round 1's verdict")
             return
-    result.verdicts.append(second)
+    debate.verdicts.append(second)
     # The more confident verdict; on a tie the rerun, which heard more solvers.
-    result.verdict = second if second.confidence >= first.confidence else first
+    debate.reported = 2 if second.confidence >= first.confidence else 1
 
 
 def check_question(config: Config, question: str) -> None:
@@ -2983,7 +3047,7 @@ def check_question(config: Config, question: str) -> None:
     check_budget(config, question)
 
 
-async def run_question(debate: Debate, question: str, result: RunResult, replay: Replay | None) -> None:
+async def run_question(debate: Debate, question: str, replay: Replay | None) -> None:
     """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it
     wherever it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock
     (see ask), which tests move, and which a no-op test sleep cannot make fire early, as a timer sleeping
@@ -2994,13 +3058,13 @@ async def run_question(debate: Debate, question: str, result: RunResult, replay:
     try:
         async with deadline:
             if replay is None:
-                await run_rounds(debate, question, result)
+                await run_rounds(debate, question)
             else:
-                await run_replay(debate, replay, result)
+                await run_replay(debate, replay)
     except TimeoutError:
         if not deadline.expired():
             raise
-        if result.verdict is None:
+        if debate.reported is None:
             raise deadline_passed(debate.config) from None
         debate.note(f"the rerun was stopped at QUESTION_DEADLINE={debate.config.question_deadline:g}s; "
                     "round 1's verdict stands")
@@ -3012,73 +3076,67 @@ def deadline_passed(config: Config) -> DeadlinePassed:
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
-                          result: RunResult | None = None, replay: Replay | None = None,
-                          place: LogPlace | None = None) -> RunResult:
-    """Run the debate on one question and write its transcript and trace. Never
-    raises MoAError: failures are recorded in the result. On cancellation the
-    files are still written and ``result`` (if given) holds what was done."""
-    result = result if result is not None else RunResult(question)
-    debate = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(), calls=result.calls,
-                    skipped=result.skipped, notes=result.notes,
+                          handover: Handover | None = None, replay: Replay | None = None,
+                          place: LogPlace | None = None) -> RunRecord:
+    """Run the debate on one question, write its transcript and trace, and return its record.
+    Never raises MoAError: a failure is in the record. On cancellation the files are still
+    written, and ``handover`` (if given) holds the record of what was done."""
+    debate = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(),
                     budget=Budget(config.max_calls, config.max_total_tokens, endpoint.billing))
     transcript_path, debate.trace, file_error = open_run_files(config, runtime, place)
-    result.trace = str(debate.trace.path) if debate.trace else None
     if debate.trace:
         debate.trace.start(debate, question, replay)
     endpoint.questions += 1
+    stopped: BaseException | None = None
     try:
         check_question(config, question)
-        await run_question(debate, question, result, replay)
+        await run_question(debate, question, replay)
     except MoAError as err:
-        result.error, result.exit_code, result.exception = str(err), exit_code_for(err), err
-    except asyncio.CancelledError:
-        result.error, result.exit_code = "interrupted", EXIT_INTERRUPTED
+        stopped = err
+    except asyncio.CancelledError as err:
+        stopped = err
         raise
     finally:
         endpoint.questions -= 1
-        result.elapsed_s = runtime.clock() - debate.started
-        result.positions = debate.positions.get(result.reported_round or 1, [])
-        result.write_error = (save_run_files(debate, question, result, replay, transcript_path,
-                                             place.folder_fd if place else None) or file_error)
-    return result
+        record = run_record(config, question, debate, runtime.clock() - debate.started)
+        if stopped is not None:
+            record = record.ended(stopped)
+        record = save_run_files(debate, question, record, replay, transcript_path,
+                                place.folder_fd if place else None, file_error)
+        if handover is not None:
+            handover.record = record
+    return record
 
 
-@dataclass(frozen=True)
-class Result:
-    """What debate() returns: the verdict's fields, and ``to_dict()``, exactly the --json object."""
+def run_record(config: Config, question: str, debate: Debate | None = None, elapsed_s: float = 0.0) -> RunRecord:
+    """The record of ``debate`` (None: a run that never started); the one place its fields are worked out.
+    It copies what it takes: the debate's lists stay the debate's."""
+    verdicts, reported = (tuple(debate.verdicts), debate.reported) if debate else ((), None)
+    verdict = verdicts[reported - 1] if reported else None
+    positions = debate.positions.get(reported or 1, []) if debate else []
+    calls, skipped = (tuple(debate.calls), list(debate.skipped)) if debate else ((), [])
+    key = verdict_key(verdict, question) if verdict else normalize_answer
+    usage, judged = usage_totals(calls, config), verdict if verdict and verdict.source == "judges" else None
+    return RunRecord(
+        question=question, final_answer=verdict.answer if verdict else None,
+        confidence=verdict.confidence if verdict else None, judges_agreeing=judged.agreeing if judged else 0,
+        judges_valid=judged.valid if judged else 0, verdict_source=verdict.source if verdict else None,
+        answer_type=verdict.kind if verdict else None, unanimous=verdict is not None and verdict.source == "unanimous",
+        rerun=bool(debate and debate.rerun), rounds=max((len(p.by_round) or 1 for p in positions), default=0),
+        phases=phase_counts(calls), answers=copy.deepcopy(answer_changes(positions, key)),  # by_round: its own lists
+        dissent=minority_report(verdict, positions, key) if verdict else [],
+        converged_after_critique=converged_after_critique(positions, key),
+        judges_split=judges_split(verdict) if verdict else False, llm_calls=len(calls),
+        http_requests=sum(len(c.attempts) for c in calls), usage=usage, usage_by_phase=usage_by_phase(list(calls), config),
+        cost_usd=usage.get("cost_usd"), budget_limited=bool(skipped),
+        degraded=bool(skipped) or any(not call.ok for call in calls), skipped=skipped, elapsed_s=round(elapsed_s, 3),
+        transcript=None, trace=str(debate.trace.path) if debate and debate.trace else None,
+        status="ok" if verdict else "failed", error=None, verdicts=verdicts, reported_round=reported,
+        notes=tuple(debate.notes) if debate else (), calls=calls)
 
-    question: str
-    final_answer: str | None
-    confidence: int | None
-    answer_type: str | None
-    verdict_source: str | None
-    judges_agreeing: int
-    judges_valid: int
-    rounds: int
-    rerun: bool
-    status: str
-    error: str | None
-    llm_calls: int
-    http_requests: int
-    cost_usd: float | None
-    elapsed_s: float
-    transcript: str | None
-    trace: str | None
-    write_error: str | None  # why the transcript or trace could not be written (not in --json)
-    # The --json object as its text: a string is as frozen as the rest, where a dict would not be.
-    json_text: str = field(repr=False, compare=False)
 
-    @classmethod
-    def of(cls, run: RunResult, config: Config) -> Result:
-        text = redact(json.dumps(result_json(run, config), ensure_ascii=False), config.secrets)  # the library's exit
-        shown: dict[str, Any] = load_json(text)
-        fields = {f: shown[f] for f in cls.__dataclass_fields__ if f not in ("json_text", "write_error")}
-        return cls(**fields, write_error=redact(run.write_error, config.secrets) if run.write_error else None, json_text=text)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A fresh copy of the --json object: secrets masked, only JSON types."""
-        copied: dict[str, Any] = load_json(self.json_text)
-        return copied
+# The library's name for a run's record (see debate()).
+Result = RunRecord
 
 
 # Keyword names debate() accepts besides each setting's lower-case name: the CLI's -w and -j.
@@ -3152,7 +3210,7 @@ def library_client(config: Config) -> httpx.AsyncClient:
 
 
 async def debate(question: str, *, config: Config | None = None, _runtime: Runtime | None = None,
-                 _replay: Replay | None = None, _record: RunResult | None = None, **overrides: Any) -> Result:
+                 _replay: Replay | None = None, _record: Handover | None = None, **overrides: Any) -> Result:
     """Answer one question by a debate; the library's way in, and the CLI's.
 
     Settings come from the environment and .env, as for the CLI, unless ``config``
@@ -3176,10 +3234,9 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     question = valid_text(question)
     check_question(config, question)  # before any file is made: ConfigError means nothing happened
     runtime = replace(_runtime or Runtime(), secrets=config.secrets)
-    run = _record if _record is not None else RunResult(question)
     async with library_client(config) as client:
-        await answer_question(config, question, Endpoint(config, client, runtime), runtime, run, _replay)
-    result = Result.of(run, config)
+        run = await answer_question(config, question, Endpoint(config, client, runtime), runtime, _record, _replay)
+    result = run.masked(config.secrets)
     if isinstance(run.exception, ConfigError):
         raise run.exception
     if run.status != "ok":
@@ -3187,19 +3244,19 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     return result
 
 
-def save_run_files(debate: Debate, question: str, result: RunResult, replay: Replay | None,
-                   transcript_path: Path | None, folder_fd: int | None = None) -> str | None:
-    """Close the trace and fill the transcript; why a write failed, or None."""
+def save_run_files(debate: Debate, question: str, record: RunRecord, replay: Replay | None,
+                   transcript_path: Path | None, folder_fd: int | None, file_error: str | None) -> RunRecord:
+    """Close the trace and fill the transcript: the record, with its transcript's path, or why a write failed."""
     trace_error = None
     if debate.trace:
-        debate.trace.finish(debate, result)
+        debate.trace.finish(debate, replace(record, transcript=str(transcript_path) if transcript_path else None))
         trace_error = debate.trace.error
     if transcript_path is None:
-        return trace_error
-    text = render_transcript(debate.config, debate, question, result, replay)
+        return replace(record, write_error=trace_error or file_error)
+    text = render_transcript(debate.config, debate, question, record, replay)
     transcript_error = write_transcript(debate.runtime, transcript_path, text, folder_fd)
-    result.transcript = None if transcript_error else str(transcript_path)
-    return trace_error or transcript_error
+    return replace(record, transcript=None if transcript_error else str(transcript_path),
+                   write_error=trace_error or transcript_error or file_error)
 
 
 # --- 12. files -----------------------------------------------------------------------------------
@@ -3290,7 +3347,7 @@ def _render_call(call: AgentCall) -> list[str]:
     return lines + [""]
 
 
-def render_transcript(config: Config, debate: Debate, question: str, result: RunResult,
+def render_transcript(config: Config, debate: Debate, question: str, result: RunRecord,
                       replay: Replay | None = None) -> str:
     """The transcript text: config, every call grouped by round and phase, usage, tally, verdict."""
     lines = ["MoA pipeline transcript", f"run id: {debate.run_id}",
@@ -3312,7 +3369,7 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
                     lines += _render_call(call)
     if debate.notes:
         lines += ["=== Notes ==="] + debate.notes + [""]
-    lines += ["=== Usage ==="] + usage_lines(result.calls, config)
+    lines += ["=== Usage ==="] + usage_lines(debate.calls, config)
     if result.skipped:
         lines += ["budget limited; skipped: " + "; ".join(result.skipped)]
     lines += ["", "=== Tally ==="]
@@ -3454,7 +3511,7 @@ class TraceWriter:
             self.error = f"could not write the trace {self.path} ({describe_os_error(err)})"
 
     def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
-        self.write({"type": "run", "run_id": debate.run_id, "question": question, "config": self.config.shown(),
+        self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": debate.run_id, "question": question, "config": self.config.shown(),
                     "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
                     "replay": None if replay is None else {"trace": str(replay.source), "from": str(replay.start),
                                                            "run_id": replay.run_id}})
@@ -3479,18 +3536,12 @@ class TraceWriter:
             "error": None if attempt.outcome == "ok" else attempt.outcome, "retry_in_s": attempt.retry_in_s,
         })
 
-    def finish(self, debate: Debate, result: RunResult) -> None:
-        self.write({
-            "type": "verdict", "run_id": debate.run_id, "status": result.status, "error": result.error,
-            "final_answer": result.verdict.answer if result.verdict else None,
-            "confidence": result.verdict.confidence if result.verdict else None,
-            "reported_round": result.reported_round, "rerun": result.rerun,
-            "rounds": [{"round": i, "source": v.source, "tally": v.tally, "answer": v.answer,
-                        "confidence": v.confidence, "agreeing": v.agreeing, "valid": v.valid}
-                       for i, v in enumerate(result.verdicts, 1)],
-            "usage": usage_totals(result.calls, self.config), "budget_limited": result.budget_limited,
-            "skipped": result.skipped, "notes": debate.notes, "elapsed_s": round(result.elapsed_s, 4),
-        })
+    def finish(self, debate: Debate, record: RunRecord) -> None:
+        """The verdict line: the run's record (--json's fields), with each verdict, which one is reported, and
+        the notes. Each verdict is under "verdicts": "rounds" is --json's count of debate rounds."""
+        self.write({"type": "verdict", "run_id": debate.run_id, **record.to_dict(), "reported_round": record.reported_round,
+                    "verdicts": [{"round": i} | asdict(v) for i, v in enumerate(record.verdicts, 1)],
+                    "notes": list(record.notes)})
         self.close()
 
     def close(self) -> None:
@@ -3996,7 +4047,7 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
                   tuple(positions[k] for k in sorted(positions)), tuple(kept))
 
 
-async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
+async def run_replay(debate: Debate, replay: Replay) -> None:
     """The phases from ``replay.start`` on, over the rebuilt positions; no rerun (it would need new solvers).
     Each solver keeps the model that wrote its answer (a trace that does not say: its slot's model today)."""
     positions = [replace(p, by_round=list(p.by_round), model=p.model or debate.config.slot_model(p.slot))
@@ -4005,8 +4056,8 @@ async def run_replay(debate: Debate, replay: Replay, result: RunResult) -> None:
     require_enough(debate, positions, replay.workers)
     verdict = await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
                                done=replay.start.kept, later_rounds=replay.start.phase != "judges")
-    result.verdict = verdict
-    result.verdicts.append(verdict)
+    debate.verdicts.append(verdict)
+    debate.reported = 1
 
 
 # --- 14. batch -----------------------------------------------------------------------------------
@@ -4185,9 +4236,9 @@ def _role(message: dict[str, Any]) -> str:
     return role if isinstance(role, str) and re.fullmatch(r"[A-Za-z_]{1,20}", role) else "message"
 
 
-def openai_batch_line(record: dict[str, Any], config: Config, now: float, usage: dict[str, Any]) -> dict[str, Any]:
-    """A Batch API output line for one of our records: a chat completion whose content is the
-    verdict, or an error; what the debate cost rides along under "moa"."""
+def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dict[str, Any]:
+    """A Batch API output line for one of our lines: a chat completion whose content is the
+    verdict, or an error; our whole line rides along under "moa"."""
     custom_id = str(record["id"])
     line: dict[str, Any] = {"id": "batch_req_" + hashlib.sha256(custom_id.encode("utf-8")).hexdigest()[:24],
                             "custom_id": custom_id, "response": None, "error": None}
@@ -4197,13 +4248,10 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float, usage:
             "model": config.judge_models[0],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": record["final_answer"]},
                          "finish_reason": "stop", "logprobs": None}],
-            "usage": {key: usage[key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}}}
+            "usage": {key: record["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}}}
     else:
         line["error"] = {"code": "debate_failed", "message": record["error"]}
-    line["moa"] = {key: record[key] for key in ("status", "confidence", "llm_calls", "http_requests", "tokens",
-                                                 "cost_usd", "elapsed_s", "transcript", "expected", "correct")
-                   if key in record}
-    return line
+    return line | {"moa": record}
 
 
 def _usable_id(value: Any) -> bool:
@@ -4366,27 +4414,16 @@ def answers_match(question: str, answer: str, expected: str) -> bool:
     return answer_key(kind, answer, letters) == answer_key(kind, expected, letters)
 
 
-def batch_record(item: BatchItem, result: RunResult, config: Config) -> dict[str, Any]:
-    """The output line for one question."""
-    verdict = result.verdict
-    record: dict[str, Any] = {
-        "id": item.id, "question": item.question,
-        "final_answer": verdict.answer if verdict else None,
-        "confidence": verdict.confidence if verdict else None,
-        "status": result.status, "error": result.error,
-    }
+def batch_record(item: BatchItem, record: RunRecord) -> dict[str, Any]:
+    """The output line for one question: its id, the --json object, and any expected answer with whether
+    the verdict matches it. Lines before schema_version 1 said "tokens" and "tokens_estimated" for
+    usage's total_tokens and estimated: resume reads only id, status, expected and correct, so it reads them too."""
+    line = {"id": item.id} | record.to_dict()
     if item.expected is not None:
-        record["expected"] = item.expected
-        record["correct"] = verdict is not None and answers_match(item.question, verdict.answer, item.expected)
-    usage = usage_totals(result.calls, config)
-    record.update({"llm_calls": len(result.calls), "http_requests": result.http_requests,
-                   "phases": phase_counts(result.calls), "rounds": result.rounds, "degraded": result.degraded,
-                   "tokens": usage["total_tokens"], "tokens_estimated": usage["estimated"],
-                   "budget_limited": result.budget_limited, "elapsed_s": round(result.elapsed_s, 3),
-                   "transcript": result.transcript})
-    if "cost_usd" in usage:
-        record["cost_usd"] = usage["cost_usd"]
-    return record
+        line["expected"] = item.expected
+        line["correct"] = record.final_answer is not None and answers_match(item.question, record.final_answer,
+                                                                            item.expected)
+    return line
 
 
 @dataclass
@@ -4419,9 +4456,9 @@ class BatchStats:
             self.failed += 1
         self.llm_calls += record["llm_calls"]
         self.http_requests += record["http_requests"]
-        if record["tokens"]:
-            self.tokens = (self.tokens or 0) + record["tokens"]
-        if "cost_usd" in record:
+        if record["usage"]["total_tokens"]:
+            self.tokens = (self.tokens or 0) + record["usage"]["total_tokens"]
+        if record["cost_usd"] is not None:
             self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
 
 
@@ -4472,7 +4509,7 @@ class Progress:
             self.bar.close()
 
 
-def stops_the_batch(result: RunResult, stats: BatchStats, failed_before: bool = False) -> str | None:
+def stops_the_batch(result: RunRecord, stats: BatchStats, failed_before: bool = False) -> str | None:
     """Why this failure stops the whole batch (exit 1), or None.
 
     A rejected key (401/403), a wrong URL or model (404) or a quota used up
@@ -4488,7 +4525,7 @@ def stops_the_batch(result: RunResult, stats: BatchStats, failed_before: bool = 
     return same_error_everywhere(result, stats, failed_before)
 
 
-def lasting_error(result: RunResult) -> str | None:
+def lasting_error(result: RunRecord) -> str | None:
     """The error a failed question ended on if no retry was made for it and it is no outage (a 400, a
     422), each word holding a digit (a count, an id) made "#" so two questions' compare; else None. A
     refusal came in a 2xx: the key, the URL and the model work, and what was refused is the question's own."""
@@ -4498,7 +4535,7 @@ def lasting_error(result: RunResult) -> str | None:
     return re.sub(r"\S*\d\S*", "#", str(cause))
 
 
-def same_error_everywhere(result: RunResult, stats: BatchStats, failed_before: bool = False) -> str | None:
+def same_error_everywhere(result: RunRecord, stats: BatchStats, failed_before: bool = False) -> str | None:
     """Why the batch stops when the first SAME_ERROR_QUESTIONS questions to finish all failed with one
     lasting_error, none succeeding: a wrong key behind a gateway ("HTTP 400: No connected db."), a
     mistyped model. One 400 can be its question's fault (a prompt too long), two alike chance; three,
@@ -4516,15 +4553,14 @@ def same_error_everywhere(result: RunResult, stats: BatchStats, failed_before: b
             "name (MODEL_NAME) and PROXY_URL, or run --check, then rerun to resume")
 
 
-def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
-    """--logs failed, once a question is ok: its run's transcript and trace go, and so do those its earlier
-    (failed or killed) runs left at the names before it (stem, stem_1, … up to the first free one) when they
-    hold this question (``question`` as written: masked), so another id's files at a shared name stay."""
+def drop_run_files(result: RunRecord, question: str, place: LogPlace) -> None:
+    """--logs failed, once a question is ok: this run's transcript and trace go, and so do those its earlier
+    (failed or killed) runs left at the names before it: stem, stem_1, … up to the first free one. A pair goes
+    only when it holds this question (``question`` as written: masked), so another id's files at a shared name stay."""
     for name in (result.transcript, result.trace):
         if name:
             with contextlib.suppress(OSError):
                 unlink_in(Path(name), place.folder_fd)
-    result.transcript = result.trace = None
     for n in range(MAX_NAME_TRIES):
         base = place.stem if n == 0 else f"{place.stem}_{n}"
         present = [path for path in (place.directory / f"{base}.txt", place.directory / f"{base}.jsonl")
@@ -4595,27 +4631,28 @@ class BatchRun:
         Nothing escapes this task but a cancellation: an exception left in a task
         would only surface as "Task exception was never retrieved".
         """
-        result = RunResult(item.question)
+        run = Handover(run_record(self.config, item.question))
         QUESTION_ID.set(shown_id(item.id))
         place = LogPlace(self.log_folder, safe_name(item.id), self.folder_fd)
         try:
             try:
-                await answer_question(self.config, item.question, endpoint, self.runtime, result, place=place)
-            except asyncio.CancelledError:
+                await answer_question(self.config, item.question, endpoint, self.runtime, run, place=place)
+            except asyncio.CancelledError as err:
                 # What it cost is still counted, and the line says so; resume runs it again.
-                result.error = "interrupted before it finished; it runs again on resume"
-                self.save(item, result, writer)
+                self.save(item, run.record.ended(err, "interrupted before it finished; it runs again on resume"),
+                          writer)
                 raise
             except Exception as err:  # a bug must cost one question, not the batch or the result
-                result.error = internal_error(err)
-            if self.options.logs == "failed" and result.status == "ok":
-                drop_run_files(result, redact(item.question, self.config.secrets), place)
-            self.save(item, result, writer)
-            self.stop_if_hopeless(result, item.id in self.failed_before)
+                run.record = run.record.ended(err)
+            if self.options.logs == "failed" and run.record.status == "ok":
+                drop_run_files(run.record, redact(item.question, self.config.secrets), place)
+                run.record = replace(run.record, transcript=None, trace=None)
+            self.save(item, run.record, writer)
+            self.stop_if_hopeless(run.record, item.id in self.failed_before)
         finally:
             slots.release()
 
-    def stop_if_hopeless(self, result: RunResult, failed_before: bool = False) -> None:
+    def stop_if_hopeless(self, result: RunRecord, failed_before: bool = False) -> None:
         """Stop when a question's end says the rest would fail alike: a stalled endpoint opens the breaker
         (exit 75: later it may answer); what stops_the_batch names aborts (exit 1)."""
         if isinstance(result.exception, EndpointStalled):
@@ -4626,10 +4663,10 @@ class BatchRun:
             return
         self.stop.set()
 
-    def save(self, item: BatchItem, result: RunResult, writer: ResultWriter) -> None:
+    def save(self, item: BatchItem, result: RunRecord, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
-        record = batch_record(item, result, self.config)
-        line = (openai_batch_line(record, self.config, self.runtime.wall_clock(), usage_totals(result.calls, self.config))
+        record = batch_record(item, result)
+        line = (openai_batch_line(record, self.config, self.runtime.wall_clock())
                 if self.options.output_format == "openai-batch" else record)
         try:
             writer.write(line)
@@ -5143,98 +5180,51 @@ def setup_logging(verbosity: int) -> logging.Handler:
     return handler
 
 
-def result_json(result: RunResult, config: Config) -> dict[str, Any]:
-    """The --json object."""
-    verdict, calls = result.verdict, result.calls
-    usage = usage_totals(calls, config)
-    key = verdict_key(verdict, result.question) if verdict else normalize_answer
-    return {
-        "question": result.question,
-        "final_answer": verdict.answer if verdict else None,
-        "confidence": verdict.confidence if verdict else None,
-        "judges_agreeing": verdict.agreeing if verdict and verdict.source == "judges" else 0,
-        "judges_valid": verdict.valid if verdict and verdict.source == "judges" else 0,
-        "verdict_source": verdict.source if verdict else None,
-        "answer_type": verdict.kind if verdict else None,
-        "unanimous": verdict is not None and verdict.source == "unanimous",
-        "rerun": result.rerun,
-        "rounds": result.rounds,
-        "phases": phase_counts(calls),
-        "answers": answer_changes(result.positions, key),
-        "dissent": minority_report(verdict, result.positions, key) if verdict else [],
-        "converged_after_critique": converged_after_critique(result.positions, key),
-        "judges_split": judges_split(verdict) if verdict else False,
-        "llm_calls": len(calls),
-        "http_requests": result.http_requests,
-        "usage": usage,
-        "usage_by_phase": usage_by_phase(calls, config),
-        "cost_usd": usage.get("cost_usd"),
-        "budget_limited": result.budget_limited,
-        "skipped": result.skipped,
-        "elapsed_s": round(result.elapsed_s, 3),
-        "transcript": result.transcript,
-        "trace": result.trace,
-        "status": result.status,
-        "error": result.error,
-    }
-
-
-def said_by_the_minority(result: RunResult, verdict: Verdict) -> list[str]:
+def said_by_the_minority(record: RunRecord) -> list[str]:
     """The human lines for dissent, a split vote and convergence after critique."""
     lines = []
-    key = verdict_key(verdict, result.question)
-    for entry in minority_report(verdict, result.positions, key):
+    for entry in record.dissent:
         held = ", ".join(f"{n} {who}{'s' if n != 1 else ''}" for who, n in
                          (("judge", entry["judges"]), ("solver", entry["solvers"])) if n)
         lines.append(f"Also held: {entry['answer']} ({held})")
-    if judges_split(verdict):
+    if record.judges_split:
         lines.append("Judges split: no answer has a majority of the judges.")
-    if converged_after_critique(result.positions, key):
-        switched = sum(c["changed"] for c in answer_changes(result.positions, key))
-        lines.append(f"Converged after critique: {switched} of {len(result.positions)} solvers switched to one "
+    if record.converged_after_critique:
+        switched = sum(c["changed"] for c in record.answers)
+        lines.append(f"Converged after critique: {switched} of {len(record.answers)} solvers switched to one "
                      "answer; shared errors can look like consensus.")
     return lines
 
 
-def rerun_words(result: RunResult) -> str:
-    """What the confidence line says of the rerun: whose verdict this is, when one ran."""
-    if not result.rerun:
-        return ""
-    return ", after a rerun" if result.reported_round == 2 else "; a rerun ran, and round 1's verdict stands"
-
-
-def human_summary(result: RunResult, config: Config) -> str:
+def human_summary(record: RunRecord) -> str:
     """The human summary printed on stdout (the error itself goes to stderr)."""
     lines = []
-    verdict, calls = result.verdict, result.calls
-    if verdict is not None:
+    if (verdict := record.verdict) is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(
             verdict.source, "solvers (no judge answered)")
+        rerun = ("" if not record.rerun else ", after a rerun" if record.reported_round == 2  # whose verdict this is
+                 else "; a rerun ran, and round 1's verdict stands")
         lines += [f"Answer: {verdict.answer}",
-                  f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree"
-                  + rerun_words(result)]
-    if verdict is not None:
-        lines += said_by_the_minority(result, verdict)
-    if verdict is None:
+                  f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree{rerun}",
+                  *said_by_the_minority(record)]
+    else:
         lines.append("No verdict: the run failed.")
-    counts = phase_counts(calls)
-    for phase in PHASES:
-        done = counts[phase]["ok"] + counts[phase]["failed"]
-        if done:
-            lines.append(f"  {PHASE_TITLES[phase]:<28} {counts[phase]['ok']}/{done} {PHASE_NOUNS[phase]}")
-    usage = usage_totals(calls, config)
+    for phase, counts in record.phases.items():
+        if done := counts["ok"] + counts["failed"]:
+            lines.append(f"  {PHASE_TITLES[phase]:<28} {counts['ok']}/{done} {PHASE_NOUNS[phase]}")
+    usage = record.usage
     tokens = f"{usage['total_tokens']} tokens{' (estimated)' if usage['estimated'] else ''}"
     cost = f", ${usage['cost_usd']:.4f}" if "cost_usd" in usage else ""
-    lines.append(f"{len(calls)} LLM calls, {result.http_requests} HTTP requests, {tokens}{cost}, "
-                 f"{result.elapsed_s:.1f}s")
-    if result.skipped:
-        lines.append("Budget limited, skipped: " + "; ".join(result.skipped))
-    lines.append(f"Transcript: {result.transcript or 'not written'}")
+    lines.append(f"{record.llm_calls} LLM calls, {record.http_requests} HTTP requests, {tokens}{cost}, "
+                 f"{record.elapsed_s:.1f}s")
+    if record.skipped:
+        lines.append("Budget limited, skipped: " + "; ".join(record.skipped))
+    lines.append(f"Transcript: {record.transcript or 'not written'}")
     return "\n".join(lines)
 
 
-async def run_cli(config: Config, question: str, runtime: Runtime, result: RunResult,
-                  replay: Replay | None = None) -> RunResult:
+async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover,
+                  replay: Replay | None = None) -> None:
     """One question from the command line. SIGTERM is treated like Ctrl-C: the run
     is cancelled, and the transcript and trace are written with what was done."""
     loop, task, signals = asyncio.get_running_loop(), asyncio.current_task(), stop_signals()
@@ -5242,15 +5232,14 @@ async def run_cli(config: Config, question: str, runtime: Runtime, result: RunRe
         for number in signals:
             loop.add_signal_handler(number, task.cancel)
     try:
-        await debate(question, config=config, _runtime=runtime, _replay=replay, _record=result)
+        await debate(question, config=config, _runtime=runtime, _replay=replay, _record=run)
     except MoAError as err:  # the run records its own; one raised before it started is recorded here
-        if result.error is None:
-            result.error, result.exit_code, result.exception = str(err), exit_code_for(err), err
+        if run.record.error is None:
+            run.record = run.record.ended(err)
     finally:
         for number in signals:
             loop.remove_signal_handler(number)
         reinstall_interrupt()
-    return result
 
 
 def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Replay | None]:
@@ -5368,24 +5357,6 @@ class SingleRequest:
     replay: Replay | None
 
 
-def exit_code_for(error: BaseException) -> int:
-    """The one map from an error to the process's exit code (the EXIT_* constants).
-
-    Errors of ours carry their code (see the error tree); an interrupt is 130;
-    anything else (a disk error, a bug) is 1.
-    """
-    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
-        return EXIT_INTERRUPTED
-    if isinstance(error, MoAError):
-        return error.exit_code
-    return EXIT_FAILED
-
-
-def internal_error(err: BaseException) -> str:
-    """The one line for a bug: its type and message; the traceback goes to the debug log (-v)."""
-    log.debug("internal error", exc_info=err)
-    return f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
-
 
 # Flags (and their argparse names) that only a batch uses; --check also uses none of CHECK_IGNORES:
 # it sends one request, so what shapes or budgets a debate does nothing there.
@@ -5424,16 +5395,15 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Sin
 
 def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_output: bool) -> int:
     """Answer one question and report it: the result on stdout, the error line on stderr."""
-    result = RunResult(request.question)
+    run = Handover(run_record(config, request.question))
     try:
-        asyncio.run(run_cli(config, request.question, runtime, result, request.replay))
-    except (KeyboardInterrupt, asyncio.CancelledError) as err:  # Ctrl-C, or SIGTERM (see run_cli)
-        result.error, result.exit_code = "interrupted", exit_code_for(err)
-    except Exception as err:  # a bug: one line, and what was done is kept
-        result.error, result.exit_code = internal_error(err), exit_code_for(err)
+        asyncio.run(run_cli(config, request.question, runtime, run, request.replay))
+    except (KeyboardInterrupt, asyncio.CancelledError, Exception) as err:  # Ctrl-C, SIGTERM (see run_cli), a bug
+        run.record = run.record.ended(err)  # what was done is kept
+    result = run.record
     if result.write_error:
         log.warning("%s; the verdict is still reported", result.write_error)
-    shown = json.dumps(result_json(result, config), ensure_ascii=False) if json_output else human_summary(result, config)
+    shown = json.dumps(result.to_dict(), ensure_ascii=False) if json_output else human_summary(result)
     delivered = emit(shown, config.secrets)
     if result.error:
         where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""

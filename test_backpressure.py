@@ -235,7 +235,7 @@ def test_a_scattered_429_costs_only_its_own_call_a_wait(endpoint_env, monkeypatc
     assert [d for d in sleep.delays if d != 30.0 and d > 0.5] == []
 
 
-async def solver_1_told_to_wait(retry_after: str, straggler_factor: float) -> tuple[moa.RunResult, list]:
+async def solver_1_told_to_wait(retry_after: str, straggler_factor: float) -> tuple[moa.RunRecord, list]:
     """Virtual time, 1 s per call, 3 solvers: solver-1's first request gets a 429 with ``retry_after``.
     Returns the result and (phase, agent, virtual time) of every request."""
     clock = VirtualClock()

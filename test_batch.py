@@ -706,7 +706,7 @@ def test_after_a_run_the_stop_signals_interrupt_again(monkeypatch) -> None:
     config = moa.load_config({}, os.environ, {})
     before = signal.getsignal(signal.SIGTERM)
     try:
-        asyncio.run(moa.run_cli(config, "Q?", test_runtime(), moa.RunResult("Q?")))
+        asyncio.run(moa.run_cli(config, "Q?", test_runtime(), moa.Handover(moa.run_record(config, "Q?"))))
         assert signal.getsignal(signal.SIGTERM) is moa._interrupt
     finally:
         signal.signal(signal.SIGTERM, before)

@@ -55,7 +55,7 @@ class Billed:
 
 
 async def run_questions(configs: list[moa.Config], model: Billed, shared: bool = False,
-                        latency: float = 0.0) -> list[moa.RunResult]:
+                        latency: float = 0.0) -> list[moa.RunRecord]:
     """One question for each config, one after another, through one client; each through a new
     Endpoint, or all through one when ``shared`` (as a batch's questions are). With ``latency``,
     each reply takes that long in virtual time, so a phase's requests are in flight together."""
@@ -79,11 +79,11 @@ async def run_questions(configs: list[moa.Config], model: Billed, shared: bool =
         driver.cancel()
 
 
-def billed(result: moa.RunResult) -> int:
+def billed(result: moa.RunRecord) -> int:
     return sum(a.prompt_tokens + a.completion_tokens for c in result.calls for a in c.attempts)
 
 
-def ran(result: moa.RunResult, debate_round: int) -> tuple[int, int, int, int]:
+def ran(result: moa.RunRecord, debate_round: int) -> tuple[int, int, int, int]:
     """(judges, critiques, rebuttals, debate rounds) that answered in one debate (1, or 2: the rerun)."""
     def ok(phase: str) -> int:
         return sum(c.ok for c in result.calls if c.phase == phase and c.round == debate_round)
@@ -91,7 +91,7 @@ def ran(result: moa.RunResult, debate_round: int) -> tuple[int, int, int, int]:
     return ok("judge"), ok("critique"), ok("rebuttal"), 1 + len(steps)
 
 
-def debate_of(result: moa.RunResult) -> tuple[int, ...]:
+def debate_of(result: moa.RunRecord) -> tuple[int, ...]:
     """What a budget bought, in the order the README gives it: round 1's judges, critiques and
     rebuttals, then the rerun, then round 1's later rounds, then the rerun's own."""
     first, second = ran(result, 1), ran(result, 2)
@@ -154,7 +154,7 @@ def test_a_batch_learns_what_the_endpoint_bills_once() -> None:
         == [True] * len(later)
 
 
-async def generate_starts(config: moa.Config) -> tuple[moa.RunResult, list[float]]:
+async def generate_starts(config: moa.Config) -> tuple[moa.RunRecord, list[float]]:
     """A run whose replies each take 1 s of virtual time, and when each solver request started."""
     clock, started = VirtualClock(), []
 

@@ -128,7 +128,7 @@ def test_no_string_slicing_of_from_and_no_setattr_by_status() -> None:
 def test_batch_stats_count_each_status_in_its_field() -> None:
     """ok, failed, degraded and unsaved lines each land in their own count."""
     stats = moa.BatchStats()
-    line = {"llm_calls": 1, "http_requests": 1, "tokens": 0}
+    line = {"llm_calls": 1, "http_requests": 1, "usage": {"total_tokens": 0, "estimated": False}, "cost_usd": None}
     for record, saved in [({"status": "ok", "degraded": True}, True), ({"status": "failed"}, True),
                           ({"status": "ok"}, False)]:
         stats.add(record | line, saved)

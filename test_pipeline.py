@@ -748,7 +748,7 @@ def test_judges_see_different_orders_and_labels_map_back(capsys) -> None:
     assert len(set(prompts_seen)) == 3, "every judge sees its own order"
     # Judge 1 sees solver-1 first, judge 2 solver-2 first, judge 3 solver-3 first: three different votes.
     assert result["verdict_source"] == "judges" and result["judges_agreeing"] == 1
-    tally = json.loads(Path(result["trace"]).read_text().splitlines()[-1])["rounds"][0]["tally"]
+    tally = json.loads(Path(result["trace"]).read_text().splitlines()[-1])["verdicts"][0]["tally"]
     assert tally == {"391": 1, "390": 1, "392": 1}
 
 
@@ -788,7 +788,11 @@ def test_human_output_says_what_the_vote_hides() -> None:
     positions = [moa.Position(i, "390", "", final_answer="391") for i in range(4)]
     positions.append(moa.Position(4, "392", "", final_answer="392"))
     verdict = moa.Verdict("391", 70, 1, 3, "judges", {"391": 1, "390": 1, "392": 1})
-    lines = moa.said_by_the_minority(moa.RunResult("Q?", positions=positions), verdict)
+    key = moa.verdict_key(verdict, "Q?")
+    record = dataclasses.replace(moa.run_record(moa.Config(URL, FAKE_KEY), "Q?"), judges_split=True,
+                                 dissent=moa.minority_report(verdict, positions, key), converged_after_critique=True,
+                                 answers=moa.answer_changes(positions, key))
+    lines = moa.said_by_the_minority(record)
     assert lines == ["Also held: 392 (1 judge, 1 solver)", "Also held: 390 (1 judge)",
                      "Judges split: no answer has a majority of the judges.",
                      "Converged after critique: 4 of 5 solvers switched to one answer; shared errors can look "

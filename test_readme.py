@@ -1,7 +1,7 @@
 """The README is a contract: its tables must say what the code does.
 
 Every expected set below is derived from the code at test time (SETTINGS, the
-EXIT_* constants, result_json, batch_record, build_parser), so a code change
+EXIT_* constants, RunRecord, batch_record, build_parser), so a code change
 that forgets the README fails here, and so does a README row that goes stale.
 The benchmark and accuracy figures live in bench/README.md, linked from the README.
 """
@@ -281,26 +281,25 @@ def test_help_epilog_lists_every_exit_code():
 
 
 def test_json_field_table_lists_exactly_result_json_keys():
-    """The --json Field table names every key result_json emits, and nothing else."""
+    """The --json Field table names every key of a run record's to_dict(), and nothing else."""
     rows = find_table(output_docs(), ["Field", "Meaning"])
     names = first_cell_names(rows)
-    keys = set(moa.result_json(moa.RunResult("Q?"), config()))
-    keys |= set(moa.result_json(moa.RunResult("Q?"), config(**PRICED)))
+    keys = set(moa.run_record(config(), "Q?").to_dict())
+    keys |= set(moa.run_record(config(**PRICED), "Q?").to_dict())
     assert len(names) == len(set(names)), f"listed twice: {sorted(n for n in names if names.count(n) > 1)}"
     assert set(names) == keys, (f"missing from README: {sorted(keys - set(names))}; "
-                                f"not in result_json: {sorted(set(names) - keys)}")
+                                f"not in to_dict(): {sorted(set(names) - keys)}")
 
 
 # --- 4. batch output lines ------------------------------------------------------------
 
 
 def test_batch_line_table_lists_exactly_batch_record_keys():
-    """The Batch-line field table names every key a batch output line can carry, and nothing else."""
+    """The Batch-line field table names every key a batch line adds to the --json object, and nothing else."""
     rows = find_table(output_docs(), ["Batch-line field", "Meaning"])
     names = first_cell_names(rows)
     item = moa.BatchItem(1, "q1", "Q?", "391")
-    keys = set(moa.batch_record(item, moa.RunResult("Q?"), config()))
-    keys |= set(moa.batch_record(item, moa.RunResult("Q?"), config(**PRICED)))  # cost_usd only with prices
+    keys = set(moa.batch_record(item, moa.run_record(config(), "Q?"))) - set(moa.run_record(config(), "Q?").to_dict())
     assert len(names) == len(set(names)), f"listed twice: {sorted(n for n in names if names.count(n) > 1)}"
     assert set(names) == keys, (f"missing from README: {sorted(keys - set(names))}; "
                                 f"not in batch_record: {sorted(set(names) - keys)}")

@@ -161,12 +161,12 @@ def straggler_config(**changes: Any) -> moa.Config:
 
 
 async def answer_together(config: moa.Config, clock: VirtualClock, side_effect: Any,
-                          questions: int) -> list[moa.RunResult]:
+                          questions: int) -> list[moa.RunRecord]:
     """``questions`` questions at once through one endpoint, as a batch runs them (virtual time)."""
     return await answer_all_in_virtual_time(config, clock, side_effect, [f"Question {n}?" for n in range(questions)])
 
 
-def cuts(result: moa.RunResult) -> list[str]:
+def cuts(result: moa.RunRecord) -> list[str]:
     return [f"{c.phase} {c.agent}" for c in result.calls if c.failure == "cut as a straggler"]
 
 

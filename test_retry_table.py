@@ -75,7 +75,7 @@ def test_a_fault_is_retried_as_its_row_says(kind: moa.Fault, retried: bool) -> N
 
 # Where redact may run: the exits, and two places that are no exit of ours, each with its reason.
 EXITS = {"say", "emit", "write_all", "RedactingFilter.filter",
-         "Result.of",  # the library's exit: what debate() returns and raises
+         "masked_value",  # the library's exit (RunRecord.masked): what debate() returns and raises
          "Endpoint.complete",  # the server's words as they enter: they reach a library caller's exceptions and logs
          "BatchRun.one"}  # compares a question with what its trace holds, masked as written
 

@@ -27,7 +27,7 @@ def base_config(**changes) -> moa.Config:
     return replace(config, **changes)
 
 
-async def debate_with_latencies(config: moa.Config, latency, answers=None) -> tuple[moa.RunResult, list, VirtualClock]:
+async def debate_with_latencies(config: moa.Config, latency, answers=None) -> tuple[moa.RunRecord, list, VirtualClock]:
     """Run one question; ``latency(phase, agent)`` gives each call's virtual seconds.
     Returns the result, (phase, agent, start, end) of every request, and the clock."""
     clock = VirtualClock()

@@ -123,8 +123,8 @@ async def sample(config: moa.Config, endpoint: moa.Endpoint, question: str, expe
 async def debate(config: moa.Config, endpoint: moa.Endpoint, question: str, expected: str) -> Outcome:
     result = await moa.answer_question(config, question, endpoint, endpoint.runtime)
     correct = result.verdict is not None and moa.answers_match(question, result.verdict.answer, expected)
-    changes = [(moa.answers_match(question, p.answer, expected), moa.answers_match(question, p.final_answer, expected))
-               for p in result.positions]
+    changes = [(moa.answers_match(question, p["answer"], expected), moa.answers_match(question, p["final_answer"], expected))
+               for p in result.answers]
     return Outcome(correct, len(result.calls), tokens_of(result.calls, config),
                    result.verdict.confidence if result.verdict else 0,
                    sum(not a and b for a, b in changes), sum(a and not b for a, b in changes))

@@ -99,7 +99,7 @@ def config_for(url: str, **changes: Any) -> moa.Config:
 
 
 async def one_debate(config: moa.Config, question: str = QUESTION,
-                     client: httpx.AsyncClient | None = None) -> tuple[float, moa.RunResult]:
+                     client: httpx.AsyncClient | None = None) -> tuple[float, moa.RunRecord]:
     if client is None:
         async with moa.open_client(config) as own:
             return await one_debate(config, question, own)
@@ -110,7 +110,7 @@ async def one_debate(config: moa.Config, question: str = QUESTION,
 
 
 async def many_debates(config: moa.Config, runs: int, parallel: int,
-                       distinct: bool = False) -> list[tuple[float, moa.RunResult]]:
+                       distinct: bool = False) -> list[tuple[float, moa.RunRecord]]:
     """``runs`` debates, ``parallel`` at a time (the server has no limit in these scenarios).
     ``distinct`` gives each run its own question (with a keyed server: its own latencies).
 
@@ -121,7 +121,7 @@ async def many_debates(config: moa.Config, runs: int, parallel: int,
     gate = asyncio.Semaphore(parallel)
     wide = replace(config, max_concurrent_requests=config.max_concurrent_requests * parallel)
     async with moa.open_client(wide) as client:
-        async def guarded(n: int) -> tuple[float, moa.RunResult]:
+        async def guarded(n: int) -> tuple[float, moa.RunRecord]:
             async with gate:
                 return await one_debate(config, f"Run {n}: {QUESTION}" if distinct else QUESTION, client)
 
