@@ -2389,9 +2389,9 @@ class Position:
 
 @dataclass(frozen=True)
 class Vote:
-    answer: str
+    answer: str  # a candidate's answer when the judge named its label
     confidence: int | None
-    voter: str
+    tier: str = "final-answer-line"  # how a judge's output was read (see tier_of)
 
 
 @dataclass(frozen=True)
@@ -2600,20 +2600,14 @@ def median(values: list[float]) -> float:
 class StragglerWatch:
     """Cuts the slow tail of one phase of one round.
 
-    Once ``quorum`` calls of the phase have answered, a call that has been at the
-    endpoint longer than STRAGGLER_FACTOR times the median of the answered ones is
-    cancelled and noted; its slot degrades like any failed call. Both sides of that
-    comparison count only time a request was at the endpoint (see InFlight): a call
-    waiting for a request slot, the shared cool-down or a retry does not age, since
-    cutting it would not make the endpoint answer sooner.
+    Once ``quorum`` calls have answered, a call at the endpoint longer than STRAGGLER_FACTOR times
+    their median is cancelled and noted; its slot degrades like any failed call. Only time at the
+    endpoint counts (see InFlight): waiting for a request slot, the cool-down or a retry does not
+    age a call, since cutting it would not make the endpoint answer sooner.
 
-    When a cut is worth an answer: it buys the question's latency, which is what
-    someone waits for when the question runs alone (-q, the library, a batch at
-    --concurrency 1 or at its end). A call that starts while other questions share the
-    endpoint gets SHARED_STRAGGLER_SCALE times the bar: they keep the endpoint busy, so
-    the batch gains little from the cut, and a call a gateway retried (3-4x as slow)
-    costs an answer for nothing; a call slower than that is still cut. Time comes from
-    the injected clock and sleep, so tests need no real waiting.
+    A cut buys latency, which is what someone waits for when the question runs alone. A call that
+    starts while other questions share the endpoint gets SHARED_STRAGGLER_SCALE times the bar: they
+    keep it busy, so the batch gains little, and a call a gateway retried costs an answer for nothing.
     """
 
     def __init__(self, debate: Debate, phase: str, quorum: int) -> None:
@@ -2779,17 +2773,10 @@ async def generate(debate: Debate, question: str, workers: int, temperature: flo
 
 
 def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _: "") -> int:
-    """Who critiques solver ``slot``: the next slot round the ring whose model
-    differs from the solver's, or simply the next slot when every slot has the
-    solver's model.
-
-    A fixed ring means nobody critiques itself (with two or more workers), the
-    pairing is known before any answer arrives, which is what lets a critique
-    start the moment its answer is in (see run_chains), and with one model every
-    critic does exactly one critique. With several models an answer is always
-    critiqued by another model: with 5 slots over 2 models (a b a b a), slot 5's
-    answer goes to slot 2, which then critiques two answers.
-    """
+    """Who critiques solver ``slot``: the next slot round the ring with another model, or the next
+    slot when all share one. A fixed ring means nobody critiques itself, and the pairing is known
+    before any answer arrives, so a critique starts the moment its answer is in (see run_chains).
+    With 5 slots over 2 models (a b a b a), slot 5's answer goes to slot 2, which critiques two."""
     for step in range(1, workers):
         other = (slot + step) % workers
         if models(other) != models(slot):
@@ -2850,13 +2837,6 @@ class ParsedRebuttal:
         return self.answer.tier
 
 
-@dataclass(frozen=True)
-class ParsedVote:
-    answer: str  # a candidate's answer when the judge named its label
-    confidence: int | None
-    tier: str = "final-answer-line"
-
-
 def _critique(text: str) -> ParsedCritique | None:
     found = parse_block(text, "critique")
     return None if found is None else ParsedCritique(*found)
@@ -2910,19 +2890,18 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
         by_label = kind == "long"  # free text: votes on strings cannot agree, labels can
         system, user = judge_prompts(question, order, by_label)
 
-        def usable(text: str) -> ParsedVote | None:
+        def usable(text: str) -> Vote | None:
             found = parse_judgement(text)
             if not found.final_answer:
                 return None
             answer = resolve_label(found.final_answer, labels, bare_letters=by_label)
             if by_label and answer not in labels.values():
                 return None  # a judge must name a candidate here: retried
-            return ParsedVote(answer, found.confidence)
+            return Vote(answer, found.confidence)
 
-        found = await watch_for(debate, "judge", judges).guard(agent, ask(
+        return await watch_for(debate, "judge", judges).guard(agent, ask(
             debate, "judge", agent, system, user, temperature=config.judge_temperature,
             max_tokens=config.judge_max_tokens, parse=usable, model=config.judge_model_for(index)))
-        return None if found is None else Vote(found.answer, found.confidence, agent)
 
     votes = await run_all(one(i) for i in range(judges))
     return [v for v in votes if v is not None]
@@ -2975,7 +2954,7 @@ def solver_verdict(positions: list[Position], key: Callable[[str], str] = normal
 
     Its confidence is the share of solvers that agree, as a percentage.
     """
-    verdict = tally_votes([Vote(p.final_answer, None, p.agent) for p in positions], source="solvers", key=key)
+    verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
     if verdict is None:
         return None
     return replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
@@ -3979,11 +3958,6 @@ def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
         ("critique", critiques, costs.critic, costs.text), ("rebuttal", rebuttals, costs.rebuttal, costs.text),
         ("revise", rounds * len(positions), revise, costs.text),
         ("judge", config.num_judges, costs.judge(critiques, rewritten), costs.judge_completion)])
-
-
-def dry_run_plan(config: Config, question: str) -> list[dict[str, Any]]:
-    """The phase rows of --dry-run --json."""
-    return [phase.to_dict() for phase in dry_run_phases(config, question)]
 
 
 @dataclass(frozen=True)
