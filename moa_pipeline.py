@@ -4775,31 +4775,26 @@ class BatchRun:
         say(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
             "(Ctrl-C again to stop now)")
 
-    async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter, slots: asyncio.Semaphore) -> None:
-        """One question: run it, save its line, and decide whether its outcome stops the batch.
-
-        Nothing escapes this task but a cancellation: an exception left in a task
-        would only surface as "Task exception was never retrieved".
-        """
+    async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter) -> None:
+        """One question: run it, save its line, and decide whether its outcome stops the batch. Nothing
+        escapes but a cancellation: an exception left in a task would surface only as "Task exception
+        was never retrieved"."""
         result = RunResult(item.question)
         QUESTION_ID.set(shown_id(item.id))
         place = LogPlace(self.log_folder, safe_name(item.id), self.folder_fd)
         try:
-            try:
-                await answer_question(self.config, item.question, endpoint, self.runtime, result, place=place)
-            except asyncio.CancelledError:
-                # What it cost is still counted, and the line says so; resume runs it again.
-                result.error = "interrupted before it finished; it runs again on resume"
-                self.save(item, result, writer)
-                raise
-            except Exception as err:  # a bug must cost one question, not the batch or the result
-                result.error = internal_error(err)
-            if self.options.logs == "failed" and result.status == "ok":
-                drop_run_files(result, redact(item.question, self.config), place)
+            await answer_question(self.config, item.question, endpoint, self.runtime, result, place=place)
+        except asyncio.CancelledError:
+            # What it cost is still counted, and the line says so; resume runs it again.
+            result.error = "interrupted before it finished; it runs again on resume"
             self.save(item, result, writer)
-            self.stop_if_hopeless(result, item.id in self.failed_before)
-        finally:
-            slots.release()
+            raise
+        except Exception as err:  # a bug must cost one question, not the batch or the result
+            result.error = internal_error(err)
+        if self.options.logs == "failed" and result.status == "ok":
+            drop_run_files(result, redact(item.question, self.config), place)
+        self.save(item, result, writer)
+        self.stop_if_hopeless(result, item.id in self.failed_before)
 
     def stop_if_hopeless(self, result: RunResult, failed_before: bool = False) -> None:
         """Stop when a question's end says the rest would fail alike: a stalled endpoint opens the breaker
@@ -4861,7 +4856,6 @@ class BatchRun:
         return item
 
     async def run(self, items: Iterable[BatchItem | InputError], endpoint: Endpoint, writer: ResultWriter) -> None:
-        slots = asyncio.Semaphore(self.options.concurrency)
         for entry in items:
             if endpoint.failing() and not self.stats.aborted:
                 self.stats.breaker = (f"the endpoint is failing ({endpoint.outage_count()} of the last {BREAKER_WINDOW} "
@@ -4872,38 +4866,32 @@ class BatchRun:
             item = self.admit(entry)
             if item is None:
                 continue
-            if not await self.acquire_unless_stopped(slots):
+            if not await self.room_unless_stopped():
                 break
-            task = asyncio.create_task(self.one(item, endpoint, writer, slots))
+            task = asyncio.create_task(self.one(item, endpoint, writer))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         await self.drain()
 
-    async def acquire_unless_stopped(self, slots: asyncio.Semaphore) -> bool:
-        """Wait for a free slot, or for a stop, whichever comes first; True with a slot held."""
-        acquire = asyncio.create_task(slots.acquire())
+    async def room_unless_stopped(self) -> bool:
+        """Wait until fewer than --concurrency questions are in flight; False when a stop comes first."""
+        while len(self.tasks) >= self.options.concurrency and not self.stop.is_set():
+            await self.one_ends_or_stop()
+        return not self.stop.is_set()
+
+    async def one_ends_or_stop(self) -> None:
         stopped = asyncio.create_task(self.stop.wait())
-        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(self.tasks | {stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
-        if not acquire.done():
-            acquire.cancel()
-            await asyncio.gather(acquire, return_exceptions=True)
-        if acquire.done() and not acquire.cancelled() and self.stop.is_set():
-            slots.release()  # got a slot just as the stop came: give it back
-            return False
-        return acquire.done() and not acquire.cancelled()
 
     async def drain(self) -> None:
         """Wait for in-flight questions; after a signal, only for the grace period."""
         while self.tasks:
-            pending = set(self.tasks)
             if not self.stats.interrupted:
-                stopped = asyncio.create_task(self.stop.wait())
-                await asyncio.wait(pending | {stopped}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
+                await self.one_ends_or_stop()
                 continue
             grace = asyncio.ensure_future(self.runtime.sleep(STOP_GRACE_SECONDS))
-            await asyncio.wait(pending | {grace}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(self.tasks | {grace}, return_when=asyncio.FIRST_COMPLETED)
             if grace.done():
                 for task in self.tasks:
                     task.cancel()
@@ -5165,14 +5153,10 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
 # --- 15. CLI -------------------------------------------------------------------------------------
 
 def batch_exit_code(summary: dict[str, Any]) -> int:
+    """A breaker's stop is 75, "try again later": the next cron run resumes."""
+    stopped = {"aborted": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED, "circuit_open": EXIT_TRY_LATER}
     run = summary["this_run"]
-    if summary["status"] == "aborted":
-        return EXIT_FAILED
-    if summary["status"] == "interrupted":
-        return EXIT_INTERRUPTED
-    if summary["status"] == "circuit_open":
-        return EXIT_TRY_LATER  # 75, "try again later": the next cron run resumes
-    return EXIT_SOME_FAILED if run["failed"] or run["input_errors"] else EXIT_OK
+    return stopped.get(summary["status"], EXIT_SOME_FAILED if run["failed"] or run["input_errors"] else EXIT_OK)
 
 
 HELP_EPILOG = ("examples:\n"
@@ -5232,30 +5216,34 @@ def add_batch_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_debate_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags that set a setting for this run (flag > environment > .env > default)."""
-    parser.add_argument("-w", "--workers", metavar="N", help="solvers per round (NUM_WORKERS)")
-    parser.add_argument("-j", "--judges", metavar="N", help="judges (NUM_JUDGES)")
-    parser.add_argument("--rounds", metavar="N",
+    """Flags that set a setting for this run (flag > environment > .env > default); each one's dest is the
+    setting's .env name, which is how flag_settings finds them."""
+    parser.add_argument("-w", "--workers", dest="NUM_WORKERS", metavar="N", help="solvers per round (NUM_WORKERS)")
+    parser.add_argument("-j", "--judges", dest="NUM_JUDGES", metavar="N", help="judges (NUM_JUDGES)")
+    parser.add_argument("--rounds", dest="ROUNDS", metavar="N",
                         help="debate rounds while the solvers disagree, 1-10 (ROUNDS; 1: no revision round)")
-    parser.add_argument("--no-rebuttal", action="store_true", help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
-    parser.add_argument("--early-exit", action="store_true",
+    parser.add_argument("--no-rebuttal", dest="ENABLE_REBUTTAL", action="store_const", const="false",
+                        help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
+    parser.add_argument("--early-exit", dest="EARLY_EXIT", action="store_const", const="true",
                         help="stop after phase 1 when every answer agrees (EARLY_EXIT=true)")
-    parser.add_argument("--phase-barriers", action="store_true",
+    parser.add_argument("--phase-barriers", dest="PHASE_BARRIERS", action="store_const", const="true",
                         help="each phase waits for the whole previous one (PHASE_BARRIERS=true)")
-    parser.add_argument("--model", metavar="NAME", help="model name sent to the endpoint (MODEL_NAME)")
+    parser.add_argument("--model", dest="MODEL_NAME", metavar="NAME", help="model name sent to the endpoint (MODEL_NAME)")
     parser.add_argument("--env-file", metavar="PATH",
                         help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}, else ./.env)")
-    parser.add_argument("--max-calls", metavar="N", help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
-    parser.add_argument("--max-tokens", metavar="N", help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
-    parser.add_argument("--deadline", metavar="SECONDS", help="stop a question after this long (QUESTION_DEADLINE; 0: none)")
-    parser.add_argument("--stream", action="store_true",
+    parser.add_argument("--max-calls", dest="MAX_CALLS", metavar="N",
+                        help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
+    parser.add_argument("--max-tokens", dest="MAX_TOTAL_TOKENS", metavar="N",
+                        help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
+    parser.add_argument("--deadline", dest="QUESTION_DEADLINE", metavar="SECONDS",
+                        help="stop a question after this long (QUESTION_DEADLINE; 0: none)")
+    parser.add_argument("--stream", dest="STREAM", action="store_const", const="true",
                         help="stream every response (STREAM=true), for proxies that cut long idle requests")
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the calls and worst-case tokens and cost per phase; send nothing")
-
     parser.add_argument("--json", dest="json_output", action="store_true",
                         help="print one JSON object on stdout instead of the human summary")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -5264,18 +5252,8 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def flag_settings(args: argparse.Namespace) -> dict[str, str]:
-    """The settings given as flags, by their .env names."""
-    flags = {"NUM_WORKERS": args.workers, "NUM_JUDGES": args.judges, "ROUNDS": args.rounds, "MODEL_NAME": args.model,
-             "MAX_CALLS": args.max_calls, "MAX_TOTAL_TOKENS": args.max_tokens, "QUESTION_DEADLINE": args.deadline}
-    if args.no_rebuttal:
-        flags["ENABLE_REBUTTAL"] = "false"
-    if args.early_exit:
-        flags["EARLY_EXIT"] = "true"
-    if args.phase_barriers:
-        flags["PHASE_BARRIERS"] = "true"
-    if args.stream:
-        flags["STREAM"] = "true"
-    return {name: value for name, value in flags.items() if value is not None}
+    """The settings given as flags, by their .env names (see add_debate_flags)."""
+    return {name: value for name, value in vars(args).items() if name.isupper() and value is not None}
 
 
 def stdin_bytes(stdin: Any) -> Any:
@@ -5631,9 +5609,9 @@ BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "
                     "--output-format": "output_format", "--logs": "logs", "--no-resume": "no_resume",
                     "--force": "force"}
 CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from",
-                                     "--rounds": "rounds", "--no-rebuttal": "no_rebuttal", "--early-exit": "early_exit",
-                                     "--phase-barriers": "phase_barriers", "--max-calls": "max_calls",
-                                     "--max-tokens": "max_tokens", "--deadline": "deadline"}
+                                     "--rounds": "ROUNDS", "--no-rebuttal": "ENABLE_REBUTTAL", "--early-exit": "EARLY_EXIT",
+                                     "--phase-barriers": "PHASE_BARRIERS", "--max-calls": "MAX_CALLS",
+                                     "--max-tokens": "MAX_TOTAL_TOKENS", "--deadline": "QUESTION_DEADLINE"}
 
 
 def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
