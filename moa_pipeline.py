@@ -2725,7 +2725,7 @@ async def review_one(debate: Debate, question: str, position: Position, workers:
     system, user = critic_prompts(question, position)
     found = await watch_for(debate, "critique", workers).guard(agent, ask(
         debate, "critique", agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
-        parse=_critique, model=debate.config.slot_model(critic_at)))
+        parse=functools.partial(parse_block, tag="critique"), model=debate.config.slot_model(critic_at)))
     if found is None:
         note_lost(debate, f"critique of {position.agent}", "critique", agent, "its answer stays in play uncritiqued")
         return
@@ -2737,7 +2737,7 @@ async def reply_one(debate: Debate, question: str, position: Position, workers: 
     system, user = rebuttal_prompts(question, position)
     found = await watch_for(debate, "rebuttal", workers).guard(position.agent, ask(
         debate, "rebuttal", position.agent, system, user, temperature=temperature,
-        max_tokens=debate.config.max_tokens, parse=_rebuttal, model=position.model or None))
+        max_tokens=debate.config.max_tokens, parse=parse_rebuttal, model=position.model or None))
     if found is None:
         note_lost(debate, f"rebuttal of {position.agent}", "rebuttal", position.agent, "its first answer stands")
         return
@@ -2750,7 +2750,7 @@ async def revise_one(debate: Debate, question: str, position: Position, others: 
     system, user = revise_prompts(question, position, others)
     found = await watch_for(debate, "revise", len(others) + 1, step).guard(position.agent, ask(
         debate, "revise", position.agent, system, user, temperature=temperature,
-        max_tokens=debate.config.max_tokens, parse=_rebuttal, model=position.model or None, step=step))
+        max_tokens=debate.config.max_tokens, parse=parse_rebuttal, model=position.model or None, step=step))
     if found is None:
         note_lost(debate, f"round {step} revision of {position.agent}", "revise", position.agent, "its answer stands")
         return
@@ -2821,32 +2821,6 @@ async def run_chains(debate: Debate, question: str, workers: int, temperature: f
     return [p for p in results if p is not None]
 
 
-@dataclass(frozen=True)
-class ParsedCritique:
-    text: str
-    tier: str
-
-
-@dataclass(frozen=True)
-class ParsedRebuttal:
-    text: str
-    answer: ParsedAnswer
-
-    @property
-    def tier(self) -> str:
-        return self.answer.tier
-
-
-def _critique(text: str) -> ParsedCritique | None:
-    found = parse_block(text, "critique")
-    return None if found is None else ParsedCritique(*found)
-
-
-def _rebuttal(text: str) -> ParsedRebuttal | None:
-    found = parse_rebuttal(text)
-    return None if found is None else ParsedRebuttal(*found)
-
-
 def candidate_label(index: int) -> str:
     """Neutral labels A, B, … Z, AA, AB …"""
     label = ""
@@ -2861,10 +2835,8 @@ def resolve_label(answer: str, labels: Mapping[str, str], bare_letters: bool = F
     """A judge that names a candidate ("Candidate B", or just "B" when judging by
     label) votes for that candidate's answer, verbatim."""
     words = answer.strip().strip(".*_`()[]").split()
-    if len(words) == 2 and words[0].lower() == "candidate" and words[1].upper().strip(".)") in labels:
-        return labels[words[1].upper().strip(".)")]
-    if bare_letters and len(words) == 1 and words[0].upper().strip(".)") in labels:
-        return labels[words[0].upper().strip(".)")]
+    if (len(words) == 2 and words[0].lower() == "candidate") or (bare_letters and len(words) == 1):
+        return labels.get(words[-1].upper().strip(".)"), answer)
     return answer
 
 
@@ -3096,32 +3068,26 @@ def log_phase(debate: Debate, phase: str, step: int = 1) -> None:
     log.info("%s %d/%d ok %.1fs%s", phase, sum(c.ok for c in calls), len(calls), span, where)
 
 
-def uses_barriers(config: Config, budget: Budget) -> bool:
-    """Phases wait for each other when asked to, and when a decision needs every
-    answer first: the budget planner and the unanimity check of early exit."""
-    return config.phase_barriers or budget.limited or config.early_exit
-
-
 async def debate_once(debate: Debate, question: str, workers: int, temperature: float) -> Verdict:
-    """The four phases once. RunFailed when too few solvers answer."""
+    """The four phases once. RunFailed when too few solvers answer. Phases wait for each other when
+    asked to, and when a decision needs every answer first: the budget planner and early exit."""
     config = debate.config
+    barriers = config.phase_barriers or debate.budget.limited or config.early_exit
     try:
-        if not uses_barriers(config, debate.budget):
+        if barriers:
+            positions = await generate(debate, question, workers, temperature)
+        else:
             positions = await run_chains(debate, question, workers, temperature)
-            for phase in ("generate", "critique", "rebuttal"):
-                log_phase(debate, phase)
-            require_enough(debate, positions, workers)
-            debate.positions[debate.round] = positions
-            return await deliberate(debate, question, positions, workers, temperature, done="rebuttal")
-        positions = await generate(debate, question, workers, temperature)
-        log_phase(debate, "generate")
+        for phase in ("generate",) if barriers else ("generate", "critique", "rebuttal"):
+            log_phase(debate, phase)
         require_enough(debate, positions, workers)
         debate.positions[debate.round] = positions
         if config.early_exit and (verdict := unanimous_verdict(positions, workers, question)) is not None:
             debate.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
                         problem=False)
             return verdict
-        return await deliberate(debate, question, positions, workers, temperature)
+        return await deliberate(debate, question, positions, workers, temperature,
+                                done="generate" if barriers else "rebuttal")
     finally:
         for watch in debate.watches.values():
             watch.close()
