@@ -3796,13 +3796,6 @@ class CheckReport:
     ok: bool
 
 
-def endpoint_urls(config: Config) -> tuple[str, str, str]:
-    """(chat completions, models list, llama.cpp's /props) from PROXY_URL."""
-    base = config.proxy_url.split("?")[0].removesuffix("/chat/completions")
-    root = base.removesuffix("/v1")
-    return config.proxy_url, base + "/models", root + "/props"
-
-
 @dataclass(frozen=True)
 class Probe:
     """What an optional GET of --check read: a JSON document, or why there is none."""
@@ -3829,24 +3822,18 @@ async def get_json(client: httpx.AsyncClient, url: str, timeout: float, limit: i
         return Probe(problem=_short(err))
 
 
-def slot_context(props: Any) -> int | None:
-    """Tokens of context per slot from llama.cpp's /props (n_ctx of the default generation settings)."""
-    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
-    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
-    return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and 0 < n_ctx <= 10**9 else None
-
-
 async def check_endpoint(config: Config, runtime: Runtime) -> CheckReport:
     """--check: one tiny chat request and, at the same time, the models list and llama.cpp's slot
     context, if any. After a failed chat request only the probes' warnings are kept: an "ok" beside
     the error would contradict it."""
-    _, models_url, props_url = endpoint_urls(config)
+    base = config.proxy_url.split("?")[0].removesuffix("/chat/completions")
+    models_url, props_url = base + "/models", base.removesuffix("/v1") + "/props"  # llama.cpp's slot settings
     wait = min(config.request_timeout, CHECK_PROBE_SECONDS)
     async with open_client(config) as client:
         chat, models, props = await asyncio.gather(
             check_chat(config, client, runtime), get_json(client, models_url, wait, MODELS_LIST_LIMIT),
             get_json(client, props_url, wait, ERROR_BODY_LIMIT))
-    found = model_lines(config, models) + context_lines(config, slot_context(props.document))
+    found = model_lines(config, models) + context_lines(config, props.document)
     return CheckReport(chat.lines + [line for line in found if chat.ok or line.startswith("warning:")], chat.ok)
 
 
@@ -3880,11 +3867,14 @@ def model_lines(config: Config, models: Probe) -> list[str]:
         return [f"warning: the endpoint does not list {', '.join(sorted(set(missing)))}; it lists "
                 f"{', '.join(sorted(names)[:5])}"]
     return [f"ok: the endpoint lists {', '.join(sorted(names)[:5])}"
-            + ("" if missing or config.models == ("default",) else " (every model set here is among them)")]
+            + ("" if config.models == ("default",) else " (every model set here is among them)")]
 
 
-def context_lines(config: Config, n_ctx: int | None) -> list[str]:
-    if n_ctx is None:
+def context_lines(config: Config, props: Any) -> list[str]:
+    """What llama.cpp's /props says of a slot's context (n_ctx of its default generation settings)."""
+    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+    if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or not 0 < n_ctx <= 10**9:
         return []
     need = prompt_tokens_estimate(*judge_prompts("?", [Position(0, "", "")] * config.num_workers)) + (
         config.num_workers * 2 * config.max_tokens + config.judge_max_tokens)
@@ -3895,15 +3885,6 @@ def context_lines(config: Config, n_ctx: int | None) -> list[str]:
                      f"about {solver}, a judge reading {config.num_workers} answers about {need}; lower MAX_TOKENS "
                      f"and JUDGE_MAX_TOKENS, or start the server with more context per slot (-c / --parallel)")
     return lines
-
-
-def dry_run_phases(config: Config, question: str, replay: Replay | None = None) -> list[PhaseCost]:
-    """Every phase of round 1 and of the rerun at its worst (worst_case_costs), without a request;
-    of a replay, what it runs."""
-    if replay is not None:
-        return replay_worst_case(config, replay)
-    return (round_worst_case(config, question, config.num_workers)
-            + round_worst_case(config, question, rerun_settings(config)[0], "rerun"))
 
 
 def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
@@ -3946,10 +3927,12 @@ class DryRun:
 
 
 def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryRun:
-    """Worst case: every answer, critique and rebuttal as long as MAX_TOKENS allows
-    (the later prompts embed them), every retry taken, and the rerun (of a replay: what
-    it runs, see replay_worst_case); then the budget's caps."""
-    phases = dry_run_phases(config, question, replay)
+    """Worst case, without a request (worst_case_costs): every answer, critique and rebuttal as long as
+    MAX_TOKENS allows (later prompts embed them), every retry taken, and the rerun (of a replay: what it
+    runs, see replay_worst_case); then the budget's caps."""
+    phases = (replay_worst_case(config, replay) if replay is not None
+              else round_worst_case(config, question, config.num_workers)
+              + round_worst_case(config, question, rerun_settings(config)[0], "rerun"))
     attempts = config.max_retries + 1
     calls = sum(p.calls for p in phases) * attempts
     tokens = sum(p.total_tokens for p in phases) * attempts
@@ -4355,17 +4338,9 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float, usage:
 
 def _usable_id(value: Any) -> bool:
     """An id that round-trips through the output: a short valid string, or a finite number."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return math.isfinite(value) and len(str(value)) <= 512
-    if not isinstance(value, str) or not value or len(value) > 512:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return isinstance(value, str) and 0 < len(value) <= 512 and valid_text(value) == value
 
 
 def parse_input_line(raw: bytes, number: int, jsonl: bool) -> BatchItem | InputError | None:
