@@ -2713,9 +2713,8 @@ async def solve_one(debate: Debate, question: str, slot: int, workers: int, temp
     parsed = await watch_for(debate, "generate", workers).guard(agent, ask(
         debate, "generate", agent, system, user, temperature=temperature,
         max_tokens=config.max_tokens, parse=_valid_answer, model=model))
-    if parsed is None:
-        return None
-    return Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer, model=model)
+    return None if parsed is None else Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer,
+                                                model=model)
 
 
 async def review_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
@@ -2841,9 +2840,8 @@ def resolve_label(answer: str, labels: Mapping[str, str], bare_letters: bool = F
 
 
 def judge_order(positions: list[Position], index: int, shuffle: bool) -> list[Position]:
-    """The order judge ``index`` sees the candidates in: rotated by its index, so
-    a judge's position bias does not favour the same answer for every judge.
-    Labels are neutral letters (no slot numbers, no model names)."""
+    """The order judge ``index`` sees the candidates in: rotated by its index, so a judge's position bias does not
+    favour the same answer for every judge. Labels are neutral letters (no slot numbers, no model names)."""
     if not shuffle or not positions:
         return list(positions)
     shift = index % len(positions)
@@ -2898,11 +2896,8 @@ def require_enough(debate: Debate, positions: list[Position], workers: int) -> N
 
 def tally_votes(votes: list[Vote], source: str = "judges",
                 key: Callable[[str], str] = normalize_answer) -> Verdict | None:
-    """Majority of normalised answers; a tie goes to the side with the higher confidence.
-
-    The verdict's confidence is the winning side's best confidence; the
-    answer shown is that voter's own wording.
-    """
+    """Majority of normalised answers; a tie goes to the side with the higher confidence. The verdict's
+    confidence is the winning side's best, and its answer that voter's own wording."""
     groups: dict[str, list[Vote]] = {}
     for vote in votes:
         name = key(vote.answer)
@@ -2922,10 +2917,7 @@ def tally_votes(votes: list[Vote], source: str = "judges",
 
 
 def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict | None:
-    """The fallback when no judge answered: the solvers' own majority.
-
-    Its confidence is the share of solvers that agree, as a percentage.
-    """
+    """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%)."""
     verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
     if verdict is None:
         return None
@@ -2984,9 +2976,8 @@ def typed_key(kind: str, letters: frozenset[str]) -> Callable[[str], str]:
 
 
 def unanimous_verdict(positions: list[Position], workers: int, question: str = "") -> Verdict | None:
-    """Early exit: every valid answer normalises alike (for the question's answer
-    type). Confidence is the share of all solver slots that agree, so 5/5 is 100
-    and 3/5 (two failed) is 60."""
+    """Early exit: every valid answer normalises alike (for the question's answer type). Confidence is
+    the share of all solver slots that agree, so 5/5 is 100 and 3/5 (two failed) is 60."""
     kind, letters = detect_answer_type(question, [p.answer for p in positions]), choice_letters(question)
     keys = {answer_key(kind, p.answer, letters) for p in positions}
     if len(keys) != 1 or not positions:
@@ -3139,12 +3130,10 @@ def check_question(config: Config, question: str) -> None:
 
 
 async def run_question(debate: Debate, question: str, result: RunResult, replay: Replay | None) -> None:
-    """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it
-    wherever it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock
-    (see ask), which tests move, and which a no-op test sleep cannot make fire early, as a timer sleeping
-    on it would. A deadline before any verdict fails the question; one in the rerun leaves round 1's
-    verdict standing, as a failed rerun does: the rerun only sought more confidence. Anyone else's
-    cancel (Ctrl-C) stays a cancel."""
+    """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever
+    it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask),
+    which tests move. A deadline before any verdict fails the question; one in the rerun leaves round 1's
+    verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel."""
     deadline = debate.queue.deadline = asyncio.timeout(debate.config.question_deadline or None)
     try:
         async with deadline:
@@ -3254,10 +3243,9 @@ KEYWORD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 
 
 def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
-    """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI;
-    keyword overrides on top (None: leave it), each checked by library_value, so a Config
-    built by hand gets the CLI's limits too. TypeError for a ``config`` that is not a Config;
-    ConfigError for an unknown name or a setting given twice."""
+    """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI; keyword overrides on
+    top (None: leave it), each checked by library_value, so a Config built by hand gets the CLI's limits too.
+    TypeError for a ``config`` that is not a Config; ConfigError for an unknown name or a setting given twice."""
     if config is not None and not isinstance(config, Config):
         raise TypeError(f"config: expected a moa_pipeline.Config or None, got {type(config).__name__}")
     names = {s.field: s.env for s in SETTINGS} | OVERRIDE_ALIASES
@@ -3310,14 +3298,12 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
                  _replay: Replay | None = None, _record: RunResult | None = None, **overrides: Any) -> Result:
     """Answer one question by a debate; the library's way in, and the CLI's.
 
-    Settings come from the environment and .env, as for the CLI, unless ``config``
-    is given; keyword overrides use the settings' lower-case names (``workers=3,
-    judges=1, rounds=2``). Writes the transcript and trace as the settings say,
-    and never prints, exits or installs signal handlers. Raises TypeError (an argument
-    of the wrong type), ConfigError (a bad setting or question; nothing was sent) or
-    RunFailed (no verdict; its ``result`` says why).
-    The underscored keywords are the CLI's: its test seams, a replay, and the
-    record it reports from even when the run is cancelled.
+    Settings come from the environment and .env, as for the CLI, unless ``config`` is given; keyword
+    overrides use the settings' lower-case names (``workers=3, judges=1, rounds=2``). Writes the
+    transcript and trace as the settings say, and never prints, exits or installs signal handlers.
+    Raises TypeError (an argument of the wrong type), ConfigError (a bad setting or question; nothing
+    was sent) or RunFailed (no verdict; its ``result`` says why). The underscored keywords are the
+    CLI's: its test seams, a replay, and the record it reports from even when the run is cancelled.
     """
     if not log.handlers:  # a library logs nowhere until its caller sets logging up
         log.addHandler(logging.NullHandler())
@@ -3823,9 +3809,8 @@ async def get_json(client: httpx.AsyncClient, url: str, timeout: float, limit: i
 
 
 async def check_endpoint(config: Config, runtime: Runtime) -> CheckReport:
-    """--check: one tiny chat request and, at the same time, the models list and llama.cpp's slot
-    context, if any. After a failed chat request only the probes' warnings are kept: an "ok" beside
-    the error would contradict it."""
+    """--check: one tiny chat request and, at the same time, the models list and llama.cpp's slot context, if any.
+    After a failed chat request only the probes' warnings are kept: an "ok" beside the error would contradict it."""
     base = config.proxy_url.split("?")[0].removesuffix("/chat/completions")
     models_url, props_url = base + "/models", base.removesuffix("/v1") + "/props"  # llama.cpp's slot settings
     wait = min(config.request_timeout, CHECK_PROBE_SECONDS)
@@ -4598,13 +4583,9 @@ class Progress:
 
 
 def stops_the_batch(result: RunResult, stats: BatchStats, failed_before: bool = False) -> str | None:
-    """Why this failure stops the whole batch (exit 1), or None.
-
-    A rejected key (401/403), a wrong URL or model (404) or a quota used up
-    (429 insufficient_quota) fails every question alike, and so does an endpoint that never answered before any
-    question succeeded. A 400 can be one question's fault (a prompt too long
-    for the model), so it fails only that question, unless the first questions all fail alike.
-    """
+    """Why this failure stops the whole batch (exit 1), or None. A rejected key, a wrong URL or model or a
+    quota used up fails every question alike, and so does an endpoint that never answered before any question
+    succeeded. A 400 can be one question's fault, so it stops the batch only when the first ones all fail alike."""
     error = result.exception
     if isinstance(error, APIError) and error.stops_run:
         return str(error)
@@ -4717,9 +4698,8 @@ class BatchRun:
             "(Ctrl-C again to stop now)")
 
     async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter) -> None:
-        """One question: run it, save its line, and decide whether its outcome stops the batch. Nothing
-        escapes but a cancellation: an exception left in a task would surface only as "Task exception
-        was never retrieved"."""
+        """One question: run it, save its line, and decide whether its outcome stops the batch. Nothing escapes but a
+        cancellation: an exception left in a task would surface only as "Task exception was never retrieved"."""
         result = RunResult(item.question)
         QUESTION_ID.set(shown_id(item.id))
         place = LogPlace(self.log_folder, safe_name(item.id), self.folder_fd)
@@ -4762,10 +4742,8 @@ class BatchRun:
         self.stats.add(record)
         if result.write_error:
             self.stop_writing(result.write_error)
-        try:
+        with contextlib.suppress(OSError, ValueError):  # stderr gone (closed, a broken pipe): the output line counts
             self.progress.finished(record, self.stats)
-        except (OSError, ValueError):  # stderr gone (closed, a broken pipe): the output line is what counts
-            pass
 
     def stop_writing(self, why: str) -> None:
         """The first failed write: start no new question; what is written stays intact."""
@@ -5120,7 +5098,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_flags(parser)
     add_batch_flags(parser)
     add_debate_flags(parser)
-    add_output_flags(parser)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the calls and worst-case tokens and cost per phase; send nothing")
+    parser.add_argument("--json", dest="json_output", action="store_true",
+                        help="print one JSON object on stdout instead of the human summary")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: a line per attempt and tracebacks of internal errors; -vv: also httpx's own log")
+    parser.add_argument("--version", action="version", version=f"moa-pipeline {__version__}")
     return parser
 
 
@@ -5180,16 +5164,6 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
                         help="stop a question after this long (QUESTION_DEADLINE; 0: none)")
     parser.add_argument("--stream", dest="STREAM", action="store_const", const="true",
                         help="stream every response (STREAM=true), for proxies that cut long idle requests")
-
-
-def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the calls and worst-case tokens and cost per phase; send nothing")
-    parser.add_argument("--json", dest="json_output", action="store_true",
-                        help="print one JSON object on stdout instead of the human summary")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="-v: a line per attempt and tracebacks of internal errors; -vv: also httpx's own log")
-    parser.add_argument("--version", action="version", version=f"moa-pipeline {__version__}")
 
 
 def flag_settings(args: argparse.Namespace) -> dict[str, str]:
