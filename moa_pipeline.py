@@ -4266,32 +4266,26 @@ def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | I
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         return InputError(number, 'no "body.messages" list')
-    if any(not _text_only(m.get("content")) for m in messages):
+    texts = [_content_text(m.get("content")) for m in messages]
+    if None in texts:
         return InputError(number, "a message holds parts other than text (an image, audio): a debate reads text only")
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-    question = _batch_text(messages[users[-1]].get("content")) if users else None
-    if not question or not question.strip():
+    question = (texts[users[-1]] if users else None) or ""
+    if not question.strip():
         return InputError(number, "no user message with text in body.messages")
-    context = [f"{_role(m)}: {text}" for m in messages[:users[-1]]
-               if (text := _batch_text(m.get("content"))) and text.strip()]
+    context = [f"{_role(m)}: {text}" for m, text in zip(messages, texts[:users[-1]], strict=False) if text and text.strip()]
     if context:
         question = ("Context (the conversation so far):\n" + "\n\n".join(context)
                     + "\n\nQuestion:\n" + question.strip())
     return BatchItem(number, custom_id, valid_text(question).strip(), None)
 
 
-def _text_only(content: Any) -> bool:
-    """A message content we can pass on whole: a string, or a list of text parts."""
-    if isinstance(content, list):
-        return all(isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str)
-                   for p in content)
-    return content is None or isinstance(content, str)
-
-
-def _batch_text(content: Any) -> str | None:
-    if isinstance(content, list):
+def _content_text(content: Any) -> str | None:
+    """A message's text: a string, or its text parts joined ("" for none); None when it holds anything else."""
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type", "text") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
         return "\n".join(p["text"] for p in content)
-    return content if isinstance(content, str) else None
+    return "" if content is None else content if isinstance(content, str) else None
 
 
 def _role(message: dict[str, Any]) -> str:
@@ -4555,11 +4549,9 @@ class Progress:
     """A live tqdm bar on a terminal; one plain line per question otherwise (cron)."""
 
     def __init__(self, total: int | None, stream: Any) -> None:
-        self.stream = stream  # None: stderr is closed, so nothing is shown
-        terminal = stream is not None and not stream.closed and stream.isatty()
-        self.bar: Any = None
-        if terminal:  # imported here: tqdm costs every start 13 ms, and only a batch on a terminal draws a bar
-            from tqdm import tqdm
+        self.bar: Any = None  # none when stderr is no terminal, or closed (None)
+        if stream is not None and not stream.closed and stream.isatty():
+            from tqdm import tqdm  # here: tqdm costs every start 13 ms, and only a batch on a terminal draws a bar
 
             self.bar = tqdm(total=total, file=stream, unit="q", dynamic_ncols=True)
 
