@@ -708,8 +708,7 @@ def valid_text(text: str) -> str:
 #   ├── RunFailed            the debate could not reach a verdict
 #   │   ├── EndpointUnreachable   no phase-1 attempt got any HTTP response
 #   │   └── DeadlinePassed   no verdict within QUESTION_DEADLINE
-#   ├── BatchLocked          another run holds the batch output; exit code 75
-#   └── InputError           one unusable line of a questions file (the batch goes on; exit 3)
+#   └── BatchLocked          another run holds the batch output; exit code 75
 
 class MoAError(Exception):
     exit_code = EXIT_FAILED
@@ -771,23 +770,6 @@ class BatchLocked(MoAError):
     """Another run holds the batch output's lock: try again later."""
 
     exit_code = EXIT_TRY_LATER
-
-
-class InputError(MoAError):
-    """One unusable line of a questions file. Reported and counted, never raised
-    out of the batch: the other lines still run, and the batch exits 3."""
-
-    exit_code = EXIT_SOME_FAILED
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"input line {line}: {reason}")
-        self.line, self.reason = line, reason
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, InputError) and (self.line, self.reason) == (other.line, other.reason)
-
-    def __hash__(self) -> int:
-        return hash((self.line, self.reason))
 
 
 # --- 4. seams ------------------------------------------------------------------------------------
@@ -4139,6 +4121,14 @@ class BatchItem:
 
 
 @dataclass(frozen=True)
+class BadLine:
+    """One unusable line of a questions file: reported and counted; the batch goes on, and exits 3."""
+
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class BatchOptions:
     """The batch flags, checked in main()."""
 
@@ -4236,43 +4226,43 @@ def question_id(question: str) -> str:
     return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:12]
 
 
-def _item_from_json(text: str, number: int) -> BatchItem | InputError:
+def _item_from_json(text: str, number: int) -> BatchItem | BadLine:
     try:
         data = load_json(text)
     except ValueError as err:
-        return InputError(number, f"not valid JSON ({getattr(err, 'msg', err)})")
+        return BadLine(number, f"not valid JSON ({getattr(err, 'msg', err)})")
     if not isinstance(data, dict):
-        return InputError(number, "not a JSON object")
+        return BadLine(number, "not a JSON object")
     if "custom_id" in data:
         return _item_from_batch_request(data, number)
     question = data.get("question")
     if not isinstance(question, str) or not question.strip():
-        return InputError(number, 'no "question" text')
+        return BadLine(number, 'no "question" text')
     given = data.get("id")
     if given is not None and not _usable_id(given):
-        return InputError(number, '"id" must be a non-empty string or a number (text: valid Unicode, at most 512 characters)')
+        return BadLine(number, '"id" must be a non-empty string or a number (text: valid Unicode, at most 512 characters)')
     expected = data.get("answer")
     question = valid_text(question).strip()  # a lone surrogate (\\ud83d) becomes U+FFFD, as on the command line
     return BatchItem(number, str(given) if given is not None else question_id(question), question,
                      None if expected is None else str(expected))
 
 
-def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | InputError:
+def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | BadLine:
     """An OpenAI Batch API request line: ``custom_id`` is the id, the last user message the
     question, and earlier messages (system prompt, prior turns) its context, quoted before it."""
     custom_id, body = data.get("custom_id"), data.get("body")
     if not isinstance(custom_id, str) or not _usable_id(custom_id):
-        return InputError(number, '"custom_id" must be a non-empty string')
+        return BadLine(number, '"custom_id" must be a non-empty string')
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        return InputError(number, 'no "body.messages" list')
+        return BadLine(number, 'no "body.messages" list')
     texts = [_content_text(m.get("content")) for m in messages]
     if None in texts:
-        return InputError(number, "a message holds parts other than text (an image, audio): a debate reads text only")
+        return BadLine(number, "a message holds parts other than text (an image, audio): a debate reads text only")
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     question = (texts[users[-1]] if users else None) or ""
     if not question.strip():
-        return InputError(number, "no user message with text in body.messages")
+        return BadLine(number, "no user message with text in body.messages")
     context = [f"{_role(m)}: {text}" for m, text in zip(messages, texts[:users[-1]], strict=False) if text and text.strip()]
     if context:
         question = ("Context (the conversation so far):\n" + "\n\n".join(context)
@@ -4322,16 +4312,16 @@ def _usable_id(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 512 and valid_text(value) == value
 
 
-def parse_input_line(raw: bytes, number: int, jsonl: bool) -> BatchItem | InputError | None:
+def parse_input_line(raw: bytes, number: int, jsonl: bool) -> BatchItem | BadLine | None:
     """One line of a questions file: an item, an input error, or None (blank or comment)."""
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        return InputError(number, "not valid UTF-8")
+        return BadLine(number, "not valid UTF-8")
     if not text or text.startswith("#"):
         return None
     if "\x00" in text:
-        return InputError(number, "contains NUL bytes")
+        return BadLine(number, "contains NUL bytes")
     if jsonl:
         return _item_from_json(text, number)
     return BatchItem(number, question_id(text), text, None)
@@ -4352,12 +4342,12 @@ def input_line_limit(config: Config) -> int:
 
 
 def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
-               max_chars: int = 10**9) -> Iterator[BatchItem | InputError]:
+               max_chars: int = 10**9) -> Iterator[BatchItem | BadLine]:
     """Items of a questions file, read as a stream: memory does not grow with the file.
     ``lines`` come from bounded_lines: None is a line too long to hold."""
     for number, raw in enumerate(lines, 1):
         if raw is None:
-            yield InputError(number, f"the line is too long for MAX_QUESTION_CHARS={max_chars}")
+            yield BadLine(number, f"the line is too long for MAX_QUESTION_CHARS={max_chars}")
             continue
         if number == 1:
             raw = raw.removeprefix(b"\xef\xbb\xbf")
@@ -4368,7 +4358,7 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
             jsonl = head.startswith(b"{")
         item = parse_input_line(raw, number, jsonl)
         if isinstance(item, BatchItem) and len(item.question) > max_chars:
-            item = InputError(number, f"the question is {len(item.question)} characters, more than "
+            item = BadLine(number, f"the question is {len(item.question)} characters, more than "
                                       f"MAX_QUESTION_CHARS={max_chars}")
         if item is not None:
             yield item
@@ -4745,10 +4735,10 @@ class BatchRun:
                               "free space (or fix the folder), then rerun to resume")
         self.stop.set()
 
-    def admit(self, item: BatchItem | InputError) -> BatchItem | None:
+    def admit(self, item: BatchItem | BadLine) -> BatchItem | None:
         """The item if it should run now; input errors and done ids are counted and passed over."""
         shard = self.options.shard
-        if isinstance(item, InputError):
+        if isinstance(item, BadLine):
             if shard is None or shard.index == 1:  # one shard reports a bad line, not all of them
                 self.stats.input_errors += 1
                 say(f"input line {item.line}: {item.reason}; skipped")
@@ -4766,7 +4756,7 @@ class BatchRun:
             return None
         return item
 
-    async def run(self, items: Iterable[BatchItem | InputError], endpoint: Endpoint, writer: ResultWriter) -> None:
+    async def run(self, items: Iterable[BatchItem | BadLine], endpoint: Endpoint, writer: ResultWriter) -> None:
         for entry in items:
             if endpoint.failing() and not self.stats.aborted:
                 self.stats.breaker = (f"the endpoint is failing ({endpoint.outage_count()} of the last {BREAKER_WINDOW} "
