@@ -4912,19 +4912,13 @@ async def run_questions(config: Config, options: BatchOptions, stdin: Any, batch
                         writer: ResultWriter) -> None:
     """The batch loop, with Ctrl-C, SIGTERM and SIGHUP turned into a graceful stop for its duration."""
     stream = open_questions(options.questions_file, stdin)
-    loop = asyncio.get_running_loop()
-    signals = [signal.SIGINT, *stop_signals()]
-    for number in signals:
-        loop.add_signal_handler(number, batch.on_signal, number)
     try:
-        async with open_client(config) as client:
-            items = read_items(bounded_lines(stream, input_line_limit(config)), input_format(options.questions_file),
-                               config.max_question_chars)
-            await batch.run(items, Endpoint(config, client, batch.runtime), writer)
+        with signals_handled([signal.SIGINT, *stop_signals()], batch.on_signal):
+            async with open_client(config) as client:
+                items = read_items(bounded_lines(stream, input_line_limit(config)),
+                                   input_format(options.questions_file), config.max_question_chars)
+                await batch.run(items, Endpoint(config, client, batch.runtime), writer)
     finally:
-        for number in signals:
-            loop.remove_signal_handler(number)
-        reinstall_interrupt()
         batch.progress.close()
         if options.questions_file != "-":
             stream.close()
@@ -5316,19 +5310,13 @@ async def run_cli(config: Config, question: str, runtime: Runtime, result: RunRe
                   replay: Replay | None = None) -> RunResult:
     """One question from the command line. SIGTERM is treated like Ctrl-C: the run
     is cancelled, and the transcript and trace are written with what was done."""
-    loop, task, signals = asyncio.get_running_loop(), asyncio.current_task(), stop_signals()
-    if task is not None:
-        for number in signals:
-            loop.add_signal_handler(number, task.cancel)
-    try:
-        await debate(question, config=config, _runtime=runtime, _replay=replay, _record=result)
-    except MoAError as err:  # the run records its own; one raised before it started is recorded here
-        if result.error is None:
-            result.error, result.exit_code, result.exception = str(err), exit_code_for(err), err
-    finally:
-        for number in signals:
-            loop.remove_signal_handler(number)
-        reinstall_interrupt()
+    task = asyncio.current_task()
+    with signals_handled(stop_signals(), lambda _: task.cancel() if task else None):
+        try:
+            await debate(question, config=config, _runtime=runtime, _replay=replay, _record=result)
+        except MoAError as err:  # the run records its own; one raised before it started is recorded here
+            if result.error is None:
+                result.error, result.exit_code, result.exception = str(err), exit_code_for(err), err
     return result
 
 
@@ -5436,12 +5424,21 @@ def console() -> None:
     sys.exit(main())
 
 
-def reinstall_interrupt() -> None:
-    """After a loop's own handlers go, the stop signals raise KeyboardInterrupt again (main's),
-    instead of the system default asyncio leaves, which would kill the process mid-summary."""
-    with contextlib.suppress(ValueError):  # not the main thread
-        for number in stop_signals():
-            signal.signal(number, _interrupt)
+@contextlib.contextmanager
+def signals_handled(signals: list[signal.Signals], handler: Callable[[int], object]) -> Iterator[None]:
+    """``handler(signal)`` on the running loop for the block. After it, the stop signals raise KeyboardInterrupt
+    again (main's), instead of the system default asyncio leaves, which would kill the process mid-summary."""
+    loop = asyncio.get_running_loop()
+    for number in signals:
+        loop.add_signal_handler(number, handler, number)
+    try:
+        yield
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+        with contextlib.suppress(ValueError):  # not the main thread
+            for number in stop_signals():
+                signal.signal(number, _interrupt)
 
 
 def stop_signals() -> list[signal.Signals]:
