@@ -2608,7 +2608,9 @@ class StragglerWatch:
                             SHARED_STRAGGLER_SCALE if shared else 1.0)
         self.running[agent] = entry
         token = CALL_IN_FLIGHT.set(entry.timer)  # the endpoint marks this call's requests on it
-        self._kick()
+        self.changed.set()
+        if self.factor > 0 and (self.watchdog is None or self.watchdog.done()):
+            self.watchdog = asyncio.create_task(self._watch())
         try:
             result = await work
         except asyncio.CancelledError:
@@ -2635,11 +2637,6 @@ class StragglerWatch:
         self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
                          f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
                          f"answered{shared})", problem=False)  # the tool's choice, counted in ``degraded``
-
-    def _kick(self) -> None:
-        self.changed.set()
-        if self.factor > 0 and (self.watchdog is None or self.watchdog.done()):
-            self.watchdog = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
         """Cut overdue calls, then wait for the next deadline or a change: a call that
@@ -5559,11 +5556,6 @@ def main_check(config: Config, runtime: Runtime) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def main_dry_run(config: Config, request: SingleRequest, json_output: bool) -> int:
-    plan = dry_run(config, request.question, request.replay)
-    return EXIT_OK if emit(json.dumps(plan.to_dict(config)) if json_output else human_dry_run(plan)) else EXIT_FAILED
-
-
 def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
     """Parse, configure, run; every error becomes one line and its exit code."""
     try:
@@ -5587,8 +5579,8 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
         return main_batch(config, request, runtime or Runtime(), args.json_output)
     if args.dry_run:
-        return main_dry_run(config, request, args.json_output)
-
+        plan = dry_run(config, request.question, request.replay)
+        return EXIT_OK if emit(json.dumps(plan.to_dict(config)) if args.json_output else human_dry_run(plan)) else EXIT_FAILED
     return main_single(config, request, runtime or Runtime(), args.json_output)
 
 
