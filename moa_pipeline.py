@@ -4325,9 +4325,7 @@ def parse_input_line(raw: bytes, number: int, jsonl: bool) -> BatchItem | BadLin
 
 
 def input_format(name: str) -> bool | None:
-    """True for JSONL, False for text, None to decide from the first line (stdin, other names)."""
-    if name == "-":
-        return None
+    """True for JSONL, False for text, None to decide from the first line (stdin "-", other names)."""
     suffix = Path(name).suffix.lower()
     return True if suffix in JSONL_SUFFIXES else False if suffix == ".txt" else None
 
@@ -4356,7 +4354,7 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
         item = parse_input_line(raw, number, jsonl)
         if isinstance(item, BatchItem) and len(item.question) > max_chars:
             item = BadLine(number, f"the question is {len(item.question)} characters, more than "
-                                      f"MAX_QUESTION_CHARS={max_chars}")
+                                   f"MAX_QUESTION_CHARS={max_chars}")
         if item is not None:
             yield item
 
