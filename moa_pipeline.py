@@ -4723,11 +4723,9 @@ class BatchRun:
             self.progress.finished(record, self.stats)
 
     def stop_writing(self, why: str) -> None:
-        """The first failed write: start no new question; what is written stays intact."""
-        if self.stats.aborted:
-            return
-        self.stats.aborted = (f"{why}: stopped starting questions; every line already in the output is intact; "
-                              "free space (or fix the folder), then rerun to resume")
+        """A failed write: start no new question (the first reason stands); what is written stays intact."""
+        self.stats.aborted = self.stats.aborted or (f"{why}: stopped starting questions; every line already in the "
+                                                    "output is intact; free space (or fix the folder), then rerun to resume")
         self.stop.set()
 
     def admit(self, item: BatchItem | BadLine) -> BatchItem | None:
@@ -4903,9 +4901,9 @@ def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: 
     write_atomically(path, json.dumps(redact_value(summary, config), indent=2).encode(), runtime)
 
 
-async def run_questions(config: Config, options: BatchOptions, stdin: Any, batch: BatchRun,
-                        writer: ResultWriter) -> None:
+async def run_questions(stdin: Any, batch: BatchRun, writer: ResultWriter) -> None:
     """The batch loop, with Ctrl-C, SIGTERM and SIGHUP turned into a graceful stop for its duration."""
+    config, options = batch.config, batch.options
     stream = open_questions(options.questions_file, stdin)
     try:
         with signals_handled([signal.SIGINT, *stop_signals()], batch.on_signal):
@@ -4958,7 +4956,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
         total = start.total if options.shard is None else None  # a shard's share is known only as it is read
         batch = BatchRun(config, options, runtime, start, Progress(total, sys.stderr), folder_fd)
         try:
-            await run_questions(config, options, stdin, batch, writer)
+            await run_questions(stdin, batch, writer)
         finally:
             writer.close()
         summary.update(batch_summary(batch.stats, options.output, runtime.clock() - started))
@@ -5302,7 +5300,7 @@ def human_summary(result: RunResult, config: Config) -> str:
 
 
 async def run_cli(config: Config, question: str, runtime: Runtime, result: RunResult,
-                  replay: Replay | None = None) -> RunResult:
+                  replay: Replay | None = None) -> None:
     """One question from the command line. SIGTERM is treated like Ctrl-C: the run
     is cancelled, and the transcript and trace are written with what was done."""
     task = asyncio.current_task()
@@ -5312,7 +5310,6 @@ async def run_cli(config: Config, question: str, runtime: Runtime, result: RunRe
         except MoAError as err:  # the run records its own; one raised before it started is recorded here
             if result.error is None:
                 result.error, result.exit_code, result.exception = str(err), exit_code_for(err), err
-    return result
 
 
 def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Replay | None]:
