@@ -2603,9 +2603,8 @@ class StragglerWatch:
     async def guard(self, agent: str, work: Awaitable[T]) -> T | None:
         """Run one call of the phase; None if it was cut as a straggler."""
         task = asyncio.current_task()
-        shared = self.debate.endpoint.questions > 1
         entry = RunningCall(task, InFlight(self.debate.runtime.clock, self.changed.set),
-                            SHARED_STRAGGLER_SCALE if shared else 1.0)
+                            SHARED_STRAGGLER_SCALE if self.debate.endpoint.questions > 1 else 1.0)
         self.running[agent] = entry
         token = CALL_IN_FLIGHT.set(entry.timer)  # the endpoint marks this call's requests on it
         self.changed.set()
@@ -2774,10 +2773,9 @@ async def rebut(debate: Debate, question: str, positions: list[Position], worker
 
 
 async def run_chains(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
-    """Phases 1-3 without barriers: each solver's critique starts as soon as its
-    answer is valid, and its rebuttal as soon as the critique lands. The round
-    is as slow as its slowest chain, not the sum of each phase's slowest call."""
-
+    """Phases 1-3 without barriers: each solver's critique starts as soon as its answer is valid, and its
+    rebuttal as soon as the critique lands. The round is as slow as its slowest chain, not the sum of each
+    phase's slowest call."""
     solved: list[Position] = []
     failed = 0
 
@@ -4664,10 +4662,9 @@ class BatchRun:
 
     def on_signal(self, number: int = signal.SIGINT) -> None:
         if self.stats.interrupted:  # a second Ctrl-C: stop now
-            if number == signal.SIGHUP:  # a closing terminal sends it twice (kernel, then shell): no hurry
-                return
-            for task in self.tasks:
-                task.cancel()
+            if number != signal.SIGHUP:  # a closing terminal sends it twice (kernel, then shell): no hurry
+                for task in self.tasks:
+                    task.cancel()
             return
         self.stats.interrupted = True
         self.stop.set()
@@ -4979,9 +4976,8 @@ def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, A
               else "circuit_open" if stats.breaker else "finished")
     this_run = {"ok": stats.ok, "failed": stats.failed, "skipped_done": stats.skipped_done,
                 "input_errors": stats.input_errors, "unsaved": stats.unsaved, "degraded": stats.degraded,
-                "llm_calls": stats.llm_calls,
-                "http_requests": stats.http_requests, "tokens": stats.tokens, "cost_usd": stats.cost_usd,
-                "wall_s": round(wall_s, 3)}
+                "llm_calls": stats.llm_calls, "http_requests": stats.http_requests, "tokens": stats.tokens,
+                "cost_usd": stats.cost_usd, "wall_s": round(wall_s, 3)}
     return {"status": status, "error": stats.aborted or stats.breaker, "this_run": this_run, "output_totals": output_totals(output),
             "finished": datetime.now().isoformat(timespec="seconds")}
 
@@ -5148,8 +5144,8 @@ def stdin_bytes(stdin: Any) -> Any:
 
 
 def read_question(value: str, stdin: Any, max_chars: int = 10**9) -> str:
-    """The question from ``-q``: the text itself, or stdin for ``-``. Stdin is read
-    only as far as MAX_QUESTION_CHARS could reach (a UTF-8 character is at most 4 bytes)."""
+    """The question from ``-q``: the text itself, or stdin for ``-``. Stdin is read only as far as
+    MAX_QUESTION_CHARS could reach (a UTF-8 character is at most 4 bytes)."""
     if value == "-":
         limit = 4 * max_chars + 4
         try:
@@ -5159,9 +5155,8 @@ def read_question(value: str, stdin: Any, max_chars: int = 10**9) -> str:
         if len(raw) > limit:
             raise ConfigError(f"the question on stdin is more than MAX_QUESTION_CHARS={max_chars} characters: "
                               "shorten it or raise the limit")
-        text = valid_text(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
-    else:
-        text = valid_text(value)
+        value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    text = valid_text(value)
     if not text.strip():
         raise ConfigError("the question is empty: pass it with -q \"...\" or pipe it with -q -")
     return text.strip()
