@@ -655,8 +655,7 @@ def valid_text(text: str) -> str:
 #   ├── RunFailed            the debate could not reach a verdict
 #   │   ├── EndpointUnreachable   no phase-1 attempt got any HTTP response
 #   │   └── DeadlinePassed   no verdict within QUESTION_DEADLINE
-#   ├── BatchLocked          another run holds the batch output; exit code 75
-#   └── InputError           one unusable line of a questions file (the batch goes on; exit 3)
+#   └── BatchLocked          another run holds the batch output; exit code 75
 
 class MoAError(Exception):
     exit_code = EXIT_FAILED
@@ -711,23 +710,6 @@ class BatchLocked(MoAError):
     """Another run holds the batch output's lock: try again later."""
 
     exit_code = EXIT_TRY_LATER
-
-
-class InputError(MoAError):
-    """One unusable line of a questions file. Reported and counted, never raised
-    out of the batch: the other lines still run, and the batch exits 3."""
-
-    exit_code = EXIT_SOME_FAILED
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"input line {line}: {reason}")
-        self.line, self.reason = line, reason
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, InputError) and (self.line, self.reason) == (other.line, other.reason)
-
-    def __hash__(self) -> int:
-        return hash((self.line, self.reason))
 
 
 def exit_code_for(error: BaseException) -> int:
@@ -2208,9 +2190,9 @@ class Position:
 
 @dataclass(frozen=True)
 class Vote:
-    answer: str
+    answer: str  # a candidate's answer when the judge named its label
     confidence: int | None
-    voter: str
+    tier: str = "final-answer-line"  # how a judge's output was read (see tier_of)
 
 
 @dataclass(frozen=True)
@@ -2454,20 +2436,14 @@ def median(values: list[float]) -> float:
 class StragglerWatch:
     """Cuts the slow tail of one phase of one round.
 
-    Once ``quorum`` calls of the phase have answered, a call that has been at the
-    endpoint longer than STRAGGLER_FACTOR times the median of the answered ones is
-    cancelled and noted; its slot degrades like any failed call. Both sides of that
-    comparison count only time a request was at the endpoint (see InFlight): a call
-    waiting for a request slot, the shared cool-down or a retry does not age, since
-    cutting it would not make the endpoint answer sooner.
+    Once ``quorum`` calls have answered, a call at the endpoint longer than STRAGGLER_FACTOR times
+    their median is cancelled and noted; its slot degrades like any failed call. Only time at the
+    endpoint counts (see InFlight): waiting for a request slot, the cool-down or a retry does not
+    age a call, since cutting it would not make the endpoint answer sooner.
 
-    When a cut is worth an answer: it buys the question's latency, which is what
-    someone waits for when the question runs alone (-q, the library, a batch at
-    --concurrency 1 or at its end). A call that starts while other questions share the
-    endpoint gets SHARED_STRAGGLER_SCALE times the bar: they keep the endpoint busy, so
-    the batch gains little from the cut, and a call a gateway retried (3-4x as slow)
-    costs an answer for nothing; a call slower than that is still cut. Time comes from
-    the injected clock and sleep, so tests need no real waiting.
+    A cut buys latency, which is what someone waits for when the question runs alone. A call that
+    starts while other questions share the endpoint gets SHARED_STRAGGLER_SCALE times the bar: they
+    keep it busy, so the batch gains little, and a call a gateway retried costs an answer for nothing.
     """
 
     def __init__(self, debate: Debate, phase: str, quorum: int) -> None:
@@ -2481,12 +2457,13 @@ class StragglerWatch:
     async def guard(self, agent: str, work: Awaitable[T]) -> T | None:
         """Run one call of the phase; None if it was cut as a straggler."""
         task = asyncio.current_task()
-        shared = self.debate.endpoint.questions > 1
         entry = RunningCall(task, InFlight(self.debate.runtime.clock, self.changed.set),
-                            SHARED_STRAGGLER_SCALE if shared else 1.0)
+                            SHARED_STRAGGLER_SCALE if self.debate.endpoint.questions > 1 else 1.0)
         self.running[agent] = entry
         token = CALL_IN_FLIGHT.set(entry.timer)  # the endpoint marks this call's requests on it
-        self._kick()
+        self.changed.set()
+        if self.factor > 0 and (self.watchdog is None or self.watchdog.done()):
+            self.watchdog = asyncio.create_task(self._watch())
         try:
             result = await work
         except asyncio.CancelledError:
@@ -2513,11 +2490,6 @@ class StragglerWatch:
         self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
                          f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
                          f"answered{shared})", problem=False)  # the tool's choice, counted in ``degraded``
-
-    def _kick(self) -> None:
-        self.changed.set()
-        if self.factor > 0 and (self.watchdog is None or self.watchdog.done()):
-            self.watchdog = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
         """Cut overdue calls, then wait for the next deadline or a change: a call that
@@ -2573,9 +2545,8 @@ async def solve_one(debate: Debate, question: str, slot: int, workers: int, temp
     parsed = await watch_for(debate, "generate", workers).guard(agent, ask(
         debate, "generate", agent, system, user, temperature=temperature,
         max_tokens=config.max_tokens, parse=_valid_answer, model=model))
-    if parsed is None:
-        return None
-    return Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer, model=model)
+    return None if parsed is None else Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer,
+                                                model=model)
 
 
 async def review_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
@@ -2585,7 +2556,7 @@ async def review_one(debate: Debate, question: str, position: Position, workers:
     system, user = critic_prompts(question, position)
     found = await watch_for(debate, "critique", workers).guard(agent, ask(
         debate, "critique", agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
-        parse=_critique, model=debate.config.slot_model(critic_at)))
+        parse=functools.partial(parse_block, tag="critique"), model=debate.config.slot_model(critic_at)))
     if found is None:
         note_lost(debate, f"critique of {position.agent}", "critique", agent, "its answer stays in play uncritiqued")
         return
@@ -2597,7 +2568,7 @@ async def reply_one(debate: Debate, question: str, position: Position, workers: 
     system, user = rebuttal_prompts(question, position)
     found = await watch_for(debate, "rebuttal", workers).guard(position.agent, ask(
         debate, "rebuttal", position.agent, system, user, temperature=temperature,
-        max_tokens=debate.config.max_tokens, parse=_rebuttal, model=position.model or None))
+        max_tokens=debate.config.max_tokens, parse=parse_rebuttal, model=position.model or None))
     if found is None:
         note_lost(debate, f"rebuttal of {position.agent}", "rebuttal", position.agent, "its first answer stands")
         return
@@ -2610,7 +2581,7 @@ async def revise_one(debate: Debate, question: str, position: Position, others: 
     system, user = revise_prompts(question, position, others)
     found = await watch_for(debate, "revise", len(others) + 1, step).guard(position.agent, ask(
         debate, "revise", position.agent, system, user, temperature=temperature,
-        max_tokens=debate.config.max_tokens, parse=_rebuttal, model=position.model or None, step=step))
+        max_tokens=debate.config.max_tokens, parse=parse_rebuttal, model=position.model or None, step=step))
     if found is None:
         note_lost(debate, f"round {step} revision of {position.agent}", "revise", position.agent, "its answer stands")
         return
@@ -2633,17 +2604,10 @@ async def generate(debate: Debate, question: str, workers: int, temperature: flo
 
 
 def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _: "") -> int:
-    """Who critiques solver ``slot``: the next slot round the ring whose model
-    differs from the solver's, or simply the next slot when every slot has the
-    solver's model.
-
-    A fixed ring means nobody critiques itself (with two or more workers), the
-    pairing is known before any answer arrives, which is what lets a critique
-    start the moment its answer is in (see run_chains), and with one model every
-    critic does exactly one critique. With several models an answer is always
-    critiqued by another model: with 5 slots over 2 models (a b a b a), slot 5's
-    answer goes to slot 2, which then critiques two answers.
-    """
+    """Who critiques solver ``slot``: the next slot round the ring with another model, or the next
+    slot when all share one. A fixed ring means nobody critiques itself, and the pairing is known
+    before any answer arrives, so a critique starts the moment its answer is in (see run_chains).
+    With 5 slots over 2 models (a b a b a), slot 5's answer goes to slot 2, which critiques two."""
     for step in range(1, workers):
         other = (slot + step) % workers
         if models(other) != models(slot):
@@ -2663,10 +2627,9 @@ async def rebut(debate: Debate, question: str, positions: list[Position], worker
 
 
 async def run_chains(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
-    """Phases 1-3 without barriers: each solver's critique starts as soon as its
-    answer is valid, and its rebuttal as soon as the critique lands. The round
-    is as slow as its slowest chain, not the sum of each phase's slowest call."""
-
+    """Phases 1-3 without barriers: each solver's critique starts as soon as its answer is valid, and its
+    rebuttal as soon as the critique lands. The round is as slow as its slowest chain, not the sum of each
+    phase's slowest call."""
     solved: list[Position] = []
     failed = 0
 
@@ -2688,39 +2651,6 @@ async def run_chains(debate: Debate, question: str, workers: int, temperature: f
     return [p for p in results if p is not None]
 
 
-@dataclass(frozen=True)
-class ParsedCritique:
-    text: str
-    tier: str
-
-
-@dataclass(frozen=True)
-class ParsedRebuttal:
-    text: str
-    answer: ParsedAnswer
-
-    @property
-    def tier(self) -> str:
-        return self.answer.tier
-
-
-@dataclass(frozen=True)
-class ParsedVote:
-    answer: str  # a candidate's answer when the judge named its label
-    confidence: int | None
-    tier: str = "final-answer-line"
-
-
-def _critique(text: str) -> ParsedCritique | None:
-    found = parse_block(text, "critique")
-    return None if found is None else ParsedCritique(*found)
-
-
-def _rebuttal(text: str) -> ParsedRebuttal | None:
-    found = parse_rebuttal(text)
-    return None if found is None else ParsedRebuttal(*found)
-
-
 def candidate_label(index: int) -> str:
     """Neutral labels A, B, … Z, AA, AB …"""
     label = ""
@@ -2735,17 +2665,14 @@ def resolve_label(answer: str, labels: Mapping[str, str], bare_letters: bool = F
     """A judge that names a candidate ("Candidate B", or just "B" when judging by
     label) votes for that candidate's answer, verbatim."""
     words = answer.strip().strip(".*_`()[]").split()
-    if len(words) == 2 and words[0].lower() == "candidate" and words[1].upper().strip(".)") in labels:
-        return labels[words[1].upper().strip(".)")]
-    if bare_letters and len(words) == 1 and words[0].upper().strip(".)") in labels:
-        return labels[words[0].upper().strip(".)")]
+    if (len(words) == 2 and words[0].lower() == "candidate") or (bare_letters and len(words) == 1):
+        return labels.get(words[-1].upper().strip(".)"), answer)
     return answer
 
 
 def judge_order(positions: list[Position], index: int, shuffle: bool) -> list[Position]:
-    """The order judge ``index`` sees the candidates in: rotated by its index, so
-    a judge's position bias does not favour the same answer for every judge.
-    Labels are neutral letters (no slot numbers, no model names)."""
+    """The order judge ``index`` sees the candidates in: rotated by its index, so a judge's position bias does not
+    favour the same answer for every judge. Labels are neutral letters (no slot numbers, no model names)."""
     if not shuffle or not positions:
         return list(positions)
     shift = index % len(positions)
@@ -2764,19 +2691,18 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
         by_label = kind == "long"  # free text: votes on strings cannot agree, labels can
         system, user = judge_prompts(question, order, by_label)
 
-        def usable(text: str) -> ParsedVote | None:
+        def usable(text: str) -> Vote | None:
             found = parse_judgement(text)
             if not found.final_answer:
                 return None
             answer = resolve_label(found.final_answer, labels, bare_letters=by_label)
             if by_label and answer not in labels.values():
                 return None  # a judge must name a candidate here: retried
-            return ParsedVote(answer, found.confidence)
+            return Vote(answer, found.confidence)
 
-        found = await watch_for(debate, "judge", judges).guard(agent, ask(
+        return await watch_for(debate, "judge", judges).guard(agent, ask(
             debate, "judge", agent, system, user, temperature=config.judge_temperature,
             max_tokens=config.judge_max_tokens, parse=usable, model=config.judge_model_for(index)))
-        return None if found is None else Vote(found.answer, found.confidence, agent)
 
     votes = await run_all(one(i) for i in range(judges))
     return [v for v in votes if v is not None]
@@ -2801,11 +2727,8 @@ def require_enough(debate: Debate, positions: list[Position], workers: int) -> N
 
 def tally_votes(votes: list[Vote], source: str = "judges",
                 key: Callable[[str], str] = normalize_answer) -> Verdict | None:
-    """Majority of normalised answers; a tie goes to the side with the higher confidence.
-
-    The verdict's confidence is the winning side's best confidence; the
-    answer shown is that voter's own wording.
-    """
+    """Majority of normalised answers; a tie goes to the side with the higher confidence. The verdict's
+    confidence is the winning side's best, and its answer that voter's own wording."""
     groups: dict[str, list[Vote]] = {}
     for vote in votes:
         name = key(vote.answer)
@@ -2825,11 +2748,8 @@ def tally_votes(votes: list[Vote], source: str = "judges",
 
 
 def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict | None:
-    """The fallback when no judge answered: the solvers' own majority.
-
-    Its confidence is the share of solvers that agree, as a percentage.
-    """
-    verdict = tally_votes([Vote(p.final_answer, None, p.agent) for p in positions], source="solvers", key=key)
+    """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%)."""
+    verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
     if verdict is None:
         return None
     return replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
@@ -2887,9 +2807,8 @@ def typed_key(kind: str, letters: frozenset[str]) -> Callable[[str], str]:
 
 
 def unanimous_verdict(positions: list[Position], workers: int, question: str = "") -> Verdict | None:
-    """Early exit: every valid answer normalises alike (for the question's answer
-    type). Confidence is the share of all solver slots that agree, so 5/5 is 100
-    and 3/5 (two failed) is 60."""
+    """Early exit: every valid answer normalises alike (for the question's answer type). Confidence is
+    the share of all solver slots that agree, so 5/5 is 100 and 3/5 (two failed) is 60."""
     kind, letters = detect_answer_type(question, [p.answer for p in positions]), choice_letters(question)
     keys = {answer_key(kind, p.answer, letters) for p in positions}
     if len(keys) != 1 or not positions:
@@ -2971,32 +2890,26 @@ def log_phase(debate: Debate, phase: str, step: int = 1) -> None:
     log.info("%s %d/%d ok %.1fs%s", phase, sum(c.ok for c in calls), len(calls), span, where)
 
 
-def uses_barriers(config: Config, budget: Budget) -> bool:
-    """Phases wait for each other when asked to, and when a decision needs every
-    answer first: the budget planner and the unanimity check of early exit."""
-    return config.phase_barriers or budget.limited or config.early_exit
-
-
 async def debate_once(debate: Debate, question: str, workers: int, temperature: float) -> Verdict:
-    """The four phases once. RunFailed when too few solvers answer."""
+    """The four phases once. RunFailed when too few solvers answer. Phases wait for each other when
+    asked to, and when a decision needs every answer first: the budget planner and early exit."""
     config = debate.config
+    barriers = config.phase_barriers or debate.budget.limited or config.early_exit
     try:
-        if not uses_barriers(config, debate.budget):
+        if barriers:
+            positions = await generate(debate, question, workers, temperature)
+        else:
             positions = await run_chains(debate, question, workers, temperature)
-            for phase in ("generate", "critique", "rebuttal"):
-                log_phase(debate, phase)
-            require_enough(debate, positions, workers)
-            debate.positions[debate.round] = positions
-            return await deliberate(debate, question, positions, workers, temperature, done="rebuttal")
-        positions = await generate(debate, question, workers, temperature)
-        log_phase(debate, "generate")
+        for phase in ("generate",) if barriers else ("generate", "critique", "rebuttal"):
+            log_phase(debate, phase)
         require_enough(debate, positions, workers)
         debate.positions[debate.round] = positions
         if config.early_exit and (verdict := unanimous_verdict(positions, workers, question)) is not None:
             debate.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
                         problem=False)
             return verdict
-        return await deliberate(debate, question, positions, workers, temperature)
+        return await deliberate(debate, question, positions, workers, temperature,
+                                done="generate" if barriers else "rebuttal")
     finally:
         for watch in debate.watches.values():
             watch.close()
@@ -3048,12 +2961,10 @@ def check_question(config: Config, question: str) -> None:
 
 
 async def run_question(debate: Debate, question: str, replay: Replay | None) -> None:
-    """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it
-    wherever it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock
-    (see ask), which tests move, and which a no-op test sleep cannot make fire early, as a timer sleeping
-    on it would. A deadline before any verdict fails the question; one in the rerun leaves round 1's
-    verdict standing, as a failed rerun does: the rerun only sought more confidence. Anyone else's
-    cancel (Ctrl-C) stays a cancel."""
+    """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever
+    it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask),
+    which tests move. A deadline before any verdict fails the question; one in the rerun leaves round 1's
+    verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel."""
     deadline = debate.queue.deadline = asyncio.timeout(debate.config.question_deadline or None)
     try:
         async with deadline:
@@ -3157,10 +3068,9 @@ KEYWORD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 
 
 def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
-    """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI;
-    keyword overrides on top (None: leave it), each checked by library_value, so a Config
-    built by hand gets the CLI's limits too. TypeError for a ``config`` that is not a Config;
-    ConfigError for an unknown name or a setting given twice."""
+    """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI; keyword overrides on
+    top (None: leave it), each checked by library_value, so a Config built by hand gets the CLI's limits too.
+    TypeError for a ``config`` that is not a Config; ConfigError for an unknown name or a setting given twice."""
     if config is not None and not isinstance(config, Config):
         raise TypeError(f"config: expected a moa_pipeline.Config or None, got {type(config).__name__}")
     names = {s.field: s.env for s in SETTINGS} | OVERRIDE_ALIASES
@@ -3213,14 +3123,12 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
                  _replay: Replay | None = None, _record: Handover | None = None, **overrides: Any) -> Result:
     """Answer one question by a debate; the library's way in, and the CLI's.
 
-    Settings come from the environment and .env, as for the CLI, unless ``config``
-    is given; keyword overrides use the settings' lower-case names (``workers=3,
-    judges=1, rounds=2``). Writes the transcript and trace as the settings say,
-    and never prints, exits or installs signal handlers. Raises TypeError (an argument
-    of the wrong type), ConfigError (a bad setting or question; nothing was sent) or
-    RunFailed (no verdict; its ``result`` says why).
-    The underscored keywords are the CLI's: its test seams, a replay, and the
-    record it reports from even when the run is cancelled.
+    Settings come from the environment and .env, as for the CLI, unless ``config`` is given; keyword
+    overrides use the settings' lower-case names (``workers=3, judges=1, rounds=2``). Writes the
+    transcript and trace as the settings say, and never prints, exits or installs signal handlers.
+    Raises TypeError (an argument of the wrong type), ConfigError (a bad setting or question; nothing
+    was sent) or RunFailed (no verdict; its ``result`` says why). The underscored keywords are the
+    CLI's: its test seams, a replay, and the record it reports from even when the run is cancelled.
     """
     if not log.handlers:  # a library logs nowhere until its caller sets logging up
         log.addHandler(logging.NullHandler())
@@ -3679,13 +3587,6 @@ class CheckReport:
     ok: bool
 
 
-def endpoint_urls(config: Config) -> tuple[str, str, str]:
-    """(chat completions, models list, llama.cpp's /props) from PROXY_URL."""
-    base = config.proxy_url.split("?")[0].removesuffix("/chat/completions")
-    root = base.removesuffix("/v1")
-    return config.proxy_url, base + "/models", root + "/props"
-
-
 @dataclass(frozen=True)
 class Probe:
     """What an optional GET of --check read: a JSON document, or why there is none."""
@@ -3712,24 +3613,17 @@ async def get_json(client: httpx.AsyncClient, url: str, timeout: float, limit: i
         return Probe(problem=_short(err))
 
 
-def slot_context(props: Any) -> int | None:
-    """Tokens of context per slot from llama.cpp's /props (n_ctx of the default generation settings)."""
-    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
-    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
-    return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and 0 < n_ctx <= 10**9 else None
-
-
 async def check_endpoint(config: Config, runtime: Runtime) -> CheckReport:
-    """--check: one tiny chat request and, at the same time, the models list and llama.cpp's slot
-    context, if any. After a failed chat request only the probes' warnings are kept: an "ok" beside
-    the error would contradict it."""
-    _, models_url, props_url = endpoint_urls(config)
+    """--check: one tiny chat request and, at the same time, the models list and llama.cpp's slot context, if any.
+    After a failed chat request only the probes' warnings are kept: an "ok" beside the error would contradict it."""
+    base = config.proxy_url.split("?")[0].removesuffix("/chat/completions")
+    models_url, props_url = base + "/models", base.removesuffix("/v1") + "/props"  # llama.cpp's slot settings
     wait = min(config.request_timeout, CHECK_PROBE_SECONDS)
     async with open_client(config) as client:
         chat, models, props = await asyncio.gather(
             check_chat(config, client, runtime), get_json(client, models_url, wait, MODELS_LIST_LIMIT),
             get_json(client, props_url, wait, ERROR_BODY_LIMIT))
-    found = model_lines(config, models) + context_lines(config, slot_context(props.document))
+    found = model_lines(config, models) + context_lines(config, props.document)
     return CheckReport(chat.lines + [line for line in found if chat.ok or line.startswith("warning:")], chat.ok)
 
 
@@ -3763,11 +3657,14 @@ def model_lines(config: Config, models: Probe) -> list[str]:
         return [f"warning: the endpoint does not list {', '.join(sorted(set(missing)))}; it lists "
                 f"{', '.join(sorted(names)[:5])}"]
     return [f"ok: the endpoint lists {', '.join(sorted(names)[:5])}"
-            + ("" if missing or config.models == ("default",) else " (every model set here is among them)")]
+            + ("" if config.models == ("default",) else " (every model set here is among them)")]
 
 
-def context_lines(config: Config, n_ctx: int | None) -> list[str]:
-    if n_ctx is None:
+def context_lines(config: Config, props: Any) -> list[str]:
+    """What llama.cpp's /props says of a slot's context (n_ctx of its default generation settings)."""
+    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+    if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or not 0 < n_ctx <= 10**9:
         return []
     need = prompt_tokens_estimate(*judge_prompts("?", [Position(0, "", "")] * config.num_workers)) + (
         config.num_workers * 2 * config.max_tokens + config.judge_max_tokens)
@@ -3778,15 +3675,6 @@ def context_lines(config: Config, n_ctx: int | None) -> list[str]:
                      f"about {solver}, a judge reading {config.num_workers} answers about {need}; lower MAX_TOKENS "
                      f"and JUDGE_MAX_TOKENS, or start the server with more context per slot (-c / --parallel)")
     return lines
-
-
-def dry_run_phases(config: Config, question: str, replay: Replay | None = None) -> list[PhaseCost]:
-    """Every phase of round 1 and of the rerun at its worst (worst_case_costs), without a request;
-    of a replay, what it runs."""
-    if replay is not None:
-        return replay_worst_case(config, replay)
-    return (round_worst_case(config, question, config.num_workers)
-            + round_worst_case(config, question, rerun_settings(config)[0], "rerun"))
 
 
 def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
@@ -3809,11 +3697,6 @@ def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
         ("judge", config.num_judges, costs.judge(critiques, rewritten), costs.judge_completion)])
 
 
-def dry_run_plan(config: Config, question: str) -> list[dict[str, Any]]:
-    """The phase rows of --dry-run --json."""
-    return [phase.to_dict() for phase in dry_run_phases(config, question)]
-
-
 @dataclass(frozen=True)
 class DryRun:
     """What --dry-run reports: the phases, and the worst case with every retry, capped by the budget."""
@@ -3834,10 +3717,12 @@ class DryRun:
 
 
 def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryRun:
-    """Worst case: every answer, critique and rebuttal as long as MAX_TOKENS allows
-    (the later prompts embed them), every retry taken, and the rerun (of a replay: what
-    it runs, see replay_worst_case); then the budget's caps."""
-    phases = dry_run_phases(config, question, replay)
+    """Worst case, without a request (worst_case_costs): every answer, critique and rebuttal as long as
+    MAX_TOKENS allows (later prompts embed them), every retry taken, and the rerun (of a replay: what it
+    runs, see replay_worst_case); then the budget's caps."""
+    phases = (replay_worst_case(config, replay) if replay is not None
+              else round_worst_case(config, question, config.num_workers)
+              + round_worst_case(config, question, rerun_settings(config)[0], "rerun"))
     attempts = config.max_retries + 1
     calls = sum(p.calls for p in phases) * attempts
     tokens = sum(p.total_tokens for p in phases) * attempts
@@ -4075,6 +3960,14 @@ class BatchItem:
 
 
 @dataclass(frozen=True)
+class BadLine:
+    """One unusable line of a questions file: reported and counted; the batch goes on, and exits 3."""
+
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class BatchOptions:
     """The batch flags, checked in main()."""
 
@@ -4172,62 +4065,56 @@ def question_id(question: str) -> str:
     return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:12]
 
 
-def _item_from_json(text: str, number: int) -> BatchItem | InputError:
+def _item_from_json(text: str, number: int) -> BatchItem | BadLine:
     try:
         data = load_json(text)
     except ValueError as err:
-        return InputError(number, f"not valid JSON ({getattr(err, 'msg', err)})")
+        return BadLine(number, f"not valid JSON ({getattr(err, 'msg', err)})")
     if not isinstance(data, dict):
-        return InputError(number, "not a JSON object")
+        return BadLine(number, "not a JSON object")
     if "custom_id" in data:
         return _item_from_batch_request(data, number)
     question = data.get("question")
     if not isinstance(question, str) or not question.strip():
-        return InputError(number, 'no "question" text')
+        return BadLine(number, 'no "question" text')
     given = data.get("id")
     if given is not None and not _usable_id(given):
-        return InputError(number, '"id" must be a non-empty string or a number (text: valid Unicode, at most 512 characters)')
+        return BadLine(number, '"id" must be a non-empty string or a number (text: valid Unicode, at most 512 characters)')
     expected = data.get("answer")
     question = valid_text(question).strip()  # a lone surrogate (\\ud83d) becomes U+FFFD, as on the command line
     return BatchItem(number, str(given) if given is not None else question_id(question), question,
                      None if expected is None else str(expected))
 
 
-def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | InputError:
+def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | BadLine:
     """An OpenAI Batch API request line: ``custom_id`` is the id, the last user message the
     question, and earlier messages (system prompt, prior turns) its context, quoted before it."""
     custom_id, body = data.get("custom_id"), data.get("body")
     if not isinstance(custom_id, str) or not _usable_id(custom_id):
-        return InputError(number, '"custom_id" must be a non-empty string')
+        return BadLine(number, '"custom_id" must be a non-empty string')
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        return InputError(number, 'no "body.messages" list')
-    if any(not _text_only(m.get("content")) for m in messages):
-        return InputError(number, "a message holds parts other than text (an image, audio): a debate reads text only")
+        return BadLine(number, 'no "body.messages" list')
+    texts = [_content_text(m.get("content")) for m in messages]
+    if None in texts:
+        return BadLine(number, "a message holds parts other than text (an image, audio): a debate reads text only")
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-    question = _batch_text(messages[users[-1]].get("content")) if users else None
-    if not question or not question.strip():
-        return InputError(number, "no user message with text in body.messages")
-    context = [f"{_role(m)}: {text}" for m in messages[:users[-1]]
-               if (text := _batch_text(m.get("content"))) and text.strip()]
+    question = (texts[users[-1]] if users else None) or ""
+    if not question.strip():
+        return BadLine(number, "no user message with text in body.messages")
+    context = [f"{_role(m)}: {text}" for m, text in zip(messages, texts[:users[-1]], strict=False) if text and text.strip()]
     if context:
         question = ("Context (the conversation so far):\n" + "\n\n".join(context)
                     + "\n\nQuestion:\n" + question.strip())
     return BatchItem(number, custom_id, valid_text(question).strip(), None)
 
 
-def _text_only(content: Any) -> bool:
-    """A message content we can pass on whole: a string, or a list of text parts."""
-    if isinstance(content, list):
-        return all(isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str)
-                   for p in content)
-    return content is None or isinstance(content, str)
-
-
-def _batch_text(content: Any) -> str | None:
-    if isinstance(content, list):
+def _content_text(content: Any) -> str | None:
+    """A message's text: a string, or its text parts joined ("" for none); None when it holds anything else."""
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type", "text") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
         return "\n".join(p["text"] for p in content)
-    return content if isinstance(content, str) else None
+    return "" if content is None else content if isinstance(content, str) else None
 
 
 def _role(message: dict[str, Any]) -> str:
@@ -4256,38 +4143,28 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
 
 def _usable_id(value: Any) -> bool:
     """An id that round-trips through the output: a short valid string, or a finite number."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return math.isfinite(value) and len(str(value)) <= 512
-    if not isinstance(value, str) or not value or len(value) > 512:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return isinstance(value, str) and 0 < len(value) <= 512 and valid_text(value) == value
 
 
-def parse_input_line(raw: bytes, number: int, jsonl: bool) -> BatchItem | InputError | None:
+def parse_input_line(raw: bytes, number: int, jsonl: bool) -> BatchItem | BadLine | None:
     """One line of a questions file: an item, an input error, or None (blank or comment)."""
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        return InputError(number, "not valid UTF-8")
+        return BadLine(number, "not valid UTF-8")
     if not text or text.startswith("#"):
         return None
     if "\x00" in text:
-        return InputError(number, "contains NUL bytes")
+        return BadLine(number, "contains NUL bytes")
     if jsonl:
         return _item_from_json(text, number)
     return BatchItem(number, question_id(text), text, None)
 
 
 def input_format(name: str) -> bool | None:
-    """True for JSONL, False for text, None to decide from the first line (stdin, other names)."""
-    if name == "-":
-        return None
+    """True for JSONL, False for text, None to decide from the first line (stdin "-", other names)."""
     suffix = Path(name).suffix.lower()
     return True if suffix in JSONL_SUFFIXES else False if suffix == ".txt" else None
 
@@ -4299,12 +4176,12 @@ def input_line_limit(config: Config) -> int:
 
 
 def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
-               max_chars: int = 10**9) -> Iterator[BatchItem | InputError]:
+               max_chars: int = 10**9) -> Iterator[BatchItem | BadLine]:
     """Items of a questions file, read as a stream: memory does not grow with the file.
     ``lines`` come from bounded_lines: None is a line too long to hold."""
     for number, raw in enumerate(lines, 1):
         if raw is None:
-            yield InputError(number, f"the line is too long for MAX_QUESTION_CHARS={max_chars}")
+            yield BadLine(number, f"the line is too long for MAX_QUESTION_CHARS={max_chars}")
             continue
         if number == 1:
             raw = raw.removeprefix(b"\xef\xbb\xbf")
@@ -4315,8 +4192,8 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
             jsonl = head.startswith(b"{")
         item = parse_input_line(raw, number, jsonl)
         if isinstance(item, BatchItem) and len(item.question) > max_chars:
-            item = InputError(number, f"the question is {len(item.question)} characters, more than "
-                                      f"MAX_QUESTION_CHARS={max_chars}")
+            item = BadLine(number, f"the question is {len(item.question)} characters, more than "
+                                   f"MAX_QUESTION_CHARS={max_chars}")
         if item is not None:
             yield item
 
@@ -4482,11 +4359,10 @@ class Progress:
     """A live tqdm bar on a terminal; one plain line per question otherwise (cron)."""
 
     def __init__(self, total: int | None, stream: Any, secrets: Sequence[str]) -> None:
-        self.stream, self.secrets = stream, secrets  # stream None: stderr is closed, so nothing is shown
-        terminal = stream is not None and not stream.closed and stream.isatty()
-        self.bar: Any = None
-        if terminal:  # imported here: tqdm costs every start 13 ms, and only a batch on a terminal draws a bar
-            from tqdm import tqdm
+        self.secrets = secrets
+        self.bar: Any = None  # none when stderr is no terminal, or closed (None)
+        if stream is not None and not stream.closed and stream.isatty():
+            from tqdm import tqdm  # here: tqdm costs every start 13 ms, and only a batch on a terminal draws a bar
 
             self.bar = tqdm(total=total, file=stream, unit="q", dynamic_ncols=True)
 
@@ -4510,13 +4386,9 @@ class Progress:
 
 
 def stops_the_batch(result: RunRecord, stats: BatchStats, failed_before: bool = False) -> str | None:
-    """Why this failure stops the whole batch (exit 1), or None.
-
-    A rejected key (401/403), a wrong URL or model (404) or a quota used up
-    (429 insufficient_quota) fails every question alike, and so does an endpoint that never answered before any
-    question succeeded. A 400 can be one question's fault (a prompt too long
-    for the model), so it fails only that question, unless the first questions all fail alike.
-    """
+    """Why this failure stops the whole batch (exit 1), or None. A rejected key, a wrong URL or model or a
+    quota used up fails every question alike, and so does an endpoint that never answered before any question
+    succeeded. A 400 can be one question's fault, so it stops the batch only when the first ones all fail alike."""
     error = result.exception
     if isinstance(error, APIError) and error.stops_run:
         return str(error)
@@ -4615,42 +4487,34 @@ class BatchRun:
 
     def on_signal(self, number: int = signal.SIGINT) -> None:
         if self.stats.interrupted:  # a second Ctrl-C: stop now
-            if number == signal.SIGHUP:  # a closing terminal sends it twice (kernel, then shell): no hurry
-                return
-            for task in self.tasks:
-                task.cancel()
+            if number != signal.SIGHUP:  # a closing terminal sends it twice (kernel, then shell): no hurry
+                for task in self.tasks:
+                    task.cancel()
             return
         self.stats.interrupted = True
         self.stop.set()
         say(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
             "(Ctrl-C again to stop now)", ())
 
-    async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter, slots: asyncio.Semaphore) -> None:
-        """One question: run it, save its line, and decide whether its outcome stops the batch.
-
-        Nothing escapes this task but a cancellation: an exception left in a task
-        would only surface as "Task exception was never retrieved".
-        """
+    async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter) -> None:
+        """One question: run it, save its line, and decide whether its outcome stops the batch. Nothing escapes but a
+        cancellation: an exception left in a task would surface only as "Task exception was never retrieved"."""
         run = Handover(run_record(self.config, item.question))
         QUESTION_ID.set(shown_id(item.id))
         place = LogPlace(self.log_folder, safe_name(item.id), self.folder_fd)
         try:
-            try:
-                await answer_question(self.config, item.question, endpoint, self.runtime, run, place=place)
-            except asyncio.CancelledError as err:
-                # What it cost is still counted, and the line says so; resume runs it again.
-                self.save(item, run.record.ended(err, "interrupted before it finished; it runs again on resume"),
-                          writer)
-                raise
-            except Exception as err:  # a bug must cost one question, not the batch or the result
-                run.record = run.record.ended(err)
-            if self.options.logs == "failed" and run.record.status == "ok":
-                drop_run_files(run.record, redact(item.question, self.config.secrets), place)
-                run.record = replace(run.record, transcript=None, trace=None)
-            self.save(item, run.record, writer)
-            self.stop_if_hopeless(run.record, item.id in self.failed_before)
-        finally:
-            slots.release()
+            await answer_question(self.config, item.question, endpoint, self.runtime, run, place=place)
+        except asyncio.CancelledError as err:
+            # What it cost is still counted, and the line says so; resume runs it again.
+            self.save(item, run.record.ended(err, "interrupted before it finished; it runs again on resume"), writer)
+            raise
+        except Exception as err:  # a bug must cost one question, not the batch or the result
+            run.record = run.record.ended(err)
+        if self.options.logs == "failed" and run.record.status == "ok":
+            drop_run_files(run.record, redact(item.question, self.config.secrets), place)
+            run.record = replace(run.record, transcript=None, trace=None)
+        self.save(item, run.record, writer)
+        self.stop_if_hopeless(run.record, item.id in self.failed_before)
 
     def stop_if_hopeless(self, result: RunRecord, failed_before: bool = False) -> None:
         """Stop when a question's end says the rest would fail alike: a stalled endpoint opens the breaker
@@ -4677,23 +4541,19 @@ class BatchRun:
         self.stats.add(record)
         if result.write_error:
             self.stop_writing(result.write_error)
-        try:
+        with contextlib.suppress(OSError, ValueError):  # stderr gone (closed, a broken pipe): the output line counts
             self.progress.finished(record, self.stats)
-        except (OSError, ValueError):  # stderr gone (closed, a broken pipe): the output line is what counts
-            pass
 
     def stop_writing(self, why: str) -> None:
-        """The first failed write: start no new question; what is written stays intact."""
-        if self.stats.aborted:
-            return
-        self.stats.aborted = (f"{why}: stopped starting questions; every line already in the output is intact; "
-                              "free space (or fix the folder), then rerun to resume")
+        """A failed write: start no new question (the first reason stands); what is written stays intact."""
+        self.stats.aborted = self.stats.aborted or (f"{why}: stopped starting questions; every line already in the "
+                                                    "output is intact; free space (or fix the folder), then rerun to resume")
         self.stop.set()
 
-    def admit(self, item: BatchItem | InputError) -> BatchItem | None:
+    def admit(self, item: BatchItem | BadLine) -> BatchItem | None:
         """The item if it should run now; input errors and done ids are counted and passed over."""
         shard = self.options.shard
-        if isinstance(item, InputError):
+        if isinstance(item, BadLine):
             if shard is None or shard.index == 1:  # one shard reports a bad line, not all of them
                 self.stats.input_errors += 1
                 say(f"input line {item.line}: {item.reason}; skipped", self.config.secrets)
@@ -4711,8 +4571,7 @@ class BatchRun:
             return None
         return item
 
-    async def run(self, items: Iterable[BatchItem | InputError], endpoint: Endpoint, writer: ResultWriter) -> None:
-        slots = asyncio.Semaphore(self.options.concurrency)
+    async def run(self, items: Iterable[BatchItem | BadLine], endpoint: Endpoint, writer: ResultWriter) -> None:
         for entry in items:
             if endpoint.failing() and not self.stats.aborted:
                 self.stats.breaker = (f"the endpoint is failing ({endpoint.outage_count()} of the last {BREAKER_WINDOW} "
@@ -4723,38 +4582,32 @@ class BatchRun:
             item = self.admit(entry)
             if item is None:
                 continue
-            if not await self.acquire_unless_stopped(slots):
+            if not await self.room_unless_stopped():
                 break
-            task = asyncio.create_task(self.one(item, endpoint, writer, slots))
+            task = asyncio.create_task(self.one(item, endpoint, writer))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         await self.drain()
 
-    async def acquire_unless_stopped(self, slots: asyncio.Semaphore) -> bool:
-        """Wait for a free slot, or for a stop, whichever comes first; True with a slot held."""
-        acquire = asyncio.create_task(slots.acquire())
+    async def room_unless_stopped(self) -> bool:
+        """Wait until fewer than --concurrency questions are in flight; False when a stop comes first."""
+        while len(self.tasks) >= self.options.concurrency and not self.stop.is_set():
+            await self.one_ends_or_stop()
+        return not self.stop.is_set()
+
+    async def one_ends_or_stop(self) -> None:
         stopped = asyncio.create_task(self.stop.wait())
-        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(self.tasks | {stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
-        if not acquire.done():
-            acquire.cancel()
-            await asyncio.gather(acquire, return_exceptions=True)
-        if acquire.done() and not acquire.cancelled() and self.stop.is_set():
-            slots.release()  # got a slot just as the stop came: give it back
-            return False
-        return acquire.done() and not acquire.cancelled()
 
     async def drain(self) -> None:
         """Wait for in-flight questions; after a signal, only for the grace period."""
         while self.tasks:
-            pending = set(self.tasks)
             if not self.stats.interrupted:
-                stopped = asyncio.create_task(self.stop.wait())
-                await asyncio.wait(pending | {stopped}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
+                await self.one_ends_or_stop()
                 continue
             grace = asyncio.ensure_future(self.runtime.sleep(STOP_GRACE_SECONDS))
-            await asyncio.wait(pending | {grace}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(self.tasks | {grace}, return_when=asyncio.FIRST_COMPLETED)
             if grace.done():
                 for task in self.tasks:
                     task.cancel()
@@ -4858,23 +4711,17 @@ def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: 
     replace_atomically(path, lambda fd: write_all(runtime, fd, data))
 
 
-async def run_questions(config: Config, options: BatchOptions, stdin: Any, batch: BatchRun,
-                        writer: ResultWriter) -> None:
+async def run_questions(stdin: Any, batch: BatchRun, writer: ResultWriter) -> None:
     """The batch loop, with Ctrl-C, SIGTERM and SIGHUP turned into a graceful stop for its duration."""
+    config, options = batch.config, batch.options
     stream = open_questions(options.questions_file, stdin)
-    loop = asyncio.get_running_loop()
-    signals = [signal.SIGINT, *stop_signals()]
-    for number in signals:
-        loop.add_signal_handler(number, batch.on_signal, number)
     try:
-        async with open_client(config) as client:
-            items = read_items(bounded_lines(stream, input_line_limit(config)), input_format(options.questions_file),
-                               config.max_question_chars)
-            await batch.run(items, Endpoint(config, client, batch.runtime), writer)
+        with signals_handled([signal.SIGINT, *stop_signals()], batch.on_signal):
+            async with open_client(config) as client:
+                items = read_items(bounded_lines(stream, input_line_limit(config)),
+                                   input_format(options.questions_file), config.max_question_chars)
+                await batch.run(items, Endpoint(config, client, batch.runtime), writer)
     finally:
-        for number in signals:
-            loop.remove_signal_handler(number)
-        reinstall_interrupt()
         batch.progress.close()
         if options.questions_file != "-":
             stream.close()
@@ -4922,7 +4769,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
         total = start.total if options.shard is None else None  # a shard's share is known only as it is read
         batch = BatchRun(config, options, runtime, start, Progress(total, sys.stderr, config.secrets), folder_fd)
         try:
-            await run_questions(config, options, stdin, batch, writer)
+            await run_questions(stdin, batch, writer)
         finally:
             writer.close()
         summary.update(batch_summary(batch.stats, options.output, runtime.clock() - started))
@@ -4945,9 +4792,8 @@ def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, A
               else "circuit_open" if stats.breaker else "finished")
     this_run = {"ok": stats.ok, "failed": stats.failed, "skipped_done": stats.skipped_done,
                 "input_errors": stats.input_errors, "unsaved": stats.unsaved, "degraded": stats.degraded,
-                "llm_calls": stats.llm_calls,
-                "http_requests": stats.http_requests, "tokens": stats.tokens, "cost_usd": stats.cost_usd,
-                "wall_s": round(wall_s, 3)}
+                "llm_calls": stats.llm_calls, "http_requests": stats.http_requests, "tokens": stats.tokens,
+                "cost_usd": stats.cost_usd, "wall_s": round(wall_s, 3)}
     return {"status": status, "error": stats.aborted or stats.breaker, "this_run": this_run, "output_totals": output_totals(output),
             "finished": datetime.now().isoformat(timespec="seconds")}
 
@@ -4999,14 +4845,10 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
 # --- 15. CLI -------------------------------------------------------------------------------------
 
 def batch_exit_code(summary: dict[str, Any]) -> int:
+    """A breaker's stop is 75, "try again later": the next cron run resumes."""
+    stopped = {"aborted": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED, "circuit_open": EXIT_TRY_LATER}
     run = summary["this_run"]
-    if summary["status"] == "aborted":
-        return EXIT_FAILED
-    if summary["status"] == "interrupted":
-        return EXIT_INTERRUPTED
-    if summary["status"] == "circuit_open":
-        return EXIT_TRY_LATER  # 75, "try again later": the next cron run resumes
-    return EXIT_SOME_FAILED if run["failed"] or run["input_errors"] else EXIT_OK
+    return stopped.get(summary["status"], EXIT_SOME_FAILED if run["failed"] or run["input_errors"] else EXIT_OK)
 
 
 HELP_EPILOG = ("examples:\n"
@@ -5029,7 +4871,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_flags(parser)
     add_batch_flags(parser)
     add_debate_flags(parser)
-    add_output_flags(parser)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the calls and worst-case tokens and cost per phase; send nothing")
+    parser.add_argument("--json", dest="json_output", action="store_true",
+                        help="print one JSON object on stdout instead of the human summary")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: a line per attempt and tracebacks of internal errors; -vv: also httpx's own log")
+    parser.add_argument("--version", action="version", version=f"moa-pipeline {__version__}")
     return parser
 
 
@@ -5066,50 +4914,34 @@ def add_batch_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_debate_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags that set a setting for this run (flag > environment > .env > default)."""
-    parser.add_argument("-w", "--workers", metavar="N", help="solvers per round (NUM_WORKERS)")
-    parser.add_argument("-j", "--judges", metavar="N", help="judges (NUM_JUDGES)")
-    parser.add_argument("--rounds", metavar="N",
+    """Flags that set a setting for this run (flag > environment > .env > default); each one's dest is the
+    setting's .env name, which is how flag_settings finds them."""
+    parser.add_argument("-w", "--workers", dest="NUM_WORKERS", metavar="N", help="solvers per round (NUM_WORKERS)")
+    parser.add_argument("-j", "--judges", dest="NUM_JUDGES", metavar="N", help="judges (NUM_JUDGES)")
+    parser.add_argument("--rounds", dest="ROUNDS", metavar="N",
                         help="debate rounds while the solvers disagree, 1-10 (ROUNDS; 1: no revision round)")
-    parser.add_argument("--no-rebuttal", action="store_true", help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
-    parser.add_argument("--early-exit", action="store_true",
+    parser.add_argument("--no-rebuttal", dest="ENABLE_REBUTTAL", action="store_const", const="false",
+                        help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
+    parser.add_argument("--early-exit", dest="EARLY_EXIT", action="store_const", const="true",
                         help="stop after phase 1 when every answer agrees (EARLY_EXIT=true)")
-    parser.add_argument("--phase-barriers", action="store_true",
+    parser.add_argument("--phase-barriers", dest="PHASE_BARRIERS", action="store_const", const="true",
                         help="each phase waits for the whole previous one (PHASE_BARRIERS=true)")
-    parser.add_argument("--model", metavar="NAME", help="model name sent to the endpoint (MODEL_NAME)")
+    parser.add_argument("--model", dest="MODEL_NAME", metavar="NAME", help="model name sent to the endpoint (MODEL_NAME)")
     parser.add_argument("--env-file", metavar="PATH",
                         help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}, else ./.env)")
-    parser.add_argument("--max-calls", metavar="N", help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
-    parser.add_argument("--max-tokens", metavar="N", help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
-    parser.add_argument("--deadline", metavar="SECONDS", help="stop a question after this long (QUESTION_DEADLINE; 0: none)")
-    parser.add_argument("--stream", action="store_true",
+    parser.add_argument("--max-calls", dest="MAX_CALLS", metavar="N",
+                        help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
+    parser.add_argument("--max-tokens", dest="MAX_TOTAL_TOKENS", metavar="N",
+                        help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
+    parser.add_argument("--deadline", dest="QUESTION_DEADLINE", metavar="SECONDS",
+                        help="stop a question after this long (QUESTION_DEADLINE; 0: none)")
+    parser.add_argument("--stream", dest="STREAM", action="store_const", const="true",
                         help="stream every response (STREAM=true), for proxies that cut long idle requests")
 
 
-def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the calls and worst-case tokens and cost per phase; send nothing")
-
-    parser.add_argument("--json", dest="json_output", action="store_true",
-                        help="print one JSON object on stdout instead of the human summary")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="-v: a line per attempt and tracebacks of internal errors; -vv: also httpx's own log")
-    parser.add_argument("--version", action="version", version=f"moa-pipeline {__version__}")
-
-
 def flag_settings(args: argparse.Namespace) -> dict[str, str]:
-    """The settings given as flags, by their .env names."""
-    flags = {"NUM_WORKERS": args.workers, "NUM_JUDGES": args.judges, "ROUNDS": args.rounds, "MODEL_NAME": args.model,
-             "MAX_CALLS": args.max_calls, "MAX_TOTAL_TOKENS": args.max_tokens, "QUESTION_DEADLINE": args.deadline}
-    if args.no_rebuttal:
-        flags["ENABLE_REBUTTAL"] = "false"
-    if args.early_exit:
-        flags["EARLY_EXIT"] = "true"
-    if args.phase_barriers:
-        flags["PHASE_BARRIERS"] = "true"
-    if args.stream:
-        flags["STREAM"] = "true"
-    return {name: value for name, value in flags.items() if value is not None}
+    """The settings given as flags, by their .env names (see add_debate_flags)."""
+    return {name: value for name, value in vars(args).items() if name.isupper() and value is not None}
 
 
 def stdin_bytes(stdin: Any) -> Any:
@@ -5120,8 +4952,8 @@ def stdin_bytes(stdin: Any) -> Any:
 
 
 def read_question(value: str, stdin: Any, max_chars: int = 10**9) -> str:
-    """The question from ``-q``: the text itself, or stdin for ``-``. Stdin is read
-    only as far as MAX_QUESTION_CHARS could reach (a UTF-8 character is at most 4 bytes)."""
+    """The question from ``-q``: the text itself, or stdin for ``-``. Stdin is read only as far as
+    MAX_QUESTION_CHARS could reach (a UTF-8 character is at most 4 bytes)."""
     if value == "-":
         limit = 4 * max_chars + 4
         try:
@@ -5131,9 +4963,8 @@ def read_question(value: str, stdin: Any, max_chars: int = 10**9) -> str:
         if len(raw) > limit:
             raise ConfigError(f"the question on stdin is more than MAX_QUESTION_CHARS={max_chars} characters: "
                               "shorten it or raise the limit")
-        text = valid_text(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
-    else:
-        text = valid_text(value)
+        value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    text = valid_text(value)
     if not text.strip():
         raise ConfigError("the question is empty: pass it with -q \"...\" or pipe it with -q -")
     return text.strip()
@@ -5227,19 +5058,13 @@ async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover
                   replay: Replay | None = None) -> None:
     """One question from the command line. SIGTERM is treated like Ctrl-C: the run
     is cancelled, and the transcript and trace are written with what was done."""
-    loop, task, signals = asyncio.get_running_loop(), asyncio.current_task(), stop_signals()
-    if task is not None:
-        for number in signals:
-            loop.add_signal_handler(number, task.cancel)
-    try:
-        await debate(question, config=config, _runtime=runtime, _replay=replay, _record=run)
-    except MoAError as err:  # the run records its own; one raised before it started is recorded here
-        if run.record.error is None:
-            run.record = run.record.ended(err)
-    finally:
-        for number in signals:
-            loop.remove_signal_handler(number)
-        reinstall_interrupt()
+    task = asyncio.current_task()
+    with signals_handled(stop_signals(), lambda _: task.cancel() if task else None):
+        try:
+            await debate(question, config=config, _runtime=runtime, _replay=replay, _record=run)
+        except MoAError as err:  # the run records its own; one raised before it started is recorded here
+            if run.record.error is None:
+                run.record = run.record.ended(err)
 
 
 def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Replay | None]:
@@ -5312,12 +5137,21 @@ def console() -> None:
     sys.exit(main())
 
 
-def reinstall_interrupt() -> None:
-    """After a loop's own handlers go, the stop signals raise KeyboardInterrupt again (main's),
-    instead of the system default asyncio leaves, which would kill the process mid-summary."""
-    with contextlib.suppress(ValueError):  # not the main thread
-        for number in stop_signals():
-            signal.signal(number, _interrupt)
+@contextlib.contextmanager
+def signals_handled(signals: list[signal.Signals], handler: Callable[[int], object]) -> Iterator[None]:
+    """``handler(signal)`` on the running loop for the block. After it, the stop signals raise KeyboardInterrupt
+    again (main's), instead of the system default asyncio leaves, which would kill the process mid-summary."""
+    loop = asyncio.get_running_loop()
+    for number in signals:
+        loop.add_signal_handler(number, handler, number)
+    try:
+        yield
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+        with contextlib.suppress(ValueError):  # not the main thread
+            for number in stop_signals():
+                signal.signal(number, _interrupt)
 
 
 def stop_signals() -> list[signal.Signals]:
@@ -5364,9 +5198,9 @@ BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "
                     "--output-format": "output_format", "--logs": "logs", "--no-resume": "no_resume",
                     "--force": "force"}
 CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from",
-                                     "--rounds": "rounds", "--no-rebuttal": "no_rebuttal", "--early-exit": "early_exit",
-                                     "--phase-barriers": "phase_barriers", "--max-calls": "max_calls",
-                                     "--max-tokens": "max_tokens", "--deadline": "deadline"}
+                                     "--rounds": "ROUNDS", "--no-rebuttal": "ENABLE_REBUTTAL", "--early-exit": "EARLY_EXIT",
+                                     "--phase-barriers": "PHASE_BARRIERS", "--max-calls": "MAX_CALLS",
+                                     "--max-tokens": "MAX_TOTAL_TOKENS", "--deadline": "QUESTION_DEADLINE"}
 
 
 def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
@@ -5418,12 +5252,6 @@ def main_check(config: Config, runtime: Runtime) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def main_dry_run(config: Config, request: SingleRequest, json_output: bool) -> int:
-    plan = dry_run(config, request.question, request.replay)
-    shown = json.dumps(plan.to_dict(config)) if json_output else human_dry_run(plan)
-    return EXIT_OK if emit(shown, config.secrets) else EXIT_FAILED
-
-
 def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
     """Parse, configure, run; every error becomes one line and its exit code."""
     try:
@@ -5448,9 +5276,9 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
         return main_batch(config, request, runtime, args.json_output)
     if args.dry_run:
-        return main_dry_run(config, request, args.json_output)
-
-    return main_single(config, request, runtime, args.json_output)
+        plan = dry_run(config, request.question, request.replay)
+        return EXIT_OK if emit(json.dumps(plan.to_dict(config)) if args.json_output else human_dry_run(plan), config.secrets) else EXIT_FAILED
+    return main_single(config, request, runtime or Runtime(), args.json_output)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache
+from typing import NamedTuple
 
 # Tag names of the output contract; prompts.py asks for exactly these.
 CONTRACT_TAGS = ("question", "reasoning", "answer", "critique", "rebuttal", "analysis", "candidate", "think")
@@ -38,6 +39,24 @@ class ParsedAnswer:
     answer: str
     reasoning: str
     tier: str  # "xml", "markdown", "paragraph" or "empty"
+
+
+class ParsedBlock(NamedTuple):
+    """A free-text block such as a critique, and the tier that found it."""
+
+    text: str
+    tier: str
+
+
+class ParsedRebuttal(NamedTuple):
+    """A rebuttal's text and its explicit answer, whose tier is the rebuttal's."""
+
+    text: str
+    answer: ParsedAnswer
+
+    @property
+    def tier(self) -> str:
+        return self.answer.tier
 
 
 @dataclass(frozen=True)
@@ -250,7 +269,7 @@ def _take_reasoning(body: str) -> tuple[str, str | None]:
     return _strip_fences(body[start.end():end.start()]), body[:start.start()] + body[end.end():]
 
 
-def parse_block(text: str, tag: str) -> tuple[str, str] | None:
+def parse_block(text: str, tag: str) -> ParsedBlock | None:
     """(content, tier) of a single free-text block such as a critique.
 
     Tier 3 takes the whole text: for a critique every paragraph matters.
@@ -258,15 +277,15 @@ def parse_block(text: str, tag: str) -> tuple[str, str] | None:
     body = strip_think(text or "")
     content = extract_tag(body, tag)
     if content:
-        return content, "xml"
+        return ParsedBlock(content, "xml")
     section = extract_section(body, (tag,))
     if section:
-        return section[0], "markdown"
+        return ParsedBlock(section[0], "markdown")
     stripped = body.strip()
-    return (stripped, "paragraph") if stripped else None
+    return ParsedBlock(stripped, "paragraph") if stripped else None
 
 
-def parse_rebuttal(text: str) -> tuple[str, ParsedAnswer] | None:
+def parse_rebuttal(text: str) -> ParsedRebuttal | None:
     """(rebuttal text, final answer) of a rebuttal, or None if it has no answer.
 
     Only an explicit answer (tag or label) counts: guessing the last paragraph
@@ -280,7 +299,7 @@ def parse_rebuttal(text: str) -> tuple[str, ParsedAnswer] | None:
     if rebuttal is None:
         section = extract_section(body, ("rebuttal",))
         rebuttal = section[0] if section else parsed.reasoning
-    return rebuttal, parsed
+    return ParsedRebuttal(rebuttal, parsed)
 
 
 # --- judges -----------------------------------------------------------------

@@ -53,7 +53,7 @@ def test_txt_lines_comments_and_bad_bytes() -> None:
     items = list(moa.read_items(lines, jsonl=False))
     assert [(i.line, i.question) for i in items if isinstance(i, moa.BatchItem)] == [(1, "What is 2+2?"),
                                                                                      (4, "What is 3+3?")]
-    assert [(e.line, e.reason) for e in items if isinstance(e, moa.InputError)] == [
+    assert [(e.line, e.reason) for e in items if isinstance(e, moa.BadLine)] == [
         (5, "not valid UTF-8"), (6, "contains NUL bytes")]
 
 
@@ -620,7 +620,7 @@ def test_batch_requests_with_images_or_crafted_roles(tmp_path, capsys) -> None:
              json.dumps(batch_request("parts", ("user", [{"type": "text", "text": "A"},
                                                          {"type": "text", "text": "B"}]))).encode()]
     items = list(moa.read_items(iter(line + b"\n" for line in lines), True))
-    assert isinstance(items[0], moa.InputError) and "text only" in items[0].reason
+    assert isinstance(items[0], moa.BadLine) and "text only" in items[0].reason
     assert "Question:\nIgnore" not in items[1].question and items[1].question.startswith("Context")
     assert items[2].question == "A\nB"
 

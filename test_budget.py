@@ -99,7 +99,7 @@ def debate_of(result: moa.RunRecord) -> tuple[int, ...]:
 
 
 def full_price(config: moa.Config) -> int:
-    return sum(row["total_tokens"] for row in moa.dry_run_plan(config, QUESTION))
+    return sum(row.total_tokens for row in moa.dry_run(config, QUESTION).phases)
 
 
 # --- item 8: the order of degradation ----------------------------------------------------------
