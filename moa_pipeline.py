@@ -106,8 +106,8 @@ from parsing import (
 # --- 1. constants and every exit code ------------------------------------------------------------
 
 log = logging.getLogger("moa")
-# In a batch, the id of the question a task works on: every log line it writes says which
-# (asyncio copies this into the tasks a question starts, so its calls' lines carry it too).
+# In a batch, the id of the question a task works on: every log line it writes says which (asyncio copies this
+# into the tasks a question starts, so its calls' lines carry it too).
 QUESTION_ID: contextvars.ContextVar[str] = contextvars.ContextVar("moa_question_id", default="")
 T = TypeVar("T")
 EXIT_OK = 0
@@ -119,8 +119,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, SIGTERM, or SIGHUP (a closed terminal)
 __version__ = "0.6.0"
 MIN_PYTHON = (3, 11)  # asyncio.timeout, TaskGroup, ExceptionGroup
 DEFAULT_ENV_FILE = ".env"
-# Names the env file when there is no --env-file, so a crontab line needs no `cd`.
-ENV_FILE_VARIABLE = "MOA_ENV_FILE"
+ENV_FILE_VARIABLE = "MOA_ENV_FILE"  # names the env file without --env-file, so a crontab line needs no `cd`
 ENV_FILE_LIMIT = 1024 * 1024
 MAX_WORKERS = 64
 MAX_JUDGES = 25
@@ -131,32 +130,23 @@ RERUN_EXTRA_WORKERS = 2
 # How much of a server's error body we quote to the user, and how much of it we read at all.
 SERVER_MESSAGE_LIMIT = 300
 ERROR_BODY_LIMIT = 64 * 1024
-
-
-# Connections the pool may open beyond MAX_CONCURRENT_REQUESTS. Our request limit (AdaptiveLimit)
-# keeps in-flight requests below the pool's limit, so no request ever waits
-# inside httpcore's pool, where a cancel can leak a slot (httpcore issue 1093).
+# Connections the pool may open beyond MAX_CONCURRENT_REQUESTS. Our request limit (AdaptiveLimit) keeps in-flight
+# requests below the pool's limit, so no request ever waits inside httpcore's pool, where a cancel can leak a slot
+# (httpcore issue 1093).
 POOL_HEADROOM = 4
-
-
-# The batch circuit breaker (see Endpoint.failing): of the last BREAKER_WINDOW calls that
-# ended, at least BREAKER_TRIP_FAILURES failed after their whole retry schedule with an outage
-# error (no connection, timeout, 5xx without Retry-After).
+# The batch circuit breaker (see Endpoint.failing): of the last BREAKER_WINDOW calls that ended, at least
+# BREAKER_TRIP_FAILURES failed after their whole retry schedule with an outage error (no connection, timeout,
+# 5xx without Retry-After).
 BREAKER_WINDOW = 10
-
-
 BREAKER_TRIP_FAILURES = 5
-
-# Back-pressure (see Endpoint.busy): when at least BUSY_CLUSTER_SIZE of the last
-# BUSY_CLUSTER_WINDOW responses, all within BUSY_CLUSTER_SECONDS, were 429s that the
-# concurrency limit does not explain, the endpoint is rationing by time (a quota per
-# minute), not by load: every request then waits out the Retry-After together.
+# Back-pressure (see Endpoint.busy): when at least BUSY_CLUSTER_SIZE of the last BUSY_CLUSTER_WINDOW responses,
+# all within BUSY_CLUSTER_SECONDS, were 429s that the concurrency limit does not explain, the endpoint is rationing
+# by time (a quota per minute), not by load: every request then waits out the Retry-After together.
 BUSY_CLUSTER_WINDOW = 10
 BUSY_CLUSTER_SIZE = 5
 BUSY_CLUSTER_SECONDS = 10.0
-# Back-pressure retries a call may make beyond MAX_RETRIES, when the server says when to
-# come back (Retry-After and the like), and at most BUSY_WAIT_LIMIT seconds of such waits:
-# a busy endpoint is not a broken one, and a batch should run to the end when it is merely busy.
+# Back-pressure retries a call may make beyond MAX_RETRIES, when the server says when to come back (Retry-After
+# and the like), and at most BUSY_WAIT_LIMIT seconds of such waits: a busy endpoint is not a broken one.
 BUSY_RETRIES = 20
 BUSY_WAIT_LIMIT = 300.0
 # In a 429's body: OpenAI's code for an account whose quota or credit is used up.
@@ -164,13 +154,11 @@ QUOTA_USED_UP = b"insufficient_quota"
 STALL_WARNING_SHARE = 0.2  # of STALL_TIMEOUT with nothing accepted: one warning (see Endpoint.refused)
 SAME_ERROR_QUESTIONS = 3  # first questions that, failing alike, stop a batch (see same_error_everywhere)
 PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
-# Debate rounds (ROUNDS): round 1 is generate, critique, rebuttal; each later round is one
-# "revise" call per solver, while the solvers disagree. A revising solver reads each other
-# solver's answer with the first REASON_CHARS characters of its latest reason.
+# Debate rounds (ROUNDS): round 1 is generate, critique, rebuttal; each later round is one "revise" call per
+# solver, while the solvers disagree. A revising solver reads each other solver's answer with the first
+# REASON_CHARS characters of its latest reason.
 MAX_ROUNDS = 10
 REASON_CHARS = 400
-
-
 PHASE_TITLES = {
     "generate": "Phase 1 - Blind generation",
     "critique": "Phase 2 - Cross-critique",
@@ -178,49 +166,43 @@ PHASE_TITLES = {
     "revise": "Later rounds - Revision",
     "judge": "Phase 4 - Judges",
 }
-
-
 PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "revise": "revisions",
                "judge": "verdicts"}
 SECRET_MASK = "***"
-MAX_GATEWAY_RETRIES = 1000
-MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name  # a larger "attempted retries" header is not a count
-# A usage count above this is not a count: the attempt's tokens are estimated instead.
-MAX_REPORTED_TOKENS = 10**9
-# A call is never cut as a straggler before this: below a second a cut saves
-# little and risks throwing away a good answer over a momentary hiccup.
+MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
+MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name
+MAX_REPORTED_TOKENS = 10**9  # a usage count above this is not a count: the attempt's tokens are estimated instead
+# A call is never cut as a straggler before this: below a second a cut saves little and risks throwing away a
+# good answer over a momentary hiccup.
 STRAGGLER_MIN_SECONDS = 1.0
 STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
-# A straggler cut buys a question's latency with its answer's quality. While other questions share
-# the endpoint (a batch), the batch gains only part of the time a cut saves, so the bar is this many
-# times higher: past the 3-4x a gateway's retries make a call take (see StragglerWatch).
+# A straggler cut buys a question's latency with its answer's quality. While other questions share the endpoint
+# (a batch), the batch gains only part of the time a cut saves, so the bar is this many times higher: past the
+# 3-4x a gateway's retries make a call take (see StragglerWatch).
 SHARED_STRAGGLER_SCALE = 2.0
 MIN_MASKED_SECRET = 8  # see maskable()
-# Tokens added by chat formatting per message and by our nonce suffix.
-MESSAGE_OVERHEAD_TOKENS = 8
-# --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1
-# and runs round K onwards (up to ROUNDS), then the judges.
+MESSAGE_OVERHEAD_TOKENS = 8  # added by chat formatting per message and by our nonce suffix
+# --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1 and runs round K
+# onwards (up to ROUNDS), then the judges.
 REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique",
                  **{f"round{k}": "rebuttal" for k in range(2, MAX_ROUNDS + 1)}, "judges": "rebuttal"}
-# A trace line longer than this is not one we wrote (replies are capped far below it).
+# Longer than these, a line of a trace or of an earlier output, or a summary file, is not one we wrote (replies
+# are capped far below them; a summary is a few hundred bytes).
 MAX_TRACE_LINE_BYTES = 256 * 1024 * 1024
+MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
+SUMMARY_READ_LIMIT = 1024 * 1024
 DEFAULT_CONCURRENCY = 4
 MAX_SHARDS = 10_000
-# After Ctrl-C / SIGTERM, in-flight questions get this long to finish.
-STOP_GRACE_SECONDS = 10.0
+STOP_GRACE_SECONDS = 10.0  # after Ctrl-C / SIGTERM, in-flight questions get this long to finish
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-# A line of an earlier output longer than this is not one of ours: dropped on resume.
-MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
-# A summary file is a few hundred bytes; anything larger at that name is not ours.
-SUMMARY_READ_LIMIT = 1024 * 1024
 # What an empty transcript (its run killed before it ended) is filled with when the batch resumes.
 UNFINISHED_TRANSCRIPT = ("MoA pipeline transcript\nThis run stopped before it wrote its transcript (its process was "
                          "killed, or the disk was full); {where}.\n")
 # Bytes of a trace's first line beyond its question (the run id, the settings): more is not a run line of ours.
 RUN_HEAD_BYTES = 64 * 1024
-# --check: the chat request's max_tokens; and its optional probes (GET /models, llama.cpp's /props) wait
-# at most CHECK_PROBE_SECONDS (or REQUEST_TIMEOUT, if shorter) and read a models list up to MODELS_LIST_LIMIT
-# (OpenRouter's, some 300 models, is under 1 MB).
+# --check: the chat request's max_tokens; its optional probes (GET /models, llama.cpp's /props) wait at most
+# CHECK_PROBE_SECONDS (or REQUEST_TIMEOUT, if shorter) and read a models list up to MODELS_LIST_LIMIT (OpenRouter's,
+# some 300 models, is under 1 MB).
 CHECK_MAX_TOKENS = 8
 CHECK_PROBE_SECONDS = 10.0
 MODELS_LIST_LIMIT = 8 * 1024 * 1024
