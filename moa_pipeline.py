@@ -247,11 +247,9 @@ def _number(low: float, high: float) -> Callable[[str], float]:
 
 def _boolean(raw: str) -> bool:
     word = raw.strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
+    if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError("expected true or false")
+    return word in ("1", "true", "yes", "on")
 
 
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -369,12 +367,9 @@ def _file_prefix(raw: str) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    with contextlib.suppress(ValueError):
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    return False
 
 
 def display_url(url: str) -> str:
@@ -536,16 +531,6 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     return config
 
 
-def parse_env_text(text: str) -> dict[str, str | None]:
-    """A .env file's settings, by python-dotenv's parser, imported only when there is a
-    file to read: importing it costs every start 3 ms."""
-    try:
-        from dotenv import dotenv_values
-    except ImportError:
-        raise ConfigError("the Python package 'dotenv' is not installed: run  pip install -r requirements.txt") from None
-    return dict(dotenv_values(stream=io.StringIO(text)))
-
-
 def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """Values of the env file: --env-file, else $MOA_ENV_FILE (either must exist), else ./.env if there is one.
     Read with dotenv_values, not load_dotenv, so nothing is written into os.environ: the precedence
@@ -564,10 +549,16 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
         if len(data) > ENV_FILE_LIMIT:
             raise ConfigError(f"{named_by or 'the env file'} {name}: larger than {ENV_FILE_LIMIT} bytes, not a settings file")
         text = data.decode("utf-8")
-        return parse_env_text(text) if text.strip() else {}
     except (OSError, UnicodeDecodeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
         raise ConfigError(f"{named_by + ' ' if named_by else ''}{name}: cannot read it ({why})") from None
+    if not text.strip():
+        return {}
+    try:  # imported only when there are settings to read: importing it costs every start 3 ms
+        from dotenv import dotenv_values
+    except ImportError:
+        raise ConfigError("the Python package 'dotenv' is not installed: run  pip install -r requirements.txt") from None
+    return dict(dotenv_values(stream=io.StringIO(text)))
 
 
 def maskable(secret: str) -> bool:
