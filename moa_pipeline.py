@@ -3438,8 +3438,7 @@ def unlink_in(path: Path, folder_fd: int | None) -> None:
 
 @dataclass(frozen=True)
 class LogPlace:
-    """Where a run's transcript and trace go: a folder and a file-name stem; in a batch, the folder
-    open too (``folder_fd``, see open_log_folder)."""
+    """Where a run's transcript and trace go: a folder and a file-name stem; in a batch, the folder open too."""
 
     directory: Path
     stem: str
@@ -3447,18 +3446,11 @@ class LogPlace:
 
 
 def safe_name(text: str, limit: int = 100) -> str:
-    """A file-name form of an id: letters, digits, '.', '_' and '-' kept, the rest '_'. When
-    anything had to change, a short hash of the original keeps two ids from colliding."""
+    """An id as a file name: [A-Za-z0-9._-] kept, the rest '_', and then a hash keeps two ids from colliding."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:limit].lstrip(".") or "_"
     if name != text:
         name += "-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return name
-
-
-def run_log_place(config: Config, runtime: Runtime) -> LogPlace:
-    """One question from the command line: LOG_DIR/<prefix>_<time>."""
-    stamp = datetime.fromtimestamp(runtime.wall_clock()).strftime("%Y%m%d_%H%M%S")
-    return LogPlace(Path(config.log_dir), f"{config.log_filename_prefix}_{stamp}")
 
 
 def open_run_files(config: Config, runtime: Runtime,
@@ -3468,7 +3460,9 @@ def open_run_files(config: Config, runtime: Runtime,
     attempt by attempt, so a killed run leaves one. On an OSError the run goes on without files (third value: why)."""
     if not (config.enable_file_logging or config.jsonl_trace):
         return None, None, None
-    place = place or run_log_place(config, runtime)
+    if place is None:  # one question from the command line: LOG_DIR/<prefix>_<time>
+        stamp = datetime.fromtimestamp(runtime.wall_clock()).strftime("%Y%m%d_%H%M%S")
+        place = LogPlace(Path(config.log_dir), f"{config.log_filename_prefix}_{stamp}")
     folder, transcript = place.folder_fd, config.enable_file_logging
     try:
         if folder is None:
@@ -3492,11 +3486,8 @@ def open_run_files(config: Config, runtime: Runtime,
 def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | None = None) -> str | None:
     """Fill the reserved transcript; on a disk error, None and the reason."""
     try:
-        fd = open_existing(path, os.O_WRONLY | os.O_TRUNC, folder_fd=folder_fd)
-        try:
-            write_all(runtime, fd, text.encode("utf-8", errors="replace"))
-        finally:
-            os.close(fd)
+        with os.fdopen(open_existing(path, os.O_WRONLY | os.O_TRUNC, folder_fd=folder_fd), "wb") as handle:
+            write_all(runtime, handle.fileno(), text.encode("utf-8", errors="replace"))
     except OSError as err:
         return f"could not write the transcript {path} ({describe_os_error(err)})"
     return None
@@ -3621,17 +3612,15 @@ def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
 
 
 def stale_temporaries(output: Path) -> list[Path]:
-    """What replace_atomically leaves beside a batch output when killed mid-write (a compaction's copy is as big
-    as the output): mkstemp's ``.<name>.XXXXXXXX.tmp`` (8 of [a-z0-9_]) of the output or its summary, as regular
-    files; a link or another name is never ours."""
+    """What replace_atomically leaves beside a batch output when killed mid-write (as big as the output): mkstemp's
+    ``.<name>.XXXXXXXX.tmp`` of the output or its summary, as regular files; a link or another name is never ours."""
     ours = re.compile(rf"\.{re.escape(output.name)}(?:\.summary\.json)?\.[a-z0-9_]{{8}}\.tmp")
     with os.scandir(output.parent) as entries:
         return [Path(e.path) for e in entries if ours.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
 
 
 def note_unfinished_transcripts(folder_fd: int, runtime: Runtime) -> None:
-    """Fill each empty transcript in a batch's log folder (reserved when its run started, never filled: the
-    process was killed) with a note saying so and naming its trace, so the evidence reads as what it is."""
+    """Fill each empty transcript in a batch's log folder (its run was killed) with a note naming its trace."""
     with os.scandir(folder_fd) as entries:
         empty = [e.name for e in entries if e.name.endswith(".txt") and e.is_file(follow_symlinks=False)
                  and e.stat(follow_symlinks=False).st_size == 0]
@@ -3639,18 +3628,14 @@ def note_unfinished_transcripts(folder_fd: int, runtime: Runtime) -> None:
         trace = Path(name[:-len(".txt")] + ".jsonl")
         where = ("no trace" if what_is_at(trace, folder_fd) == "nothing"
                  else f"its trace, {trace}, holds what it sent and received")
-        with contextlib.suppress(OSError):
-            fd = open_existing(Path(name), os.O_WRONLY, folder_fd=folder_fd, own=True)
-            try:
-                if os.fstat(fd).st_size == 0:  # still the empty file that was listed
-                    write_all(runtime, fd, UNFINISHED_TRANSCRIPT.format(where=where).encode())
-            finally:
-                os.close(fd)
+        with contextlib.suppress(OSError), os.fdopen(open_existing(Path(name), os.O_WRONLY, folder_fd=folder_fd,
+                                                                   own=True), "wb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:  # still the empty file that was listed
+                write_all(runtime, handle.fileno(), UNFINISHED_TRANSCRIPT.format(where=where).encode())
 
 
 def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
-    """The lines of a binary file, each at most ``limit`` bytes; None stands for a
-    longer line, which is skipped to its end without being held in memory."""
+    """The lines of a binary file, each at most ``limit`` bytes; None for a longer one, skipped, never held."""
     while True:
         line = handle.readline(limit + 1)
         if not line:
@@ -3664,8 +3649,8 @@ def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
 
 
 class ResultWriter:
-    """Appends one JSON line per finished question and fsyncs it at once. A write that fails (disk full) is
-    rolled back to the last whole line: the output never holds half a record; the caller decides what it stops."""
+    """Appends one JSON line per finished question and fsyncs it; a failed write (disk full) is rolled back to
+    the last whole line. The caller decides what it stops."""
 
     def __init__(self, output: Path, runtime: Runtime) -> None:
         self.path = output
