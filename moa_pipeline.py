@@ -4352,10 +4352,8 @@ def output_records(output: Path) -> Iterator[tuple[bytes | None, dict[str, Any] 
 
 def compact_output(output: Path, runtime: Runtime | None = None,
                    line_format: str = "jsonl") -> tuple[set[str], set[str], int]:
-    """Keep only the complete "ok" lines of an earlier run's output, once per id: returns (ids done, ids with
-    a failed line, lines dropped). Failed lines (their questions run again), a torn last line and repeats go.
-    A whole line that is not one of our records means the file is not a results file of this tool (a typo in
-    -o naming someone's notes): ConfigError, and the file is left untouched."""
+    """Keep the complete "ok" lines of an earlier output, once per id; returns (ids done, ids with a failed line,
+    lines dropped). A whole line that is not one of our records means -o names someone's notes: ConfigError."""
     if what_is_at(output) == "nothing":
         return set(), set(), 0
     done, failed, dropped = set[str](), set[str](), 0
@@ -4571,9 +4569,8 @@ def same_error_everywhere(result: RunResult, stats: BatchStats, failed_before: b
 
 
 def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
-    """--logs failed, once a question is ok: its run's transcript and trace go, and so do those its earlier
-    (failed or killed) runs left at the names before it (stem, stem_1, … up to the first free one) when they
-    hold this question (``question`` as written: masked), so another id's files at a shared name stay."""
+    """--logs failed, once a question is ok: its run's files go, and those its earlier runs left at the names
+    before it (stem, stem_1, … up to the first free one) that hold this question (as written: masked)."""
     for name in (result.transcript, result.trace):
         if name:
             with contextlib.suppress(OSError):
@@ -4813,26 +4810,23 @@ class BatchStart:
 
 
 def batch_log_folder(config: Config, output: Path) -> Path:
-    """LOG_DIR/<output name, no suffix>-<hash>: a batch's transcripts and traces together, found by question id.
-    The hash is of the output's resolved path, so two outputs named alike in two folders never share a folder,
-    and a resume (from any working folder, through any link to it) finds its own."""
+    """LOG_DIR/<output stem>-<hash of the output's resolved path>: two outputs named alike in two folders never
+    share a folder, and a resume (from any working folder, through any link) finds its own."""
     where = hashlib.sha256(os.fsencode(output.resolve())).hexdigest()[:8]
     return Path(config.log_dir) / f"{safe_name(output.stem)}-{where}"
 
 
 def unusable_path(err: OSError, what: str, fix: str) -> MoAError:
-    """A path the batch must write, unusable before its first request: ConfigError (exit 2, nothing sent);
-    a full disk stays exit 1, as when it fills mid-batch."""
+    """A path the batch must write, unusable before its first request: ConfigError, but a full disk stays exit 1."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return MoAError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: free space, then rerun")
     return ConfigError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: {fix}, then rerun")
 
 
 def open_log_folder(config: Config, options: BatchOptions) -> int | None:
-    """The batch's log folder, made if need be (make_private_folders) and opened once: every transcript and
-    trace of the batch is made in it by descriptor, so a link planted at its name later cannot redirect them.
-    A link already there is refused: it would send the transcripts, and the questions in them, elsewhere
-    (LOG_DIR itself may be a link, the user's to a bigger disk). None when no file is written."""
+    """The batch's log folder, made if need be and opened once: its files are made by descriptor, so a link planted
+    at its name later cannot redirect them; a link already there is refused (LOG_DIR itself may be one, the user's
+    to a bigger disk). None when no file is written."""
     if options.logs == "none" or not (config.enable_file_logging or config.jsonl_trace):
         return None
     folder = batch_log_folder(config, options.output)
@@ -4850,24 +4844,6 @@ def open_log_folder(config: Config, options: BatchOptions) -> int | None:
         raise unusable_path(PermissionError(errno.EACCES, "it is read-only"), f"the batch's log folder {folder}",
                             f"make it writable, set LOG_DIR (now {config.log_dir}) elsewhere, or use --logs none")
     return fd
-
-
-def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> BatchStart:
-    """Hash the input, refuse a changed one, and compact (or move aside) the earlier output."""
-    try:
-        input_sha, total = (scan_input(options.questions_file, input_line_limit(config))
-                            if options.questions_file != "-" else (None, None))
-    except OSError as err:
-        raise ConfigError(f"--questions-file {options.questions_file}: cannot read it "
-                          f"({describe_os_error(err)})") from None
-    if options.resume:
-        check_input_unchanged(_sidecar(options.output, ".summary.json"), input_sha, options.force)
-    elif moved := move_aside(options.output, runtime.wall_clock()):
-        log.warning("--no-resume: the old output was moved to %s", moved)
-    done, failed, dropped = compact_output(options.output, runtime, options.output_format)
-    if done or dropped:
-        log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
-    return BatchStart(input_sha, total, done, failed)
 
 
 def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
@@ -4911,11 +4887,25 @@ def sweep_leftovers(output: Path, folder_fd: int | None, runtime: Runtime) -> No
 
 def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
                 folder_fd: int | None) -> tuple[BatchStart, dict[str, Any], ResultWriter]:
-    """Under the lock, before the first request: the earlier output compacted, what killed runs left swept, the
-    summary and the output opened. A path that cannot be written stops the batch here, named."""
+    """Under the lock, before the first request: what killed runs left swept, the input hashed (a changed one
+    refused), the earlier output compacted (or moved aside), the summary and the output opened. A path that
+    cannot be written stops the batch here, named."""
+    sweep_leftovers(options.output, folder_fd, runtime)  # first: stale copies of the output may fill the disk
     try:
-        sweep_leftovers(options.output, folder_fd, runtime)  # first: stale copies of the output may fill the disk
-        start = prepare_output(config, options, runtime)
+        input_sha, total = (scan_input(options.questions_file, input_line_limit(config))
+                            if options.questions_file != "-" else (None, None))
+    except OSError as err:
+        raise ConfigError(f"--questions-file {options.questions_file}: cannot read it "
+                          f"({describe_os_error(err)})") from None
+    try:
+        if options.resume:
+            check_input_unchanged(_sidecar(options.output, ".summary.json"), input_sha, options.force)
+        elif moved := move_aside(options.output, runtime.wall_clock()):
+            log.warning("--no-resume: the old output was moved to %s", moved)
+        done, failed, dropped = compact_output(options.output, runtime, options.output_format)
+        if done or dropped:
+            log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
+        start = BatchStart(input_sha, total, done, failed)
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
                                    "input_sha256": start.input_sha, "output": str(options.output),
                                    "shard": str(options.shard) if options.shard else None,
