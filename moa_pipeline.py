@@ -206,8 +206,6 @@ RUN_HEAD_BYTES = 64 * 1024
 CHECK_MAX_TOKENS = 8
 CHECK_PROBE_SECONDS = 10.0
 MODELS_LIST_LIMIT = 8 * 1024 * 1024
-# Files kept beside the output: <output><suffix>.
-SIDECAR_SUFFIXES = (".lock", ".summary.json")
 
 
 # --- 2. configuration, secrets and values from outside -------------------------------------------
@@ -533,8 +531,7 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
 
 def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """Values of the env file: --env-file, else $MOA_ENV_FILE (either must exist), else ./.env if there is one.
-    Read with dotenv_values, not load_dotenv, so nothing is written into os.environ: the precedence
-    (environment over .env) stays explicit in load_config, and tests need no global clean-up."""
+    Nothing is written into os.environ: the precedence stays explicit in load_config, tests need no clean-up."""
     named_by = "--env-file" if path is not None else None
     if path is None and (environ or {}).get(ENV_FILE_VARIABLE, "").strip():
         path, named_by = (environ or {})[ENV_FILE_VARIABLE].strip(), ENV_FILE_VARIABLE
@@ -1899,11 +1896,9 @@ def prompt_tokens_estimate(system: str, user: str) -> int:
 
 
 class Billing:
-    """What the endpoint bills beyond what we reserve, learned from its replies and shared by every
-    question it serves: the largest ratios seen of billed prompt tokens to our estimate, and of
-    billed completion tokens to max_tokens (a reasoning model bills its hidden thinking as
-    completion). Every reservation and the cost model scale by them, so once a reply has shown
-    what the endpoint bills, later ones are reserved for it."""
+    """What the endpoint bills beyond what we reserve, learned from its replies, shared by every question it
+    serves: the largest ratios seen of billed prompt tokens to our estimate, and of billed completion tokens to
+    max_tokens (a reasoning model bills its hidden thinking). Every reservation and the cost model scale by them."""
 
     def __init__(self) -> None:
         self.prompt = self.completion = 1.0
@@ -1943,18 +1938,14 @@ class Billing:
 
 
 class Budget:
-    """Per-question limits on HTTP requests and tokens (0 = unlimited). Every attempt reserves one call and
-    its worst case as the endpoint bills (Billing) before it is sent, settled to the reported tokens once the
-    reply is in: only a reply's bill beyond its reservation exceeds the budget. ``floor_*`` is kept back for
-    later, more important phases: retries of critiques cannot eat the judges' share."""
+    """Per-question limits on HTTP requests and tokens (0 = unlimited). Every attempt reserves one call and its
+    worst case as billed before it is sent, settled to the reported tokens after: only a bill beyond its
+    reservation exceeds the budget. ``floor_*`` is kept back so retries of critiques cannot eat the judges' share."""
 
     def __init__(self, max_calls: int = 0, max_tokens: int = 0, billing: Billing | None = None) -> None:
         self.max_calls, self.max_tokens = max_calls, max_tokens
         self.billing = billing if billing is not None else Billing()
-        self.calls = 0
-        self.tokens = 0
-        self.floor_calls = 0
-        self.floor_tokens = 0
+        self.calls = self.tokens = self.floor_calls = self.floor_tokens = 0
 
     @property
     def limited(self) -> bool:
@@ -1998,9 +1989,8 @@ class DebatePlan:
 
 def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critique_cost: int, rebuttal_cost: int,
                 judge_cost: Callable[[int, int], int], critiques_paid: bool = True) -> DebatePlan:
-    """The largest (judges, critiques, rebuttals) the budget pays for, judges first: when money runs short,
-    rebuttals go first, then critiques, then judges (the stated order of degradation). ``judge_cost(c, r)``:
-    one judge's worst-case tokens after c critiques and r rebuttals, whose texts it must read."""
+    """The largest (judges, critiques, rebuttals) the budget pays for: rebuttals go first, then critiques, then
+    judges. ``judge_cost(c, r)``: one judge's worst case after reading c critiques and r rebuttals."""
     for j in range(judges, -1, -1):
         for c in range(valid, -1, -1):
             for r in range(c if rebuttals else 0, -1, -1):
@@ -2033,9 +2023,8 @@ def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str
 
 @dataclass(frozen=True)
 class CallCosts:
-    """Worst-case prompt tokens of one call of each phase, and the completion caps (worst_case_costs).
-    A text a prompt embeds that nobody has written yet (an answer, a critique) counts as MAX_TOKENS
-    long: it is some call's completion."""
+    """Worst-case prompt tokens of one call of each phase, and the completion caps. A text a prompt embeds that
+    nobody has written yet counts as MAX_TOKENS long: it is some call's completion."""
 
     solver: int
     critic: int
@@ -2064,9 +2053,8 @@ REASON_TOKENS = -(-REASON_CHARS * 4 // 3)
 
 def worst_case_costs(config: Config, question: str, positions: list[Position] | None = None,
                      workers: int = 0, billing: Billing | None = None) -> CallCosts:
-    """The one cost model, which the planner, the rerun check, the budget check and --dry-run price with:
-    worst-case tokens of one call of each phase, for the answers in ``positions``, or, before they exist,
-    for ``workers`` answers of MAX_TOKENS, as ``billing`` says the endpoint bills."""
+    """The one cost model (the planner, the rerun check, the budget check and --dry-run): worst-case tokens of a
+    call of each phase, for ``positions``' answers or, before they exist, ``workers`` answers of MAX_TOKENS."""
     cap = config.max_tokens
     unwritten = 0 if positions is not None else cap
     shown = positions if positions is not None else [Position(0, "", "")] * workers
@@ -2084,9 +2072,8 @@ def worst_case_costs(config: Config, question: str, positions: list[Position] | 
 
 
 def revise_cost(config: Config, question: str, shown: list[Position], unwritten: int) -> int:
-    """A later round's worst prompt: its own answer, reason and critique, and each other's answer
-    and short reason, the unwritten ones at the cap. 0 with ROUNDS=1: there is no such call to
-    price, and rendering n x (n-1) answers on every plan would be waste."""
+    """A later round's worst prompt: its own answer, reason and critique, each other's answer and short reason,
+    the unwritten ones at the cap. 0 with ROUNDS=1: rendering n x (n-1) answers for nothing would be waste."""
     if config.rounds == 1:
         return 0
     rendered = max((prompt_tokens_estimate(*revise_prompts(question, p, [(o.final_answer, short_reason(o))
@@ -2113,8 +2100,7 @@ class PhaseCost:
 
 def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1",
                      later_rounds: bool = True, billing: Billing | None = None) -> list[PhaseCost]:
-    """A whole debate before any answer exists, phase by phase, from worst_case_costs;
-    its later rounds (ROUNDS) only if ``later_rounds``."""
+    """A whole debate before any answer exists, phase by phase; its later rounds only if ``later_rounds``."""
     costs = worst_case_costs(config, question, workers=workers, billing=billing)
     rebuttals = workers if config.enable_rebuttal else 0
     revisions, done = (config.rounds - 1) * workers if later_rounds else 0, costs.completion
@@ -2133,10 +2119,9 @@ def phase_costs(config: Config, round_name: str, per_call: list[tuple[str, int, 
 
 def plan_phases(debate: Debate, question: str, positions: list[Position], done: str,
                 earlier: DebatePlan | None = None) -> DebatePlan:
-    """What the budget pays for after ``done``, judges first (plan_debate), priced from the texts
-    written so far and the rest at their worst; what it cuts is noted. Planned again once the
-    critiques are written, keeping ``earlier``'s judges: a rebuttal gets what the critiques did
-    not spend, so no later round (priced as it comes, round_price) finds money a rebuttal lacked."""
+    """What the budget pays for after ``done`` (plan_debate), priced from the texts so far and the rest at their
+    worst; cuts are noted. Planned again after the critiques, keeping ``earlier``'s judges: a rebuttal gets what
+    the critiques did not spend, so no later round (round_price) finds money a rebuttal lacked."""
     config = debate.config
     # Without a budget everything fits: rendering every later prompt just to price it would be waste.
     costs = (worst_case_costs(config, question, positions, billing=debate.budget.billing)
@@ -2174,9 +2159,8 @@ def budget_cuts(config: Config, plan: DebatePlan, positions: list[Position], don
 
 def round_price(debate: Debate, question: str, positions: list[Position],
                 plan: DebatePlan) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(calls, tokens) of one more debate round, and of what it must leave untouched: the judges'
-    share (each answer's latest reason read at its cap: a revision replaces it), and a possible
-    rerun's (rerun_price). Without a budget nothing is priced: rendering the prompts would be waste."""
+    """(calls, tokens) of one more debate round, and of what it must leave untouched: the judges' share (each
+    latest reason read at its cap: a revision replaces it) and a possible rerun's. Without a budget, (0, 0)s."""
     budget = debate.budget
     if not budget.limited:
         return (0, 0), (0, 0)
@@ -2187,10 +2171,8 @@ def round_price(debate: Debate, question: str, positions: list[Position],
 
 
 def rerun_price(debate: Debate, question: str) -> tuple[int, int]:
-    """(calls, tokens) of a worst-case rerun without its later rounds (its own budget check drops them)
-    while one may still come (a first debate, not a replay, MIN_JUDGE_CONFIDENCE above 0), else (0, 0):
-    what the rerun decision asks fits, and what later rounds leave even when the budget could not pay for
-    the rerun anyway, lest the share appear as the budget grows, and more budget buy fewer rounds."""
+    """(calls, tokens) of a worst-case rerun without its later rounds while one may still come, else (0, 0).
+    Later rounds leave it even when the budget could not pay for the rerun: else more budget buys fewer rounds."""
     config, budget = debate.config, debate.budget
     if not budget.limited or debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
         return 0, 0
@@ -3414,8 +3396,7 @@ def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
 
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None,
                         folder_fd: int | None = None) -> tuple[Path, int]:
-    """A new file named stem+suffix or stem_N+suffix (create_new: never over one, never through a link).
-    With ``twin``, that suffix must be free at the name too (a transcript and its trace share a stem)."""
+    """A new file stem+suffix or stem_N+suffix (create_new); with ``twin``, that suffix must be free there too."""
     for n in range(MAX_NAME_TRIES):
         path = directory / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
         if twin is not None and what_is_at(path.with_suffix(twin), folder_fd) != "nothing":
@@ -3589,9 +3570,8 @@ def acquire_lock(output: Path) -> int:
 
 
 def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
-    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half. The new content
-    goes to a fresh temporary file beside it (mkstemp: O_EXCL, a random name), is fsynced, then renamed over
-    ``path`` (which replaces a link there, never its target). On any error the old file is untouched."""
+    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half. A temporary file
+    beside it (mkstemp) is filled, fsynced and renamed over ``path`` (a link there is replaced, not its target)."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         try:
@@ -4993,7 +4973,7 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
         raise ConfigError(f"--output {output} is a symbolic link: give the real path (nothing is written through links)")
     if kind == "other":
         raise ConfigError(f"--output {output} is not a regular file")
-    for path in (output, *(_sidecar(output, suffix) for suffix in SIDECAR_SUFFIXES)):
+    for path in (output, _sidecar(output, ".lock"), _sidecar(output, ".summary.json")):
         with contextlib.suppress(OSError):  # a path not there (or not to be looked at) is not the input
             target = os.stat(path)
             if (source.st_dev, source.st_ino) != (target.st_dev, target.st_ino):
