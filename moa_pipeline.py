@@ -149,8 +149,7 @@ BUSY_CLUSTER_SECONDS = 10.0
 # and the like), and at most BUSY_WAIT_LIMIT seconds of such waits: a busy endpoint is not a broken one.
 BUSY_RETRIES = 20
 BUSY_WAIT_LIMIT = 300.0
-# In a 429's body: OpenAI's code for an account whose quota or credit is used up.
-QUOTA_USED_UP = b"insufficient_quota"
+QUOTA_USED_UP = b"insufficient_quota"  # in a 429's body: OpenAI's code for a used-up quota or credit
 STALL_WARNING_SHARE = 0.2  # of STALL_TIMEOUT with nothing accepted: one warning (see Endpoint.refused)
 SAME_ERROR_QUESTIONS = 3  # first questions that, failing alike, stop a batch (see same_error_everywhere)
 PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
@@ -172,9 +171,7 @@ SECRET_MASK = "***"
 MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
 MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name
 MAX_REPORTED_TOKENS = 10**9  # a usage count above this is not a count: the attempt's tokens are estimated instead
-# A call is never cut as a straggler before this: below a second a cut saves little and risks throwing away a
-# good answer over a momentary hiccup.
-STRAGGLER_MIN_SECONDS = 1.0
+STRAGGLER_MIN_SECONDS = 1.0  # no straggler cut before: it saves little, and may lose a good answer to a hiccup
 STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
 # A straggler cut buys a question's latency with its answer's quality. While other questions share the endpoint
 # (a batch), the batch gains only part of the time a cut saves, so the bar is this many times higher: past the
@@ -195,7 +192,7 @@ DEFAULT_CONCURRENCY = 4
 MAX_SHARDS = 10_000
 STOP_GRACE_SECONDS = 10.0  # after Ctrl-C / SIGTERM, in-flight questions get this long to finish
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-# What an empty transcript (its run killed before it ended) is filled with when the batch resumes.
+# What an empty transcript (its run was killed) is filled with when the batch resumes.
 UNFINISHED_TRANSCRIPT = ("MoA pipeline transcript\nThis run stopped before it wrote its transcript (its process was "
                          "killed, or the disk was full); {where}.\n")
 # Bytes of a trace's first line beyond its question (the run id, the settings): more is not a run line of ours.
@@ -608,14 +605,10 @@ def printable(value: Any, limit: int = 200) -> str:
 def valid_text(text: str) -> str:
     """Text that can be sent as UTF-8: bytes that were not UTF-8 (argv gives
     them to us as lone surrogates) become U+FFFD instead of a crash in httpx."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        try:
-            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        except UnicodeEncodeError:
-            return text.encode("utf-8", "replace").decode("utf-8")
+    try:  # valid text comes back as it is
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 # --- 3. the error tree ---------------------------------------------------------------------------
@@ -3574,11 +3567,9 @@ def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
     beside it (mkstemp) is filled, fsynced and renamed over ``path`` (a link there is replaced, not its target)."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        try:
+        with os.fdopen(fd, "wb"):  # closes it
             fill(fd)
             os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -4551,10 +4542,9 @@ def same_error_everywhere(result: RunResult, stats: BatchStats, failed_before: b
 def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
     """--logs failed, once a question is ok: its run's files go, and those its earlier runs left at the names
     before it (stem, stem_1, … up to the first free one) that hold this question (as written: masked)."""
-    for name in (result.transcript, result.trace):
-        if name:
-            with contextlib.suppress(OSError):
-                unlink_in(Path(name), place.folder_fd)
+    for name in filter(None, (result.transcript, result.trace)):
+        with contextlib.suppress(OSError):
+            unlink_in(Path(name), place.folder_fd)
     result.transcript = result.trace = None
     for n in range(MAX_NAME_TRIES):
         base = place.stem if n == 0 else f"{place.stem}_{n}"
@@ -4975,12 +4965,10 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
         raise ConfigError(f"--output {output} is not a regular file")
     for path in (output, _sidecar(output, ".lock"), _sidecar(output, ".summary.json")):
         with contextlib.suppress(OSError):  # a path not there (or not to be looked at) is not the input
-            target = os.stat(path)
-            if (source.st_dev, source.st_ino) != (target.st_dev, target.st_ino):
-                continue
-            what = "the questions file on stdin" if questions_file == "-" else f"the questions file {questions_file}"
-            raise ConfigError(f"--output {output}: {path} is {what} itself; writing "
-                              "there would destroy the questions: choose another output")
+            if os.path.samestat(source, os.stat(path)):
+                what = "the questions file on stdin" if questions_file == "-" else f"the questions file {questions_file}"
+                raise ConfigError(f"--output {output}: {path} is {what} itself; writing "
+                                  "there would destroy the questions: choose another output")
 
 
 # --- 15. CLI -------------------------------------------------------------------------------------
