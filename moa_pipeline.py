@@ -134,30 +134,22 @@ ERROR_BODY_LIMIT = 64 * 1024
 # requests below the pool's limit, so no request ever waits inside httpcore's pool, where a cancel can leak a slot
 # (httpcore issue 1093).
 POOL_HEADROOM = 4
-# The batch circuit breaker (see Endpoint.failing): of the last BREAKER_WINDOW calls that ended, at least
-# BREAKER_TRIP_FAILURES failed after their whole retry schedule with an outage error (no connection, timeout,
-# 5xx without Retry-After).
+# The batch circuit breaker's window and trip count (the rule and its why: Endpoint.failing).
 BREAKER_WINDOW = 10
 BREAKER_TRIP_FAILURES = 5
-# Back-pressure (see Endpoint.busy): when at least BUSY_CLUSTER_SIZE of the last BUSY_CLUSTER_WINDOW responses,
-# all within BUSY_CLUSTER_SECONDS, were 429s that the concurrency limit does not explain, the endpoint is rationing
-# by time (a quota per minute), not by load: every request then waits out the Retry-After together.
+# When 429s cluster, the endpoint rations by time and every request waits together (the rule: Endpoint.busy).
 BUSY_CLUSTER_WINDOW = 10
 BUSY_CLUSTER_SIZE = 5
 BUSY_CLUSTER_SECONDS = 10.0
-# Back-pressure retries a call may make beyond MAX_RETRIES, when the server says when to come back (Retry-After
-# and the like), and at most BUSY_WAIT_LIMIT seconds of such waits: a busy endpoint is not a broken one.
+# Back-pressure retries a call may make beyond MAX_RETRIES, and their total wait (the rule: RetriesUsed).
 BUSY_RETRIES = 20
 BUSY_WAIT_LIMIT = 300.0
 QUOTA_USED_UP = b"insufficient_quota"  # in a 429's body: OpenAI's code for a used-up quota or credit
 STALL_WARNING_SHARE = 0.2  # of STALL_TIMEOUT with nothing accepted: one warning (see Endpoint.refused)
 SAME_ERROR_QUESTIONS = 3  # first questions that, failing alike, stop a batch (see same_error_everywhere)
 PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
-# Debate rounds (ROUNDS): round 1 is generate, critique, rebuttal; each later round is one "revise" call per
-# solver, while the solvers disagree. A revising solver reads each other solver's answer with the first
-# REASON_CHARS characters of its latest reason.
-MAX_ROUNDS = 10
-REASON_CHARS = 400
+MAX_ROUNDS = 10  # ROUNDS' cap (debate rounds: the module docstring)
+REASON_CHARS = 400  # of each other solver's latest reason, a reviser reads this much (short_reason)
 PHASE_TITLES = {
     "generate": "Phase 1 - Blind generation",
     "critique": "Phase 2 - Cross-critique",
@@ -173,10 +165,7 @@ MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for 
 MAX_REPORTED_TOKENS = 10**9  # a usage count above this is not a count: the attempt's tokens are estimated instead
 STRAGGLER_MIN_SECONDS = 1.0  # no straggler cut before: it saves little, and may lose a good answer to a hiccup
 STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
-# A straggler cut buys a question's latency with its answer's quality. While other questions share the endpoint
-# (a batch), the batch gains only part of the time a cut saves, so the bar is this many times higher: past the
-# 3-4x a gateway's retries make a call take (see StragglerWatch).
-SHARED_STRAGGLER_SCALE = 2.0
+SHARED_STRAGGLER_SCALE = 2.0  # the straggler bar while other questions share the endpoint (see StragglerWatch)
 MIN_MASKED_SECRET = 8  # see maskable()
 MESSAGE_OVERHEAD_TOKENS = 8  # added by chat formatting per message and by our nonce suffix
 # --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1 and runs round K
@@ -197,9 +186,8 @@ UNFINISHED_TRANSCRIPT = ("MoA pipeline transcript\nThis run stopped before it wr
                          "killed, or the disk was full); {where}.\n")
 # Bytes of a trace's first line beyond its question (the run id, the settings): more is not a run line of ours.
 RUN_HEAD_BYTES = 64 * 1024
-# --check: the chat request's max_tokens; its optional probes (GET /models, llama.cpp's /props) wait at most
-# CHECK_PROBE_SECONDS (or REQUEST_TIMEOUT, if shorter) and read a models list up to MODELS_LIST_LIMIT (OpenRouter's,
-# some 300 models, is under 1 MB).
+# --check: the chat request's max_tokens; how long its probes (GET /models, /props) wait at most, and how much
+# of a models list they read (OpenRouter's, some 300 models, is under 1 MB).
 CHECK_MAX_TOKENS = 8
 CHECK_PROBE_SECONDS = 10.0
 MODELS_LIST_LIMIT = 8 * 1024 * 1024
