@@ -196,8 +196,7 @@ MODELS_LIST_LIMIT = 8 * 1024 * 1024
 # --- 2. configuration, secrets and values from outside -------------------------------------------
 
 def load_json(text: str | bytes) -> Any:
-    """json.loads for text from outside. ValueError for anything it cannot read,
-    including nesting so deep that the decoder would raise RecursionError."""
+    """json.loads for text from outside: ValueError for anything it cannot read, nesting too deep included."""
     try:
         return json.loads(text)
     except RecursionError:
@@ -334,10 +333,9 @@ def masked_url(raw: str) -> str:
 
 def _folder(raw: str) -> str:
     """A folder path: any name a file system takes (no NUL byte)."""
-    value = _text(raw)
-    if "\x00" in value:
+    if "\x00" in raw:
         raise ValueError("a path cannot contain a NUL byte")
-    return value
+    return _text(raw)
 
 
 def _file_prefix(raw: str) -> str:
@@ -481,8 +479,7 @@ def _pick(name: str, flags: Mapping[str, str], environ: Mapping[str, str],
 
 def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
                 dotenv: Mapping[str, str | None], warn: bool = True) -> Config:
-    """Build the Config from flags, environment and .env; ConfigError if anything is off.
-    ``warn``: say once that a plain-http URL sends the key in the clear."""
+    """Build the Config from flags, environment and .env; ConfigError if anything is off."""
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         name, found = setting.env, _pick(setting.env, flags, environ, dotenv)
@@ -591,8 +588,7 @@ def printable(value: Any, limit: int = 200) -> str:
 
 
 def valid_text(text: str) -> str:
-    """Text that can be sent as UTF-8: bytes that were not UTF-8 (argv gives
-    them to us as lone surrogates) become U+FFFD instead of a crash in httpx."""
+    """Text that can be sent as UTF-8: bytes that were not (lone surrogates from argv) become U+FFFD, not a crash."""
     try:  # valid text comes back as it is
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
@@ -1897,8 +1893,7 @@ class Billing:
         return self.prompt_tokens(prompt_estimate) + self.completion_tokens(max_tokens)
 
     def learn(self, prompt_estimate: int, max_tokens: int, prompt: int, completion: int) -> bool:
-        """Take in one attempt's bill (nothing to learn from an attempt that got no reply);
-        whether it raised a ratio."""
+        """Take in one attempt's bill; whether it raised a ratio."""
         if prompt + completion <= 0:
             return False
         before, self.billed = (self.prompt, self.completion), True
@@ -2125,8 +2120,7 @@ def plan_phases(debate: Debate, question: str, positions: list[Position], done: 
 
 def budget_cuts(config: Config, plan: DebatePlan, positions: list[Position], done: str,
                 earlier: DebatePlan | None) -> list[str]:
-    """What ``plan`` leaves out: critiques and judges when first planned, rebuttals once the
-    critiques are in (counting those whose critique the budget cut)."""
+    """What ``plan`` leaves out: critiques and judges when first planned, rebuttals once the critiques are in."""
     cuts = []
     if done == "generate" and plan.critiques < len(positions):
         cuts.append(f"{len(positions) - plan.critiques} critique(s)")
@@ -3608,8 +3602,7 @@ def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
 
 
 class ResultWriter:
-    """Appends one JSON line per finished question and fsyncs it; a failed write (disk full) is rolled back to
-    the last whole line. The caller decides what it stops."""
+    """Appends one JSON line per finished question, fsynced; a failed write is rolled back to the last whole line."""
 
     def __init__(self, output: Path, runtime: Runtime) -> None:
         self.path = output
@@ -4288,8 +4281,7 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
 
 def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
     """(SHA-256, number of question lines) of a questions file, in one streaming pass."""
-    digest, count = hashlib.sha256(), 0
-    at_line_start = True
+    digest, count, at_line_start = hashlib.sha256(), 0, True
     with open(path, "rb") as handle:
         while raw := handle.readline(limit):  # bounded: a huge line is read in pieces
             digest.update(raw)
@@ -4309,8 +4301,7 @@ def output_records(output: Path) -> Iterator[tuple[bytes | None, dict[str, Any] 
             yield raw, _complete_record(raw) if raw is not None else None
 
 
-def compact_output(output: Path, runtime: Runtime | None = None,
-                   line_format: str = "jsonl") -> tuple[set[str], set[str], int]:
+def compact_output(output: Path, runtime: Runtime, line_format: str) -> tuple[set[str], set[str], int]:
     """Keep the complete "ok" lines of an earlier output, once per id; returns (ids done, ids with a failed line,
     lines dropped). A whole line that is not one of our records means -o names someone's notes: ConfigError."""
     if what_is_at(output) == "nothing":
@@ -4332,7 +4323,7 @@ def compact_output(output: Path, runtime: Runtime | None = None,
                     failed.add(str(record["id"]))
                 continue
             done.add(str(record["id"]))
-            write_all(runtime or Runtime(), fd, raw)
+            write_all(runtime, fd, raw)
 
     replace_atomically(output, fill)
     return done, failed - done, dropped
@@ -4361,11 +4352,10 @@ def move_aside(output: Path, now: float) -> Path | None:
     if not old:
         return None
     stamp = datetime.fromtimestamp(now).strftime("%Y%m%d_%H%M%S")
-    target = output.with_name(f"{output.name}.{stamp}.bak")
-    n = 0
-    while os.path.lexists(target) or os.path.lexists(_sidecar(target, ".summary.json")):
-        n += 1
-        target = output.with_name(f"{output.name}.{stamp}_{n}.bak")
+    for n in itertools.count():
+        target = output.with_name(f"{output.name}.{stamp}{f'_{n}' if n else ''}.bak")
+        if not (os.path.lexists(target) or os.path.lexists(_sidecar(target, ".summary.json"))):
+            break
     for path in old:  # the output, and <output>.summary.json to <target>.summary.json
         os.replace(path, _sidecar(target, path.name[len(output.name):]))
     return target
@@ -4547,9 +4537,8 @@ def drop_run_files(result: RunResult, question: str, place: LogPlace) -> None:
 
 
 def holds_question(place: LogPlace, base: str, question: str) -> bool:
-    """Whether the run files named ``base`` are a run of ``question``: the run line opening its trace says so,
-    or with no trace its transcript's question block, or it is one a killed run left unfilled (that names no
-    question, and can only be this id's: the folder is the batch's, the name the id's)."""
+    """Whether the run files named ``base`` are a run of ``question``: its trace's run line, else its transcript's
+    question block says so, or a killed run left it unfilled (in the batch's folder, at this id's name)."""
     limit = 12 * len(question) + RUN_HEAD_BYTES  # a character escaped as a surrogate pair takes 12
     try:
         with read_file(place.directory / f"{base}.jsonl", folder_fd=place.folder_fd) as trace:
@@ -4782,9 +4771,8 @@ def unusable_path(err: OSError, what: str, fix: str) -> MoAError:
 
 
 def open_log_folder(config: Config, options: BatchOptions) -> int | None:
-    """The batch's log folder, made if need be and opened once: its files are made by descriptor, so a link planted
-    at its name later cannot redirect them; a link already there is refused (LOG_DIR itself may be one, the user's
-    to a bigger disk). None when no file is written."""
+    """The batch's log folder, made if need be and opened once, so a link planted at its name later cannot redirect
+    its files; a link already there is refused (LOG_DIR itself may be one). None when no file is written."""
     if options.logs == "none" or not (config.enable_file_logging or config.jsonl_trace):
         return None
     folder = batch_log_folder(config, options.output)
@@ -4832,8 +4820,7 @@ async def run_questions(config: Config, options: BatchOptions, stdin: Any, batch
 
 
 def sweep_leftovers(output: Path, folder_fd: int | None, runtime: Runtime) -> None:
-    """What our killed runs left, swept under the lock: their temporary copies beside the output go, their empty
-    transcripts get a note. Housekeeping: a sweep that fails changes nothing else and never stops the batch."""
+    """What our killed runs left, swept under the lock. Housekeeping: a failed sweep never stops the batch."""
     with contextlib.suppress(OSError):
         for path in stale_temporaries(output):
             with contextlib.suppress(OSError):
@@ -4845,9 +4832,8 @@ def sweep_leftovers(output: Path, folder_fd: int | None, runtime: Runtime) -> No
 
 def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
                 folder_fd: int | None) -> tuple[BatchStart, dict[str, Any], ResultWriter]:
-    """Under the lock, before the first request: what killed runs left swept, the input hashed (a changed one
-    refused), the earlier output compacted (or moved aside), the summary and the output opened. A path that
-    cannot be written stops the batch here, named."""
+    """Under the lock, before the first request, in this order: leftovers swept, the input hashed, the earlier output
+    compacted (or moved aside), summary and output opened. A path that cannot be written stops the batch, named."""
     sweep_leftovers(options.output, folder_fd, runtime)  # first: stale copies of the output may fill the disk
     try:
         input_sha, total = (scan_input(options.questions_file, input_line_limit(config))
