@@ -106,8 +106,7 @@ from parsing import (
 # --- 1. constants and every exit code ------------------------------------------------------------
 
 log = logging.getLogger("moa")
-# In a batch, the id of the question a task works on: every log line it writes says which (asyncio copies this
-# into the tasks a question starts, so its calls' lines carry it too).
+# In a batch, the id of the question a task works on, for its log lines (asyncio copies it into the tasks it starts).
 QUESTION_ID: contextvars.ContextVar[str] = contextvars.ContextVar("moa_question_id", default="")
 T = TypeVar("T")
 EXIT_OK = 0
@@ -130,9 +129,8 @@ RERUN_EXTRA_WORKERS = 2
 # How much of a server's error body we quote to the user, and how much of it we read at all.
 SERVER_MESSAGE_LIMIT = 300
 ERROR_BODY_LIMIT = 64 * 1024
-# Connections the pool may open beyond MAX_CONCURRENT_REQUESTS. Our request limit (AdaptiveLimit) keeps in-flight
-# requests below the pool's limit, so no request ever waits inside httpcore's pool, where a cancel can leak a slot
-# (httpcore issue 1093).
+# Connections the pool may open beyond MAX_CONCURRENT_REQUESTS: AdaptiveLimit keeps requests below the pool's limit,
+# so none waits inside httpcore's pool, where a cancel can leak a slot (httpcore issue 1093).
 POOL_HEADROOM = 4
 # The batch circuit breaker's window and trip count (the rule and its why: Endpoint.failing).
 BREAKER_WINDOW = 10
@@ -1863,8 +1861,7 @@ def tier_of(value: object) -> str | None:
 # --- 7. usage, costs and budgets -----------------------------------------------------------------
 
 def estimate_tokens(text: str) -> int:
-    """A deliberately high token estimate, one token per 3 bytes of UTF-8: English runs near 4 characters
-    a token and CJK near 1 character (3 bytes), so this rarely undercounts, and budgets that reserve by it hold."""
+    """A deliberately high token estimate, so budgets hold: one per 3 bytes of UTF-8 (English runs 4, CJK 3)."""
     return -(-len(text.encode("utf-8", errors="replace")) // 3)
 
 
@@ -1873,9 +1870,8 @@ def prompt_tokens_estimate(system: str, user: str) -> int:
 
 
 class Billing:
-    """What the endpoint bills beyond what we reserve, learned from its replies, shared by every question it
-    serves: the largest ratios seen of billed prompt tokens to our estimate, and of billed completion tokens to
-    max_tokens (a reasoning model bills its hidden thinking). Every reservation and the cost model scale by them."""
+    """What the endpoint bills beyond what we reserve, learned from its replies, for every question it serves: the
+    largest ratios seen of billed to estimated prompt tokens and to max_tokens (a reasoning model bills thinking)."""
 
     def __init__(self) -> None:
         self.prompt = self.completion = 1.0
@@ -1914,9 +1910,8 @@ class Billing:
 
 
 class Budget:
-    """Per-question limits on HTTP requests and tokens (0 = unlimited). Every attempt reserves one call and its
-    worst case as billed before it is sent, settled to the reported tokens after: only a bill beyond its
-    reservation exceeds the budget. ``floor_*`` is kept back so retries of critiques cannot eat the judges' share."""
+    """Per-question limits on HTTP requests and tokens (0 = unlimited). Every attempt reserves one call and its worst
+    case as billed, settled to the reported tokens after. ``floor_*`` is kept back for later phases (kept_back)."""
 
     def __init__(self, max_calls: int = 0, max_tokens: int = 0, billing: Billing | None = None) -> None:
         self.max_calls, self.max_tokens = max_calls, max_tokens
@@ -1999,8 +1994,7 @@ def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str
 
 @dataclass(frozen=True)
 class CallCosts:
-    """Worst-case prompt tokens of one call of each phase, and the completion caps. A text a prompt embeds that
-    nobody has written yet counts as MAX_TOKENS long: it is some call's completion."""
+    """Worst-case prompt tokens of a call of each phase, and the completion caps; an unwritten text counts as MAX_TOKENS."""
 
     solver: int
     critic: int
@@ -2095,9 +2089,8 @@ def phase_costs(config: Config, round_name: str, per_call: list[tuple[str, int, 
 
 def plan_phases(debate: Debate, question: str, positions: list[Position], done: str,
                 earlier: DebatePlan | None = None) -> DebatePlan:
-    """What the budget pays for after ``done`` (plan_debate), priced from the texts so far and the rest at their
-    worst; cuts are noted. Planned again after the critiques, keeping ``earlier``'s judges: a rebuttal gets what
-    the critiques did not spend, so no later round (round_price) finds money a rebuttal lacked."""
+    """What the budget pays for after ``done`` (plan_debate), unwritten texts at their worst. Planned again after the
+    critiques, keeping ``earlier``'s judges: rebuttals get what critiques left before any later round (round_price)."""
     config = debate.config
     # Without a budget everything fits: rendering every later prompt just to price it would be waste.
     costs = (worst_case_costs(config, question, positions, billing=debate.budget.billing)
@@ -3230,10 +3223,9 @@ def save_run_files(debate: Debate, question: str, result: RunResult, replay: Rep
 
 # --- 12. files -----------------------------------------------------------------------------------
 #
-# The file policy: every file the tool opens goes through create_new, open_existing or open_folder, so
-# what it refuses is decided here. A file is made new (O_EXCL, mode 0600) or opened as an existing
-# regular file, never through a symbolic link planted at its name (O_NOFOLLOW). A batch opens its files
-# in its log folder, pinned by descriptor at its start (``folder_fd``), whatever that name points to later.
+# The file policy: every file the tool opens goes through create_new, open_existing or open_folder, so what it
+# refuses is decided here. A file is made new (O_EXCL, mode 0600) or opened as an existing regular file, never
+# through a link planted at its name (O_NOFOLLOW). A batch's files are made in its log folder, pinned by descriptor.
 
 class NotPlainFile(OSError):
     """An existing file the policy refuses: not a regular file (a FIFO, a device), or a hard-linked one."""
@@ -3411,9 +3403,8 @@ def safe_name(text: str, limit: int = 100) -> str:
 
 def open_run_files(config: Config, runtime: Runtime,
                    place: LogPlace | None = None) -> tuple[Path | None, TraceWriter | None, str | None]:
-    """Reserve the transcript's name and open its JSONL trace twin, at the start of a run. The .txt is made empty
-    now (the pair share one stem; two runs in one second never collide) and filled at the end; the trace is appended
-    attempt by attempt, so a killed run leaves one. On an OSError the run goes on without files (third value: why)."""
+    """At a run's start, reserve the transcript's name (made empty, filled at the end) and open its JSONL trace twin
+    (appended attempt by attempt, so a killed run leaves one). On an OSError, no files and the third value says why."""
     if not (config.enable_file_logging or config.jsonl_trace):
         return None, None, None
     if place is None:  # one question from the command line: LOG_DIR/<prefix>_<time>
@@ -3605,8 +3596,7 @@ class ResultWriter:
     """Appends one JSON line per finished question, fsynced; a failed write is rolled back to the last whole line."""
 
     def __init__(self, output: Path, runtime: Runtime) -> None:
-        self.path = output
-        self.runtime = runtime
+        self.path, self.runtime = output, runtime
         self.fd = open_existing(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -4427,8 +4417,7 @@ class BatchStats:
 
 
 def output_totals(output: Path) -> dict[str, Any]:
-    """Counts over the whole output file (earlier runs included), and accuracy when known: over the answered
-    questions with an expected answer (``with_expected``); ``failed_with_expected`` were left out."""
+    """Counts over the whole output file (earlier runs too); accuracy over answered questions with one expected."""
     totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
                                             "failed_with_expected"), 0)
     for record in (record for _, record in output_records(output) if record is not None):
@@ -4940,7 +4929,7 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
     for path in (output, _sidecar(output, ".lock"), _sidecar(output, ".summary.json")):
         with contextlib.suppress(OSError):  # a path not there (or not to be looked at) is not the input
             if os.path.samestat(source, os.stat(path)):
-                what = "the questions file on stdin" if questions_file == "-" else f"the questions file {questions_file}"
+                what = "the questions file " + ("on stdin" if questions_file == "-" else questions_file)
                 raise ConfigError(f"--output {output}: {path} is {what} itself; writing "
                                   "there would destroy the questions: choose another output")
 
