@@ -1994,7 +1994,7 @@ def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str
 
 @dataclass(frozen=True)
 class CallCosts:
-    """Worst-case prompt tokens of a call of each phase, and the completion caps; an unwritten text counts as MAX_TOKENS."""
+    """Worst-case prompt tokens of a call of each phase, and the completion caps (an unwritten text: MAX_TOKENS)."""
 
     solver: int
     critic: int
