@@ -245,8 +245,7 @@ def _text(raw: str) -> str:
 
 
 def _api_key(raw: str) -> str:
-    # httpx quotes an illegal header value in its exception text, so a key
-    # that cannot be sent must be refused here, without echoing it.
+    # httpx quotes an illegal header value in its exception text: a key it cannot send is refused here, unechoed.
     value = raw.strip()
     if not value:
         raise ValueError("expected a non-empty key (any value works for servers without auth)")
