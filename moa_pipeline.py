@@ -109,8 +109,7 @@ from parsing import (
 # --- 1. constants and every exit code ------------------------------------------------------------
 
 log = logging.getLogger("moa")
-# In a batch, the id of the question a task works on: every log line it writes says which
-# (asyncio copies this into the tasks a question starts, so its calls' lines carry it too).
+# In a batch, the id of the question a task works on, for its log lines (asyncio copies it into the tasks it starts).
 QUESTION_ID: contextvars.ContextVar[str] = contextvars.ContextVar("moa_question_id", default="")
 T = TypeVar("T")
 EXIT_OK = 0
@@ -122,8 +121,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, SIGTERM, or SIGHUP (a closed terminal)
 __version__ = "0.6.0"
 MIN_PYTHON = (3, 11)  # asyncio.timeout, TaskGroup, ExceptionGroup
 DEFAULT_ENV_FILE = ".env"
-# Names the env file when there is no --env-file, so a crontab line needs no `cd`.
-ENV_FILE_VARIABLE = "MOA_ENV_FILE"
+ENV_FILE_VARIABLE = "MOA_ENV_FILE"  # names the env file without --env-file, so a crontab line needs no `cd`
 ENV_FILE_LIMIT = 1024 * 1024
 MAX_WORKERS = 64
 MAX_JUDGES = 25
@@ -134,47 +132,26 @@ RERUN_EXTRA_WORKERS = 2
 # How much of a server's error body we quote to the user, and how much of it we read at all.
 SERVER_MESSAGE_LIMIT = 300
 ERROR_BODY_LIMIT = 64 * 1024
-
-
-# Connections the pool may open beyond MAX_CONCURRENT_REQUESTS. Our request limit (AdaptiveLimit)
-# keeps in-flight requests below the pool's limit, so no request ever waits
-# inside httpcore's pool, where a cancel can leak a slot (httpcore issue 1093).
+# Connections the pool may open beyond MAX_CONCURRENT_REQUESTS: AdaptiveLimit keeps requests below the pool's limit,
+# so none waits inside httpcore's pool, where a cancel can leak a slot (httpcore issue 1093).
 POOL_HEADROOM = 4
-
-
-# The batch circuit breaker (see Endpoint.failing): of the last BREAKER_WINDOW calls that
-# ended, at least BREAKER_TRIP_FAILURES failed after their whole retry schedule with an outage
-# error (no connection, timeout, 5xx without Retry-After).
+# The batch circuit breaker's window and trip count (the rule and its why: Endpoint.failing).
 BREAKER_WINDOW = 10
-
-
 BREAKER_TRIP_FAILURES = 5
-
-# Back-pressure (see Endpoint.busy): when at least BUSY_CLUSTER_SIZE of the last
-# BUSY_CLUSTER_WINDOW responses, all within BUSY_CLUSTER_SECONDS, were 429s that the
-# concurrency limit does not explain, the endpoint is rationing by time (a quota per
-# minute), not by load: every request then waits out the Retry-After together.
+# When 429s cluster, the endpoint rations by time and every request waits together (the rule: Endpoint.busy).
 BUSY_CLUSTER_WINDOW = 10
 BUSY_CLUSTER_SIZE = 5
 BUSY_CLUSTER_SECONDS = 10.0
-# Back-pressure retries a call may make beyond MAX_RETRIES, when the server says when to
-# come back (Retry-After and the like), and at most BUSY_WAIT_LIMIT seconds of such waits:
-# a busy endpoint is not a broken one, and a batch should run to the end when it is merely busy.
+# Back-pressure retries a call may make beyond MAX_RETRIES, and their total wait (the rule: RetriesUsed).
 BUSY_RETRIES = 20
 BUSY_WAIT_LIMIT = 300.0
-# In a 429's body: OpenAI's code for an account whose quota or credit is used up.
-QUOTA_USED_UP = b"insufficient_quota"
+QUOTA_USED_UP = b"insufficient_quota"  # in a 429's body: OpenAI's code for a used-up quota or credit
 STALL_WARNING_SHARE = 0.2  # of STALL_TIMEOUT with nothing accepted: one warning (see Endpoint.refused)
 SAME_ERROR_QUESTIONS = 3  # first questions that, failing alike, stop a batch (see same_error_everywhere)
 SCHEMA_VERSION = 1  # of --json, batch lines and the trace (docs/output.md): raised when a field changes meaning
 PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
-# Debate rounds (ROUNDS): round 1 is generate, critique, rebuttal; each later round is one
-# "revise" call per solver, while the solvers disagree. A revising solver reads each other
-# solver's answer with the first REASON_CHARS characters of its latest reason.
-MAX_ROUNDS = 10
-REASON_CHARS = 400
-
-
+MAX_ROUNDS = 10  # ROUNDS' cap (debate rounds: the module docstring)
+REASON_CHARS = 400  # of each other solver's latest reason, a reviser reads this much (short_reason)
 PHASE_TITLES = {
     "generate": "Phase 1 - Blind generation",
     "critique": "Phase 2 - Cross-critique",
@@ -182,61 +159,46 @@ PHASE_TITLES = {
     "revise": "Later rounds - Revision",
     "judge": "Phase 4 - Judges",
 }
-
-
 PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "revise": "revisions",
                "judge": "verdicts"}
 SECRET_MASK = "***"
-MAX_GATEWAY_RETRIES = 1000
-MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name  # a larger "attempted retries" header is not a count
-# A usage count above this is not a count: the attempt's tokens are estimated instead.
-MAX_REPORTED_TOKENS = 10**9
-# A call is never cut as a straggler before this: below a second a cut saves
-# little and risks throwing away a good answer over a momentary hiccup.
-STRAGGLER_MIN_SECONDS = 1.0
+MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
+MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name
+MAX_REPORTED_TOKENS = 10**9  # a usage count above this is not a count: the attempt's tokens are estimated instead
+STRAGGLER_MIN_SECONDS = 1.0  # no straggler cut before: it saves little, and may lose a good answer to a hiccup
 STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
-# A straggler cut buys a question's latency with its answer's quality. While other questions share
-# the endpoint (a batch), the batch gains only part of the time a cut saves, so the bar is this many
-# times higher: past the 3-4x a gateway's retries make a call take (see StragglerWatch).
-SHARED_STRAGGLER_SCALE = 2.0
+SHARED_STRAGGLER_SCALE = 2.0  # the straggler bar while other questions share the endpoint (see StragglerWatch)
 MIN_MASKED_SECRET = 8  # see Config.secrets
-# Tokens added by chat formatting per message and by our nonce suffix.
-MESSAGE_OVERHEAD_TOKENS = 8
-# --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1
-# and runs round K onwards (up to ROUNDS), then the judges.
+MESSAGE_OVERHEAD_TOKENS = 8  # added by chat formatting per message and by our nonce suffix
+# --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1 and runs round K
+# onwards (up to ROUNDS), then the judges.
 REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique",
                  **{f"round{k}": "rebuttal" for k in range(2, MAX_ROUNDS + 1)}, "judges": "rebuttal"}
-# A trace line longer than this is not one we wrote (replies are capped far below it).
+# Longer than these, a line of a trace or of an earlier output, or a summary file, is not one we wrote (replies
+# are capped far below them; a summary is a few hundred bytes).
 MAX_TRACE_LINE_BYTES = 256 * 1024 * 1024
+MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
+SUMMARY_READ_LIMIT = 1024 * 1024
 DEFAULT_CONCURRENCY = 4
 MAX_SHARDS = 10_000
-# After Ctrl-C / SIGTERM, in-flight questions get this long to finish.
-STOP_GRACE_SECONDS = 10.0
+STOP_GRACE_SECONDS = 10.0  # after Ctrl-C / SIGTERM, in-flight questions get this long to finish
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-# A line of an earlier output longer than this is not one of ours: dropped on resume.
-MAX_OUTPUT_LINE_BYTES = 64 * 1024 * 1024
-# A summary file is a few hundred bytes; anything larger at that name is not ours.
-SUMMARY_READ_LIMIT = 1024 * 1024
-# What an empty transcript (its run killed before it ended) is filled with when the batch resumes.
+# What an empty transcript (its run was killed) is filled with when the batch resumes.
 UNFINISHED_TRANSCRIPT = ("MoA pipeline transcript\nThis run stopped before it wrote its transcript (its process was "
                          "killed, or the disk was full); {where}.\n")
 # Bytes of a trace's first line beyond its question (the run id, the settings): more is not a run line of ours.
 RUN_HEAD_BYTES = 64 * 1024
-# --check: the chat request's max_tokens; and its optional probes (GET /models, llama.cpp's /props) wait
-# at most CHECK_PROBE_SECONDS (or REQUEST_TIMEOUT, if shorter) and read a models list up to MODELS_LIST_LIMIT
-# (OpenRouter's, some 300 models, is under 1 MB).
+# --check: the chat request's max_tokens; how long its probes (GET /models, /props) wait at most, and how much
+# of a models list they read (OpenRouter's, some 300 models, is under 1 MB).
 CHECK_MAX_TOKENS = 8
 CHECK_PROBE_SECONDS = 10.0
 MODELS_LIST_LIMIT = 8 * 1024 * 1024
-# Files kept beside the output: <output><suffix>.
-SIDECAR_SUFFIXES = (".lock", ".summary.json")
 
 
 # --- 2. configuration, secrets and values from outside -------------------------------------------
 
 def load_json(text: str | bytes) -> Any:
-    """json.loads for text from outside. ValueError for anything it cannot read,
-    including nesting so deep that the decoder would raise RecursionError."""
+    """json.loads for text from outside: ValueError for anything it cannot read, nesting too deep included."""
     try:
         return json.loads(text)
     except RecursionError:
@@ -269,11 +231,9 @@ def _number(low: float, high: float) -> Callable[[str], float]:
 
 def _boolean(raw: str) -> bool:
     word = raw.strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
+    if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError("expected true or false")
+    return word in ("1", "true", "yes", "on")
 
 
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -289,8 +249,7 @@ def _text(raw: str) -> str:
 
 
 def _api_key(raw: str) -> str:
-    # httpx quotes an illegal header value in its exception text, so a key
-    # that cannot be sent must be refused here, without echoing it.
+    # httpx quotes an illegal header value in its exception text: a key it cannot send is refused here, unechoed.
     value = raw.strip()
     if not value:
         raise ValueError("expected a non-empty key (any value works for servers without auth)")
@@ -375,10 +334,9 @@ def masked_url(raw: str) -> str:
 
 def _folder(raw: str) -> str:
     """A folder path: any name a file system takes (no NUL byte)."""
-    value = _text(raw)
-    if "\x00" in value:
+    if "\x00" in raw:
         raise ValueError("a path cannot contain a NUL byte")
-    return value
+    return _text(raw)
 
 
 def _file_prefix(raw: str) -> str:
@@ -391,12 +349,9 @@ def _file_prefix(raw: str) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    with contextlib.suppress(ValueError):
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    return False
 
 
 def display_url(url: str) -> str:
@@ -531,8 +486,7 @@ def _pick(name: str, flags: Mapping[str, str], environ: Mapping[str, str],
 
 def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
                 dotenv: Mapping[str, str | None], warn: bool = True) -> Config:
-    """Build the Config from flags, environment and .env; ConfigError if anything is off.
-    ``warn``: say once that a plain-http URL sends the key in the clear."""
+    """Build the Config from flags, environment and .env; ConfigError if anything is off."""
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         name, found = setting.env, _pick(setting.env, flags, environ, dotenv)
@@ -564,20 +518,9 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     return config
 
 
-def parse_env_text(text: str) -> dict[str, str | None]:
-    """A .env file's settings, by python-dotenv's parser, imported only when there is a
-    file to read: importing it costs every start 3 ms."""
-    try:
-        from dotenv import dotenv_values
-    except ImportError:
-        raise ConfigError("the Python package 'dotenv' is not installed: run  pip install -r requirements.txt") from None
-    return dict(dotenv_values(stream=io.StringIO(text)))
-
-
 def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """Values of the env file: --env-file, else $MOA_ENV_FILE (either must exist), else ./.env if there is one.
-    Read with dotenv_values, not load_dotenv, so nothing is written into os.environ: the precedence
-    (environment over .env) stays explicit in load_config, and tests need no global clean-up."""
+    Nothing is written into os.environ: the precedence stays explicit in load_config, tests need no clean-up."""
     named_by = "--env-file" if path is not None else None
     if path is None and (environ or {}).get(ENV_FILE_VARIABLE, "").strip():
         path, named_by = (environ or {})[ENV_FILE_VARIABLE].strip(), ENV_FILE_VARIABLE
@@ -592,10 +535,16 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
         if len(data) > ENV_FILE_LIMIT:
             raise ConfigError(f"{named_by or 'the env file'} {name}: larger than {ENV_FILE_LIMIT} bytes, not a settings file")
         text = data.decode("utf-8")
-        return parse_env_text(text) if text.strip() else {}
     except (OSError, UnicodeDecodeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
         raise ConfigError(f"{named_by + ' ' if named_by else ''}{name}: cannot read it ({why})") from None
+    if not text.strip():
+        return {}
+    try:  # imported only when there are settings to read: importing it costs every start 3 ms
+        from dotenv import dotenv_values
+    except ImportError:
+        raise ConfigError("the Python package 'dotenv' is not installed: run  pip install -r requirements.txt") from None
+    return dict(dotenv_values(stream=io.StringIO(text)))
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
@@ -634,16 +583,11 @@ def printable(value: Any, limit: int = 200) -> str:
 
 
 def valid_text(text: str) -> str:
-    """Text that can be sent as UTF-8: bytes that were not UTF-8 (argv gives
-    them to us as lone surrogates) become U+FFFD instead of a crash in httpx."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        try:
-            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        except UnicodeEncodeError:
-            return text.encode("utf-8", "replace").decode("utf-8")
+    """Text that can be sent as UTF-8: bytes that were not (lone surrogates from argv) become U+FFFD, not a crash."""
+    try:  # valid text comes back as it is
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 # --- 3. the error tree ---------------------------------------------------------------------------
@@ -1831,8 +1775,7 @@ def tier_of(value: object) -> str | None:
 # --- 7. usage, costs and budgets -----------------------------------------------------------------
 
 def estimate_tokens(text: str) -> int:
-    """A deliberately high token estimate, one token per 3 bytes of UTF-8: English runs near 4 characters
-    a token and CJK near 1 character (3 bytes), so this rarely undercounts, and budgets that reserve by it hold."""
+    """A deliberately high token estimate, so budgets hold: one per 3 bytes of UTF-8 (English runs 4, CJK 3)."""
     return -(-len(text.encode("utf-8", errors="replace")) // 3)
 
 
@@ -1841,11 +1784,8 @@ def prompt_tokens_estimate(system: str, user: str) -> int:
 
 
 class Billing:
-    """What the endpoint bills beyond what we reserve, learned from its replies and shared by every
-    question it serves: the largest ratios seen of billed prompt tokens to our estimate, and of
-    billed completion tokens to max_tokens (a reasoning model bills its hidden thinking as
-    completion). Every reservation and the cost model scale by them, so once a reply has shown
-    what the endpoint bills, later ones are reserved for it."""
+    """What the endpoint bills beyond what we reserve, learned from its replies, for every question it serves: the
+    largest ratios seen of billed to estimated prompt tokens and to max_tokens (a reasoning model bills thinking)."""
 
     def __init__(self) -> None:
         self.prompt = self.completion = 1.0
@@ -1863,8 +1803,7 @@ class Billing:
         return self.prompt_tokens(prompt_estimate) + self.completion_tokens(max_tokens)
 
     def learn(self, prompt_estimate: int, max_tokens: int, prompt: int, completion: int) -> bool:
-        """Take in one attempt's bill (nothing to learn from an attempt that got no reply);
-        whether it raised a ratio."""
+        """Take in one attempt's bill; whether it raised a ratio."""
         if prompt + completion <= 0:
             return False
         before, self.billed = (self.prompt, self.completion), True
@@ -1885,18 +1824,13 @@ class Billing:
 
 
 class Budget:
-    """Per-question limits on HTTP requests and tokens (0 = unlimited). Every attempt reserves one call and
-    its worst case as the endpoint bills (Billing) before it is sent, settled to the reported tokens once the
-    reply is in: only a reply's bill beyond its reservation exceeds the budget. ``floor_*`` is kept back for
-    later, more important phases: retries of critiques cannot eat the judges' share."""
+    """Per-question limits on HTTP requests and tokens (0 = unlimited). Every attempt reserves one call and its worst
+    case as billed, settled to the reported tokens after. ``floor_*`` is kept back for later phases (kept_back)."""
 
     def __init__(self, max_calls: int = 0, max_tokens: int = 0, billing: Billing | None = None) -> None:
         self.max_calls, self.max_tokens = max_calls, max_tokens
         self.billing = billing if billing is not None else Billing()
-        self.calls = 0
-        self.tokens = 0
-        self.floor_calls = 0
-        self.floor_tokens = 0
+        self.calls = self.tokens = self.floor_calls = self.floor_tokens = 0
 
     @property
     def limited(self) -> bool:
@@ -1940,9 +1874,8 @@ class DebatePlan:
 
 def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critique_cost: int, rebuttal_cost: int,
                 judge_cost: Callable[[int, int], int], critiques_paid: bool = True) -> DebatePlan:
-    """The largest (judges, critiques, rebuttals) the budget pays for, judges first: when money runs short,
-    rebuttals go first, then critiques, then judges (the stated order of degradation). ``judge_cost(c, r)``:
-    one judge's worst-case tokens after c critiques and r rebuttals, whose texts it must read."""
+    """The largest (judges, critiques, rebuttals) the budget pays for: rebuttals go first, then critiques, then
+    judges. ``judge_cost(c, r)``: one judge's worst case after reading c critiques and r rebuttals."""
     for j in range(judges, -1, -1):
         for c in range(valid, -1, -1):
             for r in range(c if rebuttals else 0, -1, -1):
@@ -1975,9 +1908,7 @@ def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str
 
 @dataclass(frozen=True)
 class CallCosts:
-    """Worst-case prompt tokens of one call of each phase, and the completion caps (worst_case_costs).
-    A text a prompt embeds that nobody has written yet (an answer, a critique) counts as MAX_TOKENS
-    long: it is some call's completion."""
+    """Worst-case prompt tokens of a call of each phase, and the completion caps (an unwritten text: MAX_TOKENS)."""
 
     solver: int
     critic: int
@@ -2006,9 +1937,8 @@ REASON_TOKENS = -(-REASON_CHARS * 4 // 3)
 
 def worst_case_costs(config: Config, question: str, positions: list[Position] | None = None,
                      workers: int = 0, billing: Billing | None = None) -> CallCosts:
-    """The one cost model, which the planner, the rerun check, the budget check and --dry-run price with:
-    worst-case tokens of one call of each phase, for the answers in ``positions``, or, before they exist,
-    for ``workers`` answers of MAX_TOKENS, as ``billing`` says the endpoint bills."""
+    """The one cost model (the planner, the rerun check, the budget check and --dry-run): worst-case tokens of a
+    call of each phase, for ``positions``' answers or, before they exist, ``workers`` answers of MAX_TOKENS."""
     cap = config.max_tokens
     unwritten = 0 if positions is not None else cap
     shown = positions if positions is not None else [Position(0, "", "")] * workers
@@ -2026,9 +1956,8 @@ def worst_case_costs(config: Config, question: str, positions: list[Position] | 
 
 
 def revise_cost(config: Config, question: str, shown: list[Position], unwritten: int) -> int:
-    """A later round's worst prompt: its own answer, reason and critique, and each other's answer
-    and short reason, the unwritten ones at the cap. 0 with ROUNDS=1: there is no such call to
-    price, and rendering n x (n-1) answers on every plan would be waste."""
+    """A later round's worst prompt: its own answer, reason and critique, each other's answer and short reason,
+    the unwritten ones at the cap. 0 with ROUNDS=1: rendering n x (n-1) answers for nothing would be waste."""
     if config.rounds == 1:
         return 0
     rendered = max((prompt_tokens_estimate(*revise_prompts(question, p, [(o.final_answer, short_reason(o))
@@ -2055,8 +1984,7 @@ class PhaseCost:
 
 def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1",
                      later_rounds: bool = True, billing: Billing | None = None) -> list[PhaseCost]:
-    """A whole debate before any answer exists, phase by phase, from worst_case_costs;
-    its later rounds (ROUNDS) only if ``later_rounds``."""
+    """A whole debate before any answer exists, phase by phase; its later rounds only if ``later_rounds``."""
     costs = worst_case_costs(config, question, workers=workers, billing=billing)
     rebuttals = workers if config.enable_rebuttal else 0
     revisions, done = (config.rounds - 1) * workers if later_rounds else 0, costs.completion
@@ -2075,10 +2003,8 @@ def phase_costs(config: Config, round_name: str, per_call: list[tuple[str, int, 
 
 def plan_phases(debate: Debate, question: str, positions: list[Position], done: str,
                 earlier: DebatePlan | None = None) -> DebatePlan:
-    """What the budget pays for after ``done``, judges first (plan_debate), priced from the texts
-    written so far and the rest at their worst; what it cuts is noted. Planned again once the
-    critiques are written, keeping ``earlier``'s judges: a rebuttal gets what the critiques did
-    not spend, so no later round (priced as it comes, round_price) finds money a rebuttal lacked."""
+    """What the budget pays for after ``done`` (plan_debate), unwritten texts at their worst. Planned again after the
+    critiques, keeping ``earlier``'s judges: rebuttals get what critiques left before any later round (round_price)."""
     config = debate.config
     # Without a budget everything fits: rendering every later prompt just to price it would be waste.
     costs = (worst_case_costs(config, question, positions, billing=debate.budget.billing)
@@ -2101,8 +2027,7 @@ def plan_phases(debate: Debate, question: str, positions: list[Position], done: 
 
 def budget_cuts(config: Config, plan: DebatePlan, positions: list[Position], done: str,
                 earlier: DebatePlan | None) -> list[str]:
-    """What ``plan`` leaves out: critiques and judges when first planned, rebuttals once the
-    critiques are in (counting those whose critique the budget cut)."""
+    """What ``plan`` leaves out: critiques and judges when first planned, rebuttals once the critiques are in."""
     cuts = []
     if done == "generate" and plan.critiques < len(positions):
         cuts.append(f"{len(positions) - plan.critiques} critique(s)")
@@ -2116,9 +2041,8 @@ def budget_cuts(config: Config, plan: DebatePlan, positions: list[Position], don
 
 def round_price(debate: Debate, question: str, positions: list[Position],
                 plan: DebatePlan) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(calls, tokens) of one more debate round, and of what it must leave untouched: the judges'
-    share (each answer's latest reason read at its cap: a revision replaces it), and a possible
-    rerun's (rerun_price). Without a budget nothing is priced: rendering the prompts would be waste."""
+    """(calls, tokens) of one more debate round, and of what it must leave untouched: the judges' share (each
+    latest reason read at its cap: a revision replaces it) and a possible rerun's. Without a budget, (0, 0)s."""
     budget = debate.budget
     if not budget.limited:
         return (0, 0), (0, 0)
@@ -2129,10 +2053,8 @@ def round_price(debate: Debate, question: str, positions: list[Position],
 
 
 def rerun_price(debate: Debate, question: str) -> tuple[int, int]:
-    """(calls, tokens) of a worst-case rerun without its later rounds (its own budget check drops them)
-    while one may still come (a first debate, not a replay, MIN_JUDGE_CONFIDENCE above 0), else (0, 0):
-    what the rerun decision asks fits, and what later rounds leave even when the budget could not pay for
-    the rerun anyway, lest the share appear as the budget grows, and more budget buy fewer rounds."""
+    """(calls, tokens) of a worst-case rerun without its later rounds while one may still come, else (0, 0).
+    Later rounds leave it even when the budget could not pay for the rerun: else more budget buys fewer rounds."""
     config, budget = debate.config, debate.budget
     if not budget.limited or debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
         return 0, 0
@@ -3169,10 +3091,9 @@ def save_run_files(debate: Debate, question: str, record: RunRecord, replay: Rep
 
 # --- 12. files -----------------------------------------------------------------------------------
 #
-# The file policy: every file the tool opens goes through create_new, open_existing or open_folder, so
-# what it refuses is decided here. A file is made new (O_EXCL, mode 0600) or opened as an existing
-# regular file, never through a symbolic link planted at its name (O_NOFOLLOW). A batch opens its files
-# in its log folder, pinned by descriptor at its start (``folder_fd``), whatever that name points to later.
+# The file policy: every file the tool opens goes through create_new, open_existing or open_folder, so what it
+# refuses is decided here. A file is made new (O_EXCL, mode 0600) or opened as an existing regular file, never
+# through a link planted at its name (O_NOFOLLOW). A batch's files are made in its log folder, pinned by descriptor.
 
 class NotPlainFile(OSError):
     """An existing file the policy refuses: not a regular file (a FIFO, a device), or a hard-linked one."""
@@ -3310,8 +3231,7 @@ def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
 
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None,
                         folder_fd: int | None = None) -> tuple[Path, int]:
-    """A new file named stem+suffix or stem_N+suffix (create_new: never over one, never through a link).
-    With ``twin``, that suffix must be free at the name too (a transcript and its trace share a stem)."""
+    """A new file stem+suffix or stem_N+suffix (create_new); with ``twin``, that suffix must be free there too."""
     for n in range(MAX_NAME_TRIES):
         path = directory / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
         if twin is not None and what_is_at(path.with_suffix(twin), folder_fd) != "nothing":
@@ -3334,8 +3254,7 @@ def unlink_in(path: Path, folder_fd: int | None) -> None:
 
 @dataclass(frozen=True)
 class LogPlace:
-    """Where a run's transcript and trace go: a folder and a file-name stem; in a batch, the folder
-    open too (``folder_fd``, see open_log_folder)."""
+    """Where a run's transcript and trace go: a folder and a file-name stem; in a batch, the folder open too."""
 
     directory: Path
     stem: str
@@ -3343,28 +3262,22 @@ class LogPlace:
 
 
 def safe_name(text: str, limit: int = 100) -> str:
-    """A file-name form of an id: letters, digits, '.', '_' and '-' kept, the rest '_'. When
-    anything had to change, a short hash of the original keeps two ids from colliding."""
+    """An id as a file name: [A-Za-z0-9._-] kept, the rest '_', and then a hash keeps two ids from colliding."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:limit].lstrip(".") or "_"
     if name != text:
         name += "-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return name
 
 
-def run_log_place(config: Config, runtime: Runtime) -> LogPlace:
-    """One question from the command line: LOG_DIR/<prefix>_<time>."""
-    stamp = datetime.fromtimestamp(runtime.wall_clock()).strftime("%Y%m%d_%H%M%S")
-    return LogPlace(Path(config.log_dir), f"{config.log_filename_prefix}_{stamp}")
-
-
 def open_run_files(config: Config, runtime: Runtime,
                    place: LogPlace | None = None) -> tuple[Path | None, TraceWriter | None, str | None]:
-    """Reserve the transcript's name and open its JSONL trace twin, at the start of a run. The .txt is made empty
-    now (the pair share one stem; two runs in one second never collide) and filled at the end; the trace is appended
-    attempt by attempt, so a killed run leaves one. On an OSError the run goes on without files (third value: why)."""
+    """At a run's start, reserve the transcript's name (made empty, filled at the end) and open its JSONL trace twin
+    (appended attempt by attempt, so a killed run leaves one). On an OSError, no files and the third value says why."""
     if not (config.enable_file_logging or config.jsonl_trace):
         return None, None, None
-    place = place or run_log_place(config, runtime)
+    if place is None:  # one question from the command line: LOG_DIR/<prefix>_<time>
+        stamp = datetime.fromtimestamp(runtime.wall_clock()).strftime("%Y%m%d_%H%M%S")
+        place = LogPlace(Path(config.log_dir), f"{config.log_filename_prefix}_{stamp}")
     folder, transcript = place.folder_fd, config.enable_file_logging
     try:
         if folder is None:
@@ -3388,11 +3301,8 @@ def open_run_files(config: Config, runtime: Runtime,
 def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | None = None) -> str | None:
     """Fill the reserved transcript; on a disk error, None and the reason."""
     try:
-        fd = open_existing(path, os.O_WRONLY | os.O_TRUNC, folder_fd=folder_fd)
-        try:
-            write_all(runtime, fd, text.encode("utf-8", errors="replace"))
-        finally:
-            os.close(fd)
+        with os.fdopen(open_existing(path, os.O_WRONLY | os.O_TRUNC, folder_fd=folder_fd), "wb") as handle:
+            write_all(runtime, handle.fileno(), text.encode("utf-8", errors="replace"))
     except OSError as err:
         return f"could not write the transcript {path} ({describe_os_error(err)})"
     return None
@@ -3488,16 +3398,13 @@ def acquire_lock(output: Path) -> int:
 
 
 def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
-    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half. The new content
-    goes to a fresh temporary file beside it (mkstemp: O_EXCL, a random name), is fsynced, then renamed over
-    ``path`` (which replaces a link there, never its target). On any error the old file is untouched."""
+    """Replace ``path`` whole, mode 0600: readers see the old file or the new one, never half. A temporary file
+    beside it (mkstemp) is filled, fsynced and renamed over ``path`` (a link there is replaced, not its target)."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        try:
+        with os.fdopen(fd, "wb"):  # closes it
             fill(fd)
             os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -3511,17 +3418,15 @@ def replace_atomically(path: Path, fill: Callable[[int], None]) -> None:
 
 
 def stale_temporaries(output: Path) -> list[Path]:
-    """What replace_atomically leaves beside a batch output when killed mid-write (a compaction's copy is as big
-    as the output): mkstemp's ``.<name>.XXXXXXXX.tmp`` (8 of [a-z0-9_]) of the output or its summary, as regular
-    files; a link or another name is never ours."""
+    """What replace_atomically leaves beside a batch output when killed mid-write (as big as the output): mkstemp's
+    ``.<name>.XXXXXXXX.tmp`` of the output or its summary, as regular files; a link or another name is never ours."""
     ours = re.compile(rf"\.{re.escape(output.name)}(?:\.summary\.json)?\.[a-z0-9_]{{8}}\.tmp")
     with os.scandir(output.parent) as entries:
         return [Path(e.path) for e in entries if ours.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
 
 
 def note_unfinished_transcripts(folder_fd: int, runtime: Runtime) -> None:
-    """Fill each empty transcript in a batch's log folder (reserved when its run started, never filled: the
-    process was killed) with a note saying so and naming its trace, so the evidence reads as what it is."""
+    """Fill each empty transcript in a batch's log folder (its run was killed) with a note naming its trace."""
     with os.scandir(folder_fd) as entries:
         empty = [e.name for e in entries if e.name.endswith(".txt") and e.is_file(follow_symlinks=False)
                  and e.stat(follow_symlinks=False).st_size == 0]
@@ -3529,18 +3434,14 @@ def note_unfinished_transcripts(folder_fd: int, runtime: Runtime) -> None:
         trace = Path(name[:-len(".txt")] + ".jsonl")
         where = ("no trace" if what_is_at(trace, folder_fd) == "nothing"
                  else f"its trace, {trace}, holds what it sent and received")
-        with contextlib.suppress(OSError):
-            fd = open_existing(Path(name), os.O_WRONLY, folder_fd=folder_fd, own=True)
-            try:
-                if os.fstat(fd).st_size == 0:  # still the empty file that was listed
-                    write_all(runtime, fd, UNFINISHED_TRANSCRIPT.format(where=where).encode())
-            finally:
-                os.close(fd)
+        with contextlib.suppress(OSError), os.fdopen(open_existing(Path(name), os.O_WRONLY, folder_fd=folder_fd,
+                                                                   own=True), "wb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:  # still the empty file that was listed
+                write_all(runtime, handle.fileno(), UNFINISHED_TRANSCRIPT.format(where=where).encode())
 
 
 def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
-    """The lines of a binary file, each at most ``limit`` bytes; None stands for a
-    longer line, which is skipped to its end without being held in memory."""
+    """The lines of a binary file, each at most ``limit`` bytes; None for a longer one, skipped, never held."""
     while True:
         line = handle.readline(limit + 1)
         if not line:
@@ -3554,12 +3455,10 @@ def bounded_lines(handle: Any, limit: int) -> Iterator[bytes | None]:
 
 
 class ResultWriter:
-    """Appends one JSON line per finished question and fsyncs it at once. A write that fails (disk full) is
-    rolled back to the last whole line: the output never holds half a record; the caller decides what it stops."""
+    """Appends one JSON line per finished question, fsynced; a failed write is rolled back to the last whole line."""
 
     def __init__(self, output: Path, runtime: Runtime) -> None:
-        self.path = output
-        self.runtime = runtime
+        self.path, self.runtime = output, runtime
         self.fd = open_existing(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -4200,8 +4099,7 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
 
 def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
     """(SHA-256, number of question lines) of a questions file, in one streaming pass."""
-    digest, count = hashlib.sha256(), 0
-    at_line_start = True
+    digest, count, at_line_start = hashlib.sha256(), 0, True
     with open(path, "rb") as handle:
         while raw := handle.readline(limit):  # bounded: a huge line is read in pieces
             digest.update(raw)
@@ -4221,12 +4119,9 @@ def output_records(output: Path) -> Iterator[tuple[bytes | None, dict[str, Any] 
             yield raw, _complete_record(raw) if raw is not None else None
 
 
-def compact_output(output: Path, runtime: Runtime | None = None,
-                   line_format: str = "jsonl") -> tuple[set[str], set[str], int]:
-    """Keep only the complete "ok" lines of an earlier run's output, once per id: returns (ids done, ids with
-    a failed line, lines dropped). Failed lines (their questions run again), a torn last line and repeats go.
-    A whole line that is not one of our records means the file is not a results file of this tool (a typo in
-    -o naming someone's notes): ConfigError, and the file is left untouched."""
+def compact_output(output: Path, runtime: Runtime, line_format: str) -> tuple[set[str], set[str], int]:
+    """Keep the complete "ok" lines of an earlier output, once per id; returns (ids done, ids with a failed line,
+    lines dropped). A whole line that is not one of our records means -o names someone's notes: ConfigError."""
     if what_is_at(output) == "nothing":
         return set(), set(), 0
     done, failed, dropped = set[str](), set[str](), 0
@@ -4246,7 +4141,7 @@ def compact_output(output: Path, runtime: Runtime | None = None,
                     failed.add(str(record["id"]))
                 continue
             done.add(str(record["id"]))
-            write_all(runtime or Runtime(), fd, raw)
+            write_all(runtime, fd, raw)
 
     replace_atomically(output, fill)
     return done, failed - done, dropped
@@ -4275,11 +4170,10 @@ def move_aside(output: Path, now: float) -> Path | None:
     if not old:
         return None
     stamp = datetime.fromtimestamp(now).strftime("%Y%m%d_%H%M%S")
-    target = output.with_name(f"{output.name}.{stamp}.bak")
-    n = 0
-    while os.path.lexists(target) or os.path.lexists(_sidecar(target, ".summary.json")):
-        n += 1
-        target = output.with_name(f"{output.name}.{stamp}_{n}.bak")
+    for n in itertools.count():
+        target = output.with_name(f"{output.name}.{stamp}{f'_{n}' if n else ''}.bak")
+        if not (os.path.lexists(target) or os.path.lexists(_sidecar(target, ".summary.json"))):
+            break
     for path in old:  # the output, and <output>.summary.json to <target>.summary.json
         os.replace(path, _sidecar(target, path.name[len(output.name):]))
     return target
@@ -4340,8 +4234,7 @@ class BatchStats:
 
 
 def output_totals(output: Path) -> dict[str, Any]:
-    """Counts over the whole output file (earlier runs included), and accuracy when known: over the answered
-    questions with an expected answer (``with_expected``); ``failed_with_expected`` were left out."""
+    """Counts over the whole output file (earlier runs too); accuracy over answered questions with one expected."""
     totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
                                             "failed_with_expected"), 0)
     for record in (record for _, record in output_records(output) if record is not None):
@@ -4426,13 +4319,11 @@ def same_error_everywhere(result: RunRecord, stats: BatchStats, failed_before: b
 
 
 def drop_run_files(result: RunRecord, question: str, place: LogPlace) -> None:
-    """--logs failed, once a question is ok: this run's transcript and trace go, and so do those its earlier
-    (failed or killed) runs left at the names before it: stem, stem_1, … up to the first free one. A pair goes
-    only when it holds this question (``question`` as written: masked), so another id's files at a shared name stay."""
-    for name in (result.transcript, result.trace):
-        if name:
-            with contextlib.suppress(OSError):
-                unlink_in(Path(name), place.folder_fd)
+    """--logs failed, once a question is ok: its run's files go, and those its earlier runs left at the names
+    before it (stem, stem_1, … up to the first free one) that hold this question (as written: masked)."""
+    for name in filter(None, (result.transcript, result.trace)):
+        with contextlib.suppress(OSError):
+            unlink_in(Path(name), place.folder_fd)
     for n in range(MAX_NAME_TRIES):
         base = place.stem if n == 0 else f"{place.stem}_{n}"
         present = [path for path in (place.directory / f"{base}.txt", place.directory / f"{base}.jsonl")
@@ -4446,9 +4337,8 @@ def drop_run_files(result: RunRecord, question: str, place: LogPlace) -> None:
 
 
 def holds_question(place: LogPlace, base: str, question: str) -> bool:
-    """Whether the run files named ``base`` are a run of ``question``: the run line opening its trace says so,
-    or with no trace its transcript's question block, or it is one a killed run left unfilled (that names no
-    question, and can only be this id's: the folder is the batch's, the name the id's)."""
+    """Whether the run files named ``base`` are a run of ``question``: its trace's run line, else its transcript's
+    question block says so, or a killed run left it unfilled (in the batch's folder, at this id's name)."""
     limit = 12 * len(question) + RUN_HEAD_BYTES  # a character escaped as a surrogate pair takes 12
     try:
         with read_file(place.directory / f"{base}.jsonl", folder_fd=place.folder_fd) as trace:
@@ -4649,26 +4539,22 @@ class BatchStart:
 
 
 def batch_log_folder(config: Config, output: Path) -> Path:
-    """LOG_DIR/<output name, no suffix>-<hash>: a batch's transcripts and traces together, found by question id.
-    The hash is of the output's resolved path, so two outputs named alike in two folders never share a folder,
-    and a resume (from any working folder, through any link to it) finds its own."""
+    """LOG_DIR/<output stem>-<hash of the output's resolved path>: two outputs named alike in two folders never
+    share a folder, and a resume (from any working folder, through any link) finds its own."""
     where = hashlib.sha256(os.fsencode(output.resolve())).hexdigest()[:8]
     return Path(config.log_dir) / f"{safe_name(output.stem)}-{where}"
 
 
 def unusable_path(err: OSError, what: str, fix: str) -> MoAError:
-    """A path the batch must write, unusable before its first request: ConfigError (exit 2, nothing sent);
-    a full disk stays exit 1, as when it fills mid-batch."""
+    """A path the batch must write, unusable before its first request: ConfigError, but a full disk stays exit 1."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return MoAError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: free space, then rerun")
     return ConfigError(f"cannot write {what} ({describe_os_error(err)}); nothing was sent: {fix}, then rerun")
 
 
 def open_log_folder(config: Config, options: BatchOptions) -> int | None:
-    """The batch's log folder, made if need be (make_private_folders) and opened once: every transcript and
-    trace of the batch is made in it by descriptor, so a link planted at its name later cannot redirect them.
-    A link already there is refused: it would send the transcripts, and the questions in them, elsewhere
-    (LOG_DIR itself may be a link, the user's to a bigger disk). None when no file is written."""
+    """The batch's log folder, made if need be and opened once, so a link planted at its name later cannot redirect
+    its files; a link already there is refused (LOG_DIR itself may be one). None when no file is written."""
     if options.logs == "none" or not (config.enable_file_logging or config.jsonl_trace):
         return None
     folder = batch_log_folder(config, options.output)
@@ -4686,24 +4572,6 @@ def open_log_folder(config: Config, options: BatchOptions) -> int | None:
         raise unusable_path(PermissionError(errno.EACCES, "it is read-only"), f"the batch's log folder {folder}",
                             f"make it writable, set LOG_DIR (now {config.log_dir}) elsewhere, or use --logs none")
     return fd
-
-
-def prepare_output(config: Config, options: BatchOptions, runtime: Runtime) -> BatchStart:
-    """Hash the input, refuse a changed one, and compact (or move aside) the earlier output."""
-    try:
-        input_sha, total = (scan_input(options.questions_file, input_line_limit(config))
-                            if options.questions_file != "-" else (None, None))
-    except OSError as err:
-        raise ConfigError(f"--questions-file {options.questions_file}: cannot read it "
-                          f"({describe_os_error(err)})") from None
-    if options.resume:
-        check_input_unchanged(_sidecar(options.output, ".summary.json"), input_sha, options.force)
-    elif moved := move_aside(options.output, runtime.wall_clock()):
-        log.warning("--no-resume: the old output was moved to %s", moved)
-    done, failed, dropped = compact_output(options.output, runtime, options.output_format)
-    if done or dropped:
-        log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
-    return BatchStart(input_sha, total, done, failed)
 
 
 def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
@@ -4728,8 +4596,7 @@ async def run_questions(stdin: Any, batch: BatchRun, writer: ResultWriter) -> No
 
 
 def sweep_leftovers(output: Path, folder_fd: int | None, runtime: Runtime) -> None:
-    """What our killed runs left, swept under the lock: their temporary copies beside the output go, their empty
-    transcripts get a note. Housekeeping: a sweep that fails changes nothing else and never stops the batch."""
+    """What our killed runs left, swept under the lock. Housekeeping: a failed sweep never stops the batch."""
     with contextlib.suppress(OSError):
         for path in stale_temporaries(output):
             with contextlib.suppress(OSError):
@@ -4741,11 +4608,24 @@ def sweep_leftovers(output: Path, folder_fd: int | None, runtime: Runtime) -> No
 
 def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
                 folder_fd: int | None) -> tuple[BatchStart, dict[str, Any], ResultWriter]:
-    """Under the lock, before the first request: the earlier output compacted, what killed runs left swept, the
-    summary and the output opened. A path that cannot be written stops the batch here, named."""
+    """Under the lock, before the first request, in this order: leftovers swept, the input hashed, the earlier output
+    compacted (or moved aside), summary and output opened. A path that cannot be written stops the batch, named."""
+    sweep_leftovers(options.output, folder_fd, runtime)  # first: stale copies of the output may fill the disk
     try:
-        sweep_leftovers(options.output, folder_fd, runtime)  # first: stale copies of the output may fill the disk
-        start = prepare_output(config, options, runtime)
+        input_sha, total = (scan_input(options.questions_file, input_line_limit(config))
+                            if options.questions_file != "-" else (None, None))
+    except OSError as err:
+        raise ConfigError(f"--questions-file {options.questions_file}: cannot read it "
+                          f"({describe_os_error(err)})") from None
+    try:
+        if options.resume:
+            check_input_unchanged(_sidecar(options.output, ".summary.json"), input_sha, options.force)
+        elif moved := move_aside(options.output, runtime.wall_clock()):
+            log.warning("--no-resume: the old output was moved to %s", moved)
+        done, failed, dropped = compact_output(options.output, runtime, options.output_format)
+        if done or dropped:
+            log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
+        start = BatchStart(input_sha, total, done, failed)
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
                                    "input_sha256": start.input_sha, "output": str(options.output),
                                    "shard": str(options.shard) if options.shard else None,
@@ -4832,14 +4712,12 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
         raise ConfigError(f"--output {output} is a symbolic link: give the real path (nothing is written through links)")
     if kind == "other":
         raise ConfigError(f"--output {output} is not a regular file")
-    for path in (output, *(_sidecar(output, suffix) for suffix in SIDECAR_SUFFIXES)):
+    for path in (output, _sidecar(output, ".lock"), _sidecar(output, ".summary.json")):
         with contextlib.suppress(OSError):  # a path not there (or not to be looked at) is not the input
-            target = os.stat(path)
-            if (source.st_dev, source.st_ino) != (target.st_dev, target.st_ino):
-                continue
-            what = "the questions file on stdin" if questions_file == "-" else f"the questions file {questions_file}"
-            raise ConfigError(f"--output {output}: {path} is {what} itself; writing "
-                              "there would destroy the questions: choose another output")
+            if os.path.samestat(source, os.stat(path)):
+                what = "the questions file " + ("on stdin" if questions_file == "-" else questions_file)
+                raise ConfigError(f"--output {output}: {path} is {what} itself; writing "
+                                  "there would destroy the questions: choose another output")
 
 
 # --- 15. CLI -------------------------------------------------------------------------------------
