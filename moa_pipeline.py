@@ -641,8 +641,9 @@ def valid_text(text: str) -> str:
 #   ├── RunFailed            the debate could not reach a verdict
 #   │   ├── EndpointUnreachable   no phase-1 attempt got any HTTP response
 #   │   └── DeadlinePassed   no verdict within QUESTION_DEADLINE
-#   ├── BatchLocked          another run holds the batch output; exit code 75
-#   └── InputError           one unusable line of a questions file (the batch goes on; exit 3)
+#   └── BatchLocked          another run holds the batch output; exit code 75
+#
+# An unusable line of a questions file is not raised but counted (InputError, a value): the batch goes on, exits 3.
 
 class MoAError(Exception):
     exit_code = EXIT_FAILED
@@ -653,12 +654,9 @@ class ConfigError(MoAError):
 
 
 class APIError(MoAError):
-    """A failed attempt, and what it means: ``policy``, always a row of the one table (status_policy, FAULTS),
-    read as ``retryable``, ``stops_run``, ``outage`` and ``backpressure`` (see Policy). ``reply``: a 2xx reply
-    whose content was unusable (empty, refused), which the endpoint billed all the same; ``finish_reason`` is
-    its. ``unanswered``: the request may have reached the endpoint, but no reply came (a timeout, a dropped
-    connection): it may be billed, unseen.
-    """
+    """A failed attempt; ``policy``, a row of the one table (see Policy), says what it means. ``reply``: an
+    unusable 2xx reply (empty, refused), billed all the same. ``unanswered``: no reply came, but the request
+    may have reached the endpoint (a timeout, a dropped connection): it may be billed, unseen."""
 
     def __init__(self, message: str, policy: Policy, *, status: int | None = None, retry_after: float | None = None,
                  reply: Completion | None = None, unanswered: bool = False) -> None:
@@ -699,21 +697,12 @@ class BatchLocked(MoAError):
     exit_code = EXIT_TRY_LATER
 
 
-class InputError(MoAError):
-    """One unusable line of a questions file. Reported and counted, never raised
-    out of the batch: the other lines still run, and the batch exits 3."""
+@dataclass(frozen=True)
+class InputError:
+    """One unusable line of a questions file: reported and counted, the other lines still run."""
 
-    exit_code = EXIT_SOME_FAILED
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"input line {line}: {reason}")
-        self.line, self.reason = line, reason
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, InputError) and (self.line, self.reason) == (other.line, other.reason)
-
-    def __hash__(self) -> int:
-        return hash((self.line, self.reason))
+    line: int
+    reason: str
 
 
 # --- 4. seams ------------------------------------------------------------------------------------

@@ -32,12 +32,18 @@ def test_functions_stay_small() -> None:
 
 @pytest.mark.parametrize("error, code", [
     (moa.ConfigError("x"), 2), (moa.RunFailed("x"), 1), (moa.EndpointUnreachable("x"), 1),
-    (moa.APIError("x", moa.FAIL), 1), (moa.BatchLocked("x"), 75), (moa.InputError(1, "x"), 3),
+    (moa.APIError("x", moa.FAIL), 1), (moa.BatchLocked("x"), 75),
     (KeyboardInterrupt(), 130), (OSError("disk"), 1), (ValueError("bug"), 1),
 ])
 def test_one_map_from_errors_to_exit_codes(error: BaseException, code: int) -> None:
     """exit_code_for is the one place an error becomes an exit code."""
     assert moa.exit_code_for(error) == code
+
+
+def test_a_bad_input_line_is_a_value_not_an_exception() -> None:
+    """InputError is counted by the batch, never raised, so it is no exception (issue 21 item 9)."""
+    assert not issubclass(moa.InputError, BaseException)
+    assert moa.InputError(1, "x") == moa.InputError(1, "x")
 
 
 def test_every_exit_code_is_a_constant_in_section_one() -> None:
@@ -59,6 +65,5 @@ def test_budget_floors_are_restored_when_a_phase_fails() -> None:
 
 def test_the_error_tree_has_one_root() -> None:
     """Every error the tool raises on purpose is a MoAError, and carries its exit code."""
-    for error in (moa.ConfigError, moa.APIError, moa.RunFailed, moa.EndpointUnreachable, moa.BatchLocked,
-                  moa.InputError):
+    for error in (moa.ConfigError, moa.APIError, moa.RunFailed, moa.EndpointUnreachable, moa.BatchLocked):
         assert issubclass(error, moa.MoAError) and isinstance(error.exit_code, int)
