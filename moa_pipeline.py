@@ -785,15 +785,6 @@ def gateway_retries(headers: httpx.Headers) -> int:
     return int(value) if value.isdigit() and int(value) <= MAX_GATEWAY_RETRIES else 0
 
 
-@dataclass(frozen=True)
-class LoadSample:
-    """One response the adaptive limit learned from: how many of our requests were in
-    flight when it was sent (this one included), and whether the endpoint took it."""
-
-    in_flight: int
-    accepted: bool
-
-
 class AdaptiveLimit:
     """How many requests may be in flight: at most MAX_CONCURRENT_REQUESTS, less once the endpoint showed it
     holds fewer. Rejections are the signal: chat endpoints reject at their limit, or queue with latencies that
@@ -819,7 +810,8 @@ class AdaptiveLimit:
         self.limit = float(ceiling)
         self.in_flight = 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.samples: collections.deque[LoadSample] = collections.deque(maxlen=self.SAMPLES)
+        # Of each recent response: how many requests were in flight when it was sent (it included), was it accepted?
+        self.samples: collections.deque[tuple[int, bool]] = collections.deque(maxlen=self.SAMPLES)
         self.cut_at = 0  # the level of the last cut, and how many times longer probes wait after it
         self.patience = 1
         self.accepted: collections.deque[int] = collections.deque(maxlen=self.SAMPLES)  # levels of recent successes
@@ -856,11 +848,11 @@ class AdaptiveLimit:
 
     def congested(self, in_flight: int) -> bool:
         """Whether the endpoint rejects much of what is sent with ``in_flight`` or more in flight."""
-        at_or_above = [sample.accepted for sample in self.samples if sample.in_flight >= in_flight]
+        at_or_above = [accepted for level, accepted in self.samples if level >= in_flight]
         return bool(at_or_above) and at_or_above.count(False) >= self.CONGESTED_SHARE * len(at_or_above)
 
     def succeeded(self, in_flight_at_send: int) -> None:
-        self.samples.append(LoadSample(in_flight_at_send, accepted=True))
+        self.samples.append((in_flight_at_send, True))
         self.accepted.append(in_flight_at_send)
         if in_flight_at_send > self.limit and not self.congested(in_flight_at_send):
             self.limit = float(min(self.ceiling, in_flight_at_send))
@@ -873,7 +865,7 @@ class AdaptiveLimit:
     def overloaded(self, in_flight_at_send: int) -> bool:
         """A back-pressure answer to a request sent with ``in_flight_at_send`` in flight. True when the limit explains
         it: it was cut now, or the request went out above what the limit already is. False for a scattered one."""
-        self.samples.append(LoadSample(in_flight_at_send, accepted=False))
+        self.samples.append((in_flight_at_send, False))
         if in_flight_at_send > self.limit:
             return True
         if in_flight_at_send < 2 or not self.congested(in_flight_at_send):
@@ -1176,14 +1168,7 @@ class Endpoint:
         """The circuit breaker: of the last BREAKER_WINDOW calls that ended, at least BREAKER_TRIP_FAILURES
         failed with an outage error after every retry. Whole calls count, so a flaky endpoint whose calls
         succeed on retry, or a busy one answering 429, never trips it."""
-        return len(self.recent_calls) == BREAKER_WINDOW and self.outage_count() >= BREAKER_TRIP_FAILURES
-
-    def outage_count(self) -> int:
-        return sum(self.recent_calls)
-
-    async def wait_for_cooldown(self) -> None:
-        while (left := self.cooldown_until - self.runtime.clock()) > 0:
-            await self.runtime.sleep(left)
+        return len(self.recent_calls) == BREAKER_WINDOW and sum(self.recent_calls) >= BREAKER_TRIP_FAILURES
 
     def responded(self, unexplained_backpressure: bool) -> None:
         self.recent_responses.append((self.runtime.clock(), unexplained_backpressure))
@@ -1250,17 +1235,7 @@ class Endpoint:
                        headers: Mapping[str, str], model: str | None = None,
                        queue: QueueTime | None = None) -> Completion:
         """One HTTP attempt; raises APIError, never an httpx exception. ``queue``: its question's (see QueueTime)."""
-        try:
-            return await self._send(messages, temperature, max_tokens, headers, model or self.config.models[0], queue)
-        except APIError as err:
-            # A server may echo the key back: masked as it enters, since its words also reach the library's
-            # caller (RunFailed's cause, the caller's own log handlers), which no exit of ours sees.
-            err.args = (redact(str(err), self.config.secrets),)
-            raise
-
-    async def _send(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
-                    headers: Mapping[str, str], model: str, queue: QueueTime | None) -> Completion:
-        body: dict[str, Any] = {"model": model, "messages": messages,
+        body: dict[str, Any] = {"model": model or self.config.models[0], "messages": messages,
                                 "temperature": temperature, "max_tokens": max_tokens}
         if self.config.stream:
             # Proxies close idle non-streaming requests (Cloudflare: 524 after 100 s); a stream keeps it busy.
@@ -1268,7 +1243,8 @@ class Endpoint:
         with queue.counting(queued=True) if queue else contextlib.nullcontext():
             in_flight = await self.slots.acquire()
         try:
-            await self.wait_for_cooldown()
+            while (cooldown_left := self.cooldown_until - self.runtime.clock()) > 0:
+                await self.runtime.sleep(cooldown_left)
             sent_at = self.runtime.clock()
             # httpx's read timeout restarts with every chunk: a byte at a time never times out. Bound it all.
             with (CALL_IN_FLIGHT.get() or InFlight(self.runtime.clock)).sending():
@@ -1276,8 +1252,12 @@ class Endpoint:
                     async with self.client.stream("POST", self.config.proxy_url, json=body,
                                                   headers=dict(headers)) as response:
                         return await self._read(response, in_flight, sent_at)
-        except (httpx.HTTPError, TimeoutError) as err:
-            raise self.refused(exception_error(err, self.config), sent_at) from None
+        except (httpx.HTTPError, TimeoutError, APIError) as err:
+            error = err if isinstance(err, APIError) else self.refused(exception_error(err, self.config), sent_at)
+            # A server may echo the key back: masked as it enters, since its words also reach the library's
+            # caller (RunFailed's cause, the caller's own log handlers), which no exit of ours sees.
+            error.args = (redact(str(error), self.config.secrets),)
+            raise error from None
         finally:
             self.slots.release()
 
@@ -1786,17 +1766,11 @@ def drop_model(debate: Debate, model: str, error: APIError) -> bool:
     return bool(alive)
 
 
-def failure_of(debate: Debate, phase: str, agent: str) -> str:
-    """Why the latest call of ``agent`` in ``phase`` of this round failed."""
-    for call in reversed(debate.calls):
-        if call.phase == phase and call.agent == agent and call.round == debate.round:
-            return call.failure or "no usable output"
-    return "not sent"
-
-
 def note_lost(debate: Debate, what: str, phase: str, agent: str, consequence: str) -> None:
-    """A call that gave nothing, noted: a warning unless the straggler cut it (the tool's choice, see _mark_cut)."""
-    failure = failure_of(debate, phase, agent)
+    """Why the latest call of ``agent`` in ``phase`` of this round gave nothing, noted: a warning unless the
+    straggler cut it (the tool's choice, see _mark_cut)."""
+    calls = (c for c in reversed(debate.calls) if c.phase == phase and c.agent == agent and c.round == debate.round)
+    failure = next((call.failure or "no usable output" for call in calls), "not sent")
     debate.note(f"{what} failed ({failure}); {consequence}", problem=failure != STRAGGLER_CUT)
 
 
@@ -4667,7 +4641,7 @@ class BatchRun:
         slots = asyncio.Semaphore(self.options.concurrency)
         for entry in items:
             if endpoint.failing() and not self.stats.aborted:
-                self.stats.breaker = (f"the endpoint is failing ({endpoint.outage_count()} of the last {BREAKER_WINDOW} "
+                self.stats.breaker = (f"the endpoint is failing ({sum(endpoint.recent_calls)} of the last {BREAKER_WINDOW} "
                                       "calls failed after every retry): stopped starting questions; rerun to resume")
                 self.stop.set()
             if self.stop.is_set():
