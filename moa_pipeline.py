@@ -715,8 +715,7 @@ class Runtime:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
-    # Every byte the tool writes to a file goes through here (see write_all), so a
-    # test can fill the disk at any chosen write.
+    # Every byte the tool writes to a file goes through here (see write_all): a test can fill the disk at any write.
     write: Callable[[int, bytes], int] = os.write
     secrets: Sequence[str] = ()  # Config.secrets, masked in every file (set where config and runtime meet)
 
@@ -756,15 +755,14 @@ def emit(text: str, secrets: Sequence[str]) -> bool:
         return True
     try:
         print(redact(text, secrets), flush=True)
-        return True
     except BrokenPipeError:
         _silence_stdout()
-        return True
     except (OSError, ValueError) as err:
         _silence_stdout()
         why = describe_os_error(err) if isinstance(err, OSError) else "stdout is closed"
         say(f"error: could not write the result to stdout ({why}); the transcript and files are complete", ())
         return False
+    return True
 
 
 # --- 5. one HTTP attempt, and the endpoint it goes to --------------------------------------------
@@ -774,7 +772,7 @@ class Completion:
     text: str
     finish_reason: str | None
     status: int
-    usage: dict[str, Any] | None
+    usage: dict[str, int] | None
     cache_status: str | None = None  # a gateway's cf-aig-cache-status (HIT / MISS)
     gateway_retries: int = 0  # requests a gateway retried on its own before this reply (LiteLLM reports them)
 
@@ -1004,8 +1002,7 @@ async def sse_lines(response: httpx.Response, limit: int) -> AsyncIterator[str]:
     """Lines of an event stream; APIError "too large" once the stream passes ``limit`` bytes."""
     pending = b""
     async for chunk in body_chunks(response, limit):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
+        *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
             yield line.rstrip(b"\r").decode("utf-8", errors="replace")
     if pending:
@@ -1031,15 +1028,13 @@ class StreamedReply:
                         f"{str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}", status=status)
         self.usage = _usage(chunk.get("usage")) or self.usage
         choices = chunk.get("choices")
-        for choice in choices if isinstance(choices, list) else []:
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            if isinstance(delta, dict):
-                if isinstance(delta.get("content"), str):
-                    self.parts.append(delta["content"])
-                if isinstance(delta.get("refusal"), str):
-                    self.refusal.append(delta["refusal"])
-            if isinstance(choice, dict):
-                self.finish = _finish_reason(choice.get("finish_reason")) or self.finish
+        for choice in [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []:
+            delta = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
+            if isinstance(delta.get("content"), str):
+                self.parts.append(delta["content"])
+            if isinstance(delta.get("refusal"), str):
+                self.refusal.append(delta["refusal"])
+            self.finish = _finish_reason(choice.get("finish_reason")) or self.finish
 
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
@@ -1293,14 +1288,11 @@ def _short(err: BaseException) -> str:
     return (str(err) or err.__class__.__name__).splitlines()[0][:SERVER_MESSAGE_LIMIT]
 
 
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
-
-
 def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | bool:
     """What httpx verifies TLS with. The CA bundle costs every start 40 ms, and a plain-http endpoint (llama.cpp,
     vLLM, Ollama on the LAN) never uses it: then a context with no CA, which fails closed. A proxy from the
     environment may itself be https: with one set, the bundle loads as usual."""
-    proxied = any(environ.get(name) or environ.get(name.upper()) for name in PROXY_VARIABLES)
+    proxied = any(environ.get(name) or environ.get(name.upper()) for name in ("http_proxy", "https_proxy", "all_proxy"))
     if urlsplit(url).scheme.lower() == "http" and not proxied:
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return True
@@ -1578,10 +1570,8 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
     attempt.gateway_retries = completion.gateway_retries
-    usage = completion.usage or {}
-    prompt, done = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(prompt, int) and isinstance(done, int):
-        attempt.prompt_tokens, attempt.completion_tokens = prompt, done
+    if usage := completion.usage:  # both counts, checked where the reply was read (_usage)
+        attempt.prompt_tokens, attempt.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
     else:
         attempt.prompt_tokens, attempt.completion_tokens = prompt_estimate, estimate_tokens(completion.text)
         attempt.usage_estimated = True
@@ -1762,8 +1752,7 @@ def drop_model(debate: Debate, model: str, error: APIError) -> bool:
     if model not in debate.dropped_models:
         debate.dropped_models.add(model)
         debate.note(f"model {model} failed ({error}); its slots are dropped for the rest of the run")
-    alive = [m for m in (*config.models, *config.judge_models) if m not in debate.dropped_models]
-    return bool(alive)
+    return any(m not in debate.dropped_models for m in (*config.models, *config.judge_models))
 
 
 def note_lost(debate: Debate, what: str, phase: str, agent: str, consequence: str) -> None:
