@@ -913,9 +913,10 @@ def _finish_reason(value: Any) -> str | None:
 
 
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
-                       usage: dict[str, int] | None, cache_status: str | None) -> Completion:
+                       usage: dict[str, int] | None, headers: httpx.Headers) -> Completion:
     """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
-    reply = Completion("", finish_reason, status, usage, cache_status=cache_status)
+    reply = Completion("", finish_reason, status, usage, cache_status=headers.get("cf-aig-cache-status"),
+                       gateway_retries=gateway_retries(headers))
     if isinstance(refusal, str) and refusal.strip():
         raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
                     reply=reply)
@@ -951,8 +952,7 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
     choice = choices[0]
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     return checked_completion(_message_text(message.get("content")), _finish_reason(choice.get("finish_reason")),
-                              message.get("refusal"), status, _usage(data.get("usage")),
-                              headers.get("cf-aig-cache-status"))
+                              message.get("refusal"), status, _usage(data.get("usage")), headers)
 
 
 def too_large(limit: int) -> APIError:
@@ -1058,7 +1058,7 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
         log.debug("stream cut: %s", _short(err))
     finish = reply.finish if reply.done or reply.finish is not None else "truncated"
     return checked_completion("".join(reply.parts), finish, "".join(reply.refusal), status, reply.usage,
-                              response.headers.get("cf-aig-cache-status"))
+                              response.headers)
 
 
 @dataclass
@@ -1277,11 +1277,8 @@ class Endpoint:
             raise self.refused(error, sent_at)
         # By what the server sent, not what we asked: several proxies ignore ``stream: true`` and answer plain JSON.
         if response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream":
-            completion = await read_stream(response, self.config.max_response_bytes)
-        else:
-            completion = read_completion(status, response.headers,
-                                         await read_body(response, self.config.max_response_bytes))
-        return replace(completion, gateway_retries=gateway_retries(response.headers))
+            return await read_stream(response, self.config.max_response_bytes)
+        return read_completion(status, response.headers, await read_body(response, self.config.max_response_bytes))
 
 
 def _short(err: BaseException) -> str:
@@ -1399,8 +1396,7 @@ class AgentCall:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date. None
-    for no usable hint, and for one that says "now" (0, negative, a date in the past)."""
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None for none, or "now" (0, past)."""
     if not value:
         return None
     try:
@@ -1457,7 +1453,7 @@ def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: ra
 class Policy:
     """What one failed attempt means for the call, the run and the batch: a row of the one table."""
 
-    retry: bool  # another attempt may succeed (with a fresh nonce: see build_messages)
+    retry: bool  # another attempt may succeed (with a fresh nonce: see try_attempt)
     stops_run: bool = False  # no call of this run can succeed: stop it (key, URL or model wrong)
     outage: bool = False  # the endpoint looks down: counts against the batch breaker if retries run out
     backpressure: bool = False  # the endpoint asked us to slow down: the request cap adapts; never an outage
@@ -1536,8 +1532,7 @@ def proxy_credentials_error(proxy: str | None) -> APIError:
 
 
 def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None) -> APIError:
-    """The APIError for a non-2xx response; ``via``: the environment proxy it came through, named in a
-    407 and a 5xx (which the proxy may have sent itself)."""
+    """The APIError for a non-2xx response; ``via``: the environment proxy, named in a 407 and a 5xx (it may send them)."""
     if status == 407:
         return proxy_credentials_error(via)
     message = server_message(body, headers.get("content-type", ""))
@@ -1557,16 +1552,8 @@ def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, v
     return APIError(text, policy, status=status, retry_after=retry_after)
 
 
-def build_messages(system: str, user: str, nonce: str) -> list[dict[str, str]]:
-    """Chat messages for one attempt, with a fresh nonce: five solvers sending identical requests through a
-    caching gateway would otherwise get one cached answer, and a retry the same cached failure back."""
-    suffix = prompts.render(prompts.NONCE_SUFFIX, nonce=nonce)
-    return [{"role": "system", "content": system + suffix}, {"role": "user", "content": user}]
-
-
 def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int) -> None:
-    """What a 2xx reply said, usable or not, and its tokens: the endpoint's usage, or an estimate
-    marked as such. An unusable reply (empty, refused) is billed too, and counts against the budget."""
+    """What a 2xx reply said and its tokens (the endpoint's usage, or an estimate): an unusable one is billed too."""
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
     attempt.gateway_retries = completion.gateway_retries
@@ -1606,7 +1593,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
     record_reply(attempt, completion, sending.prompt_estimate)
     value = sending.parse(completion.text)
     cut = completion.finish_reason in ("length", "truncated")
-    if value is not None and cut and tier_of(value) == "paragraph":
+    if value is not None and cut and getattr(value, "tier", None) == "paragraph":  # every parsed shape has a tier
         value = None  # a guess from cut-off text would be half a sentence
     if value is None:
         why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""
@@ -1666,7 +1653,10 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
     attempt = Attempt(number, debate.new_nonce(), debate.runtime.clock() - debate.started, model=call.model,
                       reserved=reserved)
     call.attempts.append(attempt)
-    messages = build_messages(call.system, call.user, attempt.nonce)
+    # A fresh nonce each attempt: five solvers sending identical requests through a caching gateway would
+    # otherwise get one cached answer, and a retry the same cached failure back.
+    system = call.system + prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": call.user}]
     try:
         value = await attempt_once(debate, call, attempt, messages, sending)
     except APIError as error:
@@ -1683,7 +1673,7 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
         finish_attempt(debate, call, attempt, messages, sending, unanswered=True)
         raise
     attempt.outcome = "ok"
-    call.ok, call.failure, call.tier = True, None, tier_of(value)
+    call.ok, call.failure, call.tier = True, None, getattr(value, "tier", None)
     finish_attempt(debate, call, attempt, messages, sending)
     return value
 
@@ -1756,17 +1746,10 @@ def drop_model(debate: Debate, model: str, error: APIError) -> bool:
 
 
 def note_lost(debate: Debate, what: str, phase: str, agent: str, consequence: str) -> None:
-    """Why the latest call of ``agent`` in ``phase`` of this round gave nothing, noted: a warning unless the
-    straggler cut it (the tool's choice, see _mark_cut)."""
+    """Why ``agent``'s latest call in ``phase`` gave nothing, noted: a warning unless the straggler cut it (see _mark_cut)."""
     calls = (c for c in reversed(debate.calls) if c.phase == phase and c.agent == agent and c.round == debate.round)
     failure = next((call.failure or "no usable output" for call in calls), "not sent")
     debate.note(f"{what} failed ({failure}); {consequence}", problem=failure != STRAGGLER_CUT)
-
-
-def tier_of(value: object) -> str | None:
-    """Which parser tier produced a parsed value (every parsed shape has a ``tier``)."""
-    tier = getattr(value, "tier", None)
-    return tier if isinstance(tier, str) else None
 
 
 # --- 7. usage, costs and budgets -----------------------------------------------------------------
