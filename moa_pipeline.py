@@ -777,12 +777,6 @@ class Completion:
     gateway_retries: int = 0  # requests a gateway retried on its own before this reply (LiteLLM reports them)
 
 
-def gateway_retries(headers: httpx.Headers) -> int:
-    """Retries a gateway made upstream for this one request, where it says so."""
-    value = headers.get("x-litellm-attempted-retries", "").strip()
-    return int(value) if value.isdigit() and int(value) <= MAX_GATEWAY_RETRIES else 0
-
-
 class AdaptiveLimit:
     """How many requests may be in flight: at most MAX_CONCURRENT_REQUESTS, less once the endpoint showed it
     holds fewer. Rejections are the signal: chat endpoints reject at their limit, or queue with latencies that
@@ -915,8 +909,9 @@ def _finish_reason(value: Any) -> str | None:
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
                        usage: dict[str, int] | None, headers: httpx.Headers) -> Completion:
     """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
+    retried = headers.get("x-litellm-attempted-retries", "").strip()  # by a gateway, upstream, where it says so
     reply = Completion("", finish_reason, status, usage, cache_status=headers.get("cf-aig-cache-status"),
-                       gateway_retries=gateway_retries(headers))
+                       gateway_retries=int(retried) if retried.isdigit() and int(retried) <= MAX_GATEWAY_RETRIES else 0)
     if isinstance(refusal, str) and refusal.strip():
         raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
                     reply=reply)
@@ -1134,9 +1129,7 @@ class Endpoint:
     requests in flight, a shared cool-down, and the evidence the batch circuit breaker reads."""
 
     def __init__(self, config: Config, client: httpx.AsyncClient, runtime: Runtime) -> None:
-        self.config = config
-        self.client = client
-        self.runtime = runtime
+        self.config, self.client, self.runtime = config, client, runtime
         self.slots = AdaptiveLimit(config.max_concurrent_requests)
         self.billing = Billing()  # what it bills beyond our reservations, learned from its replies
         # Until this clock time nobody sends: set only when 429s cluster (see busy).
@@ -1160,9 +1153,8 @@ class Endpoint:
         self.recent_calls.append(failure is not None and failure.outage)
 
     def failing(self) -> bool:
-        """The circuit breaker: of the last BREAKER_WINDOW calls that ended, at least BREAKER_TRIP_FAILURES
-        failed with an outage error after every retry. Whole calls count, so a flaky endpoint whose calls
-        succeed on retry, or a busy one answering 429, never trips it."""
+        """The circuit breaker: BREAKER_TRIP_FAILURES of the last BREAKER_WINDOW calls failed with an outage after
+        every retry. Whole calls count: a flaky endpoint whose calls succeed on retry, or a busy one, never trips it."""
         return len(self.recent_calls) == BREAKER_WINDOW and sum(self.recent_calls) >= BREAKER_TRIP_FAILURES
 
     def responded(self, unexplained_backpressure: bool) -> None:
@@ -1287,8 +1279,7 @@ def _short(err: BaseException) -> str:
 
 def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | bool:
     """What httpx verifies TLS with. The CA bundle costs every start 40 ms, and a plain-http endpoint (llama.cpp,
-    vLLM, Ollama on the LAN) never uses it: then a context with no CA, which fails closed. A proxy from the
-    environment may itself be https: with one set, the bundle loads as usual."""
+    Ollama on the LAN) never uses it: then a context with no CA (fails closed), unless a proxy (maybe https) is set."""
     proxied = any(environ.get(name) or environ.get(name.upper()) for name in ("http_proxy", "https_proxy", "all_proxy"))
     if urlsplit(url).scheme.lower() == "http" and not proxied:
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -1680,9 +1671,8 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
 
 async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
                            retries: RetriesUsed) -> T | APIError | None:
-    """One attempt if the budget pays for its worst case as the endpoint bills, else None (and noted). Until the
-    endpoint has billed a reply, attempts under a token budget go one at a time (Billing.first_bill); that wait
-    is ours, not the call's slowness, and the straggler age (InFlight) does not count it."""
+    """One attempt if the budget pays for its worst case as the endpoint bills, else None (noted). Until the endpoint
+    has billed once, attempts under a token budget go one at a time (Billing.first_bill): no straggling (InFlight)."""
     async with debate.budget.billing.first_bill(debate.budget.max_tokens > 0):
         reserved = debate.budget.billing.reservation(sending.prompt_estimate, sending.max_tokens)
         if debate.budget.reserve(reserved):
