@@ -1685,9 +1685,8 @@ async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
               temperature: float, max_tokens: int, parse: Callable[[str], T | None],
               model: str | None = None, step: int = 1) -> T | None:
-    """One agent call with retries; the parsed value, or None once it failed (its retries or the budget ran
-    out, or a fault no retry fixes). Raises APIError only when no call of the run can succeed (its Policy
-    stops the run), except that a model the endpoint rejects is dropped while others remain."""
+    """One agent call with retries; the parsed value, or None once it failed (retries or budget ran out, or no retry
+    helps). Raises APIError only when its Policy stops the run, unless drop_model drops the model instead."""
     model = model or debate.config.models[0]
     call = AgentCall(debate.round, phase, agent, system, user, model=model, step=step)
     debate.calls.append(call)
