@@ -642,8 +642,6 @@ def valid_text(text: str) -> str:
 #   │   ├── EndpointUnreachable   no phase-1 attempt got any HTTP response
 #   │   └── DeadlinePassed   no verdict within QUESTION_DEADLINE
 #   └── BatchLocked          another run holds the batch output; exit code 75
-#
-# An unusable line of a questions file is not raised but counted (InputError, a value): the batch goes on, exits 3.
 
 class MoAError(Exception):
     exit_code = EXIT_FAILED
@@ -699,7 +697,7 @@ class BatchLocked(MoAError):
 
 @dataclass(frozen=True)
 class InputError:
-    """One unusable line of a questions file: reported and counted, the other lines still run."""
+    """One unusable line of a questions file: not raised but counted; the other lines still run, the batch exits 3."""
 
     line: int
     reason: str
@@ -936,8 +934,7 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
         raise fault(Fault.NOT_A_COMPLETION, f"the response body is not valid JSON ({err})", status=status) from None
     if not isinstance(data, dict):
         raise fault(Fault.NOT_A_COMPLETION, "the response body is not a completion object", status=status)
-    if data.get("error"):
-        error = data["error"]
+    if error := data.get("error"):
         said = error.get("message", error) if isinstance(error, dict) else error
         raise fault(Fault.ERROR_IN_REPLY, f"the endpoint returned an error: {str(said)[:SERVER_MESSAGE_LIMIT]}",
                     status=status)
