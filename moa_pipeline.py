@@ -610,12 +610,9 @@ class ConfigError(MoAError):
 
 
 class APIError(MoAError):
-    """A failed attempt, and what it means: ``policy``, always a row of the one table (status_policy, FAULTS),
-    read as ``retryable``, ``stops_run``, ``outage`` and ``backpressure`` (see Policy). ``reply``: a 2xx reply
-    whose content was unusable (empty, refused), which the endpoint billed all the same; ``finish_reason`` is
-    its. ``unanswered``: the request may have reached the endpoint, but no reply came (a timeout, a dropped
-    connection): it may be billed, unseen.
-    """
+    """A failed attempt; ``policy``, a row of the one table (see Policy), says what it means. ``reply``: an
+    unusable 2xx reply (empty, refused), billed all the same. ``unanswered``: no reply came, but the request
+    may have reached the endpoint (a timeout, a dropped connection): it may be billed, unseen."""
 
     def __init__(self, message: str, policy: Policy, *, status: int | None = None, retry_after: float | None = None,
                  reply: Completion | None = None, unanswered: bool = False) -> None:
@@ -681,8 +678,7 @@ class Runtime:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
-    # Every byte the tool writes to a file goes through here (see write_all), so a
-    # test can fill the disk at any chosen write.
+    # Every byte the tool writes to a file goes through here (see write_all): a test can fill the disk at any write.
     write: Callable[[int, bytes], int] = os.write
     secrets: Sequence[str] = ()  # Config.secrets, masked in every file (set where config and runtime meet)
 
@@ -722,15 +718,14 @@ def emit(text: str, secrets: Sequence[str]) -> bool:
         return True
     try:
         print(redact(text, secrets), flush=True)
-        return True
     except BrokenPipeError:
         _silence_stdout()
-        return True
     except (OSError, ValueError) as err:
         _silence_stdout()
         why = describe_os_error(err) if isinstance(err, OSError) else "stdout is closed"
         say(f"error: could not write the result to stdout ({why}); the transcript and files are complete", ())
         return False
+    return True
 
 
 # --- 5. one HTTP attempt, and the endpoint it goes to --------------------------------------------
@@ -740,24 +735,9 @@ class Completion:
     text: str
     finish_reason: str | None
     status: int
-    usage: dict[str, Any] | None
+    usage: dict[str, int] | None
     cache_status: str | None = None  # a gateway's cf-aig-cache-status (HIT / MISS)
     gateway_retries: int = 0  # requests a gateway retried on its own before this reply (LiteLLM reports them)
-
-
-def gateway_retries(headers: httpx.Headers) -> int:
-    """Retries a gateway made upstream for this one request, where it says so."""
-    value = headers.get("x-litellm-attempted-retries", "").strip()
-    return int(value) if value.isdigit() and int(value) <= MAX_GATEWAY_RETRIES else 0
-
-
-@dataclass(frozen=True)
-class LoadSample:
-    """One response the adaptive limit learned from: how many of our requests were in
-    flight when it was sent (this one included), and whether the endpoint took it."""
-
-    in_flight: int
-    accepted: bool
 
 
 class AdaptiveLimit:
@@ -785,7 +765,8 @@ class AdaptiveLimit:
         self.limit = float(ceiling)
         self.in_flight = 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.samples: collections.deque[LoadSample] = collections.deque(maxlen=self.SAMPLES)
+        # Of each recent response: how many requests were in flight when it was sent (it included), was it accepted?
+        self.samples: collections.deque[tuple[int, bool]] = collections.deque(maxlen=self.SAMPLES)
         self.cut_at = 0  # the level of the last cut, and how many times longer probes wait after it
         self.patience = 1
         self.accepted: collections.deque[int] = collections.deque(maxlen=self.SAMPLES)  # levels of recent successes
@@ -822,11 +803,11 @@ class AdaptiveLimit:
 
     def congested(self, in_flight: int) -> bool:
         """Whether the endpoint rejects much of what is sent with ``in_flight`` or more in flight."""
-        at_or_above = [sample.accepted for sample in self.samples if sample.in_flight >= in_flight]
+        at_or_above = [accepted for level, accepted in self.samples if level >= in_flight]
         return bool(at_or_above) and at_or_above.count(False) >= self.CONGESTED_SHARE * len(at_or_above)
 
     def succeeded(self, in_flight_at_send: int) -> None:
-        self.samples.append(LoadSample(in_flight_at_send, accepted=True))
+        self.samples.append((in_flight_at_send, True))
         self.accepted.append(in_flight_at_send)
         if in_flight_at_send > self.limit and not self.congested(in_flight_at_send):
             self.limit = float(min(self.ceiling, in_flight_at_send))
@@ -839,7 +820,7 @@ class AdaptiveLimit:
     def overloaded(self, in_flight_at_send: int) -> bool:
         """A back-pressure answer to a request sent with ``in_flight_at_send`` in flight. True when the limit explains
         it: it was cut now, or the request went out above what the limit already is. False for a scattered one."""
-        self.samples.append(LoadSample(in_flight_at_send, accepted=False))
+        self.samples.append((in_flight_at_send, False))
         if in_flight_at_send > self.limit:
             return True
         if in_flight_at_send < 2 or not self.congested(in_flight_at_send):
@@ -889,9 +870,11 @@ def _finish_reason(value: Any) -> str | None:
 
 
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
-                       usage: dict[str, int] | None, cache_status: str | None) -> Completion:
+                       usage: dict[str, int] | None, headers: httpx.Headers) -> Completion:
     """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
-    reply = Completion("", finish_reason, status, usage, cache_status=cache_status)
+    retried = headers.get("x-litellm-attempted-retries", "").strip()  # by a gateway, upstream, where it says so
+    reply = Completion("", finish_reason, status, usage, cache_status=headers.get("cf-aig-cache-status"),
+                       gateway_retries=int(retried) if retried.isdigit() and int(retried) <= MAX_GATEWAY_RETRIES else 0)
     if isinstance(refusal, str) and refusal.strip():
         raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
                     reply=reply)
@@ -916,8 +899,7 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
         raise fault(Fault.NOT_A_COMPLETION, f"the response body is not valid JSON ({err})", status=status) from None
     if not isinstance(data, dict):
         raise fault(Fault.NOT_A_COMPLETION, "the response body is not a completion object", status=status)
-    if data.get("error"):
-        error = data["error"]
+    if error := data.get("error"):
         said = error.get("message", error) if isinstance(error, dict) else error
         raise fault(Fault.ERROR_IN_REPLY, f"the endpoint returned an error: {str(said)[:SERVER_MESSAGE_LIMIT]}",
                     status=status)
@@ -927,8 +909,7 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
     choice = choices[0]
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     return checked_completion(_message_text(message.get("content")), _finish_reason(choice.get("finish_reason")),
-                              message.get("refusal"), status, _usage(data.get("usage")),
-                              headers.get("cf-aig-cache-status"))
+                              message.get("refusal"), status, _usage(data.get("usage")), headers)
 
 
 def too_large(limit: int) -> APIError:
@@ -978,8 +959,7 @@ async def sse_lines(response: httpx.Response, limit: int) -> AsyncIterator[str]:
     """Lines of an event stream; APIError "too large" once the stream passes ``limit`` bytes."""
     pending = b""
     async for chunk in body_chunks(response, limit):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
+        *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
             yield line.rstrip(b"\r").decode("utf-8", errors="replace")
     if pending:
@@ -1005,15 +985,13 @@ class StreamedReply:
                         f"{str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}", status=status)
         self.usage = _usage(chunk.get("usage")) or self.usage
         choices = chunk.get("choices")
-        for choice in choices if isinstance(choices, list) else []:
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            if isinstance(delta, dict):
-                if isinstance(delta.get("content"), str):
-                    self.parts.append(delta["content"])
-                if isinstance(delta.get("refusal"), str):
-                    self.refusal.append(delta["refusal"])
-            if isinstance(choice, dict):
-                self.finish = _finish_reason(choice.get("finish_reason")) or self.finish
+        for choice in [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []:
+            delta = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
+            if isinstance(delta.get("content"), str):
+                self.parts.append(delta["content"])
+            if isinstance(delta.get("refusal"), str):
+                self.refusal.append(delta["refusal"])
+            self.finish = _finish_reason(choice.get("finish_reason")) or self.finish
 
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
@@ -1037,7 +1015,7 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
         log.debug("stream cut: %s", _short(err))
     finish = reply.finish if reply.done or reply.finish is not None else "truncated"
     return checked_completion("".join(reply.parts), finish, "".join(reply.refusal), status, reply.usage,
-                              response.headers.get("cf-aig-cache-status"))
+                              response.headers)
 
 
 @dataclass
@@ -1113,9 +1091,7 @@ class Endpoint:
     requests in flight, a shared cool-down, and the evidence the batch circuit breaker reads."""
 
     def __init__(self, config: Config, client: httpx.AsyncClient, runtime: Runtime) -> None:
-        self.config = config
-        self.client = client
-        self.runtime = runtime
+        self.config, self.client, self.runtime = config, client, runtime
         self.slots = AdaptiveLimit(config.max_concurrent_requests)
         self.billing = Billing()  # what it bills beyond our reservations, learned from its replies
         # Until this clock time nobody sends: set only when 429s cluster (see busy).
@@ -1139,17 +1115,9 @@ class Endpoint:
         self.recent_calls.append(failure is not None and failure.outage)
 
     def failing(self) -> bool:
-        """The circuit breaker: of the last BREAKER_WINDOW calls that ended, at least BREAKER_TRIP_FAILURES
-        failed with an outage error after every retry. Whole calls count, so a flaky endpoint whose calls
-        succeed on retry, or a busy one answering 429, never trips it."""
-        return len(self.recent_calls) == BREAKER_WINDOW and self.outage_count() >= BREAKER_TRIP_FAILURES
-
-    def outage_count(self) -> int:
-        return sum(self.recent_calls)
-
-    async def wait_for_cooldown(self) -> None:
-        while (left := self.cooldown_until - self.runtime.clock()) > 0:
-            await self.runtime.sleep(left)
+        """The circuit breaker: BREAKER_TRIP_FAILURES of the last BREAKER_WINDOW calls failed with an outage after
+        every retry. Whole calls count: a flaky endpoint whose calls succeed on retry, or a busy one, never trips it."""
+        return len(self.recent_calls) == BREAKER_WINDOW and sum(self.recent_calls) >= BREAKER_TRIP_FAILURES
 
     def responded(self, unexplained_backpressure: bool) -> None:
         self.recent_responses.append((self.runtime.clock(), unexplained_backpressure))
@@ -1216,17 +1184,7 @@ class Endpoint:
                        headers: Mapping[str, str], model: str | None = None,
                        queue: QueueTime | None = None) -> Completion:
         """One HTTP attempt; raises APIError, never an httpx exception. ``queue``: its question's (see QueueTime)."""
-        try:
-            return await self._send(messages, temperature, max_tokens, headers, model or self.config.models[0], queue)
-        except APIError as err:
-            # A server may echo the key back: masked as it enters, since its words also reach the library's
-            # caller (RunFailed's cause, the caller's own log handlers), which no exit of ours sees.
-            err.args = (redact(str(err), self.config.secrets),)
-            raise
-
-    async def _send(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
-                    headers: Mapping[str, str], model: str, queue: QueueTime | None) -> Completion:
-        body: dict[str, Any] = {"model": model, "messages": messages,
+        body: dict[str, Any] = {"model": model or self.config.models[0], "messages": messages,
                                 "temperature": temperature, "max_tokens": max_tokens}
         if self.config.stream:
             # Proxies close idle non-streaming requests (Cloudflare: 524 after 100 s); a stream keeps it busy.
@@ -1234,7 +1192,8 @@ class Endpoint:
         with queue.counting(queued=True) if queue else contextlib.nullcontext():
             in_flight = await self.slots.acquire()
         try:
-            await self.wait_for_cooldown()
+            while (cooldown_left := self.cooldown_until - self.runtime.clock()) > 0:
+                await self.runtime.sleep(cooldown_left)
             sent_at = self.runtime.clock()
             # httpx's read timeout restarts with every chunk: a byte at a time never times out. Bound it all.
             with (CALL_IN_FLIGHT.get() or InFlight(self.runtime.clock)).sending():
@@ -1242,8 +1201,12 @@ class Endpoint:
                     async with self.client.stream("POST", self.config.proxy_url, json=body,
                                                   headers=dict(headers)) as response:
                         return await self._read(response, in_flight, sent_at)
-        except (httpx.HTTPError, TimeoutError) as err:
-            raise self.refused(exception_error(err, self.config), sent_at) from None
+        except (httpx.HTTPError, TimeoutError, APIError) as err:
+            error = err if isinstance(err, APIError) else self.refused(exception_error(err, self.config), sent_at)
+            # A server may echo the key back: masked as it enters, since its words also reach the library's
+            # caller (RunFailed's cause, the caller's own log handlers), which no exit of ours sees.
+            error.args = (redact(str(error), self.config.secrets),)
+            raise error from None
         finally:
             self.slots.release()
 
@@ -1268,25 +1231,18 @@ class Endpoint:
             raise self.refused(error, sent_at)
         # By what the server sent, not what we asked: several proxies ignore ``stream: true`` and answer plain JSON.
         if response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream":
-            completion = await read_stream(response, self.config.max_response_bytes)
-        else:
-            completion = read_completion(status, response.headers,
-                                         await read_body(response, self.config.max_response_bytes))
-        return replace(completion, gateway_retries=gateway_retries(response.headers))
+            return await read_stream(response, self.config.max_response_bytes)
+        return read_completion(status, response.headers, await read_body(response, self.config.max_response_bytes))
 
 
 def _short(err: BaseException) -> str:
     return (str(err) or err.__class__.__name__).splitlines()[0][:SERVER_MESSAGE_LIMIT]
 
 
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
-
-
 def tls_verification(url: str, environ: Mapping[str, str]) -> ssl.SSLContext | bool:
     """What httpx verifies TLS with. The CA bundle costs every start 40 ms, and a plain-http endpoint (llama.cpp,
-    vLLM, Ollama on the LAN) never uses it: then a context with no CA, which fails closed. A proxy from the
-    environment may itself be https: with one set, the bundle loads as usual."""
-    proxied = any(environ.get(name) or environ.get(name.upper()) for name in PROXY_VARIABLES)
+    Ollama on the LAN) never uses it: then a context with no CA (fails closed), unless a proxy (maybe https) is set."""
+    proxied = any(environ.get(name) or environ.get(name.upper()) for name in ("http_proxy", "https_proxy", "all_proxy"))
     if urlsplit(url).scheme.lower() == "http" and not proxied:
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return True
@@ -1393,8 +1349,7 @@ class AgentCall:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date. None
-    for no usable hint, and for one that says "now" (0, negative, a date in the past)."""
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None for none, or "now" (0, past)."""
     if not value:
         return None
     try:
@@ -1451,7 +1406,7 @@ def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: ra
 class Policy:
     """What one failed attempt means for the call, the run and the batch: a row of the one table."""
 
-    retry: bool  # another attempt may succeed (with a fresh nonce: see build_messages)
+    retry: bool  # another attempt may succeed (with a fresh nonce: see try_attempt)
     stops_run: bool = False  # no call of this run can succeed: stop it (key, URL or model wrong)
     outage: bool = False  # the endpoint looks down: counts against the batch breaker if retries run out
     backpressure: bool = False  # the endpoint asked us to slow down: the request cap adapts; never an outage
@@ -1530,8 +1485,7 @@ def proxy_credentials_error(proxy: str | None) -> APIError:
 
 
 def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None) -> APIError:
-    """The APIError for a non-2xx response; ``via``: the environment proxy it came through, named in a
-    407 and a 5xx (which the proxy may have sent itself)."""
+    """The APIError for a non-2xx response; ``via``: the environment proxy, named in a 407 and a 5xx (it may send them)."""
     if status == 407:
         return proxy_credentials_error(via)
     message = server_message(body, headers.get("content-type", ""))
@@ -1551,23 +1505,13 @@ def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, v
     return APIError(text, policy, status=status, retry_after=retry_after)
 
 
-def build_messages(system: str, user: str, nonce: str) -> list[dict[str, str]]:
-    """Chat messages for one attempt, with a fresh nonce: five solvers sending identical requests through a
-    caching gateway would otherwise get one cached answer, and a retry the same cached failure back."""
-    suffix = prompts.render(prompts.NONCE_SUFFIX, nonce=nonce)
-    return [{"role": "system", "content": system + suffix}, {"role": "user", "content": user}]
-
-
 def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int) -> None:
-    """What a 2xx reply said, usable or not, and its tokens: the endpoint's usage, or an estimate
-    marked as such. An unusable reply (empty, refused) is billed too, and counts against the budget."""
+    """What a 2xx reply said and its tokens (the endpoint's usage, or an estimate): an unusable one is billed too."""
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
     attempt.gateway_retries = completion.gateway_retries
-    usage = completion.usage or {}
-    prompt, done = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(prompt, int) and isinstance(done, int):
-        attempt.prompt_tokens, attempt.completion_tokens = prompt, done
+    if usage := completion.usage:  # both counts, checked where the reply was read (_usage)
+        attempt.prompt_tokens, attempt.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
     else:
         attempt.prompt_tokens, attempt.completion_tokens = prompt_estimate, estimate_tokens(completion.text)
         attempt.usage_estimated = True
@@ -1602,7 +1546,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
     record_reply(attempt, completion, sending.prompt_estimate)
     value = sending.parse(completion.text)
     cut = completion.finish_reason in ("length", "truncated")
-    if value is not None and cut and tier_of(value) == "paragraph":
+    if value is not None and cut and getattr(value, "tier", None) == "paragraph":  # every parsed shape has a tier
         value = None  # a guess from cut-off text would be half a sentence
     if value is None:
         why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""
@@ -1662,7 +1606,10 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
     attempt = Attempt(number, debate.new_nonce(), debate.runtime.clock() - debate.started, model=call.model,
                       reserved=reserved)
     call.attempts.append(attempt)
-    messages = build_messages(call.system, call.user, attempt.nonce)
+    # A fresh nonce each attempt: five solvers sending identical requests through a caching gateway would
+    # otherwise get one cached answer, and a retry the same cached failure back.
+    system = call.system + prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": call.user}]
     try:
         value = await attempt_once(debate, call, attempt, messages, sending)
     except APIError as error:
@@ -1679,16 +1626,15 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
         finish_attempt(debate, call, attempt, messages, sending, unanswered=True)
         raise
     attempt.outcome = "ok"
-    call.ok, call.failure, call.tier = True, None, tier_of(value)
+    call.ok, call.failure, call.tier = True, None, getattr(value, "tier", None)
     finish_attempt(debate, call, attempt, messages, sending)
     return value
 
 
 async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
                            retries: RetriesUsed) -> T | APIError | None:
-    """One attempt if the budget pays for its worst case as the endpoint bills, else None (and noted). Until the
-    endpoint has billed a reply, attempts under a token budget go one at a time (Billing.first_bill); that wait
-    is ours, not the call's slowness, and the straggler age (InFlight) does not count it."""
+    """One attempt if the budget pays for its worst case as the endpoint bills, else None (noted). Until the endpoint
+    has billed once, attempts under a token budget go one at a time (Billing.first_bill): no straggling (InFlight)."""
     async with debate.budget.billing.first_bill(debate.budget.max_tokens > 0):
         reserved = debate.budget.billing.reservation(sending.prompt_estimate, sending.max_tokens)
         if debate.budget.reserve(reserved):
@@ -1701,9 +1647,8 @@ async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending
 async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
               temperature: float, max_tokens: int, parse: Callable[[str], T | None],
               model: str | None = None, step: int = 1) -> T | None:
-    """One agent call with retries; the parsed value, or None once it failed (its retries or the budget ran
-    out, or a fault no retry fixes). Raises APIError only when no call of the run can succeed (its Policy
-    stops the run), except that a model the endpoint rejects is dropped while others remain."""
+    """One agent call with retries; the parsed value, or None once it failed (retries or budget ran out, or no retry
+    helps). Raises APIError only when its Policy stops the run, unless drop_model drops the model instead."""
     model = model or debate.config.models[0]
     call = AgentCall(debate.round, phase, agent, system, user, model=model, step=step)
     debate.calls.append(call)
@@ -1748,28 +1693,14 @@ def drop_model(debate: Debate, model: str, error: APIError) -> bool:
     if model not in debate.dropped_models:
         debate.dropped_models.add(model)
         debate.note(f"model {model} failed ({error}); its slots are dropped for the rest of the run")
-    alive = [m for m in (*config.models, *config.judge_models) if m not in debate.dropped_models]
-    return bool(alive)
-
-
-def failure_of(debate: Debate, phase: str, agent: str) -> str:
-    """Why the latest call of ``agent`` in ``phase`` of this round failed."""
-    for call in reversed(debate.calls):
-        if call.phase == phase and call.agent == agent and call.round == debate.round:
-            return call.failure or "no usable output"
-    return "not sent"
+    return any(m not in debate.dropped_models for m in (*config.models, *config.judge_models))
 
 
 def note_lost(debate: Debate, what: str, phase: str, agent: str, consequence: str) -> None:
-    """A call that gave nothing, noted: a warning unless the straggler cut it (the tool's choice, see _mark_cut)."""
-    failure = failure_of(debate, phase, agent)
+    """Why ``agent``'s latest call in ``phase`` gave nothing, noted: a warning unless the straggler cut it (see _mark_cut)."""
+    calls = (c for c in reversed(debate.calls) if c.phase == phase and c.agent == agent and c.round == debate.round)
+    failure = next((call.failure or "no usable output" for call in calls), "not sent")
     debate.note(f"{what} failed ({failure}); {consequence}", problem=failure != STRAGGLER_CUT)
-
-
-def tier_of(value: object) -> str | None:
-    """Which parser tier produced a parsed value (every parsed shape has a ``tier``)."""
-    tier = getattr(value, "tier", None)
-    return tier if isinstance(tier, str) else None
 
 
 # --- 7. usage, costs and budgets -----------------------------------------------------------------
@@ -4464,7 +4395,7 @@ class BatchRun:
     async def run(self, items: Iterable[BatchItem | BadLine], endpoint: Endpoint, writer: ResultWriter) -> None:
         for entry in items:
             if endpoint.failing() and not self.stats.aborted:
-                self.stats.breaker = (f"the endpoint is failing ({endpoint.outage_count()} of the last {BREAKER_WINDOW} "
+                self.stats.breaker = (f"the endpoint is failing ({sum(endpoint.recent_calls)} of the last {BREAKER_WINDOW} "
                                       "calls failed after every retry): stopped starting questions; rerun to resume")
                 self.stop.set()
             if self.stop.is_set():

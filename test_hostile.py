@@ -881,3 +881,18 @@ def test_gateway_side_retries_are_counted(capsys) -> None:
     attempts = [r for r in trace if r["type"] == "attempt"]
     assert code == 0 and attempts and all(r["gateway_retries"] == 2 for r in attempts)
     assert "the gateway retried 2 time(s) upstream" in Path(result["transcript"]).read_text()
+
+
+@respx.mock
+def test_gateway_retries_of_an_unusable_reply_are_counted(capsys) -> None:
+    """An empty reply the gateway retried upstream twice: its failed attempt still counts those requests."""
+    def empty_once(request: httpx.Request, n: int) -> httpx.Response:
+        response = completion("" if n == 0 else solver_text("391"))
+        response.headers["x-litellm-attempted-retries"] = "2" if n == 0 else "0"
+        return response
+
+    respx.post(URL).mock(side_effect=FakeModel(overrides={"generate": empty_once}))
+    code, result, _ = run_json(["-q", "Q?"], capsys)
+    trace = [json.loads(line) for line in Path(result["trace"]).read_text().splitlines()]
+    failed = [r for r in trace if r["type"] == "attempt" and r["outcome"] != "ok"]
+    assert code == 0 and failed and all(r["gateway_retries"] == 2 for r in failed)
