@@ -3101,8 +3101,8 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
         record = run_record(config, question, debate, runtime.clock() - debate.started)
         if stopped is not None:
             record = record.ended(stopped)
-        record = save_run_files(debate, question, record, replay, transcript_path,
-                                place.folder_fd if place else None, file_error)
+        record = save_run_files(debate, record, replay, transcript_path, place.folder_fd if place else None,
+                                file_error)
         if handover is not None:
             handover.record = record
     return record
@@ -3244,7 +3244,7 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     return result
 
 
-def save_run_files(debate: Debate, question: str, record: RunRecord, replay: Replay | None,
+def save_run_files(debate: Debate, record: RunRecord, replay: Replay | None,
                    transcript_path: Path | None, folder_fd: int | None, file_error: str | None) -> RunRecord:
     """Close the trace and fill the transcript: the record, with its transcript's path, or why a write failed."""
     trace_error = None
@@ -3253,7 +3253,7 @@ def save_run_files(debate: Debate, question: str, record: RunRecord, replay: Rep
         trace_error = debate.trace.error
     if transcript_path is None:
         return replace(record, write_error=trace_error or file_error)
-    text = render_transcript(debate.config, debate, question, record, replay)
+    text = render_transcript(debate, record, replay)
     transcript_error = write_transcript(debate.runtime, transcript_path, text, folder_fd)
     return replace(record, transcript=None if transcript_error else str(transcript_path),
                    write_error=trace_error or transcript_error or file_error)
@@ -3347,8 +3347,7 @@ def _render_call(call: AgentCall) -> list[str]:
     return lines + [""]
 
 
-def render_transcript(config: Config, debate: Debate, question: str, result: RunRecord,
-                      replay: Replay | None = None) -> str:
+def render_transcript(debate: Debate, result: RunRecord, replay: Replay | None = None) -> str:
     """The transcript text: config, every call grouped by round and phase, usage, tally, verdict."""
     lines = ["MoA pipeline transcript", f"run id: {debate.run_id}",
              f"written: {datetime.now().isoformat(timespec='seconds')}"]
@@ -3357,19 +3356,17 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
     if replay is not None:
         lines.append(f"replay of {replay.source} (run {replay.run_id}): the phases before {replay.start} come from "
                      f"that trace; {replay.start} and later were run again with the current prompts and settings")
-    lines += ["", "=== Question ===", question, "", "=== Configuration ==="]
-    lines += [f"{name}={value}" for name, value in config.shown().items()]
-    for round_number in sorted({c.round for c in debate.calls}):
-        for phase in PHASES:
-            for step in sorted({c.step for c in debate.calls if c.round == round_number and c.phase == phase}):
-                calls = [c for c in debate.calls if c.round == round_number and c.phase == phase and c.step == step]
-                title = f"Debate round {step} - Revision" if phase == "revise" else PHASE_TITLES[phase]
-                lines += ["", f"=== Round {round_number} · {title} ===", ""]
-                for call in calls:
-                    lines += _render_call(call)
-    if debate.notes:
-        lines += ["=== Notes ==="] + debate.notes + [""]
-    lines += ["=== Usage ==="] + usage_lines(debate.calls, config)
+    lines += ["", "=== Question ===", result.question, "", "=== Configuration ==="]
+    lines += [f"{name}={value}" for name, value in debate.config.shown().items()]
+    groups: dict[tuple[int, int, int], list[AgentCall]] = {}
+    for call in result.calls:
+        groups.setdefault((call.round, PHASES.index(call.phase), call.step), []).append(call)
+    for (round_number, phase, step), calls in sorted(groups.items()):
+        title = f"Debate round {step} - Revision" if PHASES[phase] == "revise" else PHASE_TITLES[PHASES[phase]]
+        lines += ["", f"=== Round {round_number} · {title} ===", ""] + [line for c in calls for line in _render_call(c)]
+    if result.notes:
+        lines += ["=== Notes ===", *result.notes, ""]
+    lines += ["=== Usage ===", *usage_lines(result)]
     if result.skipped:
         lines += ["budget limited; skipped: " + "; ".join(result.skipped)]
     lines += ["", "=== Tally ==="]
@@ -3377,21 +3374,20 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
         lines.append(f"round {index} ({verdict.source}): " + ", ".join(f"{k!r}: {n}" for k, n in verdict.tally.items())
                      + f" -> {verdict.answer!r}, confidence {verdict.confidence}, {verdict.agreeing}/{verdict.valid}")
     lines += ["", "=== Verdict ==="]
-    if result.verdict is not None:
-        lines += [f"answer: {result.verdict.answer}", f"confidence: {result.verdict.confidence}",
-                  f"agreement: {result.verdict.agreeing}/{result.verdict.valid} ({result.verdict.source})",
+    if (reported := result.verdict) is not None:
+        lines += [f"answer: {reported.answer}", f"confidence: {reported.confidence}",
+                  f"agreement: {reported.agreeing}/{reported.valid} ({reported.source})",
                   f"rerun: {'yes' if result.rerun else 'no'}"]
     if result.error:
         lines.append(f"error: {result.error}")
-    lines.append(f"elapsed: {result.elapsed_s:.2f}s, {len(debate.calls)} LLM calls, "
-                 f"{sum(len(c.attempts) for c in debate.calls)} HTTP requests")
+    lines.append(f"elapsed: {result.elapsed_s:.2f}s, {result.llm_calls} LLM calls, {result.http_requests} HTTP requests")
     return "\n".join(lines) + "\n"
 
 
-def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
+def usage_lines(result: RunRecord) -> list[str]:
     """Tokens (and cost) per phase and in all, for the transcript."""
     lines = []
-    for phase, totals in {**usage_by_phase(calls, config), "total": usage_totals(calls, config)}.items():
+    for phase, totals in {**result.usage_by_phase, "total": result.usage}.items():
         if totals["total_tokens"] or phase == "total":
             cost = f", ${totals['cost_usd']:.6f}" if "cost_usd" in totals else ""
             guess = " (estimated)" if totals["estimated"] else ""
@@ -3490,17 +3486,17 @@ def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | N
     return None
 
 
+@dataclass
 class TraceWriter:
     """The transcript's JSONL twin: a run object, one per HTTP attempt (first, in a replay, those it kept, marked
     restored), a verdict. Everything a model saw and said can be rebuilt from it alone (README, "JSONL trace");
     headers, and with them the keys, are never written. After a failed write it writes nothing more (``error``)."""
 
-    def __init__(self, path: Path, fd: int, config: Config, runtime: Runtime) -> None:
-        self.path = path
-        self.fd: int | None = fd
-        self.config = config
-        self.runtime = runtime
-        self.error: str | None = None
+    path: Path
+    fd: int | None
+    config: Config
+    runtime: Runtime
+    error: str | None = None
 
     def write(self, record: dict[str, Any]) -> None:
         if self.fd is None or self.error:
@@ -3511,7 +3507,8 @@ class TraceWriter:
             self.error = f"could not write the trace {self.path} ({describe_os_error(err)})"
 
     def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
-        self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": debate.run_id, "question": question, "config": self.config.shown(),
+        self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": debate.run_id, "question": question,
+                    "config": self.config.shown(),
                     "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
                     "replay": None if replay is None else {"trace": str(replay.source), "from": str(replay.start),
                                                            "run_id": replay.run_id}})
@@ -3523,28 +3520,24 @@ class TraceWriter:
                 temperature: float, max_tokens: int) -> None:
         self.write({
             "type": "attempt", "run_id": debate.run_id, "round": call.round, "debate_round": call.step,
-            "phase": call.phase,
-            "agent": call.agent, "attempt": attempt.number, "nonce": attempt.nonce, "model": attempt.model,
-            "request": {"model": attempt.model, "messages": messages, "temperature": temperature,
-                        "max_tokens": max_tokens},
+            "phase": call.phase, "agent": call.agent, "attempt": attempt.number, "nonce": attempt.nonce,
+            "model": attempt.model, "request": {"model": attempt.model, "messages": messages,
+                                                "temperature": temperature, "max_tokens": max_tokens},
             "status": attempt.status, "finish_reason": attempt.finish_reason, "response_text": attempt.response_text,
             "usage": {"prompt_tokens": attempt.prompt_tokens, "completion_tokens": attempt.completion_tokens,
                       "estimated": attempt.usage_estimated},
             "cache_status": attempt.cache_status, "gateway_retries": attempt.gateway_retries,
-            "started_s": round(attempt.started_s, 4),
-            "latency_s": round(attempt.latency_s, 4), "outcome": attempt.outcome,
-            "error": None if attempt.outcome == "ok" else attempt.outcome, "retry_in_s": attempt.retry_in_s,
-        })
+            "started_s": round(attempt.started_s, 4), "latency_s": round(attempt.latency_s, 4),
+            "outcome": attempt.outcome, "error": None if attempt.outcome == "ok" else attempt.outcome,
+            "retry_in_s": attempt.retry_in_s})
 
     def finish(self, debate: Debate, record: RunRecord) -> None:
         """The verdict line: the run's record (--json's fields), with each verdict, which one is reported, and
         the notes. Each verdict is under "verdicts": "rounds" is --json's count of debate rounds."""
-        self.write({"type": "verdict", "run_id": debate.run_id, **record.to_dict(), "reported_round": record.reported_round,
+        self.write({"type": "verdict", "run_id": debate.run_id, **record.to_dict(),
+                    "reported_round": record.reported_round,
                     "verdicts": [{"round": i} | asdict(v) for i, v in enumerate(record.verdicts, 1)],
                     "notes": list(record.notes)})
-        self.close()
-
-    def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
