@@ -3931,9 +3931,9 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     run) is skipped; any other unreadable line is a ConfigError naming it."""
     try:
         handle = read_file(path, follow=True)
+    except NotPlainFile:
+        raise ConfigError(f"--replay {path}: not a regular file (a trace is a .jsonl file in LOG_DIR)") from None
     except OSError as err:
-        if isinstance(err, NotPlainFile):
-            raise ConfigError(f"--replay {path}: not a regular file (a trace is a .jsonl file in LOG_DIR)") from None
         raise ConfigError(f"--replay {path}: cannot open it ({describe_os_error(err)})") from None
     with handle:
         for number, raw in enumerate(bounded_lines(handle, MAX_TRACE_LINE_BYTES), 1):
@@ -3950,37 +3950,32 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttempt | None:
-    """A checked attempt record; None for one that is not about a solver's line
-    (a judge's); ConfigError for one that is malformed."""
-    agent = record.get("agent")
-    found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
-    round_number, phase = record.get("round"), record.get("phase")
+    """A checked attempt record; None for a judge's (not about a solver's line); ConfigError for a malformed one."""
+    agent, round_number, phase = record.get("agent"), record.get("round"), record.get("phase")
     text, outcome, model = record.get("response_text", ""), record.get("outcome"), record.get("model")
-    if (found is None or not isinstance(round_number, int) or isinstance(round_number, bool)
-            or phase not in PHASES or not isinstance(text, (str, type(None))) or not isinstance(outcome, str)
-            or not isinstance(model, (str, type(None)))):
+    found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
+    if (found is None or type(round_number) is not int or phase not in PHASES or not isinstance(outcome, str)
+            or not isinstance(text, str | None) or not isinstance(model, str | None)):
         raise ConfigError(f"--replay {path}: line {number} is not an attempt record of this tool "
                           "(agent, round, phase, outcome, model or response_text missing or malformed)")
-    slot = int(found.group(3)) - 1
     if found.group(2) == "judge":
         return None
+    slot, step = int(found.group(3)) - 1, record.get("debate_round", 1)
     if not 0 <= slot < MAX_WORKERS or (phase == "critique") != (found.group(1) is not None):
         raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({str(agent)[:40]!r})")
-    step = record.get("debate_round", 1)
-    if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= MAX_ROUNDS:
+    if type(step) is not int or not 1 <= step <= MAX_ROUNDS:
         raise ConfigError(f"--replay {path}: line {number} has a debate_round that is not 1-{MAX_ROUNDS}")
     return TraceAttempt(round_number, phase, slot, outcome == "ok", valid_text(text or ""), step,
                         valid_text(model or ""), record)
 
 
 def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int, Position]:
-    """Each solver's line as the kept attempts leave it: its answer and model, the critique
-    and rebuttal it got, and its answer after each debate round before ``start``."""
+    """Each solver's line as the kept attempts leave it: its answer and model, the critique and rebuttal
+    it got, and once round 1 is over, its answer after each debate round before ``start``, in order."""
     positions: dict[int, Position] = {}
     ok = [a for a in kept if a.ok]
     for record in (a for a in ok if a.phase == "generate"):
-        parsed = _valid_answer(record.response_text)
-        if parsed is not None:
+        if (parsed := _valid_answer(record.response_text)) is not None:
             positions[record.slot] = Position(record.slot, parsed.answer, parsed.reasoning,
                                               final_answer=parsed.answer, model=record.model)
     for record in (a for a in ok if a.slot in positions):
@@ -3989,22 +3984,18 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int
             position.critique = found[0]
         elif record.phase == "rebuttal" and (rebuttal := parse_rebuttal(record.response_text)):
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
-    if start.phase not in ("critique", "rebuttal"):  # round 1 is over: its answers open the by-round history
-        _replay_revisions(positions, [a for a in ok if a.phase == "revise"])
-    return positions
-
-
-def _replay_revisions(positions: dict[int, Position], revisions: list[TraceAttempt]) -> None:
-    """The debate rounds a trace holds, applied in order: each solver's answer after each round."""
+    if start.phase in ("critique", "rebuttal"):
+        return positions
+    revisions = [a for a in ok if a.phase == "revise"]
     for position in positions.values():
         position.by_round = [position.final_answer]
     for step in range(2, max((a.step for a in revisions), default=1) + 1):
         for record in (a for a in revisions if a.step == step and a.slot in positions):
-            revised = parse_rebuttal(record.response_text)
-            if revised:
+            if revised := parse_rebuttal(record.response_text):
                 positions[record.slot].revision, positions[record.slot].final_answer = revised[0], revised[1].answer
         for position in positions.values():
             position.by_round.append(position.final_answer)
+    return positions
 
 
 def load_replay(path: Path, start: ReplayStart) -> Replay:
@@ -4025,7 +4016,7 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
     question = run.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
-    chosen = reported if isinstance(reported, int) and not isinstance(reported, bool) else 1
+    chosen = reported if type(reported) is int else 1
     in_round = [a for a in attempts if a.round == chosen]
     kept = [a for a in in_round if start.keeps(a)]
     positions = _rebuild_positions(kept, start)
