@@ -3164,8 +3164,7 @@ def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Confi
     if config is not None and not isinstance(config, Config):
         raise TypeError(f"config: expected a moa_pipeline.Config or None, got {type(config).__name__}")
     names = {s.field: s.env for s in SETTINGS} | OVERRIDE_ALIASES
-    unknown = sorted(set(overrides) - set(names))
-    if unknown:
+    if unknown := sorted(set(overrides) - set(names)):
         raise ConfigError(f"unknown setting {unknown[0]!r}: use a setting's lower-case name, such as "
                           "workers, judges, rounds or max_tokens (see README, Settings)")
     by_env = {s.env: s for s in SETTINGS}
@@ -3200,27 +3199,16 @@ def library_value(label: str, value: Any, setting: Setting) -> str:
     return setting_text(value)
 
 
-def library_client(config: Config) -> httpx.AsyncClient:
-    """open_client, with what the environment can break in it (HTTP_PROXY, SSL_CERT_FILE) as a ConfigError."""
-    try:
-        return open_client(config)
-    except (httpx.InvalidURL, OSError, ValueError) as err:  # no text: a proxy URL may hold a password
-        raise ConfigError(f"cannot set up the HTTP client ({err.__class__.__name__}): check HTTP_PROXY, "
-                          "HTTPS_PROXY, ALL_PROXY and SSL_CERT_FILE") from None
-
-
 async def debate(question: str, *, config: Config | None = None, _runtime: Runtime | None = None,
                  _replay: Replay | None = None, _record: Handover | None = None, **overrides: Any) -> Result:
     """Answer one question by a debate; the library's way in, and the CLI's.
 
-    Settings come from the environment and .env, as for the CLI, unless ``config``
-    is given; keyword overrides use the settings' lower-case names (``workers=3,
-    judges=1, rounds=2``). Writes the transcript and trace as the settings say,
-    and never prints, exits or installs signal handlers. Raises TypeError (an argument
-    of the wrong type), ConfigError (a bad setting or question; nothing was sent) or
-    RunFailed (no verdict; its ``result`` says why).
-    The underscored keywords are the CLI's: its test seams, a replay, and the
-    record it reports from even when the run is cancelled.
+    Settings come from the environment and .env, as for the CLI, unless ``config`` is given; keyword overrides
+    use the settings' lower-case names (``workers=3, judges=1, rounds=2``). Writes the transcript and trace as
+    the settings say, and never prints, exits or installs signal handlers. Raises TypeError (an argument of the
+    wrong type), ConfigError (a bad setting or question, or an HTTP client the environment breaks: nothing was
+    sent) or RunFailed (no verdict; its ``result`` says why). The underscored keywords are the CLI's: its test
+    seams, a replay, and the record it reports from even when the run is cancelled.
     """
     if not log.handlers:  # a library logs nowhere until its caller sets logging up
         log.addHandler(logging.NullHandler())
@@ -3234,7 +3222,12 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     question = valid_text(question)
     check_question(config, question)  # before any file is made: ConfigError means nothing happened
     runtime = replace(_runtime or Runtime(), secrets=config.secrets)
-    async with library_client(config) as client:
+    try:
+        client = open_client(config)
+    except (httpx.InvalidURL, OSError, ValueError) as err:  # no text: a proxy URL may hold a password
+        raise ConfigError(f"cannot set up the HTTP client ({err.__class__.__name__}): check HTTP_PROXY, "
+                          "HTTPS_PROXY, ALL_PROXY and SSL_CERT_FILE") from None
+    async with client:
         run = await answer_question(config, question, Endpoint(config, client, runtime), runtime, _record, _replay)
     result = run.masked(config.secrets)
     if isinstance(run.exception, ConfigError):
@@ -3247,16 +3240,13 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
 def save_run_files(debate: Debate, record: RunRecord, replay: Replay | None,
                    transcript_path: Path | None, folder_fd: int | None, file_error: str | None) -> RunRecord:
     """Close the trace and fill the transcript: the record, with its transcript's path, or why a write failed."""
-    trace_error = None
+    record = replace(record, transcript=str(transcript_path) if transcript_path else None)
     if debate.trace:
-        debate.trace.finish(debate, replace(record, transcript=str(transcript_path) if transcript_path else None))
-        trace_error = debate.trace.error
-    if transcript_path is None:
-        return replace(record, write_error=trace_error or file_error)
-    text = render_transcript(debate, record, replay)
-    transcript_error = write_transcript(debate.runtime, transcript_path, text, folder_fd)
-    return replace(record, transcript=None if transcript_error else str(transcript_path),
-                   write_error=trace_error or transcript_error or file_error)
+        debate.trace.finish(debate, record)
+    transcript_error = None if transcript_path is None else write_transcript(
+        debate.runtime, transcript_path, render_transcript(debate, record, replay), folder_fd)
+    return replace(record, transcript=None if transcript_error else record.transcript,
+                   write_error=(debate.trace.error if debate.trace else None) or transcript_error or file_error)
 
 
 # --- 12. files -----------------------------------------------------------------------------------
@@ -3331,8 +3321,7 @@ def _render_call(call: AgentCall) -> list[str]:
              "[system prompt; each attempt appends its nonce]", call.system, "[user prompt]", call.user]
     for attempt in call.attempts:
         http = f"HTTP {attempt.status}" if attempt.status else "no HTTP response"
-        if attempt.outcome.startswith(http):  # "HTTP 500: overloaded" says it once
-            http = "failed"
+        http = "failed" if attempt.outcome.startswith(http) else http  # "HTTP 500: overloaded" says it once
         finish = f", finish_reason={attempt.finish_reason}" if attempt.finish_reason else ""
         tokens = (f", {attempt.prompt_tokens}+{attempt.completion_tokens} tokens"
                   f"{' (estimated)' if attempt.usage_estimated else ''}" if attempt.prompt_tokens else "")
