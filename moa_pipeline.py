@@ -2210,7 +2210,6 @@ class Position:
 class Vote:
     answer: str
     confidence: int | None
-    voter: str
 
 
 @dataclass(frozen=True)
@@ -2776,7 +2775,7 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
         found = await watch_for(debate, "judge", judges).guard(agent, ask(
             debate, "judge", agent, system, user, temperature=config.judge_temperature,
             max_tokens=config.judge_max_tokens, parse=usable, model=config.judge_model_for(index)))
-        return None if found is None else Vote(found.answer, found.confidence, agent)
+        return None if found is None else Vote(found.answer, found.confidence)
 
     votes = await run_all(one(i) for i in range(judges))
     return [v for v in votes if v is not None]
@@ -2829,7 +2828,7 @@ def solver_verdict(positions: list[Position], key: Callable[[str], str] = normal
 
     Its confidence is the share of solvers that agree, as a percentage.
     """
-    verdict = tally_votes([Vote(p.final_answer, None, p.agent) for p in positions], source="solvers", key=key)
+    verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
     if verdict is None:
         return None
     return replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))

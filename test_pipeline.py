@@ -339,7 +339,7 @@ def test_fatal_status_fails_fast(status: int, words: str, capsys) -> None:
 
 def test_tie_goes_to_higher_confidence() -> None:
     """Two sides of one vote each: the side with the more confident judge wins."""
-    votes = [moa.Vote("390", 70, "judge-1"), moa.Vote("391", 95, "judge-2")]
+    votes = [moa.Vote("390", 70), moa.Vote("391", 95)]
     verdict = moa.tally_votes(votes)
     assert verdict is not None
     assert (verdict.answer, verdict.confidence, verdict.agreeing, verdict.valid) == ("391", 95, 1, 2)
@@ -347,7 +347,7 @@ def test_tie_goes_to_higher_confidence() -> None:
 
 def test_majority_beats_confidence_and_reports_best_of_winners() -> None:
     """Two votes beat one, however confident; the confidence is the winning side's best."""
-    votes = [moa.Vote("**391**", 60, "j1"), moa.Vote("999", 100, "j2"), moa.Vote("391.0", 80, "j3")]
+    votes = [moa.Vote("**391**", 60), moa.Vote("999", 100), moa.Vote("391.0", 80)]
     verdict = moa.tally_votes(votes)
     assert verdict is not None
     assert (verdict.answer, verdict.confidence, verdict.agreeing, verdict.valid) == ("391.0", 80, 2, 3)
@@ -355,7 +355,7 @@ def test_majority_beats_confidence_and_reports_best_of_winners() -> None:
 
 def test_tally_of_nothing_is_none() -> None:
     """No countable votes gives no verdict (never an empty one)."""
-    assert moa.tally_votes([moa.Vote("  ", 90, "j1")]) is None
+    assert moa.tally_votes([moa.Vote("  ", 90)]) is None
 
 
 @respx.mock

@@ -62,3 +62,8 @@ def test_the_error_tree_has_one_root() -> None:
     for error in (moa.ConfigError, moa.APIError, moa.RunFailed, moa.EndpointUnreachable, moa.BatchLocked,
                   moa.InputError):
         assert issubclass(error, moa.MoAError) and isinstance(error.exit_code, int)
+
+
+def test_a_vote_holds_only_what_the_tally_reads() -> None:
+    """Vote carries no voter: nothing read it (issue 21, item 9); a judge's name is in its call's record."""
+    assert list(moa.Vote.__dataclass_fields__) == ["answer", "confidence"]
