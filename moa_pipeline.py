@@ -1733,8 +1733,8 @@ class RetriesUsed:
 async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
                       retries: RetriesUsed, reserved: int) -> T | APIError:
     """One attempt of a call, recorded in the call and the trace whatever happens."""
-    attempt = Attempt(number, debate.new_nonce(), debate.runtime.clock() - debate.started, model=call.model,
-                      reserved=reserved)
+    attempt = Attempt(number, f"{debate.runtime.rng.getrandbits(64):016x}", debate.runtime.clock() - debate.started,
+                      model=call.model, reserved=reserved)
     call.attempts.append(attempt)
     messages = build_messages(call.system, call.user, attempt.nonce)
     try:
@@ -2261,9 +2261,6 @@ class Debate:
         doing its job (an early exit, a budget's cut): a warning a question buried the real ones."""
         self.notes.append(f"round {self.round}: {text}")
         log.log(logging.WARNING if problem else logging.INFO, text)
-
-    def new_nonce(self) -> str:
-        return f"{self.runtime.rng.getrandbits(64):016x}"
 
     def time_left(self) -> float:
         """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one), our own queue's not counted."""
@@ -3090,18 +3087,16 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     try:
         check_question(config, question)
         await run_question(debate, question, replay)
-    except MoAError as err:
+    except (MoAError, asyncio.CancelledError) as err:
         stopped = err
-    except asyncio.CancelledError as err:
-        stopped = err
-        raise
+        if isinstance(err, asyncio.CancelledError):
+            raise
     finally:
         endpoint.questions -= 1
         record = run_record(config, question, debate, runtime.clock() - debate.started)
         if stopped is not None:
             record = record.ended(stopped)
-        record = save_run_files(debate, record, replay, transcript_path, place.folder_fd if place else None,
-                                file_error)
+        record = save_run_files(debate, record, replay, transcript_path, place, file_error)
         if handover is not None:
             handover.record = record
     return record
@@ -3156,10 +3151,9 @@ KEYWORD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 
 
 def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
-    """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI;
-    keyword overrides on top (None: leave it), each checked by library_value, so a Config
-    built by hand gets the CLI's limits too. TypeError for a ``config`` that is not a Config;
-    ConfigError for an unknown name or a setting given twice."""
+    """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI; keyword
+    overrides on top (None: leave it), each checked by library_value, so a Config built by hand gets the CLI's
+    limits too. TypeError for a ``config`` that is not a Config; ConfigError for an unknown name or a setting twice."""
     if config is not None and not isinstance(config, Config):
         raise TypeError(f"config: expected a moa_pipeline.Config or None, got {type(config).__name__}")
     names = {s.field: s.env for s in SETTINGS} | OVERRIDE_ALIASES
@@ -3237,13 +3231,13 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
 
 
 def save_run_files(debate: Debate, record: RunRecord, replay: Replay | None,
-                   transcript_path: Path | None, folder_fd: int | None, file_error: str | None) -> RunRecord:
+                   transcript_path: Path | None, place: LogPlace | None, file_error: str | None) -> RunRecord:
     """Close the trace and fill the transcript: the record, with its transcript's path, or why a write failed."""
     record = replace(record, transcript=str(transcript_path) if transcript_path else None)
     if debate.trace:
         debate.trace.finish(debate, record)
     transcript_error = None if transcript_path is None else write_transcript(
-        debate.runtime, transcript_path, render_transcript(debate, record, replay), folder_fd)
+        debate.runtime, transcript_path, render_transcript(debate, record, replay), place.folder_fd if place else None)
     return replace(record, transcript=None if transcript_error else record.transcript,
                    write_error=(debate.trace.error if debate.trace else None) or transcript_error or file_error)
 
