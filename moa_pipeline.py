@@ -1603,8 +1603,8 @@ class RetriesUsed:
 async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
                       retries: RetriesUsed, reserved: int) -> T | APIError:
     """One attempt of a call, recorded in the call and the trace whatever happens."""
-    attempt = Attempt(number, debate.new_nonce(), debate.runtime.clock() - debate.started, model=call.model,
-                      reserved=reserved)
+    attempt = Attempt(number, f"{debate.runtime.rng.getrandbits(64):016x}", debate.runtime.clock() - debate.started,
+                      model=call.model, reserved=reserved)
     call.attempts.append(attempt)
     # A fresh nonce each attempt: five solvers sending identical requests through a caching gateway would
     # otherwise get one cached answer, and a retry the same cached failure back.
@@ -2097,9 +2097,6 @@ class Debate:
         doing its job (an early exit, a budget's cut): a warning a question buried the real ones."""
         self.notes.append(f"round {self.round}: {text}")
         log.log(logging.WARNING if problem else logging.INFO, text)
-
-    def new_nonce(self) -> str:
-        return f"{self.runtime.rng.getrandbits(64):016x}"
 
     def time_left(self) -> float:
         """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one), our own queue's not counted."""
@@ -2855,18 +2852,16 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     try:
         check_question(config, question)
         await run_question(debate, question, replay)
-    except MoAError as err:
+    except (MoAError, asyncio.CancelledError) as err:
         stopped = err
-    except asyncio.CancelledError as err:
-        stopped = err
-        raise
+        if isinstance(err, asyncio.CancelledError):
+            raise
     finally:
         endpoint.questions -= 1
         record = run_record(config, question, debate, runtime.clock() - debate.started)
         if stopped is not None:
             record = record.ended(stopped)
-        record = save_run_files(debate, question, record, replay, transcript_path,
-                                place.folder_fd if place else None, file_error)
+        record = save_run_files(debate, record, replay, transcript_path, place, file_error)
         if handover is not None:
             handover.record = record
     return record
@@ -2927,8 +2922,7 @@ def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Confi
     if config is not None and not isinstance(config, Config):
         raise TypeError(f"config: expected a moa_pipeline.Config or None, got {type(config).__name__}")
     names = {s.field: s.env for s in SETTINGS} | OVERRIDE_ALIASES
-    unknown = sorted(set(overrides) - set(names))
-    if unknown:
+    if unknown := sorted(set(overrides) - set(names)):
         raise ConfigError(f"unknown setting {unknown[0]!r}: use a setting's lower-case name, such as "
                           "workers, judges, rounds or max_tokens (see README, Settings)")
     by_env = {s.env: s for s in SETTINGS}
@@ -2963,25 +2957,16 @@ def library_value(label: str, value: Any, setting: Setting) -> str:
     return setting_text(value)
 
 
-def library_client(config: Config) -> httpx.AsyncClient:
-    """open_client, with what the environment can break in it (HTTP_PROXY, SSL_CERT_FILE) as a ConfigError."""
-    try:
-        return open_client(config)
-    except (httpx.InvalidURL, OSError, ValueError) as err:  # no text: a proxy URL may hold a password
-        raise ConfigError(f"cannot set up the HTTP client ({err.__class__.__name__}): check HTTP_PROXY, "
-                          "HTTPS_PROXY, ALL_PROXY and SSL_CERT_FILE") from None
-
-
 async def debate(question: str, *, config: Config | None = None, _runtime: Runtime | None = None,
                  _replay: Replay | None = None, _record: Handover | None = None, **overrides: Any) -> Result:
     """Answer one question by a debate; the library's way in, and the CLI's.
 
-    Settings come from the environment and .env, as for the CLI, unless ``config`` is given; keyword
-    overrides use the settings' lower-case names (``workers=3, judges=1, rounds=2``). Writes the
-    transcript and trace as the settings say, and never prints, exits or installs signal handlers.
-    Raises TypeError (an argument of the wrong type), ConfigError (a bad setting or question; nothing
-    was sent) or RunFailed (no verdict; its ``result`` says why). The underscored keywords are the
-    CLI's: its test seams, a replay, and the record it reports from even when the run is cancelled.
+    Settings come from the environment and .env, as for the CLI, unless ``config`` is given; keyword overrides
+    use the settings' lower-case names (``workers=3, judges=1, rounds=2``). Writes the transcript and trace as
+    the settings say, and never prints, exits or installs signal handlers. Raises TypeError (an argument of the
+    wrong type), ConfigError (a bad setting or question, or an HTTP client the environment breaks: nothing was
+    sent) or RunFailed (no verdict; its ``result`` says why). The underscored keywords are the CLI's: its test
+    seams, a replay, and the record it reports from even when the run is cancelled.
     """
     if not log.handlers:  # a library logs nowhere until its caller sets logging up
         log.addHandler(logging.NullHandler())
@@ -2995,7 +2980,12 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     question = valid_text(question)
     check_question(config, question)  # before any file is made: ConfigError means nothing happened
     runtime = replace(_runtime or Runtime(), secrets=config.secrets)
-    async with library_client(config) as client:
+    try:
+        client = open_client(config)
+    except (httpx.InvalidURL, OSError, ValueError) as err:  # no text: a proxy URL may hold a password
+        raise ConfigError(f"cannot set up the HTTP client ({err.__class__.__name__}): check HTTP_PROXY, "
+                          "HTTPS_PROXY, ALL_PROXY and SSL_CERT_FILE") from None
+    async with client:
         run = await answer_question(config, question, Endpoint(config, client, runtime), runtime, _record, _replay)
     result = run.masked(config.secrets)
     if isinstance(run.exception, ConfigError):
@@ -3005,19 +2995,16 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     return result
 
 
-def save_run_files(debate: Debate, question: str, record: RunRecord, replay: Replay | None,
-                   transcript_path: Path | None, folder_fd: int | None, file_error: str | None) -> RunRecord:
+def save_run_files(debate: Debate, record: RunRecord, replay: Replay | None,
+                   transcript_path: Path | None, place: LogPlace | None, file_error: str | None) -> RunRecord:
     """Close the trace and fill the transcript: the record, with its transcript's path, or why a write failed."""
-    trace_error = None
+    record = replace(record, transcript=str(transcript_path) if transcript_path else None)
     if debate.trace:
-        debate.trace.finish(debate, replace(record, transcript=str(transcript_path) if transcript_path else None))
-        trace_error = debate.trace.error
-    if transcript_path is None:
-        return replace(record, write_error=trace_error or file_error)
-    text = render_transcript(debate.config, debate, question, record, replay)
-    transcript_error = write_transcript(debate.runtime, transcript_path, text, folder_fd)
-    return replace(record, transcript=None if transcript_error else str(transcript_path),
-                   write_error=trace_error or transcript_error or file_error)
+        debate.trace.finish(debate, record)
+    transcript_error = None if transcript_path is None else write_transcript(
+        debate.runtime, transcript_path, render_transcript(debate, record, replay), place.folder_fd if place else None)
+    return replace(record, transcript=None if transcript_error else record.transcript,
+                   write_error=(debate.trace.error if debate.trace else None) or transcript_error or file_error)
 
 
 # --- 12. files -----------------------------------------------------------------------------------
@@ -3091,8 +3078,7 @@ def _render_call(call: AgentCall) -> list[str]:
              "[system prompt; each attempt appends its nonce]", call.system, "[user prompt]", call.user]
     for attempt in call.attempts:
         http = f"HTTP {attempt.status}" if attempt.status else "no HTTP response"
-        if attempt.outcome.startswith(http):  # "HTTP 500: overloaded" says it once
-            http = "failed"
+        http = "failed" if attempt.outcome.startswith(http) else http  # "HTTP 500: overloaded" says it once
         finish = f", finish_reason={attempt.finish_reason}" if attempt.finish_reason else ""
         tokens = (f", {attempt.prompt_tokens}+{attempt.completion_tokens} tokens"
                   f"{' (estimated)' if attempt.usage_estimated else ''}" if attempt.prompt_tokens else "")
@@ -3107,8 +3093,7 @@ def _render_call(call: AgentCall) -> list[str]:
     return lines + [""]
 
 
-def render_transcript(config: Config, debate: Debate, question: str, result: RunRecord,
-                      replay: Replay | None = None) -> str:
+def render_transcript(debate: Debate, result: RunRecord, replay: Replay | None = None) -> str:
     """The transcript text: config, every call grouped by round and phase, usage, tally, verdict."""
     lines = ["MoA pipeline transcript", f"run id: {debate.run_id}",
              f"written: {datetime.now().isoformat(timespec='seconds')}"]
@@ -3117,19 +3102,17 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
     if replay is not None:
         lines.append(f"replay of {replay.source} (run {replay.run_id}): the phases before {replay.start} come from "
                      f"that trace; {replay.start} and later were run again with the current prompts and settings")
-    lines += ["", "=== Question ===", question, "", "=== Configuration ==="]
-    lines += [f"{name}={value}" for name, value in config.shown().items()]
-    for round_number in sorted({c.round for c in debate.calls}):
-        for phase in PHASES:
-            for step in sorted({c.step for c in debate.calls if c.round == round_number and c.phase == phase}):
-                calls = [c for c in debate.calls if c.round == round_number and c.phase == phase and c.step == step]
-                title = f"Debate round {step} - Revision" if phase == "revise" else PHASE_TITLES[phase]
-                lines += ["", f"=== Round {round_number} · {title} ===", ""]
-                for call in calls:
-                    lines += _render_call(call)
-    if debate.notes:
-        lines += ["=== Notes ==="] + debate.notes + [""]
-    lines += ["=== Usage ==="] + usage_lines(debate.calls, config)
+    lines += ["", "=== Question ===", result.question, "", "=== Configuration ==="]
+    lines += [f"{name}={value}" for name, value in debate.config.shown().items()]
+    groups: dict[tuple[int, int, int], list[AgentCall]] = {}
+    for call in result.calls:
+        groups.setdefault((call.round, PHASES.index(call.phase), call.step), []).append(call)
+    for (round_number, phase, step), calls in sorted(groups.items()):
+        title = f"Debate round {step} - Revision" if PHASES[phase] == "revise" else PHASE_TITLES[PHASES[phase]]
+        lines += ["", f"=== Round {round_number} · {title} ===", ""] + [line for c in calls for line in _render_call(c)]
+    if result.notes:
+        lines += ["=== Notes ===", *result.notes, ""]
+    lines += ["=== Usage ===", *usage_lines(result)]
     if result.skipped:
         lines += ["budget limited; skipped: " + "; ".join(result.skipped)]
     lines += ["", "=== Tally ==="]
@@ -3137,21 +3120,20 @@ def render_transcript(config: Config, debate: Debate, question: str, result: Run
         lines.append(f"round {index} ({verdict.source}): " + ", ".join(f"{k!r}: {n}" for k, n in verdict.tally.items())
                      + f" -> {verdict.answer!r}, confidence {verdict.confidence}, {verdict.agreeing}/{verdict.valid}")
     lines += ["", "=== Verdict ==="]
-    if result.verdict is not None:
-        lines += [f"answer: {result.verdict.answer}", f"confidence: {result.verdict.confidence}",
-                  f"agreement: {result.verdict.agreeing}/{result.verdict.valid} ({result.verdict.source})",
+    if (reported := result.verdict) is not None:
+        lines += [f"answer: {reported.answer}", f"confidence: {reported.confidence}",
+                  f"agreement: {reported.agreeing}/{reported.valid} ({reported.source})",
                   f"rerun: {'yes' if result.rerun else 'no'}"]
     if result.error:
         lines.append(f"error: {result.error}")
-    lines.append(f"elapsed: {result.elapsed_s:.2f}s, {len(debate.calls)} LLM calls, "
-                 f"{sum(len(c.attempts) for c in debate.calls)} HTTP requests")
+    lines.append(f"elapsed: {result.elapsed_s:.2f}s, {result.llm_calls} LLM calls, {result.http_requests} HTTP requests")
     return "\n".join(lines) + "\n"
 
 
-def usage_lines(calls: list[AgentCall], config: Config) -> list[str]:
+def usage_lines(result: RunRecord) -> list[str]:
     """Tokens (and cost) per phase and in all, for the transcript."""
     lines = []
-    for phase, totals in {**usage_by_phase(calls, config), "total": usage_totals(calls, config)}.items():
+    for phase, totals in {**result.usage_by_phase, "total": result.usage}.items():
         if totals["total_tokens"] or phase == "total":
             cost = f", ${totals['cost_usd']:.6f}" if "cost_usd" in totals else ""
             guess = " (estimated)" if totals["estimated"] else ""
@@ -3239,17 +3221,17 @@ def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | N
     return None
 
 
+@dataclass
 class TraceWriter:
     """The transcript's JSONL twin: a run object, one per HTTP attempt (first, in a replay, those it kept, marked
     restored), a verdict. Everything a model saw and said can be rebuilt from it alone (README, "JSONL trace");
     headers, and with them the keys, are never written. After a failed write it writes nothing more (``error``)."""
 
-    def __init__(self, path: Path, fd: int, config: Config, runtime: Runtime) -> None:
-        self.path = path
-        self.fd: int | None = fd
-        self.config = config
-        self.runtime = runtime
-        self.error: str | None = None
+    path: Path
+    fd: int | None
+    config: Config
+    runtime: Runtime
+    error: str | None = None
 
     def write(self, record: dict[str, Any]) -> None:
         if self.fd is None or self.error:
@@ -3260,7 +3242,8 @@ class TraceWriter:
             self.error = f"could not write the trace {self.path} ({describe_os_error(err)})"
 
     def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
-        self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": debate.run_id, "question": question, "config": self.config.shown(),
+        self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": debate.run_id, "question": question,
+                    "config": self.config.shown(),
                     "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
                     "replay": None if replay is None else {"trace": str(replay.source), "from": str(replay.start),
                                                            "run_id": replay.run_id}})
@@ -3272,28 +3255,24 @@ class TraceWriter:
                 temperature: float, max_tokens: int) -> None:
         self.write({
             "type": "attempt", "run_id": debate.run_id, "round": call.round, "debate_round": call.step,
-            "phase": call.phase,
-            "agent": call.agent, "attempt": attempt.number, "nonce": attempt.nonce, "model": attempt.model,
-            "request": {"model": attempt.model, "messages": messages, "temperature": temperature,
-                        "max_tokens": max_tokens},
+            "phase": call.phase, "agent": call.agent, "attempt": attempt.number, "nonce": attempt.nonce,
+            "model": attempt.model, "request": {"model": attempt.model, "messages": messages,
+                                                "temperature": temperature, "max_tokens": max_tokens},
             "status": attempt.status, "finish_reason": attempt.finish_reason, "response_text": attempt.response_text,
             "usage": {"prompt_tokens": attempt.prompt_tokens, "completion_tokens": attempt.completion_tokens,
                       "estimated": attempt.usage_estimated},
             "cache_status": attempt.cache_status, "gateway_retries": attempt.gateway_retries,
-            "started_s": round(attempt.started_s, 4),
-            "latency_s": round(attempt.latency_s, 4), "outcome": attempt.outcome,
-            "error": None if attempt.outcome == "ok" else attempt.outcome, "retry_in_s": attempt.retry_in_s,
-        })
+            "started_s": round(attempt.started_s, 4), "latency_s": round(attempt.latency_s, 4),
+            "outcome": attempt.outcome, "error": None if attempt.outcome == "ok" else attempt.outcome,
+            "retry_in_s": attempt.retry_in_s})
 
     def finish(self, debate: Debate, record: RunRecord) -> None:
         """The verdict line: the run's record (--json's fields), with each verdict, which one is reported, and
         the notes. Each verdict is under "verdicts": "rounds" is --json's count of debate rounds."""
-        self.write({"type": "verdict", "run_id": debate.run_id, **record.to_dict(), "reported_round": record.reported_round,
+        self.write({"type": "verdict", "run_id": debate.run_id, **record.to_dict(),
+                    "reported_round": record.reported_round,
                     "verdicts": [{"round": i} | asdict(v) for i, v in enumerate(record.verdicts, 1)],
                     "notes": list(record.notes)})
-        self.close()
-
-    def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -3653,9 +3632,9 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     run) is skipped; any other unreadable line is a ConfigError naming it."""
     try:
         handle = read_file(path, follow=True)
+    except NotPlainFile:
+        raise ConfigError(f"--replay {path}: not a regular file (a trace is a .jsonl file in LOG_DIR)") from None
     except OSError as err:
-        if isinstance(err, NotPlainFile):
-            raise ConfigError(f"--replay {path}: not a regular file (a trace is a .jsonl file in LOG_DIR)") from None
         raise ConfigError(f"--replay {path}: cannot open it ({describe_os_error(err)})") from None
     with handle:
         for number, raw in enumerate(bounded_lines(handle, MAX_TRACE_LINE_BYTES), 1):
@@ -3672,37 +3651,32 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttempt | None:
-    """A checked attempt record; None for one that is not about a solver's line
-    (a judge's); ConfigError for one that is malformed."""
-    agent = record.get("agent")
-    found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
-    round_number, phase = record.get("round"), record.get("phase")
+    """A checked attempt record; None for a judge's (not about a solver's line); ConfigError for a malformed one."""
+    agent, round_number, phase = record.get("agent"), record.get("round"), record.get("phase")
     text, outcome, model = record.get("response_text", ""), record.get("outcome"), record.get("model")
-    if (found is None or not isinstance(round_number, int) or isinstance(round_number, bool)
-            or phase not in PHASES or not isinstance(text, (str, type(None))) or not isinstance(outcome, str)
-            or not isinstance(model, (str, type(None)))):
+    found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
+    if (found is None or type(round_number) is not int or phase not in PHASES or not isinstance(outcome, str)
+            or not isinstance(text, str | None) or not isinstance(model, str | None)):
         raise ConfigError(f"--replay {path}: line {number} is not an attempt record of this tool "
                           "(agent, round, phase, outcome, model or response_text missing or malformed)")
-    slot = int(found.group(3)) - 1
     if found.group(2) == "judge":
         return None
+    slot, step = int(found.group(3)) - 1, record.get("debate_round", 1)
     if not 0 <= slot < MAX_WORKERS or (phase == "critique") != (found.group(1) is not None):
         raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({str(agent)[:40]!r})")
-    step = record.get("debate_round", 1)
-    if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= MAX_ROUNDS:
+    if type(step) is not int or not 1 <= step <= MAX_ROUNDS:
         raise ConfigError(f"--replay {path}: line {number} has a debate_round that is not 1-{MAX_ROUNDS}")
     return TraceAttempt(round_number, phase, slot, outcome == "ok", valid_text(text or ""), step,
                         valid_text(model or ""), record)
 
 
 def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int, Position]:
-    """Each solver's line as the kept attempts leave it: its answer and model, the critique
-    and rebuttal it got, and its answer after each debate round before ``start``."""
+    """Each solver's line as the kept attempts leave it: its answer and model, the critique and rebuttal
+    it got, and once round 1 is over, its answer after each debate round before ``start``, in order."""
     positions: dict[int, Position] = {}
     ok = [a for a in kept if a.ok]
     for record in (a for a in ok if a.phase == "generate"):
-        parsed = _valid_answer(record.response_text)
-        if parsed is not None:
+        if (parsed := _valid_answer(record.response_text)) is not None:
             positions[record.slot] = Position(record.slot, parsed.answer, parsed.reasoning,
                                               final_answer=parsed.answer, model=record.model)
     for record in (a for a in ok if a.slot in positions):
@@ -3711,22 +3685,18 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int
             position.critique = found[0]
         elif record.phase == "rebuttal" and (rebuttal := parse_rebuttal(record.response_text)):
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
-    if start.phase not in ("critique", "rebuttal"):  # round 1 is over: its answers open the by-round history
-        _replay_revisions(positions, [a for a in ok if a.phase == "revise"])
-    return positions
-
-
-def _replay_revisions(positions: dict[int, Position], revisions: list[TraceAttempt]) -> None:
-    """The debate rounds a trace holds, applied in order: each solver's answer after each round."""
+    if start.phase in ("critique", "rebuttal"):
+        return positions
+    revisions = [a for a in ok if a.phase == "revise"]
     for position in positions.values():
         position.by_round = [position.final_answer]
     for step in range(2, max((a.step for a in revisions), default=1) + 1):
         for record in (a for a in revisions if a.step == step and a.slot in positions):
-            revised = parse_rebuttal(record.response_text)
-            if revised:
+            if revised := parse_rebuttal(record.response_text):
                 positions[record.slot].revision, positions[record.slot].final_answer = revised[0], revised[1].answer
         for position in positions.values():
             position.by_round.append(position.final_answer)
+    return positions
 
 
 def load_replay(path: Path, start: ReplayStart) -> Replay:
@@ -3747,7 +3717,7 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
     question = run.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
-    chosen = reported if isinstance(reported, int) and not isinstance(reported, bool) else 1
+    chosen = reported if type(reported) is int else 1
     in_round = [a for a in attempts if a.round == chosen]
     kept = [a for a in in_round if start.keeps(a)]
     positions = _rebuild_positions(kept, start)

@@ -83,7 +83,7 @@ def test_single_run_makes_missing_parents_0700(tmp_path) -> None:
     """open_run_files (one question) makes every missing folder of LOG_DIR 0700, not only the last."""
     transcript, trace, error = moa.open_run_files(config(tmp_path / "x/y"), test_runtime())
     assert error is None and transcript is not None and trace is not None
-    trace.close()
+    os.close(trace.fd)
     assert [oct((tmp_path / p).stat().st_mode & 0o777) for p in ("x", "x/y", "x/y/logs")] == ["0o700"] * 3
 
 

@@ -66,3 +66,8 @@ def test_the_error_tree_has_one_root() -> None:
 def test_a_bad_input_line_is_data_not_an_error() -> None:
     """read_items yields a bad questions-file line as a BadLine record: the error tree holds only what is raised."""
     assert not issubclass(moa.BadLine, BaseException) and not hasattr(moa, "InputError")
+
+
+def test_a_vote_holds_only_what_the_tally_reads() -> None:
+    """Vote carries no voter: nothing read it (issue 21, item 9); a judge's name is in its call's record."""
+    assert list(moa.Vote.__dataclass_fields__) == ["answer", "confidence", "tier"]
