@@ -2615,17 +2615,6 @@ def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _
     return (slot + 1) % workers
 
 
-async def critique(debate: Debate, question: str, positions: list[Position], workers: int,
-                   temperature: float) -> None:
-    """Phase 2: each valid answer critiqued by another slot; a failure leaves it in play."""
-    await run_all(review_one(debate, question, p, workers, temperature) for p in positions)
-
-
-async def rebut(debate: Debate, question: str, positions: list[Position], workers: int, temperature: float) -> None:
-    """Phase 3: each critiqued solver defends or revises; a failure keeps its answer."""
-    await run_all(reply_one(debate, question, p, workers, temperature) for p in positions)
-
-
 async def run_chains(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
     """Phases 1-3 without barriers: each solver's critique starts as soon as its answer is valid, and its
     rebuttal as soon as the critique lands. The round is as slow as its slowest chain, not the sum of each
@@ -2750,9 +2739,7 @@ def tally_votes(votes: list[Vote], source: str = "judges",
 def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict | None:
     """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%)."""
     verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
-    if verdict is None:
-        return None
-    return replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
+    return verdict and replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
 
 
 def verdict_key(verdict: Verdict, question: str) -> Callable[[str], str]:
@@ -2829,13 +2816,13 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
     # Retries of critiques and rebuttals may not eat into the judges' share.
     if done == "generate":
         with budget.kept_back(plan.judges, plan.judges_tokens):
-            await critique(debate, question, positions[:plan.critiques], workers, temperature)
+            await run_all(review_one(debate, question, p, workers, temperature) for p in positions[:plan.critiques])
         log_phase(debate, "critique")
         plan = plan_phases(debate, question, positions, "critique", plan)
     if done in ("generate", "critique") and config.enable_rebuttal:
         critiqued = [p for p in positions if p.critique is not None]
         with budget.kept_back(plan.judges, plan.judges_tokens):
-            await rebut(debate, question, critiqued[:plan.rebuttals], workers, temperature)
+            await run_all(reply_one(debate, question, p, workers, temperature) for p in critiqued[:plan.rebuttals])
         log_phase(debate, "rebuttal")
     if later_rounds:
         await run_later_rounds(debate, question, positions, temperature, plan)
@@ -4148,21 +4135,6 @@ def _usable_id(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 512 and valid_text(value) == value
 
 
-def parse_input_line(raw: bytes, number: int, jsonl: bool) -> BatchItem | BadLine | None:
-    """One line of a questions file: an item, an input error, or None (blank or comment)."""
-    try:
-        text = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return BadLine(number, "not valid UTF-8")
-    if not text or text.startswith("#"):
-        return None
-    if "\x00" in text:
-        return BadLine(number, "contains NUL bytes")
-    if jsonl:
-        return _item_from_json(text, number)
-    return BatchItem(number, question_id(text), text, None)
-
-
 def input_format(name: str) -> bool | None:
     """True for JSONL, False for text, None to decide from the first line (stdin "-", other names)."""
     suffix = Path(name).suffix.lower()
@@ -4183,19 +4155,22 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
         if raw is None:
             yield BadLine(number, f"the line is too long for MAX_QUESTION_CHARS={max_chars}")
             continue
-        if number == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-        if jsonl is None:
-            head = raw.strip()
-            if not head or head.startswith(b"#"):
-                continue
+        raw = raw.removeprefix(b"\xef\xbb\xbf" if number == 1 else b"")
+        if jsonl is None and (head := raw.strip()) and not head.startswith(b"#"):  # the first line that counts
             jsonl = head.startswith(b"{")
-        item = parse_input_line(raw, number, jsonl)
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            yield BadLine(number, "not valid UTF-8")
+            continue
+        if not text or text.startswith("#"):  # blank, or a comment
+            continue
+        item = (BadLine(number, "contains NUL bytes") if "\x00" in text else _item_from_json(text, number) if jsonl
+                else BatchItem(number, question_id(text), text, None))
         if isinstance(item, BatchItem) and len(item.question) > max_chars:
             item = BadLine(number, f"the question is {len(item.question)} characters, more than "
                                    f"MAX_QUESTION_CHARS={max_chars}")
-        if item is not None:
-            yield item
+        yield item
 
 
 def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
@@ -4385,18 +4360,6 @@ class Progress:
             self.bar.close()
 
 
-def stops_the_batch(result: RunRecord, stats: BatchStats, failed_before: bool = False) -> str | None:
-    """Why this failure stops the whole batch (exit 1), or None. A rejected key, a wrong URL or model or a
-    quota used up fails every question alike, and so does an endpoint that never answered before any question
-    succeeded. A 400 can be one question's fault, so it stops the batch only when the first ones all fail alike."""
-    error = result.exception
-    if isinstance(error, APIError) and error.stops_run:
-        return str(error)
-    if isinstance(error, EndpointUnreachable) and stats.ok == 0:
-        return f"the endpoint is unreachable: {error}"
-    return same_error_everywhere(result, stats, failed_before)
-
-
 def lasting_error(result: RunRecord) -> str | None:
     """The error a failed question ended on if no retry was made for it and it is no outage (a 400, a
     422), each word holding a digit (a count, an id) made "#" so two questions' compare; else None. A
@@ -4518,14 +4481,20 @@ class BatchRun:
 
     def stop_if_hopeless(self, result: RunRecord, failed_before: bool = False) -> None:
         """Stop when a question's end says the rest would fail alike: a stalled endpoint opens the breaker
-        (exit 75: later it may answer); what stops_the_batch names aborts (exit 1)."""
-        if isinstance(result.exception, EndpointStalled):
-            self.stats.breaker = self.stats.breaker or f"{result.exception}; no new question started (a rerun resumes)"
-        elif (why := stops_the_batch(result, self.stats, failed_before)) and not self.stats.aborted:
-            self.stats.aborted = why
-        else:
+        (exit 75: later it may answer). A rejected key, a wrong URL or model, a quota used up, or an endpoint
+        that never answered before any question succeeded aborts (exit 1); a 400 can be one question's fault,
+        so it aborts only as same_error_everywhere says."""
+        error = result.exception
+        if isinstance(error, EndpointStalled):
+            self.stats.breaker = self.stats.breaker or f"{error}; no new question started (a rerun resumes)"
+            self.stop.set()
             return
-        self.stop.set()
+        why = (str(error) if isinstance(error, APIError) and error.stops_run
+               else f"the endpoint is unreachable: {error}" if isinstance(error, EndpointUnreachable) and not self.stats.ok
+               else same_error_everywhere(result, self.stats, failed_before))
+        if why and not self.stats.aborted:
+            self.stats.aborted = why
+            self.stop.set()
 
     def save(self, item: BatchItem, result: RunRecord, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
@@ -4579,21 +4548,16 @@ class BatchRun:
                 self.stop.set()
             if self.stop.is_set():
                 break
-            item = self.admit(entry)
-            if item is None:
+            if (item := self.admit(entry)) is None:
                 continue
-            if not await self.room_unless_stopped():
+            while len(self.tasks) >= self.options.concurrency and not self.stop.is_set():
+                await self.one_ends_or_stop()
+            if self.stop.is_set():
                 break
             task = asyncio.create_task(self.one(item, endpoint, writer))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         await self.drain()
-
-    async def room_unless_stopped(self) -> bool:
-        """Wait until fewer than --concurrency questions are in flight; False when a stop comes first."""
-        while len(self.tasks) >= self.options.concurrency and not self.stop.is_set():
-            await self.one_ends_or_stop()
-        return not self.stop.is_set()
 
     async def one_ends_or_stop(self) -> None:
         stopped = asyncio.create_task(self.stop.wait())
@@ -5067,7 +5031,7 @@ async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover
                 run.record = run.record.ended(err)
 
 
-def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Replay | None]:
+def single_question(args: argparse.Namespace, config: Config) -> SingleRequest:
     """The question (and the replay it comes from, if any); ConfigError on bad input."""
     if args.replay is not None:
         if args.replay_from is None:
@@ -5077,10 +5041,10 @@ def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Repl
         if (first := replay.start.debate_round) > config.rounds:
             raise ConfigError(f"--from {replay.start} runs debate rounds {first} to ROUNDS, but "
                               f"ROUNDS={config.rounds}: add --rounds {first} or more")
-        return valid_text(replay.question), replay
+        return SingleRequest(valid_text(replay.question), replay)
     if args.replay_from is not None:
         raise ConfigError("--from goes with --replay TRACE")
-    return read_question(args.question, sys.stdin, config.max_question_chars), None
+    return SingleRequest(read_question(args.question, sys.stdin, config.max_question_chars), None)
 
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
@@ -5110,21 +5074,20 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
 def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_output: bool) -> int:
     try:
         summary = asyncio.run(run_batch(config, options, runtime, sys.stdin))
-    except MoAError as err:
-        say(f"error: {err}", config.secrets)
-        return exit_code_for(err)
-    except OSError as err:
-        say(f"error: batch output {options.output}: {describe_os_error(err)}; nothing already written was lost",
-            config.secrets)
-        return exit_code_for(err)
-    except Exception as err:  # a bug: one line; the output stays resumable
-        say(f"error: {internal_error(err)}", config.secrets)
+    except Exception as err:  # a bug too: one line; the output stays resumable
+        why = (str(err) if isinstance(err, MoAError) else internal_error(err) if not isinstance(err, OSError)
+               else f"batch output {options.output}: {describe_os_error(err)}; nothing already written was lost")
+        say(f"error: {why}", config.secrets)
         return exit_code_for(err)
     text = json.dumps(summary, ensure_ascii=False) if json_output else human_batch_summary(summary)
-    delivered = emit(text, config.secrets)
-    if summary.get("error"):
-        say(f"error: {summary['error']}", config.secrets)
-    code = batch_exit_code(summary)
+    return deliver(text, summary["error"], batch_exit_code(summary), config.secrets)
+
+
+def deliver(text: str, error: str | None, code: int, secrets: Sequence[str]) -> int:
+    """The result on stdout, its error line on stderr; a result nobody could read (stdout gone) fails the run."""
+    delivered = emit(text, secrets)
+    if error:
+        say(f"error: {error}", secrets)
     return code if delivered or code else EXIT_FAILED
 
 
@@ -5191,7 +5154,6 @@ class SingleRequest:
     replay: Replay | None
 
 
-
 # Flags (and their argparse names) that only a batch uses; --check also uses none of CHECK_IGNORES:
 # it sends one request, so what shapes or budgets a debate does nothing there.
 BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "shard",
@@ -5222,9 +5184,9 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Sin
         return batch_options(args)
     if given := given_flags(args, BATCH_ONLY_FLAGS):
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
-    question, replay = single_question(args, config)
-    check_question(config, question)
-    return SingleRequest(question, replay)
+    request = single_question(args, config)
+    check_question(config, request.question)
+    return request
 
 
 def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_output: bool) -> int:
@@ -5238,18 +5200,8 @@ def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_o
     if result.write_error:
         log.warning("%s; the verdict is still reported", result.write_error)
     shown = json.dumps(result.to_dict(), ensure_ascii=False) if json_output else human_summary(result)
-    delivered = emit(shown, config.secrets)
-    if result.error:
-        where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
-        say(f"error: {result.error}{where}", config.secrets)
-    return result.exit_code if delivered or result.exit_code else EXIT_FAILED
-
-
-def main_check(config: Config, runtime: Runtime) -> int:
-    """--check: its findings on stdout; exit 0 when a chat request worked, else 1."""
-    report = asyncio.run(check_endpoint(config, runtime))
-    emit("\n".join(report.lines), config.secrets)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
+    return deliver(shown, result.error and result.error + where, result.exit_code, config.secrets)
 
 
 def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
@@ -5269,16 +5221,19 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
         return exit_code_for(err)
     handler.addFilter(RedactingFilter(config.secrets))
     runtime = replace(runtime or Runtime(), secrets=config.secrets)
-    if request is None:
-        return main_check(config, runtime)
+    if request is None:  # --check: exit 0 when a chat request worked
+        found = asyncio.run(check_endpoint(config, runtime))
+        emit("\n".join(found.lines), config.secrets)
+        return EXIT_OK if found.ok else EXIT_FAILED
     if isinstance(request, BatchOptions):
         if not args.verbose:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
         return main_batch(config, request, runtime, args.json_output)
     if args.dry_run:
         plan = dry_run(config, request.question, request.replay)
-        return EXIT_OK if emit(json.dumps(plan.to_dict(config)) if args.json_output else human_dry_run(plan), config.secrets) else EXIT_FAILED
-    return main_single(config, request, runtime or Runtime(), args.json_output)
+        return deliver(json.dumps(plan.to_dict(config)) if args.json_output else human_dry_run(plan), None, EXIT_OK,
+                      config.secrets)
+    return main_single(config, request, runtime, args.json_output)
 
 
 if __name__ == "__main__":
