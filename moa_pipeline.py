@@ -2436,15 +2436,14 @@ def median(values: list[float]) -> float:
 class StragglerWatch:
     """Cuts the slow tail of one phase of one round.
 
-    Once ``quorum`` calls have answered, a call at the endpoint longer than STRAGGLER_FACTOR times
-    their median is cancelled and noted; its slot degrades like any failed call. Only time at the
-    endpoint counts (see InFlight): waiting for a request slot, the cool-down or a retry does not
-    age a call, since cutting it would not make the endpoint answer sooner.
+    Once ``quorum`` calls have answered, a call at the endpoint longer than STRAGGLER_FACTOR times their median
+    is cancelled and noted; its slot degrades like any failed call. Only time at the endpoint counts (see
+    InFlight): waiting for a request slot, the cool-down or a retry does not age a call, since cutting it would
+    not make the endpoint answer sooner.
 
-    A cut buys latency, which is what someone waits for when the question runs alone. A call that
-    starts while other questions share the endpoint gets SHARED_STRAGGLER_SCALE times the bar: they
-    keep it busy, so the batch gains little, and a call a gateway retried costs an answer for nothing.
-    """
+    A cut buys latency, which is what someone waits for when the question runs alone. A call that starts while
+    other questions share the endpoint gets SHARED_STRAGGLER_SCALE times the bar: they keep it busy, so the
+    batch gains little, and a call a gateway retried costs an answer for nothing."""
 
     def __init__(self, debate: Debate, phase: str, quorum: int) -> None:
         self.debate, self.phase, self.quorum = debate, phase, quorum
@@ -2492,8 +2491,7 @@ class StragglerWatch:
                          f"answered{shared})", problem=False)  # the tool's choice, counted in ``degraded``
 
     async def _watch(self) -> None:
-        """Cut overdue calls, then wait for the next deadline or a change: a call that
-        starts, ends, or sends a request (only a call at the endpoint ages)."""
+        """Cut overdue calls, then wait for the next deadline or a change (see ``changed``)."""
         while self.running:
             self.changed.clear()
             await self._nap(self._cut_overdue() if len(self.finished) >= self.quorum else None)
@@ -2531,10 +2529,8 @@ class StragglerWatch:
 
 def watch_for(debate: Debate, phase: str, calls: int, step: int = 1) -> StragglerWatch:
     """The straggler watch of ``phase`` in the current round (one per phase, debate round and rerun)."""
-    key = (debate.round, phase, step)
-    if key not in debate.watches:
-        debate.watches[key] = StragglerWatch(debate, phase, min(debate.config.min_valid_answers, calls))
-    return debate.watches[key]
+    return debate.watches.setdefault((debate.round, phase, step),
+                                     StragglerWatch(debate, phase, min(debate.config.min_valid_answers, calls)))
 
 
 async def solve_one(debate: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
@@ -2616,9 +2612,8 @@ def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _
 
 
 async def run_chains(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
-    """Phases 1-3 without barriers: each solver's critique starts as soon as its answer is valid, and its
-    rebuttal as soon as the critique lands. The round is as slow as its slowest chain, not the sum of each
-    phase's slowest call."""
+    """Phases 1-3 without barriers: each solver's critique starts as soon as its answer is valid, and its rebuttal
+    as soon as the critique lands. The round is as slow as its slowest chain, not each phase's slowest call summed."""
     solved: list[Position] = []
     failed = 0
 
@@ -2662,9 +2657,7 @@ def resolve_label(answer: str, labels: Mapping[str, str], bare_letters: bool = F
 def judge_order(positions: list[Position], index: int, shuffle: bool) -> list[Position]:
     """The order judge ``index`` sees the candidates in: rotated by its index, so a judge's position bias does not
     favour the same answer for every judge. Labels are neutral letters (no slot numbers, no model names)."""
-    if not shuffle or not positions:
-        return list(positions)
-    shift = index % len(positions)
+    shift = index % len(positions) if shuffle and positions else 0
     return positions[shift:] + positions[:shift]
 
 
@@ -2725,26 +2718,16 @@ def tally_votes(votes: list[Vote], source: str = "judges",
             groups.setdefault(name, []).append(vote)
     if not groups:
         return None
-
-    def strength(item: tuple[str, list[Vote]]) -> tuple[int, int]:
-        return len(item[1]), max((v.confidence or 0) for v in item[1])
-
-    _, winners = max(groups.items(), key=strength)  # max keeps the first of equals
+    winners = max(groups.values(), key=lambda g: (len(g), max((v.confidence or 0) for v in g)))  # the first of equals
     best = max(winners, key=lambda v: v.confidence or 0)
-    counted = sum(len(g) for g in groups.values())
-    return Verdict(best.answer.strip(), best.confidence or 0, len(winners), counted, source,
-                   {k: len(g) for k, g in groups.items()})
+    tally = {name: len(group) for name, group in groups.items()}
+    return Verdict(best.answer.strip(), best.confidence or 0, len(winners), sum(tally.values()), source, tally)
 
 
 def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict | None:
     """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%)."""
     verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
     return verdict and replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
-
-
-def verdict_key(verdict: Verdict, question: str) -> Callable[[str], str]:
-    """The key the vote used, so reports about the vote compare answers the same way."""
-    return typed_key(verdict.kind, choice_letters(question))
 
 
 def minority_report(verdict: Verdict, positions: list[Position],
@@ -2798,7 +2781,7 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
     the share of all solver slots that agree, so 5/5 is 100 and 3/5 (two failed) is 60."""
     kind, letters = detect_answer_type(question, [p.answer for p in positions]), choice_letters(question)
     keys = {answer_key(kind, p.answer, letters) for p in positions}
-    if len(keys) != 1 or not positions:
+    if len(keys) != 1:  # none, or some disagree
         return None
     return Verdict(present_answer(kind, positions[0].answer, letters), round(100 * len(positions) / workers),
                    len(positions), len(positions), "unanimous", {keys.pop(): len(positions)}, kind)
@@ -3013,7 +2996,7 @@ def run_record(config: Config, question: str, debate: Debate | None = None, elap
     verdict = verdicts[reported - 1] if reported else None
     positions = debate.positions.get(reported or 1, []) if debate else []
     calls, skipped = (tuple(debate.calls), list(debate.skipped)) if debate else ((), [])
-    key = verdict_key(verdict, question) if verdict else normalize_answer
+    key = typed_key(verdict.kind, choice_letters(question)) if verdict else normalize_answer  # as the vote compared
     usage, judged = usage_totals(calls, config), verdict if verdict and verdict.source == "judges" else None
     return RunRecord(
         question=question, final_answer=verdict.answer if verdict else None,
@@ -4489,8 +4472,9 @@ class BatchRun:
             self.stats.breaker = self.stats.breaker or f"{error}; no new question started (a rerun resumes)"
             self.stop.set()
             return
+        unreachable = isinstance(error, EndpointUnreachable) and not self.stats.ok
         why = (str(error) if isinstance(error, APIError) and error.stops_run
-               else f"the endpoint is unreachable: {error}" if isinstance(error, EndpointUnreachable) and not self.stats.ok
+               else f"the endpoint is unreachable: {error}" if unreachable
                else same_error_everywhere(result, self.stats, failed_before))
         if why and not self.stats.aborted:
             self.stats.aborted = why
@@ -4833,7 +4817,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge.")
     add_source_flags(parser)
-    add_batch_flags(parser)
+    batch = parser.add_argument_group("batch mode (with -f)")
+    batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
+    batch.add_argument("--concurrency", metavar="N", type=int,
+                       help=f"questions in flight at once (default {DEFAULT_CONCURRENCY})")
+    batch.add_argument("--no-resume", action="store_true",
+                       help="start over: move the old output aside instead of skipping its finished questions")
+    batch.add_argument("--force", action="store_true", help="resume even though the questions file changed")
+    batch.add_argument("--output-format", choices=("jsonl", "openai-batch"),
+                       help="jsonl (default): this tool's lines; openai-batch: OpenAI Batch API output lines")
+    batch.add_argument("--logs", choices=("all", "failed", "none"),
+                       help="transcripts and traces of: every question (all, the default), failed ones, none")
+    batch.add_argument("--shard", metavar="K/N",
+                       help="run only shard K of N (by a hash of each id), into OUTPUT.K-of-N.jsonl; "
+                            "auto/N takes K from a Slurm array task id or a Kubernetes Indexed Job index")
     add_debate_flags(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="print the calls and worst-case tokens and cost per phase; send nothing")
@@ -4858,23 +4855,6 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="replay_from", choices=tuple(REPLAY_STARTS), metavar="START",
                         help="with --replay: what to run again: critique, rebuttal, round2..round10 (debate "
                              "rounds from that one on) or judges")
-
-
-def add_batch_flags(parser: argparse.ArgumentParser) -> None:
-    batch = parser.add_argument_group("batch mode (with -f)")
-    batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
-    batch.add_argument("--concurrency", metavar="N", type=int,
-                       help=f"questions in flight at once (default {DEFAULT_CONCURRENCY})")
-    batch.add_argument("--no-resume", action="store_true",
-                       help="start over: move the old output aside instead of skipping its finished questions")
-    batch.add_argument("--force", action="store_true", help="resume even though the questions file changed")
-    batch.add_argument("--output-format", choices=("jsonl", "openai-batch"),
-                       help="jsonl (default): this tool's lines; openai-batch: OpenAI Batch API output lines")
-    batch.add_argument("--logs", choices=("all", "failed", "none"),
-                       help="transcripts and traces of: every question (all, the default), failed ones, none")
-    batch.add_argument("--shard", metavar="K/N",
-                       help="run only shard K of N (by a hash of each id), into OUTPUT.K-of-N.jsonl; "
-                            "auto/N takes K from a Slurm array task id or a Kubernetes Indexed Job index")
 
 
 def add_debate_flags(parser: argparse.ArgumentParser) -> None:
@@ -5091,10 +5071,6 @@ def deliver(text: str, error: str | None, code: int, secrets: Sequence[str]) -> 
     return code if delivered or code else EXIT_FAILED
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def console() -> None:
     """The `moa-pipeline` console script (and `python -m moa_pipeline`)."""
     sys.exit(main())
@@ -5114,7 +5090,7 @@ def signals_handled(signals: list[signal.Signals], handler: Callable[[int], obje
             loop.remove_signal_handler(number)
         with contextlib.suppress(ValueError):  # not the main thread
             for number in stop_signals():
-                signal.signal(number, _interrupt)
+                signal.signal(number, signal.default_int_handler)
 
 
 def stop_signals() -> list[signal.Signals]:
@@ -5125,15 +5101,14 @@ def stop_signals() -> list[signal.Signals]:
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
-    """The command line. SIGTERM (and SIGHUP, see stop_signals) is Ctrl-C from the first line on, so a stop while
-    reading stdin or compacting a big output is one line and exit 130, never a
-    traceback; the phases that run questions install their own graceful handlers."""
+    """The command line. SIGTERM (and SIGHUP, see stop_signals) is Ctrl-C from the first line on: a stop while reading
+    stdin or compacting a big output is one line and exit 130, never a traceback (running questions stop gracefully)."""
     if sys.version_info < MIN_PYTHON:
         say(f"error: moa-pipeline needs Python {'.'.join(map(str, MIN_PYTHON))} or newer; this is "
             f"{'.'.join(map(str, sys.version_info[:3]))}: install it with a newer python (see README, Set-up)", ())
         return EXIT_USAGE
     try:
-        previous = {number: signal.signal(number, _interrupt) for number in stop_signals()}
+        previous = {number: signal.signal(number, signal.default_int_handler) for number in stop_signals()}
     except ValueError:  # not the main thread: leave signals alone
         previous = {}
     try:

@@ -707,6 +707,6 @@ def test_after_a_run_the_stop_signals_interrupt_again(monkeypatch) -> None:
     before = signal.getsignal(signal.SIGTERM)
     try:
         asyncio.run(moa.run_cli(config, "Q?", test_runtime(), moa.Handover(moa.run_record(config, "Q?"))))
-        assert signal.getsignal(signal.SIGTERM) is moa._interrupt
+        assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, before)
