@@ -4428,6 +4428,7 @@ class BatchRun:
         self.done, self.failed_before, self.progress = start.done, start.failed, progress
         self.stats = BatchStats()
         self.stop = asyncio.Event()
+        self.signalled = asyncio.Event()  # Ctrl-C, SIGTERM or SIGHUP: the questions in flight get a grace period
         self.tasks: set[asyncio.Task[None]] = set()
         self.seen: set[str] = set()
 
@@ -4439,6 +4440,7 @@ class BatchRun:
             return
         self.stats.interrupted = True
         self.stop.set()
+        self.signalled.set()
         say(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
             "(Ctrl-C again to stop now)", ())
 
@@ -4534,8 +4536,7 @@ class BatchRun:
                 break
             if (item := self.admit(entry)) is None:
                 continue
-            while len(self.tasks) >= self.options.concurrency and not self.stop.is_set():
-                await self.one_ends_or_stop()
+            await self.until(self.stop.wait(), room=self.options.concurrency - 1)
             if self.stop.is_set():
                 break
             task = asyncio.create_task(self.one(item, endpoint, writer))
@@ -4543,24 +4544,22 @@ class BatchRun:
             task.add_done_callback(self.tasks.discard)
         await self.drain()
 
-    async def one_ends_or_stop(self) -> None:
-        stopped = asyncio.create_task(self.stop.wait())
-        await asyncio.wait(self.tasks | {stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
+    async def until(self, waiter: Awaitable[Any], room: int = 0) -> None:
+        """Until at most ``room`` questions are in flight or ``waiter`` is done (then it is cancelled)."""
+        done = asyncio.ensure_future(waiter)
+        while len(self.tasks) > room and not done.done():
+            await asyncio.wait(self.tasks | {done}, return_when=asyncio.FIRST_COMPLETED)
+        done.cancel()
 
     async def drain(self) -> None:
-        """Wait for in-flight questions; after a signal, only for the grace period."""
-        while self.tasks:
-            if not self.stats.interrupted:
-                await self.one_ends_or_stop()
-                continue
-            grace = asyncio.ensure_future(self.runtime.sleep(STOP_GRACE_SECONDS))
-            await asyncio.wait(self.tasks | {grace}, return_when=asyncio.FIRST_COMPLETED)
-            if grace.done():
-                for task in self.tasks:
-                    task.cancel()
-                await asyncio.gather(*self.tasks, return_exceptions=True)
-            grace.cancel()
+        """Wait for in-flight questions; once a signal came (before or during the wait), one grace period at most.
+        Only a signal ends the wait early: an abort's stop is already set, and waiting on it would spin."""
+        await self.until(self.signalled.wait())
+        if self.tasks:
+            await self.until(self.runtime.sleep(STOP_GRACE_SECONDS))
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def open_questions(name: str, stdin: Any) -> Any:
