@@ -4330,8 +4330,7 @@ class Progress:
             self.bar.update(1)
             return
         answer = record["final_answer"] if record["status"] == "ok" else record["error"]
-        # One line per question, whatever the answer holds: a model's newline or
-        # escape sequence must not forge lines in a cron log.
+        # One line per question, whatever the answer holds: a model's newline or escape must not forge cron log lines.
         say(f"{shown_id(record['id'])} {record['status']} {printable(answer)} {record['elapsed_s']:.1f}s", self.secrets)
 
     def skipped(self) -> None:
