@@ -2286,15 +2286,14 @@ def median(values: list[float]) -> float:
 class StragglerWatch:
     """Cuts the slow tail of one phase of one round.
 
-    Once ``quorum`` calls have answered, a call at the endpoint longer than STRAGGLER_FACTOR times
-    their median is cancelled and noted; its slot degrades like any failed call. Only time at the
-    endpoint counts (see InFlight): waiting for a request slot, the cool-down or a retry does not
-    age a call, since cutting it would not make the endpoint answer sooner.
+    Once ``quorum`` calls have answered, a call at the endpoint longer than STRAGGLER_FACTOR times their median
+    is cancelled and noted; its slot degrades like any failed call. Only time at the endpoint counts (see
+    InFlight): waiting for a request slot, the cool-down or a retry does not age a call, since cutting it would
+    not make the endpoint answer sooner.
 
-    A cut buys latency, which is what someone waits for when the question runs alone. A call that
-    starts while other questions share the endpoint gets SHARED_STRAGGLER_SCALE times the bar: they
-    keep it busy, so the batch gains little, and a call a gateway retried costs an answer for nothing.
-    """
+    A cut buys latency, which is what someone waits for when the question runs alone. A call that starts while
+    other questions share the endpoint gets SHARED_STRAGGLER_SCALE times the bar: they keep it busy, so the
+    batch gains little, and a call a gateway retried costs an answer for nothing."""
 
     def __init__(self, debate: Debate, phase: str, quorum: int) -> None:
         self.debate, self.phase, self.quorum = debate, phase, quorum
@@ -2342,8 +2341,7 @@ class StragglerWatch:
                          f"answered{shared})", problem=False)  # the tool's choice, counted in ``degraded``
 
     async def _watch(self) -> None:
-        """Cut overdue calls, then wait for the next deadline or a change: a call that
-        starts, ends, or sends a request (only a call at the endpoint ages)."""
+        """Cut overdue calls, then wait for the next deadline or a change (see ``changed``)."""
         while self.running:
             self.changed.clear()
             await self._nap(self._cut_overdue() if len(self.finished) >= self.quorum else None)
@@ -2381,10 +2379,8 @@ class StragglerWatch:
 
 def watch_for(debate: Debate, phase: str, calls: int, step: int = 1) -> StragglerWatch:
     """The straggler watch of ``phase`` in the current round (one per phase, debate round and rerun)."""
-    key = (debate.round, phase, step)
-    if key not in debate.watches:
-        debate.watches[key] = StragglerWatch(debate, phase, min(debate.config.min_valid_answers, calls))
-    return debate.watches[key]
+    return debate.watches.setdefault((debate.round, phase, step),
+                                     StragglerWatch(debate, phase, min(debate.config.min_valid_answers, calls)))
 
 
 async def solve_one(debate: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
@@ -2465,21 +2461,9 @@ def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _
     return (slot + 1) % workers
 
 
-async def critique(debate: Debate, question: str, positions: list[Position], workers: int,
-                   temperature: float) -> None:
-    """Phase 2: each valid answer critiqued by another slot; a failure leaves it in play."""
-    await run_all(review_one(debate, question, p, workers, temperature) for p in positions)
-
-
-async def rebut(debate: Debate, question: str, positions: list[Position], workers: int, temperature: float) -> None:
-    """Phase 3: each critiqued solver defends or revises; a failure keeps its answer."""
-    await run_all(reply_one(debate, question, p, workers, temperature) for p in positions)
-
-
 async def run_chains(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
-    """Phases 1-3 without barriers: each solver's critique starts as soon as its answer is valid, and its
-    rebuttal as soon as the critique lands. The round is as slow as its slowest chain, not the sum of each
-    phase's slowest call."""
+    """Phases 1-3 without barriers: each solver's critique starts as soon as its answer is valid, and its rebuttal
+    as soon as the critique lands. The round is as slow as its slowest chain, not each phase's slowest call summed."""
     solved: list[Position] = []
     failed = 0
 
@@ -2523,9 +2507,7 @@ def resolve_label(answer: str, labels: Mapping[str, str], bare_letters: bool = F
 def judge_order(positions: list[Position], index: int, shuffle: bool) -> list[Position]:
     """The order judge ``index`` sees the candidates in: rotated by its index, so a judge's position bias does not
     favour the same answer for every judge. Labels are neutral letters (no slot numbers, no model names)."""
-    if not shuffle or not positions:
-        return list(positions)
-    shift = index % len(positions)
+    shift = index % len(positions) if shuffle and positions else 0
     return positions[shift:] + positions[:shift]
 
 
@@ -2586,28 +2568,16 @@ def tally_votes(votes: list[Vote], source: str = "judges",
             groups.setdefault(name, []).append(vote)
     if not groups:
         return None
-
-    def strength(item: tuple[str, list[Vote]]) -> tuple[int, int]:
-        return len(item[1]), max((v.confidence or 0) for v in item[1])
-
-    _, winners = max(groups.items(), key=strength)  # max keeps the first of equals
+    winners = max(groups.values(), key=lambda g: (len(g), max((v.confidence or 0) for v in g)))  # the first of equals
     best = max(winners, key=lambda v: v.confidence or 0)
-    counted = sum(len(g) for g in groups.values())
-    return Verdict(best.answer.strip(), best.confidence or 0, len(winners), counted, source,
-                   {k: len(g) for k, g in groups.items()})
+    tally = {name: len(group) for name, group in groups.items()}
+    return Verdict(best.answer.strip(), best.confidence or 0, len(winners), sum(tally.values()), source, tally)
 
 
 def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict | None:
     """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%)."""
     verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
-    if verdict is None:
-        return None
-    return replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
-
-
-def verdict_key(verdict: Verdict, question: str) -> Callable[[str], str]:
-    """The key the vote used, so reports about the vote compare answers the same way."""
-    return typed_key(verdict.kind, choice_letters(question))
+    return verdict and replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
 
 
 def minority_report(verdict: Verdict, positions: list[Position],
@@ -2661,7 +2631,7 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
     the share of all solver slots that agree, so 5/5 is 100 and 3/5 (two failed) is 60."""
     kind, letters = detect_answer_type(question, [p.answer for p in positions]), choice_letters(question)
     keys = {answer_key(kind, p.answer, letters) for p in positions}
-    if len(keys) != 1 or not positions:
+    if len(keys) != 1:  # none, or some disagree
         return None
     return Verdict(present_answer(kind, positions[0].answer, letters), round(100 * len(positions) / workers),
                    len(positions), len(positions), "unanimous", {keys.pop(): len(positions)}, kind)
@@ -2679,13 +2649,13 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
     # Retries of critiques and rebuttals may not eat into the judges' share.
     if done == "generate":
         with budget.kept_back(plan.judges, plan.judges_tokens):
-            await critique(debate, question, positions[:plan.critiques], workers, temperature)
+            await run_all(review_one(debate, question, p, workers, temperature) for p in positions[:plan.critiques])
         log_phase(debate, "critique")
         plan = plan_phases(debate, question, positions, "critique", plan)
     if done in ("generate", "critique") and config.enable_rebuttal:
         critiqued = [p for p in positions if p.critique is not None]
         with budget.kept_back(plan.judges, plan.judges_tokens):
-            await rebut(debate, question, critiqued[:plan.rebuttals], workers, temperature)
+            await run_all(reply_one(debate, question, p, workers, temperature) for p in critiqued[:plan.rebuttals])
         log_phase(debate, "rebuttal")
     if later_rounds:
         await run_later_rounds(debate, question, positions, temperature, plan)
@@ -2874,7 +2844,7 @@ def run_record(config: Config, question: str, debate: Debate | None = None, elap
     verdict = verdicts[reported - 1] if reported else None
     positions = debate.positions.get(reported or 1, []) if debate else []
     calls, skipped = (tuple(debate.calls), list(debate.skipped)) if debate else ((), [])
-    key = verdict_key(verdict, question) if verdict else normalize_answer
+    key = typed_key(verdict.kind, choice_letters(question)) if verdict else normalize_answer  # as the vote compared
     usage, judged = usage_totals(calls, config), verdict if verdict and verdict.source == "judges" else None
     return RunRecord(
         question=question, final_answer=verdict.answer if verdict else None,
@@ -3948,21 +3918,6 @@ def _usable_id(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 512 and valid_text(value) == value
 
 
-def parse_input_line(raw: bytes, number: int, jsonl: bool) -> BatchItem | BadLine | None:
-    """One line of a questions file: an item, an input error, or None (blank or comment)."""
-    try:
-        text = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return BadLine(number, "not valid UTF-8")
-    if not text or text.startswith("#"):
-        return None
-    if "\x00" in text:
-        return BadLine(number, "contains NUL bytes")
-    if jsonl:
-        return _item_from_json(text, number)
-    return BatchItem(number, question_id(text), text, None)
-
-
 def input_format(name: str) -> bool | None:
     """True for JSONL, False for text, None to decide from the first line (stdin "-", other names)."""
     suffix = Path(name).suffix.lower()
@@ -3983,19 +3938,22 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
         if raw is None:
             yield BadLine(number, f"the line is too long for MAX_QUESTION_CHARS={max_chars}")
             continue
-        if number == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-        if jsonl is None:
-            head = raw.strip()
-            if not head or head.startswith(b"#"):
-                continue
+        raw = raw.removeprefix(b"\xef\xbb\xbf" if number == 1 else b"")
+        if jsonl is None and (head := raw.strip()) and not head.startswith(b"#"):  # the first line that counts
             jsonl = head.startswith(b"{")
-        item = parse_input_line(raw, number, jsonl)
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            yield BadLine(number, "not valid UTF-8")
+            continue
+        if not text or text.startswith("#"):  # blank, or a comment
+            continue
+        item = (BadLine(number, "contains NUL bytes") if "\x00" in text else _item_from_json(text, number) if jsonl
+                else BatchItem(number, question_id(text), text, None))
         if isinstance(item, BatchItem) and len(item.question) > max_chars:
             item = BadLine(number, f"the question is {len(item.question)} characters, more than "
                                    f"MAX_QUESTION_CHARS={max_chars}")
-        if item is not None:
-            yield item
+        yield item
 
 
 def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
@@ -4166,8 +4124,7 @@ class Progress:
             self.bar.update(1)
             return
         answer = record["final_answer"] if record["status"] == "ok" else record["error"]
-        # One line per question, whatever the answer holds: a model's newline or
-        # escape sequence must not forge lines in a cron log.
+        # One line per question, whatever the answer holds: a model's newline or escape must not forge cron log lines.
         say(f"{shown_id(record['id'])} {record['status']} {printable(answer)} {record['elapsed_s']:.1f}s", self.secrets)
 
     def skipped(self) -> None:
@@ -4177,18 +4134,6 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def stops_the_batch(result: RunRecord, stats: BatchStats, failed_before: bool = False) -> str | None:
-    """Why this failure stops the whole batch (exit 1), or None. A rejected key, a wrong URL or model or a
-    quota used up fails every question alike, and so does an endpoint that never answered before any question
-    succeeded. A 400 can be one question's fault, so it stops the batch only when the first ones all fail alike."""
-    error = result.exception
-    if isinstance(error, APIError) and error.stops_run:
-        return str(error)
-    if isinstance(error, EndpointUnreachable) and stats.ok == 0:
-        return f"the endpoint is unreachable: {error}"
-    return same_error_everywhere(result, stats, failed_before)
 
 
 def lasting_error(result: RunRecord) -> str | None:
@@ -4273,6 +4218,7 @@ class BatchRun:
         self.done, self.failed_before, self.progress = start.done, start.failed, progress
         self.stats = BatchStats()
         self.stop = asyncio.Event()
+        self.signalled = asyncio.Event()  # Ctrl-C, SIGTERM or SIGHUP: the questions in flight get a grace period
         self.tasks: set[asyncio.Task[None]] = set()
         self.seen: set[str] = set()
 
@@ -4284,6 +4230,7 @@ class BatchRun:
             return
         self.stats.interrupted = True
         self.stop.set()
+        self.signalled.set()
         say(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
             "(Ctrl-C again to stop now)", ())
 
@@ -4309,14 +4256,21 @@ class BatchRun:
 
     def stop_if_hopeless(self, result: RunRecord, failed_before: bool = False) -> None:
         """Stop when a question's end says the rest would fail alike: a stalled endpoint opens the breaker
-        (exit 75: later it may answer); what stops_the_batch names aborts (exit 1)."""
-        if isinstance(result.exception, EndpointStalled):
-            self.stats.breaker = self.stats.breaker or f"{result.exception}; no new question started (a rerun resumes)"
-        elif (why := stops_the_batch(result, self.stats, failed_before)) and not self.stats.aborted:
-            self.stats.aborted = why
-        else:
+        (exit 75: later it may answer). A rejected key, a wrong URL or model, a quota used up, or an endpoint
+        that never answered before any question succeeded aborts (exit 1); a 400 can be one question's fault,
+        so it aborts only as same_error_everywhere says."""
+        error = result.exception
+        if isinstance(error, EndpointStalled):
+            self.stats.breaker = self.stats.breaker or f"{error}; no new question started (a rerun resumes)"
+            self.stop.set()
             return
-        self.stop.set()
+        unreachable = isinstance(error, EndpointUnreachable) and not self.stats.ok
+        why = (str(error) if isinstance(error, APIError) and error.stops_run
+               else f"the endpoint is unreachable: {error}" if unreachable
+               else same_error_everywhere(result, self.stats, failed_before))
+        if why and not self.stats.aborted:
+            self.stats.aborted = why
+            self.stop.set()
 
     def save(self, item: BatchItem, result: RunRecord, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
@@ -4370,40 +4324,32 @@ class BatchRun:
                 self.stop.set()
             if self.stop.is_set():
                 break
-            item = self.admit(entry)
-            if item is None:
+            if (item := self.admit(entry)) is None:
                 continue
-            if not await self.room_unless_stopped():
+            await self.until(self.stop.wait(), room=self.options.concurrency - 1)
+            if self.stop.is_set():
                 break
             task = asyncio.create_task(self.one(item, endpoint, writer))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         await self.drain()
 
-    async def room_unless_stopped(self) -> bool:
-        """Wait until fewer than --concurrency questions are in flight; False when a stop comes first."""
-        while len(self.tasks) >= self.options.concurrency and not self.stop.is_set():
-            await self.one_ends_or_stop()
-        return not self.stop.is_set()
-
-    async def one_ends_or_stop(self) -> None:
-        stopped = asyncio.create_task(self.stop.wait())
-        await asyncio.wait(self.tasks | {stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
+    async def until(self, waiter: Awaitable[Any], room: int = 0) -> None:
+        """Until at most ``room`` questions are in flight or ``waiter`` is done (then it is cancelled)."""
+        done = asyncio.ensure_future(waiter)
+        while len(self.tasks) > room and not done.done():
+            await asyncio.wait(self.tasks | {done}, return_when=asyncio.FIRST_COMPLETED)
+        done.cancel()
 
     async def drain(self) -> None:
-        """Wait for in-flight questions; after a signal, only for the grace period."""
-        while self.tasks:
-            if not self.stats.interrupted:
-                await self.one_ends_or_stop()
-                continue
-            grace = asyncio.ensure_future(self.runtime.sleep(STOP_GRACE_SECONDS))
-            await asyncio.wait(self.tasks | {grace}, return_when=asyncio.FIRST_COMPLETED)
-            if grace.done():
-                for task in self.tasks:
-                    task.cancel()
-                await asyncio.gather(*self.tasks, return_exceptions=True)
-            grace.cancel()
+        """Wait for in-flight questions; once a signal came (before or during the wait), one grace period at most.
+        Only a signal ends the wait early: an abort's stop is already set, and waiting on it would spin."""
+        await self.until(self.signalled.wait())
+        if self.tasks:
+            await self.until(self.runtime.sleep(STOP_GRACE_SECONDS))
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def open_questions(name: str, stdin: Any) -> Any:
@@ -4648,7 +4594,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge.")
     add_source_flags(parser)
-    add_batch_flags(parser)
+    batch = parser.add_argument_group("batch mode (with -f)")
+    batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
+    batch.add_argument("--concurrency", metavar="N", type=int,
+                       help=f"questions in flight at once (default {DEFAULT_CONCURRENCY})")
+    batch.add_argument("--no-resume", action="store_true",
+                       help="start over: move the old output aside instead of skipping its finished questions")
+    batch.add_argument("--force", action="store_true", help="resume even though the questions file changed")
+    batch.add_argument("--output-format", choices=("jsonl", "openai-batch"),
+                       help="jsonl (default): this tool's lines; openai-batch: OpenAI Batch API output lines")
+    batch.add_argument("--logs", choices=("all", "failed", "none"),
+                       help="transcripts and traces of: every question (all, the default), failed ones, none")
+    batch.add_argument("--shard", metavar="K/N",
+                       help="run only shard K of N (by a hash of each id), into OUTPUT.K-of-N.jsonl; "
+                            "auto/N takes K from a Slurm array task id or a Kubernetes Indexed Job index")
     add_debate_flags(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="print the calls and worst-case tokens and cost per phase; send nothing")
@@ -4673,23 +4632,6 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="replay_from", choices=tuple(REPLAY_STARTS), metavar="START",
                         help="with --replay: what to run again: critique, rebuttal, round2..round10 (debate "
                              "rounds from that one on) or judges")
-
-
-def add_batch_flags(parser: argparse.ArgumentParser) -> None:
-    batch = parser.add_argument_group("batch mode (with -f)")
-    batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
-    batch.add_argument("--concurrency", metavar="N", type=int,
-                       help=f"questions in flight at once (default {DEFAULT_CONCURRENCY})")
-    batch.add_argument("--no-resume", action="store_true",
-                       help="start over: move the old output aside instead of skipping its finished questions")
-    batch.add_argument("--force", action="store_true", help="resume even though the questions file changed")
-    batch.add_argument("--output-format", choices=("jsonl", "openai-batch"),
-                       help="jsonl (default): this tool's lines; openai-batch: OpenAI Batch API output lines")
-    batch.add_argument("--logs", choices=("all", "failed", "none"),
-                       help="transcripts and traces of: every question (all, the default), failed ones, none")
-    batch.add_argument("--shard", metavar="K/N",
-                       help="run only shard K of N (by a hash of each id), into OUTPUT.K-of-N.jsonl; "
-                            "auto/N takes K from a Slurm array task id or a Kubernetes Indexed Job index")
 
 
 def add_debate_flags(parser: argparse.ArgumentParser) -> None:
@@ -4846,7 +4788,7 @@ async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover
                 run.record = run.record.ended(err)
 
 
-def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Replay | None]:
+def single_question(args: argparse.Namespace, config: Config) -> SingleRequest:
     """The question (and the replay it comes from, if any); ConfigError on bad input."""
     if args.replay is not None:
         if args.replay_from is None:
@@ -4856,10 +4798,10 @@ def single_question(args: argparse.Namespace, config: Config) -> tuple[str, Repl
         if (first := replay.start.debate_round) > config.rounds:
             raise ConfigError(f"--from {replay.start} runs debate rounds {first} to ROUNDS, but "
                               f"ROUNDS={config.rounds}: add --rounds {first} or more")
-        return valid_text(replay.question), replay
+        return SingleRequest(valid_text(replay.question), replay)
     if args.replay_from is not None:
         raise ConfigError("--from goes with --replay TRACE")
-    return read_question(args.question, sys.stdin, config.max_question_chars), None
+    return SingleRequest(read_question(args.question, sys.stdin, config.max_question_chars), None)
 
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
@@ -4889,26 +4831,21 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
 def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_output: bool) -> int:
     try:
         summary = asyncio.run(run_batch(config, options, runtime, sys.stdin))
-    except MoAError as err:
-        say(f"error: {err}", config.secrets)
-        return exit_code_for(err)
-    except OSError as err:
-        say(f"error: batch output {options.output}: {describe_os_error(err)}; nothing already written was lost",
-            config.secrets)
-        return exit_code_for(err)
-    except Exception as err:  # a bug: one line; the output stays resumable
-        say(f"error: {internal_error(err)}", config.secrets)
+    except Exception as err:  # a bug too: one line; the output stays resumable
+        why = (str(err) if isinstance(err, MoAError) else internal_error(err) if not isinstance(err, OSError)
+               else f"batch output {options.output}: {describe_os_error(err)}; nothing already written was lost")
+        say(f"error: {why}", config.secrets)
         return exit_code_for(err)
     text = json.dumps(summary, ensure_ascii=False) if json_output else human_batch_summary(summary)
-    delivered = emit(text, config.secrets)
-    if summary.get("error"):
-        say(f"error: {summary['error']}", config.secrets)
-    code = batch_exit_code(summary)
+    return deliver(text, summary["error"], batch_exit_code(summary), config.secrets)
+
+
+def deliver(text: str, error: str | None, code: int, secrets: Sequence[str]) -> int:
+    """The result on stdout, its error line on stderr; a result nobody could read (stdout gone) fails the run."""
+    delivered = emit(text, secrets)
+    if error:
+        say(f"error: {error}", secrets)
     return code if delivered or code else EXIT_FAILED
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def console() -> None:
@@ -4930,7 +4867,7 @@ def signals_handled(signals: list[signal.Signals], handler: Callable[[int], obje
             loop.remove_signal_handler(number)
         with contextlib.suppress(ValueError):  # not the main thread
             for number in stop_signals():
-                signal.signal(number, _interrupt)
+                signal.signal(number, signal.default_int_handler)
 
 
 def stop_signals() -> list[signal.Signals]:
@@ -4941,15 +4878,14 @@ def stop_signals() -> list[signal.Signals]:
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
-    """The command line. SIGTERM (and SIGHUP, see stop_signals) is Ctrl-C from the first line on, so a stop while
-    reading stdin or compacting a big output is one line and exit 130, never a
-    traceback; the phases that run questions install their own graceful handlers."""
+    """The command line. SIGTERM (and SIGHUP, see stop_signals) is Ctrl-C from the first line on: a stop while reading
+    stdin or compacting a big output is one line and exit 130, never a traceback (running questions stop gracefully)."""
     if sys.version_info < MIN_PYTHON:
         say(f"error: moa-pipeline needs Python {'.'.join(map(str, MIN_PYTHON))} or newer; this is "
             f"{'.'.join(map(str, sys.version_info[:3]))}: install it with a newer python (see README, Set-up)", ())
         return EXIT_USAGE
     try:
-        previous = {number: signal.signal(number, _interrupt) for number in stop_signals()}
+        previous = {number: signal.signal(number, signal.default_int_handler) for number in stop_signals()}
     except ValueError:  # not the main thread: leave signals alone
         previous = {}
     try:
@@ -4968,7 +4904,6 @@ class SingleRequest:
 
     question: str
     replay: Replay | None
-
 
 
 # Flags (and their argparse names) that only a batch uses; --check also uses none of CHECK_IGNORES:
@@ -5001,9 +4936,9 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Sin
         return batch_options(args)
     if given := given_flags(args, BATCH_ONLY_FLAGS):
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
-    question, replay = single_question(args, config)
-    check_question(config, question)
-    return SingleRequest(question, replay)
+    request = single_question(args, config)
+    check_question(config, request.question)
+    return request
 
 
 def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_output: bool) -> int:
@@ -5017,18 +4952,8 @@ def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_o
     if result.write_error:
         log.warning("%s; the verdict is still reported", result.write_error)
     shown = json.dumps(result.to_dict(), ensure_ascii=False) if json_output else human_summary(result)
-    delivered = emit(shown, config.secrets)
-    if result.error:
-        where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
-        say(f"error: {result.error}{where}", config.secrets)
-    return result.exit_code if delivered or result.exit_code else EXIT_FAILED
-
-
-def main_check(config: Config, runtime: Runtime) -> int:
-    """--check: its findings on stdout; exit 0 when a chat request worked, else 1."""
-    report = asyncio.run(check_endpoint(config, runtime))
-    emit("\n".join(report.lines), config.secrets)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
+    return deliver(shown, result.error and result.error + where, result.exit_code, config.secrets)
 
 
 def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
@@ -5048,16 +4973,19 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
         return exit_code_for(err)
     handler.addFilter(RedactingFilter(config.secrets))
     runtime = replace(runtime or Runtime(), secrets=config.secrets)
-    if request is None:
-        return main_check(config, runtime)
+    if request is None:  # --check: exit 0 when a chat request worked
+        found = asyncio.run(check_endpoint(config, runtime))
+        emit("\n".join(found.lines), config.secrets)
+        return EXIT_OK if found.ok else EXIT_FAILED
     if isinstance(request, BatchOptions):
         if not args.verbose:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
         return main_batch(config, request, runtime, args.json_output)
     if args.dry_run:
         plan = dry_run(config, request.question, request.replay)
-        return EXIT_OK if emit(json.dumps(plan.to_dict(config)) if args.json_output else human_dry_run(plan), config.secrets) else EXIT_FAILED
-    return main_single(config, request, runtime or Runtime(), args.json_output)
+        return deliver(json.dumps(plan.to_dict(config)) if args.json_output else human_dry_run(plan), None, EXIT_OK,
+                      config.secrets)
+    return main_single(config, request, runtime, args.json_output)
 
 
 if __name__ == "__main__":

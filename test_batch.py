@@ -707,6 +707,64 @@ def test_after_a_run_the_stop_signals_interrupt_again(monkeypatch) -> None:
     before = signal.getsignal(signal.SIGTERM)
     try:
         asyncio.run(moa.run_cli(config, "Q?", test_runtime(), moa.Handover(moa.run_record(config, "Q?"))))
-        assert signal.getsignal(signal.SIGTERM) is moa._interrupt
+        assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@respx.mock
+def test_after_an_abort_the_wait_for_questions_in_flight_does_not_spin(tmp_path, monkeypatch, capsys) -> None:
+    """An abort sets the stop while another question still runs: waiting for it is no busy loop of asyncio.wait."""
+    small_debate(monkeypatch)
+    model, waits, real_wait = FakeModel(), [], asyncio.wait
+
+    async def counting_wait(*args, **kwargs):
+        waits.append(1)
+        return await real_wait(*args, **kwargs)
+
+    async def side_effect(request: httpx.Request) -> httpx.Response:
+        if question_of(request) == "Q1":
+            return httpx.Response(401, json={"error": {"message": "bad key"}})
+        for _ in range(300):  # Q2 stays in flight for a while after Q1's abort, without real time passing
+            await asyncio.sleep(0)
+        return model(request)
+
+    monkeypatch.setattr(moa.asyncio, "wait", counting_wait)
+    respx.post(URL).mock(side_effect=side_effect)
+    questions = tmp_path / "q.txt"
+    questions.write_text("Q1\nQ2\nQ3\n")
+    code = moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl"), "--concurrency", "2"],
+                    runtime=test_runtime())
+    assert code == 1 and "rejected the API key" in capsys.readouterr().err
+    assert [r["question"] for r in lines_of(tmp_path / "o.jsonl")] == ["Q1", "Q2"]
+    assert len(waits) < 50
+
+
+@respx.mock
+def test_the_stop_grace_period_starts_once_not_again_as_each_question_ends(tmp_path, monkeypatch) -> None:
+    """After Ctrl-C the questions in flight share one grace period: one finishing does not restart it for the rest."""
+    small_debate(monkeypatch)
+    model, graces, signalled = FakeModel(), [], []
+
+    class Sleep(FakeSleep):
+        async def __call__(self, seconds: float) -> None:
+            if seconds == moa.STOP_GRACE_SECONDS:
+                graces.append(seconds)
+                await asyncio.Event().wait()  # it never runs out here: the questions in flight all finish
+            await super().__call__(seconds)
+
+    async def side_effect(request: httpx.Request) -> httpx.Response:
+        if question_of(request) == "Q3" and not signalled:
+            signalled.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(50 * int(question_of(request)[1:])):  # Q1, Q2 and Q3 end at different moments
+            await asyncio.sleep(0)
+        return model(request)
+
+    respx.post(URL).mock(side_effect=side_effect)
+    questions = tmp_path / "q.txt"
+    questions.write_text("".join(f"Q{i}\n" for i in range(1, 7)))
+    out = tmp_path / "o.jsonl"
+    assert moa.main(["-f", str(questions), "-o", str(out), "--concurrency", "3"], runtime=test_runtime(Sleep())) == 130
+    assert sorted(r["question"] for r in lines_of(out)) == ["Q1", "Q2", "Q3"]
+    assert len(graces) == 1
