@@ -1635,8 +1635,9 @@ async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending
                            retries: RetriesUsed) -> T | APIError | None:
     """One attempt if the budget pays for its worst case as the endpoint bills, else None (noted). Until the endpoint
     has billed once, attempts under a token budget go one at a time (Billing.first_bill): no straggling (InFlight)."""
-    async with debate.budget.billing.first_bill(debate.budget.max_tokens > 0):
-        reserved = debate.budget.billing.reservation(sending.prompt_estimate, sending.max_tokens)
+    billing = debate.budget.billing
+    async with billing.first_bill(debate.budget.max_tokens > 0):
+        reserved = billing.prompt_tokens(sending.prompt_estimate) + billing.completion_tokens(sending.max_tokens)
         if debate.budget.reserve(reserved):
             return await try_attempt(debate, call, number, sending, retries, reserved)
     call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
@@ -1728,10 +1729,6 @@ class Billing:
 
     def completion_tokens(self, max_tokens: int) -> int:
         return math.ceil(max_tokens * self.completion)
-
-    def reservation(self, prompt_estimate: int, max_tokens: int) -> int:
-        """What an attempt reserves of the token budget before it is sent: its worst case as billed."""
-        return self.prompt_tokens(prompt_estimate) + self.completion_tokens(max_tokens)
 
     def learn(self, prompt_estimate: int, max_tokens: int, prompt: int, completion: int) -> bool:
         """Take in one attempt's bill; whether it raised a ratio."""
@@ -1833,10 +1830,6 @@ def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config) -> floa
                  + completion_tokens * (config.price_output_per_mtok or 0) / 1e6, 6)
 
 
-def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str, Any]]:
-    return {phase: usage_totals((c for c in calls if c.phase == phase), config) for phase in PHASES}
-
-
 @dataclass(frozen=True)
 class CallCosts:
     """Worst-case prompt tokens of a call of each phase, and the completion caps (an unwritten text: MAX_TOKENS)."""
@@ -1909,9 +1902,6 @@ class PhaseCost:
     total_tokens: int
     cost_usd: float | None  # None when no price is set
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1",
                      later_rounds: bool = True, billing: Billing | None = None) -> list[PhaseCost]:
@@ -1949,25 +1939,19 @@ def plan_phases(debate: Debate, question: str, positions: list[Position], done: 
                        earlier.judges if earlier else config.num_judges, config.enable_rebuttal and done != "rebuttal",
                        costs.critic + costs.completion if to_critique else 0, costs.rebuttal + costs.completion,
                        judge_cost, critiques_paid=to_critique)
-    cuts = budget_cuts(config, plan, positions, done, earlier)
-    for cut in cuts:
-        debate.skip(cut)
-    return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
-                   cut=bool(cuts) or (earlier is not None and earlier.cut))
-
-
-def budget_cuts(config: Config, plan: DebatePlan, positions: list[Position], done: str,
-                earlier: DebatePlan | None) -> list[str]:
-    """What ``plan`` leaves out: critiques and judges when first planned, rebuttals once the critiques are in."""
+    # What it leaves out: critiques and judges when first planned, rebuttals once the critiques are in.
     cuts = []
-    if done == "generate" and plan.critiques < len(positions):
+    if to_critique and plan.critiques < len(positions):
         cuts.append(f"{len(positions) - plan.critiques} critique(s)")
     wanted = sum(p.critique is not None for p in positions) + (len(positions) - earlier.critiques if earlier else 0)
     if done == "critique" and config.enable_rebuttal and plan.rebuttals < wanted:
         cuts.append(f"{wanted - plan.rebuttals} rebuttal(s)")
     if earlier is None and plan.judges < config.num_judges:
         cuts.append(f"{config.num_judges - plan.judges} judge(s)")
-    return cuts
+    for cut in cuts:
+        debate.skip(cut)
+    return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
+                   cut=bool(cuts) or (earlier is not None and earlier.cut))
 
 
 def round_price(debate: Debate, question: str, positions: list[Position],
@@ -1997,15 +1981,6 @@ def rerun_settings(config: Config) -> tuple[int, float]:
     """(workers, temperature) of the rerun: RERUN_EXTRA_WORKERS more, RERUN_TEMPERATURE_STEP hotter."""
     return (min(config.num_workers + RERUN_EXTRA_WORKERS, MAX_WORKERS),
             min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
-
-
-def check_budget(config: Config, question: str) -> None:
-    """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
-    need = config.min_valid_answers * (worst_case_costs(config, question).solver + config.max_tokens)
-    if not Budget(max_tokens=config.max_total_tokens).fits(0, need):
-        raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
-                          f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
-                          f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
 
 
 def phase_counts(calls: Iterable[AgentCall]) -> dict[str, dict[str, int]]:
@@ -2102,15 +2077,6 @@ class Debate:
         """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one), our own queue's not counted."""
         seconds = self.config.question_deadline
         return seconds - (self.runtime.clock() - self.started - self.queue.seconds()) if seconds else math.inf
-
-    @contextlib.contextmanager
-    def in_round(self, number: int) -> Iterator[None]:
-        """Calls, notes and straggler watches belong to round ``number`` inside; the round before, after."""
-        before, self.round = self.round, number
-        try:
-            yield
-        finally:
-            self.round = before
 
 
 # A record field that no JSON output carries: what the transcript, the trace, the summary and the batch's
@@ -2765,18 +2731,6 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
             watch.close()
 
 
-async def run_rounds(debate: Debate, question: str) -> None:
-    """Round 1, and round 2 when round 1's confidence is low; the more confident
-    verdict is reported, the rerun's on a tie (see rerun)."""
-    config = debate.config
-    first = await debate_once(debate, question, config.num_workers, config.temperature)
-    debate.verdicts.append(first)
-    debate.reported = 1
-    if first.confidence >= config.min_judge_confidence:
-        return
-    await rerun(debate, question)
-
-
 async def rerun(debate: Debate, question: str) -> None:
     """The one confidence-triggered rerun, if the budget pays for it."""
     config, first = debate.config, debate.verdicts[0]
@@ -2786,42 +2740,52 @@ async def rerun(debate: Debate, question: str) -> None:
         return
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",
              first.confidence, config.min_judge_confidence, workers, temperature)
-    debate.rerun = True
-    with debate.in_round(2):
-        try:
-            second = await debate_once(debate, question, workers, temperature)
-        except DeadlinePassed:
-            debate.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
-                        "round 1's verdict stands")
-            return
-        except MoAError as err:
-            debate.note(f"the rerun failed ({err}); keeping round 1's verdict")
-            return
+    debate.rerun, debate.round = True, 2  # its calls, notes and straggler watches are round 2's
+    try:
+        second = await debate_once(debate, question, workers, temperature)
+    except DeadlinePassed:
+        debate.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
+                    "round 1's verdict stands")
+        return
+    except MoAError as err:
+        debate.note(f"the rerun failed ({err}); keeping round 1's verdict")
+        return
+    finally:
+        debate.round = 1
     debate.verdicts.append(second)
     # The more confident verdict; on a tie the rerun, which heard more solvers.
     debate.reported = 2 if second.confidence >= first.confidence else 1
 
 
 def check_question(config: Config, question: str) -> None:
-    """ConfigError for a question the run must not send: too long, or a budget too small for it."""
+    """ConfigError for a question the run must not send: too long, or MAX_TOTAL_TOKENS too small to pay for
+    MIN_VALID_ANSWERS solvers."""
     if len(question) > config.max_question_chars:
         raise ConfigError(f"the question is {len(question)} characters, more than MAX_QUESTION_CHARS="
                           f"{config.max_question_chars}: shorten it or raise the limit")
-    check_budget(config, question)
+    need = config.min_valid_answers * (worst_case_costs(config, question).solver + config.max_tokens)
+    if not Budget(max_tokens=config.max_total_tokens).fits(0, need):
+        raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
+                          f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
+                          f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
 
 
 async def run_question(debate: Debate, question: str, replay: Replay | None) -> None:
     """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever
     it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask),
     which tests move. A deadline before any verdict fails the question; one in the rerun leaves round 1's
-    verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel."""
-    deadline = debate.queue.deadline = asyncio.timeout(debate.config.question_deadline or None)
+    verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel. Round 2, the rerun,
+    runs when round 1's confidence is low (a replay runs none: it would need new solvers)."""
+    config = debate.config
+    deadline = debate.queue.deadline = asyncio.timeout(config.question_deadline or None)
     try:
         async with deadline:
-            if replay is None:
-                await run_rounds(debate, question)
-            else:
-                await run_replay(debate, replay)
+            first = await (run_replay(debate, replay) if replay
+                           else debate_once(debate, question, config.num_workers, config.temperature))
+            debate.verdicts.append(first)
+            debate.reported = 1
+            if replay is None and first.confidence < config.min_judge_confidence:
+                await rerun(debate, question)
     except TimeoutError:
         if not deadline.expired():
             raise
@@ -2886,7 +2850,8 @@ def run_record(config: Config, question: str, debate: Debate | None = None, elap
         dissent=minority_report(verdict, positions, key) if verdict else [],
         converged_after_critique=converged_after_critique(positions, key),
         judges_split=judges_split(verdict) if verdict else False, llm_calls=len(calls),
-        http_requests=sum(len(c.attempts) for c in calls), usage=usage, usage_by_phase=usage_by_phase(list(calls), config),
+        http_requests=sum(len(c.attempts) for c in calls), usage=usage,
+        usage_by_phase={phase: usage_totals((c for c in calls if c.phase == phase), config) for phase in PHASES},
         cost_usd=usage.get("cost_usd"), budget_limited=bool(skipped),
         degraded=bool(skipped) or any(not call.ok for call in calls), skipped=skipped, elapsed_s=round(elapsed_s, 3),
         transcript=None, trace=str(debate.trace.path) if debate and debate.trace else None,
@@ -3198,11 +3163,11 @@ def open_run_files(config: Config, runtime: Runtime,
         path, fd = create_private_file(place.directory, place.stem, ".txt" if transcript else ".jsonl",
                                        twin=".jsonl" if transcript and config.jsonl_trace else None, folder_fd=folder)
         if not transcript:
-            return None, TraceWriter(path, fd, config, runtime), None
+            return None, TraceWriter(path, fd, runtime), None
         os.close(fd)
         try:
             trace_path = path.with_suffix(".jsonl")
-            trace = TraceWriter(trace_path, create_new(trace_path, folder), config, runtime) if config.jsonl_trace else None
+            trace = TraceWriter(trace_path, create_new(trace_path, folder), runtime) if config.jsonl_trace else None
         except OSError:
             unlink_in(path, folder)
             raise
@@ -3229,7 +3194,6 @@ class TraceWriter:
 
     path: Path
     fd: int | None
-    config: Config
     runtime: Runtime
     error: str | None = None
 
@@ -3243,7 +3207,7 @@ class TraceWriter:
 
     def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
         self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": debate.run_id, "question": question,
-                    "config": self.config.shown(),
+                    "config": debate.config.shown(),
                     "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
                     "replay": None if replay is None else {"trace": str(replay.source), "from": str(replay.start),
                                                            "run_id": replay.run_id}})
@@ -3519,10 +3483,8 @@ class DryRun:
     budget_capped: bool
 
     def to_dict(self, config: Config) -> dict[str, Any]:
-        return {"phases": [p.to_dict() for p in self.phases], "calls_round_1": self.calls_round_1,
-                "calls_with_rerun": self.calls_with_rerun, "worst_case_calls": self.worst_case_calls,
-                "worst_case_tokens": self.worst_case_tokens, "worst_case_cost_usd": self.worst_case_cost_usd,
-                "budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
+        return {k: v for k, v in asdict(self).items() if k != "budget_capped"} | {
+            "budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
 
 
 def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryRun:
@@ -3732,17 +3694,15 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
                   tuple(positions[k] for k in sorted(positions)), tuple(kept))
 
 
-async def run_replay(debate: Debate, replay: Replay) -> None:
-    """The phases from ``replay.start`` on, over the rebuilt positions; no rerun (it would need new solvers).
+async def run_replay(debate: Debate, replay: Replay) -> Verdict:
+    """The phases from ``replay.start`` on, over the rebuilt positions.
     Each solver keeps the model that wrote its answer (a trace that does not say: its slot's model today)."""
     positions = [replace(p, by_round=list(p.by_round), model=p.model or debate.config.slot_model(p.slot))
                  for p in replay.positions]
     debate.positions[1], debate.replaying = positions, True
     require_enough(debate, positions, replay.workers)
-    verdict = await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
-                               done=replay.start.kept, later_rounds=replay.start.phase != "judges")
-    debate.verdicts.append(verdict)
-    debate.reported = 1
+    return await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
+                            done=replay.start.kept, later_rounds=replay.start.phase != "judges")
 
 
 # --- 14. batch -----------------------------------------------------------------------------------
