@@ -314,10 +314,9 @@ def masked_query(query: str) -> str:
 
 
 def masked_url(raw: str) -> str:
-    """A URL-like value safe to echo, even when it does not parse: everything up to the last "@"
-    after the scheme (user info, whatever it holds), a fragment, and in the query each credential
-    parameter's value are masked, so ``https://user:pw@host/?key=...#...`` shows none of its
-    secrets, and ``?api-version=2024-10-21`` shows as it is."""
+    """A URL-like value safe to echo, even when it does not parse: everything up to the last "@" after the scheme
+    (user info, whatever it holds), a fragment, and in the query each credential parameter's value are masked, so
+    ``https://user:pw@host/?key=...#...`` shows none of its secrets, and ``?api-version=2024-10-21`` as it is."""
     text = raw.strip()
     scheme = text.find("//")
     start = scheme + 2 if scheme >= 0 else 0
@@ -415,8 +414,7 @@ class Config:
 
     @property
     def judge_models(self) -> tuple[str, ...]:
-        names = tuple(m.strip() for m in (self.judge_model or "").split(",") if m.strip())
-        return names or self.models[:1]
+        return tuple(m.strip() for m in (self.judge_model or "").split(",") if m.strip()) or self.models[:1]
 
     def slot_model(self, slot: int) -> str:
         """Solver slots take the models round-robin: slot i uses model i mod n."""
@@ -2670,14 +2668,10 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
 
 async def run_later_rounds(debate: Debate, question: str, positions: list[Position], temperature: float,
                            plan: DebatePlan) -> None:
-    """Debate rounds 2..ROUNDS after round 1's rebuttals, while the solvers disagree.
-
-    A round costs one call per solver still in the debate (5 with 5 solvers): each
-    reads the others' answers and reasons and may revise. The rounds stop as soon as
-    every answer agrees (by the question's answer type), and are the first thing a
-    budget drops: none runs once ``plan`` cut anything, and one runs only if all its
-    calls fit beside what the judges and a possible rerun keep back (round_price).
-    """
+    """Debate rounds 2..ROUNDS after round 1's rebuttals, until every answer agrees (by the question's answer type).
+    A round costs one call per solver still in the debate: each reads the others' answers and reasons and may revise.
+    The rounds are the first thing a budget drops: none runs once ``plan`` cut anything, and one runs only if all its
+    calls fit beside what the judges and a possible rerun keep back (round_price)."""
     config = debate.config
     for position in positions:
         if not position.by_round:  # a replay from a later round brings its earlier rounds
@@ -2931,8 +2925,7 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     the settings say, and never prints, exits or installs signal handlers. Raises TypeError (an argument of the
     wrong type), ConfigError (a bad setting or question, or an HTTP client the environment breaks: nothing was
     sent) or RunFailed (no verdict; its ``result`` says why). The underscored keywords are the CLI's: its test
-    seams, a replay, and the record it reports from even when the run is cancelled.
-    """
+    seams, a replay, and the record it reports from even when the run is cancelled."""
     if not log.handlers:  # a library logs nowhere until its caller sets logging up
         log.addHandler(logging.NullHandler())
     if not isinstance(question, str):
@@ -2962,14 +2955,21 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
 
 def save_run_files(debate: Debate, record: RunRecord, replay: Replay | None,
                    transcript_path: Path | None, place: LogPlace | None, file_error: str | None) -> RunRecord:
-    """Close the trace and fill the transcript: the record, with its transcript's path, or why a write failed."""
+    """Close the trace and fill the reserved transcript: the record, with its transcript's path, or why a write
+    failed."""
     record = replace(record, transcript=str(transcript_path) if transcript_path else None)
     if debate.trace:
         debate.trace.finish(debate, record)
-    transcript_error = None if transcript_path is None else write_transcript(
-        debate.runtime, transcript_path, render_transcript(debate, record, replay), place.folder_fd if place else None)
-    return replace(record, transcript=None if transcript_error else record.transcript,
-                   write_error=(debate.trace.error if debate.trace else None) or transcript_error or file_error)
+    if transcript_path is not None:
+        text = render_transcript(debate, record, replay).encode("utf-8", errors="replace")
+        try:
+            fd = open_existing(transcript_path, os.O_WRONLY | os.O_TRUNC, folder_fd=place.folder_fd if place else None)
+            with os.fdopen(fd, "wb") as handle:
+                write_all(debate.runtime, handle.fileno(), text)
+        except OSError as err:
+            record = replace(record, transcript=None)
+            file_error = f"could not write the transcript {transcript_path} ({describe_os_error(err)})"
+    return replace(record, write_error=(debate.trace.error if debate.trace else None) or file_error)
 
 
 # --- 12. files -----------------------------------------------------------------------------------
@@ -3174,16 +3174,6 @@ def open_run_files(config: Config, runtime: Runtime,
         return path, trace, None
     except OSError as err:
         return None, None, f"could not write the transcript in {place.directory} ({describe_os_error(err)})"
-
-
-def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | None = None) -> str | None:
-    """Fill the reserved transcript; on a disk error, None and the reason."""
-    try:
-        with os.fdopen(open_existing(path, os.O_WRONLY | os.O_TRUNC, folder_fd=folder_fd), "wb") as handle:
-            write_all(runtime, handle.fileno(), text.encode("utf-8", errors="replace"))
-    except OSError as err:
-        return f"could not write the transcript {path} ({describe_os_error(err)})"
-    return None
 
 
 @dataclass
