@@ -306,11 +306,8 @@ def query_credentials(query: str) -> list[str]:
 
 def masked_query(query: str) -> str:
     """The query with the value of each credential parameter, and each piece without "=", as ***."""
-    shown = []
-    for name, equals, value in (piece.partition("=") for piece in query.split("&") if query):
-        masked = not equals or credential_parameter(name)
-        shown.append(SECRET_MASK if not equals else name + equals + (SECRET_MASK if masked else value))
-    return "&".join(shown)
+    return "&".join(SECRET_MASK if not eq else name + eq + (SECRET_MASK if credential_parameter(name) else value)
+                    for name, eq, value in (piece.partition("=") for piece in query.split("&") if query))
 
 
 def masked_url(raw: str) -> str:
@@ -1558,7 +1555,8 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
     (cut as a straggler, timed out) may be billed with no bill to show: its reservation stays spent."""
     attempt.latency_s = debate.runtime.clock() - debate.started - attempt.started_s
     budget = debate.budget
-    budget.settle(attempt.reserved, attempt.reserved if unanswered else attempt.prompt_tokens + attempt.completion_tokens)
+    if not unanswered:  # settled to what was billed
+        budget.tokens += attempt.prompt_tokens + attempt.completion_tokens - attempt.reserved
     if budget.billing.learn(sending.prompt_estimate, sending.max_tokens, attempt.prompt_tokens,
                             attempt.completion_tokens) and budget.max_tokens:
         debate.note(f"the endpoint billed {attempt.prompt_tokens}+{attempt.completion_tokens} tokens for a reply of "
@@ -1775,9 +1773,6 @@ class Budget:
         self.tokens += tokens
         return True
 
-    def settle(self, reserved: int, used: int) -> None:
-        self.tokens += used - reserved
-
     @contextlib.contextmanager
     def kept_back(self, calls: int, tokens: int) -> Iterator[None]:
         """Inside, ``calls`` and ``tokens`` are kept back for a later phase; restored whatever happens."""
@@ -1979,14 +1974,6 @@ def rerun_settings(config: Config) -> tuple[int, float]:
     """(workers, temperature) of the rerun: RERUN_EXTRA_WORKERS more, RERUN_TEMPERATURE_STEP hotter."""
     return (min(config.num_workers + RERUN_EXTRA_WORKERS, MAX_WORKERS),
             min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
-
-
-def phase_counts(calls: Iterable[AgentCall]) -> dict[str, dict[str, int]]:
-    """ok / failed agent calls per phase, over every round."""
-    counts = {phase: {"ok": 0, "failed": 0} for phase in PHASES}
-    for call in calls:
-        counts[call.phase]["ok" if call.ok else "failed"] += 1
-    return counts
 
 
 # --- 8. the debate's state -----------------------------------------------------------------------
@@ -2706,10 +2693,7 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
     config = debate.config
     barriers = config.phase_barriers or debate.budget.limited or config.early_exit
     try:
-        if barriers:
-            positions = await generate(debate, question, workers, temperature)
-        else:
-            positions = await run_chains(debate, question, workers, temperature)
+        positions = await (generate if barriers else run_chains)(debate, question, workers, temperature)
         for phase in ("generate",) if barriers else ("generate", "critique", "rebuttal"):
             log_phase(debate, phase)
         require_enough(debate, positions, workers)
@@ -2752,8 +2736,7 @@ async def rerun(debate: Debate, question: str) -> None:
 
 
 def check_question(config: Config, question: str) -> None:
-    """ConfigError for a question the run must not send: too long, or MAX_TOTAL_TOKENS too small to pay for
-    MIN_VALID_ANSWERS solvers."""
+    """ConfigError for a question the run must not send: too long, or dearer than MAX_TOTAL_TOKENS pays for."""
     if len(question) > config.max_question_chars:
         raise ConfigError(f"the question is {len(question)} characters, more than MAX_QUESTION_CHARS="
                           f"{config.max_question_chars}: shorten it or raise the limit")
@@ -2797,9 +2780,8 @@ def deadline_passed(config: Config) -> DeadlinePassed:
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
                           handover: Handover | None = None, replay: Replay | None = None,
                           place: LogPlace | None = None) -> RunRecord:
-    """Run the debate on one question, write its transcript and trace, and return its record.
-    Never raises MoAError: a failure is in the record. On cancellation the files are still
-    written, and ``handover`` (if given) holds the record of what was done."""
+    """Run the debate on one question, write its transcript and trace, and return its record; never raises MoAError
+    (a failure is in the record). Cancelled, it still writes the files, and ``handover`` (if given) has the record."""
     debate = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(),
                     budget=Budget(config.max_calls, config.max_total_tokens, endpoint.billing))
     transcript_path, debate.trace, file_error = open_run_files(config, runtime, place)
@@ -2840,7 +2822,9 @@ def run_record(config: Config, question: str, debate: Debate | None = None, elap
         judges_valid=judged.valid if judged else 0, verdict_source=verdict.source if verdict else None,
         answer_type=verdict.kind if verdict else None, unanimous=verdict is not None and verdict.source == "unanimous",
         rerun=bool(debate and debate.rerun), rounds=max((len(p.by_round) or 1 for p in positions), default=0),
-        phases=phase_counts(calls), answers=copy.deepcopy(answer_changes(positions, key)),  # by_round: its own lists
+        phases={phase: {"ok": sum(c.ok for c in calls if c.phase == phase),
+                        "failed": sum(not c.ok for c in calls if c.phase == phase)} for phase in PHASES},
+        answers=copy.deepcopy(answer_changes(positions, key)),  # by_round: its own lists
         dissent=minority_report(verdict, positions, key) if verdict else [],
         converged_after_critique=converged_after_critique(positions, key),
         judges_split=judges_split(verdict) if verdict else False, llm_calls=len(calls),
@@ -2955,8 +2939,7 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
 
 def save_run_files(debate: Debate, record: RunRecord, replay: Replay | None,
                    transcript_path: Path | None, place: LogPlace | None, file_error: str | None) -> RunRecord:
-    """Close the trace and fill the reserved transcript: the record, with its transcript's path, or why a write
-    failed."""
+    """Close the trace and fill the reserved transcript: the record, with its transcript's path or why a write broke."""
     record = replace(record, transcript=str(transcript_path) if transcript_path else None)
     if debate.trace:
         debate.trace.finish(debate, record)
@@ -3403,8 +3386,8 @@ async def check_chat(config: Config, client: httpx.AsyncClient, runtime: Runtime
             return CheckReport([f"error: {display_url(config.proxy_url)}: {err}"], False)
         note = [f"note: the reply was cut at the check's {CHECK_MAX_TOKENS} tokens before any text, as a reasoning "
                 "model's is while it thinks: that works; keep MAX_TOKENS well above its thinking"]
-    took = runtime.clock() - started
-    return CheckReport([f"ok: {display_url(config.proxy_url)} answered a chat request in {took:.2f}s", *note], True)
+    return CheckReport([f"ok: {display_url(config.proxy_url)} answered a chat request in "
+                        f"{runtime.clock() - started:.2f}s", *note], True)
 
 
 def model_lines(config: Config, models: Probe) -> list[str]:
@@ -3489,8 +3472,7 @@ def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryR
     tokens = sum(p.total_tokens for p in phases) * attempts
     cost = cost_usd(sum(p.prompt_tokens for p in phases) * attempts,
                     sum(p.completion_tokens for p in phases) * attempts, config)
-    if config.max_calls:
-        calls = min(calls, config.max_calls)
+    calls = min(calls, config.max_calls or calls)
     if config.max_total_tokens and tokens > config.max_total_tokens:
         tokens = config.max_total_tokens
         if cost is not None:  # every capped token at the dearer price
@@ -3509,9 +3491,8 @@ def human_dry_run(plan: DryRun) -> str:
                      + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else ""))
     reruns = (f"{plan.calls_round_1} without a rerun, {plan.calls_with_rerun} with it"
               if plan.calls_with_rerun > plan.calls_round_1 else f"{plan.calls_round_1} (a replay runs no rerun)")
-    lines.append(f"Calls: {reruns}; "
-                 f"at most {plan.worst_case_calls} HTTP requests with every retry (and up to {BUSY_RETRIES} "
-                 "unbilled retries a call of 429s that say when to come back)")
+    lines.append(f"Calls: {reruns}; at most {plan.worst_case_calls} HTTP requests with every retry (and up to "
+                 f"{BUSY_RETRIES} unbilled retries a call of 429s that say when to come back)")
     cost = plan.worst_case_cost_usd
     lines.append(f"Worst case: {plan.worst_case_tokens} tokens"
                  + (f", ${cost:.4f}" if cost is not None else " (set PRICE_INPUT_PER_MTOK / PRICE_OUTPUT_PER_MTOK "
@@ -3652,8 +3633,7 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int
 
 
 def load_replay(path: Path, start: ReplayStart) -> Replay:
-    """Read a trace: the question, and the round whose verdict was reported.
-    Everything in it is checked here; a bad trace is a ConfigError (exit 2)."""
+    """Read and check a trace: the question, and the round whose verdict was reported; a bad one is a ConfigError."""
     run: dict[str, Any] = {}
     attempts: list[TraceAttempt] = []
     reported: Any = None
