@@ -432,8 +432,7 @@ class Config:
         quote, a backslash or a non-ASCII character escaped), and lower-cased as an answer's key is (see tally)."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
-        # One shorter than MIN_MASKED_SECRET ("local", "k") is a placeholder for a server without auth, and masking it
-        # would mangle ordinary text ("***host").
+        # One shorter than MIN_MASKED_SECRET ("local", "k") is a no-auth placeholder: masked, text would read "***host".
         values = [t for s in (self.api_key, self.gateway_token or "", *in_url) if len(s) >= MIN_MASKED_SECRET
                   for t in (s, s.lower())]
         forms = {form for s in values
@@ -457,6 +456,14 @@ class Setting:
     parse: Callable[[str], Any]
     secret: bool
     default: Any
+
+    def shown(self, value: Any) -> str:
+        """A value as an error shows it: a secret masked, a URL's credentials too (a URL of any type: bytes too)."""
+        if self.secret:
+            return SECRET_MASK
+        if self.env != "PROXY_URL":
+            return repr(value)[:200]
+        return repr(masked_url(value)) if isinstance(value, str) else masked_url(repr(value))
 
 
 # Config's fields, in their order (the transcript's, and load_config's: PROXY_URL is checked first).
@@ -495,8 +502,7 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
         try:
             values[setting.field] = setting.parse(raw)
         except ValueError as err:
-            shown = SECRET_MASK if setting.secret else repr(masked_url(raw) if setting.env == "PROXY_URL" else raw[:200])
-            raise ConfigError(f"{name}={shown} ({source}) is not valid: {err}") from None
+            raise ConfigError(f"{name}={setting.shown(raw)} ({source}) is not valid: {err}") from None
     known = {s.env for s in SETTINGS} | set(FALLBACK_NAMES.values())
     for name in sorted(set(dotenv) - known):
         log.warning("unknown setting %s in the .env file is ignored (see .env.example for the names)", name)
@@ -544,7 +550,7 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
 
 def redact(text: str, secrets: Sequence[str]) -> str:
     """Mask ``secrets`` (Config.secrets) in text or JSON: called where output leaves (say, emit, write_all,
-    RedactingFilter, and the library's Result.of), so a secret is masked wherever it was echoed."""
+    RedactingFilter, and the library's RunRecord.masked), so a secret is masked wherever it was echoed."""
     for secret in secrets:
         text = text.replace(secret, SECRET_MASK)
     return text
@@ -2064,8 +2070,7 @@ class Debate:
         return seconds - (self.runtime.clock() - self.started - self.queue.seconds()) if seconds else math.inf
 
 
-# A record field that no JSON output carries: what the transcript, the trace, the summary and the batch's
-# stop rules read besides.
+# A record field that no JSON output carries: the transcript, the trace, the summary and batch stops read it too.
 NOT_IN_JSON = {"in_json": False}
 
 
@@ -2751,8 +2756,7 @@ async def run_question(debate: Debate, question: str, replay: Replay | None) -> 
     """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever
     it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask),
     which tests move. A deadline before any verdict fails the question; one in the rerun leaves round 1's
-    verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel. Round 2, the rerun,
-    runs when round 1's confidence is low (a replay runs none: it would need new solvers)."""
+    verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel."""
     config = debate.config
     deadline = debate.queue.deadline = asyncio.timeout(config.question_deadline or None)
     try:
@@ -2847,9 +2851,7 @@ OVERRIDE_ALIASES = {"workers": "NUM_WORKERS", "judges": "NUM_JUDGES"}
 
 def setting_text(value: Any) -> str:
     """A Python value as the settings parsers read it (None: unset)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
+    return ("true" if value else "false") if isinstance(value, bool) else "" if value is None else str(value)
 
 
 # What a debate() keyword takes, by the type of its Config field: the Python types, and their name.
@@ -2884,12 +2886,9 @@ def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Confi
 def library_value(label: str, value: Any, setting: Setting) -> str:
     """A keyword's value (or a Config field's) as its setting's text, read by the setting's parser.
     TypeError for a value of the wrong type (text is read as in .env), ConfigError for one out of
-    range; each names ``label`` and what it takes, the value masked when it is a secret."""
+    range; each names ``label`` and what it takes, and shows the value as Setting.shown does."""
     kind = str(Config.__dataclass_fields__[setting.field].type).split(" | ")[0]  # "int", "float | None"
-    types, expected = KEYWORD_TYPES[kind]
-    shown = (SECRET_MASK if setting.secret else repr(value)[:200] if setting.env != "PROXY_URL"
-             else repr(masked_url(value)) if isinstance(value, str)
-             else masked_url(repr(value)))  # a URL of any type (bytes too) can hold credentials
+    types, expected, shown = *KEYWORD_TYPES[kind], setting.shown(value)
     if value is not None and not isinstance(value, str) and (
             not isinstance(value, types) or isinstance(value, bool) != (kind == "bool")):
         raise TypeError(f"{label}={shown}: expected {expected}, got {type(value).__name__}")
@@ -3665,7 +3664,7 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
 
 
 async def run_replay(debate: Debate, replay: Replay) -> Verdict:
-    """The phases from ``replay.start`` on, over the rebuilt positions.
+    """The phases from ``replay.start`` on, over the rebuilt positions; no rerun (it would need new solvers).
     Each solver keeps the model that wrote its answer (a trace that does not say: its slot's model today)."""
     positions = [replace(p, by_round=list(p.by_round), model=p.model or debate.config.slot_model(p.slot))
                  for p in replay.positions]
