@@ -306,18 +306,14 @@ def query_credentials(query: str) -> list[str]:
 
 def masked_query(query: str) -> str:
     """The query with the value of each credential parameter, and each piece without "=", as ***."""
-    shown = []
-    for name, equals, value in (piece.partition("=") for piece in query.split("&") if query):
-        masked = not equals or credential_parameter(name)
-        shown.append(SECRET_MASK if not equals else name + equals + (SECRET_MASK if masked else value))
-    return "&".join(shown)
+    return "&".join(SECRET_MASK if not eq else name + eq + (SECRET_MASK if credential_parameter(name) else value)
+                    for name, eq, value in (piece.partition("=") for piece in query.split("&") if query))
 
 
 def masked_url(raw: str) -> str:
-    """A URL-like value safe to echo, even when it does not parse: everything up to the last "@"
-    after the scheme (user info, whatever it holds), a fragment, and in the query each credential
-    parameter's value are masked, so ``https://user:pw@host/?key=...#...`` shows none of its
-    secrets, and ``?api-version=2024-10-21`` shows as it is."""
+    """A URL-like value safe to echo, even when it does not parse: everything up to the last "@" after the scheme
+    (user info, whatever it holds), a fragment, and in the query each credential parameter's value are masked, so
+    ``https://user:pw@host/?key=...#...`` shows none of its secrets, and ``?api-version=2024-10-21`` as it is."""
     text = raw.strip()
     scheme = text.find("//")
     start = scheme + 2 if scheme >= 0 else 0
@@ -415,8 +411,7 @@ class Config:
 
     @property
     def judge_models(self) -> tuple[str, ...]:
-        names = tuple(m.strip() for m in (self.judge_model or "").split(",") if m.strip())
-        return names or self.models[:1]
+        return tuple(m.strip() for m in (self.judge_model or "").split(",") if m.strip()) or self.models[:1]
 
     def slot_model(self, slot: int) -> str:
         """Solver slots take the models round-robin: slot i uses model i mod n."""
@@ -437,8 +432,7 @@ class Config:
         quote, a backslash or a non-ASCII character escaped), and lower-cased as an answer's key is (see tally)."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
-        # One shorter than MIN_MASKED_SECRET ("local", "k") is a placeholder for a server without auth, and masking it
-        # would mangle ordinary text ("***host").
+        # One shorter than MIN_MASKED_SECRET ("local", "k") is a no-auth placeholder: masked, text would read "***host".
         values = [t for s in (self.api_key, self.gateway_token or "", *in_url) if len(s) >= MIN_MASKED_SECRET
                   for t in (s, s.lower())]
         forms = {form for s in values
@@ -462,6 +456,14 @@ class Setting:
     parse: Callable[[str], Any]
     secret: bool
     default: Any
+
+    def shown(self, value: Any) -> str:
+        """A value as an error shows it: a secret masked, a URL's credentials too (a URL of any type: bytes too)."""
+        if self.secret:
+            return SECRET_MASK
+        if self.env != "PROXY_URL":
+            return repr(value)[:200]
+        return repr(masked_url(value)) if isinstance(value, str) else masked_url(repr(value))
 
 
 # Config's fields, in their order (the transcript's, and load_config's: PROXY_URL is checked first).
@@ -500,8 +502,7 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
         try:
             values[setting.field] = setting.parse(raw)
         except ValueError as err:
-            shown = SECRET_MASK if setting.secret else repr(masked_url(raw) if setting.env == "PROXY_URL" else raw[:200])
-            raise ConfigError(f"{name}={shown} ({source}) is not valid: {err}") from None
+            raise ConfigError(f"{name}={setting.shown(raw)} ({source}) is not valid: {err}") from None
     known = {s.env for s in SETTINGS} | set(FALLBACK_NAMES.values())
     for name in sorted(set(dotenv) - known):
         log.warning("unknown setting %s in the .env file is ignored (see .env.example for the names)", name)
@@ -549,7 +550,7 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
 
 def redact(text: str, secrets: Sequence[str]) -> str:
     """Mask ``secrets`` (Config.secrets) in text or JSON: called where output leaves (say, emit, write_all,
-    RedactingFilter, and the library's Result.of), so a secret is masked wherever it was echoed."""
+    RedactingFilter, and the library's RunRecord.masked), so a secret is masked wherever it was echoed."""
     for secret in secrets:
         text = text.replace(secret, SECRET_MASK)
     return text
@@ -1560,7 +1561,8 @@ def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: 
     (cut as a straggler, timed out) may be billed with no bill to show: its reservation stays spent."""
     attempt.latency_s = debate.runtime.clock() - debate.started - attempt.started_s
     budget = debate.budget
-    budget.settle(attempt.reserved, attempt.reserved if unanswered else attempt.prompt_tokens + attempt.completion_tokens)
+    if not unanswered:  # settled to what was billed
+        budget.tokens += attempt.prompt_tokens + attempt.completion_tokens - attempt.reserved
     if budget.billing.learn(sending.prompt_estimate, sending.max_tokens, attempt.prompt_tokens,
                             attempt.completion_tokens) and budget.max_tokens:
         debate.note(f"the endpoint billed {attempt.prompt_tokens}+{attempt.completion_tokens} tokens for a reply of "
@@ -1635,8 +1637,9 @@ async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending
                            retries: RetriesUsed) -> T | APIError | None:
     """One attempt if the budget pays for its worst case as the endpoint bills, else None (noted). Until the endpoint
     has billed once, attempts under a token budget go one at a time (Billing.first_bill): no straggling (InFlight)."""
-    async with debate.budget.billing.first_bill(debate.budget.max_tokens > 0):
-        reserved = debate.budget.billing.reservation(sending.prompt_estimate, sending.max_tokens)
+    billing = debate.budget.billing
+    async with billing.first_bill(debate.budget.max_tokens > 0):
+        reserved = billing.prompt_tokens(sending.prompt_estimate) + billing.completion_tokens(sending.max_tokens)
         if debate.budget.reserve(reserved):
             return await try_attempt(debate, call, number, sending, retries, reserved)
     call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
@@ -1729,10 +1732,6 @@ class Billing:
     def completion_tokens(self, max_tokens: int) -> int:
         return math.ceil(max_tokens * self.completion)
 
-    def reservation(self, prompt_estimate: int, max_tokens: int) -> int:
-        """What an attempt reserves of the token budget before it is sent: its worst case as billed."""
-        return self.prompt_tokens(prompt_estimate) + self.completion_tokens(max_tokens)
-
     def learn(self, prompt_estimate: int, max_tokens: int, prompt: int, completion: int) -> bool:
         """Take in one attempt's bill; whether it raised a ratio."""
         if prompt + completion <= 0:
@@ -1779,9 +1778,6 @@ class Budget:
         self.calls += 1
         self.tokens += tokens
         return True
-
-    def settle(self, reserved: int, used: int) -> None:
-        self.tokens += used - reserved
 
     @contextlib.contextmanager
     def kept_back(self, calls: int, tokens: int) -> Iterator[None]:
@@ -1831,10 +1827,6 @@ def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config) -> floa
         return None
     return round(prompt_tokens * (config.price_input_per_mtok or 0) / 1e6
                  + completion_tokens * (config.price_output_per_mtok or 0) / 1e6, 6)
-
-
-def usage_by_phase(calls: list[AgentCall], config: Config) -> dict[str, dict[str, Any]]:
-    return {phase: usage_totals((c for c in calls if c.phase == phase), config) for phase in PHASES}
 
 
 @dataclass(frozen=True)
@@ -1909,9 +1901,6 @@ class PhaseCost:
     total_tokens: int
     cost_usd: float | None  # None when no price is set
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1",
                      later_rounds: bool = True, billing: Billing | None = None) -> list[PhaseCost]:
@@ -1949,25 +1938,19 @@ def plan_phases(debate: Debate, question: str, positions: list[Position], done: 
                        earlier.judges if earlier else config.num_judges, config.enable_rebuttal and done != "rebuttal",
                        costs.critic + costs.completion if to_critique else 0, costs.rebuttal + costs.completion,
                        judge_cost, critiques_paid=to_critique)
-    cuts = budget_cuts(config, plan, positions, done, earlier)
-    for cut in cuts:
-        debate.skip(cut)
-    return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
-                   cut=bool(cuts) or (earlier is not None and earlier.cut))
-
-
-def budget_cuts(config: Config, plan: DebatePlan, positions: list[Position], done: str,
-                earlier: DebatePlan | None) -> list[str]:
-    """What ``plan`` leaves out: critiques and judges when first planned, rebuttals once the critiques are in."""
+    # What it leaves out: critiques and judges when first planned, rebuttals once the critiques are in.
     cuts = []
-    if done == "generate" and plan.critiques < len(positions):
+    if to_critique and plan.critiques < len(positions):
         cuts.append(f"{len(positions) - plan.critiques} critique(s)")
     wanted = sum(p.critique is not None for p in positions) + (len(positions) - earlier.critiques if earlier else 0)
     if done == "critique" and config.enable_rebuttal and plan.rebuttals < wanted:
         cuts.append(f"{wanted - plan.rebuttals} rebuttal(s)")
     if earlier is None and plan.judges < config.num_judges:
         cuts.append(f"{config.num_judges - plan.judges} judge(s)")
-    return cuts
+    for cut in cuts:
+        debate.skip(cut)
+    return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
+                   cut=bool(cuts) or (earlier is not None and earlier.cut))
 
 
 def round_price(debate: Debate, question: str, positions: list[Position],
@@ -1997,23 +1980,6 @@ def rerun_settings(config: Config) -> tuple[int, float]:
     """(workers, temperature) of the rerun: RERUN_EXTRA_WORKERS more, RERUN_TEMPERATURE_STEP hotter."""
     return (min(config.num_workers + RERUN_EXTRA_WORKERS, MAX_WORKERS),
             min(config.temperature + RERUN_TEMPERATURE_STEP, MAX_TEMPERATURE))
-
-
-def check_budget(config: Config, question: str) -> None:
-    """ConfigError when MAX_TOTAL_TOKENS cannot pay for MIN_VALID_ANSWERS solvers."""
-    need = config.min_valid_answers * (worst_case_costs(config, question).solver + config.max_tokens)
-    if not Budget(max_tokens=config.max_total_tokens).fits(0, need):
-        raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
-                          f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
-                          f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
-
-
-def phase_counts(calls: Iterable[AgentCall]) -> dict[str, dict[str, int]]:
-    """ok / failed agent calls per phase, over every round."""
-    counts = {phase: {"ok": 0, "failed": 0} for phase in PHASES}
-    for call in calls:
-        counts[call.phase]["ok" if call.ok else "failed"] += 1
-    return counts
 
 
 # --- 8. the debate's state -----------------------------------------------------------------------
@@ -2103,18 +2069,8 @@ class Debate:
         seconds = self.config.question_deadline
         return seconds - (self.runtime.clock() - self.started - self.queue.seconds()) if seconds else math.inf
 
-    @contextlib.contextmanager
-    def in_round(self, number: int) -> Iterator[None]:
-        """Calls, notes and straggler watches belong to round ``number`` inside; the round before, after."""
-        before, self.round = self.round, number
-        try:
-            yield
-        finally:
-            self.round = before
 
-
-# A record field that no JSON output carries: what the transcript, the trace, the summary and the batch's
-# stop rules read besides.
+# A record field that no JSON output carries: the transcript, the trace, the summary and batch stops read it too.
 NOT_IN_JSON = {"in_json": False}
 
 
@@ -2674,14 +2630,10 @@ async def deliberate(debate: Debate, question: str, positions: list[Position], w
 
 async def run_later_rounds(debate: Debate, question: str, positions: list[Position], temperature: float,
                            plan: DebatePlan) -> None:
-    """Debate rounds 2..ROUNDS after round 1's rebuttals, while the solvers disagree.
-
-    A round costs one call per solver still in the debate (5 with 5 solvers): each
-    reads the others' answers and reasons and may revise. The rounds stop as soon as
-    every answer agrees (by the question's answer type), and are the first thing a
-    budget drops: none runs once ``plan`` cut anything, and one runs only if all its
-    calls fit beside what the judges and a possible rerun keep back (round_price).
-    """
+    """Debate rounds 2..ROUNDS after round 1's rebuttals, until every answer agrees (by the question's answer type).
+    A round costs one call per solver still in the debate: each reads the others' answers and reasons and may revise.
+    The rounds are the first thing a budget drops: none runs once ``plan`` cut anything, and one runs only if all its
+    calls fit beside what the judges and a possible rerun keep back (round_price)."""
     config = debate.config
     for position in positions:
         if not position.by_round:  # a replay from a later round brings its earlier rounds
@@ -2716,10 +2668,7 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
     config = debate.config
     barriers = config.phase_barriers or debate.budget.limited or config.early_exit
     try:
-        if barriers:
-            positions = await generate(debate, question, workers, temperature)
-        else:
-            positions = await run_chains(debate, question, workers, temperature)
+        positions = await (generate if barriers else run_chains)(debate, question, workers, temperature)
         for phase in ("generate",) if barriers else ("generate", "critique", "rebuttal"):
             log_phase(debate, phase)
         require_enough(debate, positions, workers)
@@ -2735,18 +2684,6 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
             watch.close()
 
 
-async def run_rounds(debate: Debate, question: str) -> None:
-    """Round 1, and round 2 when round 1's confidence is low; the more confident
-    verdict is reported, the rerun's on a tie (see rerun)."""
-    config = debate.config
-    first = await debate_once(debate, question, config.num_workers, config.temperature)
-    debate.verdicts.append(first)
-    debate.reported = 1
-    if first.confidence >= config.min_judge_confidence:
-        return
-    await rerun(debate, question)
-
-
 async def rerun(debate: Debate, question: str) -> None:
     """The one confidence-triggered rerun, if the budget pays for it."""
     config, first = debate.config, debate.verdicts[0]
@@ -2756,28 +2693,33 @@ async def rerun(debate: Debate, question: str) -> None:
         return
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",
              first.confidence, config.min_judge_confidence, workers, temperature)
-    debate.rerun = True
-    with debate.in_round(2):
-        try:
-            second = await debate_once(debate, question, workers, temperature)
-        except DeadlinePassed:
-            debate.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
-                        "round 1's verdict stands")
-            return
-        except MoAError as err:
-            debate.note(f"the rerun failed ({err}); keeping round 1's verdict")
-            return
+    debate.rerun, debate.round = True, 2  # its calls, notes and straggler watches are round 2's
+    try:
+        second = await debate_once(debate, question, workers, temperature)
+    except DeadlinePassed:
+        debate.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
+                    "round 1's verdict stands")
+        return
+    except MoAError as err:
+        debate.note(f"the rerun failed ({err}); keeping round 1's verdict")
+        return
+    finally:
+        debate.round = 1
     debate.verdicts.append(second)
     # The more confident verdict; on a tie the rerun, which heard more solvers.
     debate.reported = 2 if second.confidence >= first.confidence else 1
 
 
 def check_question(config: Config, question: str) -> None:
-    """ConfigError for a question the run must not send: too long, or a budget too small for it."""
+    """ConfigError for a question the run must not send: too long, or dearer than MAX_TOTAL_TOKENS pays for."""
     if len(question) > config.max_question_chars:
         raise ConfigError(f"the question is {len(question)} characters, more than MAX_QUESTION_CHARS="
                           f"{config.max_question_chars}: shorten it or raise the limit")
-    check_budget(config, question)
+    need = config.min_valid_answers * (worst_case_costs(config, question).solver + config.max_tokens)
+    if not Budget(max_tokens=config.max_total_tokens).fits(0, need):
+        raise ConfigError(f"MAX_TOTAL_TOKENS={config.max_total_tokens} cannot pay for MIN_VALID_ANSWERS="
+                          f"{config.min_valid_answers} solver calls (about {need} tokens with MAX_TOKENS="
+                          f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
 
 
 async def run_question(debate: Debate, question: str, replay: Replay | None) -> None:
@@ -2785,13 +2727,16 @@ async def run_question(debate: Debate, question: str, replay: Replay | None) -> 
     it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask),
     which tests move. A deadline before any verdict fails the question; one in the rerun leaves round 1's
     verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel."""
-    deadline = debate.queue.deadline = asyncio.timeout(debate.config.question_deadline or None)
+    config = debate.config
+    deadline = debate.queue.deadline = asyncio.timeout(config.question_deadline or None)
     try:
         async with deadline:
-            if replay is None:
-                await run_rounds(debate, question)
-            else:
-                await run_replay(debate, replay)
+            first = await (run_replay(debate, replay) if replay
+                           else debate_once(debate, question, config.num_workers, config.temperature))
+            debate.verdicts.append(first)
+            debate.reported = 1
+            if replay is None and first.confidence < config.min_judge_confidence:
+                await rerun(debate, question)
     except TimeoutError:
         if not deadline.expired():
             raise
@@ -2809,9 +2754,8 @@ def deadline_passed(config: Config) -> DeadlinePassed:
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
                           handover: Handover | None = None, replay: Replay | None = None,
                           place: LogPlace | None = None) -> RunRecord:
-    """Run the debate on one question, write its transcript and trace, and return its record.
-    Never raises MoAError: a failure is in the record. On cancellation the files are still
-    written, and ``handover`` (if given) holds the record of what was done."""
+    """Run the debate on one question, write its transcript and trace, and return its record; never raises MoAError
+    (a failure is in the record). Cancelled, it still writes the files, and ``handover`` (if given) has the record."""
     debate = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(),
                     budget=Budget(config.max_calls, config.max_total_tokens, endpoint.billing))
     transcript_path, debate.trace, file_error = open_run_files(config, runtime, place)
@@ -2852,11 +2796,14 @@ def run_record(config: Config, question: str, debate: Debate | None = None, elap
         judges_valid=judged.valid if judged else 0, verdict_source=verdict.source if verdict else None,
         answer_type=verdict.kind if verdict else None, unanimous=verdict is not None and verdict.source == "unanimous",
         rerun=bool(debate and debate.rerun), rounds=max((len(p.by_round) or 1 for p in positions), default=0),
-        phases=phase_counts(calls), answers=copy.deepcopy(answer_changes(positions, key)),  # by_round: its own lists
+        phases={phase: {"ok": sum(c.ok for c in calls if c.phase == phase),
+                        "failed": sum(not c.ok for c in calls if c.phase == phase)} for phase in PHASES},
+        answers=copy.deepcopy(answer_changes(positions, key)),  # by_round: its own lists
         dissent=minority_report(verdict, positions, key) if verdict else [],
         converged_after_critique=converged_after_critique(positions, key),
         judges_split=judges_split(verdict) if verdict else False, llm_calls=len(calls),
-        http_requests=sum(len(c.attempts) for c in calls), usage=usage, usage_by_phase=usage_by_phase(list(calls), config),
+        http_requests=sum(len(c.attempts) for c in calls), usage=usage,
+        usage_by_phase={phase: usage_totals((c for c in calls if c.phase == phase), config) for phase in PHASES},
         cost_usd=usage.get("cost_usd"), budget_limited=bool(skipped),
         degraded=bool(skipped) or any(not call.ok for call in calls), skipped=skipped, elapsed_s=round(elapsed_s, 3),
         transcript=None, trace=str(debate.trace.path) if debate and debate.trace else None,
@@ -2874,9 +2821,7 @@ OVERRIDE_ALIASES = {"workers": "NUM_WORKERS", "judges": "NUM_JUDGES"}
 
 def setting_text(value: Any) -> str:
     """A Python value as the settings parsers read it (None: unset)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
+    return ("true" if value else "false") if isinstance(value, bool) else "" if value is None else str(value)
 
 
 # What a debate() keyword takes, by the type of its Config field: the Python types, and their name.
@@ -2911,12 +2856,9 @@ def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Confi
 def library_value(label: str, value: Any, setting: Setting) -> str:
     """A keyword's value (or a Config field's) as its setting's text, read by the setting's parser.
     TypeError for a value of the wrong type (text is read as in .env), ConfigError for one out of
-    range; each names ``label`` and what it takes, the value masked when it is a secret."""
+    range; each names ``label`` and what it takes, and shows the value as Setting.shown does."""
     kind = str(Config.__dataclass_fields__[setting.field].type).split(" | ")[0]  # "int", "float | None"
-    types, expected = KEYWORD_TYPES[kind]
-    shown = (SECRET_MASK if setting.secret else repr(value)[:200] if setting.env != "PROXY_URL"
-             else repr(masked_url(value)) if isinstance(value, str)
-             else masked_url(repr(value)))  # a URL of any type (bytes too) can hold credentials
+    types, expected, shown = *KEYWORD_TYPES[kind], setting.shown(value)
     if value is not None and not isinstance(value, str) and (
             not isinstance(value, types) or isinstance(value, bool) != (kind == "bool")):
         raise TypeError(f"{label}={shown}: expected {expected}, got {type(value).__name__}")
@@ -2936,8 +2878,7 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     the settings say, and never prints, exits or installs signal handlers. Raises TypeError (an argument of the
     wrong type), ConfigError (a bad setting or question, or an HTTP client the environment breaks: nothing was
     sent) or RunFailed (no verdict; its ``result`` says why). The underscored keywords are the CLI's: its test
-    seams, a replay, and the record it reports from even when the run is cancelled.
-    """
+    seams, a replay, and the record it reports from even when the run is cancelled."""
     if not log.handlers:  # a library logs nowhere until its caller sets logging up
         log.addHandler(logging.NullHandler())
     if not isinstance(question, str):
@@ -2967,14 +2908,20 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
 
 def save_run_files(debate: Debate, record: RunRecord, replay: Replay | None,
                    transcript_path: Path | None, place: LogPlace | None, file_error: str | None) -> RunRecord:
-    """Close the trace and fill the transcript: the record, with its transcript's path, or why a write failed."""
+    """Close the trace and fill the reserved transcript: the record, with its transcript's path or why a write broke."""
     record = replace(record, transcript=str(transcript_path) if transcript_path else None)
     if debate.trace:
         debate.trace.finish(debate, record)
-    transcript_error = None if transcript_path is None else write_transcript(
-        debate.runtime, transcript_path, render_transcript(debate, record, replay), place.folder_fd if place else None)
-    return replace(record, transcript=None if transcript_error else record.transcript,
-                   write_error=(debate.trace.error if debate.trace else None) or transcript_error or file_error)
+    if transcript_path is not None:
+        text = render_transcript(debate, record, replay).encode("utf-8", errors="replace")
+        try:
+            fd = open_existing(transcript_path, os.O_WRONLY | os.O_TRUNC, folder_fd=place.folder_fd if place else None)
+            with os.fdopen(fd, "wb") as handle:
+                write_all(debate.runtime, handle.fileno(), text)
+        except OSError as err:
+            record = replace(record, transcript=None)
+            file_error = f"could not write the transcript {transcript_path} ({describe_os_error(err)})"
+    return replace(record, write_error=(debate.trace.error if debate.trace else None) or file_error)
 
 
 # --- 12. files -----------------------------------------------------------------------------------
@@ -3168,27 +3115,17 @@ def open_run_files(config: Config, runtime: Runtime,
         path, fd = create_private_file(place.directory, place.stem, ".txt" if transcript else ".jsonl",
                                        twin=".jsonl" if transcript and config.jsonl_trace else None, folder_fd=folder)
         if not transcript:
-            return None, TraceWriter(path, fd, config, runtime), None
+            return None, TraceWriter(path, fd, runtime), None
         os.close(fd)
         try:
             trace_path = path.with_suffix(".jsonl")
-            trace = TraceWriter(trace_path, create_new(trace_path, folder), config, runtime) if config.jsonl_trace else None
+            trace = TraceWriter(trace_path, create_new(trace_path, folder), runtime) if config.jsonl_trace else None
         except OSError:
             unlink_in(path, folder)
             raise
         return path, trace, None
     except OSError as err:
         return None, None, f"could not write the transcript in {place.directory} ({describe_os_error(err)})"
-
-
-def write_transcript(runtime: Runtime, path: Path, text: str, folder_fd: int | None = None) -> str | None:
-    """Fill the reserved transcript; on a disk error, None and the reason."""
-    try:
-        with os.fdopen(open_existing(path, os.O_WRONLY | os.O_TRUNC, folder_fd=folder_fd), "wb") as handle:
-            write_all(runtime, handle.fileno(), text.encode("utf-8", errors="replace"))
-    except OSError as err:
-        return f"could not write the transcript {path} ({describe_os_error(err)})"
-    return None
 
 
 @dataclass
@@ -3199,7 +3136,6 @@ class TraceWriter:
 
     path: Path
     fd: int | None
-    config: Config
     runtime: Runtime
     error: str | None = None
 
@@ -3213,7 +3149,7 @@ class TraceWriter:
 
     def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
         self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": debate.run_id, "question": question,
-                    "config": self.config.shown(),
+                    "config": debate.config.shown(),
                     "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
                     "replay": None if replay is None else {"trace": str(replay.source), "from": str(replay.start),
                                                            "run_id": replay.run_id}})
@@ -3419,8 +3355,8 @@ async def check_chat(config: Config, client: httpx.AsyncClient, runtime: Runtime
             return CheckReport([f"error: {display_url(config.proxy_url)}: {err}"], False)
         note = [f"note: the reply was cut at the check's {CHECK_MAX_TOKENS} tokens before any text, as a reasoning "
                 "model's is while it thinks: that works; keep MAX_TOKENS well above its thinking"]
-    took = runtime.clock() - started
-    return CheckReport([f"ok: {display_url(config.proxy_url)} answered a chat request in {took:.2f}s", *note], True)
+    return CheckReport([f"ok: {display_url(config.proxy_url)} answered a chat request in "
+                        f"{runtime.clock() - started:.2f}s", *note], True)
 
 
 def model_lines(config: Config, models: Probe) -> list[str]:
@@ -3489,10 +3425,8 @@ class DryRun:
     budget_capped: bool
 
     def to_dict(self, config: Config) -> dict[str, Any]:
-        return {"phases": [p.to_dict() for p in self.phases], "calls_round_1": self.calls_round_1,
-                "calls_with_rerun": self.calls_with_rerun, "worst_case_calls": self.worst_case_calls,
-                "worst_case_tokens": self.worst_case_tokens, "worst_case_cost_usd": self.worst_case_cost_usd,
-                "budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
+        return {k: v for k, v in asdict(self).items() if k != "budget_capped"} | {
+            "budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
 
 
 def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryRun:
@@ -3507,8 +3441,7 @@ def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryR
     tokens = sum(p.total_tokens for p in phases) * attempts
     cost = cost_usd(sum(p.prompt_tokens for p in phases) * attempts,
                     sum(p.completion_tokens for p in phases) * attempts, config)
-    if config.max_calls:
-        calls = min(calls, config.max_calls)
+    calls = min(calls, config.max_calls or calls)
     if config.max_total_tokens and tokens > config.max_total_tokens:
         tokens = config.max_total_tokens
         if cost is not None:  # every capped token at the dearer price
@@ -3527,9 +3460,8 @@ def human_dry_run(plan: DryRun) -> str:
                      + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else ""))
     reruns = (f"{plan.calls_round_1} without a rerun, {plan.calls_with_rerun} with it"
               if plan.calls_with_rerun > plan.calls_round_1 else f"{plan.calls_round_1} (a replay runs no rerun)")
-    lines.append(f"Calls: {reruns}; "
-                 f"at most {plan.worst_case_calls} HTTP requests with every retry (and up to {BUSY_RETRIES} "
-                 "unbilled retries a call of 429s that say when to come back)")
+    lines.append(f"Calls: {reruns}; at most {plan.worst_case_calls} HTTP requests with every retry (and up to "
+                 f"{BUSY_RETRIES} unbilled retries a call of 429s that say when to come back)")
     cost = plan.worst_case_cost_usd
     lines.append(f"Worst case: {plan.worst_case_tokens} tokens"
                  + (f", ${cost:.4f}" if cost is not None else " (set PRICE_INPUT_PER_MTOK / PRICE_OUTPUT_PER_MTOK "
@@ -3670,8 +3602,7 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int
 
 
 def load_replay(path: Path, start: ReplayStart) -> Replay:
-    """Read a trace: the question, and the round whose verdict was reported.
-    Everything in it is checked here; a bad trace is a ConfigError (exit 2)."""
+    """Read and check a trace: the question, and the round whose verdict was reported; a bad one is a ConfigError."""
     run: dict[str, Any] = {}
     attempts: list[TraceAttempt] = []
     reported: Any = None
@@ -3702,17 +3633,15 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
                   tuple(positions[k] for k in sorted(positions)), tuple(kept))
 
 
-async def run_replay(debate: Debate, replay: Replay) -> None:
+async def run_replay(debate: Debate, replay: Replay) -> Verdict:
     """The phases from ``replay.start`` on, over the rebuilt positions; no rerun (it would need new solvers).
     Each solver keeps the model that wrote its answer (a trace that does not say: its slot's model today)."""
     positions = [replace(p, by_round=list(p.by_round), model=p.model or debate.config.slot_model(p.slot))
                  for p in replay.positions]
     debate.positions[1], debate.replaying = positions, True
     require_enough(debate, positions, replay.workers)
-    verdict = await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
-                               done=replay.start.kept, later_rounds=replay.start.phase != "judges")
-    debate.verdicts.append(verdict)
-    debate.reported = 1
+    return await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
+                            done=replay.start.kept, later_rounds=replay.start.phase != "judges")
 
 
 # --- 14. batch -----------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_a_field_added_to_the_record_shows_in_every_view(tmp_path) -> None:
     assert record.to_dict()["added"] == line["added"] == 7
     assert moa.openai_batch_line(line, config, 0.0)["moa"]["added"] == 7
     path = tmp_path / "t.jsonl"
-    writer = moa.TraceWriter(path, os_open(path), config, test_runtime())
+    writer = moa.TraceWriter(path, os_open(path), test_runtime())
     writer.finish(moa.Debate(config, None, test_runtime(), "r", 0.0), record)  # type: ignore[arg-type]
     assert lines_of(path)[-1]["added"] == 7
 
