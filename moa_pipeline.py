@@ -56,6 +56,7 @@ import collections
 import contextlib
 import contextvars
 import copy
+import enum
 import errno
 import fcntl
 import functools
@@ -149,18 +150,30 @@ QUOTA_USED_UP = b"insufficient_quota"  # in a 429's body: OpenAI's code for a us
 STALL_WARNING_SHARE = 0.2  # of STALL_TIMEOUT with nothing accepted: one warning (see Endpoint.refused)
 SAME_ERROR_QUESTIONS = 3  # first questions that, failing alike, stop a batch (see same_error_everywhere)
 SCHEMA_VERSION = 1  # of --json, batch lines and the trace (docs/output.md): raised when a field changes meaning
-PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
+
+
+class Phase(enum.StrEnum):
+    """The phases of a debate, in order. A StrEnum: traces, transcripts and --json show the value."""
+
+    GENERATE = "generate"
+    CRITIQUE = "critique"
+    REBUTTAL = "rebuttal"
+    REVISE = "revise"  # debate rounds 2 on
+    JUDGE = "judge"
+
+
+PHASES = tuple(Phase)
 MAX_ROUNDS = 10  # ROUNDS' cap (debate rounds: the module docstring)
 REASON_CHARS = 400  # of each other solver's latest reason, a reviser reads this much (short_reason)
 PHASE_TITLES = {
-    "generate": "Phase 1 - Blind generation",
-    "critique": "Phase 2 - Cross-critique",
-    "rebuttal": "Phase 3 - Rebuttal",
-    "revise": "Later rounds - Revision",
-    "judge": "Phase 4 - Judges",
+    Phase.GENERATE: "Phase 1 - Blind generation",
+    Phase.CRITIQUE: "Phase 2 - Cross-critique",
+    Phase.REBUTTAL: "Phase 3 - Rebuttal",
+    Phase.REVISE: "Later rounds - Revision",
+    Phase.JUDGE: "Phase 4 - Judges",
 }
-PHASE_NOUNS = {"generate": "valid", "critique": "critiques", "rebuttal": "rebuttals", "revise": "revisions",
-               "judge": "verdicts"}
+PHASE_NOUNS = {Phase.GENERATE: "valid", Phase.CRITIQUE: "critiques", Phase.REBUTTAL: "rebuttals", Phase.REVISE: "revisions",
+               Phase.JUDGE: "verdicts"}
 SECRET_MASK = "***"
 MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
 MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name
@@ -172,8 +185,8 @@ MIN_MASKED_SECRET = 8  # see Config.secrets
 MESSAGE_OVERHEAD_TOKENS = 8  # added by chat formatting per message and by our nonce suffix
 # --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1 and runs round K
 # onwards (up to ROUNDS), then the judges.
-REPLAY_STARTS = {"critique": "generate", "rebuttal": "critique",
-                 **{f"round{k}": "rebuttal" for k in range(2, MAX_ROUNDS + 1)}, "judges": "rebuttal"}
+REPLAY_STARTS = {Phase.CRITIQUE: Phase.GENERATE, Phase.REBUTTAL: Phase.CRITIQUE,
+                 **{f"round{k}": Phase.REBUTTAL for k in range(2, MAX_ROUNDS + 1)}, "judges": Phase.REBUTTAL}
 # Longer than these, a line of a trace or of an earlier output, or a summary file, is not one we wrote (replies
 # are capped far below them; a summary is a few hundred bytes).
 MAX_TRACE_LINE_BYTES = 256 * 1024 * 1024
@@ -1067,8 +1080,8 @@ class QueueTime:
         finally:
             self.change(-1, queued)
 
-    def change(self, step: int, queued: bool) -> None:
-        self.queued, self.calls = (self.queued + step, self.calls) if queued else (self.queued, self.calls + step)
+    def change(self, delta: int, queued: bool) -> None:
+        self.queued, self.calls = (self.queued + delta, self.calls) if queued else (self.queued, self.calls + delta)
         waiting, loop = 0 < self.calls <= self.queued, asyncio.get_running_loop()
         deadline = self.deadline if self.deadline is not None and not self.deadline.expired() else None
         if waiting and self.since is None:
@@ -1335,8 +1348,8 @@ class Attempt:
 class AgentCall:
     """One logical call (one agent in one phase), with all its attempts."""
 
-    round: int
-    phase: str
+    pass_number: int
+    phase: Phase
     agent: str
     system: str
     user: str
@@ -1345,7 +1358,7 @@ class AgentCall:
     failure: str | None = None
     tier: str | None = None
     model: str = ""
-    step: int = 1  # the debate round (ROUNDS) the call belongs to; ``round`` is 2 in the rerun
+    debate_round: int = 1  # the debate round (ROUNDS) the call belongs to; ``pass_number`` is 2 in the rerun
     error: APIError | None = field(default=None, repr=False)  # what its last attempt failed with, once it failed
 
 
@@ -1518,9 +1531,9 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
         attempt.usage_estimated = True
 
 
-def request_headers(debate: Debate, phase: str, agent: str, attempt: int, step: int = 1) -> dict[str, str]:
+def request_headers(debate: Debate, phase: Phase, agent: str, attempt: int, debate_round: int = 1) -> dict[str, str]:
     """Tags that let a gateway's own logs be joined with the transcript."""
-    headers = {"X-MoA-Run-Id": debate.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent, "X-MoA-Round": str(step),
+    headers = {"X-MoA-Run-Id": debate.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent, "X-MoA-Round": str(debate_round),
                "cf-aig-metadata": json.dumps({"run_id": debate.run_id, "phase": phase, "agent": agent,
                                               "attempt": attempt})}
     if attempt > 1:
@@ -1543,7 +1556,7 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
     """One HTTP attempt and its parse; APIError when it yields nothing usable."""
     completion = await debate.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
-        headers=request_headers(debate, call.phase, call.agent, attempt.number, call.step), queue=debate.queue)
+        headers=request_headers(debate, call.phase, call.agent, attempt.number, call.debate_round), queue=debate.queue)
     record_reply(attempt, completion, sending.prompt_estimate)
     value = sending.parse(completion.text)
     cut = completion.finish_reason in ("length", "truncated")
@@ -1647,13 +1660,13 @@ async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending
     return None
 
 
-async def ask(debate: Debate, phase: str, agent: str, system: str, user: str, *,
+async def ask(debate: Debate, phase: Phase, agent: str, system: str, user: str, *,
               temperature: float, max_tokens: int, parse: Callable[[str], T | None],
-              model: str | None = None, step: int = 1) -> T | None:
+              model: str | None = None, debate_round: int = 1) -> T | None:
     """One agent call with retries; the parsed value, or None once it failed (retries or budget ran out, or no retry
     helps). Raises APIError only when its Policy stops the run, unless drop_model drops the model instead."""
     model = model or debate.config.models[0]
-    call = AgentCall(debate.round, phase, agent, system, user, model=model, step=step)
+    call = AgentCall(debate.pass_number, phase, agent, system, user, model=model, debate_round=debate_round)
     debate.calls.append(call)
     if model in debate.dropped_models:
         call.failure = f"model {model} was dropped earlier in this run"
@@ -1699,9 +1712,9 @@ def drop_model(debate: Debate, model: str, error: APIError) -> bool:
     return any(m not in debate.dropped_models for m in (*config.models, *config.judge_models))
 
 
-def note_lost(debate: Debate, what: str, phase: str, agent: str, consequence: str) -> None:
+def note_lost(debate: Debate, what: str, phase: Phase, agent: str, consequence: str) -> None:
     """Why ``agent``'s latest call in ``phase`` gave nothing, noted: a warning unless the straggler cut it (see _mark_cut)."""
-    calls = (c for c in reversed(debate.calls) if c.phase == phase and c.agent == agent and c.round == debate.round)
+    calls = (c for c in reversed(debate.calls) if c.phase == phase and c.agent == agent and c.pass_number == debate.pass_number)
     failure = next((call.failure or "no usable output" for call in calls), "not sent")
     debate.note(f"{what} failed ({failure}); {consequence}", problem=failure != STRAGGLER_CUT)
 
@@ -1893,8 +1906,8 @@ def revise_cost(config: Config, question: str, shown: list[Position], unwritten:
 class PhaseCost:
     """One phase of one round at its worst: every call at its token caps, no retry."""
 
-    round: str  # "1" or "rerun"
-    phase: str
+    pass_label: str  # "1" or "rerun"
+    phase: Phase
     calls: int
     prompt_tokens: int
     completion_tokens: int
@@ -1902,26 +1915,26 @@ class PhaseCost:
     cost_usd: float | None  # None when no price is set
 
 
-def round_worst_case(config: Config, question: str, workers: int, round_name: str = "1",
+def pass_worst_case(config: Config, question: str, workers: int, pass_label: str = "1",
                      later_rounds: bool = True, billing: Billing | None = None) -> list[PhaseCost]:
     """A whole debate before any answer exists, phase by phase; its later rounds only if ``later_rounds``."""
     costs = worst_case_costs(config, question, workers=workers, billing=billing)
     rebuttals = workers if config.enable_rebuttal else 0
     revisions, done = (config.rounds - 1) * workers if later_rounds else 0, costs.completion
-    return phase_costs(config, round_name, [  # a phase without calls is left out
-        ("generate", workers, costs.solver, done), ("critique", workers, costs.critic, done),
-        ("rebuttal", rebuttals, costs.rebuttal, done), ("revise", revisions, costs.revise, done),
-        ("judge", config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion)])
+    return phase_costs(config, pass_label, [  # a phase without calls is left out
+        (Phase.GENERATE, workers, costs.solver, done), (Phase.CRITIQUE, workers, costs.critic, done),
+        (Phase.REBUTTAL, rebuttals, costs.rebuttal, done), (Phase.REVISE, revisions, costs.revise, done),
+        (Phase.JUDGE, config.num_judges, costs.judge(workers, rebuttals), costs.judge_completion)])
 
 
-def phase_costs(config: Config, round_name: str, per_call: list[tuple[str, int, int, int]]) -> list[PhaseCost]:
+def phase_costs(config: Config, pass_label: str, per_call: list[tuple[Phase, int, int, int]]) -> list[PhaseCost]:
     """A row for each (phase, calls, prompt tokens a call, completion tokens a call) that makes calls."""
-    return [PhaseCost(round_name, phase, calls, calls * prompt, calls * completion, calls * (prompt + completion),
+    return [PhaseCost(pass_label, phase, calls, calls * prompt, calls * completion, calls * (prompt + completion),
                       cost_usd(calls * prompt, calls * completion, config))
             for phase, calls, prompt, completion in per_call if calls]
 
 
-def plan_phases(debate: Debate, question: str, positions: list[Position], done: str,
+def plan_phases(debate: Debate, question: str, positions: list[Position], done: Phase,
                 earlier: DebatePlan | None = None) -> DebatePlan:
     """What the budget pays for after ``done`` (plan_debate), unwritten texts at their worst. Planned again after the
     critiques, keeping ``earlier``'s judges: rebuttals get what critiques left before any later round (round_price)."""
@@ -1931,11 +1944,11 @@ def plan_phases(debate: Debate, question: str, positions: list[Position], done: 
              if debate.budget.limited else NO_COSTS)
 
     def judge_cost(c: int, r: int) -> int:  # a judge's, once c critiques (if still unwritten) and r rebuttals are
-        return costs.judge(c if done == "generate" else 0, r) + costs.judge_completion
+        return costs.judge(c if done == Phase.GENERATE else 0, r) + costs.judge_completion
 
-    to_critique = done == "generate"  # else the critiques are written, and paid for
+    to_critique = done == Phase.GENERATE  # else the critiques are written, and paid for
     plan = plan_debate(debate.budget, len(positions) if to_critique else sum(p.critique is not None for p in positions),
-                       earlier.judges if earlier else config.num_judges, config.enable_rebuttal and done != "rebuttal",
+                       earlier.judges if earlier else config.num_judges, config.enable_rebuttal and done != Phase.REBUTTAL,
                        costs.critic + costs.completion if to_critique else 0, costs.rebuttal + costs.completion,
                        judge_cost, critiques_paid=to_critique)
     # What it leaves out: critiques and judges when first planned, rebuttals once the critiques are in.
@@ -1943,7 +1956,7 @@ def plan_phases(debate: Debate, question: str, positions: list[Position], done: 
     if to_critique and plan.critiques < len(positions):
         cuts.append(f"{len(positions) - plan.critiques} critique(s)")
     wanted = sum(p.critique is not None for p in positions) + (len(positions) - earlier.critiques if earlier else 0)
-    if done == "critique" and config.enable_rebuttal and plan.rebuttals < wanted:
+    if done == Phase.CRITIQUE and config.enable_rebuttal and plan.rebuttals < wanted:
         cuts.append(f"{wanted - plan.rebuttals} rebuttal(s)")
     if earlier is None and plan.judges < config.num_judges:
         cuts.append(f"{config.num_judges - plan.judges} judge(s)")
@@ -1970,9 +1983,9 @@ def rerun_price(debate: Debate, question: str) -> tuple[int, int]:
     """(calls, tokens) of a worst-case rerun without its later rounds while one may still come, else (0, 0).
     Later rounds leave it even when the budget could not pay for the rerun: else more budget buys fewer rounds."""
     config, budget = debate.config, debate.budget
-    if not budget.limited or debate.round != 1 or debate.replaying or config.min_judge_confidence == 0:
+    if not budget.limited or debate.pass_number != 1 or debate.replaying or config.min_judge_confidence == 0:
         return 0, 0
-    phases = round_worst_case(config, question, rerun_settings(config)[0], later_rounds=False, billing=budget.billing)
+    phases = pass_worst_case(config, question, rerun_settings(config)[0], later_rounds=False, billing=budget.billing)
     return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
 
 
@@ -2038,13 +2051,13 @@ class Debate:
     started: float
     calls: list[AgentCall] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    round: int = 1
+    pass_number: int = 1
     budget: Budget = field(default_factory=Budget)
     trace: TraceWriter | None = None
     skipped: list[str] = field(default_factory=list)  # what the budget cut, in order
     positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
     dropped_models: set[str] = field(default_factory=set)
-    watches: dict[tuple[int, str, int], StragglerWatch] = field(default_factory=dict)
+    watches: dict[tuple[int, Phase, int], StragglerWatch] = field(default_factory=dict)
     replaying: bool = False  # a replay: no rerun follows, so the budget keeps nothing back for one
     verdicts: list[Verdict] = field(default_factory=list)  # round 1's, and the rerun's
     reported: int | None = None  # which of them is reported (1: round 1's)
@@ -2055,13 +2068,13 @@ class Debate:
         self.queue = QueueTime(self.runtime.clock)
 
     def skip(self, what: str) -> None:
-        self.skipped.append(f"round {self.round}: {what}")
+        self.skipped.append(f"pass {self.pass_number}: {what}")
         self.note(f"budget: skipped {what}", problem=False)
 
     def note(self, text: str, *, problem: bool = True) -> None:
         """A transcript note, and a warning on stderr; only info (a batch hides it) when it is a feature
         doing its job (an early exit, a budget's cut): a warning a question buried the real ones."""
-        self.notes.append(f"round {self.round}: {text}")
+        self.notes.append(f"pass {self.pass_number}: {text}")
         log.log(logging.WARNING if problem else logging.INFO, text)
 
     def time_left(self) -> float:
@@ -2110,7 +2123,7 @@ class RunRecord:
     error: str | None
     write_error: str | None = field(default=None, metadata=NOT_IN_JSON)  # a transcript or trace write failed
     verdicts: tuple[Verdict, ...] = field(default=(), repr=False, metadata=NOT_IN_JSON)  # round 1's, the rerun's
-    reported_round: int | None = field(default=None, repr=False, metadata=NOT_IN_JSON)
+    reported_pass: int | None = field(default=None, repr=False, metadata=NOT_IN_JSON)
     notes: tuple[str, ...] = field(default=(), repr=False, metadata=NOT_IN_JSON)
     calls: tuple[AgentCall, ...] = field(default=(), repr=False, compare=False, metadata=NOT_IN_JSON)  # finished calls
     exit_code: int = field(default=EXIT_OK, repr=False, metadata=NOT_IN_JSON)
@@ -2118,7 +2131,7 @@ class RunRecord:
 
     @property
     def verdict(self) -> Verdict | None:
-        return self.verdicts[self.reported_round - 1] if self.reported_round else None
+        return self.verdicts[self.reported_pass - 1] if self.reported_pass else None
 
     def json_fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("in_json", True)}
@@ -2251,7 +2264,7 @@ class StragglerWatch:
     other questions share the endpoint gets SHARED_STRAGGLER_SCALE times the bar: they keep it busy, so the
     batch gains little, and a call a gateway retried costs an answer for nothing."""
 
-    def __init__(self, debate: Debate, phase: str, quorum: int) -> None:
+    def __init__(self, debate: Debate, phase: Phase, quorum: int) -> None:
         self.debate, self.phase, self.quorum = debate, phase, quorum
         self.factor = debate.config.straggler_factor
         self.running: dict[str, RunningCall] = {}  # by agent
@@ -2288,7 +2301,7 @@ class StragglerWatch:
     def _mark_cut(self, agent: str, entry: RunningCall) -> None:
         typical = median(self.finished)
         for call in reversed(self.debate.calls):
-            if call.agent == agent and call.phase == self.phase and call.round == self.debate.round:
+            if call.agent == agent and call.phase == self.phase and call.pass_number == self.debate.pass_number:
                 call.failure = STRAGGLER_CUT
                 break
         shared = f" x {entry.scale:g}, as other questions share the endpoint" if entry.scale != 1 else ""
@@ -2333,9 +2346,9 @@ class StragglerWatch:
             self.watchdog.cancel()
 
 
-def watch_for(debate: Debate, phase: str, calls: int, step: int = 1) -> StragglerWatch:
+def watch_for(debate: Debate, phase: Phase, calls: int, debate_round: int = 1) -> StragglerWatch:
     """The straggler watch of ``phase`` in the current round (one per phase, debate round and rerun)."""
-    return debate.watches.setdefault((debate.round, phase, step),
+    return debate.watches.setdefault((debate.pass_number, phase, debate_round),
                                      StragglerWatch(debate, phase, min(debate.config.min_valid_answers, calls)))
 
 
@@ -2344,8 +2357,8 @@ async def solve_one(debate: Debate, question: str, slot: int, workers: int, temp
     config = debate.config
     system, user = solver_prompts(question, slot, config.solver_styles)
     agent, model = f"solver-{slot + 1}", config.slot_model(slot)
-    parsed = await watch_for(debate, "generate", workers).guard(agent, ask(
-        debate, "generate", agent, system, user, temperature=temperature,
+    parsed = await watch_for(debate, Phase.GENERATE, workers).guard(agent, ask(
+        debate, Phase.GENERATE, agent, system, user, temperature=temperature,
         max_tokens=config.max_tokens, parse=_valid_answer, model=model))
     return None if parsed is None else Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer,
                                                 model=model)
@@ -2356,11 +2369,11 @@ async def review_one(debate: Debate, question: str, position: Position, workers:
     critic_at = critic_slot(position.slot, workers, debate.config.slot_model)
     agent = f"solver-{critic_at + 1}->{position.agent}"
     system, user = critic_prompts(question, position)
-    found = await watch_for(debate, "critique", workers).guard(agent, ask(
-        debate, "critique", agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
-        parse=functools.partial(parse_block, tag="critique"), model=debate.config.slot_model(critic_at)))
+    found = await watch_for(debate, Phase.CRITIQUE, workers).guard(agent, ask(
+        debate, Phase.CRITIQUE, agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
+        parse=functools.partial(parse_block, tag=Phase.CRITIQUE), model=debate.config.slot_model(critic_at)))
     if found is None:
-        note_lost(debate, f"critique of {position.agent}", "critique", agent, "its answer stays in play uncritiqued")
+        note_lost(debate, f"critique of {position.agent}", Phase.CRITIQUE, agent, "its answer stays in play uncritiqued")
         return
     position.critique = found.text
 
@@ -2368,32 +2381,32 @@ async def review_one(debate: Debate, question: str, position: Position, workers:
 async def reply_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
     """One critiqued solver defends or revises; a failure keeps its first answer."""
     system, user = rebuttal_prompts(question, position)
-    found = await watch_for(debate, "rebuttal", workers).guard(position.agent, ask(
-        debate, "rebuttal", position.agent, system, user, temperature=temperature,
+    found = await watch_for(debate, Phase.REBUTTAL, workers).guard(position.agent, ask(
+        debate, Phase.REBUTTAL, position.agent, system, user, temperature=temperature,
         max_tokens=debate.config.max_tokens, parse=parse_rebuttal, model=position.model or None))
     if found is None:
-        note_lost(debate, f"rebuttal of {position.agent}", "rebuttal", position.agent, "its first answer stands")
+        note_lost(debate, f"rebuttal of {position.agent}", Phase.REBUTTAL, position.agent, "its first answer stands")
         return
     position.rebuttal, position.final_answer = found.text, found.answer.answer
 
 
 async def revise_one(debate: Debate, question: str, position: Position, others: list[tuple[str, str]],
-                     step: int, temperature: float) -> None:
-    """One solver, in debate round ``step``, holds or revises after reading the others; a failure keeps its answer."""
+                     debate_round: int, temperature: float) -> None:
+    """One solver, in debate round ``debate_round``, holds or revises after reading the others; a failure keeps its answer."""
     system, user = revise_prompts(question, position, others)
-    found = await watch_for(debate, "revise", len(others) + 1, step).guard(position.agent, ask(
-        debate, "revise", position.agent, system, user, temperature=temperature,
-        max_tokens=debate.config.max_tokens, parse=parse_rebuttal, model=position.model or None, step=step))
+    found = await watch_for(debate, Phase.REVISE, len(others) + 1, debate_round).guard(position.agent, ask(
+        debate, Phase.REVISE, position.agent, system, user, temperature=temperature,
+        max_tokens=debate.config.max_tokens, parse=parse_rebuttal, model=position.model or None, debate_round=debate_round))
     if found is None:
-        note_lost(debate, f"round {step} revision of {position.agent}", "revise", position.agent, "its answer stands")
+        note_lost(debate, f"round {debate_round} revision of {position.agent}", Phase.REVISE, position.agent, "its answer stands")
         return
     position.revision, position.final_answer = found.text, found.answer.answer
 
 
-async def revise(debate: Debate, question: str, positions: list[Position], step: int, temperature: float) -> None:
-    """Debate round ``step``: every solver at once, each reading the others' answers as the round began."""
+async def revise(debate: Debate, question: str, positions: list[Position], debate_round: int, temperature: float) -> None:
+    """Debate round ``debate_round``: every solver at once, each reading the others' answers as the round began."""
     shown = {p.slot: (p.final_answer, short_reason(p)) for p in positions}
-    await run_all(revise_one(debate, question, p, [shown[o.slot] for o in positions if o is not p], step, temperature)
+    await run_all(revise_one(debate, question, p, [shown[o.slot] for o in positions if o is not p], debate_round, temperature)
                   for p in positions)
     for position in positions:
         position.by_round.append(position.final_answer)
@@ -2410,8 +2423,8 @@ def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _
     slot when all share one. A fixed ring means nobody critiques itself, and the pairing is known
     before any answer arrives, so a critique starts the moment its answer is in (see run_chains).
     With 5 slots over 2 models (a b a b a), slot 5's answer goes to slot 2, which critiques two."""
-    for step in range(1, workers):
-        other = (slot + step) % workers
+    for offset in range(1, workers):
+        other = (slot + offset) % workers
         if models(other) != models(slot):
             return other
     return (slot + 1) % workers
@@ -2488,8 +2501,8 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
                 return None  # a judge must name a candidate here: retried
             return Vote(answer, found.confidence)
 
-        return await watch_for(debate, "judge", judges).guard(agent, ask(
-            debate, "judge", agent, system, user, temperature=config.judge_temperature,
+        return await watch_for(debate, Phase.JUDGE, judges).guard(agent, ask(
+            debate, Phase.JUDGE, agent, system, user, temperature=config.judge_temperature,
             max_tokens=config.judge_max_tokens, parse=usable, model=config.judge_model_for(index)))
 
     votes = await run_all(one(i) for i in range(judges))
@@ -2504,8 +2517,8 @@ def require_enough(debate: Debate, positions: list[Position], workers: int) -> N
         return
     last = next((c for c in reversed(debate.calls) if c.failure), None)
     reason = f"; last error: {last.failure}" if last else ""
-    this_round = [c for c in debate.calls if c.round == debate.round and c.phase == "generate"]
-    no_response = all(a.status is None for c in this_round for a in c.attempts)
+    this_pass = [c for c in debate.calls if c.pass_number == debate.pass_number and c.phase == Phase.GENERATE]
+    no_response = all(a.status is None for c in this_pass for a in c.attempts)
     error = EndpointUnreachable if no_response and not positions else RunFailed
     raise error(f"only {len(positions)}/{workers} solvers gave a valid answer "
                 f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}", cause=last.error if last else None)
@@ -2596,28 +2609,28 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
 # --- 11. one question ----------------------------------------------------------------------------
 
 async def deliberate(debate: Debate, question: str, positions: list[Position], workers: int, temperature: float,
-                     done: str = "generate", later_rounds: bool = True) -> Verdict:
+                     done: Phase = Phase.GENERATE, later_rounds: bool = True) -> Verdict:
     """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to
     what the budget pays for, then the tally. The rebuttals are planned again once the
     critiques are written, so what the critiques did not spend goes to them (plan_phases)."""
     config, budget = debate.config, debate.budget
     plan = plan_phases(debate, question, positions, done)
     # Retries of critiques and rebuttals may not eat into the judges' share.
-    if done == "generate":
+    if done == Phase.GENERATE:
         with budget.kept_back(plan.judges, plan.judges_tokens):
             await run_all(review_one(debate, question, p, workers, temperature) for p in positions[:plan.critiques])
-        log_phase(debate, "critique")
-        plan = plan_phases(debate, question, positions, "critique", plan)
-    if done in ("generate", "critique") and config.enable_rebuttal:
+        log_phase(debate, Phase.CRITIQUE)
+        plan = plan_phases(debate, question, positions, Phase.CRITIQUE, plan)
+    if done in (Phase.GENERATE, Phase.CRITIQUE) and config.enable_rebuttal:
         critiqued = [p for p in positions if p.critique is not None]
         with budget.kept_back(plan.judges, plan.judges_tokens):
             await run_all(reply_one(debate, question, p, workers, temperature) for p in critiqued[:plan.rebuttals])
-        log_phase(debate, "rebuttal")
+        log_phase(debate, Phase.REBUTTAL)
     if later_rounds:
         await run_later_rounds(debate, question, positions, temperature, plan)
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
     votes = await judge(debate, question, positions, plan.judges, kind) if plan.judges else []
-    log_phase(debate, "judge")
+    log_phase(debate, Phase.JUDGE)
     key = typed_key(kind, letters)
     verdict = tally_votes(votes, key=key)
     if verdict is None:
@@ -2639,26 +2652,26 @@ async def run_later_rounds(debate: Debate, question: str, positions: list[Positi
         if not position.by_round:  # a replay from a later round brings its earlier rounds
             position.by_round.append(position.final_answer)
     rounds_done = max((len(p.by_round) for p in positions), default=1)
-    for step in range(rounds_done + 1, config.rounds + 1):
+    for debate_round in range(rounds_done + 1, config.rounds + 1):
         if solvers_agree(positions, question):
             return
         revisions, kept = round_price(debate, question, positions, plan)
         with debate.budget.kept_back(*kept):  # for every attempt of the round, retries included
             if plan.cut or not debate.budget.fits(*revisions):
-                debate.skip(f"debate rounds {step}-{config.rounds}" if step < config.rounds else f"debate round {step}")
+                debate.skip(f"debate rounds {debate_round}-{config.rounds}" if debate_round < config.rounds else f"debate round {debate_round}")
                 return
-            await revise(debate, question, positions, step, temperature)
-        log_phase(debate, "revise", step)
+            await revise(debate, question, positions, debate_round, temperature)
+        log_phase(debate, Phase.REVISE, debate_round)
 
 
-def log_phase(debate: Debate, phase: str, step: int = 1) -> None:
+def log_phase(debate: Debate, phase: Phase, debate_round: int = 1) -> None:
     """One stderr line when a phase of this round is done: "critique 5/5 ok 3.2s"."""
-    calls = [c for c in debate.calls if c.phase == phase and c.round == debate.round and c.step == step]
+    calls = [c for c in debate.calls if c.phase == phase and c.pass_number == debate.pass_number and c.debate_round == debate_round]
     attempts = [a for c in calls for a in c.attempts]
     if not calls:
         return
     span = (max(a.started_s + a.latency_s for a in attempts) - min(a.started_s for a in attempts)) if attempts else 0.0
-    where = "".join(f" ({label})" for label, shown in ((f"round {step}", step > 1), ("rerun", debate.round > 1)) if shown)
+    where = "".join(f" ({label})" for label, shown in ((f"round {debate_round}", debate_round > 1), ("rerun", debate.pass_number > 1)) if shown)
     log.info("%s %d/%d ok %.1fs%s", phase, sum(c.ok for c in calls), len(calls), span, where)
 
 
@@ -2669,16 +2682,16 @@ async def debate_once(debate: Debate, question: str, workers: int, temperature: 
     barriers = config.phase_barriers or debate.budget.limited or config.early_exit
     try:
         positions = await (generate if barriers else run_chains)(debate, question, workers, temperature)
-        for phase in ("generate",) if barriers else ("generate", "critique", "rebuttal"):
+        for phase in (Phase.GENERATE,) if barriers else (Phase.GENERATE, Phase.CRITIQUE, Phase.REBUTTAL):
             log_phase(debate, phase)
         require_enough(debate, positions, workers)
-        debate.positions[debate.round] = positions
+        debate.positions[debate.pass_number] = positions
         if config.early_exit and (verdict := unanimous_verdict(positions, workers, question)) is not None:
             debate.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
                         problem=False)
             return verdict
         return await deliberate(debate, question, positions, workers, temperature,
-                                done="generate" if barriers else "rebuttal")
+                                done=Phase.GENERATE if barriers else Phase.REBUTTAL)
     finally:
         for watch in debate.watches.values():
             watch.close()
@@ -2693,18 +2706,18 @@ async def rerun(debate: Debate, question: str) -> None:
         return
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",
              first.confidence, config.min_judge_confidence, workers, temperature)
-    debate.rerun, debate.round = True, 2  # its calls, notes and straggler watches are round 2's
+    debate.rerun, debate.pass_number = True, 2  # its calls, notes and straggler watches are round 2's
     try:
         second = await debate_once(debate, question, workers, temperature)
     except DeadlinePassed:
         debate.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
-                    "round 1's verdict stands")
+                    "pass 1's verdict stands")
         return
     except MoAError as err:
-        debate.note(f"the rerun failed ({err}); keeping round 1's verdict")
+        debate.note(f"the rerun failed ({err}); keeping pass 1's verdict")
         return
     finally:
-        debate.round = 1
+        debate.pass_number = 1
     debate.verdicts.append(second)
     # The more confident verdict; on a tie the rerun, which heard more solvers.
     debate.reported = 2 if second.confidence >= first.confidence else 1
@@ -2743,7 +2756,7 @@ async def run_question(debate: Debate, question: str, replay: Replay | None) -> 
         if debate.reported is None:
             raise deadline_passed(debate.config) from None
         debate.note(f"the rerun was stopped at QUESTION_DEADLINE={debate.config.question_deadline:g}s; "
-                    "round 1's verdict stands")
+                    "pass 1's verdict stands")
 
 
 def deadline_passed(config: Config) -> DeadlinePassed:
@@ -2807,7 +2820,7 @@ def run_record(config: Config, question: str, debate: Debate | None = None, elap
         cost_usd=usage.get("cost_usd"), budget_limited=bool(skipped),
         degraded=bool(skipped) or any(not call.ok for call in calls), skipped=skipped, elapsed_s=round(elapsed_s, 3),
         transcript=None, trace=str(debate.trace.path) if debate and debate.trace else None,
-        status="ok" if verdict else "failed", error=None, verdicts=verdicts, reported_round=reported,
+        status="ok" if verdict else "failed", error=None, verdicts=verdicts, reported_pass=reported,
         notes=tuple(debate.notes) if debate else (), calls=calls)
 
 
@@ -3023,10 +3036,10 @@ def render_transcript(debate: Debate, result: RunRecord, replay: Replay | None =
     lines += [f"{name}={value}" for name, value in debate.config.shown().items()]
     groups: dict[tuple[int, int, int], list[AgentCall]] = {}
     for call in result.calls:
-        groups.setdefault((call.round, PHASES.index(call.phase), call.step), []).append(call)
-    for (round_number, phase, step), calls in sorted(groups.items()):
-        title = f"Debate round {step} - Revision" if PHASES[phase] == "revise" else PHASE_TITLES[PHASES[phase]]
-        lines += ["", f"=== Round {round_number} · {title} ===", ""] + [line for c in calls for line in _render_call(c)]
+        groups.setdefault((call.pass_number, PHASES.index(call.phase), call.debate_round), []).append(call)
+    for (pass_number, phase, debate_round), calls in sorted(groups.items()):
+        title = f"Debate round {debate_round} - Revision" if PHASES[phase] == Phase.REVISE else PHASE_TITLES[PHASES[phase]]
+        lines += ["", f"=== Pass {pass_number} · {title} ===", ""] + [line for c in calls for line in _render_call(c)]
     if result.notes:
         lines += ["=== Notes ===", *result.notes, ""]
     lines += ["=== Usage ===", *usage_lines(result)]
@@ -3034,7 +3047,7 @@ def render_transcript(debate: Debate, result: RunRecord, replay: Replay | None =
         lines += ["budget limited; skipped: " + "; ".join(result.skipped)]
     lines += ["", "=== Tally ==="]
     for index, verdict in enumerate(result.verdicts, 1):
-        lines.append(f"round {index} ({verdict.source}): " + ", ".join(f"{k!r}: {n}" for k, n in verdict.tally.items())
+        lines.append(f"pass {index} ({verdict.source}): " + ", ".join(f"{k!r}: {n}" for k, n in verdict.tally.items())
                      + f" -> {verdict.answer!r}, confidence {verdict.confidence}, {verdict.agreeing}/{verdict.valid}")
     lines += ["", "=== Verdict ==="]
     if (reported := result.verdict) is not None:
@@ -3155,12 +3168,12 @@ class TraceWriter:
                                                            "run_id": replay.run_id}})
         # What the replay keeps, as attempts of this run marked restored: its trace replays without its source.
         for kept in replay.restored if replay else ():
-            self.write({**kept.record, "run_id": debate.run_id, "round": debate.round, "restored": True})
+            self.write({**kept.record, "run_id": debate.run_id, "pass": debate.pass_number, "restored": True})
 
     def attempt(self, debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                 temperature: float, max_tokens: int) -> None:
         self.write({
-            "type": "attempt", "run_id": debate.run_id, "round": call.round, "debate_round": call.step,
+            "type": "attempt", "run_id": debate.run_id, "pass": call.pass_number, "debate_round": call.debate_round,
             "phase": call.phase, "agent": call.agent, "attempt": attempt.number, "nonce": attempt.nonce,
             "model": attempt.model, "request": {"model": attempt.model, "messages": messages,
                                                 "temperature": temperature, "max_tokens": max_tokens},
@@ -3176,8 +3189,8 @@ class TraceWriter:
         """The verdict line: the run's record (--json's fields), with each verdict, which one is reported, and
         the notes. Each verdict is under "verdicts": "rounds" is --json's count of debate rounds."""
         self.write({"type": "verdict", "run_id": debate.run_id, **record.to_dict(),
-                    "reported_round": record.reported_round,
-                    "verdicts": [{"round": i} | asdict(v) for i, v in enumerate(record.verdicts, 1)],
+                    "reported_pass": record.reported_pass,
+                    "verdicts": [{"pass": i} | asdict(v) for i, v in enumerate(record.verdicts, 1)],
                     "notes": list(record.notes)})
         if self.fd is not None:
             os.close(self.fd)
@@ -3397,8 +3410,8 @@ def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
     start on, each text it writes at MAX_TOKENS, and no rerun (a replay runs none)."""
     positions, done = list(replay.positions), replay.start.kept
     costs = worst_case_costs(config, replay.question, positions)
-    critiques = len(positions) if done == "generate" else 0
-    rebuttals = (0 if done == "rebuttal" or not config.enable_rebuttal
+    critiques = len(positions) if done == Phase.GENERATE else 0
+    rebuttals = (0 if done == Phase.REBUTTAL or not config.enable_rebuttal
                  else critiques or sum(p.critique is not None for p in positions))
     held = max((len(p.by_round) for p in positions), default=0) or 1
     rounds = 0 if replay.start.phase == "judges" else max(config.rounds - held, 0)
@@ -3407,9 +3420,9 @@ def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
     # A judge reads each candidate's newest rebuttal or revision: one the replay writes, at the cap.
     rewritten = rebuttals or (len(positions) if rounds else 0)
     return phase_costs(config, "1", [
-        ("critique", critiques, costs.critic, costs.text), ("rebuttal", rebuttals, costs.rebuttal, costs.text),
-        ("revise", rounds * len(positions), revise, costs.text),
-        ("judge", config.num_judges, costs.judge(critiques, rewritten), costs.judge_completion)])
+        (Phase.CRITIQUE, critiques, costs.critic, costs.text), (Phase.REBUTTAL, rebuttals, costs.rebuttal, costs.text),
+        (Phase.REVISE, rounds * len(positions), revise, costs.text),
+        (Phase.JUDGE, config.num_judges, costs.judge(critiques, rewritten), costs.judge_completion)])
 
 
 @dataclass(frozen=True)
@@ -3417,7 +3430,7 @@ class DryRun:
     """What --dry-run reports: the phases, and the worst case with every retry, capped by the budget."""
 
     phases: list[PhaseCost]
-    calls_round_1: int
+    calls_pass_1: int
     calls_with_rerun: int
     worst_case_calls: int
     worst_case_tokens: int
@@ -3434,8 +3447,8 @@ def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryR
     MAX_TOKENS allows (later prompts embed them), every retry taken, and the rerun (of a replay: what it
     runs, see replay_worst_case); then the budget's caps."""
     phases = (replay_worst_case(config, replay) if replay is not None
-              else round_worst_case(config, question, config.num_workers)
-              + round_worst_case(config, question, rerun_settings(config)[0], "rerun"))
+              else pass_worst_case(config, question, config.num_workers)
+              + pass_worst_case(config, question, rerun_settings(config)[0], "rerun"))
     attempts = config.max_retries + 1
     calls = sum(p.calls for p in phases) * attempts
     tokens = sum(p.total_tokens for p in phases) * attempts
@@ -3447,19 +3460,19 @@ def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryR
         if cost is not None:  # every capped token at the dearer price
             dearest = max(config.price_input_per_mtok or 0, config.price_output_per_mtok or 0)
             cost = min(cost, round(config.max_total_tokens * dearest / 1e6, 6))
-    return DryRun(phases, sum(p.calls for p in phases if p.round == "1"), sum(p.calls for p in phases),
+    return DryRun(phases, sum(p.calls for p in phases if p.pass_label == "1"), sum(p.calls for p in phases),
                   calls, tokens, cost, bool(config.max_calls or config.max_total_tokens))
 
 
 def human_dry_run(plan: DryRun) -> str:
     cost_column = "   cost (USD)" if plan.worst_case_cost_usd is not None else ""
     lines = ["Dry run: no request was sent.",
-             f"{'round':<6} {'phase':<9} {'calls':>5} {'worst-case tokens':>18}{cost_column}"]
+             f"{'pass':<6} {'phase':<9} {'calls':>5} {'worst-case tokens':>18}{cost_column}"]
     for row in plan.phases:
-        lines.append(f"{row.round:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
+        lines.append(f"{row.pass_label:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
                      + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else ""))
-    reruns = (f"{plan.calls_round_1} without a rerun, {plan.calls_with_rerun} with it"
-              if plan.calls_with_rerun > plan.calls_round_1 else f"{plan.calls_round_1} (a replay runs no rerun)")
+    reruns = (f"{plan.calls_pass_1} without a rerun, {plan.calls_with_rerun} with it"
+              if plan.calls_with_rerun > plan.calls_pass_1 else f"{plan.calls_pass_1} (a replay runs no rerun)")
     lines.append(f"Calls: {reruns}; at most {plan.worst_case_calls} HTTP requests with every retry (and up to "
                  f"{BUSY_RETRIES} unbilled retries a call of 429s that say when to come back)")
     cost = plan.worst_case_cost_usd
@@ -3477,12 +3490,12 @@ _TRACE_AGENT = re.compile(r"(?:solver-(\d{1,3})->)?(solver|judge)-(\d{1,3})")
 class TraceAttempt:
     """One attempt line of a trace, checked: what a replay needs of it."""
 
-    round: int
-    phase: str
+    pass_number: int
+    phase: Phase
     slot: int  # the solver slot the attempt is about (the critiqued one for a critique), from 0
     ok: bool
     response_text: str
-    step: int = 1  # the debate round
+    debate_round: int = 1  # the debate round
     model: str = ""  # the model it went to ("" in a trace that does not say)
     record: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the line as read
 
@@ -3492,28 +3505,28 @@ class ReplayStart:
     """--from START, parsed once where it enters: the first phase run again (critique, rebuttal, revise or
     judges) and, for roundK, K: debate rounds 1..K-1 are kept. Shown as it was given."""
 
-    phase: str
+    phase: str  # a Phase, or "judges" (no phase runs again before them)
     debate_round: int = 0
 
     @classmethod
     def parse(cls, text: str) -> ReplayStart:
         """One of REPLAY_STARTS (argparse's choices)."""
-        return cls("revise", int(text[5:])) if text.startswith("round") else cls(text)
+        return cls(Phase.REVISE, int(text[5:])) if text.startswith("round") else cls(text)
 
     @property
-    def kept(self) -> str:
+    def kept(self) -> Phase:
         """The last phase kept from the trace."""
         return REPLAY_STARTS[str(self)]
 
     def keeps(self, attempt: TraceAttempt) -> bool:
         """Whether the replay keeps this attempt: every phase before it, and with --from roundK
         the debate rounds before K (with --from judges, all of them)."""
-        if self.phase in ("critique", "rebuttal"):
+        if self.phase in (Phase.CRITIQUE, Phase.REBUTTAL):
             return PHASES.index(attempt.phase) < PHASES.index(self.phase)
-        return attempt.phase != "revise" or self.phase == "judges" or attempt.step < self.debate_round
+        return attempt.phase != Phase.REVISE or self.phase == "judges" or attempt.debate_round < self.debate_round
 
     def __str__(self) -> str:
-        return f"round{self.debate_round}" if self.phase == "revise" else self.phase
+        return f"round{self.debate_round}" if self.phase == Phase.REVISE else self.phase
 
 
 @dataclass(frozen=True)
@@ -3554,21 +3567,21 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttempt | None:
     """A checked attempt record; None for a judge's (not about a solver's line); ConfigError for a malformed one."""
-    agent, round_number, phase = record.get("agent"), record.get("round"), record.get("phase")
+    agent, pass_number, phase = record.get("agent"), record.get("pass"), record.get("phase")
     text, outcome, model = record.get("response_text", ""), record.get("outcome"), record.get("model")
     found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
-    if (found is None or type(round_number) is not int or phase not in PHASES or not isinstance(outcome, str)
+    if (found is None or type(pass_number) is not int or phase not in PHASES or not isinstance(outcome, str)
             or not isinstance(text, str | None) or not isinstance(model, str | None)):
         raise ConfigError(f"--replay {path}: line {number} is not an attempt record of this tool "
                           "(agent, round, phase, outcome, model or response_text missing or malformed)")
     if found.group(2) == "judge":
         return None
-    slot, step = int(found.group(3)) - 1, record.get("debate_round", 1)
-    if not 0 <= slot < MAX_WORKERS or (phase == "critique") != (found.group(1) is not None):
+    slot, debate_round = int(found.group(3)) - 1, record.get("debate_round", 1)
+    if not 0 <= slot < MAX_WORKERS or (phase == Phase.CRITIQUE) != (found.group(1) is not None):
         raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({str(agent)[:40]!r})")
-    if type(step) is not int or not 1 <= step <= MAX_ROUNDS:
+    if type(debate_round) is not int or not 1 <= debate_round <= MAX_ROUNDS:
         raise ConfigError(f"--replay {path}: line {number} has a debate_round that is not 1-{MAX_ROUNDS}")
-    return TraceAttempt(round_number, phase, slot, outcome == "ok", valid_text(text or ""), step,
+    return TraceAttempt(pass_number, phase, slot, outcome == "ok", valid_text(text or ""), debate_round,
                         valid_text(model or ""), record)
 
 
@@ -3577,23 +3590,23 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int
     it got, and once round 1 is over, its answer after each debate round before ``start``, in order."""
     positions: dict[int, Position] = {}
     ok = [a for a in kept if a.ok]
-    for record in (a for a in ok if a.phase == "generate"):
+    for record in (a for a in ok if a.phase == Phase.GENERATE):
         if (parsed := _valid_answer(record.response_text)) is not None:
             positions[record.slot] = Position(record.slot, parsed.answer, parsed.reasoning,
                                               final_answer=parsed.answer, model=record.model)
     for record in (a for a in ok if a.slot in positions):
         position = positions[record.slot]
-        if record.phase == "critique" and (found := parse_block(record.response_text, "critique")):
+        if record.phase == Phase.CRITIQUE and (found := parse_block(record.response_text, "critique")):
             position.critique = found[0]
-        elif record.phase == "rebuttal" and (rebuttal := parse_rebuttal(record.response_text)):
+        elif record.phase == Phase.REBUTTAL and (rebuttal := parse_rebuttal(record.response_text)):
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
-    if start.phase in ("critique", "rebuttal"):
+    if start.phase in (Phase.CRITIQUE, Phase.REBUTTAL):
         return positions
-    revisions = [a for a in ok if a.phase == "revise"]
+    revisions = [a for a in ok if a.phase == Phase.REVISE]
     for position in positions.values():
         position.by_round = [position.final_answer]
-    for step in range(2, max((a.step for a in revisions), default=1) + 1):
-        for record in (a for a in revisions if a.step == step and a.slot in positions):
+    for debate_round in range(2, max((a.debate_round for a in revisions), default=1) + 1):
+        for record in (a for a in revisions if a.debate_round == debate_round and a.slot in positions):
             if revised := parse_rebuttal(record.response_text):
                 positions[record.slot].revision, positions[record.slot].final_answer = revised[0], revised[1].answer
         for position in positions.values():
@@ -3614,21 +3627,21 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
         elif record.get("type") == "attempt" and (attempt := trace_attempt(record, path, number)) is not None:
             attempts.append(attempt)
         elif record.get("type") == "verdict":
-            reported = record.get("reported_round")
+            reported = record.get("reported_pass")
     question = run.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
     chosen = reported if type(reported) is int else 1
-    in_round = [a for a in attempts if a.round == chosen]
-    kept = [a for a in in_round if start.keeps(a)]
+    in_pass = [a for a in attempts if a.pass_number == chosen]
+    kept = [a for a in in_pass if start.keeps(a)]
     positions = _rebuild_positions(kept, start)
     if not positions:
         raise ConfigError(f"--replay {path}: the trace holds no valid solver answer to start from")
-    held = max((a.step for a in in_round), default=1)
+    held = max((a.debate_round for a in in_pass), default=1)
     if start.debate_round - 1 > held:
         raise ConfigError(f"--replay {path}: the trace holds {held} debate round{'s' if held > 1 else ''}, so "
                           f"--from {start} has nothing to keep: use --from round{held + 1} or earlier")
-    workers = max(a.slot for a in in_round if a.phase == "generate") + 1
+    workers = max(a.slot for a in in_pass if a.phase == Phase.GENERATE) + 1
     return Replay(path, start, str(run.get("run_id"))[:64], valid_text(question), workers,
                   tuple(positions[k] for k in sorted(positions)), tuple(kept))
 
@@ -4683,8 +4696,8 @@ def human_summary(record: RunRecord) -> str:
     if (verdict := record.verdict) is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(
             verdict.source, "solvers (no judge answered)")
-        rerun = ("" if not record.rerun else ", after a rerun" if record.reported_round == 2  # whose verdict this is
-                 else "; a rerun ran, and round 1's verdict stands")
+        rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
+                 else "; a rerun ran, and pass 1's verdict stands")
         lines += [f"Answer: {verdict.answer}",
                   f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree{rerun}",
                   *said_by_the_minority(record)]
@@ -4692,7 +4705,7 @@ def human_summary(record: RunRecord) -> str:
         lines.append("No verdict: the run failed.")
     for phase, counts in record.phases.items():
         if done := counts["ok"] + counts["failed"]:
-            lines.append(f"  {PHASE_TITLES[phase]:<28} {counts['ok']}/{done} {PHASE_NOUNS[phase]}")
+            lines.append(f"  {PHASE_TITLES[Phase(phase)]:<28} {counts['ok']}/{done} {PHASE_NOUNS[Phase(phase)]}")
     usage = record.usage
     tokens = f"{usage['total_tokens']} tokens{' (estimated)' if usage['estimated'] else ''}"
     cost = f", ${usage['cost_usd']:.4f}" if "cost_usd" in usage else ""

@@ -83,11 +83,11 @@ def billed(result: moa.RunRecord) -> int:
     return sum(a.prompt_tokens + a.completion_tokens for c in result.calls for a in c.attempts)
 
 
-def ran(result: moa.RunRecord, debate_round: int) -> tuple[int, int, int, int]:
+def ran(result: moa.RunRecord, pass_number: int) -> tuple[int, int, int, int]:
     """(judges, critiques, rebuttals, debate rounds) that answered in one debate (1, or 2: the rerun)."""
     def ok(phase: str) -> int:
-        return sum(c.ok for c in result.calls if c.phase == phase and c.round == debate_round)
-    steps = {c.step for c in result.calls if c.phase == "revise" and c.round == debate_round and c.ok}
+        return sum(c.ok for c in result.calls if c.phase == phase and c.pass_number == pass_number)
+    steps = {c.debate_round for c in result.calls if c.phase == "revise" and c.pass_number == pass_number and c.ok}
     return ok("judge"), ok("critique"), ok("rebuttal"), 1 + len(steps)
 
 
@@ -114,9 +114,9 @@ def test_more_budget_never_buys_less_debate_and_later_rounds_go_first(confidence
     budgets = range(lowest, highest * 2 // 3, (highest * 2 // 3 - lowest) // 50)
     runs = asyncio.run(run_questions([replace(CONFIG, max_total_tokens=b) for b in budgets], Billed(confidence)))
     for budget, result in zip(budgets, runs, strict=True):
-        for debate_round in (1, 2):
-            judges, critiques, rebuttals, rounds = ran(result, debate_round)
-            valid = sum(c.ok for c in result.calls if c.phase == "generate" and c.round == debate_round)
+        for pass_number in (1, 2):
+            judges, critiques, rebuttals, rounds = ran(result, pass_number)
+            valid = sum(c.ok for c in result.calls if c.phase == "generate" and c.pass_number == pass_number)
             if rounds > 1:
                 assert (judges, critiques, rebuttals) == (2, valid, valid), f"MAX_TOTAL_TOKENS={budget}: {result.skipped}"
     bought = [debate_of(r) for r in runs]

@@ -151,7 +151,7 @@ def test_max_calls_8_gives_a_verdict_within_8_requests(capsys) -> None:
     assert code == 0 and result["final_answer"] == "391"
     assert route.call_count == 8 and phases_of(route).count("judge") == 3
     assert result["budget_limited"] is True
-    assert result["skipped"] == ["round 1: 5 critique(s)", "round 1: 5 rebuttal(s)"]
+    assert result["skipped"] == ["pass 1: 5 critique(s)", "pass 1: 5 rebuttal(s)"]
 
 
 @pytest.mark.parametrize("max_calls", [6, 7, 9, 12, 15, 20, 30, 41])
@@ -209,7 +209,7 @@ def test_rerun_check_prices_the_rerun_as_dry_run_does() -> None:
     """A budget of exactly the dry run's rerun tokens pays for the rerun; one token less does not."""
     config = moa.Config(URL, FAKE_KEY, max_tokens=60)
     question = "What is 17 * 23?"
-    tokens = sum(row.total_tokens for row in moa.dry_run(config, question).phases if row.round == "rerun")
+    tokens = sum(row.total_tokens for row in moa.dry_run(config, question).phases if row.pass_number == "rerun")
 
     def affordable(max_tokens: int) -> bool:
         debate = SimpleNamespace(config=config, budget=moa.Budget(max_tokens=max_tokens), round=1, replaying=False)
@@ -224,7 +224,7 @@ def test_rerun_is_skipped_first_when_budget_is_short(capsys) -> None:
     route = respx.post(URL).mock(side_effect=FakeModel(confidence=20))
     code, result = run_json(["-q", "Q?", "--max-calls", "25"], capsys)
     assert code == 0 and route.call_count == 18 and result["rerun"] is False
-    assert result["skipped"] == ["round 1: rerun"]
+    assert result["skipped"] == ["pass 1: rerun"]
 
 
 @respx.mock
@@ -235,7 +235,7 @@ def test_no_budget_for_any_judge_falls_back_to_solvers(capsys, monkeypatch) -> N
     code, result = run_json(["-q", "Q?", "--max-calls", "5"], capsys)
     assert code == 0 and route.call_count == 5
     assert result["verdict_source"] == "solvers" and result["final_answer"] == "391"
-    assert "round 1: 3 judge(s)" in result["skipped"]
+    assert "pass 1: 3 judge(s)" in result["skipped"]
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -340,9 +340,9 @@ def test_dry_run_sends_nothing_and_prices_the_worst_case(capsys, monkeypatch) ->
     route = respx.post(url__regex=".*").mock(side_effect=FakeModel())
     code, plan = run_json(["-q", "Q?", "--dry-run"], capsys)
     assert code == 0 and route.call_count == 0
-    first = {r["phase"]: r["calls"] for r in plan["phases"] if r["round"] == "1"}
+    first = {r["phase"]: r["calls"] for r in plan["phases"] if r["pass"] == "1"}
     assert first == {"generate": 5, "critique": 5, "rebuttal": 5, "judge": 3}
-    assert plan["calls_round_1"] == 18 and plan["calls_with_rerun"] == 18 + 24
+    assert plan["calls_pass_1"] == 18 and plan["calls_with_rerun"] == 18 + 24
     assert plan["worst_case_calls"] == 42 * 5
     assert plan["worst_case_cost_usd"] == pytest.approx(plan["worst_case_tokens"] / 1e6)
     assert moa.main(["-q", "Q?", "--dry-run", "--max-calls", "8"]) == 0

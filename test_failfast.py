@@ -106,7 +106,7 @@ def test_a_no_op_test_sleep_does_not_fire_the_deadline() -> None:
 
 async def test_a_deadline_in_the_rerun_keeps_round_one_verdict() -> None:
     """Round 1's verdict (confidence 40) calls for a rerun, which hangs: the deadline stops the rerun
-    and round 1's verdict stands, as when a rerun fails; the notes say so."""
+    and pass 1's verdict stands, as when a rerun fails; the notes say so."""
     clock = VirtualClock()
     model, judged = FakeModel(confidence=40), []
 
@@ -119,7 +119,7 @@ async def test_a_deadline_in_the_rerun_keeps_round_one_verdict() -> None:
     result = await answer_in_virtual_time(virtual_config(question_deadline=50), clock, rerun_hangs)
     assert result.status == "ok" and result.rerun and result.error is None
     assert result.verdict is not None and (result.verdict.answer, result.verdict.confidence) == ("391", 40)
-    assert any("QUESTION_DEADLINE=50s; round 1's verdict stands" in note for note in result.notes)
+    assert any("QUESTION_DEADLINE=50s; pass 1's verdict stands" in note for note in result.notes)
     assert 50 <= result.elapsed_s <= 50 + 20
 
 

@@ -316,10 +316,10 @@ def a_trace(tmp_path: Path, capsys) -> Path:
 @pytest.mark.parametrize("damage", [
     lambda lines: lines[:1] + [b"[" * 100_000 + b"]" * 100_000] + lines[1:],
     lambda lines: [b'{"type": "run", "question": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"],
-    lambda lines: lines + [json.dumps({"type": "attempt", "round": 1, "phase": "generate", "agent": "solver-9999999",
+    lambda lines: lines + [json.dumps({"type": "attempt", "pass": 1, "phase": "generate", "agent": "solver-9999999",
                                        "outcome": "ok", "response_text": "<answer>1</answer>"}).encode()],
-    lambda lines: lines + [json.dumps({"type": "attempt", "round": "1", "phase": "generate"}).encode()],
-    lambda lines: lines + [json.dumps({"type": "attempt", "round": 1, "phase": "generate", "agent": ["x"],
+    lambda lines: lines + [json.dumps({"type": "attempt", "pass": "1", "phase": "generate"}).encode()],
+    lambda lines: lines + [json.dumps({"type": "attempt", "pass": 1, "phase": "generate", "agent": ["x"],
                                        "outcome": "ok"}).encode()],
     lambda lines: [json.dumps({"type": "run", "question": 5}).encode()],
     lambda lines: lines[:1] + [b"{not json"] + lines[1:],

@@ -238,12 +238,12 @@ async def test_a_straggler_cut_and_what_it_costs_are_no_warning(caplog) -> None:
 
 
 def test_the_summary_says_whose_verdict_stands_after_a_rerun() -> None:
-    """A rerun that was stopped (a deadline) or less confident leaves round 1's verdict: the human
+    """A rerun that was stopped (a deadline) or less confident leaves pass 1's verdict: the human
     summary says so, and says "after a rerun" only when the rerun's verdict is the one reported."""
     config = moa.Config(URL, FAKE_KEY)
     first = moa.Verdict("391", 40, 1, 1, "judges", {"391": 1})
     second = moa.Verdict("391", 80, 2, 2, "judges", {"391": 2})
-    kept = replace(moa.run_record(config, "Q?"), verdicts=(first, second), reported_round=1, rerun=True)
-    assert "a rerun ran, and round 1's verdict stands" in moa.human_summary(kept)
-    replaced = replace(kept, reported_round=2)
+    kept = replace(moa.run_record(config, "Q?"), verdicts=(first, second), reported_pass=1, rerun=True)
+    assert "a rerun ran, and pass 1's verdict stands" in moa.human_summary(kept)
+    replaced = replace(kept, reported_pass=2)
     assert "80/100, 2/2 judges agree, after a rerun" in moa.human_summary(replaced)

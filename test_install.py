@@ -42,7 +42,7 @@ def test_console_script_runs_from_any_folder_with_its_env_file(tmp_path) -> None
     done = subprocess.run([str(script), "-q", "What is 17 * 23?", "--dry-run", "--json"], cwd=elsewhere,
                           env=environment, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["calls_round_1"] == 4 + 4 + 4 + 3, "NUM_WORKERS came from $MOA_ENV_FILE"
+    assert json.loads(done.stdout)["calls_pass_1"] == 4 + 4 + 4 + 3, "NUM_WORKERS came from $MOA_ENV_FILE"
     module = subprocess.run([sys.executable, "-m", "moa_pipeline", "--version"], cwd=elsewhere, env=environment,
                             capture_output=True, text=True, timeout=60)
     assert module.returncode == 0 and moa.__version__ in module.stdout

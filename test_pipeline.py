@@ -382,7 +382,7 @@ def test_rerun_reports_the_more_confident_verdict(capsys) -> None:
     code, result = run_json(["-q", "Q?"], capsys)
     assert (result["final_answer"], result["confidence"], result["rerun"]) == ("391", 85, True)
     transcript = Path(result["transcript"]).read_text()
-    assert "Round 2 · Phase 4 - Judges" in transcript
+    assert "Pass 2 · Phase 4 - Judges" in transcript
 
 
 @pytest.mark.parametrize("second, reported", [(50, "391"), (49, "390"), (51, "391")],

@@ -123,7 +123,7 @@ def test_a_replays_trace_is_replayable_without_its_source(capsys) -> None:
     attempts = [r for r in records if r["type"] == "attempt"]
     restored = [r for r in attempts if r.get("restored")]
     assert {r["phase"] for r in restored} == {"generate"} and len(restored) == 5
-    assert all(r["run_id"] == records[0]["run_id"] and r["round"] == 1 for r in restored)
+    assert all(r["run_id"] == records[0]["run_id"] and r["pass"] == 1 for r in restored)
     assert not any(r.get("restored") for r in attempts if r["phase"] != "generate")
     again, route = replay(capsys, second, "judges", "third")
     assert [c.request.headers["X-MoA-Phase"] for c in route.calls] == ["judge"] * 3
@@ -152,8 +152,8 @@ def test_a_replay_dry_run_prices_only_what_the_replay_runs(capsys) -> None:
     route = respx.post(URL).mock(side_effect=FakeModel())
     route.calls.clear()
     code, judges = run_json(["--replay", str(trace), "--from", "judges", "--dry-run"], capsys)
-    assert code == 0 and [(r["round"], r["phase"], r["calls"]) for r in judges["phases"]] == [("1", "judge", 3)]
-    assert judges["calls_round_1"] == judges["calls_with_rerun"] == 3
+    assert code == 0 and [(r["pass"], r["phase"], r["calls"]) for r in judges["phases"]] == [("1", "judge", 3)]
+    assert judges["calls_pass_1"] == judges["calls_with_rerun"] == 3
     code, critique = run_json(["--replay", str(trace), "--from", "critique", "--dry-run", "--rounds", "3"], capsys)
     assert code == 0 and [(r["phase"], r["calls"]) for r in critique["phases"]] == [
         ("critique", 3), ("rebuttal", 3), ("revise", 6), ("judge", 3)], "the trace's 3 answers, not NUM_WORKERS=5"

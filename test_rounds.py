@@ -151,7 +151,7 @@ def test_a_failed_revision_keeps_the_answer_and_says_why(capsys) -> None:
     assert solver_1["by_round"] == ["390", "390"]
     transcript = Path(out["transcript"]).read_text()
     assert "round 2 revision of solver-1 failed (HTTP 400" in transcript
-    assert "=== Round 1 · Debate round 2 - Revision ===" in transcript
+    assert "=== Pass 1 · Debate round 2 - Revision ===" in transcript
 
 
 @respx.mock
@@ -188,7 +188,7 @@ def test_later_rounds_are_the_first_thing_a_budget_drops(capsys) -> None:
     code, out = run_json(["-q", "What is 17 * 23?", "--rounds", "3", "--max-calls", "18"], capsys)
     assert code == 0 and len(route.calls) == 18 and "revise" not in phases_of(route)
     assert out["phases"]["judge"]["ok"] == 3 and out["phases"]["rebuttal"]["ok"] == 5
-    assert out["skipped"] == ["round 1: debate rounds 2-3"] and out["budget_limited"] is True
+    assert out["skipped"] == ["pass 1: debate rounds 2-3"] and out["budget_limited"] is True
 
 
 @respx.mock
@@ -198,7 +198,7 @@ def test_a_budget_for_one_more_round_pays_for_exactly_one(capsys, monkeypatch) -
     route = respx.post(URL).mock(side_effect=Disagreeing({"solver-1": "390"}))
     code, out = run_json(["-q", "What is 17 * 23?", "--rounds", "3", "--max-calls", "23"], capsys)
     assert code == 0 and len(route.calls) == 23 and out["rounds"] == 2
-    assert out["skipped"] == ["round 1: debate round 3"]
+    assert out["skipped"] == ["pass 1: debate round 3"]
 
 
 @respx.mock
@@ -211,7 +211,7 @@ def test_later_rounds_never_eat_the_reruns_budget(capsys) -> None:
     code, out = run_json(["-q", "What is 17 * 23?", "--rounds", "3", "--max-calls", "47"], capsys)
     assert code == 0 and out["rerun"] is True and len(route.calls) == 47
     assert [s for p, s in rounds_of(route) if p == "revise"] == ["2"] * 5
-    assert "round 1: debate round 3" in out["skipped"]
+    assert "pass 1: debate round 3" in out["skipped"]
 
 
 @respx.mock
@@ -227,10 +227,10 @@ def test_dry_run_prices_every_round(capsys) -> None:
     code, one = run_json(["-q", "What is 17 * 23?", "--dry-run"], capsys)
     code3, three = run_json(["-q", "What is 17 * 23?", "--dry-run", "--rounds", "3"], capsys)
     assert code == code3 == 0
-    assert three["calls_round_1"] == one["calls_round_1"] + 2 * 5
+    assert three["calls_pass_1"] == one["calls_pass_1"] + 2 * 5
     assert three["worst_case_tokens"] > one["worst_case_tokens"]
     revise = [row for row in three["phases"] if row["phase"] == "revise"]
-    assert [(r["round"], r["calls"]) for r in revise] == [("1", 10), ("rerun", 14)]
+    assert [(r["pass"], r["calls"]) for r in revise] == [("1", 10), ("rerun", 14)]
     assert not [row for row in one["phases"] if row["phase"] == "revise"], "ROUNDS=1 prices as before"
     moa.main(["-q", "What is 17 * 23?", "--dry-run", "--rounds", "3"])
     assert "revise" in capsys.readouterr().out
@@ -551,7 +551,7 @@ def test_later_rounds_leave_a_reruns_share_even_when_it_is_out_of_reach(capsys, 
     argv = ["-q", "What is 17 * 23?", "-w", "3", "-j", "1", "--rounds", "3", "--max-calls", "25"]
     code, out = run_json(argv, capsys)
     assert code == 0 and out["rounds"] == 1 and len(route.calls) == 10
-    assert out["skipped"] == ["round 1: debate rounds 2-3"]
+    assert out["skipped"] == ["pass 1: debate rounds 2-3"]
     monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")
     code, out = run_json(argv, capsys)
     assert code == 0 and out["rounds"] == 3 and len(route.calls) == 10 + 16

@@ -34,9 +34,9 @@ def order(confidence: int) -> tuple[int, int, int]:
     runs = asyncio.run(run_questions([replace(WIDE, max_total_tokens=b) for b in budgets], Billed(confidence, spoken=150)))
     out_of_order = 0
     for result in runs:
-        for debate_round in (1, 2):
-            judges, critiques, rebuttals, rounds = ran(result, debate_round)
-            valid = sum(c.ok for c in result.calls if c.phase == "generate" and c.round == debate_round)
+        for pass_number in (1, 2):
+            judges, critiques, rebuttals, rounds = ran(result, pass_number)
+            valid = sum(c.ok for c in result.calls if c.phase == "generate" and c.pass_number == pass_number)
             out_of_order += rounds > 1 and (judges, critiques, rebuttals) != (3, valid, valid)
     bought = [debate_of(r) for r in runs]
     less = sum(after < before for before, after in zip(bought, bought[1:], strict=False))
