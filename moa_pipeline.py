@@ -3567,13 +3567,15 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttempt | None:
     """A checked attempt record; None for a judge's (not about a solver's line); ConfigError for a malformed one."""
+    if "pass" not in record:  # an older trace's "round": it still replays, and its restored lines say "pass"
+        record = {("pass" if key == "round" else key): value for key, value in record.items()}
     agent, pass_number, phase = record.get("agent"), record.get("pass"), record.get("phase")
     text, outcome, model = record.get("response_text", ""), record.get("outcome"), record.get("model")
     found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
     if (found is None or type(pass_number) is not int or phase not in PHASES or not isinstance(outcome, str)
             or not isinstance(text, str | None) or not isinstance(model, str | None)):
         raise ConfigError(f"--replay {path}: line {number} is not an attempt record of this tool "
-                          "(agent, round, phase, outcome, model or response_text missing or malformed)")
+                          "(agent, pass, phase, outcome, model or response_text missing or malformed)")
     if found.group(2) == "judge":
         return None
     slot, debate_round = int(found.group(3)) - 1, record.get("debate_round", 1)
@@ -3581,7 +3583,7 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
         raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({str(agent)[:40]!r})")
     if type(debate_round) is not int or not 1 <= debate_round <= MAX_ROUNDS:
         raise ConfigError(f"--replay {path}: line {number} has a debate_round that is not 1-{MAX_ROUNDS}")
-    return TraceAttempt(pass_number, phase, slot, outcome == "ok", valid_text(text or ""), debate_round,
+    return TraceAttempt(pass_number, Phase(phase), slot, outcome == "ok", valid_text(text or ""), debate_round,
                         valid_text(model or ""), record)
 
 
@@ -3627,7 +3629,7 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
         elif record.get("type") == "attempt" and (attempt := trace_attempt(record, path, number)) is not None:
             attempts.append(attempt)
         elif record.get("type") == "verdict":
-            reported = record.get("reported_pass")
+            reported = record.get("reported_pass", record.get("reported_round"))  # the latter: an older trace
     question = run.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
