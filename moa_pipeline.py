@@ -3567,8 +3567,8 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttempt | None:
     """A checked attempt record; None for a judge's (not about a solver's line); ConfigError for a malformed one."""
-    if "pass" not in record:  # an older trace's "round": it still replays, and its restored lines say "pass"
-        record = {("pass" if key == "round" else key): value for key, value in record.items()}
+    if "pass" not in record:  # it still replays, and its restored lines say "pass"
+        record = {("pass" if key == "round" else key): value for key, value in record.items()}  # an older trace
     agent, pass_number, phase = record.get("agent"), record.get("pass"), record.get("phase")
     text, outcome, model = record.get("response_text", ""), record.get("outcome"), record.get("model")
     found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
