@@ -7,8 +7,8 @@ The question goes through one OpenAI-compatible chat-completions endpoint:
     -> later rounds while they disagree (ROUNDS: each reads the others and may revise)
     -> judges (vote)
 
-and the whole debate runs once more, hotter and wider, when the judges' winning
-confidence is below MIN_JUDGE_CONFIDENCE.
+and the whole debate runs a second "pass" (the rerun; a "round" is always a debate round),
+hotter and wider, when the judges' winning confidence is below MIN_JUDGE_CONFIDENCE.
 
 Run it:
 
@@ -165,15 +165,11 @@ class Phase(enum.StrEnum):
 PHASES = tuple(Phase)
 MAX_ROUNDS = 10  # ROUNDS' cap (debate rounds: the module docstring)
 REASON_CHARS = 400  # of each other solver's latest reason, a reviser reads this much (short_reason)
-PHASE_TITLES = {
-    Phase.GENERATE: "Phase 1 - Blind generation",
-    Phase.CRITIQUE: "Phase 2 - Cross-critique",
-    Phase.REBUTTAL: "Phase 3 - Rebuttal",
-    Phase.REVISE: "Later rounds - Revision",
-    Phase.JUDGE: "Phase 4 - Judges",
-}
-PHASE_NOUNS = {Phase.GENERATE: "valid", Phase.CRITIQUE: "critiques", Phase.REBUTTAL: "rebuttals", Phase.REVISE: "revisions",
-               Phase.JUDGE: "verdicts"}
+PHASE_TITLES = {Phase.GENERATE: "Phase 1 - Blind generation", Phase.CRITIQUE: "Phase 2 - Cross-critique",
+                Phase.REBUTTAL: "Phase 3 - Rebuttal", Phase.REVISE: "Later rounds - Revision",
+                Phase.JUDGE: "Phase 4 - Judges"}
+PHASE_NOUNS = {Phase.GENERATE: "valid", Phase.CRITIQUE: "critiques", Phase.REBUTTAL: "rebuttals",
+               Phase.REVISE: "revisions", Phase.JUDGE: "verdicts"}
 SECRET_MASK = "***"
 MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
 MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name
@@ -1904,7 +1900,7 @@ def revise_cost(config: Config, question: str, shown: list[Position], unwritten:
 
 @dataclass(frozen=True)
 class PhaseCost:
-    """One phase of one round at its worst: every call at its token caps, no retry."""
+    """One phase of one pass at its worst: every call at its token caps, no retry."""
 
     pass_label: str  # "1" or "rerun"
     phase: Phase
@@ -2029,7 +2025,7 @@ class Vote:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of one debate round."""
+    """The outcome of one pass (the first debate, or the rerun), or of a replay: the judges' or solvers' vote."""
 
     answer: str
     confidence: int
@@ -2055,12 +2051,12 @@ class Debate:
     budget: Budget = field(default_factory=Budget)
     trace: TraceWriter | None = None
     skipped: list[str] = field(default_factory=list)  # what the budget cut, in order
-    positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by round
+    positions: dict[int, list[Position]] = field(default_factory=dict)  # valid answers by pass
     dropped_models: set[str] = field(default_factory=set)
     watches: dict[tuple[int, Phase, int], StragglerWatch] = field(default_factory=dict)
     replaying: bool = False  # a replay: no rerun follows, so the budget keeps nothing back for one
-    verdicts: list[Verdict] = field(default_factory=list)  # round 1's, and the rerun's
-    reported: int | None = None  # which of them is reported (1: round 1's)
+    verdicts: list[Verdict] = field(default_factory=list)  # pass 1's, and the rerun's
+    reported: int | None = None  # which of them is reported (1: pass 1's)
     rerun: bool = False
     queue: QueueTime = field(init=False)
 
@@ -2122,7 +2118,7 @@ class RunRecord:
     status: str
     error: str | None
     write_error: str | None = field(default=None, metadata=NOT_IN_JSON)  # a transcript or trace write failed
-    verdicts: tuple[Verdict, ...] = field(default=(), repr=False, metadata=NOT_IN_JSON)  # round 1's, the rerun's
+    verdicts: tuple[Verdict, ...] = field(default=(), repr=False, metadata=NOT_IN_JSON)  # pass 1's, the rerun's
     reported_pass: int | None = field(default=None, repr=False, metadata=NOT_IN_JSON)
     notes: tuple[str, ...] = field(default=(), repr=False, metadata=NOT_IN_JSON)
     calls: tuple[AgentCall, ...] = field(default=(), repr=False, compare=False, metadata=NOT_IN_JSON)  # finished calls
@@ -2253,7 +2249,7 @@ def median(values: list[float]) -> float:
 
 
 class StragglerWatch:
-    """Cuts the slow tail of one phase of one round.
+    """Cuts the slow tail of one phase of one debate round of one pass.
 
     Once ``quorum`` calls have answered, a call at the endpoint longer than STRAGGLER_FACTOR times their median
     is cancelled and noted; its slot degrades like any failed call. Only time at the endpoint counts (see
@@ -2347,7 +2343,7 @@ class StragglerWatch:
 
 
 def watch_for(debate: Debate, phase: Phase, calls: int, debate_round: int = 1) -> StragglerWatch:
-    """The straggler watch of ``phase`` in the current round (one per phase, debate round and rerun)."""
+    """The straggler watch of ``phase`` in the current pass (one per pass, phase and debate round)."""
     return debate.watches.setdefault((debate.pass_number, phase, debate_round),
                                      StragglerWatch(debate, phase, min(debate.config.min_valid_answers, calls)))
 
@@ -2665,7 +2661,7 @@ async def run_later_rounds(debate: Debate, question: str, positions: list[Positi
 
 
 def log_phase(debate: Debate, phase: Phase, debate_round: int = 1) -> None:
-    """One stderr line when a phase of this round is done: "critique 5/5 ok 3.2s"."""
+    """One stderr line when a phase of this pass and debate round is done: "critique 5/5 ok 3.2s"."""
     calls = [c for c in debate.calls if c.phase == phase and c.pass_number == debate.pass_number and c.debate_round == debate_round]
     attempts = [a for c in calls for a in c.attempts]
     if not calls:
@@ -2706,7 +2702,7 @@ async def rerun(debate: Debate, question: str) -> None:
         return
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",
              first.confidence, config.min_judge_confidence, workers, temperature)
-    debate.rerun, debate.pass_number = True, 2  # its calls, notes and straggler watches are round 2's
+    debate.rerun, debate.pass_number = True, 2  # its calls, notes and straggler watches are pass 2's
     try:
         second = await debate_once(debate, question, workers, temperature)
     except DeadlinePassed:
@@ -2738,7 +2734,7 @@ def check_question(config: Config, question: str) -> None:
 async def run_question(debate: Debate, question: str, replay: Replay | None) -> None:
     """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever
     it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask),
-    which tests move. A deadline before any verdict fails the question; one in the rerun leaves round 1's
+    which tests move. A deadline before any verdict fails the question; one in the rerun leaves pass 1's
     verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel."""
     config = debate.config
     deadline = debate.queue.deadline = asyncio.timeout(config.question_deadline or None)
@@ -3024,7 +3020,7 @@ def _render_call(call: AgentCall) -> list[str]:
 
 
 def render_transcript(debate: Debate, result: RunRecord, replay: Replay | None = None) -> str:
-    """The transcript text: config, every call grouped by round and phase, usage, tally, verdict."""
+    """The transcript text: config, every call grouped by pass, phase and debate round, usage, tally, verdict."""
     lines = ["MoA pipeline transcript", f"run id: {debate.run_id}",
              f"written: {datetime.now().isoformat(timespec='seconds')}"]
     if result.trace:
@@ -3438,8 +3434,9 @@ class DryRun:
     budget_capped: bool
 
     def to_dict(self, config: Config) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "budget_capped"} | {
-            "budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
+        shown = {k: v for k, v in asdict(self).items() if k != "budget_capped"}
+        shown["phases"] = [{"pass": row.pop("pass_label"), **row} for row in shown["phases"]]  # pass: a keyword
+        return shown | {"budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
 
 
 def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryRun:
@@ -3617,7 +3614,7 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int
 
 
 def load_replay(path: Path, start: ReplayStart) -> Replay:
-    """Read and check a trace: the question, and the round whose verdict was reported; a bad one is a ConfigError."""
+    """Read and check a trace: the question, and the pass whose verdict was reported; a bad one is a ConfigError."""
     run: dict[str, Any] = {}
     attempts: list[TraceAttempt] = []
     reported: Any = None

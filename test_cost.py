@@ -209,10 +209,10 @@ def test_rerun_check_prices_the_rerun_as_dry_run_does() -> None:
     """A budget of exactly the dry run's rerun tokens pays for the rerun; one token less does not."""
     config = moa.Config(URL, FAKE_KEY, max_tokens=60)
     question = "What is 17 * 23?"
-    tokens = sum(row.total_tokens for row in moa.dry_run(config, question).phases if row.pass_number == "rerun")
+    tokens = sum(row.total_tokens for row in moa.dry_run(config, question).phases if row.pass_label == "rerun")
 
     def affordable(max_tokens: int) -> bool:
-        debate = SimpleNamespace(config=config, budget=moa.Budget(max_tokens=max_tokens), round=1, replaying=False)
+        debate = SimpleNamespace(config=config, budget=moa.Budget(max_tokens=max_tokens), pass_number=1, replaying=False)
         return debate.budget.fits(*moa.rerun_price(debate, question))  # type: ignore[arg-type]
 
     assert affordable(tokens) and not affordable(tokens - 1)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("endpoint_env")
 
 # Keys a view adds to the --json object; anything else it carries must be a --json key too.
 BATCH_ONLY = {"id", "expected", "correct"}
-TRACE_ONLY = {"type", "run_id", "reported_round", "verdicts", "notes"}
+TRACE_ONLY = {"type", "run_id", "reported_pass", "verdicts", "notes"}
 
 
 def lines_of(path: Path) -> list[dict]:

@@ -75,7 +75,7 @@ def test_no_name_is_step() -> None:
     assert [node.lineno for node in names] == []
 
 
-@pytest.mark.parametrize("record", [moa.AgentCall, moa.Debate, moa.TraceAttempt, moa.RunResult, moa.DryRun])
+@pytest.mark.parametrize("record", [moa.AgentCall, moa.Debate, moa.TraceAttempt, moa.RunRecord, moa.DryRun])
 def test_round_never_names_the_rerun(record: type) -> None:
     """The records that know which pass they belong to call it a pass; none keeps a ``round``."""
     fields = {f.name for f in dataclasses.fields(record)} | set(vars(record))
@@ -125,4 +125,4 @@ def test_an_old_format_trace_replays(tmp_path, capsys) -> None:
     records = [json.loads(line) for line in Path(out["trace"]).read_text().splitlines()]
     restored = [r for r in records if r.get("restored")]
     assert len(restored) == 3 and all(r["pass"] == 1 and "round" not in r for r in restored)
-    assert records[-1]["reported_pass"] == 1 and [p["pass"] for p in records[-1]["passes"]] == [1]
+    assert records[-1]["reported_pass"] == 1 and [p["pass"] for p in records[-1]["verdicts"]] == [1]
