@@ -24,9 +24,9 @@ Settings come from flags, then the environment, then .env, then defaults
 Contents (each is a "# --- N. ..." banner below; where a thing is decided):
 
      1. constants and every exit code ... every tunable and every exit code
-     2. configuration, secrets and values from outside ... settings, .env, URL
+     2. the error tree ... every exception, and the exit code it carries (exit_code_for)
+     3. configuration, secrets and values from outside ... settings, .env, URL
         checks, masking secrets (redact), JSON from outside (load_json)
-     3. the error tree ... every exception, and the exit code it carries (exit_code_for)
      4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
         secrets masked: every file write (write_all), stdout (emit), stderr (say)
      5. one HTTP attempt, and the endpoint it goes to ... the request, the size
@@ -120,6 +120,8 @@ EXIT_SOME_FAILED = 3  # a batch finished, but some questions failed or some inpu
 EXIT_TRY_LATER = 75  # EX_TEMPFAIL: batch output locked, or the breaker saw an outage; cron's next run resumes
 EXIT_INTERRUPTED = 130  # Ctrl-C, SIGTERM, or SIGHUP (a closed terminal)
 __version__ = "0.6.0"
+# The library's API; every other name is the module's own, and may change in any release.
+__all__ = ["debate", "Result", "Config", "ConfigError", "RunFailed", "main", "console", "__version__"]
 MIN_PYTHON = (3, 11)  # asyncio.timeout, TaskGroup, ExceptionGroup
 DEFAULT_ENV_FILE = ".env"
 ENV_FILE_VARIABLE = "MOA_ENV_FILE"  # names the env file without --env-file, so a crontab line needs no `cd`
@@ -204,7 +206,90 @@ CHECK_PROBE_SECONDS = 10.0
 MODELS_LIST_LIMIT = 8 * 1024 * 1024
 
 
-# --- 2. configuration, secrets and values from outside -------------------------------------------
+# --- 2. the error tree ---------------------------------------------------------------------------
+#
+#   MoAError                 base; exit code 1
+#   ├── ConfigError          bad flag, setting or input; exit code 2, no request sent
+#   ├── APIError             one HTTP attempt failed: status, server message, and what it means
+#   │   └── EndpointStalled  nothing accepted for STALL_TIMEOUT: the run stops (a batch: exit 75)
+#   ├── RunFailed            the debate could not reach a verdict
+#   │   ├── EndpointUnreachable   no phase-1 attempt got any HTTP response
+#   │   └── DeadlinePassed   no verdict within QUESTION_DEADLINE
+#   └── BatchLocked          another run holds the batch output; exit code 75
+
+class MoAError(Exception):
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(MoAError):
+    exit_code = EXIT_USAGE
+
+
+class APIError(MoAError):
+    """A failed attempt; ``policy``, a row of the one table (see Policy), says what it means. ``reply``: an
+    unusable 2xx reply (empty, refused), billed all the same. ``unanswered``: no reply came, but the request
+    may have reached the endpoint (a timeout, a dropped connection): it may be billed, unseen."""
+
+    def __init__(self, message: str, policy: Policy, *, status: int | None = None, retry_after: float | None = None,
+                 reply: Completion | None = None, unanswered: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable, self.stops_run = policy.retry, policy.stops_run
+        self.outage, self.backpressure = policy.outage, policy.backpressure
+        self.retry_after = retry_after
+        self.reply = reply
+        self.finish_reason = reply.finish_reason if reply else None
+        self.unanswered = unanswered
+
+
+class EndpointStalled(APIError):
+    """No request accepted (no 2xx) for STALL_TIMEOUT: the run stops (see Endpoint.refused)."""
+
+
+class RunFailed(MoAError):
+    """The run produced no verdict. From debate(), ``result`` holds what it did (status "failed");
+    ``cause`` is the error the last failed call ended with, if one did."""
+
+    def __init__(self, message: str, result: Result | None = None, cause: APIError | None = None) -> None:
+        super().__init__(message)
+        self.result, self.cause = result, cause
+
+
+class EndpointUnreachable(RunFailed):
+    """Every phase-1 attempt failed without an HTTP response."""
+
+
+class DeadlinePassed(RunFailed):
+    """The question ran past QUESTION_DEADLINE before a verdict."""
+
+
+def deadline_passed(config: Config) -> DeadlinePassed:
+    return DeadlinePassed(f"no verdict within QUESTION_DEADLINE={config.question_deadline:g}s: the question was "
+                          "stopped; for an endpoint that is merely slow, raise it (--deadline SECONDS, 0: none)")
+
+
+class BatchLocked(MoAError):
+    """Another run holds the batch output's lock: try again later."""
+
+    exit_code = EXIT_TRY_LATER
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The one map from an error to an exit code: ours carry theirs, an interrupt is 130, anything else 1."""
+    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        return EXIT_INTERRUPTED
+    if isinstance(error, MoAError):
+        return error.exit_code
+    return EXIT_FAILED
+
+
+def internal_error(err: BaseException) -> str:
+    """The one line for a bug: its type and message; the traceback goes to the debug log (-v)."""
+    log.debug("internal error", exc_info=err)
+    return f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
+
+
+# --- 3. configuration, secrets and values from outside -------------------------------------------
 
 def load_json(text: str | bytes) -> Any:
     """json.loads for text from outside: ValueError for anything it cannot read, nesting too deep included."""
@@ -598,84 +683,6 @@ def valid_text(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
         return text.encode("utf-8", "replace").decode("utf-8")
-
-
-# --- 3. the error tree ---------------------------------------------------------------------------
-#
-#   MoAError                 base; exit code 1
-#   ├── ConfigError          bad flag, setting or input; exit code 2, no request sent
-#   ├── APIError             one HTTP attempt failed: status, server message, and what it means
-#   │   └── EndpointStalled  nothing accepted for STALL_TIMEOUT: the run stops (a batch: exit 75)
-#   ├── RunFailed            the debate could not reach a verdict
-#   │   ├── EndpointUnreachable   no phase-1 attempt got any HTTP response
-#   │   └── DeadlinePassed   no verdict within QUESTION_DEADLINE
-#   └── BatchLocked          another run holds the batch output; exit code 75
-
-class MoAError(Exception):
-    exit_code = EXIT_FAILED
-
-
-class ConfigError(MoAError):
-    exit_code = EXIT_USAGE
-
-
-class APIError(MoAError):
-    """A failed attempt; ``policy``, a row of the one table (see Policy), says what it means. ``reply``: an
-    unusable 2xx reply (empty, refused), billed all the same. ``unanswered``: no reply came, but the request
-    may have reached the endpoint (a timeout, a dropped connection): it may be billed, unseen."""
-
-    def __init__(self, message: str, policy: Policy, *, status: int | None = None, retry_after: float | None = None,
-                 reply: Completion | None = None, unanswered: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retryable, self.stops_run = policy.retry, policy.stops_run
-        self.outage, self.backpressure = policy.outage, policy.backpressure
-        self.retry_after = retry_after
-        self.reply = reply
-        self.finish_reason = reply.finish_reason if reply else None
-        self.unanswered = unanswered
-
-
-class EndpointStalled(APIError):
-    """No request accepted (no 2xx) for STALL_TIMEOUT: the run stops (see Endpoint.refused)."""
-
-
-class RunFailed(MoAError):
-    """The run produced no verdict. From debate(), ``result`` holds what it did (status "failed");
-    ``cause`` is the error the last failed call ended with, if one did."""
-
-    def __init__(self, message: str, result: Result | None = None, cause: APIError | None = None) -> None:
-        super().__init__(message)
-        self.result, self.cause = result, cause
-
-
-class EndpointUnreachable(RunFailed):
-    """Every phase-1 attempt failed without an HTTP response."""
-
-
-class DeadlinePassed(RunFailed):
-    """The question ran past QUESTION_DEADLINE before a verdict."""
-
-
-class BatchLocked(MoAError):
-    """Another run holds the batch output's lock: try again later."""
-
-    exit_code = EXIT_TRY_LATER
-
-
-def exit_code_for(error: BaseException) -> int:
-    """The one map from an error to an exit code: ours carry theirs, an interrupt is 130, anything else 1."""
-    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
-        return EXIT_INTERRUPTED
-    if isinstance(error, MoAError):
-        return error.exit_code
-    return EXIT_FAILED
-
-
-def internal_error(err: BaseException) -> str:
-    """The one line for a bug: its type and message; the traceback goes to the debug log (-v)."""
-    log.debug("internal error", exc_info=err)
-    return f"internal error: {err.__class__.__name__}: {err} (rerun with -v for the traceback)"
 
 
 # --- 4. seams ------------------------------------------------------------------------------------
@@ -1527,10 +1534,10 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
         attempt.usage_estimated = True
 
 
-def request_headers(debate: Debate, phase: Phase, agent: str, attempt: int, debate_round: int = 1) -> dict[str, str]:
+def request_headers(state: Debate, phase: Phase, agent: str, attempt: int, debate_round: int = 1) -> dict[str, str]:
     """Tags that let a gateway's own logs be joined with the transcript."""
-    headers = {"X-MoA-Run-Id": debate.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent, "X-MoA-Round": str(debate_round),
-               "cf-aig-metadata": json.dumps({"run_id": debate.run_id, "phase": phase, "agent": agent,
+    headers = {"X-MoA-Run-Id": state.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent, "X-MoA-Round": str(debate_round),
+               "cf-aig-metadata": json.dumps({"run_id": state.run_id, "phase": phase, "agent": agent,
                                               "attempt": attempt})}
     if attempt > 1:
         headers["cf-aig-skip-cache"] = "true"
@@ -1547,12 +1554,12 @@ class Sending(Generic[T]):
     parse: Callable[[str], T | None]
 
 
-async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
+async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                        sending: Sending[T]) -> T:
     """One HTTP attempt and its parse; APIError when it yields nothing usable."""
-    completion = await debate.endpoint.complete(
+    completion = await state.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
-        headers=request_headers(debate, call.phase, call.agent, attempt.number, call.debate_round), queue=debate.queue)
+        headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue)
     record_reply(attempt, completion, sending.prompt_estimate)
     value = sending.parse(completion.text)
     cut = completion.finish_reason in ("length", "truncated")
@@ -1564,24 +1571,24 @@ async def attempt_once(debate: Debate, call: AgentCall, attempt: Attempt, messag
     return value
 
 
-def finish_attempt(debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
+def finish_attempt(state: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                    sending: Sending[T], unanswered: bool = False) -> None:
     """Latency, budget settlement and the trace line, as soon as an attempt ends. An ``unanswered`` request
     (cut as a straggler, timed out) may be billed with no bill to show: its reservation stays spent."""
-    attempt.latency_s = debate.runtime.clock() - debate.started - attempt.started_s
-    budget = debate.budget
+    attempt.latency_s = state.runtime.clock() - state.started - attempt.started_s
+    budget = state.budget
     if not unanswered:  # settled to what was billed
         budget.tokens += attempt.prompt_tokens + attempt.completion_tokens - attempt.reserved
     if budget.billing.learn(sending.prompt_estimate, sending.max_tokens, attempt.prompt_tokens,
                             attempt.completion_tokens) and budget.max_tokens:
-        debate.note(f"the endpoint billed {attempt.prompt_tokens}+{attempt.completion_tokens} tokens for a reply of "
-                    f"max_tokens={sending.max_tokens}: MAX_TOTAL_TOKENS now reserves {budget.billing.prompt:.2f}x our "
-                    f"prompt estimate and {budget.billing.completion:.2f}x max_tokens a reply")
+        state.note(f"the endpoint billed {attempt.prompt_tokens}+{attempt.completion_tokens} tokens for a reply of "
+                   f"max_tokens={sending.max_tokens}: MAX_TOTAL_TOKENS now reserves {budget.billing.prompt:.2f}x our "
+                   f"prompt estimate and {budget.billing.completion:.2f}x max_tokens a reply")
     log.debug("%s %s attempt %d: %s, %.2fs, %d+%d tokens: %s", call.phase, call.agent, attempt.number,
               f"HTTP {attempt.status}" if attempt.status else "no HTTP response", attempt.latency_s,
               attempt.prompt_tokens, attempt.completion_tokens, attempt.outcome)
-    if debate.trace is not None:
-        debate.trace.attempt(debate, call, attempt, messages, sending.temperature, sending.max_tokens)
+    if state.trace is not None:
+        state.trace.attempt(state, call, attempt, messages, sending.temperature, sending.max_tokens)
 
 
 @dataclass
@@ -1611,10 +1618,10 @@ class RetriesUsed:
         return None
 
 
-async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
+async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Sending[T],
                       retries: RetriesUsed, reserved: int) -> T | APIError:
     """One attempt of a call, recorded in the call and the trace whatever happens."""
-    attempt = Attempt(number, f"{debate.runtime.rng.getrandbits(64):016x}", debate.runtime.clock() - debate.started,
+    attempt = Attempt(number, f"{state.runtime.rng.getrandbits(64):016x}", state.runtime.clock() - state.started,
                       model=call.model, reserved=reserved)
     call.attempts.append(attempt)
     # A fresh nonce each attempt: five solvers sending identical requests through a caching gateway would
@@ -1622,97 +1629,97 @@ async def try_attempt(debate: Debate, call: AgentCall, number: int, sending: Sen
     system = call.system + prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": call.user}]
     try:
-        value = await attempt_once(debate, call, attempt, messages, sending)
+        value = await attempt_once(state, call, attempt, messages, sending)
     except APIError as error:
         if error.reply is not None:
             record_reply(attempt, error.reply, sending.prompt_estimate)
         attempt.status = error.status if error.status is not None else attempt.status
         attempt.outcome = call.failure = str(error)
-        attempt.retry_in_s = retries.next_wait(error, debate.config, debate.runtime.rng)
-        finish_attempt(debate, call, attempt, messages, sending, error.unanswered)
+        attempt.retry_in_s = retries.next_wait(error, state.config, state.runtime.rng)
+        finish_attempt(state, call, attempt, messages, sending, error.unanswered)
         return error
     except asyncio.CancelledError:
         attempt.outcome = "cancelled"
         call.failure = call.failure or "cancelled"
-        finish_attempt(debate, call, attempt, messages, sending, unanswered=True)
+        finish_attempt(state, call, attempt, messages, sending, unanswered=True)
         raise
     attempt.outcome = "ok"
     call.ok, call.failure, call.tier = True, None, getattr(value, "tier", None)
-    finish_attempt(debate, call, attempt, messages, sending)
+    finish_attempt(state, call, attempt, messages, sending)
     return value
 
 
-async def budgeted_attempt(debate: Debate, call: AgentCall, number: int, sending: Sending[T],
+async def budgeted_attempt(state: Debate, call: AgentCall, number: int, sending: Sending[T],
                            retries: RetriesUsed) -> T | APIError | None:
     """One attempt if the budget pays for its worst case as the endpoint bills, else None (noted). Until the endpoint
     has billed once, attempts under a token budget go one at a time (Billing.first_bill): no straggling (InFlight)."""
-    billing = debate.budget.billing
-    async with billing.first_bill(debate.budget.max_tokens > 0):
+    billing = state.budget.billing
+    async with billing.first_bill(state.budget.max_tokens > 0):
         reserved = billing.prompt_tokens(sending.prompt_estimate) + billing.completion_tokens(sending.max_tokens)
-        if debate.budget.reserve(reserved):
-            return await try_attempt(debate, call, number, sending, retries, reserved)
+        if state.budget.reserve(reserved):
+            return await try_attempt(state, call, number, sending, retries, reserved)
     call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
-    debate.skip(f"{call.phase} {call.agent}" if number == 1 else f"retry of {call.phase} {call.agent}")
+    state.skip(f"{call.phase} {call.agent}" if number == 1 else f"retry of {call.phase} {call.agent}")
     return None
 
 
-async def ask(debate: Debate, phase: Phase, agent: str, system: str, user: str, *,
+async def ask(state: Debate, phase: Phase, agent: str, system: str, user: str, *,
               temperature: float, max_tokens: int, parse: Callable[[str], T | None],
               model: str | None = None, debate_round: int = 1) -> T | None:
     """One agent call with retries; the parsed value, or None once it failed (retries or budget ran out, or no retry
     helps). Raises APIError only when its Policy stops the run, unless drop_model drops the model instead."""
-    model = model or debate.config.models[0]
-    call = AgentCall(debate.pass_number, phase, agent, system, user, model=model, debate_round=debate_round)
-    debate.calls.append(call)
-    if model in debate.dropped_models:
+    model = model or state.config.models[0]
+    call = AgentCall(state.pass_number, phase, agent, system, user, model=model, debate_round=debate_round)
+    state.calls.append(call)
+    if model in state.dropped_models:
         call.failure = f"model {model} was dropped earlier in this run"
         return None
     sending = Sending(temperature, max_tokens, prompt_tokens_estimate(system, user), parse)
     error: APIError | None = None
     retries = RetriesUsed()
-    with debate.queue.counting():  # while the call is going, its question's deadline runs (see QueueTime)
+    with state.queue.counting():  # while the call is going, its question's deadline runs (see QueueTime)
         for number in itertools.count(1):
-            if debate.time_left() <= 0:  # the question's deadline, on the runtime's clock (see run_question)
-                raise deadline_passed(debate.config)
-            if number > 1 and (stalled := debate.endpoint.stalled()):  # the retry would go out after STALL_TIMEOUT
+            if state.time_left() <= 0:  # the question's deadline, on the runtime's clock (see run_question)
+                raise deadline_passed(state.config)
+            if number > 1 and (stalled := state.endpoint.stalled()):  # the retry would go out after STALL_TIMEOUT
                 raise stalled
-            result = await budgeted_attempt(debate, call, number, sending, retries)
+            result = await budgeted_attempt(state, call, number, sending, retries)
             if result is None:
                 return None
             if not isinstance(result, APIError):
-                debate.endpoint.call_ended(None)
+                state.endpoint.call_ended(None)
                 return result
             error = result
-            if error.stops_run and not drop_model(debate, model, error):
+            if error.stops_run and not drop_model(state, model, error):
                 raise error
             wait = call.attempts[-1].retry_in_s
             if wait is None:
                 break
             log.info("%s %s attempt %d failed (%s); retrying in %.1fs", phase, agent, number, error, wait)
-            await debate.runtime.sleep(max(min(wait, debate.time_left(), debate.endpoint.stall_left()), 0.0))
-    debate.endpoint.call_ended(error)
+            await state.runtime.sleep(max(min(wait, state.time_left(), state.endpoint.stall_left()), 0.0))
+    state.endpoint.call_ended(error)
     call.error = error
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
 
 
-def drop_model(debate: Debate, model: str, error: APIError) -> bool:
+def drop_model(state: Debate, model: str, error: APIError) -> bool:
     """With several models, one the endpoint says is not there (404) is dropped for the rest of the run instead of
     failing it. False when it is the only model its calls could use, or the error is about the key or the URL."""
-    config = debate.config
+    config = state.config
     if error.status != 404 or len(set(config.models) | set(config.judge_models)) < 2:
         return False
-    if model not in debate.dropped_models:
-        debate.dropped_models.add(model)
-        debate.note(f"model {model} failed ({error}); its slots are dropped for the rest of the run")
-    return any(m not in debate.dropped_models for m in (*config.models, *config.judge_models))
+    if model not in state.dropped_models:
+        state.dropped_models.add(model)
+        state.note(f"model {model} failed ({error}); its slots are dropped for the rest of the run")
+    return any(m not in state.dropped_models for m in (*config.models, *config.judge_models))
 
 
-def note_lost(debate: Debate, what: str, phase: Phase, agent: str, consequence: str) -> None:
+def note_lost(state: Debate, what: str, phase: Phase, agent: str, consequence: str) -> None:
     """Why ``agent``'s latest call in ``phase`` gave nothing, noted: a warning unless the straggler cut it (see _mark_cut)."""
-    calls = (c for c in reversed(debate.calls) if c.phase == phase and c.agent == agent and c.pass_number == debate.pass_number)
+    calls = (c for c in reversed(state.calls) if c.phase == phase and c.agent == agent and c.pass_number == state.pass_number)
     failure = next((call.failure or "no usable output" for call in calls), "not sent")
-    debate.note(f"{what} failed ({failure}); {consequence}", problem=failure != STRAGGLER_CUT)
+    state.note(f"{what} failed ({failure}); {consequence}", problem=failure != STRAGGLER_CUT)
 
 
 # --- 7. usage, costs and budgets -----------------------------------------------------------------
@@ -1930,20 +1937,20 @@ def phase_costs(config: Config, pass_label: str, per_call: list[tuple[Phase, int
             for phase, calls, prompt, completion in per_call if calls]
 
 
-def plan_phases(debate: Debate, question: str, positions: list[Position], done: Phase,
+def plan_phases(state: Debate, question: str, positions: list[Position], done: Phase,
                 earlier: DebatePlan | None = None) -> DebatePlan:
     """What the budget pays for after ``done`` (plan_debate), unwritten texts at their worst. Planned again after the
     critiques, keeping ``earlier``'s judges: rebuttals get what critiques left before any later round (round_price)."""
-    config = debate.config
+    config = state.config
     # Without a budget everything fits: rendering every later prompt just to price it would be waste.
-    costs = (worst_case_costs(config, question, positions, billing=debate.budget.billing)
-             if debate.budget.limited else NO_COSTS)
+    costs = (worst_case_costs(config, question, positions, billing=state.budget.billing)
+             if state.budget.limited else NO_COSTS)
 
     def judge_cost(c: int, r: int) -> int:  # a judge's, once c critiques (if still unwritten) and r rebuttals are
         return costs.judge(c if done == Phase.GENERATE else 0, r) + costs.judge_completion
 
     to_critique = done == Phase.GENERATE  # else the critiques are written, and paid for
-    plan = plan_debate(debate.budget, len(positions) if to_critique else sum(p.critique is not None for p in positions),
+    plan = plan_debate(state.budget, len(positions) if to_critique else sum(p.critique is not None for p in positions),
                        earlier.judges if earlier else config.num_judges, config.enable_rebuttal and done != Phase.REBUTTAL,
                        costs.critic + costs.completion if to_critique else 0, costs.rebuttal + costs.completion,
                        judge_cost, critiques_paid=to_critique)
@@ -1957,29 +1964,29 @@ def plan_phases(debate: Debate, question: str, positions: list[Position], done: 
     if earlier is None and plan.judges < config.num_judges:
         cuts.append(f"{config.num_judges - plan.judges} judge(s)")
     for cut in cuts:
-        debate.skip(cut)
+        state.skip(cut)
     return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
                    cut=bool(cuts) or (earlier is not None and earlier.cut))
 
 
-def round_price(debate: Debate, question: str, positions: list[Position],
+def round_price(state: Debate, question: str, positions: list[Position],
                 plan: DebatePlan) -> tuple[tuple[int, int], tuple[int, int]]:
     """(calls, tokens) of one more debate round, and of what it must leave untouched: the judges' share (each
     latest reason read at its cap: a revision replaces it) and a possible rerun's. Without a budget, (0, 0)s."""
-    budget = debate.budget
+    budget = state.budget
     if not budget.limited:
         return (0, 0), (0, 0)
-    costs = worst_case_costs(debate.config, question, positions, billing=budget.billing)
-    calls, tokens = rerun_price(debate, question)
+    costs = worst_case_costs(state.config, question, positions, billing=budget.billing)
+    calls, tokens = rerun_price(state, question)
     judges = plan.judges * (costs.judge(0, len(positions)) + costs.judge_completion)
     return (len(positions), len(positions) * (costs.revise + costs.completion)), (calls + plan.judges, tokens + judges)
 
 
-def rerun_price(debate: Debate, question: str) -> tuple[int, int]:
+def rerun_price(state: Debate, question: str) -> tuple[int, int]:
     """(calls, tokens) of a worst-case rerun without its later rounds while one may still come, else (0, 0).
     Later rounds leave it even when the budget could not pay for the rerun: else more budget buys fewer rounds."""
-    config, budget = debate.config, debate.budget
-    if not budget.limited or debate.pass_number != 1 or debate.replaying or config.min_judge_confidence == 0:
+    config, budget = state.config, state.budget
+    if not budget.limited or state.pass_number != 1 or state.replaying or config.min_judge_confidence == 0:
         return 0, 0
     phases = pass_worst_case(config, question, rerun_settings(config)[0], later_rounds=False, billing=budget.billing)
     return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
@@ -2260,9 +2267,9 @@ class StragglerWatch:
     other questions share the endpoint gets SHARED_STRAGGLER_SCALE times the bar: they keep it busy, so the
     batch gains little, and a call a gateway retried costs an answer for nothing."""
 
-    def __init__(self, debate: Debate, phase: Phase, quorum: int) -> None:
-        self.debate, self.phase, self.quorum = debate, phase, quorum
-        self.factor = debate.config.straggler_factor
+    def __init__(self, state: Debate, phase: Phase, quorum: int) -> None:
+        self.debate, self.phase, self.quorum = state, phase, quorum
+        self.factor = state.config.straggler_factor
         self.running: dict[str, RunningCall] = {}  # by agent
         self.finished: list[float] = []  # each answered call's seconds at the endpoint
         self.changed = asyncio.Event()  # a call started, ended, or sent a request
@@ -2342,75 +2349,75 @@ class StragglerWatch:
             self.watchdog.cancel()
 
 
-def watch_for(debate: Debate, phase: Phase, calls: int, debate_round: int = 1) -> StragglerWatch:
+def watch_for(state: Debate, phase: Phase, calls: int, debate_round: int = 1) -> StragglerWatch:
     """The straggler watch of ``phase`` in the current pass (one per pass, phase and debate round)."""
-    return debate.watches.setdefault((debate.pass_number, phase, debate_round),
-                                     StragglerWatch(debate, phase, min(debate.config.min_valid_answers, calls)))
+    return state.watches.setdefault((state.pass_number, phase, debate_round),
+                                    StragglerWatch(state, phase, min(state.config.min_valid_answers, calls)))
 
 
-async def solve_one(debate: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
+async def solve_one(state: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
     """One solver's blind answer, or None."""
-    config = debate.config
+    config = state.config
     system, user = solver_prompts(question, slot, config.solver_styles)
     agent, model = f"solver-{slot + 1}", config.slot_model(slot)
-    parsed = await watch_for(debate, Phase.GENERATE, workers).guard(agent, ask(
-        debate, Phase.GENERATE, agent, system, user, temperature=temperature,
+    parsed = await watch_for(state, Phase.GENERATE, workers).guard(agent, ask(
+        state, Phase.GENERATE, agent, system, user, temperature=temperature,
         max_tokens=config.max_tokens, parse=_valid_answer, model=model))
     return None if parsed is None else Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer,
                                                 model=model)
 
 
-async def review_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
+async def review_one(state: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
     """One answer critiqued by the next slot round the ring; a failure leaves it uncritiqued."""
-    critic_at = critic_slot(position.slot, workers, debate.config.slot_model)
+    critic_at = critic_slot(position.slot, workers, state.config.slot_model)
     agent = f"solver-{critic_at + 1}->{position.agent}"
     system, user = critic_prompts(question, position)
-    found = await watch_for(debate, Phase.CRITIQUE, workers).guard(agent, ask(
-        debate, Phase.CRITIQUE, agent, system, user, temperature=temperature, max_tokens=debate.config.max_tokens,
-        parse=functools.partial(parse_block, tag=Phase.CRITIQUE), model=debate.config.slot_model(critic_at)))
+    found = await watch_for(state, Phase.CRITIQUE, workers).guard(agent, ask(
+        state, Phase.CRITIQUE, agent, system, user, temperature=temperature, max_tokens=state.config.max_tokens,
+        parse=functools.partial(parse_block, tag=Phase.CRITIQUE), model=state.config.slot_model(critic_at)))
     if found is None:
-        note_lost(debate, f"critique of {position.agent}", Phase.CRITIQUE, agent, "its answer stays in play uncritiqued")
+        note_lost(state, f"critique of {position.agent}", Phase.CRITIQUE, agent, "its answer stays in play uncritiqued")
         return
     position.critique = found.text
 
 
-async def reply_one(debate: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
+async def reply_one(state: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
     """One critiqued solver defends or revises; a failure keeps its first answer."""
     system, user = rebuttal_prompts(question, position)
-    found = await watch_for(debate, Phase.REBUTTAL, workers).guard(position.agent, ask(
-        debate, Phase.REBUTTAL, position.agent, system, user, temperature=temperature,
-        max_tokens=debate.config.max_tokens, parse=parse_rebuttal, model=position.model or None))
+    found = await watch_for(state, Phase.REBUTTAL, workers).guard(position.agent, ask(
+        state, Phase.REBUTTAL, position.agent, system, user, temperature=temperature,
+        max_tokens=state.config.max_tokens, parse=parse_rebuttal, model=position.model or None))
     if found is None:
-        note_lost(debate, f"rebuttal of {position.agent}", Phase.REBUTTAL, position.agent, "its first answer stands")
+        note_lost(state, f"rebuttal of {position.agent}", Phase.REBUTTAL, position.agent, "its first answer stands")
         return
     position.rebuttal, position.final_answer = found.text, found.answer.answer
 
 
-async def revise_one(debate: Debate, question: str, position: Position, others: list[tuple[str, str]],
+async def revise_one(state: Debate, question: str, position: Position, others: list[tuple[str, str]],
                      debate_round: int, temperature: float) -> None:
     """One solver, in debate round ``debate_round``, holds or revises after reading the others; a failure keeps its answer."""
     system, user = revise_prompts(question, position, others)
-    found = await watch_for(debate, Phase.REVISE, len(others) + 1, debate_round).guard(position.agent, ask(
-        debate, Phase.REVISE, position.agent, system, user, temperature=temperature,
-        max_tokens=debate.config.max_tokens, parse=parse_rebuttal, model=position.model or None, debate_round=debate_round))
+    found = await watch_for(state, Phase.REVISE, len(others) + 1, debate_round).guard(position.agent, ask(
+        state, Phase.REVISE, position.agent, system, user, temperature=temperature,
+        max_tokens=state.config.max_tokens, parse=parse_rebuttal, model=position.model or None, debate_round=debate_round))
     if found is None:
-        note_lost(debate, f"round {debate_round} revision of {position.agent}", Phase.REVISE, position.agent, "its answer stands")
+        note_lost(state, f"round {debate_round} revision of {position.agent}", Phase.REVISE, position.agent, "its answer stands")
         return
     position.revision, position.final_answer = found.text, found.answer.answer
 
 
-async def revise(debate: Debate, question: str, positions: list[Position], debate_round: int, temperature: float) -> None:
+async def revise(state: Debate, question: str, positions: list[Position], debate_round: int, temperature: float) -> None:
     """Debate round ``debate_round``: every solver at once, each reading the others' answers as the round began."""
     shown = {p.slot: (p.final_answer, short_reason(p)) for p in positions}
-    await run_all(revise_one(debate, question, p, [shown[o.slot] for o in positions if o is not p], debate_round, temperature)
+    await run_all(revise_one(state, question, p, [shown[o.slot] for o in positions if o is not p], debate_round, temperature)
                   for p in positions)
     for position in positions:
         position.by_round.append(position.final_answer)
 
 
-async def generate(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
+async def generate(state: Debate, question: str, workers: int, temperature: float) -> list[Position]:
     """Phase 1: blind generation. The valid answers, in slot order."""
-    results = await run_all(solve_one(debate, question, slot, workers, temperature) for slot in range(workers))
+    results = await run_all(solve_one(state, question, slot, workers, temperature) for slot in range(workers))
     return [p for p in results if p is not None]
 
 
@@ -2426,7 +2433,7 @@ def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _
     return (slot + 1) % workers
 
 
-async def run_chains(debate: Debate, question: str, workers: int, temperature: float) -> list[Position]:
+async def run_chains(state: Debate, question: str, workers: int, temperature: float) -> list[Position]:
     """Phases 1-3 without barriers: each solver's critique starts as soon as its answer is valid, and its rebuttal
     as soon as the critique lands. The round is as slow as its slowest chain, not each phase's slowest call summed."""
     solved: list[Position] = []
@@ -2434,16 +2441,16 @@ async def run_chains(debate: Debate, question: str, workers: int, temperature: f
 
     async def chain(slot: int) -> Position | None:
         nonlocal failed
-        position = await solve_one(debate, question, slot, workers, temperature)
+        position = await solve_one(state, question, slot, workers, temperature)
         if position is None:
             failed += 1
-            if workers - failed < debate.config.min_valid_answers:
-                require_enough(debate, solved, workers)  # the quorum is out of reach: stop every chain now
+            if workers - failed < state.config.min_valid_answers:
+                require_enough(state, solved, workers)  # the quorum is out of reach: stop every chain now
             return None
         solved.append(position)
-        await review_one(debate, question, position, workers, temperature)
-        if debate.config.enable_rebuttal and position.critique is not None:
-            await reply_one(debate, question, position, workers, temperature)
+        await review_one(state, question, position, workers, temperature)
+        if state.config.enable_rebuttal and position.critique is not None:
+            await reply_one(state, question, position, workers, temperature)
         return position
 
     results = await run_all(chain(slot) for slot in range(workers))
@@ -2476,10 +2483,10 @@ def judge_order(positions: list[Position], index: int, shuffle: bool) -> list[Po
     return positions[shift:] + positions[:shift]
 
 
-async def judge(debate: Debate, question: str, positions: list[Position], judges: int,
+async def judge(state: Debate, question: str, positions: list[Position], judges: int,
                 kind: str = "short") -> list[Vote]:
     """Phase 4: ``judges`` judges each give a FINAL ANSWER and a CONFIDENCE."""
-    config = debate.config
+    config = state.config
 
     async def one(index: int) -> Vote | None:
         agent = f"judge-{index + 1}"
@@ -2497,23 +2504,23 @@ async def judge(debate: Debate, question: str, positions: list[Position], judges
                 return None  # a judge must name a candidate here: retried
             return Vote(answer, found.confidence)
 
-        return await watch_for(debate, Phase.JUDGE, judges).guard(agent, ask(
-            debate, Phase.JUDGE, agent, system, user, temperature=config.judge_temperature,
+        return await watch_for(state, Phase.JUDGE, judges).guard(agent, ask(
+            state, Phase.JUDGE, agent, system, user, temperature=config.judge_temperature,
             max_tokens=config.judge_max_tokens, parse=usable, model=config.judge_model_for(index)))
 
     votes = await run_all(one(i) for i in range(judges))
     return [v for v in votes if v is not None]
 
 
-def require_enough(debate: Debate, positions: list[Position], workers: int) -> None:
+def require_enough(state: Debate, positions: list[Position], workers: int) -> None:
     """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS solvers answered, with
     the last failed call's error as its cause (see lasting_error)."""
-    config = debate.config
+    config = state.config
     if len(positions) >= config.min_valid_answers:
         return
-    last = next((c for c in reversed(debate.calls) if c.failure), None)
+    last = next((c for c in reversed(state.calls) if c.failure), None)
     reason = f"; last error: {last.failure}" if last else ""
-    this_pass = [c for c in debate.calls if c.pass_number == debate.pass_number and c.phase == Phase.GENERATE]
+    this_pass = [c for c in state.calls if c.pass_number == state.pass_number and c.phase == Phase.GENERATE]
     no_response = all(a.status is None for c in this_pass for a in c.attempts)
     error = EndpointUnreachable if no_response and not positions else RunFailed
     raise error(f"only {len(positions)}/{workers} solvers gave a valid answer "
@@ -2604,46 +2611,46 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
 
 # --- 11. one question ----------------------------------------------------------------------------
 
-async def deliberate(debate: Debate, question: str, positions: list[Position], workers: int, temperature: float,
+async def deliberate(state: Debate, question: str, positions: list[Position], workers: int, temperature: float,
                      done: Phase = Phase.GENERATE, later_rounds: bool = True) -> Verdict:
     """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to
     what the budget pays for, then the tally. The rebuttals are planned again once the
     critiques are written, so what the critiques did not spend goes to them (plan_phases)."""
-    config, budget = debate.config, debate.budget
-    plan = plan_phases(debate, question, positions, done)
+    config, budget = state.config, state.budget
+    plan = plan_phases(state, question, positions, done)
     # Retries of critiques and rebuttals may not eat into the judges' share.
     if done == Phase.GENERATE:
         with budget.kept_back(plan.judges, plan.judges_tokens):
-            await run_all(review_one(debate, question, p, workers, temperature) for p in positions[:plan.critiques])
-        log_phase(debate, Phase.CRITIQUE)
-        plan = plan_phases(debate, question, positions, Phase.CRITIQUE, plan)
+            await run_all(review_one(state, question, p, workers, temperature) for p in positions[:plan.critiques])
+        log_phase(state, Phase.CRITIQUE)
+        plan = plan_phases(state, question, positions, Phase.CRITIQUE, plan)
     if done in (Phase.GENERATE, Phase.CRITIQUE) and config.enable_rebuttal:
         critiqued = [p for p in positions if p.critique is not None]
         with budget.kept_back(plan.judges, plan.judges_tokens):
-            await run_all(reply_one(debate, question, p, workers, temperature) for p in critiqued[:plan.rebuttals])
-        log_phase(debate, Phase.REBUTTAL)
+            await run_all(reply_one(state, question, p, workers, temperature) for p in critiqued[:plan.rebuttals])
+        log_phase(state, Phase.REBUTTAL)
     if later_rounds:
-        await run_later_rounds(debate, question, positions, temperature, plan)
+        await run_later_rounds(state, question, positions, temperature, plan)
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
-    votes = await judge(debate, question, positions, plan.judges, kind) if plan.judges else []
-    log_phase(debate, Phase.JUDGE)
+    votes = await judge(state, question, positions, plan.judges, kind) if plan.judges else []
+    log_phase(state, Phase.JUDGE)
     key = typed_key(kind, letters)
     verdict = tally_votes(votes, key=key)
     if verdict is None:
-        debate.note("no judge gave a FINAL ANSWER; the verdict is the solvers' majority")
+        state.note("no judge gave a FINAL ANSWER; the verdict is the solvers' majority")
         verdict = solver_verdict(positions, key=key)
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
 
 
-async def run_later_rounds(debate: Debate, question: str, positions: list[Position], temperature: float,
+async def run_later_rounds(state: Debate, question: str, positions: list[Position], temperature: float,
                            plan: DebatePlan) -> None:
     """Debate rounds 2..ROUNDS after round 1's rebuttals, until every answer agrees (by the question's answer type).
     A round costs one call per solver still in the debate: each reads the others' answers and reasons and may revise.
     The rounds are the first thing a budget drops: none runs once ``plan`` cut anything, and one runs only if all its
     calls fit beside what the judges and a possible rerun keep back (round_price)."""
-    config = debate.config
+    config = state.config
     for position in positions:
         if not position.by_round:  # a replay from a later round brings its earlier rounds
             position.by_round.append(position.final_answer)
@@ -2651,72 +2658,72 @@ async def run_later_rounds(debate: Debate, question: str, positions: list[Positi
     for debate_round in range(rounds_done + 1, config.rounds + 1):
         if solvers_agree(positions, question):
             return
-        revisions, kept = round_price(debate, question, positions, plan)
-        with debate.budget.kept_back(*kept):  # for every attempt of the round, retries included
-            if plan.cut or not debate.budget.fits(*revisions):
-                debate.skip(f"debate rounds {debate_round}-{config.rounds}" if debate_round < config.rounds else f"debate round {debate_round}")
+        revisions, kept = round_price(state, question, positions, plan)
+        with state.budget.kept_back(*kept):  # for every attempt of the round, retries included
+            if plan.cut or not state.budget.fits(*revisions):
+                state.skip(f"debate rounds {debate_round}-{config.rounds}" if debate_round < config.rounds else f"debate round {debate_round}")
                 return
-            await revise(debate, question, positions, debate_round, temperature)
-        log_phase(debate, Phase.REVISE, debate_round)
+            await revise(state, question, positions, debate_round, temperature)
+        log_phase(state, Phase.REVISE, debate_round)
 
 
-def log_phase(debate: Debate, phase: Phase, debate_round: int = 1) -> None:
+def log_phase(state: Debate, phase: Phase, debate_round: int = 1) -> None:
     """One stderr line when a phase of this pass and debate round is done: "critique 5/5 ok 3.2s"."""
-    calls = [c for c in debate.calls if c.phase == phase and c.pass_number == debate.pass_number and c.debate_round == debate_round]
+    calls = [c for c in state.calls if c.phase == phase and c.pass_number == state.pass_number and c.debate_round == debate_round]
     attempts = [a for c in calls for a in c.attempts]
     if not calls:
         return
     span = (max(a.started_s + a.latency_s for a in attempts) - min(a.started_s for a in attempts)) if attempts else 0.0
-    where = "".join(f" ({label})" for label, shown in ((f"round {debate_round}", debate_round > 1), ("rerun", debate.pass_number > 1)) if shown)
+    where = "".join(f" ({label})" for label, shown in ((f"round {debate_round}", debate_round > 1), ("rerun", state.pass_number > 1)) if shown)
     log.info("%s %d/%d ok %.1fs%s", phase, sum(c.ok for c in calls), len(calls), span, where)
 
 
-async def debate_once(debate: Debate, question: str, workers: int, temperature: float) -> Verdict:
+async def debate_once(state: Debate, question: str, workers: int, temperature: float) -> Verdict:
     """The four phases once. RunFailed when too few solvers answer. Phases wait for each other when
     asked to, and when a decision needs every answer first: the budget planner and early exit."""
-    config = debate.config
-    barriers = config.phase_barriers or debate.budget.limited or config.early_exit
+    config = state.config
+    barriers = config.phase_barriers or state.budget.limited or config.early_exit
     try:
-        positions = await (generate if barriers else run_chains)(debate, question, workers, temperature)
+        positions = await (generate if barriers else run_chains)(state, question, workers, temperature)
         for phase in (Phase.GENERATE,) if barriers else (Phase.GENERATE, Phase.CRITIQUE, Phase.REBUTTAL):
-            log_phase(debate, phase)
-        require_enough(debate, positions, workers)
-        debate.positions[debate.pass_number] = positions
+            log_phase(state, phase)
+        require_enough(state, positions, workers)
+        state.positions[state.pass_number] = positions
         if config.early_exit and (verdict := unanimous_verdict(positions, workers, question)) is not None:
-            debate.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
-                        problem=False)
+            state.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
+                       problem=False)
             return verdict
-        return await deliberate(debate, question, positions, workers, temperature,
+        return await deliberate(state, question, positions, workers, temperature,
                                 done=Phase.GENERATE if barriers else Phase.REBUTTAL)
     finally:
-        for watch in debate.watches.values():
+        for watch in state.watches.values():
             watch.close()
 
 
-async def rerun(debate: Debate, question: str) -> None:
+async def rerun(state: Debate, question: str) -> None:
     """The one confidence-triggered rerun, if the budget pays for it."""
-    config, first = debate.config, debate.verdicts[0]
+    config, first = state.config, state.verdicts[0]
     workers, temperature = rerun_settings(config)
-    if not debate.budget.fits(*rerun_price(debate, question)):
-        debate.skip("rerun")
+    if not state.budget.fits(*rerun_price(state, question)):
+        state.skip("rerun")
         return
     log.info("confidence %d < MIN_JUDGE_CONFIDENCE=%d: rerunning once with %d workers at temperature %.1f",
              first.confidence, config.min_judge_confidence, workers, temperature)
-    debate.rerun, debate.pass_number = True, 2  # its calls, notes and straggler watches are pass 2's
+    state.rerun, state.pass_number = True, 2  # its calls, notes and straggler watches are pass 2's
     try:
-        second = await debate_once(debate, question, workers, temperature)
+        second = await debate_once(state, question, workers, temperature)
     except DeadlinePassed:
-        debate.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
-                    "pass 1's verdict stands")
+        state.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
+                   "pass 1's verdict stands")
         return
     except MoAError as err:
-        debate.note(f"the rerun failed ({err}); keeping pass 1's verdict")
+        state.note(f"the rerun failed ({err}); keeping pass 1's verdict")
         return
     finally:
-        debate.pass_number = 1
-    debate.verdicts.append(second)
+        state.pass_number = 1
+    state.verdicts.append(second)
     # The more confident verdict; on a tie the rerun, which heard more solvers.
-    debate.reported = 2 if second.confidence >= first.confidence else 1
+    state.reported = 2 if second.confidence >= first.confidence else 1
 
 
 def check_question(config: Config, question: str) -> None:
@@ -2731,33 +2738,28 @@ def check_question(config: Config, question: str) -> None:
                           f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
 
 
-async def run_question(debate: Debate, question: str, replay: Replay | None) -> None:
+async def run_question(state: Debate, question: str, replay: Replay | None) -> None:
     """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever
     it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask),
     which tests move. A deadline before any verdict fails the question; one in the rerun leaves pass 1's
     verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel."""
-    config = debate.config
-    deadline = debate.queue.deadline = asyncio.timeout(config.question_deadline or None)
+    config = state.config
+    deadline = state.queue.deadline = asyncio.timeout(config.question_deadline or None)
     try:
         async with deadline:
-            first = await (run_replay(debate, replay) if replay
-                           else debate_once(debate, question, config.num_workers, config.temperature))
-            debate.verdicts.append(first)
-            debate.reported = 1
+            first = await (run_replay(state, replay) if replay
+                           else debate_once(state, question, config.num_workers, config.temperature))
+            state.verdicts.append(first)
+            state.reported = 1
             if replay is None and first.confidence < config.min_judge_confidence:
-                await rerun(debate, question)
+                await rerun(state, question)
     except TimeoutError:
         if not deadline.expired():
             raise
-        if debate.reported is None:
-            raise deadline_passed(debate.config) from None
-        debate.note(f"the rerun was stopped at QUESTION_DEADLINE={debate.config.question_deadline:g}s; "
-                    "pass 1's verdict stands")
-
-
-def deadline_passed(config: Config) -> DeadlinePassed:
-    return DeadlinePassed(f"no verdict within QUESTION_DEADLINE={config.question_deadline:g}s: the question was "
-                          "stopped; for an endpoint that is merely slow, raise it (--deadline SECONDS, 0: none)")
+        if state.reported is None:
+            raise deadline_passed(state.config) from None
+        state.note(f"the rerun was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; "
+                   "pass 1's verdict stands")
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
@@ -2765,38 +2767,38 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
                           place: LogPlace | None = None) -> RunRecord:
     """Run the debate on one question, write its transcript and trace, and return its record; never raises MoAError
     (a failure is in the record). Cancelled, it still writes the files, and ``handover`` (if given) has the record."""
-    debate = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(),
-                    budget=Budget(config.max_calls, config.max_total_tokens, endpoint.billing))
-    transcript_path, debate.trace, file_error = open_run_files(config, runtime, place)
-    if debate.trace:
-        debate.trace.start(debate, question, replay)
+    state = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(),
+                   budget=Budget(config.max_calls, config.max_total_tokens, endpoint.billing))
+    transcript_path, state.trace, file_error = open_run_files(config, runtime, place)
+    if state.trace:
+        state.trace.start(state, question, replay)
     endpoint.questions += 1
     stopped: BaseException | None = None
     try:
         check_question(config, question)
-        await run_question(debate, question, replay)
+        await run_question(state, question, replay)
     except (MoAError, asyncio.CancelledError) as err:
         stopped = err
         if isinstance(err, asyncio.CancelledError):
             raise
     finally:
         endpoint.questions -= 1
-        record = run_record(config, question, debate, runtime.clock() - debate.started)
+        record = run_record(config, question, state, runtime.clock() - state.started)
         if stopped is not None:
             record = record.ended(stopped)
-        record = save_run_files(debate, record, replay, transcript_path, place, file_error)
+        record = save_run_files(state, record, replay, transcript_path, place, file_error)
         if handover is not None:
             handover.record = record
     return record
 
 
-def run_record(config: Config, question: str, debate: Debate | None = None, elapsed_s: float = 0.0) -> RunRecord:
+def run_record(config: Config, question: str, state: Debate | None = None, elapsed_s: float = 0.0) -> RunRecord:
     """The record of ``debate`` (None: a run that never started); the one place its fields are worked out.
     It copies what it takes: the debate's lists stay the debate's."""
-    verdicts, reported = (tuple(debate.verdicts), debate.reported) if debate else ((), None)
+    verdicts, reported = (tuple(state.verdicts), state.reported) if state else ((), None)
     verdict = verdicts[reported - 1] if reported else None
-    positions = debate.positions.get(reported or 1, []) if debate else []
-    calls, skipped = (tuple(debate.calls), list(debate.skipped)) if debate else ((), [])
+    positions = state.positions.get(reported or 1, []) if state else []
+    calls, skipped = (tuple(state.calls), list(state.skipped)) if state else ((), [])
     key = typed_key(verdict.kind, choice_letters(question)) if verdict else normalize_answer  # as the vote compared
     usage, judged = usage_totals(calls, config), verdict if verdict and verdict.source == "judges" else None
     return RunRecord(
@@ -2804,7 +2806,7 @@ def run_record(config: Config, question: str, debate: Debate | None = None, elap
         confidence=verdict.confidence if verdict else None, judges_agreeing=judged.agreeing if judged else 0,
         judges_valid=judged.valid if judged else 0, verdict_source=verdict.source if verdict else None,
         answer_type=verdict.kind if verdict else None, unanimous=verdict is not None and verdict.source == "unanimous",
-        rerun=bool(debate and debate.rerun), rounds=max((len(p.by_round) or 1 for p in positions), default=0),
+        rerun=bool(state and state.rerun), rounds=max((len(p.by_round) or 1 for p in positions), default=0),
         phases={phase: {"ok": sum(c.ok for c in calls if c.phase == phase),
                         "failed": sum(not c.ok for c in calls if c.phase == phase)} for phase in PHASES},
         answers=copy.deepcopy(answer_changes(positions, key)),  # by_round: its own lists
@@ -2815,9 +2817,9 @@ def run_record(config: Config, question: str, debate: Debate | None = None, elap
         usage_by_phase={phase: usage_totals((c for c in calls if c.phase == phase), config) for phase in PHASES},
         cost_usd=usage.get("cost_usd"), budget_limited=bool(skipped),
         degraded=bool(skipped) or any(not call.ok for call in calls), skipped=skipped, elapsed_s=round(elapsed_s, 3),
-        transcript=None, trace=str(debate.trace.path) if debate and debate.trace else None,
+        transcript=None, trace=str(state.trace.path) if state and state.trace else None,
         status="ok" if verdict else "failed", error=None, verdicts=verdicts, reported_pass=reported,
-        notes=tuple(debate.notes) if debate else (), calls=calls)
+        notes=tuple(state.notes) if state else (), calls=calls)
 
 
 # The library's name for a run's record (see debate()).
@@ -2915,22 +2917,22 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     return result
 
 
-def save_run_files(debate: Debate, record: RunRecord, replay: Replay | None,
+def save_run_files(state: Debate, record: RunRecord, replay: Replay | None,
                    transcript_path: Path | None, place: LogPlace | None, file_error: str | None) -> RunRecord:
     """Close the trace and fill the reserved transcript: the record, with its transcript's path or why a write broke."""
     record = replace(record, transcript=str(transcript_path) if transcript_path else None)
-    if debate.trace:
-        debate.trace.finish(debate, record)
+    if state.trace:
+        state.trace.finish(state, record)
     if transcript_path is not None:
-        text = render_transcript(debate, record, replay).encode("utf-8", errors="replace")
+        text = render_transcript(state, record, replay).encode("utf-8", errors="replace")
         try:
             fd = open_existing(transcript_path, os.O_WRONLY | os.O_TRUNC, folder_fd=place.folder_fd if place else None)
             with os.fdopen(fd, "wb") as handle:
-                write_all(debate.runtime, handle.fileno(), text)
+                write_all(state.runtime, handle.fileno(), text)
         except OSError as err:
             record = replace(record, transcript=None)
             file_error = f"could not write the transcript {transcript_path} ({describe_os_error(err)})"
-    return replace(record, write_error=(debate.trace.error if debate.trace else None) or file_error)
+    return replace(record, write_error=(state.trace.error if state.trace else None) or file_error)
 
 
 # --- 12. files -----------------------------------------------------------------------------------
@@ -3019,9 +3021,9 @@ def _render_call(call: AgentCall) -> list[str]:
     return lines + [""]
 
 
-def render_transcript(debate: Debate, result: RunRecord, replay: Replay | None = None) -> str:
+def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = None) -> str:
     """The transcript text: config, every call grouped by pass, phase and debate round, usage, tally, verdict."""
-    lines = ["MoA pipeline transcript", f"run id: {debate.run_id}",
+    lines = ["MoA pipeline transcript", f"run id: {state.run_id}",
              f"written: {datetime.now().isoformat(timespec='seconds')}"]
     if result.trace:
         lines.append(f"trace: {result.trace}")
@@ -3029,7 +3031,7 @@ def render_transcript(debate: Debate, result: RunRecord, replay: Replay | None =
         lines.append(f"replay of {replay.source} (run {replay.run_id}): the phases before {replay.start} come from "
                      f"that trace; {replay.start} and later were run again with the current prompts and settings")
     lines += ["", "=== Question ===", result.question, "", "=== Configuration ==="]
-    lines += [f"{name}={value}" for name, value in debate.config.shown().items()]
+    lines += [f"{name}={value}" for name, value in state.config.shown().items()]
     groups: dict[tuple[int, int, int], list[AgentCall]] = {}
     for call in result.calls:
         groups.setdefault((call.pass_number, PHASES.index(call.phase), call.debate_round), []).append(call)
@@ -3156,20 +3158,20 @@ class TraceWriter:
         except OSError as err:
             self.error = f"could not write the trace {self.path} ({describe_os_error(err)})"
 
-    def start(self, debate: Debate, question: str, replay: Replay | None) -> None:
-        self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": debate.run_id, "question": question,
-                    "config": debate.config.shown(),
-                    "started": datetime.fromtimestamp(debate.runtime.wall_clock()).isoformat(timespec="seconds"),
+    def start(self, state: Debate, question: str, replay: Replay | None) -> None:
+        self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": state.run_id, "question": question,
+                    "config": state.config.shown(),
+                    "started": datetime.fromtimestamp(state.runtime.wall_clock()).isoformat(timespec="seconds"),
                     "replay": None if replay is None else {"trace": str(replay.source), "from": str(replay.start),
                                                            "run_id": replay.run_id}})
         # What the replay keeps, as attempts of this run marked restored: its trace replays without its source.
         for kept in replay.restored if replay else ():
-            self.write({**kept.record, "run_id": debate.run_id, "pass": debate.pass_number, "restored": True})
+            self.write({**kept.record, "run_id": state.run_id, "pass": state.pass_number, "restored": True})
 
-    def attempt(self, debate: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
+    def attempt(self, state: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                 temperature: float, max_tokens: int) -> None:
         self.write({
-            "type": "attempt", "run_id": debate.run_id, "pass": call.pass_number, "debate_round": call.debate_round,
+            "type": "attempt", "run_id": state.run_id, "pass": call.pass_number, "debate_round": call.debate_round,
             "phase": call.phase, "agent": call.agent, "attempt": attempt.number, "nonce": attempt.nonce,
             "model": attempt.model, "request": {"model": attempt.model, "messages": messages,
                                                 "temperature": temperature, "max_tokens": max_tokens},
@@ -3181,10 +3183,10 @@ class TraceWriter:
             "outcome": attempt.outcome, "error": None if attempt.outcome == "ok" else attempt.outcome,
             "retry_in_s": attempt.retry_in_s})
 
-    def finish(self, debate: Debate, record: RunRecord) -> None:
+    def finish(self, state: Debate, record: RunRecord) -> None:
         """The verdict line: the run's record (--json's fields), with each verdict, which one is reported, and
         the notes. Each verdict is under "verdicts": "rounds" is --json's count of debate rounds."""
-        self.write({"type": "verdict", "run_id": debate.run_id, **record.to_dict(),
+        self.write({"type": "verdict", "run_id": state.run_id, **record.to_dict(),
                     "reported_pass": record.reported_pass,
                     "verdicts": [{"pass": i} | asdict(v) for i, v in enumerate(record.verdicts, 1)],
                     "notes": list(record.notes)})
@@ -3645,14 +3647,14 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
                   tuple(positions[k] for k in sorted(positions)), tuple(kept))
 
 
-async def run_replay(debate: Debate, replay: Replay) -> Verdict:
+async def run_replay(state: Debate, replay: Replay) -> Verdict:
     """The phases from ``replay.start`` on, over the rebuilt positions; no rerun (it would need new solvers).
     Each solver keeps the model that wrote its answer (a trace that does not say: its slot's model today)."""
-    positions = [replace(p, by_round=list(p.by_round), model=p.model or debate.config.slot_model(p.slot))
+    positions = [replace(p, by_round=list(p.by_round), model=p.model or state.config.slot_model(p.slot))
                  for p in replay.positions]
-    debate.positions[1], debate.replaying = positions, True
-    require_enough(debate, positions, replay.workers)
-    return await deliberate(debate, replay.question, positions, replay.workers, debate.config.temperature,
+    state.positions[1], state.replaying = positions, True
+    require_enough(state, positions, replay.workers)
+    return await deliberate(state, replay.question, positions, replay.workers, state.config.temperature,
                             done=replay.start.kept, later_rounds=replay.start.phase != "judges")
 
 
@@ -3661,6 +3663,37 @@ async def run_replay(debate: Debate, replay: Replay) -> Verdict:
 # A questions file in, one JSONL line per question out, fsynced as each question finishes. Exactly once
 # across crashes: a rerun compacts the output to its complete "ok" lines (failed ones run again, a torn
 # last line goes) and skips those ids. An flock beside the output keeps two cron runs apart.
+
+def stdin_bytes(stdin: Any) -> Any:
+    """The binary stdin, or ConfigError when there is none (closed, or started with 0<&-)."""
+    if stdin is None or getattr(stdin, "closed", False):
+        raise ConfigError("stdin is closed: pipe the input in, or pass it as an argument")
+    return stdin.buffer if hasattr(stdin, "buffer") else stdin
+
+
+@contextlib.contextmanager
+def signals_handled(signals: list[signal.Signals], handler: Callable[[int], object]) -> Iterator[None]:
+    """``handler(signal)`` on the running loop for the block. After it, the stop signals raise KeyboardInterrupt
+    again (main's), instead of the system default asyncio leaves, which would kill the process mid-summary."""
+    loop = asyncio.get_running_loop()
+    for number in signals:
+        loop.add_signal_handler(number, handler, number)
+    try:
+        yield
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+        with contextlib.suppress(ValueError):  # not the main thread
+            for number in stop_signals():
+                signal.signal(number, signal.default_int_handler)
+
+
+def stop_signals() -> list[signal.Signals]:
+    """The signals that stop a run as Ctrl-C does: SIGTERM, and SIGHUP (the terminal closed)
+    unless it is ignored, as under nohup, whose user asked for the run to outlive the terminal."""
+    hangup = [signal.SIGHUP] if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else []
+    return [signal.SIGTERM, *hangup]
+
 
 @dataclass(frozen=True)
 class BatchItem:
@@ -4606,13 +4639,6 @@ def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     return {name: value for name, value in vars(args).items() if name.isupper() and value is not None}
 
 
-def stdin_bytes(stdin: Any) -> Any:
-    """The binary stdin, or ConfigError when there is none (closed, or started with 0<&-)."""
-    if stdin is None or getattr(stdin, "closed", False):
-        raise ConfigError("stdin is closed: pipe the input in, or pass it as an argument")
-    return stdin.buffer if hasattr(stdin, "buffer") else stdin
-
-
 def read_question(value: str, stdin: Any, max_chars: int = 10**9) -> str:
     """The question from ``-q``: the text itself, or stdin for ``-``. Stdin is read only as far as
     MAX_QUESTION_CHARS could reach (a UTF-8 character is at most 4 bytes)."""
@@ -4792,30 +4818,6 @@ def deliver(text: str, error: str | None, code: int, secrets: Sequence[str]) -> 
 def console() -> None:
     """The `moa-pipeline` console script (and `python -m moa_pipeline`)."""
     sys.exit(main())
-
-
-@contextlib.contextmanager
-def signals_handled(signals: list[signal.Signals], handler: Callable[[int], object]) -> Iterator[None]:
-    """``handler(signal)`` on the running loop for the block. After it, the stop signals raise KeyboardInterrupt
-    again (main's), instead of the system default asyncio leaves, which would kill the process mid-summary."""
-    loop = asyncio.get_running_loop()
-    for number in signals:
-        loop.add_signal_handler(number, handler, number)
-    try:
-        yield
-    finally:
-        for number in signals:
-            loop.remove_signal_handler(number)
-        with contextlib.suppress(ValueError):  # not the main thread
-            for number in stop_signals():
-                signal.signal(number, signal.default_int_handler)
-
-
-def stop_signals() -> list[signal.Signals]:
-    """The signals that stop a run as Ctrl-C does: SIGTERM, and SIGHUP (the terminal closed)
-    unless it is ignored, as under nohup, whose user asked for the run to outlive the terminal."""
-    hangup = [signal.SIGHUP] if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else []
-    return [signal.SIGTERM, *hangup]
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
