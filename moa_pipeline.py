@@ -233,13 +233,16 @@ class APIError(MoAError):
     def __init__(self, message: str, policy: Policy, *, status: int | None = None, retry_after: float | None = None,
                  reply: Completion | None = None, unanswered: bool = False) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.policy = status, policy
         self.retryable, self.stops_run = policy.retry, policy.stops_run
         self.outage, self.backpressure = policy.outage, policy.backpressure
         self.retry_after = retry_after
         self.reply = reply
         self.finish_reason = reply.finish_reason if reply else None
         self.unanswered = unanswered
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a pickle (a process pool) rebuilds it from its message and row
+        return self.__class__, (str(self), self.policy), self.__dict__
 
 
 class EndpointStalled(APIError):
@@ -523,12 +526,12 @@ class Config:
         """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info,
         ``?key=...``; see CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays
         itself under ``?api-version=2024-10-21``); each as text reads it, as a JSON string or a repr() does (a
-        quote, a backslash or a non-ASCII character escaped), and lower-cased as an answer's key is (see tally)."""
+        quote, a backslash or a non-ASCII character escaped), lower-cased and normalised as an answer's key is (tally)."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
         # One shorter than MIN_MASKED_SECRET ("local", "k") is a no-auth placeholder: masked, text would read "***host".
         values = [t for s in (self.api_key, self.gateway_token or "", *in_url) if len(s) >= MIN_MASKED_SECRET
-                  for t in (s, s.lower())]
+                  for t in (s, s.lower(), normalize_answer(s)) if len(t) >= MIN_MASKED_SECRET]
         forms = {form for s in values
                  for form in (s, json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1], repr(s)[1:-1])}
         # Longest first: a secret that holds another would otherwise keep the rest of itself in view.
@@ -644,7 +647,8 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
 
 def redact(text: str, secrets: Sequence[str]) -> str:
     """Mask ``secrets`` (Config.secrets) in text or JSON: called where output leaves (say, emit, write_all,
-    RedactingFilter, and the library's RunRecord.masked), so a secret is masked wherever it was echoed."""
+    RedactingFilter, the library's RunRecord.masked), and before text is cut short (server_message,
+    model_lines), since a key cut in two no longer matches itself."""
     for secret in secrets:
         text = text.replace(secret, SECRET_MASK)
     return text
@@ -850,8 +854,9 @@ class AdaptiveLimit:
         return True
 
 
-def server_message(body: bytes, content_type: str) -> str:
-    """The server's own error text, short, and never a whole HTML page."""
+def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) -> str:
+    """The server's own error text, short, and never a whole HTML page; masked before it is cut (a key cut
+    in two would not match itself where output leaves)."""
     text = body.decode("utf-8", errors="replace").strip()
     if "html" in content_type.lower() or text[:1] == "<":
         return "an HTML error page"
@@ -864,7 +869,7 @@ def server_message(body: bytes, content_type: str) -> str:
         if isinstance(error, dict):
             error = error.get("message") or error.get("detail") or json.dumps(error)
         text = str(error)
-    return printable(text, SERVER_MESSAGE_LIMIT) or "no message"  # one line, whatever the server sent
+    return printable(redact(text, secrets), SERVER_MESSAGE_LIMIT) or "no message"  # one line, whatever it sent
 
 
 def _message_text(content: Any) -> str | None:
@@ -1240,7 +1245,7 @@ class Endpoint:
             except APIError:  # an undecodable error body: the status still says what happened
                 body = b""
             via = environment_proxy(self.config.proxy_url) if status == 407 or status >= 500 else None
-            error = status_error(status, response.headers, body, self.runtime.wall_clock(), via)
+            error = status_error(status, response.headers, body, self.runtime.wall_clock(), via, self.config.secrets)
             if error.backpressure:
                 self.busy(error, in_flight)
             else:
@@ -1501,11 +1506,12 @@ def proxy_credentials_error(proxy: str | None) -> APIError:
                     "URL, http://user:password@host:port", status_policy(407, None), status=407)
 
 
-def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None) -> APIError:
+def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None,
+                 secrets: Sequence[str] = ()) -> APIError:
     """The APIError for a non-2xx response; ``via``: the environment proxy, named in a 407 and a 5xx (it may send them)."""
     if status == 407:
         return proxy_credentials_error(via)
-    message = server_message(body, headers.get("content-type", ""))
+    message = server_message(body, headers.get("content-type", ""), secrets)
     retry_after = retry_hint(headers, status, now)
     quota_used_up = status == 429 and QUOTA_USED_UP in body[:ERROR_BODY_LIMIT]
     policy = status_policy(status, retry_after, headers.get("x-should-retry", "").strip().lower() or None,
@@ -2153,8 +2159,15 @@ class RunRecord:
                        exception=err if isinstance(err, MoAError) else None)
 
     def masked(self, secrets: Sequence[str]) -> RunRecord:
-        """The record debate() returns: secrets masked in every JSON field and in write_error."""
-        return replace(self, **masked_value(self.json_fields() | {"write_error": self.write_error}, secrets))
+        """The record debate() returns: secrets masked in every JSON field, write_error and the notes. The calls,
+        the verdicts' tallies and the exception stay behind (the transcript and trace hold them): they quote the
+        endpoint's every word, and a caller reads them as they are, through no exit of ours."""
+        shown = masked_value(self.json_fields() | {"write_error": self.write_error, "notes": list(self.notes)}, secrets)
+        return replace(self, **shown | {"notes": tuple(shown["notes"])}, verdicts=(), reported_pass=None, calls=(),
+                       exception=None)
+
+    def __hash__(self) -> int:  # frozen, but its JSON fields are dicts and lists: hash what --json shows
+        return hash(json.dumps(self.json_fields(), sort_keys=True, default=str))
 
 
 @dataclass
@@ -3372,7 +3385,8 @@ async def check_chat(config: Config, client: httpx.AsyncClient, runtime: Runtime
 
 def model_lines(config: Config, models: Probe) -> list[str]:
     data = models.document.get("data") if isinstance(models.document, dict) else None
-    names = ({printable(m["id"], 80) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
+    names = ({printable(redact(m["id"], config.secrets), 80) for m in data  # masked before the cut
+              if isinstance(m, dict) and isinstance(m.get("id"), str)}
              if isinstance(data, list) else set())
     if not names:
         found = f"no models list could be read (GET /models: {models.problem})" if models.problem else \

@@ -89,6 +89,26 @@ def test_result_has_every_json_field_as_an_attribute(monkeypatch) -> None:
     assert {key: getattr(result, key) for key in shown} == shown
 
 
+def test_the_library_result_carries_no_unmasked_internals() -> None:
+    """debate() returns the JSON fields, write_error and masked notes: the calls and verdicts, which quote the
+    endpoint's every word (a key it echoed), stay in the transcript and trace; the result hashes and compares."""
+    key = "sk-QZXWsecretKEY1234567890"
+    config = dataclasses.replace(small_config(enable_file_logging=False), api_key=key)
+    with respx.mock:
+        respx.post(URL).mock(side_effect=FakeModel(answer=f"391 {key}"))
+        result = asyncio.run(moa.debate("What is 17 * 23?", config=config))
+    assert "QZXW" not in repr(dataclasses.asdict(result)) and result.calls == () and result.verdict is None
+    assert hash(result) == hash(dataclasses.replace(result)) and result == dataclasses.replace(result)
+
+
+def test_a_run_failed_survives_a_pickle() -> None:
+    """RunFailed from debate(), with the APIError it carries, crosses a process pool: pickled and rebuilt whole."""
+    import pickle
+    error = moa.APIError("HTTP 401: no", moa.status_policy(401, None), status=401)
+    rebuilt = pickle.loads(pickle.dumps(moa.RunFailed("no verdict", cause=error)))
+    assert str(rebuilt.cause) == "HTTP 401: no" and rebuilt.cause.stops_run and rebuilt.cause.status == 401
+
+
 def test_a_field_added_to_the_record_shows_in_every_view(tmp_path) -> None:
     """A new record field reaches --json, a batch line, a Batch API line and the trace with no other change."""
     wider = dataclasses.make_dataclass("Wider", [("added", int, dataclasses.field(default=7))],

@@ -77,7 +77,8 @@ def test_a_fault_is_retried_as_its_row_says(kind: moa.Fault, retried: bool) -> N
 EXITS = {"say", "emit", "write_all", "RedactingFilter.filter",
          "masked_value",  # the library's exit (RunRecord.masked): what debate() returns and raises
          "Endpoint.complete",  # the server's words as they enter: they reach a library caller's exceptions and logs
-         "BatchRun.one"}  # compares a question with what its trace holds, masked as written
+         "BatchRun.one",  # compares a question with what its trace holds, masked as written
+         "server_message", "model_lines"}  # text cut short: masked before the cut, as a cut key matches nothing
 
 
 def test_redact_runs_only_where_output_leaves() -> None:
@@ -117,3 +118,24 @@ def test_an_echoed_key_never_leaves_the_process(monkeypatch, tmp_path, capsys) -
     assert codes == [0, 0, 0] and len(files) >= 8 and "***" in captured.out
     for text in [captured.out, captured.err, *files]:
         assert "QZX" not in text, text
+
+
+@respx.mock
+def test_a_key_echoed_past_the_cut_of_an_error_shows_no_part_of_itself(monkeypatch, capsys) -> None:
+    """A 401 whose long body ends with the key: the message is cut to one line, but no piece of the key survives."""
+    key = "sk-QZXWsecretKEY1234567890"
+    monkeypatch.setenv("PROXY_URL", URL)
+    monkeypatch.setenv("API_KEY", key)
+    body = {"error": {"message": "x" * 265 + f" Authorization: Bearer {key}"}}
+    respx.post(URL).mock(return_value=httpx.Response(401, json=body))
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
+    code = moa.main(["-q", "Q?", "--json"], runtime=test_runtime())
+    captured = capsys.readouterr()
+    assert code == 1 and "QZXW" not in captured.out + captured.err and "sk-" not in captured.out + captured.err
+
+
+def test_a_key_as_a_tally_shows_it_is_masked_too() -> None:
+    """The votes' form of an answer (lower-cased, markdown stripped) of a key is masked like the key itself."""
+    config = moa.Config(URL, "gsk_SECRETkey_ABCDEFxyz")
+    shown = moa.redact(f"tally: {moa.normalize_answer('gsk_SECRETkey_ABCDEFxyz')!r}: 3", config.secrets)
+    assert "secretkey" not in shown.lower() and moa.SECRET_MASK in shown
