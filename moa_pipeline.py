@@ -526,7 +526,7 @@ class Config:
         """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info,
         ``?key=...``; see CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays
         itself under ``?api-version=2024-10-21``); each as text reads it, as a JSON string or a repr() does (a
-        quote, a backslash or a non-ASCII character escaped), lower-cased and normalised as an answer's key is (tally)."""
+        quote, a backslash or a non-ASCII character escaped), lower-cased and as votes read it."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
         # One shorter than MIN_MASKED_SECRET ("local", "k") is a no-auth placeholder: masked, text would read "***host".
@@ -631,7 +631,8 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
         with open(name, "rb") as handle:  # a pipe (--env-file <(...)) works; /dev/zero must not fill memory
             data = handle.read(ENV_FILE_LIMIT + 1)
         if len(data) > ENV_FILE_LIMIT:
-            raise ConfigError(f"{named_by or 'the env file'} {name}: larger than {ENV_FILE_LIMIT} bytes, not a settings file")
+            raise ConfigError(f"{named_by or 'the env file'} {name}: larger than {ENV_FILE_LIMIT} bytes, "
+                              "not a settings file")
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
@@ -641,7 +642,8 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
     try:  # imported only when there are settings to read: importing it costs every start 3 ms
         from dotenv import dotenv_values
     except ImportError:
-        raise ConfigError("the Python package 'dotenv' is not installed: run  pip install -r requirements.txt") from None
+        raise ConfigError("the Python package 'dotenv' is not installed: "
+                          "run  pip install -r requirements.txt") from None
     return dict(dotenv_values(stream=io.StringIO(text)))
 
 
@@ -1508,7 +1510,8 @@ def proxy_credentials_error(proxy: str | None) -> APIError:
 
 def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None,
                  secrets: Sequence[str] = ()) -> APIError:
-    """The APIError for a non-2xx response; ``via``: the environment proxy, named in a 407 and a 5xx (it may send them)."""
+    """The APIError for a non-2xx response; ``via``: the environment proxy, named in a 407 and a 5xx
+    (it may send them)."""
     if status == 407:
         return proxy_credentials_error(via)
     message = server_message(body, headers.get("content-type", ""), secrets)
@@ -1542,7 +1545,8 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
 
 def request_headers(state: Debate, phase: Phase, agent: str, attempt: int, debate_round: int = 1) -> dict[str, str]:
     """Tags that let a gateway's own logs be joined with the transcript."""
-    headers = {"X-MoA-Run-Id": state.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent, "X-MoA-Round": str(debate_round),
+    headers = {"X-MoA-Run-Id": state.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent,
+               "X-MoA-Round": str(debate_round),
                "cf-aig-metadata": json.dumps({"run_id": state.run_id, "phase": phase, "agent": agent,
                                               "attempt": attempt})}
     if attempt > 1:
@@ -1722,8 +1726,10 @@ def drop_model(state: Debate, model: str, error: APIError) -> bool:
 
 
 def note_lost(state: Debate, what: str, phase: Phase, agent: str, consequence: str) -> None:
-    """Why ``agent``'s latest call in ``phase`` gave nothing, noted: a warning unless the straggler cut it (see _mark_cut)."""
-    calls = (c for c in reversed(state.calls) if c.phase == phase and c.agent == agent and c.pass_number == state.pass_number)
+    """Why ``agent``'s latest call in ``phase`` gave nothing, noted: a warning unless the straggler cut it
+    (see _mark_cut)."""
+    calls = (c for c in reversed(state.calls)
+             if c.phase == phase and c.agent == agent and c.pass_number == state.pass_number)
     failure = next((call.failure or "no usable output" for call in calls), "not sent")
     state.note(f"{what} failed ({failure}); {consequence}", problem=failure != STRAGGLER_CUT)
 
@@ -1957,7 +1963,8 @@ def plan_phases(state: Debate, question: str, positions: list[Position], done: P
 
     to_critique = done == Phase.GENERATE  # else the critiques are written, and paid for
     plan = plan_debate(state.budget, len(positions) if to_critique else sum(p.critique is not None for p in positions),
-                       earlier.judges if earlier else config.num_judges, config.enable_rebuttal and done != Phase.REBUTTAL,
+                       earlier.judges if earlier else config.num_judges,
+                       config.enable_rebuttal and done != Phase.REBUTTAL,
                        costs.critic + costs.completion if to_critique else 0, costs.rebuttal + costs.completion,
                        judge_cost, critiques_paid=to_critique)
     # What it leaves out: critiques and judges when first planned, rebuttals once the critiques are in.
@@ -2408,22 +2415,25 @@ async def reply_one(state: Debate, question: str, position: Position, workers: i
 
 async def revise_one(state: Debate, question: str, position: Position, others: list[tuple[str, str]],
                      debate_round: int, temperature: float) -> None:
-    """One solver, in debate round ``debate_round``, holds or revises after reading the others; a failure keeps its answer."""
+    """One solver, in debate round ``debate_round``, holds or revises after reading the others; a failure
+    keeps its answer."""
     system, user = revise_prompts(question, position, others)
     found = await watch_for(state, Phase.REVISE, len(others) + 1, debate_round).guard(position.agent, ask(
-        state, Phase.REVISE, position.agent, system, user, temperature=temperature,
-        max_tokens=state.config.max_tokens, parse=parse_rebuttal, model=position.model or None, debate_round=debate_round))
+        state, Phase.REVISE, position.agent, system, user, temperature=temperature, max_tokens=state.config.max_tokens,
+        parse=parse_rebuttal, model=position.model or None, debate_round=debate_round))
     if found is None:
-        note_lost(state, f"round {debate_round} revision of {position.agent}", Phase.REVISE, position.agent, "its answer stands")
+        note_lost(state, f"round {debate_round} revision of {position.agent}", Phase.REVISE, position.agent,
+                  "its answer stands")
         return
     position.revision, position.final_answer = found.text, found.answer.answer
 
 
-async def revise(state: Debate, question: str, positions: list[Position], debate_round: int, temperature: float) -> None:
+async def revise(state: Debate, question: str, positions: list[Position], debate_round: int,
+                 temperature: float) -> None:
     """Debate round ``debate_round``: every solver at once, each reading the others' answers as the round began."""
     shown = {p.slot: (p.final_answer, short_reason(p)) for p in positions}
-    await run_all(revise_one(state, question, p, [shown[o.slot] for o in positions if o is not p], debate_round, temperature)
-                  for p in positions)
+    await run_all(revise_one(state, question, p, [shown[o.slot] for o in positions if o is not p], debate_round,
+                             temperature) for p in positions)
     for position in positions:
         position.by_round.append(position.final_answer)
 
@@ -2674,7 +2684,8 @@ async def run_later_rounds(state: Debate, question: str, positions: list[Positio
         revisions, kept = round_price(state, question, positions, plan)
         with state.budget.kept_back(*kept):  # for every attempt of the round, retries included
             if plan.cut or not state.budget.fits(*revisions):
-                state.skip(f"debate rounds {debate_round}-{config.rounds}" if debate_round < config.rounds else f"debate round {debate_round}")
+                state.skip(f"debate rounds {debate_round}-{config.rounds}" if debate_round < config.rounds
+                           else f"debate round {debate_round}")
                 return
             await revise(state, question, positions, debate_round, temperature)
         log_phase(state, Phase.REVISE, debate_round)
@@ -2682,12 +2693,14 @@ async def run_later_rounds(state: Debate, question: str, positions: list[Positio
 
 def log_phase(state: Debate, phase: Phase, debate_round: int = 1) -> None:
     """One stderr line when a phase of this pass and debate round is done: "critique 5/5 ok 3.2s"."""
-    calls = [c for c in state.calls if c.phase == phase and c.pass_number == state.pass_number and c.debate_round == debate_round]
+    calls = [c for c in state.calls
+             if c.phase == phase and c.pass_number == state.pass_number and c.debate_round == debate_round]
     attempts = [a for c in calls for a in c.attempts]
     if not calls:
         return
     span = (max(a.started_s + a.latency_s for a in attempts) - min(a.started_s for a in attempts)) if attempts else 0.0
-    where = "".join(f" ({label})" for label, shown in ((f"round {debate_round}", debate_round > 1), ("rerun", state.pass_number > 1)) if shown)
+    labels = ((f"round {debate_round}", debate_round > 1), ("rerun", state.pass_number > 1))
+    where = "".join(f" ({label})" for label, shown in labels if shown)
     log.info("%s %d/%d ok %.1fs%s", phase, sum(c.ok for c in calls), len(calls), span, where)
 
 
@@ -2967,7 +2980,8 @@ def _open(path: Path, flags: int, folder_fd: int | None) -> int:
         return os.open(path.name if folder_fd is not None else path, flags, 0o600, dir_fd=folder_fd)
     except OSError as err:
         # O_NOFOLLOW refuses a link with ELOOP, or with O_DIRECTORY ENOTDIR
-        if flags & os.O_NOFOLLOW and err.errno in (errno.ELOOP, errno.ENOTDIR) and what_is_at(path, folder_fd) == "link":
+        if (flags & os.O_NOFOLLOW and err.errno in (errno.ELOOP, errno.ENOTDIR)
+                and what_is_at(path, folder_fd) == "link"):
             raise LinkRefused(errno.ELOOP, "it is a symbolic link", str(path)) from None
         raise
 
@@ -3049,7 +3063,8 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
     for call in result.calls:
         groups.setdefault((call.pass_number, PHASES.index(call.phase), call.debate_round), []).append(call)
     for (pass_number, phase, debate_round), calls in sorted(groups.items()):
-        title = f"Debate round {debate_round} - Revision" if PHASES[phase] == Phase.REVISE else PHASE_TITLES[PHASES[phase]]
+        title = (f"Debate round {debate_round} - Revision" if PHASES[phase] == Phase.REVISE
+                 else PHASE_TITLES[PHASES[phase]])
         lines += ["", f"=== Pass {pass_number} · {title} ===", ""] + [line for c in calls for line in _render_call(c)]
     if result.notes:
         lines += ["=== Notes ===", *result.notes, ""]
@@ -3067,7 +3082,8 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
                   f"rerun: {'yes' if result.rerun else 'no'}"]
     if result.error:
         lines.append(f"error: {result.error}")
-    lines.append(f"elapsed: {result.elapsed_s:.2f}s, {result.llm_calls} LLM calls, {result.http_requests} HTTP requests")
+    lines.append(f"elapsed: {result.elapsed_s:.2f}s, {result.llm_calls} LLM calls, "
+                 f"{result.http_requests} HTTP requests")
     return "\n".join(lines) + "\n"
 
 
@@ -3224,7 +3240,8 @@ def acquire_lock(output: Path) -> int:
     except OSError as err:
         fix = ("fix the permissions (or the read-only mount), or choose another -o" if err.errno in (
             errno.EACCES, errno.EPERM, errno.EROFS) else "remove it or choose another output")
-        raise ConfigError(f"cannot open the lock file {path} ({describe_os_error(err)}): {fix}; nothing was sent") from None
+        raise ConfigError(f"cannot open the lock file {path} ({describe_os_error(err)}): {fix}; "
+                          "nothing was sent") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -3452,7 +3469,8 @@ class DryRun:
     def to_dict(self, config: Config) -> dict[str, Any]:
         shown = {k: v for k, v in asdict(self).items() if k != "budget_capped"}
         shown["phases"] = [{"pass": row.pop("pass_label"), **row} for row in shown["phases"]]  # pass: a keyword
-        return shown | {"budget": {"max_calls": config.max_calls or None, "max_total_tokens": config.max_total_tokens or None}}
+        return shown | {"budget": {"max_calls": config.max_calls or None,
+                                   "max_total_tokens": config.max_total_tokens or None}}
 
 
 def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryRun:
@@ -3837,7 +3855,8 @@ def _item_from_json(text: str, number: int) -> BatchItem | BadLine:
         return BadLine(number, 'no "question" text')
     given = data.get("id")
     if given is not None and not _usable_id(given):
-        return BadLine(number, '"id" must be a non-empty string or a number (text: valid Unicode, at most 512 characters)')
+        return BadLine(number, '"id" must be a non-empty string or a number '
+                               '(text: valid Unicode, at most 512 characters)')
     expected = data.get("answer")
     question = valid_text(question).strip()  # a lone surrogate (\\ud83d) becomes U+FFFD, as on the command line
     return BatchItem(number, str(given) if given is not None else question_id(question), question,
@@ -3860,7 +3879,8 @@ def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | B
     question = (texts[users[-1]] if users else None) or ""
     if not question.strip():
         return BadLine(number, "no user message with text in body.messages")
-    context = [f"{_role(m)}: {text}" for m, text in zip(messages, texts[:users[-1]], strict=False) if text and text.strip()]
+    context = [f"{_role(m)}: {text}" for m, text in zip(messages, texts[:users[-1]], strict=False)
+               if text and text.strip()]
     if context:
         question = ("Context (the conversation so far):\n" + "\n\n".join(context)
                     + "\n\nQuestion:\n" + question.strip())
@@ -4188,7 +4208,8 @@ def holds_question(place: LogPlace, base: str, question: str) -> bool:
         return False
     block = f"\n=== Question ===\n{question}\n\n=== Configuration ===\n".encode("utf-8", errors="replace")
     unfinished = UNFINISHED_TRANSCRIPT.partition("{where}")[0].encode()
-    with contextlib.suppress(OSError), read_file(place.directory / f"{base}.txt", folder_fd=place.folder_fd) as transcript:
+    with (contextlib.suppress(OSError),
+          read_file(place.directory / f"{base}.txt", folder_fd=place.folder_fd) as transcript):
         text = transcript.read(limit)
         return block in text or text.startswith(unfinished) or not text
     return False
@@ -4279,8 +4300,9 @@ class BatchRun:
 
     def stop_writing(self, why: str) -> None:
         """A failed write: start no new question (the first reason stands); what is written stays intact."""
-        self.stats.aborted = self.stats.aborted or (f"{why}: stopped starting questions; every line already in the "
-                                                    "output is intact; free space (or fix the folder), then rerun to resume")
+        self.stats.aborted = self.stats.aborted or (f"{why}: stopped starting questions; every line already in "
+                                                    "the output is intact; free space (or fix the folder), "
+                                                    "then rerun to resume")
         self.stop.set()
 
     def admit(self, item: BatchItem | BadLine) -> BatchItem | None:
@@ -4307,8 +4329,9 @@ class BatchRun:
     async def run(self, items: Iterable[BatchItem | BadLine], endpoint: Endpoint, writer: ResultWriter) -> None:
         for entry in items:
             if endpoint.failing() and not self.stats.aborted:
-                self.stats.breaker = (f"the endpoint is failing ({sum(endpoint.recent_calls)} of the last {BREAKER_WINDOW} "
-                                      "calls failed after every retry): stopped starting questions; rerun to resume")
+                self.stats.breaker = (f"the endpoint is failing ({sum(endpoint.recent_calls)} of the last "
+                                      f"{BREAKER_WINDOW} calls failed after every retry): stopped starting questions; "
+                                      "rerun to resume")
                 self.stop.set()
             if self.stop.is_set():
                 break
@@ -4461,10 +4484,10 @@ def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
         if done or dropped:
             log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
         start = BatchStart(input_sha, total, done, failed)
+        started = datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
                                    "input_sha256": start.input_sha, "output": str(options.output),
-                                   "shard": str(options.shard) if options.shard else None,
-                                   "started": datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")}
+                                   "shard": str(options.shard) if options.shard else None, "started": started}
         write_summary(_sidecar(options.output, ".summary.json"), summary, config, runtime)
         return start, summary, ResultWriter(options.output, runtime)
     except OSError as err:
@@ -4509,15 +4532,16 @@ def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, A
                 "input_errors": stats.input_errors, "unsaved": stats.unsaved, "degraded": stats.degraded,
                 "llm_calls": stats.llm_calls, "http_requests": stats.http_requests, "tokens": stats.tokens,
                 "cost_usd": stats.cost_usd, "wall_s": round(wall_s, 3)}
-    return {"status": status, "error": stats.aborted or stats.breaker, "this_run": this_run, "output_totals": output_totals(output),
-            "finished": datetime.now().isoformat(timespec="seconds")}
+    return {"status": status, "error": stats.aborted or stats.breaker, "this_run": this_run,
+            "output_totals": output_totals(output), "finished": datetime.now().isoformat(timespec="seconds")}
 
 
 def human_batch_summary(summary: dict[str, Any]) -> str:
     run, totals = summary["this_run"], summary["output_totals"]
     fewer = f" ({run['degraded']} answered with fewer calls than planned)" if run.get("degraded") else ""
-    lines = [f"Batch {summary['status']}: {run['ok']} ok{fewer}, {run['failed']} failed, {run['input_errors']} input errors, "
-             f"{run['skipped_done']} already done" + (f", {run['unsaved']} not saved" if run.get("unsaved") else ""),
+    lines = [f"Batch {summary['status']}: {run['ok']} ok{fewer}, {run['failed']} failed, "
+             f"{run['input_errors']} input errors, {run['skipped_done']} already done"
+             + (f", {run['unsaved']} not saved" if run.get("unsaved") else ""),
              f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests"
              + (f", {run['tokens']} tokens" if run["tokens"] is not None else "")
              + (f", ${run['cost_usd']:.4f}" if run.get("cost_usd") is not None else "") + f", {run['wall_s']:.1f}s",
@@ -4542,9 +4566,11 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
     except (OSError, ValueError, AttributeError) as err:
         if questions_file == "-" and not isinstance(err, PermissionError):
             return  # no stdin file to compare: a terminal or a closed stream
-        raise ConfigError(f"--output {output}: cannot look at it ({describe_os_error(err) if isinstance(err, OSError) else err})") from None
+        why = describe_os_error(err) if isinstance(err, OSError) else err
+        raise ConfigError(f"--output {output}: cannot look at it ({why})") from None
     if kind == "link":
-        raise ConfigError(f"--output {output} is a symbolic link: give the real path (nothing is written through links)")
+        raise ConfigError(f"--output {output} is a symbolic link: give the real path "
+                          "(nothing is written through links)")
     if kind == "other":
         raise ConfigError(f"--output {output} is not a regular file")
     for path in (output, _sidecar(output, ".lock"), _sidecar(output, ".summary.json")):
@@ -4574,7 +4600,8 @@ HELP_EPILOG = ("examples:\n"
                "exit codes: 0 verdict (batch: all ok), 1 run failed (batch: could not go on),\n"
                "  2 usage or configuration error, 3 batch finished with failed questions or bad\n"
                "  input lines, 75 try later (batch output locked by another run, or the endpoint\n"
-               "  is down or accepts nothing: the breaker stopped the batch), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).")
+               "  is down or accepts nothing: the breaker stopped the batch), 130 interrupted "
+               "(Ctrl-C, SIGTERM, SIGHUP).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -4635,7 +4662,8 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
                         help="stop after phase 1 when every answer agrees (EARLY_EXIT=true)")
     parser.add_argument("--phase-barriers", dest="PHASE_BARRIERS", action="store_const", const="true",
                         help="each phase waits for the whole previous one (PHASE_BARRIERS=true)")
-    parser.add_argument("--model", dest="MODEL_NAME", metavar="NAME", help="model name sent to the endpoint (MODEL_NAME)")
+    parser.add_argument("--model", dest="MODEL_NAME", metavar="NAME",
+                        help="model name sent to the endpoint (MODEL_NAME)")
     parser.add_argument("--env-file", metavar="PATH",
                         help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}, else ./.env)")
     parser.add_argument("--max-calls", dest="MAX_CALLS", metavar="N",
@@ -4869,9 +4897,10 @@ BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "
                     "--output-format": "output_format", "--logs": "logs", "--no-resume": "no_resume",
                     "--force": "force"}
 CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from",
-                                     "--rounds": "ROUNDS", "--no-rebuttal": "ENABLE_REBUTTAL", "--early-exit": "EARLY_EXIT",
-                                     "--phase-barriers": "PHASE_BARRIERS", "--max-calls": "MAX_CALLS",
-                                     "--max-tokens": "MAX_TOTAL_TOKENS", "--deadline": "QUESTION_DEADLINE"}
+                                     "--rounds": "ROUNDS", "--no-rebuttal": "ENABLE_REBUTTAL",
+                                     "--early-exit": "EARLY_EXIT", "--phase-barriers": "PHASE_BARRIERS",
+                                     "--max-calls": "MAX_CALLS", "--max-tokens": "MAX_TOTAL_TOKENS",
+                                     "--deadline": "QUESTION_DEADLINE"}
 
 
 def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:

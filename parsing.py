@@ -376,7 +376,8 @@ _EDGE_PUNCT = " \t\n.,;:!?\"'()[]{}"
 def canonical_number(text: str) -> str | None:
     """"391", "391.0", "391.", "+391" all become "391"; None if not a number."""
     candidate = text.strip().rstrip(".")
-    if not candidate or len(candidate) > 60 or not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?", candidate, re.I):
+    number = r"[+-]?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?"
+    if not candidate or len(candidate) > 60 or not re.fullmatch(number, candidate, re.I):
         return None
     try:
         value = Decimal(candidate)

@@ -17,7 +17,8 @@ from string import Template
 from parsing import CONTRACT_TAGS
 
 # Text inside these delimiters is data; the system prompts say so.
-_CONTRACT_TAG = re.compile(r"<(\s{0,5}/?\s{0,5}(?:" + "|".join(CONTRACT_TAGS) + r"|final_answer|other_solver)\b)", re.IGNORECASE)
+_CONTRACT_TAG = re.compile(r"<(\s{0,5}/?\s{0,5}(?:" + "|".join(CONTRACT_TAGS) + r"|final_answer|other_solver)\b)",
+                           re.IGNORECASE)
 
 
 def quote_untrusted(text: str) -> str:
