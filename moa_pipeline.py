@@ -3938,10 +3938,11 @@ def input_line_limit(config: Config) -> int:
     return 12 * config.max_question_chars + 64 * 1024
 
 
-def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
-               max_chars: int = 10**9) -> Iterator[BatchItem | BadLine]:
+def read_items(lines: Iterable[bytes | None], jsonl: bool | None, max_chars: int = 10**9,
+               secrets: Sequence[str] = ()) -> Iterator[BatchItem | BadLine]:
     """Items of a questions file, read as a stream: memory does not grow with the file.
-    ``lines`` come from bounded_lines: None is a line too long to hold."""
+    ``lines`` come from bounded_lines: None is a line too long to hold. An id holding a secret is refused: it
+    would name files, and its line, masked where it is written, would never match it on resume."""
     for number, raw in enumerate(lines, 1):
         if raw is None:
             yield BadLine(number, f"the line is too long for MAX_QUESTION_CHARS={max_chars}")
@@ -3961,6 +3962,8 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None,
         if isinstance(item, BatchItem) and len(item.question) > max_chars:
             item = BadLine(number, f"the question is {len(item.question)} characters, more than "
                                    f"MAX_QUESTION_CHARS={max_chars}")
+        if isinstance(item, BatchItem) and any(secret in item.id for secret in secrets):
+            item = BadLine(number, '"id" holds the API key or a token, which must not name files: use another id')
         yield item
 
 
@@ -4445,7 +4448,7 @@ async def run_questions(stdin: Any, batch: BatchRun, writer: ResultWriter) -> No
         with signals_handled([signal.SIGINT, *stop_signals()], batch.on_signal):
             async with open_client(config) as client:
                 items = read_items(bounded_lines(stream, input_line_limit(config)),
-                                   input_format(options.questions_file), config.max_question_chars)
+                                   input_format(options.questions_file), config.max_question_chars, config.secrets)
                 await batch.run(items, Endpoint(config, client, batch.runtime), writer)
     finally:
         batch.progress.close()
@@ -4712,6 +4715,7 @@ class RedactingFilter(logging.Filter):
         message = record.getMessage()
         if (masked := redact(message, self.secrets)) != message:
             record.msg, record.args = masked, None
+        record.question_id = redact(QUESTION_ID.get(), self.secrets)  # the line's prefix (PlainFormatter)
         return True
 
 
@@ -4720,7 +4724,7 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        question = QUESTION_ID.get()
+        question = getattr(record, "question_id", "")  # set, masked, by RedactingFilter
         text = f"{question}: {text}" if question else text
         return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
 

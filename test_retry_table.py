@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import logging
 from pathlib import Path
 
 import httpx
@@ -139,3 +140,32 @@ def test_a_key_as_a_tally_shows_it_is_masked_too() -> None:
     config = moa.Config(URL, "gsk_SECRETkey_ABCDEFxyz")
     shown = moa.redact(f"tally: {moa.normalize_answer('gsk_SECRETkey_ABCDEFxyz')!r}: 3", config.secrets)
     assert "secretkey" not in shown.lower() and moa.SECRET_MASK in shown
+
+
+def test_a_question_id_holding_the_key_is_refused_not_written(monkeypatch, tmp_path, capsys) -> None:
+    """A batch id that holds the key would name files and, masked in its line, never match on resume: refused."""
+    key = "sk-QZXWsecretKEY1234567890"
+    monkeypatch.setenv("PROXY_URL", URL)
+    monkeypatch.setenv("API_KEY", key)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(f'{{"id": "{key}", "question": "Q?"}}\n')
+    with respx.mock:
+        route = respx.post(URL).mock(side_effect=FakeModel())
+        code = moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime())
+    captured = capsys.readouterr()
+    names = [str(p) for p in tmp_path.rglob("*")]
+    assert code == 3 and not route.called and "QZXW" not in captured.err + "".join(names)
+    assert '"id" holds the API key' in captured.err
+
+
+def test_the_log_prefix_of_a_question_is_masked_too() -> None:
+    """The question id a log line starts with is masked as its message is: the formatter adds what the filter saw."""
+    key = "sk-QZXWsecretKEY1234567890"
+    record = logging.LogRecord("moa", logging.INFO, __file__, 1, "generate 2/2 ok", None, None)
+    token = moa.QUESTION_ID.set(f"id-{key}")
+    try:
+        assert moa.RedactingFilter((key,)).filter(record)
+        shown = moa.PlainFormatter("%(message)s").format(record)
+    finally:
+        moa.QUESTION_ID.reset(token)
+    assert shown == "id-***: generate 2/2 ok"
