@@ -3756,6 +3756,12 @@ class BatchOptions:
     output_format: str = "jsonl"  # or "openai-batch"
     logs: str = "all"  # transcripts and traces: all, failed (only failed questions keep theirs) or none
 
+    @property
+    def streamed(self) -> bool:
+        """Read once, as it comes: stdin, or a pipe (-f <(...), a FIFO), which a first pass would drain. Then
+        the batch has no total and no input hash to check a resume against."""
+        return self.questions_file == "-" or not os.path.isfile(self.questions_file)
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -4473,8 +4479,8 @@ def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
     compacted (or moved aside), summary and output opened. A path that cannot be written stops the batch, named."""
     sweep_leftovers(options.output, folder_fd, runtime)  # first: stale copies of the output may fill the disk
     try:
-        input_sha, total = (scan_input(options.questions_file, input_line_limit(config))
-                            if options.questions_file != "-" else (None, None))
+        input_sha, total = ((None, None) if options.streamed
+                            else scan_input(options.questions_file, input_line_limit(config)))
     except OSError as err:
         raise ConfigError(f"--questions-file {options.questions_file}: cannot read it "
                           f"({describe_os_error(err)})") from None
@@ -4825,8 +4831,9 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
         raise ConfigError(f"--concurrency {concurrency} is not valid: expected a whole number from 1 to 256")
     if args.questions_file == "-":
         stdin_bytes(sys.stdin)
-    elif not os.path.isfile(args.questions_file):
-        raise ConfigError(f"--questions-file {args.questions_file}: no such file")
+    elif not os.path.exists(args.questions_file) or os.path.isdir(args.questions_file):
+        why = "a folder, not a file" if os.path.isdir(args.questions_file) else "no such file"
+        raise ConfigError(f"--questions-file {args.questions_file}: {why}")
     elif not os.access(args.questions_file, os.R_OK):
         raise ConfigError(f"--questions-file {args.questions_file}: cannot read it (permission denied)")
     shard = parse_shard(args.shard, os.environ) if args.shard is not None else None

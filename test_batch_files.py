@@ -205,3 +205,14 @@ def test_logs_failed_drops_earlier_runs_of_a_question_once_it_succeeds(trace: st
     failing.discard("A?")
     assert moa.main(argv, runtime=test_runtime()) == 3
     assert {p.stem for p in folder.iterdir()} == {"a_1", "a_1_1"}, "a's files gone, a_1's two failed runs kept"
+
+
+def test_a_questions_file_that_is_a_pipe_is_read_once(server, tmp_path) -> None:
+    """-f <(...) or a FIFO: read as it comes, like stdin (no first pass to count or hash it), every question answered."""
+    endpoint = server()
+    write_questions(tmp_path / "q.jsonl", 2)
+    with (tmp_path / "q.jsonl").open("rb") as questions:  # through cat: the CLI's stdin is a pipe
+        done = cli(tmp_path, endpoint.url, "-f", "/dev/stdin", "-o", "out.jsonl", **SMALL, stdin=questions,
+                   prefix=("bash", "-c", 'cat | exec "$@"', "bash"))
+    assert done.returncode == 0, done.stderr
+    assert sorted(row["id"] for row in output_rows(tmp_path / "out.jsonl")) == ["q0", "q1"]
