@@ -2401,39 +2401,30 @@ async def review_one(state: Debate, question: str, position: Position, workers: 
     position.critique = found.text
 
 
-async def reply_one(state: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
-    """One critiqued solver defends or revises; a failure keeps its first answer."""
-    system, user = rebuttal_prompts(question, position)
-    found = await watch_for(state, Phase.REBUTTAL, workers).guard(position.agent, ask(
-        state, Phase.REBUTTAL, position.agent, system, user, temperature=temperature,
-        max_tokens=state.config.max_tokens, parse=parse_rebuttal, model=position.model or None))
-    if found is None:
-        note_lost(state, f"rebuttal of {position.agent}", Phase.REBUTTAL, position.agent, "its first answer stands")
-        return
-    position.rebuttal, position.final_answer = found.text, found.answer.answer
-
-
-async def revise_one(state: Debate, question: str, position: Position, others: list[tuple[str, str]],
-                     debate_round: int, temperature: float) -> None:
-    """One solver, in debate round ``debate_round``, holds or revises after reading the others; a failure
-    keeps its answer."""
-    system, user = revise_prompts(question, position, others)
-    found = await watch_for(state, Phase.REVISE, len(others) + 1, debate_round).guard(position.agent, ask(
-        state, Phase.REVISE, position.agent, system, user, temperature=temperature, max_tokens=state.config.max_tokens,
+async def reply_one(state: Debate, question: str, position: Position, workers: int, temperature: float,
+                    others: list[tuple[str, str]] | None = None, debate_round: int = 1) -> None:
+    """One solver defends or revises: to its critique (the rebuttal), or in a later ``debate_round`` after reading
+    the ``others``' answers. A failure keeps its answer."""
+    phase, agent = Phase.REBUTTAL if others is None else Phase.REVISE, position.agent
+    prompt = rebuttal_prompts(question, position) if others is None else revise_prompts(question, position, others)
+    found = await watch_for(state, phase, workers, debate_round).guard(agent, ask(
+        state, phase, agent, *prompt, temperature=temperature, max_tokens=state.config.max_tokens,
         parse=parse_rebuttal, model=position.model or None, debate_round=debate_round))
     if found is None:
-        note_lost(state, f"round {debate_round} revision of {position.agent}", Phase.REVISE, position.agent,
-                  "its answer stands")
-        return
-    position.revision, position.final_answer = found.text, found.answer.answer
+        what = f"rebuttal of {agent}" if others is None else f"round {debate_round} revision of {agent}"
+        note_lost(state, what, phase, agent, "its first answer stands" if others is None else "its answer stands")
+    elif others is None:
+        position.rebuttal, position.final_answer = found.text, found.answer.answer
+    else:
+        position.revision, position.final_answer = found.text, found.answer.answer
 
 
 async def revise(state: Debate, question: str, positions: list[Position], debate_round: int,
                  temperature: float) -> None:
     """Debate round ``debate_round``: every solver at once, each reading the others' answers as the round began."""
     shown = {p.slot: (p.final_answer, short_reason(p)) for p in positions}
-    await run_all(revise_one(state, question, p, [shown[o.slot] for o in positions if o is not p], debate_round,
-                             temperature) for p in positions)
+    await run_all(reply_one(state, question, p, len(positions), temperature,
+                            [shown[o.slot] for o in positions if o is not p], debate_round) for p in positions)
     for position in positions:
         position.by_round.append(position.final_answer)
 
@@ -2605,10 +2596,9 @@ def converged_after_critique(positions: list[Position], key: Callable[[str], str
     return 2 * len(targets) > len(positions) and len(set(targets)) == 1
 
 
-def solvers_agree(positions: list[Position], question: str) -> bool:
-    """Whether every solver's current answer is the same, compared by the question's answer type."""
-    answers = [p.final_answer for p in positions]
-    key = typed_key(detect_answer_type(question, answers), choice_letters(question))
+def answers_match(question: str, *answers: str) -> bool:
+    """Whether the answers are all the same, compared as the question's answer type."""
+    key = typed_key(detect_answer_type(question, list(answers)), choice_letters(question))
     return len({key(answer) for answer in answers}) <= 1
 
 
@@ -2679,7 +2669,7 @@ async def run_later_rounds(state: Debate, question: str, positions: list[Positio
             position.by_round.append(position.final_answer)
     rounds_done = max((len(p.by_round) for p in positions), default=1)
     for debate_round in range(rounds_done + 1, config.rounds + 1):
-        if solvers_agree(positions, question):
+        if answers_match(question, *(p.final_answer for p in positions)):
             return
         revisions, kept = round_price(state, question, positions, plan)
         with state.budget.kept_back(*kept):  # for every attempt of the round, retries included
@@ -4055,12 +4045,6 @@ def move_aside(output: Path, now: float) -> Path | None:
     return target
 
 
-def answers_match(question: str, answer: str, expected: str) -> bool:
-    """Whether a verdict matches the expected answer, compared as the question's answer type."""
-    kind, letters = detect_answer_type(question, [expected, answer]), choice_letters(question)
-    return answer_key(kind, answer, letters) == answer_key(kind, expected, letters)
-
-
 def batch_record(item: BatchItem, record: RunRecord) -> dict[str, Any]:
     """The output line for one question: its id, the --json object, and any expected answer with whether
     the verdict matches it. Lines before schema_version 1 said "tokens" and "tokens_estimated" for
@@ -4075,18 +4059,18 @@ def batch_record(item: BatchItem, record: RunRecord) -> dict[str, Any]:
 
 @dataclass
 class BatchStats:
-    """What one batch run did."""
+    """What one batch run did: the counts are the summary's this_run, in its order (batch_summary)."""
 
     ok: int = 0
     failed: int = 0
     skipped_done: int = 0
     input_errors: int = 0
+    unsaved: int = 0  # finished, but its line could not be written: it runs again on resume
+    degraded: int = 0  # ok, but answered with fewer calls than planned
     llm_calls: int = 0
     http_requests: int = 0
     tokens: int | None = None
     cost_usd: float | None = None
-    unsaved: int = 0  # finished, but its line could not be written: it runs again on resume
-    degraded: int = 0  # ok, but answered with fewer calls than planned
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
@@ -4537,10 +4521,8 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
 def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, Any]:
     status = ("aborted" if stats.aborted else "interrupted" if stats.interrupted
               else "circuit_open" if stats.breaker else "finished")
-    this_run = {"ok": stats.ok, "failed": stats.failed, "skipped_done": stats.skipped_done,
-                "input_errors": stats.input_errors, "unsaved": stats.unsaved, "degraded": stats.degraded,
-                "llm_calls": stats.llm_calls, "http_requests": stats.http_requests, "tokens": stats.tokens,
-                "cost_usd": stats.cost_usd, "wall_s": round(wall_s, 3)}
+    ending = ("interrupted", "breaker", "aborted", "first_errors")  # how the run ended, not what it counted
+    this_run = {k: v for k, v in asdict(stats).items() if k not in ending} | {"wall_s": round(wall_s, 3)}
     return {"status": status, "error": stats.aborted or stats.breaker, "this_run": this_run,
             "output_totals": output_totals(output), "finished": datetime.now().isoformat(timespec="seconds")}
 
