@@ -1066,20 +1066,16 @@ class InFlight:
             self.ended, self.since = self.age(), None
 
 
-class QueueTime:
-    """The spans in which every call a question has going waits for a request slot of ours: in a batch, other
-    questions hold the slots (--concurrency over what the endpoint takes), which is not the endpoint failing this
-    question, so QUESTION_DEADLINE counts them no more than the straggler age does (see Debate.time_left)."""
+@dataclass
+class QueueTime(InFlight):
+    """The spans (timed as InFlight's) in which every call a question has going waits for a request slot of ours: in a
+    batch, other questions hold the slots (--concurrency over what the endpoint takes), which is not the endpoint
+    failing this question, so QUESTION_DEADLINE counts them no more than the straggler age does (Debate.time_left)."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        # Calls going (in ask), those of them waiting for a slot, and the seconds of the spans that ended.
-        self.clock, self.calls, self.queued, self.ended = clock, 0, 0, 0.0
-        self.since: float | None = None  # when the span now going began
-        self.deadline: asyncio.Timeout | None = None  # the timeout that stops the question (see run_question)
-        self.left: float | None = None  # its seconds left on the loop's clock, held while a span goes
-
-    def seconds(self) -> float:
-        return self.ended + (self.clock() - self.since if self.since is not None else 0.0)
+    calls: int = 0  # calls going (in ask)
+    queued: int = 0  # those of them waiting for a slot
+    deadline: asyncio.Timeout | None = None  # the timeout that stops the question (see run_question)
+    left: float | None = None  # its seconds left on the loop's clock, held while a span goes
 
     @contextlib.contextmanager
     def counting(self, queued: bool = False) -> Iterator[None]:
@@ -1100,7 +1096,7 @@ class QueueTime:
                 self.left = when - loop.time()
                 deadline.reschedule(None)
         elif not waiting and self.since is not None:
-            self.ended, self.since = self.seconds(), None
+            self.ended, self.since = self.age(), None
             if deadline is not None and self.left is not None:
                 deadline.reschedule(loop.time() + self.left)
             self.left = None
@@ -2096,7 +2092,7 @@ class Debate:
     def time_left(self) -> float:
         """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one), our own queue's not counted."""
         seconds = self.config.question_deadline
-        return seconds - (self.runtime.clock() - self.started - self.queue.seconds()) if seconds else math.inf
+        return seconds - (self.runtime.clock() - self.started - self.queue.age()) if seconds else math.inf
 
 
 # A record field that no JSON output carries: the transcript, the trace, the summary and batch stops read it too.
