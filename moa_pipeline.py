@@ -10,13 +10,8 @@ The question goes through one OpenAI-compatible chat-completions endpoint:
 and the whole debate runs a second "pass" (the rerun; a "round" is always a debate round),
 hotter and wider, when the judges' winning confidence is below MIN_JUDGE_CONFIDENCE.
 
-Run it:
-
-    python moa_pipeline.py -q "What is 17 * 23?"
-    echo "What is 17 * 23?" | python moa_pipeline.py -q - --json
-    python moa_pipeline.py -f questions.jsonl -o results.jsonl
-
-or from Python: ``result = await moa_pipeline.debate("What is 17 * 23?", workers=3)``.
+Run it as ``python moa_pipeline.py -q "What is 17 * 23?"`` (``-q -``: from stdin; ``--json``), as a batch
+(``-f questions.jsonl -o results.jsonl``), or from Python: ``await moa_pipeline.debate("...", workers=3)``.
 
 Settings come from flags, then the environment, then .env, then defaults
 (see .env.example and README.md). Results go to stdout, logs to stderr.
@@ -2274,10 +2269,8 @@ def median(values: list[float]) -> float:
 class StragglerWatch:
     """Cuts the slow tail of one phase of one debate round of one pass.
 
-    Once ``quorum`` calls have answered, a call at the endpoint longer than STRAGGLER_FACTOR times their median
-    is cancelled and noted; its slot degrades like any failed call. Only time at the endpoint counts (see
-    InFlight): waiting for a request slot, the cool-down or a retry does not age a call, since cutting it would
-    not make the endpoint answer sooner.
+    Once ``quorum`` calls have answered, a call at the endpoint (InFlight) longer than STRAGGLER_FACTOR times their
+    median is cancelled and noted; its slot degrades like any failed call.
 
     A cut buys latency, which is what someone waits for when the question runs alone. A call that starts while
     other questions share the endpoint gets SHARED_STRAGGLER_SCALE times the bar: they keep it busy, so the
@@ -2655,10 +2648,9 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
 
 async def run_later_rounds(state: Debate, question: str, positions: list[Position], temperature: float,
                            plan: DebatePlan) -> None:
-    """Debate rounds 2..ROUNDS after round 1's rebuttals, until every answer agrees (by the question's answer type).
-    A round costs one call per solver still in the debate: each reads the others' answers and reasons and may revise.
-    The rounds are the first thing a budget drops: none runs once ``plan`` cut anything, and one runs only if all its
-    calls fit beside what the judges and a possible rerun keep back (round_price)."""
+    """Debate rounds 2..ROUNDS after round 1's rebuttals, until every answer agrees (answers_match). The rounds are
+    the first thing a budget drops: none runs once ``plan`` cut anything, and one runs only if all its calls fit
+    beside what the judges and a possible rerun keep back (round_price)."""
     config = state.config
     for position in positions:
         if not position.by_round:  # a replay from a later round brings its earlier rounds
@@ -4718,10 +4710,8 @@ def setup_logging(verbosity: int) -> logging.Handler:
     attempt and tracebacks of internal errors; -vv adds httpx and httpcore (a line per request)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(PlainFormatter("%(message)s"))
-    levels = {"moa": logging.DEBUG if verbosity >= 1 else logging.INFO,
-              "httpx": logging.DEBUG if verbosity >= 2 else logging.WARNING,
-              "httpcore": logging.DEBUG if verbosity >= 2 else logging.WARNING}
-    for name, level in levels.items():
+    ours, http = logging.DEBUG if verbosity >= 1 else logging.INFO, logging.DEBUG if verbosity >= 2 else logging.WARNING
+    for name, level in {"moa": ours, "httpx": http, "httpcore": http}.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.propagate = False
