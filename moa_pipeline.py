@@ -505,12 +505,10 @@ class Config:
     def judge_models(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in (self.judge_model or "").split(",") if m.strip()) or self.models[:1]
 
-    def slot_model(self, slot: int) -> str:
-        """Solver slots take the models round-robin: slot i uses model i mod n."""
-        return self.models[slot % len(self.models)]
-
-    def judge_model_for(self, index: int) -> str:
-        return self.judge_models[index % len(self.judge_models)]
+    def slot_model(self, slot: int, judge: bool = False) -> str:
+        """Solver slots (and judges) take their models round-robin: slot i uses model i mod n."""
+        models = self.judge_models if judge else self.models
+        return models[slot % len(models)]
 
     @property
     def jsonl_trace(self) -> bool:
@@ -2509,7 +2507,7 @@ async def judge(state: Debate, question: str, positions: list[Position], judges:
 
         return await watch_for(state, Phase.JUDGE, judges).guard(agent, ask(
             state, Phase.JUDGE, agent, system, user, temperature=config.judge_temperature,
-            max_tokens=config.judge_max_tokens, parse=usable, model=config.judge_model_for(index)))
+            max_tokens=config.judge_max_tokens, parse=usable, model=config.slot_model(index, judge=True)))
 
     votes = await run_all(one(i) for i in range(judges))
     return [v for v in votes if v is not None]
