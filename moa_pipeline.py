@@ -24,9 +24,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
         checks, masking secrets (redact), JSON from outside (load_json)
      4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
         secrets masked: every file write (write_all), stdout (emit), stderr (say)
-     5. one HTTP attempt, and the endpoint it goes to ... the request, the size
-        cap, Content-Type dispatch, the one content check, the adaptive request
-        cap, the shared cool-down, the breaker's evidence and rule (Endpoint.failing)
+     5. one HTTP attempt, and the endpoint it goes to ... the request, the size cap, Content-Type dispatch, the
+        one content check, the adaptive request cap, the shared cool-down, the breaker (Endpoint.failing)
      6. the retry policy ... status_policy and FAULTS (the one table:
         retry? stop the run? outage? back-pressure?), backoff, the loop (ask)
      7. usage, costs and budgets ... worst_case_costs (the one cost model), what
@@ -34,12 +33,10 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
      8. the debate's state ... positions, votes, verdicts, the run's record (RunRecord)
      9. phases ... generate, critique, rebut, judge; chains and straggler cuts
     10. voting ... the tally, its tie rule, and what the vote hides
-    11. one question ... a debate, its later rounds, the rerun rule,
-        answer_question, and the library API (debate, Result)
+    11. one question ... a debate, its later rounds, the rerun rule, answer_question, the library API (debate, Result)
     12. files ... the file policy (create_new, open_existing, open_folder: every
         file opened, no link followed), transcripts, traces, atomic writes, the lock
-    13. dry run and replay ... dry_run, load_replay (traces are checked here),
-        and --check (check_endpoint)
+    13. dry run and replay ... dry_run, load_replay (traces are checked here), and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops
     15. CLI ... flags, logging (RedactingFilter), the human summary
 """
@@ -176,8 +173,7 @@ STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
 SHARED_STRAGGLER_SCALE = 2.0  # the straggler bar while other questions share the endpoint (see StragglerWatch)
 MIN_MASKED_SECRET = 8  # see Config.secrets
 MESSAGE_OVERHEAD_TOKENS = 8  # added by chat formatting per message and by our nonce suffix
-# --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1 and runs round K
-# onwards (up to ROUNDS), then the judges.
+# --replay --from START: the last phase kept from the trace (see ReplayStart).
 REPLAY_STARTS = {Phase.CRITIQUE: Phase.GENERATE, Phase.REBUTTAL: Phase.CRITIQUE,
                  **{f"round{k}": Phase.REBUTTAL for k in range(2, MAX_ROUNDS + 1)}, "judges": Phase.REBUTTAL}
 # Longer than these, a line of a trace or of an earlier output, or a summary file, is not one we wrote (replies
@@ -404,8 +400,7 @@ def masked_query(query: str) -> str:
 
 def masked_url(raw: str) -> str:
     """A URL-like value safe to echo, even when it does not parse: everything up to the last "@" after the scheme
-    (user info, whatever it holds), a fragment, and in the query each credential parameter's value are masked, so
-    ``https://user:pw@host/?key=...#...`` shows none of its secrets, and ``?api-version=2024-10-21`` as it is."""
+    (user info, whatever it holds), a fragment, and in the query each credential parameter's value are masked."""
     text = raw.strip()
     scheme = text.find("//")
     start = scheme + 2 if scheme >= 0 else 0
@@ -443,8 +438,7 @@ def is_loopback(host: str) -> bool:
 
 
 def display_url(url: str) -> str:
-    """A parsed URL as errors, --check and transcripts show it: no user info, credential
-    parameters masked (masked_query), harmless ones such as api-version as they are."""
+    """A parsed URL as errors, --check and transcripts show it: no user info, credential values masked."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, masked_query(parts.query), ""))
 
@@ -516,10 +510,9 @@ class Config:
 
     @functools.cached_property
     def secrets(self) -> tuple[str, ...]:
-        """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info,
-        ``?key=...``; see CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays
-        itself under ``?api-version=2024-10-21``); each as text reads it, as a JSON string or a repr() does (a
-        quote, a backslash or a non-ASCII character escaped), lower-cased and as votes read it."""
+        """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info, ``?key=...``;
+        see CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays itself under
+        ``?api-version=2024-10-21``); each in every form an output may show it in."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
         # One shorter than MIN_MASKED_SECRET ("local", "k") is a no-auth placeholder: masked, text would read "***host".
@@ -2423,10 +2416,9 @@ async def generate(state: Debate, question: str, workers: int, temperature: floa
 
 
 def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _: "") -> int:
-    """Who critiques solver ``slot``: the next slot round the ring with another model, or the next
-    slot when all share one. A fixed ring means nobody critiques itself, and the pairing is known
-    before any answer arrives, so a critique starts the moment its answer is in (see run_chains).
-    With 5 slots over 2 models (a b a b a), slot 5's answer goes to slot 2, which critiques two."""
+    """Who critiques solver ``slot``: the next slot round the ring with another model, or the next slot when all
+    share one. A fixed ring: the pairing is known before any answer arrives, so a critique starts the moment its
+    answer is in (see run_chains). With 5 slots over 2 models (a b a b a), slot 2 critiques slot 1's and slot 5's."""
     for offset in range(1, workers):
         other = (slot + offset) % workers
         if models(other) != models(slot):
@@ -2741,10 +2733,9 @@ def check_question(config: Config, question: str) -> None:
 
 
 async def run_question(state: Debate, question: str, replay: Replay | None) -> None:
-    """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever
-    it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask),
-    which tests move. A deadline before any verdict fails the question; one in the rerun leaves pass 1's
-    verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel."""
+    """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever it
+    waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask), which tests
+    move. In the rerun, it leaves pass 1's verdict standing, as a failed rerun does."""
     config = state.config
     deadline = state.queue.deadline = asyncio.timeout(config.question_deadline or None)
     try:
@@ -4411,7 +4402,7 @@ def open_log_folder(config: Config, options: BatchOptions) -> int | None:
     return fd
 
 
-def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
+def write_summary(path: Path, summary: dict[str, Any], runtime: Runtime) -> None:
     data = json.dumps(summary, indent=2).encode()
     replace_atomically(path, lambda fd: write_all(runtime, fd, data))
 
@@ -4467,7 +4458,7 @@ def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
                                    "input_sha256": start.input_sha, "output": str(options.output),
                                    "shard": str(options.shard) if options.shard else None, "started": started}
-        write_summary(_sidecar(options.output, ".summary.json"), summary, config, runtime)
+        write_summary(_sidecar(options.output, ".summary.json"), summary, runtime)
         return start, summary, ResultWriter(options.output, runtime)
     except OSError as err:
         path = err.filename2 or err.filename or options.output  # os.replace's target is the file we meant
@@ -4491,7 +4482,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
             writer.close()
         summary.update(batch_summary(batch.stats, options.output, runtime.clock() - started))
         try:
-            write_summary(summary_path, summary, config, runtime)
+            write_summary(summary_path, summary, runtime)
         except OSError as err:  # the results are safe in the output; only the summary file is missing
             if not batch.stats.aborted:
                 batch.stats.aborted = (f"could not write the summary {summary_path} ({describe_os_error(err)}); "
@@ -4704,8 +4695,7 @@ class PlainFormatter(logging.Formatter):
 
 
 def setup_logging(verbosity: int) -> logging.Handler:
-    """Logs on the current stderr: phase lines and warnings by default; -v adds a line per
-    attempt and tracebacks of internal errors; -vv adds httpx and httpcore (a line per request)."""
+    """Logs on the current stderr: phase lines and warnings; -v adds attempts and bugs' tracebacks, -vv httpx's."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(PlainFormatter("%(message)s"))
     ours, http = logging.DEBUG if verbosity >= 1 else logging.INFO, logging.DEBUG if verbosity >= 2 else logging.WARNING
@@ -4762,8 +4752,7 @@ def human_summary(record: RunRecord) -> str:
 
 async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover,
                   replay: Replay | None = None) -> None:
-    """One question from the command line. SIGTERM is treated like Ctrl-C: the run
-    is cancelled, and the transcript and trace are written with what was done."""
+    """One question from the command line; SIGTERM cancels it as Ctrl-C does, and its files keep what was done."""
     task = asyncio.current_task()
     with signals_handled(stop_signals(), lambda _: task.cancel() if task else None):
         try:
@@ -4887,8 +4876,7 @@ def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]
 
 
 def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | SingleRequest | None:
-    """What the flags ask for: a batch, one question, or None for --check; ConfigError for a
-    combination that makes no sense (a flag that would be ignored is one)."""
+    """What the flags ask for: a batch, one question, or None for --check; ConfigError for a flag it would ignore."""
     if args.check:
         if ignored := given_flags(args, CHECK_IGNORES):
             raise ConfigError(f"{', '.join(ignored)}: not used by --check, which prints its findings as lines")
