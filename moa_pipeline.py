@@ -843,8 +843,7 @@ class AdaptiveLimit:
 
 
 def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) -> str:
-    """The server's own error text, short, and never a whole HTML page; masked before it is cut (a key cut
-    in two would not match itself where output leaves)."""
+    """The server's own error text, short, and never a whole HTML page; masked before it is cut (see redact)."""
     text = body.decode("utf-8", errors="replace").strip()
     if "html" in content_type.lower() or text[:1] == "<":
         return "an HTML error page"
@@ -1492,8 +1491,7 @@ def proxy_credentials_error(proxy: str | None) -> APIError:
 
 def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None,
                  secrets: Sequence[str] = ()) -> APIError:
-    """The APIError for a non-2xx response; ``via``: the environment proxy, named in a 407 and a 5xx
-    (it may send them)."""
+    """The APIError for a non-2xx response; ``via``: the environment proxy, named in a 407 or 5xx it may have sent."""
     if status == 407:
         return proxy_credentials_error(via)
     message = server_message(body, headers.get("content-type", ""), secrets)
@@ -1708,8 +1706,7 @@ def drop_model(state: Debate, model: str, error: APIError) -> bool:
 
 
 def note_lost(state: Debate, what: str, phase: Phase, agent: str, consequence: str) -> None:
-    """Why ``agent``'s latest call in ``phase`` gave nothing, noted: a warning unless the straggler cut it
-    (see _mark_cut)."""
+    """Why ``agent``'s latest call in ``phase`` gave nothing, noted: a warning unless a straggler cut (_mark_cut)."""
     calls = (c for c in reversed(state.calls)
              if c.phase == phase and c.agent == agent and c.pass_number == state.pass_number)
     failure = next((call.failure or "no usable output" for call in calls), "not sent")
@@ -2461,8 +2458,7 @@ def candidate_label(index: int) -> str:
 
 
 def resolve_label(answer: str, labels: Mapping[str, str], bare_letters: bool = False) -> str:
-    """A judge that names a candidate ("Candidate B", or just "B" when judging by
-    label) votes for that candidate's answer, verbatim."""
+    """A judge naming a candidate ("Candidate B", or "B" when judging by label) votes for that candidate's answer."""
     words = answer.strip().strip(".*_`()[]").split()
     if (len(words) == 2 and words[0].lower() == "candidate") or (bare_letters and len(words) == 1):
         return labels.get(words[-1].upper().strip(".)"), answer)
@@ -2605,9 +2601,8 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
 
 async def deliberate(state: Debate, question: str, positions: list[Position], workers: int, temperature: float,
                      done: Phase = Phase.GENERATE, later_rounds: bool = True) -> Verdict:
-    """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to
-    what the budget pays for, then the tally. The rebuttals are planned again once the
-    critiques are written, so what the critiques did not spend goes to them (plan_phases)."""
+    """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to what the budget pays for
+    (plan_phases, planned again once the critiques are written), then the tally."""
     config, budget = state.config, state.budget
     plan = plan_phases(state, question, positions, done)
     # Retries of critiques and rebuttals may not eat into the judges' share.
