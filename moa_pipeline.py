@@ -10,13 +10,8 @@ The question goes through one OpenAI-compatible chat-completions endpoint:
 and the whole debate runs a second "pass" (the rerun; a "round" is always a debate round),
 hotter and wider, when the judges' winning confidence is below MIN_JUDGE_CONFIDENCE.
 
-Run it:
-
-    python moa_pipeline.py -q "What is 17 * 23?"
-    echo "What is 17 * 23?" | python moa_pipeline.py -q - --json
-    python moa_pipeline.py -f questions.jsonl -o results.jsonl
-
-or from Python: ``result = await moa_pipeline.debate("What is 17 * 23?", workers=3)``.
+Run it as ``python moa_pipeline.py -q "What is 17 * 23?"`` (``-q -``: from stdin; ``--json``), as a batch
+(``-f questions.jsonl -o results.jsonl``), or from Python: ``await moa_pipeline.debate("...", workers=3)``.
 
 Settings come from flags, then the environment, then .env, then defaults
 (see .env.example and README.md). Results go to stdout, logs to stderr.
@@ -29,9 +24,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
         checks, masking secrets (redact), JSON from outside (load_json)
      4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
         secrets masked: every file write (write_all), stdout (emit), stderr (say)
-     5. one HTTP attempt, and the endpoint it goes to ... the request, the size
-        cap, Content-Type dispatch, the one content check, the adaptive request
-        cap, the shared cool-down, the breaker's evidence and rule (Endpoint.failing)
+     5. one HTTP attempt, and the endpoint it goes to ... the request, the size cap, Content-Type dispatch, the
+        one content check, the adaptive request cap, the shared cool-down, the breaker (Endpoint.failing)
      6. the retry policy ... status_policy and FAULTS (the one table:
         retry? stop the run? outage? back-pressure?), backoff, the loop (ask)
      7. usage, costs and budgets ... worst_case_costs (the one cost model), what
@@ -39,12 +33,10 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
      8. the debate's state ... positions, votes, verdicts, the run's record (RunRecord)
      9. phases ... generate, critique, rebut, judge; chains and straggler cuts
     10. voting ... the tally, its tie rule, and what the vote hides
-    11. one question ... a debate, its later rounds, the rerun rule,
-        answer_question, and the library API (debate, Result)
+    11. one question ... a debate, its later rounds, the rerun rule, answer_question, the library API (debate, Result)
     12. files ... the file policy (create_new, open_existing, open_folder: every
         file opened, no link followed), transcripts, traces, atomic writes, the lock
-    13. dry run and replay ... dry_run, load_replay (traces are checked here),
-        and --check (check_endpoint)
+    13. dry run and replay ... dry_run, load_replay (traces are checked here), and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops
     15. CLI ... flags, logging (RedactingFilter), the human summary
 """
@@ -181,8 +173,7 @@ STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
 SHARED_STRAGGLER_SCALE = 2.0  # the straggler bar while other questions share the endpoint (see StragglerWatch)
 MIN_MASKED_SECRET = 8  # see Config.secrets
 MESSAGE_OVERHEAD_TOKENS = 8  # added by chat formatting per message and by our nonce suffix
-# --replay --from START: the last phase kept from the trace. "roundK" keeps debate rounds 1..K-1 and runs round K
-# onwards (up to ROUNDS), then the judges.
+# --replay --from START: the last phase kept from the trace (see ReplayStart).
 REPLAY_STARTS = {Phase.CRITIQUE: Phase.GENERATE, Phase.REBUTTAL: Phase.CRITIQUE,
                  **{f"round{k}": Phase.REBUTTAL for k in range(2, MAX_ROUNDS + 1)}, "judges": Phase.REBUTTAL}
 # Longer than these, a line of a trace or of an earlier output, or a summary file, is not one we wrote (replies
@@ -409,8 +400,7 @@ def masked_query(query: str) -> str:
 
 def masked_url(raw: str) -> str:
     """A URL-like value safe to echo, even when it does not parse: everything up to the last "@" after the scheme
-    (user info, whatever it holds), a fragment, and in the query each credential parameter's value are masked, so
-    ``https://user:pw@host/?key=...#...`` shows none of its secrets, and ``?api-version=2024-10-21`` as it is."""
+    (user info, whatever it holds), a fragment, and in the query each credential parameter's value are masked."""
     text = raw.strip()
     scheme = text.find("//")
     start = scheme + 2 if scheme >= 0 else 0
@@ -448,8 +438,7 @@ def is_loopback(host: str) -> bool:
 
 
 def display_url(url: str) -> str:
-    """A parsed URL as errors, --check and transcripts show it: no user info, credential
-    parameters masked (masked_query), harmless ones such as api-version as they are."""
+    """A parsed URL as errors, --check and transcripts show it: no user info, credential values masked."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, masked_query(parts.query), ""))
 
@@ -510,12 +499,10 @@ class Config:
     def judge_models(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in (self.judge_model or "").split(",") if m.strip()) or self.models[:1]
 
-    def slot_model(self, slot: int) -> str:
-        """Solver slots take the models round-robin: slot i uses model i mod n."""
-        return self.models[slot % len(self.models)]
-
-    def judge_model_for(self, index: int) -> str:
-        return self.judge_models[index % len(self.judge_models)]
+    def slot_model(self, slot: int, judge: bool = False) -> str:
+        """Solver slots (and judges) take their models round-robin: slot i uses model i mod n."""
+        models = self.judge_models if judge else self.models
+        return models[slot % len(models)]
 
     @property
     def jsonl_trace(self) -> bool:
@@ -523,10 +510,9 @@ class Config:
 
     @functools.cached_property
     def secrets(self) -> tuple[str, ...]:
-        """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info,
-        ``?key=...``; see CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays
-        itself under ``?api-version=2024-10-21``); each as text reads it, as a JSON string or a repr() does (a
-        quote, a backslash or a non-ASCII character escaped), lower-cased and as votes read it."""
+        """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info, ``?key=...``;
+        see CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays itself under
+        ``?api-version=2024-10-21``); each in every form an output may show it in."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
         # One shorter than MIN_MASKED_SECRET ("local", "k") is a no-auth placeholder: masked, text would read "***host".
@@ -857,8 +843,7 @@ class AdaptiveLimit:
 
 
 def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) -> str:
-    """The server's own error text, short, and never a whole HTML page; masked before it is cut (a key cut
-    in two would not match itself where output leaves)."""
+    """The server's own error text, short, and never a whole HTML page; masked before it is cut (see redact)."""
     text = body.decode("utf-8", errors="replace").strip()
     if "html" in content_type.lower() or text[:1] == "<":
         return "an HTML error page"
@@ -1066,20 +1051,16 @@ class InFlight:
             self.ended, self.since = self.age(), None
 
 
-class QueueTime:
-    """The spans in which every call a question has going waits for a request slot of ours: in a batch, other
-    questions hold the slots (--concurrency over what the endpoint takes), which is not the endpoint failing this
-    question, so QUESTION_DEADLINE counts them no more than the straggler age does (see Debate.time_left)."""
+@dataclass
+class QueueTime(InFlight):
+    """The spans (timed as InFlight's) in which every call a question has going waits for a request slot of ours: in a
+    batch, other questions hold the slots (--concurrency over what the endpoint takes), which is not the endpoint
+    failing this question, so QUESTION_DEADLINE counts them no more than the straggler age does (Debate.time_left)."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        # Calls going (in ask), those of them waiting for a slot, and the seconds of the spans that ended.
-        self.clock, self.calls, self.queued, self.ended = clock, 0, 0, 0.0
-        self.since: float | None = None  # when the span now going began
-        self.deadline: asyncio.Timeout | None = None  # the timeout that stops the question (see run_question)
-        self.left: float | None = None  # its seconds left on the loop's clock, held while a span goes
-
-    def seconds(self) -> float:
-        return self.ended + (self.clock() - self.since if self.since is not None else 0.0)
+    calls: int = 0  # calls going (in ask)
+    queued: int = 0  # those of them waiting for a slot
+    deadline: asyncio.Timeout | None = None  # the timeout that stops the question (see run_question)
+    left: float | None = None  # its seconds left on the loop's clock, held while a span goes
 
     @contextlib.contextmanager
     def counting(self, queued: bool = False) -> Iterator[None]:
@@ -1100,7 +1081,7 @@ class QueueTime:
                 self.left = when - loop.time()
                 deadline.reschedule(None)
         elif not waiting and self.since is not None:
-            self.ended, self.since = self.seconds(), None
+            self.ended, self.since = self.age(), None
             if deadline is not None and self.left is not None:
                 deadline.reschedule(loop.time() + self.left)
             self.left = None
@@ -1510,8 +1491,7 @@ def proxy_credentials_error(proxy: str | None) -> APIError:
 
 def status_error(status: int, headers: httpx.Headers, body: bytes, now: float, via: str | None = None,
                  secrets: Sequence[str] = ()) -> APIError:
-    """The APIError for a non-2xx response; ``via``: the environment proxy, named in a 407 and a 5xx
-    (it may send them)."""
+    """The APIError for a non-2xx response; ``via``: the environment proxy, named in a 407 or 5xx it may have sent."""
     if status == 407:
         return proxy_credentials_error(via)
     message = server_message(body, headers.get("content-type", ""), secrets)
@@ -1726,8 +1706,7 @@ def drop_model(state: Debate, model: str, error: APIError) -> bool:
 
 
 def note_lost(state: Debate, what: str, phase: Phase, agent: str, consequence: str) -> None:
-    """Why ``agent``'s latest call in ``phase`` gave nothing, noted: a warning unless the straggler cut it
-    (see _mark_cut)."""
+    """Why ``agent``'s latest call in ``phase`` gave nothing, noted: a warning unless a straggler cut (_mark_cut)."""
     calls = (c for c in reversed(state.calls)
              if c.phase == phase and c.agent == agent and c.pass_number == state.pass_number)
     failure = next((call.failure or "no usable output" for call in calls), "not sent")
@@ -2096,7 +2075,7 @@ class Debate:
     def time_left(self) -> float:
         """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one), our own queue's not counted."""
         seconds = self.config.question_deadline
-        return seconds - (self.runtime.clock() - self.started - self.queue.seconds()) if seconds else math.inf
+        return seconds - (self.runtime.clock() - self.started - self.queue.age()) if seconds else math.inf
 
 
 # A record field that no JSON output carries: the transcript, the trace, the summary and batch stops read it too.
@@ -2278,10 +2257,8 @@ def median(values: list[float]) -> float:
 class StragglerWatch:
     """Cuts the slow tail of one phase of one debate round of one pass.
 
-    Once ``quorum`` calls have answered, a call at the endpoint longer than STRAGGLER_FACTOR times their median
-    is cancelled and noted; its slot degrades like any failed call. Only time at the endpoint counts (see
-    InFlight): waiting for a request slot, the cool-down or a retry does not age a call, since cutting it would
-    not make the endpoint answer sooner.
+    Once ``quorum`` calls have answered, a call at the endpoint (InFlight) longer than STRAGGLER_FACTOR times their
+    median is cancelled and noted; its slot degrades like any failed call.
 
     A cut buys latency, which is what someone waits for when the question runs alone. A call that starts while
     other questions share the endpoint gets SHARED_STRAGGLER_SCALE times the bar: they keep it busy, so the
@@ -2401,39 +2378,30 @@ async def review_one(state: Debate, question: str, position: Position, workers: 
     position.critique = found.text
 
 
-async def reply_one(state: Debate, question: str, position: Position, workers: int, temperature: float) -> None:
-    """One critiqued solver defends or revises; a failure keeps its first answer."""
-    system, user = rebuttal_prompts(question, position)
-    found = await watch_for(state, Phase.REBUTTAL, workers).guard(position.agent, ask(
-        state, Phase.REBUTTAL, position.agent, system, user, temperature=temperature,
-        max_tokens=state.config.max_tokens, parse=parse_rebuttal, model=position.model or None))
-    if found is None:
-        note_lost(state, f"rebuttal of {position.agent}", Phase.REBUTTAL, position.agent, "its first answer stands")
-        return
-    position.rebuttal, position.final_answer = found.text, found.answer.answer
-
-
-async def revise_one(state: Debate, question: str, position: Position, others: list[tuple[str, str]],
-                     debate_round: int, temperature: float) -> None:
-    """One solver, in debate round ``debate_round``, holds or revises after reading the others; a failure
-    keeps its answer."""
-    system, user = revise_prompts(question, position, others)
-    found = await watch_for(state, Phase.REVISE, len(others) + 1, debate_round).guard(position.agent, ask(
-        state, Phase.REVISE, position.agent, system, user, temperature=temperature, max_tokens=state.config.max_tokens,
+async def reply_one(state: Debate, question: str, position: Position, workers: int, temperature: float,
+                    others: list[tuple[str, str]] | None = None, debate_round: int = 1) -> None:
+    """One solver defends or revises: to its critique (the rebuttal), or in a later ``debate_round`` after reading
+    the ``others``' answers. A failure keeps its answer."""
+    phase, agent = Phase.REBUTTAL if others is None else Phase.REVISE, position.agent
+    prompt = rebuttal_prompts(question, position) if others is None else revise_prompts(question, position, others)
+    found = await watch_for(state, phase, workers, debate_round).guard(agent, ask(
+        state, phase, agent, *prompt, temperature=temperature, max_tokens=state.config.max_tokens,
         parse=parse_rebuttal, model=position.model or None, debate_round=debate_round))
     if found is None:
-        note_lost(state, f"round {debate_round} revision of {position.agent}", Phase.REVISE, position.agent,
-                  "its answer stands")
-        return
-    position.revision, position.final_answer = found.text, found.answer.answer
+        what = f"rebuttal of {agent}" if others is None else f"round {debate_round} revision of {agent}"
+        note_lost(state, what, phase, agent, "its first answer stands" if others is None else "its answer stands")
+    elif others is None:
+        position.rebuttal, position.final_answer = found.text, found.answer.answer
+    else:
+        position.revision, position.final_answer = found.text, found.answer.answer
 
 
 async def revise(state: Debate, question: str, positions: list[Position], debate_round: int,
                  temperature: float) -> None:
     """Debate round ``debate_round``: every solver at once, each reading the others' answers as the round began."""
     shown = {p.slot: (p.final_answer, short_reason(p)) for p in positions}
-    await run_all(revise_one(state, question, p, [shown[o.slot] for o in positions if o is not p], debate_round,
-                             temperature) for p in positions)
+    await run_all(reply_one(state, question, p, len(positions), temperature,
+                            [shown[o.slot] for o in positions if o is not p], debate_round) for p in positions)
     for position in positions:
         position.by_round.append(position.final_answer)
 
@@ -2445,10 +2413,9 @@ async def generate(state: Debate, question: str, workers: int, temperature: floa
 
 
 def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _: "") -> int:
-    """Who critiques solver ``slot``: the next slot round the ring with another model, or the next
-    slot when all share one. A fixed ring means nobody critiques itself, and the pairing is known
-    before any answer arrives, so a critique starts the moment its answer is in (see run_chains).
-    With 5 slots over 2 models (a b a b a), slot 5's answer goes to slot 2, which critiques two."""
+    """Who critiques solver ``slot``: the next slot round the ring with another model, or the next slot when all
+    share one. A fixed ring: the pairing is known before any answer arrives, so a critique starts the moment its
+    answer is in (see run_chains). With 5 slots over 2 models (a b a b a), slot 2 critiques slot 1's and slot 5's."""
     for offset in range(1, workers):
         other = (slot + offset) % workers
         if models(other) != models(slot):
@@ -2491,8 +2458,7 @@ def candidate_label(index: int) -> str:
 
 
 def resolve_label(answer: str, labels: Mapping[str, str], bare_letters: bool = False) -> str:
-    """A judge that names a candidate ("Candidate B", or just "B" when judging by
-    label) votes for that candidate's answer, verbatim."""
+    """A judge naming a candidate ("Candidate B", or "B" when judging by label) votes for that candidate's answer."""
     words = answer.strip().strip(".*_`()[]").split()
     if (len(words) == 2 and words[0].lower() == "candidate") or (bare_letters and len(words) == 1):
         return labels.get(words[-1].upper().strip(".)"), answer)
@@ -2529,7 +2495,7 @@ async def judge(state: Debate, question: str, positions: list[Position], judges:
 
         return await watch_for(state, Phase.JUDGE, judges).guard(agent, ask(
             state, Phase.JUDGE, agent, system, user, temperature=config.judge_temperature,
-            max_tokens=config.judge_max_tokens, parse=usable, model=config.judge_model_for(index)))
+            max_tokens=config.judge_max_tokens, parse=usable, model=config.slot_model(index, judge=True)))
 
     votes = await run_all(one(i) for i in range(judges))
     return [v for v in votes if v is not None]
@@ -2605,10 +2571,9 @@ def converged_after_critique(positions: list[Position], key: Callable[[str], str
     return 2 * len(targets) > len(positions) and len(set(targets)) == 1
 
 
-def solvers_agree(positions: list[Position], question: str) -> bool:
-    """Whether every solver's current answer is the same, compared by the question's answer type."""
-    answers = [p.final_answer for p in positions]
-    key = typed_key(detect_answer_type(question, answers), choice_letters(question))
+def answers_match(question: str, *answers: str) -> bool:
+    """Whether the answers are all the same, compared as the question's answer type."""
+    key = typed_key(detect_answer_type(question, list(answers)), choice_letters(question))
     return len({key(answer) for answer in answers}) <= 1
 
 
@@ -2636,9 +2601,8 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
 
 async def deliberate(state: Debate, question: str, positions: list[Position], workers: int, temperature: float,
                      done: Phase = Phase.GENERATE, later_rounds: bool = True) -> Verdict:
-    """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to
-    what the budget pays for, then the tally. The rebuttals are planned again once the
-    critiques are written, so what the critiques did not spend goes to them (plan_phases)."""
+    """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to what the budget pays for
+    (plan_phases, planned again once the critiques are written), then the tally."""
     config, budget = state.config, state.budget
     plan = plan_phases(state, question, positions, done)
     # Retries of critiques and rebuttals may not eat into the judges' share.
@@ -2669,17 +2633,16 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
 
 async def run_later_rounds(state: Debate, question: str, positions: list[Position], temperature: float,
                            plan: DebatePlan) -> None:
-    """Debate rounds 2..ROUNDS after round 1's rebuttals, until every answer agrees (by the question's answer type).
-    A round costs one call per solver still in the debate: each reads the others' answers and reasons and may revise.
-    The rounds are the first thing a budget drops: none runs once ``plan`` cut anything, and one runs only if all its
-    calls fit beside what the judges and a possible rerun keep back (round_price)."""
+    """Debate rounds 2..ROUNDS after round 1's rebuttals, until every answer agrees (answers_match). The rounds are
+    the first thing a budget drops: none runs once ``plan`` cut anything, and one runs only if all its calls fit
+    beside what the judges and a possible rerun keep back (round_price)."""
     config = state.config
     for position in positions:
         if not position.by_round:  # a replay from a later round brings its earlier rounds
             position.by_round.append(position.final_answer)
     rounds_done = max((len(p.by_round) for p in positions), default=1)
     for debate_round in range(rounds_done + 1, config.rounds + 1):
-        if solvers_agree(positions, question):
+        if answers_match(question, *(p.final_answer for p in positions)):
             return
         revisions, kept = round_price(state, question, positions, plan)
         with state.budget.kept_back(*kept):  # for every attempt of the round, retries included
@@ -2765,10 +2728,9 @@ def check_question(config: Config, question: str) -> None:
 
 
 async def run_question(state: Debate, question: str, replay: Replay | None) -> None:
-    """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever
-    it waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask),
-    which tests move. A deadline before any verdict fails the question; one in the rerun leaves pass 1's
-    verdict standing, as a failed rerun does. Anyone else's cancel (Ctrl-C) stays a cancel."""
+    """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever it
+    waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask), which tests
+    move. In the rerun, it leaves pass 1's verdict standing, as a failed rerun does."""
     config = state.config
     deadline = state.queue.deadline = asyncio.timeout(config.question_deadline or None)
     try:
@@ -4055,12 +4017,6 @@ def move_aside(output: Path, now: float) -> Path | None:
     return target
 
 
-def answers_match(question: str, answer: str, expected: str) -> bool:
-    """Whether a verdict matches the expected answer, compared as the question's answer type."""
-    kind, letters = detect_answer_type(question, [expected, answer]), choice_letters(question)
-    return answer_key(kind, answer, letters) == answer_key(kind, expected, letters)
-
-
 def batch_record(item: BatchItem, record: RunRecord) -> dict[str, Any]:
     """The output line for one question: its id, the --json object, and any expected answer with whether
     the verdict matches it. Lines before schema_version 1 said "tokens" and "tokens_estimated" for
@@ -4075,18 +4031,18 @@ def batch_record(item: BatchItem, record: RunRecord) -> dict[str, Any]:
 
 @dataclass
 class BatchStats:
-    """What one batch run did."""
+    """What one batch run did: the counts are the summary's this_run, in its order (batch_summary)."""
 
     ok: int = 0
     failed: int = 0
     skipped_done: int = 0
     input_errors: int = 0
+    unsaved: int = 0  # finished, but its line could not be written: it runs again on resume
+    degraded: int = 0  # ok, but answered with fewer calls than planned
     llm_calls: int = 0
     http_requests: int = 0
     tokens: int | None = None
     cost_usd: float | None = None
-    unsaved: int = 0  # finished, but its line could not be written: it runs again on resume
-    degraded: int = 0  # ok, but answered with fewer calls than planned
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
@@ -4441,7 +4397,7 @@ def open_log_folder(config: Config, options: BatchOptions) -> int | None:
     return fd
 
 
-def write_summary(path: Path, summary: dict[str, Any], config: Config, runtime: Runtime) -> None:
+def write_summary(path: Path, summary: dict[str, Any], runtime: Runtime) -> None:
     data = json.dumps(summary, indent=2).encode()
     replace_atomically(path, lambda fd: write_all(runtime, fd, data))
 
@@ -4497,7 +4453,7 @@ def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
         summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
                                    "input_sha256": start.input_sha, "output": str(options.output),
                                    "shard": str(options.shard) if options.shard else None, "started": started}
-        write_summary(_sidecar(options.output, ".summary.json"), summary, config, runtime)
+        write_summary(_sidecar(options.output, ".summary.json"), summary, runtime)
         return start, summary, ResultWriter(options.output, runtime)
     except OSError as err:
         path = err.filename2 or err.filename or options.output  # os.replace's target is the file we meant
@@ -4521,7 +4477,7 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
             writer.close()
         summary.update(batch_summary(batch.stats, options.output, runtime.clock() - started))
         try:
-            write_summary(summary_path, summary, config, runtime)
+            write_summary(summary_path, summary, runtime)
         except OSError as err:  # the results are safe in the output; only the summary file is missing
             if not batch.stats.aborted:
                 batch.stats.aborted = (f"could not write the summary {summary_path} ({describe_os_error(err)}); "
@@ -4537,10 +4493,8 @@ async def run_batch(config: Config, options: BatchOptions, runtime: Runtime, std
 def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, Any]:
     status = ("aborted" if stats.aborted else "interrupted" if stats.interrupted
               else "circuit_open" if stats.breaker else "finished")
-    this_run = {"ok": stats.ok, "failed": stats.failed, "skipped_done": stats.skipped_done,
-                "input_errors": stats.input_errors, "unsaved": stats.unsaved, "degraded": stats.degraded,
-                "llm_calls": stats.llm_calls, "http_requests": stats.http_requests, "tokens": stats.tokens,
-                "cost_usd": stats.cost_usd, "wall_s": round(wall_s, 3)}
+    ending = ("interrupted", "breaker", "aborted", "first_errors")  # how the run ended, not what it counted
+    this_run = {k: v for k, v in asdict(stats).items() if k not in ending} | {"wall_s": round(wall_s, 3)}
     return {"status": status, "error": stats.aborted or stats.breaker, "this_run": this_run,
             "output_totals": output_totals(output), "finished": datetime.now().isoformat(timespec="seconds")}
 
@@ -4736,14 +4690,11 @@ class PlainFormatter(logging.Formatter):
 
 
 def setup_logging(verbosity: int) -> logging.Handler:
-    """Logs on the current stderr: phase lines and warnings by default; -v adds a line per
-    attempt and tracebacks of internal errors; -vv adds httpx and httpcore (a line per request)."""
+    """Logs on the current stderr: phase lines and warnings; -v adds attempts and bugs' tracebacks, -vv httpx's."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(PlainFormatter("%(message)s"))
-    levels = {"moa": logging.DEBUG if verbosity >= 1 else logging.INFO,
-              "httpx": logging.DEBUG if verbosity >= 2 else logging.WARNING,
-              "httpcore": logging.DEBUG if verbosity >= 2 else logging.WARNING}
-    for name, level in levels.items():
+    ours, http = logging.DEBUG if verbosity >= 1 else logging.INFO, logging.DEBUG if verbosity >= 2 else logging.WARNING
+    for name, level in {"moa": ours, "httpx": http, "httpcore": http}.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.propagate = False
@@ -4796,8 +4747,7 @@ def human_summary(record: RunRecord) -> str:
 
 async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover,
                   replay: Replay | None = None) -> None:
-    """One question from the command line. SIGTERM is treated like Ctrl-C: the run
-    is cancelled, and the transcript and trace are written with what was done."""
+    """One question from the command line; SIGTERM cancels it as Ctrl-C does, and its files keep what was done."""
     task = asyncio.current_task()
     with signals_handled(stop_signals(), lambda _: task.cancel() if task else None):
         try:
@@ -4921,8 +4871,7 @@ def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]
 
 
 def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | SingleRequest | None:
-    """What the flags ask for: a batch, one question, or None for --check; ConfigError for a
-    combination that makes no sense (a flag that would be ignored is one)."""
+    """What the flags ask for: a batch, one question, or None for --check; ConfigError for a flag it would ignore."""
     if args.check:
         if ignored := given_flags(args, CHECK_IGNORES):
             raise ConfigError(f"{', '.join(ignored)}: not used by --check, which prints its findings as lines")
