@@ -2559,7 +2559,7 @@ def minority_report(verdict: Verdict, positions: list[Position],
 
 
 def answer_changes(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> list[dict[str, Any]]:
-    """For each solver: its first answer, its final one, and whether the rebuttal changed it."""
+    """For each solver: its first answer, its final one, and whether its rebuttal or a later round changed it."""
     return [{"agent": p.agent, "model": p.model, "answer": p.answer, "final_answer": p.final_answer,
              "changed": key(p.answer) != key(p.final_answer), "by_round": p.by_round or [p.final_answer]}
             for p in positions]
