@@ -2900,8 +2900,10 @@ async def debate(question: str, *, config: Config | None = None, _runtime: Runti
     result = run.masked(config.secrets)
     if isinstance(run.exception, ConfigError):
         raise run.exception
-    if run.status != "ok":
-        raise RunFailed(result.error or "the run produced no verdict", result) from run.exception
+    if run.status != "ok":  # the run's own kind (EndpointUnreachable, DeadlinePassed), message masked
+        kind = type(run.exception) if isinstance(run.exception, RunFailed) else RunFailed
+        cause = run.exception.cause if isinstance(run.exception, RunFailed) else None
+        raise kind(result.error or "the run produced no verdict", result, cause) from run.exception
     return result
 
 

@@ -7,6 +7,7 @@ import inspect
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import respx
 
@@ -229,3 +230,13 @@ def test_the_library_sections_use_nothing_from_the_cli_section() -> None:
     used = {node.id for top in tree.body if top.lineno < library_end for node in ast.walk(top)
             if isinstance(node, ast.Name)}
     assert cli and not used & cli, sorted(used & cli)
+
+
+def test_the_library_raises_the_runs_own_failure_with_its_cause() -> None:
+    """debate() raises what stopped the run (EndpointUnreachable here), with the last call's error as its cause."""
+    config = dataclasses.replace(small_config(enable_file_logging=False), max_retries=0)
+    with respx.mock:
+        respx.post(URL).mock(side_effect=httpx.ConnectError("refused"))
+        with pytest.raises(moa.EndpointUnreachable) as failed:
+            asyncio.run(moa.debate("What is 17 * 23?", config=config))
+    assert isinstance(failed.value.cause, moa.APIError) and failed.value.result.status == "failed"
