@@ -3431,7 +3431,7 @@ class DryRun:
     budget_capped: bool
 
     def to_dict(self, config: Config) -> dict[str, Any]:
-        shown = {k: v for k, v in asdict(self).items() if k != "budget_capped"}
+        shown = {"schema_version": SCHEMA_VERSION} | {k: v for k, v in asdict(self).items() if k != "budget_capped"}
         shown["phases"] = [{"pass": row.pop("pass_label"), **row} for row in shown["phases"]]  # pass: a keyword
         return shown | {"budget": {"max_calls": config.max_calls or None,
                                    "max_total_tokens": config.max_total_tokens or None}}
@@ -4452,8 +4452,9 @@ def start_batch(config: Config, options: BatchOptions, runtime: Runtime,
             log.info("resuming: %d questions already done; %d failed or torn lines will run again", len(done), dropped)
         start = BatchStart(input_sha, total, done, failed)
         started = datetime.fromtimestamp(runtime.wall_clock()).isoformat(timespec="seconds")
-        summary: dict[str, Any] = {"status": "running", "input": options.questions_file,
-                                   "input_sha256": start.input_sha, "output": str(options.output),
+        summary: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "status": "running",
+                                   "input": options.questions_file, "input_sha256": start.input_sha,
+                                   "output": str(options.output),
                                    "shard": str(options.shard) if options.shard else None, "started": started}
         write_summary(_sidecar(options.output, ".summary.json"), summary, runtime)
         return start, summary, ResultWriter(options.output, runtime)
@@ -4609,7 +4610,7 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
                         help="send one tiny request and report reachability, the key, the model and the context")
     source.add_argument("--replay", metavar="TRACE",
                         help="rebuild a run from its .jsonl trace and run only the phases from --from on")
-    parser.add_argument("--from", dest="replay_from", choices=tuple(REPLAY_STARTS), metavar="START",
+    parser.add_argument("--from", dest="replay_from", choices=tuple(map(str, REPLAY_STARTS)), metavar="START",
                         help="with --replay: what to run again: critique, rebuttal, round2..round10 (debate "
                              "rounds from that one on) or judges")
 

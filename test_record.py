@@ -240,3 +240,24 @@ def test_the_library_raises_the_runs_own_failure_with_its_cause() -> None:
         with pytest.raises(moa.EndpointUnreachable) as failed:
             asyncio.run(moa.debate("What is 17 * 23?", config=config))
     assert isinstance(failed.value.cause, moa.APIError) and failed.value.result.status == "failed"
+
+
+def test_every_json_the_tool_writes_says_its_schema_version(tmp_path, monkeypatch, capsys) -> None:
+    """--dry-run --json and the batch summary carry schema_version, as --json, batch lines and traces do."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
+    assert moa.main(["-q", "What is 17 * 23?", "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["schema_version"] == moa.SCHEMA_VERSION
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "a", "question": "What is 17 * 23?"}\n')
+    with respx.mock:
+        respx.post(URL).mock(side_effect=FakeModel())
+        assert moa.main(["-f", str(questions), "-o", str(tmp_path / "o.jsonl")], runtime=test_runtime()) == 0
+    assert json.loads((tmp_path / "o.jsonl.summary.json").read_text())["schema_version"] == moa.SCHEMA_VERSION
+
+
+def test_a_bad_from_names_its_choices_as_the_user_types_them(capsys) -> None:
+    """--from with a bad value lists the values a user can type, not the Phase enum's reprs."""
+    with pytest.raises(SystemExit):
+        moa.build_parser().parse_args(["--replay", "t.jsonl", "--from", "round0"])
+    err = capsys.readouterr().err
+    assert "'critique'" in err and "<Phase" not in err
