@@ -731,7 +731,9 @@ def emit(text: str, secrets: Sequence[str]) -> bool:
         _silence_stdout()
     except (OSError, ValueError) as err:
         _silence_stdout()
-        why = describe_os_error(err) if isinstance(err, OSError) else "stdout is closed"
+        why = (describe_os_error(err) if isinstance(err, OSError) else "stdout is closed" if
+               not isinstance(err, UnicodeEncodeError) else f"its encoding, {err.encoding}, cannot show all of it: "
+               "set PYTHONIOENCODING=utf-8")
         say(f"error: could not write the result to stdout ({why}); the transcript and files are complete", ())
         return False
     return True

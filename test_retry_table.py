@@ -169,3 +169,12 @@ def test_the_log_prefix_of_a_question_is_masked_too() -> None:
     finally:
         moa.QUESTION_ID.reset(token)
     assert shown == "id-***: generate 2/2 ok"
+
+
+def test_a_result_stdout_cannot_encode_is_named_as_such(monkeypatch, capsys) -> None:
+    """An ASCII stdout (PYTHONIOENCODING=ascii) and the answer café: the error says so and what to set, not "closed"."""
+    import io
+    monkeypatch.setattr(moa.sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding="ascii"))
+    monkeypatch.setattr(moa, "_silence_stdout", lambda: None)
+    assert moa.emit("café", ()) is False
+    assert "its encoding, ascii, cannot show all of it: set PYTHONIOENCODING=utf-8" in capsys.readouterr().err
