@@ -75,7 +75,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, Literal, TypeVar
+from typing import Any, BinaryIO, Generic, Literal, NoReturn, TypeVar
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 try:
@@ -4572,8 +4572,16 @@ HELP_EPILOG = ("examples:\n"
                "(Ctrl-C, SIGTERM, SIGHUP).")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is our one line, ``error: ...``, exit 2; the whole usage is in --help."""
+
+    def error(self, message: str) -> NoReturn:
+        say(f"error: {message} (see --help)", ())
+        raise SystemExit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge.")
     add_source_flags(parser)

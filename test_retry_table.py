@@ -178,3 +178,11 @@ def test_a_result_stdout_cannot_encode_is_named_as_such(monkeypatch, capsys) -> 
     monkeypatch.setattr(moa, "_silence_stdout", lambda: None)
     assert moa.emit("café", ()) is False
     assert "its encoding, ascii, cannot show all of it: set PYTHONIOENCODING=utf-8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["-q", "x", "--logs", "bad"], ["-q", "x", "--bogus"], []], ids=["choice", "unknown", "none"])
+def test_a_usage_error_is_one_error_line(argv: list[str], capsys) -> None:
+    """A bad flag is one `error:` line on stderr and exit 2, as every other error is; the usage is in --help."""
+    assert moa.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "usage:" not in err
