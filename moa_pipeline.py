@@ -2092,6 +2092,7 @@ class RunRecord:
 
     question: str
     final_answer: str | None
+    solution: str | None  # the worked solution behind final_answer (worked_solution)
     confidence: int | None
     judges_agreeing: int  # 0 when the verdict did not come from the judges
     judges_valid: int
@@ -2543,6 +2544,15 @@ def solver_verdict(positions: list[Position], key: Callable[[str], str] = normal
     return verdict and replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
 
 
+def worked_solution(verdict: Verdict, positions: list[Position], key: Callable[[str], str]) -> str | None:
+    """How the verdict was reached: the fullest derivation by a solver whose first answer was the verdict; else
+    the latest reason of one that came round to it (its rebuttal or revision); None when no solver held it."""
+    winner = key(verdict.answer)
+    derived = [p.reasoning.strip() for p in positions if key(p.answer) == winner and p.reasoning.strip()]
+    came_round = [p.latest_reason.strip() for p in positions if key(p.final_answer) == winner]
+    return max(derived, key=len, default=None) or next((reason for reason in came_round if reason), None)
+
+
 def minority_report(verdict: Verdict, positions: list[Position],
                     key: Callable[[str], str] = normalize_answer) -> list[dict[str, Any]]:
     """Every answer other than the verdict that judges or solvers held, with how many held it."""
@@ -2793,6 +2803,7 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
     usage, judged = usage_totals(calls, config), verdict if verdict and verdict.source == "judges" else None
     return RunRecord(
         question=question, final_answer=verdict.answer if verdict else None,
+        solution=worked_solution(verdict, positions, key) if verdict else None,
         confidence=verdict.confidence if verdict else None, judges_agreeing=judged.agreeing if judged else 0,
         judges_valid=judged.valid if judged else 0, verdict_source=verdict.source if verdict else None,
         answer_type=verdict.kind if verdict else None, unanimous=verdict is not None and verdict.source == "unanimous",
@@ -3043,7 +3054,8 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
                      + f" -> {verdict.answer!r}, confidence {verdict.confidence}, {verdict.agreeing}/{verdict.valid}")
     lines += ["", "=== Verdict ==="]
     if (reported := result.verdict) is not None:
-        lines += [f"answer: {reported.answer}", f"confidence: {reported.confidence}",
+        lines += [f"answer: {reported.answer}", f"solution: {result.solution or '(none)'}",
+                  f"confidence: {reported.confidence}",
                   f"agreement: {reported.agreeing}/{reported.valid} ({reported.source})",
                   f"rerun: {'yes' if result.rerun else 'no'}"]
     if result.error:
@@ -4739,7 +4751,10 @@ def human_summary(record: RunRecord) -> str:
             verdict.source, "solvers (no judge answered)")
         rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
                  else "; a rerun ran, and pass 1's verdict stands")
-        lines += [f"Answer: {verdict.answer}",
+        # Each line kept to what prints: model text must not move the terminal's cursor or forge a line.
+        solution = ["  " + "".join(ch for ch in line.expandtabs(4) if ch.isprintable())
+                    for line in (record.solution or "").splitlines()]
+        lines += [f"Answer: {verdict.answer}", *(["Solution:", *solution] if solution else []),
                   f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree{rerun}",
                   *said_by_the_minority(record)]
     else:
