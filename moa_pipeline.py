@@ -4727,13 +4727,19 @@ def setup_logging(verbosity: int) -> logging.Handler:
     return handler
 
 
+def terminal_lines(text: str) -> list[str]:
+    """Model text as lines a terminal shows as they are: control characters (an escape sequence) are dropped, so
+    the text can neither move the cursor nor forge a line of its own."""
+    return ["".join(ch for ch in line.expandtabs(4) if ch.isprintable()) for line in text.splitlines()]
+
+
 def said_by_the_minority(record: RunRecord) -> list[str]:
     """The human lines for dissent, a split vote and convergence after critique."""
     lines = []
     for entry in record.dissent:
         held = ", ".join(f"{n} {who}{'s' if n != 1 else ''}" for who, n in
                          (("judge", entry["judges"]), ("solver", entry["solvers"])) if n)
-        lines.append(f"Also held: {entry['answer']} ({held})")
+        lines.append(f"Also held: {printable(entry['answer'])} ({held})")  # one line each, however it was written
     if record.judges_split:
         lines.append("Judges split: no answer has a majority of the judges.")
     if record.converged_after_critique:
@@ -4751,10 +4757,9 @@ def human_summary(record: RunRecord) -> str:
             verdict.source, "solvers (no judge answered)")
         rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
                  else "; a rerun ran, and pass 1's verdict stands")
-        # Each line kept to what prints: model text must not move the terminal's cursor or forge a line.
-        solution = ["  " + "".join(ch for ch in line.expandtabs(4) if ch.isprintable())
-                    for line in (record.solution or "").splitlines()]
-        lines += [f"Answer: {verdict.answer}", *(["Solution:", *solution] if solution else []),
+        first, *rest = terminal_lines(verdict.answer) or [""]
+        solution = ["  " + line for line in terminal_lines(record.solution or "")]
+        lines += [f"Answer: {first}", *rest, *(["Solution:", *solution] if solution else []),
                   f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {who} agree{rerun}",
                   *said_by_the_minority(record)]
     else:

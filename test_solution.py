@@ -48,3 +48,19 @@ def test_the_answer_comes_with_its_solution_everywhere(monkeypatch, tmp_path, ca
     assert printed["solution"].startswith("17 * 23 = 17 * 20") and printed["final_answer"] == "391"
     with open(printed["transcript"]) as transcript:
         assert "solution: 17 * 23 = 17 * 20" in transcript.read()
+
+
+@respx.mock
+def test_model_text_cannot_drive_the_terminal(monkeypatch, capsys) -> None:
+    """An answer or a minority view holding escape sequences and newlines: the summary drops the control
+    characters, and a minority view stays on its one line."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
+    monkeypatch.setenv("ENABLE_REBUTTAL", "false")  # each solver keeps its own answer
+    answers = iter(["391\x1b[2J", "391\x1b[2J", "391\x1b[2J", "390\nforged: line\x1b[1A", "391\x1b[2J"])
+    respx.post(URL).mock(side_effect=FakeModel(
+        answer="391\x1b[2J", overrides={"generate": lambda r, n: completion(worked(next(answers)))}))
+    assert moa.main(["-q", "What is 17 * 23?"], runtime=test_runtime()) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "Answer: 391[2J" in out
+    assert [line for line in out.splitlines() if line.startswith("Also held:")] == [
+        "Also held: 390 forged: line[1A (1 solver)"]
