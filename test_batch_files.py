@@ -17,6 +17,7 @@ import moa_pipeline as moa
 from conftest import URL, FakeModel, completion, solver_text, test_runtime
 from test_hostile_files import (
     CLI,
+    SMALL,
     assert_one_clean_error,
     batch_folder,
     cli,
@@ -26,8 +27,6 @@ from test_hostile_files import (
     wait_for,
     write_questions,
 )
-
-SMALL = {"NUM_WORKERS": "2", "NUM_JUDGES": "1", "ENABLE_REBUTTAL": "false"}  # 3 calls per question
 
 
 def config(tmp_path: Path) -> moa.Config:

@@ -35,6 +35,9 @@ def silent(tmp_path_factory):
     endpoint.close()
 
 
+SMALL = {"NUM_WORKERS": "2", "NUM_JUDGES": "1", "ENABLE_REBUTTAL": "false"}  # 3 calls a question
+
+
 def environment(tmp_path: Path, url: str, **env: str) -> dict[str, str]:
     return {**os.environ, "PROXY_URL": url, "API_KEY": FAKE_KEY, "LOG_DIR": str(tmp_path / "logs"),
             "RETRY_BASE_DELAY": "0.01", "RETRY_MAX_DELAY": "0.2", "NUM_WORKERS": "3", "NUM_JUDGES": "2",

@@ -17,6 +17,7 @@ import moa_pipeline as moa
 from conftest import URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, test_runtime
 from test_hostile_files import (
     CLI,
+    SMALL,
     assert_one_clean_error,
     batch_folder,
     cli,
@@ -25,8 +26,6 @@ from test_hostile_files import (
     wait_for,
     write_questions,
 )
-
-SMALL = {"NUM_WORKERS": "2", "NUM_JUDGES": "1", "ENABLE_REBUTTAL": "false"}  # 3 calls a question
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 QUESTION = "What is 17 * 23?"
