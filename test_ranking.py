@@ -149,3 +149,148 @@ def test_parse_ranking_never_raises_and_names_only_labels(text: str) -> None:
         assert parsed.order and set(parsed.order) <= set(ABC) and len(set(parsed.order)) == len(parsed.order)
         assert not parsed.complete or sorted(parsed.order) == sorted(ABC)
         assert parsed.tier in ("ranking-line", "final-answer-line")
+
+
+# --- the Borda count ----------------------------------------------------------------------------
+
+import random  # noqa: E402
+
+import moa_pipeline as moa  # noqa: E402
+
+THREE = ("solver-1", "solver-2", "solver-3")
+FOUR = ("solver-1", "solver-2", "solver-3", "solver-4")
+LABELS = {"solver-1": "A", "solver-2": "B", "solver-3": "C", "solver-4": "D"}
+
+
+@pytest.mark.parametrize("order, candidates, points", [
+    pytest.param(("solver-2", "solver-1", "solver-3"), THREE, {"solver-1": 1, "solver-2": 2, "solver-3": 0},
+                 id="full"),
+    pytest.param(("solver-2",), THREE, {"solver-1": 0.5, "solver-2": 2, "solver-3": 0.5}, id="favourite-only"),
+    pytest.param(("solver-3", "solver-1"), FOUR, {"solver-1": 2, "solver-2": 0.5, "solver-3": 3, "solver-4": 0.5},
+                 id="two-of-four"),
+    pytest.param(("solver-2", "solver-2", "solver-1"), THREE, {"solver-1": 1, "solver-2": 2, "solver-3": 0},
+                 id="duplicate-counts-first-place"),
+    pytest.param(("judge-1", "solver-3", "solver-9"), THREE, {"solver-1": 0.5, "solver-2": 0.5, "solver-3": 2},
+                 id="unknown-entries-ignored"),
+    pytest.param(("solver-9", "judge-2"), THREE, {}, id="names-no-candidate"),
+    pytest.param((), THREE, {}, id="empty"),
+    pytest.param(("solver-1",), ("solver-1",), {"solver-1": 0}, id="single-candidate"),
+])
+def test_ballot_points(order: tuple[str, ...], candidates: tuple[str, ...], points: dict[str, float]) -> None:
+    """The i-th named candidate gets n-1-i points, the rest share what is left, and every ballot gives n(n-1)/2."""
+    given = moa.ballot_points(order, candidates)
+    assert given == points
+    assert not given or sum(given.values()) == len(candidates) * (len(candidates) - 1) / 2
+
+
+def ballots(*orders: tuple[tuple[str, ...], int | None]) -> list[moa.Ballot]:
+    return [moa.Ballot(f"judge-{i + 1}", tuple(f"solver-{n}" for n in order), confidence)
+            for i, (order, confidence) in enumerate(orders)]
+
+
+# Four ballots that tie all three at 4 points: solver-1 is first twice, solver-2 and solver-3 once each.
+def three_way_tie(confidence_2: int | None, confidence_3: int | None, confidence_1: int = 80) -> list[moa.Ballot]:
+    return ballots(((1, 2, 3), confidence_1), ((1, 3, 2), confidence_1), ((2, 3, 1), confidence_2),
+                   ((3, 2, 1), confidence_3))
+
+
+@pytest.mark.parametrize("given, candidates, standings", [
+    pytest.param(ballots(((2, 1, 3), 90), ((2, 3, 1), 80), ((1, 2, 3), 70)), THREE,
+                 [("solver-2", 0.833, 2), ("solver-1", 0.5, 1), ("solver-3", 0.167, 0)], id="plain"),
+    pytest.param(ballots(((2, 1, 3), 90), ((2, 1, 3), 90), ((1, 3, 2), 50), ((3, 1, 2), 50)), THREE,
+                 [("solver-1", 0.625, 1), ("solver-2", 0.5, 2), ("solver-3", 0.375, 1)],
+                 id="borda-beats-first-places"),
+    pytest.param(three_way_tie(90, 90, confidence_1=10), THREE,
+                 [("solver-1", 0.5, 2), ("solver-2", 0.5, 1), ("solver-3", 0.5, 1)], id="tie-more-first-places"),
+    pytest.param(three_way_tie(40, 90), THREE,
+                 [("solver-1", 0.5, 2), ("solver-3", 0.5, 1), ("solver-2", 0.5, 1)], id="tie-then-confidence"),
+    pytest.param(three_way_tie(None, 10), THREE,
+                 [("solver-1", 0.5, 2), ("solver-3", 0.5, 1), ("solver-2", 0.5, 1)], id="tie-none-confidence-is-0"),
+    pytest.param(three_way_tie(60, 60), ("solver-3", "solver-2", "solver-1"),
+                 [("solver-1", 0.5, 2), ("solver-3", 0.5, 1), ("solver-2", 0.5, 1)], id="tie-then-slot-order"),
+    pytest.param(ballots(((1, 2, 3), 80), ((2,), 60)), THREE,
+                 [("solver-2", 0.75, 1), ("solver-1", 0.625, 1), ("solver-3", 0.125, 0)], id="partial-ballot"),
+    pytest.param(ballots(((9, 8), 99), ((3, 1, 2), 50), ((), 99)), THREE,
+                 [("solver-3", 1.0, 1), ("solver-1", 0.5, 0), ("solver-2", 0.0, 0)], id="invalid-ballots-ignored"),
+    pytest.param(ballots(((2, 2, 9, 1), 70)), THREE,
+                 [("solver-2", 1.0, 1), ("solver-1", 0.5, 0), ("solver-3", 0.0, 0)], id="duplicate-and-unknown"),
+    pytest.param(ballots(((1,), None)), ("solver-1",), [("solver-1", 1.0, 1)], id="single-candidate"),
+    pytest.param(ballots(((9, 8), 99), ((7,), 80)), THREE, [], id="all-invalid"),
+    pytest.param([], THREE, [], id="no-ballots"),
+])
+def test_rank_candidates(given: list[moa.Ballot], candidates: tuple[str, ...],
+                         standings: list[tuple[str, float, int]]) -> None:
+    """Borda score orders the candidates; ties go to more first places, then confidence, then slot order."""
+    ranked = moa.rank_candidates(given, candidates, LABELS, random.Random(moa.BOOTSTRAP_SEED))
+    assert [(s.agent, s.score, s.first_places) for s in ranked] == standings
+    assert all(s.label == LABELS[s.agent] for s in ranked)
+
+
+def test_a_candidate_without_a_label_gets_an_empty_one() -> None:
+    """labels maps agents to the labels the transcript shows; an agent missing from it is labelled ""."""
+    ranked = moa.rank_candidates(ballots(((2, 1), 80)), ("solver-1", "solver-2"), {"solver-2": "B"}, random.Random(1))
+    assert [(s.agent, s.label) for s in ranked] == [("solver-2", "B"), ("solver-1", "")]
+
+
+@pytest.mark.parametrize("scores, confidence", [
+    pytest.param([], 0, id="nothing-ranked"), pytest.param([0.7, 0.3], 70, id="winner-score"),
+    pytest.param([1.0], 100, id="unanimous"),
+])
+def test_ranking_confidence(scores: list[float], confidence: int) -> None:
+    """The verdict's confidence for full answers is 100 x the winner's Borda score; 0 when nothing was ranked."""
+    standings = [moa.Standing(f"solver-{i}", "", score, score, score, 0) for i, score in enumerate(scores)]
+    assert moa.ranking_confidence(standings) == confidence
+
+
+# --- the bootstrap interval -----------------------------------------------------------------------
+
+# Five judges over three candidates; each judge's own score (points / 2) per candidate, in slot order:
+#   judge-1 1, .5, 0   judge-2 1, 0, .5   judge-3 .5, 1, 0   judge-4 (solver-1 only) 1, .25, .25   judge-5 0, .5, 1
+FIVE = ballots(((1, 2, 3), 80), ((1, 3, 2), 70), ((2, 1, 3), 90), ((1,), 60), ((3, 2, 1), None))
+
+
+def test_seeded_bootstrap_interval() -> None:
+    """random.Random(22) over five fixed ballots reports these intervals, each inside its judges' own range."""
+    ranked = moa.rank_candidates(FIVE, THREE, LABELS, random.Random(22))
+    assert [(s.agent, s.score, s.low, s.high) for s in ranked] == [
+        ("solver-1", 0.7, 0.3, 1.0), ("solver-2", 0.45, 0.2, 0.75), ("solver-3", 0.35, 0.05, 0.75)]
+    per_judge = [moa.ballot_points(b.order, THREE) for b in FIVE]
+    for standing in ranked:
+        own = [points[standing.agent] / 2 for points in per_judge]
+        assert min(own) <= standing.low <= standing.score <= standing.high <= max(own)
+
+
+def test_same_seed_same_interval() -> None:
+    """The pipeline's fixed seed makes the same ballots always report the same interval."""
+    first = moa.rank_candidates(FIVE, THREE, LABELS, random.Random(moa.BOOTSTRAP_SEED))
+    assert moa.rank_candidates(FIVE, THREE, LABELS, random.Random(moa.BOOTSTRAP_SEED)) == first
+
+
+def test_one_ballot_gives_a_degenerate_interval() -> None:
+    """With one judge there is nothing to resample: low == high == score."""
+    ranked = moa.rank_candidates(FIVE[:1], THREE, LABELS, random.Random(3))
+    assert [(s.low, s.score, s.high) for s in ranked] == [(1.0, 1.0, 1.0), (0.5, 0.5, 0.5), (0.0, 0.0, 0.0)]
+
+
+def test_unanimous_ballots_give_the_winner_one() -> None:
+    """Every judge ranks alike: the winner scores 1.0 in [1.0, 1.0], and no interval has width."""
+    ranked = moa.rank_candidates(ballots(*[((3, 1, 2), 50)] * 7), THREE, LABELS, random.Random(5))
+    assert (ranked[0].agent, ranked[0].score, ranked[0].low, ranked[0].high) == ("solver-3", 1.0, 1.0, 1.0)
+    assert all(s.low == s.score == s.high for s in ranked)
+
+
+def test_percentile_definition() -> None:
+    """The 95% interval of R values is sorted[int(0.025 R)] to sorted[ceil(0.975 R) - 1]: 25 left out each side."""
+    assert moa._percentile_interval([float(v) for v in reversed(range(1000))]) == (25.0, 974.0)
+    assert moa._percentile_interval([0.4]) == (0.4, 0.4)
+
+
+def test_full_size_ranking_is_fast() -> None:
+    """25 judges ranking 64 candidates, 1000 resamples: well under a second."""
+    rng = random.Random(7)
+    candidates = tuple(f"solver-{i}" for i in range(64))
+    many = [moa.Ballot(f"judge-{j}", tuple(rng.sample(candidates, 64)), 50) for j in range(moa.MAX_JUDGES)]
+    started = time.process_time()
+    ranked = moa.rank_candidates(many, candidates, {}, random.Random(moa.BOOTSTRAP_SEED))
+    assert time.process_time() - started < 1.0
+    assert len(ranked) == 64 and all(s.low <= s.score <= s.high for s in ranked)
