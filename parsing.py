@@ -386,9 +386,9 @@ _RANKING_LINE = re.compile(
     r"[ \t*_`]{0,6}(?:(?:[:：=]|-(?=[ \t]|$))[ \t*_`]{0,6}(?P<value>.*))?$",
     re.IGNORECASE,
 )
-# Between ranked entries: ">", ">>", "→", ",", ";", "=" (a tie, read in written order) and the word "then".
-# Alternatives of fixed length: no backtracking.
-_RANK_SEPARATOR = re.compile(r">{1,3}|→|[,;=]|\bthen\b", re.IGNORECASE)
+# Between ranked entries: ">", ">>", "→", ",", ";", "=" (a tie, read in written order), the word "then", and an
+# inline enumerator (" 2. " in "1. B 2. A 3. C"). Alternatives of bounded length: no backtracking.
+_RANK_SEPARATOR = re.compile(r">{1,3}|→|[,;=]|\bthen\b|[ \t]\d{1,2}[.)][ \t]", re.IGNORECASE)
 # Emphasis and quotes around or inside an entry ("**B**", "`A`", "'C'"): dropped before reading it.
 _ENTRY_DECORATION = re.compile(r"[*_`\"'“”]")
 # An entry that is a label alone: "B", "(B)", "[B].", "b", "Candidate B", "candidate b", "2) Response A". The
@@ -398,11 +398,12 @@ _EXACT_ENTRY = re.compile(
     r"[(\[]?[ \t]{0,2}(?P<label>[a-z]{1,2})[ \t]{0,2}[)\]]?[.:]?$",
     re.IGNORECASE,
 )
-# An upper-case label with a comment after punctuation: "B (most complete)", "Candidate A: correct", "C - misses
-# a case". Upper case and the punctuation keep prose ("I think", "a good one") from reading as a label. Anchored.
+# An upper-case label with a comment after punctuation or a verb: "B (most complete)", "Candidate A: correct",
+# "C - misses a case", "B is best". Upper case and the punctuation or verb keep prose ("I think", "A good one")
+# from reading as a label. Anchored, runs bounded.
 _LEADING_ENTRY = re.compile(
     r"^(?:\d{1,3}[.)][ \t]{0,3})?(?i:(?:candidate|response|answer|option|solution)[ \t]{0,3})?"
-    r"[(\[]?(?P<label>[A-Z]{1,2})[)\]]?[ \t]{0,3}[(.:\-–—]"
+    r"[(\[]?(?P<label>[A-Z]{1,2})[)\]]?(?:[ \t]{0,3}[(.:\-–—]|[ \t]{1,3}(?:is|was|comes|ranks)\b)"
 )
 # A numbered or bulleted list item below a bare "RANKING:" line: "1. B", "2) **A** - ...", "- C". Anchored.
 _LIST_ITEM = re.compile(r"^[ \t]{0,8}(?:\d{1,3}[.)]|[-*•])[ \t]{1,4}(?P<entry>.*)$")
@@ -429,13 +430,14 @@ def _read_entries(entries: list[str], labels: frozenset[str]) -> tuple[tuple[str
 
 
 def _list_below(lines: list[str]) -> list[str]:
-    """The entries of the list that starts on the first non-blank line, up to its first other line."""
+    """The entries of the list that starts on the first non-blank line, up to its first other line (an indented
+    line inside the list continues an item)."""
     entries: list[str] = []
     for line in lines[:_MAX_LIST_LINES]:
         item = _LIST_ITEM.match(line) if len(line) <= _MAX_RANKING_LINE else None
         if item:
             entries.append(item.group("entry"))
-        elif line.strip():
+        elif line.strip() and not (entries and line[:1].isspace()):
             break
     return entries
 
@@ -455,10 +457,12 @@ def parse_ranking(text: str, labels: Collection[str]) -> ParsedRanking | None:
 
     - Tier "ranking-line": the LAST line labelled RANKING ("RANKING: B > A > C", "**Ranking:**", "## RANKING -",
       "Final ranking:"), read alone: an earlier one may be the prompt's example, echoed. Entries are separated by
-      ">", ">>", "→", ",", ";", "=" or "then"; a tie "A = B" counts in written order. An entry is a label, in
-      any case, with decoration ("(B)", "[B]", "**B**", "B.", "Candidate b"), or an upper-case label followed by
-      a comment after punctuation ("B (most complete)", "A: correct"). When the line names no label, a numbered
-      or bulleted list on the lines below it ("1. B" / "2. A") is the ranking.
+      ">", ">>", "→", ",", ";", "=", "then" or an enumerator ("1. B 2. A"); a tie "A = B" counts in written
+      order. An entry is a label, in any case, with decoration ("(B)", "[B]", "**B**", "B.", "Candidate b"), or
+      an upper-case label followed by punctuation or "is/was/comes/ranks" and a comment ("B (most complete)",
+      "A: correct", "B is best"). When the line names no label, a numbered or bulleted list starting below it
+      ("1. B" / "2. A"; indented lines continue an item; any other line ends it) is the ranking. A line over
+      4000 characters is not read (nor does parse_judgement read one).
     - An entry naming no label of this judge (E when only A-C exist, "none", words) is ignored; a label named
       again counts at its first place only. A ranking that names no label falls through to the next tier.
     - Tier "final-answer-line": a FINAL ANSWER line (as parse_judgement reads it) naming a label gives that

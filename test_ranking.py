@@ -43,6 +43,15 @@ RANKING_CASES = [
     pytest.param("RANKING: b > a > c", ABC, ("B", "A", "C"), True, "ranking-line", id="lower-case-letters"),
     pytest.param("RANKING: B (most complete) > A (misses the empty list) > C: wrong", ABC, ("B", "A", "C"), True,
                  "ranking-line", id="comments-after-labels"),
+    pytest.param("RANKING: B is best, then A, then C comes last", ABC, ("B", "A", "C"), True, "ranking-line",
+                 id="prose-entries"),
+    pytest.param("RANKING: [B, A, C]", ABC, ("B", "A", "C"), True, "ranking-line", id="bracketed-list"),
+    pytest.param("RANKING: 1. B 2. A 3. C", ABC, ("B", "A", "C"), True, "ranking-line", id="inline-enumeration"),
+    pytest.param("RANKING: 1) C, 2) B, 3) A", ABC, ("C", "B", "A"), True, "ranking-line",
+                 id="inline-enumeration-commas"),
+    pytest.param("RANKING: A good answer would be B", ABC, None, None, None, id="article-a-is-no-label"),
+    pytest.param("RANKING: B > A > C\r\nCONFIDENCE: 80\r\n", ABC, ("B", "A", "C"), True, "ranking-line",
+                 id="crlf"),
     # a list below the label
     pytest.param("## RANKING -\n1. B\n2. A\n3. C\n\nCONFIDENCE: 70", ABC, ("B", "A", "C"), True, "ranking-line",
                  id="numbered-list"),
@@ -53,6 +62,10 @@ RANKING_CASES = [
                  ("C", "A", "B"), True, "ranking-line", id="bulleted-list-under-header"),
     pytest.param("RANKING: best first\n1) A\n2) C\n3) B", ABC, ("A", "C", "B"), True, "ranking-line",
                  id="caption-then-list"),
+    pytest.param("RANKING:\n1. B\n   Handles both empty lists.\n2. A\n   Correct, but quadratic.\n3. C\n\nCONFIDENCE: 75",
+                 ABC, ("B", "A", "C"), True, "ranking-line", id="list-with-indented-notes"),
+    pytest.param("RANKING:\n1. B\nThat is all.\n2. A", ABC, ("B",), False, "ranking-line",
+                 id="list-ends-at-prose"),
     # partial, repeated and unknown entries
     pytest.param("RANKING: B", ABC, ("B",), False, "ranking-line", id="winner-only"),
     pytest.param("RANKING: B > A > B > C", ABC, ("B", "A", "C"), False, "ranking-line", id="duplicate-first-wins"),
@@ -100,7 +113,7 @@ def test_parse_ranking(text: str, labels: tuple[str, ...], order: tuple[str, ...
 
 def test_ranking_keeps_the_judges_confidence_and_analysis() -> None:
     """CONFIDENCE and the <analysis> tag are read as parse_judgement reads them."""
-    parsed = parse_ranking("<analysis>B covers both edge cases.</analysis>\nRANKING: B > A\nCONFIDENCE: 0.9", "AB")
+    parsed = parse_ranking("<analysis>B covers both edge cases.</analysis>\nRANKING: B > A\nCONFIDENCE: 0.9", ("A", "B"))
     assert parsed is not None and (parsed.confidence, parsed.analysis) == (90, "B covers both edge cases.")
 
 
