@@ -1,16 +1,19 @@
 """Ranked judges (issue 22): reading a judge's RANKING line, and the Borda count with its bootstrap interval."""
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from moa_pipeline import candidate_label
+import moa_pipeline as moa
 from parsing import parse_ranking
 
 ABC = ("A", "B", "C")
 ABCD = ("A", "B", "C", "D")
-TWENTY_EIGHT = tuple(candidate_label(i) for i in range(28))  # A … Z, AA, AB
+TWENTY_EIGHT = tuple(moa.candidate_label(i) for i in range(28))  # A … Z, AA, AB
 
 # --- parse_ranking: what a judge's reply ranks ------------------------------------------------------
 
@@ -131,6 +134,10 @@ HOSTILE_RANKINGS = [
     pytest.param("Ranking: Candidate Candidate > \n" * (MEGABYTE // 32), None, id="many-ranking-lines"),
     pytest.param("1. " * (MEGABYTE // 3) + "\nRANKING: B > A", ("B", "A"), id="junk-then-a-ranking"),
     pytest.param("RANKING:\n" + "1. B\n" * (MEGABYTE // 5), ("B",), id="endless-list"),
+    pytest.param(("RANKING: " + "(B " * 1300 + "\n") * (MEGABYTE // 3910), ("B",), id="lines-just-under-the-cap"),
+    pytest.param("RANKING:\n1. C\n" + "   (b " * (MEGABYTE // 6), ("C",), id="endless-indented-note"),
+    pytest.param("## RANKING -\n" + ("- Candidate " * 330 + "\n") * (MEGABYTE // 3960), None,
+                 id="list-of-long-junk-items"),
 ]
 
 
@@ -142,9 +149,6 @@ def test_a_megabyte_of_hostile_ranking_parses_fast(text: str, order: tuple[str, 
     assert time.process_time() - started < 1.0
     assert (parsed.order if parsed else None) == order
 
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 RANKING_FRAGMENTS = st.sampled_from([
     "RANKING:", "**Ranking:**", "## RANKING -", "Final ranking:", "FINAL ANSWER:", "CONFIDENCE: 80", "A", "B", "C",
@@ -165,10 +169,6 @@ def test_parse_ranking_never_raises_and_names_only_labels(text: str) -> None:
 
 
 # --- the Borda count ----------------------------------------------------------------------------
-
-import random  # noqa: E402
-
-import moa_pipeline as moa  # noqa: E402
 
 THREE = ("solver-1", "solver-2", "solver-3")
 FOUR = ("solver-1", "solver-2", "solver-3", "solver-4")
