@@ -157,6 +157,12 @@ SYNTHESIS_CANDIDATES = 3  # the top-ranked candidates the synthesis reads in ful
 # Of each critique, rebuttal and judge's analysis the synthesis reads this much: their point, not their every word,
 # so its prompt (and the budget it keeps back) does not grow with every judge's essay.
 SYNTHESIS_NOTE_CHARS = 2000
+# Ranked judges' bootstrap interval (rank_candidates): 1000 resamples put the 2.5% and 97.5% points 25 values in
+# from each end, steady to about 0.01 for the 2-25 judges a run has; the fixed seed makes the same ballots always
+# report the same interval, so a rerun, a replay and a test agree. BOOTSTRAP_TAIL: each side of the 95% interval.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 22
+BOOTSTRAP_TAIL = 0.025
 
 
 class Phase(enum.StrEnum):
@@ -2768,6 +2774,109 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
         return None
     return Verdict(present_answer(kind, positions[0].answer, letters), round(100 * len(positions) / workers),
                    len(positions), len(positions), "unanimous", {keys.pop(): len(positions)}, kind)
+
+
+# Ranked judges (full answers): Borda count and its bootstrap interval.
+
+@dataclass(frozen=True)
+class Ballot:
+    """One judge's ranking of the candidates, best first, by candidate id (its labels already mapped back)."""
+
+    judge: str  # "judge-2"
+    order: tuple[str, ...]  # candidate ids (agents, "solver-3"), best first, as parse_ranking left them
+    confidence: int | None
+    analysis: str = ""
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A candidate's place after the Borda count: its score in [0, 1], the bootstrap 95% interval around it, and
+    the ballots that put it first."""
+
+    agent: str
+    label: str
+    score: float
+    low: float
+    high: float
+    first_places: int
+
+
+def ballot_points(order: Sequence[str], candidates: Sequence[str]) -> dict[str, float]:
+    """Borda points one ballot gives each of the n candidates: its i-th named candidate n-1-i; the candidates it
+    leaves out share the points left equally (each their mean), so every ballot gives n(n-1)/2 in all and a judge
+    that names only its favourite weighs as much as one that ranks them all. Entries that are not candidates are
+    ignored, a repeated one counts at its first place; a ballot naming no candidate gives nothing ({})."""
+    known = set(candidates)
+    named = [agent for agent in dict.fromkeys(order) if agent in known]
+    if not named:
+        return {}
+    left_out_share = (len(candidates) - len(named) - 1) / 2
+    points = {agent: float(len(candidates) - 1 - place) for place, agent in enumerate(named)}
+    return {agent: points.get(agent, left_out_share) for agent in candidates}
+
+
+def _borda_score(points: float, ballots: int, candidates: int) -> float:
+    """Mean points over the ballots as a share of the most a ballot gives (n-1), 3 places; 1.0 for a lone one."""
+    return 1.0 if candidates == 1 else round(points / (ballots * (candidates - 1)), 3)
+
+
+def _bootstrap_totals(rows: list[list[float]], rng: random.Random, resamples: int) -> list[list[float]]:
+    """For each candidate, its point total on each resample of the ballots (drawn with replacement, as many as
+    there are): the spread of the score over which judges happened to sit."""
+    draws = [[sum(column) for column in zip(*rng.choices(rows, k=len(rows)), strict=True)]
+             for _ in range(resamples)]
+    return [list(totals) for totals in zip(*draws, strict=True)]
+
+
+def _percentile_interval(values: list[float]) -> tuple[float, float]:
+    """The percentile bootstrap's 95% interval: sorted[int(0.025 R)] and sorted[ceil(0.975 R) - 1] of R values
+    (for R = 1000 the 26th and the 975th), as many values left out below as above."""
+    ordered = sorted(values)
+    return ordered[int(BOOTSTRAP_TAIL * len(ordered))], ordered[math.ceil((1 - BOOTSTRAP_TAIL) * len(ordered)) - 1]
+
+
+def _first_choices(ballots: Sequence[Ballot], candidates: Sequence[str]) -> dict[str, list[int]]:
+    """For each candidate, the confidences (None as 0) of the ballots that ranked it first."""
+    known = set(candidates)
+    firsts: dict[str, list[int]] = {agent: [] for agent in candidates}
+    for ballot in ballots:
+        first = next((agent for agent in ballot.order if agent in known), None)
+        if first is not None:
+            firsts[first].append(ballot.confidence or 0)
+    return firsts
+
+
+def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels: Mapping[str, str],
+                    rng: random.Random, resamples: int = BOOTSTRAP_RESAMPLES) -> list[Standing]:
+    """Every candidate's Borda standing, best first; [] when no ballot names a candidate (the caller falls back).
+
+    score: the mean over the usable ballots of ballot_points / (n-1), in [0, 1] (one candidate: 1.0), 3 places.
+    low, high: the percentile bootstrap over judges (_percentile_interval) of `resamples` resamples drawn with
+    `rng`, so a seeded rng always reports the same interval; one ballot (or resamples 0) gives low == high == score.
+    Order: score; on a tie more first places; then the higher mean CONFIDENCE of the ballots that put it first
+    (None counts as 0); then the order of `candidates`. label: labels[agent], "" when it has none.
+    """
+    counted = [(ballot, points) for ballot in ballots if (points := ballot_points(ballot.order, candidates))]
+    if not counted:
+        return []
+    rows = [list(points.values()) for _, points in counted]
+    totals = [sum(column) for column in zip(*rows, strict=True)]  # exact: every point is a multiple of 1/2
+    spreads = _bootstrap_totals(rows, rng, resamples) if resamples > 0 else [[total] for total in totals]
+    firsts = _first_choices([ballot for ballot, _ in counted], candidates)
+    score = functools.partial(_borda_score, ballots=len(rows), candidates=len(candidates))
+    ranked: list[tuple[tuple[float, int, float, int], Standing]] = []
+    for slot, (agent, total, spread) in enumerate(zip(candidates, totals, spreads, strict=True)):
+        low, high = _percentile_interval(spread)
+        confidences = firsts[agent]
+        place = (-total, -len(confidences), -sum(confidences) / max(1, len(confidences)), slot)
+        ranked.append((place, Standing(agent, labels.get(agent, ""), score(total), score(low), score(high),
+                                       len(confidences))))
+    return [standing for _, standing in sorted(ranked)]
+
+
+def ranking_confidence(standings: Sequence[Standing]) -> int:
+    """The judges' agreement on the winner, 0-100: its Borda score; 0 when nothing was ranked."""
+    return round(100 * standings[0].score) if standings else 0
 
 
 # --- 11. one question ----------------------------------------------------------------------------

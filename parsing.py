@@ -19,6 +19,7 @@ in the length of the text (see ``test_parsing.py`` for the megabyte tests).
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -360,6 +361,126 @@ def parse_judgement(text: str) -> ParsedJudgement:
         final = extract_tag(body, "final_answer") or extract_tag(body, "answer") or None
     analysis = extract_tag(body, "analysis") or body.strip()
     return ParsedJudgement(final, confidence, analysis)
+
+
+@dataclass(frozen=True)
+class ParsedRanking:
+    """A judge's ranking of the candidates, best first, and its CONFIDENCE (the rules: parse_ranking)."""
+
+    order: tuple[str, ...]  # labels named, best first, each once, upper case
+    confidence: int | None
+    analysis: str
+    complete: bool  # every label named exactly once and nothing else
+    tier: str  # "ranking-line" or "final-answer-line" (a judge that named only a winner)
+
+
+# Longer than this, a line is not one a judge wrote to be read (parse_judgement skips the same lines).
+_MAX_RANKING_LINE = 4000
+# How far below a bare "RANKING:" line its numbered list may run (64 candidates, with blank lines between).
+_MAX_LIST_LINES = 150
+# "RANKING: B > A", "**Final ranking:**", "## RANKING -", "Ranking (best first):", "## Ranking" (a list follows),
+# with the markdown decoration _FINAL_LINE allows. A "-" separator needs a space after it, so "Ranking-based
+# scoring" is prose. Anchored, every run bounded, the value one line's rest: linear in the line.
+_RANKING_LINE = re.compile(
+    r"^[ \t>#*_`-]{0,12}(?:(?:final|my|overall)[ \t]{1,4})?rankings?(?:[ \t]{1,4}\([^()\n]{0,40}\))?"
+    r"[ \t*_`]{0,6}(?:(?:[:：=]|-(?=[ \t]|$))[ \t*_`]{0,6}(?P<value>.*))?$",
+    re.IGNORECASE,
+)
+# Between ranked entries: ">", ">>", "→", ",", ";", "=" (a tie, read in written order), the word "then", and an
+# inline enumerator (" 2. " in "1. B 2. A 3. C"). Alternatives of bounded length: no backtracking.
+_RANK_SEPARATOR = re.compile(r">{1,3}|→|[,;=]|\bthen\b|[ \t]\d{1,2}[.)][ \t]", re.IGNORECASE)
+# Emphasis and quotes around or inside an entry ("**B**", "`A`", "'C'"): dropped before reading it.
+_ENTRY_DECORATION = re.compile(r"[*_`\"'“”]")
+# An entry that is a label alone: "B", "(B)", "[B].", "b", "Candidate B", "candidate b", "2) Response A". The
+# label is one or two letters between non-letters, so "AB" is never read as A, B. Anchored both ends, runs bounded.
+_EXACT_ENTRY = re.compile(
+    r"^(?:\d{1,3}[.)][ \t]{0,3})?(?:(?:candidate|response|answer|option|solution)[ \t]{0,3})?"
+    r"[(\[]?[ \t]{0,2}(?P<label>[a-z]{1,2})[ \t]{0,2}[)\]]?[.:]?$",
+    re.IGNORECASE,
+)
+# An upper-case label with a comment after punctuation or a verb: "B (most complete)", "Candidate A: correct",
+# "C - misses a case", "B is best". Upper case and the punctuation or verb keep prose ("I think", "A good one")
+# from reading as a label. Anchored, runs bounded.
+_LEADING_ENTRY = re.compile(
+    r"^(?:\d{1,3}[.)][ \t]{0,3})?(?i:(?:candidate|response|answer|option|solution)[ \t]{0,3})?"
+    r"[(\[]?(?P<label>[A-Z]{1,2})[)\]]?(?:[ \t]{0,3}[(.:\-–—]|[ \t]{1,3}(?:is|was|comes|ranks)\b)"
+)
+# A numbered or bulleted list item below a bare "RANKING:" line: "1. B", "2) **A** - ...", "- C". Anchored.
+_LIST_ITEM = re.compile(r"^[ \t]{0,8}(?:\d{1,3}[.)]|[-*•])[ \t]{1,4}(?P<entry>.*)$")
+
+
+def _entry_label(entry: str) -> str | None:
+    """The label one ranked entry names, upper case, or None when it names none."""
+    entry = _ENTRY_DECORATION.sub("", entry).strip()
+    match = _EXACT_ENTRY.match(entry) or _LEADING_ENTRY.match(entry)
+    return match.group("label").upper() if match else None
+
+
+def _read_entries(entries: list[str], labels: frozenset[str]) -> tuple[tuple[str, ...], bool]:
+    """The labels named, each at its first place, and whether nothing else was named (no repeat, no stranger)."""
+    order: list[str] = []
+    clean = True
+    for entry in filter(str.strip, entries):
+        label = _entry_label(entry)
+        if label in labels and label not in order:
+            order.append(label)
+        else:
+            clean = False
+    return tuple(order), clean
+
+
+def _list_below(lines: list[str]) -> list[str]:
+    """The entries of the list that starts on the first non-blank line, up to its first other line (an indented
+    line inside the list continues an item)."""
+    entries: list[str] = []
+    for line in lines[:_MAX_LIST_LINES]:
+        item = _LIST_ITEM.match(line) if len(line) <= _MAX_RANKING_LINE else None
+        if item:
+            entries.append(item.group("entry"))
+        elif line.strip() and not (entries and line[:1].isspace()):
+            break
+    return entries
+
+
+def _ranking_line(lines: list[str], labels: frozenset[str]) -> tuple[tuple[str, ...], bool]:
+    """The order on the last ranking line, or else in the list below it; () when there is none or it names none."""
+    found = [i for i, line in enumerate(lines) if len(line) <= _MAX_RANKING_LINE and _RANKING_LINE.match(line)]
+    if not found:
+        return (), False
+    match = _RANKING_LINE.match(lines[found[-1]])
+    order, clean = _read_entries(_RANK_SEPARATOR.split((match and match.group("value")) or ""), labels)
+    return (order, clean) if order else _read_entries(_list_below(lines[found[-1] + 1:]), labels)
+
+
+def parse_ranking(text: str, labels: Collection[str]) -> ParsedRanking | None:
+    """A judge's ranking of the candidates labelled `labels` (1-2 upper-case letters), best first.
+
+    - Tier "ranking-line": the LAST line labelled RANKING ("RANKING: B > A > C", "**Ranking:**", "## RANKING -",
+      "Final ranking:"), read alone: an earlier one may be the prompt's example, echoed. Entries are separated by
+      ">", ">>", "→", ",", ";", "=", "then" or an enumerator ("1. B 2. A"); a tie "A = B" counts in written
+      order. An entry is a label, in any case, with decoration ("(B)", "[B]", "**B**", "B.", "Candidate b"), or
+      an upper-case label followed by punctuation or "is/was/comes/ranks" and a comment ("B (most complete)",
+      "A: correct", "B is best"). When the line names no label, a numbered or bulleted list starting below it
+      ("1. B" / "2. A"; indented lines continue an item; any other line ends it) is the ranking. A line over
+      4000 characters is not read (nor does parse_judgement read one).
+    - An entry naming no label of this judge (E when only A-C exist, "none", words) is ignored; a label named
+      again counts at its first place only. A ranking that names no label falls through to the next tier.
+    - Tier "final-answer-line": a FINAL ANSWER line (as parse_judgement reads it) naming a label gives that
+      winner alone, a partial ballot (a ranking written there is read like a ranking line).
+    - Nothing usable: None, and the pipeline retries the judge. CONFIDENCE and the analysis are parse_judgement's.
+    `complete` says every label was named exactly once and nothing else was.
+    """
+    wanted = frozenset(label.upper() for label in labels)
+    judgement = parse_judgement(text)
+    order, clean = _ranking_line(strip_think(text or "").split("\n"), wanted)
+    tier = "ranking-line"
+    if not order and judgement.final_answer and len(judgement.final_answer) <= _MAX_RANKING_LINE:
+        order, clean = _read_entries(_RANK_SEPARATOR.split(judgement.final_answer), wanted)
+        tier = "final-answer-line"
+    if not order:
+        return None
+    complete = clean and len(order) == len(wanted)
+    return ParsedRanking(order, judgement.confidence, judgement.analysis, complete, tier)
 
 
 # --- normalisation for voting -----------------------------------------------
