@@ -263,8 +263,9 @@ SYNTHESIS_SYSTEM_SHORT = Template(
 )
 
 # The closing line is for small models: without it SmolLM2-135M opened 2 of 6 replies with "The best
-# candidates are:"; with it, 0 of 6. It still echoed the <question>/<candidate> blocks in 6 of 6 (so
-# did every variant that kept the delimiters); parsing.parse_synthesis reads an echo as no synthesis.
+# candidates are:"; with it, 0 of 16. It still echoed the <question>/<candidate> blocks, 22 times in
+# 22 (candidates in plain text stopped the echo, but untrusted text keeps its delimiters);
+# parsing.parse_synthesis reads an echo as no synthesis, so the top-ranked candidate stands.
 SYNTHESIS_USER = Template(
     "<question>\n$question\n</question>\n\n"
     "The candidates, best first:\n$candidates\n\n"
