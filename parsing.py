@@ -741,9 +741,10 @@ _SYNTHESIS_LABEL = re.compile(
 _SYNTHESIS_PREAMBLE = re.compile(
     r"^[^\n]{0,40}\b(?:here|final|rewritten|revised|synthesi[sz]ed|improved|combined|updated)\b"
     r"[^\n]{0,40}\b(?:response|answer|solution)\b[^\n]{0,60}[:：][ \t*_]{0,4}(?:\n|$)", re.IGNORECASE)
-# Our own input blocks in the reply: the model echoed the prompt instead of writing a response.
-# Any <answer> in such an echo belongs to a copied (or invented) candidate, not to a synthesis.
-_PROMPT_ECHO = re.compile(r"<\s{0,5}(?:question|candidate|critique|rebuttal|analysis)\b", re.IGNORECASE)
+# Our own input blocks in the reply, opened or closed: the model echoed or continued the prompt
+# instead of writing a response ("...391. A is right.\n</rebuttal>"). Any <answer> in such an echo
+# belongs to a copied (or invented) candidate, not to a synthesis. Bounded runs, no nesting.
+_PROMPT_ECHO = re.compile(r"<\s{0,5}/?\s{0,5}(?:question|candidate|critique|rebuttal|analysis)\b", re.IGNORECASE)
 # Fence languages that wrap a reply rather than being code: the fence goes, the text stays.
 _WRAPPER_FENCES = frozenset({"markdown", "md", "text", "txt", "plaintext", "xml"})
 
@@ -752,8 +753,9 @@ def parse_synthesis(text: str) -> str | None:
     """The response a synthesis call wrote, or None when it wrote nothing usable.
 
     Think blocks go; an <answer> block (models add one anyway) gives its content; leading
-    "Final response:" labels and announcing lines go. A fence around code is kept (it is the
-    response); a fence marked markdown/text/xml only wrapped the reply and goes. A reply that
+    "Final response:" labels and announcing lines go, and so do prose paragraphs repeated back to
+    back. A fence around code is kept (it is the response); a fence marked markdown/text/xml only
+    wrapped the reply and goes. A reply that
     echoes the prompt's blocks (<question>, <candidate>, ...) outside code is None: small models
     do this (SmolLM2-135M in 22 of 22 trials), and the top-ranked candidate is then the better answer.
     """
@@ -769,7 +771,18 @@ def parse_synthesis(text: str) -> str | None:
         if lead is None:
             break
         body = body[lead.end():].strip()
-    return _unwrap_fence(body) or None
+    return _drop_repeats(_unwrap_fence(body)) or None
+
+
+def _drop_repeats(body: str) -> str:
+    """Collapse a paragraph repeated back to back ("The final answer is 391." five times), as
+    small models loop; prose only, since code may repeat a block on purpose."""
+    if "```" in body:
+        return body
+    # Paragraphs split on blank lines; one character class between two newlines: linear.
+    paragraphs = [p.strip() for p in re.split(r"\n[ \t]*\n", body) if p.strip()]
+    kept = [p for i, p in enumerate(paragraphs) if i == 0 or p != paragraphs[i - 1]]
+    return "\n\n".join(kept) if len(kept) < len(paragraphs) else body
 
 
 def _last_tag_span(text: str, tag: str) -> tuple[int, int] | None:

@@ -148,6 +148,12 @@ SYNTHESIS_CASES = [
                  id="answer-word-in-content-kept"),
     pytest.param("Compare tags:\n```html\n<question>hi</question>\n```\nThey nest.",
                  "Compare tags:\n```html\n<question>hi</question>\n```\nThey nest.", id="our-tag-inside-code-kept"),
+    pytest.param("17*20 = 340, 17*3 = 51, so 391.\n\nThe final answer is 391.\n\nThe final answer is 391.\n\n"
+                 "The final answer is 391.", "17*20 = 340, 17*3 = 51, so 391.\n\nThe final answer is 391.",
+                 id="smollm-looping-paragraph-collapsed"),
+    pytest.param("```py\npass\n\npass\n```", "```py\npass\n\npass\n```", id="repeats-inside-code-kept"),
+    pytest.param("17*20 = 340, so 391. A is right.\n</rebuttal>\n</rebuttal>\n\nThe final: 391", None,
+                 id="smollm-continues-the-prompt"),
     pytest.param("", None, id="empty"),
     pytest.param("   \n\t\n", None, id="only-whitespace"),
     pytest.param("<think>thinking, cut off", None, id="only-unclosed-think"),
