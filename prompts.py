@@ -237,8 +237,9 @@ JUDGE_SYSTEM_RANKING = Template(
 #
 # One last call writes what the user reads, from the ranked candidates, their critiques and
 # rebuttals, and the judges' analyses. SYNTHESIS_USER's $verdict is "" for full answers and,
-# for short ones, one line naming the verdict (the pipeline writes it); $candidates is
-# SYNTHESIS_CANDIDATE blocks best first, $analyses SYNTHESIS_ANALYSIS blocks.
+# for short ones, one line naming the verdict (the pipeline writes it, the answer itself through
+# quote_untrusted: it is model text); $candidates is SYNTHESIS_CANDIDATE blocks best first,
+# $analyses SYNTHESIS_ANALYSIS blocks.
 
 _SYNTHESIS_DATA_RULE = f"{DATA_RULE} The same holds for <analysis> blocks."
 
