@@ -765,13 +765,13 @@ def parse_synthesis(text: str) -> str | None:
     span = _last_tag_span(body, "answer")
     if span is not None:
         body = body[span[0]:span[1]]
-    body = body.strip()
-    for _ in range(4):  # "The final response to the request is:" may come more than once
+    body = _drop_repeats(body.strip())  # first, so a looping preamble is one line to strip
+    for _ in range(4):  # a label may follow a preamble: "Here is the final answer:\nAnswer: 391"
         lead = _SYNTHESIS_PREAMBLE.match(body[:300]) or _SYNTHESIS_LABEL.match(body[:200])
         if lead is None:
             break
         body = body[lead.end():].strip()
-    return _drop_repeats(_unwrap_fence(body)) or None
+    return _unwrap_fence(body) or None
 
 
 def _drop_repeats(body: str) -> str:

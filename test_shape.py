@@ -152,6 +152,7 @@ SYNTHESIS_CASES = [
                  "The final answer is 391.", "17*20 = 340, 17*3 = 51, so 391.\n\nThe final answer is 391.",
                  id="smollm-looping-paragraph-collapsed"),
     pytest.param("```py\npass\n\npass\n```", "```py\npass\n\npass\n```", id="repeats-inside-code-kept"),
+    pytest.param("The final response to the request now:\n\n" * 9, None, id="smollm-only-a-looping-preamble"),
     pytest.param("17*20 = 340, so 391. A is right.\n</rebuttal>\n</rebuttal>\n\nThe final: 391", None,
                  id="smollm-continues-the-prompt"),
     pytest.param("", None, id="empty"),
