@@ -606,7 +606,7 @@ def question_shape(question: str) -> ShapeGuess:
     if len(sentences) > _SHAPE_FIRST + _SHAPE_LAST:
         sentences = sentences[:_SHAPE_FIRST] + sentences[-_SHAPE_LAST:]
     guesses = [g for g in map(_sentence_shape, sentences) if g is not None]
-    if _is_multiple_choice(text) and (not guesses or guesses[0].shape == "short"):
+    if _is_multiple_choice(prose) and (not guesses or guesses[0].shape == "short"):
         return ShapeGuess("short", "a multiple-choice question")
     full = next((g for g in guesses if g.shape == "full"), None)
     if full is not None:

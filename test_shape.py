@@ -83,6 +83,8 @@ SHAPE_CASES = [
                  "short", "no open-ended", id="annotations-are-not-options"),
     pytest.param("```py\nprint(sum(range(5)))\n```\nWhat does this print?", "short", "what-is",
                  id="code-block-without-trouble"),
+    pytest.param("```\na) x = 1\nb) y = 2\n```\nWhat does this print?", "short", "what-is",
+                 id="lines-in-code-are-not-options"),
     pytest.param("Who is the narrator of this passage?\n" + "She walked home. " * 10 + "'Tell me about your day,' "
                  "she said. " + "It rained. " * 10, "short", "who", id="request-inside-a-pasted-passage-not-read"),
     pytest.param("", "short", "no open-ended", id="empty"),
