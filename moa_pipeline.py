@@ -2100,6 +2100,29 @@ class Vote:
 
 
 @dataclass(frozen=True)
+class Ballot:
+    """One judge's ranking of the candidates, best first, by candidate id (its labels already mapped back)."""
+
+    judge: str  # "judge-2"
+    order: tuple[str, ...]  # candidate ids (agents, "solver-3"), best first, as parse_ranking left them
+    confidence: int | None
+    analysis: str = ""
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A candidate's place after the Borda count: its score in [0, 1], the bootstrap 95% interval around it, and
+    the ballots that put it first."""
+
+    agent: str
+    label: str
+    score: float
+    low: float
+    high: float
+    first_places: int
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The outcome of one pass (the first debate, or the rerun), or of a replay: the judges' or solvers' vote."""
 
@@ -2777,29 +2800,6 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
 
 
 # Ranked judges (full answers): Borda count and its bootstrap interval.
-
-@dataclass(frozen=True)
-class Ballot:
-    """One judge's ranking of the candidates, best first, by candidate id (its labels already mapped back)."""
-
-    judge: str  # "judge-2"
-    order: tuple[str, ...]  # candidate ids (agents, "solver-3"), best first, as parse_ranking left them
-    confidence: int | None
-    analysis: str = ""
-
-
-@dataclass(frozen=True)
-class Standing:
-    """A candidate's place after the Borda count: its score in [0, 1], the bootstrap 95% interval around it, and
-    the ballots that put it first."""
-
-    agent: str
-    label: str
-    score: float
-    low: float
-    high: float
-    first_places: int
-
 
 def ballot_points(order: Sequence[str], candidates: Sequence[str]) -> dict[str, float]:
     """Borda points one ballot gives each of the n candidates: its i-th named candidate n-1-i; the candidates it
@@ -3994,7 +3994,8 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
     shape = run.get("answer_shape") if run.get("answer_shape") in SHAPES else "short"  # older traces: short
     verdict = traced_verdict(verdict_line, chosen, path, positions.values()) if start.phase == "synthesis" else None
     return Replay(path, start, str(run.get("run_id"))[:64], valid_text(question), workers,
-                  tuple(positions[k] for k in sorted(positions)), tuple(kept), ShapeGuess(shape, "the trace's"), verdict)
+                  tuple(positions[k] for k in sorted(positions)), tuple(kept), ShapeGuess(shape, "the trace's"),
+                  verdict)
 
 
 def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: Iterable[Position]) -> Verdict:
