@@ -90,6 +90,7 @@ import prompts
 from parsing import (
     ParsedAnswer,
     ParsedRanking,
+    ParsedRebuttal,
     ShapeGuess,
     answer_key,
     choice_letters,
@@ -97,6 +98,8 @@ from parsing import (
     normalize_answer,
     parse_answer,
     parse_block,
+    parse_full_answer,
+    parse_full_rebuttal,
     parse_judgement,
     parse_ranking,
     parse_rebuttal,
@@ -196,7 +199,7 @@ MESSAGE_OVERHEAD_TOKENS = 8  # added by chat formatting per message and by our n
 # --replay --from START: the last phase kept from the trace (see ReplayStart).
 REPLAY_STARTS = {Phase.CRITIQUE: Phase.GENERATE, Phase.REBUTTAL: Phase.CRITIQUE,
                  **{f"round{k}": Phase.REBUTTAL for k in range(2, MAX_ROUNDS + 1)}, "judges": Phase.REBUTTAL,
-                 "synthesis": Phase.JUDGE}
+                 Phase.SYNTHESIS: Phase.JUDGE}
 # Longer than these, a line of a trace or of an earlier output, or a summary file, is not one we wrote (replies
 # are capped far below them; a summary is a few hundred bytes).
 MAX_TRACE_LINE_BYTES = 256 * 1024 * 1024
@@ -1074,8 +1077,9 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
                 raise fault(Fault.BAD_EVENT, "the stream sent an event that is not JSON", status=status) from None
             shown = len(reply.parts)
             reply.add(chunk, status)
-            for part in reply.parts[shown:] if echo is not None else ():
-                echo(part)
+            if echo is not None:
+                for part in reply.parts[shown:]:
+                    echo(part)
     except httpx.TransportError as err:  # cut mid-stream: keep what came, as truncated
         log.debug("stream cut: %s", _short(err))
     finish = reply.finish if reply.done or reply.finish is not None else "truncated"
@@ -2289,9 +2293,14 @@ async def run_all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
     return [task.result() for task in tasks]
 
 
-def _valid_answer(text: str) -> ParsedAnswer | None:
-    parsed = parse_answer(text)
+def _valid_answer(text: str, shape: str = "short") -> ParsedAnswer | None:
+    """A solver's answer in the shape's contract; a full response is taken whole (parse_full_answer)."""
+    parsed = parse_full_answer(text) if shape == "full" else parse_answer(text)
     return parsed if parsed.answer.strip() else None
+
+
+def rebuttal_parser(shape: str) -> Callable[[str], ParsedRebuttal | None]:
+    return parse_full_rebuttal if shape == "full" else parse_rebuttal
 
 
 def _quoted(text: str | None) -> str:
@@ -2475,11 +2484,11 @@ def watch_for(state: Debate, phase: Phase, calls: int, debate_round: int = 1) ->
 async def solve_one(state: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
     """One solver's blind answer, or None."""
     config = state.config
-    system, user = solver_prompts(question, slot, config.solver_styles)
+    system, user = solver_prompts(question, slot, config.solver_styles, state.shape)
     agent, model = f"solver-{slot + 1}", config.slot_model(slot)
     parsed = await watch_for(state, Phase.GENERATE, workers).guard(agent, ask(
         state, Phase.GENERATE, agent, system, user, temperature=temperature,
-        max_tokens=config.max_tokens, parse=_valid_answer, model=model))
+        max_tokens=config.max_tokens, parse=functools.partial(_valid_answer, shape=state.shape), model=model))
     return None if parsed is None else Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer,
                                                 model=model)
 
@@ -2488,7 +2497,7 @@ async def review_one(state: Debate, question: str, position: Position, workers: 
     """One answer critiqued by the next slot round the ring; a failure leaves it uncritiqued."""
     critic_at = critic_slot(position.slot, workers, state.config.slot_model)
     agent = f"solver-{critic_at + 1}->{position.agent}"
-    system, user = critic_prompts(question, position)
+    system, user = critic_prompts(question, position, state.shape)
     found = await watch_for(state, Phase.CRITIQUE, workers).guard(agent, ask(
         state, Phase.CRITIQUE, agent, system, user, temperature=temperature, max_tokens=state.config.max_tokens,
         parse=functools.partial(parse_block, tag=Phase.CRITIQUE), model=state.config.slot_model(critic_at)))
@@ -2503,10 +2512,11 @@ async def reply_one(state: Debate, question: str, position: Position, workers: i
     """One solver defends or revises: to its critique (the rebuttal), or in a later ``debate_round`` after reading
     the ``others``' answers. A failure keeps its answer."""
     phase, agent = Phase.REBUTTAL if others is None else Phase.REVISE, position.agent
-    prompt = rebuttal_prompts(question, position) if others is None else revise_prompts(question, position, others)
+    prompt = (rebuttal_prompts(question, position, state.shape) if others is None
+              else revise_prompts(question, position, others, state.shape))
     found = await watch_for(state, phase, workers, debate_round).guard(agent, ask(
         state, phase, agent, *prompt, temperature=temperature, max_tokens=state.config.max_tokens,
-        parse=parse_rebuttal, model=position.model or None, debate_round=debate_round))
+        parse=rebuttal_parser(state.shape), model=position.model or None, debate_round=debate_round))
     if found is None:
         what = f"rebuttal of {agent}" if others is None else f"round {debate_round} revision of {agent}"
         note_lost(state, what, phase, agent, "its first answer stands" if others is None else "its answer stands")
@@ -2650,48 +2660,46 @@ def synthesis_prompts(question: str, ranked: Sequence[Position], standings: Sequ
     system = prompts.render(prompts.SYNTHESIS_SYSTEM if verdict is None else prompts.SYNTHESIS_SYSTEM_SHORT)
     return system, prompts.render(
         prompts.SYNTHESIS_USER, question=prompts.quote_untrusted(question), candidates="\n\n".join(blocks),
-        verdict="" if verdict is None else prompts.quote_untrusted(verdict),
+        verdict="" if verdict is None else f"The verdict, final: {prompts.quote_untrusted(verdict)}",
         analyses="\n\n".join(notes) or prompts.NOT_AVAILABLE)
 
 
-def synthesis_sources(verdict: Verdict, positions: list[Position],
+def synthesis_sources(verdict: Verdict, positions: list[Position], shape: str,
                       key: Callable[[str], str]) -> tuple[list[Position], list[Standing]]:
-    """What the synthesis reads: the top SYNTHESIS_CANDIDATES of the ranking; for a short answer, the solvers
-    who ended on the verdict (their derivations), in slot order."""
+    """What the synthesis reads: the top SYNTHESIS_CANDIDATES of the ranking (unranked: the first ones); for a short
+    answer, the solvers who ended on the verdict (their derivations), in slot order."""
     by_agent = {p.agent: p for p in positions}
     if verdict.standings:
         top = list(verdict.standings[:SYNTHESIS_CANDIDATES])
         return [by_agent[s.agent] for s in top], top
-    agreeing = [p for p in positions if key(p.final_answer) == key(verdict.answer)]
+    agreeing = [p for p in positions if shape == "full" or key(p.final_answer) == key(verdict.answer)]
     return (agreeing or positions)[:SYNTHESIS_CANDIDATES], []
 
 
-async def synthesize(state: Debate, question: str) -> None:
+async def synthesize(state: Debate, question: str, key: Callable[[str], str]) -> None:
     """Phase 5: one call writes the response from the reported pass's best candidates, their critiques and replies,
     and the judges' analyses. It fails soft: the top-ranked candidate (or the worked solution) stands, degraded."""
     config, verdict = state.config, state.verdicts[(state.reported or 1) - 1]
     positions = state.positions.get(state.reported or 1, [])
     short = verdict.answer if state.shape == "short" else None
-    ranked, standings = synthesis_sources(verdict, positions, typed_key(verdict.kind, choice_letters(question)))
+    ranked, standings = synthesis_sources(verdict, positions, state.shape, key)
     system, user = synthesis_prompts(question, ranked, standings, verdict.analyses, short)
     state.budget.synthesis = (0, 0)  # what was kept for it is its own now
     if not ranked or not state.budget.fits(1, prompt_tokens_estimate(system, user) + config.max_tokens):
-        state.skip("synthesis")
+        state.skip(Phase.SYNTHESIS)
         return
-    state.pass_number = state.reported or 1  # the transcript shows it under the pass it writes up
+    state.pass_number = state.reported or 1  # the last phase: it, and the notes after it, are the written-up pass's
     echo = ECHO.set(state.runtime.echo if short is None else None)  # a response, not a solution, is shown as written
     try:
         state.synthesis = await watch_for(state, Phase.SYNTHESIS, 1).guard(SYNTHESIS_AGENT, ask(
             state, Phase.SYNTHESIS, SYNTHESIS_AGENT, system, user, temperature=config.judge_temperature,
             max_tokens=config.max_tokens, parse=parse_synthesis,
             model=config.synthesis_model or config.judge_models[0]))
-        log_phase(state, Phase.SYNTHESIS)
         if state.synthesis is None:
             note_lost(state, "the synthesis", Phase.SYNTHESIS, SYNTHESIS_AGENT,
                       "the top-ranked candidate stands" if short is None else "the solvers' own derivation stands")
     finally:
         ECHO.reset(echo)
-        state.pass_number = 1
 
 
 def require_enough(state: Debate, positions: list[Position], workers: int) -> None:
@@ -2874,9 +2882,11 @@ def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels
     return [standing for _, standing in sorted(ranked)]
 
 
-def ranking_confidence(standings: Sequence[Standing]) -> int:
-    """The judges' agreement on the winner, 0-100: its Borda score; 0 when nothing was ranked."""
-    return round(100 * standings[0].score) if standings else 0
+def ranking_confidence(standings: Sequence[Standing], ballots: int) -> int:
+    """The judges' agreement on the winner, 0-100: the share of the ``ballots`` that ranked it first; 0 when nothing
+    was ranked. Not its Borda score: with every judge naming a different favourite, each second everywhere else,
+    the winner's score is 0.67, yet no two judges agree, which is what the rerun rule must see."""
+    return round(100 * standings[0].first_places / ballots) if standings and ballots else 0
 
 
 # --- 11. one question ----------------------------------------------------------------------------
@@ -2928,9 +2938,9 @@ async def rank(state: Debate, question: str, positions: list[Position], judges: 
         state.note(f"no judge gave a usable RANKING; the response is {positions[0].agent}'s, unranked")
         return Verdict(positions[0].final_answer.strip(), 0, 0, 0, "solvers", {}, "long")
     winner = next(p for p in positions if p.agent == standings[0].agent)
-    return Verdict(winner.final_answer.strip(), ranking_confidence(standings), standings[0].first_places,
-                   len(ballots), "ranking", {s.agent: s.first_places for s in standings}, "long",
-                   tuple(standings), tuple(b.analysis for b in ballots))
+    return Verdict(winner.final_answer.strip(), ranking_confidence(standings, len(ballots)),
+                   standings[0].first_places, len(ballots), "ranking", {s.agent: s.first_places for s in standings},
+                   "long", tuple(standings), tuple(b.analysis for b in ballots))
 
 
 async def run_later_rounds(state: Debate, question: str, positions: list[Position], temperature: float,
@@ -3039,7 +3049,7 @@ def hold_synthesis(state: Debate, question: str) -> bool:
     solvers = config.min_valid_answers * (worst_case_costs(config, question, billing=budget.billing).solver
                                           + config.max_tokens)
     if not budget.fits(config.min_valid_answers + 1, solvers + held):
-        state.skip("synthesis")
+        state.skip(Phase.SYNTHESIS)
         return False
     budget.synthesis = (1, held)
     return True
@@ -3061,7 +3071,9 @@ async def run_question(state: Debate, question: str, replay: Replay | None) -> N
             if replay is None and first.confidence < config.min_judge_confidence:
                 await rerun(state, question)
             if synthesis:
-                await synthesize(state, question)
+                reported = state.verdicts[(state.reported or 1) - 1]
+                await synthesize(state, question, typed_key(reported.kind, choice_letters(question)))
+                log_phase(state, Phase.SYNTHESIS)
     except TimeoutError:
         if not deadline.expired():
             raise
@@ -3371,26 +3383,31 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
     for index, verdict in enumerate(result.verdicts, 1):
         lines.append(f"pass {index} ({verdict.source}): " + ", ".join(f"{k!r}: {n}" for k, n in verdict.tally.items())
                      + f" -> {verdict.answer!r}, confidence {verdict.confidence}, {verdict.agreeing}/{verdict.valid}")
-    if result.ranking:
-        lines += ["", "=== Ranking (Borda score over the judges, 95% bootstrap interval) ==="]
-        lines += [f"{n}. {s['label']} {s['agent']} [{s['model']}]: {s['score']:.3f} [{s['low']:.3f}, {s['high']:.3f}], "
-                  f"first for {s['first_places']} judge(s)" for n, s in enumerate(result.ranking, 1)]
-    lines += ["", "=== Verdict ==="]
-    if (reported := result.verdict) is not None and result.answer_shape == "full":
-        lines += ["shape: full", f"synthesized: {'yes' if result.synthesized else 'no'}", "response:",
-                  result.response or "", f"confidence: {reported.confidence}",
-                  f"agreement: {reported.agreeing}/{reported.valid} ({reported.source})",
-                  f"rerun: {'yes' if result.rerun else 'no'}"]
-    elif reported is not None:
-        lines += [f"answer: {reported.answer}", f"solution: {result.solution or '(none)'}",
-                  f"confidence: {reported.confidence}",
-                  f"agreement: {reported.agreeing}/{reported.valid} ({reported.source})",
-                  f"rerun: {'yes' if result.rerun else 'no'}"]
+    lines += verdict_sections(result)
     if result.error:
         lines.append(f"error: {result.error}")
     lines.append(f"elapsed: {result.elapsed_s:.2f}s, {result.llm_calls} LLM calls, "
                  f"{result.http_requests} HTTP requests")
     return "\n".join(lines) + "\n"
+
+
+def verdict_sections(result: RunRecord) -> list[str]:
+    """The transcript's ranking (full answers) and verdict sections."""
+    lines = []
+    if result.ranking:
+        lines += ["", "=== Ranking (Borda score over the judges, 95% bootstrap interval) ==="]
+        lines += [f"{n}. {s['label']} {s['agent']} [{s['model']}]: {s['score']:.3f} [{s['low']:.3f}, {s['high']:.3f}], "
+                  f"first for {s['first_places']} judge(s)" for n, s in enumerate(result.ranking, 1)]
+    lines += ["", "=== Verdict ==="]
+    if (reported := result.verdict) is None:
+        return lines
+    if result.answer_shape == "full":
+        lines += ["shape: full", f"synthesized: {'yes' if result.synthesized else 'no'}", "response:",
+                  result.response or ""]
+    else:
+        lines += [f"answer: {reported.answer}", f"solution: {result.solution or '(none)'}"]
+    return lines + [f"confidence: {reported.confidence}", f"agreement: {reported.agreeing}/{reported.valid} "
+                    f"({reported.source})", f"rerun: {'yes' if result.rerun else 'no'}"]
 
 
 def usage_lines(result: RunRecord) -> list[str]:
@@ -3749,7 +3766,7 @@ def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
     rebuttals = (0 if done in (Phase.REBUTTAL, Phase.JUDGE) or not config.enable_rebuttal
                  else critiques or sum(p.critique is not None for p in positions))
     held = max((len(p.by_round) for p in positions), default=0) or 1
-    rounds = 0 if replay.start.phase in ("judges", "synthesis") else max(config.rounds - held, 0)
+    rounds = 0 if replay.start.phase in ("judges", Phase.SYNTHESIS) else max(config.rounds - held, 0)
     # A round's prompt embeds restored texts as they are, or texts the replay writes, at the cap.
     revise = max(costs.revise, worst_case_costs(config, replay.question, workers=len(positions)).revise)
     # A judge reads each candidate's newest rebuttal or revision: one the replay writes, at the cap.
@@ -3865,7 +3882,7 @@ class ReplayStart:
         the debate rounds before K (with --from judges, all of them)."""
         if self.phase in (Phase.CRITIQUE, Phase.REBUTTAL):
             return PHASES.index(attempt.phase) < PHASES.index(self.phase)
-        return (attempt.phase != Phase.REVISE or self.phase in ("judges", "synthesis")
+        return (attempt.phase != Phase.REVISE or self.phase in ("judges", Phase.SYNTHESIS)
                 or attempt.debate_round < self.debate_round)
 
     def __str__(self) -> str:
@@ -3932,20 +3949,20 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
                         valid_text(model or ""), record)
 
 
-def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int, Position]:
+def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str) -> dict[int, Position]:
     """Each solver's line as the kept attempts leave it: its answer and model, the critique and rebuttal
     it got, and once round 1 is over, its answer after each debate round before ``start``, in order."""
     positions: dict[int, Position] = {}
     ok = [a for a in kept if a.ok]
     for record in (a for a in ok if a.phase == Phase.GENERATE):
-        if (parsed := _valid_answer(record.response_text)) is not None:
+        if (parsed := _valid_answer(record.response_text, shape)) is not None:
             positions[record.slot] = Position(record.slot, parsed.answer, parsed.reasoning,
                                               final_answer=parsed.answer, model=record.model)
     for record in (a for a in ok if a.slot in positions):
         position = positions[record.slot]
         if record.phase == Phase.CRITIQUE and (found := parse_block(record.response_text, "critique")):
             position.critique = found[0]
-        elif record.phase == Phase.REBUTTAL and (rebuttal := parse_rebuttal(record.response_text)):
+        elif record.phase == Phase.REBUTTAL and (rebuttal := rebuttal_parser(shape)(record.response_text)):
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
     if start.phase in (Phase.CRITIQUE, Phase.REBUTTAL):
         return positions
@@ -3954,7 +3971,7 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int
         position.by_round = [position.final_answer]
     for debate_round in range(2, max((a.debate_round for a in revisions), default=1) + 1):
         for record in (a for a in revisions if a.debate_round == debate_round and a.slot in positions):
-            if revised := parse_rebuttal(record.response_text):
+            if revised := rebuttal_parser(shape)(record.response_text):
                 positions[record.slot].revision, positions[record.slot].final_answer = revised[0], revised[1].answer
         for position in positions.values():
             position.by_round.append(position.final_answer)
@@ -3983,7 +4000,8 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
     chosen = reported if type(reported) is int else 1
     in_pass = [a for a in attempts if a.pass_number == chosen]
     kept = [a for a in in_pass if start.keeps(a)]
-    positions = _rebuild_positions(kept, start)
+    shape: str = run["answer_shape"] if run.get("answer_shape") in SHAPES else "short"  # older traces: short
+    positions = _rebuild_positions(kept, start, shape)
     if not positions:
         raise ConfigError(f"--replay {path}: the trace holds no valid solver answer to start from")
     held = max((a.debate_round for a in in_pass), default=1)
@@ -3991,8 +4009,7 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
         raise ConfigError(f"--replay {path}: the trace holds {held} debate round{'s' if held > 1 else ''}, so "
                           f"--from {start} has nothing to keep: use --from round{held + 1} or earlier")
     workers = max(a.slot for a in in_pass if a.phase == Phase.GENERATE) + 1
-    shape = run.get("answer_shape") if run.get("answer_shape") in SHAPES else "short"  # older traces: short
-    verdict = traced_verdict(verdict_line, chosen, path, positions.values()) if start.phase == "synthesis" else None
+    verdict = traced_verdict(verdict_line, chosen, path, positions.values()) if start.phase == Phase.SYNTHESIS else None
     return Replay(path, start, str(run.get("run_id"))[:64], valid_text(question), workers,
                   tuple(positions[k] for k in sorted(positions)), tuple(kept), ShapeGuess(shape, "the trace's"),
                   verdict)

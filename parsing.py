@@ -932,6 +932,15 @@ def _unwrap_fence(body: str) -> str:
     return "\n".join(lines[1:-1]).strip() if language in _WRAPPER_FENCES else body
 
 
+def parse_full_rebuttal(text: str) -> ParsedRebuttal | None:
+    """A full-shape rebuttal or revision: its <answer> block whole (code fences kept) and its <rebuttal>; None
+    without an <answer> block. As for short rebuttals, no guess: a defence must not replace the response."""
+    parsed = parse_full_answer(text)
+    if parsed.tier != "xml":
+        return None
+    return ParsedRebuttal(extract_tag(strip_think(text or ""), "rebuttal") or parsed.reasoning, parsed)
+
+
 def parse_full_answer(text: str) -> ParsedAnswer:
     """A full-shape solver's whole response and its reasoning.
 

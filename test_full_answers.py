@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -83,7 +84,7 @@ def test_an_open_request_prints_the_synthesized_response(three, monkeypatch, tmp
     assert printed["final_answer"] is None and printed["solution"] is None and not printed["degraded"]
     assert [(r["agent"], r["label"], r["score"], r["first_places"]) for r in printed["ranking"]] == [
         ("solver-2", "B", 1.0, 3), ("solver-1", "A", 0.5, 0), ("solver-3", "C", 0.0, 0)]
-    transcript = open(printed["transcript"]).read()
+    transcript = Path(printed["transcript"]).read_text()
     assert "=== Ranking" in transcript and "Phase 5 - Synthesis" in transcript and SYNTHESIS in transcript
 
 
@@ -155,8 +156,9 @@ def test_short_answer_with_synthesis_on_gets_a_written_solution(three, capsys) -
 
 
 @respx.mock
-def test_unusable_rankings_are_retried_then_the_run_goes_on(three, capsys) -> None:
+def test_unusable_rankings_are_retried_then_the_run_goes_on(three, monkeypatch, capsys) -> None:
     """A judge that names no candidate is retried; when no judge gives a ranking, the response is unranked."""
+    monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")  # its confidence is 0: no rerun here
     route = respx.post(URL).mock(side_effect=full_model(
         judge=lambda r, n: completion("I like them all."), synthesis=lambda r, n: completion(SYNTHESIS)))
     assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
@@ -178,8 +180,8 @@ def test_split_judges_trigger_the_rerun_and_one_synthesis(three, capsys) -> None
         labels = " > ".join(label_of(request, CANDIDATES[s]) for s in orders[n])
         return completion(f"RANKING: {labels}\nCONFIDENCE: 90")
 
-    def generate(request: httpx.Request, n: int) -> httpx.Response:
-        return completion(f"<answer>{CANDIDATES[slot_of(request) % 3]}</answer>")
+    def generate(request: httpx.Request, n: int) -> httpx.Response:  # the rerun's two more: answers of their own
+        return completion(f"<answer>{CANDIDATES.get(slot_of(request), 'def merge(a, b):  # new')}</answer>")
 
     model = full_model(judge=split)
     model.overrides["generate"] = generate
@@ -187,17 +189,27 @@ def test_split_judges_trigger_the_rerun_and_one_synthesis(three, capsys) -> None
     assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["rerun"] and phases_of(route).count("synthesis") == 1 and printed["confidence"] == 100
+    assert phases_of(route)[-1] == "synthesis" and phases_of(route).count("judge") == 6
 
 
 @respx.mock
-def test_the_budget_keeps_the_synthesis_and_cuts_a_judge(three, monkeypatch, capsys) -> None:
-    """MAX_CALLS one short of everything: a judge is cut, the synthesis (dropped last) still runs."""
+@pytest.mark.parametrize("max_calls, calls, skipped", [
+    (12, {"generate": 3, "critique": 3, "rebuttal": 2, "judge": 3, "synthesis": 1}, ["pass 1: 1 rebuttal(s)"]),
+    (4, {"generate": 3, "synthesis": 1}, ["3 critique(s)", "3 rebuttal(s)", "3 judge(s)"]),
+    (3, {"generate": 2, "synthesis": 1}, ["generate solver-3", "2 critique(s)", "2 rebuttal(s)", "3 judge(s)"]),
+    (2, {"generate": 2}, ["synthesis", "generate solver-3", "2 critique(s)", "2 rebuttal(s)", "3 judge(s)"])],
+    ids=["one-short", "only-solvers-and-synthesis", "before-a-solver-beyond-the-quorum", "no-room-beside-the-quorum"])
+def test_the_budget_drops_the_synthesis_last(three, monkeypatch, capsys, max_calls, calls, skipped) -> None:
+    """MAX_CALLS short of everything: rebuttals, critiques and judges are cut before the synthesis, which is dropped
+    only when the solvers' quorum would not fit beside it."""
     monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")  # no rerun to keep back for
     route = respx.post(URL).mock(side_effect=full_model())
-    assert moa.main(["-q", MERGE, "--json", "--max-calls", "12"], runtime=test_runtime()) == 0
+    assert moa.main(["-q", MERGE, "--json", "--max-calls", str(max_calls)], runtime=test_runtime()) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert phases_of(route).count("judge") == 2 and phases_of(route).count("synthesis") == 1
-    assert printed["synthesized"] and "pass 1: 1 judge(s)" in printed["skipped"]
+    assert {p: phases_of(route).count(p) for p in calls} == calls and len(route.calls) == sum(calls.values())
+    assert printed["synthesized"] == ("synthesis" in calls) and printed["degraded"]
+    assert sorted(s.replace("pass 1: ", "") for s in printed["skipped"]) == sorted(
+        s.replace("pass 1: ", "") for s in skipped)
 
 
 def test_dry_run_prices_the_synthesis(three, capsys) -> None:

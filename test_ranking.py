@@ -245,14 +245,16 @@ def test_a_candidate_without_a_label_gets_an_empty_one() -> None:
     assert [(s.agent, s.label) for s in ranked] == [("solver-2", "B"), ("solver-1", "")]
 
 
-@pytest.mark.parametrize("scores, confidence", [
-    pytest.param([], 0, id="nothing-ranked"), pytest.param([0.7, 0.3], 70, id="winner-score"),
-    pytest.param([1.0], 100, id="unanimous"),
+@pytest.mark.parametrize("first_places, ballots, confidence", [
+    pytest.param([], 3, 0, id="nothing-ranked"), pytest.param([2, 1], 3, 67, id="two-of-three"),
+    pytest.param([1, 1, 1], 3, 33, id="three-way-split"), pytest.param([3, 0], 3, 100, id="unanimous"),
+    pytest.param([0, 2], 2, 0, id="borda-winner-nobody-put-first"), pytest.param([1], 0, 0, id="no-ballot"),
 ])
-def test_ranking_confidence(scores: list[float], confidence: int) -> None:
-    """The verdict's confidence for full answers is 100 x the winner's Borda score; 0 when nothing was ranked."""
-    standings = [moa.Standing(f"solver-{i}", "", score, score, score, 0) for i, score in enumerate(scores)]
-    assert moa.ranking_confidence(standings) == confidence
+def test_ranking_confidence(first_places: list[int], ballots: int, confidence: int) -> None:
+    """The verdict's confidence for full answers is the share of judges that ranked the winner first, not its
+    Borda score (a three-way split scores the winner 0.67); 0 when nothing was ranked."""
+    standings = [moa.Standing(f"solver-{i}", "", 0.5, 0.5, 0.5, n) for i, n in enumerate(first_places)]
+    assert moa.ranking_confidence(standings, ballots) == confidence
 
 
 # --- the bootstrap interval -----------------------------------------------------------------------
