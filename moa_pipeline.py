@@ -5135,17 +5135,17 @@ def said_by_the_minority(record: RunRecord) -> list[str]:
     return lines
 
 
-def ranking_lines(record: RunRecord, rerun: str) -> list[str]:
+def ranking_lines(record: RunRecord, verdict: Verdict, rerun: str) -> list[str]:
     """A full answer's lines under the response: how far the judges agree on it, the ranking, who wrote it."""
-    verdict = record.verdict
-    if verdict is None or verdict.source != "ranking":
-        return [f"Unranked: no judge gave a usable ranking{rerun}"]
     ranks = "; ".join(f"{s['label']} {s['agent']} {s['score']:.2f} [{s['low']:.2f}, {s['high']:.2f}]"
                       for s in record.ranking)
-    written = ("Synthesized from the top-ranked candidates" if record.synthesized
-               else f"The top-ranked candidate ({record.ranking[0]['agent']}), not synthesized")
+    written = ("Synthesized from the top-ranked candidates" if record.synthesized and ranks
+               else "Synthesized from the candidates, unranked" if record.synthesized
+               else f"Not synthesized: the top-ranked candidate ({record.ranking[0]['agent']})" if ranks
+               else "Not synthesized: the first candidate, unranked")
     return [f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} judges ranked it first{rerun}",
-            f"Ranking (Borda score, 95% interval): {ranks}", written]
+            f"Ranking (Borda score, 95% interval): {ranks}" if ranks else "Unranked: no judge gave a usable ranking",
+            written]
 
 
 def stdout_is_terminal() -> bool:
@@ -5192,7 +5192,7 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
              else "; a rerun ran, and pass 1's verdict stands")
     if verdict is not None and record.answer_shape == "full":
         shown = streamed.strip() == (record.response or "").strip()
-        lines += [*([] if shown else terminal_lines(record.response or "")), "", *ranking_lines(record, rerun)]
+        lines += [*([] if shown else terminal_lines(record.response or "")), "", *ranking_lines(record, verdict, rerun)]
     elif verdict is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(
             verdict.source, "solvers (no judge answered)")
