@@ -5137,15 +5137,17 @@ def said_by_the_minority(record: RunRecord) -> list[str]:
 
 def ranking_lines(record: RunRecord, verdict: Verdict, rerun: str) -> list[str]:
     """A full answer's lines under the response: how far the judges agree on it, the ranking, who wrote it."""
+    if not record.ranking:
+        why = ("every solver wrote the same response (early exit)" if verdict.source == "unanimous"
+               else "no judge gave a usable ranking")
+        return [f"Confidence: {verdict.confidence}/100, unranked: {why}{rerun}",
+                "Synthesized from the candidates" if record.synthesized else "Not synthesized: the first candidate"]
     ranks = "; ".join(f"{s['label']} {s['agent']} {s['score']:.2f} [{s['low']:.2f}, {s['high']:.2f}]"
                       for s in record.ranking)
-    written = ("Synthesized from the top-ranked candidates" if record.synthesized and ranks
-               else "Synthesized from the candidates, unranked" if record.synthesized
-               else f"Not synthesized: the top-ranked candidate ({record.ranking[0]['agent']})" if ranks
-               else "Not synthesized: the first candidate, unranked")
     return [f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} judges ranked it first{rerun}",
-            f"Ranking (Borda score, 95% interval): {ranks}" if ranks else "Unranked: no judge gave a usable ranking",
-            written]
+            f"Ranking (Borda score, 95% interval): {ranks}",
+            "Synthesized from the top-ranked candidates" if record.synthesized
+            else f"Not synthesized: the top-ranked candidate ({record.ranking[0]['agent']})"]
 
 
 def stdout_is_terminal() -> bool:

@@ -271,3 +271,25 @@ def test_the_synthesis_streams_to_a_terminal(three, monkeypatch, capsys) -> None
     assert "[the response was cut off; it is written again]" in out
     assert out.count("Merge two sorted lists in O(n).") == 1
     assert out.index("    return out") < out.index("Confidence:")
+
+
+@respx.mock
+@pytest.mark.parametrize("model, flags, lines", [
+    (lambda: full_model(), [], ["Confidence: 100/100, 3/3 judges ranked it first",
+                                "Ranking (Borda score, 95% interval): B solver-2 1.00 [1.00, 1.00]; "
+                                "A solver-1 0.50 [0.50, 0.50]; C solver-3 0.00 [0.00, 0.00]",
+                                "Synthesized from the top-ranked candidates"]),
+    (lambda: full_model(judge=lambda r, n: completion("no idea")), ["--synthesize", "off"],
+     ["Confidence: 0/100, unranked: no judge gave a usable ranking", "Not synthesized: the first candidate"]),
+    (lambda: FakeModel(overrides={"generate": lambda r, n: completion(f"<answer>{SYNTHESIS}</answer>"),
+                                  "synthesis": lambda r, n: completion(SYNTHESIS)}), ["--early-exit"],
+     ["Confidence: 100/100, unranked: every solver wrote the same response (early exit)",
+      "Synthesized from the candidates"])], ids=["ranked", "no-ranking", "unanimous"])
+def test_the_summary_says_how_the_response_was_chosen(three, monkeypatch, capsys, model, flags, lines) -> None:
+    """Under the response: the judges' agreement and the ranking, or why there is none, and who wrote it."""
+    monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")
+    respx.post(URL).mock(side_effect=model())
+    assert moa.main(["-q", MERGE, *flags], runtime=test_runtime()) == 0
+    out = capsys.readouterr().out.splitlines()
+    at = out.index(lines[0])
+    assert out[at:at + len(lines)] == lines and out[at - 1] == ""  # a blank line after the response
