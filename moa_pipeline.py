@@ -4951,7 +4951,9 @@ def batch_exit_code(summary: dict[str, Any]) -> int:
 
 
 HELP_EPILOG = ("examples:\n"
-               '  python moa_pipeline.py -q "What is 17 * 23?"\n'
+               '  python moa_pipeline.py -q "What is 17 * 23?"               # a verdict and its solution\n'
+               '  python moa_pipeline.py -q "Write a function that merges two sorted lists" --stream\n'
+               "                                         # a whole response: ranked, synthesized, streamed\n"
                '  echo "What is 17 * 23?" | python moa_pipeline.py -q - --json\n'
                "  python moa_pipeline.py -f questions.jsonl -o results.jsonl --concurrency 4\n"
                '  python moa_pipeline.py -q "..." --max-calls 8 --dry-run\n'
@@ -4975,7 +4977,8 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge.")
+        description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge (vote or "
+                    "rank), and for a whole response, synthesize.")
     add_source_flags(parser)
     batch = parser.add_argument_group("batch mode (with -f)")
     batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
