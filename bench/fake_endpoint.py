@@ -499,15 +499,15 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
 
 def load_answers(state: State, path: str) -> None:
     """Short items ({question, answer}) and open items ({question, oracle: {right, wrong}}) alike."""
-    for line in open(path, encoding="utf-8"):
-        if line.strip():
-            item = json.loads(line)
-            if "answer" in item:
-                state.known[item["question"]] = answer = str(item["answer"])
-                state.keys[item["question"]] = AnswerKey(answer, (wrong_variant(answer),), True)
-            else:
-                oracle = item["oracle"]
-                state.keys[item["question"]] = AnswerKey(oracle["right"], tuple(oracle["wrong"]), False)
+    with open(path, encoding="utf-8") as lines:
+        items = [json.loads(line) for line in lines if line.strip()]
+    for item in items:
+        if "answer" in item:
+            state.known[item["question"]] = answer = str(item["answer"])
+            state.keys[item["question"]] = AnswerKey(answer, (wrong_variant(answer),), True)
+        else:
+            oracle = item["oracle"]
+            state.keys[item["question"]] = AnswerKey(oracle["right"], tuple(oracle["wrong"]), False)
 
 
 async def serve(options: Options, port: int, ready: asyncio.Event | None = None,

@@ -6,7 +6,7 @@ Two kinds, by the item's ``type``:
   code      the response's Python code, then the item's asserts, run in a fresh interpreter (a
             subprocess with a timeout and CPU and memory limits: never in this process). The code is
             the first fenced ```python (or ```py) block, else the first bare ``` block, else the whole
-            text. The property holds when the process exits 0.
+            text. The property holds when the process runs past the last assert and exits 0.
   contains  every item of ``check.items`` appears in the text, case-insensitively, as a whole word or
             phrase ("red" is not found in "hundred").
 
@@ -17,6 +17,7 @@ models' code only where you would run it by hand.
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -49,15 +50,17 @@ _PRELUDE = (f"import resource\nresource.setrlimit(resource.RLIMIT_CPU, ({int(COD
 
 
 def code_passes(code: str, asserts: list[str], timeout: float = CODE_TIMEOUT_S) -> bool:
-    """Whether ``code`` followed by ``asserts`` runs to exit 0 in a fresh, isolated interpreter."""
-    program = _PRELUDE + code + "\n\n" + "\n".join(asserts) + "\n"
+    """Whether ``code`` followed by ``asserts`` runs to its end in a fresh, isolated interpreter: exit 0
+    and a fresh token printed after the last assert (code that exits 0 early skipped the asserts)."""
+    token = secrets.token_hex(8)
+    program = _PRELUDE + code + "\n\n" + "\n".join(asserts) + f"\nprint({token!r})\n"
     with tempfile.TemporaryDirectory() as scratch:
         try:
             done = subprocess.run([sys.executable, "-I", "-c", program], cwd=scratch, stdin=subprocess.DEVNULL,
                                   capture_output=True, timeout=timeout, check=False)
         except (subprocess.TimeoutExpired, OSError, ValueError):  # ValueError: a NUL byte in the program
             return False
-    return done.returncode == 0
+    return done.returncode == 0 and token in done.stdout.decode("utf-8", "replace")
 
 
 def contains_all(text: str, items: list[str]) -> bool:
