@@ -230,8 +230,9 @@ DEBATE = [request("generate", "solver-1", 1.0), request("generate", "solver-2", 
     ([], False, 4.25),
     ([request("synthesis", "synthesizer", 0.6)], False, 4.85),
     ([request("synthesis", "synthesizer", 0.6), request("synthesis", "synthesizer", 0.4)], False, 5.25),
+    ([request("synthesis", "synthesizer", 4.0)], False, 8.25),
     ([request("synthesis", "synthesizer", 0.6)], True, 5.85),
-], ids=["no-synthesis", "synthesis-after-judges", "synthesis-retried", "barriers"])
+], ids=["no-synthesis", "synthesis-after-judges", "synthesis-retried", "synthesis-slower-than-any-chain", "barriers"])
 def test_ideal_time_adds_the_synthesis_in_sequence(extra: list[dict], barriers: bool, ideal: float) -> None:
     """The synthesis follows the slowest judge; it is never a solver chain of its own."""
     assert run_bench.ideal_time(DEBATE + extra, barriers) == pytest.approx(ideal)
