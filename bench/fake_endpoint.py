@@ -241,6 +241,8 @@ def oracle_reply(phase: str, state: State, body: dict[str, Any]) -> str | None:
         top = max(set(candidates), key=candidates.count) if candidates else key.right
         share = round(100 * candidates.count(top) / max(1, len(candidates)))
         return f"<analysis>Most candidates agree.</analysis>\nFINAL ANSWER: {top}\nCONFIDENCE: {share}"
+    if phase == "critique" and not key.short:
+        return "<critique>I checked the whole response against the request.</critique>"
     if phase == "judge":  # a voting judge over whole responses votes by label: the first it checks right
         shown = candidates_shown(user)
         best = next((label for label, answer in shown if is_right(key, answer)), shown[0][0] if shown else "A")
