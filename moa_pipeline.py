@@ -75,6 +75,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
+from string import Template
 from typing import Any, BinaryIO, Generic, Literal, NoReturn, TypeVar
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
@@ -88,15 +89,23 @@ except ImportError as missing:  # only without the requirements: say what to do,
 import prompts
 from parsing import (
     ParsedAnswer,
+    ParsedRanking,
+    ParsedRebuttal,
+    ShapeGuess,
     answer_key,
     choice_letters,
     detect_answer_type,
     normalize_answer,
     parse_answer,
     parse_block,
+    parse_full_answer,
+    parse_full_rebuttal,
     parse_judgement,
+    parse_ranking,
     parse_rebuttal,
+    parse_synthesis,
     present_answer,
+    question_shape,
 )
 
 # --- 1. constants and every exit code ------------------------------------------------------------
@@ -143,7 +152,20 @@ BUSY_WAIT_LIMIT = 300.0
 QUOTA_USED_UP = b"insufficient_quota"  # in a 429's body: OpenAI's code for a used-up quota or credit
 STALL_WARNING_SHARE = 0.2  # of STALL_TIMEOUT with nothing accepted: one warning (see Endpoint.refused)
 SAME_ERROR_QUESTIONS = 3  # first questions that, failing alike, stop a batch (see same_error_everywhere)
-SCHEMA_VERSION = 1  # of --json, batch lines and the trace (docs/output.md): raised when a field changes meaning
+SCHEMA_VERSION = 2  # of --json, batch lines and the trace (docs/output.md): raised when a field changes meaning
+# Answer shapes (ANSWER_SHAPE): short is a verdict the judges vote on, full a whole response they rank.
+SHAPES = ("short", "full")
+SYNTHESIS_AGENT = "synthesizer"
+SYNTHESIS_CANDIDATES = 3  # the top-ranked candidates the synthesis reads in full
+# Of each critique, rebuttal and judge's analysis the synthesis reads this much: their point, not their every word,
+# so its prompt (and the budget it keeps back) does not grow with every judge's essay.
+SYNTHESIS_NOTE_CHARS = 2000
+# Ranked judges' bootstrap interval (rank_candidates): 1000 resamples put the 2.5% and 97.5% points 25 values in
+# from each end, steady to about 0.01 for the 2-25 judges a run has; the fixed seed makes the same ballots always
+# report the same interval, so a rerun, a replay and a test agree. BOOTSTRAP_TAIL: each side of the 95% interval.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 22
+BOOTSTRAP_TAIL = 0.025
 
 
 class Phase(enum.StrEnum):
@@ -154,6 +176,7 @@ class Phase(enum.StrEnum):
     REBUTTAL = "rebuttal"
     REVISE = "revise"  # debate rounds 2 on
     JUDGE = "judge"
+    SYNTHESIS = "synthesis"  # one call after the judges writes the response (full answers; SYNTHESIZE)
 
 
 PHASES = tuple(Phase)
@@ -161,9 +184,9 @@ MAX_ROUNDS = 10  # ROUNDS' cap (debate rounds: the module docstring)
 REASON_CHARS = 400  # of each other solver's latest reason, a reviser reads this much (short_reason)
 PHASE_TITLES = {Phase.GENERATE: "Phase 1 - Blind generation", Phase.CRITIQUE: "Phase 2 - Cross-critique",
                 Phase.REBUTTAL: "Phase 3 - Rebuttal", Phase.REVISE: "Later rounds - Revision",
-                Phase.JUDGE: "Phase 4 - Judges"}
+                Phase.JUDGE: "Phase 4 - Judges", Phase.SYNTHESIS: "Phase 5 - Synthesis"}
 PHASE_NOUNS = {Phase.GENERATE: "valid", Phase.CRITIQUE: "critiques", Phase.REBUTTAL: "rebuttals",
-               Phase.REVISE: "revisions", Phase.JUDGE: "verdicts"}
+               Phase.REVISE: "revisions", Phase.JUDGE: "verdicts", Phase.SYNTHESIS: "responses"}
 SECRET_MASK = "***"
 MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
 MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name
@@ -175,7 +198,8 @@ MIN_MASKED_SECRET = 8  # see Config.secrets
 MESSAGE_OVERHEAD_TOKENS = 8  # added by chat formatting per message and by our nonce suffix
 # --replay --from START: the last phase kept from the trace (see ReplayStart).
 REPLAY_STARTS = {Phase.CRITIQUE: Phase.GENERATE, Phase.REBUTTAL: Phase.CRITIQUE,
-                 **{f"round{k}": Phase.REBUTTAL for k in range(2, MAX_ROUNDS + 1)}, "judges": Phase.REBUTTAL}
+                 **{f"round{k}": Phase.REBUTTAL for k in range(2, MAX_ROUNDS + 1)}, "judges": Phase.REBUTTAL,
+                 Phase.SYNTHESIS: Phase.JUDGE}
 # Longer than these, a line of a trace or of an earlier output, or a summary file, is not one we wrote (replies
 # are capped far below them; a summary is a few hundred bytes).
 MAX_TRACE_LINE_BYTES = 256 * 1024 * 1024
@@ -322,6 +346,15 @@ def _boolean(raw: str) -> bool:
     if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
         raise ValueError("expected true or false")
     return word in ("1", "true", "yes", "on")
+
+
+def _one_of(*words: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        word = raw.strip().lower()
+        if word not in words:
+            raise ValueError("expected " + ", ".join(words[:-1]) + " or " + words[-1])
+        return word
+    return parse
 
 
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -490,6 +523,9 @@ class Config:
     phase_barriers: bool = tunable(False, _boolean)
     question_deadline: float = tunable(1800.0, _number(0, 7 * 24 * 3600))  # seconds a question may take, 0 = no limit
     stall_timeout: float = tunable(300.0, _number(0, 7 * 24 * 3600))  # seconds with nothing accepted: stop, 0 = never
+    answer_shape: str = tunable("auto", _one_of("auto", *SHAPES))  # auto: parsing.question_shape decides
+    synthesize: str = tunable("auto", _one_of("auto", "on", "off"))  # auto: for full answers only
+    synthesis_model: str | None = tunable(None, _optional(_text))  # default: the judges' first model
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -498,6 +534,15 @@ class Config:
     @property
     def judge_models(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in (self.judge_model or "").split(",") if m.strip()) or self.models[:1]
+
+    def shape_of(self, question: str) -> ShapeGuess:
+        """The answer shape of ``question``: ANSWER_SHAPE, or with auto, what the question asks for."""
+        return (question_shape(question) if self.answer_shape == "auto"
+                else ShapeGuess(self.answer_shape, f"ANSWER_SHAPE={self.answer_shape}"))
+
+    def synthesizes(self, shape: str) -> bool:
+        """Whether a synthesis writes the response: SYNTHESIZE=on, or auto and a full answer."""
+        return self.synthesize == "on" or (self.synthesize == "auto" and shape == "full")
 
     def slot_model(self, slot: int, judge: bool = False) -> str:
         """Solver slots (and judges) take their models round-robin: slot i uses model i mod n."""
@@ -690,6 +735,9 @@ class Runtime:
     # Every byte the tool writes to a file goes through here (see write_all): a test can fill the disk at any write.
     write: Callable[[int, bytes], int] = os.write
     secrets: Sequence[str] = ()  # Config.secrets, masked in every file (set where config and runtime meet)
+    # Where a streamed response shows as it is written (the CLI's TerminalEcho); None: nowhere. Called with None
+    # as each attempt's stream starts, then with each piece of text.
+    echo: Callable[[str | None], None] | None = None
 
 
 def write_all(runtime: Runtime, fd: int, data: bytes) -> None:
@@ -977,6 +1025,10 @@ async def sse_lines(response: httpx.Response, limit: int) -> AsyncIterator[str]:
         yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
 
 
+# Set around the one call whose stream the user watches (the synthesis, see Runtime.echo).
+ECHO: contextvars.ContextVar[Callable[[str | None], None] | None] = contextvars.ContextVar("moa_echo", default=None)
+
+
 @dataclass
 class StreamedReply:
     """What the events of one stream added up to."""
@@ -1007,8 +1059,10 @@ class StreamedReply:
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
     """Assemble ``data:`` events; a stream cut (no ``[DONE]``, no finish_reason) ends "truncated", read as "length"."""
-    reply = StreamedReply()
+    reply, echo = StreamedReply(), ECHO.get()
     status = response.status_code
+    if echo is not None:
+        echo(None)
     try:
         async for line in sse_lines(response, limit):
             if not line.startswith("data:"):
@@ -1021,7 +1075,11 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
                 chunk = load_json(payload)
             except ValueError:
                 raise fault(Fault.BAD_EVENT, "the stream sent an event that is not JSON", status=status) from None
+            shown = len(reply.parts)
             reply.add(chunk, status)
+            if echo is not None:
+                for part in reply.parts[shown:]:
+                    echo(part)
     except httpx.TransportError as err:  # cut mid-stream: keep what came, as truncated
         log.debug("stream cut: %s", _short(err))
     finish = reply.finish if reply.done or reply.finish is not None else "truncated"
@@ -1557,6 +1615,8 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
     cut = completion.finish_reason in ("length", "truncated")
     if value is not None and cut and getattr(value, "tier", None) == "paragraph":  # every parsed shape has a tier
         value = None  # a guess from cut-off text would be half a sentence
+    if call.phase == Phase.SYNTHESIS and completion.finish_reason == "truncated":
+        value = None  # a stream cut off mid-response: written again (one cut at MAX_TOKENS would be again)
     if value is None:
         why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""
         raise fault(Fault.UNPARSEABLE, f"no usable {call.phase} output{why}", status=completion.status)
@@ -1770,6 +1830,8 @@ class Budget:
         self.max_calls, self.max_tokens = max_calls, max_tokens
         self.billing = billing if billing is not None else Billing()
         self.calls = self.tokens = self.floor_calls = self.floor_tokens = 0
+        # (calls, tokens) kept for the synthesis from the start, under every other phase: it is dropped last.
+        self.synthesis = (0, 0)
 
     @property
     def limited(self) -> bool:
@@ -1777,8 +1839,9 @@ class Budget:
 
     def fits(self, calls: int, tokens: int) -> bool:
         """The one budget rule: ``calls`` and ``tokens`` fit in what is left above the floors kept back."""
-        return ((not self.max_calls or self.calls + self.floor_calls + calls <= self.max_calls) and
-                (not self.max_tokens or self.tokens + self.floor_tokens + tokens <= self.max_tokens))
+        held_calls, held_tokens = self.synthesis
+        return ((not self.max_calls or self.calls + self.floor_calls + held_calls + calls <= self.max_calls) and
+                (not self.max_tokens or self.tokens + self.floor_tokens + held_tokens + tokens <= self.max_tokens))
 
     def reserve(self, tokens: int) -> bool:
         """Take one call and ``tokens`` if they fit."""
@@ -1875,13 +1938,16 @@ def worst_case_costs(config: Config, question: str, positions: list[Position] | 
     unwritten = 0 if positions is not None else cap
     shown = positions if positions is not None else [Position(0, "", "")] * workers
     slots = len(prompts.SOLVER_STYLES) if config.solver_styles else 1
+    shape = config.shape_of(question).shape
     costs = CallCosts(
-        solver=max(prompt_tokens_estimate(*solver_prompts(question, s, config.solver_styles)) for s in range(slots)),
-        critic=max((prompt_tokens_estimate(*critic_prompts(question, p)) for p in shown), default=0) + unwritten,
+        solver=max(prompt_tokens_estimate(*solver_prompts(question, s, config.solver_styles, shape))
+                   for s in range(slots)),
+        critic=max((prompt_tokens_estimate(*critic_prompts(question, p, shape)) for p in shown), default=0) + unwritten,
         # A rebuttal also embeds its critique, written or not: counted at the cap either way.
-        rebuttal=max((prompt_tokens_estimate(*rebuttal_prompts(question, p)) for p in shown), default=0)
+        rebuttal=max((prompt_tokens_estimate(*rebuttal_prompts(question, p, shape)) for p in shown), default=0)
         + unwritten + cap,
-        judge_base=prompt_tokens_estimate(*judge_prompts(question, shown)) + len(shown) * unwritten,
+        judge_base=prompt_tokens_estimate(*judge_prompts(question, shown, "ranking" if shape == "full" else "answer"))
+        + len(shown) * unwritten,
         text=cap, judge_completion=config.judge_max_tokens, completion=cap,
         revise=revise_cost(config, question, shown, unwritten))
     return costs.billed(billing) if billing is not None else costs
@@ -1892,8 +1958,9 @@ def revise_cost(config: Config, question: str, shown: list[Position], unwritten:
     the unwritten ones at the cap. 0 with ROUNDS=1: rendering n x (n-1) answers for nothing would be waste."""
     if config.rounds == 1:
         return 0
+    shape = config.shape_of(question).shape
     rendered = max((prompt_tokens_estimate(*revise_prompts(question, p, [(o.final_answer, short_reason(o))
-                                                                         for o in shown if o is not p]))
+                                                                         for o in shown if o is not p], shape))
                     for p in shown), default=0)
     return rendered + 3 * unwritten + (len(shown) - 1) * (unwritten + (REASON_TOKENS if unwritten else 0))
 
@@ -1986,6 +2053,17 @@ def rerun_price(state: Debate, question: str) -> tuple[int, int]:
     return sum(p.calls for p in phases), sum(p.total_tokens for p in phases)
 
 
+def synthesis_price(config: Config, question: str, shape: str, workers: int, billing: Billing | None = None) -> int:
+    """The synthesis's worst case in tokens: the top candidates at MAX_TOKENS, each critique, reply and judge's
+    analysis at SYNTHESIS_NOTE_CHARS (synthesis_prompts cuts them there), and a response of MAX_TOKENS."""
+    shown, note = min(SYNTHESIS_CANDIDATES, workers), -(-SYNTHESIS_NOTE_CHARS * 4 // 3)
+    blank = synthesis_prompts(question, [Position(0, "", "")] * shown, [], [""] * config.num_judges,
+                              None if shape == "full" else "")
+    prompt = prompt_tokens_estimate(*blank) + shown * (config.max_tokens + 2 * note) + (config.num_judges + 1) * note
+    billing = billing or Billing()
+    return billing.prompt_tokens(prompt) + billing.completion_tokens(config.max_tokens)
+
+
 def rerun_settings(config: Config) -> tuple[int, float]:
     """(workers, temperature) of the rerun: RERUN_EXTRA_WORKERS more, RERUN_TEMPERATURE_STEP hotter."""
     return (min(config.num_workers + RERUN_EXTRA_WORKERS, MAX_WORKERS),
@@ -2022,6 +2100,30 @@ class Vote:
     answer: str  # a candidate's answer when the judge named its label
     confidence: int | None
     tier: str = "final-answer-line"  # how a judge's output was read (see tier_of)
+    analysis: str = ""  # what the judge wrote to get there: a synthesis reads it
+
+
+@dataclass(frozen=True)
+class Ballot:
+    """One judge's ranking of the candidates, best first, by candidate id (its labels already mapped back)."""
+
+    judge: str  # "judge-2"
+    order: tuple[str, ...]  # candidate ids (agents, "solver-3"), best first, as parse_ranking left them
+    confidence: int | None
+    analysis: str = ""
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A candidate's place after the Borda count: its score in [0, 1], the bootstrap 95% interval around it, and
+    the ballots that put it first."""
+
+    agent: str
+    label: str
+    score: float
+    low: float
+    high: float
+    first_places: int
 
 
 @dataclass(frozen=True)
@@ -2033,8 +2135,10 @@ class Verdict:
     agreeing: int
     valid: int
     source: str  # "judges", or "solvers" when no judge gave a FINAL ANSWER
-    tally: dict[str, int]
+    tally: dict[str, int]  # votes by normalised answer; for a ranking, first places by agent
     kind: str = "short"  # the answer type the question wants (parsing.ANSWER_TYPES)
+    standings: tuple[Standing, ...] = ()  # full answers: the Borda count, best first (rank_candidates)
+    analyses: tuple[str, ...] = ()  # each judge's analysis, for the synthesis
 
 
 @dataclass
@@ -2059,6 +2163,8 @@ class Debate:
     verdicts: list[Verdict] = field(default_factory=list)  # pass 1's, and the rerun's
     reported: int | None = None  # which of them is reported (1: pass 1's)
     rerun: bool = False
+    shape: str = "short"  # the answer shape (SHAPES), decided once as the run starts (Config.shape_of)
+    synthesis: str | None = None  # the response the synthesis wrote (Phase.SYNTHESIS)
     queue: QueueTime = field(init=False)
 
     def __post_init__(self) -> None:
@@ -2091,8 +2197,12 @@ class RunRecord:
     A field added here is in all of them; docs/output.md lists them."""
 
     question: str
-    final_answer: str | None
-    solution: str | None  # the worked solution behind final_answer (worked_solution)
+    answer_shape: str | None  # "short" or "full" (SHAPES); None when the run never started
+    response: str | None  # what the user gets, whole: the full response, or the short answer itself
+    final_answer: str | None  # the short answer (None for a full one)
+    solution: str | None  # the worked solution behind final_answer (worked_solution, or the synthesis)
+    ranking: list[dict[str, Any]]  # full answers: each candidate's Borda standing, best first
+    synthesized: bool  # the response (or the solution) was written by the synthesis
     confidence: int | None
     judges_agreeing: int  # 0 when the verdict did not come from the judges
     judges_valid: int
@@ -2183,31 +2293,41 @@ async def run_all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
     return [task.result() for task in tasks]
 
 
-def _valid_answer(text: str) -> ParsedAnswer | None:
-    parsed = parse_answer(text)
+def _valid_answer(text: str, shape: str = "short") -> ParsedAnswer | None:
+    """A solver's answer in the shape's contract; a full response is taken whole (parse_full_answer)."""
+    parsed = parse_full_answer(text) if shape == "full" else parse_answer(text)
     return parsed if parsed.answer.strip() else None
+
+
+def rebuttal_parser(shape: str) -> Callable[[str], ParsedRebuttal | None]:
+    return parse_full_rebuttal if shape == "full" else parse_rebuttal
 
 
 def _quoted(text: str | None) -> str:
     return prompts.quote_untrusted(text or prompts.NOT_AVAILABLE)
 
 
-def solver_prompts(question: str, slot: int = 0, styles: bool = False) -> tuple[str, str]:
+def for_shape(short: Template, full: Template, shape: str) -> str:
+    """A system prompt in the answer shape's contract: a short verdict, or the whole response (SHAPES)."""
+    return prompts.render(full if shape == "full" else short)
+
+
+def solver_prompts(question: str, slot: int = 0, styles: bool = False, shape: str = "short") -> tuple[str, str]:
     """A solver's prompts; with SOLVER_STYLES each slot gets its own reasoning stance."""
-    system = prompts.render(prompts.SOLVER_SYSTEM)
+    system = for_shape(prompts.SOLVER_SYSTEM, prompts.SOLVER_SYSTEM_FULL, shape)
     if styles:
         system += prompts.render(prompts.SOLVER_STYLE, style=prompts.SOLVER_STYLES[slot % len(prompts.SOLVER_STYLES)])
     return system, prompts.render(prompts.SOLVER_USER, question=prompts.quote_untrusted(question))
 
 
-def critic_prompts(question: str, position: Position) -> tuple[str, str]:
-    return (prompts.render(prompts.CRITIC_SYSTEM),
+def critic_prompts(question: str, position: Position, shape: str = "short") -> tuple[str, str]:
+    return (for_shape(prompts.CRITIC_SYSTEM, prompts.CRITIC_SYSTEM_FULL, shape),
             prompts.render(prompts.CRITIC_USER, question=prompts.quote_untrusted(question),
                            reasoning=_quoted(position.reasoning), answer=prompts.quote_untrusted(position.answer)))
 
 
-def rebuttal_prompts(question: str, position: Position) -> tuple[str, str]:
-    return (prompts.render(prompts.REBUTTAL_SYSTEM),
+def rebuttal_prompts(question: str, position: Position, shape: str = "short") -> tuple[str, str]:
+    return (for_shape(prompts.REBUTTAL_SYSTEM, prompts.REBUTTAL_SYSTEM_FULL, shape),
             prompts.render(prompts.REBUTTAL_USER, question=prompts.quote_untrusted(question),
                            reasoning=_quoted(position.reasoning), answer=prompts.quote_untrusted(position.answer),
                            critique=prompts.quote_untrusted(position.critique or "")))
@@ -2219,23 +2339,29 @@ def short_reason(position: Position) -> str:
     return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 1] + "…"
 
 
-def revise_prompts(question: str, position: Position, others: list[tuple[str, str]]) -> tuple[str, str]:
+def revise_prompts(question: str, position: Position, others: list[tuple[str, str]],
+                   shape: str = "short") -> tuple[str, str]:
     """A later round: the solver's own answer, reason and critique, and each other (answer, reason)."""
     blocks = [prompts.render(prompts.REVISE_OTHER, answer=prompts.quote_untrusted(answer),
                              reason=prompts.quote_untrusted(reason)) for answer, reason in others]
-    return (prompts.render(prompts.REVISE_SYSTEM),
+    return (for_shape(prompts.REVISE_SYSTEM, prompts.REVISE_SYSTEM_FULL, shape),
             prompts.render(prompts.REVISE_USER, question=prompts.quote_untrusted(question),
                            answer=prompts.quote_untrusted(position.final_answer),
                            reasoning=_quoted(position.latest_reason), critique=_quoted(position.critique),
                            others="\n".join(blocks) or prompts.NOT_AVAILABLE))
 
 
-def judge_prompts(question: str, positions: list[Position], by_label: bool = False) -> tuple[str, str]:
+# What a judge is asked for: the answer itself, a candidate's label (long free text), or a ranking (full answers).
+JUDGE_SYSTEMS = {"answer": prompts.JUDGE_SYSTEM, "label": prompts.JUDGE_SYSTEM_BY_LABEL,
+                 "ranking": prompts.JUDGE_SYSTEM_RANKING}
+
+
+def judge_prompts(question: str, positions: list[Position], ballot: str = "answer") -> tuple[str, str]:
     blocks = [prompts.render(prompts.JUDGE_CANDIDATE, label=candidate_label(i),
                              answer=prompts.quote_untrusted(p.final_answer), reasoning=_quoted(p.reasoning),
                              critique=_quoted(p.critique), rebuttal=_quoted(p.revision or p.rebuttal))
               for i, p in enumerate(positions)]
-    system = prompts.render(prompts.JUDGE_SYSTEM_BY_LABEL if by_label else prompts.JUDGE_SYSTEM)
+    system = prompts.render(JUDGE_SYSTEMS[ballot])
     return system, prompts.render(prompts.JUDGE_USER, question=prompts.quote_untrusted(question),
                                   candidates="\n\n".join(blocks))
 
@@ -2358,11 +2484,11 @@ def watch_for(state: Debate, phase: Phase, calls: int, debate_round: int = 1) ->
 async def solve_one(state: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
     """One solver's blind answer, or None."""
     config = state.config
-    system, user = solver_prompts(question, slot, config.solver_styles)
+    system, user = solver_prompts(question, slot, config.solver_styles, state.shape)
     agent, model = f"solver-{slot + 1}", config.slot_model(slot)
     parsed = await watch_for(state, Phase.GENERATE, workers).guard(agent, ask(
         state, Phase.GENERATE, agent, system, user, temperature=temperature,
-        max_tokens=config.max_tokens, parse=_valid_answer, model=model))
+        max_tokens=config.max_tokens, parse=functools.partial(_valid_answer, shape=state.shape), model=model))
     return None if parsed is None else Position(slot, parsed.answer, parsed.reasoning, final_answer=parsed.answer,
                                                 model=model)
 
@@ -2371,7 +2497,7 @@ async def review_one(state: Debate, question: str, position: Position, workers: 
     """One answer critiqued by the next slot round the ring; a failure leaves it uncritiqued."""
     critic_at = critic_slot(position.slot, workers, state.config.slot_model)
     agent = f"solver-{critic_at + 1}->{position.agent}"
-    system, user = critic_prompts(question, position)
+    system, user = critic_prompts(question, position, state.shape)
     found = await watch_for(state, Phase.CRITIQUE, workers).guard(agent, ask(
         state, Phase.CRITIQUE, agent, system, user, temperature=temperature, max_tokens=state.config.max_tokens,
         parse=functools.partial(parse_block, tag=Phase.CRITIQUE), model=state.config.slot_model(critic_at)))
@@ -2386,10 +2512,11 @@ async def reply_one(state: Debate, question: str, position: Position, workers: i
     """One solver defends or revises: to its critique (the rebuttal), or in a later ``debate_round`` after reading
     the ``others``' answers. A failure keeps its answer."""
     phase, agent = Phase.REBUTTAL if others is None else Phase.REVISE, position.agent
-    prompt = rebuttal_prompts(question, position) if others is None else revise_prompts(question, position, others)
+    prompt = (rebuttal_prompts(question, position, state.shape) if others is None
+              else revise_prompts(question, position, others, state.shape))
     found = await watch_for(state, phase, workers, debate_round).guard(agent, ask(
         state, phase, agent, *prompt, temperature=temperature, max_tokens=state.config.max_tokens,
-        parse=parse_rebuttal, model=position.model or None, debate_round=debate_round))
+        parse=rebuttal_parser(state.shape), model=position.model or None, debate_round=debate_round))
     if found is None:
         what = f"rebuttal of {agent}" if others is None else f"round {debate_round} revision of {agent}"
         note_lost(state, what, phase, agent, "its first answer stands" if others is None else "its answer stands")
@@ -2475,33 +2602,104 @@ def judge_order(positions: list[Position], index: int, shuffle: bool) -> list[Po
     return positions[shift:] + positions[:shift]
 
 
-async def judge(state: Debate, question: str, positions: list[Position], judges: int,
-                kind: str = "short") -> list[Vote]:
-    """Phase 4: ``judges`` judges each give a FINAL ANSWER and a CONFIDENCE."""
+async def judge(state: Debate, question: str, positions: list[Position], judges: int, ballot: str,
+                read: Callable[[str, Mapping[str, Position], str], T | None]) -> list[T]:
+    """Phase 4: ``judges`` judges, each reading the candidates under its own labels, give what ``ballot`` asks
+    for (JUDGE_SYSTEMS), which ``read`` turns into a Vote or a Ballot; a reply it cannot read is retried."""
     config = state.config
 
-    async def one(index: int) -> Vote | None:
+    async def one(index: int) -> T | None:
         agent = f"judge-{index + 1}"
         order = judge_order(positions, index, config.shuffle_judges)
-        labels = {candidate_label(i): p.final_answer for i, p in enumerate(order)}  # this judge's labels
-        by_label = kind == "long"  # free text: votes on strings cannot agree, labels can
-        system, user = judge_prompts(question, order, by_label)
-
-        def usable(text: str) -> Vote | None:
-            found = parse_judgement(text)
-            if not found.final_answer:
-                return None
-            answer = resolve_label(found.final_answer, labels, bare_letters=by_label)
-            if by_label and answer not in labels.values():
-                return None  # a judge must name a candidate here: retried
-            return Vote(answer, found.confidence)
-
+        labels = {candidate_label(i): p for i, p in enumerate(order)}  # this judge's labels
+        system, user = judge_prompts(question, order, ballot)
         return await watch_for(state, Phase.JUDGE, judges).guard(agent, ask(
             state, Phase.JUDGE, agent, system, user, temperature=config.judge_temperature,
-            max_tokens=config.judge_max_tokens, parse=usable, model=config.slot_model(index, judge=True)))
+            max_tokens=config.judge_max_tokens, parse=lambda text: read(text, labels, agent),
+            model=config.slot_model(index, judge=True)))
 
     votes = await run_all(one(i) for i in range(judges))
     return [v for v in votes if v is not None]
+
+
+def vote_of(text: str, labels: Mapping[str, Position], judge: str, by_label: bool = False) -> Vote | None:
+    """A judge's FINAL ANSWER and CONFIDENCE; naming a candidate's label votes for its answer. ``by_label``
+    (free text, whose wording never matches): it must name a candidate."""
+    found = parse_judgement(text)
+    if not found.final_answer:
+        return None
+    answers = {label: p.final_answer for label, p in labels.items()}
+    answer = resolve_label(found.final_answer, answers, bare_letters=by_label)
+    if by_label and answer not in answers.values():
+        return None
+    return Vote(answer, found.confidence, analysis=found.analysis)
+
+
+def ballot_of(text: str, labels: Mapping[str, Position], judge: str) -> Ballot | None:
+    """A judge's RANKING, its labels turned back into the agents behind them (parse_ranking's rules)."""
+    found: ParsedRanking | None = parse_ranking(text, tuple(labels))
+    if found is None:
+        return None
+    return Ballot(judge, tuple(labels[label].agent for label in found.order), found.confidence, found.analysis)
+
+
+def synthesis_prompts(question: str, ranked: Sequence[Position], standings: Sequence[Standing],
+                      analyses: Sequence[str], verdict: str | None = None) -> tuple[str, str]:
+    """The synthesis's prompts: the candidates best first (with their scores when ranked), each one's critique and
+    latest reply and each judge's analysis cut to SYNTHESIS_NOTE_CHARS; ``verdict``: a short answer to explain."""
+    def note(text: str | None) -> str:
+        text = text or prompts.NOT_AVAILABLE
+        return prompts.quote_untrusted(text if len(text) <= SYNTHESIS_NOTE_CHARS else text[:SYNTHESIS_NOTE_CHARS] + "…")
+
+    blocks = [prompts.render(prompts.SYNTHESIS_CANDIDATE, label=candidate_label(i), rank=str(i + 1),
+                             score=f"{standings[i].score:.2f}" if i < len(standings) else "-",
+                             answer=prompts.quote_untrusted(p.final_answer), critique=note(p.critique),
+                             rebuttal=note(p.revision or p.rebuttal)) for i, p in enumerate(ranked)]
+    notes = [prompts.render(prompts.SYNTHESIS_ANALYSIS, judge=str(i + 1), analysis=note(a))
+             for i, a in enumerate(analyses)]
+    system = prompts.render(prompts.SYNTHESIS_SYSTEM if verdict is None else prompts.SYNTHESIS_SYSTEM_SHORT)
+    return system, prompts.render(
+        prompts.SYNTHESIS_USER, question=prompts.quote_untrusted(question), candidates="\n\n".join(blocks),
+        verdict="" if verdict is None else f"The verdict, final: {prompts.quote_untrusted(verdict)}",
+        analyses="\n\n".join(notes) or prompts.NOT_AVAILABLE)
+
+
+def synthesis_sources(verdict: Verdict, positions: list[Position], shape: str,
+                      key: Callable[[str], str]) -> tuple[list[Position], list[Standing]]:
+    """What the synthesis reads: the top SYNTHESIS_CANDIDATES of the ranking (unranked: the first ones); for a short
+    answer, the solvers who ended on the verdict (their derivations), in slot order."""
+    by_agent = {p.agent: p for p in positions}
+    if verdict.standings:
+        top = list(verdict.standings[:SYNTHESIS_CANDIDATES])
+        return [by_agent[s.agent] for s in top], top
+    agreeing = [p for p in positions if shape == "full" or key(p.final_answer) == key(verdict.answer)]
+    return (agreeing or positions)[:SYNTHESIS_CANDIDATES], []
+
+
+async def synthesize(state: Debate, question: str, key: Callable[[str], str]) -> None:
+    """Phase 5: one call writes the response from the reported pass's best candidates, their critiques and replies,
+    and the judges' analyses. It fails soft: the top-ranked candidate (or the worked solution) stands, degraded."""
+    config, verdict = state.config, state.verdicts[(state.reported or 1) - 1]
+    positions = state.positions.get(state.reported or 1, [])
+    short = verdict.answer if state.shape == "short" else None
+    ranked, standings = synthesis_sources(verdict, positions, state.shape, key)
+    system, user = synthesis_prompts(question, ranked, standings, verdict.analyses, short)
+    state.budget.synthesis = (0, 0)  # what was kept for it is its own now
+    if not ranked or not state.budget.fits(1, prompt_tokens_estimate(system, user) + config.max_tokens):
+        state.skip(Phase.SYNTHESIS)
+        return
+    state.pass_number = state.reported or 1  # the last phase: it, and the notes after it, are the written-up pass's
+    echo = ECHO.set(state.runtime.echo if short is None else None)  # a response, not a solution, is shown as written
+    try:
+        state.synthesis = await watch_for(state, Phase.SYNTHESIS, 1).guard(SYNTHESIS_AGENT, ask(
+            state, Phase.SYNTHESIS, SYNTHESIS_AGENT, system, user, temperature=config.judge_temperature,
+            max_tokens=config.max_tokens, parse=parse_synthesis,
+            model=config.synthesis_model or config.judge_models[0]))
+        if state.synthesis is None:
+            note_lost(state, "the synthesis", Phase.SYNTHESIS, SYNTHESIS_AGENT,
+                      "the top-ranked candidate stands" if short is None else "the solvers' own derivation stands")
+    finally:
+        ECHO.reset(echo)
 
 
 def require_enough(state: Debate, positions: list[Position], workers: int) -> None:
@@ -2609,6 +2807,88 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
                    len(positions), len(positions), "unanimous", {keys.pop(): len(positions)}, kind)
 
 
+# Ranked judges (full answers): Borda count and its bootstrap interval.
+
+def ballot_points(order: Sequence[str], candidates: Sequence[str]) -> dict[str, float]:
+    """Borda points one ballot gives each of the n candidates: its i-th named candidate n-1-i; the candidates it
+    leaves out share the points left equally (each their mean), so every ballot gives n(n-1)/2 in all and a judge
+    that names only its favourite weighs as much as one that ranks them all. Entries that are not candidates are
+    ignored, a repeated one counts at its first place; a ballot naming no candidate gives nothing ({})."""
+    known = set(candidates)
+    named = [agent for agent in dict.fromkeys(order) if agent in known]
+    if not named:
+        return {}
+    left_out_share = (len(candidates) - len(named) - 1) / 2
+    points = {agent: float(len(candidates) - 1 - place) for place, agent in enumerate(named)}
+    return {agent: points.get(agent, left_out_share) for agent in candidates}
+
+
+def _borda_score(points: float, ballots: int, candidates: int) -> float:
+    """Mean points over the ballots as a share of the most a ballot gives (n-1), 3 places; 1.0 for a lone one."""
+    return 1.0 if candidates == 1 else round(points / (ballots * (candidates - 1)), 3)
+
+
+def _bootstrap_totals(rows: list[list[float]], rng: random.Random, resamples: int) -> list[list[float]]:
+    """For each candidate, its point total on each resample of the ballots (drawn with replacement, as many as
+    there are): the spread of the score over which judges happened to sit."""
+    draws = [[sum(column) for column in zip(*rng.choices(rows, k=len(rows)), strict=True)]
+             for _ in range(resamples)]
+    return [list(totals) for totals in zip(*draws, strict=True)]
+
+
+def _percentile_interval(values: list[float]) -> tuple[float, float]:
+    """The percentile bootstrap's 95% interval: sorted[int(0.025 R)] and sorted[ceil(0.975 R) - 1] of R values
+    (for R = 1000 the 26th and the 975th), as many values left out below as above."""
+    ordered = sorted(values)
+    return ordered[int(BOOTSTRAP_TAIL * len(ordered))], ordered[math.ceil((1 - BOOTSTRAP_TAIL) * len(ordered)) - 1]
+
+
+def _first_choices(ballots: Sequence[Ballot], candidates: Sequence[str]) -> dict[str, list[int]]:
+    """For each candidate, the confidences (None as 0) of the ballots that ranked it first."""
+    known = set(candidates)
+    firsts: dict[str, list[int]] = {agent: [] for agent in candidates}
+    for ballot in ballots:
+        first = next((agent for agent in ballot.order if agent in known), None)
+        if first is not None:
+            firsts[first].append(ballot.confidence or 0)
+    return firsts
+
+
+def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels: Mapping[str, str],
+                    rng: random.Random, resamples: int = BOOTSTRAP_RESAMPLES) -> list[Standing]:
+    """Every candidate's Borda standing, best first; [] when no ballot names a candidate (the caller falls back).
+
+    score: the mean over the usable ballots of ballot_points / (n-1), in [0, 1] (one candidate: 1.0), 3 places.
+    low, high: the percentile bootstrap over judges (_percentile_interval) of `resamples` resamples drawn with
+    `rng`, so a seeded rng always reports the same interval; one ballot (or resamples 0) gives low == high == score.
+    Order: score; on a tie more first places; then the higher mean CONFIDENCE of the ballots that put it first
+    (None counts as 0); then the order of `candidates`. label: labels[agent], "" when it has none.
+    """
+    counted = [(ballot, points) for ballot in ballots if (points := ballot_points(ballot.order, candidates))]
+    if not counted:
+        return []
+    rows = [list(points.values()) for _, points in counted]
+    totals = [sum(column) for column in zip(*rows, strict=True)]  # exact: every point is a multiple of 1/2
+    spreads = _bootstrap_totals(rows, rng, resamples) if resamples > 0 else [[total] for total in totals]
+    firsts = _first_choices([ballot for ballot, _ in counted], candidates)
+    score = functools.partial(_borda_score, ballots=len(rows), candidates=len(candidates))
+    ranked: list[tuple[tuple[float, int, float, int], Standing]] = []
+    for slot, (agent, total, spread) in enumerate(zip(candidates, totals, spreads, strict=True)):
+        low, high = _percentile_interval(spread)
+        confidences = firsts[agent]
+        place = (-total, -len(confidences), -sum(confidences) / max(1, len(confidences)), slot)
+        ranked.append((place, Standing(agent, labels.get(agent, ""), score(total), score(low), score(high),
+                                       len(confidences))))
+    return [standing for _, standing in sorted(ranked)]
+
+
+def ranking_confidence(standings: Sequence[Standing], ballots: int) -> int:
+    """The judges' agreement on the winner, 0-100: the share of the ``ballots`` that ranked it first; 0 when nothing
+    was ranked. Not its Borda score: with every judge naming a different favourite, each second everywhere else,
+    the winner's score is 0.67, yet no two judges agree, which is what the rerun rule must see."""
+    return round(100 * standings[0].first_places / ballots) if standings and ballots else 0
+
+
 # --- 11. one question ----------------------------------------------------------------------------
 
 async def deliberate(state: Debate, question: str, positions: list[Position], workers: int, temperature: float,
@@ -2630,8 +2910,11 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
         log_phase(state, Phase.REBUTTAL)
     if later_rounds:
         await run_later_rounds(state, question, positions, temperature, plan)
+    if state.shape == "full":
+        return await rank(state, question, positions, plan.judges)
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
-    votes = await judge(state, question, positions, plan.judges, kind) if plan.judges else []
+    read = functools.partial(vote_of, by_label=kind == "long")  # free text: votes on strings cannot agree, labels can
+    votes = await judge(state, question, positions, plan.judges, "label" if kind == "long" else "answer", read)
     log_phase(state, Phase.JUDGE)
     key = typed_key(kind, letters)
     verdict = tally_votes(votes, key=key)
@@ -2640,7 +2923,24 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
         verdict = solver_verdict(positions, key=key)
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
-    return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
+    return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind,
+                   analyses=tuple(v.analysis for v in votes))
+
+
+async def rank(state: Debate, question: str, positions: list[Position], judges: int) -> Verdict:
+    """Full answers: the judges rank the candidates, a Borda count orders them (rank_candidates), and the winner's
+    confidence is the judges' agreement on it. With no usable ranking, the solvers' own order stands."""
+    ballots = await judge(state, question, positions, judges, "ranking", ballot_of)
+    log_phase(state, Phase.JUDGE)
+    labels = {p.agent: candidate_label(i) for i, p in enumerate(positions)}
+    standings = rank_candidates(ballots, list(labels), labels, random.Random(BOOTSTRAP_SEED))
+    if not standings:
+        state.note(f"no judge gave a usable RANKING; the response is {positions[0].agent}'s, unranked")
+        return Verdict(positions[0].final_answer.strip(), 0, 0, 0, "solvers", {}, "long")
+    winner = next(p for p in positions if p.agent == standings[0].agent)
+    return Verdict(winner.final_answer.strip(), ranking_confidence(standings, len(ballots)),
+                   standings[0].first_places, len(ballots), "ranking", {s.agent: s.first_places for s in standings},
+                   "long", tuple(standings), tuple(b.analysis for b in ballots))
 
 
 async def run_later_rounds(state: Debate, question: str, positions: list[Position], temperature: float,
@@ -2739,11 +3039,28 @@ def check_question(config: Config, question: str) -> None:
                           f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
 
 
+def hold_synthesis(state: Debate, question: str) -> bool:
+    """Keep the synthesis's worst case back from the start (Budget.synthesis), so every other phase is cut before
+    it is; False (skipped) when not even MIN_VALID_ANSWERS solvers would fit beside it."""
+    budget, config = state.budget, state.config
+    if not budget.limited:
+        return True
+    held = synthesis_price(config, question, state.shape, config.num_workers, budget.billing)
+    solvers = config.min_valid_answers * (worst_case_costs(config, question, billing=budget.billing).solver
+                                          + config.max_tokens)
+    if not budget.fits(config.min_valid_answers + 1, solvers + held):
+        state.skip(Phase.SYNTHESIS)
+        return False
+    budget.synthesis = (1, held)
+    return True
+
+
 async def run_question(state: Debate, question: str, replay: Replay | None) -> None:
     """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever it
     waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask), which tests
     move. In the rerun, it leaves pass 1's verdict standing, as a failed rerun does."""
     config = state.config
+    synthesis = config.synthesizes(state.shape) and hold_synthesis(state, question)
     deadline = state.queue.deadline = asyncio.timeout(config.question_deadline or None)
     try:
         async with deadline:
@@ -2753,13 +3070,18 @@ async def run_question(state: Debate, question: str, replay: Replay | None) -> N
             state.reported = 1
             if replay is None and first.confidence < config.min_judge_confidence:
                 await rerun(state, question)
+            if synthesis:
+                reported = state.verdicts[(state.reported or 1) - 1]
+                await synthesize(state, question, typed_key(reported.kind, choice_letters(question)))
+                log_phase(state, Phase.SYNTHESIS)
     except TimeoutError:
         if not deadline.expired():
             raise
         if state.reported is None:
             raise deadline_passed(state.config) from None
-        state.note(f"the rerun was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; "
-                   "pass 1's verdict stands")
+        late = ("the synthesis", "the top-ranked candidate") if any(c.phase == Phase.SYNTHESIS for c in state.calls) \
+            else ("the rerun", "pass 1's verdict")
+        state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; {late[1]} stands")
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
@@ -2767,8 +3089,10 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
                           place: LogPlace | None = None) -> RunRecord:
     """Run the debate on one question, write its transcript and trace, and return its record; never raises MoAError
     (a failure is in the record). Cancelled, it still writes the files, and ``handover`` (if given) has the record."""
-    state = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(),
+    shape = replay.shape if replay else config.shape_of(question)
+    state = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(), shape=shape.shape,
                    budget=Budget(config.max_calls, config.max_total_tokens, endpoint.billing))
+    log.info("answer shape: %s (%s)", shape.shape, shape.reason)
     transcript_path, state.trace, file_error = open_run_files(config, runtime, place)
     if state.trace:
         state.trace.start(state, question, replay)
@@ -2800,10 +3124,17 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
     positions = state.positions.get(reported or 1, []) if state else []
     calls, skipped = (tuple(state.calls), list(state.skipped)) if state else ((), [])
     key = typed_key(verdict.kind, choice_letters(question)) if verdict else normalize_answer  # as the vote compared
-    usage, judged = usage_totals(calls, config), verdict if verdict and verdict.source == "judges" else None
+    judged = verdict if verdict and verdict.source in ("judges", "ranking") else None
+    usage = usage_totals(calls, config)
+    shape, synthesis = (state.shape, state.synthesis) if state else ("short", None)
+    models = {p.agent: p.model for p in positions}
     return RunRecord(
-        question=question, final_answer=verdict.answer if verdict else None,
-        solution=worked_solution(verdict, positions, key) if verdict else None,
+        question=question, answer_shape=shape if state else None,
+        response=(synthesis if shape == "full" and synthesis else verdict.answer) if verdict else None,
+        final_answer=verdict.answer if verdict and shape == "short" else None,
+        solution=(synthesis or worked_solution(verdict, positions, key)) if verdict and shape == "short" else None,
+        ranking=[asdict(s) | {"model": models.get(s.agent, "")} for s in verdict.standings] if verdict else [],
+        synthesized=bool(verdict and synthesis),
         confidence=verdict.confidence if verdict else None, judges_agreeing=judged.agreeing if judged else 0,
         judges_valid=judged.valid if judged else 0, verdict_source=verdict.source if verdict else None,
         answer_type=verdict.kind if verdict else None, unanimous=verdict is not None and verdict.source == "unanimous",
@@ -2811,7 +3142,7 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
         phases={phase: {"ok": sum(c.ok for c in calls if c.phase == phase),
                         "failed": sum(not c.ok for c in calls if c.phase == phase)} for phase in PHASES},
         answers=copy.deepcopy(answer_changes(positions, key)),  # by_round: its own lists
-        dissent=minority_report(verdict, positions, key) if verdict else [],
+        dissent=minority_report(verdict, positions, key) if verdict and shape == "short" else [],
         converged_after_critique=converged_after_critique(positions, key),
         judges_split=judges_split(verdict) if verdict else False, llm_calls=len(calls),
         http_requests=sum(len(c.attempts) for c in calls), usage=usage,
@@ -3052,17 +3383,31 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
     for index, verdict in enumerate(result.verdicts, 1):
         lines.append(f"pass {index} ({verdict.source}): " + ", ".join(f"{k!r}: {n}" for k, n in verdict.tally.items())
                      + f" -> {verdict.answer!r}, confidence {verdict.confidence}, {verdict.agreeing}/{verdict.valid}")
-    lines += ["", "=== Verdict ==="]
-    if (reported := result.verdict) is not None:
-        lines += [f"answer: {reported.answer}", f"solution: {result.solution or '(none)'}",
-                  f"confidence: {reported.confidence}",
-                  f"agreement: {reported.agreeing}/{reported.valid} ({reported.source})",
-                  f"rerun: {'yes' if result.rerun else 'no'}"]
+    lines += verdict_sections(result)
     if result.error:
         lines.append(f"error: {result.error}")
     lines.append(f"elapsed: {result.elapsed_s:.2f}s, {result.llm_calls} LLM calls, "
                  f"{result.http_requests} HTTP requests")
     return "\n".join(lines) + "\n"
+
+
+def verdict_sections(result: RunRecord) -> list[str]:
+    """The transcript's ranking (full answers) and verdict sections."""
+    lines = []
+    if result.ranking:
+        lines += ["", "=== Ranking (Borda score over the judges, 95% bootstrap interval) ==="]
+        lines += [f"{n}. {s['label']} {s['agent']} [{s['model']}]: {s['score']:.3f} [{s['low']:.3f}, {s['high']:.3f}], "
+                  f"first for {s['first_places']} judge(s)" for n, s in enumerate(result.ranking, 1)]
+    lines += ["", "=== Verdict ==="]
+    if (reported := result.verdict) is None:
+        return lines
+    if result.answer_shape == "full":
+        lines += ["shape: full", f"synthesized: {'yes' if result.synthesized else 'no'}", "response:",
+                  result.response or ""]
+    else:
+        lines += [f"answer: {reported.answer}", f"solution: {result.solution or '(none)'}"]
+    return lines + [f"confidence: {reported.confidence}", f"agreement: {reported.agreeing}/{reported.valid} "
+                    f"({reported.source})", f"rerun: {'yes' if result.rerun else 'no'}"]
 
 
 def usage_lines(result: RunRecord) -> list[str]:
@@ -3167,7 +3512,7 @@ class TraceWriter:
 
     def start(self, state: Debate, question: str, replay: Replay | None) -> None:
         self.write({"type": "run", "schema_version": SCHEMA_VERSION, "run_id": state.run_id, "question": question,
-                    "config": state.config.shown(),
+                    "answer_shape": state.shape, "config": state.config.shown(),
                     "started": datetime.fromtimestamp(state.runtime.wall_clock()).isoformat(timespec="seconds"),
                     "replay": None if replay is None else {"trace": str(replay.source), "from": str(replay.start),
                                                            "run_id": replay.run_id}})
@@ -3418,10 +3763,10 @@ def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
     positions, done = list(replay.positions), replay.start.kept
     costs = worst_case_costs(config, replay.question, positions)
     critiques = len(positions) if done == Phase.GENERATE else 0
-    rebuttals = (0 if done == Phase.REBUTTAL or not config.enable_rebuttal
+    rebuttals = (0 if done in (Phase.REBUTTAL, Phase.JUDGE) or not config.enable_rebuttal
                  else critiques or sum(p.critique is not None for p in positions))
     held = max((len(p.by_round) for p in positions), default=0) or 1
-    rounds = 0 if replay.start.phase == "judges" else max(config.rounds - held, 0)
+    rounds = 0 if replay.start.phase in ("judges", Phase.SYNTHESIS) else max(config.rounds - held, 0)
     # A round's prompt embeds restored texts as they are, or texts the replay writes, at the cap.
     revise = max(costs.revise, worst_case_costs(config, replay.question, workers=len(positions)).revise)
     # A judge reads each candidate's newest rebuttal or revision: one the replay writes, at the cap.
@@ -3429,7 +3774,8 @@ def replay_worst_case(config: Config, replay: Replay) -> list[PhaseCost]:
     return phase_costs(config, "1", [
         (Phase.CRITIQUE, critiques, costs.critic, costs.text), (Phase.REBUTTAL, rebuttals, costs.rebuttal, costs.text),
         (Phase.REVISE, rounds * len(positions), revise, costs.text),
-        (Phase.JUDGE, config.num_judges, costs.judge(critiques, rewritten), costs.judge_completion)])
+        (Phase.JUDGE, 0 if replay.verdict else config.num_judges, costs.judge(critiques, rewritten),
+         costs.judge_completion)])
 
 
 @dataclass(frozen=True)
@@ -3458,6 +3804,10 @@ def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryR
     phases = (replay_worst_case(config, replay) if replay is not None
               else pass_worst_case(config, question, config.num_workers)
               + pass_worst_case(config, question, rerun_settings(config)[0], "rerun"))
+    shape = replay.shape.shape if replay else config.shape_of(question).shape
+    if config.synthesizes(shape):  # once, after the pass whose verdict is reported: counted with pass 1
+        tokens = synthesis_price(config, question, shape, replay.workers if replay else config.num_workers)
+        phases += phase_costs(config, "1", [(Phase.SYNTHESIS, 1, tokens - config.max_tokens, config.max_tokens)])
     attempts = config.max_retries + 1
     calls = sum(p.calls for p in phases) * attempts
     tokens = sum(p.total_tokens for p in phases) * attempts
@@ -3492,7 +3842,7 @@ def human_dry_run(plan: DryRun) -> str:
 
 
 # What an agent is called in a trace: solver-N, solver-M->solver-N (a critique), judge-N.
-_TRACE_AGENT = re.compile(r"(?:solver-(\d{1,3})->)?(solver|judge)-(\d{1,3})")
+_TRACE_AGENT = re.compile(r"(?:solver-(\d{1,3})->)?(solver|judge)-(\d{1,3})|synthesizer")
 
 
 @dataclass(frozen=True)
@@ -3514,7 +3864,7 @@ class ReplayStart:
     """--from START, parsed once where it enters: the first phase run again (critique, rebuttal, revise or
     judges) and, for roundK, K: debate rounds 1..K-1 are kept. Shown as it was given."""
 
-    phase: str  # a Phase, or "judges" (no phase runs again before them)
+    phase: str  # a Phase, or "judges" (no phase runs again before them), or "synthesis" (the judges' verdict kept)
     debate_round: int = 0
 
     @classmethod
@@ -3532,7 +3882,8 @@ class ReplayStart:
         the debate rounds before K (with --from judges, all of them)."""
         if self.phase in (Phase.CRITIQUE, Phase.REBUTTAL):
             return PHASES.index(attempt.phase) < PHASES.index(self.phase)
-        return attempt.phase != Phase.REVISE or self.phase == "judges" or attempt.debate_round < self.debate_round
+        return (attempt.phase != Phase.REVISE or self.phase in ("judges", Phase.SYNTHESIS)
+                or attempt.debate_round < self.debate_round)
 
     def __str__(self) -> str:
         return f"round{self.debate_round}" if self.phase == Phase.REVISE else self.phase
@@ -3549,6 +3900,8 @@ class Replay:
     workers: int
     positions: tuple[Position, ...]
     restored: tuple[TraceAttempt, ...] = ()  # the attempts it keeps, copied into its own trace
+    shape: ShapeGuess = ShapeGuess("short", "the trace's")  # the run's answer shape: its answers were written in it
+    verdict: Verdict | None = None  # with --from synthesis: the judges' verdict the trace reported
 
 
 def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -3585,7 +3938,7 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
             or not isinstance(text, str | None) or not isinstance(model, str | None)):
         raise ConfigError(f"--replay {path}: line {number} is not an attempt record of this tool "
                           "(agent, pass, phase, outcome, model or response_text missing or malformed)")
-    if found.group(2) == "judge":
+    if found.group(2) != "solver":  # a judge's or the synthesizer's: about no solver's line
         return None
     slot, debate_round = int(found.group(3)) - 1, record.get("debate_round", 1)
     if not 0 <= slot < MAX_WORKERS or (phase == Phase.CRITIQUE) != (found.group(1) is not None):
@@ -3596,20 +3949,20 @@ def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttem
                         valid_text(model or ""), record)
 
 
-def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int, Position]:
+def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str) -> dict[int, Position]:
     """Each solver's line as the kept attempts leave it: its answer and model, the critique and rebuttal
     it got, and once round 1 is over, its answer after each debate round before ``start``, in order."""
     positions: dict[int, Position] = {}
     ok = [a for a in kept if a.ok]
     for record in (a for a in ok if a.phase == Phase.GENERATE):
-        if (parsed := _valid_answer(record.response_text)) is not None:
+        if (parsed := _valid_answer(record.response_text, shape)) is not None:
             positions[record.slot] = Position(record.slot, parsed.answer, parsed.reasoning,
                                               final_answer=parsed.answer, model=record.model)
     for record in (a for a in ok if a.slot in positions):
         position = positions[record.slot]
         if record.phase == Phase.CRITIQUE and (found := parse_block(record.response_text, "critique")):
             position.critique = found[0]
-        elif record.phase == Phase.REBUTTAL and (rebuttal := parse_rebuttal(record.response_text)):
+        elif record.phase == Phase.REBUTTAL and (rebuttal := rebuttal_parser(shape)(record.response_text)):
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
     if start.phase in (Phase.CRITIQUE, Phase.REBUTTAL):
         return positions
@@ -3618,7 +3971,7 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart) -> dict[int
         position.by_round = [position.final_answer]
     for debate_round in range(2, max((a.debate_round for a in revisions), default=1) + 1):
         for record in (a for a in revisions if a.debate_round == debate_round and a.slot in positions):
-            if revised := parse_rebuttal(record.response_text):
+            if revised := rebuttal_parser(shape)(record.response_text):
                 positions[record.slot].revision, positions[record.slot].final_answer = revised[0], revised[1].answer
         for position in positions.values():
             position.by_round.append(position.final_answer)
@@ -3630,6 +3983,7 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
     run: dict[str, Any] = {}
     attempts: list[TraceAttempt] = []
     reported: Any = None
+    verdict_line: dict[str, Any] = {}
     for number, record in _trace_records(path):
         if record.get("type") == "run":
             if run:  # two traces joined: their answers would be mixed under one question
@@ -3638,6 +3992,7 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
         elif record.get("type") == "attempt" and (attempt := trace_attempt(record, path, number)) is not None:
             attempts.append(attempt)
         elif record.get("type") == "verdict":
+            verdict_line = record
             reported = record.get("reported_pass", record.get("reported_round"))  # the latter: an older trace
     question = run.get("question")
     if not isinstance(question, str) or not question.strip():
@@ -3645,7 +4000,8 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
     chosen = reported if type(reported) is int else 1
     in_pass = [a for a in attempts if a.pass_number == chosen]
     kept = [a for a in in_pass if start.keeps(a)]
-    positions = _rebuild_positions(kept, start)
+    shape: str = run["answer_shape"] if run.get("answer_shape") in SHAPES else "short"  # older traces: short
+    positions = _rebuild_positions(kept, start, shape)
     if not positions:
         raise ConfigError(f"--replay {path}: the trace holds no valid solver answer to start from")
     held = max((a.debate_round for a in in_pass), default=1)
@@ -3653,8 +4009,30 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
         raise ConfigError(f"--replay {path}: the trace holds {held} debate round{'s' if held > 1 else ''}, so "
                           f"--from {start} has nothing to keep: use --from round{held + 1} or earlier")
     workers = max(a.slot for a in in_pass if a.phase == Phase.GENERATE) + 1
+    verdict = traced_verdict(verdict_line, chosen, path, positions.values()) if start.phase == Phase.SYNTHESIS else None
     return Replay(path, start, str(run.get("run_id"))[:64], valid_text(question), workers,
-                  tuple(positions[k] for k in sorted(positions)), tuple(kept))
+                  tuple(positions[k] for k in sorted(positions)), tuple(kept), ShapeGuess(shape, "the trace's"),
+                  verdict)
+
+
+def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: Iterable[Position]) -> Verdict:
+    """Pass ``chosen``'s verdict from a trace's verdict line, checked (--from synthesis writes it up again)."""
+    verdicts = line.get("verdicts")
+    found: Any = next((v for v in verdicts if isinstance(v, dict) and v.get("pass") == chosen), None) \
+        if isinstance(verdicts, list) else None
+    try:
+        standings = tuple(Standing(valid_text(s["agent"]), valid_text(s["label"]), float(s["score"]), float(s["low"]),
+                                   float(s["high"]), int(s["first_places"])) for s in found["standings"])
+        verdict = Verdict(valid_text(found["answer"]), int(found["confidence"]), int(found["agreeing"]),
+                          int(found["valid"]), valid_text(found["source"]),
+                          {valid_text(k): int(n) for k, n in found["tally"].items()}, valid_text(found["kind"]),
+                          standings, tuple(valid_text(a) for a in found["analyses"]))
+    except (TypeError, KeyError, ValueError, AttributeError, OverflowError):
+        verdict = None
+    if verdict is None or not {s.agent for s in verdict.standings} <= {p.agent for p in positions}:
+        raise ConfigError(f"--replay {path}: --from synthesis needs the verdict line this tool writes when its judges "
+                          "are done, and the trace has none (or one that is not ours): use --from judges")
+    return verdict
 
 
 async def run_replay(state: Debate, replay: Replay) -> Verdict:
@@ -3664,6 +4042,8 @@ async def run_replay(state: Debate, replay: Replay) -> Verdict:
                  for p in replay.positions]
     state.positions[1], state.replaying = positions, True
     require_enough(state, positions, replay.workers)
+    if replay.verdict is not None:  # --from synthesis: the judges' verdict stands as the trace reported it
+        return replay.verdict
     return await deliberate(state, replay.question, positions, replay.workers, state.config.temperature,
                             done=replay.start.kept, later_rounds=replay.start.phase != "judges")
 
@@ -3886,8 +4266,8 @@ def _role(message: dict[str, Any]) -> str:
 
 
 def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dict[str, Any]:
-    """A Batch API output line for one of our lines: a chat completion whose content is the
-    verdict, or an error; our whole line rides along under "moa"."""
+    """A Batch API output line for one of our lines: a chat completion whose content is the response (a full
+    answer, or the short verdict), or an error; our whole line rides along under "moa"."""
     custom_id = str(record["id"])
     line: dict[str, Any] = {"id": "batch_req_" + hashlib.sha256(custom_id.encode("utf-8")).hexdigest()[:24],
                             "custom_id": custom_id, "response": None, "error": None}
@@ -3895,7 +4275,7 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
         line["response"] = {"status_code": 200, "request_id": "", "body": {
             "id": "chatcmpl-moa-" + line["id"][10:], "object": "chat.completion", "created": int(now),
             "model": config.judge_models[0],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": record["final_answer"]},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": record["response"]},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": {key: record["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}}}
     else:
@@ -4038,10 +4418,10 @@ def batch_record(item: BatchItem, record: RunRecord) -> dict[str, Any]:
     the verdict matches it. Lines before schema_version 1 said "tokens" and "tokens_estimated" for
     usage's total_tokens and estimated: resume reads only id, status, expected and correct, so it reads them too."""
     line = {"id": item.id} | record.to_dict()
-    if item.expected is not None:
+    if item.expected is not None:  # a whole response is not checked against it: correct is null
         line["expected"] = item.expected
-        line["correct"] = record.final_answer is not None and answers_match(item.question, record.final_answer,
-                                                                            item.expected)
+        line["correct"] = None if record.answer_shape == "full" else record.final_answer is not None and \
+            answers_match(item.question, record.final_answer, item.expected)
     return line
 
 
@@ -4112,7 +4492,7 @@ class Progress:
             self.bar.set_postfix(ok=stats.ok, failed=stats.failed, refresh=False)
             self.bar.update(1)
             return
-        answer = record["final_answer"] if record["status"] == "ok" else record["error"]
+        answer = record["response"] if record["status"] == "ok" else record["error"]
         # One line per question, whatever the answer holds: a model's newline or escape must not forge cron log lines.
         say(f"{shown_id(record['id'])} {record['status']} {printable(answer)} {record['elapsed_s']:.1f}s", self.secrets)
 
@@ -4634,7 +5014,7 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
                         help="rebuild a run from its .jsonl trace and run only the phases from --from on")
     parser.add_argument("--from", dest="replay_from", choices=tuple(map(str, REPLAY_STARTS)), metavar="START",
                         help="with --replay: what to run again: critique, rebuttal, round2..round10 (debate "
-                             "rounds from that one on) or judges")
+                             "rounds from that one on), judges, or synthesis (the judges' verdict kept)")
 
 
 def add_debate_flags(parser: argparse.ArgumentParser) -> None:
@@ -4660,6 +5040,12 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
                         help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
     parser.add_argument("--deadline", dest="QUESTION_DEADLINE", metavar="SECONDS",
                         help="stop a question after this long (QUESTION_DEADLINE; 0: none)")
+    parser.add_argument("--answer", dest="ANSWER_SHAPE", choices=("auto", *SHAPES),
+                        help="short: a verdict with its worked solution; full: a whole response (code, prose), "
+                             "ranked by the judges; auto (default): as the question asks (ANSWER_SHAPE)")
+    parser.add_argument("--synthesize", dest="SYNTHESIZE", choices=("auto", "on", "off"),
+                        help="one last call writes the response from the top-ranked candidates; auto (default): "
+                             "for full answers only (SYNTHESIZE)")
     parser.add_argument("--stream", dest="STREAM", action="store_const", const="true",
                         help="stream every response (STREAM=true), for proxies that cut long idle requests")
 
@@ -4749,14 +5135,67 @@ def said_by_the_minority(record: RunRecord) -> list[str]:
     return lines
 
 
-def human_summary(record: RunRecord) -> str:
-    """The human summary printed on stdout (the error itself goes to stderr)."""
+def ranking_lines(record: RunRecord, rerun: str) -> list[str]:
+    """A full answer's lines under the response: how far the judges agree on it, the ranking, who wrote it."""
+    verdict = record.verdict
+    if verdict is None or verdict.source != "ranking":
+        return [f"Unranked: no judge gave a usable ranking{rerun}"]
+    ranks = "; ".join(f"{s['label']} {s['agent']} {s['score']:.2f} [{s['low']:.2f}, {s['high']:.2f}]"
+                      for s in record.ranking)
+    written = ("Synthesized from the top-ranked candidates" if record.synthesized
+               else f"The top-ranked candidate ({record.ranking[0]['agent']}), not synthesized")
+    return [f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} judges ranked it first{rerun}",
+            f"Ranking (Borda score, 95% interval): {ranks}", written]
+
+
+def stdout_is_terminal() -> bool:
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        return sys.stdout.isatty()
+    return False
+
+
+class TerminalEcho:
+    """A streamed response on the terminal as it is written (Runtime.echo), a whole line at a time: each line is
+    masked (a secret is never split across two writes) and stripped of control characters (terminal_lines)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self.secrets, self.pending, self.shown = secrets, "", ""
+
+    def __call__(self, text: str | None) -> None:
+        if text is None:  # an attempt's stream starts: a retry writes the response again, from its start
+            if self.finish():
+                emit("[the response was cut off; it is written again]", self.secrets)
+            self.shown = ""
+            return
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.line(line)
+
+    def line(self, line: str) -> None:
+        emit("".join(terminal_lines(line)), self.secrets)
+        self.shown += line + "\n"
+
+    def finish(self) -> str:
+        """What the stream showed, its last line written out."""
+        if self.pending:
+            self.line(self.pending)
+            self.pending = ""
+        return self.shown
+
+
+def human_summary(record: RunRecord, streamed: str = "") -> str:
+    """The human summary printed on stdout (the error itself goes to stderr). A full response is printed whole,
+    unless it is what ``streamed`` already showed."""
     lines = []
-    if (verdict := record.verdict) is not None:
+    verdict = record.verdict
+    rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
+             else "; a rerun ran, and pass 1's verdict stands")
+    if verdict is not None and record.answer_shape == "full":
+        shown = streamed.strip() == (record.response or "").strip()
+        lines += [*([] if shown else terminal_lines(record.response or "")), "", *ranking_lines(record, rerun)]
+    elif verdict is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(
             verdict.source, "solvers (no judge answered)")
-        rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
-                 else "; a rerun ran, and pass 1's verdict stands")
         first, *rest = terminal_lines(verdict.answer) or [""]
         solution = ["  " + line for line in terminal_lines(record.solution or "")]
         lines += [f"Answer: {first}", *rest, *(["Solution:", *solution] if solution else []),
@@ -4794,9 +5233,12 @@ def single_question(args: argparse.Namespace, config: Config) -> SingleRequest:
     """The question (and the replay it comes from, if any); ConfigError on bad input."""
     if args.replay is not None:
         if args.replay_from is None:
-            raise ConfigError("--replay needs --from critique|rebuttal|round2..round10|judges: the first phase "
-                              "to run again")
+            raise ConfigError("--replay needs --from critique|rebuttal|round2..round10|judges|synthesis: the first "
+                              "phase to run again")
         replay = load_replay(Path(args.replay), ReplayStart.parse(args.replay_from))
+        if replay.verdict is not None and not config.synthesizes(replay.shape.shape):
+            raise ConfigError(f"--from synthesis: SYNTHESIZE={config.synthesize} writes no synthesis for this "
+                              f"{replay.shape.shape} answer, so there is nothing to run again: add --synthesize on")
         if (first := replay.start.debate_round) > config.rounds:
             raise ConfigError(f"--from {replay.start} runs debate rounds {first} to ROUNDS, but "
                               f"ROUNDS={config.rounds}: add --rounds {first} or more")
@@ -4923,14 +5365,16 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Sin
 def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_output: bool) -> int:
     """Answer one question and report it: the result on stdout, the error line on stderr."""
     run = Handover(run_record(config, request.question))
+    echo = TerminalEcho(config.secrets) if config.stream and not json_output and stdout_is_terminal() else None
     try:
-        asyncio.run(run_cli(config, request.question, runtime, run, request.replay))
+        asyncio.run(run_cli(config, request.question, replace(runtime, echo=echo), run, request.replay))
     except (KeyboardInterrupt, asyncio.CancelledError, Exception) as err:  # Ctrl-C, SIGTERM (see run_cli), a bug
         run.record = run.record.ended(err)  # what was done is kept
     result = run.record
     if result.write_error:
         log.warning("%s; the verdict is still reported", result.write_error)
-    shown = json.dumps(result.to_dict(), ensure_ascii=False) if json_output else human_summary(result)
+    shown = (json.dumps(result.to_dict(), ensure_ascii=False) if json_output
+             else human_summary(result, echo.finish() if echo else ""))
     where = f"; transcript: {result.transcript}" if result.exit_code == EXIT_INTERRUPTED and result.transcript else ""
     return deliver(shown, result.error and result.error + where, result.exit_code, config.secrets)
 

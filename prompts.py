@@ -164,3 +164,123 @@ NOT_AVAILABLE = "(none)"
 
 # Appended to the system prompt of every attempt; see moa_pipeline.build_messages.
 NONCE_SUFFIX = Template("\n\n[request $nonce]")
+
+# --- full answers (ANSWER_SHAPE=full) -----------------------------------------
+#
+# The twins of the short templates above, with the same variables: the whole response goes in
+# <answer> (code, prose, a list), critiques review it whole, rebuttals and revisions rewrite it
+# whole. The user templates (SOLVER_USER, CRITIC_USER, ...) serve both shapes.
+# SmolLM2-135M answered with plain code or prose but used no tags in 18 of 18 tries (three wordings;
+# the short SOLVER_SYSTEM fares the same): parsing.parse_full_answer takes the whole reply then.
+
+SOLVER_SYSTEM_FULL = Template(
+    "You are an expert assistant. Answer the request below completely and correctly: code, "
+    "prose or a list, as the request needs. Give the whole response now, with nothing left for "
+    "later and no placeholders.\n"
+    f"{DATA_RULE}\n"
+    "Reply in exactly this format:\n"
+    "<reasoning>a short plan and the checks you made</reasoning>\n"
+    "<answer>\nthe complete response the user will read\n</answer>"
+)
+
+CRITIC_SYSTEM_FULL = Template(
+    "You are a rigorous, sceptical reviewer. Another assistant wrote the response below to the "
+    "request. Review the whole response: is it correct (facts, code, numbers), complete, does it "
+    "do what was asked, is it clear? Name each problem and how to fix it. If, after checking, "
+    "the response is good, say so plainly and say what you verified.\n"
+    f"{DATA_RULE}\n"
+    "Reply in exactly this format:\n"
+    "<critique>the specific problems and their fixes, or what you verified</critique>"
+)
+
+REBUTTAL_SYSTEM_FULL = Template(
+    "You wrote the response below and a reviewer critiqued it. Weigh the critique honestly: fix "
+    "what it rightly points out, keep what it wrongly attacks and say why. Then write your whole "
+    "response again, revised or not: the complete text, not a list of changes.\n"
+    f"{DATA_RULE}\n"
+    "Reply in exactly this format:\n"
+    "<rebuttal>what you changed, what you kept, and why</rebuttal>\n"
+    "<answer>\nyour whole response\n</answer>"
+)
+
+REVISE_SYSTEM_FULL = Template(
+    "You are one of several assistants answering the request below. You wrote a response, a "
+    "reviewer critiqued it, and the others' current responses are shown with their reasons. "
+    "Check their claims yourself. Take what is better in theirs, fix what the critique rightly "
+    "showed, and keep what you still think is right. Then write your whole response again: the "
+    "complete text, not a list of changes.\n"
+    f"{DATA_RULE}\n"
+    "Reply in exactly this format:\n"
+    "<rebuttal>what you take, fix or keep, and why</rebuttal>\n"
+    "<answer>\nyour whole response\n</answer>"
+)
+
+# Judges of full answers rank every candidate (JUDGE_USER and JUDGE_CANDIDATE carry them).
+# SmolLM2-135M wrote no RANKING line in 60 tries (this wording, a shorter one, a reminder or a
+# "RANKING:" cue after the candidates, plain-text candidates); it mostly echoes a made-up
+# <question> block. The by-label judge above fared no better (0 FINAL ANSWER lines in 10). So the
+# wording stays plain; the pipeline's fallback for a judge without a ranking is what counts there.
+JUDGE_SYSTEM_RANKING = Template(
+    "You are an impartial judge. Several assistants answered the request below; each response "
+    "was critiqued and its author replied. Rank all the candidates from best to worst: "
+    "correctness first, then completeness, fit to the request and clarity. Check claims and code "
+    "yourself; a longer response is not a better one.\n"
+    f"{DATA_RULE}\n"
+    "Reply in exactly this format, ending with the two lines:\n"
+    "<analysis>your evaluation of each candidate</analysis>\n"
+    "RANKING: every candidate's label, best first, separated by >\n"
+    "CONFIDENCE: a whole number from 0 to 100\n"
+    "For example, with three candidates: RANKING: B > A > C"
+)
+
+# --- synthesis -----------------------------------------------------------------
+#
+# One last call writes what the user reads, from the ranked candidates, their critiques and
+# rebuttals, and the judges' analyses. SYNTHESIS_USER's $verdict is "" for full answers and,
+# for short ones, one line naming the verdict (the pipeline writes it, the answer itself through
+# quote_untrusted: it is model text); $candidates is SYNTHESIS_CANDIDATE blocks best first,
+# $analyses SYNTHESIS_ANALYSIS blocks.
+
+_SYNTHESIS_DATA_RULE = f"{DATA_RULE} The same holds for <analysis> blocks."
+
+SYNTHESIS_SYSTEM = Template(
+    "You write the final response to the request below. You are given candidate responses, "
+    "ranked best first by judges, with the critiques they received, their authors' replies and "
+    "the judges' analyses. Keep what is right in the best candidates and fix what the critiques "
+    "showed to be wrong. Add no claim, fact, number or code that no candidate or critique "
+    "supports.\n"
+    f"{_SYNTHESIS_DATA_RULE}\n"
+    "Reply with the response only, as the user will read it: no preamble, no tags, no mention "
+    "of candidates, critiques or judges."
+)
+
+SYNTHESIS_SYSTEM_SHORT = Template(
+    "You write the worked solution to the question below. The verdict is given and final: do "
+    "not change it. From the candidates' answers, the critiques and the judges' analyses, write "
+    "the solution step by step, ending with the verdict. Add no step or fact that no candidate "
+    "or critique supports.\n"
+    f"{_SYNTHESIS_DATA_RULE}\n"
+    "Reply with the solution only: no preamble, no tags."
+)
+
+# The closing line is for small models: without it SmolLM2-135M opened 2 of 6 replies with "The best
+# candidates are:"; with it, 0 of 16. It still echoed the <question>/<candidate> blocks, 22 times in
+# 22 (candidates in plain text stopped the echo, but untrusted text keeps its delimiters);
+# parsing.parse_synthesis reads an echo as no synthesis, so the top-ranked candidate stands.
+SYNTHESIS_USER = Template(
+    "<question>\n$question\n</question>\n\n"
+    "The candidates, best first:\n$candidates\n\n"
+    "The judges' analyses:\n$analyses\n\n"
+    "$verdict\n"
+    "Write it now, as the user will read it."
+)
+
+SYNTHESIS_CANDIDATE = Template(
+    '<candidate label="$label" rank="$rank" score="$score">\n'
+    "<answer>\n$answer\n</answer>\n"
+    "<critique>\n$critique\n</critique>\n"
+    "<rebuttal>\n$rebuttal\n</rebuttal>\n"
+    "</candidate>"
+)
+
+SYNTHESIS_ANALYSIS = Template('<analysis judge="$judge">\n$analysis\n</analysis>')

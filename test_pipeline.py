@@ -830,7 +830,8 @@ def test_multiple_choice_verdict_is_the_letter(capsys) -> None:
 
 @respx.mock
 def test_free_text_verdict_is_chosen_by_label_and_printed_verbatim(capsys, monkeypatch) -> None:
-    """Long answers never match as strings: judges pick a label, and that candidate's text is the verdict."""
+    """Long short-shape answers never match as strings: judges pick a label, and that candidate's text is the
+    verdict (a full answer is ranked instead: test_full_answers.py)."""
     monkeypatch.setenv("SHUFFLE_JUDGES", "false")
     monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")
     texts = [f"Essay {i}: " + "because of Rayleigh scattering of sunlight by the air, " * 3 for i in range(5)]
@@ -842,7 +843,7 @@ def test_free_text_verdict_is_chosen_by_label_and_printed_verbatim(capsys, monke
         "judge": lambda r, n: completion(next(judges)),
     })
     route = respx.post(URL).mock(side_effect=model)
-    code, result = run_json(["-q", "Explain why the sky is blue."], capsys)
+    code, result = run_json(["-q", "Explain why the sky is blue.", "--answer", "short"], capsys)
     assert result["answer_type"] == "long" and result["final_answer"] == texts[1].strip()
     assert result["judges_agreeing"] == 2
     judge_system = next(body_of(c)["messages"][0]["content"] for c in route.calls

@@ -69,13 +69,13 @@ def test_every_json_output_carries_the_json_object_and_schema_version(tmp_path, 
         assert moa.main(["-f", str(questions), "-o", str(tmp_path / "api.jsonl"), "--output-format", "openai-batch"],
                         runtime=test_runtime()) == 0
     keys = set(printed)
-    assert printed["schema_version"] == moa.SCHEMA_VERSION == 1
+    assert printed["schema_version"] == moa.SCHEMA_VERSION == 2
     [line] = lines_of(tmp_path / "out.jsonl")
-    assert set(line) == keys | BATCH_ONLY and line["schema_version"] == 1 and line["correct"] is True
+    assert set(line) == keys | BATCH_ONLY and line["schema_version"] == 2 and line["correct"] is True
     [api] = lines_of(tmp_path / "api.jsonl")
     assert set(api["moa"]) == keys | BATCH_ONLY
     trace = lines_of(Path(printed["trace"]))
-    assert trace[0]["type"] == "run" and trace[0]["schema_version"] == 1
+    assert trace[0]["type"] == "run" and trace[0]["schema_version"] == 2
     assert trace[-1]["type"] == "verdict" and set(trace[-1]) == keys | TRACE_ONLY
     assert trace[-1]["rounds"] == printed["rounds"] == 1 and trace[-1]["verdicts"][0]["answer"] == "391"
 
@@ -86,7 +86,7 @@ def test_result_has_every_json_field_as_an_attribute(monkeypatch) -> None:
         respx.post(URL).mock(side_effect=FakeModel())
         result = asyncio.run(moa.debate("What is 17 * 23?", config=small_config(enable_file_logging=False)))
     shown = result.to_dict()
-    assert shown.pop("schema_version") == 1 and shown["degraded"] is False
+    assert shown.pop("schema_version") == 2 and shown["degraded"] is False
     assert {key: getattr(result, key) for key in shown} == shown
 
 
@@ -213,7 +213,7 @@ def test_a_batch_line_written_before_schema_version_1_is_resumed(tmp_path, monke
     asked = {json.loads(c.request.content)["messages"][1]["content"] for c in route.calls}
     assert not [text for text in asked if "17*23" in text], "the old line's question ran again"
     lines = lines_of(out)
-    assert [line["id"] for line in lines] == ["a", "b"] and lines[0] == old and lines[1]["schema_version"] == 1
+    assert [line["id"] for line in lines] == ["a", "b"] and lines[0] == old and lines[1]["schema_version"] == 2
     summary = json.loads(capsys.readouterr().out)
     assert summary["output_totals"]["correct"] == 1 and summary["output_totals"]["questions"] == 2
 

@@ -71,8 +71,9 @@ def test_a_bad_input_line_is_data_not_an_error() -> None:
 
 
 def test_a_vote_holds_only_what_the_tally_reads() -> None:
-    """Vote carries no voter: nothing read it (issue 21, item 9); a judge's name is in its call's record."""
-    assert list(moa.Vote.__dataclass_fields__) == ["answer", "confidence", "tier"]
+    """Vote carries no voter: nothing read it (issue 21, item 9); a judge's name is in its call's record. Its
+    analysis is what a synthesis reads (issue 22)."""
+    assert list(moa.Vote.__dataclass_fields__) == ["answer", "confidence", "tier", "analysis"]
 
 
 CEILING = 6000  # lines: moa_pipeline.py grows by simplifying, not by accretion (issue 21)
@@ -90,6 +91,7 @@ LOOKS_AHEAD = {
     "Position": "the cost model (§7) prices the very prompts the phases send, built from the solvers' positions",
     "solver_prompts": "as Position", "critic_prompts": "as Position", "rebuttal_prompts": "as Position",
     "revise_prompts": "as Position", "judge_prompts": "as Position", "short_reason": "as Position",
+    "synthesis_prompts": "as Position: the synthesis is kept back at its worst case from the start",
     "open_run_files": "a question (§11) writes its own transcript and trace: files (§12) are its edge",
     "render_transcript": "as open_run_files", "open_existing": "as open_run_files",
     "run_replay": "a question (§11) may be a replay of a trace (§13), which reads what §11 records",
