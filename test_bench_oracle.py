@@ -4,7 +4,9 @@ record, and the critical path with a synthesis. No network: the endpoint's reply
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,7 +49,8 @@ def judge_prompt(question: str, answers: dict[str, str]) -> str:
 
 
 def unfenced(response: str) -> str:
-    """A candidate's text as the pipeline keeps it: parse_answer strips the fences around a whole answer."""
+    """A candidate's text as a short-contract parser keeps it: parse_answer strips the fences around a whole
+    answer (parse_full_answer keeps them: the oracle must read both)."""
     return "\n".join(line for line in response.splitlines() if not line.startswith("```"))
 
 
@@ -120,13 +123,14 @@ def test_oracle_solver_writes_a_whole_response(wrong_rate: float, right: bool) -
 @pytest.mark.parametrize(("shown", "noise", "expected"), [
     ({"A": WRONG, "B": RIGHT, "C": WRONG}, 0.0, "RANKING: B > A > C\nCONFIDENCE: 90"),
     ({"A": RIGHT, "B": WRONG, "C": RIGHT}, 0.0, "RANKING: A > C > B\nCONFIDENCE: 90"),
+    ({"A": unfenced(WRONG), "B": unfenced(RIGHT)}, 0.0, "RANKING: B > A\nCONFIDENCE: 90"),
     ({"A": WRONG, "B": WRONG}, 0.0, "RANKING: A > B\nCONFIDENCE: 40"),
     ({"A": WRONG, "B": RIGHT}, 1.0, "RANKING: A > B\nCONFIDENCE: 90"),
-], ids=["right-first", "rights-in-order-shown", "none-right", "noise-swaps-adjacent"])
+], ids=["right-first", "rights-in-order-shown", "fences-stripped", "none-right", "noise-swaps-adjacent"])
 def test_oracle_ranking_judge(shown: dict[str, str], noise: float, expected: str) -> None:
     """The oracle judge ranks the candidates it checks right above the wrong ones; noise swaps two adjacent."""
     oracle = state(str(HERE / "bench" / "eval_open.jsonl"), judge_noise=noise)
-    request = body(RANKING_SYSTEM, judge_prompt(MERGE["question"], {k: unfenced(v) for k, v in shown.items()}))
+    request = body(RANKING_SYSTEM, judge_prompt(MERGE["question"], shown))
     reply = fe.oracle_reply("judge", oracle, request)
     assert reply is not None and reply.endswith(expected)
 
@@ -138,12 +142,15 @@ def test_oracle_ranking_judge(shown: dict[str, str], noise: float, expected: str
 ], ids=["second-right", "first-right", "none-right-repeats-first"])
 def test_oracle_synthesis(shown: list[str], right: bool) -> None:
     """The oracle synthesis writes a right response when a candidate shown is right, else repeats the first."""
-    user = f"<question>\n{MERGE['question']}\n</question>\n\n" + "\n".join(
-        f'<candidate label="{label}">\n<answer>\n{unfenced(text)}\n</answer>\n</candidate>'
-        for label, text in zip("AB", shown, strict=False))
+    candidates = "\n".join(prompts.render(prompts.SYNTHESIS_CANDIDATE, label=label, rank=str(rank), score="0.5",
+                                          answer=text, critique="Looks fine.", rebuttal="I checked again.")
+                           for rank, (label, text) in enumerate(zip("AB", shown, strict=False), 1))
+    user = prompts.render(prompts.SYNTHESIS_USER, question=MERGE["question"], candidates=candidates,
+                          analyses=prompts.render(prompts.SYNTHESIS_ANALYSIS, judge="judge-1", analysis="B is right."),
+                          verdict="")
     reply = fe.oracle_reply("synthesis", state(str(HERE / "bench" / "eval_open.jsonl")), body("Synthesize.", user))
     assert reply is not None and check_response(MERGE, reply) is right
-    assert right or reply == unfenced(shown[0])
+    assert right or reply == shown[0]
 
 
 # --- the open items' properties ---------------------------------------------------------------------------
@@ -236,3 +243,28 @@ DEBATE = [request("generate", "solver-1", 1.0), request("generate", "solver-2", 
 def test_ideal_time_adds_the_synthesis_in_sequence(extra: list[dict], barriers: bool, ideal: float) -> None:
     """The synthesis follows the slowest judge; it is never a solver chain of its own."""
     assert run_bench.ideal_time(DEBATE + extra, barriers) == pytest.approx(ideal)
+
+
+# --- the real CLI against the oracle ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("item", "wrong_rate", "right"), [
+    (OPEN_ITEMS[0], "0", True),
+    (OPEN_ITEMS[0], "1", False),
+    (OPEN_ITEMS[6], "0", True),
+    (OPEN_ITEMS[6], "1", False),
+], ids=["code-right", "code-all-wrong", "list-right", "list-all-wrong"])
+def test_the_cli_gets_the_oracles_response(tmp_path, server, item: dict, wrong_rate: str, right: bool) -> None:
+    """--answer full --synthesize on against the oracle: the judges rank, the synthesis writes the response, and
+    it has the item's property exactly when some solver was right."""
+    endpoint = server("--answers", str(HERE / "bench" / "eval_open.jsonl"), "--wrong-rate", wrong_rate, "--seed", "1")
+    env = {**os.environ, "PROXY_URL": endpoint.url, "API_KEY": "sk-test", "LOG_DIR": str(tmp_path / "logs"),
+           "MOA_ENV_FILE": os.devnull, "RETRY_BASE_DELAY": "0.01", "MIN_JUDGE_CONFIDENCE": "0"}
+    done = subprocess.run([sys.executable, str(HERE / "moa_pipeline.py"), "-q", item["question"], "--answer", "full",
+                           "--synthesize", "on", "--json"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["answer_shape"] == "full" and out["synthesized"] and len(out["ranking"]) == 5
+    assert check_response(item, out["response"]) is right
+    assert [e["phase"] for e in endpoint.starts()].count("synthesis") == 1
