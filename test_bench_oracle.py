@@ -94,9 +94,18 @@ def test_ranking_judge_ranks_the_labels_shown(labels: str, expected: str) -> Non
     ({"x-moa-phase": "judge"}, RANKING_SYSTEM, "judge"),
     ({}, RANKING_SYSTEM, "judge"),
     ({}, prompts.JUDGE_SYSTEM.template, "judge"),
-], ids=["synthesis-header", "judge-header", "ranking-prompt-no-header", "voting-prompt-no-header"])
+    ({}, prompts.JUDGE_SYSTEM_RANKING.template, "judge"),
+    ({}, prompts.SYNTHESIS_SYSTEM.template, "synthesis"),
+    ({}, prompts.SYNTHESIS_SYSTEM_SHORT.template, "synthesis"),
+    ({}, prompts.SOLVER_SYSTEM_FULL.template, "generate"),
+    ({}, prompts.CRITIC_SYSTEM_FULL.template, "critique"),
+    ({}, prompts.REBUTTAL_SYSTEM_FULL.template, "rebuttal"),
+    ({}, prompts.REVISE_SYSTEM_FULL.template, "revise"),
+], ids=["synthesis-header", "judge-header", "ranking-prompt-no-header", "voting-prompt-no-header",
+        "ranking-judge-template", "synthesis-template", "short-synthesis-template", "full-solver-template",
+        "full-critic-template", "full-rebuttal-template", "full-revision-template"])
 def test_phase_of_a_request(headers: dict[str, str], system: str, phase: str) -> None:
-    """The phase comes from X-MoA-Phase; without it a ranking judge is still told by its prompt."""
+    """The phase comes from X-MoA-Phase; without it, from the system prompt, the full-answer ones included."""
     assert fe.phase_of(headers, body(system, "<question>\nq\n</question>")) == phase
 
 

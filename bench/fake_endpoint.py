@@ -6,9 +6,9 @@
 
 It prints "listening on http://127.0.0.1:PORT/v1" on stdout once it accepts connections.
 Replies follow the pipeline's output contract (solver, critic, rebuttal, revision, judge and synthesis
-formats), chosen by the X-MoA-Phase header or, for other clients, by the system prompt. A judge whose
-system prompt asks for a "RANKING:" line (full answers) ranks the labels of the candidates in its
-prompt, in the order shown; a "synthesis" call gets a plain response.
+formats), chosen by the X-MoA-Phase header or, for other clients, by the system prompt (the full-answer
+prompts too). A judge whose system prompt asks for a "RANKING:" line (full answers) ranks the labels
+of the candidates in its prompt, in the order shown; a "synthesis" call gets a plain response.
 
 With --answers it is an oracle (see oracle_reply): short items ({question, answer}) as before, and
 open-ended items from bench/eval_open.jsonl ({question, oracle: {right, wrong}}) whose solvers write
@@ -115,12 +115,14 @@ def phase_of(headers: dict[str, str], body: dict[str, Any]) -> str:
     system = str(messages[0].get("content", ""))
     if "impartial judge" in system or RANKING_MARK in system:
         return "judge"
+    if system.startswith(("You write the final response", "You write the worked solution")):  # SYNTHESIS_SYSTEM*
+        return "synthesis"
     if "sceptical reviewer" in system:
         return "critique"
-    if "reviewer critiqued your answer" in system:
+    if "several solvers debating" in system or "several assistants answering" in system:
+        return "revise"  # before the rebuttal's test: a reviser's prompt also says "a reviewer critiqued it"
+    if "reviewer critiqued your answer" in system or "a reviewer critiqued it" in system:
         return "rebuttal"
-    if "several solvers debating" in system:
-        return "revise"
     return "generate"
 
 
