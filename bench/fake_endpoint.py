@@ -5,8 +5,16 @@
         --straggler-factor 10 --max-concurrency 8 --log requests.jsonl
 
 It prints "listening on http://127.0.0.1:PORT/v1" on stdout once it accepts connections.
-Replies follow the pipeline's output contract (solver, critic, rebuttal, revision and judge formats),
-chosen by the X-MoA-Phase header or, for other clients, by the system prompt.
+Replies follow the pipeline's output contract (solver, critic, rebuttal, revision, judge and synthesis
+formats), chosen by the X-MoA-Phase header or, for other clients, by the system prompt (the full-answer
+prompts too). A judge whose system prompt asks for a "RANKING:" line (full answers) ranks the labels
+of the candidates in its prompt, in the order shown; a "synthesis" call gets a plain response.
+
+With --answers it is an oracle (see oracle_reply): short items ({question, answer}) as before, and
+open-ended items from bench/eval_open.jsonl ({question, oracle: {right, wrong}}) whose solvers write
+whole responses, right except at --wrong-rate; its ranking judges put the candidates they can check
+right above the wrong ones, erring at --judge-noise; its synthesis writes a right response when a
+candidate shown to it is right. It proves the harness, not a model.
 
 Latency per request: LATENCY seconds, times a lognormal factor exp(N(0, SPREAD)) when SPREAD > 0,
 times STRAGGLER_FACTOR with probability STRAGGLER_PROB. Beyond MAX_CONCURRENCY requests in
@@ -27,6 +35,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import statistics
 import sys
 import time
@@ -54,7 +63,8 @@ class Options:
     seed: int | None = None
     keyed: bool = False  # latency drawn from a hash of (seed, question, phase, agent): paired comparisons
     log_requests: bool = False  # also log each request's body and headers (for replaying them)
-    answers: str | None = None  # JSONL of {question, answer}: answer those questions (see oracle_reply)
+    answers: str | None = None  # JSONL of {question, answer} or open items: answer those questions (see oracle_reply)
+    judge_noise: float = 0.2  # an oracle ranking judge's chance to swap two adjacent candidates
     fault: str = ""  # see FAULTS
     fault_rate: float = 1.0
     fail_after: int = 0  # 0 = never; else every request after this many answers 500
@@ -70,6 +80,17 @@ FAULTS = ("401", "429", "429date", "429bare", "500", "500noretry", "503", "html5
 HUGE_REPLY_BYTES = 30 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class AnswerKey:
+    """What the oracle knows of one question: a right response and wrong ones. ``short``: a short answer
+    (right when a candidate's answer is exactly it); else an open item (right when a candidate's text
+    holds the right response, compared with fences and spacing ignored)."""
+
+    right: str
+    wrong: tuple[str, ...]
+    short: bool
+
+
 @dataclass
 class State:
     options: Options
@@ -80,6 +101,7 @@ class State:
     cache: dict[bytes, bytes] = field(default_factory=dict)
     agents_seen: set[str] = field(default_factory=set)
     known: dict[str, str] = field(default_factory=dict)  # question -> expected answer, from --answers
+    keys: dict[str, AnswerKey] = field(default_factory=dict)  # question -> how the oracle answers it (both kinds)
     calls_seen: set[str] = field(default_factory=set)  # calls (run, phase, agent) already asked once
 
 
@@ -91,14 +113,16 @@ def phase_of(headers: dict[str, str], body: dict[str, Any]) -> str:
         return headers["x-moa-phase"]
     messages = body.get("messages") or [{}]
     system = str(messages[0].get("content", ""))
-    if "impartial judge" in system:
+    if "impartial judge" in system or RANKING_MARK in system:
         return "judge"
+    if system.startswith(("You write the final response", "You write the worked solution")):  # SYNTHESIS_SYSTEM*
+        return "synthesis"
     if "sceptical reviewer" in system:
         return "critique"
-    if "reviewer critiqued your answer" in system:
+    if "several solvers debating" in system or "several assistants answering" in system:
+        return "revise"  # before the rebuttal's test: a reviser's prompt also says "a reviewer critiqued it"
+    if "reviewer critiqued your answer" in system or "a reviewer critiqued it" in system:
         return "rebuttal"
-    if "several solvers debating" in system:
-        return "revise"
     return "generate"
 
 
@@ -114,36 +138,132 @@ def wrong_variant(answer: str) -> str:
         return answer + " (not)"
 
 
-def oracle_reply(phase: str, state: State, body: dict[str, Any]) -> str | None:
-    """With --answers: solvers are right except at --wrong-rate, rebuttals keep their answer, and
-    judges side with the majority of the candidates in their prompt (confidence = its share)."""
-    user = str((body.get("messages") or [{}])[-1].get("content", ""))
-    question = user.split("<question>\n", 1)[-1].split("\n</question>", 1)[0]
-    expected = state.known.get(question)
-    if expected is None:
-        return None
-    if phase == "generate":
-        wrong = state.rng.random() < state.options.wrong_rate
-        return f"<reasoning>worked</reasoning>\n<answer>{wrong_variant(expected) if wrong else expected}</answer>"
+# A ranking judge's system prompt asks for this line (full answers); the voting judges' prompts never name it.
+RANKING_MARK = "RANKING:"
+# A candidate's opening tag in a judge's prompt; its label is one or two capitals (A .. Z, AA ..).
+CANDIDATE_LABEL = re.compile(r'<candidate label="([A-Z]{1,2})">')
+SYNTHESIS_TEXT = "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = {answer}."
+
+
+def messages_of(body: dict[str, Any]) -> tuple[str, str]:
+    """The request's system prompt (its first message) and user prompt (its last)."""
+    messages = body.get("messages") or [{}]
+    return str(messages[0].get("content", "")), str(messages[-1].get("content", ""))
+
+
+def question_of(user: str) -> str:
+    return user.split("<question>\n", 1)[-1].split("\n</question>", 1)[0]
+
+
+def answer_blocks(text: str) -> list[str]:
+    """The contents of the <answer> blocks in a prompt, in order."""
+    return [block.split("\n</answer>", 1)[0] for block in text.split("<answer>\n")[1:]]
+
+
+def candidates_shown(user: str) -> list[tuple[str, str]]:
+    """(label, the candidate's answer) for each candidate in a judge's prompt, in the order shown."""
+    parts = CANDIDATE_LABEL.split(user)  # text, label, block, label, block ...
+    return [(label, (answer_blocks(block) or [block])[0]) for label, block in zip(parts[1::2], parts[2::2], strict=True)]
+
+
+def ranking_text(order: list[str], confidence: int) -> str:
+    return (f"<analysis>I checked each candidate against the question.</analysis>\n"
+            f"RANKING: {' > '.join(order)}\nCONFIDENCE: {confidence}")
+
+
+def normalized(text: str) -> str:
+    """How the oracle compares responses: fence lines dropped (the pipeline strips a candidate's
+    fences), whitespace runs as one space, lower case."""
+    kept = [line for line in text.splitlines() if not line.strip().startswith("```")]
+    return " ".join(" ".join(kept).split()).lower()
+
+
+def is_right(key: AnswerKey, answer: str) -> bool:
+    if key.short:
+        return answer.strip().lower() == key.right.lower()
+    return normalized(key.right) in normalized(answer)
+
+
+def oracle_ranking(key: AnswerKey, state: State, user: str) -> str:
+    """The candidates it can check right first, then the wrong ones, each group in the order shown;
+    with probability --judge-noise the judge errs: two adjacent candidates swap places."""
+    shown = candidates_shown(user)
+    right = [label for label, answer in shown if is_right(key, answer)]
+    order = right + [label for label, _ in shown if label not in right]
+    if len(order) > 1 and state.rng.random() < state.options.judge_noise:
+        slip = state.rng.randrange(len(order) - 1)
+        order[slip], order[slip + 1] = order[slip + 1], order[slip]
+    return ranking_text(order, 90 if right else 40)
+
+
+def oracle_synthesis(key: AnswerKey, user: str) -> str:
+    """It "combines": a right response when any candidate shown to it is right, else the first one again."""
+    shown = answer_blocks(user)
+    if any(is_right(key, answer) for answer in shown):
+        return f"Checked against every candidate, step by step.\n\n{key.right}" if key.short else key.right
+    return shown[0] if shown else key.wrong[0]
+
+
+def kept_reply(phase: str, user: str) -> str | None:
+    """Rebuttals keep their answer; a later round's revision joins the majority of all answers shown
+    (mine on a tie). The same for short answers and whole responses."""
     if phase == "rebuttal":
         mine = user.split("Your answer:\n<answer>\n", 1)[-1].split("\n</answer>", 1)[0]
         return f"<rebuttal>I checked again.</rebuttal>\n<answer>{mine}</answer>"
-    if phase == "revise":  # a later debate round: join the majority of all answers shown, mine on a tie
+    if phase == "revise":
         mine = user.split("Your current answer:\n<answer>\n", 1)[-1].split("\n</answer>", 1)[0]
         others = [block.split("\n</answer>", 1)[0] for block in user.split("<other_solver>\n<answer>\n")[1:]]
         shown = [mine, *others]
         top = max(shown, key=lambda a: (shown.count(a), a == mine))
         return f"<rebuttal>Weighed the others.</rebuttal>\n<answer>{top}</answer>"
-    if phase == "judge":
+    return None
+
+
+def oracle_reply(phase: str, state: State, body: dict[str, Any]) -> str | None:
+    """With --answers: solvers are right except at --wrong-rate, rebuttals keep their answer, and
+    voting judges side with the majority of the candidates in their prompt (confidence = its share).
+    Ranking judges and the synthesis check what they are shown (oracle_ranking, oracle_synthesis)."""
+    system, user = messages_of(body)
+    key = state.keys.get(question_of(user))
+    if key is None:
+        return None
+    if phase == "judge" and RANKING_MARK in system:
+        return oracle_ranking(key, state, user)
+    if phase == "synthesis":
+        return oracle_synthesis(key, user)
+    if phase in ("rebuttal", "revise"):
+        return kept_reply(phase, user)
+    if phase == "generate":
+        wrong = state.rng.random() < state.options.wrong_rate
+        if key.short:
+            return f"<reasoning>worked</reasoning>\n<answer>{key.wrong[0] if wrong else key.right}</answer>"
+        return f"<reasoning>worked</reasoning>\n<answer>\n{state.rng.choice(key.wrong) if wrong else key.right}\n</answer>"
+    if phase == "judge" and key.short:
         candidates = [c.split("\n</answer>", 1)[0] for c in user.split("<answer>\n")[1:]]
-        top = max(set(candidates), key=candidates.count) if candidates else expected
+        top = max(set(candidates), key=candidates.count) if candidates else key.right
         share = round(100 * candidates.count(top) / max(1, len(candidates)))
         return f"<analysis>Most candidates agree.</analysis>\nFINAL ANSWER: {top}\nCONFIDENCE: {share}"
+    if phase == "critique" and not key.short:
+        return "<critique>I checked the whole response against the request.</critique>"
+    if phase == "judge":  # a voting judge over whole responses votes by label: the first it checks right
+        shown = candidates_shown(user)
+        best = next((label for label, answer in shown if is_right(key, answer)), shown[0][0] if shown else "A")
+        return f"<analysis>I checked each candidate.</analysis>\nFINAL ANSWER: {best}\nCONFIDENCE: 90"
     return None
+
+
+def plain_reply(phase: str, state: State, body: dict[str, Any]) -> str:
+    """The reply without an answer key: a ranking judge ranks the labels in the order shown."""
+    system, user = messages_of(body)
+    if phase == "judge" and RANKING_MARK in system:
+        return ranking_text([label for label, _ in candidates_shown(user)], state.options.confidence)
+    return reply_text(phase, state)
 
 
 def reply_text(phase: str, state: State) -> str:
     options = state.options
+    if phase == "synthesis":  # before the draw below: a seed's draws for the other phases stay as they were
+        return SYNTHESIS_TEXT.format(answer=options.answer)
     answer = options.wrong_answer if state.rng.random() < options.wrong_rate else options.answer
     if phase == "critique":
         return "<critique>I recomputed every step; the arithmetic holds.</critique>"
@@ -275,7 +395,8 @@ async def fault_reply(fault: str, state: State, writer: asyncio.StreamWriter, ra
             agent = headers.get("x-moa-agent", "") + headers.get("x-moa-phase", "")
             first = agent not in state.agents_seen
             state.agents_seen.add(agent)
-            text = "" if first else reply_text(phase_of(headers, json.loads(raw_body)), state)
+            body = json.loads(raw_body)
+            text = "" if first else plain_reply(phase_of(headers, body), state, body)
             state.cache[raw_body] = response_bytes(200, completion_body(text))
         return state.cache[raw_body]
     if fault == "400context":  # llama.cpp when a slot's context is too small for the prompt
@@ -321,8 +442,8 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
     gateway = {"x-litellm-attempted-retries": "2"} if retried else None
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
     phase = phase_of(headers, body)
-    text = oracle_reply(phase, state, body) if state.known else None
-    text = text if text is not None else reply_text(phase, state)
+    text = oracle_reply(phase, state, body) if state.keys else None
+    text = text if text is not None else plain_reply(phase, state, body)
     if options.fault == "trickle":
         payload = response_bytes(200, completion_body(text, prompt_chars=prompt_chars))
         for byte in payload:
@@ -380,14 +501,24 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
         writer.close()
 
 
+def load_answers(state: State, path: str) -> None:
+    """Short items ({question, answer}) and open items ({question, oracle: {right, wrong}}) alike."""
+    with open(path, encoding="utf-8") as lines:
+        items = [json.loads(line) for line in lines if line.strip()]
+    for item in items:
+        if "answer" in item:
+            state.known[item["question"]] = answer = str(item["answer"])
+            state.keys[item["question"]] = AnswerKey(answer, (wrong_variant(answer),), True)
+        else:
+            oracle = item["oracle"]
+            state.keys[item["question"]] = AnswerKey(oracle["right"], tuple(oracle["wrong"]), False)
+
+
 async def serve(options: Options, port: int, ready: asyncio.Event | None = None,
                 announce: bool = True) -> None:
     state = State(options, random.Random(options.seed))
     if options.answers:
-        for line in open(options.answers, encoding="utf-8"):
-            if line.strip():
-                item = json.loads(line)
-                state.known[item["question"]] = str(item["answer"])
+        load_answers(state, options.answers)
     if options.log:
         state.log_file = open(options.log, "a", encoding="utf-8")
     server = await asyncio.start_server(lambda r, w: handle(state, r, w), "127.0.0.1", port, backlog=1024)
@@ -416,7 +547,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, int]:
     parser.add_argument("--wrong-rate", type=float, default=0.0, help="share of solver answers that are wrong")
     parser.add_argument("--confidence", type=int, default=90, help="judges' CONFIDENCE")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--answers", help="JSONL of {question, answer}: answer those, right or wrong (--wrong-rate)")
+    parser.add_argument("--answers", help="JSONL of {question, answer} or open items (bench/eval_open.jsonl): "
+                                          "answer those, right or wrong (--wrong-rate)")
+    parser.add_argument("--judge-noise", type=float, default=0.2,
+                        help="with --answers: a ranking judge's chance to swap two adjacent candidates")
     parser.add_argument("--log-requests", action="store_true", help="put each request's body and headers in --log")
     parser.add_argument("--keyed", action="store_true",
                         help="draw each latency from a hash of (seed, question, phase, agent), for paired runs")

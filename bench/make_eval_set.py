@@ -1,15 +1,24 @@
-"""Write bench/eval_set.jsonl: questions with verified expected answers, for bench/eval.py.
+"""Write bench/eval_set.jsonl and bench/eval_open.jsonl: questions with verified answers, for bench/eval.py.
 
-    python bench/make_eval_set.py            # rewrites bench/eval_set.jsonl (deterministic)
+    python bench/make_eval_set.py            # rewrites both files (deterministic)
 
-Written for this project: every expected answer is computed here, not typed in, so it is
-right by construction. Three kinds: arithmetic word problems, yes/no, multiple choice.
+Written for this project. eval_set.jsonl: every expected answer is computed here, not typed in, so
+it is right by construction. Three kinds: arithmetic word problems, yes/no, multiple choice.
+
+eval_open.jsonl: open-ended requests, each with a checkable property instead of one right answer
+(bench/open_check.py): "code" (a function that must pass the given asserts) and "contains" (a list
+that must name the given items). Each also carries ``oracle``: a right response and a few wrong ones
+(an off-by-one, a list missing an item) for bench/fake_endpoint.py --answers. Every right response
+is checked to have the property and every wrong one to lack it before the file is written.
 """
 from __future__ import annotations
 
 import json
 import random
 from pathlib import Path
+from typing import Any
+
+from open_check import check_response
 
 HERE = Path(__file__).resolve().parent
 
@@ -74,6 +83,148 @@ def multiple_choice(rng: random.Random, count: int) -> list[dict]:
     return items
 
 
+# --- open-ended items: a property to check, a right response and wrong ones for the oracle ---------------
+
+# (id, function request, right code, [(what is wrong, the line(s) replaced, by what)], asserts)
+CODE_ITEMS: list[tuple[str, str, str, list[tuple[str, str, str]], list[str]]] = [
+    ("code-merge", "Write a Python function merge_sorted(a, b) that merges two sorted lists into one sorted list.",
+     """def merge_sorted(a, b):
+    result = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i] <= b[j]:
+            result.append(a[i])
+            i += 1
+        else:
+            result.append(b[j])
+            j += 1
+    result.extend(a[i:])
+    result.extend(b[j:])
+    return result""",
+     [("off by one", "while i < len(a) and", "while i < len(a) - 1 and"),
+      ("drops the rest of b", "    result.extend(b[j:])\n", "")],
+     ["assert merge_sorted([1, 3, 5], [2, 4, 6]) == [1, 2, 3, 4, 5, 6]", "assert merge_sorted([], [1, 2]) == [1, 2]",
+      "assert merge_sorted([1, 2], []) == [1, 2]", "assert merge_sorted([1, 1, 4], [1, 3]) == [1, 1, 1, 3, 4]",
+      "assert merge_sorted([5], [1, 2, 3]) == [1, 2, 3, 5]"]),
+    ("code-palindrome", "Write a Python function is_palindrome(text) that tells whether a string is a palindrome, "
+     "ignoring case and every character that is not a letter or a digit.",
+     """def is_palindrome(text):
+    letters = [c.lower() for c in text if c.isalnum()]
+    return letters == letters[::-1]""",
+     [("keeps case", "c.lower() for c", "c for c"), ("keeps punctuation", " if c.isalnum()]", "]")],
+     ['assert is_palindrome("A man, a plan, a canal: Panama") is True', 'assert is_palindrome("race a car") is False',
+      'assert is_palindrome("") is True', 'assert is_palindrome("No lemon, no melon") is True']),
+    ("code-fizzbuzz", "Write a Python function fizzbuzz(n) that returns the FizzBuzz strings for 1 to n as a list: "
+     '"Fizz" for multiples of 3, "Buzz" for multiples of 5, "FizzBuzz" for both, else the number.',
+     """def fizzbuzz(n):
+    out = []
+    for i in range(1, n + 1):
+        if i % 15 == 0:
+            out.append("FizzBuzz")
+        elif i % 3 == 0:
+            out.append("Fizz")
+        elif i % 5 == 0:
+            out.append("Buzz")
+        else:
+            out.append(str(i))
+    return out""",
+     [("off by one", "range(1, n + 1)", "range(1, n)"), ("tests 3 before 15", "i % 15 == 0", "i % 3 == 0")],
+     ['assert fizzbuzz(5) == ["1", "2", "Fizz", "4", "Buzz"]', 'assert fizzbuzz(15)[-1] == "FizzBuzz"',
+      "assert len(fizzbuzz(30)) == 30", "assert fizzbuzz(0) == []"]),
+    ("code-second", "Write a Python function second_largest(numbers) that returns the second largest distinct "
+     "value in a list, or None when there are fewer than two distinct values.",
+     """def second_largest(numbers):
+    distinct = sorted(set(numbers))
+    return distinct[-2] if len(distinct) >= 2 else None""",
+     [("counts duplicates", "sorted(set(numbers))", "sorted(numbers)"), ("second smallest", "distinct[-2]", "distinct[1]")],
+     ["assert second_largest([3, 1, 4, 4]) == 3", "assert second_largest([1, 2, 3, 4, 5]) == 4",
+      "assert second_largest([7, 7]) is None", "assert second_largest([]) is None",
+      "assert second_largest([-1, -5]) == -5"]),
+    ("code-flatten", "Write a Python function flatten(items) that flattens a list nested to any depth into a flat list.",
+     """def flatten(items):
+    flat = []
+    for item in items:
+        if isinstance(item, list):
+            flat.extend(flatten(item))
+        else:
+            flat.append(item)
+    return flat""",
+     [("one level only", "flat.extend(flatten(item))", "flat.extend(item)"),
+      ("drops falsy values", "        else:\n", "        elif item:\n")],
+     ["assert flatten([1, [2, [3, [4]]], 5]) == [1, 2, 3, 4, 5]", "assert flatten([]) == []",
+      "assert flatten([[], [[]]]) == []", "assert flatten([0, [0, [None]]]) == [0, 0, None]"]),
+    ("code-bsearch", "Write a Python function binary_search(items, target) that returns the index of target in a "
+     "sorted list, or -1 when it is absent.",
+     """def binary_search(items, target):
+    low, high = 0, len(items) - 1
+    while low <= high:
+        mid = (low + high) // 2
+        if items[mid] == target:
+            return mid
+        if items[mid] < target:
+            low = mid + 1
+        else:
+            high = mid - 1
+    return -1""",
+     [("misses the last candidate", "while low <= high", "while low < high"),
+      ("off by one", "len(items) - 1", "len(items) - 2")],
+     ["assert binary_search([1, 3, 5, 7, 9], 9) == 4", "assert binary_search([1, 3, 5, 7, 9], 1) == 0",
+      "assert binary_search([1, 3, 5, 7, 9], 4) == -1", "assert binary_search([], 3) == -1",
+      "assert binary_search([2], 2) == 0"]),
+]
+
+# (id, request, the items a right list names, in the order the oracle writes them)
+LIST_ITEMS: list[tuple[str, str, list[str]]] = [
+    ("list-planets", "List the eight planets of the Solar System, in order from the Sun.",
+     ["Mercury", "Venus", "Earth", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune"]),
+    ("list-noble", "List the six naturally occurring noble gases.",
+     ["helium", "neon", "argon", "krypton", "xenon", "radon"]),
+    ("list-dna", "List the four nucleobases found in DNA.", ["adenine", "cytosine", "guanine", "thymine"]),
+    ("list-rgb", "List the three primary colours of light that RGB displays mix.", ["red", "green", "blue"]),
+    ("list-http", "List the HTTP request methods defined in RFC 9110.",
+     ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE"]),
+    ("list-solid", "List the five SOLID principles of object-oriented design.",
+     ["single responsibility", "open", "Liskov substitution", "interface segregation", "dependency inversion"]),
+]
+
+
+def fenced(code: str) -> str:
+    return f"```python\n{code}\n```"
+
+
+def code_items() -> list[dict[str, Any]]:
+    items = []
+    for item_id, question, code, bugs, asserts in CODE_ITEMS:
+        wrong = []
+        for _, old, new in bugs:
+            assert code.count(old) == 1, (item_id, old)  # each bug edits exactly one place
+            wrong.append(fenced(code.replace(old, new)))
+        items.append({"id": item_id, "type": "code", "question": question, "check": {"asserts": asserts},
+                      "oracle": {"right": fenced(code), "wrong": wrong}})
+    return items
+
+
+def list_items() -> list[dict[str, Any]]:
+    """Each wrong list leaves out one item: the second, the last, then the middle one."""
+    items = []
+    for item_id, question, names in LIST_ITEMS:
+        dropped = sorted({1, len(names) - 1, len(names) // 2})
+        wrong = ["\n".join(f"- {n}" for k, n in enumerate(names) if k != drop) for drop in dropped]
+        items.append({"id": item_id, "type": "contains", "question": question, "check": {"items": names},
+                      "oracle": {"right": "\n".join(f"- {n}" for n in names), "wrong": wrong}})
+    return items
+
+
+def open_items() -> list[dict[str, Any]]:
+    """The open-ended items, each right response checked to have its property and each wrong one to lack it."""
+    items = code_items() + list_items()
+    for item in items:
+        assert check_response(item, item["oracle"]["right"]), item["id"]
+        for wrong in item["oracle"]["wrong"]:
+            assert not check_response(item, wrong), (item["id"], wrong)
+    return items
+
+
 def main() -> int:
     rng = random.Random(2026)
     items = word_problems(rng, 24) + yes_no(rng, 20) + multiple_choice(rng, 20)
@@ -86,6 +237,10 @@ def main() -> int:
     path = HERE / "eval_set.jsonl"
     path.write_text("".join(json.dumps(item) + "\n" for item in items))
     print(f"wrote {len(items)} items to {path}")
+    opened = open_items()
+    path = HERE / "eval_open.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in opened))
+    print(f"wrote {len(opened)} items to {path}")
     return 0
 
 

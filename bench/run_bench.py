@@ -6,6 +6,7 @@
     python bench/run_bench.py --only overload,scattered,startup  # a busy endpoint, and start-up
     python bench/run_bench.py --only gateway --seed 1  # behind a retrying gateway, about 2 minutes
     python bench/run_bench.py --only outage429   # an endpoint answering only 429: when the batch stops
+    python bench/run_bench.py --only synthesis   # full answers with the synthesis: span against the critical path
     python bench/run_bench.py --seed 123456  # the latency draw of an earlier run, again
 
 Runs the debate in this process against bench/fake_endpoint.py (its own process
@@ -13,7 +14,8 @@ on 127.0.0.1), so wall and CPU figures exclude interpreter start-up. "Ideal" is
 the critical path of the latencies the server actually drew, read from its
 request log: for chains, the slowest solver chain (answer + critique +
 rebuttal) plus the slowest judge; for barriers, the sum of each phase's slowest
-call. Prints a table and writes bench/results.json.
+call; then the synthesis, when there is one, after the slowest judge. Prints a
+table and writes bench/results.json.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from batch_memory import start_fake_endpoint  # noqa: E402
 import moa_pipeline as moa  # noqa: E402
 
 QUESTION = "What is 17 * 23?"
+SYNTHESIS_QUESTION = "Write a Python function that merges two sorted lists."
 CHAIN_GAIN_TARGET = 0.15
 
 
@@ -74,7 +77,9 @@ class Server:
 
 
 def ideal_time(requests: list[dict[str, Any]], barriers: bool) -> float:
-    """The critical path of one debate's drawn latencies (successful requests only)."""
+    """The critical path of one debate's drawn latencies (successful requests only). The synthesis reads
+    every judge, so it starts after the slowest and adds its own latency (all its requests': a retry
+    after an unusable reply follows the first in sequence)."""
     ok = [r for r in requests if r["status"] == 200]
     by_phase: dict[str, list[float]] = defaultdict(list)
     chain: dict[str, float] = defaultdict(float)
@@ -83,10 +88,11 @@ def ideal_time(requests: list[dict[str, Any]], barriers: bool) -> float:
         by_phase[r["phase"]].append(r["latency"])
         if r["phase"] == "revise":
             revisions[r.get("round", 2)].append(r["latency"])
-        elif r["phase"] != "judge":
+        elif r["phase"] not in ("judge", "synthesis"):
             slot = r["agent"].split("->")[-1]  # a critique belongs to the chain of the answer it reviews
             chain[slot] += r["latency"]
-    judges = max(by_phase["judge"], default=0.0) + sum(max(round_) for round_ in revisions.values())
+    judges = (max(by_phase["judge"], default=0.0) + sum(max(round_) for round_ in revisions.values())
+              + sum(by_phase["synthesis"]))
     if barriers:
         return sum(max(by_phase[p], default=0.0) for p in ("generate", "critique", "rebuttal")) + judges
     return max(chain.values(), default=0.0) + judges
@@ -197,6 +203,29 @@ async def rounds(workdir: Path, runs: int, seed: int) -> dict[str, Any]:
     rounds_run = [r.rounds for _, r in results]
     return row("10 rounds: ROUNDS=3, solvers disagree", wall, wall / ratio, sum(r.http_requests for _, r in results), 0,
                None, "<= 1.03 x critical path", ratio <= 1.03, rounds_ratio=round(ratio, 3), rounds_run=rounds_run)
+
+
+async def synthesis(workdir: Path, runs: int, seed: int) -> dict[str, Any]:
+    """ANSWER_SHAPE=full and SYNTHESIZE=on, lognormal latency: each run's span against its own critical
+    path, the longest chain, then the slowest judge, then the synthesis (one more call in sequence).
+    Median over ``runs``. The judges rank (RANKING: lines); the synthesis replies with plain text."""
+    server = Server(workdir, "--latency", "0.5", "--spread", "0.3", "--seed", str(seed))
+    config = config_for(server.url, answer_shape="full", synthesize="on", min_judge_confidence=0)
+    try:
+        results = [await one_debate(config, f"Run {n}: {SYNTHESIS_QUESTION}") for n in range(runs)]
+        by_run = defaultdict(list)
+        for r in server.requests():
+            by_run[r["run"]].append(r)
+    finally:
+        server.close()
+    # The runs are sequential, so the log's runs come in the order of the results.
+    ideals = [ideal_time(requests, False) for requests in by_run.values()]
+    ratios = sorted((wall / ideal, wall) for (wall, _), ideal in zip(results, ideals, strict=True))
+    ratio, wall = ratios[len(ratios) // 2]
+    synthesized = sum(bool(getattr(record, "synthesized", False)) for _, record in results)
+    return row("13 synthesis: critical path", wall, wall / ratio, sum(r.http_requests for _, r in results), 0,
+               None, "<= 1.03 x critical path", ratio <= 1.03 and synthesized == runs,
+               synthesis_ratio=round(ratio, 3), synthesized=f"{synthesized}/{runs}")
 
 
 async def barriers(workdir: Path, runs: int, seed: int) -> list[dict[str, Any]]:
@@ -524,6 +553,8 @@ async def run(only: set[str], quick: bool, workdir: Path, seed: int) -> list[dic
         rows += await barriers(workdir, 12 if quick else 30, seed)
     if "rounds" in only:
         rows.append(await rounds(workdir, 3 if quick else 7, seed))
+    if "synthesis" in only:
+        rows.append(await synthesis(workdir, 3 if quick else 7, seed))
     if "stragglers" in only:
         rows += await stragglers(workdir, 20 if quick else 50, seed)
     if "early" in only:
@@ -566,7 +597,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                                                   "p95_ratio", "calls_saved", "cpu_ratio",
                                                   "rejected_share", "unanswered_calls", "reported_failed",
                                                   "scattered_ratio", "excess_s", "rounds_ratio",
-                                                  "rounds_run", "degraded", "failed_calls", "stop_status",
+                                                  "rounds_run", "synthesis_ratio", "synthesized", "degraded", "failed_calls", "stop_status",
                                                   "questions_started") if k in r)
         lines.append(f"| {r['scenario']:<44} | {cell('wall_s')} | {cell('ideal_s')} | {cell('ratio')} | "
                      f"{cell('http_requests')} | {cell('429s')} | {cell('cpu_ms_per_request')} | {cell('peak_rss_mb')} | "
@@ -577,8 +608,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs per scenario")
-    parser.add_argument("--only", default="overhead,barriers,rounds,stragglers,early,batch,overload,scattered,startup,"
-                                          "gateway,outage429,memory")
+    parser.add_argument("--only", default="overhead,barriers,rounds,synthesis,stragglers,early,batch,overload,scattered,"
+                                          "startup,gateway,outage429,memory")
     parser.add_argument("--json-out", default=str(HERE / "results.json"))
     parser.add_argument("--seed", type=int, help="the latency draw (default: a new one each run; printed, to repeat it)")
     args = parser.parse_args(argv)
