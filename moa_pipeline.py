@@ -70,7 +70,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -2882,11 +2882,12 @@ def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels
     return [standing for _, standing in sorted(ranked)]
 
 
-def ranking_confidence(standings: Sequence[Standing], ballots: int) -> int:
-    """The judges' agreement on the winner, 0-100: the share of the ``ballots`` that ranked it first; 0 when nothing
-    was ranked. Not its Borda score: with every judge naming a different favourite, each second everywhere else,
-    the winner's score is 0.67, yet no two judges agree, which is what the rerun rule must see."""
-    return round(100 * standings[0].first_places / ballots) if standings and ballots else 0
+def ranking_agreement(ballots: Sequence[Ballot], winners: Collection[str]) -> int:
+    """How many ballots put first the winner or a candidate that wrote the very same response (``winners``): the
+    judges' agreement on it. Not its Borda score: with every judge naming a different favourite, each second
+    everywhere else, the winner scores 0.67, yet no two judges agree, which is what the rerun rule must see. Twins
+    count as one: labels rotate per judge, so identical responses would split the first places of judges who agree."""
+    return sum(bool(b.order) and b.order[0] in winners for b in ballots)
 
 
 # --- 11. one question ----------------------------------------------------------------------------
@@ -2938,9 +2939,11 @@ async def rank(state: Debate, question: str, positions: list[Position], judges: 
         state.note(f"no judge gave a usable RANKING; the response is {positions[0].agent}'s, unranked")
         return Verdict(positions[0].final_answer.strip(), 0, 0, 0, "solvers", {}, "long")
     winner = next(p for p in positions if p.agent == standings[0].agent)
-    return Verdict(winner.final_answer.strip(), ranking_confidence(standings, len(ballots)),
-                   standings[0].first_places, len(ballots), "ranking", {s.agent: s.first_places for s in standings},
-                   "long", tuple(standings), tuple(b.analysis for b in ballots))
+    twins = {p.agent for p in positions if normalize_answer(p.final_answer) == normalize_answer(winner.final_answer)}
+    agreeing = ranking_agreement(ballots, twins)
+    return Verdict(winner.final_answer.strip(), round(100 * agreeing / len(ballots)), agreeing, len(ballots),
+                   "ranking", {s.agent: s.first_places for s in standings}, "long", tuple(standings),
+                   tuple(b.analysis for b in ballots))
 
 
 async def run_later_rounds(state: Debate, question: str, positions: list[Position], temperature: float,

@@ -293,3 +293,20 @@ def test_the_summary_says_how_the_response_was_chosen(three, monkeypatch, capsys
     out = capsys.readouterr().out.splitlines()
     at = out.index(lines[0])
     assert out[at:at + len(lines)] == lines and out[at - 1] == ""  # a blank line after the response
+
+
+@respx.mock
+def test_identical_responses_do_not_split_the_judges(three, capsys) -> None:
+    """Two solvers wrote the same response: judges that each put one of the twins first agree, so no rerun."""
+    twins = {0: CANDIDATES[1], 1: CANDIDATES[1], 2: CANDIDATES[2]}
+
+    def judge(request: httpx.Request, n: int) -> httpx.Response:  # each judge's first label for the twin text
+        return completion(f"RANKING: {label_of(request, CANDIDATES[1])} > {label_of(request, CANDIDATES[2])}\n"
+                          "CONFIDENCE: 90")
+
+    model = full_model(judge=judge)
+    model.overrides["generate"] = lambda r, n: completion(f"<answer>{twins[slot_of(r)]}</answer>")
+    route = respx.post(URL).mock(side_effect=model)
+    assert moa.main(["-q", MERGE, "--json", "--no-rebuttal"], runtime=test_runtime()) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["confidence"] == 100 and not printed["rerun"] and phases_of(route).count("generate") == 3

@@ -245,16 +245,20 @@ def test_a_candidate_without_a_label_gets_an_empty_one() -> None:
     assert [(s.agent, s.label) for s in ranked] == [("solver-2", "B"), ("solver-1", "")]
 
 
-@pytest.mark.parametrize("first_places, ballots, confidence", [
-    pytest.param([], 3, 0, id="nothing-ranked"), pytest.param([2, 1], 3, 67, id="two-of-three"),
-    pytest.param([1, 1, 1], 3, 33, id="three-way-split"), pytest.param([3, 0], 3, 100, id="unanimous"),
-    pytest.param([0, 2], 2, 0, id="borda-winner-nobody-put-first"), pytest.param([1], 0, 0, id="no-ballot"),
+@pytest.mark.parametrize("firsts, winners, agreeing", [
+    pytest.param([], {"solver-1"}, 0, id="no-ballot"),
+    pytest.param([1, 1, 2], {"solver-1"}, 2, id="two-of-three"),
+    pytest.param([1, 2, 3], {"solver-1"}, 1, id="three-way-split"),
+    pytest.param([2, 3, 2, 3], {"solver-2", "solver-3"}, 4, id="twins-count-as-one"),
+    pytest.param([2, 2], {"solver-1"}, 0, id="borda-winner-nobody-put-first"),
+    pytest.param([None, 1], {"solver-1"}, 1, id="an-empty-ballot-agrees-with-nothing"),
 ])
-def test_ranking_confidence(first_places: list[int], ballots: int, confidence: int) -> None:
-    """The verdict's confidence for full answers is the share of judges that ranked the winner first, not its
-    Borda score (a three-way split scores the winner 0.67); 0 when nothing was ranked."""
-    standings = [moa.Standing(f"solver-{i}", "", 0.5, 0.5, 0.5, n) for i, n in enumerate(first_places)]
-    assert moa.ranking_confidence(standings, ballots) == confidence
+def test_ranking_agreement(firsts: list[int | None], winners: set[str], agreeing: int) -> None:
+    """The judges' agreement on a full answer counts the ballots that put the winner (or a candidate with the very
+    same response) first; not its Borda score (a three-way split scores the winner 0.67)."""
+    ballots = [moa.Ballot(f"judge-{i}", () if first is None else (f"solver-{first}",), None)
+               for i, first in enumerate(firsts)]
+    assert moa.ranking_agreement(ballots, winners) == agreeing
 
 
 # --- the bootstrap interval -----------------------------------------------------------------------
