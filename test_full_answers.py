@@ -310,3 +310,12 @@ def test_identical_responses_do_not_split_the_judges(three, capsys) -> None:
     assert moa.main(["-q", MERGE, "--json", "--no-rebuttal"], runtime=test_runtime()) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["confidence"] == 100 and not printed["rerun"] and phases_of(route).count("generate") == 3
+
+
+@respx.mock
+async def test_the_library_gets_the_response_and_ranking(three) -> None:
+    """debate(answer_shape="full") returns a Result with the response, its ranking and the shape."""
+    respx.post(URL).mock(side_effect=full_model())
+    result = await moa.debate(MERGE, answer_shape="full", synthesize="on", _runtime=test_runtime())
+    assert result.response == SYNTHESIS and result.answer_shape == "full" and result.synthesized
+    assert result.final_answer is None and result.ranking[0]["agent"] == "solver-2"
