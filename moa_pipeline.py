@@ -2796,10 +2796,13 @@ def typed_key(kind: str, letters: frozenset[str]) -> Callable[[str], str]:
     return lambda answer: answer_key(kind, answer, letters)
 
 
-def unanimous_verdict(positions: list[Position], workers: int, question: str = "") -> Verdict | None:
+def unanimous_verdict(positions: list[Position], workers: int, question: str = "",
+                      shape: str = "short") -> Verdict | None:
     """Early exit: every valid answer normalises alike (for the question's answer type). Confidence is
-    the share of all solver slots that agree, so 5/5 is 100 and 3/5 (two failed) is 60."""
-    kind, letters = detect_answer_type(question, [p.answer for p in positions]), choice_letters(question)
+    the share of all solver slots that agree, so 5/5 is 100 and 3/5 (two failed) is 60. Full responses are
+    compared whole ("long"): three that share a number are not one response, and the one kept is not its number."""
+    kind = "long" if shape == "full" else detect_answer_type(question, [p.answer for p in positions])
+    letters = choice_letters(question)
     keys = {answer_key(kind, p.answer, letters) for p in positions}
     if len(keys) != 1:  # none, or some disagree
         return None
@@ -2990,7 +2993,8 @@ async def debate_once(state: Debate, question: str, workers: int, temperature: f
             log_phase(state, phase)
         require_enough(state, positions, workers)
         state.positions[state.pass_number] = positions
-        if config.early_exit and (verdict := unanimous_verdict(positions, workers, question)) is not None:
+        verdict = unanimous_verdict(positions, workers, question, state.shape) if config.early_exit else None
+        if verdict is not None:
             state.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
                        problem=False)
             return verdict

@@ -1,0 +1,48 @@
+"""Full answers (issue 22) under hostile use: early exit on full responses, a synthesis model the endpoint lacks,
+batch accuracy with unchecked full answers, damaged verdict lines in a trace, a synthesis that thinks aloud."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import respx
+
+import moa_pipeline as moa
+from conftest import URL, completion, phases_of, test_runtime
+from test_full_answers import full_model, slot_of
+
+pytestmark = pytest.mark.usefixtures("endpoint_env")
+
+
+@pytest.fixture
+def three(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NUM_WORKERS", "3")
+    monkeypatch.setenv("NUM_JUDGES", "3")
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
+
+
+# Three whole responses to "What is 17 * 23?" that share one number but not one word.
+WORDED = {0: "Multiply: the answer is 391", 1: "The product is 391", 2: "It comes to 391"}
+
+
+@respx.mock
+@pytest.mark.parametrize("responses, calls, response", [
+    (WORDED, {"generate": 3, "judge": 3}, None),
+    ({0: WORDED[1], 1: WORDED[1], 2: WORDED[1]}, {"generate": 3, "judge": 0}, WORDED[1])],
+    ids=["same-number-other-words", "identical"])
+def test_early_exit_on_full_answers_needs_the_same_response(three, monkeypatch, capsys, responses, calls,
+                                                            response) -> None:
+    """EARLY_EXIT with --answer full: responses agreeing on a number are not one response (the judges rank them),
+    and identical ones stand whole, never cut down to their number."""
+    monkeypatch.setenv("EARLY_EXIT", "true")
+    monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")  # rotated labels split these judges: no rerun here
+    model = full_model()
+    model.overrides["generate"] = lambda r, n: completion(f"<answer>{responses[slot_of(r)]}</answer>")
+    model.overrides["judge"] = lambda r, n: completion("RANKING: B > A > C\nCONFIDENCE: 90")
+    route = respx.post(URL).mock(side_effect=model)
+    argv = ["-q", "What is 17 * 23?", "--answer", "full", "--synthesize", "off", "--json"]
+    assert moa.main(argv, runtime=test_runtime()) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {p: phases_of(route).count(p) for p in calls} == calls
+    assert printed["response"] in responses.values() and printed["response"] == (response or printed["response"])
+
