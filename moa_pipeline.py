@@ -5147,9 +5147,11 @@ def ranking_lines(record: RunRecord, verdict: Verdict, rerun: str) -> list[str]:
                else "Synthesized from the candidates, unranked" if record.synthesized
                else f"Not synthesized: the top-ranked candidate ({record.ranking[0]['agent']})" if ranks
                else "Not synthesized: the first candidate, unranked")
-    return [f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} judges ranked it first{rerun}",
-            f"Ranking (Borda score, 95% interval): {ranks}" if ranks else "Unranked: no judge gave a usable ranking",
-            written]
+    early = verdict.source == "unanimous"  # EARLY_EXIT: no judge was asked
+    agreed = "solvers gave this response (unanimous: early exit)" if early else "judges ranked it first"
+    return [f"Confidence: {verdict.confidence}/100, {verdict.agreeing}/{verdict.valid} {agreed}{rerun}",
+            f"Ranking (Borda score, 95% interval): {ranks}" if ranks else "Unranked: the judges were skipped"
+            if early else "Unranked: no judge gave a usable ranking", written]
 
 
 def stdout_is_terminal() -> bool:

@@ -9,7 +9,7 @@ import respx
 
 import moa_pipeline as moa
 from conftest import URL, completion, phases_of, test_runtime
-from test_full_answers import full_model, slot_of
+from test_full_answers import CANDIDATES, MERGE, full_model, slot_of
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 
@@ -46,3 +46,16 @@ def test_early_exit_on_full_answers_needs_the_same_response(three, monkeypatch, 
     assert {p: phases_of(route).count(p) for p in calls} == calls
     assert printed["response"] in responses.values() and printed["response"] == (response or printed["response"])
 
+
+
+@respx.mock
+def test_an_early_exit_full_answer_does_not_claim_judges(three, monkeypatch, capsys) -> None:
+    """Identical full responses end the run early: the summary says the solvers agreed, not that judges ranked."""
+    monkeypatch.setenv("EARLY_EXIT", "true")
+    model = full_model()
+    model.overrides["generate"] = lambda r, n: completion(f"<answer>{CANDIDATES[0]}</answer>")
+    respx.post(URL).mock(side_effect=model)
+    assert moa.main(["-q", MERGE, "--synthesize", "off"], runtime=test_runtime()) == 0
+    out = capsys.readouterr().out
+    assert "judges ranked it first" not in out and "no judge gave a usable ranking" not in out
+    assert "3/3 solvers gave this response (unanimous: early exit)" in out
