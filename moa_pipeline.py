@@ -1757,9 +1757,10 @@ async def ask(state: Debate, phase: Phase, agent: str, system: str, user: str, *
 
 def drop_model(state: Debate, model: str, error: APIError) -> bool:
     """With several models, one the endpoint says is not there (404) is dropped for the rest of the run instead of
-    failing it. False when it is the only model its calls could use, or the error is about the key or the URL."""
+    failing it. False when it is the only model its calls could use, or the error is about the key or the URL.
+    A SYNTHESIS_MODEL of its own counts: another model answered, so its 404 is about it (the synthesis fails soft)."""
     config = state.config
-    if error.status != 404 or len(set(config.models) | set(config.judge_models)) < 2:
+    if error.status != 404 or len({*config.models, *config.judge_models, config.synthesis_model or ""} - {""}) < 2:
         return False
     if model not in state.dropped_models:
         state.dropped_models.add(model)

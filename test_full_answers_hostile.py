@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 import respx
 
@@ -59,3 +60,20 @@ def test_an_early_exit_full_answer_does_not_claim_judges(three, monkeypatch, cap
     out = capsys.readouterr().out
     assert "judges ranked it first" not in out and "no judge gave a usable ranking" not in out
     assert "3/3 solvers gave this response (unanimous: early exit)" in out
+
+
+@respx.mock
+@pytest.mark.parametrize("models, status", [
+    ({"SYNTHESIS_MODEL": "gpt-typo"}, 404), ({"MODEL_NAME": "a,b", "SYNTHESIS_MODEL": "gpt-typo"}, 404)],
+    ids=["one-model", "two-models"])
+def test_a_synthesis_model_the_endpoint_lacks_degrades_the_run(three, monkeypatch, capsys, models, status) -> None:
+    """SYNTHESIS_MODEL names a model the endpoint lacks (404): the debate's verdict is kept, the top-ranked candidate
+    stands and the run is degraded, instead of failing after every other call was paid for."""
+    for name, value in models.items():
+        monkeypatch.setenv(name, value)
+    missing = httpx.Response(status, json={"error": {"message": "The model `gpt-typo` does not exist"}})
+    route = respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: missing))
+    assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["status"] == "ok" and printed["degraded"] and not printed["synthesized"]
+    assert printed["response"] == CANDIDATES[1] and phases_of(route).count("synthesis") == 1
