@@ -4474,7 +4474,7 @@ def output_totals(output: Path) -> dict[str, Any]:
         totals["questions"] += 1
         answered = record.get("status") == "ok"
         totals["ok" if answered else "failed"] += 1
-        if "expected" in record:
+        if "expected" in record and not (answered and record.get("correct", False) is None):  # None: a full answer
             totals["with_expected" if answered else "failed_with_expected"] += 1
             totals["correct"] += answered and bool(record.get("correct"))
     totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None

@@ -77,3 +77,19 @@ def test_a_synthesis_model_the_endpoint_lacks_degrades_the_run(three, monkeypatc
     printed = json.loads(capsys.readouterr().out)
     assert printed["status"] == "ok" and printed["degraded"] and not printed["synthesized"]
     assert printed["response"] == CANDIDATES[1] and phases_of(route).count("synthesis") == 1
+
+
+@pytest.mark.parametrize("lines, totals", [
+    ([{"id": "s", "status": "ok", "expected": "391", "correct": True},
+      {"id": "f", "status": "ok", "expected": "def merge", "correct": None}], (1, 1, 0, 1.0)),
+    ([{"id": "f", "status": "ok", "expected": "def merge", "correct": None}], (0, 0, 0, None)),
+    ([{"id": "s", "status": "ok", "expected": "391", "correct": False},
+      {"id": "f", "status": "failed", "expected": "def merge", "correct": None}], (1, 0, 1, 0.0))],
+    ids=["full-beside-short", "only-full", "failed-full"])
+def test_batch_accuracy_leaves_unchecked_full_answers_out(tmp_path, lines, totals) -> None:
+    """A full answer's correct is null (no one string checks it): the batch's accuracy leaves it out, as it is not
+    wrong; a failed one still counts as failed with an expected answer."""
+    output = tmp_path / "out.jsonl"
+    output.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    found = moa.output_totals(output)
+    assert (found["with_expected"], found["correct"], found["failed_with_expected"], found["accuracy"]) == totals
