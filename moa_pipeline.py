@@ -4025,19 +4025,36 @@ def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: 
     verdicts = line.get("verdicts")
     found: Any = next((v for v in verdicts if isinstance(v, dict) and v.get("pass") == chosen), None) \
         if isinstance(verdicts, list) else None
+    share, count = functools.partial(_traced_number, high=1.0), functools.partial(_traced_number, high=MAX_WORKERS)
     try:
-        standings = tuple(Standing(valid_text(s["agent"]), valid_text(s["label"]), float(s["score"]), float(s["low"]),
-                                   float(s["high"]), int(s["first_places"])) for s in found["standings"])
-        verdict = Verdict(valid_text(found["answer"]), int(found["confidence"]), int(found["agreeing"]),
-                          int(found["valid"]), valid_text(found["source"]),
-                          {valid_text(k): int(n) for k, n in found["tally"].items()}, valid_text(found["kind"]),
-                          standings, tuple(valid_text(a) for a in found["analyses"]))
+        standings = tuple(Standing(valid_text(s["agent"]), valid_text(s["label"]), share(s["score"]), share(s["low"]),
+                                   share(s["high"]), int(count(s["first_places"]))) for s in found["standings"])
+        verdict = Verdict(valid_text(found["answer"]), int(_traced_number(found["confidence"], 100)),
+                          int(count(found["agreeing"])), int(count(found["valid"])), valid_text(found["source"]),
+                          {valid_text(k): int(count(n)) for k, n in found["tally"].items()}, valid_text(found["kind"]),
+                          standings, tuple(valid_text(a) for a in _traced_list(found["analyses"])))
     except (TypeError, KeyError, ValueError, AttributeError, OverflowError):
         verdict = None
-    if verdict is None or not {s.agent for s in verdict.standings} <= {p.agent for p in positions}:
+    agents = [s.agent for s in verdict.standings] if verdict else []
+    if verdict is None or len(set(agents)) < len(agents) or not set(agents) <= {p.agent for p in positions}:
         raise ConfigError(f"--replay {path}: --from synthesis needs the verdict line this tool writes when its judges "
                           "are done, and the trace has none (or one that is not ours): use --from judges")
     return verdict
+
+
+def _traced_number(value: Any, high: float) -> float:
+    """A count (``high`` > 1: an int) or a share (``high`` 1.0: a score) as the verdict line holds it, in [0, high];
+    ValueError for anything else: NaN (which --json would write as invalid JSON), text, a bool, a count out of range."""
+    kinds = (int, float) if high == 1.0 else (int,)
+    if type(value) is bool or not isinstance(value, kinds) or not 0 <= value <= high:
+        raise ValueError(f"not a number in [0, {high:g}]: {value!r}")
+    return float(value)
+
+
+def _traced_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):  # a string would pass as a list of one-letter analyses
+        raise TypeError("not a list")
+    return value
 
 
 async def run_replay(state: Debate, replay: Replay) -> Verdict:

@@ -3,6 +3,9 @@ batch accuracy with unchecked full answers, damaged verdict lines in a trace, a 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -93,3 +96,42 @@ def test_batch_accuracy_leaves_unchecked_full_answers_out(tmp_path, lines, total
     output.write_text("".join(json.dumps(line) + "\n" for line in lines))
     found = moa.output_totals(output)
     assert (found["with_expected"], found["correct"], found["failed_with_expected"], found["accuracy"]) == totals
+
+
+def damaged(verdict: dict[str, Any], change: str) -> None:
+    """One way a verdict line can be damaged (or written by hand) that load_replay must refuse."""
+    top = verdict["standings"][0]
+    changes: dict[str, Callable[[], None]] = {
+        "nan-score": lambda: top.update(score=float("nan")), "infinite-high": lambda: top.update(high=float("inf")),
+        "score-as-text": lambda: top.update(score="0.5"), "score-above-1": lambda: top.update(score=7.0),
+        "huge-confidence": lambda: verdict.update(confidence=10**30),
+        "negative-confidence": lambda: verdict.update(confidence=-5),
+        "fractional-confidence": lambda: verdict.update(confidence=55.9),
+        "boolean-confidence": lambda: verdict.update(confidence=True),
+        "analyses-as-text": lambda: verdict.update(analyses="abc"),
+        "one-agent-three-times": lambda: verdict.update(standings=[top] * 3),
+        "negative-first-places": lambda: top.update(first_places=-1)}
+    changes[change]()
+
+
+@respx.mock
+@pytest.mark.parametrize("change", ["nan-score", "infinite-high", "score-as-text", "score-above-1",
+                                    "huge-confidence", "negative-confidence", "fractional-confidence",
+                                    "boolean-confidence", "analyses-as-text", "one-agent-three-times",
+                                    "negative-first-places"])
+def test_replay_from_synthesis_refuses_a_damaged_verdict_line(three, monkeypatch, tmp_path, capsys, change) -> None:
+    """--replay --from synthesis reads the verdict back as this tool wrote it: a NaN (which --json would print as
+    invalid JSON), a confidence out of 0-100, text for a number, or one candidate standing thrice is refused (exit
+    2, nothing sent), not written up as the judges' verdict."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "true")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path))
+    respx.post(URL).mock(side_effect=full_model())
+    assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
+    trace = Path(json.loads(capsys.readouterr().out)["trace"])
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    damaged(next(line for line in lines if line["type"] == "verdict")["verdicts"][0], change)
+    trace.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    respx.clear()
+    route = respx.post(URL).mock(side_effect=full_model())
+    assert moa.main(["--replay", str(trace), "--from", "synthesis", "--json"], runtime=test_runtime()) == 2
+    assert "--from synthesis needs the verdict line" in capsys.readouterr().err and not route.calls
