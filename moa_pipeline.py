@@ -5180,22 +5180,28 @@ def stdout_is_terminal() -> bool:
 
 class TerminalEcho:
     """A streamed response on the terminal as it is written (Runtime.echo), a whole line at a time: each line is
-    masked (a secret is never split across two writes) and stripped of control characters (terminal_lines)."""
+    masked (a secret is never split across two writes) and stripped of control characters (terminal_lines). A
+    <think> block the stream opens with is not shown: a reasoning model's thinking is no part of the response."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
-        self.secrets, self.pending, self.shown = secrets, "", ""
+        self.secrets, self.pending, self.shown, self.thinking = secrets, "", "", False
 
     def __call__(self, text: str | None) -> None:
         if text is None:  # an attempt's stream starts: a retry writes the response again, from its start
             if self.finish():
                 emit("[the response was cut off; it is written again]", self.secrets)
-            self.shown = ""
+            self.shown, self.thinking = "", False
             return
         *lines, self.pending = (self.pending + text).split("\n")
         for line in lines:
             self.line(line)
 
     def line(self, line: str) -> None:
+        if self.thinking or (not self.shown.strip() and line.strip().lower().startswith("<think>")):
+            self.thinking = "</think>" not in line.lower()  # what parse_synthesis's strip_think drops
+            line = "" if self.thinking else line[line.lower().rindex("</think>") + len("</think>"):]
+        if not (self.shown or line.strip()):  # blank lines before the response (after its thinking): not shown
+            return
         emit("".join(terminal_lines(line)), self.secrets)
         self.shown += line + "\n"
 

@@ -13,7 +13,7 @@ import respx
 
 import moa_pipeline as moa
 from conftest import URL, completion, phases_of, test_runtime
-from test_full_answers import CANDIDATES, MERGE, full_model, slot_of
+from test_full_answers import CANDIDATES, MERGE, SYNTHESIS, full_model, slot_of, sse
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 
@@ -135,3 +135,18 @@ def test_replay_from_synthesis_refuses_a_damaged_verdict_line(three, monkeypatch
     route = respx.post(URL).mock(side_effect=full_model())
     assert moa.main(["--replay", str(trace), "--from", "synthesis", "--json"], runtime=test_runtime()) == 2
     assert "--from synthesis needs the verdict line" in capsys.readouterr().err and not route.calls
+
+
+@respx.mock
+@pytest.mark.parametrize("streamed", [
+    "<think>The user wants a merge.\nTwo pointers.</think>\n" + SYNTHESIS, "<think>plan</think>" + SYNTHESIS,
+    "<THINK>\nplan\n</THINK>\n\n" + SYNTHESIS], ids=["block", "one-line", "upper-case"])
+def test_a_synthesis_thinking_aloud_streams_only_its_response(three, monkeypatch, capsys, streamed) -> None:
+    """A reasoning model (llama.cpp's Qwen3 and R1 distills put <think> in the content) streams its thinking first:
+    the terminal shows the response only, once, as parse_synthesis keeps it."""
+    monkeypatch.setattr(moa, "stdout_is_terminal", lambda: True)
+    respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: sse(streamed)))
+    assert moa.main(["-q", MERGE, "--stream"], runtime=test_runtime()) == 0
+    out = capsys.readouterr().out
+    assert "plan" not in out and "think" not in out.lower() and out.count("Merge two sorted lists in O(n).") == 1
+    assert out.startswith(SYNTHESIS + "\n")
