@@ -2056,11 +2056,14 @@ def rerun_price(state: Debate, question: str) -> tuple[int, int]:
 
 def synthesis_price(config: Config, question: str, shape: str, workers: int, billing: Billing | None = None) -> int:
     """The synthesis's worst case in tokens: the top candidates at MAX_TOKENS, each critique, reply and judge's
-    analysis at SYNTHESIS_NOTE_CHARS (synthesis_prompts cuts them there), and a response of MAX_TOKENS."""
+    analysis at SYNTHESIS_NOTE_CHARS (synthesis_prompts cuts them there) or, when shorter, at the cap its writer had
+    (as worst_case_costs counts unwritten texts), and a response of MAX_TOKENS."""
     shown, note = min(SYNTHESIS_CANDIDATES, workers), -(-SYNTHESIS_NOTE_CHARS * 4 // 3)
+    reply, analysis = min(note, config.max_tokens), min(note, config.judge_max_tokens)
     blank = synthesis_prompts(question, [Position(0, "", "")] * shown, [], [""] * config.num_judges,
                               None if shape == "full" else "")
-    prompt = prompt_tokens_estimate(*blank) + shown * (config.max_tokens + 2 * note) + (config.num_judges + 1) * note
+    prompt = (prompt_tokens_estimate(*blank) + shown * (config.max_tokens + 2 * reply) + config.num_judges * analysis
+              + note)
     billing = billing or Billing()
     return billing.prompt_tokens(prompt) + billing.completion_tokens(config.max_tokens)
 

@@ -150,3 +150,19 @@ def test_a_synthesis_thinking_aloud_streams_only_its_response(three, monkeypatch
     out = capsys.readouterr().out
     assert "plan" not in out and "think" not in out.lower() and out.count("Merge two sorted lists in O(n).") == 1
     assert out.startswith(SYNTHESIS + "\n")
+
+
+@respx.mock
+@pytest.mark.parametrize("limit", [12_000, 20_000], ids=["12k", "20k"])
+def test_a_small_max_tokens_keeps_a_synthesis_the_budget_pays_for(three, monkeypatch, capsys, limit) -> None:
+    """MAX_TOKENS=300 under MAX_TOTAL_TOKENS: what the synthesis keeps back counts each critique, reply and judge's
+    analysis at most at its cap (a 300-token text), not at SYNTHESIS_NOTE_CHARS of 4-byte characters (2667
+    tokens each, 28k in all), so a budget with room for the whole run and its synthesis runs the synthesis."""
+    monkeypatch.setenv("MAX_TOKENS", "300")
+    monkeypatch.setenv("JUDGE_MAX_TOKENS", "300")
+    monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")  # no rerun to keep back for
+    route = respx.post(URL).mock(side_effect=full_model())
+    assert moa.main(["-q", MERGE, "--json", "--max-tokens", str(limit)], runtime=test_runtime()) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert phases_of(route).count("synthesis") == 1 and printed["synthesized"]
+    assert phases_of(route).count("judge") == 3 and printed["usage"]["total_tokens"] <= limit
