@@ -1708,11 +1708,18 @@ async def budgeted_attempt(state: Debate, call: AgentCall, number: int, sending:
     billing = state.budget.billing
     async with billing.first_bill(state.budget.max_tokens > 0):
         reserved = billing.prompt_tokens(sending.prompt_estimate) + billing.completion_tokens(sending.max_tokens)
-        if state.budget.reserve(reserved):
+        if state.budget.reserve(reserved) or (quorum_short(state, call) and state.budget.release_synthesis(reserved)):
             return await try_attempt(state, call, number, sending, retries, reserved)
     call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
     state.skip(f"{call.phase} {call.agent}" if number == 1 else f"retry of {call.phase} {call.agent}")
     return None
+
+
+def quorum_short(state: Debate, call: AgentCall) -> bool:
+    """Whether ``call`` is a solver pass 1 still needs for MIN_VALID_ANSWERS (the synthesis's reserve yields to it;
+    not to the rerun's, which without its quorum leaves pass 1's verdict standing)."""
+    answered = sum(c.ok for c in state.calls if c.phase == Phase.GENERATE and c.pass_number == 1)
+    return call.phase == Phase.GENERATE and call.pass_number == 1 and answered < state.config.min_valid_answers
 
 
 async def ask(state: Debate, phase: Phase, agent: str, system: str, user: str, *,
@@ -1843,6 +1850,15 @@ class Budget:
         held_calls, held_tokens = self.synthesis
         return ((not self.max_calls or self.calls + self.floor_calls + held_calls + calls <= self.max_calls) and
                 (not self.max_tokens or self.tokens + self.floor_tokens + held_tokens + tokens <= self.max_tokens))
+
+    def release_synthesis(self, tokens: int) -> bool:
+        """Give the synthesis's reserve up for one call of ``tokens`` it alone keeps out (the solvers' quorum: the
+        endpoint billed more than the reserve was priced at); the synthesis then runs only if the end has room."""
+        held, self.synthesis = self.synthesis, (0, 0)
+        if held != (0, 0) and self.reserve(tokens):
+            return True
+        self.synthesis = held
+        return False
 
     def reserve(self, tokens: int) -> bool:
         """Take one call and ``tokens`` if they fit."""

@@ -166,3 +166,29 @@ def test_a_small_max_tokens_keeps_a_synthesis_the_budget_pays_for(three, monkeyp
     printed = json.loads(capsys.readouterr().out)
     assert phases_of(route).count("synthesis") == 1 and printed["synthesized"]
     assert phases_of(route).count("judge") == 3 and printed["usage"]["total_tokens"] <= limit
+
+
+def billed_twice(model: Callable[[httpx.Request], httpx.Response]) -> Callable[[httpx.Request], httpx.Response]:
+    """The endpoint bills twice max_tokens for every reply (a reasoning model bills its thinking)."""
+    def reply(request: httpx.Request) -> httpx.Response:
+        body, sent = json.loads(model(request).content), json.loads(request.content)
+        body["usage"] = {"prompt_tokens": 50, "completion_tokens": 2 * sent["max_tokens"],
+                         "total_tokens": 50 + 2 * sent["max_tokens"]}
+        return httpx.Response(200, json=body)
+    return reply
+
+
+@respx.mock
+@pytest.mark.parametrize("limit", [8_500, 8_800], ids=["8.5k", "8.8k"])
+def test_the_synthesis_reserve_gives_way_to_the_solvers_quorum(three, monkeypatch, capsys, limit) -> None:
+    """The synthesis's reserve is priced before any bill: when the endpoint then bills more than estimated, the
+    second solver of the quorum no longer fits beside it. The reserve gives way (the synthesis is dropped, or runs
+    if the end still has room) instead of the run failing with too few answers."""
+    monkeypatch.setenv("MAX_TOKENS", "300")
+    monkeypatch.setenv("JUDGE_MAX_TOKENS", "300")
+    monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")
+    route = respx.post(URL).mock(side_effect=billed_twice(full_model()))
+    assert moa.main(["-q", MERGE, "--json", "--max-tokens", str(limit)], runtime=test_runtime()) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert phases_of(route).count("generate") >= 2 and printed["status"] == "ok" and printed["degraded"]
+    assert printed["usage"]["total_tokens"] <= limit
