@@ -707,6 +707,11 @@ _VERB_REASONS = {"give": "it asks for something", "tell": "it asks to be told ab
                  "help": "it asks for help", "walk": "it asks for a walk-through",
                  "show": "it asks to be shown something", "reply": "it asks for a reply",
                  "respond": "it asks for a reply"}
+# "Write one word", "give the answer as a number", "write down the answer only": the verb's object (after these
+# fillers) is one of these nouns, ending the sentence or followed by a format word: the format of a short answer.
+_FORMAT_FILLERS = frozenset({"down", "only", "just", "the", "your", "final", "a", "one", "single"})
+_FORMAT_NOUNS = frozenset({"answer", "number", "word", "letter", "digit", "integer", "result"})
+_FORMAT_NEXT = frozenset({"only", "as", "in", "with"})
 # A leading clause ends at the first of these: "Given a list of ints, write ...", "Answer in one word: ...".
 _CLAUSE_END = re.compile(r"[,:;]")
 
@@ -796,6 +801,8 @@ def _request_shape(verb: str, rest: list[str], sentence: str) -> ShapeGuess | No
         return None  # "Explain your reasoning.", "Show your work."
     if verb in ("reply", "respond") and rest[:1] in (["with"], ["in"], ["using"], ["only"]):
         return None  # "Respond with only the number: ..." is a format, not a request
+    if _asks_format(rest):
+        return None  # "Write one word.", "Give the answer as a number: how many ...": the question decides
     if verb in ("give", "tell", "show") and rest[:1] in (["me"], ["us"]):
         rest = rest[1:]
         if rest[:1] and rest[0] in _WH_OPENERS | {"what", "whether", "if", "how", "why"}:
@@ -808,6 +815,15 @@ def _request_shape(verb: str, rest: list[str], sentence: str) -> ShapeGuess | No
     if _CONVERSION.search(sentence):
         return ShapeGuess("short", "it asks for a conversion")  # "Write 0.75 as a fraction."
     return ShapeGuess("full", _VERB_REASONS.get(verb, f"it asks to {verb} something"))
+
+
+def _asks_format(rest: list[str]) -> bool:
+    """Whether an open verb's words name a short answer's format ("one word", "the answer only"), not a response
+    ("a word count program", "the answer to this email")."""
+    at = next((i for i, w in enumerate(rest[:6]) if w not in _FORMAT_FILLERS), None)
+    if at is None or rest[at] not in _FORMAT_NOUNS:
+        return False
+    return at + 1 == len(rest) or rest[at + 1] in _FORMAT_NEXT
 
 
 def _is_working(rest: list[str]) -> bool:

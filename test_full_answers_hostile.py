@@ -13,6 +13,7 @@ import respx
 
 import moa_pipeline as moa
 from conftest import URL, completion, phases_of, test_runtime
+from parsing import question_shape
 from test_full_answers import CANDIDATES, MERGE, SYNTHESIS, full_model, slot_of, sse
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -192,3 +193,20 @@ def test_the_synthesis_reserve_gives_way_to_the_solvers_quorum(three, monkeypatc
     printed = json.loads(capsys.readouterr().out)
     assert phases_of(route).count("generate") >= 2 and printed["status"] == "ok" and printed["degraded"]
     assert printed["usage"]["total_tokens"] <= limit
+
+
+@pytest.mark.parametrize("question, shape", [
+    ("Who wrote Hamlet? Write one word.", "short"),
+    ("Give the answer as a number: how many legs has a spider?", "short"),
+    ("Write down the answer only: 17*23", "short"),
+    ("What is 17 * 23? Write only the number.", "short"),
+    ("Write a word count program in Python.", "full"),
+    ("Write a number guessing game.", "full"),
+    ("Write the answer to this email: 'Can we meet on Monday?'", "full"),
+    ("Give a one-word answer, then explain it.", "full")],
+    ids=["write-one-word", "answer-as-a-number", "answer-only", "only-the-number", "word-count-program",
+         "number-game", "answer-to-an-email", "word-then-explain"])
+def test_a_short_answer_format_is_no_open_request(question: str, shape: str) -> None:
+    """"Write one word", "give the answer as a number": a format for a short answer, not a request to write a
+    response; "write a word count program" still is one."""
+    assert question_shape(question).shape == shape
