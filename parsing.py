@@ -899,7 +899,7 @@ def parse_synthesis(text: str) -> str | None:
     body = strip_think(text or "")
     if _PROMPT_ECHO.search("".join(body.split("```")[0::2])):
         return None
-    span = _last_tag_span(body, "answer")
+    span = _answer_span(body)
     if span is not None:
         body = body[span[0]:span[1]]
     body = _drop_repeats(body.strip())  # first, so a looping preamble is one line to strip
@@ -939,6 +939,13 @@ def _last_tag_span(text: str, tag: str) -> tuple[int, int] | None:
     return start.end(), last_close.start()
 
 
+def _answer_span(text: str) -> tuple[int, int] | None:
+    """_last_tag_span of <answer> among the tags outside ``` fences: a tag inside code (an XML quiz's <answer>
+    element, an HTML form's) is the response's own, not ours. Fenced text is blanked, so the span indexes ``text``."""
+    pieces = text.split("```")  # even pieces are prose, odd ones code (split is linear)
+    return _last_tag_span("```".join(p if i % 2 == 0 else " " * len(p) for i, p in enumerate(pieces)), "answer")
+
+
 def _unwrap_fence(body: str) -> str:
     """Drop one fence pair around the whole reply when it is a wrapper (```markdown), not code."""
     lines = body.split("\n")
@@ -965,7 +972,7 @@ def parse_full_answer(text: str) -> ParsedAnswer:
     closing remark under a code block: SmolLM2-135M used no tags in 18 of 18 trials (issue 22).
     """
     body = strip_think(text or "")
-    span = _last_tag_span(body, "answer")
+    span = _answer_span(body)
     if span is not None and body[span[0]:span[1]].strip():
         return ParsedAnswer(body[span[0]:span[1]].strip(), extract_tag(body, "reasoning") or "", "xml")
     reasoning, remainder = _take_reasoning(body)

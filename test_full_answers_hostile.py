@@ -13,7 +13,7 @@ import respx
 
 import moa_pipeline as moa
 from conftest import URL, completion, phases_of, test_runtime
-from parsing import question_shape
+from parsing import parse_full_answer, parse_full_rebuttal, parse_synthesis, question_shape
 from test_full_answers import CANDIDATES, MERGE, SYNTHESIS, full_model, slot_of, sse
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -210,3 +210,31 @@ def test_a_short_answer_format_is_no_open_request(question: str, shape: str) -> 
     """"Write one word", "give the answer as a number": a format for a short answer, not a request to write a
     response; "write a word count program" still is one."""
     assert question_shape(question).shape == shape
+
+
+QUIZ = "```xml\n<quiz>\n  <question>What is 2+2?</question>\n  <answer>4</answer>\n</quiz>\n```"
+
+
+@pytest.mark.parametrize("text, answer", [
+    (f"<reasoning>An XML quiz.</reasoning>\n<answer>\n{QUIZ}\n</answer>", QUIZ),
+    (f"<answer>\nHere it is:\n\n{QUIZ}\n</answer>", f"Here it is:\n\n{QUIZ}"),
+    (f"<reasoning>No tags around it.</reasoning>\n{QUIZ}", QUIZ),
+    ("<answer>\n```html\n<form><answer>x</answer></form>\n```\n</answer>", "```html\n<form><answer>x</answer></form>\n```"),
+    ("<answer>draft</answer>\n<answer>\n```python\nprint('<answer>')\n```\n</answer>", "```python\nprint('<answer>')\n```")],
+    ids=["xml-in-answer", "prose-and-xml", "untagged-xml", "html-form", "last-block-with-code"])
+def test_a_full_answer_with_answer_tags_in_its_code_is_kept_whole(text: str, answer: str) -> None:
+    """A response whose code holds <answer> elements (an XML quiz, an HTML form): tags inside ``` fences are the
+    response's, so the solver's whole response is kept, not the 4 inside its <answer> element."""
+    parsed = parse_full_answer(text)
+    assert parsed.answer == answer
+    rebuttal = parse_full_rebuttal(f"<rebuttal>It stands.</rebuttal>\n{text}") if "<answer>" in text[:9] else None
+    assert rebuttal is None or rebuttal[1].answer == answer
+
+
+@pytest.mark.parametrize("text, response", [
+    (QUIZ, QUIZ[7:-4]), (f"Here is the quiz:\n\n{QUIZ}", f"Here is the quiz:\n\n{QUIZ}"),
+    (f"<answer>\n{QUIZ}\n</answer>", QUIZ[7:-4])], ids=["fenced", "prose-then-fenced", "in-answer-tags"])
+def test_a_synthesis_with_answer_tags_in_its_code_is_kept_whole(text: str, response: str) -> None:
+    """The synthesis writes an XML quiz in a fence: its <answer> element is code, not the reply's answer block (a
+    fence marked xml around the whole reply is a wrapper, and goes: parse_synthesis's rule)."""
+    assert parse_synthesis(text) == response
