@@ -3063,16 +3063,15 @@ def check_question(config: Config, question: str) -> None:
                           f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
 
 
-def hold_synthesis(state: Debate, question: str) -> bool:
+def hold_synthesis(state: Debate, question: str, quorum: int) -> bool:
     """Keep the synthesis's worst case back from the start (Budget.synthesis), so every other phase is cut before
-    it is; False (skipped) when not even MIN_VALID_ANSWERS solvers would fit beside it."""
+    it is; False (skipped) when not even ``quorum`` solvers (MIN_VALID_ANSWERS; 0 in a replay) would fit beside it."""
     budget, config = state.budget, state.config
     if not budget.limited:
         return True
     held = synthesis_price(config, question, state.shape, config.num_workers, budget.billing)
-    solvers = config.min_valid_answers * (worst_case_costs(config, question, billing=budget.billing).solver
-                                          + config.max_tokens)
-    if not budget.fits(config.min_valid_answers + 1, solvers + held):
+    solvers = quorum * (worst_case_costs(config, question, billing=budget.billing).solver + config.max_tokens)
+    if not budget.fits(quorum + 1, solvers + held):
         state.skip(Phase.SYNTHESIS)
         return False
     budget.synthesis = (1, held)
@@ -3084,7 +3083,8 @@ async def run_question(state: Debate, question: str, replay: Replay | None) -> N
     waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask), which tests
     move. In the rerun, it leaves pass 1's verdict standing, as a failed rerun does."""
     config = state.config
-    synthesis = config.synthesizes(state.shape) and hold_synthesis(state, question)
+    synthesis = config.synthesizes(state.shape) and hold_synthesis(state, question,
+                                                                   0 if replay else config.min_valid_answers)
     deadline = state.queue.deadline = asyncio.timeout(config.question_deadline or None)
     try:
         async with deadline:

@@ -238,3 +238,21 @@ def test_a_synthesis_with_answer_tags_in_its_code_is_kept_whole(text: str, respo
     """The synthesis writes an XML quiz in a fence: its <answer> element is code, not the reply's answer block (a
     fence marked xml around the whole reply is a wrapper, and goes: parse_synthesis's rule)."""
     assert parse_synthesis(text) == response
+
+
+@respx.mock
+@pytest.mark.parametrize("budget", [["--max-calls", "2"], ["--max-tokens", "70000"]], ids=["calls", "tokens"])
+def test_replay_from_synthesis_under_a_budget_runs_the_synthesis(three, monkeypatch, tmp_path, capsys,
+                                                                 budget) -> None:
+    """--replay --from synthesis runs no solver: its budget keeps no room for a solvers' quorum beside the synthesis
+    (--dry-run prices one call), so a budget that pays for the synthesis runs it."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "true")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path))
+    respx.post(URL).mock(side_effect=full_model())
+    assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
+    trace = json.loads(capsys.readouterr().out)["trace"]
+    respx.clear()
+    route = respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: completion("def merge(): pass")))
+    assert moa.main(["--replay", trace, "--from", "synthesis", "--json", *budget], runtime=test_runtime()) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert phases_of(route) == ["synthesis"] and printed["synthesized"] and printed["skipped"] == []
