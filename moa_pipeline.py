@@ -5240,7 +5240,8 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
     rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
              else "; a rerun ran, and pass 1's verdict stands")
     if verdict is not None and record.answer_shape == "full":
-        shown = streamed.strip() == (record.response or "").strip()
+        # What the stream showed is the response, maybe under a label or in tags that parse_synthesis drops.
+        shown = (parse_synthesis(streamed) or "").strip() == (record.response or "").strip() != ""
         lines += [*([] if shown else terminal_lines(record.response or "")), "", *ranking_lines(record, verdict, rerun)]
     elif verdict is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(

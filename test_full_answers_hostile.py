@@ -256,3 +256,17 @@ def test_replay_from_synthesis_under_a_budget_runs_the_synthesis(three, monkeypa
     assert moa.main(["--replay", trace, "--from", "synthesis", "--json", *budget], runtime=test_runtime()) == 0
     printed = json.loads(capsys.readouterr().out)
     assert phases_of(route) == ["synthesis"] and printed["synthesized"] and printed["skipped"] == []
+
+
+@respx.mock
+@pytest.mark.parametrize("streamed", [
+    "Final response:\n" + SYNTHESIS, "<answer>\n" + SYNTHESIS + "\n</answer>",
+    "Here is the final response:\n\n" + SYNTHESIS], ids=["label", "answer-tags", "preamble"])
+def test_a_streamed_synthesis_with_a_label_is_not_printed_twice(three, monkeypatch, capsys, streamed) -> None:
+    """The stream showed the response under a label (or in tags) parse_synthesis drops: the summary does not print
+    the whole response a second time."""
+    monkeypatch.setattr(moa, "stdout_is_terminal", lambda: True)
+    respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: sse(streamed)))
+    assert moa.main(["-q", MERGE, "--stream"], runtime=test_runtime()) == 0
+    out = capsys.readouterr().out
+    assert out.count("Merge two sorted lists in O(n).") == 1 and "Synthesized from the top-ranked" in out
