@@ -2716,10 +2716,18 @@ async def synthesize(state: Debate, question: str, key: Callable[[str], str]) ->
             max_tokens=config.max_tokens, parse=parse_synthesis,
             model=config.synthesis_model or config.judge_models[0]))
         if state.synthesis is None:
-            note_lost(state, "the synthesis", Phase.SYNTHESIS, SYNTHESIS_AGENT,
-                      "the top-ranked candidate stands" if short is None else "the solvers' own derivation stands")
+            note_lost(state, "the synthesis", Phase.SYNTHESIS, SYNTHESIS_AGENT, synthesis_fallback(state.shape))
+    except DeadlinePassed:  # a retry found the deadline passed (see ask) before asyncio.timeout fired: as a rerun's
+        state.note(f"the synthesis was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
+                   f"{synthesis_fallback(state.shape)}")
     finally:
         ECHO.reset(echo)
+
+
+def synthesis_fallback(shape: str) -> str:
+    """What stands when the synthesis writes nothing: a full answer's top-ranked candidate, a short one's solution
+    from the solvers' own derivation."""
+    return "the top-ranked candidate stands" if shape == "full" else "the solvers' own derivation stands"
 
 
 def require_enough(state: Debate, positions: list[Position], workers: int) -> None:
@@ -3103,9 +3111,10 @@ async def run_question(state: Debate, question: str, replay: Replay | None) -> N
             raise
         if state.reported is None:
             raise deadline_passed(state.config) from None
-        late = ("the synthesis", "the top-ranked candidate") if any(c.phase == Phase.SYNTHESIS for c in state.calls) \
-            else ("the rerun", "pass 1's verdict")
-        state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; {late[1]} stands")
+        synthesizing = any(c.phase == Phase.SYNTHESIS for c in state.calls)
+        late = ("the synthesis", synthesis_fallback(state.shape)) if synthesizing \
+            else ("the rerun", "pass 1's verdict stands")
+        state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; {late[1]}")
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,

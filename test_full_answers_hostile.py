@@ -12,7 +12,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import URL, completion, phases_of, test_runtime
+from conftest import URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, phases_of, test_runtime
 from parsing import parse_full_answer, parse_full_rebuttal, parse_synthesis, question_shape
 from test_full_answers import CANDIDATES, MERGE, SYNTHESIS, full_model, slot_of, sse
 
@@ -270,3 +270,28 @@ def test_a_streamed_synthesis_with_a_label_is_not_printed_twice(three, monkeypat
     assert moa.main(["-q", MERGE, "--stream"], runtime=test_runtime()) == 0
     out = capsys.readouterr().out
     assert out.count("Merge two sorted lists in O(n).") == 1 and "Synthesized from the top-ranked" in out
+
+
+@pytest.mark.parametrize("shape, synthesize, kept", [
+    ("short", "on", "the solvers' own derivation stands"), ("full", "auto", "the top-ranked candidate stands")],
+    ids=["short-solution", "full-response"])
+async def test_a_synthesis_stopped_at_the_deadline_says_what_stands(shape: str, synthesize: str, kept: str) -> None:
+    """QUESTION_DEADLINE passes while the synthesis hangs: the note names what stands for the answer's shape (a
+    short answer's solution is the solvers' derivation, there is no top-ranked candidate)."""
+    clock = VirtualClock()
+    model = FakeModel()
+
+    async def synthesis_hangs(request: httpx.Request) -> httpx.Response:
+        if request.headers["X-MoA-Phase"] == "synthesis":
+            await clock.sleep(100)
+        if request.headers["X-MoA-Phase"] == "judge" and shape == "full":
+            return completion("RANKING: A > B > C\nCONFIDENCE: 90")
+        return model(request)
+
+    config = moa.Config(URL, "sk-test-SECRET-1234567890abcdef", num_workers=3, num_judges=1, retry_base_delay=0,
+                        straggler_factor=0, enable_file_logging=False, question_deadline=50, answer_shape=shape,
+                        synthesize=synthesize, min_judge_confidence=0)
+    result = await answer_in_virtual_time(config, clock, synthesis_hangs)
+    assert result.status == "ok", result.error
+    assert not result.synthesized
+    assert any(f"synthesis was stopped at QUESTION_DEADLINE=50s; {kept}" in note for note in result.notes)
