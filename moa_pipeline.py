@@ -2720,6 +2720,8 @@ async def synthesize(state: Debate, question: str, key: Callable[[str], str]) ->
     except DeadlinePassed:  # a retry found the deadline passed (see ask) before asyncio.timeout fired: as a rerun's
         state.note(f"the synthesis was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
                    f"{synthesis_fallback(state.shape)}")
+    except MoAError as err:  # a key rejected, the endpoint stalled: the verdict is in hand, as a failed rerun's is
+        state.note(f"the synthesis failed ({err}); {synthesis_fallback(state.shape)}")
     finally:
         ECHO.reset(echo)
 

@@ -295,3 +295,18 @@ async def test_a_synthesis_stopped_at_the_deadline_says_what_stands(shape: str, 
     assert result.status == "ok", result.error
     assert not result.synthesized
     assert any(f"synthesis was stopped at QUESTION_DEADLINE=50s; {kept}" in note for note in result.notes)
+
+
+@respx.mock
+@pytest.mark.parametrize("status, said", [(401, "rejected the API key"), (403, "HTTP 403")], ids=["401", "403"])
+def test_a_synthesis_refused_for_good_keeps_the_verdict(three, capsys, status, said) -> None:
+    """The key is rejected at the synthesis, the last call: the judges' verdict stands (degraded, exit 0, the reason
+    in the notes), as a rerun that fails so keeps pass 1's verdict, instead of failing a run that has its answer."""
+    refused = httpx.Response(status, json={"error": {"message": "key revoked"}})
+    route = respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: refused))
+    assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed["status"] == "ok" and printed["degraded"] and printed["response"] == CANDIDATES[1]
+    assert phases_of(route).count("synthesis") == 1 and printed["error"] is None
+    assert any(said in line and "the top-ranked candidate stands" in line for line in captured.err.splitlines())
