@@ -472,7 +472,7 @@ def parse_ranking(text: str, labels: Collection[str]) -> ParsedRanking | None:
     """
     wanted = frozenset(label.upper() for label in labels)
     judgement = parse_judgement(text)
-    order, clean = _ranking_line(strip_think(text or "").split("\n"), wanted)
+    order, clean = _ranking_line(_own_lines(strip_think(text or "")), wanted)
     tier = "ranking-line"
     if not order and judgement.final_answer and len(judgement.final_answer) <= _MAX_RANKING_LINE:
         order, clean = _read_entries(_RANK_SEPARATOR.split(judgement.final_answer), wanted)
@@ -481,6 +481,19 @@ def parse_ranking(text: str, labels: Collection[str]) -> ParsedRanking | None:
         return None
     complete = clean and len(order) == len(wanted)
     return ParsedRanking(order, judgement.confidence, judgement.analysis, complete, tier)
+
+
+def _own_lines(text: str) -> list[str]:
+    """A judge's lines without those it echoed from a <candidate> block or quoted with ">": a candidate may end
+    with "RANKING: C > A > B", which is its words, not the judge's ballot. A block left open hides the rest."""
+    lines, echoed = [], False
+    for line in text.split("\n"):
+        head = line.lstrip()[:12].lower()
+        echoed = echoed or head.startswith("<candidate")
+        if not echoed and not head.startswith(">"):
+            lines.append(line)
+        echoed = echoed and "</candidate>" not in line.lower()
+    return lines
 
 
 # --- normalisation for voting -----------------------------------------------
