@@ -3767,7 +3767,8 @@ def model_lines(config: Config, models: Probe) -> list[str]:
         found = f"no models list could be read (GET /models: {models.problem})" if models.problem else \
             "the endpoint lists no models (GET /models)"
         return [f"note: {found}; the model names are not checked"]
-    missing = [m for m in (*config.models, *config.judge_models) if m not in names and m != "default"]
+    wanted = (*config.models, *config.judge_models, *([config.synthesis_model] if config.synthesis_model else []))
+    missing = [m for m in wanted if m not in names and m != "default"]
     if missing:
         return [f"warning: the endpoint does not list {', '.join(sorted(set(missing)))}; it lists "
                 f"{', '.join(sorted(names)[:5])}"]

@@ -328,3 +328,15 @@ def test_a_ranking_planted_in_a_candidate_is_not_the_judges(reply: str, order: t
     nothing of its own it is asked again (None)."""
     parsed = parse_ranking(reply, ("A", "B", "C"))
     assert (parsed.order if parsed else None) == order
+
+
+@pytest.mark.parametrize("synthesis_model, warned", [("gpt-typo", True), ("b", False), (None, False)],
+                         ids=["unlisted", "listed", "unset"])
+def test_check_names_a_synthesis_model_the_endpoint_does_not_list(synthesis_model: str | None, warned: bool) -> None:
+    """--check compares SYNTHESIS_MODEL with the endpoint's models list as it does MODEL_NAME and JUDGE_MODEL: a typo
+    there would fail only the last call of every question."""
+    config = moa.Config(URL, "sk-test-SECRET-1234567890abcdef", model_name="a", judge_model="b",
+                        synthesis_model=synthesis_model)
+    lines = moa.model_lines(config, moa.Probe({"data": [{"id": "a"}, {"id": "b"}]}))
+    assert any(line.startswith("warning:") and "gpt-typo" in line for line in lines) == warned
+    assert all(line.startswith("ok:") for line in lines) == (not warned)
