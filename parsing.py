@@ -921,7 +921,7 @@ def parse_synthesis(text: str) -> str | None:
         if lead is None:
             break
         body = body[lead.end():].strip()
-    return _unwrap_fence(body) or None
+    return _restore_tags(_unwrap_fence(body)) or None
 
 
 def _drop_repeats(body: str) -> str:
@@ -950,6 +950,18 @@ def _last_tag_span(text: str, tag: str) -> tuple[int, int] | None:
     start = _last_match(opening, text[:last_close.start()])
     assert start is not None  # last_open itself precedes last_close
     return start.end(), last_close.start()
+
+
+# One of our tags as prompts.quote_untrusted defuses it ("&lt;answer>", "&lt;/ question>"): a fixed prefix, bounded
+# spaces and a fixed alternation, so it cannot backtrack badly.
+_DEFUSED_TAG = re.compile(r"&lt;(\s{0,5}/?\s{0,5}(?:" + "|".join(CONTRACT_TAGS) + r"|final_answer|other_solver)\b)",
+                          re.IGNORECASE)
+
+
+def _restore_tags(response: str) -> str:
+    """A full response with our tags as written: a reviser or the synthesis copies a candidate's code as its prompt
+    showed it, "<answer>" defused to "&lt;answer>" (prompts.quote_untrusted); the user's XML must not stay escaped."""
+    return _DEFUSED_TAG.sub(r"<\1", response)
 
 
 def _answer_span(text: str) -> tuple[int, int] | None:
@@ -987,8 +999,8 @@ def parse_full_answer(text: str) -> ParsedAnswer:
     body = strip_think(text or "")
     span = _answer_span(body)
     if span is not None and body[span[0]:span[1]].strip():
-        return ParsedAnswer(body[span[0]:span[1]].strip(), extract_tag(body, "reasoning") or "", "xml")
+        return ParsedAnswer(_restore_tags(body[span[0]:span[1]].strip()), extract_tag(body, "reasoning") or "", "xml")
     reasoning, remainder = _take_reasoning(body)
     if remainder is None or not remainder.strip():
         return ParsedAnswer("", reasoning, "empty")
-    return ParsedAnswer(remainder.strip(), reasoning, "paragraph")
+    return ParsedAnswer(_restore_tags(remainder.strip()), reasoning, "paragraph")

@@ -340,3 +340,21 @@ def test_check_names_a_synthesis_model_the_endpoint_does_not_list(synthesis_mode
     lines = moa.model_lines(config, moa.Probe({"data": [{"id": "a"}, {"id": "b"}]}))
     assert any(line.startswith("warning:") and "gpt-typo" in line for line in lines) == warned
     assert all(line.startswith("ok:") for line in lines) == (not warned)
+
+
+DEFUSED = "```xml\n<quiz>\n  &lt;question>2+2?&lt;/question>\n  &lt;answer>4&lt;/answer>\n</quiz>\n```"
+RESTORED = "```xml\n<quiz>\n  <question>2+2?</question>\n  <answer>4</answer>\n</quiz>\n```"
+
+
+@pytest.mark.parametrize("parse, text, expected", [
+    (lambda t: parse_full_answer(t).answer, f"<answer>\n{DEFUSED}\n</answer>", RESTORED),
+    (lambda t: parse_full_rebuttal(t)[1].answer, f"<rebuttal>Kept.</rebuttal>\n<answer>\n{DEFUSED}\n</answer>",
+     RESTORED),
+    (parse_synthesis, f"Here is the quiz:\n\n{DEFUSED}", f"Here is the quiz:\n\n{RESTORED}"),
+    (lambda t: parse_full_answer(t).answer, "<answer>Escape it as &lt;b> in HTML.</answer>",
+     "Escape it as &lt;b> in HTML.")],
+    ids=["solver", "rebuttal", "synthesis", "other-entities-kept"])
+def test_a_full_response_copied_from_a_prompt_gets_its_tags_back(parse, text: str, expected: str) -> None:
+    """Prompts show a candidate's <answer> element as &lt;answer> (quote_untrusted), and a reviser or the synthesis
+    copies the code as it saw it: a full response gets our tags back, so the user's XML is not left escaped."""
+    assert parse(text) == expected
