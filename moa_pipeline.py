@@ -1500,7 +1500,7 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
 
 # Every way an attempt fails besides its HTTP status; what each means is its row in FAULTS.
 Fault = Enum("Fault", "REFUSED EMPTY NOT_A_COMPLETION ERROR_IN_REPLY BAD_EVENT UNPARSEABLE TOO_LARGE UNKNOWN_ENCODING "
-             "CORRUPT_ENCODING TIMEOUT NO_CONNECTION UNREADABLE STALLED")
+             "CORRUPT_ENCODING TIMEOUT NO_CONNECTION UNREADABLE STALLED CUT_AT_LIMIT")
 
 # The other half of the one table: each fault, what it means, and why.
 FAULTS: dict[Fault, Policy] = {
@@ -1517,6 +1517,7 @@ FAULTS: dict[Fault, Policy] = {
     Fault.NO_CONNECTION: OUTAGE,  # none, or dropped: the endpoint, or the proxy before it, may be down
     Fault.UNREADABLE: RETRY,  # a response httpx cannot read (a redirect loop): this reply's fault
     Fault.STALLED: STOP,  # nothing accepted for STALL_TIMEOUT: later, not now (see Endpoint.stalled)
+    Fault.CUT_AT_LIMIT: FAIL,  # a synthesis stopped at MAX_TOKENS: asked again it stops there again; the run goes on
 }
 
 
@@ -1616,7 +1617,10 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
     if value is not None and cut and getattr(value, "tier", None) == "paragraph":  # every parsed shape has a tier
         value = None  # a guess from cut-off text would be half a sentence
     if call.phase == Phase.SYNTHESIS and completion.finish_reason == "truncated":
-        value = None  # a stream cut off mid-response: written again (one cut at MAX_TOKENS would be again)
+        value = None  # a stream cut off mid-response: written again
+    if call.phase == Phase.SYNTHESIS and completion.finish_reason == "length":  # half a response is none
+        raise fault(Fault.CUT_AT_LIMIT, f"the synthesis stopped at MAX_TOKENS={sending.max_tokens}",
+                    status=completion.status)
     if value is None:
         why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""
         raise fault(Fault.UNPARSEABLE, f"no usable {call.phase} output{why}", status=completion.status)

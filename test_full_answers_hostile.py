@@ -358,3 +358,15 @@ def test_a_full_response_copied_from_a_prompt_gets_its_tags_back(parse, text: st
     """Prompts show a candidate's <answer> element as &lt;answer> (quote_untrusted), and a reviser or the synthesis
     copies the code as it saw it: a full response gets our tags back, so the user's XML is not left escaped."""
     assert parse(text) == expected
+
+
+@respx.mock
+def test_a_synthesis_cut_at_max_tokens_is_not_the_response(three, capsys) -> None:
+    """The synthesis stops at MAX_TOKENS (finish_reason "length"): half a function is no response. Asked again it
+    would be cut again, so it is not retried: the top-ranked candidate, whole, stands and the run is degraded."""
+    cut = completion(SYNTHESIS[:30], finish_reason="length")
+    route = respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: cut))
+    assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["response"] == CANDIDATES[1] and not printed["synthesized"] and printed["degraded"]
+    assert phases_of(route).count("synthesis") == 1
