@@ -3,6 +3,7 @@ batch accuracy with unchecked full answers, damaged verdict lines in a trace, a 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -370,3 +371,16 @@ def test_a_synthesis_cut_at_max_tokens_is_not_the_response(three, capsys) -> Non
     printed = json.loads(capsys.readouterr().out)
     assert printed["response"] == CANDIDATES[1] and not printed["synthesized"] and printed["degraded"]
     assert phases_of(route).count("synthesis") == 1
+
+
+def test_output_docs_say_what_a_full_answers_confidence_is() -> None:
+    """docs/output.md says a full answer's confidence is the share of judges that ranked the winner first, which
+    ranking_confidence computes (33 when three judges each favour another candidate), not 100 x its Borda score
+    (67 there)."""
+    split = [moa.Ballot(f"judge-{i + 1}", order, 90) for i, order in enumerate(
+        [("s1", "s2", "s3"), ("s2", "s3", "s1"), ("s3", "s1", "s2")])]
+    standings = moa.rank_candidates(split, ["s1", "s2", "s3"], {}, random.Random(moa.BOOTSTRAP_SEED))
+    assert moa.ranking_confidence(standings, 3) == 33 != round(100 * standings[0].score)
+    row = next(line for line in Path(moa.__file__).with_name("docs").joinpath("output.md").read_text().splitlines()
+               if line.startswith("| `final_answer`, `confidence`"))
+    assert "ranked the winner first" in row and "Borda" not in row
