@@ -374,7 +374,7 @@ def test_a_synthesis_cut_at_max_tokens_is_not_the_response(three, capsys) -> Non
 
 
 def test_output_docs_say_what_a_full_answers_confidence_is() -> None:
-    """docs/output.md says a full answer's confidence is the share of judges that ranked the winner first, which
+    """docs/output.md and how-it-works.md say a full answer's confidence is the share of judges that ranked the winner first, which
     ranking_confidence computes (33 when three judges each favour another candidate), not 100 x its Borda score
     (67 there)."""
     split = [moa.Ballot(f"judge-{i + 1}", order, 90) for i, order in enumerate(
@@ -384,3 +384,5 @@ def test_output_docs_say_what_a_full_answers_confidence_is() -> None:
     row = next(line for line in Path(moa.__file__).with_name("docs").joinpath("output.md").read_text().splitlines()
                if line.startswith("| `final_answer`, `confidence`"))
     assert "ranked the winner first" in row and "Borda" not in row
+    how = Path(moa.__file__).with_name("docs").joinpath("how-it-works.md").read_text()
+    assert "confidence is 100 × the winner's score" not in how and "share of judges that ranked the winner" in how
