@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -374,7 +375,7 @@ def test_a_synthesis_cut_at_max_tokens_is_not_the_response(three, capsys) -> Non
 
 
 def test_output_docs_say_what_a_full_answers_confidence_is() -> None:
-    """docs/output.md and how-it-works.md say a full answer's confidence is the share of judges that ranked the winner first, which
+    """The docs (output.md, how-it-works.md, the README's example) say a full answer's confidence is the share of judges that ranked the winner first, which
     ranking_confidence computes (33 when three judges each favour another candidate), not 100 x its Borda score
     (67 there)."""
     split = [moa.Ballot(f"judge-{i + 1}", order, 90) for i, order in enumerate(
@@ -386,3 +387,6 @@ def test_output_docs_say_what_a_full_answers_confidence_is() -> None:
     assert "ranked the winner first" in row and "Borda" not in row
     how = Path(moa.__file__).with_name("docs").joinpath("how-it-works.md").read_text()
     assert "confidence is 100 × the winner's score" not in how and "share of judges that ranked the winner" in how
+    readme = Path(moa.__file__).with_name("README.md").read_text()
+    shown = re.findall(r"Confidence: (\d+)/100, (\d+)/(\d+) judges ranked it first", readme)
+    assert shown and all(int(c) == round(100 * int(n) / int(d)) for c, n, d in shown)
