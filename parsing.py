@@ -722,6 +722,8 @@ _VERB_REASONS = {"give": "it asks for something", "tell": "it asks to be told ab
                  "respond": "it asks for a reply"}
 # "Write one word", "give the answer as a number", "write down the answer only": the verb's object (after these
 # fillers) is one of these nouns, ending the sentence or followed by a format word: the format of a short answer.
+# Only verbs that put an answer down ("draft a letter", "describe the result" are requests).
+_FORMAT_VERBS = frozenset({"write", "give", "provide", "put", "state", "print", "output", "return"})
 _FORMAT_FILLERS = frozenset({"down", "only", "just", "the", "your", "final", "a", "one", "single"})
 _FORMAT_NOUNS = frozenset({"answer", "number", "word", "letter", "digit", "integer", "result"})
 _FORMAT_NEXT = frozenset({"only", "as", "in", "with"})
@@ -814,7 +816,7 @@ def _request_shape(verb: str, rest: list[str], sentence: str) -> ShapeGuess | No
         return None  # "Explain your reasoning.", "Show your work."
     if verb in ("reply", "respond") and rest[:1] in (["with"], ["in"], ["using"], ["only"]):
         return None  # "Respond with only the number: ..." is a format, not a request
-    if _asks_format(rest):
+    if verb in _FORMAT_VERBS and _asks_format(rest):
         return None  # "Write one word.", "Give the answer as a number: how many ...": the question decides
     if verb in ("give", "tell", "show") and rest[:1] in (["me"], ["us"]):
         rest = rest[1:]
@@ -834,8 +836,8 @@ def _asks_format(rest: list[str]) -> bool:
     """Whether an open verb's words name a short answer's format ("one word", "the answer only"), not a response
     ("a word count program", "the answer to this email")."""
     at = next((i for i, w in enumerate(rest[:6]) if w not in _FORMAT_FILLERS), None)
-    if at is None or rest[at] not in _FORMAT_NOUNS:
-        return False
+    if at is None or rest[at] not in _FORMAT_NOUNS or (rest[at] == "letter" and "a" in rest[:at]):
+        return False  # "write a letter" asks for one; "write only the letter" names a choice
     return at + 1 == len(rest) or rest[at + 1] in _FORMAT_NEXT
 
 

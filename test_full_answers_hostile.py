@@ -205,9 +205,11 @@ def test_the_synthesis_reserve_gives_way_to_the_solvers_quorum(three, monkeypatc
     ("Write a word count program in Python.", "full"),
     ("Write a number guessing game.", "full"),
     ("Write the answer to this email: 'Can we meet on Monday?'", "full"),
-    ("Give a one-word answer, then explain it.", "full")],
+    ("Give a one-word answer, then explain it.", "full"), ("Write a letter.", "full"), ("Draft a letter.", "full"),
+    ("Describe the result.", "full"), ("Which is prime? A) 4 B) 7. Write only the letter.", "short")],
     ids=["write-one-word", "answer-as-a-number", "answer-only", "only-the-number", "word-count-program",
-         "number-game", "answer-to-an-email", "word-then-explain"])
+         "number-game", "answer-to-an-email", "word-then-explain", "write-a-letter", "draft-a-letter",
+         "describe-the-result", "choice-letter-only"])
 def test_a_short_answer_format_is_no_open_request(question: str, shape: str) -> None:
     """"Write one word", "give the answer as a number": a format for a short answer, not a request to write a
     response; "write a word count program" still is one."""
