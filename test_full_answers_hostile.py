@@ -3,6 +3,7 @@ batch accuracy with unchecked full answers, damaged verdict lines in a trace, a 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import moa_pipeline as moa
 from conftest import URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, phases_of, test_runtime
 from parsing import parse_full_answer, parse_full_rebuttal, parse_ranking, parse_synthesis, question_shape
 from test_full_answers import CANDIDATES, MERGE, SYNTHESIS, full_model, slot_of, sse
+from test_hostile_files import terminate_when, transcripts
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 
@@ -392,3 +394,23 @@ def test_output_docs_say_what_a_full_answers_confidence_is() -> None:
     readme = Path(moa.__file__).with_name("README.md").read_text()
     shown = re.findall(r"Confidence: (\d+)/100, (\d+)/(\d+) judges ranked it first", readme)
     assert shown and all(int(c) == round(100 * int(n) / int(d)) for c, n, d in shown)
+
+
+def test_sigterm_during_the_synthesis_keeps_the_verdict_and_the_files(server, tmp_path) -> None:
+    """The real CLI, SIGTERM while the synthesis hangs (bench/fake_endpoint.py): exit 130, the judges' verdict in
+    the JSON with 'interrupted', the transcript's synthesis section and the trace's verdict line written, so
+    --replay --from synthesis can write it again."""
+    endpoint = server("--fault", "hang", "--fault-phase", "synthesis")
+    env = {**os.environ, "PROXY_URL": endpoint.url, "API_KEY": "sk-hostile-SECRET-0123456789abcdef",
+           "LOG_DIR": str(tmp_path / "logs"), "NUM_WORKERS": "3", "NUM_JUDGES": "2", "MOA_ENV_FILE": os.devnull}
+    code, out, err = terminate_when(["-q", "What is 17 * 23?", "--synthesize", "on", "--json"], env, tmp_path,
+                                    lambda: any(e["phase"] == "synthesis" for e in endpoint.starts()),
+                                    "the synthesis in flight")
+    assert code == 130 and "Traceback" not in err, err
+    printed = json.loads(out)
+    assert printed["error"] == "interrupted" and printed["final_answer"] == "391" and not printed["synthesized"]
+    [transcript] = transcripts(tmp_path / "logs")
+    assert "Phase 5 - Synthesis" in transcript.read_text()
+    trace = transcript.with_suffix(".jsonl").read_text().splitlines()
+    assert json.loads(trace[-1])["type"] == "verdict"
+    assert moa.load_replay(transcript.with_suffix(".jsonl"), moa.ReplayStart.parse("synthesis")).verdict is not None
