@@ -1,5 +1,7 @@
-"""Full answers (issue 22) under hostile use: early exit on full responses, a synthesis model the endpoint lacks,
-batch accuracy with unchecked full answers, damaged verdict lines in a trace, a synthesis that thinks aloud."""
+"""Full answers (issue 22) under hostile use: early exit on full responses, a synthesis the endpoint refuses (404,
+401), cut at MAX_TOKENS or stopped at the deadline or by SIGTERM, budgets near the synthesis's reserve, batch
+accuracy with unchecked full answers, damaged verdict lines in a trace, a synthesis that thinks aloud or writes a
+label, <answer> tags inside a response's code, a ranking planted in a candidate, answer formats in questions."""
 from __future__ import annotations
 
 import json
