@@ -1500,7 +1500,7 @@ def status_policy(status: int, retry_after: float | None, should_retry: str | No
 
 # Every way an attempt fails besides its HTTP status; what each means is its row in FAULTS.
 Fault = Enum("Fault", "REFUSED EMPTY NOT_A_COMPLETION ERROR_IN_REPLY BAD_EVENT UNPARSEABLE TOO_LARGE UNKNOWN_ENCODING "
-             "CORRUPT_ENCODING TIMEOUT NO_CONNECTION UNREADABLE STALLED")
+             "CORRUPT_ENCODING TIMEOUT NO_CONNECTION UNREADABLE STALLED CUT_AT_LIMIT")
 
 # The other half of the one table: each fault, what it means, and why.
 FAULTS: dict[Fault, Policy] = {
@@ -1517,6 +1517,7 @@ FAULTS: dict[Fault, Policy] = {
     Fault.NO_CONNECTION: OUTAGE,  # none, or dropped: the endpoint, or the proxy before it, may be down
     Fault.UNREADABLE: RETRY,  # a response httpx cannot read (a redirect loop): this reply's fault
     Fault.STALLED: STOP,  # nothing accepted for STALL_TIMEOUT: later, not now (see Endpoint.stalled)
+    Fault.CUT_AT_LIMIT: FAIL,  # a synthesis stopped at MAX_TOKENS: asked again it stops there again; the run goes on
 }
 
 
@@ -1616,7 +1617,10 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
     if value is not None and cut and getattr(value, "tier", None) == "paragraph":  # every parsed shape has a tier
         value = None  # a guess from cut-off text would be half a sentence
     if call.phase == Phase.SYNTHESIS and completion.finish_reason == "truncated":
-        value = None  # a stream cut off mid-response: written again (one cut at MAX_TOKENS would be again)
+        value = None  # a stream cut off mid-response: written again
+    if call.phase == Phase.SYNTHESIS and completion.finish_reason == "length":  # half a response is none
+        raise fault(Fault.CUT_AT_LIMIT, f"the synthesis stopped at MAX_TOKENS={sending.max_tokens}",
+                    status=completion.status)
     if value is None:
         why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""
         raise fault(Fault.UNPARSEABLE, f"no usable {call.phase} output{why}", status=completion.status)
@@ -1708,11 +1712,18 @@ async def budgeted_attempt(state: Debate, call: AgentCall, number: int, sending:
     billing = state.budget.billing
     async with billing.first_bill(state.budget.max_tokens > 0):
         reserved = billing.prompt_tokens(sending.prompt_estimate) + billing.completion_tokens(sending.max_tokens)
-        if state.budget.reserve(reserved):
+        if state.budget.reserve(reserved) or (quorum_short(state, call) and state.budget.release_synthesis(reserved)):
             return await try_attempt(state, call, number, sending, retries, reserved)
     call.failure = "no budget left" if number == 1 else f"{call.failure}; no budget left to retry"
     state.skip(f"{call.phase} {call.agent}" if number == 1 else f"retry of {call.phase} {call.agent}")
     return None
+
+
+def quorum_short(state: Debate, call: AgentCall) -> bool:
+    """Whether ``call`` is a solver pass 1 still needs for MIN_VALID_ANSWERS (the synthesis's reserve yields to it;
+    not to the rerun's, which without its quorum leaves pass 1's verdict standing)."""
+    answered = sum(c.ok for c in state.calls if c.phase == Phase.GENERATE and c.pass_number == 1)
+    return call.phase == Phase.GENERATE and call.pass_number == 1 and answered < state.config.min_valid_answers
 
 
 async def ask(state: Debate, phase: Phase, agent: str, system: str, user: str, *,
@@ -1757,9 +1768,10 @@ async def ask(state: Debate, phase: Phase, agent: str, system: str, user: str, *
 
 def drop_model(state: Debate, model: str, error: APIError) -> bool:
     """With several models, one the endpoint says is not there (404) is dropped for the rest of the run instead of
-    failing it. False when it is the only model its calls could use, or the error is about the key or the URL."""
+    failing it. False when it is the only model its calls could use, or the error is about the key or the URL.
+    A SYNTHESIS_MODEL of its own counts: another model answered, so its 404 is about it (the synthesis fails soft)."""
     config = state.config
-    if error.status != 404 or len(set(config.models) | set(config.judge_models)) < 2:
+    if error.status != 404 or len({*config.models, *config.judge_models, config.synthesis_model or ""} - {""}) < 2:
         return False
     if model not in state.dropped_models:
         state.dropped_models.add(model)
@@ -1842,6 +1854,15 @@ class Budget:
         held_calls, held_tokens = self.synthesis
         return ((not self.max_calls or self.calls + self.floor_calls + held_calls + calls <= self.max_calls) and
                 (not self.max_tokens or self.tokens + self.floor_tokens + held_tokens + tokens <= self.max_tokens))
+
+    def release_synthesis(self, tokens: int) -> bool:
+        """Give the synthesis's reserve up for one call of ``tokens`` it alone keeps out (the solvers' quorum: the
+        endpoint billed more than the reserve was priced at); the synthesis then runs only if the end has room."""
+        held, self.synthesis = self.synthesis, (0, 0)
+        if held != (0, 0) and self.reserve(tokens):
+            return True
+        self.synthesis = held
+        return False
 
     def reserve(self, tokens: int) -> bool:
         """Take one call and ``tokens`` if they fit."""
@@ -2055,11 +2076,14 @@ def rerun_price(state: Debate, question: str) -> tuple[int, int]:
 
 def synthesis_price(config: Config, question: str, shape: str, workers: int, billing: Billing | None = None) -> int:
     """The synthesis's worst case in tokens: the top candidates at MAX_TOKENS, each critique, reply and judge's
-    analysis at SYNTHESIS_NOTE_CHARS (synthesis_prompts cuts them there), and a response of MAX_TOKENS."""
+    analysis at SYNTHESIS_NOTE_CHARS (synthesis_prompts cuts them there) or, when shorter, at the cap its writer had
+    (as worst_case_costs counts unwritten texts), and a response of MAX_TOKENS."""
     shown, note = min(SYNTHESIS_CANDIDATES, workers), -(-SYNTHESIS_NOTE_CHARS * 4 // 3)
+    reply, analysis = min(note, config.max_tokens), min(note, config.judge_max_tokens)
     blank = synthesis_prompts(question, [Position(0, "", "")] * shown, [], [""] * config.num_judges,
                               None if shape == "full" else "")
-    prompt = prompt_tokens_estimate(*blank) + shown * (config.max_tokens + 2 * note) + (config.num_judges + 1) * note
+    prompt = (prompt_tokens_estimate(*blank) + shown * (config.max_tokens + 2 * reply) + config.num_judges * analysis
+              + note)
     billing = billing or Billing()
     return billing.prompt_tokens(prompt) + billing.completion_tokens(config.max_tokens)
 
@@ -2696,10 +2720,20 @@ async def synthesize(state: Debate, question: str, key: Callable[[str], str]) ->
             max_tokens=config.max_tokens, parse=parse_synthesis,
             model=config.synthesis_model or config.judge_models[0]))
         if state.synthesis is None:
-            note_lost(state, "the synthesis", Phase.SYNTHESIS, SYNTHESIS_AGENT,
-                      "the top-ranked candidate stands" if short is None else "the solvers' own derivation stands")
+            note_lost(state, "the synthesis", Phase.SYNTHESIS, SYNTHESIS_AGENT, synthesis_fallback(state.shape))
+    except DeadlinePassed:  # a retry found the deadline passed (see ask) before asyncio.timeout fired: as a rerun's
+        state.note(f"the synthesis was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
+                   f"{synthesis_fallback(state.shape)}")
+    except MoAError as err:  # a key rejected, the endpoint stalled: the verdict is in hand, as a failed rerun's is
+        state.note(f"the synthesis failed ({err}); {synthesis_fallback(state.shape)}")
     finally:
         ECHO.reset(echo)
+
+
+def synthesis_fallback(shape: str) -> str:
+    """What stands when the synthesis writes nothing: a full answer's top-ranked candidate, a short one's solution
+    from the solvers' own derivation."""
+    return "the top-ranked candidate stands" if shape == "full" else "the solvers' own derivation stands"
 
 
 def require_enough(state: Debate, positions: list[Position], workers: int) -> None:
@@ -2796,10 +2830,13 @@ def typed_key(kind: str, letters: frozenset[str]) -> Callable[[str], str]:
     return lambda answer: answer_key(kind, answer, letters)
 
 
-def unanimous_verdict(positions: list[Position], workers: int, question: str = "") -> Verdict | None:
+def unanimous_verdict(positions: list[Position], workers: int, question: str = "",
+                      shape: str = "short") -> Verdict | None:
     """Early exit: every valid answer normalises alike (for the question's answer type). Confidence is
-    the share of all solver slots that agree, so 5/5 is 100 and 3/5 (two failed) is 60."""
-    kind, letters = detect_answer_type(question, [p.answer for p in positions]), choice_letters(question)
+    the share of all solver slots that agree, so 5/5 is 100 and 3/5 (two failed) is 60. Full responses are
+    compared whole ("long"): three that share a number are not one response, and the one kept is not its number."""
+    kind = "long" if shape == "full" else detect_answer_type(question, [p.answer for p in positions])
+    letters = choice_letters(question)
     keys = {answer_key(kind, p.answer, letters) for p in positions}
     if len(keys) != 1:  # none, or some disagree
         return None
@@ -2884,8 +2921,8 @@ def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels
 
 def ranking_agreement(ballots: Sequence[Ballot], winners: Collection[str]) -> int:
     """How many ballots put first the winner or a candidate that wrote the very same response (``winners``): the
-    judges' agreement on it. Not its Borda score: with every judge naming a different favourite, each second
-    everywhere else, the winner scores 0.67, yet no two judges agree, which is what the rerun rule must see. Twins
+    judges' agreement on it. Not its Borda score: A > B > C, B > A > C and C > A > B score A 0.67, yet no two judges
+    agree on the best, which is what the rerun rule must see. Twins
     count as one: labels rotate per judge, so identical responses would split the first places of judges who agree."""
     return sum(bool(b.order) and b.order[0] in winners for b in ballots)
 
@@ -2993,7 +3030,8 @@ async def debate_once(state: Debate, question: str, workers: int, temperature: f
             log_phase(state, phase)
         require_enough(state, positions, workers)
         state.positions[state.pass_number] = positions
-        if config.early_exit and (verdict := unanimous_verdict(positions, workers, question)) is not None:
+        verdict = unanimous_verdict(positions, workers, question, state.shape) if config.early_exit else None
+        if verdict is not None:
             state.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
                        problem=False)
             return verdict
@@ -3042,16 +3080,15 @@ def check_question(config: Config, question: str) -> None:
                           f"{config.max_tokens}): raise it, lower MAX_TOKENS, or 0 for no limit")
 
 
-def hold_synthesis(state: Debate, question: str) -> bool:
+def hold_synthesis(state: Debate, question: str, quorum: int) -> bool:
     """Keep the synthesis's worst case back from the start (Budget.synthesis), so every other phase is cut before
-    it is; False (skipped) when not even MIN_VALID_ANSWERS solvers would fit beside it."""
+    it is; False (skipped) when not even ``quorum`` solvers (MIN_VALID_ANSWERS; 0 in a replay) would fit beside it."""
     budget, config = state.budget, state.config
     if not budget.limited:
         return True
     held = synthesis_price(config, question, state.shape, config.num_workers, budget.billing)
-    solvers = config.min_valid_answers * (worst_case_costs(config, question, billing=budget.billing).solver
-                                          + config.max_tokens)
-    if not budget.fits(config.min_valid_answers + 1, solvers + held):
+    solvers = quorum * (worst_case_costs(config, question, billing=budget.billing).solver + config.max_tokens)
+    if not budget.fits(quorum + 1, solvers + held):
         state.skip(Phase.SYNTHESIS)
         return False
     budget.synthesis = (1, held)
@@ -3063,7 +3100,8 @@ async def run_question(state: Debate, question: str, replay: Replay | None) -> N
     waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask), which tests
     move. In the rerun, it leaves pass 1's verdict standing, as a failed rerun does."""
     config = state.config
-    synthesis = config.synthesizes(state.shape) and hold_synthesis(state, question)
+    synthesis = config.synthesizes(state.shape) and hold_synthesis(state, question,
+                                                                   0 if replay else config.min_valid_answers)
     deadline = state.queue.deadline = asyncio.timeout(config.question_deadline or None)
     try:
         async with deadline:
@@ -3082,9 +3120,10 @@ async def run_question(state: Debate, question: str, replay: Replay | None) -> N
             raise
         if state.reported is None:
             raise deadline_passed(state.config) from None
-        late = ("the synthesis", "the top-ranked candidate") if any(c.phase == Phase.SYNTHESIS for c in state.calls) \
-            else ("the rerun", "pass 1's verdict")
-        state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; {late[1]} stands")
+        synthesizing = any(c.phase == Phase.SYNTHESIS for c in state.calls)
+        late = ("the synthesis", synthesis_fallback(state.shape)) if synthesizing \
+            else ("the rerun", "pass 1's verdict stands")
+        state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; {late[1]}")
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
@@ -3735,7 +3774,8 @@ def model_lines(config: Config, models: Probe) -> list[str]:
         found = f"no models list could be read (GET /models: {models.problem})" if models.problem else \
             "the endpoint lists no models (GET /models)"
         return [f"note: {found}; the model names are not checked"]
-    missing = [m for m in (*config.models, *config.judge_models) if m not in names and m != "default"]
+    wanted = (*config.models, *config.judge_models, *([config.synthesis_model] if config.synthesis_model else []))
+    missing = [m for m in wanted if m not in names and m != "default"]
     if missing:
         return [f"warning: the endpoint does not list {', '.join(sorted(set(missing)))}; it lists "
                 f"{', '.join(sorted(names)[:5])}"]
@@ -4023,19 +4063,36 @@ def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: 
     verdicts = line.get("verdicts")
     found: Any = next((v for v in verdicts if isinstance(v, dict) and v.get("pass") == chosen), None) \
         if isinstance(verdicts, list) else None
+    share, count = functools.partial(_traced_number, high=1.0), functools.partial(_traced_number, high=MAX_WORKERS)
     try:
-        standings = tuple(Standing(valid_text(s["agent"]), valid_text(s["label"]), float(s["score"]), float(s["low"]),
-                                   float(s["high"]), int(s["first_places"])) for s in found["standings"])
-        verdict = Verdict(valid_text(found["answer"]), int(found["confidence"]), int(found["agreeing"]),
-                          int(found["valid"]), valid_text(found["source"]),
-                          {valid_text(k): int(n) for k, n in found["tally"].items()}, valid_text(found["kind"]),
-                          standings, tuple(valid_text(a) for a in found["analyses"]))
+        standings = tuple(Standing(valid_text(s["agent"]), valid_text(s["label"]), share(s["score"]), share(s["low"]),
+                                   share(s["high"]), int(count(s["first_places"]))) for s in found["standings"])
+        verdict = Verdict(valid_text(found["answer"]), int(_traced_number(found["confidence"], 100)),
+                          int(count(found["agreeing"])), int(count(found["valid"])), valid_text(found["source"]),
+                          {valid_text(k): int(count(n)) for k, n in found["tally"].items()}, valid_text(found["kind"]),
+                          standings, tuple(valid_text(a) for a in _traced_list(found["analyses"])))
     except (TypeError, KeyError, ValueError, AttributeError, OverflowError):
         verdict = None
-    if verdict is None or not {s.agent for s in verdict.standings} <= {p.agent for p in positions}:
+    agents = [s.agent for s in verdict.standings] if verdict else []
+    if verdict is None or len(set(agents)) < len(agents) or not set(agents) <= {p.agent for p in positions}:
         raise ConfigError(f"--replay {path}: --from synthesis needs the verdict line this tool writes when its judges "
                           "are done, and the trace has none (or one that is not ours): use --from judges")
     return verdict
+
+
+def _traced_number(value: Any, high: float) -> float:
+    """A count (``high`` > 1: an int) or a share (``high`` 1.0: a score) as the verdict line holds it, in [0, high];
+    ValueError for anything else: NaN (which --json would write as invalid JSON), text, a bool, a count out of range."""
+    kinds = (int, float) if high == 1.0 else (int,)
+    if type(value) is bool or not isinstance(value, kinds) or not 0 <= value <= high:
+        raise ValueError(f"not a number in [0, {high:g}]: {value!r}")
+    return float(value)
+
+
+def _traced_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):  # a string would pass as a list of one-letter analyses
+        raise TypeError("not a list")
+    return value
 
 
 async def run_replay(state: Debate, replay: Replay) -> Verdict:
@@ -4472,7 +4529,7 @@ def output_totals(output: Path) -> dict[str, Any]:
         totals["questions"] += 1
         answered = record.get("status") == "ok"
         totals["ok" if answered else "failed"] += 1
-        if "expected" in record:
+        if "expected" in record and not (answered and record.get("correct", False) is None):  # None: a full answer
             totals["with_expected" if answered else "failed_with_expected"] += 1
             totals["correct"] += answered and bool(record.get("correct"))
     totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
@@ -5164,22 +5221,28 @@ def stdout_is_terminal() -> bool:
 
 class TerminalEcho:
     """A streamed response on the terminal as it is written (Runtime.echo), a whole line at a time: each line is
-    masked (a secret is never split across two writes) and stripped of control characters (terminal_lines)."""
+    masked (a secret is never split across two writes) and stripped of control characters (terminal_lines). A
+    <think> block the stream opens with is not shown: a reasoning model's thinking is no part of the response."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
-        self.secrets, self.pending, self.shown = secrets, "", ""
+        self.secrets, self.pending, self.shown, self.thinking = secrets, "", "", False
 
     def __call__(self, text: str | None) -> None:
         if text is None:  # an attempt's stream starts: a retry writes the response again, from its start
             if self.finish():
                 emit("[the response was cut off; it is written again]", self.secrets)
-            self.shown = ""
+            self.shown, self.thinking = "", False
             return
         *lines, self.pending = (self.pending + text).split("\n")
         for line in lines:
             self.line(line)
 
     def line(self, line: str) -> None:
+        if self.thinking or (not self.shown.strip() and line.strip().lower().startswith("<think>")):
+            self.thinking = "</think>" not in line.lower()  # what parse_synthesis's strip_think drops
+            line = "" if self.thinking else line[line.lower().rindex("</think>") + len("</think>"):]
+        if not (self.shown or line.strip()):  # blank lines before the response (after its thinking): not shown
+            return
         emit("".join(terminal_lines(line)), self.secrets)
         self.shown += line + "\n"
 
@@ -5199,7 +5262,8 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
     rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
              else "; a rerun ran, and pass 1's verdict stands")
     if verdict is not None and record.answer_shape == "full":
-        shown = streamed.strip() == (record.response or "").strip()
+        # What the stream showed is the response, maybe under a label or in tags that parse_synthesis drops.
+        shown = (parse_synthesis(streamed) or "").strip() == (record.response or "").strip() != ""
         lines += [*([] if shown else terminal_lines(record.response or "")), "", *ranking_lines(record, verdict, rerun)]
     elif verdict is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(

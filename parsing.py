@@ -472,7 +472,7 @@ def parse_ranking(text: str, labels: Collection[str]) -> ParsedRanking | None:
     """
     wanted = frozenset(label.upper() for label in labels)
     judgement = parse_judgement(text)
-    order, clean = _ranking_line(strip_think(text or "").split("\n"), wanted)
+    order, clean = _ranking_line(_own_lines(strip_think(text or "")), wanted)
     tier = "ranking-line"
     if not order and judgement.final_answer and len(judgement.final_answer) <= _MAX_RANKING_LINE:
         order, clean = _read_entries(_RANK_SEPARATOR.split(judgement.final_answer), wanted)
@@ -481,6 +481,19 @@ def parse_ranking(text: str, labels: Collection[str]) -> ParsedRanking | None:
         return None
     complete = clean and len(order) == len(wanted)
     return ParsedRanking(order, judgement.confidence, judgement.analysis, complete, tier)
+
+
+def _own_lines(text: str) -> list[str]:
+    """A judge's lines without those it echoed from a <candidate> block or quoted with ">": a candidate may end
+    with "RANKING: C > A > B", which is its words, not the judge's ballot. A block left open hides the rest."""
+    lines, echoed = [], False
+    for line in text.split("\n"):
+        head = line.lstrip()[:12].lower()
+        echoed = echoed or head.startswith("<candidate")
+        if not echoed and not head.startswith(">"):
+            lines.append(line)
+        echoed = echoed and "</candidate>" not in line.lower()
+    return lines
 
 
 # --- normalisation for voting -----------------------------------------------
@@ -707,6 +720,13 @@ _VERB_REASONS = {"give": "it asks for something", "tell": "it asks to be told ab
                  "help": "it asks for help", "walk": "it asks for a walk-through",
                  "show": "it asks to be shown something", "reply": "it asks for a reply",
                  "respond": "it asks for a reply"}
+# "Write one word", "give the answer as a number", "write down the answer only": the verb's object (after these
+# fillers) is one of these nouns, ending the sentence or followed by a format word: the format of a short answer.
+# Only verbs that put an answer down ("draft a letter", "describe the result" are requests).
+_FORMAT_VERBS = frozenset({"write", "give", "provide", "put", "state", "print", "output", "return"})
+_FORMAT_FILLERS = frozenset({"down", "only", "just", "the", "your", "final", "a", "one", "single"})
+_FORMAT_NOUNS = frozenset({"answer", "number", "word", "letter", "digit", "integer", "result"})
+_FORMAT_NEXT = frozenset({"only", "as", "in", "with"})
 # A leading clause ends at the first of these: "Given a list of ints, write ...", "Answer in one word: ...".
 _CLAUSE_END = re.compile(r"[,:;]")
 
@@ -796,6 +816,8 @@ def _request_shape(verb: str, rest: list[str], sentence: str) -> ShapeGuess | No
         return None  # "Explain your reasoning.", "Show your work."
     if verb in ("reply", "respond") and rest[:1] in (["with"], ["in"], ["using"], ["only"]):
         return None  # "Respond with only the number: ..." is a format, not a request
+    if verb in _FORMAT_VERBS and _asks_format(rest):
+        return None  # "Write one word.", "Give the answer as a number: how many ...": the question decides
     if verb in ("give", "tell", "show") and rest[:1] in (["me"], ["us"]):
         rest = rest[1:]
         if rest[:1] and rest[0] in _WH_OPENERS | {"what", "whether", "if", "how", "why"}:
@@ -808,6 +830,15 @@ def _request_shape(verb: str, rest: list[str], sentence: str) -> ShapeGuess | No
     if _CONVERSION.search(sentence):
         return ShapeGuess("short", "it asks for a conversion")  # "Write 0.75 as a fraction."
     return ShapeGuess("full", _VERB_REASONS.get(verb, f"it asks to {verb} something"))
+
+
+def _asks_format(rest: list[str]) -> bool:
+    """Whether an open verb's words name a short answer's format ("one word", "the answer only"), not a response
+    ("a word count program", "the answer to this email")."""
+    at = next((i for i, w in enumerate(rest[:6]) if w not in _FORMAT_FILLERS), None)
+    if at is None or rest[at] not in _FORMAT_NOUNS or (rest[at] == "letter" and "a" in rest[:at]):
+        return False  # "write a letter" asks for one; "write only the letter" names a choice
+    return at + 1 == len(rest) or rest[at + 1] in _FORMAT_NEXT
 
 
 def _is_working(rest: list[str]) -> bool:
@@ -883,7 +914,7 @@ def parse_synthesis(text: str) -> str | None:
     body = strip_think(text or "")
     if _PROMPT_ECHO.search("".join(body.split("```")[0::2])):
         return None
-    span = _last_tag_span(body, "answer")
+    span = _answer_span(body)
     if span is not None:
         body = body[span[0]:span[1]]
     body = _drop_repeats(body.strip())  # first, so a looping preamble is one line to strip
@@ -892,7 +923,7 @@ def parse_synthesis(text: str) -> str | None:
         if lead is None:
             break
         body = body[lead.end():].strip()
-    return _unwrap_fence(body) or None
+    return _restore_tags(_unwrap_fence(body)) or None
 
 
 def _drop_repeats(body: str) -> str:
@@ -923,6 +954,25 @@ def _last_tag_span(text: str, tag: str) -> tuple[int, int] | None:
     return start.end(), last_close.start()
 
 
+# One of our tags as prompts.quote_untrusted defuses it ("&lt;answer>", "&lt;/ question>"): a fixed prefix, bounded
+# spaces and a fixed alternation, so it cannot backtrack badly.
+_DEFUSED_TAG = re.compile(r"&lt;(\s{0,5}/?\s{0,5}(?:" + "|".join(CONTRACT_TAGS) + r"|final_answer|other_solver)\b)",
+                          re.IGNORECASE)
+
+
+def _restore_tags(response: str) -> str:
+    """A full response with our tags as written: a reviser or the synthesis copies a candidate's code as its prompt
+    showed it, "<answer>" defused to "&lt;answer>" (prompts.quote_untrusted); the user's XML must not stay escaped."""
+    return _DEFUSED_TAG.sub(r"<\1", response)
+
+
+def _answer_span(text: str) -> tuple[int, int] | None:
+    """_last_tag_span of <answer> among the tags outside ``` fences: a tag inside code (an XML quiz's <answer>
+    element, an HTML form's) is the response's own, not ours. Fenced text is blanked, so the span indexes ``text``."""
+    pieces = text.split("```")  # even pieces are prose, odd ones code (split is linear)
+    return _last_tag_span("```".join(p if i % 2 == 0 else " " * len(p) for i, p in enumerate(pieces)), "answer")
+
+
 def _unwrap_fence(body: str) -> str:
     """Drop one fence pair around the whole reply when it is a wrapper (```markdown), not code."""
     lines = body.split("\n")
@@ -949,10 +999,10 @@ def parse_full_answer(text: str) -> ParsedAnswer:
     closing remark under a code block: SmolLM2-135M used no tags in 18 of 18 trials (issue 22).
     """
     body = strip_think(text or "")
-    span = _last_tag_span(body, "answer")
+    span = _answer_span(body)
     if span is not None and body[span[0]:span[1]].strip():
-        return ParsedAnswer(body[span[0]:span[1]].strip(), extract_tag(body, "reasoning") or "", "xml")
+        return ParsedAnswer(_restore_tags(body[span[0]:span[1]].strip()), extract_tag(body, "reasoning") or "", "xml")
     reasoning, remainder = _take_reasoning(body)
     if remainder is None or not remainder.strip():
         return ParsedAnswer("", reasoning, "empty")
-    return ParsedAnswer(remainder.strip(), reasoning, "paragraph")
+    return ParsedAnswer(_restore_tags(remainder.strip()), reasoning, "paragraph")
