@@ -4334,7 +4334,8 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
     if record["status"] == "ok":
         line["response"] = {"status_code": 200, "request_id": "", "body": {
             "id": "chatcmpl-moa-" + line["id"][10:], "object": "chat.completion", "created": int(now),
-            "model": config.judge_models[0],
+            "model": (config.synthesis_model or config.judge_models[0]) if record.get("synthesized")
+            else config.judge_models[0],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": record["response"]},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": {key: record["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}}}
@@ -5230,7 +5231,8 @@ class TerminalEcho:
     def __call__(self, text: str | None) -> None:
         if text is None:  # an attempt's stream starts: a retry writes the response again, from its start
             if self.finish():
-                emit("[the response was cut off; it is written again]", self.secrets)
+                emit("[that response was not usable (cut off, or not a response); it is written again]",
+                     self.secrets)
             self.shown, self.thinking = "", False
             return
         *lines, self.pending = (self.pending + text).split("\n")
@@ -5308,6 +5310,9 @@ def single_question(args: argparse.Namespace, config: Config) -> SingleRequest:
             raise ConfigError("--replay needs --from critique|rebuttal|round2..round10|judges|synthesis: the first "
                               "phase to run again")
         replay = load_replay(Path(args.replay), ReplayStart.parse(args.replay_from))
+        if args.ANSWER_SHAPE not in (None, replay.shape.shape):
+            raise ConfigError(f"--answer {args.ANSWER_SHAPE}: this trace's answers were written as "
+                              f"{replay.shape.shape} answers, and a replay keeps them: run the question again with -q")
         if replay.verdict is not None and not config.synthesizes(replay.shape.shape):
             raise ConfigError(f"--from synthesis: SYNTHESIZE={config.synthesize} writes no synthesis for this "
                               f"{replay.shape.shape} answer, so there is nothing to run again: add --synthesize on")

@@ -261,14 +261,14 @@ def sse(text: str, cut: bool = False) -> httpx.Response:
 
 @respx.mock
 def test_the_synthesis_streams_to_a_terminal(three, monkeypatch, capsys) -> None:
-    """STREAM on a terminal: the response is shown as it is written, once; a cut stream is said and written again;
+    """STREAM on a terminal: the response is shown as it is written, once; an unusable stream is said and written again;
     the summary lines follow without printing it twice."""
     monkeypatch.setattr(moa, "stdout_is_terminal", lambda: True)
     synthesis = {0: sse(SYNTHESIS[:20], cut=True), 1: sse(SYNTHESIS)}
     respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: synthesis[n]))
     assert moa.main(["-q", MERGE, "--stream"], runtime=test_runtime()) == 0
     out = capsys.readouterr().out
-    assert "[the response was cut off; it is written again]" in out
+    assert "[that response was not usable (cut off, or not a response); it is written again]" in out
     assert out.count("Merge two sorted lists in O(n).") == 1
     assert out.index("    return out") < out.index("Confidence:")
 
@@ -319,3 +319,22 @@ async def test_the_library_gets_the_response_and_ranking(three) -> None:
     result = await moa.debate(MERGE, answer_shape="full", synthesize="on", _runtime=test_runtime())
     assert result.response == SYNTHESIS and result.answer_shape == "full" and result.synthesized
     assert result.final_answer is None and result.ranking[0]["agent"] == "solver-2"
+
+
+@respx.mock
+def test_a_replay_keeps_its_traces_shape(three, monkeypatch, tmp_path, capsys) -> None:
+    """--replay reruns phases over answers written in the trace's shape: --answer asking another shape is one error
+    line and exit 2; the same shape, or none, replays; the Batch API line names the synthesis's model."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "true")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path))
+    respx.post(URL).mock(side_effect=full_model())
+    assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
+    trace = json.loads(capsys.readouterr().out)["trace"]
+    assert moa.main(["--replay", trace, "--from", "judges", "--answer", "short"], runtime=test_runtime()) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --answer short: this trace's answers")
+    assert moa.main(["--replay", trace, "--from", "judges", "--answer", "full", "--json"], runtime=test_runtime()) == 0
+    assert json.loads(capsys.readouterr().out)["answer_shape"] == "full"
+    line = moa.openai_batch_line({"id": "x", "status": "ok", "response": "r", "synthesized": True,
+                                  "usage": dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens"), 1)},
+                                 moa.Config(URL, "k" * 8, synthesis_model="writer"), 0)
+    assert line["response"]["body"]["model"] == "writer"
