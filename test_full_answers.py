@@ -221,9 +221,9 @@ def test_dry_run_prices_the_synthesis(three, capsys) -> None:
     assert all(r["phase"] != "synthesis" for r in json.loads(capsys.readouterr().out)["phases"])
 
 
-@respx.mock
-def test_replay_from_synthesis_writes_only_the_synthesis_again(three, monkeypatch, tmp_path, capsys) -> None:
-    """--replay --from synthesis keeps the judges' ranking from the trace and sends one call: the synthesis."""
+def replayed_synthesis(monkeypatch, tmp_path, capsys, *flags: str) -> tuple[respx.Route, dict]:
+    """A full answer run with its trace, then --replay --from synthesis of it (with ``flags``): the route the replay
+    sent to (its synthesis writes "def merge(): pass") and the replay's --json."""
     monkeypatch.setenv("ENABLE_FILE_LOGGING", "true")
     monkeypatch.setenv("LOG_DIR", str(tmp_path))
     respx.post(URL).mock(side_effect=full_model())
@@ -231,8 +231,14 @@ def test_replay_from_synthesis_writes_only_the_synthesis_again(three, monkeypatc
     trace = json.loads(capsys.readouterr().out)["trace"]
     respx.clear()
     route = respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: completion("def merge(): pass")))
-    assert moa.main(["--replay", trace, "--from", "synthesis", "--json"], runtime=test_runtime()) == 0
-    printed = json.loads(capsys.readouterr().out)
+    assert moa.main(["--replay", trace, "--from", "synthesis", "--json", *flags], runtime=test_runtime()) == 0
+    return route, json.loads(capsys.readouterr().out)
+
+
+@respx.mock
+def test_replay_from_synthesis_writes_only_the_synthesis_again(three, monkeypatch, tmp_path, capsys) -> None:
+    """--replay --from synthesis keeps the judges' ranking from the trace and sends one call: the synthesis."""
+    route, printed = replayed_synthesis(monkeypatch, tmp_path, capsys)
     assert phases_of(route) == ["synthesis"] and printed["response"] == "def merge(): pass"
     assert printed["ranking"][0]["agent"] == "solver-2" and printed["answer_shape"] == "full"
 

@@ -19,7 +19,7 @@ import respx
 import moa_pipeline as moa
 from conftest import URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, phases_of, test_runtime
 from parsing import parse_full_answer, parse_full_rebuttal, parse_ranking, parse_synthesis, question_shape
-from test_full_answers import CANDIDATES, MERGE, SYNTHESIS, full_model, slot_of, sse
+from test_full_answers import CANDIDATES, MERGE, SYNTHESIS, full_model, replayed_synthesis, slot_of, sse
 from test_hostile_files import terminate_when, transcripts
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -254,15 +254,7 @@ def test_replay_from_synthesis_under_a_budget_runs_the_synthesis(three, monkeypa
                                                                  budget) -> None:
     """--replay --from synthesis runs no solver: its budget keeps no room for a solvers' quorum beside the synthesis
     (--dry-run prices one call), so a budget that pays for the synthesis runs it."""
-    monkeypatch.setenv("ENABLE_FILE_LOGGING", "true")
-    monkeypatch.setenv("LOG_DIR", str(tmp_path))
-    respx.post(URL).mock(side_effect=full_model())
-    assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
-    trace = json.loads(capsys.readouterr().out)["trace"]
-    respx.clear()
-    route = respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: completion("def merge(): pass")))
-    assert moa.main(["--replay", trace, "--from", "synthesis", "--json", *budget], runtime=test_runtime()) == 0
-    printed = json.loads(capsys.readouterr().out)
+    route, printed = replayed_synthesis(monkeypatch, tmp_path, capsys, *budget)
     assert phases_of(route) == ["synthesis"] and printed["synthesized"] and printed["skipped"] == []
 
 

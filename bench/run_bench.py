@@ -183,14 +183,12 @@ async def overhead(workdir: Path, runs: int) -> dict[str, Any]:
     return row("1 overhead (L=1s)", wall, 4.0, requests, 0, cpu / requests, "<= 1.04 x 4L", wall <= 1.04 * 4.0)
 
 
-async def rounds(workdir: Path, runs: int, seed: int) -> dict[str, Any]:
-    """ROUNDS=3 against solvers that disagree (half their answers wrong, at random), lognormal
-    latency: each run's span against its own critical path, the longest chain of round 1, then
-    each later round's slowest revision, then the slowest judge. Median over ``runs``."""
-    server = Server(workdir, "--latency", "0.5", "--spread", "0.3", "--wrong-rate", "0.5", "--seed", str(seed))
+async def spans_against_critical_paths(server: Server, config: moa.Config, question: str,
+                                       runs: int) -> tuple[list[tuple[float, moa.RunRecord]], float, float]:
+    """``runs`` debates one after another, each its own question: (the results, the median ratio of a run's span to
+    its own critical path, that run's wall time). Closes ``server``."""
     try:
-        results = [await one_debate(config_for(server.url, rounds=3, min_judge_confidence=0),
-                                    f"Run {n}: {QUESTION}") for n in range(runs)]
+        results = [await one_debate(config, f"Run {n}: {question}") for n in range(runs)]
         by_run = defaultdict(list)
         for r in server.requests():
             by_run[r["run"]].append(r)
@@ -198,8 +196,18 @@ async def rounds(workdir: Path, runs: int, seed: int) -> dict[str, Any]:
         server.close()
     # The runs are sequential, so the log's runs come in the order of the results.
     ideals = [ideal_time(requests, False) for requests in by_run.values()]
-    ratios = sorted((wall / ideal, wall, result) for (wall, result), ideal in zip(results, ideals, strict=True))
-    ratio, wall, _ = ratios[len(ratios) // 2]
+    ratios = sorted((wall / ideal, wall) for (wall, _), ideal in zip(results, ideals, strict=True))
+    ratio, wall = ratios[len(ratios) // 2]
+    return results, ratio, wall
+
+
+async def rounds(workdir: Path, runs: int, seed: int) -> dict[str, Any]:
+    """ROUNDS=3 against solvers that disagree (half their answers wrong, at random), lognormal
+    latency: each run's span against its own critical path, the longest chain of round 1, then
+    each later round's slowest revision, then the slowest judge. Median over ``runs``."""
+    server = Server(workdir, "--latency", "0.5", "--spread", "0.3", "--wrong-rate", "0.5", "--seed", str(seed))
+    results, ratio, wall = await spans_against_critical_paths(
+        server, config_for(server.url, rounds=3, min_judge_confidence=0), QUESTION, runs)
     rounds_run = [r.rounds for _, r in results]
     return row("10 rounds: ROUNDS=3, solvers disagree", wall, wall / ratio, sum(r.http_requests for _, r in results), 0,
                None, "<= 1.03 x critical path", ratio <= 1.03, rounds_ratio=round(ratio, 3), rounds_run=rounds_run)
@@ -211,17 +219,7 @@ async def synthesis(workdir: Path, runs: int, seed: int) -> dict[str, Any]:
     Median over ``runs``. The judges rank (RANKING: lines); the synthesis replies with plain text."""
     server = Server(workdir, "--latency", "0.5", "--spread", "0.3", "--seed", str(seed))
     config = config_for(server.url, answer_shape="full", synthesize="on", min_judge_confidence=0)
-    try:
-        results = [await one_debate(config, f"Run {n}: {SYNTHESIS_QUESTION}") for n in range(runs)]
-        by_run = defaultdict(list)
-        for r in server.requests():
-            by_run[r["run"]].append(r)
-    finally:
-        server.close()
-    # The runs are sequential, so the log's runs come in the order of the results.
-    ideals = [ideal_time(requests, False) for requests in by_run.values()]
-    ratios = sorted((wall / ideal, wall) for (wall, _), ideal in zip(results, ideals, strict=True))
-    ratio, wall = ratios[len(ratios) // 2]
+    results, ratio, wall = await spans_against_critical_paths(server, config, SYNTHESIS_QUESTION, runs)
     synthesized = sum(bool(getattr(record, "synthesized", False)) for _, record in results)
     return row("13 synthesis: critical path", wall, wall / ratio, sum(r.http_requests for _, r in results), 0,
                None, "<= 1.03 x critical path", ratio <= 1.03 and synthesized == runs,
