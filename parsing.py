@@ -729,6 +729,14 @@ _FORMAT_NOUNS = frozenset({"answer", "number", "word", "letter", "digit", "integ
 _FORMAT_NEXT = frozenset({"only", "as", "in", "with"})
 # A leading clause ends at the first of these: "Given a list of ints, write ...", "Answer in one word: ...".
 _CLAUSE_END = re.compile(r"[,:;]")
+# "Why is the sky blue? Answer in one word.", "Reply with one sentence: how do birds fly?", "Explain it in one
+# sentence.": the user asks for today's short contract whatever the request. A sentence starting with answer/
+# reply/respond that names one word or sentence, or any sentence ending with "in one word". The lazy gap is
+# bounded ({0,40}) and each other piece is a literal or a bounded class: no backtracking beyond 40 steps.
+_ONE_WORD_FORMAT = re.compile(
+    r"^[ \t]{0,8}(?:please[ \t]{1,3})?(?:answer|reply|respond)\b.{0,40}?\b(?:one|a[ \t]{1,3}single|1)[ \t-]{1,3}"
+    r"(?:word|sentence)\b|\b(?:in|with)[ \t]{1,3}(?:just[ \t]{1,3}|only[ \t]{1,3})?(?:one|a[ \t]{1,3}single|1)"
+    r"[ \t]{1,3}(?:word|sentence)[ \t]{0,3}[.!?]?[ \t]{0,3}$|\bone[ \t-]{1,3}word[ \t]{1,3}answer\b", re.IGNORECASE)
 
 
 def question_shape(question: str) -> ShapeGuess:
@@ -749,6 +757,8 @@ def question_shape(question: str) -> ShapeGuess:
     guesses = [g for g in map(_sentence_shape, sentences) if g is not None]
     if _is_multiple_choice(prose) and (not guesses or guesses[0].shape == "short"):
         return ShapeGuess("short", "a multiple-choice question")
+    if any(_ONE_WORD_FORMAT.search(s[:400]) for s in sentences):
+        return ShapeGuess("short", "it asks for one word or one sentence")
     full = next((g for g in guesses if g.shape == "full"), None)
     if full is not None:
         return full
@@ -801,8 +811,12 @@ def _words_shape(words: list[str], sentence: str) -> ShapeGuess | None:
         return _what_shape(rest, sentence)
     if first in _WH_OPENERS:
         return ShapeGuess("short", f"a {first} question")
+    if first in _YES_NO_OPENERS and {"better", "worse", "preferable"} & set(rest[:4]):
+        return ShapeGuess("full", "it asks which is better")  # "Is it better to rent or buy? Explain."
     if first in _YES_NO_OPENERS:
         return ShapeGuess("short", "a yes/no question")
+    if first in _WHAT_OPEN_NOUNS - {"best", "steps"}:
+        return ShapeGuess("full", "it asks for an explanation")  # "Pros and cons of remote work?"
     if first in _SHORT_VERBS:
         return _value_shape(sentence) or ShapeGuess("short", "it asks for a value")
     if first in ("i", "i'd") and rest[:1] in (["need"], ["want"], ["like"], ["would"]):
@@ -864,6 +878,7 @@ def _what_shape(rest: list[str], sentence: str) -> ShapeGuess:
     head = rest[:6]
     pairs = set(zip(head, head[1:], strict=False))
     if _WHAT_OPEN_NOUNS & set(head) or pairs & {("best", "way"), ("best", "ways"), ("best", "practices"),
+                                                ("are", "some"),
                                                 ("should", "i"), ("happens", "when"), ("happens", "if")}:
         return ShapeGuess("full", "it asks for an explanation")  # "What are the pros and cons of ...?"
     return _value_shape(sentence) or ShapeGuess("short", "a what-is question")
