@@ -379,16 +379,18 @@ _MAX_RANKING_LINE = 4000
 # How far below a bare "RANKING:" line its numbered list may run (64 candidates, with blank lines between).
 _MAX_LIST_LINES = 150
 # "RANKING: B > A", "**Final ranking:**", "## RANKING -", "Ranking (best first):", "## Ranking" (a list follows),
-# with the markdown decoration _FINAL_LINE allows. A "-" separator needs a space after it, so "Ranking-based
+# with the markdown decoration _FINAL_LINE allows, and as a JSON key ('"ranking": ["B", "A"]', '{"ranking": ...').
+# A "-" separator needs a space after it, so "Ranking-based
 # scoring" is prose. Anchored, every run bounded, the value one line's rest: linear in the line.
 _RANKING_LINE = re.compile(
-    r"^[ \t>#*_`-]{0,12}(?:(?:final|my|overall)[ \t]{1,4})?rankings?(?:[ \t]{1,4}\([^()\n]{0,40}\))?"
-    r"[ \t*_`]{0,6}(?:(?:[:：=]|-(?=[ \t]|$))[ \t*_`]{0,6}(?P<value>.*))?$",
+    r"^[ \t>#*_`\"{-]{0,12}(?:(?:final|my|overall)[ \t]{1,4})?rankings?(?:[ \t]{1,4}\([^()\n]{0,40}\))?"
+    r"[ \t*_`\"]{0,6}(?:(?:[:：=]|-(?=[ \t]|$))[ \t*_`]{0,6}(?P<value>.*))?$",
     re.IGNORECASE,
 )
-# Between ranked entries: ">", ">>", "→", ",", ";", "=" (a tie, read in written order), the word "then", and an
+# Between ranked entries: ">", ">>", "→", ",", ";", "=" (a tie, read in written order), their full-width twins
+# ("B＞A", "B，A", "B、A": a Chinese or Japanese judge's punctuation), the word "then", and an
 # inline enumerator (" 2. " in "1. B 2. A 3. C"). Alternatives of bounded length: no backtracking.
-_RANK_SEPARATOR = re.compile(r">{1,3}|→|[,;=]|\bthen\b|[ \t]\d{1,2}[.)][ \t]", re.IGNORECASE)
+_RANK_SEPARATOR = re.compile(r"[>＞]{1,3}|→|[,;=，；、]|\bthen\b|[ \t]\d{1,2}[.)][ \t]", re.IGNORECASE)
 # Emphasis and quotes around or inside an entry ("**B**", "`A`", "'C'"): dropped before reading it.
 _ENTRY_DECORATION = re.compile(r"[*_`\"'“”]")
 # An entry that is a label alone: "B", "(B)", "[B].", "b", "Candidate B", "candidate b", "2) Response A". The
@@ -448,7 +450,10 @@ def _ranking_line(lines: list[str], labels: frozenset[str]) -> tuple[tuple[str, 
     if not found:
         return (), False
     match = _RANKING_LINE.match(lines[found[-1]])
-    order, clean = _read_entries(_RANK_SEPARATOR.split((match and match.group("value")) or ""), labels)
+    value = ((match and match.group("value")) or "").strip()
+    if value[:1] == "[" and value[1:].lstrip()[:1] in ('"', "'") and "]" in value:  # '["B", "A"], "conf...'
+        value = value[1:value.index("]")]
+    order, clean = _read_entries(_RANK_SEPARATOR.split(value), labels)
     return (order, clean) if order else _read_entries(_list_below(lines[found[-1] + 1:]), labels)
 
 
@@ -736,7 +741,7 @@ _CLAUSE_END = re.compile(r"[,:;]")
 _ONE_WORD_FORMAT = re.compile(
     r"^[ \t]{0,8}(?:please[ \t]{1,3})?(?:answer|reply|respond)\b.{0,40}?\b(?:one|a[ \t]{1,3}single|1)[ \t-]{1,3}"
     r"(?:word|sentence)\b|\b(?:in|with)[ \t]{1,3}(?:just[ \t]{1,3}|only[ \t]{1,3})?(?:one|a[ \t]{1,3}single|1)"
-    r"[ \t]{1,3}(?:word|sentence)[ \t]{0,3}[.!?]?[ \t]{0,3}$|\bone[ \t-]{1,3}word[ \t]{1,3}answer\b", re.IGNORECASE)
+    r"[ \t]{1,3}(?:word|sentence)[ \t]{0,3}[.!?]?[ \t]{0,3}$", re.IGNORECASE)
 
 
 def question_shape(question: str) -> ShapeGuess:
