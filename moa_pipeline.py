@@ -5266,7 +5266,10 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
     if verdict is not None and record.answer_shape == "full":
         # What the stream showed is the response, maybe under a label or in tags that parse_synthesis drops.
         shown = (parse_synthesis(streamed) or "").strip() == (record.response or "").strip() != ""
-        lines += [*([] if shown else terminal_lines(record.response or "")), "", *ranking_lines(record, verdict, rerun)]
+        # A stream cut at MAX_TOKENS (not retried) stays on the screen: say so, or the response reads as its end.
+        unusable = [] if shown or not streamed.strip() else ["", "[that response was not usable; what stands:]"]
+        lines += [*unusable, *([] if shown else terminal_lines(record.response or "")), "",
+                  *ranking_lines(record, verdict, rerun)]
     elif verdict is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(
             verdict.source, "solvers (no judge answered)")
