@@ -106,6 +106,7 @@ from parsing import (
     parse_synthesis,
     present_answer,
     question_shape,
+    restore_tags,
 )
 
 # --- 1. constants and every exit code ------------------------------------------------------------
@@ -5245,7 +5246,7 @@ class TerminalEcho:
             line = "" if self.thinking else line[line.lower().rindex("</think>") + len("</think>"):]
         if not (self.shown or line.strip()):  # blank lines before the response (after its thinking): not shown
             return
-        emit("".join(terminal_lines(line)), self.secrets)
+        emit("".join(terminal_lines(restore_tags(line))), self.secrets)  # the user's XML as the response has it
         self.shown += line + "\n"
 
     def finish(self) -> str:

@@ -943,7 +943,7 @@ def parse_synthesis(text: str) -> str | None:
         if lead is None:
             break
         body = body[lead.end():].strip()
-    return _restore_tags(_unwrap_fence(body)) or None
+    return restore_tags(_unwrap_fence(body)) or None
 
 
 def _drop_repeats(body: str) -> str:
@@ -980,7 +980,7 @@ _DEFUSED_TAG = re.compile(r"&lt;(\s{0,5}/?\s{0,5}(?:" + "|".join(CONTRACT_TAGS) 
                           re.IGNORECASE)
 
 
-def _restore_tags(response: str) -> str:
+def restore_tags(response: str) -> str:
     """A full response with our tags as written: a reviser or the synthesis copies a candidate's code as its prompt
     showed it, "<answer>" defused to "&lt;answer>" (prompts.quote_untrusted); the user's XML must not stay escaped."""
     return _DEFUSED_TAG.sub(r"<\1", response)
@@ -1021,8 +1021,8 @@ def parse_full_answer(text: str) -> ParsedAnswer:
     body = strip_think(text or "")
     span = _answer_span(body)
     if span is not None and body[span[0]:span[1]].strip():
-        return ParsedAnswer(_restore_tags(body[span[0]:span[1]].strip()), extract_tag(body, "reasoning") or "", "xml")
+        return ParsedAnswer(restore_tags(body[span[0]:span[1]].strip()), extract_tag(body, "reasoning") or "", "xml")
     reasoning, remainder = _take_reasoning(body)
     if remainder is None or not remainder.strip():
         return ParsedAnswer("", reasoning, "empty")
-    return ParsedAnswer(_restore_tags(remainder.strip()), reasoning, "paragraph")
+    return ParsedAnswer(restore_tags(remainder.strip()), reasoning, "paragraph")

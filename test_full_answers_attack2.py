@@ -43,3 +43,19 @@ def test_a_streamed_synthesis_cut_at_max_tokens_is_said_before_the_candidate(thr
     out = capsys.readouterr().out
     notice = out.index("[that response was not usable; what stands:]")
     assert out.index("while a and") < notice < out.index("out, i, j = [], 0, 0") < out.index("Confidence:")
+
+
+XML_CODE = "```python\nQUIZ = '<question>2+2?</question><answer>4</answer>'\n```"
+
+
+@respx.mock
+def test_a_streamed_response_shows_the_users_xml_as_the_response_has_it(three, monkeypatch, capsys) -> None:
+    """The synthesis copies a candidate's code as its prompt showed it ("&lt;answer>", defused): the response gets
+    the tags back (parse_synthesis), and so must the terminal that streamed it, or the code on screen is not the
+    code in --json."""
+    monkeypatch.setattr(moa, "stdout_is_terminal", lambda: True)
+    defused = XML_CODE.replace("<question>", "&lt;question>").replace("<answer>", "&lt;answer>")
+    respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: sse_stopped(defused, "stop")))
+    assert moa.main(["-q", MERGE, "--stream"], runtime=test_runtime()) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(XML_CODE + "\n") and "&lt;" not in out and out.count("QUIZ =") == 1
