@@ -2974,7 +2974,8 @@ async def rank(state: Debate, question: str, positions: list[Position], judges: 
     labels = {p.agent: candidate_label(i) for i, p in enumerate(positions)}
     standings = rank_candidates(ballots, list(labels), labels, random.Random(BOOTSTRAP_SEED))
     if not standings:
-        state.note(f"no judge gave a usable RANKING; the response is {positions[0].agent}'s, unranked")
+        why = "no judge gave a usable RANKING" if judges else "no judge was asked (the budget skipped them)"
+        state.note(f"{why}; the response is {positions[0].agent}'s, unranked")
         return Verdict(positions[0].final_answer.strip(), 0, 0, 0, "solvers", {}, "long")
     winner = next(p for p in positions if p.agent == standings[0].agent)
     twins = {p.agent for p in positions if normalize_answer(p.final_answer) == normalize_answer(winner.final_answer)}
@@ -5203,8 +5204,9 @@ def said_by_the_minority(record: RunRecord) -> list[str]:
 def ranking_lines(record: RunRecord, verdict: Verdict, rerun: str) -> list[str]:
     """A full answer's lines under the response: how far the judges agree on it, the ranking, who wrote it."""
     if not record.ranking:
+        judged = sum(record.phases.get(Phase.JUDGE, {}).get(n, 0) for n in ("ok", "failed"))
         why = ("every solver wrote the same response (early exit)" if verdict.source == "unanimous"
-               else "no judge gave a usable ranking")
+               else "no judge gave a usable ranking" if judged else "no judge ran (the budget skipped them)")
         return [f"Confidence: {verdict.confidence}/100, unranked: {why}{rerun}",
                 "Synthesized from the candidates" if record.synthesized else "Not synthesized: the first candidate"]
     ranks = "; ".join(f"{s['label']} {s['agent']} {s['score']:.2f} [{s['low']:.2f}, {s['high']:.2f}]"

@@ -3,13 +3,14 @@ is cut, and the other defects found by running the real CLI, the library and the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import httpx
 import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import URL, test_runtime
+from conftest import URL, phases_of, test_runtime
 from test_full_answers import MERGE, full_model
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -59,3 +60,26 @@ def test_a_streamed_response_shows_the_users_xml_as_the_response_has_it(three, m
     assert moa.main(["-q", MERGE, "--stream"], runtime=test_runtime()) == 0
     out = capsys.readouterr().out
     assert out.startswith(XML_CODE + "\n") and "&lt;" not in out and out.count("QUIZ =") == 1
+
+
+def billed_heavily(model: Callable[[httpx.Request], httpx.Response]) -> Callable[[httpx.Request], httpx.Response]:
+    """Every reply billed 500 + 2500 tokens, whatever max_tokens asked: the budget learns to expect 8x."""
+    def reply(request: httpx.Request) -> httpx.Response:
+        body = json.loads(model(request).content)
+        body["usage"] = {"prompt_tokens": 500, "completion_tokens": 2500, "total_tokens": 3000}
+        return httpx.Response(200, json=body)
+    return reply
+
+
+@respx.mock
+def test_judges_the_budget_skipped_are_not_said_to_have_failed(three, monkeypatch, capsys) -> None:
+    """MAX_TOTAL_TOKENS with an endpoint billing 8x max_tokens: the judges are dropped before the synthesis (it is
+    dropped last). No judge was asked, so neither the note nor the summary may say none gave a usable ranking."""
+    monkeypatch.setenv("MAX_TOKENS", "300")
+    monkeypatch.setenv("MAX_TOTAL_TOKENS", "60000")
+    route = respx.post(URL).mock(side_effect=billed_heavily(full_model()))
+    assert moa.main(["-q", MERGE, "--answer", "full"], runtime=test_runtime()) == 0
+    captured = capsys.readouterr()
+    assert "judge" not in phases_of(route) and "synthesis" in phases_of(route)
+    assert "no judge gave a usable" not in (captured.out + captured.err).lower()
+    assert "unranked: no judge ran (the budget skipped them)" in captured.out
