@@ -660,8 +660,9 @@ _SHAPE_FIRST, _SHAPE_LAST = 8, 4
 _SHAPE_OPTION = re.compile(r"(?:^|\n)[ \t]{0,8}\(?([A-Ha-h])[).][ \t]{1,4}\S|\(([A-H])\)[ \t]{1,4}\S")
 # Sentence ends: .!? followed by a space, or a line break ("3.5" and "e.g.," stay whole).
 _SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+|\n")
-# A word, lower case; bounded so a 10k-letter "word" costs one bounded match.
-_SHAPE_WORD = re.compile(r"[a-z0-9][a-z0-9'’]{0,30}")
+# A word, lower case, in any alphabet ("erkläre", "écris"); bounded so a 10k-letter "word" costs one bounded
+# match. The two alternatives are disjoint (a letter or digit, an apostrophe): one way to match each character.
+_SHAPE_WORD = re.compile(r"[^\W_](?:[^\W_]|['’]){0,30}")
 # An arithmetic expression: digits, an operator, digits ("17 * 23", "2^10", "3x + 5 = 20").
 _ARITHMETIC = re.compile(r"\d[ \t]{0,3}[-+*/×x^=][ \t]{0,3}\(?[ \t]{0,3}\d")
 # "as a fraction", "in binary", "in lowest terms": a conversion whose result is a value.
@@ -687,7 +688,33 @@ _POLITE_OPENERS = (
     ("and",), ("so",), ("hi",), ("hey",), ("hello",), ("ok",), ("okay",), ("briefly",), ("quickly",),
     ("do", "you", "know"), ("i", "wonder"), ("i", "want", "to", "know"), ("i'd", "like", "to", "know"),
     ("i", "need", "to", "know"), ("i", "would", "like", "to", "know"), ("in", "short"),
+    ("bitte",), ("por", "favor"), ("per", "favore"), ("pouvez", "vous"), ("peux", "tu"), ("kannst", "du"),
+    ("können", "sie"), ("könnten", "sie"), ("puedes",), ("podrías",), ("puoi",), ("potresti",), ("você", "pode"),
 )
+# The same requests in French, German, Spanish, Italian and Portuguese: a sentence's first word read as its
+# English twin, so "Écris une fonction", "Erkläre, wie ...", "¿Por qué ...?" are what "Write", "Explain", "Why" are.
+_FOREIGN_WORDS = {
+    **dict.fromkeys(("écris", "écrivez", "rédige", "rédigez", "schreibe", "schreib", "escribe", "escriba",
+                     "scrivi", "escreva", "escreve", "écrire", "escribir", "scrivere", "escrever"), "write"),
+    **dict.fromkeys(("explique", "expliquez", "erkläre", "erklär", "explica", "spiega", "spieghi", "expliquer",
+                     "explicar", "spiegare"), "explain"),
+    **dict.fromkeys(("résume", "résumez", "fasse", "resume", "resuma", "resumir", "riassumi", "résumer"),
+                    "summarize"),
+    **dict.fromkeys(("décris", "décrivez", "beschreibe", "descrivi", "descreva", "décrire", "describir"), "describe"),
+    **dict.fromkeys(("traduis", "traduisez", "übersetze", "traduce", "traduci", "traduza", "traduire", "traducir"),
+                    "translate"),
+    **dict.fromkeys(("compare", "comparez", "vergleiche", "compara", "confronta"), "compare"),
+    **dict.fromkeys(("pourquoi", "warum", "wieso", "weshalb", "perché", "perche"), "why"),
+    **dict.fromkeys(("comment", "wie", "cómo"), "how"),
+}
+# "Wie viel ist 7 mal 8?", "Wie alt ...": a German how-quantity question (see _HOW_QUANTITY).
+_HOW_QUANTITY_DE = frozenset({"viel", "viele", "alt", "lange", "weit", "groß", "hoch", "oft", "schnell", "spät"})
+# A Chinese or Japanese request, written without spaces: write, explain, summarize, translate, describe,
+# compare, list, implement, why, how, near the sentence's start ("用Python写一个快速排序函数",
+# "天空为什么是蓝色的"). The lazy gap is bounded (12) and the alternation is of fixed strings: at most
+# 12 x 20 steps.
+_CJK_REQUEST = re.compile(r"^[^\n]{0,12}?(?:写|寫|解释|解釋|总结|概括|翻译|描述|比较|列出|实现|"
+                          r"为什么|為什麼|如何|怎么|怎样|書いて|説明|要約|翻訳|なぜ|どうやって)")
 # After "explain", "show", "justify": the solver's own working, not a subject to write about.
 _REASONING_WORDS = frozenset({"reasoning", "answer", "work", "working", "steps", "step", "solution", "logic",
                               "thinking", "thought", "process", "calculation", "method"})
@@ -806,6 +833,11 @@ def _strip_openers(words: list[str]) -> list[str]:
 def _words_shape(words: list[str], sentence: str) -> ShapeGuess | None:
     """The shape a sentence's words ask for, by their first word (openers already stripped)."""
     first, rest = (words[0], words[1:]) if words else ("", [])
+    if first == "por" and rest[:1] in (["qué"], ["que"]):  # "¿Por qué el cielo es azul?"
+        first, rest = "why", rest[1:]
+    first = _FOREIGN_WORDS.get(first, first)
+    if first == "how" and rest[:1] and rest[0] in _HOW_QUANTITY_DE:
+        return ShapeGuess("short", "a how-much question")
     if first in _OPEN_VERBS:
         return _request_shape(first, rest, sentence)
     if first == "why":
@@ -826,6 +858,8 @@ def _words_shape(words: list[str], sentence: str) -> ShapeGuess | None:
         return _value_shape(sentence) or ShapeGuess("short", "it asks for a value")
     if first in ("i", "i'd") and rest[:1] in (["need"], ["want"], ["like"], ["would"]):
         return ShapeGuess("full", "it asks for something")  # "I need a script that renames files"
+    if _CJK_REQUEST.match(sentence) and not _ARITHMETIC.search(sentence):
+        return ShapeGuess("full", "it asks for a response (written without spaces)")
     return _value_shape(sentence)
 
 
