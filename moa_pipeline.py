@@ -2341,7 +2341,8 @@ def solver_prompts(question: str, slot: int = 0, styles: bool = False, shape: st
     """A solver's prompts; with SOLVER_STYLES each slot gets its own reasoning stance."""
     system = for_shape(prompts.SOLVER_SYSTEM, prompts.SOLVER_SYSTEM_FULL, shape)
     if styles:
-        system += prompts.render(prompts.SOLVER_STYLE, style=prompts.SOLVER_STYLES[slot % len(prompts.SOLVER_STYLES)])
+        stances = prompts.SOLVER_STYLES_FULL if shape == "full" else prompts.SOLVER_STYLES
+        system += prompts.render(prompts.SOLVER_STYLE, style=stances[slot % len(stances)])
     return system, prompts.render(prompts.SOLVER_USER, question=prompts.quote_untrusted(question))
 
 
