@@ -3124,8 +3124,9 @@ async def run_question(state: Debate, question: str, replay: Replay | None) -> N
         if state.reported is None:
             raise deadline_passed(state.config) from None
         synthesizing = any(c.phase == Phase.SYNTHESIS for c in state.calls)
+        unsynthesized = f", and no synthesis ran: {synthesis_fallback(state.shape)}" if synthesis else ""
         late = ("the synthesis", synthesis_fallback(state.shape)) if synthesizing \
-            else ("the rerun", "pass 1's verdict stands")
+            else ("the rerun", f"pass 1's verdict stands{unsynthesized}")
         state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; {late[1]}")
 
 

@@ -2,6 +2,7 @@
 is cut, and the other defects found by running the real CLI, the library and the parsers on realistic input."""
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -10,7 +11,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import URL, phases_of, test_runtime
+from conftest import URL, VirtualClock, answer_in_virtual_time, completion, phases_of, test_runtime
 from test_full_answers import MERGE, full_model
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -95,3 +96,27 @@ def test_each_shape_gives_its_solvers_stances_that_fit_it(shape: str, stances: t
     assert len(set(moa.prompts.SOLVER_STYLES_FULL)) == len(moa.prompts.SOLVER_STYLES)
     full = " ".join(moa.prompts.SOLVER_STYLES_FULL)
     assert "compute it exactly" not in full and "candidate answers" not in full
+
+
+async def test_a_rerun_stopped_at_the_deadline_says_the_synthesis_did_not_run() -> None:
+    """Pass 1's judges split, the rerun hangs past QUESTION_DEADLINE: pass 1's top-ranked candidate stands,
+    unsynthesized. The note said only that pass 1's verdict stands, and the summary 'Not synthesized' gave no why."""
+    clock = VirtualClock()
+
+    async def rerun_hangs(request: httpx.Request) -> httpx.Response:
+        phase, agent = request.headers["X-MoA-Phase"], request.headers["X-MoA-Agent"]
+        if agent == "solver-4":
+            await asyncio.Event().wait()  # until asyncio.timeout (QUESTION_DEADLINE on the loop's clock) cancels it
+        if phase == "judge":  # rotated labels: each judge puts another candidate first
+            return completion("<analysis>all fine</analysis>\nRANKING: A > B > C\nCONFIDENCE: 90")
+        if phase == "critique":
+            return completion("<critique>It misses nothing.</critique>")
+        code = f"<answer>def merge(a, b):\n    return sorted(a + b)  # {agent.split('->')[0]}</answer>"
+        return completion(("<rebuttal>It stands.</rebuttal>\n" if phase == "rebuttal" else "") + code)
+
+    config = moa.Config(URL, "sk-test-SECRET-1234567890abcdef", num_workers=3, num_judges=3, retry_base_delay=0,
+                        straggler_factor=0, enable_file_logging=False, question_deadline=0.3, answer_shape="full")
+    result = await answer_in_virtual_time(config, clock, rerun_hangs, MERGE)
+    assert result.status == "ok" and result.rerun and not result.synthesized, result.error
+    assert any("pass 1's verdict stands, and no synthesis ran: the top-ranked candidate stands" in note
+               for note in result.notes), result.notes
