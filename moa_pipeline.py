@@ -2081,8 +2081,9 @@ def synthesis_price(config: Config, question: str, shape: str, workers: int, bil
     (as worst_case_costs counts unwritten texts), and a response of MAX_TOKENS."""
     shown, note = min(SYNTHESIS_CANDIDATES, workers), -(-SYNTHESIS_NOTE_CHARS * 4 // 3)
     reply, analysis = min(note, config.max_tokens), min(note, config.judge_max_tokens)
+    unseen = [tuple(f"unseen-{i}" for i in range(workers))] * config.num_judges  # each judge's labels line, longest
     blank = synthesis_prompts(question, [Position(0, "", "")] * shown, [], [""] * config.num_judges,
-                              None if shape == "full" else "")
+                              None if shape == "full" else "", unseen)
     prompt = (prompt_tokens_estimate(*blank) + shown * (config.max_tokens + 2 * reply) + config.num_judges * analysis
               + note)
     billing = billing or Billing()
@@ -2164,6 +2165,9 @@ class Verdict:
     kind: str = "short"  # the answer type the question wants (parsing.ANSWER_TYPES)
     standings: tuple[Standing, ...] = ()  # full answers: the Borda count, best first (rank_candidates)
     analyses: tuple[str, ...] = ()  # each judge's analysis, for the synthesis
+    # Per ranking analysis, the agents that judge saw as A, B, ... (rotated per judge): the synthesis shows the
+    # candidates under labels of its own, so "C misses the empty case" must say which candidate C was.
+    judge_labels: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass
@@ -2670,7 +2674,8 @@ def ballot_of(text: str, labels: Mapping[str, Position], judge: str) -> Ballot |
 
 
 def synthesis_prompts(question: str, ranked: Sequence[Position], standings: Sequence[Standing],
-                      analyses: Sequence[str], verdict: str | None = None) -> tuple[str, str]:
+                      analyses: Sequence[str], verdict: str | None = None,
+                      judge_labels: Sequence[Sequence[str]] = ()) -> tuple[str, str]:
     """The synthesis's prompts: the candidates best first (with their scores when ranked), each one's critique and
     latest reply and each judge's analysis cut to SYNTHESIS_NOTE_CHARS; ``verdict``: a short answer to explain."""
     def note(text: str | None) -> str:
@@ -2681,13 +2686,26 @@ def synthesis_prompts(question: str, ranked: Sequence[Position], standings: Sequ
                              score=f"{standings[i].score:.2f}" if i < len(standings) else "-",
                              answer=prompts.quote_untrusted(p.final_answer), critique=note(p.critique),
                              rebuttal=note(p.revision or p.rebuttal)) for i, p in enumerate(ranked)]
-    notes = [prompts.render(prompts.SYNTHESIS_ANALYSIS, judge=str(i + 1), analysis=note(a))
+    ours = {p.agent: candidate_label(i) for i, p in enumerate(ranked)}
+    notes = [labels_line(i + 1, judge_labels[i] if i < len(judge_labels) else (), ours)
+             + prompts.render(prompts.SYNTHESIS_ANALYSIS, judge=str(i + 1), analysis=note(a))
              for i, a in enumerate(analyses)]
     system = prompts.render(prompts.SYNTHESIS_SYSTEM if verdict is None else prompts.SYNTHESIS_SYSTEM_SHORT)
     return system, prompts.render(
         prompts.SYNTHESIS_USER, question=prompts.quote_untrusted(question), candidates="\n\n".join(blocks),
         verdict="" if verdict is None else f"The verdict, final: {prompts.quote_untrusted(verdict)}",
         analyses="\n\n".join(notes) or prompts.NOT_AVAILABLE)
+
+
+def labels_line(judge: int, seen: Sequence[str], ours: Mapping[str, str]) -> str:
+    """The line before a judge's analysis that maps its labels to the synthesis's, when they differ: each judge saw
+    the candidates rotated (judge_order), the synthesis sees them best first."""
+    theirs = [(candidate_label(i), ours.get(agent)) for i, agent in enumerate(seen)]
+    if all(label == mine for label, mine in theirs):
+        return ""
+    said = ", ".join(f"its {label} is {'candidate ' + mine if mine else 'one not shown here'}"
+                     for label, mine in theirs)
+    return f"Judge {judge} saw other labels: {said}.\n"
 
 
 def synthesis_sources(verdict: Verdict, positions: list[Position], shape: str,
@@ -2709,7 +2727,7 @@ async def synthesize(state: Debate, question: str, key: Callable[[str], str]) ->
     positions = state.positions.get(state.reported or 1, [])
     short = verdict.answer if state.shape == "short" else None
     ranked, standings = synthesis_sources(verdict, positions, state.shape, key)
-    system, user = synthesis_prompts(question, ranked, standings, verdict.analyses, short)
+    system, user = synthesis_prompts(question, ranked, standings, verdict.analyses, short, verdict.judge_labels)
     state.budget.synthesis = (0, 0)  # what was kept for it is its own now
     if not ranked or not state.budget.fits(1, prompt_tokens_estimate(system, user) + config.max_tokens):
         state.skip(Phase.SYNTHESIS)
@@ -2981,9 +2999,11 @@ async def rank(state: Debate, question: str, positions: list[Position], judges: 
     winner = next(p for p in positions if p.agent == standings[0].agent)
     twins = {p.agent for p in positions if normalize_answer(p.final_answer) == normalize_answer(winner.final_answer)}
     agreeing = ranking_agreement(ballots, twins)
+    seen = tuple(tuple(p.agent for p in judge_order(positions, int(b.judge.rpartition("-")[2]) - 1,
+                                                    state.config.shuffle_judges)) for b in ballots)
     return Verdict(winner.final_answer.strip(), round(100 * agreeing / len(ballots)), agreeing, len(ballots),
                    "ranking", {s.agent: s.first_places for s in standings}, "long", tuple(standings),
-                   tuple(b.analysis for b in ballots))
+                   tuple(b.analysis for b in ballots), seen)
 
 
 async def run_later_rounds(state: Debate, question: str, positions: list[Position], temperature: float,
@@ -4074,7 +4094,9 @@ def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: 
         verdict = Verdict(valid_text(found["answer"]), int(_traced_number(found["confidence"], 100)),
                           int(count(found["agreeing"])), int(count(found["valid"])), valid_text(found["source"]),
                           {valid_text(k): int(count(n)) for k, n in found["tally"].items()}, valid_text(found["kind"]),
-                          standings, tuple(valid_text(a) for a in _traced_list(found["analyses"])))
+                          standings, tuple(valid_text(a) for a in _traced_list(found["analyses"])),
+                          tuple(tuple(valid_text(agent) for agent in _traced_list(seen))
+                                for seen in _traced_list(found.get("judge_labels", []))))  # older traces: none
     except (TypeError, KeyError, ValueError, AttributeError, OverflowError):
         verdict = None
     agents = [s.agent for s in verdict.standings] if verdict else []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 
 import httpx
@@ -12,7 +13,7 @@ import respx
 
 import moa_pipeline as moa
 from conftest import URL, VirtualClock, answer_in_virtual_time, completion, phases_of, test_runtime
-from test_full_answers import MERGE, full_model
+from test_full_answers import CANDIDATES, MERGE, full_model, label_of
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 
@@ -120,3 +121,24 @@ async def test_a_rerun_stopped_at_the_deadline_says_the_synthesis_did_not_run() 
     assert result.status == "ok" and result.rerun and not result.synthesized, result.error
     assert any("pass 1's verdict stands, and no synthesis ran: the top-ranked candidate stands" in note
                for note in result.notes), result.notes
+
+
+@respx.mock
+def test_the_synthesis_reads_each_judges_labels_as_its_own(three) -> None:
+    """Each judge saw the candidates rotated (A was another solver for each), the synthesis sees them best first
+    under labels of its own: a judge's "C returns them unsorted" must be mapped to the synthesis's label for that
+    candidate, or the synthesis fixes the wrong one. Here solver-3 (ranked last: candidate C) is blamed by all."""
+    def judge(request: httpx.Request, n: int) -> httpx.Response:
+        labels = {slot: label_of(request, CANDIDATES[slot]) for slot in (0, 1, 2)}
+        return completion(f"<analysis>{labels[2]} returns a + b unsorted.</analysis>\n"
+                          f"RANKING: {labels[1]} > {labels[0]} > {labels[2]}\nCONFIDENCE: 90")
+    route = respx.post(URL).mock(side_effect=full_model(judge=judge))
+    assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
+    [synthesis] = [c for c in route.calls if c.request.headers["X-MoA-Phase"] == "synthesis"]
+    user = json.loads(synthesis.request.content)["messages"][-1]["content"]
+    blamed = re.findall(r"<analysis judge=\"\d\">\n(\w) returns a \+ b unsorted", user)
+    legends = dict(re.findall(r"Judge (\d) saw other labels: (.*)\.\n", user))
+    assert sorted(blamed) == ["A", "B", "C"]  # every judge called solver-3 by another label
+    for judge_number, label in enumerate(blamed, 1):
+        legend = legends.get(str(judge_number), "")  # no line: that judge's labels were the synthesis's
+        assert f"its {label} is candidate C" in legend or (not legend and label == "C"), user
