@@ -2127,6 +2127,7 @@ class Vote:
     confidence: int | None
     tier: str = "final-answer-line"  # how a judge's output was read (see tier_of)
     analysis: str = ""  # what the judge wrote to get there: a synthesis reads it
+    judge: str = ""  # "judge-2": whose labels the analysis uses (labels_seen)
 
 
 @dataclass(frozen=True)
@@ -2662,7 +2663,7 @@ def vote_of(text: str, labels: Mapping[str, Position], judge: str, by_label: boo
     answer = resolve_label(found.final_answer, answers, bare_letters=by_label)
     if by_label and answer not in answers.values():
         return None
-    return Vote(answer, found.confidence, analysis=found.analysis)
+    return Vote(answer, found.confidence, analysis=found.analysis, judge=judge)
 
 
 def ballot_of(text: str, labels: Mapping[str, Position], judge: str) -> Ballot | None:
@@ -2982,7 +2983,7 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind,
-                   analyses=tuple(v.analysis for v in votes))
+                   analyses=tuple(v.analysis for v in votes), judge_labels=labels_seen(state, positions, votes))
 
 
 async def rank(state: Debate, question: str, positions: list[Position], judges: int) -> Verdict:
@@ -2999,11 +3000,15 @@ async def rank(state: Debate, question: str, positions: list[Position], judges: 
     winner = next(p for p in positions if p.agent == standings[0].agent)
     twins = {p.agent for p in positions if normalize_answer(p.final_answer) == normalize_answer(winner.final_answer)}
     agreeing = ranking_agreement(ballots, twins)
-    seen = tuple(tuple(p.agent for p in judge_order(positions, int(b.judge.rpartition("-")[2]) - 1,
-                                                    state.config.shuffle_judges)) for b in ballots)
     return Verdict(winner.final_answer.strip(), round(100 * agreeing / len(ballots)), agreeing, len(ballots),
                    "ranking", {s.agent: s.first_places for s in standings}, "long", tuple(standings),
-                   tuple(b.analysis for b in ballots), seen)
+                   tuple(b.analysis for b in ballots), labels_seen(state, positions, ballots))
+
+
+def labels_seen(state: Debate, positions: list[Position], said: Sequence[Vote | Ballot]) -> tuple[tuple[str, ...], ...]:
+    """Per judge that said something, the agents it saw under A, B, ... (judge_order): its analysis's labels."""
+    return tuple(tuple(p.agent for p in judge_order(positions, int(v.judge.rpartition("-")[2]) - 1,
+                                                    state.config.shuffle_judges)) for v in said)
 
 
 async def run_later_rounds(state: Debate, question: str, positions: list[Position], temperature: float,

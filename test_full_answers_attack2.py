@@ -12,7 +12,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import URL, VirtualClock, answer_in_virtual_time, completion, phases_of, test_runtime
+from conftest import URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, phases_of, test_runtime
 from test_full_answers import CANDIDATES, MERGE, full_model, label_of
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -142,3 +142,18 @@ def test_the_synthesis_reads_each_judges_labels_as_its_own(three) -> None:
     for judge_number, label in enumerate(blamed, 1):
         legend = legends.get(str(judge_number), "")  # no line: that judge's labels were the synthesis's
         assert f"its {label} is candidate C" in legend or (not legend and label == "C"), user
+
+
+@respx.mock
+def test_a_short_answers_synthesis_reads_each_judges_labels_as_its_own(three) -> None:
+    """SYNTHESIZE=on for a short answer: the synthesis sees the agreeing solvers as A, B, C in slot order, judge 2
+    saw them rotated by one (its A was solver-2): a line says so before its analysis."""
+    model = FakeModel(overrides={"judge": lambda r, n: completion(
+        "<analysis>A and B multiply correctly.</analysis>\nFINAL ANSWER: 391\nCONFIDENCE: 90"),
+        "synthesis": lambda r, n: completion("17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391")})
+    route = respx.post(URL).mock(side_effect=model)
+    assert moa.main(["-q", "What is 17 * 23?", "--synthesize", "on", "--json"], runtime=test_runtime()) == 0
+    [synthesis] = [c for c in route.calls if c.request.headers["X-MoA-Phase"] == "synthesis"]
+    user = json.loads(synthesis.request.content)["messages"][-1]["content"]
+    assert "Judge 1 saw other labels" not in user
+    assert "Judge 2 saw other labels: its A is candidate B, its B is candidate C, its C is candidate A.\n" in user
