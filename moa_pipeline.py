@@ -2139,6 +2139,12 @@ class Ballot:
     confidence: int | None
     analysis: str = ""
 
+    @property
+    def tier(self) -> str:
+        """What the transcript's judge header says it was read as: each judge saw the candidates rotated, so its
+        "RANKING: A > B > C" is another order of solvers for each, and the Ranking section cannot be checked without."""
+        return "RANKING, read as " + " > ".join(self.order)
+
 
 @dataclass(frozen=True)
 class Standing:

@@ -157,3 +157,17 @@ def test_a_short_answers_synthesis_reads_each_judges_labels_as_its_own(three) ->
     user = json.loads(synthesis.request.content)["messages"][-1]["content"]
     assert "Judge 1 saw other labels" not in user
     assert "Judge 2 saw other labels: its A is candidate B, its B is candidate C, its C is candidate A.\n" in user
+
+
+@respx.mock
+def test_the_transcript_says_what_each_judges_ranking_was_read_as(three, monkeypatch, tmp_path, capsys) -> None:
+    """Every judge writes "RANKING: <labels>" in its own rotated labels, so three judges agreeing on solver-2 wrote
+    three different lines: the judge's header says which solvers its ranking named, or the Ranking section below
+    ("first for 3 judge(s)") cannot be checked against what the judges wrote."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "true")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path))
+    respx.post(URL).mock(side_effect=full_model())
+    assert moa.main(["-q", MERGE], runtime=test_runtime()) == 0
+    [transcript] = tmp_path.glob("*.txt")
+    headers = re.findall(r"--- judge-\d .*", transcript.read_text())
+    assert len(headers) == 3 and all("read as solver-2 > solver-1 > solver-3)" in h for h in headers), headers
