@@ -393,6 +393,14 @@ _RANKING_LINE = re.compile(
 _RANK_SEPARATOR = re.compile(r"[>＞]{1,3}|→|[,;=，；、]|\bthen\b|[ \t]\d{1,2}[.)][ \t]", re.IGNORECASE)
 # Emphasis and quotes around or inside an entry ("**B**", "`A`", "'C'"): dropped before reading it.
 _ENTRY_DECORATION = re.compile(r"[*_`\"'“”]")
+# An ordinal before or after the label ("B first", "first B", "2nd: A"), or the "and" of "B and then A": dropped
+# before reading it, or "Final ranking: B first, then A, then C" named A first. Not "last" or "worst": "C last"
+# read alone would put C first. Anchored at one end, fixed words: no backtracking.
+_ENTRY_FILLER = re.compile(r"^(?:first|second|third|fourth|fifth|sixth|and|\d{1,2}(?:st|nd|rd|th))\b[ \t:]{0,3}"
+                           r"|[ \t]{1,3}(?:first|second|third|fourth|fifth|sixth|best|and)$", re.IGNORECASE)
+# "A and C", "A & C" as the last entry ("RANKING: B, A and C"): two labels, in written order. Each side one word, so
+# prose ("a tie between B and C") is not split. Anchored, runs bounded.
+_AND_PAIR = re.compile(r"^[ \t]{0,8}(\S{1,30})[ \t]{1,4}(?:and|&)[ \t]{1,4}(\S{1,30})[ \t]{0,8}$", re.IGNORECASE)
 # An entry that is a label alone: "B", "(B)", "[B].", "b", "Candidate B", "candidate b", "2) Response A". The
 # label is one or two letters between non-letters, so "AB" is never read as A, B. Anchored both ends, runs bounded.
 _EXACT_ENTRY = re.compile(
@@ -413,7 +421,7 @@ _LIST_ITEM = re.compile(r"^[ \t]{0,8}(?:\d{1,3}[.)]|[-*•])[ \t]{1,4}(?P<entry>
 
 def _entry_label(entry: str) -> str | None:
     """The label one ranked entry names, upper case, or None when it names none."""
-    entry = _ENTRY_DECORATION.sub("", entry).strip()
+    entry = _ENTRY_FILLER.sub("", _ENTRY_DECORATION.sub("", entry).strip()).strip()
     match = _EXACT_ENTRY.match(entry) or _LEADING_ENTRY.match(entry)
     return match.group("label").upper() if match else None
 
@@ -422,6 +430,9 @@ def _read_entries(entries: list[str], labels: frozenset[str]) -> tuple[tuple[str
     """The labels named, each at its first place, and whether nothing else was named (no repeat, no stranger)."""
     order: list[str] = []
     clean = True
+    pairs = [_AND_PAIR.match(entry) for entry in entries]
+    entries = [part for entry, pair in zip(entries, pairs, strict=True)
+               for part in (pair.groups() if pair else (entry,))]
     for entry in filter(str.strip, entries):
         label = _entry_label(entry)
         if label in labels and label not in order:
