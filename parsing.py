@@ -398,6 +398,9 @@ _ENTRY_DECORATION = re.compile(r"[*_`\"'“”]")
 # read alone would put C first. Anchored at one end, fixed words: no backtracking.
 _ENTRY_FILLER = re.compile(r"^(?:first|second|third|fourth|fifth|sixth|and|\d{1,2}(?:st|nd|rd|th))\b[ \t:]{0,3}"
                            r"|[ \t]{1,3}(?:first|second|third|fourth|fifth|sixth|best|and)$", re.IGNORECASE)
+# A label's possessive ("B's answer", "Candidate B’s response"): read as "B: answer", or the entry named nothing and
+# the next label took the judge's first place. Upper-case label, anchored, runs bounded.
+_POSSESSIVE = re.compile(r"^((?i:candidate|response|answer|option|solution)[ \t]{1,3})?([A-Z]{1,2})['’]s\b")
 # "A and C", "A & C" as the last entry ("RANKING: B, A and C"): two labels, in written order. Each side one word, so
 # prose ("a tie between B and C") is not split. Anchored, runs bounded.
 _AND_PAIR = re.compile(r"^[ \t]{0,8}(\S{1,30})[ \t]{1,4}(?:and|&)[ \t]{1,4}(\S{1,30})[ \t]{0,8}$", re.IGNORECASE)
@@ -421,7 +424,8 @@ _LIST_ITEM = re.compile(r"^[ \t]{0,8}(?:\d{1,3}[.)]|[-*•])[ \t]{1,4}(?P<entry>
 
 def _entry_label(entry: str) -> str | None:
     """The label one ranked entry names, upper case, or None when it names none."""
-    entry = _ENTRY_FILLER.sub("", _ENTRY_DECORATION.sub("", entry).strip()).strip()
+    entry = _POSSESSIVE.sub(r"\1\2:", _ENTRY_DECORATION.sub("", entry.replace("'s", "’s")).strip())
+    entry = _ENTRY_FILLER.sub("", entry).strip()
     match = _EXACT_ENTRY.match(entry) or _LEADING_ENTRY.match(entry)
     return match.group("label").upper() if match else None
 

@@ -55,6 +55,9 @@ RANKING_CASES = [
     pytest.param("RANKING: B, A and C", ABC, ("B", "A", "C"), True, "ranking-line", id="and-before-the-last"),
     pytest.param("RANKING: C, B & A", ABC, ("C", "B", "A"), True, "ranking-line", id="ampersand-before-the-last"),
     pytest.param("RANKING: B and A are tied, C last", ABC, None, None, None, id="tie-in-prose-is-not-read"),
+    pytest.param("RANKING: B's answer > A > C", ABC, ("B", "A", "C"), True, "ranking-line", id="possessive"),
+    pytest.param("RANKING: Candidate C’s response > Candidate A > B", ABC, ("C", "A", "B"), True, "ranking-line",
+                 id="candidate-possessive-curly"),
     # the entries
     pytest.param("RANKING: (B) > [A] > **C**", ABC, ("B", "A", "C"), True, "ranking-line", id="bracketed-entries"),
     pytest.param("RANKING: Candidate B > Candidate A > Candidate C.", ABC, ("B", "A", "C"), True, "ranking-line",
