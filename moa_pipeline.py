@@ -106,6 +106,7 @@ from parsing import (
     parse_synthesis,
     present_answer,
     question_shape,
+    restore_tags,
 )
 
 # --- 1. constants and every exit code ------------------------------------------------------------
@@ -2080,8 +2081,9 @@ def synthesis_price(config: Config, question: str, shape: str, workers: int, bil
     (as worst_case_costs counts unwritten texts), and a response of MAX_TOKENS."""
     shown, note = min(SYNTHESIS_CANDIDATES, workers), -(-SYNTHESIS_NOTE_CHARS * 4 // 3)
     reply, analysis = min(note, config.max_tokens), min(note, config.judge_max_tokens)
+    unseen = [tuple(f"unseen-{i}" for i in range(workers))] * config.num_judges  # each judge's labels line, longest
     blank = synthesis_prompts(question, [Position(0, "", "")] * shown, [], [""] * config.num_judges,
-                              None if shape == "full" else "")
+                              None if shape == "full" else "", unseen)
     prompt = (prompt_tokens_estimate(*blank) + shown * (config.max_tokens + 2 * reply) + config.num_judges * analysis
               + note)
     billing = billing or Billing()
@@ -2125,6 +2127,7 @@ class Vote:
     confidence: int | None
     tier: str = "final-answer-line"  # how a judge's output was read (see tier_of)
     analysis: str = ""  # what the judge wrote to get there: a synthesis reads it
+    judge: str = ""  # "judge-2": whose labels the analysis uses (labels_seen)
 
 
 @dataclass(frozen=True)
@@ -2135,6 +2138,12 @@ class Ballot:
     order: tuple[str, ...]  # candidate ids (agents, "solver-3"), best first, as parse_ranking left them
     confidence: int | None
     analysis: str = ""
+
+    @property
+    def tier(self) -> str:
+        """What the transcript's judge header says it was read as: each judge saw the candidates rotated, so its
+        "RANKING: A > B > C" is another order of solvers for each, and the Ranking section cannot be checked without."""
+        return "RANKING, read as " + " > ".join(self.order)
 
 
 @dataclass(frozen=True)
@@ -2163,6 +2172,9 @@ class Verdict:
     kind: str = "short"  # the answer type the question wants (parsing.ANSWER_TYPES)
     standings: tuple[Standing, ...] = ()  # full answers: the Borda count, best first (rank_candidates)
     analyses: tuple[str, ...] = ()  # each judge's analysis, for the synthesis
+    # Per ranking analysis, the agents that judge saw as A, B, ... (rotated per judge): the synthesis shows the
+    # candidates under labels of its own, so "C misses the empty case" must say which candidate C was.
+    judge_labels: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass
@@ -2340,7 +2352,8 @@ def solver_prompts(question: str, slot: int = 0, styles: bool = False, shape: st
     """A solver's prompts; with SOLVER_STYLES each slot gets its own reasoning stance."""
     system = for_shape(prompts.SOLVER_SYSTEM, prompts.SOLVER_SYSTEM_FULL, shape)
     if styles:
-        system += prompts.render(prompts.SOLVER_STYLE, style=prompts.SOLVER_STYLES[slot % len(prompts.SOLVER_STYLES)])
+        stances = prompts.SOLVER_STYLES_FULL if shape == "full" else prompts.SOLVER_STYLES
+        system += prompts.render(prompts.SOLVER_STYLE, style=stances[slot % len(stances)])
     return system, prompts.render(prompts.SOLVER_USER, question=prompts.quote_untrusted(question))
 
 
@@ -2656,7 +2669,7 @@ def vote_of(text: str, labels: Mapping[str, Position], judge: str, by_label: boo
     answer = resolve_label(found.final_answer, answers, bare_letters=by_label)
     if by_label and answer not in answers.values():
         return None
-    return Vote(answer, found.confidence, analysis=found.analysis)
+    return Vote(answer, found.confidence, analysis=found.analysis, judge=judge)
 
 
 def ballot_of(text: str, labels: Mapping[str, Position], judge: str) -> Ballot | None:
@@ -2668,7 +2681,8 @@ def ballot_of(text: str, labels: Mapping[str, Position], judge: str) -> Ballot |
 
 
 def synthesis_prompts(question: str, ranked: Sequence[Position], standings: Sequence[Standing],
-                      analyses: Sequence[str], verdict: str | None = None) -> tuple[str, str]:
+                      analyses: Sequence[str], verdict: str | None = None,
+                      judge_labels: Sequence[Sequence[str]] = ()) -> tuple[str, str]:
     """The synthesis's prompts: the candidates best first (with their scores when ranked), each one's critique and
     latest reply and each judge's analysis cut to SYNTHESIS_NOTE_CHARS; ``verdict``: a short answer to explain."""
     def note(text: str | None) -> str:
@@ -2679,13 +2693,26 @@ def synthesis_prompts(question: str, ranked: Sequence[Position], standings: Sequ
                              score=f"{standings[i].score:.2f}" if i < len(standings) else "-",
                              answer=prompts.quote_untrusted(p.final_answer), critique=note(p.critique),
                              rebuttal=note(p.revision or p.rebuttal)) for i, p in enumerate(ranked)]
-    notes = [prompts.render(prompts.SYNTHESIS_ANALYSIS, judge=str(i + 1), analysis=note(a))
+    ours = {p.agent: candidate_label(i) for i, p in enumerate(ranked)}
+    notes = [labels_line(i + 1, judge_labels[i] if i < len(judge_labels) else (), ours)
+             + prompts.render(prompts.SYNTHESIS_ANALYSIS, judge=str(i + 1), analysis=note(a))
              for i, a in enumerate(analyses)]
     system = prompts.render(prompts.SYNTHESIS_SYSTEM if verdict is None else prompts.SYNTHESIS_SYSTEM_SHORT)
     return system, prompts.render(
         prompts.SYNTHESIS_USER, question=prompts.quote_untrusted(question), candidates="\n\n".join(blocks),
         verdict="" if verdict is None else f"The verdict, final: {prompts.quote_untrusted(verdict)}",
         analyses="\n\n".join(notes) or prompts.NOT_AVAILABLE)
+
+
+def labels_line(judge: int, seen: Sequence[str], ours: Mapping[str, str]) -> str:
+    """The line before a judge's analysis that maps its labels to the synthesis's, when they differ: each judge saw
+    the candidates rotated (judge_order), the synthesis sees them best first."""
+    theirs = [(candidate_label(i), ours.get(agent)) for i, agent in enumerate(seen)]
+    if all(label == mine for label, mine in theirs):
+        return ""
+    said = ", ".join(f"its {label} is {'candidate ' + mine if mine else 'one not shown here'}"
+                     for label, mine in theirs)
+    return f"Judge {judge} saw other labels: {said}.\n"
 
 
 def synthesis_sources(verdict: Verdict, positions: list[Position], shape: str,
@@ -2707,7 +2734,7 @@ async def synthesize(state: Debate, question: str, key: Callable[[str], str]) ->
     positions = state.positions.get(state.reported or 1, [])
     short = verdict.answer if state.shape == "short" else None
     ranked, standings = synthesis_sources(verdict, positions, state.shape, key)
-    system, user = synthesis_prompts(question, ranked, standings, verdict.analyses, short)
+    system, user = synthesis_prompts(question, ranked, standings, verdict.analyses, short, verdict.judge_labels)
     state.budget.synthesis = (0, 0)  # what was kept for it is its own now
     if not ranked or not state.budget.fits(1, prompt_tokens_estimate(system, user) + config.max_tokens):
         state.skip(Phase.SYNTHESIS)
@@ -2962,7 +2989,7 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind,
-                   analyses=tuple(v.analysis for v in votes))
+                   analyses=tuple(v.analysis for v in votes), judge_labels=labels_seen(state, positions, votes))
 
 
 async def rank(state: Debate, question: str, positions: list[Position], judges: int) -> Verdict:
@@ -2973,14 +3000,21 @@ async def rank(state: Debate, question: str, positions: list[Position], judges: 
     labels = {p.agent: candidate_label(i) for i, p in enumerate(positions)}
     standings = rank_candidates(ballots, list(labels), labels, random.Random(BOOTSTRAP_SEED))
     if not standings:
-        state.note(f"no judge gave a usable RANKING; the response is {positions[0].agent}'s, unranked")
+        why = "no judge gave a usable RANKING" if judges else "no judge was asked (the budget skipped them)"
+        state.note(f"{why}; the response is {positions[0].agent}'s, unranked")
         return Verdict(positions[0].final_answer.strip(), 0, 0, 0, "solvers", {}, "long")
     winner = next(p for p in positions if p.agent == standings[0].agent)
     twins = {p.agent for p in positions if normalize_answer(p.final_answer) == normalize_answer(winner.final_answer)}
     agreeing = ranking_agreement(ballots, twins)
     return Verdict(winner.final_answer.strip(), round(100 * agreeing / len(ballots)), agreeing, len(ballots),
                    "ranking", {s.agent: s.first_places for s in standings}, "long", tuple(standings),
-                   tuple(b.analysis for b in ballots))
+                   tuple(b.analysis for b in ballots), labels_seen(state, positions, ballots))
+
+
+def labels_seen(state: Debate, positions: list[Position], said: Sequence[Vote | Ballot]) -> tuple[tuple[str, ...], ...]:
+    """Per judge that said something, the agents it saw under A, B, ... (judge_order): its analysis's labels."""
+    return tuple(tuple(p.agent for p in judge_order(positions, int(v.judge.rpartition("-")[2]) - 1,
+                                                    state.config.shuffle_judges)) for v in said)
 
 
 async def run_later_rounds(state: Debate, question: str, positions: list[Position], temperature: float,
@@ -3121,8 +3155,9 @@ async def run_question(state: Debate, question: str, replay: Replay | None) -> N
         if state.reported is None:
             raise deadline_passed(state.config) from None
         synthesizing = any(c.phase == Phase.SYNTHESIS for c in state.calls)
+        unsynthesized = f", and no synthesis ran: {synthesis_fallback(state.shape)}" if synthesis else ""
         late = ("the synthesis", synthesis_fallback(state.shape)) if synthesizing \
-            else ("the rerun", "pass 1's verdict stands")
+            else ("the rerun", f"pass 1's verdict stands{unsynthesized}")
         state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; {late[1]}")
 
 
@@ -4070,7 +4105,9 @@ def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: 
         verdict = Verdict(valid_text(found["answer"]), int(_traced_number(found["confidence"], 100)),
                           int(count(found["agreeing"])), int(count(found["valid"])), valid_text(found["source"]),
                           {valid_text(k): int(count(n)) for k, n in found["tally"].items()}, valid_text(found["kind"]),
-                          standings, tuple(valid_text(a) for a in _traced_list(found["analyses"])))
+                          standings, tuple(valid_text(a) for a in _traced_list(found["analyses"])),
+                          tuple(tuple(valid_text(agent) for agent in _traced_list(seen))
+                                for seen in _traced_list(found.get("judge_labels", []))))  # older traces: none
     except (TypeError, KeyError, ValueError, AttributeError, OverflowError):
         verdict = None
     agents = [s.agent for s in verdict.standings] if verdict else []
@@ -5202,8 +5239,9 @@ def said_by_the_minority(record: RunRecord) -> list[str]:
 def ranking_lines(record: RunRecord, verdict: Verdict, rerun: str) -> list[str]:
     """A full answer's lines under the response: how far the judges agree on it, the ranking, who wrote it."""
     if not record.ranking:
+        judged = sum(record.phases.get(Phase.JUDGE, {}).get(n, 0) for n in ("ok", "failed"))
         why = ("every solver wrote the same response (early exit)" if verdict.source == "unanimous"
-               else "no judge gave a usable ranking")
+               else "no judge gave a usable ranking" if judged else "no judge ran (the budget skipped them)")
         return [f"Confidence: {verdict.confidence}/100, unranked: {why}{rerun}",
                 "Synthesized from the candidates" if record.synthesized else "Not synthesized: the first candidate"]
     ranks = "; ".join(f"{s['label']} {s['agent']} {s['score']:.2f} [{s['low']:.2f}, {s['high']:.2f}]"
@@ -5245,7 +5283,7 @@ class TerminalEcho:
             line = "" if self.thinking else line[line.lower().rindex("</think>") + len("</think>"):]
         if not (self.shown or line.strip()):  # blank lines before the response (after its thinking): not shown
             return
-        emit("".join(terminal_lines(line)), self.secrets)
+        emit("".join(terminal_lines(restore_tags(line))), self.secrets)  # the user's XML as the response has it
         self.shown += line + "\n"
 
     def finish(self) -> str:
@@ -5266,9 +5304,9 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
     if verdict is not None and record.answer_shape == "full":
         # What the stream showed is the response, maybe under a label or in tags that parse_synthesis drops.
         shown = (parse_synthesis(streamed) or "").strip() == (record.response or "").strip() != ""
-        # A streamed synthesis that did not become the response (cut at MAX_TOKENS, an echo) is said to be so.
-        other = ["", "[the text streamed above is not the response (see the warning on stderr); the response:]"]
-        lines += [*([] if shown else (other if streamed.strip() else []) + terminal_lines(record.response or "")), "",
+        # A stream cut at MAX_TOKENS (not retried) stays on the screen: say so, or the response reads as its end.
+        unusable = [] if shown or not streamed.strip() else ["", "[that response was not usable; what stands:]"]
+        lines += [*unusable, *([] if shown else terminal_lines(record.response or "")), "",
                   *ranking_lines(record, verdict, rerun)]
     elif verdict is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(

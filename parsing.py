@@ -379,18 +379,31 @@ _MAX_RANKING_LINE = 4000
 # How far below a bare "RANKING:" line its numbered list may run (64 candidates, with blank lines between).
 _MAX_LIST_LINES = 150
 # "RANKING: B > A", "**Final ranking:**", "## RANKING -", "Ranking (best first):", "## Ranking" (a list follows),
-# with the markdown decoration _FINAL_LINE allows. A "-" separator needs a space after it, so "Ranking-based
+# with the markdown decoration _FINAL_LINE allows, and as a JSON key ('"ranking": ["B", "A"]', '{"ranking": ...').
+# A "-" separator needs a space after it, so "Ranking-based
 # scoring" is prose. Anchored, every run bounded, the value one line's rest: linear in the line.
 _RANKING_LINE = re.compile(
-    r"^[ \t>#*_`-]{0,12}(?:(?:final|my|overall)[ \t]{1,4})?rankings?(?:[ \t]{1,4}\([^()\n]{0,40}\))?"
-    r"[ \t*_`]{0,6}(?:(?:[:：=]|-(?=[ \t]|$))[ \t*_`]{0,6}(?P<value>.*))?$",
+    r"^[ \t>#*_`\"{-]{0,12}(?:(?:final|my|overall)[ \t]{1,4})?rankings?(?:[ \t]{1,4}\([^()\n]{0,40}\))?"
+    r"[ \t*_`\"]{0,6}(?:(?:[:：=]|-(?=[ \t]|$))[ \t*_`]{0,6}(?P<value>.*))?$",
     re.IGNORECASE,
 )
-# Between ranked entries: ">", ">>", "→", ",", ";", "=" (a tie, read in written order), the word "then", and an
+# Between ranked entries: ">", ">>", "→", ",", ";", "=" (a tie, read in written order), their full-width twins
+# ("B＞A", "B，A", "B、A": a Chinese or Japanese judge's punctuation), the word "then", and an
 # inline enumerator (" 2. " in "1. B 2. A 3. C"). Alternatives of bounded length: no backtracking.
-_RANK_SEPARATOR = re.compile(r">{1,3}|→|[,;=]|\bthen\b|[ \t]\d{1,2}[.)][ \t]", re.IGNORECASE)
+_RANK_SEPARATOR = re.compile(r"[>＞]{1,3}|→|[,;=，；、]|\bthen\b|[ \t]\d{1,2}[.)][ \t]", re.IGNORECASE)
 # Emphasis and quotes around or inside an entry ("**B**", "`A`", "'C'"): dropped before reading it.
 _ENTRY_DECORATION = re.compile(r"[*_`\"'“”]")
+# An ordinal before or after the label ("B first", "first B", "2nd: A"), or the "and" of "B and then A": dropped
+# before reading it, or "Final ranking: B first, then A, then C" named A first. Not "last" or "worst": "C last"
+# read alone would put C first. Anchored at one end, fixed words: no backtracking.
+_ENTRY_FILLER = re.compile(r"^(?:first|second|third|fourth|fifth|sixth|and|\d{1,2}(?:st|nd|rd|th))\b[ \t:]{0,3}"
+                           r"|[ \t]{1,3}(?:first|second|third|fourth|fifth|sixth|best|and)$", re.IGNORECASE)
+# A label's possessive ("B's answer", "Candidate B’s response"): read as "B: answer", or the entry named nothing and
+# the next label took the judge's first place. Upper-case label, anchored, runs bounded.
+_POSSESSIVE = re.compile(r"^((?i:candidate|response|answer|option|solution)[ \t]{1,3})?([A-Z]{1,2})['’]s\b")
+# "A and C", "A & C" as the last entry ("RANKING: B, A and C"): two labels, in written order. Each side one word, so
+# prose ("a tie between B and C") is not split. Anchored, runs bounded.
+_AND_PAIR = re.compile(r"^[ \t]{0,8}(\S{1,30})[ \t]{1,4}(?:and|&)[ \t]{1,4}(\S{1,30})[ \t]{0,8}$", re.IGNORECASE)
 # An entry that is a label alone: "B", "(B)", "[B].", "b", "Candidate B", "candidate b", "2) Response A". The
 # label is one or two letters between non-letters, so "AB" is never read as A, B. Anchored both ends, runs bounded.
 _EXACT_ENTRY = re.compile(
@@ -411,7 +424,8 @@ _LIST_ITEM = re.compile(r"^[ \t]{0,8}(?:\d{1,3}[.)]|[-*•])[ \t]{1,4}(?P<entry>
 
 def _entry_label(entry: str) -> str | None:
     """The label one ranked entry names, upper case, or None when it names none."""
-    entry = _ENTRY_DECORATION.sub("", entry).strip()
+    entry = _POSSESSIVE.sub(r"\1\2:", _ENTRY_DECORATION.sub("", entry.replace("'s", "’s")).strip())
+    entry = _ENTRY_FILLER.sub("", entry).strip()
     match = _EXACT_ENTRY.match(entry) or _LEADING_ENTRY.match(entry)
     return match.group("label").upper() if match else None
 
@@ -420,6 +434,9 @@ def _read_entries(entries: list[str], labels: frozenset[str]) -> tuple[tuple[str
     """The labels named, each at its first place, and whether nothing else was named (no repeat, no stranger)."""
     order: list[str] = []
     clean = True
+    pairs = [_AND_PAIR.match(entry) for entry in entries]
+    entries = [part for entry, pair in zip(entries, pairs, strict=True)
+               for part in (pair.groups() if pair else (entry,))]
     for entry in filter(str.strip, entries):
         label = _entry_label(entry)
         if label in labels and label not in order:
@@ -448,7 +465,10 @@ def _ranking_line(lines: list[str], labels: frozenset[str]) -> tuple[tuple[str, 
     if not found:
         return (), False
     match = _RANKING_LINE.match(lines[found[-1]])
-    order, clean = _read_entries(_RANK_SEPARATOR.split((match and match.group("value")) or ""), labels)
+    value = ((match and match.group("value")) or "").strip()
+    if value[:1] == "[" and value[1:].lstrip()[:1] in ('"', "'") and "]" in value:  # '["B", "A"], "conf...'
+        value = value[1:value.index("]")]
+    order, clean = _read_entries(_RANK_SEPARATOR.split(value), labels)
     return (order, clean) if order else _read_entries(_list_below(lines[found[-1] + 1:]), labels)
 
 
@@ -655,8 +675,9 @@ _SHAPE_FIRST, _SHAPE_LAST = 8, 4
 _SHAPE_OPTION = re.compile(r"(?:^|\n)[ \t]{0,8}\(?([A-Ha-h])[).][ \t]{1,4}\S|\(([A-H])\)[ \t]{1,4}\S")
 # Sentence ends: .!? followed by a space, or a line break ("3.5" and "e.g.," stay whole).
 _SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+|\n")
-# A word, lower case; bounded so a 10k-letter "word" costs one bounded match.
-_SHAPE_WORD = re.compile(r"[a-z0-9][a-z0-9'’]{0,30}")
+# A word, lower case, in any alphabet ("erkläre", "écris"); bounded so a 10k-letter "word" costs one bounded
+# match. The two alternatives are disjoint (a letter or digit, an apostrophe): one way to match each character.
+_SHAPE_WORD = re.compile(r"[^\W_](?:[^\W_]|['’]){0,30}")
 # An arithmetic expression: digits, an operator, digits ("17 * 23", "2^10", "3x + 5 = 20").
 _ARITHMETIC = re.compile(r"\d[ \t]{0,3}[-+*/×x^=][ \t]{0,3}\(?[ \t]{0,3}\d")
 # "as a fraction", "in binary", "in lowest terms": a conversion whose result is a value.
@@ -682,7 +703,33 @@ _POLITE_OPENERS = (
     ("and",), ("so",), ("hi",), ("hey",), ("hello",), ("ok",), ("okay",), ("briefly",), ("quickly",),
     ("do", "you", "know"), ("i", "wonder"), ("i", "want", "to", "know"), ("i'd", "like", "to", "know"),
     ("i", "need", "to", "know"), ("i", "would", "like", "to", "know"), ("in", "short"),
+    ("bitte",), ("por", "favor"), ("per", "favore"), ("pouvez", "vous"), ("peux", "tu"), ("kannst", "du"),
+    ("können", "sie"), ("könnten", "sie"), ("puedes",), ("podrías",), ("puoi",), ("potresti",), ("você", "pode"),
 )
+# The same requests in French, German, Spanish, Italian and Portuguese: a sentence's first word read as its
+# English twin, so "Écris une fonction", "Erkläre, wie ...", "¿Por qué ...?" are what "Write", "Explain", "Why" are.
+_FOREIGN_WORDS = {
+    **dict.fromkeys(("écris", "écrivez", "rédige", "rédigez", "schreibe", "schreib", "escribe", "escriba",
+                     "scrivi", "escreva", "escreve", "écrire", "escribir", "scrivere", "escrever"), "write"),
+    **dict.fromkeys(("explique", "expliquez", "erkläre", "erklär", "explica", "spiega", "spieghi", "expliquer",
+                     "explicar", "spiegare"), "explain"),
+    **dict.fromkeys(("résume", "résumez", "fasse", "resume", "resuma", "resumir", "riassumi", "résumer"),
+                    "summarize"),
+    **dict.fromkeys(("décris", "décrivez", "beschreibe", "descrivi", "descreva", "décrire", "describir"), "describe"),
+    **dict.fromkeys(("traduis", "traduisez", "übersetze", "traduce", "traduci", "traduza", "traduire", "traducir"),
+                    "translate"),
+    **dict.fromkeys(("compare", "comparez", "vergleiche", "compara", "confronta"), "compare"),
+    **dict.fromkeys(("pourquoi", "warum", "wieso", "weshalb", "perché", "perche"), "why"),
+    **dict.fromkeys(("comment", "wie", "cómo"), "how"),
+}
+# "Wie viel ist 7 mal 8?", "Wie alt ...": a German how-quantity question (see _HOW_QUANTITY).
+_HOW_QUANTITY_DE = frozenset({"viel", "viele", "alt", "lange", "weit", "groß", "hoch", "oft", "schnell", "spät"})
+# A Chinese or Japanese request, written without spaces: write, explain, summarize, translate, describe,
+# compare, list, implement, why, how, near the sentence's start ("用Python写一个快速排序函数",
+# "天空为什么是蓝色的"). The lazy gap is bounded (12) and the alternation is of fixed strings: at most
+# 12 x 20 steps.
+_CJK_REQUEST = re.compile(r"^[^\n]{0,12}?(?:写|寫|解释|解釋|总结|概括|翻译|描述|比较|列出|实现|"
+                          r"为什么|為什麼|如何|怎么|怎样|書いて|説明|要約|翻訳|なぜ|どうやって)")
 # After "explain", "show", "justify": the solver's own working, not a subject to write about.
 _REASONING_WORDS = frozenset({"reasoning", "answer", "work", "working", "steps", "step", "solution", "logic",
                               "thinking", "thought", "process", "calculation", "method"})
@@ -729,6 +776,14 @@ _FORMAT_NOUNS = frozenset({"answer", "number", "word", "letter", "digit", "integ
 _FORMAT_NEXT = frozenset({"only", "as", "in", "with"})
 # A leading clause ends at the first of these: "Given a list of ints, write ...", "Answer in one word: ...".
 _CLAUSE_END = re.compile(r"[,:;]")
+# "Why is the sky blue? Answer in one word.", "Reply with one sentence: how do birds fly?", "Explain it in one
+# sentence.": the user asks for today's short contract whatever the request. A sentence starting with answer/
+# reply/respond that names one word or sentence, or any sentence ending with "in one word". The lazy gap is
+# bounded ({0,40}) and each other piece is a literal or a bounded class: no backtracking beyond 40 steps.
+_ONE_WORD_FORMAT = re.compile(
+    r"^[ \t]{0,8}(?:please[ \t]{1,3})?(?:answer|reply|respond)\b.{0,40}?\b(?:one|a[ \t]{1,3}single|1)[ \t-]{1,3}"
+    r"(?:word|sentence)\b|\b(?:in|with)[ \t]{1,3}(?:just[ \t]{1,3}|only[ \t]{1,3})?(?:one|a[ \t]{1,3}single|1)"
+    r"[ \t]{1,3}(?:word|sentence)[ \t]{0,3}[.!?]?[ \t]{0,3}$", re.IGNORECASE)
 
 
 def question_shape(question: str) -> ShapeGuess:
@@ -749,6 +804,8 @@ def question_shape(question: str) -> ShapeGuess:
     guesses = [g for g in map(_sentence_shape, sentences) if g is not None]
     if _is_multiple_choice(prose) and (not guesses or guesses[0].shape == "short"):
         return ShapeGuess("short", "a multiple-choice question")
+    if any(_ONE_WORD_FORMAT.search(s[:400]) for s in sentences):
+        return ShapeGuess("short", "it asks for one word or one sentence")
     full = next((g for g in guesses if g.shape == "full"), None)
     if full is not None:
         return full
@@ -791,6 +848,11 @@ def _strip_openers(words: list[str]) -> list[str]:
 def _words_shape(words: list[str], sentence: str) -> ShapeGuess | None:
     """The shape a sentence's words ask for, by their first word (openers already stripped)."""
     first, rest = (words[0], words[1:]) if words else ("", [])
+    if first == "por" and rest[:1] in (["qué"], ["que"]):  # "¿Por qué el cielo es azul?"
+        first, rest = "why", rest[1:]
+    first = _FOREIGN_WORDS.get(first, first)
+    if first == "how" and rest[:1] and rest[0] in _HOW_QUANTITY_DE:
+        return ShapeGuess("short", "a how-much question")
     if first in _OPEN_VERBS:
         return _request_shape(first, rest, sentence)
     if first == "why":
@@ -801,12 +863,18 @@ def _words_shape(words: list[str], sentence: str) -> ShapeGuess | None:
         return _what_shape(rest, sentence)
     if first in _WH_OPENERS:
         return ShapeGuess("short", f"a {first} question")
+    if first in _YES_NO_OPENERS and {"better", "worse", "preferable"} & set(rest[:4]):
+        return ShapeGuess("full", "it asks which is better")  # "Is it better to rent or buy? Explain."
     if first in _YES_NO_OPENERS:
         return ShapeGuess("short", "a yes/no question")
+    if first in _WHAT_OPEN_NOUNS - {"best", "steps"}:
+        return ShapeGuess("full", "it asks for an explanation")  # "Pros and cons of remote work?"
     if first in _SHORT_VERBS:
         return _value_shape(sentence) or ShapeGuess("short", "it asks for a value")
     if first in ("i", "i'd") and rest[:1] in (["need"], ["want"], ["like"], ["would"]):
         return ShapeGuess("full", "it asks for something")  # "I need a script that renames files"
+    if _CJK_REQUEST.match(sentence) and not _ARITHMETIC.search(sentence):
+        return ShapeGuess("full", "it asks for a response (written without spaces)")
     return _value_shape(sentence)
 
 
@@ -864,6 +932,7 @@ def _what_shape(rest: list[str], sentence: str) -> ShapeGuess:
     head = rest[:6]
     pairs = set(zip(head, head[1:], strict=False))
     if _WHAT_OPEN_NOUNS & set(head) or pairs & {("best", "way"), ("best", "ways"), ("best", "practices"),
+                                                ("are", "some"),
                                                 ("should", "i"), ("happens", "when"), ("happens", "if")}:
         return ShapeGuess("full", "it asks for an explanation")  # "What are the pros and cons of ...?"
     return _value_shape(sentence) or ShapeGuess("short", "a what-is question")
@@ -923,7 +992,7 @@ def parse_synthesis(text: str) -> str | None:
         if lead is None:
             break
         body = body[lead.end():].strip()
-    return _restore_tags(_unwrap_fence(body)) or None
+    return restore_tags(_unwrap_fence(body)) or None
 
 
 def _drop_repeats(body: str) -> str:
@@ -960,7 +1029,7 @@ _DEFUSED_TAG = re.compile(r"&lt;(\s{0,5}/?\s{0,5}(?:" + "|".join(CONTRACT_TAGS) 
                           re.IGNORECASE)
 
 
-def _restore_tags(response: str) -> str:
+def restore_tags(response: str) -> str:
     """A full response with our tags as written: a reviser or the synthesis copies a candidate's code as its prompt
     showed it, "<answer>" defused to "&lt;answer>" (prompts.quote_untrusted); the user's XML must not stay escaped."""
     return _DEFUSED_TAG.sub(r"<\1", response)
@@ -1001,8 +1070,8 @@ def parse_full_answer(text: str) -> ParsedAnswer:
     body = strip_think(text or "")
     span = _answer_span(body)
     if span is not None and body[span[0]:span[1]].strip():
-        return ParsedAnswer(_restore_tags(body[span[0]:span[1]].strip()), extract_tag(body, "reasoning") or "", "xml")
+        return ParsedAnswer(restore_tags(body[span[0]:span[1]].strip()), extract_tag(body, "reasoning") or "", "xml")
     reasoning, remainder = _take_reasoning(body)
     if remainder is None or not remainder.strip():
         return ParsedAnswer("", reasoning, "empty")
-    return ParsedAnswer(_restore_tags(remainder.strip()), reasoning, "paragraph")
+    return ParsedAnswer(restore_tags(remainder.strip()), reasoning, "paragraph")

@@ -64,6 +64,15 @@ SOLVER_STYLES = (
     "look first for the trap, the ambiguity or the misleading detail in the question",
     "estimate the answer roughly first, then compute it exactly and compare",
 )
+# The same five slots for a whole response (ANSWER_SHAPE=full): "estimate the answer roughly first, then compute it
+# exactly" means nothing to someone drafting an email or writing a function.
+SOLVER_STYLES_FULL = (
+    "plan the whole response first: what the request needs and in what order, then write it",
+    "write for the person who asked: everything they need to use it, and nothing they do not",
+    "write it, then check every claim and every line of code again before you finish",
+    "look first for what the request leaves unsaid (edge cases, constraints, the audience) and cover it",
+    "start from the simplest complete response, then add only what makes it more correct or more useful",
+)
 SOLVER_STYLE = Template("\nYour approach: $style.")
 
 # --- phase 2: cross-critique ------------------------------------------------

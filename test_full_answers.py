@@ -356,5 +356,5 @@ def test_a_streamed_synthesis_that_is_not_the_response_is_said_to_be_so(three, m
         200, content=cut, headers={"Content-Type": "text/event-stream"})))
     assert moa.main(["-q", MERGE, "--stream"], runtime=test_runtime()) == 0
     out = capsys.readouterr().out.splitlines()
-    at = out.index("[the text streamed above is not the response (see the warning on stderr); the response:]")
+    at = out.index("[that response was not usable; what stands:]")
     assert "Merge two sorted lists in O(n)." in "\n".join(out[:at]) and out[at + 1:at + 6] == CANDIDATES[1].splitlines()

@@ -71,9 +71,9 @@ def test_a_bad_input_line_is_data_not_an_error() -> None:
 
 
 def test_a_vote_holds_only_what_the_tally_reads() -> None:
-    """Vote carries no voter: nothing read it (issue 21, item 9); a judge's name is in its call's record. Its
-    analysis is what a synthesis reads (issue 22)."""
-    assert list(moa.Vote.__dataclass_fields__) == ["answer", "confidence", "tier", "analysis"]
+    """Vote carried no voter while nothing read it (issue 21, item 9). Its analysis is what a synthesis reads, and
+    its judge whose labels that analysis uses (labels_seen; issue 22)."""
+    assert list(moa.Vote.__dataclass_fields__) == ["answer", "confidence", "tier", "analysis", "judge"]
 
 
 CEILING = 6000  # lines: moa_pipeline.py grows by simplifying, not by accretion (issue 21)
