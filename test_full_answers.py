@@ -344,17 +344,3 @@ def test_a_replay_keeps_its_traces_shape(three, monkeypatch, tmp_path, capsys) -
                                   "usage": dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens"), 1)},
                                  moa.Config(URL, "k" * 8, synthesis_model="writer"), 0)
     assert line["response"]["body"]["model"] == "writer"
-
-
-@respx.mock
-def test_a_streamed_synthesis_that_is_not_the_response_is_said_to_be_so(three, monkeypatch, capsys) -> None:
-    """A synthesis streamed to the terminal but cut at MAX_TOKENS is not the response: a line says so before the
-    top-ranked candidate is printed, so the two texts do not run together."""
-    monkeypatch.setattr(moa, "stdout_is_terminal", lambda: True)
-    cut = sse(SYNTHESIS).content.replace(b'"finish_reason": "stop"', b'"finish_reason": "length"')
-    respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: httpx.Response(
-        200, content=cut, headers={"Content-Type": "text/event-stream"})))
-    assert moa.main(["-q", MERGE, "--stream"], runtime=test_runtime()) == 0
-    out = capsys.readouterr().out.splitlines()
-    at = out.index("[that response was not usable; what stands:]")
-    assert "Merge two sorted lists in O(n)." in "\n".join(out[:at]) and out[at + 1:at + 6] == CANDIDATES[1].splitlines()
