@@ -50,6 +50,14 @@ def endpoint_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRAGGLER_FACTOR", "0")
 
 
+@pytest.fixture
+def three(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three solvers and three judges, no transcripts: the full-answer tests' small debate."""
+    monkeypatch.setenv("NUM_WORKERS", "3")
+    monkeypatch.setenv("NUM_JUDGES", "3")
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
+
+
 def completion(content: str | None, finish_reason: str = "stop", usage: dict | None = None,
                status: int = 200, headers: dict | None = None) -> httpx.Response:
     """An OpenAI-shaped chat completion response."""

@@ -59,13 +59,6 @@ def full_model(synthesis=lambda r, n: completion(SYNTHESIS), judge=None) -> Fake
         "judge": judge or ranking_judge(), "synthesis": synthesis})
 
 
-@pytest.fixture
-def three(monkeypatch) -> None:
-    monkeypatch.setenv("NUM_WORKERS", "3")
-    monkeypatch.setenv("NUM_JUDGES", "3")
-    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
-
-
 @respx.mock
 def test_an_open_request_prints_the_synthesized_response(three, monkeypatch, tmp_path, capsys) -> None:
     """The done-when case: the function, whole, on stdout, from a synthesis of ranked candidates; --json carries the
@@ -257,11 +250,13 @@ def test_the_batch_api_line_carries_the_response(three, tmp_path) -> None:
     assert line["moa"]["ranking"][0]["agent"] == "solver-2"
 
 
-def sse(text: str, cut: bool = False) -> httpx.Response:
+def sse(text: str, cut: bool = False, finish: str = "stop") -> httpx.Response:
+    """``text`` streamed in 7-character pieces, ending with ``finish`` ("length": cut at MAX_TOKENS), or ``cut``
+    off with neither a finish_reason nor [DONE]."""
     pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
     events = "".join(f"data: {json.dumps({'choices': [{'delta': {'content': p}}]})}\n\n" for p in pieces)
     if not cut:
-        events += f"data: {json.dumps({'choices': [{'delta': {}, 'finish_reason': 'stop'}]})}\n\ndata: [DONE]\n\n"
+        events += f"data: {json.dumps({'choices': [{'delta': {}, 'finish_reason': finish}]})}\n\ndata: [DONE]\n\n"
     return httpx.Response(200, content=events.encode(), headers={"Content-Type": "text/event-stream"})
 
 

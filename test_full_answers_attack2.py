@@ -13,24 +13,9 @@ import respx
 
 import moa_pipeline as moa
 from conftest import URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, phases_of, test_runtime
-from test_full_answers import CANDIDATES, MERGE, full_model, label_of
+from test_full_answers import CANDIDATES, MERGE, full_model, label_of, sse
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
-
-
-@pytest.fixture
-def three(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NUM_WORKERS", "3")
-    monkeypatch.setenv("NUM_JUDGES", "3")
-    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
-
-
-def sse_stopped(text: str, finish: str) -> httpx.Response:
-    """A synthesis streamed in 7-character pieces that ends with ``finish`` ("length": cut at MAX_TOKENS)."""
-    pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
-    events = "".join(f"data: {json.dumps({'choices': [{'delta': {'content': p}}]})}\n\n" for p in pieces)
-    events += f"data: {json.dumps({'choices': [{'delta': {}, 'finish_reason': finish}]})}\n\ndata: [DONE]\n\n"
-    return httpx.Response(200, content=events.encode(), headers={"Content-Type": "text/event-stream"})
 
 
 CUT = "```python\ndef merge(a, b):\n    out = []\n    while a and"
@@ -41,7 +26,7 @@ def test_a_streamed_synthesis_cut_at_max_tokens_is_said_before_the_candidate(thr
     """STREAM on a terminal, the synthesis cut at MAX_TOKENS (not retried): its half is on the screen, so a line
     says it was not usable before the top-ranked candidate is printed; without it the two read as one response."""
     monkeypatch.setattr(moa, "stdout_is_terminal", lambda: True)
-    respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: sse_stopped(CUT, "length")))
+    respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: sse(CUT, finish="length")))
     assert moa.main(["-q", MERGE, "--stream"], runtime=test_runtime()) == 0
     out = capsys.readouterr().out
     notice = out.index("[that response was not usable; what stands:]")
@@ -58,7 +43,7 @@ def test_a_streamed_response_shows_the_users_xml_as_the_response_has_it(three, m
     code in --json."""
     monkeypatch.setattr(moa, "stdout_is_terminal", lambda: True)
     defused = XML_CODE.replace("<question>", "&lt;question>").replace("<answer>", "&lt;answer>")
-    respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: sse_stopped(defused, "stop")))
+    respx.post(URL).mock(side_effect=full_model(synthesis=lambda r, n: sse(defused)))
     assert moa.main(["-q", MERGE, "--stream"], runtime=test_runtime()) == 0
     out = capsys.readouterr().out
     assert out.startswith(XML_CODE + "\n") and "&lt;" not in out and out.count("QUIZ =") == 1

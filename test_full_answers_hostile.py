@@ -25,13 +25,6 @@ from test_hostile_files import terminate_when, transcripts
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 
 
-@pytest.fixture
-def three(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NUM_WORKERS", "3")
-    monkeypatch.setenv("NUM_JUDGES", "3")
-    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
-
-
 # Three whole responses to "What is 17 * 23?" that share one number but not one word.
 WORDED = {0: "Multiply: the answer is 391", 1: "The product is 391", 2: "It comes to 391"}
 
