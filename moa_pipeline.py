@@ -1613,7 +1613,9 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
         headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue)
     record_reply(attempt, completion, sending.prompt_estimate)
-    value = sending.parse(completion.text)
+    # The nonce is ours: a model that echoes its prompt's "[request …]" must not put it into an answer (issue 23).
+    nonce = prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce).strip()
+    value = sending.parse(completion.text.replace(nonce, ""))
     cut = completion.finish_reason in ("length", "truncated")
     if value is not None and cut and getattr(value, "tier", None) == "paragraph":  # every parsed shape has a tier
         value = None  # a guess from cut-off text would be half a sentence

@@ -338,7 +338,8 @@ def parse_judgement(text: str) -> ParsedJudgement:
     """The last FINAL ANSWER and CONFIDENCE lines of a judge's output.
 
     A FINAL ANSWER label with nothing after it takes the next non-empty line.
-    Falls back to an <answer> tag for judges that ignore the line format.
+    Falls back, for judges that ignore the line format, to an <answer> tag outside the candidate blocks it echoed,
+    then to a last "The answer is X" line.
     """
     body = strip_think(text or "")
     lines = body.split("\n")
@@ -357,10 +358,27 @@ def parse_judgement(text: str) -> ParsedJudgement:
         conf = _CONFIDENCE_LINE.match(line)
         if conf:
             confidence = parse_confidence(conf.group("number"), conf.group("unit"))
-    if final is None:
-        final = extract_tag(body, "final_answer") or extract_tag(body, "answer") or None
+    if final is None:  # the judge's own words: an <answer> it echoed from a candidate block is not its vote
+        own = "\n".join(_own_lines(body))
+        final = extract_tag(own, "final_answer") or extract_tag(own, "answer") or _answer_sentence(own) or None
     analysis = extract_tag(body, "analysis") or body.strip()
     return ParsedJudgement(final, confidence, analysis)
+
+
+# "The answer is: Paris.", "This answer is 391", "The correct answer is (C) Venus.", "My final answer would be B": a
+# judge that ignored the FINAL ANSWER line but said its answer in a sentence (SmolLM2-135M, issue 23). Anchored at
+# the line's start, every run bounded, the value the line's rest: linear in the line.
+_ANSWER_IS_LINE = re.compile(
+    r"^[ \t>#*_`-]{0,12}(?:(?:the|this|my|our)[ \t]{1,4})?(?:(?:final|correct|right|best)[ \t]{1,4})?answer"
+    r"[ \t]{1,4}(?:is|would[ \t]{1,4}be)[ \t*_`]{0,6}:?[ \t*_`]{0,6}(?P<value>\S.{0,300})$",
+    re.IGNORECASE,
+)
+
+
+def _answer_sentence(text: str) -> str | None:
+    """The value of the last "The answer is X" line, or None."""
+    found = [m for line in text.split("\n") if len(line) <= 4000 and (m := _ANSWER_IS_LINE.match(line))]
+    return _clean_value(found[-1].group("value")) or None if found else None
 
 
 @dataclass(frozen=True)
@@ -575,6 +593,13 @@ _LETTER = re.compile(r"^(?:the\s{1,3})?(?:option|choice|answer)?\s{0,3}:?\s{0,3}
 _NUMBER = re.compile(r"[-+]?\d[\d,]{0,30}(?:\.\d{1,30})?(?:e[-+]?\d{1,4})?", re.I)
 
 
+# A yes/no question: it opens with an auxiliary verb ("Is 7 even?", "Does water boil …?"), not a polite request
+# ("Can you tell me what 2+2 is?"), or it says "yes or no". Anchored or a fixed phrase, runs bounded: linear.
+_YES_NO_QUESTION = re.compile(r"^\s{0,20}(?:is|are|was|were|do|does|did|has|have|had|should"
+                              r"|(?:can|could|will|would)(?![ \t]{1,3}you\b))\b|\byes[ \t]{1,3}or[ \t]{1,3}no\b",
+                              re.IGNORECASE)
+
+
 def choice_letters(question: str) -> frozenset[str]:
     """Letters the question offers as options (at least two), upper case."""
     letters = {m.group(1).upper() for m in _OPTION.finditer(question[:20_000])}
@@ -619,10 +644,12 @@ def detect_answer_type(question: str, answers: list[str]) -> str:
     letters = choice_letters(question)
     if letters and sum(as_letter(a, letters) is not None for a in answers) > majority:
         return "choice"
-    if sum(as_number(a) is not None for a in answers) > majority:
-        return "number"
-    if sum(as_yes_no(a) is not None for a in answers) > majority:
-        return "yes_no"
+    # A yes/no question is typed yes/no first: "No, 7 is not an even number." holds a number too (issue 23).
+    order = ("yes_no", "number") if _YES_NO_QUESTION.search(question[:20_000]) else ("number", "yes_no")
+    readers = {"number": as_number, "yes_no": as_yes_no}
+    for kind in order:
+        if sum(readers[kind](a) is not None for a in answers) > majority:
+            return kind
     return "long" if max(len(a) for a in answers) > SHORT_ANSWER_CHARS else "short"
 
 

@@ -1,0 +1,64 @@
+"""Replies a real small model wrote (SmolLM2-135M-Instruct on llama.cpp, issue 23), read as a person would: a judge's
+answer in a sentence, never its echo of the candidates; yes/no questions typed before numbers; our nonce never in
+an answer. Issue 23 stays open; these are the parts of it that have landed."""
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+import respx
+
+import moa_pipeline as moa
+from conftest import URL, FakeModel, completion, test_runtime
+from parsing import answer_key, detect_answer_type, parse_judgement
+
+pytestmark = pytest.mark.usefixtures("endpoint_env")
+
+
+@pytest.mark.parametrize("reply, final", [
+    ("The answer is: Paris.", "Paris."),
+    ("This answer is: Paris", "Paris"),
+    ("<response>\nThe correct answer is (C) Venus.\n</response>", "(C) Venus."),
+    ("I worked through it.\nThe answer is 36.", "36."),
+    ("FINAL ANSWER: 391\nThe answer is 390", "391"),
+    ('<candidate label="A">\n<answer>\n36\n</answer>\n<reasoning>\n(none)\n</reasoning>\n</candidate>', None),
+    ('<candidate label="B">\n<answer>\n12\n</answer>\n</candidate>\nThe answer is 36.', "36."),
+    ("Distant planet Mars is largest.", None),
+], ids=["answer-is-colon", "this-answer-is", "correct-answer-in-tags", "answer-is-last-line", "final-line-first",
+        "echo-of-a-candidate", "echo-then-own-sentence", "prose"])
+def test_a_judges_answer_is_its_own(reply: str, final: str | None) -> None:
+    """A judge that ignores the FINAL ANSWER line is read from its "The answer is X" line; an <answer> it echoed
+    from a candidate block is the candidate's, not a vote."""
+    assert parse_judgement(reply).final_answer == final
+
+
+@pytest.mark.parametrize("question, answers, kind, keys", [
+    ("Is 7 an even number? Answer yes or no.", ["No, 7 is not an even number.", "Yes, 7 is an even number.", "No."],
+     "yes_no", ["no", "yes", "no"]),
+    ("Is 91 prime?", ["No", "7 * 13 = 91, so no", "no, it is 7 * 13"], "yes_no", ["no", "7 13 = 91, so no", "no"]),
+    ("Can you tell me what 2+2 is?", ["Yes, it is 4.", "4", "2 + 2 = 4"], "number", ["4", "4", "2 + 2 = 4"]),
+    ("What is 17 * 23?", ["391", "391.0", "Yes 391"], "number", ["391", "391", "391"]),
+], ids=["yes-no-with-a-number", "yes-no-question", "polite-request-is-not-yes-no", "arithmetic"])
+def test_yes_no_questions_are_typed_before_numbers(question: str, answers: list[str], kind: str,
+                                                    keys: list[str]) -> None:
+    """'No, 7 is not an even number.' and 'Yes, 7 is an even number.' hold the same number: for a yes/no question
+    they are compared as yes/no, not both as 7 (which printed 'Answer: 7', confidence 100)."""
+    assert detect_answer_type(question, answers) == kind
+    assert [answer_key(kind, a) for a in answers] == keys
+
+
+@respx.mock
+def test_our_nonce_never_lands_in_an_answer(monkeypatch, capsys) -> None:
+    """A model that echoes the "[request …]" our prompt ends with: the answer is read without it."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
+
+    def echo_nonce(request: httpx.Request, n: int) -> httpx.Response:
+        nonce = re.search(r"\[request [^\]]+\]", json.loads(request.content)["messages"][0]["content"]).group(0)
+        return completion(f"<reasoning>17 * 23</reasoning>\n<answer>391 {nonce}</answer>")
+
+    respx.post(URL).mock(side_effect=FakeModel(overrides={"generate": echo_nonce}))
+    assert moa.main(["-q", "What is 17 * 23?", "--json"], runtime=test_runtime()) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["final_answer"] == "391" and all("[request" not in a["answer"] for a in printed["answers"])
