@@ -93,6 +93,7 @@ from parsing import (
     ParsedRebuttal,
     ShapeGuess,
     answer_key,
+    answer_left_open,
     choice_letters,
     detect_answer_type,
     normalize_answer,
@@ -1617,8 +1618,9 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
     nonce = prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce).strip()
     value = sending.parse(completion.text.replace(nonce, ""))
     cut = completion.finish_reason in ("length", "truncated")
-    if value is not None and cut and getattr(value, "tier", None) == "paragraph":  # every parsed shape has a tier
-        value = None  # a guess from cut-off text would be half a sentence
+    if value is not None and cut and (getattr(value, "tier", None) == "paragraph"  # every parsed shape has a tier
+                                      or answer_left_open(completion.text)):
+        value = None  # a guess from cut-off text, or an <answer> the cut left open, would be half a sentence
     if call.phase == Phase.SYNTHESIS and completion.finish_reason == "truncated":
         value = None  # a stream cut off mid-response: written again
     if call.phase == Phase.SYNTHESIS and completion.finish_reason == "length":  # half a response is none

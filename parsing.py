@@ -237,6 +237,14 @@ def _split_paragraphs(text: str) -> tuple[str, str]:
 _ANSWER_LABELS = ("answer", "final answer", "the answer", "final")
 
 
+def answer_left_open(text: str) -> bool:
+    """Whether the reply's last <answer> (or <final_answer>) tag was never closed: in a reply cut at max_tokens,
+    what follows it is half an answer ("12 * 3 is indeed"), not one (issue 23)."""
+    lowered = strip_think(text or "").lower()
+    return lowered.rfind("<answer") > lowered.rfind("</answer") or \
+        lowered.rfind("<final_answer") > lowered.rfind("</final_answer")
+
+
 def parse_answer(text: str) -> ParsedAnswer:
     """Find a solver's answer and reasoning; tier "empty" means nothing usable."""
     body = strip_think(text or "")

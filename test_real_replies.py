@@ -62,3 +62,24 @@ def test_our_nonce_never_lands_in_an_answer(monkeypatch, capsys) -> None:
     assert moa.main(["-q", "What is 17 * 23?", "--json"], runtime=test_runtime()) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["final_answer"] == "391" and all("[request" not in a["answer"] for a in printed["answers"])
+
+
+@respx.mock
+@pytest.mark.parametrize("phase, cut", [
+    ("generate", "<reasoning>12 * 3 = 36</reasoning>\n<answer>12 * 3 is indeed"),
+    ("rebuttal", "<rebuttal>I checked.</rebuttal>\n<answer>The answer is"),
+    ("judge", "<analysis>A is right.</analysis>\n<answer>The final answer is 3"),
+], ids=["solver", "rebuttal", "judge"])
+def test_a_cut_off_answer_is_never_an_answer(monkeypatch, capsys, phase: str, cut: str) -> None:
+    """finish_reason length with the last <answer> left open: half an answer, so the call is asked again, and the
+    whole answer of the next attempt counts."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
+    monkeypatch.setenv("NUM_WORKERS", "1")
+    monkeypatch.setenv("MIN_VALID_ANSWERS", "1")
+    monkeypatch.setenv("NUM_JUDGES", "1")
+    model = FakeModel(answer="36")
+    model.overrides[phase] = lambda r, n: completion(cut, finish_reason="length") if n == 0 else model.default(phase)
+    route = respx.post(URL).mock(side_effect=model)
+    assert moa.main(["-q", "What is 12 * 3?", "--json"], runtime=test_runtime()) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["final_answer"] == "36" and len(route.calls) == 5  # 4 calls, one of them asked twice
