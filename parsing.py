@@ -627,10 +627,17 @@ def as_yes_no(answer: str) -> str | None:
     return "yes" if first in YES_WORDS else "no" if first in NO_WORDS else None
 
 
+# A worked line: arithmetic (digits, operators, brackets) up to its first "=": "2 + 3 = 5", "17 * 23 = 340 + 51 = 391",
+# not "x = 3, y = 4". One bounded character class, anchored: linear.
+_WORKED_LINE = re.compile(r"^[\d\s+\-*/×÷^().,]{1,200}=")
+
+
 def as_number(answer: str) -> str | None:
     """The answer's number, to 6 significant digits: 391, 391.0 and "391 apples" agree;
-    0.3333333 and 0.333333 agree; 0.33 does not."""
+    0.3333333 and 0.333333 agree; 0.33 does not. A worked line gives its result: "2 + 3 = 5" is 5."""
     text = normalize_answer(answer)
+    if _WORKED_LINE.match(text):  # what the last "=" gives (issue 23)
+        text = text.rsplit("=", 1)[-1].strip()
     found = _NUMBER.findall(text)
     if len(found) != 1 or len(text) > 40:
         return None
@@ -658,7 +665,8 @@ def detect_answer_type(question: str, answers: list[str]) -> str:
     for kind in order:
         if sum(readers[kind](a) is not None for a in answers) > majority:
             return kind
-    return "long" if max(len(a) for a in answers) > SHORT_ANSWER_CHARS else "short"
+    # Most answers long, not one: a single rambling reply must not turn a short question into free text (issue 23).
+    return "long" if sum(len(a) > SHORT_ANSWER_CHARS for a in answers) > majority else "short"
 
 
 def answer_key(kind: str, answer: str, letters: frozenset[str] = frozenset()) -> str:

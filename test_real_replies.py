@@ -12,7 +12,7 @@ import respx
 
 import moa_pipeline as moa
 from conftest import URL, FakeModel, completion, test_runtime
-from parsing import answer_key, detect_answer_type, parse_judgement
+from parsing import answer_key, as_number, detect_answer_type, parse_judgement
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 
@@ -38,7 +38,7 @@ def test_a_judges_answer_is_its_own(reply: str, final: str | None) -> None:
     ("Is 7 an even number? Answer yes or no.", ["No, 7 is not an even number.", "Yes, 7 is an even number.", "No."],
      "yes_no", ["no", "yes", "no"]),
     ("Is 91 prime?", ["No", "7 * 13 = 91, so no", "no, it is 7 * 13"], "yes_no", ["no", "7 13 = 91, so no", "no"]),
-    ("Can you tell me what 2+2 is?", ["Yes, it is 4.", "4", "2 + 2 = 4"], "number", ["4", "4", "2 + 2 = 4"]),
+    ("Can you tell me what 2+2 is?", ["Yes, it is 4.", "4", "2 + 2 = 4"], "number", ["4", "4", "4"]),
     ("What is 17 * 23?", ["391", "391.0", "Yes 391"], "number", ["391", "391", "391"]),
 ], ids=["yes-no-with-a-number", "yes-no-question", "polite-request-is-not-yes-no", "arithmetic"])
 def test_yes_no_questions_are_typed_before_numbers(question: str, answers: list[str], kind: str,
@@ -83,3 +83,23 @@ def test_a_cut_off_answer_is_never_an_answer(monkeypatch, capsys, phase: str, cu
     assert moa.main(["-q", "What is 12 * 3?", "--json"], runtime=test_runtime()) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["final_answer"] == "36" and len(route.calls) == 5  # 4 calls, one of them asked twice
+
+
+@pytest.mark.parametrize("answer, number", [
+    ("2 + 3 = 5", "5"), ("17 * 23 = 340 + 51 = 391.", "391"), ("12 * 3 = 36 rolls", "36"), ("x = 3, y = 4", None),
+    ("391", "391"), ("The answer is 391.", "391"),
+], ids=["sum", "chain", "with-unit", "two-unknowns", "bare", "sentence"])
+def test_a_worked_line_gives_its_result(answer: str, number: str | None) -> None:
+    """"2 + 3 = 5" is 5 (it held two numbers, so it compared as text); "x = 3, y = 4" stays unread."""
+    assert as_number(answer) == number
+
+
+@pytest.mark.parametrize("answers, kind", [
+    (["Tokyo", "Tokyo.", "The capital of Japan is Tokyo, a city of millions and the seat of the government of Japan."],
+     "short"),
+    (["The capital of Japan is Tokyo, a city of millions and the seat of the government of Japan.",
+      "Tokyo has been the capital since 1868, when the emperor moved there from Kyoto, long before the war.", "Tokyo"],
+     "long")], ids=["one-long-reply", "most-long"])
+def test_one_long_reply_does_not_make_the_question_long(answers: list[str], kind: str) -> None:
+    """A question is free text ("long", judges pick a label) only when most replies are long, not when one is."""
+    assert detect_answer_type("What is the capital of Japan?", answers) == kind
