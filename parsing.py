@@ -376,16 +376,19 @@ def parse_judgement(text: str) -> ParsedJudgement:
 # "The answer is: Paris.", "This answer is 391", "The correct answer is (C) Venus.", "My final answer would be B": a
 # judge that ignored the FINAL ANSWER line but said its answer in a sentence (SmolLM2-135M, issue 23). Anchored at
 # the line's start, every run bounded, the value the line's rest: linear in the line.
+# It may open the line or follow a sentence on it ("The original answer was wrong. The correct answer is 2."); an
+# adverb before the value ("The answer is indeed no.") is not the answer.
 _ANSWER_IS_LINE = re.compile(
-    r"^[ \t>#*_`-]{0,12}(?:(?:the|this|my|our)[ \t]{1,4})?(?:(?:final|correct|right|best)[ \t]{1,4})?answer"
-    r"[ \t]{1,4}(?:is|would[ \t]{1,4}be)[ \t*_`]{0,6}:?[ \t*_`]{0,6}(?P<value>\S.{0,300})$",
+    r"(?:^[ \t>#*_`-]{0,12}|(?<=[.!?])[ \t]{1,4})(?:(?:the|this|my|our|your)[ \t]{1,4})?"
+    r"(?:(?:final|correct|right|best)[ \t]{1,4})?answer[ \t]{1,4}(?:is|would[ \t]{1,4}be)[ \t*_`]{0,6}:?[ \t*_`]{0,6}"
+    r"(?:(?:indeed|actually|clearly|simply|definitely|probably|still)[ \t]{1,4})?(?P<value>[^ \t].{0,300})$",
     re.IGNORECASE,
 )
 
 
 def _answer_sentence(text: str) -> str | None:
     """The value of the last "The answer is X" line, or None."""
-    found = [m for line in text.split("\n") if len(line) <= 4000 and (m := _ANSWER_IS_LINE.match(line))]
+    found = [m for line in text.split("\n") if len(line) <= 4000 and (m := _ANSWER_IS_LINE.search(line))]
     return _clean_value(found[-1].group("value")) or None if found else None
 
 

@@ -26,8 +26,13 @@ pytestmark = pytest.mark.usefixtures("endpoint_env")
     ('<candidate label="A">\n<answer>\n36\n</answer>\n<reasoning>\n(none)\n</reasoning>\n</candidate>', None),
     ('<candidate label="B">\n<answer>\n12\n</answer>\n</candidate>\nThe answer is 36.', "36."),
     ("Distant planet Mars is largest.", None),
+    ("The answer is indeed no.", "no."),
+    ("The correct answer is indeed 341.", "341."),
+    ("The original answer was incorrect. The correct answer is 2.", "2."),
+    ("In summary, your decision was correct. Your final answer is Earth.", "Earth."),
 ], ids=["answer-is-colon", "this-answer-is", "correct-answer-in-tags", "answer-is-last-line", "final-line-first",
-        "echo-of-a-candidate", "echo-then-own-sentence", "prose"])
+        "echo-of-a-candidate", "echo-then-own-sentence", "prose", "indeed", "correct-indeed", "after-a-sentence",
+        "your-final-answer"])
 def test_a_judges_answer_is_its_own(reply: str, final: str | None) -> None:
     """A judge that ignores the FINAL ANSWER line is read from its "The answer is X" line; an <answer> it echoed
     from a candidate block is the candidate's, not a vote."""
