@@ -115,7 +115,8 @@ EASY_CHOICES: list[tuple[str, list[str], int]] = [
     ("Which is a colour?", ["table", "river", "red"], 2), ("Which can fly?", ["fish", "bird", "stone"], 1),
     ("Which is a number?", ["seven", "green", "happy"], 0), ("Which is the largest?", ["mouse", "cat", "elephant"], 2),
     ("Which is a vegetable?", ["carrot", "shoe", "lamp"], 0), ("Which is hot?", ["ice", "snow", "fire"], 2),
-    ("Which lives in water?", ["fish", "horse", "lion"], 0), ("Which is a day of the week?", ["June", "Monday", "Spring"], 1),
+    ("Which lives in water?", ["fish", "horse", "lion"], 0),
+    ("Which is a day of the week?", ["June", "Monday", "Spring"], 1),
 ]
 
 
@@ -153,7 +154,8 @@ def easy_items() -> list[dict[str, Any]]:
     rng = random.Random(23)
     kinds = [
         easy_arithmetic(rng, 15), easy_yes_no(rng, 15),
-        [{"id": f"easy-fact-{n:02d}", "type": "fact", "question": q, "answer": a} for n, (q, a) in enumerate(EASY_FACTS)],
+        [{"id": f"easy-fact-{n:02d}", "type": "fact", "question": q, "answer": a}
+         for n, (q, a) in enumerate(EASY_FACTS)],
         [{"id": f"easy-count-{n:02d}", "type": "number", "question": q, "answer": str(a)}
          for n, (q, a) in enumerate(EASY_COUNTS)],
         [{"id": f"easy-choice-{n:02d}", "type": "choice",
