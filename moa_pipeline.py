@@ -37,7 +37,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     12. files ... the file policy (create_new, open_existing, open_folder: every
         file opened, no link followed), transcripts, traces, atomic writes, the lock
     13. dry run and replay ... dry_run, load_replay (traces are checked here), and --check (check_endpoint)
-    14. batch ... questions files, resume, the batch loop and its stops
+    14. batch ... questions files, resume, the batch loop and its stops; --eval (strategies scored, the report)
     15. CLI ... flags, logging (RedactingFilter), the human summary
 """
 from __future__ import annotations
@@ -1689,6 +1689,8 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
     # otherwise get one cached answer, and a retry the same cached failure back.
     system = call.system + prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": call.user}]
+    if not call.system:  # --eval's plain question (Strategy "single"): the user's words alone, as a chat UI sends them
+        messages = messages[1:]
     try:
         value = await attempt_once(state, call, attempt, messages, sending)
     except APIError as error:
@@ -2767,11 +2769,12 @@ def synthesis_fallback(shape: str) -> str:
     return "the top-ranked candidate stands" if shape == "full" else "the solvers' own derivation stands"
 
 
-def require_enough(state: Debate, positions: list[Position], workers: int) -> None:
-    """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS solvers answered, with
+def require_enough(state: Debate, positions: list[Position], workers: int, quorum: int | None = None) -> None:
+    """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS (or ``quorum``) solvers answered, with
     the last failed call's error as its cause (see lasting_error)."""
     config = state.config
-    if len(positions) >= config.min_valid_answers:
+    quorum = config.min_valid_answers if quorum is None else quorum
+    if len(positions) >= quorum:
         return
     last = next((c for c in reversed(state.calls) if c.failure), None)
     reason = f"; last error: {last.failure}" if last else ""
@@ -2779,7 +2782,7 @@ def require_enough(state: Debate, positions: list[Position], workers: int) -> No
     no_response = all(a.status is None for c in this_pass for a in c.attempts)
     error = EndpointUnreachable if no_response and not positions else RunFailed
     raise error(f"only {len(positions)}/{workers} solvers gave a valid answer "
-                f"(MIN_VALID_ANSWERS={config.min_valid_answers}){reason}", cause=last.error if last else None)
+                f"(MIN_VALID_ANSWERS={quorum}){reason}", cause=last.error if last else None)
 
 
 # --- 10. voting ----------------------------------------------------------------------------------
@@ -3106,6 +3109,51 @@ async def rerun(state: Debate, question: str) -> None:
     state.reported = 2 if second.confidence >= first.confidence else 1
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """A way to answer that --eval compares (STRATEGIES): the debate, or a baseline of ``samples`` solver calls
+    and their majority. ``contract``: our solver prompt, else the plain question alone; ``greedy``: temperature 0,
+    one call's best (a 135M model scored 12/15 greedy against 8/15 for five hot samples, issue 23)."""
+
+    name: str
+    samples: int = 0  # 0: the debate
+    contract: bool = True
+    greedy: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Strategy:
+        name = text.strip().lower()
+        known = {"single": cls(name, 1, contract=False, greedy=True), "single-contract": cls(name, 1, greedy=True),
+                 "debate": cls(name)}
+        if (k := re.fullmatch(r"vote@(\d{1,2})", name)) and 1 <= int(k[1]) <= MAX_WORKERS:
+            return cls(f"vote@{int(k[1])}", int(k[1]))
+        if name not in known:
+            raise ConfigError(f"--strategies: {text!r} is not a strategy: expected single, single-contract, vote@K "
+                              f"(K from 1 to {MAX_WORKERS}) or debate")
+        return known[name]
+
+
+async def sample(state: Debate, question: str, strategy: Strategy) -> Verdict:
+    """A baseline: ``strategy.samples`` solver calls (or the plain question, once), their majority as the verdict and
+    its share as the confidence. No critique, no judges, no rerun: what one or k calls give on their own."""
+    config = state.config
+    temperature = 0.0 if strategy.greedy else config.temperature
+    if strategy.contract:
+        positions = await generate(state, question, strategy.samples, temperature)
+    else:  # no system prompt, no contract: the reply is read as prose (parse_answer's last tier)
+        parsed = await ask(state, Phase.GENERATE, "solver-1", "", question, temperature=temperature,
+                           max_tokens=config.max_tokens, parse=_valid_answer)
+        positions = [Position(0, parsed.answer, parsed.reasoning, final_answer=parsed.answer,
+                              model=config.models[0])] if parsed else []
+    require_enough(state, positions, strategy.samples, quorum=1)
+    state.positions[1] = positions
+    kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
+    verdict = solver_verdict(positions, typed_key(kind, letters))
+    if verdict is None:  # cannot happen: valid positions have non-empty answers
+        raise RunFailed("no answer could be counted")
+    return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
+
+
 def check_question(config: Config, question: str) -> None:
     """ConfigError for a question the run must not send: too long, or dearer than MAX_TOTAL_TOKENS pays for."""
     if len(question) > config.max_question_chars:
@@ -3133,21 +3181,22 @@ def hold_synthesis(state: Debate, question: str, quorum: int) -> bool:
     return True
 
 
-async def run_question(state: Debate, question: str, replay: Replay | None) -> None:
+async def run_question(state: Debate, question: str, replay: Replay | None, strategy: Strategy | None = None) -> None:
     """The debate, or the replay, stopped at QUESTION_DEADLINE two ways: asyncio.timeout cancels it wherever it
     waits, on the loop's clock; and each attempt and retry wait checks the runtime's clock (see ask), which tests
     move. In the rerun, it leaves pass 1's verdict standing, as a failed rerun does."""
     config = state.config
-    synthesis = config.synthesizes(state.shape) and hold_synthesis(state, question,
-                                                                   0 if replay else config.min_valid_answers)
+    baseline = strategy if strategy is not None and strategy.samples > 0 else None
+    synthesis = not baseline and config.synthesizes(state.shape) and hold_synthesis(
+        state, question, 0 if replay else config.min_valid_answers)
     deadline = state.queue.deadline = asyncio.timeout(config.question_deadline or None)
     try:
         async with deadline:
-            first = await (run_replay(state, replay) if replay
+            first = await (run_replay(state, replay) if replay else sample(state, question, baseline) if baseline
                            else debate_once(state, question, config.num_workers, config.temperature))
             state.verdicts.append(first)
             state.reported = 1
-            if replay is None and first.confidence < config.min_judge_confidence:
+            if replay is None and not baseline and first.confidence < config.min_judge_confidence:
                 await rerun(state, question)
             if synthesis:
                 reported = state.verdicts[(state.reported or 1) - 1]
@@ -3167,7 +3216,7 @@ async def run_question(state: Debate, question: str, replay: Replay | None) -> N
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
                           handover: Handover | None = None, replay: Replay | None = None,
-                          place: LogPlace | None = None) -> RunRecord:
+                          place: LogPlace | None = None, strategy: Strategy | None = None) -> RunRecord:
     """Run the debate on one question, write its transcript and trace, and return its record; never raises MoAError
     (a failure is in the record). Cancelled, it still writes the files, and ``handover`` (if given) has the record."""
     shape = replay.shape if replay else config.shape_of(question)
@@ -3181,7 +3230,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     stopped: BaseException | None = None
     try:
         check_question(config, question)
-        await run_question(state, question, replay)
+        await run_question(state, question, replay, strategy)
     except (MoAError, asyncio.CancelledError) as err:
         stopped = err
         if isinstance(err, asyncio.CancelledError):
@@ -4214,6 +4263,7 @@ class BatchOptions:
     shard: Shard | None = None
     output_format: str = "jsonl"  # or "openai-batch"
     logs: str = "all"  # transcripts and traces: all, failed (only failed questions keep theirs) or none
+    strategy: Strategy | None = None  # --eval: how each question is answered (None: the debate)
 
     @property
     def streamed(self) -> bool:
@@ -4713,7 +4763,8 @@ class BatchRun:
         QUESTION_ID.set(shown_id(item.id))
         place = LogPlace(self.log_folder, safe_name(item.id), self.folder_fd)
         try:
-            await answer_question(self.config, item.question, endpoint, self.runtime, run, place=place)
+            await answer_question(self.config, item.question, endpoint, self.runtime, run, place=place,
+                                  strategy=self.options.strategy)
         except asyncio.CancelledError as err:
             # What it cost is still counted, and the line says so; resume runs it again.
             self.save(item, run.record.ended(err, "interrupted before it finished; it runs again on resume"), writer)
@@ -5043,14 +5094,220 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
                                   "there would destroy the questions: choose another output")
 
 
-# --- 15. CLI -------------------------------------------------------------------------------------
-
 def batch_exit_code(summary: dict[str, Any]) -> int:
     """A breaker's stop is 75, "try again later": the next cron run resumes."""
     stopped = {"aborted": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED, "circuit_open": EXIT_TRY_LATER}
     run = summary["this_run"]
     return stopped.get(summary["status"], EXIT_SOME_FAILED if run["failed"] or run["input_errors"] else EXIT_OK)
 
+
+# --eval: each strategy is one batch of the gold questions into FOLDER/<strategy>.jsonl, resumable, lockable,
+# shardable and budgeted like any batch; the report is read back from those files, so a rerun resumes and a
+# report made after the last shard covers every shard's questions.
+
+DEFAULT_STRATEGIES = "single,single-contract,vote@5,debate"
+SIGNIFICANCE = 0.05  # McNemar p below it: "beats"; at or above it, the sample cannot tell the two apart
+WILSON_Z = 1.959964  # the normal quantile of a two-sided 95% interval
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """--eval's flags, checked in main(): the gold file, the folder the strategies' outputs go to, the batch flags."""
+
+    gold: str
+    folder: Path
+    strategies: tuple[Strategy, ...]
+    batch: BatchOptions  # its output is the first strategy's; output_for gives each one its own
+    gold_ids: frozenset[str]  # the questions that carry an answer: the report scores these
+
+    def output_for(self, strategy: Strategy) -> Path:
+        path = self.folder / f"{strategy.name}.jsonl"
+        return self.batch.shard.output(path) if self.batch.shard else path
+
+    def lines_of(self, strategy: Strategy) -> dict[str, dict[str, Any]]:
+        """Every shard's complete lines for ``strategy``, by id (a later line for an id replaces an earlier one)."""
+        paths = [self.folder / f"{strategy.name}.jsonl", *sorted(self.folder.glob(f"{strategy.name}.*-of-*.jsonl"))]
+        return {r["id"]: r for path in paths for _, r in output_records(path) if r is not None and "id" in r}
+
+
+def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion: unlike p +- 1.96 se it stays inside [0, 1] and holds up at
+    the small samples and extreme accuracies an eval has (Brown, Cai and DasGupta 2001)."""
+    if not trials:
+        return 0.0, 1.0
+    z2, share = WILSON_Z ** 2, successes / trials
+    centre = (share + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = WILSON_Z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_p(wins: int, losses: int) -> float:
+    """The exact two-sided McNemar p-value: if two strategies were equally good, each question only one of them got
+    right would be a fair coin's toss; this is the chance of a split at least as uneven as wins : losses."""
+    tosses = wins + losses
+    tail = sum(math.comb(tosses, k) for k in range(min(wins, losses) + 1)) / (1 << tosses)
+    return min(1.0, 2 * tail)
+
+
+def paired(base: Mapping[str, dict[str, Any]], other: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """``other`` against ``base`` on the questions both answered: wins (only other right), losses, McNemar p."""
+    both = [(base[i]["correct"], other[i]["correct"]) for i in base.keys() & other.keys()
+            if isinstance(base[i].get("correct"), bool) and isinstance(other[i].get("correct"), bool)]
+    wins, losses = sum(b and not a for a, b in both), sum(a and not b for a, b in both)
+    return {"wins": wins, "losses": losses, "p_value": round(mcnemar_p(wins, losses), 4)}
+
+
+def _mean(values: Iterable[float | int | None]) -> float | None:
+    counted = [v for v in values if v is not None]
+    return round(sum(counted) / len(counted), 3) if counted else None
+
+
+def format_shares(lines: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per phase, over every reply: how many, and the shares read only by the last parsing tier or not at all."""
+    sums: dict[str, collections.Counter[str]] = {}
+    for line in lines:
+        for phase, counts in (line.get("format") or {}).items():
+            sums.setdefault(phase, collections.Counter()).update(counts)
+    return {phase: {"replies": c["replies"], "last_tier": round(c["last_tier"] / c["replies"], 3) if c["replies"]
+                    else None, "failed": round(c["failed"] / c["replies"], 3) if c["replies"] else None}
+            for phase, c in sums.items()}
+
+
+def strategy_score(name: str, lines: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """One strategy's row of the report, from its batch lines: accuracy over the questions it answered (a failure
+    is counted as failed, never as wrong), with its Wilson interval, and what a question cost."""
+    rows = list(lines.values())
+    scored = [r["correct"] for r in rows if r.get("status") == "ok" and isinstance(r.get("correct"), bool)]
+    low, high = wilson_interval(sum(scored), len(scored))
+    judged = [r["phases"].get(Phase.JUDGE, {}) for r in rows if isinstance(r.get("phases"), dict)]
+    judge_calls = sum(j.get("ok", 0) + j.get("failed", 0) for j in judged)
+    return {"name": name, "questions": len(rows), "answered": len(scored),
+            "failed": sum(r.get("status") != "ok" for r in rows), "correct": sum(scored),
+            "accuracy": round(sum(scored) / len(scored), 4) if scored else None,
+            "ci_low": round(low, 4) if scored else None, "ci_high": round(high, 4) if scored else None,
+            "calls_per_question": _mean(r.get("llm_calls") for r in rows),
+            "requests_per_question": _mean(r.get("http_requests") for r in rows),
+            "tokens_per_question": _mean((r.get("usage") or {}).get("total_tokens") for r in rows),
+            "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
+            "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
+            "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
+            "format": format_shares(rows), "doubtful": sum(bool(r.get("doubts")) for r in rows), "vs_single": None}
+
+
+def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, Any]:
+    """The report over the gold questions answered so far: a row per strategy, each paired with single, the most
+    accurate, the best per call, and the closing line."""
+    lines = {s.name: {i: r for i, r in options.lines_of(s).items() if i in gold_ids} for s in options.strategies}
+    rows = [strategy_score(name, by_id) for name, by_id in lines.items()]
+    for row in rows:
+        if "single" in lines and row["name"] != "single":
+            row["vs_single"] = paired(lines["single"], lines[row["name"]])
+    ranked = sorted((r for r in rows if r["accuracy"] is not None),
+                    key=lambda r: (-r["accuracy"], r["calls_per_question"] or 0))
+    best = ranked[0] if ranked else None
+    # The cheapest strategy the questions cannot tell apart from the most accurate: more calls bought nothing shown.
+    thrifty = min((r for r in ranked if r is best or paired(lines[best["name"]], lines[r["name"]])["p_value"]
+                   >= SIGNIFICANCE), key=lambda r: r["calls_per_question"] or 0, default=None) if best else None
+    return {"schema_version": SCHEMA_VERSION, "gold": options.gold, "folder": str(options.folder),
+            "questions": len(gold_ids), "strategies": rows, "best": best and best["name"],
+            "best_per_call": thrifty and thrifty["name"], "conclusion": eval_conclusion(rows, best, thrifty)}
+
+
+def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thrifty: dict[str, Any] | None) -> str:
+    """One plain line: the most accurate strategy, the best per call, and whether the debate beats one call."""
+    if best is None or thrifty is None:
+        return "No strategy has answered a question with a gold answer yet."
+    said = [f"Most accurate: {best['name']} ({100 * best['accuracy']:.1f}%)."]
+    if thrifty is not best:
+        said.append(f"Best per call: {thrifty['name']} ({100 * thrifty['accuracy']:.1f}% at "
+                    f"{thrifty['calls_per_question']:g} calls/question); the extra calls bought no accuracy these "
+                    f"questions can show (McNemar p >= {SIGNIFICANCE}).")
+    debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"]), None)
+    if debate_row:
+        duel = debate_row["vs_single"]
+        verdict = ("beats" if duel["wins"] > duel["losses"] else "is worse than") if duel["p_value"] < SIGNIFICANCE \
+            else "does not beat, at this sample size,"
+        said.append(f"The debate {verdict} a single call (wins {duel['wins']}, losses {duel['losses']}, McNemar "
+                    f"p = {duel['p_value']:.3g}, on the {duel['wins'] + duel['losses']} questions only one got right).")
+    return " ".join(said)
+
+
+def _shown(value: float | None, form: str = "{:.1f}", none: str = "-") -> str:
+    return none if value is None else form.format(value)
+
+
+def markdown_report(report: dict[str, Any], model: str) -> str:
+    """The report as Markdown: report.md, and what a person reads on stdout."""
+    lines = [f"# Eval of {report['gold']}: {report['questions']} questions, model {model}", "",
+             "| strategy | accuracy [95% CI] | answered | failed | calls/q | requests/q | tokens/q | cost/q | wall/q "
+             "| judges with a verdict | doubtful | vs single: wins-losses, p |", "|" + "---|" * 12]
+    for row in report["strategies"]:
+        duel = row["vs_single"]
+        accuracy = (f"{100 * row['accuracy']:.1f}% [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+                    if row["accuracy"] is not None else "-")
+        lines.append(f"| {row['name']} | {accuracy} | {row['answered']} | {row['failed']} | "
+                     f"{_shown(row['calls_per_question'])} | {_shown(row['requests_per_question'])} | "
+                     f"{_shown(row['tokens_per_question'], '{:.0f}')} | "
+                     f"{_shown(row['cost_usd_per_question'], '${:.4f}')} | {_shown(row['wall_s_per_question'])}s | "
+                     f"{_shown(row['judge_verdict_share'], '{:.0%}')} | {row['doubtful']} | "
+                     + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} |" if duel else "- |"))
+    return "\n".join([*lines, *format_table(report["strategies"]), "", report["conclusion"], ""])
+
+
+def format_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The report's format compliance: per strategy and phase, the shares of replies only the last parsing tier
+    read, and with no usable output."""
+    phases = [p for p in PHASES if any(p in row["format"] for row in rows)]
+    if not phases:
+        return []
+    lines = ["", "Format: per phase, the share of replies read only by the last parsing tier / with no usable output.",
+             "", "| strategy | " + " | ".join(phases) + " |", "|" + "---|" * (len(phases) + 1)]
+    for row in rows:
+        shares = [row["format"].get(p) or {"last_tier": None, "failed": None} for p in phases]
+        cells = [f"{_shown(s['last_tier'], '{:.0%}')} / {_shown(s['failed'], '{:.0%}')}" for s in shares]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def gold_ids(config: Config, gold: str) -> frozenset[str]:
+    """The ids of the gold file's questions that carry an answer; ConfigError, before anything is sent, for none."""
+    try:
+        with read_file(Path(gold), follow=True) as handle:
+            items = read_items(bounded_lines(handle, input_line_limit(config)), input_format(gold),
+                               config.max_question_chars, config.secrets)
+            ids = {item.id for item in items if isinstance(item, BatchItem) and item.expected is not None}
+    except OSError as err:
+        raise ConfigError(f"--eval {gold}: cannot read it ({describe_os_error(err)})") from None
+    if not ids:
+        raise ConfigError(f"--eval {gold}: no question in it has an answer to score against: give JSONL lines "
+                          'with "id", "question" and "answer"')
+    return frozenset(ids)
+
+
+async def run_eval(config: Config, options: EvalOptions, runtime: Runtime) -> tuple[dict[str, Any], int, str | None]:
+    """Each strategy's batch in turn, then the report (also FOLDER/report.md): (report, exit code, error). A batch
+    that stops (interrupted, aborted, the breaker) stops the eval there, with that batch's exit code; the report
+    covers what is done, and rerunning the command resumes."""
+    code, error = EXIT_OK, None
+    for number, strategy in enumerate(options.strategies, 1):
+        output = options.output_for(strategy)
+        say(f"eval: {strategy.name} ({number}/{len(options.strategies)}) -> {output}", config.secrets)
+        summary = await run_batch(config, replace(options.batch, output=output, strategy=strategy), runtime, None)
+        code = max(code, batch_exit_code(summary))
+        if summary["status"] != "finished":
+            code, error = batch_exit_code(summary), f"{strategy.name}: {summary['error'] or summary['status']}"
+            break
+    report = eval_report(options, options.gold_ids)
+    try:
+        text = markdown_report(report, config.model_name).encode()
+        replace_atomically(options.folder / "report.md", lambda fd: write_all(runtime, fd, text))
+    except OSError as err:
+        error = error or f"could not write {options.folder}/report.md ({describe_os_error(err)}); results intact"
+        code = max(code, EXIT_SOME_FAILED)
+    return report, code, error
+
+
+# --- 15. CLI -------------------------------------------------------------------------------------
 
 HELP_EPILOG = ("examples:\n"
                '  python moa_pipeline.py -q "What is 17 * 23?"               # a verdict and its solution\n'
@@ -5096,6 +5353,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--shard", metavar="K/N",
                        help="run only shard K of N (by a hash of each id), into OUTPUT.K-of-N.jsonl; "
                             "auto/N takes K from a Slurm array task id or a Kubernetes Indexed Job index")
+    batch.add_argument("--strategies", metavar="LIST",
+                       help=f"with --eval: single, single-contract, vote@K, debate (default {DEFAULT_STRATEGIES})")
     add_debate_flags(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="print the calls and worst-case tokens and cost per phase; send nothing")
@@ -5115,6 +5374,9 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
                         help='batch mode: a .txt (one question per line) or .jsonl file of questions; "-" for stdin')
     source.add_argument("--check", action="store_true",
                         help="send one tiny request and report reachability, the key, the model and the context")
+    source.add_argument("--eval", metavar="GOLD",
+                        help="score strategies (--strategies) on a JSONL file of questions with answers; results "
+                             "and report.md go to -o FOLDER (default: GOLD.eval); rerun to resume")
     source.add_argument("--replay", metavar="TRACE",
                         help="rebuild a run from its .jsonl trace and run only the phases from --from on")
     parser.add_argument("--from", dest="replay_from", choices=tuple(map(str, REPLAY_STARTS)), metavar="START",
@@ -5370,37 +5632,74 @@ def single_question(args: argparse.Namespace, config: Config) -> SingleRequest:
     return SingleRequest(read_question(args.question, sys.stdin, config.max_question_chars), None)
 
 
-def batch_options(args: argparse.Namespace) -> BatchOptions:
-    if not args.output or args.output == "-":  # not stdout: the output is resumed from, so it is a file
+def batch_options(args: argparse.Namespace, questions_file: str, output_name: str | None,
+                  flag: str = "--questions-file") -> BatchOptions:
+    """The batch flags for ``questions_file`` (given as ``flag``) into ``output_name``; ConfigError for bad ones."""
+    if not output_name or output_name == "-":  # not stdout: the output is resumed from, so it is a file
         raise ConfigError("-f needs -o PATH: the JSONL file the results go to (and resume from; not stdout)")
     concurrency = DEFAULT_CONCURRENCY if args.concurrency is None else args.concurrency
     if not 1 <= concurrency <= 256:
         raise ConfigError(f"--concurrency {concurrency} is not valid: expected a whole number from 1 to 256")
-    if args.questions_file == "-":
+    if questions_file == "-":
         stdin_bytes(sys.stdin)
-    elif not os.path.exists(args.questions_file) or os.path.isdir(args.questions_file):
-        why = "a folder, not a file" if os.path.isdir(args.questions_file) else "no such file"
-        raise ConfigError(f"--questions-file {args.questions_file}: {why}")
-    elif not os.access(args.questions_file, os.R_OK):
-        raise ConfigError(f"--questions-file {args.questions_file}: cannot read it (permission denied)")
+    elif not os.path.exists(questions_file) or os.path.isdir(questions_file):
+        why = "a folder, not a file" if os.path.isdir(questions_file) else "no such file"
+        raise ConfigError(f"{flag} {questions_file}: {why}")
+    elif not os.access(questions_file, os.R_OK):
+        raise ConfigError(f"{flag} {questions_file}: cannot read it (permission denied)")
     shard = parse_shard(args.shard, os.environ) if args.shard is not None else None
-    if Path(args.output).name in ("", ".", ".."):
-        raise ConfigError(f"--output {args.output}: expected a file name, not a folder")
-    output = shard.output(Path(args.output)) if shard else Path(args.output)
+    if Path(output_name).name in ("", ".", ".."):
+        raise ConfigError(f"--output {output_name}: expected a file name, not a folder")
+    output = shard.output(Path(output_name)) if shard else Path(output_name)
     if not output.parent.is_dir():
         why = "is not a folder" if os.path.lexists(output.parent) else "does not exist"
         raise ConfigError(f"--output {output}: {output.parent} {why}: create the folder, or choose another -o")
-    check_batch_paths(args.questions_file, output)
-    return BatchOptions(args.questions_file, output, concurrency, not args.no_resume, args.force, shard,
+    check_batch_paths(questions_file, output)
+    return BatchOptions(questions_file, output, concurrency, not args.no_resume, args.force, shard,
                         args.output_format or "jsonl", args.logs or "all")
 
 
-def main_batch(config: Config, options: BatchOptions, runtime: Runtime, json_output: bool) -> int:
+def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
+    """--eval's plan: the strategies, and FOLDER made (a link or a file there is refused); nothing sent yet."""
+    if args.eval == "-":
+        raise ConfigError("--eval needs a file, not stdin: each strategy reads its questions once more")
+    if args.dry_run or args.replay_from or args.output_format == "openai-batch":
+        raise ConfigError("--dry-run, --from and --output-format openai-batch do not go with --eval, which reads its "
+                          "own result lines back for the report")
+    names = [name for name in (args.strategies or DEFAULT_STRATEGIES).split(",") if name.strip()]
+    strategies = tuple(dict.fromkeys(Strategy.parse(name) for name in names))
+    if not strategies:
+        raise ConfigError(f"--strategies {args.strategies!r}: name at least one, e.g. {DEFAULT_STRATEGIES}")
+    folder = Path(args.output) if args.output else Path(args.eval).with_suffix(".eval")
+    if what_is_at(folder) not in ("nothing", "other") or (folder.exists() and not folder.is_dir()):
+        raise ConfigError(f"-o {folder}: not a folder (a file or a symbolic link is there): --eval writes a folder "
+                          "of results; give another -o")
+    ids = gold_ids(config, args.eval)
     try:
+        make_private_folders(folder)
+    except OSError as err:
+        raise unusable_path(err, f"the eval folder {folder}", "choose another -o") from None
+    batch = batch_options(args, args.eval, str(folder / f"{strategies[0].name}.jsonl"), "--eval")
+    options = EvalOptions(args.eval, folder, strategies, batch, ids)
+    for strategy in strategies[1:]:
+        check_batch_paths(args.eval, options.output_for(strategy))
+    return options
+
+
+def main_batch(config: Config, options: BatchOptions | EvalOptions, runtime: Runtime, json_output: bool) -> int:
+    """A batch, or an eval (its batches, then the report), to the end; its summary or report on stdout."""
+    try:
+        if isinstance(options, EvalOptions):
+            # Gold answers are short verdicts: an auto shape would make "Name a fruit." a whole response, unscored.
+            short = replace(config, answer_shape="short") if config.answer_shape == "auto" else config
+            report, code, error = asyncio.run(run_eval(short, options, runtime))
+            text = json.dumps(report) if json_output else markdown_report(report, config.model_name)
+            return deliver(text, error, code, config.secrets)
         summary = asyncio.run(run_batch(config, options, runtime, sys.stdin))
     except Exception as err:  # a bug too: one line; the output stays resumable
+        output = options.folder if isinstance(options, EvalOptions) else options.output
         why = (str(err) if isinstance(err, MoAError) else internal_error(err) if not isinstance(err, OSError)
-               else f"batch output {options.output}: {describe_os_error(err)}; nothing already written was lost")
+               else f"batch output {output}: {describe_os_error(err)}; nothing already written was lost")
         say(f"error: {why}", config.secrets)
         return exit_code_for(err)
     text = json.dumps(summary, ensure_ascii=False) if json_output else human_batch_summary(summary)
@@ -5467,8 +5766,13 @@ def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]
             if getattr(args, name) is not None and getattr(args, name) is not False]
 
 
-def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | SingleRequest | None:
-    """What the flags ask for: a batch, one question, or None for --check; ConfigError for a flag it would ignore."""
+def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | EvalOptions | SingleRequest | None:
+    """What the flags ask for: a batch, an eval, one question, or None for --check; ConfigError for a flag it would
+    ignore."""
+    if args.strategies is not None and args.eval is None:
+        raise ConfigError("--strategies goes with --eval GOLD")
+    if args.eval is not None:
+        return eval_options(args, config)
     if args.check:
         if ignored := given_flags(args, CHECK_IGNORES):
             raise ConfigError(f"{', '.join(ignored)}: not used by --check, which prints its findings as lines")
@@ -5476,7 +5780,7 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Sin
     if args.questions_file is not None:
         if args.dry_run or args.replay_from:
             raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
-        return batch_options(args)
+        return batch_options(args, args.questions_file, args.output)
     if given := given_flags(args, BATCH_ONLY_FLAGS):
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
     request = single_question(args, config)
@@ -5522,7 +5826,7 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
         found = asyncio.run(check_endpoint(config, runtime))
         emit("\n".join(found.lines), config.secrets)
         return EXIT_OK if found.ok else EXIT_FAILED
-    if isinstance(request, BatchOptions):
+    if isinstance(request, (BatchOptions, EvalOptions)):
         if not args.verbose:
             log.setLevel(logging.WARNING)  # per-phase progress lines would drown the batch's own
         return main_batch(config, request, runtime, args.json_output)

@@ -219,7 +219,7 @@ def kept_reply(phase: str, user: str) -> str | None:
     return None
 
 
-def oracle_reply(phase: str, state: State, body: dict[str, Any]) -> str | None:
+def oracle_reply(phase: str, state: State, body: dict[str, Any], agent: str | None = None) -> str | None:
     """With --answers: solvers are right except at --wrong-rate, rebuttals keep their answer, and
     voting judges side with the majority of the candidates in their prompt (confidence = its share).
     Ranking judges and the synthesis check what they are shown (oracle_ranking, oracle_synthesis)."""
@@ -234,7 +234,7 @@ def oracle_reply(phase: str, state: State, body: dict[str, Any]) -> str | None:
     if phase in ("rebuttal", "revise"):
         return kept_reply(phase, user)
     if phase == "generate":
-        wrong = state.rng.random() < state.options.wrong_rate
+        wrong = solver_draw(state, body, agent) < state.options.wrong_rate
         if key.short:
             return f"<reasoning>worked</reasoning>\n<answer>{key.wrong[0] if wrong else key.right}</answer>"
         return f"<reasoning>worked</reasoning>\n<answer>\n{state.rng.choice(key.wrong) if wrong else key.right}\n</answer>"
@@ -250,6 +250,16 @@ def oracle_reply(phase: str, state: State, body: dict[str, Any]) -> str | None:
         best = next((label for label, answer in shown if is_right(key, answer)), shown[0][0] if shown else "A")
         return f"<analysis>I checked each candidate.</analysis>\nFINAL ANSWER: {best}\nCONFIDENCE: 90"
     return None
+
+
+def solver_draw(state: State, body: dict[str, Any], agent: str | None) -> float:
+    """The uniform that makes a solver wrong. With --keyed, fixed by (seed, system prompt, question, agent), so an
+    --eval's accuracies do not depend on the order requests arrive in; else the next draw of the seeded stream."""
+    if not state.options.keyed:
+        return state.rng.random()
+    system, user = messages_of(body)
+    key = f"{state.options.seed}|{system.rsplit('[request', 1)[0]}|{question_of(user)}|{agent}"
+    return (int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") + 0.5) / 2**64
 
 
 def plain_reply(phase: str, state: State, body: dict[str, Any]) -> str:
@@ -442,7 +452,7 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
     gateway = {"x-litellm-attempted-retries": "2"} if retried else None
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
     phase = phase_of(headers, body)
-    text = oracle_reply(phase, state, body) if state.keys else None
+    text = oracle_reply(phase, state, body, headers.get("x-moa-agent")) if state.keys else None
     text = text if text is not None else plain_reply(phase, state, body)
     if options.fault == "trickle":
         payload = response_bytes(200, completion_body(text, prompt_chars=prompt_chars))
