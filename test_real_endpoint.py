@@ -207,3 +207,21 @@ def test_trace_counts_read_accepted_replies_per_phase(tmp_path: Path, events: li
     counts = real_model.trace_counts(tmp_path)
     assert (counts["judge"]["accepted"], counts["judge"]["replies"]) == judge
     assert (counts["rebuttal"]["accepted"], counts["rebuttal"]["replies"]) == rebuttal
+
+
+@pytest.mark.parametrize("exit_code, printed, expected", [
+    (0, '{"strategies": []}', 0),
+    (3, '{"strategies": []}', 3),
+    (130, '{"strategies": []}', 130),
+    (2, "", None),
+    (1, '{"strategies": []}', None),
+], ids=["finished", "some-failed", "stopped-reports-what-is-done", "usage-error", "could-not-go-on"])
+def test_run_eval_keeps_a_report_of_a_finished_or_stopped_eval(exit_code: int, printed: str,
+                                                               expected: int | None) -> None:
+    """run_eval returns the --json report on exit 0, 3 and 130 (a stop reports what is done); other exits are errors."""
+    command = [sys.executable, "-c", f"print({printed!r}); raise SystemExit({exit_code})"]
+    if expected is None:
+        with pytest.raises(real_model.SetupError, match=f"exited {exit_code}"):
+            real_model.run_eval(command, "http://127.0.0.1:9/v1")
+    else:
+        assert real_model.run_eval(command, "http://127.0.0.1:9/v1") == ({"strategies": []}, expected)

@@ -235,14 +235,26 @@ def eval_command(questions: Path, strategies: str, folder: Path) -> list[str]:
             "-o", str(folder), "--json", "--concurrency", "2"]
 
 
-def run_eval(command: list[str], url: str) -> dict[str, object]:
-    """Run the eval against ``url`` with SMALL_MODEL_SETTINGS; its --json report (exit 0, or 3: some failed)."""
+EXIT_SOME_FAILED, EXIT_INTERRUPTED = 3, 130  # moa_pipeline's: the eval still reports on what is done
+
+
+def run_eval(command: list[str], url: str) -> tuple[dict[str, object], int]:
+    """Run the eval against ``url`` with SMALL_MODEL_SETTINGS: its --json report and exit code. SIGTERM here is
+    passed on and Ctrl-C reaches it with ours: it stops, reports on what is done (exit 130), and rerunning the
+    same command resumes; so a long run can be cut at a deadline and still leave its table."""
     env = {**os.environ, **SMALL_MODEL_SETTINGS, "PROXY_URL": url, "API_KEY": "local", "MOA_ENV_FILE": os.devnull}
-    done = subprocess.run(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    if done.returncode not in (0, 3):
-        raise SetupError(f"the eval exited {done.returncode}")
-    report: dict[str, object] = json.loads(done.stdout)
-    return report
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),  # the terminal sends it to both
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: process.terminate())}
+    try:
+        stdout, _ = process.communicate()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if process.returncode not in (0, EXIT_SOME_FAILED, EXIT_INTERRUPTED) or not stdout.strip():
+        raise SetupError(f"the eval exited {process.returncode}")
+    report: dict[str, object] = json.loads(stdout)
+    return report, process.returncode
 
 
 def percent(value: object) -> str:
@@ -365,19 +377,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.no_setup != bool(args.url):
         build_parser().error("--no-setup and --url go together")
+    args.work.mkdir(parents=True, exist_ok=True)
     server = None if args.no_setup else serve(args)
     try:
         questions = first_questions(args.source, args.questions, args.work)
         command = eval_command(questions, args.strategies, args.work / f"{questions.stem}.eval")
-        report = run_eval(command, args.url or (server.url if server else ""))
+        report, code = run_eval(command, args.url or (server.url if server else ""))
     finally:
         if server is not None:
             server.stop()
     (args.work / "eval.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     model = Path(args.model or MODEL_MEMBER).name
-    write_between_markers(args.readme, report_table(report, shown_command(command), model))
+    table = report_table(report, shown_command(command), model)
+    if code == EXIT_INTERRUPTED:
+        table += "\n\nStopped before the end (SIGTERM): the rows cover the questions done; the same command resumes."
+    write_between_markers(args.readme, table)
     print(f"wrote the table into {args.readme}", file=sys.stderr)
-    return 0
+    return code
 
 
 if __name__ == "__main__":
