@@ -67,6 +67,9 @@ class ParsedJudgement:
     final_answer: str | None
     confidence: int | None
     analysis: str
+    # Which reading found final_answer: "final-answer-line" (the contract), else a fallback: "final-answer-tag",
+    # "answer-tag" (an <answer> of its own), "answer-sentence" ("The answer is X"); "none" without one.
+    tier: str = "final-answer-line"
 
 
 # --- think blocks -----------------------------------------------------------
@@ -366,11 +369,14 @@ def parse_judgement(text: str) -> ParsedJudgement:
         conf = _CONFIDENCE_LINE.match(line)
         if conf:
             confidence = parse_confidence(conf.group("number"), conf.group("unit"))
+    tier = "final-answer-line"
     if final is None:  # the judge's own words: an <answer> it echoed from a candidate block is not its vote
         own = "\n".join(_own_lines(body))
-        final = extract_tag(own, "final_answer") or extract_tag(own, "answer") or _answer_sentence(own) or None
+        readings = (("final-answer-tag", extract_tag(own, "final_answer")), ("answer-tag", extract_tag(own, "answer")),
+                    ("answer-sentence", _answer_sentence(own)))
+        tier, final = next(((name, value) for name, value in readings if value), ("none", None))
     analysis = extract_tag(body, "analysis") or body.strip()
-    return ParsedJudgement(final, confidence, analysis)
+    return ParsedJudgement(final, confidence, analysis, tier)
 
 
 # "The answer is: Paris.", "This answer is 391", "The correct answer is (C) Venus.", "My final answer would be B": a
