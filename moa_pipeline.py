@@ -139,8 +139,8 @@ RERUN_EXTRA_WORKERS = 2
 # read only by the paragraph guess) is at most this confident: agreement among guesses is not evidence, and 50 is
 # below the default MIN_JUDGE_CONFIDENCE, so the rerun rule still fires where a rerun can help (docs/output.md).
 UNCHECKED_CONFIDENCE = 50
-# When this many of a phase's first replies in a run were all unusable (the model does not follow that phase's
-# format), its later unusable replies are not retried: each retry costs a request and reads no better (issue 23).
+# When a phase's first this-many replies in a run could none be read (the model does not write that phase's format),
+# its unreadable replies are no longer retried: each retry costs a request and reads no better (format_given_up).
 FORMAT_GIVE_UP_REPLIES = 3
 # How much of a server's error body we quote to the user, and how much of it we read at all.
 SERVER_MESSAGE_LIMIT = 300
@@ -2206,7 +2206,7 @@ class Ballot:
     order: tuple[str, ...]  # candidate ids (agents, "solver-3"), best first, as parse_ranking left them
     confidence: int | None
     analysis: str = ""
-    read_by: str = "ranking-line"  # parse_ranking's tier: "final-answer-line" when it named only a winner
+    read_by: str = "ranking-line"  # parse_ranking's tier; "winner-only" when a FINAL ANSWER line named its winner
 
     @property
     def tier(self) -> str:
@@ -2764,8 +2764,9 @@ def ballot_of(text: str, labels: Mapping[str, Position], judge: str) -> Ballot |
     found: ParsedRanking | None = parse_ranking(text, tuple(labels))
     if found is None:
         return None
+    read_by = found.tier if found.tier == "ranking-line" else "winner-only"  # a FINAL ANSWER line: not the contract
     return Ballot(judge, tuple(labels[label].agent for label in found.order), found.confidence, found.analysis,
-                  found.tier)
+                  read_by)
 
 
 def synthesis_prompts(question: str, ranked: Sequence[Position], standings: Sequence[Standing],

@@ -12,6 +12,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
+import parsing
 from conftest import URL, FakeModel, completion, phases_of, solver_text, test_runtime
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -61,9 +62,29 @@ def test_format_counts_each_phases_replies_last_tier_and_failed(overrides, expec
 ], ids=["final-answer-line", "own-answer-tag", "own-final-answer-tag", "answer-sentence"])
 def test_a_judges_vote_says_which_reading_found_it(reply: str, tier: str) -> None:
     """A vote's tier names the reading of parse_judgement that found it: the contract's line or which fallback."""
-    labels = {"A": moa.Position(0, "391", "", final_answer="391"), "B": moa.Position(1, "390", "", final_answer="390")}
-    vote = moa.vote_of(reply, labels, "judge-1")
+    vote = moa.vote_of(reply, LABELS, "judge-1")
     assert vote is not None and moa.normalize_answer(vote.answer) == "391" and vote.tier == tier
+
+
+LABELS = {"A": moa.Position(0, "391", "", final_answer="391"), "B": moa.Position(1, "390", "", final_answer="390")}
+
+
+@pytest.mark.parametrize("phase, read, fallback", [
+    (moa.Phase.GENERATE, lambda: parsing.parse_answer("<answer>391</answer>"), False),
+    (moa.Phase.GENERATE, lambda: parsing.parse_answer("Answer: 391"), False),
+    (moa.Phase.GENERATE, lambda: parsing.parse_answer(PROSE_SOLVER), True),
+    (moa.Phase.CRITIQUE, lambda: parsing.parse_block("Looks right to me.", "critique"), True),
+    (moa.Phase.REBUTTAL, lambda: parsing.parse_rebuttal("<answer>391</answer>"), False),
+    (moa.Phase.REBUTTAL, lambda: parsing.parse_rebuttal("I stand by it.\nAnswer: 391"), True),
+    (moa.Phase.JUDGE, lambda: moa.vote_of(SENTENCE_JUDGE, LABELS, "judge-1"), True),
+    (moa.Phase.JUDGE, lambda: moa.ballot_of("RANKING: B > A\nCONFIDENCE: 80", LABELS, "judge-1"), False),
+    (moa.Phase.JUDGE, lambda: moa.ballot_of("FINAL ANSWER: B", LABELS, "judge-1"), True),
+    (moa.Phase.SYNTHESIS, lambda: parsing.parse_synthesis("The response."), False),
+], ids=["solver-xml", "solver-label", "solver-paragraph", "critique-whole-reply", "rebuttal-xml", "rebuttal-label",
+        "judge-sentence", "ranking-line", "ranking-winner-only", "synthesis"])
+def test_each_phase_has_its_last_tier(phase, read, fallback) -> None:
+    """A reply counts as read by its phase's last tier only when it missed the format that phase asked for."""
+    assert moa.read_by_fallback(phase, read()) is fallback
 
 
 @pytest.mark.parametrize("votes, asked, confidence, stated", [
