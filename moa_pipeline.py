@@ -2914,6 +2914,22 @@ DOUBTS = {"no_judge_verdict": "no judge gave a verdict that could be read: the s
              for phase in FORMAT_FALLBACKS}}
 
 
+# Per-phase doubts, grouped into one clause each in the human summary: (code suffix, the clause for the phases).
+PHASE_DOUBTS = (("_format_failed", "most {} replies did not follow the format"),
+                ("_retries_stopped", "unreadable {} replies were not retried"))
+
+
+def plain_doubts(codes: Sequence[str]) -> str:
+    """The doubts as one plain line: the vote's in DOUBTS' words, the phases' grouped ("most generate and judge
+    replies did not follow the format")."""
+    said = [DOUBTS[code] for code in codes if not code.endswith(tuple(suffix for suffix, _ in PHASE_DOUBTS))]
+    for suffix, clause in PHASE_DOUBTS:
+        if phases := [code.removesuffix(suffix) for code in codes if code.endswith(suffix)]:
+            said.append(clause.format(" and ".join([", ".join(phases[:-1]), phases[-1]] if len(phases) > 1
+                                                   else phases)))
+    return "; ".join(said)
+
+
 def verdict_doubts(verdict: Verdict, positions: list[Position], key: Callable[[str], str]) -> list[str]:
     """The doubts the vote itself shows: no judge's verdict, judges split or silent on confidence, solvers that
     disagree (short answers: full responses never key alike)."""
@@ -5489,7 +5505,7 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
     else:
         lines.append("No verdict: the run failed.")
     if record.doubts:  # one plain line: what a reader must know before trusting the answer (RunRecord.doubts)
-        lines.append("Doubtful: " + "; ".join(DOUBTS[code] for code in record.doubts) + ".")
+        lines.append(f"Doubtful: {plain_doubts(record.doubts)}.")
     for phase, counts in record.phases.items():
         if done := counts["ok"] + counts["failed"]:
             lines.append(f"  {PHASE_TITLES[Phase(phase)]:<28} {counts['ok']}/{done} {PHASE_NOUNS[Phase(phase)]}")

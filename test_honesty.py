@@ -182,6 +182,20 @@ def test_an_early_exit_on_guessed_answers_is_not_confident(capsys, monkeypatch) 
     assert printed["doubts"] == ["generate_format_failed"]
 
 
+@pytest.mark.parametrize("codes, line", [
+    ([], ""),
+    (["judges_split"], "the judges split: no answer has a majority of them"),
+    (["generate_format_failed", "rebuttal_format_failed", "judge_format_failed", "rebuttal_retries_stopped"],
+     "most generate, rebuttal and judge replies did not follow the format; unreadable rebuttal replies were not retried"),
+    (["answers_disagree", "revise_format_failed", "judge_format_failed"],
+     "the solvers' final answers disagree: no answer has a majority of them; most revise and judge replies did not "
+     "follow the format"),
+], ids=["none", "one", "phases-grouped", "vote-then-phases"])
+def test_doubts_read_as_one_plain_line(codes: list[str], line: str) -> None:
+    """The vote's doubts in their own words, then the phases' grouped in one clause each."""
+    assert moa.plain_doubts(codes) == line
+
+
 @respx.mock
 def test_the_summary_says_the_doubt_in_one_plain_line(capsys, monkeypatch) -> None:
     """The human summary prints one Doubtful: line in plain words; a clean run prints none."""
@@ -189,8 +203,8 @@ def test_the_summary_says_the_doubt_in_one_plain_line(capsys, monkeypatch) -> No
     respx.post(URL).mock(side_effect=FakeModel(overrides={"judge": fixed("I cannot decide.")}))
     assert moa.main(["-q", "What is 17 * 23?"], runtime=test_runtime()) == 0
     doubtful = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Doubtful:")]
-    codes = ("no_judge_verdict", "judge_format_failed", "judge_retries_stopped")
-    assert doubtful == ["Doubtful: " + "; ".join(moa.DOUBTS[code] for code in codes) + "."]
+    assert doubtful == [f"Doubtful: {moa.DOUBTS['no_judge_verdict']}; most judge replies did not follow the format; "
+                        "unreadable judge replies were not retried."]
     respx.post(URL).mock(side_effect=FakeModel())
     assert moa.main(["-q", "What is 17 * 23?"], runtime=test_runtime()) == 0
     assert "Doubtful:" not in capsys.readouterr().out
