@@ -62,14 +62,12 @@ class ParsedRebuttal(NamedTuple):
 
 @dataclass(frozen=True)
 class ParsedJudgement:
-    """A judge's FINAL ANSWER and CONFIDENCE (either may be missing)."""
+    """A judge's FINAL ANSWER and CONFIDENCE (either may be missing), and the tier its answer came from."""
 
     final_answer: str | None
     confidence: int | None
     analysis: str
-    # Which reading found final_answer: "final-answer-line" (the contract), else a fallback: "final-answer-tag",
-    # "answer-tag" (an <answer> of its own), "answer-sentence" ("The answer is X"); "none" without one.
-    tier: str = "final-answer-line"
+    tier: str = "final-answer-line"  # "final-answer-line", "xml" (its own <answer>) or "sentence" ("The answer is X")
 
 
 # --- think blocks -----------------------------------------------------------
@@ -372,11 +370,10 @@ def parse_judgement(text: str) -> ParsedJudgement:
     tier = "final-answer-line"
     if final is None:  # the judge's own words: an <answer> it echoed from a candidate block is not its vote
         own = "\n".join(_own_lines(body))
-        readings = (("final-answer-tag", extract_tag(own, "final_answer")), ("answer-tag", extract_tag(own, "answer")),
-                    ("answer-sentence", _answer_sentence(own)))
-        tier, final = next(((name, value) for name, value in readings if value), ("none", None))
+        tagged = extract_tag(own, "final_answer") or extract_tag(own, "answer")
+        final, tier = (tagged, "xml") if tagged else (_answer_sentence(own), "sentence")
     analysis = extract_tag(body, "analysis") or body.strip()
-    return ParsedJudgement(final, confidence, analysis, tier)
+    return ParsedJudgement(final or None, confidence, analysis, tier if final else "final-answer-line")
 
 
 # "The answer is: Paris.", "This answer is 391", "The correct answer is (C) Venus.", "My final answer would be B": a

@@ -56,9 +56,9 @@ def test_format_counts_each_phases_replies_last_tier_and_failed(overrides, expec
 
 @pytest.mark.parametrize("reply, tier", [
     ("<analysis>Both agree.</analysis>\nFINAL ANSWER: 391\nCONFIDENCE: 90", "final-answer-line"),
-    ("I checked both candidates.\n<answer>391</answer>", "answer-tag"),
-    ("I checked both candidates.\n<final_answer>391</final_answer>", "final-answer-tag"),
-    (SENTENCE_JUDGE, "answer-sentence"),
+    ("I checked both candidates.\n<answer>391</answer>", "xml"),
+    ("I checked both candidates.\n<final_answer>391</final_answer>", "xml"),
+    (SENTENCE_JUDGE, "sentence"),
 ], ids=["final-answer-line", "own-answer-tag", "own-final-answer-tag", "answer-sentence"])
 def test_a_judges_vote_says_which_reading_found_it(reply: str, tier: str) -> None:
     """A vote's tier names the reading of parse_judgement that found it: the contract's line or which fallback."""
