@@ -139,8 +139,9 @@ RERUN_EXTRA_WORKERS = 2
 # read only by the paragraph guess) is at most this confident: agreement among guesses is not evidence, and 50 is
 # below the default MIN_JUDGE_CONFIDENCE, so the rerun rule still fires where a rerun can help (docs/output.md).
 UNCHECKED_CONFIDENCE = 50
-# When a phase's first this-many replies in a run could none be read (the model does not write that phase's format),
-# its unreadable replies are no longer retried: each retry costs a request and reads no better (format_given_up).
+# Once this many of a phase's replies in a run could not be read, and they outnumber the readable ones (the model
+# mostly cannot write that phase's format), its unreadable replies are no longer retried: each retry costs a request
+# and more likely than not reads no better (format_given_up).
 FORMAT_GIVE_UP_REPLIES = 3
 # How much of a server's error body we quote to the user, and how much of it we read at all.
 SERVER_MESSAGE_LIMIT = 300
@@ -1818,20 +1819,22 @@ def unusable_reply(attempt: Attempt) -> bool:
 
 
 def format_given_up(state: Debate, call: AgentCall) -> bool:
-    """Whether ``call``'s last unreadable reply is final: its phase's first FORMAT_GIVE_UP_REPLIES replies in this
-    run (both passes) could none be read, so the model cannot write that phase's format, and a retry pays for another
-    reply it cannot read. Noted (with what stands instead) the first time. Any other failure (no reply, an empty or
-    broken one: a glitch a cache or a gateway may repeat once) is retried as before."""
+    """Whether ``call``'s last unreadable reply is final: FORMAT_GIVE_UP_REPLIES of its phase's replies in this run
+    (both passes) could not be read, more than could, so a retry more likely than not pays for another reply the
+    model cannot format (SmolLM2-135M: 13% of its rebuttals had an answer, and each failure was asked 4 times more).
+    Once given up, a phase stays so for the run, noted the first time with what stands instead. Any other failure
+    (no reply, an empty or broken one: a glitch a cache or a gateway may repeat once) is retried as before."""
     if call.phase not in FORMAT_FALLBACKS or not call.attempts or not call.attempts[-1].unreadable:
         return False
     if call.phase in state.gave_up:
         return True
-    replies = [a for c in state.calls if c.phase == call.phase for a in c.attempts if a.outcome == "ok" or a.unreadable]
-    if len(replies) < FORMAT_GIVE_UP_REPLIES or any(a.outcome == "ok" for a in replies):
+    attempts = [a for c in state.calls if c.phase == call.phase for a in c.attempts]
+    readable, unreadable = sum(a.outcome == "ok" for a in attempts), sum(a.unreadable for a in attempts)
+    if unreadable < FORMAT_GIVE_UP_REPLIES or unreadable <= readable:
         return False
     state.gave_up.add(call.phase)
-    state.note(f"the first {len(replies)} {call.phase} replies could not be read: this run retries no more "
-               f"unreadable {call.phase} replies; {FORMAT_FALLBACKS[call.phase]}")
+    state.note(f"{unreadable} of {readable + unreadable} {call.phase} replies could not be read: this run retries no "
+               f"more unreadable {call.phase} replies; {FORMAT_FALLBACKS[call.phase]}")
     return True
 
 
@@ -3243,12 +3246,16 @@ def unchecked_unanimity(state: Debate, verdict: Verdict) -> Verdict:
     return replace(verdict, confidence=UNCHECKED_CONFIDENCE)
 
 
-def judges_unreadable(state: Debate) -> int:
-    """Pass 1's judge replies when they came back and none could be read (0 otherwise): a rerun would ask the same
-    judges the same way, and pay a whole debate for another verdict they cannot write."""
+def rerun_futile(state: Debate) -> str | None:
+    """Why a rerun cannot help, or None: pass 1's judges replied and none of their replies could be read, or so few
+    that their phase was given up on (format_given_up). A rerun asks the same judges the same way, and would pay a
+    whole debate for another verdict they cannot write."""
     replies = [a for c in state.calls if c.phase == Phase.JUDGE and c.pass_number == 1 for a in c.attempts
                if a.outcome == "ok" or a.unreadable]
-    return 0 if any(a.outcome == "ok" for a in replies) else len(replies)
+    unreadable = sum(a.unreadable for a in replies)
+    if replies and (unreadable == len(replies) or Phase.JUDGE in state.gave_up):
+        return f"{unreadable} of the judges' {len(replies)} replies could not be read"
+    return None
 
 
 async def rerun(state: Debate, question: str) -> None:
@@ -3319,9 +3326,8 @@ async def run_question(state: Debate, question: str, replay: Replay | None) -> N
             state.verdicts.append(first)
             state.reported = 1
             if replay is None and first.confidence < config.min_judge_confidence:
-                if unreadable := judges_unreadable(state):
-                    state.note(f"no rerun: the judges' {unreadable} replies could not be read, and a rerun asks them "
-                               "the same way; the solvers' majority stands")
+                if futile := rerun_futile(state):
+                    state.note(f"no rerun: {futile}, and a rerun would ask them the same way; pass 1's verdict stands")
                 else:
                     await rerun(state, question)
             if synthesis:
