@@ -135,6 +135,14 @@ MAX_TEMPERATURE = 2.0
 # The rerun rule: one more debate, hotter and wider, never more than one.
 RERUN_TEMPERATURE_STEP = 0.2
 RERUN_EXTRA_WORKERS = 2
+# A verdict no judge checked (the solvers' majority when no judge's reply could be read, or an early exit on answers
+# read only by the paragraph guess) is at most this confident: agreement among guesses is not evidence, and 50 is
+# below the default MIN_JUDGE_CONFIDENCE, so the rerun rule still fires where a rerun can help (docs/output.md).
+UNCHECKED_CONFIDENCE = 50
+# Once this many of a phase's replies in a run could not be read, and they outnumber the readable ones (the model
+# mostly cannot write that phase's format), its unreadable replies are no longer retried: each retry costs a request
+# and more likely than not reads no better (format_given_up).
+FORMAT_GIVE_UP_REPLIES = 3
 # How much of a server's error body we quote to the user, and how much of it we read at all.
 SERVER_MESSAGE_LIMIT = 300
 ERROR_BODY_LIMIT = 64 * 1024
@@ -1395,6 +1403,7 @@ class Attempt:
     cache_status: str | None = None
     gateway_retries: int = 0
     reserved: int = 0  # tokens it held of the budget until its bill came
+    unreadable: bool = False  # a reply came, and the phase's parser read no answer in it (or it was cut off)
 
 
 @dataclass
@@ -1412,6 +1421,7 @@ class AgentCall:
     tier: str | None = None
     model: str = ""
     debate_round: int = 1  # the debate round (ROUNDS) the call belongs to; ``pass_number`` is 2 in the rerun
+    fallback: bool = False  # accepted, but read only by its phase's last parsing tier (read_by_fallback)
     error: APIError | None = field(default=None, repr=False)  # what its last attempt failed with, once it failed
 
 
@@ -1628,6 +1638,7 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
                     status=completion.status)
     if value is None:
         why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""
+        attempt.unreadable = True  # the model's own failure, unlike an empty or broken reply (format_given_up)
         raise fault(Fault.UNPARSEABLE, f"no usable {call.phase} output{why}", status=completion.status)
     return value
 
@@ -1698,7 +1709,8 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
             record_reply(attempt, error.reply, sending.prompt_estimate)
         attempt.status = error.status if error.status is not None else attempt.status
         attempt.outcome = call.failure = str(error)
-        attempt.retry_in_s = retries.next_wait(error, state.config, state.runtime.rng)
+        attempt.retry_in_s = None if format_given_up(state, call) else \
+            retries.next_wait(error, state.config, state.runtime.rng)
         finish_attempt(state, call, attempt, messages, sending, error.unanswered)
         return error
     except asyncio.CancelledError:
@@ -1708,6 +1720,7 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
         raise
     attempt.outcome = "ok"
     call.ok, call.failure, call.tier = True, None, getattr(value, "tier", None)
+    call.fallback = read_by_fallback(call.phase, value)
     finish_attempt(state, call, attempt, messages, sending)
     return value
 
@@ -1753,6 +1766,9 @@ async def ask(state: Debate, phase: Phase, agent: str, system: str, user: str, *
                 raise deadline_passed(state.config)
             if number > 1 and (stalled := state.endpoint.stalled()):  # the retry would go out after STALL_TIMEOUT
                 raise stalled
+            if number > 1 and format_given_up(state, call):  # given up while this retry waited (see format_given_up)
+                call.attempts[-1].retry_in_s = None
+                break
             result = await budgeted_attempt(state, call, number, sending, retries)
             if result is None:
                 return None
@@ -1771,6 +1787,57 @@ async def ask(state: Debate, phase: Phase, agent: str, system: str, user: str, *
     call.error = error
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
+
+
+# Each phase's parser tiers that read the format it asked for; an accepted reply read by any other (its last tier, the
+# guess from prose) counts in RunRecord.format's ``last_tier``: the model did not write the format. Solvers and
+# critiques: "paragraph" (the last paragraph, the whole reply); rebuttals and revisions: "markdown" (an "Answer:" label
+# without the tags); judges: every reading after the FINAL ANSWER line (an <answer> of its own, "The answer is X"),
+# and a ranking judge that named only a winner. The synthesis's parser has no tiers.
+CONTRACT_TIERS = {Phase.GENERATE: {"xml", "markdown"}, Phase.CRITIQUE: {"xml", "markdown"},
+                  Phase.REBUTTAL: {"xml"}, Phase.REVISE: {"xml"}, Phase.JUDGE: {"final-answer-line", "ranking-line"}}
+
+
+def read_by_fallback(phase: Phase, value: object) -> bool:
+    """Whether an accepted reply of ``phase``, parsed as ``value``, was read only by a tier outside its contract."""
+    tier = getattr(value, "read_by", None) or getattr(value, "tier", None)
+    return phase in CONTRACT_TIERS and tier is not None and tier not in CONTRACT_TIERS[phase]
+
+
+# What stands when a phase's replies cannot be read, for the note that says its failures are no longer retried.
+# The solvers and the synthesis are not given up on: without a solver's answer there is no quorum, and the
+# synthesis is one call.
+FORMAT_FALLBACKS = {Phase.CRITIQUE: "an answer whose critique fails stays in play uncritiqued",
+                    Phase.REBUTTAL: "a solver whose rebuttal fails keeps its first answer",
+                    Phase.REVISE: "a solver whose revision fails keeps its answer",
+                    Phase.JUDGE: "with no judge's verdict, the solvers' majority stands"}
+
+
+def unusable_reply(attempt: Attempt) -> bool:
+    """A 2xx reply that gave nothing usable: not in the phase's format, empty, refused or cut off (RunRecord.format's
+    ``failed``). A transport error or an error status is no reply: retrying those may help."""
+    return attempt.status is not None and 200 <= attempt.status < 300 and attempt.outcome not in (
+        "ok", "pending", "cancelled")
+
+
+def format_given_up(state: Debate, call: AgentCall) -> bool:
+    """Whether ``call``'s last unreadable reply is final: FORMAT_GIVE_UP_REPLIES of its phase's replies in this run
+    (both passes) could not be read, more than could, so a retry more likely than not pays for another reply the
+    model cannot format (SmolLM2-135M: 13% of its rebuttals had an answer, and each failure was asked 4 times more).
+    Once given up, a phase stays so for the run, noted the first time with what stands instead. Any other failure
+    (no reply, an empty or broken one: a glitch a cache or a gateway may repeat once) is retried as before."""
+    if call.phase not in FORMAT_FALLBACKS or not call.attempts or not call.attempts[-1].unreadable:
+        return False
+    if call.phase in state.gave_up:
+        return True
+    attempts = [a for c in state.calls if c.phase == call.phase for a in c.attempts]
+    readable, unreadable = sum(a.outcome == "ok" for a in attempts), sum(a.unreadable for a in attempts)
+    if unreadable < FORMAT_GIVE_UP_REPLIES or unreadable <= readable:
+        return False
+    state.gave_up.add(call.phase)
+    state.note(f"{unreadable} of {readable + unreadable} {call.phase} replies could not be read: this run retries no "
+               f"more unreadable {call.phase} replies; {FORMAT_FALLBACKS[call.phase]}")
+    return True
 
 
 def drop_model(state: Debate, model: str, error: APIError) -> bool:
@@ -2131,7 +2198,7 @@ class Position:
 class Vote:
     answer: str  # a candidate's answer when the judge named its label
     confidence: int | None
-    tier: str = "final-answer-line"  # how a judge's output was read (see tier_of)
+    tier: str = "final-answer-line"  # which reading of parse_judgement found it (ParsedJudgement.tier)
     analysis: str = ""  # what the judge wrote to get there: a synthesis reads it
     judge: str = ""  # "judge-2": whose labels the analysis uses (labels_seen)
 
@@ -2144,6 +2211,7 @@ class Ballot:
     order: tuple[str, ...]  # candidate ids (agents, "solver-3"), best first, as parse_ranking left them
     confidence: int | None
     analysis: str = ""
+    read_by: str = "ranking-line"  # parse_ranking's tier; "winner-only" when a FINAL ANSWER line named its winner
 
     @property
     def tier(self) -> str:
@@ -2181,6 +2249,7 @@ class Verdict:
     # Per ranking analysis, the agents that judge saw as A, B, ... (rotated per judge): the synthesis shows the
     # candidates under labels of its own, so "C misses the empty case" must say which candidate C was.
     judge_labels: tuple[tuple[str, ...], ...] = ()
+    confidence_stated: bool = True  # False: no judge on the winning side wrote a CONFIDENCE (tally_votes)
 
 
 @dataclass
@@ -2207,6 +2276,7 @@ class Debate:
     rerun: bool = False
     shape: str = "short"  # the answer shape (SHAPES), decided once as the run starts (Config.shape_of)
     synthesis: str | None = None  # the response the synthesis wrote (Phase.SYNTHESIS)
+    gave_up: set[Phase] = field(default_factory=set)  # phases whose unreadable replies are not retried (issue 23)
     queue: QueueTime = field(init=False)
 
     def __post_init__(self) -> None:
@@ -2226,6 +2296,20 @@ class Debate:
         """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one), our own queue's not counted."""
         seconds = self.config.question_deadline
         return seconds - (self.runtime.clock() - self.started - self.queue.age()) if seconds else math.inf
+
+
+def format_counts(calls: Iterable[AgentCall]) -> dict[str, dict[str, int]]:
+    """RunRecord.format: per phase that had calls, the 2xx replies read, the accepted ones read only by the last
+    tier, and the unusable ones (unusable_reply)."""
+    counts: dict[str, dict[str, int]] = {}
+    for call in calls:
+        entry = counts.setdefault(call.phase, {"replies": 0, "last_tier": 0, "failed": 0})
+        for attempt in call.attempts:
+            failed = unusable_reply(attempt)
+            entry["replies"] += failed or attempt.outcome == "ok"
+            entry["failed"] += failed
+            entry["last_tier"] += attempt.outcome == "ok" and call.fallback
+    return {str(phase): counts[phase] for phase in PHASES if phase in counts}
 
 
 # A record field that no JSON output carries: the transcript, the trace, the summary and batch stops read it too.
@@ -2254,10 +2338,12 @@ class RunRecord:
     rerun: bool
     rounds: int  # debate rounds run in the reported debate (0 when no solver answered)
     phases: dict[str, dict[str, int]]
+    format: dict[str, dict[str, int]]  # per phase that had calls: replies, last_tier, failed (format_counts)
     answers: list[dict[str, Any]]
     dissent: list[dict[str, Any]]
     converged_after_critique: bool
     judges_split: bool
+    doubts: list[str]  # why the verdict may not stand on its own (DOUBTS' codes); [] when nothing casts doubt
     llm_calls: int
     http_requests: int
     usage: dict[str, Any]
@@ -2675,7 +2761,7 @@ def vote_of(text: str, labels: Mapping[str, Position], judge: str, by_label: boo
     answer = resolve_label(found.final_answer, answers, bare_letters=by_label)
     if by_label and answer not in answers.values():
         return None
-    return Vote(answer, found.confidence, analysis=found.analysis, judge=judge)
+    return Vote(answer, found.confidence, found.tier, analysis=found.analysis, judge=judge)
 
 
 def ballot_of(text: str, labels: Mapping[str, Position], judge: str) -> Ballot | None:
@@ -2683,7 +2769,9 @@ def ballot_of(text: str, labels: Mapping[str, Position], judge: str) -> Ballot |
     found: ParsedRanking | None = parse_ranking(text, tuple(labels))
     if found is None:
         return None
-    return Ballot(judge, tuple(labels[label].agent for label in found.order), found.confidence, found.analysis)
+    read_by = found.tier if found.tier == "ranking-line" else "winner-only"  # a FINAL ANSWER line: not the contract
+    return Ballot(judge, tuple(labels[label].agent for label in found.order), found.confidence, found.analysis,
+                  read_by)
 
 
 def synthesis_prompts(question: str, ranked: Sequence[Position], standings: Sequence[Standing],
@@ -2787,10 +2875,15 @@ def require_enough(state: Debate, positions: list[Position], workers: int, quoru
 
 # --- 10. voting ----------------------------------------------------------------------------------
 
-def tally_votes(votes: list[Vote], source: str = "judges",
-                key: Callable[[str], str] = normalize_answer) -> Verdict | None:
+def tally_votes(votes: list[Vote], source: str = "judges", key: Callable[[str], str] = normalize_answer,
+                asked: int = 0) -> Verdict | None:
     """Majority of normalised answers; a tie goes to the side with the higher confidence. The verdict's
-    confidence is the winning side's best, and its answer that voter's own wording."""
+    confidence is the winning side's best, and its answer that voter's own wording.
+
+    When no voter on the winning side wrote a CONFIDENCE, the confidence is their share of the ``asked`` voters (of
+    those who answered, if more): a missing number is neither certainty (100) nor doubt (0, which fired the rerun on
+    every question of a model that never writes one, issue 23): the votes themselves are the evidence, and a judge that
+    failed counts against it."""
     groups: dict[str, list[Vote]] = {}
     for vote in votes:
         name = key(vote.answer)
@@ -2801,13 +2894,74 @@ def tally_votes(votes: list[Vote], source: str = "judges",
     winners = max(groups.values(), key=lambda g: (len(g), max((v.confidence or 0) for v in g)))  # the first of equals
     best = max(winners, key=lambda v: v.confidence or 0)
     tally = {name: len(group) for name, group in groups.items()}
-    return Verdict(best.answer.strip(), best.confidence or 0, len(winners), sum(tally.values()), source, tally)
+    valid = sum(tally.values())
+    stated = [v.confidence for v in winners if v.confidence is not None]
+    confidence = max(stated) if stated else round(100 * len(winners) / max(asked, valid))
+    return Verdict(best.answer.strip(), confidence, len(winners), valid, source, tally, confidence_stated=bool(stated))
 
 
 def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict | None:
-    """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%)."""
+    """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%), at most
+    UNCHECKED_CONFIDENCE: five answers that key alike are no verdict when no judge could check them (issue 23)."""
     verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
-    return verdict and replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
+    return verdict and replace(verdict, confidence=min(round(100 * verdict.agreeing / verdict.valid),
+                                                       UNCHECKED_CONFIDENCE))
+
+
+# Why a verdict may not stand on its own: RunRecord.doubts' codes, each with the plain words the human summary says
+# (docs/output.md lists them; test_honesty holds the two to each other).
+DOUBTS = {"no_judge_verdict": "no judge gave a verdict that could be read: the solvers' answer stands, unchecked",
+          "judges_split": "the judges split: no answer has a majority of them",
+          "judges_no_confidence": "no judge on the winning side gave a CONFIDENCE: the confidence is their agreement",
+          "answers_disagree": "the solvers' final answers disagree: no answer has a majority of them",
+          **{f"{phase}_format_failed": f"most replies of the {phase} phase did not follow its format"
+             for phase in PHASES},
+          **{f"{phase}_retries_stopped": f"the {phase} phase's replies could not be read, so they were not retried"
+             for phase in FORMAT_FALLBACKS}}
+
+
+# Per-phase doubts, grouped into one clause each in the human summary: (code suffix, the clause for the phases).
+PHASE_DOUBTS = (("_format_failed", "most {} replies did not follow the format"),
+                ("_retries_stopped", "unreadable {} replies were not retried"))
+
+
+def plain_doubts(codes: Sequence[str]) -> str:
+    """The doubts as one plain line: the vote's in DOUBTS' words, the phases' grouped ("most generate and judge
+    replies did not follow the format")."""
+    said = [DOUBTS[code] for code in codes if not code.endswith(tuple(suffix for suffix, _ in PHASE_DOUBTS))]
+    for suffix, clause in PHASE_DOUBTS:
+        if phases := [code.removesuffix(suffix) for code in codes if code.endswith(suffix)]:
+            said.append(clause.format(" and ".join([", ".join(phases[:-1]), phases[-1]] if len(phases) > 1
+                                                   else phases)))
+    return "; ".join(said)
+
+
+def verdict_doubts(verdict: Verdict, positions: list[Position], key: Callable[[str], str]) -> list[str]:
+    """The doubts the vote itself shows: no judge's verdict, judges split or silent on confidence, solvers that
+    disagree (short answers: full responses never key alike)."""
+    doubts = ["no_judge_verdict"] if verdict.source == "solvers" else []
+    if judges_split(verdict):
+        doubts.append("judges_split")
+    if verdict.source == "judges" and not verdict.confidence_stated:
+        doubts.append("judges_no_confidence")
+    held = collections.Counter(key(p.final_answer) for p in positions)
+    if verdict.kind != "long" and len(positions) > 1 and 2 * max(held.values()) <= len(positions):
+        doubts.append("answers_disagree")
+    return doubts
+
+
+def format_failed(counts: Mapping[str, int]) -> bool:
+    """Most of a phase's replies were unusable or read only by its last tier (RunRecord.format's counts)."""
+    return 2 * (counts["last_tier"] + counts["failed"]) > counts["replies"] > 0
+
+
+def run_doubts(verdict: Verdict | None, positions: list[Position], key: Callable[[str], str],
+               formats: Mapping[str, Mapping[str, int]], gave_up: Collection[Phase]) -> list[str]:
+    """RunRecord.doubts, in DOUBTS' order: the vote's, each phase whose format mostly failed, each given up on."""
+    found = set(verdict_doubts(verdict, positions, key) if verdict else [])
+    found |= {f"{phase}_format_failed" for phase, counts in formats.items() if format_failed(counts)}
+    found |= {f"{phase}_retries_stopped" for phase in gave_up}
+    return [code for code in DOUBTS if code in found]
 
 
 def worked_solution(verdict: Verdict, positions: list[Position], key: Callable[[str], str]) -> str | None:
@@ -2989,9 +3143,10 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
     votes = await judge(state, question, positions, plan.judges, "label" if kind == "long" else "answer", read)
     log_phase(state, Phase.JUDGE)
     key = typed_key(kind, letters)
-    verdict = tally_votes(votes, key=key)
+    verdict = tally_votes(votes, key=key, asked=plan.judges)
     if verdict is None:
-        state.note("no judge gave a FINAL ANSWER; the verdict is the solvers' majority")
+        state.note(f"no judge gave a FINAL ANSWER (nor an answer that could be read); the verdict is the solvers' "
+                   f"majority, its confidence at most {UNCHECKED_CONFIDENCE}")
         verdict = solver_verdict(positions, key=key)
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
@@ -3075,12 +3230,35 @@ async def debate_once(state: Debate, question: str, workers: int, temperature: f
         if verdict is not None:
             state.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
                        problem=False)
-            return verdict
+            return unchecked_unanimity(state, verdict)
         return await deliberate(state, question, positions, workers, temperature,
                                 done=Phase.GENERATE if barriers else Phase.REBUTTAL)
     finally:
         for watch in state.watches.values():
             watch.close()
+
+
+def unchecked_unanimity(state: Debate, verdict: Verdict) -> Verdict:
+    """An early exit's verdict, at most UNCHECKED_CONFIDENCE when most solver replies of this pass were read only by
+    the paragraph guess: answers that key alike are then guesses that agree, and no judge checked them."""
+    solvers = format_counts(c for c in state.calls if c.pass_number == state.pass_number).get(Phase.GENERATE)
+    if solvers is None or not format_failed(solvers) or verdict.confidence <= UNCHECKED_CONFIDENCE:
+        return verdict
+    state.note(f"most solver replies did not follow the format: the early exit's confidence is at most "
+               f"{UNCHECKED_CONFIDENCE}, not {verdict.confidence}")
+    return replace(verdict, confidence=UNCHECKED_CONFIDENCE)
+
+
+def rerun_futile(state: Debate) -> str | None:
+    """Why a rerun cannot help, or None: pass 1's judges replied and none of their replies could be read, or so few
+    that their phase was given up on (format_given_up). A rerun asks the same judges the same way, and would pay a
+    whole debate for another verdict they cannot write."""
+    replies = [a for c in state.calls if c.phase == Phase.JUDGE and c.pass_number == 1 for a in c.attempts
+               if a.outcome == "ok" or a.unreadable]
+    unreadable = sum(a.unreadable for a in replies)
+    if replies and (unreadable == len(replies) or Phase.JUDGE in state.gave_up):
+        return f"{unreadable} of the judges' {len(replies)} replies could not be read"
+    return None
 
 
 async def rerun(state: Debate, question: str) -> None:
@@ -3151,7 +3329,8 @@ async def sample(state: Debate, question: str, strategy: Strategy) -> Verdict:
     verdict = solver_verdict(positions, typed_key(kind, letters))
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
-    return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
+    # "vote": no judge was asked, by design, so the doubt "no_judge_verdict" (a debate's judges failing) is not its
+    return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind, source="vote")
 
 
 def check_question(config: Config, question: str) -> None:
@@ -3197,7 +3376,10 @@ async def run_question(state: Debate, question: str, replay: Replay | None, stra
             state.verdicts.append(first)
             state.reported = 1
             if replay is None and not baseline and first.confidence < config.min_judge_confidence:
-                await rerun(state, question)
+                if futile := rerun_futile(state):
+                    state.note(f"no rerun: {futile}, and a rerun would ask them the same way; pass 1's verdict stands")
+                else:
+                    await rerun(state, question)
             if synthesis:
                 reported = state.verdicts[(state.reported or 1) - 1]
                 await synthesize(state, question, typed_key(reported.kind, choice_letters(question)))
@@ -3255,7 +3437,7 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
     calls, skipped = (tuple(state.calls), list(state.skipped)) if state else ((), [])
     key = typed_key(verdict.kind, choice_letters(question)) if verdict else normalize_answer  # as the vote compared
     judged = verdict if verdict and verdict.source in ("judges", "ranking") else None
-    usage = usage_totals(calls, config)
+    usage, formats = usage_totals(calls, config), format_counts(calls)
     shape, synthesis = (state.shape, state.synthesis) if state else ("short", None)
     models = {p.agent: p.model for p in positions}
     return RunRecord(
@@ -3271,6 +3453,7 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
         rerun=bool(state and state.rerun), rounds=max((len(p.by_round) or 1 for p in positions), default=0),
         phases={phase: {"ok": sum(c.ok for c in calls if c.phase == phase),
                         "failed": sum(not c.ok for c in calls if c.phase == phase)} for phase in PHASES},
+        format=formats, doubts=run_doubts(verdict, positions, key, formats, state.gave_up if state else ()),
         answers=copy.deepcopy(answer_changes(positions, key)),  # by_round: its own lists
         dissent=minority_report(verdict, positions, key) if verdict and shape == "short" else [],
         converged_after_critique=converged_after_critique(positions, key),
@@ -4518,9 +4701,10 @@ def compact_output(output: Path, runtime: Runtime, line_format: str) -> tuple[se
             if raw is None or (record is None and raw.endswith(b"\n")):
                 raise ConfigError(f"--output {output} is not a results file of this tool (line {number} is not "
                                   "one of its lines); nothing was changed: choose another output")
-            if record is not None and record.get("format", "jsonl") != line_format:
-                raise ConfigError(f"--output {output} holds --output-format {record.get('format', 'jsonl')} lines "
-                                  f"(line {number}); resume with that format, or choose another output")
+            # "output_format": set on our openai-batch lines as they are read; a jsonl line's "format" is RunRecord's
+            if record is not None and record.get("output_format", "jsonl") != line_format:
+                raise ConfigError(f"--output {output} holds --output-format {record.get('output_format', 'jsonl')} "
+                                  f"lines (line {number}); resume with that format, or choose another output")
             if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
                 dropped += 1
                 if record is not None and record.get("status") == "failed":
@@ -4544,7 +4728,8 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
         # One of our --output-format openai-batch lines (a line from OpenAI itself has no "moa").
         response, extra = record.get("response"), record["moa"]
         done = isinstance(response, dict) and response.get("status_code") == 200 and not record.get("error")
-        normal = {"id": str(record["custom_id"]), "status": "ok" if done else "failed", "format": "openai-batch"}
+        normal = {"id": str(record["custom_id"]), "status": "ok" if done else "failed",
+                  "output_format": "openai-batch"}
         return normal | {key: extra[key] for key in ("expected", "correct") if key in extra}
     ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
     return record if ours else None
@@ -4587,6 +4772,7 @@ class BatchStats:
     input_errors: int = 0
     unsaved: int = 0  # finished, but its line could not be written: it runs again on resume
     degraded: int = 0  # ok, but answered with fewer calls than planned
+    doubtful: int = 0  # ok, but with doubts (RunRecord.doubts)
     llm_calls: int = 0
     http_requests: int = 0
     tokens: int | None = None
@@ -4603,6 +4789,7 @@ class BatchStats:
         elif record["status"] == "ok":
             self.ok += 1
             self.degraded += bool(record.get("degraded"))
+            self.doubtful += bool(record.get("doubts"))
         else:
             self.failed += 1
         self.llm_calls += record["llm_calls"]
@@ -5051,7 +5238,9 @@ def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, A
 
 def human_batch_summary(summary: dict[str, Any]) -> str:
     run, totals = summary["this_run"], summary["output_totals"]
-    fewer = f" ({run['degraded']} answered with fewer calls than planned)" if run.get("degraded") else ""
+    said = [f"{run['degraded']} answered with fewer calls than planned"] if run.get("degraded") else []
+    said += [f"{run['doubtful']} with doubts (each line's doubts)"] if run.get("doubtful") else []
+    fewer = f" ({'; '.join(said)})" if said else ""
     lines = [f"Batch {summary['status']}: {run['ok']} ok{fewer}, {run['failed']} failed, "
              f"{run['input_errors']} input errors, {run['skipped_done']} already done"
              + (f", {run['unsaved']} not saved" if run.get("unsaved") else ""),
@@ -5576,7 +5765,7 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
                   *ranking_lines(record, verdict, rerun)]
     elif verdict is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(
-            verdict.source, "solvers (no judge answered)")
+            verdict.source, "solvers (no judge's verdict)")
         first, *rest = terminal_lines(verdict.answer) or [""]
         solution = ["  " + line for line in terminal_lines(record.solution or "")]
         lines += [f"Answer: {first}", *rest, *(["Solution:", *solution] if solution else []),
@@ -5584,6 +5773,8 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
                   *said_by_the_minority(record)]
     else:
         lines.append("No verdict: the run failed.")
+    if record.doubts:  # one plain line: what a reader must know before trusting the answer (RunRecord.doubts)
+        lines.append(f"Doubtful: {plain_doubts(record.doubts)}.")
     for phase, counts in record.phases.items():
         if done := counts["ok"] + counts["failed"]:
             lines.append(f"  {PHASE_TITLES[Phase(phase)]:<28} {counts['ok']}/{done} {PHASE_NOUNS[Phase(phase)]}")

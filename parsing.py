@@ -62,11 +62,12 @@ class ParsedRebuttal(NamedTuple):
 
 @dataclass(frozen=True)
 class ParsedJudgement:
-    """A judge's FINAL ANSWER and CONFIDENCE (either may be missing)."""
+    """A judge's FINAL ANSWER and CONFIDENCE (either may be missing), and the tier its answer came from."""
 
     final_answer: str | None
     confidence: int | None
     analysis: str
+    tier: str = "final-answer-line"  # "final-answer-line", "xml" (its own <answer>) or "sentence" ("The answer is X")
 
 
 # --- think blocks -----------------------------------------------------------
@@ -366,11 +367,13 @@ def parse_judgement(text: str) -> ParsedJudgement:
         conf = _CONFIDENCE_LINE.match(line)
         if conf:
             confidence = parse_confidence(conf.group("number"), conf.group("unit"))
+    tier = "final-answer-line"
     if final is None:  # the judge's own words: an <answer> it echoed from a candidate block is not its vote
         own = "\n".join(_own_lines(body))
-        final = extract_tag(own, "final_answer") or extract_tag(own, "answer") or _answer_sentence(own) or None
+        tagged = extract_tag(own, "final_answer") or extract_tag(own, "answer")
+        final, tier = (tagged, "xml") if tagged else (_answer_sentence(own), "sentence")
     analysis = extract_tag(body, "analysis") or body.strip()
-    return ParsedJudgement(final, confidence, analysis)
+    return ParsedJudgement(final or None, confidence, analysis, tier if final else "final-answer-line")
 
 
 # "The answer is: Paris.", "This answer is 391", "The correct answer is (C) Venus.", "My final answer would be B": a
