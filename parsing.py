@@ -247,8 +247,9 @@ def answer_left_open(text: str) -> bool:
 
 
 def parse_answer(text: str) -> ParsedAnswer:
-    """Find a solver's answer and reasoning; tier "empty" means nothing usable."""
-    body = strip_think(text or "")
+    """Find a solver's answer and reasoning; tier "empty" means nothing usable. What the reply copied from our
+    prompts (a <question> block, "Your answer:" and the block after it) is not its answer."""
+    body = _without_prompt_echo(strip_think(text or ""))
     answer = extract_tag(body, "answer")
     if answer and not is_placeholder(answer):  # "<answer>your answer only</answer>" copied from our prompt is none
         reasoning = extract_tag(body, "reasoning") or ""
@@ -277,6 +278,8 @@ def _untagged_answer(text: str) -> tuple[str, str]:
     if said:
         return said, text.strip()
     last, rest = _split_paragraphs(text)
+    if last.endswith(":") and rest:  # "Here's the answer:" announces what it never wrote: the paragraph before is it
+        last, rest = _split_paragraphs(rest)
     first = rest.split("\n\n", 1)[0].strip() if rest else ""
     if first and "\n" not in first and len(first) <= _ANSWER_FIRST_CHARS and not first.endswith(":") \
             and len(last) > SHORT_ANSWER_CHARS:
@@ -446,6 +449,11 @@ def _final_lines(lines: list[str]) -> tuple[str | None, int | None]:
 _TRAILING_CONFIDENCE = re.compile(r"[ \t]{0,3}[(\[,;–-]?[ \t]{0,3}\bconfidence\b[^\n]{0,200}$", re.IGNORECASE)
 
 
+# The answer of our prompts' format examples (prompts.EXAMPLE_REBUTTAL, EXAMPLE_JUDGEMENT): a made-up word, so a
+# reply that copies an example back is told apart from an answer.
+EXAMPLE_ANSWER = "Zorblax"
+
+
 # What our prompts put where an answer goes ("FINAL ANSWER: the answer"): a model that copies the format line
 # back has given none. prompts.py writes its examples from these. Compared lower case, edge punctuation stripped.
 PLACEHOLDERS = frozenset({
@@ -453,7 +461,8 @@ PLACEHOLDERS = frozenset({
     "the correct answer itself (not a candidate label)", "", "a whole number from 0 to 100",
     "your final answer only, revised or not", "the label of the best candidate (for example: final answer: b)",
     "your answer only", "your response to the critique", "why you hold or change your answer",
-    "your final answer only: a number, a word, a letter or one short sentence",
+    "(your final answer)", "your final answer only: a number, a word, a letter or one short sentence",
+    EXAMPLE_ANSWER,
 })
 
 
@@ -840,8 +849,9 @@ def as_number(answer: str) -> str | None:
     sentences = _SENTENCE_STOP.split(text[:2000])[:_SENTENCES_READ]
     if len(sentences) == 1:
         return _sentence_number(text)
-    said = list(dict.fromkeys(filter(None, map(_sentence_number, sentences))))
-    return said[0] if len(said) == 1 else None  # two different numbers: a hedge, not an answer
+    # A denial ("The answer is not 2+3 = 4.") says no number; two different numbers are a hedge, not an answer.
+    said = list(dict.fromkeys(filter(None, (_sentence_number(s) for s in sentences if not _NEGATION.search(s)))))
+    return said[0] if len(said) == 1 else None
 
 
 # Sentences of an answer ("A spider has 8 legs. Each leg has…"): a stop and a space ("3.5" stays whole).
@@ -917,7 +927,8 @@ def _said_in(text: str, asked: set[str]) -> str | None:
 def _restates(words: list[str], asked: set[str]) -> bool:
     """Whether words restate the question: some of its content words, at most one word it does not hold."""
     content = [w for w in words if w not in _RESTATING_WORDS]
-    return bool(set(content) & asked) and sum(w not in asked for w in content) <= 1
+    # A number alone restates nothing: "3 is 5, not 7." does not answer "What is 2+3?" with 5.
+    return any(w in asked and not w.isdigit() for w in content) and sum(w not in asked for w in content) <= 1
 
 
 # An option line in a question, with its text: "B) Mercury", "(C) Mars", "D. Earth". Anchored per line, runs bounded.
