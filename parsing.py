@@ -321,9 +321,11 @@ def parse_rebuttal(text: str) -> ParsedRebuttal | None:
     """(rebuttal text, final answer) of a rebuttal, or None if it has no answer.
 
     Only an explicit answer counts: a tag, a label, or a sentence that says it ("The answer is 36", "My answer
-    remains no", tier "sentence"); guessing the last paragraph of a defence would put an argument where the answer
-    belongs. What the reply copied from our prompt (the question, "Your answer:" and its <answer> block, the
-    critique) is not its answer: SmolLM2-135M echoed them, and wrote 87% of its rebuttals without a tag (issue 23).
+    remains no"); guessing the last paragraph of a defence would put an argument where the answer belongs. A
+    sentence is read from prose, the last tier, so its tier is "paragraph": a reply cut at max_tokens read that way
+    is asked again, as every "paragraph" reading is. What the reply copied from our prompt (the question, "Your
+    answer:" and its <answer> block, the critique) is not its answer: SmolLM2-135M echoed them, and wrote 87% of its
+    rebuttals without a tag (issue 23).
     """
     body = _without_prompt_echo(strip_think(text or ""))
     parsed = parse_answer(body)
@@ -331,7 +333,7 @@ def parse_rebuttal(text: str) -> ParsedRebuttal | None:
         sentence = _answer_sentence(body)
         if sentence is None:
             return None
-        parsed = ParsedAnswer(sentence, body.strip(), "sentence")
+        parsed = ParsedAnswer(sentence, body.strip(), "paragraph")
     rebuttal = extract_tag(body, "rebuttal")
     if rebuttal is None:
         section = extract_section(body, ("rebuttal",))
@@ -537,7 +539,7 @@ def _answer_sentence(text: str) -> str | None:
         value = _clean_value(match.group("value")) if match else ""
         cut = _VALUE_SENTENCE_END.search(value)
         value = _clean_value(value[:cut.end()] if cut else value)
-        first = value.lower().strip(_EDGE_PUNCT).split(" ", 1)[0]
+        first = value.lower().strip(_EDGE_PUNCT).split(" ", 1)[0].strip(_EDGE_PUNCT)  # "correct, and I…" judges
         if value and first not in _VERDICT_WORDS and not is_placeholder(value):
             return value
     return None
