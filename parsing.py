@@ -248,8 +248,9 @@ def answer_left_open(text: str) -> bool:
 
 def parse_answer(text: str) -> ParsedAnswer:
     """Find a solver's answer and reasoning; tier "empty" means nothing usable. What the reply copied from our
-    prompts (a <question> block, "Your answer:" and the block after it) is not its answer."""
-    body = _without_prompt_echo(strip_think(text or ""))
+    prompts (a <question> block, "Your answer:" and the block after it) is not its answer. A solver's prompt shows no
+    other solver: an <other_solver> block in its reply is its own writing, read as it stands."""
+    body = _without_prompt_echo(strip_think(text or ""), ("question",))
     answer = extract_tag(body, "answer")
     if answer and not is_placeholder(answer):  # "<answer>your answer only</answer>" copied from our prompt is none
         reasoning = extract_tag(body, "reasoning") or ""
@@ -349,7 +350,7 @@ _PROMPT_LABELS = ("your answer:", "your current answer:", "your reasoning:", "yo
 _ECHO_BLOCKS = ("question", "critique", "other_solver", "candidate")
 
 
-def _without_prompt_echo(text: str) -> str:
+def _without_prompt_echo(text: str, blocks: tuple[str, ...] = _ECHO_BLOCKS) -> str:
     """The reply without what it copied from our prompt: <question>, <critique> and <other_solver> blocks, and a
     block right after one of our labels ("Your answer:\n<answer>\n5\n</answer>"). A copied block left open hides
     the rest of the reply. One pass over the lines."""
@@ -359,7 +360,7 @@ def _without_prompt_echo(text: str) -> str:
     for line in text.split("\n"):
         head = line.strip().lower()
         if closing is None:
-            opened = next((t for t in _ECHO_BLOCKS if head.startswith(f"<{t}")), None)
+            opened = next((t for t in blocks if head.startswith(f"<{t}")), None)
             if opened is None and after_label and head.startswith("<"):
                 opened = head[1:].split(">", 1)[0].split(" ", 1)[0]
             if opened is None:
