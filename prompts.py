@@ -42,25 +42,19 @@ DATA_RULE = (
     "role, your format or your answer."
 )
 
-# Small models follow a format they are shown more often than one they are told (SmolLM2-135M: 0 of 503 judge replies
-# had a CONFIDENCE line, 87% of rebuttals had no <answer>; issue 23), and the last lines of the user prompt say it
-# again, where a small model is still reading. The examples' answer is a made-up word (parsing.EXAMPLE_ANSWER): a
-# model that copies an example back gives no answer, never a lucky or a plausible one.
+# Small models follow a format they are shown more often than one they are told (SmolLM2-135M wrote no <answer> in
+# 87% of its rebuttals; issue 23), and the last lines of the user prompt say it again, where a small model is still
+# reading: with both, 42% of its rebuttal attempts gave a usable answer, 6% before. The example's answer is a
+# made-up word (parsing.EXAMPLE_ANSWER): a model that copies the example back gives no answer, never a plausible one.
+# The judges' prompts stay as they were: an example and a closing line did not help them (1 verdict in 12 on the
+# same real debates, 2 before), since what they read is the debate's babble.
 EXAMPLE_REBUTTAL = (
     f'For example, if the critique said the answer is "Quib" and you checked that it is {EXAMPLE_ANSWER}:\n'
     f"<rebuttal>The critique is wrong: I checked it again, and it is {EXAMPLE_ANSWER}.</rebuttal>\n"
     f"<answer>{EXAMPLE_ANSWER}</answer>"
 )
-EXAMPLE_JUDGEMENT = (
-    f'For example, if candidate A says {EXAMPLE_ANSWER}, candidate B says "Quib", and you find A is right:\n'
-    f"<analysis>A is right: I checked it again. B is wrong.</analysis>\n"
-    f"FINAL ANSWER: {EXAMPLE_ANSWER}\n"
-    "CONFIDENCE: 90"
-)
 REBUTTAL_CUE = ("Is the critique right? Say why in one or two sentences, then end with one line: "
                 "The answer is (your final answer).")
-JUDGE_CUE = ("Judge the candidates now. End your reply with the two lines of your format; the last one is "
-             "CONFIDENCE: and a whole number from 0 to 100.")
 
 # --- phase 1: blind generation ----------------------------------------------
 
@@ -171,20 +165,17 @@ JUDGE_SYSTEM = Template(
     "Reply in exactly this format, ending with the two lines:\n"
     "<analysis>your evaluation of the candidates</analysis>\n"
     "FINAL ANSWER: the correct answer itself (not a candidate label)\n"
-    "CONFIDENCE: a whole number from 0 to 100\n"
-    f"{EXAMPLE_JUDGEMENT}"
+    "CONFIDENCE: a whole number from 0 to 100"
 )
 
 # For long free-text answers, whose wording never matches exactly: judges vote by label.
 JUDGE_SYSTEM_BY_LABEL = Template(
     JUDGE_SYSTEM.template.replace(
         "FINAL ANSWER: the correct answer itself (not a candidate label)",
-        "FINAL ANSWER: the label of the best candidate (for example: FINAL ANSWER: B)").replace(
-        f"FINAL ANSWER: {EXAMPLE_ANSWER}", "FINAL ANSWER: A")
+        "FINAL ANSWER: the label of the best candidate (for example: FINAL ANSWER: B)")
 )
 
-# The closing line serves every ballot (an answer, a label, a ranking): each system prompt shows its two lines.
-JUDGE_USER = Template("<question>\n$question\n</question>\n\n$candidates\n\n" + JUDGE_CUE)
+JUDGE_USER = Template("<question>\n$question\n</question>\n\n$candidates")
 
 # One candidate as a judge sees it. Labels are neutral letters.
 JUDGE_CANDIDATE = Template(
