@@ -3005,7 +3005,7 @@ def converged_after_critique(positions: list[Position], key: Callable[[str], str
 
 def answers_match(question: str, *answers: str) -> bool:
     """Whether the answers are all the same, compared as the question's answer type."""
-    key = typed_key(detect_answer_type(question, list(answers)), choice_letters(question))
+    key = typed_key(detect_answer_type(question, list(answers)), choice_letters(question), question)
     return len({key(answer) for answer in answers}) <= 1
 
 
@@ -3014,8 +3014,9 @@ def judges_split(verdict: Verdict) -> bool:
     return verdict.source == "judges" and 2 * verdict.agreeing <= verdict.valid
 
 
-def typed_key(kind: str, letters: frozenset[str]) -> Callable[[str], str]:
-    return lambda answer: answer_key(kind, answer, letters)
+def typed_key(kind: str, letters: frozenset[str], question: str = "") -> Callable[[str], str]:
+    """How answers are keyed for comparison; with the question, a sentence is read as its answer (answer_key)."""
+    return lambda answer: answer_key(kind, answer, letters, question)
 
 
 def unanimous_verdict(positions: list[Position], workers: int, question: str = "",
