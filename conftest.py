@@ -5,6 +5,7 @@ import asyncio
 import heapq
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -21,6 +22,18 @@ import moa_pipeline as moa
 
 URL = "https://proxy.test/v1/chat/completions"
 FAKE_KEY = "sk-test-SECRET-1234567890abcdef"
+REAL_ENDPOINT = "MOA_REAL_ENDPOINT"  # a chat-completions base URL, e.g. http://127.0.0.1:8088/v1
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked real_endpoint talk to a live model: skipped unless MOA_REAL_ENDPOINT names one, so the
+    suite stays offline by default and the same tests run against a real server when one is given."""
+    if os.environ.get(REAL_ENDPOINT):
+        return
+    skip = pytest.mark.skip(reason=f"needs a live model: set {REAL_ENDPOINT} (see bench/real_model.py)")
+    for item in items:
+        if item.get_closest_marker("real_endpoint"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
-"""Write bench/eval_set.jsonl and bench/eval_open.jsonl: questions with verified answers, for bench/eval.py.
+"""Write bench/eval_set.jsonl, bench/eval_open.jsonl and bench/eval_easy.jsonl: questions with verified answers.
 
-    python bench/make_eval_set.py            # rewrites both files (deterministic)
+    python bench/make_eval_set.py            # rewrites all three files (deterministic)
 
 Written for this project. eval_set.jsonl: every expected answer is computed here, not typed in, so
 it is right by construction. Three kinds: arithmetic word problems, yes/no, multiple choice.
@@ -81,6 +81,91 @@ def multiple_choice(rng: random.Random, count: int) -> list[dict]:
                       "question": f"Which of these numbers is divisible by {d}?\n{body}",
                       "answer": letters[options.index(right)]})
     return items
+
+
+# --- easy items: what a 135M model sometimes gets right (bench/real_model.py, --eval) -------------------
+
+# (question, answer): facts short enough that the answer is one word; typed "fact"
+EASY_FACTS: list[tuple[str, str]] = [
+    ("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo"),
+    ("What is the capital of Italy?", "Rome"), ("What is the capital of Germany?", "Berlin"),
+    ("What is the capital of Spain?", "Madrid"), ("What is the capital of England?", "London"),
+    ("What is the capital of Russia?", "Moscow"), ("What is the capital of Egypt?", "Cairo"),
+    ("What is the capital of China?", "Beijing"), ("What is the capital of Canada?", "Ottawa"),
+    ("What colour is the sky on a clear day?", "blue"), ("What colour is grass?", "green"),
+    ("What is the largest planet in the Solar System?", "Jupiter"),
+    ("Which planet do we live on?", "Earth"), ("What do bees make?", "honey"),
+    ("What is frozen water called?", "ice"), ("Which animal says moo?", "cow"),
+    ("What is the opposite of hot?", "cold"), ("What is the opposite of up?", "down"),
+    ("Which star is closest to the Earth?", "Sun"),
+]
+
+# (question, answer): counts the model should know; typed "number"
+EASY_COUNTS: list[tuple[str, int]] = [
+    ("How many legs does a spider have?", 8), ("How many days are in a week?", 7),
+    ("How many months are in a year?", 12), ("How many legs does a dog have?", 4),
+    ("How many hours are in a day?", 24), ("How many minutes are in an hour?", 60),
+    ("How many sides does a triangle have?", 3), ("How many sides does a square have?", 4),
+    ("How many wheels does a bicycle have?", 2), ("How many legs does an insect have?", 6),
+]
+
+# (question, options, the right option's index): lettered choices; typed "choice", the answer is the letter
+EASY_CHOICES: list[tuple[str, list[str], int]] = [
+    ("Which is a fruit?", ["car", "apple", "rock"], 1), ("Which is an animal?", ["dog", "chair", "cloud"], 0),
+    ("Which is a colour?", ["table", "river", "red"], 2), ("Which can fly?", ["fish", "bird", "stone"], 1),
+    ("Which is a number?", ["seven", "green", "happy"], 0), ("Which is the largest?", ["mouse", "cat", "elephant"], 2),
+    ("Which is a vegetable?", ["carrot", "shoe", "lamp"], 0), ("Which is hot?", ["ice", "snow", "fire"], 2),
+    ("Which lives in water?", ["fish", "horse", "lion"], 0),
+    ("Which is a day of the week?", ["June", "Monday", "Spring"], 1),
+]
+
+
+def easy_arithmetic(rng: random.Random, count: int) -> list[dict[str, Any]]:
+    """Sums of one-digit numbers and products from the times table up to 5: answers computed, not typed."""
+    items = []
+    for n in range(count):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        if n % 2 == 0:
+            question, answer = f"What is {a} + {b}?", a + b
+        else:
+            a, b = rng.randint(2, 5), rng.randint(2, 5)
+            question, answer = f"What is {a} times {b}?", a * b
+        items.append({"id": f"easy-sum-{n:02d}", "type": "number", "question": question, "answer": str(answer)})
+    return items
+
+
+def easy_yes_no(rng: random.Random, count: int) -> list[dict[str, Any]]:
+    """Even or odd, and greater-than, on small numbers: half true, half false, answers computed."""
+    items = []
+    for n in range(count):
+        x, y = rng.randint(1, 20), rng.randint(1, 20)
+        if n % 2 == 0:
+            word = "even" if n % 4 == 0 else "odd"
+            question, truth = f"Is {x} an {word} number?", (x % 2 == 0) == (word == "even")
+        else:
+            question, truth = f"Is {x} greater than {y}?", x > y
+        items.append({"id": f"easy-yesno-{n:02d}", "type": "yes_no", "question": question + " Answer yes or no.",
+                      "answer": "yes" if truth else "no"})
+    return items
+
+
+def easy_items() -> list[dict[str, Any]]:
+    """At least 60 easy questions, mixed by kind so that a prefix of the file (--questions N) is mixed too."""
+    rng = random.Random(23)
+    kinds = [
+        easy_arithmetic(rng, 15), easy_yes_no(rng, 15),
+        [{"id": f"easy-fact-{n:02d}", "type": "fact", "question": q, "answer": a}
+         for n, (q, a) in enumerate(EASY_FACTS)],
+        [{"id": f"easy-count-{n:02d}", "type": "number", "question": q, "answer": str(a)}
+         for n, (q, a) in enumerate(EASY_COUNTS)],
+        [{"id": f"easy-choice-{n:02d}", "type": "choice",
+          "question": q + " " + " ".join(f"{'ABC'[k]}) {o}" for k, o in enumerate(options)), "answer": "ABC"[right]}
+         for n, (q, options, right) in enumerate(EASY_CHOICES)],
+    ]
+    mixed: list[dict[str, Any]] = []
+    for position in range(max(len(kind) for kind in kinds)):  # round-robin over the kinds
+        mixed.extend(kind[position] for kind in kinds if position < len(kind))
+    return mixed
 
 
 # --- open-ended items: a property to check, a right response and wrong ones for the oracle ---------------
@@ -241,6 +326,11 @@ def main() -> int:
     path = HERE / "eval_open.jsonl"
     path.write_text("".join(json.dumps(item) + "\n" for item in opened))
     print(f"wrote {len(opened)} items to {path}")
+    easy = easy_items()
+    assert len(easy) >= 60 and len({item["id"] for item in easy}) == len(easy)
+    path = HERE / "eval_easy.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in easy))
+    print(f"wrote {len(easy)} items to {path}")
     return 0
 
 
