@@ -3251,14 +3251,14 @@ def unchecked_unanimity(state: Debate, verdict: Verdict) -> Verdict:
 
 
 def rerun_futile(state: Debate) -> str | None:
-    """Why a rerun cannot help, or None: pass 1's judges replied and none of their replies could be read, or so few
-    that their phase was given up on (format_given_up). A rerun asks the same judges the same way, and would pay a
-    whole debate for another verdict they cannot write."""
-    replies = [a for c in state.calls if c.phase == Phase.JUDGE and c.pass_number == 1 for a in c.attempts
-               if a.outcome == "ok" or a.unreadable]
-    unreadable = sum(a.unreadable for a in replies)
-    if replies and (unreadable == len(replies) or Phase.JUDGE in state.gave_up):
-        return f"{unreadable} of the judges' {len(replies)} replies could not be read"
+    """Why a rerun cannot help, or None: most of pass 1's judge replies could not be read or were read only by a
+    fallback (no FINAL ANSWER line: format_failed), or so few could be read that their phase was given up on
+    (format_given_up). Their low confidence then says the judges cannot write the verdict's format, not that the
+    question is hard; a rerun asks the same judges the same way, and pays a whole debate for another such verdict."""
+    judges = format_counts(c for c in state.calls if c.phase == Phase.JUDGE and c.pass_number == 1).get(Phase.JUDGE)
+    if judges and (format_failed(judges) or Phase.JUDGE in state.gave_up):
+        return (f"of the judges' {judges['replies']} replies, {judges['failed']} could not be read and "
+                f"{judges['last_tier']} had no FINAL ANSWER line")
     return None
 
 

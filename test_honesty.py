@@ -253,3 +253,14 @@ def test_no_rerun_when_most_judge_replies_could_not_be_read(capsys, monkeypatch)
     assert printed["verdict_source"] == "judges" and printed["confidence"] == 33 and printed["rerun"] is False
     assert "judge_retries_stopped" in printed["doubts"] and "judges_no_confidence" in printed["doubts"]
     assert phases_of(route).count("judge") <= 2 + moa.FORMAT_GIVE_UP_REPLIES
+
+
+@respx.mock
+def test_no_rerun_when_the_judges_answer_only_in_sentences(capsys, monkeypatch) -> None:
+    """Judges that split in "The answer is X" sentences, none with a FINAL ANSWER line or CONFIDENCE: 1 of 3 asked is
+    33, below MIN_JUDGE_CONFIDENCE, yet no rerun: it would ask the same judges the same way (SmolLM2: every run paid one)."""
+    route = respx.post(URL).mock(side_effect=FakeModel(overrides={
+        "judge": lambda r, n: completion(f"I compared them.\nThe answer is {390 + n}.")}))
+    printed = run_json(capsys)
+    assert printed["confidence"] == 33 and printed["rerun"] is False and phases_of(route).count("judge") == 3
+    assert {"judges_split", "judges_no_confidence", "judge_format_failed"} <= set(printed["doubts"])
