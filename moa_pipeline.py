@@ -5412,7 +5412,7 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
         said.append(f"Best per call: {thrifty['name']} ({100 * thrifty['accuracy']:.1f}% at "
                     f"{thrifty['calls_per_question']:g} calls/question); the extra calls bought no accuracy these "
                     f"questions can show (McNemar p >= {SIGNIFICANCE}).")
-    debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"]), None)
+    debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"] and r["answered"]), None)
     if debate_row:
         duel = debate_row["vs_single"]
         verdict = ("beats" if duel["wins"] > duel["losses"] else "is worse than") if duel["p_value"] < SIGNIFICANCE \

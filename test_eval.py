@@ -295,3 +295,12 @@ def test_the_human_report_is_a_markdown_table_with_a_closing_line(tmp_path: Path
     assert re.search(r"does not beat, at this sample size, a single call \(wins 5, losses 0", text)
     assert report["best"] == "debate" and report["best_per_call"] == "single"
     assert not math.isnan(report["strategies"][1]["ci_low"])
+
+
+def test_the_closing_line_says_nothing_of_a_debate_that_has_not_answered(tmp_path: Path) -> None:
+    """An eval stopped before the debate ran: the closing line names the best so far and claims nothing about it."""
+    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
+                              moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl"), frozenset("ab"))
+    (tmp_path / "single.jsonl").write_text("".join(json.dumps({"id": i, **line(i == "a")}) + "\n" for i in "ab"))
+    report = moa.eval_report(options, options.gold_ids)
+    assert report["conclusion"] == "Most accurate: single (50.0%)."
