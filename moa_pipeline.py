@@ -1720,7 +1720,7 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
         raise
     attempt.outcome = "ok"
     call.ok, call.failure, call.tier = True, None, getattr(value, "tier", None)
-    call.fallback = read_by_fallback(call.phase, value)
+    call.fallback = bool(call.system) and read_by_fallback(call.phase, value)  # the plain question asks no format
     finish_attempt(state, call, attempt, messages, sending)
     return value
 
@@ -5438,7 +5438,8 @@ def markdown_report(report: dict[str, Any], model: str) -> str:
         lines.append(f"| {row['name']} | {accuracy} | {row['answered']} | {row['failed']} | "
                      f"{_shown(row['calls_per_question'])} | {_shown(row['requests_per_question'])} | "
                      f"{_shown(row['tokens_per_question'], '{:.0f}')} | "
-                     f"{_shown(row['cost_usd_per_question'], '${:.4f}')} | {_shown(row['wall_s_per_question'])}s | "
+                     f"{_shown(row['cost_usd_per_question'], '${:.4f}')} | "
+                     f"{_shown(row['wall_s_per_question'], '{:.1f}s')} | "
                      f"{_shown(row['judge_verdict_share'], '{:.0%}')} | {row['doubtful']} | "
                      + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} |" if duel else "- |"))
     return "\n".join([*lines, *format_table(report["strategies"]), "", report["conclusion"], ""])

@@ -129,6 +129,8 @@ def test_single_sends_the_plain_question_greedy_and_reads_prose() -> None:
     assert body["messages"][0]["content"] == "What is 2 + 3?"
     assert body["temperature"] == 0
     assert (record.status, record.llm_calls, record.rerun) == ("ok", 1, False)
+    # it asked for no format, so prose is no miss of one: no format doubt, and no last-tier reading counted
+    assert record.format["generate"]["last_tier"] == 0 and record.doubts == []
     assert moa.answers_match("What is 2 + 3?", record.final_answer, "5")  # as the batch's `correct` compares
 
 
