@@ -1628,9 +1628,9 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
     nonce = prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce).strip()
     value = sending.parse(completion.text.replace(nonce, ""))
     cut = completion.finish_reason in ("length", "truncated")
-    if value is not None and cut and (getattr(value, "tier", None) == "paragraph"  # every parsed shape has a tier
+    if value is not None and cut and (getattr(value, "tier", None) in ("paragraph", "sentence")  # each has a tier
                                       or answer_left_open(completion.text)):
-        value = None  # a guess from cut-off text, or an <answer> the cut left open, would be half a sentence
+        value = None  # a guess from cut-off text (a judge's "The answer is 4" cut mid-sentence), or an open <answer>
     if call.phase == Phase.SYNTHESIS and completion.finish_reason == "truncated":
         value = None  # a stream cut off mid-response: written again
     if call.phase == Phase.SYNTHESIS and completion.finish_reason == "length":  # half a response is none
@@ -3026,7 +3026,7 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
     compared whole ("long"): three that share a number are not one response, and the one kept is not its number."""
     kind = "long" if shape == "full" else detect_answer_type(question, [p.answer for p in positions])
     letters = choice_letters(question)
-    keys = {answer_key(kind, p.answer, letters) for p in positions}
+    keys = {answer_key(kind, p.answer, letters, question) for p in positions}
     if len(keys) != 1:  # none, or some disagree
         return None
     return Verdict(present_answer(kind, positions[0].answer, letters), round(100 * len(positions) / workers),
@@ -3143,7 +3143,7 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
     read = functools.partial(vote_of, by_label=kind == "long")  # free text: votes on strings cannot agree, labels can
     votes = await judge(state, question, positions, plan.judges, "label" if kind == "long" else "answer", read)
     log_phase(state, Phase.JUDGE)
-    key = typed_key(kind, letters)
+    key = typed_key(kind, letters, question)  # the vote reads answers as the comparison does
     verdict = tally_votes(votes, key=key, asked=plan.judges)
     if verdict is None:
         state.note(f"no judge gave a FINAL ANSWER (nor an answer that could be read); the verdict is the solvers' "
@@ -3327,7 +3327,7 @@ async def sample(state: Debate, question: str, strategy: Strategy) -> Verdict:
     require_enough(state, positions, strategy.samples, quorum=1)
     state.positions[1] = positions
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
-    verdict = solver_verdict(positions, typed_key(kind, letters))
+    verdict = solver_verdict(positions, typed_key(kind, letters, question))
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
     # "vote": no judge was asked, by design, so the doubt "no_judge_verdict" (a debate's judges failing) is not its
@@ -3383,7 +3383,7 @@ async def run_question(state: Debate, question: str, replay: Replay | None, stra
                     await rerun(state, question)
             if synthesis:
                 reported = state.verdicts[(state.reported or 1) - 1]
-                await synthesize(state, question, typed_key(reported.kind, choice_letters(question)))
+                await synthesize(state, question, typed_key(reported.kind, choice_letters(question), question))
                 log_phase(state, Phase.SYNTHESIS)
     except TimeoutError:
         if not deadline.expired():
@@ -3436,7 +3436,7 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
     verdict = verdicts[reported - 1] if reported else None
     positions = state.positions.get(reported or 1, []) if state else []
     calls, skipped = (tuple(state.calls), list(state.skipped)) if state else ((), [])
-    key = typed_key(verdict.kind, choice_letters(question)) if verdict else normalize_answer  # as the vote compared
+    key = typed_key(verdict.kind, choice_letters(question), question) if verdict else normalize_answer  # as voted
     judged = verdict if verdict and verdict.source in ("judges", "ranking") else None
     usage, formats = usage_totals(calls, config), format_counts(calls)
     shape, synthesis = (state.shape, state.synthesis) if state else ("short", None)

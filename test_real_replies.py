@@ -84,7 +84,8 @@ def test_our_nonce_never_lands_in_an_answer(monkeypatch, capsys) -> None:
     ("rebuttal", "<rebuttal>I checked.</rebuttal>\n<answer>The answer is"),
     ("judge", "<analysis>A is right.</analysis>\n<answer>The final answer is 3"),
     ("rebuttal", "I checked the critique again.\nThe answer is 2+3 is indeed 2+3. It is a valid answer, and it is"),
-], ids=["solver", "rebuttal", "judge", "rebuttal-sentence"])
+    ("judge", "Candidate A multiplies correctly.\nThe answer is 3"),  # "3" of "36": a sentence cut is no vote
+], ids=["solver", "rebuttal", "judge", "rebuttal-sentence", "judge-sentence"])
 def test_a_cut_off_answer_is_never_an_answer(monkeypatch, capsys, phase: str, cut: str) -> None:
     """finish_reason length with the last <answer> left open: half an answer, so the call is asked again, and the
     whole answer of the next attempt counts."""
