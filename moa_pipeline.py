@@ -2939,15 +2939,12 @@ def plain_doubts(codes: Sequence[str]) -> str:
 def verdict_doubts(verdict: Verdict, positions: list[Position], key: Callable[[str], str]) -> list[str]:
     """The doubts the vote itself shows: no judge's verdict, judges split or silent on confidence, solvers that
     disagree (short answers: full responses never key alike)."""
-    doubts = ["no_judge_verdict"] if verdict.source == "solvers" else []
-    if judges_split(verdict):
-        doubts.append("judges_split")
-    if verdict.source == "judges" and not verdict.confidence_stated:
-        doubts.append("judges_no_confidence")
     held = collections.Counter(key(p.final_answer) for p in positions)
-    if verdict.kind != "long" and len(positions) > 1 and 2 * max(held.values()) <= len(positions):
-        doubts.append("answers_disagree")
-    return doubts
+    found = {"no_judge_verdict": verdict.source == "solvers", "judges_split": judges_split(verdict),
+             "judges_no_confidence": verdict.source == "judges" and not verdict.confidence_stated,
+             "answers_disagree": verdict.kind != "long" and len(positions) > 1
+             and 2 * max(held.values()) <= len(positions)}
+    return [code for code, doubted in found.items() if doubted]
 
 
 def format_failed(counts: Mapping[str, int]) -> bool:
@@ -4124,11 +4121,10 @@ def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryR
         tokens = synthesis_price(config, question, shape, replay.workers if replay else config.num_workers)
         phases += phase_costs(config, "1", [(Phase.SYNTHESIS, 1, tokens - config.max_tokens, config.max_tokens)])
     attempts = config.max_retries + 1
-    calls = sum(p.calls for p in phases) * attempts
+    calls = min(sum(p.calls for p in phases) * attempts, config.max_calls or sys.maxsize)
     tokens = sum(p.total_tokens for p in phases) * attempts
     cost = cost_usd(sum(p.prompt_tokens for p in phases) * attempts,
                     sum(p.completion_tokens for p in phases) * attempts, config)
-    calls = min(calls, config.max_calls or calls)
     if config.max_total_tokens and tokens > config.max_total_tokens:
         tokens = config.max_total_tokens
         if cost is not None:  # every capped token at the dearer price
@@ -4142,9 +4138,8 @@ def human_dry_run(plan: DryRun) -> str:
     cost_column = "   cost (USD)" if plan.worst_case_cost_usd is not None else ""
     lines = ["Dry run: no request was sent.",
              f"{'pass':<6} {'phase':<9} {'calls':>5} {'worst-case tokens':>18}{cost_column}"]
-    for row in plan.phases:
-        lines.append(f"{row.pass_label:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
-                     + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else ""))
+    lines += [f"{row.pass_label:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
+              + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else "") for row in plan.phases]
     reruns = (f"{plan.calls_pass_1} without a rerun, {plan.calls_with_rerun} with it"
               if plan.calls_with_rerun > plan.calls_pass_1 else f"{plan.calls_pass_1} (a replay runs no rerun)")
     lines.append(f"Calls: {reruns}; at most {plan.worst_case_calls} HTTP requests with every retry (and up to "
@@ -5422,8 +5417,8 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
     return " ".join(said)
 
 
-def _shown(value: float | None, form: str = "{:.1f}", none: str = "-") -> str:
-    return none if value is None else form.format(value)
+def _shown(value: float | None, form: str = "{:.1f}") -> str:
+    return "-" if value is None else form.format(value)
 
 
 def markdown_report(report: dict[str, Any], model: str) -> str:
