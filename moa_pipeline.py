@@ -2111,14 +2111,11 @@ def plan_phases(state: Debate, question: str, positions: list[Position], done: P
                        costs.critic + costs.completion if to_critique else 0, costs.rebuttal + costs.completion,
                        judge_cost, critiques_paid=to_critique)
     # What it leaves out: critiques and judges when first planned, rebuttals once the critiques are in.
-    cuts = []
-    if to_critique and plan.critiques < len(positions):
-        cuts.append(f"{len(positions) - plan.critiques} critique(s)")
     wanted = sum(p.critique is not None for p in positions) + (len(positions) - earlier.critiques if earlier else 0)
-    if done == Phase.CRITIQUE and config.enable_rebuttal and plan.rebuttals < wanted:
-        cuts.append(f"{wanted - plan.rebuttals} rebuttal(s)")
-    if earlier is None and plan.judges < config.num_judges:
-        cuts.append(f"{config.num_judges - plan.judges} judge(s)")
+    left_out = {"critique": len(positions) - plan.critiques if to_critique else 0,
+                "rebuttal": wanted - plan.rebuttals if done == Phase.CRITIQUE and config.enable_rebuttal else 0,
+                "judge": config.num_judges - plan.judges if earlier is None else 0}
+    cuts = [f"{count} {what}(s)" for what, count in left_out.items() if count > 0]
     for cut in cuts:
         state.skip(cut)
     return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
@@ -2610,10 +2607,12 @@ def watch_for(state: Debate, phase: Phase, calls: int, debate_round: int = 1) ->
                                     StragglerWatch(state, phase, min(state.config.min_valid_answers, calls)))
 
 
-async def solve_one(state: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
-    """One solver's blind answer, or None."""
+async def solve_one(state: Debate, question: str, slot: int, workers: int, temperature: float,
+                    plain: bool = False) -> Position | None:
+    """One solver's blind answer, or None. ``plain`` (--eval's "single"): the question alone, no system prompt and
+    no contract, so the reply is read as prose (parse_answer's last tier)."""
     config = state.config
-    system, user = solver_prompts(question, slot, config.solver_styles, state.shape)
+    system, user = ("", question) if plain else solver_prompts(question, slot, config.solver_styles, state.shape)
     agent, model = f"solver-{slot + 1}", config.slot_model(slot)
     parsed = await watch_for(state, Phase.GENERATE, workers).guard(agent, ask(
         state, Phase.GENERATE, agent, system, user, temperature=temperature,
@@ -2665,9 +2664,10 @@ async def revise(state: Debate, question: str, positions: list[Position], debate
         position.by_round.append(position.final_answer)
 
 
-async def generate(state: Debate, question: str, workers: int, temperature: float) -> list[Position]:
-    """Phase 1: blind generation. The valid answers, in slot order."""
-    results = await run_all(solve_one(state, question, slot, workers, temperature) for slot in range(workers))
+async def generate(state: Debate, question: str, workers: int, temperature: float,
+                   plain: bool = False) -> list[Position]:
+    """Phase 1: blind generation. The valid answers, in slot order (``plain``: see solve_one)."""
+    results = await run_all(solve_one(state, question, slot, workers, temperature, plain) for slot in range(workers))
     return [p for p in results if p is not None]
 
 
@@ -3312,15 +3312,8 @@ class Strategy:
 async def sample(state: Debate, question: str, strategy: Strategy) -> Verdict:
     """A baseline: ``strategy.samples`` solver calls (or the plain question, once), their majority as the verdict and
     its share as the confidence. No critique, no judges, no rerun: what one or k calls give on their own."""
-    config = state.config
-    temperature = 0.0 if strategy.greedy else config.temperature
-    if strategy.contract:
-        positions = await generate(state, question, strategy.samples, temperature)
-    else:  # no system prompt, no contract: the reply is read as prose (parse_answer's last tier)
-        parsed = await ask(state, Phase.GENERATE, "solver-1", "", question, temperature=temperature,
-                           max_tokens=config.max_tokens, parse=_valid_answer)
-        positions = [Position(0, parsed.answer, parsed.reasoning, final_answer=parsed.answer,
-                              model=config.models[0])] if parsed else []
+    temperature = 0.0 if strategy.greedy else state.config.temperature
+    positions = await generate(state, question, strategy.samples, temperature, plain=not strategy.contract)
     require_enough(state, positions, strategy.samples, quorum=1)
     state.positions[1] = positions
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
