@@ -2112,10 +2112,10 @@ def plan_phases(state: Debate, question: str, positions: list[Position], done: P
                        judge_cost, critiques_paid=to_critique)
     # What it leaves out: critiques and judges when first planned, rebuttals once the critiques are in.
     wanted = sum(p.critique is not None for p in positions) + (len(positions) - earlier.critiques if earlier else 0)
-    left_out = {"critique": len(positions) - plan.critiques if to_critique else 0,
-                "rebuttal": wanted - plan.rebuttals if done == Phase.CRITIQUE and config.enable_rebuttal else 0,
-                "judge": config.num_judges - plan.judges if earlier is None else 0}
-    cuts = [f"{count} {what}(s)" for what, count in left_out.items() if count > 0]
+    left_out = {Phase.CRITIQUE: len(positions) - plan.critiques if to_critique else 0,
+                Phase.REBUTTAL: wanted - plan.rebuttals if done == Phase.CRITIQUE and config.enable_rebuttal else 0,
+                Phase.JUDGE: config.num_judges - plan.judges if earlier is None else 0}
+    cuts = [f"{count} {phase}(s)" for phase, count in left_out.items() if count > 0]
     for cut in cuts:
         state.skip(cut)
     return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
@@ -3716,14 +3716,10 @@ def verdict_sections(result: RunRecord) -> list[str]:
 
 def usage_lines(result: RunRecord) -> list[str]:
     """Tokens (and cost) per phase and in all, for the transcript."""
-    lines = []
-    for phase, totals in {**result.usage_by_phase, "total": result.usage}.items():
-        if totals["total_tokens"] or phase == "total":
-            cost = f", ${totals['cost_usd']:.6f}" if "cost_usd" in totals else ""
-            guess = " (estimated)" if totals["estimated"] else ""
-            lines.append(f"{phase}: {totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion = "
-                         f"{totals['total_tokens']} tokens{guess}{cost}")
-    return lines
+    return [f"{phase}: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion = {t['total_tokens']} tokens"
+            + (" (estimated)" if t["estimated"] else "") + (f", ${t['cost_usd']:.6f}" if "cost_usd" in t else "")
+            for phase, t in {**result.usage_by_phase, "total": result.usage}.items()
+            if t["total_tokens"] or phase == "total"]
 
 
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None,
