@@ -1373,12 +1373,10 @@ def open_client(config: Config) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {config.api_key}", "Accept-Encoding": "identity"}
     if config.gateway_token:  # an authenticated Cloudflare AI Gateway
         headers["cf-aig-authorization"] = f"Bearer {config.gateway_token}"
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(config.request_timeout),
-        limits=httpx.Limits(max_connections=config.max_concurrent_requests + POOL_HEADROOM,
-                            max_keepalive_connections=config.max_concurrent_requests + POOL_HEADROOM),
-        headers=headers, verify=tls_verification(config.proxy_url, os.environ),
-    )
+    pool = config.max_concurrent_requests + POOL_HEADROOM
+    return httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout), headers=headers,
+                             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+                             verify=tls_verification(config.proxy_url, os.environ))
 
 
 # --- 6. the retry policy -------------------------------------------------------------------------
