@@ -1373,12 +1373,10 @@ def open_client(config: Config) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {config.api_key}", "Accept-Encoding": "identity"}
     if config.gateway_token:  # an authenticated Cloudflare AI Gateway
         headers["cf-aig-authorization"] = f"Bearer {config.gateway_token}"
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(config.request_timeout),
-        limits=httpx.Limits(max_connections=config.max_concurrent_requests + POOL_HEADROOM,
-                            max_keepalive_connections=config.max_concurrent_requests + POOL_HEADROOM),
-        headers=headers, verify=tls_verification(config.proxy_url, os.environ),
-    )
+    pool = config.max_concurrent_requests + POOL_HEADROOM
+    return httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout), headers=headers,
+                             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+                             verify=tls_verification(config.proxy_url, os.environ))
 
 
 # --- 6. the retry policy -------------------------------------------------------------------------
@@ -2111,14 +2109,11 @@ def plan_phases(state: Debate, question: str, positions: list[Position], done: P
                        costs.critic + costs.completion if to_critique else 0, costs.rebuttal + costs.completion,
                        judge_cost, critiques_paid=to_critique)
     # What it leaves out: critiques and judges when first planned, rebuttals once the critiques are in.
-    cuts = []
-    if to_critique and plan.critiques < len(positions):
-        cuts.append(f"{len(positions) - plan.critiques} critique(s)")
     wanted = sum(p.critique is not None for p in positions) + (len(positions) - earlier.critiques if earlier else 0)
-    if done == Phase.CRITIQUE and config.enable_rebuttal and plan.rebuttals < wanted:
-        cuts.append(f"{wanted - plan.rebuttals} rebuttal(s)")
-    if earlier is None and plan.judges < config.num_judges:
-        cuts.append(f"{config.num_judges - plan.judges} judge(s)")
+    left_out = {Phase.CRITIQUE: len(positions) - plan.critiques if to_critique else 0,
+                Phase.REBUTTAL: wanted - plan.rebuttals if done == Phase.CRITIQUE and config.enable_rebuttal else 0,
+                Phase.JUDGE: config.num_judges - plan.judges if earlier is None else 0}
+    cuts = [f"{count} {phase}(s)" for phase, count in left_out.items() if count > 0]
     for cut in cuts:
         state.skip(cut)
     return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
@@ -2610,10 +2605,12 @@ def watch_for(state: Debate, phase: Phase, calls: int, debate_round: int = 1) ->
                                     StragglerWatch(state, phase, min(state.config.min_valid_answers, calls)))
 
 
-async def solve_one(state: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
-    """One solver's blind answer, or None."""
+async def solve_one(state: Debate, question: str, slot: int, workers: int, temperature: float,
+                    plain: bool = False) -> Position | None:
+    """One solver's blind answer, or None. ``plain`` (--eval's "single"): the question alone, no system prompt and
+    no contract, so the reply is read as prose (parse_answer's last tier)."""
     config = state.config
-    system, user = solver_prompts(question, slot, config.solver_styles, state.shape)
+    system, user = ("", question) if plain else solver_prompts(question, slot, config.solver_styles, state.shape)
     agent, model = f"solver-{slot + 1}", config.slot_model(slot)
     parsed = await watch_for(state, Phase.GENERATE, workers).guard(agent, ask(
         state, Phase.GENERATE, agent, system, user, temperature=temperature,
@@ -2665,9 +2662,10 @@ async def revise(state: Debate, question: str, positions: list[Position], debate
         position.by_round.append(position.final_answer)
 
 
-async def generate(state: Debate, question: str, workers: int, temperature: float) -> list[Position]:
-    """Phase 1: blind generation. The valid answers, in slot order."""
-    results = await run_all(solve_one(state, question, slot, workers, temperature) for slot in range(workers))
+async def generate(state: Debate, question: str, workers: int, temperature: float,
+                   plain: bool = False) -> list[Position]:
+    """Phase 1: blind generation. The valid answers, in slot order (``plain``: see solve_one)."""
+    results = await run_all(solve_one(state, question, slot, workers, temperature, plain) for slot in range(workers))
     return [p for p in results if p is not None]
 
 
@@ -2939,15 +2937,12 @@ def plain_doubts(codes: Sequence[str]) -> str:
 def verdict_doubts(verdict: Verdict, positions: list[Position], key: Callable[[str], str]) -> list[str]:
     """The doubts the vote itself shows: no judge's verdict, judges split or silent on confidence, solvers that
     disagree (short answers: full responses never key alike)."""
-    doubts = ["no_judge_verdict"] if verdict.source == "solvers" else []
-    if judges_split(verdict):
-        doubts.append("judges_split")
-    if verdict.source == "judges" and not verdict.confidence_stated:
-        doubts.append("judges_no_confidence")
     held = collections.Counter(key(p.final_answer) for p in positions)
-    if verdict.kind != "long" and len(positions) > 1 and 2 * max(held.values()) <= len(positions):
-        doubts.append("answers_disagree")
-    return doubts
+    found = {"no_judge_verdict": verdict.source == "solvers", "judges_split": judges_split(verdict),
+             "judges_no_confidence": verdict.source == "judges" and not verdict.confidence_stated,
+             "answers_disagree": verdict.kind != "long" and len(positions) > 1
+             and 2 * max(held.values()) <= len(positions)}
+    return [code for code, doubted in found.items() if doubted]
 
 
 def format_failed(counts: Mapping[str, int]) -> bool:
@@ -3315,15 +3310,8 @@ class Strategy:
 async def sample(state: Debate, question: str, strategy: Strategy) -> Verdict:
     """A baseline: ``strategy.samples`` solver calls (or the plain question, once), their majority as the verdict and
     its share as the confidence. No critique, no judges, no rerun: what one or k calls give on their own."""
-    config = state.config
-    temperature = 0.0 if strategy.greedy else config.temperature
-    if strategy.contract:
-        positions = await generate(state, question, strategy.samples, temperature)
-    else:  # no system prompt, no contract: the reply is read as prose (parse_answer's last tier)
-        parsed = await ask(state, Phase.GENERATE, "solver-1", "", question, temperature=temperature,
-                           max_tokens=config.max_tokens, parse=_valid_answer)
-        positions = [Position(0, parsed.answer, parsed.reasoning, final_answer=parsed.answer,
-                              model=config.models[0])] if parsed else []
+    temperature = 0.0 if strategy.greedy else state.config.temperature
+    positions = await generate(state, question, strategy.samples, temperature, plain=not strategy.contract)
     require_enough(state, positions, strategy.samples, quorum=1)
     state.positions[1] = positions
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
@@ -3726,14 +3714,10 @@ def verdict_sections(result: RunRecord) -> list[str]:
 
 def usage_lines(result: RunRecord) -> list[str]:
     """Tokens (and cost) per phase and in all, for the transcript."""
-    lines = []
-    for phase, totals in {**result.usage_by_phase, "total": result.usage}.items():
-        if totals["total_tokens"] or phase == "total":
-            cost = f", ${totals['cost_usd']:.6f}" if "cost_usd" in totals else ""
-            guess = " (estimated)" if totals["estimated"] else ""
-            lines.append(f"{phase}: {totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion = "
-                         f"{totals['total_tokens']} tokens{guess}{cost}")
-    return lines
+    return [f"{phase}: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion = {t['total_tokens']} tokens"
+            + (" (estimated)" if t["estimated"] else "") + (f", ${t['cost_usd']:.6f}" if "cost_usd" in t else "")
+            for phase, t in {**result.usage_by_phase, "total": result.usage}.items()
+            if t["total_tokens"] or phase == "total"]
 
 
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None,
@@ -4124,11 +4108,10 @@ def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryR
         tokens = synthesis_price(config, question, shape, replay.workers if replay else config.num_workers)
         phases += phase_costs(config, "1", [(Phase.SYNTHESIS, 1, tokens - config.max_tokens, config.max_tokens)])
     attempts = config.max_retries + 1
-    calls = sum(p.calls for p in phases) * attempts
+    calls = min(sum(p.calls for p in phases) * attempts, config.max_calls or sys.maxsize)
     tokens = sum(p.total_tokens for p in phases) * attempts
     cost = cost_usd(sum(p.prompt_tokens for p in phases) * attempts,
                     sum(p.completion_tokens for p in phases) * attempts, config)
-    calls = min(calls, config.max_calls or calls)
     if config.max_total_tokens and tokens > config.max_total_tokens:
         tokens = config.max_total_tokens
         if cost is not None:  # every capped token at the dearer price
@@ -4142,9 +4125,8 @@ def human_dry_run(plan: DryRun) -> str:
     cost_column = "   cost (USD)" if plan.worst_case_cost_usd is not None else ""
     lines = ["Dry run: no request was sent.",
              f"{'pass':<6} {'phase':<9} {'calls':>5} {'worst-case tokens':>18}{cost_column}"]
-    for row in plan.phases:
-        lines.append(f"{row.pass_label:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
-                     + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else ""))
+    lines += [f"{row.pass_label:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
+              + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else "") for row in plan.phases]
     reruns = (f"{plan.calls_pass_1} without a rerun, {plan.calls_with_rerun} with it"
               if plan.calls_with_rerun > plan.calls_pass_1 else f"{plan.calls_pass_1} (a replay runs no rerun)")
     lines.append(f"Calls: {reruns}; at most {plan.worst_case_calls} HTTP requests with every retry (and up to "
@@ -5422,8 +5404,8 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
     return " ".join(said)
 
 
-def _shown(value: float | None, form: str = "{:.1f}", none: str = "-") -> str:
-    return none if value is None else form.format(value)
+def _shown(value: float | None, form: str = "{:.1f}") -> str:
+    return "-" if value is None else form.format(value)
 
 
 def markdown_report(report: dict[str, Any], model: str) -> str:
