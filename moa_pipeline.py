@@ -5334,15 +5334,13 @@ def _mean(values: Iterable[float | int | None]) -> float | None:
     return round(sum(counted) / len(counted), 3) if counted else None
 
 
-def format_shares(lines: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per phase, over every reply: how many, and the shares read only by the last parsing tier or not at all."""
+def format_totals(lines: Iterable[dict[str, Any]]) -> dict[str, collections.Counter[str]]:
+    """RunRecord.format's counts, per phase, summed over the questions: replies, last_tier, failed."""
     sums: dict[str, collections.Counter[str]] = {}
     for line in lines:
         for phase, counts in (line.get("format") or {}).items():
             sums.setdefault(phase, collections.Counter()).update(counts)
-    return {phase: {"replies": c["replies"], "last_tier": round(c["last_tier"] / c["replies"], 3) if c["replies"]
-                    else None, "failed": round(c["failed"] / c["replies"], 3) if c["replies"] else None}
-            for phase, c in sums.items()}
+    return sums
 
 
 def strategy_score(name: str, lines: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
@@ -5363,7 +5361,7 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]]) -> dict[str, 
             "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
             "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
             "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
-            "format": format_shares(rows), "doubtful": sum(bool(r.get("doubts")) for r in rows), "vs_single": None}
+            "format": format_totals(rows), "doubtful": sum(bool(r.get("doubts")) for r in rows), "vs_single": None}
 
 
 def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, Any]:
@@ -5412,7 +5410,8 @@ def markdown_report(report: dict[str, Any], model: str) -> str:
     """The report as Markdown: report.md, and what a person reads on stdout."""
     lines = [f"# Eval of {report['gold']}: {report['questions']} questions, model {model}", "",
              "| strategy | accuracy [95% CI] | answered | failed | calls/q | requests/q | tokens/q | cost/q | wall/q "
-             "| judges with a verdict | doubtful | vs single: wins-losses, p |", "|" + "---|" * 12]
+             "| judges with a verdict | doubtful | vs single: wins-losses, p | format: last tier / failed |",
+             "|" + "---|" * 13]
     for row in report["strategies"]:
         duel = row["vs_single"]
         accuracy = (f"{100 * row['accuracy']:.1f}% [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
@@ -5423,23 +5422,10 @@ def markdown_report(report: dict[str, Any], model: str) -> str:
                      f"{_shown(row['cost_usd_per_question'], '${:.4f}')} | "
                      f"{_shown(row['wall_s_per_question'], '{:.1f}s')} | "
                      f"{_shown(row['judge_verdict_share'], '{:.0%}')} | {row['doubtful']} | "
-                     + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} |" if duel else "- |"))
-    return "\n".join([*lines, *format_table(report["strategies"]), "", report["conclusion"], ""])
-
-
-def format_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The report's format compliance: per strategy and phase, the shares of replies only the last parsing tier
-    read, and with no usable output."""
-    phases = [p for p in PHASES if any(p in row["format"] for row in rows)]
-    if not phases:
-        return []
-    lines = ["", "Format: per phase, the share of replies read only by the last parsing tier / with no usable output.",
-             "", "| strategy | " + " | ".join(phases) + " |", "|" + "---|" * (len(phases) + 1)]
-    for row in rows:
-        shares = [row["format"].get(p) or {"last_tier": None, "failed": None} for p in phases]
-        cells = [f"{_shown(s['last_tier'], '{:.0%}')} / {_shown(s['failed'], '{:.0%}')}" for s in shares]
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    return lines
+                     + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} | " if duel else "- | ")
+                     + (", ".join(f"{phase} {c['last_tier'] / c['replies']:.0%} / {c['failed'] / c['replies']:.0%}"
+                                  for phase, c in row["format"].items() if c["replies"]) or "-") + " |")
+    return "\n".join([*lines, "", report["conclusion"], ""])
 
 
 def gold_ids(config: Config, gold: str) -> frozenset[str]:

@@ -82,7 +82,9 @@ def test_judge_verdicts_and_format_shares_are_summed_over_questions() -> None:
                        format={"judge": {"replies": 4, "last_tier": 1, "failed": 0}})}
     row = moa.strategy_score("debate", lines)
     assert row["judge_verdict_share"] == pytest.approx(4 / 6, abs=1e-3)
-    assert row["format"] == {"judge": {"replies": 8, "last_tier": 0.25, "failed": 0.25}}
+    assert row["format"] == {"judge": {"replies": 8, "last_tier": 2, "failed": 2}}
+    report = {"gold": "g", "questions": 2, "strategies": [row], "conclusion": "."}
+    assert "| judge 25% / 25% |" in moa.markdown_report(report, "m")  # the table's last column: shares of replies
 
 
 @pytest.mark.parametrize("text, name, samples, contract, greedy", [
