@@ -3297,14 +3297,12 @@ class Strategy:
     @classmethod
     def parse(cls, text: str) -> Strategy:
         name = text.strip().lower()
-        known = {"single": cls(name, 1, contract=False, greedy=True), "single-contract": cls(name, 1, greedy=True),
-                 "debate": cls(name)}
+        if name in ("single", "single-contract", "debate"):
+            return cls(name, int(name != "debate"), contract=name != "single", greedy=name != "debate")
         if (k := re.fullmatch(r"vote@(\d{1,2})", name)) and 1 <= int(k[1]) <= MAX_WORKERS:
             return cls(f"vote@{int(k[1])}", int(k[1]))
-        if name not in known:
-            raise ConfigError(f"--strategies: {text!r} is not a strategy: expected single, single-contract, vote@K "
-                              f"(K from 1 to {MAX_WORKERS}) or debate")
-        return known[name]
+        raise ConfigError(f"--strategies: {text!r} is not a strategy: expected single, single-contract, vote@K "
+                          f"(K from 1 to {MAX_WORKERS}) or debate")
 
 
 async def sample(state: Debate, question: str, strategy: Strategy) -> Verdict:
@@ -5284,12 +5282,11 @@ WILSON_Z = 1.959964  # the normal quantile of a two-sided 95% interval
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """--eval's flags, checked in main(): the gold file, the folder the strategies' outputs go to, the batch flags."""
+    """--eval's flags, checked in main(): the folder the strategies' outputs go to, the batch flags."""
 
-    gold: str
     folder: Path
     strategies: tuple[Strategy, ...]
-    batch: BatchOptions  # its output is the first strategy's; output_for gives each one its own
+    batch: BatchOptions  # its questions file is the gold file; its output the first strategy's (see output_for)
     gold_ids: frozenset[str]  # the questions that carry an answer: the report scores these
 
     def output_for(self, strategy: Strategy) -> Path:
@@ -5378,7 +5375,7 @@ def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, An
     # The cheapest strategy the questions cannot tell apart from the most accurate: more calls bought nothing shown.
     thrifty = min((r for r in ranked if r is best or paired(lines[best["name"]], lines[r["name"]])["p_value"]
                    >= SIGNIFICANCE), key=lambda r: r["calls_per_question"] or 0, default=None) if best else None
-    return {"schema_version": SCHEMA_VERSION, "gold": options.gold, "folder": str(options.folder),
+    return {"schema_version": SCHEMA_VERSION, "gold": options.batch.questions_file, "folder": str(options.folder),
             "questions": len(gold_ids), "strategies": rows, "best": best and best["name"],
             "best_per_call": thrifty and thrifty["name"], "conclusion": eval_conclusion(rows, best, thrifty)}
 
@@ -5841,7 +5838,7 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
     except OSError as err:
         raise unusable_path(err, f"the eval folder {folder}", "choose another -o") from None
     batch = batch_options(args, args.eval, str(folder / f"{strategies[0].name}.jsonl"), "--eval")
-    options = EvalOptions(args.eval, folder, strategies, batch, ids)
+    options = EvalOptions(folder, strategies, batch, ids)
     for strategy in strategies[1:]:
         check_batch_paths(args.eval, options.output_for(strategy))
     return options

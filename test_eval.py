@@ -164,7 +164,7 @@ def test_a_baseline_with_no_answer_fails_and_says_why() -> None:
 def test_eval_field_tables_list_exactly_the_reports_keys(tmp_path: Path) -> None:
     """docs/eval.md's Eval-field and Strategy-field tables name every key of the --json report, and nothing else."""
     text = EVAL_DOCS.read_text(encoding="utf-8")
-    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
+    options = moa.EvalOptions(tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
                               moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl"), frozenset({"a"}))
     (tmp_path / "single.jsonl").write_text(json.dumps({"id": "a", **line(True)}) + "\n")
     report = moa.eval_report(options, options.gold_ids)
@@ -286,7 +286,7 @@ def test_a_symlinked_folder_is_refused(server, tmp_path: Path) -> None:
 
 def test_the_human_report_is_a_markdown_table_with_a_closing_line(tmp_path: Path) -> None:
     """What a person reads: a header, a row per strategy with the interval and the duel, the closing line."""
-    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
+    options = moa.EvalOptions(tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
                               moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl"), frozenset("abcdefgh"))
     single = {i: line(i in "ab") for i in "abcdefgh"}
     debate = {i: line(i in "abcdefg", llm_calls=11) for i in "abcdefgh"}
@@ -303,7 +303,7 @@ def test_the_human_report_is_a_markdown_table_with_a_closing_line(tmp_path: Path
 
 def test_the_closing_line_says_nothing_of_a_debate_that_has_not_answered(tmp_path: Path) -> None:
     """An eval stopped before the debate ran: the closing line names the best so far and claims nothing about it."""
-    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
+    options = moa.EvalOptions(tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
                               moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl"), frozenset("ab"))
     (tmp_path / "single.jsonl").write_text("".join(json.dumps({"id": i, **line(i == "a")}) + "\n" for i in "ab"))
     report = moa.eval_report(options, options.gold_ids)
