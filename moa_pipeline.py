@@ -135,6 +135,14 @@ MAX_TEMPERATURE = 2.0
 # The rerun rule: one more debate, hotter and wider, never more than one.
 RERUN_TEMPERATURE_STEP = 0.2
 RERUN_EXTRA_WORKERS = 2
+# A verdict no judge checked (the solvers' majority when no judge's reply could be read, or an early exit on answers
+# read only by the paragraph guess) is at most this confident: agreement among guesses is not evidence, and 50 is
+# below the default MIN_JUDGE_CONFIDENCE, so the rerun rule still fires where a rerun can help (docs/output.md).
+UNCHECKED_CONFIDENCE = 50
+# Once this many of a phase's replies in a run could not be read, and they outnumber the readable ones (the model
+# mostly cannot write that phase's format), its unreadable replies are no longer retried: each retry costs a request
+# and more likely than not reads no better (format_given_up).
+FORMAT_GIVE_UP_REPLIES = 3
 # How much of a server's error body we quote to the user, and how much of it we read at all.
 SERVER_MESSAGE_LIMIT = 300
 ERROR_BODY_LIMIT = 64 * 1024
@@ -1365,12 +1373,10 @@ def open_client(config: Config) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {config.api_key}", "Accept-Encoding": "identity"}
     if config.gateway_token:  # an authenticated Cloudflare AI Gateway
         headers["cf-aig-authorization"] = f"Bearer {config.gateway_token}"
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(config.request_timeout),
-        limits=httpx.Limits(max_connections=config.max_concurrent_requests + POOL_HEADROOM,
-                            max_keepalive_connections=config.max_concurrent_requests + POOL_HEADROOM),
-        headers=headers, verify=tls_verification(config.proxy_url, os.environ),
-    )
+    pool = config.max_concurrent_requests + POOL_HEADROOM
+    return httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout), headers=headers,
+                             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+                             verify=tls_verification(config.proxy_url, os.environ))
 
 
 # --- 6. the retry policy -------------------------------------------------------------------------
@@ -1395,6 +1401,7 @@ class Attempt:
     cache_status: str | None = None
     gateway_retries: int = 0
     reserved: int = 0  # tokens it held of the budget until its bill came
+    unreadable: bool = False  # a reply came, and the phase's parser read no answer in it (or it was cut off)
 
 
 @dataclass
@@ -1412,6 +1419,7 @@ class AgentCall:
     tier: str | None = None
     model: str = ""
     debate_round: int = 1  # the debate round (ROUNDS) the call belongs to; ``pass_number`` is 2 in the rerun
+    fallback: bool = False  # accepted, but read only by its phase's last parsing tier (read_by_fallback)
     error: APIError | None = field(default=None, repr=False)  # what its last attempt failed with, once it failed
 
 
@@ -1618,9 +1626,9 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
     nonce = prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce).strip()
     value = sending.parse(completion.text.replace(nonce, ""))
     cut = completion.finish_reason in ("length", "truncated")
-    if value is not None and cut and (getattr(value, "tier", None) == "paragraph"  # every parsed shape has a tier
+    if value is not None and cut and (getattr(value, "tier", None) in ("paragraph", "sentence")  # each has a tier
                                       or answer_left_open(completion.text)):
-        value = None  # a guess from cut-off text, or an <answer> the cut left open, would be half a sentence
+        value = None  # a guess from cut-off text (a judge's "The answer is 4" cut mid-sentence), or an open <answer>
     if call.phase == Phase.SYNTHESIS and completion.finish_reason == "truncated":
         value = None  # a stream cut off mid-response: written again
     if call.phase == Phase.SYNTHESIS and completion.finish_reason == "length":  # half a response is none
@@ -1628,6 +1636,7 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
                     status=completion.status)
     if value is None:
         why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""
+        attempt.unreadable = True  # the model's own failure, unlike an empty or broken reply (format_given_up)
         raise fault(Fault.UNPARSEABLE, f"no usable {call.phase} output{why}", status=completion.status)
     return value
 
@@ -1698,7 +1707,8 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
             record_reply(attempt, error.reply, sending.prompt_estimate)
         attempt.status = error.status if error.status is not None else attempt.status
         attempt.outcome = call.failure = str(error)
-        attempt.retry_in_s = retries.next_wait(error, state.config, state.runtime.rng)
+        attempt.retry_in_s = None if format_given_up(state, call) else \
+            retries.next_wait(error, state.config, state.runtime.rng)
         finish_attempt(state, call, attempt, messages, sending, error.unanswered)
         return error
     except asyncio.CancelledError:
@@ -1708,6 +1718,7 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
         raise
     attempt.outcome = "ok"
     call.ok, call.failure, call.tier = True, None, getattr(value, "tier", None)
+    call.fallback = bool(call.system) and read_by_fallback(call.phase, value)  # the plain question asks no format
     finish_attempt(state, call, attempt, messages, sending)
     return value
 
@@ -1753,6 +1764,9 @@ async def ask(state: Debate, phase: Phase, agent: str, system: str, user: str, *
                 raise deadline_passed(state.config)
             if number > 1 and (stalled := state.endpoint.stalled()):  # the retry would go out after STALL_TIMEOUT
                 raise stalled
+            if number > 1 and format_given_up(state, call):  # given up while this retry waited (see format_given_up)
+                call.attempts[-1].retry_in_s = None
+                break
             result = await budgeted_attempt(state, call, number, sending, retries)
             if result is None:
                 return None
@@ -1771,6 +1785,57 @@ async def ask(state: Debate, phase: Phase, agent: str, system: str, user: str, *
     call.error = error
     log.warning("%s %s failed after %d attempt(s): %s", phase, agent, len(call.attempts), call.failure)
     return None
+
+
+# Each phase's parser tiers that read the format it asked for; an accepted reply read by any other (its last tier, the
+# guess from prose) counts in RunRecord.format's ``last_tier``: the model did not write the format. Solvers and
+# critiques: "paragraph" (the last paragraph, the whole reply); rebuttals and revisions: "markdown" (an "Answer:" label
+# without the tags); judges: every reading after the FINAL ANSWER line (an <answer> of its own, "The answer is X"),
+# and a ranking judge that named only a winner. The synthesis's parser has no tiers.
+CONTRACT_TIERS = {Phase.GENERATE: {"xml", "markdown"}, Phase.CRITIQUE: {"xml", "markdown"},
+                  Phase.REBUTTAL: {"xml"}, Phase.REVISE: {"xml"}, Phase.JUDGE: {"final-answer-line", "ranking-line"}}
+
+
+def read_by_fallback(phase: Phase, value: object) -> bool:
+    """Whether an accepted reply of ``phase``, parsed as ``value``, was read only by a tier outside its contract."""
+    tier = getattr(value, "read_by", None) or getattr(value, "tier", None)
+    return phase in CONTRACT_TIERS and tier is not None and tier not in CONTRACT_TIERS[phase]
+
+
+# What stands when a phase's replies cannot be read, for the note that says its failures are no longer retried.
+# The solvers and the synthesis are not given up on: without a solver's answer there is no quorum, and the
+# synthesis is one call.
+FORMAT_FALLBACKS = {Phase.CRITIQUE: "an answer whose critique fails stays in play uncritiqued",
+                    Phase.REBUTTAL: "a solver whose rebuttal fails keeps its first answer",
+                    Phase.REVISE: "a solver whose revision fails keeps its answer",
+                    Phase.JUDGE: "with no judge's verdict, the solvers' majority stands"}
+
+
+def unusable_reply(attempt: Attempt) -> bool:
+    """A 2xx reply that gave nothing usable: not in the phase's format, empty, refused or cut off (RunRecord.format's
+    ``failed``). A transport error or an error status is no reply: retrying those may help."""
+    return attempt.status is not None and 200 <= attempt.status < 300 and attempt.outcome not in (
+        "ok", "pending", "cancelled")
+
+
+def format_given_up(state: Debate, call: AgentCall) -> bool:
+    """Whether ``call``'s last unreadable reply is final: FORMAT_GIVE_UP_REPLIES of its phase's replies in this run
+    (both passes) could not be read, more than could, so a retry more likely than not pays for another reply the
+    model cannot format (SmolLM2-135M: 13% of its rebuttals had an answer, and each failure was asked 4 times more).
+    Once given up, a phase stays so for the run, noted the first time with what stands instead. Any other failure
+    (no reply, an empty or broken one: a glitch a cache or a gateway may repeat once) is retried as before."""
+    if call.phase not in FORMAT_FALLBACKS or not call.attempts or not call.attempts[-1].unreadable:
+        return False
+    if call.phase in state.gave_up:
+        return True
+    attempts = [a for c in state.calls if c.phase == call.phase for a in c.attempts]
+    readable, unreadable = sum(a.outcome == "ok" for a in attempts), sum(a.unreadable for a in attempts)
+    if unreadable < FORMAT_GIVE_UP_REPLIES or unreadable <= readable:
+        return False
+    state.gave_up.add(call.phase)
+    state.note(f"{unreadable} of {readable + unreadable} {call.phase} replies could not be read: this run retries no "
+               f"more unreadable {call.phase} replies; {FORMAT_FALLBACKS[call.phase]}")
+    return True
 
 
 def drop_model(state: Debate, model: str, error: APIError) -> bool:
@@ -2044,14 +2109,11 @@ def plan_phases(state: Debate, question: str, positions: list[Position], done: P
                        costs.critic + costs.completion if to_critique else 0, costs.rebuttal + costs.completion,
                        judge_cost, critiques_paid=to_critique)
     # What it leaves out: critiques and judges when first planned, rebuttals once the critiques are in.
-    cuts = []
-    if to_critique and plan.critiques < len(positions):
-        cuts.append(f"{len(positions) - plan.critiques} critique(s)")
     wanted = sum(p.critique is not None for p in positions) + (len(positions) - earlier.critiques if earlier else 0)
-    if done == Phase.CRITIQUE and config.enable_rebuttal and plan.rebuttals < wanted:
-        cuts.append(f"{wanted - plan.rebuttals} rebuttal(s)")
-    if earlier is None and plan.judges < config.num_judges:
-        cuts.append(f"{config.num_judges - plan.judges} judge(s)")
+    left_out = {Phase.CRITIQUE: len(positions) - plan.critiques if to_critique else 0,
+                Phase.REBUTTAL: wanted - plan.rebuttals if done == Phase.CRITIQUE and config.enable_rebuttal else 0,
+                Phase.JUDGE: config.num_judges - plan.judges if earlier is None else 0}
+    cuts = [f"{count} {phase}(s)" for phase, count in left_out.items() if count > 0]
     for cut in cuts:
         state.skip(cut)
     return replace(plan, judges_tokens=plan.judges * judge_cost(plan.critiques, plan.rebuttals),
@@ -2131,7 +2193,7 @@ class Position:
 class Vote:
     answer: str  # a candidate's answer when the judge named its label
     confidence: int | None
-    tier: str = "final-answer-line"  # how a judge's output was read (see tier_of)
+    tier: str = "final-answer-line"  # which reading of parse_judgement found it (ParsedJudgement.tier)
     analysis: str = ""  # what the judge wrote to get there: a synthesis reads it
     judge: str = ""  # "judge-2": whose labels the analysis uses (labels_seen)
 
@@ -2144,6 +2206,7 @@ class Ballot:
     order: tuple[str, ...]  # candidate ids (agents, "solver-3"), best first, as parse_ranking left them
     confidence: int | None
     analysis: str = ""
+    read_by: str = "ranking-line"  # parse_ranking's tier; "winner-only" when a FINAL ANSWER line named its winner
 
     @property
     def tier(self) -> str:
@@ -2181,6 +2244,7 @@ class Verdict:
     # Per ranking analysis, the agents that judge saw as A, B, ... (rotated per judge): the synthesis shows the
     # candidates under labels of its own, so "C misses the empty case" must say which candidate C was.
     judge_labels: tuple[tuple[str, ...], ...] = ()
+    confidence_stated: bool = True  # False: no judge on the winning side wrote a CONFIDENCE (tally_votes)
 
 
 @dataclass
@@ -2207,6 +2271,7 @@ class Debate:
     rerun: bool = False
     shape: str = "short"  # the answer shape (SHAPES), decided once as the run starts (Config.shape_of)
     synthesis: str | None = None  # the response the synthesis wrote (Phase.SYNTHESIS)
+    gave_up: set[Phase] = field(default_factory=set)  # phases whose unreadable replies are not retried (issue 23)
     queue: QueueTime = field(init=False)
 
     def __post_init__(self) -> None:
@@ -2226,6 +2291,20 @@ class Debate:
         """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one), our own queue's not counted."""
         seconds = self.config.question_deadline
         return seconds - (self.runtime.clock() - self.started - self.queue.age()) if seconds else math.inf
+
+
+def format_counts(calls: Iterable[AgentCall]) -> dict[str, dict[str, int]]:
+    """RunRecord.format: per phase that had calls, the 2xx replies read, the accepted ones read only by the last
+    tier, and the unusable ones (unusable_reply)."""
+    counts: dict[str, dict[str, int]] = {}
+    for call in calls:
+        entry = counts.setdefault(call.phase, {"replies": 0, "last_tier": 0, "failed": 0})
+        for attempt in call.attempts:
+            failed = unusable_reply(attempt)
+            entry["replies"] += failed or attempt.outcome == "ok"
+            entry["failed"] += failed
+            entry["last_tier"] += attempt.outcome == "ok" and call.fallback
+    return {str(phase): counts[phase] for phase in PHASES if phase in counts}
 
 
 # A record field that no JSON output carries: the transcript, the trace, the summary and batch stops read it too.
@@ -2254,10 +2333,12 @@ class RunRecord:
     rerun: bool
     rounds: int  # debate rounds run in the reported debate (0 when no solver answered)
     phases: dict[str, dict[str, int]]
+    format: dict[str, dict[str, int]]  # per phase that had calls: replies, last_tier, failed (format_counts)
     answers: list[dict[str, Any]]
     dissent: list[dict[str, Any]]
     converged_after_critique: bool
     judges_split: bool
+    doubts: list[str]  # why the verdict may not stand on its own (DOUBTS' codes); [] when nothing casts doubt
     llm_calls: int
     http_requests: int
     usage: dict[str, Any]
@@ -2524,10 +2605,12 @@ def watch_for(state: Debate, phase: Phase, calls: int, debate_round: int = 1) ->
                                     StragglerWatch(state, phase, min(state.config.min_valid_answers, calls)))
 
 
-async def solve_one(state: Debate, question: str, slot: int, workers: int, temperature: float) -> Position | None:
-    """One solver's blind answer, or None."""
+async def solve_one(state: Debate, question: str, slot: int, workers: int, temperature: float,
+                    plain: bool = False) -> Position | None:
+    """One solver's blind answer, or None. ``plain`` (--eval's "single"): the question alone, no system prompt and
+    no contract, so the reply is read as prose (parse_answer's last tier)."""
     config = state.config
-    system, user = solver_prompts(question, slot, config.solver_styles, state.shape)
+    system, user = ("", question) if plain else solver_prompts(question, slot, config.solver_styles, state.shape)
     agent, model = f"solver-{slot + 1}", config.slot_model(slot)
     parsed = await watch_for(state, Phase.GENERATE, workers).guard(agent, ask(
         state, Phase.GENERATE, agent, system, user, temperature=temperature,
@@ -2579,9 +2662,10 @@ async def revise(state: Debate, question: str, positions: list[Position], debate
         position.by_round.append(position.final_answer)
 
 
-async def generate(state: Debate, question: str, workers: int, temperature: float) -> list[Position]:
-    """Phase 1: blind generation. The valid answers, in slot order."""
-    results = await run_all(solve_one(state, question, slot, workers, temperature) for slot in range(workers))
+async def generate(state: Debate, question: str, workers: int, temperature: float,
+                   plain: bool = False) -> list[Position]:
+    """Phase 1: blind generation. The valid answers, in slot order (``plain``: see solve_one)."""
+    results = await run_all(solve_one(state, question, slot, workers, temperature, plain) for slot in range(workers))
     return [p for p in results if p is not None]
 
 
@@ -2675,7 +2759,7 @@ def vote_of(text: str, labels: Mapping[str, Position], judge: str, by_label: boo
     answer = resolve_label(found.final_answer, answers, bare_letters=by_label)
     if by_label and answer not in answers.values():
         return None
-    return Vote(answer, found.confidence, analysis=found.analysis, judge=judge)
+    return Vote(answer, found.confidence, found.tier, analysis=found.analysis, judge=judge)
 
 
 def ballot_of(text: str, labels: Mapping[str, Position], judge: str) -> Ballot | None:
@@ -2683,7 +2767,9 @@ def ballot_of(text: str, labels: Mapping[str, Position], judge: str) -> Ballot |
     found: ParsedRanking | None = parse_ranking(text, tuple(labels))
     if found is None:
         return None
-    return Ballot(judge, tuple(labels[label].agent for label in found.order), found.confidence, found.analysis)
+    read_by = found.tier if found.tier == "ranking-line" else "winner-only"  # a FINAL ANSWER line: not the contract
+    return Ballot(judge, tuple(labels[label].agent for label in found.order), found.confidence, found.analysis,
+                  read_by)
 
 
 def synthesis_prompts(question: str, ranked: Sequence[Position], standings: Sequence[Standing],
@@ -2787,10 +2873,15 @@ def require_enough(state: Debate, positions: list[Position], workers: int, quoru
 
 # --- 10. voting ----------------------------------------------------------------------------------
 
-def tally_votes(votes: list[Vote], source: str = "judges",
-                key: Callable[[str], str] = normalize_answer) -> Verdict | None:
+def tally_votes(votes: list[Vote], source: str = "judges", key: Callable[[str], str] = normalize_answer,
+                asked: int = 0) -> Verdict | None:
     """Majority of normalised answers; a tie goes to the side with the higher confidence. The verdict's
-    confidence is the winning side's best, and its answer that voter's own wording."""
+    confidence is the winning side's best, and its answer that voter's own wording.
+
+    When no voter on the winning side wrote a CONFIDENCE, the confidence is their share of the ``asked`` voters (of
+    those who answered, if more): a missing number is neither certainty (100) nor doubt (0, which fired the rerun on
+    every question of a model that never writes one, issue 23): the votes themselves are the evidence, and a judge that
+    failed counts against it."""
     groups: dict[str, list[Vote]] = {}
     for vote in votes:
         name = key(vote.answer)
@@ -2801,13 +2892,71 @@ def tally_votes(votes: list[Vote], source: str = "judges",
     winners = max(groups.values(), key=lambda g: (len(g), max((v.confidence or 0) for v in g)))  # the first of equals
     best = max(winners, key=lambda v: v.confidence or 0)
     tally = {name: len(group) for name, group in groups.items()}
-    return Verdict(best.answer.strip(), best.confidence or 0, len(winners), sum(tally.values()), source, tally)
+    valid = sum(tally.values())
+    stated = [v.confidence for v in winners if v.confidence is not None]
+    confidence = max(stated) if stated else round(100 * len(winners) / max(asked, valid))
+    return Verdict(best.answer.strip(), confidence, len(winners), valid, source, tally, confidence_stated=bool(stated))
 
 
 def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict | None:
-    """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%)."""
+    """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%), at most
+    UNCHECKED_CONFIDENCE: five answers that key alike are no verdict when no judge could check them (issue 23)."""
     verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
-    return verdict and replace(verdict, confidence=round(100 * verdict.agreeing / verdict.valid))
+    return verdict and replace(verdict, confidence=min(round(100 * verdict.agreeing / verdict.valid),
+                                                       UNCHECKED_CONFIDENCE))
+
+
+# Why a verdict may not stand on its own: RunRecord.doubts' codes, each with the plain words the human summary says
+# (docs/output.md lists them; test_honesty holds the two to each other).
+DOUBTS = {"no_judge_verdict": "no judge gave a verdict that could be read: the solvers' answer stands, unchecked",
+          "judges_split": "the judges split: no answer has a majority of them",
+          "judges_no_confidence": "no judge on the winning side gave a CONFIDENCE: the confidence is their agreement",
+          "answers_disagree": "the solvers' final answers disagree: no answer has a majority of them",
+          **{f"{phase}_format_failed": f"most replies of the {phase} phase did not follow its format"
+             for phase in PHASES},
+          **{f"{phase}_retries_stopped": f"the {phase} phase's replies could not be read, so they were not retried"
+             for phase in FORMAT_FALLBACKS}}
+
+
+# Per-phase doubts, grouped into one clause each in the human summary: (code suffix, the clause for the phases).
+PHASE_DOUBTS = (("_format_failed", "most {} replies did not follow the format"),
+                ("_retries_stopped", "unreadable {} replies were not retried"))
+
+
+def plain_doubts(codes: Sequence[str]) -> str:
+    """The doubts as one plain line: the vote's in DOUBTS' words, the phases' grouped ("most generate and judge
+    replies did not follow the format")."""
+    said = [DOUBTS[code] for code in codes if not code.endswith(tuple(suffix for suffix, _ in PHASE_DOUBTS))]
+    for suffix, clause in PHASE_DOUBTS:
+        if phases := [code.removesuffix(suffix) for code in codes if code.endswith(suffix)]:
+            said.append(clause.format(" and ".join([", ".join(phases[:-1]), phases[-1]] if len(phases) > 1
+                                                   else phases)))
+    return "; ".join(said)
+
+
+def verdict_doubts(verdict: Verdict, positions: list[Position], key: Callable[[str], str]) -> list[str]:
+    """The doubts the vote itself shows: no judge's verdict, judges split or silent on confidence, solvers that
+    disagree (short answers: full responses never key alike)."""
+    held = collections.Counter(key(p.final_answer) for p in positions)
+    found = {"no_judge_verdict": verdict.source == "solvers", "judges_split": judges_split(verdict),
+             "judges_no_confidence": verdict.source == "judges" and not verdict.confidence_stated,
+             "answers_disagree": verdict.kind != "long" and len(positions) > 1
+             and 2 * max(held.values()) <= len(positions)}
+    return [code for code, doubted in found.items() if doubted]
+
+
+def format_failed(counts: Mapping[str, int]) -> bool:
+    """Most of a phase's replies were unusable or read only by its last tier (RunRecord.format's counts)."""
+    return 2 * (counts["last_tier"] + counts["failed"]) > counts["replies"] > 0
+
+
+def run_doubts(verdict: Verdict | None, positions: list[Position], key: Callable[[str], str],
+               formats: Mapping[str, Mapping[str, int]], gave_up: Collection[Phase]) -> list[str]:
+    """RunRecord.doubts, in DOUBTS' order: the vote's, each phase whose format mostly failed, each given up on."""
+    found = set(verdict_doubts(verdict, positions, key) if verdict else [])
+    found |= {f"{phase}_format_failed" for phase, counts in formats.items() if format_failed(counts)}
+    found |= {f"{phase}_retries_stopped" for phase in gave_up}
+    return [code for code in DOUBTS if code in found]
 
 
 def worked_solution(verdict: Verdict, positions: list[Position], key: Callable[[str], str]) -> str | None:
@@ -2851,7 +3000,7 @@ def converged_after_critique(positions: list[Position], key: Callable[[str], str
 
 def answers_match(question: str, *answers: str) -> bool:
     """Whether the answers are all the same, compared as the question's answer type."""
-    key = typed_key(detect_answer_type(question, list(answers)), choice_letters(question))
+    key = typed_key(detect_answer_type(question, list(answers)), choice_letters(question), question)
     return len({key(answer) for answer in answers}) <= 1
 
 
@@ -2860,8 +3009,9 @@ def judges_split(verdict: Verdict) -> bool:
     return verdict.source == "judges" and 2 * verdict.agreeing <= verdict.valid
 
 
-def typed_key(kind: str, letters: frozenset[str]) -> Callable[[str], str]:
-    return lambda answer: answer_key(kind, answer, letters)
+def typed_key(kind: str, letters: frozenset[str], question: str = "") -> Callable[[str], str]:
+    """How answers are keyed for comparison; with the question, a sentence is read as its answer (answer_key)."""
+    return lambda answer: answer_key(kind, answer, letters, question)
 
 
 def unanimous_verdict(positions: list[Position], workers: int, question: str = "",
@@ -2871,7 +3021,7 @@ def unanimous_verdict(positions: list[Position], workers: int, question: str = "
     compared whole ("long"): three that share a number are not one response, and the one kept is not its number."""
     kind = "long" if shape == "full" else detect_answer_type(question, [p.answer for p in positions])
     letters = choice_letters(question)
-    keys = {answer_key(kind, p.answer, letters) for p in positions}
+    keys = {answer_key(kind, p.answer, letters, question) for p in positions}
     if len(keys) != 1:  # none, or some disagree
         return None
     return Verdict(present_answer(kind, positions[0].answer, letters), round(100 * len(positions) / workers),
@@ -2988,10 +3138,11 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
     read = functools.partial(vote_of, by_label=kind == "long")  # free text: votes on strings cannot agree, labels can
     votes = await judge(state, question, positions, plan.judges, "label" if kind == "long" else "answer", read)
     log_phase(state, Phase.JUDGE)
-    key = typed_key(kind, letters)
-    verdict = tally_votes(votes, key=key)
+    key = typed_key(kind, letters, question)  # the vote reads answers as the comparison does
+    verdict = tally_votes(votes, key=key, asked=plan.judges)
     if verdict is None:
-        state.note("no judge gave a FINAL ANSWER; the verdict is the solvers' majority")
+        state.note(f"no judge gave a FINAL ANSWER (nor an answer that could be read); the verdict is the solvers' "
+                   f"majority, its confidence at most {UNCHECKED_CONFIDENCE}")
         verdict = solver_verdict(positions, key=key)
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
@@ -3075,12 +3226,35 @@ async def debate_once(state: Debate, question: str, workers: int, temperature: f
         if verdict is not None:
             state.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
                        problem=False)
-            return verdict
+            return unchecked_unanimity(state, verdict)
         return await deliberate(state, question, positions, workers, temperature,
                                 done=Phase.GENERATE if barriers else Phase.REBUTTAL)
     finally:
         for watch in state.watches.values():
             watch.close()
+
+
+def unchecked_unanimity(state: Debate, verdict: Verdict) -> Verdict:
+    """An early exit's verdict, at most UNCHECKED_CONFIDENCE when most solver replies of this pass were read only by
+    the paragraph guess: answers that key alike are then guesses that agree, and no judge checked them."""
+    solvers = format_counts(c for c in state.calls if c.pass_number == state.pass_number).get(Phase.GENERATE)
+    if solvers is None or not format_failed(solvers) or verdict.confidence <= UNCHECKED_CONFIDENCE:
+        return verdict
+    state.note(f"most solver replies did not follow the format: the early exit's confidence is at most "
+               f"{UNCHECKED_CONFIDENCE}, not {verdict.confidence}")
+    return replace(verdict, confidence=UNCHECKED_CONFIDENCE)
+
+
+def rerun_futile(state: Debate) -> str | None:
+    """Why a rerun cannot help, or None: most of pass 1's judge replies could not be read or were read only by a
+    fallback (no FINAL ANSWER line: format_failed), or so few could be read that their phase was given up on
+    (format_given_up). Their low confidence then says the judges cannot write the verdict's format, not that the
+    question is hard; a rerun asks the same judges the same way, and pays a whole debate for another such verdict."""
+    judges = format_counts(c for c in state.calls if c.phase == Phase.JUDGE and c.pass_number == 1).get(Phase.JUDGE)
+    if judges and (format_failed(judges) or Phase.JUDGE in state.gave_up):
+        return (f"of the judges' {judges['replies']} replies, {judges['failed']} could not be read and "
+                f"{judges['last_tier']} had no FINAL ANSWER line")
+    return None
 
 
 async def rerun(state: Debate, question: str) -> None:
@@ -3123,35 +3297,27 @@ class Strategy:
     @classmethod
     def parse(cls, text: str) -> Strategy:
         name = text.strip().lower()
-        known = {"single": cls(name, 1, contract=False, greedy=True), "single-contract": cls(name, 1, greedy=True),
-                 "debate": cls(name)}
+        if name in ("single", "single-contract", "debate"):
+            return cls(name, int(name != "debate"), contract=name != "single", greedy=name != "debate")
         if (k := re.fullmatch(r"vote@(\d{1,2})", name)) and 1 <= int(k[1]) <= MAX_WORKERS:
             return cls(f"vote@{int(k[1])}", int(k[1]))
-        if name not in known:
-            raise ConfigError(f"--strategies: {text!r} is not a strategy: expected single, single-contract, vote@K "
-                              f"(K from 1 to {MAX_WORKERS}) or debate")
-        return known[name]
+        raise ConfigError(f"--strategies: {text!r} is not a strategy: expected single, single-contract, vote@K "
+                          f"(K from 1 to {MAX_WORKERS}) or debate")
 
 
 async def sample(state: Debate, question: str, strategy: Strategy) -> Verdict:
     """A baseline: ``strategy.samples`` solver calls (or the plain question, once), their majority as the verdict and
     its share as the confidence. No critique, no judges, no rerun: what one or k calls give on their own."""
-    config = state.config
-    temperature = 0.0 if strategy.greedy else config.temperature
-    if strategy.contract:
-        positions = await generate(state, question, strategy.samples, temperature)
-    else:  # no system prompt, no contract: the reply is read as prose (parse_answer's last tier)
-        parsed = await ask(state, Phase.GENERATE, "solver-1", "", question, temperature=temperature,
-                           max_tokens=config.max_tokens, parse=_valid_answer)
-        positions = [Position(0, parsed.answer, parsed.reasoning, final_answer=parsed.answer,
-                              model=config.models[0])] if parsed else []
+    temperature = 0.0 if strategy.greedy else state.config.temperature
+    positions = await generate(state, question, strategy.samples, temperature, plain=not strategy.contract)
     require_enough(state, positions, strategy.samples, quorum=1)
     state.positions[1] = positions
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
-    verdict = solver_verdict(positions, typed_key(kind, letters))
+    verdict = solver_verdict(positions, typed_key(kind, letters, question))
     if verdict is None:  # cannot happen: valid positions have non-empty answers
         raise RunFailed("no answer could be counted")
-    return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind)
+    # "vote": no judge was asked, by design, so the doubt "no_judge_verdict" (a debate's judges failing) is not its
+    return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind, source="vote")
 
 
 def check_question(config: Config, question: str) -> None:
@@ -3197,10 +3363,13 @@ async def run_question(state: Debate, question: str, replay: Replay | None, stra
             state.verdicts.append(first)
             state.reported = 1
             if replay is None and not baseline and first.confidence < config.min_judge_confidence:
-                await rerun(state, question)
+                if futile := rerun_futile(state):
+                    state.note(f"no rerun: {futile}, and a rerun would ask them the same way; pass 1's verdict stands")
+                else:
+                    await rerun(state, question)
             if synthesis:
                 reported = state.verdicts[(state.reported or 1) - 1]
-                await synthesize(state, question, typed_key(reported.kind, choice_letters(question)))
+                await synthesize(state, question, typed_key(reported.kind, choice_letters(question), question))
                 log_phase(state, Phase.SYNTHESIS)
     except TimeoutError:
         if not deadline.expired():
@@ -3253,9 +3422,9 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
     verdict = verdicts[reported - 1] if reported else None
     positions = state.positions.get(reported or 1, []) if state else []
     calls, skipped = (tuple(state.calls), list(state.skipped)) if state else ((), [])
-    key = typed_key(verdict.kind, choice_letters(question)) if verdict else normalize_answer  # as the vote compared
+    key = typed_key(verdict.kind, choice_letters(question), question) if verdict else normalize_answer  # as voted
     judged = verdict if verdict and verdict.source in ("judges", "ranking") else None
-    usage = usage_totals(calls, config)
+    usage, formats = usage_totals(calls, config), format_counts(calls)
     shape, synthesis = (state.shape, state.synthesis) if state else ("short", None)
     models = {p.agent: p.model for p in positions}
     return RunRecord(
@@ -3271,6 +3440,7 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
         rerun=bool(state and state.rerun), rounds=max((len(p.by_round) or 1 for p in positions), default=0),
         phases={phase: {"ok": sum(c.ok for c in calls if c.phase == phase),
                         "failed": sum(not c.ok for c in calls if c.phase == phase)} for phase in PHASES},
+        format=formats, doubts=run_doubts(verdict, positions, key, formats, state.gave_up if state else ()),
         answers=copy.deepcopy(answer_changes(positions, key)),  # by_round: its own lists
         dissent=minority_report(verdict, positions, key) if verdict and shape == "short" else [],
         converged_after_critique=converged_after_critique(positions, key),
@@ -3542,14 +3712,10 @@ def verdict_sections(result: RunRecord) -> list[str]:
 
 def usage_lines(result: RunRecord) -> list[str]:
     """Tokens (and cost) per phase and in all, for the transcript."""
-    lines = []
-    for phase, totals in {**result.usage_by_phase, "total": result.usage}.items():
-        if totals["total_tokens"] or phase == "total":
-            cost = f", ${totals['cost_usd']:.6f}" if "cost_usd" in totals else ""
-            guess = " (estimated)" if totals["estimated"] else ""
-            lines.append(f"{phase}: {totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion = "
-                         f"{totals['total_tokens']} tokens{guess}{cost}")
-    return lines
+    return [f"{phase}: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion = {t['total_tokens']} tokens"
+            + (" (estimated)" if t["estimated"] else "") + (f", ${t['cost_usd']:.6f}" if "cost_usd" in t else "")
+            for phase, t in {**result.usage_by_phase, "total": result.usage}.items()
+            if t["total_tokens"] or phase == "total"]
 
 
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None,
@@ -3940,11 +4106,10 @@ def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryR
         tokens = synthesis_price(config, question, shape, replay.workers if replay else config.num_workers)
         phases += phase_costs(config, "1", [(Phase.SYNTHESIS, 1, tokens - config.max_tokens, config.max_tokens)])
     attempts = config.max_retries + 1
-    calls = sum(p.calls for p in phases) * attempts
+    calls = min(sum(p.calls for p in phases) * attempts, config.max_calls or sys.maxsize)
     tokens = sum(p.total_tokens for p in phases) * attempts
     cost = cost_usd(sum(p.prompt_tokens for p in phases) * attempts,
                     sum(p.completion_tokens for p in phases) * attempts, config)
-    calls = min(calls, config.max_calls or calls)
     if config.max_total_tokens and tokens > config.max_total_tokens:
         tokens = config.max_total_tokens
         if cost is not None:  # every capped token at the dearer price
@@ -3958,9 +4123,8 @@ def human_dry_run(plan: DryRun) -> str:
     cost_column = "   cost (USD)" if plan.worst_case_cost_usd is not None else ""
     lines = ["Dry run: no request was sent.",
              f"{'pass':<6} {'phase':<9} {'calls':>5} {'worst-case tokens':>18}{cost_column}"]
-    for row in plan.phases:
-        lines.append(f"{row.pass_label:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
-                     + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else ""))
+    lines += [f"{row.pass_label:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
+              + (f"   {row.cost_usd:.4f}" if row.cost_usd is not None else "") for row in plan.phases]
     reruns = (f"{plan.calls_pass_1} without a rerun, {plan.calls_with_rerun} with it"
               if plan.calls_with_rerun > plan.calls_pass_1 else f"{plan.calls_pass_1} (a replay runs no rerun)")
     lines.append(f"Calls: {reruns}; at most {plan.worst_case_calls} HTTP requests with every retry (and up to "
@@ -4518,9 +4682,10 @@ def compact_output(output: Path, runtime: Runtime, line_format: str) -> tuple[se
             if raw is None or (record is None and raw.endswith(b"\n")):
                 raise ConfigError(f"--output {output} is not a results file of this tool (line {number} is not "
                                   "one of its lines); nothing was changed: choose another output")
-            if record is not None and record.get("format", "jsonl") != line_format:
-                raise ConfigError(f"--output {output} holds --output-format {record.get('format', 'jsonl')} lines "
-                                  f"(line {number}); resume with that format, or choose another output")
+            # "output_format": set on our openai-batch lines as they are read; a jsonl line's "format" is RunRecord's
+            if record is not None and record.get("output_format", "jsonl") != line_format:
+                raise ConfigError(f"--output {output} holds --output-format {record.get('output_format', 'jsonl')} "
+                                  f"lines (line {number}); resume with that format, or choose another output")
             if record is None or record.get("status") != "ok" or str(record.get("id")) in done:
                 dropped += 1
                 if record is not None and record.get("status") == "failed":
@@ -4544,7 +4709,8 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
         # One of our --output-format openai-batch lines (a line from OpenAI itself has no "moa").
         response, extra = record.get("response"), record["moa"]
         done = isinstance(response, dict) and response.get("status_code") == 200 and not record.get("error")
-        normal = {"id": str(record["custom_id"]), "status": "ok" if done else "failed", "format": "openai-batch"}
+        normal = {"id": str(record["custom_id"]), "status": "ok" if done else "failed",
+                  "output_format": "openai-batch"}
         return normal | {key: extra[key] for key in ("expected", "correct") if key in extra}
     ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
     return record if ours else None
@@ -4587,6 +4753,7 @@ class BatchStats:
     input_errors: int = 0
     unsaved: int = 0  # finished, but its line could not be written: it runs again on resume
     degraded: int = 0  # ok, but answered with fewer calls than planned
+    doubtful: int = 0  # ok, but with doubts (RunRecord.doubts)
     llm_calls: int = 0
     http_requests: int = 0
     tokens: int | None = None
@@ -4603,6 +4770,7 @@ class BatchStats:
         elif record["status"] == "ok":
             self.ok += 1
             self.degraded += bool(record.get("degraded"))
+            self.doubtful += bool(record.get("doubts"))
         else:
             self.failed += 1
         self.llm_calls += record["llm_calls"]
@@ -5051,7 +5219,9 @@ def batch_summary(stats: BatchStats, output: Path, wall_s: float) -> dict[str, A
 
 def human_batch_summary(summary: dict[str, Any]) -> str:
     run, totals = summary["this_run"], summary["output_totals"]
-    fewer = f" ({run['degraded']} answered with fewer calls than planned)" if run.get("degraded") else ""
+    said = [f"{run['degraded']} answered with fewer calls than planned"] if run.get("degraded") else []
+    said += [f"{run['doubtful']} with doubts (each line's doubts)"] if run.get("doubtful") else []
+    fewer = f" ({'; '.join(said)})" if said else ""
     lines = [f"Batch {summary['status']}: {run['ok']} ok{fewer}, {run['failed']} failed, "
              f"{run['input_errors']} input errors, {run['skipped_done']} already done"
              + (f", {run['unsaved']} not saved" if run.get("unsaved") else ""),
@@ -5112,12 +5282,11 @@ WILSON_Z = 1.959964  # the normal quantile of a two-sided 95% interval
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """--eval's flags, checked in main(): the gold file, the folder the strategies' outputs go to, the batch flags."""
+    """--eval's flags, checked in main(): the folder the strategies' outputs go to, the batch flags."""
 
-    gold: str
     folder: Path
     strategies: tuple[Strategy, ...]
-    batch: BatchOptions  # its output is the first strategy's; output_for gives each one its own
+    batch: BatchOptions  # its questions file is the gold file; its output the first strategy's (see output_for)
     gold_ids: frozenset[str]  # the questions that carry an answer: the report scores these
 
     def output_for(self, strategy: Strategy) -> Path:
@@ -5162,15 +5331,13 @@ def _mean(values: Iterable[float | int | None]) -> float | None:
     return round(sum(counted) / len(counted), 3) if counted else None
 
 
-def format_shares(lines: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per phase, over every reply: how many, and the shares read only by the last parsing tier or not at all."""
+def format_totals(lines: Iterable[dict[str, Any]]) -> dict[str, collections.Counter[str]]:
+    """RunRecord.format's counts, per phase, summed over the questions: replies, last_tier, failed."""
     sums: dict[str, collections.Counter[str]] = {}
     for line in lines:
         for phase, counts in (line.get("format") or {}).items():
             sums.setdefault(phase, collections.Counter()).update(counts)
-    return {phase: {"replies": c["replies"], "last_tier": round(c["last_tier"] / c["replies"], 3) if c["replies"]
-                    else None, "failed": round(c["failed"] / c["replies"], 3) if c["replies"] else None}
-            for phase, c in sums.items()}
+    return sums
 
 
 def strategy_score(name: str, lines: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
@@ -5191,7 +5358,7 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]]) -> dict[str, 
             "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
             "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
             "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
-            "format": format_shares(rows), "doubtful": sum(bool(r.get("doubts")) for r in rows), "vs_single": None}
+            "format": format_totals(rows), "doubtful": sum(bool(r.get("doubts")) for r in rows), "vs_single": None}
 
 
 def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, Any]:
@@ -5208,7 +5375,7 @@ def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, An
     # The cheapest strategy the questions cannot tell apart from the most accurate: more calls bought nothing shown.
     thrifty = min((r for r in ranked if r is best or paired(lines[best["name"]], lines[r["name"]])["p_value"]
                    >= SIGNIFICANCE), key=lambda r: r["calls_per_question"] or 0, default=None) if best else None
-    return {"schema_version": SCHEMA_VERSION, "gold": options.gold, "folder": str(options.folder),
+    return {"schema_version": SCHEMA_VERSION, "gold": options.batch.questions_file, "folder": str(options.folder),
             "questions": len(gold_ids), "strategies": rows, "best": best and best["name"],
             "best_per_call": thrifty and thrifty["name"], "conclusion": eval_conclusion(rows, best, thrifty)}
 
@@ -5222,7 +5389,7 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
         said.append(f"Best per call: {thrifty['name']} ({100 * thrifty['accuracy']:.1f}% at "
                     f"{thrifty['calls_per_question']:g} calls/question); the extra calls bought no accuracy these "
                     f"questions can show (McNemar p >= {SIGNIFICANCE}).")
-    debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"]), None)
+    debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"] and r["answered"]), None)
     if debate_row:
         duel = debate_row["vs_single"]
         verdict = ("beats" if duel["wins"] > duel["losses"] else "is worse than") if duel["p_value"] < SIGNIFICANCE \
@@ -5232,15 +5399,16 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
     return " ".join(said)
 
 
-def _shown(value: float | None, form: str = "{:.1f}", none: str = "-") -> str:
-    return none if value is None else form.format(value)
+def _shown(value: float | None, form: str = "{:.1f}") -> str:
+    return "-" if value is None else form.format(value)
 
 
 def markdown_report(report: dict[str, Any], model: str) -> str:
     """The report as Markdown: report.md, and what a person reads on stdout."""
     lines = [f"# Eval of {report['gold']}: {report['questions']} questions, model {model}", "",
              "| strategy | accuracy [95% CI] | answered | failed | calls/q | requests/q | tokens/q | cost/q | wall/q "
-             "| judges with a verdict | doubtful | vs single: wins-losses, p |", "|" + "---|" * 12]
+             "| judges with a verdict | doubtful | vs single: wins-losses, p | format: last tier / failed |",
+             "|" + "---|" * 13]
     for row in report["strategies"]:
         duel = row["vs_single"]
         accuracy = (f"{100 * row['accuracy']:.1f}% [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
@@ -5248,25 +5416,13 @@ def markdown_report(report: dict[str, Any], model: str) -> str:
         lines.append(f"| {row['name']} | {accuracy} | {row['answered']} | {row['failed']} | "
                      f"{_shown(row['calls_per_question'])} | {_shown(row['requests_per_question'])} | "
                      f"{_shown(row['tokens_per_question'], '{:.0f}')} | "
-                     f"{_shown(row['cost_usd_per_question'], '${:.4f}')} | {_shown(row['wall_s_per_question'])}s | "
+                     f"{_shown(row['cost_usd_per_question'], '${:.4f}')} | "
+                     f"{_shown(row['wall_s_per_question'], '{:.1f}s')} | "
                      f"{_shown(row['judge_verdict_share'], '{:.0%}')} | {row['doubtful']} | "
-                     + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} |" if duel else "- |"))
-    return "\n".join([*lines, *format_table(report["strategies"]), "", report["conclusion"], ""])
-
-
-def format_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The report's format compliance: per strategy and phase, the shares of replies only the last parsing tier
-    read, and with no usable output."""
-    phases = [p for p in PHASES if any(p in row["format"] for row in rows)]
-    if not phases:
-        return []
-    lines = ["", "Format: per phase, the share of replies read only by the last parsing tier / with no usable output.",
-             "", "| strategy | " + " | ".join(phases) + " |", "|" + "---|" * (len(phases) + 1)]
-    for row in rows:
-        shares = [row["format"].get(p) or {"last_tier": None, "failed": None} for p in phases]
-        cells = [f"{_shown(s['last_tier'], '{:.0%}')} / {_shown(s['failed'], '{:.0%}')}" for s in shares]
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    return lines
+                     + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} | " if duel else "- | ")
+                     + (", ".join(f"{phase} {c['last_tier'] / c['replies']:.0%} / {c['failed'] / c['replies']:.0%}"
+                                  for phase, c in row["format"].items() if c["replies"]) or "-") + " |")
+    return "\n".join([*lines, "", report["conclusion"], ""])
 
 
 def gold_ids(config: Config, gold: str) -> frozenset[str]:
@@ -5576,7 +5732,7 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
                   *ranking_lines(record, verdict, rerun)]
     elif verdict is not None:
         who = {"judges": "judges", "unanimous": "solvers (unanimous: early exit)"}.get(
-            verdict.source, "solvers (no judge answered)")
+            verdict.source, "solvers (no judge's verdict)")
         first, *rest = terminal_lines(verdict.answer) or [""]
         solution = ["  " + line for line in terminal_lines(record.solution or "")]
         lines += [f"Answer: {first}", *rest, *(["Solution:", *solution] if solution else []),
@@ -5584,6 +5740,8 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
                   *said_by_the_minority(record)]
     else:
         lines.append("No verdict: the run failed.")
+    if record.doubts:  # one plain line: what a reader must know before trusting the answer (RunRecord.doubts)
+        lines.append(f"Doubtful: {plain_doubts(record.doubts)}.")
     for phase, counts in record.phases.items():
         if done := counts["ok"] + counts["failed"]:
             lines.append(f"  {PHASE_TITLES[Phase(phase)]:<28} {counts['ok']}/{done} {PHASE_NOUNS[Phase(phase)]}")
@@ -5680,7 +5838,7 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
     except OSError as err:
         raise unusable_path(err, f"the eval folder {folder}", "choose another -o") from None
     batch = batch_options(args, args.eval, str(folder / f"{strategies[0].name}.jsonl"), "--eval")
-    options = EvalOptions(args.eval, folder, strategies, batch, ids)
+    options = EvalOptions(folder, strategies, batch, ids)
     for strategy in strategies[1:]:
         check_batch_paths(args.eval, options.output_for(strategy))
     return options

@@ -19,7 +19,7 @@ in the length of the text (see ``test_parsing.py`` for the megabyte tests).
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -62,11 +62,12 @@ class ParsedRebuttal(NamedTuple):
 
 @dataclass(frozen=True)
 class ParsedJudgement:
-    """A judge's FINAL ANSWER and CONFIDENCE (either may be missing)."""
+    """A judge's FINAL ANSWER and CONFIDENCE (either may be missing), and the tier its answer came from."""
 
     final_answer: str | None
     confidence: int | None
     analysis: str
+    tier: str = "final-answer-line"  # "final-answer-line", "xml" (its own <answer>) or "sentence" ("The answer is X")
 
 
 # --- think blocks -----------------------------------------------------------
@@ -246,10 +247,12 @@ def answer_left_open(text: str) -> bool:
 
 
 def parse_answer(text: str) -> ParsedAnswer:
-    """Find a solver's answer and reasoning; tier "empty" means nothing usable."""
-    body = strip_think(text or "")
+    """Find a solver's answer and reasoning; tier "empty" means nothing usable. What the reply copied from our
+    prompts (a <question> block, "Your answer:" and the block after it) is not its answer. A solver's prompt shows no
+    other solver: an <other_solver> block in its reply is its own writing, read as it stands."""
+    body = _without_prompt_echo(strip_think(text or ""), ("question",))
     answer = extract_tag(body, "answer")
-    if answer:
+    if answer and not is_placeholder(answer):  # "<answer>your answer only</answer>" copied from our prompt is none
         reasoning = extract_tag(body, "reasoning") or ""
         return ParsedAnswer(answer, reasoning, "xml")
     section = extract_section(body, _ANSWER_LABELS)
@@ -258,10 +261,31 @@ def parse_answer(text: str) -> ParsedAnswer:
     reasoning, remainder = _take_reasoning(body)
     if remainder is None:
         return ParsedAnswer("", reasoning, "empty")
-    last, rest = _split_paragraphs(remainder)
+    last, rest = _untagged_answer(remainder)
     if last:
         return ParsedAnswer(last, "\n\n".join(p for p in (reasoning, rest) if p), "paragraph")
     return ParsedAnswer("", reasoning, "empty")
+
+
+# Tier 3's answer line at the top: one short line ("12*3 = 36", "Yes.") that prose follows.
+_ANSWER_FIRST_CHARS = 60
+
+
+def _untagged_answer(text: str) -> tuple[str, str]:
+    """(answer, the rest) of a reply without tags or labels: the last "The answer is X" sentence's value; else a
+    short first line that a long paragraph of prose follows ("12*3 = 36\n\nThis is a multiplicative identity…"),
+    as small models answer first and ramble after (issue 23); else the last paragraph."""
+    said = _answer_sentence(text) if "answer" in text.lower() else None
+    if said:
+        return said, text.strip()
+    last, rest = _split_paragraphs(text)
+    if last.endswith(":") and rest:  # "Here's the answer:" announces what it never wrote: the paragraph before is it
+        last, rest = _split_paragraphs(rest)
+    first = rest.split("\n\n", 1)[0].strip() if rest else ""
+    if first and "\n" not in first and len(first) <= _ANSWER_FIRST_CHARS and not first.endswith(":") \
+            and len(last) > SHORT_ANSWER_CHARS:
+        return first, text.strip()
+    return last, rest
 
 
 def _take_reasoning(body: str) -> tuple[str, str | None]:
@@ -297,18 +321,57 @@ def parse_block(text: str, tag: str) -> ParsedBlock | None:
 def parse_rebuttal(text: str) -> ParsedRebuttal | None:
     """(rebuttal text, final answer) of a rebuttal, or None if it has no answer.
 
-    Only an explicit answer (tag or label) counts: guessing the last paragraph
-    of a defence would put an argument where the answer belongs.
+    Only an explicit answer counts: a tag, a label, or a sentence that says it ("The answer is 36", "My answer
+    remains no"); guessing the last paragraph of a defence would put an argument where the answer belongs. A
+    sentence is read from prose, the last tier, so its tier is "paragraph": a reply cut at max_tokens read that way
+    is asked again, as every "paragraph" reading is. What the reply copied from our prompt (the question, "Your
+    answer:" and its <answer> block, the critique) is not its answer: SmolLM2-135M echoed them, and wrote 87% of its
+    rebuttals without a tag (issue 23).
     """
-    body = strip_think(text or "")
+    body = _without_prompt_echo(strip_think(text or ""))
     parsed = parse_answer(body)
     if parsed.tier not in ("xml", "markdown"):
-        return None
+        sentence = _answer_sentence(body)
+        if sentence is None:
+            return None
+        parsed = ParsedAnswer(sentence, body.strip(), "paragraph")
     rebuttal = extract_tag(body, "rebuttal")
     if rebuttal is None:
         section = extract_section(body, ("rebuttal",))
         rebuttal = section[0] if section else parsed.reasoning
     return ParsedRebuttal(rebuttal, parsed)
+
+
+# The labels our rebuttal and revision prompts put before a block (prompts.REBUTTAL_USER, REVISE_USER): a reply
+# that writes one of them is copying the prompt, and the block after it is ours, not the reply's.
+_PROMPT_LABELS = ("your answer:", "your current answer:", "your reasoning:", "your reason:", "the reviewer's critique:",
+                  "the critique you received:", "the other solvers' current answers:")
+# Blocks only our prompts hold: a reply never needs to write them.
+_ECHO_BLOCKS = ("question", "critique", "other_solver", "candidate")
+
+
+def _without_prompt_echo(text: str, blocks: tuple[str, ...] = _ECHO_BLOCKS) -> str:
+    """The reply without what it copied from our prompt: <question>, <critique> and <other_solver> blocks, and a
+    block right after one of our labels ("Your answer:\n<answer>\n5\n</answer>"). A copied block left open hides
+    the rest of the reply. One pass over the lines."""
+    kept: list[str] = []
+    closing: str | None = None  # the closing tag that ends the copied block being skipped
+    after_label = False
+    for line in text.split("\n"):
+        head = line.strip().lower()
+        if closing is None:
+            opened = next((t for t in blocks if head.startswith(f"<{t}")), None)
+            if opened is None and after_label and head.startswith("<"):
+                opened = head[1:].split(">", 1)[0].split(" ", 1)[0]
+            if opened is None:
+                after_label = head in _PROMPT_LABELS or (after_label and not head)
+                if not after_label:
+                    kept.append(line)
+                continue
+            closing, after_label = f"</{opened}", False
+        if closing in head:
+            closing = None
+    return "\n".join(kept)
 
 
 # --- judges -----------------------------------------------------------------
@@ -345,12 +408,26 @@ def _clean_value(value: str) -> str:
 def parse_judgement(text: str) -> ParsedJudgement:
     """The last FINAL ANSWER and CONFIDENCE lines of a judge's output.
 
-    A FINAL ANSWER label with nothing after it takes the next non-empty line.
-    Falls back, for judges that ignore the line format, to an <answer> tag outside the candidate blocks it echoed,
-    then to a last "The answer is X" line.
+    A FINAL ANSWER label with nothing after it takes the next non-empty line; one that repeats our prompt's
+    placeholder is no answer. Falls back, for judges that ignore the line format, to an <answer> tag outside the
+    candidate blocks it echoed, then to a last "The answer is X" sentence. Without a CONFIDENCE line, "confidence:
+    80%" or "I am 90% sure" in a sentence is read (SmolLM2-135M wrote no CONFIDENCE line in 503 replies, issue 23).
     """
     body = strip_think(text or "")
-    lines = body.split("\n")
+    final, confidence = _final_lines(body.split("\n"))
+    tier = "final-answer-line"
+    if final is None:  # the judge's own words: an <answer> it echoed from a candidate block is not its vote
+        own = "\n".join(_own_lines(body))
+        tagged = extract_tag(own, "final_answer") or extract_tag(own, "answer")
+        final, tier = (tagged, "xml") if tagged else (_answer_sentence(own), "sentence")
+    if confidence is None:
+        confidence = _confidence_in_words(body)
+    analysis = extract_tag(body, "analysis") or body.strip()
+    return ParsedJudgement(final or None, confidence, analysis, tier if final else "final-answer-line")
+
+
+def _final_lines(lines: list[str]) -> tuple[str | None, int | None]:
+    """The values of the last FINAL ANSWER line (not a placeholder of our prompt) and the last CONFIDENCE line."""
     final: str | None = None
     confidence: int | None = None
     for index, line in enumerate(lines):
@@ -361,35 +438,112 @@ def parse_judgement(text: str) -> ParsedJudgement:
             value = _clean_value(match.group("value"))
             if not value:
                 value = next((_clean_value(n) for n in lines[index + 1:index + 4] if n.strip()), "")
-            if value:
+            value = _clean_value(_TRAILING_CONFIDENCE.sub("", value))
+            if value and not is_placeholder(value):
                 final = value
         conf = _CONFIDENCE_LINE.match(line)
         if conf:
             confidence = parse_confidence(conf.group("number"), conf.group("unit"))
-    if final is None:  # the judge's own words: an <answer> it echoed from a candidate block is not its vote
-        own = "\n".join(_own_lines(body))
-        final = extract_tag(own, "final_answer") or extract_tag(own, "answer") or _answer_sentence(own) or None
-    analysis = extract_tag(body, "analysis") or body.strip()
-    return ParsedJudgement(final, confidence, analysis)
+    return final, confidence
 
 
-# "The answer is: Paris.", "This answer is 391", "The correct answer is (C) Venus.", "My final answer would be B": a
-# judge that ignored the FINAL ANSWER line but said its answer in a sentence (SmolLM2-135M, issue 23). Anchored at
-# the line's start, every run bounded, the value the line's rest: linear in the line.
-# It may open the line or follow a sentence on it ("The original answer was wrong. The correct answer is 2."); an
-# adverb before the value ("The answer is indeed no.") is not the answer.
-_ANSWER_IS_LINE = re.compile(
-    r"(?:^[ \t>#*_`-]{0,12}|(?<=[.!?])[ \t]{1,4})(?:(?:the|this|my|our|your)[ \t]{1,4})?"
-    r"(?:(?:final|correct|right|best)[ \t]{1,4})?answer[ \t]{1,4}(?:is|would[ \t]{1,4}be)[ \t*_`]{0,6}:?[ \t*_`]{0,6}"
-    r"(?:(?:indeed|actually|clearly|simply|definitely|probably|still)[ \t]{1,4})?(?P<value>[^ \t].{0,300})$",
+# A confidence written after the answer on its line: "36 (confidence: 90%)", "B, confidence 80". Bounded runs,
+# one word fixed: linear.
+_TRAILING_CONFIDENCE = re.compile(r"[ \t]{0,3}[(\[,;–-]?[ \t]{0,3}\bconfidence\b[^\n]{0,200}$", re.IGNORECASE)
+
+
+# The answer of our prompts' format examples (prompts.EXAMPLE_REBUTTAL, EXAMPLE_JUDGEMENT): a made-up word, so a
+# reply that copies an example back is told apart from an answer.
+EXAMPLE_ANSWER = "Zorblax"
+
+
+# What our prompts put where an answer goes ("FINAL ANSWER: the answer"): a model that copies the format line
+# back has given none. prompts.py writes its examples from these. Compared lower case, edge punctuation stripped.
+PLACEHOLDERS = frozenset({
+    "the answer", "your answer", "the correct answer", "your final answer", "the correct answer itself",
+    "the correct answer itself (not a candidate label)", "", "a whole number from 0 to 100",
+    "your final answer only, revised or not", "the label of the best candidate (for example: final answer: b)",
+    "your answer only", "your response to the critique", "why you hold or change your answer",
+    "(your final answer)", "your final answer only: a number, a word, a letter or one short sentence",
+    EXAMPLE_ANSWER,
+})
+
+
+def _placeholder_key(value: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]{1,100}", value.lower()))  # words only: one bounded class
+
+
+_PLACEHOLDER_KEYS = frozenset(map(_placeholder_key, PLACEHOLDERS))
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether an answer only repeats a placeholder of our prompts ("the answer", "<your answer>") or is
+    punctuation alone."""
+    return len(value) <= 200 and _placeholder_key(value) in _PLACEHOLDER_KEYS
+
+
+# A confidence said in a sentence: "confidence: 80%", "Confidence level is 85", "my confidence is 0.9", "I am 90%
+# sure", "with 90% confidence". Fixed words, every run bounded, no nesting: linear in the line.
+_CONFIDENCE_WORDS = re.compile(
+    r"\bconfidence(?:[ \t]{1,4}(?:level|score))?(?:[ \t]{1,4}(?:is|of))?[ \t*_`]{0,4}[:：=]?[ \t*_`]{0,4}"
+    r"(?P<number>\d{1,3}(?:\.\d{1,6})?)[ \t]{0,3}(?P<unit>%|/[ \t]{0,3}100)?"
+    r"|(?P<percent>\d{1,3})[ \t]{0,3}%[ \t]{1,4}(?:sure|certain|confident|confidence)\b",
     re.IGNORECASE,
 )
 
 
+def _confidence_in_words(text: str) -> int | None:
+    """The last confidence a judge said in a sentence, on a 0-100 scale, or None."""
+    found = None
+    for line in text.split("\n"):
+        if len(line) <= 4000:
+            found = _last_match(_CONFIDENCE_WORDS, line) or found
+    if found is None:
+        return None
+    if found.group("percent"):
+        return parse_confidence(found.group("percent"), "%")
+    return parse_confidence(found.group("number"), found.group("unit"))
+
+
+# "The answer is: Paris.", "This answer is 391", "The correct answer is (C) Venus.", "My final answer would be B",
+# "So the answer is 5", "My answer remains 36", "I keep my answer: no": a judge or a rebuttal that ignored the format
+# line but said its answer in a sentence (SmolLM2-135M, issue 23). It may open the line (after "So", "Therefore") or
+# follow a sentence on it ("The original answer was wrong. The correct answer is 2."); an adverb before the value
+# ("The answer is indeed no.") is not the answer. Every run bounded, the value the line's rest: linear in the line.
+_ANSWER_IS_LINE = re.compile(
+    r"(?:^[ \t>#*_`\"-]{0,12}|(?<=[.!?])[ \t]{1,4})"
+    r"(?:(?:so|thus|therefore|hence|finally|overall|in[ \t]{1,3}conclusion)[ \t,]{1,4})?(?:"
+    r"(?:(?:the|this|my|our|your)[ \t]{1,4})?(?:(?:final|correct|right|best|original)[ \t]{1,4})?answer[ \t]{1,4}"
+    r"(?:to[ \t]{1,4}(?:this|the|your)[ \t]{1,4}(?:[a-z]{1,15}[ \t]{1,4})?question[ \t]{1,4})?"
+    r"(?:is(?:[ \t]{1,4}still)?|would[ \t]{1,4}be|remains|stays|should[ \t]{1,4}be|will[ \t]{1,4}remain)"
+    r"|i[ \t]{1,4}(?:keep|maintain|stand[ \t]{1,4}by)[ \t]{1,4}my[ \t]{1,4}(?:(?:original|final)[ \t]{1,4})?answer"
+    r"(?:[ \t]{1,4}of)?)"
+    r"[ \t*_`]{0,6}:?[ \t*_`]{0,6}"
+    r"(?:(?:indeed|actually|clearly|simply|definitely|probably|still)[ \t]{1,4})?(?P<value>[^ \t].{0,300})$",
+    re.IGNORECASE,
+)
+# The first sentence end inside a value ("5. I checked it twice."): a stop followed by a capital; "3.5" stays whole.
+_VALUE_SENTENCE_END = re.compile(r"[.!?](?=[ \t]{1,4}[A-Z])")
+# What follows "the answer is" when it judges an answer instead of giving one: "The answer is correct.", "The
+# answer is not 6", "The answer is as follows:". First words only, lower case.
+_VERDICT_WORDS = frozenset({
+    "correct", "incorrect", "wrong", "right", "accurate", "inaccurate", "valid", "invalid", "not", "also",
+    "same", "the same", "as", "below", "above", "given", "provided", "shown", "clear", "obvious", "simple",
+    "that", "this", "because", "based", "unclear", "unknown", "in", "to", "none",
+})
+
+
 def _answer_sentence(text: str) -> str | None:
-    """The value of the last "The answer is X" line, or None."""
-    found = [m for line in text.split("\n") if len(line) <= 4000 and (m := _ANSWER_IS_LINE.search(line))]
-    return _clean_value(found[-1].group("value")) or None if found else None
+    """The value of the last "The answer is X" sentence that gives an answer, or None."""
+    for line in reversed(text.split("\n")):
+        match = _ANSWER_IS_LINE.search(line) if len(line) <= 4000 else None
+        value = _clean_value(match.group("value")) if match else ""
+        cut = _VALUE_SENTENCE_END.search(value)
+        value = _clean_value(value[:cut.end()] if cut else value)
+        first = value.lower().strip(_EDGE_PUNCT).split(" ", 1)[0].strip(_EDGE_PUNCT)  # "correct, and I…" judges
+        if value and first not in _VERDICT_WORDS and not is_placeholder(value):
+            return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -552,6 +706,8 @@ _BOXED = re.compile(r"\\boxed\s{0,3}\{((?:[^{}]|\{[^{}]{0,200}\}){0,500})\}")
 _TEXT_CMD = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\s{0,3}\{([^{}]{0,500})\}")
 _THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+)(?![\d,])")
 _EMPHASIS = re.compile(r"[*_`]+")
+# One tag around the whole answer, "<response>…</response>": a bounded name, its own closing tag, a bounded body.
+_WRAPPING_TAG = re.compile(r"^<([a-z_]{1,20})>(.{0,2000})</\1>$", re.IGNORECASE | re.DOTALL)
 _SPACES = re.compile(r"\s+")
 _EDGE_PUNCT = " \t\n.,;:!?\"'()[]{}"
 
@@ -574,6 +730,9 @@ def canonical_number(text: str) -> str | None:
 def normalize_answer(answer: str) -> str:
     """The form answers are compared in when votes are counted."""
     text = strip_think(answer or "")
+    wrapped = _WRAPPING_TAG.match(text.strip()) if len(text) <= 2000 else None
+    if wrapped:  # "<response>Paris</response>": a tag of the model's own around the whole answer (SmolLM2, issue 23)
+        text = wrapped.group(2)
     boxed = _BOXED.search(text)
     if boxed:
         text = boxed.group(1)
@@ -624,10 +783,33 @@ def as_letter(answer: str, letters: frozenset[str]) -> str | None:
     return None
 
 
-def as_yes_no(answer: str) -> str | None:
+def as_yes_no(answer: str, question: str = "") -> str | None:
+    """"yes" or "no" by the answer's first word; with the question, also a first sentence that restates it
+    ("9 is not a prime number." is no, "10 is indeed an even number." is yes)."""
     words = normalize_answer(answer).split()
     first = words[0].strip(".,!") if words else ""
-    return "yes" if first in YES_WORDS else "no" if first in NO_WORDS else None
+    if first in YES_WORDS or first in NO_WORDS:
+        return "yes" if first in YES_WORDS else "no"
+    return _restated_yes_no(question, " ".join(words[:60])) if question and words else None
+
+
+# Words of a yes/no question that a restating answer need not repeat: the verb that opens it, articles, the format.
+_YES_NO_FILLER = frozenset({"is", "are", "was", "were", "do", "does", "did", "has", "have", "had", "can", "could",
+                            "will", "would", "should", "a", "an", "the", "answer", "yes", "or", "no", "in", "of", "to"})
+# A negation in a restating sentence: "is not", "isn't", "never". Fixed words: linear.
+_NEGATION = re.compile(r"\b(?:not|never|no[ \t]{1,3}longer)\b|n't\b")
+
+
+def _restated_yes_no(question: str, answer: str) -> str | None:
+    """yes/no from the answer's first sentence when it holds every content word of the question's first sentence:
+    "no" with a negation in it, else "yes"; None when it restates something else ("10 is a special case of 11")."""
+    asked = _QUESTION_WORD.findall(_SENTENCE_STOP.split(question[:500].lower())[0])
+    sentence = _SENTENCE_STOP.split(answer)[0]
+    said = set(_QUESTION_WORD.findall(sentence))
+    content = [w for w in asked if w not in _YES_NO_FILLER]
+    if not content or not set(content) <= said:
+        return None
+    return "no" if _NEGATION.search(sentence) else "yes"
 
 
 # A worked line: arithmetic (digits, operators, brackets) up to its first "=": "2 + 3 = 5", "17 * 23 = 340 + 51 = 391",
@@ -635,14 +817,65 @@ def as_yes_no(answer: str) -> str | None:
 _WORKED_LINE = re.compile(r"^[\d\s+\-*/×÷^().,]{1,200}=")
 
 
+# A sentence's closing result: "…, which is 5", "12 * 3 is 36", "a spider has 8 legs", "the answer is 100 centimeters".
+# The verb, then the number and at most three words to the end. Fixed words and bounded runs; search tries each
+# start once with bounded work: linear.
+_CLOSING_NUMBER = re.compile(
+    r"(?:\bis|=|\bequals|\bequal[ \t]{1,3}to|\bmakes|\bgives|\bare|\bhas|\bhave|\b(?:will|would)[ \t]{1,3}be)[ \t]{1,3}"
+    r"(?:(?:about|exactly|just|only|approximately|roughly)[ \t]{1,3})?(?P<number>[-+]?\d[\d,]{0,30}(?:\.\d{1,30})?)"
+    r"(?:[ \t]{1,3}[a-z]{1,20}){0,3}$")
+# Small numbers in words, for replies that spell them ("A spider has eight legs."): one lookup per word.
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())} | {
+    "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
+    "hundred": "100", "thousand": "1000"}
+# "one hundred", "a thousand": the word before hundred/thousand is its multiplier of one, not a second number.
+_ONE_HUNDRED = re.compile(r"\b(?:one|a)[ \t]{1,3}(?=hundred\b|thousand\b)")
+
+
+def _spelled_number(text: str) -> str:
+    """The text with its spelled-out numbers in digits ("has eight legs" -> "has 8 legs", "six legs, but 8" ->
+    "6 legs, but 8")."""
+    if not any(w in text for w in ("zero", "one", "two", "thr", "fo", "fi", "six", "sev", "eig", "nin", "ten",
+                                   "ele", "twe", "hundred", "thousand")):
+        return text  # the common case, without splitting
+    words = _ONE_HUNDRED.sub("", text).split(" ")
+    return " ".join(_NUMBER_WORDS.get(w.strip(_EDGE_PUNCT), w) for w in words)
+
+
 def as_number(answer: str) -> str | None:
     """The answer's number, to 6 significant digits: 391, 391.0 and "391 apples" agree;
-    0.3333333 and 0.333333 agree; 0.33 does not. A worked line gives its result: "2 + 3 = 5" is 5."""
-    text = normalize_answer(answer)
+    0.3333333 and 0.333333 agree; 0.33 does not. A worked line gives its result: "2 + 3 = 5" is 5; so does a
+    sentence's closing one ("12 * 3 is 36.") and a number in words ("A spider has eight legs.")."""
+    text = normalize_answer(_answer_part(answer))
+    sentences = _SENTENCE_STOP.split(text[:2000])[:_SENTENCES_READ]
+    if len(sentences) == 1:
+        return _sentence_number(text)
+    # A denial ("The answer is not 2+3 = 4.") says no number; two different numbers are a hedge, not an answer.
+    said = list(dict.fromkeys(filter(None, (_sentence_number(s) for s in sentences if not _NEGATION.search(s)))))
+    return said[0] if len(said) == 1 else None
+
+
+# Sentences of an answer ("A spider has 8 legs. Each leg has…"): a stop and a space ("3.5" stays whole).
+_SENTENCE_STOP = re.compile(r"(?<=[.!?])[ \t\n]{1,20}")
+# An answer read sentence by sentence reads its first few: the answer leads, rambling follows; a second number
+# among them ("A spider has six legs, but … 8 legs", "1 meter = 100 cm. … approximately 2.17") is a hedge.
+_SENTENCES_READ = 5
+
+
+def _sentence_number(sentence: str) -> str | None:
+    """The number one sentence gives: its only number in a short sentence, a worked line's result, or a closing
+    result ("…, which is 5"); None otherwise."""
+    text = _spelled_number(sentence.strip(_EDGE_PUNCT))
     if _WORKED_LINE.match(text):  # what the last "=" gives (issue 23)
         text = text.rsplit("=", 1)[-1].strip()
     found = _NUMBER.findall(text)
-    if len(found) != 1 or len(text) > 40:
+    if len(found) != 1 or len(text) > SHORT_ANSWER_CHARS:
+        # Two equations ("x = 3, y = 4") have no one result.
+        closing = _CLOSING_NUMBER.search(text) if len(text) <= 300 and text.count("=") < 2 else None
+        found = [closing.group("number")] if closing else []
+    if len(found) != 1:
         return None
     try:
         value = float(found[0].replace(",", ""))
@@ -653,6 +886,68 @@ def as_number(answer: str) -> str | None:
     return f"{value:.6g}"
 
 
+def _answer_part(answer: str) -> str:
+    """What follows "The answer is" in a one-line answer ("The answer is B." -> "B."), else the answer."""
+    if len(answer) > 300 or "answer" not in answer.lower():
+        return answer
+    return _answer_sentence(answer) or answer
+
+
+# A capital, a name, a word said in a sentence: "The capital of Japan is Tokyo.", "Tokyo is the capital of Japan.".
+# The sentence splits at its first "is"/"are"/"was"/"were"; fixed words between spaces: linear.
+_COPULA = re.compile(r"[ \t](?:is|are|was|were)[ \t]")
+# Words a sentence restating the question may add around the answer's subject.
+_RESTATING_WORDS = frozenset({"the", "a", "an", "of", "it", "its", "this", "that", "answer", "correct", "in", "to",
+                              "so", "and", "what", "which", "is", "are", "called", "known", "as", "city"})
+_QUESTION_WORD = re.compile(r"[a-z0-9]{1,40}")
+
+
+def sentence_answer(question: str, answer: str) -> str | None:
+    """The answer a sentence gives to the question, or None when it is no such sentence.
+
+    "The capital of Japan is Tokyo." -> "tokyo": one side of the "is" restates the question (its words are the
+    question's, one new word at most), the other side, to its first comma, is the answer. Normalised as keys are.
+    """
+    sentences = _SENTENCE_STOP.split(normalize_answer(_answer_part(answer))[:2000])[:_SENTENCES_READ]
+    asked = set(_QUESTION_WORD.findall(question[:2000].lower()))
+    return next(filter(None, (_said_in(s.strip(_EDGE_PUNCT), asked) for s in sentences)), None)
+
+
+def _said_in(text: str, asked: set[str]) -> str | None:
+    """sentence_answer for one sentence."""
+    split = _COPULA.search(text) if len(text) <= 200 else None
+    if split is None:
+        return None
+    left, right = text[:split.start()].strip(), text[split.end():].split(",")[0].strip(_EDGE_PUNCT)
+    left_words, right_words = _QUESTION_WORD.findall(left), _QUESTION_WORD.findall(right)
+    if _restates(left_words, asked) and 0 < len(right_words) <= 4:
+        return right
+    if _restates(right_words, asked) and 0 < len(left_words) <= 3 and not set(left_words) & asked:
+        return left
+    return None
+
+
+def _restates(words: list[str], asked: set[str]) -> bool:
+    """Whether words restate the question: some of its content words, at most one word it does not hold."""
+    content = [w for w in words if w not in _RESTATING_WORDS]
+    # A number alone restates nothing: "3 is 5, not 7." does not answer "What is 2+3?" with 5.
+    return any(w in asked and not w.isdigit() for w in content) and sum(w not in asked for w in content) <= 1
+
+
+# An option line in a question, with its text: "B) Mercury", "(C) Mars", "D. Earth". Anchored per line, runs bounded.
+_OPTION_TEXT = re.compile(r"^[ \t]{0,8}\(?([A-Ha-h])[).:][ \t]{1,4}([^\n]{1,100})$", re.MULTILINE)
+
+
+def option_letter(question: str, answer: str, letters: frozenset[str]) -> str | None:
+    """The option an answer names by its text ("Mercury", "The closest planet is Mercury." -> "B"): exactly one
+    option's text appears in it as whole words, or None."""
+    text = f" {normalize_answer(answer)} " if len(answer) <= 300 else ""
+    options = {m.group(1).upper(): normalize_answer(m.group(2)) for m in _OPTION_TEXT.finditer(question[:20_000])}
+    named = [letter for letter, option in options.items()
+             if letter in letters and option and re.search(rf"(?<![a-z0-9]){re.escape(option)}(?![a-z0-9])", text)]
+    return named[0] if len(named) == 1 else None
+
+
 def detect_answer_type(question: str, answers: list[str]) -> str:
     """What kind of answer the question wants, judged from the question and most candidates."""
     answers = [a for a in answers if a and a.strip()]
@@ -660,11 +955,13 @@ def detect_answer_type(question: str, answers: list[str]) -> str:
         return "short"
     majority = len(answers) / 2
     letters = choice_letters(question)
-    if letters and sum(as_letter(a, letters) is not None for a in answers) > majority:
+    if letters and sum((as_letter(a, letters) or option_letter(question, a, letters)) is not None
+                       for a in answers) > majority:
         return "choice"
     # A yes/no question is typed yes/no first: "No, 7 is not an even number." holds a number too (issue 23).
     order = ("yes_no", "number") if _YES_NO_QUESTION.search(question[:20_000]) else ("number", "yes_no")
-    readers = {"number": as_number, "yes_no": as_yes_no}
+    readers: dict[str, Callable[[str], str | None]] = {"number": as_number,
+                                                       "yes_no": lambda a: as_yes_no(a, question)}
     for kind in order:
         if sum(readers[kind](a) is not None for a in answers) > majority:
             return kind
@@ -672,15 +969,19 @@ def detect_answer_type(question: str, answers: list[str]) -> str:
     return "long" if sum(len(a) > SHORT_ANSWER_CHARS for a in answers) > majority else "short"
 
 
-def answer_key(kind: str, answer: str, letters: frozenset[str] = frozenset()) -> str:
-    """The form answers are compared in for a question of type ``kind``."""
+def answer_key(kind: str, answer: str, letters: frozenset[str] = frozenset(), question: str = "") -> str:
+    """The form answers are compared in for a question of type ``kind``. With the question, an answer said in a
+    sentence is read as its answer ("The capital of Japan is Tokyo." is Tokyo, "Mercury" is option B)."""
     if kind == "choice":
-        letter = as_letter(answer, letters)
+        letter = as_letter(_answer_part(answer), letters) or (option_letter(question, answer, letters)
+                                                              if question else None)
         return letter if letter else normalize_answer(answer)
     if kind == "number":
         return as_number(answer) or normalize_answer(answer)
     if kind == "yes_no":
-        return as_yes_no(answer) or normalize_answer(answer)
+        return as_yes_no(_answer_part(answer), question) or normalize_answer(answer)
+    if kind == "short" and question:
+        return sentence_answer(question, answer) or normalize_answer(_answer_part(answer))
     return normalize_answer(answer)
 
 

@@ -82,7 +82,9 @@ def test_judge_verdicts_and_format_shares_are_summed_over_questions() -> None:
                        format={"judge": {"replies": 4, "last_tier": 1, "failed": 0}})}
     row = moa.strategy_score("debate", lines)
     assert row["judge_verdict_share"] == pytest.approx(4 / 6, abs=1e-3)
-    assert row["format"] == {"judge": {"replies": 8, "last_tier": 0.25, "failed": 0.25}}
+    assert row["format"] == {"judge": {"replies": 8, "last_tier": 2, "failed": 2}}
+    report = {"gold": "g", "questions": 2, "strategies": [row], "conclusion": "."}
+    assert "| judge 25% / 25% |" in moa.markdown_report(report, "m")  # the table's last column: shares of replies
 
 
 @pytest.mark.parametrize("text, name, samples, contract, greedy", [
@@ -129,6 +131,8 @@ def test_single_sends_the_plain_question_greedy_and_reads_prose() -> None:
     assert body["messages"][0]["content"] == "What is 2 + 3?"
     assert body["temperature"] == 0
     assert (record.status, record.llm_calls, record.rerun) == ("ok", 1, False)
+    # it asked for no format, so prose is no miss of one: no format doubt, and no last-tier reading counted
+    assert record.format["generate"]["last_tier"] == 0 and record.doubts == []
     assert moa.answers_match("What is 2 + 3?", record.final_answer, "5")  # as the batch's `correct` compares
 
 
@@ -141,7 +145,9 @@ def test_vote_sends_k_solver_calls_at_the_debates_temperature_and_takes_the_majo
     bodies = [json.loads(call.request.content) for call in route.calls]
     assert len(bodies) == 3 and all(b["temperature"] == 0.7 for b in bodies)
     assert all(b["messages"][0]["role"] == "system" and "<answer>" in b["messages"][0]["content"] for b in bodies)
-    assert (record.final_answer, record.confidence, record.verdict_source) == ("5", 67, "solvers")
+    # the share that agree, at most UNCHECKED_CONFIDENCE: no judge checked it; no doubt that judges failed to
+    assert (record.final_answer, record.confidence, record.verdict_source) == ("5", 50, "vote")
+    assert record.doubts == []
     assert record.phases["critique"] == {"ok": 0, "failed": 0} and record.phases["judge"] == {"ok": 0, "failed": 0}
 
 
@@ -158,7 +164,7 @@ def test_a_baseline_with_no_answer_fails_and_says_why() -> None:
 def test_eval_field_tables_list_exactly_the_reports_keys(tmp_path: Path) -> None:
     """docs/eval.md's Eval-field and Strategy-field tables name every key of the --json report, and nothing else."""
     text = EVAL_DOCS.read_text(encoding="utf-8")
-    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
+    options = moa.EvalOptions(tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
                               moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl"), frozenset({"a"}))
     (tmp_path / "single.jsonl").write_text(json.dumps({"id": "a", **line(True)}) + "\n")
     report = moa.eval_report(options, options.gold_ids)
@@ -280,7 +286,7 @@ def test_a_symlinked_folder_is_refused(server, tmp_path: Path) -> None:
 
 def test_the_human_report_is_a_markdown_table_with_a_closing_line(tmp_path: Path) -> None:
     """What a person reads: a header, a row per strategy with the interval and the duel, the closing line."""
-    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
+    options = moa.EvalOptions(tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
                               moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl"), frozenset("abcdefgh"))
     single = {i: line(i in "ab") for i in "abcdefgh"}
     debate = {i: line(i in "abcdefg", llm_calls=11) for i in "abcdefgh"}
@@ -293,3 +299,12 @@ def test_the_human_report_is_a_markdown_table_with_a_closing_line(tmp_path: Path
     assert re.search(r"does not beat, at this sample size, a single call \(wins 5, losses 0", text)
     assert report["best"] == "debate" and report["best_per_call"] == "single"
     assert not math.isnan(report["strategies"][1]["ci_low"])
+
+
+def test_the_closing_line_says_nothing_of_a_debate_that_has_not_answered(tmp_path: Path) -> None:
+    """An eval stopped before the debate ran: the closing line names the best so far and claims nothing about it."""
+    options = moa.EvalOptions(tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
+                              moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl"), frozenset("ab"))
+    (tmp_path / "single.jsonl").write_text("".join(json.dumps({"id": i, **line(i == "a")}) + "\n" for i in "ab"))
+    report = moa.eval_report(options, options.gold_ids)
+    assert report["conclusion"] == "Most accurate: single (50.0%)."

@@ -149,15 +149,17 @@ def test_short_answer_with_synthesis_on_gets_a_written_solution(three, capsys) -
 
 
 @respx.mock
-def test_unusable_rankings_are_retried_then_the_run_goes_on(three, monkeypatch, capsys) -> None:
-    """A judge that names no candidate is retried; when no judge gives a ranking, the response is unranked."""
+def test_unusable_rankings_are_given_up_on_then_the_run_goes_on(three, monkeypatch, capsys) -> None:
+    """Judges that name no candidate, the first three replies all, are not retried (FORMAT_GIVE_UP_REPLIES); with no
+    ranking, the response is unranked, and the record doubts it."""
     monkeypatch.setenv("MIN_JUDGE_CONFIDENCE", "0")  # its confidence is 0: no rerun here
     route = respx.post(URL).mock(side_effect=full_model(
         judge=lambda r, n: completion("I like them all."), synthesis=lambda r, n: completion(SYNTHESIS)))
     assert moa.main(["-q", MERGE, "--json"], runtime=test_runtime()) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert phases_of(route).count("judge") == 3 * 5  # each judge: 1 + MAX_RETRIES attempts
+    assert phases_of(route).count("judge") == 3  # once each: no retry reads a judge that cannot rank
     assert printed["ranking"] == [] and printed["verdict_source"] == "solvers" and printed["degraded"]
+    assert {"no_judge_verdict", "judge_retries_stopped"} <= set(printed["doubts"])
 
 
 @respx.mock

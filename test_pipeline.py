@@ -172,7 +172,8 @@ def test_no_judge_answer_falls_back_to_solver_majority(capsys, monkeypatch) -> N
     code, result = run_json(["-q", "Q?"], capsys)
     assert code == 0
     assert result["final_answer"] == "391" and result["verdict_source"] == "solvers"
-    assert result["confidence"] == 60  # 3 of 5 solvers
+    assert result["confidence"] == 50  # 3 of 5 solvers agree, capped: no judge checked it (UNCHECKED_CONFIDENCE)
+    assert "no_judge_verdict" in result["doubts"]
     assert "no judge gave a FINAL ANSWER" in Path(result["transcript"]).read_text()
 
 

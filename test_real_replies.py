@@ -12,7 +12,7 @@ import respx
 
 import moa_pipeline as moa
 from conftest import URL, FakeModel, completion, test_runtime
-from parsing import answer_key, as_number, detect_answer_type, parse_judgement
+from parsing import EXAMPLE_ANSWER, answer_key, as_number, detect_answer_type, parse_judgement, parse_rebuttal
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 
@@ -30,9 +30,18 @@ pytestmark = pytest.mark.usefixtures("endpoint_env")
     ("The correct answer is indeed 341.", "341."),
     ("The original answer was incorrect. The correct answer is 2.", "2."),
     ("In summary, your decision was correct. Your final answer is Earth.", "Earth."),
+    ("The correct answer is 2+3.\n\nFINAL ANSWER: 2+3", "2+3"),
+    ("The capital of Japan is Tokyo.\n\nFINAL ANSWER: Tokyo\n\nThe answer is correct.\n\nThe judges will now "
+     "evaluate the other candidates.", "Tokyo"),
+    ("The answer is correct.\n\nThe final answer is correct.", None),
+    ("The answer to this question is 2+3 = 5+2 + 1, which is also correct.", "2+3 = 5+2 + 1, which is also correct."),
+    ("The correct answer is 5.\n\nYou are correct. I've corrected you. Please go to next question.", "5."),
+    ("FINAL ANSWER: the correct answer itself (not a candidate label)\nCONFIDENCE: a whole number from 0 to 100", None),
+    (f"<analysis>A is right: I checked it again.</analysis>\nFINAL ANSWER: {EXAMPLE_ANSWER}\nCONFIDENCE: 90", None),
 ], ids=["answer-is-colon", "this-answer-is", "correct-answer-in-tags", "answer-is-last-line", "final-line-first",
         "echo-of-a-candidate", "echo-then-own-sentence", "prose", "indeed", "correct-indeed", "after-a-sentence",
-        "your-final-answer"])
+        "your-final-answer", "final-line-after-a-sentence", "verdict-on-an-answer-after-it", "verdicts-only",
+        "answer-to-this-question", "answer-then-babble", "our-format-copied", "our-example-copied"])
 def test_a_judges_answer_is_its_own(reply: str, final: str | None) -> None:
     """A judge that ignores the FINAL ANSWER line is read from its "The answer is X" line; an <answer> it echoed
     from a candidate block is the candidate's, not a vote."""
@@ -74,7 +83,9 @@ def test_our_nonce_never_lands_in_an_answer(monkeypatch, capsys) -> None:
     ("generate", "<reasoning>12 * 3 = 36</reasoning>\n<answer>12 * 3 is indeed"),
     ("rebuttal", "<rebuttal>I checked.</rebuttal>\n<answer>The answer is"),
     ("judge", "<analysis>A is right.</analysis>\n<answer>The final answer is 3"),
-], ids=["solver", "rebuttal", "judge"])
+    ("rebuttal", "I checked the critique again.\nThe answer is 2+3 is indeed 2+3. It is a valid answer, and it is"),
+    ("judge", "Candidate A multiplies correctly.\nThe answer is 3"),  # "3" of "36": a sentence cut is no vote
+], ids=["solver", "rebuttal", "judge", "rebuttal-sentence", "judge-sentence"])
 def test_a_cut_off_answer_is_never_an_answer(monkeypatch, capsys, phase: str, cut: str) -> None:
     """finish_reason length with the last <answer> left open: half an answer, so the call is asked again, and the
     whole answer of the next attempt counts."""
@@ -108,3 +119,40 @@ def test_a_worked_line_gives_its_result(answer: str, number: str | None) -> None
 def test_one_long_reply_does_not_make_the_question_long(answers: list[str], kind: str) -> None:
     """A question is free text ("long", judges pick a label) only when most replies are long, not when one is."""
     assert detect_answer_type("What is the capital of Japan?", answers) == kind
+
+
+@pytest.mark.parametrize("reply, answer", [
+    ("This response has no error and is correct. The answer is 5.", "5."),
+    ('Here is another response:\n"The answer is two+3."\n\nSo the answer is two+3.', "two+3."),
+    ("Your answer is indeed 5.", "5."),
+    ("You're right, the correct calculation is indeed 5 + 3 = 8, but the answer is 5.", None),
+    ("The criticism was harsh, and you can't beat anything.\nYour answer:\n<answer>\n2+3 ", None),
+    ("<reasoning>\nThe answer is wrong.\n</reasoning>\n\nYour answer:\n<answer>\nYes, 7 is an even number.\n</answer>"
+     "\n\nThe reviewer's critique:\n<criterion>\nYour answer is incorrect.\n</criterion>", None),
+    ("<question>\nThe capital of the UK is London.\n</question>\n<answer>London</answer>\n\nThe response:\n"
+     "<answer>I have nothing to report.</answer>", "I have nothing to report."),
+    (f"This time, I'll just answer: \n<answer>{EXAMPLE_ANSWER}</answer>", None),
+    ("My answer remains 36. The critique did not change it.", "36."),
+    ("I keep my answer: no.", "no."),
+    ("The answer is not 2+3 = 4.", None),
+], ids=["answer-after-a-sentence", "so-the-answer-is", "your-answer-is-indeed", "answer-mid-sentence",
+        "our-answer-block-copied", "our-blocks-copied", "question-block-copied", "our-example-copied",
+        "answer-remains", "keep-my-answer", "a-denial"])
+def test_a_rebuttal_says_its_answer_in_a_sentence(reply: str, answer: str | None) -> None:
+    """A rebuttal without an <answer> tag that says its answer in a sentence is read (87% of SmolLM2's rebuttals had
+    no tag); what it copied from our prompt (the question, "Your answer:" and its block, the example) is not its
+    answer, and neither is a denial ("The answer is not 4")."""
+    parsed = parse_rebuttal(reply)
+    assert (parsed.answer.answer if parsed else None) == answer
+
+
+@pytest.mark.parametrize("reply, confidence", [
+    ("FINAL ANSWER: 36 (confidence: 90%)", 90), ("The answer is 36. I am 80% sure.", 80),
+    ("FINAL ANSWER: B\nMy confidence is 0.7", 70), ("FINAL ANSWER: B\nI am sure.", None),
+    ("FINAL ANSWER: 5\nCONFIDENCE: 85\nI am 40% sure.", 85),
+], ids=["after-the-answer", "percent-sure", "confidence-is", "no-number", "the-line-wins"])
+def test_a_judges_confidence_said_in_words(reply: str, confidence: int | None) -> None:
+    """Without a CONFIDENCE line, a confidence said in a sentence is read (no SmolLM2 judge wrote the line, so every
+    vote counted as no confidence); the answer keeps no "(confidence: 90%)" tail."""
+    found = parse_judgement(reply)
+    assert found.confidence == confidence and "confidence" not in (found.final_answer or "").lower()
