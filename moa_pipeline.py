@@ -1627,12 +1627,12 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
     value = sending.parse(completion.text.replace(nonce, ""))
     cut = completion.finish_reason in ("length", "truncated")
     if value is not None and cut and (getattr(value, "tier", None) in ("paragraph", "sentence")  # each has a tier
-                                      or answer_left_open(completion.text)):
-        value = None  # a guess from cut-off text (a judge's "The answer is 4" cut mid-sentence), or an open <answer>
-    if call.phase == Phase.SYNTHESIS and completion.finish_reason == "truncated":
-        value = None  # a stream cut off mid-response: written again
-    if call.phase == Phase.SYNTHESIS and completion.finish_reason == "length":  # half a response is none
-        raise fault(Fault.CUT_AT_LIMIT, f"the synthesis stopped at MAX_TOKENS={sending.max_tokens}",
+                                      or answer_left_open(completion.text) or call.phase == Phase.SYNTHESIS):
+        value = None  # a guess from cut text ("The answer is 4" cut mid-sentence), an open <answer>, half a response
+    # Cut at MAX_TOKENS, a synthesis (or a greedy reply: asked again, it stops at the same place) is not asked again.
+    if value is None and completion.finish_reason == "length" and (call.phase == Phase.SYNTHESIS
+                                                                   or not sending.temperature):
+        raise fault(Fault.CUT_AT_LIMIT, f"the {call.phase} stopped at MAX_TOKENS={sending.max_tokens}",
                     status=completion.status)
     if value is None:
         why = f" (cut off: finish_reason={completion.finish_reason})" if cut else ""

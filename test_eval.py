@@ -152,6 +152,14 @@ def test_vote_sends_k_solver_calls_at_the_debates_temperature_and_takes_the_majo
 
 
 @respx.mock
+def test_a_greedy_reply_cut_at_max_tokens_is_not_asked_again() -> None:
+    """Temperature 0 gives the same cut-off reply every time: one request, a failure that says why, no retries."""
+    route = respx.post(URL).mock(return_value=completion("Let me think about 2 and 3, which", finish_reason="length"))
+    record = run_strategy("single")
+    assert len(route.calls) == 1 and record.status == "failed" and "stopped at MAX_TOKENS" in record.error
+
+
+@respx.mock
 def test_a_baseline_with_no_answer_fails_and_says_why() -> None:
     """Every sample unusable: the question fails (a failure, never silently wrong), naming the last error."""
     respx.post(URL).mock(return_value=completion(""))
