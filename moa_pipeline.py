@@ -5315,8 +5315,10 @@ class EvalOptions:
         return self.batch.shard.output(path) if self.batch.shard else path
 
     def lines_of(self, strategy: Strategy) -> dict[str, dict[str, Any]]:
-        """Every shard's complete lines for ``strategy``, by id (a later line for an id replaces an earlier one)."""
-        paths = [self.folder / f"{strategy.name}.jsonl", *sorted(self.folder.glob(f"{strategy.name}.*-of-*.jsonl"))]
+        """The complete lines for ``strategy``, by id: of every shard of this run's split, or of the unsharded file.
+        Only this layout's files: an unsharded --no-resume rerun must not be overridden by an older split's lines."""
+        unsharded, shard = self.folder / f"{strategy.name}.jsonl", self.batch.shard
+        paths = [Shard(k, shard.count).output(unsharded) for k in range(1, shard.count + 1)] if shard else [unsharded]
         return {r["id"]: r for path in paths for _, r in output_records(path) if r is not None and "id" in r}
 
 

@@ -306,3 +306,25 @@ def test_the_closing_line_says_nothing_of_a_debate_that_has_not_answered(tmp_pat
     (tmp_path / "single.jsonl").write_text("".join(json.dumps({"id": i, **line(i == "a")}) + "\n" for i in "ab"))
     report = moa.eval_report(options, options.gold_ids)
     assert report["conclusion"] == "Most accurate: single (50.0%)."
+
+
+def write_lines(path: Path, correct: dict[str, bool]) -> None:
+    """A strategy's output file: one ok line per id, right or wrong as given."""
+    path.write_text("".join(json.dumps({"id": i, **line(right)}) + "\n" for i, right in correct.items()))
+
+
+@pytest.mark.parametrize("shard, files, expected", [
+    (None, {"single.jsonl": {"a": True, "b": True}, "single.1-of-2.jsonl": {"a": False}}, 2),
+    ((1, 2), {"single.1-of-2.jsonl": {"a": True}, "single.2-of-2.jsonl": {"b": True},
+              "single.1-of-3.jsonl": {"a": False, "b": False}, "single.jsonl": {"a": False}}, 2),
+    ((2, 2), {"single.1-of-2.jsonl": {"a": True}, "single.2-of-2.jsonl": {"b": False}}, 1),
+], ids=["unsharded-ignores-old-shards", "shards-of-another-count-ignored", "every-shard-of-this-count"])
+def test_the_report_reads_only_this_layouts_files(shard: tuple[int, int] | None, files: dict[str, dict[str, bool]],
+                                                  expected: int, tmp_path: Path) -> None:
+    """An unsharded rerun (e.g. --no-resume) is not overridden by stale shard files, nor shards by another split."""
+    for name, correct in files.items():
+        write_lines(tmp_path / name, correct)
+    split = moa.Shard(*shard) if shard else None
+    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"),),
+                              moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl", shard=split), frozenset("ab"))
+    assert moa.eval_report(options, options.gold_ids)["strategies"][0]["correct"] == expected
