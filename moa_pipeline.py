@@ -5409,9 +5409,12 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
     """One plain line: the most accurate strategy, the best per call, and whether the debate beats one call."""
     if best is None or thrifty is None:
         return "No strategy has answered a question with a gold answer yet."
-    said = [f"Most accurate: {best['name']} ({100 * best['accuracy']:.1f}%)."]
-    if thrifty is not best:
-        said.append(f"Best per call: {thrifty['name']} ({100 * thrifty['accuracy']:.1f}% at "
+    # Edge data is no finding: 0% crowns nothing, a tie is said, an accuracy over few answered (the rest failed) says so
+    tied = [r["name"] for r in rows if r is not best and r["accuracy"] == best["accuracy"]]
+    said = ["No strategy got a question right."] if not best["accuracy"] else [
+        f"Most accurate: {best['name']} ({_accuracy_said(best)}{', tied with ' + ', '.join(tied) if tied else ''})."]
+    if thrifty is not best and best["accuracy"]:
+        said.append(f"Best per call: {thrifty['name']} ({_accuracy_said(thrifty)} at "
                     f"{thrifty['calls_per_question']:g} calls/question); the extra calls bought no accuracy these "
                     f"questions can show (McNemar p >= {SIGNIFICANCE}).")
     debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"] and r["answered"]), None)
@@ -5422,6 +5425,11 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
         said.append(f"The debate {verdict} a single call (wins {duel['wins']}, losses {duel['losses']}, McNemar "
                     f"p = {duel['p_value']:.3g}, on the {duel['wins'] + duel['losses']} questions only one got right).")
     return " ".join(said)
+
+
+def _accuracy_said(row: dict[str, Any]) -> str:
+    accuracy = f"{100 * row['accuracy']:.1f}%"
+    return f"{accuracy} of the {row['answered']} it answered; {row['failed']} failed" if row["failed"] else accuracy
 
 
 def _shown(value: float | None, form: str = "{:.1f}", none: str = "-") -> str:
