@@ -5880,6 +5880,10 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
     if what_is_at(folder) not in ("nothing", "other") or (folder.exists() and not folder.is_dir()):
         raise ConfigError(f"-o {folder}: not a folder (a file or a symbolic link is there): --eval writes a folder "
                           "of results; give another -o")
+    with contextlib.suppress(OSError):  # lstat: a link named report.md is replaced, never written through
+        if os.path.samestat(os.stat(args.eval), os.lstat(folder / "report.md")):
+            raise ConfigError(f"-o {folder}: {folder / 'report.md'} is the gold file {args.eval}; the report would be "
+                              "written over it: choose another -o, or rename the gold file")
     ids = gold_ids(config, args.eval)
     try:
         make_private_folders(folder)

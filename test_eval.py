@@ -252,8 +252,9 @@ def test_a_resume_after_sigterm_repeats_no_call(server, tmp_path: Path) -> None:
     (["--eval", "gold.jsonl", "--output-format", "openai-batch"], "do not go with --eval"),
     (["-q", "Hi?", "--strategies", "single"], "--strategies goes with --eval"),
     (["--eval", "gold.jsonl", "-o", "."], "eval/single.jsonl"),
+    (["--eval", "report.md", "-o", "./"], "report.md is the gold file"),
 ], ids=["stdin", "bad-strategy", "no-strategy", "no-answers", "missing", "output-is-a-file", "dry-run",
-        "openai-batch", "strategies-without-eval", "gold-inside-the-folder"])
+        "openai-batch", "strategies-without-eval", "gold-inside-the-folder", "gold-is-the-report"])
 def test_bad_eval_input_is_one_line_and_exit_2_with_nothing_sent(argv: list[str], words: str, server,
                                                                   tmp_path: Path) -> None:
     """Every mistake in an --eval command line: one `error:` line, exit 2, no request sent."""
@@ -265,10 +266,12 @@ def test_bad_eval_input_is_one_line_and_exit_2_with_nothing_sent(argv: list[str]
         (tmp_path / "eval").mkdir()
         write_gold(tmp_path / "eval" / "single.jsonl", 2)
         argv = ["--eval", "eval/single.jsonl", "-o", "eval"]
+    write_gold(tmp_path / "report.md", 2)  # a gold file by another name: the report must not be written over it
+    gold_text = (tmp_path / "report.md").read_text()
     done = cli(tmp_path, endpoint.url, *argv)
     assert_one_clean_error(done, 2, words)
     assert endpoint.starts() == []
-    assert (tmp_path / "afile").read_text() == "mine\n"
+    assert (tmp_path / "afile").read_text() == "mine\n" and (tmp_path / "report.md").read_text() == gold_text
 
 
 def test_a_symlinked_folder_is_refused(server, tmp_path: Path) -> None:
