@@ -5413,11 +5413,14 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
     if best is None or thrifty is None:
         return "No strategy has answered a question with a gold answer yet."
     # Edge data is no finding: 0% crowns nothing, a tie is said, an accuracy over few answered (the rest failed) says so
-    tied = [r["name"] for r in rows if r is not best and r["accuracy"] == best["accuracy"]]
+    most = max(r["answered"] for r in rows)
+    tied = [f"{r['name']} ({_accuracy_said(r, most)})" if r["answered"] < most or r["failed"] else r["name"]
+            for r in rows if r is not best and r["accuracy"] == best["accuracy"]]
     said = ["No strategy got a question right."] if not best["accuracy"] else [
-        f"Most accurate: {best['name']} ({_accuracy_said(best)}{', tied with ' + ', '.join(tied) if tied else ''})."]
+        f"Most accurate: {best['name']} ({_accuracy_said(best, most)}"
+        f"{', tied with ' + ', '.join(tied) if tied else ''})."]
     if thrifty is not best and best["accuracy"]:
-        said.append(f"Best per call: {thrifty['name']} ({_accuracy_said(thrifty)} at "
+        said.append(f"Best per call: {thrifty['name']} ({_accuracy_said(thrifty, most)} at "
                     f"{thrifty['calls_per_question']:g} calls/question); the extra calls bought no accuracy these "
                     f"questions can show (McNemar p >= {SIGNIFICANCE}).")
     debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"] and r["answered"]), None)
@@ -5430,9 +5433,12 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
     return " ".join(said)
 
 
-def _accuracy_said(row: dict[str, Any]) -> str:
+def _accuracy_said(row: dict[str, Any], most: int) -> str:
+    """The accuracy, and over how few questions when fewer than another strategy's (failures, or a stopped eval)."""
     accuracy = f"{100 * row['accuracy']:.1f}%"
-    return f"{accuracy} of the {row['answered']} it answered; {row['failed']} failed" if row["failed"] else accuracy
+    if not row["failed"] and row["answered"] >= most:
+        return accuracy
+    return f"{accuracy} of the {row['answered']} it answered" + (f"; {row['failed']} failed" if row["failed"] else "")
 
 
 def _shown(value: float | None, form: str = "{:.1f}", none: str = "-") -> str:

@@ -334,21 +334,23 @@ def test_the_report_reads_only_this_layouts_files(shard: tuple[int, int] | None,
 
 
 @pytest.mark.parametrize("files, conclusion", [
-    ({"single": {"a": True, "b": False, "c": True}, "debate": {"a": True}},
+    ({"single": {"a": True, "b": False, "c": True}, "debate": {"a": True, "b": None, "c": None}},
      "Most accurate: debate (100.0% of the 1 it answered; 2 failed)."),
     ({"single": {"a": False, "b": False, "c": False}, "debate": {"a": False, "b": False, "c": False}},
      "No strategy got a question right."),
     ({"single": {"a": True, "b": True, "c": True}, "debate": {"a": True, "b": True, "c": True}},
      "Most accurate: single (100.0%, tied with debate)."),
-], ids=["best-answered-least", "all-wrong", "all-right-tie"])
-def test_the_closing_line_claims_nothing_edge_data_does_not_show(files: dict[str, dict[str, bool]], conclusion: str,
-                                                                 tmp_path: Path) -> None:
-    """A strategy that failed most questions is not crowned without saying so; 0% is no 'most accurate'; a tie is one."""
+    ({"single": {"a": True, "b": True, "c": True}, "debate": {"a": True, "b": True}},
+     "Most accurate: single (100.0%, tied with debate (100.0% of the 2 it answered))."),
+], ids=["best-answered-least", "all-wrong", "all-right-tie", "tie-with-a-stopped-debate"])
+def test_the_closing_line_claims_nothing_edge_data_does_not_show(files: dict[str, dict[str, bool | None]],
+                                                                 conclusion: str, tmp_path: Path) -> None:
+    """A strategy that failed most questions (None) or was stopped (ids absent) is not crowned without saying so;
+    0% is no 'most accurate'; a tie is one."""
     for name, correct in files.items():
-        by_id = {i: correct.get(i) for i in "abc"}
         (tmp_path / f"{name}.jsonl").write_text("".join(
             json.dumps({"id": i, **(line(right) if right is not None else line(None, "failed"))}) + "\n"
-            for i, right in by_id.items()))
+            for i, right in correct.items()))
     options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
                               moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl"), frozenset("abc"))
     assert moa.eval_report(options, options.gold_ids)["conclusion"].split(" The debate")[0] == conclusion
