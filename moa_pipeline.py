@@ -5875,6 +5875,9 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
     """--eval's plan: the strategies, and FOLDER made (a link or a file there is refused); nothing sent yet."""
     if args.eval == "-":
         raise ConfigError("--eval needs a file, not stdin: each strategy reads its questions once more")
+    if config.answer_shape == "full":  # a whole response is never compared with a gold answer: nothing to score
+        raise ConfigError("--eval scores short answers against gold ones; ANSWER_SHAPE=full (--answer full) would pay "
+                          "for every call and score nothing: use --answer short or auto")
     if args.dry_run or args.replay_from or args.output_format == "openai-batch":
         raise ConfigError("--dry-run, --from and --output-format openai-batch do not go with --eval, which reads its "
                           "own result lines back for the report")
