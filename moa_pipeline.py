@@ -5322,7 +5322,13 @@ class EvalOptions:
         Only this layout's files: an unsharded --no-resume rerun must not be overridden by an older split's lines."""
         unsharded, shard = self.folder / f"{strategy.name}.jsonl", self.batch.shard
         paths = [Shard(k, shard.count).output(unsharded) for k in range(1, shard.count + 1)] if shard else [unsharded]
-        return {r["id"]: r for path in paths for _, r in output_records(path) if r is not None and "id" in r}
+        lines: dict[str, dict[str, Any]] = {}
+        for path in paths:
+            try:  # another shard's file a link or unreadable: this shard's report still stands, without it
+                lines |= {r["id"]: r for _, r in output_records(path) if r is not None and "id" in r}
+            except OSError as err:
+                say(f"warning: eval: the report leaves out {path} ({describe_os_error(err)})", ())
+        return lines
 
 
 def wilson_interval(successes: int, trials: int) -> tuple[float, float]:

@@ -369,3 +369,15 @@ def test_a_gold_answer_that_cannot_be_scored_is_an_input_error(answer: object, e
         assert isinstance(item, moa.BadLine) and '"answer"' in item.reason
     else:
         assert isinstance(item, moa.BatchItem) and item.expected == expected
+
+
+def test_an_unreadable_results_file_leaves_the_rest_of_the_report(tmp_path: Path, capsys) -> None:
+    """A link at another shard's file: that file is named on stderr and left out; the report of the rest stands."""
+    write_lines(tmp_path / "single.1-of-2.jsonl", {"a": True})
+    write_lines(tmp_path / "elsewhere.jsonl", {"b": True})
+    (tmp_path / "single.2-of-2.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
+    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"),),
+                              moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl", shard=moa.Shard(1, 2)),
+                              frozenset("ab"))
+    assert moa.eval_report(options, options.gold_ids)["strategies"][0]["answered"] == 1
+    assert "single.2-of-2.jsonl" in capsys.readouterr().err
