@@ -5436,6 +5436,8 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
             else "does not beat, at this sample size,"
         said.append(f"The debate {verdict} a single call (wins {duel['wins']}, losses {duel['losses']}, McNemar "
                     f"p = {duel['p_value']:.3g}, on the {duel['wins'] + duel['losses']} questions only one got right).")
+    elif all(r["name"] != "single" for r in rows) and any(r["name"] == "debate" and r["answered"] for r in rows):
+        said.append("The debate was not compared with a single call: add single to --strategies.")
     return " ".join(said)
 
 

@@ -381,3 +381,12 @@ def test_an_unreadable_results_file_leaves_the_rest_of_the_report(tmp_path: Path
                               frozenset("ab"))
     assert moa.eval_report(options, options.gold_ids)["strategies"][0]["answered"] == 1
     assert "single.2-of-2.jsonl" in capsys.readouterr().err
+
+
+def test_without_single_the_closing_line_says_the_debate_was_not_compared(tmp_path: Path) -> None:
+    """No `single` among the strategies: the closing line says why it cannot tell whether the debate beats one call."""
+    write_lines(tmp_path / "debate.jsonl", {"a": True, "b": False})
+    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("debate"),),
+                              moa.BatchOptions("g.jsonl", tmp_path / "debate.jsonl"), frozenset("ab"))
+    conclusion = moa.eval_report(options, options.gold_ids)["conclusion"]
+    assert conclusion.endswith("The debate was not compared with a single call: add single to --strategies.")
