@@ -4557,7 +4557,8 @@ def _item_from_json(text: str, number: int) -> BatchItem | BadLine:
         return BadLine(number, '"id" must be a non-empty string or a number '
                                '(text: valid Unicode, at most 512 characters)')
     expected = data.get("answer")
-    if not (expected is None or isinstance(expected, (int, float)) or isinstance(expected, str) and expected.strip()):
+    if not (expected is None or isinstance(expected, (int, float)) and math.isfinite(expected)
+            or isinstance(expected, str) and expected.strip()):
         # str() of a list or object (or blank text) matches no reply: the question would be scored wrong every time
         return BadLine(number, '"answer" must be text, a number or true/false (one answer: a list cannot be scored)')
     question = valid_text(question).strip()  # a lone surrogate (\\ud83d) becomes U+FFFD, as on the command line

@@ -359,8 +359,8 @@ def test_the_closing_line_claims_nothing_edge_data_does_not_show(files: dict[str
 
 @pytest.mark.parametrize("answer, expected", [
     (5, "5"), (2.5, "2.5"), (False, "False"), (None, None), ("Tokyo", "Tokyo"),
-    (["Tokyo", "Edo"], "bad"), ({"value": 5}, "bad"), ("  ", "bad"),
-], ids=["int", "float", "bool", "null-unscored", "text", "list", "object", "blank"])
+    (["Tokyo", "Edo"], "bad"), ({"value": 5}, "bad"), ("  ", "bad"), (float("nan"), "bad"),
+], ids=["int", "float", "bool", "null-unscored", "text", "list", "object", "blank", "NaN"])
 def test_a_gold_answer_that_cannot_be_scored_is_an_input_error(answer: object, expected: str | None) -> None:
     """A list, an object or blank text as the gold answer is a bad line, never a question scored wrong every time."""
     line_bytes = json.dumps({"id": "q", "question": "What is the capital of Japan?", "answer": answer}).encode()
