@@ -5894,6 +5894,10 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
     strategies = tuple(dict.fromkeys(Strategy.parse(name) for name in names))
     if not strategies:
         raise ConfigError(f"--strategies {args.strategies!r}: name at least one, e.g. {DEFAULT_STRATEGIES}")
+    # A vote cut short by the budget is a smaller vote reported under its name; the debate's budget is its setting.
+    for short in (s for s in strategies if config.max_calls and s.samples > config.max_calls):
+        raise ConfigError(f"--strategies: {short.name} needs {short.samples} calls a question, more than MAX_CALLS="
+                          f"{config.max_calls}: raise the budget or choose a smaller K")
     folder = Path(args.output) if args.output else Path(args.eval).with_suffix(".eval")
     if what_is_at(folder) not in ("nothing", "other") or (folder.exists() and not folder.is_dir()):
         raise ConfigError(f"-o {folder}: not a folder (a file or a symbolic link is there): --eval writes a folder "

@@ -254,8 +254,10 @@ def test_a_resume_after_sigterm_repeats_no_call(server, tmp_path: Path) -> None:
     (["--eval", "gold.jsonl", "-o", "."], "eval/single.jsonl"),
     (["--eval", "report.md", "-o", "./"], "report.md is the gold file"),
     (["--eval", "gold.jsonl", "--answer", "full"], "ANSWER_SHAPE=full"),
+    (["--eval", "gold.jsonl", "--strategies", "single,vote@5", "--max-calls", "3"], "vote@5 needs 5"),
 ], ids=["stdin", "bad-strategy", "no-strategy", "no-answers", "missing", "output-is-a-file", "dry-run",
-        "openai-batch", "strategies-without-eval", "gold-inside-the-folder", "gold-is-the-report", "full-answers"])
+        "openai-batch", "strategies-without-eval", "gold-inside-the-folder", "gold-is-the-report", "full-answers",
+        "vote-over-max-calls"])
 def test_bad_eval_input_is_one_line_and_exit_2_with_nothing_sent(argv: list[str], words: str, server,
                                                                   tmp_path: Path) -> None:
     """Every mistake in an --eval command line: one `error:` line, exit 2, no request sent."""
