@@ -4537,6 +4537,10 @@ def _item_from_json(text: str, number: int) -> BatchItem | BadLine:
         return BadLine(number, '"id" must be a non-empty string or a number '
                                '(text: valid Unicode, at most 512 characters)')
     expected = data.get("answer")
+    if not (expected is None or isinstance(expected, (int, float)) and math.isfinite(expected)
+            or isinstance(expected, str) and expected.strip()):
+        # str() of a list or object (or blank text) matches no reply: the question would be scored wrong every time
+        return BadLine(number, '"answer" must be text, a number or true/false (one answer: a list cannot be scored)')
     question = valid_text(question).strip()  # a lone surrogate (\\ud83d) becomes U+FFFD, as on the command line
     return BatchItem(number, str(given) if given is not None else question_id(question), question,
                      None if expected is None else str(expected))
@@ -5294,9 +5298,17 @@ class EvalOptions:
         return self.batch.shard.output(path) if self.batch.shard else path
 
     def lines_of(self, strategy: Strategy) -> dict[str, dict[str, Any]]:
-        """Every shard's complete lines for ``strategy``, by id (a later line for an id replaces an earlier one)."""
-        paths = [self.folder / f"{strategy.name}.jsonl", *sorted(self.folder.glob(f"{strategy.name}.*-of-*.jsonl"))]
-        return {r["id"]: r for path in paths for _, r in output_records(path) if r is not None and "id" in r}
+        """The complete lines for ``strategy``, by id: of every shard of this run's split, or of the unsharded file.
+        Only this layout's files: an unsharded --no-resume rerun must not be overridden by an older split's lines."""
+        unsharded, shard = self.folder / f"{strategy.name}.jsonl", self.batch.shard
+        paths = [Shard(k, shard.count).output(unsharded) for k in range(1, shard.count + 1)] if shard else [unsharded]
+        lines: dict[str, dict[str, Any]] = {}
+        for path in paths:
+            try:  # another shard's file a link or unreadable: this shard's report still stands, without it
+                lines |= {r["id"]: r for _, r in output_records(path) if r is not None and "id" in r}
+            except OSError as err:
+                say(f"warning: eval: the report leaves out {path} ({describe_os_error(err)})", ())
+        return lines
 
 
 def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
@@ -5384,9 +5396,15 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
     """One plain line: the most accurate strategy, the best per call, and whether the debate beats one call."""
     if best is None or thrifty is None:
         return "No strategy has answered a question with a gold answer yet."
-    said = [f"Most accurate: {best['name']} ({100 * best['accuracy']:.1f}%)."]
-    if thrifty is not best:
-        said.append(f"Best per call: {thrifty['name']} ({100 * thrifty['accuracy']:.1f}% at "
+    # Edge data is no finding: 0% crowns nothing, a tie is said, an accuracy over few answered (the rest failed) says so
+    most = max(r["answered"] for r in rows)
+    tied = [f"{r['name']} ({_accuracy_said(r, most)})" if r["answered"] < most or r["failed"] else r["name"]
+            for r in rows if r is not best and r["accuracy"] == best["accuracy"]]
+    said = ["No strategy got a question right."] if not best["accuracy"] else [
+        f"Most accurate: {best['name']} ({_accuracy_said(best, most)}"
+        f"{', tied with ' + ', '.join(tied) if tied else ''})."]
+    if thrifty is not best and best["accuracy"]:
+        said.append(f"Best per call: {thrifty['name']} ({_accuracy_said(thrifty, most)} at "
                     f"{thrifty['calls_per_question']:g} calls/question); the extra calls bought no accuracy these "
                     f"questions can show (McNemar p >= {SIGNIFICANCE}).")
     debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"] and r["answered"]), None)
@@ -5396,7 +5414,17 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
             else "does not beat, at this sample size,"
         said.append(f"The debate {verdict} a single call (wins {duel['wins']}, losses {duel['losses']}, McNemar "
                     f"p = {duel['p_value']:.3g}, on the {duel['wins'] + duel['losses']} questions only one got right).")
+    elif all(r["name"] != "single" for r in rows) and any(r["name"] == "debate" and r["answered"] for r in rows):
+        said.append("The debate was not compared with a single call: add single to --strategies.")
     return " ".join(said)
+
+
+def _accuracy_said(row: dict[str, Any], most: int) -> str:
+    """The accuracy, and over how few questions when fewer than another strategy's (failures, or a stopped eval)."""
+    accuracy = f"{100 * row['accuracy']:.1f}%"
+    if not row["failed"] and row["answered"] >= most:
+        return accuracy
+    return f"{accuracy} of the {row['answered']} it answered" + (f"; {row['failed']} failed" if row["failed"] else "")
 
 
 def _shown(value: float | None, form: str = "{:.1f}") -> str:
@@ -5821,6 +5849,9 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
     """--eval's plan: the strategies, and FOLDER made (a link or a file there is refused); nothing sent yet."""
     if args.eval == "-":
         raise ConfigError("--eval needs a file, not stdin: each strategy reads its questions once more")
+    if config.answer_shape == "full":  # a whole response is never compared with a gold answer: nothing to score
+        raise ConfigError("--eval scores short answers against gold ones; ANSWER_SHAPE=full (--answer full) would pay "
+                          "for every call and score nothing: use --answer short or auto")
     if args.dry_run or args.replay_from or args.output_format == "openai-batch":
         raise ConfigError("--dry-run, --from and --output-format openai-batch do not go with --eval, which reads its "
                           "own result lines back for the report")
@@ -5828,10 +5859,18 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
     strategies = tuple(dict.fromkeys(Strategy.parse(name) for name in names))
     if not strategies:
         raise ConfigError(f"--strategies {args.strategies!r}: name at least one, e.g. {DEFAULT_STRATEGIES}")
+    # A vote cut short by the budget is a smaller vote reported under its name; the debate's budget is its setting.
+    for short in (s for s in strategies if config.max_calls and s.samples > config.max_calls):
+        raise ConfigError(f"--strategies: {short.name} needs {short.samples} calls a question, more than MAX_CALLS="
+                          f"{config.max_calls}: raise the budget or choose a smaller K")
     folder = Path(args.output) if args.output else Path(args.eval).with_suffix(".eval")
     if what_is_at(folder) not in ("nothing", "other") or (folder.exists() and not folder.is_dir()):
         raise ConfigError(f"-o {folder}: not a folder (a file or a symbolic link is there): --eval writes a folder "
                           "of results; give another -o")
+    with contextlib.suppress(OSError):  # lstat: a link named report.md is replaced, never written through
+        if os.path.samestat(os.stat(args.eval), os.lstat(folder / "report.md")):
+            raise ConfigError(f"-o {folder}: {folder / 'report.md'} is the gold file {args.eval}; the report would be "
+                              "written over it: choose another -o, or rename the gold file")
     ids = gold_ids(config, args.eval)
     try:
         make_private_folders(folder)

@@ -262,8 +262,12 @@ def test_a_resume_after_sigterm_repeats_no_call(server, tmp_path: Path) -> None:
     (["--eval", "gold.jsonl", "--output-format", "openai-batch"], "do not go with --eval"),
     (["-q", "Hi?", "--strategies", "single"], "--strategies goes with --eval"),
     (["--eval", "gold.jsonl", "-o", "."], "eval/single.jsonl"),
+    (["--eval", "report.md", "-o", "./"], "report.md is the gold file"),
+    (["--eval", "gold.jsonl", "--answer", "full"], "ANSWER_SHAPE=full"),
+    (["--eval", "gold.jsonl", "--strategies", "single,vote@5", "--max-calls", "3"], "vote@5 needs 5"),
 ], ids=["stdin", "bad-strategy", "no-strategy", "no-answers", "missing", "output-is-a-file", "dry-run",
-        "openai-batch", "strategies-without-eval", "gold-inside-the-folder"])
+        "openai-batch", "strategies-without-eval", "gold-inside-the-folder", "gold-is-the-report", "full-answers",
+        "vote-over-max-calls"])
 def test_bad_eval_input_is_one_line_and_exit_2_with_nothing_sent(argv: list[str], words: str, server,
                                                                   tmp_path: Path) -> None:
     """Every mistake in an --eval command line: one `error:` line, exit 2, no request sent."""
@@ -275,10 +279,12 @@ def test_bad_eval_input_is_one_line_and_exit_2_with_nothing_sent(argv: list[str]
         (tmp_path / "eval").mkdir()
         write_gold(tmp_path / "eval" / "single.jsonl", 2)
         argv = ["--eval", "eval/single.jsonl", "-o", "eval"]
+    write_gold(tmp_path / "report.md", 2)  # a gold file by another name: the report must not be written over it
+    gold_text = (tmp_path / "report.md").read_text()
     done = cli(tmp_path, endpoint.url, *argv)
     assert_one_clean_error(done, 2, words)
     assert endpoint.starts() == []
-    assert (tmp_path / "afile").read_text() == "mine\n"
+    assert (tmp_path / "afile").read_text() == "mine\n" and (tmp_path / "report.md").read_text() == gold_text
 
 
 def test_a_symlinked_folder_is_refused(server, tmp_path: Path) -> None:
@@ -316,3 +322,83 @@ def test_the_closing_line_says_nothing_of_a_debate_that_has_not_answered(tmp_pat
     (tmp_path / "single.jsonl").write_text("".join(json.dumps({"id": i, **line(i == "a")}) + "\n" for i in "ab"))
     report = moa.eval_report(options, options.gold_ids)
     assert report["conclusion"] == "Most accurate: single (50.0%)."
+
+
+def write_lines(path: Path, correct: dict[str, bool]) -> None:
+    """A strategy's output file: one ok line per id, right or wrong as given."""
+    path.write_text("".join(json.dumps({"id": i, **line(right)}) + "\n" for i, right in correct.items()))
+
+
+@pytest.mark.parametrize("shard, files, expected", [
+    (None, {"single.jsonl": {"a": True, "b": True}, "single.1-of-2.jsonl": {"a": False}}, 2),
+    ((1, 2), {"single.1-of-2.jsonl": {"a": True}, "single.2-of-2.jsonl": {"b": True},
+              "single.1-of-3.jsonl": {"a": False, "b": False}, "single.jsonl": {"a": False}}, 2),
+    ((2, 2), {"single.1-of-2.jsonl": {"a": True}, "single.2-of-2.jsonl": {"b": False}}, 1),
+], ids=["unsharded-ignores-old-shards", "shards-of-another-count-ignored", "every-shard-of-this-count"])
+def test_the_report_reads_only_this_layouts_files(shard: tuple[int, int] | None, files: dict[str, dict[str, bool]],
+                                                  expected: int, tmp_path: Path) -> None:
+    """An unsharded rerun (e.g. --no-resume) is not overridden by stale shard files, nor shards by another split."""
+    for name, correct in files.items():
+        write_lines(tmp_path / name, correct)
+    split = moa.Shard(*shard) if shard else None
+    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"),),
+                              moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl", shard=split), frozenset("ab"))
+    assert moa.eval_report(options, options.gold_ids)["strategies"][0]["correct"] == expected
+
+
+@pytest.mark.parametrize("files, conclusion", [
+    ({"single": {"a": True, "b": False, "c": True}, "debate": {"a": True, "b": None, "c": None}},
+     "Most accurate: debate (100.0% of the 1 it answered; 2 failed)."),
+    ({"single": {"a": False, "b": False, "c": False}, "debate": {"a": False, "b": False, "c": False}},
+     "No strategy got a question right."),
+    ({"single": {"a": True, "b": True, "c": True}, "debate": {"a": True, "b": True, "c": True}},
+     "Most accurate: single (100.0%, tied with debate)."),
+    ({"single": {"a": True, "b": True, "c": True}, "debate": {"a": True, "b": True}},
+     "Most accurate: single (100.0%, tied with debate (100.0% of the 2 it answered))."),
+], ids=["best-answered-least", "all-wrong", "all-right-tie", "tie-with-a-stopped-debate"])
+def test_the_closing_line_claims_nothing_edge_data_does_not_show(files: dict[str, dict[str, bool | None]],
+                                                                 conclusion: str, tmp_path: Path) -> None:
+    """A strategy that failed most questions (None) or was stopped (ids absent) is not crowned without saying so;
+    0% is no 'most accurate'; a tie is one."""
+    for name, correct in files.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"id": i, **(line(right) if right is not None else line(None, "failed"))}) + "\n"
+            for i, right in correct.items()))
+    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
+                              moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl"), frozenset("abc"))
+    assert moa.eval_report(options, options.gold_ids)["conclusion"].split(" The debate")[0] == conclusion
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (5, "5"), (2.5, "2.5"), (False, "False"), (None, None), ("Tokyo", "Tokyo"),
+    (["Tokyo", "Edo"], "bad"), ({"value": 5}, "bad"), ("  ", "bad"), (float("nan"), "bad"),
+], ids=["int", "float", "bool", "null-unscored", "text", "list", "object", "blank", "NaN"])
+def test_a_gold_answer_that_cannot_be_scored_is_an_input_error(answer: object, expected: str | None) -> None:
+    """A list, an object or blank text as the gold answer is a bad line, never a question scored wrong every time."""
+    line_bytes = json.dumps({"id": "q", "question": "What is the capital of Japan?", "answer": answer}).encode()
+    item = next(iter(moa.read_items([line_bytes + b"\n"], jsonl=True)))
+    if expected == "bad":
+        assert isinstance(item, moa.BadLine) and '"answer"' in item.reason
+    else:
+        assert isinstance(item, moa.BatchItem) and item.expected == expected
+
+
+def test_an_unreadable_results_file_leaves_the_rest_of_the_report(tmp_path: Path, capsys) -> None:
+    """A link at another shard's file: that file is named on stderr and left out; the report of the rest stands."""
+    write_lines(tmp_path / "single.1-of-2.jsonl", {"a": True})
+    write_lines(tmp_path / "elsewhere.jsonl", {"b": True})
+    (tmp_path / "single.2-of-2.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
+    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"),),
+                              moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl", shard=moa.Shard(1, 2)),
+                              frozenset("ab"))
+    assert moa.eval_report(options, options.gold_ids)["strategies"][0]["answered"] == 1
+    assert "single.2-of-2.jsonl" in capsys.readouterr().err
+
+
+def test_without_single_the_closing_line_says_the_debate_was_not_compared(tmp_path: Path) -> None:
+    """No `single` among the strategies: the closing line says why it cannot tell whether the debate beats one call."""
+    write_lines(tmp_path / "debate.jsonl", {"a": True, "b": False})
+    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("debate"),),
+                              moa.BatchOptions("g.jsonl", tmp_path / "debate.jsonl"), frozenset("ab"))
+    conclusion = moa.eval_report(options, options.gold_ids)["conclusion"]
+    assert conclusion.endswith("The debate was not compared with a single call: add single to --strategies.")
