@@ -2884,8 +2884,7 @@ def tally_votes(votes: list[Vote], source: str = "judges", key: Callable[[str], 
     failed counts against it."""
     groups: dict[str, list[Vote]] = {}
     for vote in votes:
-        name = key(vote.answer)
-        if name:
+        if name := key(vote.answer):
             groups.setdefault(name, []).append(vote)
     if not groups:
         return None
@@ -2980,8 +2979,7 @@ def minority_report(verdict: Verdict, positions: list[Position],
     for position in positions:
         name = key(position.final_answer)
         if name and name != winner:
-            entry = held.setdefault(name, {"answer": position.final_answer.strip(), "judges": 0, "solvers": 0})
-            entry["solvers"] += 1
+            held.setdefault(name, {"answer": position.final_answer.strip(), "judges": 0, "solvers": 0})["solvers"] += 1
     return sorted(held.values(), key=lambda e: (-(e["judges"] + e["solvers"]), e["answer"]))
 
 
@@ -3069,8 +3067,7 @@ def _first_choices(ballots: Sequence[Ballot], candidates: Sequence[str]) -> dict
     known = set(candidates)
     firsts: dict[str, list[int]] = {agent: [] for agent in candidates}
     for ballot in ballots:
-        first = next((agent for agent in ballot.order if agent in known), None)
-        if first is not None:
+        if (first := next((agent for agent in ballot.order if agent in known), None)) is not None:
             firsts[first].append(ballot.confidence or 0)
     return firsts
 
@@ -4261,10 +4258,8 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str)
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
     if start.phase in (Phase.CRITIQUE, Phase.REBUTTAL):
         return positions
-    revisions = [a for a in ok if a.phase == Phase.REVISE]
-    for position in positions.values():
-        position.by_round = [position.final_answer]
-    for debate_round in range(2, max((a.debate_round for a in revisions), default=1) + 1):
+    revisions = [a for a in ok if a.phase == Phase.REVISE and a.debate_round > 1]
+    for debate_round in range(1, max((a.debate_round for a in revisions), default=1) + 1):  # round 1: none revised
         for record in (a for a in revisions if a.debate_round == debate_round and a.slot in positions):
             if revised := rebuttal_parser(shape)(record.response_text):
                 positions[record.slot].revision, positions[record.slot].final_answer = revised[0], revised[1].answer
