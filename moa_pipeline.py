@@ -2897,12 +2897,13 @@ def tally_votes(votes: list[Vote], source: str = "judges", key: Callable[[str], 
     return Verdict(best.answer.strip(), confidence, len(winners), valid, source, tally, confidence_stated=bool(stated))
 
 
-def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict | None:
+def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict:
     """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%), at most
     UNCHECKED_CONFIDENCE: five answers that key alike are no verdict when no judge could check them (issue 23)."""
     verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
-    return verdict and replace(verdict, confidence=min(round(100 * verdict.agreeing / verdict.valid),
-                                                       UNCHECKED_CONFIDENCE))
+    if verdict is None:  # cannot happen: valid positions have non-empty answers
+        raise RunFailed("no answer could be counted")
+    return replace(verdict, confidence=min(round(100 * verdict.agreeing / verdict.valid), UNCHECKED_CONFIDENCE))
 
 
 # Why a verdict may not stand on its own: RunRecord.doubts' codes, each with the plain words the human summary says
@@ -3141,8 +3142,6 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
         state.note(f"no judge gave a FINAL ANSWER (nor an answer that could be read); the verdict is the solvers' "
                    f"majority, its confidence at most {UNCHECKED_CONFIDENCE}")
         verdict = solver_verdict(positions, key=key)
-    if verdict is None:  # cannot happen: valid positions have non-empty answers
-        raise RunFailed("no answer could be counted")
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind,
                    analyses=tuple(v.analysis for v in votes), judge_labels=labels_seen(state, positions, votes))
 
@@ -3311,8 +3310,6 @@ async def sample(state: Debate, question: str, strategy: Strategy) -> Verdict:
     state.positions[1] = positions
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
     verdict = solver_verdict(positions, typed_key(kind, letters, question))
-    if verdict is None:  # cannot happen: valid positions have non-empty answers
-        raise RunFailed("no answer could be counted")
     # "vote": no judge was asked, by design, so the doubt "no_judge_verdict" (a debate's judges failing) is not its
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind, source="vote")
 
