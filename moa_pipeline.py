@@ -830,14 +830,11 @@ class AdaptiveLimit:
     CONGESTED_SHARE = 0.25
 
     def __init__(self, ceiling: int) -> None:
-        self.ceiling = ceiling
-        self.limit = float(ceiling)
-        self.in_flight = 0
+        self.ceiling, self.limit, self.in_flight = ceiling, float(ceiling), 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         # Of each recent response: how many requests were in flight when it was sent (it included), was it accepted?
         self.samples: collections.deque[tuple[int, bool]] = collections.deque(maxlen=self.SAMPLES)
-        self.cut_at = 0  # the level of the last cut, and how many times longer probes wait after it
-        self.patience = 1
+        self.cut_at, self.patience = 0, 1  # the level of the last cut, and how many times longer probes wait after it
         self.accepted: collections.deque[int] = collections.deque(maxlen=self.SAMPLES)  # levels of recent successes
         self.recover_to = 0  # grow fast up to here: the endpoint accepted this level before a collapse
 
@@ -1069,8 +1066,7 @@ class StreamedReply:
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
     """Assemble ``data:`` events; a stream cut (no ``[DONE]``, no finish_reason) ends "truncated", read as "length"."""
-    reply, echo = StreamedReply(), ECHO.get()
-    status = response.status_code
+    reply, echo, status = StreamedReply(), ECHO.get(), response.status_code
     if echo is not None:
         echo(None)
     try:
@@ -1679,8 +1675,7 @@ class RetriesUsed:
         wait = retry_delay(config, self.failures + self.busy + 1, error.retry_after, rng)
         if (error.backpressure and error.retry_after is not None and error.retry_after <= config.retry_max_delay
                 and self.busy < BUSY_RETRIES and self.busy_waited + wait <= BUSY_WAIT_LIMIT):
-            self.busy += 1
-            self.busy_waited += wait
+            self.busy, self.busy_waited = self.busy + 1, self.busy_waited + wait
             return wait
         if self.failures < config.max_retries:
             self.failures += 1
@@ -1712,8 +1707,7 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
         finish_attempt(state, call, attempt, messages, sending, error.unanswered)
         return error
     except asyncio.CancelledError:
-        attempt.outcome = "cancelled"
-        call.failure = call.failure or "cancelled"
+        attempt.outcome, call.failure = "cancelled", call.failure or "cancelled"
         finish_attempt(state, call, attempt, messages, sending, unanswered=True)
         raise
     attempt.outcome = "ok"
@@ -1940,8 +1934,7 @@ class Budget:
         """Take one call and ``tokens`` if they fit."""
         if not self.fits(1, tokens):
             return False
-        self.calls += 1
-        self.tokens += tokens
+        self.calls, self.tokens = self.calls + 1, self.tokens + tokens
         return True
 
     @contextlib.contextmanager
@@ -2518,8 +2511,7 @@ class StragglerWatch:
     batch gains little, and a call a gateway retried costs an answer for nothing."""
 
     def __init__(self, state: Debate, phase: Phase, quorum: int) -> None:
-        self.debate, self.phase, self.quorum = state, phase, quorum
-        self.factor = state.config.straggler_factor
+        self.debate, self.phase, self.quorum, self.factor = state, phase, quorum, state.config.straggler_factor
         self.running: dict[str, RunningCall] = {}  # by agent
         self.finished: list[float] = []  # each answered call's seconds at the endpoint
         self.changed = asyncio.Event()  # a call started, ended, or sent a request
@@ -4267,10 +4259,8 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str)
 
 def load_replay(path: Path, start: ReplayStart) -> Replay:
     """Read and check a trace: the question, and the pass whose verdict was reported; a bad one is a ConfigError."""
-    run: dict[str, Any] = {}
-    attempts: list[TraceAttempt] = []
+    run, verdict_line, attempts = dict[str, Any](), dict[str, Any](), list[TraceAttempt]()
     reported: Any = None
-    verdict_line: dict[str, Any] = {}
     for number, record in _trace_records(path):
         if record.get("type") == "run":
             if run:  # two traces joined: their answers would be mixed under one question
@@ -4902,11 +4892,9 @@ class BatchRun:
         self.config, self.options, self.runtime = config, options, runtime
         self.log_folder, self.folder_fd = batch_log_folder(config, options.output), folder_fd
         self.done, self.failed_before, self.progress = start.done, start.failed, progress
-        self.stats = BatchStats()
-        self.stop = asyncio.Event()
-        self.signalled = asyncio.Event()  # Ctrl-C, SIGTERM or SIGHUP: the questions in flight get a grace period
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.seen: set[str] = set()
+        # signalled: Ctrl-C, SIGTERM or SIGHUP, after which the questions in flight get a grace period
+        self.stats, self.stop, self.signalled = BatchStats(), asyncio.Event(), asyncio.Event()
+        self.tasks, self.seen = set[asyncio.Task[None]](), set[str]()
 
     def on_signal(self, number: int = signal.SIGINT) -> None:
         if self.stats.interrupted:  # a second Ctrl-C: stop now
