@@ -1174,9 +1174,8 @@ class Endpoint:
         self.questions = 0  # questions answering through it now (a batch runs several)
         # The stall rule (see refused): when the first request refused since the last 2xx went out, and the refusals.
         self.refused_since: float | None = None
-        self.accepted_at = -math.inf  # when the last 2xx came
         self.refusals: collections.Counter[str] = collections.Counter()
-        self.stall_warned = False
+        self.accepted_at, self.stall_warned = -math.inf, False  # when the last 2xx came; whether the warning was given
 
     def call_ended(self, failure: APIError | None) -> None:
         """Feed the breaker one finished call: None for a success, else its last error. Back-pressure is never
@@ -2478,9 +2477,8 @@ def judge_prompts(question: str, positions: list[Position], ballot: str = "answe
                              answer=prompts.quote_untrusted(p.final_answer), reasoning=_quoted(p.reasoning),
                              critique=_quoted(p.critique), rebuttal=_quoted(p.revision or p.rebuttal))
               for i, p in enumerate(positions)]
-    system = prompts.render(JUDGE_SYSTEMS[ballot])
-    return system, prompts.render(prompts.JUDGE_USER, question=prompts.quote_untrusted(question),
-                                  candidates="\n\n".join(blocks))
+    return prompts.render(JUDGE_SYSTEMS[ballot]), prompts.render(
+        prompts.JUDGE_USER, question=prompts.quote_untrusted(question), candidates="\n\n".join(blocks))
 
 
 @dataclass
@@ -2495,8 +2493,7 @@ class RunningCall:
 
 def median(values: list[float]) -> float:
     """The median of a non-empty list (the statistics module costs every start 4 ms to import)."""
-    ordered = sorted(values)
-    middle = len(ordered) // 2
+    ordered, middle = sorted(values), len(values) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
@@ -2698,8 +2695,7 @@ async def run_chains(state: Debate, question: str, workers: int, temperature: fl
 
 def candidate_label(index: int) -> str:
     """Neutral labels A, B, … Z, AA, AB …"""
-    label = ""
-    index += 1
+    label, index = "", index + 1
     while index:
         index, rest = divmod(index - 1, 26)
         label = chr(ord("A") + rest) + label
@@ -5727,8 +5723,7 @@ class TerminalEcho:
 def human_summary(record: RunRecord, streamed: str = "") -> str:
     """The human summary printed on stdout (the error itself goes to stderr). A full response is printed whole,
     unless it is what ``streamed`` already showed."""
-    lines = []
-    verdict = record.verdict
+    lines, verdict = list[str](), record.verdict
     rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
              else "; a rerun ran, and pass 1's verdict stands")
     if verdict is not None and record.answer_shape == "full":
