@@ -5547,26 +5547,23 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
 def add_debate_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that set a setting for this run (flag > environment > .env > default); each one's dest is the
     setting's .env name, which is how flag_settings finds them."""
-    parser.add_argument("-w", "--workers", dest="NUM_WORKERS", metavar="N", help="solvers per round (NUM_WORKERS)")
-    parser.add_argument("-j", "--judges", dest="NUM_JUDGES", metavar="N", help="judges (NUM_JUDGES)")
-    parser.add_argument("--rounds", dest="ROUNDS", metavar="N",
-                        help="debate rounds while the solvers disagree, 1-10 (ROUNDS; 1: no revision round)")
-    parser.add_argument("--no-rebuttal", dest="ENABLE_REBUTTAL", action="store_const", const="false",
-                        help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
-    parser.add_argument("--early-exit", dest="EARLY_EXIT", action="store_const", const="true",
-                        help="stop after phase 1 when every answer agrees (EARLY_EXIT=true)")
-    parser.add_argument("--phase-barriers", dest="PHASE_BARRIERS", action="store_const", const="true",
-                        help="each phase waits for the whole previous one (PHASE_BARRIERS=true)")
-    parser.add_argument("--model", dest="MODEL_NAME", metavar="NAME",
-                        help="model name sent to the endpoint (MODEL_NAME)")
+    def value(flags: str, setting: str, text: str, metavar: str = "N") -> None:  # flags: space-separated
+        parser.add_argument(*flags.split(), dest=setting, metavar=metavar, help=text)
+    def switch(flag: str, setting: str, const: str, text: str) -> None:  # its help ends "(SETTING=const)"
+        parser.add_argument(flag, dest=setting, action="store_const", const=const, help=f"{text} ({setting}={const})")
+
+    value("-w --workers", "NUM_WORKERS", "solvers per round (NUM_WORKERS)")
+    value("-j --judges", "NUM_JUDGES", "judges (NUM_JUDGES)")
+    value("--rounds", "ROUNDS", "debate rounds while the solvers disagree, 1-10 (ROUNDS; 1: no revision round)")
+    switch("--no-rebuttal", "ENABLE_REBUTTAL", "false", "skip the rebuttal phase")
+    switch("--early-exit", "EARLY_EXIT", "true", "stop after phase 1 when every answer agrees")
+    switch("--phase-barriers", "PHASE_BARRIERS", "true", "each phase waits for the whole previous one")
+    value("--model", "MODEL_NAME", "model name sent to the endpoint (MODEL_NAME)", "NAME")
     parser.add_argument("--env-file", metavar="PATH",
                         help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}, else ./.env)")
-    parser.add_argument("--max-calls", dest="MAX_CALLS", metavar="N",
-                        help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
-    parser.add_argument("--max-tokens", dest="MAX_TOTAL_TOKENS", metavar="N",
-                        help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
-    parser.add_argument("--deadline", dest="QUESTION_DEADLINE", metavar="SECONDS",
-                        help="stop a question after this long (QUESTION_DEADLINE; 0: none)")
+    value("--max-calls", "MAX_CALLS", "HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
+    value("--max-tokens", "MAX_TOTAL_TOKENS", "tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
+    value("--deadline", "QUESTION_DEADLINE", "stop a question after this long (QUESTION_DEADLINE; 0: none)", "SECONDS")
     parser.add_argument("--answer", dest="ANSWER_SHAPE", choices=("auto", *SHAPES),
                         help="short: a verdict with its worked solution; full: a whole response (code, prose), "
                              "ranked by the judges; auto (default): as the question asks (ANSWER_SHAPE)")
