@@ -1869,8 +1869,7 @@ class Billing:
 
     def __init__(self) -> None:
         self.prompt = self.completion = 1.0
-        self.billed = False  # whether any reply has been billed yet
-        self.first = asyncio.Lock()
+        self.billed, self.first = False, asyncio.Lock()  # billed: whether any reply has been billed yet
 
     def prompt_tokens(self, estimate: int) -> int:
         return math.ceil(estimate * self.prompt)
@@ -2672,8 +2671,7 @@ def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _
 async def run_chains(state: Debate, question: str, workers: int, temperature: float) -> list[Position]:
     """Phases 1-3 without barriers: each solver's critique starts as soon as its answer is valid, and its rebuttal
     as soon as the critique lands. The round is as slow as its slowest chain, not each phase's slowest call summed."""
-    solved: list[Position] = []
-    failed = 0
+    solved, failed = list[Position](), 0
 
     async def chain(slot: int) -> Position | None:
         nonlocal failed
@@ -4691,9 +4689,8 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
         # One of our --output-format openai-batch lines (a line from OpenAI itself has no "moa").
         response, extra = record.get("response"), record["moa"]
         done = isinstance(response, dict) and response.get("status_code") == 200 and not record.get("error")
-        normal = {"id": str(record["custom_id"]), "status": "ok" if done else "failed",
-                  "output_format": "openai-batch"}
-        return normal | {key: extra[key] for key in ("expected", "correct") if key in extra}
+        return {"id": str(record["custom_id"]), "status": "ok" if done else "failed", "output_format": "openai-batch",
+                **{key: extra[key] for key in ("expected", "correct") if key in extra}}
     ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
     return record if ours else None
 
