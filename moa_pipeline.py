@@ -2844,8 +2844,7 @@ def synthesis_fallback(shape: str) -> str:
 def require_enough(state: Debate, positions: list[Position], workers: int, quorum: int | None = None) -> None:
     """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS (or ``quorum``) solvers answered, with
     the last failed call's error as its cause (see lasting_error)."""
-    config = state.config
-    quorum = config.min_valid_answers if quorum is None else quorum
+    quorum = state.config.min_valid_answers if quorum is None else quorum
     if len(positions) >= quorum:
         return
     last = next((c for c in reversed(state.calls) if c.failure), None)
