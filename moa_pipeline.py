@@ -830,14 +830,11 @@ class AdaptiveLimit:
     CONGESTED_SHARE = 0.25
 
     def __init__(self, ceiling: int) -> None:
-        self.ceiling = ceiling
-        self.limit = float(ceiling)
-        self.in_flight = 0
+        self.ceiling, self.limit, self.in_flight = ceiling, float(ceiling), 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         # Of each recent response: how many requests were in flight when it was sent (it included), was it accepted?
         self.samples: collections.deque[tuple[int, bool]] = collections.deque(maxlen=self.SAMPLES)
-        self.cut_at = 0  # the level of the last cut, and how many times longer probes wait after it
-        self.patience = 1
+        self.cut_at, self.patience = 0, 1  # the level of the last cut, and how many times longer probes wait after it
         self.accepted: collections.deque[int] = collections.deque(maxlen=self.SAMPLES)  # levels of recent successes
         self.recover_to = 0  # grow fast up to here: the endpoint accepted this level before a collapse
 
@@ -1069,8 +1066,7 @@ class StreamedReply:
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
     """Assemble ``data:`` events; a stream cut (no ``[DONE]``, no finish_reason) ends "truncated", read as "length"."""
-    reply, echo = StreamedReply(), ECHO.get()
-    status = response.status_code
+    reply, echo, status = StreamedReply(), ECHO.get(), response.status_code
     if echo is not None:
         echo(None)
     try:
@@ -1178,9 +1174,8 @@ class Endpoint:
         self.questions = 0  # questions answering through it now (a batch runs several)
         # The stall rule (see refused): when the first request refused since the last 2xx went out, and the refusals.
         self.refused_since: float | None = None
-        self.accepted_at = -math.inf  # when the last 2xx came
         self.refusals: collections.Counter[str] = collections.Counter()
-        self.stall_warned = False
+        self.accepted_at, self.stall_warned = -math.inf, False  # when the last 2xx came; whether the warning was given
 
     def call_ended(self, failure: APIError | None) -> None:
         """Feed the breaker one finished call: None for a success, else its last error. Back-pressure is never
@@ -1679,8 +1674,7 @@ class RetriesUsed:
         wait = retry_delay(config, self.failures + self.busy + 1, error.retry_after, rng)
         if (error.backpressure and error.retry_after is not None and error.retry_after <= config.retry_max_delay
                 and self.busy < BUSY_RETRIES and self.busy_waited + wait <= BUSY_WAIT_LIMIT):
-            self.busy += 1
-            self.busy_waited += wait
+            self.busy, self.busy_waited = self.busy + 1, self.busy_waited + wait
             return wait
         if self.failures < config.max_retries:
             self.failures += 1
@@ -1712,8 +1706,7 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
         finish_attempt(state, call, attempt, messages, sending, error.unanswered)
         return error
     except asyncio.CancelledError:
-        attempt.outcome = "cancelled"
-        call.failure = call.failure or "cancelled"
+        attempt.outcome, call.failure = "cancelled", call.failure or "cancelled"
         finish_attempt(state, call, attempt, messages, sending, unanswered=True)
         raise
     attempt.outcome = "ok"
@@ -1876,8 +1869,7 @@ class Billing:
 
     def __init__(self) -> None:
         self.prompt = self.completion = 1.0
-        self.billed = False  # whether any reply has been billed yet
-        self.first = asyncio.Lock()
+        self.billed, self.first = False, asyncio.Lock()  # billed: whether any reply has been billed yet
 
     def prompt_tokens(self, estimate: int) -> int:
         return math.ceil(estimate * self.prompt)
@@ -1940,8 +1932,7 @@ class Budget:
         """Take one call and ``tokens`` if they fit."""
         if not self.fits(1, tokens):
             return False
-        self.calls += 1
-        self.tokens += tokens
+        self.calls, self.tokens = self.calls + 1, self.tokens + tokens
         return True
 
     @contextlib.contextmanager
@@ -2485,9 +2476,8 @@ def judge_prompts(question: str, positions: list[Position], ballot: str = "answe
                              answer=prompts.quote_untrusted(p.final_answer), reasoning=_quoted(p.reasoning),
                              critique=_quoted(p.critique), rebuttal=_quoted(p.revision or p.rebuttal))
               for i, p in enumerate(positions)]
-    system = prompts.render(JUDGE_SYSTEMS[ballot])
-    return system, prompts.render(prompts.JUDGE_USER, question=prompts.quote_untrusted(question),
-                                  candidates="\n\n".join(blocks))
+    return prompts.render(JUDGE_SYSTEMS[ballot]), prompts.render(
+        prompts.JUDGE_USER, question=prompts.quote_untrusted(question), candidates="\n\n".join(blocks))
 
 
 @dataclass
@@ -2502,8 +2492,7 @@ class RunningCall:
 
 def median(values: list[float]) -> float:
     """The median of a non-empty list (the statistics module costs every start 4 ms to import)."""
-    ordered = sorted(values)
-    middle = len(ordered) // 2
+    ordered, middle = sorted(values), len(values) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
@@ -2518,8 +2507,7 @@ class StragglerWatch:
     batch gains little, and a call a gateway retried costs an answer for nothing."""
 
     def __init__(self, state: Debate, phase: Phase, quorum: int) -> None:
-        self.debate, self.phase, self.quorum = state, phase, quorum
-        self.factor = state.config.straggler_factor
+        self.debate, self.phase, self.quorum, self.factor = state, phase, quorum, state.config.straggler_factor
         self.running: dict[str, RunningCall] = {}  # by agent
         self.finished: list[float] = []  # each answered call's seconds at the endpoint
         self.changed = asyncio.Event()  # a call started, ended, or sent a request
@@ -2683,8 +2671,7 @@ def critic_slot(slot: int, workers: int, models: Callable[[int], str] = lambda _
 async def run_chains(state: Debate, question: str, workers: int, temperature: float) -> list[Position]:
     """Phases 1-3 without barriers: each solver's critique starts as soon as its answer is valid, and its rebuttal
     as soon as the critique lands. The round is as slow as its slowest chain, not each phase's slowest call summed."""
-    solved: list[Position] = []
-    failed = 0
+    solved, failed = list[Position](), 0
 
     async def chain(slot: int) -> Position | None:
         nonlocal failed
@@ -2706,8 +2693,7 @@ async def run_chains(state: Debate, question: str, workers: int, temperature: fl
 
 def candidate_label(index: int) -> str:
     """Neutral labels A, B, … Z, AA, AB …"""
-    label = ""
-    index += 1
+    label, index = "", index + 1
     while index:
         index, rest = divmod(index - 1, 26)
         label = chr(ord("A") + rest) + label
@@ -2858,8 +2844,7 @@ def synthesis_fallback(shape: str) -> str:
 def require_enough(state: Debate, positions: list[Position], workers: int, quorum: int | None = None) -> None:
     """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS (or ``quorum``) solvers answered, with
     the last failed call's error as its cause (see lasting_error)."""
-    config = state.config
-    quorum = config.min_valid_answers if quorum is None else quorum
+    quorum = state.config.min_valid_answers if quorum is None else quorum
     if len(positions) >= quorum:
         return
     last = next((c for c in reversed(state.calls) if c.failure), None)
@@ -2884,8 +2869,7 @@ def tally_votes(votes: list[Vote], source: str = "judges", key: Callable[[str], 
     failed counts against it."""
     groups: dict[str, list[Vote]] = {}
     for vote in votes:
-        name = key(vote.answer)
-        if name:
+        if name := key(vote.answer):
             groups.setdefault(name, []).append(vote)
     if not groups:
         return None
@@ -2898,12 +2882,13 @@ def tally_votes(votes: list[Vote], source: str = "judges", key: Callable[[str], 
     return Verdict(best.answer.strip(), confidence, len(winners), valid, source, tally, confidence_stated=bool(stated))
 
 
-def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict | None:
+def solver_verdict(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> Verdict:
     """The fallback when no judge answered: the solvers' majority; its confidence, the share that agree (%), at most
     UNCHECKED_CONFIDENCE: five answers that key alike are no verdict when no judge could check them (issue 23)."""
     verdict = tally_votes([Vote(p.final_answer, None) for p in positions], source="solvers", key=key)
-    return verdict and replace(verdict, confidence=min(round(100 * verdict.agreeing / verdict.valid),
-                                                       UNCHECKED_CONFIDENCE))
+    if verdict is None:  # cannot happen: valid positions have non-empty answers
+        raise RunFailed("no answer could be counted")
+    return replace(verdict, confidence=min(round(100 * verdict.agreeing / verdict.valid), UNCHECKED_CONFIDENCE))
 
 
 # Why a verdict may not stand on its own: RunRecord.doubts' codes, each with the plain words the human summary says
@@ -2980,8 +2965,7 @@ def minority_report(verdict: Verdict, positions: list[Position],
     for position in positions:
         name = key(position.final_answer)
         if name and name != winner:
-            entry = held.setdefault(name, {"answer": position.final_answer.strip(), "judges": 0, "solvers": 0})
-            entry["solvers"] += 1
+            held.setdefault(name, {"answer": position.final_answer.strip(), "judges": 0, "solvers": 0})["solvers"] += 1
     return sorted(held.values(), key=lambda e: (-(e["judges"] + e["solvers"]), e["answer"]))
 
 
@@ -3069,8 +3053,7 @@ def _first_choices(ballots: Sequence[Ballot], candidates: Sequence[str]) -> dict
     known = set(candidates)
     firsts: dict[str, list[int]] = {agent: [] for agent in candidates}
     for ballot in ballots:
-        first = next((agent for agent in ballot.order if agent in known), None)
-        if first is not None:
+        if (first := next((agent for agent in ballot.order if agent in known), None)) is not None:
             firsts[first].append(ballot.confidence or 0)
     return firsts
 
@@ -3144,8 +3127,6 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
         state.note(f"no judge gave a FINAL ANSWER (nor an answer that could be read); the verdict is the solvers' "
                    f"majority, its confidence at most {UNCHECKED_CONFIDENCE}")
         verdict = solver_verdict(positions, key=key)
-    if verdict is None:  # cannot happen: valid positions have non-empty answers
-        raise RunFailed("no answer could be counted")
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind,
                    analyses=tuple(v.analysis for v in votes), judge_labels=labels_seen(state, positions, votes))
 
@@ -3314,8 +3295,6 @@ async def sample(state: Debate, question: str, strategy: Strategy) -> Verdict:
     state.positions[1] = positions
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
     verdict = solver_verdict(positions, typed_key(kind, letters, question))
-    if verdict is None:  # cannot happen: valid positions have non-empty answers
-        raise RunFailed("no answer could be counted")
     # "vote": no judge was asked, by design, so the doubt "no_judge_verdict" (a debate's judges failing) is not its
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind, source="vote")
 
@@ -4261,10 +4240,8 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str)
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
     if start.phase in (Phase.CRITIQUE, Phase.REBUTTAL):
         return positions
-    revisions = [a for a in ok if a.phase == Phase.REVISE]
-    for position in positions.values():
-        position.by_round = [position.final_answer]
-    for debate_round in range(2, max((a.debate_round for a in revisions), default=1) + 1):
+    revisions = [a for a in ok if a.phase == Phase.REVISE and a.debate_round > 1]
+    for debate_round in range(1, max((a.debate_round for a in revisions), default=1) + 1):  # round 1: none revised
         for record in (a for a in revisions if a.debate_round == debate_round and a.slot in positions):
             if revised := rebuttal_parser(shape)(record.response_text):
                 positions[record.slot].revision, positions[record.slot].final_answer = revised[0], revised[1].answer
@@ -4275,10 +4252,8 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str)
 
 def load_replay(path: Path, start: ReplayStart) -> Replay:
     """Read and check a trace: the question, and the pass whose verdict was reported; a bad one is a ConfigError."""
-    run: dict[str, Any] = {}
-    attempts: list[TraceAttempt] = []
+    run, verdict_line, attempts = dict[str, Any](), dict[str, Any](), list[TraceAttempt]()
     reported: Any = None
-    verdict_line: dict[str, Any] = {}
     for number, record in _trace_records(path):
         if record.get("type") == "run":
             if run:  # two traces joined: their answers would be mixed under one question
@@ -4713,9 +4688,8 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
         # One of our --output-format openai-batch lines (a line from OpenAI itself has no "moa").
         response, extra = record.get("response"), record["moa"]
         done = isinstance(response, dict) and response.get("status_code") == 200 and not record.get("error")
-        normal = {"id": str(record["custom_id"]), "status": "ok" if done else "failed",
-                  "output_format": "openai-batch"}
-        return normal | {key: extra[key] for key in ("expected", "correct") if key in extra}
+        return {"id": str(record["custom_id"]), "status": "ok" if done else "failed", "output_format": "openai-batch",
+                **{key: extra[key] for key in ("expected", "correct") if key in extra}}
     ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
     return record if ours else None
 
@@ -4910,11 +4884,9 @@ class BatchRun:
         self.config, self.options, self.runtime = config, options, runtime
         self.log_folder, self.folder_fd = batch_log_folder(config, options.output), folder_fd
         self.done, self.failed_before, self.progress = start.done, start.failed, progress
-        self.stats = BatchStats()
-        self.stop = asyncio.Event()
-        self.signalled = asyncio.Event()  # Ctrl-C, SIGTERM or SIGHUP: the questions in flight get a grace period
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.seen: set[str] = set()
+        # signalled: Ctrl-C, SIGTERM or SIGHUP, after which the questions in flight get a grace period
+        self.stats, self.stop, self.signalled = BatchStats(), asyncio.Event(), asyncio.Event()
+        self.tasks, self.seen = set[asyncio.Task[None]](), set[str]()
 
     def on_signal(self, number: int = signal.SIGINT) -> None:
         if self.stats.interrupted:  # a second Ctrl-C: stop now
@@ -5571,26 +5543,23 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
 def add_debate_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that set a setting for this run (flag > environment > .env > default); each one's dest is the
     setting's .env name, which is how flag_settings finds them."""
-    parser.add_argument("-w", "--workers", dest="NUM_WORKERS", metavar="N", help="solvers per round (NUM_WORKERS)")
-    parser.add_argument("-j", "--judges", dest="NUM_JUDGES", metavar="N", help="judges (NUM_JUDGES)")
-    parser.add_argument("--rounds", dest="ROUNDS", metavar="N",
-                        help="debate rounds while the solvers disagree, 1-10 (ROUNDS; 1: no revision round)")
-    parser.add_argument("--no-rebuttal", dest="ENABLE_REBUTTAL", action="store_const", const="false",
-                        help="skip the rebuttal phase (ENABLE_REBUTTAL=false)")
-    parser.add_argument("--early-exit", dest="EARLY_EXIT", action="store_const", const="true",
-                        help="stop after phase 1 when every answer agrees (EARLY_EXIT=true)")
-    parser.add_argument("--phase-barriers", dest="PHASE_BARRIERS", action="store_const", const="true",
-                        help="each phase waits for the whole previous one (PHASE_BARRIERS=true)")
-    parser.add_argument("--model", dest="MODEL_NAME", metavar="NAME",
-                        help="model name sent to the endpoint (MODEL_NAME)")
+    def value(flags: str, setting: str, text: str, metavar: str = "N") -> None:  # flags: space-separated
+        parser.add_argument(*flags.split(), dest=setting, metavar=metavar, help=text)
+    def switch(flag: str, setting: str, const: str, text: str) -> None:  # its help ends "(SETTING=const)"
+        parser.add_argument(flag, dest=setting, action="store_const", const=const, help=f"{text} ({setting}={const})")
+
+    value("-w --workers", "NUM_WORKERS", "solvers per round (NUM_WORKERS)")
+    value("-j --judges", "NUM_JUDGES", "judges (NUM_JUDGES)")
+    value("--rounds", "ROUNDS", "debate rounds while the solvers disagree, 1-10 (ROUNDS; 1: no revision round)")
+    switch("--no-rebuttal", "ENABLE_REBUTTAL", "false", "skip the rebuttal phase")
+    switch("--early-exit", "EARLY_EXIT", "true", "stop after phase 1 when every answer agrees")
+    switch("--phase-barriers", "PHASE_BARRIERS", "true", "each phase waits for the whole previous one")
+    value("--model", "MODEL_NAME", "model name sent to the endpoint (MODEL_NAME)", "NAME")
     parser.add_argument("--env-file", metavar="PATH",
                         help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}, else ./.env)")
-    parser.add_argument("--max-calls", dest="MAX_CALLS", metavar="N",
-                        help="HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
-    parser.add_argument("--max-tokens", dest="MAX_TOTAL_TOKENS", metavar="N",
-                        help="tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
-    parser.add_argument("--deadline", dest="QUESTION_DEADLINE", metavar="SECONDS",
-                        help="stop a question after this long (QUESTION_DEADLINE; 0: none)")
+    value("--max-calls", "MAX_CALLS", "HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
+    value("--max-tokens", "MAX_TOTAL_TOKENS", "tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
+    value("--deadline", "QUESTION_DEADLINE", "stop a question after this long (QUESTION_DEADLINE; 0: none)", "SECONDS")
     parser.add_argument("--answer", dest="ANSWER_SHAPE", choices=("auto", *SHAPES),
                         help="short: a verdict with its worked solution; full: a whole response (code, prose), "
                              "ranked by the judges; auto (default): as the question asks (ANSWER_SHAPE)")
@@ -5747,8 +5716,7 @@ class TerminalEcho:
 def human_summary(record: RunRecord, streamed: str = "") -> str:
     """The human summary printed on stdout (the error itself goes to stderr). A full response is printed whole,
     unless it is what ``streamed`` already showed."""
-    lines = []
-    verdict = record.verdict
+    lines, verdict = list[str](), record.verdict
     rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
              else "; a rerun ran, and pass 1's verdict stands")
     if verdict is not None and record.answer_shape == "full":
