@@ -5324,7 +5324,8 @@ def format_totals(lines: Iterable[dict[str, Any]]) -> dict[str, collections.Coun
     return sums
 
 
-def strategy_score(name: str, lines: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
+                   single: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One strategy's row of the report, from its batch lines: accuracy over the questions it answered (a failure
     is counted as failed, never as wrong), with its Wilson interval, and what a question cost."""
     rows = list(lines.values())
@@ -5342,17 +5343,15 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]]) -> dict[str, 
             "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
             "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
             "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
-            "format": format_totals(rows), "doubtful": sum(bool(r.get("doubts")) for r in rows), "vs_single": None}
+            "format": format_totals(rows), "doubtful": sum(bool(r.get("doubts")) for r in rows),
+            "vs_single": paired(single, lines) if single is not None and name != "single" else None}
 
 
 def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, Any]:
     """The report over the gold questions answered so far: a row per strategy, each paired with single, the most
     accurate, the best per call, and the closing line."""
     lines = {s.name: {i: r for i, r in options.lines_of(s).items() if i in gold_ids} for s in options.strategies}
-    rows = [strategy_score(name, by_id) for name, by_id in lines.items()]
-    for row in rows:
-        if "single" in lines and row["name"] != "single":
-            row["vs_single"] = paired(lines["single"], lines[row["name"]])
+    rows = [strategy_score(name, by_id, lines.get("single")) for name, by_id in lines.items()]
     ranked = sorted((r for r in rows if r["accuracy"] is not None),
                     key=lambda r: (-r["accuracy"], r["calls_per_question"] or 0))
     best = ranked[0] if ranked else None
@@ -5393,10 +5392,8 @@ def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thr
 
 def _accuracy_said(row: dict[str, Any], most: int) -> str:
     """The accuracy, and over how few questions when fewer than another strategy's (failures, or a stopped eval)."""
-    accuracy = f"{100 * row['accuracy']:.1f}%"
-    if not row["failed"] and row["answered"] >= most:
-        return accuracy
-    return f"{accuracy} of the {row['answered']} it answered" + (f"; {row['failed']} failed" if row["failed"] else "")
+    fewer = f" of the {row['answered']} it answered" if row["failed"] or row["answered"] < most else ""
+    return f"{100 * row['accuracy']:.1f}%{fewer}" + (f"; {row['failed']} failed" if row["failed"] else "")
 
 
 def _shown(value: float | None, form: str = "{:.1f}") -> str:
@@ -5815,14 +5812,12 @@ def batch_options(args: argparse.Namespace, questions_file: str, output_name: st
 
 def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
     """--eval's plan: the strategies, and FOLDER made (a link or a file there is refused); nothing sent yet."""
-    if args.eval == "-":
-        raise ConfigError("--eval needs a file, not stdin: each strategy reads its questions once more")
     if config.answer_shape == "full":  # a whole response is never compared with a gold answer: nothing to score
         raise ConfigError("--eval scores short answers against gold ones; ANSWER_SHAPE=full (--answer full) would pay "
                           "for every call and score nothing: use --answer short or auto")
-    if args.dry_run or args.replay_from or args.output_format == "openai-batch":
-        raise ConfigError("--dry-run, --from and --output-format openai-batch do not go with --eval, which reads its "
-                          "own result lines back for the report")
+    if args.eval == "-" or args.dry_run or args.replay_from or args.output_format == "openai-batch":
+        raise ConfigError("--eval needs a file (each strategy reads it again), and reads its own result lines back for "
+                          "the report: stdin, --dry-run, --from and --output-format openai-batch do not go with --eval")
     names = [name for name in (args.strategies or DEFAULT_STRATEGIES).split(",") if name.strip()]
     strategies = tuple(dict.fromkeys(Strategy.parse(name) for name in names))
     if not strategies:
@@ -5835,10 +5830,6 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
     if what_is_at(folder) not in ("nothing", "other") or (folder.exists() and not folder.is_dir()):
         raise ConfigError(f"-o {folder}: not a folder (a file or a symbolic link is there): --eval writes a folder "
                           "of results; give another -o")
-    with contextlib.suppress(OSError):  # lstat: a link named report.md is replaced, never written through
-        if os.path.samestat(os.stat(args.eval), os.lstat(folder / "report.md")):
-            raise ConfigError(f"-o {folder}: {folder / 'report.md'} is the gold file {args.eval}; the report would be "
-                              "written over it: choose another -o, or rename the gold file")
     ids = gold_ids(config, args.eval)
     try:
         make_private_folders(folder)
@@ -5846,8 +5837,8 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
         raise unusable_path(err, f"the eval folder {folder}", "choose another -o") from None
     batch = batch_options(args, args.eval, str(folder / f"{strategies[0].name}.jsonl"), "--eval")
     options = EvalOptions(folder, strategies, batch, ids)
-    for strategy in strategies[1:]:
-        check_batch_paths(args.eval, options.output_for(strategy))
+    for path in [*map(options.output_for, strategies[1:]), folder / "report.md"]:  # never the gold, nor a link
+        check_batch_paths(args.eval, path)
     return options
 
 

@@ -262,7 +262,7 @@ def test_a_resume_after_sigterm_repeats_no_call(server, tmp_path: Path) -> None:
     (["--eval", "gold.jsonl", "--output-format", "openai-batch"], "do not go with --eval"),
     (["-q", "Hi?", "--strategies", "single"], "--strategies goes with --eval"),
     (["--eval", "gold.jsonl", "-o", "."], "eval/single.jsonl"),
-    (["--eval", "report.md", "-o", "./"], "report.md is the gold file"),
+    (["--eval", "report.md", "-o", "./"], "report.md is the questions file report.md itself"),
     (["--eval", "gold.jsonl", "--answer", "full"], "ANSWER_SHAPE=full"),
     (["--eval", "gold.jsonl", "--strategies", "single,vote@5", "--max-calls", "3"], "vote@5 needs 5"),
 ], ids=["stdin", "bad-strategy", "no-strategy", "no-answers", "missing", "output-is-a-file", "dry-run",
@@ -341,7 +341,7 @@ def test_the_report_reads_only_this_layouts_files(shard: tuple[int, int] | None,
     for name, correct in files.items():
         write_lines(tmp_path / name, correct)
     split = moa.Shard(*shard) if shard else None
-    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"),),
+    options = moa.EvalOptions(tmp_path, (moa.Strategy.parse("single"),),
                               moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl", shard=split), frozenset("ab"))
     assert moa.eval_report(options, options.gold_ids)["strategies"][0]["correct"] == expected
 
@@ -364,7 +364,7 @@ def test_the_closing_line_claims_nothing_edge_data_does_not_show(files: dict[str
         (tmp_path / f"{name}.jsonl").write_text("".join(
             json.dumps({"id": i, **(line(right) if right is not None else line(None, "failed"))}) + "\n"
             for i, right in correct.items()))
-    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
+    options = moa.EvalOptions(tmp_path, (moa.Strategy.parse("single"), moa.Strategy.parse("debate")),
                               moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl"), frozenset("abc"))
     assert moa.eval_report(options, options.gold_ids)["conclusion"].split(" The debate")[0] == conclusion
 
@@ -388,7 +388,7 @@ def test_an_unreadable_results_file_leaves_the_rest_of_the_report(tmp_path: Path
     write_lines(tmp_path / "single.1-of-2.jsonl", {"a": True})
     write_lines(tmp_path / "elsewhere.jsonl", {"b": True})
     (tmp_path / "single.2-of-2.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
-    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("single"),),
+    options = moa.EvalOptions(tmp_path, (moa.Strategy.parse("single"),),
                               moa.BatchOptions("g.jsonl", tmp_path / "single.jsonl", shard=moa.Shard(1, 2)),
                               frozenset("ab"))
     assert moa.eval_report(options, options.gold_ids)["strategies"][0]["answered"] == 1
@@ -398,7 +398,7 @@ def test_an_unreadable_results_file_leaves_the_rest_of_the_report(tmp_path: Path
 def test_without_single_the_closing_line_says_the_debate_was_not_compared(tmp_path: Path) -> None:
     """No `single` among the strategies: the closing line says why it cannot tell whether the debate beats one call."""
     write_lines(tmp_path / "debate.jsonl", {"a": True, "b": False})
-    options = moa.EvalOptions("g.jsonl", tmp_path, (moa.Strategy.parse("debate"),),
+    options = moa.EvalOptions(tmp_path, (moa.Strategy.parse("debate"),),
                               moa.BatchOptions("g.jsonl", tmp_path / "debate.jsonl"), frozenset("ab"))
     conclusion = moa.eval_report(options, options.gold_ids)["conclusion"]
     assert conclusion.endswith("The debate was not compared with a single call: add single to --strategies.")
