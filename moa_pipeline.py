@@ -5463,13 +5463,13 @@ async def run_eval(config: Config, options: EvalOptions, runtime: Runtime) -> tu
 # --- 15. CLI -------------------------------------------------------------------------------------
 
 HELP_EPILOG = ("examples:\n"
-               '  python moa_pipeline.py -q "What is 17 * 23?"               # a verdict and its solution\n'
-               '  python moa_pipeline.py -q "Write a function that merges two sorted lists" --stream\n'
+               '  %(prog)s -q "What is 17 * 23?"               # a verdict and its solution\n'
+               '  %(prog)s -q "Write a function that merges two sorted lists" --stream\n'
                "                                         # a whole response: ranked, synthesized, streamed\n"
-               '  echo "What is 17 * 23?" | python moa_pipeline.py -q - --json\n'
-               "  python moa_pipeline.py -f questions.jsonl -o results.jsonl --concurrency 4\n"
-               '  python moa_pipeline.py -q "..." --max-calls 8 --dry-run\n'
-               "  python moa_pipeline.py --replay logs/moa_run_20260101_120000.jsonl --from judges\n"
+               '  echo "What is 17 * 23?" | %(prog)s -q - --json\n'
+               "  %(prog)s -f questions.jsonl -o results.jsonl --concurrency 4\n"
+               '  %(prog)s -q "..." --max-calls 8 --dry-run\n'
+               "  %(prog)s --replay logs/moa_run_20260101_120000.jsonl --from judges\n"
                "settings: flags > environment > .env > defaults; see .env.example.\n"
                "exit codes: 0 verdict (batch: all ok), 1 run failed (batch: could not go on),\n"
                "  2 usage or configuration error, 3 batch finished with failed questions or bad\n"
@@ -5487,8 +5487,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    command = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "moa-pipeline"  # as run (help names it)
     parser = OneLineParser(
-        epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=f"python {command}" if command.endswith(".py") else command, epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge (vote or "
                     "rank), and for a whole response, synthesize.")
     add_source_flags(parser)

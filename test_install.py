@@ -43,6 +43,9 @@ def test_console_script_runs_from_any_folder_with_its_env_file(tmp_path) -> None
                           env=environment, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["calls_pass_1"] == 4 + 4 + 4 + 3, "NUM_WORKERS came from $MOA_ENV_FILE"
+    shown = subprocess.run([str(script), "--help"], cwd=elsewhere, env=environment, capture_output=True, text=True,
+                           timeout=60)
+    assert "\n  moa-pipeline -q " in shown.stdout and "python moa_pipeline.py" not in shown.stdout  # as it was run
     module = subprocess.run([sys.executable, "-m", "moa_pipeline", "--version"], cwd=elsewhere, env=environment,
                             capture_output=True, text=True, timeout=60)
     assert module.returncode == 0 and moa.__version__ in module.stdout
@@ -61,3 +64,10 @@ def test_an_older_python_gets_one_line(monkeypatch, capsys) -> None:
     assert moa.main(["-q", "Q?"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs Python 3.11" in err
+
+
+def test_help_from_a_clone_names_python_and_the_file(monkeypatch) -> None:
+    """Run from a clone, --help's examples say `python moa_pipeline.py`, the command the user typed (issue 24)."""
+    monkeypatch.setattr(sys, "argv", ["./moa_pipeline.py", "--help"])
+    shown = moa.build_parser().format_help()
+    assert "\n  python moa_pipeline.py -q " in shown and shown.startswith("usage: python moa_pipeline.py ")
