@@ -2984,7 +2984,7 @@ def converged_after_critique(positions: list[Position], key: Callable[[str], str
 
 def answers_match(question: str, *answers: str) -> bool:
     """Whether the answers are all the same, compared as the question's answer type."""
-    key = typed_key(detect_answer_type(question, list(answers)), choice_letters(question), question)
+    key = typed_key(detect_answer_type(question, list(answers)), question)
     return len({key(answer) for answer in answers}) <= 1
 
 
@@ -2993,9 +2993,9 @@ def judges_split(verdict: Verdict) -> bool:
     return verdict.source == "judges" and 2 * verdict.agreeing <= verdict.valid
 
 
-def typed_key(kind: str, letters: frozenset[str], question: str = "") -> Callable[[str], str]:
-    """How answers are keyed for comparison; with the question, a sentence is read as its answer (answer_key)."""
-    return lambda answer: answer_key(kind, answer, letters, question)
+def typed_key(kind: str, question: str) -> Callable[[str], str]:
+    """How answers to ``question`` are keyed for comparison: its choice letters, and a sentence read as its answer."""
+    return functools.partial(answer_key, kind, letters=choice_letters(question), question=question)
 
 
 def unanimous_verdict(positions: list[Position], workers: int, question: str = "",
@@ -3121,7 +3121,7 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
     read = functools.partial(vote_of, by_label=kind == "long")  # free text: votes on strings cannot agree, labels can
     votes = await judge(state, question, positions, plan.judges, "label" if kind == "long" else "answer", read)
     log_phase(state, Phase.JUDGE)
-    key = typed_key(kind, letters, question)  # the vote reads answers as the comparison does
+    key = typed_key(kind, question)  # the vote reads answers as the comparison does
     verdict = tally_votes(votes, key=key, asked=plan.judges)
     if verdict is None:
         state.note(f"no judge gave a FINAL ANSWER (nor an answer that could be read); the verdict is the solvers' "
@@ -3294,7 +3294,7 @@ async def sample(state: Debate, question: str, strategy: Strategy) -> Verdict:
     require_enough(state, positions, strategy.samples, quorum=1)
     state.positions[1] = positions
     kind, letters = detect_answer_type(question, [p.final_answer for p in positions]), choice_letters(question)
-    verdict = solver_verdict(positions, typed_key(kind, letters, question))
+    verdict = solver_verdict(positions, typed_key(kind, question))
     # "vote": no judge was asked, by design, so the doubt "no_judge_verdict" (a debate's judges failing) is not its
     return replace(verdict, answer=present_answer(kind, verdict.answer, letters), kind=kind, source="vote")
 
@@ -3348,7 +3348,7 @@ async def run_question(state: Debate, question: str, replay: Replay | None, stra
                     await rerun(state, question)
             if synthesis:
                 reported = state.verdicts[(state.reported or 1) - 1]
-                await synthesize(state, question, typed_key(reported.kind, choice_letters(question), question))
+                await synthesize(state, question, typed_key(reported.kind, question))
                 log_phase(state, Phase.SYNTHESIS)
     except TimeoutError:
         if not deadline.expired():
@@ -3401,7 +3401,7 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
     verdict = verdicts[reported - 1] if reported else None
     positions = state.positions.get(reported or 1, []) if state else []
     calls, skipped = (tuple(state.calls), list(state.skipped)) if state else ((), [])
-    key = typed_key(verdict.kind, choice_letters(question), question) if verdict else normalize_answer  # as voted
+    key = typed_key(verdict.kind, question) if verdict else normalize_answer  # as the vote compared
     judged = verdict if verdict and verdict.source in ("judges", "ranking") else None
     usage, formats = usage_totals(calls, config), format_counts(calls)
     shape, synthesis = (state.shape, state.synthesis) if state else ("short", None)

@@ -789,7 +789,7 @@ def test_human_output_says_what_the_vote_hides() -> None:
     positions = [moa.Position(i, "390", "", final_answer="391") for i in range(4)]
     positions.append(moa.Position(4, "392", "", final_answer="392"))
     verdict = moa.Verdict("391", 70, 1, 3, "judges", {"391": 1, "390": 1, "392": 1})
-    key = moa.typed_key(verdict.kind, moa.choice_letters("Q?"))
+    key = moa.typed_key(verdict.kind, "Q?")
     record = dataclasses.replace(moa.run_record(moa.Config(URL, FAKE_KEY), "Q?"), judges_split=True,
                                  dissent=moa.minority_report(verdict, positions, key), converged_after_critique=True,
                                  answers=moa.answer_changes(positions, key))

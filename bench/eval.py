@@ -52,7 +52,7 @@ sys.path.insert(0, str(HERE.parent))
 from open_check import check_response  # noqa: E402
 
 import moa_pipeline as moa  # noqa: E402
-from parsing import choice_letters, detect_answer_type  # noqa: E402
+from parsing import detect_answer_type  # noqa: E402
 
 # Three ways to answer an open-ended item, all read off one debate (see open_debate).
 OPEN_CONFIGS = ("select-vote", "select-rank", "synthesis")
@@ -127,8 +127,8 @@ async def sample(config: moa.Config, endpoint: moa.Endpoint, question: str, expe
         positions = await moa.generate(debate, question, k, config.temperature)
     except moa.MoAError:
         positions = []
-    kind, letters = detect_answer_type(question, [p.answer for p in positions]), choice_letters(question)
-    verdict = moa.solver_verdict(positions, key=moa.typed_key(kind, letters))
+    kind = detect_answer_type(question, [p.answer for p in positions])
+    verdict = moa.solver_verdict(positions, key=moa.typed_key(kind, question)) if positions else None
     correct = verdict is not None and moa.answers_match(question, verdict.answer, expected)
     return Outcome(correct, len(debate.calls), tokens_of(debate.calls, config))
 
