@@ -48,12 +48,14 @@ import collections
 import contextlib
 import contextvars
 import copy
+import difflib
 import enum
 import errno
 import fcntl
 import functools
 import hashlib
 import importlib.util
+import inspect
 import io
 import ipaddress
 import itertools
@@ -76,7 +78,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from string import Template
-from typing import Any, BinaryIO, Generic, Literal, NoReturn, TypeVar
+from typing import Any, BinaryIO, Generic, Literal, NoReturn, NotRequired, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 try:
@@ -124,7 +126,9 @@ EXIT_TRY_LATER = 75  # EX_TEMPFAIL: batch output locked, or the breaker saw an o
 EXIT_INTERRUPTED = 130  # Ctrl-C, SIGTERM, or SIGHUP (a closed terminal)
 __version__ = "0.6.0"
 # The library's API; every other name is the module's own, and may change in any release.
-__all__ = ["debate", "Result", "Config", "ConfigError", "RunFailed", "main", "console", "__version__"]
+__all__ = ["debate", "debate_sync", "Debater", "Settings", "Result", "Usage", "PhaseCounts", "FormatCounts",
+           "SolverAnswers", "Dissent", "RankedCandidate", "Config", "ConfigError", "RunFailed", "main", "console",
+           "__version__"]
 MIN_PYTHON = (3, 11)  # asyncio.timeout, TaskGroup, ExceptionGroup
 DEFAULT_ENV_FILE = ".env"
 ENV_FILE_VARIABLE = "MOA_ENV_FILE"  # names the env file without --env-file, so a crontab line needs no `cd`
@@ -1176,6 +1180,7 @@ class Endpoint:
         self.refused_since: float | None = None
         self.refusals: collections.Counter[str] = collections.Counter()
         self.accepted_at, self.stall_warned = -math.inf, False  # when the last 2xx came; whether the warning was given
+        self.shared_budget: Budget | None = None  # a Debater's, over all its debates (see Budget.shared)
 
     def call_ended(self, failure: APIError | None) -> None:
         """Feed the breaker one finished call: None for a success, else its last error. Back-pressure is never
@@ -1643,7 +1648,7 @@ def finish_attempt(state: Debate, call: AgentCall, attempt: Attempt, messages: l
     attempt.latency_s = state.runtime.clock() - state.started - attempt.started_s
     budget = state.budget
     if not unanswered:  # settled to what was billed
-        budget.tokens += attempt.prompt_tokens + attempt.completion_tokens - attempt.reserved
+        budget.settle(attempt.prompt_tokens + attempt.completion_tokens - attempt.reserved)
     if budget.billing.learn(sending.prompt_estimate, sending.max_tokens, attempt.prompt_tokens,
                             attempt.completion_tokens) and budget.max_tokens:
         state.note(f"the endpoint billed {attempt.prompt_tokens}+{attempt.completion_tokens} tokens for a reply of "
@@ -1900,10 +1905,12 @@ class Billing:
 
 class Budget:
     """Per-question limits on HTTP requests and tokens (0 = unlimited). Every attempt reserves one call and its worst
-    case as billed, settled to the reported tokens after. ``floor_*`` is kept back for later phases (kept_back)."""
+    case as billed, settled to the reported tokens after. ``floor_*`` is kept back for later phases (kept_back).
+    ``shared``: a Debater's budget over all its debates, which every reservation and settlement also goes to."""
 
-    def __init__(self, max_calls: int = 0, max_tokens: int = 0, billing: Billing | None = None) -> None:
-        self.max_calls, self.max_tokens = max_calls, max_tokens
+    def __init__(self, max_calls: int = 0, max_tokens: int = 0, billing: Billing | None = None,
+                 shared: Budget | None = None) -> None:
+        self.max_calls, self.max_tokens, self.shared = max_calls, max_tokens, shared
         self.billing = billing if billing is not None else Billing()
         self.calls = self.tokens = self.floor_calls = self.floor_tokens = 0
         # (calls, tokens) kept for the synthesis from the start, under every other phase: it is dropped last.
@@ -1911,13 +1918,14 @@ class Budget:
 
     @property
     def limited(self) -> bool:
-        return bool(self.max_calls or self.max_tokens)
+        return bool(self.max_calls or self.max_tokens) or bool(self.shared and self.shared.limited)
 
     def fits(self, calls: int, tokens: int) -> bool:
         """The one budget rule: ``calls`` and ``tokens`` fit in what is left above the floors kept back."""
         held_calls, held_tokens = self.synthesis
         return ((not self.max_calls or self.calls + self.floor_calls + held_calls + calls <= self.max_calls) and
-                (not self.max_tokens or self.tokens + self.floor_tokens + held_tokens + tokens <= self.max_tokens))
+                (not self.max_tokens or self.tokens + self.floor_tokens + held_tokens + tokens <= self.max_tokens)
+                and (self.shared is None or self.shared.fits(calls, tokens)))
 
     def release_synthesis(self, tokens: int) -> bool:
         """Give the synthesis's reserve up for one call of ``tokens`` it alone keeps out (the solvers' quorum: the
@@ -1932,8 +1940,17 @@ class Budget:
         """Take one call and ``tokens`` if they fit."""
         if not self.fits(1, tokens):
             return False
-        self.calls, self.tokens = self.calls + 1, self.tokens + tokens
+        self.calls += 1
+        self.settle(tokens)
+        if self.shared:
+            self.shared.calls += 1
         return True
+
+    def settle(self, tokens: int) -> None:
+        """Count ``tokens`` more (fewer, when negative: a reservation settled to what was billed)."""
+        self.tokens += tokens
+        if self.shared:
+            self.shared.tokens += tokens
 
     @contextlib.contextmanager
     def kept_back(self, calls: int, tokens: int) -> Iterator[None]:
@@ -1968,13 +1985,16 @@ def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critiq
     return DebatePlan(0, 0, 0)
 
 
-def usage_totals(calls: Iterable[AgentCall], config: Config) -> dict[str, Any]:
+def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
     """Token totals over the given calls; ``estimated`` when any count was estimated."""
     attempts = [attempt for call in calls for attempt in call.attempts]
     prompt, completion = sum(a.prompt_tokens for a in attempts), sum(a.completion_tokens for a in attempts)
     cost = cost_usd(prompt, completion, config)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "estimated": any(a.usage_estimated for a in attempts), **({} if cost is None else {"cost_usd": cost})}
+    usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                  estimated=any(a.usage_estimated for a in attempts))
+    if cost is not None:
+        usage["cost_usd"] = cost
+    return usage
 
 
 def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config) -> float | None:
@@ -2284,10 +2304,66 @@ class Debate:
         return seconds - (self.runtime.clock() - self.started - self.queue.age()) if seconds else math.inf
 
 
-def format_counts(calls: Iterable[AgentCall]) -> dict[str, dict[str, int]]:
+class Usage(TypedDict):
+    """RunRecord.usage, and each phase's in usage_by_phase: tokens as billed (``estimated`` when a reply gave none)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: bool
+    cost_usd: NotRequired[float]  # only when PRICE_INPUT_PER_MTOK or PRICE_OUTPUT_PER_MTOK is set
+
+
+class PhaseCounts(TypedDict):
+    """RunRecord.phases: the calls of a phase that ended with a usable reply, and those that did not."""
+
+    ok: int
+    failed: int
+
+
+class FormatCounts(TypedDict):
+    """RunRecord.format (format_counts)."""
+
+    replies: int
+    last_tier: int
+    failed: int
+
+
+class SolverAnswers(TypedDict):
+    """One solver in RunRecord.answers (answer_changes)."""
+
+    agent: str
+    model: str
+    answer: str
+    final_answer: str
+    changed: bool
+    by_round: list[str]
+
+
+class Dissent(TypedDict):
+    """One answer other than the verdict in RunRecord.dissent (minority_report), and how many held it."""
+
+    answer: str
+    judges: int
+    solvers: int
+
+
+class RankedCandidate(TypedDict):
+    """A full answer's candidate in RunRecord.ranking: its Standing, and the model that wrote it."""
+
+    agent: str
+    label: str
+    score: float
+    low: float
+    high: float
+    first_places: int
+    model: str
+
+
+def format_counts(calls: Iterable[AgentCall]) -> dict[str, FormatCounts]:
     """RunRecord.format: per phase that had calls, the 2xx replies read, the accepted ones read only by the last
     tier, and the unusable ones (unusable_reply)."""
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str, FormatCounts] = {}
     for call in calls:
         entry = counts.setdefault(call.phase, {"replies": 0, "last_tier": 0, "failed": 0})
         for attempt in call.attempts:
@@ -2313,7 +2389,7 @@ class RunRecord:
     response: str | None  # what the user gets, whole: the full response, or the short answer itself
     final_answer: str | None  # the short answer (None for a full one)
     solution: str | None  # the worked solution behind final_answer (worked_solution, or the synthesis)
-    ranking: list[dict[str, Any]]  # full answers: each candidate's Borda standing, best first
+    ranking: list[RankedCandidate]  # full answers: each candidate's Borda standing, best first
     synthesized: bool  # the response (or the solution) was written by the synthesis
     confidence: int | None
     judges_agreeing: int  # 0 when the verdict did not come from the judges
@@ -2323,17 +2399,17 @@ class RunRecord:
     unanimous: bool
     rerun: bool
     rounds: int  # debate rounds run in the reported debate (0 when no solver answered)
-    phases: dict[str, dict[str, int]]
-    format: dict[str, dict[str, int]]  # per phase that had calls: replies, last_tier, failed (format_counts)
-    answers: list[dict[str, Any]]
-    dissent: list[dict[str, Any]]
+    phases: dict[str, PhaseCounts]
+    format: dict[str, FormatCounts]  # per phase that had calls: replies, last_tier, failed (format_counts)
+    answers: list[SolverAnswers]
+    dissent: list[Dissent]
     converged_after_critique: bool
     judges_split: bool
     doubts: list[str]  # why the verdict may not stand on its own (DOUBTS' codes); [] when nothing casts doubt
     llm_calls: int
     http_requests: int
-    usage: dict[str, Any]
-    usage_by_phase: dict[str, dict[str, Any]]
+    usage: Usage
+    usage_by_phase: dict[str, Usage]
     cost_usd: float | None
     budget_limited: bool
     degraded: bool  # fewer calls than planned made the answer: one failed, was cut, or a budget skipped it
@@ -2930,13 +3006,13 @@ def verdict_doubts(verdict: Verdict, positions: list[Position], key: Callable[[s
     return [code for code, doubted in found.items() if doubted]
 
 
-def format_failed(counts: Mapping[str, int]) -> bool:
+def format_failed(counts: FormatCounts) -> bool:
     """Most of a phase's replies were unusable or read only by its last tier (RunRecord.format's counts)."""
     return 2 * (counts["last_tier"] + counts["failed"]) > counts["replies"] > 0
 
 
 def run_doubts(verdict: Verdict | None, positions: list[Position], key: Callable[[str], str],
-               formats: Mapping[str, Mapping[str, int]], gave_up: Collection[Phase]) -> list[str]:
+               formats: Mapping[str, FormatCounts], gave_up: Collection[Phase]) -> list[str]:
     """RunRecord.doubts, in DOUBTS' order: the vote's, each phase whose format mostly failed, each given up on."""
     found = set(verdict_doubts(verdict, positions, key) if verdict else [])
     found |= {f"{phase}_format_failed" for phase, counts in formats.items() if format_failed(counts)}
@@ -2954,10 +3030,10 @@ def worked_solution(verdict: Verdict, positions: list[Position], key: Callable[[
 
 
 def minority_report(verdict: Verdict, positions: list[Position],
-                    key: Callable[[str], str] = normalize_answer) -> list[dict[str, Any]]:
+                    key: Callable[[str], str] = normalize_answer) -> list[Dissent]:
     """Every answer other than the verdict that judges or solvers held, with how many held it."""
     winner = key(verdict.answer)
-    held: dict[str, dict[str, Any]] = {}
+    held: dict[str, Dissent] = {}
     if verdict.source == "judges":
         for name, count in verdict.tally.items():
             if name != winner:
@@ -2969,7 +3045,7 @@ def minority_report(verdict: Verdict, positions: list[Position],
     return sorted(held.values(), key=lambda e: (-(e["judges"] + e["solvers"]), e["answer"]))
 
 
-def answer_changes(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> list[dict[str, Any]]:
+def answer_changes(positions: list[Position], key: Callable[[str], str] = normalize_answer) -> list[SolverAnswers]:
     """For each solver: its first answer, its final one, and whether its rebuttal or a later round changed it."""
     return [{"agent": p.agent, "model": p.model, "answer": p.answer, "final_answer": p.final_answer,
              "changed": key(p.answer) != key(p.final_answer), "by_round": p.by_round or [p.final_answer]}
@@ -3369,7 +3445,7 @@ async def answer_question(config: Config, question: str, endpoint: Endpoint, run
     (a failure is in the record). Cancelled, it still writes the files, and ``handover`` (if given) has the record."""
     shape = replay.shape if replay else config.shape_of(question)
     state = Debate(config, endpoint, runtime, os.urandom(6).hex(), runtime.clock(), shape=shape.shape,
-                   budget=Budget(config.max_calls, config.max_total_tokens, endpoint.billing))
+                   budget=Budget(config.max_calls, config.max_total_tokens, endpoint.billing, endpoint.shared_budget))
     log.info("answer shape: %s (%s)", shape.shape, shape.reason)
     transcript_path, state.trace, file_error = open_run_files(config, runtime, place)
     if state.trace:
@@ -3411,7 +3487,8 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
         response=(synthesis if shape == "full" and synthesis else verdict.answer) if verdict else None,
         final_answer=verdict.answer if verdict and shape == "short" else None,
         solution=(synthesis or worked_solution(verdict, positions, key)) if verdict and shape == "short" else None,
-        ranking=[asdict(s) | {"model": models.get(s.agent, "")} for s in verdict.standings] if verdict else [],
+        ranking=[cast(RankedCandidate, asdict(s) | {"model": models.get(s.agent, "")}) for s in verdict.standings]
+        if verdict else [],
         synthesized=bool(verdict and synthesis),
         confidence=verdict.confidence if verdict else None, judges_agreeing=judged.agreeing if judged else 0,
         judges_valid=judged.valid if judged else 0, verdict_source=verdict.source if verdict else None,
@@ -3437,42 +3514,87 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
 Result = RunRecord
 
 
-# Keyword names debate() accepts besides each setting's lower-case name: the CLI's -w and -j.
-OVERRIDE_ALIASES = {"workers": "NUM_WORKERS", "judges": "NUM_JUDGES"}
+class Settings(TypedDict, total=False):
+    """The settings debate(), debate_sync() and Debater take as keywords: each setting's lower-case name (README,
+    Settings), one name per setting; None leaves a setting as the environment, .env or ``config`` set it. A type
+    checker reads this, so a misspelt name or a wrong type fails before the run (README, Use from Python)."""
+
+    proxy_url: str | None  # the chat-completions URL, or a base URL (…/v1)
+    api_key: str | None  # sent as a Bearer token
+    model_name: str | None  # one model, or a comma-separated list for the solver slots
+    judge_model: str | None  # default: the first of model_name
+    solver_styles: bool | None  # a reasoning stance per solver slot
+    shuffle_judges: bool | None  # each judge sees the candidates in a rotated order
+    num_workers: int | None  # solvers per round, 1-64
+    min_valid_answers: int | None  # phase-1 answers needed to go on
+    max_retries: int | None  # retries per call after the first attempt
+    retry_base_delay: float | None  # backoff base, seconds
+    retry_max_delay: float | None  # cap on any wait, Retry-After included
+    request_timeout: float | None  # seconds per request
+    temperature: float | None  # solvers, critics, rebuttals
+    max_tokens: int | None  # per solver, critic and rebuttal reply
+    judge_temperature: float | None
+    judge_max_tokens: int | None
+    num_judges: int | None  # 1-25
+    rounds: int | None  # debate rounds while the solvers disagree, 1-10
+    min_judge_confidence: int | None  # below it, one rerun
+    enable_rebuttal: bool | None
+    enable_file_logging: bool | None  # a transcript per run
+    log_dir: str | os.PathLike[str] | None
+    log_filename_prefix: str | None
+    max_concurrent_requests: int | None  # requests in flight (a Debater's: for all its debates)
+    max_calls: int | None  # HTTP requests per question, 0 = no limit
+    max_total_tokens: int | None  # tokens per question, 0 = no limit
+    price_input_per_mtok: float | None  # USD per million prompt tokens
+    price_output_per_mtok: float | None  # USD per million completion tokens
+    enable_jsonl_trace: bool | None  # None: as enable_file_logging
+    gateway_token: str | None  # Cloudflare AI Gateway's cf-aig-authorization
+    max_question_chars: int | None
+    max_response_bytes: int | None
+    stream: bool | None
+    straggler_factor: float | None  # cut a call this many times slower than its phase's median, 0 = never
+    early_exit: bool | None  # skip the debate when every phase-1 answer agrees
+    phase_barriers: bool | None
+    question_deadline: float | None  # seconds a question may take, 0 = no limit
+    stall_timeout: float | None  # seconds with no request accepted: stop, 0 = never
+    answer_shape: Literal["auto", "short", "full"] | None
+    synthesize: Literal["auto", "on", "off"] | None
+    synthesis_model: str | None  # default: the first judge model
 
 
-def setting_text(value: Any) -> str:
-    """A Python value as the settings parsers read it (None: unset)."""
-    return ("true" if value else "false") if isinstance(value, bool) else "" if value is None else str(value)
-
-
-# What a debate() keyword takes, by the type of its Config field: the Python types, and their name.
+# What a keyword takes, by the type of its Config field: the Python types, and their name.
 KEYWORD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "bool": ((bool,), "True or False"), "int": ((int,), "a whole number"),
-    "float": ((int, float), "a number"), "str": ((str,), "a string")}
+    "float": ((int, float), "a number"), "str": ((str, os.PathLike), "a string")}
+# Settings a Debater's connection is made of: each of its debates shares them, so a call cannot change them.
+CLIENT_SETTINGS = ("proxy_url", "api_key", "gateway_token", "max_concurrent_requests", "request_timeout",
+                   "max_response_bytes", "stream", "stall_timeout")
 
 
 def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
-    """The Config of a debate() call: ``config``, else flags > environment > .env as for the CLI; keyword overrides on
+    """The Config of a library call: ``config``, else flags > environment > .env as for the CLI; keyword settings on
     top (None: leave it), each checked by library_value, so a Config built by hand gets the CLI's limits too.
-    TypeError for a ``config`` that is not a Config; ConfigError for an unknown name or a setting given twice."""
+    TypeError for a ``config`` that is not a Config; ConfigError for an unknown name."""
     if config is not None and not isinstance(config, Config):
         raise TypeError(f"config: expected a moa_pipeline.Config or None, got {type(config).__name__}")
-    names = {s.field: s.env for s in SETTINGS} | OVERRIDE_ALIASES
-    if unknown := sorted(set(overrides) - set(names)):
-        raise ConfigError(f"unknown setting {unknown[0]!r}: use a setting's lower-case name, such as "
-                          "workers, judges, rounds or max_tokens (see README, Settings)")
-    by_env = {s.env: s for s in SETTINGS}
-    flags: dict[str, str] = {}
-    for name, value in overrides.items():
-        if names[name] in flags:
-            raise ConfigError(f"{names[name]} is given twice: use one of {name!r} and its other name")
-        if value is not None:
-            flags[names[name]] = library_value(name, value, by_env[names[name]])
+    by_field = {s.field: s for s in SETTINGS}
+    for name in overrides.keys() - by_field.keys():
+        close = difflib.get_close_matches(name, list(by_field), n=1)
+        raise ConfigError(f"unknown setting {name!r}: " + (f"did you mean {close[0]!r}? " if close else "")
+                          + "settings are their lower-case names, such as num_workers or max_tokens (README, Settings)")
+    flags = {by_field[name].env: library_value(name, value, by_field[name])
+             for name, value in overrides.items() if value is not None}
     if config is None:
         return load_config(flags, os.environ, read_env_file(None, os.environ))
     given = {s.env: library_value(f"config.{s.field}", getattr(config, s.field), s) for s in SETTINGS}
     return load_config(given | flags, {}, {}, warn=False)
+
+
+def setting_text(value: Any) -> str:
+    """A Python value as the settings parsers read it (None: unset)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(os.fspath(value) if isinstance(value, os.PathLike) else value)
 
 
 def library_value(label: str, value: Any, setting: Setting) -> str:
@@ -3491,43 +3613,162 @@ def library_value(label: str, value: Any, setting: Setting) -> str:
     return setting_text(value)
 
 
-async def debate(question: str, *, config: Config | None = None, _runtime: Runtime | None = None,
-                 _replay: Replay | None = None, _record: Handover | None = None, **overrides: Any) -> Result:
-    """Answer one question by a debate; the library's way in, and the CLI's.
-
-    Settings come from the environment and .env, as for the CLI, unless ``config`` is given; keyword overrides
-    use the settings' lower-case names (``workers=3, judges=1, rounds=2``). Writes the transcript and trace as
-    the settings say, and never prints, exits or installs signal handlers. Raises TypeError (an argument of the
-    wrong type), ConfigError (a bad setting or question, or an HTTP client the environment breaks: nothing was
-    sent) or RunFailed (no verdict; its ``result`` says why). The underscored keywords are the CLI's: its test
-    seams, a replay, and the record it reports from even when the run is cancelled."""
-    if not log.handlers:  # a library logs nowhere until its caller sets logging up
-        log.addHandler(logging.NullHandler())
+def library_question(config: Config, question: Any) -> str:
+    """A library caller's question as the run takes it; TypeError or ConfigError (nothing sent) for one it cannot."""
     if not isinstance(question, str):
         raise TypeError(f"question: expected a str, got {type(question).__name__}"
                         + (" (decode it first)" if isinstance(question, (bytes, bytearray)) else ""))
-    config = library_config(config, overrides)
-    check_proxy_environment()
     if not question.strip():
         raise ConfigError("the question is empty")
-    question = valid_text(question)
-    check_question(config, question)  # before any file is made: ConfigError means nothing happened
-    runtime = replace(_runtime or Runtime(), secrets=config.secrets)
+    text = valid_text(question)
+    check_question(config, text)  # before any file is made: ConfigError means nothing happened
+    return text
+
+
+def client_endpoint(config: Config, runtime: Runtime) -> Endpoint:
+    """The Endpoint (one connection pool, request limit, cool-down and breaker) that debates share; ConfigError for
+    an HTTP client the environment breaks (nothing sent). Closing its client is the caller's."""
+    check_proxy_environment()
     try:
-        client = open_client(config)
+        return Endpoint(config, open_client(config), runtime)
     except (httpx.InvalidURL, OSError, ValueError) as err:  # no text: a proxy URL may hold a password
         raise ConfigError(f"cannot set up the HTTP client ({err.__class__.__name__}): check HTTP_PROXY, "
                           "HTTPS_PROXY, ALL_PROXY and SSL_CERT_FILE") from None
-    async with client:
-        run = await answer_question(config, question, Endpoint(config, client, runtime), runtime, _record, _replay)
+
+
+async def debated(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
+                  record: Handover | None = None, replay: Replay | None = None) -> Result:
+    """The library's run of one question: its record with secrets masked; ConfigError, or RunFailed (its own kind:
+    EndpointUnreachable, DeadlinePassed) when there is no verdict."""
+    run = await answer_question(config, question, endpoint, runtime, record, replay)
     result = run.masked(config.secrets)
     if isinstance(run.exception, ConfigError):
         raise run.exception
-    if run.status != "ok":  # the run's own kind (EndpointUnreachable, DeadlinePassed), message masked
+    if run.status != "ok":  # the run's own kind, message masked
         kind = type(run.exception) if isinstance(run.exception, RunFailed) else RunFailed
         cause = run.exception.cause if isinstance(run.exception, RunFailed) else None
         raise kind(result.error or "the run produced no verdict", result, cause) from run.exception
     return result
+
+
+def quiet_library() -> None:
+    if not log.handlers:  # a library logs nowhere until its caller sets logging up
+        log.addHandler(logging.NullHandler())
+
+
+async def debate(question: str, *, config: Config | None = None, **settings: Unpack[Settings]) -> Result:
+    """Answer one question by a debate: the one-shot way in (many questions: Debater, which shares one connection
+    pool, request limit and budget among them).
+
+    Settings come from the environment and .env, as for the CLI, unless ``config`` is given; keywords set
+    settings by their lower-case names (``num_workers=3, num_judges=1, rounds=2``; see Settings). Writes the
+    transcript and trace as the settings say, and never prints, exits or installs signal handlers. Raises TypeError
+    (an argument of the wrong type), ConfigError (a bad setting or question, or an HTTP client the environment
+    breaks: nothing was sent) or RunFailed (no verdict; its ``result`` says why)."""
+    quiet_library()
+    config = library_config(config, settings)
+    question = library_question(config, question)
+    runtime = Runtime(secrets=config.secrets)
+    endpoint = client_endpoint(config, runtime)
+    async with endpoint.client:
+        return await debated(config, question, endpoint, runtime)
+
+
+def debate_sync(question: str, *, config: Config | None = None, **settings: Unpack[Settings]) -> Result:
+    """debate() for a script or a REPL that runs no event loop; RuntimeError inside one (a notebook, a coroutine),
+    where ``await debate(...)`` is the way: a second loop cannot run in the thread of the first."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(debate(question, config=config, **settings))
+    raise RuntimeError("debate_sync() cannot run inside a running event loop (a notebook, an async function): "
+                       "use `await moa_pipeline.debate(...)` there")
+
+
+class Debater:
+    """One client for many debates, as one AsyncOpenAI client is for many requests: every debate through it shares
+    one connection pool, one adaptive request limit (MAX_CONCURRENT_REQUESTS in flight across all of them), one
+    cool-down, one circuit breaker and, when ``total_max_calls`` or ``total_max_tokens`` is set, one budget over
+    all its debates (each question's MAX_CALLS and MAX_TOTAL_TOKENS still hold). Use it as an async context manager::
+
+        async with moa_pipeline.Debater(num_workers=3) as client:
+            results = await client.debate_many(questions)
+
+    Settings as for debate(); a call's keywords apply to that call, except CLIENT_SETTINGS (the connection's)."""
+
+    def __init__(self, *, config: Config | None = None, total_max_calls: int = 0, total_max_tokens: int = 0,
+                 **settings: Unpack[Settings]) -> None:
+        quiet_library()
+        self.config = library_config(config, settings)
+        for name, total in (("total_max_calls", total_max_calls), ("total_max_tokens", total_max_tokens)):
+            if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+                raise ConfigError(f"{name}={total!r}: expected a whole number, 0 or more (0: no limit)")
+        self.budget = Budget(total_max_calls, total_max_tokens)  # the shared one: what every debate has spent
+        self.runtime = Runtime(secrets=self.config.secrets)
+        self.endpoint: Endpoint | None = None
+
+    async def __aenter__(self) -> Debater:
+        if self.endpoint is not None:
+            raise RuntimeError("this Debater is already open: use one `async with` per client")
+        self.endpoint = client_endpoint(self.config, self.runtime)
+        self.endpoint.shared_budget = self.budget
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.endpoint is not None:
+            await self.endpoint.client.aclose()
+            self.endpoint = None
+
+    def config_for(self, settings: Mapping[str, Any]) -> Config:
+        """The config of one call: the client's, with the call's keyword settings on top."""
+        if fixed := [name for name in CLIENT_SETTINGS if settings.get(name) is not None]:
+            raise ConfigError(f"{fixed[0]}: the client's connection setting, shared by all its debates: set it "
+                              "when making the Debater")
+        return library_config(self.config, settings)
+
+    async def debate(self, question: str, **settings: Unpack[Settings]) -> Result:
+        """One question through the shared client; raises as debate() does."""
+        config = self.config_for(settings)
+        return await self.run(config, library_question(config, question))
+
+    async def debate_many(self, questions: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY,
+                          **settings: Unpack[Settings]) -> list[Result]:
+        """Every question, at most ``concurrency`` at once (the shared request limit paces their calls), results in
+        the questions' order. A question without a verdict is its failed Result (``status``, ``error``), not an
+        exception; a bad setting or question raises before anything is sent."""
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency={concurrency!r}: expected a whole number, 1 or more")
+        config = self.config_for(settings)
+        texts, room = [library_question(config, question) for question in questions], asyncio.Semaphore(concurrency)
+
+        async def one(text: str) -> Result:
+            async with room:
+                try:
+                    return await self.run(config, text)
+                except RunFailed as failed:
+                    if failed.result is None:  # debated always gives one
+                        raise
+                    return failed.result
+        return list(await asyncio.gather(*map(one, texts)))
+
+    async def run(self, config: Config, question: str) -> Result:
+        if self.endpoint is None:
+            raise RuntimeError("open the Debater first: `async with moa_pipeline.Debater(...) as client:`")
+        return await debated(config, question, self.endpoint, self.runtime)
+
+
+def settings_signature(function: Callable[..., Any]) -> None:
+    """help() and inspect show each of Settings as a keyword-only parameter, where Python would show **settings."""
+    signature = inspect.signature(function)
+    kept = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    named = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                               annotation=getattr(kind, "__forward_arg__", kind))  # as written: "int | None"
+             for name, kind in Settings.__annotations__.items()]
+    function.__signature__ = signature.replace(parameters=kept + named)  # type: ignore[attr-defined]
+
+
+for _function in (debate, debate_sync, Debater.__init__, Debater.debate, Debater.debate_many):
+    settings_signature(_function)
 
 
 def save_run_files(state: Debate, record: RunRecord, replay: Replay | None,
@@ -5657,7 +5898,8 @@ def said_by_the_minority(record: RunRecord) -> list[str]:
 def ranking_lines(record: RunRecord, verdict: Verdict, rerun: str) -> list[str]:
     """A full answer's lines under the response: how far the judges agree on it, the ranking, who wrote it."""
     if not record.ranking:
-        judged = sum(record.phases.get(Phase.JUDGE, {}).get(n, 0) for n in ("ok", "failed"))
+        judges = record.phases.get(Phase.JUDGE, PhaseCounts(ok=0, failed=0))
+        judged = judges["ok"] + judges["failed"]
         why = ("every solver wrote the same response (early exit)" if verdict.source == "unanimous"
                else "no judge gave a usable ranking" if judged else "no judge ran (the budget skipped them)")
         return [f"Confidence: {verdict.confidence}/100, unranked: {why}{rerun}",
@@ -5757,7 +5999,9 @@ async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover
     task = asyncio.current_task()
     with signals_handled(stop_signals(), lambda _: task.cancel() if task else None):
         try:
-            await debate(question, config=config, _runtime=runtime, _replay=replay, _record=run)
+            endpoint = client_endpoint(config, runtime)
+            async with endpoint.client:
+                await debated(config, question, endpoint, runtime, run, replay)
         except MoAError as err:  # the run records its own; one raised before it started is recorded here
             if run.record.error is None:
                 run.record = run.record.ended(err)

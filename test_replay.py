@@ -210,13 +210,13 @@ def test_the_cli_replays_with_every_model_against_a_real_server(server, tmp_path
 @pytest.mark.parametrize("arguments, error, words", [
     ({"question": b"What is 17 * 23?"}, TypeError, "question: expected a str, got bytes"),
     ({"config": {"num_workers": 3}}, TypeError, "config: expected a moa_pipeline.Config or None, got dict"),
-    ({"workers": 3.0}, TypeError, "workers=3.0: expected a whole number, got float"),
-    ({"judges": True}, TypeError, "judges=True: expected a whole number, got bool"),
+    ({"num_workers": 3.0}, TypeError, "num_workers=3.0: expected a whole number, got float"),
+    ({"num_judges": True}, TypeError, "num_judges=True: expected a whole number, got bool"),
     ({"rounds": [2]}, TypeError, "rounds=[2]: expected a whole number, got list"),
     ({"temperature": {"t": 1}}, TypeError, "temperature={'t': 1}: expected a number, got dict"),
     ({"stream": 1}, TypeError, "stream=1: expected True or False, got int"),
     ({"model_name": ["a", "b"]}, TypeError, "model_name=['a', 'b']: expected a string, got list"),
-    ({"workers": 0}, moa.ConfigError, "workers=0 is not valid for NUM_WORKERS: expected a whole number from 1 to 64"),
+    ({"num_workers": 0}, moa.ConfigError, "num_workers=0 is not valid for NUM_WORKERS: expected a whole number from 1 to 64"),
     ({"temperature": 2.5}, moa.ConfigError, "temperature=2.5 is not valid for TEMPERATURE: expected a number from 0 to 2"),
     ({"max_tokens": "many"}, moa.ConfigError, "max_tokens='many' is not valid for MAX_TOKENS"),
 ], ids=["bytes-question", "dict-config", "float-workers", "bool-judges", "list-rounds", "dict-temperature",
@@ -244,7 +244,7 @@ def test_a_config_built_by_hand_names_its_bad_field_and_hides_secrets() -> None:
         asyncio.run(moa.debate(QUESTION, api_key=12345678901234))
     assert str(caught.value) == "api_key=***: expected a string, got int"
     assert route.call_count == 0
-    result = asyncio.run(moa.debate(QUESTION, workers="3", judges=1, temperature=1, stream=False))
+    result = asyncio.run(moa.debate(QUESTION, num_workers="3", num_judges=1, temperature=1, stream=False))
     sent = [c.request.headers["X-MoA-Phase"] for c in route.calls]
     assert result.status == "ok" and (sent.count("generate"), sent.count("judge")) == (3, 1), \
         "text, an int for a number and a bool are all still taken"

@@ -286,20 +286,20 @@ def test_replay_from_a_round_the_trace_or_the_settings_cannot_reach_is_one_usage
 
 @respx.mock
 def test_debate_sends_the_calls_asked_for_and_matches_the_clis_json(capsys, monkeypatch) -> None:
-    """workers=3, judges=1: 3 solver calls and 1 judge call; to_dict() is the CLI's --json of that run."""
+    """num_workers=3, num_judges=1: 3 solver calls and 1 judge call; to_dict() is the CLI's --json of that run."""
     route = respx.post(URL).mock(side_effect=FakeModel())
-    result = asyncio.run(moa.debate("What is 17 * 23?", workers=3, judges=1))
+    result = asyncio.run(moa.debate("What is 17 * 23?", num_workers=3, num_judges=1))
     assert phases_of(route).count("generate") == 3 and phases_of(route).count("judge") == 1
     assert isinstance(result, moa.Result) and result.final_answer == "391" and result.status == "ok"
     assert capsys.readouterr() == ("", ""), "the library never prints"
     seen: list[moa.Result] = []
-    real = moa.debate
+    real = moa.debated
 
     async def spy(*args, **kwargs):
         seen.append(await real(*args, **kwargs))
         return seen[-1]
 
-    monkeypatch.setattr(moa, "debate", spy)
+    monkeypatch.setattr(moa, "debated", spy)  # the CLI runs through it, as debate() does
     code, printed = run_json(["-q", "What is 17 * 23?", "-w", "3", "-j", "1"], capsys)
     assert code == 0 and seen and seen[0].to_dict() == printed
 
@@ -307,7 +307,7 @@ def test_debate_sends_the_calls_asked_for_and_matches_the_clis_json(capsys, monk
 @respx.mock
 def test_result_is_frozen_and_to_dict_is_a_copy() -> None:
     respx.post(URL).mock(side_effect=FakeModel())
-    result = asyncio.run(moa.debate("What is 17 * 23?", workers=2, judges=1, rounds=2))
+    result = asyncio.run(moa.debate("What is 17 * 23?", num_workers=2, num_judges=1, rounds=2))
     with pytest.raises(FrozenInstanceError):
         result.final_answer = "7"  # type: ignore[misc]
     first = result.to_dict()
@@ -319,10 +319,10 @@ def test_result_is_frozen_and_to_dict_is_a_copy() -> None:
 
 @pytest.mark.parametrize("overrides, words", [
     ({"wrokers": 3}, "unknown setting 'wrokers'"),
-    ({"workers": 0}, "NUM_WORKERS"),
+    ({"num_workers": 0}, "NUM_WORKERS"),
     ({"rounds": 11}, "ROUNDS"),
     ({"max_tokens": "many"}, "MAX_TOKENS"),
-    ({"workers": 1}, "MIN_VALID_ANSWERS"),
+    ({"num_workers": 1}, "MIN_VALID_ANSWERS"),
 ])
 @respx.mock
 def test_bad_overrides_raise_config_error_before_any_request(overrides, words) -> None:
@@ -345,7 +345,7 @@ def test_a_config_built_by_hand_gets_the_same_limits() -> None:
 
 @pytest.mark.parametrize("overrides, error, words", [
     ({"model_name": ["a", "b"]}, TypeError, "expected a string"),
-    ({"workers": 2, "num_workers": 4}, moa.ConfigError, "NUM_WORKERS is given twice"),
+    ({"workers": 2}, moa.ConfigError, r"unknown setting .workers.: did you mean .num_workers.\?"),
     ({"rounds": {"n": 2}}, TypeError, "expected a whole number"),
 ])
 @respx.mock
@@ -358,14 +358,14 @@ def test_override_values_must_be_plain(overrides, error, words) -> None:
 @respx.mock
 def test_none_leaves_a_setting_as_it_is() -> None:
     route = respx.post(URL).mock(side_effect=FakeModel())
-    result = asyncio.run(moa.debate("Q?", rounds=None, workers=2, judges=1))
+    result = asyncio.run(moa.debate("Q?", rounds=None, num_workers=2, num_judges=1))
     assert result.status == "ok" and phases_of(route).count("generate") == 2
 
 
 @respx.mock
 def test_odd_questions_and_environments_raise_only_config_error(monkeypatch, tmp_path) -> None:
     route = respx.post(URL).mock(side_effect=FakeModel())
-    result = asyncio.run(moa.debate("What is 17*23? \udcff", workers=2, judges=1))
+    result = asyncio.run(moa.debate("What is 17*23? \udcff", num_workers=2, num_judges=1))
     assert result.status == "ok", "bytes that were not UTF-8 become U+FFFD, as on the command line"
     monkeypatch.setenv("HTTPS_PROXY", "http://user:hunter2@::bad::")
     with pytest.raises(moa.ConfigError) as caught:
@@ -384,7 +384,7 @@ def test_a_transcript_that_cannot_be_written_is_said_in_the_result(tmp_path) -> 
     respx.post(URL).mock(side_effect=FakeModel())
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    result = asyncio.run(moa.debate("Q?", workers=2, judges=1, log_dir=str(blocker)))
+    result = asyncio.run(moa.debate("Q?", num_workers=2, num_judges=1, log_dir=str(blocker)))
     assert result.status == "ok" and result.write_error and result.transcript is None
 
 
@@ -401,7 +401,7 @@ def test_an_empty_or_overlong_question_is_a_config_error() -> None:
 def test_a_run_without_a_verdict_raises_run_failed_with_its_result(capsys) -> None:
     respx.post(URL).mock(return_value=httpx.Response(500, json={"error": "down"}))
     with pytest.raises(moa.RunFailed) as caught:
-        asyncio.run(moa.debate("Q?", max_retries=0, workers=3, judges=1))
+        asyncio.run(moa.debate("Q?", max_retries=0, num_workers=3, num_judges=1))
     assert caught.value.result is not None and caught.value.result.status == "failed"
     assert caught.value.result.to_dict()["phases"]["generate"]["failed"] == 3
     assert capsys.readouterr() == ("", "")
@@ -424,7 +424,7 @@ def test_settings_come_from_config_when_given(monkeypatch) -> None:
     asyncio.run(moa.debate("Q?", config=config))
     assert phases_of(route).count("generate") == 2
     route.calls.clear()
-    result = asyncio.run(moa.debate("Q?", config=config, workers=4, enable_file_logging=False))
+    result = asyncio.run(moa.debate("Q?", config=config, num_workers=4, enable_file_logging=False))
     assert phases_of(route).count("generate") == 4 and result.transcript is None
 
 
@@ -457,7 +457,7 @@ def test_several_questions_at_once_with_gather() -> None:
     respx.post(URL).mock(side_effect=FakeModel())
 
     async def main() -> list[moa.Result]:
-        return await asyncio.gather(*(moa.debate(q, workers=2, judges=1) for q in ("A?", "B?", "C?")))
+        return await asyncio.gather(*(moa.debate(q, num_workers=2, num_judges=1) for q in ("A?", "B?", "C?")))
 
     results = asyncio.run(main())
     assert [r.question for r in results] == ["A?", "B?", "C?"] and all(r.final_answer == "391" for r in results)
@@ -490,7 +490,7 @@ LIBRARY_SCRIPT = """
 import asyncio, sys
 import moa_pipeline
 try:
-    asyncio.run(moa_pipeline.debate("What is 17 * 23?", workers=3, judges=1, max_retries=0))
+    asyncio.run(moa_pipeline.debate("What is 17 * 23?", num_workers=3, num_judges=1, max_retries=0))
 except moa_pipeline.RunFailed as failed:
     sys.stdout.write("RunFailed " + failed.result.status)
 """

@@ -77,7 +77,8 @@ def test_a_vote_holds_only_what_the_tally_reads() -> None:
 
 
 CEILING = 6000  # lines: moa_pipeline.py grows by simplifying, not by accretion (issue 21)
-PUBLIC = {"debate", "Result", "Config", "ConfigError", "RunFailed", "main", "console", "__version__"}
+PUBLIC = {"debate", "debate_sync", "Debater", "Settings", "Result", "Usage", "PhaseCounts", "FormatCounts",
+          "SolverAnswers", "Dissent", "RankedCandidate", "Config", "ConfigError", "RunFailed", "main", "console", "__version__"}
 # Where a section must use a name defined in a later one, and why. Every other reference points back.
 LOOKS_AHEAD = {
     "Fault": "§5 reads each reply and names its fault by the retry table in §6, which steers the loop beside it",

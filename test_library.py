@@ -1,0 +1,267 @@
+"""The library surface (issue 24): typed keyword settings, the shared client (Debater), debate_sync, and what a
+type checker sees in a user's script."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from conftest import FAKE_KEY, URL, FakeModel, completion, phases_of, solver_text
+
+import moa_pipeline as moa
+
+HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.usefixtures("endpoint_env")
+
+
+# --- the typed surface ------------------------------------------------------------------------------
+
+
+def test_settings_name_every_setting_once() -> None:
+    """Settings (what a type checker sees) has one key per Config field, by the same name: no alias, none missing."""
+    assert list(moa.Settings.__annotations__) == [f.name for f in dataclasses.fields(moa.Config)]
+
+
+@pytest.mark.parametrize("function", [moa.debate, moa.debate_sync, moa.Debater, moa.Debater.debate,
+                                      moa.Debater.debate_many],
+                         ids=["debate", "debate_sync", "Debater", "Debater.debate", "Debater.debate_many"])
+def test_the_signature_shows_each_setting_as_a_keyword_and_no_private_hook(function) -> None:
+    """help() and inspect show every setting as a keyword-only parameter with its type; no underscored parameter."""
+    parameters = inspect.signature(function).parameters
+    assert not [name for name in parameters if name.startswith("_")]
+    for field in dataclasses.fields(moa.Config):
+        assert parameters[field.name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameters[field.name].default is None and "None" in str(parameters[field.name].annotation)
+    assert not [p for p in parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("workers", "did you mean 'num_workers'?"),
+    ("judges", "did you mean 'num_judges'?"),
+    ("temprature", "did you mean 'temperature'?"),
+    ("xyzzy", "settings are their lower-case names"),
+], ids=["old-workers-alias", "old-judges-alias", "typo", "nothing-close"])
+@respx.mock
+def test_an_unknown_keyword_names_the_setting_it_resembles(name, hint) -> None:
+    """One name per setting: the old aliases and typos are ConfigErrors that suggest the right name; nothing sent."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    with pytest.raises(moa.ConfigError, match=f"unknown setting '{name}'") as caught:
+        moa.debate_sync("Q?", **{name: 3})
+    assert hint in str(caught.value) and route.call_count == 0
+
+
+@respx.mock
+def test_a_path_is_taken_for_log_dir(tmp_path) -> None:
+    """log_dir takes a pathlib.Path as well as a string."""
+    respx.post(URL).mock(side_effect=FakeModel())
+    result = moa.debate_sync("What is 17 * 23?", num_workers=2, num_judges=1, log_dir=tmp_path / "mine")
+    assert result.transcript and Path(result.transcript).parent == tmp_path / "mine"
+
+
+def user_script_errors(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "user.py"
+    script.write_text("import moa_pipeline\n\n\n" + body)
+    return subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--cache-dir",
+                           str(tmp_path / "cache"), str(script)], capture_output=True, text=True,
+                          env={"MYPYPATH": str(HERE), "PATH": "/usr/bin:/bin"}, cwd=tmp_path, timeout=120)
+
+
+def test_mypy_strict_fails_a_user_script_with_a_misspelt_or_mistyped_setting(tmp_path) -> None:
+    """The README's recipe (MYPYPATH at the clone): a misspelt keyword and a wrong type fail mypy --strict."""
+    bad = user_script_errors(tmp_path, 'async def main() -> None:\n'
+                                       '    await moa_pipeline.debate("Q?", num_wrokers=3)\n'
+                                       '    moa_pipeline.debate_sync("Q?", temperature="hot")\n'
+                                       '    async with moa_pipeline.Debater(answer_shape="long") as client:\n'
+                                       '        await client.debate("Q?", judges=2)\n')
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert 'Unexpected keyword argument "num_wrokers"' in bad.stdout and 'did you mean "num_workers"' in bad.stdout
+    assert 'Argument "temperature" to "debate_sync" has incompatible type "str"' in bad.stdout
+    assert 'Argument "answer_shape" to "Debater"' in bad.stdout and '"judges"' in bad.stdout
+    good = user_script_errors(tmp_path, 'async def main() -> int | None:\n'
+                                        '    async with moa_pipeline.Debater(num_workers=3) as client:\n'
+                                        '        result = await client.debate("Q?", num_judges=1, rounds=2)\n'
+                                        '    usage: moa_pipeline.Usage = result.usage\n'
+                                        '    return result.confidence if usage["total_tokens"] else None\n')
+    assert good.returncode == 0, good.stdout + good.stderr
+
+
+# --- debate_sync ------------------------------------------------------------------------------------
+
+
+@respx.mock
+def test_debate_sync_answers_outside_an_event_loop() -> None:
+    """A script with no event loop gets the Result as debate() would give it."""
+    respx.post(URL).mock(side_effect=FakeModel())
+    result = moa.debate_sync("What is 17 * 23?", num_workers=2, num_judges=1)
+    assert result.status == "ok" and result.final_answer == "391"
+
+
+@respx.mock
+async def test_debate_sync_refuses_inside_a_running_loop_and_leaves_nothing_behind() -> None:
+    """Inside a running loop (a notebook): RuntimeError saying to await debate(); no coroutine left unawaited."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError, match=r"inside a running event loop .*await moa_pipeline.debate"):
+            moa.debate_sync("What is 17 * 23?")
+    assert route.call_count == 0
+
+
+# --- the shared client ------------------------------------------------------------------------------
+
+
+class InFlight:
+    """A respx side effect that answers like FakeModel a few loop turns later, counting requests in flight at once."""
+
+    def __init__(self) -> None:
+        self.model, self.now, self.most = FakeModel(), 0, 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            for _ in range(5):  # the event loop's turns, no real time: the other debates send meanwhile
+                await asyncio.sleep(0)
+            return self.model(request)
+        finally:
+            self.now -= 1
+
+
+@respx.mock
+async def test_debates_through_one_client_share_its_request_limit_pool_and_breaker(monkeypatch) -> None:
+    """Twenty concurrent debates through one Debater keep MAX_CONCURRENT_REQUESTS in flight in all, over one HTTP
+    client and one Endpoint (its limit, cool-down and breaker); the client is closed on leaving."""
+    server = InFlight()
+    respx.post(URL).mock(side_effect=server)
+    clients, endpoints = [], set()
+    open_client, answer_question = moa.open_client, moa.answer_question
+    monkeypatch.setattr(moa, "open_client", lambda config: clients.append(open_client(config)) or clients[-1])
+
+    async def spy(config, question, endpoint, *args, **kwargs):
+        endpoints.add(id(endpoint))
+        return await answer_question(config, question, endpoint, *args, **kwargs)
+
+    monkeypatch.setattr(moa, "answer_question", spy)
+    async with moa.Debater(max_concurrent_requests=3, num_workers=3, num_judges=1) as client:
+        results = await asyncio.gather(*(client.debate(f"What is 17 * 23? ({n})") for n in range(20)))
+    assert [r.status for r in results] == ["ok"] * 20
+    assert server.most == 3, "never more than the one shared limit in flight"
+    assert len(clients) == 1 and len(endpoints) == 1 and clients[0].is_closed
+
+
+@respx.mock
+async def test_one_debate_alone_keeps_its_own_limit() -> None:
+    """Without a Debater, each debate() has its own client and limit, as documented (the reason Debater exists)."""
+    server = InFlight()
+    respx.post(URL).mock(side_effect=server)
+    await asyncio.gather(*(moa.debate("What is 17 * 23?", max_concurrent_requests=3, num_workers=3, num_judges=1)
+                           for _ in range(4)))
+    assert server.most > 3
+
+
+@respx.mock
+async def test_a_call_sets_its_own_settings_but_not_the_connections() -> None:
+    """Per-call keywords apply to that call only; a connection setting is the client's: ConfigError, nothing sent."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    async with moa.Debater(num_workers=2, num_judges=1) as client:
+        await client.debate("What is 17 * 23?", num_judges=3)
+        assert phases_of(route).count("judge") == 3
+        await client.debate("What is 17 * 23?")
+        assert phases_of(route).count("judge") == 4, "the next call is back to the client's setting"
+        sent = route.call_count
+        for name, value in (("max_concurrent_requests", 2), ("api_key", "other"), ("proxy_url", "http://x/v1")):
+            with pytest.raises(moa.ConfigError, match=f"^{name}: the client's connection setting"):
+                await client.debate("Q?", **{name: value})
+    assert route.call_count == sent
+
+
+@respx.mock
+async def test_a_shared_budget_holds_over_all_debates() -> None:
+    """total_max_calls caps the requests of every debate through the client together; once spent, a question gets
+    no verdict (no budget left), and the client says what was spent."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    async with moa.Debater(num_workers=2, num_judges=1, early_exit=True, total_max_calls=5) as client:
+        first = await client.debate("What is 17 * 23?")
+        results = await client.debate_many(["What is 17 * 23?", "What is 2 + 2?"])
+    assert first.status == "ok" and first.llm_calls == 2, "early exit: two solvers agree"
+    assert [r.status for r in results].count("ok") == 1 and route.call_count == 5 == client.budget.calls
+    failed = next(r for r in results if r.status != "ok")
+    assert "no budget left" in (failed.error or "") + " ".join(failed.skipped)
+
+
+@respx.mock
+async def test_debate_many_keeps_the_order_and_returns_failures_as_results() -> None:
+    """debate_many gives one Result per question in order; one without a verdict is its failed Result."""
+    def reply(request: httpx.Request) -> httpx.Response:
+        text = json.loads(request.content)["messages"][-1]["content"]
+        if "doomed" in text:
+            return httpx.Response(400, json={"error": {"message": "bad request"}})
+        return FakeModel()(request)
+
+    respx.post(URL).mock(side_effect=reply)
+    async with moa.Debater(num_workers=2, num_judges=1, max_retries=0) as client:
+        results = await client.debate_many(["What is 17 * 23?", "doomed: what is 1/0?", "Is 391 = 17 * 23?"],
+                                           concurrency=2)
+    assert [r.question[:6] for r in results] == ["What i", "doomed", "Is 391"]
+    assert [r.status for r in results] == ["ok", "failed", "ok"] and results[1].error
+
+
+@pytest.mark.parametrize("questions, error", [
+    (["What is 17 * 23?", ""], moa.ConfigError),
+    (["What is 17 * 23?", b"bytes"], TypeError),
+], ids=["empty", "bytes"])
+@respx.mock
+async def test_debate_many_checks_every_question_before_sending_any(questions, error) -> None:
+    """A bad question anywhere in the list raises before the first request."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    async with moa.Debater() as client:
+        with pytest.raises(error):
+            await client.debate_many(questions)
+    assert route.call_count == 0
+
+
+async def test_a_client_must_be_open_and_opened_once() -> None:
+    """Used outside `async with`, or entered twice, a Debater says how it is meant to be used."""
+    client = moa.Debater()
+    with pytest.raises(RuntimeError, match="open the Debater first"):
+        await client.debate("Q?")
+    async with client:
+        with pytest.raises(RuntimeError, match="already open"):
+            await client.__aenter__()
+    with pytest.raises(moa.ConfigError, match="total_max_calls=-1"):
+        moa.Debater(total_max_calls=-1)
+
+
+@respx.mock
+async def test_a_shared_client_reads_what_the_endpoint_bills_once() -> None:
+    """Usage is counted per question, and the shared budget adds them all up."""
+    respx.post(URL).mock(side_effect=lambda request: completion(
+        solver_text("391"), usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}))
+    async with moa.Debater(num_workers=2, num_judges=1, early_exit=True, total_max_tokens=10**6) as client:
+        results = await client.debate_many(["What is 17 * 23?"] * 3)
+    assert [r.usage["total_tokens"] for r in results] == [30, 30, 30] and client.budget.tokens == 90
+
+
+# --- a real server ----------------------------------------------------------------------------------
+
+
+async def test_fifty_debates_through_one_client_stay_within_an_endpoints_limit(server) -> None:
+    """Fifty concurrent client.debate() calls against a real server that takes 8 at once (429 beyond): with
+    MAX_CONCURRENT_REQUESTS=8 never more than 8 requests are in flight, no request gets a 429, all answer."""
+    endpoint = server("--max-concurrency", "8", "--latency", "0.01")
+    async with moa.Debater(proxy_url=endpoint.url, api_key=FAKE_KEY, max_concurrent_requests=8, num_workers=3,
+                           num_judges=1, enable_file_logging=False) as client:
+        results = await asyncio.gather(*(client.debate(f"What is 17 * 23? ({n})") for n in range(50)))
+    assert [r.status for r in results] == ["ok"] * 50
+    events = sorted([(e["t"], 1) for e in endpoint.starts()] + [(e["t"], -1) for e in endpoint.events("end")])
+    running = [sum(step for _, step in events[:n + 1]) for n in range(len(events))]
+    assert max(running) <= 8 and not [e for e in endpoint.events("end") if e["status"] == 429]
+    assert len(endpoint.runs()) == 50
