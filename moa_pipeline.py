@@ -1985,6 +1985,16 @@ def plan_debate(budget: Budget, valid: int, judges: int, rebuttals: bool, critiq
     return DebatePlan(0, 0, 0)
 
 
+class Usage(TypedDict):
+    """RunRecord.usage, and each phase's in usage_by_phase: tokens as billed (``estimated`` when a reply gave none)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: bool
+    cost_usd: NotRequired[float]  # only when PRICE_INPUT_PER_MTOK or PRICE_OUTPUT_PER_MTOK is set
+
+
 def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
     """Token totals over the given calls; ``estimated`` when any count was estimated."""
     attempts = [attempt for call in calls for attempt in call.attempts]
@@ -2302,16 +2312,6 @@ class Debate:
         """Seconds until QUESTION_DEADLINE on the runtime's clock (inf without one), our own queue's not counted."""
         seconds = self.config.question_deadline
         return seconds - (self.runtime.clock() - self.started - self.queue.age()) if seconds else math.inf
-
-
-class Usage(TypedDict):
-    """RunRecord.usage, and each phase's in usage_by_phase: tokens as billed (``estimated`` when a reply gave none)."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    estimated: bool
-    cost_usd: NotRequired[float]  # only when PRICE_INPUT_PER_MTOK or PRICE_OUTPUT_PER_MTOK is set
 
 
 class PhaseCounts(TypedDict):

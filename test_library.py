@@ -6,6 +6,8 @@ import asyncio
 import dataclasses
 import inspect
 import json
+import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -14,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
-from conftest import FAKE_KEY, URL, FakeModel, completion, phases_of, solver_text
 
 import moa_pipeline as moa
+from conftest import FAKE_KEY, URL, FakeModel, completion, phases_of, solver_text
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -91,6 +93,29 @@ def test_mypy_strict_fails_a_user_script_with_a_misspelt_or_mistyped_setting(tmp
                                         '    usage: moa_pipeline.Usage = result.usage\n'
                                         '    return result.confidence if usage["total_tokens"] else None\n')
     assert good.returncode == 0, good.stdout + good.stderr
+
+
+def test_the_installed_module_is_type_checked_with_the_documented_override(tmp_path) -> None:
+    """Installed into site-packages, mypy skips the module (no py.typed) until the docs/library.md override; then a
+    misspelt setting fails."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True, timeout=120)
+    site = next((tmp_path / "venv" / "lib").glob("python3*/site-packages"))
+    for module in ("moa_pipeline.py", "parsing.py", "prompts.py"):
+        shutil.copy(HERE / module, site / module)
+    script = tmp_path / "user.py"
+    script.write_text('import moa_pipeline\n\nmoa_pipeline.debate_sync("Q?", num_wrokers=3)\n')
+
+    def mypy(*config: str) -> str:
+        (tmp_path / "mypy.ini").write_text("\n".join(["[mypy]", "strict = True", *config]) + "\n")
+        return subprocess.run([sys.executable, "-m", "mypy", "--python-executable", str(tmp_path / "venv/bin/python"),
+                               "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(script)],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=120).stdout
+
+    assert "missing library stubs or py.typed marker" in mypy()
+    override = re.search(r"module = \[(.*)\]\n\s*(follow_untyped_imports = true)", (HERE / "docs/library.md").read_text())
+    assert override is not None, "docs/library.md shows the override"
+    assert 'Unexpected keyword argument "num_wrokers"' in mypy(
+        "[mypy-" + ",".join(json.loads(f"[{override.group(1)}]")) + "]", override.group(2).replace(" ", ""))
 
 
 # --- debate_sync ------------------------------------------------------------------------------------
