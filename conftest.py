@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import json
 import logging
@@ -151,6 +152,14 @@ def test_runtime(sleep: FakeSleep | None = None, now: float = 1_700_000_000.0) -
 
 
 test_runtime.__test__ = False  # a helper, not a test
+
+
+async def debate_at(runtime: moa.Runtime, question: str, **keywords: Any) -> moa.Result:
+    """debate(), on a test's clock and sleep: a Debater's runtime is the library's seam (no private keyword)."""
+    client = moa.Debater(**keywords)
+    client.runtime = dataclasses.replace(runtime, secrets=client.config.secrets)
+    async with client:
+        return await client.debate(question)
 
 
 class VirtualClock:

@@ -22,7 +22,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, FakeModel, FakeSleep, VirtualClock, answer_in_virtual_time, test_runtime
+from conftest import FAKE_KEY, URL, FakeModel, FakeSleep, VirtualClock, answer_in_virtual_time, debate_at, test_runtime
 
 HERE = Path(__file__).resolve().parent
 
@@ -100,7 +100,7 @@ def test_a_no_op_test_sleep_does_not_fire_the_deadline() -> None:
     config = moa.Config(URL, FAKE_KEY, enable_file_logging=False, straggler_factor=0)
     with respx.mock:
         respx.post(URL).mock(side_effect=flaky)
-        result = asyncio.run(moa.debate("Q?", config=config, _runtime=test_runtime(fake)))
+        result = asyncio.run(debate_at(test_runtime(fake), "Q?", config=config))
     assert result.status == "ok" and config.question_deadline == 1800 and fake.delays
 
 
@@ -135,7 +135,7 @@ async def test_the_library_gets_the_deadline_too() -> None:
     try:
         with respx.mock, pytest.raises(moa.RunFailed, match="QUESTION_DEADLINE=30s"):
             respx.post(URL).mock(side_effect=slow)
-            await moa.debate("Q?", config=virtual_config(), question_deadline=30, _runtime=clock.runtime())
+            await debate_at(clock.runtime(), "Q?", config=virtual_config(), question_deadline=30)
     finally:
         driver.cancel()
     assert 30 <= clock.now <= 30 + 20

@@ -12,7 +12,7 @@ import respx
 
 import moa_pipeline as moa
 import prompts
-from conftest import URL, FakeModel, completion, phases_of, test_runtime
+from conftest import URL, FakeModel, completion, debate_at, phases_of, test_runtime
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 
@@ -319,7 +319,7 @@ def test_identical_responses_do_not_split_the_judges(three, capsys) -> None:
 async def test_the_library_gets_the_response_and_ranking(three) -> None:
     """debate(answer_shape="full") returns a Result with the response, its ranking and the shape."""
     respx.post(URL).mock(side_effect=full_model())
-    result = await moa.debate(MERGE, answer_shape="full", synthesize="on", _runtime=test_runtime())
+    result = await debate_at(test_runtime(), MERGE, answer_shape="full", synthesize="on")
     assert result.response == SYNTHESIS and result.answer_shape == "full" and result.synthesized
     assert result.final_answer is None and result.ranking[0]["agent"] == "solver-2"
 

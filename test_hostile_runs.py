@@ -14,7 +14,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, test_runtime
+from conftest import URL, FakeModel, VirtualClock, answer_in_virtual_time, completion, debate_at, test_runtime
 from test_hostile_files import (
     CLI,
     SMALL,
@@ -99,7 +99,7 @@ def test_replies_without_usable_content_count_against_the_token_cap(budget: int)
     respx.post(URL).mock(side_effect=model)
     config = moa.Config(URL, "k", num_workers=3, num_judges=1, max_tokens=400, judge_max_tokens=400,
                         retry_base_delay=0, straggler_factor=0, enable_file_logging=False, max_total_tokens=budget)
-    result = asyncio.run(moa.debate(QUESTION, config=config, _runtime=test_runtime()))
+    result = asyncio.run(debate_at(test_runtime(), QUESTION, config=config))
     assert model.billed <= budget and result.to_dict()["usage"]["total_tokens"] == model.billed
 
 
