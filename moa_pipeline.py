@@ -3575,6 +3575,8 @@ def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Confi
     """The Config of a library call: ``config``, else flags > environment > .env as for the CLI; keyword settings on
     top (None: leave it), each checked by library_value, so a Config built by hand gets the CLI's limits too.
     TypeError for a ``config`` that is not a Config; ConfigError for an unknown name."""
+    if not log.handlers:  # a library logs nowhere until its caller sets logging up
+        log.addHandler(logging.NullHandler())
     if config is not None and not isinstance(config, Config):
         raise TypeError(f"config: expected a moa_pipeline.Config or None, got {type(config).__name__}")
     by_field = {s.field: s for s in SETTINGS}
@@ -3651,11 +3653,6 @@ async def debated(config: Config, question: str, endpoint: Endpoint, runtime: Ru
     return result
 
 
-def quiet_library() -> None:
-    if not log.handlers:  # a library logs nowhere until its caller sets logging up
-        log.addHandler(logging.NullHandler())
-
-
 async def debate(question: str, *, config: Config | None = None, **settings: Unpack[Settings]) -> Result:
     """Answer one question by a debate: the one-shot way in (many questions: Debater, which shares one connection
     pool, request limit and budget among them).
@@ -3665,7 +3662,6 @@ async def debate(question: str, *, config: Config | None = None, **settings: Unp
     transcript and trace as the settings say, and never prints, exits or installs signal handlers. Raises TypeError
     (an argument of the wrong type), ConfigError (a bad setting or question, or an HTTP client the environment
     breaks: nothing was sent) or RunFailed (no verdict; its ``result`` says why)."""
-    quiet_library()
     config = library_config(config, settings)
     question = library_question(config, question)
     runtime = Runtime(secrets=config.secrets)
@@ -3698,7 +3694,6 @@ class Debater:
 
     def __init__(self, *, config: Config | None = None, total_max_calls: int = 0, total_max_tokens: int = 0,
                  **settings: Unpack[Settings]) -> None:
-        quiet_library()
         self.config = library_config(config, settings)
         for name, total in (("total_max_calls", total_max_calls), ("total_max_tokens", total_max_tokens)):
             if isinstance(total, bool) or not isinstance(total, int) or total < 0:
