@@ -732,10 +732,24 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     if 0 < config.max_calls < config.min_valid_answers:
         raise ConfigError(f"MAX_CALLS={config.max_calls} cannot pay for MIN_VALID_ANSWERS="
                           f"{config.min_valid_answers} solver calls: raise it, or 0 for no limit")
+    check_response_format(config, warn)
     host = urlsplit(config.proxy_url).hostname or ""
     if warn and config.proxy_url.startswith("http://") and not is_loopback(host):
         log.warning("PROXY_URL is plain http:// to %s: the API key crosses the network unencrypted", host)
     return config
+
+
+def check_response_format(config: Config, warn: bool) -> None:
+    """RESPONSE_FORMAT shapes the synthesis's reply (request_options): ConfigError when no question gets one, a
+    warning when only some do (ANSWER_SHAPE=auto, SYNTHESIZE=auto: the questions answered in full)."""
+    if not config.response_format:
+        return
+    if config.synthesize == "off" or config.synthesize == "auto" and config.answer_shape == "short":
+        raise ConfigError(f"RESPONSE_FORMAT shapes the synthesis's reply, and with SYNTHESIZE={config.synthesize}"
+                          f" and ANSWER_SHAPE={config.answer_shape} there is none: set SYNTHESIZE=on, or unset it")
+    if warn and config.synthesize == "auto" and config.answer_shape == "auto":
+        log.warning("RESPONSE_FORMAT applies to questions answered in full (SYNTHESIZE=auto); a short answer is the "
+                    "judges' vote as it stands: set SYNTHESIZE=on for a synthesis on every question")
 
 
 def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
@@ -2914,6 +2928,7 @@ async def synthesize(state: Debate, question: str, key: Callable[[str], str]) ->
     short = verdict.answer if state.shape == "short" else None
     ranked, standings = synthesis_sources(verdict, positions, state.shape, key)
     system, user = synthesis_prompts(question, ranked, standings, verdict.analyses, short, verdict.judge_labels)
+    system += prompts.SYNTHESIS_JSON if config.response_format else ""  # OpenAI's json_object needs "JSON" said
     state.budget.synthesis = (0, 0)  # what was kept for it is its own now
     if not ranked or not state.budget.fits(1, prompt_tokens_estimate(system, user, config) + config.max_tokens):
         state.skip(Phase.SYNTHESIS)
@@ -4484,6 +4499,7 @@ class BatchItem:
     id: str
     question: str
     expected: str | None
+    settings: tuple[tuple[str, Any], ...] = ()  # (Config field, value) of this question alone: BATCH_BODY_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -4646,7 +4662,34 @@ def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | B
     if context:
         question = ("Context (the conversation so far):\n" + "\n\n".join(context)
                     + "\n\nQuestion:\n" + question.strip())
-    return BatchItem(number, custom_id, valid_text(question).strip(), None)
+    settings = _batch_settings(body or {}, number)  # a dict: its messages were read
+    return settings if isinstance(settings, BadLine) else BatchItem(number, custom_id, valid_text(question).strip(),
+                                                                    None, settings)
+
+
+# An OpenAI Batch API line's body fields that set its question's settings. Its model is that question's MODEL_NAME,
+# so its judges' and synthesis's too unless JUDGE_MODEL or SYNTHESIS_MODEL name others; max_completion_tokens,
+# OpenAI's newer name, comes after max_tokens and wins. Other body fields (response_format, tools, n) are not read:
+# RESPONSE_FORMAT and EXTRA_BODY set such fields for every question.
+BATCH_BODY_SETTINGS = {"model": "MODEL_NAME", "temperature": "TEMPERATURE", "max_tokens": "MAX_TOKENS",
+                       "max_completion_tokens": "MAX_TOKENS", "seed": "SEED", "top_p": "TOP_P", "stop": "STOP",
+                       "reasoning_effort": "REASONING_EFFORT"}
+
+
+def _batch_settings(body: Mapping[str, Any], number: int) -> tuple[tuple[str, Any], ...] | BadLine:
+    """The settings a Batch API line's body gives its question, each read by its setting's parser, as from .env;
+    a value that parser refuses is that line's input error, as a bad setting is the run's."""
+    by_env, found = {s.env: s for s in SETTINGS}, dict[str, Any]()
+    for key, env in BATCH_BODY_SETTINGS.items():
+        if (value := body.get(key)) is None:
+            continue
+        try:
+            if key == "model" and not isinstance(value, str):  # json.dumps would make a name of a list
+                raise ValueError("expected a string")
+            found[by_env[env].field] = by_env[env].parse(value if isinstance(value, str) else json.dumps(value))
+        except ValueError as err:
+            return BadLine(number, f"body.{key}={printable(json.dumps(value))} is not valid for {env}: {err}")
+    return tuple(found.items())
 
 
 def _content_text(content: Any) -> str | None:
@@ -4670,7 +4713,9 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
     line: dict[str, Any] = {"id": "batch_req_" + hashlib.sha256(custom_id.encode("utf-8")).hexdigest()[:24],
                             "custom_id": custom_id, "response": None, "error": None}
     if record["status"] == "ok":
-        line["response"] = {"status_code": 200, "request_id": "", "body": {
+        # Unique per line, as OpenAI's is per request: a question answered again (a rerun, a new batch) is a new one.
+        request_id = "req_" + hashlib.sha256(f"{custom_id}\n{now!r}".encode()).hexdigest()[:24]
+        line["response"] = {"status_code": 200, "request_id": request_id, "body": {
             "id": "chatcmpl-moa-" + line["id"][10:], "object": "chat.completion", "created": int(now),
             "model": (config.synthesis_model or config.judge_models[0]) if record.get("synthesized")
             else config.judge_models[0],
@@ -5004,14 +5049,18 @@ class BatchRun:
         say(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
             "(Ctrl-C again to stop now)", ())
 
+    def config_of(self, item: BatchItem) -> Config:
+        """The settings ``item`` runs with: the batch's, and its own (a Batch API line's model, temperature ...)."""
+        return replace(self.config, **dict(item.settings)) if item.settings else self.config
+
     async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter) -> None:
         """One question: run it, save its line, and decide whether its outcome stops the batch. Nothing escapes but a
         cancellation: an exception left in a task would surface only as "Task exception was never retrieved"."""
-        run = Handover(run_record(self.config, item.question))
+        run = Handover(run_record(self.config_of(item), item.question))
         QUESTION_ID.set(shown_id(item.id))
         place = LogPlace(self.log_folder, safe_name(item.id), self.folder_fd)
         try:
-            await answer_question(self.config, item.question, endpoint, self.runtime, run, place=place,
+            await answer_question(self.config_of(item), item.question, endpoint, self.runtime, run, place=place,
                                   strategy=self.options.strategy)
         except asyncio.CancelledError as err:
             # What it cost is still counted, and the line says so; resume runs it again.
@@ -5046,7 +5095,7 @@ class BatchRun:
     def save(self, item: BatchItem, result: RunRecord, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
         record = batch_record(item, result)
-        line = (openai_batch_line(record, self.config, self.runtime.wall_clock())
+        line = (openai_batch_line(record, self.config_of(item), self.runtime.wall_clock())
                 if self.options.output_format == "openai-batch" else record)
         try:
             writer.write(line)
