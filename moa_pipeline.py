@@ -90,6 +90,7 @@ except ImportError as missing:  # only without the requirements: say what to do,
 
 import prompts
 from parsing import (
+    CONTRACT_TAGS,
     ParsedAnswer,
     ParsedRanking,
     ParsedRebuttal,
@@ -233,6 +234,15 @@ RUN_HEAD_BYTES = 64 * 1024
 CHECK_MAX_TOKENS = 8
 CHECK_PROBE_SECONDS = 10.0
 MODELS_LIST_LIMIT = 8 * 1024 * 1024
+# Request options (SEED ... EXTRA_BODY): a JSON setting's most characters (a body field, not a document), the stop
+# sequences a request may carry (OpenAI's limit), and the body keys EXTRA_BODY may not set: the pipeline owns the
+# conversation and how the reply is read, and each slot's model is MODEL_NAME's (a transcript says who answered).
+JSON_SETTING_CHARS = 16_384
+MAX_STOP_SEQUENCES = 4
+OWNED_BODY_KEYS = ("messages", "model", "n", "stream", "stream_options")
+# What our replies are read by: a stop sequence inside one of these would cut every reply at its own format.
+CONTRACT_MARKERS = (*(f"<{s}{tag}>" for tag in CONTRACT_TAGS for s in ("", "/")), "FINAL ANSWER: ", "CONFIDENCE: ",
+                    "RANKING: ")
 
 
 # --- 2. the error tree ---------------------------------------------------------------------------
@@ -478,6 +488,67 @@ def _file_prefix(raw: str) -> str:
     return value
 
 
+def _json_setting(raw: str) -> Any:
+    """A JSON setting's value: ValueError for text longer than JSON_SETTING_CHARS or not JSON."""
+    if len(raw) > JSON_SETTING_CHARS:
+        raise ValueError(f"longer than {JSON_SETTING_CHARS} characters")
+    try:
+        return load_json(raw)
+    except ValueError as err:
+        raise ValueError(f"not valid JSON ({getattr(err, 'msg', err)})") from None
+
+
+def canonical_json(value: Any) -> str:
+    """A JSON setting as Config keeps it: one text for one value, so a Config stays hashable and comparable."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _json_object(raw: str) -> str:
+    value = _json_setting(raw.strip())
+    if not isinstance(value, dict):
+        raise ValueError('expected a JSON object, such as {"type": "json_object"}')
+    return canonical_json(value)
+
+
+def _extra_body(raw: str) -> str:
+    """EXTRA_BODY: a JSON object merged into every request body last; the keys we own are refused (OWNED_BODY_KEYS)."""
+    text = _json_object(raw)
+    if owned := [key for key in OWNED_BODY_KEYS if key in json.loads(text)]:
+        raise ValueError(f"it sets {', '.join(owned)}, which the pipeline sets itself (models: MODEL_NAME, "
+                         "JUDGE_MODEL, SYNTHESIS_MODEL; streaming: STREAM)")
+    return text
+
+
+def _stop(raw: str) -> str:
+    """STOP: one sequence, or a JSON list of them; kept as a JSON list. Text that is not JSON ("[INST]", Llama 2's
+    turn marker) is one sequence as written. A sequence our format holds (CONTRACT_MARKERS), or only whitespace,
+    would cut every reply before its answer: refused, not warned about, since no debate could succeed with it."""
+    text = raw.strip()
+    try:
+        value = _json_setting(text)
+    except ValueError:
+        value = text
+    sequences = value if isinstance(value, list) else [value if isinstance(value, str) else text]
+    if not 0 < len(sequences) <= MAX_STOP_SEQUENCES or not all(isinstance(s, str) and s for s in sequences):
+        raise ValueError(f"expected one sequence or a JSON list of 1 to {MAX_STOP_SEQUENCES} non-empty strings")
+    for sequence in sequences:
+        inside = next((marker.strip() for marker in CONTRACT_MARKERS if sequence in marker), None)
+        if inside or not sequence.strip():
+            where = f"it is part of {inside}" if inside else "only whitespace ends a reply at its first line break"
+            raise ValueError(f"{sequence!r} would cut replies off before their answer ({where}): use a sequence "
+                             'the model writes only when it is done, such as "<|im_end|>"')
+    return canonical_json(sequences)
+
+
+def _effort(raw: str) -> str:
+    """REASONING_EFFORT: any lower-case word, sent as is: the levels known today (minimal, low, medium, high) and
+    any an endpoint adds later (none, xhigh) work without a release of ours; the endpoint refuses one it lacks."""
+    word = raw.strip().lower()
+    if not re.fullmatch(r"[a-z]{1,20}", word):  # one bounded class: linear
+        raise ValueError("expected a word such as low, medium or high")
+    return word
+
+
 def is_loopback(host: str) -> bool:
     with contextlib.suppress(ValueError):
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -540,6 +611,14 @@ class Config:
     answer_shape: str = tunable("auto", _one_of("auto", *SHAPES))  # auto: parsing.question_shape decides
     synthesize: str = tunable("auto", _one_of("auto", "on", "off"))  # auto: for full answers only
     synthesis_model: str | None = tunable(None, _optional(_text))  # default: the judges' first model
+    # Request options (request_options): each in every request body when set, absent when unset.
+    system_prompt: str | None = tunable(None, _optional(_text))  # the user's own, before our rules (try_attempt)
+    seed: int | None = tunable(None, _optional(_integer(0, 2**63 - 1)))
+    top_p: float | None = tunable(None, _optional(_number(0, 1)))
+    stop: str | None = tunable(None, _optional(_stop))  # a JSON list
+    response_format: str | None = tunable(None, _optional(_json_object))  # a JSON object; the synthesis's only
+    reasoning_effort: str | None = tunable(None, _optional(_effort))
+    extra_body: str | None = tunable(None, _optional(_extra_body))  # a JSON object, merged last; null removes
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -611,6 +690,8 @@ class Setting:
 # Config's fields, in their order (the transcript's, and load_config's: PROXY_URL is checked first).
 SETTINGS = tuple(Setting(f.name.upper(), f.name, f.metadata["parse"], f.metadata.get("secret", False), f.default)
                  for f in fields(Config))
+# Settings whose text is JSON: the library takes a list or dict for them and passes json.dumps of it.
+JSON_SETTINGS = frozenset({"STOP", "RESPONSE_FORMAT", "EXTRA_BODY"})
 # Accepted when PROXY_URL / API_KEY are unset everywhere, as the OpenAI SDK names them.
 FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
 
@@ -655,10 +736,24 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     if 0 < config.max_calls < config.min_valid_answers:
         raise ConfigError(f"MAX_CALLS={config.max_calls} cannot pay for MIN_VALID_ANSWERS="
                           f"{config.min_valid_answers} solver calls: raise it, or 0 for no limit")
+    check_response_format(config, warn)
     host = urlsplit(config.proxy_url).hostname or ""
     if warn and config.proxy_url.startswith("http://") and not is_loopback(host):
         log.warning("PROXY_URL is plain http:// to %s: the API key crosses the network unencrypted", host)
     return config
+
+
+def check_response_format(config: Config, warn: bool) -> None:
+    """RESPONSE_FORMAT shapes the synthesis's reply (request_options): ConfigError when no question gets one, a
+    warning when only some do (ANSWER_SHAPE=auto, SYNTHESIZE=auto: the questions answered in full)."""
+    if not config.response_format:
+        return
+    if config.synthesize == "off" or config.synthesize == "auto" and config.answer_shape == "short":
+        raise ConfigError(f"RESPONSE_FORMAT shapes the synthesis's reply, and with SYNTHESIZE={config.synthesize}"
+                          f" and ANSWER_SHAPE={config.answer_shape} there is none: set SYNTHESIZE=on, or unset it")
+    if warn and config.synthesize == "auto" and config.answer_shape == "auto":
+        log.warning("RESPONSE_FORMAT applies to questions answered in full (SYNTHESIZE=auto); a short answer is the "
+                    "judges' vote as it stands: set SYNTHESIZE=on for a synthesis on every question")
 
 
 def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
@@ -1256,14 +1351,16 @@ class Endpoint:
         self.refusals.clear()
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
-                       headers: Mapping[str, str], model: str | None = None,
-                       queue: QueueTime | None = None) -> Completion:
-        """One HTTP attempt; raises APIError, never an httpx exception. ``queue``: its question's (see QueueTime)."""
+                       headers: Mapping[str, str], model: str | None = None, queue: QueueTime | None = None,
+                       options: Mapping[str, Any] | None = None) -> Completion:
+        """One HTTP attempt; raises APIError, never an httpx exception. ``queue``: its question's (see QueueTime);
+        ``options``: its question's request_options, merged last, a None removing that field."""
         body: dict[str, Any] = {"model": model or self.config.models[0], "messages": messages,
                                 "temperature": temperature, "max_tokens": max_tokens}
         if self.config.stream:
             # Proxies close idle non-streaming requests (Cloudflare: 524 after 100 s); a stream keeps it busy.
             body |= {"stream": True, "stream_options": {"include_usage": True}}
+        body = {key: value for key, value in (body | dict(options or {})).items() if value is not None}
         with queue.counting(queued=True) if queue else contextlib.nullcontext():
             in_flight = await self.slots.acquire()
         try:
@@ -1594,6 +1691,18 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
         attempt.usage_estimated = True
 
 
+def request_options(config: Config, phase: Phase) -> dict[str, Any]:
+    """What a call of ``phase`` sends beyond model, messages, temperature and max_tokens: the request options that are
+    set (SEED, TOP_P, STOP, REASONING_EFFORT, and for the synthesis alone RESPONSE_FORMAT: its reply is the response
+    the user reads, where every other phase's is read by our format), then EXTRA_BODY's fields, which override them
+    and ours; a None among them removes that field from the body (Endpoint.complete)."""
+    options = {"seed": config.seed, "top_p": config.top_p, "reasoning_effort": config.reasoning_effort}
+    as_json = {"stop": config.stop, "response_format": config.response_format if phase == Phase.SYNTHESIS else None}
+    options |= {name: json.loads(text) for name, text in as_json.items() if text}
+    extra: dict[str, Any] = json.loads(config.extra_body or "{}")
+    return {name: value for name, value in options.items() if value is not None} | extra
+
+
 def request_headers(state: Debate, phase: Phase, agent: str, attempt: int, debate_round: int = 1) -> dict[str, str]:
     """Tags that let a gateway's own logs be joined with the transcript."""
     headers = {"X-MoA-Run-Id": state.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent,
@@ -1620,7 +1729,8 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
     """One HTTP attempt and its parse; APIError when it yields nothing usable."""
     completion = await state.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
-        headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue)
+        headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue,
+        options=request_options(state.config, call.phase))  # the question's: a batch line may set its own
     record_reply(attempt, completion, sending.prompt_estimate)
     # The nonce is ours: a model that echoes its prompt's "[request …]" must not put it into an answer (issue 23).
     nonce = prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce).strip()
@@ -1695,10 +1805,11 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
     call.attempts.append(attempt)
     # A fresh nonce each attempt: five solvers sending identical requests through a caching gateway would
     # otherwise get one cached answer, and a retry the same cached failure back.
-    system = call.system + prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce)
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": call.user}]
-    if not call.system:  # --eval's plain question (Strategy "single"): the user's words alone, as a chat UI sends them
-        messages = messages[1:]
+    rules = call.system and call.system + prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce)
+    # SYSTEM_PROMPT first, our rules after it in the same message: a model with one system slot reads both, and the
+    # format it must write comes last. No rules: --eval's plain question (Strategy "single"), as a chat UI sends it.
+    system = "\n\n".join(text for text in (state.config.system_prompt, rules) if text)
+    messages = [{"role": "system", "content": system}] * bool(system) + [{"role": "user", "content": call.user}]
     try:
         value = await attempt_once(state, call, attempt, messages, sending)
     except APIError as error:
@@ -1753,7 +1864,7 @@ async def ask(state: Debate, phase: Phase, agent: str, system: str, user: str, *
     if model in state.dropped_models:
         call.failure = f"model {model} was dropped earlier in this run"
         return None
-    sending = Sending(temperature, max_tokens, prompt_tokens_estimate(system, user), parse)
+    sending = Sending(temperature, max_tokens, prompt_tokens_estimate(system, user, state.config), parse)
     error: APIError | None = None
     retries = RetriesUsed()
     with state.queue.counting():  # while the call is going, its question's deadline runs (see QueueTime)
@@ -1864,8 +1975,10 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text.encode("utf-8", errors="replace")) // 3)
 
 
-def prompt_tokens_estimate(system: str, user: str) -> int:
-    return estimate_tokens(system) + estimate_tokens(user) + 2 * MESSAGE_OVERHEAD_TOKENS
+def prompt_tokens_estimate(system: str, user: str, config: Config | None = None) -> int:
+    """A call's prompt; with ``config`` as sent: SYSTEM_PROMPT too, which try_attempt puts before ``system``."""
+    own = estimate_tokens(config.system_prompt or "") if config else 0
+    return own + estimate_tokens(system) + estimate_tokens(user) + 2 * MESSAGE_OVERHEAD_TOKENS
 
 
 class Billing:
@@ -2054,13 +2167,15 @@ def worst_case_costs(config: Config, question: str, positions: list[Position] | 
     slots = len(prompts.SOLVER_STYLES) if config.solver_styles else 1
     shape = config.shape_of(question).shape
     costs = CallCosts(
-        solver=max(prompt_tokens_estimate(*solver_prompts(question, s, config.solver_styles, shape))
+        solver=max(prompt_tokens_estimate(*solver_prompts(question, s, config.solver_styles, shape), config)
                    for s in range(slots)),
-        critic=max((prompt_tokens_estimate(*critic_prompts(question, p, shape)) for p in shown), default=0) + unwritten,
+        critic=max((prompt_tokens_estimate(*critic_prompts(question, p, shape), config) for p in shown), default=0)
+        + unwritten,
         # A rebuttal also embeds its critique, written or not: counted at the cap either way.
-        rebuttal=max((prompt_tokens_estimate(*rebuttal_prompts(question, p, shape)) for p in shown), default=0)
+        rebuttal=max((prompt_tokens_estimate(*rebuttal_prompts(question, p, shape), config) for p in shown), default=0)
         + unwritten + cap,
-        judge_base=prompt_tokens_estimate(*judge_prompts(question, shown, "ranking" if shape == "full" else "answer"))
+        judge_base=prompt_tokens_estimate(*judge_prompts(question, shown, "ranking" if shape == "full" else "answer"),
+                                          config)
         + len(shown) * unwritten,
         text=cap, judge_completion=config.judge_max_tokens, completion=cap,
         revise=revise_cost(config, question, shown, unwritten))
@@ -2074,7 +2189,7 @@ def revise_cost(config: Config, question: str, shown: list[Position], unwritten:
         return 0
     shape = config.shape_of(question).shape
     rendered = max((prompt_tokens_estimate(*revise_prompts(question, p, [(o.final_answer, short_reason(o))
-                                                                         for o in shown if o is not p], shape))
+                                                                         for o in shown if o is not p], shape), config)
                     for p in shown), default=0)
     return rendered + 3 * unwritten + (len(shown) - 1) * (unwritten + (REASON_TOKENS if unwritten else 0))
 
@@ -2173,8 +2288,8 @@ def synthesis_price(config: Config, question: str, shape: str, workers: int, bil
     unseen = [tuple(f"unseen-{i}" for i in range(workers))] * config.num_judges  # each judge's labels line, longest
     blank = synthesis_prompts(question, [Position(0, "", "")] * shown, [], [""] * config.num_judges,
                               None if shape == "full" else "", unseen)
-    prompt = (prompt_tokens_estimate(*blank) + shown * (config.max_tokens + 2 * reply) + config.num_judges * analysis
-              + note)
+    prompt = (prompt_tokens_estimate(*blank, config) + shown * (config.max_tokens + 2 * reply)
+              + config.num_judges * analysis + note)
     billing = billing or Billing()
     return billing.prompt_tokens(prompt) + billing.completion_tokens(config.max_tokens)
 
@@ -2889,8 +3004,9 @@ async def synthesize(state: Debate, question: str, key: Callable[[str], str]) ->
     short = verdict.answer if state.shape == "short" else None
     ranked, standings = synthesis_sources(verdict, positions, state.shape, key)
     system, user = synthesis_prompts(question, ranked, standings, verdict.analyses, short, verdict.judge_labels)
+    system += prompts.SYNTHESIS_JSON if config.response_format else ""  # OpenAI's json_object needs "JSON" said
     state.budget.synthesis = (0, 0)  # what was kept for it is its own now
-    if not ranked or not state.budget.fits(1, prompt_tokens_estimate(system, user) + config.max_tokens):
+    if not ranked or not state.budget.fits(1, prompt_tokens_estimate(system, user, config) + config.max_tokens):
         state.skip(Phase.SYNTHESIS)
         return
     state.pass_number = state.reported or 1  # the last phase: it, and the notes after it, are the written-up pass's
@@ -4223,8 +4339,11 @@ async def check_chat(config: Config, client: httpx.AsyncClient, runtime: Runtime
     endpoint = Endpoint(replace(config, max_retries=0), client, runtime)  # streamed if runs are: STREAM
     started, note = runtime.clock(), list[str]()
     try:
+        # With the options every solver sends: a provider may need EXTRA_BODY to route at all, and an endpoint
+        # that refuses one (a reasoning_effort its model lacks) is found here, before a batch.
         await endpoint.complete([{"role": "user", "content": "Reply with the word OK."}], temperature=0,
-                                max_tokens=CHECK_MAX_TOKENS, headers={"X-MoA-Phase": "check"})
+                                max_tokens=CHECK_MAX_TOKENS, headers={"X-MoA-Phase": "check"},
+                                options=request_options(config, Phase.GENERATE))
     except APIError as err:
         if err.finish_reason != "length":
             return CheckReport([f"error: {display_url(config.proxy_url)}: {err}"], False)
@@ -4258,9 +4377,9 @@ def context_lines(config: Config, props: Any) -> list[str]:
     n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
     if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or not 0 < n_ctx <= 10**9:
         return []
-    need = prompt_tokens_estimate(*judge_prompts("?", [Position(0, "", "")] * config.num_workers)) + (
+    need = prompt_tokens_estimate(*judge_prompts("?", [Position(0, "", "")] * config.num_workers), config) + (
         config.num_workers * 2 * config.max_tokens + config.judge_max_tokens)
-    solver = prompt_tokens_estimate(*solver_prompts("?")) + config.max_tokens
+    solver = prompt_tokens_estimate(*solver_prompts("?"), config) + config.max_tokens
     lines = [f"ok: llama.cpp reports {n_ctx} tokens of context per slot"]
     if solver > n_ctx or need > n_ctx:
         lines.append(f"warning: MAX_TOKENS={config.max_tokens} cannot fit a slot of {n_ctx} tokens: a solver needs "
@@ -4616,6 +4735,7 @@ class BatchItem:
     id: str
     question: str
     expected: str | None
+    settings: tuple[tuple[str, Any], ...] = ()  # (Config field, value) of this question alone: BATCH_BODY_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -4778,7 +4898,34 @@ def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | B
     if context:
         question = ("Context (the conversation so far):\n" + "\n\n".join(context)
                     + "\n\nQuestion:\n" + question.strip())
-    return BatchItem(number, custom_id, valid_text(question).strip(), None)
+    settings = _batch_settings(body or {}, number)  # a dict: its messages were read
+    return settings if isinstance(settings, BadLine) else BatchItem(number, custom_id, valid_text(question).strip(),
+                                                                    None, settings)
+
+
+# An OpenAI Batch API line's body fields that set its question's settings. Its model is that question's MODEL_NAME,
+# so its judges' and synthesis's too unless JUDGE_MODEL or SYNTHESIS_MODEL name others; max_completion_tokens,
+# OpenAI's newer name, comes after max_tokens and wins. Other body fields (response_format, tools, n) are not read:
+# RESPONSE_FORMAT and EXTRA_BODY set such fields for every question.
+BATCH_BODY_SETTINGS = {"model": "MODEL_NAME", "temperature": "TEMPERATURE", "max_tokens": "MAX_TOKENS",
+                       "max_completion_tokens": "MAX_TOKENS", "seed": "SEED", "top_p": "TOP_P", "stop": "STOP",
+                       "reasoning_effort": "REASONING_EFFORT"}
+
+
+def _batch_settings(body: Mapping[str, Any], number: int) -> tuple[tuple[str, Any], ...] | BadLine:
+    """The settings a Batch API line's body gives its question, each read by its setting's parser, as from .env;
+    a value that parser refuses is that line's input error, as a bad setting is the run's."""
+    by_env, found = {s.env: s for s in SETTINGS}, dict[str, Any]()
+    for key, env in BATCH_BODY_SETTINGS.items():
+        if (value := body.get(key)) is None:
+            continue
+        try:
+            if key == "model" and not isinstance(value, str):  # json.dumps would make a name of a list
+                raise ValueError("expected a string")
+            found[by_env[env].field] = by_env[env].parse(value if isinstance(value, str) else json.dumps(value))
+        except ValueError as err:
+            return BadLine(number, f"body.{key}={printable(json.dumps(value))} is not valid for {env}: {err}")
+    return tuple(found.items())
 
 
 def _content_text(content: Any) -> str | None:
@@ -4802,7 +4949,9 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
     line: dict[str, Any] = {"id": "batch_req_" + hashlib.sha256(custom_id.encode("utf-8")).hexdigest()[:24],
                             "custom_id": custom_id, "response": None, "error": None}
     if record["status"] == "ok":
-        line["response"] = {"status_code": 200, "request_id": "", "body": {
+        # Unique per line, as OpenAI's is per request: a question answered again (a rerun, a new batch) is a new one.
+        request_id = "req_" + hashlib.sha256(f"{custom_id}\n{now!r}".encode()).hexdigest()[:24]
+        line["response"] = {"status_code": 200, "request_id": request_id, "body": {
             "id": "chatcmpl-moa-" + line["id"][10:], "object": "chat.completion", "created": int(now),
             "model": (config.synthesis_model or config.judge_models[0]) if record.get("synthesized")
             else config.judge_models[0],
@@ -5136,14 +5285,18 @@ class BatchRun:
         say(f"\nstopping: no new questions; {len(self.tasks)} in flight get {STOP_GRACE_SECONDS:g}s to finish "
             "(Ctrl-C again to stop now)", ())
 
+    def config_of(self, item: BatchItem) -> Config:
+        """The settings ``item`` runs with: the batch's, and its own (a Batch API line's model, temperature ...)."""
+        return replace(self.config, **dict(item.settings)) if item.settings else self.config
+
     async def one(self, item: BatchItem, endpoint: Endpoint, writer: ResultWriter) -> None:
         """One question: run it, save its line, and decide whether its outcome stops the batch. Nothing escapes but a
         cancellation: an exception left in a task would surface only as "Task exception was never retrieved"."""
-        run = Handover(run_record(self.config, item.question))
+        run = Handover(run_record(self.config_of(item), item.question))
         QUESTION_ID.set(shown_id(item.id))
         place = LogPlace(self.log_folder, safe_name(item.id), self.folder_fd)
         try:
-            await answer_question(self.config, item.question, endpoint, self.runtime, run, place=place,
+            await answer_question(self.config_of(item), item.question, endpoint, self.runtime, run, place=place,
                                   strategy=self.options.strategy)
         except asyncio.CancelledError as err:
             # What it cost is still counted, and the line says so; resume runs it again.
@@ -5178,7 +5331,7 @@ class BatchRun:
     def save(self, item: BatchItem, result: RunRecord, writer: ResultWriter) -> None:
         """Write the question's line and count it; a failed write stops the batch."""
         record = batch_record(item, result)
-        line = (openai_batch_line(record, self.config, self.runtime.wall_clock())
+        line = (openai_batch_line(record, self.config_of(item), self.runtime.wall_clock())
                 if self.options.output_format == "openai-batch" else record)
         try:
             writer.write(line)

@@ -290,6 +290,10 @@ SYNTHESIS_SYSTEM_SHORT = Template(
     "Reply with the solution only: no preamble, no tags."
 )
 
+# Appended to the synthesis's system prompt when RESPONSE_FORMAT is set: OpenAI refuses a json_object format unless
+# the messages say "JSON", and a model told the format writes it more reliably than one only constrained to it.
+SYNTHESIS_JSON = "\nWrite the response as JSON, in the format the request asks for."
+
 # The closing line is for small models: without it SmolLM2-135M opened 2 of 6 replies with "The best
 # candidates are:"; with it, 0 of 16. It still echoed the <question>/<candidate> blocks, 22 times in
 # 22 (candidates in plain text stopped the echo, but untrusted text keeps its delimiters);

@@ -379,8 +379,8 @@ def test_the_use_from_python_example_runs(monkeypatch, capsys) -> None:
 
 
 def merge_check_code() -> str:
-    found = re.search(r"python - <<'CHECK'\n(.*?)\nCHECK\n", readme(), re.S)
-    assert found is not None, "the Batch jobs section has the merge check"
+    found = re.search(r"python - <<'CHECK'\n(.*?)\nCHECK\n", user_docs(), re.S)
+    assert found is not None, "docs/batch.md has the merge check"
     return found.group(1)
 
 
