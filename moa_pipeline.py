@@ -13,14 +13,15 @@ hotter and wider, when the judges' winning confidence is below MIN_JUDGE_CONFIDE
 Run it as ``python moa_pipeline.py -q "What is 17 * 23?"`` (``-q -``: from stdin; ``--json``), as a batch
 (``-f questions.jsonl -o results.jsonl``), or from Python: ``await moa_pipeline.debate("...", workers=3)``.
 
-Settings come from flags, then the environment, then .env, then defaults
-(see .env.example and README.md). Results go to stdout, logs to stderr.
+Settings come from flags, then the environment, then --env-file, ./.env and the per-user file (``moa-pipeline init``
+writes it, ``moa-pipeline config`` shows where each value came from), then defaults (docs/settings.md).
+Results go to stdout, logs to stderr.
 
 Contents (each is a "# --- N. ..." banner below; where a thing is decided):
 
      1. constants and every exit code ... every tunable and every exit code
      2. the error tree ... every exception, and the exit code it carries (exit_code_for)
-     3. configuration, secrets and values from outside ... settings, .env, URL
+     3. configuration, secrets and values from outside ... settings and their layers (read_env_file), URL
         checks, masking secrets (redact), JSON from outside (load_json)
      4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
         secrets masked: every file write (write_all), stdout (emit), stderr (say)
@@ -38,7 +39,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
         file opened, no link followed), transcripts, traces, atomic writes, the lock
     13. dry run and replay ... dry_run, load_replay (traces are checked here), and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops; --eval (strategies scored, the report)
-    15. CLI ... flags, logging (RedactingFilter), the human summary
+    15. CLI ... flags, logging (RedactingFilter), the human summary; the config and init commands
 """
 from __future__ import annotations
 
