@@ -638,15 +638,12 @@ def command_name() -> str:
     return "python -m moa_pipeline" if run_as_module else "python moa_pipeline.py"
 
 
-def home_folder(environ: Mapping[str, str]) -> Path:
-    return Path(environ.get("HOME") or os.path.expanduser("~"))
-
-
-def xdg_folder(environ: Mapping[str, str], variable: str, fallback: str) -> Path:
+def xdg_folder(environ: Mapping[str, str], variable: str, fallback: str = "") -> Path:
     """An XDG base folder: $variable when it is an absolute path, else ~/fallback (the spec: a relative one is
-    invalid and ignored). XDG on macOS too, as git and gh do: a terminal user looks in ~/.config."""
+    invalid and ignored); xdg_folder(environ, "HOME") is the home folder. XDG on macOS too, as git and gh do:
+    a terminal user looks in ~/.config."""
     value = environ.get(variable, "")
-    return Path(value) if os.path.isabs(value) else home_folder(environ) / fallback
+    return Path(value) if os.path.isabs(value) else Path(environ.get("HOME") or os.path.expanduser("~")) / fallback
 
 
 def user_settings_file(environ: Mapping[str, str]) -> Path:
@@ -660,7 +657,7 @@ def user_settings_file(environ: Mapping[str, str]) -> Path:
 def shown_path(path: Path, environ: Mapping[str, str]) -> str:
     """A path as messages show it: ~/… inside the home folder."""
     with contextlib.suppress(ValueError):
-        return "~/" + str(path.relative_to(home_folder(environ)))
+        return "~/" + str(path.relative_to(xdg_folder(environ, "HOME")))
     return str(path)
 
 
@@ -783,8 +780,7 @@ def read_settings_file(name: str, label: str, given: bool) -> dict[str, str | No
     try:  # imported only when there are settings to read: importing it costs every start 3 ms
         from dotenv import dotenv_values
     except ImportError:
-        raise ConfigError("the Python package 'dotenv' is not installed: "
-                          "run  pip install -r requirements.txt") from None
+        raise ConfigError("the Python package 'dotenv' is not installed: run  pip install python-dotenv") from None
     return dict(dotenv_values(stream=io.StringIO(text)))
 
 
@@ -6193,10 +6189,9 @@ def write_user_file(environ: Mapping[str, str]) -> int:
         finally:
             os.close(folder)
     except FileExistsError:
-        if what_is_at(path) == "file":
-            raise ConfigError(f"{shown} already exists, and init never overwrites it: edit it in a text editor "
-                              f"(`{command_name()} config` shows what it sets)") from None
-        raise ConfigError(f"{shown}: a link or a folder is there; init writes no file through it") from None
+        why = (f"already exists, and init never overwrites it: edit it (`{command_name()} config` shows what it sets)"
+               if what_is_at(path) == "file" else "is a link or a folder, and init writes no file through it")
+        raise ConfigError(f"{shown} {why}") from None
     except OSError as err:
         raise ConfigError(f"cannot write {shown} ({describe_os_error(err)}): set {CONFIG_HOME_VARIABLE} to a "
                           "folder of your own") from None
