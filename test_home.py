@@ -191,6 +191,16 @@ def test_init_never_overwrites_and_follows_no_link(make, capsys) -> None:
     assert not (path.parent / "elsewhere.env").exists()
 
 
+def test_init_without_a_home_folder_writes_nothing_here(tmp_path, monkeypatch, capsys) -> None:
+    """No HOME and no passwd entry (expanduser gives "~"): init refuses, rather than make a folder named ~ here."""
+    monkeypatch.delenv(moa.CONFIG_HOME_VARIABLE)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(os.path, "expanduser", lambda path: path)
+    assert moa.main(["init"]) == 2
+    assert "no home folder" in capsys.readouterr().err and not (tmp_path / "~").exists()
+
+
 def test_init_writes_nothing_through_a_linked_folder(tmp_path, monkeypatch, capsys) -> None:
     """A link at the settings folder's name is refused too: nothing is written where it points."""
     (tmp_path / "real").mkdir()
