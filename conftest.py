@@ -45,6 +45,9 @@ def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+    # nor the developer's per-user settings file (moa_pipeline.user_settings_file) or state folder
+    monkeypatch.setenv(moa.CONFIG_HOME_VARIABLE, str(tmp_path / "config-home"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     yield
     # main() points our loggers at this test's captured stderr, which closes now.
     for name in ("moa", "httpx", "httpcore"):

@@ -13,14 +13,15 @@ hotter and wider, when the judges' winning confidence is below MIN_JUDGE_CONFIDE
 Run it as ``python moa_pipeline.py -q "What is 17 * 23?"`` (``-q -``: from stdin; ``--json``), as a batch
 (``-f questions.jsonl -o results.jsonl``), or from Python: ``await moa_pipeline.debate("...", workers=3)``.
 
-Settings come from flags, then the environment, then .env, then defaults
-(see .env.example and README.md). Results go to stdout, logs to stderr.
+Settings come from flags, then the environment, then --env-file, ./.env and the per-user file (``moa-pipeline init``
+writes it, ``moa-pipeline config`` shows where each value came from), then defaults (docs/settings.md).
+Results go to stdout, logs to stderr.
 
 Contents (each is a "# --- N. ..." banner below; where a thing is decided):
 
      1. constants and every exit code ... every tunable and every exit code
      2. the error tree ... every exception, and the exit code it carries (exit_code_for)
-     3. configuration, secrets and values from outside ... settings, .env, URL
+     3. configuration, secrets and values from outside ... settings and their layers (read_env_file), URL
         checks, masking secrets (redact), JSON from outside (load_json)
      4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
         secrets masked: every file write (write_all), stdout (emit), stderr (say)
@@ -38,7 +39,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
         file opened, no link followed), transcripts, traces, atomic writes, the lock
     13. dry run and replay ... dry_run, load_replay (traces are checked here), and --check (check_endpoint)
     14. batch ... questions files, resume, the batch loop and its stops; --eval (strategies scored, the report)
-    15. CLI ... flags, logging (RedactingFilter), the human summary
+    15. CLI ... flags, logging (RedactingFilter), the human summary; the config and init commands
 """
 from __future__ import annotations
 
@@ -134,6 +135,13 @@ MIN_PYTHON = (3, 11)  # asyncio.timeout, TaskGroup, ExceptionGroup
 DEFAULT_ENV_FILE = ".env"
 ENV_FILE_VARIABLE = "MOA_ENV_FILE"  # names the env file without --env-file, so a crontab line needs no `cd`
 ENV_FILE_LIMIT = 1024 * 1024
+# The per-user home (user_settings_file, default_log_dir): $XDG_CONFIG_HOME/moa-pipeline/config.env, and for an
+# installed copy's logs $XDG_STATE_HOME/moa-pipeline/logs; MOA_CONFIG_HOME names the settings folder outright.
+APP_FOLDER = "moa-pipeline"
+USER_SETTINGS_FILE = "config.env"
+CONFIG_HOME_VARIABLE = "MOA_CONFIG_HOME"
+HOME_COMMANDS = {"config": "print each setting's value (secrets masked) and where it came from",
+                 "init": "write a commented per-user settings file (never over an existing one)"}
 MAX_WORKERS = 64
 MAX_JUDGES = 25
 MAX_TEMPERATURE = 2.0
@@ -696,39 +704,107 @@ JSON_SETTINGS = frozenset({"STOP", "RESPONSE_FORMAT", "EXTRA_BODY"})
 FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
 
 
+@dataclass(frozen=True)
+class SettingsFile:
+    """A settings file that was read: how errors and `config` name it ("--env-file x", ".env", the per-user file's
+    path), and its values."""
+
+    label: str
+    values: Mapping[str, str | None]
+
+
+def command_name() -> str:
+    """The command as the user ran it, for --help and hints: ``python moa_pipeline.py`` (or ``python -m
+    moa_pipeline``) from a clone, else the console script, ``moa-pipeline`` (a library caller's script is no name
+    to give: it gets the tool's)."""
+    if not sys.argv or os.path.basename(sys.argv[0]) != "moa_pipeline.py":
+        return "moa-pipeline"
+    run_as_module = ["-m", "moa_pipeline"] in (sys.orig_argv[i:i + 2] for i in range(len(sys.orig_argv)))
+    return "python -m moa_pipeline" if run_as_module else "python moa_pipeline.py"
+
+
+def xdg_folder(environ: Mapping[str, str], variable: str, fallback: str = "") -> Path:
+    """An XDG base folder: $variable when it is an absolute path, else ~/fallback (the spec: a relative one is
+    invalid and ignored); xdg_folder(environ, "HOME") is the home folder. XDG on macOS too, as git and gh do:
+    a terminal user looks in ~/.config."""
+    value = environ.get(variable, "")
+    return Path(value) if os.path.isabs(value) else Path(environ.get("HOME") or os.path.expanduser("~")) / fallback
+
+
+def user_settings_file(environ: Mapping[str, str]) -> Path:
+    """The per-user settings file, below ./.env: $MOA_CONFIG_HOME/config.env, else
+    $XDG_CONFIG_HOME/moa-pipeline/config.env (~/.config when unset, empty or relative)."""
+    folder = environ.get(CONFIG_HOME_VARIABLE, "").strip()
+    return (Path(folder) if folder else xdg_folder(environ, "XDG_CONFIG_HOME", ".config") / APP_FOLDER) \
+        / USER_SETTINGS_FILE
+
+
+def shown_path(path: Path, environ: Mapping[str, str]) -> str:
+    """A path as messages show it: ~/… inside the home folder."""
+    with contextlib.suppress(ValueError):
+        return "~/" + str(path.relative_to(xdg_folder(environ, "HOME")))
+    return str(path)
+
+
+def source_checkout() -> bool:
+    """Whether this module runs from a source checkout (a clone, an editable install): pyproject.toml beside it,
+    which no installed copy (site-packages, pip --target) has."""
+    return (Path(__file__).resolve().parent / "pyproject.toml").is_file()
+
+
+def default_log_dir(environ: Mapping[str, str]) -> str:
+    """LOG_DIR when nothing sets it: ./logs from a source checkout, as always; an installed tool never writes into
+    the folder it runs in, so there $XDG_STATE_HOME/moa-pipeline/logs (~/.local/state when unset or relative)."""
+    if source_checkout():
+        return Config.log_dir
+    return str(xdg_folder(environ, "XDG_STATE_HOME", ".local/state") / APP_FOLDER / "logs")
+
+
 def _pick(name: str, flags: Mapping[str, str], environ: Mapping[str, str],
-          dotenv: Mapping[str, str | None]) -> tuple[str, str] | None:
-    """(raw value, where it came from) by precedence, flag > environment > .env. An empty value in the
-    environment or .env is unset (``PROXY_URL=`` as .env.example ships it): the next source applies."""
+          files: Sequence[SettingsFile]) -> tuple[str, str] | None:
+    """(raw value, where it came from) by precedence, flag > environment > each file in turn (read_env_file's order).
+    An empty value in the environment or a file is unset (``PROXY_URL=`` as .env.example ships it): the next
+    source applies."""
     if flags.get(name) is not None:
         return flags[name], "flag"
     if (environ.get(name) or "").strip():
         return environ[name], "environment"
-    if (dotenv.get(name) or "").strip():
-        return str(dotenv[name]), ".env"
-    return None
+    return next(((str(file.values[name]), file.label) for file in files if (file.values.get(name) or "").strip()),
+                None)
+
+
+def setting_source(setting: Setting, flags: Mapping[str, str], environ: Mapping[str, str],
+                   files: Sequence[SettingsFile]) -> tuple[str, str, str] | None:
+    """(the name it was set by, raw value, where) for a setting, or its FALLBACK_NAMES name when it is unset
+    everywhere (an error then names the variable the user set); None: its default applies."""
+    found = _pick(setting.env, flags, environ, files)
+    fallback = FALLBACK_NAMES.get(setting.env)
+    if found is None and fallback is not None and (found := _pick(fallback, {}, environ, files)):
+        return fallback, *found
+    return None if found is None else (setting.env, *found)
 
 
 def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
-                dotenv: Mapping[str, str | None], warn: bool = True) -> Config:
-    """Build the Config from flags, environment and .env; ConfigError if anything is off."""
-    values: dict[str, Any] = {}
+                dotenv: Mapping[str, str | None] | Sequence[SettingsFile], warn: bool = True) -> Config:
+    """Build the Config from flags, environment and the settings files (read_env_file; a plain mapping is a
+    ./.env's values); ConfigError if anything is off."""
+    files = [SettingsFile(DEFAULT_ENV_FILE, dotenv)] if isinstance(dotenv, Mapping) else dotenv
+    values: dict[str, Any] = {"log_dir": default_log_dir(environ)}
     for setting in SETTINGS:
-        name, found = setting.env, _pick(setting.env, flags, environ, dotenv)
-        if found is None and setting.env in FALLBACK_NAMES:  # an error names the variable the user set
-            name, found = FALLBACK_NAMES[setting.env], _pick(FALLBACK_NAMES[setting.env], {}, environ, dotenv)
-        if found is None and setting.default is MISSING:
-            raise ConfigError(f"{setting.env} is not set: put it in .env (see .env.example) or the environment")
+        if (found := setting_source(setting, flags, environ, files)) is None and setting.default is MISSING:
+            raise ConfigError(f"{setting.env} is not set: {where_to_set(environ)}")
         if found is None:
             continue  # Config's default
-        raw, source = found
+        name, raw, source = found
         try:
             values[setting.field] = setting.parse(raw)
         except ValueError as err:
             raise ConfigError(f"{name}={setting.shown(raw)} ({source}) is not valid: {err}") from None
     known = {s.env for s in SETTINGS} | set(FALLBACK_NAMES.values())
-    for name in sorted(set(dotenv) - known):
-        log.warning("unknown setting %s in the .env file is ignored (see .env.example for the names)", name)
+    for file in files:
+        for name in sorted(set(file.values) - known):
+            log.warning("unknown setting %s in %s is ignored (`%s config` lists the names)", name, file.label,
+                        command_name())
     config = Config(**values)
     if config.min_valid_answers > config.num_workers:
         raise ConfigError(f"MIN_VALID_ANSWERS={config.min_valid_answers} is more than NUM_WORKERS="
@@ -756,34 +832,54 @@ def check_response_format(config: Config, warn: bool) -> None:
                     "judges' vote as it stands: set SYNTHESIZE=on for a synthesis on every question")
 
 
-def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """Values of the env file: --env-file, else $MOA_ENV_FILE (either must exist), else ./.env if there is one.
+def where_to_set(environ: Mapping[str, str]) -> str:
+    """Where a required setting goes, naming files the user has (never .env.example: an installed tool has none)."""
+    user = user_settings_file(environ)
+    made = "" if os.path.lexists(user) else f" (`{command_name()} init` writes it)"
+    return f"set it in {shown_path(user, environ)}{made}, in ./.env or in the environment"
+
+
+def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) -> list[SettingsFile]:
+    """The settings files there are, highest precedence first: --env-file, else $MOA_ENV_FILE (either must exist),
+    then ./.env, then the per-user file (user_settings_file). A file named twice (--env-file .env) is read once.
     Nothing is written into os.environ: the precedence stays explicit in load_config, tests need no clean-up."""
-    named_by = "--env-file" if path is not None else None
-    if path is None and (environ or {}).get(ENV_FILE_VARIABLE, "").strip():
-        path, named_by = (environ or {})[ENV_FILE_VARIABLE].strip(), ENV_FILE_VARIABLE
-    if path is None and not os.path.isfile(DEFAULT_ENV_FILE):
-        return {}
-    if path is not None and (not os.path.exists(path) or os.path.isdir(path)):
-        raise ConfigError(f"{named_by} {path}: {'a folder, not a file' if os.path.isdir(path) else 'no such file'}")
-    name = path or DEFAULT_ENV_FILE
+    environ = os.environ if environ is None else environ
+    named = environ.get(ENV_FILE_VARIABLE, "").strip() if path is None else path
+    label = f"--env-file {path}" if path is not None else f"{ENV_FILE_VARIABLE} {named}"
+    if named and (not os.path.exists(named) or os.path.isdir(named)):
+        raise ConfigError(f"{label}: {'a folder, not a file' if os.path.isdir(named) else 'no such file'}")
+    user = user_settings_file(environ)
+    # ./.env is read when it is a file (a folder or FIFO there is not ours); a named or per-user file whatever it is
+    candidates = ((named, label, True), (DEFAULT_ENV_FILE if os.path.isfile(DEFAULT_ENV_FILE) else "",
+                                         DEFAULT_ENV_FILE, False), (str(user), shown_path(user, environ), False))
+    files: list[SettingsFile] = []
+    seen: set[str] = set()
+    for name, shown, given in candidates:
+        if name and os.path.lexists(name) and os.path.realpath(name) not in seen:
+            seen.add(os.path.realpath(name))
+            files.append(SettingsFile(shown, read_settings_file(name, shown, given)))
+    return files
+
+
+def read_settings_file(name: str, label: str, given: bool) -> dict[str, str | None]:
+    """A settings file's values; ConfigError naming it (``label``) for anything but UTF-8 text of at most
+    ENV_FILE_LIMIT bytes. A file the user named (``given``) may be a pipe (--env-file <(...)); ./.env or the
+    per-user file must be a regular file (open_existing: a FIFO there is refused, never waited on)."""
     try:
-        with open(name, "rb") as handle:  # a pipe (--env-file <(...)) works; /dev/zero must not fill memory
-            data = handle.read(ENV_FILE_LIMIT + 1)
+        with open(name, "rb") if given else os.fdopen(open_existing(Path(name), follow=True), "rb") as handle:
+            data = handle.read(ENV_FILE_LIMIT + 1)  # /dev/zero must not fill memory
         if len(data) > ENV_FILE_LIMIT:
-            raise ConfigError(f"{named_by or 'the env file'} {name}: larger than {ENV_FILE_LIMIT} bytes, "
-                              "not a settings file")
+            raise ConfigError(f"{label}: larger than {ENV_FILE_LIMIT} bytes, not a settings file")
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
-        raise ConfigError(f"{named_by + ' ' if named_by else ''}{name}: cannot read it ({why})") from None
+        raise ConfigError(f"{label}: cannot read it ({why})") from None
     if not text.strip():
         return {}
     try:  # imported only when there are settings to read: importing it costs every start 3 ms
         from dotenv import dotenv_values
     except ImportError:
-        raise ConfigError("the Python package 'dotenv' is not installed: "
-                          "run  pip install -r requirements.txt") from None
+        raise ConfigError("the Python package 'dotenv' is not installed: run  pip install python-dotenv") from None
     return dict(dotenv_values(stream=io.StringIO(text)))
 
 
@@ -4068,6 +4164,16 @@ def make_private_folders(folder: Path) -> None:
             os.mkdir(part, 0o700)
 
 
+def make_log_folders(config: Config, folder: Path) -> None:
+    """make_private_folders for LOG_DIR or a folder in it; the run that makes LOG_DIR's default folder says where
+    it is, once (an installed tool's is out of sight: see default_log_dir)."""
+    new = not os.path.lexists(config.log_dir)
+    make_private_folders(folder)
+    if new and config.log_dir == default_log_dir(os.environ):
+        log.warning("transcripts and traces go to %s, a folder made now (LOG_DIR sets another)",
+                    os.path.abspath(config.log_dir))
+
+
 def unlink_in(path: Path, folder_fd: int | None) -> None:
     os.unlink(path.name if folder_fd is not None else path, dir_fd=folder_fd)
 
@@ -4101,7 +4207,7 @@ def open_run_files(config: Config, runtime: Runtime,
     folder, transcript = place.folder_fd, config.enable_file_logging
     try:
         if folder is None:
-            make_private_folders(place.directory)
+            make_log_folders(config, place.directory)
         path, fd = create_private_file(place.directory, place.stem, ".txt" if transcript else ".jsonl",
                                        twin=".jsonl" if transcript and config.jsonl_trace else None, folder_fd=folder)
         if not transcript:
@@ -5464,7 +5570,7 @@ def open_log_folder(config: Config, options: BatchOptions) -> int | None:
         return None
     folder = batch_log_folder(config, options.output)
     try:
-        make_private_folders(folder)
+        make_log_folders(config, folder)
         fd = open_folder(folder)
     except LinkRefused:
         raise ConfigError(f"the batch's log folder {folder} is a symbolic link; transcripts go only into a "
@@ -5859,7 +5965,11 @@ HELP_EPILOG = ("examples:\n"
                "  %(prog)s -f questions.jsonl -o results.jsonl --concurrency 4\n"
                '  %(prog)s -q "..." --max-calls 8 --dry-run\n'
                "  %(prog)s --replay logs/moa_run_20260101_120000.jsonl --from judges\n"
-               "settings: flags > environment > .env > defaults; see .env.example.\n"
+               "commands (the first word):\n"
+               "  %(prog)s config [--json]   each setting's value and where it came from\n"
+               "  %(prog)s init              write a commented per-user settings file\n"
+               "settings: flags > environment > --env-file or $MOA_ENV_FILE > ./.env > the per-user\n"
+               "  file (%(prog)s config names it) > defaults.\n"
                "exit codes: 0 verdict (batch: all ok), 1 run failed (batch: could not go on),\n"
                "  2 usage or configuration error, 3 batch finished with failed questions or bad\n"
                "  input lines, 75 try later (batch output locked by another run, or the endpoint\n"
@@ -5876,9 +5986,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    command = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "moa-pipeline"  # as run (help names it)
     parser = OneLineParser(
-        prog=f"python {command}" if command.endswith(".py") else command, epilog=HELP_EPILOG,
+        prog=command_name(), epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge (vote or "
                     "rank), and for a whole response, synthesize.")
@@ -5944,7 +6053,8 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
     switch("--phase-barriers", "PHASE_BARRIERS", "true", "each phase waits for the whole previous one")
     value("--model", "MODEL_NAME", "model name sent to the endpoint (MODEL_NAME)", "NAME")
     parser.add_argument("--env-file", metavar="PATH",
-                        help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}, else ./.env)")
+                        help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}), above ./.env and the "
+                             "per-user file")
     value("--max-calls", "MAX_CALLS", "HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
     value("--max-tokens", "MAX_TOTAL_TOKENS", "tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
     value("--deadline", "QUESTION_DEADLINE", "stop a question after this long (QUESTION_DEADLINE; 0: none)", "SECONDS")
@@ -6357,6 +6467,9 @@ def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_o
 
 def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
     """Parse, configure, run; every error becomes one line and its exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in HOME_COMMANDS:  # a question comes only through -q, -f, --eval or --replay
+        return run_home_command(argv[0], argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help, or a usage error argparse already printed
@@ -6385,6 +6498,101 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
         return deliver(json.dumps(plan.to_dict(config)) if args.json_output else human_dry_run(plan), None, EXIT_OK,
                       config.secrets)
     return main_single(config, request, runtime, args.json_output)
+
+
+def run_home_command(command: str, argv: list[str]) -> int:
+    """`config` or `init` (HOME_COMMANDS); every error is one line, exit 2."""
+    parser = OneLineParser(prog=f"{command_name()} {command}", description=HOME_COMMANDS[command] + ".")
+    if command == "config":
+        parser.add_argument("--env-file", metavar="PATH", help=f"as for a run (default: ${ENV_FILE_VARIABLE})")
+        parser.add_argument("--json", dest="json_output", action="store_true", help="one JSON object on stdout")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error argparse already printed
+        return int(stop.code or 0)
+    setup_logging(0)
+    try:
+        return show_settings(args.env_file, args.json_output) if command == "config" else write_user_file(os.environ)
+    except ConfigError as err:
+        say(f"error: {err}", ())
+        return exit_code_for(err)
+
+
+def setting_row(setting: Setting, environ: Mapping[str, str], files: Sequence[SettingsFile]) -> dict[str, str]:
+    """One setting as `config` shows it: its value (a secret masked, a URL's credentials too) and where it came
+    from: flag, environment, a file's label, or default."""
+    found = setting_source(setting, {}, environ, files)
+    if found is None:
+        value = ("(not set: required)" if setting.default is MISSING else default_log_dir(environ)
+                 if setting.env == "LOG_DIR" else setting_text(setting.default))
+        return {"name": setting.env, "value": value, "source": "default"}
+    name, raw, source = found
+    value = SECRET_MASK if setting.secret else masked_url(raw) if setting.env == "PROXY_URL" else printable(raw)
+    return {"name": setting.env, "value": value, "source": source + (f" ({name})" if name != setting.env else "")}
+
+
+def show_settings(env_file: str | None, json_output: bool) -> int:
+    """`config`: every setting, its value and its source, and the files read. Exit 2, with the error a run would
+    print, when these settings cannot run (a required one unset, a bad value), so a script can check them."""
+    files = read_env_file(env_file, os.environ)
+    try:
+        secrets, error = load_config({}, os.environ, files, warn=False).secrets, None
+    except ConfigError as err:
+        secrets, error = (), str(err)
+    rows = [setting_row(setting, os.environ, files) for setting in SETTINGS]
+    user = shown_path(user_settings_file(os.environ), os.environ)
+    if json_output:
+        text = json.dumps({"files": [f.label for f in files], "user_file": user, "settings": rows, "error": error},
+                          ensure_ascii=False)
+    else:
+        width = max((len(row["value"]) for row in rows if len(row["value"]) <= 40), default=0)
+        text = "\n".join([f"files read, highest first: {', '.join(f.label for f in files) or 'none'}",
+                          f"per-user file: {user}" + ("" if any(f.label == user for f in files) else
+                                                      f" (none: `{command_name()} init` writes one)"),
+                          *(f"{r['name']:<26} {r['value'] or '(unset)':<{width}}  {r['source']}" for r in rows)])
+    return deliver(text, error, EXIT_USAGE if error else EXIT_OK, secrets)
+
+
+def user_file_text(environ: Mapping[str, str]) -> str:
+    """What `init` writes: the two required settings, empty (unset) to fill in, then every other one commented out
+    at its default, so the file says what each would be and a line to change is one "# " away."""
+    command = command_name()
+    head = [f"# moa-pipeline's settings for this user, written by `{command} init`. An empty value is unset.",
+            "# Precedence: flags > environment > --env-file or $MOA_ENV_FILE > ./.env > this file > defaults;",
+            f"# `{command} config` shows each setting's value and where it came from.",
+            "# Required: the endpoint, a base URL such as http://127.0.0.1:8080/v1 or https://api.openai.com/v1,",
+            "# and its key (any value, such as local, for a server without auth).", "PROXY_URL=", "API_KEY=", "",
+            "# Every other setting at its default (the README's Settings table says what each does):"]
+    defaults = {s.env: default_log_dir(environ) if s.env == "LOG_DIR" else setting_text(s.default) for s in SETTINGS}
+    return "\n".join(head + [f"# {s.env}={defaults[s.env]}" for s in SETTINGS if s.default is not MISSING]) + "\n"
+
+
+def write_user_file(environ: Mapping[str, str]) -> int:
+    """`init`: the per-user file, made new (mode 0600, in folders made 0700) through the file policy: no link is
+    followed at the folder's or the file's name, and an existing file is never overwritten (exit 2: nothing
+    written; a provisioning script checks `config` instead)."""
+    path = user_settings_file(environ)
+    shown = shown_path(path, environ)
+    if not path.is_absolute():  # no HOME and no passwd entry: "~" would be a folder made here
+        raise ConfigError(f"no home folder to write {path} in: set HOME, or {CONFIG_HOME_VARIABLE} to a folder")
+    try:
+        make_private_folders(path.parent)
+        folder = open_folder(path.parent)
+        try:
+            fd = create_new(path, folder)
+        finally:
+            os.close(folder)
+    except FileExistsError:
+        why = (f"already exists, and init never overwrites it: edit it (`{command_name()} config` shows what it sets)"
+               if what_is_at(path) == "file" else "is a link or a folder, and init writes no file through it")
+        raise ConfigError(f"{shown} {why}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot write {shown} ({describe_os_error(err)}): set {CONFIG_HOME_VARIABLE} to a "
+                          "folder of your own") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(user_file_text(environ))
+    emit(f"wrote {shown}: set PROXY_URL and API_KEY in it, then ask:  {command_name()} -q \"What is 17 * 23?\"", ())
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ FILE_CHECKS = {"O_NOFOLLOW", "O_EXCL", "S_ISREG", "S_ISLNK", "st_nlink", "ELOOP"
 # Opened outside the policy on purpose, each with its reason.
 ALLOWED = {
     ("_silence_stdout", "os.open"): "/dev/null, a device, to discard what stdout still holds at exit",
-    ("read_env_file", "open"): "the user's own settings file, which may be a pipe (--env-file <(...))",
+    ("read_settings_file", "open"): "the user's own settings file, which may be a pipe (--env-file <(...))",
     ("scan_input", "open"): "the user's questions file, read as the user named it",
     ("open_questions", "open"): "the user's questions file, read as the user named it",
 }
