@@ -3772,6 +3772,13 @@ class Settings(TypedDict, total=False):
     answer_shape: Literal["auto", "short", "full"] | None
     synthesize: Literal["auto", "on", "off"] | None
     synthesis_model: str | None  # default: the first judge model
+    system_prompt: str | None  # the user's own, before our rules in every phase
+    seed: int | None
+    top_p: float | None
+    stop: str | list[str] | None  # one stop sequence, or up to 4
+    response_format: str | dict[str, Any] | None  # the synthesis's reply only (README, Settings)
+    reasoning_effort: str | None
+    extra_body: str | dict[str, Any] | None  # merged into every request body; a None value there removes our field
 
 
 # What a keyword takes, by the type of its Config field: the Python types, and their name.
@@ -3784,7 +3791,7 @@ CLIENT_SETTINGS = ("proxy_url", "api_key", "gateway_token", "max_concurrent_requ
 
 
 def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
-    """The Config of a library call: ``config``, else flags > environment > .env as for the CLI; keyword settings on
+    """The Config of a library call: ``config``, else environment > settings files as for the CLI; keyword settings on
     top (None: leave it), each checked by library_value, so a Config built by hand gets the CLI's limits too.
     TypeError for a ``config`` that is not a Config; ConfigError for an unknown name."""
     if not log.handlers:  # a library logs nowhere until its caller sets logging up
@@ -3817,6 +3824,8 @@ def library_value(label: str, value: Any, setting: Setting) -> str:
     range; each names ``label`` and what it takes, and shows the value as Setting.shown does."""
     kind = str(Config.__dataclass_fields__[setting.field].type).split(" | ")[0]  # "int", "float | None"
     types, expected, shown = *KEYWORD_TYPES[kind], setting.shown(value)
+    if setting.env in JSON_SETTINGS and isinstance(value, (list, dict)):  # read as the JSON text it would be in .env
+        value = json.dumps(value)
     if value is not None and not isinstance(value, str) and (
             not isinstance(value, types) or isinstance(value, bool) != (kind == "bool")):
         raise TypeError(f"{label}={shown}: expected {expected}, got {type(value).__name__}")

@@ -68,6 +68,21 @@ def test_a_path_is_taken_for_log_dir(tmp_path) -> None:
     assert result.transcript and Path(result.transcript).parent == tmp_path / "mine"
 
 
+@respx.mock
+def test_json_settings_take_python_lists_and_dicts() -> None:
+    """stop, response_format and extra_body take a list or dict as well as JSON text; each reaches the body."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    result = moa.debate_sync("What is 17 * 23?", num_workers=2, num_judges=1, stop=["###"], seed=7, top_p=0.5,
+                             extra_body={"top_k": 20, "user": "me"}, synthesize="on", response_format={"type": "text"})
+    bodies = [json.loads(call.request.content) for call in route.calls]
+    assert result.status == "ok" and all(b["stop"] == ["###"] and b["top_k"] == 20 and b["seed"] == 7 for b in bodies)
+    formats = {call.request.headers["X-MoA-Phase"]: json.loads(call.request.content).get("response_format")
+               for call in route.calls}
+    assert formats.pop("synthesis") == {"type": "text"} and set(formats.values()) == {None}, "the synthesis's only"
+    with pytest.raises(TypeError, match="expected a string, got set"):
+        moa.debate_sync("Q?", stop={"###"})
+
+
 def user_script_errors(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "user.py"
     script.write_text("import moa_pipeline\n\n\n" + body)
