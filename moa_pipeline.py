@@ -20,8 +20,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
 
      1. constants and every exit code ... every tunable and every exit code
      2. the error tree ... every exception, and the exit code it carries (exit_code_for)
-     3. configuration, secrets and values from outside ... settings, .env, URL
-        checks, masking secrets (redact), JSON from outside (load_json)
+     3. configuration, secrets and values from outside ... settings, .env, masking secrets (redact); the
+        pure readers of values from outside (settings, URLs, JSON, Retry-After) are parsing.py's
      4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
         secrets masked: every file write (write_all), stdout (emit), stderr (say)
      5. one HTTP attempt, and the endpoint it goes to ... the request, the size cap, Content-Type dispatch, the
@@ -55,7 +55,6 @@ import functools
 import hashlib
 import importlib.util
 import io
-import ipaddress
 import itertools
 import json
 import logging
@@ -72,12 +71,12 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from string import Template
 from typing import Any, BinaryIO, Generic, Literal, NoReturn, TypeVar
-from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 try:
     import httpx
@@ -88,14 +87,30 @@ except ImportError as missing:  # only without the requirements: say what to do,
 
 import prompts
 from parsing import (
+    SECRET_MASK,
     ParsedAnswer,
     ParsedRanking,
     ParsedRebuttal,
     ShapeGuess,
+    _api_key,
+    _boolean,
+    _file_prefix,
+    _folder,
+    _integer,
+    _number,
+    _one_of,
+    _optional,
+    _text,
     answer_key,
     answer_left_open,
+    chat_completions_url,
     choice_letters,
+    credential_parameter,
     detect_answer_type,
+    display_url,
+    is_loopback,
+    load_json,
+    masked_url,
     normalize_answer,
     parse_answer,
     parse_block,
@@ -104,6 +119,7 @@ from parsing import (
     parse_judgement,
     parse_ranking,
     parse_rebuttal,
+    parse_retry_after,
     parse_synthesis,
     present_answer,
     question_shape,
@@ -197,7 +213,6 @@ PHASE_TITLES = {Phase.GENERATE: "Phase 1 - Blind generation", Phase.CRITIQUE: "P
                 Phase.JUDGE: "Phase 4 - Judges", Phase.SYNTHESIS: "Phase 5 - Synthesis"}
 PHASE_NOUNS = {Phase.GENERATE: "valid", Phase.CRITIQUE: "critiques", Phase.REBUTTAL: "rebuttals",
                Phase.REVISE: "revisions", Phase.JUDGE: "verdicts", Phase.SYNTHESIS: "responses"}
-SECRET_MASK = "***"
 MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
 MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name
 MAX_REPORTED_TOKENS = 10**9  # a usage count above this is not a count: the attempt's tokens are estimated instead
@@ -319,109 +334,6 @@ def internal_error(err: BaseException) -> str:
 
 # --- 3. configuration, secrets and values from outside -------------------------------------------
 
-def load_json(text: str | bytes) -> Any:
-    """json.loads for text from outside: ValueError for anything it cannot read, nesting too deep included."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
-Number = TypeVar("Number", int, float)
-
-
-def _in_range(convert: Callable[[str], Number], low: float, high: float, expected: str) -> Callable[[str], Number]:
-    """A setting's parser: ``convert``, then a range check; ValueError saying what is expected."""
-    def parse(raw: str) -> Number:
-        try:
-            value = convert(raw.strip())
-        except ValueError:
-            raise ValueError(expected) from None
-        if not low <= value <= high:  # also rejects nan
-            raise ValueError(expected)
-        return value
-    return parse
-
-
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    return _in_range(int, low, high, f"expected a whole number from {low} to {high}")
-
-
-def _number(low: float, high: float) -> Callable[[str], float]:
-    return _in_range(float, low, high, f"expected a number from {low:g} to {high:g}")
-
-
-def _boolean(raw: str) -> bool:
-    word = raw.strip().lower()
-    if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise ValueError("expected true or false")
-    return word in ("1", "true", "yes", "on")
-
-
-def _one_of(*words: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        word = raw.strip().lower()
-        if word not in words:
-            raise ValueError("expected " + ", ".join(words[:-1]) + " or " + words[-1])
-        return word
-    return parse
-
-
-def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An optional setting: empty means unset (None)."""
-    return lambda raw: None if not raw.strip() else parse(raw)
-
-
-def _text(raw: str) -> str:
-    value = raw.strip()
-    if not value:
-        raise ValueError("expected a non-empty value")
-    return value
-
-
-def _api_key(raw: str) -> str:
-    # httpx quotes an illegal header value in its exception text: a key it cannot send is refused here, unechoed.
-    value = raw.strip()
-    if not value:
-        raise ValueError("expected a non-empty key (any value works for servers without auth)")
-    if not all(33 <= ord(ch) < 127 for ch in value):
-        raise ValueError("contains spaces or characters that cannot be sent in an HTTP header")
-    return value
-
-
-def chat_completions_url(raw: str) -> str:
-    """A full chat-completions URL from either that URL or a base URL (…/v1)."""
-    value = raw.strip()
-    try:
-        parts = urlsplit(value)
-        if parts.port == 0:  # .port itself raises ValueError for a port above 65535 or not a number
-            raise ValueError
-    except ValueError:
-        raise ValueError("expected an http:// or https:// URL with a port from 1 to 65535") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http:// or https:// URL such as https://host/v1")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("the URL contains spaces or control characters")
-    if "@" in parts.netloc:  # httpx would send it as Basic auth in place of the Bearer API_KEY
-        raise ValueError("it holds user info (user:password@), which would replace the API key: remove it and "
-                         "put the key in API_KEY, which is sent as a Bearer token")
-    path = parts.path.rstrip("/")
-    if not path.endswith("/chat/completions"):
-        path += "/chat/completions"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
-
-# A query parameter carries a credential when its name, in lower case without separators, holds one
-# of these: key (Google's key, api_key, subscription-key), token (access_token, X-Amz-Security-Token),
-# sig (Azure SAS sig, X-Amz-Signature), auth, secret, pass(word), pwd, credential; or is "code" (OAuth).
-# Such values are masked wherever they could show; every other value (api-version) is data, never masked.
-CREDENTIAL_PARAMETER = re.compile(r"key|token|sig|auth|secret|pass|pwd|credential|^code$")
-
-
-def credential_parameter(name: str) -> bool:
-    return bool(CREDENTIAL_PARAMETER.search(re.sub(r"[^a-z0-9]", "", unquote(name).lower())))
-
-
 def query_credentials(query: str) -> list[str]:
     """The values of a query's credential parameters, as written, decoded, and as httpx sends them
     (``"`` and non-ASCII percent-encoded: a server echoing its request URL, and httpx's log, show that);
@@ -433,57 +345,6 @@ def query_credentials(query: str) -> list[str]:
         if secret and (not equals or credential_parameter(name)):
             found += [secret, unquote(secret), unquote_plus(secret), httpx.URL("http://h/?" + secret).query.decode()]
     return found
-
-
-def masked_query(query: str) -> str:
-    """The query with the value of each credential parameter, and each piece without "=", as ***."""
-    return "&".join(SECRET_MASK if not eq else name + eq + (SECRET_MASK if credential_parameter(name) else value)
-                    for name, eq, value in (piece.partition("=") for piece in query.split("&") if query))
-
-
-def masked_url(raw: str) -> str:
-    """A URL-like value safe to echo, even when it does not parse: everything up to the last "@" after the scheme
-    (user info, whatever it holds), a fragment, and in the query each credential parameter's value are masked."""
-    text = raw.strip()
-    scheme = text.find("//")
-    start = scheme + 2 if scheme >= 0 else 0
-    at = text.rfind("@")
-    if at >= start:
-        text = text[:start] + SECRET_MASK + text[at:]
-        start += len(SECRET_MASK) + 1
-    text, fragment, _ = text.partition("#")
-    query_at = text.find("?", start)
-    if query_at >= 0:
-        text = text[:query_at + 1] + masked_query(text[query_at + 1:])
-    return (text + ("#" + SECRET_MASK if fragment else ""))[:200]
-
-
-def _folder(raw: str) -> str:
-    """A folder path: any name a file system takes (no NUL byte)."""
-    if "\x00" in raw:
-        raise ValueError("a path cannot contain a NUL byte")
-    return _text(raw)
-
-
-def _file_prefix(raw: str) -> str:
-    """LOG_FILENAME_PREFIX: a plain file-name part, so transcripts stay inside LOG_DIR."""
-    value = raw.strip()
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
-        raise ValueError("expected 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit "
-                         "(no '/' or '..': transcripts stay inside LOG_DIR)")
-    return value
-
-
-def is_loopback(host: str) -> bool:
-    with contextlib.suppress(ValueError):
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    return False
-
-
-def display_url(url: str) -> str:
-    """A parsed URL as errors, --check and transcripts show it: no user info, credential values masked."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, masked_query(parts.query), ""))
 
 
 def tunable(default: T, parse: Callable[[str], Any], *, secret: bool = False) -> T:
@@ -1416,24 +1277,6 @@ class AgentCall:
     debate_round: int = 1  # the debate round (ROUNDS) the call belongs to; ``pass_number`` is 2 in the rerun
     fallback: bool = False  # accepted, but read only by its phase's last parsing tier (read_by_fallback)
     error: APIError | None = field(default=None, repr=False)  # what its last attempt failed with, once it failed
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None for none, or "now" (0, past)."""
-    if not value:
-        return None
-    try:
-        seconds: float | None = float(value)
-    except ValueError:
-        import email.utils  # only for an HTTP-date Retry-After: importing it costs every start 10 ms
-        try:
-            when = email.utils.parsedate_to_datetime(value.strip())
-            if when.tzinfo is None:  # "-0000", as formatdate() writes: an HTTP date is GMT
-                when = when.replace(tzinfo=UTC)
-            seconds = when.timestamp() - now
-        except (TypeError, ValueError, IndexError, OverflowError, OSError):
-            seconds = None
-    return seconds if seconds is not None and 0 < seconds < math.inf else None
 
 
 # OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s".
