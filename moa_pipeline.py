@@ -108,9 +108,11 @@ from parsing import (
     credential_parameter,
     detect_answer_type,
     display_url,
+    finish_reason_of,
     is_loopback,
     load_json,
     masked_url,
+    message_text,
     normalize_answer,
     parse_answer,
     parse_block,
@@ -124,6 +126,8 @@ from parsing import (
     present_answer,
     question_shape,
     restore_tags,
+    small_number,
+    usage_counts,
 )
 
 # --- 1. constants and every exit code ------------------------------------------------------------
@@ -215,7 +219,6 @@ PHASE_NOUNS = {Phase.GENERATE: "valid", Phase.CRITIQUE: "critiques", Phase.REBUT
                Phase.REVISE: "revisions", Phase.JUDGE: "verdicts", Phase.SYNTHESIS: "responses"}
 MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
 MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name
-MAX_REPORTED_TOKENS = 10**9  # a usage count above this is not a count: the attempt's tokens are estimated instead
 STRAGGLER_MIN_SECONDS = 1.0  # no straggler cut before: it saves little, and may lose a good answer to a hiccup
 STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
 SHARED_STRAGGLER_SCALE = 2.0  # the straggler bar while other questions share the endpoint (see StragglerWatch)
@@ -777,25 +780,6 @@ def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) 
     return printable(redact(text, secrets), SERVER_MESSAGE_LIMIT) or "no message"  # one line, whatever it sent
 
 
-def _message_text(content: Any) -> str | None:
-    # Some servers send content as a list of typed parts.
-    if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
-        return "".join(p for p in parts if isinstance(p, str))
-    return content if isinstance(content, str) else None
-
-
-def _usage(data: Any) -> dict[str, int] | None:
-    """The prompt and completion counts of a usage object, or None unless both are whole numbers within reason."""
-    counts = {key: data.get(key) for key in ("prompt_tokens", "completion_tokens")} if isinstance(data, dict) else {}
-    trusted = {key: n for key, n in counts.items() if type(n) is int and 0 <= n <= MAX_REPORTED_TOKENS}  # no bool
-    return trusted if len(trusted) == 2 else None
-
-
-def _finish_reason(value: Any) -> str | None:
-    return value[:64] if isinstance(value, str) and value else None
-
-
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
                        usage: dict[str, int] | None, headers: httpx.Headers) -> Completion:
     """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
@@ -835,8 +819,8 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
         raise fault(Fault.NOT_A_COMPLETION, "the response has no choices", status=status)
     choice = choices[0]
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
-    return checked_completion(_message_text(message.get("content")), _finish_reason(choice.get("finish_reason")),
-                              message.get("refusal"), status, _usage(data.get("usage")), headers)
+    return checked_completion(message_text(message.get("content")), finish_reason_of(choice.get("finish_reason")),
+                              message.get("refusal"), status, usage_counts(data.get("usage")), headers)
 
 
 def too_large(limit: int) -> APIError:
@@ -914,7 +898,7 @@ class StreamedReply:
         if chunk.get("error"):
             raise fault(Fault.ERROR_IN_REPLY, "the endpoint returned an error mid-stream: "
                         f"{str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}", status=status)
-        self.usage = _usage(chunk.get("usage")) or self.usage
+        self.usage = usage_counts(chunk.get("usage")) or self.usage
         choices = chunk.get("choices")
         for choice in [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []:
             delta = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
@@ -922,7 +906,7 @@ class StreamedReply:
                 self.parts.append(delta["content"])
             if isinstance(delta.get("refusal"), str):
                 self.refusal.append(delta["refusal"])
-            self.finish = _finish_reason(choice.get("finish_reason")) or self.finish
+            self.finish = finish_reason_of(choice.get("finish_reason")) or self.finish
 
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
@@ -4285,14 +4269,8 @@ def parse_shard(value: str, environ: Mapping[str, str]) -> Shard:
     return Shard(int(found[1]), int(found[2]))
 
 
-def _small_number(value: str | None) -> int | None:
-    """A scheduler's index or count: ASCII digits only (isdigit() takes '²'), and not absurdly long."""
-    text = (value or "").strip()
-    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
-
-
 def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
-    count = _small_number(text.partition("/")[2])
+    count = small_number(text.partition("/")[2])
     if text != "auto" and (not text.startswith("auto/") or count is None or not 1 <= count <= MAX_SHARDS):
         raise ConfigError(f"--shard {text}: expected auto/N with N a whole number from 1 to {MAX_SHARDS}")
     if "JOB_COMPLETION_INDEX" not in environ and "SLURM_ARRAY_TASK_ID" not in environ:
@@ -4311,7 +4289,7 @@ def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
 
 def _job_shard(environ: Mapping[str, str], count: int) -> Shard:
     """A Kubernetes Indexed Job's shard: its 0-based JOB_COMPLETION_INDEX, plus one."""
-    index = _small_number(environ["JOB_COMPLETION_INDEX"])
+    index = small_number(environ["JOB_COMPLETION_INDEX"])
     if index is None or index >= count:
         raise ConfigError(f"--shard auto/{count}: JOB_COMPLETION_INDEX is not an index from 0 to {count - 1}")
     return Shard(index + 1, count)
@@ -4321,13 +4299,13 @@ def _slurm_shard(environ: Mapping[str, str], count: int) -> Shard:
     """Shard K of ``count`` is the task with id K, and id 0 is shard N: --array=1-8 and --array=0-7 both
     cover shards 1..8 once, and a resubmitted subset (--array=3,5) reruns exactly those shards. Only the
     task id decides: _MIN, _MAX and _COUNT describe the array as (re)submitted, not the whole job."""
-    task = _small_number(environ["SLURM_ARRAY_TASK_ID"])
-    highest = _small_number(environ.get("SLURM_ARRAY_TASK_MAX")) or 0
+    task = small_number(environ["SLURM_ARRAY_TASK_ID"])
+    highest = small_number(environ.get("SLURM_ARRAY_TASK_MAX")) or 0
     if task is None or max(task, highest) > count:
         raise ConfigError(f"--shard auto/{count}: a Slurm task id must be a shard, 0 to {count} (this one is "
                           f"{printable(environ['SLURM_ARRAY_TASK_ID'], 20)!r}, the array's highest {highest}): "
                           f"submit --array=1-{count} (or 0-{count - 1}), or a part of it")
-    if _small_number(environ.get("SLURM_ARRAY_TASK_MIN")) == 0 and highest == count:
+    if small_number(environ.get("SLURM_ARRAY_TASK_MIN")) == 0 and highest == count:
         raise ConfigError(f"--shard auto/{count}: task ids 0 and {count} of the Slurm array are both shard "
                           f"{count}: submit --array=1-{count} or 0-{count - 1}")
     return Shard(task or count, count)

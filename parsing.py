@@ -1432,6 +1432,31 @@ def parse_full_answer(text: str) -> ParsedAnswer:
     return ParsedAnswer(restore_tags(remainder.strip()), reasoning, "paragraph")
 
 
+# --- a reply's JSON: content, usage, finish reason ----------------------------
+
+MAX_REPORTED_TOKENS = 10**9  # a usage count above this is not a count: the attempt's tokens are estimated instead
+
+
+def message_text(content: Any) -> str | None:
+    """A reply message's content as text: some servers send a list of typed parts."""
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        return "".join(p for p in parts if isinstance(p, str))
+    return content if isinstance(content, str) else None
+
+
+def usage_counts(data: Any) -> dict[str, int] | None:
+    """The prompt and completion counts of a usage object, or None unless both are whole numbers within reason."""
+    counts = {key: data.get(key) for key in ("prompt_tokens", "completion_tokens")} if isinstance(data, dict) else {}
+    trusted = {key: n for key, n in counts.items() if type(n) is int and 0 <= n <= MAX_REPORTED_TOKENS}  # no bool
+    return trusted if len(trusted) == 2 else None
+
+
+def finish_reason_of(value: Any) -> str | None:
+    """A reply's finish_reason: a string, cut short, or None."""
+    return value[:64] if isinstance(value, str) and value else None
+
+
 # --- values from outside: settings, URLs, headers -----------------------------
 #
 # Unlike the readers above, these raise ValueError for a bad value, saying what they expected: that is
@@ -1613,3 +1638,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         except (TypeError, ValueError, IndexError, OverflowError, OSError):
             seconds = None
     return seconds if seconds is not None and 0 < seconds < math.inf else None
+
+
+def small_number(value: str | None) -> int | None:
+    """A scheduler's index or count: ASCII digits only (isdigit() takes '²'), and not absurdly long."""
+    # At most nine ASCII digits, the whole value: bounded, so linear.
+    text = (value or "").strip()
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
