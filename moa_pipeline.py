@@ -430,7 +430,7 @@ class Config:
     @functools.cached_property
     def secrets(self) -> tuple[str, ...]:
         """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info, ``?key=...``;
-        see CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays itself under
+        see parsing.CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays itself under
         ``?api-version=2024-10-21``); each in every form an output may show it in."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
@@ -1409,7 +1409,7 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
     attempt.gateway_retries = completion.gateway_retries
-    if usage := completion.usage:  # both counts, checked where the reply was read (_usage)
+    if usage := completion.usage:  # both counts, checked where the reply was read (usage_counts)
         attempt.prompt_tokens, attempt.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
     else:
         attempt.prompt_tokens, attempt.completion_tokens = prompt_estimate, estimate_tokens(completion.text)
