@@ -2368,10 +2368,9 @@ class StragglerWatch:
 
     def _mark_cut(self, agent: str, entry: RunningCall) -> None:
         typical = median(self.finished)
-        for call in reversed(self.debate.calls):
-            if call.agent == agent and call.phase == self.phase and call.pass_number == self.debate.pass_number:
-                call.failure = STRAGGLER_CUT
-                break
+        if call := next((c for c in reversed(self.debate.calls) if c.agent == agent and c.phase == self.phase
+                         and c.pass_number == self.debate.pass_number), None):
+            call.failure = STRAGGLER_CUT
         shared = f" x {entry.scale:g}, as other questions share the endpoint" if entry.scale != 1 else ""
         self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
                          f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
@@ -2663,8 +2662,7 @@ async def synthesize(state: Debate, question: str, key: Callable[[str], str]) ->
 
 
 def synthesis_fallback(shape: str) -> str:
-    """What stands when the synthesis writes nothing: a full answer's top-ranked candidate, a short one's solution
-    from the solvers' own derivation."""
+    """What stands, as a note says, when the synthesis writes nothing."""
     return "the top-ranked candidate stands" if shape == "full" else "the solvers' own derivation stands"
 
 
@@ -2887,14 +2885,10 @@ def _first_choices(ballots: Sequence[Ballot], candidates: Sequence[str]) -> dict
 
 def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels: Mapping[str, str],
                     rng: random.Random, resamples: int = BOOTSTRAP_RESAMPLES) -> list[Standing]:
-    """Every candidate's Borda standing, best first; [] when no ballot names a candidate (the caller falls back).
-
-    score: the mean over the usable ballots of ballot_points / (n-1), in [0, 1] (one candidate: 1.0), 3 places.
-    low, high: the percentile bootstrap over judges (_percentile_interval) of `resamples` resamples drawn with
-    `rng`, so a seeded rng always reports the same interval; one ballot (or resamples 0) gives low == high == score.
-    Order: score; on a tie more first places; then the higher mean CONFIDENCE of the ballots that put it first
-    (None counts as 0); then the order of `candidates`. label: labels[agent], "" when it has none.
-    """
+    """Every candidate's Borda standing (_borda_score), best first; [] when no ballot names a candidate (the caller
+    falls back). Its interval is the percentile bootstrap over judges drawn with ``rng``: a seeded rng always reports
+    the same one, and one ballot (or resamples 0) gives low == high == score. A tie goes to more first places, then
+    to the higher mean CONFIDENCE (None as 0) of the ballots that put it first, then to the order of ``candidates``."""
     counted = [(ballot, points) for ballot in ballots if (points := ballot_points(ballot.order, candidates))]
     if not counted:
         return []
@@ -2916,8 +2910,8 @@ def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels
 def ranking_agreement(ballots: Sequence[Ballot], winners: Collection[str]) -> int:
     """How many ballots put first the winner or a candidate that wrote the very same response (``winners``): the
     judges' agreement on it. Not its Borda score: A > B > C, B > A > C and C > A > B score A 0.67, yet no two judges
-    agree on the best, which is what the rerun rule must see. Twins
-    count as one: labels rotate per judge, so identical responses would split the first places of judges who agree."""
+    agree on the best, which is what the rerun rule must see. Twins count as one: labels rotate per judge, so
+    identical responses would split the first places of judges who agree."""
     return sum(bool(b.order) and b.order[0] in winners for b in ballots)
 
 
@@ -4080,7 +4074,6 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str)
 def load_replay(path: Path, start: ReplayStart) -> Replay:
     """Read and check a trace: the question, and the pass whose verdict was reported; a bad one is a ConfigError."""
     run, verdict_line, attempts = dict[str, Any](), dict[str, Any](), list[TraceAttempt]()
-    reported: Any = None
     for number, record in _trace_records(path):
         if record.get("type") == "run":
             if run:  # two traces joined: their answers would be mixed under one question
@@ -4090,10 +4083,10 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
             attempts.append(attempt)
         elif record.get("type") == "verdict":
             verdict_line = record
-            reported = record.get("reported_pass", record.get("reported_round"))  # the latter: an older trace
     question = run.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
+    reported = verdict_line.get("reported_pass", verdict_line.get("reported_round"))  # the latter: an older trace
     chosen = reported if type(reported) is int else 1
     in_pass = [a for a in attempts if a.pass_number == chosen]
     kept = [a for a in in_pass if start.keeps(a)]
