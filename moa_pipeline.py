@@ -21,8 +21,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
 
      1. constants and every exit code ... every tunable and every exit code
      2. the error tree ... every exception, and the exit code it carries (exit_code_for)
-     3. configuration, secrets and values from outside ... settings and their layers (read_env_file), URL
-        checks, masking secrets (redact), JSON from outside (load_json)
+     3. configuration, secrets and values from outside ... settings and their layers (read_env_file), masking
+        secrets (redact); the pure readers of values from outside (settings, URLs, JSON, Retry-After) are parsing.py's
      4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
         secrets masked: every file write (write_all), stdout (emit), stderr (say)
      5. one HTTP attempt, and the endpoint it goes to ... the request, the size cap, Content-Type dispatch, the
@@ -58,7 +58,6 @@ import hashlib
 import importlib.util
 import inspect
 import io
-import ipaddress
 import itertools
 import json
 import logging
@@ -75,12 +74,12 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from string import Template
 from typing import Any, BinaryIO, Generic, Literal, NoReturn, NotRequired, TypedDict, TypeVar, Unpack, cast
-from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 try:
     import httpx
@@ -91,15 +90,36 @@ except ImportError as missing:  # only without the requirements: say what to do,
 
 import prompts
 from parsing import (
-    CONTRACT_TAGS,
+    SECRET_MASK,
     ParsedAnswer,
     ParsedRanking,
     ParsedRebuttal,
     ShapeGuess,
+    _api_key,
+    _boolean,
+    _effort,
+    _extra_body,
+    _file_prefix,
+    _folder,
+    _integer,
+    _json_object,
+    _number,
+    _one_of,
+    _optional,
+    _stop,
+    _text,
     answer_key,
     answer_left_open,
+    chat_completions_url,
     choice_letters,
+    credential_parameter,
     detect_answer_type,
+    display_url,
+    finish_reason_of,
+    is_loopback,
+    load_json,
+    masked_url,
+    message_text,
     normalize_answer,
     parse_answer,
     parse_block,
@@ -108,10 +128,13 @@ from parsing import (
     parse_judgement,
     parse_ranking,
     parse_rebuttal,
+    parse_retry_after,
     parse_synthesis,
     present_answer,
     question_shape,
     restore_tags,
+    small_number,
+    usage_counts,
 )
 
 # --- 1. constants and every exit code ------------------------------------------------------------
@@ -210,10 +233,8 @@ PHASE_TITLES = {Phase.GENERATE: "Phase 1 - Blind generation", Phase.CRITIQUE: "P
                 Phase.JUDGE: "Phase 4 - Judges", Phase.SYNTHESIS: "Phase 5 - Synthesis"}
 PHASE_NOUNS = {Phase.GENERATE: "valid", Phase.CRITIQUE: "critiques", Phase.REBUTTAL: "rebuttals",
                Phase.REVISE: "revisions", Phase.JUDGE: "verdicts", Phase.SYNTHESIS: "responses"}
-SECRET_MASK = "***"
 MAX_GATEWAY_RETRIES = 1000  # a larger "attempted retries" header is not a count
 MAX_NAME_TRIES = 100_000  # stem_1 … stem_99999: a question rerun nightly for centuries still finds a name
-MAX_REPORTED_TOKENS = 10**9  # a usage count above this is not a count: the attempt's tokens are estimated instead
 STRAGGLER_MIN_SECONDS = 1.0  # no straggler cut before: it saves little, and may lose a good answer to a hiccup
 STRAGGLER_CUT = "cut as a straggler"  # a cut call's failure
 SHARED_STRAGGLER_SCALE = 2.0  # the straggler bar while other questions share the endpoint (see StragglerWatch)
@@ -242,15 +263,6 @@ RUN_HEAD_BYTES = 64 * 1024
 CHECK_MAX_TOKENS = 8
 CHECK_PROBE_SECONDS = 10.0
 MODELS_LIST_LIMIT = 8 * 1024 * 1024
-# Request options (SEED ... EXTRA_BODY): a JSON setting's most characters (a body field, not a document), the stop
-# sequences a request may carry (OpenAI's limit), and the body keys EXTRA_BODY may not set: the pipeline owns the
-# conversation and how the reply is read, and each slot's model is MODEL_NAME's (a transcript says who answered).
-JSON_SETTING_CHARS = 16_384
-MAX_STOP_SEQUENCES = 4
-OWNED_BODY_KEYS = ("messages", "model", "n", "stream", "stream_options")
-# What our replies are read by: a stop sequence inside one of these would cut every reply at its own format.
-CONTRACT_MARKERS = (*(f"<{s}{tag}>" for tag in CONTRACT_TAGS for s in ("", "/")), "FINAL ANSWER: ", "CONFIDENCE: ",
-                    "RANKING: ")
 
 
 # --- 2. the error tree ---------------------------------------------------------------------------
@@ -341,109 +353,6 @@ def internal_error(err: BaseException) -> str:
 
 # --- 3. configuration, secrets and values from outside -------------------------------------------
 
-def load_json(text: str | bytes) -> Any:
-    """json.loads for text from outside: ValueError for anything it cannot read, nesting too deep included."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
-Number = TypeVar("Number", int, float)
-
-
-def _in_range(convert: Callable[[str], Number], low: float, high: float, expected: str) -> Callable[[str], Number]:
-    """A setting's parser: ``convert``, then a range check; ValueError saying what is expected."""
-    def parse(raw: str) -> Number:
-        try:
-            value = convert(raw.strip())
-        except ValueError:
-            raise ValueError(expected) from None
-        if not low <= value <= high:  # also rejects nan
-            raise ValueError(expected)
-        return value
-    return parse
-
-
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    return _in_range(int, low, high, f"expected a whole number from {low} to {high}")
-
-
-def _number(low: float, high: float) -> Callable[[str], float]:
-    return _in_range(float, low, high, f"expected a number from {low:g} to {high:g}")
-
-
-def _boolean(raw: str) -> bool:
-    word = raw.strip().lower()
-    if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise ValueError("expected true or false")
-    return word in ("1", "true", "yes", "on")
-
-
-def _one_of(*words: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        word = raw.strip().lower()
-        if word not in words:
-            raise ValueError("expected " + ", ".join(words[:-1]) + " or " + words[-1])
-        return word
-    return parse
-
-
-def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An optional setting: empty means unset (None)."""
-    return lambda raw: None if not raw.strip() else parse(raw)
-
-
-def _text(raw: str) -> str:
-    value = raw.strip()
-    if not value:
-        raise ValueError("expected a non-empty value")
-    return value
-
-
-def _api_key(raw: str) -> str:
-    # httpx quotes an illegal header value in its exception text: a key it cannot send is refused here, unechoed.
-    value = raw.strip()
-    if not value:
-        raise ValueError("expected a non-empty key (any value works for servers without auth)")
-    if not all(33 <= ord(ch) < 127 for ch in value):
-        raise ValueError("contains spaces or characters that cannot be sent in an HTTP header")
-    return value
-
-
-def chat_completions_url(raw: str) -> str:
-    """A full chat-completions URL from either that URL or a base URL (…/v1)."""
-    value = raw.strip()
-    try:
-        parts = urlsplit(value)
-        if parts.port == 0:  # .port itself raises ValueError for a port above 65535 or not a number
-            raise ValueError
-    except ValueError:
-        raise ValueError("expected an http:// or https:// URL with a port from 1 to 65535") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http:// or https:// URL such as https://host/v1")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("the URL contains spaces or control characters")
-    if "@" in parts.netloc:  # httpx would send it as Basic auth in place of the Bearer API_KEY
-        raise ValueError("it holds user info (user:password@), which would replace the API key: remove it and "
-                         "put the key in API_KEY, which is sent as a Bearer token")
-    path = parts.path.rstrip("/")
-    if not path.endswith("/chat/completions"):
-        path += "/chat/completions"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
-
-# A query parameter carries a credential when its name, in lower case without separators, holds one
-# of these: key (Google's key, api_key, subscription-key), token (access_token, X-Amz-Security-Token),
-# sig (Azure SAS sig, X-Amz-Signature), auth, secret, pass(word), pwd, credential; or is "code" (OAuth).
-# Such values are masked wherever they could show; every other value (api-version) is data, never masked.
-CREDENTIAL_PARAMETER = re.compile(r"key|token|sig|auth|secret|pass|pwd|credential|^code$")
-
-
-def credential_parameter(name: str) -> bool:
-    return bool(CREDENTIAL_PARAMETER.search(re.sub(r"[^a-z0-9]", "", unquote(name).lower())))
-
-
 def query_credentials(query: str) -> list[str]:
     """The values of a query's credential parameters, as written, decoded, and as httpx sends them
     (``"`` and non-ASCII percent-encoded: a server echoing its request URL, and httpx's log, show that);
@@ -455,118 +364,6 @@ def query_credentials(query: str) -> list[str]:
         if secret and (not equals or credential_parameter(name)):
             found += [secret, unquote(secret), unquote_plus(secret), httpx.URL("http://h/?" + secret).query.decode()]
     return found
-
-
-def masked_query(query: str) -> str:
-    """The query with the value of each credential parameter, and each piece without "=", as ***."""
-    return "&".join(SECRET_MASK if not eq else name + eq + (SECRET_MASK if credential_parameter(name) else value)
-                    for name, eq, value in (piece.partition("=") for piece in query.split("&") if query))
-
-
-def masked_url(raw: str) -> str:
-    """A URL-like value safe to echo, even when it does not parse: everything up to the last "@" after the scheme
-    (user info, whatever it holds), a fragment, and in the query each credential parameter's value are masked."""
-    text = raw.strip()
-    scheme = text.find("//")
-    start = scheme + 2 if scheme >= 0 else 0
-    at = text.rfind("@")
-    if at >= start:
-        text = text[:start] + SECRET_MASK + text[at:]
-        start += len(SECRET_MASK) + 1
-    text, fragment, _ = text.partition("#")
-    query_at = text.find("?", start)
-    if query_at >= 0:
-        text = text[:query_at + 1] + masked_query(text[query_at + 1:])
-    return (text + ("#" + SECRET_MASK if fragment else ""))[:200]
-
-
-def _folder(raw: str) -> str:
-    """A folder path: any name a file system takes (no NUL byte)."""
-    if "\x00" in raw:
-        raise ValueError("a path cannot contain a NUL byte")
-    return _text(raw)
-
-
-def _file_prefix(raw: str) -> str:
-    """LOG_FILENAME_PREFIX: a plain file-name part, so transcripts stay inside LOG_DIR."""
-    value = raw.strip()
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
-        raise ValueError("expected 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit "
-                         "(no '/' or '..': transcripts stay inside LOG_DIR)")
-    return value
-
-
-def _json_setting(raw: str) -> Any:
-    """A JSON setting's value: ValueError for text longer than JSON_SETTING_CHARS or not JSON."""
-    if len(raw) > JSON_SETTING_CHARS:
-        raise ValueError(f"longer than {JSON_SETTING_CHARS} characters")
-    try:
-        return load_json(raw)
-    except ValueError as err:
-        raise ValueError(f"not valid JSON ({getattr(err, 'msg', err)})") from None
-
-
-def canonical_json(value: Any) -> str:
-    """A JSON setting as Config keeps it: one text for one value, so a Config stays hashable and comparable."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
-def _json_object(raw: str) -> str:
-    value = _json_setting(raw.strip())
-    if not isinstance(value, dict):
-        raise ValueError('expected a JSON object, such as {"type": "json_object"}')
-    return canonical_json(value)
-
-
-def _extra_body(raw: str) -> str:
-    """EXTRA_BODY: a JSON object merged into every request body last; the keys we own are refused (OWNED_BODY_KEYS)."""
-    text = _json_object(raw)
-    if owned := [key for key in OWNED_BODY_KEYS if key in json.loads(text)]:
-        raise ValueError(f"it sets {', '.join(owned)}, which the pipeline sets itself (models: MODEL_NAME, "
-                         "JUDGE_MODEL, SYNTHESIS_MODEL; streaming: STREAM)")
-    return text
-
-
-def _stop(raw: str) -> str:
-    """STOP: one sequence, or a JSON list of them; kept as a JSON list. Text that is not JSON ("[INST]", Llama 2's
-    turn marker) is one sequence as written. A sequence our format holds (CONTRACT_MARKERS), or only whitespace,
-    would cut every reply before its answer: refused, not warned about, since no debate could succeed with it."""
-    text = raw.strip()
-    try:
-        value = _json_setting(text)
-    except ValueError:
-        value = text
-    sequences = value if isinstance(value, list) else [value if isinstance(value, str) else text]
-    if not 0 < len(sequences) <= MAX_STOP_SEQUENCES or not all(isinstance(s, str) and s for s in sequences):
-        raise ValueError(f"expected one sequence or a JSON list of 1 to {MAX_STOP_SEQUENCES} non-empty strings")
-    for sequence in sequences:
-        inside = next((marker.strip() for marker in CONTRACT_MARKERS if sequence in marker), None)
-        if inside or not sequence.strip():
-            where = f"it is part of {inside}" if inside else "only whitespace ends a reply at its first line break"
-            raise ValueError(f"{sequence!r} would cut replies off before their answer ({where}): use a sequence "
-                             'the model writes only when it is done, such as "<|im_end|>"')
-    return canonical_json(sequences)
-
-
-def _effort(raw: str) -> str:
-    """REASONING_EFFORT: any lower-case word, sent as is: the levels known today (minimal, low, medium, high) and
-    any an endpoint adds later (none, xhigh) work without a release of ours; the endpoint refuses one it lacks."""
-    word = raw.strip().lower()
-    if not re.fullmatch(r"[a-z]{1,20}", word):  # one bounded class: linear
-        raise ValueError("expected a word such as low, medium or high")
-    return word
-
-
-def is_loopback(host: str) -> bool:
-    with contextlib.suppress(ValueError):
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    return False
-
-
-def display_url(url: str) -> str:
-    """A parsed URL as errors, --check and transcripts show it: no user info, credential values masked."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, masked_query(parts.query), ""))
 
 
 def tunable(default: T, parse: Callable[[str], Any], *, secret: bool = False) -> T:
@@ -657,7 +454,7 @@ class Config:
     @functools.cached_property
     def secrets(self) -> tuple[str, ...]:
         """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info, ``?key=...``;
-        see CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays itself under
+        see parsing.CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays itself under
         ``?api-version=2024-10-21``); each in every form an output may show it in."""
         parts = urlsplit(self.proxy_url)
         in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
@@ -1111,25 +908,6 @@ def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) 
     return printable(redact(text, secrets), SERVER_MESSAGE_LIMIT) or "no message"  # one line, whatever it sent
 
 
-def _message_text(content: Any) -> str | None:
-    # Some servers send content as a list of typed parts.
-    if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
-        return "".join(p for p in parts if isinstance(p, str))
-    return content if isinstance(content, str) else None
-
-
-def _usage(data: Any) -> dict[str, int] | None:
-    """The prompt and completion counts of a usage object, or None unless both are whole numbers within reason."""
-    counts = {key: data.get(key) for key in ("prompt_tokens", "completion_tokens")} if isinstance(data, dict) else {}
-    trusted = {key: n for key, n in counts.items() if type(n) is int and 0 <= n <= MAX_REPORTED_TOKENS}  # no bool
-    return trusted if len(trusted) == 2 else None
-
-
-def _finish_reason(value: Any) -> str | None:
-    return value[:64] if isinstance(value, str) and value else None
-
-
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
                        usage: dict[str, int] | None, headers: httpx.Headers) -> Completion:
     """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
@@ -1169,8 +947,8 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
         raise fault(Fault.NOT_A_COMPLETION, "the response has no choices", status=status)
     choice = choices[0]
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
-    return checked_completion(_message_text(message.get("content")), _finish_reason(choice.get("finish_reason")),
-                              message.get("refusal"), status, _usage(data.get("usage")), headers)
+    return checked_completion(message_text(message.get("content")), finish_reason_of(choice.get("finish_reason")),
+                              message.get("refusal"), status, usage_counts(data.get("usage")), headers)
 
 
 def too_large(limit: int) -> APIError:
@@ -1248,7 +1026,7 @@ class StreamedReply:
         if chunk.get("error"):
             raise fault(Fault.ERROR_IN_REPLY, "the endpoint returned an error mid-stream: "
                         f"{str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}", status=status)
-        self.usage = _usage(chunk.get("usage")) or self.usage
+        self.usage = usage_counts(chunk.get("usage")) or self.usage
         choices = chunk.get("choices")
         for choice in [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []:
             delta = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
@@ -1256,7 +1034,7 @@ class StreamedReply:
                 self.parts.append(delta["content"])
             if isinstance(delta.get("refusal"), str):
                 self.refusal.append(delta["refusal"])
-            self.finish = _finish_reason(choice.get("finish_reason")) or self.finish
+            self.finish = finish_reason_of(choice.get("finish_reason")) or self.finish
 
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
@@ -1616,24 +1394,6 @@ class AgentCall:
     error: APIError | None = field(default=None, repr=False)  # what its last attempt failed with, once it failed
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None for none, or "now" (0, past)."""
-    if not value:
-        return None
-    try:
-        seconds: float | None = float(value)
-    except ValueError:
-        import email.utils  # only for an HTTP-date Retry-After: importing it costs every start 10 ms
-        try:
-            when = email.utils.parsedate_to_datetime(value.strip())
-            if when.tzinfo is None:  # "-0000", as formatdate() writes: an HTTP date is GMT
-                when = when.replace(tzinfo=UTC)
-            seconds = when.timestamp() - now
-        except (TypeError, ValueError, IndexError, OverflowError, OSError):
-            seconds = None
-    return seconds if seconds is not None and 0 < seconds < math.inf else None
-
-
 # OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s".
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
@@ -1780,7 +1540,7 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
     attempt.gateway_retries = completion.gateway_retries
-    if usage := completion.usage:  # both counts, checked where the reply was read (_usage)
+    if usage := completion.usage:  # both counts, checked where the reply was read (usage_counts)
         attempt.prompt_tokens, attempt.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
     else:
         attempt.prompt_tokens, attempt.completion_tokens = prompt_estimate, estimate_tokens(completion.text)
@@ -2828,10 +2588,9 @@ class StragglerWatch:
 
     def _mark_cut(self, agent: str, entry: RunningCall) -> None:
         typical = median(self.finished)
-        for call in reversed(self.debate.calls):
-            if call.agent == agent and call.phase == self.phase and call.pass_number == self.debate.pass_number:
-                call.failure = STRAGGLER_CUT
-                break
+        if call := next((c for c in reversed(self.debate.calls) if c.agent == agent and c.phase == self.phase
+                         and c.pass_number == self.debate.pass_number), None):
+            call.failure = STRAGGLER_CUT
         shared = f" x {entry.scale:g}, as other questions share the endpoint" if entry.scale != 1 else ""
         self.debate.note(f"{self.phase} {agent} cut as a straggler after {entry.timer.age():.2f}s at the endpoint "
                          f"(STRAGGLER_FACTOR={self.factor:g} x median {typical:.2f}s of {len(self.finished)} "
@@ -3124,8 +2883,7 @@ async def synthesize(state: Debate, question: str, key: Callable[[str], str]) ->
 
 
 def synthesis_fallback(shape: str) -> str:
-    """What stands when the synthesis writes nothing: a full answer's top-ranked candidate, a short one's solution
-    from the solvers' own derivation."""
+    """What stands, as a note says, when the synthesis writes nothing."""
     return "the top-ranked candidate stands" if shape == "full" else "the solvers' own derivation stands"
 
 
@@ -3348,14 +3106,10 @@ def _first_choices(ballots: Sequence[Ballot], candidates: Sequence[str]) -> dict
 
 def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels: Mapping[str, str],
                     rng: random.Random, resamples: int = BOOTSTRAP_RESAMPLES) -> list[Standing]:
-    """Every candidate's Borda standing, best first; [] when no ballot names a candidate (the caller falls back).
-
-    score: the mean over the usable ballots of ballot_points / (n-1), in [0, 1] (one candidate: 1.0), 3 places.
-    low, high: the percentile bootstrap over judges (_percentile_interval) of `resamples` resamples drawn with
-    `rng`, so a seeded rng always reports the same interval; one ballot (or resamples 0) gives low == high == score.
-    Order: score; on a tie more first places; then the higher mean CONFIDENCE of the ballots that put it first
-    (None counts as 0); then the order of `candidates`. label: labels[agent], "" when it has none.
-    """
+    """Every candidate's Borda standing (_borda_score), best first; [] when no ballot names a candidate (the caller
+    falls back). Its interval is the percentile bootstrap over judges drawn with ``rng``: a seeded rng always reports
+    the same one, and one ballot (or resamples 0) gives low == high == score. A tie goes to more first places, then
+    to the higher mean CONFIDENCE (None as 0) of the ballots that put it first, then to the order of ``candidates``."""
     counted = [(ballot, points) for ballot in ballots if (points := ballot_points(ballot.order, candidates))]
     if not counted:
         return []
@@ -3377,8 +3131,8 @@ def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels
 def ranking_agreement(ballots: Sequence[Ballot], winners: Collection[str]) -> int:
     """How many ballots put first the winner or a candidate that wrote the very same response (``winners``): the
     judges' agreement on it. Not its Borda score: A > B > C, B > A > C and C > A > B score A 0.67, yet no two judges
-    agree on the best, which is what the rerun rule must see. Twins
-    count as one: labels rotate per judge, so identical responses would split the first places of judges who agree."""
+    agree on the best, which is what the rerun rule must see. Twins count as one: labels rotate per judge, so
+    identical responses would split the first places of judges who agree."""
     return sum(bool(b.order) and b.order[0] in winners for b in ballots)
 
 
@@ -4723,7 +4477,6 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str)
 def load_replay(path: Path, start: ReplayStart) -> Replay:
     """Read and check a trace: the question, and the pass whose verdict was reported; a bad one is a ConfigError."""
     run, verdict_line, attempts = dict[str, Any](), dict[str, Any](), list[TraceAttempt]()
-    reported: Any = None
     for number, record in _trace_records(path):
         if record.get("type") == "run":
             if run:  # two traces joined: their answers would be mixed under one question
@@ -4733,10 +4486,10 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
             attempts.append(attempt)
         elif record.get("type") == "verdict":
             verdict_line = record
-            reported = record.get("reported_pass", record.get("reported_round"))  # the latter: an older trace
     question = run.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"--replay {path}: not a moa_pipeline trace (no run record with a question)")
+    reported = verdict_line.get("reported_pass", verdict_line.get("reported_round"))  # the latter: an older trace
     chosen = reported if type(reported) is int else 1
     in_pass = [a for a in attempts if a.pass_number == chosen]
     kept = [a for a in in_pass if start.keeps(a)]
@@ -4913,14 +4666,8 @@ def parse_shard(value: str, environ: Mapping[str, str]) -> Shard:
     return Shard(int(found[1]), int(found[2]))
 
 
-def _small_number(value: str | None) -> int | None:
-    """A scheduler's index or count: ASCII digits only (isdigit() takes '²'), and not absurdly long."""
-    text = (value or "").strip()
-    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
-
-
 def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
-    count = _small_number(text.partition("/")[2])
+    count = small_number(text.partition("/")[2])
     if text != "auto" and (not text.startswith("auto/") or count is None or not 1 <= count <= MAX_SHARDS):
         raise ConfigError(f"--shard {text}: expected auto/N with N a whole number from 1 to {MAX_SHARDS}")
     if "JOB_COMPLETION_INDEX" not in environ and "SLURM_ARRAY_TASK_ID" not in environ:
@@ -4939,7 +4686,7 @@ def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
 
 def _job_shard(environ: Mapping[str, str], count: int) -> Shard:
     """A Kubernetes Indexed Job's shard: its 0-based JOB_COMPLETION_INDEX, plus one."""
-    index = _small_number(environ["JOB_COMPLETION_INDEX"])
+    index = small_number(environ["JOB_COMPLETION_INDEX"])
     if index is None or index >= count:
         raise ConfigError(f"--shard auto/{count}: JOB_COMPLETION_INDEX is not an index from 0 to {count - 1}")
     return Shard(index + 1, count)
@@ -4949,13 +4696,13 @@ def _slurm_shard(environ: Mapping[str, str], count: int) -> Shard:
     """Shard K of ``count`` is the task with id K, and id 0 is shard N: --array=1-8 and --array=0-7 both
     cover shards 1..8 once, and a resubmitted subset (--array=3,5) reruns exactly those shards. Only the
     task id decides: _MIN, _MAX and _COUNT describe the array as (re)submitted, not the whole job."""
-    task = _small_number(environ["SLURM_ARRAY_TASK_ID"])
-    highest = _small_number(environ.get("SLURM_ARRAY_TASK_MAX")) or 0
+    task = small_number(environ["SLURM_ARRAY_TASK_ID"])
+    highest = small_number(environ.get("SLURM_ARRAY_TASK_MAX")) or 0
     if task is None or max(task, highest) > count:
         raise ConfigError(f"--shard auto/{count}: a Slurm task id must be a shard, 0 to {count} (this one is "
                           f"{printable(environ['SLURM_ARRAY_TASK_ID'], 20)!r}, the array's highest {highest}): "
                           f"submit --array=1-{count} (or 0-{count - 1}), or a part of it")
-    if _small_number(environ.get("SLURM_ARRAY_TASK_MIN")) == 0 and highest == count:
+    if small_number(environ.get("SLURM_ARRAY_TASK_MIN")) == 0 and highest == count:
         raise ConfigError(f"--shard auto/{count}: task ids 0 and {count} of the Slurm array are both shard "
                           f"{count}: submit --array=1-{count} or 0-{count - 1}")
     return Shard(task or count, count)

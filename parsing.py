@@ -1,4 +1,5 @@
-"""Pure parsers for model output: strings in, small result objects out.
+"""Every pure reading of text: model replies, and values from outside (settings, URLs, headers).
+Strings in, small result objects out.
 
 Model output is found in three tiers, each tried in turn, and the result
 records which tier matched so the transcript can say so:
@@ -9,7 +10,8 @@ records which tier matched so the transcript can say so:
 2. Markdown headers and labels (``## Answer``, ``**Answer:**``, ``Answer:``).
 3. Paragraphs: the last non-empty paragraph is the answer, the rest reasoning.
 
-Nothing here raises on any input, does I/O or logs. Every regex is either
+Nothing here does I/O or logs, and no reader of a model reply raises on any input (the
+readers of values from outside, at the end, raise ValueError for a bad value). Every regex is either
 anchored to a single line or has bounded repetition, so the cost stays linear
 in the length of the text (see ``test_parsing.py`` for the megabyte tests).
 
@@ -18,12 +20,18 @@ in the length of the text (see ``test_parsing.py`` for the megabyte tests).
 """
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import json
+import math
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import UTC
 from decimal import Decimal, InvalidOperation
 from functools import cache
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 # Tag names of the output contract; prompts.py asks for exactly these.
 CONTRACT_TAGS = ("question", "reasoning", "answer", "critique", "rebuttal", "analysis", "candidate", "think")
@@ -1422,3 +1430,290 @@ def parse_full_answer(text: str) -> ParsedAnswer:
     if remainder is None or not remainder.strip():
         return ParsedAnswer("", reasoning, "empty")
     return ParsedAnswer(restore_tags(remainder.strip()), reasoning, "paragraph")
+
+
+# --- a reply's JSON: content, usage, finish reason ----------------------------
+
+MAX_REPORTED_TOKENS = 10**9  # a usage count above this is not a count: the attempt's tokens are estimated instead
+
+
+def message_text(content: Any) -> str | None:
+    """A reply message's content as text: some servers send a list of typed parts."""
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        return "".join(p for p in parts if isinstance(p, str))
+    return content if isinstance(content, str) else None
+
+
+def usage_counts(data: Any) -> dict[str, int] | None:
+    """The prompt and completion counts of a usage object, or None unless both are whole numbers within reason."""
+    counts = {key: data.get(key) for key in ("prompt_tokens", "completion_tokens")} if isinstance(data, dict) else {}
+    trusted = {key: n for key, n in counts.items() if type(n) is int and 0 <= n <= MAX_REPORTED_TOKENS}  # no bool
+    return trusted if len(trusted) == 2 else None
+
+
+def finish_reason_of(value: Any) -> str | None:
+    """A reply's finish_reason: a string, cut short, or None."""
+    return value[:64] if isinstance(value, str) and value else None
+
+
+# --- values from outside: settings, URLs, headers -----------------------------
+#
+# Unlike the readers above, these raise ValueError for a bad value, saying what they expected: that is
+# how load_config (and a caller of load_json) learns that a value is bad, and why.
+
+SECRET_MASK = "***"  # what a secret is shown as
+
+
+def load_json(text: str | bytes) -> Any:
+    """json.loads for text from outside: ValueError for anything it cannot read, nesting too deep included."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _in_range(convert: Callable[[str], Number], low: float, high: float, expected: str) -> Callable[[str], Number]:
+    """A setting's parser: ``convert``, then a range check; ValueError saying what is expected."""
+    def parse(raw: str) -> Number:
+        try:
+            value = convert(raw.strip())
+        except ValueError:
+            raise ValueError(expected) from None
+        if not low <= value <= high:  # also rejects nan
+            raise ValueError(expected)
+        return value
+    return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    return _in_range(int, low, high, f"expected a whole number from {low} to {high}")
+
+
+def _number(low: float, high: float) -> Callable[[str], float]:
+    return _in_range(float, low, high, f"expected a number from {low:g} to {high:g}")
+
+
+def _boolean(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError("expected true or false")
+    return word in ("1", "true", "yes", "on")
+
+
+def _one_of(*words: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        word = raw.strip().lower()
+        if word not in words:
+            raise ValueError("expected " + ", ".join(words[:-1]) + " or " + words[-1])
+        return word
+    return parse
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An optional setting: empty means unset (None)."""
+    return lambda raw: None if not raw.strip() else parse(raw)
+
+
+def _text(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("expected a non-empty value")
+    return value
+
+
+def _api_key(raw: str) -> str:
+    # httpx quotes an illegal header value in its exception text: a key it cannot send is refused here, unechoed.
+    value = raw.strip()
+    if not value:
+        raise ValueError("expected a non-empty key (any value works for servers without auth)")
+    if not all(33 <= ord(ch) < 127 for ch in value):
+        raise ValueError("contains spaces or characters that cannot be sent in an HTTP header")
+    return value
+
+
+def chat_completions_url(raw: str) -> str:
+    """A full chat-completions URL from either that URL or a base URL (…/v1)."""
+    value = raw.strip()
+    try:
+        parts = urlsplit(value)
+        if parts.port == 0:  # .port itself raises ValueError for a port above 65535 or not a number
+            raise ValueError
+    except ValueError:
+        raise ValueError("expected an http:// or https:// URL with a port from 1 to 65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL such as https://host/v1")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("the URL contains spaces or control characters")
+    if "@" in parts.netloc:  # httpx would send it as Basic auth in place of the Bearer API_KEY
+        raise ValueError("it holds user info (user:password@), which would replace the API key: remove it and "
+                         "put the key in API_KEY, which is sent as a Bearer token")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+# A query parameter carries a credential when its name, in lower case without separators, holds one
+# of these: key (Google's key, api_key, subscription-key), token (access_token, X-Amz-Security-Token),
+# sig (Azure SAS sig, X-Amz-Signature), auth, secret, pass(word), pwd, credential; or is "code" (OAuth).
+# Such values are masked wherever they could show; every other value (api-version) is data, never masked.
+# Literal words and one anchored one: no repetition, nothing to backtrack.
+CREDENTIAL_PARAMETER = re.compile(r"key|token|sig|auth|secret|pass|pwd|credential|^code$")
+
+
+def credential_parameter(name: str) -> bool:
+    # Separators dropped (one character, no repetition): "api_key", "api-key" and "apiKey" read alike.
+    return bool(CREDENTIAL_PARAMETER.search(re.sub(r"[^a-z0-9]", "", unquote(name).lower())))
+
+
+def masked_query(query: str) -> str:
+    """The query with the value of each credential parameter, and each piece without "=", as ***."""
+    return "&".join(SECRET_MASK if not eq else name + eq + (SECRET_MASK if credential_parameter(name) else value)
+                    for name, eq, value in (piece.partition("=") for piece in query.split("&") if query))
+
+
+def masked_url(raw: str) -> str:
+    """A URL-like value safe to echo, even when it does not parse: everything up to the last "@" after the scheme
+    (user info, whatever it holds), a fragment, and in the query each credential parameter's value are masked."""
+    text = raw.strip()
+    scheme = text.find("//")
+    start = scheme + 2 if scheme >= 0 else 0
+    at = text.rfind("@")
+    if at >= start:
+        text = text[:start] + SECRET_MASK + text[at:]
+        start += len(SECRET_MASK) + 1
+    text, fragment, _ = text.partition("#")
+    query_at = text.find("?", start)
+    if query_at >= 0:
+        text = text[:query_at + 1] + masked_query(text[query_at + 1:])
+    return (text + ("#" + SECRET_MASK if fragment else ""))[:200]
+
+
+def _folder(raw: str) -> str:
+    """A folder path: any name a file system takes (no NUL byte)."""
+    if "\x00" in raw:
+        raise ValueError("a path cannot contain a NUL byte")
+    return _text(raw)
+
+
+def _file_prefix(raw: str) -> str:
+    """LOG_FILENAME_PREFIX: a plain file-name part, so transcripts stay inside LOG_DIR."""
+    value = raw.strip()
+    # One letter or digit, then at most 63 of a class without "/": bounded, so linear.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+        raise ValueError("expected 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                         "(no '/' or '..': transcripts stay inside LOG_DIR)")
+    return value
+
+
+# Request options (SEED ... EXTRA_BODY): a JSON setting's most characters (a body field, not a document), the stop
+# sequences a request may carry (OpenAI's limit), and the body keys EXTRA_BODY may not set: the pipeline owns the
+# conversation and how the reply is read, and each slot's model is MODEL_NAME's (a transcript says who answered).
+JSON_SETTING_CHARS = 16_384
+MAX_STOP_SEQUENCES = 4
+OWNED_BODY_KEYS = ("messages", "model", "n", "stream", "stream_options")
+# What our replies are read by: a stop sequence inside one of these would cut every reply at its own format.
+CONTRACT_MARKERS = (*(f"<{s}{tag}>" for tag in CONTRACT_TAGS for s in ("", "/")), "FINAL ANSWER: ", "CONFIDENCE: ",
+                    "RANKING: ")
+
+
+def _json_setting(raw: str) -> Any:
+    """A JSON setting's value: ValueError for text longer than JSON_SETTING_CHARS or not JSON."""
+    if len(raw) > JSON_SETTING_CHARS:
+        raise ValueError(f"longer than {JSON_SETTING_CHARS} characters")
+    try:
+        return load_json(raw)
+    except ValueError as err:
+        raise ValueError(f"not valid JSON ({getattr(err, 'msg', err)})") from None
+
+
+def canonical_json(value: Any) -> str:
+    """A JSON setting as Config keeps it: one text for one value, so a Config stays hashable and comparable."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _json_object(raw: str) -> str:
+    value = _json_setting(raw.strip())
+    if not isinstance(value, dict):
+        raise ValueError('expected a JSON object, such as {"type": "json_object"}')
+    return canonical_json(value)
+
+
+def _extra_body(raw: str) -> str:
+    """EXTRA_BODY: a JSON object merged into every request body last; the keys we own are refused (OWNED_BODY_KEYS)."""
+    text = _json_object(raw)
+    if owned := [key for key in OWNED_BODY_KEYS if key in json.loads(text)]:
+        raise ValueError(f"it sets {', '.join(owned)}, which the pipeline sets itself (models: MODEL_NAME, "
+                         "JUDGE_MODEL, SYNTHESIS_MODEL; streaming: STREAM)")
+    return text
+
+
+def _stop(raw: str) -> str:
+    """STOP: one sequence, or a JSON list of them; kept as a JSON list. Text that is not JSON ("[INST]", Llama 2's
+    turn marker) is one sequence as written. A sequence our format holds (CONTRACT_MARKERS), or only whitespace,
+    would cut every reply before its answer: refused, not warned about, since no debate could succeed with it."""
+    text = raw.strip()
+    try:
+        value = _json_setting(text)
+    except ValueError:
+        value = text
+    sequences = value if isinstance(value, list) else [value if isinstance(value, str) else text]
+    if not 0 < len(sequences) <= MAX_STOP_SEQUENCES or not all(isinstance(s, str) and s for s in sequences):
+        raise ValueError(f"expected one sequence or a JSON list of 1 to {MAX_STOP_SEQUENCES} non-empty strings")
+    for sequence in sequences:
+        inside = next((marker.strip() for marker in CONTRACT_MARKERS if sequence in marker), None)
+        if inside or not sequence.strip():
+            where = f"it is part of {inside}" if inside else "only whitespace ends a reply at its first line break"
+            raise ValueError(f"{sequence!r} would cut replies off before their answer ({where}): use a sequence "
+                             'the model writes only when it is done, such as "<|im_end|>"')
+    return canonical_json(sequences)
+
+
+def _effort(raw: str) -> str:
+    """REASONING_EFFORT: any lower-case word, sent as is: the levels known today (minimal, low, medium, high) and
+    any an endpoint adds later (none, xhigh) work without a release of ours; the endpoint refuses one it lacks."""
+    word = raw.strip().lower()
+    if not re.fullmatch(r"[a-z]{1,20}", word):  # one bounded class: linear
+        raise ValueError("expected a word such as low, medium or high")
+    return word
+
+
+def is_loopback(host: str) -> bool:
+    with contextlib.suppress(ValueError):
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    return False
+
+
+def display_url(url: str) -> str:
+    """A parsed URL as errors, --check and transcripts show it: no user info, credential values masked."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, masked_query(parts.query), ""))
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None for none, or "now" (0, past)."""
+    if not value:
+        return None
+    try:
+        seconds: float | None = float(value)
+    except ValueError:
+        import email.utils  # only for an HTTP-date Retry-After: importing it costs every start 10 ms
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+            if when.tzinfo is None:  # "-0000", as formatdate() writes: an HTTP date is GMT
+                when = when.replace(tzinfo=UTC)
+            seconds = when.timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError, OSError):
+            seconds = None
+    return seconds if seconds is not None and 0 < seconds < math.inf else None
+
+
+def small_number(value: str | None) -> int | None:
+    """A scheduler's index or count: ASCII digits only (isdigit() takes '²'), and not absurdly long."""
+    # At most nine ASCII digits, the whole value: bounded, so linear.
+    text = (value or "").strip()
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None

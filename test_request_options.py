@@ -20,6 +20,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
+import parsing
 from conftest import FAKE_KEY, REAL_ENDPOINT, URL, FakeModel, body_of, completion, test_runtime
 
 HERE = Path(__file__).resolve().parent
@@ -202,7 +203,7 @@ def test_request_options_are_the_settings_of_a_phase(phase: moa.Phase, has_forma
     ("EXTRA_BODY", '{"messages": []}', "it sets messages"),
     ("EXTRA_BODY", '{"model": "x", "stream": true}', "it sets model, stream"),
     ("EXTRA_BODY", "[1]", "expected a JSON object"),
-    ("EXTRA_BODY", '{"a": "' + "x" * moa.JSON_SETTING_CHARS + '"}', "longer than"),
+    ("EXTRA_BODY", '{"a": "' + "x" * parsing.JSON_SETTING_CHARS + '"}', "longer than"),
 ], ids=["seed-negative", "seed-fraction", "top-p-above-1", "stop-closing-tag", "stop-bracket", "stop-judge-line",
         "stop-blank-line", "stop-five", "stop-numbers", "format-a-list", "format-broken-json", "effort-two-words",
         "extra-messages", "extra-model-and-stream", "extra-a-list", "extra-too-long"])
