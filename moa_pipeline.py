@@ -3637,12 +3637,8 @@ async def debate(question: str, *, config: Config | None = None, **settings: Unp
     transcript and trace as the settings say, and never prints, exits or installs signal handlers. Raises TypeError
     (an argument of the wrong type), ConfigError (a bad setting or question, or an HTTP client the environment
     breaks: nothing was sent) or RunFailed (no verdict; its ``result`` says why)."""
-    config = library_config(config, settings)
-    question = library_question(config, question)
-    runtime = Runtime(secrets=config.secrets)
-    endpoint = client_endpoint(config, runtime)
-    async with endpoint.client:
-        return await debated(config, question, endpoint, runtime)
+    async with Debater(config=config, **settings) as client:  # one of its own: the limit is this question's alone
+        return await client.debate(question)
 
 
 def debate_sync(question: str, *, config: Config | None = None, **settings: Unpack[Settings]) -> Result:
