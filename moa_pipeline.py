@@ -38,7 +38,7 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     12. files ... the file policy (create_new, open_existing, open_folder: every
         file opened, no link followed), transcripts, traces, atomic writes, the lock
     13. dry run and replay ... dry_run, load_replay (traces are checked here), and --check (check_endpoint)
-    14. batch ... questions files, resume, the batch loop and its stops; --eval (strategies scored, the report)
+    14. batch ... questions files (their lines: parsing.read_items), resume, the batch loop and its stops; --eval (strategies scored, the report)
     15. CLI ... flags, logging (RedactingFilter), the human summary; the config and init commands
 """
 from __future__ import annotations
@@ -91,6 +91,8 @@ except ImportError as missing:  # only without the requirements: say what to do,
 import prompts
 from parsing import (
     SECRET_MASK,
+    BadLine,
+    BatchItem,
     ParsedAnswer,
     ParsedRanking,
     ParsedRebuttal,
@@ -116,6 +118,7 @@ from parsing import (
     detect_answer_type,
     display_url,
     finish_reason_of,
+    input_format,
     is_loopback,
     load_json,
     masked_url,
@@ -132,9 +135,14 @@ from parsing import (
     parse_synthesis,
     present_answer,
     question_shape,
+    read_items,
     restore_tags,
     small_number,
     usage_counts,
+    valid_text,
+)
+from parsing import (
+    question_id as question_id,  # the id of a question without one, as a batch line shows it
 )
 
 # --- 1. constants and every exit code ------------------------------------------------------------
@@ -252,7 +260,6 @@ SUMMARY_READ_LIMIT = 1024 * 1024
 DEFAULT_CONCURRENCY = 4
 MAX_SHARDS = 10_000
 STOP_GRACE_SECONDS = 10.0  # after Ctrl-C / SIGTERM, in-flight questions get this long to finish
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 # What an empty transcript (its run was killed) is filled with when the batch resumes.
 UNFINISHED_TRANSCRIPT = ("MoA pipeline transcript\nThis run stopped before it wrote its transcript (its process was "
                          "killed, or the disk was full); {where}.\n")
@@ -714,14 +721,6 @@ def printable(value: Any, limit: int = 200) -> str:
     """A value for a one-line log: control characters dropped, whitespace runs made one space, cut at ``limit``."""
     text = "".join(ch for ch in str(value) if ch.isprintable() or ch.isspace())
     return " ".join(text.split())[:limit]
-
-
-def valid_text(text: str) -> str:
-    """Text that can be sent as UTF-8: bytes that were not (lone surrogates from argv) become U+FFFD, not a crash."""
-    try:  # valid text comes back as it is
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
-        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 # --- 4. seams ------------------------------------------------------------------------------------
@@ -4594,23 +4593,6 @@ def stop_signals() -> list[signal.Signals]:
 
 
 @dataclass(frozen=True)
-class BatchItem:
-    line: int
-    id: str
-    question: str
-    expected: str | None
-    settings: tuple[tuple[str, Any], ...] = ()  # (Config field, value) of this question alone: BATCH_BODY_SETTINGS
-
-
-@dataclass(frozen=True)
-class BadLine:
-    """One unusable line of a questions file: reported and counted; the batch goes on, and exits 3."""
-
-    line: int
-    reason: str
-
-
-@dataclass(frozen=True)
 class BatchOptions:
     """The batch flags, checked in main()."""
 
@@ -4704,63 +4686,6 @@ def _slurm_shard(environ: Mapping[str, str], count: int) -> Shard:
     return Shard(task or count, count)
 
 
-def question_id(question: str) -> str:
-    """A stable id for a question without one: a hash of its text."""
-    return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:12]
-
-
-def _item_from_json(text: str, number: int) -> BatchItem | BadLine:
-    try:
-        data = load_json(text)
-    except ValueError as err:
-        return BadLine(number, f"not valid JSON ({getattr(err, 'msg', err)})")
-    if not isinstance(data, dict):
-        return BadLine(number, "not a JSON object")
-    if "custom_id" in data:
-        return _item_from_batch_request(data, number)
-    question = data.get("question")
-    if not isinstance(question, str) or not question.strip():
-        return BadLine(number, 'no "question" text')
-    given = data.get("id")
-    if given is not None and not _usable_id(given):
-        return BadLine(number, '"id" must be a non-empty string or a number '
-                               '(text: valid Unicode, at most 512 characters)')
-    expected = data.get("answer")
-    if not (expected is None or isinstance(expected, (int, float)) and math.isfinite(expected)
-            or isinstance(expected, str) and expected.strip()):
-        # str() of a list or object (or blank text) matches no reply: the question would be scored wrong every time
-        return BadLine(number, '"answer" must be text, a number or true/false (one answer: a list cannot be scored)')
-    question = valid_text(question).strip()  # a lone surrogate (\\ud83d) becomes U+FFFD, as on the command line
-    return BatchItem(number, str(given) if given is not None else question_id(question), question,
-                     None if expected is None else str(expected))
-
-
-def _item_from_batch_request(data: dict[str, Any], number: int) -> BatchItem | BadLine:
-    """An OpenAI Batch API request line: ``custom_id`` is the id, the last user message the
-    question, and earlier messages (system prompt, prior turns) its context, quoted before it."""
-    custom_id, body = data.get("custom_id"), data.get("body")
-    if not isinstance(custom_id, str) or not _usable_id(custom_id):
-        return BadLine(number, '"custom_id" must be a non-empty string')
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        return BadLine(number, 'no "body.messages" list')
-    texts = [_content_text(m.get("content")) for m in messages]
-    if None in texts:
-        return BadLine(number, "a message holds parts other than text (an image, audio): a debate reads text only")
-    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-    question = (texts[users[-1]] if users else None) or ""
-    if not question.strip():
-        return BadLine(number, "no user message with text in body.messages")
-    context = [f"{_role(m)}: {text}" for m, text in zip(messages, texts[:users[-1]], strict=False)
-               if text and text.strip()]
-    if context:
-        question = ("Context (the conversation so far):\n" + "\n\n".join(context)
-                    + "\n\nQuestion:\n" + question.strip())
-    settings = _batch_settings(body or {}, number)  # a dict: its messages were read
-    return settings if isinstance(settings, BadLine) else BatchItem(number, custom_id, valid_text(question).strip(),
-                                                                    None, settings)
-
-
 # An OpenAI Batch API line's body fields that set its question's settings. Its model is that question's MODEL_NAME,
 # so its judges' and synthesis's too unless JUDGE_MODEL or SYNTHESIS_MODEL name others; max_completion_tokens,
 # OpenAI's newer name, comes after max_tokens and wins. Other body fields (response_format, tools, n) are not read:
@@ -4786,20 +4711,6 @@ def _batch_settings(body: Mapping[str, Any], number: int) -> tuple[tuple[str, An
     return tuple(found.items())
 
 
-def _content_text(content: Any) -> str | None:
-    """A message's text: a string, or its text parts joined ("" for none); None when it holds anything else."""
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type", "text") == "text"
-                                         and isinstance(p.get("text"), str) for p in content):
-        return "\n".join(p["text"] for p in content)
-    return "" if content is None else content if isinstance(content, str) else None
-
-
-def _role(message: dict[str, Any]) -> str:
-    """A role as the context shows it: a plain word, so a crafted role cannot forge a section."""
-    role = message.get("role")
-    return role if isinstance(role, str) and re.fullmatch(r"[A-Za-z_]{1,20}", role) else "message"
-
-
 def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dict[str, Any]:
     """A Batch API output line for one of our lines: a chat completion whose content is the response (a full
     answer, or the short verdict), or an error; our whole line rides along under "moa"."""
@@ -4821,52 +4732,15 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
     return line | {"moa": record}
 
 
-def _usable_id(value: Any) -> bool:
-    """An id that round-trips through the output: a short valid string, or a finite number."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return math.isfinite(value) and len(str(value)) <= 512
-    return isinstance(value, str) and 0 < len(value) <= 512 and valid_text(value) == value
-
-
-def input_format(name: str) -> bool | None:
-    """True for JSONL, False for text, None to decide from the first line (stdin "-", other names)."""
-    suffix = Path(name).suffix.lower()
-    return True if suffix in JSONL_SUFFIXES else False if suffix == ".txt" else None
+def read_questions(lines: Iterable[bytes | None], jsonl: bool | None, config: Config) -> Iterator[BatchItem | BadLine]:
+    """A questions file's items (parsing.read_items), a Batch API line's body read as its question's settings."""
+    return read_items(lines, jsonl, config.max_question_chars, config.secrets, _batch_settings)
 
 
 def input_line_limit(config: Config) -> int:
     """The longest questions-file line that can hold an acceptable question: a
     character is at most 12 bytes in JSON (a \\u escaped surrogate pair), plus room for the rest."""
     return 12 * config.max_question_chars + 64 * 1024
-
-
-def read_items(lines: Iterable[bytes | None], jsonl: bool | None, max_chars: int = 10**9,
-               secrets: Sequence[str] = ()) -> Iterator[BatchItem | BadLine]:
-    """Items of a questions file, read as a stream: memory does not grow with the file.
-    ``lines`` come from bounded_lines: None is a line too long to hold. An id holding a secret is refused: it
-    would name files, and its line, masked where it is written, would never match it on resume."""
-    for number, raw in enumerate(lines, 1):
-        if raw is None:
-            yield BadLine(number, f"the line is too long for MAX_QUESTION_CHARS={max_chars}")
-            continue
-        raw = raw.removeprefix(b"\xef\xbb\xbf" if number == 1 else b"")
-        if jsonl is None and (head := raw.strip()) and not head.startswith(b"#"):  # the first line that counts
-            jsonl = head.startswith(b"{")
-        try:
-            text = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            yield BadLine(number, "not valid UTF-8")
-            continue
-        if not text or text.startswith("#"):  # blank, or a comment
-            continue
-        item = (BadLine(number, "contains NUL bytes") if "\x00" in text else _item_from_json(text, number) if jsonl
-                else BatchItem(number, question_id(text), text, None))
-        if isinstance(item, BatchItem) and len(item.question) > max_chars:
-            item = BadLine(number, f"the question is {len(item.question)} characters, more than "
-                                   f"MAX_QUESTION_CHARS={max_chars}")
-        if isinstance(item, BatchItem) and any(secret in item.id for secret in secrets):
-            item = BadLine(number, '"id" holds the API key or a token, which must not name files: use another id')
-        yield item
 
 
 def scan_input(path: str, limit: int = 1 << 20) -> tuple[str, int]:
@@ -5349,8 +5223,8 @@ async def run_questions(stdin: Any, batch: BatchRun, writer: ResultWriter) -> No
     try:
         with signals_handled([signal.SIGINT, *stop_signals()], batch.on_signal):
             async with open_client(config) as client:
-                items = read_items(bounded_lines(stream, input_line_limit(config)),
-                                   input_format(options.questions_file), config.max_question_chars, config.secrets)
+                items = read_questions(bounded_lines(stream, input_line_limit(config)),
+                                       input_format(options.questions_file), config)
                 await batch.run(items, Endpoint(config, client, batch.runtime), writer)
     finally:
         batch.progress.close()
@@ -5673,8 +5547,7 @@ def gold_ids(config: Config, gold: str) -> frozenset[str]:
     """The ids of the gold file's questions that carry an answer; ConfigError, before anything is sent, for none."""
     try:
         with read_file(Path(gold), follow=True) as handle:
-            items = read_items(bounded_lines(handle, input_line_limit(config)), input_format(gold),
-                               config.max_question_chars, config.secrets)
+            items = read_questions(bounded_lines(handle, input_line_limit(config)), input_format(gold), config)
             ids = {item.id for item in items if isinstance(item, BatchItem) and item.expected is not None}
     except OSError as err:
         raise ConfigError(f"--eval {gold}: cannot read it ({describe_os_error(err)})") from None

@@ -1,5 +1,5 @@
-"""Every pure reading of text: model replies, and values from outside (settings, URLs, headers).
-Strings in, small result objects out.
+"""Every pure reading of text: model replies, values from outside (settings, URLs, headers), and the lines of a
+questions file (read_items). Strings in, small result objects out.
 
 Model output is found in three tiers, each tried in turn, and the result
 records which tier matched so the transcript can say so:
@@ -11,7 +11,8 @@ records which tier matched so the transcript can say so:
 3. Paragraphs: the last non-empty paragraph is the answer, the rest reasoning.
 
 Nothing here does I/O or logs, and no reader of a model reply raises on any input (the
-readers of values from outside, at the end, raise ValueError for a bad value). Every regex is either
+readers of values from outside, near the end, raise ValueError for a bad value; a bad questions-file line is a
+BadLine, never raised). Every regex is either
 anchored to a single line or has bounded repetition, so the cost stays linear
 in the length of the text (see ``test_parsing.py`` for the megabyte tests).
 
@@ -21,15 +22,17 @@ in the length of the text (see ``test_parsing.py`` for the megabyte tests).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import math
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from decimal import Decimal, InvalidOperation
 from functools import cache
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -1717,3 +1720,153 @@ def small_number(value: str | None) -> int | None:
     # At most nine ASCII digits, the whole value: bounded, so linear.
     text = (value or "").strip()
     return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
+
+
+def valid_text(text: str) -> str:
+    """Text that can be sent as UTF-8: bytes that were not (lone surrogates from argv) become U+FFFD, not a crash."""
+    try:  # valid text comes back as it is
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# --- questions files: the lines of -f and --eval, read into items (a stream: memory stays flat) ---
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    line: int
+    id: str
+    question: str
+    expected: str | None
+    settings: tuple[tuple[str, Any], ...] = ()  # (Config field, value) of this question alone: BATCH_BODY_SETTINGS
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """One unusable line of a questions file: reported and counted; the batch goes on, and exits 3."""
+
+    line: int
+    reason: str
+
+
+# Reads a Batch API line's body (its model, temperature ...) into its question's settings, or the line's BadLine.
+BodySettings = Callable[[Mapping[str, Any], int], "tuple[tuple[str, Any], ...] | BadLine"]
+
+
+def question_id(question: str) -> str:
+    """A stable id for a question without one: a hash of its text."""
+    return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:12]
+
+
+def item_from_json(text: str, number: int, body_settings: BodySettings | None = None) -> BatchItem | BadLine:
+    """A JSONL questions-file line: ours ({question, id, answer}) or an OpenAI Batch API request line."""
+    try:
+        data = load_json(text)
+    except ValueError as err:
+        return BadLine(number, f"not valid JSON ({getattr(err, 'msg', err)})")
+    if not isinstance(data, dict):
+        return BadLine(number, "not a JSON object")
+    if "custom_id" in data:
+        return _item_from_batch_request(data, number, body_settings)
+    question = data.get("question")
+    if not isinstance(question, str) or not question.strip():
+        return BadLine(number, 'no "question" text')
+    given = data.get("id")
+    if given is not None and not _usable_id(given):
+        return BadLine(number, '"id" must be a non-empty string or a number '
+                               '(text: valid Unicode, at most 512 characters)')
+    expected = data.get("answer")
+    if not (expected is None or isinstance(expected, (int, float)) and math.isfinite(expected)
+            or isinstance(expected, str) and expected.strip()):
+        # str() of a list or object (or blank text) matches no reply: the question would be scored wrong every time
+        return BadLine(number, '"answer" must be text, a number or true/false (one answer: a list cannot be scored)')
+    question = valid_text(question).strip()  # a lone surrogate (\\ud83d) becomes U+FFFD, as on the command line
+    return BatchItem(number, str(given) if given is not None else question_id(question), question,
+                     None if expected is None else str(expected))
+
+
+def _item_from_batch_request(data: dict[str, Any], number: int,
+                             body_settings: BodySettings | None) -> BatchItem | BadLine:
+    """An OpenAI Batch API request line: ``custom_id`` is the id, the last user message the question, and earlier
+    messages (system prompt, prior turns) its context, quoted before it; ``body_settings`` reads what else its body
+    sets (moa_pipeline's _batch_settings: settings are the pipeline's)."""
+    custom_id, body = data.get("custom_id"), data.get("body")
+    if not isinstance(custom_id, str) or not _usable_id(custom_id):
+        return BadLine(number, '"custom_id" must be a non-empty string')
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return BadLine(number, 'no "body.messages" list')
+    texts = [_content_text(m.get("content")) for m in messages]
+    if None in texts:
+        return BadLine(number, "a message holds parts other than text (an image, audio): a debate reads text only")
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    question = (texts[users[-1]] if users else None) or ""
+    if not question.strip():
+        return BadLine(number, "no user message with text in body.messages")
+    context = [f"{_role(m)}: {text}" for m, text in zip(messages, texts[:users[-1]], strict=False)
+               if text and text.strip()]
+    if context:
+        question = ("Context (the conversation so far):\n" + "\n\n".join(context)
+                    + "\n\nQuestion:\n" + question.strip())
+    settings = body_settings(body or {}, number) if body_settings else ()  # a dict: its messages were read
+    return settings if isinstance(settings, BadLine) else BatchItem(number, custom_id, valid_text(question).strip(),
+                                                                    None, settings)
+
+
+def _content_text(content: Any) -> str | None:
+    """A message's text: a string, or its text parts joined ("" for none); None when it holds anything else."""
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type", "text") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
+        return "\n".join(p["text"] for p in content)
+    return "" if content is None else content if isinstance(content, str) else None
+
+
+def _role(message: dict[str, Any]) -> str:
+    """A role as the context shows it: a plain word, so a crafted role cannot forge a section."""
+    role = message.get("role")
+    return role if isinstance(role, str) and re.fullmatch(r"[A-Za-z_]{1,20}", role) else "message"
+
+
+def _usable_id(value: Any) -> bool:
+    """An id that round-trips through the output: a short valid string, or a finite number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return math.isfinite(value) and len(str(value)) <= 512
+    return isinstance(value, str) and 0 < len(value) <= 512 and valid_text(value) == value
+
+
+def input_format(name: str) -> bool | None:
+    """True for JSONL, False for text, None to decide from the first line (stdin "-", other names)."""
+    suffix = Path(name).suffix.lower()
+    return True if suffix in JSONL_SUFFIXES else False if suffix == ".txt" else None
+
+
+def read_items(lines: Iterable[bytes | None], jsonl: bool | None, max_chars: int = 10**9, secrets: Sequence[str] = (),
+               body_settings: BodySettings | None = None) -> Iterator[BatchItem | BadLine]:
+    """Items of a questions file, read as a stream: memory does not grow with the file.
+    ``lines`` come from bounded_lines: None is a line too long to hold. An id holding a secret is refused: it
+    would name files, and its line, masked where it is written, would never match it on resume."""
+    for number, raw in enumerate(lines, 1):
+        if raw is None:
+            yield BadLine(number, f"the line is too long for MAX_QUESTION_CHARS={max_chars}")
+            continue
+        raw = raw.removeprefix(b"\xef\xbb\xbf" if number == 1 else b"")
+        if jsonl is None and (head := raw.strip()) and not head.startswith(b"#"):  # the first line that counts
+            jsonl = head.startswith(b"{")
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            yield BadLine(number, "not valid UTF-8")
+            continue
+        if not text or text.startswith("#"):  # blank, or a comment
+            continue
+        item = (BadLine(number, "contains NUL bytes") if "\x00" in text else item_from_json(text, number, body_settings)
+                if jsonl else BatchItem(number, question_id(text), text, None))
+        if isinstance(item, BatchItem) and len(item.question) > max_chars:
+            item = BadLine(number, f"the question is {len(item.question)} characters, more than "
+                                   f"MAX_QUESTION_CHARS={max_chars}")
+        if isinstance(item, BatchItem) and any(secret in item.id for secret in secrets):
+            item = BadLine(number, '"id" holds the API key or a token, which must not name files: use another id')
+        yield item
