@@ -38,7 +38,8 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     12. files ... the file policy (create_new, open_existing, open_folder: every
         file opened, no link followed), transcripts, traces, atomic writes, the lock
     13. dry run and replay ... dry_run, load_replay (traces are checked here), and --check (check_endpoint)
-    14. batch ... questions files (their lines: parsing.read_items), resume, the batch loop and its stops; --eval (strategies scored, the report)
+    14. batch ... questions files (their lines: parsing.read_items), resume, the batch loop and its stops;
+        --eval (strategies scored, the report)
     15. CLI ... flags, logging (RedactingFilter), the human summary; the config and init commands
 """
 from __future__ import annotations
