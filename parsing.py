@@ -1722,6 +1722,12 @@ def small_number(value: str | None) -> int | None:
     return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
 
 
+def printable(value: Any, limit: int = 200) -> str:
+    """A value for a one-line log: control characters dropped, whitespace runs made one space, cut at ``limit``."""
+    text = "".join(ch for ch in str(value) if ch.isprintable() or ch.isspace())
+    return " ".join(text.split())[:limit]
+
+
 def valid_text(text: str) -> str:
     """Text that can be sent as UTF-8: bytes that were not (lone surrogates from argv) become U+FFFD, not a crash."""
     try:  # valid text comes back as it is
@@ -1730,7 +1736,7 @@ def valid_text(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
-# --- questions files: the lines of -f and --eval, read into items (a stream: memory stays flat) ---
+# --- questions files: the lines of -f and --eval, as a stream ------------------
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
@@ -1870,3 +1876,81 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None, max_chars: int
         if isinstance(item, BatchItem) and any(secret in item.id for secret in secrets):
             item = BadLine(number, '"id" holds the API key or a token, which must not name files: use another id')
         yield item
+
+
+# --- --shard K/N or auto/N: which share of a questions file a run answers ------
+
+MAX_SHARDS = 10_000
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (1-based): the questions whose id hashes to it."""
+
+    index: int
+    count: int
+
+    def holds(self, item_id: str) -> bool:
+        """A stable split: the same id lands in the same shard on every machine and every run."""
+        return int(hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:16], 16) % self.count == self.index - 1
+
+    def output(self, path: Path) -> Path:
+        """results.jsonl -> results.2-of-4.jsonl: each shard its own output, lock and summary."""
+        return path.with_name(f"{path.stem}.{self.index}-of-{self.count}{path.suffix}")
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def read_shard(value: str, environ: Mapping[str, str]) -> Shard:
+    """``K/N`` (1 <= K <= N), or ``auto/N``: K from the scheduler, a Kubernetes Indexed Job's
+    JOB_COMPLETION_INDEX (0-based) or a Slurm array's SLURM_ARRAY_TASK_ID (see _slurm_shard)."""
+    text = value.strip().lower()
+    if text.startswith("auto"):
+        return _shard_from_scheduler(text, environ)
+    found = re.fullmatch(r"([0-9]{1,5})/([0-9]{1,5})", text)
+    if not (found and 1 <= int(found[1]) <= int(found[2]) <= MAX_SHARDS):
+        raise ValueError(f"--shard {value!r}: expected K/N with 1 <= K <= N <= {MAX_SHARDS}, or auto/N")
+    return Shard(int(found[1]), int(found[2]))
+
+
+def _shard_from_scheduler(text: str, environ: Mapping[str, str]) -> Shard:
+    count = small_number(text.partition("/")[2])
+    if text != "auto" and (not text.startswith("auto/") or count is None or not 1 <= count <= MAX_SHARDS):
+        raise ValueError(f"--shard {text}: expected auto/N with N a whole number from 1 to {MAX_SHARDS}")
+    if "JOB_COMPLETION_INDEX" not in environ and "SLURM_ARRAY_TASK_ID" not in environ:
+        raise ValueError("--shard auto: no scheduler index found (JOB_COMPLETION_INDEX of a Kubernetes Indexed "
+                          "Job, or SLURM_ARRAY_TASK_ID of a Slurm job array); use --shard K/N")
+    if count is None:  # after a resubmission (--array=3,5) the array's own count and range describe the rest
+        raise ValueError("--shard auto: the scheduler does not say how many shards there are: give the count, "
+                          "as in --shard auto/8 for --array=1-8 or a Job of 8 completions")
+    shards = {name: _slurm_shard(environ, count) if name.startswith("SLURM") else _job_shard(environ, count)
+              for name in ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID") if name in environ}
+    if len(set(shards.values())) > 1:  # a variable leaked from another job: which one is ours cannot be told
+        raise ValueError(f"--shard auto/{count}: " + " but ".join(f"{name} says shard {shard}" for name, shard
+                          in shards.items()) + ": unset the one that is not this job's, or use --shard K/N")
+    return next(iter(shards.values()))
+
+
+def _job_shard(environ: Mapping[str, str], count: int) -> Shard:
+    """A Kubernetes Indexed Job's shard: its 0-based JOB_COMPLETION_INDEX, plus one."""
+    index = small_number(environ["JOB_COMPLETION_INDEX"])
+    if index is None or index >= count:
+        raise ValueError(f"--shard auto/{count}: JOB_COMPLETION_INDEX is not an index from 0 to {count - 1}")
+    return Shard(index + 1, count)
+
+
+def _slurm_shard(environ: Mapping[str, str], count: int) -> Shard:
+    """Shard K of ``count`` is the task with id K, and id 0 is shard N: --array=1-8 and --array=0-7 both
+    cover shards 1..8 once, and a resubmitted subset (--array=3,5) reruns exactly those shards. Only the
+    task id decides: _MIN, _MAX and _COUNT describe the array as (re)submitted, not the whole job."""
+    task = small_number(environ["SLURM_ARRAY_TASK_ID"])
+    highest = small_number(environ.get("SLURM_ARRAY_TASK_MAX")) or 0
+    if task is None or max(task, highest) > count:
+        raise ValueError(f"--shard auto/{count}: a Slurm task id must be a shard, 0 to {count} (this one is "
+                          f"{printable(environ['SLURM_ARRAY_TASK_ID'], 20)!r}, the array's highest {highest}): "
+                          f"submit --array=1-{count} (or 0-{count - 1}), or a part of it")
+    if small_number(environ.get("SLURM_ARRAY_TASK_MIN")) == 0 and highest == count:
+        raise ValueError(f"--shard auto/{count}: task ids 0 and {count} of the Slurm array are both shard "
+                          f"{count}: submit --array=1-{count} or 0-{count - 1}")
+    return Shard(task or count, count)
