@@ -748,7 +748,7 @@ class Runtime:
     rng: random.Random = field(default_factory=random.Random)
     # Every byte the tool writes to a file goes through here (see write_all): a test can fill the disk at any write.
     write: Callable[[int, bytes], int] = os.write
-    secrets: Sequence[str] = ()  # Config.secrets, masked in every file (set where config and runtime meet)
+    secrets: Sequence[str] = field(default=(), repr=False)  # Config.secrets, masked in every file; never shown
     # Where a streamed response shows as it is written (the CLI's TerminalEcho); None: nowhere. Called with None
     # as each attempt's stream starts, then with each piece of text.
     echo: Callable[[str | None], None] | None = None
