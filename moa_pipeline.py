@@ -1726,7 +1726,7 @@ async def budgeted_attempt(state: Debate, call: AgentCall, number: int, sending:
     """One attempt if the budget pays for its worst case as the endpoint bills, else None (noted). Until the endpoint
     has billed once, attempts under a token budget go one at a time (Billing.first_bill): no straggling (InFlight)."""
     billing = state.budget.billing
-    async with billing.first_bill(state.budget.max_tokens > 0):
+    async with billing.first_bill(state.budget.limits_tokens):
         reserved = billing.prompt_tokens(sending.prompt_estimate) + billing.completion_tokens(sending.max_tokens)
         if state.budget.reserve(reserved) or (quorum_short(state, call) and state.budget.release_synthesis(reserved)):
             return await try_attempt(state, call, number, sending, retries, reserved)
@@ -1919,6 +1919,10 @@ class Budget:
     @property
     def limited(self) -> bool:
         return bool(self.max_calls or self.max_tokens) or bool(self.shared and self.shared.limited)
+
+    @property
+    def limits_tokens(self) -> bool:  # its own or the shared one: attempts then wait for the first bill (first_bill)
+        return self.max_tokens > 0 or bool(self.shared and self.shared.max_tokens)
 
     def fits(self, calls: int, tokens: int) -> bool:
         """The one budget rule: ``calls`` and ``tokens`` fit in what is left above the floors kept back."""
