@@ -3617,6 +3617,15 @@ def library_value(label: str, value: Any, setting: Setting) -> str:
     return setting_text(value)
 
 
+def whole_number(label: str, value: Any, least: int) -> int:
+    """A count a library caller gave (not a setting): TypeError unless an int, ConfigError below ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{label}={value!r}: expected a whole number, got {type(value).__name__}")
+    if value < least:
+        raise ConfigError(f"{label}={value}: expected a whole number, {least} or more" + " (0: no limit)" * (not least))
+    return value
+
+
 def library_question(config: Config, question: Any) -> str:
     """A library caller's question as the run takes it; TypeError or ConfigError (nothing sent) for one it cannot."""
     if not isinstance(question, str):
@@ -3704,10 +3713,8 @@ class Debater:
                  **settings: Unpack[Settings]) -> None:
         quiet_library()
         self.config = library_config(config, settings)
-        for name, total in (("total_max_calls", total_max_calls), ("total_max_tokens", total_max_tokens)):
-            if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-                raise ConfigError(f"{name}={total!r}: expected a whole number, 0 or more (0: no limit)")
-        self.budget = Budget(total_max_calls, total_max_tokens)  # the shared one: what every debate has spent
+        self.budget = Budget(whole_number("total_max_calls", total_max_calls, 0),  # the shared one: what every
+                             whole_number("total_max_tokens", total_max_tokens, 0))  # debate spent (Budget.shared)
         self.runtime = Runtime(secrets=self.config.secrets)
         self.endpoint: Endpoint | None = None
 
@@ -3739,21 +3746,34 @@ class Debater:
                           **settings: Unpack[Settings]) -> list[Result]:
         """Every question, at most ``concurrency`` at once (the shared request limit paces their calls), results in
         the questions' order. A question without a verdict is its failed Result (``status``, ``error``), not an
-        exception; a bad setting or question raises before anything is sent."""
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigError(f"concurrency={concurrency!r}: expected a whole number, 1 or more")
-        config = self.config_for(settings)
-        texts, room = [library_question(config, question) for question in questions], asyncio.Semaphore(concurrency)
+        exception; a bad setting or question raises before anything is sent. Once the shared breaker trips (see
+        Endpoint.failing), no more questions start, as in a batch; each debate_many gives the endpoint a new chance."""
+        if isinstance(questions, str):
+            raise TypeError("debate_many() takes a list of questions, not one str: for one question, use debate()")
+        config, room = self.config_for(settings), asyncio.Semaphore(whole_number("concurrency", concurrency, 1))
+        texts, endpoint = [library_question(config, question) for question in questions], self.endpoint
+        if endpoint is not None:
+            endpoint.recent_calls.clear()  # else a breaker tripped by an earlier call refuses every question
 
         async def one(text: str) -> Result:
             async with room:
+                if endpoint is not None and endpoint.failing():
+                    return run_record(config, text).ended(RunFailed(
+                        f"not started: the endpoint is failing ({sum(endpoint.recent_calls)} of the last "
+                        f"{BREAKER_WINDOW} calls failed after every retry)")).masked(config.secrets)
                 try:
                     return await self.run(config, text)
                 except RunFailed as failed:
                     if failed.result is None:  # debated always gives one
                         raise
                     return failed.result
-        return list(await asyncio.gather(*map(one, texts)))
+        tasks = [asyncio.ensure_future(one(text)) for text in texts]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:  # one raised (a bug): the rest stop too, before the client closes under them
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def run(self, config: Config, question: str) -> Result:
         if self.endpoint is None:
