@@ -3717,12 +3717,13 @@ class Debater:
                              whole_number("total_max_tokens", total_max_tokens, 0))  # debate spent (Budget.shared)
         self.runtime = Runtime(secrets=self.config.secrets)
         self.endpoint: Endpoint | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # where it was opened: its connections belong to that loop
 
     async def __aenter__(self) -> Debater:
         if self.endpoint is not None:
             raise RuntimeError("this Debater is already open: use one `async with` per client")
         self.endpoint = client_endpoint(self.config, self.runtime)
-        self.endpoint.shared_budget = self.budget
+        self.endpoint.shared_budget, self.loop = self.budget, asyncio.get_running_loop()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -3778,6 +3779,8 @@ class Debater:
     async def run(self, config: Config, question: str) -> Result:
         if self.endpoint is None:
             raise RuntimeError("open the Debater first: `async with moa_pipeline.Debater(...) as client:`")
+        if asyncio.get_running_loop() is not self.loop:
+            raise RuntimeError("this Debater was opened in another event loop: open one in the loop that uses it")
         return await debated(config, question, self.endpoint, self.runtime)
 
 

@@ -430,6 +430,19 @@ async def test_a_client_closes_on_an_error_inside_its_block_and_opens_again() ->
     assert client.budget.calls == 4
 
 
+@respx.mock
+def test_a_client_says_so_when_used_from_another_event_loop() -> None:
+    """Opened in one loop (a session fixture, an earlier asyncio.run), used in another: a RuntimeError that says
+    so, not httpcore's "Event loop is closed" from deep inside; nothing sent."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    client = moa.Debater(num_workers=2, num_judges=1)
+    asyncio.run(client.__aenter__())
+    with pytest.raises(RuntimeError, match="opened in another event loop"):
+        asyncio.run(client.debate("What is 17 * 23?"))
+    asyncio.run(client.__aexit__(None, None, None))
+    assert route.call_count == 0
+
+
 # --- a real server ----------------------------------------------------------------------------------
 
 
