@@ -3748,25 +3748,30 @@ class Debater:
         """Every question, at most ``concurrency`` at once (the shared request limit paces their calls), results in
         the questions' order. A question without a verdict is its failed Result (``status``, ``error``), not an
         exception; a bad setting or question raises before anything is sent. Once the shared breaker trips (see
-        Endpoint.failing), no more questions start, as in a batch; each debate_many gives the endpoint a new chance."""
+        Endpoint.failing), or a question meets a refusal every question would (a wrong key, URL or model, a quota used
+        up), no more questions start, as in a batch; each debate_many gives the endpoint a new chance."""
         if isinstance(questions, str):
             raise TypeError("debate_many() takes a list of questions, not one str: for one question, use debate()")
         config, room = self.config_for(settings), asyncio.Semaphore(whole_number("concurrency", concurrency, 1))
         texts, endpoint = [library_question(config, question) for question in questions], self.endpoint
+        stop: list[str] = []  # why no more questions start (a batch's rule: BatchRun.stop_if_hopeless)
         if endpoint is not None:
             endpoint.recent_calls.clear()  # else a breaker tripped by an earlier call refuses every question
 
         async def one(text: str) -> Result:
             async with room:
                 if endpoint is not None and endpoint.failing():
-                    return run_record(config, text).ended(RunFailed(
-                        f"not started: the endpoint is failing ({sum(endpoint.recent_calls)} of the last "
-                        f"{BREAKER_WINDOW} calls failed after every retry)")).masked(config.secrets)
+                    stop.append(f"the endpoint is failing ({sum(endpoint.recent_calls)} of the last {BREAKER_WINDOW} "
+                                "calls failed after every retry)")
+                if stop:
+                    return run_record(config, text).ended(RunFailed(f"not started: {stop[0]}")).masked(config.secrets)
                 try:
                     return await self.run(config, text)
                 except RunFailed as failed:
                     if failed.result is None:  # debated always gives one
                         raise
+                    if isinstance(failed.__cause__, APIError) and failed.__cause__.stops_run:  # key, URL, model, quota
+                        stop.append(str(failed.__cause__))
                     return failed.result
         tasks = [asyncio.ensure_future(one(text)) for text in texts]
         try:

@@ -350,6 +350,23 @@ async def test_debate_many_stops_starting_questions_once_the_shared_breaker_trip
         assert route.call_count == moa.BREAKER_WINDOW + 2
 
 
+@pytest.mark.parametrize("status, body, said", [
+    (401, {"error": {"message": "invalid api key"}}, "not started: the endpoint rejected the API key (HTTP 401)"),
+    (404, {"error": {"message": "The model `gpt-9` does not exist"}}, "not started: "),
+    (429, {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}, "not started: "),
+], ids=["wrong-key", "wrong-model", "quota-used-up"])
+@respx.mock
+async def test_debate_many_stops_starting_questions_when_every_one_would_fail_alike(status, body, said) -> None:
+    """A rejected key, a wrong URL or model, a quota used up stop the question that met them (stops_run); debate_many
+    then starts no more (each says why), as a batch aborts, rather than sending every question to the same refusal."""
+    route = respx.post(URL).mock(return_value=httpx.Response(status, json=body))
+    async with moa.Debater(num_workers=2, num_judges=1, enable_file_logging=False) as client:
+        results = await client.debate_many([f"What is {n} * 17?" for n in range(6)], concurrency=1)
+    assert route.call_count <= 2, "the first question's solvers only"
+    assert [r.status for r in results] == ["failed"] * 6 and "not started" not in (results[0].error or "")
+    assert all((r.error or "").startswith(said) for r in results[1:])
+
+
 @pytest.mark.parametrize("keywords, error", [
     ({"concurrency": 2.5}, TypeError),
     ({"concurrency": True}, TypeError),
