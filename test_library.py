@@ -448,6 +448,30 @@ async def test_a_client_closes_on_an_error_inside_its_block_and_opens_again() ->
 
 
 @respx.mock
+async def test_a_cancelled_debate_many_stops_every_question_and_leaves_the_client_working() -> None:
+    """Cancelling a debate_many task cancels each of its questions (none left running, every slot freed); the client
+    answers the next call."""
+    gate = asyncio.Event()
+
+    async def reply(request: httpx.Request) -> httpx.Response:
+        if "slow" in json.loads(request.content)["messages"][-1]["content"]:
+            await gate.wait()
+        return FakeModel()(request)
+
+    respx.post(URL).mock(side_effect=reply)
+    async with moa.Debater(num_workers=2, num_judges=1, max_concurrent_requests=3) as client:
+        many = asyncio.create_task(client.debate_many([f"slow: what is {n} * 17?" for n in range(5)], concurrency=2))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        many.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await many
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert client.endpoint is not None and client.endpoint.slots.in_flight == 0 == client.endpoint.questions
+        assert (await client.debate("What is 17 * 23?")).status == "ok"
+
+
+@respx.mock
 def test_a_client_says_so_when_used_from_another_event_loop() -> None:
     """Opened in one loop (a session fixture, an earlier asyncio.run), used in another: a RuntimeError that says
     so, not httpcore's "Event loop is closed" from deep inside; nothing sent."""
