@@ -3731,7 +3731,7 @@ class Debater:
             await self.endpoint.client.aclose()
             self.endpoint = None
 
-    def config_for(self, settings: Mapping[str, Any]) -> Config:
+    def _config_for(self, settings: Mapping[str, Any]) -> Config:
         """The config of one call: the client's, with the call's keyword settings on top."""
         if fixed := [name for name in CLIENT_SETTINGS if settings.get(name) is not None]:
             raise ConfigError(f"{fixed[0]}: the client's connection setting, shared by all its debates: set it "
@@ -3740,8 +3740,8 @@ class Debater:
 
     async def debate(self, question: str, **settings: Unpack[Settings]) -> Result:
         """One question through the shared client; raises as debate() does."""
-        config = self.config_for(settings)
-        return await self.run(config, library_question(config, question))
+        config = self._config_for(settings)
+        return await self._run(config, library_question(config, question))
 
     async def debate_many(self, questions: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY,
                           **settings: Unpack[Settings]) -> list[Result]:
@@ -3752,7 +3752,7 @@ class Debater:
         up), no more questions start, as in a batch; each debate_many gives the endpoint a new chance."""
         if isinstance(questions, str):
             raise TypeError("debate_many() takes a list of questions, not one str: for one question, use debate()")
-        config, room = self.config_for(settings), asyncio.Semaphore(whole_number("concurrency", concurrency, 1))
+        config, room = self._config_for(settings), asyncio.Semaphore(whole_number("concurrency", concurrency, 1))
         texts, endpoint = [library_question(config, question) for question in questions], self.endpoint
         stop: list[str] = []  # why no more questions start (a batch's rule: BatchRun.stop_if_hopeless)
         if endpoint is not None:
@@ -3766,7 +3766,7 @@ class Debater:
                 if stop:
                     return run_record(config, text).ended(RunFailed(f"not started: {stop[0]}")).masked(config.secrets)
                 try:
-                    return await self.run(config, text)
+                    return await self._run(config, text)
                 except RunFailed as failed:
                     if failed.result is None:  # debated always gives one
                         raise
@@ -3781,7 +3781,7 @@ class Debater:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def run(self, config: Config, question: str) -> Result:
+    async def _run(self, config: Config, question: str) -> Result:
         if self.endpoint is None:
             raise RuntimeError("open the Debater first: `async with moa_pipeline.Debater(...) as client:`")
         if asyncio.get_running_loop() is not self.loop:

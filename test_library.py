@@ -471,6 +471,12 @@ async def test_a_cancelled_debate_many_stops_every_question_and_leaves_the_clien
         assert (await client.debate("What is 17 * 23?")).status == "ok"
 
 
+def test_a_client_shows_only_its_two_ways_to_debate() -> None:
+    """help(Debater) lists debate and debate_many; its helpers are private: a public run(config, question) took a
+    Config whose connection settings (another proxy_url, api_key) the shared client silently ignored."""
+    assert [name for name in vars(moa.Debater) if not name.startswith("_")] == ["debate", "debate_many"]
+
+
 @respx.mock
 def test_a_client_says_so_when_used_from_another_event_loop() -> None:
     """Opened in one loop (a session fixture, an earlier asyncio.run), used in another: a RuntimeError that says
