@@ -405,6 +405,40 @@ def test_debate_sync_runs_in_a_worker_thread_while_the_main_thread_runs_a_loop()
     assert asyncio.run(main()).final_answer == "391"
 
 
+CTRL_C_SCRIPT = """
+import asyncio, signal, httpx, respx, moa_pipeline as moa
+clients = []
+open_client = moa.open_client
+moa.open_client = lambda config: clients.append(open_client(config)) or clients[-1]
+
+sent = []
+
+async def interrupted(request):
+    sent.append(request)
+    if len(sent) == 1:
+        signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C, once, while the requests are in flight
+    await asyncio.Event().wait()
+
+with respx.mock:
+    respx.post("%(url)s").mock(side_effect=interrupted)
+    try:
+        moa.debate_sync("What is 17 * 23?", proxy_url="%(url)s", api_key="%(key)s", num_workers=2, log_dir="runs")
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", clients[0].is_closed)
+"""
+
+
+def test_ctrl_c_in_debate_sync_closes_the_client_and_writes_the_trace(tmp_path) -> None:
+    """Ctrl-C while debate_sync waits on the endpoint: KeyboardInterrupt reaches the script, as Python's own
+    functions raise it, after the run was cancelled: the connections closed, the trace's verdict says "interrupted"."""
+    done = subprocess.run([sys.executable, "-c", CTRL_C_SCRIPT % {"url": URL, "key": FAKE_KEY}], capture_output=True,
+                          text=True, cwd=tmp_path, env={"PYTHONPATH": str(HERE), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert done.stdout == "KeyboardInterrupt True\n", done.stderr
+    trace, = (tmp_path / "runs").glob("*.jsonl")
+    verdict = json.loads(trace.read_text().splitlines()[-1])
+    assert verdict["type"] == "verdict" and verdict["error"] == "interrupted"
+
+
 @respx.mock
 async def test_a_cancelled_debate_leaves_the_client_and_the_others_working() -> None:
     """Cancelling one client.debate() task frees its request slots; the other debates and later ones answer."""
