@@ -505,6 +505,21 @@ async def test_a_cancelled_debate_many_stops_every_question_and_leaves_the_clien
         assert (await client.debate("What is 17 * 23?")).status == "ok"
 
 
+@pytest.mark.parametrize("shown", [
+    str, repr, lambda err: repr(err.cause), lambda err: repr(err.__cause__),
+    lambda err: json.dumps(err.result.to_dict()), lambda err: repr(err.result),
+], ids=["str", "repr", "cause", "__cause__", "result-json", "result-repr"])
+@respx.mock
+async def test_a_key_the_endpoint_echoes_never_reaches_a_client_caller(shown) -> None:
+    """A 401 whose body echoes the key, for a question that holds it too: every view of the RunFailed that
+    client.debate raises, and of its Result, has the key masked."""
+    respx.post(URL).mock(return_value=httpx.Response(401, json={"error": {"message": f"bad key {FAKE_KEY}"}}))
+    async with moa.Debater(num_workers=2, num_judges=1) as client:
+        with pytest.raises(moa.RunFailed) as caught:
+            await client.debate(f"What is 17 * 23? (my key is {FAKE_KEY})")
+    assert FAKE_KEY not in shown(caught.value) and "***" in str(caught.value)
+
+
 def test_a_client_shows_only_its_two_ways_to_debate() -> None:
     """help(Debater) lists debate and debate_many; its helpers are private: a public run(config, question) took a
     Config whose connection settings (another proxy_url, api_key) the shared client silently ignored."""
