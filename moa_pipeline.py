@@ -731,7 +731,7 @@ class Runtime:
     rng: random.Random = field(default_factory=random.Random)
     # Every byte the tool writes to a file goes through here (see write_all): a test can fill the disk at any write.
     write: Callable[[int, bytes], int] = os.write
-    secrets: Sequence[str] = ()  # Config.secrets, masked in every file (set where config and runtime meet)
+    secrets: Sequence[str] = field(default=(), repr=False)  # Config.secrets, masked in every file; never shown
     # Where a streamed response shows as it is written (the CLI's TerminalEcho); None: nowhere. Called with None
     # as each attempt's stream starts, then with each piece of text.
     echo: Callable[[str | None], None] | None = None
@@ -1688,7 +1688,7 @@ async def budgeted_attempt(state: Debate, call: AgentCall, number: int, sending:
     """One attempt if the budget pays for its worst case as the endpoint bills, else None (noted). Until the endpoint
     has billed once, attempts under a token budget go one at a time (Billing.first_bill): no straggling (InFlight)."""
     billing = state.budget.billing
-    async with billing.first_bill(state.budget.max_tokens > 0):
+    async with billing.first_bill(state.budget.limits_tokens):
         reserved = billing.prompt_tokens(sending.prompt_estimate) + billing.completion_tokens(sending.max_tokens)
         if state.budget.reserve(reserved) or (quorum_short(state, call) and state.budget.release_synthesis(reserved)):
             return await try_attempt(state, call, number, sending, retries, reserved)
@@ -1883,6 +1883,10 @@ class Budget:
     @property
     def limited(self) -> bool:
         return bool(self.max_calls or self.max_tokens) or bool(self.shared and self.shared.limited)
+
+    @property
+    def limits_tokens(self) -> bool:  # its own or the shared one: attempts then wait for the first bill (first_bill)
+        return self.max_tokens > 0 or bool(self.shared and self.shared.max_tokens)
 
     def fits(self, calls: int, tokens: int) -> bool:
         """The one budget rule: ``calls`` and ``tokens`` fit in what is left above the floors kept back."""
@@ -3585,6 +3589,15 @@ def library_value(label: str, value: Any, setting: Setting) -> str:
     return setting_text(value)
 
 
+def whole_number(label: str, value: Any, least: int) -> int:
+    """A count a library caller gave (not a setting): TypeError unless an int, ConfigError below ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{label}={value!r}: expected a whole number, got {type(value).__name__}")
+    if value < least:
+        raise ConfigError(f"{label}={value}: expected a whole number, {least} or more" + " (0: no limit)" * (not least))
+    return value
+
+
 def library_question(config: Config, question: Any) -> str:
     """A library caller's question as the run takes it; TypeError or ConfigError (nothing sent) for one it cannot."""
     if not isinstance(question, str):
@@ -3661,18 +3674,17 @@ class Debater:
     def __init__(self, *, config: Config | None = None, total_max_calls: int = 0, total_max_tokens: int = 0,
                  **settings: Unpack[Settings]) -> None:
         self.config = library_config(config, settings)
-        for name, total in (("total_max_calls", total_max_calls), ("total_max_tokens", total_max_tokens)):
-            if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-                raise ConfigError(f"{name}={total!r}: expected a whole number, 0 or more (0: no limit)")
-        self.budget = Budget(total_max_calls, total_max_tokens)  # the shared one: what every debate has spent
+        self.budget = Budget(whole_number("total_max_calls", total_max_calls, 0),  # the shared one: what every
+                             whole_number("total_max_tokens", total_max_tokens, 0))  # debate spent (Budget.shared)
         self.runtime = Runtime(secrets=self.config.secrets)
         self.endpoint: Endpoint | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # where it was opened: its connections belong to that loop
 
     async def __aenter__(self) -> Debater:
         if self.endpoint is not None:
             raise RuntimeError("this Debater is already open: use one `async with` per client")
         self.endpoint = client_endpoint(self.config, self.runtime)
-        self.endpoint.shared_budget = self.budget
+        self.endpoint.shared_budget, self.loop = self.budget, asyncio.get_running_loop()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -3680,7 +3692,7 @@ class Debater:
             await self.endpoint.client.aclose()
             self.endpoint = None
 
-    def config_for(self, settings: Mapping[str, Any]) -> Config:
+    def _config_for(self, settings: Mapping[str, Any]) -> Config:
         """The config of one call: the client's, with the call's keyword settings on top."""
         if fixed := [name for name in CLIENT_SETTINGS if settings.get(name) is not None]:
             raise ConfigError(f"{fixed[0]}: the client's connection setting, shared by all its debates: set it "
@@ -3689,32 +3701,52 @@ class Debater:
 
     async def debate(self, question: str, **settings: Unpack[Settings]) -> Result:
         """One question through the shared client; raises as debate() does."""
-        config = self.config_for(settings)
-        return await self.run(config, library_question(config, question))
+        config = self._config_for(settings)
+        return await self._run(config, library_question(config, question))
 
     async def debate_many(self, questions: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY,
                           **settings: Unpack[Settings]) -> list[Result]:
         """Every question, at most ``concurrency`` at once (the shared request limit paces their calls), results in
         the questions' order. A question without a verdict is its failed Result (``status``, ``error``), not an
-        exception; a bad setting or question raises before anything is sent."""
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigError(f"concurrency={concurrency!r}: expected a whole number, 1 or more")
-        config = self.config_for(settings)
-        texts, room = [library_question(config, question) for question in questions], asyncio.Semaphore(concurrency)
+        exception; a bad setting or question raises before anything is sent. Once the shared breaker trips (see
+        Endpoint.failing), or a question meets a refusal every question would (a wrong key, URL or model, a quota used
+        up), no more questions start, as in a batch; each debate_many gives the endpoint a new chance."""
+        if isinstance(questions, str):
+            raise TypeError("debate_many() takes a list of questions, not one str: for one question, use debate()")
+        config, room = self._config_for(settings), asyncio.Semaphore(whole_number("concurrency", concurrency, 1))
+        texts, endpoint = [library_question(config, question) for question in questions], self.endpoint
+        stop: list[str] = []  # why no more questions start (a batch's rule: BatchRun.stop_if_hopeless)
+        if endpoint is not None:
+            endpoint.recent_calls.clear()  # else a breaker tripped by an earlier call refuses every question
 
         async def one(text: str) -> Result:
             async with room:
+                if endpoint is not None and endpoint.failing():
+                    stop.append(f"the endpoint is failing ({sum(endpoint.recent_calls)} of the last {BREAKER_WINDOW} "
+                                "calls failed after every retry)")
+                if stop:
+                    return run_record(config, text).ended(RunFailed(f"not started: {stop[0]}")).masked(config.secrets)
                 try:
-                    return await self.run(config, text)
+                    return await self._run(config, text)
                 except RunFailed as failed:
                     if failed.result is None:  # debated always gives one
                         raise
+                    if isinstance(failed.__cause__, APIError) and failed.__cause__.stops_run:  # key, URL, model, quota
+                        stop.append(str(failed.__cause__))
                     return failed.result
-        return list(await asyncio.gather(*map(one, texts)))
+        tasks = [asyncio.ensure_future(one(text)) for text in texts]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:  # one raised (a bug): the rest stop too, before the client closes under them
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def run(self, config: Config, question: str) -> Result:
+    async def _run(self, config: Config, question: str) -> Result:
         if self.endpoint is None:
             raise RuntimeError("open the Debater first: `async with moa_pipeline.Debater(...) as client:`")
+        if asyncio.get_running_loop() is not self.loop:
+            raise RuntimeError("this Debater was opened in another event loop: open one in the loop that uses it")
         return await debated(config, question, self.endpoint, self.runtime)
 
 

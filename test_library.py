@@ -290,6 +290,270 @@ async def test_a_shared_client_reads_what_the_endpoint_bills_once() -> None:
     assert [r.usage["total_tokens"] for r in results] == [30, 30, 30] and client.budget.tokens == 90
 
 
+# --- a hostile caller (issue 24's attack on the library surface) -----------------------------------
+
+
+@pytest.mark.parametrize("questions", ["What is 17 * 23?", "391"], ids=["sentence", "one-word"])
+@respx.mock
+async def test_debate_many_refuses_one_string_for_a_list(questions) -> None:
+    """A str is an iterable of str: debate_many("...") would debate each character; TypeError, nothing sent."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    async with moa.Debater() as client:
+        with pytest.raises(TypeError, match=r"debate_many\(\) takes a list of questions"):
+            await client.debate_many(questions)
+    assert route.call_count == 0
+
+
+@pytest.mark.parametrize("shown", [repr, lambda client: repr(client.config), lambda client: repr(client.runtime),
+                                   lambda client: repr(vars(client)), lambda client: str(vars(client))],
+                         ids=["client", "config", "runtime", "vars", "str-vars"])
+def test_no_repr_of_a_client_shows_the_key(shown) -> None:
+    """What a debugger, a log line or an error tracker's captured locals print of a Debater never holds the key."""
+    client = moa.Debater(gateway_token="cf-gateway-SECRET-0987654321")
+    assert FAKE_KEY not in shown(client) and "cf-gateway-SECRET-0987654321" not in shown(client)
+
+
+@respx.mock
+async def test_debate_many_leaves_no_debate_running_when_one_raises() -> None:
+    """A question that raises (a bug, not a failed run) takes its siblings down with it: none is left running
+    against the client that `async with` then closes, and none sends afterwards."""
+    def reply(request: httpx.Request) -> httpx.Response:
+        if "doomed" in json.loads(request.content)["messages"][-1]["content"]:
+            raise RuntimeError("a bug in a transport")
+        return FakeModel()(request)
+
+    route = respx.post(URL).mock(side_effect=reply)
+    async with moa.Debater(num_workers=2, num_judges=1, enable_file_logging=False) as client:
+        with pytest.raises(RuntimeError, match="a bug in a transport"):
+            await client.debate_many(["doomed: what is 1/0?", "What is 17 * 23?", "What is 2 + 2?"], concurrency=3)
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        sent = route.call_count
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert route.call_count == sent
+
+
+@respx.mock
+async def test_a_shared_token_budget_holds_when_the_endpoint_bills_more_than_we_estimate() -> None:
+    """total_max_tokens alone, ten questions at once, an endpoint billing 10x our prompt estimate: as with a
+    question's own MAX_TOTAL_TOKENS, attempts wait for the first bill, so the client never spends past its total."""
+    async def reply(request: httpx.Request) -> httpx.Response:
+        for _ in range(5):  # a few loop turns: every question has reserved before the first bill comes
+            await asyncio.sleep(0)
+        return completion(solver_text("391"), usage={"prompt_tokens": 3000, "completion_tokens": 50,
+                                                     "total_tokens": 3050})
+
+    respx.post(URL).mock(side_effect=reply)
+    async with moa.Debater(num_workers=2, num_judges=1, early_exit=True, max_tokens=200, total_max_tokens=8000,
+                           enable_file_logging=False) as client:
+        results = await client.debate_many([f"What is {n} * 17?" for n in range(10)], concurrency=10)
+    assert client.budget.tokens == sum(r.usage["total_tokens"] for r in results) <= 8000
+
+
+@respx.mock
+async def test_debate_many_stops_starting_questions_once_the_shared_breaker_trips() -> None:
+    """An endpoint that is down (500s): once the shared breaker trips, debate_many starts no more questions (their
+    Results say why), as a batch does; the next debate_many gives the endpoint a fresh chance."""
+    route = respx.post(URL).mock(return_value=httpx.Response(500, json={"error": {"message": "down"}}))
+    async with moa.Debater(num_workers=2, num_judges=1, max_retries=0, enable_file_logging=False) as client:
+        results = await client.debate_many([f"What is {n} * 17?" for n in range(20)], concurrency=1)
+        assert route.call_count == moa.BREAKER_WINDOW, "five questions of two failed calls each trip it"
+        assert [r.status for r in results] == ["failed"] * 20
+        assert all("not started: the endpoint is failing" in (r.error or "") for r in results[5:])
+        assert "not started" not in (results[4].error or "") and results[5].question == "What is 5 * 17?"
+        await client.debate_many(["What is 2 + 2?"])
+        assert route.call_count == moa.BREAKER_WINDOW + 2
+
+
+@pytest.mark.parametrize("status, body, said", [
+    (401, {"error": {"message": "invalid api key"}}, "not started: the endpoint rejected the API key (HTTP 401)"),
+    (404, {"error": {"message": "The model `gpt-9` does not exist"}}, "not started: "),
+    (429, {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}, "not started: "),
+], ids=["wrong-key", "wrong-model", "quota-used-up"])
+@respx.mock
+async def test_debate_many_stops_starting_questions_when_every_one_would_fail_alike(status, body, said) -> None:
+    """A rejected key, a wrong URL or model, a quota used up stop the question that met them (stops_run); debate_many
+    then starts no more (each says why), as a batch aborts, rather than sending every question to the same refusal."""
+    route = respx.post(URL).mock(return_value=httpx.Response(status, json=body))
+    async with moa.Debater(num_workers=2, num_judges=1, enable_file_logging=False) as client:
+        results = await client.debate_many([f"What is {n} * 17?" for n in range(6)], concurrency=1)
+    assert route.call_count <= 2, "the first question's solvers only"
+    assert [r.status for r in results] == ["failed"] * 6 and "not started" not in (results[0].error or "")
+    assert all((r.error or "").startswith(said) for r in results[1:])
+
+
+@pytest.mark.parametrize("keywords, error", [
+    ({"concurrency": 2.5}, TypeError),
+    ({"concurrency": True}, TypeError),
+    ({"concurrency": "4"}, TypeError),
+    ({"concurrency": 0}, moa.ConfigError),
+], ids=["float", "bool", "text", "zero"])
+@respx.mock
+async def test_debate_many_checks_concurrency_as_settings_are_checked(keywords, error) -> None:
+    """A value of the wrong Python type is a TypeError and one out of range a ConfigError, as for every setting."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    async with moa.Debater() as client:
+        with pytest.raises(error, match="concurrency="):
+            await client.debate_many(["What is 17 * 23?"], **keywords)
+    assert route.call_count == 0
+
+
+@pytest.mark.parametrize("keywords, error", [
+    ({"total_max_calls": 2.5}, TypeError),
+    ({"total_max_tokens": "100"}, TypeError),
+    ({"total_max_calls": -1}, moa.ConfigError),
+], ids=["float", "text", "negative"])
+def test_a_clients_totals_are_checked_as_settings_are(keywords, error) -> None:
+    """total_max_calls and total_max_tokens: TypeError for a wrong type, ConfigError for a negative number."""
+    with pytest.raises(error, match=next(iter(keywords))):
+        moa.Debater(**keywords)
+
+
+@respx.mock
+def test_debate_sync_runs_in_a_worker_thread_while_the_main_thread_runs_a_loop() -> None:
+    """A thread with no loop of its own (asyncio.to_thread from an async app) may use debate_sync."""
+    respx.post(URL).mock(side_effect=FakeModel())
+
+    async def main() -> moa.Result:
+        return await asyncio.to_thread(moa.debate_sync, "What is 17 * 23?", num_workers=2, num_judges=1)
+
+    assert asyncio.run(main()).final_answer == "391"
+
+
+CTRL_C_SCRIPT = """
+import asyncio, signal, httpx, respx, moa_pipeline as moa
+clients = []
+open_client = moa.open_client
+moa.open_client = lambda config: clients.append(open_client(config)) or clients[-1]
+
+sent = []
+
+async def interrupted(request):
+    sent.append(request)
+    if len(sent) == 1:
+        signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C, once, while the requests are in flight
+    await asyncio.Event().wait()
+
+with respx.mock:
+    respx.post("%(url)s").mock(side_effect=interrupted)
+    try:
+        moa.debate_sync("What is 17 * 23?", proxy_url="%(url)s", api_key="%(key)s", num_workers=2, log_dir="runs")
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", clients[0].is_closed)
+"""
+
+
+def test_ctrl_c_in_debate_sync_closes_the_client_and_writes_the_trace(tmp_path) -> None:
+    """Ctrl-C while debate_sync waits on the endpoint: KeyboardInterrupt reaches the script, as Python's own
+    functions raise it, after the run was cancelled: the connections closed, the trace's verdict says "interrupted"."""
+    done = subprocess.run([sys.executable, "-c", CTRL_C_SCRIPT % {"url": URL, "key": FAKE_KEY}], capture_output=True,
+                          text=True, cwd=tmp_path, env={"PYTHONPATH": str(HERE), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert done.stdout == "KeyboardInterrupt True\n", done.stderr
+    trace, = (tmp_path / "runs").glob("*.jsonl")
+    verdict = json.loads(trace.read_text().splitlines()[-1])
+    assert verdict["type"] == "verdict" and verdict["error"] == "interrupted"
+
+
+@respx.mock
+async def test_a_cancelled_debate_leaves_the_client_and_the_others_working() -> None:
+    """Cancelling one client.debate() task frees its request slots; the other debates and later ones answer."""
+    gate = asyncio.Event()
+
+    async def reply(request: httpx.Request) -> httpx.Response:
+        if "slow" in json.loads(request.content)["messages"][-1]["content"]:
+            await gate.wait()
+        return FakeModel()(request)
+
+    respx.post(URL).mock(side_effect=reply)
+    async with moa.Debater(num_workers=2, num_judges=1, max_concurrent_requests=2) as client:
+        slow = asyncio.create_task(client.debate("slow: what is 17 * 23?"))
+        others = [asyncio.create_task(client.debate(f"What is {n} * 17?")) for n in range(3)]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert [r.status for r in await asyncio.gather(*others)] == ["ok"] * 3
+        assert client.endpoint is not None and client.endpoint.slots.in_flight == 0 == client.endpoint.questions
+        assert (await client.debate("What is 2 + 2?")).status == "ok"
+
+
+@respx.mock
+async def test_a_client_closes_on_an_error_inside_its_block_and_opens_again() -> None:
+    """An exception inside `async with` closes the connections; the same Debater may be opened again afterwards
+    (a new pool, limit and breaker; its budget runs on over both)."""
+    respx.post(URL).mock(side_effect=FakeModel())
+    client = moa.Debater(num_workers=2, num_judges=1, early_exit=True, total_max_calls=100)
+    with pytest.raises(ValueError):
+        async with client:
+            assert client.endpoint is not None
+            pool = client.endpoint.client
+            await client.debate("What is 17 * 23?")
+            raise ValueError("the caller's own bug")
+    assert pool.is_closed and client.endpoint is None
+    async with client:
+        assert (await client.debate("What is 17 * 23?")).status == "ok"
+    assert client.budget.calls == 4
+
+
+@respx.mock
+async def test_a_cancelled_debate_many_stops_every_question_and_leaves_the_client_working() -> None:
+    """Cancelling a debate_many task cancels each of its questions (none left running, every slot freed); the client
+    answers the next call."""
+    gate = asyncio.Event()
+
+    async def reply(request: httpx.Request) -> httpx.Response:
+        if "slow" in json.loads(request.content)["messages"][-1]["content"]:
+            await gate.wait()
+        return FakeModel()(request)
+
+    respx.post(URL).mock(side_effect=reply)
+    async with moa.Debater(num_workers=2, num_judges=1, max_concurrent_requests=3) as client:
+        many = asyncio.create_task(client.debate_many([f"slow: what is {n} * 17?" for n in range(5)], concurrency=2))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        many.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await many
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert client.endpoint is not None and client.endpoint.slots.in_flight == 0 == client.endpoint.questions
+        assert (await client.debate("What is 17 * 23?")).status == "ok"
+
+
+@pytest.mark.parametrize("shown", [
+    str, repr, lambda err: repr(err.cause), lambda err: repr(err.__cause__),
+    lambda err: json.dumps(err.result.to_dict()), lambda err: repr(err.result),
+], ids=["str", "repr", "cause", "__cause__", "result-json", "result-repr"])
+@respx.mock
+async def test_a_key_the_endpoint_echoes_never_reaches_a_client_caller(shown) -> None:
+    """A 401 whose body echoes the key, for a question that holds it too: every view of the RunFailed that
+    client.debate raises, and of its Result, has the key masked."""
+    respx.post(URL).mock(return_value=httpx.Response(401, json={"error": {"message": f"bad key {FAKE_KEY}"}}))
+    async with moa.Debater(num_workers=2, num_judges=1) as client:
+        with pytest.raises(moa.RunFailed) as caught:
+            await client.debate(f"What is 17 * 23? (my key is {FAKE_KEY})")
+    assert FAKE_KEY not in shown(caught.value) and "***" in str(caught.value)
+
+
+def test_a_client_shows_only_its_two_ways_to_debate() -> None:
+    """help(Debater) lists debate and debate_many; its helpers are private: a public run(config, question) took a
+    Config whose connection settings (another proxy_url, api_key) the shared client silently ignored."""
+    assert [name for name in vars(moa.Debater) if not name.startswith("_")] == ["debate", "debate_many"]
+
+
+@respx.mock
+def test_a_client_says_so_when_used_from_another_event_loop() -> None:
+    """Opened in one loop (a session fixture, an earlier asyncio.run), used in another: a RuntimeError that says
+    so, not httpcore's "Event loop is closed" from deep inside; nothing sent."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    client = moa.Debater(num_workers=2, num_judges=1)
+    asyncio.run(client.__aenter__())
+    with pytest.raises(RuntimeError, match="opened in another event loop"):
+        asyncio.run(client.debate("What is 17 * 23?"))
+    asyncio.run(client.__aexit__(None, None, None))
+    assert route.call_count == 0
+
+
 # --- a real server ----------------------------------------------------------------------------------
 
 
