@@ -3640,8 +3640,8 @@ async def debate(question: str, *, config: Config | None = None, **settings: Unp
     """Answer one question by a debate: the one-shot way in (many questions: Debater, which shares one connection
     pool, request limit and budget among them).
 
-    Settings come from the environment and .env, as for the CLI, unless ``config`` is given; keywords set
-    settings by their lower-case names (``num_workers=3, num_judges=1, rounds=2``; see Settings). Writes the
+    Settings come from the environment and the settings files, as for the CLI, unless ``config`` is given; keywords
+    set settings by their lower-case names (``num_workers=3, num_judges=1, rounds=2``; see Settings). Writes the
     transcript and trace as the settings say, and never prints, exits or installs signal handlers. Raises TypeError
     (an argument of the wrong type), ConfigError (a bad setting or question, or an HTTP client the environment
     breaks: nothing was sent) or RunFailed (no verdict; its ``result`` says why)."""
