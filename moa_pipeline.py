@@ -3481,8 +3481,8 @@ Result = RunRecord
 
 class Settings(TypedDict, total=False):
     """The settings debate(), debate_sync() and Debater take as keywords: each setting's lower-case name (README,
-    Settings), one name per setting; None leaves a setting as the environment, .env or ``config`` set it. A type
-    checker reads this, so a misspelt name or a wrong type fails before the run (README, Use from Python)."""
+    Settings), one name per setting; None leaves a setting as the environment, a settings file or ``config`` set
+    it. A type checker reads this, so a misspelt name or a wrong type fails before the run (docs/library.md)."""
 
     proxy_url: str | None  # the chat-completions URL, or a base URL (…/v1)
     api_key: str | None  # sent as a Bearer token
