@@ -557,28 +557,17 @@ def default_log_dir(environ: Mapping[str, str]) -> str:
     return str(xdg_folder(environ, "XDG_STATE_HOME", ".local/state") / APP_FOLDER / "logs")
 
 
-def _pick(name: str, flags: Mapping[str, str], environ: Mapping[str, str],
-          files: Sequence[SettingsFile]) -> tuple[str, str] | None:
-    """(raw value, where it came from) by precedence, flag > environment > each file in turn (read_env_file's order).
-    An empty value in the environment or a file is unset (``PROXY_URL=`` as .env.example ships it): the next
-    source applies."""
-    if flags.get(name) is not None:
-        return flags[name], "flag"
-    if (environ.get(name) or "").strip():
-        return environ[name], "environment"
-    return next(((str(file.values[name]), file.label) for file in files if (file.values.get(name) or "").strip()),
-                None)
-
-
 def setting_source(setting: Setting, flags: Mapping[str, str], environ: Mapping[str, str],
                    files: Sequence[SettingsFile]) -> tuple[str, str, str] | None:
-    """(the name it was set by, raw value, where) for a setting, or its FALLBACK_NAMES name when it is unset
-    everywhere (an error then names the variable the user set); None: its default applies."""
-    found = _pick(setting.env, flags, environ, files)
-    fallback = FALLBACK_NAMES.get(setting.env)
-    if found is None and fallback is not None and (found := _pick(fallback, {}, environ, files)):
-        return fallback, *found
-    return None if found is None else (setting.env, *found)
+    """(the name it was set by, raw value, where) by precedence, flag > environment > each file in turn (read_env_file's
+    order), else by its FALLBACK_NAMES name when it is unset everywhere (an error then names the variable the user
+    set); None: its default applies. An empty value in the environment or a file is unset (``PROXY_URL=`` as
+    .env.example ships it): the next source applies."""
+    if flags.get(setting.env) is not None:
+        return setting.env, flags[setting.env], "flag"
+    sources = [("environment", environ), *((file.label, file.values) for file in files)]
+    return next(((name, str(values[name]), label) for name in (setting.env, FALLBACK_NAMES.get(setting.env)) if name
+                 for label, values in sources if (values.get(name) or "").strip()), None)
 
 
 def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
