@@ -503,17 +503,15 @@ FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
 
 @dataclass(frozen=True)
 class SettingsFile:
-    """A settings file that was read: how errors and `config` name it ("--env-file x", ".env", the per-user file's
-    path), and its values."""
+    """A settings file that was read: its label in errors and `config` (--env-file x, .env, ~/…), and its values."""
 
     label: str
     values: Mapping[str, str | None]
 
 
 def command_name() -> str:
-    """The command as the user ran it, for --help and hints: ``python moa_pipeline.py`` (or ``python -m
-    moa_pipeline``) from a clone, else the console script, ``moa-pipeline`` (a library caller's script is no name
-    to give: it gets the tool's)."""
+    """The command as the user ran it, for --help and hints: a clone's ``python moa_pipeline.py`` (or ``-m``), else
+    the console script's, which a library caller's script gets too (its own name is no command to give)."""
     if not sys.argv or os.path.basename(sys.argv[0]) != "moa_pipeline.py":
         return "moa-pipeline"
     run_as_module = ["-m", "moa_pipeline"] in (sys.orig_argv[i:i + 2] for i in range(len(sys.orig_argv)))
@@ -521,9 +519,8 @@ def command_name() -> str:
 
 
 def xdg_folder(environ: Mapping[str, str], variable: str, fallback: str = "") -> Path:
-    """An XDG base folder: $variable when it is an absolute path, else ~/fallback (the spec: a relative one is
-    invalid and ignored); xdg_folder(environ, "HOME") is the home folder. XDG on macOS too, as git and gh do:
-    a terminal user looks in ~/.config."""
+    """An XDG base folder: $variable when absolute (the spec ignores a relative one), else ~/fallback; "HOME" is the
+    home folder. XDG on macOS too, as git and gh do: a terminal user looks in ~/.config."""
     value = environ.get(variable, "")
     return Path(value) if os.path.isabs(value) else Path(environ.get("HOME") or os.path.expanduser("~")) / fallback
 
@@ -544,17 +541,15 @@ def shown_path(path: Path, environ: Mapping[str, str]) -> str:
 
 
 def source_checkout() -> bool:
-    """Whether this module runs from a source checkout (a clone, an editable install): pyproject.toml beside it,
-    which no installed copy (site-packages, pip --target) has."""
+    """Whether this runs from a clone or an editable install: pyproject.toml beside it, as in no installed copy."""
     return (Path(__file__).resolve().parent / "pyproject.toml").is_file()
 
 
 def default_log_dir(environ: Mapping[str, str]) -> str:
     """LOG_DIR when nothing sets it: ./logs from a source checkout, as always; an installed tool never writes into
     the folder it runs in, so there $XDG_STATE_HOME/moa-pipeline/logs (~/.local/state when unset or relative)."""
-    if source_checkout():
-        return Config.log_dir
-    return str(xdg_folder(environ, "XDG_STATE_HOME", ".local/state") / APP_FOLDER / "logs")
+    return (Config.log_dir if source_checkout()
+            else str(xdg_folder(environ, "XDG_STATE_HOME", ".local/state") / APP_FOLDER / "logs"))
 
 
 def setting_source(setting: Setting, flags: Mapping[str, str], environ: Mapping[str, str],
@@ -636,15 +631,13 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
         raise ConfigError(f"{label}: {'a folder, not a file' if os.path.isdir(named) else 'no such file'}")
     user = user_settings_file(environ)
     # ./.env is read when it is a file (a folder or FIFO there is not ours); a named or per-user file whatever it is
-    candidates = ((named, label, True), (DEFAULT_ENV_FILE if os.path.isfile(DEFAULT_ENV_FILE) else "",
-                                         DEFAULT_ENV_FILE, False), (str(user), shown_path(user, environ), False))
-    files: list[SettingsFile] = []
-    seen: set[str] = set()
+    here = DEFAULT_ENV_FILE if os.path.isfile(DEFAULT_ENV_FILE) else ""
+    candidates = ((named, label, True), (here, DEFAULT_ENV_FILE, False), (str(user), shown_path(user, environ), False))
+    files: dict[str, SettingsFile] = {}  # by real path
     for name, shown, given in candidates:
-        if name and os.path.lexists(name) and os.path.realpath(name) not in seen:
-            seen.add(os.path.realpath(name))
-            files.append(SettingsFile(shown, read_settings_file(name, shown, given)))
-    return files
+        if name and os.path.lexists(name) and os.path.realpath(name) not in files:
+            files[os.path.realpath(name)] = SettingsFile(shown, read_settings_file(name, shown, given))
+    return list(files.values())
 
 
 def read_settings_file(name: str, label: str, given: bool) -> dict[str, str | None]:
