@@ -1530,10 +1530,9 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
 
 
 def request_options(config: Config, phase: Phase) -> dict[str, Any]:
-    """What a call of ``phase`` sends beyond model, messages, temperature and max_tokens: the request options that are
-    set (SEED, TOP_P, STOP, REASONING_EFFORT, and for the synthesis alone RESPONSE_FORMAT: its reply is the response
-    the user reads, where every other phase's is read by our format), then EXTRA_BODY's fields, which override them
-    and ours; a None among them removes that field from the body (Endpoint.complete)."""
+    """What a call of ``phase`` sends beyond model, messages, temperature and max_tokens: the options set (the
+    synthesis alone takes RESPONSE_FORMAT: its reply is the response the user reads, every other one our format
+    reads), then EXTRA_BODY's fields, overriding them and ours; a None there removes that field (Endpoint.complete)."""
     options = {"seed": config.seed, "top_p": config.top_p, "reasoning_effort": config.reasoning_effort}
     as_json = {"stop": config.stop, "response_format": config.response_format if phase == Phase.SYNTHESIS else None}
     options |= {name: json.loads(text) for name, text in as_json.items() if text}
