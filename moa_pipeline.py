@@ -158,8 +158,7 @@ MIN_PYTHON = (3, 11)  # asyncio.timeout, TaskGroup, ExceptionGroup
 DEFAULT_ENV_FILE = ".env"
 ENV_FILE_VARIABLE = "MOA_ENV_FILE"  # names the env file without --env-file, so a crontab line needs no `cd`
 ENV_FILE_LIMIT = 1024 * 1024
-# The per-user home (user_settings_file, default_log_dir): $XDG_CONFIG_HOME/moa-pipeline/config.env, and for an
-# installed copy's logs $XDG_STATE_HOME/moa-pipeline/logs; MOA_CONFIG_HOME names the settings folder outright.
+# The per-user home: its folder in XDG's config and state folders, its settings file, the variable naming that folder.
 APP_FOLDER = "moa-pipeline"
 USER_SETTINGS_FILE = "config.env"
 CONFIG_HOME_VARIABLE = "MOA_CONFIG_HOME"
@@ -514,7 +513,7 @@ def command_name() -> str:
     the console script's, which a library caller's script gets too (its own name is no command to give)."""
     if not sys.argv or os.path.basename(sys.argv[0]) != "moa_pipeline.py":
         return "moa-pipeline"
-    run_as_module = ["-m", "moa_pipeline"] in (sys.orig_argv[i:i + 2] for i in range(len(sys.orig_argv)))
+    run_as_module = ("-m", "moa_pipeline") in zip(sys.orig_argv, sys.orig_argv[1:])
     return "python -m moa_pipeline" if run_as_module else "python moa_pipeline.py"
 
 
@@ -526,8 +525,7 @@ def xdg_folder(environ: Mapping[str, str], variable: str, fallback: str = "") ->
 
 
 def user_settings_file(environ: Mapping[str, str]) -> Path:
-    """The per-user settings file, below ./.env: $MOA_CONFIG_HOME/config.env, else
-    $XDG_CONFIG_HOME/moa-pipeline/config.env (~/.config when unset, empty or relative)."""
+    """The per-user settings file, below ./.env: in $MOA_CONFIG_HOME, else in XDG's config folder (xdg_folder)."""
     folder = environ.get(CONFIG_HOME_VARIABLE, "").strip()
     return (Path(folder) if folder else xdg_folder(environ, "XDG_CONFIG_HOME", ".config") / APP_FOLDER) \
         / USER_SETTINGS_FILE
@@ -6252,8 +6250,7 @@ def run_home_command(command: str, argv: list[str]) -> int:
 
 
 def setting_row(setting: Setting, environ: Mapping[str, str], files: Sequence[SettingsFile]) -> dict[str, str]:
-    """One setting as `config` shows it: its value (a secret masked, a URL's credentials too) and where it came
-    from: flag, environment, a file's label, or default."""
+    """One setting as `config` shows it: its value, secrets and a URL's credentials masked, and where it came from."""
     found = setting_source(setting, {}, environ, files)
     if found is None:
         value = ("(not set: required)" if setting.default is MISSING else default_log_dir(environ)
@@ -6301,9 +6298,8 @@ def user_file_text(environ: Mapping[str, str]) -> str:
 
 
 def write_user_file(environ: Mapping[str, str]) -> int:
-    """`init`: the per-user file, made new (mode 0600, in folders made 0700) through the file policy: no link is
-    followed at the folder's or the file's name, and an existing file is never overwritten (exit 2: nothing
-    written; a provisioning script checks `config` instead)."""
+    """`init`: the per-user file, made new (0600, in folders made 0700) through the file policy, following no link; an
+    existing one is never overwritten (exit 2: nothing written; a provisioning script checks `config` instead)."""
     path = user_settings_file(environ)
     shown = shown_path(path, environ)
     if not path.is_absolute():  # no HOME and no passwd entry: "~" would be a folder made here
