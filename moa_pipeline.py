@@ -513,7 +513,7 @@ def command_name() -> str:
     the console script's, which a library caller's script gets too (its own name is no command to give)."""
     if not sys.argv or os.path.basename(sys.argv[0]) != "moa_pipeline.py":
         return "moa-pipeline"
-    run_as_module = ("-m", "moa_pipeline") in zip(sys.orig_argv, sys.orig_argv[1:])
+    run_as_module = ("-m", "moa_pipeline") in itertools.pairwise(sys.orig_argv)
     return "python -m moa_pipeline" if run_as_module else "python moa_pipeline.py"
 
 
