@@ -169,8 +169,7 @@ MIN_PYTHON = (3, 11)  # asyncio.timeout, TaskGroup, ExceptionGroup
 DEFAULT_ENV_FILE = ".env"
 ENV_FILE_VARIABLE = "MOA_ENV_FILE"  # names the env file without --env-file, so a crontab line needs no `cd`
 ENV_FILE_LIMIT = 1024 * 1024
-# The per-user home (user_settings_file, default_log_dir): $XDG_CONFIG_HOME/moa-pipeline/config.env, and for an
-# installed copy's logs $XDG_STATE_HOME/moa-pipeline/logs; MOA_CONFIG_HOME names the settings folder outright.
+# The per-user home: its folder in XDG's config and state folders, its settings file, the variable naming that folder.
 APP_FOLDER = "moa-pipeline"
 USER_SETTINGS_FILE = "config.env"
 CONFIG_HOME_VARIABLE = "MOA_CONFIG_HOME"
@@ -512,34 +511,30 @@ FALLBACK_NAMES = {"PROXY_URL": "OPENAI_BASE_URL", "API_KEY": "OPENAI_API_KEY"}
 
 @dataclass(frozen=True)
 class SettingsFile:
-    """A settings file that was read: how errors and `config` name it ("--env-file x", ".env", the per-user file's
-    path), and its values."""
+    """A settings file that was read: its label in errors and `config` (--env-file x, .env, ~/…), and its values."""
 
     label: str
     values: Mapping[str, str | None]
 
 
 def command_name() -> str:
-    """The command as the user ran it, for --help and hints: ``python moa_pipeline.py`` (or ``python -m
-    moa_pipeline``) from a clone, else the console script, ``moa-pipeline`` (a library caller's script is no name
-    to give: it gets the tool's)."""
+    """The command as the user ran it, for --help and hints: a clone's ``python moa_pipeline.py`` (or ``-m``), else
+    the console script's, which a library caller's script gets too (its own name is no command to give)."""
     if not sys.argv or os.path.basename(sys.argv[0]) != "moa_pipeline.py":
         return "moa-pipeline"
-    run_as_module = ["-m", "moa_pipeline"] in (sys.orig_argv[i:i + 2] for i in range(len(sys.orig_argv)))
+    run_as_module = ("-m", "moa_pipeline") in itertools.pairwise(sys.orig_argv)
     return "python -m moa_pipeline" if run_as_module else "python moa_pipeline.py"
 
 
 def xdg_folder(environ: Mapping[str, str], variable: str, fallback: str = "") -> Path:
-    """An XDG base folder: $variable when it is an absolute path, else ~/fallback (the spec: a relative one is
-    invalid and ignored); xdg_folder(environ, "HOME") is the home folder. XDG on macOS too, as git and gh do:
-    a terminal user looks in ~/.config."""
+    """An XDG base folder: $variable when absolute (the spec ignores a relative one), else ~/fallback; "HOME" is the
+    home folder. XDG on macOS too, as git and gh do: a terminal user looks in ~/.config."""
     value = environ.get(variable, "")
     return Path(value) if os.path.isabs(value) else Path(environ.get("HOME") or os.path.expanduser("~")) / fallback
 
 
 def user_settings_file(environ: Mapping[str, str]) -> Path:
-    """The per-user settings file, below ./.env: $MOA_CONFIG_HOME/config.env, else
-    $XDG_CONFIG_HOME/moa-pipeline/config.env (~/.config when unset, empty or relative)."""
+    """The per-user settings file, below ./.env: in $MOA_CONFIG_HOME, else in XDG's config folder (xdg_folder)."""
     folder = environ.get(CONFIG_HOME_VARIABLE, "").strip()
     return (Path(folder) if folder else xdg_folder(environ, "XDG_CONFIG_HOME", ".config") / APP_FOLDER) \
         / USER_SETTINGS_FILE
@@ -553,41 +548,28 @@ def shown_path(path: Path, environ: Mapping[str, str]) -> str:
 
 
 def source_checkout() -> bool:
-    """Whether this module runs from a source checkout (a clone, an editable install): pyproject.toml beside it,
-    which no installed copy (site-packages, pip --target) has."""
+    """Whether this runs from a clone or an editable install: pyproject.toml beside it, as in no installed copy."""
     return (Path(__file__).resolve().parent / "pyproject.toml").is_file()
 
 
 def default_log_dir(environ: Mapping[str, str]) -> str:
     """LOG_DIR when nothing sets it: ./logs from a source checkout, as always; an installed tool never writes into
     the folder it runs in, so there $XDG_STATE_HOME/moa-pipeline/logs (~/.local/state when unset or relative)."""
-    if source_checkout():
-        return Config.log_dir
-    return str(xdg_folder(environ, "XDG_STATE_HOME", ".local/state") / APP_FOLDER / "logs")
-
-
-def _pick(name: str, flags: Mapping[str, str], environ: Mapping[str, str],
-          files: Sequence[SettingsFile]) -> tuple[str, str] | None:
-    """(raw value, where it came from) by precedence, flag > environment > each file in turn (read_env_file's order).
-    An empty value in the environment or a file is unset (``PROXY_URL=`` as .env.example ships it): the next
-    source applies."""
-    if flags.get(name) is not None:
-        return flags[name], "flag"
-    if (environ.get(name) or "").strip():
-        return environ[name], "environment"
-    return next(((str(file.values[name]), file.label) for file in files if (file.values.get(name) or "").strip()),
-                None)
+    return (Config.log_dir if source_checkout()
+            else str(xdg_folder(environ, "XDG_STATE_HOME", ".local/state") / APP_FOLDER / "logs"))
 
 
 def setting_source(setting: Setting, flags: Mapping[str, str], environ: Mapping[str, str],
                    files: Sequence[SettingsFile]) -> tuple[str, str, str] | None:
-    """(the name it was set by, raw value, where) for a setting, or its FALLBACK_NAMES name when it is unset
-    everywhere (an error then names the variable the user set); None: its default applies."""
-    found = _pick(setting.env, flags, environ, files)
-    fallback = FALLBACK_NAMES.get(setting.env)
-    if found is None and fallback is not None and (found := _pick(fallback, {}, environ, files)):
-        return fallback, *found
-    return None if found is None else (setting.env, *found)
+    """(the name it was set by, raw value, where) by precedence, flag > environment > each file in turn (read_env_file's
+    order), else by its FALLBACK_NAMES name when it is unset everywhere (an error then names the variable the user
+    set); None: its default applies. An empty value in the environment or a file is unset (``PROXY_URL=`` as
+    .env.example ships it): the next source applies."""
+    if flags.get(setting.env) is not None:
+        return setting.env, flags[setting.env], "flag"
+    sources = [("environment", environ), *((file.label, file.values) for file in files)]
+    return next(((name, str(values[name]), label) for name in (setting.env, FALLBACK_NAMES.get(setting.env)) if name
+                 for label, values in sources if (values.get(name) or "").strip()), None)
 
 
 def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
@@ -656,15 +638,13 @@ def read_env_file(path: str | None, environ: Mapping[str, str] | None = None) ->
         raise ConfigError(f"{label}: {'a folder, not a file' if os.path.isdir(named) else 'no such file'}")
     user = user_settings_file(environ)
     # ./.env is read when it is a file (a folder or FIFO there is not ours); a named or per-user file whatever it is
-    candidates = ((named, label, True), (DEFAULT_ENV_FILE if os.path.isfile(DEFAULT_ENV_FILE) else "",
-                                         DEFAULT_ENV_FILE, False), (str(user), shown_path(user, environ), False))
-    files: list[SettingsFile] = []
-    seen: set[str] = set()
+    here = DEFAULT_ENV_FILE if os.path.isfile(DEFAULT_ENV_FILE) else ""
+    candidates = ((named, label, True), (here, DEFAULT_ENV_FILE, False), (str(user), shown_path(user, environ), False))
+    files: dict[str, SettingsFile] = {}  # by real path
     for name, shown, given in candidates:
-        if name and os.path.lexists(name) and os.path.realpath(name) not in seen:
-            seen.add(os.path.realpath(name))
-            files.append(SettingsFile(shown, read_settings_file(name, shown, given)))
-    return files
+        if name and os.path.lexists(name) and os.path.realpath(name) not in files:
+            files[os.path.realpath(name)] = SettingsFile(shown, read_settings_file(name, shown, given))
+    return list(files.values())
 
 
 def read_settings_file(name: str, label: str, given: bool) -> dict[str, str | None]:
@@ -1543,10 +1523,9 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
 
 
 def request_options(config: Config, phase: Phase) -> dict[str, Any]:
-    """What a call of ``phase`` sends beyond model, messages, temperature and max_tokens: the request options that are
-    set (SEED, TOP_P, STOP, REASONING_EFFORT, and for the synthesis alone RESPONSE_FORMAT: its reply is the response
-    the user reads, where every other phase's is read by our format), then EXTRA_BODY's fields, which override them
-    and ours; a None among them removes that field from the body (Endpoint.complete)."""
+    """What a call of ``phase`` sends beyond model, messages, temperature and max_tokens: the options set (the
+    synthesis alone takes RESPONSE_FORMAT: its reply is the response the user reads, every other one our format
+    reads), then EXTRA_BODY's fields, overriding them and ours; a None there removes that field (Endpoint.complete)."""
     options = {"seed": config.seed, "top_p": config.top_p, "reasoning_effort": config.reasoning_effort}
     as_json = {"stop": config.stop, "response_format": config.response_format if phase == Phase.SYNTHESIS else None}
     options |= {name: json.loads(text) for name, text in as_json.items() if text}
@@ -6107,8 +6086,7 @@ def run_home_command(command: str, argv: list[str]) -> int:
 
 
 def setting_row(setting: Setting, environ: Mapping[str, str], files: Sequence[SettingsFile]) -> dict[str, str]:
-    """One setting as `config` shows it: its value (a secret masked, a URL's credentials too) and where it came
-    from: flag, environment, a file's label, or default."""
+    """One setting as `config` shows it: its value, secrets and a URL's credentials masked, and where it came from."""
     found = setting_source(setting, {}, environ, files)
     if found is None:
         value = ("(not set: required)" if setting.default is MISSING else default_log_dir(environ)
@@ -6156,9 +6134,8 @@ def user_file_text(environ: Mapping[str, str]) -> str:
 
 
 def write_user_file(environ: Mapping[str, str]) -> int:
-    """`init`: the per-user file, made new (mode 0600, in folders made 0700) through the file policy: no link is
-    followed at the folder's or the file's name, and an existing file is never overwritten (exit 2: nothing
-    written; a provisioning script checks `config` instead)."""
+    """`init`: the per-user file, made new (0600, in folders made 0700) through the file policy, following no link; an
+    existing one is never overwritten (exit 2: nothing written; a provisioning script checks `config` instead)."""
     path = user_settings_file(environ)
     shown = shown_path(path, environ)
     if not path.is_absolute():  # no HOME and no passwd entry: "~" would be a folder made here

@@ -1660,10 +1660,9 @@ def _stop(raw: str) -> str:
     turn marker) is one sequence as written. A sequence our format holds (CONTRACT_MARKERS), or only whitespace,
     would cut every reply before its answer: refused, not warned about, since no debate could succeed with it."""
     text = raw.strip()
-    try:
+    value: Any = text
+    with contextlib.suppress(ValueError):
         value = _json_setting(text)
-    except ValueError:
-        value = text
     sequences = value if isinstance(value, list) else [value if isinstance(value, str) else text]
     if not 0 < len(sequences) <= MAX_STOP_SEQUENCES or not all(isinstance(s, str) and s for s in sequences):
         raise ValueError(f"expected one sequence or a JSON list of 1 to {MAX_STOP_SEQUENCES} non-empty strings")
