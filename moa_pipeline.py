@@ -2745,14 +2745,6 @@ def candidate_label(index: int) -> str:
     return label
 
 
-def resolve_label(answer: str, labels: Mapping[str, str], bare_letters: bool = False) -> str:
-    """A judge naming a candidate ("Candidate B", or "B" when judging by label) votes for that candidate's answer."""
-    words = answer.strip().strip(".*_`()[]").split()
-    if (len(words) == 2 and words[0].lower() == "candidate") or (bare_letters and len(words) == 1):
-        return labels.get(words[-1].upper().strip(".)"), answer)
-    return answer
-
-
 def judge_order(positions: list[Position], index: int, shuffle: bool) -> list[Position]:
     """The order judge ``index`` sees the candidates in: rotated by its index, so a judge's position bias does not
     favour the same answer for every judge. Labels are neutral letters (no slot numbers, no model names)."""
@@ -2787,7 +2779,9 @@ def vote_of(text: str, labels: Mapping[str, Position], judge: str, by_label: boo
     if not found.final_answer:
         return None
     answers = {label: p.final_answer for label, p in labels.items()}
-    answer = resolve_label(found.final_answer, answers, bare_letters=by_label)
+    words = found.final_answer.strip().strip(".*_`()[]").split()  # "Candidate B", or "B" when judging by label
+    named = (len(words) == 2 and words[0].lower() == "candidate") or (by_label and len(words) == 1)
+    answer = answers.get(words[-1].upper().strip(".)"), found.final_answer) if named else found.final_answer
     if by_label and answer not in answers.values():
         return None
     return Vote(answer, found.confidence, found.tier, analysis=found.analysis, judge=judge)
