@@ -3072,29 +3072,11 @@ def _borda_score(points: float, ballots: int, candidates: int) -> float:
     return 1.0 if candidates == 1 else round(points / (ballots * (candidates - 1)), 3)
 
 
-def _bootstrap_totals(rows: list[list[float]], rng: random.Random, resamples: int) -> list[list[float]]:
-    """For each candidate, its point total on each resample of the ballots (drawn with replacement, as many as
-    there are): the spread of the score over which judges happened to sit."""
-    draws = [[sum(column) for column in zip(*rng.choices(rows, k=len(rows)), strict=True)]
-             for _ in range(resamples)]
-    return [list(totals) for totals in zip(*draws, strict=True)]
-
-
 def _percentile_interval(values: list[float]) -> tuple[float, float]:
     """The percentile bootstrap's 95% interval: sorted[int(0.025 R)] and sorted[ceil(0.975 R) - 1] of R values
     (for R = 1000 the 26th and the 975th), as many values left out below as above."""
     ordered = sorted(values)
     return ordered[int(BOOTSTRAP_TAIL * len(ordered))], ordered[math.ceil((1 - BOOTSTRAP_TAIL) * len(ordered)) - 1]
-
-
-def _first_choices(ballots: Sequence[Ballot], candidates: Sequence[str]) -> dict[str, list[int]]:
-    """For each candidate, the confidences (None as 0) of the ballots that ranked it first."""
-    known = set(candidates)
-    firsts: dict[str, list[int]] = {agent: [] for agent in candidates}
-    for ballot in ballots:
-        if (first := next((agent for agent in ballot.order if agent in known), None)) is not None:
-            firsts[first].append(ballot.confidence or 0)
-    return firsts
 
 
 def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels: Mapping[str, str],
@@ -3108,8 +3090,13 @@ def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels
         return []
     rows = [list(points.values()) for _, points in counted]
     totals = [sum(column) for column in zip(*rows, strict=True)]  # exact: every point is a multiple of 1/2
-    spreads = _bootstrap_totals(rows, rng, resamples) if resamples > 0 else [[total] for total in totals]
-    firsts = _first_choices([ballot for ballot, _ in counted], candidates)
+    # Each candidate's total on each resample of the ballots (drawn with replacement, as many as there are): the
+    # spread of the score over which judges happened to sit.
+    draws = [[sum(column) for column in zip(*rng.choices(rows, k=len(rows)), strict=True)] for _ in range(resamples)]
+    spreads = [list(draw) for draw in zip(*draws, strict=True)] if resamples > 0 else [[total] for total in totals]
+    firsts: dict[str, list[int]] = {agent: [] for agent in candidates}  # the confidences (None as 0) of its firsts
+    for ballot, _ in counted:  # each names a candidate (ballot_points), the first of which it ranked first
+        firsts[next(agent for agent in ballot.order if agent in firsts)].append(ballot.confidence or 0)
     score = functools.partial(_borda_score, ballots=len(rows), candidates=len(candidates))
     ranked: list[tuple[tuple[float, int, float, int], Standing]] = []
     for slot, (agent, total, spread) in enumerate(zip(candidates, totals, spreads, strict=True)):
