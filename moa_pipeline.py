@@ -5380,15 +5380,6 @@ def _mean(values: Iterable[float | int | None]) -> float | None:
     return round(sum(counted) / len(counted), 3) if counted else None
 
 
-def format_totals(lines: Iterable[dict[str, Any]]) -> dict[str, collections.Counter[str]]:
-    """RunRecord.format's counts, per phase, summed over the questions: replies, last_tier, failed."""
-    sums: dict[str, collections.Counter[str]] = {}
-    for line in lines:
-        for phase, counts in (line.get("format") or {}).items():
-            sums.setdefault(phase, collections.Counter()).update(counts)
-    return sums
-
-
 def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
                    single: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One strategy's row of the report, from its batch lines: accuracy over the questions it answered (a failure
@@ -5398,6 +5389,10 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
     low, high = wilson_interval(sum(scored), len(scored))
     judged = [r["phases"].get(Phase.JUDGE, {}) for r in rows if isinstance(r.get("phases"), dict)]
     judge_calls = sum(j.get("ok", 0) + j.get("failed", 0) for j in judged)
+    formats: dict[str, collections.Counter[str]] = {}  # RunRecord.format's counts per phase, summed over the questions
+    for row in rows:
+        for phase, counts in (row.get("format") or {}).items():
+            formats.setdefault(phase, collections.Counter()).update(counts)
     return {"name": name, "questions": len(rows), "answered": len(scored),
             "failed": sum(r.get("status") != "ok" for r in rows), "correct": sum(scored),
             "accuracy": round(sum(scored) / len(scored), 4) if scored else None,
@@ -5408,7 +5403,7 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
             "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
             "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
             "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
-            "format": format_totals(rows), "doubtful": sum(bool(r.get("doubts")) for r in rows),
+            "format": formats, "doubtful": sum(bool(r.get("doubts")) for r in rows),
             "vs_single": paired(single, lines) if single is not None and name != "single" else None}
 
 
