@@ -2596,10 +2596,18 @@ class StragglerWatch:
                          f"answered{shared})", problem=False)  # the tool's choice, counted in ``degraded``
 
     async def _watch(self) -> None:
-        """Cut overdue calls, then wait for the next deadline or a change (see ``changed``)."""
+        """Cut overdue calls, then wait for the next deadline (none while no call ages) or a change (``changed``)."""
         while self.running:
             self.changed.clear()
-            await self._nap(self._cut_overdue() if len(self.finished) >= self.quorum else None)
+            seconds = self._cut_overdue() if len(self.finished) >= self.quorum else None
+            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.changed.wait())}
+            if seconds is not None:
+                waits.add(asyncio.ensure_future(self.debate.runtime.sleep(max(seconds, 0.001))))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
 
     def _cut_overdue(self) -> float | None:
         """Cut each call past the limit; seconds until the next one could be (None: none is aging)."""
@@ -2615,17 +2623,6 @@ class StragglerWatch:
             elif entry.timer.since is not None:
                 left.append(remaining)
         return min(left, default=None)
-
-    async def _nap(self, seconds: float | None) -> None:
-        """Until ``seconds`` pass (None: no deadline) or something changes."""
-        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.changed.wait())}
-        if seconds is not None:
-            waits.add(asyncio.ensure_future(self.debate.runtime.sleep(max(seconds, 0.001))))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
 
     def close(self) -> None:
         if self.watchdog is not None:
