@@ -3867,7 +3867,11 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
         lines += ["", f"=== Pass {pass_number} · {title} ===", ""] + [line for c in calls for line in _render_call(c)]
     if result.notes:
         lines += ["=== Notes ===", *result.notes, ""]
-    lines += ["=== Usage ===", *usage_lines(result)]
+    lines += ["=== Usage ==="] + [  # tokens (and cost) per phase, and in all
+        f"{phase}: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion = {t['total_tokens']} tokens"
+        + (" (estimated)" if t["estimated"] else "") + (f", ${t['cost_usd']:.6f}" if "cost_usd" in t else "")
+        for phase, t in {**result.usage_by_phase, "total": result.usage}.items()
+        if t["total_tokens"] or phase == "total"]
     if result.skipped:
         lines += ["budget limited; skipped: " + "; ".join(result.skipped)]
     lines += ["", "=== Tally ==="]
@@ -3899,14 +3903,6 @@ def verdict_sections(result: RunRecord) -> list[str]:
         lines += [f"answer: {reported.answer}", f"solution: {result.solution or '(none)'}"]
     return lines + [f"confidence: {reported.confidence}", f"agreement: {reported.agreeing}/{reported.valid} "
                     f"({reported.source})", f"rerun: {'yes' if result.rerun else 'no'}"]
-
-
-def usage_lines(result: RunRecord) -> list[str]:
-    """Tokens (and cost) per phase and in all, for the transcript."""
-    return [f"{phase}: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion = {t['total_tokens']} tokens"
-            + (" (estimated)" if t["estimated"] else "") + (f", ${t['cost_usd']:.6f}" if "cost_usd" in t else "")
-            for phase, t in {**result.usage_by_phase, "total": result.usage}.items()
-            if t["total_tokens"] or phase == "total"]
 
 
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None,
