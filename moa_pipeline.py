@@ -3064,11 +3064,6 @@ def ballot_points(order: Sequence[str], candidates: Sequence[str]) -> dict[str, 
     return {agent: points.get(agent, left_out_share) for agent in candidates}
 
 
-def _borda_score(points: float, ballots: int, candidates: int) -> float:
-    """Mean points over the ballots as a share of the most a ballot gives (n-1), 3 places; 1.0 for a lone one."""
-    return 1.0 if candidates == 1 else round(points / (ballots * (candidates - 1)), 3)
-
-
 def _percentile_interval(values: list[float]) -> tuple[float, float]:
     """The percentile bootstrap's 95% interval: sorted[int(0.025 R)] and sorted[ceil(0.975 R) - 1] of R values
     (for R = 1000 the 26th and the 975th), as many values left out below as above."""
@@ -3078,7 +3073,7 @@ def _percentile_interval(values: list[float]) -> tuple[float, float]:
 
 def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels: Mapping[str, str],
                     rng: random.Random, resamples: int = BOOTSTRAP_RESAMPLES) -> list[Standing]:
-    """Every candidate's Borda standing (_borda_score), best first; [] when no ballot names a candidate (the caller
+    """Every candidate's Borda standing (its score, below), best first; [] when no ballot names a candidate (the caller
     falls back). Its interval is the percentile bootstrap over judges drawn with ``rng``: a seeded rng always reports
     the same one, and one ballot (or resamples 0) gives low == high == score. A tie goes to more first places, then
     to the higher mean CONFIDENCE (None as 0) of the ballots that put it first, then to the order of ``candidates``."""
@@ -3094,7 +3089,8 @@ def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels
     firsts: dict[str, list[int]] = {agent: [] for agent in candidates}  # the confidences (None as 0) of its firsts
     for ballot, _ in counted:  # each names a candidate (ballot_points), the first of which it ranked first
         firsts[next(agent for agent in ballot.order if agent in firsts)].append(ballot.confidence or 0)
-    score = functools.partial(_borda_score, ballots=len(rows), candidates=len(candidates))
+    def score(points: float) -> float:  # mean points as a share of the most a ballot gives (n-1); 1.0 for a lone one
+        return 1.0 if len(candidates) == 1 else round(points / (len(rows) * (len(candidates) - 1)), 3)
     ranked: list[tuple[tuple[float, int, float, int], Standing]] = []
     for slot, (agent, total, spread) in enumerate(zip(candidates, totals, spreads, strict=True)):
         low, high = _percentile_interval(spread)
