@@ -96,7 +96,6 @@ from parsing import (
     BatchItem,
     ParsedAnswer,
     ParsedRanking,
-    ParsedRebuttal,
     ShapeGuess,
     Shard,
     _api_key,
@@ -2459,10 +2458,6 @@ def _valid_answer(text: str, shape: str = "short") -> ParsedAnswer | None:
     return parsed if parsed.answer.strip() else None
 
 
-def rebuttal_parser(shape: str) -> Callable[[str], ParsedRebuttal | None]:
-    return parse_full_rebuttal if shape == "full" else parse_rebuttal
-
-
 def _quoted(text: str | None) -> str:
     return prompts.quote_untrusted(text or prompts.NOT_AVAILABLE)
 
@@ -2672,7 +2667,8 @@ async def reply_one(state: Debate, question: str, position: Position, workers: i
               else revise_prompts(question, position, others, state.shape))
     found = await watch_for(state, phase, workers, debate_round).guard(agent, ask(
         state, phase, agent, *prompt, temperature=temperature, max_tokens=state.config.max_tokens,
-        parse=rebuttal_parser(state.shape), model=position.model or None, debate_round=debate_round))
+        parse=parse_full_rebuttal if state.shape == "full" else parse_rebuttal, model=position.model or None,
+        debate_round=debate_round))
     if found is None:
         what = f"rebuttal of {agent}" if others is None else f"round {debate_round} revision of {agent}"
         note_lost(state, what, phase, agent, "its first answer stands" if others is None else "its answer stands")
@@ -4444,7 +4440,7 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str)
     """Each solver's line as the kept attempts leave it: its answer and model, the critique and rebuttal
     it got, and once round 1 is over, its answer after each debate round before ``start``, in order."""
     positions: dict[int, Position] = {}
-    ok = [a for a in kept if a.ok]
+    ok, read_reply = [a for a in kept if a.ok], parse_full_rebuttal if shape == "full" else parse_rebuttal
     for record in (a for a in ok if a.phase == Phase.GENERATE):
         if (parsed := _valid_answer(record.response_text, shape)) is not None:
             positions[record.slot] = Position(record.slot, parsed.answer, parsed.reasoning,
@@ -4453,14 +4449,14 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str)
         position = positions[record.slot]
         if record.phase == Phase.CRITIQUE and (found := parse_block(record.response_text, "critique")):
             position.critique = found[0]
-        elif record.phase == Phase.REBUTTAL and (rebuttal := rebuttal_parser(shape)(record.response_text)):
+        elif record.phase == Phase.REBUTTAL and (rebuttal := read_reply(record.response_text)):
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
     if start.phase in (Phase.CRITIQUE, Phase.REBUTTAL):
         return positions
     revisions = [a for a in ok if a.phase == Phase.REVISE and a.debate_round > 1]
     for debate_round in range(1, max((a.debate_round for a in revisions), default=1) + 1):  # round 1: none revised
         for record in (a for a in revisions if a.debate_round == debate_round and a.slot in positions):
-            if revised := rebuttal_parser(shape)(record.response_text):
+            if revised := read_reply(record.response_text):
                 positions[record.slot].revision, positions[record.slot].final_answer = revised[0], revised[1].answer
         for position in positions.values():
             position.by_round.append(position.final_answer)
