@@ -2825,25 +2825,17 @@ def labels_line(judge: int, seen: Sequence[str], ours: Mapping[str, str]) -> str
     return f"Judge {judge} saw other labels: {said}.\n"
 
 
-def synthesis_sources(verdict: Verdict, positions: list[Position], shape: str,
-                      key: Callable[[str], str]) -> tuple[list[Position], list[Standing]]:
-    """What the synthesis reads: the top SYNTHESIS_CANDIDATES of the ranking (unranked: the first ones); for a short
-    answer, the solvers who ended on the verdict (their derivations), in slot order."""
-    by_agent = {p.agent: p for p in positions}
-    if verdict.standings:
-        top = list(verdict.standings[:SYNTHESIS_CANDIDATES])
-        return [by_agent[s.agent] for s in top], top
-    agreeing = [p for p in positions if shape == "full" or key(p.final_answer) == key(verdict.answer)]
-    return (agreeing or positions)[:SYNTHESIS_CANDIDATES], []
-
-
 async def synthesize(state: Debate, question: str, key: Callable[[str], str]) -> None:
     """Phase 5: one call writes the response from the reported pass's best candidates, their critiques and replies,
     and the judges' analyses. It fails soft: the top-ranked candidate (or the worked solution) stands, degraded."""
     config, verdict = state.config, state.verdicts[(state.reported or 1) - 1]
     positions = state.positions.get(state.reported or 1, [])
     short = verdict.answer if state.shape == "short" else None
-    ranked, standings = synthesis_sources(verdict, positions, state.shape, key)
+    # What it reads: the top SYNTHESIS_CANDIDATES of the ranking (unranked: the first ones); for a short answer, the
+    # solvers who ended on the verdict (their derivations), in slot order.
+    standings, by_agent = list(verdict.standings[:SYNTHESIS_CANDIDATES]), {p.agent: p for p in positions}
+    agreeing = [p for p in positions if state.shape == "full" or key(p.final_answer) == key(verdict.answer)]
+    ranked = [by_agent[s.agent] for s in standings] if standings else (agreeing or positions)[:SYNTHESIS_CANDIDATES]
     system, user = synthesis_prompts(question, ranked, standings, verdict.analyses, short, verdict.judge_labels)
     system += prompts.SYNTHESIS_JSON if config.response_format else ""  # OpenAI's json_object needs "JSON" said
     state.budget.synthesis = (0, 0)  # what was kept for it is its own now
