@@ -2867,7 +2867,7 @@ def synthesis_fallback(shape: str) -> str:
 
 def require_enough(state: Debate, positions: list[Position], workers: int, quorum: int | None = None) -> None:
     """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS (or ``quorum``) solvers answered, with
-    the last failed call's error as its cause (see lasting_error)."""
+    the last failed call's error as its cause (see same_error_everywhere)."""
     quorum = state.config.min_valid_answers if quorum is None else quorum
     if len(positions) >= quorum:
         return
@@ -4841,26 +4841,21 @@ class Progress:
             self.bar.close()
 
 
-def lasting_error(result: RunRecord) -> str | None:
-    """The error a failed question ended on if no retry was made for it and it is no outage (a 400, a
-    422), each word holding a digit (a count, an id) made "#" so two questions' compare; else None. A
-    refusal came in a 2xx: the key, the URL and the model work, and what was refused is the question's own."""
-    cause = result.exception.cause if isinstance(result.exception, RunFailed) else None
-    if cause is None or cause.retryable or cause.outage or cause.backpressure or 200 <= (cause.status or 0) < 300:
-        return None
-    return re.sub(r"\S*\d\S*", "#", str(cause))
-
-
 def same_error_everywhere(result: RunRecord, stats: BatchStats, failed_before: bool = False) -> str | None:
     """Why the batch stops when the first SAME_ERROR_QUESTIONS questions to finish all failed with one
-    lasting_error, none succeeding: a wrong key behind a gateway ("HTTP 400: No connected db."), a
+    lasting error, none succeeding: a wrong key behind a gateway ("HTTP 400: No connected db."), a
     mistyped model. One 400 can be its question's fault (a prompt too long), two alike chance; three,
     with none answered, is the set-up, and stopping costs three questions where going on costs all.
     A question that ``failed_before`` (in an earlier run) and fails again is not weighed: that may be
-    its own fault, and a resume must get past the first questions when they alone cannot be answered."""
+    its own fault, and a resume must get past the first questions when they alone cannot be answered.
+    A lasting error: the one a failed question ended on if no retry was made for it and it is no outage (a 400, a
+    422), each word holding a digit (a count, an id) made "#" so two questions' compare. A refusal came in a 2xx:
+    the key, the URL and the model work, and what was refused is the question's own."""
     if len(stats.first_errors) >= SAME_ERROR_QUESTIONS or (failed_before and result.status != "ok"):
         return None
-    stats.first_errors.append(lasting_error(result))
+    cause = result.exception.cause if isinstance(result.exception, RunFailed) else None
+    lasting = cause and not (cause.retryable or cause.outage or cause.backpressure or 200 <= (cause.status or 0) < 300)
+    stats.first_errors.append(re.sub(r"\S*\d\S*", "#", str(cause)) if lasting else None)
     alike = set(stats.first_errors)
     if len(stats.first_errors) < SAME_ERROR_QUESTIONS or len(alike) > 1 or None in alike:
         return None
