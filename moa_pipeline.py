@@ -96,7 +96,6 @@ from parsing import (
     BatchItem,
     ParsedAnswer,
     ParsedRanking,
-    ParsedRebuttal,
     ShapeGuess,
     Shard,
     _api_key,
@@ -2438,10 +2437,6 @@ def _valid_answer(text: str, shape: str = "short") -> ParsedAnswer | None:
     return parsed if parsed.answer.strip() else None
 
 
-def rebuttal_parser(shape: str) -> Callable[[str], ParsedRebuttal | None]:
-    return parse_full_rebuttal if shape == "full" else parse_rebuttal
-
-
 def _quoted(text: str | None) -> str:
     return prompts.quote_untrusted(text or prompts.NOT_AVAILABLE)
 
@@ -2575,10 +2570,18 @@ class StragglerWatch:
                          f"answered{shared})", problem=False)  # the tool's choice, counted in ``degraded``
 
     async def _watch(self) -> None:
-        """Cut overdue calls, then wait for the next deadline or a change (see ``changed``)."""
+        """Cut overdue calls, then wait for the next deadline (none while no call ages) or a change (``changed``)."""
         while self.running:
             self.changed.clear()
-            await self._nap(self._cut_overdue() if len(self.finished) >= self.quorum else None)
+            seconds = self._cut_overdue() if len(self.finished) >= self.quorum else None
+            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.changed.wait())}
+            if seconds is not None:
+                waits.add(asyncio.ensure_future(self.debate.runtime.sleep(max(seconds, 0.001))))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
 
     def _cut_overdue(self) -> float | None:
         """Cut each call past the limit; seconds until the next one could be (None: none is aging)."""
@@ -2594,17 +2597,6 @@ class StragglerWatch:
             elif entry.timer.since is not None:
                 left.append(remaining)
         return min(left, default=None)
-
-    async def _nap(self, seconds: float | None) -> None:
-        """Until ``seconds`` pass (None: no deadline) or something changes."""
-        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.changed.wait())}
-        if seconds is not None:
-            waits.add(asyncio.ensure_future(self.debate.runtime.sleep(max(seconds, 0.001))))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
 
     def close(self) -> None:
         if self.watchdog is not None:
@@ -2654,7 +2646,8 @@ async def reply_one(state: Debate, question: str, position: Position, workers: i
               else revise_prompts(question, position, others, state.shape))
     found = await watch_for(state, phase, workers, debate_round).guard(agent, ask(
         state, phase, agent, *prompt, temperature=temperature, max_tokens=state.config.max_tokens,
-        parse=rebuttal_parser(state.shape), model=position.model or None, debate_round=debate_round))
+        parse=parse_full_rebuttal if state.shape == "full" else parse_rebuttal, model=position.model or None,
+        debate_round=debate_round))
     if found is None:
         what = f"rebuttal of {agent}" if others is None else f"round {debate_round} revision of {agent}"
         note_lost(state, what, phase, agent, "its first answer stands" if others is None else "its answer stands")
@@ -2724,14 +2717,6 @@ def candidate_label(index: int) -> str:
     return label
 
 
-def resolve_label(answer: str, labels: Mapping[str, str], bare_letters: bool = False) -> str:
-    """A judge naming a candidate ("Candidate B", or "B" when judging by label) votes for that candidate's answer."""
-    words = answer.strip().strip(".*_`()[]").split()
-    if (len(words) == 2 and words[0].lower() == "candidate") or (bare_letters and len(words) == 1):
-        return labels.get(words[-1].upper().strip(".)"), answer)
-    return answer
-
-
 def judge_order(positions: list[Position], index: int, shuffle: bool) -> list[Position]:
     """The order judge ``index`` sees the candidates in: rotated by its index, so a judge's position bias does not
     favour the same answer for every judge. Labels are neutral letters (no slot numbers, no model names)."""
@@ -2766,7 +2751,9 @@ def vote_of(text: str, labels: Mapping[str, Position], judge: str, by_label: boo
     if not found.final_answer:
         return None
     answers = {label: p.final_answer for label, p in labels.items()}
-    answer = resolve_label(found.final_answer, answers, bare_letters=by_label)
+    words = found.final_answer.strip().strip(".*_`()[]").split()  # "Candidate B", or "B" when judging by label
+    named = (len(words) == 2 and words[0].lower() == "candidate") or (by_label and len(words) == 1)
+    answer = answers.get(words[-1].upper().strip(".)"), found.final_answer) if named else found.final_answer
     if by_label and answer not in answers.values():
         return None
     return Vote(answer, found.confidence, found.tier, analysis=found.analysis, judge=judge)
@@ -2817,25 +2804,17 @@ def labels_line(judge: int, seen: Sequence[str], ours: Mapping[str, str]) -> str
     return f"Judge {judge} saw other labels: {said}.\n"
 
 
-def synthesis_sources(verdict: Verdict, positions: list[Position], shape: str,
-                      key: Callable[[str], str]) -> tuple[list[Position], list[Standing]]:
-    """What the synthesis reads: the top SYNTHESIS_CANDIDATES of the ranking (unranked: the first ones); for a short
-    answer, the solvers who ended on the verdict (their derivations), in slot order."""
-    by_agent = {p.agent: p for p in positions}
-    if verdict.standings:
-        top = list(verdict.standings[:SYNTHESIS_CANDIDATES])
-        return [by_agent[s.agent] for s in top], top
-    agreeing = [p for p in positions if shape == "full" or key(p.final_answer) == key(verdict.answer)]
-    return (agreeing or positions)[:SYNTHESIS_CANDIDATES], []
-
-
 async def synthesize(state: Debate, question: str, key: Callable[[str], str]) -> None:
     """Phase 5: one call writes the response from the reported pass's best candidates, their critiques and replies,
     and the judges' analyses. It fails soft: the top-ranked candidate (or the worked solution) stands, degraded."""
     config, verdict = state.config, state.verdicts[(state.reported or 1) - 1]
     positions = state.positions.get(state.reported or 1, [])
     short = verdict.answer if state.shape == "short" else None
-    ranked, standings = synthesis_sources(verdict, positions, state.shape, key)
+    # What it reads: the top SYNTHESIS_CANDIDATES of the ranking (unranked: the first ones); for a short answer, the
+    # solvers who ended on the verdict (their derivations), in slot order.
+    standings, by_agent = list(verdict.standings[:SYNTHESIS_CANDIDATES]), {p.agent: p for p in positions}
+    agreeing = [p for p in positions if state.shape == "full" or key(p.final_answer) == key(verdict.answer)]
+    ranked = [by_agent[s.agent] for s in standings] if standings else (agreeing or positions)[:SYNTHESIS_CANDIDATES]
     system, user = synthesis_prompts(question, ranked, standings, verdict.analyses, short, verdict.judge_labels)
     system += prompts.SYNTHESIS_JSON if config.response_format else ""  # OpenAI's json_object needs "JSON" said
     state.budget.synthesis = (0, 0)  # what was kept for it is its own now
@@ -2867,7 +2846,7 @@ def synthesis_fallback(shape: str) -> str:
 
 def require_enough(state: Debate, positions: list[Position], workers: int, quorum: int | None = None) -> None:
     """RunFailed (or EndpointUnreachable) when fewer than MIN_VALID_ANSWERS (or ``quorum``) solvers answered, with
-    the last failed call's error as its cause (see lasting_error)."""
+    the last failed call's error as its cause (see same_error_everywhere)."""
     quorum = state.config.min_valid_answers if quorum is None else quorum
     if len(positions) >= quorum:
         return
@@ -3052,19 +3031,6 @@ def ballot_points(order: Sequence[str], candidates: Sequence[str]) -> dict[str, 
     return {agent: points.get(agent, left_out_share) for agent in candidates}
 
 
-def _borda_score(points: float, ballots: int, candidates: int) -> float:
-    """Mean points over the ballots as a share of the most a ballot gives (n-1), 3 places; 1.0 for a lone one."""
-    return 1.0 if candidates == 1 else round(points / (ballots * (candidates - 1)), 3)
-
-
-def _bootstrap_totals(rows: list[list[float]], rng: random.Random, resamples: int) -> list[list[float]]:
-    """For each candidate, its point total on each resample of the ballots (drawn with replacement, as many as
-    there are): the spread of the score over which judges happened to sit."""
-    draws = [[sum(column) for column in zip(*rng.choices(rows, k=len(rows)), strict=True)]
-             for _ in range(resamples)]
-    return [list(totals) for totals in zip(*draws, strict=True)]
-
-
 def _percentile_interval(values: list[float]) -> tuple[float, float]:
     """The percentile bootstrap's 95% interval: sorted[int(0.025 R)] and sorted[ceil(0.975 R) - 1] of R values
     (for R = 1000 the 26th and the 975th), as many values left out below as above."""
@@ -3072,19 +3038,9 @@ def _percentile_interval(values: list[float]) -> tuple[float, float]:
     return ordered[int(BOOTSTRAP_TAIL * len(ordered))], ordered[math.ceil((1 - BOOTSTRAP_TAIL) * len(ordered)) - 1]
 
 
-def _first_choices(ballots: Sequence[Ballot], candidates: Sequence[str]) -> dict[str, list[int]]:
-    """For each candidate, the confidences (None as 0) of the ballots that ranked it first."""
-    known = set(candidates)
-    firsts: dict[str, list[int]] = {agent: [] for agent in candidates}
-    for ballot in ballots:
-        if (first := next((agent for agent in ballot.order if agent in known), None)) is not None:
-            firsts[first].append(ballot.confidence or 0)
-    return firsts
-
-
 def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels: Mapping[str, str],
                     rng: random.Random, resamples: int = BOOTSTRAP_RESAMPLES) -> list[Standing]:
-    """Every candidate's Borda standing (_borda_score), best first; [] when no ballot names a candidate (the caller
+    """Every candidate's Borda standing (its score, below), best first; [] when no ballot names a candidate (the caller
     falls back). Its interval is the percentile bootstrap over judges drawn with ``rng``: a seeded rng always reports
     the same one, and one ballot (or resamples 0) gives low == high == score. A tie goes to more first places, then
     to the higher mean CONFIDENCE (None as 0) of the ballots that put it first, then to the order of ``candidates``."""
@@ -3093,9 +3049,15 @@ def rank_candidates(ballots: Sequence[Ballot], candidates: Sequence[str], labels
         return []
     rows = [list(points.values()) for _, points in counted]
     totals = [sum(column) for column in zip(*rows, strict=True)]  # exact: every point is a multiple of 1/2
-    spreads = _bootstrap_totals(rows, rng, resamples) if resamples > 0 else [[total] for total in totals]
-    firsts = _first_choices([ballot for ballot, _ in counted], candidates)
-    score = functools.partial(_borda_score, ballots=len(rows), candidates=len(candidates))
+    # Each candidate's total on each resample of the ballots (drawn with replacement, as many as there are): the
+    # spread of the score over which judges happened to sit.
+    draws = [[sum(column) for column in zip(*rng.choices(rows, k=len(rows)), strict=True)] for _ in range(resamples)]
+    spreads = [list(draw) for draw in zip(*draws, strict=True)] if resamples > 0 else [[total] for total in totals]
+    firsts: dict[str, list[int]] = {agent: [] for agent in candidates}  # the confidences (None as 0) of its firsts
+    for ballot, _ in counted:  # each names a candidate (ballot_points), the first of which it ranked first
+        firsts[next(agent for agent in ballot.order if agent in firsts)].append(ballot.confidence or 0)
+    def score(points: float) -> float:  # mean points as a share of the most a ballot gives (n-1); 1.0 for a lone one
+        return 1.0 if len(candidates) == 1 else round(points / (len(rows) * (len(candidates) - 1)), 3)
     ranked: list[tuple[tuple[float, int, float, int], Standing]] = []
     for slot, (agent, total, spread) in enumerate(zip(candidates, totals, spreads, strict=True)):
         low, high = _percentile_interval(spread)
@@ -3868,7 +3830,11 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
         lines += ["", f"=== Pass {pass_number} · {title} ===", ""] + [line for c in calls for line in _render_call(c)]
     if result.notes:
         lines += ["=== Notes ===", *result.notes, ""]
-    lines += ["=== Usage ===", *usage_lines(result)]
+    lines += ["=== Usage ==="] + [  # tokens (and cost) per phase, and in all
+        f"{phase}: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion = {t['total_tokens']} tokens"
+        + (" (estimated)" if t["estimated"] else "") + (f", ${t['cost_usd']:.6f}" if "cost_usd" in t else "")
+        for phase, t in {**result.usage_by_phase, "total": result.usage}.items()
+        if t["total_tokens"] or phase == "total"]
     if result.skipped:
         lines += ["budget limited; skipped: " + "; ".join(result.skipped)]
     lines += ["", "=== Tally ==="]
@@ -3900,14 +3866,6 @@ def verdict_sections(result: RunRecord) -> list[str]:
         lines += [f"answer: {reported.answer}", f"solution: {result.solution or '(none)'}"]
     return lines + [f"confidence: {reported.confidence}", f"agreement: {reported.agreeing}/{reported.valid} "
                     f"({reported.source})", f"rerun: {'yes' if result.rerun else 'no'}"]
-
-
-def usage_lines(result: RunRecord) -> list[str]:
-    """Tokens (and cost) per phase and in all, for the transcript."""
-    return [f"{phase}: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion = {t['total_tokens']} tokens"
-            + (" (estimated)" if t["estimated"] else "") + (f", ${t['cost_usd']:.6f}" if "cost_usd" in t else "")
-            for phase, t in {**result.usage_by_phase, "total": result.usage}.items()
-            if t["total_tokens"] or phase == "total"]
 
 
 def create_private_file(directory: Path, stem: str, suffix: str, twin: str | None = None,
@@ -4453,7 +4411,7 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str)
     """Each solver's line as the kept attempts leave it: its answer and model, the critique and rebuttal
     it got, and once round 1 is over, its answer after each debate round before ``start``, in order."""
     positions: dict[int, Position] = {}
-    ok = [a for a in kept if a.ok]
+    ok, read_reply = [a for a in kept if a.ok], parse_full_rebuttal if shape == "full" else parse_rebuttal
     for record in (a for a in ok if a.phase == Phase.GENERATE):
         if (parsed := _valid_answer(record.response_text, shape)) is not None:
             positions[record.slot] = Position(record.slot, parsed.answer, parsed.reasoning,
@@ -4462,14 +4420,14 @@ def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str)
         position = positions[record.slot]
         if record.phase == Phase.CRITIQUE and (found := parse_block(record.response_text, "critique")):
             position.critique = found[0]
-        elif record.phase == Phase.REBUTTAL and (rebuttal := rebuttal_parser(shape)(record.response_text)):
+        elif record.phase == Phase.REBUTTAL and (rebuttal := read_reply(record.response_text)):
             position.rebuttal, position.final_answer = rebuttal[0], rebuttal[1].answer
     if start.phase in (Phase.CRITIQUE, Phase.REBUTTAL):
         return positions
     revisions = [a for a in ok if a.phase == Phase.REVISE and a.debate_round > 1]
     for debate_round in range(1, max((a.debate_round for a in revisions), default=1) + 1):  # round 1: none revised
         for record in (a for a in revisions if a.debate_round == debate_round and a.slot in positions):
-            if revised := rebuttal_parser(shape)(record.response_text):
+            if revised := read_reply(record.response_text):
                 positions[record.slot].revision, positions[record.slot].final_answer = revised[0], revised[1].answer
         for position in positions.values():
             position.by_round.append(position.final_answer)
@@ -4862,26 +4820,21 @@ class Progress:
             self.bar.close()
 
 
-def lasting_error(result: RunRecord) -> str | None:
-    """The error a failed question ended on if no retry was made for it and it is no outage (a 400, a
-    422), each word holding a digit (a count, an id) made "#" so two questions' compare; else None. A
-    refusal came in a 2xx: the key, the URL and the model work, and what was refused is the question's own."""
-    cause = result.exception.cause if isinstance(result.exception, RunFailed) else None
-    if cause is None or cause.retryable or cause.outage or cause.backpressure or 200 <= (cause.status or 0) < 300:
-        return None
-    return re.sub(r"\S*\d\S*", "#", str(cause))
-
-
 def same_error_everywhere(result: RunRecord, stats: BatchStats, failed_before: bool = False) -> str | None:
     """Why the batch stops when the first SAME_ERROR_QUESTIONS questions to finish all failed with one
-    lasting_error, none succeeding: a wrong key behind a gateway ("HTTP 400: No connected db."), a
+    lasting error, none succeeding: a wrong key behind a gateway ("HTTP 400: No connected db."), a
     mistyped model. One 400 can be its question's fault (a prompt too long), two alike chance; three,
     with none answered, is the set-up, and stopping costs three questions where going on costs all.
     A question that ``failed_before`` (in an earlier run) and fails again is not weighed: that may be
-    its own fault, and a resume must get past the first questions when they alone cannot be answered."""
+    its own fault, and a resume must get past the first questions when they alone cannot be answered.
+    A lasting error: the one a failed question ended on if no retry was made for it and it is no outage (a 400, a
+    422), each word holding a digit (a count, an id) made "#" so two questions' compare. A refusal came in a 2xx:
+    the key, the URL and the model work, and what was refused is the question's own."""
     if len(stats.first_errors) >= SAME_ERROR_QUESTIONS or (failed_before and result.status != "ok"):
         return None
-    stats.first_errors.append(lasting_error(result))
+    cause = result.exception.cause if isinstance(result.exception, RunFailed) else None
+    lasting = cause and not (cause.retryable or cause.outage or cause.backpressure or 200 <= (cause.status or 0) < 300)
+    stats.first_errors.append(re.sub(r"\S*\d\S*", "#", str(cause)) if lasting else None)
     alike = set(stats.first_errors)
     if len(stats.first_errors) < SAME_ERROR_QUESTIONS or len(alike) > 1 or None in alike:
         return None
@@ -5378,15 +5331,6 @@ def _mean(values: Iterable[float | int | None]) -> float | None:
     return round(sum(counted) / len(counted), 3) if counted else None
 
 
-def format_totals(lines: Iterable[dict[str, Any]]) -> dict[str, collections.Counter[str]]:
-    """RunRecord.format's counts, per phase, summed over the questions: replies, last_tier, failed."""
-    sums: dict[str, collections.Counter[str]] = {}
-    for line in lines:
-        for phase, counts in (line.get("format") or {}).items():
-            sums.setdefault(phase, collections.Counter()).update(counts)
-    return sums
-
-
 def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
                    single: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One strategy's row of the report, from its batch lines: accuracy over the questions it answered (a failure
@@ -5396,6 +5340,10 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
     low, high = wilson_interval(sum(scored), len(scored))
     judged = [r["phases"].get(Phase.JUDGE, {}) for r in rows if isinstance(r.get("phases"), dict)]
     judge_calls = sum(j.get("ok", 0) + j.get("failed", 0) for j in judged)
+    formats: dict[str, collections.Counter[str]] = {}  # RunRecord.format's counts per phase, summed over the questions
+    for row in rows:
+        for phase, counts in (row.get("format") or {}).items():
+            formats.setdefault(phase, collections.Counter()).update(counts)
     return {"name": name, "questions": len(rows), "answered": len(scored),
             "failed": sum(r.get("status") != "ok" for r in rows), "correct": sum(scored),
             "accuracy": round(sum(scored) / len(scored), 4) if scored else None,
@@ -5406,7 +5354,7 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
             "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
             "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
             "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
-            "format": format_totals(rows), "doubtful": sum(bool(r.get("doubts")) for r in rows),
+            "format": formats, "doubtful": sum(bool(r.get("doubts")) for r in rows),
             "vs_single": paired(single, lines) if single is not None and name != "single" else None}
 
 
