@@ -3578,14 +3578,11 @@ async def debated(config: Config, question: str, endpoint: Endpoint, runtime: Ru
 
 
 async def debate(question: str, *, config: Config | None = None, **settings: Unpack[Settings]) -> Result:
-    """Answer one question by a debate: the one-shot way in (many questions: Debater, which shares one connection
-    pool, request limit and budget among them).
-
-    Settings come from the environment and the settings files, as for the CLI, unless ``config`` is given; keywords
-    set settings by their lower-case names (``num_workers=3, num_judges=1, rounds=2``; see Settings). Writes the
-    transcript and trace as the settings say, and never prints, exits or installs signal handlers. Raises TypeError
-    (an argument of the wrong type), ConfigError (a bad setting or question, or an HTTP client the environment
-    breaks: nothing was sent) or RunFailed (no verdict; its ``result`` says why)."""
+    """Answer one question by a debate (many questions: a Debater). Settings come from the environment and the
+    settings files, as for the CLI, unless ``config`` is given; keywords set them by their lower-case names
+    (``num_workers=3``; see Settings). Writes the transcript and trace as the settings say; never prints, exits or
+    installs signal handlers. Raises TypeError (an argument of the wrong type), ConfigError (a bad setting or
+    question: nothing was sent) or RunFailed (no verdict; its ``result`` says why)."""
     async with Debater(config=config, **settings) as client:  # one of its own: the limit is this question's alone
         return await client.debate(question)
 
@@ -3602,15 +3599,11 @@ def debate_sync(question: str, *, config: Config | None = None, **settings: Unpa
 
 
 class Debater:
-    """One client for many debates, as one AsyncOpenAI client is for many requests: every debate through it shares
-    one connection pool, one adaptive request limit (MAX_CONCURRENT_REQUESTS in flight across all of them), one
-    cool-down, one circuit breaker and, when ``total_max_calls`` or ``total_max_tokens`` is set, one budget over
-    all its debates (each question's MAX_CALLS and MAX_TOTAL_TOKENS still hold). Use it as an async context manager::
-
-        async with moa_pipeline.Debater(num_workers=3) as client:
-            results = await client.debate_many(questions)
-
-    Settings as for debate(); a call's keywords apply to that call, except CLIENT_SETTINGS (the connection's)."""
+    """One client for many debates, as one AsyncOpenAI client is for many requests, opened with ``async with``: its
+    debates share one connection pool, one adaptive request limit (MAX_CONCURRENT_REQUESTS in flight across all of
+    them), one cool-down, one circuit breaker and, with ``total_max_calls`` or ``total_max_tokens``, one budget
+    (each question's MAX_CALLS and MAX_TOTAL_TOKENS still hold). Settings as for debate(); a call's keywords apply
+    to that call, except CLIENT_SETTINGS (the connection's). docs/library.md shows it in use."""
 
     def __init__(self, *, config: Config | None = None, total_max_calls: int = 0, total_max_tokens: int = 0,
                  **settings: Unpack[Settings]) -> None:
