@@ -128,6 +128,7 @@ from parsing import (
     normalize_answer,
     parse_answer,
     parse_block,
+    parse_duration,
     parse_full_answer,
     parse_full_rebuttal,
     parse_judgement,
@@ -1387,20 +1388,6 @@ class AgentCall:
     debate_round: int = 1  # the debate round (ROUNDS) the call belongs to; ``pass_number`` is 2 in the rerun
     fallback: bool = False  # accepted, but read only by its phase's last parsing tier (read_by_fallback)
     error: APIError | None = field(default=None, repr=False)  # what its last attempt failed with, once it failed
-
-
-# OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s".
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def parse_duration(value: str) -> float | None:
-    """Seconds from a duration such as "6m0s" or "250ms"; None if it is not one."""
-    text = value.strip().lower()
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(number) * scale[unit] for number, unit in parts)
 
 
 def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:

@@ -1715,6 +1715,21 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return seconds if seconds is not None and 0 < seconds < math.inf else None
 
 
+# OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s": one number and its unit. Bounded digit runs (no
+# reset has 20 digits): each start tries at most 41 characters, so findall stays linear in a long header.
+_DURATION_PART = re.compile(r"(\d{1,20}(?:\.\d{1,20})?)(ms|h|m|s)")
+
+
+def parse_duration(value: str) -> float | None:
+    """Seconds from a duration such as "6m0s" or "250ms"; None if it is not one."""
+    text = value.strip().lower()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(number) * scale[unit] for number, unit in parts)
+
+
 def small_number(value: str | None) -> int | None:
     """A scheduler's index or count: ASCII digits only (isdigit() takes '²'), and not absurdly long."""
     # At most nine ASCII digits, the whole value: bounded, so linear.
