@@ -305,10 +305,8 @@ class APIError(MoAError):
         self.status, self.policy = status, policy
         self.retryable, self.stops_run = policy.retry, policy.stops_run
         self.outage, self.backpressure = policy.outage, policy.backpressure
-        self.retry_after = retry_after
-        self.reply = reply
+        self.retry_after, self.reply, self.unanswered = retry_after, reply, unanswered
         self.finish_reason = reply.finish_reason if reply else None
-        self.unanswered = unanswered
 
     def __reduce__(self) -> tuple[Any, ...]:  # a pickle (a process pool) rebuilds it from its message and row
         return self.__class__, (str(self), self.policy), self.__dict__
@@ -350,9 +348,7 @@ def exit_code_for(error: BaseException) -> int:
     """The one map from an error to an exit code: ours carry theirs, an interrupt is 130, anything else 1."""
     if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
         return EXIT_INTERRUPTED
-    if isinstance(error, MoAError):
-        return error.exit_code
-    return EXIT_FAILED
+    return error.exit_code if isinstance(error, MoAError) else EXIT_FAILED
 
 
 def internal_error(err: BaseException) -> str:
@@ -892,10 +888,9 @@ def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) 
     text = body.decode("utf-8", errors="replace").strip()
     if "html" in content_type.lower() or text[:1] == "<":
         return "an HTML error page"
-    try:
+    data = None
+    with contextlib.suppress(ValueError):
         data = load_json(text)
-    except ValueError:
-        data = None
     if isinstance(data, dict):
         error = data.get("error", data)
         if isinstance(error, dict):
@@ -928,10 +923,9 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
     """A Completion from a plain JSON 2xx body; a fault (see FAULTS) for any bad body."""
     try:
         data = load_json(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise fault(Fault.NOT_A_COMPLETION, "the response body is not valid JSON (not UTF-8)", status=status) from None
-    except ValueError as err:
-        raise fault(Fault.NOT_A_COMPLETION, f"the response body is not valid JSON ({err})", status=status) from None
+    except ValueError as err:  # UnicodeDecodeError is one
+        why = "not UTF-8" if isinstance(err, UnicodeDecodeError) else err
+        raise fault(Fault.NOT_A_COMPLETION, f"the response body is not valid JSON ({why})", status=status) from None
     if not isinstance(data, dict):
         raise fault(Fault.NOT_A_COMPLETION, "the response body is not a completion object", status=status)
     if error := data.get("error"):
@@ -1035,9 +1029,8 @@ class StreamedReply:
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
     """Assemble ``data:`` events; a stream cut (no ``[DONE]``, no finish_reason) ends "truncated", read as "length"."""
-    reply, echo, status = StreamedReply(), ECHO.get(), response.status_code
-    if echo is not None:
-        echo(None)
+    reply, echo, status = StreamedReply(), ECHO.get() or (lambda _: None), response.status_code
+    echo(None)
     try:
         async for line in sse_lines(response, limit):
             if not line.startswith("data:"):
@@ -1052,9 +1045,8 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
                 raise fault(Fault.BAD_EVENT, "the stream sent an event that is not JSON", status=status) from None
             shown = len(reply.parts)
             reply.add(chunk, status)
-            if echo is not None:
-                for part in reply.parts[shown:]:
-                    echo(part)
+            for part in reply.parts[shown:]:
+                echo(part)
     except httpx.TransportError as err:  # cut mid-stream: keep what came, as truncated
         log.debug("stream cut: %s", _short(err))
     finish = reply.finish if reply.done or reply.finish is not None else "truncated"
@@ -1320,18 +1312,16 @@ def check_proxy_environment() -> None:
                 raise ConfigError(f"NO_PROXY holds {key.partition('://')[2].lstrip('*')!r}, which httpx cannot read: "
                                   "list host names, IP addresses or .domains, comma-separated") from None
             url = None
-        if proxy and (problem := proxy_problem(url)):
-            raise ConfigError(f"{proxy_variable(key, proxy)}={masked_url(proxy)!r} is not a proxy httpx can use: "
-                              f"{problem}; or unset it")
-
-
-def proxy_problem(url: httpx.URL | None) -> str | None:
-    """What keeps httpx from sending through a proxy URL, or None."""
-    if url is None or not url.host or not 0 < (url.port or 80) < 65536:
-        return "expected http://, https:// or socks5:// and a host, with a port from 1 to 65535"
-    if url.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
-        return "a SOCKS proxy needs the Python package socksio: run  pip install 'httpx[socks]'"
-    return None
+        if not proxy:  # a NO_PROXY entry httpx can read
+            continue
+        if url is None or not url.host or not 0 < (url.port or 80) < 65536:
+            problem = "expected http://, https:// or socks5:// and a host, with a port from 1 to 65535"
+        elif url.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+            problem = "a SOCKS proxy needs the Python package socksio: run  pip install 'httpx[socks]'"
+        else:
+            continue
+        raise ConfigError(f"{proxy_variable(key, proxy)}={masked_url(proxy)!r} is not a proxy httpx can use: "
+                          f"{problem}; or unset it")
 
 
 def open_client(config: Config) -> httpx.AsyncClient:
@@ -1543,13 +1533,9 @@ def request_options(config: Config, phase: Phase) -> dict[str, Any]:
 
 def request_headers(state: Debate, phase: Phase, agent: str, attempt: int, debate_round: int = 1) -> dict[str, str]:
     """Tags that let a gateway's own logs be joined with the transcript."""
-    headers = {"X-MoA-Run-Id": state.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent,
-               "X-MoA-Round": str(debate_round),
-               "cf-aig-metadata": json.dumps({"run_id": state.run_id, "phase": phase, "agent": agent,
-                                              "attempt": attempt})}
-    if attempt > 1:
-        headers["cf-aig-skip-cache"] = "true"
-    return headers
+    metadata = json.dumps({"run_id": state.run_id, "phase": phase, "agent": agent, "attempt": attempt})
+    return {"X-MoA-Run-Id": state.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent, "X-MoA-Round": str(debate_round),
+            "cf-aig-metadata": metadata} | ({"cf-aig-skip-cache": "true"} if attempt > 1 else {})
 
 
 @dataclass(frozen=True)
@@ -1954,10 +1940,9 @@ def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
     """Token totals over the given calls; ``estimated`` when any count was estimated."""
     attempts = [attempt for call in calls for attempt in call.attempts]
     prompt, completion = sum(a.prompt_tokens for a in attempts), sum(a.completion_tokens for a in attempts)
-    cost = cost_usd(prompt, completion, config)
     usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
                   estimated=any(a.usage_estimated for a in attempts))
-    if cost is not None:
+    if (cost := cost_usd(prompt, completion, config)) is not None:
         usage["cost_usd"] = cost
     return usage
 
