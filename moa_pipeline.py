@@ -128,13 +128,11 @@ from parsing import (
     normalize_answer,
     parse_answer,
     parse_block,
-    parse_duration,
     parse_full_answer,
     parse_full_rebuttal,
     parse_judgement,
     parse_ranking,
     parse_rebuttal,
-    parse_retry_after,
     parse_synthesis,
     present_answer,
     printable,
@@ -142,6 +140,7 @@ from parsing import (
     read_items,
     read_shard,  # the id of a question without one, as a batch line shows it
     restore_tags,
+    retry_hint,
     usage_counts,
     valid_text,
 )
@@ -1378,21 +1377,6 @@ class AgentCall:
     debate_round: int = 1  # the debate round (ROUNDS) the call belongs to; ``pass_number`` is 2 in the rerun
     fallback: bool = False  # accepted, but read only by its phase's last parsing tier (read_by_fallback)
     error: APIError | None = field(default=None, repr=False)  # what its last attempt failed with, once it failed
-
-
-def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:
-    """How long the server or a gateway asks us to wait: the longest hint of every header line (a gateway may add
-    its own): ``retry-after-ms`` (OpenAI), ``retry-after``, ``llm_provider-retry-after`` (LiteLLM's upstream's),
-    on a 429 ``x-ratelimit-reset-*`` (OpenAI, Groq). None for none, or one that says "now" (0, negative, past)."""
-    waits = [parse_retry_after(value, now) for name in ("retry-after", "llm_provider-retry-after")
-             for value in headers.get_list(name)]
-    for value in headers.get_list("retry-after-ms"):
-        with contextlib.suppress(ValueError):
-            waits.append(float(value) / 1000)
-    if status == 429:
-        waits += [parse_duration(value) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
-                  for value in headers.get_list(name)]
-    return max((wait for wait in waits if wait is not None and 0 < wait < math.inf), default=None)
 
 
 def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: random.Random) -> float:
