@@ -1158,8 +1158,7 @@ class Endpoint:
         BUSY_CLUSTER_SIZE of the last BUSY_CLUSTER_WINDOW responses, within BUSY_CLUSTER_SECONDS, were ones the
         limit does not explain: the endpoint rations by time (a quota per minute). One the limit explains is fixed
         by the lower limit; pausing everyone for a scattered one made a 5% rate of them halve a batch's speed."""
-        explained = self.slots.overloaded(in_flight_at_send)
-        self.responded(not explained)
+        self.responded(unexplained_backpressure=not self.slots.overloaded(in_flight_at_send))
         now = self.runtime.clock()
         clustered = sum(1 for at, unexplained in self.recent_responses
                         if unexplained and now - at <= BUSY_CLUSTER_SECONDS) >= BUSY_CLUSTER_SIZE
@@ -1246,11 +1245,7 @@ class Endpoint:
     async def _read(self, response: httpx.Response, in_flight: int, sent_at: float) -> Completion:
         """The response of one attempt, whatever its shape, within MAX_RESPONSE_BYTES."""
         status = response.status_code
-        if 200 <= status < 300:
-            self.slots.succeeded(in_flight)
-            self.responded(False)
-            self.accepted()
-        else:
+        if not 200 <= status < 300:
             try:
                 body = await read_body(response, ERROR_BODY_LIMIT, cut=True)
             except APIError:  # an undecodable error body: the status still says what happened
@@ -1262,6 +1257,9 @@ class Endpoint:
             else:
                 self.responded(False)
             raise self.refused(error, sent_at)
+        self.slots.succeeded(in_flight)
+        self.responded(False)
+        self.accepted()
         # By what the server sent, not what we asked: several proxies ignore ``stream: true`` and answer plain JSON.
         if response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream":
             return await read_stream(response, self.config.max_response_bytes)
@@ -2164,8 +2162,7 @@ class Ballot:
 
 @dataclass(frozen=True)
 class Standing:
-    """A candidate's place after the Borda count: its score in [0, 1], the bootstrap 95% interval around it, and
-    the ballots that put it first."""
+    """A candidate's place after the Borda count: its score in [0, 1], its bootstrap 95% interval, its first places."""
 
     agent: str
     label: str
