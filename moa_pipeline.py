@@ -132,7 +132,6 @@ from parsing import (
     parse_judgement,
     parse_ranking,
     parse_rebuttal,
-    parse_retry_after,
     parse_synthesis,
     present_answer,
     printable,
@@ -140,6 +139,7 @@ from parsing import (
     read_items,
     read_shard,  # the id of a question without one, as a batch line shows it
     restore_tags,
+    retry_hint,
     usage_counts,
     valid_text,
 )
@@ -302,10 +302,8 @@ class APIError(MoAError):
         self.status, self.policy = status, policy
         self.retryable, self.stops_run = policy.retry, policy.stops_run
         self.outage, self.backpressure = policy.outage, policy.backpressure
-        self.retry_after = retry_after
-        self.reply = reply
+        self.retry_after, self.reply, self.unanswered = retry_after, reply, unanswered
         self.finish_reason = reply.finish_reason if reply else None
-        self.unanswered = unanswered
 
     def __reduce__(self) -> tuple[Any, ...]:  # a pickle (a process pool) rebuilds it from its message and row
         return self.__class__, (str(self), self.policy), self.__dict__
@@ -347,9 +345,7 @@ def exit_code_for(error: BaseException) -> int:
     """The one map from an error to an exit code: ours carry theirs, an interrupt is 130, anything else 1."""
     if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
         return EXIT_INTERRUPTED
-    if isinstance(error, MoAError):
-        return error.exit_code
-    return EXIT_FAILED
+    return error.exit_code if isinstance(error, MoAError) else EXIT_FAILED
 
 
 def internal_error(err: BaseException) -> str:
@@ -870,10 +866,9 @@ def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) 
     text = body.decode("utf-8", errors="replace").strip()
     if "html" in content_type.lower() or text[:1] == "<":
         return "an HTML error page"
-    try:
+    data = None
+    with contextlib.suppress(ValueError):
         data = load_json(text)
-    except ValueError:
-        data = None
     if isinstance(data, dict):
         error = data.get("error", data)
         if isinstance(error, dict):
@@ -906,10 +901,9 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
     """A Completion from a plain JSON 2xx body; a fault (see FAULTS) for any bad body."""
     try:
         data = load_json(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise fault(Fault.NOT_A_COMPLETION, "the response body is not valid JSON (not UTF-8)", status=status) from None
-    except ValueError as err:
-        raise fault(Fault.NOT_A_COMPLETION, f"the response body is not valid JSON ({err})", status=status) from None
+    except ValueError as err:  # UnicodeDecodeError is one
+        why = "not UTF-8" if isinstance(err, UnicodeDecodeError) else err
+        raise fault(Fault.NOT_A_COMPLETION, f"the response body is not valid JSON ({why})", status=status) from None
     if not isinstance(data, dict):
         raise fault(Fault.NOT_A_COMPLETION, "the response body is not a completion object", status=status)
     if error := data.get("error"):
@@ -1013,9 +1007,8 @@ class StreamedReply:
 
 async def read_stream(response: httpx.Response, limit: int) -> Completion:
     """Assemble ``data:`` events; a stream cut (no ``[DONE]``, no finish_reason) ends "truncated", read as "length"."""
-    reply, echo, status = StreamedReply(), ECHO.get(), response.status_code
-    if echo is not None:
-        echo(None)
+    reply, echo, status = StreamedReply(), ECHO.get() or (lambda _: None), response.status_code
+    echo(None)
     try:
         async for line in sse_lines(response, limit):
             if not line.startswith("data:"):
@@ -1030,9 +1023,8 @@ async def read_stream(response: httpx.Response, limit: int) -> Completion:
                 raise fault(Fault.BAD_EVENT, "the stream sent an event that is not JSON", status=status) from None
             shown = len(reply.parts)
             reply.add(chunk, status)
-            if echo is not None:
-                for part in reply.parts[shown:]:
-                    echo(part)
+            for part in reply.parts[shown:]:
+                echo(part)
     except httpx.TransportError as err:  # cut mid-stream: keep what came, as truncated
         log.debug("stream cut: %s", _short(err))
     finish = reply.finish if reply.done or reply.finish is not None else "truncated"
@@ -1145,8 +1137,7 @@ class Endpoint:
         BUSY_CLUSTER_SIZE of the last BUSY_CLUSTER_WINDOW responses, within BUSY_CLUSTER_SECONDS, were ones the
         limit does not explain: the endpoint rations by time (a quota per minute). One the limit explains is fixed
         by the lower limit; pausing everyone for a scattered one made a 5% rate of them halve a batch's speed."""
-        explained = self.slots.overloaded(in_flight_at_send)
-        self.responded(not explained)
+        self.responded(unexplained_backpressure=not self.slots.overloaded(in_flight_at_send))
         now = self.runtime.clock()
         clustered = sum(1 for at, unexplained in self.recent_responses
                         if unexplained and now - at <= BUSY_CLUSTER_SECONDS) >= BUSY_CLUSTER_SIZE
@@ -1233,11 +1224,7 @@ class Endpoint:
     async def _read(self, response: httpx.Response, in_flight: int, sent_at: float) -> Completion:
         """The response of one attempt, whatever its shape, within MAX_RESPONSE_BYTES."""
         status = response.status_code
-        if 200 <= status < 300:
-            self.slots.succeeded(in_flight)
-            self.responded(False)
-            self.accepted()
-        else:
+        if not 200 <= status < 300:
             try:
                 body = await read_body(response, ERROR_BODY_LIMIT, cut=True)
             except APIError:  # an undecodable error body: the status still says what happened
@@ -1249,6 +1236,9 @@ class Endpoint:
             else:
                 self.responded(False)
             raise self.refused(error, sent_at)
+        self.slots.succeeded(in_flight)
+        self.responded(False)
+        self.accepted()
         # By what the server sent, not what we asked: several proxies ignore ``stream: true`` and answer plain JSON.
         if response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream":
             return await read_stream(response, self.config.max_response_bytes)
@@ -1298,18 +1288,16 @@ def check_proxy_environment() -> None:
                 raise ConfigError(f"NO_PROXY holds {key.partition('://')[2].lstrip('*')!r}, which httpx cannot read: "
                                   "list host names, IP addresses or .domains, comma-separated") from None
             url = None
-        if proxy and (problem := proxy_problem(url)):
-            raise ConfigError(f"{proxy_variable(key, proxy)}={masked_url(proxy)!r} is not a proxy httpx can use: "
-                              f"{problem}; or unset it")
-
-
-def proxy_problem(url: httpx.URL | None) -> str | None:
-    """What keeps httpx from sending through a proxy URL, or None."""
-    if url is None or not url.host or not 0 < (url.port or 80) < 65536:
-        return "expected http://, https:// or socks5:// and a host, with a port from 1 to 65535"
-    if url.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
-        return "a SOCKS proxy needs the Python package socksio: run  pip install 'httpx[socks]'"
-    return None
+        if not proxy:  # a NO_PROXY entry httpx can read
+            continue
+        if url is None or not url.host or not 0 < (url.port or 80) < 65536:
+            problem = "expected http://, https:// or socks5:// and a host, with a port from 1 to 65535"
+        elif url.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+            problem = "a SOCKS proxy needs the Python package socksio: run  pip install 'httpx[socks]'"
+        else:
+            continue
+        raise ConfigError(f"{proxy_variable(key, proxy)}={masked_url(proxy)!r} is not a proxy httpx can use: "
+                          f"{problem}; or unset it")
 
 
 def open_client(config: Config) -> httpx.AsyncClient:
@@ -1366,35 +1354,6 @@ class AgentCall:
     debate_round: int = 1  # the debate round (ROUNDS) the call belongs to; ``pass_number`` is 2 in the rerun
     fallback: bool = False  # accepted, but read only by its phase's last parsing tier (read_by_fallback)
     error: APIError | None = field(default=None, repr=False)  # what its last attempt failed with, once it failed
-
-
-# OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s".
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def parse_duration(value: str) -> float | None:
-    """Seconds from a duration such as "6m0s" or "250ms"; None if it is not one."""
-    text = value.strip().lower()
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(number) * scale[unit] for number, unit in parts)
-
-
-def retry_hint(headers: httpx.Headers, status: int, now: float) -> float | None:
-    """How long the server or a gateway asks us to wait: the longest hint of every header line (a gateway may add
-    its own): ``retry-after-ms`` (OpenAI), ``retry-after``, ``llm_provider-retry-after`` (LiteLLM's upstream's),
-    on a 429 ``x-ratelimit-reset-*`` (OpenAI, Groq). None for none, or one that says "now" (0, negative, past)."""
-    waits = [parse_retry_after(value, now) for name in ("retry-after", "llm_provider-retry-after")
-             for value in headers.get_list(name)]
-    for value in headers.get_list("retry-after-ms"):
-        with contextlib.suppress(ValueError):
-            waits.append(float(value) / 1000)
-    if status == 429:
-        waits += [parse_duration(value) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
-                  for value in headers.get_list(name)]
-    return max((wait for wait in waits if wait is not None and 0 < wait < math.inf), default=None)
 
 
 def retry_delay(config: Config, attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -1534,13 +1493,9 @@ def request_options(config: Config, phase: Phase) -> dict[str, Any]:
 
 def request_headers(state: Debate, phase: Phase, agent: str, attempt: int, debate_round: int = 1) -> dict[str, str]:
     """Tags that let a gateway's own logs be joined with the transcript."""
-    headers = {"X-MoA-Run-Id": state.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent,
-               "X-MoA-Round": str(debate_round),
-               "cf-aig-metadata": json.dumps({"run_id": state.run_id, "phase": phase, "agent": agent,
-                                              "attempt": attempt})}
-    if attempt > 1:
-        headers["cf-aig-skip-cache"] = "true"
-    return headers
+    metadata = json.dumps({"run_id": state.run_id, "phase": phase, "agent": agent, "attempt": attempt})
+    return {"X-MoA-Run-Id": state.run_id, "X-MoA-Phase": phase, "X-MoA-Agent": agent, "X-MoA-Round": str(debate_round),
+            "cf-aig-metadata": metadata} | ({"cf-aig-skip-cache": "true"} if attempt > 1 else {})
 
 
 @dataclass(frozen=True)
@@ -1945,10 +1900,9 @@ def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
     """Token totals over the given calls; ``estimated`` when any count was estimated."""
     attempts = [attempt for call in calls for attempt in call.attempts]
     prompt, completion = sum(a.prompt_tokens for a in attempts), sum(a.completion_tokens for a in attempts)
-    cost = cost_usd(prompt, completion, config)
     usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
                   estimated=any(a.usage_estimated for a in attempts))
-    if cost is not None:
+    if (cost := cost_usd(prompt, completion, config)) is not None:
         usage["cost_usd"] = cost
     return usage
 
@@ -2186,8 +2140,7 @@ class Ballot:
 
 @dataclass(frozen=True)
 class Standing:
-    """A candidate's place after the Borda count: its score in [0, 1], the bootstrap 95% interval around it, and
-    the ballots that put it first."""
+    """A candidate's place after the Borda count: its score in [0, 1], its bootstrap 95% interval, its first places."""
 
     agent: str
     label: str

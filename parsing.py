@@ -33,7 +33,7 @@ from datetime import UTC
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 # Tag names of the output contract; prompts.py asks for exactly these.
@@ -1712,6 +1712,42 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         except (TypeError, ValueError, IndexError, OverflowError, OSError):
             seconds = None
     return seconds if seconds is not None and 0 < seconds < math.inf else None
+
+
+# OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s": one number and its unit. Bounded digit runs (no
+# reset has 20 digits): each start tries at most 41 characters, so findall stays linear in a long header.
+_DURATION_PART = re.compile(r"(\d{1,20}(?:\.\d{1,20})?)(ms|h|m|s)")
+
+
+def parse_duration(value: str) -> float | None:
+    """Seconds from a duration such as "6m0s" or "250ms"; None if it is not one."""
+    text = value.strip().lower()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(number) * scale[unit] for number, unit in parts)
+
+
+class HeaderLines(Protocol):
+    """A response's headers as retry_hint reads them (httpx.Headers is one): every line of a header, in order."""
+
+    def get_list(self, key: str) -> list[str]: ...
+
+
+def retry_hint(headers: HeaderLines, status: int, now: float) -> float | None:
+    """How long the server or a gateway asks us to wait: the longest hint of every header line (a gateway may add
+    its own): ``retry-after-ms`` (OpenAI), ``retry-after``, ``llm_provider-retry-after`` (LiteLLM's upstream's),
+    on a 429 ``x-ratelimit-reset-*`` (OpenAI, Groq). None for none, or one that says "now" (0, negative, past)."""
+    waits = [parse_retry_after(value, now) for name in ("retry-after", "llm_provider-retry-after")
+             for value in headers.get_list(name)]
+    for value in headers.get_list("retry-after-ms"):
+        with contextlib.suppress(ValueError):
+            waits.append(float(value) / 1000)
+    if status == 429:
+        waits += [parse_duration(value) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+                  for value in headers.get_list(name)]
+    return max((wait for wait in waits if wait is not None and 0 < wait < math.inf), default=None)
 
 
 def small_number(value: str | None) -> int | None:

@@ -15,6 +15,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
+import parsing
 from conftest import (
     FAKE_KEY,
     URL,
@@ -302,7 +303,7 @@ def test_backoff_is_full_jitter_exponential_and_capped() -> None:
 ])
 def test_parse_retry_after(value, seconds) -> None:
     """Retry-After in seconds or as an HTTP date; one that says "now" (0, negative, a past date) and junk are no hint."""
-    assert moa.parse_retry_after(value, 1_700_000_000.0) == seconds
+    assert parsing.parse_retry_after(value, 1_700_000_000.0) == seconds
 
 
 @respx.mock
