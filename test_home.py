@@ -93,6 +93,19 @@ def test_an_unreadable_user_file_is_one_line(make, why: str, monkeypatch, capsys
         assert captured.out == ""
 
 
+@pytest.mark.parametrize("broken", ["user", "dotenv", "named"], ids=["user-file-a-folder", "dotenv-not-utf8",
+                                                                    "env-file-missing"])
+def test_config_json_is_json_when_a_file_cannot_be_read(broken: str, tmp_path, monkeypatch, capsys) -> None:
+    """`config --json` prints its object (the error in "error") even when a settings file cannot be read; exit 2."""
+    monkeypatch.chdir(tmp_path)
+    if broken == "user":
+        moa.user_settings_file(os.environ).mkdir(parents=True)
+    if broken == "dotenv":
+        (tmp_path / ".env").write_bytes(b"API_KEY=\xff\n")
+    code, shown = config_json(capsys, *(["--env-file", "gone.env"] if broken == "named" else []))
+    assert code == 2 and shown["error"] and [row["name"] for row in shown["settings"]] == [s.env for s in moa.SETTINGS]
+
+
 def test_an_unknown_name_in_the_user_file_warns(monkeypatch, capsys) -> None:
     """A misspelt name in the per-user file is named in a warning with the file, as in .env; the run goes on."""
     monkeypatch.setenv("API_KEY", FAKE_KEY)
@@ -119,6 +132,19 @@ def test_config_masks_every_secret(json_output: bool, monkeypatch, capsys) -> No
         rows = {row["name"]: row for row in json.loads(out)["settings"]}
         assert rows["API_KEY"] == {"name": "API_KEY", "value": "***", "source": "environment"}
         assert rows["GATEWAY_TOKEN"]["value"] == "***"
+
+
+@pytest.mark.parametrize("bad, json_output", [("", False), ("", True), ("lots", False), ("lots", True)],
+                         ids=["valid-table", "valid-json", "bad-workers-table", "bad-workers-json"])
+def test_config_masks_secrets_in_every_value_whatever_else_is_wrong(bad: str, json_output: bool, capsys) -> None:
+    """The key, the gateway token and a URL credential are masked inside other values (EXTRA_BODY) too, and
+    still when another setting is bad: the masking does not wait for the settings to load."""
+    user_file(f"PROXY_URL={URL}?key=url-secret-key-0123\nAPI_KEY={FAKE_KEY}\nGATEWAY_TOKEN=gw-secret-token-98765\n"
+              f'EXTRA_BODY={{"user": "{FAKE_KEY}", "t": "gw-secret-token-98765", "q": "url-secret-key-0123"}}\n'
+              f"NUM_WORKERS={bad}\n")
+    assert moa.main(["config", *(["--json"] if json_output else [])]) == (2 if bad else 0)
+    out = capsys.readouterr().out
+    assert not [secret for secret in (FAKE_KEY, "gw-secret-token", "url-secret-key") if secret in out]
 
 
 def test_config_lists_every_setting_its_source_and_the_files(tmp_path, monkeypatch, capsys) -> None:

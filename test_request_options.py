@@ -204,9 +204,13 @@ def test_request_options_are_the_settings_of_a_phase(phase: moa.Phase, has_forma
     ("EXTRA_BODY", '{"model": "x", "stream": true}', "it sets model, stream"),
     ("EXTRA_BODY", "[1]", "expected a JSON object"),
     ("EXTRA_BODY", '{"a": "' + "x" * parsing.JSON_SETTING_CHARS + '"}', "longer than"),
+    ("EXTRA_BODY", '{"provider": {"weight": NaN}}', "not JSON compliant"),
+    ("EXTRA_BODY", '{"seed": 1e999}', "not JSON compliant"),
+    ("RESPONSE_FORMAT", '{"type": "json_object", "x": -Infinity}', "not JSON compliant"),
 ], ids=["seed-negative", "seed-fraction", "top-p-above-1", "stop-closing-tag", "stop-bracket", "stop-judge-line",
         "stop-blank-line", "stop-five", "stop-numbers", "format-a-list", "format-broken-json", "effort-two-words",
-        "extra-messages", "extra-model-and-stream", "extra-a-list", "extra-too-long"])
+        "extra-messages", "extra-model-and-stream", "extra-a-list", "extra-too-long",
+        "extra-nan-no-request-could-send", "extra-overflow-is-infinity", "format-infinity"])
 def test_a_bad_option_is_one_line_naming_it(name: str, value: str, says: str) -> None:
     """A bad request option is a ConfigError of one line: the setting, where it came from, what is wrong."""
     with pytest.raises(moa.ConfigError) as raised:
@@ -214,6 +218,23 @@ def test_a_bad_option_is_one_line_naming_it(name: str, value: str, says: str) ->
     message = str(raised.value)
     assert message.startswith(f"{name}=") and "(environment)" in message and says in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("env", [
+    {"SEED": "7", "EXTRA_BODY": '{"temperature": 0, "max_tokens": null, "provider": {"order": ["groq"]}}'},
+    {"STOP": "<|im_end|>", "TOP_P": "0.5"},
+    {},
+], ids=["extra-body-overrides-and-removes", "options", "none"])
+@respx.mock
+def test_the_trace_records_each_request_as_sent(small, monkeypatch, tmp_path, env: dict) -> None:
+    """Each trace attempt's "request" is the body the endpoint got: options, EXTRA_BODY's overrides and removals."""
+    monkeypatch.setenv("ENABLE_JSONL_TRACE", "true")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path))
+    route = ask_once(monkeypatch, **env)
+    attempts = [r for path in tmp_path.glob("*.jsonl") for line in path.read_text().splitlines()
+                if (r := json.loads(line))["type"] == "attempt"]
+    assert sorted(json.dumps(a["request"], sort_keys=True) for a in attempts) == \
+        sorted(json.dumps(body_of(call), sort_keys=True) for call in route.calls)
 
 
 @respx.mock
