@@ -1635,8 +1635,9 @@ def _json_setting(raw: str) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    """A JSON setting as Config keeps it: one text for one value, so a Config stays hashable and comparable."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """A JSON setting as Config keeps it: one text for one value, so a Config stays hashable and comparable. NaN and
+    Infinity (1e999) are refused (ValueError): Python reads them, but no request holding one can be sent as JSON."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _json_object(raw: str) -> str:
