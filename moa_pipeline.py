@@ -4023,8 +4023,9 @@ class TraceWriter:
         self.write({
             "type": "attempt", "run_id": state.run_id, "pass": call.pass_number, "debate_round": call.debate_round,
             "phase": call.phase, "agent": call.agent, "attempt": attempt.number, "nonce": attempt.nonce,
-            "model": attempt.model, "request": {"model": attempt.model, "messages": messages,
-                                                "temperature": temperature, "max_tokens": max_tokens},
+            "model": attempt.model, "request": {key: value for key, value in ({  # as Endpoint.complete sends it
+                "model": attempt.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+                | request_options(state.config, call.phase)).items() if value is not None},
             "status": attempt.status, "finish_reason": attempt.finish_reason, "response_text": attempt.response_text,
             "usage": {"prompt_tokens": attempt.prompt_tokens, "completion_tokens": attempt.completion_tokens,
                       "estimated": attempt.usage_estimated},
