@@ -6086,27 +6086,35 @@ def run_home_command(command: str, argv: list[str]) -> int:
         return exit_code_for(err)
 
 
-def setting_row(setting: Setting, environ: Mapping[str, str], files: Sequence[SettingsFile]) -> dict[str, str]:
-    """One setting as `config` shows it: its value, secrets and a URL's credentials masked, and where it came from."""
+def setting_row(setting: Setting, environ: Mapping[str, str], files: Sequence[SettingsFile],
+                secrets: Sequence[str]) -> dict[str, str]:
+    """One setting as `config` shows it: its value, secrets and a URL's credentials masked (before it is cut short,
+    since a key cut in two no longer matches itself), and where it came from."""
     found = setting_source(setting, {}, environ, files)
     if found is None:
         value = ("(not set: required)" if setting.default is MISSING else default_log_dir(environ)
                  if setting.env == "LOG_DIR" else setting_text(setting.default))
         return {"name": setting.env, "value": value, "source": "default"}
     name, raw, source = found
-    value = SECRET_MASK if setting.secret else masked_url(raw) if setting.env == "PROXY_URL" else printable(raw)
+    value = SECRET_MASK if setting.secret else masked_url(raw) if setting.env == "PROXY_URL" else printable(
+        redact(raw, secrets))
     return {"name": setting.env, "value": value, "source": source + (f" ({name})" if name != setting.env else "")}
 
 
 def show_settings(env_file: str | None, json_output: bool) -> int:
     """`config`: every setting, its value and its source, and the files read. Exit 2, with the error a run would
     print, when these settings cannot run (a required one unset, a bad value), so a script can check them."""
-    files = read_env_file(env_file, os.environ)
-    try:
-        secrets, error = load_config({}, os.environ, files, warn=False).secrets, None
+    files: list[SettingsFile] = []
+    error: str | None = None
+    try:  # a file that cannot be read is an error of the listing, which --json still prints
+        files = read_env_file(env_file, os.environ)
+        load_config({}, os.environ, files, warn=False)
     except ConfigError as err:
-        secrets, error = (), str(err)
-    rows = [setting_row(setting, os.environ, files) for setting in SETTINGS]
+        error = str(err)
+    # From the values as written: secrets inside other values (EXTRA_BODY) stay masked when another setting is bad.
+    raw = {s.env: found[1].strip() for s in SETTINGS if (found := setting_source(s, {}, os.environ, files))}
+    secrets = Config(raw.get("PROXY_URL", ""), raw.get("API_KEY", ""), gateway_token=raw.get("GATEWAY_TOKEN")).secrets
+    rows = [setting_row(setting, os.environ, files, secrets) for setting in SETTINGS]
     user = shown_path(user_settings_file(os.environ), os.environ)
     if json_output:
         text = json.dumps({"files": [f.label for f in files], "user_file": user, "settings": rows, "error": error},
