@@ -237,6 +237,23 @@ def test_the_trace_records_each_request_as_sent(small, monkeypatch, tmp_path, en
         sorted(json.dumps(body_of(call), sort_keys=True) for call in route.calls)
 
 
+@pytest.mark.parametrize("extra, secret", [
+    ('{"api_key": "sk-litellm-client-987654", "user": "team-a"}', "sk-litellm-client-987654"),
+    ('{"aws_secret_access_key": "wJalrXUtnFEMI-K7MDENG", "aws_region_name": "us-east-1"}', "wJalrXUtnFEMI-K7MDENG"),
+], ids=["litellm-client-key", "bedrock-secret"])
+@respx.mock
+def test_a_credential_in_extra_body_is_sent_and_masked_everywhere(small, monkeypatch, tmp_path, capsys, extra: str,
+                                                                   secret: str) -> None:
+    """A credential-named field of EXTRA_BODY (as PROXY_URL's ?key=) is sent, and masked in stdout, logs and config."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "true")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path))
+    route = ask_once(monkeypatch, EXTRA_BODY=extra)
+    assert all(secret in json.dumps(body_of(call)) for call in route.calls)
+    assert moa.main(["config", "--json"]) == 0
+    shown = capsys.readouterr().out + "".join(path.read_text() for path in tmp_path.iterdir())
+    assert secret not in shown and ("team-a" in shown or "us-east-1" in shown)
+
+
 @respx.mock
 def test_check_sends_the_options_but_not_the_response_format() -> None:
     """--check's chat request carries EXTRA_BODY and the other options (a provider may need them to route), never
