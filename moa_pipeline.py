@@ -114,6 +114,7 @@ from parsing import (
     _text,
     answer_key,
     answer_left_open,
+    body_credentials,
     chat_completions_url,
     choice_letters,
     credential_parameter,
@@ -462,10 +463,11 @@ class Config:
     @functools.cached_property
     def secrets(self) -> tuple[str, ...]:
         """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info, ``?key=...``;
-        see parsing.CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays itself under
-        ``?api-version=2024-10-21``); each in every form an output may show it in."""
+        see parsing.CREDENTIAL_PARAMETER) and EXTRA_BODY (body_credentials), never any other query value (an answer
+        "2024-10-21" stays itself under ``?api-version=2024-10-21``); each in every form an output may show it in."""
         parts = urlsplit(self.proxy_url)
-        in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
+        in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query),
+                  *body_credentials(self.extra_body)]
         # One shorter than MIN_MASKED_SECRET ("local", "k") is a no-auth placeholder: masked, text would read "***host".
         values = [t for s in (self.api_key, self.gateway_token or "", *in_url) if len(s) >= MIN_MASKED_SECRET
                   for t in (s, s.lower(), normalize_answer(s)) if len(t) >= MIN_MASKED_SECRET]
@@ -6113,7 +6115,8 @@ def show_settings(env_file: str | None, json_output: bool) -> int:
         error = str(err)
     # From the values as written: secrets inside other values (EXTRA_BODY) stay masked when another setting is bad.
     raw = {s.env: found[1].strip() for s in SETTINGS if (found := setting_source(s, {}, os.environ, files))}
-    secrets = Config(raw.get("PROXY_URL", ""), raw.get("API_KEY", ""), gateway_token=raw.get("GATEWAY_TOKEN")).secrets
+    secrets = Config(raw.get("PROXY_URL", ""), raw.get("API_KEY", ""), gateway_token=raw.get("GATEWAY_TOKEN"),
+                     extra_body=raw.get("EXTRA_BODY")).secrets
     rows = [setting_row(setting, os.environ, files, secrets) for setting in SETTINGS]
     user = shown_path(user_settings_file(os.environ), os.environ)
     if json_output:

@@ -1573,6 +1573,18 @@ def credential_parameter(name: str) -> bool:
     return bool(CREDENTIAL_PARAMETER.search(re.sub(r"[^a-z0-9]", "", unquote(name).lower())))
 
 
+def body_credentials(text: str | None) -> list[str]:
+    """EXTRA_BODY's credentials, as PROXY_URL's ``?key=``: the text of each top-level field named as one (LiteLLM's
+    client-side ``api_key``, Bedrock's ``aws_secret_access_key``); none from text that is no JSON object (`config`
+    masks a bad EXTRA_BODY as written)."""
+    try:
+        body = load_json(text or "{}")
+    except ValueError:
+        return []
+    return [value for name, value in body.items() if credential_parameter(name) and isinstance(value, str)] \
+        if isinstance(body, dict) else []
+
+
 def masked_query(query: str) -> str:
     """The query with the value of each credential parameter, and each piece without "=", as ***."""
     return "&".join(SECRET_MASK if not eq else name + eq + (SECRET_MASK if credential_parameter(name) else value)
