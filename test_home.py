@@ -229,6 +229,13 @@ def test_init_without_a_home_folder_writes_nothing_here(tmp_path, monkeypatch, c
     assert "no home folder" in capsys.readouterr().err and not (tmp_path / "~").exists()
 
 
+@pytest.mark.parametrize("home", ["", "relative/home"], ids=["empty", "relative"])
+def test_an_empty_or_relative_home_is_no_home_folder(home: str, monkeypatch) -> None:
+    """HOME="" is no home folder, as a shell's ~ reads it (not "/", where init as root wrote /.config): not absolute."""
+    monkeypatch.setenv("HOME", home)
+    assert not moa.user_settings_file({"HOME": home}).is_absolute()
+
+
 def test_init_writes_nothing_through_a_linked_folder(tmp_path, monkeypatch, capsys) -> None:
     """A link at the settings folder's name is refused too: nothing is written where it points."""
     (tmp_path / "real").mkdir()
