@@ -530,9 +530,9 @@ def command_name() -> str:
 
 def xdg_folder(environ: Mapping[str, str], variable: str, fallback: str = "") -> Path:
     """An XDG base folder: $variable when absolute (the spec ignores a relative one), else ~/fallback; "HOME" is the
-    home folder. XDG on macOS too, as git and gh do: a terminal user looks in ~/.config."""
-    value = environ.get(variable, "")
-    return Path(value) if os.path.isabs(value) else Path(environ.get("HOME") or os.path.expanduser("~")) / fallback
+    home folder: HOME="" is none, as for a shell's ~ (expanduser makes it "/"). XDG on macOS too, as git and gh do."""
+    value, home = environ.get(variable, ""), environ["HOME"] if "HOME" in environ else os.path.expanduser("~")
+    return Path(value) if os.path.isabs(value) else Path(home) / fallback
 
 
 def user_settings_file(environ: Mapping[str, str]) -> Path:
