@@ -54,6 +54,7 @@ def settings(**values: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("name, value, key, sent", [
     ("SEED", "42", "seed", 42),
+    ("SEED", "-1", "seed", -1),
     ("TOP_P", "0.9", "top_p", 0.9),
     ("STOP", "<|im_end|>", "stop", ["<|im_end|>"]),
     ("STOP", "[INST]", "stop", ["[INST]"]),
@@ -63,7 +64,7 @@ def settings(**values: str) -> dict[str, str]:
     ("EXTRA_BODY", '{"provider": {"order": ["groq"], "allow_fallbacks": false}}', "provider",
      {"order": ["groq"], "allow_fallbacks": False}),
     ("EXTRA_BODY", '{"user": "team-a", "metadata": {"tags": ["moa"]}}', "metadata", {"tags": ["moa"]}),
-], ids=["seed", "top-p", "stop-one", "stop-not-json-is-one", "stop-list", "effort-lowered", "effort-new-word",
+], ids=["seed", "seed-negative-as-openai-and-vllm-take", "top-p", "stop-one", "stop-not-json-is-one", "stop-list", "effort-lowered", "effort-new-word",
         "openrouter-provider", "litellm-metadata"])
 @respx.mock
 def test_each_option_reaches_every_request_body(small, monkeypatch, name: str, value: str, key: str, sent: Any) -> None:
@@ -188,7 +189,7 @@ def test_request_options_are_the_settings_of_a_phase(phase: moa.Phase, has_forma
 
 
 @pytest.mark.parametrize("name, value, says", [
-    ("SEED", "-1", "whole number from 0"),
+    ("SEED", str(-2**63 - 1), "whole number from -9223372036854775808"),
     ("SEED", "1.5", "whole number"),
     ("TOP_P", "1.5", "number from 0 to 1"),
     ("STOP", "</answer>", "part of </answer>"),
@@ -207,7 +208,7 @@ def test_request_options_are_the_settings_of_a_phase(phase: moa.Phase, has_forma
     ("EXTRA_BODY", '{"provider": {"weight": NaN}}', "not JSON compliant"),
     ("EXTRA_BODY", '{"seed": 1e999}', "not JSON compliant"),
     ("RESPONSE_FORMAT", '{"type": "json_object", "x": -Infinity}', "not JSON compliant"),
-], ids=["seed-negative", "seed-fraction", "top-p-above-1", "stop-closing-tag", "stop-bracket", "stop-judge-line",
+], ids=["seed-below-int64", "seed-fraction", "top-p-above-1", "stop-closing-tag", "stop-bracket", "stop-judge-line",
         "stop-blank-line", "stop-five", "stop-numbers", "format-a-list", "format-broken-json", "effort-two-words",
         "extra-messages", "extra-model-and-stream", "extra-a-list", "extra-too-long",
         "extra-nan-no-request-could-send", "extra-overflow-is-infinity", "format-infinity"])
