@@ -427,7 +427,7 @@ class Config:
     synthesis_model: str | None = tunable(None, _optional(_text))  # default: the judges' first model
     # Request options (request_options): each in every request body when set, absent when unset.
     system_prompt: str | None = tunable(None, _optional(_text))  # the user's own, before our rules (try_attempt)
-    seed: int | None = tunable(None, _optional(_integer(0, 2**63 - 1)))
+    seed: int | None = tunable(None, _optional(_integer(-2**63, 2**63 - 1)))  # int64, as OpenAI and vLLM take
     top_p: float | None = tunable(None, _optional(_number(0, 1)))
     stop: str | None = tunable(None, _optional(_stop))  # a JSON list
     response_format: str | None = tunable(None, _optional(_json_object))  # a JSON object; the synthesis's only
