@@ -149,6 +149,18 @@ def test_config_masks_secrets_in_every_value_whatever_else_is_wrong(bad: str, js
     assert not [secret for secret in (FAKE_KEY[:8], "gw-secret-token", "url-secret-key") if secret in out]
 
 
+@pytest.mark.parametrize("name, value", [
+    ("PROXY_URL", "https://proxy.test/v1\x1b[2J\nNUM_WORKERS 64  environment"),
+    ("MODEL_NAME", "gpt-4o\x1b[2J\nNUM_WORKERS 64  environment"),
+], ids=["proxy-url", "model-name"])
+def test_config_shows_each_setting_on_one_line(name: str, value: str, monkeypatch, capsys) -> None:
+    """A value with a line break or a terminal escape cannot forge a line of `config`'s table or clear the screen."""
+    monkeypatch.setenv(name, value)
+    moa.main(["config"])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and len(out.splitlines()) == 2 + len(moa.SETTINGS)
+
+
 def test_config_lists_every_setting_its_source_and_the_files(tmp_path, monkeypatch, capsys) -> None:
     """`config --json`: every setting once, in Config's order; the files read, highest first; exit 0 when they
     can run; a fallback name is said (OPENAI_API_KEY)."""
