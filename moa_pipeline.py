@@ -6098,8 +6098,8 @@ def setting_row(setting: Setting, environ: Mapping[str, str], files: Sequence[Se
                  if setting.env == "LOG_DIR" else setting_text(setting.default))
         return {"name": setting.env, "value": value, "source": "default"}
     name, raw, source = found
-    value = SECRET_MASK if setting.secret else masked_url(raw) if setting.env == "PROXY_URL" else printable(
-        redact(raw, secrets))
+    value = SECRET_MASK if setting.secret else printable(masked_url(raw) if setting.env == "PROXY_URL"
+                                                         else redact(raw, secrets))
     return {"name": setting.env, "value": value, "source": source + (f" ({name})" if name != setting.env else "")}
 
 
