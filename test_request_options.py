@@ -255,6 +255,17 @@ def test_a_credential_in_extra_body_is_sent_and_masked_everywhere(small, monkeyp
     assert secret not in shown and ("team-a" in shown or "us-east-1" in shown)
 
 
+@pytest.mark.parametrize("argv", [["-q", QUESTION, "--dry-run"], ["config"], ["config", "--json"]],
+                         ids=["run", "config", "config-json"])
+def test_a_broken_extra_body_is_not_echoed(endpoint_env, monkeypatch, capsys, argv: list) -> None:
+    """EXTRA_BODY that is no JSON object (a trailing comma) is refused without echoing it: it may hold a credential."""
+    monkeypatch.setenv("EXTRA_BODY", '{"api_key": "sk-litellm-client-987654", "user": "team-a",}')
+    assert moa.main(argv) == 2
+    captured = capsys.readouterr()
+    assert "EXTRA_BODY=*** (environment) is not valid: not valid JSON" in captured.err
+    assert "987654" not in captured.out + captured.err
+
+
 @respx.mock
 def test_check_sends_the_options_but_not_the_response_format() -> None:
     """--check's chat request carries EXTRA_BODY and the other options (a provider may need them to route), never
