@@ -494,8 +494,9 @@ class Setting:
     default: Any
 
     def shown(self, value: Any) -> str:
-        """A value as an error shows it: a secret masked, a URL's credentials too (a URL of any type: bytes too)."""
-        if self.secret:
+        """A value as an error shows it: a secret masked (and EXTRA_BODY, whose credential fields body_credentials
+        cannot find in text it cannot read), a URL's credentials too (a URL of any type: bytes too)."""
+        if self.secret or self.env == "EXTRA_BODY":
             return SECRET_MASK
         if self.env != "PROXY_URL":
             return repr(value)[:200]

@@ -1575,14 +1575,14 @@ def credential_parameter(name: str) -> bool:
 
 def body_credentials(text: str | None) -> list[str]:
     """EXTRA_BODY's credentials, as PROXY_URL's ``?key=``: the text of each top-level field named as one (LiteLLM's
-    client-side ``api_key``, Bedrock's ``aws_secret_access_key``); none from text that is no JSON object (`config`
-    masks a bad EXTRA_BODY as written)."""
+    client-side ``api_key``, Bedrock's ``aws_secret_access_key``); all of text that is no JSON object, whose fields
+    cannot be told apart (`config` shows EXTRA_BODY as written, a broken one with a trailing comma too)."""
     try:
         body = load_json(text or "{}")
     except ValueError:
-        return []
+        return [text or ""]
     return [value for name, value in body.items() if credential_parameter(name) and isinstance(value, str)] \
-        if isinstance(body, dict) else []
+        if isinstance(body, dict) else [text or ""]
 
 
 def masked_query(query: str) -> str:
