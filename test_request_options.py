@@ -208,10 +208,13 @@ def test_request_options_are_the_settings_of_a_phase(phase: moa.Phase, has_forma
     ("EXTRA_BODY", '{"provider": {"weight": NaN}}', "not JSON compliant"),
     ("EXTRA_BODY", '{"seed": 1e999}', "not JSON compliant"),
     ("RESPONSE_FORMAT", '{"type": "json_object", "x": -Infinity}', "not JSON compliant"),
+    ("EXTRA_BODY", '{"a": ' * 985 + "1" + "}" * 985, "nested deeper than"),
+    ("RESPONSE_FORMAT", '{"a": [' * 40 + "1" + "]}" * 40, "nested deeper than"),
 ], ids=["seed-below-int64", "seed-fraction", "top-p-above-1", "stop-closing-tag", "stop-bracket", "stop-judge-line",
         "stop-blank-line", "stop-five", "stop-numbers", "format-a-list", "format-broken-json", "effort-two-words",
         "extra-messages", "extra-model-and-stream", "extra-a-list", "extra-too-long",
-        "extra-nan-no-request-could-send", "extra-overflow-is-infinity", "format-infinity"])
+        "extra-nan-no-request-could-send", "extra-overflow-is-infinity", "format-infinity",
+        "extra-nested-985-deep-read-now-but-not-sendable", "format-nested-80-deep"])
 def test_a_bad_option_is_one_line_naming_it(name: str, value: str, says: str) -> None:
     """A bad request option is a ConfigError of one line: the setting, where it came from, what is wrong."""
     with pytest.raises(moa.ConfigError) as raised:
