@@ -1629,6 +1629,9 @@ def _file_prefix(raw: str) -> str:
 # sequences a request may carry (OpenAI's limit), and the body keys EXTRA_BODY may not set: the pipeline owns the
 # conversation and how the reply is read, and each slot's model is MODEL_NAME's (a transcript says who answered).
 JSON_SETTING_CHARS = 16_384
+# Levels of nesting a JSON setting may have: a JSON schema nests a few dozen; one read near Python's recursion limit at
+# start-up would fail each request, read again (request_options) and written (httpx) from deeper in the stack.
+JSON_SETTING_DEPTH = 64
 MAX_STOP_SEQUENCES = 4
 OWNED_BODY_KEYS = ("messages", "model", "n", "stream", "stream_options")
 # What our replies are read by: a stop sequence inside one of these would cut every reply at its own format.
@@ -1641,9 +1644,16 @@ def _json_setting(raw: str) -> Any:
     if len(raw) > JSON_SETTING_CHARS:
         raise ValueError(f"longer than {JSON_SETTING_CHARS} characters")
     try:
-        return load_json(raw)
+        value = load_json(raw)
     except ValueError as err:
         raise ValueError(f"not valid JSON ({getattr(err, 'msg', err)})") from None
+    level = [value]
+    for _ in range(JSON_SETTING_DEPTH):  # level by level, not recursively: the depth is what is in doubt
+        level = [item for node in level if isinstance(node, (dict, list))
+                 for item in (node.values() if isinstance(node, dict) else node)]
+    if any(isinstance(node, (dict, list)) for node in level):
+        raise ValueError(f"nested deeper than {JSON_SETTING_DEPTH} levels")
+    return value
 
 
 def canonical_json(value: Any) -> str:
