@@ -106,6 +106,24 @@ def test_config_json_is_json_when_a_file_cannot_be_read(broken: str, tmp_path, m
     assert code == 2 and shown["error"] and [row["name"] for row in shown["settings"]] == [s.env for s in moa.SETTINGS]
 
 
+@pytest.mark.parametrize("line, folder", [
+    ("LOG_DIR=~/moa-logs", None),
+    ("LOG_DIR=${HOME}/moa-logs", "{home}/moa-logs"),
+], ids=["tilde-refused", "home-variable-expanded"])
+def test_log_dir_in_the_user_file_never_lands_in_the_working_folder(line: str, folder: str | None, tmp_path,
+                                                                    monkeypatch, capsys) -> None:
+    """LOG_DIR=~/… in a file (no shell expands it) is refused, not a folder named ~ made where the tool runs."""
+    monkeypatch.delenv("LOG_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    user_file(f"PROXY_URL={URL}\nAPI_KEY={FAKE_KEY}\n{line}\n")
+    code, shown = config_json(capsys)
+    log_dir = {row["name"]: row["value"] for row in shown["settings"]}["LOG_DIR"]
+    if folder is None:
+        assert code == 2 and "LOG_DIR='~/moa-logs'" in shown["error"] and "${HOME}" in shown["error"]
+    else:
+        assert code == 0 and log_dir == folder.format(home=tmp_path)
+
+
 def test_an_unknown_name_in_the_user_file_warns(monkeypatch, capsys) -> None:
     """A misspelt name in the per-user file is named in a warning with the file, as in .env; the run goes on."""
     monkeypatch.setenv("API_KEY", FAKE_KEY)
