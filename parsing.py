@@ -1609,9 +1609,11 @@ def masked_url(raw: str) -> str:
 
 
 def _folder(raw: str) -> str:
-    """A folder path: any name a file system takes (no NUL byte)."""
-    if "\x00" in raw:
-        raise ValueError("a path cannot contain a NUL byte")
+    """A folder path: any name a file system takes (no NUL byte), but ~/…, which no shell expanded (a settings file,
+    a quoted variable): it would make a folder named ~ wherever the tool runs."""
+    if "\x00" in raw or raw.strip().startswith("~"):
+        raise ValueError("a path cannot contain a NUL byte" if "\x00" in raw else "~ is not expanded here: write the "
+                         "full path, or ${HOME}/… (a settings file expands ${HOME})")
     return _text(raw)
 
 
