@@ -124,6 +124,17 @@ def test_log_dir_in_the_user_file_never_lands_in_the_working_folder(line: str, f
         assert code == 0 and log_dir == folder.format(home=tmp_path)
 
 
+@pytest.mark.parametrize("line", ["sk-proj-PASTEDKEY1234567890", "a1b2c3d4e5f60718293a4b5c6d7e8f90"],
+                         ids=["openai-key-alone", "hex-token-alone"])
+def test_a_key_pasted_alone_on_a_line_is_not_echoed(line: str, monkeypatch, capsys) -> None:
+    """A line with no "=" (a key pasted alone) is warned about without being shown; the run goes on."""
+    monkeypatch.setenv("API_KEY", FAKE_KEY)
+    user_file(f"PROXY_URL={URL}\n{line}\n")
+    assert moa.main(["-q", "Q?", "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert line[:8] not in err and "a line without '='" in err
+
+
 def test_an_unknown_name_in_the_user_file_warns(monkeypatch, capsys) -> None:
     """A misspelt name in the per-user file is named in a warning with the file, as in .env; the run goes on."""
     monkeypatch.setenv("API_KEY", FAKE_KEY)
