@@ -593,9 +593,9 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
             raise ConfigError(f"{name}={setting.shown(raw)} ({source}) is not valid: {err}") from None
     known = {s.env for s in SETTINGS} | set(FALLBACK_NAMES.values())
     for file in files:
-        for name in sorted(set(file.values) - known):
-            log.warning("unknown setting %s in %s is ignored (`%s config` lists the names)", name, file.label,
-                        command_name())
+        for name in sorted(set(file.values) - known):  # a line without "=" may be a pasted key: never shown
+            log.warning("unknown setting %s in %s is ignored (`%s config` lists the names)", name if file.values[name]
+                        is not None else "(a line without '=')", file.label, command_name())
     config = Config(**values)
     if config.min_valid_answers > config.num_workers:
         raise ConfigError(f"MIN_VALID_ANSWERS={config.min_valid_answers} is more than NUM_WORKERS="
