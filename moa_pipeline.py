@@ -6091,8 +6091,7 @@ def run_home_command(command: str, argv: list[str]) -> int:
 
 def setting_row(setting: Setting, environ: Mapping[str, str], files: Sequence[SettingsFile],
                 secrets: Sequence[str]) -> dict[str, str]:
-    """One setting as `config` shows it: its value, secrets and a URL's credentials masked (before it is cut short,
-    since a key cut in two no longer matches itself), and where it came from."""
+    """One setting as `config` shows it: its value, secrets masked before it is cut short, and where it came from."""
     found = setting_source(setting, {}, environ, files)
     if found is None:
         value = ("(not set: required)" if setting.default is MISSING else default_log_dir(environ)
@@ -6106,10 +6105,10 @@ def setting_row(setting: Setting, environ: Mapping[str, str], files: Sequence[Se
 
 def show_settings(env_file: str | None, json_output: bool) -> int:
     """`config`: every setting, its value and its source, and the files read. Exit 2, with the error a run would
-    print, when these settings cannot run (a required one unset, a bad value), so a script can check them."""
+    print, when these settings cannot run (one unset, a bad value, an unreadable file), so a script can check them."""
     files: list[SettingsFile] = []
     error: str | None = None
-    try:  # a file that cannot be read is an error of the listing, which --json still prints
+    try:  # an unreadable file is the listing's error: --json still prints its object
         files = read_env_file(env_file, os.environ)
         load_config({}, os.environ, files, warn=False)
     except ConfigError as err:

@@ -64,8 +64,8 @@ def settings(**values: str) -> dict[str, str]:
     ("EXTRA_BODY", '{"provider": {"order": ["groq"], "allow_fallbacks": false}}', "provider",
      {"order": ["groq"], "allow_fallbacks": False}),
     ("EXTRA_BODY", '{"user": "team-a", "metadata": {"tags": ["moa"]}}', "metadata", {"tags": ["moa"]}),
-], ids=["seed", "seed-negative-as-openai-and-vllm-take", "top-p", "stop-one", "stop-not-json-is-one", "stop-list", "effort-lowered", "effort-new-word",
-        "openrouter-provider", "litellm-metadata"])
+], ids=["seed", "seed-negative-as-openai-and-vllm-take", "top-p", "stop-one", "stop-not-json-is-one", "stop-list",
+        "effort-lowered", "effort-new-word", "openrouter-provider", "litellm-metadata"])
 @respx.mock
 def test_each_option_reaches_every_request_body(small, monkeypatch, name: str, value: str, key: str, sent: Any) -> None:
     """A set option is in the body of every call of the debate, solvers, critics and judges alike."""
