@@ -113,6 +113,7 @@ from parsing import (
     _text,
     answer_key,
     answer_left_open,
+    body_credentials,
     chat_completions_url,
     choice_letters,
     credential_parameter,
@@ -421,7 +422,7 @@ class Config:
     synthesis_model: str | None = tunable(None, _optional(_text))  # default: the judges' first model
     # Request options (request_options): each in every request body when set, absent when unset.
     system_prompt: str | None = tunable(None, _optional(_text))  # the user's own, before our rules (try_attempt)
-    seed: int | None = tunable(None, _optional(_integer(0, 2**63 - 1)))
+    seed: int | None = tunable(None, _optional(_integer(-2**63, 2**63 - 1)))  # int64, as OpenAI and vLLM take
     top_p: float | None = tunable(None, _optional(_number(0, 1)))
     stop: str | None = tunable(None, _optional(_stop))  # a JSON list
     response_format: str | None = tunable(None, _optional(_json_object))  # a JSON object; the synthesis's only
@@ -457,10 +458,11 @@ class Config:
     @functools.cached_property
     def secrets(self) -> tuple[str, ...]:
         """What redact masks: the key, the gateway token and the credentials in PROXY_URL (user info, ``?key=...``;
-        see parsing.CREDENTIAL_PARAMETER), never any other query value (an answer "2024-10-21" stays itself under
-        ``?api-version=2024-10-21``); each in every form an output may show it in."""
+        see parsing.CREDENTIAL_PARAMETER) and EXTRA_BODY (body_credentials), never any other query value (an answer
+        "2024-10-21" stays itself under ``?api-version=2024-10-21``); each in every form an output may show it in."""
         parts = urlsplit(self.proxy_url)
-        in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query)]
+        in_url = [parts.username or "", parts.password or "", *query_credentials(parts.query),
+                  *body_credentials(self.extra_body)]
         # One shorter than MIN_MASKED_SECRET ("local", "k") is a no-auth placeholder: masked, text would read "***host".
         values = [t for s in (self.api_key, self.gateway_token or "", *in_url) if len(s) >= MIN_MASKED_SECRET
                   for t in (s, s.lower(), normalize_answer(s)) if len(t) >= MIN_MASKED_SECRET]
@@ -487,8 +489,9 @@ class Setting:
     default: Any
 
     def shown(self, value: Any) -> str:
-        """A value as an error shows it: a secret masked, a URL's credentials too (a URL of any type: bytes too)."""
-        if self.secret:
+        """A value as an error shows it: a secret masked (and EXTRA_BODY, whose credential fields body_credentials
+        cannot find in text it cannot read), a URL's credentials too (a URL of any type: bytes too)."""
+        if self.secret or self.env == "EXTRA_BODY":
             return SECRET_MASK
         if self.env != "PROXY_URL":
             return repr(value)[:200]
@@ -523,9 +526,9 @@ def command_name() -> str:
 
 def xdg_folder(environ: Mapping[str, str], variable: str, fallback: str = "") -> Path:
     """An XDG base folder: $variable when absolute (the spec ignores a relative one), else ~/fallback; "HOME" is the
-    home folder. XDG on macOS too, as git and gh do: a terminal user looks in ~/.config."""
-    value = environ.get(variable, "")
-    return Path(value) if os.path.isabs(value) else Path(environ.get("HOME") or os.path.expanduser("~")) / fallback
+    home folder: HOME="" is none, as for a shell's ~ (expanduser makes it "/"). XDG on macOS too, as git and gh do."""
+    value, home = environ.get(variable, ""), environ["HOME"] if "HOME" in environ else os.path.expanduser("~")
+    return Path(value) if os.path.isabs(value) else Path(home) / fallback
 
 
 def user_settings_file(environ: Mapping[str, str]) -> Path:
@@ -585,9 +588,9 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
             raise ConfigError(f"{name}={setting.shown(raw)} ({source}) is not valid: {err}") from None
     known = {s.env for s in SETTINGS} | set(FALLBACK_NAMES.values())
     for file in files:
-        for name in sorted(set(file.values) - known):
-            log.warning("unknown setting %s in %s is ignored (`%s config` lists the names)", name, file.label,
-                        command_name())
+        for name in sorted(set(file.values) - known):  # a line without "=" may be a pasted key: never shown
+            log.warning("unknown setting %s in %s is ignored (`%s config` lists the names)", name if file.values[name]
+                        is not None else "(a line without '=')", file.label, command_name())
     config = Config(**values)
     if config.min_valid_answers > config.num_workers:
         raise ConfigError(f"MIN_VALID_ANSWERS={config.min_valid_answers} is more than NUM_WORKERS="
@@ -3927,8 +3930,9 @@ class TraceWriter:
         self.write({
             "type": "attempt", "run_id": state.run_id, "pass": call.pass_number, "debate_round": call.debate_round,
             "phase": call.phase, "agent": call.agent, "attempt": attempt.number, "nonce": attempt.nonce,
-            "model": attempt.model, "request": {"model": attempt.model, "messages": messages,
-                                                "temperature": temperature, "max_tokens": max_tokens},
+            "model": attempt.model, "request": {key: value for key, value in ({  # as Endpoint.complete sends it
+                "model": attempt.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+                | request_options(state.config, call.phase)).items() if value is not None},
             "status": attempt.status, "finish_reason": attempt.finish_reason, "response_text": attempt.response_text,
             "usage": {"prompt_tokens": attempt.prompt_tokens, "completion_tokens": attempt.completion_tokens,
                       "estimated": attempt.usage_estimated},
@@ -5979,27 +5983,35 @@ def run_home_command(command: str, argv: list[str]) -> int:
         return exit_code_for(err)
 
 
-def setting_row(setting: Setting, environ: Mapping[str, str], files: Sequence[SettingsFile]) -> dict[str, str]:
-    """One setting as `config` shows it: its value, secrets and a URL's credentials masked, and where it came from."""
+def setting_row(setting: Setting, environ: Mapping[str, str], files: Sequence[SettingsFile],
+                secrets: Sequence[str]) -> dict[str, str]:
+    """One setting as `config` shows it: its value, secrets masked before it is cut short, and where it came from."""
     found = setting_source(setting, {}, environ, files)
     if found is None:
         value = ("(not set: required)" if setting.default is MISSING else default_log_dir(environ)
                  if setting.env == "LOG_DIR" else setting_text(setting.default))
         return {"name": setting.env, "value": value, "source": "default"}
     name, raw, source = found
-    value = SECRET_MASK if setting.secret else masked_url(raw) if setting.env == "PROXY_URL" else printable(raw)
+    value = SECRET_MASK if setting.secret else printable(masked_url(raw) if setting.env == "PROXY_URL"
+                                                         else redact(raw, secrets))
     return {"name": setting.env, "value": value, "source": source + (f" ({name})" if name != setting.env else "")}
 
 
 def show_settings(env_file: str | None, json_output: bool) -> int:
     """`config`: every setting, its value and its source, and the files read. Exit 2, with the error a run would
-    print, when these settings cannot run (a required one unset, a bad value), so a script can check them."""
-    files = read_env_file(env_file, os.environ)
-    try:
-        secrets, error = load_config({}, os.environ, files, warn=False).secrets, None
+    print, when these settings cannot run (one unset, a bad value, an unreadable file), so a script can check them."""
+    files: list[SettingsFile] = []
+    error: str | None = None
+    try:  # an unreadable file is the listing's error: --json still prints its object
+        files = read_env_file(env_file, os.environ)
+        load_config({}, os.environ, files, warn=False)
     except ConfigError as err:
-        secrets, error = (), str(err)
-    rows = [setting_row(setting, os.environ, files) for setting in SETTINGS]
+        error = str(err)
+    # From the values as written: secrets inside other values (EXTRA_BODY) stay masked when another setting is bad.
+    raw = {s.env: found[1].strip() for s in SETTINGS if (found := setting_source(s, {}, os.environ, files))}
+    secrets = Config(raw.get("PROXY_URL", ""), raw.get("API_KEY", ""), gateway_token=raw.get("GATEWAY_TOKEN"),
+                     extra_body=raw.get("EXTRA_BODY")).secrets
+    rows = [setting_row(setting, os.environ, files, secrets) for setting in SETTINGS]
     user = shown_path(user_settings_file(os.environ), os.environ)
     if json_output:
         text = json.dumps({"files": [f.label for f in files], "user_file": user, "settings": rows, "error": error},

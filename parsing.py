@@ -1573,6 +1573,18 @@ def credential_parameter(name: str) -> bool:
     return bool(CREDENTIAL_PARAMETER.search(re.sub(r"[^a-z0-9]", "", unquote(name).lower())))
 
 
+def body_credentials(text: str | None) -> list[str]:
+    """EXTRA_BODY's credentials, as PROXY_URL's ``?key=``: the text of each top-level field named as one (LiteLLM's
+    client-side ``api_key``, Bedrock's ``aws_secret_access_key``); all of text that is no JSON object, whose fields
+    cannot be told apart (`config` shows EXTRA_BODY as written, a broken one with a trailing comma too)."""
+    try:
+        body = load_json(text or "{}")
+    except ValueError:
+        return [text or ""]
+    return [value for name, value in body.items() if credential_parameter(name) and isinstance(value, str)] \
+        if isinstance(body, dict) else [text or ""]
+
+
 def masked_query(query: str) -> str:
     """The query with the value of each credential parameter, and each piece without "=", as ***."""
     return "&".join(SECRET_MASK if not eq else name + eq + (SECRET_MASK if credential_parameter(name) else value)
@@ -1597,9 +1609,11 @@ def masked_url(raw: str) -> str:
 
 
 def _folder(raw: str) -> str:
-    """A folder path: any name a file system takes (no NUL byte)."""
-    if "\x00" in raw:
-        raise ValueError("a path cannot contain a NUL byte")
+    """A folder path: any name a file system takes (no NUL byte), but ~/…, which no shell expanded (a settings file,
+    a quoted variable): it would make a folder named ~ wherever the tool runs."""
+    if "\x00" in raw or raw.strip().startswith("~"):
+        raise ValueError("a path cannot contain a NUL byte" if "\x00" in raw else "~ is not expanded here: write the "
+                         "full path, or ${HOME}/… (a settings file expands ${HOME})")
     return _text(raw)
 
 
@@ -1617,6 +1631,9 @@ def _file_prefix(raw: str) -> str:
 # sequences a request may carry (OpenAI's limit), and the body keys EXTRA_BODY may not set: the pipeline owns the
 # conversation and how the reply is read, and each slot's model is MODEL_NAME's (a transcript says who answered).
 JSON_SETTING_CHARS = 16_384
+# Levels of nesting a JSON setting may have: a JSON schema nests a few dozen; one read near Python's recursion limit at
+# start-up would fail each request, read again (request_options) and written (httpx) from deeper in the stack.
+JSON_SETTING_DEPTH = 64
 MAX_STOP_SEQUENCES = 4
 OWNED_BODY_KEYS = ("messages", "model", "n", "stream", "stream_options")
 # What our replies are read by: a stop sequence inside one of these would cut every reply at its own format.
@@ -1629,14 +1646,22 @@ def _json_setting(raw: str) -> Any:
     if len(raw) > JSON_SETTING_CHARS:
         raise ValueError(f"longer than {JSON_SETTING_CHARS} characters")
     try:
-        return load_json(raw)
+        value = load_json(raw)
     except ValueError as err:
         raise ValueError(f"not valid JSON ({getattr(err, 'msg', err)})") from None
+    level = [value]
+    for _ in range(JSON_SETTING_DEPTH):  # level by level, not recursively: the depth is what is in doubt
+        level = [item for node in level if isinstance(node, (dict, list))
+                 for item in (node.values() if isinstance(node, dict) else node)]
+    if any(isinstance(node, (dict, list)) for node in level):
+        raise ValueError(f"nested deeper than {JSON_SETTING_DEPTH} levels")
+    return value
 
 
 def canonical_json(value: Any) -> str:
-    """A JSON setting as Config keeps it: one text for one value, so a Config stays hashable and comparable."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """A JSON setting as Config keeps it: one text for one value, so a Config stays hashable and comparable. NaN and
+    Infinity (1e999) are refused (ValueError): Python reads them, but no request holding one can be sent as JSON."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _json_object(raw: str) -> str:

@@ -80,7 +80,7 @@ def test_a_bad_value_names_its_file(file: str, source: str, tmp_path, monkeypatc
 ], ids=["folder", "fifo", "not-utf8", "too-big", "dangling-link"])
 def test_an_unreadable_user_file_is_one_line(make, why: str, monkeypatch, capsys) -> None:
     """A folder, FIFO (never waited on), non-UTF-8, oversized file or dangling link at the per-user file's name:
-    one error line naming it, exit 2, for a run and for `config` alike."""
+    one error line naming it, exit 2, for a run and for `config` alike (which lists the settings before it)."""
     monkeypatch.setenv("PROXY_URL", URL)
     monkeypatch.setenv("API_KEY", FAKE_KEY)
     path = moa.user_settings_file(os.environ)
@@ -90,7 +90,49 @@ def test_an_unreadable_user_file_is_one_line(make, why: str, monkeypatch, capsys
         assert moa.main(argv) == 2
         captured = capsys.readouterr()
         assert captured.err.startswith(f"error: {path}") and why in captured.err and captured.err.count("\n") == 1
-        assert captured.out == ""
+        assert (captured.out == "") == (argv[0] == "-q")
+
+
+@pytest.mark.parametrize("broken", ["user", "dotenv", "named"], ids=["user-file-a-folder", "dotenv-not-utf8",
+                                                                    "env-file-missing"])
+def test_config_json_is_json_when_a_file_cannot_be_read(broken: str, tmp_path, monkeypatch, capsys) -> None:
+    """`config --json` prints its object (the error in "error") even when a settings file cannot be read; exit 2."""
+    monkeypatch.chdir(tmp_path)
+    if broken == "user":
+        moa.user_settings_file(os.environ).mkdir(parents=True)
+    if broken == "dotenv":
+        (tmp_path / ".env").write_bytes(b"API_KEY=\xff\n")
+    code, shown = config_json(capsys, *(["--env-file", "gone.env"] if broken == "named" else []))
+    assert code == 2 and shown["error"] and [row["name"] for row in shown["settings"]] == [s.env for s in moa.SETTINGS]
+
+
+@pytest.mark.parametrize("line, folder", [
+    ("LOG_DIR=~/moa-logs", None),
+    ("LOG_DIR=${HOME}/moa-logs", "{home}/moa-logs"),
+], ids=["tilde-refused", "home-variable-expanded"])
+def test_log_dir_in_the_user_file_never_lands_in_the_working_folder(line: str, folder: str | None, tmp_path,
+                                                                    monkeypatch, capsys) -> None:
+    """LOG_DIR=~/… in a file (no shell expands it) is refused, not a folder named ~ made where the tool runs."""
+    monkeypatch.delenv("LOG_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    user_file(f"PROXY_URL={URL}\nAPI_KEY={FAKE_KEY}\n{line}\n")
+    code, shown = config_json(capsys)
+    log_dir = {row["name"]: row["value"] for row in shown["settings"]}["LOG_DIR"]
+    if folder is None:
+        assert code == 2 and "LOG_DIR='~/moa-logs'" in shown["error"] and "${HOME}" in shown["error"]
+    else:
+        assert code == 0 and log_dir == folder.format(home=tmp_path)
+
+
+@pytest.mark.parametrize("line", ["sk-proj-PASTEDKEY1234567890", "a1b2c3d4e5f60718293a4b5c6d7e8f90"],
+                         ids=["openai-key-alone", "hex-token-alone"])
+def test_a_key_pasted_alone_on_a_line_is_not_echoed(line: str, monkeypatch, capsys) -> None:
+    """A line with no "=" (a key pasted alone) is warned about without being shown; the run goes on."""
+    monkeypatch.setenv("API_KEY", FAKE_KEY)
+    user_file(f"PROXY_URL={URL}\n{line}\n")
+    assert moa.main(["-q", "Q?", "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert line[:8] not in err and "a line without '='" in err
 
 
 def test_an_unknown_name_in_the_user_file_warns(monkeypatch, capsys) -> None:
@@ -119,6 +161,33 @@ def test_config_masks_every_secret(json_output: bool, monkeypatch, capsys) -> No
         rows = {row["name"]: row for row in json.loads(out)["settings"]}
         assert rows["API_KEY"] == {"name": "API_KEY", "value": "***", "source": "environment"}
         assert rows["GATEWAY_TOKEN"]["value"] == "***"
+
+
+@pytest.mark.parametrize("bad, json_output, pad", [
+    ("", False, 0), ("", True, 0), ("lots", False, 0), ("lots", True, 0), ("", True, 169),
+], ids=["valid-table", "valid-json", "bad-workers-table", "bad-workers-json", "key-cut-at-200-characters"])
+def test_config_masks_secrets_in_every_value_whatever_else_is_wrong(bad: str, json_output: bool, pad: int,
+                                                                     capsys) -> None:
+    """The key, the gateway token and a URL credential are masked inside other values (EXTRA_BODY) too, and
+    still when another setting is bad or the value is cut short: the masking does not wait for either."""
+    user_file(f"PROXY_URL={URL}?key=url-secret-key-0123\nAPI_KEY={FAKE_KEY}\nGATEWAY_TOKEN=gw-secret-token-98765\n"
+              f'EXTRA_BODY={{"pad": "{"x" * pad}", "user": "{FAKE_KEY}", "t": "gw-secret-token-98765", '
+              f'"q": "url-secret-key-0123"}}\nNUM_WORKERS={bad}\n')
+    assert moa.main(["config", *(["--json"] if json_output else [])]) == (2 if bad else 0)
+    out = capsys.readouterr().out
+    assert not [secret for secret in (FAKE_KEY[:8], "gw-secret-token", "url-secret-key") if secret in out]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("PROXY_URL", "https://proxy.test/v1\x1b[2J\nNUM_WORKERS 64  environment"),
+    ("MODEL_NAME", "gpt-4o\x1b[2J\nNUM_WORKERS 64  environment"),
+], ids=["proxy-url", "model-name"])
+def test_config_shows_each_setting_on_one_line(name: str, value: str, monkeypatch, capsys) -> None:
+    """A value with a line break or a terminal escape cannot forge a line of `config`'s table or clear the screen."""
+    monkeypatch.setenv(name, value)
+    moa.main(["config"])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and len(out.splitlines()) == 2 + len(moa.SETTINGS)
 
 
 def test_config_lists_every_setting_its_source_and_the_files(tmp_path, monkeypatch, capsys) -> None:
@@ -199,6 +268,13 @@ def test_init_without_a_home_folder_writes_nothing_here(tmp_path, monkeypatch, c
     monkeypatch.setattr(os.path, "expanduser", lambda path: path)
     assert moa.main(["init"]) == 2
     assert "no home folder" in capsys.readouterr().err and not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("home", ["", "relative/home"], ids=["empty", "relative"])
+def test_an_empty_or_relative_home_is_no_home_folder(home: str, monkeypatch) -> None:
+    """HOME="" is no home folder, as a shell's ~ reads it (not "/", where init as root wrote /.config): not absolute."""
+    monkeypatch.setenv("HOME", home)
+    assert not moa.user_settings_file({"HOME": home}).is_absolute()
 
 
 def test_init_writes_nothing_through_a_linked_folder(tmp_path, monkeypatch, capsys) -> None:

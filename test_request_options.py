@@ -54,6 +54,7 @@ def settings(**values: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("name, value, key, sent", [
     ("SEED", "42", "seed", 42),
+    ("SEED", "-1", "seed", -1),
     ("TOP_P", "0.9", "top_p", 0.9),
     ("STOP", "<|im_end|>", "stop", ["<|im_end|>"]),
     ("STOP", "[INST]", "stop", ["[INST]"]),
@@ -63,8 +64,8 @@ def settings(**values: str) -> dict[str, str]:
     ("EXTRA_BODY", '{"provider": {"order": ["groq"], "allow_fallbacks": false}}', "provider",
      {"order": ["groq"], "allow_fallbacks": False}),
     ("EXTRA_BODY", '{"user": "team-a", "metadata": {"tags": ["moa"]}}', "metadata", {"tags": ["moa"]}),
-], ids=["seed", "top-p", "stop-one", "stop-not-json-is-one", "stop-list", "effort-lowered", "effort-new-word",
-        "openrouter-provider", "litellm-metadata"])
+], ids=["seed", "seed-negative-as-openai-and-vllm-take", "top-p", "stop-one", "stop-not-json-is-one", "stop-list",
+        "effort-lowered", "effort-new-word", "openrouter-provider", "litellm-metadata"])
 @respx.mock
 def test_each_option_reaches_every_request_body(small, monkeypatch, name: str, value: str, key: str, sent: Any) -> None:
     """A set option is in the body of every call of the debate, solvers, critics and judges alike."""
@@ -188,7 +189,7 @@ def test_request_options_are_the_settings_of_a_phase(phase: moa.Phase, has_forma
 
 
 @pytest.mark.parametrize("name, value, says", [
-    ("SEED", "-1", "whole number from 0"),
+    ("SEED", str(-2**63 - 1), "whole number from -9223372036854775808"),
     ("SEED", "1.5", "whole number"),
     ("TOP_P", "1.5", "number from 0 to 1"),
     ("STOP", "</answer>", "part of </answer>"),
@@ -204,9 +205,16 @@ def test_request_options_are_the_settings_of_a_phase(phase: moa.Phase, has_forma
     ("EXTRA_BODY", '{"model": "x", "stream": true}', "it sets model, stream"),
     ("EXTRA_BODY", "[1]", "expected a JSON object"),
     ("EXTRA_BODY", '{"a": "' + "x" * parsing.JSON_SETTING_CHARS + '"}', "longer than"),
-], ids=["seed-negative", "seed-fraction", "top-p-above-1", "stop-closing-tag", "stop-bracket", "stop-judge-line",
+    ("EXTRA_BODY", '{"provider": {"weight": NaN}}', "not JSON compliant"),
+    ("EXTRA_BODY", '{"seed": 1e999}', "not JSON compliant"),
+    ("RESPONSE_FORMAT", '{"type": "json_object", "x": -Infinity}', "not JSON compliant"),
+    ("EXTRA_BODY", '{"a": ' * 985 + "1" + "}" * 985, "nested"),  # pytest's deeper stack: json's own limit
+    ("RESPONSE_FORMAT", '{"a": [' * 40 + "1" + "]}" * 40, "nested deeper than"),
+], ids=["seed-below-int64", "seed-fraction", "top-p-above-1", "stop-closing-tag", "stop-bracket", "stop-judge-line",
         "stop-blank-line", "stop-five", "stop-numbers", "format-a-list", "format-broken-json", "effort-two-words",
-        "extra-messages", "extra-model-and-stream", "extra-a-list", "extra-too-long"])
+        "extra-messages", "extra-model-and-stream", "extra-a-list", "extra-too-long",
+        "extra-nan-no-request-could-send", "extra-overflow-is-infinity", "format-infinity",
+        "extra-nested-985-deep-read-now-but-not-sendable", "format-nested-80-deep"])
 def test_a_bad_option_is_one_line_naming_it(name: str, value: str, says: str) -> None:
     """A bad request option is a ConfigError of one line: the setting, where it came from, what is wrong."""
     with pytest.raises(moa.ConfigError) as raised:
@@ -214,6 +222,51 @@ def test_a_bad_option_is_one_line_naming_it(name: str, value: str, says: str) ->
     message = str(raised.value)
     assert message.startswith(f"{name}=") and "(environment)" in message and says in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("env", [
+    {"SEED": "7", "EXTRA_BODY": '{"temperature": 0, "max_tokens": null, "provider": {"order": ["groq"]}}'},
+    {"STOP": "<|im_end|>", "TOP_P": "0.5"},
+    {},
+], ids=["extra-body-overrides-and-removes", "options", "none"])
+@respx.mock
+def test_the_trace_records_each_request_as_sent(small, monkeypatch, tmp_path, env: dict) -> None:
+    """Each trace attempt's "request" is the body the endpoint got: options, EXTRA_BODY's overrides and removals."""
+    monkeypatch.setenv("ENABLE_JSONL_TRACE", "true")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path))
+    route = ask_once(monkeypatch, **env)
+    attempts = [r for path in tmp_path.glob("*.jsonl") for line in path.read_text().splitlines()
+                if (r := json.loads(line))["type"] == "attempt"]
+    assert sorted(json.dumps(a["request"], sort_keys=True) for a in attempts) == \
+        sorted(json.dumps(body_of(call), sort_keys=True) for call in route.calls)
+
+
+@pytest.mark.parametrize("extra, secret", [
+    ('{"api_key": "sk-litellm-client-987654", "user": "team-a"}', "sk-litellm-client-987654"),
+    ('{"aws_secret_access_key": "wJalrXUtnFEMI-K7MDENG", "aws_region_name": "us-east-1"}', "wJalrXUtnFEMI-K7MDENG"),
+], ids=["litellm-client-key", "bedrock-secret"])
+@respx.mock
+def test_a_credential_in_extra_body_is_sent_and_masked_everywhere(small, monkeypatch, tmp_path, capsys, extra: str,
+                                                                   secret: str) -> None:
+    """A credential-named field of EXTRA_BODY (as PROXY_URL's ?key=) is sent, and masked in stdout, logs and config."""
+    monkeypatch.setenv("ENABLE_FILE_LOGGING", "true")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path))
+    route = ask_once(monkeypatch, EXTRA_BODY=extra)
+    assert all(secret in json.dumps(body_of(call)) for call in route.calls)
+    assert moa.main(["config", "--json"]) == 0
+    shown = capsys.readouterr().out + "".join(path.read_text() for path in tmp_path.iterdir())
+    assert secret not in shown and ("team-a" in shown or "us-east-1" in shown)
+
+
+@pytest.mark.parametrize("argv", [["-q", QUESTION, "--dry-run"], ["config"], ["config", "--json"]],
+                         ids=["run", "config", "config-json"])
+def test_a_broken_extra_body_is_not_echoed(endpoint_env, monkeypatch, capsys, argv: list) -> None:
+    """EXTRA_BODY that is no JSON object (a trailing comma) is refused without echoing it: it may hold a credential."""
+    monkeypatch.setenv("EXTRA_BODY", '{"api_key": "sk-litellm-client-987654", "user": "team-a",}')
+    assert moa.main(argv) == 2
+    captured = capsys.readouterr()
+    assert "EXTRA_BODY=*** (environment) is not valid: not valid JSON" in captured.err
+    assert "987654" not in captured.out + captured.err
 
 
 @respx.mock
