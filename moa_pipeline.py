@@ -3122,8 +3122,7 @@ def log_phase(state: Debate, phase: Phase, debate_round: int = 1) -> None:
     if not calls:
         return
     span = (max(a.started_s + a.latency_s for a in attempts) - min(a.started_s for a in attempts)) if attempts else 0.0
-    labels = ((f"round {debate_round}", debate_round > 1), ("rerun", state.pass_number > 1))
-    where = "".join(f" ({label})" for label, shown in labels if shown)
+    where = f" (round {debate_round})" * (debate_round > 1) + " (rerun)" * (state.pass_number > 1)
     log.info("%s %d/%d ok %.1fs%s", phase, sum(c.ok for c in calls), len(calls), span, where)
 
 
@@ -3142,7 +3141,14 @@ async def debate_once(state: Debate, question: str, workers: int, temperature: f
         if verdict is not None:
             state.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
                        problem=False)
-            return unchecked_unanimity(state, verdict)
+            # At most UNCHECKED_CONFIDENCE when most solver replies of this pass were read only by the paragraph
+            # guess: answers that key alike are then guesses that agree, and no judge checked them.
+            solvers = format_counts(c for c in state.calls if c.pass_number == state.pass_number).get(Phase.GENERATE)
+            if solvers is None or not format_failed(solvers) or verdict.confidence <= UNCHECKED_CONFIDENCE:
+                return verdict
+            state.note(f"most solver replies did not follow the format: the early exit's confidence is at most "
+                       f"{UNCHECKED_CONFIDENCE}, not {verdict.confidence}")
+            return replace(verdict, confidence=UNCHECKED_CONFIDENCE)
         return await deliberate(state, question, positions, workers, temperature,
                                 done=Phase.GENERATE if barriers else Phase.REBUTTAL)
     finally:
@@ -3150,32 +3156,19 @@ async def debate_once(state: Debate, question: str, workers: int, temperature: f
             watch.close()
 
 
-def unchecked_unanimity(state: Debate, verdict: Verdict) -> Verdict:
-    """An early exit's verdict, at most UNCHECKED_CONFIDENCE when most solver replies of this pass were read only by
-    the paragraph guess: answers that key alike are then guesses that agree, and no judge checked them."""
-    solvers = format_counts(c for c in state.calls if c.pass_number == state.pass_number).get(Phase.GENERATE)
-    if solvers is None or not format_failed(solvers) or verdict.confidence <= UNCHECKED_CONFIDENCE:
-        return verdict
-    state.note(f"most solver replies did not follow the format: the early exit's confidence is at most "
-               f"{UNCHECKED_CONFIDENCE}, not {verdict.confidence}")
-    return replace(verdict, confidence=UNCHECKED_CONFIDENCE)
-
-
-def rerun_futile(state: Debate) -> str | None:
-    """Why a rerun cannot help, or None: most of pass 1's judge replies could not be read or were read only by a
-    fallback (no FINAL ANSWER line: format_failed), or so few could be read that their phase was given up on
-    (format_given_up). Their low confidence then says the judges cannot write the verdict's format, not that the
-    question is hard; a rerun asks the same judges the same way, and pays a whole debate for another such verdict."""
-    judges = format_counts(c for c in state.calls if c.phase == Phase.JUDGE and c.pass_number == 1).get(Phase.JUDGE)
-    if judges and (format_failed(judges) or Phase.JUDGE in state.gave_up):
-        return (f"of the judges' {judges['replies']} replies, {judges['failed']} could not be read and "
-                f"{judges['last_tier']} had no FINAL ANSWER line")
-    return None
-
-
 async def rerun(state: Debate, question: str) -> None:
-    """The one confidence-triggered rerun, if the budget pays for it."""
+    """The one confidence-triggered rerun, if it can help and the budget pays for it. It cannot help when most of
+    pass 1's judge replies could not be read or were read only by a fallback (no FINAL ANSWER line: format_failed),
+    or so few could be read that their phase was given up on (format_given_up). Their low confidence then says the
+    judges cannot write the verdict's format, not that the question is hard; a rerun asks the same judges the same
+    way, and pays a whole debate for another such verdict."""
     config, first = state.config, state.verdicts[0]
+    judges = format_counts(c for c in state.calls if c.pass_number == 1).get(Phase.JUDGE)
+    if judges and (format_failed(judges) or Phase.JUDGE in state.gave_up):
+        state.note(f"no rerun: of the judges' {judges['replies']} replies, {judges['failed']} could not be read and "
+                   f"{judges['last_tier']} had no FINAL ANSWER line, and a rerun would ask them the same way; pass 1's "
+                   "verdict stands")
+        return
     workers, temperature = rerun_settings(config)
     if not state.budget.fits(*rerun_price(state, question)):
         state.skip("rerun")
@@ -3185,12 +3178,9 @@ async def rerun(state: Debate, question: str) -> None:
     state.rerun, state.pass_number = True, 2  # its calls, notes and straggler watches are pass 2's
     try:
         second = await debate_once(state, question, workers, temperature)
-    except DeadlinePassed:
-        state.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
-                   "pass 1's verdict stands")
-        return
     except MoAError as err:
-        state.note(f"the rerun failed ({err}); keeping pass 1's verdict")
+        state.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; pass 1's verdict stands"
+                   if isinstance(err, DeadlinePassed) else f"the rerun failed ({err}); keeping pass 1's verdict")
         return
     finally:
         state.pass_number = 1
@@ -3277,10 +3267,7 @@ async def run_question(state: Debate, question: str, replay: Replay | None, stra
             state.verdicts.append(first)
             state.reported = 1
             if replay is None and not baseline and first.confidence < config.min_judge_confidence:
-                if futile := rerun_futile(state):
-                    state.note(f"no rerun: {futile}, and a rerun would ask them the same way; pass 1's verdict stands")
-                else:
-                    await rerun(state, question)
+                await rerun(state, question)
             if synthesis:
                 reported = state.verdicts[(state.reported or 1) - 1]
                 await synthesize(state, question, typed_key(reported.kind, question))
