@@ -5435,10 +5435,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog=command_name(), epilog=HELP_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge (vote or "
-                    "rank), and for a whole response, synthesize.")
+        prog=command_name(), epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge (vote or rank), "
+                    "and for a whole response, synthesize.")
     add_source_flags(parser)
     batch = parser.add_argument_group("batch mode (with -f)")
     batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
@@ -5500,9 +5499,8 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
     switch("--early-exit", "EARLY_EXIT", "true", "stop after phase 1 when every answer agrees")
     switch("--phase-barriers", "PHASE_BARRIERS", "true", "each phase waits for the whole previous one")
     value("--model", "MODEL_NAME", "model name sent to the endpoint (MODEL_NAME)", "NAME")
-    parser.add_argument("--env-file", metavar="PATH",
-                        help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}), above ./.env and the "
-                             "per-user file")
+    parser.add_argument("--env-file", metavar="PATH", help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}), "
+                        "above ./.env and the per-user file")
     value("--max-calls", "MAX_CALLS", "HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
     value("--max-tokens", "MAX_TOTAL_TOKENS", "tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
     value("--deadline", "QUESTION_DEADLINE", "stop a question after this long (QUESTION_DEADLINE; 0: none)", "SECONDS")
@@ -5635,8 +5633,7 @@ class TerminalEcho:
     def __call__(self, text: str | None) -> None:
         if text is None:  # an attempt's stream starts: a retry writes the response again, from its start
             if self.finish():
-                emit("[that response was not usable (cut off, or not a response); it is written again]",
-                     self.secrets)
+                emit("[that response was not usable (cut off, or not a response); it is written again]", self.secrets)
             self.shown, self.thinking = "", False
             return
         *lines, self.pending = (self.pending + text).split("\n")
@@ -5861,11 +5858,10 @@ class SingleRequest:
 BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "shard",
                     "--output-format": "output_format", "--logs": "logs", "--no-resume": "no_resume",
                     "--force": "force"}
-CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from",
-                                     "--rounds": "ROUNDS", "--no-rebuttal": "ENABLE_REBUTTAL",
-                                     "--early-exit": "EARLY_EXIT", "--phase-barriers": "PHASE_BARRIERS",
-                                     "--max-calls": "MAX_CALLS", "--max-tokens": "MAX_TOTAL_TOKENS",
-                                     "--deadline": "QUESTION_DEADLINE"}
+CHECK_IGNORES = BATCH_ONLY_FLAGS | {
+    "--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from", "--rounds": "ROUNDS",
+    "--no-rebuttal": "ENABLE_REBUTTAL", "--early-exit": "EARLY_EXIT", "--phase-barriers": "PHASE_BARRIERS",
+    "--max-calls": "MAX_CALLS", "--max-tokens": "MAX_TOTAL_TOKENS", "--deadline": "QUESTION_DEADLINE"}
 
 
 def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
