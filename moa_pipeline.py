@@ -5519,13 +5519,13 @@ def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     return {name: value for name, value in vars(args).items() if name.isupper() and value is not None}
 
 
-def read_question(value: str, stdin: Any, max_chars: int = 10**9) -> str:
+def read_question(value: str, max_chars: int) -> str:
     """The question from ``-q``: the text itself, or stdin for ``-``. Stdin is read only as far as
     MAX_QUESTION_CHARS could reach (a UTF-8 character is at most 4 bytes)."""
     if value == "-":
         limit = 4 * max_chars + 4
         try:
-            raw = stdin_bytes(stdin).read(limit + 1)
+            raw = stdin_bytes(sys.stdin).read(limit + 1)
         except OSError as err:
             raise ConfigError(f"cannot read the question from stdin ({err.strerror or err})") from None
         if len(raw) > limit:
@@ -5710,28 +5710,6 @@ async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover
                 run.record = run.record.ended(err)
 
 
-def single_question(args: argparse.Namespace, config: Config) -> SingleRequest:
-    """The question (and the replay it comes from, if any); ConfigError on bad input."""
-    if args.replay is not None:
-        if args.replay_from is None:
-            raise ConfigError("--replay needs --from critique|rebuttal|round2..round10|judges|synthesis: the first "
-                              "phase to run again")
-        replay = load_replay(Path(args.replay), ReplayStart.parse(args.replay_from))
-        if args.ANSWER_SHAPE not in (None, replay.shape.shape):
-            raise ConfigError(f"--answer {args.ANSWER_SHAPE}: this trace's answers were written as "
-                              f"{replay.shape.shape} answers, and a replay keeps them: run the question again with -q")
-        if replay.verdict is not None and not config.synthesizes(replay.shape.shape):
-            raise ConfigError(f"--from synthesis: SYNTHESIZE={config.synthesize} writes no synthesis for this "
-                              f"{replay.shape.shape} answer, so there is nothing to run again: add --synthesize on")
-        if (first := replay.start.debate_round) > config.rounds:
-            raise ConfigError(f"--from {replay.start} runs debate rounds {first} to ROUNDS, but "
-                              f"ROUNDS={config.rounds}: add --rounds {first} or more")
-        return SingleRequest(valid_text(replay.question), replay)
-    if args.replay_from is not None:
-        raise ConfigError("--from goes with --replay TRACE")
-    return SingleRequest(read_question(args.question, sys.stdin, config.max_question_chars), None)
-
-
 def batch_options(args: argparse.Namespace, questions_file: str, output_name: str | None,
                   flag: str = "--questions-file") -> BatchOptions:
     """The batch flags for ``questions_file`` (given as ``flag``) into ``output_name``; ConfigError for bad ones."""
@@ -5871,8 +5849,8 @@ def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]
 
 
 def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | EvalOptions | SingleRequest | None:
-    """What the flags ask for: a batch, an eval, one question, or None for --check; ConfigError for a flag it would
-    ignore."""
+    """What the flags ask for: a batch, an eval, one question (checked), or None for --check; ConfigError for bad
+    input or a flag it would ignore."""
     if args.strategies is not None and args.eval is None:
         raise ConfigError("--strategies goes with --eval GOLD")
     if args.eval is not None:
@@ -5887,9 +5865,26 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Eva
         return batch_options(args, args.questions_file, args.output)
     if given := given_flags(args, BATCH_ONLY_FLAGS):
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
-    request = single_question(args, config)
-    check_question(config, request.question)
-    return request
+    replay: Replay | None = None
+    if args.replay is not None:
+        if args.replay_from is None:
+            raise ConfigError("--replay needs --from critique|rebuttal|round2..round10|judges|synthesis: the first "
+                              "phase to run again")
+        replay = load_replay(Path(args.replay), ReplayStart.parse(args.replay_from))
+        if args.ANSWER_SHAPE not in (None, replay.shape.shape):
+            raise ConfigError(f"--answer {args.ANSWER_SHAPE}: this trace's answers were written as "
+                              f"{replay.shape.shape} answers, and a replay keeps them: run the question again with -q")
+        if replay.verdict is not None and not config.synthesizes(replay.shape.shape):
+            raise ConfigError(f"--from synthesis: SYNTHESIZE={config.synthesize} writes no synthesis for this "
+                              f"{replay.shape.shape} answer, so there is nothing to run again: add --synthesize on")
+        if (first := replay.start.debate_round) > config.rounds:
+            raise ConfigError(f"--from {replay.start} runs debate rounds {first} to ROUNDS, but "
+                              f"ROUNDS={config.rounds}: add --rounds {first} or more")
+    elif args.replay_from is not None:
+        raise ConfigError("--from goes with --replay TRACE")
+    question = valid_text(replay.question) if replay else read_question(args.question, config.max_question_chars)
+    check_question(config, question)
+    return SingleRequest(question, replay)
 
 
 def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_output: bool) -> int:
