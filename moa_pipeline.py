@@ -3035,17 +3035,16 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
                      done: Phase = Phase.GENERATE, later_rounds: bool = True) -> Verdict:
     """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to what the budget pays for
     (plan_phases, planned again once the critiques are written), then the tally."""
-    config, budget = state.config, state.budget
     plan = plan_phases(state, question, positions, done)
     # Retries of critiques and rebuttals may not eat into the judges' share.
     if done == Phase.GENERATE:
-        with budget.kept_back(plan.judges, plan.judges_tokens):
+        with state.budget.kept_back(plan.judges, plan.judges_tokens):
             await run_all(review_one(state, question, p, workers, temperature) for p in positions[:plan.critiques])
         log_phase(state, Phase.CRITIQUE)
         plan = plan_phases(state, question, positions, Phase.CRITIQUE, plan)
-    if done in (Phase.GENERATE, Phase.CRITIQUE) and config.enable_rebuttal:
+    if done in (Phase.GENERATE, Phase.CRITIQUE) and state.config.enable_rebuttal:
         critiqued = [p for p in positions if p.critique is not None]
-        with budget.kept_back(plan.judges, plan.judges_tokens):
+        with state.budget.kept_back(plan.judges, plan.judges_tokens):
             await run_all(reply_one(state, question, p, workers, temperature) for p in critiqued[:plan.rebuttals])
         log_phase(state, Phase.REBUTTAL)
     if later_rounds:
@@ -3157,11 +3156,10 @@ async def debate_once(state: Debate, question: str, workers: int, temperature: f
 
 
 async def rerun(state: Debate, question: str) -> None:
-    """The one confidence-triggered rerun, if it can help and the budget pays for it. It cannot help when most of
-    pass 1's judge replies could not be read or were read only by a fallback (no FINAL ANSWER line: format_failed),
-    or so few could be read that their phase was given up on (format_given_up). Their low confidence then says the
-    judges cannot write the verdict's format, not that the question is hard; a rerun asks the same judges the same
-    way, and pays a whole debate for another such verdict."""
+    """The one confidence-triggered rerun, if the budget pays and it can help: not when most of pass 1's judge replies
+    were unreadable or read only by a fallback (no FINAL ANSWER line: format_failed), or so few were readable that their
+    phase was given up on (format_given_up). Their low confidence says the judges cannot write the verdict's format, not
+    that the question is hard; a rerun asks them the same way, and pays a whole debate for another such verdict."""
     config, first = state.config, state.verdicts[0]
     judges = format_counts(c for c in state.calls if c.pass_number == 1).get(Phase.JUDGE)
     if judges and (format_failed(judges) or Phase.JUDGE in state.gave_up):
@@ -3269,19 +3267,17 @@ async def run_question(state: Debate, question: str, replay: Replay | None, stra
             if replay is None and not baseline and first.confidence < config.min_judge_confidence:
                 await rerun(state, question)
             if synthesis:
-                reported = state.verdicts[(state.reported or 1) - 1]
-                await synthesize(state, question, typed_key(reported.kind, question))
+                await synthesize(state, question, typed_key(state.verdicts[(state.reported or 1) - 1].kind, question))
                 log_phase(state, Phase.SYNTHESIS)
     except TimeoutError:
         if not deadline.expired():
             raise
         if state.reported is None:
             raise deadline_passed(state.config) from None
-        synthesizing = any(c.phase == Phase.SYNTHESIS for c in state.calls)
-        unsynthesized = f", and no synthesis ran: {synthesis_fallback(state.shape)}" if synthesis else ""
-        late = ("the synthesis", synthesis_fallback(state.shape)) if synthesizing \
-            else ("the rerun", f"pass 1's verdict stands{unsynthesized}")
-        state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; {late[1]}")
+        fallback = synthesis_fallback(state.shape)
+        late = ("the synthesis", fallback) if any(c.phase == Phase.SYNTHESIS for c in state.calls) \
+            else ("the rerun", "pass 1's verdict stands" + (f", and no synthesis ran: {fallback}" if synthesis else ""))
+        state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; {late[1]}")
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
@@ -5658,8 +5654,7 @@ class TerminalEcho:
 
 
 def human_summary(record: RunRecord, streamed: str = "") -> str:
-    """The human summary printed on stdout (the error itself goes to stderr). A full response is printed whole,
-    unless it is what ``streamed`` already showed."""
+    """The human summary for stdout (the error goes to stderr); a full response whole, unless ``streamed`` showed it."""
     lines, verdict = list[str](), record.verdict
     rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
              else "; a rerun ran, and pass 1's verdict stands")
