@@ -140,6 +140,7 @@ from parsing import (
     read_shard,  # the id of a question without one, as a batch line shows it
     restore_tags,
     retry_hint,
+    terminal_lines,
     usage_counts,
     valid_text,
 )
@@ -5571,12 +5572,6 @@ def setup_logging(verbosity: int) -> logging.Handler:
         logger.propagate = False
         logger.setLevel(level)
     return handler
-
-
-def terminal_lines(text: str) -> list[str]:
-    """Model text as lines a terminal shows as they are: control characters (an escape sequence) are dropped, so
-    the text can neither move the cursor nor forge a line of its own."""
-    return ["".join(ch for ch in line.expandtabs(4) if ch.isprintable()) for line in text.splitlines()]
 
 
 def said_by_the_minority(record: RunRecord) -> list[str]:
