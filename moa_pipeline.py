@@ -141,6 +141,7 @@ from parsing import (
     read_shard,  # the id of a question without one, as a batch line shows it
     restore_tags,
     retry_hint,
+    terminal_lines,
     usage_counts,
     valid_text,
 )
@@ -3038,17 +3039,16 @@ async def deliberate(state: Debate, question: str, positions: list[Position], wo
                      done: Phase = Phase.GENERATE, later_rounds: bool = True) -> Verdict:
     """Every phase after ``done`` (and the later debate rounds, unless told not to), cut to what the budget pays for
     (plan_phases, planned again once the critiques are written), then the tally."""
-    config, budget = state.config, state.budget
     plan = plan_phases(state, question, positions, done)
     # Retries of critiques and rebuttals may not eat into the judges' share.
     if done == Phase.GENERATE:
-        with budget.kept_back(plan.judges, plan.judges_tokens):
+        with state.budget.kept_back(plan.judges, plan.judges_tokens):
             await run_all(review_one(state, question, p, workers, temperature) for p in positions[:plan.critiques])
         log_phase(state, Phase.CRITIQUE)
         plan = plan_phases(state, question, positions, Phase.CRITIQUE, plan)
-    if done in (Phase.GENERATE, Phase.CRITIQUE) and config.enable_rebuttal:
+    if done in (Phase.GENERATE, Phase.CRITIQUE) and state.config.enable_rebuttal:
         critiqued = [p for p in positions if p.critique is not None]
-        with budget.kept_back(plan.judges, plan.judges_tokens):
+        with state.budget.kept_back(plan.judges, plan.judges_tokens):
             await run_all(reply_one(state, question, p, workers, temperature) for p in critiqued[:plan.rebuttals])
         log_phase(state, Phase.REBUTTAL)
     if later_rounds:
@@ -3125,8 +3125,7 @@ def log_phase(state: Debate, phase: Phase, debate_round: int = 1) -> None:
     if not calls:
         return
     span = (max(a.started_s + a.latency_s for a in attempts) - min(a.started_s for a in attempts)) if attempts else 0.0
-    labels = ((f"round {debate_round}", debate_round > 1), ("rerun", state.pass_number > 1))
-    where = "".join(f" ({label})" for label, shown in labels if shown)
+    where = f" (round {debate_round})" * (debate_round > 1) + " (rerun)" * (state.pass_number > 1)
     log.info("%s %d/%d ok %.1fs%s", phase, sum(c.ok for c in calls), len(calls), span, where)
 
 
@@ -3145,7 +3144,14 @@ async def debate_once(state: Debate, question: str, workers: int, temperature: f
         if verdict is not None:
             state.note(f"early exit: all {len(positions)} answers agree; critique, rebuttal and judges skipped",
                        problem=False)
-            return unchecked_unanimity(state, verdict)
+            # At most UNCHECKED_CONFIDENCE when most solver replies of this pass were read only by the paragraph
+            # guess: answers that key alike are then guesses that agree, and no judge checked them.
+            solvers = format_counts(c for c in state.calls if c.pass_number == state.pass_number).get(Phase.GENERATE)
+            if solvers is None or not format_failed(solvers) or verdict.confidence <= UNCHECKED_CONFIDENCE:
+                return verdict
+            state.note(f"most solver replies did not follow the format: the early exit's confidence is at most "
+                       f"{UNCHECKED_CONFIDENCE}, not {verdict.confidence}")
+            return replace(verdict, confidence=UNCHECKED_CONFIDENCE)
         return await deliberate(state, question, positions, workers, temperature,
                                 done=Phase.GENERATE if barriers else Phase.REBUTTAL)
     finally:
@@ -3153,32 +3159,18 @@ async def debate_once(state: Debate, question: str, workers: int, temperature: f
             watch.close()
 
 
-def unchecked_unanimity(state: Debate, verdict: Verdict) -> Verdict:
-    """An early exit's verdict, at most UNCHECKED_CONFIDENCE when most solver replies of this pass were read only by
-    the paragraph guess: answers that key alike are then guesses that agree, and no judge checked them."""
-    solvers = format_counts(c for c in state.calls if c.pass_number == state.pass_number).get(Phase.GENERATE)
-    if solvers is None or not format_failed(solvers) or verdict.confidence <= UNCHECKED_CONFIDENCE:
-        return verdict
-    state.note(f"most solver replies did not follow the format: the early exit's confidence is at most "
-               f"{UNCHECKED_CONFIDENCE}, not {verdict.confidence}")
-    return replace(verdict, confidence=UNCHECKED_CONFIDENCE)
-
-
-def rerun_futile(state: Debate) -> str | None:
-    """Why a rerun cannot help, or None: most of pass 1's judge replies could not be read or were read only by a
-    fallback (no FINAL ANSWER line: format_failed), or so few could be read that their phase was given up on
-    (format_given_up). Their low confidence then says the judges cannot write the verdict's format, not that the
-    question is hard; a rerun asks the same judges the same way, and pays a whole debate for another such verdict."""
-    judges = format_counts(c for c in state.calls if c.phase == Phase.JUDGE and c.pass_number == 1).get(Phase.JUDGE)
-    if judges and (format_failed(judges) or Phase.JUDGE in state.gave_up):
-        return (f"of the judges' {judges['replies']} replies, {judges['failed']} could not be read and "
-                f"{judges['last_tier']} had no FINAL ANSWER line")
-    return None
-
-
 async def rerun(state: Debate, question: str) -> None:
-    """The one confidence-triggered rerun, if the budget pays for it."""
+    """The one confidence-triggered rerun, if the budget pays and it can help: not when most of pass 1's judge replies
+    were unreadable or read only by a fallback (no FINAL ANSWER line: format_failed), or so few were readable that their
+    phase was given up on (format_given_up). Their low confidence says the judges cannot write the verdict's format, not
+    that the question is hard; a rerun asks them the same way, and pays a whole debate for another such verdict."""
     config, first = state.config, state.verdicts[0]
+    judges = format_counts(c for c in state.calls if c.pass_number == 1).get(Phase.JUDGE)
+    if judges and (format_failed(judges) or Phase.JUDGE in state.gave_up):
+        state.note(f"no rerun: of the judges' {judges['replies']} replies, {judges['failed']} could not be read and "
+                   f"{judges['last_tier']} had no FINAL ANSWER line, and a rerun would ask them the same way; pass 1's "
+                   "verdict stands")
+        return
     workers, temperature = rerun_settings(config)
     if not state.budget.fits(*rerun_price(state, question)):
         state.skip("rerun")
@@ -3188,12 +3180,9 @@ async def rerun(state: Debate, question: str) -> None:
     state.rerun, state.pass_number = True, 2  # its calls, notes and straggler watches are pass 2's
     try:
         second = await debate_once(state, question, workers, temperature)
-    except DeadlinePassed:
-        state.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; "
-                   "pass 1's verdict stands")
-        return
     except MoAError as err:
-        state.note(f"the rerun failed ({err}); keeping pass 1's verdict")
+        state.note(f"the rerun was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; pass 1's verdict stands"
+                   if isinstance(err, DeadlinePassed) else f"the rerun failed ({err}); keeping pass 1's verdict")
         return
     finally:
         state.pass_number = 1
@@ -3280,24 +3269,19 @@ async def run_question(state: Debate, question: str, replay: Replay | None, stra
             state.verdicts.append(first)
             state.reported = 1
             if replay is None and not baseline and first.confidence < config.min_judge_confidence:
-                if futile := rerun_futile(state):
-                    state.note(f"no rerun: {futile}, and a rerun would ask them the same way; pass 1's verdict stands")
-                else:
-                    await rerun(state, question)
+                await rerun(state, question)
             if synthesis:
-                reported = state.verdicts[(state.reported or 1) - 1]
-                await synthesize(state, question, typed_key(reported.kind, question))
+                await synthesize(state, question, typed_key(state.verdicts[(state.reported or 1) - 1].kind, question))
                 log_phase(state, Phase.SYNTHESIS)
     except TimeoutError:
         if not deadline.expired():
             raise
         if state.reported is None:
             raise deadline_passed(state.config) from None
-        synthesizing = any(c.phase == Phase.SYNTHESIS for c in state.calls)
-        unsynthesized = f", and no synthesis ran: {synthesis_fallback(state.shape)}" if synthesis else ""
-        late = ("the synthesis", synthesis_fallback(state.shape)) if synthesizing \
-            else ("the rerun", f"pass 1's verdict stands{unsynthesized}")
-        state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={state.config.question_deadline:g}s; {late[1]}")
+        fallback = synthesis_fallback(state.shape)
+        late = ("the synthesis", fallback) if any(c.phase == Phase.SYNTHESIS for c in state.calls) \
+            else ("the rerun", "pass 1's verdict stands" + (f", and no synthesis ran: {fallback}" if synthesis else ""))
+        state.note(f"{late[0]} was stopped at QUESTION_DEADLINE={config.question_deadline:g}s; {late[1]}")
 
 
 async def answer_question(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
@@ -5452,10 +5436,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog=command_name(), epilog=HELP_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge (vote or "
-                    "rank), and for a whole response, synthesize.")
+        prog=command_name(), epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Answer a question with a debate among LLM calls: generate, critique, rebut, judge (vote or rank), "
+                    "and for a whole response, synthesize.")
     add_source_flags(parser)
     batch = parser.add_argument_group("batch mode (with -f)")
     batch.add_argument("-o", "--output", metavar="PATH", help="JSONL results, one line per question (required with -f)")
@@ -5517,9 +5500,8 @@ def add_debate_flags(parser: argparse.ArgumentParser) -> None:
     switch("--early-exit", "EARLY_EXIT", "true", "stop after phase 1 when every answer agrees")
     switch("--phase-barriers", "PHASE_BARRIERS", "true", "each phase waits for the whole previous one")
     value("--model", "MODEL_NAME", "model name sent to the endpoint (MODEL_NAME)", "NAME")
-    parser.add_argument("--env-file", metavar="PATH",
-                        help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}), above ./.env and the "
-                             "per-user file")
+    parser.add_argument("--env-file", metavar="PATH", help=f"read settings from PATH (default: ${ENV_FILE_VARIABLE}), "
+                        "above ./.env and the per-user file")
     value("--max-calls", "MAX_CALLS", "HTTP requests per question, retries included (MAX_CALLS; 0: no limit)")
     value("--max-tokens", "MAX_TOTAL_TOKENS", "tokens per question (MAX_TOTAL_TOKENS; 0: no limit)")
     value("--deadline", "QUESTION_DEADLINE", "stop a question after this long (QUESTION_DEADLINE; 0: none)", "SECONDS")
@@ -5538,13 +5520,13 @@ def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     return {name: value for name, value in vars(args).items() if name.isupper() and value is not None}
 
 
-def read_question(value: str, stdin: Any, max_chars: int = 10**9) -> str:
+def read_question(value: str, max_chars: int) -> str:
     """The question from ``-q``: the text itself, or stdin for ``-``. Stdin is read only as far as
     MAX_QUESTION_CHARS could reach (a UTF-8 character is at most 4 bytes)."""
     if value == "-":
         limit = 4 * max_chars + 4
         try:
-            raw = stdin_bytes(stdin).read(limit + 1)
+            raw = stdin_bytes(sys.stdin).read(limit + 1)
         except OSError as err:
             raise ConfigError(f"cannot read the question from stdin ({err.strerror or err})") from None
         if len(raw) > limit:
@@ -5594,12 +5576,6 @@ def setup_logging(verbosity: int) -> logging.Handler:
         logger.propagate = False
         logger.setLevel(level)
     return handler
-
-
-def terminal_lines(text: str) -> list[str]:
-    """Model text as lines a terminal shows as they are: control characters (an escape sequence) are dropped, so
-    the text can neither move the cursor nor forge a line of its own."""
-    return ["".join(ch for ch in line.expandtabs(4) if ch.isprintable()) for line in text.splitlines()]
 
 
 def said_by_the_minority(record: RunRecord) -> list[str]:
@@ -5652,8 +5628,7 @@ class TerminalEcho:
     def __call__(self, text: str | None) -> None:
         if text is None:  # an attempt's stream starts: a retry writes the response again, from its start
             if self.finish():
-                emit("[that response was not usable (cut off, or not a response); it is written again]",
-                     self.secrets)
+                emit("[that response was not usable (cut off, or not a response); it is written again]", self.secrets)
             self.shown, self.thinking = "", False
             return
         *lines, self.pending = (self.pending + text).split("\n")
@@ -5678,8 +5653,7 @@ class TerminalEcho:
 
 
 def human_summary(record: RunRecord, streamed: str = "") -> str:
-    """The human summary printed on stdout (the error itself goes to stderr). A full response is printed whole,
-    unless it is what ``streamed`` already showed."""
+    """The human summary for stdout (the error goes to stderr); a full response whole, unless ``streamed`` showed it."""
     lines, verdict = list[str](), record.verdict
     rerun = ("" if not record.rerun else ", after a rerun" if record.reported_pass == 2  # whose verdict this is
              else "; a rerun ran, and pass 1's verdict stands")
@@ -5728,28 +5702,6 @@ async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover
         except MoAError as err:  # the run records its own; one raised before it started is recorded here
             if run.record.error is None:
                 run.record = run.record.ended(err)
-
-
-def single_question(args: argparse.Namespace, config: Config) -> SingleRequest:
-    """The question (and the replay it comes from, if any); ConfigError on bad input."""
-    if args.replay is not None:
-        if args.replay_from is None:
-            raise ConfigError("--replay needs --from critique|rebuttal|round2..round10|judges|synthesis: the first "
-                              "phase to run again")
-        replay = load_replay(Path(args.replay), ReplayStart.parse(args.replay_from))
-        if args.ANSWER_SHAPE not in (None, replay.shape.shape):
-            raise ConfigError(f"--answer {args.ANSWER_SHAPE}: this trace's answers were written as "
-                              f"{replay.shape.shape} answers, and a replay keeps them: run the question again with -q")
-        if replay.verdict is not None and not config.synthesizes(replay.shape.shape):
-            raise ConfigError(f"--from synthesis: SYNTHESIZE={config.synthesize} writes no synthesis for this "
-                              f"{replay.shape.shape} answer, so there is nothing to run again: add --synthesize on")
-        if (first := replay.start.debate_round) > config.rounds:
-            raise ConfigError(f"--from {replay.start} runs debate rounds {first} to ROUNDS, but "
-                              f"ROUNDS={config.rounds}: add --rounds {first} or more")
-        return SingleRequest(valid_text(replay.question), replay)
-    if args.replay_from is not None:
-        raise ConfigError("--from goes with --replay TRACE")
-    return SingleRequest(read_question(args.question, sys.stdin, config.max_question_chars), None)
 
 
 def batch_options(args: argparse.Namespace, questions_file: str, output_name: str | None,
@@ -5878,11 +5830,10 @@ class SingleRequest:
 BATCH_ONLY_FLAGS = {"-o": "output", "--concurrency": "concurrency", "--shard": "shard",
                     "--output-format": "output_format", "--logs": "logs", "--no-resume": "no_resume",
                     "--force": "force"}
-CHECK_IGNORES = BATCH_ONLY_FLAGS | {"--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from",
-                                     "--rounds": "ROUNDS", "--no-rebuttal": "ENABLE_REBUTTAL",
-                                     "--early-exit": "EARLY_EXIT", "--phase-barriers": "PHASE_BARRIERS",
-                                     "--max-calls": "MAX_CALLS", "--max-tokens": "MAX_TOTAL_TOKENS",
-                                     "--deadline": "QUESTION_DEADLINE"}
+CHECK_IGNORES = BATCH_ONLY_FLAGS | {
+    "--json": "json_output", "--dry-run": "dry_run", "--from": "replay_from", "--rounds": "ROUNDS",
+    "--no-rebuttal": "ENABLE_REBUTTAL", "--early-exit": "EARLY_EXIT", "--phase-barriers": "PHASE_BARRIERS",
+    "--max-calls": "MAX_CALLS", "--max-tokens": "MAX_TOTAL_TOKENS", "--deadline": "QUESTION_DEADLINE"}
 
 
 def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
@@ -5892,8 +5843,8 @@ def given_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]
 
 
 def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | EvalOptions | SingleRequest | None:
-    """What the flags ask for: a batch, an eval, one question, or None for --check; ConfigError for a flag it would
-    ignore."""
+    """What the flags ask for: a batch, an eval, one question (checked), or None for --check; ConfigError for bad
+    input or a flag it would ignore."""
     if args.strategies is not None and args.eval is None:
         raise ConfigError("--strategies goes with --eval GOLD")
     if args.eval is not None:
@@ -5908,9 +5859,26 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Eva
         return batch_options(args, args.questions_file, args.output)
     if given := given_flags(args, BATCH_ONLY_FLAGS):
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
-    request = single_question(args, config)
-    check_question(config, request.question)
-    return request
+    replay: Replay | None = None
+    if args.replay is not None:
+        if args.replay_from is None:
+            raise ConfigError("--replay needs --from critique|rebuttal|round2..round10|judges|synthesis: the first "
+                              "phase to run again")
+        replay = load_replay(Path(args.replay), ReplayStart.parse(args.replay_from))
+        if args.ANSWER_SHAPE not in (None, replay.shape.shape):
+            raise ConfigError(f"--answer {args.ANSWER_SHAPE}: this trace's answers were written as "
+                              f"{replay.shape.shape} answers, and a replay keeps them: run the question again with -q")
+        if replay.verdict is not None and not config.synthesizes(replay.shape.shape):
+            raise ConfigError(f"--from synthesis: SYNTHESIZE={config.synthesize} writes no synthesis for this "
+                              f"{replay.shape.shape} answer, so there is nothing to run again: add --synthesize on")
+        if (first := replay.start.debate_round) > config.rounds:
+            raise ConfigError(f"--from {replay.start} runs debate rounds {first} to ROUNDS, but "
+                              f"ROUNDS={config.rounds}: add --rounds {first} or more")
+    elif args.replay_from is not None:
+        raise ConfigError("--from goes with --replay TRACE")
+    question = valid_text(replay.question) if replay else read_question(args.question, config.max_question_chars)
+    check_question(config, question)
+    return SingleRequest(question, replay)
 
 
 def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_output: bool) -> int:

@@ -1788,6 +1788,12 @@ def printable(value: Any, limit: int = 200) -> str:
     return " ".join(text.split())[:limit]
 
 
+def terminal_lines(text: str) -> list[str]:
+    """Model text as lines a terminal shows as they are: control characters (an escape sequence) are dropped, so
+    the text can neither move the cursor nor forge a line of its own."""
+    return ["".join(ch for ch in line.expandtabs(4) if ch.isprintable()) for line in text.splitlines()]
+
+
 def valid_text(text: str) -> str:
     """Text that can be sent as UTF-8: bytes that were not (lone surrogates from argv) become U+FFFD, not a crash."""
     try:  # valid text comes back as it is
