@@ -11,7 +11,7 @@ and the whole debate runs a second "pass" (the rerun; a "round" is always a deba
 hotter and wider, when the judges' winning confidence is below MIN_JUDGE_CONFIDENCE.
 
 Run it as ``python moa_pipeline.py -q "What is 17 * 23?"`` (``-q -``: from stdin; ``--json``), as a batch
-(``-f questions.jsonl -o results.jsonl``), or from Python: ``await moa_pipeline.debate("...", workers=3)``.
+(``-f questions.jsonl -o results.jsonl``), or from Python: ``await moa_pipeline.debate("...", num_workers=3)``.
 
 Settings come from flags, then the environment, then --env-file, ./.env and the per-user file (``moa-pipeline init``
 writes it, ``moa-pipeline config`` shows where each value came from), then defaults (docs/settings.md).
@@ -23,20 +23,20 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
      2. the error tree ... every exception, and the exit code it carries (exit_code_for)
      3. configuration, secrets and values from outside ... settings and their layers (read_env_file), masking
         secrets (redact); the pure readers of values from outside (settings, URLs, JSON, Retry-After) are parsing.py's
-     4. seams ... clock, sleep, randomness (Runtime), and where output leaves,
-        secrets masked: every file write (write_all), stdout (emit), stderr (say)
+     4. seams ... clock, sleep, randomness (Runtime), and where output leaves, secrets masked: every file write
+        (write_all), stdout (emit), stderr (say)
      5. one HTTP attempt, and the endpoint it goes to ... the request, the size cap, Content-Type dispatch, the
         one content check, the adaptive request cap, the shared cool-down, the breaker (Endpoint.failing)
-     6. the retry policy ... status_policy and FAULTS (the one table:
-        retry? stop the run? outage? back-pressure?), backoff, the loop (ask)
-     7. usage, costs and budgets ... worst_case_costs (the one cost model), what
-        the endpoint bills (Billing), the budget and its planner, the rerun's price
+     6. the retry policy ... status_policy and FAULTS (the one table: retry? stop the run? outage? back-pressure?),
+        backoff, the loop (ask)
+     7. usage, costs and budgets ... worst_case_costs (the one cost model), what the endpoint bills (Billing), the
+        budget and its planner, the rerun's price
      8. the debate's state ... positions, votes, verdicts, the run's record (RunRecord)
      9. phases ... generate, critique, rebut, judge; chains and straggler cuts
     10. voting ... the tally, its tie rule, and what the vote hides
-    11. one question ... a debate, its later rounds, the rerun rule, answer_question, the library API (debate, Result)
-    12. files ... the file policy (create_new, open_existing, open_folder: every
-        file opened, no link followed), transcripts, traces, atomic writes, the lock
+    11. one question ... a debate, its later rounds, the rerun rule, answer_question; the library (debate, Debater)
+    12. files ... the file policy (create_new, open_existing, open_folder: every file opened, no link followed),
+        transcripts, traces, atomic writes, the lock
     13. dry run and replay ... dry_run, load_replay (traces are checked here), and --check (check_endpoint)
     14. batch ... questions files (their lines: parsing.read_items), resume, the batch loop and its stops;
         --eval (strategies scored, the report)
