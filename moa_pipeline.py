@@ -141,7 +141,10 @@ from parsing import (
     read_shard,  # the id of a question without one, as a batch line shows it
     restore_tags,
     retry_hint,
+    safe_name,
+    shown_id,
     terminal_lines,
+    traced_number,
     usage_counts,
     valid_text,
 )
@@ -599,24 +602,18 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str],
     if 0 < config.max_calls < config.min_valid_answers:
         raise ConfigError(f"MAX_CALLS={config.max_calls} cannot pay for MIN_VALID_ANSWERS="
                           f"{config.min_valid_answers} solver calls: raise it, or 0 for no limit")
-    check_response_format(config, warn)
+    # RESPONSE_FORMAT shapes the synthesis's reply alone (request_options): refused where no question gets one.
+    if config.response_format and (config.synthesize == "off" or config.synthesize == "auto"
+                                   and config.answer_shape == "short"):
+        raise ConfigError(f"RESPONSE_FORMAT shapes the synthesis's reply, and with SYNTHESIZE={config.synthesize}"
+                          f" and ANSWER_SHAPE={config.answer_shape} there is none: set SYNTHESIZE=on, or unset it")
+    if warn and config.response_format and config.synthesize == "auto" and config.answer_shape == "auto":
+        log.warning("RESPONSE_FORMAT applies to questions answered in full (SYNTHESIZE=auto); a short answer is the "
+                    "judges' vote as it stands: set SYNTHESIZE=on for a synthesis on every question")
     host = urlsplit(config.proxy_url).hostname or ""
     if warn and config.proxy_url.startswith("http://") and not is_loopback(host):
         log.warning("PROXY_URL is plain http:// to %s: the API key crosses the network unencrypted", host)
     return config
-
-
-def check_response_format(config: Config, warn: bool) -> None:
-    """RESPONSE_FORMAT shapes the synthesis's reply (request_options): ConfigError when no question gets one, a
-    warning when only some do (ANSWER_SHAPE=auto, SYNTHESIZE=auto: the questions answered in full)."""
-    if not config.response_format:
-        return
-    if config.synthesize == "off" or config.synthesize == "auto" and config.answer_shape == "short":
-        raise ConfigError(f"RESPONSE_FORMAT shapes the synthesis's reply, and with SYNTHESIZE={config.synthesize}"
-                          f" and ANSWER_SHAPE={config.answer_shape} there is none: set SYNTHESIZE=on, or unset it")
-    if warn and config.synthesize == "auto" and config.answer_shape == "auto":
-        log.warning("RESPONSE_FORMAT applies to questions answered in full (SYNTHESIZE=auto); a short answer is the "
-                    "judges' vote as it stands: set SYNTHESIZE=on for a synthesis on every question")
 
 
 def where_to_set(environ: Mapping[str, str]) -> str:
@@ -687,15 +684,6 @@ def masked_value(value: Any, secrets: Sequence[str]) -> Any:
     if isinstance(value, (list, tuple)):
         return [masked_value(item, secrets) for item in value]
     return value
-
-
-def shown_id(value: str, limit: int = 200) -> str:
-    """A question id on one line, told apart from every other: a character that does not
-    print is escaped (\\n, \\u200b), never dropped, so no id can pass for another."""
-    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in value)
-    if len(text) <= limit:
-        return text
-    return text[:limit - 10] + "…" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:9]
 
 
 # --- 4. seams ------------------------------------------------------------------------------------
@@ -3361,9 +3349,8 @@ Result = RunRecord
 
 
 class Settings(TypedDict, total=False):
-    """The settings debate(), debate_sync() and Debater take as keywords: each setting's lower-case name (README,
-    Settings), one name per setting; None leaves a setting as the environment, a settings file or ``config`` set
-    it. A type checker reads this, so a misspelt name or a wrong type fails before the run (docs/library.md)."""
+    """The keywords of debate(), debate_sync() and Debater: each setting's lower-case name (None: as set elsewhere).
+    A type checker reads this, so a misspelt name or a wrong type fails before the run (docs/library.md)."""
 
     proxy_url: str | None  # the chat-completions URL, or a base URL (…/v1)
     api_key: str | None  # sent as a Bearer token
@@ -3425,9 +3412,8 @@ CLIENT_SETTINGS = ("proxy_url", "api_key", "gateway_token", "max_concurrent_requ
 
 
 def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
-    """The Config of a library call: ``config``, else environment > settings files as for the CLI; keyword settings on
-    top (None: leave it), each checked by library_value, so a Config built by hand gets the CLI's limits too.
-    TypeError for a ``config`` that is not a Config; ConfigError for an unknown name."""
+    """The Config of a library call: ``config`` (else the environment and settings files), keyword settings on top
+    (None: leave it), each checked by library_value: a Config built by hand gets the CLI's limits too."""
     if not log.handlers:  # a library logs nowhere until its caller sets logging up
         log.addHandler(logging.NullHandler())
     if config is not None and not isinstance(config, Config):
@@ -3453,9 +3439,8 @@ def setting_text(value: Any) -> str:
 
 
 def library_value(label: str, value: Any, setting: Setting) -> str:
-    """A keyword's value (or a Config field's) as its setting's text, read by the setting's parser.
-    TypeError for a value of the wrong type (text is read as in .env), ConfigError for one out of
-    range; each names ``label`` and what it takes, and shows the value as Setting.shown does."""
+    """A keyword's value (or a Config field's) as its setting's text: TypeError for a wrong type (text is read as in
+    .env), ConfigError for a value its parser refuses; each names ``label``, shown as Setting.shown does."""
     kind = str(Config.__dataclass_fields__[setting.field].type).split(" | ")[0]  # "int", "float | None"
     types, expected, shown = *KEYWORD_TYPES[kind], setting.shown(value)
     if setting.env in JSON_SETTINGS and isinstance(value, (list, dict)):  # read as the JSON text it would be in .env
@@ -3492,8 +3477,7 @@ def library_question(config: Config, question: Any) -> str:
 
 
 def client_endpoint(config: Config, runtime: Runtime) -> Endpoint:
-    """The Endpoint (one connection pool, request limit, cool-down and breaker) that debates share; ConfigError for
-    an HTTP client the environment breaks (nothing sent). Closing its client is the caller's."""
+    """The Endpoint debates share; ConfigError for an HTTP client the environment breaks. The caller closes it."""
     check_proxy_environment()
     try:
         return Endpoint(config, open_client(config), runtime)
@@ -3504,8 +3488,7 @@ def client_endpoint(config: Config, runtime: Runtime) -> Endpoint:
 
 async def debated(config: Config, question: str, endpoint: Endpoint, runtime: Runtime,
                   record: Handover | None = None, replay: Replay | None = None) -> Result:
-    """The library's run of one question: its record with secrets masked; ConfigError, or RunFailed (its own kind:
-    EndpointUnreachable, DeadlinePassed) when there is no verdict."""
+    """One question's record, secrets masked; ConfigError, or RunFailed (or its kind) when there is no verdict."""
     run = await answer_question(config, question, endpoint, runtime, record, replay)
     result = run.masked(config.secrets)
     if isinstance(run.exception, ConfigError):
@@ -3580,11 +3563,9 @@ class Debater:
 
     async def debate_many(self, questions: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY,
                           **settings: Unpack[Settings]) -> list[Result]:
-        """Every question, at most ``concurrency`` at once (the shared request limit paces their calls), results in
-        the questions' order. A question without a verdict is its failed Result (``status``, ``error``), not an
-        exception; a bad setting or question raises before anything is sent. Once the shared breaker trips (see
-        Endpoint.failing), or a question meets a refusal every question would (a wrong key, URL or model, a quota used
-        up), no more questions start, as in a batch; each debate_many gives the endpoint a new chance."""
+        """Every question, ``concurrency`` at once, results in order; one without a verdict is its failed Result, a
+        bad setting or question raises before anything is sent. As in a batch, no more start once the breaker trips or
+        a refusal every question would meet came (a wrong key, URL or model, a spent quota)."""
         if isinstance(questions, str):
             raise TypeError("debate_many() takes a list of questions, not one str: for one question, use debate()")
         config, room = self._config_for(settings), asyncio.Semaphore(whole_number("concurrency", concurrency, 1))
@@ -3841,14 +3822,6 @@ class LogPlace:
     directory: Path
     stem: str
     folder_fd: int | None = None
-
-
-def safe_name(text: str, limit: int = 100) -> str:
-    """An id as a file name: [A-Za-z0-9._-] kept, the rest '_', and then a hash keeps two ids from colliding."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:limit].lstrip(".") or "_"
-    if name != text:
-        name += "-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return name
 
 
 def open_run_files(config: Config, runtime: Runtime,
@@ -4407,11 +4380,11 @@ def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: 
     verdicts = line.get("verdicts")
     found: Any = next((v for v in verdicts if isinstance(v, dict) and v.get("pass") == chosen), None) \
         if isinstance(verdicts, list) else None
-    share, count = functools.partial(_traced_number, high=1.0), functools.partial(_traced_number, high=MAX_WORKERS)
+    share, count = functools.partial(traced_number, high=1.0), functools.partial(traced_number, high=MAX_WORKERS)
     try:
         standings = tuple(Standing(valid_text(s["agent"]), valid_text(s["label"]), share(s["score"]), share(s["low"]),
                                    share(s["high"]), int(count(s["first_places"]))) for s in found["standings"])
-        verdict = Verdict(valid_text(found["answer"]), int(_traced_number(found["confidence"], 100)),
+        verdict = Verdict(valid_text(found["answer"]), int(traced_number(found["confidence"], 100)),
                           int(count(found["agreeing"])), int(count(found["valid"])), valid_text(found["source"]),
                           {valid_text(k): int(count(n)) for k, n in found["tally"].items()}, valid_text(found["kind"]),
                           standings, tuple(valid_text(a) for a in _traced_list(found["analyses"])),
@@ -4424,15 +4397,6 @@ def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: 
         raise ConfigError(f"--replay {path}: --from synthesis needs the verdict line this tool writes when its judges "
                           "are done, and the trace has none (or one that is not ours): use --from judges")
     return verdict
-
-
-def _traced_number(value: Any, high: float) -> float:
-    """A count (``high`` > 1: an int) or a share (``high`` 1.0: a score) as the verdict line holds it, in [0, high];
-    ValueError for anything else: NaN (which --json would write as invalid JSON), text, a bool, a count out of range."""
-    kinds = (int, float) if high == 1.0 else (int,)
-    if type(value) is bool or not isinstance(value, kinds) or not 0 <= value <= high:
-        raise ValueError(f"not a number in [0, {high:g}]: {value!r}")
-    return float(value)
 
 
 def _traced_list(value: Any) -> list[Any]:
@@ -4564,11 +4528,6 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
     else:
         line["error"] = {"code": "debate_failed", "message": record["error"]}
     return line | {"moa": record}
-
-
-def read_questions(lines: Iterable[bytes | None], jsonl: bool | None, config: Config) -> Iterator[BatchItem | BadLine]:
-    """A questions file's items (parsing.read_items), a Batch API line's body read as its question's settings."""
-    return read_items(lines, jsonl, config.max_question_chars, config.secrets, _batch_settings)
 
 
 def input_line_limit(config: Config) -> int:
@@ -5052,8 +5011,9 @@ async def run_questions(stdin: Any, batch: BatchRun, writer: ResultWriter) -> No
     try:
         with signals_handled([signal.SIGINT, *stop_signals()], batch.on_signal):
             async with open_client(config) as client:
-                items = read_questions(bounded_lines(stream, input_line_limit(config)),
-                                       input_format(options.questions_file), config)
+                lines = bounded_lines(stream, input_line_limit(config))
+                items = read_items(lines, input_format(options.questions_file), config.max_question_chars,
+                                   config.secrets, _batch_settings)
                 await batch.run(items, Endpoint(config, client, batch.runtime), writer)
     finally:
         batch.progress.close()
@@ -5371,7 +5331,8 @@ def gold_ids(config: Config, gold: str) -> frozenset[str]:
     """The ids of the gold file's questions that carry an answer; ConfigError, before anything is sent, for none."""
     try:
         with read_file(Path(gold), follow=True) as handle:
-            items = read_questions(bounded_lines(handle, input_line_limit(config)), input_format(gold), config)
+            items = read_items(bounded_lines(handle, input_line_limit(config)), input_format(gold),
+                               config.max_question_chars, config.secrets, _batch_settings)
             ids = {item.id for item in items if isinstance(item, BatchItem) and item.expected is not None}
     except OSError as err:
         raise ConfigError(f"--eval {gold}: cannot read it ({describe_os_error(err)})") from None

@@ -1573,6 +1573,15 @@ def credential_parameter(name: str) -> bool:
     return bool(CREDENTIAL_PARAMETER.search(re.sub(r"[^a-z0-9]", "", unquote(name).lower())))
 
 
+def traced_number(value: Any, high: float) -> float:
+    """A count (``high`` > 1: an int) or a share (``high`` 1.0: a score) as the verdict line holds it, in [0, high];
+    ValueError for anything else: NaN (which --json would write as invalid JSON), text, a bool, a count out of range."""
+    kinds = (int, float) if high == 1.0 else (int,)
+    if type(value) is bool or not isinstance(value, kinds) or not 0 <= value <= high:
+        raise ValueError(f"not a number in [0, {high:g}]: {value!r}")
+    return float(value)
+
+
 def body_credentials(text: str | None) -> list[str]:
     """EXTRA_BODY's credentials, as PROXY_URL's ``?key=``: the text of each top-level field named as one (LiteLLM's
     client-side ``api_key``, Bedrock's ``aws_secret_access_key``); all of text that is no JSON object, whose fields
@@ -1780,6 +1789,23 @@ def small_number(value: str | None) -> int | None:
     # At most nine ASCII digits, the whole value: bounded, so linear.
     text = (value or "").strip()
     return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
+
+
+def shown_id(value: str, limit: int = 200) -> str:
+    """A question id on one line, told apart from every other: a character that does not
+    print is escaped (\\n, \\u200b), never dropped, so no id can pass for another."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in value)
+    if len(text) <= limit:
+        return text
+    return text[:limit - 10] + "…" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:9]
+
+
+def safe_name(text: str, limit: int = 100) -> str:
+    """An id as a file name: [A-Za-z0-9._-] kept, the rest '_', and then a hash keeps two ids from colliding."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:limit].lstrip(".") or "_"
+    if name != text:
+        name += "-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return name
 
 
 def printable(value: Any, limit: int = 200) -> str:
