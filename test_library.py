@@ -454,17 +454,20 @@ def test_ctrl_c_in_debate_sync_closes_the_client_and_writes_the_trace(tmp_path) 
     assert verdict["type"] == "verdict" and verdict["error"] == "interrupted"
 
 
-@respx.mock
-async def test_a_cancelled_debate_leaves_the_client_and_the_others_working() -> None:
-    """Cancelling one client.debate() task frees its request slots; the other debates and later ones answer."""
-    gate = asyncio.Event()
-
+def held_until(gate: asyncio.Event):
+    """A respx side effect answering like FakeModel, holding each request whose question says "slow" until ``gate``."""
     async def reply(request: httpx.Request) -> httpx.Response:
         if "slow" in json.loads(request.content)["messages"][-1]["content"]:
             await gate.wait()
         return FakeModel()(request)
+    return reply
 
-    respx.post(URL).mock(side_effect=reply)
+
+@respx.mock
+async def test_a_cancelled_debate_leaves_the_client_and_the_others_working() -> None:
+    """Cancelling one client.debate() task frees its request slots; the other debates and later ones answer."""
+    gate = asyncio.Event()
+    respx.post(URL).mock(side_effect=held_until(gate))
     async with moa.Debater(num_workers=2, num_judges=1, max_concurrent_requests=2) as client:
         slow = asyncio.create_task(client.debate("slow: what is 17 * 23?"))
         others = [asyncio.create_task(client.debate(f"What is {n} * 17?")) for n in range(3)]
@@ -501,13 +504,7 @@ async def test_a_cancelled_debate_many_stops_every_question_and_leaves_the_clien
     """Cancelling a debate_many task cancels each of its questions (none left running, every slot freed); the client
     answers the next call."""
     gate = asyncio.Event()
-
-    async def reply(request: httpx.Request) -> httpx.Response:
-        if "slow" in json.loads(request.content)["messages"][-1]["content"]:
-            await gate.wait()
-        return FakeModel()(request)
-
-    respx.post(URL).mock(side_effect=reply)
+    respx.post(URL).mock(side_effect=held_until(gate))
     async with moa.Debater(num_workers=2, num_judges=1, max_concurrent_requests=3) as client:
         many = asyncio.create_task(client.debate_many([f"slow: what is {n} * 17?" for n in range(5)], concurrency=2))
         for _ in range(10):
