@@ -111,8 +111,8 @@ def test_mypy_strict_fails_a_user_script_with_a_misspelt_or_mistyped_setting(tmp
 
 
 def test_the_installed_module_is_type_checked_with_the_documented_override(tmp_path) -> None:
-    """Installed into site-packages, mypy skips the module (no py.typed) until the docs/library.md override; then a
-    misspelt setting fails."""
+    """Installed into site-packages, mypy skips the module (no py.typed) until the override the README and
+    docs/library.md show; then a misspelt setting fails."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True, timeout=120)
     site = next((tmp_path / "venv" / "lib").glob("python3*/site-packages"))
     for module in ("moa_pipeline.py", "parsing.py", "prompts.py"):
@@ -129,6 +129,8 @@ def test_the_installed_module_is_type_checked_with_the_documented_override(tmp_p
     assert "missing library stubs or py.typed marker" in mypy()
     override = re.search(r"module = \[(.*)\]\n\s*(follow_untyped_imports = true)", (HERE / "docs/library.md").read_text())
     assert override is not None, "docs/library.md shows the override"
+    assert f"module = [{override.group(1)}]\nfollow_untyped_imports = true" in (HERE / "README.md").read_text(), \
+        "the README shows the same override"
     assert 'Unexpected keyword argument "num_wrokers"' in mypy(
         "[mypy-" + ",".join(json.loads(f"[{override.group(1)}]")) + "]", override.group(2).replace(" ", ""))
 
