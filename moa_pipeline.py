@@ -3602,7 +3602,7 @@ class Debater:
             raise RuntimeError("open the Debater first: `async with moa_pipeline.Debater(...) as client:`")
         if asyncio.get_running_loop() is not self.loop:
             raise RuntimeError("this Debater was opened in another event loop: open one in the loop that uses it")
-        return await debated(config, question, self.endpoint, self.runtime)
+        return await debated(config, question, self.endpoint, replace(self.runtime, secrets=config.secrets))
 
 
 def settings_signature(function: Callable[..., Any]) -> None:

@@ -568,3 +568,19 @@ async def test_fifty_debates_through_one_client_stay_within_an_endpoints_limit(s
     running = [sum(step for _, step in events[:n + 1]) for n in range(len(events))]
     assert max(running) <= 8 and not [e for e in endpoint.events("end") if e["status"] == 429]
     assert len(endpoint.runs()) == 50
+
+
+@pytest.mark.parametrize("ask", [
+    lambda client, secret: client.debate("What is 17 * 23?", extra_body={"api_key": secret}),
+    lambda client, secret: client.debate_many(["What is 17 * 23?"], extra_body={"aws_secret_access_key": secret}),
+], ids=["debate", "debate_many"])
+@respx.mock
+async def test_a_credential_in_a_calls_own_extra_body_is_masked_in_its_files(tmp_path, ask) -> None:
+    """A call's own EXTRA_BODY credential is masked in its transcript and trace, as the client's own would be."""
+    secret = "sk-litellm-PERCALL-5566778899"
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    async with moa.Debater(num_workers=2, num_judges=1) as client:
+        await ask(client, secret)
+    files = [path.read_text() for path in (tmp_path / "logs").iterdir()]
+    assert secret in route.calls.last.request.content.decode(), "sent as given"
+    assert len(files) == 2 and all(secret not in text and "***" in text for text in files)
