@@ -1206,9 +1206,9 @@ class Endpoint:
                         return await self._read(response, in_flight, sent_at)
         except (httpx.HTTPError, TimeoutError, APIError) as err:
             error = err if isinstance(err, APIError) else self.refused(exception_error(err, self.config), sent_at)
-            # A server may echo the key back: masked as it enters, since its words also reach the library's
-            # caller (RunFailed's cause, the caller's own log handlers), which no exit of ours sees.
-            error.args = (redact(str(error), self.config.secrets),)
+            # A server may echo a key back (the client's, or a call's EXTRA_BODY credential): masked as it enters,
+            own = [s for s in body_credentials(json.dumps(options or {})) if len(s) >= MIN_MASKED_SECRET]
+            error.args = (redact(str(error), [*self.config.secrets, *own]),)  # as its words reach a library caller
             raise error from None
         finally:
             self.slots.release()

@@ -584,3 +584,16 @@ async def test_a_credential_in_a_calls_own_extra_body_is_masked_in_its_files(tmp
     files = [path.read_text() for path in (tmp_path / "logs").iterdir()]
     assert secret in route.calls.last.request.content.decode(), "sent as given"
     assert len(files) == 2 and all(secret not in text and "***" in text for text in files)
+
+
+@pytest.mark.parametrize("shown", [lambda err: repr(err.__cause__), lambda err: str(err.__cause__)],
+                         ids=["__cause__-repr", "__cause__-str"])
+@respx.mock
+async def test_a_calls_own_extra_body_credential_the_endpoint_echoes_never_reaches_the_caller(shown) -> None:
+    """A 401 echoing a call's own EXTRA_BODY credential: the RunFailed's chained error has it masked too."""
+    secret = "sk-litellm-PERCALL-5566778899"
+    respx.post(URL).mock(return_value=httpx.Response(401, json={"error": {"message": f"bad key {secret}"}}))
+    async with moa.Debater(num_workers=2, num_judges=1) as client:
+        with pytest.raises(moa.RunFailed) as caught:
+            await client.debate("What is 17 * 23?", extra_body={"api_key": secret})
+    assert secret not in shown(caught.value) and "***" in str(caught.value)
