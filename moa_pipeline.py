@@ -3495,7 +3495,7 @@ async def debated(config: Config, question: str, endpoint: Endpoint, runtime: Ru
         raise run.exception
     if run.status != "ok":  # the run's own kind, message masked
         kind = type(run.exception) if isinstance(run.exception, RunFailed) else RunFailed
-        cause = run.exception.cause if isinstance(run.exception, RunFailed) else None
+        cause = run.exception if isinstance(run.exception, APIError) else getattr(run.exception, "cause", None)
         raise kind(result.error or "the run produced no verdict", result, cause) from run.exception
     return result
 

@@ -597,3 +597,17 @@ async def test_a_calls_own_extra_body_credential_the_endpoint_echoes_never_reach
         with pytest.raises(moa.RunFailed) as caught:
             await client.debate("What is 17 * 23?", extra_body={"api_key": secret})
     assert secret not in shown(caught.value) and "***" in str(caught.value)
+
+
+@pytest.mark.parametrize("status, body", [
+    (401, {"error": {"message": "invalid api key"}}),
+    (404, {"error": {"message": "The model `gpt-9` does not exist"}}),
+    (429, {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}),
+], ids=["wrong-key", "wrong-model", "quota-used-up"])
+@respx.mock
+async def test_a_run_stopped_by_a_refusal_names_it_as_its_cause(status, body) -> None:
+    """RunFailed.cause is the error the last failed call ended with (docs/library.md), a refusal that stops the run too."""
+    respx.post(URL).mock(return_value=httpx.Response(status, json=body))
+    with pytest.raises(moa.RunFailed) as caught:
+        await moa.debate("What is 17 * 23?", num_workers=2, num_judges=1)
+    assert isinstance(caught.value.cause, moa.APIError) and caught.value.cause.status == status
