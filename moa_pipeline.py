@@ -5973,8 +5973,8 @@ def write_user_file(environ: Mapping[str, str]) -> int:
     existing one is never overwritten (exit 2: nothing written; a provisioning script checks `config` instead)."""
     path = user_settings_file(environ)
     shown = shown_path(path, environ)
-    if not path.is_absolute():  # no HOME and no passwd entry: "~" would be a folder made here
-        raise ConfigError(f"no home folder to write {path} in: set HOME, or {CONFIG_HOME_VARIABLE} to a folder")
+    if not path.is_absolute():  # no HOME (or passwd entry), or a relative MOA_CONFIG_HOME: a folder made here
+        raise ConfigError(f"no full path to write {path} at: set HOME, or {CONFIG_HOME_VARIABLE} to a full path")
     try:
         make_private_folders(path.parent)
         folder = open_folder(path.parent)
