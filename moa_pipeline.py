@@ -374,16 +374,16 @@ def query_credentials(query: str) -> list[str]:
     return found
 
 
-def tunable(default: T, parse: Callable[[str], Any], *, secret: bool = False) -> T:
+def tunable(default: T, parse: Callable[[str], Any], *, secret: bool = False, holds_secrets: bool = False) -> T:
     """A Config field that is a setting: its one default, and the parser of its text (flag, environment, .env)."""
-    return field(default=default, repr=not secret, metadata={"parse": parse, "secret": secret})
+    return field(default=default, repr=not (secret or holds_secrets), metadata={"parse": parse, "secret": secret})
 
 
 @dataclass(frozen=True)
 class Config:
     """Every setting of a run, parsed and checked once in main(); each field's default is the setting's."""
 
-    proxy_url: str = field(metadata={"parse": chat_completions_url})
+    proxy_url: str = field(repr=False, metadata={"parse": chat_completions_url})  # may hold ?key= (Config.secrets)
     api_key: str = field(repr=False, metadata={"parse": _api_key, "secret": True})
     model_name: str = tunable("default", _text)  # one name, or a comma-separated list for the solver slots
     judge_model: str | None = tunable(None, _optional(_text))  # default: the first of MODEL_NAME
@@ -431,7 +431,7 @@ class Config:
     stop: str | None = tunable(None, _optional(_stop))  # a JSON list
     response_format: str | None = tunable(None, _optional(_json_object))  # a JSON object; the synthesis's only
     reasoning_effort: str | None = tunable(None, _optional(_effort))
-    extra_body: str | None = tunable(None, _optional(_extra_body))  # a JSON object, merged last; null removes
+    extra_body: str | None = tunable(None, _optional(_extra_body), holds_secrets=True)  # merged last, null removes
 
     @property
     def models(self) -> tuple[str, ...]:

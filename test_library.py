@@ -611,3 +611,17 @@ async def test_a_run_stopped_by_a_refusal_names_it_as_its_cause(status, body) ->
     with pytest.raises(moa.RunFailed) as caught:
         await moa.debate("What is 17 * 23?", num_workers=2, num_judges=1)
     assert isinstance(caught.value.cause, moa.APIError) and caught.value.cause.status == status
+
+
+@pytest.mark.parametrize("settings, secret", [
+    ({"proxy_url": "https://gw.example/v1?key=sk-proxy-QUERY-55667788"}, "sk-proxy-QUERY-55667788"),
+    ({"extra_body": {"api_key": "sk-litellm-BODY-11223344"}}, "sk-litellm-BODY-11223344"),
+    ({"extra_body": {"aws_secret_access_key": "wJalrXUtnFEMI-K7MDENG"}}, "wJalrXUtnFEMI-K7MDENG"),
+], ids=["proxy-url-query", "extra-body-api-key", "extra-body-aws-secret"])
+async def test_no_repr_of_a_client_shows_a_credential_masked_like_the_key(settings, secret) -> None:
+    """A PROXY_URL query credential and an EXTRA_BODY credential are masked like the key: no repr shows them."""
+    client = moa.Debater(**settings)
+    shown = [repr(client.config), repr(vars(client)), str(vars(client))]
+    async with client:
+        shown += [repr(vars(client)), repr(vars(client.endpoint))]
+    assert client.config.secrets and not [text for text in shown if secret in text]
