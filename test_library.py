@@ -625,3 +625,17 @@ async def test_no_repr_of_a_client_shows_a_credential_masked_like_the_key(settin
     async with client:
         shown += [repr(vars(client)), repr(vars(client.endpoint))]
     assert client.config.secrets and not [text for text in shown if secret in text]
+
+
+@pytest.mark.parametrize("per_call, sent, gone", [
+    ({"extra_body": {"user": "team-b"}}, {"user": "team-b"}, "provider"),
+    ({"seed": 7}, {"seed": 7, "provider": {"order": ["groq"]}}, "user"),
+], ids=["extra-body-replaced", "other-setting-keeps-it"])
+@respx.mock
+async def test_a_calls_extra_body_replaces_the_clients_whole(per_call, sent, gone) -> None:
+    """A call's extra_body is sent instead of the client's (docs/library.md), not merged; other keywords leave it."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    async with moa.Debater(num_workers=2, num_judges=1, extra_body={"provider": {"order": ["groq"]}}) as client:
+        await client.debate("What is 17 * 23?", **per_call)
+    bodies = [json.loads(call.request.content) for call in route.calls]
+    assert all(body.items() >= sent.items() and gone not in body for body in bodies)
