@@ -374,16 +374,16 @@ def query_credentials(query: str) -> list[str]:
     return found
 
 
-def tunable(default: T, parse: Callable[[str], Any], *, secret: bool = False) -> T:
+def tunable(default: T, parse: Callable[[str], Any], *, secret: bool = False, holds_secrets: bool = False) -> T:
     """A Config field that is a setting: its one default, and the parser of its text (flag, environment, .env)."""
-    return field(default=default, repr=not secret, metadata={"parse": parse, "secret": secret})
+    return field(default=default, repr=not (secret or holds_secrets), metadata={"parse": parse, "secret": secret})
 
 
 @dataclass(frozen=True)
 class Config:
     """Every setting of a run, parsed and checked once in main(); each field's default is the setting's."""
 
-    proxy_url: str = field(metadata={"parse": chat_completions_url})
+    proxy_url: str = field(repr=False, metadata={"parse": chat_completions_url})  # may hold ?key= (Config.secrets)
     api_key: str = field(repr=False, metadata={"parse": _api_key, "secret": True})
     model_name: str = tunable("default", _text)  # one name, or a comma-separated list for the solver slots
     judge_model: str | None = tunable(None, _optional(_text))  # default: the first of MODEL_NAME
@@ -431,7 +431,7 @@ class Config:
     stop: str | None = tunable(None, _optional(_stop))  # a JSON list
     response_format: str | None = tunable(None, _optional(_json_object))  # a JSON object; the synthesis's only
     reasoning_effort: str | None = tunable(None, _optional(_effort))
-    extra_body: str | None = tunable(None, _optional(_extra_body))  # a JSON object, merged last; null removes
+    extra_body: str | None = tunable(None, _optional(_extra_body), holds_secrets=True)  # merged last, null removes
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -1206,9 +1206,9 @@ class Endpoint:
                         return await self._read(response, in_flight, sent_at)
         except (httpx.HTTPError, TimeoutError, APIError) as err:
             error = err if isinstance(err, APIError) else self.refused(exception_error(err, self.config), sent_at)
-            # A server may echo the key back: masked as it enters, since its words also reach the library's
-            # caller (RunFailed's cause, the caller's own log handlers), which no exit of ours sees.
-            error.args = (redact(str(error), self.config.secrets),)
+            # A server may echo a key back (the client's, or a call's EXTRA_BODY credential): masked as it enters,
+            own = [s for s in body_credentials(json.dumps(options or {})) if len(s) >= MIN_MASKED_SECRET]
+            error.args = (redact(str(error), [*self.config.secrets, *own]),)  # as its words reach a library caller
             raise error from None
         finally:
             self.slots.release()
@@ -3495,7 +3495,7 @@ async def debated(config: Config, question: str, endpoint: Endpoint, runtime: Ru
         raise run.exception
     if run.status != "ok":  # the run's own kind, message masked
         kind = type(run.exception) if isinstance(run.exception, RunFailed) else RunFailed
-        cause = run.exception.cause if isinstance(run.exception, RunFailed) else None
+        cause = run.exception if isinstance(run.exception, APIError) else getattr(run.exception, "cause", None)
         raise kind(result.error or "the run produced no verdict", result, cause) from run.exception
     return result
 
@@ -3602,7 +3602,7 @@ class Debater:
             raise RuntimeError("open the Debater first: `async with moa_pipeline.Debater(...) as client:`")
         if asyncio.get_running_loop() is not self.loop:
             raise RuntimeError("this Debater was opened in another event loop: open one in the loop that uses it")
-        return await debated(config, question, self.endpoint, self.runtime)
+        return await debated(config, question, self.endpoint, replace(self.runtime, secrets=config.secrets))
 
 
 def settings_signature(function: Callable[..., Any]) -> None:
@@ -5973,8 +5973,8 @@ def write_user_file(environ: Mapping[str, str]) -> int:
     existing one is never overwritten (exit 2: nothing written; a provisioning script checks `config` instead)."""
     path = user_settings_file(environ)
     shown = shown_path(path, environ)
-    if not path.is_absolute():  # no HOME and no passwd entry: "~" would be a folder made here
-        raise ConfigError(f"no home folder to write {path} in: set HOME, or {CONFIG_HOME_VARIABLE} to a folder")
+    if not path.is_absolute():  # no HOME (or passwd entry), or a relative MOA_CONFIG_HOME: a folder made here
+        raise ConfigError(f"no full path to write {path} at: set HOME, or {CONFIG_HOME_VARIABLE} to a full path")
     try:
         make_private_folders(path.parent)
         folder = open_folder(path.parent)

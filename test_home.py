@@ -267,7 +267,19 @@ def test_init_without_a_home_folder_writes_nothing_here(tmp_path, monkeypatch, c
     monkeypatch.delenv("HOME")
     monkeypatch.setattr(os.path, "expanduser", lambda path: path)
     assert moa.main(["init"]) == 2
-    assert "no home folder" in capsys.readouterr().err and not (tmp_path / "~").exists()
+    assert "set HOME" in capsys.readouterr().err and not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("home, config_home", [("", ""), ("/home/ada", "my-settings")],
+                         ids=["empty-home", "relative-config-home"])
+def test_init_says_which_path_is_not_a_full_one(tmp_path, monkeypatch, capsys, home, config_home) -> None:
+    """init refuses a relative per-user path saying so: a relative MOA_CONFIG_HOME is no missing home folder."""
+    monkeypatch.setenv("HOME", home)
+    monkeypatch.setenv(moa.CONFIG_HOME_VARIABLE, config_home)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert moa.main(["init"]) == 2
+    err = capsys.readouterr().err
+    assert "no full path" in err and f"{moa.CONFIG_HOME_VARIABLE} to a full path" in err and not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("home", ["", "relative/home"], ids=["empty", "relative"])

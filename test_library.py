@@ -568,3 +568,74 @@ async def test_fifty_debates_through_one_client_stay_within_an_endpoints_limit(s
     running = [sum(step for _, step in events[:n + 1]) for n in range(len(events))]
     assert max(running) <= 8 and not [e for e in endpoint.events("end") if e["status"] == 429]
     assert len(endpoint.runs()) == 50
+
+
+@pytest.mark.parametrize("ask", [
+    lambda client, secret: client.debate("What is 17 * 23?", extra_body={"api_key": secret}),
+    lambda client, secret: client.debate_many(["What is 17 * 23?"], extra_body={"aws_secret_access_key": secret}),
+], ids=["debate", "debate_many"])
+@respx.mock
+async def test_a_credential_in_a_calls_own_extra_body_is_masked_in_its_files(tmp_path, ask) -> None:
+    """A call's own EXTRA_BODY credential is masked in its transcript and trace, as the client's own would be."""
+    secret = "sk-litellm-PERCALL-5566778899"
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    async with moa.Debater(num_workers=2, num_judges=1) as client:
+        await ask(client, secret)
+    files = [path.read_text() for path in (tmp_path / "logs").iterdir()]
+    assert secret in route.calls.last.request.content.decode(), "sent as given"
+    assert len(files) == 2 and all(secret not in text and "***" in text for text in files)
+
+
+@pytest.mark.parametrize("shown", [lambda err: repr(err.__cause__), lambda err: str(err.__cause__)],
+                         ids=["__cause__-repr", "__cause__-str"])
+@respx.mock
+async def test_a_calls_own_extra_body_credential_the_endpoint_echoes_never_reaches_the_caller(shown) -> None:
+    """A 401 echoing a call's own EXTRA_BODY credential: the RunFailed's chained error has it masked too."""
+    secret = "sk-litellm-PERCALL-5566778899"
+    respx.post(URL).mock(return_value=httpx.Response(401, json={"error": {"message": f"bad key {secret}"}}))
+    async with moa.Debater(num_workers=2, num_judges=1) as client:
+        with pytest.raises(moa.RunFailed) as caught:
+            await client.debate("What is 17 * 23?", extra_body={"api_key": secret})
+    assert secret not in shown(caught.value) and "***" in str(caught.value)
+
+
+@pytest.mark.parametrize("status, body", [
+    (401, {"error": {"message": "invalid api key"}}),
+    (404, {"error": {"message": "The model `gpt-9` does not exist"}}),
+    (429, {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}),
+], ids=["wrong-key", "wrong-model", "quota-used-up"])
+@respx.mock
+async def test_a_run_stopped_by_a_refusal_names_it_as_its_cause(status, body) -> None:
+    """RunFailed.cause is the error the last failed call ended with (docs/library.md), a refusal that stops the run too."""
+    respx.post(URL).mock(return_value=httpx.Response(status, json=body))
+    with pytest.raises(moa.RunFailed) as caught:
+        await moa.debate("What is 17 * 23?", num_workers=2, num_judges=1)
+    assert isinstance(caught.value.cause, moa.APIError) and caught.value.cause.status == status
+
+
+@pytest.mark.parametrize("settings, secret", [
+    ({"proxy_url": "https://gw.example/v1?key=sk-proxy-QUERY-55667788"}, "sk-proxy-QUERY-55667788"),
+    ({"extra_body": {"api_key": "sk-litellm-BODY-11223344"}}, "sk-litellm-BODY-11223344"),
+    ({"extra_body": {"aws_secret_access_key": "wJalrXUtnFEMI-K7MDENG"}}, "wJalrXUtnFEMI-K7MDENG"),
+], ids=["proxy-url-query", "extra-body-api-key", "extra-body-aws-secret"])
+async def test_no_repr_of_a_client_shows_a_credential_masked_like_the_key(settings, secret) -> None:
+    """A PROXY_URL query credential and an EXTRA_BODY credential are masked like the key: no repr shows them."""
+    client = moa.Debater(**settings)
+    shown = [repr(client.config), repr(vars(client)), str(vars(client))]
+    async with client:
+        shown += [repr(vars(client)), repr(vars(client.endpoint))]
+    assert client.config.secrets and not [text for text in shown if secret in text]
+
+
+@pytest.mark.parametrize("per_call, sent, gone", [
+    ({"extra_body": {"user": "team-b"}}, {"user": "team-b"}, "provider"),
+    ({"seed": 7}, {"seed": 7, "provider": {"order": ["groq"]}}, "user"),
+], ids=["extra-body-replaced", "other-setting-keeps-it"])
+@respx.mock
+async def test_a_calls_extra_body_replaces_the_clients_whole(per_call, sent, gone) -> None:
+    """A call's extra_body is sent instead of the client's (docs/library.md), not merged; other keywords leave it."""
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    async with moa.Debater(num_workers=2, num_judges=1, extra_body={"provider": {"order": ["groq"]}}) as client:
+        await client.debate("What is 17 * 23?", **per_call)
+    bodies = [json.loads(call.request.content) for call in route.calls]
+    assert all(body.items() >= sent.items() and gone not in body for body in bodies)
