@@ -8,6 +8,22 @@ The output contract (tag names) is shared with ``parsing.py`` and with other
 tools that read our transcripts; keep the names. Untrusted text (the question,
 model answers) always sits inside its own delimiters and goes through
 ``quote_untrusted`` so it cannot close them early.
+
+Layout, for prefix caches (issue 25). vLLM, SGLang, llama.cpp and OpenAI reuse the longest prompt prefix they
+have already seen, so every prompt runs from the most shared text to the least: our rules (the system message,
+one per phase), then the question, then what every call of the phase shares, then this call's own part, and the
+nonce (NONCE_SUFFIX) last, at the very end of the user message. Before, the nonce ended the system message and
+the solvers' stances sat in it: everything after the first differing character (the bulk of a prompt) was never
+a cached prefix. So:
+- a solver's stance (SOLVER_STYLE) follows the question in SOLVER_USER: five solvers share rules and question;
+- a later round (REVISE_USER) shows every solver's current answer, its own among them, as one block in slot
+  order, the same for all, before its own answer, reason and critique;
+- critiques, rebuttals and judges share rules and question only: each critic reads its own candidate, and
+  each judge keeps its own candidate order (judge_order: position bias is real), so they share little.
+The nonce still makes every attempt's body unique (a caching gateway never answers two solvers alike, a retry
+never gets a cached failure back); at the end it costs a prefix cache nothing. The tag of the later round's
+blocks stays <other_solver> although the block now holds the reader's own answer too: parsing.py strips an echoed
+<other_solver> block and defuses a forged one, and replies are read as before.
 """
 from __future__ import annotations
 
@@ -67,7 +83,8 @@ SOLVER_SYSTEM = Template(
     "<answer>your final answer only: a number, a word, a letter or one short sentence</answer>"
 )
 
-SOLVER_USER = Template("<question>\n$question\n</question>")
+# $stance: SOLVER_STYLE or "" (no SOLVER_STYLES); after the question, so all solvers share what comes before it.
+SOLVER_USER = Template("<question>\n$question\n</question>$stance")
 
 # SOLVER_STYLES: each solver slot reasons from its own stance, so copies of one
 # model do not all walk into the same mistake. Slot i takes style i mod 5.
@@ -87,7 +104,7 @@ SOLVER_STYLES_FULL = (
     "look first for what the request leaves unsaid (edge cases, constraints, the audience) and cover it",
     "start from the simplest complete response, then add only what makes it more correct or more useful",
 )
-SOLVER_STYLE = Template("\nYour approach: $style.")
+SOLVER_STYLE = Template("\n\nYour approach: $style.")
 
 # --- phase 2: cross-critique ------------------------------------------------
 
@@ -143,12 +160,15 @@ REVISE_SYSTEM = Template(
     f"{EXAMPLE_REBUTTAL}"
 )
 
+# $everyone: one REVISE_OTHER block per solver, its own among them, in slot order: the same text for every solver
+# of the round, so all of them share the prefix up to "Your current answer" (see the layout above). A solver's own
+# reason is its block's, cut at REASON_CHARS as everyone's is (a rebuttal's cue asks for one or two sentences, so
+# it is mostly whole): repeated in full after the block, it made the own part too long to cache half the prompt.
 REVISE_USER = Template(
     "<question>\n$question\n</question>\n\n"
+    "Every solver's current answer and reason, yours among them:\n$everyone\n\n"
     "Your current answer:\n<answer>\n$answer\n</answer>\n\n"
-    "Your reason:\n<reasoning>\n$reasoning\n</reasoning>\n\n"
     "The critique you received:\n<critique>\n$critique\n</critique>\n\n"
-    "The other solvers' current answers:\n$others\n\n"
     f"{REBUTTAL_CUE}"
 )
 
@@ -189,7 +209,7 @@ JUDGE_CANDIDATE = Template(
 
 NOT_AVAILABLE = "(none)"
 
-# Appended to the system prompt of every attempt; see moa_pipeline.build_messages.
+# Appended to the user prompt (the last message) of every attempt, its very last text; see moa_pipeline.try_attempt.
 NONCE_SUFFIX = Template("\n\n[request $nonce]")
 
 # --- full answers (ANSWER_SHAPE=full) -----------------------------------------

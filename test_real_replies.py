@@ -69,7 +69,7 @@ def test_our_nonce_never_lands_in_an_answer(monkeypatch, capsys) -> None:
     monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
 
     def echo_nonce(request: httpx.Request, n: int) -> httpx.Response:
-        nonce = re.search(r"\[request [^\]]+\]", json.loads(request.content)["messages"][0]["content"]).group(0)
+        nonce = re.search(r"\[request [^\]]+\]", json.loads(request.content)["messages"][-1]["content"]).group(0)
         return completion(f"<reasoning>17 * 23</reasoning>\n<answer>391 {nonce}</answer>")
 
     respx.post(URL).mock(side_effect=FakeModel(overrides={"generate": echo_nonce}))
