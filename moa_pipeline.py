@@ -140,6 +140,7 @@ from parsing import (
     read_items,
     read_shard,  # the id of a question without one, as a batch line shows it
     restore_tags,
+    result_record,
     retry_hint,
     safe_name,
     shown_id,
@@ -4555,7 +4556,7 @@ def output_records(output: Path) -> Iterator[tuple[bytes | None, dict[str, Any] 
         return
     with read_file(output) as handle:
         for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
-            yield raw, _complete_record(raw) if raw is not None else None
+            yield raw, result_record(raw) if raw is not None else None
 
 
 def compact_output(output: Path, runtime: Runtime, line_format: str) -> tuple[set[str], set[str], int]:
@@ -4585,23 +4586,6 @@ def compact_output(output: Path, runtime: Runtime, line_format: str) -> tuple[se
 
     replace_atomically(output, fill)
     return done, failed - done, dropped
-
-
-def _complete_record(raw: bytes) -> dict[str, Any] | None:
-    if not raw.endswith(b"\n"):
-        return None  # torn: the process died mid-write
-    try:
-        record = load_json(raw)
-    except ValueError:
-        return None
-    if isinstance(record, dict) and "custom_id" in record and isinstance(record.get("moa"), dict):
-        # One of our --output-format openai-batch lines (a line from OpenAI itself has no "moa").
-        response, extra = record.get("response"), record["moa"]
-        done = isinstance(response, dict) and response.get("status_code") == 200 and not record.get("error")
-        return {"id": str(record["custom_id"]), "status": "ok" if done else "failed", "output_format": "openai-batch",
-                **{key: extra[key] for key in ("expected", "correct") if key in extra}}
-    ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
-    return record if ours else None
 
 
 def move_aside(output: Path, now: float) -> Path | None:

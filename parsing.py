@@ -1,5 +1,5 @@
-"""Every pure reading of text: model replies, values from outside (settings, URLs, headers), and the lines of a
-questions file (read_items). Strings in, small result objects out.
+"""Every pure reading of text: model replies, values from outside (settings, URLs, headers), the lines of a
+questions file (read_items) and of an earlier results file (result_record). Strings in, small result objects out.
 
 Model output is found in three tiers, each tried in turn, and the result
 records which tier matched so the transcript can say so:
@@ -2046,3 +2046,24 @@ def _slurm_shard(environ: Mapping[str, str], count: int) -> Shard:
         raise ValueError(f"--shard auto/{count}: task ids 0 and {count} of the Slurm array are both shard "
                           f"{count}: submit --array=1-{count} or 0-{count - 1}")
     return Shard(task or count, count)
+
+
+# --- results files: an earlier output's lines (resume, the summary's totals, --eval's report) ----
+
+def result_record(raw: bytes) -> dict[str, Any] | None:
+    """The record a results line holds, if it is a whole one of ours: a jsonl line (id, status ok or failed), or an
+    --output-format openai-batch line read as one (its id, status and scoring, "output_format" said); None else."""
+    if not raw.endswith(b"\n"):
+        return None  # torn: the process died mid-write
+    try:
+        record = load_json(raw)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and "custom_id" in record and isinstance(record.get("moa"), dict):
+        # One of our --output-format openai-batch lines (a line from OpenAI itself has no "moa").
+        response, extra = record.get("response"), record["moa"]
+        done = isinstance(response, dict) and response.get("status_code") == 200 and not record.get("error")
+        return {"id": str(record["custom_id"]), "status": "ok" if done else "failed", "output_format": "openai-batch",
+                **{key: extra[key] for key in ("expected", "correct") if key in extra}}
+    ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
+    return record if ours else None
