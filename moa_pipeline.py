@@ -98,6 +98,7 @@ from parsing import (
     ParsedRanking,
     ShapeGuess,
     Shard,
+    TraceAttempt,
     _api_key,
     _boolean,
     _effort,
@@ -145,6 +146,7 @@ from parsing import (
     safe_name,
     shown_id,
     terminal_lines,
+    trace_attempt,
     traced_number,
     usage_counts,
     valid_text,
@@ -4207,24 +4209,6 @@ def human_dry_run(plan: DryRun) -> str:
     return "\n".join(lines)
 
 
-# What an agent is called in a trace: solver-N, solver-M->solver-N (a critique), judge-N.
-_TRACE_AGENT = re.compile(r"(?:solver-(\d{1,3})->)?(solver|judge)-(\d{1,3})|synthesizer")
-
-
-@dataclass(frozen=True)
-class TraceAttempt:
-    """One attempt line of a trace, checked: what a replay needs of it."""
-
-    pass_number: int
-    phase: Phase
-    slot: int  # the solver slot the attempt is about (the critiqued one for a critique), from 0
-    ok: bool
-    response_text: str
-    debate_round: int = 1  # the debate round
-    model: str = ""  # the model it went to ("" in a trace that does not say)
-    record: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the line as read
-
-
 @dataclass(frozen=True)
 class ReplayStart:
     """--from START, parsed once where it enters: the first phase run again (critique, rebuttal, revise or
@@ -4293,28 +4277,6 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield number, record
 
 
-def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttempt | None:
-    """A checked attempt record; None for a judge's (not about a solver's line); ConfigError for a malformed one."""
-    if "pass" not in record:  # it still replays, and its restored lines say "pass"
-        record = {("pass" if key == "round" else key): value for key, value in record.items()}  # an older trace
-    agent, pass_number, phase = record.get("agent"), record.get("pass"), record.get("phase")
-    text, outcome, model = record.get("response_text", ""), record.get("outcome"), record.get("model")
-    found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
-    if (found is None or type(pass_number) is not int or phase not in PHASES or not isinstance(outcome, str)
-            or not isinstance(text, str | None) or not isinstance(model, str | None)):
-        raise ConfigError(f"--replay {path}: line {number} is not an attempt record of this tool "
-                          "(agent, pass, phase, outcome, model or response_text missing or malformed)")
-    if found.group(2) != "solver":  # a judge's or the synthesizer's: about no solver's line
-        return None
-    slot, debate_round = int(found.group(3)) - 1, record.get("debate_round", 1)
-    if not 0 <= slot < MAX_WORKERS or (phase == Phase.CRITIQUE) != (found.group(1) is not None):
-        raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({str(agent)[:40]!r})")
-    if type(debate_round) is not int or not 1 <= debate_round <= MAX_ROUNDS:
-        raise ConfigError(f"--replay {path}: line {number} has a debate_round that is not 1-{MAX_ROUNDS}")
-    return TraceAttempt(pass_number, Phase(phase), slot, outcome == "ok", valid_text(text or ""), debate_round,
-                        valid_text(model or ""), record)
-
-
 def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str) -> dict[int, Position]:
     """Each solver's line as the kept attempts leave it: its answer and model, the critique and rebuttal
     it got, and once round 1 is over, its answer after each debate round before ``start``, in order."""
@@ -4350,8 +4312,11 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
             if run:  # two traces joined: their answers would be mixed under one question
                 raise ConfigError(f"--replay {path}: line {number} starts a second run; replay one run's trace")
             run = record
-        elif record.get("type") == "attempt" and (attempt := trace_attempt(record, path, number)) is not None:
-            attempts.append(attempt)
+        elif record.get("type") == "attempt":
+            try:  # None: a judge's or the synthesizer's attempt, about no solver's line
+                attempts += filter(None, [trace_attempt(record, PHASES, MAX_WORKERS, MAX_ROUNDS)])
+            except ValueError as err:
+                raise ConfigError(f"--replay {path}: line {number} {err}") from None
         elif record.get("type") == "verdict":
             verdict_line = record
     question = run.get("question")

@@ -1,5 +1,6 @@
 """Every pure reading of text: model replies, values from outside (settings, URLs, headers), the lines of a
-questions file (read_items) and of an earlier results file (result_record). Strings in, small result objects out.
+questions file (read_items), of an earlier results file (result_record) and of a trace (trace_attempt). Strings
+in, small result objects out.
 
 Model output is found in three tiers, each tried in turn, and the result
 records which tier matched so the transcript can say so:
@@ -28,7 +29,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -2067,3 +2068,47 @@ def result_record(raw: bytes) -> dict[str, Any] | None:
                 **{key: extra[key] for key in ("expected", "correct") if key in extra}}
     ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
     return record if ours else None
+
+
+# --- traces: a run's JSONL lines, read back by --replay ---------------------------------------
+
+# What an agent is called in a trace: solver-N, solver-M->solver-N (a critique), judge-N; read by fullmatch, each
+# number at most three digits: nothing to backtrack over.
+_TRACE_AGENT = re.compile(r"(?:solver-(\d{1,3})->)?(solver|judge)-(\d{1,3})|synthesizer")
+
+
+@dataclass(frozen=True)
+class TraceAttempt:
+    """One attempt line of a trace, checked: what a replay needs of it."""
+
+    pass_number: int
+    phase: str  # one of moa_pipeline's phases (a Phase compares equal to its value)
+    slot: int  # the solver slot the attempt is about (the critiqued one for a critique), from 0
+    ok: bool
+    response_text: str
+    debate_round: int = 1  # the debate round
+    model: str = ""  # the model it went to ("" in a trace that does not say)
+    record: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the line as read
+
+
+def trace_attempt(record: Mapping[str, Any], phases: Collection[str], slots: int, rounds: int) -> TraceAttempt | None:
+    """A trace's attempt line, checked against the ``phases``, solver ``slots`` and debate ``rounds`` there can be;
+    None for a judge's or the synthesizer's (about no solver's line); ValueError saying what is wrong with it."""
+    if "pass" not in record:  # it still replays, and its restored lines say "pass"
+        record = {("pass" if key == "round" else key): value for key, value in record.items()}  # an older trace
+    agent, pass_number, phase = record.get("agent"), record.get("pass"), record.get("phase")
+    text, outcome, model = record.get("response_text", ""), record.get("outcome"), record.get("model")
+    found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
+    if (found is None or type(pass_number) is not int or phase not in phases or not isinstance(outcome, str)
+            or not isinstance(text, str | None) or not isinstance(model, str | None)):
+        raise ValueError("is not an attempt record of this tool "
+                         "(agent, pass, phase, outcome, model or response_text missing or malformed)")
+    if found.group(2) != "solver":  # a judge's or the synthesizer's: about no solver's line
+        return None
+    slot, debate_round = int(found.group(3)) - 1, record.get("debate_round", 1)
+    if not 0 <= slot < slots or (phase == "critique") != (found.group(1) is not None):  # a critique names its critic
+        raise ValueError(f"names an agent this tool never uses ({str(agent)[:40]!r})")
+    if type(debate_round) is not int or not 1 <= debate_round <= rounds:
+        raise ValueError(f"has a debate_round that is not 1-{rounds}")
+    return TraceAttempt(pass_number, str(phase), slot, outcome == "ok", valid_text(text or ""), debate_round,
+                        valid_text(model or ""), record)

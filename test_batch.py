@@ -17,6 +17,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
+import parsing
 from conftest import URL, FakeModel, FakeSleep, completion, solver_text, test_runtime
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -768,3 +769,21 @@ def test_the_stop_grace_period_starts_once_not_again_as_each_question_ends(tmp_p
     assert moa.main(["-f", str(questions), "-o", str(out), "--concurrency", "3"], runtime=test_runtime(Sleep())) == 130
     assert sorted(r["question"] for r in lines_of(out)) == ["Q1", "Q2", "Q3"]
     assert len(graces) == 1
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b'{"id": "q1", "status": "ok", "final_answer": "391"}\n', {"id": "q1", "status": "ok", "final_answer": "391"}),
+    (b'{"id": "q1", "status": "ok"}', None),  # torn: no newline
+    (b'{"id": "q1", "status": "pending"}\n', None),
+    (b'{"question": "x"}\n', None),
+    (b'{"custom_id": "q2", "response": {"status_code": 200}, "error": null, "moa": {"expected": "4", '
+     b'"correct": true}}\n',
+     {"id": "q2", "status": "ok", "output_format": "openai-batch", "expected": "4", "correct": True}),
+    (b'{"custom_id": "q3", "response": null, "error": {"code": "x"}, "moa": {}}\n',
+     {"id": "q3", "status": "failed", "output_format": "openai-batch"}),
+    (b'{"custom_id": "q4", "response": {"status_code": 200}}\n', None),  # OpenAI's own line: no "moa"
+], ids=["jsonl-ok", "torn", "not-our-status", "not-a-result", "openai-batch-ok", "openai-batch-failed",
+        "openai-own-line"])
+def test_a_results_line_is_read_as_resume_reads_it(raw: bytes, expected: dict | None) -> None:
+    """parsing.result_record: a whole line of ours gives its record (an openai-batch line its id and status)."""
+    assert parsing.result_record(raw) == expected
