@@ -92,6 +92,7 @@ except ImportError as missing:  # only without the requirements: say what to do,
 import prompts
 from parsing import (
     SECRET_MASK,
+    SIGNIFICANCE,
     BadLine,
     BatchItem,
     ParsedAnswer,
@@ -107,6 +108,7 @@ from parsing import (
     _folder,
     _integer,
     _json_object,
+    _mean,
     _number,
     _one_of,
     _optional,
@@ -120,6 +122,7 @@ from parsing import (
     credential_parameter,
     detect_answer_type,
     display_url,
+    eval_conclusion,
     finish_reason_of,
     input_format,
     is_loopback,
@@ -127,6 +130,7 @@ from parsing import (
     masked_url,
     message_text,
     normalize_answer,
+    paired,
     parse_answer,
     parse_block,
     parse_full_answer,
@@ -150,6 +154,7 @@ from parsing import (
     traced_number,
     usage_counts,
     valid_text,
+    wilson_interval,
 )
 from parsing import (
     question_id as question_id,
@@ -5111,8 +5116,6 @@ def batch_exit_code(summary: dict[str, Any]) -> int:
 # report made after the last shard covers every shard's questions.
 
 DEFAULT_STRATEGIES = "single,single-contract,vote@5,debate"
-SIGNIFICANCE = 0.05  # McNemar p below it: "beats"; at or above it, the sample cannot tell the two apart
-WILSON_Z = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
 @dataclass(frozen=True)
@@ -5140,38 +5143,6 @@ class EvalOptions:
             except OSError as err:
                 say(f"warning: eval: the report leaves out {path} ({describe_os_error(err)})", ())
         return lines
-
-
-def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion: unlike p +- 1.96 se it stays inside [0, 1] and holds up at
-    the small samples and extreme accuracies an eval has (Brown, Cai and DasGupta 2001)."""
-    if not trials:
-        return 0.0, 1.0
-    z2, share = WILSON_Z ** 2, successes / trials
-    centre = (share + z2 / (2 * trials)) / (1 + z2 / trials)
-    half = WILSON_Z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mcnemar_p(wins: int, losses: int) -> float:
-    """The exact two-sided McNemar p-value: if two strategies were equally good, each question only one of them got
-    right would be a fair coin's toss; this is the chance of a split at least as uneven as wins : losses."""
-    tosses = wins + losses
-    tail = sum(math.comb(tosses, k) for k in range(min(wins, losses) + 1)) / (1 << tosses)
-    return min(1.0, 2 * tail)
-
-
-def paired(base: Mapping[str, dict[str, Any]], other: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """``other`` against ``base`` on the questions both answered: wins (only other right), losses, McNemar p."""
-    both = [(base[i]["correct"], other[i]["correct"]) for i in base.keys() & other.keys()
-            if isinstance(base[i].get("correct"), bool) and isinstance(other[i].get("correct"), bool)]
-    wins, losses = sum(b and not a for a, b in both), sum(a and not b for a, b in both)
-    return {"wins": wins, "losses": losses, "p_value": round(mcnemar_p(wins, losses), 4)}
-
-
-def _mean(values: Iterable[float | int | None]) -> float | None:
-    counted = [v for v in values if v is not None]
-    return round(sum(counted) / len(counted), 3) if counted else None
 
 
 def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
@@ -5215,39 +5186,6 @@ def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, An
     return {"schema_version": SCHEMA_VERSION, "gold": options.batch.questions_file, "folder": str(options.folder),
             "questions": len(gold_ids), "strategies": rows, "best": best and best["name"],
             "best_per_call": thrifty and thrifty["name"], "conclusion": eval_conclusion(rows, best, thrifty)}
-
-
-def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thrifty: dict[str, Any] | None) -> str:
-    """One plain line: the most accurate strategy, the best per call, and whether the debate beats one call."""
-    if best is None or thrifty is None:
-        return "No strategy has answered a question with a gold answer yet."
-    # Edge data is no finding: 0% crowns nothing, a tie is said, an accuracy over few answered (the rest failed) says so
-    most = max(r["answered"] for r in rows)
-    tied = [f"{r['name']} ({_accuracy_said(r, most)})" if r["answered"] < most or r["failed"] else r["name"]
-            for r in rows if r is not best and r["accuracy"] == best["accuracy"]]
-    said = ["No strategy got a question right."] if not best["accuracy"] else [
-        f"Most accurate: {best['name']} ({_accuracy_said(best, most)}"
-        f"{', tied with ' + ', '.join(tied) if tied else ''})."]
-    if thrifty is not best and best["accuracy"]:
-        said.append(f"Best per call: {thrifty['name']} ({_accuracy_said(thrifty, most)} at "
-                    f"{thrifty['calls_per_question']:g} calls/question); the extra calls bought no accuracy these "
-                    f"questions can show (McNemar p >= {SIGNIFICANCE}).")
-    debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"] and r["answered"]), None)
-    if debate_row:
-        duel = debate_row["vs_single"]
-        verdict = ("beats" if duel["wins"] > duel["losses"] else "is worse than") if duel["p_value"] < SIGNIFICANCE \
-            else "does not beat, at this sample size,"
-        said.append(f"The debate {verdict} a single call (wins {duel['wins']}, losses {duel['losses']}, McNemar "
-                    f"p = {duel['p_value']:.3g}, on the {duel['wins'] + duel['losses']} questions only one got right).")
-    elif all(r["name"] != "single" for r in rows) and any(r["name"] == "debate" and r["answered"] for r in rows):
-        said.append("The debate was not compared with a single call: add single to --strategies.")
-    return " ".join(said)
-
-
-def _accuracy_said(row: dict[str, Any], most: int) -> str:
-    """The accuracy, and over how few questions when fewer than another strategy's (failures, or a stopped eval)."""
-    fewer = f" of the {row['answered']} it answered" if row["failed"] or row["answered"] < most else ""
-    return f"{100 * row['accuracy']:.1f}%{fewer}" + (f"; {row['failed']} failed" if row["failed"] else "")
 
 
 def _shown(value: float | None, form: str = "{:.1f}") -> str:
