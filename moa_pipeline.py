@@ -4455,29 +4455,8 @@ def parse_shard(value: str, environ: Mapping[str, str]) -> Shard:
         raise ConfigError(str(err)) from None
 
 
-# An OpenAI Batch API line's body fields that set its question's settings. Its model is that question's MODEL_NAME,
-# so its judges' and synthesis's too unless JUDGE_MODEL or SYNTHESIS_MODEL name others; max_completion_tokens,
-# OpenAI's newer name, comes after max_tokens and wins. Other body fields (response_format, tools, n) are not read:
-# RESPONSE_FORMAT and EXTRA_BODY set such fields for every question.
-BATCH_BODY_SETTINGS = {"model": "MODEL_NAME", "temperature": "TEMPERATURE", "max_tokens": "MAX_TOKENS",
-                       "max_completion_tokens": "MAX_TOKENS", "seed": "SEED", "top_p": "TOP_P", "stop": "STOP",
-                       "reasoning_effort": "REASONING_EFFORT"}
-
-
-def _batch_settings(body: Mapping[str, Any], number: int) -> tuple[tuple[str, Any], ...] | BadLine:
-    """The settings a Batch API line's body gives its question, each read by its setting's parser, as from .env;
-    a value that parser refuses is that line's input error, as a bad setting is the run's."""
-    by_env, found = {s.env: s for s in SETTINGS}, dict[str, Any]()
-    for key, env in BATCH_BODY_SETTINGS.items():
-        if (value := body.get(key)) is None:
-            continue
-        try:
-            if key == "model" and not isinstance(value, str):  # json.dumps would make a name of a list
-                raise ValueError("expected a string")
-            found[by_env[env].field] = by_env[env].parse(value if isinstance(value, str) else json.dumps(value))
-        except ValueError as err:
-            return BadLine(number, f"body.{key}={printable(json.dumps(value))} is not valid for {env}: {err}")
-    return tuple(found.items())
+# Each setting's parser by its .env name: what a Batch API line's body settings are read with (parsing.read_items).
+SETTING_PARSERS = {s.env: s.parse for s in SETTINGS}
 
 
 def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dict[str, Any]:
@@ -4967,7 +4946,7 @@ async def run_questions(stdin: Any, batch: BatchRun, writer: ResultWriter) -> No
             async with open_client(config) as client:
                 lines = bounded_lines(stream, input_line_limit(config))
                 items = read_items(lines, input_format(options.questions_file), config.max_question_chars,
-                                   config.secrets, _batch_settings)
+                                   config.secrets, SETTING_PARSERS)
                 await batch.run(items, Endpoint(config, client, batch.runtime), writer)
     finally:
         batch.progress.close()
@@ -5219,7 +5198,7 @@ def gold_ids(config: Config, gold: str) -> frozenset[str]:
     try:
         with read_file(Path(gold), follow=True) as handle:
             items = read_items(bounded_lines(handle, input_line_limit(config)), input_format(gold),
-                               config.max_question_chars, config.secrets, _batch_settings)
+                               config.max_question_chars, config.secrets, SETTING_PARSERS)
             ids = {item.id for item in items if isinstance(item, BatchItem) and item.expected is not None}
     except OSError as err:
         raise ConfigError(f"--eval {gold}: cannot read it ({describe_os_error(err)})") from None

@@ -1851,8 +1851,15 @@ class BadLine:
     reason: str
 
 
-# Reads a Batch API line's body (its model, temperature ...) into its question's settings, or the line's BadLine.
-BodySettings = Callable[[Mapping[str, Any], int], "tuple[tuple[str, Any], ...] | BadLine"]
+# Each setting's parser by its .env name (moa_pipeline's SETTING_PARSERS): a Batch API line's body is read with them.
+SettingParsers = Mapping[str, Callable[[str], Any]]
+# An OpenAI Batch API line's body fields that set its question's settings. Its model is that question's MODEL_NAME,
+# so its judges' and synthesis's too unless JUDGE_MODEL or SYNTHESIS_MODEL name others; max_completion_tokens,
+# OpenAI's newer name, comes after max_tokens and wins. Other body fields (response_format, tools, n) are not read:
+# RESPONSE_FORMAT and EXTRA_BODY set such fields for every question.
+BATCH_BODY_SETTINGS = {"model": "MODEL_NAME", "temperature": "TEMPERATURE", "max_tokens": "MAX_TOKENS",
+                       "max_completion_tokens": "MAX_TOKENS", "seed": "SEED", "top_p": "TOP_P", "stop": "STOP",
+                       "reasoning_effort": "REASONING_EFFORT"}
 
 
 def question_id(question: str) -> str:
@@ -1860,7 +1867,7 @@ def question_id(question: str) -> str:
     return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:12]
 
 
-def item_from_json(text: str, number: int, body_settings: BodySettings | None = None) -> BatchItem | BadLine:
+def item_from_json(text: str, number: int, parsers: SettingParsers | None = None) -> BatchItem | BadLine:
     """A JSONL questions-file line: ours ({question, id, answer}) or an OpenAI Batch API request line."""
     try:
         data = load_json(text)
@@ -1869,7 +1876,7 @@ def item_from_json(text: str, number: int, body_settings: BodySettings | None = 
     if not isinstance(data, dict):
         return BadLine(number, "not a JSON object")
     if "custom_id" in data:
-        return _item_from_batch_request(data, number, body_settings)
+        return _item_from_batch_request(data, number, parsers)
     question = data.get("question")
     if not isinstance(question, str) or not question.strip():
         return BadLine(number, 'no "question" text')
@@ -1887,11 +1894,10 @@ def item_from_json(text: str, number: int, body_settings: BodySettings | None = 
                      None if expected is None else str(expected))
 
 
-def _item_from_batch_request(data: dict[str, Any], number: int,
-                             body_settings: BodySettings | None) -> BatchItem | BadLine:
+def _item_from_batch_request(data: dict[str, Any], number: int, parsers: SettingParsers | None) -> BatchItem | BadLine:
     """An OpenAI Batch API request line: ``custom_id`` is the id, the last user message the question, and earlier
-    messages (system prompt, prior turns) its context, quoted before it; ``body_settings`` reads what else its body
-    sets (moa_pipeline's _batch_settings: settings are the pipeline's)."""
+    messages (system prompt, prior turns) its context, quoted before it; what else its body sets is read by the
+    settings' ``parsers`` (_body_settings)."""
     custom_id, body = data.get("custom_id"), data.get("body")
     if not isinstance(custom_id, str) or not _usable_id(custom_id):
         return BadLine(number, '"custom_id" must be a non-empty string')
@@ -1910,9 +1916,27 @@ def _item_from_batch_request(data: dict[str, Any], number: int,
     if context:
         question = ("Context (the conversation so far):\n" + "\n\n".join(context)
                     + "\n\nQuestion:\n" + question.strip())
-    settings = body_settings(body or {}, number) if body_settings else ()  # a dict: its messages were read
+    settings = _body_settings(body or {}, number, parsers) if parsers else ()  # a dict: its messages were read
     return settings if isinstance(settings, BadLine) else BatchItem(number, custom_id, valid_text(question).strip(),
                                                                     None, settings)
+
+
+def _body_settings(body: Mapping[str, Any], number: int,
+                   parsers: SettingParsers) -> tuple[tuple[str, Any], ...] | BadLine:
+    """The settings a Batch API line's body gives its question, (Config field, value), each read by its setting's
+    parser, as from .env; a value that parser refuses is that line's input error, as a bad setting is the run's."""
+    found: dict[str, Any] = {}
+    for key, env in BATCH_BODY_SETTINGS.items():
+        if (value := body.get(key)) is None:
+            continue
+        try:
+            if key == "model" and not isinstance(value, str):  # json.dumps would make a name of a list
+                raise ValueError("expected a string")
+            # Keyed by the setting's Config field: its name in lower case, as moa_pipeline's SETTINGS has it.
+            found[env.lower()] = parsers[env](value if isinstance(value, str) else json.dumps(value))
+        except ValueError as err:
+            return BadLine(number, f"body.{key}={printable(json.dumps(value))} is not valid for {env}: {err}")
+    return tuple(found.items())
 
 
 def _content_text(content: Any) -> str | None:
@@ -1943,7 +1967,7 @@ def input_format(name: str) -> bool | None:
 
 
 def read_items(lines: Iterable[bytes | None], jsonl: bool | None, max_chars: int = 10**9, secrets: Sequence[str] = (),
-               body_settings: BodySettings | None = None) -> Iterator[BatchItem | BadLine]:
+               parsers: SettingParsers | None = None) -> Iterator[BatchItem | BadLine]:
     """Items of a questions file, read as a stream: memory does not grow with the file.
     ``lines`` come from bounded_lines: None is a line too long to hold. An id holding a secret is refused: it
     would name files, and its line, masked where it is written, would never match it on resume."""
@@ -1961,7 +1985,7 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None, max_chars: int
             continue
         if not text or text.startswith("#"):  # blank, or a comment
             continue
-        item = (BadLine(number, "contains NUL bytes") if "\x00" in text else item_from_json(text, number, body_settings)
+        item = (BadLine(number, "contains NUL bytes") if "\x00" in text else item_from_json(text, number, parsers)
                 if jsonl else BatchItem(number, question_id(text), text, None))
         if isinstance(item, BatchItem) and len(item.question) > max_chars:
             item = BadLine(number, f"the question is {len(item.question)} characters, more than "
