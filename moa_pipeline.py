@@ -151,6 +151,7 @@ from parsing import (
     shown_id,
     terminal_lines,
     trace_attempt,
+    traced_list,
     traced_number,
     usage_counts,
     valid_text,
@@ -4358,9 +4359,9 @@ def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: 
         verdict = Verdict(valid_text(found["answer"]), int(traced_number(found["confidence"], 100)),
                           int(count(found["agreeing"])), int(count(found["valid"])), valid_text(found["source"]),
                           {valid_text(k): int(count(n)) for k, n in found["tally"].items()}, valid_text(found["kind"]),
-                          standings, tuple(valid_text(a) for a in _traced_list(found["analyses"])),
-                          tuple(tuple(valid_text(agent) for agent in _traced_list(seen))
-                                for seen in _traced_list(found.get("judge_labels", []))))  # older traces: none
+                          standings, tuple(valid_text(a) for a in traced_list(found["analyses"])),
+                          tuple(tuple(valid_text(agent) for agent in traced_list(seen))
+                                for seen in traced_list(found.get("judge_labels", []))))  # older traces: none
     except (TypeError, KeyError, ValueError, AttributeError, OverflowError):
         verdict = None
     agents = [s.agent for s in verdict.standings] if verdict else []
@@ -4368,12 +4369,6 @@ def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: 
         raise ConfigError(f"--replay {path}: --from synthesis needs the verdict line this tool writes when its judges "
                           "are done, and the trace has none (or one that is not ours): use --from judges")
     return verdict
-
-
-def _traced_list(value: Any) -> list[Any]:
-    if not isinstance(value, list):  # a string would pass as a list of one-letter analyses
-        raise TypeError("not a list")
-    return value
 
 
 async def run_replay(state: Debate, replay: Replay) -> Verdict:

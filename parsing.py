@@ -1583,6 +1583,13 @@ def traced_number(value: Any, high: float) -> float:
     return float(value)
 
 
+def traced_list(value: Any) -> list[Any]:
+    """A list as the verdict line holds it (its analyses, a judge's labels); TypeError for anything else."""
+    if not isinstance(value, list):  # a string would pass as a list of one-letter analyses
+        raise TypeError("not a list")
+    return value
+
+
 def body_credentials(text: str | None) -> list[str]:
     """EXTRA_BODY's credentials, as PROXY_URL's ``?key=``: the text of each top-level field named as one (LiteLLM's
     client-side ``api_key``, Bedrock's ``aws_secret_access_key``); all of text that is no JSON object, whose fields
