@@ -143,7 +143,7 @@ from parsing import (
     printable,
     question_shape,
     read_items,
-    read_shard,  # the id of a question without one, as a batch line shows it
+    read_shard,
     restore_tags,
     result_record,
     retry_hint,
@@ -156,9 +156,6 @@ from parsing import (
     usage_counts,
     valid_text,
     wilson_interval,
-)
-from parsing import (
-    question_id as question_id,
 )
 
 # --- 1. constants and every exit code ------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_jsonl_fields_and_bad_lines() -> None:
     items = list(moa.read_items(lines, jsonl=True))
     first, second = items[0], items[1]
     assert (first.id, first.question, first.expected) == ("7", "Q1", "391")
-    assert second.id == moa.question_id("Q2") and second.expected is None
+    assert second.id == parsing.question_id("Q2") and second.expected is None
     assert [(e.line, e.reason.split(" (")[0]) for e in items[2:]] == [
         (3, "not valid JSON"), (4, 'no "question" text'), (5, "not a JSON object"),
         (6, '"id" must be a non-empty string or a number'), (7, '"id" must be a non-empty string or a number')]
@@ -83,7 +83,7 @@ def test_format_detection() -> None:
 
 def test_question_ids_are_stable() -> None:
     """The id of a question without one depends only on its text."""
-    assert moa.question_id("What?") == moa.question_id("What?") != moa.question_id("Why?")
+    assert parsing.question_id("What?") == parsing.question_id("What?") != parsing.question_id("Why?")
 
 
 def test_input_is_read_as_a_stream() -> None:
@@ -119,9 +119,9 @@ def test_batch_writes_one_line_per_question_and_a_summary(tmp_path, monkeypatch,
     captured = capsys.readouterr()
     assert code == 3  # one unusable input line
     rows = {r["id"]: r for r in lines_of(out)}
-    assert set(rows) == {"a", "b", moa.question_id("Q3")}
+    assert set(rows) == {"a", "b", parsing.question_id("Q3")}
     assert rows["a"]["correct"] is True and rows["b"]["correct"] is False
-    assert "expected" not in rows[moa.question_id("Q3")]
+    assert "expected" not in rows[parsing.question_id("Q3")]
     for field in ["id", "question", "final_answer", "confidence", "status", "error", "llm_calls", "elapsed_s",
                   "transcript"]:
         assert field in rows["a"]
