@@ -37,9 +37,10 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     11. one question ... a debate, its later rounds, the rerun rule, answer_question; the library (debate, Debater)
     12. files ... the file policy (create_new, open_existing, open_folder: every file opened, no link followed),
         transcripts, traces, atomic writes, the lock
-    13. dry run and replay ... dry_run, load_replay (traces are checked here), and --check (check_endpoint)
-    14. batch ... questions files (their lines: parsing.read_items), resume, the batch loop and its stops;
-        --eval (strategies scored, the report)
+    13. dry run and replay ... dry_run, load_replay (traces are checked here; a line: parsing.trace_attempt),
+        and --check (check_endpoint)
+    14. batch ... questions files and earlier outputs (their lines: parsing.read_items, result_record), resume, the
+        batch loop and its stops; --eval (strategies scored, the report; its statistics: parsing.py)
     15. CLI ... flags, logging (RedactingFilter), the human summary; the config and init commands
 """
 from __future__ import annotations
