@@ -100,6 +100,7 @@ from parsing import (
     ParsedRanking,
     ShapeGuess,
     Shard,
+    TerminalEcho,
     TraceAttempt,
     _api_key,
     _boolean,
@@ -145,7 +146,6 @@ from parsing import (
     question_shape,
     read_items,
     read_shard,
-    restore_tags,
     result_record,
     retry_hint,
     safe_name,
@@ -706,7 +706,7 @@ class Runtime:
     # Every byte the tool writes to a file goes through here (see write_all): a test can fill the disk at any write.
     write: Callable[[int, bytes], int] = os.write
     secrets: Sequence[str] = field(default=(), repr=False)  # Config.secrets, masked in every file; never shown
-    # Where a streamed response shows as it is written (the CLI's TerminalEcho); None: nowhere. Called with None
+    # Where a streamed response shows as it is written (the CLI's parsing.TerminalEcho); None: nowhere. Called with None
     # as each attempt's stream starts, then with each piece of text.
     echo: Callable[[str | None], None] | None = None
 
@@ -5437,41 +5437,6 @@ def stdout_is_terminal() -> bool:
     return False
 
 
-class TerminalEcho:
-    """A streamed response on the terminal as it is written (Runtime.echo), a whole line at a time: each line is
-    masked (a secret is never split across two writes) and stripped of control characters (terminal_lines). A
-    <think> block the stream opens with is not shown: a reasoning model's thinking is no part of the response."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        self.secrets, self.pending, self.shown, self.thinking = secrets, "", "", False
-
-    def __call__(self, text: str | None) -> None:
-        if text is None:  # an attempt's stream starts: a retry writes the response again, from its start
-            if self.finish():
-                emit("[that response was not usable (cut off, or not a response); it is written again]", self.secrets)
-            self.shown, self.thinking = "", False
-            return
-        *lines, self.pending = (self.pending + text).split("\n")
-        for line in lines:
-            self.line(line)
-
-    def line(self, line: str) -> None:
-        if self.thinking or (not self.shown.strip() and line.strip().lower().startswith("<think>")):
-            self.thinking = "</think>" not in line.lower()  # what parse_synthesis's strip_think drops
-            line = "" if self.thinking else line[line.lower().rindex("</think>") + len("</think>"):]
-        if not (self.shown or line.strip()):  # blank lines before the response (after its thinking): not shown
-            return
-        emit("".join(terminal_lines(restore_tags(line))), self.secrets)  # the user's XML as the response has it
-        self.shown += line + "\n"
-
-    def finish(self) -> str:
-        """What the stream showed, its last line written out."""
-        if self.pending:
-            self.line(self.pending)
-            self.pending = ""
-        return self.shown
-
-
 def human_summary(record: RunRecord, streamed: str = "") -> str:
     """The human summary for stdout (the error goes to stderr); a full response whole, unless ``streamed`` showed it."""
     lines, verdict = list[str](), record.verdict
@@ -5704,7 +5669,8 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Eva
 def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_output: bool) -> int:
     """Answer one question and report it: the result on stdout, the error line on stderr."""
     run = Handover(run_record(config, request.question))
-    echo = TerminalEcho(config.secrets) if config.stream and not json_output and stdout_is_terminal() else None
+    watched = config.stream and not json_output and stdout_is_terminal()  # the user sees the response written
+    echo = TerminalEcho(functools.partial(emit, secrets=config.secrets)) if watched else None
     try:
         asyncio.run(run_cli(config, request.question, replace(runtime, echo=echo), run, request.replay))
     except (KeyboardInterrupt, asyncio.CancelledError, Exception) as err:  # Ctrl-C, SIGTERM (see run_cli), a bug

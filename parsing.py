@@ -1,6 +1,7 @@
-"""Every pure reading of text: model replies, values from outside (settings, URLs, headers), the lines of a
-questions file (read_items), of an earlier results file (result_record) and of a trace (trace_attempt); and the
---eval report's reading of result lines (its statistics and its conclusion). Strings in, small result objects out.
+"""Every pure reading of text: model replies (a streamed one too, as the terminal shows it: TerminalEcho), values
+from outside (settings, URLs, headers), the lines of a questions file (read_items), of an earlier results file
+(result_record) and of a trace (trace_attempt); and the --eval report's reading of result lines (its statistics
+and its conclusion). Strings in, small result objects out.
 
 Model output is found in three tiers, each tried in turn, and the result
 records which tier matched so the transcript can say so:
@@ -1826,6 +1827,42 @@ def terminal_lines(text: str) -> list[str]:
     """Model text as lines a terminal shows as they are: control characters (an escape sequence) are dropped, so
     the text can neither move the cursor nor forge a line of its own."""
     return ["".join(ch for ch in line.expandtabs(4) if ch.isprintable()) for line in text.splitlines()]
+
+
+class TerminalEcho:
+    """A streamed response as the terminal shows it while it is written, a whole line at a time to ``show`` (the
+    CLI's stdout, which masks secrets: a secret is never split across two writes), stripped of control characters
+    (terminal_lines). A <think> block the stream opens with is not shown: a reasoning model's thinking is no part
+    of the response. Called with None as each attempt's stream starts, then with each piece of text."""
+
+    def __init__(self, show: Callable[[str], object]) -> None:
+        self.show, self.pending, self.shown, self.thinking = show, "", "", False
+
+    def __call__(self, text: str | None) -> None:
+        if text is None:  # an attempt's stream starts: a retry writes the response again, from its start
+            if self.finish():
+                self.show("[that response was not usable (cut off, or not a response); it is written again]")
+            self.shown, self.thinking = "", False
+            return
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.line(line)
+
+    def line(self, line: str) -> None:
+        if self.thinking or (not self.shown.strip() and line.strip().lower().startswith("<think>")):
+            self.thinking = "</think>" not in line.lower()  # what parse_synthesis's strip_think drops
+            line = "" if self.thinking else line[line.lower().rindex("</think>") + len("</think>"):]
+        if not (self.shown or line.strip()):  # blank lines before the response (after its thinking): not shown
+            return
+        self.show("".join(terminal_lines(restore_tags(line))))  # the user's XML as the response has it
+        self.shown += line + "\n"
+
+    def finish(self) -> str:
+        """What the stream showed, its last line written out."""
+        if self.pending:
+            self.line(self.pending)
+            self.pending = ""
+        return self.shown
 
 
 def valid_text(text: str) -> str:
