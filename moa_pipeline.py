@@ -93,7 +93,6 @@ except ImportError as missing:  # only without the requirements: say what to do,
 import prompts
 from parsing import (
     SECRET_MASK,
-    SIGNIFICANCE,
     BadLine,
     BatchItem,
     ParsedAnswer,
@@ -124,7 +123,7 @@ from parsing import (
     credential_parameter,
     detect_answer_type,
     display_url,
-    eval_conclusion,
+    eval_verdict,
     finish_reason_of,
     input_format,
     is_loopback,
@@ -5149,15 +5148,8 @@ def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, An
     accurate, the best per call, and the closing line."""
     lines = {s.name: {i: r for i, r in options.lines_of(s).items() if i in gold_ids} for s in options.strategies}
     rows = [strategy_score(name, by_id, lines.get("single")) for name, by_id in lines.items()]
-    ranked = sorted((r for r in rows if r["accuracy"] is not None),
-                    key=lambda r: (-r["accuracy"], r["calls_per_question"] or 0))
-    best = ranked[0] if ranked else None
-    # The cheapest strategy the questions cannot tell apart from the most accurate: more calls bought nothing shown.
-    thrifty = min((r for r in ranked if r is best or paired(lines[best["name"]], lines[r["name"]])["p_value"]
-                   >= SIGNIFICANCE), key=lambda r: r["calls_per_question"] or 0, default=None) if best else None
     return {"schema_version": SCHEMA_VERSION, "gold": options.batch.questions_file, "folder": str(options.folder),
-            "questions": len(gold_ids), "strategies": rows, "best": best and best["name"],
-            "best_per_call": thrifty and thrifty["name"], "conclusion": eval_conclusion(rows, best, thrifty)}
+            "questions": len(gold_ids), "strategies": rows, **eval_verdict(rows, lines)}
 
 
 def _shown(value: float | None, form: str = "{:.1f}") -> str:

@@ -2220,6 +2220,19 @@ def _mean(values: Iterable[float | int | None]) -> float | None:
     return round(sum(counted) / len(counted), 3) if counted else None
 
 
+def eval_verdict(rows: list[dict[str, Any]], lines: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The report's verdict over its ``rows`` (strategy_score's) and each strategy's result ``lines`` by id: the most
+    accurate ("best"), the best per call, and the closing line that says so."""
+    ranked = sorted((r for r in rows if r["accuracy"] is not None),
+                    key=lambda r: (-r["accuracy"], r["calls_per_question"] or 0))
+    best = ranked[0] if ranked else None
+    # The cheapest strategy the questions cannot tell apart from the most accurate: more calls bought nothing shown.
+    thrifty = min((r for r in ranked if r is best or paired(lines[best["name"]], lines[r["name"]])["p_value"]
+                   >= SIGNIFICANCE), key=lambda r: r["calls_per_question"] or 0, default=None) if best else None
+    return {"best": best and best["name"], "best_per_call": thrifty and thrifty["name"],
+            "conclusion": eval_conclusion(rows, best, thrifty)}
+
+
 def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thrifty: dict[str, Any] | None) -> str:
     """One plain line: the most accurate strategy, the best per call, and whether the debate beats one call."""
     if best is None or thrifty is None:
