@@ -146,6 +146,7 @@ from parsing import (
     read_items,
     read_shard,
     result_record,
+    result_totals,
     retry_hint,
     safe_name,
     shown_id,
@@ -4595,18 +4596,8 @@ class BatchStats:
 
 
 def output_totals(output: Path) -> dict[str, Any]:
-    """Counts over the whole output file (earlier runs too); accuracy over answered questions with one expected."""
-    totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
-                                            "failed_with_expected"), 0)
-    for record in (record for _, record in output_records(output) if record is not None):
-        totals["questions"] += 1
-        answered = record.get("status") == "ok"
-        totals["ok" if answered else "failed"] += 1
-        if "expected" in record and not (answered and record.get("correct", False) is None):  # None: a full answer
-            totals["with_expected" if answered else "failed_with_expected"] += 1
-            totals["correct"] += answered and bool(record.get("correct"))
-    totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
-    return totals
+    """Counts over the whole output file (earlier runs too): parsing.result_totals of its records."""
+    return result_totals(record for _, record in output_records(output) if record is not None)
 
 
 class Progress:

@@ -2138,6 +2138,21 @@ def result_record(raw: bytes) -> dict[str, Any] | None:
     return record if ours else None
 
 
+def result_totals(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts over a results file's records (result_record's); accuracy over answered questions with one expected."""
+    totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
+                                            "failed_with_expected"), 0)
+    for record in records:
+        totals["questions"] += 1
+        answered = record.get("status") == "ok"
+        totals["ok" if answered else "failed"] += 1
+        if "expected" in record and not (answered and record.get("correct", False) is None):  # None: a full answer
+            totals["with_expected" if answered else "failed_with_expected"] += 1
+            totals["correct"] += answered and bool(record.get("correct"))
+    totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
+    return totals
+
+
 # --- traces: a run's JSONL lines, read back by --replay ---------------------------------------
 
 # What an agent is called in a trace: solver-N, solver-M->solver-N (a critique), judge-N; read by fullmatch, each
