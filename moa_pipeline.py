@@ -97,6 +97,7 @@ from parsing import (
     BatchItem,
     ParsedAnswer,
     ParsedRanking,
+    ReportedUsage,
     ShapeGuess,
     Shard,
     TerminalEcho,
@@ -145,6 +146,7 @@ from parsing import (
     question_shape,
     read_items,
     read_shard,
+    reported_usage,
     result_record,
     result_totals,
     retry_hint,
@@ -154,7 +156,6 @@ from parsing import (
     trace_attempt,
     traced_list,
     traced_number,
-    usage_counts,
     valid_text,
     wilson_interval,
 )
@@ -418,6 +419,7 @@ class Config:
     max_total_tokens: int = tunable(0, _integer(0, 10**12))  # per question, 0 = unlimited
     price_input_per_mtok: float | None = tunable(None, _optional(_number(0, 1_000_000)))
     price_output_per_mtok: float | None = tunable(None, _optional(_number(0, 1_000_000)))
+    price_cached_input_per_mtok: float | None = tunable(None, _optional(_number(0, 1_000_000)))  # unset: the input's
     enable_jsonl_trace: bool | None = tunable(None, _optional(_boolean))  # None: follow ENABLE_FILE_LOGGING
     gateway_token: str | None = tunable(None, _optional(_api_key), secret=True)
     max_question_chars: int = tunable(100_000, _integer(1, 10_000_000))
@@ -768,6 +770,8 @@ class Completion:
     usage: dict[str, int] | None
     cache_status: str | None = None  # a gateway's cf-aig-cache-status (HIT / MISS)
     gateway_retries: int = 0  # requests a gateway retried on its own before this reply (LiteLLM reports them)
+    cached_tokens: int = 0  # prompt tokens the endpoint served from its prefix cache (parsing.reported_usage)
+    endpoint_cost_usd: float | None = None  # what a gateway says it charged for this reply
 
 
 class AdaptiveLimit:
@@ -877,11 +881,12 @@ def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) 
 
 
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
-                       usage: dict[str, int] | None, headers: httpx.Headers) -> Completion:
+                       usage: ReportedUsage, headers: httpx.Headers) -> Completion:
     """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
     retried = headers.get("x-litellm-attempted-retries", "").strip()  # by a gateway, upstream, where it says so
-    reply = Completion("", finish_reason, status, usage, cache_status=headers.get("cf-aig-cache-status"),
-                       gateway_retries=int(retried) if retried.isdigit() and int(retried) <= MAX_GATEWAY_RETRIES else 0)
+    reply = Completion("", finish_reason, status, usage.counts, cache_status=headers.get("cf-aig-cache-status"),
+                       gateway_retries=int(retried) if retried.isdigit() and int(retried) <= MAX_GATEWAY_RETRIES else 0,
+                       cached_tokens=usage.cached_tokens, endpoint_cost_usd=usage.charged(headers))
     if isinstance(refusal, str) and refusal.strip():
         raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
                     reply=reply)
@@ -915,7 +920,7 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
     choice = choices[0]
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     return checked_completion(message_text(message.get("content")), finish_reason_of(choice.get("finish_reason")),
-                              message.get("refusal"), status, usage_counts(data.get("usage")), headers)
+                              message.get("refusal"), status, reported_usage(data), headers)
 
 
 def too_large(limit: int) -> APIError:
@@ -983,7 +988,7 @@ class StreamedReply:
     parts: list[str] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
     finish: str | None = None
-    usage: dict[str, int] | None = None
+    usage: ReportedUsage = ReportedUsage()
     done: bool = False
 
     def add(self, chunk: Any, status: int) -> None:
@@ -993,7 +998,7 @@ class StreamedReply:
         if chunk.get("error"):
             raise fault(Fault.ERROR_IN_REPLY, "the endpoint returned an error mid-stream: "
                         f"{str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}", status=status)
-        self.usage = usage_counts(chunk.get("usage")) or self.usage
+        self.usage = self.usage.then(reported_usage(chunk))
         choices = chunk.get("choices")
         for choice in [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []:
             delta = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
@@ -1330,6 +1335,8 @@ class Attempt:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_estimated: bool = False  # the endpoint sent no usage; counts are estimates
+    cached_tokens: int = 0  # of prompt_tokens, those the endpoint served from its prefix cache
+    endpoint_cost_usd: float | None = None  # what the endpoint says it charged (Completion)
     cache_status: str | None = None
     gateway_retries: int = 0
     reserved: int = 0  # tokens it held of the budget until its bill came
@@ -1471,12 +1478,13 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
     """What a 2xx reply said and its tokens (the endpoint's usage, or an estimate): an unusable one is billed too."""
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
-    attempt.gateway_retries = completion.gateway_retries
-    if usage := completion.usage:  # both counts, checked where the reply was read (usage_counts)
+    attempt.gateway_retries, attempt.endpoint_cost_usd = completion.gateway_retries, completion.endpoint_cost_usd
+    if usage := completion.usage:  # both counts, checked where the reply was read (reported_usage)
         attempt.prompt_tokens, attempt.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
     else:
         attempt.prompt_tokens, attempt.completion_tokens = prompt_estimate, estimate_tokens(completion.text)
         attempt.usage_estimated = True
+    attempt.cached_tokens = min(completion.cached_tokens, attempt.prompt_tokens)  # of an estimate too
 
 
 def request_options(config: Config, phase: Phase) -> dict[str, Any]:
@@ -1891,27 +1899,53 @@ class Usage(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    cached_tokens: int  # of prompt_tokens, those the endpoint served from its prefix cache
     estimated: bool
-    cost_usd: NotRequired[float]  # only when PRICE_INPUT_PER_MTOK or PRICE_OUTPUT_PER_MTOK is set
+    cost_usd: NotRequired[float]  # when the endpoint said what it charged for every reply, or a price is set
+    endpoint_cost_usd: NotRequired[float]  # the sum of what the endpoint said it charged, where it said so
+    cost_source: NotRequired[Literal["endpoint", "prices", "mixed"]]  # whose figures cost_usd adds up
 
 
 def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
-    """Token totals over the given calls; ``estimated`` when any count was estimated."""
+    """Token totals over the given calls; ``estimated`` when any count was estimated. The cost of a reply is what
+    the endpoint said it charged, where it said so, else its tokens at PRICE_*_PER_MTOK (none without a price)."""
     attempts = [attempt for call in calls for attempt in call.attempts]
     prompt, completion = sum(a.prompt_tokens for a in attempts), sum(a.completion_tokens for a in attempts)
     usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                  cached_tokens=sum(a.cached_tokens for a in attempts),
                   estimated=any(a.usage_estimated for a in attempts))
-    if (cost := cost_usd(prompt, completion, config)) is not None:
-        usage["cost_usd"] = cost
+    charged = [a.endpoint_cost_usd for a in attempts if a.endpoint_cost_usd is not None]
+    unsaid = [a for a in attempts if a.endpoint_cost_usd is None and a.prompt_tokens + a.completion_tokens]  # billed
+    ours = cost_usd(sum(a.prompt_tokens for a in unsaid), sum(a.completion_tokens for a in unsaid), config,
+                    sum(a.cached_tokens for a in unsaid))
+    if charged:
+        usage["endpoint_cost_usd"] = round(sum(charged), 6)
+    if (charged and not unsaid) or ours is not None:
+        usage["cost_usd"] = round(sum(charged) + (ours or 0), 6)
+        usage["cost_source"] = "prices" if not charged else "endpoint" if not unsaid else "mixed"
     return usage
 
 
-def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config) -> float | None:
-    """Cost from PRICE_*_PER_MTOK, or None when no price is set."""
-    if config.price_input_per_mtok is None and config.price_output_per_mtok is None:
+def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config, cached_tokens: int = 0) -> float | None:
+    """Cost at PRICE_*_PER_MTOK (cached prompt tokens at PRICE_CACHED_INPUT_PER_MTOK); None when no price is set."""
+    cached_price, price = config.price_cached_input_per_mtok, config.price_input_per_mtok
+    if price is None and cached_price is None and config.price_output_per_mtok is None:
         return None
-    return round(prompt_tokens * (config.price_input_per_mtok or 0) / 1e6
-                 + completion_tokens * (config.price_output_per_mtok or 0) / 1e6, 6)
+    cached_price = price if cached_price is None else cached_price
+    return round(((prompt_tokens - cached_tokens) * (price or 0) + cached_tokens * (cached_price or 0)
+                  + completion_tokens * (config.price_output_per_mtok or 0)) / 1e6, 6)
+
+
+def said_cost(cost: float | None, source: str | None, digits: int = 4) -> str:
+    """A cost and whose figure it is (Usage.cost_source), as every summary shows it; "" for none."""
+    whose = {"endpoint": "the endpoint's own", "mixed": "the endpoint's own where it said, else at your prices"}
+    return "" if cost is None else f"${cost:.{digits}f} ({whose.get(source or '', 'at your prices')})"
+
+
+def cost_source(sources: Iterable[str | None]) -> str | None:
+    """Whose figures a sum of costs adds up: the one source of them all, else "mixed"; None for none."""
+    found = set(filter(None, sources))
+    return found.pop() if len(found) == 1 else "mixed" if found else None
 
 
 @dataclass(frozen=True)
@@ -3387,6 +3421,7 @@ class Settings(TypedDict, total=False):
     max_total_tokens: int | None  # tokens per question, 0 = no limit
     price_input_per_mtok: float | None  # USD per million prompt tokens
     price_output_per_mtok: float | None  # USD per million completion tokens
+    price_cached_input_per_mtok: float | None  # USD per million prompt tokens served from a prefix cache
     enable_jsonl_trace: bool | None  # None: as enable_file_logging
     gateway_token: str | None  # Cloudflare AI Gateway's cf-aig-authorization
     max_question_chars: int | None
@@ -3752,8 +3787,9 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
     if result.notes:
         lines += ["=== Notes ===", *result.notes, ""]
     lines += ["=== Usage ==="] + [  # tokens (and cost) per phase, and in all
-        f"{phase}: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion = {t['total_tokens']} tokens"
-        + (" (estimated)" if t["estimated"] else "") + (f", ${t['cost_usd']:.6f}" if "cost_usd" in t else "")
+        f"{phase}: {t['prompt_tokens']} prompt{f' ({n} cached)' if (n := t['cached_tokens']) else ''} + "
+        f"{t['completion_tokens']} completion = {t['total_tokens']} tokens" + (" (estimated)" if t["estimated"] else "")
+        + (f", {said_cost(t['cost_usd'], t.get('cost_source'), 6)}" if "cost_usd" in t else "")
         for phase, t in {**result.usage_by_phase, "total": result.usage}.items()
         if t["total_tokens"] or phase == "total"]
     if result.skipped:
@@ -3899,7 +3935,8 @@ class TraceWriter:
                 | request_options(state.config, call.phase)).items() if value is not None},
             "status": attempt.status, "finish_reason": attempt.finish_reason, "response_text": attempt.response_text,
             "usage": {"prompt_tokens": attempt.prompt_tokens, "completion_tokens": attempt.completion_tokens,
-                      "estimated": attempt.usage_estimated},
+                      "cached_tokens": attempt.cached_tokens, "estimated": attempt.usage_estimated,
+                      "endpoint_cost_usd": attempt.endpoint_cost_usd},
             "cache_status": attempt.cache_status, "gateway_retries": attempt.gateway_retries,
             "started_s": round(attempt.started_s, 4), "latency_s": round(attempt.latency_s, 4),
             "outcome": attempt.outcome, "error": None if attempt.outcome == "ok" else attempt.outcome,
@@ -4197,7 +4234,7 @@ def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryR
 
 
 def human_dry_run(plan: DryRun) -> str:
-    cost_column = "   cost (USD)" if plan.worst_case_cost_usd is not None else ""
+    cost_column = "   cost (USD, at your prices)" if plan.worst_case_cost_usd is not None else ""
     lines = ["Dry run: no request was sent.",
              f"{'pass':<6} {'phase':<9} {'calls':>5} {'worst-case tokens':>18}{cost_column}"]
     lines += [f"{row.pass_label:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
@@ -4208,8 +4245,8 @@ def human_dry_run(plan: DryRun) -> str:
                  f"{BUSY_RETRIES} unbilled retries a call of 429s that say when to come back)")
     cost = plan.worst_case_cost_usd
     lines.append(f"Worst case: {plan.worst_case_tokens} tokens"
-                 + (f", ${cost:.4f}" if cost is not None else " (set PRICE_INPUT_PER_MTOK / PRICE_OUTPUT_PER_MTOK "
-                    "for a cost)") + (" (capped by the budget)" if plan.budget_capped else ""))
+                 + (f", {said_cost(cost, 'prices')}" if cost is not None else " (set PRICE_INPUT_PER_MTOK / "
+                    "PRICE_OUTPUT_PER_MTOK for a cost)") + (" (capped by the budget)" if plan.budget_capped else ""))
     return "\n".join(lines)
 
 
@@ -4571,7 +4608,9 @@ class BatchStats:
     llm_calls: int = 0
     http_requests: int = 0
     tokens: int | None = None
+    cached_tokens: int = 0
     cost_usd: float | None = None
+    cost_source: str | None = None  # whose figures cost_usd adds up (Usage.cost_source)
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
@@ -4591,8 +4630,10 @@ class BatchStats:
         self.http_requests += record["http_requests"]
         if record["usage"]["total_tokens"]:
             self.tokens = (self.tokens or 0) + record["usage"]["total_tokens"]
+        self.cached_tokens += record["usage"].get("cached_tokens", 0)
         if record["cost_usd"] is not None:
             self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
+            self.cost_source = cost_source([self.cost_source, record["usage"].get("cost_source")])
 
 
 def output_totals(output: Path) -> dict[str, Any]:
@@ -5029,7 +5070,9 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
              + (f", {run['unsaved']} not saved" if run.get("unsaved") else ""),
              f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests"
              + (f", {run['tokens']} tokens" if run["tokens"] is not None else "")
-             + (f", ${run['cost_usd']:.4f}" if run.get("cost_usd") is not None else "") + f", {run['wall_s']:.1f}s",
+             + (f" ({run['cached_tokens']} prompt tokens cached)" if run.get("cached_tokens") else "")
+             + (f", {cost}" if (cost := said_cost(run.get("cost_usd"), run.get("cost_source"))) else "")
+             + f", {run['wall_s']:.1f}s",
              f"Output: {summary['output']} ({totals['ok']} ok, {totals['failed']} failed in all)"]
     left_out = f" ({totals['failed_with_expected']} failed, not counted)" if totals["failed_with_expected"] else ""
     if totals["accuracy"] is not None:
@@ -5128,6 +5171,7 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
             "requests_per_question": _mean(r.get("http_requests") for r in rows),
             "tokens_per_question": _mean((r.get("usage") or {}).get("total_tokens") for r in rows),
             "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
+            "cost_source": cost_source((r.get("usage") or {}).get("cost_source") for r in rows),
             "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
             "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
             "format": formats, "doubtful": sum(bool(r.get("doubts")) for r in rows),
@@ -5160,7 +5204,7 @@ def markdown_report(report: dict[str, Any], model: str) -> str:
         lines.append(f"| {row['name']} | {accuracy} | {row['answered']} | {row['failed']} | "
                      f"{_shown(row['calls_per_question'])} | {_shown(row['requests_per_question'])} | "
                      f"{_shown(row['tokens_per_question'], '{:.0f}')} | "
-                     f"{_shown(row['cost_usd_per_question'], '${:.4f}')} | "
+                     f"{said_cost(row['cost_usd_per_question'], row['cost_source']) or '-'} | "
                      f"{_shown(row['wall_s_per_question'], '{:.1f}s')} | "
                      f"{_shown(row['judge_verdict_share'], '{:.0%}')} | {row['doubtful']} | "
                      + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} | " if duel else "- | ")
@@ -5448,8 +5492,9 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
         if done := counts["ok"] + counts["failed"]:
             lines.append(f"  {PHASE_TITLES[Phase(phase)]:<28} {counts['ok']}/{done} {PHASE_NOUNS[Phase(phase)]}")
     usage = record.usage
-    tokens = f"{usage['total_tokens']} tokens{' (estimated)' if usage['estimated'] else ''}"
-    cost = f", ${usage['cost_usd']:.4f}" if "cost_usd" in usage else ""
+    tokens = (f"{usage['total_tokens']} tokens{' (estimated)' if usage['estimated'] else ''}"
+              + (f" ({usage['cached_tokens']} prompt tokens cached)" if usage["cached_tokens"] else ""))
+    cost = f", {said_cost(usage['cost_usd'], usage.get('cost_source'))}" if "cost_usd" in usage else ""
     lines.append(f"{record.llm_calls} LLM calls, {record.http_requests} HTTP requests, {tokens}{cost}, "
                  f"{record.elapsed_s:.1f}s")
     if record.skipped:

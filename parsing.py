@@ -1450,11 +1450,60 @@ def message_text(content: Any) -> str | None:
     return content if isinstance(content, str) else None
 
 
-def usage_counts(data: Any) -> dict[str, int] | None:
-    """The prompt and completion counts of a usage object, or None unless both are whole numbers within reason."""
-    counts = {key: data.get(key) for key in ("prompt_tokens", "completion_tokens")} if isinstance(data, dict) else {}
-    trusted = {key: n for key, n in counts.items() if type(n) is int and 0 <= n <= MAX_REPORTED_TOKENS}  # no bool
-    return trusted if len(trusted) == 2 else None
+@dataclass(frozen=True)
+class ReportedUsage:
+    """What a reply (or a stream's events so far) says it used: both token counts or none, how many of the prompt
+    tokens the endpoint served from its prefix cache (at most the prompt), and what a gateway charged, in USD."""
+
+    counts: dict[str, int] | None = None  # prompt_tokens and completion_tokens, both trusted, or None
+    cached_tokens: int = 0
+    cost_usd: float | None = None  # OpenRouter's usage.cost
+
+    def then(self, later: ReportedUsage) -> ReportedUsage:
+        """The usage of a stream once a later event came: what the later one says wins, the rest stays."""
+        return _reported(later.counts or self.counts, later.cached_tokens or self.cached_tokens,
+                         self.cost_usd if later.cost_usd is None else later.cost_usd)
+
+    def charged(self, headers: Mapping[str, str]) -> float | None:
+        """What the endpoint says it charged: the body's usage.cost (the biller's own figure) before LiteLLM's
+        ``x-litellm-response-cost`` header (a proxy's figure from its own price table); None when neither says."""
+        return self.cost_usd if self.cost_usd is not None else charge(headers.get("x-litellm-response-cost"))
+
+
+def _count(value: Any) -> int | None:
+    """A reported token count: a whole number within reason (no bool, no float, no string), else None."""
+    return value if type(value) is int and 0 <= value <= MAX_REPORTED_TOKENS else None
+
+
+def charge(value: Any) -> float | None:
+    """A charge in USD, from a JSON number or a header's text: finite and not negative, else None."""
+    if isinstance(value, str):  # a plain decimal, as str(float) writes it ("0.00042", "4.2e-05"): bounded, linear
+        value = float(value) if re.fullmatch(r"\s{0,8}[0-9]{1,20}(?:\.[0-9]{1,20})?(?:[eE][-+]?[0-9]{1,3})?\s{0,8}",
+                                             value) else None
+    return float(value) if type(value) in (int, float) and math.isfinite(value) and value >= 0 else None
+
+
+def _reported(counts: dict[str, int] | None, cached: int, cost: float | None) -> ReportedUsage:
+    return ReportedUsage(counts, min(cached, counts["prompt_tokens"]) if counts else cached, cost)
+
+
+def reported_usage(data: Any) -> ReportedUsage:
+    """The usage in a reply body or a stream event: its ``usage`` (the counts, OpenRouter's ``cost``) and the
+    cached prompt tokens in whichever form the endpoint reports them (the largest, when it gives several: they
+    count the same tokens): OpenAI's usage.prompt_tokens_details.cached_tokens, an Anthropic-style gateway's
+    usage.cache_read_input_tokens, DeepSeek's usage.prompt_cache_hit_tokens, llama.cpp's top-level timings.cache_n.
+    A malformed part is left out, never raised."""
+    def part(parent: Any, key: str) -> dict[str, Any]:
+        return parent[key] if isinstance(parent, dict) and isinstance(parent.get(key), dict) else {}
+
+    usage, timings = part(data, "usage"), part(data, "timings")
+    counts = {key: _count(usage.get(key)) for key in ("prompt_tokens", "completion_tokens")}
+    cached = [_count(n) for n in (part(usage, "prompt_tokens_details").get("cached_tokens"),
+                                  usage.get("cache_read_input_tokens"), usage.get("prompt_cache_hit_tokens"),
+                                  timings.get("cache_n"))]
+    trusted = {key: n for key, n in counts.items() if n is not None}
+    return _reported(trusted if len(trusted) == 2 else None, max((n for n in cached if n is not None), default=0),
+                     charge(usage.get("cost")) if not isinstance(usage.get("cost"), str) else None)
 
 
 def finish_reason_of(value: Any) -> str | None:
