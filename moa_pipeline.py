@@ -37,9 +37,10 @@ Contents (each is a "# --- N. ..." banner below; where a thing is decided):
     11. one question ... a debate, its later rounds, the rerun rule, answer_question; the library (debate, Debater)
     12. files ... the file policy (create_new, open_existing, open_folder: every file opened, no link followed),
         transcripts, traces, atomic writes, the lock
-    13. dry run and replay ... dry_run, load_replay (traces are checked here), and --check (check_endpoint)
-    14. batch ... questions files (their lines: parsing.read_items), resume, the batch loop and its stops;
-        --eval (strategies scored, the report)
+    13. dry run and replay ... dry_run, load_replay (traces are checked here; a line: parsing.trace_attempt),
+        and --check (check_endpoint)
+    14. batch ... questions files and earlier outputs (their lines: parsing.read_items, result_record), resume, the
+        batch loop and its stops; --eval (strategies scored, the report; its statistics: parsing.py)
     15. CLI ... flags, logging (RedactingFilter), the human summary; the config and init commands
 """
 from __future__ import annotations
@@ -96,8 +97,11 @@ from parsing import (
     BatchItem,
     ParsedAnswer,
     ParsedRanking,
+    ReportedUsage,
     ShapeGuess,
     Shard,
+    TerminalEcho,
+    TraceAttempt,
     _api_key,
     _boolean,
     _effort,
@@ -106,6 +110,7 @@ from parsing import (
     _folder,
     _integer,
     _json_object,
+    _mean,
     _number,
     _one_of,
     _optional,
@@ -119,6 +124,7 @@ from parsing import (
     credential_parameter,
     detect_answer_type,
     display_url,
+    eval_verdict,
     finish_reason_of,
     input_format,
     is_loopback,
@@ -126,6 +132,7 @@ from parsing import (
     masked_url,
     message_text,
     normalize_answer,
+    paired,
     parse_answer,
     parse_block,
     parse_full_answer,
@@ -138,18 +145,19 @@ from parsing import (
     printable,
     question_shape,
     read_items,
-    read_shard,  # the id of a question without one, as a batch line shows it
-    restore_tags,
+    read_shard,
+    reported_usage,
+    result_record,
+    result_totals,
     retry_hint,
     safe_name,
     shown_id,
     terminal_lines,
+    trace_attempt,
+    traced_list,
     traced_number,
-    usage_counts,
     valid_text,
-)
-from parsing import (
-    question_id as question_id,
+    wilson_interval,
 )
 
 # --- 1. constants and every exit code ------------------------------------------------------------
@@ -411,6 +419,7 @@ class Config:
     max_total_tokens: int = tunable(0, _integer(0, 10**12))  # per question, 0 = unlimited
     price_input_per_mtok: float | None = tunable(None, _optional(_number(0, 1_000_000)))
     price_output_per_mtok: float | None = tunable(None, _optional(_number(0, 1_000_000)))
+    price_cached_input_per_mtok: float | None = tunable(None, _optional(_number(0, 1_000_000)))  # unset: the input's
     enable_jsonl_trace: bool | None = tunable(None, _optional(_boolean))  # None: follow ENABLE_FILE_LOGGING
     gateway_token: str | None = tunable(None, _optional(_api_key), secret=True)
     max_question_chars: int = tunable(100_000, _integer(1, 10_000_000))
@@ -699,7 +708,7 @@ class Runtime:
     # Every byte the tool writes to a file goes through here (see write_all): a test can fill the disk at any write.
     write: Callable[[int, bytes], int] = os.write
     secrets: Sequence[str] = field(default=(), repr=False)  # Config.secrets, masked in every file; never shown
-    # Where a streamed response shows as it is written (the CLI's TerminalEcho); None: nowhere. Called with None
+    # Where a streamed response shows as it is written (the CLI's parsing.TerminalEcho); None: nowhere. Called with None
     # as each attempt's stream starts, then with each piece of text.
     echo: Callable[[str | None], None] | None = None
 
@@ -761,6 +770,8 @@ class Completion:
     usage: dict[str, int] | None
     cache_status: str | None = None  # a gateway's cf-aig-cache-status (HIT / MISS)
     gateway_retries: int = 0  # requests a gateway retried on its own before this reply (LiteLLM reports them)
+    cached_tokens: int = 0  # prompt tokens the endpoint served from its prefix cache (parsing.reported_usage)
+    endpoint_cost_usd: float | None = None  # what a gateway says it charged for this reply
 
 
 class AdaptiveLimit:
@@ -870,11 +881,12 @@ def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) 
 
 
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
-                       usage: dict[str, int] | None, headers: httpx.Headers) -> Completion:
+                       usage: ReportedUsage, headers: httpx.Headers) -> Completion:
     """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
     retried = headers.get("x-litellm-attempted-retries", "").strip()  # by a gateway, upstream, where it says so
-    reply = Completion("", finish_reason, status, usage, cache_status=headers.get("cf-aig-cache-status"),
-                       gateway_retries=int(retried) if retried.isdigit() and int(retried) <= MAX_GATEWAY_RETRIES else 0)
+    reply = Completion("", finish_reason, status, usage.counts, cache_status=headers.get("cf-aig-cache-status"),
+                       gateway_retries=int(retried) if retried.isdigit() and int(retried) <= MAX_GATEWAY_RETRIES else 0,
+                       cached_tokens=usage.cached_tokens, endpoint_cost_usd=usage.charged(headers))
     if isinstance(refusal, str) and refusal.strip():
         raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
                     reply=reply)
@@ -908,7 +920,7 @@ def read_completion(status: int, headers: httpx.Headers, body: bytes) -> Complet
     choice = choices[0]
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     return checked_completion(message_text(message.get("content")), finish_reason_of(choice.get("finish_reason")),
-                              message.get("refusal"), status, usage_counts(data.get("usage")), headers)
+                              message.get("refusal"), status, reported_usage(data), headers)
 
 
 def too_large(limit: int) -> APIError:
@@ -976,7 +988,7 @@ class StreamedReply:
     parts: list[str] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
     finish: str | None = None
-    usage: dict[str, int] | None = None
+    usage: ReportedUsage = ReportedUsage()
     done: bool = False
 
     def add(self, chunk: Any, status: int) -> None:
@@ -986,7 +998,7 @@ class StreamedReply:
         if chunk.get("error"):
             raise fault(Fault.ERROR_IN_REPLY, "the endpoint returned an error mid-stream: "
                         f"{str(chunk['error'])[:SERVER_MESSAGE_LIMIT]}", status=status)
-        self.usage = usage_counts(chunk.get("usage")) or self.usage
+        self.usage = self.usage.then(reported_usage(chunk))
         choices = chunk.get("choices")
         for choice in [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []:
             delta = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
@@ -1323,6 +1335,8 @@ class Attempt:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_estimated: bool = False  # the endpoint sent no usage; counts are estimates
+    cached_tokens: int = 0  # of prompt_tokens, those the endpoint served from its prefix cache
+    endpoint_cost_usd: float | None = None  # what the endpoint says it charged (Completion)
     cache_status: str | None = None
     gateway_retries: int = 0
     reserved: int = 0  # tokens it held of the budget until its bill came
@@ -1464,12 +1478,13 @@ def record_reply(attempt: Attempt, completion: Completion, prompt_estimate: int)
     """What a 2xx reply said and its tokens (the endpoint's usage, or an estimate): an unusable one is billed too."""
     attempt.status, attempt.finish_reason = completion.status, completion.finish_reason
     attempt.response_text, attempt.cache_status = completion.text, completion.cache_status
-    attempt.gateway_retries = completion.gateway_retries
-    if usage := completion.usage:  # both counts, checked where the reply was read (usage_counts)
+    attempt.gateway_retries, attempt.endpoint_cost_usd = completion.gateway_retries, completion.endpoint_cost_usd
+    if usage := completion.usage:  # both counts, checked where the reply was read (reported_usage)
         attempt.prompt_tokens, attempt.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
     else:
         attempt.prompt_tokens, attempt.completion_tokens = prompt_estimate, estimate_tokens(completion.text)
         attempt.usage_estimated = True
+    attempt.cached_tokens = min(completion.cached_tokens, attempt.prompt_tokens)  # of an estimate too
 
 
 def request_options(config: Config, phase: Phase) -> dict[str, Any]:
@@ -1884,27 +1899,53 @@ class Usage(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    cached_tokens: int  # of prompt_tokens, those the endpoint served from its prefix cache
     estimated: bool
-    cost_usd: NotRequired[float]  # only when PRICE_INPUT_PER_MTOK or PRICE_OUTPUT_PER_MTOK is set
+    cost_usd: NotRequired[float]  # when the endpoint said what it charged for every reply, or a price is set
+    endpoint_cost_usd: NotRequired[float]  # the sum of what the endpoint said it charged, where it said so
+    cost_source: NotRequired[Literal["endpoint", "prices", "mixed"]]  # whose figures cost_usd adds up
 
 
 def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
-    """Token totals over the given calls; ``estimated`` when any count was estimated."""
+    """Token totals over the given calls; ``estimated`` when any count was estimated. The cost of a reply is what
+    the endpoint said it charged, where it said so, else its tokens at PRICE_*_PER_MTOK (none without a price)."""
     attempts = [attempt for call in calls for attempt in call.attempts]
     prompt, completion = sum(a.prompt_tokens for a in attempts), sum(a.completion_tokens for a in attempts)
     usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                  cached_tokens=sum(a.cached_tokens for a in attempts),
                   estimated=any(a.usage_estimated for a in attempts))
-    if (cost := cost_usd(prompt, completion, config)) is not None:
-        usage["cost_usd"] = cost
+    charged = [a.endpoint_cost_usd for a in attempts if a.endpoint_cost_usd is not None]
+    unsaid = [a for a in attempts if a.endpoint_cost_usd is None and a.prompt_tokens + a.completion_tokens]  # billed
+    ours = cost_usd(sum(a.prompt_tokens for a in unsaid), sum(a.completion_tokens for a in unsaid), config,
+                    sum(a.cached_tokens for a in unsaid))
+    if charged:
+        usage["endpoint_cost_usd"] = round(sum(charged), 6)
+    if (charged and not unsaid) or ours is not None:
+        usage["cost_usd"] = round(sum(charged) + (ours or 0), 6)
+        usage["cost_source"] = "prices" if not charged else "endpoint" if not unsaid else "mixed"
     return usage
 
 
-def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config) -> float | None:
-    """Cost from PRICE_*_PER_MTOK, or None when no price is set."""
-    if config.price_input_per_mtok is None and config.price_output_per_mtok is None:
+def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config, cached_tokens: int = 0) -> float | None:
+    """Cost at PRICE_*_PER_MTOK (cached prompt tokens at PRICE_CACHED_INPUT_PER_MTOK); None when no price is set."""
+    cached_price, price = config.price_cached_input_per_mtok, config.price_input_per_mtok
+    if price is None and cached_price is None and config.price_output_per_mtok is None:
         return None
-    return round(prompt_tokens * (config.price_input_per_mtok or 0) / 1e6
-                 + completion_tokens * (config.price_output_per_mtok or 0) / 1e6, 6)
+    cached_price = price if cached_price is None else cached_price
+    return round(((prompt_tokens - cached_tokens) * (price or 0) + cached_tokens * (cached_price or 0)
+                  + completion_tokens * (config.price_output_per_mtok or 0)) / 1e6, 6)
+
+
+def said_cost(cost: float | None, source: str | None, digits: int = 4) -> str:
+    """A cost and whose figure it is (Usage.cost_source), as every summary shows it; "" for none."""
+    whose = {"endpoint": "the endpoint's own", "mixed": "the endpoint's own where it said, else at your prices"}
+    return "" if cost is None else f"${cost:.{digits}f} ({whose.get(source or '', 'at your prices')})"
+
+
+def cost_source(sources: Iterable[str | None]) -> str | None:
+    """Whose figures a sum of costs adds up: the one source of them all, else "mixed"; None for none."""
+    found = set(filter(None, sources))
+    return found.pop() if len(found) == 1 else "mixed" if found else None
 
 
 @dataclass(frozen=True)
@@ -3378,6 +3419,7 @@ class Settings(TypedDict, total=False):
     max_total_tokens: int | None  # tokens per question, 0 = no limit
     price_input_per_mtok: float | None  # USD per million prompt tokens
     price_output_per_mtok: float | None  # USD per million completion tokens
+    price_cached_input_per_mtok: float | None  # USD per million prompt tokens served from a prefix cache
     enable_jsonl_trace: bool | None  # None: as enable_file_logging
     gateway_token: str | None  # Cloudflare AI Gateway's cf-aig-authorization
     max_question_chars: int | None
@@ -3743,8 +3785,9 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
     if result.notes:
         lines += ["=== Notes ===", *result.notes, ""]
     lines += ["=== Usage ==="] + [  # tokens (and cost) per phase, and in all
-        f"{phase}: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion = {t['total_tokens']} tokens"
-        + (" (estimated)" if t["estimated"] else "") + (f", ${t['cost_usd']:.6f}" if "cost_usd" in t else "")
+        f"{phase}: {t['prompt_tokens']} prompt{f' ({n} cached)' if (n := t['cached_tokens']) else ''} + "
+        f"{t['completion_tokens']} completion = {t['total_tokens']} tokens" + (" (estimated)" if t["estimated"] else "")
+        + (f", {said_cost(t['cost_usd'], t.get('cost_source'), 6)}" if "cost_usd" in t else "")
         for phase, t in {**result.usage_by_phase, "total": result.usage}.items()
         if t["total_tokens"] or phase == "total"]
     if result.skipped:
@@ -3890,7 +3933,8 @@ class TraceWriter:
                 | request_options(state.config, call.phase)).items() if value is not None},
             "status": attempt.status, "finish_reason": attempt.finish_reason, "response_text": attempt.response_text,
             "usage": {"prompt_tokens": attempt.prompt_tokens, "completion_tokens": attempt.completion_tokens,
-                      "estimated": attempt.usage_estimated},
+                      "cached_tokens": attempt.cached_tokens, "estimated": attempt.usage_estimated,
+                      "endpoint_cost_usd": attempt.endpoint_cost_usd},
             "cache_status": attempt.cache_status, "gateway_retries": attempt.gateway_retries,
             "started_s": round(attempt.started_s, 4), "latency_s": round(attempt.latency_s, 4),
             "outcome": attempt.outcome, "error": None if attempt.outcome == "ok" else attempt.outcome,
@@ -4188,7 +4232,7 @@ def dry_run(config: Config, question: str, replay: Replay | None = None) -> DryR
 
 
 def human_dry_run(plan: DryRun) -> str:
-    cost_column = "   cost (USD)" if plan.worst_case_cost_usd is not None else ""
+    cost_column = "   cost (USD, at your prices)" if plan.worst_case_cost_usd is not None else ""
     lines = ["Dry run: no request was sent.",
              f"{'pass':<6} {'phase':<9} {'calls':>5} {'worst-case tokens':>18}{cost_column}"]
     lines += [f"{row.pass_label:<6} {row.phase:<9} {row.calls:>5} {row.total_tokens:>18}"
@@ -4199,27 +4243,9 @@ def human_dry_run(plan: DryRun) -> str:
                  f"{BUSY_RETRIES} unbilled retries a call of 429s that say when to come back)")
     cost = plan.worst_case_cost_usd
     lines.append(f"Worst case: {plan.worst_case_tokens} tokens"
-                 + (f", ${cost:.4f}" if cost is not None else " (set PRICE_INPUT_PER_MTOK / PRICE_OUTPUT_PER_MTOK "
-                    "for a cost)") + (" (capped by the budget)" if plan.budget_capped else ""))
+                 + (f", {said_cost(cost, 'prices')}" if cost is not None else " (set PRICE_INPUT_PER_MTOK / "
+                    "PRICE_OUTPUT_PER_MTOK for a cost)") + (" (capped by the budget)" if plan.budget_capped else ""))
     return "\n".join(lines)
-
-
-# What an agent is called in a trace: solver-N, solver-M->solver-N (a critique), judge-N.
-_TRACE_AGENT = re.compile(r"(?:solver-(\d{1,3})->)?(solver|judge)-(\d{1,3})|synthesizer")
-
-
-@dataclass(frozen=True)
-class TraceAttempt:
-    """One attempt line of a trace, checked: what a replay needs of it."""
-
-    pass_number: int
-    phase: Phase
-    slot: int  # the solver slot the attempt is about (the critiqued one for a critique), from 0
-    ok: bool
-    response_text: str
-    debate_round: int = 1  # the debate round
-    model: str = ""  # the model it went to ("" in a trace that does not say)
-    record: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the line as read
 
 
 @dataclass(frozen=True)
@@ -4290,28 +4316,6 @@ def _trace_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield number, record
 
 
-def trace_attempt(record: dict[str, Any], path: Path, number: int) -> TraceAttempt | None:
-    """A checked attempt record; None for a judge's (not about a solver's line); ConfigError for a malformed one."""
-    if "pass" not in record:  # it still replays, and its restored lines say "pass"
-        record = {("pass" if key == "round" else key): value for key, value in record.items()}  # an older trace
-    agent, pass_number, phase = record.get("agent"), record.get("pass"), record.get("phase")
-    text, outcome, model = record.get("response_text", ""), record.get("outcome"), record.get("model")
-    found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
-    if (found is None or type(pass_number) is not int or phase not in PHASES or not isinstance(outcome, str)
-            or not isinstance(text, str | None) or not isinstance(model, str | None)):
-        raise ConfigError(f"--replay {path}: line {number} is not an attempt record of this tool "
-                          "(agent, pass, phase, outcome, model or response_text missing or malformed)")
-    if found.group(2) != "solver":  # a judge's or the synthesizer's: about no solver's line
-        return None
-    slot, debate_round = int(found.group(3)) - 1, record.get("debate_round", 1)
-    if not 0 <= slot < MAX_WORKERS or (phase == Phase.CRITIQUE) != (found.group(1) is not None):
-        raise ConfigError(f"--replay {path}: line {number} names an agent this tool never uses ({str(agent)[:40]!r})")
-    if type(debate_round) is not int or not 1 <= debate_round <= MAX_ROUNDS:
-        raise ConfigError(f"--replay {path}: line {number} has a debate_round that is not 1-{MAX_ROUNDS}")
-    return TraceAttempt(pass_number, Phase(phase), slot, outcome == "ok", valid_text(text or ""), debate_round,
-                        valid_text(model or ""), record)
-
-
 def _rebuild_positions(kept: list[TraceAttempt], start: ReplayStart, shape: str) -> dict[int, Position]:
     """Each solver's line as the kept attempts leave it: its answer and model, the critique and rebuttal
     it got, and once round 1 is over, its answer after each debate round before ``start``, in order."""
@@ -4347,8 +4351,11 @@ def load_replay(path: Path, start: ReplayStart) -> Replay:
             if run:  # two traces joined: their answers would be mixed under one question
                 raise ConfigError(f"--replay {path}: line {number} starts a second run; replay one run's trace")
             run = record
-        elif record.get("type") == "attempt" and (attempt := trace_attempt(record, path, number)) is not None:
-            attempts.append(attempt)
+        elif record.get("type") == "attempt":
+            try:  # None: a judge's or the synthesizer's attempt, about no solver's line
+                attempts += filter(None, [trace_attempt(record, PHASES, MAX_WORKERS, MAX_ROUNDS)])
+            except ValueError as err:
+                raise ConfigError(f"--replay {path}: line {number} {err}") from None
         elif record.get("type") == "verdict":
             verdict_line = record
     question = run.get("question")
@@ -4385,9 +4392,9 @@ def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: 
         verdict = Verdict(valid_text(found["answer"]), int(traced_number(found["confidence"], 100)),
                           int(count(found["agreeing"])), int(count(found["valid"])), valid_text(found["source"]),
                           {valid_text(k): int(count(n)) for k, n in found["tally"].items()}, valid_text(found["kind"]),
-                          standings, tuple(valid_text(a) for a in _traced_list(found["analyses"])),
-                          tuple(tuple(valid_text(agent) for agent in _traced_list(seen))
-                                for seen in _traced_list(found.get("judge_labels", []))))  # older traces: none
+                          standings, tuple(valid_text(a) for a in traced_list(found["analyses"])),
+                          tuple(tuple(valid_text(agent) for agent in traced_list(seen))
+                                for seen in traced_list(found.get("judge_labels", []))))  # older traces: none
     except (TypeError, KeyError, ValueError, AttributeError, OverflowError):
         verdict = None
     agents = [s.agent for s in verdict.standings] if verdict else []
@@ -4395,12 +4402,6 @@ def traced_verdict(line: Mapping[str, Any], chosen: int, path: Path, positions: 
         raise ConfigError(f"--replay {path}: --from synthesis needs the verdict line this tool writes when its judges "
                           "are done, and the trace has none (or one that is not ours): use --from judges")
     return verdict
-
-
-def _traced_list(value: Any) -> list[Any]:
-    if not isinstance(value, list):  # a string would pass as a list of one-letter analyses
-        raise TypeError("not a list")
-    return value
 
 
 async def run_replay(state: Debate, replay: Replay) -> Verdict:
@@ -4482,29 +4483,8 @@ def parse_shard(value: str, environ: Mapping[str, str]) -> Shard:
         raise ConfigError(str(err)) from None
 
 
-# An OpenAI Batch API line's body fields that set its question's settings. Its model is that question's MODEL_NAME,
-# so its judges' and synthesis's too unless JUDGE_MODEL or SYNTHESIS_MODEL name others; max_completion_tokens,
-# OpenAI's newer name, comes after max_tokens and wins. Other body fields (response_format, tools, n) are not read:
-# RESPONSE_FORMAT and EXTRA_BODY set such fields for every question.
-BATCH_BODY_SETTINGS = {"model": "MODEL_NAME", "temperature": "TEMPERATURE", "max_tokens": "MAX_TOKENS",
-                       "max_completion_tokens": "MAX_TOKENS", "seed": "SEED", "top_p": "TOP_P", "stop": "STOP",
-                       "reasoning_effort": "REASONING_EFFORT"}
-
-
-def _batch_settings(body: Mapping[str, Any], number: int) -> tuple[tuple[str, Any], ...] | BadLine:
-    """The settings a Batch API line's body gives its question, each read by its setting's parser, as from .env;
-    a value that parser refuses is that line's input error, as a bad setting is the run's."""
-    by_env, found = {s.env: s for s in SETTINGS}, dict[str, Any]()
-    for key, env in BATCH_BODY_SETTINGS.items():
-        if (value := body.get(key)) is None:
-            continue
-        try:
-            if key == "model" and not isinstance(value, str):  # json.dumps would make a name of a list
-                raise ValueError("expected a string")
-            found[by_env[env].field] = by_env[env].parse(value if isinstance(value, str) else json.dumps(value))
-        except ValueError as err:
-            return BadLine(number, f"body.{key}={printable(json.dumps(value))} is not valid for {env}: {err}")
-    return tuple(found.items())
+# Each setting's parser by its .env name: what a Batch API line's body settings are read with (parsing.read_items).
+SETTING_PARSERS = {s.env: s.parse for s in SETTINGS}
 
 
 def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dict[str, Any]:
@@ -4553,7 +4533,7 @@ def output_records(output: Path) -> Iterator[tuple[bytes | None, dict[str, Any] 
         return
     with read_file(output) as handle:
         for raw in bounded_lines(handle, MAX_OUTPUT_LINE_BYTES):
-            yield raw, _complete_record(raw) if raw is not None else None
+            yield raw, result_record(raw) if raw is not None else None
 
 
 def compact_output(output: Path, runtime: Runtime, line_format: str) -> tuple[set[str], set[str], int]:
@@ -4583,23 +4563,6 @@ def compact_output(output: Path, runtime: Runtime, line_format: str) -> tuple[se
 
     replace_atomically(output, fill)
     return done, failed - done, dropped
-
-
-def _complete_record(raw: bytes) -> dict[str, Any] | None:
-    if not raw.endswith(b"\n"):
-        return None  # torn: the process died mid-write
-    try:
-        record = load_json(raw)
-    except ValueError:
-        return None
-    if isinstance(record, dict) and "custom_id" in record and isinstance(record.get("moa"), dict):
-        # One of our --output-format openai-batch lines (a line from OpenAI itself has no "moa").
-        response, extra = record.get("response"), record["moa"]
-        done = isinstance(response, dict) and response.get("status_code") == 200 and not record.get("error")
-        return {"id": str(record["custom_id"]), "status": "ok" if done else "failed", "output_format": "openai-batch",
-                **{key: extra[key] for key in ("expected", "correct") if key in extra}}
-    ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
-    return record if ours else None
 
 
 def move_aside(output: Path, now: float) -> Path | None:
@@ -4643,7 +4606,9 @@ class BatchStats:
     llm_calls: int = 0
     http_requests: int = 0
     tokens: int | None = None
+    cached_tokens: int = 0
     cost_usd: float | None = None
+    cost_source: str | None = None  # whose figures cost_usd adds up (Usage.cost_source)
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
@@ -4663,23 +4628,15 @@ class BatchStats:
         self.http_requests += record["http_requests"]
         if record["usage"]["total_tokens"]:
             self.tokens = (self.tokens or 0) + record["usage"]["total_tokens"]
+        self.cached_tokens += record["usage"].get("cached_tokens", 0)
         if record["cost_usd"] is not None:
             self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
+            self.cost_source = cost_source([self.cost_source, record["usage"].get("cost_source")])
 
 
 def output_totals(output: Path) -> dict[str, Any]:
-    """Counts over the whole output file (earlier runs too); accuracy over answered questions with one expected."""
-    totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
-                                            "failed_with_expected"), 0)
-    for record in (record for _, record in output_records(output) if record is not None):
-        totals["questions"] += 1
-        answered = record.get("status") == "ok"
-        totals["ok" if answered else "failed"] += 1
-        if "expected" in record and not (answered and record.get("correct", False) is None):  # None: a full answer
-            totals["with_expected" if answered else "failed_with_expected"] += 1
-            totals["correct"] += answered and bool(record.get("correct"))
-    totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
-    return totals
+    """Counts over the whole output file (earlier runs too): parsing.result_totals of its records."""
+    return result_totals(record for _, record in output_records(output) if record is not None)
 
 
 class Progress:
@@ -5011,7 +4968,7 @@ async def run_questions(stdin: Any, batch: BatchRun, writer: ResultWriter) -> No
             async with open_client(config) as client:
                 lines = bounded_lines(stream, input_line_limit(config))
                 items = read_items(lines, input_format(options.questions_file), config.max_question_chars,
-                                   config.secrets, _batch_settings)
+                                   config.secrets, SETTING_PARSERS)
                 await batch.run(items, Endpoint(config, client, batch.runtime), writer)
     finally:
         batch.progress.close()
@@ -5111,7 +5068,9 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
              + (f", {run['unsaved']} not saved" if run.get("unsaved") else ""),
              f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests"
              + (f", {run['tokens']} tokens" if run["tokens"] is not None else "")
-             + (f", ${run['cost_usd']:.4f}" if run.get("cost_usd") is not None else "") + f", {run['wall_s']:.1f}s",
+             + (f" ({run['cached_tokens']} prompt tokens cached)" if run.get("cached_tokens") else "")
+             + (f", {cost}" if (cost := said_cost(run.get("cost_usd"), run.get("cost_source"))) else "")
+             + f", {run['wall_s']:.1f}s",
              f"Output: {summary['output']} ({totals['ok']} ok, {totals['failed']} failed in all)"]
     left_out = f" ({totals['failed_with_expected']} failed, not counted)" if totals["failed_with_expected"] else ""
     if totals["accuracy"] is not None:
@@ -5160,8 +5119,6 @@ def batch_exit_code(summary: dict[str, Any]) -> int:
 # report made after the last shard covers every shard's questions.
 
 DEFAULT_STRATEGIES = "single,single-contract,vote@5,debate"
-SIGNIFICANCE = 0.05  # McNemar p below it: "beats"; at or above it, the sample cannot tell the two apart
-WILSON_Z = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
 @dataclass(frozen=True)
@@ -5191,38 +5148,6 @@ class EvalOptions:
         return lines
 
 
-def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion: unlike p +- 1.96 se it stays inside [0, 1] and holds up at
-    the small samples and extreme accuracies an eval has (Brown, Cai and DasGupta 2001)."""
-    if not trials:
-        return 0.0, 1.0
-    z2, share = WILSON_Z ** 2, successes / trials
-    centre = (share + z2 / (2 * trials)) / (1 + z2 / trials)
-    half = WILSON_Z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mcnemar_p(wins: int, losses: int) -> float:
-    """The exact two-sided McNemar p-value: if two strategies were equally good, each question only one of them got
-    right would be a fair coin's toss; this is the chance of a split at least as uneven as wins : losses."""
-    tosses = wins + losses
-    tail = sum(math.comb(tosses, k) for k in range(min(wins, losses) + 1)) / (1 << tosses)
-    return min(1.0, 2 * tail)
-
-
-def paired(base: Mapping[str, dict[str, Any]], other: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """``other`` against ``base`` on the questions both answered: wins (only other right), losses, McNemar p."""
-    both = [(base[i]["correct"], other[i]["correct"]) for i in base.keys() & other.keys()
-            if isinstance(base[i].get("correct"), bool) and isinstance(other[i].get("correct"), bool)]
-    wins, losses = sum(b and not a for a, b in both), sum(a and not b for a, b in both)
-    return {"wins": wins, "losses": losses, "p_value": round(mcnemar_p(wins, losses), 4)}
-
-
-def _mean(values: Iterable[float | int | None]) -> float | None:
-    counted = [v for v in values if v is not None]
-    return round(sum(counted) / len(counted), 3) if counted else None
-
-
 def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
                    single: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One strategy's row of the report, from its batch lines: accuracy over the questions it answered (a failure
@@ -5244,6 +5169,7 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
             "requests_per_question": _mean(r.get("http_requests") for r in rows),
             "tokens_per_question": _mean((r.get("usage") or {}).get("total_tokens") for r in rows),
             "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
+            "cost_source": cost_source((r.get("usage") or {}).get("cost_source") for r in rows),
             "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
             "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
             "format": formats, "doubtful": sum(bool(r.get("doubts")) for r in rows),
@@ -5255,48 +5181,8 @@ def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, An
     accurate, the best per call, and the closing line."""
     lines = {s.name: {i: r for i, r in options.lines_of(s).items() if i in gold_ids} for s in options.strategies}
     rows = [strategy_score(name, by_id, lines.get("single")) for name, by_id in lines.items()]
-    ranked = sorted((r for r in rows if r["accuracy"] is not None),
-                    key=lambda r: (-r["accuracy"], r["calls_per_question"] or 0))
-    best = ranked[0] if ranked else None
-    # The cheapest strategy the questions cannot tell apart from the most accurate: more calls bought nothing shown.
-    thrifty = min((r for r in ranked if r is best or paired(lines[best["name"]], lines[r["name"]])["p_value"]
-                   >= SIGNIFICANCE), key=lambda r: r["calls_per_question"] or 0, default=None) if best else None
     return {"schema_version": SCHEMA_VERSION, "gold": options.batch.questions_file, "folder": str(options.folder),
-            "questions": len(gold_ids), "strategies": rows, "best": best and best["name"],
-            "best_per_call": thrifty and thrifty["name"], "conclusion": eval_conclusion(rows, best, thrifty)}
-
-
-def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thrifty: dict[str, Any] | None) -> str:
-    """One plain line: the most accurate strategy, the best per call, and whether the debate beats one call."""
-    if best is None or thrifty is None:
-        return "No strategy has answered a question with a gold answer yet."
-    # Edge data is no finding: 0% crowns nothing, a tie is said, an accuracy over few answered (the rest failed) says so
-    most = max(r["answered"] for r in rows)
-    tied = [f"{r['name']} ({_accuracy_said(r, most)})" if r["answered"] < most or r["failed"] else r["name"]
-            for r in rows if r is not best and r["accuracy"] == best["accuracy"]]
-    said = ["No strategy got a question right."] if not best["accuracy"] else [
-        f"Most accurate: {best['name']} ({_accuracy_said(best, most)}"
-        f"{', tied with ' + ', '.join(tied) if tied else ''})."]
-    if thrifty is not best and best["accuracy"]:
-        said.append(f"Best per call: {thrifty['name']} ({_accuracy_said(thrifty, most)} at "
-                    f"{thrifty['calls_per_question']:g} calls/question); the extra calls bought no accuracy these "
-                    f"questions can show (McNemar p >= {SIGNIFICANCE}).")
-    debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"] and r["answered"]), None)
-    if debate_row:
-        duel = debate_row["vs_single"]
-        verdict = ("beats" if duel["wins"] > duel["losses"] else "is worse than") if duel["p_value"] < SIGNIFICANCE \
-            else "does not beat, at this sample size,"
-        said.append(f"The debate {verdict} a single call (wins {duel['wins']}, losses {duel['losses']}, McNemar "
-                    f"p = {duel['p_value']:.3g}, on the {duel['wins'] + duel['losses']} questions only one got right).")
-    elif all(r["name"] != "single" for r in rows) and any(r["name"] == "debate" and r["answered"] for r in rows):
-        said.append("The debate was not compared with a single call: add single to --strategies.")
-    return " ".join(said)
-
-
-def _accuracy_said(row: dict[str, Any], most: int) -> str:
-    """The accuracy, and over how few questions when fewer than another strategy's (failures, or a stopped eval)."""
-    fewer = f" of the {row['answered']} it answered" if row["failed"] or row["answered"] < most else ""
-    return f"{100 * row['accuracy']:.1f}%{fewer}" + (f"; {row['failed']} failed" if row["failed"] else "")
+            "questions": len(gold_ids), "strategies": rows, **eval_verdict(rows, lines)}
 
 
 def _shown(value: float | None, form: str = "{:.1f}") -> str:
@@ -5316,7 +5202,7 @@ def markdown_report(report: dict[str, Any], model: str) -> str:
         lines.append(f"| {row['name']} | {accuracy} | {row['answered']} | {row['failed']} | "
                      f"{_shown(row['calls_per_question'])} | {_shown(row['requests_per_question'])} | "
                      f"{_shown(row['tokens_per_question'], '{:.0f}')} | "
-                     f"{_shown(row['cost_usd_per_question'], '${:.4f}')} | "
+                     f"{said_cost(row['cost_usd_per_question'], row['cost_source']) or '-'} | "
                      f"{_shown(row['wall_s_per_question'], '{:.1f}s')} | "
                      f"{_shown(row['judge_verdict_share'], '{:.0%}')} | {row['doubtful']} | "
                      + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} | " if duel else "- | ")
@@ -5330,7 +5216,7 @@ def gold_ids(config: Config, gold: str) -> frozenset[str]:
     try:
         with read_file(Path(gold), follow=True) as handle:
             items = read_items(bounded_lines(handle, input_line_limit(config)), input_format(gold),
-                               config.max_question_chars, config.secrets, _batch_settings)
+                               config.max_question_chars, config.secrets, SETTING_PARSERS)
             ids = {item.id for item in items if isinstance(item, BatchItem) and item.expected is not None}
     except OSError as err:
         raise ConfigError(f"--eval {gold}: cannot read it ({describe_os_error(err)})") from None
@@ -5576,41 +5462,6 @@ def stdout_is_terminal() -> bool:
     return False
 
 
-class TerminalEcho:
-    """A streamed response on the terminal as it is written (Runtime.echo), a whole line at a time: each line is
-    masked (a secret is never split across two writes) and stripped of control characters (terminal_lines). A
-    <think> block the stream opens with is not shown: a reasoning model's thinking is no part of the response."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        self.secrets, self.pending, self.shown, self.thinking = secrets, "", "", False
-
-    def __call__(self, text: str | None) -> None:
-        if text is None:  # an attempt's stream starts: a retry writes the response again, from its start
-            if self.finish():
-                emit("[that response was not usable (cut off, or not a response); it is written again]", self.secrets)
-            self.shown, self.thinking = "", False
-            return
-        *lines, self.pending = (self.pending + text).split("\n")
-        for line in lines:
-            self.line(line)
-
-    def line(self, line: str) -> None:
-        if self.thinking or (not self.shown.strip() and line.strip().lower().startswith("<think>")):
-            self.thinking = "</think>" not in line.lower()  # what parse_synthesis's strip_think drops
-            line = "" if self.thinking else line[line.lower().rindex("</think>") + len("</think>"):]
-        if not (self.shown or line.strip()):  # blank lines before the response (after its thinking): not shown
-            return
-        emit("".join(terminal_lines(restore_tags(line))), self.secrets)  # the user's XML as the response has it
-        self.shown += line + "\n"
-
-    def finish(self) -> str:
-        """What the stream showed, its last line written out."""
-        if self.pending:
-            self.line(self.pending)
-            self.pending = ""
-        return self.shown
-
-
 def human_summary(record: RunRecord, streamed: str = "") -> str:
     """The human summary for stdout (the error goes to stderr); a full response whole, unless ``streamed`` showed it."""
     lines, verdict = list[str](), record.verdict
@@ -5639,8 +5490,9 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
         if done := counts["ok"] + counts["failed"]:
             lines.append(f"  {PHASE_TITLES[Phase(phase)]:<28} {counts['ok']}/{done} {PHASE_NOUNS[Phase(phase)]}")
     usage = record.usage
-    tokens = f"{usage['total_tokens']} tokens{' (estimated)' if usage['estimated'] else ''}"
-    cost = f", ${usage['cost_usd']:.4f}" if "cost_usd" in usage else ""
+    tokens = (f"{usage['total_tokens']} tokens{' (estimated)' if usage['estimated'] else ''}"
+              + (f" ({usage['cached_tokens']} prompt tokens cached)" if usage["cached_tokens"] else ""))
+    cost = f", {said_cost(usage['cost_usd'], usage.get('cost_source'))}" if "cost_usd" in usage else ""
     lines.append(f"{record.llm_calls} LLM calls, {record.http_requests} HTTP requests, {tokens}{cost}, "
                  f"{record.elapsed_s:.1f}s")
     if record.skipped:
@@ -5843,7 +5695,8 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Eva
 def main_single(config: Config, request: SingleRequest, runtime: Runtime, json_output: bool) -> int:
     """Answer one question and report it: the result on stdout, the error line on stderr."""
     run = Handover(run_record(config, request.question))
-    echo = TerminalEcho(config.secrets) if config.stream and not json_output and stdout_is_terminal() else None
+    watched = config.stream and not json_output and stdout_is_terminal()  # the user sees the response written
+    echo = TerminalEcho(functools.partial(emit, secrets=config.secrets)) if watched else None
     try:
         asyncio.run(run_cli(config, request.question, replace(runtime, echo=echo), run, request.replay))
     except (KeyboardInterrupt, asyncio.CancelledError, Exception) as err:  # Ctrl-C, SIGTERM (see run_cli), a bug

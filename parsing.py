@@ -1,5 +1,7 @@
-"""Every pure reading of text: model replies, values from outside (settings, URLs, headers), and the lines of a
-questions file (read_items). Strings in, small result objects out.
+"""Every pure reading of text: model replies (a streamed one too, as the terminal shows it: TerminalEcho), values
+from outside (settings, URLs, headers), the lines of a questions file (read_items), of an earlier results file
+(result_record) and of a trace (trace_attempt); and the --eval report's reading of result lines (its statistics
+and its conclusion). Strings in, small result objects out.
 
 Model output is found in three tiers, each tried in turn, and the result
 records which tier matched so the transcript can say so:
@@ -28,7 +30,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -1448,11 +1450,60 @@ def message_text(content: Any) -> str | None:
     return content if isinstance(content, str) else None
 
 
-def usage_counts(data: Any) -> dict[str, int] | None:
-    """The prompt and completion counts of a usage object, or None unless both are whole numbers within reason."""
-    counts = {key: data.get(key) for key in ("prompt_tokens", "completion_tokens")} if isinstance(data, dict) else {}
-    trusted = {key: n for key, n in counts.items() if type(n) is int and 0 <= n <= MAX_REPORTED_TOKENS}  # no bool
-    return trusted if len(trusted) == 2 else None
+@dataclass(frozen=True)
+class ReportedUsage:
+    """What a reply (or a stream's events so far) says it used: both token counts or none, how many of the prompt
+    tokens the endpoint served from its prefix cache (at most the prompt), and what a gateway charged, in USD."""
+
+    counts: dict[str, int] | None = None  # prompt_tokens and completion_tokens, both trusted, or None
+    cached_tokens: int = 0
+    cost_usd: float | None = None  # OpenRouter's usage.cost
+
+    def then(self, later: ReportedUsage) -> ReportedUsage:
+        """The usage of a stream once a later event came: what the later one says wins, the rest stays."""
+        return _reported(later.counts or self.counts, later.cached_tokens or self.cached_tokens,
+                         self.cost_usd if later.cost_usd is None else later.cost_usd)
+
+    def charged(self, headers: Mapping[str, str]) -> float | None:
+        """What the endpoint says it charged: the body's usage.cost (the biller's own figure) before LiteLLM's
+        ``x-litellm-response-cost`` header (a proxy's figure from its own price table); None when neither says."""
+        return self.cost_usd if self.cost_usd is not None else charge(headers.get("x-litellm-response-cost"))
+
+
+def _count(value: Any) -> int | None:
+    """A reported token count: a whole number within reason (no bool, no float, no string), else None."""
+    return value if type(value) is int and 0 <= value <= MAX_REPORTED_TOKENS else None
+
+
+def charge(value: Any) -> float | None:
+    """A charge in USD, from a JSON number or a header's text: finite and not negative, else None."""
+    if isinstance(value, str):  # a plain decimal, as str(float) writes it ("0.00042", "4.2e-05"): bounded, linear
+        value = float(value) if re.fullmatch(r"\s{0,8}[0-9]{1,20}(?:\.[0-9]{1,20})?(?:[eE][-+]?[0-9]{1,3})?\s{0,8}",
+                                             value) else None
+    return float(value) if type(value) in (int, float) and math.isfinite(value) and value >= 0 else None
+
+
+def _reported(counts: dict[str, int] | None, cached: int, cost: float | None) -> ReportedUsage:
+    return ReportedUsage(counts, min(cached, counts["prompt_tokens"]) if counts else cached, cost)
+
+
+def reported_usage(data: Any) -> ReportedUsage:
+    """The usage in a reply body or a stream event: its ``usage`` (the counts, OpenRouter's ``cost``) and the
+    cached prompt tokens in whichever form the endpoint reports them (the largest, when it gives several: they
+    count the same tokens): OpenAI's usage.prompt_tokens_details.cached_tokens, an Anthropic-style gateway's
+    usage.cache_read_input_tokens, DeepSeek's usage.prompt_cache_hit_tokens, llama.cpp's top-level timings.cache_n.
+    A malformed part is left out, never raised."""
+    def part(parent: Any, key: str) -> dict[str, Any]:
+        return parent[key] if isinstance(parent, dict) and isinstance(parent.get(key), dict) else {}
+
+    usage, timings = part(data, "usage"), part(data, "timings")
+    counts = {key: _count(usage.get(key)) for key in ("prompt_tokens", "completion_tokens")}
+    cached = [_count(n) for n in (part(usage, "prompt_tokens_details").get("cached_tokens"),
+                                  usage.get("cache_read_input_tokens"), usage.get("prompt_cache_hit_tokens"),
+                                  timings.get("cache_n"))]
+    trusted = {key: n for key, n in counts.items() if n is not None}
+    return _reported(trusted if len(trusted) == 2 else None, max((n for n in cached if n is not None), default=0),
+                     charge(usage.get("cost")) if not isinstance(usage.get("cost"), str) else None)
 
 
 def finish_reason_of(value: Any) -> str | None:
@@ -1580,6 +1631,13 @@ def traced_number(value: Any, high: float) -> float:
     if type(value) is bool or not isinstance(value, kinds) or not 0 <= value <= high:
         raise ValueError(f"not a number in [0, {high:g}]: {value!r}")
     return float(value)
+
+
+def traced_list(value: Any) -> list[Any]:
+    """A list as the verdict line holds it (its analyses, a judge's labels); TypeError for anything else."""
+    if not isinstance(value, list):  # a string would pass as a list of one-letter analyses
+        raise TypeError("not a list")
+    return value
 
 
 def body_credentials(text: str | None) -> list[str]:
@@ -1820,6 +1878,42 @@ def terminal_lines(text: str) -> list[str]:
     return ["".join(ch for ch in line.expandtabs(4) if ch.isprintable()) for line in text.splitlines()]
 
 
+class TerminalEcho:
+    """A streamed response as the terminal shows it while it is written, a whole line at a time to ``show`` (the
+    CLI's stdout, which masks secrets: a secret is never split across two writes), stripped of control characters
+    (terminal_lines). A <think> block the stream opens with is not shown: a reasoning model's thinking is no part
+    of the response. Called with None as each attempt's stream starts, then with each piece of text."""
+
+    def __init__(self, show: Callable[[str], object]) -> None:
+        self.show, self.pending, self.shown, self.thinking = show, "", "", False
+
+    def __call__(self, text: str | None) -> None:
+        if text is None:  # an attempt's stream starts: a retry writes the response again, from its start
+            if self.finish():
+                self.show("[that response was not usable (cut off, or not a response); it is written again]")
+            self.shown, self.thinking = "", False
+            return
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.line(line)
+
+    def line(self, line: str) -> None:
+        if self.thinking or (not self.shown.strip() and line.strip().lower().startswith("<think>")):
+            self.thinking = "</think>" not in line.lower()  # what parse_synthesis's strip_think drops
+            line = "" if self.thinking else line[line.lower().rindex("</think>") + len("</think>"):]
+        if not (self.shown or line.strip()):  # blank lines before the response (after its thinking): not shown
+            return
+        self.show("".join(terminal_lines(restore_tags(line))))  # the user's XML as the response has it
+        self.shown += line + "\n"
+
+    def finish(self) -> str:
+        """What the stream showed, its last line written out."""
+        if self.pending:
+            self.line(self.pending)
+            self.pending = ""
+        return self.shown
+
+
 def valid_text(text: str) -> str:
     """Text that can be sent as UTF-8: bytes that were not (lone surrogates from argv) become U+FFFD, not a crash."""
     try:  # valid text comes back as it is
@@ -1850,8 +1944,15 @@ class BadLine:
     reason: str
 
 
-# Reads a Batch API line's body (its model, temperature ...) into its question's settings, or the line's BadLine.
-BodySettings = Callable[[Mapping[str, Any], int], "tuple[tuple[str, Any], ...] | BadLine"]
+# Each setting's parser by its .env name (moa_pipeline's SETTING_PARSERS): a Batch API line's body is read with them.
+SettingParsers = Mapping[str, Callable[[str], Any]]
+# An OpenAI Batch API line's body fields that set its question's settings. Its model is that question's MODEL_NAME,
+# so its judges' and synthesis's too unless JUDGE_MODEL or SYNTHESIS_MODEL name others; max_completion_tokens,
+# OpenAI's newer name, comes after max_tokens and wins. Other body fields (response_format, tools, n) are not read:
+# RESPONSE_FORMAT and EXTRA_BODY set such fields for every question.
+BATCH_BODY_SETTINGS = {"model": "MODEL_NAME", "temperature": "TEMPERATURE", "max_tokens": "MAX_TOKENS",
+                       "max_completion_tokens": "MAX_TOKENS", "seed": "SEED", "top_p": "TOP_P", "stop": "STOP",
+                       "reasoning_effort": "REASONING_EFFORT"}
 
 
 def question_id(question: str) -> str:
@@ -1859,7 +1960,7 @@ def question_id(question: str) -> str:
     return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:12]
 
 
-def item_from_json(text: str, number: int, body_settings: BodySettings | None = None) -> BatchItem | BadLine:
+def item_from_json(text: str, number: int, parsers: SettingParsers | None = None) -> BatchItem | BadLine:
     """A JSONL questions-file line: ours ({question, id, answer}) or an OpenAI Batch API request line."""
     try:
         data = load_json(text)
@@ -1868,7 +1969,7 @@ def item_from_json(text: str, number: int, body_settings: BodySettings | None = 
     if not isinstance(data, dict):
         return BadLine(number, "not a JSON object")
     if "custom_id" in data:
-        return _item_from_batch_request(data, number, body_settings)
+        return _item_from_batch_request(data, number, parsers)
     question = data.get("question")
     if not isinstance(question, str) or not question.strip():
         return BadLine(number, 'no "question" text')
@@ -1886,11 +1987,10 @@ def item_from_json(text: str, number: int, body_settings: BodySettings | None = 
                      None if expected is None else str(expected))
 
 
-def _item_from_batch_request(data: dict[str, Any], number: int,
-                             body_settings: BodySettings | None) -> BatchItem | BadLine:
+def _item_from_batch_request(data: dict[str, Any], number: int, parsers: SettingParsers | None) -> BatchItem | BadLine:
     """An OpenAI Batch API request line: ``custom_id`` is the id, the last user message the question, and earlier
-    messages (system prompt, prior turns) its context, quoted before it; ``body_settings`` reads what else its body
-    sets (moa_pipeline's _batch_settings: settings are the pipeline's)."""
+    messages (system prompt, prior turns) its context, quoted before it; what else its body sets is read by the
+    settings' ``parsers`` (_body_settings)."""
     custom_id, body = data.get("custom_id"), data.get("body")
     if not isinstance(custom_id, str) or not _usable_id(custom_id):
         return BadLine(number, '"custom_id" must be a non-empty string')
@@ -1909,9 +2009,27 @@ def _item_from_batch_request(data: dict[str, Any], number: int,
     if context:
         question = ("Context (the conversation so far):\n" + "\n\n".join(context)
                     + "\n\nQuestion:\n" + question.strip())
-    settings = body_settings(body or {}, number) if body_settings else ()  # a dict: its messages were read
+    settings = _body_settings(body or {}, number, parsers) if parsers else ()  # a dict: its messages were read
     return settings if isinstance(settings, BadLine) else BatchItem(number, custom_id, valid_text(question).strip(),
                                                                     None, settings)
+
+
+def _body_settings(body: Mapping[str, Any], number: int,
+                   parsers: SettingParsers) -> tuple[tuple[str, Any], ...] | BadLine:
+    """The settings a Batch API line's body gives its question, (Config field, value), each read by its setting's
+    parser, as from .env; a value that parser refuses is that line's input error, as a bad setting is the run's."""
+    found: dict[str, Any] = {}
+    for key, env in BATCH_BODY_SETTINGS.items():
+        if (value := body.get(key)) is None:
+            continue
+        try:
+            if key == "model" and not isinstance(value, str):  # json.dumps would make a name of a list
+                raise ValueError("expected a string")
+            # Keyed by the setting's Config field: its name in lower case, as moa_pipeline's SETTINGS has it.
+            found[env.lower()] = parsers[env](value if isinstance(value, str) else json.dumps(value))
+        except ValueError as err:
+            return BadLine(number, f"body.{key}={printable(json.dumps(value))} is not valid for {env}: {err}")
+    return tuple(found.items())
 
 
 def _content_text(content: Any) -> str | None:
@@ -1942,7 +2060,7 @@ def input_format(name: str) -> bool | None:
 
 
 def read_items(lines: Iterable[bytes | None], jsonl: bool | None, max_chars: int = 10**9, secrets: Sequence[str] = (),
-               body_settings: BodySettings | None = None) -> Iterator[BatchItem | BadLine]:
+               parsers: SettingParsers | None = None) -> Iterator[BatchItem | BadLine]:
     """Items of a questions file, read as a stream: memory does not grow with the file.
     ``lines`` come from bounded_lines: None is a line too long to hold. An id holding a secret is refused: it
     would name files, and its line, masked where it is written, would never match it on resume."""
@@ -1960,7 +2078,7 @@ def read_items(lines: Iterable[bytes | None], jsonl: bool | None, max_chars: int
             continue
         if not text or text.startswith("#"):  # blank, or a comment
             continue
-        item = (BadLine(number, "contains NUL bytes") if "\x00" in text else item_from_json(text, number, body_settings)
+        item = (BadLine(number, "contains NUL bytes") if "\x00" in text else item_from_json(text, number, parsers)
                 if jsonl else BatchItem(number, question_id(text), text, None))
         if isinstance(item, BatchItem) and len(item.question) > max_chars:
             item = BadLine(number, f"the question is {len(item.question)} characters, more than "
@@ -2046,3 +2164,167 @@ def _slurm_shard(environ: Mapping[str, str], count: int) -> Shard:
         raise ValueError(f"--shard auto/{count}: task ids 0 and {count} of the Slurm array are both shard "
                           f"{count}: submit --array=1-{count} or 0-{count - 1}")
     return Shard(task or count, count)
+
+
+# --- results files: an earlier output's lines (resume, the summary's totals, --eval's report) ----
+
+def result_record(raw: bytes) -> dict[str, Any] | None:
+    """The record a results line holds, if it is a whole one of ours: a jsonl line (id, status ok or failed), or an
+    --output-format openai-batch line read as one (its id, status and scoring, "output_format" said); None else."""
+    if not raw.endswith(b"\n"):
+        return None  # torn: the process died mid-write
+    try:
+        record = load_json(raw)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and "custom_id" in record and isinstance(record.get("moa"), dict):
+        # One of our --output-format openai-batch lines (a line from OpenAI itself has no "moa").
+        response, extra = record.get("response"), record["moa"]
+        done = isinstance(response, dict) and response.get("status_code") == 200 and not record.get("error")
+        return {"id": str(record["custom_id"]), "status": "ok" if done else "failed", "output_format": "openai-batch",
+                **{key: extra[key] for key in ("expected", "correct") if key in extra}}
+    ours = isinstance(record, dict) and "id" in record and record.get("status") in ("ok", "failed")
+    return record if ours else None
+
+
+def result_totals(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts over a results file's records (result_record's); accuracy over answered questions with one expected."""
+    totals: dict[str, Any] = dict.fromkeys(("questions", "ok", "failed", "with_expected", "correct",
+                                            "failed_with_expected"), 0)
+    for record in records:
+        totals["questions"] += 1
+        answered = record.get("status") == "ok"
+        totals["ok" if answered else "failed"] += 1
+        if "expected" in record and not (answered and record.get("correct", False) is None):  # None: a full answer
+            totals["with_expected" if answered else "failed_with_expected"] += 1
+            totals["correct"] += answered and bool(record.get("correct"))
+    totals["accuracy"] = round(totals["correct"] / totals["with_expected"], 4) if totals["with_expected"] else None
+    return totals
+
+
+# --- traces: a run's JSONL lines, read back by --replay ---------------------------------------
+
+# What an agent is called in a trace: solver-N, solver-M->solver-N (a critique), judge-N; read by fullmatch, each
+# number at most three digits: nothing to backtrack over.
+_TRACE_AGENT = re.compile(r"(?:solver-(\d{1,3})->)?(solver|judge)-(\d{1,3})|synthesizer")
+
+
+@dataclass(frozen=True)
+class TraceAttempt:
+    """One attempt line of a trace, checked: what a replay needs of it."""
+
+    pass_number: int
+    phase: str  # one of moa_pipeline's phases (a Phase compares equal to its value)
+    slot: int  # the solver slot the attempt is about (the critiqued one for a critique), from 0
+    ok: bool
+    response_text: str
+    debate_round: int = 1  # the debate round
+    model: str = ""  # the model it went to ("" in a trace that does not say)
+    record: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the line as read
+
+
+def trace_attempt(record: Mapping[str, Any], phases: Collection[str], slots: int, rounds: int) -> TraceAttempt | None:
+    """A trace's attempt line, checked against the ``phases``, solver ``slots`` and debate ``rounds`` there can be;
+    None for a judge's or the synthesizer's (about no solver's line); ValueError saying what is wrong with it."""
+    if "pass" not in record:  # it still replays, and its restored lines say "pass"
+        record = {("pass" if key == "round" else key): value for key, value in record.items()}  # an older trace
+    agent, pass_number, phase = record.get("agent"), record.get("pass"), record.get("phase")
+    text, outcome, model = record.get("response_text", ""), record.get("outcome"), record.get("model")
+    found = _TRACE_AGENT.fullmatch(agent) if isinstance(agent, str) else None
+    if (found is None or type(pass_number) is not int or phase not in phases or not isinstance(outcome, str)
+            or not isinstance(text, str | None) or not isinstance(model, str | None)):
+        raise ValueError("is not an attempt record of this tool "
+                         "(agent, pass, phase, outcome, model or response_text missing or malformed)")
+    if found.group(2) != "solver":  # a judge's or the synthesizer's: about no solver's line
+        return None
+    slot, debate_round = int(found.group(3)) - 1, record.get("debate_round", 1)
+    if not 0 <= slot < slots or (phase == "critique") != (found.group(1) is not None):  # a critique names its critic
+        raise ValueError(f"names an agent this tool never uses ({str(agent)[:40]!r})")
+    if type(debate_round) is not int or not 1 <= debate_round <= rounds:
+        raise ValueError(f"has a debate_round that is not 1-{rounds}")
+    return TraceAttempt(pass_number, str(phase), slot, outcome == "ok", valid_text(text or ""), debate_round,
+                        valid_text(model or ""), record)
+
+
+# --- --eval's report: strategies compared over their result lines ---------------------------
+
+SIGNIFICANCE = 0.05  # McNemar p below it: "beats"; at or above it, the sample cannot tell the two apart
+WILSON_Z = 1.959964  # the normal quantile of a two-sided 95% interval
+
+
+def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion: unlike p +- 1.96 se it stays inside [0, 1] and holds up at
+    the small samples and extreme accuracies an eval has (Brown, Cai and DasGupta 2001)."""
+    if not trials:
+        return 0.0, 1.0
+    z2, share = WILSON_Z ** 2, successes / trials
+    centre = (share + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = WILSON_Z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_p(wins: int, losses: int) -> float:
+    """The exact two-sided McNemar p-value: if two strategies were equally good, each question only one of them got
+    right would be a fair coin's toss; this is the chance of a split at least as uneven as wins : losses."""
+    tosses = wins + losses
+    tail = sum(math.comb(tosses, k) for k in range(min(wins, losses) + 1)) / (1 << tosses)
+    return min(1.0, 2 * tail)
+
+
+def paired(base: Mapping[str, dict[str, Any]], other: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """``other`` against ``base`` on the questions both answered: wins (only other right), losses, McNemar p."""
+    both = [(base[i]["correct"], other[i]["correct"]) for i in base.keys() & other.keys()
+            if isinstance(base[i].get("correct"), bool) and isinstance(other[i].get("correct"), bool)]
+    wins, losses = sum(b and not a for a, b in both), sum(a and not b for a, b in both)
+    return {"wins": wins, "losses": losses, "p_value": round(mcnemar_p(wins, losses), 4)}
+
+
+def _mean(values: Iterable[float | int | None]) -> float | None:
+    counted = [v for v in values if v is not None]
+    return round(sum(counted) / len(counted), 3) if counted else None
+
+
+def eval_verdict(rows: list[dict[str, Any]], lines: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The report's verdict over its ``rows`` (strategy_score's) and each strategy's result ``lines`` by id: the most
+    accurate ("best"), the best per call, and the closing line that says so."""
+    ranked = sorted((r for r in rows if r["accuracy"] is not None),
+                    key=lambda r: (-r["accuracy"], r["calls_per_question"] or 0))
+    best = ranked[0] if ranked else None
+    # The cheapest strategy the questions cannot tell apart from the most accurate: more calls bought nothing shown.
+    thrifty = min((r for r in ranked if r is best or paired(lines[best["name"]], lines[r["name"]])["p_value"]
+                   >= SIGNIFICANCE), key=lambda r: r["calls_per_question"] or 0, default=None) if best else None
+    return {"best": best and best["name"], "best_per_call": thrifty and thrifty["name"],
+            "conclusion": eval_conclusion(rows, best, thrifty)}
+
+
+def eval_conclusion(rows: list[dict[str, Any]], best: dict[str, Any] | None, thrifty: dict[str, Any] | None) -> str:
+    """One plain line: the most accurate strategy, the best per call, and whether the debate beats one call."""
+    if best is None or thrifty is None:
+        return "No strategy has answered a question with a gold answer yet."
+    # Edge data is no finding: 0% crowns nothing, a tie is said, an accuracy over few answered (the rest failed) says so
+    most = max(r["answered"] for r in rows)
+    tied = [f"{r['name']} ({_accuracy_said(r, most)})" if r["answered"] < most or r["failed"] else r["name"]
+            for r in rows if r is not best and r["accuracy"] == best["accuracy"]]
+    said = ["No strategy got a question right."] if not best["accuracy"] else [
+        f"Most accurate: {best['name']} ({_accuracy_said(best, most)}"
+        f"{', tied with ' + ', '.join(tied) if tied else ''})."]
+    if thrifty is not best and best["accuracy"]:
+        said.append(f"Best per call: {thrifty['name']} ({_accuracy_said(thrifty, most)} at "
+                    f"{thrifty['calls_per_question']:g} calls/question); the extra calls bought no accuracy these "
+                    f"questions can show (McNemar p >= {SIGNIFICANCE}).")
+    debate_row = next((r for r in rows if r["name"] == "debate" and r["vs_single"] and r["answered"]), None)
+    if debate_row:
+        duel = debate_row["vs_single"]
+        verdict = ("beats" if duel["wins"] > duel["losses"] else "is worse than") if duel["p_value"] < SIGNIFICANCE \
+            else "does not beat, at this sample size,"
+        said.append(f"The debate {verdict} a single call (wins {duel['wins']}, losses {duel['losses']}, McNemar "
+                    f"p = {duel['p_value']:.3g}, on the {duel['wins'] + duel['losses']} questions only one got right).")
+    elif all(r["name"] != "single" for r in rows) and any(r["name"] == "debate" and r["answered"] for r in rows):
+        said.append("The debate was not compared with a single call: add single to --strategies.")
+    return " ".join(said)
+
+
+def _accuracy_said(row: dict[str, Any], most: int) -> str:
+    """The accuracy, and over how few questions when fewer than another strategy's (failures, or a stopped eval)."""
+    fewer = f" of the {row['answered']} it answered" if row["failed"] or row["answered"] < most else ""
+    return f"{100 * row['accuracy']:.1f}%{fewer}" + (f"; {row['failed']} failed" if row["failed"] else "")

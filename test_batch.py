@@ -17,6 +17,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
+import parsing
 from conftest import URL, FakeModel, FakeSleep, completion, solver_text, test_runtime
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -64,7 +65,7 @@ def test_jsonl_fields_and_bad_lines() -> None:
     items = list(moa.read_items(lines, jsonl=True))
     first, second = items[0], items[1]
     assert (first.id, first.question, first.expected) == ("7", "Q1", "391")
-    assert second.id == moa.question_id("Q2") and second.expected is None
+    assert second.id == parsing.question_id("Q2") and second.expected is None
     assert [(e.line, e.reason.split(" (")[0]) for e in items[2:]] == [
         (3, "not valid JSON"), (4, 'no "question" text'), (5, "not a JSON object"),
         (6, '"id" must be a non-empty string or a number'), (7, '"id" must be a non-empty string or a number')]
@@ -82,7 +83,7 @@ def test_format_detection() -> None:
 
 def test_question_ids_are_stable() -> None:
     """The id of a question without one depends only on its text."""
-    assert moa.question_id("What?") == moa.question_id("What?") != moa.question_id("Why?")
+    assert parsing.question_id("What?") == parsing.question_id("What?") != parsing.question_id("Why?")
 
 
 def test_input_is_read_as_a_stream() -> None:
@@ -118,9 +119,9 @@ def test_batch_writes_one_line_per_question_and_a_summary(tmp_path, monkeypatch,
     captured = capsys.readouterr()
     assert code == 3  # one unusable input line
     rows = {r["id"]: r for r in lines_of(out)}
-    assert set(rows) == {"a", "b", moa.question_id("Q3")}
+    assert set(rows) == {"a", "b", parsing.question_id("Q3")}
     assert rows["a"]["correct"] is True and rows["b"]["correct"] is False
-    assert "expected" not in rows[moa.question_id("Q3")]
+    assert "expected" not in rows[parsing.question_id("Q3")]
     for field in ["id", "question", "final_answer", "confidence", "status", "error", "llm_calls", "elapsed_s",
                   "transcript"]:
         assert field in rows["a"]
@@ -768,3 +769,21 @@ def test_the_stop_grace_period_starts_once_not_again_as_each_question_ends(tmp_p
     assert moa.main(["-f", str(questions), "-o", str(out), "--concurrency", "3"], runtime=test_runtime(Sleep())) == 130
     assert sorted(r["question"] for r in lines_of(out)) == ["Q1", "Q2", "Q3"]
     assert len(graces) == 1
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b'{"id": "q1", "status": "ok", "final_answer": "391"}\n', {"id": "q1", "status": "ok", "final_answer": "391"}),
+    (b'{"id": "q1", "status": "ok"}', None),  # torn: no newline
+    (b'{"id": "q1", "status": "pending"}\n', None),
+    (b'{"question": "x"}\n', None),
+    (b'{"custom_id": "q2", "response": {"status_code": 200}, "error": null, "moa": {"expected": "4", '
+     b'"correct": true}}\n',
+     {"id": "q2", "status": "ok", "output_format": "openai-batch", "expected": "4", "correct": True}),
+    (b'{"custom_id": "q3", "response": null, "error": {"code": "x"}, "moa": {}}\n',
+     {"id": "q3", "status": "failed", "output_format": "openai-batch"}),
+    (b'{"custom_id": "q4", "response": {"status_code": 200}}\n', None),  # OpenAI's own line: no "moa"
+], ids=["jsonl-ok", "torn", "not-our-status", "not-a-result", "openai-batch-ok", "openai-batch-failed",
+        "openai-own-line"])
+def test_a_results_line_is_read_as_resume_reads_it(raw: bytes, expected: dict | None) -> None:
+    """parsing.result_record: a whole line of ours gives its record (an openai-batch line its id and status)."""
+    assert parsing.result_record(raw) == expected

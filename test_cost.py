@@ -46,7 +46,8 @@ def test_usage_is_summed_from_usage_blocks(capsys, monkeypatch) -> None:
     respx.post(URL).mock(side_effect=UsageModel())
     code, result = run_json(["-q", "Q?"], capsys)
     assert result["usage"] == {"prompt_tokens": 1800, "completion_tokens": 180, "total_tokens": 1980,
-                               "estimated": False, "cost_usd": pytest.approx(1800 * 2e-6 + 180 * 10e-6)}
+                               "cached_tokens": 0, "estimated": False, "cost_source": "prices",
+                               "cost_usd": pytest.approx(1800 * 2e-6 + 180 * 10e-6)}
     assert result["cost_usd"] == pytest.approx(0.0054)
     assert result["usage_by_phase"]["judge"]["total_tokens"] == 3 * 110
     transcript = Path(result["transcript"]).read_text()
@@ -393,3 +394,164 @@ def test_replay_usage_errors(argv, words, capsys, tmp_path) -> None:
     (tmp_path / "NOT_A_TRACE").write_text('{"id": "x"}\n')
     assert moa.main(argv) == 2
     assert words in capsys.readouterr().err
+
+
+# --- cached tokens and the endpoint's own charge (issue 25) -------------------------------------------------------
+
+FORMS = [  # (usage object, top-level extras, headers, cached tokens, endpoint's charge) as each endpoint sends them
+    pytest.param({"prompt_tokens": 1000, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 768}},
+                 {}, {}, 768, None, id="openai"),
+    pytest.param({"prompt_tokens": 1000, "completion_tokens": 10, "cache_read_input_tokens": 900,
+                  "cache_creation_input_tokens": 0}, {}, {}, 900, None, id="anthropic-style-gateway"),
+    pytest.param({"prompt_tokens": 1000, "completion_tokens": 10, "prompt_cache_hit_tokens": 640,
+                  "prompt_cache_miss_tokens": 360}, {}, {}, 640, None, id="deepseek"),
+    pytest.param({"prompt_tokens": 1000, "completion_tokens": 10}, {"timings": {"cache_n": 988, "prompt_n": 12}}, {},
+                 988, None, id="llama-cpp"),
+    pytest.param({"prompt_tokens": 1000, "completion_tokens": 10, "cost": 0.0021}, {}, {}, 0, 0.0021,
+                 id="openrouter-cost"),
+    pytest.param({"prompt_tokens": 1000, "completion_tokens": 10}, {}, {"x-litellm-response-cost": "0.0017"}, 0,
+                 0.0017, id="litellm-header"),
+]
+
+
+def sse(usage: dict, top: dict) -> bytes:
+    """A stream as OpenAI-compatible servers send it with include_usage: text, finish, then usage (and timings)."""
+    events = [{"choices": [{"index": 0, "delta": {"content": solver_text("391")}}], "usage": None},
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None},
+              {"choices": [], "usage": usage, **top}]
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("usage, top, headers, cached, charged", FORMS)
+async def test_each_reported_form_reaches_the_completion(usage, top, headers, cached, charged) -> None:
+    """A plain reply and a streamed one both carry the cached prompt tokens and the charge the endpoint reported."""
+    plain = completion(solver_text("391"))
+    body = json.loads(plain.content) | {"usage": usage, **top}
+    read = moa.read_completion(200, httpx.Headers(headers), json.dumps(body).encode())
+    streamed = await moa.read_stream(httpx.Response(200, stream=httpx.ByteStream(sse(usage, top)), headers=headers),
+                                     1 << 20)
+    for reply in (read, streamed):
+        assert (reply.usage, reply.cached_tokens, reply.endpoint_cost_usd) == (
+            {"prompt_tokens": 1000, "completion_tokens": 10}, cached, charged)
+
+
+def test_a_reply_without_counts_has_its_cached_tokens_clamped_to_the_estimate() -> None:
+    """No usage counts (so the prompt is estimated), and a cached count larger than the estimate: clamped to it."""
+    attempt = moa.Attempt(1, "n", 0.0)
+    moa.record_reply(attempt, moa.Completion("<answer>391</answer>", "stop", 200, None, cached_tokens=5000), 120)
+    assert (attempt.prompt_tokens, attempt.cached_tokens, attempt.usage_estimated) == (120, 120, True)
+
+
+def priced(**prices: float) -> moa.Config:
+    return moa.Config(proxy_url=URL, api_key=FAKE_KEY, **{f"price_{k}_per_mtok": v for k, v in prices.items()})
+
+
+@pytest.mark.parametrize("config, expected", [
+    pytest.param(priced(), None, id="no-price-no-cost"),
+    pytest.param(priced(input=2, output=10), (1_000_000 * 2 + 100_000 * 10) / 1e6, id="cached-at-the-input-price"),
+    pytest.param(priced(input=2, output=10, cached_input=0.5), (400_000 * 2 + 600_000 * 0.5 + 100_000 * 10) / 1e6,
+                 id="cached-at-its-own-price"),
+    pytest.param(priced(input=2, cached_input=0), 400_000 * 2 / 1e6, id="cached-free-output-unset"),
+    pytest.param(priced(cached_input=0.5), 600_000 * 0.5 / 1e6, id="only-the-cached-price-set"),
+])
+def test_cached_prompt_tokens_are_priced_at_the_cached_price(config: moa.Config, expected: float | None) -> None:
+    """1M prompt tokens (600k of them cached) and 100k completion tokens, at each set of prices."""
+    assert moa.cost_usd(1_000_000, 100_000, config, cached_tokens=600_000) == expected
+
+
+def attempts(*charges: float | None, tokens: int = 110) -> list[moa.AgentCall]:
+    """One call whose attempts each billed ``tokens`` (100 prompt, 40 of them cached) and had this charge said."""
+    made = [moa.Attempt(n, "n", 0.0, status=200, prompt_tokens=100, completion_tokens=tokens - 100,
+                        cached_tokens=40, endpoint_cost_usd=c) for n, c in enumerate(charges, 1)]
+    return [moa.AgentCall(1, moa.Phase.JUDGE, "judge-1", "s", "u", attempts=made)]
+
+
+OURS = (60 * 2 + 40 * 1 + 10 * 10) / 1e6  # one attempt at PRICE_INPUT 2, PRICE_CACHED_INPUT 1, PRICE_OUTPUT 10
+
+
+@pytest.mark.parametrize("calls, config, cost, source, said", [
+    pytest.param(attempts(0.003, 0.002), priced(input=2, cached_input=1, output=10), 0.005, "endpoint", 0.005,
+                 id="all-said-endpoint-preferred"),
+    pytest.param(attempts(0.003, 0.002), priced(), 0.005, "endpoint", 0.005, id="all-said-no-price-needed"),
+    pytest.param(attempts(0.003, None), priced(input=2, cached_input=1, output=10), 0.003 + OURS, "mixed", 0.003,
+                 id="some-said-ours-elsewhere"),
+    pytest.param(attempts(0.003, None), priced(), None, None, 0.003, id="some-said-no-price-no-cost"),
+    pytest.param(attempts(None, None), priced(input=2, cached_input=1, output=10), 2 * OURS, "prices", None,
+                 id="none-said-at-your-prices"),
+    pytest.param(attempts(None, None), priced(), None, None, None, id="none-said-no-price-no-cost"),
+    pytest.param(attempts(0.003, None, tokens=0) + attempts(None, tokens=0), priced(input=2), 0.003, "endpoint",
+                 0.003, id="an-unanswered-attempt-bills-nothing-to-price"),
+])
+def test_cost_prefers_what_the_endpoint_said(calls, config, cost, source, said) -> None:
+    """cost_usd: the endpoint's charge for each reply that said one, ours for the rest; cost_source says whose."""
+    usage = moa.usage_totals(calls, config)
+    assert (usage.get("cost_usd"), usage.get("cost_source"), usage.get("endpoint_cost_usd")) == (
+        pytest.approx(cost) if cost is not None else None, source, said)
+    assert usage["cached_tokens"] == 40 * sum(len(c.attempts) for c in calls)
+
+
+class CachingModel(FakeModel):
+    """Every reply reports 1000 prompt tokens, 600 of them cached (OpenAI's form), and 10 completion tokens;
+    ``charge``: what the endpoint says it charged, in the phases named (OpenRouter's usage.cost)."""
+
+    def __init__(self, charge: float | None = None, phases: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.charge, self.phases = charge, phases
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(super().__call__(request).content)
+        body["usage"] = {"prompt_tokens": 1000, "completion_tokens": 10, "total_tokens": 1010,
+                         "prompt_tokens_details": {"cached_tokens": 600}}
+        if request.headers["X-MoA-Phase"] in self.phases:
+            body["usage"]["cost"] = self.charge
+        return httpx.Response(200, json=body)
+
+
+@pytest.mark.parametrize("model, prices, cost, source, endpoint", [
+    pytest.param(CachingModel(), {"INPUT": "2", "CACHED_INPUT": "0.5", "OUTPUT": "10"},
+                 18 * (400 * 2 + 600 * 0.5 + 10 * 10) / 1e6, "prices", None, id="at-your-prices"),
+    pytest.param(CachingModel(), {"INPUT": "2", "OUTPUT": "10"}, 18 * (1000 * 2 + 10 * 10) / 1e6, "prices", None,
+                 id="cached-price-unset-is-the-input-price"),
+    pytest.param(CachingModel(0.001, tuple(moa.PHASES)), {"INPUT": "2"}, 0.018, "endpoint", 0.018,
+                 id="the-endpoint-said-for-every-reply"),
+    pytest.param(CachingModel(0.001, ("judge",)), {"INPUT": "2", "OUTPUT": "10"},
+                 0.003 + 15 * (1000 * 2 + 10 * 10) / 1e6, "mixed", 0.003, id="the-endpoint-said-for-the-judges"),
+])
+@respx.mock
+def test_a_run_counts_cached_tokens_and_says_whose_cost(model, prices, cost, source, endpoint, capsys,
+                                                        monkeypatch) -> None:
+    """End to end: --json usage has the cached tokens and the cost with its source, the trace each attempt's."""
+    for name, value in prices.items():
+        monkeypatch.setenv(f"PRICE_{name}_PER_MTOK", value)
+    respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["usage"]["cached_tokens"] == 18 * 600
+    assert result["usage_by_phase"]["judge"]["cached_tokens"] == 3 * 600
+    assert (result["cost_usd"], result["usage"]["cost_source"], result["usage"].get("endpoint_cost_usd")) == (
+        pytest.approx(cost), source, pytest.approx(endpoint) if endpoint else None)
+    traced = [json.loads(line) for line in Path(result["trace"]).read_text().splitlines()]
+    usages = [r["usage"] for r in traced if r["type"] == "attempt"]
+    assert {(u["cached_tokens"], u["endpoint_cost_usd"]) for u in usages if u} >= {(600, model.charge)}
+    transcript = Path(result["transcript"]).read_text()
+    assert f"total: 18000 prompt (10800 cached) + 180 completion = 18180 tokens, ${cost:.6f} (" in transcript
+
+
+@respx.mock
+def test_the_summaries_say_whose_figure_a_cost_is(capsys, monkeypatch, tmp_path) -> None:
+    """The human summary, the batch summary and the eval table say a cost is the endpoint's own or ours."""
+    respx.post(URL).mock(side_effect=CachingModel(0.001, tuple(moa.PHASES)))
+    assert moa.main(["-q", "Q?"], runtime=test_runtime()) == 0
+    assert "18180 tokens (10800 prompt tokens cached), $0.0180 (the endpoint's own)," in capsys.readouterr().out
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "a", "question": "Q?"}\n{"id": "b", "question": "Q?"}\n')
+    monkeypatch.setenv("PRICE_INPUT_PER_MTOK", "1")
+    assert moa.main(["-f", str(questions), "-o", str(tmp_path / "out.jsonl")], runtime=test_runtime()) == 0
+    printed = capsys.readouterr().out
+    assert "36360 tokens (21600 prompt tokens cached), $0.0360 (the endpoint's own)," in printed
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())["this_run"]
+    assert (summary["cached_tokens"], summary["cost_usd"], summary["cost_source"]) == (21600, 0.036, "endpoint")
+    ours = {"status": "ok", "correct": True, "usage": {"total_tokens": 10, "cost_source": "prices"}, "cost_usd": 0.002}
+    row = moa.strategy_score("debate", {"a": ours, "b": ours | {"usage": {"cost_source": "endpoint"}}})
+    assert row["cost_source"] == "mixed" and row["cost_usd_per_question"] == 0.002
+    report = {"gold": "g", "questions": 2, "strategies": [row], "conclusion": ""}
+    assert "| $0.0020 (the endpoint's own where it said, else at your prices) |" in moa.markdown_report(report, "m")

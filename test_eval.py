@@ -13,6 +13,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
+import parsing
 from conftest import URL, completion, test_runtime
 from test_hostile_files import assert_one_clean_error, cli, environment, terminate_when
 from test_readme import find_table, first_cell_names
@@ -33,13 +34,13 @@ EVAL_DOCS = HERE / "docs" / "eval.md"
 ], ids=["none", "5-1", "1-5", "10-2", "even", "7-0"])
 def test_mcnemar_p_is_the_exact_two_sided_binomial(wins: int, losses: int, p: float) -> None:
     """The exact McNemar p-value: twice the binomial(n, 1/2) tail at the smaller count, at most 1."""
-    assert moa.mcnemar_p(wins, losses) == pytest.approx(p, abs=1e-12)
+    assert parsing.mcnemar_p(wins, losses) == pytest.approx(p, abs=1e-12)
 
 
 def test_mcnemar_p_holds_for_a_large_eval() -> None:
     """Thousands of discordant questions: no float overflow, and a near-even split is not significant."""
-    assert 0.1 < moa.mcnemar_p(3000, 2900) < 0.3
-    assert moa.mcnemar_p(3000, 2000) < 1e-40
+    assert 0.1 < parsing.mcnemar_p(3000, 2900) < 0.3
+    assert parsing.mcnemar_p(3000, 2000) < 1e-40
 
 
 @pytest.mark.parametrize("successes, trials, low, high", [

@@ -6,12 +6,15 @@ import time
 import pytest
 
 from parsing import (
+    ReportedUsage,
+    charge,
     extract_tag,
     normalize_answer,
     parse_answer,
     parse_block,
     parse_judgement,
     parse_rebuttal,
+    reported_usage,
     strip_think,
 )
 
@@ -287,3 +290,118 @@ def test_typed_keys(kind: str, question: str, a: str, b: str, same: bool) -> Non
 def test_present_answer(kind: str, question: str, answer: str, shown: str) -> None:
     """Verdicts print as a bare number, yes/no, the letter, or the text itself."""
     assert present_answer(kind, answer, choice_letters(question)) == shown
+
+
+# --- a reply's usage: cached prompt tokens and a gateway's charge (issue 25) -----------------------------------
+
+def reply(usage: object, **top: object) -> dict:
+    """A chat completion body as an endpoint sends it, with this usage object and top-level extras."""
+    return {"id": "chatcmpl-9x", "object": "chat.completion", "model": "m", "usage": usage, **top,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "<answer>391</answer>"},
+                         "finish_reason": "stop"}]}
+
+
+LLAMA_TIMINGS = {"prompt_n": 12, "prompt_ms": 35.1, "prompt_per_token_ms": 2.9, "prompt_per_second": 341.9,
+                 "predicted_n": 78, "predicted_ms": 1201.4, "cache_n": 1012}
+
+REPORTED_USAGE_CASES = [
+    pytest.param(reply({"prompt_tokens": 2006, "completion_tokens": 300, "total_tokens": 2306,
+                        "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
+                        "completion_tokens_details": {"reasoning_tokens": 0}}),
+                 (2006, 300), 1920, None, id="openai-prompt-tokens-details"),
+    pytest.param(reply({"prompt_tokens": 2100, "completion_tokens": 120, "total_tokens": 2220,
+                        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 2048}),
+                 (2100, 120), 2048, None, id="anthropic-style-cache-read"),
+    pytest.param(reply({"prompt_tokens": 2100, "completion_tokens": 120, "total_tokens": 2220,
+                        "cache_read_input_tokens": 2048, "prompt_tokens_details": {"cached_tokens": 2048}}),
+                 (2100, 120), 2048, None, id="litellm-both-forms-counted-once"),
+    pytest.param(reply({"prompt_tokens": 1500, "completion_tokens": 200, "total_tokens": 1700,
+                        "prompt_cache_hit_tokens": 1408, "prompt_cache_miss_tokens": 92}),
+                 (1500, 200), 1408, None, id="deepseek-cache-hit"),
+    pytest.param(reply({"completion_tokens": 78, "prompt_tokens": 1024, "total_tokens": 1102},
+                       timings=LLAMA_TIMINGS, system_fingerprint="b4719-1d3e2a"),
+                 (1024, 78), 1012, None, id="llama-cpp-timings-cache-n"),
+    pytest.param(reply({"prompt_tokens": 194, "completion_tokens": 2, "total_tokens": 196, "cost": 0.00014,
+                        "is_byok": False, "prompt_tokens_details": {"cached_tokens": 0},
+                        "cost_details": {"upstream_inference_cost": None}}),
+                 (194, 2), 0, 0.00014, id="openrouter-cost"),
+    pytest.param(reply({"prompt_tokens": 194, "completion_tokens": 2, "total_tokens": 196, "cost": 0}),
+                 (194, 2), 0, 0.0, id="openrouter-free-model-costs-zero"),
+    pytest.param(reply({"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49}),
+                 (40, 9), 0, None, id="vllm-says-nothing-cached"),
+    pytest.param(reply({"prompt_tokens": 100, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 512}}),
+                 (100, 9), 100, None, id="more-cached-than-prompt-is-clamped"),
+    pytest.param(reply({"prompt_tokens": 100, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": True},
+                        "cache_read_input_tokens": -5, "prompt_cache_hit_tokens": 64.0},
+                       timings={"cache_n": "80"}),
+                 (100, 9), 0, None, id="junk-counts-bool-negative-float-string-ignored"),
+    pytest.param(reply({"prompt_tokens": 100, "completion_tokens": 9, "prompt_tokens_details": None,
+                        "cost": "0.01"}, timings=[1012]),
+                 (100, 9), 0, None, id="malformed-parts-ignored-cost-as-text-ignored"),
+    pytest.param(reply({"prompt_tokens": 100, "completion_tokens": 9, "cost": -0.002}), (100, 9), 0, None,
+                 id="negative-cost-ignored"),
+    pytest.param(reply({"prompt_tokens": 100, "completion_tokens": 9, "cost": True}), (100, 9), 0, None,
+                 id="bool-cost-ignored"),
+    pytest.param(reply({"prompt_tokens": 100, "completion_tokens": 9, "cost": float("nan")}), (100, 9), 0, None,
+                 id="nan-cost-ignored"),
+    pytest.param(reply({"completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 64}}), None, 64, None,
+                 id="no-prompt-count-cached-kept-unclamped"),
+    pytest.param(reply(None), None, 0, None, id="usage-null"),
+    pytest.param([1, 2], None, 0, None, id="not-an-object"),
+]
+
+
+@pytest.mark.parametrize("body, counts, cached, cost", REPORTED_USAGE_CASES)
+def test_reported_usage_reads_every_form(body: object, counts: tuple[int, int] | None, cached: int,
+                                         cost: float | None) -> None:
+    """Each endpoint's way of reporting cached prompt tokens and its charge is read; junk is left out."""
+    found = reported_usage(body)
+    assert (found.counts and (found.counts["prompt_tokens"], found.counts["completion_tokens"])) == counts
+    assert (found.cached_tokens, found.cost_usd) == (cached, cost)
+
+
+@pytest.mark.parametrize("events, counts, cached, cost", [
+    pytest.param([{"choices": [{"delta": {"content": "39"}}], "usage": None},
+                  {"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": None},
+                  {"choices": [], "usage": {"prompt_tokens": 2006, "completion_tokens": 3,
+                                            "prompt_tokens_details": {"cached_tokens": 1920}}}],
+                 (2006, 3), 1920, None, id="openai-include-usage-last-chunk"),
+    pytest.param([{"choices": [{"delta": {"content": "391"}}]},
+                  {"choices": [{"delta": {}, "finish_reason": "stop"}], "timings": LLAMA_TIMINGS},
+                  {"choices": [], "usage": {"prompt_tokens": 1000, "completion_tokens": 78}}],
+                 (1000, 78), 1000, None, id="llama-cpp-timings-then-usage-clamped-after"),
+    pytest.param([{"choices": [], "usage": {"prompt_tokens": 194, "completion_tokens": 2, "cost": 0.00014}},
+                  {"choices": [], "usage": {"prompt_tokens": 194, "completion_tokens": 2}}],
+                 (194, 2), 0, 0.00014, id="a-later-event-without-cost-keeps-it"),
+])
+def test_a_streams_usage_adds_up_its_events(events: list[dict], counts: tuple[int, int], cached: int,
+                                            cost: float | None) -> None:
+    """A stream's usage is what its events said, the later winning, cached tokens clamped once the counts come."""
+    found = ReportedUsage()
+    for event in events:
+        found = found.then(reported_usage(event))
+    assert found.counts == {"prompt_tokens": counts[0], "completion_tokens": counts[1]}
+    assert (found.cached_tokens, found.cost_usd) == (cached, cost)
+
+
+@pytest.mark.parametrize("header, body_cost, charged", [
+    pytest.param("0.00042", None, 0.00042, id="litellm-decimal"),
+    pytest.param("4.2e-05", None, 4.2e-05, id="litellm-scientific-as-str-float-writes"),
+    pytest.param(" 0.0 ", None, 0.0, id="zero-with-spaces"),
+    pytest.param("0.00042", 0.0003, 0.0003, id="body-cost-first"),
+    pytest.param(None, None, None, id="neither"),
+    pytest.param("None", None, None, id="litellm-none"),
+    pytest.param("-0.1", None, None, id="negative"),
+    pytest.param("nan", None, None, id="nan"),
+    pytest.param("inf", None, None, id="inf"),
+    pytest.param("1e999", None, None, id="overflows-to-inf"),
+    pytest.param("1_000", None, None, id="underscores"),
+    pytest.param("0x10", None, None, id="hex"),
+    pytest.param("9" * 5000, None, None, id="very-long"),
+])
+def test_the_charge_a_gateway_reports(header: str | None, body_cost: float | None, charged: float | None) -> None:
+    """x-litellm-response-cost counts when it is a plain finite number >= 0; the body's usage.cost comes first."""
+    headers = {} if header is None else {"x-litellm-response-cost": header}
+    assert ReportedUsage(cost_usd=body_cost).charged(headers) == charged
+    if body_cost is None:
+        assert charge(header) == charged

@@ -14,6 +14,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
+import parsing
 from conftest import FAKE_KEY, URL, FakeModel, body_of, completion, judge_text, solver_text, test_runtime
 
 HERE = Path(__file__).resolve().parent
@@ -249,3 +250,45 @@ def test_a_config_built_by_hand_names_its_bad_field_and_hides_secrets() -> None:
     sent = [c.request.headers["X-MoA-Phase"] for c in route.calls]
     assert result.status == "ok" and (sent.count("generate"), sent.count("judge")) == (3, 1), \
         "text, an int for a number and a bool are all still taken"
+
+
+def attempt_line(**changes: object) -> dict:
+    """An attempt line as the trace writes it, with ``changes`` (None: the key left out)."""
+    line = {"type": "attempt", "pass": 1, "debate_round": 1, "phase": "generate", "agent": "solver-2",
+            "model": "m", "outcome": "ok", "response_text": "<answer>391</answer>"}
+    return {k: v for k, v in (line | changes).items() if v is not None}
+
+
+@pytest.mark.parametrize("line, problem", [
+    (attempt_line(agent="solver-65"), "names an agent this tool never uses"),
+    (attempt_line(agent="solver-1->solver-2"), "names an agent this tool never uses"),  # a critic, not a critique
+    (attempt_line(phase="critique"), "names an agent this tool never uses"),  # a critique names its critic
+    (attempt_line(debate_round=0), "has a debate_round that is not 1-10"),
+    (attempt_line(debate_round=True), "has a debate_round that is not 1-10"),
+    (attempt_line(phase="vote"), "is not an attempt record of this tool"),
+    (attempt_line(outcome=None), "is not an attempt record of this tool"),
+    (attempt_line(agent="solver-2 "), "is not an attempt record of this tool"),
+], ids=["slot-out-of-range", "critic-outside-critique", "critique-without-critic", "round-0", "round-bool",
+        "unknown-phase", "no-outcome", "agent-with-space"])
+def test_a_malformed_attempt_line_says_what_is_wrong(line: dict, problem: str) -> None:
+    """parsing.trace_attempt refuses a line no run of this tool writes, saying which part is wrong."""
+    with pytest.raises(ValueError, match=problem):
+        parsing.trace_attempt(line, moa.PHASES, moa.MAX_WORKERS, moa.MAX_ROUNDS)
+
+
+@pytest.mark.parametrize("line, slot, ok", [
+    (attempt_line(), 1, True),
+    (attempt_line(agent="solver-3->solver-1", phase="critique", outcome="HTTP 500: busy"), 0, False),
+    ({k: v for k, v in attempt_line(round=2).items() if k != "pass"}, 1, True),  # an older trace's "round"
+], ids=["solver", "critique-of-solver-1", "older-trace"])
+def test_a_solver_attempt_line_is_read(line: dict, slot: int, ok: bool) -> None:
+    """A solver's attempt line gives its slot (the critiqued one for a critique) and whether it succeeded."""
+    attempt = parsing.trace_attempt(line, moa.PHASES, moa.MAX_WORKERS, moa.MAX_ROUNDS)
+    assert attempt is not None and (attempt.slot, attempt.ok) == (slot, ok)
+
+
+@pytest.mark.parametrize("agent", ["judge-1", "synthesizer"])
+def test_a_judge_attempt_line_is_about_no_solver(agent: str) -> None:
+    """Judges' and the synthesizer's attempts are read as None: a replay rebuilds solvers' lines only."""
+    assert parsing.trace_attempt(attempt_line(agent=agent, phase="judge"), moa.PHASES, moa.MAX_WORKERS, 10) is None
+

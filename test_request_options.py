@@ -335,7 +335,7 @@ def test_batch_api_lines_set_their_own_model_temperature_and_max_tokens(small, m
         "stop-our-tag"])
 def test_a_bad_batch_body_value_is_that_lines_input_error(body: dict[str, Any], says: str) -> None:
     """A body value its setting refuses makes the line an input error that names the field, the setting and why."""
-    item = parsing.item_from_json(json.dumps(batch_line("r1", "Q", **body)), 4, moa._batch_settings)
+    item = parsing.item_from_json(json.dumps(batch_line("r1", "Q", **body)), 4, moa.SETTING_PARSERS)
     assert isinstance(item, moa.BadLine) and item.line == 4 and says in item.reason, item
 
 
