@@ -2434,11 +2434,11 @@ def for_shape(short: Template, full: Template, shape: str) -> str:
 
 
 def solver_prompts(question: str, slot: int = 0, styles: bool = False, shape: str = "short") -> tuple[str, str]:
-    """A solver's prompts; with SOLVER_STYLES each slot gets its own reasoning stance, after the question."""
+    """A solver's prompts; with SOLVER_STYLES each slot gets its own reasoning stance, after the rules (prompts.py)."""
     stances = prompts.SOLVER_STYLES_FULL if shape == "full" else prompts.SOLVER_STYLES
     stance = prompts.render(prompts.SOLVER_STYLE, style=stances[slot % len(stances)]) if styles else ""
-    return for_shape(prompts.SOLVER_SYSTEM, prompts.SOLVER_SYSTEM_FULL, shape), prompts.render(
-        prompts.SOLVER_USER, question=prompts.quote_untrusted(question), stance=stance)
+    return (for_shape(prompts.SOLVER_SYSTEM, prompts.SOLVER_SYSTEM_FULL, shape) + stance,
+            prompts.render(prompts.SOLVER_USER, question=prompts.quote_untrusted(question)))
 
 
 def critic_prompts(question: str, position: Position, shape: str = "short") -> tuple[str, str]:

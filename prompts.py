@@ -12,18 +12,25 @@ model answers) always sits inside its own delimiters and goes through
 Layout, for prefix caches (issue 25). vLLM, SGLang, llama.cpp and OpenAI reuse the longest prompt prefix they
 have already seen, so every prompt runs from the most shared text to the least: our rules (the system message,
 one per phase), then the question, then what every call of the phase shares, then this call's own part, and the
-nonce (NONCE_SUFFIX) last, at the very end of the user message. Before, the nonce ended the system message and
-the solvers' stances sat in it: everything after the first differing character (the bulk of a prompt) was never
-a cached prefix. So:
-- a solver's stance (SOLVER_STYLE) follows the question in SOLVER_USER: five solvers share rules and question;
+nonce (NONCE_SUFFIX) last, at the very end of the user message. Before, the nonce ended the system message: every
+character after it (the question, the candidates, the critiques: the bulk of a prompt) was never a cached prefix.
+So:
+- the nonce ends the user message (moa_pipeline.try_attempt), where it costs a prefix cache nothing;
 - a later round (REVISE_USER) shows every solver's current answer, its own among them, as one block in slot
-  order, the same for all, before its own answer, reason and critique;
+  order, the same for all, before its own answer and critique;
 - critiques, rebuttals and judges share rules and question only: each critic reads its own candidate, and
   each judge keeps its own candidate order (judge_order: position bias is real), so they share little.
-The nonce still makes every attempt's body unique (a caching gateway never answers two solvers alike, a retry
-never gets a cached failure back); at the end it costs a prefix cache nothing. The tag of the later round's
-blocks stays <other_solver> although the block now holds the reader's own answer too: parsing.py strips an echoed
-<other_solver> block and defuses a forged one, and replies are read as before.
+One exception: a solver's stance (SOLVER_STYLE) stays at the end of its rules, before the question, as before.
+After the question, the last thing a small model reads, it reads as the task: SmolLM2-135M, the solver prompt
+alone on 30 easy questions x 5 stances at 128 tokens, could not be read in 43% of its replies with the stance
+after the question (38-42% with the format restated around it) against 17% with the stance in the rules and
+18% with it there and the nonce at the end; it wrote about the approach, or the request, and ran past the cap.
+Five solvers then share only the rules (55% of the generation phase's prompt characters cached, 69% the other
+way: bench/README.md). The nonce still makes every attempt's body unique (a caching gateway never answers two
+solvers alike, a retry never gets a cached failure back), and a reply that echoes it, even its hex alone, has it
+removed before it is read (moa_pipeline.attempt_once). The tag of the later round's blocks stays <other_solver>
+although the block now holds the reader's own answer too: parsing.py strips an echoed <other_solver> block and
+defuses a forged one, and replies are read as before.
 """
 from __future__ import annotations
 
@@ -83,8 +90,7 @@ SOLVER_SYSTEM = Template(
     "<answer>your final answer only: a number, a word, a letter or one short sentence</answer>"
 )
 
-# $stance: SOLVER_STYLE or "" (no SOLVER_STYLES); after the question, so all solvers share what comes before it.
-SOLVER_USER = Template("<question>\n$question\n</question>$stance")
+SOLVER_USER = Template("<question>\n$question\n</question>")
 
 # SOLVER_STYLES: each solver slot reasons from its own stance, so copies of one
 # model do not all walk into the same mistake. Slot i takes style i mod 5.
@@ -104,7 +110,8 @@ SOLVER_STYLES_FULL = (
     "look first for what the request leaves unsaid (edge cases, constraints, the audience) and cover it",
     "start from the simplest complete response, then add only what makes it more correct or more useful",
 )
-SOLVER_STYLE = Template("\n\nYour approach: $style.")
+# After the rules, at the end of the system message (solver_prompts): see "Layout" above for why not after the question.
+SOLVER_STYLE = Template("\nYour approach: $style.")
 
 # --- phase 2: cross-critique ------------------------------------------------
 

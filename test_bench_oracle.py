@@ -122,8 +122,7 @@ def test_synthesis_replies_with_plain_text() -> None:
 def test_oracle_solver_writes_a_whole_response(wrong_rate: float, right: bool) -> None:
     """An oracle solver answers an open item with a whole response, wrong ones failing the item's property."""
     oracle = state(str(HERE / "bench" / "eval_open.jsonl"), wrong_rate=wrong_rate)
-    user = prompts.render(prompts.SOLVER_USER, question=MERGE["question"], stance="")
-    request = body(prompts.SOLVER_SYSTEM.template, user)
+    request = body(prompts.SOLVER_SYSTEM.template, prompts.render(prompts.SOLVER_USER, question=MERGE["question"]))
     reply = fe.oracle_reply("generate", oracle, request)
     assert reply is not None and reply.startswith("<reasoning>")
     answer = reply.split("<answer>\n", 1)[1].split("\n</answer>", 1)[0]

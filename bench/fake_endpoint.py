@@ -274,12 +274,11 @@ def solver_draw(state: State, body: dict[str, Any], agent: str | None) -> float:
 
 
 def drawn_prompt(system: str, user: str) -> str:
-    """What a --keyed draw hashes: the system prompt as it read before issue 25 moved the stance and the nonce to
-    the end of the user prompt (so each seed's draws stay as they were): rules, "\nYour approach: ...", "\n\n"."""
+    """What a --keyed draw hashes: the system prompt as it read before issue 25 moved the nonce to the end of the
+    user prompt (so each seed's draws stay as they were): rules, "\nYour approach: ...", "\n\n"."""
     if "\n\n[request " not in user:  # a plain question, or the old layout (its nonce in the system prompt)
         return system.rsplit("[request", 1)[0]
-    stance = user.rsplit("\n\n[request ", 1)[0].partition("\n</question>")[2]  # "" or "\n\nYour approach: ..."
-    return system + stance[1:] + "\n\n"
+    return system + "\n\n"
 
 
 def serialised(body: dict[str, Any]) -> str:
