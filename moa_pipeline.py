@@ -1523,7 +1523,7 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
         headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue,
         options=request_options(state.config, call.phase))  # the question's: a batch line may set its own
     record_reply(attempt, completion, sending.prompt_estimate)
-    # The nonce is ours: a model that echoes its prompt's "[request …]" (issue 23), or only its hex as the answer (the
+    # The nonce is ours: a model that echoes its prompt's nonce line (issue 23), or only its hex as the answer (the
     # last text it read: "The answer is:\nf4de9532a8955b77", SmolLM2, issue 25), must not put it into an answer.
     text = completion.text.replace(prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce).strip(), "")
     value = sending.parse(text.replace(attempt.nonce, ""))

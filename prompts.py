@@ -27,10 +27,11 @@ after the question (38-42% with the format restated around it) against 17% with 
 18% with it there and the nonce at the end; it wrote about the approach, or the request, and ran past the cap.
 Five solvers then share only the rules (55% of the generation phase's prompt characters cached, 69% the other
 way: bench/README.md). The nonce still makes every attempt's body unique (a caching gateway never answers two
-solvers alike, a retry never gets a cached failure back), and a reply that echoes it, even its hex alone, has it
-removed before it is read (moa_pipeline.attempt_once). The tag of the later round's blocks stays <other_solver>
-although the block now holds the reader's own answer too: parsing.py strips an echoed <other_solver> block and
-defuses a forged one, and replies are read as before.
+solvers alike, a retry never gets a cached failure back); it reads "#<hex>", since "[request <hex>]" as the last
+words cost the critiques and judges their format (NONCE_SUFFIX says by how much), and a reply that echoes it,
+even its hex alone, has it removed before it is read (moa_pipeline.attempt_once). The tag of the later round's
+blocks stays <other_solver> although the block now holds the reader's own answer too: parsing.py strips an echoed
+<other_solver> block and defuses a forged one, and replies are read as before.
 """
 from __future__ import annotations
 
@@ -217,7 +218,10 @@ JUDGE_CANDIDATE = Template(
 NOT_AVAILABLE = "(none)"
 
 # Appended to the user prompt (the last message) of every attempt, its very last text; see moa_pipeline.try_attempt.
-NONCE_SUFFIX = Template("\n\n[request $nonce]")
+# A bare "#" and the hex, not "[request <hex>]": as the last thing SmolLM2-135M read, "[request …]" made it answer a
+# request (24 critiques and 24 judges of a real debate, replayed: 16 and 7 usable, 22 cut at the cap) where "#<hex>"
+# left it about as with the nonce in the system message (17 and 11, 16 cut; there: 19 and 12, 13 cut).
+NONCE_SUFFIX = Template("\n\n#$nonce")
 
 # --- full answers (ANSWER_SHAPE=full) -----------------------------------------
 #

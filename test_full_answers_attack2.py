@@ -77,8 +77,8 @@ def test_judges_the_budget_skipped_are_not_said_to_have_failed(three, monkeypatc
 def test_each_shape_gives_its_solvers_stances_that_fit_it(shape: str, stances: tuple[str, ...]) -> None:
     """SOLVER_STYLES for a whole response: five stances about writing it, not "estimate the answer roughly, then
     compute it exactly" for an email draft; a short answer keeps its five."""
-    users = [moa.solver_prompts(MERGE, slot, True, shape)[1] for slot in range(5)]
-    assert [u.rsplit("Your approach: ", 1)[1] for u in users] == [f"{stance}." for stance in stances]
+    systems = [moa.solver_prompts(MERGE, slot, True, shape)[0] for slot in range(5)]
+    assert [s.rsplit("Your approach: ", 1)[1] for s in systems] == [f"{stance}." for stance in stances]
     assert len(set(moa.prompts.SOLVER_STYLES_FULL)) == len(moa.prompts.SOLVER_STYLES)
     full = " ".join(moa.prompts.SOLVER_STYLES_FULL)
     assert "compute it exactly" not in full and "candidate answers" not in full

@@ -720,19 +720,20 @@ def body_of_request(request: httpx.Request) -> dict:
 
 @respx.mock
 def test_solver_styles_on_and_off(capsys, monkeypatch) -> None:
-    """SOLVER_STYLES gives each slot a different stance, after the question; off, every solver gets the same prompts."""
+    """SOLVER_STYLES gives each slot a different stance, at the end of its rules (before the question, for small
+    models: prompts.py's Layout); off, every solver gets the same prompts."""
     route = respx.post(URL).mock(side_effect=FakeModel())
     run_json(["-q", "Q?", "--no-rebuttal"], capsys)
     sent = [body_of(c)["messages"] for c in route.calls if c.request.headers["X-MoA-Phase"] == "generate"]
-    users = [m[-1]["content"].split("\n\n[request")[0] for m in sent]
-    assert len({m[0]["content"] for m in sent}) == 1 and "Your approach:" not in sent[0][0]["content"]
-    assert len(set(users)) == 5 and all("</question>\n\nYour approach:" in u for u in users)
+    systems = [m[0]["content"] for m in sent]
+    assert len(set(systems)) == 5 and all("</answer>\nYour approach:" in system for system in systems)
+    assert all(m[-1]["content"].startswith("<question>\nQ?\n</question>\n\n") for m in sent)  # then the nonce
     route.calls.clear()
     monkeypatch.setenv("SOLVER_STYLES", "off")
     run_json(["-q", "Q?", "--no-rebuttal"], capsys)
-    users = [body_of(c)["messages"][-1]["content"].split("\n\n[request")[0] for c in route.calls
-             if c.request.headers["X-MoA-Phase"] == "generate"]
-    assert len(set(users)) == 1 and "Your approach:" not in users[0]
+    systems = [body_of(c)["messages"][0]["content"] for c in route.calls
+               if c.request.headers["X-MoA-Phase"] == "generate"]
+    assert len(set(systems)) == 1 and "Your approach:" not in systems[0]
 
 
 @respx.mock

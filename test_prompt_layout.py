@@ -19,7 +19,7 @@ from conftest import URL, FakeModel, body_of, completion, solver_text, test_runt
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
 
-NONCE = re.compile(r"\n\n\[request [0-9a-f]{16}\]\Z")  # prompts.NONCE_SUFFIX, as the last text of a prompt
+NONCE = re.compile(r"\n\n#[0-9a-f]{16}\Z")  # prompts.NONCE_SUFFIX, as the last text of a prompt
 
 
 def user_of(request: httpx.Request) -> str:
@@ -79,7 +79,7 @@ def test_each_phase_runs_from_rules_to_its_own_part_then_the_nonce(sent, phase: 
     where = [prompt.index(text) for text in order]
     assert where == sorted(where), list(zip(order, where, strict=True))
     assert NONCE.search(sent[(phase, agent)][-1]["content"]), "the nonce ends the last message"
-    assert prompt.count("[request ") == 1 and prompt.index("[request ") > where[-1]
+    assert len(re.findall(r"#[0-9a-f]{16}", prompt)) == 1 and re.search(r"#[0-9a-f]{16}", prompt).start() > where[-1]
 
 
 @pytest.mark.parametrize("phase, agents, own", [

@@ -64,10 +64,9 @@ def test_yes_no_questions_are_typed_before_numbers(question: str, answers: list[
 
 
 @respx.mock
-@pytest.mark.parametrize("echoed", [r"\[request [0-9a-f]{16}\]", r"(?<=\[request )[0-9a-f]{16}"],
-                         ids=["request-line", "hex-only"])
+@pytest.mark.parametrize("echoed", [r"#[0-9a-f]{16}\Z", r"(?<=#)[0-9a-f]{16}\Z"], ids=["nonce-line", "hex-only"])
 def test_our_nonce_never_lands_in_an_answer(monkeypatch, capsys, echoed: str) -> None:
-    """A model that echoes the "[request …]" our prompt ends with, or only its hex: the answer is read without it."""
+    """A model that echoes the "#<hex>" nonce our prompt ends with, or only its hex: the answer is read without it."""
     monkeypatch.setenv("ENABLE_FILE_LOGGING", "false")
 
     def echo_nonce(request: httpx.Request, n: int) -> httpx.Response:

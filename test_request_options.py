@@ -91,8 +91,9 @@ def test_system_prompt_comes_first_in_every_system_message(small, monkeypatch) -
     for call in route.calls:
         messages = body_of(call)["messages"]
         assert [m["role"] for m in messages] == ["system", "user"]
-        assert messages[0]["content"].startswith(mine + "\n\n") and "[request " not in messages[0]["content"]
-        assert re.search(r"\n\n\[request [0-9a-f]{16}\]\Z", messages[1]["content"])
+        assert messages[0]["content"].startswith(mine + "\n\n")
+        assert not re.search(r"#[0-9a-f]{16}", messages[0]["content"])
+        assert re.search(r"\n\n#[0-9a-f]{16}\Z", messages[1]["content"])
 
 
 @respx.mock

@@ -153,6 +153,8 @@ def wrong_variant(answer: str) -> str:
 RANKING_MARK = "RANKING:"
 # A candidate's opening tag in a judge's prompt; its label is one or two capitals (A .. Z, AA ..).
 CANDIDATE_LABEL = re.compile(r'<candidate label="([A-Z]{1,2})">')
+# The pipeline's nonce (prompts.NONCE_SUFFIX) ending a user prompt; fixed length, so it cannot backtrack.
+NONCE_AT_END = re.compile(r"\n\n#[0-9a-f]{16}\Z")
 SYNTHESIS_TEXT = "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = {answer}."
 
 
@@ -276,7 +278,7 @@ def solver_draw(state: State, body: dict[str, Any], agent: str | None) -> float:
 def drawn_prompt(system: str, user: str) -> str:
     """What a --keyed draw hashes: the system prompt as it read before issue 25 moved the nonce to the end of the
     user prompt (so each seed's draws stay as they were): rules, "\nYour approach: ...", "\n\n"."""
-    if "\n\n[request " not in user:  # a plain question, or the old layout (its nonce in the system prompt)
+    if not NONCE_AT_END.search(user):  # a plain question, or the old layout (its nonce in the system prompt)
         return system.rsplit("[request", 1)[0]
     return system + "\n\n"
 
