@@ -29,6 +29,7 @@ import ipaddress
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -1480,7 +1481,8 @@ def charge(value: Any) -> float | None:
     if isinstance(value, str):  # a plain decimal, as str(float) writes it ("0.00042", "4.2e-05"): bounded, linear
         value = float(value) if re.fullmatch(r"\s{0,8}[0-9]{1,20}(?:\.[0-9]{1,20})?(?:[eE][-+]?[0-9]{1,3})?\s{0,8}",
                                              value) else None
-    return float(value) if type(value) in (int, float) and math.isfinite(value) and value >= 0 else None
+    # Compared, not converted, first: JSON's integers have no bound and float() of a 400-digit one raises.
+    return float(value) if type(value) in (int, float) and 0 <= value <= sys.float_info.max else None
 
 
 def _reported(counts: dict[str, int] | None, cached: int, cost: float | None) -> ReportedUsage:

@@ -555,3 +555,35 @@ def test_the_summaries_say_whose_figure_a_cost_is(capsys, monkeypatch, tmp_path)
     assert row["cost_source"] == "mixed" and row["cost_usd_per_question"] == 0.002
     report = {"gold": "g", "questions": 2, "strategies": [row], "conclusion": ""}
     assert "| $0.0020 (the endpoint's own where it said, else at your prices) |" in moa.markdown_report(report, "m")
+
+
+# --- hostile usage bodies (issue 25, attack on the cost code) ------------------------------------------------------
+
+class HostileUsageModel(FakeModel):
+    """Every reply's usage object carries ``extra`` beside 1000 prompt and 10 completion tokens, the body written
+    as raw JSON text so that numbers no Python float holds (a 400-digit integer) reach the reader as sent."""
+
+    def __init__(self, extra: str) -> None:
+        super().__init__()
+        self.extra = extra
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(super().__call__(request).content)
+        body["usage"] = {"prompt_tokens": 1000, "completion_tokens": 10}
+        text = json.dumps(body).replace('"completion_tokens": 10}', f'"completion_tokens": 10, {self.extra}}}')
+        return httpx.Response(200, content=text.encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("extra, cost, source", [
+    pytest.param('"cost": 1' + "0" * 400, 18 * 2000 / 1e6, "prices", id="cost-a-400-digit-integer"),
+    pytest.param('"cost": 1e400', 18 * 2000 / 1e6, "prices", id="cost-overflowing-to-infinity"),
+    pytest.param('"cost": 0.0005', 18 * 0.0005, "endpoint", id="cost-a-plain-number"),
+])
+@respx.mock
+def test_a_hostile_charge_is_ignored_not_fatal(extra, cost, source, capsys, monkeypatch) -> None:
+    """A charge no float holds is junk like any other: the run answers and prices that reply itself."""
+    monkeypatch.setenv("PRICE_INPUT_PER_MTOK", "2")
+    respx.post(URL).mock(side_effect=HostileUsageModel(extra))
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert (code, result["final_answer"]) == (0, "391")
+    assert (result["cost_usd"], result["usage"]["cost_source"]) == (pytest.approx(cost), source)

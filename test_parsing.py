@@ -344,6 +344,8 @@ REPORTED_USAGE_CASES = [
                  id="bool-cost-ignored"),
     pytest.param(reply({"prompt_tokens": 100, "completion_tokens": 9, "cost": float("nan")}), (100, 9), 0, None,
                  id="nan-cost-ignored"),
+    pytest.param(reply({"prompt_tokens": 100, "completion_tokens": 9, "cost": 10 ** 400}), (100, 9), 0, None,
+                 id="cost-no-float-holds-ignored"),
     pytest.param(reply({"completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 64}}), None, 64, None,
                  id="no-prompt-count-cached-kept-unclamped"),
     pytest.param(reply(None), None, 0, None, id="usage-null"),
