@@ -578,10 +578,12 @@ class HostileUsageModel(FakeModel):
     pytest.param('"cost": 1' + "0" * 400, 18 * 2000 / 1e6, "prices", id="cost-a-400-digit-integer"),
     pytest.param('"cost": 1e400', 18 * 2000 / 1e6, "prices", id="cost-overflowing-to-infinity"),
     pytest.param('"cost": 0.0005', 18 * 0.0005, "endpoint", id="cost-a-plain-number"),
+    pytest.param('"cost": 0, "is_byok": true, "cost_details": {"upstream_inference_cost": 0.0005}', 18 * 0.0005,
+                 "endpoint", id="openrouter-byok-free-fee-the-own-key-billed"),
 ])
 @respx.mock
 def test_a_hostile_charge_is_ignored_not_fatal(extra, cost, source, capsys, monkeypatch) -> None:
-    """A charge no float holds is junk like any other: the run answers and prices that reply itself."""
+    """A charge no float holds is junk: the run answers and prices that reply itself; BYOK's is fee plus upstream."""
     monkeypatch.setenv("PRICE_INPUT_PER_MTOK", "2")
     respx.post(URL).mock(side_effect=HostileUsageModel(extra))
     code, result = run_json(["-q", "Q?"], capsys)
