@@ -152,6 +152,7 @@ from parsing import (
     retry_hint,
     safe_name,
     shown_id,
+    small_number,
     terminal_lines,
     trace_attempt,
     traced_list,
@@ -883,9 +884,9 @@ def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) 
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
                        usage: ReportedUsage, headers: httpx.Headers) -> Completion:
     """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
-    retried = headers.get("x-litellm-attempted-retries", "").strip()  # by a gateway, upstream, where it says so
+    retried = small_number(headers.get("x-litellm-attempted-retries")) or 0  # by a gateway, upstream, where it says
     reply = Completion("", finish_reason, status, usage.counts, cache_status=headers.get("cf-aig-cache-status"),
-                       gateway_retries=int(retried) if retried.isdigit() and int(retried) <= MAX_GATEWAY_RETRIES else 0,
+                       gateway_retries=retried if retried <= MAX_GATEWAY_RETRIES else 0,
                        cached_tokens=usage.cached_tokens, endpoint_cost_usd=usage.charged(headers))
     if isinstance(refusal, str) and refusal.strip():
         raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,

@@ -589,3 +589,18 @@ def test_a_hostile_charge_is_ignored_not_fatal(extra, cost, source, capsys, monk
     code, result = run_json(["-q", "Q?"], capsys)
     assert (code, result["final_answer"]) == (0, "391")
     assert (result["cost_usd"], result["usage"]["cost_source"]) == (pytest.approx(cost), source)
+
+
+@pytest.mark.parametrize("header, retries", [
+    pytest.param("2", 2, id="a-count"),
+    pytest.param(" 3 ", 3, id="spaces"),
+    pytest.param("1001", 0, id="above-the-cap"),
+    pytest.param("\u00b2".encode(), 0, id="superscript-two-isdigit-but-not-a-number"),
+    pytest.param("9" * 5000, 0, id="past-pythons-int-digit-limit"),
+    pytest.param("-1", 0, id="negative"),
+])
+def test_a_gateways_retry_count_header_is_read_or_left_out(header: str | bytes, retries: int) -> None:
+    """x-litellm-attempted-retries beside a billed reply: a small count is kept, anything else is 0, never a crash."""
+    reply = moa.read_completion(200, httpx.Headers({"x-litellm-attempted-retries": header}), completion(
+        solver_text("391"), usage={"prompt_tokens": 10, "completion_tokens": 2}).content)
+    assert (reply.gateway_retries, reply.usage) == (retries, {"prompt_tokens": 10, "completion_tokens": 2})
