@@ -4612,6 +4612,7 @@ class BatchStats:
     cached_tokens: int = 0
     cost_usd: float | None = None
     cost_source: str | None = None  # whose figures cost_usd adds up (Usage.cost_source)
+    uncosted: int = 0  # questions that billed tokens with no cost: then the run has none (a sum would understate)
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
@@ -4632,9 +4633,11 @@ class BatchStats:
         if record["usage"]["total_tokens"]:
             self.tokens = (self.tokens or 0) + record["usage"]["total_tokens"]
         self.cached_tokens += record["usage"].get("cached_tokens", 0)
-        if record["cost_usd"] is not None:
+        self.uncosted += record["cost_usd"] is None and record["usage"]["total_tokens"] > 0
+        if record["cost_usd"] is not None and not self.uncosted:
             self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
             self.cost_source = cost_source([self.cost_source, record["usage"].get("cost_source")])
+        self.cost_usd, self.cost_source = (None, None) if self.uncosted else (self.cost_usd, self.cost_source)
 
 
 def output_totals(output: Path) -> dict[str, Any]:

@@ -604,3 +604,38 @@ def test_a_gateways_retry_count_header_is_read_or_left_out(header: str | bytes, 
     reply = moa.read_completion(200, httpx.Headers({"x-litellm-attempted-retries": header}), completion(
         solver_text("391"), usage={"prompt_tokens": 10, "completion_tokens": 2}).content)
     assert (reply.gateway_retries, reply.usage) == (retries, {"prompt_tokens": 10, "completion_tokens": 2})
+
+
+class PartlyChargedModel(CachingModel):
+    """Says what it charged (usage.cost, $0.001) for every reply except the judges' of the question ``unsaid``."""
+
+    def __init__(self, unsaid: str) -> None:
+        super().__init__(0.001, tuple(moa.PHASES))
+        self.unsaid = unsaid
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        response = super().__call__(request)
+        if request.headers["X-MoA-Phase"] == "judge" and self.unsaid in request.content.decode():
+            body = json.loads(response.content)
+            del body["usage"]["cost"]
+            return httpx.Response(200, json=body)
+        return response
+
+
+@pytest.mark.parametrize("unsaid, cost, source, uncosted", [
+    pytest.param("no such question", 0.036, "endpoint", 0, id="every-reply-said-the-sum-is-whole"),
+    pytest.param("Second question", None, None, 1, id="one-question-unpriced-no-partial-sum"),
+])
+@respx.mock
+def test_a_batch_cost_is_a_sum_over_every_billed_question_or_none(unsaid, cost, source, uncosted, capsys,
+                                                                   tmp_path) -> None:
+    """No prices set: a question whose judges' charge went unsaid has no cost, so the batch has no total either
+    (a sum of the others, shown as the endpoint's own figure, would understate), and says how many lack one."""
+    respx.post(URL).mock(side_effect=PartlyChargedModel(unsaid))
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "a", "question": "First question?"}\n{"id": "b", "question": "Second question?"}\n')
+    assert moa.main(["-f", str(questions), "-o", str(tmp_path / "out.jsonl")], runtime=test_runtime()) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())["this_run"]
+    assert (summary["cost_usd"], summary["cost_source"], summary["uncosted"]) == (cost, source, uncosted)
+    assert ("$0.0" in printed) == (cost is not None)
