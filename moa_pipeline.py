@@ -1928,9 +1928,10 @@ def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
 
 
 def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config, cached_tokens: int = 0) -> float | None:
-    """Cost at PRICE_*_PER_MTOK (cached prompt tokens at PRICE_CACHED_INPUT_PER_MTOK); None when no price is set."""
+    """Cost at PRICE_*_PER_MTOK (cached prompt tokens at PRICE_CACHED_INPUT_PER_MTOK); None when neither the input
+    nor the output price is set: the cached price alone would price most tokens at 0 (a dry run's $0.0000)."""
     cached_price, price = config.price_cached_input_per_mtok, config.price_input_per_mtok
-    if price is None and cached_price is None and config.price_output_per_mtok is None:
+    if price is None and config.price_output_per_mtok is None:
         return None
     cached_price = price if cached_price is None else cached_price
     return round(((prompt_tokens - cached_tokens) * (price or 0) + cached_tokens * (cached_price or 0)

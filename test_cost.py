@@ -452,7 +452,7 @@ def priced(**prices: float) -> moa.Config:
     pytest.param(priced(input=2, output=10, cached_input=0.5), (400_000 * 2 + 600_000 * 0.5 + 100_000 * 10) / 1e6,
                  id="cached-at-its-own-price"),
     pytest.param(priced(input=2, cached_input=0), 400_000 * 2 / 1e6, id="cached-free-output-unset"),
-    pytest.param(priced(cached_input=0.5), 600_000 * 0.5 / 1e6, id="only-the-cached-price-set"),
+    pytest.param(priced(cached_input=0.5), None, id="only-the-cached-price-set-prices-nothing"),
 ])
 def test_cached_prompt_tokens_are_priced_at_the_cached_price(config: moa.Config, expected: float | None) -> None:
     """1M prompt tokens (600k of them cached) and 100k completion tokens, at each set of prices."""
@@ -639,3 +639,17 @@ def test_a_batch_cost_is_a_sum_over_every_billed_question_or_none(unsaid, cost, 
     summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())["this_run"]
     assert (summary["cost_usd"], summary["cost_source"], summary["uncosted"]) == (cost, source, uncosted)
     assert ("$0.0" in printed) == (cost is not None)
+
+
+@pytest.mark.parametrize("prices, shown", [
+    pytest.param({"CACHED_INPUT": "0.5"}, "(set PRICE_INPUT_PER_MTOK / PRICE_OUTPUT_PER_MTOK for a cost)",
+                 id="only-the-cached-price-no-cost"),
+    pytest.param({"INPUT": "1", "CACHED_INPUT": "0.5"}, " (at your prices)", id="with-the-input-price-a-cost"),
+])
+def test_a_cached_price_alone_is_no_price(prices, shown, capsys, monkeypatch) -> None:
+    """The dry run assumes nothing cached: PRICE_CACHED_INPUT_PER_MTOK alone must not show a $0.0000 worst case."""
+    for name, value in prices.items():
+        monkeypatch.setenv(f"PRICE_{name}_PER_MTOK", value)
+    assert moa.main(["-q", "Q?", "--dry-run"]) == 0
+    worst = capsys.readouterr().out.splitlines()[-1]
+    assert worst.startswith("Worst case: ") and worst.endswith(shown) and "$0.0000" not in worst
