@@ -653,3 +653,38 @@ def test_a_cached_price_alone_is_no_price(prices, shown, capsys, monkeypatch) ->
     assert moa.main(["-q", "Q?", "--dry-run"]) == 0
     worst = capsys.readouterr().out.splitlines()[-1]
     assert worst.startswith("Worst case: ") and worst.endswith(shown) and "$0.0000" not in worst
+
+
+def billed(text: str, n: int, cost: float | None, status: int = 200) -> httpx.Response:
+    """A reply of ``text`` billing 1000+7n prompt tokens (600 cached, OpenAI's form), 20+n completion, and ``cost``."""
+    body = json.loads(completion(text).content)
+    body["usage"] = {"prompt_tokens": 1000 + 7 * n, "completion_tokens": 20 + n,
+                     "prompt_tokens_details": {"cached_tokens": 600}} | ({"cost": cost} if cost is not None else {})
+    return httpx.Response(status, json=body)
+
+
+@respx.mock
+def test_one_record_adds_up_in_every_view(capsys, monkeypatch) -> None:
+    """Retries that billed (an empty solver reply), a rerun, charges said by some phases only: the phases add
+    up to the total, the trace's attempts add up to it too, and the cost is the endpoint's plus ours (mixed)."""
+    for name, value in {"INPUT": "1.3", "CACHED_INPUT": "0.13", "OUTPUT": "7.7"}.items():
+        monkeypatch.setenv(f"PRICE_{name}_PER_MTOK", value)
+    model = FakeModel(confidence=20, overrides={
+        "generate": lambda r, n: billed("" if n % 4 == 0 else solver_text("391"), n, 0.00123 * (n % 2)
+                                        if n % 4 else None),
+        "critique": lambda r, n: billed("<critique>I recomputed it; the answer holds.</critique>", n, None),
+        "judge": lambda r, n: billed(judge_text("391", 20), n, 0.000417),
+    })
+    respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["rerun"] is True and result["http_requests"] > result["llm_calls"]
+    total, phases = result["usage"], [u for u in result["usage_by_phase"].values()]
+    attempts = [json.loads(line) for line in Path(result["trace"]).read_text().splitlines()]
+    attempts = [a["usage"] for a in attempts if a["type"] == "attempt"]
+    for key in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+        assert total[key] == sum(u[key] for u in phases) == sum(a[key] for a in attempts) > 0, key
+    said = [a["endpoint_cost_usd"] for a in attempts if a["endpoint_cost_usd"] is not None]
+    assert total["endpoint_cost_usd"] == pytest.approx(sum(said)) == pytest.approx(
+        sum(u.get("endpoint_cost_usd", 0) for u in phases))
+    assert total["cost_source"] == "mixed" and result["cost_usd"] == total["cost_usd"]
+    assert total["cost_usd"] == pytest.approx(sum(u.get("cost_usd", 0) for u in phases), abs=1e-6 * len(phases))
