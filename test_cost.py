@@ -688,3 +688,18 @@ def test_one_record_adds_up_in_every_view(capsys, monkeypatch) -> None:
         sum(u.get("endpoint_cost_usd", 0) for u in phases))
     assert total["cost_source"] == "mixed" and result["cost_usd"] == total["cost_usd"]
     assert total["cost_usd"] == pytest.approx(sum(u.get("cost_usd", 0) for u in phases), abs=1e-6 * len(phases))
+
+
+OLD = {"status": "ok", "correct": True, "usage": {"total_tokens": 10}, "cost_usd": 0.002}  # before cost_source
+
+
+@pytest.mark.parametrize("rows, source", [
+    pytest.param([OLD, OLD], "prices", id="old-lines-were-at-your-prices"),
+    pytest.param([OLD, OLD | {"usage": {"cost_source": "endpoint"}}], "mixed", id="resumed-across-versions"),
+    pytest.param([OLD | {"cost_usd": None}, OLD | {"usage": {"cost_source": "endpoint"}}], "endpoint",
+                 id="a-line-without-a-cost-says-nothing"),
+])
+def test_an_older_results_line_with_a_cost_was_at_your_prices(rows, source) -> None:
+    """A line written before cost_source existed had only your prices for a cost: --eval says so, not the others'."""
+    row = moa.strategy_score("debate", {str(n): r for n, r in enumerate(rows)})
+    assert row["cost_source"] == source
