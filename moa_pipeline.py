@@ -4506,7 +4506,8 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
             else config.judge_models[0],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": record["response"]},
                          "finish_reason": "stop", "logprobs": None}],
-            "usage": {key: record["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}}}
+            "usage": {key: record["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+            | {"prompt_tokens_details": {"cached_tokens": record["usage"]["cached_tokens"]}}}}  # as OpenAI says them
     else:
         line["error"] = {"code": "debate_failed", "message": record["error"]}
     return line | {"moa": record}

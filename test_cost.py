@@ -703,3 +703,21 @@ def test_an_older_results_line_with_a_cost_was_at_your_prices(rows, source) -> N
     """A line written before cost_source existed had only your prices for a cost: --eval says so, not the others'."""
     row = moa.strategy_score("debate", {str(n): r for n, r in enumerate(rows)})
     assert row["cost_source"] == source
+
+
+@pytest.mark.parametrize("model, cached", [
+    pytest.param(CachingModel(), 18 * 600, id="openai-form-cached"),
+    pytest.param(UsageModel(), 0, id="nothing-cached"),
+])
+@respx.mock
+def test_an_openai_batch_line_says_its_cached_tokens(model, cached, tmp_path) -> None:
+    """--output-format openai-batch: the body's usage has prompt_tokens_details.cached_tokens as OpenAI's does, the
+    same count as the moa record's, so a reader that prices the body alone does not price cached tokens in full."""
+    respx.post(URL).mock(side_effect=model)
+    (tmp_path / "q.jsonl").write_text('{"id": "a", "question": "What is 17 * 23?"}\n')
+    out = tmp_path / "out.jsonl"
+    assert moa.main(["-f", str(tmp_path / "q.jsonl"), "-o", str(out), "--output-format", "openai-batch"],
+                    runtime=test_runtime()) == 0
+    line = json.loads(out.read_text())
+    usage = line["response"]["body"]["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": cached} and line["moa"]["usage"]["cached_tokens"] == cached
