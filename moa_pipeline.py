@@ -4507,7 +4507,7 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
             "choices": [{"index": 0, "message": {"role": "assistant", "content": record["response"]},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": {key: record["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
-            | {"prompt_tokens_details": {"cached_tokens": record["usage"]["cached_tokens"]}}}}  # as OpenAI says them
+            | {"prompt_tokens_details": {"cached_tokens": record["usage"].get("cached_tokens", 0)}}}}  # as OpenAI says
     else:
         line["error"] = {"code": "debate_failed", "message": record["error"]}
     return line | {"moa": record}
