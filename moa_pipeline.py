@@ -152,6 +152,7 @@ from parsing import (
     retry_hint,
     safe_name,
     shown_id,
+    small_number,
     terminal_lines,
     trace_attempt,
     traced_list,
@@ -883,9 +884,9 @@ def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) 
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
                        usage: ReportedUsage, headers: httpx.Headers) -> Completion:
     """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
-    retried = headers.get("x-litellm-attempted-retries", "").strip()  # by a gateway, upstream, where it says so
+    retried = small_number(headers.get("x-litellm-attempted-retries")) or 0  # by a gateway, upstream, where it says
     reply = Completion("", finish_reason, status, usage.counts, cache_status=headers.get("cf-aig-cache-status"),
-                       gateway_retries=int(retried) if retried.isdigit() and int(retried) <= MAX_GATEWAY_RETRIES else 0,
+                       gateway_retries=retried if retried <= MAX_GATEWAY_RETRIES else 0,
                        cached_tokens=usage.cached_tokens, endpoint_cost_usd=usage.charged(headers))
     if isinstance(refusal, str) and refusal.strip():
         raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
@@ -1927,9 +1928,10 @@ def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
 
 
 def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config, cached_tokens: int = 0) -> float | None:
-    """Cost at PRICE_*_PER_MTOK (cached prompt tokens at PRICE_CACHED_INPUT_PER_MTOK); None when no price is set."""
+    """Cost at PRICE_*_PER_MTOK (cached prompt tokens at PRICE_CACHED_INPUT_PER_MTOK); None when neither the input
+    nor the output price is set: the cached price alone would price most tokens at 0 (a dry run's $0.0000)."""
     cached_price, price = config.price_cached_input_per_mtok, config.price_input_per_mtok
-    if price is None and cached_price is None and config.price_output_per_mtok is None:
+    if price is None and config.price_output_per_mtok is None:
         return None
     cached_price = price if cached_price is None else cached_price
     return round(((prompt_tokens - cached_tokens) * (price or 0) + cached_tokens * (cached_price or 0)
@@ -4504,7 +4506,8 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
             else config.judge_models[0],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": record["response"]},
                          "finish_reason": "stop", "logprobs": None}],
-            "usage": {key: record["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}}}
+            "usage": {key: record["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+            | {"prompt_tokens_details": {"cached_tokens": record["usage"].get("cached_tokens", 0)}}}}  # as OpenAI says
     else:
         line["error"] = {"code": "debate_failed", "message": record["error"]}
     return line | {"moa": record}
@@ -4611,6 +4614,7 @@ class BatchStats:
     cached_tokens: int = 0
     cost_usd: float | None = None
     cost_source: str | None = None  # whose figures cost_usd adds up (Usage.cost_source)
+    uncosted: int = 0  # questions that billed tokens with no cost: then the run has none (a sum would understate)
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
@@ -4631,9 +4635,11 @@ class BatchStats:
         if record["usage"]["total_tokens"]:
             self.tokens = (self.tokens or 0) + record["usage"]["total_tokens"]
         self.cached_tokens += record["usage"].get("cached_tokens", 0)
-        if record["cost_usd"] is not None:
+        self.uncosted += record["cost_usd"] is None and record["usage"]["total_tokens"] > 0
+        if record["cost_usd"] is not None and not self.uncosted:
             self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
             self.cost_source = cost_source([self.cost_source, record["usage"].get("cost_source")])
+        self.cost_usd, self.cost_source = (None, None) if self.uncosted else (self.cost_usd, self.cost_source)
 
 
 def output_totals(output: Path) -> dict[str, Any]:
@@ -5171,7 +5177,8 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
             "requests_per_question": _mean(r.get("http_requests") for r in rows),
             "tokens_per_question": _mean((r.get("usage") or {}).get("total_tokens") for r in rows),
             "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
-            "cost_source": cost_source((r.get("usage") or {}).get("cost_source") for r in rows),
+            "cost_source": cost_source((r.get("usage") or {}).get("cost_source", "prices")  # older lines: only prices
+                                       for r in rows if r.get("cost_usd") is not None),
             "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
             "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
             "format": formats, "doubtful": sum(bool(r.get("doubts")) for r in rows),

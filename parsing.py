@@ -29,6 +29,7 @@ import ipaddress
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -1480,7 +1481,8 @@ def charge(value: Any) -> float | None:
     if isinstance(value, str):  # a plain decimal, as str(float) writes it ("0.00042", "4.2e-05"): bounded, linear
         value = float(value) if re.fullmatch(r"\s{0,8}[0-9]{1,20}(?:\.[0-9]{1,20})?(?:[eE][-+]?[0-9]{1,3})?\s{0,8}",
                                              value) else None
-    return float(value) if type(value) in (int, float) and math.isfinite(value) and value >= 0 else None
+    # Compared, not converted, first: JSON's integers have no bound and float() of a 400-digit one raises.
+    return float(value) if type(value) in (int, float) and 0 <= value <= sys.float_info.max else None
 
 
 def _reported(counts: dict[str, int] | None, cached: int, cost: float | None) -> ReportedUsage:
@@ -1488,7 +1490,8 @@ def _reported(counts: dict[str, int] | None, cached: int, cost: float | None) ->
 
 
 def reported_usage(data: Any) -> ReportedUsage:
-    """The usage in a reply body or a stream event: its ``usage`` (the counts, OpenRouter's ``cost``) and the
+    """The usage in a reply body or a stream event: its ``usage`` (the counts, OpenRouter's ``cost``, with a key of
+    your own (``is_byok``) plus ``cost_details.upstream_inference_cost``, or None without it) and the
     cached prompt tokens in whichever form the endpoint reports them (the largest, when it gives several: they
     count the same tokens): OpenAI's usage.prompt_tokens_details.cached_tokens, an Anthropic-style gateway's
     usage.cache_read_input_tokens, DeepSeek's usage.prompt_cache_hit_tokens, llama.cpp's top-level timings.cache_n.
@@ -1501,9 +1504,13 @@ def reported_usage(data: Any) -> ReportedUsage:
     cached = [_count(n) for n in (part(usage, "prompt_tokens_details").get("cached_tokens"),
                                   usage.get("cache_read_input_tokens"), usage.get("prompt_cache_hit_tokens"),
                                   timings.get("cache_n"))]
+    cost, upstream = (None if isinstance(n, str) else charge(n)  # a body's charge is a JSON number
+                      for n in (usage.get("cost"), part(usage, "cost_details").get("upstream_inference_cost")))
+    if usage.get("is_byok") is True:  # usage.cost is then OpenRouter's fee alone: the provider billed the key the rest
+        cost = None if cost is None or upstream is None else cost + upstream
     trusted = {key: n for key, n in counts.items() if n is not None}
     return _reported(trusted if len(trusted) == 2 else None, max((n for n in cached if n is not None), default=0),
-                     charge(usage.get("cost")) if not isinstance(usage.get("cost"), str) else None)
+                     cost)
 
 
 def finish_reason_of(value: Any) -> str | None:
