@@ -110,7 +110,6 @@ from parsing import (
     _folder,
     _integer,
     _json_object,
-    _mean,
     _number,
     _one_of,
     _optional,
@@ -121,6 +120,7 @@ from parsing import (
     body_credentials,
     chat_completions_url,
     choice_letters,
+    cost_source,
     credential_parameter,
     detect_answer_type,
     display_url,
@@ -129,10 +129,10 @@ from parsing import (
     input_format,
     is_loopback,
     load_json,
+    markdown_report,
     masked_url,
     message_text,
     normalize_answer,
-    paired,
     parse_answer,
     parse_block,
     parse_full_answer,
@@ -151,14 +151,15 @@ from parsing import (
     result_totals,
     retry_hint,
     safe_name,
+    said_cost,
     shown_id,
     small_number,
+    strategy_score,
     terminal_lines,
     trace_attempt,
     traced_list,
     traced_number,
     valid_text,
-    wilson_interval,
 )
 
 # --- 1. constants and every exit code ------------------------------------------------------------
@@ -1936,18 +1937,6 @@ def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config, cached_
     cached_price = price if cached_price is None else cached_price
     return round(((prompt_tokens - cached_tokens) * (price or 0) + cached_tokens * (cached_price or 0)
                   + completion_tokens * (config.price_output_per_mtok or 0)) / 1e6, 6)
-
-
-def said_cost(cost: float | None, source: str | None, digits: int = 4) -> str:
-    """A cost and whose figure it is (Usage.cost_source), as every summary shows it; "" for none."""
-    whose = {"endpoint": "the endpoint's own", "mixed": "the endpoint's own where it said, else at your prices"}
-    return "" if cost is None else f"${cost:.{digits}f} ({whose.get(source or '', 'at your prices')})"
-
-
-def cost_source(sources: Iterable[str | None]) -> str | None:
-    """Whose figures a sum of costs adds up: the one source of them all, else "mixed"; None for none."""
-    found = set(filter(None, sources))
-    return found.pop() if len(found) == 1 else "mixed" if found else None
 
 
 @dataclass(frozen=True)
@@ -5156,35 +5145,6 @@ class EvalOptions:
         return lines
 
 
-def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
-                   single: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One strategy's row of the report, from its batch lines: accuracy over the questions it answered (a failure
-    is counted as failed, never as wrong), with its Wilson interval, and what a question cost."""
-    rows = list(lines.values())
-    scored = [r["correct"] for r in rows if r.get("status") == "ok" and isinstance(r.get("correct"), bool)]
-    low, high = wilson_interval(sum(scored), len(scored))
-    judged = [r["phases"].get(Phase.JUDGE, {}) for r in rows if isinstance(r.get("phases"), dict)]
-    judge_calls = sum(j.get("ok", 0) + j.get("failed", 0) for j in judged)
-    formats: dict[str, collections.Counter[str]] = {}  # RunRecord.format's counts per phase, summed over the questions
-    for row in rows:
-        for phase, counts in (row.get("format") or {}).items():
-            formats.setdefault(phase, collections.Counter()).update(counts)
-    return {"name": name, "questions": len(rows), "answered": len(scored),
-            "failed": sum(r.get("status") != "ok" for r in rows), "correct": sum(scored),
-            "accuracy": round(sum(scored) / len(scored), 4) if scored else None,
-            "ci_low": round(low, 4) if scored else None, "ci_high": round(high, 4) if scored else None,
-            "calls_per_question": _mean(r.get("llm_calls") for r in rows),
-            "requests_per_question": _mean(r.get("http_requests") for r in rows),
-            "tokens_per_question": _mean((r.get("usage") or {}).get("total_tokens") for r in rows),
-            "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
-            "cost_source": cost_source((r.get("usage") or {}).get("cost_source", "prices")  # older lines: only prices
-                                       for r in rows if r.get("cost_usd") is not None),
-            "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
-            "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
-            "format": formats, "doubtful": sum(bool(r.get("doubts")) for r in rows),
-            "vs_single": paired(single, lines) if single is not None and name != "single" else None}
-
-
 def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, Any]:
     """The report over the gold questions answered so far: a row per strategy, each paired with single, the most
     accurate, the best per call, and the closing line."""
@@ -5192,32 +5152,6 @@ def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, An
     rows = [strategy_score(name, by_id, lines.get("single")) for name, by_id in lines.items()]
     return {"schema_version": SCHEMA_VERSION, "gold": options.batch.questions_file, "folder": str(options.folder),
             "questions": len(gold_ids), "strategies": rows, **eval_verdict(rows, lines)}
-
-
-def _shown(value: float | None, form: str = "{:.1f}") -> str:
-    return "-" if value is None else form.format(value)
-
-
-def markdown_report(report: dict[str, Any], model: str) -> str:
-    """The report as Markdown: report.md, and what a person reads on stdout."""
-    lines = [f"# Eval of {report['gold']}: {report['questions']} questions, model {model}", "",
-             "| strategy | accuracy [95% CI] | answered | failed | calls/q | requests/q | tokens/q | cost/q | wall/q "
-             "| judges with a verdict | doubtful | vs single: wins-losses, p | format: last tier / failed |",
-             "|" + "---|" * 13]
-    for row in report["strategies"]:
-        duel = row["vs_single"]
-        accuracy = (f"{100 * row['accuracy']:.1f}% [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
-                    if row["accuracy"] is not None else "-")
-        lines.append(f"| {row['name']} | {accuracy} | {row['answered']} | {row['failed']} | "
-                     f"{_shown(row['calls_per_question'])} | {_shown(row['requests_per_question'])} | "
-                     f"{_shown(row['tokens_per_question'], '{:.0f}')} | "
-                     f"{said_cost(row['cost_usd_per_question'], row['cost_source']) or '-'} | "
-                     f"{_shown(row['wall_s_per_question'], '{:.1f}s')} | "
-                     f"{_shown(row['judge_verdict_share'], '{:.0%}')} | {row['doubtful']} | "
-                     + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} | " if duel else "- | ")
-                     + (", ".join(f"{phase} {c['last_tier'] / c['replies']:.0%} / {c['failed'] / c['replies']:.0%}"
-                                  for phase, c in row["format"].items() if c["replies"]) or "-") + " |")
-    return "\n".join([*lines, "", report["conclusion"], ""])
 
 
 def gold_ids(config: Config, gold: str) -> frozenset[str]:

@@ -1,7 +1,7 @@
 """Every pure reading of text: model replies (a streamed one too, as the terminal shows it: TerminalEcho), values
 from outside (settings, URLs, headers), the lines of a questions file (read_items), of an earlier results file
-(result_record) and of a trace (trace_attempt); and the --eval report's reading of result lines (its statistics
-and its conclusion). Strings in, small result objects out.
+(result_record) and of a trace (trace_attempt); and the --eval report's reading of result lines (its rows, statistics,
+conclusion and Markdown table; a cost with whose figure it is: said_cost). Strings in, small result objects out.
 
 Model output is found in three tiers, each tried in turn, and the result
 records which tier matched so the transcript can say so:
@@ -30,6 +30,7 @@ import json
 import math
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -2335,3 +2336,70 @@ def _accuracy_said(row: dict[str, Any], most: int) -> str:
     """The accuracy, and over how few questions when fewer than another strategy's (failures, or a stopped eval)."""
     fewer = f" of the {row['answered']} it answered" if row["failed"] or row["answered"] < most else ""
     return f"{100 * row['accuracy']:.1f}%{fewer}" + (f"; {row['failed']} failed" if row["failed"] else "")
+
+
+def said_cost(cost: float | None, source: str | None, digits: int = 4) -> str:
+    """A cost and whose figure it is (Usage.cost_source), as every summary shows it; "" for none."""
+    whose = {"endpoint": "the endpoint's own", "mixed": "the endpoint's own where it said, else at your prices"}
+    return "" if cost is None else f"${cost:.{digits}f} ({whose.get(source or '', 'at your prices')})"
+
+
+def cost_source(sources: Iterable[str | None]) -> str | None:
+    """Whose figures a sum of costs adds up: the one source of them all, else "mixed"; None for none."""
+    found = set(filter(None, sources))
+    return found.pop() if len(found) == 1 else "mixed" if found else None
+
+
+def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
+                   single: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One strategy's row of the report, from its batch lines: accuracy over the questions it answered (a failure
+    is counted as failed, never as wrong), with its Wilson interval, and what a question cost."""
+    rows = list(lines.values())
+    scored = [r["correct"] for r in rows if r.get("status") == "ok" and isinstance(r.get("correct"), bool)]
+    low, high = wilson_interval(sum(scored), len(scored))
+    judged = [r["phases"].get("judge", {}) for r in rows if isinstance(r.get("phases"), dict)]
+    judge_calls = sum(j.get("ok", 0) + j.get("failed", 0) for j in judged)
+    formats: dict[str, Counter[str]] = {}  # RunRecord.format's counts per phase, summed over the questions
+    for row in rows:
+        for phase, counts in (row.get("format") or {}).items():
+            formats.setdefault(phase, Counter()).update(counts)
+    return {"name": name, "questions": len(rows), "answered": len(scored),
+            "failed": sum(r.get("status") != "ok" for r in rows), "correct": sum(scored),
+            "accuracy": round(sum(scored) / len(scored), 4) if scored else None,
+            "ci_low": round(low, 4) if scored else None, "ci_high": round(high, 4) if scored else None,
+            "calls_per_question": _mean(r.get("llm_calls") for r in rows),
+            "requests_per_question": _mean(r.get("http_requests") for r in rows),
+            "tokens_per_question": _mean((r.get("usage") or {}).get("total_tokens") for r in rows),
+            "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
+            "cost_source": cost_source((r.get("usage") or {}).get("cost_source", "prices")  # older lines: only prices
+                                       for r in rows if r.get("cost_usd") is not None),
+            "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
+            "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
+            "format": formats, "doubtful": sum(bool(r.get("doubts")) for r in rows),
+            "vs_single": paired(single, lines) if single is not None and name != "single" else None}
+
+
+def _shown(value: float | None, form: str = "{:.1f}") -> str:
+    return "-" if value is None else form.format(value)
+
+
+def markdown_report(report: dict[str, Any], model: str) -> str:
+    """The report as Markdown: report.md, and what a person reads on stdout."""
+    lines = [f"# Eval of {report['gold']}: {report['questions']} questions, model {model}", "",
+             "| strategy | accuracy [95% CI] | answered | failed | calls/q | requests/q | tokens/q | cost/q | wall/q "
+             "| judges with a verdict | doubtful | vs single: wins-losses, p | format: last tier / failed |",
+             "|" + "---|" * 13]
+    for row in report["strategies"]:
+        duel = row["vs_single"]
+        accuracy = (f"{100 * row['accuracy']:.1f}% [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+                    if row["accuracy"] is not None else "-")
+        lines.append(f"| {row['name']} | {accuracy} | {row['answered']} | {row['failed']} | "
+                     f"{_shown(row['calls_per_question'])} | {_shown(row['requests_per_question'])} | "
+                     f"{_shown(row['tokens_per_question'], '{:.0f}')} | "
+                     f"{said_cost(row['cost_usd_per_question'], row['cost_source']) or '-'} | "
+                     f"{_shown(row['wall_s_per_question'], '{:.1f}s')} | "
+                     f"{_shown(row['judge_verdict_share'], '{:.0%}')} | {row['doubtful']} | "
+                     + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} | " if duel else "- | ")
+                     + (", ".join(f"{phase} {c['last_tier'] / c['replies']:.0%} / {c['failed'] / c['replies']:.0%}"
+                                  for phase, c in row["format"].items() if c["replies"]) or "-") + " |")
+    return "\n".join([*lines, "", report["conclusion"], ""])
