@@ -1041,13 +1041,14 @@ class InFlight:
     wake: Callable[[], None] = lambda: None
     ended: float = 0.0  # seconds of the call's requests that have ended
     since: float | None = None  # when the request now at the endpoint went out
+    sent: int = 0  # requests that went out (a reply from the response cache sends none)
 
     def age(self) -> float:
         return self.ended + (self.clock() - self.since if self.since is not None else 0.0)
 
     @contextlib.contextmanager
     def sending(self) -> Iterator[None]:
-        self.since = self.clock()
+        self.since, self.sent = self.clock(), self.sent + 1
         self.wake()
         try:
             yield
@@ -2528,7 +2529,7 @@ class StragglerWatch:
             CALL_IN_FLIGHT.reset(token)
             self.running.pop(agent, None)
             self.changed.set()
-        if result is not None:  # a failure's seconds (a 400 at once, quick 500s) are no answer's latency
+        if result is not None and entry.timer.sent:  # no answer's latency: a failure's (quick 500s), a cache hit's 0 s
             self.finished.append(entry.timer.age())
         return result
 

@@ -349,6 +349,26 @@ def test_two_processes_write_one_cache_file_at_once(tmp_path: Path) -> None:
     assert (found["entries"], found["stores"], found["hits"], found["misses"]) == (400, 400, 400, 0)
 
 
+async def test_a_cache_hit_sets_no_straggler_bar() -> None:
+    """A call answered without a request (a hit) adds no latency to the straggler median: 0 s would set the bar
+    at STRAGGLER_MIN_SECONDS and cut every call the cache could not answer."""
+    config = moa.Config(URL, FAKE_KEY, straggler_factor=3.0)
+    async with httpx.AsyncClient() as client:
+        runtime = test_runtime()
+        state = moa.Debate(config, moa.Endpoint(config, client, runtime), runtime, "run", 0.0)
+        watch = moa.StragglerWatch(state, moa.Phase.JUDGE, 1)
+
+        async def answer(sends: bool) -> str:
+            if sends:
+                with moa.CALL_IN_FLIGHT.get().sending():  # type: ignore[union-attr]
+                    pass
+            return "verdict"
+
+        assert await watch.guard("judge-1", answer(sends=False)) == "verdict" and watch.finished == []
+        assert await watch.guard("judge-2", answer(sends=True)) == "verdict" and len(watch.finished) == 1
+        watch.close()
+
+
 # --- the cache command and the settings --------------------------------------------------------------------------
 
 
