@@ -1541,8 +1541,7 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
 
 async def reply_for(state: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                     sending: Sending[T]) -> Completion:
-    """The attempt's reply: the response cache's when CACHE serves one (no request, no bill, no budget spent: see
-    finish_attempt), else the endpoint's, which the cache then keeps when CACHE stores (ResponseCache)."""
+    """The reply: the response cache's if it has one (nothing sent or billed: finish_attempt), else the endpoint's."""
     cache, key = state.endpoint.cache, response_key(state.config, call, attempt, messages, sending)
     if (hit := await cache.get(key, state.runtime.wall_clock())) is not None:
         attempt.cache_hit, attempt.stored_at = True, hit[1]
@@ -1861,10 +1860,7 @@ class Budget:
         """Take one call and ``tokens`` if they fit."""
         if not self.fits(1, tokens):
             return False
-        self.calls += 1
-        self.settle(tokens)
-        if self.shared:
-            self.shared.calls += 1
+        self.settle(tokens, calls=1)
         return True
 
     def settle(self, tokens: int, calls: int = 0) -> None:
@@ -3748,10 +3744,9 @@ def response_key(config: Config, call: AgentCall, attempt: Attempt, messages: li
 
 
 class ResponseCache:
-    """The response cache (CACHE): 2xx replies by response_key in a SQLite file that a client's questions and other
-    processes (a batch's shards) share: WAL (readers never wait) and a busy timeout. One connection per process, used
-    from worker threads (asyncio.to_thread, a lock), never on the event loop. The file policy makes it 0600, through
-    no link. Any sqlite3 or OS error (corrupt, locked, disk full) turns it off with one warning: never a failed run."""
+    """The response cache (CACHE): 2xx replies by response_key, in a SQLite file (0600, through no link) that a client's
+    questions and other processes share: WAL and a busy timeout. One connection per process, used from worker threads
+    under a lock. Any sqlite3 or OS error (corrupt, locked, disk full) turns it off with one warning: no run fails."""
 
     BUSY_SECONDS = 5.0  # how long a statement waits while another process writes (a seam: tests lower it)
     # WAL with synchronous=NORMAL: a commit is not fsynced (a crash may lose the last replies, never the file).
@@ -3771,13 +3766,14 @@ class ResponseCache:
         return await asyncio.to_thread(self.run, now, self.lookup, key, now) if self.mode in ("on", "read") else None
 
     async def put(self, key: str, reply: Completion, now: float) -> None:
-        if self.mode in ("on", "refresh"):
-            await asyncio.to_thread(self.run, now, self.store, key, reply, now)
+        await asyncio.to_thread(self.run, now, self.store, key, reply, now) if self.mode in ("on", "refresh") else None
 
     async def close(self) -> None:
-        if self.db is not None:
-            await asyncio.to_thread(self.run, 0.0, self.db.close)
-        self.off = True  # closed with its client
+        await asyncio.to_thread(self.run, 0.0, self.closed) if self.db is not None else None
+
+    def closed(self) -> None:  # under the lock: a lookup whose task was cancelled, still in its thread, finds it off
+        self.off = True
+        self.db.close()
 
     def run(self, now: float, work: Callable[..., T], *args: Any) -> T | None:
         """``work`` on the connection (opened at ``now`` on first use); on any error, None and the cache off."""
@@ -3786,33 +3782,34 @@ class ResponseCache:
             if self.off:
                 return None
             try:
-                self.db = self.db or self.connect(now)
+                if self.db is None:
+                    self.connect(now)
                 return work(*args)
             except (sqlite3.Error, OSError, ValueError, LookupError, TypeError) as err:
                 self.off, db, self.db = True, self.db, None
                 if db is not None:
                     db.close()
                 QUESTION_ID.set("")  # about the client's cache, not the question that noticed (this context is a copy)
-                log.warning("the response cache %s cannot be used (%s): the run goes on without it (remove the file "
-                            "if it is damaged, or set CACHE=off)", self.path,
-                            describe_os_error(err) if isinstance(err, OSError) else err)
+                why = describe_os_error(err) if isinstance(err, OSError) else err
+                log.warning("the response cache %s cannot be used (%s): the run goes on without it (remove a damaged "
+                            "file, or set CACHE=off)", self.path, why)
                 return None
 
     def connect(self, now: float) -> Any:
-        """Its file made (CACHE=read: found) by the file policy; WAL, the tables, and expired entries pruned."""
+        """``db``, its file made (CACHE=read: found) by the file policy, checked, set up; set first: run() closes it."""
         import sqlite3  # only with a cache: importing it costs every start 8 ms
         if writes := self.mode != "read":
             make_private_folders(self.path.parent)
         fd = open_existing(self.path, os.O_RDWR | os.O_CREAT if writes else os.O_RDONLY, own=True)  # 0600, no link
         try:
-            db = sqlite3.connect(self.path, timeout=self.BUSY_SECONDS, check_same_thread=False)
-            if writes:
+            db = self.db = sqlite3.connect(self.path, timeout=self.BUSY_SECONDS, check_same_thread=False)
+            db.execute("PRAGMA schema_version")  # opens the file: one that is no database fails here
+            if not os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False)):  # a link put there since
+                raise LinkRefused(errno.ELOOP, "its name was replaced while it was opened", str(self.path))
+            if writes:  # only once it is known to be the file checked
                 db.executescript(self.SCHEMA)
                 with db:
                     db.execute(f"DELETE FROM responses WHERE NOT ({self.FRESH})", (self.ttl, now - self.ttl))
-            db.execute("SELECT count(*) FROM responses")  # a file that is no cache of ours fails here
-            if not os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False)):  # a link put there since
-                raise LinkRefused(errno.ELOOP, "its name was replaced while it was opened", str(self.path))
         finally:
             os.close(fd)
         return db
@@ -6116,14 +6113,15 @@ def show_cache(env_file: str | None, json_output: bool, clear: bool) -> int:
     found: dict[str, Any] = {"path": str(cache.path)} | dict.fromkeys(("size_bytes", "entries", "expired", "hits",
                                                                        "misses", "stores"), 0)
     try:
-        with contextlib.closing(cache.connect(time.time())) as cache.db:
+        with contextlib.closing(cache.connect(time.time())):
             removed = cache.db.execute("DELETE FROM responses").rowcount if clear else 0
             cache.db.commit()
             found = cache.stats(time.time()) | ({"removed": removed} if clear else {})
     except FileNotFoundError:
         found |= {"removed": 0} if clear else {}  # no cache yet: nothing in it
     except (sqlite3.Error, OSError) as err:
-        return deliver("", f"the response cache {cache.path} cannot be read ({err}): remove it", EXIT_FAILED, ())
+        why = describe_os_error(err) if isinstance(err, OSError) else err
+        return deliver("", f"the response cache {cache.path} cannot be read ({why}): remove it", EXIT_FAILED, ())
     text = ", ".join(f"{name.replace('_', ' ')}: {value}" for name, value in found.items())
     return deliver(json.dumps(found) if json_output else text, None, EXIT_OK, ())
 

@@ -18,7 +18,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import FAKE_KEY, URL, FakeModel, completion, judge_text, solver_text, test_runtime
+from conftest import FAKE_KEY, URL, FakeModel, completion, solver_text, test_runtime
 from test_hostile_files import small_fs  # noqa: F401 (a fixture: a tmpfs, root only)
 
 HERE = Path(__file__).resolve().parent
