@@ -3801,17 +3801,16 @@ class ResponseCache:
         if writes := self.mode != "read":
             make_private_folders(self.path.parent)
         fd = open_existing(self.path, os.O_RDWR | os.O_CREAT if writes else os.O_RDONLY, own=True)  # 0600, no link
-        try:
-            db = self.db = sqlite3.connect(self.path, timeout=self.BUSY_SECONDS, check_same_thread=False)
-            db.execute("PRAGMA schema_version")  # opens the file: one that is no database fails here
-            if not os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False)):  # a link put there since
-                raise LinkRefused(errno.ELOOP, "its name was replaced while it was opened", str(self.path))
-            if writes:  # only once it is known to be the file checked
-                db.executescript(self.SCHEMA)
-                with db:
-                    db.execute(f"DELETE FROM responses WHERE NOT ({self.FRESH})", (self.ttl, now - self.ttl))
-        finally:
-            os.close(fd)
+        checked = os.fstat(fd)
+        os.close(fd)  # before SQLite opens it: closing any descriptor of a file drops all this process's locks on it
+        db = self.db = sqlite3.connect(self.path, timeout=self.BUSY_SECONDS, check_same_thread=False)
+        db.execute("PRAGMA schema_version")  # opens the file: one that is no database fails here
+        if not os.path.samestat(checked, os.stat(self.path, follow_symlinks=False)):  # a link put there since
+            raise LinkRefused(errno.ELOOP, "its name was replaced while it was opened", str(self.path))
+        if writes:  # only once it is known to be the file checked
+            db.executescript(self.SCHEMA)
+            with db:
+                db.execute(f"DELETE FROM responses WHERE NOT ({self.FRESH})", (self.ttl, now - self.ttl))
         return db
 
     def lookup(self, key: str, now: float) -> tuple[Completion, float] | None:
