@@ -3807,10 +3807,15 @@ class ResponseCache:
         db.execute("PRAGMA schema_version")  # opens the file: one that is no database fails here
         if not os.path.samestat(checked, os.stat(self.path, follow_symlinks=False)):  # a link put there since
             raise LinkRefused(errno.ELOOP, "its name was replaced while it was opened", str(self.path))
-        if writes:  # only once it is known to be the file checked
-            db.executescript(self.SCHEMA)
-            with db:
-                db.execute(f"DELETE FROM responses WHERE NOT ({self.FRESH})", (self.ttl, now - self.ttl))
+        # Only once it is known to be the file checked. Two processes making a new file at once: SQLite refuses one
+        # at once ("locked": its busy handler could deadlock there), so it tries again, then gives up (the last try).
+        for wait in (0.01, 0.1, 1.0, 0.0) if writes else ():
+            with contextlib.suppress(sqlite3.OperationalError) if wait else contextlib.nullcontext():
+                db.executescript(self.SCHEMA)
+                with db:
+                    db.execute(f"DELETE FROM responses WHERE NOT ({self.FRESH})", (self.ttl, now - self.ttl))
+                break
+            time.sleep(wait)
         return db
 
     def lookup(self, key: str, now: float) -> tuple[Completion, float] | None:
