@@ -1340,7 +1340,7 @@ class Attempt:
     gateway_retries: int = 0
     reserved: int = 0  # tokens it held of the budget until its bill came
     unreadable: bool = False  # a reply came, and the phase's parser read no answer in it (or it was cut off)
-    cache_hit: bool = False  # the reply came from our response cache: nothing was sent or billed (reply_for)
+    cache_hit: bool = False  # the reply came from our response cache: nothing was sent or billed (ResponseCache.reply)
     stored_at: float = 0.0  # then: when the cache stored it (wall clock), as the transcript says
 
 
@@ -1517,8 +1517,14 @@ class Sending(Generic[T]):
 
 async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                        sending: Sending[T]) -> T:
-    """One HTTP attempt (or a cache hit) and its parse; APIError when it yields nothing usable."""
-    completion = await reply_for(state, call, attempt, messages, sending)
+    """One HTTP attempt (or a response cache hit: nothing sent or billed, see finish_attempt) and its parse; APIError
+    when it yields nothing usable."""
+    key, now = response_key(state.config, call, attempt, messages, sending), state.runtime.wall_clock()
+    completion, stored_at = await state.endpoint.cache.reply(key, now, lambda: state.endpoint.complete(
+        messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
+        headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue,
+        options=request_options(state.config, call.phase)))  # the question's: a batch line may set its own
+    attempt.cache_hit, attempt.stored_at = stored_at is not None, stored_at or 0.0
     record_reply(attempt, completion, sending.prompt_estimate)
     # The nonce is ours: a model that echoes its prompt's "[request …]" must not put it into an answer (issue 23).
     nonce = prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce).strip()
@@ -1537,21 +1543,6 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
         attempt.unreadable = True  # the model's own failure, unlike an empty or broken reply (format_given_up)
         raise fault(Fault.UNPARSEABLE, f"no usable {call.phase} output{why}", status=completion.status)
     return value
-
-
-async def reply_for(state: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
-                    sending: Sending[T]) -> Completion:
-    """The reply: the response cache's if it has one (nothing sent or billed: finish_attempt), else the endpoint's."""
-    cache, key = state.endpoint.cache, response_key(state.config, call, attempt, messages, sending)
-    if (hit := await cache.get(key, state.runtime.wall_clock())) is not None:
-        attempt.cache_hit, attempt.stored_at = True, hit[1]
-        return hit[0]
-    completion = await state.endpoint.complete(
-        messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
-        headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue,
-        options=request_options(state.config, call.phase))  # the question's: a batch line may set its own
-    await cache.put(key, completion, state.runtime.wall_clock())
-    return completion
 
 
 def finish_attempt(state: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
@@ -3761,12 +3752,14 @@ class ResponseCache:
         self.db: Any = None  # the sqlite3 connection, opened on first use
         self.lock = threading.Lock()
 
-    async def get(self, key: str, now: float) -> tuple[Completion, float] | None:
-        """The unexpired reply stored under ``key``, billing nothing, and when it was stored; CACHE=on or read."""
-        return await asyncio.to_thread(self.run, now, self.lookup, key, now) if self.mode in ("on", "read") else None
-
-    async def put(self, key: str, reply: Completion, now: float) -> None:
+    async def reply(self, key: str, now: float,
+                    send: Callable[[], Awaitable[Completion]]) -> tuple[Completion, float | None]:
+        """The unexpired reply stored under ``key`` and when (CACHE=on, read), else ``send``'s, stored (on, refresh)."""
+        if self.mode in ("on", "read") and (hit := await asyncio.to_thread(self.run, now, self.lookup, key, now)):
+            return hit
+        reply = await send()
         await asyncio.to_thread(self.run, now, self.store, key, reply, now) if self.mode in ("on", "refresh") else None
+        return reply, None
 
     async def close(self) -> None:
         await asyncio.to_thread(self.run, 0.0, self.closed) if self.db is not None else None
@@ -3807,8 +3800,7 @@ class ResponseCache:
         db.execute("PRAGMA schema_version")  # opens the file: one that is no database fails here
         if not os.path.samestat(checked, os.stat(self.path, follow_symlinks=False)):  # a link put there since
             raise LinkRefused(errno.ELOOP, "its name was replaced while it was opened", str(self.path))
-        # Only once it is known to be the file checked. Two processes making a new file at once: SQLite refuses one
-        # at once ("locked": its busy handler could deadlock there), so it tries again, then gives up (the last try).
+        # Then set up. Of two processes making a new file at once SQLite refuses one ("locked"): it tries again.
         for wait in (0.01, 0.1, 1.0, 0.0) if writes else ():
             with contextlib.suppress(sqlite3.OperationalError) if wait else contextlib.nullcontext():
                 db.executescript(self.SCHEMA)
