@@ -1559,6 +1559,20 @@ def _number(low: float, high: float) -> Callable[[str], float]:
     return _in_range(float, low, high, f"expected a number from {low:g} to {high:g}")
 
 
+def _seconds(text: str) -> float:
+    """Seconds from a plain number ("3600") or a duration (parse_duration: "30d", "12h", "1h30m")."""
+    seconds = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    if seconds is None:
+        raise ValueError(text)
+    return seconds
+
+
+def _duration(high: float) -> Callable[[str], float]:
+    """A length of time (CACHE_TTL), at most ``high`` seconds."""
+    return _in_range(_seconds, 0, high, f"expected a duration such as 30d, 12h, 90m or 3600 (seconds), at most "
+                     f"{high / 86400:g}d")
+
+
 def _boolean(raw: str) -> bool:
     word = raw.strip().lower()
     if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -1814,9 +1828,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return seconds if seconds is not None and 0 < seconds < math.inf else None
 
 
-# OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s": one number and its unit. Bounded digit runs (no
-# reset has 20 digits): each start tries at most 41 characters, so findall stays linear in a long header.
-_DURATION_PART = re.compile(r"(\d{1,20}(?:\.\d{1,20})?)(ms|h|m|s)")
+# OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s": one number and its unit (and days, "30d", for
+# CACHE_TTL). Bounded digit runs (no reset has 20 digits): each start tries at most 41 characters, so findall stays
+# linear in a long header.
+_DURATION_PART = re.compile(r"(\d{1,20}(?:\.\d{1,20})?)(ms|d|h|m|s)")
 
 
 def parse_duration(value: str) -> float | None:
@@ -1825,7 +1840,7 @@ def parse_duration(value: str) -> float | None:
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
     return sum(float(number) * scale[unit] for number, unit in parts)
 
 

@@ -46,7 +46,7 @@ def test_usage_is_summed_from_usage_blocks(capsys, monkeypatch) -> None:
     respx.post(URL).mock(side_effect=UsageModel())
     code, result = run_json(["-q", "Q?"], capsys)
     assert result["usage"] == {"prompt_tokens": 1800, "completion_tokens": 180, "total_tokens": 1980,
-                               "cached_tokens": 0, "estimated": False, "cost_source": "prices",
+                               "cached_tokens": 0, "estimated": False, "cost_source": "prices", "cache_hits": 0,
                                "cost_usd": pytest.approx(1800 * 2e-6 + 180 * 10e-6)}
     assert result["cost_usd"] == pytest.approx(0.0054)
     assert result["usage_by_phase"]["judge"]["total_tokens"] == 3 * 110
