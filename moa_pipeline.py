@@ -72,6 +72,7 @@ import ssl
 import stat
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -104,13 +105,13 @@ from parsing import (
     TraceAttempt,
     _api_key,
     _boolean,
+    _duration,
     _effort,
     _extra_body,
     _file_prefix,
     _folder,
     _integer,
     _json_object,
-    _mean,
     _number,
     _one_of,
     _optional,
@@ -121,6 +122,7 @@ from parsing import (
     body_credentials,
     chat_completions_url,
     choice_letters,
+    cost_source,
     credential_parameter,
     detect_answer_type,
     display_url,
@@ -129,10 +131,10 @@ from parsing import (
     input_format,
     is_loopback,
     load_json,
+    markdown_report,
     masked_url,
     message_text,
     normalize_answer,
-    paired,
     parse_answer,
     parse_block,
     parse_full_answer,
@@ -151,13 +153,15 @@ from parsing import (
     result_totals,
     retry_hint,
     safe_name,
+    said_cost,
     shown_id,
+    small_number,
+    strategy_score,
     terminal_lines,
     trace_attempt,
     traced_list,
     traced_number,
     valid_text,
-    wilson_interval,
 )
 
 # --- 1. constants and every exit code ------------------------------------------------------------
@@ -186,7 +190,8 @@ APP_FOLDER = "moa-pipeline"
 USER_SETTINGS_FILE = "config.env"
 CONFIG_HOME_VARIABLE = "MOA_CONFIG_HOME"
 HOME_COMMANDS = {"config": "print each setting's value (secrets masked) and where it came from",
-                 "init": "write a commented per-user settings file (never over an existing one)"}
+                 "init": "write a commented per-user settings file (never over an existing one)",
+                 "cache": "show the response cache's file, size, entries and hits (`cache clear` empties it)"}
 MAX_WORKERS = 64
 MAX_JUDGES = 25
 MAX_TEMPERATURE = 2.0
@@ -441,6 +446,10 @@ class Config:
     response_format: str | None = tunable(None, _optional(_json_object))  # a JSON object; the synthesis's only
     reasoning_effort: str | None = tunable(None, _optional(_effort))
     extra_body: str | None = tunable(None, _optional(_extra_body), holds_secrets=True)  # merged last, null removes
+    # The response cache (ResponseCache): on reads and writes, read serves hits and stores nothing, refresh the reverse.
+    cache: str = tunable("off", _one_of("off", "on", "read", "refresh"))
+    cache_path: str | None = tunable(None, _optional(_folder))  # None: in XDG's cache folder
+    cache_ttl: float = tunable(30 * 86400.0, _duration(3650 * 86400.0))  # how long an entry is served (0: for ever)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -883,9 +892,9 @@ def server_message(body: bytes, content_type: str, secrets: Sequence[str] = ()) 
 def checked_completion(text: str | None, finish_reason: str | None, refusal: Any, status: int,
                        usage: ReportedUsage, headers: httpx.Headers) -> Completion:
     """The one content check, for plain JSON and streamed replies; each fault carries the reply: it was billed."""
-    retried = headers.get("x-litellm-attempted-retries", "").strip()  # by a gateway, upstream, where it says so
+    retried = small_number(headers.get("x-litellm-attempted-retries")) or 0  # by a gateway, upstream, where it says
     reply = Completion("", finish_reason, status, usage.counts, cache_status=headers.get("cf-aig-cache-status"),
-                       gateway_retries=int(retried) if retried.isdigit() and int(retried) <= MAX_GATEWAY_RETRIES else 0,
+                       gateway_retries=retried if retried <= MAX_GATEWAY_RETRIES else 0,
                        cached_tokens=usage.cached_tokens, endpoint_cost_usd=usage.charged(headers))
     if isinstance(refusal, str) and refusal.strip():
         raise fault(Fault.REFUSED, f"refused ({' '.join(refusal.split())[:SERVER_MESSAGE_LIMIT]})", status=status,
@@ -1046,13 +1055,14 @@ class InFlight:
     wake: Callable[[], None] = lambda: None
     ended: float = 0.0  # seconds of the call's requests that have ended
     since: float | None = None  # when the request now at the endpoint went out
+    sent: int = 0  # requests that went out (a reply from the response cache sends none)
 
     def age(self) -> float:
         return self.ended + (self.clock() - self.since if self.since is not None else 0.0)
 
     @contextlib.contextmanager
     def sending(self) -> Iterator[None]:
-        self.since = self.clock()
+        self.since, self.sent = self.clock(), self.sent + 1
         self.wake()
         try:
             yield
@@ -1120,6 +1130,11 @@ class Endpoint:
         self.refusals: collections.Counter[str] = collections.Counter()
         self.accepted_at, self.stall_warned = -math.inf, False  # when the last 2xx came; whether the warning was given
         self.shared_budget: Budget | None = None  # a Debater's, over all its debates (see Budget.shared)
+        self.cache = ResponseCache(config.cache_path, config.cache, config.cache_ttl)  # opened on first use
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.cache.close()
 
     def call_ended(self, failure: APIError | None) -> None:
         """Feed the breaker one finished call: None for a success, else its last error. Back-pressure is never
@@ -1341,6 +1356,8 @@ class Attempt:
     gateway_retries: int = 0
     reserved: int = 0  # tokens it held of the budget until its bill came
     unreadable: bool = False  # a reply came, and the phase's parser read no answer in it (or it was cut off)
+    cache_hit: bool = False  # the reply came from our response cache: nothing was sent or billed (ResponseCache.reply)
+    stored_at: float = 0.0  # then: when the cache stored it (wall clock), as the transcript says
 
 
 @dataclass
@@ -1517,11 +1534,14 @@ class Sending(Generic[T]):
 
 async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
                        sending: Sending[T]) -> T:
-    """One HTTP attempt and its parse; APIError when it yields nothing usable."""
-    completion = await state.endpoint.complete(
+    """One HTTP attempt (or a response cache hit: nothing sent or billed, see finish_attempt) and its parse; APIError
+    when it yields nothing usable."""
+    key, now = response_key(state.config, call, attempt, messages, sending), state.runtime.wall_clock()
+    completion, stored_at = await state.endpoint.cache.reply(key, now, lambda: state.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
         headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue,
-        options=request_options(state.config, call.phase))  # the question's: a batch line may set its own
+        options=request_options(state.config, call.phase)))  # the question's: a batch line may set its own
+    attempt.cache_hit, attempt.stored_at = stored_at is not None, stored_at or 0.0
     record_reply(attempt, completion, sending.prompt_estimate)
     # The nonce is ours: a model that echoes its prompt's nonce line (issue 23), or only its hex as the answer (the
     # last text it read: "The answer is:\nf4de9532a8955b77", SmolLM2, issue 25), must not put it into an answer.
@@ -1549,8 +1569,8 @@ def finish_attempt(state: Debate, call: AgentCall, attempt: Attempt, messages: l
     (cut as a straggler, timed out) may be billed with no bill to show: its reservation stays spent."""
     attempt.latency_s = state.runtime.clock() - state.started - attempt.started_s
     budget = state.budget
-    if not unanswered:  # settled to what was billed
-        budget.settle(attempt.prompt_tokens + attempt.completion_tokens - attempt.reserved)
+    if not unanswered:  # settled to what was billed; a cache hit sent no request: its call is given back too
+        budget.settle(attempt.prompt_tokens + attempt.completion_tokens - attempt.reserved, -attempt.cache_hit)
     if budget.billing.learn(sending.prompt_estimate, sending.max_tokens, attempt.prompt_tokens,
                             attempt.completion_tokens) and budget.max_tokens:
         state.note(f"the endpoint billed {attempt.prompt_tokens}+{attempt.completion_tokens} tokens for a reply of "
@@ -1849,17 +1869,14 @@ class Budget:
         """Take one call and ``tokens`` if they fit."""
         if not self.fits(1, tokens):
             return False
-        self.calls += 1
-        self.settle(tokens)
-        if self.shared:
-            self.shared.calls += 1
+        self.settle(tokens, calls=1)
         return True
 
-    def settle(self, tokens: int) -> None:
-        """Count ``tokens`` more (fewer, when negative: a reservation settled to what was billed)."""
-        self.tokens += tokens
+    def settle(self, tokens: int, calls: int = 0) -> None:
+        """Count ``tokens`` and ``calls`` more (fewer, when negative: a reservation settled to what was billed)."""
+        self.tokens, self.calls = self.tokens + tokens, self.calls + calls
         if self.shared:
-            self.shared.tokens += tokens
+            self.shared.settle(tokens, calls)
 
     @contextlib.contextmanager
     def kept_back(self, calls: int, tokens: int) -> Iterator[None]:
@@ -1902,6 +1919,7 @@ class Usage(TypedDict):
     total_tokens: int
     cached_tokens: int  # of prompt_tokens, those the endpoint served from its prefix cache
     estimated: bool
+    cache_hits: int  # replies the response cache served: their tokens are in no count above, at no cost
     cost_usd: NotRequired[float]  # when the endpoint said what it charged for every reply, or a price is set
     endpoint_cost_usd: NotRequired[float]  # the sum of what the endpoint said it charged, where it said so
     cost_source: NotRequired[Literal["endpoint", "prices", "mixed"]]  # whose figures cost_usd adds up
@@ -1914,7 +1932,7 @@ def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
     prompt, completion = sum(a.prompt_tokens for a in attempts), sum(a.completion_tokens for a in attempts)
     usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
                   cached_tokens=sum(a.cached_tokens for a in attempts),
-                  estimated=any(a.usage_estimated for a in attempts))
+                  estimated=any(a.usage_estimated for a in attempts), cache_hits=sum(a.cache_hit for a in attempts))
     charged = [a.endpoint_cost_usd for a in attempts if a.endpoint_cost_usd is not None]
     unsaid = [a for a in attempts if a.endpoint_cost_usd is None and a.prompt_tokens + a.completion_tokens]  # billed
     ours = cost_usd(sum(a.prompt_tokens for a in unsaid), sum(a.completion_tokens for a in unsaid), config,
@@ -1928,25 +1946,14 @@ def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
 
 
 def cost_usd(prompt_tokens: int, completion_tokens: int, config: Config, cached_tokens: int = 0) -> float | None:
-    """Cost at PRICE_*_PER_MTOK (cached prompt tokens at PRICE_CACHED_INPUT_PER_MTOK); None when no price is set."""
+    """Cost at PRICE_*_PER_MTOK (cached prompt tokens at PRICE_CACHED_INPUT_PER_MTOK); None when neither the input
+    nor the output price is set: the cached price alone would price most tokens at 0 (a dry run's $0.0000)."""
     cached_price, price = config.price_cached_input_per_mtok, config.price_input_per_mtok
-    if price is None and cached_price is None and config.price_output_per_mtok is None:
+    if price is None and config.price_output_per_mtok is None:
         return None
     cached_price = price if cached_price is None else cached_price
     return round(((prompt_tokens - cached_tokens) * (price or 0) + cached_tokens * (cached_price or 0)
                   + completion_tokens * (config.price_output_per_mtok or 0)) / 1e6, 6)
-
-
-def said_cost(cost: float | None, source: str | None, digits: int = 4) -> str:
-    """A cost and whose figure it is (Usage.cost_source), as every summary shows it; "" for none."""
-    whose = {"endpoint": "the endpoint's own", "mixed": "the endpoint's own where it said, else at your prices"}
-    return "" if cost is None else f"${cost:.{digits}f} ({whose.get(source or '', 'at your prices')})"
-
-
-def cost_source(sources: Iterable[str | None]) -> str | None:
-    """Whose figures a sum of costs adds up: the one source of them all, else "mixed"; None for none."""
-    found = set(filter(None, sources))
-    return found.pop() if len(found) == 1 else "mixed" if found else None
 
 
 @dataclass(frozen=True)
@@ -2540,7 +2547,7 @@ class StragglerWatch:
             CALL_IN_FLIGHT.reset(token)
             self.running.pop(agent, None)
             self.changed.set()
-        if result is not None:  # a failure's seconds (a 400 at once, quick 500s) are no answer's latency
+        if result is not None and entry.timer.sent:  # no answer's latency: a failure's (quick 500s), a cache hit's 0 s
             self.finished.append(entry.timer.age())
         return result
 
@@ -3375,7 +3382,7 @@ def run_record(config: Config, question: str, state: Debate | None = None, elaps
         dissent=minority_report(verdict, positions, key) if verdict and shape == "short" else [],
         converged_after_critique=converged_after_critique(positions, key),
         judges_split=judges_split(verdict) if verdict else False, llm_calls=len(calls),
-        http_requests=sum(len(c.attempts) for c in calls), usage=usage,
+        http_requests=sum(not a.cache_hit for c in calls for a in c.attempts), usage=usage,
         usage_by_phase={phase: usage_totals((c for c in calls if c.phase == phase), config) for phase in PHASES},
         cost_usd=usage.get("cost_usd"), budget_limited=bool(skipped),
         degraded=bool(skipped) or any(not call.ok for call in calls), skipped=skipped, elapsed_s=round(elapsed_s, 3),
@@ -3441,15 +3448,19 @@ class Settings(TypedDict, total=False):
     response_format: str | dict[str, Any] | None  # the synthesis's reply only (README, Settings)
     reasoning_effort: str | None
     extra_body: str | dict[str, Any] | None  # merged into every request body; a None value there removes our field
+    cache: str | None  # the response cache: off, on, read or refresh (docs/cache.md)
+    cache_path: str | os.PathLike[str] | None  # its SQLite file
+    cache_ttl: str | float | None  # how long an entry is served: seconds, or "30d", "12h"
 
 
 # What a keyword takes, by the type of its Config field: the Python types, and their name.
 KEYWORD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "bool": ((bool,), "True or False"), "int": ((int,), "a whole number"),
     "float": ((int, float), "a number"), "str": ((str, os.PathLike), "a string")}
-# Settings a Debater's connection is made of: each of its debates shares them, so a call cannot change them.
+# Settings a Debater's connection is made of: each of its debates shares them, so a call cannot change them. The
+# response cache is the client's too: one file, opened once in one mode (a call's own mode would need a second one).
 CLIENT_SETTINGS = ("proxy_url", "api_key", "gateway_token", "max_concurrent_requests", "request_timeout",
-                   "max_response_bytes", "stream", "stall_timeout")
+                   "max_response_bytes", "stream", "stall_timeout", "cache", "cache_path", "cache_ttl")
 
 
 def library_config(config: Config | None, overrides: Mapping[str, Any]) -> Config:
@@ -3587,7 +3598,7 @@ class Debater:
 
     async def __aexit__(self, *exc: object) -> None:
         if self.endpoint is not None:
-            await self.endpoint.client.aclose()
+            await self.endpoint.aclose()
             self.endpoint = None
 
     def _config_for(self, settings: Mapping[str, Any]) -> Config:
@@ -3742,6 +3753,124 @@ def read_file(path: Path, *, follow: bool = False, folder_fd: int | None = None)
     return os.fdopen(open_existing(path, follow=follow, folder_fd=folder_fd), "rb")
 
 
+def response_key(config: Config, call: AgentCall, attempt: Attempt, messages: list[dict[str, str]],
+                 sending: Sending[Any]) -> str:
+    """The response cache's key: a hash of all that decides a reply (URL, model, messages less the nonce, temperature,
+    max_tokens, options sent) and the attempt's number (a retry never gets the reply it retries); a sampled call's slot
+    too, so five solvers never share one answer. Secrets are masked first: no credential is hashed into it."""
+    request = {"url": display_url(config.proxy_url), "model": attempt.model, "temperature": sending.temperature,
+               "messages": [m | {"content": m["content"].replace(attempt.nonce, "")} for m in messages],
+               "max_tokens": sending.max_tokens, "options": request_options(config, call.phase),
+               "attempt": attempt.number, "slot": [call.pass_number, call.phase, call.debate_round, call.agent]
+               if sending.temperature else None}  # greedy: the same prompt is the same reply, whoever sends it
+    return hashlib.sha256(redact(json.dumps(request, sort_keys=True), config.secrets).encode()).hexdigest()
+
+
+class ResponseCache:
+    """The response cache (CACHE): 2xx replies by response_key, in a SQLite file (0600, through no link) that a client's
+    questions and other processes share: WAL and a busy timeout. One connection per process, used from worker threads
+    under a lock. Any sqlite3 or OS error (corrupt, locked, disk full) turns it off with one warning: no run fails."""
+
+    BUSY_SECONDS = 5.0  # how long a statement waits while another process writes (a seam: tests lower it)
+    # WAL with synchronous=NORMAL: a commit is not fsynced (a crash may lose the last replies, never the file).
+    SCHEMA = ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; CREATE TABLE IF NOT EXISTS responses (key TEXT "
+              "PRIMARY KEY, stored REAL NOT NULL, reply TEXT NOT NULL); CREATE TABLE IF NOT EXISTS stats (name TEXT "
+              "PRIMARY KEY, count INTEGER NOT NULL);")
+    FRESH = "? = 0 OR stored >= ?"  # with (CACHE_TTL, now - CACHE_TTL): not expired
+
+    def __init__(self, path: str | None, mode: str, ttl: float) -> None:
+        self.path = Path(path or xdg_folder(os.environ, "XDG_CACHE_HOME", ".cache") / APP_FOLDER / "responses.sqlite3")
+        self.mode, self.ttl, self.off = mode, ttl, mode == "off"
+        self.db: Any = None  # the sqlite3 connection, opened on first use
+        self.lock = threading.Lock()
+
+    async def reply(self, key: str, now: float,
+                    send: Callable[[], Awaitable[Completion]]) -> tuple[Completion, float | None]:
+        """The unexpired reply stored under ``key`` and when (CACHE=on, read), else ``send``'s, stored (on, refresh)."""
+        if self.mode in ("on", "read") and (hit := await asyncio.to_thread(self.run, now, self.lookup, key, now)):
+            return hit
+        reply = await send()
+        await asyncio.to_thread(self.run, now, self.store, key, reply, now) if self.mode in ("on", "refresh") else None
+        return reply, None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.run, 0.0, self.closed) if self.db is not None else None
+
+    def closed(self) -> None:  # under the lock: a lookup whose task was cancelled, still in its thread, finds it off
+        self.off = True
+        self.db.close()
+
+    def run(self, now: float, work: Callable[..., T], *args: Any) -> T | None:
+        """``work`` on the connection (opened at ``now`` on first use); on any error, None and the cache off."""
+        import sqlite3
+        with self.lock:
+            if self.off:
+                return None
+            try:
+                if self.db is None:
+                    self.connect(now)
+                return work(*args)
+            except (sqlite3.Error, OSError, ValueError, LookupError, TypeError) as err:
+                self.off, db, self.db = True, self.db, None
+                if db is not None:
+                    db.close()
+                QUESTION_ID.set("")  # about the client's cache, not the question that noticed (this context is a copy)
+                why = describe_os_error(err) if isinstance(err, OSError) else err
+                log.warning("the response cache %s cannot be used (%s): the run goes on without it (remove a damaged "
+                            "file, or set CACHE=off)", self.path, why)
+                return None
+
+    def connect(self, now: float) -> Any:
+        """``db``, its file made (CACHE=read: found) by the file policy, checked, set up; set first: run() closes it."""
+        import sqlite3  # only with a cache: importing it costs every start 8 ms
+        if writes := self.mode != "read":
+            make_private_folders(self.path.parent)
+        fd = open_existing(self.path, os.O_RDWR | os.O_CREAT if writes else os.O_RDONLY, own=True)  # 0600, no link
+        checked = os.fstat(fd)
+        os.close(fd)  # before SQLite opens it: closing any descriptor of a file drops all this process's locks on it
+        db = self.db = sqlite3.connect(self.path, timeout=self.BUSY_SECONDS, check_same_thread=False)
+        db.execute("PRAGMA schema_version")  # opens the file: one that is no database fails here
+        if not os.path.samestat(checked, os.stat(self.path, follow_symlinks=False)):  # a link put there since
+            raise LinkRefused(errno.ELOOP, "its name was replaced while it was opened", str(self.path))
+        # Then set up. Of two processes making a new file at once SQLite refuses one ("locked"): it tries again.
+        for wait in (0.01, 0.1, 1.0, 0.0) if writes else ():
+            with contextlib.suppress(sqlite3.OperationalError) if wait else contextlib.nullcontext():
+                db.executescript(self.SCHEMA)
+                with db:
+                    db.execute(f"DELETE FROM responses WHERE NOT ({self.FRESH})", (self.ttl, now - self.ttl))
+                break
+            time.sleep(wait)
+        return db
+
+    def lookup(self, key: str, now: float) -> tuple[Completion, float] | None:
+        row = self.db.execute(f"SELECT reply, stored FROM responses WHERE key = ? AND ({self.FRESH})",
+                              (key, self.ttl, now - self.ttl)).fetchone()
+        self.count("hits" if row else "misses")
+        reply = json.loads(row[0]) if row else None
+        return None if reply is None else (Completion(reply["text"], reply["finish_reason"], reply["status"],
+                                                      {"prompt_tokens": 0, "completion_tokens": 0}), row[1])
+
+    def store(self, key: str, reply: Completion, now: float) -> None:
+        with self.db:  # the reply with its usage as billed
+            self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", (key, now, json.dumps(asdict(reply))))
+        self.count("stores")
+
+    def count(self, name: str) -> None:
+        if self.mode != "read":  # CACHE=read writes nothing, its counts neither
+            with self.db:
+                self.db.execute("INSERT INTO stats VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET count = count + 1",
+                                (name,))
+
+    def stats(self, now: float) -> dict[str, Any]:
+        """What `cache` shows: the file, its bytes (and its WAL's), entries and those expired, lifetime counts."""
+        entries, fresh = self.db.execute(f"SELECT count(*), count(CASE WHEN {self.FRESH} THEN 1 END) FROM responses",
+                                         (self.ttl, now - self.ttl)).fetchone()
+        counts = dict(self.db.execute("SELECT name, count FROM stats").fetchall())
+        size = sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if os.path.isfile(p))
+        return {"path": str(self.path), "size_bytes": size, "entries": entries, "expired": entries - fresh,
+                **{name: counts.get(name, 0) for name in ("hits", "misses", "stores")}}
+
+
 def _render_call(call: AgentCall) -> list[str]:
     status = "ok" if call.ok else f"FAILED: {call.failure or 'no usable output'}"
     tier = f", parsed from {call.tier}" if call.tier else ""
@@ -3756,6 +3885,8 @@ def _render_call(call: AgentCall) -> list[str]:
                   f"{' (estimated)' if attempt.usage_estimated else ''}" if attempt.prompt_tokens else "")
         cache = f", cache {attempt.cache_status}" if attempt.cache_status else ""
         cache += f", the gateway retried {attempt.gateway_retries} time(s) upstream" if attempt.gateway_retries else ""
+        stored = datetime.fromtimestamp(attempt.stored_at).isoformat(timespec="seconds")
+        cache += f", from the response cache (stored {stored})" if attempt.cache_hit else ""
         lines.append(f"[attempt {attempt.number}] nonce {attempt.nonce}, at {attempt.started_s:.2f}s, "
                      f"{attempt.latency_s:.2f}s, {http}{finish}{tokens}{cache}: {attempt.outcome}")
         if attempt.retry_in_s is not None:
@@ -3937,6 +4068,7 @@ class TraceWriter:
                       "cached_tokens": attempt.cached_tokens, "estimated": attempt.usage_estimated,
                       "endpoint_cost_usd": attempt.endpoint_cost_usd},
             "cache_status": attempt.cache_status, "gateway_retries": attempt.gateway_retries,
+            "cache": "hit" if attempt.cache_hit else None,  # our response cache's; cache_status is a gateway's
             "started_s": round(attempt.started_s, 4), "latency_s": round(attempt.latency_s, 4),
             "outcome": attempt.outcome, "error": None if attempt.outcome == "ok" else attempt.outcome,
             "retry_in_s": attempt.retry_in_s})
@@ -4503,7 +4635,8 @@ def openai_batch_line(record: dict[str, Any], config: Config, now: float) -> dic
             else config.judge_models[0],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": record["response"]},
                          "finish_reason": "stop", "logprobs": None}],
-            "usage": {key: record["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}}}
+            "usage": {key: record["usage"][key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+            | {"prompt_tokens_details": {"cached_tokens": record["usage"].get("cached_tokens", 0)}}}}  # as OpenAI says
     else:
         line["error"] = {"code": "debate_failed", "message": record["error"]}
     return line | {"moa": record}
@@ -4610,6 +4743,7 @@ class BatchStats:
     cached_tokens: int = 0
     cost_usd: float | None = None
     cost_source: str | None = None  # whose figures cost_usd adds up (Usage.cost_source)
+    uncosted: int = 0  # questions that billed tokens with no cost: then the run has none (a sum would understate)
     interrupted: bool = False
     breaker: str | None = None
     aborted: str | None = None
@@ -4630,9 +4764,11 @@ class BatchStats:
         if record["usage"]["total_tokens"]:
             self.tokens = (self.tokens or 0) + record["usage"]["total_tokens"]
         self.cached_tokens += record["usage"].get("cached_tokens", 0)
-        if record["cost_usd"] is not None:
+        self.uncosted += record["cost_usd"] is None and record["usage"]["total_tokens"] > 0
+        if record["cost_usd"] is not None and not self.uncosted:
             self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
             self.cost_source = cost_source([self.cost_source, record["usage"].get("cost_source")])
+        self.cost_usd, self.cost_source = (None, None) if self.uncosted else (self.cost_usd, self.cost_source)
 
 
 def output_totals(output: Path) -> dict[str, Any]:
@@ -4966,11 +5102,11 @@ async def run_questions(stdin: Any, batch: BatchRun, writer: ResultWriter) -> No
     stream = open_questions(options.questions_file, stdin)
     try:
         with signals_handled([signal.SIGINT, *stop_signals()], batch.on_signal):
-            async with open_client(config) as client:
+            async with contextlib.aclosing(Endpoint(config, open_client(config), batch.runtime)) as endpoint:
                 lines = bounded_lines(stream, input_line_limit(config))
                 items = read_items(lines, input_format(options.questions_file), config.max_question_chars,
                                    config.secrets, SETTING_PARSERS)
-                await batch.run(items, Endpoint(config, client, batch.runtime), writer)
+                await batch.run(items, endpoint, writer)
     finally:
         batch.progress.close()
         if options.questions_file != "-":
@@ -5149,34 +5285,6 @@ class EvalOptions:
         return lines
 
 
-def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
-                   single: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One strategy's row of the report, from its batch lines: accuracy over the questions it answered (a failure
-    is counted as failed, never as wrong), with its Wilson interval, and what a question cost."""
-    rows = list(lines.values())
-    scored = [r["correct"] for r in rows if r.get("status") == "ok" and isinstance(r.get("correct"), bool)]
-    low, high = wilson_interval(sum(scored), len(scored))
-    judged = [r["phases"].get(Phase.JUDGE, {}) for r in rows if isinstance(r.get("phases"), dict)]
-    judge_calls = sum(j.get("ok", 0) + j.get("failed", 0) for j in judged)
-    formats: dict[str, collections.Counter[str]] = {}  # RunRecord.format's counts per phase, summed over the questions
-    for row in rows:
-        for phase, counts in (row.get("format") or {}).items():
-            formats.setdefault(phase, collections.Counter()).update(counts)
-    return {"name": name, "questions": len(rows), "answered": len(scored),
-            "failed": sum(r.get("status") != "ok" for r in rows), "correct": sum(scored),
-            "accuracy": round(sum(scored) / len(scored), 4) if scored else None,
-            "ci_low": round(low, 4) if scored else None, "ci_high": round(high, 4) if scored else None,
-            "calls_per_question": _mean(r.get("llm_calls") for r in rows),
-            "requests_per_question": _mean(r.get("http_requests") for r in rows),
-            "tokens_per_question": _mean((r.get("usage") or {}).get("total_tokens") for r in rows),
-            "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
-            "cost_source": cost_source((r.get("usage") or {}).get("cost_source") for r in rows),
-            "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
-            "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
-            "format": formats, "doubtful": sum(bool(r.get("doubts")) for r in rows),
-            "vs_single": paired(single, lines) if single is not None and name != "single" else None}
-
-
 def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, Any]:
     """The report over the gold questions answered so far: a row per strategy, each paired with single, the most
     accurate, the best per call, and the closing line."""
@@ -5184,32 +5292,6 @@ def eval_report(options: EvalOptions, gold_ids: Collection[str]) -> dict[str, An
     rows = [strategy_score(name, by_id, lines.get("single")) for name, by_id in lines.items()]
     return {"schema_version": SCHEMA_VERSION, "gold": options.batch.questions_file, "folder": str(options.folder),
             "questions": len(gold_ids), "strategies": rows, **eval_verdict(rows, lines)}
-
-
-def _shown(value: float | None, form: str = "{:.1f}") -> str:
-    return "-" if value is None else form.format(value)
-
-
-def markdown_report(report: dict[str, Any], model: str) -> str:
-    """The report as Markdown: report.md, and what a person reads on stdout."""
-    lines = [f"# Eval of {report['gold']}: {report['questions']} questions, model {model}", "",
-             "| strategy | accuracy [95% CI] | answered | failed | calls/q | requests/q | tokens/q | cost/q | wall/q "
-             "| judges with a verdict | doubtful | vs single: wins-losses, p | format: last tier / failed |",
-             "|" + "---|" * 13]
-    for row in report["strategies"]:
-        duel = row["vs_single"]
-        accuracy = (f"{100 * row['accuracy']:.1f}% [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
-                    if row["accuracy"] is not None else "-")
-        lines.append(f"| {row['name']} | {accuracy} | {row['answered']} | {row['failed']} | "
-                     f"{_shown(row['calls_per_question'])} | {_shown(row['requests_per_question'])} | "
-                     f"{_shown(row['tokens_per_question'], '{:.0f}')} | "
-                     f"{said_cost(row['cost_usd_per_question'], row['cost_source']) or '-'} | "
-                     f"{_shown(row['wall_s_per_question'], '{:.1f}s')} | "
-                     f"{_shown(row['judge_verdict_share'], '{:.0%}')} | {row['doubtful']} | "
-                     + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} | " if duel else "- | ")
-                     + (", ".join(f"{phase} {c['last_tier'] / c['replies']:.0%} / {c['failed'] / c['replies']:.0%}"
-                                  for phase, c in row["format"].items() if c["replies"]) or "-") + " |")
-    return "\n".join([*lines, "", report["conclusion"], ""])
 
 
 def gold_ids(config: Config, gold: str) -> frozenset[str]:
@@ -5263,6 +5345,7 @@ HELP_EPILOG = ("examples:\n"
                "commands (the first word):\n"
                "  %(prog)s config [--json]   each setting's value and where it came from\n"
                "  %(prog)s init              write a commented per-user settings file\n"
+               "  %(prog)s cache [clear]     the response cache's size, entries and hits; clear empties it\n"
                "settings: flags > environment > --env-file or $MOA_ENV_FILE > ./.env > the per-user\n"
                "  file (%(prog)s config names it) > defaults.\n"
                "exit codes: 0 verdict (batch: all ok), 1 run failed (batch: could not go on),\n"
@@ -5508,8 +5591,7 @@ async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover
     task = asyncio.current_task()
     with signals_handled(stop_signals(), lambda _: task.cancel() if task else None):
         try:
-            endpoint = client_endpoint(config, runtime)
-            async with endpoint.client:
+            async with contextlib.aclosing(client_endpoint(config, runtime)) as endpoint:
                 await debated(config, question, endpoint, runtime, run, replay)
         except MoAError as err:  # the run records its own; one raised before it started is recorded here
             if run.record.error is None:
@@ -5749,15 +5831,19 @@ def run_command(argv: list[str] | None, runtime: Runtime | None) -> int:
 def run_home_command(command: str, argv: list[str]) -> int:
     """`config` or `init` (HOME_COMMANDS); every error is one line, exit 2."""
     parser = OneLineParser(prog=f"{command_name()} {command}", description=HOME_COMMANDS[command] + ".")
-    if command == "config":
+    if command in ("config", "cache"):
         parser.add_argument("--env-file", metavar="PATH", help=f"as for a run (default: ${ENV_FILE_VARIABLE})")
         parser.add_argument("--json", dest="json_output", action="store_true", help="one JSON object on stdout")
+    if command == "cache":
+        parser.add_argument("action", nargs="?", choices=("clear",), help="clear: remove every entry")
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, or a usage error argparse already printed
         return int(stop.code or 0)
     setup_logging(0)
     try:
+        if command == "cache":
+            return show_cache(args.env_file, args.json_output, args.action == "clear")
         return show_settings(args.env_file, args.json_output) if command == "config" else write_user_file(os.environ)
     except ConfigError as err:
         say(f"error: {err}", ())
@@ -5804,6 +5890,29 @@ def show_settings(env_file: str | None, json_output: bool) -> int:
                                                       f" (none: `{command_name()} init` writes one)"),
                           *(f"{r['name']:<26} {r['value'] or '(unset)':<{width}}  {r['source']}" for r in rows)])
     return deliver(text, error, EXIT_USAGE if error else EXIT_OK, secrets)
+
+
+def show_cache(env_file: str | None, json_output: bool, clear: bool) -> int:
+    """`cache`: the response cache's file, bytes, entries (and how many expired), lifetime hits, misses and stores;
+    `cache clear` removes every entry (the counts stay). A file it cannot read: an error line, exit 1."""
+    import sqlite3
+    # The settings as a run reads them; `cache` sends nothing, so the endpoint's two need not be set.
+    config = load_config({"PROXY_URL": "http://127.0.0.1", "API_KEY": "-"}, os.environ, read_env_file(env_file))
+    cache = ResponseCache(config.cache_path, "read", config.cache_ttl)
+    found: dict[str, Any] = {"path": str(cache.path)} | dict.fromkeys(("size_bytes", "entries", "expired", "hits",
+                                                                       "misses", "stores"), 0)
+    try:
+        with contextlib.closing(cache.connect(time.time())):
+            removed = cache.db.execute("DELETE FROM responses").rowcount if clear else 0
+            cache.db.commit()
+            found = cache.stats(time.time()) | ({"removed": removed} if clear else {})
+    except FileNotFoundError:
+        found |= {"removed": 0} if clear else {}  # no cache yet: nothing in it
+    except (sqlite3.Error, OSError) as err:
+        why = describe_os_error(err) if isinstance(err, OSError) else err
+        return deliver("", f"the response cache {cache.path} cannot be read ({why}): remove it", EXIT_FAILED, ())
+    text = ", ".join(f"{name.replace('_', ' ')}: {value}" for name, value in found.items())
+    return deliver(json.dumps(found) if json_output else text, None, EXIT_OK, ())
 
 
 def user_file_text(environ: Mapping[str, str]) -> str:

@@ -1,7 +1,7 @@
 """Every pure reading of text: model replies (a streamed one too, as the terminal shows it: TerminalEcho), values
 from outside (settings, URLs, headers), the lines of a questions file (read_items), of an earlier results file
-(result_record) and of a trace (trace_attempt); and the --eval report's reading of result lines (its statistics
-and its conclusion). Strings in, small result objects out.
+(result_record) and of a trace (trace_attempt); and the --eval report's reading of result lines (its rows, statistics,
+conclusion and Markdown table; a cost with whose figure it is: said_cost). Strings in, small result objects out.
 
 Model output is found in three tiers, each tried in turn, and the result
 records which tier matched so the transcript can say so:
@@ -29,6 +29,8 @@ import ipaddress
 import json
 import math
 import re
+import sys
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -1480,7 +1482,8 @@ def charge(value: Any) -> float | None:
     if isinstance(value, str):  # a plain decimal, as str(float) writes it ("0.00042", "4.2e-05"): bounded, linear
         value = float(value) if re.fullmatch(r"\s{0,8}[0-9]{1,20}(?:\.[0-9]{1,20})?(?:[eE][-+]?[0-9]{1,3})?\s{0,8}",
                                              value) else None
-    return float(value) if type(value) in (int, float) and math.isfinite(value) and value >= 0 else None
+    # Compared, not converted, first: JSON's integers have no bound and float() of a 400-digit one raises.
+    return float(value) if type(value) in (int, float) and 0 <= value <= sys.float_info.max else None
 
 
 def _reported(counts: dict[str, int] | None, cached: int, cost: float | None) -> ReportedUsage:
@@ -1488,7 +1491,8 @@ def _reported(counts: dict[str, int] | None, cached: int, cost: float | None) ->
 
 
 def reported_usage(data: Any) -> ReportedUsage:
-    """The usage in a reply body or a stream event: its ``usage`` (the counts, OpenRouter's ``cost``) and the
+    """The usage in a reply body or a stream event: its ``usage`` (the counts, OpenRouter's ``cost``, with a key of
+    your own (``is_byok``) plus ``cost_details.upstream_inference_cost``, or None without it) and the
     cached prompt tokens in whichever form the endpoint reports them (the largest, when it gives several: they
     count the same tokens): OpenAI's usage.prompt_tokens_details.cached_tokens, an Anthropic-style gateway's
     usage.cache_read_input_tokens, DeepSeek's usage.prompt_cache_hit_tokens, llama.cpp's top-level timings.cache_n.
@@ -1501,9 +1505,13 @@ def reported_usage(data: Any) -> ReportedUsage:
     cached = [_count(n) for n in (part(usage, "prompt_tokens_details").get("cached_tokens"),
                                   usage.get("cache_read_input_tokens"), usage.get("prompt_cache_hit_tokens"),
                                   timings.get("cache_n"))]
+    cost, upstream = (None if isinstance(n, str) else charge(n)  # a body's charge is a JSON number
+                      for n in (usage.get("cost"), part(usage, "cost_details").get("upstream_inference_cost")))
+    if usage.get("is_byok") is True:  # usage.cost is then OpenRouter's fee alone: the provider billed the key the rest
+        cost = None if cost is None or upstream is None else cost + upstream
     trusted = {key: n for key, n in counts.items() if n is not None}
     return _reported(trusted if len(trusted) == 2 else None, max((n for n in cached if n is not None), default=0),
-                     charge(usage.get("cost")) if not isinstance(usage.get("cost"), str) else None)
+                     cost)
 
 
 def finish_reason_of(value: Any) -> str | None:
@@ -1549,6 +1557,20 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
 
 def _number(low: float, high: float) -> Callable[[str], float]:
     return _in_range(float, low, high, f"expected a number from {low:g} to {high:g}")
+
+
+def _seconds(text: str) -> float:
+    """Seconds from a plain number ("3600") or a duration (parse_duration: "30d", "12h", "1h30m")."""
+    seconds = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    if seconds is None:
+        raise ValueError(text)
+    return seconds
+
+
+def _duration(high: float) -> Callable[[str], float]:
+    """A length of time (CACHE_TTL), at most ``high`` seconds."""
+    return _in_range(_seconds, 0, high, f"expected a duration such as 30d, 12h, 90m or 3600 (seconds), at most "
+                     f"{high / 86400:g}d")
 
 
 def _boolean(raw: str) -> bool:
@@ -1806,9 +1828,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return seconds if seconds is not None and 0 < seconds < math.inf else None
 
 
-# OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s": one number and its unit. Bounded digit runs (no
-# reset has 20 digits): each start tries at most 41 characters, so findall stays linear in a long header.
-_DURATION_PART = re.compile(r"(\d{1,20}(?:\.\d{1,20})?)(ms|h|m|s)")
+# OpenAI-style reset durations: "1s", "6m0s", "250ms", "1h2m3.5s": one number and its unit (and days, "30d", for
+# CACHE_TTL). Bounded digit runs (no reset has 20 digits): each start tries at most 41 characters, so findall stays
+# linear in a long header.
+_DURATION_PART = re.compile(r"(\d{1,20}(?:\.\d{1,20})?)(ms|d|h|m|s)")
 
 
 def parse_duration(value: str) -> float | None:
@@ -1817,7 +1840,7 @@ def parse_duration(value: str) -> float | None:
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
     return sum(float(number) * scale[unit] for number, unit in parts)
 
 
@@ -2328,3 +2351,70 @@ def _accuracy_said(row: dict[str, Any], most: int) -> str:
     """The accuracy, and over how few questions when fewer than another strategy's (failures, or a stopped eval)."""
     fewer = f" of the {row['answered']} it answered" if row["failed"] or row["answered"] < most else ""
     return f"{100 * row['accuracy']:.1f}%{fewer}" + (f"; {row['failed']} failed" if row["failed"] else "")
+
+
+def said_cost(cost: float | None, source: str | None, digits: int = 4) -> str:
+    """A cost and whose figure it is (Usage.cost_source), as every summary shows it; "" for none."""
+    whose = {"endpoint": "the endpoint's own", "mixed": "the endpoint's own where it said, else at your prices"}
+    return "" if cost is None else f"${cost:.{digits}f} ({whose.get(source or '', 'at your prices')})"
+
+
+def cost_source(sources: Iterable[str | None]) -> str | None:
+    """Whose figures a sum of costs adds up: the one source of them all, else "mixed"; None for none."""
+    found = set(filter(None, sources))
+    return found.pop() if len(found) == 1 else "mixed" if found else None
+
+
+def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
+                   single: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One strategy's row of the report, from its batch lines: accuracy over the questions it answered (a failure
+    is counted as failed, never as wrong), with its Wilson interval, and what a question cost."""
+    rows = list(lines.values())
+    scored = [r["correct"] for r in rows if r.get("status") == "ok" and isinstance(r.get("correct"), bool)]
+    low, high = wilson_interval(sum(scored), len(scored))
+    judged = [r["phases"].get("judge", {}) for r in rows if isinstance(r.get("phases"), dict)]
+    judge_calls = sum(j.get("ok", 0) + j.get("failed", 0) for j in judged)
+    formats: dict[str, Counter[str]] = {}  # RunRecord.format's counts per phase, summed over the questions
+    for row in rows:
+        for phase, counts in (row.get("format") or {}).items():
+            formats.setdefault(phase, Counter()).update(counts)
+    return {"name": name, "questions": len(rows), "answered": len(scored),
+            "failed": sum(r.get("status") != "ok" for r in rows), "correct": sum(scored),
+            "accuracy": round(sum(scored) / len(scored), 4) if scored else None,
+            "ci_low": round(low, 4) if scored else None, "ci_high": round(high, 4) if scored else None,
+            "calls_per_question": _mean(r.get("llm_calls") for r in rows),
+            "requests_per_question": _mean(r.get("http_requests") for r in rows),
+            "tokens_per_question": _mean((r.get("usage") or {}).get("total_tokens") for r in rows),
+            "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
+            "cost_source": cost_source((r.get("usage") or {}).get("cost_source", "prices")  # older lines: only prices
+                                       for r in rows if r.get("cost_usd") is not None),
+            "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
+            "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
+            "format": formats, "doubtful": sum(bool(r.get("doubts")) for r in rows),
+            "vs_single": paired(single, lines) if single is not None and name != "single" else None}
+
+
+def _shown(value: float | None, form: str = "{:.1f}") -> str:
+    return "-" if value is None else form.format(value)
+
+
+def markdown_report(report: dict[str, Any], model: str) -> str:
+    """The report as Markdown: report.md, and what a person reads on stdout."""
+    lines = [f"# Eval of {report['gold']}: {report['questions']} questions, model {model}", "",
+             "| strategy | accuracy [95% CI] | answered | failed | calls/q | requests/q | tokens/q | cost/q | wall/q "
+             "| judges with a verdict | doubtful | vs single: wins-losses, p | format: last tier / failed |",
+             "|" + "---|" * 13]
+    for row in report["strategies"]:
+        duel = row["vs_single"]
+        accuracy = (f"{100 * row['accuracy']:.1f}% [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+                    if row["accuracy"] is not None else "-")
+        lines.append(f"| {row['name']} | {accuracy} | {row['answered']} | {row['failed']} | "
+                     f"{_shown(row['calls_per_question'])} | {_shown(row['requests_per_question'])} | "
+                     f"{_shown(row['tokens_per_question'], '{:.0f}')} | "
+                     f"{said_cost(row['cost_usd_per_question'], row['cost_source']) or '-'} | "
+                     f"{_shown(row['wall_s_per_question'], '{:.1f}s')} | "
+                     f"{_shown(row['judge_verdict_share'], '{:.0%}')} | {row['doubtful']} | "
+                     + (f"{duel['wins']}-{duel['losses']}, p = {duel['p_value']:.3g} | " if duel else "- | ")
+                     + (", ".join(f"{phase} {c['last_tier'] / c['replies']:.0%} / {c['failed'] / c['replies']:.0%}"
+                                  for phase, c in row["format"].items() if c["replies"]) or "-") + " |")
+    return "\n".join([*lines, "", report["conclusion"], ""])

@@ -46,7 +46,7 @@ def test_usage_is_summed_from_usage_blocks(capsys, monkeypatch) -> None:
     respx.post(URL).mock(side_effect=UsageModel())
     code, result = run_json(["-q", "Q?"], capsys)
     assert result["usage"] == {"prompt_tokens": 1800, "completion_tokens": 180, "total_tokens": 1980,
-                               "cached_tokens": 0, "estimated": False, "cost_source": "prices",
+                               "cached_tokens": 0, "estimated": False, "cost_source": "prices", "cache_hits": 0,
                                "cost_usd": pytest.approx(1800 * 2e-6 + 180 * 10e-6)}
     assert result["cost_usd"] == pytest.approx(0.0054)
     assert result["usage_by_phase"]["judge"]["total_tokens"] == 3 * 110
@@ -452,7 +452,7 @@ def priced(**prices: float) -> moa.Config:
     pytest.param(priced(input=2, output=10, cached_input=0.5), (400_000 * 2 + 600_000 * 0.5 + 100_000 * 10) / 1e6,
                  id="cached-at-its-own-price"),
     pytest.param(priced(input=2, cached_input=0), 400_000 * 2 / 1e6, id="cached-free-output-unset"),
-    pytest.param(priced(cached_input=0.5), 600_000 * 0.5 / 1e6, id="only-the-cached-price-set"),
+    pytest.param(priced(cached_input=0.5), None, id="only-the-cached-price-set-prices-nothing"),
 ])
 def test_cached_prompt_tokens_are_priced_at_the_cached_price(config: moa.Config, expected: float | None) -> None:
     """1M prompt tokens (600k of them cached) and 100k completion tokens, at each set of prices."""
@@ -555,3 +555,169 @@ def test_the_summaries_say_whose_figure_a_cost_is(capsys, monkeypatch, tmp_path)
     assert row["cost_source"] == "mixed" and row["cost_usd_per_question"] == 0.002
     report = {"gold": "g", "questions": 2, "strategies": [row], "conclusion": ""}
     assert "| $0.0020 (the endpoint's own where it said, else at your prices) |" in moa.markdown_report(report, "m")
+
+
+# --- hostile usage bodies (issue 25, attack on the cost code) ------------------------------------------------------
+
+class HostileUsageModel(FakeModel):
+    """Every reply's usage object carries ``extra`` beside 1000 prompt and 10 completion tokens, the body written
+    as raw JSON text so that numbers no Python float holds (a 400-digit integer) reach the reader as sent."""
+
+    def __init__(self, extra: str) -> None:
+        super().__init__()
+        self.extra = extra
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(super().__call__(request).content)
+        body["usage"] = {"prompt_tokens": 1000, "completion_tokens": 10}
+        text = json.dumps(body).replace('"completion_tokens": 10}', f'"completion_tokens": 10, {self.extra}}}')
+        return httpx.Response(200, content=text.encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("extra, cost, source", [
+    pytest.param('"cost": 1' + "0" * 400, 18 * 2000 / 1e6, "prices", id="cost-a-400-digit-integer"),
+    pytest.param('"cost": 1e400', 18 * 2000 / 1e6, "prices", id="cost-overflowing-to-infinity"),
+    pytest.param('"cost": 0.0005', 18 * 0.0005, "endpoint", id="cost-a-plain-number"),
+    pytest.param('"cost": 0, "is_byok": true, "cost_details": {"upstream_inference_cost": 0.0005}', 18 * 0.0005,
+                 "endpoint", id="openrouter-byok-free-fee-the-own-key-billed"),
+])
+@respx.mock
+def test_a_hostile_charge_is_ignored_not_fatal(extra, cost, source, capsys, monkeypatch) -> None:
+    """A charge no float holds is junk: the run answers and prices that reply itself; BYOK's is fee plus upstream."""
+    monkeypatch.setenv("PRICE_INPUT_PER_MTOK", "2")
+    respx.post(URL).mock(side_effect=HostileUsageModel(extra))
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert (code, result["final_answer"]) == (0, "391")
+    assert (result["cost_usd"], result["usage"]["cost_source"]) == (pytest.approx(cost), source)
+
+
+@pytest.mark.parametrize("header, retries", [
+    pytest.param("2", 2, id="a-count"),
+    pytest.param(" 3 ", 3, id="spaces"),
+    pytest.param("1001", 0, id="above-the-cap"),
+    pytest.param("\u00b2".encode(), 0, id="superscript-two-isdigit-but-not-a-number"),
+    pytest.param("9" * 5000, 0, id="past-pythons-int-digit-limit"),
+    pytest.param("-1", 0, id="negative"),
+])
+def test_a_gateways_retry_count_header_is_read_or_left_out(header: str | bytes, retries: int) -> None:
+    """x-litellm-attempted-retries beside a billed reply: a small count is kept, anything else is 0, never a crash."""
+    reply = moa.read_completion(200, httpx.Headers({"x-litellm-attempted-retries": header}), completion(
+        solver_text("391"), usage={"prompt_tokens": 10, "completion_tokens": 2}).content)
+    assert (reply.gateway_retries, reply.usage) == (retries, {"prompt_tokens": 10, "completion_tokens": 2})
+
+
+class PartlyChargedModel(CachingModel):
+    """Says what it charged (usage.cost, $0.001) for every reply except the judges' of the question ``unsaid``."""
+
+    def __init__(self, unsaid: str) -> None:
+        super().__init__(0.001, tuple(moa.PHASES))
+        self.unsaid = unsaid
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        response = super().__call__(request)
+        if request.headers["X-MoA-Phase"] == "judge" and self.unsaid in request.content.decode():
+            body = json.loads(response.content)
+            del body["usage"]["cost"]
+            return httpx.Response(200, json=body)
+        return response
+
+
+@pytest.mark.parametrize("unsaid, cost, source, uncosted", [
+    pytest.param("no such question", 0.036, "endpoint", 0, id="every-reply-said-the-sum-is-whole"),
+    pytest.param("Second question", None, None, 1, id="one-question-unpriced-no-partial-sum"),
+])
+@respx.mock
+def test_a_batch_cost_is_a_sum_over_every_billed_question_or_none(unsaid, cost, source, uncosted, capsys,
+                                                                   tmp_path) -> None:
+    """No prices set: a question whose judges' charge went unsaid has no cost, so the batch has no total either
+    (a sum of the others, shown as the endpoint's own figure, would understate), and says how many lack one."""
+    respx.post(URL).mock(side_effect=PartlyChargedModel(unsaid))
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "a", "question": "First question?"}\n{"id": "b", "question": "Second question?"}\n')
+    assert moa.main(["-f", str(questions), "-o", str(tmp_path / "out.jsonl")], runtime=test_runtime()) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())["this_run"]
+    assert (summary["cost_usd"], summary["cost_source"], summary["uncosted"]) == (cost, source, uncosted)
+    assert ("$0.0" in printed) == (cost is not None)
+
+
+@pytest.mark.parametrize("prices, shown", [
+    pytest.param({"CACHED_INPUT": "0.5"}, "(set PRICE_INPUT_PER_MTOK / PRICE_OUTPUT_PER_MTOK for a cost)",
+                 id="only-the-cached-price-no-cost"),
+    pytest.param({"INPUT": "1", "CACHED_INPUT": "0.5"}, " (at your prices)", id="with-the-input-price-a-cost"),
+])
+def test_a_cached_price_alone_is_no_price(prices, shown, capsys, monkeypatch) -> None:
+    """The dry run assumes nothing cached: PRICE_CACHED_INPUT_PER_MTOK alone must not show a $0.0000 worst case."""
+    for name, value in prices.items():
+        monkeypatch.setenv(f"PRICE_{name}_PER_MTOK", value)
+    assert moa.main(["-q", "Q?", "--dry-run"]) == 0
+    worst = capsys.readouterr().out.splitlines()[-1]
+    assert worst.startswith("Worst case: ") and worst.endswith(shown) and "$0.0000" not in worst
+
+
+def billed(text: str, n: int, cost: float | None, status: int = 200) -> httpx.Response:
+    """A reply of ``text`` billing 1000+7n prompt tokens (600 cached, OpenAI's form), 20+n completion, and ``cost``."""
+    body = json.loads(completion(text).content)
+    body["usage"] = {"prompt_tokens": 1000 + 7 * n, "completion_tokens": 20 + n,
+                     "prompt_tokens_details": {"cached_tokens": 600}} | ({"cost": cost} if cost is not None else {})
+    return httpx.Response(status, json=body)
+
+
+@respx.mock
+def test_one_record_adds_up_in_every_view(capsys, monkeypatch) -> None:
+    """Retries that billed (an empty solver reply), a rerun, charges said by some phases only: the phases add
+    up to the total, the trace's attempts add up to it too, and the cost is the endpoint's plus ours (mixed)."""
+    for name, value in {"INPUT": "1.3", "CACHED_INPUT": "0.13", "OUTPUT": "7.7"}.items():
+        monkeypatch.setenv(f"PRICE_{name}_PER_MTOK", value)
+    model = FakeModel(confidence=20, overrides={
+        "generate": lambda r, n: billed("" if n % 4 == 0 else solver_text("391"), n, 0.00123 * (n % 2)
+                                        if n % 4 else None),
+        "critique": lambda r, n: billed("<critique>I recomputed it; the answer holds.</critique>", n, None),
+        "judge": lambda r, n: billed(judge_text("391", 20), n, 0.000417),
+    })
+    respx.post(URL).mock(side_effect=model)
+    code, result = run_json(["-q", "Q?"], capsys)
+    assert code == 0 and result["rerun"] is True and result["http_requests"] > result["llm_calls"]
+    total, phases = result["usage"], [u for u in result["usage_by_phase"].values()]
+    attempts = [json.loads(line) for line in Path(result["trace"]).read_text().splitlines()]
+    attempts = [a["usage"] for a in attempts if a["type"] == "attempt"]
+    for key in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+        assert total[key] == sum(u[key] for u in phases) == sum(a[key] for a in attempts) > 0, key
+    said = [a["endpoint_cost_usd"] for a in attempts if a["endpoint_cost_usd"] is not None]
+    assert total["endpoint_cost_usd"] == pytest.approx(sum(said)) == pytest.approx(
+        sum(u.get("endpoint_cost_usd", 0) for u in phases))
+    assert total["cost_source"] == "mixed" and result["cost_usd"] == total["cost_usd"]
+    assert total["cost_usd"] == pytest.approx(sum(u.get("cost_usd", 0) for u in phases), abs=1e-6 * len(phases))
+
+
+OLD = {"status": "ok", "correct": True, "usage": {"total_tokens": 10}, "cost_usd": 0.002}  # before cost_source
+
+
+@pytest.mark.parametrize("rows, source", [
+    pytest.param([OLD, OLD], "prices", id="old-lines-were-at-your-prices"),
+    pytest.param([OLD, OLD | {"usage": {"cost_source": "endpoint"}}], "mixed", id="resumed-across-versions"),
+    pytest.param([OLD | {"cost_usd": None}, OLD | {"usage": {"cost_source": "endpoint"}}], "endpoint",
+                 id="a-line-without-a-cost-says-nothing"),
+])
+def test_an_older_results_line_with_a_cost_was_at_your_prices(rows, source) -> None:
+    """A line written before cost_source existed had only your prices for a cost: --eval says so, not the others'."""
+    row = moa.strategy_score("debate", {str(n): r for n, r in enumerate(rows)})
+    assert row["cost_source"] == source
+
+
+@pytest.mark.parametrize("model, cached", [
+    pytest.param(CachingModel(), 18 * 600, id="openai-form-cached"),
+    pytest.param(UsageModel(), 0, id="nothing-cached"),
+])
+@respx.mock
+def test_an_openai_batch_line_says_its_cached_tokens(model, cached, tmp_path) -> None:
+    """--output-format openai-batch: the body's usage has prompt_tokens_details.cached_tokens as OpenAI's does, the
+    same count as the moa record's, so a reader that prices the body alone does not price cached tokens in full."""
+    respx.post(URL).mock(side_effect=model)
+    (tmp_path / "q.jsonl").write_text('{"id": "a", "question": "What is 17 * 23?"}\n')
+    out = tmp_path / "out.jsonl"
+    assert moa.main(["-f", str(tmp_path / "q.jsonl"), "-o", str(out), "--output-format", "openai-batch"],
+                    runtime=test_runtime()) == 0
+    line = json.loads(out.read_text())
+    usage = line["response"]["body"]["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": cached} and line["moa"]["usage"]["cached_tokens"] == cached

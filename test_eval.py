@@ -52,7 +52,7 @@ def test_mcnemar_p_holds_for_a_large_eval() -> None:
 ], ids=["7-of-10", "none-right", "all-right", "48-of-64", "empty"])
 def test_wilson_interval_matches_hand_computed_values(successes: int, trials: int, low: float, high: float) -> None:
     """The 95% Wilson score interval, inside [0, 1] even at 0 and at every question right."""
-    got = moa.wilson_interval(successes, trials)
+    got = parsing.wilson_interval(successes, trials)
     assert got == pytest.approx((low, high), abs=1e-4)
 
 
@@ -72,7 +72,7 @@ def test_paired_counts_only_questions_both_answered() -> None:
     """Wins and losses are over questions both strategies answered; one only one of them answered is not a win."""
     base = {"a": line(True), "b": line(False), "c": line(False), "d": line(None, "failed")}
     other = {"a": line(False), "b": line(True), "c": line(True), "d": line(True)}
-    assert moa.paired(base, other) == {"wins": 2, "losses": 1, "p_value": 1.0}
+    assert parsing.paired(base, other) == {"wins": 2, "losses": 1, "p_value": 1.0}
 
 
 def test_judge_verdicts_and_format_shares_are_summed_over_questions() -> None:

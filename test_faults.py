@@ -180,7 +180,7 @@ def test_streaming_assembles_the_answer(tmp_path) -> None:
     assert code == 0 and result["final_answer"] == "391", err
     assert result["http_requests"] == result["llm_calls"] + 1
     assert result["usage_by_phase"]["judge"] == {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30,
-                                                 "cached_tokens": 0, "estimated": False}, "usage from the stream's final chunk"
+                                                 "cached_tokens": 0, "estimated": False, "cache_hits": 0}, "usage from the stream's final chunk"
     assert "finish_reason=truncated" in transcripts(tmp_path)[0].read_text()
 
 

@@ -22,6 +22,8 @@ ALLOWED = {
     ("read_settings_file", "open"): "the user's own settings file, which may be a pipe (--env-file <(...))",
     ("scan_input", "open"): "the user's questions file, read as the user named it",
     ("open_questions", "open"): "the user's questions file, read as the user named it",
+    ("connect", "ELOOP"): "ResponseCache: SQLite opens its file itself; the name must still be the file the policy "
+                          "opened (a link swapped in is refused)",
 }
 
 

@@ -79,6 +79,7 @@ EXITS = {"say", "emit", "write_all", "RedactingFilter.filter",
          "masked_value",  # the library's exit (RunRecord.masked): what debate() returns and raises
          "Endpoint.complete",  # the server's words as they enter: they reach a library caller's exceptions and logs
          "BatchRun.one",  # compares a question with what its trace holds, masked as written
+         "response_key",  # the response cache's key: no credential (an EXTRA_BODY api_key) is hashed into it
          "server_message", "model_lines", "setting_row"}  # text cut short: masked before the cut (a cut key matches nothing)
 
 

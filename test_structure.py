@@ -96,6 +96,8 @@ LOOKS_AHEAD = {
     "open_run_files": "a question (§11) writes its own transcript and trace: files (§12) are its edge",
     "render_transcript": "as open_run_files", "open_existing": "as open_run_files",
     "run_replay": "a question (§11) may be a replay of a trace (§13), which reads what §11 records",
+    "ResponseCache": "the endpoint (§5) keeps the client's response cache, a file: files (§12) are its edge",
+    "response_key": "as ResponseCache: an attempt (§6) looks its reply up there by this key",
 }
 
 
