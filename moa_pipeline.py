@@ -154,6 +154,7 @@ from parsing import (
     retry_hint,
     safe_name,
     said_cost,
+    served,
     shown_id,
     small_number,
     strategy_score,
@@ -4742,6 +4743,7 @@ class BatchStats:
     http_requests: int = 0
     tokens: int | None = None
     cached_tokens: int = 0
+    cache_hits: int = 0  # replies the response cache served (Usage.cache_hits)
     cost_usd: float | None = None
     cost_source: str | None = None  # whose figures cost_usd adds up (Usage.cost_source)
     uncosted: int = 0  # questions that billed tokens with no cost: then the run has none (a sum would understate)
@@ -4765,6 +4767,7 @@ class BatchStats:
         if record["usage"]["total_tokens"]:
             self.tokens = (self.tokens or 0) + record["usage"]["total_tokens"]
         self.cached_tokens += record["usage"].get("cached_tokens", 0)
+        self.cache_hits += record["usage"].get("cache_hits", 0)
         self.uncosted += record["cost_usd"] is None and record["usage"]["total_tokens"] > 0
         if record["cost_usd"] is not None and not self.uncosted:
             self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
@@ -5204,7 +5207,7 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
     lines = [f"Batch {summary['status']}: {run['ok']} ok{fewer}, {run['failed']} failed, "
              f"{run['input_errors']} input errors, {run['skipped_done']} already done"
              + (f", {run['unsaved']} not saved" if run.get("unsaved") else ""),
-             f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests"
+             f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests{served(run.get('cache_hits'))}"
              + (f", {run['tokens']} tokens" if run["tokens"] is not None else "")
              + (f" ({run['cached_tokens']} prompt tokens cached)" if run.get("cached_tokens") else "")
              + (f", {cost}" if (cost := said_cost(run.get("cost_usd"), run.get("cost_source"))) else "")
@@ -5578,7 +5581,8 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
     tokens = (f"{usage['total_tokens']} tokens{' (estimated)' if usage['estimated'] else ''}"
               + (f" ({usage['cached_tokens']} prompt tokens cached)" if usage["cached_tokens"] else ""))
     cost = f", {said_cost(usage['cost_usd'], usage.get('cost_source'))}" if "cost_usd" in usage else ""
-    lines.append(f"{record.llm_calls} LLM calls, {record.http_requests} HTTP requests, {tokens}{cost}, "
+    lines.append(f"{record.llm_calls} LLM calls, {record.http_requests} HTTP requests"
+                 f"{served(usage['cache_hits'])}, {tokens}{cost}, "
                  f"{record.elapsed_s:.1f}s")
     if record.skipped:
         lines.append("Budget limited, skipped: " + "; ".join(record.skipped))
