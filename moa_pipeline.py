@@ -1537,7 +1537,7 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
     """One HTTP attempt (or a response cache hit: nothing sent or billed, see finish_attempt) and its parse; APIError
     when it yields nothing usable."""
     key, now = response_key(state.config, call, attempt, messages, sending), state.runtime.wall_clock()
-    completion, stored_at = await state.endpoint.cache.reply(key, now, lambda: state.endpoint.complete(
+    completion, stored_at = await state.endpoint.cache.reply(key, attempt.nonce, now, lambda: state.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
         headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue,
         options=request_options(state.config, call.phase)))  # the question's: a batch line may set its own
@@ -3785,13 +3785,15 @@ class ResponseCache:
         self.db: Any = None  # the sqlite3 connection, opened on first use
         self.lock = threading.Lock()
 
-    async def reply(self, key: str, now: float,
+    async def reply(self, key: str, nonce: str, now: float,
                     send: Callable[[], Awaitable[Completion]]) -> tuple[Completion, float | None]:
-        """The unexpired reply stored under ``key`` and when (CACHE=on, read), else ``send``'s, stored (on, refresh)."""
-        if self.mode in ("on", "read") and (hit := await asyncio.to_thread(self.run, now, self.lookup, key, now)):
+        """The unexpired reply stored under ``key`` and when (CACHE=on, read), else ``send``'s, stored (on, refresh);
+        a reply echoing the ``nonce`` it was sent with is served with this attempt's, to be stripped as it was then."""
+        reads, writes = self.mode in ("on", "read"), self.mode in ("on", "refresh")
+        if reads and (hit := await asyncio.to_thread(self.run, now, self.lookup, key, nonce, now)):
             return hit
         reply = await send()
-        await asyncio.to_thread(self.run, now, self.store, key, reply, now) if self.mode in ("on", "refresh") else None
+        await asyncio.to_thread(self.run, now, self.store, key, reply, nonce, now) if writes else None
         return reply, None
 
     async def close(self) -> None:
@@ -3843,17 +3845,19 @@ class ResponseCache:
             time.sleep(wait)
         return db
 
-    def lookup(self, key: str, now: float) -> tuple[Completion, float] | None:
+    def lookup(self, key: str, nonce: str, now: float) -> tuple[Completion, float] | None:
         row = self.db.execute(f"SELECT reply, stored FROM responses WHERE key = ? AND ({self.FRESH})",
                               (key, self.ttl, now - self.ttl)).fetchone()
         self.count("hits" if row else "misses")
-        reply = json.loads(row[0]) if row else None
-        return None if reply is None else (Completion(reply["text"], reply["finish_reason"], reply["status"],
+        reply = json.loads(row[0]) if row else None  # its echo of the nonce it was sent with made this attempt's
+        return None if reply is None else (Completion(reply["text"].replace(reply.get("nonce") or nonce, nonce),
+                                                      reply["finish_reason"], reply["status"],
                                                       {"prompt_tokens": 0, "completion_tokens": 0}), row[1])
 
-    def store(self, key: str, reply: Completion, now: float) -> None:
-        with self.db:  # the reply with its usage as billed
-            self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", (key, now, json.dumps(asdict(reply))))
+    def store(self, key: str, reply: Completion, nonce: str, now: float) -> None:
+        with self.db:  # the reply with its usage as billed, and the nonce its prompt had
+            self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
+                            (key, now, json.dumps(asdict(reply) | {"nonce": nonce})))
         self.count("stores")
 
     def count(self, name: str) -> None:
