@@ -3785,6 +3785,11 @@ class ResponseCache:
         self.db: Any = None  # the sqlite3 connection, opened on first use
         self.lock = threading.Lock()
 
+    @staticmethod
+    def file(config: Config) -> Path | None:
+        """Where CACHE keeps its file, None when off: a batch checks it names none of its own (check_batch_paths)."""
+        return None if config.cache == "off" else ResponseCache(config.cache_path, config.cache, config.cache_ttl).path
+
     async def reply(self, key: str, nonce: str, now: float,
                     send: Callable[[], Awaitable[Completion]]) -> tuple[Completion, float | None]:
         """The unexpired reply stored under ``key`` and when (CACHE=on, read), else ``send``'s, stored (on, refresh);
@@ -5225,9 +5230,9 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def check_batch_paths(questions_file: str, output: Path) -> None:
-    """ConfigError when the batch would write through a link, or over its own input: compared by device and
-    inode, so a symlink, a hard link or a ``./`` spelling of the questions file is caught like its name."""
+def check_batch_paths(questions_file: str, output: Path, cache: Path | None = None) -> None:
+    """ConfigError when the batch would write through a link, or over its own input or ``cache``: compared by device
+    and inode, so a symlink, a hard link or a ``./`` spelling of the questions file is caught like its name."""
     try:
         kind = what_is_at(output)
         source = os.fstat(sys.stdin.fileno()) if questions_file == "-" else os.stat(questions_file)
@@ -5242,6 +5247,8 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
     if kind == "other":
         raise ConfigError(f"--output {output} is not a regular file")
     for path in (output, _sidecar(output, ".lock"), _sidecar(output, ".summary.json")):
+        if cache and os.path.realpath(cache) == os.path.realpath(path):  # a new output: SQLite would write over it
+            raise ConfigError(f"CACHE_PATH={cache} is the batch's {path}: the cache would destroy it; choose another")
         with contextlib.suppress(OSError):  # a path not there (or not to be looked at) is not the input
             if os.path.samestat(source, os.stat(path)):
                 what = "the questions file " + ("on stdin" if questions_file == "-" else questions_file)
@@ -5604,7 +5611,7 @@ async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover
 
 
 def batch_options(args: argparse.Namespace, questions_file: str, output_name: str | None,
-                  flag: str = "--questions-file") -> BatchOptions:
+                  flag: str = "--questions-file", cache: Path | None = None) -> BatchOptions:
     """The batch flags for ``questions_file`` (given as ``flag``) into ``output_name``; ConfigError for bad ones."""
     if not output_name or output_name == "-":  # not stdout: the output is resumed from, so it is a file
         raise ConfigError("-f needs -o PATH: the JSONL file the results go to (and resume from; not stdout)")
@@ -5625,7 +5632,7 @@ def batch_options(args: argparse.Namespace, questions_file: str, output_name: st
     if not output.parent.is_dir():
         why = "is not a folder" if os.path.lexists(output.parent) else "does not exist"
         raise ConfigError(f"--output {output}: {output.parent} {why}: create the folder, or choose another -o")
-    check_batch_paths(questions_file, output)
+    check_batch_paths(questions_file, output, cache)
     return BatchOptions(questions_file, output, concurrency, not args.no_resume, args.force, shard,
                         args.output_format or "jsonl", args.logs or "all")
 
@@ -5655,10 +5662,11 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
         make_private_folders(folder)
     except OSError as err:
         raise unusable_path(err, f"the eval folder {folder}", "choose another -o") from None
-    batch = batch_options(args, args.eval, str(folder / f"{strategies[0].name}.jsonl"), "--eval")
+    cache = ResponseCache.file(config)
+    batch = batch_options(args, args.eval, str(folder / f"{strategies[0].name}.jsonl"), "--eval", cache)
     options = EvalOptions(folder, strategies, batch, ids)
     for path in [*map(options.output_for, strategies[1:]), folder / "report.md"]:  # never the gold, nor a link
-        check_batch_paths(args.eval, path)
+        check_batch_paths(args.eval, path, cache)
     return options
 
 
@@ -5755,7 +5763,7 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Eva
     if args.questions_file is not None:
         if args.dry_run or args.replay_from:
             raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
-        return batch_options(args, args.questions_file, args.output)
+        return batch_options(args, args.questions_file, args.output, cache=ResponseCache.file(config))
     if given := given_flags(args, BATCH_ONLY_FLAGS):
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
     replay: Replay | None = None

@@ -1,4 +1,5 @@
-"""The response cache against a hostile user (issue 25, H6): a cached reply that echoes its old nonce."""
+"""The response cache against a hostile user (issue 25, H6): CACHE_PATH naming a file the batch writes; a cached
+reply that echoes its old nonce."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,10 +13,59 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import URL, completion, test_runtime
+from conftest import URL, FakeModel, completion, test_runtime
 from test_full_answers import full_model
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
+QUESTIONS = "What is 17 * 23?\nWhat is 2 + 2?\n"
+
+
+@respx.mock
+@pytest.mark.parametrize("mode, cache_name", [
+    ("on", "out.jsonl"),
+    ("refresh", "out.jsonl"),
+    ("on", "out.jsonl.summary.json"),
+    ("on", "sub/../out.jsonl"),
+], ids=["output", "output-refresh", "summary", "output-other-spelling"])
+def test_cache_path_naming_the_batch_output_is_refused(tmp_path: Path, monkeypatch, capsys, mode: str,
+                                                      cache_name: str) -> None:
+    """CACHE_PATH = -o (new, so empty when SQLite opened it): SQLite wrote its pages over the result lines, which were
+    lost at exit 0. Now a usage error (exit 2) naming CACHE_PATH, before anything is sent or written."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "qs.txt").write_text(QUESTIONS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CACHE", mode)
+    monkeypatch.setenv("CACHE_PATH", str(tmp_path / cache_name))
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    code = moa.main(["-f", "qs.txt", "-o", "out.jsonl", "--json"], runtime=test_runtime())
+    err = capsys.readouterr().err
+    assert code == 2 and "CACHE_PATH" in err and route.call_count == 0
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@respx.mock
+@pytest.mark.parametrize("cache_name", ["gold.eval/single.jsonl", "gold.eval/debate.jsonl", "gold.eval/report.md"],
+                         ids=["first-strategy", "another-strategy", "report"])
+def test_cache_path_naming_an_eval_file_is_refused(tmp_path: Path, monkeypatch, capsys, cache_name: str) -> None:
+    """--eval writes a batch per strategy into its folder: CACHE_PATH naming one of them is refused the same way."""
+    (tmp_path / "gold.jsonl").write_text('{"question": "What is 17 * 23?", "answer": "391"}\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CACHE", "on")
+    monkeypatch.setenv("CACHE_PATH", cache_name)
+    route = respx.post(URL).mock(side_effect=FakeModel())
+    code = moa.main(["--eval", "gold.jsonl", "--strategies", "single,debate", "--json"], runtime=test_runtime())
+    assert code == 2 and "CACHE_PATH" in capsys.readouterr().err and route.call_count == 0
+
+
+@respx.mock
+def test_cache_path_off_beside_the_output_is_no_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    """CACHE=off leaves CACHE_PATH unused: naming the output with it is no error, and the results are whole."""
+    (tmp_path / "qs.txt").write_text(QUESTIONS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CACHE_PATH", str(tmp_path / "out.jsonl"))
+    respx.post(URL).mock(side_effect=FakeModel())
+    assert moa.main(["-f", "qs.txt", "-o", "out.jsonl", "--json"], runtime=test_runtime()) == 0
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
 
 
 def echo_nonce(request: httpx.Request, n: int) -> httpx.Response:
