@@ -5909,8 +5909,9 @@ def show_cache(env_file: str | None, json_output: bool, clear: bool) -> int:
     """`cache`: the response cache's file, bytes, entries (and how many expired), lifetime hits, misses and stores;
     `cache clear` removes every entry (the counts stay). A file it cannot read: an error line, exit 1."""
     import sqlite3
-    # The settings as a run reads them; `cache` sends nothing, so the endpoint's two need not be set.
-    config = load_config({"PROXY_URL": "http://127.0.0.1", "API_KEY": "-"}, os.environ, read_env_file(env_file))
+    # `cache` sends nothing: stand-ins for the endpoint's two, below every file (a key set anywhere is still masked).
+    stand_ins = SettingsFile("(stand-ins)", {"PROXY_URL": "http://127.0.0.1", "API_KEY": "-"})
+    config = load_config({}, os.environ, [*read_env_file(env_file), stand_ins])
     cache = ResponseCache(config.cache_path, "read", config.cache_ttl)
     found: dict[str, Any] = {"path": str(cache.path)} | dict.fromkeys(("size_bytes", "entries", "expired", "hits",
                                                                        "misses", "stores"), 0)
@@ -5923,9 +5924,10 @@ def show_cache(env_file: str | None, json_output: bool, clear: bool) -> int:
         found |= {"removed": 0} if clear else {}  # no cache yet: nothing in it
     except (sqlite3.Error, OSError) as err:
         why = describe_os_error(err) if isinstance(err, OSError) else err
-        return deliver("", f"the response cache {cache.path} cannot be read ({why}): remove it", EXIT_FAILED, ())
+        return deliver("", f"the response cache {cache.path} cannot be read ({why}): remove it", EXIT_FAILED,
+                       config.secrets)
     text = ", ".join(f"{name.replace('_', ' ')}: {value}" for name, value in found.items())
-    return deliver(json.dumps(found) if json_output else text, None, EXIT_OK, ())
+    return deliver(json.dumps(found) if json_output else text, None, EXIT_OK, config.secrets)
 
 
 def user_file_text(environ: Mapping[str, str]) -> str:

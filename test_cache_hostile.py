@@ -13,7 +13,7 @@ import pytest
 import respx
 
 import moa_pipeline as moa
-from conftest import URL, FakeModel, completion, test_runtime
+from conftest import FAKE_KEY, URL, FakeModel, completion, test_runtime
 from test_full_answers import full_model
 
 pytestmark = pytest.mark.usefixtures("endpoint_env")
@@ -90,3 +90,17 @@ def test_a_cached_reply_echoing_its_nonce_is_read_without_it(three, tmp_path: Pa
         runs.append(json.loads(capsys.readouterr().out))
     assert runs[1]["http_requests"] == 0 and runs[1]["usage"]["cache_hits"] == runs[0]["llm_calls"]
     assert runs[1]["response"] == runs[0]["response"] and "[request" not in runs[1]["response"]
+
+
+@pytest.mark.parametrize("content, code", [(None, 0), (b"not a database", 1)], ids=["no-file-yet", "corrupt"])
+def test_the_cache_command_masks_a_key_in_cache_path(tmp_path: Path, monkeypatch, capsys, content: bytes | None,
+                                                      code: int) -> None:
+    """A CACHE_PATH holding the API key (a folder named after it): a run's warning masks it, `cache` printed it."""
+    folder = tmp_path / f"keys-{FAKE_KEY}"
+    folder.mkdir()
+    if content is not None:
+        (folder / "c.sqlite3").write_bytes(content)
+    monkeypatch.setenv("CACHE_PATH", str(folder / "c.sqlite3"))
+    assert moa.main(["cache", "--json"]) == code
+    out, err = capsys.readouterr()
+    assert "c.sqlite3" in out + err and FAKE_KEY not in out + err
