@@ -345,8 +345,8 @@ async def write(tag):
         return reply
 
     for n in range(200):
-        assert (await cache.reply(f"{{tag}}-{{n}}", 1.0, send))[1] is None, "a new key was served"
-        assert (await cache.reply(f"{{tag}}-{{n}}", 2.0, send))[1] == 1.0, "a stored reply was not served"
+        assert (await cache.reply(f"{{tag}}-{{n}}", "n", 1.0, send))[1] is None, "a new key was served"
+        assert (await cache.reply(f"{{tag}}-{{n}}", "n", 2.0, send))[1] == 1.0, "a stored reply was not served"
     await cache.close()
 
 asyncio.run(write(sys.argv[1]))
