@@ -154,6 +154,7 @@ from parsing import (
     retry_hint,
     safe_name,
     said_cost,
+    served,
     shown_id,
     small_number,
     strategy_score,
@@ -1537,7 +1538,7 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
     """One HTTP attempt (or a response cache hit: nothing sent or billed, see finish_attempt) and its parse; APIError
     when it yields nothing usable."""
     key, now = response_key(state.config, call, attempt, messages, sending), state.runtime.wall_clock()
-    completion, stored_at = await state.endpoint.cache.reply(key, now, lambda: state.endpoint.complete(
+    completion, stored_at = await state.endpoint.cache.reply(key, attempt.nonce, now, lambda: state.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
         headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue,
         options=request_options(state.config, call.phase)))  # the question's: a batch line may set its own
@@ -3785,13 +3786,20 @@ class ResponseCache:
         self.db: Any = None  # the sqlite3 connection, opened on first use
         self.lock = threading.Lock()
 
-    async def reply(self, key: str, now: float,
+    @staticmethod
+    def file(config: Config) -> Path | None:
+        """Where CACHE keeps its file, None when off: a batch checks it names none of its own (check_batch_paths)."""
+        return None if config.cache == "off" else ResponseCache(config.cache_path, config.cache, config.cache_ttl).path
+
+    async def reply(self, key: str, nonce: str, now: float,
                     send: Callable[[], Awaitable[Completion]]) -> tuple[Completion, float | None]:
-        """The unexpired reply stored under ``key`` and when (CACHE=on, read), else ``send``'s, stored (on, refresh)."""
-        if self.mode in ("on", "read") and (hit := await asyncio.to_thread(self.run, now, self.lookup, key, now)):
+        """The unexpired reply stored under ``key`` and when (CACHE=on, read), else ``send``'s, stored (on, refresh);
+        a reply echoing the ``nonce`` it was sent with is served with this attempt's, to be stripped as it was then."""
+        reads, writes = self.mode in ("on", "read"), self.mode in ("on", "refresh")
+        if reads and (hit := await asyncio.to_thread(self.run, now, self.lookup, key, nonce, now)):
             return hit
         reply = await send()
-        await asyncio.to_thread(self.run, now, self.store, key, reply, now) if self.mode in ("on", "refresh") else None
+        await asyncio.to_thread(self.run, now, self.store, key, reply, nonce, now) if writes else None
         return reply, None
 
     async def close(self) -> None:
@@ -3843,17 +3851,19 @@ class ResponseCache:
             time.sleep(wait)
         return db
 
-    def lookup(self, key: str, now: float) -> tuple[Completion, float] | None:
+    def lookup(self, key: str, nonce: str, now: float) -> tuple[Completion, float] | None:
         row = self.db.execute(f"SELECT reply, stored FROM responses WHERE key = ? AND ({self.FRESH})",
                               (key, self.ttl, now - self.ttl)).fetchone()
         self.count("hits" if row else "misses")
-        reply = json.loads(row[0]) if row else None
-        return None if reply is None else (Completion(reply["text"], reply["finish_reason"], reply["status"],
+        reply = json.loads(row[0]) if row else None  # its echo of the nonce it was sent with made this attempt's
+        return None if reply is None else (Completion(reply["text"].replace(reply.get("nonce") or nonce, nonce),
+                                                      reply["finish_reason"], reply["status"],
                                                       {"prompt_tokens": 0, "completion_tokens": 0}), row[1])
 
-    def store(self, key: str, reply: Completion, now: float) -> None:
-        with self.db:  # the reply with its usage as billed
-            self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", (key, now, json.dumps(asdict(reply))))
+    def store(self, key: str, reply: Completion, nonce: str, now: float) -> None:
+        with self.db:  # the reply with its usage as billed, and the nonce its prompt had
+            self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
+                            (key, now, json.dumps(asdict(reply) | {"nonce": nonce})))
         self.count("stores")
 
     def count(self, name: str) -> None:
@@ -4742,6 +4752,7 @@ class BatchStats:
     http_requests: int = 0
     tokens: int | None = None
     cached_tokens: int = 0
+    cache_hits: int = 0  # replies the response cache served (Usage.cache_hits)
     cost_usd: float | None = None
     cost_source: str | None = None  # whose figures cost_usd adds up (Usage.cost_source)
     uncosted: int = 0  # questions that billed tokens with no cost: then the run has none (a sum would understate)
@@ -4765,6 +4776,7 @@ class BatchStats:
         if record["usage"]["total_tokens"]:
             self.tokens = (self.tokens or 0) + record["usage"]["total_tokens"]
         self.cached_tokens += record["usage"].get("cached_tokens", 0)
+        self.cache_hits += record["usage"].get("cache_hits", 0)
         self.uncosted += record["cost_usd"] is None and record["usage"]["total_tokens"] > 0
         if record["cost_usd"] is not None and not self.uncosted:
             self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
@@ -5204,7 +5216,7 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
     lines = [f"Batch {summary['status']}: {run['ok']} ok{fewer}, {run['failed']} failed, "
              f"{run['input_errors']} input errors, {run['skipped_done']} already done"
              + (f", {run['unsaved']} not saved" if run.get("unsaved") else ""),
-             f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests"
+             f"{run['llm_calls']} LLM calls, {run['http_requests']} HTTP requests{served(run.get('cache_hits'))}"
              + (f", {run['tokens']} tokens" if run["tokens"] is not None else "")
              + (f" ({run['cached_tokens']} prompt tokens cached)" if run.get("cached_tokens") else "")
              + (f", {cost}" if (cost := said_cost(run.get("cost_usd"), run.get("cost_source"))) else "")
@@ -5221,9 +5233,9 @@ def human_batch_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def check_batch_paths(questions_file: str, output: Path) -> None:
-    """ConfigError when the batch would write through a link, or over its own input: compared by device and
-    inode, so a symlink, a hard link or a ``./`` spelling of the questions file is caught like its name."""
+def check_batch_paths(questions_file: str, output: Path, cache: Path | None = None) -> None:
+    """ConfigError when the batch would write through a link, or over its own input or ``cache``: compared by device
+    and inode, so a symlink, a hard link or a ``./`` spelling of the questions file is caught like its name."""
     try:
         kind = what_is_at(output)
         source = os.fstat(sys.stdin.fileno()) if questions_file == "-" else os.stat(questions_file)
@@ -5238,6 +5250,8 @@ def check_batch_paths(questions_file: str, output: Path) -> None:
     if kind == "other":
         raise ConfigError(f"--output {output} is not a regular file")
     for path in (output, _sidecar(output, ".lock"), _sidecar(output, ".summary.json")):
+        if cache and os.path.realpath(cache) == os.path.realpath(path):  # a new output: SQLite would write over it
+            raise ConfigError(f"CACHE_PATH={cache} is the batch's {path}: the cache would destroy it; choose another")
         with contextlib.suppress(OSError):  # a path not there (or not to be looked at) is not the input
             if os.path.samestat(source, os.stat(path)):
                 what = "the questions file " + ("on stdin" if questions_file == "-" else questions_file)
@@ -5578,7 +5592,8 @@ def human_summary(record: RunRecord, streamed: str = "") -> str:
     tokens = (f"{usage['total_tokens']} tokens{' (estimated)' if usage['estimated'] else ''}"
               + (f" ({usage['cached_tokens']} prompt tokens cached)" if usage["cached_tokens"] else ""))
     cost = f", {said_cost(usage['cost_usd'], usage.get('cost_source'))}" if "cost_usd" in usage else ""
-    lines.append(f"{record.llm_calls} LLM calls, {record.http_requests} HTTP requests, {tokens}{cost}, "
+    lines.append(f"{record.llm_calls} LLM calls, {record.http_requests} HTTP requests"
+                 f"{served(usage['cache_hits'])}, {tokens}{cost}, "
                  f"{record.elapsed_s:.1f}s")
     if record.skipped:
         lines.append("Budget limited, skipped: " + "; ".join(record.skipped))
@@ -5600,7 +5615,7 @@ async def run_cli(config: Config, question: str, runtime: Runtime, run: Handover
 
 
 def batch_options(args: argparse.Namespace, questions_file: str, output_name: str | None,
-                  flag: str = "--questions-file") -> BatchOptions:
+                  flag: str = "--questions-file", cache: Path | None = None) -> BatchOptions:
     """The batch flags for ``questions_file`` (given as ``flag``) into ``output_name``; ConfigError for bad ones."""
     if not output_name or output_name == "-":  # not stdout: the output is resumed from, so it is a file
         raise ConfigError("-f needs -o PATH: the JSONL file the results go to (and resume from; not stdout)")
@@ -5621,7 +5636,7 @@ def batch_options(args: argparse.Namespace, questions_file: str, output_name: st
     if not output.parent.is_dir():
         why = "is not a folder" if os.path.lexists(output.parent) else "does not exist"
         raise ConfigError(f"--output {output}: {output.parent} {why}: create the folder, or choose another -o")
-    check_batch_paths(questions_file, output)
+    check_batch_paths(questions_file, output, cache)
     return BatchOptions(questions_file, output, concurrency, not args.no_resume, args.force, shard,
                         args.output_format or "jsonl", args.logs or "all")
 
@@ -5651,10 +5666,11 @@ def eval_options(args: argparse.Namespace, config: Config) -> EvalOptions:
         make_private_folders(folder)
     except OSError as err:
         raise unusable_path(err, f"the eval folder {folder}", "choose another -o") from None
-    batch = batch_options(args, args.eval, str(folder / f"{strategies[0].name}.jsonl"), "--eval")
+    cache = ResponseCache.file(config)
+    batch = batch_options(args, args.eval, str(folder / f"{strategies[0].name}.jsonl"), "--eval", cache)
     options = EvalOptions(folder, strategies, batch, ids)
     for path in [*map(options.output_for, strategies[1:]), folder / "report.md"]:  # never the gold, nor a link
-        check_batch_paths(args.eval, path)
+        check_batch_paths(args.eval, path, cache)
     return options
 
 
@@ -5751,7 +5767,7 @@ def plan_request(args: argparse.Namespace, config: Config) -> BatchOptions | Eva
     if args.questions_file is not None:
         if args.dry_run or args.replay_from:
             raise ConfigError("--dry-run and --from work on one question (-q or --replay), not with -f")
-        return batch_options(args, args.questions_file, args.output)
+        return batch_options(args, args.questions_file, args.output, cache=ResponseCache.file(config))
     if given := given_flags(args, BATCH_ONLY_FLAGS):
         raise ConfigError(f"{', '.join(given)}: batch options, for -f only")
     replay: Replay | None = None
@@ -5897,8 +5913,9 @@ def show_cache(env_file: str | None, json_output: bool, clear: bool) -> int:
     """`cache`: the response cache's file, bytes, entries (and how many expired), lifetime hits, misses and stores;
     `cache clear` removes every entry (the counts stay). A file it cannot read: an error line, exit 1."""
     import sqlite3
-    # The settings as a run reads them; `cache` sends nothing, so the endpoint's two need not be set.
-    config = load_config({"PROXY_URL": "http://127.0.0.1", "API_KEY": "-"}, os.environ, read_env_file(env_file))
+    # `cache` sends nothing: stand-ins for the endpoint's two, below every file (a key set anywhere is still masked).
+    stand_ins = SettingsFile("(stand-ins)", {"PROXY_URL": "http://127.0.0.1", "API_KEY": "-"})
+    config = load_config({}, os.environ, [*read_env_file(env_file), stand_ins])
     cache = ResponseCache(config.cache_path, "read", config.cache_ttl)
     found: dict[str, Any] = {"path": str(cache.path)} | dict.fromkeys(("size_bytes", "entries", "expired", "hits",
                                                                        "misses", "stores"), 0)
@@ -5911,9 +5928,10 @@ def show_cache(env_file: str | None, json_output: bool, clear: bool) -> int:
         found |= {"removed": 0} if clear else {}  # no cache yet: nothing in it
     except (sqlite3.Error, OSError) as err:
         why = describe_os_error(err) if isinstance(err, OSError) else err
-        return deliver("", f"the response cache {cache.path} cannot be read ({why}): remove it", EXIT_FAILED, ())
+        return deliver("", f"the response cache {cache.path} cannot be read ({why}): remove it", EXIT_FAILED,
+                       config.secrets)
     text = ", ".join(f"{name.replace('_', ' ')}: {value}" for name, value in found.items())
-    return deliver(json.dumps(found) if json_output else text, None, EXIT_OK, ())
+    return deliver(json.dumps(found) if json_output else text, None, EXIT_OK, config.secrets)
 
 
 def user_file_text(environ: Mapping[str, str]) -> str:

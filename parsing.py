@@ -2353,6 +2353,11 @@ def _accuracy_said(row: dict[str, Any], most: int) -> str:
     return f"{100 * row['accuracy']:.1f}%{fewer}" + (f"; {row['failed']} failed" if row["failed"] else "")
 
 
+def served(cache_hits: int | None) -> str:
+    """How many replies the response cache served, as the summaries say it after the requests sent; "" for none."""
+    return f" ({cache_hits} replies from the response cache)" if cache_hits else ""
+
+
 def said_cost(cost: float | None, source: str | None, digits: int = 4) -> str:
     """A cost and whose figure it is (Usage.cost_source), as every summary shows it; "" for none."""
     whose = {"endpoint": "the endpoint's own", "mixed": "the endpoint's own where it said, else at your prices"}

@@ -75,6 +75,23 @@ def test_a_rerun_is_answered_from_the_cache_for_nothing(cache_file: Path, capsys
 
 
 @respx.mock
+def test_the_summaries_count_the_replies_the_cache_served(cache_file: Path, capsys, tmp_path: Path) -> None:
+    """The human summary and a batch's summary say how many replies came from the cache (this_run.cache_hits)."""
+    respx.post(URL).mock(side_effect=FakeModel())
+    moa.main(["-q", QUESTION], runtime=test_runtime(now=NOW))
+    assert "replies from the response cache" not in capsys.readouterr().out
+    moa.main(["-q", QUESTION], runtime=test_runtime(now=NOW))
+    assert f"{CALLS} LLM calls, 0 HTTP requests ({CALLS} replies from the response cache), 0 tokens" \
+        in capsys.readouterr().out
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "a", "question": QUESTION}) + "\n")
+    assert moa.main(["-f", str(questions), "-o", str(tmp_path / "out.jsonl")], runtime=test_runtime(now=NOW)) == 0
+    assert f"0 HTTP requests ({CALLS} replies from the response cache)" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())
+    assert (summary["this_run"]["cache_hits"], summary["this_run"]["http_requests"]) == (CALLS, 0)
+
+
+@respx.mock
 def test_a_hit_spends_no_budget() -> None:
     """A Debater's shared budget counts the first debate's 18 calls; the cached second one adds no call, no token."""
     route = respx.post(URL).mock(side_effect=FakeModel())
@@ -329,8 +346,8 @@ async def write(tag):
         return reply
 
     for n in range(200):
-        assert (await cache.reply(f"{{tag}}-{{n}}", 1.0, send))[1] is None, "a new key was served"
-        assert (await cache.reply(f"{{tag}}-{{n}}", 2.0, send))[1] == 1.0, "a stored reply was not served"
+        assert (await cache.reply(f"{{tag}}-{{n}}", "n", 1.0, send))[1] is None, "a new key was served"
+        assert (await cache.reply(f"{{tag}}-{{n}}", "n", 2.0, send))[1] == 1.0, "a stored reply was not served"
     await cache.close()
 
 asyncio.run(write(sys.argv[1]))
