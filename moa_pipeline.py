@@ -1544,9 +1544,10 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
         options=request_options(state.config, call.phase)))  # the question's: a batch line may set its own
     attempt.cache_hit, attempt.stored_at = stored_at is not None, stored_at or 0.0
     record_reply(attempt, completion, sending.prompt_estimate)
-    # The nonce is ours: a model that echoes its prompt's "[request …]" must not put it into an answer (issue 23).
-    nonce = prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce).strip()
-    value = sending.parse(completion.text.replace(nonce, ""))
+    # The nonce is ours: a model that echoes its prompt's nonce line (issue 23), or only its hex as the answer (the
+    # last text it read: "The answer is:\nf4de9532a8955b77", SmolLM2, issue 25), must not put it into an answer.
+    text = completion.text.replace(prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce).strip(), "")
+    value = sending.parse(text.replace(attempt.nonce, ""))
     cut = completion.finish_reason in ("length", "truncated")
     if value is not None and cut and (getattr(value, "tier", None) in ("paragraph", "sentence")  # each has a tier
                                       or answer_left_open(completion.text) or call.phase == Phase.SYNTHESIS):
@@ -1615,13 +1616,13 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
     attempt = Attempt(number, f"{state.runtime.rng.getrandbits(64):016x}", state.runtime.clock() - state.started,
                       model=call.model, reserved=reserved)
     call.attempts.append(attempt)
-    # A fresh nonce each attempt: five solvers sending identical requests through a caching gateway would
-    # otherwise get one cached answer, and a retry the same cached failure back.
-    rules = call.system and call.system + prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce)
+    # A fresh nonce each attempt, the last text of the last message (a prefix cache loses nothing): five solvers
+    # through a caching gateway would otherwise get one cached answer, and a retry the same cached failure back.
+    nonce = call.system and prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce)
     # SYSTEM_PROMPT first, our rules after it in the same message: a model with one system slot reads both, and the
     # format it must write comes last. No rules: --eval's plain question (Strategy "single"), as a chat UI sends it.
-    system = "\n\n".join(text for text in (state.config.system_prompt, rules) if text)
-    messages = [{"role": "system", "content": system}] * bool(system) + [{"role": "user", "content": call.user}]
+    system = "\n\n".join(text for text in (state.config.system_prompt, call.system) if text)
+    messages = [{"role": "system", "content": system}] * bool(system) + [{"role": "user", "content": call.user + nonce}]
     try:
         value = await attempt_once(state, call, attempt, messages, sending)
     except APIError as error:
@@ -2011,15 +2012,15 @@ def worst_case_costs(config: Config, question: str, positions: list[Position] | 
 
 
 def revise_cost(config: Config, question: str, shown: list[Position], unwritten: int) -> int:
-    """A later round's worst prompt: its own answer, reason and critique, each other's answer and short reason,
-    the unwritten ones at the cap. 0 with ROUNDS=1: rendering n x (n-1) answers for nothing would be waste."""
+    """A later round's worst prompt: its own answer and critique, every answer and short reason (its own too), the
+    unwritten ones at the cap. 0 with ROUNDS=1: rendering n x n answers for nothing would be waste."""
     if config.rounds == 1:
         return 0
     shape = config.shape_of(question).shape
-    rendered = max((prompt_tokens_estimate(*revise_prompts(question, p, [(o.final_answer, short_reason(o))
-                                                                         for o in shown if o is not p], shape), config)
-                    for p in shown), default=0)
-    return rendered + 3 * unwritten + (len(shown) - 1) * (unwritten + (REASON_TOKENS if unwritten else 0))
+    everyone = [(o.final_answer, short_reason(o)) for o in shown]
+    rendered = max((prompt_tokens_estimate(*revise_prompts(question, p, everyone, shape), config) for p in shown),
+                   default=0)
+    return rendered + 2 * unwritten + len(shown) * (unwritten + (REASON_TOKENS if unwritten else 0))
 
 
 @dataclass(frozen=True)
@@ -2441,12 +2442,11 @@ def for_shape(short: Template, full: Template, shape: str) -> str:
 
 
 def solver_prompts(question: str, slot: int = 0, styles: bool = False, shape: str = "short") -> tuple[str, str]:
-    """A solver's prompts; with SOLVER_STYLES each slot gets its own reasoning stance."""
-    system = for_shape(prompts.SOLVER_SYSTEM, prompts.SOLVER_SYSTEM_FULL, shape)
-    if styles:
-        stances = prompts.SOLVER_STYLES_FULL if shape == "full" else prompts.SOLVER_STYLES
-        system += prompts.render(prompts.SOLVER_STYLE, style=stances[slot % len(stances)])
-    return system, prompts.render(prompts.SOLVER_USER, question=prompts.quote_untrusted(question))
+    """A solver's prompts; with SOLVER_STYLES each slot gets its own reasoning stance, after the rules (prompts.py)."""
+    stances = prompts.SOLVER_STYLES_FULL if shape == "full" else prompts.SOLVER_STYLES
+    stance = prompts.render(prompts.SOLVER_STYLE, style=stances[slot % len(stances)]) if styles else ""
+    return (for_shape(prompts.SOLVER_SYSTEM, prompts.SOLVER_SYSTEM_FULL, shape) + stance,
+            prompts.render(prompts.SOLVER_USER, question=prompts.quote_untrusted(question)))
 
 
 def critic_prompts(question: str, position: Position, shape: str = "short") -> tuple[str, str]:
@@ -2468,16 +2468,15 @@ def short_reason(position: Position) -> str:
     return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 1] + "…"
 
 
-def revise_prompts(question: str, position: Position, others: list[tuple[str, str]],
+def revise_prompts(question: str, position: Position, everyone: list[tuple[str, str]],
                    shape: str = "short") -> tuple[str, str]:
-    """A later round: the solver's own answer, reason and critique, and each other (answer, reason)."""
+    """A later round: every solver's (answer, short reason), its own among them, then its own answer and critique."""
     blocks = [prompts.render(prompts.REVISE_OTHER, answer=prompts.quote_untrusted(answer),
-                             reason=prompts.quote_untrusted(reason)) for answer, reason in others]
+                             reason=prompts.quote_untrusted(reason)) for answer, reason in everyone]
     return (for_shape(prompts.REVISE_SYSTEM, prompts.REVISE_SYSTEM_FULL, shape),
             prompts.render(prompts.REVISE_USER, question=prompts.quote_untrusted(question),
-                           answer=prompts.quote_untrusted(position.final_answer),
-                           reasoning=_quoted(position.latest_reason), critique=_quoted(position.critique),
-                           others="\n".join(blocks) or prompts.NOT_AVAILABLE))
+                           answer=prompts.quote_untrusted(position.final_answer), critique=_quoted(position.critique),
+                           everyone="\n".join(blocks) or prompts.NOT_AVAILABLE))
 
 
 # What a judge is asked for: the answer itself, a candidate's label (long free text), or a ranking (full answers).
@@ -2632,20 +2631,20 @@ async def review_one(state: Debate, question: str, position: Position, workers: 
 
 
 async def reply_one(state: Debate, question: str, position: Position, workers: int, temperature: float,
-                    others: list[tuple[str, str]] | None = None, debate_round: int = 1) -> None:
+                    everyone: list[tuple[str, str]] | None = None, debate_round: int = 1) -> None:
     """One solver defends or revises: to its critique (the rebuttal), or in a later ``debate_round`` after reading
-    the ``others``' answers. A failure keeps its answer."""
-    phase, agent = Phase.REBUTTAL if others is None else Phase.REVISE, position.agent
-    prompt = (rebuttal_prompts(question, position, state.shape) if others is None
-              else revise_prompts(question, position, others, state.shape))
+    ``everyone``'s answers, its own among them. A failure keeps its answer."""
+    phase, agent = Phase.REBUTTAL if everyone is None else Phase.REVISE, position.agent
+    prompt = (rebuttal_prompts(question, position, state.shape) if everyone is None
+              else revise_prompts(question, position, everyone, state.shape))
     found = await watch_for(state, phase, workers, debate_round).guard(agent, ask(
         state, phase, agent, *prompt, temperature=temperature, max_tokens=state.config.max_tokens,
         parse=parse_full_rebuttal if state.shape == "full" else parse_rebuttal, model=position.model or None,
         debate_round=debate_round))
     if found is None:
-        what = f"rebuttal of {agent}" if others is None else f"round {debate_round} revision of {agent}"
-        note_lost(state, what, phase, agent, "its first answer stands" if others is None else "its answer stands")
-    elif others is None:
+        what = f"rebuttal of {agent}" if everyone is None else f"round {debate_round} revision of {agent}"
+        note_lost(state, what, phase, agent, "its first answer stands" if everyone is None else "its answer stands")
+    elif everyone is None:
         position.rebuttal, position.final_answer = found.text, found.answer.answer
     else:
         position.revision, position.final_answer = found.text, found.answer.answer
@@ -2653,10 +2652,10 @@ async def reply_one(state: Debate, question: str, position: Position, workers: i
 
 async def revise(state: Debate, question: str, positions: list[Position], debate_round: int,
                  temperature: float) -> None:
-    """Debate round ``debate_round``: every solver at once, each reading the others' answers as the round began."""
-    shown = {p.slot: (p.final_answer, short_reason(p)) for p in positions}
-    await run_all(reply_one(state, question, p, len(positions), temperature,
-                            [shown[o.slot] for o in positions if o is not p], debate_round) for p in positions)
+    """Debate round ``debate_round``: every solver at once, each reading all answers as the round began (one block,
+    the same for all: prompts.py's layout)."""
+    shown = [(p.final_answer, short_reason(p)) for p in positions]
+    await run_all(reply_one(state, question, p, len(positions), temperature, shown, debate_round) for p in positions)
     for position in positions:
         position.by_round.append(position.final_answer)
 
@@ -3887,7 +3886,7 @@ def _render_call(call: AgentCall) -> list[str]:
     tier = f", parsed from {call.tier}" if call.tier else ""
     model = f" [{call.model}]" if call.model else ""
     lines = [f"--- {call.agent}{model}: {status} ({len(call.attempts)} attempt(s){tier}) ---",
-             "[system prompt; each attempt appends its nonce]", call.system, "[user prompt]", call.user]
+             "[system prompt]", call.system, "[user prompt; each attempt appends its nonce]", call.user]
     for attempt in call.attempts:
         http = f"HTTP {attempt.status}" if attempt.status else "no HTTP response"
         http = "failed" if attempt.outcome.startswith(http) else http  # "HTTP 500: overloaded" says it once

@@ -8,6 +8,30 @@ The output contract (tag names) is shared with ``parsing.py`` and with other
 tools that read our transcripts; keep the names. Untrusted text (the question,
 model answers) always sits inside its own delimiters and goes through
 ``quote_untrusted`` so it cannot close them early.
+
+Layout, for prefix caches (issue 25). vLLM, SGLang, llama.cpp and OpenAI reuse the longest prompt prefix they
+have already seen, so every prompt runs from the most shared text to the least: our rules (the system message,
+one per phase), then the question, then what every call of the phase shares, then this call's own part, and the
+nonce (NONCE_SUFFIX) last, at the very end of the user message. Before, the nonce ended the system message: every
+character after it (the question, the candidates, the critiques: the bulk of a prompt) was never a cached prefix.
+So:
+- the nonce ends the user message (moa_pipeline.try_attempt), where it costs a prefix cache nothing;
+- a later round (REVISE_USER) shows every solver's current answer, its own among them, as one block in slot
+  order, the same for all, before its own answer and critique;
+- critiques, rebuttals and judges share rules and question only: each critic reads its own candidate, and
+  each judge keeps its own candidate order (judge_order: position bias is real), so they share little.
+One exception: a solver's stance (SOLVER_STYLE) stays at the end of its rules, before the question, as before.
+After the question, the last thing a small model reads, it reads as the task: SmolLM2-135M, the solver prompt
+alone on 30 easy questions x 5 stances at 128 tokens, could not be read in 43% of its replies with the stance
+after the question (38-42% with the format restated around it) against 17% with the stance in the rules and
+18% with it there and the nonce at the end; it wrote about the approach, or the request, and ran past the cap.
+Five solvers then share only the rules (55% of the generation phase's prompt characters cached, 69% the other
+way: bench/README.md). The nonce still makes every attempt's body unique (a caching gateway never answers two
+solvers alike, a retry never gets a cached failure back); it reads "#<hex>", since "[request <hex>]" as the last
+words cost the critiques and judges their format (NONCE_SUFFIX says by how much), and a reply that echoes it,
+even its hex alone, has it removed before it is read (moa_pipeline.attempt_once). The tag of the later round's
+blocks stays <other_solver> although the block now holds the reader's own answer too: parsing.py strips an echoed
+<other_solver> block and defuses a forged one, and replies are read as before.
 """
 from __future__ import annotations
 
@@ -87,6 +111,7 @@ SOLVER_STYLES_FULL = (
     "look first for what the request leaves unsaid (edge cases, constraints, the audience) and cover it",
     "start from the simplest complete response, then add only what makes it more correct or more useful",
 )
+# After the rules, at the end of the system message (solver_prompts): see "Layout" above for why not after the question.
 SOLVER_STYLE = Template("\nYour approach: $style.")
 
 # --- phase 2: cross-critique ------------------------------------------------
@@ -143,12 +168,15 @@ REVISE_SYSTEM = Template(
     f"{EXAMPLE_REBUTTAL}"
 )
 
+# $everyone: one REVISE_OTHER block per solver, its own among them, in slot order: the same text for every solver
+# of the round, so all of them share the prefix up to "Your current answer" (see the layout above). A solver's own
+# reason is its block's, cut at REASON_CHARS as everyone's is (a rebuttal's cue asks for one or two sentences, so
+# it is mostly whole): repeated in full after the block, it made the own part too long to cache half the prompt.
 REVISE_USER = Template(
     "<question>\n$question\n</question>\n\n"
+    "Every solver's current answer and reason, yours among them:\n$everyone\n\n"
     "Your current answer:\n<answer>\n$answer\n</answer>\n\n"
-    "Your reason:\n<reasoning>\n$reasoning\n</reasoning>\n\n"
     "The critique you received:\n<critique>\n$critique\n</critique>\n\n"
-    "The other solvers' current answers:\n$others\n\n"
     f"{REBUTTAL_CUE}"
 )
 
@@ -189,8 +217,11 @@ JUDGE_CANDIDATE = Template(
 
 NOT_AVAILABLE = "(none)"
 
-# Appended to the system prompt of every attempt; see moa_pipeline.build_messages.
-NONCE_SUFFIX = Template("\n\n[request $nonce]")
+# Appended to the user prompt (the last message) of every attempt, its very last text; see moa_pipeline.try_attempt.
+# A bare "#" and the hex, not "[request <hex>]": as the last thing SmolLM2-135M read, "[request …]" made it answer a
+# request (24 critiques and 24 judges of a real debate, replayed: 16 and 7 usable, 22 cut at the cap) where "#<hex>"
+# left it about as with the nonce in the system message (17 and 11, 16 cut; there: 19 and 12, 13 cut).
+NONCE_SUFFIX = Template("\n\n#$nonce")
 
 # --- full answers (ANSWER_SHAPE=full) -----------------------------------------
 #

@@ -277,3 +277,38 @@ def test_the_cli_gets_the_oracles_response(tmp_path, server, item: dict, wrong_r
     assert out["answer_shape"] == "full" and out["synthesized"] and len(out["ranking"]) == 5
     assert check_response(item, out["response"]) is right
     assert [e["phase"] for e in endpoint.starts()].count("synthesis") == 1
+
+
+# --- the prefix-cache model (--prefix-cache, bench/prefix_cache.py) ----------------------------------------------
+
+
+@pytest.mark.parametrize("prompts_sent, cached", [
+    pytest.param(["rules|question|stance 1"], [0], id="the-first-prompt-finds-nothing"),
+    pytest.param(["rules|question|stance 1", "rules|question|stance 2"], [0, 22], id="shared-up-to-the-stance"),
+    pytest.param(["abc", "abd", "abdx"], [0, 2, 3], id="the-longest-of-any-earlier-prompt"),
+    pytest.param(["rules", "rules"], [0, 5], id="a-repeat-is-cached-whole"),
+    pytest.param(["x" * 5000 + "a", "x" * 5000 + "b"], [0, 5000], id="long-prompts"),
+])
+def test_the_prefix_cache_holds_the_longest_common_prefix(prompts_sent: list[str], cached: list[int]) -> None:
+    """A prompt's cached characters: its longest common prefix with any prompt sent before it."""
+    state = fe.State(fe.Options(prefix_cache=True), random.Random(0))
+    assert [fe.cached_prefix(state, prompt) for prompt in prompts_sent] == cached
+
+
+def test_the_prefix_cache_reports_cached_tokens_as_openai_does() -> None:
+    """--prefix-cache logs prompt and cached characters and reports usage.prompt_tokens_details.cached_tokens."""
+    state = fe.State(fe.Options(prefix_cache=True), random.Random(0))
+    body = json.dumps({"messages": [{"role": "system", "content": "rules"}, {"role": "user", "content": "q"}]})
+    first, second = fe.prefix_cache_event(state, body.encode()), fe.prefix_cache_event(state, body.encode())
+    assert first == {"prompt_chars": 28, "cached_chars": 0} and second == {"prompt_chars": 28, "cached_chars": 28}
+    usage = json.loads(fe.completion_body("hi", prompt_chars=24, cached_chars=24))["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 6}
+    assert "prompt_tokens_details" not in json.loads(fe.completion_body("hi", prompt_chars=24))["usage"]
+
+
+def test_long_replies_differ_from_their_first_words() -> None:
+    """--reasoning-chars: each solver's reasoning is about that long and no two replies are alike."""
+    state = fe.State(fe.Options(reasoning_chars=2400), random.Random(0))
+    first, second = fe.reply_text("generate", state), fe.reply_text("generate", state)
+    assert 2300 < len(first) < 2500 and first != second
+    assert first.split("</reasoning>")[0][:20] != second.split("</reasoning>")[0][:20]

@@ -153,7 +153,8 @@ def key_of(config: moa.Config | None = None, agent: str = "solver-1", number: in
     """response_key of one attempt whose prompt carries its nonce, as try_attempt sends it."""
     config = config or moa.Config(URL, FAKE_KEY)
     call = moa.AgentCall(pass_number, moa.Phase.GENERATE, agent, "rules", "question", model=model)
-    messages = [{"role": "system", "content": f"rules\n\n[request {nonce}]"}, {"role": "user", "content": "question"}]
+    nonce_text = moa.prompts.render(moa.prompts.NONCE_SUFFIX, nonce=nonce)  # the user message's end (issue 25)
+    messages = [{"role": "system", "content": "rules"}, {"role": "user", "content": "question" + nonce_text}]
     return moa.response_key(config, call, moa.Attempt(number, nonce, 0.0, model=model), messages,
                             moa.Sending(temperature, max_tokens, 10, lambda text: text))
 

@@ -69,8 +69,8 @@ def test_cache_path_off_beside_the_output_is_no_error(tmp_path: Path, monkeypatc
 
 
 def echo_nonce(request: httpx.Request, n: int) -> httpx.Response:
-    """A model that echoes the "[request …]" its prompt carries, as small models do (issue 23)."""
-    nonce = re.search(r"\[request [^\]]+\]", json.dumps(json.loads(request.content)["messages"])).group(0)
+    """A model that echoes the "#<hex>" nonce its prompt carries, as small models do (issues 23, 25)."""
+    nonce = re.search(r"#[0-9a-f]{16}", json.dumps(json.loads(request.content)["messages"])).group(0)
     return completion(f"Caches keep the past,\nreplies that were paid for once,\nserved again for free. {nonce}")
 
 
@@ -89,7 +89,7 @@ def test_a_cached_reply_echoing_its_nonce_is_read_without_it(three, tmp_path: Pa
         assert moa.main(["-q", "Merge two sorted lists.", "--answer", "full", "--json"], runtime=runtime) == 0
         runs.append(json.loads(capsys.readouterr().out))
     assert runs[1]["http_requests"] == 0 and runs[1]["usage"]["cache_hits"] == runs[0]["llm_calls"]
-    assert runs[1]["response"] == runs[0]["response"] and "[request" not in runs[1]["response"]
+    assert runs[1]["response"] == runs[0]["response"] and not re.search(r"#[0-9a-f]{16}", runs[1]["response"])
 
 
 @pytest.mark.parametrize("content, code", [(None, 0), (b"not a database", 1)], ids=["no-file-yet", "corrupt"])

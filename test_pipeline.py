@@ -198,7 +198,7 @@ def test_judge_naming_a_candidate_votes_for_its_answer(capsys, monkeypatch) -> N
 
 @respx.mock
 def test_retry_uses_a_fresh_nonce_and_skips_the_cache(capsys) -> None:
-    """Each attempt's system prompt carries a different nonce; retries ask the gateway to skip its cache."""
+    """Each attempt's user prompt ends with a different nonce; retries ask the gateway to skip its cache."""
     failures = {"n": 0}
 
     def generate(request: httpx.Request, n: int) -> httpx.Response:
@@ -214,8 +214,8 @@ def test_retry_uses_a_fresh_nonce_and_skips_the_cache(capsys) -> None:
     solver1 = [c for c in route.calls
                if c.request.headers["X-MoA-Agent"] == "solver-1" and c.request.headers["X-MoA-Phase"] == "generate"]
     assert len(solver1) == 3
-    systems = [body_of(c)["messages"][0]["content"] for c in solver1]
-    assert len(set(systems)) == 3, "every attempt's request body must differ"
+    users = [body_of(c)["messages"][-1]["content"] for c in solver1]
+    assert len(set(users)) == 3, "every attempt's request body must differ"
     assert [c.request.headers.get("cf-aig-skip-cache") for c in solver1] == [None, "true", "true"]
     assert len(sleep.delays) == 2
     assert result["http_requests"] == 20 and result["llm_calls"] == 18
@@ -720,16 +720,18 @@ def body_of_request(request: httpx.Request) -> dict:
 
 @respx.mock
 def test_solver_styles_on_and_off(capsys, monkeypatch) -> None:
-    """SOLVER_STYLES gives each slot a different stance; off, every solver gets the same system prompt."""
+    """SOLVER_STYLES gives each slot a different stance, at the end of its rules (before the question, for small
+    models: prompts.py's Layout); off, every solver gets the same prompts."""
     route = respx.post(URL).mock(side_effect=FakeModel())
     run_json(["-q", "Q?", "--no-rebuttal"], capsys)
-    systems = [body_of(c)["messages"][0]["content"].split("\n\n[request")[0] for c in route.calls
-               if c.request.headers["X-MoA-Phase"] == "generate"]
-    assert len(set(systems)) == 5 and all("Your approach:" in s for s in systems)
+    sent = [body_of(c)["messages"] for c in route.calls if c.request.headers["X-MoA-Phase"] == "generate"]
+    systems = [m[0]["content"] for m in sent]
+    assert len(set(systems)) == 5 and all("</answer>\nYour approach:" in system for system in systems)
+    assert all(m[-1]["content"].startswith("<question>\nQ?\n</question>\n\n") for m in sent)  # then the nonce
     route.calls.clear()
     monkeypatch.setenv("SOLVER_STYLES", "off")
     run_json(["-q", "Q?", "--no-rebuttal"], capsys)
-    systems = [body_of(c)["messages"][0]["content"].split("\n\n[request")[0] for c in route.calls
+    systems = [body_of(c)["messages"][0]["content"] for c in route.calls
                if c.request.headers["X-MoA-Phase"] == "generate"]
     assert len(set(systems)) == 1 and "Your approach:" not in systems[0]
 

@@ -46,7 +46,8 @@ class Tagged(FakeModel):
         if phase == "critique":
             return completion(f"<critique>{self.tag} critique of {agent.split('->')[1]}</critique>")
         if phase in ("rebuttal", "revise"):
-            mine = user_prompt(request).split("<answer>\n", 1)[1].split("\n</answer>", 1)[0]
+            label = "Your answer:" if phase == "rebuttal" else "Your current answer:"  # after the block of all (issue 25)
+            mine = user_prompt(request).split(f"{label}\n<answer>\n", 1)[1].split("\n</answer>", 1)[0]
             what = "rebuttal" if phase == "rebuttal" else f"round {request.headers['X-MoA-Round']}"
             return completion(f"<rebuttal>{self.tag} {what} of {agent}</rebuttal><answer>{mine}</answer>")
         return completion(judge_text("391", 90))

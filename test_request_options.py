@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,13 +84,16 @@ def test_unset_options_leave_the_body_as_it_was(small, monkeypatch) -> None:
 
 @respx.mock
 def test_system_prompt_comes_first_in_every_system_message(small, monkeypatch) -> None:
-    """SYSTEM_PROMPT opens the one system message of every call; the phase's rules follow it, format last."""
+    """SYSTEM_PROMPT opens the one system message of every call; the phase's rules follow it, format last; the
+    nonce ends the user message, not the system one (issue 25: a prefix cache keeps the whole system message)."""
     mine = "You answer for a tax office.\nCite the article."
     route = ask_once(monkeypatch, SYSTEM_PROMPT=mine)
     for call in route.calls:
         messages = body_of(call)["messages"]
         assert [m["role"] for m in messages] == ["system", "user"]
-        assert messages[0]["content"].startswith(mine + "\n\n") and "[request " in messages[0]["content"]
+        assert messages[0]["content"].startswith(mine + "\n\n")
+        assert not re.search(r"#[0-9a-f]{16}", messages[0]["content"])
+        assert re.search(r"\n\n#[0-9a-f]{16}\Z", messages[1]["content"])
 
 
 @respx.mock

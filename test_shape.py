@@ -294,14 +294,17 @@ def test_full_twins_ask_for_the_whole_response(template: string.Template, whole:
 
 # What main's templates render to (sha256 prefix, every $name filled with "<name>"): the short
 # templates stay byte-identical, since tests and the fake endpoints match on their text. Issue 23 changed the
-# rebuttals' and revisions' on purpose: a worked example and a closing cue for small models.
+# rebuttals' and revisions' on purpose: a worked example and a closing cue for small models. Issue 25 changed two
+# on purpose, for prefix caches: a later round shows every solver's answer as one block before the solver's own part
+# (REVISE_USER); and the nonce, which now ends the user message, reads "#<hex>" (NONCE_SUFFIX: see its comment). The
+# solver's stance stays where it was (SOLVER_USER, SOLVER_STYLE): see prompts.py's "Layout".
 SHORT_TEMPLATES = [
     ("CRITIC_SYSTEM", "d152c039b0040358"), ("CRITIC_USER", "c0c1701adb5cbbfd"),
     ("JUDGE_CANDIDATE", "57c205415080cbd6"), ("JUDGE_SYSTEM", "f784b60496bef1b1"),
     ("JUDGE_SYSTEM_BY_LABEL", "2e4142af89d1f47d"), ("JUDGE_USER", "3d50cdb2ad229fdd"),
-    ("NONCE_SUFFIX", "5860d46ab16769cb"), ("REBUTTAL_SYSTEM", "36be4138417d1cec"),
+    ("NONCE_SUFFIX", "0832ba6d77757847"), ("REBUTTAL_SYSTEM", "36be4138417d1cec"),
     ("REBUTTAL_USER", "66c211692b39cfc9"), ("REVISE_OTHER", "5a25450459bdae13"),
-    ("REVISE_SYSTEM", "a94f294200158201"), ("REVISE_USER", "8cd421db8033506b"),
+    ("REVISE_SYSTEM", "a94f294200158201"), ("REVISE_USER", "f0cacea22bb46c9f"),
     ("SOLVER_STYLE", "e5ae7fc2e67ca8fa"), ("SOLVER_SYSTEM", "b060be66d5f8e66a"),
     ("SOLVER_USER", "8cf370cf5932a8f1"),
 ]

@@ -23,6 +23,12 @@ flight it answers 429 with Retry-After. With --gateway-retry-rate it plays a ret
 request the gateway retried upstream does, and its reply says `x-litellm-attempted-retries: 2`.
 Each request's start and end go to --log as JSONL so a benchmark can compute the ideal time.
 
+With --prefix-cache it models an unbounded prefix cache (vLLM's automatic prefix caching, SGLang's RadixAttention,
+llama.cpp's slot reuse, OpenAI's prompt caching): a request's cached share is its longest common prefix with any
+earlier request's prompt (messages serialised in order, as a chat template does), reported as OpenAI does
+(usage.prompt_tokens_details.cached_tokens, 4 characters a token) and logged (prompt_chars, cached_chars).
+--reasoning-chars N makes each solver's reasoning N characters long, as a real model's is (bench/prefix_cache.py).
+
 Only the standard library: the server must not share code or dependencies with the client it
 measures.
 """
@@ -71,6 +77,9 @@ class Options:
     fault_phase: str = ""  # only requests of this phase get the fault ("" = every phase)
     fault_once: bool = False  # only a call's first request may get the fault: its retry succeeds
     log: str | None = None
+    prefix_cache: bool = False  # model a prefix cache: see cached_prefix
+    reasoning_chars: int = 0  # pad each solver's <reasoning> to this many characters (0: the short default)
+    reply_chars: int = 0  # pad each critique and rebuttal the same way
 
 
 # Faults applied to a FAULT_RATE share of requests (for the reliability tests).
@@ -103,6 +112,8 @@ class State:
     known: dict[str, str] = field(default_factory=dict)  # question -> expected answer, from --answers
     keys: dict[str, AnswerKey] = field(default_factory=dict)  # question -> how the oracle answers it (both kinds)
     calls_seen: set[str] = field(default_factory=set)  # calls (run, phase, agent) already asked once
+    replies: int = 0  # replies written by reply_text
+    prompts_seen: list[str] = field(default_factory=list)  # with --prefix-cache: every prompt so far, serialised
 
 
 # --- replies in the pipeline's output contract --------------------------------
@@ -142,6 +153,8 @@ def wrong_variant(answer: str) -> str:
 RANKING_MARK = "RANKING:"
 # A candidate's opening tag in a judge's prompt; its label is one or two capitals (A .. Z, AA ..).
 CANDIDATE_LABEL = re.compile(r'<candidate label="([A-Z]{1,2})">')
+# The pipeline's nonce (prompts.NONCE_SUFFIX) ending a user prompt; fixed length, so it cannot backtrack.
+NONCE_AT_END = re.compile(r"\n\n#[0-9a-f]{16}\Z")
 SYNTHESIS_TEXT = "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = {answer}."
 
 
@@ -212,8 +225,8 @@ def kept_reply(phase: str, user: str) -> str | None:
         return f"<rebuttal>I checked again.</rebuttal>\n<answer>{mine}</answer>"
     if phase == "revise":
         mine = user.split("Your current answer:\n<answer>\n", 1)[-1].split("\n</answer>", 1)[0]
-        others = [block.split("\n</answer>", 1)[0] for block in user.split("<other_solver>\n<answer>\n")[1:]]
-        shown = [mine, *others]
+        shown = [block.split("\n</answer>", 1)[0] for block in user.split("<other_solver>\n<answer>\n")[1:]]
+        shown = shown or [mine]  # every solver's answer, mine among them (prompts.REVISE_USER)
         top = max(shown, key=lambda a: (shown.count(a), a == mine))
         return f"<rebuttal>Weighed the others.</rebuttal>\n<answer>{top}</answer>"
     return None
@@ -258,8 +271,37 @@ def solver_draw(state: State, body: dict[str, Any], agent: str | None) -> float:
     if not state.options.keyed:
         return state.rng.random()
     system, user = messages_of(body)
-    key = f"{state.options.seed}|{system.rsplit('[request', 1)[0]}|{question_of(user)}|{agent}"
+    key = f"{state.options.seed}|{drawn_prompt(system, user)}|{question_of(user)}|{agent}"
     return (int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") + 0.5) / 2**64
+
+
+def drawn_prompt(system: str, user: str) -> str:
+    """What a --keyed draw hashes: the system prompt as it read before issue 25 moved the nonce to the end of the
+    user prompt (so each seed's draws stay as they were): rules, "\nYour approach: ...", "\n\n"."""
+    if not NONCE_AT_END.search(user):  # a plain question, or the old layout (its nonce in the system prompt)
+        return system.rsplit("[request", 1)[0]
+    return system + "\n\n"
+
+
+def serialised(body: dict[str, Any]) -> str:
+    """The prompt as a chat template lays it out: every message in order, its role first."""
+    return "".join(f"<|{m.get('role')}|>\n{m.get('content', '')}\n" for m in body.get("messages") or [])
+
+
+def cached_prefix(state: State, prompt: str) -> int:
+    """Characters of ``prompt`` an unbounded prefix cache holds: its longest common prefix with any earlier prompt."""
+    longest = max((common_prefix(prompt, seen) for seen in state.prompts_seen), default=0)
+    state.prompts_seen.append(prompt)
+    return longest
+
+
+def common_prefix(first: str, second: str) -> int:
+    """Length of the common prefix, by bisection over slice comparisons (C speed, not a loop per character)."""
+    low, high = 0, min(len(first), len(second))
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if first[:middle] == second[:middle] else (low, middle - 1)
+    return low
 
 
 def plain_reply(phase: str, state: State, body: dict[str, Any]) -> str:
@@ -275,24 +317,42 @@ def reply_text(phase: str, state: State) -> str:
     if phase == "synthesis":  # before the draw below: a seed's draws for the other phases stay as they were
         return SYNTHESIS_TEXT.format(answer=options.answer)
     answer = options.wrong_answer if state.rng.random() < options.wrong_rate else options.answer
+    # --reasoning-chars plays a real model, which never writes one text twice: each reply opens with its own number,
+    # or a prefix cache would find five critiques alike where real ones differ from their first words.
+    state.replies += 1
+    mine = f"(reply {state.replies}) " if options.reasoning_chars or options.reply_chars else ""
     if phase == "critique":
-        return "<critique>I recomputed every step; the arithmetic holds.</critique>"
+        return f"<critique>{mine}{padded('I recomputed every step; the arithmetic holds.', options.reply_chars)}</critique>"
     if phase in ("rebuttal", "revise"):
-        return f"<rebuttal>The critique confirms my work.</rebuttal>\n<answer>{answer}</answer>"
+        text = padded("The critique confirms my work.", options.reply_chars)
+        return f"<rebuttal>{mine}{text}</rebuttal>\n<answer>{answer}</answer>"
     if phase == "judge":
-        return (f"<analysis>Candidates agree after checking.</analysis>\nFINAL ANSWER: {options.answer}\n"
+        return (f"<analysis>{mine}Candidates agree after checking.</analysis>\nFINAL ANSWER: {options.answer}\n"
                 f"CONFIDENCE: {options.confidence}")
-    return f"<reasoning>17 * 23 = 17 * 20 + 17 * 3 = 340 + 51.</reasoning>\n<answer>{answer}</answer>"
+    text = padded("17 * 23 = 17 * 20 + 17 * 3 = 340 + 51.", options.reasoning_chars)
+    return f"<reasoning>{mine}{text}</reasoning>\n<answer>{answer}</answer>"
 
 
-def completion_body(text: str | None, finish_reason: str = "stop", prompt_chars: int = 0) -> bytes:
+def padded(text: str, chars: int) -> str:
+    """``text`` with more checking after it, up to ``chars`` characters (as it is when that is fewer)."""
+    step = " Checking again: 17 * 20 = 340, since 17 * 2 = 34; 17 * 3 = 51; and 340 + 51 = 391."
+    while len(text) + len(step) <= chars:
+        text += step
+    return text
+
+
+def completion_body(text: str | None, finish_reason: str = "stop", prompt_chars: int = 0,
+                    cached_chars: int | None = None) -> bytes:
     completion_tokens = max(1, len(text or "") // 4)
     prompt_tokens = max(1, prompt_chars // 4)
+    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                             "total_tokens": prompt_tokens + completion_tokens}
+    if cached_chars is not None:  # --prefix-cache: as OpenAI reports it
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_chars // 4}
     return json.dumps({
         "id": "fake-1", "object": "chat.completion", "created": int(time.time()), "model": "fake",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "usage": usage,
     }).encode()
 
 
@@ -427,7 +487,7 @@ async def fault_reply(fault: str, state: State, writer: asyncio.StreamWriter, ra
 
 
 async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
-                    writer: asyncio.StreamWriter) -> bytes | None:
+                    writer: asyncio.StreamWriter, cached_chars: int | None = None) -> bytes | None:
     options = state.options
     try:
         body = json.loads(raw_body or b"{}")
@@ -463,7 +523,7 @@ async def serve_one(state: State, headers: dict[str, str], raw_body: bytes,
         return b""
     if options.fault == "sse":  # a stream, whether or not the client asked for one
         return response_bytes(200, sse_body(text), gateway, content_type="text/event-stream")
-    return response_bytes(200, completion_body(text, prompt_chars=prompt_chars), gateway)
+    return response_bytes(200, completion_body(text, prompt_chars=prompt_chars, cached_chars=cached_chars), gateway)
 
 
 def sse_body(text: str) -> bytes:
@@ -487,7 +547,8 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
             state.served += 1
             number = state.served
             started = time.monotonic()
-            log_event(state, event="start", n=number, t=started, run=headers.get("x-moa-run-id"),
+            cache = prefix_cache_event(state, raw_body)
+            log_event(state, event="start", **cache, n=number, t=started, run=headers.get("x-moa-run-id"),
                       phase=headers.get("x-moa-phase"), agent=headers.get("x-moa-agent"),
                       round=int(headers.get("x-moa-round", "1") or 1),
                       body_sha=hashlib.sha256(raw_body).hexdigest()[:16],
@@ -495,7 +556,7 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
                           "headers": {k: v for k, v in headers.items() if k.startswith(("x-", "cf-"))}}
                          if state.options.log_requests else {}))
             try:
-                reply = await serve_one(state, headers, raw_body, writer)
+                reply = await serve_one(state, headers, raw_body, writer, cache.get("cached_chars"))
             finally:
                 state.in_flight -= 1
             status = int(reply[9:12]) if reply else None
@@ -509,6 +570,17 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
         pass
     finally:
         writer.close()
+
+
+def prefix_cache_event(state: State, raw_body: bytes) -> dict[str, int]:
+    """With --prefix-cache, the request's prompt and cached characters, counted as it arrives; else nothing."""
+    if not state.options.prefix_cache:
+        return {}
+    try:
+        prompt = serialised(json.loads(raw_body or b"{}"))
+    except (ValueError, AttributeError):
+        return {}
+    return {"prompt_chars": len(prompt), "cached_chars": cached_prefix(state, prompt)}
 
 
 def load_answers(state: State, path: str) -> None:
@@ -570,6 +642,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, int]:
     parser.add_argument("--fault-once", action="store_true", help="only a call's first request may get the fault")
     parser.add_argument("--fail-after", type=int, default=0, help="answer 500 to every request after this many")
     parser.add_argument("--log", help="append each request's start and end here as JSONL")
+    parser.add_argument("--prefix-cache", action="store_true",
+                        help="model an unbounded prefix cache: report and log each request's cached prefix")
+    parser.add_argument("--reasoning-chars", type=int, default=0,
+                        help="pad each solver's reasoning to this many characters (a real model's length)")
+    parser.add_argument("--reply-chars", type=int, default=0, help="pad each critique and rebuttal the same way")
     args = parser.parse_args(argv)
     port = args.port
     values = {k: v for k, v in vars(args).items() if k != "port"}
