@@ -98,17 +98,24 @@ def logging_proxy(upstream: str, events: list[dict[str, Any]]) -> ThreadingHTTPS
     return proxy
 
 
+def run_cli(code: Path, question: str, url: str, rounds: int, settings: dict[str, str], workdir: Path,
+            timeout: float) -> subprocess.CompletedProcess[str]:
+    """One question (--json) through ``code``'s CLI at ``url``, its files in ``workdir``."""
+    env = {**os.environ, **settings, "PROXY_URL": url, "API_KEY": "bench-key-0123", "ROUNDS": str(rounds),
+           "ENABLE_FILE_LOGGING": "false", "LOG_DIR": str(workdir / "logs"), "MOA_CONFIG_HOME": str(workdir / "home"),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, str(code / "moa_pipeline.py"), "-q", question, "--json"], env=env,
+                          cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
 def run_real(code: Path, rounds: int, upstream: str, workdir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One question through ``code``'s CLI against a llama.cpp server: its cache_n events and the run's format."""
     events: list[dict[str, Any]] = []
     proxy = logging_proxy(upstream, events)
-    env = {**os.environ, **REAL_SETTINGS, "PROXY_URL": f"http://127.0.0.1:{proxy.server_address[1]}/v1",
-           "API_KEY": "bench-key-0123", "ROUNDS": str(rounds), "SYSTEM_PROMPT": f"Run {time.time_ns()}.",
-           "ENABLE_FILE_LOGGING": "false", "LOG_DIR": str(workdir / "logs"), "MOA_CONFIG_HOME": str(workdir / "home"),
-           "PYTHONDONTWRITEBYTECODE": "1"}
+    settings = {**REAL_SETTINGS, "SYSTEM_PROMPT": f"Run {time.time_ns()}."}
     try:
-        done = subprocess.run([sys.executable, str(code / "moa_pipeline.py"), "-q", REAL_QUESTION, "--json"], env=env,
-                              cwd=workdir, capture_output=True, text=True, timeout=3000)
+        done = run_cli(code, REAL_QUESTION, f"http://127.0.0.1:{proxy.server_address[1]}/v1", rounds, settings,
+                       workdir, timeout=3000)
     finally:
         proxy.shutdown()
     if not done.stdout.strip():
@@ -125,12 +132,8 @@ def run_debate(code: Path, rounds: int, lengths: tuple[int, int], seed: int, wor
     log.unlink(missing_ok=True)  # the fake appends: one run's requests only
     process, url = start_fake_endpoint("--prefix-cache", "--reasoning-chars", str(lengths[0]), "--reply-chars",
                                        str(lengths[1]), "--wrong-rate", "0.5", "--seed", str(seed), "--log", str(log))
-    env = {**os.environ, "PROXY_URL": url, "API_KEY": "bench-key-0123", "ROUNDS": str(rounds), "MIN_JUDGE_CONFIDENCE": "0",
-           "ENABLE_FILE_LOGGING": "false", "LOG_DIR": str(workdir / "logs"), "MOA_CONFIG_HOME": str(workdir / "home"),
-           "PYTHONDONTWRITEBYTECODE": "1"}
     try:
-        done = subprocess.run([sys.executable, str(code / "moa_pipeline.py"), "-q", QUESTION, "--json"], env=env,
-                              cwd=workdir, capture_output=True, text=True, timeout=300)
+        done = run_cli(code, QUESTION, url, rounds, {"MIN_JUDGE_CONFIDENCE": "0"}, workdir, timeout=300)
     finally:
         process.kill()
         process.wait()
