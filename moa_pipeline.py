@@ -4779,7 +4779,9 @@ class BatchStats:
         self.uncosted += record["cost_usd"] is None and record["usage"]["total_tokens"] > 0
         if record["cost_usd"] is not None and not self.uncosted:
             self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
-            self.cost_source = cost_source([self.cost_source, record["usage"].get("cost_source")])
+            # A $0 question (served whole by the response cache) adds no figure: it says nothing of whose the sum is.
+            source = record["usage"].get("cost_source") if record["cost_usd"] else None
+            self.cost_source = cost_source([self.cost_source, source])
         self.cost_usd, self.cost_source = (None, None) if self.uncosted else (self.cost_usd, self.cost_source)
 
 

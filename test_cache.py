@@ -18,6 +18,7 @@ import respx
 
 import moa_pipeline as moa
 from conftest import FAKE_KEY, URL, FakeModel, completion, solver_text, test_runtime
+from test_cost import CachingModel
 from test_hostile_files import small_fs  # noqa: F401 (a fixture: a tmpfs, root only)
 
 HERE = Path(__file__).resolve().parent
@@ -89,6 +90,26 @@ def test_the_summaries_count_the_replies_the_cache_served(cache_file: Path, caps
     assert f"0 HTTP requests ({CALLS} replies from the response cache)" in capsys.readouterr().out
     summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())
     assert (summary["this_run"]["cache_hits"], summary["this_run"]["http_requests"]) == (CALLS, 0)
+
+
+@respx.mock
+def test_a_question_the_cache_served_says_nothing_of_whose_a_batch_cost_is(cache_file: Path, capsys, monkeypatch,
+                                                                           tmp_path: Path) -> None:
+    """Prices set, every reply sent charged by the endpoint: a question served whole from the cache costs $0 and
+    adds no figure, so the batch's cost (and --eval's) is the endpoint's own, not "mixed" with your prices."""
+    monkeypatch.setenv("PRICE_INPUT_PER_MTOK", "2")
+    respx.post(URL).mock(side_effect=CachingModel(0.001, tuple(moa.PHASES)))
+    moa.main(["-q", QUESTION], runtime=test_runtime(now=NOW))
+    capsys.readouterr()
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "a", "question": QUESTION}) + "\n"
+                         + json.dumps({"id": "b", "question": "What is 19 * 21?"}) + "\n")
+    assert moa.main(["-f", str(questions), "-o", str(tmp_path / "out.jsonl")], runtime=test_runtime(now=NOW)) == 0
+    assert "$0.0180 (the endpoint's own)" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())["this_run"]
+    assert (summary["cache_hits"], summary["cost_usd"], summary["cost_source"]) == (CALLS, 0.018, "endpoint")
+    lines = {str(n): json.loads(line) for n, line in enumerate((tmp_path / "out.jsonl").read_text().splitlines())}
+    assert moa.strategy_score("debate", lines)["cost_source"] == "endpoint"
 
 
 @respx.mock
