@@ -3942,7 +3942,7 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
     if result.error:
         lines.append(f"error: {result.error}")
     lines.append(f"elapsed: {result.elapsed_s:.2f}s, {result.llm_calls} LLM calls, "
-                 f"{result.http_requests} HTTP requests")
+                 f"{result.http_requests} HTTP requests{served(result.usage['cache_hits'])}")
     return "\n".join(lines) + "\n"
 
 

@@ -77,13 +77,15 @@ def test_a_rerun_is_answered_from_the_cache_for_nothing(cache_file: Path, capsys
 
 @respx.mock
 def test_the_summaries_count_the_replies_the_cache_served(cache_file: Path, capsys, tmp_path: Path) -> None:
-    """The human summary and a batch's summary say how many replies came from the cache (this_run.cache_hits)."""
+    """The human summary, the transcript and a batch's summary say how many replies came from the cache."""
     respx.post(URL).mock(side_effect=FakeModel())
     moa.main(["-q", QUESTION], runtime=test_runtime(now=NOW))
     assert "replies from the response cache" not in capsys.readouterr().out
     moa.main(["-q", QUESTION], runtime=test_runtime(now=NOW))
-    assert f"{CALLS} LLM calls, 0 HTTP requests ({CALLS} replies from the response cache), 0 tokens" \
-        in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{CALLS} LLM calls, 0 HTTP requests ({CALLS} replies from the response cache), 0 tokens" in printed
+    transcript = Path(printed.split("Transcript: ")[1].split()[0]).read_text()  # its totals line says so too
+    assert f"{CALLS} LLM calls, 0 HTTP requests ({CALLS} replies from the response cache)\n" in transcript
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"id": "a", "question": QUESTION}) + "\n")
     assert moa.main(["-f", str(questions), "-o", str(tmp_path / "out.jsonl")], runtime=test_runtime(now=NOW)) == 0
