@@ -1940,8 +1940,10 @@ def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
                     sum(a.cached_tokens for a in unsaid))
     if charged:
         usage["endpoint_cost_usd"] = round(sum(charged), 6)
-    if (charged and not unsaid) or ours is not None:
+    # Every reply from the response cache: nothing was billed, $0 whatever the prices, and no one's figure.
+    if (not unsaid and (charged or usage["cache_hits"])) or ours is not None:
         usage["cost_usd"] = round(sum(charged) + (ours or 0), 6)
+    if "cost_usd" in usage and (charged or unsaid):
         usage["cost_source"] = "prices" if not charged else "endpoint" if not unsaid else "mixed"
     return usage
 

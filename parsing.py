@@ -2361,7 +2361,8 @@ def served(cache_hits: int | None) -> str:
 def said_cost(cost: float | None, source: str | None, digits: int = 4) -> str:
     """A cost and whose figure it is (Usage.cost_source), as every summary shows it; "" for none."""
     whose = {"endpoint": "the endpoint's own", "mixed": "the endpoint's own where it said, else at your prices"}
-    return "" if cost is None else f"${cost:.{digits}f} ({whose.get(source or '', 'at your prices')})"
+    unsaid = "at your prices" if cost or source else "nothing billed"  # $0 from no one: the response cache's replies
+    return "" if cost is None else f"${cost:.{digits}f} ({whose.get(source or '', unsaid)})"
 
 
 def cost_source(sources: Iterable[str | None]) -> str | None:

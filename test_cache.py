@@ -114,6 +114,24 @@ def test_a_question_the_cache_served_says_nothing_of_whose_a_batch_cost_is(cache
     assert moa.strategy_score("debate", lines)["cost_source"] == "endpoint"
 
 
+@pytest.mark.parametrize("prices", [{}, {"PRICE_INPUT_PER_MTOK": "2"}], ids=["no-prices", "prices-set"])
+@respx.mock
+def test_a_run_the_cache_answered_whole_cost_nothing(prices: dict[str, str], cache_file: Path, capsys,
+                                                     monkeypatch) -> None:
+    """Every reply from the cache: $0, said as nothing billed (not "at your prices"), prices set or not; so --eval's
+    cost a question counts it as $0 beside a question the gateway charged, not as a question without a cost."""
+    for name, value in prices.items():
+        monkeypatch.setenv(name, value)
+    respx.post(URL).mock(side_effect=CachingModel(0.001, tuple(moa.PHASES)))
+    _, first, _ = run(capsys)
+    moa.main(["-q", QUESTION], runtime=test_runtime(now=NOW))
+    assert f"({CALLS} replies from the response cache), 0 tokens, $0.0000 (nothing billed)" in capsys.readouterr().out
+    _, again, _ = run(capsys)
+    assert (again["cost_usd"], again["usage"].get("cost_source"), first["cost_usd"]) == (0, None, 0.018)
+    row = moa.strategy_score("debate", {"a": first, "b": again})
+    assert (row["cost_usd_per_question"], row["cost_source"]) == (0.009, "endpoint")
+
+
 @respx.mock
 def test_a_hit_spends_no_budget() -> None:
     """A Debater's shared budget counts the first debate's 18 calls; the cached second one adds no call, no token."""
