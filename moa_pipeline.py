@@ -1940,8 +1940,10 @@ def usage_totals(calls: Iterable[AgentCall], config: Config) -> Usage:
                     sum(a.cached_tokens for a in unsaid))
     if charged:
         usage["endpoint_cost_usd"] = round(sum(charged), 6)
-    if (charged and not unsaid) or ours is not None:
+    # Every reply from the response cache: nothing was billed, $0 whatever the prices, and no one's figure.
+    if (not unsaid and (charged or usage["cache_hits"])) or ours is not None:
         usage["cost_usd"] = round(sum(charged) + (ours or 0), 6)
+    if "cost_usd" in usage and (charged or unsaid):
         usage["cost_source"] = "prices" if not charged else "endpoint" if not unsaid else "mixed"
     return usage
 
@@ -3942,7 +3944,7 @@ def render_transcript(state: Debate, result: RunRecord, replay: Replay | None = 
     if result.error:
         lines.append(f"error: {result.error}")
     lines.append(f"elapsed: {result.elapsed_s:.2f}s, {result.llm_calls} LLM calls, "
-                 f"{result.http_requests} HTTP requests")
+                 f"{result.http_requests} HTTP requests{served(result.usage['cache_hits'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -4779,7 +4781,9 @@ class BatchStats:
         self.uncosted += record["cost_usd"] is None and record["usage"]["total_tokens"] > 0
         if record["cost_usd"] is not None and not self.uncosted:
             self.cost_usd = round((self.cost_usd or 0) + record["cost_usd"], 6)
-            self.cost_source = cost_source([self.cost_source, record["usage"].get("cost_source")])
+            # A $0 question (served whole by the response cache) adds no figure: it says nothing of whose the sum is.
+            source = record["usage"].get("cost_source") if record["cost_usd"] else None
+            self.cost_source = cost_source([self.cost_source, source])
         self.cost_usd, self.cost_source = (None, None) if self.uncosted else (self.cost_usd, self.cost_source)
 
 

@@ -2361,7 +2361,8 @@ def served(cache_hits: int | None) -> str:
 def said_cost(cost: float | None, source: str | None, digits: int = 4) -> str:
     """A cost and whose figure it is (Usage.cost_source), as every summary shows it; "" for none."""
     whose = {"endpoint": "the endpoint's own", "mixed": "the endpoint's own where it said, else at your prices"}
-    return "" if cost is None else f"${cost:.{digits}f} ({whose.get(source or '', 'at your prices')})"
+    unsaid = "at your prices" if cost or source else "nothing billed"  # $0 from no one: the response cache's replies
+    return "" if cost is None else f"${cost:.{digits}f} ({whose.get(source or '', unsaid)})"
 
 
 def cost_source(sources: Iterable[str | None]) -> str | None:
@@ -2392,7 +2393,7 @@ def strategy_score(name: str, lines: Mapping[str, dict[str, Any]],
             "tokens_per_question": _mean((r.get("usage") or {}).get("total_tokens") for r in rows),
             "cost_usd_per_question": _mean(r.get("cost_usd") for r in rows),
             "cost_source": cost_source((r.get("usage") or {}).get("cost_source", "prices")  # older lines: only prices
-                                       for r in rows if r.get("cost_usd") is not None),
+                                       for r in rows if r.get("cost_usd")),  # a $0 line (cached) adds no figure
             "wall_s_per_question": _mean(r.get("elapsed_s") for r in rows),
             "judge_verdict_share": round(sum(j.get("ok", 0) for j in judged) / judge_calls, 3) if judge_calls else None,
             "format": formats, "doubtful": sum(bool(r.get("doubts")) for r in rows),

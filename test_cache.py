@@ -18,6 +18,7 @@ import respx
 
 import moa_pipeline as moa
 from conftest import FAKE_KEY, URL, FakeModel, completion, solver_text, test_runtime
+from test_cost import CachingModel
 from test_hostile_files import small_fs  # noqa: F401 (a fixture: a tmpfs, root only)
 
 HERE = Path(__file__).resolve().parent
@@ -76,19 +77,59 @@ def test_a_rerun_is_answered_from_the_cache_for_nothing(cache_file: Path, capsys
 
 @respx.mock
 def test_the_summaries_count_the_replies_the_cache_served(cache_file: Path, capsys, tmp_path: Path) -> None:
-    """The human summary and a batch's summary say how many replies came from the cache (this_run.cache_hits)."""
+    """The human summary, the transcript and a batch's summary say how many replies came from the cache."""
     respx.post(URL).mock(side_effect=FakeModel())
     moa.main(["-q", QUESTION], runtime=test_runtime(now=NOW))
     assert "replies from the response cache" not in capsys.readouterr().out
     moa.main(["-q", QUESTION], runtime=test_runtime(now=NOW))
-    assert f"{CALLS} LLM calls, 0 HTTP requests ({CALLS} replies from the response cache), 0 tokens" \
-        in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{CALLS} LLM calls, 0 HTTP requests ({CALLS} replies from the response cache), 0 tokens" in printed
+    transcript = Path(printed.split("Transcript: ")[1].split()[0]).read_text()  # its totals line says so too
+    assert f"{CALLS} LLM calls, 0 HTTP requests ({CALLS} replies from the response cache)\n" in transcript
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"id": "a", "question": QUESTION}) + "\n")
     assert moa.main(["-f", str(questions), "-o", str(tmp_path / "out.jsonl")], runtime=test_runtime(now=NOW)) == 0
     assert f"0 HTTP requests ({CALLS} replies from the response cache)" in capsys.readouterr().out
     summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())
     assert (summary["this_run"]["cache_hits"], summary["this_run"]["http_requests"]) == (CALLS, 0)
+
+
+@respx.mock
+def test_a_question_the_cache_served_says_nothing_of_whose_a_batch_cost_is(cache_file: Path, capsys, monkeypatch,
+                                                                           tmp_path: Path) -> None:
+    """Prices set, every reply sent charged by the endpoint: a question served whole from the cache costs $0 and
+    adds no figure, so the batch's cost (and --eval's) is the endpoint's own, not "mixed" with your prices."""
+    monkeypatch.setenv("PRICE_INPUT_PER_MTOK", "2")
+    respx.post(URL).mock(side_effect=CachingModel(0.001, tuple(moa.PHASES)))
+    moa.main(["-q", QUESTION], runtime=test_runtime(now=NOW))
+    capsys.readouterr()
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "a", "question": QUESTION}) + "\n"
+                         + json.dumps({"id": "b", "question": "What is 19 * 21?"}) + "\n")
+    assert moa.main(["-f", str(questions), "-o", str(tmp_path / "out.jsonl")], runtime=test_runtime(now=NOW)) == 0
+    assert "$0.0180 (the endpoint's own)" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())["this_run"]
+    assert (summary["cache_hits"], summary["cost_usd"], summary["cost_source"]) == (CALLS, 0.018, "endpoint")
+    lines = {str(n): json.loads(line) for n, line in enumerate((tmp_path / "out.jsonl").read_text().splitlines())}
+    assert moa.strategy_score("debate", lines)["cost_source"] == "endpoint"
+
+
+@pytest.mark.parametrize("prices", [{}, {"PRICE_INPUT_PER_MTOK": "2"}], ids=["no-prices", "prices-set"])
+@respx.mock
+def test_a_run_the_cache_answered_whole_cost_nothing(prices: dict[str, str], cache_file: Path, capsys,
+                                                     monkeypatch) -> None:
+    """Every reply from the cache: $0, said as nothing billed (not "at your prices"), prices set or not; so --eval's
+    cost a question counts it as $0 beside a question the gateway charged, not as a question without a cost."""
+    for name, value in prices.items():
+        monkeypatch.setenv(name, value)
+    respx.post(URL).mock(side_effect=CachingModel(0.001, tuple(moa.PHASES)))
+    _, first, _ = run(capsys)
+    moa.main(["-q", QUESTION], runtime=test_runtime(now=NOW))
+    assert f"({CALLS} replies from the response cache), 0 tokens, $0.0000 (nothing billed)" in capsys.readouterr().out
+    _, again, _ = run(capsys)
+    assert (again["cost_usd"], again["usage"].get("cost_source"), first["cost_usd"]) == (0, None, 0.018)
+    row = moa.strategy_score("debate", {"a": first, "b": again})
+    assert (row["cost_usd_per_question"], row["cost_source"]) == (0.009, "endpoint")
 
 
 @respx.mock
