@@ -1544,8 +1544,7 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
         options=request_options(state.config, call.phase)))  # the question's: a batch line may set its own
     attempt.cache_hit, attempt.stored_at = stored_at is not None, stored_at or 0.0
     record_reply(attempt, completion, sending.prompt_estimate)
-    # The nonce is ours: a model that echoes its prompt's nonce line (issue 23), or only its hex as the answer (the
-    # last text it read: "The answer is:\nf4de9532a8955b77", SmolLM2, issue 25), must not put it into an answer.
+    # The nonce is ours: a reply that echoes it, or its hex alone ("The answer is: f4de95…"), must not answer with it.
     text = completion.text.replace(prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce).strip(), "")
     value = sending.parse(text.replace(attempt.nonce, ""))
     cut = completion.finish_reason in ("length", "truncated")
@@ -1616,12 +1615,14 @@ async def try_attempt(state: Debate, call: AgentCall, number: int, sending: Send
     attempt = Attempt(number, f"{state.runtime.rng.getrandbits(64):016x}", state.runtime.clock() - state.started,
                       model=call.model, reserved=reserved)
     call.attempts.append(attempt)
-    # A fresh nonce each attempt, the last text of the last message (a prefix cache loses nothing): five solvers
-    # through a caching gateway would otherwise get one cached answer, and a retry the same cached failure back.
+    # A fresh nonce each attempt: five solvers through a caching gateway would otherwise get one cached answer, and a
+    # retry the same cached failure back. It ends the last message (a prefix cache loses nothing), a judge's rules
+    # (after the candidates it cost a small model its verdicts; judges share little past their rules: prompts.py).
     nonce = call.system and prompts.render(prompts.NONCE_SUFFIX, nonce=attempt.nonce)
+    rules, nonce = (call.system + nonce, "") if call.phase == Phase.JUDGE else (call.system, nonce)
     # SYSTEM_PROMPT first, our rules after it in the same message: a model with one system slot reads both, and the
     # format it must write comes last. No rules: --eval's plain question (Strategy "single"), as a chat UI sends it.
-    system = "\n\n".join(text for text in (state.config.system_prompt, call.system) if text)
+    system = "\n\n".join(text for text in (state.config.system_prompt, rules) if text)
     messages = [{"role": "system", "content": system}] * bool(system) + [{"role": "user", "content": call.user + nonce}]
     try:
         value = await attempt_once(state, call, attempt, messages, sending)
@@ -3888,7 +3889,7 @@ def _render_call(call: AgentCall) -> list[str]:
     tier = f", parsed from {call.tier}" if call.tier else ""
     model = f" [{call.model}]" if call.model else ""
     lines = [f"--- {call.agent}{model}: {status} ({len(call.attempts)} attempt(s){tier}) ---",
-             "[system prompt]", call.system, "[user prompt; each attempt appends its nonce]", call.user]
+             "[system prompt]", call.system, "[user prompt; each attempt adds its nonce]", call.user]
     for attempt in call.attempts:
         http = f"HTTP {attempt.status}" if attempt.status else "no HTTP response"
         http = "failed" if attempt.outcome.startswith(http) else http  # "HTTP 500: overloaded" says it once

@@ -20,7 +20,12 @@ So:
   order, the same for all, before its own answer and critique;
 - critiques, rebuttals and judges share rules and question only: each critic reads its own candidate, and
   each judge keeps its own candidate order (judge_order: position bias is real), so they share little.
-One exception: a solver's stance (SOLVER_STYLE) stays at the end of its rules, before the question, as before.
+A judge's nonce ends its rules (the system message), as before: after the candidates it cost SmolLM2-135M its
+verdicts. 106 judge prompts of real debates replayed with the same seeds (bench/README.md): 39 usable, 46 cut at
+the cap, with the nonce ending the user message; 55 and 28 with it ending the rules; a closing cue before it made it
+worse (34 and 10). All a judge shares with another is its rules and the question, so the judges lose one point of
+a cached share that was 2-3% anyway.
+One more exception: a solver's stance (SOLVER_STYLE) stays at the end of its rules, before the question, as before.
 After the question, the last thing a small model reads, it reads as the task: SmolLM2-135M, the solver prompt
 alone on 30 easy questions x 5 stances at 128 tokens, could not be read in 43% of its replies with the stance
 after the question (38-42% with the format restated around it) against 17% with the stance in the rules and
@@ -217,7 +222,8 @@ JUDGE_CANDIDATE = Template(
 
 NOT_AVAILABLE = "(none)"
 
-# Appended to the user prompt (the last message) of every attempt, its very last text; see moa_pipeline.try_attempt.
+# Appended to the user prompt (the last message) of every attempt, its very last text, a judge's to its rules (see
+# "Layout" above and moa_pipeline.try_attempt).
 # A bare "#" and the hex, not "[request <hex>]": as the last thing SmolLM2-135M read, "[request …]" made it answer a
 # request (24 critiques and 24 judges of a real debate, replayed: 16 and 7 usable, 22 cut at the cap) where "#<hex>"
 # left it about as with the nonce in the system message (17 and 11, 16 cut; there: 19 and 12, 13 cut).

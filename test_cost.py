@@ -277,7 +277,7 @@ def test_trace_round_trips_every_attempt(capsys, monkeypatch) -> None:
     for record in attempts:
         body = sent[(record["phase"], record["agent"], record["attempt"])]
         assert record["request"]["messages"] == body["messages"]
-        assert body["messages"][-1]["content"].endswith(f"\n\n#{record['nonce']}")
+        assert body["messages"][0 if record["phase"] == "judge" else -1]["content"].endswith(f"\n\n#{record['nonce']}")
         assert record["request"]["temperature"] == body["temperature"]
     failed = [r for r in attempts if r["status"] == 500]
     assert len(failed) == 1 and failed[0]["error"] and failed[0]["retry_in_s"] is not None

@@ -2,7 +2,7 @@
 
 A prefix cache (vLLM, SGLang, llama.cpp, OpenAI) reuses the longest prompt prefix it has seen, so each phase's
 prompt runs rules -> question -> what the phase's calls share -> this call's own part -> the nonce, at the very end
-of the last message. One exception, for small models: a solver's stance ends the rules, before the question.
+of the last message. Two exceptions, for small models: a solver's stance and a judge's nonce end their rules.
 These tests read the requests a real debate sends (ROUNDS=2, solvers that disagree).
 """
 from __future__ import annotations
@@ -78,8 +78,10 @@ def test_each_phase_runs_from_rules_to_its_own_part_then_the_nonce(sent, phase: 
     prompt = serialised(sent[(phase, agent)])
     where = [prompt.index(text) for text in order]
     assert where == sorted(where), list(zip(order, where, strict=True))
-    assert NONCE.search(sent[(phase, agent)][-1]["content"]), "the nonce ends the last message"
-    assert len(re.findall(r"#[0-9a-f]{16}", prompt)) == 1 and re.search(r"#[0-9a-f]{16}", prompt).start() > where[-1]
+    ends = sent[(phase, agent)][0 if phase == "judge" else -1]["content"]  # a judge's nonce ends its rules
+    assert NONCE.search(ends), "the nonce ends the last message (a judge's: its system message)"
+    nonces = [found.start() for found in re.finditer(r"#[0-9a-f]{16}", prompt)]
+    assert len(nonces) == 1 and (phase == "judge" or nonces[0] > where[-1])
 
 
 @pytest.mark.parametrize("phase, agents, own", [

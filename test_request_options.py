@@ -85,15 +85,16 @@ def test_unset_options_leave_the_body_as_it_was(small, monkeypatch) -> None:
 @respx.mock
 def test_system_prompt_comes_first_in_every_system_message(small, monkeypatch) -> None:
     """SYSTEM_PROMPT opens the one system message of every call; the phase's rules follow it, format last; the
-    nonce ends the user message, not the system one (issue 25: a prefix cache keeps the whole system message)."""
+    nonce ends the user message, not the system one (issue 25: a prefix cache keeps it), but for a judge's rules."""
     mine = "You answer for a tax office.\nCite the article."
     route = ask_once(monkeypatch, SYSTEM_PROMPT=mine)
     for call in route.calls:
         messages = body_of(call)["messages"]
         assert [m["role"] for m in messages] == ["system", "user"]
         assert messages[0]["content"].startswith(mine + "\n\n")
-        assert not re.search(r"#[0-9a-f]{16}", messages[0]["content"])
-        assert re.search(r"\n\n#[0-9a-f]{16}\Z", messages[1]["content"])
+        ends = 0 if call.request.headers["X-MoA-Phase"] == "judge" else 1  # a judge's nonce ends its rules
+        assert re.search(r"\n\n#[0-9a-f]{16}\Z", messages[ends]["content"])
+        assert not re.search(r"#[0-9a-f]{16}", messages[1 - ends]["content"])
 
 
 @respx.mock
