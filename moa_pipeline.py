@@ -1537,8 +1537,9 @@ async def attempt_once(state: Debate, call: AgentCall, attempt: Attempt, message
                        sending: Sending[T]) -> T:
     """One HTTP attempt (or a response cache hit: nothing sent or billed, see finish_attempt) and its parse; APIError
     when it yields nothing usable."""
-    key, now = response_key(state.config, call, attempt, messages, sending), state.runtime.wall_clock()
-    completion, stored_at = await state.endpoint.cache.reply(key, attempt.nonce, now, lambda: state.endpoint.complete(
+    cache, now = state.endpoint.cache, state.runtime.wall_clock()
+    key = "" if cache.off else response_key(state.config, call, attempt, messages, sending)  # a hash of the prompt
+    completion, stored_at = await cache.reply(key, attempt.nonce, now, lambda: state.endpoint.complete(
         messages, temperature=sending.temperature, max_tokens=sending.max_tokens, model=attempt.model,
         headers=request_headers(state, call.phase, call.agent, attempt.number, call.debate_round), queue=state.queue,
         options=request_options(state.config, call.phase)))  # the question's: a batch line may set its own
@@ -3801,11 +3802,13 @@ class ResponseCache:
         if reads and (hit := await asyncio.to_thread(self.run, now, self.lookup, key, nonce, now)):
             return hit
         reply = await send()
-        await asyncio.to_thread(self.run, now, self.store, key, reply, nonce, now) if writes else None
+        if writes:
+            await asyncio.to_thread(self.run, now, self.store, key, reply, nonce, now)
         return reply, None
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.run, 0.0, self.closed) if self.db is not None else None
+        if self.db is not None:
+            await asyncio.to_thread(self.run, 0.0, self.closed)
 
     def closed(self) -> None:  # under the lock: a lookup whose task was cancelled, still in its thread, finds it off
         self.off = True
